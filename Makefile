@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint protos check-protos clean bench
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## Start the local stack and the services, register the examples, run them, print, stop.
+demo: $(STAMP)
+	$(PY) -m clients.cli demo
+
+## Lint the protos and the code, then run the whole test suite.
+test: $(STAMP)
+	$(VENV)/bin/buf lint
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest
+
+## Regenerate wtm/ from protos/ (the one codegen command).
+protos: $(STAMP)
+	$(PY) scripts/gen_protos.py
+
+lint: $(STAMP)
+	$(VENV)/bin/buf lint
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf $(VENV) .wtm build *.egg-info

@@ -1,0 +1,1 @@
+"""Code shared by the registry, scheduler and executor services."""

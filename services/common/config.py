@@ -1,0 +1,101 @@
+"""Service settings from flags and environment variables, validated with clear errors.
+
+A service declares its settings as a dataclass whose fields carry ``setting(...)`` metadata:
+the environment variable, the help text and an optional check. ``load_settings`` builds an
+argparse parser from it: a flag overrides the variable, which overrides the default. A bad
+value exits with status 2 and a message naming both the flag and the variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import typing
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def setting(
+    default: Any,
+    env: str,
+    help: str,  # noqa: A002 - mirrors argparse
+    check: Callable[[Any], str | None] | None = None,
+) -> Any:
+    """Declare one setting: its default, environment variable, help, and optional check.
+
+    ``check`` returns an error message for a bad value, or None.
+    """
+    return dataclasses.field(default=default, metadata={"env": env, "help": help, "check": check})
+
+
+def positive(value: Any) -> str | None:
+    """Check that a number is greater than zero."""
+    return None if value > 0 else "must be greater than 0"
+
+
+def host_port(value: str) -> str | None:
+    """Check that an address looks like HOST:PORT with a numeric port."""
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return "must be HOST:PORT, e.g. 127.0.0.1:50051"
+    return None
+
+
+def _convert(kind: Any, raw: str) -> Any:
+    if kind is bool:
+        lowered = raw.strip().lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off", ""}:
+            return False
+        raise ValueError("must be true or false")
+    if kind is int:
+        return int(raw)
+    if kind is float:
+        return float(raw)
+    if typing.get_origin(kind) is list:
+        return [part.strip() for part in raw.split(",") if part.strip()]
+    return raw
+
+
+def load_settings(cls: type[T], argv: Sequence[str] | None = None, prog: str | None = None) -> T:
+    """Parse ``argv`` and the environment into an instance of the settings dataclass ``cls``."""
+    hints = typing.get_type_hints(cls)
+    parser = argparse.ArgumentParser(prog=prog, description=(cls.__doc__ or "").strip())
+    fields = [f for f in dataclasses.fields(cls) if "env" in f.metadata]  # type: ignore[arg-type]
+    for f in fields:
+        flag = "--" + f.name.replace("_", "-")
+        shown = ",".join(f.default) if isinstance(f.default, list) else f.default
+        parser.add_argument(
+            flag,
+            dest=f.name,
+            default=None,
+            help=f"{f.metadata['help']} (env {f.metadata['env']}; default {shown!r})",
+        )
+    ns = parser.parse_args(argv)
+    values: dict[str, Any] = {}
+    for f in fields:
+        flag = "--" + f.name.replace("_", "-")
+        env = f.metadata["env"]
+        raw = getattr(ns, f.name)
+        source = flag
+        if raw is None and env in os.environ:
+            raw, source = os.environ[env], env
+        if raw is None:
+            value = list(f.default) if isinstance(f.default, list) else f.default
+        else:
+            try:
+                value = _convert(hints[f.name], raw)
+            except ValueError as exc:
+                reason = str(exc) if "must" in str(exc) else f"must be {hints[f.name].__name__}"
+                parser.error(f"{flag} / {env}: {reason}, got {raw!r}")
+            source = source or flag
+        check = f.metadata.get("check")
+        problem = check(value) if check is not None else None
+        if problem:
+            parser.error(f"{flag} / {env}: {problem}, got {value!r}")
+        values[f.name] = value
+    return cls(**values)

@@ -1,0 +1,244 @@
+"""What every gRPC server here shares: error mapping, bearer-token auth, health, reflection,
+and a clean stop on SIGTERM.
+
+``GuardInterceptor`` is the one place where domain errors become gRPC status codes and where
+the bearer token is checked; servicers stay free of both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import inspect
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import grpc
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from services.common.errors import WtmError
+
+log = logging.getLogger(__name__)
+
+# Methods anyone may call without a token: load balancers and grpcurl need them.
+PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """Map an exception raised by domain code to a gRPC status code and message."""
+    if isinstance(exc, WtmError):
+        return getattr(grpc.StatusCode, exc.code), exc.message
+    log.exception("unexpected error", exc_info=exc)
+    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
+
+
+def _authorized(token: str | None, metadata: Iterable[tuple[str, Any]] | None) -> bool:
+    if not token:
+        return True
+    for key, value in metadata or ():
+        if key == "authorization" and isinstance(value, str):
+            return hmac.compare_digest(value.encode(), f"Bearer {token}".encode())
+    return False
+
+
+_DENIED = "authorization: missing or wrong bearer token (send 'authorization: Bearer <token>')"
+
+
+def _kinds(handler: grpc.RpcMethodHandler) -> tuple[str, Callable[..., Any], Callable[..., Any]]:
+    if handler.unary_unary:
+        return "unary_unary", handler.unary_unary, grpc.unary_unary_rpc_method_handler
+    if handler.unary_stream:
+        return "unary_stream", handler.unary_stream, grpc.unary_stream_rpc_method_handler
+    if handler.stream_unary:
+        return "stream_unary", handler.stream_unary, grpc.stream_unary_rpc_method_handler
+    return "stream_stream", handler.stream_stream, grpc.stream_stream_rpc_method_handler
+
+
+def _rewrap(handler: grpc.RpcMethodHandler, behavior: Callable[..., Any]) -> Any:
+    _, _, factory = _kinds(handler)
+    return factory(
+        behavior,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+class GuardInterceptor(grpc.ServerInterceptor):
+    """Checks the bearer token and maps domain errors, for a thread-pool server."""
+
+    def __init__(self, token: str | None) -> None:
+        self._token = token
+
+    def intercept_service(self, continuation: Any, details: Any) -> Any:
+        handler = continuation(details)
+        if handler is None:
+            return None
+        public = details.method.startswith(PUBLIC_PREFIXES)
+        token = None if public else self._token
+        _, behavior, _ = _kinds(handler)
+
+        if handler.response_streaming:
+
+            def guarded_stream(request: Any, context: grpc.ServicerContext) -> Any:
+                if not _authorized(token, context.invocation_metadata()):
+                    context.abort(grpc.StatusCode.UNAUTHENTICATED, _DENIED)
+                try:
+                    yield from behavior(request, context)
+                except WtmError as exc:
+                    context.abort(*status_for(exc))
+
+            return _rewrap(handler, guarded_stream)
+
+        def guarded(request: Any, context: grpc.ServicerContext) -> Any:
+            if not _authorized(token, context.invocation_metadata()):
+                context.abort(grpc.StatusCode.UNAUTHENTICATED, _DENIED)
+            try:
+                return behavior(request, context)
+            except WtmError as exc:
+                context.abort(*status_for(exc))
+
+        return _rewrap(handler, guarded)
+
+
+class AsyncGuardInterceptor(aio.ServerInterceptor):
+    """Checks the bearer token and maps domain errors, for an asyncio server."""
+
+    def __init__(self, token: str | None) -> None:
+        self._token = token
+
+    async def intercept_service(self, continuation: Any, details: Any) -> Any:
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        public = details.method.startswith(PUBLIC_PREFIXES)
+        token = None if public else self._token
+        _, behavior, _ = _kinds(handler)
+
+        if inspect.isasyncgenfunction(behavior):
+
+            async def guarded_stream(request: Any, context: aio.ServicerContext) -> Any:
+                if not _authorized(token, context.invocation_metadata()):
+                    await context.abort(grpc.StatusCode.UNAUTHENTICATED, _DENIED)
+                try:
+                    async for item in behavior(request, context):
+                        yield item
+                except WtmError as exc:
+                    await context.abort(*status_for(exc))
+
+            return _rewrap(handler, guarded_stream)
+
+        async def guarded(request: Any, context: aio.ServicerContext) -> Any:
+            if not _authorized(token, context.invocation_metadata()):
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, _DENIED)
+            try:
+                return await behavior(request, context)
+            except WtmError as exc:
+                await context.abort(*status_for(exc))
+
+        return _rewrap(handler, guarded)
+
+
+def _service_names(descriptors: Iterable[Any]) -> list[str]:
+    return [d.full_name for d in descriptors]
+
+
+def _listen(server: Any, address: str) -> int:
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise SystemExit(f"cannot listen on {address}: {exc}") from exc
+    if port == 0:
+        raise SystemExit(f"cannot listen on {address}: address in use or invalid")
+    return int(port)
+
+
+def serve_threaded(
+    address: str,
+    register: Callable[[grpc.Server], None],
+    services: Iterable[Any],
+    token: str | None,
+    on_stop: Callable[[], None] = lambda: None,
+    max_workers: int = 16,
+    grace: float = 5.0,
+) -> None:
+    """Run a thread-pool gRPC server until SIGTERM or SIGINT, then stop it cleanly."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=max_workers),
+        interceptors=[GuardInterceptor(token)],
+        options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)],
+    )
+    register(server)
+    names = _service_names(services)
+    checker = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(checker, server)
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    port = _listen(server, address)
+    server.start()
+    for name in ["", *names]:
+        checker.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("serving %s on port %d", ", ".join(names), port)
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    log.info("stopping")
+    checker.enter_graceful_shutdown()
+    server.stop(grace).wait()
+    on_stop()
+    log.info("stopped")
+
+
+async def serve_async(
+    address: str,
+    register: Callable[[aio.Server], None],
+    services: Iterable[Any],
+    token: str | None,
+    on_start: Callable[[], Any] | None = None,
+    on_stop: Callable[[], Any] | None = None,
+    grace: float = 5.0,
+) -> None:
+    """Run an asyncio gRPC server until SIGTERM or SIGINT, then stop it cleanly.
+
+    ``on_start`` and ``on_stop`` are awaited when they return awaitables.
+    """
+    server = aio.server(
+        interceptors=[AsyncGuardInterceptor(token)],
+        options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)],
+    )
+    register(server)
+    names = _service_names(services)
+    checker = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(checker, server)
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    port = _listen(server, address)
+    if on_start is not None:
+        result = on_start()
+        if inspect.isawaitable(result):
+            await result
+    await server.start()
+    for name in ["", *names]:
+        await checker.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("serving %s on port %d", ", ".join(names), port)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping")
+    await checker.enter_graceful_shutdown()
+    await server.stop(grace)
+    if on_stop is not None:
+        result = on_stop()
+        if inspect.isawaitable(result):
+            await result
+    log.info("stopped")

@@ -1,0 +1,137 @@
+"""Child processes that a test or script starts and must stop: by PID, never by name.
+
+Every child is started in its own session, with its output in a log file, and (on Linux)
+with a parent-death signal, so that even a ``kill -9`` of the parent leaves no server behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PR_SET_PDEATHSIG = 1
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent(sig: int) -> Callable[[], None] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+
+    def preexec() -> None:
+        os.setsid()
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, sig)
+
+    return preexec
+
+
+@dataclass
+class Child:
+    """One started process, its log file, and how to stop it."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    grace: float = 5.0
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        """SIGTERM, wait up to ``grace`` seconds, then SIGKILL."""
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(self.grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.kill()
+                self.proc.wait(5)
+
+
+@dataclass
+class ProcessGroup:
+    """Children started together and stopped together, in reverse order of starting."""
+
+    log_dir: Path
+    tie_to_parent: bool = True
+    children: list[Child] = field(default_factory=list)
+
+    def start(
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: dict[str, str] | None = None,
+        grace: float = 5.0,
+        parent_death_signal: int = signal.SIGTERM,
+        cwd: Path | None = None,
+    ) -> Child:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{name}.log"
+        log = open(log_path, "ab")  # noqa: SIM115 - the child owns it from here
+        preexec = _die_with_parent(parent_death_signal) if self.tie_to_parent else None
+        proc = subprocess.Popen(
+            list(argv),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            preexec_fn=preexec,
+            start_new_session=preexec is None,
+        )
+        log.close()
+        child = Child(name, proc, log_path, grace)
+        self.children.append(child)
+        return child
+
+    def stop_all(self) -> None:
+        while self.children:
+            self.children.pop().stop()
+
+
+def wait_until(
+    what: str, check: Callable[[], bool], child: Child | None = None, timeout: float = 30.0
+) -> None:
+    """Poll ``check`` until it returns True; fail early if ``child`` exits."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if child is not None and not child.alive():
+            raise RuntimeError(
+                f"{what} exited with status {child.proc.returncode}:\n{child.log_tail()}"
+            )
+        try:
+            if check():
+                return
+        except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
+            last = exc
+        time.sleep(0.05)
+    tail = child.log_tail() if child else ""
+    raise TimeoutError(f"{what} did not become ready in {timeout:.0f}s (last error: {last})\n{tail}")

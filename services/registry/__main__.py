@@ -1,0 +1,42 @@
+"""``python -m services.registry``: run the registry service until SIGTERM."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from services.common import logs
+from services.common.backends import mongo_database, s3_client
+from services.common.grpc_server import serve_threaded
+from services.common.config import load_settings
+from services.registry.registry import Registry
+from services.registry.servicer import RegistryServicer
+from services.registry.settings import RegistrySettings
+from services.registry.stores import PackageStore, TaskStore
+from wtm.v1 import registry_service_pb2, registry_service_pb2_grpc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = load_settings(RegistrySettings, argv, prog="wtm-registry")
+    logs.configure("registry")
+    db = mongo_database(settings.mongodb_uri, settings.mongodb_database)
+    tasks = TaskStore(db)
+    tasks.ensure_indexes()
+    packages = PackageStore(
+        s3_client(settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key),
+        settings.packages_bucket,
+    )
+    packages.ensure_bucket()
+    servicer = RegistryServicer(Registry(tasks, packages, settings.max_package_bytes))
+    serve_threaded(
+        settings.listen,
+        lambda server: registry_service_pb2_grpc.add_RegistryServiceServicer_to_server(servicer, server),
+        [registry_service_pb2.DESCRIPTOR.services_by_name["RegistryService"]],
+        settings.auth_token or None,
+        on_stop=db.client.close,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""``task.json``: the manifest of a task package, parsed and validated.
+
+Each problem is reported as INVALID_ARGUMENT naming the manifest field, e.g.
+``task.json: priority: must be an integer from 1 to 10, got 11``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.common.errors import InvalidArgument
+
+TASK_ID = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+SEMVER = re.compile(
+    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+    r"(?:\+[0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*)?$"
+)
+ENTRY_POINT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+MAX_TIMEOUT_SECONDS = 24 * 3600
+MAX_RETRIES = 20
+
+
+def version_sort_key(version: str) -> str:
+    """A string that sorts semantic versions correctly (pre-releases before the release)."""
+    m = SEMVER.match(version)
+    if not m:
+        raise InvalidArgument(f"not a semantic version: {version!r}", field="version")
+    major, minor, patch, pre = m.group(1), m.group(2), m.group(3), m.group(4)
+    core = f"{int(major):06d}.{int(minor):06d}.{int(patch):06d}"
+    return f"{core}-{pre}" if pre else f"{core}~"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A validated task.json."""
+
+    task_id: str
+    version: str
+    name: str
+    description: str = ""
+    author: str = ""
+    category: str = "general"
+    entry_point: str = "task.Task"
+    requirements: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    queue: str = "default"
+    priority: int = 5
+    timeout: int = 300
+    max_retries: int = 0
+    input_schema: dict[str, Any] = field(default_factory=dict)
+    output_schema: dict[str, Any] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def module_path(self) -> str:
+        """The file the entry point's module lives in, relative to the package root."""
+        return self.entry_point.rsplit(".", 1)[0].replace(".", "/") + ".py"
+
+
+def _err(name: str, message: str, value: Any) -> InvalidArgument:
+    return InvalidArgument(f"{message}, got {value!r}", field=f"task.json: {name}")
+
+
+def _string(doc: dict[str, Any], name: str, default: str | None = None) -> str:
+    value = doc.get(name, default)
+    if value is None:
+        raise InvalidArgument("is required", field=f"task.json: {name}")
+    if not isinstance(value, str):
+        raise _err(name, "must be a string", value)
+    return value
+
+
+def _int(doc: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
+    value = doc.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _err(name, f"must be an integer from {low} to {high}", value)
+    return value
+
+
+def _strings(doc: dict[str, Any], name: str) -> list[str]:
+    value = doc.get(name, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _err(name, "must be a list of strings", value)
+    return list(value)
+
+
+def _schema(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    value = doc.get(name, {})
+    if not isinstance(value, dict):
+        raise _err(name, "must be a JSON Schema object", value)
+    kind = value.get("type")
+    allowed = {"object", "array", "string", "number", "integer", "boolean", "null"}
+    if kind is not None and kind not in allowed and not isinstance(kind, list):
+        raise _err(f"{name}.type", f"must be one of {sorted(allowed)}", kind)
+    props = value.get("properties", {})
+    if not isinstance(props, dict):
+        raise _err(f"{name}.properties", "must be an object", props)
+    required = value.get("required", [])
+    if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
+        raise _err(f"{name}.required", "must be a list of strings", required)
+    return value
+
+
+def parse_manifest(text: bytes | str) -> Manifest:
+    """Parse and validate task.json text."""
+    try:
+        doc = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidArgument(f"not valid JSON ({exc})", field="task.json") from exc
+    if not isinstance(doc, dict):
+        raise InvalidArgument("must be a JSON object", field="task.json")
+    task_id = _string(doc, "task_id")
+    if not TASK_ID.match(task_id):
+        raise _err("task_id", "must be lower_snake_case, 1-64 characters", task_id)
+    version = _string(doc, "version")
+    if not SEMVER.match(version):
+        raise _err("version", "must be a semantic version like 1.0.0", version)
+    entry_point = _string(doc, "entry_point", "task.Task")
+    if not ENTRY_POINT.match(entry_point):
+        raise _err("entry_point", "must be 'module.Class'", entry_point)
+    queue = _string(doc, "queue", "default")
+    if not re.match(r"^[a-z0-9][a-z0-9_.-]{0,63}$", queue):
+        raise _err("queue", "must be 1-64 lowercase letters, digits, '_', '.', '-'", queue)
+    return Manifest(
+        task_id=task_id,
+        version=version,
+        name=_string(doc, "name", task_id),
+        description=_string(doc, "description", ""),
+        author=_string(doc, "author", ""),
+        category=_string(doc, "category", "general"),
+        entry_point=entry_point,
+        requirements=_strings(doc, "requirements"),
+        tags=_strings(doc, "tags"),
+        queue=queue,
+        priority=_int(doc, "priority", 5, 1, 10),
+        timeout=_int(doc, "timeout", 300, 1, MAX_TIMEOUT_SECONDS),
+        max_retries=_int(doc, "max_retries", 0, 0, MAX_RETRIES),
+        input_schema=_schema(doc, "input_schema"),
+        output_schema=_schema(doc, "output_schema"),
+        raw=doc,
+    )

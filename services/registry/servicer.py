@@ -1,0 +1,63 @@
+"""``RegistryService`` over gRPC: translate protos, call one ``Registry`` method, translate back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+
+from services.common.errors import InvalidArgument
+from services.registry.registry import Registry
+from wtm.v1 import registry_service_pb2 as pb
+from wtm.v1 import registry_service_pb2_grpc as pb_grpc
+
+
+class RegistryServicer(pb_grpc.RegistryServiceServicer):
+    """Thin gRPC adapter over ``Registry``."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+
+    def UploadTaskPackage(
+        self, request_iterator: Iterator[pb.UploadTaskPackageRequest], context: grpc.ServicerContext
+    ) -> pb.UploadTaskPackageResponse:
+        header = pb.UploadTaskPackageHeader()
+        chunks: list[bytes] = []
+        size = 0
+        for i, message in enumerate(request_iterator):
+            if message.HasField("header"):
+                if i != 0:
+                    raise InvalidArgument("must only be in the first message", field="header")
+                header = message.header
+                continue
+            size += len(message.chunk)
+            self._registry.check_size(size)
+            chunks.append(message.chunk)
+        if header.size_bytes and header.size_bytes != size:
+            raise InvalidArgument(
+                f"declared {header.size_bytes} bytes but {size} arrived", field="header.size_bytes"
+            )
+        result = self._registry.register_package(b"".join(chunks), header.sha256)
+        return pb.UploadTaskPackageResponse(task=result.task.to_proto(), created=result.created)
+
+    def GetTask(self, request: pb.GetTaskRequest, context: grpc.ServicerContext) -> pb.GetTaskResponse:
+        return pb.GetTaskResponse(task=self._registry.get_task(request.task_id, request.version).to_proto())
+
+    def ListTasks(
+        self, request: pb.ListTasksRequest, context: grpc.ServicerContext
+    ) -> pb.ListTasksResponse:
+        tasks, token = self._registry.list_tasks(
+            page_size=request.page_size,
+            page_token=request.page_token,
+            task_id=request.task_id,
+            category=request.category,
+            tag=request.tag,
+            queue=request.queue,
+        )
+        return pb.ListTasksResponse(tasks=[t.to_proto() for t in tasks], next_page_token=token)
+
+    def DownloadTaskPackage(
+        self, request: pb.DownloadTaskPackageRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.DownloadTaskPackageResponse]:
+        for chunk in self._registry.open_package(request.digest):
+            yield pb.DownloadTaskPackageResponse(chunk=chunk)

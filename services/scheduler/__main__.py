@@ -1,0 +1,71 @@
+"""``python -m services.scheduler``: run the scheduler service until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Sequence
+
+import redis.asyncio as aioredis
+
+from services.common import logs
+from services.common.config import load_settings
+from services.common.grpc_server import serve_async
+from services.scheduler.dispatcher import Dispatcher
+from services.scheduler.run_queue import RunQueue
+from services.scheduler.run_store import RunStore
+from services.scheduler.runs import RunService
+from services.scheduler.servicer import ExecutorServicer, SchedulerServicer
+from services.scheduler.settings import SchedulerSettings
+from services.scheduler.task_catalog import TaskCatalog
+from wtm.v1 import executor_service_pb2, executor_service_pb2_grpc
+from wtm.v1 import scheduler_service_pb2, scheduler_service_pb2_grpc
+
+
+async def serve(settings: SchedulerSettings) -> None:
+    client = aioredis.Redis.from_url(settings.redis_url)
+    queue = RunQueue(client, finished_ttl_s=settings.finished_ttl_seconds)
+    store = RunStore(settings.mongodb_uri, settings.mongodb_database)
+    catalog = TaskCatalog(settings.registry, settings.auth_token)
+    dispatcher = Dispatcher(queue, store, lease_seconds=settings.lease_seconds)
+    runs = RunService(queue, store, catalog)
+
+    def register(server: object) -> None:
+        scheduler_service_pb2_grpc.add_SchedulerServiceServicer_to_server(SchedulerServicer(runs), server)
+        executor_service_pb2_grpc.add_ExecutorServiceServicer_to_server(
+            ExecutorServicer(dispatcher, settings.lease_seconds, settings.heartbeat_seconds), server
+        )
+
+    async def on_start() -> None:
+        await client.ping()
+        await store.start()
+        await dispatcher.start()
+
+    async def on_stop() -> None:
+        await dispatcher.stop()
+        await store.close()
+        await catalog.close()
+        await client.aclose()
+
+    await serve_async(
+        settings.listen,
+        register,
+        [
+            scheduler_service_pb2.DESCRIPTOR.services_by_name["SchedulerService"],
+            executor_service_pb2.DESCRIPTOR.services_by_name["ExecutorService"],
+        ],
+        settings.auth_token or None,
+        on_start=on_start,
+        on_stop=on_stop,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = load_settings(SchedulerSettings, argv, prog="wtm-scheduler")
+    logs.configure("scheduler")
+    asyncio.run(serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""Every Redis key and channel the scheduler uses, under one prefix.
+
+The Lua scripts derive per-run and per-step keys from the same prefix (passed as ARGV[1]),
+so all names are defined here and in the scripts' headers, nowhere else. Scripts touch keys
+they derive, so the scheduler needs a single Redis node (or one cluster hash slot).
+"""
+
+from __future__ import annotations
+
+PREFIX = "wtm:"
+
+LEASES = PREFIX + "leases"  # ZSET step-key -> lease deadline (ms)
+DELAYED = PREFIX + "delayed"  # ZSET step-key -> due time of a retry (ms)
+WAKE_CHANNEL = PREFIX + "wake"  # pub/sub: "work was queued", for every scheduler replica
+
+
+def queue(name: str) -> str:
+    """ZSET of ready step-keys on one queue, scored by priority band then enqueue time."""
+    return f"{PREFIX}q:{name}"
+
+
+def step_key(run_id: str, step_id: str) -> str:
+    """The member that names one step of one run in queues, leases and the delayed set."""
+    return f"{run_id}:{step_id}"
+
+
+def step(run_id: str, step_id: str) -> str:
+    """HASH of one step's state: task, attempt, state, dependencies, timings."""
+    return f"{PREFIX}s:{run_id}:{step_id}"
+
+
+def run(run_id: str) -> str:
+    """HASH of one run's state: input, priority, counters, timings."""
+    return f"{PREFIX}r:{run_id}"
+
+
+def outputs(run_id: str) -> str:
+    """HASH step-id -> output JSON of one run's completed steps."""
+    return f"{PREFIX}o:{run_id}"
+
+
+def events(run_id: str) -> str:
+    """STREAM of one run's events, read by WatchRun (resumable by event id)."""
+    return f"{PREFIX}e:{run_id}"
+
+
+def idempotency(request_id: str) -> str:
+    """STRING request-id -> run-id, so a repeated submit returns the first run."""
+    return f"{PREFIX}idem:{request_id}"

@@ -1,0 +1,49 @@
+-- dispatch.lua: pop up to N ready steps from an executor's queues and lease them to it.
+-- KEYS: none declared; derived from the prefix P = ARGV[1] (see services/scheduler/keys.py):
+--   P..'q:'..queue           ZSET    ready steps per queue (ZPOPMIN)
+--   P..'leases'              ZSET    step-key -> lease deadline ms (ZADD)
+--   P..'s:'..step-key        HASH    the step: attempt++, RUNNING, executor (written)
+--   P..'r:'..run_id          HASH    the run: RUNNING on its first dispatch (read, written)
+--   P..'o:'..run_id          HASH    outputs of the step's dependencies (read)
+--   P..'e:'..run_id          STREAM  run events (XADD)
+-- ARGV: P, now_ms, lease_ms, executor_id, max_n, queue names...
+-- Picks the lowest score across the queues each time, so priority holds across queues.
+-- Returns: a list of JSON objects {member, attempt, step (flat HGETALL), input, outputs}.
+local P, now, lease_ms, executor, max_n = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+local out = {}
+while #out < max_n do
+  local best_q, best_score = nil, nil
+  for i = 6, #ARGV do
+    local q = queue_key(P, ARGV[i])
+    local head = redis.call('ZRANGE', q, 0, 0, 'WITHSCORES')
+    if head[1] and (best_score == nil or tonumber(head[2]) < best_score) then
+      best_q, best_score = q, tonumber(head[2])
+    end
+  end
+  if not best_q then break end
+  local member = redis.call('ZPOPMIN', best_q)[1]
+  local sh = step_hash(P, member)
+  if redis.call('HGET', sh, 'state') == 'QUEUED' then
+    local run_id = run_of(member)
+    local step_id = string.sub(member, #run_id + 2)
+    local attempt = redis.call('HINCRBY', sh, 'attempt', 1)
+    redis.call('HSET', sh, 'state', 'RUNNING', 'executor', executor, 'started_ms', now)
+    redis.call('ZADD', P .. 'leases', tonumber(now) + lease_ms, member)
+    local rh = run_hash(P, run_id)
+    if redis.call('HGET', rh, 'state') == 'QUEUED' then
+      redis.call('HSET', rh, 'state', 'RUNNING', 'started_ms', now)
+      emit(P, run_id, '', 0, 'RUNNING', '', now)
+    end
+    emit(P, run_id, step_id, attempt, 'RUNNING', executor, now)
+    local outputs = {}
+    local deps = cjson.decode(redis.call('HGET', sh, 'deps'))
+    if #deps > 0 then
+      local values = redis.call('HMGET', P .. 'o:' .. run_id, unpack(deps))
+      for i, dep in ipairs(deps) do outputs[dep] = values[i] end
+    end
+    table.insert(out, cjson.encode({member = member, attempt = attempt,
+      step = redis.call('HGETALL', sh), input = redis.call('HGET', rh, 'input_json'),
+      outputs = outputs}))
+  end
+end
+return out

@@ -1,0 +1,18 @@
+-- heartbeat.lua: renew the leases of the step attempts an executor says it is running.
+-- KEYS: none declared; derived from the prefix P = ARGV[1] (see services/scheduler/keys.py):
+--   P..'s:'..step-key        HASH    attempt and state of each step (read)
+--   P..'leases'              ZSET    lease deadlines (ZADD XX)
+-- ARGV: P, now_ms, lease_ms, then pairs of step-key, attempt.
+-- Returns: the step-keys whose attempt is no longer current (the executor should stop them).
+local P, now, lease_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local stale = {}
+for i = 4, #ARGV, 2 do
+  local member, attempt = ARGV[i], ARGV[i + 1]
+  local f = redis.call('HMGET', step_hash(P, member), 'attempt', 'state')
+  if f[1] == attempt and f[2] == 'RUNNING' then
+    redis.call('ZADD', P .. 'leases', 'XX', now + lease_ms, member)
+  else
+    table.insert(stale, member)
+  end
+end
+return stale

@@ -1,0 +1,82 @@
+-- lib.lua: helpers prepended to every scheduler script (not a script of its own).
+-- Key names follow services/scheduler/keys.py; P is the key prefix (ARGV[1]).
+
+local function step_hash(P, member) return P .. 's:' .. member end
+local function run_of(member) return string.match(member, '^([^:]+):') end
+local function run_hash(P, run_id) return P .. 'r:' .. run_id end
+local function events_key(P, run_id) return P .. 'e:' .. run_id end
+local function queue_key(P, name) return P .. 'q:' .. name end
+
+-- Score: priority band (higher priority first; steps of runs in flight before first steps),
+-- then enqueue time in ms. 2^42 ms is ~139 years, so bands never overlap.
+local function score(priority, is_first, now_ms)
+  local band = (10 - tonumber(priority)) * 2 + (is_first and 1 or 0)
+  return band * 4398046511104 + tonumber(now_ms)
+end
+
+local function emit(P, run_id, step_id, attempt, state, msg, now_ms)
+  return redis.call('XADD', events_key(P, run_id), '*', 'step', step_id or '',
+    'attempt', tostring(attempt or 0), 'state', state, 'msg', msg or '', 't', tostring(now_ms))
+end
+
+local function enqueue(P, member, now_ms)
+  local sh = step_hash(P, member)
+  local f = redis.call('HMGET', sh, 'queue', 'priority', 'first')
+  redis.call('HSET', sh, 'state', 'QUEUED', 'queued_ms', now_ms)
+  redis.call('ZADD', queue_key(P, f[1]), score(f[2], f[3] == '1', now_ms), member)
+end
+
+-- Ends a run: sets its state, cancels every step that has not finished, and returns the
+-- step-keys of cancelled steps that were RUNNING (their executors must be told to stop).
+local function finish_run(P, run_id, state, err, now_ms, ttl)
+  local rh = run_hash(P, run_id)
+  local running = {}
+  for _, step_id in ipairs(cjson.decode(redis.call('HGET', rh, 'steps'))) do
+    local member = run_id .. ':' .. step_id
+    local sh = step_hash(P, member)
+    local f = redis.call('HMGET', sh, 'state', 'queue', 'executor')
+    if f[1] == 'PENDING' or f[1] == 'QUEUED' or f[1] == 'RUNNING' then
+      redis.call('ZREM', queue_key(P, f[2]), member)
+      redis.call('ZREM', P .. 'delayed', member)
+      if f[1] == 'RUNNING' then
+        redis.call('ZREM', P .. 'leases', member)
+        table.insert(running, member)
+        table.insert(running, f[3] or '')
+      end
+      redis.call('HSET', sh, 'state', 'CANCELLED', 'ended_ms', now_ms, 'error', 'run ' .. state)
+      emit(P, run_id, step_id, 0, 'CANCELLED', 'run ' .. state, now_ms)
+    end
+    redis.call('EXPIRE', sh, ttl)
+  end
+  redis.call('HSET', rh, 'state', state, 'ended_ms', now_ms, 'error', err or '')
+  emit(P, run_id, '', 0, state, err or '', now_ms)
+  for _, k in ipairs({rh, P .. 'o:' .. run_id, events_key(P, run_id)}) do
+    redis.call('EXPIRE', k, ttl)
+  end
+  return running
+end
+
+-- A step attempt ended without output. Retries while attempts remain (if the failure is
+-- retryable), else fails the step and the run. Returns {verdict, running-to-cancel...}.
+local function fail_step(P, member, state, err, retryable, retry_at_ms, now_ms, ttl)
+  local sh = step_hash(P, member)
+  local run_id = run_of(member)
+  local step_id = string.sub(member, #run_id + 2)
+  local f = redis.call('HMGET', sh, 'attempt', 'max_retries')
+  local attempt, max_retries = tonumber(f[1]), tonumber(f[2])
+  redis.call('ZREM', P .. 'leases', member)
+  if retryable and attempt <= max_retries then
+    redis.call('HSET', sh, 'state', 'QUEUED', 'error', err, 'retry_at_ms', retry_at_ms)
+    redis.call('ZADD', P .. 'delayed', retry_at_ms, member)
+    emit(P, run_id, step_id, attempt, 'QUEUED', 'retrying after: ' .. err, now_ms)
+    return {'retrying'}
+  end
+  redis.call('HSET', sh, 'state', state, 'error', err, 'ended_ms', now_ms)
+  emit(P, run_id, step_id, attempt, state, err, now_ms)
+  local result = {'failed'}
+  local why = 'step ' .. step_id .. ' ' .. state .. ': ' .. err
+  for _, x in ipairs(finish_run(P, run_id, 'FAILED', why, now_ms, ttl)) do
+    table.insert(result, x)
+  end
+  return result
+end

@@ -1,0 +1,18 @@
+-- promote_due.lua: move retries whose backoff has elapsed back onto their queues.
+-- KEYS: none declared; derived from the prefix P = ARGV[1] (see services/scheduler/keys.py):
+--   P..'delayed'             ZSET    retry due times (read, ZREM)
+--   P..'s:'..step-key        HASH    the step (read, written)
+--   P..'q:'..queue           ZSET    ready steps (ZADD)
+-- ARGV: P, now_ms, limit
+-- Returns: the number of steps queued.
+local P, now, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local due = redis.call('ZRANGEBYSCORE', P .. 'delayed', '-inf', now, 'LIMIT', 0, limit)
+local n = 0
+for _, member in ipairs(due) do
+  redis.call('ZREM', P .. 'delayed', member)
+  if redis.call('HGET', step_hash(P, member), 'state') == 'QUEUED' then
+    enqueue(P, member, now)
+    n = n + 1
+  end
+end
+return n

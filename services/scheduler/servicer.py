@@ -1,0 +1,142 @@
+"""``SchedulerService`` and ``ExecutorService`` over gRPC: translate, call the domain, translate."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from grpc import aio
+
+from services.common.errors import InvalidArgument
+from services.scheduler.dispatcher import (
+    Assignment,
+    Dispatcher,
+    ExecutorInfo,
+    ExecutorSession,
+    StepReport,
+)
+from services.scheduler.runs import RunEvent, RunService, SubmitRequest
+from wtm.v1 import executor_service_pb2 as epb
+from wtm.v1 import executor_service_pb2_grpc as epb_grpc
+from wtm.v1 import run_pb2
+from wtm.v1 import scheduler_service_pb2 as spb
+from wtm.v1 import scheduler_service_pb2_grpc as spb_grpc
+
+
+def event_to_proto(e: RunEvent) -> spb.RunEvent:
+    m = spb.RunEvent(
+        event_id=e.event_id, run_id=e.run_id, step_id=e.step_id, attempt=e.attempt,
+        state=run_pb2.State.Value(f"STATE_{e.state}"), message=e.message,
+    )
+    if e.time is not None:
+        m.time.FromDatetime(e.time)
+    return m
+
+
+class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
+    """Thin gRPC adapter over ``RunService``."""
+
+    def __init__(self, runs: RunService) -> None:
+        self._runs = runs
+
+    async def SubmitRun(self, request: spb.SubmitRunRequest, context: aio.ServicerContext) -> spb.SubmitRunResponse:
+        run = await self._runs.submit(
+            SubmitRequest(
+                task=request.task, pipeline=request.pipeline, input_json=request.input_json,
+                priority=request.priority, request_id=request.request_id, labels=dict(request.labels),
+            )
+        )
+        return spb.SubmitRunResponse(run=run.to_proto())
+
+    async def GetRun(self, request: spb.GetRunRequest, context: aio.ServicerContext) -> spb.GetRunResponse:
+        return spb.GetRunResponse(run=(await self._runs.get(request.run_id)).to_proto())
+
+    async def WatchRun(
+        self, request: spb.WatchRunRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[spb.WatchRunResponse]:
+        async for event in self._runs.watch(request.run_id, request.after_event_id):
+            yield spb.WatchRunResponse(event=event_to_proto(event))
+
+
+def _assignment_to_proto(a: Assignment) -> epb.ConnectResponse:
+    return epb.ConnectResponse(
+        assignment=epb.StepAssignment(
+            ref=epb.StepAttemptRef(run_id=a.run_id, step_id=a.step_id, attempt=a.attempt),
+            task_id=a.task_id, task_version=a.task_version, digest=a.digest,
+            entry_point=a.entry_point, input_json=a.input_json, timeout_seconds=a.timeout_seconds,
+            input_id=a.input_id, output_id=a.output_id,
+        )
+    )
+
+
+class ExecutorServicer(epb_grpc.ExecutorServiceServicer):
+    """Thin gRPC adapter over ``Dispatcher``: one stream per executor."""
+
+    def __init__(self, dispatcher: Dispatcher, lease_seconds: int, heartbeat_seconds: float) -> None:
+        self._dispatcher = dispatcher
+        self._lease_seconds = lease_seconds
+        self._heartbeat_seconds = heartbeat_seconds
+
+    async def Connect(
+        self, request_iterator: AsyncIterator[epb.ConnectRequest], context: aio.ServicerContext
+    ) -> AsyncIterator[epb.ConnectResponse]:
+        first = await anext(request_iterator, None)
+        if first is None or not first.HasField("hello"):
+            raise InvalidArgument("the first message must be a hello", field="hello")
+        h = first.hello
+        if not h.executor_id or h.slots < 1 or not h.queues:
+            raise InvalidArgument("needs executor_id, slots >= 1 and at least one queue", field="hello")
+        session = self._dispatcher.open_session(
+            ExecutorInfo(h.executor_id, list(h.queues), h.slots, dict(h.labels),
+                         h.software_version, h.python_version)
+        )
+        reader = asyncio.create_task(self._read(session, request_iterator))
+        try:
+            yield epb.ConnectResponse(
+                welcome=epb.ExecutorWelcome(
+                    lease_seconds=self._lease_seconds,
+                    heartbeat_interval_seconds=self._heartbeat_seconds,
+                )
+            )
+            while True:
+                getter = asyncio.ensure_future(session.outbox.get())
+                done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if getter not in done:
+                    getter.cancel()
+                    break  # the executor closed its side
+                item = getter.result()
+                if item is None:
+                    break
+                if isinstance(item, Assignment):
+                    yield _assignment_to_proto(item)
+                else:
+                    yield epb.ConnectResponse(
+                        cancel=epb.CancelStep(
+                            ref=epb.StepAttemptRef(run_id=item.run_id, step_id=item.step_id, attempt=item.attempt),
+                            reason=item.reason,
+                        )
+                    )
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            self._dispatcher.close_session(session)
+
+    async def _read(self, session: ExecutorSession, requests: AsyncIterator[epb.ConnectRequest]) -> None:
+        async for message in requests:
+            kind = message.WhichOneof("message")
+            if kind == "heartbeat":
+                await self._dispatcher.heartbeat(
+                    session, [(r.run_id, r.step_id, r.attempt) for r in message.heartbeat.running]
+                )
+            elif kind == "result":
+                r = message.result
+                await self._dispatcher.report(
+                    session,
+                    StepReport(
+                        run_id=r.ref.run_id, step_id=r.ref.step_id, attempt=r.ref.attempt,
+                        outcome=epb.StepOutcome.Name(r.outcome).removeprefix("STEP_OUTCOME_"),
+                        output_json=r.output_json, error=r.error,
+                    ),
+                )

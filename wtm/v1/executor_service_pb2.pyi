@@ -1,0 +1,151 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class StepOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STEP_OUTCOME_UNSPECIFIED: _ClassVar[StepOutcome]
+    STEP_OUTCOME_SUCCEEDED: _ClassVar[StepOutcome]
+    STEP_OUTCOME_FAILED: _ClassVar[StepOutcome]
+    STEP_OUTCOME_FATAL: _ClassVar[StepOutcome]
+    STEP_OUTCOME_TIMED_OUT: _ClassVar[StepOutcome]
+    STEP_OUTCOME_CANCELLED: _ClassVar[StepOutcome]
+STEP_OUTCOME_UNSPECIFIED: StepOutcome
+STEP_OUTCOME_SUCCEEDED: StepOutcome
+STEP_OUTCOME_FAILED: StepOutcome
+STEP_OUTCOME_FATAL: StepOutcome
+STEP_OUTCOME_TIMED_OUT: StepOutcome
+STEP_OUTCOME_CANCELLED: StepOutcome
+
+class ConnectRequest(_message.Message):
+    __slots__ = ("hello", "heartbeat", "progress", "result")
+    HELLO_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    hello: ExecutorHello
+    heartbeat: ExecutorHeartbeat
+    progress: StepProgress
+    result: StepResult
+    def __init__(self, hello: _Optional[_Union[ExecutorHello, _Mapping]] = ..., heartbeat: _Optional[_Union[ExecutorHeartbeat, _Mapping]] = ..., progress: _Optional[_Union[StepProgress, _Mapping]] = ..., result: _Optional[_Union[StepResult, _Mapping]] = ...) -> None: ...
+
+class ConnectResponse(_message.Message):
+    __slots__ = ("welcome", "assignment", "cancel")
+    WELCOME_FIELD_NUMBER: _ClassVar[int]
+    ASSIGNMENT_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
+    welcome: ExecutorWelcome
+    assignment: StepAssignment
+    cancel: CancelStep
+    def __init__(self, welcome: _Optional[_Union[ExecutorWelcome, _Mapping]] = ..., assignment: _Optional[_Union[StepAssignment, _Mapping]] = ..., cancel: _Optional[_Union[CancelStep, _Mapping]] = ...) -> None: ...
+
+class ExecutorHello(_message.Message):
+    __slots__ = ("executor_id", "queues", "slots", "labels", "software_version", "python_version")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    EXECUTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    QUEUES_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    SOFTWARE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PYTHON_VERSION_FIELD_NUMBER: _ClassVar[int]
+    executor_id: str
+    queues: _containers.RepeatedScalarFieldContainer[str]
+    slots: int
+    labels: _containers.ScalarMap[str, str]
+    software_version: str
+    python_version: str
+    def __init__(self, executor_id: _Optional[str] = ..., queues: _Optional[_Iterable[str]] = ..., slots: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., software_version: _Optional[str] = ..., python_version: _Optional[str] = ...) -> None: ...
+
+class ExecutorWelcome(_message.Message):
+    __slots__ = ("lease_seconds", "heartbeat_interval_seconds")
+    LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    lease_seconds: int
+    heartbeat_interval_seconds: float
+    def __init__(self, lease_seconds: _Optional[int] = ..., heartbeat_interval_seconds: _Optional[float] = ...) -> None: ...
+
+class ExecutorHeartbeat(_message.Message):
+    __slots__ = ("running",)
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    running: _containers.RepeatedCompositeFieldContainer[StepAttemptRef]
+    def __init__(self, running: _Optional[_Iterable[_Union[StepAttemptRef, _Mapping]]] = ...) -> None: ...
+
+class StepAttemptRef(_message.Message):
+    __slots__ = ("run_id", "step_id", "attempt")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    STEP_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    step_id: str
+    attempt: int
+    def __init__(self, run_id: _Optional[str] = ..., step_id: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
+
+class StepAssignment(_message.Message):
+    __slots__ = ("ref", "task_id", "task_version", "digest", "entry_point", "input_json", "timeout_seconds", "input_id", "output_id")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_POINT_FIELD_NUMBER: _ClassVar[int]
+    INPUT_JSON_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_ID_FIELD_NUMBER: _ClassVar[int]
+    ref: StepAttemptRef
+    task_id: str
+    task_version: str
+    digest: str
+    entry_point: str
+    input_json: str
+    timeout_seconds: int
+    input_id: str
+    output_id: str
+    def __init__(self, ref: _Optional[_Union[StepAttemptRef, _Mapping]] = ..., task_id: _Optional[str] = ..., task_version: _Optional[str] = ..., digest: _Optional[str] = ..., entry_point: _Optional[str] = ..., input_json: _Optional[str] = ..., timeout_seconds: _Optional[int] = ..., input_id: _Optional[str] = ..., output_id: _Optional[str] = ...) -> None: ...
+
+class CancelStep(_message.Message):
+    __slots__ = ("ref", "reason")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ref: StepAttemptRef
+    reason: str
+    def __init__(self, ref: _Optional[_Union[StepAttemptRef, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class StepProgress(_message.Message):
+    __slots__ = ("ref", "fraction", "message")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    FRACTION_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ref: StepAttemptRef
+    fraction: float
+    message: str
+    def __init__(self, ref: _Optional[_Union[StepAttemptRef, _Mapping]] = ..., fraction: _Optional[float] = ..., message: _Optional[str] = ...) -> None: ...
+
+class StepResult(_message.Message):
+    __slots__ = ("ref", "outcome", "output_json", "error", "start_time", "end_time")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_JSON_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    ref: StepAttemptRef
+    outcome: StepOutcome
+    output_json: str
+    error: str
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    def __init__(self, ref: _Optional[_Union[StepAttemptRef, _Mapping]] = ..., outcome: _Optional[_Union[StepOutcome, str]] = ..., output_json: _Optional[str] = ..., error: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
