@@ -66,9 +66,14 @@ def load_settings(cls: type[T], argv: Sequence[str] | None = None, prog: str | N
     hints = typing.get_type_hints(cls)
     parser = argparse.ArgumentParser(prog=prog, description=(cls.__doc__ or "").strip())
     fields = [f for f in dataclasses.fields(cls) if "env" in f.metadata]  # type: ignore[arg-type]
+    defaults = {
+        f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        for f in fields
+    }
     for f in fields:
         flag = "--" + f.name.replace("_", "-")
-        shown = ",".join(f.default) if isinstance(f.default, list) else f.default
+        default = defaults[f.name]
+        shown = ",".join(default) if isinstance(default, list) else default
         parser.add_argument(
             flag,
             dest=f.name,
@@ -81,18 +86,16 @@ def load_settings(cls: type[T], argv: Sequence[str] | None = None, prog: str | N
         flag = "--" + f.name.replace("_", "-")
         env = f.metadata["env"]
         raw = getattr(ns, f.name)
-        source = flag
         if raw is None and env in os.environ:
-            raw, source = os.environ[env], env
+            raw = os.environ[env]
         if raw is None:
-            value = list(f.default) if isinstance(f.default, list) else f.default
+            value = defaults[f.name]
         else:
             try:
                 value = _convert(hints[f.name], raw)
             except ValueError as exc:
                 reason = str(exc) if "must" in str(exc) else f"must be {hints[f.name].__name__}"
                 parser.error(f"{flag} / {env}: {reason}, got {raw!r}")
-            source = source or flag
         check = f.metadata.get("check")
         problem = check(value) if check is not None else None
         if problem:

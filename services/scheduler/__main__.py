@@ -23,12 +23,12 @@ from wtm.v1 import scheduler_service_pb2, scheduler_service_pb2_grpc
 
 
 async def serve(settings: SchedulerSettings) -> None:
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=30)
     queue = RunQueue(client, finished_ttl_s=settings.finished_ttl_seconds)
     store = RunStore(settings.mongodb_uri, settings.mongodb_database)
     catalog = TaskCatalog(settings.registry, settings.auth_token)
     dispatcher = Dispatcher(queue, store, lease_seconds=settings.lease_seconds)
-    runs = RunService(queue, store, catalog)
+    runs = RunService(queue, store, catalog, on_queued=dispatcher.wake)
 
     def register(server: object) -> None:
         scheduler_service_pb2_grpc.add_SchedulerServiceServicer_to_server(SchedulerServicer(runs), server)

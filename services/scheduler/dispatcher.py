@@ -15,6 +15,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from redis.exceptions import RedisError
+
 from services.scheduler import keys
 from services.scheduler.models import Run, StepRun, ms_to_dt
 from services.scheduler.retry_policy import RetryPolicy
@@ -236,14 +238,19 @@ class Dispatcher:
                 log.exception("reaper round failed")
 
     async def _wake_listener(self) -> None:
-        pubsub = self.queue.redis.pubsub()
-        await pubsub.subscribe(keys.WAKE_CHANNEL)
-        try:
-            async for message in pubsub.listen():
-                if message.get("type") == "message":
-                    self.wake()
-        finally:
-            await pubsub.aclose()
+        """Wake on "work was queued" from any replica; resubscribe if the connection drops."""
+        while True:
+            pubsub = self.queue.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(keys.WAKE_CHANNEL)
+                while True:
+                    if await pubsub.get_message(timeout=1.0) is not None:
+                        self.wake()
+            except (ConnectionError, OSError, RedisError):
+                log.warning("wake channel lost; resubscribing")
+                await asyncio.sleep(0.5)
+            finally:
+                await pubsub.aclose()
 
     # Helpers -----------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -61,10 +61,17 @@ def _parse_input(text: str) -> dict[str, object]:
 class RunService:
     """The domain side of SchedulerService."""
 
-    def __init__(self, queue: RunQueue, store: RunStore, catalog: TaskCatalog) -> None:
+    def __init__(
+        self,
+        queue: RunQueue,
+        store: RunStore,
+        catalog: TaskCatalog,
+        on_queued: Callable[[], None] = lambda: None,
+    ) -> None:
         self.queue = queue
         self.store = store
         self.catalog = catalog
+        self.on_queued = on_queued  # wakes this replica's dispatcher without a Redis round trip
 
     async def submit(self, req: SubmitRequest) -> Run:
         if bool(req.task) == bool(req.pipeline):
@@ -106,6 +113,7 @@ class RunService:
         created, run_id = await self.queue.submit(run.run_id, run_fields, [spec], req.request_id)
         if not created:  # the same request id won a race in Redis
             return await self.get(run_id)
+        self.on_queued()
         run.steps = [step]
         return run
 

@@ -1,0 +1,74 @@
+"""How the CLI shows things: rich tables for people, JSON for scripts."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from clients.sdk import RunEventInfo, RunInfo, TaskInfo
+
+console = Console()
+STATE_STYLE = {"COMPLETED": "green", "FAILED": "red", "TIMED_OUT": "red", "CANCELLED": "yellow",
+               "RUNNING": "cyan", "QUEUED": "blue", "PENDING": "dim"}
+
+
+def as_json(value: Any) -> str:
+    def default(o: Any) -> Any:
+        if dataclasses.is_dataclass(o) and not isinstance(o, type):
+            return dataclasses.asdict(o)
+        if hasattr(o, "isoformat"):
+            return o.isoformat()
+        raise TypeError(type(o).__name__)
+
+    return json.dumps(value, default=default, indent=2)
+
+
+def state(s: str) -> str:
+    return f"[{STATE_STYLE.get(s, 'white')}]{s}[/]"
+
+
+def tasks_table(tasks: list[TaskInfo]) -> Table:
+    table = Table(title="Tasks")
+    for col in ("task", "version", "category", "queue", "tags", "digest"):
+        table.add_column(col)
+    for t in tasks:
+        table.add_row(t.task_id, t.version, t.category, t.queue, ",".join(t.tags), t.digest[:12])
+    return table
+
+
+def task_panel(t: TaskInfo) -> str:
+    lines = [
+        f"[bold]{t.task_id}@{t.version}[/]  {t.name}",
+        f"  {t.description}" if t.description else "",
+        f"  category {t.category} · queue {t.queue} · tags {', '.join(t.tags) or '-'}",
+        f"  digest sha256:{t.digest} · {t.size_bytes} bytes",
+    ]
+    return "\n".join(line for line in lines if line)
+
+
+def event_line(e: RunEventInfo) -> str:
+    when = e.time.strftime("%H:%M:%S.%f")[:-3] if e.time else ""
+    what = f"step {e.step_id} (attempt {e.attempt})" if e.step_id else "run"
+    note = f"  {e.message}" if e.message else ""
+    return f"{when}  {what:<32} {state(e.state)}{note}"
+
+
+def run_summary(r: RunInfo) -> str:
+    took = ""
+    if r.ended_at and r.created_at:
+        took = f" in {(r.ended_at - r.created_at).total_seconds() * 1000:.0f} ms"
+    lines = [f"Run [bold]{r.run_id}[/] {state(r.state)}{took}"]
+    for s in r.steps:
+        lines.append(f"  step {s.step_id} ({s.task_id}@{s.task_version}) {state(s.state)} "
+                     f"attempt {s.attempt} on {s.executor_id or '-'}")
+        if s.error:
+            lines.append(f"    error: {s.error}")
+    if r.error:
+        lines.append(f"  error: {r.error}")
+    if r.output is not None:
+        lines.append("  output: " + json.dumps(r.output, indent=2).replace("\n", "\n  "))
+    return "\n".join(lines)

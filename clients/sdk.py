@@ -1,0 +1,258 @@
+"""The Python SDK: register tasks, submit runs, watch and wait for them.
+
+    from clients import Client
+
+    client = Client("127.0.0.1:50051", "127.0.0.1:50052")
+    client.register_task("tasks/examples/text_sentiment")
+    run = client.submit(task="text_sentiment", input={"text": "I love it"})
+    print(client.wait(run.run_id).output)
+
+Results are plain dataclasses; the generated gRPC classes stay inside this module. Errors
+are ``ApiError`` with the canonical status name (``NOT_FOUND``, ``INVALID_ARGUMENT``...).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from services.common.packaging import pack_directory, sha256_hex
+from wtm.v1 import registry_service_pb2 as rpb
+from wtm.v1 import registry_service_pb2_grpc as rpb_grpc
+from wtm.v1 import run_pb2
+from wtm.v1 import scheduler_service_pb2 as spb
+from wtm.v1 import scheduler_service_pb2_grpc as spb_grpc
+
+CHUNK = 256 * 1024
+TERMINAL = {"COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"}
+
+
+class ApiError(Exception):
+    """A call the services refused: ``code`` is the gRPC status name."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+def _time(message: Any, name: str) -> datetime | None:
+    return getattr(message, name).ToDatetime() if message.HasField(name) else None
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """A registered task version."""
+
+    task_id: str
+    version: str
+    name: str
+    description: str
+    category: str
+    tags: list[str]
+    queue: str
+    digest: str
+    size_bytes: int
+    manifest: dict[str, Any]
+    created: bool = False
+
+    @classmethod
+    def _from(cls, t: rpb.Task, created: bool = False) -> TaskInfo:
+        return cls(
+            t.task_id, t.version, t.display_name, t.description, t.category, list(t.tags),
+            t.queue, t.digest, t.size_bytes, json.loads(t.manifest_json or "{}"), created,
+        )
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """The latest attempt of one step of a run."""
+
+    step_id: str
+    task_id: str
+    task_version: str
+    state: str
+    attempt: int
+    output: Any
+    error: str
+    executor_id: str
+    started_at: datetime | None
+    ended_at: datetime | None
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A run and its steps."""
+
+    run_id: str
+    state: str
+    task_id: str
+    pipeline_id: str
+    input: dict[str, Any]
+    output: Any
+    error: str
+    priority: int
+    steps: list[StepInfo] = field(default_factory=list)
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL
+
+    @classmethod
+    def _from(cls, r: run_pb2.Run) -> RunInfo:
+        steps = [
+            StepInfo(
+                s.step_id, s.task_id, s.task_version, run_pb2.State.Name(s.state)[6:], s.attempt,
+                json.loads(s.output_json) if s.output_json else None, s.error, s.executor_id,
+                _time(s, "start_time"), _time(s, "end_time"),
+            )
+            for s in r.steps
+        ]
+        return cls(
+            r.run_id, run_pb2.State.Name(r.state)[6:], r.task_id, r.pipeline_id,
+            json.loads(r.input_json or "{}"), json.loads(r.output_json) if r.output_json else None,
+            r.error, r.priority, steps, _time(r, "create_time"), _time(r, "start_time"),
+            _time(r, "end_time"),
+        )
+
+
+@dataclass(frozen=True)
+class RunEventInfo:
+    """One event of a run; ``event_id`` resumes a watch after it."""
+
+    event_id: str
+    run_id: str
+    step_id: str
+    attempt: int
+    state: str
+    message: str
+    time: datetime | None
+
+    @property
+    def ends_run(self) -> bool:
+        return not self.step_id and self.state in TERMINAL
+
+
+class Client:
+    """A connection to the registry and the scheduler."""
+
+    def __init__(self, registry: str = "127.0.0.1:50051", scheduler: str = "127.0.0.1:50052",
+                 token: str = "", timeout: float = 30.0) -> None:
+        self._registry_channel = grpc.insecure_channel(registry)
+        self._scheduler_channel = grpc.insecure_channel(scheduler)
+        self._registry = rpb_grpc.RegistryServiceStub(self._registry_channel)
+        self._scheduler = spb_grpc.SchedulerServiceStub(self._scheduler_channel)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._timeout = timeout
+
+    def close(self) -> None:
+        self._registry_channel.close()
+        self._scheduler_channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: Any, request: Any, **kw: Any) -> Any:
+        try:
+            return method(request, metadata=self._metadata, timeout=kw.pop("timeout", self._timeout), **kw)
+        except grpc.RpcError as exc:
+            raise ApiError(exc.code().name, exc.details() or "") from None
+
+    # Tasks -------------------------------------------------------------------------------
+
+    def register_task(self, path: str | Path) -> TaskInfo:
+        """Pack a task directory deterministically and register it."""
+        return self.upload_package(pack_directory(path))
+
+    def upload_package(self, data: bytes) -> TaskInfo:
+        """Register an already packed archive (tar.gz bytes)."""
+
+        def messages() -> Iterator[rpb.UploadTaskPackageRequest]:
+            header = rpb.UploadTaskPackageHeader(sha256=sha256_hex(data), size_bytes=len(data))
+            yield rpb.UploadTaskPackageRequest(header=header)
+            for i in range(0, len(data), CHUNK):
+                yield rpb.UploadTaskPackageRequest(chunk=data[i : i + CHUNK])
+
+        reply = self._call(self._registry.UploadTaskPackage, messages())
+        return TaskInfo._from(reply.task, reply.created)
+
+    def get_task(self, ref: str) -> TaskInfo:
+        """A task version by ``"id"`` (latest) or ``"id@version"``."""
+        task_id, _, version = ref.partition("@")
+        return TaskInfo._from(self._call(self._registry.GetTask, rpb.GetTaskRequest(task_id=task_id, version=version)).task)
+
+    def list_tasks(self, page_size: int = 100, **filters: str) -> Iterator[TaskInfo]:
+        """Every task version matching the filters (task_id, category, tag, queue)."""
+        token = ""
+        while True:
+            reply = self._call(
+                self._registry.ListTasks, rpb.ListTasksRequest(page_size=page_size, page_token=token, **filters)
+            )
+            yield from (TaskInfo._from(t) for t in reply.tasks)
+            token = reply.next_page_token
+            if not token:
+                return
+
+    # Runs --------------------------------------------------------------------------------
+
+    def submit(self, task: str = "", pipeline: str = "", input: dict[str, Any] | None = None,  # noqa: A002
+               priority: int = 0, request_id: str = "", labels: dict[str, str] | None = None) -> RunInfo:
+        """Submit a run of a task or a pipeline on one input document."""
+        request = spb.SubmitRunRequest(
+            task=task, pipeline=pipeline, input_json=json.dumps(input or {}), priority=priority,
+            request_id=request_id, labels=labels or {},
+        )
+        return RunInfo._from(self._call(self._scheduler.SubmitRun, request).run)
+
+    def get_run(self, run_id: str) -> RunInfo:
+        return RunInfo._from(self._call(self._scheduler.GetRun, spb.GetRunRequest(run_id=run_id)).run)
+
+    def watch(
+        self, run_id: str, after_event_id: str = "", timeout: float | None = None
+    ) -> Iterator[RunEventInfo]:
+        """The run's events from its start (or after an event id) until it finishes."""
+        stream = self._scheduler.WatchRun(
+            spb.WatchRunRequest(run_id=run_id, after_event_id=after_event_id),
+            metadata=self._metadata, timeout=timeout,
+        )
+        try:
+            for reply in stream:
+                e = reply.event
+                yield RunEventInfo(
+                    e.event_id, e.run_id, e.step_id, e.attempt, run_pb2.State.Name(e.state)[6:],
+                    e.message, _time(e, "time"),
+                )
+        except grpc.RpcError as exc:
+            raise ApiError(exc.code().name, exc.details() or "") from None
+        finally:
+            stream.cancel()
+
+    def wait(self, run_id: str, timeout: float = 300.0) -> RunInfo:
+        """Block until the run finishes (or ``timeout`` passes) and return it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                for event in self.watch(run_id, timeout=deadline - time.monotonic()):
+                    if event.ends_run:
+                        break
+            except ApiError as exc:
+                if exc.code != "DEADLINE_EXCEEDED":
+                    raise
+            run = self.get_run(run_id)
+            if run.finished:
+                return run
+            time.sleep(0.05)
+        raise TimeoutError(f"run {run_id} did not finish in {timeout:g}s")

@@ -1,0 +1,226 @@
+"""``Executor``: one bidirectional stream to the scheduler, N slots of warm workers.
+
+Down the stream come a welcome, assignments and cancels; up go a hello, heartbeats,
+progress and results. When the scheduler is unreachable the executor reconnects with
+exponential backoff and jitter (tenacity); results finished meanwhile wait in the outbox and
+go up when the stream is back, where the scheduler's fencing accepts them if the lease still
+stands. On SIGTERM it takes nothing new and gives running steps ``drain_seconds`` to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import platform
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import grpc
+from grpc import aio
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+
+from services.common.errors import WtmError
+from services.executor.package_cache import PackageCache
+from services.executor.settings import ExecutorSettings
+from services.executor.worker import Outcome, Worker
+from wtm.v1 import executor_service_pb2 as epb
+from wtm.v1 import executor_service_pb2_grpc as epb_grpc
+from wtm.v1 import registry_service_pb2 as rpb
+from wtm.v1 import registry_service_pb2_grpc as rpb_grpc
+
+log = logging.getLogger(__name__)
+SOFTWARE_VERSION = "0.1.0"
+
+
+@dataclass
+class Running:
+    """A step attempt on a slot."""
+
+    ref: epb.StepAttemptRef
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class StreamClosed(Exception):
+    """The scheduler stream ended; reconnect."""
+
+
+class Executor:
+    """Runs assignments from the scheduler until stopped."""
+
+    def __init__(self, settings: ExecutorSettings) -> None:
+        self.settings = settings
+        metadata = (("authorization", f"Bearer {settings.auth_token}"),) if settings.auth_token else ()
+        self._metadata = metadata
+        self._registry_channel = aio.insecure_channel(settings.registry)
+        self._registry = rpb_grpc.RegistryServiceStub(self._registry_channel)
+        self.cache = PackageCache(settings.cache_dir, self._download)
+        self._assignments: asyncio.Queue[epb.StepAssignment] = asyncio.Queue()
+        self._outbox: asyncio.Queue[epb.ConnectRequest] = asyncio.Queue()
+        self._running: dict[tuple[str, str], Running] = {}
+        self._workers: list[Worker | None] = [None] * settings.slots
+        self._draining = asyncio.Event()
+        self._heartbeat_seconds = 5.0
+
+    async def _download(self, digest: str) -> AsyncIterator[bytes]:
+        stream = self._registry.DownloadTaskPackage(
+            rpb.DownloadTaskPackageRequest(digest=digest), metadata=self._metadata
+        )
+        async for reply in stream:
+            yield reply.chunk
+
+    # Lifecycle ---------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set, then drain and return."""
+        slots = [asyncio.create_task(self._slot(i)) for i in range(self.settings.slots)]
+        connection = asyncio.create_task(self._connect_forever())
+        await stop.wait()
+        log.info("draining: %d running, up to %.0fs", len(self._running), self.settings.drain_seconds)
+        self._draining.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle(), self.settings.drain_seconds)
+        for running in self._running.values():
+            running.cancelled.set()
+        await asyncio.sleep(0.3)  # let the last results reach the outbox and the stream
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._flushed(), 2.0)
+        for task in [*slots, connection]:
+            task.cancel()
+        for task in [*slots, connection]:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for worker in self._workers:
+            if worker is not None:
+                await asyncio.to_thread(worker.retire)
+        await self._registry_channel.close()
+        log.info("stopped")
+
+    async def _idle(self) -> None:
+        while self._running or not self._assignments.empty():
+            await asyncio.sleep(0.05)
+
+    async def _flushed(self) -> None:
+        while not self._outbox.empty():
+            await asyncio.sleep(0.05)
+
+    # Connection --------------------------------------------------------------------------
+
+    async def _connect_forever(self) -> None:
+        retrying = AsyncRetrying(
+            wait=wait_exponential_jitter(initial=0.2, max=10.0),
+            retry=retry_if_exception_type((aio.AioRpcError, StreamClosed)),
+        )
+        async for attempt in retrying:
+            with attempt:
+                await self._session()
+
+    def _hello(self) -> epb.ConnectRequest:
+        s = self.settings
+        return epb.ConnectRequest(
+            hello=epb.ExecutorHello(
+                executor_id=s.executor_id, queues=s.queues, slots=s.slots,
+                software_version=SOFTWARE_VERSION, python_version=platform.python_version(),
+            )
+        )
+
+    async def _requests(self) -> AsyncIterator[epb.ConnectRequest]:
+        yield self._hello()
+        while True:
+            yield await self._outbox.get()
+
+    async def _session(self) -> None:
+        async with aio.insecure_channel(self.settings.scheduler) as channel:
+            stub = epb_grpc.ExecutorServiceStub(channel)
+            call = stub.Connect(self._requests(), metadata=self._metadata)
+            heartbeats: asyncio.Task[None] | None = None
+            try:
+                async for message in call:
+                    kind = message.WhichOneof("message")
+                    if kind == "welcome":
+                        self._heartbeat_seconds = message.welcome.heartbeat_interval_seconds or 5.0
+                        log.info("connected to %s as %s", self.settings.scheduler, self.settings.executor_id)
+                        heartbeats = asyncio.create_task(self._heartbeats())
+                        if self._running:  # tell the scheduler what survived the disconnect
+                            self._outbox.put_nowait(self._heartbeat())
+                    elif kind == "assignment":
+                        await self._assignments.put(message.assignment)
+                    elif kind == "cancel":
+                        ref = message.cancel.ref
+                        running = self._running.get((ref.run_id, ref.step_id))
+                        if running is not None and running.ref.attempt == ref.attempt:
+                            running.cancelled.set()
+            except aio.AioRpcError as exc:
+                if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INVALID_ARGUMENT):
+                    log.error("scheduler refused this executor: %s", exc.details())
+                    raise SystemExit(2) from exc
+                log.warning("scheduler stream lost: %s", exc.code().name)
+                raise
+            finally:
+                if heartbeats is not None:
+                    heartbeats.cancel()
+            raise StreamClosed
+
+    def _heartbeat(self) -> epb.ConnectRequest:
+        return epb.ConnectRequest(
+            heartbeat=epb.ExecutorHeartbeat(running=[r.ref for r in self._running.values()])
+        )
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat_seconds)
+            self._outbox.put_nowait(self._heartbeat())
+
+    # Slots -------------------------------------------------------------------------------
+
+    async def _slot(self, index: int) -> None:
+        while True:
+            assignment = await self._assignments.get()
+            ref = assignment.ref
+            running = Running(ref)
+            self._running[(ref.run_id, ref.step_id)] = running
+            started = datetime.now(UTC)
+            try:
+                if self._draining.is_set():
+                    outcome = Outcome("FAILED", error="executor is draining; retry elsewhere")
+                else:
+                    outcome = await self._execute(index, assignment, running)
+            finally:
+                self._running.pop((ref.run_id, ref.step_id), None)
+            result = epb.StepResult(
+                ref=ref, outcome=epb.StepOutcome.Value(f"STEP_OUTCOME_{outcome.outcome}"),
+                output_json=outcome.output_json, error=outcome.error,
+            )
+            result.start_time.FromDatetime(started)
+            result.end_time.FromDatetime(datetime.now(UTC))
+            self._outbox.put_nowait(epb.ConnectRequest(result=result))
+
+    async def _execute(self, index: int, a: epb.StepAssignment, running: Running) -> Outcome:
+        try:
+            package_dir = await self.cache.get(a.digest)
+        except WtmError as exc:
+            return Outcome("FATAL", error=f"package {a.task_id}@{a.task_version}: {exc.message}")
+        except aio.AioRpcError as exc:
+            return Outcome("FAILED", error=f"package download failed: {exc.code().name}: {exc.details()}")
+        worker = self._workers[index]
+        if worker is None or not worker.alive or worker.key != (str(package_dir), a.entry_point):
+            if worker is not None:
+                await asyncio.to_thread(worker.retire)
+            worker = Worker(package_dir, a.entry_point)
+            self._workers[index] = worker
+
+        def progress(fraction: float, message: str) -> None:
+            self._outbox.put_nowait(
+                epb.ConnectRequest(progress=epb.StepProgress(ref=a.ref, fraction=fraction, message=message))
+            )
+
+        try:
+            outcome = await worker.run(a.input_json, a.timeout_seconds or 300, progress, running.cancelled)
+        except asyncio.CancelledError:
+            if not running.cancelled.is_set():
+                raise
+            outcome = Outcome("CANCELLED", error="cancelled by the scheduler")
+        if not worker.alive:
+            self._workers[index] = None
+        return outcome

@@ -1,0 +1,1 @@
+"""Task kit, example tasks and pipelines."""

@@ -1,0 +1,83 @@
+"""Loading a task package and running it: in a worker process, or in-process for tests.
+
+The executor's worker processes run ``worker_main``; ``task test`` and unit tests use
+``load_task`` directly. Messages on the pipe are tuples:
+
+    executor -> worker:  ("run", input_json) | None (retire)
+    worker -> executor:  ("ready",) | ("setup_failed", error)
+                         | ("progress", fraction, message)
+                         | ("ok", output_json) | ("failed", error) | ("fatal", error)
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import sys
+import traceback
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from tasks.base.task_base import FatalError, TaskBase, TaskContext
+
+
+def load_task(package_dir: str | Path, entry_point: str = "", context: TaskContext | None = None) -> TaskBase:
+    """Import the task class named by ``entry_point`` from ``package_dir`` and build it."""
+    package_dir = Path(package_dir).resolve()
+    manifest = json.loads((package_dir / "task.json").read_text())
+    entry_point = entry_point or manifest.get("entry_point", "task.Task")
+    module_name, _, class_name = entry_point.rpartition(".")
+    if str(package_dir) not in sys.path:
+        sys.path.insert(0, str(package_dir))
+    sys.modules.pop(module_name, None)  # a package's own 'task' module, not another's
+    module = importlib.import_module(module_name)
+    cls = getattr(module, class_name)
+    ctx = context or TaskContext()
+    ctx.task_id = ctx.task_id or manifest.get("task_id", "")
+    ctx.manifest = manifest
+    return cls(context=ctx)
+
+
+def run_once(task: TaskBase, input_json: str) -> tuple[str, str]:
+    """Run one input; returns (verdict, payload): ("ok", output_json) or an error verdict."""
+    try:
+        data = json.loads(input_json)
+        task.validate_input(data)
+        output = task.process(data)
+        if not isinstance(output, dict):
+            raise FatalError(f"process() must return a dict, returned {type(output).__name__}")
+        return "ok", json.dumps(output)
+    except FatalError as exc:
+        return "fatal", f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # noqa: BLE001 - any other failure is retryable
+        tb = traceback.extract_tb(exc.__traceback__)[-1:]
+        where = f" at {Path(tb[0].filename).name}:{tb[0].lineno}" if tb else ""
+        return "failed", f"{type(exc).__name__}: {exc}{where}"
+
+
+def worker_main(conn: Connection, package_dir: str, entry_point: str) -> None:
+    """The body of a worker process: set the task up once, then serve inputs until retired."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s task %(levelname)s: %(message)s")
+
+    def report(fraction: float, message: str) -> None:
+        conn.send(("progress", fraction, message))
+
+    try:
+        task = load_task(package_dir, entry_point, TaskContext(report=report))
+        task.setup()
+    except Exception as exc:  # noqa: BLE001
+        conn.send(("setup_failed", f"{type(exc).__name__}: {exc}"))
+        return
+    conn.send(("ready",))
+    try:
+        while True:
+            message: Any = conn.recv()
+            if message is None:
+                break
+            conn.send(run_once(task, message[1]))
+    except (EOFError, KeyboardInterrupt):
+        pass
+    finally:
+        task.cleanup()

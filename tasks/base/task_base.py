@@ -1,0 +1,131 @@
+"""Base classes for tasks: ``setup`` once, ``process`` per input, ``cleanup`` at the end.
+
+A task receives one input document (a dict) and returns one output document (a dict). What
+it needs from the system — progress reporting, a logger, cancellation, its own manifest —
+comes through ``self.context``, never through globals.
+
+    from tasks.base.task_base import SimpleTask
+
+    class Task(SimpleTask):
+        def process(self, input_data):
+            return {"length": len(input_data["text"])}
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class RetryableError(Exception):
+    """A failure that a later attempt may not meet (a busy service, a flaky read)."""
+
+
+class FatalError(Exception):
+    """A failure no retry can cure (bad input, unsupported format): fail the step at once."""
+
+
+def _no_progress(fraction: float, message: str) -> None:
+    return None
+
+
+@dataclass
+class TaskContext:
+    """What the running system offers a task."""
+
+    task_id: str = ""
+    manifest: dict[str, Any] = field(default_factory=dict)
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("task"))
+    report: Callable[[float, str], None] = _no_progress
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        """Report how far the current input has got, 0 to 1."""
+        self.report(min(max(float(fraction), 0.0), 1.0), message)
+
+
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "string": str,
+    "number": (int, float),
+    "integer": int,
+    "boolean": bool,
+    "object": dict,
+    "array": list,
+}
+
+
+class TaskBase:
+    """The base of every task."""
+
+    def __init__(self, context: TaskContext | None = None, config: dict[str, Any] | None = None):
+        self.context = context or TaskContext()
+        self.config = dict(config or {})
+        self.logger = self.context.logger
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The task's task.json."""
+        return self.context.manifest
+
+    def setup(self) -> None:
+        """Load models and other expensive state; called once per worker process."""
+
+    def process(self, input_data: dict[str, Any]) -> dict[str, Any]:
+        """Turn one input document into one output document."""
+        raise NotImplementedError(f"{type(self).__name__}.process")
+
+    def cleanup(self) -> None:
+        """Release what ``setup`` took; called when the worker process is retired."""
+
+    def validate_input(self, input_data: dict[str, Any]) -> None:
+        """Check ``input_data`` against the manifest's ``input_schema`` (required fields and
+        top-level types); raise ``FatalError`` naming the field."""
+        schema = self.metadata.get("input_schema") or {}
+        if not isinstance(input_data, dict):
+            raise FatalError("input must be a JSON object")
+        for name in schema.get("required", []):
+            if name not in input_data:
+                raise FatalError(f"input: missing required field {name!r}")
+        for name, prop in (schema.get("properties") or {}).items():
+            kind = prop.get("type") if isinstance(prop, dict) else None
+            expected = _TYPES.get(kind) if isinstance(kind, str) else None
+            if name in input_data and expected is not None:
+                value = input_data[name]
+                wrong_bool = isinstance(value, bool) and kind in {"number", "integer"}
+                if wrong_bool or not isinstance(value, expected):
+                    raise FatalError(f"input: field {name!r} must be {kind}, got {type(value).__name__}")
+
+    def report_progress(self, fraction: float, message: str = "") -> None:
+        self.context.progress(fraction, message)
+
+
+class SimpleTask(TaskBase):
+    """A task that needs no setup: implement ``process``."""
+
+
+class MLTask(TaskBase):
+    """A model-backed task: ``load_model`` once, then preprocess → predict → postprocess."""
+
+    model: Any = None
+
+    def setup(self) -> None:
+        self.model = self.load_model()
+
+    def load_model(self) -> Any:
+        """Load and return the model."""
+        return None
+
+    def preprocess_input(self, input_data: dict[str, Any]) -> Any:
+        return input_data
+
+    def predict(self, features: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__}.predict")
+
+    def postprocess_output(self, prediction: Any) -> dict[str, Any]:
+        return prediction if isinstance(prediction, dict) else {"prediction": prediction}
+
+    def process(self, input_data: dict[str, Any]) -> dict[str, Any]:
+        return self.postprocess_output(self.predict(self.preprocess_input(input_data)))
