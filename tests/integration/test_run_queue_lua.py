@@ -1,0 +1,181 @@
+"""The scheduler's Lua scripts, through a real valkey-server (database 1 of the session's stack)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from services.localstack import Cluster
+from services.scheduler import keys
+from services.scheduler.run_queue import RunQueue, StepSpec, now_ms
+
+Scenario = Callable[[RunQueue], Awaitable[Any]]
+
+
+@pytest.fixture
+def on_valkey(cluster: Cluster) -> Callable[[Scenario], Any]:
+    assert cluster.endpoints is not None
+    url = cluster.endpoints.redis_url.rsplit("/", 1)[0] + "/1"
+
+    def run(scenario: Scenario) -> Any:
+        async def main() -> Any:
+            client = aioredis.Redis.from_url(url)
+            await client.flushdb()
+            try:
+                return await scenario(RunQueue(client, finished_ttl_s=60))
+            finally:
+                await client.aclose()
+
+        return asyncio.run(main())
+
+    return run
+
+
+def step(step_id: str, deps: list[str] = (), dependents: list[str] = (), queue: str = "q",  # type: ignore[assignment]
+         max_retries: int = 0) -> StepSpec:
+    return StepSpec(step_id, list(deps), list(dependents), {
+        "task_id": step_id, "task_version": "1.0.0", "digest": "d" * 64, "entry_point": "task.Task",
+        "queue": queue, "timeout": "10", "max_retries": str(max_retries),
+        "input_id": f"input_{step_id}", "output_id": f"output_{step_id}", "mapping": "{}",
+    })
+
+
+async def submit(q: RunQueue, run_id: str, steps: list[StepSpec], priority: int = 5) -> None:
+    fields = {"run_id": run_id, "input_json": json.dumps({"run": run_id}), "priority": str(priority),
+              "sinks": json.dumps([steps[-1].step_id])}
+    created, _ = await q.submit(run_id, fields, steps)
+    assert created
+
+
+def test_dispatch_takes_higher_priority_first_then_oldest(on_valkey) -> None:  # noqa: ANN001
+    async def scenario(q: RunQueue) -> list[str]:
+        await submit(q, "old", [step("a")], priority=5)
+        await asyncio.sleep(0.002)
+        await submit(q, "new", [step("a")], priority=5)
+        await submit(q, "urgent", [step("a")], priority=9)
+        return [leased.run_id for leased in await q.dispatch("ex1", ["q"], 3, 10_000)]
+
+    assert on_valkey(scenario) == ["urgent", "old", "new"]
+
+
+def test_dispatch_leases_attempt_one_and_marks_the_run_running(on_valkey) -> None:  # noqa: ANN001
+    async def scenario(q: RunQueue) -> tuple[Any, ...]:
+        await submit(q, "r1", [step("a")])
+        [leased] = await q.dispatch("ex1", ["q"], 5, 10_000)
+        run, steps, _ = await q.read_run("r1")
+        deadline = await q.redis.zscore(keys.LEASES, "r1:a")
+        return leased.attempt, leased.run_input_json, run["state"], steps[0]["executor"], deadline
+
+    attempt, run_input, state, executor, deadline = on_valkey(scenario)
+    assert (attempt, json.loads(run_input), state, executor) == (1, {"run": "r1"}, "RUNNING", "ex1")
+    assert deadline > now_ms()
+
+
+def test_a_stale_result_is_refused(on_valkey) -> None:  # noqa: ANN001
+    async def scenario(q: RunQueue) -> tuple[str, str, str]:
+        await submit(q, "r1", [step("a", max_retries=1)])
+        await q.dispatch("ex1", ["q"], 1, lease_ms=1)  # attempt 1, lease lapses at once
+        await asyncio.sleep(0.01)
+        await q.expire_leases()
+        await q.promote_due()
+        [second] = await q.dispatch("ex2", ["q"], 1, 10_000)
+        late = await q.complete("r1:a", 1, "SUCCEEDED", '{"from": "ex1"}', "", 0)
+        current = await q.complete("r1:a", second.attempt, "SUCCEEDED", '{"from": "ex2"}', "", 0)
+        run, _, outputs = await q.read_run("r1")
+        return late.verdict, current.verdict, outputs["a"]
+
+    assert on_valkey(scenario) == ("stale", "run_completed", '{"from": "ex2"}')
+
+
+def test_a_failed_attempt_is_retried_after_its_backoff_then_fails_the_run(on_valkey) -> None:  # noqa: ANN001
+    async def scenario(q: RunQueue) -> list[Any]:
+        await submit(q, "r1", [step("a", max_retries=1)])
+        await q.dispatch("ex1", ["q"], 1, 10_000)
+        first = await q.complete("r1:a", 1, "FAILED", "", "boom", now_ms() + 200)
+        too_early = await q.dispatch("ex1", ["q"], 1, 10_000)
+        await asyncio.sleep(0.25)
+        await q.promote_due()
+        [retry] = await q.dispatch("ex1", ["q"], 1, 10_000)
+        second = await q.complete("r1:a", 2, "FAILED", "", "boom again", now_ms())
+        run, steps, _ = await q.read_run("r1")
+        return [first.verdict, too_early, retry.attempt, second.verdict, run["state"], steps[0]["state"]]
+
+    assert on_valkey(scenario) == ["retrying", [], 2, "failed", "FAILED", "FAILED"]
+
+
+def test_a_fatal_error_fails_at_once_and_cancels_the_rest(on_valkey) -> None:  # noqa: ANN001
+    async def scenario(q: RunQueue) -> tuple[Any, ...]:
+        await submit(q, "r1", [step("a", dependents=["c"], max_retries=3),
+                               step("b", dependents=["c"], max_retries=3),
+                               step("c", deps=["a", "b"])])
+        await q.dispatch("ex1", ["q"], 2, 10_000)
+        verdict = await q.complete("r1:a", 1, "FATAL", "", "bad image", now_ms())
+        run, steps, _ = await q.read_run("r1")
+        return verdict.verdict, verdict.cancel, run["state"], [s["state"] for s in steps]
+
+    verdict, cancel, run_state, states = on_valkey(scenario)
+    assert (verdict, run_state, states) == ("failed", "FAILED", ["FAILED", "CANCELLED", "CANCELLED"])
+    assert cancel == [("r1:b", "ex1")]  # b was running on ex1: its executor must be told
+
+
+def test_completing_steps_unblocks_dependents_and_finishes_the_run(on_valkey) -> None:  # noqa: ANN001
+    async def scenario(q: RunQueue) -> list[Any]:
+        await submit(q, "r1", [step("detect", dependents=["attrs", "feats"]),
+                               step("attrs", deps=["detect"], dependents=["merge"]),
+                               step("feats", deps=["detect"], dependents=["merge"]),
+                               step("merge", deps=["attrs", "feats"])])
+        seen, merge_inputs = [], {}
+        for _ in range(3):
+            batch = await q.dispatch("ex1", ["q"], 5, 10_000)
+            seen.append(sorted(b.step_id for b in batch))
+            for b in batch:
+                if b.step_id == "merge":
+                    merge_inputs = b.dep_outputs
+                verdict = await q.complete(b.member, b.attempt, "SUCCEEDED", json.dumps({b.step_id: 1}), "", 0)
+        run, _, _ = await q.read_run("r1")
+        return [seen, verdict.verdict, run["state"], merge_inputs]
+
+    seen, last_verdict, state, merge_inputs = on_valkey(scenario)
+    assert seen == [["detect"], ["attrs", "feats"], ["merge"]]
+    assert merge_inputs == {"attrs": '{"attrs": 1}', "feats": '{"feats": 1}'}
+    assert (last_verdict, state) == ("run_completed", "COMPLETED")
+
+
+def test_steps_of_runs_in_flight_go_ahead_of_new_first_steps(on_valkey) -> None:  # noqa: ANN001
+    async def scenario(q: RunQueue) -> list[str]:
+        await submit(q, "early", [step("one", dependents=["two"]), step("two", deps=["one"])])
+        [one] = await q.dispatch("ex1", ["q"], 1, 10_000)
+        await submit(q, "late", [step("one", dependents=["two"]), step("two", deps=["one"])])
+        await q.complete(one.member, one.attempt, "SUCCEEDED", "{}", "", 0)  # early:two queued after late:one
+        return [b.member for b in await q.dispatch("ex1", ["q"], 2, 10_000)]
+
+    assert on_valkey(scenario) == ["early:two", "late:one"]
+
+
+def test_heartbeats_renew_current_attempts_and_name_stale_ones(on_valkey) -> None:  # noqa: ANN001
+    async def scenario(q: RunQueue) -> tuple[list[str], float, float]:
+        await submit(q, "r1", [step("a")])
+        await q.dispatch("ex1", ["q"], 1, lease_ms=1000)
+        before = await q.redis.zscore(keys.LEASES, "r1:a")
+        stale = await q.heartbeat([("r1:a", 1), ("r1:a", 7)], lease_ms=60_000)
+        after = await q.redis.zscore(keys.LEASES, "r1:a")
+        return stale, before, after
+
+    stale, before, after = on_valkey(scenario)
+    assert stale == ["r1:a"]  # the attempt-7 claim
+    assert after > before + 50_000
+
+
+def test_a_repeated_request_id_returns_the_first_run(on_valkey) -> None:  # noqa: ANN001
+    async def scenario(q: RunQueue) -> list[Any]:
+        fields = {"run_id": "r1", "input_json": "{}", "priority": "5", "sinks": '["a"]'}
+        first = await q.submit("r1", fields, [step("a")], request_id="req-1")
+        second = await q.submit("r2", {**fields, "run_id": "r2"}, [step("a")], request_id="req-1")
+        return [first, second, await q.redis.exists(keys.run("r2"))]
+
+    assert on_valkey(scenario) == [(True, "r1"), (False, "r1"), 0]

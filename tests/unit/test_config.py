@@ -1,0 +1,38 @@
+"""Service settings: flags over environment over defaults, and clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.common.config import load_settings
+from services.executor.settings import ExecutorSettings
+from services.scheduler.settings import SchedulerSettings
+
+
+def test_a_flag_overrides_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WTM_LEASE_SECONDS", "7")
+    assert load_settings(SchedulerSettings, []).lease_seconds == 7
+    assert load_settings(SchedulerSettings, ["--lease-seconds", "9"]).lease_seconds == 9
+
+
+def test_lists_come_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WTM_EXECUTOR_QUEUES", "vision, nlp")
+    assert load_settings(ExecutorSettings, []).queues == ["vision", "nlp"]
+    assert load_settings(ExecutorSettings, ["--queues", "gpu"]).queues == ["gpu"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["--lease-seconds", "soon"], "--lease-seconds / WTM_LEASE_SECONDS: must be int"),
+        (["--lease-seconds", "0"], "--lease-seconds / WTM_LEASE_SECONDS: must be greater than 0"),
+        (["--listen", "localhost"], "--listen / WTM_SCHEDULER_LISTEN: must be HOST:PORT"),
+    ],
+)
+def test_a_bad_value_exits_naming_flag_and_variable(
+    argv: list[str], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        load_settings(SchedulerSettings, argv)
+    assert exit_info.value.code == 2
+    assert named in capsys.readouterr().err

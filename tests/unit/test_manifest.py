@@ -1,0 +1,56 @@
+"""task.json validation: defaults, and errors that name the field."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from services.common.errors import InvalidArgument
+from services.registry.manifest import parse_manifest, version_sort_key
+
+
+def manifest(**fields: object) -> str:
+    return json.dumps({"task_id": "face_detection", "version": "1.2.3", **fields})
+
+
+def test_defaults_fill_what_task_json_leaves_out() -> None:
+    m = parse_manifest(manifest())
+    assert (m.entry_point, m.queue, m.priority, m.timeout, m.max_retries) == ("task.Task", "default", 5, 300, 0)
+    assert m.module_path == "task.py"
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"priority": 11}, "priority"),
+        ({"priority": True}, "priority"),
+        ({"timeout": 0}, "timeout"),
+        ({"version": "1.0"}, "version"),
+        ({"task_id": "Face-Detection"}, "task_id"),
+        ({"entry_point": "task"}, "entry_point"),
+        ({"tags": "vision"}, "tags"),
+        ({"input_schema": {"type": "picture"}}, "input_schema.type"),
+        ({"input_schema": {"required": "image"}}, "input_schema.required"),
+    ],
+)
+def test_each_bad_field_is_named(fields: dict[str, object], named: str) -> None:
+    with pytest.raises(InvalidArgument) as err:
+        parse_manifest(manifest(**fields))
+    assert f"task.json: {named}:" in str(err.value)
+
+
+def test_missing_task_id_is_named() -> None:
+    with pytest.raises(InvalidArgument, match="task.json: task_id: is required"):
+        parse_manifest('{"version": "1.0.0"}')
+
+
+def test_not_json_is_refused() -> None:
+    with pytest.raises(InvalidArgument, match="task.json: not valid JSON"):
+        parse_manifest("{nope")
+
+
+def test_versions_sort_by_semver_with_prereleases_first() -> None:
+    versions = ["1.10.0", "1.2.0", "1.2.0-rc.1", "0.9.9", "2.0.0-alpha"]
+    ordered = sorted(versions, key=version_sort_key)
+    assert ordered == ["0.9.9", "1.2.0-rc.1", "1.2.0", "1.10.0", "2.0.0-alpha"]
