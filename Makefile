@@ -17,19 +17,19 @@ demo: $(STAMP)
 	$(PY) -m clients.cli demo
 
 ## Lint the protos and the code, then run the whole test suite.
-test: $(STAMP)
-	$(VENV)/bin/buf lint
-	$(VENV)/bin/ruff check .
+test: lint
 	$(PY) -m pytest
 
 ## Regenerate wtm/ from protos/ (the one codegen command).
 protos: $(STAMP)
 	$(PY) scripts/gen_protos.py
 
+## buf lint on the protos; ruff and mypy on the hand-written code (wtm/ is generated).
 lint: $(STAMP)
 	$(VENV)/bin/buf lint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy services clients tasks scripts
 
 clean:
 	rm -rf $(VENV) .wtm build *.egg-info

@@ -5,6 +5,7 @@ Human output by default; ``--json`` prints machine-readable JSON instead.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -18,7 +19,12 @@ from clients.sdk import ApiError, Client
 
 class Ctx:
     def __init__(self, registry: str, scheduler: str, token: str, as_json: bool) -> None:
-        self.registry, self.scheduler, self.token, self.as_json = registry, scheduler, token, as_json
+        self.registry, self.scheduler, self.token, self.as_json = (
+            registry,
+            scheduler,
+            token,
+            as_json,
+        )
 
     def client(self) -> Client:
         return Client(self.registry, self.scheduler, token=self.token)
@@ -31,8 +37,12 @@ class Ctx:
 
 
 @click.group()
-@click.option("--registry", envvar="WTM_REGISTRY_ADDR", default="127.0.0.1:50051", show_default=True)
-@click.option("--scheduler", envvar="WTM_SCHEDULER_ADDR", default="127.0.0.1:50052", show_default=True)
+@click.option(
+    "--registry", envvar="WTM_REGISTRY_ADDR", default="127.0.0.1:50051", show_default=True
+)
+@click.option(
+    "--scheduler", envvar="WTM_SCHEDULER_ADDR", default="127.0.0.1:50052", show_default=True
+)
 @click.option("--token", envvar="WTM_AUTH_TOKEN", default="", help="bearer token")
 @click.option("--json", "as_json", is_flag=True, help="print JSON for scripts")
 @click.pass_context
@@ -43,6 +53,7 @@ def cli(ctx: click.Context, registry: str, scheduler: str, token: str, as_json: 
 
 # Tasks -------------------------------------------------------------------------------------
 
+
 @cli.group()
 def task() -> None:
     """Task packages in the registry."""
@@ -52,9 +63,13 @@ def task_dirs(path: Path) -> list[Path]:
     """A task directory, or every task directory directly inside a folder."""
     if (path / "task.json").is_file():
         return [path]
-    found = sorted(p for p in path.iterdir() if (p / "task.json").is_file()) if path.is_dir() else []
+    found = (
+        sorted(p for p in path.iterdir() if (p / "task.json").is_file()) if path.is_dir() else []
+    )
     if not found:
-        raise click.BadParameter(f"{path} has no task.json and no task directories", param_hint="PATH")
+        raise click.BadParameter(
+            f"{path} has no task.json and no task directories", param_hint="PATH"
+        )
     return found
 
 
@@ -66,7 +81,8 @@ def task_register(obj: Ctx, path: Path) -> None:
     with obj.client() as client:
         results = [client.register_task(d) for d in task_dirs(path)]
     human = "\n".join(
-        f"{'registered' if t.created else 'unchanged '} {t.task_id}@{t.version} sha256:{t.digest[:12]}"
+        f"{'registered' if t.created else 'unchanged '} "
+        f"{t.task_id}@{t.version} sha256:{t.digest[:12]}"
         for t in results
     )
     obj.out(results, human)
@@ -96,6 +112,7 @@ def task_info(obj: Ctx, ref: str) -> None:
 
 # Runs --------------------------------------------------------------------------------------
 
+
 @cli.group()
 def run() -> None:
     """Runs in the scheduler."""
@@ -118,11 +135,14 @@ def parse_input(text: str) -> dict[str, Any]:
 @click.option("--request-id", default="", help="idempotency key")
 @click.option("--wait/--no-wait", default=True, help="follow the run until it finishes")
 @click.pass_obj
-def run_submit(obj: Ctx, task_ref: str, input_json: str, priority: int, request_id: str, wait: bool) -> None:
+def run_submit(
+    obj: Ctx, task_ref: str, input_json: str, priority: int, request_id: str, wait: bool
+) -> None:
     """Run TASK_REF (ID or ID@VERSION) on INPUT_JSON."""
     with obj.client() as client:
-        r = client.submit(task=task_ref, input=parse_input(input_json), priority=priority,
-                          request_id=request_id)
+        r = client.submit(
+            task=task_ref, input=parse_input(input_json), priority=priority, request_id=request_id
+        )
         if not obj.as_json:
             render.console.print(f"submitted run [bold]{r.run_id}[/]")
         if wait:
@@ -161,13 +181,16 @@ def run_watch(obj: Ctx, run_id: str, after: str) -> None:
 
 # Local stack -------------------------------------------------------------------------------
 
+
 @cli.group()
 def stack() -> None:
     """The local stack: backing servers and the three services on 127.0.0.1."""
 
 
 @stack.command("up")
-@click.option("--dir", "root", default=".wtm/stack", show_default=True, type=click.Path(path_type=Path))
+@click.option(
+    "--dir", "root", default=".wtm/stack", show_default=True, type=click.Path(path_type=Path)
+)
 @click.option("--executors", default=1, show_default=True)
 def stack_up(root: Path, executors: int) -> None:
     """Start everything in the foreground; Ctrl-C stops it all."""
@@ -180,14 +203,14 @@ def stack_up(root: Path, executors: int) -> None:
         click.echo(f"export WTM_REGISTRY_ADDR={cluster.registry_address}")
         click.echo(f"export WTM_SCHEDULER_ADDR={cluster.scheduler_address}")
         click.echo(f"# logs in {root}/logs; Ctrl-C to stop", err=True)
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             signal.pause()
-        except KeyboardInterrupt:
-            pass
 
 
 @cli.command()
-@click.option("--dir", "root", default=".wtm/demo", show_default=True, type=click.Path(path_type=Path))
+@click.option(
+    "--dir", "root", default=".wtm/demo", show_default=True, type=click.Path(path_type=Path)
+)
 def demo(root: Path) -> None:
     """Start the local stack and services, register the examples, run them, print, stop."""
     from clients.demo import run_demo

@@ -19,10 +19,14 @@ def run_demo(root: Path) -> int:
     console = render.console
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop everything on kill, too
     t0 = time.monotonic()
-    console.print("[bold]Starting[/] valkey, SeaweedFS S3, nx-27017, registry, scheduler, executor…")
+    console.print(
+        "[bold]Starting[/] valkey, SeaweedFS S3, nx-27017, registry, scheduler, executor…"
+    )
     with Cluster(root, executors=1, slots=2, fresh=True) as cluster:
-        console.print(f"  up in {time.monotonic() - t0:.1f}s · registry {cluster.registry_address}"
-                      f" · scheduler {cluster.scheduler_address} · logs {root}/logs")
+        console.print(
+            f"  up in {time.monotonic() - t0:.1f}s · registry {cluster.registry_address}"
+            f" · scheduler {cluster.scheduler_address} · logs {root}/logs"
+        )
         with Client(cluster.registry_address, cluster.scheduler_address) as client:
             for task_dir in sorted(p for p in EXAMPLES.iterdir() if (p / "task.json").exists()):
                 t = client.register_task(task_dir)

@@ -12,8 +12,15 @@ from rich.table import Table
 from clients.sdk import RunEventInfo, RunInfo, TaskInfo
 
 console = Console()
-STATE_STYLE = {"COMPLETED": "green", "FAILED": "red", "TIMED_OUT": "red", "CANCELLED": "yellow",
-               "RUNNING": "cyan", "QUEUED": "blue", "PENDING": "dim"}
+STATE_STYLE = {
+    "COMPLETED": "green",
+    "FAILED": "red",
+    "TIMED_OUT": "red",
+    "CANCELLED": "yellow",
+    "RUNNING": "cyan",
+    "QUEUED": "blue",
+    "PENDING": "dim",
+}
 
 
 def as_json(value: Any) -> str:
@@ -63,8 +70,10 @@ def run_summary(r: RunInfo) -> str:
         took = f" in {(r.ended_at - r.created_at).total_seconds() * 1000:.0f} ms"
     lines = [f"Run [bold]{r.run_id}[/] {state(r.state)}{took}"]
     for s in r.steps:
-        lines.append(f"  step {s.step_id} ({s.task_id}@{s.task_version}) {state(s.state)} "
-                     f"attempt {s.attempt} on {s.executor_id or '-'}")
+        lines.append(
+            f"  step {s.step_id} ({s.task_id}@{s.task_version}) {state(s.state)} "
+            f"attempt {s.attempt} on {s.executor_id or '-'}"
+        )
         if s.error:
             lines.append(f"    error: {s.error}")
     if r.error:

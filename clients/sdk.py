@@ -66,8 +66,17 @@ class TaskInfo:
     @classmethod
     def _from(cls, t: rpb.Task, created: bool = False) -> TaskInfo:
         return cls(
-            t.task_id, t.version, t.display_name, t.description, t.category, list(t.tags),
-            t.queue, t.digest, t.size_bytes, json.loads(t.manifest_json or "{}"), created,
+            t.task_id,
+            t.version,
+            t.display_name,
+            t.description,
+            t.category,
+            list(t.tags),
+            t.queue,
+            t.digest,
+            t.size_bytes,
+            json.loads(t.manifest_json or "{}"),
+            created,
         )
 
 
@@ -112,16 +121,31 @@ class RunInfo:
     def _from(cls, r: run_pb2.Run) -> RunInfo:
         steps = [
             StepInfo(
-                s.step_id, s.task_id, s.task_version, run_pb2.State.Name(s.state)[6:], s.attempt,
-                json.loads(s.output_json) if s.output_json else None, s.error, s.executor_id,
-                _time(s, "start_time"), _time(s, "end_time"),
+                s.step_id,
+                s.task_id,
+                s.task_version,
+                run_pb2.State.Name(s.state)[6:],
+                s.attempt,
+                json.loads(s.output_json) if s.output_json else None,
+                s.error,
+                s.executor_id,
+                _time(s, "start_time"),
+                _time(s, "end_time"),
             )
             for s in r.steps
         ]
         return cls(
-            r.run_id, run_pb2.State.Name(r.state)[6:], r.task_id, r.pipeline_id,
-            json.loads(r.input_json or "{}"), json.loads(r.output_json) if r.output_json else None,
-            r.error, r.priority, steps, _time(r, "create_time"), _time(r, "start_time"),
+            r.run_id,
+            run_pb2.State.Name(r.state)[6:],
+            r.task_id,
+            r.pipeline_id,
+            json.loads(r.input_json or "{}"),
+            json.loads(r.output_json) if r.output_json else None,
+            r.error,
+            r.priority,
+            steps,
+            _time(r, "create_time"),
+            _time(r, "start_time"),
             _time(r, "end_time"),
         )
 
@@ -146,8 +170,13 @@ class RunEventInfo:
 class Client:
     """A connection to the registry and the scheduler."""
 
-    def __init__(self, registry: str = "127.0.0.1:50051", scheduler: str = "127.0.0.1:50052",
-                 token: str = "", timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        registry: str = "127.0.0.1:50051",
+        scheduler: str = "127.0.0.1:50052",
+        token: str = "",
+        timeout: float = 30.0,
+    ) -> None:
         self._registry_channel = grpc.insecure_channel(registry)
         self._scheduler_channel = grpc.insecure_channel(scheduler)
         self._registry = rpb_grpc.RegistryServiceStub(self._registry_channel)
@@ -167,7 +196,9 @@ class Client:
 
     def _call(self, method: Any, request: Any, **kw: Any) -> Any:
         try:
-            return method(request, metadata=self._metadata, timeout=kw.pop("timeout", self._timeout), **kw)
+            return method(
+                request, metadata=self._metadata, timeout=kw.pop("timeout", self._timeout), **kw
+            )
         except grpc.RpcError as exc:
             raise ApiError(exc.code().name, exc.details() or "") from None
 
@@ -192,14 +223,19 @@ class Client:
     def get_task(self, ref: str) -> TaskInfo:
         """A task version by ``"id"`` (latest) or ``"id@version"``."""
         task_id, _, version = ref.partition("@")
-        return TaskInfo._from(self._call(self._registry.GetTask, rpb.GetTaskRequest(task_id=task_id, version=version)).task)
+        return TaskInfo._from(
+            self._call(
+                self._registry.GetTask, rpb.GetTaskRequest(task_id=task_id, version=version)
+            ).task
+        )
 
     def list_tasks(self, page_size: int = 100, **filters: str) -> Iterator[TaskInfo]:
         """Every task version matching the filters (task_id, category, tag, queue)."""
         token = ""
         while True:
             reply = self._call(
-                self._registry.ListTasks, rpb.ListTasksRequest(page_size=page_size, page_token=token, **filters)
+                self._registry.ListTasks,
+                rpb.ListTasksRequest(page_size=page_size, page_token=token, **filters),
             )
             yield from (TaskInfo._from(t) for t in reply.tasks)
             token = reply.next_page_token
@@ -208,17 +244,30 @@ class Client:
 
     # Runs --------------------------------------------------------------------------------
 
-    def submit(self, task: str = "", pipeline: str = "", input: dict[str, Any] | None = None,  # noqa: A002
-               priority: int = 0, request_id: str = "", labels: dict[str, str] | None = None) -> RunInfo:
+    def submit(
+        self,
+        task: str = "",
+        pipeline: str = "",
+        input: dict[str, Any] | None = None,  # noqa: A002
+        priority: int = 0,
+        request_id: str = "",
+        labels: dict[str, str] | None = None,
+    ) -> RunInfo:
         """Submit a run of a task or a pipeline on one input document."""
         request = spb.SubmitRunRequest(
-            task=task, pipeline=pipeline, input_json=json.dumps(input or {}), priority=priority,
-            request_id=request_id, labels=labels or {},
+            task=task,
+            pipeline=pipeline,
+            input_json=json.dumps(input or {}),
+            priority=priority,
+            request_id=request_id,
+            labels=labels or {},
         )
         return RunInfo._from(self._call(self._scheduler.SubmitRun, request).run)
 
     def get_run(self, run_id: str) -> RunInfo:
-        return RunInfo._from(self._call(self._scheduler.GetRun, spb.GetRunRequest(run_id=run_id)).run)
+        return RunInfo._from(
+            self._call(self._scheduler.GetRun, spb.GetRunRequest(run_id=run_id)).run
+        )
 
     def watch(
         self, run_id: str, after_event_id: str = "", timeout: float | None = None
@@ -226,14 +275,20 @@ class Client:
         """The run's events from its start (or after an event id) until it finishes."""
         stream = self._scheduler.WatchRun(
             spb.WatchRunRequest(run_id=run_id, after_event_id=after_event_id),
-            metadata=self._metadata, timeout=timeout,
+            metadata=self._metadata,
+            timeout=timeout,
         )
         try:
             for reply in stream:
                 e = reply.event
                 yield RunEventInfo(
-                    e.event_id, e.run_id, e.step_id, e.attempt, run_pb2.State.Name(e.state)[6:],
-                    e.message, _time(e, "time"),
+                    e.event_id,
+                    e.run_id,
+                    e.step_id,
+                    e.attempt,
+                    run_pb2.State.Name(e.state)[6:],
+                    e.message,
+                    _time(e, "time"),
                 )
         except grpc.RpcError as exc:
             raise ApiError(exc.code().name, exc.details() or "") from None

@@ -106,7 +106,9 @@ class _CappedReader(io.RawIOBase):
         data = self._inner.read(len(buffer))
         self.count += len(data)
         if self.count > self._cap:
-            raise InvalidArgument(f"archive unpacks to more than {self._cap} bytes", field="package")
+            raise InvalidArgument(
+                f"archive unpacks to more than {self._cap} bytes", field="package"
+            )
         buffer[: len(data)] = data
         return len(data)
 

@@ -16,6 +16,7 @@ import platform
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import grpc
 from grpc import aio
@@ -51,7 +52,9 @@ class Executor:
 
     def __init__(self, settings: ExecutorSettings) -> None:
         self.settings = settings
-        metadata = (("authorization", f"Bearer {settings.auth_token}"),) if settings.auth_token else ()
+        metadata = (
+            (("authorization", f"Bearer {settings.auth_token}"),) if settings.auth_token else ()
+        )
         self._metadata = metadata
         self._registry_channel = aio.insecure_channel(settings.registry)
         self._registry = rpb_grpc.RegistryServiceStub(self._registry_channel)
@@ -77,7 +80,9 @@ class Executor:
         slots = [asyncio.create_task(self._slot(i)) for i in range(self.settings.slots)]
         connection = asyncio.create_task(self._connect_forever())
         await stop.wait()
-        log.info("draining: %d running, up to %.0fs", len(self._running), self.settings.drain_seconds)
+        log.info(
+            "draining: %d running, up to %.0fs", len(self._running), self.settings.drain_seconds
+        )
         self._draining.set()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle(), self.settings.drain_seconds)
@@ -120,8 +125,11 @@ class Executor:
         s = self.settings
         return epb.ConnectRequest(
             hello=epb.ExecutorHello(
-                executor_id=s.executor_id, queues=s.queues, slots=s.slots,
-                software_version=SOFTWARE_VERSION, python_version=platform.python_version(),
+                executor_id=s.executor_id,
+                queues=s.queues,
+                slots=s.slots,
+                software_version=SOFTWARE_VERSION,
+                python_version=platform.python_version(),
             )
         )
 
@@ -140,7 +148,11 @@ class Executor:
                     kind = message.WhichOneof("message")
                     if kind == "welcome":
                         self._heartbeat_seconds = message.welcome.heartbeat_interval_seconds or 5.0
-                        log.info("connected to %s as %s", self.settings.scheduler, self.settings.executor_id)
+                        log.info(
+                            "connected to %s as %s",
+                            self.settings.scheduler,
+                            self.settings.executor_id,
+                        )
                         heartbeats = asyncio.create_task(self._heartbeats())
                         if self._running:  # tell the scheduler what survived the disconnect
                             self._outbox.put_nowait(self._heartbeat())
@@ -152,7 +164,10 @@ class Executor:
                         if running is not None and running.ref.attempt == ref.attempt:
                             running.cancelled.set()
             except aio.AioRpcError as exc:
-                if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INVALID_ARGUMENT):
+                if exc.code() in (
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                ):
                     log.error("scheduler refused this executor: %s", exc.details())
                     raise SystemExit(2) from exc
                 log.warning("scheduler stream lost: %s", exc.code().name)
@@ -169,8 +184,13 @@ class Executor:
 
     async def _heartbeats(self) -> None:
         while True:
+            self._touch_health_file()
             await asyncio.sleep(self._heartbeat_seconds)
             self._outbox.put_nowait(self._heartbeat())
+
+    def _touch_health_file(self) -> None:
+        if self.settings.health_file:
+            Path(self.settings.health_file).touch()
 
     # Slots -------------------------------------------------------------------------------
 
@@ -189,8 +209,10 @@ class Executor:
             finally:
                 self._running.pop((ref.run_id, ref.step_id), None)
             result = epb.StepResult(
-                ref=ref, outcome=epb.StepOutcome.Value(f"STEP_OUTCOME_{outcome.outcome}"),
-                output_json=outcome.output_json, error=outcome.error,
+                ref=ref,
+                outcome=epb.StepOutcome.Value(f"STEP_OUTCOME_{outcome.outcome}"),
+                output_json=outcome.output_json,
+                error=outcome.error,
             )
             result.start_time.FromDatetime(started)
             result.end_time.FromDatetime(datetime.now(UTC))
@@ -202,7 +224,9 @@ class Executor:
         except WtmError as exc:
             return Outcome("FATAL", error=f"package {a.task_id}@{a.task_version}: {exc.message}")
         except aio.AioRpcError as exc:
-            return Outcome("FAILED", error=f"package download failed: {exc.code().name}: {exc.details()}")
+            return Outcome(
+                "FAILED", error=f"package download failed: {exc.code().name}: {exc.details()}"
+            )
         worker = self._workers[index]
         if worker is None or not worker.alive or worker.key != (str(package_dir), a.entry_point):
             if worker is not None:
@@ -212,11 +236,15 @@ class Executor:
 
         def progress(fraction: float, message: str) -> None:
             self._outbox.put_nowait(
-                epb.ConnectRequest(progress=epb.StepProgress(ref=a.ref, fraction=fraction, message=message))
+                epb.ConnectRequest(
+                    progress=epb.StepProgress(ref=a.ref, fraction=fraction, message=message)
+                )
             )
 
         try:
-            outcome = await worker.run(a.input_json, a.timeout_seconds or 300, progress, running.cancelled)
+            outcome = await worker.run(
+                a.input_json, a.timeout_seconds or 300, progress, running.cancelled
+            )
         except asyncio.CancelledError:
             if not running.cancelled.is_set():
                 raise

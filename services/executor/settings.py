@@ -12,17 +12,31 @@ from services.common.config import host_port, positive, setting
 class ExecutorSettings:
     """An executor: takes steps from the scheduler and runs them in worker processes."""
 
-    scheduler: str = setting("127.0.0.1:50052", "WTM_SCHEDULER_ADDR", "scheduler service address", host_port)
-    registry: str = setting("127.0.0.1:50051", "WTM_REGISTRY_ADDR", "registry service address", host_port)
+    scheduler: str = setting(
+        "127.0.0.1:50052", "WTM_SCHEDULER_ADDR", "scheduler service address", host_port
+    )
+    registry: str = setting(
+        "127.0.0.1:50051", "WTM_REGISTRY_ADDR", "registry service address", host_port
+    )
     executor_id: str = setting(
         f"{socket.gethostname()}", "WTM_EXECUTOR_ID", "this executor's id, unique in the fleet"
     )
     queues: list[str] = field(
         default_factory=lambda: ["default"],
-        metadata={"env": "WTM_EXECUTOR_QUEUES", "help": "comma-separated queues to take work from",
-                  "check": lambda v: None if v else "must name at least one queue"},
+        metadata={
+            "env": "WTM_EXECUTOR_QUEUES",
+            "help": "comma-separated queues to take work from",
+            "check": lambda v: None if v else "must name at least one queue",
+        },
     )
     slots: int = setting(2, "WTM_EXECUTOR_SLOTS", "steps run at once", positive)
-    cache_dir: str = setting(".wtm/executor-cache", "WTM_EXECUTOR_CACHE_DIR", "package cache directory")
-    drain_seconds: float = setting(30.0, "WTM_DRAIN_SECONDS", "on SIGTERM, how long running steps may finish", positive)
+    cache_dir: str = setting(
+        ".wtm/executor-cache", "WTM_EXECUTOR_CACHE_DIR", "package cache directory"
+    )
+    drain_seconds: float = setting(
+        30.0, "WTM_DRAIN_SECONDS", "on SIGTERM, how long running steps may finish", positive
+    )
     auth_token: str = setting("", "WTM_AUTH_TOKEN", "bearer token to present (empty: none)")
+    health_file: str = setting(
+        "", "WTM_HEALTH_FILE", "file touched on every heartbeat, for container health checks"
+    )

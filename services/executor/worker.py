@@ -8,10 +8,10 @@ does a cancel; the next step on that slot starts a fresh process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing as mp
 from collections.abc import Callable
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +80,9 @@ class Worker:
                 return Outcome("FATAL" if verdict == "fatal" else "FAILED", error=payload)
         except TimeoutError:
             self.kill()
-            return Outcome("TIMED_OUT", error=f"timed out after {timeout:g}s; worker process killed")
+            return Outcome(
+                "TIMED_OUT", error=f"timed out after {timeout:g}s; worker process killed"
+            )
         except asyncio.CancelledError:
             self.kill()
             raise
@@ -108,10 +110,8 @@ class Worker:
     def retire(self, timeout: float = 5.0) -> None:
         """Ask the task to clean up and exit; kill it if it does not."""
         if self._proc.is_alive():
-            try:
+            with contextlib.suppress(OSError):
                 self._conn.send(None)
-            except (OSError, BrokenPipeError):
-                pass
             self._proc.join(timeout)
         self.kill()
 

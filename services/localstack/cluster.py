@@ -9,6 +9,7 @@ Used by ``make demo``, the CLI's ``stack up`` and the integration tests alike.
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -25,7 +26,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def serving(address: str) -> bool:
     """True when the gRPC server at ``address`` reports SERVING on grpc.health.v1."""
     with grpc.insecure_channel(address) as channel:
-        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=1
+        )
     return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
@@ -71,31 +74,56 @@ class Cluster:
             self.endpoints = self.stack.start()
             self.registry_address = f"127.0.0.1:{free_port()}"
             self.scheduler_address = f"127.0.0.1:{free_port()}"
-            self.registry = self._service("registry", "services.registry", "--listen", self.registry_address)
-            self.scheduler = self._service("scheduler", "services.scheduler", "--listen", self.scheduler_address)
+            self.registry = self._service(
+                "registry", "services.registry", "--listen", self.registry_address
+            )
+            self.scheduler = self._service(
+                "scheduler", "services.scheduler", "--listen", self.scheduler_address
+            )
             wait_until("registry", lambda: serving(self.registry_address), self.registry)
             wait_until("scheduler", lambda: serving(self.scheduler_address), self.scheduler)
             for _ in range(self.n_executors):
                 self.add_executor()
+            self._record()
         except BaseException:
             self.stop()
             raise
         return self
 
     def _service(self, name: str, module: str, *args: str) -> Child:
-        return self.services.start(name, [sys.executable, "-m", module, *args], env=self.env(), cwd=ROOT)
+        return self.services.start(
+            name, [sys.executable, "-m", module, *args], env=self.env(), cwd=ROOT
+        )
 
     def add_executor(self, *args: str, slots: int | None = None) -> Child:
         n = len(self.executors) + 1
         child = self._service(
-            f"executor-{n}", "services.executor",
-            "--executor-id", f"executor-{n}",
-            "--slots", str(slots or self.slots),
-            "--cache-dir", str(self.root / f"executor-{n}-cache"),
+            f"executor-{n}",
+            "services.executor",
+            "--executor-id",
+            f"executor-{n}",
+            "--slots",
+            str(slots or self.slots),
+            "--cache-dir",
+            str(self.root / f"executor-{n}-cache"),
             *args,
         )
         self.executors.append(child)
         return child
+
+    def _record(self) -> None:
+        """Write the addresses and PIDs to ``root/cluster.json`` for people and tests."""
+        children = self.stack.group.children + self.services.children
+        (self.root / "cluster.json").write_text(
+            json.dumps(
+                {
+                    "registry": self.registry_address,
+                    "scheduler": self.scheduler_address,
+                    "pids": {c.name: c.pid for c in children},
+                },
+                indent=2,
+            )
+        )
 
     def stop(self) -> None:
         try:

@@ -134,4 +134,6 @@ def wait_until(
             last = exc
         time.sleep(0.05)
     tail = child.log_tail() if child else ""
-    raise TimeoutError(f"{what} did not become ready in {timeout:.0f}s (last error: {last})\n{tail}")
+    raise TimeoutError(
+        f"{what} did not become ready in {timeout:.0f}s (last error: {last})\n{tail}"
+    )

@@ -8,7 +8,6 @@ stopped by PID. The tests and ``make demo`` use this same class.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import sys
@@ -82,19 +81,36 @@ class LocalStack:
         valkey = self.group.start(
             "valkey",
             [
-                valkey_binary(), "--port", str(redis_port), "--bind", "127.0.0.1",
-                "--dir", str(self.root / "valkey"), "--save", "", "--appendonly", "no",
-                "--daemonize", "no",
+                valkey_binary(),
+                "--port",
+                str(redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.root / "valkey"),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
             ],
             parent_death_signal=signal.SIGKILL,
         )
         mongo = self.group.start(
             "nx-27017",
             [
-                _bin("nx-27017"), "--host", "127.0.0.1", "--port", str(mongo_port),
-                "--data-dir", str(self.root / "mongo"),
-                "--log-file", str(self.root / "logs" / "nx-27017.server.log"),
-                "--pid-file", str(self.root / "nx-27017.pid"),
+                _bin("nx-27017"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(mongo_port),
+                "--data-dir",
+                str(self.root / "mongo"),
+                "--log-file",
+                str(self.root / "logs" / "nx-27017.server.log"),
+                "--pid-file",
+                str(self.root / "nx-27017.pid"),
             ],
             parent_death_signal=signal.SIGKILL,
         )
@@ -102,14 +118,27 @@ class LocalStack:
         weed = self.group.start(
             "seaweedfs",
             [
-                _bin("weed"), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                _bin("weed"),
+                "server",
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
                 f"-dir={self.root / 'seaweedfs'}",
-                f"-master.port={master}", f"-master.port.grpc={grpc_ports[0]}",
-                f"-volume.port={volume}", f"-volume.port.grpc={grpc_ports[1]}",
-                "-volume.max=0", "-volume.preStopSeconds=0", "-master.volumeSizeLimitMB=64",
-                "-filer", f"-filer.port={filer}", f"-filer.port.grpc={grpc_ports[2]}",
-                "-s3", f"-s3.port={s3}", f"-s3.port.grpc={grpc_ports[3]}",
-                "-s3.port.iceberg=0", "-s3.port.lance=0", "-metricsPort=0",
+                f"-master.port={master}",
+                f"-master.port.grpc={grpc_ports[0]}",
+                f"-volume.port={volume}",
+                f"-volume.port.grpc={grpc_ports[1]}",
+                "-volume.max=0",
+                "-volume.preStopSeconds=0",
+                "-master.volumeSizeLimitMB=64",
+                "-filer",
+                f"-filer.port={filer}",
+                f"-filer.port.grpc={grpc_ports[2]}",
+                "-s3",
+                f"-s3.port={s3}",
+                f"-s3.port.grpc={grpc_ports[3]}",
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+                "-metricsPort=0",
             ],
             env={"AWS_ACCESS_KEY_ID": S3_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY},
             grace=3.0,
@@ -128,7 +157,10 @@ class LocalStack:
         self.endpoints = endpoints
         (self.root / "stack.json").write_text(
             json.dumps(
-                {"endpoints": asdict(endpoints), "pids": {c.name: c.pid for c in self.group.children}},
+                {
+                    "endpoints": asdict(endpoints),
+                    "pids": {c.name: c.pid for c in self.group.children},
+                },
                 indent=2,
             )
         )
@@ -143,21 +175,6 @@ class LocalStack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def stop_recorded(root: str | Path) -> list[int]:
-    """Stop the servers a detached ``up`` recorded in ``root/stack.json``; return their PIDs."""
-    path = Path(root) / "stack.json"
-    if not path.exists():
-        return []
-    pids = list(json.loads(path.read_text())["pids"].values())
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    path.unlink()
-    return pids
 
 
 def _redis_ok(url: str) -> bool:
@@ -184,5 +201,7 @@ def _mongo_ok(uri: str) -> bool:
 def _s3_ok(endpoints: StackEndpoints) -> bool:
     from services.common.backends import s3_client
 
-    s3_client(endpoints.s3_endpoint, endpoints.s3_access_key, endpoints.s3_secret_key).list_buckets()
+    s3_client(
+        endpoints.s3_endpoint, endpoints.s3_access_key, endpoints.s3_secret_key
+    ).list_buckets()
     return True

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 from services.common import logs
 from services.common.backends import mongo_database, s3_client
-from services.common.grpc_server import serve_threaded
 from services.common.config import load_settings
+from services.common.grpc_server import serve_threaded
 from services.registry.registry import Registry
 from services.registry.servicer import RegistryServicer
 from services.registry.settings import RegistrySettings
@@ -30,7 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     servicer = RegistryServicer(Registry(tasks, packages, settings.max_package_bytes))
     serve_threaded(
         settings.listen,
-        lambda server: registry_service_pb2_grpc.add_RegistryServiceServicer_to_server(servicer, server),
+        lambda server: registry_service_pb2_grpc.add_RegistryServiceServicer_to_server(
+            servicer, server
+        ),
         [registry_service_pb2.DESCRIPTOR.services_by_name["RegistryService"]],
         settings.auth_token or None,
         on_stop=db.client.close,

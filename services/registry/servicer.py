@@ -40,8 +40,12 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
         result = self._registry.register_package(b"".join(chunks), header.sha256)
         return pb.UploadTaskPackageResponse(task=result.task.to_proto(), created=result.created)
 
-    def GetTask(self, request: pb.GetTaskRequest, context: grpc.ServicerContext) -> pb.GetTaskResponse:
-        return pb.GetTaskResponse(task=self._registry.get_task(request.task_id, request.version).to_proto())
+    def GetTask(
+        self, request: pb.GetTaskRequest, context: grpc.ServicerContext
+    ) -> pb.GetTaskResponse:
+        return pb.GetTaskResponse(
+            task=self._registry.get_task(request.task_id, request.version).to_proto()
+        )
 
     def ListTasks(
         self, request: pb.ListTasksRequest, context: grpc.ServicerContext

@@ -104,7 +104,10 @@ class PackageStore:
 
     def put(self, digest: str, data: bytes) -> None:
         self._s3.put_object(
-            self._bucket, self.key(digest), io.BytesIO(data), len(data),
+            self._bucket,
+            self.key(digest),
+            io.BytesIO(data),
+            len(data),
             content_type="application/gzip",
         )
 

@@ -18,8 +18,12 @@ from services.scheduler.runs import RunService
 from services.scheduler.servicer import ExecutorServicer, SchedulerServicer
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.task_catalog import TaskCatalog
-from wtm.v1 import executor_service_pb2, executor_service_pb2_grpc
-from wtm.v1 import scheduler_service_pb2, scheduler_service_pb2_grpc
+from wtm.v1 import (
+    executor_service_pb2,
+    executor_service_pb2_grpc,
+    scheduler_service_pb2,
+    scheduler_service_pb2_grpc,
+)
 
 
 async def serve(settings: SchedulerSettings) -> None:
@@ -31,7 +35,9 @@ async def serve(settings: SchedulerSettings) -> None:
     runs = RunService(queue, store, catalog, on_queued=dispatcher.wake)
 
     def register(server: object) -> None:
-        scheduler_service_pb2_grpc.add_SchedulerServiceServicer_to_server(SchedulerServicer(runs), server)
+        scheduler_service_pb2_grpc.add_SchedulerServiceServicer_to_server(
+            SchedulerServicer(runs), server
+        )
         executor_service_pb2_grpc.add_ExecutorServiceServicer_to_server(
             ExecutorServicer(dispatcher, settings.lease_seconds, settings.heartbeat_seconds), server
         )

@@ -148,7 +148,9 @@ class Dispatcher:
             old.outbox.put_nowait(None)
         session = ExecutorSession(info)
         self.sessions[info.executor_id] = session
-        log.info("executor %s connected: queues=%s slots=%d", info.executor_id, info.queues, info.slots)
+        log.info(
+            "executor %s connected: queues=%s slots=%d", info.executor_id, info.queues, info.slots
+        )
         self.wake()
         return session
 
@@ -158,7 +160,9 @@ class Dispatcher:
         # Its leases stay: the executor may reconnect and report; otherwise they expire.
         log.info("executor %s disconnected", session.info.executor_id)
 
-    async def heartbeat(self, session: ExecutorSession, running: list[tuple[str, str, int]]) -> None:
+    async def heartbeat(
+        self, session: ExecutorSession, running: list[tuple[str, str, int]]
+    ) -> None:
         session.last_seen = time.time()
         stale = await self.queue.heartbeat(
             [(keys.step_key(r, s), a) for r, s, a in running], self.lease_ms
@@ -167,7 +171,9 @@ class Dispatcher:
             run_id, _, step_id = member.partition(":")
             attempt = next(a for r, s, a in running if r == run_id and s == step_id)
             session.in_flight.pop(member, None)
-            session.outbox.put_nowait(Cancel(run_id, step_id, attempt, "attempt is no longer current"))
+            session.outbox.put_nowait(
+                Cancel(run_id, step_id, attempt, "attempt is no longer current")
+            )
 
     async def report(self, session: ExecutorSession, report: StepReport) -> str:
         """Record a step result; returns the verdict ('stale' when fenced off)."""
@@ -215,10 +221,16 @@ class Dispatcher:
                 s = leased.step
                 session.outbox.put_nowait(
                     Assignment(
-                        run_id=leased.run_id, step_id=leased.step_id, attempt=leased.attempt,
-                        task_id=s["task_id"], task_version=s["task_version"], digest=s["digest"],
-                        entry_point=s["entry_point"], input_json=step_input(leased),
-                        timeout_seconds=int(s["timeout"]), input_id=s["input_id"],
+                        run_id=leased.run_id,
+                        step_id=leased.step_id,
+                        attempt=leased.attempt,
+                        task_id=s["task_id"],
+                        task_version=s["task_version"],
+                        digest=s["digest"],
+                        entry_point=s["entry_point"],
+                        input_json=step_input(leased),
+                        timeout_seconds=int(s["timeout"]),
+                        input_id=s["input_id"],
                         output_id=s["output_id"],
                     )
                 )
@@ -229,7 +241,9 @@ class Dispatcher:
             try:
                 for expired in await self.queue.expire_leases():
                     log.warning("lease expired: %s (%s)", expired["member"], expired["verdict"])
-                    self._send_cancels(list(zip(expired["cancel"][0::2], expired["cancel"][1::2])))
+                    self._send_cancels(
+                        list(zip(expired["cancel"][0::2], expired["cancel"][1::2], strict=True))
+                    )
                     await self._persist(expired["member"].partition(":")[0])
                     self.wake()
                 if await self.queue.promote_due():
@@ -269,11 +283,18 @@ class Dispatcher:
             return
         for h in steps:
             if int(h.get("attempt", 0)) > 0 and h.get("state") not in {"RUNNING", "QUEUED"}:
-                self.store.record_step_later(run_id, StepRun.from_redis(h, outputs.get(h["step_id"], "")))
+                self.store.record_step_later(
+                    run_id, StepRun.from_redis(h, outputs.get(h["step_id"], ""))
+                )
         run = Run.from_redis(run_hash, steps, outputs)
         if run.finished:
             self.store.update_run_later(
                 run_id,
-                {"state": run.state, "output_json": run.output_json, "error": run.error,
-                 "started_at": run.started_at, "ended_at": run.ended_at or ms_to_dt(now_ms())},
+                {
+                    "state": run.state,
+                    "output_json": run.output_json,
+                    "error": run.error,
+                    "started_at": run.started_at,
+                    "ended_at": run.ended_at or ms_to_dt(now_ms()),
+                },
             )

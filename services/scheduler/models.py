@@ -46,11 +46,18 @@ class StepRun:
     @classmethod
     def from_redis(cls, h: dict[str, str], output_json: str) -> StepRun:
         return cls(
-            step_id=h["step_id"], task_id=h.get("task_id", ""), task_version=h.get("task_version", ""),
-            state=h.get("state", "PENDING"), attempt=int(h.get("attempt", 0)),
-            input_id=h.get("input_id", ""), output_id=h.get("output_id", ""),
-            output_json=output_json, error=h.get("error", ""), executor_id=h.get("executor", ""),
-            started_at=ms_to_dt(h.get("started_ms")), ended_at=ms_to_dt(h.get("ended_ms")),
+            step_id=h["step_id"],
+            task_id=h.get("task_id", ""),
+            task_version=h.get("task_version", ""),
+            state=h.get("state", "PENDING"),
+            attempt=int(h.get("attempt", 0)),
+            input_id=h.get("input_id", ""),
+            output_id=h.get("output_id", ""),
+            output_json=output_json,
+            error=h.get("error", ""),
+            executor_id=h.get("executor", ""),
+            started_at=ms_to_dt(h.get("started_ms")),
+            ended_at=ms_to_dt(h.get("ended_ms")),
         )
 
     def to_doc(self, run_id: str) -> dict[str, Any]:
@@ -58,14 +65,21 @@ class StepRun:
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> StepRun:
-        return cls(**{k: doc.get(k) for k in cls.__dataclass_fields__ if k in doc})
+        fields: dict[str, Any] = {k: doc[k] for k in cls.__dataclass_fields__ if k in doc}
+        return cls(**fields)
 
     def to_proto(self) -> pb.StepRun:
         m = pb.StepRun(
-            step_id=self.step_id, task_id=self.task_id, task_version=self.task_version,
-            state=pb.State.Value(f"STATE_{self.state}"), attempt=self.attempt,
-            input_id=self.input_id, output_id=self.output_id, output_json=self.output_json,
-            error=self.error, executor_id=self.executor_id,
+            step_id=self.step_id,
+            task_id=self.task_id,
+            task_version=self.task_version,
+            state=pb.State.Value(f"STATE_{self.state}"),
+            attempt=self.attempt,
+            input_id=self.input_id,
+            output_id=self.output_id,
+            output_json=self.output_json,
+            error=self.error,
+            executor_id=self.executor_id,
         )
         _set_time(m, "start_time", self.started_at)
         _set_time(m, "end_time", self.ended_at)
@@ -102,12 +116,19 @@ class Run:
     ) -> Run:
         step_runs = [StepRun.from_redis(h, outputs.get(h["step_id"], "")) for h in steps]
         r = cls(
-            run_id=run["run_id"], state=run["state"], input_json=run.get("input_json", "{}"),
-            priority=int(run.get("priority", 5)), task_id=run.get("task_id", ""),
-            pipeline_id=run.get("pipeline_id", ""), pipeline_version=run.get("pipeline_version", ""),
-            error=run.get("error", ""), labels=json.loads(run.get("labels", "{}")),
-            request_id=run.get("request_id", ""), steps=step_runs,
-            created_at=ms_to_dt(run.get("created_ms")), started_at=ms_to_dt(run.get("started_ms")),
+            run_id=run["run_id"],
+            state=run["state"],
+            input_json=run.get("input_json", "{}"),
+            priority=int(run.get("priority", 5)),
+            task_id=run.get("task_id", ""),
+            pipeline_id=run.get("pipeline_id", ""),
+            pipeline_version=run.get("pipeline_version", ""),
+            error=run.get("error", ""),
+            labels=json.loads(run.get("labels", "{}")),
+            request_id=run.get("request_id", ""),
+            steps=step_runs,
+            created_at=ms_to_dt(run.get("created_ms")),
+            started_at=ms_to_dt(run.get("started_ms")),
             ended_at=ms_to_dt(run.get("ended_ms")),
         )
         if r.state == "COMPLETED":
@@ -125,11 +146,18 @@ class Run:
 
     def to_proto(self) -> pb.Run:
         m = pb.Run(
-            name=f"runs/{self.run_id}", run_id=self.run_id, pipeline_id=self.pipeline_id,
-            pipeline_version=self.pipeline_version, task_id=self.task_id,
-            state=pb.State.Value(f"STATE_{self.state}"), input_json=self.input_json,
-            output_json=self.output_json, error=self.error, priority=self.priority,
-            labels=self.labels, request_id=self.request_id,
+            name=f"runs/{self.run_id}",
+            run_id=self.run_id,
+            pipeline_id=self.pipeline_id,
+            pipeline_version=self.pipeline_version,
+            task_id=self.task_id,
+            state=pb.State.Value(f"STATE_{self.state}"),
+            input_json=self.input_json,
+            output_json=self.output_json,
+            error=self.error,
+            priority=self.priority,
+            labels=self.labels,
+            request_id=self.request_id,
             steps=[s.to_proto() for s in self.steps],
         )
         _set_time(m, "create_time", self.created_at)

@@ -51,6 +51,11 @@ class Verdict:
     cancel: list[tuple[str, str]]  # (step-key, executor id)
 
 
+def _text(mapping: Any) -> dict[str, str]:
+    """A Redis reply mapping of bytes to bytes, as text."""
+    return {k.decode(): v.decode() for k, v in mapping.items()}
+
+
 def _pairs(flat: list[str]) -> list[tuple[str, str]]:
     return list(zip(flat[0::2], flat[1::2], strict=True))
 
@@ -79,8 +84,13 @@ class RunQueue:
             for s in steps
         ]
         status, rid = await self._call(
-            "submit_run", run_id, json.dumps(run_fields), json.dumps(payload), now_ms(),
-            request_id, 24 * 3600,
+            "submit_run",
+            run_id,
+            json.dumps(run_fields),
+            json.dumps(payload),
+            now_ms(),
+            request_id,
+            24 * 3600,
         )
         await self.redis.publish(keys.WAKE_CHANNEL, "1")
         return status == b"created", rid.decode()
@@ -96,15 +106,36 @@ class RunQueue:
             step = dict(_pairs(d["step"]))
             outputs = d["outputs"] if isinstance(d["outputs"], dict) else {}
             leased.append(
-                Leased(d["member"], run_id, step_id, int(d["attempt"]), step, d["input"] or "{}", outputs)
+                Leased(
+                    d["member"],
+                    run_id,
+                    step_id,
+                    int(d["attempt"]),
+                    step,
+                    d["input"] or "{}",
+                    outputs,
+                )
             )
         return leased
 
     async def complete(
-        self, member: str, attempt: int, outcome: str, output_json: str, error: str, retry_at_ms: int
+        self,
+        member: str,
+        attempt: int,
+        outcome: str,
+        output_json: str,
+        error: str,
+        retry_at_ms: int,
     ) -> Verdict:
         raw = await self._call(
-            "complete", member, attempt, outcome, output_json, error, now_ms(), retry_at_ms,
+            "complete",
+            member,
+            attempt,
+            outcome,
+            output_json,
+            error,
+            now_ms(),
+            retry_at_ms,
             self.finished_ttl_s,
         )
         words = [w.decode() if isinstance(w, bytes) else str(w) for w in raw]
@@ -131,9 +162,11 @@ class RunQueue:
             await self.redis.publish(keys.WAKE_CHANNEL, "1")
         return n
 
-    async def read_run(self, run_id: str) -> tuple[dict[str, str], list[dict[str, str]], dict[str, str]]:
+    async def read_run(
+        self, run_id: str
+    ) -> tuple[dict[str, str], list[dict[str, str]], dict[str, str]]:
         """The run hash, its step hashes in order, and its outputs; empty when not in Redis."""
-        run = {k.decode(): v.decode() for k, v in (await self.redis.hgetall(keys.run(run_id))).items()}
+        run = _text(await self.redis.hgetall(keys.run(run_id)))
         if not run:
             return {}, [], {}
         step_ids = json.loads(run.get("steps", "[]"))
@@ -144,20 +177,20 @@ class RunQueue:
             results = await pipe.execute()
         steps = []
         for step_id, h in zip(step_ids, results[:-1], strict=True):
-            steps.append({"step_id": step_id, **{k.decode(): v.decode() for k, v in h.items()}})
-        outputs = {k.decode(): v.decode() for k, v in results[-1].items()}
+            steps.append({"step_id": step_id, **_text(h)})
+        outputs = _text(results[-1])
         return run, steps, outputs
 
     async def read_events(
         self, run_id: str, after: str, block_ms: int
     ) -> list[tuple[str, dict[str, str]]]:
         """Events of a run after ``after`` ("0" for all), waiting up to ``block_ms`` for one."""
-        found = await self.redis.xread({keys.events(run_id): after}, block=block_ms, count=200)
-        out = []
-        for _stream, entries in found or []:
-            for event_id, fields in entries:
-                out.append((event_id.decode(), {k.decode(): v.decode() for k, v in fields.items()}))
-        return out
+        found: Any = await self.redis.xread({keys.events(run_id): after}, block=block_ms, count=200)
+        return [
+            (event_id.decode(), _text(fields))
+            for _stream, entries in found or []
+            for event_id, fields in entries
+        ]
 
     async def events_exist(self, run_id: str) -> bool:
         return bool(await self.redis.exists(keys.events(run_id)))

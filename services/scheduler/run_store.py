@@ -24,7 +24,9 @@ class RunStore:
     """Runs and step attempts in MongoDB, with write-behind for updates."""
 
     def __init__(self, uri: str, database: str, flush_interval: float = 0.05) -> None:
-        self._client: AsyncMongoClient = AsyncMongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=5000)
+        self._client: AsyncMongoClient = AsyncMongoClient(
+            uri, tz_aware=True, serverSelectionTimeoutMS=5000
+        )
         db = self._client[database]
         self._runs = db["runs"]
         self._steps = db["step_runs"]

@@ -87,28 +87,50 @@ class RunService:
                 return await self.get(existing)
         task = await self.catalog.resolve(req.task, field="task")
         run = Run(
-            run_id=uuid.uuid4().hex, state="QUEUED", input_json=json.dumps(doc),
-            priority=req.priority or task.priority, task_id=task.task_id,
-            labels=dict(req.labels or {}), request_id=req.request_id,
+            run_id=uuid.uuid4().hex,
+            state="QUEUED",
+            input_json=json.dumps(doc),
+            priority=req.priority or task.priority,
+            task_id=task.task_id,
+            labels=dict(req.labels or {}),
+            request_id=req.request_id,
             created_at=datetime.now(UTC),
         )
-        step = StepRun(step_id=task.task_id, task_id=task.task_id, task_version=task.version,
-                       state="QUEUED", input_id="input_001", output_id="output_001")
+        step = StepRun(
+            step_id=task.task_id,
+            task_id=task.task_id,
+            task_version=task.version,
+            state="QUEUED",
+            input_id="input_001",
+            output_id="output_001",
+        )
         if not await self.store.insert_run(run):
             raise InvalidArgument("run id collision; submit again", field="run_id")
         spec = StepSpec(
-            step_id=step.step_id, deps=[], dependents=[],
+            step_id=step.step_id,
+            deps=[],
+            dependents=[],
             fields={
-                "task_id": task.task_id, "task_version": task.version, "digest": task.digest,
-                "entry_point": task.entry_point, "queue": task.queue,
-                "timeout": str(task.timeout_seconds), "max_retries": str(task.max_retries),
-                "input_id": step.input_id, "output_id": step.output_id, "mapping": "{}",
+                "task_id": task.task_id,
+                "task_version": task.version,
+                "digest": task.digest,
+                "entry_point": task.entry_point,
+                "queue": task.queue,
+                "timeout": str(task.timeout_seconds),
+                "max_retries": str(task.max_retries),
+                "input_id": step.input_id,
+                "output_id": step.output_id,
+                "mapping": "{}",
             },
         )
         run_fields = {
-            "run_id": run.run_id, "input_json": run.input_json, "priority": str(run.priority),
-            "task_id": run.task_id, "labels": json.dumps(run.labels),
-            "request_id": run.request_id, "sinks": json.dumps([step.step_id]),
+            "run_id": run.run_id,
+            "input_json": run.input_json,
+            "priority": str(run.priority),
+            "task_id": run.task_id,
+            "labels": json.dumps(run.labels),
+            "request_id": run.request_id,
+            "sinks": json.dumps([step.step_id]),
         }
         created, run_id = await self.queue.submit(run.run_id, run_fields, [spec], req.request_id)
         if not created:  # the same request id won a race in Redis
@@ -140,8 +162,13 @@ class RunService:
             for event_id, f in batch:
                 cursor = event_id
                 event = RunEvent(
-                    event_id, run_id, f.get("step", ""), int(f.get("attempt", 0)),
-                    f["state"], f.get("msg", ""), ms_to_dt(f.get("t")),
+                    event_id,
+                    run_id,
+                    f.get("step", ""),
+                    int(f.get("attempt", 0)),
+                    f["state"],
+                    f.get("msg", ""),
+                    ms_to_dt(f.get("t")),
                 )
                 yield event
                 if event.ends_run:

@@ -26,8 +26,12 @@ from wtm.v1 import scheduler_service_pb2_grpc as spb_grpc
 
 def event_to_proto(e: RunEvent) -> spb.RunEvent:
     m = spb.RunEvent(
-        event_id=e.event_id, run_id=e.run_id, step_id=e.step_id, attempt=e.attempt,
-        state=run_pb2.State.Value(f"STATE_{e.state}"), message=e.message,
+        event_id=e.event_id,
+        run_id=e.run_id,
+        step_id=e.step_id,
+        attempt=e.attempt,
+        state=run_pb2.State.Value(f"STATE_{e.state}"),
+        message=e.message,
     )
     if e.time is not None:
         m.time.FromDatetime(e.time)
@@ -40,16 +44,24 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
     def __init__(self, runs: RunService) -> None:
         self._runs = runs
 
-    async def SubmitRun(self, request: spb.SubmitRunRequest, context: aio.ServicerContext) -> spb.SubmitRunResponse:
+    async def SubmitRun(
+        self, request: spb.SubmitRunRequest, context: aio.ServicerContext
+    ) -> spb.SubmitRunResponse:
         run = await self._runs.submit(
             SubmitRequest(
-                task=request.task, pipeline=request.pipeline, input_json=request.input_json,
-                priority=request.priority, request_id=request.request_id, labels=dict(request.labels),
+                task=request.task,
+                pipeline=request.pipeline,
+                input_json=request.input_json,
+                priority=request.priority,
+                request_id=request.request_id,
+                labels=dict(request.labels),
             )
         )
         return spb.SubmitRunResponse(run=run.to_proto())
 
-    async def GetRun(self, request: spb.GetRunRequest, context: aio.ServicerContext) -> spb.GetRunResponse:
+    async def GetRun(
+        self, request: spb.GetRunRequest, context: aio.ServicerContext
+    ) -> spb.GetRunResponse:
         return spb.GetRunResponse(run=(await self._runs.get(request.run_id)).to_proto())
 
     async def WatchRun(
@@ -63,9 +75,14 @@ def _assignment_to_proto(a: Assignment) -> epb.ConnectResponse:
     return epb.ConnectResponse(
         assignment=epb.StepAssignment(
             ref=epb.StepAttemptRef(run_id=a.run_id, step_id=a.step_id, attempt=a.attempt),
-            task_id=a.task_id, task_version=a.task_version, digest=a.digest,
-            entry_point=a.entry_point, input_json=a.input_json, timeout_seconds=a.timeout_seconds,
-            input_id=a.input_id, output_id=a.output_id,
+            task_id=a.task_id,
+            task_version=a.task_version,
+            digest=a.digest,
+            entry_point=a.entry_point,
+            input_json=a.input_json,
+            timeout_seconds=a.timeout_seconds,
+            input_id=a.input_id,
+            output_id=a.output_id,
         )
     )
 
@@ -73,7 +90,9 @@ def _assignment_to_proto(a: Assignment) -> epb.ConnectResponse:
 class ExecutorServicer(epb_grpc.ExecutorServiceServicer):
     """Thin gRPC adapter over ``Dispatcher``: one stream per executor."""
 
-    def __init__(self, dispatcher: Dispatcher, lease_seconds: int, heartbeat_seconds: float) -> None:
+    def __init__(
+        self, dispatcher: Dispatcher, lease_seconds: int, heartbeat_seconds: float
+    ) -> None:
         self._dispatcher = dispatcher
         self._lease_seconds = lease_seconds
         self._heartbeat_seconds = heartbeat_seconds
@@ -86,10 +105,18 @@ class ExecutorServicer(epb_grpc.ExecutorServiceServicer):
             raise InvalidArgument("the first message must be a hello", field="hello")
         h = first.hello
         if not h.executor_id or h.slots < 1 or not h.queues:
-            raise InvalidArgument("needs executor_id, slots >= 1 and at least one queue", field="hello")
+            raise InvalidArgument(
+                "needs executor_id, slots >= 1 and at least one queue", field="hello"
+            )
         session = self._dispatcher.open_session(
-            ExecutorInfo(h.executor_id, list(h.queues), h.slots, dict(h.labels),
-                         h.software_version, h.python_version)
+            ExecutorInfo(
+                h.executor_id,
+                list(h.queues),
+                h.slots,
+                dict(h.labels),
+                h.software_version,
+                h.python_version,
+            )
         )
         reader = asyncio.create_task(self._read(session, request_iterator))
         try:
@@ -113,7 +140,9 @@ class ExecutorServicer(epb_grpc.ExecutorServiceServicer):
                 else:
                     yield epb.ConnectResponse(
                         cancel=epb.CancelStep(
-                            ref=epb.StepAttemptRef(run_id=item.run_id, step_id=item.step_id, attempt=item.attempt),
+                            ref=epb.StepAttemptRef(
+                                run_id=item.run_id, step_id=item.step_id, attempt=item.attempt
+                            ),
                             reason=item.reason,
                         )
                     )
@@ -123,7 +152,9 @@ class ExecutorServicer(epb_grpc.ExecutorServiceServicer):
                 await reader
             self._dispatcher.close_session(session)
 
-    async def _read(self, session: ExecutorSession, requests: AsyncIterator[epb.ConnectRequest]) -> None:
+    async def _read(
+        self, session: ExecutorSession, requests: AsyncIterator[epb.ConnectRequest]
+    ) -> None:
         async for message in requests:
             kind = message.WhichOneof("message")
             if kind == "heartbeat":
@@ -135,8 +166,11 @@ class ExecutorServicer(epb_grpc.ExecutorServiceServicer):
                 await self._dispatcher.report(
                     session,
                     StepReport(
-                        run_id=r.ref.run_id, step_id=r.ref.step_id, attempt=r.ref.attempt,
+                        run_id=r.ref.run_id,
+                        step_id=r.ref.step_id,
+                        attempt=r.ref.attempt,
                         outcome=epb.StepOutcome.Name(r.outcome).removeprefix("STEP_OUTCOME_"),
-                        output_json=r.output_json, error=r.error,
+                        output_json=r.output_json,
+                        error=r.error,
                     ),
                 )

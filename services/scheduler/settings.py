@@ -11,12 +11,22 @@ from services.common.config import host_port, positive, setting
 class SchedulerSettings:
     """The scheduler service: runs, queues and leases in Redis, history in MongoDB."""
 
-    listen: str = setting("127.0.0.1:50052", "WTM_SCHEDULER_LISTEN", "address to serve gRPC on", host_port)
-    registry: str = setting("127.0.0.1:50051", "WTM_REGISTRY_ADDR", "registry service address", host_port)
+    listen: str = setting(
+        "127.0.0.1:50052", "WTM_SCHEDULER_LISTEN", "address to serve gRPC on", host_port
+    )
+    registry: str = setting(
+        "127.0.0.1:50051", "WTM_REGISTRY_ADDR", "registry service address", host_port
+    )
     redis_url: str = setting("redis://127.0.0.1:6379/0", "WTM_REDIS_URL", "Redis URL")
     mongodb_uri: str = setting("mongodb://127.0.0.1:27017", "WTM_MONGODB_URI", "MongoDB URI")
     mongodb_database: str = setting("wtm", "WTM_MONGODB_DATABASE", "MongoDB database name")
-    lease_seconds: int = setting(30, "WTM_LEASE_SECONDS", "lease of a step attempt without heartbeats", positive)
-    heartbeat_seconds: float = setting(5.0, "WTM_HEARTBEAT_SECONDS", "how often executors send heartbeats", positive)
-    finished_ttl_seconds: int = setting(3600, "WTM_FINISHED_TTL_SECONDS", "how long a finished run stays in Redis", positive)
+    lease_seconds: int = setting(
+        30, "WTM_LEASE_SECONDS", "lease of a step attempt without heartbeats", positive
+    )
+    heartbeat_seconds: float = setting(
+        5.0, "WTM_HEARTBEAT_SECONDS", "how often executors send heartbeats", positive
+    )
+    finished_ttl_seconds: int = setting(
+        3600, "WTM_FINISHED_TTL_SECONDS", "how long a finished run stays in Redis", positive
+    )
     auth_token: str = setting("", "WTM_AUTH_TOKEN", "bearer token callers must send (empty: none)")

@@ -51,7 +51,8 @@ class TaskCatalog:
         try:
             reply = await self._stub.GetTask(
                 rpb.GetTaskRequest(task_id=task_id, version=version),
-                metadata=self._metadata, timeout=10,
+                metadata=self._metadata,
+                timeout=10,
             )
         except aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
@@ -61,8 +62,14 @@ class TaskCatalog:
             raise Unavailable(f"registry: {exc.code().name}: {exc.details()}") from exc
         t = reply.task
         resolved = ResolvedTask(
-            t.task_id, t.version, t.digest, t.entry_point, t.queue, t.priority,
-            t.timeout_seconds, t.max_retries,
+            t.task_id,
+            t.version,
+            t.digest,
+            t.entry_point,
+            t.queue,
+            t.priority,
+            t.timeout_seconds,
+            t.max_retries,
         )
         self._pinned[(t.task_id, t.version)] = resolved
         return resolved

@@ -23,7 +23,9 @@ from typing import Any
 from tasks.base.task_base import FatalError, TaskBase, TaskContext
 
 
-def load_task(package_dir: str | Path, entry_point: str = "", context: TaskContext | None = None) -> TaskBase:
+def load_task(
+    package_dir: str | Path, entry_point: str = "", context: TaskContext | None = None
+) -> TaskBase:
     """Import the task class named by ``entry_point`` from ``package_dir`` and build it."""
     package_dir = Path(package_dir).resolve()
     manifest = json.loads((package_dir / "task.json").read_text())

@@ -96,7 +96,9 @@ class TaskBase:
                 value = input_data[name]
                 wrong_bool = isinstance(value, bool) and kind in {"number", "integer"}
                 if wrong_bool or not isinstance(value, expected):
-                    raise FatalError(f"input: field {name!r} must be {kind}, got {type(value).__name__}")
+                    raise FatalError(
+                        f"input: field {name!r} must be {kind}, got {type(value).__name__}"
+                    )
 
     def report_progress(self, fraction: float, message: str = "") -> None:
         self.context.progress(fraction, message)

@@ -36,18 +36,39 @@ def on_valkey(cluster: Cluster) -> Callable[[Scenario], Any]:
     return run
 
 
-def step(step_id: str, deps: list[str] = (), dependents: list[str] = (), queue: str = "q",  # type: ignore[assignment]
-         max_retries: int = 0) -> StepSpec:
-    return StepSpec(step_id, list(deps), list(dependents), {
-        "task_id": step_id, "task_version": "1.0.0", "digest": "d" * 64, "entry_point": "task.Task",
-        "queue": queue, "timeout": "10", "max_retries": str(max_retries),
-        "input_id": f"input_{step_id}", "output_id": f"output_{step_id}", "mapping": "{}",
-    })
+def step(
+    step_id: str,
+    deps: list[str] = (),
+    dependents: list[str] = (),
+    queue: str = "q",  # type: ignore[assignment]
+    max_retries: int = 0,
+) -> StepSpec:
+    return StepSpec(
+        step_id,
+        list(deps),
+        list(dependents),
+        {
+            "task_id": step_id,
+            "task_version": "1.0.0",
+            "digest": "d" * 64,
+            "entry_point": "task.Task",
+            "queue": queue,
+            "timeout": "10",
+            "max_retries": str(max_retries),
+            "input_id": f"input_{step_id}",
+            "output_id": f"output_{step_id}",
+            "mapping": "{}",
+        },
+    )
 
 
 async def submit(q: RunQueue, run_id: str, steps: list[StepSpec], priority: int = 5) -> None:
-    fields = {"run_id": run_id, "input_json": json.dumps({"run": run_id}), "priority": str(priority),
-              "sinks": json.dumps([steps[-1].step_id])}
+    fields = {
+        "run_id": run_id,
+        "input_json": json.dumps({"run": run_id}),
+        "priority": str(priority),
+        "sinks": json.dumps([steps[-1].step_id]),
+    }
     created, _ = await q.submit(run_id, fields, steps)
     assert created
 
@@ -103,32 +124,55 @@ def test_a_failed_attempt_is_retried_after_its_backoff_then_fails_the_run(on_val
         [retry] = await q.dispatch("ex1", ["q"], 1, 10_000)
         second = await q.complete("r1:a", 2, "FAILED", "", "boom again", now_ms())
         run, steps, _ = await q.read_run("r1")
-        return [first.verdict, too_early, retry.attempt, second.verdict, run["state"], steps[0]["state"]]
+        return [
+            first.verdict,
+            too_early,
+            retry.attempt,
+            second.verdict,
+            run["state"],
+            steps[0]["state"],
+        ]
 
     assert on_valkey(scenario) == ["retrying", [], 2, "failed", "FAILED", "FAILED"]
 
 
 def test_a_fatal_error_fails_at_once_and_cancels_the_rest(on_valkey) -> None:  # noqa: ANN001
     async def scenario(q: RunQueue) -> tuple[Any, ...]:
-        await submit(q, "r1", [step("a", dependents=["c"], max_retries=3),
-                               step("b", dependents=["c"], max_retries=3),
-                               step("c", deps=["a", "b"])])
+        await submit(
+            q,
+            "r1",
+            [
+                step("a", dependents=["c"], max_retries=3),
+                step("b", dependents=["c"], max_retries=3),
+                step("c", deps=["a", "b"]),
+            ],
+        )
         await q.dispatch("ex1", ["q"], 2, 10_000)
         verdict = await q.complete("r1:a", 1, "FATAL", "", "bad image", now_ms())
         run, steps, _ = await q.read_run("r1")
         return verdict.verdict, verdict.cancel, run["state"], [s["state"] for s in steps]
 
     verdict, cancel, run_state, states = on_valkey(scenario)
-    assert (verdict, run_state, states) == ("failed", "FAILED", ["FAILED", "CANCELLED", "CANCELLED"])
+    assert (verdict, run_state, states) == (
+        "failed",
+        "FAILED",
+        ["FAILED", "CANCELLED", "CANCELLED"],
+    )
     assert cancel == [("r1:b", "ex1")]  # b was running on ex1: its executor must be told
 
 
 def test_completing_steps_unblocks_dependents_and_finishes_the_run(on_valkey) -> None:  # noqa: ANN001
     async def scenario(q: RunQueue) -> list[Any]:
-        await submit(q, "r1", [step("detect", dependents=["attrs", "feats"]),
-                               step("attrs", deps=["detect"], dependents=["merge"]),
-                               step("feats", deps=["detect"], dependents=["merge"]),
-                               step("merge", deps=["attrs", "feats"])])
+        await submit(
+            q,
+            "r1",
+            [
+                step("detect", dependents=["attrs", "feats"]),
+                step("attrs", deps=["detect"], dependents=["merge"]),
+                step("feats", deps=["detect"], dependents=["merge"]),
+                step("merge", deps=["attrs", "feats"]),
+            ],
+        )
         seen, merge_inputs = [], {}
         for _ in range(3):
             batch = await q.dispatch("ex1", ["q"], 5, 10_000)
@@ -136,7 +180,9 @@ def test_completing_steps_unblocks_dependents_and_finishes_the_run(on_valkey) ->
             for b in batch:
                 if b.step_id == "merge":
                     merge_inputs = b.dep_outputs
-                verdict = await q.complete(b.member, b.attempt, "SUCCEEDED", json.dumps({b.step_id: 1}), "", 0)
+                verdict = await q.complete(
+                    b.member, b.attempt, "SUCCEEDED", json.dumps({b.step_id: 1}), "", 0
+                )
         run, _, _ = await q.read_run("r1")
         return [seen, verdict.verdict, run["state"], merge_inputs]
 
@@ -151,7 +197,9 @@ def test_steps_of_runs_in_flight_go_ahead_of_new_first_steps(on_valkey) -> None:
         await submit(q, "early", [step("one", dependents=["two"]), step("two", deps=["one"])])
         [one] = await q.dispatch("ex1", ["q"], 1, 10_000)
         await submit(q, "late", [step("one", dependents=["two"]), step("two", deps=["one"])])
-        await q.complete(one.member, one.attempt, "SUCCEEDED", "{}", "", 0)  # early:two queued after late:one
+        await q.complete(
+            one.member, one.attempt, "SUCCEEDED", "{}", "", 0
+        )  # early:two queued after late:one
         return [b.member for b in await q.dispatch("ex1", ["q"], 2, 10_000)]
 
     assert on_valkey(scenario) == ["early:two", "late:one"]

@@ -41,7 +41,9 @@ def sentiment(client: Client):  # noqa: ANN201
     return client.register_task(EXAMPLES / "text_sentiment")
 
 
-def test_registering_stores_the_package_by_digest_and_the_metadata(cluster: Cluster, db, sentiment) -> None:  # noqa: ANN001
+def test_registering_stores_the_package_by_digest_and_the_metadata(
+    cluster: Cluster, db, sentiment
+) -> None:  # noqa: ANN001
     assert cluster.endpoints is not None
     e = cluster.endpoints
     response = s3_client(e.s3_endpoint, e.s3_access_key, e.s3_secret_key).get_object(
@@ -63,7 +65,9 @@ def test_registering_the_same_bytes_again_is_idempotent(client: Client, sentimen
     assert (again.digest, again.created) == (sentiment.digest, False)
 
 
-def test_the_same_version_with_other_content_is_refused(client: Client, sentiment, tmp_path: Path) -> None:  # noqa: ANN001
+def test_the_same_version_with_other_content_is_refused(
+    client: Client, sentiment, tmp_path: Path
+) -> None:  # noqa: ANN001
     changed = shutil.copytree(EXAMPLES / "text_sentiment", tmp_path / "t")
     (changed / "task.py").write_text((changed / "task.py").read_text() + "\n# changed\n")
     with pytest.raises(ApiError) as err:
@@ -109,8 +113,12 @@ def test_watching_shows_the_life_of_the_run_in_order(client: Client, sentiment) 
     run = client.submit(task="text_sentiment", input={"text": "fine"})
     events = [(e.step_id, e.state) for e in client.watch(run.run_id, timeout=60)]
     assert events == [
-        ("", "QUEUED"), ("text_sentiment", "QUEUED"), ("", "RUNNING"),
-        ("text_sentiment", "RUNNING"), ("text_sentiment", "COMPLETED"), ("", "COMPLETED"),
+        ("", "QUEUED"),
+        ("text_sentiment", "QUEUED"),
+        ("", "RUNNING"),
+        ("text_sentiment", "RUNNING"),
+        ("text_sentiment", "COMPLETED"),
+        ("", "COMPLETED"),
     ]
 
 
@@ -122,7 +130,9 @@ def test_a_watch_resumes_after_the_last_event_seen(client: Client, sentiment) ->
 
 
 def test_a_task_input_error_fails_the_run_at_once(client: Client, sentiment) -> None:  # noqa: ANN001
-    run = client.wait(client.submit(task="text_sentiment", input={"body": "no text field"}).run_id, 60)
+    run = client.wait(
+        client.submit(task="text_sentiment", input={"body": "no text field"}).run_id, 60
+    )
     assert run.state == "FAILED"
     assert run.steps[0].attempt == 1  # fatal: not retried although max_retries is 1
     assert "'text'" in run.steps[0].error
@@ -136,7 +146,9 @@ def test_a_task_input_error_fails_the_run_at_once(client: Client, sentiment) -> 
         ({}, "INVALID_ARGUMENT", "task"),
     ],
 )
-def test_bad_submissions_are_refused_naming_the_field(client: Client, sentiment, kwargs, code, field) -> None:  # noqa: ANN001
+def test_bad_submissions_are_refused_naming_the_field(
+    client: Client, sentiment, kwargs, code, field
+) -> None:  # noqa: ANN001
     with pytest.raises(ApiError) as err:
         client.submit(**kwargs)
     assert err.value.code == code
@@ -149,11 +161,13 @@ def test_input_that_is_not_a_json_object_is_refused(cluster: Cluster, sentiment)
     from wtm.v1 import scheduler_service_pb2 as spb
     from wtm.v1 import scheduler_service_pb2_grpc as spb_grpc
 
-    with grpc.insecure_channel(cluster.scheduler_address) as channel:
-        with pytest.raises(grpc.RpcError) as err:
-            spb_grpc.SchedulerServiceStub(channel).SubmitRun(
-                spb.SubmitRunRequest(task="text_sentiment", input_json="[1, 2"), timeout=10
-            )
+    with (
+        grpc.insecure_channel(cluster.scheduler_address) as channel,
+        pytest.raises(grpc.RpcError) as err,
+    ):
+        spb_grpc.SchedulerServiceStub(channel).SubmitRun(
+            spb.SubmitRunRequest(task="text_sentiment", input_json="[1, 2"), timeout=10
+        )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "input_json" in err.value.details()
 
@@ -166,7 +180,9 @@ def test_the_same_request_id_gives_the_same_run(client: Client, sentiment) -> No
 
 def grpcurl(*args: str) -> str:
     binary = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or "grpcurl"
-    result = subprocess.run([binary, "-plaintext", *args], capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [binary, "-plaintext", *args], capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -175,10 +191,16 @@ def test_grpcurl_lists_each_service_and_health(cluster: Cluster) -> None:
     registry = grpcurl(cluster.registry_address, "list").split()
     scheduler = grpcurl(cluster.scheduler_address, "list").split()
     assert {"wtm.v1.RegistryService", "grpc.health.v1.Health"} <= set(registry)
-    assert {"wtm.v1.SchedulerService", "wtm.v1.ExecutorService", "grpc.health.v1.Health"} <= set(scheduler)
+    assert {"wtm.v1.SchedulerService", "wtm.v1.ExecutorService", "grpc.health.v1.Health"} <= set(
+        scheduler
+    )
 
 
 def test_grpcurl_can_call_an_rpc_from_reflection_alone(cluster: Cluster, sentiment) -> None:  # noqa: ANN001
-    out = grpcurl("-d", '{"task_id": "text_sentiment"}', cluster.registry_address,
-                  "wtm.v1.RegistryService/GetTask")
+    out = grpcurl(
+        "-d",
+        '{"task_id": "text_sentiment"}',
+        cluster.registry_address,
+        "wtm.v1.RegistryService/GetTask",
+    )
     assert json.loads(out)["task"]["digest"] == sentiment.digest

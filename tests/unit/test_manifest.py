@@ -16,7 +16,13 @@ def manifest(**fields: object) -> str:
 
 def test_defaults_fill_what_task_json_leaves_out() -> None:
     m = parse_manifest(manifest())
-    assert (m.entry_point, m.queue, m.priority, m.timeout, m.max_retries) == ("task.Task", "default", 5, 300, 0)
+    assert (m.entry_point, m.queue, m.priority, m.timeout, m.max_retries) == (
+        "task.Task",
+        "default",
+        5,
+        300,
+        0,
+    )
     assert m.module_path == "task.py"
 
 

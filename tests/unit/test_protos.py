@@ -16,11 +16,13 @@ from tests.conftest import ROOT
 def test_generated_code_is_not_stale(tmp_path: Path) -> None:
     subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "gen_protos.py"), "--out", str(tmp_path)],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     fresh = sorted(p.relative_to(tmp_path) for p in (tmp_path / "wtm").rglob("*") if p.is_file())
     checked_in = sorted(
-        p.relative_to(ROOT) for p in (ROOT / "wtm").rglob("*")
+        p.relative_to(ROOT)
+        for p in (ROOT / "wtm").rglob("*")
         if p.is_file() and "__pycache__" not in p.parts
     )
     assert fresh == checked_in, "run `make protos` and commit wtm/"

@@ -43,8 +43,13 @@ def test_intensifiers_scale_the_score(task) -> None:  # noqa: ANN001
 
 def test_text_without_sentiment_words_has_zero_confidence(task) -> None:  # noqa: ANN001
     out = json.loads(run_once(task, '{"text": "the cat sat on the mat"}')[1])
-    assert out == {"sentiment": "neutral", "score": 0.0, "confidence": 0.0,
-                   "sentiment_words": 0, "word_count": 6}
+    assert out == {
+        "sentiment": "neutral",
+        "score": 0.0,
+        "confidence": 0.0,
+        "sentiment_words": 0,
+        "word_count": 6,
+    }
 
 
 def test_missing_text_is_a_fatal_error_naming_the_field(task) -> None:  # noqa: ANN001

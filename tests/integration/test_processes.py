@@ -1,0 +1,107 @@
+"""Services start from one command, stop cleanly on SIGTERM, and leave nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from services.localstack import Cluster
+from services.localstack.cluster import serving
+from services.localstack.processes import free_port, wait_until
+from tests.conftest import ROOT
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead but not yet reaped; /proc says so.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("module", ["services.registry", "services.scheduler"])
+def test_a_service_stops_cleanly_on_sigterm(cluster: Cluster, module: str) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    with subprocess.Popen(
+        [sys.executable, "-m", module, "--listen", address],
+        env={**os.environ, **cluster.env()},
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    ) as proc:
+        try:
+            wait_until(module, lambda: serving(address), timeout=30)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(15) == 0
+            assert b"stopped" in proc.stdout.read()  # type: ignore[union-attr]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
+def test_an_executor_drains_and_exits_on_sigterm(cluster: Cluster) -> None:
+    child = cluster.add_executor("--drain-seconds", "5")
+    wait_until("executor", lambda: "connected to" in child.log_path.read_text(), child, timeout=30)
+    child.proc.send_signal(signal.SIGTERM)
+    assert child.proc.wait(15) == 0
+    cluster.executors.remove(child)
+    cluster.services.children.remove(child)
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "message"),
+    [
+        ("services.scheduler", ["--lease-seconds", "soon"], "--lease-seconds / WTM_LEASE_SECONDS"),
+        ("services.registry", ["--listen", "nowhere"], "--listen / WTM_REGISTRY_LISTEN"),
+        ("services.executor", ["--slots", "0"], "--slots / WTM_EXECUTOR_SLOTS"),
+    ],
+)
+def test_a_bad_setting_exits_with_a_message_naming_it(
+    module: str, args: list[str], message: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_killing_the_stack_command_leaves_no_server_running(tmp_path: Path) -> None:
+    root = tmp_path / "stack"
+    with subprocess.Popen(
+        [sys.executable, "-m", "clients.cli", "stack", "up", "--dir", str(root)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as proc:
+        try:
+            assert "WTM_REGISTRY_ADDR" in proc.stdout.readline()  # type: ignore[union-attr]
+            recorded = json.loads((root / "cluster.json").read_text())["pids"]
+            pids = list(recorded.values())
+            assert {
+                "valkey",
+                "nx-27017",
+                "seaweedfs",
+                "registry",
+                "scheduler",
+                "executor-1",
+            } <= set(recorded)
+            assert all(alive(pid) for pid in pids)
+        finally:
+            proc.kill()  # SIGKILL: no cleanup code of ours runs
+    deadline = time.monotonic() + 15
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in pids if alive(pid)]

@@ -1,0 +1,74 @@
+"""docker-compose.yml, checked by parsing it (no Docker engine runs here)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_the_production_set_is_all_there(compose: dict[str, Any]) -> None:
+    images = {name: svc.get("image", "") for name, svc in compose["services"].items()}
+    assert images["mongodb"].startswith("mongo:7")
+    assert images["minio"].startswith("minio/minio")
+    assert images["redis"].startswith("redis:7")
+    assert images["jaeger"].startswith("jaegertracing/")
+    assert {"registry", "scheduler", "executor"} <= set(images)
+
+
+def test_every_service_but_jaeger_has_a_health_check(compose: dict[str, Any]) -> None:
+    missing = [
+        name
+        for name, svc in compose["services"].items()
+        if not svc.get("healthcheck", {}).get("test")
+    ]
+    assert missing == ["jaeger"]  # its image has no HTTP client; nothing depends on it
+
+
+def test_the_grpc_services_are_published_and_checked_over_grpc_health(
+    compose: dict[str, Any],
+) -> None:
+    for name, port in (("registry", "50051"), ("scheduler", "50052")):
+        svc = compose["services"][name]
+        assert f"{port}:{port}" in svc["ports"]
+        assert svc["healthcheck"]["test"][-1] == f"127.0.0.1:{port}"
+
+
+def test_jaeger_takes_otlp_and_serves_its_ui(compose: dict[str, Any]) -> None:
+    ports = compose["services"]["jaeger"]["ports"]
+    assert any(p.startswith("4317:4317") for p in ports)
+    assert any(p.startswith("16686:16686") for p in ports)
+    assert (
+        compose["services"]["scheduler"]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"]
+        == "http://jaeger:4317"
+    )
+
+
+def test_the_executor_can_be_scaled(compose: dict[str, Any]) -> None:
+    executor = compose["services"]["executor"]
+    assert "container_name" not in executor and "ports" not in executor
+    assert executor["depends_on"]["scheduler"]["condition"] == "service_healthy"
+
+
+def test_services_point_at_the_backing_services_by_name(compose: dict[str, Any]) -> None:
+    env = compose["services"]["registry"]["environment"]
+    assert env["WTM_MONGODB_URI"] == "mongodb://mongodb:27017"
+    assert env["WTM_S3_ENDPOINT"] == "http://minio:9000"
+    assert (
+        compose["services"]["scheduler"]["environment"]["WTM_REDIS_URL"] == "redis://redis:6379/0"
+    )
+
+
+def test_the_dockerfile_installs_the_project() -> None:
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    assert "pip install ." in dockerfile
+    for part in ("wtm", "services", "clients", "tasks"):
+        assert f"COPY {part} ./{part}" in dockerfile
