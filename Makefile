@@ -24,9 +24,10 @@ test: lint
 protos: $(STAMP)
 	$(PY) scripts/gen_protos.py
 
-## buf lint on the protos; ruff and mypy on the hand-written code (wtm/ is generated).
+## buf lint and buf breaking (against the main branch) on the protos; ruff and mypy on the hand-written code (wtm/ is generated).
 lint: $(STAMP)
 	$(VENV)/bin/buf lint
+	$(VENV)/bin/buf breaking --against '.git#branch=main'
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy services clients tasks scripts

@@ -30,9 +30,29 @@ def test_generated_code_is_not_stale(tmp_path: Path) -> None:
     assert not stale, f"stale generated files {stale}: run `make protos` and commit wtm/"
 
 
-def test_protos_pass_buf_lint() -> None:
-    buf = shutil.which("buf", path=str(Path(sys.executable).parent)) or shutil.which("buf")
-    if buf is None:
+@pytest.fixture(scope="module")
+def buf() -> str:
+    found = shutil.which("buf", path=str(Path(sys.executable).parent)) or shutil.which("buf")
+    if found is None:
         pytest.fail("buf is not installed (pip install -e '.[dev]')")
+    return found
+
+
+def test_protos_pass_buf_lint(buf: str) -> None:
     result = subprocess.run([buf, "lint"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_buf_breaking_catches_a_removed_field(buf: str, tmp_path: Path) -> None:
+    changed = tmp_path / "changed"
+    shutil.copytree(ROOT / "protos", changed / "protos")
+    shutil.copy(ROOT / "buf.yaml", changed / "buf.yaml")
+    run_proto = changed / "protos" / "wtm" / "v1" / "run.proto"
+    text = run_proto.read_text()
+    assert "  string error = 9;\n" in text
+    run_proto.write_text(text.replace("  string error = 9;\n", "", 1))
+    result = subprocess.run(
+        [buf, "breaking", str(changed), "--against", str(ROOT)], capture_output=True, text=True
+    )
+    assert result.returncode != 0
+    assert "error" in result.stdout + result.stderr
