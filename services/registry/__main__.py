@@ -9,10 +9,11 @@ from services.common import logs
 from services.common.backends import mongo_database, s3_client
 from services.common.config import load_settings
 from services.common.grpc_server import serve_threaded
+from services.registry.pipelines import Pipelines
 from services.registry.registry import Registry
 from services.registry.servicer import RegistryServicer
 from services.registry.settings import RegistrySettings
-from services.registry.stores import PackageStore, TaskStore
+from services.registry.stores import PackageStore, PipelineStore, TaskStore
 from wtm.v1 import registry_service_pb2, registry_service_pb2_grpc
 
 
@@ -27,7 +28,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.packages_bucket,
     )
     packages.ensure_bucket()
-    servicer = RegistryServicer(Registry(tasks, packages, settings.max_package_bytes))
+    pipelines = PipelineStore(db)
+    pipelines.ensure_indexes()
+    registry = Registry(tasks, packages, settings.max_package_bytes)
+    servicer = RegistryServicer(registry, Pipelines(pipelines, registry))
     serve_threaded(
         settings.listen,
         lambda server: registry_service_pb2_grpc.add_RegistryServiceServicer_to_server(

@@ -1,4 +1,5 @@
-"""The registry's domain type, ``TaskVersion``, and its proto and MongoDB forms."""
+"""The registry's domain types, ``TaskVersion`` and ``PipelineVersion``, and their proto and
+MongoDB forms."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from services.registry.manifest import Manifest, version_sort_key
+from services.registry.manifest import Manifest, parse_manifest, version_sort_key
+from services.registry.pipeline_spec import PipelineSpec
 from wtm.v1 import registry_service_pb2 as pb
 
 
@@ -19,6 +21,8 @@ class TaskVersion:
     digest: str
     size_bytes: int
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    deprecated: bool = False
+    deprecation_reason: str = ""
 
     @property
     def task_id(self) -> str:
@@ -43,20 +47,19 @@ class TaskVersion:
             "queue": m.queue,
             "manifest_json": json.dumps(m.raw, sort_keys=True),
             "created_at": self.created_at,
+            "deprecated": self.deprecated,
+            "deprecation_reason": self.deprecation_reason,
         }
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> TaskVersion:
-        from services.registry.manifest import parse_manifest
-
-        created = doc["created_at"]
-        if created.tzinfo is None:
-            created = created.replace(tzinfo=UTC)
         return cls(
             manifest=parse_manifest(doc["manifest_json"]),
             digest=doc["digest"],
             size_bytes=int(doc["size_bytes"]),
-            created_at=created,
+            created_at=_aware(doc["created_at"]),
+            deprecated=bool(doc.get("deprecated", False)),
+            deprecation_reason=doc.get("deprecation_reason", ""),
         )
 
     def to_proto(self) -> pb.Task:
@@ -77,6 +80,72 @@ class TaskVersion:
             digest=self.digest,
             size_bytes=self.size_bytes,
             manifest_json=json.dumps(m.raw, sort_keys=True),
+            deprecated=self.deprecated,
+            deprecation_reason=self.deprecation_reason,
         )
         task.create_time.FromDatetime(self.created_at)
         return task
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class PipelineVersion:
+    """One immutable, registered, pinned version of a pipeline."""
+
+    spec: PipelineSpec
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def pipeline_id(self) -> str:
+        return self.spec.pipeline_id
+
+    @property
+    def version(self) -> str:
+        return self.spec.version
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "pipeline_id": self.spec.pipeline_id,
+            "version": self.spec.version,
+            "version_sort": version_sort_key(self.spec.version),
+            "spec_json": self.spec.to_json(),
+            "created_at": self.created_at,
+        }
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> PipelineVersion:
+        return cls(PipelineSpec.from_json(doc["spec_json"]), _aware(doc["created_at"]))
+
+    def to_proto(self) -> pb.Pipeline:
+        s = self.spec
+        message = pb.Pipeline(
+            name=f"pipelines/{s.pipeline_id}/versions/{s.version}",
+            pipeline_id=s.pipeline_id,
+            version=s.version,
+            display_name=s.name,
+            description=s.description,
+            steps=[
+                pb.PipelineStep(
+                    step_id=st.step_id,
+                    task_id=st.task_id,
+                    task_version=st.task_version,
+                    digest=st.digest,
+                    depends_on=st.depends_on,
+                    parallel_group=st.parallel_group,
+                    timeout_seconds=st.timeout or 0,
+                    retry_count=st.retry_count or 0,
+                    input_mapping_json=json.dumps(st.input_mapping),
+                    queue=st.queue,
+                )
+                for st in s.steps
+            ],
+            input_validation_json=json.dumps(s.input_validation),
+            output_format_json=json.dumps(s.output_format),
+            metadata_json=json.dumps(s.metadata),
+            enabled=s.enabled,
+        )
+        message.create_time.FromDatetime(self.created_at)
+        return message

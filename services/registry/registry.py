@@ -10,11 +10,17 @@ from services.common.errors import AlreadyExists, InvalidArgument, NotFound
 from services.common.packaging import ArchiveLimits, inspect_archive, sha256_hex
 from services.registry.manifest import parse_manifest
 from services.registry.models import TaskVersion
-from services.registry.stores import PackageStore, TaskStore, decode_token, encode_token
+from services.registry.stores import PackageStore, TaskStore
 
 DIGEST = re.compile(r"^[0-9a-f]{64}$")
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+
+
+def page_size_of(page_size: int) -> int:
+    if page_size < 0:
+        raise InvalidArgument("must not be negative", field="page_size")
+    return min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
 @dataclass(frozen=True)
@@ -88,7 +94,7 @@ class Registry:
         if not task_id:
             raise InvalidArgument("is required", field="task_id")
         if version in ("", "latest"):
-            found = self.tasks.latest(task_id)
+            found = self.tasks.latest(task_id, {"deprecated": False})
         else:
             found = self.tasks.get(task_id, version)
         if found is None:
@@ -106,21 +112,24 @@ class Registry:
         queue: str = "",
     ) -> tuple[list[TaskVersion], str]:
         """One page of task versions and the token of the next page ("" on the last)."""
-        if page_size < 0:
-            raise InvalidArgument("must not be negative", field="page_size")
-        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         filters: dict[str, object] = {}
         for name, value in (("task_id", task_id), ("category", category), ("queue", queue)):
             if value:
                 filters[name] = value
         if tag:
             filters["tags"] = tag
-        after = decode_token(page_token) if page_token else None
-        items = self.tasks.page(filters, after, size + 1)
-        if len(items) <= size:
-            return items, ""
-        last = items[size - 1]
-        return items[:size], encode_token([last.task_id, last.to_doc()["version_sort"]])
+        return self.tasks.page(filters, page_token, page_size_of(page_size))
+
+    def deprecate_task(self, task_id: str, version: str, reason: str = "") -> TaskVersion:
+        """Mark an exact version deprecated (kept for pinned pipelines, never "latest")."""
+        if not version or version == "latest":
+            raise InvalidArgument("name an exact version to deprecate", field="version")
+        self.get_task(task_id, version)
+        updated = self.tasks.set_fields(
+            task_id, version, {"deprecated": True, "deprecation_reason": reason}
+        )
+        assert updated is not None
+        return updated
 
     def open_package(self, digest: str) -> Iterator[bytes]:
         """The archive with this digest, in chunks."""

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import grpc
 
 from services.common.errors import InvalidArgument
+from services.registry.pipelines import Pipelines
 from services.registry.registry import Registry
 from wtm.v1 import registry_service_pb2 as pb
 from wtm.v1 import registry_service_pb2_grpc as pb_grpc
@@ -15,8 +16,9 @@ from wtm.v1 import registry_service_pb2_grpc as pb_grpc
 class RegistryServicer(pb_grpc.RegistryServiceServicer):
     """Thin gRPC adapter over ``Registry``."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, pipelines: Pipelines) -> None:
         self._registry = registry
+        self._pipelines = pipelines
 
     def UploadTaskPackage(
         self, request_iterator: Iterator[pb.UploadTaskPackageRequest], context: grpc.ServicerContext
@@ -65,3 +67,35 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
     ) -> Iterator[pb.DownloadTaskPackageResponse]:
         for chunk in self._registry.open_package(request.digest):
             yield pb.DownloadTaskPackageResponse(chunk=chunk)
+
+    def DeprecateTask(
+        self, request: pb.DeprecateTaskRequest, context: grpc.ServicerContext
+    ) -> pb.DeprecateTaskResponse:
+        task = self._registry.deprecate_task(request.task_id, request.version, request.reason)
+        return pb.DeprecateTaskResponse(task=task.to_proto())
+
+    def RegisterPipelines(
+        self, request: pb.RegisterPipelinesRequest, context: grpc.ServicerContext
+    ) -> pb.RegisterPipelinesResponse:
+        results = self._pipelines.register(
+            request.config_json, request.pipeline_id, request.validate_only
+        )
+        return pb.RegisterPipelinesResponse(
+            pipelines=[r.pipeline.to_proto() for r in results], created=[r.created for r in results]
+        )
+
+    def GetPipeline(
+        self, request: pb.GetPipelineRequest, context: grpc.ServicerContext
+    ) -> pb.GetPipelineResponse:
+        found = self._pipelines.get(request.pipeline_id, request.version)
+        return pb.GetPipelineResponse(pipeline=found.to_proto())
+
+    def ListPipelines(
+        self, request: pb.ListPipelinesRequest, context: grpc.ServicerContext
+    ) -> pb.ListPipelinesResponse:
+        items, token = self._pipelines.list(
+            request.page_size, request.page_token, request.pipeline_id
+        )
+        return pb.ListPipelinesResponse(
+            pipelines=[p.to_proto() for p in items], next_page_token=token
+        )

@@ -1,12 +1,13 @@
-"""Where the registry keeps things: ``TaskStore`` (MongoDB) and ``PackageStore`` (S3)."""
+"""Where the registry keeps things: ``TaskStore`` and ``PipelineStore`` (MongoDB, one document
+per immutable version) and ``PackageStore`` (S3, archives by digest)."""
 
 from __future__ import annotations
 
 import base64
 import io
 import json
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
 
 import pymongo
 from minio import Minio
@@ -15,7 +16,9 @@ from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
 from services.common.errors import InvalidArgument, NotFound
-from services.registry.models import TaskVersion
+from services.registry.models import PipelineVersion, TaskVersion
+
+T = TypeVar("T")
 
 
 def encode_token(values: list[Any]) -> str:
@@ -28,57 +31,97 @@ def decode_token(token: str) -> list[Any]:
         values = json.loads(base64.urlsafe_b64decode(token.encode()))
     except ValueError as exc:
         raise InvalidArgument("not a token returned by this service", field="page_token") from exc
-    if not isinstance(values, list):
+    if not isinstance(values, list) or len(values) != 2:
         raise InvalidArgument("not a token returned by this service", field="page_token")
     return values
 
 
-class TaskStore:
-    """Task versions in MongoDB: one document per (task_id, version), never changed."""
+class VersionedStore(Generic[T]):
+    """Immutable versions of named things: one document per (id, version).
 
-    def __init__(self, db: pymongo.database.Database) -> None:
-        self._tasks: Collection = db["tasks"]
+    Documents carry ``version_sort``, a string that sorts semantic versions, so "latest" and
+    "newest first" are plain index sorts.
+    """
+
+    def __init__(
+        self,
+        collection: Collection,
+        id_field: str,
+        to_doc: Callable[[T], dict[str, Any]],
+        from_doc: Callable[[dict[str, Any]], T],
+    ) -> None:
+        self._c = collection
+        self._id = id_field
+        self._to_doc = to_doc
+        self._from_doc = from_doc
 
     def ensure_indexes(self) -> None:
-        self._tasks.create_index(
-            [("task_id", pymongo.ASCENDING), ("version", pymongo.ASCENDING)], unique=True
+        self._c.create_index(
+            [(self._id, pymongo.ASCENDING), ("version", pymongo.ASCENDING)], unique=True
         )
 
-    def insert(self, task: TaskVersion) -> bool:
-        """Insert a version; False when that (task_id, version) already exists."""
+    def insert(self, item: T) -> bool:
+        """Insert a version; False when that (id, version) already exists."""
         try:
-            self._tasks.insert_one(task.to_doc())
+            self._c.insert_one(self._to_doc(item))
         except DuplicateKeyError:
             return False
         return True
 
-    def get(self, task_id: str, version: str) -> TaskVersion | None:
-        doc = self._tasks.find_one({"task_id": task_id, "version": version})
-        return TaskVersion.from_doc(doc) if doc else None
+    def get(self, ident: str, version: str) -> T | None:
+        doc = self._c.find_one({self._id: ident, "version": version})
+        return self._from_doc(doc) if doc else None
 
-    def latest(self, task_id: str) -> TaskVersion | None:
-        doc = next(
-            iter(self._tasks.find({"task_id": task_id}).sort("version_sort", -1).limit(1)), None
+    def latest(self, ident: str, extra: dict[str, Any] | None = None) -> T | None:
+        query = {self._id: ident, **(extra or {})}
+        cursor = self._c.find(query).sort("version_sort", pymongo.DESCENDING).limit(1)
+        doc = next(iter(cursor), None)
+        return self._from_doc(doc) if doc else None
+
+    def set_fields(self, ident: str, version: str, fields: dict[str, Any]) -> T | None:
+        doc = self._c.find_one_and_update(
+            {self._id: ident, "version": version},
+            {"$set": fields},
+            return_document=pymongo.ReturnDocument.AFTER,
         )
-        return TaskVersion.from_doc(doc) if doc else None
+        return self._from_doc(doc) if doc else None
 
-    def page(
-        self, filters: dict[str, Any], after: list[Any] | None, limit: int
-    ) -> list[TaskVersion]:
-        """Versions matching ``filters``, by task_id then newest first, after a page token."""
+    def page(self, filters: dict[str, Any], token: str, size: int) -> tuple[list[T], str]:
+        """One page by id then newest version first, and the next page's token."""
         query = dict(filters)
-        if after:
-            task_id, version_sort = after
+        if token:
+            ident, version_sort = decode_token(token)
             query["$or"] = [
-                {"task_id": {"$gt": task_id}},
-                {"task_id": task_id, "version_sort": {"$lt": version_sort}},
+                {self._id: {"$gt": ident}},
+                {self._id: ident, "version_sort": {"$lt": version_sort}},
             ]
         cursor = (
-            self._tasks.find(query)
-            .sort([("task_id", pymongo.ASCENDING), ("version_sort", pymongo.DESCENDING)])
-            .limit(limit)
+            self._c.find(query)
+            .sort([(self._id, pymongo.ASCENDING), ("version_sort", pymongo.DESCENDING)])
+            .limit(size + 1)
         )
-        return [TaskVersion.from_doc(d) for d in cursor]
+        docs = list(cursor)
+        if len(docs) <= size:
+            return [self._from_doc(d) for d in docs], ""
+        last = docs[size - 1]
+        next_token = encode_token([last[self._id], last["version_sort"]])
+        return [self._from_doc(d) for d in docs[:size]], next_token
+
+
+class TaskStore(VersionedStore[TaskVersion]):
+    """Task versions in MongoDB ``tasks``."""
+
+    def __init__(self, db: pymongo.database.Database) -> None:
+        super().__init__(db["tasks"], "task_id", TaskVersion.to_doc, TaskVersion.from_doc)
+
+
+class PipelineStore(VersionedStore[PipelineVersion]):
+    """Pipeline versions in MongoDB ``pipelines``."""
+
+    def __init__(self, db: pymongo.database.Database) -> None:
+        super().__init__(
+            db["pipelines"], "pipeline_id", PipelineVersion.to_doc, PipelineVersion.from_doc
+        )
 
 
 class PackageStore:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dwtm/v1/registry_service.proto\x12\x06wtm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd1\x02\n\x04Task\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x06 \x01(\t\x12\x0c\n\x04tags\x18\x07 \x03(\t\x12\r\n\x05queue\x18\x08 \x01(\t\x12\x10\n\x08priority\x18\t \x01(\x05\x12\x17\n\x0ftimeout_seconds\x18\n \x01(\x05\x12\x13\n\x0bmax_retries\x18\x0b \x01(\x05\x12\x13\n\x0b\x65ntry_point\x18\x0c \x01(\t\x12\x0e\n\x06\x64igest\x18\r \x01(\t\x12\x12\n\nsize_bytes\x18\x0e \x01(\x03\x12\x15\n\rmanifest_json\x18\x0f \x01(\t\x12/\n\x0b\x63reate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"=\n\x17UploadTaskPackageHeader\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\"i\n\x18UploadTaskPackageRequest\x12\x31\n\x06header\x18\x01 \x01(\x0b\x32\x1f.wtm.v1.UploadTaskPackageHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07\x63ontent\"H\n\x19UploadTaskPackageResponse\x12\x1a\n\x04task\x18\x01 \x01(\x0b\x32\x0c.wtm.v1.Task\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"2\n\x0eGetTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"-\n\x0fGetTaskResponse\x12\x1a\n\x04task\x18\x01 \x01(\x0b\x32\x0c.wtm.v1.Task\"x\n\x10ListTasksRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0f\n\x07task_id\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x0b\n\x03tag\x18\x05 \x01(\t\x12\r\n\x05queue\x18\x06 \x01(\t\"I\n\x11ListTasksResponse\x12\x1b\n\x05tasks\x18\x01 \x03(\x0b\x32\x0c.wtm.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\",\n\x1a\x44ownloadTaskPackageRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\",\n\x1b\x44ownloadTaskPackageResponse\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c\x32\xcd\x02\n\x0fRegistryService\x12Z\n\x11UploadTaskPackage\x12 .wtm.v1.UploadTaskPackageRequest\x1a!.wtm.v1.UploadTaskPackageResponse(\x01\x12:\n\x07GetTask\x12\x16.wtm.v1.GetTaskRequest\x1a\x17.wtm.v1.GetTaskResponse\x12@\n\tListTasks\x12\x18.wtm.v1.ListTasksRequest\x1a\x19.wtm.v1.ListTasksResponse\x12`\n\x13\x44ownloadTaskPackage\x12\".wtm.v1.DownloadTaskPackageRequest\x1a#.wtm.v1.DownloadTaskPackageResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dwtm/v1/registry_service.proto\x12\x06wtm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x81\x03\n\x04Task\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x06 \x01(\t\x12\x0c\n\x04tags\x18\x07 \x03(\t\x12\r\n\x05queue\x18\x08 \x01(\t\x12\x10\n\x08priority\x18\t \x01(\x05\x12\x17\n\x0ftimeout_seconds\x18\n \x01(\x05\x12\x13\n\x0bmax_retries\x18\x0b \x01(\x05\x12\x13\n\x0b\x65ntry_point\x18\x0c \x01(\t\x12\x0e\n\x06\x64igest\x18\r \x01(\t\x12\x12\n\nsize_bytes\x18\x0e \x01(\x03\x12\x15\n\rmanifest_json\x18\x0f \x01(\t\x12/\n\x0b\x63reate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ndeprecated\x18\x11 \x01(\x08\x12\x1a\n\x12\x64\x65precation_reason\x18\x12 \x01(\t\"=\n\x17UploadTaskPackageHeader\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\"i\n\x18UploadTaskPackageRequest\x12\x31\n\x06header\x18\x01 \x01(\x0b\x32\x1f.wtm.v1.UploadTaskPackageHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07\x63ontent\"H\n\x19UploadTaskPackageResponse\x12\x1a\n\x04task\x18\x01 \x01(\x0b\x32\x0c.wtm.v1.Task\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"2\n\x0eGetTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"-\n\x0fGetTaskResponse\x12\x1a\n\x04task\x18\x01 \x01(\x0b\x32\x0c.wtm.v1.Task\"x\n\x10ListTasksRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0f\n\x07task_id\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x0b\n\x03tag\x18\x05 \x01(\t\x12\r\n\x05queue\x18\x06 \x01(\t\"I\n\x11ListTasksResponse\x12\x1b\n\x05tasks\x18\x01 \x03(\x0b\x32\x0c.wtm.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\",\n\x1a\x44ownloadTaskPackageRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\",\n\x1b\x44ownloadTaskPackageResponse\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c\"H\n\x14\x44\x65precateTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"3\n\x15\x44\x65precateTaskResponse\x12\x1a\n\x04task\x18\x01 \x01(\x0b\x32\x0c.wtm.v1.Task\"\xdb\x01\n\x0cPipelineStep\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x14\n\x0ctask_version\x18\x03 \x01(\t\x12\x0e\n\x06\x64igest\x18\x04 \x01(\t\x12\x12\n\ndepends_on\x18\x05 \x03(\t\x12\x16\n\x0eparallel_group\x18\x06 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x07 \x01(\x05\x12\x13\n\x0bretry_count\x18\x08 \x01(\x05\x12\x1a\n\x12input_mapping_json\x18\t \x01(\t\x12\r\n\x05queue\x18\n \x01(\t\"\xa2\x02\n\x08Pipeline\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bpipeline_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12#\n\x05steps\x18\x06 \x03(\x0b\x32\x14.wtm.v1.PipelineStep\x12\x1d\n\x15input_validation_json\x18\x07 \x01(\t\x12\x1a\n\x12output_format_json\x18\x08 \x01(\t\x12\x15\n\rmetadata_json\x18\t \x01(\t\x12\x0f\n\x07\x65nabled\x18\n \x01(\x08\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"[\n\x18RegisterPipelinesRequest\x12\x13\n\x0b\x63onfig_json\x18\x01 \x01(\t\x12\x13\n\x0bpipeline_id\x18\x02 \x01(\t\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\"Q\n\x19RegisterPipelinesResponse\x12#\n\tpipelines\x18\x01 \x03(\x0b\x32\x10.wtm.v1.Pipeline\x12\x0f\n\x07\x63reated\x18\x02 \x03(\x08\":\n\x12GetPipelineRequest\x12\x13\n\x0bpipeline_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"9\n\x13GetPipelineResponse\x12\"\n\x08pipeline\x18\x01 \x01(\x0b\x32\x10.wtm.v1.Pipeline\"R\n\x14ListPipelinesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x13\n\x0bpipeline_id\x18\x03 \x01(\t\"U\n\x15ListPipelinesResponse\x12#\n\tpipelines\x18\x01 \x03(\x0b\x32\x10.wtm.v1.Pipeline\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x8b\x05\n\x0fRegistryService\x12Z\n\x11UploadTaskPackage\x12 .wtm.v1.UploadTaskPackageRequest\x1a!.wtm.v1.UploadTaskPackageResponse(\x01\x12:\n\x07GetTask\x12\x16.wtm.v1.GetTaskRequest\x1a\x17.wtm.v1.GetTaskResponse\x12@\n\tListTasks\x12\x18.wtm.v1.ListTasksRequest\x1a\x19.wtm.v1.ListTasksResponse\x12`\n\x13\x44ownloadTaskPackage\x12\".wtm.v1.DownloadTaskPackageRequest\x1a#.wtm.v1.DownloadTaskPackageResponse0\x01\x12L\n\rDeprecateTask\x12\x1c.wtm.v1.DeprecateTaskRequest\x1a\x1d.wtm.v1.DeprecateTaskResponse\x12X\n\x11RegisterPipelines\x12 .wtm.v1.RegisterPipelinesRequest\x1a!.wtm.v1.RegisterPipelinesResponse\x12\x46\n\x0bGetPipeline\x12\x1a.wtm.v1.GetPipelineRequest\x1a\x1b.wtm.v1.GetPipelineResponse\x12L\n\rListPipelines\x12\x1c.wtm.v1.ListPipelinesRequest\x1a\x1d.wtm.v1.ListPipelinesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,25 +33,45 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'wtm.v1.registry_service_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TASK']._serialized_start=75
-  _globals['_TASK']._serialized_end=412
-  _globals['_UPLOADTASKPACKAGEHEADER']._serialized_start=414
-  _globals['_UPLOADTASKPACKAGEHEADER']._serialized_end=475
-  _globals['_UPLOADTASKPACKAGEREQUEST']._serialized_start=477
-  _globals['_UPLOADTASKPACKAGEREQUEST']._serialized_end=582
-  _globals['_UPLOADTASKPACKAGERESPONSE']._serialized_start=584
-  _globals['_UPLOADTASKPACKAGERESPONSE']._serialized_end=656
-  _globals['_GETTASKREQUEST']._serialized_start=658
-  _globals['_GETTASKREQUEST']._serialized_end=708
-  _globals['_GETTASKRESPONSE']._serialized_start=710
-  _globals['_GETTASKRESPONSE']._serialized_end=755
-  _globals['_LISTTASKSREQUEST']._serialized_start=757
-  _globals['_LISTTASKSREQUEST']._serialized_end=877
-  _globals['_LISTTASKSRESPONSE']._serialized_start=879
-  _globals['_LISTTASKSRESPONSE']._serialized_end=952
-  _globals['_DOWNLOADTASKPACKAGEREQUEST']._serialized_start=954
-  _globals['_DOWNLOADTASKPACKAGEREQUEST']._serialized_end=998
-  _globals['_DOWNLOADTASKPACKAGERESPONSE']._serialized_start=1000
-  _globals['_DOWNLOADTASKPACKAGERESPONSE']._serialized_end=1044
-  _globals['_REGISTRYSERVICE']._serialized_start=1047
-  _globals['_REGISTRYSERVICE']._serialized_end=1380
+  _globals['_TASK']._serialized_end=460
+  _globals['_UPLOADTASKPACKAGEHEADER']._serialized_start=462
+  _globals['_UPLOADTASKPACKAGEHEADER']._serialized_end=523
+  _globals['_UPLOADTASKPACKAGEREQUEST']._serialized_start=525
+  _globals['_UPLOADTASKPACKAGEREQUEST']._serialized_end=630
+  _globals['_UPLOADTASKPACKAGERESPONSE']._serialized_start=632
+  _globals['_UPLOADTASKPACKAGERESPONSE']._serialized_end=704
+  _globals['_GETTASKREQUEST']._serialized_start=706
+  _globals['_GETTASKREQUEST']._serialized_end=756
+  _globals['_GETTASKRESPONSE']._serialized_start=758
+  _globals['_GETTASKRESPONSE']._serialized_end=803
+  _globals['_LISTTASKSREQUEST']._serialized_start=805
+  _globals['_LISTTASKSREQUEST']._serialized_end=925
+  _globals['_LISTTASKSRESPONSE']._serialized_start=927
+  _globals['_LISTTASKSRESPONSE']._serialized_end=1000
+  _globals['_DOWNLOADTASKPACKAGEREQUEST']._serialized_start=1002
+  _globals['_DOWNLOADTASKPACKAGEREQUEST']._serialized_end=1046
+  _globals['_DOWNLOADTASKPACKAGERESPONSE']._serialized_start=1048
+  _globals['_DOWNLOADTASKPACKAGERESPONSE']._serialized_end=1092
+  _globals['_DEPRECATETASKREQUEST']._serialized_start=1094
+  _globals['_DEPRECATETASKREQUEST']._serialized_end=1166
+  _globals['_DEPRECATETASKRESPONSE']._serialized_start=1168
+  _globals['_DEPRECATETASKRESPONSE']._serialized_end=1219
+  _globals['_PIPELINESTEP']._serialized_start=1222
+  _globals['_PIPELINESTEP']._serialized_end=1441
+  _globals['_PIPELINE']._serialized_start=1444
+  _globals['_PIPELINE']._serialized_end=1734
+  _globals['_REGISTERPIPELINESREQUEST']._serialized_start=1736
+  _globals['_REGISTERPIPELINESREQUEST']._serialized_end=1827
+  _globals['_REGISTERPIPELINESRESPONSE']._serialized_start=1829
+  _globals['_REGISTERPIPELINESRESPONSE']._serialized_end=1910
+  _globals['_GETPIPELINEREQUEST']._serialized_start=1912
+  _globals['_GETPIPELINEREQUEST']._serialized_end=1970
+  _globals['_GETPIPELINERESPONSE']._serialized_start=1972
+  _globals['_GETPIPELINERESPONSE']._serialized_end=2029
+  _globals['_LISTPIPELINESREQUEST']._serialized_start=2031
+  _globals['_LISTPIPELINESREQUEST']._serialized_end=2113
+  _globals['_LISTPIPELINESRESPONSE']._serialized_start=2115
+  _globals['_LISTPIPELINESRESPONSE']._serialized_end=2200
+  _globals['_REGISTRYSERVICE']._serialized_start=2203
+  _globals['_REGISTRYSERVICE']._serialized_end=2854
 # @@protoc_insertion_point(module_scope)

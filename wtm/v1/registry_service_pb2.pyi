@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Task(_message.Message):
-    __slots__ = ("name", "task_id", "version", "display_name", "description", "category", "tags", "queue", "priority", "timeout_seconds", "max_retries", "entry_point", "digest", "size_bytes", "manifest_json", "create_time")
+    __slots__ = ("name", "task_id", "version", "display_name", "description", "category", "tags", "queue", "priority", "timeout_seconds", "max_retries", "entry_point", "digest", "size_bytes", "manifest_json", "create_time", "deprecated", "deprecation_reason")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +27,8 @@ class Task(_message.Message):
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_JSON_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    DEPRECATED_FIELD_NUMBER: _ClassVar[int]
+    DEPRECATION_REASON_FIELD_NUMBER: _ClassVar[int]
     name: str
     task_id: str
     version: str
@@ -43,7 +45,9 @@ class Task(_message.Message):
     size_bytes: int
     manifest_json: str
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., task_id: _Optional[str] = ..., version: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., category: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., queue: _Optional[str] = ..., priority: _Optional[int] = ..., timeout_seconds: _Optional[int] = ..., max_retries: _Optional[int] = ..., entry_point: _Optional[str] = ..., digest: _Optional[str] = ..., size_bytes: _Optional[int] = ..., manifest_json: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    deprecated: bool
+    deprecation_reason: str
+    def __init__(self, name: _Optional[str] = ..., task_id: _Optional[str] = ..., version: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., category: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., queue: _Optional[str] = ..., priority: _Optional[int] = ..., timeout_seconds: _Optional[int] = ..., max_retries: _Optional[int] = ..., entry_point: _Optional[str] = ..., digest: _Optional[str] = ..., size_bytes: _Optional[int] = ..., manifest_json: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deprecated: _Optional[bool] = ..., deprecation_reason: _Optional[str] = ...) -> None: ...
 
 class UploadTaskPackageHeader(_message.Message):
     __slots__ = ("sha256", "size_bytes")
@@ -118,3 +122,119 @@ class DownloadTaskPackageResponse(_message.Message):
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     chunk: bytes
     def __init__(self, chunk: _Optional[bytes] = ...) -> None: ...
+
+class DeprecateTaskRequest(_message.Message):
+    __slots__ = ("task_id", "version", "reason")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    version: str
+    reason: str
+    def __init__(self, task_id: _Optional[str] = ..., version: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class DeprecateTaskResponse(_message.Message):
+    __slots__ = ("task",)
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    task: Task
+    def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ...) -> None: ...
+
+class PipelineStep(_message.Message):
+    __slots__ = ("step_id", "task_id", "task_version", "digest", "depends_on", "parallel_group", "timeout_seconds", "retry_count", "input_mapping_json", "queue")
+    STEP_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    DEPENDS_ON_FIELD_NUMBER: _ClassVar[int]
+    PARALLEL_GROUP_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RETRY_COUNT_FIELD_NUMBER: _ClassVar[int]
+    INPUT_MAPPING_JSON_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    step_id: str
+    task_id: str
+    task_version: str
+    digest: str
+    depends_on: _containers.RepeatedScalarFieldContainer[str]
+    parallel_group: str
+    timeout_seconds: int
+    retry_count: int
+    input_mapping_json: str
+    queue: str
+    def __init__(self, step_id: _Optional[str] = ..., task_id: _Optional[str] = ..., task_version: _Optional[str] = ..., digest: _Optional[str] = ..., depends_on: _Optional[_Iterable[str]] = ..., parallel_group: _Optional[str] = ..., timeout_seconds: _Optional[int] = ..., retry_count: _Optional[int] = ..., input_mapping_json: _Optional[str] = ..., queue: _Optional[str] = ...) -> None: ...
+
+class Pipeline(_message.Message):
+    __slots__ = ("name", "pipeline_id", "version", "display_name", "description", "steps", "input_validation_json", "output_format_json", "metadata_json", "enabled", "create_time")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PIPELINE_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_VALIDATION_JSON_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FORMAT_JSON_FIELD_NUMBER: _ClassVar[int]
+    METADATA_JSON_FIELD_NUMBER: _ClassVar[int]
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    pipeline_id: str
+    version: str
+    display_name: str
+    description: str
+    steps: _containers.RepeatedCompositeFieldContainer[PipelineStep]
+    input_validation_json: str
+    output_format_json: str
+    metadata_json: str
+    enabled: bool
+    create_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., pipeline_id: _Optional[str] = ..., version: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[PipelineStep, _Mapping]]] = ..., input_validation_json: _Optional[str] = ..., output_format_json: _Optional[str] = ..., metadata_json: _Optional[str] = ..., enabled: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class RegisterPipelinesRequest(_message.Message):
+    __slots__ = ("config_json", "pipeline_id", "validate_only")
+    CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
+    PIPELINE_ID_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    config_json: str
+    pipeline_id: str
+    validate_only: bool
+    def __init__(self, config_json: _Optional[str] = ..., pipeline_id: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class RegisterPipelinesResponse(_message.Message):
+    __slots__ = ("pipelines", "created")
+    PIPELINES_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    pipelines: _containers.RepeatedCompositeFieldContainer[Pipeline]
+    created: _containers.RepeatedScalarFieldContainer[bool]
+    def __init__(self, pipelines: _Optional[_Iterable[_Union[Pipeline, _Mapping]]] = ..., created: _Optional[_Iterable[bool]] = ...) -> None: ...
+
+class GetPipelineRequest(_message.Message):
+    __slots__ = ("pipeline_id", "version")
+    PIPELINE_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    pipeline_id: str
+    version: str
+    def __init__(self, pipeline_id: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+
+class GetPipelineResponse(_message.Message):
+    __slots__ = ("pipeline",)
+    PIPELINE_FIELD_NUMBER: _ClassVar[int]
+    pipeline: Pipeline
+    def __init__(self, pipeline: _Optional[_Union[Pipeline, _Mapping]] = ...) -> None: ...
+
+class ListPipelinesRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "pipeline_id")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PIPELINE_ID_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    pipeline_id: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., pipeline_id: _Optional[str] = ...) -> None: ...
+
+class ListPipelinesResponse(_message.Message):
+    __slots__ = ("pipelines", "next_page_token")
+    PIPELINES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    pipelines: _containers.RepeatedCompositeFieldContainer[Pipeline]
+    next_page_token: str
+    def __init__(self, pipelines: _Optional[_Iterable[_Union[Pipeline, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

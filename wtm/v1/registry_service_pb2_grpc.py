@@ -56,6 +56,26 @@ class RegistryServiceStub:
                 request_serializer=wtm_dot_v1_dot_registry__service__pb2.DownloadTaskPackageRequest.SerializeToString,
                 response_deserializer=wtm_dot_v1_dot_registry__service__pb2.DownloadTaskPackageResponse.FromString,
                 _registered_method=True)
+        self.DeprecateTask = channel.unary_unary(
+                '/wtm.v1.RegistryService/DeprecateTask',
+                request_serializer=wtm_dot_v1_dot_registry__service__pb2.DeprecateTaskRequest.SerializeToString,
+                response_deserializer=wtm_dot_v1_dot_registry__service__pb2.DeprecateTaskResponse.FromString,
+                _registered_method=True)
+        self.RegisterPipelines = channel.unary_unary(
+                '/wtm.v1.RegistryService/RegisterPipelines',
+                request_serializer=wtm_dot_v1_dot_registry__service__pb2.RegisterPipelinesRequest.SerializeToString,
+                response_deserializer=wtm_dot_v1_dot_registry__service__pb2.RegisterPipelinesResponse.FromString,
+                _registered_method=True)
+        self.GetPipeline = channel.unary_unary(
+                '/wtm.v1.RegistryService/GetPipeline',
+                request_serializer=wtm_dot_v1_dot_registry__service__pb2.GetPipelineRequest.SerializeToString,
+                response_deserializer=wtm_dot_v1_dot_registry__service__pb2.GetPipelineResponse.FromString,
+                _registered_method=True)
+        self.ListPipelines = channel.unary_unary(
+                '/wtm.v1.RegistryService/ListPipelines',
+                request_serializer=wtm_dot_v1_dot_registry__service__pb2.ListPipelinesRequest.SerializeToString,
+                response_deserializer=wtm_dot_v1_dot_registry__service__pb2.ListPipelinesResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -92,6 +112,36 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeprecateTask(self, request, context):
+        """DeprecateTask marks a task version deprecated: it stays fetchable by exact version (so
+        pinned pipelines keep running) but is no longer "latest" and new pipelines refuse it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RegisterPipelines(self, request, context):
+        """RegisterPipelines validates a pipeline config and stores its pipelines, each version
+        immutable, with every step pinned to a task version and digest.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPipeline(self, request, context):
+        """GetPipeline returns one pipeline version; an empty version or "latest" means the highest.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPipelines(self, request, context):
+        """ListPipelines lists pipeline versions ordered by pipeline id, then newest version first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -114,6 +164,26 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.DownloadTaskPackage,
                     request_deserializer=wtm_dot_v1_dot_registry__service__pb2.DownloadTaskPackageRequest.FromString,
                     response_serializer=wtm_dot_v1_dot_registry__service__pb2.DownloadTaskPackageResponse.SerializeToString,
+            ),
+            'DeprecateTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeprecateTask,
+                    request_deserializer=wtm_dot_v1_dot_registry__service__pb2.DeprecateTaskRequest.FromString,
+                    response_serializer=wtm_dot_v1_dot_registry__service__pb2.DeprecateTaskResponse.SerializeToString,
+            ),
+            'RegisterPipelines': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterPipelines,
+                    request_deserializer=wtm_dot_v1_dot_registry__service__pb2.RegisterPipelinesRequest.FromString,
+                    response_serializer=wtm_dot_v1_dot_registry__service__pb2.RegisterPipelinesResponse.SerializeToString,
+            ),
+            'GetPipeline': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPipeline,
+                    request_deserializer=wtm_dot_v1_dot_registry__service__pb2.GetPipelineRequest.FromString,
+                    response_serializer=wtm_dot_v1_dot_registry__service__pb2.GetPipelineResponse.SerializeToString,
+            ),
+            'ListPipelines': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPipelines,
+                    request_deserializer=wtm_dot_v1_dot_registry__service__pb2.ListPipelinesRequest.FromString,
+                    response_serializer=wtm_dot_v1_dot_registry__service__pb2.ListPipelinesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -226,6 +296,114 @@ class RegistryService:
             '/wtm.v1.RegistryService/DownloadTaskPackage',
             wtm_dot_v1_dot_registry__service__pb2.DownloadTaskPackageRequest.SerializeToString,
             wtm_dot_v1_dot_registry__service__pb2.DownloadTaskPackageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeprecateTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wtm.v1.RegistryService/DeprecateTask',
+            wtm_dot_v1_dot_registry__service__pb2.DeprecateTaskRequest.SerializeToString,
+            wtm_dot_v1_dot_registry__service__pb2.DeprecateTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterPipelines(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wtm.v1.RegistryService/RegisterPipelines',
+            wtm_dot_v1_dot_registry__service__pb2.RegisterPipelinesRequest.SerializeToString,
+            wtm_dot_v1_dot_registry__service__pb2.RegisterPipelinesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPipeline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wtm.v1.RegistryService/GetPipeline',
+            wtm_dot_v1_dot_registry__service__pb2.GetPipelineRequest.SerializeToString,
+            wtm_dot_v1_dot_registry__service__pb2.GetPipelineResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPipelines(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wtm.v1.RegistryService/ListPipelines',
+            wtm_dot_v1_dot_registry__service__pb2.ListPipelinesRequest.SerializeToString,
+            wtm_dot_v1_dot_registry__service__pb2.ListPipelinesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,94 @@
+"""``input_mapping`` expressions: parse them (registry) and evaluate them (scheduler).
+
+An expression is ``$`` followed by segments: ``.name``, ``[3]`` (an index) or ``[*]`` (every
+element; the rest of the path applies to each). The first name says where to read:
+
+- a step id of the pipeline -> that step's output (``$.detection.faces[*].bbox``);
+- anything else -> the run's input (``$.image_path``).
+
+A mapping value that is not a string starting with ``$`` is a constant.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from services.common.errors import InvalidArgument
+
+_SEGMENT = re.compile(r"\.([A-Za-z_][A-Za-z0-9_\-]*)|\[(\d+|\*)\]")
+
+Segment = str | int | None  # a key, an index, or None for [*]
+
+
+@dataclass(frozen=True)
+class Path:
+    """A parsed expression: where it reads from, and the segments after that."""
+
+    source: str  # a step id, or "" for the run input
+    segments: tuple[Segment, ...]
+    text: str
+
+    @property
+    def leaf(self) -> str:
+        """The last key named in the path, for lineage names ("faces" of ``$.det.faces``)."""
+        keys = [s for s in self.segments if isinstance(s, str)]
+        return keys[-1] if keys else (self.source or "input")
+
+
+def is_expression(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith("$")
+
+
+def parse(text: str, step_ids: set[str], field: str) -> Path:
+    """Parse ``text``; ``step_ids`` are the pipeline's steps. Errors name ``field``."""
+    if not text.startswith("$"):
+        raise InvalidArgument(f"expression {text!r} must start with '$'", field=field)
+    segments: list[Segment] = []
+    pos = 1
+    while pos < len(text):
+        m = _SEGMENT.match(text, pos)
+        if m is None:
+            raise InvalidArgument(
+                f"cannot parse {text!r} at position {pos} ({text[pos:]!r}); "
+                "use $.field, $.step.field, [0] or [*]",
+                field=field,
+            )
+        name, index = m.group(1), m.group(2)
+        if name is not None:
+            segments.append(name)
+        else:
+            segments.append(None if index == "*" else int(index))
+        pos = m.end()
+    if not segments or not isinstance(segments[0], str):
+        raise InvalidArgument(f"expression {text!r} must name a field", field=field)
+    if segments[0] in step_ids:
+        return Path(str(segments[0]), tuple(segments[1:]), text)
+    return Path("", tuple(segments), text)
+
+
+class MissingValue(LookupError):
+    """The document has nothing at the path."""
+
+
+def evaluate(path: Path, document: Any) -> Any:
+    """The value at ``path`` in ``document`` (the step output or the run input)."""
+    return _walk(document, path.segments, path.text)
+
+
+def _walk(value: Any, segments: tuple[Segment, ...], text: str) -> Any:
+    for i, seg in enumerate(segments):
+        if seg is None:
+            if not isinstance(value, list):
+                raise MissingValue(f"{text}: [*] applied to {type(value).__name__}")
+            return [_walk(item, segments[i + 1 :], text) for item in value]
+        if isinstance(seg, int):
+            if not isinstance(value, list) or seg >= len(value):
+                raise MissingValue(f"{text}: no element [{seg}]")
+            value = value[seg]
+        else:
+            if not isinstance(value, dict) or seg not in value:
+                raise MissingValue(f"{text}: no field {seg!r}")
+            value = value[seg]
+    return value

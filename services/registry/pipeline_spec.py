@@ -1,0 +1,336 @@
+"""Pipeline definitions: parse the JSON config, check the DAG, pin task versions.
+
+A config is either ``{"pipelines": {id: pipeline, ...}, "global_settings": {...}}`` or one
+pipeline object with a ``pipeline_id``. Every problem is INVALID_ARGUMENT naming the path of
+the offending field, e.g. ``pipelines.face.steps[2].depends_on``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from services.common import mapping
+from services.common.errors import InvalidArgument
+from services.registry.manifest import MAX_RETRIES, MAX_TIMEOUT_SECONDS, SEMVER
+
+PIPELINE_ID = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+STEP_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class PinnedTask:
+    """What pinning learns about a task version from the registry."""
+
+    version: str
+    digest: str
+    queue: str
+    timeout: int
+    max_retries: int
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """One step of a pipeline."""
+
+    step_id: str
+    task_id: str
+    task_version: str = ""  # as asked ("" = latest) until pinned
+    timeout: int | None = None
+    retry_count: int | None = None
+    depends_on: tuple[str, ...] = ()
+    parallel_group: str = ""
+    input_mapping: dict[str, Any] = field(default_factory=dict)
+    digest: str = ""
+    queue: str = ""
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    """A validated pipeline; after ``pin`` every step names an exact task version and digest."""
+
+    pipeline_id: str
+    version: str
+    name: str
+    description: str
+    steps: tuple[StepSpec, ...]
+    input_validation: dict[str, Any] = field(default_factory=dict)
+    output_format: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    enabled: bool = True
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> PipelineSpec:
+        d = json.loads(text)
+        steps = tuple(
+            StepSpec(**{**s, "depends_on": tuple(s["depends_on"])}) for s in d.pop("steps")
+        )
+        return cls(**d, steps=steps)
+
+    @property
+    def sinks(self) -> list[str]:
+        """Steps no other step depends on: their outputs make the run's output."""
+        used = {d for s in self.steps for d in s.depends_on}
+        return [s.step_id for s in self.steps if s.step_id not in used]
+
+    def dependents(self, step_id: str) -> list[str]:
+        return [s.step_id for s in self.steps if step_id in s.depends_on]
+
+
+def _err(where: str, message: str) -> InvalidArgument:
+    return InvalidArgument(message, field=where)
+
+
+def _opt_int(value: Any, where: str, low: int, high: int) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _err(where, f"must be an integer from {low} to {high}, got {value!r}")
+    return value
+
+
+def _dict(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _err(where, f"must be an object, got {type(value).__name__}")
+    return value
+
+
+def parse_config(doc: Any, only: str = "") -> list[PipelineSpec]:
+    """Parse a config document into validated (not yet pinned) pipelines."""
+    if not isinstance(doc, dict):
+        raise _err("config", "must be a JSON object")
+    settings = _dict(doc.get("global_settings"), "global_settings")
+    if "pipelines" in doc:
+        pipelines = _dict(doc["pipelines"], "pipelines")
+        items = [(pid, p, f"pipelines.{pid}") for pid, p in pipelines.items()]
+    elif "steps" in doc:
+        pid = doc.get("pipeline_id") or doc.get("id")
+        if not isinstance(pid, str):
+            raise _err("pipeline_id", "is required for a single pipeline")
+        items = [(pid, doc, "pipeline")]
+    else:
+        raise _err("config", "needs a 'pipelines' map or a single pipeline with 'steps'")
+    if only:
+        items = [i for i in items if i[0] == only]
+        if not items:
+            raise _err("pipeline_id", f"the config has no pipeline {only!r}")
+    if not items:
+        raise _err("pipelines", "is empty")
+    return [parse_pipeline(pid, p, settings, where) for pid, p, where in items]
+
+
+def parse_pipeline(
+    pipeline_id: str, doc: Any, settings: dict[str, Any], where: str
+) -> PipelineSpec:
+    if not PIPELINE_ID.match(pipeline_id):
+        raise _err(where, f"pipeline id {pipeline_id!r} must be lower_snake_case")
+    doc = _dict(doc, where)
+    version = doc.get("version", "1.0.0")
+    if not isinstance(version, str) or not SEMVER.match(version):
+        raise _err(f"{where}.version", f"must be a semantic version, got {version!r}")
+    raw_steps = doc.get("steps")
+    if not isinstance(raw_steps, list) or not raw_steps:
+        raise _err(f"{where}.steps", "must be a non-empty list")
+    default_timeout = _opt_int(
+        settings.get("default_timeout"), "global_settings.default_timeout", 1, MAX_TIMEOUT_SECONDS
+    )
+    default_retries = _opt_int(
+        settings.get("default_retry_count", settings.get("max_retries")),
+        "global_settings.max_retries",
+        0,
+        MAX_RETRIES,
+    )
+    steps = [
+        _parse_step(s, f"{where}.steps[{i}]", default_timeout, default_retries)
+        for i, s in enumerate(raw_steps)
+    ]
+    steps = _resolve_dependencies(steps, where)
+    _check_acyclic(steps, where)
+    _check_mappings(steps, where)
+    _check_parallel_groups(steps, where)
+    validation = _dict(doc.get("input_validation"), f"{where}.input_validation")
+    for key in ("required_fields", "optional_fields", "supported_formats"):
+        value = validation.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise _err(f"{where}.input_validation.{key}", "must be a list of strings")
+    enabled = doc.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise _err(f"{where}.enabled", "must be true or false")
+    return PipelineSpec(
+        pipeline_id=pipeline_id,
+        version=version,
+        name=str(doc.get("name", pipeline_id)),
+        description=str(doc.get("description", "")),
+        steps=tuple(steps),
+        input_validation=validation,
+        output_format=_dict(doc.get("output_format"), f"{where}.output_format"),
+        metadata=_dict(doc.get("metadata"), f"{where}.metadata"),
+        enabled=enabled,
+    )
+
+
+def _parse_step(
+    doc: Any, where: str, default_timeout: int | None, default_retries: int | None
+) -> StepSpec:
+    doc = _dict(doc, where)
+    ref = doc.get("task_id")
+    if not isinstance(ref, str) or not ref:
+        raise _err(f"{where}.task_id", "is required")
+    task_id, _, task_version = ref.partition("@")
+    if task_version and not SEMVER.match(task_version):
+        raise _err(f"{where}.task_id", f"version {task_version!r} is not a semantic version")
+    step_id = doc.get("step_id", task_id)
+    if not isinstance(step_id, str) or not STEP_ID.match(step_id):
+        raise _err(f"{where}.step_id", f"must be a short identifier, got {step_id!r}")
+    depends_on = doc.get("depends_on", [])
+    if isinstance(depends_on, str):
+        depends_on = [depends_on]
+    if not isinstance(depends_on, list) or not all(isinstance(d, str) for d in depends_on):
+        raise _err(f"{where}.depends_on", "must be a list of step ids")
+    group = doc.get("parallel_group") or ""
+    if not isinstance(group, str):
+        raise _err(f"{where}.parallel_group", "must be a string")
+    timeout = _opt_int(doc.get("timeout"), f"{where}.timeout", 1, MAX_TIMEOUT_SECONDS)
+    retries = _opt_int(doc.get("retry_count"), f"{where}.retry_count", 0, MAX_RETRIES)
+    return StepSpec(
+        step_id=step_id,
+        task_id=task_id,
+        task_version=task_version,
+        timeout=timeout if timeout is not None else default_timeout,
+        retry_count=retries if retries is not None else default_retries,
+        depends_on=tuple(depends_on),
+        parallel_group=group,
+        input_mapping=_dict(doc.get("input_mapping"), f"{where}.input_mapping"),
+    )
+
+
+def _resolve_dependencies(steps: list[StepSpec], where: str) -> list[StepSpec]:
+    """Check ids are unique; accept a task id in depends_on when exactly one step runs it."""
+    seen: dict[str, int] = {}
+    for i, s in enumerate(steps):
+        if s.step_id in seen:
+            raise _err(
+                f"{where}.steps[{i}].step_id",
+                f"duplicate step id {s.step_id!r} (also steps[{seen[s.step_id]}]); "
+                "give each step its own step_id",
+            )
+        seen[s.step_id] = i
+    by_task: dict[str, list[str]] = {}
+    for s in steps:
+        by_task.setdefault(s.task_id, []).append(s.step_id)
+    resolved = []
+    for i, s in enumerate(steps):
+        deps = []
+        for d in s.depends_on:
+            if d in seen:
+                deps.append(d)
+            elif len(by_task.get(d, [])) == 1:
+                deps.append(by_task[d][0])
+            elif d in by_task:
+                raise _err(
+                    f"{where}.steps[{i}].depends_on",
+                    f"{d!r} is ambiguous: steps {by_task[d]} all run that task; name a step id",
+                )
+            else:
+                raise _err(f"{where}.steps[{i}].depends_on", f"unknown step {d!r}")
+        if s.step_id in deps:
+            raise _err(f"{where}.steps[{i}].depends_on", "a step cannot depend on itself")
+        resolved.append(replace(s, depends_on=tuple(dict.fromkeys(deps))))
+    return resolved
+
+
+def _check_acyclic(steps: list[StepSpec], where: str) -> None:
+    deps = {s.step_id: s.depends_on for s in steps}
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    path: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        path.append(node)
+        for d in deps[node]:
+            if state.get(d) == 1:
+                cycle = path[path.index(d) :] + [d]
+                raise _err(f"{where}.steps", "dependency cycle: " + " -> ".join(cycle))
+            if state.get(d) is None:
+                visit(d)
+        path.pop()
+        state[node] = 2
+
+    for s in steps:
+        if s.step_id not in state:
+            visit(s.step_id)
+
+
+def ancestors(steps: tuple[StepSpec, ...] | list[StepSpec]) -> dict[str, set[str]]:
+    """Every step's transitive dependencies."""
+    deps = {s.step_id: s.depends_on for s in steps}
+    memo: dict[str, set[str]] = {}
+
+    def of(node: str) -> set[str]:
+        if node not in memo:
+            memo[node] = set()
+            for d in deps[node]:
+                memo[node] |= {d} | of(d)
+        return memo[node]
+
+    return {s.step_id: of(s.step_id) for s in steps}
+
+
+def _check_mappings(steps: list[StepSpec], where: str) -> None:
+    ids = {s.step_id for s in steps}
+    above = ancestors(steps)
+    for i, s in enumerate(steps):
+        for key, expr in s.input_mapping.items():
+            if not mapping.is_expression(expr):
+                continue
+            at = f"{where}.steps[{i}].input_mapping.{key}"
+            path = mapping.parse(expr, ids, at)
+            if path.source and path.source not in above[s.step_id]:
+                raise _err(
+                    at,
+                    f"{expr!r} reads step {path.source!r}, which is not upstream of "
+                    f"{s.step_id!r}; add it to depends_on",
+                )
+
+
+def _check_parallel_groups(steps: list[StepSpec], where: str) -> None:
+    groups: dict[str, list[StepSpec]] = {}
+    for s in steps:
+        if s.parallel_group:
+            groups.setdefault(s.parallel_group, []).append(s)
+    for name, members in groups.items():
+        first = set(members[0].depends_on)
+        for m in members[1:]:
+            if set(m.depends_on) != first:
+                raise _err(
+                    f"{where}.parallel_group",
+                    f"group {name!r}: {m.step_id!r} depends on {sorted(m.depends_on)} but "
+                    f"{members[0].step_id!r} on {sorted(first)}; members of a parallel group "
+                    "must share their dependencies",
+                )
+
+
+def pin(spec: PipelineSpec, lookup: Callable[[str, str], PinnedTask]) -> PipelineSpec:
+    """Fix every step to an exact task version and digest (``lookup`` raises NotFound)."""
+    steps = []
+    for s in spec.steps:
+        task = lookup(s.task_id, s.task_version)
+        steps.append(
+            replace(
+                s,
+                task_version=task.version,
+                digest=task.digest,
+                queue=task.queue,
+                timeout=s.timeout if s.timeout is not None else task.timeout,
+                retry_count=s.retry_count if s.retry_count is not None else task.max_retries,
+            )
+        )
+    return replace(spec, steps=tuple(steps))

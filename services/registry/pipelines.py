@@ -1,0 +1,99 @@
+"""The registry's pipeline logic: validate configs, pin task versions, keep versions."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from services.common.errors import AlreadyExists, InvalidArgument, NotFound
+from services.registry.models import PipelineVersion
+from services.registry.pipeline_spec import PinnedTask, parse_config, pin
+from services.registry.registry import Registry, page_size_of
+from services.registry.stores import PipelineStore
+
+
+@dataclass(frozen=True)
+class PipelineRegistered:
+    """One pipeline of a registration, and whether this call stored it."""
+
+    pipeline: PipelineVersion
+    created: bool
+
+
+class Pipelines:
+    """Registers pipelines against the task registry and answers questions about them."""
+
+    def __init__(self, store: PipelineStore, tasks: Registry) -> None:
+        self.store = store
+        self.tasks = tasks
+
+    def _lookup(self, task_id: str, version: str) -> PinnedTask:
+        task = self.tasks.get_task(task_id, version)
+        if task.deprecated and version:
+            raise InvalidArgument(
+                f"{task_id}@{version} is deprecated ({task.deprecation_reason or 'no reason'})",
+                field="task_id",
+            )
+        m = task.manifest
+        return PinnedTask(task.version, task.digest, m.queue, m.timeout, m.max_retries)
+
+    def register(
+        self, config_json: str, only: str = "", validate_only: bool = False
+    ) -> list[PipelineRegistered]:
+        """Validate every pipeline in the config, pin it, and (unless a dry run) store it.
+
+        Nothing is stored unless every pipeline in the config is valid.
+        """
+        try:
+            doc = json.loads(config_json)
+        except ValueError as exc:
+            raise InvalidArgument(f"not valid JSON ({exc})", field="config_json") from exc
+        pinned = []
+        for spec in parse_config(doc, only):
+            try:
+                pinned.append(pin(spec, self._lookup))
+            except NotFound as exc:
+                raise InvalidArgument(
+                    f"pipeline {spec.pipeline_id!r} uses a task that is not registered: "
+                    f"{exc.message}",
+                    field=f"pipelines.{spec.pipeline_id}.steps",
+                ) from exc
+        results = []
+        for spec in pinned:
+            candidate = PipelineVersion(spec)
+            existing = self.store.get(spec.pipeline_id, spec.version)
+            if existing is not None and existing.spec != spec:
+                raise AlreadyExists(
+                    f"{spec.pipeline_id}@{spec.version} is registered with another definition; "
+                    "versions are immutable, bump the version",
+                    field=f"pipelines.{spec.pipeline_id}.version",
+                )
+            results.append(PipelineRegistered(existing or candidate, existing is None))
+        if not validate_only:
+            for r in results:
+                if r.created and not self.store.insert(r.pipeline):
+                    raise AlreadyExists(
+                        f"{r.pipeline.pipeline_id}@{r.pipeline.version} was registered "
+                        "concurrently; retry",
+                        field="pipeline_id",
+                    )
+        return results
+
+    def get(self, pipeline_id: str, version: str = "") -> PipelineVersion:
+        if not pipeline_id:
+            raise InvalidArgument("is required", field="pipeline_id")
+        found = (
+            self.store.latest(pipeline_id)
+            if version in ("", "latest")
+            else self.store.get(pipeline_id, version)
+        )
+        if found is None:
+            what = pipeline_id if version in ("", "latest") else f"{pipeline_id}@{version}"
+            raise NotFound(f"no pipeline {what} is registered", field="pipeline_id")
+        return found
+
+    def list(
+        self, page_size: int = 0, page_token: str = "", pipeline_id: str = ""
+    ) -> tuple[list[PipelineVersion], str]:
+        filters = {"pipeline_id": pipeline_id} if pipeline_id else {}
+        return self.store.page(filters, page_token, page_size_of(page_size))

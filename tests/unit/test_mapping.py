@@ -1,0 +1,41 @@
+"""input_mapping expressions: parsing and evaluation."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.common.errors import InvalidArgument
+from services.common.mapping import MissingValue, evaluate, parse
+
+DOC = {
+    "faces": [{"bbox": [1, 2, 3, 4], "score": 0.9}, {"bbox": [5, 6, 7, 8], "score": 0.7}],
+    "size": {"w": 640},
+}
+
+
+def test_a_first_name_that_is_a_step_reads_that_steps_output() -> None:
+    path = parse("$.detection.faces[*].bbox", {"detection"}, "f")
+    assert path.source == "detection"
+    assert evaluate(path, DOC) == [[1, 2, 3, 4], [5, 6, 7, 8]]
+    assert path.leaf == "bbox"
+
+
+def test_any_other_name_reads_the_run_input() -> None:
+    path = parse("$.size.w", {"detection"}, "f")
+    assert (path.source, evaluate(path, DOC)) == ("", 640)
+
+
+def test_indexes_pick_one_element() -> None:
+    assert evaluate(parse("$.faces[1].score", set(), "f"), DOC) == 0.7
+
+
+@pytest.mark.parametrize("text", ["image_path", "$", "$.", "$.faces[x]", "$..faces", "$.a b"])
+def test_malformed_expressions_are_refused_naming_the_field(text: str) -> None:
+    with pytest.raises(InvalidArgument, match=r"^steps\[0\]\.input_mapping\.x:"):
+        parse(text, set(), "steps[0].input_mapping.x")
+
+
+@pytest.mark.parametrize("text", ["$.nothing", "$.faces[5]", "$.size[*]"])
+def test_missing_values_say_what_is_missing(text: str) -> None:
+    with pytest.raises(MissingValue, match="^\\$"):
+        evaluate(parse(text, set(), "f"), DOC)
