@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from clients.sdk import RunEventInfo, RunInfo, TaskInfo
+from clients.sdk import PipelineInfo, RunEventInfo, RunInfo, TaskInfo
 
 console = Console()
 STATE_STYLE = {
@@ -80,4 +80,31 @@ def run_summary(r: RunInfo) -> str:
         lines.append(f"  error: {r.error}")
     if r.output is not None:
         lines.append("  output: " + json.dumps(r.output, indent=2).replace("\n", "\n  "))
+    return "\n".join(lines)
+
+
+def pipelines_table(pipelines: list[PipelineInfo]) -> Table:
+    table = Table(title="Pipelines")
+    for col in ("pipeline", "version", "steps", "enabled", "description"):
+        table.add_column(col)
+    for p in pipelines:
+        table.add_row(p.pipeline_id, p.version, str(len(p.steps)), str(p.enabled), p.description)
+    return table
+
+
+def pipeline_panel(p: PipelineInfo) -> str:
+    lines = [f"[bold]{p.pipeline_id}@{p.version}[/]  {p.name}"]
+    if p.description:
+        lines.append(f"  {p.description}")
+    for s in p.steps:
+        after = f" after {', '.join(s.depends_on)}" if s.depends_on else ""
+        group = f" [{s.parallel_group}]" if s.parallel_group else ""
+        lines.append(
+            f"  {s.step_id}{group}: {s.task_id}@{s.task_version}{after} "
+            f"(timeout {s.timeout_seconds}s, retries {s.retry_count}, queue {s.queue})"
+        )
+        for key, expr in s.input_mapping.items():
+            lines.append(f"      {key} <- {expr}")
+    if p.input_validation:
+        lines.append(f"  input: {json.dumps(p.input_validation)}")
     return "\n".join(lines)

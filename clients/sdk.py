@@ -62,6 +62,8 @@ class TaskInfo:
     size_bytes: int
     manifest: dict[str, Any]
     created: bool = False
+    deprecated: bool = False
+    deprecation_reason: str = ""
 
     @classmethod
     def _from(cls, t: rpb.Task, created: bool = False) -> TaskInfo:
@@ -76,6 +78,70 @@ class TaskInfo:
             t.digest,
             t.size_bytes,
             json.loads(t.manifest_json or "{}"),
+            created,
+            t.deprecated,
+            t.deprecation_reason,
+        )
+
+
+@dataclass(frozen=True)
+class PipelineStepInfo:
+    """One step of a registered pipeline, pinned to a task version."""
+
+    step_id: str
+    task_id: str
+    task_version: str
+    digest: str
+    depends_on: list[str]
+    parallel_group: str
+    timeout_seconds: int
+    retry_count: int
+    input_mapping: dict[str, Any]
+    queue: str
+
+
+@dataclass(frozen=True)
+class PipelineInfo:
+    """A registered pipeline version."""
+
+    pipeline_id: str
+    version: str
+    name: str
+    description: str
+    steps: list[PipelineStepInfo]
+    input_validation: dict[str, Any]
+    output_format: dict[str, Any]
+    metadata: dict[str, Any]
+    enabled: bool
+    created: bool = False
+
+    @classmethod
+    def _from(cls, p: rpb.Pipeline, created: bool = False) -> PipelineInfo:
+        steps = [
+            PipelineStepInfo(
+                s.step_id,
+                s.task_id,
+                s.task_version,
+                s.digest,
+                list(s.depends_on),
+                s.parallel_group,
+                s.timeout_seconds,
+                s.retry_count,
+                json.loads(s.input_mapping_json or "{}"),
+                s.queue,
+            )
+            for s in p.steps
+        ]
+        return cls(
+            p.pipeline_id,
+            p.version,
+            p.display_name,
+            p.description,
+            steps,
+            json.loads(p.input_validation_json or "{}"),
+            json.loads(p.output_format_json or "{}"),
+            json.loads(p.metadata_json or "{}"),
+            p.enabled,
             created,
         )
 
@@ -238,6 +304,64 @@ class Client:
                 rpb.ListTasksRequest(page_size=page_size, page_token=token, **filters),
             )
             yield from (TaskInfo._from(t) for t in reply.tasks)
+            token = reply.next_page_token
+            if not token:
+                return
+
+    def download_package(self, digest: str) -> bytes:
+        """A package archive by digest, checked against it."""
+        request = rpb.DownloadTaskPackageRequest(digest=digest)
+        try:
+            data = b"".join(
+                r.chunk
+                for r in self._registry.DownloadTaskPackage(request, metadata=self._metadata)
+            )
+        except grpc.RpcError as exc:
+            raise ApiError(exc.code().name, exc.details() or "") from None
+        if sha256_hex(data) != digest:
+            raise ApiError("DATA_LOSS", f"package does not match digest {digest}")
+        return data
+
+    def deprecate_task(self, ref: str, reason: str = "") -> TaskInfo:
+        """Deprecate ``"id@version"``: kept for pinned pipelines, no longer "latest"."""
+        task_id, _, version = ref.partition("@")
+        request = rpb.DeprecateTaskRequest(task_id=task_id, version=version, reason=reason)
+        return TaskInfo._from(self._call(self._registry.DeprecateTask, request).task)
+
+    # Pipelines ---------------------------------------------------------------------------
+
+    def register_pipelines(
+        self,
+        config: str | Path | dict[str, Any],
+        pipeline_id: str = "",
+        validate_only: bool = False,
+    ) -> list[PipelineInfo]:
+        """Register the pipelines of a config (a file path or a dict); ``validate_only`` for a
+        dry run that stores nothing."""
+        text = json.dumps(config) if isinstance(config, dict) else Path(config).read_text()
+        request = rpb.RegisterPipelinesRequest(
+            config_json=text, pipeline_id=pipeline_id, validate_only=validate_only
+        )
+        reply = self._call(self._registry.RegisterPipelines, request)
+        return [
+            PipelineInfo._from(p, created)
+            for p, created in zip(reply.pipelines, reply.created, strict=True)
+        ]
+
+    def get_pipeline(self, ref: str) -> PipelineInfo:
+        """A pipeline version by ``"id"`` (latest) or ``"id@version"``."""
+        pipeline_id, _, version = ref.partition("@")
+        request = rpb.GetPipelineRequest(pipeline_id=pipeline_id, version=version)
+        return PipelineInfo._from(self._call(self._registry.GetPipeline, request).pipeline)
+
+    def list_pipelines(self, page_size: int = 100, pipeline_id: str = "") -> Iterator[PipelineInfo]:
+        token = ""
+        while True:
+            request = rpb.ListPipelinesRequest(
+                page_size=page_size, page_token=token, pipeline_id=pipeline_id
+            )
+            reply = self._call(self._registry.ListPipelines, request)
+            yield from (PipelineInfo._from(p) for p in reply.pipelines)
             token = reply.next_page_token
             if not token:
                 return

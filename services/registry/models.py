@@ -40,6 +40,7 @@ class TaskVersion:
             "task_id": m.task_id,
             "version": m.version,
             "version_sort": version_sort_key(m.version),
+            "prerelease": "-" in m.version.split("+")[0],
             "digest": self.digest,
             "size_bytes": self.size_bytes,
             "category": m.category,

@@ -90,11 +90,13 @@ class Registry:
         return Registered(existing, created=False)
 
     def get_task(self, task_id: str, version: str = "") -> TaskVersion:
-        """One version; an empty version or "latest" means the highest semver."""
+        """One version; an empty version or "latest" means the highest semver that is not
+        deprecated, preferring releases over pre-releases (as pip and npm do)."""
         if not task_id:
             raise InvalidArgument("is required", field="task_id")
         if version in ("", "latest"):
-            found = self.tasks.latest(task_id, {"deprecated": False})
+            found = self.tasks.latest(task_id, {"deprecated": False, "prerelease": False})
+            found = found or self.tasks.latest(task_id, {"deprecated": False})
         else:
             found = self.tasks.get(task_id, version)
         if found is None:

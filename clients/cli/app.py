@@ -1,0 +1,63 @@
+"""The root ``wtm`` command group and what every subcommand shares."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from clients import render
+from clients.sdk import Client
+
+
+class Ctx:
+    """Connection settings and output mode, passed to every subcommand."""
+
+    def __init__(self, registry: str, scheduler: str, token: str, as_json: bool) -> None:
+        self.registry = registry
+        self.scheduler = scheduler
+        self.token = token
+        self.as_json = as_json
+
+    def client(self) -> Client:
+        return Client(self.registry, self.scheduler, token=self.token)
+
+    def out(self, value: Any, human: Any) -> None:
+        """Print ``value`` as JSON with --json, else the human rendering."""
+        if self.as_json:
+            click.echo(render.as_json(value))
+        else:
+            render.console.print(human)
+
+
+def parse_json_object(text: str, hint: str) -> dict[str, Any]:
+    """A JSON object from the command line: inline JSON, or @FILE."""
+    if text.startswith("@"):
+        try:
+            with open(text[1:]) as fh:
+                text = fh.read()
+        except OSError as exc:
+            raise click.BadParameter(f"cannot read {text[1:]}: {exc}", param_hint=hint) from exc
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint=hint) from exc
+    if not isinstance(value, dict):
+        raise click.BadParameter("must be a JSON object", param_hint=hint)
+    return value
+
+
+@click.group()
+@click.option(
+    "--registry", envvar="WTM_REGISTRY_ADDR", default="127.0.0.1:50051", show_default=True
+)
+@click.option(
+    "--scheduler", envvar="WTM_SCHEDULER_ADDR", default="127.0.0.1:50052", show_default=True
+)
+@click.option("--token", envvar="WTM_AUTH_TOKEN", default="", help="bearer token")
+@click.option("--json", "as_json", is_flag=True, help="print JSON for scripts")
+@click.pass_context
+def cli(ctx: click.Context, registry: str, scheduler: str, token: str, as_json: bool) -> None:
+    """Worker Task Manager: register tasks and pipelines, run them, watch them."""
+    ctx.obj = Ctx(registry, scheduler, token, as_json)

@@ -1,0 +1,121 @@
+"""``wtm pipeline ...``: register, validate, inspect and run pipelines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from clients import render
+from clients.cli.app import Ctx, cli
+from clients.sdk import PipelineInfo
+
+DEFAULT_CONFIG = (
+    Path(__file__).resolve().parents[2] / "tasks" / "pipelines" / "config_pipeline.json"
+)
+
+
+@cli.group()
+def pipeline() -> None:
+    """Pipelines in the registry."""
+
+
+def _config_options(f):  # noqa: ANN001, ANN202
+    f = click.option(
+        "--pipeline", "pipeline_id", default="", help="only this pipeline of the file"
+    )(f)
+    return click.option(
+        "--json-config",
+        "config",
+        default=str(DEFAULT_CONFIG),
+        show_default=True,
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    )(f)
+
+
+def _summary(pipelines: list[PipelineInfo], verb: str) -> str:
+    lines = []
+    for p in pipelines:
+        state = verb if p.created else "unchanged"
+        lines.append(
+            f"{state} {p.pipeline_id}@{p.version}: "
+            + ", ".join(f"{s.step_id}={s.task_id}@{s.task_version}" for s in p.steps)
+        )
+    return "\n".join(lines)
+
+
+@pipeline.command("register")
+@_config_options
+@click.pass_obj
+def pipeline_register(obj: Ctx, config: Path, pipeline_id: str) -> None:
+    """Register the pipelines of a JSON config (each step pinned to a task version)."""
+    with obj.client() as client:
+        result = client.register_pipelines(config, pipeline_id)
+    obj.out(result, _summary(result, "registered"))
+
+
+@pipeline.command("validate")
+@_config_options
+@click.pass_obj
+def pipeline_validate(obj: Ctx, config: Path, pipeline_id: str) -> None:
+    """Check a JSON config against the registry without storing anything."""
+    with obj.client() as client:
+        result = client.register_pipelines(config, pipeline_id, validate_only=True)
+    obj.out(result, _summary(result, "valid") + "\n(nothing stored)")
+
+
+@pipeline.command("list")
+@click.pass_obj
+def pipeline_list(obj: Ctx) -> None:
+    """List registered pipeline versions."""
+    with obj.client() as client:
+        items = list(client.list_pipelines())
+    obj.out(items, render.pipelines_table(items))
+
+
+@pipeline.command("info")
+@click.argument("ref")
+@click.pass_obj
+def pipeline_info(obj: Ctx, ref: str) -> None:
+    """Show a pipeline version: ID (latest) or ID@VERSION, with its DAG."""
+    with obj.client() as client:
+        p = client.get_pipeline(ref)
+    obj.out(p, render.pipeline_panel(p))
+
+
+@pipeline.command("show-config")
+@click.argument("ref")
+@click.pass_obj
+def pipeline_show_config(obj: Ctx, ref: str) -> None:
+    """Print a registered pipeline as a config file, versions pinned."""
+    with obj.client() as client:
+        p = client.get_pipeline(ref)
+    steps = []
+    for s in p.steps:
+        steps.append(
+            {
+                "step_id": s.step_id,
+                "task_id": f"{s.task_id}@{s.task_version}",
+                "timeout": s.timeout_seconds,
+                "retry_count": s.retry_count,
+                "depends_on": s.depends_on,
+                **({"parallel_group": s.parallel_group} if s.parallel_group else {}),
+                "input_mapping": s.input_mapping,
+            }
+        )
+    doc = {
+        "pipelines": {
+            p.pipeline_id: {
+                "name": p.name,
+                "description": p.description,
+                "version": p.version,
+                "steps": steps,
+                "input_validation": p.input_validation,
+                "output_format": p.output_format,
+                "metadata": p.metadata,
+                "enabled": p.enabled,
+            }
+        }
+    }
+    click.echo(json.dumps(doc, indent=2))

@@ -1,0 +1,47 @@
+"""``wtm stack up`` and ``wtm demo``: the local stack."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from clients.cli.app import cli
+
+
+@cli.group()
+def stack() -> None:
+    """The local stack: backing servers and the three services on 127.0.0.1."""
+
+
+@stack.command("up")
+@click.option(
+    "--dir", "root", default=".wtm/stack", show_default=True, type=click.Path(path_type=Path)
+)
+@click.option("--executors", default=1, show_default=True)
+def stack_up(root: Path, executors: int) -> None:
+    """Start everything in the foreground; Ctrl-C stops it all."""
+    from services.localstack import Cluster
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with Cluster(root, executors=executors) as cluster:
+        click.echo(f"export WTM_REGISTRY_ADDR={cluster.registry_address}")
+        click.echo(f"export WTM_SCHEDULER_ADDR={cluster.scheduler_address}", nl=True)
+        sys.stdout.flush()
+        click.echo(f"# logs in {root}/logs; Ctrl-C to stop", err=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            signal.pause()
+
+
+@cli.command()
+@click.option(
+    "--dir", "root", default=".wtm/demo", show_default=True, type=click.Path(path_type=Path)
+)
+def demo(root: Path) -> None:
+    """Start the local stack and services, register the examples, run them, print, stop."""
+    from clients.demo import run_demo
+
+    sys.exit(run_demo(root))

@@ -1,0 +1,133 @@
+"""``wtm task ...``: create, test, register and inspect task packages."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import click
+
+from clients import render
+from clients.cli.app import Ctx, cli, parse_json_object
+from clients.scaffold import create_task, template_names
+
+
+@cli.group()
+def task() -> None:
+    """Task packages in the registry."""
+
+
+def task_dirs(path: Path) -> list[Path]:
+    """A task directory, or every task directory directly inside a folder."""
+    if (path / "task.json").is_file():
+        return [path]
+    found = (
+        sorted(p for p in path.iterdir() if (p / "task.json").is_file()) if path.is_dir() else []
+    )
+    if not found:
+        raise click.BadParameter(
+            f"{path} has no task.json and no task directories", param_hint="PATH"
+        )
+    return found
+
+
+@task.command("create")
+@click.argument("name")
+@click.option(
+    "--template", type=click.Choice(template_names()), default="simple", show_default=True
+)
+@click.option("--author", default="")
+@click.option("--dir", "dest", default=".", type=click.Path(file_okay=False, path_type=Path))
+@click.pass_obj
+def task_create(obj: Ctx, name: str, template: str, author: str, dest: Path) -> None:
+    """Scaffold task NAME from a template; it registers and runs as it is."""
+    try:
+        path = create_task(name, template, dest, author)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="NAME") from exc
+    obj.out({"path": str(path)}, f"created {path} from the {template!r} template")
+
+
+@task.command("register")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.pass_obj
+def task_register(obj: Ctx, path: Path) -> None:
+    """Register a task directory, or every task directory in a folder."""
+    with obj.client() as client:
+        results = [client.register_task(d) for d in task_dirs(path)]
+    human = "\n".join(
+        f"{'registered' if t.created else 'unchanged '} "
+        f"{t.task_id}@{t.version} sha256:{t.digest[:12]}"
+        for t in results
+    )
+    obj.out(results, human)
+
+
+@task.command("list")
+@click.option("--category", default="")
+@click.option("--tag", default="")
+@click.option("--queue", default="")
+@click.pass_obj
+def task_list(obj: Ctx, category: str, tag: str, queue: str) -> None:
+    """List registered task versions."""
+    with obj.client() as client:
+        tasks = list(client.list_tasks(category=category, tag=tag, queue=queue))
+    obj.out(tasks, render.tasks_table(tasks))
+
+
+@task.command("info")
+@click.argument("ref")
+@click.pass_obj
+def task_info(obj: Ctx, ref: str) -> None:
+    """Show one task version: ID (latest) or ID@VERSION."""
+    with obj.client() as client:
+        t = client.get_task(ref)
+    obj.out(t, render.task_panel(t))
+
+
+@task.command("delete")
+@click.argument("ref")
+@click.option("--reason", default="")
+@click.pass_obj
+def task_delete(obj: Ctx, ref: str, reason: str) -> None:
+    """Retire ID@VERSION. It is deprecated, not erased: pipelines pinned to it keep running,
+    but it is no longer "latest" and new pipelines cannot use it."""
+    with obj.client() as client:
+        t = client.deprecate_task(ref, reason)
+    obj.out(t, f"deprecated {t.task_id}@{t.version} (kept for pinned pipelines)")
+
+
+@task.command("test")
+@click.argument("task_ref")
+@click.argument("input_json", default="{}")
+@click.pass_obj
+def task_test(obj: Ctx, task_ref: str, input_json: str) -> None:
+    """Run a task in this process on INPUT_JSON (inline JSON or @FILE), with no services:
+    TASK_REF is a task directory, or ID[@VERSION] fetched from the registry."""
+    from tasks.base.runtime import load_task, run_once
+    from tasks.base.task_base import TaskContext
+
+    data = parse_json_object(input_json, "INPUT_JSON")
+    context = TaskContext(report=lambda f, m: render.console.print(f"  progress {f:.0%} {m}"))
+    with tempfile.TemporaryDirectory() as tmp:
+        if Path(task_ref).is_dir():
+            package = Path(task_ref)
+        else:
+            from services.common.packaging import extract_to, inspect_archive
+
+            with obj.client() as client:
+                info = client.get_task(task_ref)
+                archive = client.download_package(info.digest)
+            package = Path(tmp) / "pkg"
+            extract_to(inspect_archive(archive), package)
+        task_obj = load_task(package, context=context)
+        task_obj.setup()
+        try:
+            verdict, payload = run_once(task_obj, json.dumps(data))
+        finally:
+            task_obj.cleanup()
+    if verdict != "ok":
+        render.console.print(f"[red]{verdict}[/] {payload}")
+        raise SystemExit(1)
+    obj.out(json.loads(payload), json.dumps(json.loads(payload), indent=2))

@@ -1,0 +1,341 @@
+"""The registry against the real local stack: packages, versions, pipelines, refusals."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import shutil
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from clients.sdk import ApiError, Client
+from services.common.packaging import pack_directory, sha256_hex
+from services.localstack import Cluster
+from tests.conftest import EXAMPLES, ROOT
+from wtm.v1 import registry_service_pb2 as rpb
+from wtm.v1 import registry_service_pb2_grpc as rpb_grpc
+
+FIXTURES = ROOT / "tests" / "fixtures"
+
+
+def make_task(tmp: Path, task_id: str, version: str = "1.0.0", **manifest: Any) -> Path:
+    d = tmp / f"{task_id}-{version}"
+    d.mkdir(parents=True)
+    doc = {"task_id": task_id, "version": version, "category": "testing", **manifest}
+    (d / "task.json").write_text(json.dumps(doc))
+    (d / "task.py").write_text(
+        "from tasks.base.task_base import SimpleTask\n\n"
+        f"class Task(SimpleTask):\n    def process(self, d):\n        return {{'v': {version!r}}}\n"
+    )
+    return d
+
+
+def refused(client: Client, data: bytes) -> ApiError:
+    with pytest.raises(ApiError) as err:
+        client.upload_package(data)
+    return err.value
+
+
+def tar_gz(files: dict[str, bytes], link: str = "") -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        if link:
+            info = tarfile.TarInfo(link)
+            info.type = tarfile.SYMTYPE
+            info.linkname = "/etc/passwd"
+            tar.addfile(info)
+    return gzip.compress(raw.getvalue())
+
+
+GOOD_MANIFEST = json.dumps({"task_id": "evil", "version": "1.0.0"}).encode()
+
+
+@pytest.fixture(scope="module")
+def registered(client: Client) -> None:
+    for d in sorted((FIXTURES / "tasks").iterdir()):
+        client.register_task(d)
+    client.register_task(EXAMPLES / "text_sentiment")
+
+
+# Packages ------------------------------------------------------------------------------------
+
+
+def test_a_declared_digest_that_does_not_match_is_refused(cluster: Cluster, tmp_path: Path) -> None:
+    data = pack_directory(make_task(tmp_path, "digest_check"))
+    with grpc.insecure_channel(cluster.registry_address) as channel:
+        stub = rpb_grpc.RegistryServiceStub(channel)
+        header = rpb.UploadTaskPackageHeader(sha256="0" * 64, size_bytes=len(data))
+        messages = [
+            rpb.UploadTaskPackageRequest(header=header),
+            rpb.UploadTaskPackageRequest(chunk=data),
+        ]
+        with pytest.raises(grpc.RpcError) as err:
+            stub.UploadTaskPackage(iter(messages), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith("header.sha256:")
+
+
+def test_a_package_downloads_by_digest_byte_for_byte(client: Client, tmp_path: Path) -> None:
+    data = pack_directory(make_task(tmp_path, "download_me"))
+    info = client.upload_package(data)
+    assert client.download_package(info.digest) == data
+
+
+def test_an_unknown_digest_is_not_found(client: Client) -> None:
+    with pytest.raises(ApiError) as err:
+        client.download_package("ab" * 32)
+    assert err.value.code == "NOT_FOUND"
+
+
+@pytest.mark.parametrize(
+    ("files", "link", "named"),
+    [
+        ({"task.json": GOOD_MANIFEST, "task.py": b"", "../escape.py": b""}, "", "../escape.py"),
+        ({"task.json": GOOD_MANIFEST, "task.py": b""}, "task_link.py", "task_link.py"),
+        ({"task.py": b""}, "", "task.json"),
+        (
+            {"task.json": b'{"task_id": "evil", "version": "one"}', "task.py": b""},
+            "",
+            "task.json: version",
+        ),
+        ({"task.json": GOOD_MANIFEST, "other.py": b""}, "", "task.json: entry_point"),
+    ],
+)
+def test_unsafe_or_invalid_packages_are_refused_and_nothing_is_stored(
+    client: Client, files: dict[str, bytes], link: str, named: str
+) -> None:
+    error = refused(client, tar_gz(files, link))
+    assert error.code == "INVALID_ARGUMENT"
+    assert named in error.message
+    with pytest.raises(ApiError) as lookup:
+        client.get_task("evil")
+    assert lookup.value.code == "NOT_FOUND"
+
+
+def test_a_bomb_is_refused(client: Client) -> None:
+    bomb = tar_gz({"task.json": GOOD_MANIFEST, "task.py": b"", "zeros": b"\0" * (40 * 1024 * 1024)})
+    error = refused(client, bomb)
+    assert (error.code, "package:" in error.message) == ("INVALID_ARGUMENT", True)
+
+
+def test_a_package_over_the_size_limit_is_refused(cluster: Cluster, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from services.localstack.cluster import serving
+    from services.localstack.processes import free_port, wait_until
+
+    address = f"127.0.0.1:{free_port()}"
+    with subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "services.registry",
+            "--listen",
+            address,
+            "--max-package-bytes",
+            "600",
+        ],
+        env={**os.environ, **cluster.env()},
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    ) as proc:
+        try:
+            wait_until("small registry", lambda: serving(address), timeout=30)
+            big = make_task(tmp_path, "too_big")
+            (big / "data.bin").write_bytes(os.urandom(2000))
+            with Client(address, cluster.scheduler_address) as small:
+                with pytest.raises(ApiError) as err:
+                    small.register_task(big)
+            assert err.value.code == "INVALID_ARGUMENT"
+            assert "600-byte limit" in err.value.message
+        finally:
+            proc.send_signal(signal.SIGTERM)
+
+
+# Versions -------------------------------------------------------------------------------------
+
+
+def test_latest_is_the_highest_semver_not_the_newest(client: Client, tmp_path: Path) -> None:
+    for version in ("1.9.0", "1.10.0", "1.2.0", "2.0.0-rc.1"):
+        client.register_task(make_task(tmp_path, "versioned", version))
+    assert client.get_task("versioned").version == "1.10.0"  # releases before pre-releases
+    assert client.get_task("versioned@1.2.0").version == "1.2.0"
+    client.register_task(make_task(tmp_path, "only_pre", "1.0.0-rc.1"))
+    assert client.get_task("only_pre").version == "1.0.0-rc.1"  # unless there is no release
+
+
+def test_a_deprecated_version_is_no_longer_latest_but_still_fetchable(
+    client: Client, tmp_path: Path
+) -> None:
+    for version in ("1.0.0", "1.1.0"):
+        client.register_task(make_task(tmp_path, "retiring", version))
+    t = client.deprecate_task("retiring@1.1.0", "broken on empty input")
+    assert (t.deprecated, t.deprecation_reason) == (True, "broken on empty input")
+    assert client.get_task("retiring").version == "1.0.0"
+    assert client.get_task("retiring@1.1.0").deprecated
+
+
+def test_listing_pages_through_every_version_newest_first(client: Client, tmp_path: Path) -> None:
+    versions = ["0.1.0", "0.2.0", "0.10.0", "1.0.0", "1.0.1"]
+    for v in versions:
+        client.register_task(make_task(tmp_path, "paged", v, tags=["paging"]))
+    seen, token, pages = [], "", 0
+    with grpc.insecure_channel(client._registry_channel._channel.target().decode()) as channel:  # noqa: SLF001
+        stub = rpb_grpc.RegistryServiceStub(channel)
+        while True:
+            reply = stub.ListTasks(
+                rpb.ListTasksRequest(page_size=2, page_token=token, tag="paging")
+            )
+            seen += [t.version for t in reply.tasks]
+            pages += 1
+            token = reply.next_page_token
+            if not token:
+                break
+    assert seen == ["1.0.1", "1.0.0", "0.10.0", "0.2.0", "0.1.0"]
+    assert pages == 3
+
+
+def test_a_page_token_that_was_not_issued_is_refused(cluster: Cluster) -> None:
+    with grpc.insecure_channel(cluster.registry_address) as channel:
+        with pytest.raises(grpc.RpcError) as err:
+            rpb_grpc.RegistryServiceStub(channel).ListTasks(rpb.ListTasksRequest(page_token="!!"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith("page_token:")
+
+
+def test_filters_by_category_and_queue(client: Client, registered: None) -> None:
+    nlp = list(client.list_tasks(category="nlp"))
+    assert {t.task_id for t in nlp} == {"text_sentiment"}
+    assert list(client.list_tasks(queue="no-such-queue")) == []
+
+
+# Pipelines ------------------------------------------------------------------------------------
+
+
+def test_the_seed_style_config_registers_as_written(client: Client, registered: None) -> None:
+    result = client.register_pipelines(FIXTURES / "pipelines" / "seed_style.json")
+    by_id = {p.pipeline_id: p for p in result}
+    text = by_id["text_pipeline"]
+    assert [s.step_id for s in text.steps] == [
+        "word_count",
+        "text_sentiment",
+        "echo_words",
+        "merge",
+    ]
+    assert text.steps[1].depends_on == ["word_count"]
+    sentiment = client.get_task("text_sentiment")
+    assert (text.steps[1].task_version, text.steps[1].digest) == (
+        sentiment.version,
+        sentiment.digest,
+    )
+    custom = by_id["custom_pipeline"]
+    assert [s.step_id for s in custom.steps] == [
+        "word_count",
+        "echo",
+    ]  # step_id defaults to task_id
+    assert custom.steps[1].timeout_seconds == 60  # from global_settings
+
+
+def test_registering_the_same_pipeline_again_is_idempotent(
+    client: Client, registered: None
+) -> None:
+    client.register_pipelines(FIXTURES / "pipelines" / "seed_style.json")
+    again = client.register_pipelines(FIXTURES / "pipelines" / "seed_style.json", "text_pipeline")
+    assert [p.created for p in again] == [False]
+
+
+def test_the_same_pipeline_version_with_other_steps_is_refused(
+    client: Client, registered: None
+) -> None:
+    client.register_pipelines(FIXTURES / "pipelines" / "seed_style.json")
+    doc = json.loads((FIXTURES / "pipelines" / "seed_style.json").read_text())
+    doc["pipelines"]["custom_pipeline"]["steps"][1]["timeout"] = 5
+    with pytest.raises(ApiError) as err:
+        client.register_pipelines(doc, "custom_pipeline")
+    assert err.value.code == "ALREADY_EXISTS"
+    assert "pipelines.custom_pipeline.version" in err.value.message
+
+
+def test_validate_only_stores_nothing(client: Client, registered: None) -> None:
+    doc = {"pipeline_id": "dry_run_only", "steps": [{"task_id": "echo"}]}
+    [p] = client.register_pipelines(doc, validate_only=True)
+    assert p.steps[0].digest
+    with pytest.raises(ApiError) as err:
+        client.get_pipeline("dry_run_only")
+    assert err.value.code == "NOT_FOUND"
+
+
+def test_a_pipeline_with_an_unknown_task_is_refused_and_nothing_stored(
+    client: Client, registered: None
+) -> None:
+    doc = {
+        "pipelines": {
+            "fine": {"steps": [{"task_id": "echo"}]},
+            "broken": {"steps": [{"task_id": "no_such_task"}]},
+        }
+    }
+    with pytest.raises(ApiError) as err:
+        client.register_pipelines(doc)
+    assert err.value.code == "INVALID_ARGUMENT"
+    assert "pipelines.broken.steps" in err.value.message and "no_such_task" in err.value.message
+    with pytest.raises(ApiError):
+        client.get_pipeline("fine")
+
+
+def test_a_pipeline_refuses_a_deprecated_version(client: Client, tmp_path: Path) -> None:
+    client.register_task(make_task(tmp_path, "old_tool", "1.0.0"))
+    client.deprecate_task("old_tool@1.0.0", "superseded")
+    with pytest.raises(ApiError) as err:
+        client.register_pipelines(
+            {"pipeline_id": "uses_old", "steps": [{"task_id": "old_tool@1.0.0"}]}
+        )
+    assert "deprecated" in err.value.message
+
+
+def test_a_cycle_is_refused_over_grpc_with_the_cycle_printed(
+    client: Client, registered: None
+) -> None:
+    doc = {
+        "pipeline_id": "loop",
+        "steps": [
+            {"step_id": "a", "task_id": "echo", "depends_on": ["b"]},
+            {"step_id": "b", "task_id": "echo", "depends_on": ["a"]},
+        ],
+    }
+    with pytest.raises(ApiError) as err:
+        client.register_pipelines(doc)
+    assert err.value.code == "INVALID_ARGUMENT"
+    assert "dependency cycle: a -> b -> a" in err.value.message
+
+
+def test_pipeline_versions_page_and_resolve_latest(client: Client, registered: None) -> None:
+    for v in ("1.0.0", "1.1.0", "0.9.0"):
+        client.register_pipelines(
+            {"pipeline_id": "multi", "version": v, "steps": [{"task_id": "echo"}]}
+        )
+    assert client.get_pipeline("multi").version == "1.1.0"
+    assert [p.version for p in client.list_pipelines(page_size=1, pipeline_id="multi")] == [
+        "1.1.0",
+        "1.0.0",
+        "0.9.0",
+    ]
+
+
+def test_the_sentiment_example_package_is_reproducible(tmp_path: Path) -> None:
+    copy = shutil.copytree(EXAMPLES / "text_sentiment", tmp_path / "copy")
+    assert sha256_hex(pack_directory(copy)) == sha256_hex(
+        pack_directory(EXAMPLES / "text_sentiment")
+    )
