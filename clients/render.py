@@ -7,11 +7,13 @@ import json
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from clients.sdk import PipelineInfo, RunEventInfo, RunInfo, TaskInfo
 
 console = Console()
+errors = Console(stderr=True)  # progress and notes that must not mix with --json output
 STATE_STYLE = {
     "COMPLETED": "green",
     "FAILED": "red",
@@ -60,7 +62,7 @@ def task_panel(t: TaskInfo) -> str:
 def event_line(e: RunEventInfo) -> str:
     when = e.time.strftime("%H:%M:%S.%f")[:-3] if e.time else ""
     what = f"step {e.step_id} (attempt {e.attempt})" if e.step_id else "run"
-    note = f"  {e.message}" if e.message else ""
+    note = escape(f"  {e.message}") if e.message else ""
     return f"{when}  {what:<32} {state(e.state)}{note}"
 
 
@@ -75,11 +77,11 @@ def run_summary(r: RunInfo) -> str:
             f"attempt {s.attempt} on {s.executor_id or '-'}"
         )
         if s.error:
-            lines.append(f"    error: {s.error}")
+            lines.append(escape(f"    error: {s.error}"))
     if r.error:
-        lines.append(f"  error: {r.error}")
+        lines.append(escape(f"  error: {r.error}"))
     if r.output is not None:
-        lines.append("  output: " + json.dumps(r.output, indent=2).replace("\n", "\n  "))
+        lines.append(escape("  output: " + json.dumps(r.output, indent=2).replace("\n", "\n  ")))
     return "\n".join(lines)
 
 
@@ -98,13 +100,13 @@ def pipeline_panel(p: PipelineInfo) -> str:
         lines.append(f"  {p.description}")
     for s in p.steps:
         after = f" after {', '.join(s.depends_on)}" if s.depends_on else ""
-        group = f" [{s.parallel_group}]" if s.parallel_group else ""
+        group = escape(f" [{s.parallel_group}]") if s.parallel_group else ""
         lines.append(
             f"  {s.step_id}{group}: {s.task_id}@{s.task_version}{after} "
             f"(timeout {s.timeout_seconds}s, retries {s.retry_count}, queue {s.queue})"
         )
         for key, expr in s.input_mapping.items():
-            lines.append(f"      {key} <- {expr}")
+            lines.append(escape(f"      {key} <- {expr}"))
     if p.input_validation:
-        lines.append(f"  input: {json.dumps(p.input_validation)}")
+        lines.append(escape(f"  input: {json.dumps(p.input_validation)}"))
     return "\n".join(lines)

@@ -109,7 +109,7 @@ def task_test(obj: Ctx, task_ref: str, input_json: str) -> None:
     from tasks.base.task_base import TaskContext
 
     data = parse_json_object(input_json, "INPUT_JSON")
-    context = TaskContext(report=lambda f, m: render.console.print(f"  progress {f:.0%} {m}"))
+    context = TaskContext(report=lambda f, m: render.errors.print(f"  progress {f:.0%} {m}"))
     with tempfile.TemporaryDirectory() as tmp:
         if Path(task_ref).is_dir():
             package = Path(task_ref)

@@ -199,8 +199,14 @@ def _mongo_ok(uri: str) -> bool:
 
 
 def _s3_ok(endpoints: StackEndpoints) -> bool:
+    import socket
+    from urllib.parse import urlparse
+
     from services.common.backends import s3_client
 
+    url = urlparse(endpoints.s3_endpoint)
+    # A bare connect first: the S3 client would retry a refused connection with backoff.
+    socket.create_connection((url.hostname, url.port), timeout=1).close()
     s3_client(
         endpoints.s3_endpoint, endpoints.s3_access_key, endpoints.s3_secret_key
     ).list_buckets()
