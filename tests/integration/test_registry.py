@@ -156,9 +156,11 @@ def test_a_package_over_the_size_limit_is_refused(cluster: Cluster, tmp_path: Pa
             wait_until("small registry", lambda: serving(address), timeout=30)
             big = make_task(tmp_path, "too_big")
             (big / "data.bin").write_bytes(os.urandom(2000))
-            with Client(address, cluster.scheduler_address) as small:
-                with pytest.raises(ApiError) as err:
-                    small.register_task(big)
+            with (
+                Client(address, cluster.scheduler_address) as small,
+                pytest.raises(ApiError) as err,
+            ):
+                small.register_task(big)
             assert err.value.code == "INVALID_ARGUMENT"
             assert "600-byte limit" in err.value.message
         finally:
@@ -188,12 +190,14 @@ def test_a_deprecated_version_is_no_longer_latest_but_still_fetchable(
     assert client.get_task("retiring@1.1.0").deprecated
 
 
-def test_listing_pages_through_every_version_newest_first(client: Client, tmp_path: Path) -> None:
+def test_listing_pages_through_every_version_newest_first(
+    cluster: Cluster, client: Client, tmp_path: Path
+) -> None:
     versions = ["0.1.0", "0.2.0", "0.10.0", "1.0.0", "1.0.1"]
     for v in versions:
         client.register_task(make_task(tmp_path, "paged", v, tags=["paging"]))
     seen, token, pages = [], "", 0
-    with grpc.insecure_channel(client._registry_channel._channel.target().decode()) as channel:  # noqa: SLF001
+    with grpc.insecure_channel(cluster.registry_address) as channel:
         stub = rpb_grpc.RegistryServiceStub(channel)
         while True:
             reply = stub.ListTasks(
@@ -209,9 +213,11 @@ def test_listing_pages_through_every_version_newest_first(client: Client, tmp_pa
 
 
 def test_a_page_token_that_was_not_issued_is_refused(cluster: Cluster) -> None:
-    with grpc.insecure_channel(cluster.registry_address) as channel:
-        with pytest.raises(grpc.RpcError) as err:
-            rpb_grpc.RegistryServiceStub(channel).ListTasks(rpb.ListTasksRequest(page_token="!!"))
+    with (
+        grpc.insecure_channel(cluster.registry_address) as channel,
+        pytest.raises(grpc.RpcError) as err,
+    ):
+        rpb_grpc.RegistryServiceStub(channel).ListTasks(rpb.ListTasksRequest(page_token="!!"))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.value.details().startswith("page_token:")
 
