@@ -70,7 +70,8 @@ def run_summary(r: RunInfo) -> str:
     took = ""
     if r.ended_at and r.created_at:
         took = f" in {(r.ended_at - r.created_at).total_seconds() * 1000:.0f} ms"
-    lines = [f"Run [bold]{r.run_id}[/] {state(r.state)}{took}"]
+    what = f"{r.pipeline_id}@{r.pipeline_version}" if r.pipeline_id else r.task_id
+    lines = [f"Run [bold]{r.run_id}[/] ({escape(what)}) {state(r.state)}{took}"]
     for s in r.steps:
         lines.append(
             f"  step {s.step_id} ({s.task_id}@{s.task_version}) {state(s.state)} "
@@ -80,6 +81,21 @@ def run_summary(r: RunInfo) -> str:
             lines.append(escape(f"    error: {s.error}"))
     if r.error:
         lines.append(escape(f"  error: {r.error}"))
+    if r.processing_summary:
+        ps = r.processing_summary
+        lines.append(
+            f"  summary: wall {ps['wall_seconds'] * 1000:.0f} ms · steps "
+            f"{ps['step_seconds_sum'] * 1000:.0f} ms · "
+            f"parallel speedup {ps['parallel_speedup']:.2f}x"
+        )
+        for t in ps["steps"]:
+            lines.append(
+                f"    {t['step_id']:<24} queued {t['queued_seconds'] * 1000:7.1f} ms  "
+                f"ran {t['run_seconds'] * 1000:7.1f} ms"
+            )
+    if r.lineage:
+        lines.append("  lineage:")
+        lines.extend(f"    {src} -> {dst}" for src, dst in r.lineage)
     if r.output is not None:
         lines.append(escape("  output: " + json.dumps(r.output, indent=2).replace("\n", "\n  ")))
     return "\n".join(lines)

@@ -178,6 +178,9 @@ class RunInfo:
     created_at: datetime | None = None
     started_at: datetime | None = None
     ended_at: datetime | None = None
+    pipeline_version: str = ""
+    lineage: list[tuple[str, str]] = field(default_factory=list)
+    processing_summary: dict[str, Any] | None = None
 
     @property
     def finished(self) -> bool:
@@ -200,6 +203,22 @@ class RunInfo:
             )
             for s in r.steps
         ]
+        summary = None
+        if r.HasField("processing_summary"):
+            ps = r.processing_summary
+            summary = {
+                "wall_seconds": ps.wall_seconds,
+                "step_seconds_sum": ps.step_seconds_sum,
+                "parallel_speedup": ps.parallel_speedup,
+                "steps": [
+                    {
+                        "step_id": t.step_id,
+                        "queued_seconds": t.queued_seconds,
+                        "run_seconds": t.run_seconds,
+                    }
+                    for t in ps.steps
+                ],
+            }
         return cls(
             r.run_id,
             run_pb2.State.Name(r.state)[6:],
@@ -213,6 +232,9 @@ class RunInfo:
             _time(r, "create_time"),
             _time(r, "start_time"),
             _time(r, "end_time"),
+            r.pipeline_version,
+            [(e.source, e.target) for e in r.lineage],
+            summary,
         )
 
 

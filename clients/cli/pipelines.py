@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
 
 from clients import render
-from clients.cli.app import Ctx, cli
+from clients.cli.app import Ctx, cli, parse_json_object
+from clients.cli.runs import follow
 from clients.sdk import PipelineInfo
 
 DEFAULT_CONFIG = (
@@ -119,3 +121,26 @@ def pipeline_show_config(obj: Ctx, ref: str) -> None:
         }
     }
     click.echo(json.dumps(doc, indent=2))
+
+
+@pipeline.command("run")
+@click.argument("ref")
+@click.argument("input_json", default="{}")
+@click.option("--priority", type=click.IntRange(0, 10), default=0)
+@click.option("--request-id", default="", help="idempotency key")
+@click.option("--wait/--no-wait", default=True, help="follow the run until it finishes")
+@click.pass_obj
+def pipeline_run(
+    obj: Ctx, ref: str, input_json: str, priority: int, request_id: str, wait: bool
+) -> None:
+    """Run pipeline REF (ID or ID@VERSION) on INPUT_JSON (inline JSON or @FILE)."""
+    data = parse_json_object(input_json, "INPUT_JSON")
+    with obj.client() as client:
+        r = client.submit(pipeline=ref, input=data, priority=priority, request_id=request_id)
+        if not obj.as_json:
+            render.console.print(f"submitted run [bold]{r.run_id}[/]")
+        if wait:
+            r = follow(obj, client, r.run_id)
+    obj.out(r, render.run_summary(r))
+    if wait and r.state != "COMPLETED":
+        sys.exit(1)

@@ -63,7 +63,7 @@ class PipelineSpec:
     enabled: bool = True
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return json.dumps(asdict(self))  # keeps the author's order of steps and mappings
 
     @classmethod
     def from_json(cls, text: str) -> PipelineSpec:

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
 
-from services.scheduler import keys
+from services.common.mapping import MissingValue
+from services.scheduler import keys, step_inputs
 from services.scheduler.models import Run, StepRun, ms_to_dt
 from services.scheduler.retry_policy import RetryPolicy
 from services.scheduler.run_queue import Leased, RunQueue, now_ms
@@ -91,15 +92,25 @@ class ExecutorSession:
         return self.info.slots - len(self.in_flight)
 
 
-def step_input(leased: Leased) -> str:
-    """The input document of a dispatched step.
+def step_input(leased: Leased) -> tuple[str, list[tuple[str, str]]]:
+    """The input document of a dispatched step (JSON text) and its lineage edges.
 
-    A first step gets the run's input; a later step gets its dependencies' outputs by step
-    id. (Pipelines' ``input_mapping`` refines this.)
+    Raises ``MissingValue`` when the step's ``input_mapping`` finds nothing to read.
     """
-    if not leased.dep_outputs:
-        return leased.run_input_json
-    return json.dumps({k: json.loads(v) for k, v in leased.dep_outputs.items()})
+    spec = json.loads(leased.step.get("mapping") or "{}")
+    if not spec:
+        return step_inputs.default_input(leased.run_input_json, leased.dep_outputs), []
+    output_ids = json.loads(leased.step.get("read_output_ids") or "{}")
+    outputs = {k: json.loads(v) for k, v in leased.dep_outputs.items() if v is not None}
+    document, edges = step_inputs.resolve(
+        spec,
+        set(output_ids),
+        json.loads(leased.run_input_json),
+        outputs,
+        output_ids,
+        leased.step["input_id"],
+    )
+    return json.dumps(document), edges
 
 
 class Dispatcher:
@@ -214,12 +225,27 @@ class Dispatcher:
             free = session.free_slots
             if free <= 0 or self.sessions.get(session.info.executor_id) is not session:
                 continue
-            for leased in await self.queue.dispatch(
+            leases = await self.queue.dispatch(
                 session.info.executor_id, session.info.queues, free, self.lease_ms
-            ):
+            )
+            lineage: dict[str, list[tuple[str, str]]] = {}
+            ready: list[Assignment] = []
+            for leased in leases:
+                try:
+                    input_json, edges = step_input(leased)
+                except (MissingValue, ValueError, KeyError) as exc:
+                    # The mapping found nothing (an upstream output lacks the field): no
+                    # retry can change that, so the step fails at once.
+                    await self.queue.complete(
+                        leased.member, leased.attempt, "FATAL", "", f"input_mapping: {exc}", 0
+                    )
+                    await self._persist(leased.run_id)
+                    continue
+                if edges:
+                    lineage[leased.member] = edges
                 session.in_flight[leased.member] = leased.attempt
                 s = leased.step
-                session.outbox.put_nowait(
+                ready.append(
                     Assignment(
                         run_id=leased.run_id,
                         step_id=leased.step_id,
@@ -228,12 +254,16 @@ class Dispatcher:
                         task_version=s["task_version"],
                         digest=s["digest"],
                         entry_point=s["entry_point"],
-                        input_json=step_input(leased),
+                        input_json=input_json,
                         timeout_seconds=int(s["timeout"]),
                         input_id=s["input_id"],
                         output_id=s["output_id"],
                     )
                 )
+            if lineage:  # before the executor can report, so a result always finds it
+                await self.queue.record_lineage(lineage)
+            for assignment in ready:
+                session.outbox.put_nowait(assignment)
 
     async def _reaper_loop(self) -> None:
         while True:
@@ -292,6 +322,8 @@ class Dispatcher:
                 run_id,
                 {
                     "state": run.state,
+                    "lineage": [list(edge) for edge in run.lineage],
+                    "processing_summary": run.summary(),
                     "output_json": run.output_json,
                     "error": run.error,
                     "started_at": run.started_at,

@@ -42,6 +42,8 @@ class StepRun:
     executor_id: str = ""
     started_at: datetime | None = None
     ended_at: datetime | None = None
+    queued_at: datetime | None = None
+    lineage: list[tuple[str, str]] = field(default_factory=list)
 
     @classmethod
     def from_redis(cls, h: dict[str, str], output_json: str) -> StepRun:
@@ -58,6 +60,8 @@ class StepRun:
             executor_id=h.get("executor", ""),
             started_at=ms_to_dt(h.get("started_ms")),
             ended_at=ms_to_dt(h.get("ended_ms")),
+            queued_at=ms_to_dt(h.get("queued_ms")),
+            lineage=[tuple(e) for e in json.loads(h.get("lineage", "[]"))],  # type: ignore[misc]
         )
 
     def to_doc(self, run_id: str) -> dict[str, Any]:
@@ -66,6 +70,7 @@ class StepRun:
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> StepRun:
         fields: dict[str, Any] = {k: doc[k] for k in cls.__dataclass_fields__ if k in doc}
+        fields["lineage"] = [tuple(e) for e in fields.get("lineage", [])]
         return cls(**fields)
 
     def to_proto(self) -> pb.StepRun:
@@ -135,9 +140,36 @@ class Run:
             r.output_json = final_output(json.loads(run.get("sinks", "[]")), outputs)
         return r
 
+    @property
+    def lineage(self) -> list[tuple[str, str]]:
+        """Every mapped field of every step, as (source, target) edges, in step order."""
+        return [edge for step in self.steps for edge in step.lineage]
+
+    def summary(self) -> dict[str, Any] | None:
+        """Where the time went, once the run has finished."""
+        if not self.finished or self.created_at is None or self.ended_at is None:
+            return None
+        spans = [(s, s.started_at, s.ended_at) for s in self.steps]
+        timed = [(s, a, b) for s, a, b in spans if a is not None and b is not None]
+        per_step: list[dict[str, Any]] = [
+            {
+                "step_id": s.step_id,
+                "queued_seconds": _seconds(s.queued_at, a),
+                "run_seconds": _seconds(a, b),
+            }
+            for s, a, b in timed
+        ]
+        total = sum(_seconds(a, b) for _, a, b in timed)
+        span = _seconds(min(a for _, a, _ in timed), max(b for _, _, b in timed)) if timed else 0.0
+        return {
+            "wall_seconds": _seconds(self.created_at, self.ended_at),
+            "step_seconds_sum": round(total, 6),
+            "parallel_speedup": round(total / span, 3) if span > 0 else 1.0,
+            "steps": per_step,
+        }
+
     def to_doc(self) -> dict[str, Any]:
-        doc = {k: v for k, v in self.__dict__.items() if k != "steps"}
-        return doc
+        return {k: v for k, v in self.__dict__.items() if k != "steps"}
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any], steps: list[StepRun]) -> Run:
@@ -160,10 +192,27 @@ class Run:
             request_id=self.request_id,
             steps=[s.to_proto() for s in self.steps],
         )
+        m.lineage.extend(pb.LineageEdge(source=a, target=b) for a, b in self.lineage)
+        summary = self.summary()
+        if summary is not None:
+            m.processing_summary.CopyFrom(
+                pb.ProcessingSummary(
+                    wall_seconds=summary["wall_seconds"],
+                    step_seconds_sum=summary["step_seconds_sum"],
+                    parallel_speedup=summary["parallel_speedup"],
+                    steps=[pb.StepTiming(**t) for t in summary["steps"]],
+                )
+            )
         _set_time(m, "create_time", self.created_at)
         _set_time(m, "start_time", self.started_at)
         _set_time(m, "end_time", self.ended_at)
         return m
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float:
+    if start is None or end is None:
+        return 0.0
+    return round((end - start).total_seconds(), 6)
 
 
 def final_output(sinks: list[str], outputs: dict[str, str]) -> str:

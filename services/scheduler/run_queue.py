@@ -144,6 +144,14 @@ class RunQueue:
             await self.redis.publish(keys.WAKE_CHANNEL, "1")
         return Verdict(words[0], cancel)
 
+    async def record_lineage(self, lineage: dict[str, list[tuple[str, str]]]) -> None:
+        """Keep each step's lineage edges on its hash (one write for a dispatch round)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for member, edges in lineage.items():
+                run_id, _, step_id = member.partition(":")
+                pipe.hset(keys.step(run_id, step_id), "lineage", json.dumps(edges))
+            await pipe.execute()
+
     async def heartbeat(self, running: list[tuple[str, int]], lease_ms: int) -> list[str]:
         """Renew leases; return the step-keys whose attempt is no longer current."""
         if not running:

@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
-from services.common.errors import InvalidArgument, NotFound, Unimplemented
+from services.common import mapping
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.mapping import MissingValue
+from services.scheduler import input_check, step_inputs
 from services.scheduler.models import TERMINAL, Run, StepRun, ms_to_dt
 from services.scheduler.run_queue import RunQueue, StepSpec
 from services.scheduler.run_store import RunStore
-from services.scheduler.task_catalog import TaskCatalog
+from services.scheduler.task_catalog import ResolvedTask, TaskCatalog
 
 MAX_INPUT_BYTES = 1024 * 1024
 
@@ -27,6 +31,74 @@ class SubmitRequest:
     priority: int = 0
     request_id: str = ""
     labels: dict[str, str] | None = None
+
+
+@dataclass
+class PlannedStep:
+    """A step about to be submitted."""
+
+    step_id: str
+    task: ResolvedTask
+    deps: list[str]
+    dependents: list[str]
+    timeout: int
+    retries: int
+    mapping: dict[str, Any]
+    index: int
+    all_steps: frozenset[str] = frozenset()
+    output_ids: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def input_id(self) -> str:
+        return f"input_{self.index:03d}"
+
+    @property
+    def output_id(self) -> str:
+        return f"output_{self.index:03d}"
+
+    @property
+    def reads(self) -> list[str]:
+        """The steps whose outputs this step's input is made of."""
+        sources = [
+            mapping.parse(e, set(self.all_steps), k).source
+            for k, e in self.mapping.items()
+            if mapping.is_expression(e)
+        ]
+        return list(dict.fromkeys([*self.deps, *(s for s in sources if s)]))
+
+    def spec(self) -> StepSpec:
+        t = self.task
+        return StepSpec(
+            step_id=self.step_id,
+            deps=self.deps,
+            dependents=self.dependents,
+            fields={
+                "task_id": t.task_id,
+                "task_version": t.version,
+                "digest": t.digest,
+                "entry_point": t.entry_point,
+                "queue": t.queue,
+                "timeout": str(self.timeout),
+                "max_retries": str(self.retries),
+                "input_id": self.input_id,
+                "output_id": self.output_id,
+                "mapping": json.dumps(self.mapping),
+                "reads": json.dumps(self.reads),
+                "read_output_ids": json.dumps(self.output_ids),
+            },
+        )
+
+
+@dataclass
+class Plan:
+    """The steps of a run and where its output comes from."""
+
+    steps: list[PlannedStep]
+    sinks: list[str]
+    priority: int
+    task_id: str = ""
+    pipeline_id: str = ""
+    pipeline_version: str = ""
 
 
 @dataclass(frozen=True)
@@ -76,8 +148,6 @@ class RunService:
     async def submit(self, req: SubmitRequest) -> Run:
         if bool(req.task) == bool(req.pipeline):
             raise InvalidArgument("set exactly one of task and pipeline", field="task")
-        if req.pipeline:
-            raise Unimplemented("pipeline runs are not available yet; run a task", field="pipeline")
         doc = _parse_input(req.input_json)
         if req.priority and not 1 <= req.priority <= 10:
             raise InvalidArgument(f"must be from 1 to 10, got {req.priority}", field="priority")
@@ -85,59 +155,110 @@ class RunService:
             existing = await self.store.find_by_request_id(req.request_id)
             if existing:
                 return await self.get(existing)
-        task = await self.catalog.resolve(req.task, field="task")
+        plan = await self._plan(req, doc)
         run = Run(
             run_id=uuid.uuid4().hex,
             state="QUEUED",
             input_json=json.dumps(doc),
-            priority=req.priority or task.priority,
-            task_id=task.task_id,
+            priority=req.priority or plan.priority,
+            task_id=plan.task_id,
+            pipeline_id=plan.pipeline_id,
+            pipeline_version=plan.pipeline_version,
             labels=dict(req.labels or {}),
             request_id=req.request_id,
             created_at=datetime.now(UTC),
-        )
-        step = StepRun(
-            step_id=task.task_id,
-            task_id=task.task_id,
-            task_version=task.version,
-            state="QUEUED",
-            input_id="input_001",
-            output_id="output_001",
+            steps=[
+                StepRun(
+                    step_id=p.step_id,
+                    task_id=p.task.task_id,
+                    task_version=p.task.version,
+                    state="PENDING",
+                    input_id=p.input_id,
+                    output_id=p.output_id,
+                )
+                for p in plan.steps
+            ],
         )
         if not await self.store.insert_run(run):
             raise InvalidArgument("run id collision; submit again", field="run_id")
-        spec = StepSpec(
-            step_id=step.step_id,
-            deps=[],
-            dependents=[],
-            fields={
-                "task_id": task.task_id,
-                "task_version": task.version,
-                "digest": task.digest,
-                "entry_point": task.entry_point,
-                "queue": task.queue,
-                "timeout": str(task.timeout_seconds),
-                "max_retries": str(task.max_retries),
-                "input_id": step.input_id,
-                "output_id": step.output_id,
-                "mapping": "{}",
-            },
-        )
         run_fields = {
             "run_id": run.run_id,
             "input_json": run.input_json,
             "priority": str(run.priority),
             "task_id": run.task_id,
+            "pipeline_id": run.pipeline_id,
+            "pipeline_version": run.pipeline_version,
             "labels": json.dumps(run.labels),
             "request_id": run.request_id,
-            "sinks": json.dumps([step.step_id]),
+            "sinks": json.dumps(plan.sinks),
         }
-        created, run_id = await self.queue.submit(run.run_id, run_fields, [spec], req.request_id)
+        created, run_id = await self.queue.submit(
+            run.run_id, run_fields, [p.spec() for p in plan.steps], req.request_id
+        )
         if not created:  # the same request id won a race in Redis
             return await self.get(run_id)
         self.on_queued()
-        run.steps = [step]
         return run
+
+    async def _plan(self, req: SubmitRequest, doc: dict[str, Any]) -> Plan:
+        """Resolve what to run and check the input before anything is stored."""
+        if req.task:
+            task = await self.catalog.resolve(req.task, field="task")
+            input_check.check_step_input(task.task_id, task.input_schema, doc)
+            step = PlannedStep(
+                task.task_id,
+                task,
+                [],
+                [],
+                task.timeout_seconds,
+                task.max_retries,
+                {},
+                1,
+                frozenset([task.task_id]),
+            )
+            return Plan([step], [step.step_id], task.priority, task_id=task.task_id)
+        pipeline = await self.catalog.resolve_pipeline(req.pipeline, field="pipeline")
+        if not pipeline.enabled:
+            raise FailedPrecondition(
+                f"{pipeline.pipeline_id}@{pipeline.version} is disabled", field="pipeline"
+            )
+        input_check.check_pipeline_input(pipeline.input_validation, doc)
+        planned = [
+            PlannedStep(
+                s.step_id,
+                s.task,
+                s.depends_on,
+                [d.step_id for d in pipeline.steps if s.step_id in d.depends_on],
+                s.timeout_seconds,
+                s.retry_count,
+                s.input_mapping,
+                i + 1,
+                frozenset(x.step_id for x in pipeline.steps),
+            )
+            for i, s in enumerate(pipeline.steps)
+        ]
+        output_ids = {p.step_id: p.output_id for p in planned}
+        for p in planned:
+            p.output_ids = {src: output_ids[src] for src in p.reads}
+            if not p.deps:  # a first step: its input is known now, so check it now
+                try:
+                    first_input = (
+                        step_inputs.resolve(p.mapping, set(output_ids), doc, {}, {}, p.input_id)[0]
+                        if p.mapping
+                        else doc
+                    )
+                except MissingValue as exc:
+                    raise InvalidArgument(str(exc), field="input_json") from exc
+                input_check.check_step_input(p.step_id, p.task.input_schema, first_input)
+        sinks = [p.step_id for p in planned if not p.dependents]
+        priority = max(p.task.priority for p in planned)
+        return Plan(
+            planned,
+            sinks,
+            priority,
+            pipeline_id=pipeline.pipeline_id,
+            pipeline_version=pipeline.version,
+        )
 
     async def get(self, run_id: str) -> Run:
         if not run_id:

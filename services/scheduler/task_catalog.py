@@ -1,9 +1,11 @@
-"""``TaskCatalog``: the scheduler's view of the registry — resolve a task reference to a
-pinned version. Pinned versions are immutable, so they are cached; ``latest`` is not."""
+"""``TaskCatalog``: the scheduler's view of the registry — tasks and pipelines resolved to
+pinned versions. Pinned versions are immutable, so they are cached; ``latest`` is not."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from grpc import aio
@@ -25,6 +27,30 @@ class ResolvedTask:
     priority: int
     timeout_seconds: int
     max_retries: int
+    input_schema: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ResolvedStep:
+    """A pipeline step, pinned."""
+
+    step_id: str
+    task: ResolvedTask
+    depends_on: list[str]
+    timeout_seconds: int
+    retry_count: int
+    input_mapping: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ResolvedPipeline:
+    """A pipeline version with its steps resolved to runnable tasks."""
+
+    pipeline_id: str
+    version: str
+    enabled: bool
+    input_validation: dict[str, Any]
+    steps: list[ResolvedStep]
 
 
 def split_ref(ref: str, field: str) -> tuple[str, str]:
@@ -35,19 +61,28 @@ def split_ref(ref: str, field: str) -> tuple[str, str]:
     return ident, version
 
 
+def _translate(exc: aio.AioRpcError, field: str) -> Exception:
+    if exc.code() == grpc.StatusCode.NOT_FOUND:
+        return NotFound(exc.details() or "", field=field)
+    if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+        return InvalidArgument(exc.details() or "", field=field)
+    return Unavailable(f"registry: {exc.code().name}: {exc.details()}")
+
+
 class TaskCatalog:
-    """Looks task versions up in the registry over gRPC."""
+    """Looks task and pipeline versions up in the registry over gRPC."""
 
     def __init__(self, registry_address: str, token: str = "") -> None:
         self._channel = aio.insecure_channel(registry_address)
         self._stub = rpb_grpc.RegistryServiceStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        self._pinned: dict[tuple[str, str], ResolvedTask] = {}
+        self._tasks: dict[tuple[str, str], ResolvedTask] = {}
+        self._pipelines: dict[tuple[str, str], ResolvedPipeline] = {}
 
     async def resolve(self, ref: str, field: str = "task") -> ResolvedTask:
         task_id, version = split_ref(ref, field)
-        if version not in ("", "latest") and (task_id, version) in self._pinned:
-            return self._pinned[(task_id, version)]
+        if version not in ("", "latest") and (task_id, version) in self._tasks:
+            return self._tasks[(task_id, version)]
         try:
             reply = await self._stub.GetTask(
                 rpb.GetTaskRequest(task_id=task_id, version=version),
@@ -55,12 +90,9 @@ class TaskCatalog:
                 timeout=10,
             )
         except aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.NOT_FOUND:
-                raise NotFound(exc.details() or "", field=field) from exc
-            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
-                raise InvalidArgument(exc.details() or "", field=field) from exc
-            raise Unavailable(f"registry: {exc.code().name}: {exc.details()}") from exc
+            raise _translate(exc, field) from exc
         t = reply.task
+        manifest = json.loads(t.manifest_json or "{}")
         resolved = ResolvedTask(
             t.task_id,
             t.version,
@@ -70,8 +102,39 @@ class TaskCatalog:
             t.priority,
             t.timeout_seconds,
             t.max_retries,
+            manifest.get("input_schema") or {},
         )
-        self._pinned[(t.task_id, t.version)] = resolved
+        self._tasks[(t.task_id, t.version)] = resolved
+        return resolved
+
+    async def resolve_pipeline(self, ref: str, field: str = "pipeline") -> ResolvedPipeline:
+        pipeline_id, version = split_ref(ref, field)
+        if version not in ("", "latest") and (pipeline_id, version) in self._pipelines:
+            return self._pipelines[(pipeline_id, version)]
+        try:
+            reply = await self._stub.GetPipeline(
+                rpb.GetPipelineRequest(pipeline_id=pipeline_id, version=version),
+                metadata=self._metadata,
+                timeout=10,
+            )
+        except aio.AioRpcError as exc:
+            raise _translate(exc, field) from exc
+        p = reply.pipeline
+        steps = [
+            ResolvedStep(
+                step_id=s.step_id,
+                task=await self.resolve(f"{s.task_id}@{s.task_version}", field),
+                depends_on=list(s.depends_on),
+                timeout_seconds=s.timeout_seconds,
+                retry_count=s.retry_count,
+                input_mapping=json.loads(s.input_mapping_json or "{}"),
+            )
+            for s in p.steps
+        ]
+        resolved = ResolvedPipeline(
+            p.pipeline_id, p.version, p.enabled, json.loads(p.input_validation_json or "{}"), steps
+        )
+        self._pipelines[(p.pipeline_id, p.version)] = resolved
         return resolved
 
     async def close(self) -> None:

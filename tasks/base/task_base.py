@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tasks.base import schema
+
 
 class RetryableError(Exception):
     """A failure that a later attempt may not meet (a busy service, a flaky read)."""
@@ -47,16 +49,6 @@ class TaskContext:
         self.report(min(max(float(fraction), 0.0), 1.0), message)
 
 
-_TYPES: dict[str, type | tuple[type, ...]] = {
-    "string": str,
-    "number": (int, float),
-    "integer": int,
-    "boolean": bool,
-    "object": dict,
-    "array": list,
-}
-
-
 class TaskBase:
     """The base of every task."""
 
@@ -83,22 +75,9 @@ class TaskBase:
     def validate_input(self, input_data: dict[str, Any]) -> None:
         """Check ``input_data`` against the manifest's ``input_schema`` (required fields and
         top-level types); raise ``FatalError`` naming the field."""
-        schema = self.metadata.get("input_schema") or {}
-        if not isinstance(input_data, dict):
-            raise FatalError("input must be a JSON object")
-        for name in schema.get("required", []):
-            if name not in input_data:
-                raise FatalError(f"input: missing required field {name!r}")
-        for name, prop in (schema.get("properties") or {}).items():
-            kind = prop.get("type") if isinstance(prop, dict) else None
-            expected = _TYPES.get(kind) if isinstance(kind, str) else None
-            if name in input_data and expected is not None:
-                value = input_data[name]
-                wrong_bool = isinstance(value, bool) and kind in {"number", "integer"}
-                if wrong_bool or not isinstance(value, expected):
-                    raise FatalError(
-                        f"input: field {name!r} must be {kind}, got {type(value).__name__}"
-                    )
+        found = schema.problems(self.metadata.get("input_schema") or {}, input_data)
+        if found:
+            raise FatalError("input: " + "; ".join(found))
 
     def report_progress(self, fraction: float, message: str = "") -> None:
         self.context.progress(fraction, message)

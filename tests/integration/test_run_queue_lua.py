@@ -58,6 +58,7 @@ def step(
             "input_id": f"input_{step_id}",
             "output_id": f"output_{step_id}",
             "mapping": "{}",
+            "reads": json.dumps(list(deps)),
         },
     )
 

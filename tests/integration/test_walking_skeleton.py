@@ -129,13 +129,13 @@ def test_a_watch_resumes_after_the_last_event_seen(client: Client, sentiment) ->
     assert [e.event_id for e in rest] == [e.event_id for e in everything[3:]]
 
 
-def test_a_task_input_error_fails_the_run_at_once(client: Client, sentiment) -> None:  # noqa: ANN001
-    run = client.wait(
-        client.submit(task="text_sentiment", input={"body": "no text field"}).run_id, 60
-    )
-    assert run.state == "FAILED"
-    assert run.steps[0].attempt == 1  # fatal: not retried although max_retries is 1
-    assert "'text'" in run.steps[0].error
+def test_input_that_does_not_fit_the_tasks_schema_is_refused_at_submit(
+    client: Client, sentiment
+) -> None:  # noqa: ANN001
+    with pytest.raises(ApiError) as err:
+        client.submit(task="text_sentiment", input={"body": "no text field"})
+    assert err.value.code == "INVALID_ARGUMENT"
+    assert err.value.message.startswith("input_json:") and "'text'" in err.value.message
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@
 --   P..'leases'              ZSET    step-key -> lease deadline ms (ZADD)
 --   P..'s:'..step-key        HASH    the step: attempt++, RUNNING, executor (written)
 --   P..'r:'..run_id          HASH    the run: RUNNING on its first dispatch (read, written)
---   P..'o:'..run_id          HASH    outputs of the step's dependencies (read)
+--   P..'o:'..run_id          HASH    outputs of the steps the step reads (read)
 --   P..'e:'..run_id          STREAM  run events (XADD)
 -- ARGV: P, now_ms, lease_ms, executor_id, max_n, queue names...
 -- Picks the lowest score across the queues each time, so priority holds across queues.
@@ -36,10 +36,10 @@ while #out < max_n do
     end
     emit(P, run_id, step_id, attempt, 'RUNNING', executor, now)
     local outputs = {}
-    local deps = cjson.decode(redis.call('HGET', sh, 'deps'))
-    if #deps > 0 then
-      local values = redis.call('HMGET', P .. 'o:' .. run_id, unpack(deps))
-      for i, dep in ipairs(deps) do outputs[dep] = values[i] end
+    local reads = cjson.decode(redis.call('HGET', sh, 'reads') or '[]')
+    if #reads > 0 then
+      local values = redis.call('HMGET', P .. 'o:' .. run_id, unpack(reads))
+      for i, src in ipairs(reads) do outputs[src] = values[i] end
     end
     table.insert(out, cjson.encode({member = member, attempt = attempt,
       step = redis.call('HGETALL', sh), input = redis.call('HGET', rh, 'input_json'),

@@ -1,0 +1,66 @@
+"""What a step receives: its ``input_mapping`` resolved against the run's input and the
+outputs upstream, and the lineage edges that record where each field came from.
+
+Edge names follow the brief: ``output_001_faces_array -> input_002_faces_array`` — the
+document id, the field, and the JSON type of the value.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from services.common import mapping
+
+RUN_INPUT_ID = "run_input"
+
+
+def json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return "null"
+
+
+def resolve(
+    mapping_spec: dict[str, Any],
+    step_ids: set[str],
+    run_input: dict[str, Any],
+    outputs: dict[str, Any],
+    output_ids: dict[str, str],
+    input_id: str,
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The step's input document and its lineage edges.
+
+    ``outputs`` holds the parsed outputs of the steps the mapping reads; ``output_ids`` their
+    output ids. Raises ``mapping.MissingValue`` when an expression finds nothing.
+    """
+    document: dict[str, Any] = {}
+    edges: list[tuple[str, str]] = []
+    for key, expr in mapping_spec.items():
+        if not mapping.is_expression(expr):
+            document[key] = expr
+            continue
+        path = mapping.parse(expr, step_ids, key)
+        source_doc = outputs[path.source] if path.source else run_input
+        value = mapping.evaluate(path, source_doc)
+        document[key] = value
+        kind = json_type(value)
+        source_id = output_ids[path.source] if path.source else RUN_INPUT_ID
+        edges.append((f"{source_id}_{path.leaf}_{kind}", f"{input_id}_{key}_{kind}"))
+    return document, edges
+
+
+def default_input(run_input_json: str, dep_outputs: dict[str, str]) -> str:
+    """Without a mapping: a first step gets the run's input; a later one its dependencies'
+    outputs by step id."""
+    if not dep_outputs:
+        return run_input_json
+    return json.dumps({k: json.loads(v) for k, v in dep_outputs.items()})

@@ -1,0 +1,232 @@
+"""Pipeline runs: DAG order, input mapping, lineage, summaries, failures and retries."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pymongo
+import pytest
+
+from clients.sdk import ApiError, Client, RunInfo
+from services.localstack import Cluster
+from tests.conftest import EXAMPLES, ROOT
+
+FIXTURES = ROOT / "tests" / "fixtures"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def registered(client: Client) -> None:
+    for d in sorted((FIXTURES / "tasks").iterdir()):
+        client.register_task(d)
+    client.register_task(EXAMPLES / "text_sentiment")
+    client.register_pipelines(FIXTURES / "pipelines" / "seed_style.json")
+
+
+def pipeline(client: Client, pipeline_id: str, steps: list[dict[str, Any]], **extra: Any) -> str:
+    client.register_pipelines({"pipeline_id": pipeline_id, "steps": steps, **extra})
+    return pipeline_id
+
+
+def run(client: Client, pipeline_id: str, doc: dict[str, Any]) -> RunInfo:
+    return client.wait(client.submit(pipeline=pipeline_id, input=doc).run_id, timeout=60)
+
+
+def test_a_dag_runs_in_order_with_mapped_inputs_and_a_merged_output(client: Client) -> None:
+    done = run(client, "text_pipeline", {"text": "what a wonderful day"})
+    assert done.state == "COMPLETED", done.error
+    assert done.output == {"echo": {"sentiment": "positive", "words": 4}}
+    steps = {s.step_id: s for s in done.steps}
+    assert steps["echo_words"].output == {"echo": {"n": 4, "first": "what"}}
+    first_end = steps["word_count"].ended_at
+    assert all(steps[s].started_at >= first_end for s in ("text_sentiment", "echo_words"))
+    assert steps["merge"].started_at >= max(
+        steps["text_sentiment"].ended_at, steps["echo_words"].ended_at
+    )
+
+
+def test_every_mapped_field_is_a_lineage_edge(client: Client) -> None:
+    done = run(client, "text_pipeline", {"text": "fine"})
+    assert done.lineage == [
+        ("run_input_text_string", "input_001_text_string"),
+        ("run_input_text_string", "input_002_text_string"),
+        ("output_001_count_number", "input_003_n_number"),
+        ("output_001_words_string", "input_003_first_string"),  # words[0]
+        ("output_002_sentiment_string", "input_004_sentiment_string"),
+        ("output_003_n_number", "input_004_words_number"),
+    ]
+
+
+def test_the_summary_accounts_for_every_step(client: Client) -> None:
+    done = run(client, "text_pipeline", {"text": "fine"})
+    summary = done.processing_summary
+    assert summary is not None
+    assert [t["step_id"] for t in summary["steps"]] == [
+        "word_count",
+        "text_sentiment",
+        "echo_words",
+        "merge",
+    ]
+    assert summary["step_seconds_sum"] == pytest.approx(
+        sum(t["run_seconds"] for t in summary["steps"]), abs=1e-5
+    )
+    assert summary["step_seconds_sum"] > 0 and summary["wall_seconds"] > 0
+    assert summary["parallel_speedup"] > 0
+
+
+def test_the_finished_pipeline_run_is_recorded_with_its_lineage(
+    cluster: Cluster, client: Client
+) -> None:
+    import time
+
+    done = run(client, "text_pipeline", {"text": "fine"})
+    assert cluster.endpoints is not None
+    with pymongo.MongoClient(cluster.endpoints.mongodb_uri) as mongo:
+        deadline = time.monotonic() + 10
+        doc = None
+        while time.monotonic() < deadline and not doc:
+            doc = mongo.wtm.runs.find_one({"run_id": done.run_id, "state": "COMPLETED"})
+            time.sleep(0.05)
+        assert doc is not None
+        assert [tuple(e) for e in doc["lineage"]] == done.lineage
+        assert doc["pipeline_id"] == "text_pipeline"
+        assert mongo.wtm.step_runs.count_documents({"run_id": done.run_id}) == 4
+
+
+def test_a_missing_required_field_is_refused_naming_it(client: Client) -> None:
+    with pytest.raises(ApiError) as err:
+        client.submit(pipeline="text_pipeline", input={"lang": "en"})
+    assert (err.value.code, err.value.message.split(":")[0]) == (
+        "INVALID_ARGUMENT",
+        "input_json.text",
+    )
+
+
+def test_an_unsupported_file_format_is_refused(client: Client) -> None:
+    pipeline(
+        client,
+        "images_only",
+        [{"task_id": "echo", "input_mapping": {"image_path": "$.image_path"}}],
+        input_validation={"required_fields": ["image_path"], "supported_formats": ["jpg", "png"]},
+    )
+    with pytest.raises(ApiError) as err:
+        client.submit(pipeline="images_only", input={"image_path": "cat.gif"})
+    assert (
+        err.value.message.startswith("input_json.image_path:") and "'cat.gif'" in err.value.message
+    )
+    assert run(client, "images_only", {"image_path": "cat.PNG"}).state == "COMPLETED"
+
+
+def test_the_first_steps_input_schema_is_checked_before_queueing(client: Client) -> None:
+    pipeline(client, "fussy_first", [{"task_id": "fussy", "input_mapping": {"value": "$.v"}}])
+    with pytest.raises(ApiError) as err:
+        client.submit(pipeline="fussy_first", input={"v": "ten"})
+    assert "'value' must be number" in err.value.message
+
+
+def test_a_fatal_error_fails_the_run_without_retries(client: Client) -> None:
+    done = run(client, "fussy_first", {"v": -1})
+    assert done.state == "FAILED"
+    assert (done.steps[0].state, done.steps[0].attempt) == ("FAILED", 1)
+    assert "value must be positive" in done.error
+
+
+def test_a_mapping_that_finds_nothing_fails_the_step(client: Client) -> None:
+    pipeline(
+        client,
+        "dangling",
+        [
+            {"step_id": "first", "task_id": "echo"},
+            {
+                "step_id": "second",
+                "task_id": "echo",
+                "depends_on": ["first"],
+                "input_mapping": {"x": "$.first.echo.nothing_here"},
+            },
+        ],
+    )
+    done = run(client, "dangling", {"a": 1})
+    assert done.state == "FAILED"
+    second = {s.step_id: s for s in done.steps}["second"]
+    assert (
+        second.state == "FAILED"
+        and "input_mapping" in second.error
+        and "nothing_here" in second.error
+    )
+
+
+def test_a_failed_step_cancels_what_can_no_longer_run(client: Client) -> None:
+    pipeline(
+        client,
+        "doomed",
+        [
+            {"step_id": "bad", "task_id": "fussy", "input_mapping": {"value": "$.v"}},
+            {"step_id": "slow", "task_id": "sleeper", "input_mapping": {"seconds": "$.s"}},
+            {"step_id": "after", "task_id": "echo", "depends_on": ["bad", "slow"]},
+        ],
+    )
+    done = run(client, "doomed", {"v": -1, "s": 5})
+    states = {s.step_id: s.state for s in done.steps}
+    assert done.state == "FAILED"
+    assert states == {"bad": "FAILED", "slow": "CANCELLED", "after": "CANCELLED"}
+    wall = (done.ended_at - done.created_at).total_seconds()
+    assert wall < 4  # the 5 s sleeper did not hold the run up
+
+
+def test_a_retryable_failure_is_retried_after_backoff(client: Client, tmp_path: Path) -> None:
+    marker = tmp_path / "flaky-marker"
+    r = client.submit(task="flaky", input={"marker": str(marker)})
+    events = list(client.watch(r.run_id, timeout=60))
+    done = client.get_run(r.run_id)
+    assert done.state == "COMPLETED" and done.steps[0].attempt == 2
+    retrying = [e for e in events if e.message.startswith("retrying after")]
+    assert len(retrying) == 1 and "first attempt fails on purpose" in retrying[0].message
+    failed_at = retrying[0].time
+    second_start = next(e.time for e in events if e.state == "RUNNING" and e.attempt == 2)
+    assert (second_start - failed_at).total_seconds() >= 0.45  # backoff: 0.5–1 s
+
+
+def test_a_disabled_pipeline_is_refused(client: Client) -> None:
+    pipeline(client, "switched_off", [{"task_id": "echo"}], enabled=False)
+    with pytest.raises(ApiError) as err:
+        client.submit(pipeline="switched_off")
+    assert err.value.code == "FAILED_PRECONDITION"
+
+
+def test_an_unknown_pipeline_is_not_found(client: Client) -> None:
+    with pytest.raises(ApiError) as err:
+        client.submit(pipeline="no_such_pipeline", input={})
+    assert (err.value.code, err.value.message.split(":")[0]) == ("NOT_FOUND", "pipeline")
+
+
+def test_the_cli_runs_a_pipeline_and_prints_summary_and_lineage(cluster: Cluster) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "WTM_REGISTRY_ADDR": cluster.registry_address,
+        "WTM_SCHEDULER_ADDR": cluster.scheduler_address,
+        "COLUMNS": "200",
+    }
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "clients.cli",
+            "pipeline",
+            "run",
+            "text_pipeline",
+            json.dumps({"text": "good"}),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "parallel speedup" in out.stdout
+    assert "output_001_count_number -> input_003_n_number" in out.stdout
