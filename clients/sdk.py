@@ -23,6 +23,7 @@ from typing import Any
 
 import grpc
 
+from services.common.artifacts import is_file_field, is_uri
 from services.common.packaging import pack_directory, sha256_hex
 from wtm.v1 import registry_service_pb2 as rpb
 from wtm.v1 import registry_service_pb2_grpc as rpb_grpc
@@ -349,6 +350,33 @@ class Client:
         task_id, _, version = ref.partition("@")
         request = rpb.DeprecateTaskRequest(task_id=task_id, version=version, reason=reason)
         return TaskInfo._from(self._call(self._registry.DeprecateTask, request).task)
+
+    def upload_artifact(self, path: str | Path) -> str:
+        """Store a local file in the object store; returns the ``artifact://`` URI to put in a
+        run's input."""
+        path = Path(path)
+        data = path.read_bytes()
+
+        def messages() -> Iterator[rpb.UploadArtifactRequest]:
+            header = rpb.UploadArtifactHeader(filename=path.name)
+            yield rpb.UploadArtifactRequest(header=header)
+            for i in range(0, len(data), CHUNK):
+                yield rpb.UploadArtifactRequest(chunk=data[i : i + CHUNK])
+
+        return str(self._call(self._registry.UploadArtifact, messages()).uri)
+
+    def upload_local_files(
+        self, document: dict[str, Any], base: Path | None = None
+    ) -> dict[str, Any]:
+        """A copy of ``document`` where every file field (``image_path``, ``*_file``...) that
+        names an existing local file is uploaded and replaced by its artifact URI."""
+        out = dict(document)
+        for name, value in document.items():
+            if isinstance(value, str) and is_file_field(name) and not is_uri(value):
+                candidate = (base or Path.cwd()) / value
+                if candidate.is_file():
+                    out[name] = self.upload_artifact(candidate)
+        return out
 
     # Pipelines ---------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import platform
 from collections.abc import AsyncIterator
@@ -22,7 +23,9 @@ import grpc
 from grpc import aio
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
+from services.common.artifacts import find_uris
 from services.common.errors import WtmError
+from services.executor.artifact_cache import ArtifactCache
 from services.executor.package_cache import PackageCache
 from services.executor.settings import ExecutorSettings
 from services.executor.worker import Outcome, Worker
@@ -59,6 +62,9 @@ class Executor:
         self._registry_channel = aio.insecure_channel(settings.registry)
         self._registry = rpb_grpc.RegistryServiceStub(self._registry_channel)
         self.cache = PackageCache(settings.cache_dir, self._download)
+        self.artifacts = ArtifactCache(
+            Path(settings.cache_dir) / "artifacts", self._download_artifact
+        )
         self._assignments: asyncio.Queue[epb.StepAssignment] = asyncio.Queue()
         self._outbox: asyncio.Queue[epb.ConnectRequest] = asyncio.Queue()
         self._running: dict[tuple[str, str], Running] = {}
@@ -69,6 +75,13 @@ class Executor:
     async def _download(self, digest: str) -> AsyncIterator[bytes]:
         stream = self._registry.DownloadTaskPackage(
             rpb.DownloadTaskPackageRequest(digest=digest), metadata=self._metadata
+        )
+        async for reply in stream:
+            yield reply.chunk
+
+    async def _download_artifact(self, uri: str) -> AsyncIterator[bytes]:
+        stream = self._registry.DownloadArtifact(
+            rpb.DownloadArtifactRequest(uri=uri), metadata=self._metadata
         )
         async for reply in stream:
             yield reply.chunk
@@ -227,6 +240,24 @@ class Executor:
             return Outcome(
                 "FAILED", error=f"package download failed: {exc.code().name}: {exc.details()}"
             )
+        try:
+            artifacts = {
+                uri: str(await self.artifacts.path(uri))
+                for uri in set(find_uris(json.loads(a.input_json)))
+            }
+        except WtmError as exc:
+            return Outcome("FATAL", error=f"input artifact: {exc.message}")
+        except aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return Outcome("FATAL", error=f"input artifact: {exc.details()}")
+            return Outcome("FAILED", error=f"artifact download failed: {exc.code().name}")
+        meta = {
+            "input_id": a.input_id,
+            "output_id": a.output_id,
+            "upstream_output_ids": dict(a.upstream_output_ids),
+            "input_sources": dict(a.input_sources),
+            "artifacts": artifacts,
+        }
         worker = self._workers[index]
         if worker is None or not worker.alive or worker.key != (str(package_dir), a.entry_point):
             if worker is not None:
@@ -243,7 +274,7 @@ class Executor:
 
         try:
             outcome = await worker.run(
-                a.input_json, a.timeout_seconds or 300, progress, running.cancelled
+                a.input_json, meta, a.timeout_seconds or 300, progress, running.cancelled
             )
         except asyncio.CancelledError:
             if not running.cancelled.is_set():

@@ -54,6 +54,7 @@ class Worker:
     async def run(
         self,
         input_json: str,
+        meta: dict[str, Any],
         timeout: float,
         on_progress: Callable[[float, str], None],
         cancelled: asyncio.Event,
@@ -68,7 +69,7 @@ class Worker:
                     self.kill()
                     return Outcome("FAILED", error=f"setup() failed: {first[1]}")
                 self._ready = True
-            self._conn.send(("run", input_json))
+            self._conn.send(("run", input_json, meta))
             while True:
                 message = await self._next(deadline, cancelled)
                 if message[0] == "progress":

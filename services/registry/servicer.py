@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import grpc
 
 from services.common.errors import InvalidArgument
+from services.registry.artifacts import Artifacts
 from services.registry.pipelines import Pipelines
 from services.registry.registry import Registry
 from wtm.v1 import registry_service_pb2 as pb
@@ -16,9 +17,10 @@ from wtm.v1 import registry_service_pb2_grpc as pb_grpc
 class RegistryServicer(pb_grpc.RegistryServiceServicer):
     """Thin gRPC adapter over ``Registry``."""
 
-    def __init__(self, registry: Registry, pipelines: Pipelines) -> None:
+    def __init__(self, registry: Registry, pipelines: Pipelines, artifacts: Artifacts) -> None:
         self._registry = registry
         self._pipelines = pipelines
+        self._artifacts = artifacts
 
     def UploadTaskPackage(
         self, request_iterator: Iterator[pb.UploadTaskPackageRequest], context: grpc.ServicerContext
@@ -99,3 +101,29 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
         return pb.ListPipelinesResponse(
             pipelines=[p.to_proto() for p in items], next_page_token=token
         )
+
+    def UploadArtifact(
+        self,
+        request_iterator: Iterator[pb.UploadArtifactRequest],
+        context: grpc.ServicerContext,
+    ) -> pb.UploadArtifactResponse:
+        filename, chunks, size = "", [], 0
+        for i, message in enumerate(request_iterator):
+            if message.HasField("header"):
+                if i != 0:
+                    raise InvalidArgument("must only be in the first message", field="header")
+                filename = message.header.filename
+                continue
+            size += len(message.chunk)
+            self._artifacts.check_size(size)
+            chunks.append(message.chunk)
+        stored = self._artifacts.upload(filename, b"".join(chunks))
+        return pb.UploadArtifactResponse(
+            uri=stored.uri, digest=stored.digest, size_bytes=stored.size_bytes
+        )
+
+    def DownloadArtifact(
+        self, request: pb.DownloadArtifactRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.DownloadArtifactResponse]:
+        for chunk in self._artifacts.open(request.uri):
+            yield pb.DownloadArtifactResponse(chunk=chunk)

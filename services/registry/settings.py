@@ -22,6 +22,12 @@ class RegistrySettings:
     packages_bucket: str = setting(
         "wtm-packages", "WTM_PACKAGES_BUCKET", "bucket for task packages"
     )
+    artifacts_bucket: str = setting(
+        "wtm-artifacts", "WTM_ARTIFACTS_BUCKET", "bucket for uploaded run inputs"
+    )
+    max_artifact_bytes: int = setting(
+        64 * 1024 * 1024, "WTM_MAX_ARTIFACT_BYTES", "largest artifact accepted", positive
+    )
     max_package_bytes: int = setting(
         64 * 1024 * 1024, "WTM_MAX_PACKAGE_BYTES", "largest package accepted", positive
     )

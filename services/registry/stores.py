@@ -124,10 +124,13 @@ class PipelineStore(VersionedStore[PipelineVersion]):
         )
 
 
-class PackageStore:
-    """Package archives in an S3 bucket, keyed by their sha256 digest."""
+class BlobStore:
+    """Immutable blobs in an S3 bucket, keyed by their sha256 digest."""
 
     CHUNK = 1024 * 1024
+    SUFFIX = ""
+    CONTENT_TYPE = "application/octet-stream"
+    WHAT = "blob"
 
     def __init__(self, client: Minio, bucket: str) -> None:
         self._s3 = client
@@ -141,9 +144,8 @@ class PackageStore:
                 if exc.code not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
                     raise
 
-    @staticmethod
-    def key(digest: str) -> str:
-        return f"sha256/{digest}.tar.gz"
+    def key(self, digest: str) -> str:
+        return f"sha256/{digest}{self.SUFFIX}"
 
     def put(self, digest: str, data: bytes) -> None:
         self._s3.put_object(
@@ -151,7 +153,7 @@ class PackageStore:
             self.key(digest),
             io.BytesIO(data),
             len(data),
-            content_type="application/gzip",
+            content_type=self.CONTENT_TYPE,
         )
 
     def stream(self, digest: str) -> Iterator[bytes]:
@@ -160,10 +162,24 @@ class PackageStore:
             response = self._s3.get_object(self._bucket, self.key(digest))
         except S3Error as exc:
             if exc.code in {"NoSuchKey", "NoSuchObject"}:
-                raise NotFound(f"no package with digest {digest}", field="digest") from exc
+                raise NotFound(f"no {self.WHAT} with digest {digest}", field="digest") from exc
             raise
         try:
             yield from response.stream(self.CHUNK)
         finally:
             response.close()
             response.release_conn()
+
+
+class PackageStore(BlobStore):
+    """Task package archives (tar.gz) by digest."""
+
+    SUFFIX = ".tar.gz"
+    CONTENT_TYPE = "application/gzip"
+    WHAT = "package"
+
+
+class ArtifactStore(BlobStore):
+    """Uploaded files (run inputs such as images) by digest."""
+
+    WHAT = "artifact"

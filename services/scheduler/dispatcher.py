@@ -54,6 +54,8 @@ class Assignment:
     timeout_seconds: int
     input_id: str
     output_id: str
+    upstream_output_ids: dict[str, str] = field(default_factory=dict)
+    input_sources: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -92,17 +94,18 @@ class ExecutorSession:
         return self.info.slots - len(self.in_flight)
 
 
-def step_input(leased: Leased) -> tuple[str, list[tuple[str, str]]]:
-    """The input document of a dispatched step (JSON text) and its lineage edges.
+def step_input(leased: Leased) -> tuple[str, list[tuple[str, str]], dict[str, str]]:
+    """The input document of a dispatched step (JSON text), its lineage edges, and the
+    output id each mapped field came from.
 
     Raises ``MissingValue`` when the step's ``input_mapping`` finds nothing to read.
     """
     spec = json.loads(leased.step.get("mapping") or "{}")
     if not spec:
-        return step_inputs.default_input(leased.run_input_json, leased.dep_outputs), []
+        return step_inputs.default_input(leased.run_input_json, leased.dep_outputs), [], {}
     output_ids = json.loads(leased.step.get("read_output_ids") or "{}")
     outputs = {k: json.loads(v) for k, v in leased.dep_outputs.items() if v is not None}
-    document, edges = step_inputs.resolve(
+    document, edges, sources = step_inputs.resolve(
         spec,
         set(output_ids),
         json.loads(leased.run_input_json),
@@ -110,7 +113,7 @@ def step_input(leased: Leased) -> tuple[str, list[tuple[str, str]]]:
         output_ids,
         leased.step["input_id"],
     )
-    return json.dumps(document), edges
+    return json.dumps(document), edges, sources
 
 
 class Dispatcher:
@@ -232,7 +235,7 @@ class Dispatcher:
             ready: list[Assignment] = []
             for leased in leases:
                 try:
-                    input_json, edges = step_input(leased)
+                    input_json, edges, sources = step_input(leased)
                 except (MissingValue, ValueError, KeyError) as exc:
                     # The mapping found nothing (an upstream output lacks the field): no
                     # retry can change that, so the step fails at once.
@@ -258,6 +261,8 @@ class Dispatcher:
                         timeout_seconds=int(s["timeout"]),
                         input_id=s["input_id"],
                         output_id=s["output_id"],
+                        upstream_output_ids=json.loads(s.get("read_output_ids") or "{}"),
+                        input_sources=sources,
                     )
                 )
             if lineage:  # before the executor can report, so a result always finds it

@@ -6,14 +6,9 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 from typing import Any
 
+from services.common.artifacts import is_file_field
 from services.common.errors import InvalidArgument
 from tasks.base import schema
-
-FILE_FIELD_SUFFIXES = ("path", "file", "image", "uri", "url")
-
-
-def is_file_field(name: str) -> bool:
-    return name.lower().endswith(FILE_FIELD_SUFFIXES)
 
 
 def check_pipeline_input(validation: dict[str, Any], document: dict[str, Any]) -> None:

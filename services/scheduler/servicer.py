@@ -83,6 +83,8 @@ def _assignment_to_proto(a: Assignment) -> epb.ConnectResponse:
             timeout_seconds=a.timeout_seconds,
             input_id=a.input_id,
             output_id=a.output_id,
+            upstream_output_ids=a.upstream_output_ids,
+            input_sources=a.input_sources,
         )
     )
 

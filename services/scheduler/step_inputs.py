@@ -36,14 +36,16 @@ def resolve(
     outputs: dict[str, Any],
     output_ids: dict[str, str],
     input_id: str,
-) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    """The step's input document and its lineage edges.
+) -> tuple[dict[str, Any], list[tuple[str, str]], dict[str, str]]:
+    """The step's input document, its lineage edges, and for each field read from an
+    upstream step the output id it came from.
 
     ``outputs`` holds the parsed outputs of the steps the mapping reads; ``output_ids`` their
     output ids. Raises ``mapping.MissingValue`` when an expression finds nothing.
     """
     document: dict[str, Any] = {}
     edges: list[tuple[str, str]] = []
+    sources: dict[str, str] = {}
     for key, expr in mapping_spec.items():
         if not mapping.is_expression(expr):
             document[key] = expr
@@ -54,8 +56,10 @@ def resolve(
         document[key] = value
         kind = json_type(value)
         source_id = output_ids[path.source] if path.source else RUN_INPUT_ID
+        if path.source:
+            sources[key] = source_id
         edges.append((f"{source_id}_{path.leaf}_{kind}", f"{input_id}_{key}_{kind}"))
-    return document, edges
+    return document, edges, sources
 
 
 def default_input(run_input_json: str, dep_outputs: dict[str, str]) -> str:

@@ -3,7 +3,8 @@
 The executor's worker processes run ``worker_main``; ``task test`` and unit tests use
 ``load_task`` directly. Messages on the pipe are tuples:
 
-    executor -> worker:  ("run", input_json) | None (retire)
+    executor -> worker:  ("run", input_json, meta) | None (retire)
+                         meta: input_id, output_id, upstream_output_ids, artifacts
     worker -> executor:  ("ready",) | ("setup_failed", error)
                          | ("progress", fraction, message)
                          | ("ok", output_json) | ("failed", error) | ("fatal", error)
@@ -66,8 +67,9 @@ def worker_main(conn: Connection, package_dir: str, entry_point: str) -> None:
     def report(fraction: float, message: str) -> None:
         conn.send(("progress", fraction, message))
 
+    context = TaskContext(report=report)
     try:
-        task = load_task(package_dir, entry_point, TaskContext(report=report))
+        task = load_task(package_dir, entry_point, context)
         task.setup()
     except Exception as exc:  # noqa: BLE001
         conn.send(("setup_failed", f"{type(exc).__name__}: {exc}"))
@@ -78,7 +80,9 @@ def worker_main(conn: Connection, package_dir: str, entry_point: str) -> None:
             message: Any = conn.recv()
             if message is None:
                 break
-            conn.send(run_once(task, message[1]))
+            _, input_json, meta = message
+            context.begin(meta)
+            conn.send(run_once(task, input_json))
     except (EOFError, KeyboardInterrupt):
         pass
     finally:

@@ -43,6 +43,19 @@ class TaskContext:
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("task"))
     report: Callable[[float, str], None] = _no_progress
     cancelled: threading.Event = field(default_factory=threading.Event)
+    input_id: str = ""
+    output_id: str = ""
+    upstream_output_ids: dict[str, str] = field(default_factory=dict)
+    input_sources: dict[str, str] = field(default_factory=dict)
+    artifacts: dict[str, str] = field(default_factory=dict)
+
+    def begin(self, meta: dict[str, Any]) -> None:
+        """Set what is particular to the next input: its lineage ids and local artifacts."""
+        self.input_id = meta.get("input_id", "")
+        self.output_id = meta.get("output_id", "")
+        self.upstream_output_ids = dict(meta.get("upstream_output_ids") or {})
+        self.input_sources = dict(meta.get("input_sources") or {})
+        self.artifacts = dict(meta.get("artifacts") or {})
 
     def progress(self, fraction: float, message: str = "") -> None:
         """Report how far the current input has got, 0 to 1."""

@@ -76,6 +76,16 @@ class RegistryServiceStub:
                 request_serializer=wtm_dot_v1_dot_registry__service__pb2.ListPipelinesRequest.SerializeToString,
                 response_deserializer=wtm_dot_v1_dot_registry__service__pb2.ListPipelinesResponse.FromString,
                 _registered_method=True)
+        self.UploadArtifact = channel.stream_unary(
+                '/wtm.v1.RegistryService/UploadArtifact',
+                request_serializer=wtm_dot_v1_dot_registry__service__pb2.UploadArtifactRequest.SerializeToString,
+                response_deserializer=wtm_dot_v1_dot_registry__service__pb2.UploadArtifactResponse.FromString,
+                _registered_method=True)
+        self.DownloadArtifact = channel.unary_stream(
+                '/wtm.v1.RegistryService/DownloadArtifact',
+                request_serializer=wtm_dot_v1_dot_registry__service__pb2.DownloadArtifactRequest.SerializeToString,
+                response_deserializer=wtm_dot_v1_dot_registry__service__pb2.DownloadArtifactResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -142,6 +152,21 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UploadArtifact(self, request_iterator, context):
+        """UploadArtifact stores a file (an input image, say) in the object store, addressed by its
+        digest, and returns the artifact URI to put in a run's input.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownloadArtifact(self, request, context):
+        """DownloadArtifact streams an artifact by its URI.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -184,6 +209,16 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.ListPipelines,
                     request_deserializer=wtm_dot_v1_dot_registry__service__pb2.ListPipelinesRequest.FromString,
                     response_serializer=wtm_dot_v1_dot_registry__service__pb2.ListPipelinesResponse.SerializeToString,
+            ),
+            'UploadArtifact': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadArtifact,
+                    request_deserializer=wtm_dot_v1_dot_registry__service__pb2.UploadArtifactRequest.FromString,
+                    response_serializer=wtm_dot_v1_dot_registry__service__pb2.UploadArtifactResponse.SerializeToString,
+            ),
+            'DownloadArtifact': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadArtifact,
+                    request_deserializer=wtm_dot_v1_dot_registry__service__pb2.DownloadArtifactRequest.FromString,
+                    response_serializer=wtm_dot_v1_dot_registry__service__pb2.DownloadArtifactResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -404,6 +439,60 @@ class RegistryService:
             '/wtm.v1.RegistryService/ListPipelines',
             wtm_dot_v1_dot_registry__service__pb2.ListPipelinesRequest.SerializeToString,
             wtm_dot_v1_dot_registry__service__pb2.ListPipelinesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadArtifact(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/wtm.v1.RegistryService/UploadArtifact',
+            wtm_dot_v1_dot_registry__service__pb2.UploadArtifactRequest.SerializeToString,
+            wtm_dot_v1_dot_registry__service__pb2.UploadArtifactResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadArtifact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/wtm.v1.RegistryService/DownloadArtifact',
+            wtm_dot_v1_dot_registry__service__pb2.DownloadArtifactRequest.SerializeToString,
+            wtm_dot_v1_dot_registry__service__pb2.DownloadArtifactResponse.FromString,
             options,
             channel_credentials,
             insecure,

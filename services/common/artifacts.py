@@ -1,0 +1,58 @@
+"""Artifact URIs: ``artifact://sha256/<digest>/<filename>``.
+
+An artifact is a file a client uploaded (an input image, say). Runs carry the URI; the
+executor fetches the file by digest before the step runs, and the task kit turns the URI into
+a local path. The filename stays in the URI so its extension still tells the format.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import PurePosixPath
+from typing import Any
+
+from services.common.errors import InvalidArgument
+
+SCHEME = "artifact://"
+_URI = re.compile(r"^artifact://sha256/([0-9a-f]{64})/([^/\\]{1,255})$")
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def make_uri(digest: str, filename: str) -> str:
+    name = _SAFE_NAME.sub("_", PurePosixPath(filename).name) or "file"
+    return f"{SCHEME}sha256/{digest}/{name}"
+
+
+def parse_uri(uri: str, field: str = "uri") -> tuple[str, str]:
+    """(digest, filename) of an artifact URI."""
+    m = _URI.match(uri)
+    if not m:
+        raise InvalidArgument(
+            f"{uri!r} is not an artifact URI (artifact://sha256/<digest>/<filename>)", field=field
+        )
+    return m.group(1), m.group(2)
+
+
+def is_uri(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(SCHEME)
+
+
+def find_uris(document: Any) -> Iterator[str]:
+    """Every artifact URI anywhere in a JSON document."""
+    if is_uri(document):
+        yield document
+    elif isinstance(document, dict):
+        for value in document.values():
+            yield from find_uris(value)
+    elif isinstance(document, list):
+        for value in document:
+            yield from find_uris(value)
+
+
+FILE_FIELD_SUFFIXES = ("path", "file", "image", "uri", "url")
+
+
+def is_file_field(name: str) -> bool:
+    """Whether an input field names a file by convention (``image_path``, ``source_file``)."""
+    return name.lower().endswith(FILE_FIELD_SUFFIXES)

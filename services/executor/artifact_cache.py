@@ -1,0 +1,45 @@
+"""``ArtifactCache``: run inputs uploaded as artifacts, fetched once by digest and verified."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from services.common.artifacts import parse_uri
+from services.common.errors import FailedPrecondition
+
+Fetch = Callable[[str], AsyncIterator[bytes]]
+
+
+class ArtifactCache:
+    """Artifacts under ``root/<digest>/<filename>``."""
+
+    def __init__(self, root: str | Path, fetch: Fetch) -> None:
+        self.root = Path(root)
+        self._fetch = fetch
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def path(self, uri: str) -> Path:
+        """The local file for ``uri``, downloading and verifying it if needed."""
+        digest, filename = parse_uri(uri)
+        target = self.root / digest / filename
+        if target.is_file():
+            return target
+        async with self._locks.setdefault(digest, asyncio.Lock()):
+            if target.is_file():
+                return target
+            hasher = hashlib.sha256()
+            chunks = []
+            async for chunk in self._fetch(uri):
+                hasher.update(chunk)
+                chunks.append(chunk)
+            if hasher.hexdigest() != digest:
+                raise FailedPrecondition(f"artifact content does not match {uri}", field="uri")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{filename}.{os.getpid()}.part")
+            tmp.write_bytes(b"".join(chunks))
+            tmp.rename(target)
+        return target
