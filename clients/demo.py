@@ -1,18 +1,100 @@
-"""``make demo``: the main job on the local stack, from nothing to a printed result."""
+"""``make demo``: the main job on the local stack, from nothing to a printed result.
+
+Starts the backing servers and the three services, registers the example tasks and
+pipelines, uploads the bundled portrait, runs ``face_processing_pipeline`` on it while
+showing the run's events live, prints the merged faces, the processing summary and the
+lineage, and stops everything (also on Ctrl-C or SIGTERM).
+"""
 
 from __future__ import annotations
 
+import math
 import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+from rich.markup import escape
 
 from clients import render
-from clients.sdk import Client
+from clients.sdk import Client, RunInfo
 from services.localstack import Cluster
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "tasks" / "examples"
-DEMO_INPUT = {"text": "The new release is really fast and I love it, but the docs are not great."}
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "tasks" / "examples"
+PIPELINES = ROOT / "tasks" / "pipelines" / "config_pipeline.json"
+IMAGE = ROOT / "tasks" / "data" / "astronaut.jpg"
+
+
+def face_lines(face: dict[str, Any]) -> list[str]:
+    x, y, w, h = face["bbox"]
+    lines = [
+        f"  face {face['face_id']}: box x={x} y={y} {w}x{h}, confidence {face['confidence']:.3f}"
+        f"  (source {face['detection']['source']})"
+    ]
+    a = face.get("attributes")
+    if a:
+        emotion = a["emotion"]
+        roll = (
+            f"{a['roll_degrees']:+.1f}°"
+            if a["roll_degrees"] is not None
+            else "n/a (eyes not both found)"
+        )
+        lines += [
+            f"    attributes (source {a['source']}):",
+            f"      emotion {emotion['label']} ({emotion['confidence']:.2f}, {emotion['basis']})",
+            f"      eyes found {a['eyes']['count']}, roll {roll}",
+            f"      sharpness {a['sharpness']:.0f} (Laplacian variance), "
+            f"brightness {a['brightness']:.2f}",
+            f"      age/gender: unavailable — {a['age']['reason']}",
+        ]
+    f = face.get("features")
+    if f:
+        vector = f["descriptor"]
+        head = ", ".join(f"{v:.3f}" for v in vector[:6])
+        norm = math.sqrt(sum(v * v for v in vector))
+        marks = ", ".join(f"{k} {v}" for k, v in f["landmarks"].items()) or "none found"
+        lines += [
+            f"    features (source {f['source']}):",
+            f"      descriptor {len(vector)}-D [{head}, …] |v| = {norm:.3f}",
+            f"      landmarks: {marks}",
+        ]
+    return lines
+
+
+def show(run: RunInfo) -> None:
+    console = render.console
+    took = (
+        (run.ended_at - run.created_at).total_seconds() * 1000
+        if run.ended_at and run.created_at
+        else 0
+    )
+    console.print(f"\nRun [bold]{run.run_id}[/] {render.state(run.state)} in {took:.0f} ms")
+    if run.state != "COMPLETED":
+        console.print(escape(f"  error: {run.error}"))
+        return
+    out = run.output
+    size = out["image_size"]
+    console.print(f"  {out['face_count']} face(s) in a {size['width']}x{size['height']} image")
+    for face in out["faces"]:
+        for line in face_lines(face):
+            console.print(escape(line))
+    ps = run.processing_summary or {}
+    if ps:
+        console.print(
+            f"\n  processing_summary: wall {ps['wall_seconds'] * 1000:.0f} ms, steps "
+            f"{ps['step_seconds_sum'] * 1000:.0f} ms in all, "
+            f"parallel speedup {ps['parallel_speedup']:.2f}x"
+        )
+        for t in ps["steps"]:
+            console.print(
+                f"    {t['step_id']:<16} queued {t['queued_seconds'] * 1000:6.1f} ms   "
+                f"ran {t['run_seconds'] * 1000:6.1f} ms"
+            )
+    console.print("\n  data_lineage:")
+    for source, target in run.lineage:
+        console.print(f"    {source} -> {target}")
 
 
 def run_demo(root: Path) -> int:
@@ -30,13 +112,18 @@ def run_demo(root: Path) -> int:
         with Client(cluster.registry_address, cluster.scheduler_address) as client:
             for task_dir in sorted(p for p in EXAMPLES.iterdir() if (p / "task.json").exists()):
                 t = client.register_task(task_dir)
-                console.print(f"  registered {t.task_id}@{t.version} sha256:{t.digest[:12]}")
-            console.print(f"\n[bold]Running[/] text_sentiment on {DEMO_INPUT}")
-            run = client.submit(task="text_sentiment", input=DEMO_INPUT)
+                console.print(f"  registered task {t.task_id}@{t.version} sha256:{t.digest[:12]}")
+            for p in client.register_pipelines(PIPELINES):
+                console.print(
+                    f"  registered pipeline {p.pipeline_id}@{p.version} ({len(p.steps)} steps)"
+                )
+            uri = client.upload_artifact(IMAGE)
+            console.print(f"  uploaded {IMAGE.relative_to(ROOT)} as {uri}")
+            console.print("\n[bold]Running[/] face_processing_pipeline")
+            run = client.submit(pipeline="face_processing_pipeline", input={"image_path": uri})
             for event in client.watch(run.run_id, timeout=120):
                 console.print(render.event_line(event))
             result = client.get_run(run.run_id)
-            console.print()
-            console.print(render.run_summary(result))
+            show(result)
     console.print("\nStopped everything.")
     return 0 if result.state == "COMPLETED" else 1

@@ -48,6 +48,16 @@ def parse_json_object(text: str, hint: str) -> dict[str, Any]:
     return value
 
 
+def upload_inputs(obj: Ctx, client: Client, data: dict[str, Any]) -> dict[str, Any]:
+    """Upload local files named by file fields (``image_path``...) and say so."""
+    uploaded = client.upload_local_files(data)
+    if not obj.as_json:
+        for name, value in uploaded.items():
+            if value != data[name]:
+                render.console.print(f"uploaded {name} {data[name]} as {value}")
+    return uploaded
+
+
 @click.group()
 @click.option(
     "--registry", envvar="WTM_REGISTRY_ADDR", default="127.0.0.1:50051", show_default=True

@@ -7,7 +7,7 @@ import sys
 import click
 
 from clients import render
-from clients.cli.app import Ctx, cli, parse_json_object
+from clients.cli.app import Ctx, cli, parse_json_object, upload_inputs
 from clients.sdk import Client, RunInfo
 
 
@@ -37,7 +37,7 @@ def run_submit(
     """Run task TASK_REF (ID or ID@VERSION) on INPUT_JSON (inline JSON or @FILE)."""
     data = parse_json_object(input_json, "INPUT_JSON")
     with obj.client() as client:
-        data = client.upload_local_files(data)
+        data = upload_inputs(obj, client, data)
         r = client.submit(task=task_ref, input=data, priority=priority, request_id=request_id)
         if not obj.as_json:
             render.console.print(f"submitted run [bold]{r.run_id}[/]")

@@ -23,9 +23,10 @@ def cascade(name: str) -> Any:
 
     if not hasattr(cv2, "CascadeClassifier"):
         raise FatalError("this OpenCV has no CascadeClassifier (OpenCV 5); install opencv<5")
-    classifier = cv2.CascadeClassifier(cv2.data.haarcascades + name)
+    folder = cv2.data.haarcascades  # type: ignore[attr-defined]
+    classifier = cv2.CascadeClassifier(folder + name)
     if classifier.empty():
-        raise FatalError(f"cannot load cascade {name} from {cv2.data.haarcascades}")
+        raise FatalError(f"cannot load cascade {name} from {folder}")
     return classifier
 
 

@@ -1,0 +1,131 @@
+"""The face pipeline end to end: an uploaded image, the parallel branch, the merged result."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from clients.sdk import ApiError, Client, RunInfo
+from services.localstack import Cluster
+from tests.conftest import EXAMPLES, ROOT
+
+DATA = ROOT / "tasks" / "data"
+CONFIG = ROOT / "tasks" / "pipelines" / "config_pipeline.json"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def registered(client: Client) -> None:
+    for d in sorted(EXAMPLES.iterdir()):
+        if (d / "task.json").exists():
+            client.register_task(d)
+    client.register_pipelines(CONFIG)
+
+
+@pytest.fixture(scope="module")
+def face_run(client: Client) -> RunInfo:
+    uri = client.upload_artifact(DATA / "astronaut.jpg")
+    run = client.submit(pipeline="face_processing_pipeline", input={"image_path": uri})
+    return client.wait(run.run_id, timeout=120)
+
+
+def test_an_artifact_round_trips_by_digest(cluster: Cluster, client: Client) -> None:
+    uri = client.upload_artifact(DATA / "chelsea.jpg")
+    assert uri.startswith("artifact://sha256/") and uri.endswith("/chelsea.jpg")
+    assert client.upload_artifact(DATA / "chelsea.jpg") == uri  # content-addressed
+
+
+def test_the_face_pipeline_finds_the_face_and_merges_every_part(face_run: RunInfo) -> None:
+    assert face_run.state == "COMPLETED", face_run.error
+    out = face_run.output
+    assert out["face_count"] == 1
+    face = out["faces"][0]
+    x, y, w, h = face["bbox"]
+    assert 200 <= x + w / 2 <= 250 and 90 <= y + h / 2 <= 140
+    assert face["detection"]["source"] == "output_001"
+    assert face["attributes"]["source"] == "output_002" and face["attributes"]["eyes"]["count"] == 2
+    assert face["features"]["source"] == "output_003" and len(face["features"]["descriptor"]) == 128
+    assert face["attributes"]["age"]["available"] is False
+
+
+def test_attributes_and_features_ran_side_by_side_after_detection(face_run: RunInfo) -> None:
+    steps = {s.step_id: s for s in face_run.steps}
+    detection_end = steps["face_detection"].ended_at
+    branch = [steps["attributes"], steps["features"]]
+    assert all(s.started_at >= detection_end for s in branch)
+    assert steps["merge"].started_at >= max(s.ended_at for s in branch)
+    assert {s.executor_id for s in face_run.steps} == {"executor-1"}
+
+
+def test_the_lineage_follows_the_faces_through_the_branches(face_run: RunInfo) -> None:
+    edges = set(face_run.lineage)
+    assert ("output_001_faces_array", "input_002_faces_array") in edges
+    assert ("output_001_faces_array", "input_003_faces_array") in edges
+    assert ("run_input_image_path_string", "input_001_image_path_string") in edges
+    assert ("output_002_attributes_object", "input_004_attributes_object") in edges
+    summary = face_run.processing_summary
+    assert summary is not None and len(summary["steps"]) == 4
+
+
+def test_no_face_on_the_cat(client: Client) -> None:
+    uri = client.upload_artifact(DATA / "chelsea.jpg")
+    run = client.wait(
+        client.submit(pipeline="face_processing_pipeline", input={"image_path": uri}).run_id, 120
+    )
+    assert run.state == "COMPLETED" and run.output["faces"] == []
+
+
+def test_a_corrupt_image_fails_the_run_with_a_fatal_error(client: Client, tmp_path: Path) -> None:
+    bad = tmp_path / "corrupt.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n but then nothing sensible")
+    uri = client.upload_artifact(bad)
+    run = client.wait(
+        client.submit(pipeline="simple_face_pipeline", input={"image_path": uri}).run_id, 120
+    )
+    assert run.state == "FAILED"
+    assert run.steps[0].attempt == 1 and "could not be decoded" in run.steps[0].error
+
+
+def test_an_unsupported_format_is_refused_at_submit(client: Client) -> None:
+    with pytest.raises(ApiError) as err:
+        client.submit(pipeline="face_processing_pipeline", input={"image_path": "portrait.gif"})
+    assert err.value.message.startswith("input_json.image_path:")
+
+
+def test_an_artifact_that_was_never_uploaded_fails_the_step(client: Client) -> None:
+    uri = "artifact://sha256/" + "ab" * 32 + "/ghost.jpg"
+    run = client.wait(
+        client.submit(pipeline="simple_face_pipeline", input={"image_path": uri}).run_id, 120
+    )
+    assert run.state == "FAILED" and "artifact" in run.steps[0].error
+
+
+def test_the_cli_uploads_a_local_image_and_prints_the_merged_faces(cluster: Cluster) -> None:
+    env = {
+        **os.environ,
+        "WTM_REGISTRY_ADDR": cluster.registry_address,
+        "WTM_SCHEDULER_ADDR": cluster.scheduler_address,
+        "COLUMNS": "200",
+    }
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "clients.cli",
+            "pipeline",
+            "run",
+            "face_processing_pipeline",
+            '{"image_path": "tasks/data/astronaut.jpg"}',
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "artifact://sha256/" in out.stdout and "COMPLETED" in out.stdout
+    assert '"face_count": 1' in out.stdout and "parallel speedup" in out.stdout
