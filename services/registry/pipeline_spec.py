@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from services.common import mapping
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, NotFound
 from services.registry.manifest import MAX_RETRIES, MAX_TIMEOUT_SECONDS, SEMVER
 
 PIPELINE_ID = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -133,6 +133,9 @@ def parse_pipeline(
     if not PIPELINE_ID.match(pipeline_id):
         raise _err(where, f"pipeline id {pipeline_id!r} must be lower_snake_case")
     doc = _dict(doc, where)
+    inner_id = doc.get("pipeline_id")
+    if inner_id is not None and inner_id != pipeline_id:
+        raise _err(f"{where}.pipeline_id", f"{inner_id!r} differs from the key {pipeline_id!r}")
     version = doc.get("version", "1.0.0")
     if not isinstance(version, str) or not SEMVER.match(version):
         raise _err(f"{where}.version", f"must be a semantic version, got {version!r}")
@@ -190,7 +193,7 @@ def _parse_step(
     step_id = doc.get("step_id", task_id)
     if not isinstance(step_id, str) or not STEP_ID.match(step_id):
         raise _err(f"{where}.step_id", f"must be a short identifier, got {step_id!r}")
-    depends_on = doc.get("depends_on", [])
+    depends_on = doc.get("depends_on") or []
     if isinstance(depends_on, str):
         depends_on = [depends_on]
     if not isinstance(depends_on, list) or not all(isinstance(d, str) for d in depends_on):
@@ -319,10 +322,21 @@ def _check_parallel_groups(steps: list[StepSpec], where: str) -> None:
 
 
 def pin(spec: PipelineSpec, lookup: Callable[[str, str], PinnedTask]) -> PipelineSpec:
-    """Fix every step to an exact task version and digest (``lookup`` raises NotFound)."""
+    """Fix every step to an exact task version and digest (``lookup`` raises NotFound).
+
+    A disabled pipeline may name tasks that are not registered: it can never run (versions
+    are immutable, so it stays disabled), and refusing it would refuse configs that park
+    work in progress. Such steps stay unpinned (no version, no digest).
+    """
     steps = []
     for s in spec.steps:
-        task = lookup(s.task_id, s.task_version)
+        try:
+            task = lookup(s.task_id, s.task_version)
+        except NotFound:
+            if spec.enabled:
+                raise
+            steps.append(s)
+            continue
         steps.append(
             replace(
                 s,

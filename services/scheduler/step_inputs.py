@@ -63,8 +63,10 @@ def resolve(
 
 
 def default_input(run_input_json: str, dep_outputs: dict[str, str]) -> str:
-    """Without a mapping: a first step gets the run's input; a later one its dependencies'
-    outputs by step id."""
+    """Without a mapping: a first step gets the run's input; a later one the run's input
+    plus its dependencies' outputs under their step ids (so ``image_path`` still arrives)."""
     if not dep_outputs:
         return run_input_json
-    return json.dumps({k: json.loads(v) for k, v in dep_outputs.items()})
+    document = json.loads(run_input_json)
+    document.update({k: json.loads(v) for k, v in dep_outputs.items() if v is not None})
+    return json.dumps(document)

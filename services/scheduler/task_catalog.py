@@ -130,6 +130,7 @@ class TaskCatalog:
                 input_mapping=json.loads(s.input_mapping_json or "{}"),
             )
             for s in p.steps
+            if p.enabled  # a disabled pipeline never runs; its steps may be unpinned
         ]
         resolved = ResolvedPipeline(
             p.pipeline_id, p.version, p.enabled, json.loads(p.input_validation_json or "{}"), steps

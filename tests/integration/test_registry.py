@@ -255,6 +255,22 @@ def test_the_seed_style_config_registers_as_written(client: Client, registered: 
     assert custom.steps[1].timeout_seconds == 60  # from global_settings
 
 
+def test_a_config_in_the_seeds_shape_registers_as_written(client: Client, registered: None) -> None:
+    result = {
+        p.pipeline_id: p
+        for p in client.register_pipelines(FIXTURES / "pipelines" / "seed_shape.json")
+    }
+    shaped = result["face_pipeline_seed_shape"]
+    assert [s.depends_on for s in shaped.steps] == [[], ["word_count"], ["word_count"]]
+    assert all(s.digest for s in shaped.steps)
+    parked = result["parked_pipeline"]
+    assert parked.enabled is False
+    assert [(s.task_version, s.digest) for s in parked.steps] == [("", ""), ("", "")]  # unpinned
+    with pytest.raises(ApiError) as err:
+        client.submit(pipeline="parked_pipeline", input={})
+    assert err.value.code == "FAILED_PRECONDITION"
+
+
 def test_registering_the_same_pipeline_again_is_idempotent(
     client: Client, registered: None
 ) -> None:
