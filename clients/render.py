@@ -63,6 +63,10 @@ def event_line(e: RunEventInfo) -> str:
     when = e.time.strftime("%H:%M:%S.%f")[:-3] if e.time else ""
     what = f"step {e.step_id} (attempt {e.attempt})" if e.step_id else "run"
     note = escape(f"  {e.message}") if e.message else ""
+    if e.kind == "PROGRESS":
+        return f"{when}  {what:<32} [dim]{e.progress:4.0%}[/]{note}"
+    if e.kind == "RETRYING":
+        return f"{when}  {what:<32} [yellow]RETRYING[/]{note}"
     return f"{when}  {what:<32} {state(e.state)}{note}"
 
 

@@ -250,10 +250,12 @@ class RunEventInfo:
     state: str
     message: str
     time: datetime | None
+    progress: float = 0.0
+    kind: str = "STATE"  # STATE | PROGRESS | RETRYING
 
     @property
     def ends_run(self) -> bool:
-        return not self.step_id and self.state in TERMINAL
+        return not self.step_id and self.state in TERMINAL and self.kind == "STATE"
 
 
 class Client:
@@ -463,6 +465,8 @@ class Client:
                     run_pb2.State.Name(e.state)[6:],
                     e.message,
                     _time(e, "time"),
+                    e.progress,
+                    spb.RunEventKind.Name(e.kind).removeprefix("RUN_EVENT_KIND_") or "STATE",
                 )
         except grpc.RpcError as exc:
             raise ApiError(exc.code().name, exc.details() or "") from None

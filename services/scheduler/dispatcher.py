@@ -189,6 +189,19 @@ class Dispatcher:
                 Cancel(run_id, step_id, attempt, "attempt is no longer current")
             )
 
+    async def progress(
+        self,
+        session: ExecutorSession,
+        run_id: str,
+        step_id: str,
+        attempt: int,
+        fraction: float,
+        message: str,
+    ) -> None:
+        """Pass a running step's progress on to the run's watchers."""
+        if session.in_flight.get(keys.step_key(run_id, step_id)) == attempt:
+            await self.queue.add_progress(run_id, step_id, attempt, fraction, message)
+
     async def report(self, session: ExecutorSession, report: StepReport) -> str:
         """Record a step result; returns the verdict ('stale' when fenced off)."""
         member = keys.step_key(report.run_id, report.step_id)

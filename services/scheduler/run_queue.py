@@ -152,6 +152,23 @@ class RunQueue:
                 pipe.hset(keys.step(run_id, step_id), "lineage", json.dumps(edges))
             await pipe.execute()
 
+    async def add_progress(
+        self, run_id: str, step_id: str, attempt: int, fraction: float, message: str
+    ) -> None:
+        """Append a progress event to the run's stream (informational: no state changes)."""
+        await self.redis.xadd(
+            keys.events(run_id),
+            {
+                "step": step_id,
+                "attempt": attempt,
+                "state": "RUNNING",
+                "msg": message,
+                "progress": f"{fraction:.4f}",
+                "t": now_ms(),
+                "kind": "PROGRESS",
+            },
+        )
+
     async def heartbeat(self, running: list[tuple[str, int]], lease_ms: int) -> list[str]:
         """Renew leases; return the step-keys whose attempt is no longer current."""
         if not running:

@@ -112,10 +112,12 @@ class RunEvent:
     state: str
     message: str
     time: datetime | None
+    progress: float = 0.0
+    kind: str = "STATE"  # STATE | PROGRESS | RETRYING
 
     @property
     def ends_run(self) -> bool:
-        return not self.step_id and self.state in TERMINAL
+        return not self.step_id and self.state in TERMINAL and self.kind == "STATE"
 
 
 def _parse_input(text: str) -> dict[str, object]:
@@ -290,6 +292,8 @@ class RunService:
                     f["state"],
                     f.get("msg", ""),
                     ms_to_dt(f.get("t")),
+                    float(f.get("progress", 0.0)),
+                    f.get("kind", "STATE"),
                 )
                 yield event
                 if event.ends_run:

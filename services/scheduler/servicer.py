@@ -32,6 +32,8 @@ def event_to_proto(e: RunEvent) -> spb.RunEvent:
         attempt=e.attempt,
         state=run_pb2.State.Value(f"STATE_{e.state}"),
         message=e.message,
+        progress=e.progress,
+        kind=spb.RunEventKind.Value(f"RUN_EVENT_KIND_{e.kind}"),
     )
     if e.time is not None:
         m.time.FromDatetime(e.time)
@@ -162,6 +164,11 @@ class ExecutorServicer(epb_grpc.ExecutorServiceServicer):
             if kind == "heartbeat":
                 await self._dispatcher.heartbeat(
                     session, [(r.run_id, r.step_id, r.attempt) for r in message.heartbeat.running]
+                )
+            elif kind == "progress":
+                p = message.progress
+                await self._dispatcher.progress(
+                    session, p.ref.run_id, p.ref.step_id, p.ref.attempt, p.fraction, p.message
                 )
             elif kind == "result":
                 r = message.result

@@ -180,7 +180,7 @@ def test_a_retryable_failure_is_retried_after_backoff(client: Client, tmp_path: 
     events = list(client.watch(r.run_id, timeout=60))
     done = client.get_run(r.run_id)
     assert done.state == "COMPLETED" and done.steps[0].attempt == 2
-    retrying = [e for e in events if e.message.startswith("retrying after")]
+    retrying = [e for e in events if e.kind == "RETRYING"]
     assert len(retrying) == 1 and "first attempt fails on purpose" in retrying[0].message
     failed_at = retrying[0].time
     second_start = next(e.time for e in events if e.state == "RUNNING" and e.attempt == 2)
@@ -230,3 +230,22 @@ def test_the_cli_runs_a_pipeline_and_prints_summary_and_lineage(cluster: Cluster
     assert out.returncode == 0, out.stdout + out.stderr
     assert "parallel speedup" in out.stdout
     assert "output_001_count_number -> input_003_n_number" in out.stdout
+
+
+def test_progress_reported_by_a_task_reaches_watchers_in_order(client: Client) -> None:
+    r = client.submit(task="sleeper", input={"seconds": 0.4})
+    events = list(client.watch(r.run_id, timeout=60))
+    progress = [(e.progress, e.message) for e in events if e.kind == "PROGRESS"]
+    assert progress == [
+        (0.25, "slept 1/4"),
+        (0.5, "slept 2/4"),
+        (0.75, "slept 3/4"),
+        (1.0, "slept 4/4"),
+    ]
+    kinds = [e.kind for e in events]
+    first, last = kinds.index("PROGRESS"), len(kinds) - 1 - kinds[::-1].index("PROGRESS")
+    started = next(
+        i for i, e in enumerate(events) if e.step_id and e.state == "RUNNING" and e.kind == "STATE"
+    )
+    completed = next(i for i, e in enumerate(events) if e.step_id and e.state == "COMPLETED")
+    assert started < first and last < completed

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from wtm.v1 import run_pb2 as wtm_dot_v1_dot_run__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ewtm/v1/scheduler_service.proto\x12\x06wtm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x10wtm/v1/run.proto\"\xd1\x01\n\x10SubmitRunRequest\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x10\n\x08pipeline\x18\x02 \x01(\t\x12\x12\n\ninput_json\x18\x03 \x01(\t\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x34\n\x06labels\x18\x06 \x03(\x0b\x32$.wtm.v1.SubmitRunRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"-\n\x11SubmitRunResponse\x12\x18\n\x03run\x18\x01 \x01(\x0b\x32\x0b.wtm.v1.Run\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"*\n\x0eGetRunResponse\x12\x18\n\x03run\x18\x01 \x01(\x0b\x32\x0b.wtm.v1.Run\"9\n\x0fWatchRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_event_id\x18\x02 \x01(\t\"3\n\x10WatchRunResponse\x12\x1f\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x10.wtm.v1.RunEvent\"\xb9\x01\n\x08RunEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0f\n\x07step_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12\x1c\n\x05state\x18\x05 \x01(\x0e\x32\r.wtm.v1.State\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x10\n\x08progress\x18\x07 \x01(\x01\x12(\n\x04time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xce\x01\n\x10SchedulerService\x12@\n\tSubmitRun\x12\x18.wtm.v1.SubmitRunRequest\x1a\x19.wtm.v1.SubmitRunResponse\x12\x37\n\x06GetRun\x12\x15.wtm.v1.GetRunRequest\x1a\x16.wtm.v1.GetRunResponse\x12?\n\x08WatchRun\x12\x17.wtm.v1.WatchRunRequest\x1a\x18.wtm.v1.WatchRunResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ewtm/v1/scheduler_service.proto\x12\x06wtm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x10wtm/v1/run.proto\"\xd1\x01\n\x10SubmitRunRequest\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x10\n\x08pipeline\x18\x02 \x01(\t\x12\x12\n\ninput_json\x18\x03 \x01(\t\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x34\n\x06labels\x18\x06 \x03(\x0b\x32$.wtm.v1.SubmitRunRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"-\n\x11SubmitRunResponse\x12\x18\n\x03run\x18\x01 \x01(\x0b\x32\x0b.wtm.v1.Run\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"*\n\x0eGetRunResponse\x12\x18\n\x03run\x18\x01 \x01(\x0b\x32\x0b.wtm.v1.Run\"9\n\x0fWatchRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_event_id\x18\x02 \x01(\t\"3\n\x10WatchRunResponse\x12\x1f\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x10.wtm.v1.RunEvent\"\xdd\x01\n\x08RunEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0f\n\x07step_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12\x1c\n\x05state\x18\x05 \x01(\x0e\x32\r.wtm.v1.State\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x10\n\x08progress\x18\x07 \x01(\x01\x12(\n\x04time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x04kind\x18\t \x01(\x0e\x32\x14.wtm.v1.RunEventKind*\x82\x01\n\x0cRunEventKind\x12\x1e\n\x1aRUN_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14RUN_EVENT_KIND_STATE\x10\x01\x12\x1b\n\x17RUN_EVENT_KIND_PROGRESS\x10\x02\x12\x1b\n\x17RUN_EVENT_KIND_RETRYING\x10\x03\x32\xce\x01\n\x10SchedulerService\x12@\n\tSubmitRun\x12\x18.wtm.v1.SubmitRunRequest\x1a\x19.wtm.v1.SubmitRunResponse\x12\x37\n\x06GetRun\x12\x15.wtm.v1.GetRunRequest\x1a\x16.wtm.v1.GetRunResponse\x12?\n\x08WatchRun\x12\x17.wtm.v1.WatchRunRequest\x1a\x18.wtm.v1.WatchRunResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,6 +35,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SUBMITRUNREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_SUBMITRUNREQUEST_LABELSENTRY']._serialized_options = b'8\001'
+  _globals['_RUNEVENTKIND']._serialized_start=766
+  _globals['_RUNEVENTKIND']._serialized_end=896
   _globals['_SUBMITRUNREQUEST']._serialized_start=94
   _globals['_SUBMITRUNREQUEST']._serialized_end=303
   _globals['_SUBMITRUNREQUEST_LABELSENTRY']._serialized_start=258
@@ -50,7 +52,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WATCHRUNRESPONSE']._serialized_start=488
   _globals['_WATCHRUNRESPONSE']._serialized_end=539
   _globals['_RUNEVENT']._serialized_start=542
-  _globals['_RUNEVENT']._serialized_end=727
-  _globals['_SCHEDULERSERVICE']._serialized_start=730
-  _globals['_SCHEDULERSERVICE']._serialized_end=936
+  _globals['_RUNEVENT']._serialized_end=763
+  _globals['_SCHEDULERSERVICE']._serialized_start=899
+  _globals['_SCHEDULERSERVICE']._serialized_end=1105
 # @@protoc_insertion_point(module_scope)

@@ -3,12 +3,24 @@ import datetime
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from wtm.v1 import run_pb2 as _run_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class RunEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RUN_EVENT_KIND_UNSPECIFIED: _ClassVar[RunEventKind]
+    RUN_EVENT_KIND_STATE: _ClassVar[RunEventKind]
+    RUN_EVENT_KIND_PROGRESS: _ClassVar[RunEventKind]
+    RUN_EVENT_KIND_RETRYING: _ClassVar[RunEventKind]
+RUN_EVENT_KIND_UNSPECIFIED: RunEventKind
+RUN_EVENT_KIND_STATE: RunEventKind
+RUN_EVENT_KIND_PROGRESS: RunEventKind
+RUN_EVENT_KIND_RETRYING: RunEventKind
 
 class SubmitRunRequest(_message.Message):
     __slots__ = ("task", "pipeline", "input_json", "priority", "request_id", "labels")
@@ -66,7 +78,7 @@ class WatchRunResponse(_message.Message):
     def __init__(self, event: _Optional[_Union[RunEvent, _Mapping]] = ...) -> None: ...
 
 class RunEvent(_message.Message):
-    __slots__ = ("event_id", "run_id", "step_id", "attempt", "state", "message", "progress", "time")
+    __slots__ = ("event_id", "run_id", "step_id", "attempt", "state", "message", "progress", "time", "kind")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     STEP_ID_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +87,7 @@ class RunEvent(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     run_id: str
     step_id: str
@@ -83,4 +96,5 @@ class RunEvent(_message.Message):
     message: str
     progress: float
     time: _timestamp_pb2.Timestamp
-    def __init__(self, event_id: _Optional[str] = ..., run_id: _Optional[str] = ..., step_id: _Optional[str] = ..., attempt: _Optional[int] = ..., state: _Optional[_Union[_run_pb2.State, str]] = ..., message: _Optional[str] = ..., progress: _Optional[float] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    kind: RunEventKind
+    def __init__(self, event_id: _Optional[str] = ..., run_id: _Optional[str] = ..., step_id: _Optional[str] = ..., attempt: _Optional[int] = ..., state: _Optional[_Union[_run_pb2.State, str]] = ..., message: _Optional[str] = ..., progress: _Optional[float] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[RunEventKind, str]] = ...) -> None: ...

@@ -14,9 +14,10 @@ local function score(priority, is_first, now_ms)
   return band * 4398046511104 + tonumber(now_ms)
 end
 
-local function emit(P, run_id, step_id, attempt, state, msg, now_ms)
+local function emit(P, run_id, step_id, attempt, state, msg, now_ms, kind)
   return redis.call('XADD', events_key(P, run_id), '*', 'step', step_id or '',
-    'attempt', tostring(attempt or 0), 'state', state, 'msg', msg or '', 't', tostring(now_ms))
+    'attempt', tostring(attempt or 0), 'state', state, 'msg', msg or '', 't', tostring(now_ms),
+    'kind', kind or 'STATE')
 end
 
 local function enqueue(P, member, now_ms)
@@ -68,7 +69,7 @@ local function fail_step(P, member, state, err, retryable, retry_at_ms, now_ms, 
   if retryable and attempt <= max_retries then
     redis.call('HSET', sh, 'state', 'QUEUED', 'error', err, 'retry_at_ms', retry_at_ms)
     redis.call('ZADD', P .. 'delayed', retry_at_ms, member)
-    emit(P, run_id, step_id, attempt, 'QUEUED', 'retrying after: ' .. err, now_ms)
+    emit(P, run_id, step_id, attempt, 'QUEUED', 'retrying after: ' .. err, now_ms, 'RETRYING')
     return {'retrying'}
   end
   redis.call('HSET', sh, 'state', state, 'error', err, 'ended_ms', now_ms)
