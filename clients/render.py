@@ -130,3 +130,20 @@ def pipeline_panel(p: PipelineInfo) -> str:
     if p.input_validation:
         lines.append(escape(f"  input: {json.dumps(p.input_validation)}"))
     return "\n".join(lines)
+
+
+def batch_table(batch_id: str, rows: list[dict[str, Any]]) -> Table:
+    table = Table(title=f"Batch {batch_id}")
+    for col in ("image", "state", "faces", "wall ms", "run", "error"):
+        table.add_column(col)
+    for r in rows:
+        faces = "" if r["faces"] is None else str(r["faces"])
+        table.add_row(
+            r["image"],
+            state(r["state"]),
+            faces,
+            str(r["wall_ms"]),
+            r["run_id"],
+            escape(r["error"][:60]),
+        )
+    return table

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import click
@@ -11,7 +13,7 @@ import click
 from clients import render
 from clients.cli.app import Ctx, cli, parse_json_object, upload_inputs
 from clients.cli.runs import follow
-from clients.sdk import PipelineInfo
+from clients.sdk import PipelineInfo, RunInfo
 
 DEFAULT_CONFIG = (
     Path(__file__).resolve().parents[2] / "tasks" / "pipelines" / "config_pipeline.json"
@@ -126,15 +128,33 @@ def pipeline_show_config(obj: Ctx, ref: str) -> None:
 @pipeline.command("run")
 @click.argument("ref")
 @click.argument("input_json", default="{}")
+@click.option(
+    "--input-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="one run per image in DIR (a batch), with INPUT_JSON as the shared rest of the input",
+)
+@click.option(
+    "--field", default="image_path", show_default=True, help="input field for --input-dir"
+)
 @click.option("--priority", type=click.IntRange(0, 10), default=0)
 @click.option("--request-id", default="", help="idempotency key")
 @click.option("--wait/--no-wait", default=True, help="follow the run until it finishes")
 @click.pass_obj
 def pipeline_run(
-    obj: Ctx, ref: str, input_json: str, priority: int, request_id: str, wait: bool
+    obj: Ctx,
+    ref: str,
+    input_json: str,
+    input_dir: Path | None,
+    field: str,
+    priority: int,
+    request_id: str,
+    wait: bool,
 ) -> None:
-    """Run pipeline REF (ID or ID@VERSION) on INPUT_JSON (inline JSON or @FILE)."""
+    """Run pipeline REF (ID or ID@VERSION) on INPUT_JSON (inline JSON or @FILE); local
+    files named by file fields (image_path...) are uploaded as artifacts first."""
     data = parse_json_object(input_json, "INPUT_JSON")
+    if input_dir is not None:
+        sys.exit(run_batch(obj, ref, data, input_dir, field, priority))
     with obj.client() as client:
         data = upload_inputs(obj, client, data)
         r = client.submit(pipeline=ref, input=data, priority=priority, request_id=request_id)
@@ -145,3 +165,58 @@ def pipeline_run(
     obj.out(r, render.run_summary(r))
     if wait and r.state != "COMPLETED":
         sys.exit(1)
+
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
+
+
+def run_batch(
+    obj: Ctx, ref: str, shared: dict[str, object], folder: Path, field: str, priority: int
+) -> int:
+    """Submit one run per image in ``folder`` under one batch label; show overall progress
+    while they run, then a summary table. Exit status 1 if any run did not complete."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise click.BadParameter(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
+    batch_id = uuid.uuid4().hex[:12]
+    runs: dict[str, Path] = {}
+    finished: dict[str, RunInfo] = {}
+    with obj.client() as client:
+        for image in images:
+            doc = {**shared, field: client.upload_artifact(image)}
+            r = client.submit(
+                pipeline=ref, input=doc, priority=priority, labels={"batch_id": batch_id}
+            )
+            runs[r.run_id] = image
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=render.errors,
+            disable=obj.as_json,
+        ) as bar:
+            task = bar.add_task(f"batch {batch_id}", total=len(runs))
+            while len(finished) < len(runs):
+                for run_id in [r for r in runs if r not in finished]:
+                    r = client.get_run(run_id)
+                    if r.finished:
+                        finished[run_id] = r
+                        bar.advance(task)
+                time.sleep(0.1)
+    ordered = [finished[r] for r in runs]
+    rows = [
+        {
+            "image": runs[r.run_id].name,
+            "run_id": r.run_id,
+            "state": r.state,
+            "faces": (r.output or {}).get("face_count") if isinstance(r.output, dict) else None,
+            "wall_ms": round((r.processing_summary or {}).get("wall_seconds", 0) * 1000),
+            "error": r.error,
+        }
+        for r in ordered
+    ]
+    obj.out({"batch_id": batch_id, "runs": rows}, render.batch_table(batch_id, rows))
+    return 0 if all(r.state == "COMPLETED" for r in ordered) else 1

@@ -129,3 +129,54 @@ def test_the_cli_uploads_a_local_image_and_prints_the_merged_faces(cluster: Clus
     assert out.returncode == 0, out.stdout + out.stderr
     assert "artifact://sha256/" in out.stdout and "COMPLETED" in out.stdout
     assert '"face_count": 1' in out.stdout and "parallel speedup" in out.stdout
+
+
+def test_a_batch_runs_one_run_per_image_and_tabulates_them(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    import json
+    import shutil
+
+    import cv2
+    import numpy as np
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    shutil.copy(DATA / "astronaut.jpg", folder / "a_astronaut.jpg")
+    shutil.copy(DATA / "chelsea.jpg", folder / "b_cat.jpg")
+    portrait = cv2.imread(str(DATA / "astronaut.jpg"))
+    cv2.imwrite(str(folder / "c_two.png"), np.hstack([portrait, cv2.flip(portrait, 1)]))
+    (folder / "notes.txt").write_text("not an image: skipped")
+    env = {
+        **os.environ,
+        "WTM_REGISTRY_ADDR": cluster.registry_address,
+        "WTM_SCHEDULER_ADDR": cluster.scheduler_address,
+    }
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "clients.cli",
+            "--json",
+            "pipeline",
+            "run",
+            "face_processing_pipeline",
+            "--input-dir",
+            str(folder),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    batch = json.loads(out.stdout)
+    rows = {r["image"]: r for r in batch["runs"]}
+    assert set(rows) == {"a_astronaut.jpg", "b_cat.jpg", "c_two.png"}
+    assert {k: (r["state"], r["faces"]) for k, r in rows.items()} == {
+        "a_astronaut.jpg": ("COMPLETED", 1),
+        "b_cat.jpg": ("COMPLETED", 0),
+        "c_two.png": ("COMPLETED", 2),
+    }
+    assert len({r["run_id"] for r in rows.values()}) == 3 and batch["batch_id"]
