@@ -30,7 +30,7 @@ lint: $(STAMP)
 	$(VENV)/bin/buf breaking --against '.git#branch=main'
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy services clients tasks scripts
+	$(VENV)/bin/mypy services clients tasks scripts bench
 
 clean:
 	rm -rf $(VENV) .wtm build *.egg-info

@@ -28,7 +28,8 @@ from services.common.errors import WtmError
 from services.executor.artifact_cache import ArtifactCache
 from services.executor.package_cache import PackageCache
 from services.executor.settings import ExecutorSettings
-from services.executor.worker import Outcome, Worker
+from services.executor.worker import Outcome
+from services.executor.worker_pool import WorkerPool
 from wtm.v1 import executor_service_pb2 as epb
 from wtm.v1 import executor_service_pb2_grpc as epb_grpc
 from wtm.v1 import registry_service_pb2 as rpb
@@ -68,7 +69,8 @@ class Executor:
         self._assignments: asyncio.Queue[epb.StepAssignment] = asyncio.Queue()
         self._outbox: asyncio.Queue[epb.ConnectRequest] = asyncio.Queue()
         self._running: dict[tuple[str, str], Running] = {}
-        self._workers: list[Worker | None] = [None] * settings.slots
+        # Warm workers per task version, shared by the slots; room for a few idle versions.
+        self.workers = WorkerPool(capacity=settings.slots + 2)
         self._draining = asyncio.Event()
         self._heartbeat_seconds = 5.0
 
@@ -109,9 +111,7 @@ class Executor:
         for task in [*slots, connection]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for worker in self._workers:
-            if worker is not None:
-                await asyncio.to_thread(worker.retire)
+        await self.workers.close()
         await self._registry_channel.close()
         log.info("stopped")
 
@@ -218,7 +218,7 @@ class Executor:
                 if self._draining.is_set():
                     outcome = Outcome("FAILED", error="executor is draining; retry elsewhere")
                 else:
-                    outcome = await self._execute(index, assignment, running)
+                    outcome = await self._execute(assignment, running)
             finally:
                 self._running.pop((ref.run_id, ref.step_id), None)
             result = epb.StepResult(
@@ -231,7 +231,7 @@ class Executor:
             result.end_time.FromDatetime(datetime.now(UTC))
             self._outbox.put_nowait(epb.ConnectRequest(result=result))
 
-    async def _execute(self, index: int, a: epb.StepAssignment, running: Running) -> Outcome:
+    async def _execute(self, a: epb.StepAssignment, running: Running) -> Outcome:
         try:
             package_dir = await self.cache.get(a.digest)
         except WtmError as exc:
@@ -258,12 +258,7 @@ class Executor:
             "input_sources": dict(a.input_sources),
             "artifacts": artifacts,
         }
-        worker = self._workers[index]
-        if worker is None or not worker.alive or worker.key != (str(package_dir), a.entry_point):
-            if worker is not None:
-                await asyncio.to_thread(worker.retire)
-            worker = Worker(package_dir, a.entry_point)
-            self._workers[index] = worker
+        worker = await self.workers.acquire(package_dir, a.entry_point)
 
         def progress(fraction: float, message: str) -> None:
             self._outbox.put_nowait(
@@ -280,6 +275,6 @@ class Executor:
             if not running.cancelled.is_set():
                 raise
             outcome = Outcome("CANCELLED", error="cancelled by the scheduler")
-        if not worker.alive:
-            self._workers[index] = None
+        finally:
+            self.workers.release(worker)  # a killed or dead worker is dropped, not pooled
         return outcome

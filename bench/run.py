@@ -1,0 +1,272 @@
+"""Benchmarks on the local stack: ``python -m bench.run`` prints one JSON document of figures.
+
+    python -m bench.run                       # every figure, at the issues' sizes
+    python -m bench.run --only face,latency   # some of them
+    python -m bench.run --scale 0.1           # smaller counts, for a quick look
+
+Figures (issue 4 and issue 6 name them and the targets):
+  throughput  N one-step no-op runs submitted at once: runs/s from first submit to last done
+  latency     sequential one-step no-op runs: submit -> finished event, p50/p95/p99 ms
+  dag         a 50 ms step, then two 100 ms steps in parallel, run one at a time:
+              p50 wall time minus the ideal 150 ms
+  dag_burst   200 such DAGs at once on 8 executor slots: total time, per-DAG p50
+  face        face_processing_pipeline on the bundled portrait: p50 wall time, and the
+              speedup of its parallel branch against the same steps run one after another
+
+Every load is bounded in count and time; all traffic stays on 127.0.0.1. The stack is
+started and stopped by this command (by PID).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from clients.sdk import Client
+from services.localstack import Cluster
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH_TASKS = Path(__file__).resolve().parent / "tasks"
+DEADLINE_S = 600
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+def wait_all(client: Client, run_ids: list[str], deadline: float) -> dict[str, Any]:
+    """Wait for every run to finish (bounded by ``deadline``); return finished runs by id."""
+    done: dict[str, Any] = {}
+    pending = list(run_ids)
+    while pending and time.monotonic() < deadline:
+        still = []
+        for run_id in pending:
+            r = client.get_run(run_id)
+            (done.__setitem__(run_id, r) if r.finished else still.append(run_id))
+        pending = still
+        if pending:
+            time.sleep(0.05)
+    if pending:
+        raise TimeoutError(f"{len(pending)} runs unfinished at the deadline")
+    return done
+
+
+def throughput(client: Client, count: int) -> dict[str, Any]:
+    deadline = time.monotonic() + DEADLINE_S
+    start = time.monotonic()
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        ids = list(pool.map(lambda _: client.submit(task="noop").run_id, range(count)))
+    submitted = time.monotonic()
+    done = wait_all(client, ids, deadline)
+    end = max(r.ended_at.timestamp() for r in done.values())
+    first = min(r.created_at.timestamp() for r in done.values())
+    ok = sum(r.state == "COMPLETED" for r in done.values())
+    return {
+        "runs": count,
+        "completed": ok,
+        "submit_seconds": round(submitted - start, 3),
+        "runs_per_second": round(count / (end - first), 1),
+        "target_runs_per_second": 1250,
+    }
+
+
+def latency(client: Client, count: int) -> dict[str, Any]:
+    times = []
+    for _ in range(count):
+        t0 = time.perf_counter()
+        run = client.submit(task="noop")
+        for event in client.watch(run.run_id, timeout=30):
+            if event.ends_run:
+                break
+        times.append(time.perf_counter() - t0)
+    return {
+        "runs": count,
+        "p50_ms": ms(pct(times, 50)),
+        "p95_ms": ms(pct(times, 95)),
+        "p99_ms": ms(pct(times, 99)),
+        "target": "p50 <= 2 ms, p99 <= 5 ms",
+    }
+
+
+DAG = {
+    "pipeline_id": "bench_dag",
+    "steps": [
+        {"step_id": "first", "task_id": "sleep_ms", "input_mapping": {"ms": 50}},
+        {
+            "step_id": "left",
+            "task_id": "sleep_ms",
+            "depends_on": ["first"],
+            "parallel_group": "p",
+            "input_mapping": {"ms": 100},
+        },
+        {
+            "step_id": "right",
+            "task_id": "sleep_ms",
+            "depends_on": ["first"],
+            "parallel_group": "p",
+            "input_mapping": {"ms": 100},
+        },
+    ],
+}
+
+
+def dag(client: Client, count: int) -> dict[str, Any]:
+    walls = []
+    for _ in range(count):
+        t0 = time.perf_counter()
+        run = client.submit(pipeline="bench_dag")
+        for event in client.watch(run.run_id, timeout=30):
+            if event.ends_run:
+                break
+        walls.append(time.perf_counter() - t0)
+    return {
+        "runs": count,
+        "p50_wall_ms": ms(pct(walls, 50)),
+        "p50_overhead_ms": ms(pct(walls, 50) - 0.150),
+        "target_overhead_ms": 8,
+    }
+
+
+def dag_burst(client: Client, count: int) -> dict[str, Any]:
+    deadline = time.monotonic() + DEADLINE_S
+    start = time.monotonic()
+    ids = [client.submit(pipeline="bench_dag").run_id for _ in range(count)]
+    done = wait_all(client, ids, deadline)
+    total = max(r.ended_at.timestamp() for r in done.values()) - min(
+        r.created_at.timestamp() for r in done.values()
+    )
+    walls = [(r.ended_at - r.created_at).total_seconds() for r in done.values()]
+    return {
+        "dags": count,
+        "slots": 8,
+        "ideal_total_seconds": round(count * 0.250 / 8, 3),
+        "total_seconds": round(total, 3),
+        "per_dag_p50_seconds": round(pct(walls, 50), 3),
+        "submit_seconds": round(time.monotonic() - start, 3),
+        "target": "total <= 6.6 s, per-DAG p50 <= 4 s",
+    }
+
+
+FACE_SERIAL = {
+    "pipeline_id": "bench_face_serial",
+    "steps": [
+        {
+            "step_id": "face_detection",
+            "task_id": "face_detection",
+            "input_mapping": {"image_path": "$.image_path"},
+        },
+        {
+            "step_id": "attributes",
+            "task_id": "face_attribute",
+            "depends_on": ["face_detection"],
+            "input_mapping": {"image_path": "$.image_path", "faces": "$.face_detection.faces"},
+        },
+        {
+            "step_id": "features",
+            "task_id": "face_extractor",
+            "depends_on": ["attributes"],
+            "input_mapping": {"image_path": "$.image_path", "faces": "$.face_detection.faces"},
+        },
+        {
+            "step_id": "merge",
+            "task_id": "face_merge",
+            "depends_on": ["features"],
+            "input_mapping": {
+                "detection": "$.face_detection",
+                "attributes": "$.attributes",
+                "features": "$.features",
+            },
+        },
+    ],
+}
+
+
+def face(client: Client, count: int) -> dict[str, Any]:
+    uri = client.upload_artifact(ROOT / "tasks" / "data" / "astronaut.jpg")
+    results: dict[str, Any] = {}
+    for pipeline in ("face_processing_pipeline", "bench_face_serial"):
+        walls, speedups = [], []
+        for i in range(count + 2):  # two warm-up runs: worker processes start and load models
+            run = client.wait(
+                client.submit(pipeline=pipeline, input={"image_path": uri}).run_id, 60
+            )
+            assert run.state == "COMPLETED", run.error
+            if i >= 2:
+                summary = run.processing_summary or {}
+                walls.append(summary["wall_seconds"])
+                speedups.append(summary["parallel_speedup"])
+        results[pipeline] = {
+            "p50_wall_ms": ms(pct(walls, 50)),
+            "p50_parallel_speedup": round(statistics.median(speedups), 3),
+        }
+    parallel = results["face_processing_pipeline"]["p50_wall_ms"]
+    serial = results["bench_face_serial"]["p50_wall_ms"]
+    return {
+        "runs": count,
+        "parallel_p50_wall_ms": parallel,
+        "serial_p50_wall_ms": serial,
+        "speedup_vs_serial": round(serial / parallel, 3) if parallel else None,
+        "detail": results,
+    }
+
+
+FIGURES: dict[str, tuple[Callable[[Client, int], dict[str, Any]], int]] = {
+    "throughput": (throughput, 5000),
+    "latency": (latency, 300),
+    "dag": (dag, 20),
+    "dag_burst": (dag_burst, 200),
+    "face": (face, 20),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.run", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--only", default=",".join(FIGURES), help="comma-separated figures")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every count")
+    ns = parser.parse_args(argv)
+    chosen = [f.strip() for f in ns.only.split(",") if f.strip()]
+    unknown = set(chosen) - set(FIGURES)
+    if unknown:
+        parser.error(f"--only: unknown figures {sorted(unknown)}; choose from {list(FIGURES)}")
+    report: dict[str, Any] = {"machine": {"cores": os.cpu_count()}}
+    with (
+        tempfile.TemporaryDirectory(prefix="wtm-bench-") as tmp,
+        Cluster(tmp, executors=2, slots=4) as c,
+        Client(c.registry_address, c.scheduler_address) as client,
+    ):
+        for d in [*BENCH_TASKS.iterdir(), *(ROOT / "tasks" / "examples").iterdir()]:
+            if (d / "task.json").exists():
+                client.register_task(d)
+        client.register_pipelines(ROOT / "tasks" / "pipelines" / "config_pipeline.json")
+        client.register_pipelines(DAG)
+        client.register_pipelines(FACE_SERIAL)
+        client.wait(client.submit(task="noop").run_id, 60)  # warm a worker
+        for name in chosen:
+            fn, count = FIGURES[name]
+            n = max(1, int(count * ns.scale))
+            t0 = time.monotonic()
+            report[name] = fn(client, n)
+            report[name]["bench_seconds"] = round(time.monotonic() - t0, 1)
+            print(f"{name}: {json.dumps(report[name])}", file=sys.stderr)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
