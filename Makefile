@@ -32,5 +32,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy services clients tasks scripts bench
 
+## Benchmarks on the local stack (starts and stops its own); prints JSON.
+bench: $(STAMP)
+	$(PY) -m bench.run
+
 clean:
 	rm -rf $(VENV) .wtm build *.egg-info
