@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,3 +34,26 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 def client(cluster: Cluster) -> Iterator[Client]:
     with Client(cluster.registry_address, cluster.scheduler_address) as c:
         yield c
+
+
+def run_cli(
+    cluster: Cluster, *args: str, check: bool = True, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    """Run ``wtm ARGS`` as a user would, against the session's services."""
+    env = {
+        **os.environ,
+        "WTM_REGISTRY_ADDR": cluster.registry_address,
+        "WTM_SCHEDULER_ADDR": cluster.scheduler_address,
+        "COLUMNS": "200",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "clients.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result

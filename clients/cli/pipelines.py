@@ -11,8 +11,8 @@ from pathlib import Path
 import click
 
 from clients import render
-from clients.cli.app import Ctx, cli, parse_json_object, upload_inputs
-from clients.cli.runs import follow
+from clients.cli.app import Ctx, cli, parse_json_object
+from clients.cli.runs import submit_and_show
 from clients.sdk import PipelineInfo, RunInfo
 
 DEFAULT_CONFIG = (
@@ -155,16 +155,7 @@ def pipeline_run(
     data = parse_json_object(input_json, "INPUT_JSON")
     if input_dir is not None:
         sys.exit(run_batch(obj, ref, data, input_dir, field, priority))
-    with obj.client() as client:
-        data = upload_inputs(obj, client, data)
-        r = client.submit(pipeline=ref, input=data, priority=priority, request_id=request_id)
-        if not obj.as_json:
-            render.console.print(f"submitted run [bold]{r.run_id}[/]")
-        if wait:
-            r = follow(obj, client, r.run_id)
-    obj.out(r, render.run_summary(r))
-    if wait and r.state != "COMPLETED":
-        sys.exit(1)
+    submit_and_show(obj, wait, pipeline=ref, input=data, priority=priority, request_id=request_id)
 
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -36,9 +37,15 @@ def run_submit(
 ) -> None:
     """Run task TASK_REF (ID or ID@VERSION) on INPUT_JSON (inline JSON or @FILE)."""
     data = parse_json_object(input_json, "INPUT_JSON")
+    submit_and_show(obj, wait, task=task_ref, input=data, priority=priority, request_id=request_id)
+
+
+def submit_and_show(obj: Ctx, wait: bool, **submit: Any) -> None:
+    """Upload local input files, submit, follow the run live if asked, print it; exit 1 when
+    a followed run did not complete."""
     with obj.client() as client:
-        data = upload_inputs(obj, client, data)
-        r = client.submit(task=task_ref, input=data, priority=priority, request_id=request_id)
+        submit["input"] = upload_inputs(obj, client, submit["input"])
+        r = client.submit(**submit)
         if not obj.as_json:
             render.console.print(f"submitted run [bold]{r.run_id}[/]")
         if wait:

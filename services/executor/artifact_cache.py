@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from services.common.artifacts import parse_uri
-from services.common.errors import FailedPrecondition
+from services.executor.package_cache import download_verified
 
 Fetch = Callable[[str], AsyncIterator[bytes]]
 
@@ -31,15 +30,9 @@ class ArtifactCache:
         async with self._locks.setdefault(digest, asyncio.Lock()):
             if target.is_file():
                 return target
-            hasher = hashlib.sha256()
-            chunks = []
-            async for chunk in self._fetch(uri):
-                hasher.update(chunk)
-                chunks.append(chunk)
-            if hasher.hexdigest() != digest:
-                raise FailedPrecondition(f"artifact content does not match {uri}", field="uri")
+            data = await download_verified(self._fetch(uri), digest, "artifact")
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{filename}.{os.getpid()}.part")
-            tmp.write_bytes(b"".join(chunks))
+            tmp.write_bytes(data)
             tmp.rename(target)
         return target

@@ -21,6 +21,20 @@ from services.common.packaging import extract_to, inspect_archive
 Fetch = Callable[[str], AsyncIterator[bytes]]
 
 
+async def download_verified(chunks: AsyncIterator[bytes], digest: str, what: str) -> bytes:
+    """All of a download, refused (FailedPrecondition) unless its sha256 is ``digest``."""
+    hasher = hashlib.sha256()
+    parts = []
+    async for chunk in chunks:
+        hasher.update(chunk)
+        parts.append(chunk)
+    if hasher.hexdigest() != digest:
+        raise FailedPrecondition(
+            f"{what} content hashes to {hasher.hexdigest()}, not {digest}: refused", field="digest"
+        )
+    return b"".join(parts)
+
+
 class PackageCache:
     """Extracted task packages under ``root``, keyed by digest."""
 
@@ -43,18 +57,8 @@ class PackageCache:
         async with lock:
             if target.is_dir():
                 return target
-            hasher = hashlib.sha256()
-            chunks = []
-            async for chunk in self._fetch(digest):
-                hasher.update(chunk)
-                chunks.append(chunk)
+            data = await download_verified(self._fetch(digest), digest, "package")
             self.downloads += 1
-            if hasher.hexdigest() != digest:
-                raise FailedPrecondition(
-                    f"package content hashes to {hasher.hexdigest()}, not {digest}: refused",
-                    field="digest",
-                )
-            data = b"".join(chunks)
             await asyncio.to_thread(self._install, digest, data)
         return target
 

@@ -3,42 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from services.localstack import Cluster
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_cli
 
 FIXTURES = ROOT / "tests" / "fixtures"
 
 
-def wtm(cluster: Cluster, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "WTM_REGISTRY_ADDR": cluster.registry_address,
-        "WTM_SCHEDULER_ADDR": cluster.scheduler_address,
-        "COLUMNS": "200",
-    }
-    result = subprocess.run(
-        [sys.executable, "-m", "clients.cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if check:
-        assert result.returncode == 0, result.stdout + result.stderr
-    return result
-
-
 def wtm_json(cluster: Cluster, *args: str) -> Any:
-    return json.loads(wtm(cluster, "--json", *args).stdout)
+    return json.loads(run_cli(cluster, "--json", *args).stdout)
 
 
 @pytest.mark.parametrize(
@@ -53,7 +30,7 @@ def test_a_created_task_tests_registers_and_runs_unchanged(
     cluster: Cluster, tmp_path: Path, template: str, given: dict[str, Any], expected: dict[str, Any]
 ) -> None:
     name = f"my_{template}_task"
-    wtm(
+    run_cli(
         cluster,
         "task",
         "create",
@@ -75,13 +52,13 @@ def test_a_created_task_tests_registers_and_runs_unchanged(
 
 
 def test_task_test_fetches_a_registered_task_by_id(cluster: Cluster) -> None:
-    wtm(cluster, "task", "register", str(ROOT / "tasks" / "examples"))
+    run_cli(cluster, "task", "register", str(ROOT / "tasks" / "examples"))
     out = wtm_json(cluster, "task", "test", "text_sentiment", '{"text": "a wonderful day"}')
     assert out["sentiment"] == "positive"
 
 
 def test_task_test_reports_a_fatal_input_error(cluster: Cluster) -> None:
-    result = wtm(
+    result = run_cli(
         cluster,
         "task",
         "test",
@@ -94,24 +71,24 @@ def test_task_test_reports_a_fatal_input_error(cluster: Cluster) -> None:
 
 
 def test_run_submit_follows_the_run_live(cluster: Cluster) -> None:
-    wtm(cluster, "task", "register", str(ROOT / "tasks" / "examples"))
-    out = wtm(cluster, "run", "submit", "text_sentiment", '{"text": "so good"}').stdout
+    run_cli(cluster, "task", "register", str(ROOT / "tasks" / "examples"))
+    out = run_cli(cluster, "run", "submit", "text_sentiment", '{"text": "so good"}').stdout
     assert "RUNNING" in out and out.rstrip().endswith("}")
     assert "COMPLETED" in out and '"sentiment": "positive"' in out
 
 
 def test_pipeline_commands_round_trip_a_config(cluster: Cluster, tmp_path: Path) -> None:
-    wtm(cluster, "task", "register", str(FIXTURES / "tasks"))
-    wtm(cluster, "task", "register", str(ROOT / "tasks" / "examples"))
+    run_cli(cluster, "task", "register", str(FIXTURES / "tasks"))
+    run_cli(cluster, "task", "register", str(ROOT / "tasks" / "examples"))
     config = str(FIXTURES / "pipelines" / "seed_style.json")
-    valid = wtm(cluster, "pipeline", "validate", "--json-config", config).stdout
+    valid = run_cli(cluster, "pipeline", "validate", "--json-config", config).stdout
     assert "nothing stored" in valid
-    wtm(cluster, "pipeline", "register", "--json-config", config, "--pipeline", "text_pipeline")
-    info = wtm(cluster, "pipeline", "info", "text_pipeline").stdout
+    run_cli(cluster, "pipeline", "register", "--json-config", config, "--pipeline", "text_pipeline")
+    info = run_cli(cluster, "pipeline", "info", "text_pipeline").stdout
     assert "text_sentiment [analyse]" in info and "n <- $.word_count.count" in info
     listed = {p["pipeline_id"] for p in wtm_json(cluster, "pipeline", "list")}
     assert "text_pipeline" in listed
-    shown = wtm(cluster, "pipeline", "show-config", "text_pipeline").stdout
+    shown = run_cli(cluster, "pipeline", "show-config", "text_pipeline").stdout
     (tmp_path / "pinned.json").write_text(shown)
     [again] = wtm_json(
         cluster, "pipeline", "register", "--json-config", str(tmp_path / "pinned.json")
@@ -120,12 +97,12 @@ def test_pipeline_commands_round_trip_a_config(cluster: Cluster, tmp_path: Path)
 
 
 def test_an_api_error_is_printed_with_its_code(cluster: Cluster) -> None:
-    result = wtm(cluster, "task", "info", "no_such_task", check=False)
+    result = run_cli(cluster, "task", "info", "no_such_task", check=False)
     assert result.returncode == 2
     assert "NOT_FOUND" in result.stdout and "no_such_task" in result.stdout
 
 
 def test_bad_input_json_is_a_usage_error(cluster: Cluster) -> None:
-    result = wtm(cluster, "run", "submit", "text_sentiment", "[1,", check=False)
+    result = run_cli(cluster, "run", "submit", "text_sentiment", "[1,", check=False)
     assert result.returncode == 2
     assert "INPUT_JSON" in result.stderr

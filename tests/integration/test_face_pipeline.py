@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from clients.sdk import ApiError, Client, RunInfo
 from services.localstack import Cluster
-from tests.conftest import EXAMPLES, ROOT
+from tests.conftest import EXAMPLES, ROOT, run_cli
 
 DATA = ROOT / "tasks" / "data"
 CONFIG = ROOT / "tasks" / "pipelines" / "config_pipeline.json"
@@ -104,29 +101,13 @@ def test_an_artifact_that_was_never_uploaded_fails_the_step(client: Client) -> N
 
 
 def test_the_cli_uploads_a_local_image_and_prints_the_merged_faces(cluster: Cluster) -> None:
-    env = {
-        **os.environ,
-        "WTM_REGISTRY_ADDR": cluster.registry_address,
-        "WTM_SCHEDULER_ADDR": cluster.scheduler_address,
-        "COLUMNS": "200",
-    }
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "clients.cli",
-            "pipeline",
-            "run",
-            "face_processing_pipeline",
-            '{"image_path": "tasks/data/astronaut.jpg"}',
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    out = run_cli(
+        cluster,
+        "pipeline",
+        "run",
+        "face_processing_pipeline",
+        '{"image_path": "tasks/data/astronaut.jpg"}',
     )
-    assert out.returncode == 0, out.stdout + out.stderr
     assert "artifact://sha256/" in out.stdout and "COMPLETED" in out.stdout
     assert '"face_count": 1' in out.stdout and "parallel speedup" in out.stdout
 
@@ -147,30 +128,9 @@ def test_a_batch_runs_one_run_per_image_and_tabulates_them(
     portrait = cv2.imread(str(DATA / "astronaut.jpg"))
     cv2.imwrite(str(folder / "c_two.png"), np.hstack([portrait, cv2.flip(portrait, 1)]))
     (folder / "notes.txt").write_text("not an image: skipped")
-    env = {
-        **os.environ,
-        "WTM_REGISTRY_ADDR": cluster.registry_address,
-        "WTM_SCHEDULER_ADDR": cluster.scheduler_address,
-    }
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "clients.cli",
-            "--json",
-            "pipeline",
-            "run",
-            "face_processing_pipeline",
-            "--input-dir",
-            str(folder),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
+    out = run_cli(
+        cluster, "--json", "pipeline", "run", "face_processing_pipeline", "--input-dir", str(folder)
     )
-    assert out.returncode == 0, out.stdout + out.stderr
     batch = json.loads(out.stdout)
     rows = {r["image"]: r for r in batch["runs"]}
     assert set(rows) == {"a_astronaut.jpg", "b_cat.jpg", "c_two.png"}

@@ -11,7 +11,7 @@ import pytest
 
 from clients.sdk import ApiError, Client, RunInfo
 from services.localstack import Cluster
-from tests.conftest import EXAMPLES, ROOT
+from tests.conftest import EXAMPLES, ROOT, run_cli
 
 FIXTURES = ROOT / "tests" / "fixtures"
 
@@ -201,33 +201,7 @@ def test_an_unknown_pipeline_is_not_found(client: Client) -> None:
 
 
 def test_the_cli_runs_a_pipeline_and_prints_summary_and_lineage(cluster: Cluster) -> None:
-    import os
-    import subprocess
-    import sys
-
-    env = {
-        **os.environ,
-        "WTM_REGISTRY_ADDR": cluster.registry_address,
-        "WTM_SCHEDULER_ADDR": cluster.scheduler_address,
-        "COLUMNS": "200",
-    }
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "clients.cli",
-            "pipeline",
-            "run",
-            "text_pipeline",
-            json.dumps({"text": "good"}),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
+    out = run_cli(cluster, "pipeline", "run", "text_pipeline", json.dumps({"text": "good"}))
     assert "parallel speedup" in out.stdout
     assert "output_001_count_number -> input_003_n_number" in out.stdout
 
