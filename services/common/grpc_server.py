@@ -207,10 +207,13 @@ async def serve_async(
     on_start: Callable[[], Any] | None = None,
     on_stop: Callable[[], Any] | None = None,
     grace: float = 5.0,
+    before_stop: Callable[[], Any] | None = None,
 ) -> None:
     """Run an asyncio gRPC server until SIGTERM or SIGINT, then stop it cleanly.
 
-    ``on_start`` and ``on_stop`` are awaited when they return awaitables.
+    ``before_stop`` runs after health turns NOT_SERVING and before the server stops (end
+    long-lived streams there, or they hold the grace period); ``on_stop`` after it stopped.
+    Each is awaited when it returns an awaitable.
     """
     server = aio.server(
         interceptors=[AsyncGuardInterceptor(token)],
@@ -240,6 +243,10 @@ async def serve_async(
     await stop.wait()
     log.info("stopping")
     await checker.enter_graceful_shutdown()
+    if before_stop is not None:
+        result = before_stop()
+        if inspect.isawaitable(result):
+            await result
     await server.stop(grace)
     if on_stop is not None:
         result = on_stop()

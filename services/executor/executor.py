@@ -25,6 +25,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_ji
 
 from services.common.artifacts import find_uris
 from services.common.errors import WtmError
+from services.executor import requirements
 from services.executor.artifact_cache import ArtifactCache
 from services.executor.package_cache import PackageCache
 from services.executor.settings import ExecutorSettings
@@ -72,6 +73,7 @@ class Executor:
         # Warm workers per task version, shared by the slots; room for a few idle versions.
         self.workers = WorkerPool(capacity=settings.slots + 2)
         self._draining = asyncio.Event()
+        self._stream_no = 0
         self._heartbeat_seconds = 5.0
 
     async def _download(self, digest: str) -> AsyncIterator[bytes]:
@@ -99,6 +101,7 @@ class Executor:
             "draining: %d running, up to %.0fs", len(self._running), self.settings.drain_seconds
         )
         self._draining.set()
+        self._outbox.put_nowait(self._heartbeat())  # tells the scheduler: no new work
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle(), self.settings.drain_seconds)
         for running in self._running.values():
@@ -146,15 +149,22 @@ class Executor:
             )
         )
 
-    async def _requests(self) -> AsyncIterator[epb.ConnectRequest]:
+    async def _requests(self, stream_no: int) -> AsyncIterator[epb.ConnectRequest]:
+        """What goes up one stream. A stream's generator can outlive its stream; once a newer
+        stream exists it hands what it took back to the outbox and stops."""
         yield self._hello()
         while True:
-            yield await self._outbox.get()
+            message = await self._outbox.get()
+            if stream_no != self._stream_no:
+                self._outbox.put_nowait(message)
+                return
+            yield message
 
     async def _session(self) -> None:
         async with aio.insecure_channel(self.settings.scheduler) as channel:
             stub = epb_grpc.ExecutorServiceStub(channel)
-            call = stub.Connect(self._requests(), metadata=self._metadata)
+            self._stream_no += 1
+            call = stub.Connect(self._requests(self._stream_no), metadata=self._metadata)
             heartbeats: asyncio.Task[None] | None = None
             try:
                 async for message in call:
@@ -170,7 +180,10 @@ class Executor:
                         if self._running:  # tell the scheduler what survived the disconnect
                             self._outbox.put_nowait(self._heartbeat())
                     elif kind == "assignment":
-                        await self._assignments.put(message.assignment)
+                        if self._draining.is_set():  # sent before the scheduler heard: give back
+                            self._outbox.put_nowait(self._released(message.assignment.ref))
+                        else:
+                            await self._assignments.put(message.assignment)
                     elif kind == "cancel":
                         ref = message.cancel.ref
                         running = self._running.get((ref.run_id, ref.step_id))
@@ -192,7 +205,18 @@ class Executor:
 
     def _heartbeat(self) -> epb.ConnectRequest:
         return epb.ConnectRequest(
-            heartbeat=epb.ExecutorHeartbeat(running=[r.ref for r in self._running.values()])
+            heartbeat=epb.ExecutorHeartbeat(
+                running=[r.ref for r in self._running.values()],
+                draining=self._draining.is_set(),
+            )
+        )
+
+    @staticmethod
+    def _released(ref: epb.StepAttemptRef) -> epb.ConnectRequest:
+        return epb.ConnectRequest(
+            result=epb.StepResult(
+                ref=ref, outcome=epb.StepOutcome.STEP_OUTCOME_RELEASED, error="executor is draining"
+            )
         )
 
     async def _heartbeats(self) -> None:
@@ -215,10 +239,7 @@ class Executor:
             self._running[(ref.run_id, ref.step_id)] = running
             started = datetime.now(UTC)
             try:
-                if self._draining.is_set():
-                    outcome = Outcome("FAILED", error="executor is draining; retry elsewhere")
-                else:
-                    outcome = await self._execute(assignment, running)
+                outcome = await self._execute(assignment, running)
             finally:
                 self._running.pop((ref.run_id, ref.step_id), None)
             result = epb.StepResult(
@@ -239,6 +260,13 @@ class Executor:
         except aio.AioRpcError as exc:
             return Outcome(
                 "FAILED", error=f"package download failed: {exc.code().name}: {exc.details()}"
+            )
+        manifest = json.loads((package_dir / "task.json").read_text())
+        problems = requirements.missing(list(manifest.get("requirements") or []))
+        if problems:
+            return Outcome(
+                "FATAL",
+                error=f"requirements of {a.task_id}@{a.task_version}: " + "; ".join(problems),
             )
         try:
             artifacts = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable
@@ -18,6 +19,7 @@ from pathlib import Path
 from services.common.errors import FailedPrecondition
 from services.common.packaging import extract_to, inspect_archive
 
+log = logging.getLogger(__name__)
 Fetch = Callable[[str], AsyncIterator[bytes]]
 
 
@@ -57,6 +59,7 @@ class PackageCache:
         async with lock:
             if target.is_dir():
                 return target
+            log.info("downloading package %s", digest)
             data = await download_verified(self._fetch(digest), digest, "package")
             self.downloads += 1
             await asyncio.to_thread(self._install, digest, data)

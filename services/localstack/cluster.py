@@ -55,6 +55,7 @@ class Cluster:
         self.registry_address = ""
         self.scheduler_address = ""
         self.executors: list[Child] = []
+        self._executor_count = 0
         self.scheduler: Child | None = None
         self.registry: Child | None = None
 
@@ -96,7 +97,8 @@ class Cluster:
         )
 
     def add_executor(self, *args: str, slots: int | None = None) -> Child:
-        n = len(self.executors) + 1
+        self._executor_count += 1  # never reused, so every executor has its own id and log
+        n = self._executor_count
         child = self._service(
             f"executor-{n}",
             "services.executor",

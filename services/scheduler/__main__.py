@@ -48,7 +48,6 @@ async def serve(settings: SchedulerSettings) -> None:
         await dispatcher.start()
 
     async def on_stop() -> None:
-        await dispatcher.stop()
         await store.close()
         await catalog.close()
         await client.aclose()
@@ -63,6 +62,7 @@ async def serve(settings: SchedulerSettings) -> None:
         settings.auth_token or None,
         on_start=on_start,
         on_stop=on_stop,
+        before_stop=dispatcher.stop,  # ends executor streams, so they reconnect elsewhere now
     )
 
 

@@ -88,10 +88,11 @@ class ExecutorSession:
     in_flight: dict[str, int] = field(default_factory=dict)  # step-key -> attempt
     outbox: asyncio.Queue[Assignment | Cancel | None] = field(default_factory=asyncio.Queue)
     last_seen: float = field(default_factory=time.time)
+    draining: bool = False
 
     @property
     def free_slots(self) -> int:
-        return self.info.slots - len(self.in_flight)
+        return 0 if self.draining else self.info.slots - len(self.in_flight)
 
 
 def step_input(leased: Leased) -> tuple[str, list[tuple[str, str]], dict[str, str]]:
@@ -175,9 +176,12 @@ class Dispatcher:
         log.info("executor %s disconnected", session.info.executor_id)
 
     async def heartbeat(
-        self, session: ExecutorSession, running: list[tuple[str, str, int]]
+        self, session: ExecutorSession, running: list[tuple[str, str, int]], draining: bool = False
     ) -> None:
         session.last_seen = time.time()
+        if draining and not session.draining:
+            log.info("executor %s is draining: no new work for it", session.info.executor_id)
+        session.draining = session.draining or draining
         stale = await self.queue.heartbeat(
             [(keys.step_key(r, s), a) for r, s, a in running], self.lease_ms
         )

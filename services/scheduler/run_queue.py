@@ -140,7 +140,7 @@ class RunQueue:
         )
         words = [w.decode() if isinstance(w, bytes) else str(w) for w in raw]
         cancel = _pairs(words[1:]) if words[0] == "failed" else []
-        if words[0] in {"retrying", "completed"}:
+        if words[0] in {"retrying", "completed", "released"}:
             await self.redis.publish(keys.WAKE_CHANNEL, "1")
         return Verdict(words[0], cancel)
 

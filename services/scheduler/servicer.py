@@ -163,7 +163,9 @@ class ExecutorServicer(epb_grpc.ExecutorServiceServicer):
             kind = message.WhichOneof("message")
             if kind == "heartbeat":
                 await self._dispatcher.heartbeat(
-                    session, [(r.run_id, r.step_id, r.attempt) for r in message.heartbeat.running]
+                    session,
+                    [(r.run_id, r.step_id, r.attempt) for r in message.heartbeat.running],
+                    message.heartbeat.draining,
                 )
             elif kind == "progress":
                 p = message.progress

@@ -228,3 +228,15 @@ def test_a_repeated_request_id_returns_the_first_run(on_valkey) -> None:  # noqa
         return [first, second, await q.redis.exists(keys.run("r2"))]
 
     assert on_valkey(scenario) == [(True, "r1"), (False, "r1"), 0]
+
+
+def test_a_released_attempt_is_requeued_without_counting(on_valkey) -> None:  # noqa: ANN001
+    async def scenario(q: RunQueue) -> tuple[str, int, str]:
+        await submit(q, "r1", [step("a", max_retries=0)])
+        [first] = await q.dispatch("draining", ["q"], 1, 10_000)
+        verdict = await q.complete("r1:a", first.attempt, "RELEASED", "", "draining", 0)
+        [again] = await q.dispatch("ex2", ["q"], 1, 10_000)
+        done = await q.complete("r1:a", again.attempt, "SUCCEEDED", "{}", "", 0)
+        return verdict.verdict, again.attempt, done.verdict
+
+    assert on_valkey(scenario) == ("released", 1, "run_completed")

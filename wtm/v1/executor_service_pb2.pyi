@@ -18,12 +18,14 @@ class StepOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STEP_OUTCOME_FATAL: _ClassVar[StepOutcome]
     STEP_OUTCOME_TIMED_OUT: _ClassVar[StepOutcome]
     STEP_OUTCOME_CANCELLED: _ClassVar[StepOutcome]
+    STEP_OUTCOME_RELEASED: _ClassVar[StepOutcome]
 STEP_OUTCOME_UNSPECIFIED: StepOutcome
 STEP_OUTCOME_SUCCEEDED: StepOutcome
 STEP_OUTCOME_FAILED: StepOutcome
 STEP_OUTCOME_FATAL: StepOutcome
 STEP_OUTCOME_TIMED_OUT: StepOutcome
 STEP_OUTCOME_CANCELLED: StepOutcome
+STEP_OUTCOME_RELEASED: StepOutcome
 
 class ConnectRequest(_message.Message):
     __slots__ = ("hello", "heartbeat", "progress", "result")
@@ -79,10 +81,12 @@ class ExecutorWelcome(_message.Message):
     def __init__(self, lease_seconds: _Optional[int] = ..., heartbeat_interval_seconds: _Optional[float] = ...) -> None: ...
 
 class ExecutorHeartbeat(_message.Message):
-    __slots__ = ("running",)
+    __slots__ = ("running", "draining")
     RUNNING_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
     running: _containers.RepeatedCompositeFieldContainer[StepAttemptRef]
-    def __init__(self, running: _Optional[_Iterable[_Union[StepAttemptRef, _Mapping]]] = ...) -> None: ...
+    draining: bool
+    def __init__(self, running: _Optional[_Iterable[_Union[StepAttemptRef, _Mapping]]] = ..., draining: _Optional[bool] = ...) -> None: ...
 
 class StepAttemptRef(_message.Message):
     __slots__ = ("run_id", "step_id", "attempt")

@@ -10,7 +10,9 @@
 -- ARGV: P, step-key, attempt, outcome (SUCCEEDED|FAILED|FATAL|TIMED_OUT|CANCELLED),
 --       output_json, error, now_ms, retry_at_ms, finished_ttl_s
 -- Fencing: a result for any attempt but the current RUNNING one is refused as 'stale'.
--- Returns: {'stale'} | {'completed', n_unblocked} | {'run_completed'} | {'retrying'}
+-- RELEASED (an executor gave the attempt back unrun) re-queues the step at once and does not
+-- count the attempt.
+-- Returns: {'stale'} | {'completed', n_unblocked} | {'run_completed'} | {'retrying'} | {'released'}
 --        | {'failed', step-key, executor, ...} (running steps to cancel).
 local P, member, attempt, outcome = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local output, err, now, retry_at, ttl = ARGV[5], ARGV[6], ARGV[7], ARGV[8], tonumber(ARGV[9])
@@ -19,6 +21,13 @@ local f = redis.call('HMGET', sh, 'attempt', 'state', 'dependents')
 if f[1] ~= attempt or f[2] ~= 'RUNNING' then return {'stale'} end
 local run_id = run_of(member)
 local step_id = string.sub(member, #run_id + 2)
+if outcome == 'RELEASED' then
+  redis.call('ZREM', P .. 'leases', member)
+  redis.call('HINCRBY', sh, 'attempt', -1)
+  enqueue(P, member, now)
+  emit(P, run_id, step_id, tonumber(attempt) - 1, 'QUEUED', 'released unrun by a draining executor', now)
+  return {'released'}
+end
 if outcome ~= 'SUCCEEDED' then
   local state = 'FAILED'
   if outcome == 'TIMED_OUT' or outcome == 'CANCELLED' then state = outcome end

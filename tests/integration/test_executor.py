@@ -1,0 +1,189 @@
+"""Executors on the real stack: package cache, refusals, hard timeouts, crashes, drain,
+reconnect."""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clients.sdk import Client
+from services.common.backends import s3_client
+from services.localstack import Cluster
+from services.localstack.cluster import serving
+from services.localstack.processes import ProcessGroup, free_port, wait_until
+from tests.conftest import ROOT
+
+FIXTURES = ROOT / "tests" / "fixtures" / "tasks"
+
+SLEEP_TASK = """
+import time
+from tasks.base.task_base import SimpleTask
+
+class Task(SimpleTask):
+    def process(self, input_data):
+        self.report_progress(0.0, "started")
+        time.sleep(float(input_data.get("seconds", 0)))
+        return {"slept": input_data.get("seconds", 0)}
+"""
+
+
+def make_task(tmp: Path, task_id: str, code: str = SLEEP_TASK, **manifest: Any) -> Path:
+    d = tmp / task_id
+    d.mkdir(parents=True)
+    doc = {"task_id": task_id, "version": "1.0.0", "category": "testing", **manifest}
+    (d / "task.json").write_text(json.dumps(doc))
+    (d / "task.py").write_text(code)
+    return d
+
+
+@pytest.fixture(scope="module", autouse=True)
+def registered(client: Client) -> None:
+    for d in sorted(FIXTURES.iterdir()):
+        client.register_task(d)
+
+
+def run(client: Client, timeout: float = 60, **submit: Any) -> Any:
+    return client.wait(client.submit(**submit).run_id, timeout=timeout)
+
+
+def test_a_package_is_downloaded_once_then_served_from_the_cache(
+    cluster: Cluster, client: Client, tmp_path: Path
+) -> None:
+    task = client.register_task(make_task(tmp_path, "cache_probe"))
+    for _ in range(3):
+        assert run(client, task="cache_probe", input={"seconds": 0}).state == "COMPLETED"
+    log = cluster.executors[0].log_path.read_text()
+    assert log.count(f"downloading package {task.digest}") == 1
+
+
+def test_a_tampered_package_is_refused(cluster: Cluster, client: Client, tmp_path: Path) -> None:
+    task = client.register_task(make_task(tmp_path, "tamper_probe"))
+    assert cluster.endpoints is not None
+    e = cluster.endpoints
+    forged = b"not the package that was registered"
+    s3_client(e.s3_endpoint, e.s3_access_key, e.s3_secret_key).put_object(
+        "wtm-packages", f"sha256/{task.digest}.tar.gz", io.BytesIO(forged), len(forged)
+    )
+    done = run(client, task="tamper_probe", input={})
+    assert done.state == "FAILED" and done.steps[0].attempt == 1  # fatal: no retry
+    assert f"not {task.digest}: refused" in done.steps[0].error
+
+
+def test_a_missing_requirement_is_named(client: Client, tmp_path: Path) -> None:
+    client.register_task(
+        make_task(tmp_path, "needs_more", requirements=["numpy>=1", "tensorflow-nonexistent>=9"])
+    )
+    done = run(client, task="needs_more", input={})
+    assert done.state == "FAILED"
+    assert "'tensorflow-nonexistent>=9' is not installed on this executor" in done.steps[0].error
+    assert "numpy" not in done.steps[0].error
+
+
+def test_a_step_past_its_timeout_is_killed_and_the_executor_keeps_serving(client: Client) -> None:
+    client.register_pipelines(
+        {
+            "pipeline_id": "too_slow",
+            "steps": [
+                {
+                    "task_id": "sleeper",
+                    "timeout": 1,
+                    "retry_count": 0,
+                    "input_mapping": {"seconds": 30},
+                }
+            ],
+        }
+    )
+    started = time.monotonic()
+    done = run(client, pipeline="too_slow", input={})
+    assert time.monotonic() - started < 10
+    assert done.state == "FAILED"
+    assert done.steps[0].state == "TIMED_OUT" and "worker process killed" in done.steps[0].error
+    assert run(client, task="echo", input={"still": "here"}).output == {"echo": {"still": "here"}}
+
+
+def test_a_crashing_task_costs_only_its_step(client: Client) -> None:
+    done = run(client, task="crasher", input={})
+    assert done.state == "FAILED"
+    assert done.steps[0].attempt == 2  # retried once (max_retries 1), crashed again
+    assert "worker process died (exit code 3)" in done.steps[0].error
+    assert run(client, task="echo", input={"after": "crash"}).state == "COMPLETED"
+
+
+def test_drain_on_sigterm_finishes_the_running_step(
+    cluster: Cluster, client: Client, tmp_path: Path
+) -> None:
+    client.register_task(make_task(tmp_path, "drain_probe", queue="drainq"))
+    child = cluster.add_executor("--queues", "drainq", "--drain-seconds", "20")
+    try:
+        r = client.submit(task="drain_probe", input={"seconds": 2})
+        for event in client.watch(r.run_id, timeout=60):
+            if event.kind == "PROGRESS":  # the task is running inside the executor
+                break
+        child.proc.send_signal(signal.SIGTERM)
+        done = client.wait(r.run_id, timeout=60)
+        assert done.state == "COMPLETED", done.steps[0].error
+        assert done.steps[0].executor_id == child.name
+        assert child.proc.wait(20) == 0
+    finally:
+        cluster.executors.remove(child)
+        cluster.services.children.remove(child)
+        child.stop()
+
+
+def test_an_executor_reconnects_after_its_scheduler_restarts(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    group = ProcessGroup(tmp_path / "logs")
+    env = cluster.env()
+
+    def start_scheduler() -> Any:
+        child = group.start(
+            f"scheduler-{len(group.children)}",
+            [sys.executable, "-m", "services.scheduler", "--listen", address],
+            env=env,
+            cwd=ROOT,
+        )
+        wait_until("scheduler", lambda: serving(address), child, timeout=30)
+        return child
+
+    try:
+        scheduler = start_scheduler()
+        executor = group.start(
+            "executor-reconnect",
+            [
+                sys.executable,
+                "-m",
+                "services.executor",
+                "--scheduler",
+                address,
+                "--queues",
+                "reconnq",
+                "--executor-id",
+                "reconnecting",
+                "--cache-dir",
+                str(tmp_path / "cache"),
+            ],
+            env={**env, "WTM_SCHEDULER_ADDR": address},
+            cwd=ROOT,
+        )
+        with Client(cluster.registry_address, address) as client:
+            client.register_task(make_task(tmp_path, "reconnect_probe", queue="reconnq"))
+            first = run(client, task="reconnect_probe", input={})
+            assert first.state == "COMPLETED", first.steps[0].error
+            scheduler.stop()
+            group.children.remove(scheduler)
+            start_scheduler()
+            done = run(client, task="reconnect_probe", input={}, timeout=60)
+        assert done.state == "COMPLETED", done.steps[0].error
+        assert done.steps[0].executor_id == "reconnecting"
+        assert executor.log_path.read_text().count("connected to") >= 2
+    finally:
+        group.stop_all()

@@ -1,0 +1,32 @@
+"""Task requirements against the executor's environment."""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+from services.executor.requirements import missing
+
+
+def test_installed_requirements_are_met() -> None:
+    grpc_version = metadata.version("grpcio")
+    assert missing(["grpcio", f"grpcio=={grpc_version}", "numpy>=1"]) == []
+
+
+def test_a_missing_package_is_named() -> None:
+    assert missing(["definitely-not-installed-pkg>=1.0"]) == [
+        "'definitely-not-installed-pkg>=1.0' is not installed on this executor"
+    ]
+
+
+def test_a_version_that_does_not_match_names_what_is_installed() -> None:
+    [problem] = missing(["grpcio<1.0"])
+    assert problem.startswith("'grpcio<1.0' is not met: this executor has grpcio ")
+
+
+def test_a_requirement_for_another_platform_is_skipped() -> None:
+    assert missing(['pywin32>=300; sys_platform == "win32"']) == []
+
+
+def test_nonsense_is_reported_not_crashed_on() -> None:
+    [problem] = missing(["=== nope"])
+    assert "not a valid requirement" in problem
