@@ -14,9 +14,9 @@ import contextlib
 import json
 import logging
 import platform
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -25,9 +25,9 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_ji
 
 from services.common.artifacts import find_uris
 from services.common.errors import WtmError
-from services.executor import requirements
 from services.executor.artifact_cache import ArtifactCache
 from services.executor.package_cache import PackageCache
+from services.executor.requirements import RequirementInstaller
 from services.executor.settings import ExecutorSettings
 from services.executor.worker import Outcome
 from services.executor.worker_pool import WorkerPool
@@ -45,6 +45,7 @@ class Running:
     """A step attempt on a slot."""
 
     ref: epb.StepAttemptRef
+    digest: str
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -63,18 +64,31 @@ class Executor:
         self._metadata = metadata
         self._registry_channel = aio.insecure_channel(settings.registry)
         self._registry = rpb_grpc.RegistryServiceStub(self._registry_channel)
-        self.cache = PackageCache(settings.cache_dir, self._download)
-        self.artifacts = ArtifactCache(
-            Path(settings.cache_dir) / "artifacts", self._download_artifact
+        cache_dir = Path(settings.cache_dir)
+        # Warm workers per task version, shared by the slots; room for a few idle versions.
+        self.workers = WorkerPool(settings.slots + 2, settings.worker_memory_mb)
+        self.cache = PackageCache(
+            cache_dir / "packages",
+            self._download,
+            max_bytes=settings.cache_max_mb * 2**20,
+            in_use=self._package_dirs_in_use,
+        )
+        self.artifacts = ArtifactCache(cache_dir / "artifacts", self._download_artifact)
+        self.requirements = RequirementInstaller(
+            cache_dir / "requirements", settings.install_requirements
         )
         self._assignments: asyncio.Queue[epb.StepAssignment] = asyncio.Queue()
         self._outbox: asyncio.Queue[epb.ConnectRequest] = asyncio.Queue()
         self._running: dict[tuple[str, str], Running] = {}
-        # Warm workers per task version, shared by the slots; room for a few idle versions.
-        self.workers = WorkerPool(capacity=settings.slots + 2)
+        self._received: dict[bytes, int] = {}  # assignment ref -> when it arrived (ns)
         self._draining = asyncio.Event()
         self._stream_no = 0
         self._heartbeat_seconds = 5.0
+
+    def _package_dirs_in_use(self) -> set[str]:
+        return self.workers.package_dirs() | {
+            str(self.cache.path(r.digest)) for r in self._running.values()
+        }
 
     async def _download(self, digest: str) -> AsyncIterator[bytes]:
         stream = self._registry.DownloadTaskPackage(
@@ -183,6 +197,9 @@ class Executor:
                         if self._draining.is_set():  # sent before the scheduler heard: give back
                             self._outbox.put_nowait(self._released(message.assignment.ref))
                         else:
+                            self._received[message.assignment.ref.SerializeToString()] = (
+                                time.time_ns()
+                            )
                             await self._assignments.put(message.assignment)
                     elif kind == "cancel":
                         ref = message.cancel.ref
@@ -235,9 +252,8 @@ class Executor:
         while True:
             assignment = await self._assignments.get()
             ref = assignment.ref
-            running = Running(ref)
+            running = Running(ref, assignment.digest)
             self._running[(ref.run_id, ref.step_id)] = running
-            started = datetime.now(UTC)
             try:
                 outcome = await self._execute(assignment, running)
             finally:
@@ -248,8 +264,11 @@ class Executor:
                 output_json=outcome.output_json,
                 error=outcome.error,
             )
-            result.start_time.FromDatetime(started)
-            result.end_time.FromDatetime(datetime.now(UTC))
+            if outcome.process_times is not None:
+                result.start_time.FromNanoseconds(int(outcome.process_times[0] * 1e9))
+                result.end_time.FromNanoseconds(int(outcome.process_times[1] * 1e9))
+            result.received_time.FromNanoseconds(self._received.pop(ref.SerializeToString(), 0))
+            result.sent_time.FromNanoseconds(time.time_ns())
             self._outbox.put_nowait(epb.ConnectRequest(result=result))
 
     async def _execute(self, a: epb.StepAssignment, running: Running) -> Outcome:
@@ -262,11 +281,11 @@ class Executor:
                 "FAILED", error=f"package download failed: {exc.code().name}: {exc.details()}"
             )
         manifest = json.loads((package_dir / "task.json").read_text())
-        problems = requirements.missing(list(manifest.get("requirements") or []))
-        if problems:
+        try:
+            extra_paths = await self.requirements.prepare(list(manifest.get("requirements") or []))
+        except WtmError as exc:
             return Outcome(
-                "FATAL",
-                error=f"requirements of {a.task_id}@{a.task_version}: " + "; ".join(problems),
+                "FATAL", error=f"requirements of {a.task_id}@{a.task_version}: {exc.message}"
             )
         try:
             artifacts = {
@@ -286,7 +305,7 @@ class Executor:
             "input_sources": dict(a.input_sources),
             "artifacts": artifacts,
         }
-        worker = await self.workers.acquire(package_dir, a.entry_point)
+        worker = await self.workers.acquire(package_dir, a.entry_point, extra_paths)
 
         def progress(fraction: float, message: str) -> None:
             self._outbox.put_nowait(

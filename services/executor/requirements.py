@@ -1,30 +1,58 @@
-"""Task ``requirements`` checked against what this executor has installed.
+"""Task ``requirements`` checked against what this executor has, and installed when allowed.
 
-A package that needs something the executor lacks fails at once (FATAL, naming the
-requirement) instead of failing later with an ImportError. Installing missing requirements
-into a per-requirements cache is not built yet: executors run with what their image has.
+A requirement is met by the executor's own environment, or by a directory this executor
+installed it into earlier. With installing allowed (``--install-requirements``), what is
+missing is installed with pip into ``root/<hash of the missing requirements>`` — one
+directory per distinct set, shared by every task that needs that set, kept across restarts —
+and the task's worker process gets that directory first on ``sys.path``. Without it, or when
+pip fails, the step fails at once (FATAL) with an error that names the requirement, instead of
+failing later with an ImportError. pip reads its usual configuration (``PIP_INDEX_URL``,
+``PIP_FIND_LINKS``, ``PIP_NO_INDEX``...), so a private index or a wheelhouse works unchanged.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import logging
+import shutil
+import sys
+import tempfile
 from functools import cache
 from importlib import metadata
+from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 
+from services.common.errors import FailedPrecondition
+
+log = logging.getLogger(__name__)
+_DONE = ".installed"
+
+
+def _installed_version(name: str, path: str | None) -> str | None:
+    if path is None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+    for dist in metadata.Distribution.discover(name=name, path=[path]):
+        return dist.version
+    return None
+
 
 @cache
-def unmet(requirement: str) -> str | None:
-    """Why ``requirement`` (a PEP 508 string) is not met here, or None when it is."""
+def unmet(requirement: str, path: str | None = None) -> str | None:
+    """Why ``requirement`` (a PEP 508 string) is not met here — in the executor's environment,
+    or in directory ``path`` when given — or None when it is."""
     try:
         req = Requirement(requirement)
     except InvalidRequirement as exc:
         return f"{requirement!r} is not a valid requirement ({exc})"
     if req.marker is not None and not req.marker.evaluate():
         return None
-    try:
-        installed = metadata.version(req.name)
-    except metadata.PackageNotFoundError:
+    installed = _installed_version(req.name, path)
+    if installed is None:
         return f"{requirement!r} is not installed on this executor"
     if req.specifier and not req.specifier.contains(installed, prereleases=True):
         return f"{requirement!r} is not met: this executor has {req.name} {installed}"
@@ -34,3 +62,76 @@ def unmet(requirement: str) -> str | None:
 def missing(requirements: list[str]) -> list[str]:
     """The problems with ``requirements`` here; empty when every one is met."""
     return [problem for r in requirements if (problem := unmet(r)) is not None]
+
+
+class RequirementInstaller:
+    """Makes a task's requirements importable, or says which cannot be."""
+
+    def __init__(self, root: str | Path, allow_install: bool, timeout: float = 600.0) -> None:
+        self.root = Path(root)
+        self.allow_install = allow_install
+        self.timeout = timeout
+        self._locks: dict[str, asyncio.Lock] = {}
+        self.installs = 0
+
+    async def prepare(self, requirements: list[str]) -> tuple[str, ...]:
+        """The directories to put first on the worker's ``sys.path`` (none when the
+        environment has everything). Raises FailedPrecondition naming what is missing."""
+        wanted = [r for r in requirements if unmet(r) is not None]
+        if not wanted:
+            return ()
+        invalid = [p for r in wanted if (p := unmet(r)) and "not a valid requirement" in p]
+        if invalid or not self.allow_install:
+            raise FailedPrecondition("; ".join(missing(wanted)), field="requirements")
+        key = hashlib.sha256("\n".join(sorted(wanted)).encode()).hexdigest()[:24]
+        target = self.root / key
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            if not (target / _DONE).exists():
+                await self._install(wanted, target)
+        still = [p for r in wanted if (p := unmet(r, str(target))) is not None]
+        if still:
+            raise FailedPrecondition(
+                "; ".join(still) + f" (after installing into {target})", field="requirements"
+            )
+        return (str(target),)
+
+    async def _install(self, wanted: list[str], target: Path) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=self.root))
+        log.info("installing %s into %s", ", ".join(wanted), target)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-input",
+            "--disable-pip-version-check",
+            "--no-warn-script-location",
+            "--target",
+            str(tmp),
+            *wanted,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), self.timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise FailedPrecondition(
+                f"installing {', '.join(wanted)} took over {self.timeout:g}s",
+                field="requirements",
+            ) from None
+        if proc.returncode != 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            last = [ln for ln in out.decode(errors="replace").splitlines() if ln.strip()][-3:]
+            raise FailedPrecondition(
+                f"could not install {', '.join(wanted)}: " + " / ".join(last),
+                field="requirements",
+            )
+        (tmp / _DONE).touch()
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+        self.installs += 1

@@ -33,6 +33,23 @@ class ExecutorSettings:
     cache_dir: str = setting(
         ".wtm/executor-cache", "WTM_EXECUTOR_CACHE_DIR", "package cache directory"
     )
+    cache_max_mb: int = setting(
+        0,
+        "WTM_EXECUTOR_CACHE_MAX_MB",
+        "cap on the package cache; least recently used packages go first (0: no cap)",
+        lambda v: None if v >= 0 else "must be 0 or more",
+    )
+    install_requirements: bool = setting(
+        False,
+        "WTM_INSTALL_REQUIREMENTS",
+        "install a task's missing requirements with pip into the cache (else: fail the step)",
+    )
+    worker_memory_mb: int = setting(
+        0,
+        "WTM_WORKER_MEMORY_MB",
+        "kill a worker process whose memory (RSS) goes over this; the step fails (0: no limit)",
+        lambda v: None if v >= 0 else "must be 0 or more",
+    )
     drain_seconds: float = setting(
         30.0, "WTM_DRAIN_SECONDS", "on SIGTERM, how long running steps may finish", positive
     )

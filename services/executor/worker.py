@@ -1,8 +1,10 @@
-"""``Worker``: one warm worker process per slot, running one task version.
+"""``Worker``: one warm worker process running one task version.
 
 The process imports the task and calls ``setup()`` once; each input is one ``process()``
 call. A timeout kills the process (a hard stop: no cooperation from the task needed), as
-does a cancel; the next step on that slot starts a fresh process.
+does a cancel, and so does going over the optional memory limit; the pool starts a fresh
+process for the next step. The pipe is read from the event loop (``add_reader``), so a
+step costs no thread hop.
 """
 
 from __future__ import annotations
@@ -15,28 +17,49 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from tasks.base.runtime import worker_main
 
 _CTX = mp.get_context("spawn")
+_TICK = 0.25  # how often a waiting step checks for cancel, death and memory
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """How one input went: SUCCEEDED | FAILED | FATAL | TIMED_OUT | CANCELLED."""
+    """How one input went: SUCCEEDED | FAILED | FATAL | TIMED_OUT | CANCELLED.
+
+    ``process_times`` is (called, returned), wall-clock seconds, when ``process()`` ran.
+    """
 
     outcome: str
     output_json: str = ""
     error: str = ""
+    process_times: tuple[float, float] | None = None
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class Worker:
-    """A worker process serving one (package, entry point)."""
+    """A worker process serving one (package, entry point, extra sys.path entries)."""
 
-    def __init__(self, package_dir: Path, entry_point: str) -> None:
-        self.key = (str(package_dir), entry_point)
+    def __init__(
+        self,
+        package_dir: Path,
+        entry_point: str,
+        extra_paths: tuple[str, ...] = (),
+        memory_limit_mb: int = 0,
+    ) -> None:
+        self.key = (str(package_dir), entry_point, extra_paths)
+        self.memory_limit_mb = memory_limit_mb
         self._conn, child = _CTX.Pipe()
         self._proc = _CTX.Process(
-            target=worker_main, args=(child, str(package_dir), entry_point), daemon=True
+            target=worker_main,
+            args=(child, str(package_dir), entry_point, extra_paths),
+            daemon=True,
         )
         self._proc.start()
         child.close()
@@ -46,10 +69,9 @@ class Worker:
     def alive(self) -> bool:
         return self._proc.is_alive()
 
-    def _recv(self, timeout: float) -> Any:
-        if not self._conn.poll(timeout):
-            raise TimeoutError
-        return self._conn.recv()
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid
 
     async def run(
         self,
@@ -75,15 +97,19 @@ class Worker:
                 if message[0] == "progress":
                     on_progress(message[1], message[2])
                     continue
-                verdict, payload = message
+                verdict, payload, times = message
                 if verdict == "ok":
-                    return Outcome("SUCCEEDED", output_json=payload)
-                return Outcome("FATAL" if verdict == "fatal" else "FAILED", error=payload)
+                    return Outcome("SUCCEEDED", output_json=payload, process_times=times)
+                outcome = "FATAL" if verdict == "fatal" else "FAILED"
+                return Outcome(outcome, error=payload, process_times=times)
         except TimeoutError:
             self.kill()
             return Outcome(
                 "TIMED_OUT", error=f"timed out after {timeout:g}s; worker process killed"
             )
+        except MemoryError as exc:
+            self.kill()
+            return Outcome("FAILED", error=str(exc))
         except asyncio.CancelledError:
             self.kill()
             raise
@@ -93,20 +119,49 @@ class Worker:
             return Outcome("FAILED", error=f"worker process died (exit code {code})")
 
     async def _next(self, deadline: float, cancelled: asyncio.Event) -> Any:
+        """The next message from the process; raises TimeoutError at ``deadline``,
+        CancelledError on cancel, EOFError when the process died, MemoryError over the limit.
+        """
         loop = asyncio.get_running_loop()
         while True:
             if cancelled.is_set():
                 raise asyncio.CancelledError
+            if self._conn.poll():
+                return self._conn.recv()
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise TimeoutError
+            if not self._proc.is_alive() and not self._conn.poll():
+                raise EOFError
+            self._check_memory()
+            readable = loop.create_future()
+            fd = self._conn.fileno()
+            loop.add_reader(fd, _resolve, readable)
             try:
-                return await asyncio.to_thread(self._recv, min(remaining, 0.25))
+                await asyncio.wait_for(readable, min(remaining, _TICK))
             except TimeoutError:
-                if deadline - loop.time() <= 0:
-                    raise
-                if not self._proc.is_alive() and not self._conn.poll():
-                    raise EOFError from None
+                pass
+            finally:
+                loop.remove_reader(fd)
+
+    def _check_memory(self) -> None:
+        if not self.memory_limit_mb or self._proc.pid is None:
+            return
+        with contextlib.suppress(psutil.Error):
+            rss_mb = psutil.Process(self._proc.pid).memory_info().rss / 2**20
+            if rss_mb > self.memory_limit_mb:
+                raise MemoryError(
+                    f"worker process used {rss_mb:.0f} MiB, over the limit of "
+                    f"{self.memory_limit_mb} MiB; killed"
+                )
+
+    def over_memory(self) -> bool:
+        """True when an idle worker has grown past the limit (it should not be kept)."""
+        try:
+            self._check_memory()
+        except MemoryError:
+            return True
+        return False
 
     def retire(self, timeout: float = 5.0) -> None:
         """Ask the task to clean up and exit; kill it if it does not."""

@@ -4,7 +4,9 @@ A slot borrows an idle worker for the task version it must run, or starts one; i
 worker back when the step ends (unless the worker died or was killed). At most ``capacity``
 workers exist; when a new one is needed and the pool is full, the least recently used idle
 worker is retired (``cleanup()`` runs in it). So a model is loaded once per version and
-kept while there is room, whichever slot runs the next step.
+kept while there is room, whichever slot runs the next step. A worker that has grown past
+the memory limit is not kept (the next step gets a fresh process), as Celery's
+``worker_max_memory_per_child`` does.
 """
 
 from __future__ import annotations
@@ -15,41 +17,49 @@ from pathlib import Path
 
 from services.executor.worker import Worker
 
-Key = tuple[str, str]  # package directory, entry point
+Key = tuple[str, str, tuple[str, ...]]  # package directory, entry point, extra sys.path
 
 
 class WorkerPool:
-    """Idle workers by key, least recently used first."""
+    """Idle workers by key, least recently used first, and the busy ones."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, memory_limit_mb: int = 0) -> None:
         self.capacity = capacity
+        self.memory_limit_mb = memory_limit_mb
         self._idle: OrderedDict[int, Worker] = OrderedDict()
-        self._busy = 0
+        self._busy: dict[int, Worker] = {}
         self.started = 0
 
     @property
     def size(self) -> int:
-        return len(self._idle) + self._busy
+        return len(self._idle) + len(self._busy)
 
-    async def acquire(self, package_dir: Path, entry_point: str) -> Worker:
-        key: Key = (str(package_dir), entry_point)
+    def package_dirs(self) -> set[str]:
+        """Package directories that live workers run from (not to be evicted from the cache)."""
+        return {w.key[0] for w in [*self._idle.values(), *self._busy.values()]}
+
+    async def acquire(
+        self, package_dir: Path, entry_point: str, extra_paths: tuple[str, ...] = ()
+    ) -> Worker:
+        key: Key = (str(package_dir), entry_point, extra_paths)
         for ident, worker in list(self._idle.items()):
             if worker.key == key:
                 del self._idle[ident]
                 if worker.alive:
-                    self._busy += 1
+                    self._busy[ident] = worker
                     return worker
                 worker.kill()
         while self.size >= self.capacity and self._idle:
             _, oldest = self._idle.popitem(last=False)
             await asyncio.to_thread(oldest.retire)
-        self._busy += 1
         self.started += 1
-        return Worker(package_dir, entry_point)
+        worker = Worker(package_dir, entry_point, extra_paths, self.memory_limit_mb)
+        self._busy[id(worker)] = worker
+        return worker
 
     def release(self, worker: Worker) -> None:
-        self._busy -= 1
-        if worker.alive:
+        self._busy.pop(id(worker), None)
+        if worker.alive and not worker.over_memory():
             self._idle[id(worker)] = worker
         else:
             worker.kill()

@@ -3,9 +3,7 @@ per immutable version) and ``PackageStore`` (S3, archives by digest)."""
 
 from __future__ import annotations
 
-import base64
 import io
-import json
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
@@ -15,25 +13,11 @@ from minio.error import S3Error
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
-from services.common.errors import InvalidArgument, NotFound
+from services.common.errors import NotFound
+from services.common.paging import decode_token, encode_token
 from services.registry.models import PipelineVersion, TaskVersion
 
 T = TypeVar("T")
-
-
-def encode_token(values: list[Any]) -> str:
-    """An opaque page token from the sort key of the last item of a page."""
-    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode()
-
-
-def decode_token(token: str) -> list[Any]:
-    try:
-        values = json.loads(base64.urlsafe_b64decode(token.encode()))
-    except ValueError as exc:
-        raise InvalidArgument("not a token returned by this service", field="page_token") from exc
-    if not isinstance(values, list) or len(values) != 2:
-        raise InvalidArgument("not a token returned by this service", field="page_token")
-    return values
 
 
 class VersionedStore(Generic[T]):

@@ -12,6 +12,7 @@ from services.common import logs
 from services.common.config import load_settings
 from services.common.grpc_server import serve_async
 from services.scheduler.dispatcher import Dispatcher
+from services.scheduler.history import History
 from services.scheduler.run_queue import RunQueue
 from services.scheduler.run_store import RunStore
 from services.scheduler.runs import RunService
@@ -31,12 +32,15 @@ async def serve(settings: SchedulerSettings) -> None:
     queue = RunQueue(client, finished_ttl_s=settings.finished_ttl_seconds)
     store = RunStore(settings.mongodb_uri, settings.mongodb_database)
     catalog = TaskCatalog(settings.registry, settings.auth_token)
-    dispatcher = Dispatcher(queue, store, lease_seconds=settings.lease_seconds)
+    history = History(queue, store)
+    dispatcher = Dispatcher(
+        queue, history, lease_seconds=settings.lease_seconds, scheduler_id=settings.scheduler_id
+    )
     runs = RunService(queue, store, catalog, on_queued=dispatcher.wake)
 
     def register(server: object) -> None:
         scheduler_service_pb2_grpc.add_SchedulerServiceServicer_to_server(
-            SchedulerServicer(runs), server
+            SchedulerServicer(runs, dispatcher), server
         )
         executor_service_pb2_grpc.add_ExecutorServiceServicer_to_server(
             ExecutorServicer(dispatcher, settings.lease_seconds, settings.heartbeat_seconds), server
@@ -45,9 +49,11 @@ async def serve(settings: SchedulerSettings) -> None:
     async def on_start() -> None:
         await client.ping()
         await store.start()
+        await history.start()
         await dispatcher.start()
 
     async def on_stop() -> None:
+        await history.close()
         await store.close()
         await catalog.close()
         await client.aclose()

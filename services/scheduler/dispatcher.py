@@ -2,8 +2,11 @@
 
 Dispatch is event-driven, not polled: a round runs when work may be available (a submit or a
 retry on any scheduler replica, announced on a Redis channel; a freed slot; a new executor)
-and hands each session at most its free slots, rotating the order of sessions for fairness.
-A one-second tick runs the reaper (expired leases, due retries) as the safety net.
+and hands each session at most its free slots, rotating the order of sessions for fairness —
+one pipelined round trip for all of them. Results are recorded in batches: whatever arrived
+while the previous batch was in Redis goes in the next one, one round trip per batch, so
+the cost per result falls as load rises. A one-second tick runs the reaper (expired leases,
+due retries, the fleet's record) as the safety net.
 """
 
 from __future__ import annotations
@@ -19,10 +22,9 @@ from redis.exceptions import RedisError
 
 from services.common.mapping import MissingValue
 from services.scheduler import keys, step_inputs
-from services.scheduler.models import Run, StepRun, ms_to_dt
+from services.scheduler.history import History
 from services.scheduler.retry_policy import RetryPolicy
-from services.scheduler.run_queue import Leased, RunQueue, now_ms
-from services.scheduler.run_store import RunStore
+from services.scheduler.run_queue import Completion, Leased, RunQueue, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +77,10 @@ class StepReport:
     run_id: str
     step_id: str
     attempt: int
-    outcome: str  # SUCCEEDED | FAILED | FATAL | TIMED_OUT | CANCELLED
+    outcome: str  # SUCCEEDED | FAILED | FATAL | TIMED_OUT | CANCELLED | RELEASED
     output_json: str = ""
     error: str = ""
+    timings: dict[str, int] = field(default_factory=dict)  # t_recv, t_p0, t_p1, t_sent (µs)
 
 
 @dataclass
@@ -88,6 +91,7 @@ class ExecutorSession:
     in_flight: dict[str, int] = field(default_factory=dict)  # step-key -> attempt
     outbox: asyncio.Queue[Assignment | Cancel | None] = field(default_factory=asyncio.Queue)
     last_seen: float = field(default_factory=time.time)
+    connected_at: float = field(default_factory=time.time)
     draining: bool = False
 
     @property
@@ -123,22 +127,28 @@ class Dispatcher:
     def __init__(
         self,
         queue: RunQueue,
-        store: RunStore,
+        history: History,
         lease_seconds: int = 30,
         retry: RetryPolicy = RetryPolicy(),
+        scheduler_id: str = "",
     ) -> None:
         self.queue = queue
-        self.store = store
+        self.history = history
         self.lease_ms = lease_seconds * 1000
         self.retry = retry
+        self.scheduler_id = scheduler_id
         self.sessions: dict[str, ExecutorSession] = {}
         self._wake = asyncio.Event()
+        self._results: list[tuple[StepReport, int]] = []  # waiting for the next batch
+        self._results_ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._rotation = 0
+        self._gone: dict[str, float] = {}  # executors that left: id -> when
 
     async def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self._dispatch_loop()),
+            asyncio.create_task(self._results_loop()),
             asyncio.create_task(self._reaper_loop()),
             asyncio.create_task(self._wake_listener()),
         ]
@@ -163,6 +173,7 @@ class Dispatcher:
             old.outbox.put_nowait(None)
         session = ExecutorSession(info)
         self.sessions[info.executor_id] = session
+        self._gone.pop(info.executor_id, None)
         log.info(
             "executor %s connected: queues=%s slots=%d", info.executor_id, info.queues, info.slots
         )
@@ -172,6 +183,7 @@ class Dispatcher:
     def close_session(self, session: ExecutorSession) -> None:
         if self.sessions.get(session.info.executor_id) is session:
             del self.sessions[session.info.executor_id]
+            self._gone[session.info.executor_id] = time.time()
         # Its leases stay: the executor may reconnect and report; otherwise they expire.
         log.info("executor %s disconnected", session.info.executor_id)
 
@@ -206,22 +218,63 @@ class Dispatcher:
         if session.in_flight.get(keys.step_key(run_id, step_id)) == attempt:
             await self.queue.add_progress(run_id, step_id, attempt, fraction, message)
 
-    async def report(self, session: ExecutorSession, report: StepReport) -> str:
-        """Record a step result; returns the verdict ('stale' when fenced off)."""
+    def report(self, session: ExecutorSession, report: StepReport) -> None:
+        """Take a step result; it is recorded with the next batch (fencing decides there)."""
         member = keys.step_key(report.run_id, report.step_id)
         session.in_flight.pop(member, None)
         session.last_seen = time.time()
-        retry_at = now_ms() + int(self.retry.delay_seconds(report.attempt) * 1000)
-        verdict = await self.queue.complete(
-            member, report.attempt, report.outcome, report.output_json, report.error, retry_at
-        )
-        self.wake()
-        if verdict.verdict == "stale":
-            log.warning("refused stale result for %s attempt %d", member, report.attempt)
-            return "stale"
-        self._send_cancels(verdict.cancel)
-        await self._persist(report.run_id)
-        return verdict.verdict
+        self._results.append((report, now_ms() * 1000))
+        self._results_ready.set()
+
+    async def _record_results(self, batch: list[tuple[StepReport, int]]) -> None:
+        completions = [
+            Completion(
+                keys.step_key(r.run_id, r.step_id),
+                r.attempt,
+                r.outcome,
+                r.output_json,
+                r.error,
+                now_ms() + int(self.retry.delay_seconds(r.attempt) * 1000),
+                {**r.timings, "t_rep": received_us} if r.timings else {},
+            )
+            for r, received_us in batch
+        ]
+        verdicts = await self.queue.complete_many(completions)
+        for c, v in zip(completions, verdicts, strict=True):
+            if v.verdict == "stale":
+                log.warning("refused stale result for %s attempt %d", c.member, c.attempt)
+                continue
+            self._send_cancels(v.cancel)
+            self.history.step_changed(c.member, v.snapshot, c.output_json)
+            if v.ends_run:
+                self.history.run_ended(c.member.partition(":")[0])
+
+    async def _results_loop(self) -> None:
+        while True:
+            await self._results_ready.wait()
+            self._results_ready.clear()
+            batch, self._results = self._results[:500], self._results[500:]
+            if self._results:
+                self._results_ready.set()
+            if not batch:
+                continue
+            try:
+                await self._record_results(batch)
+            except Exception:  # Redis unreachable: keep them for the next try
+                log.exception("recording %d results failed; will retry", len(batch))
+                self._results[:0] = batch
+                self._results_ready.set()
+                await asyncio.sleep(0.5)
+            self.wake()
+
+    async def cancel_run(self, run_id: str, reason: str) -> str:
+        """Cancel a run; tells executors to stop its running steps. Returns the run's state."""
+        state, running = await self.queue.cancel_run(run_id, reason)
+        if state == "cancelled":
+            self._send_cancels(running, reason=f"run cancelled: {reason}")
+            self.history.run_ended(run_id)
+            return "CANCELLED"
+        return state
 
     # Loops -------------------------------------------------------------------------------
 
@@ -241,51 +294,47 @@ class Dispatcher:
         if not sessions:
             return
         self._rotation = (self._rotation + 1) % len(sessions)
-        for session in sessions[self._rotation :] + sessions[: self._rotation]:
-            free = session.free_slots
-            if free <= 0 or self.sessions.get(session.info.executor_id) is not session:
-                continue
-            leases = await self.queue.dispatch(
-                session.info.executor_id, session.info.queues, free, self.lease_ms
-            )
-            lineage: dict[str, list[tuple[str, str]]] = {}
-            ready: list[Assignment] = []
-            for leased in leases:
+        wanting = [
+            s
+            for s in sessions[self._rotation :] + sessions[: self._rotation]
+            if s.free_slots > 0 and self.sessions.get(s.info.executor_id) is s
+        ]
+        if not wanting:
+            return
+        leases = await self.queue.dispatch_many(
+            [(s.info.executor_id, s.info.queues, s.free_slots) for s in wanting], self.lease_ms
+        )
+        lineage: dict[str, list[tuple[str, str]]] = {}
+        outgoing: list[tuple[ExecutorSession, Assignment]] = []
+        failed: list[Completion] = []
+        for session, leased_list in zip(wanting, leases, strict=True):
+            for leased in leased_list:
                 try:
                     input_json, edges, sources = step_input(leased)
                 except (MissingValue, ValueError, KeyError) as exc:
                     # The mapping found nothing (an upstream output lacks the field): no
                     # retry can change that, so the step fails at once.
-                    await self.queue.complete(
-                        leased.member, leased.attempt, "FATAL", "", f"input_mapping: {exc}", 0
+                    failed.append(
+                        Completion(
+                            leased.member, leased.attempt, "FATAL", "", f"input_mapping: {exc}"
+                        )
                     )
-                    await self._persist(leased.run_id)
                     continue
                 if edges:
                     lineage[leased.member] = edges
                 session.in_flight[leased.member] = leased.attempt
-                s = leased.step
-                ready.append(
-                    Assignment(
-                        run_id=leased.run_id,
-                        step_id=leased.step_id,
-                        attempt=leased.attempt,
-                        task_id=s["task_id"],
-                        task_version=s["task_version"],
-                        digest=s["digest"],
-                        entry_point=s["entry_point"],
-                        input_json=input_json,
-                        timeout_seconds=int(s["timeout"]),
-                        input_id=s["input_id"],
-                        output_id=s["output_id"],
-                        upstream_output_ids=json.loads(s.get("read_output_ids") or "{}"),
-                        input_sources=sources,
-                    )
-                )
-            if lineage:  # before the executor can report, so a result always finds it
-                await self.queue.record_lineage(lineage)
-            for assignment in ready:
-                session.outbox.put_nowait(assignment)
+                outgoing.append((session, _assignment(leased, input_json, sources)))
+        if lineage:  # before the executor can report, so a result always finds it
+            await self.queue.record_lineage(lineage)
+        for session, assignment in outgoing:
+            session.outbox.put_nowait(assignment)
+        if failed:
+            for c, v in zip(failed, await self.queue.complete_many(failed), strict=True):
+                self._send_cancels(v.cancel)
+                if v.snapshot:
+                    self.history.step_changed(c.member, v.snapshot, "")
+                if v.ends_run:
+                    self.history.run_ended(c.member.partition(":")[0])
 
     async def _reaper_loop(self) -> None:
         while True:
@@ -296,10 +345,16 @@ class Dispatcher:
                     self._send_cancels(
                         list(zip(expired["cancel"][0::2], expired["cancel"][1::2], strict=True))
                     )
-                    await self._persist(expired["member"].partition(":")[0])
+                    run_id = expired["member"].partition(":")[0]
+                    self.history.step_changed(
+                        expired["member"], _flat_dict(expired["snapshot"]), ""
+                    )
+                    if expired["verdict"] == "failed":
+                        self.history.run_ended(run_id)
                     self.wake()
                 if await self.queue.promote_due():
                     self.wake()
+                await self._save_fleet()
             except Exception:
                 log.exception("reaper round failed")
 
@@ -318,37 +373,83 @@ class Dispatcher:
             finally:
                 await pubsub.aclose()
 
+    # The fleet ---------------------------------------------------------------------------
+
+    def describe(self, session: ExecutorSession, state: str) -> str:
+        i = session.info
+        return json.dumps(
+            {
+                "executor_id": i.executor_id,
+                "state": state,
+                "queues": i.queues,
+                "slots": i.slots,
+                "in_flight": len(session.in_flight),
+                "labels": i.labels,
+                "software_version": i.software_version,
+                "python_version": i.python_version,
+                "connected_at": session.connected_at,
+                "last_seen": session.last_seen,
+                "scheduler_id": self.scheduler_id,
+            }
+        )
+
+    async def _save_fleet(self) -> None:
+        """Record this replica's executors in Redis, so any replica can list the fleet."""
+        now = time.time()
+        known = {
+            s.info.executor_id: self.describe(s, "DRAINING" if s.draining else "CONNECTED")
+            for s in self.sessions.values()
+        }
+        await self.queue.save_executors(known)
+        left = [e for e, at in self._gone.items() if e not in self.sessions]
+        if left:
+            saved = await self.queue.load_executors()
+            lost = {}
+            for executor_id in left:
+                if executor_id in saved:
+                    d = json.loads(saved[executor_id])
+                    if d.get("scheduler_id") == self.scheduler_id and d["state"] != "LOST":
+                        d.update(state="LOST", in_flight=0)
+                        lost[executor_id] = json.dumps(d)
+            await self.queue.save_executors(lost)
+            # Lost executors stay listed for an hour, then are forgotten.
+            old = [e for e, at in self._gone.items() if now - at > 3600]
+            await self.queue.forget_executors(old)
+            for e in old:
+                self._gone.pop(e, None)
+
     # Helpers -----------------------------------------------------------------------------
 
-    def _send_cancels(self, cancel: list[tuple[str, str]]) -> None:
+    def _send_cancels(self, cancel: list[tuple[str, str]], reason: str = "run failed") -> None:
         for member, executor_id in cancel:
             session = self.sessions.get(executor_id)
             attempt = session.in_flight.pop(member, None) if session else None
             if session is not None and attempt is not None:
                 run_id, _, step_id = member.partition(":")
-                session.outbox.put_nowait(Cancel(run_id, step_id, attempt, "run failed"))
+                session.outbox.put_nowait(Cancel(run_id, step_id, attempt, reason))
 
-    async def _persist(self, run_id: str) -> None:
-        """Write behind the run's current step attempts, and the run when it has finished."""
-        run_hash, steps, outputs = await self.queue.read_run(run_id)
-        if not run_hash:
-            return
-        for h in steps:
-            if int(h.get("attempt", 0)) > 0 and h.get("state") not in {"RUNNING", "QUEUED"}:
-                self.store.record_step_later(
-                    run_id, StepRun.from_redis(h, outputs.get(h["step_id"], ""))
-                )
-        run = Run.from_redis(run_hash, steps, outputs)
-        if run.finished:
-            self.store.update_run_later(
-                run_id,
-                {
-                    "state": run.state,
-                    "lineage": [list(edge) for edge in run.lineage],
-                    "processing_summary": run.summary(),
-                    "output_json": run.output_json,
-                    "error": run.error,
-                    "started_at": run.started_at,
-                    "ended_at": run.ended_at or ms_to_dt(now_ms()),
-                },
-            )
+
+def _flat_dict(flat: object) -> dict[str, str]:
+    """A flat [k, v, k, v...] list from Lua as a dict (Lua encodes an empty one as {})."""
+    if not isinstance(flat, list):
+        return {}
+    return dict(zip(flat[0::2], flat[1::2], strict=True))
+
+
+def _assignment(leased: Leased, input_json: str, sources: dict[str, str]) -> Assignment:
+    s = leased.step
+    return Assignment(
+        run_id=leased.run_id,
+        step_id=leased.step_id,
+        attempt=leased.attempt,
+        task_id=s["task_id"],
+        task_version=s["task_version"],
+        digest=s["digest"],
+        entry_point=s["entry_point"],
+        input_json=input_json,
+        timeout_seconds=int(s["timeout"]),
+        input_id=s["input_id"],
+        output_id=s["output_id"],
+        upstream_output_ids=json.loads(s.get("read_output_ids") or "{}"),
+        input_sources=sources,
+    )

@@ -12,6 +12,8 @@ PREFIX = "wtm:"
 LEASES = PREFIX + "leases"  # ZSET step-key -> lease deadline (ms)
 DELAYED = PREFIX + "delayed"  # ZSET step-key -> due time of a retry (ms)
 WAKE_CHANNEL = PREFIX + "wake"  # pub/sub: "work was queued", for every scheduler replica
+EXECUTORS = PREFIX + "executors"  # HASH executor id -> JSON of what ListExecutors shows
+EPOCH = PREFIX + "epoch"  # STRING set once per Redis dataset; gone means Redis lost its data
 
 
 def queue(name: str) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 from wtm.v1 import run_pb2 as pb
 
 TERMINAL = {"COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"}
+TIMING_KEYS = ("t_recv", "t_p0", "t_p1", "t_sent", "t_rep")
 
 
 def ms_to_dt(ms: str | int | None) -> datetime | None:
@@ -44,6 +45,9 @@ class StepRun:
     ended_at: datetime | None = None
     queued_at: datetime | None = None
     lineage: list[tuple[str, str]] = field(default_factory=list)
+    # Where the executor's time went (wall-clock µs): assignment received, process() called
+    # and returned, result sent; and when the scheduler had the result.
+    timings: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_redis(cls, h: dict[str, str], output_json: str) -> StepRun:
@@ -62,6 +66,7 @@ class StepRun:
             ended_at=ms_to_dt(h.get("ended_ms")),
             queued_at=ms_to_dt(h.get("queued_ms")),
             lineage=[tuple(e) for e in json.loads(h.get("lineage", "[]"))],  # type: ignore[misc]
+            timings={k: int(h[k]) for k in TIMING_KEYS if h.get(k)},
         )
 
     def to_doc(self, run_id: str) -> dict[str, Any]:
@@ -106,6 +111,7 @@ class Run:
     error: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     request_id: str = ""
+    batch_id: str = ""
     steps: list[StepRun] = field(default_factory=list)
     created_at: datetime | None = None
     started_at: datetime | None = None
@@ -131,6 +137,7 @@ class Run:
             error=run.get("error", ""),
             labels=json.loads(run.get("labels", "{}")),
             request_id=run.get("request_id", ""),
+            batch_id=run.get("batch_id", ""),
             steps=step_runs,
             created_at=ms_to_dt(run.get("created_ms")),
             started_at=ms_to_dt(run.get("started_ms")),
@@ -156,6 +163,9 @@ class Run:
                 "step_id": s.step_id,
                 "queued_seconds": _seconds(s.queued_at, a),
                 "run_seconds": _seconds(a, b),
+                "process_seconds": _us_between(s.timings, "t_p0", "t_p1"),
+                "pickup_seconds": _us_between(s.timings, "t_recv", "t_p0"),
+                "report_seconds": _us_between(s.timings, "t_sent", "t_rep"),
             }
             for s, a, b in timed
         ]
@@ -170,6 +180,18 @@ class Run:
 
     def to_doc(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "steps"}
+
+    def final_fields(self) -> dict[str, Any]:
+        """What the history keeps of a run once it has finished."""
+        return {
+            "state": self.state,
+            "lineage": [list(edge) for edge in self.lineage],
+            "processing_summary": self.summary(),
+            "output_json": self.output_json,
+            "error": self.error,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+        }
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any], steps: list[StepRun]) -> Run:
@@ -190,6 +212,7 @@ class Run:
             priority=self.priority,
             labels=self.labels,
             request_id=self.request_id,
+            batch_id=self.batch_id,
             steps=[s.to_proto() for s in self.steps],
         )
         m.lineage.extend(pb.LineageEdge(source=a, target=b) for a, b in self.lineage)
@@ -207,6 +230,12 @@ class Run:
         _set_time(m, "start_time", self.started_at)
         _set_time(m, "end_time", self.ended_at)
         return m
+
+
+def _us_between(timings: dict[str, int], start: str, end: str) -> float:
+    if start not in timings or end not in timings:
+        return 0.0
+    return round((timings[end] - timings[start]) / 1e6, 6)
 
 
 def _seconds(start: datetime | None, end: datetime | None) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,16 @@ import redis.asyncio as aioredis
 from services.scheduler import keys
 
 LUA_DIR = Path(__file__).parent / "lua"
-SCRIPTS = ("submit_run", "dispatch", "complete", "heartbeat", "expire_leases", "promote_due")
+SCRIPTS = (
+    "submit_run",
+    "dispatch",
+    "complete",
+    "heartbeat",
+    "expire_leases",
+    "promote_due",
+    "cancel_run",
+)
+IDEMPOTENCY_TTL_S = 24 * 3600
 
 
 def now_ms() -> int:
@@ -44,11 +53,42 @@ class Leased:
 
 
 @dataclass(frozen=True)
+class Submission:
+    """A run to create in Redis (or to rebuild: steps may carry their output already)."""
+
+    run_id: str
+    run_fields: dict[str, str]
+    steps: list[StepSpec]
+    request_id: str = ""
+    done: dict[str, str] = field(default_factory=dict)  # step id -> output JSON (rebuild)
+    attempts: dict[str, int] = field(default_factory=dict)  # step id -> attempts so far
+
+
+@dataclass(frozen=True)
+class Completion:
+    """The end of a step attempt, to record."""
+
+    member: str
+    attempt: int
+    outcome: str  # SUCCEEDED | FAILED | FATAL | TIMED_OUT | CANCELLED | RELEASED
+    output_json: str = ""
+    error: str = ""
+    retry_at_ms: int = 0
+    timings: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Verdict:
-    """What the scheduler decided about a result: the verdict and the attempts to cancel."""
+    """What the scheduler decided about a result: the verdict, the attempts to cancel, and
+    the step's hash right after the change (empty when the result was stale)."""
 
     verdict: str
     cancel: list[tuple[str, str]]  # (step-key, executor id)
+    snapshot: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ends_run(self) -> bool:
+        return self.verdict in {"run_completed", "failed"}
 
 
 def _text(mapping: Any) -> dict[str, str]:
@@ -61,7 +101,11 @@ def _pairs(flat: list[str]) -> list[tuple[str, str]]:
 
 
 class RunQueue:
-    """Queues, leases, retries and per-run state in Redis."""
+    """Queues, leases, retries and per-run state in Redis.
+
+    Every change goes through one Lua script; the ``*_many`` forms send many scripts in one
+    pipeline (one round trip), which is how the hot path stays cheap under load.
+    """
 
     def __init__(self, client: aioredis.Redis, finished_ttl_s: int = 3600) -> None:
         self.redis = client
@@ -75,48 +119,74 @@ class RunQueue:
     async def _call(self, name: str, *args: Any) -> Any:
         return await self._scripts[name](keys=[], args=[keys.PREFIX, *args])
 
+    async def _queue_call(self, pipe: Any, name: str, *args: Any) -> None:
+        """Add a script call to ``pipe`` (sent when the pipeline executes)."""
+        await self._scripts[name](keys=[], args=[keys.PREFIX, *args], client=pipe)
+
+    # Submitting ---------------------------------------------------------------------------
+
     async def submit(
         self, run_id: str, run_fields: dict[str, str], steps: list[StepSpec], request_id: str = ""
     ) -> tuple[bool, str]:
         """Create the run in Redis; (created, run_id) — the existing id for a repeated key."""
-        payload = [
-            {"step_id": s.step_id, "deps": s.deps, "dependents": s.dependents, "fields": s.fields}
-            for s in steps
-        ]
-        status, rid = await self._call(
-            "submit_run",
-            run_id,
-            json.dumps(run_fields),
-            json.dumps(payload),
-            now_ms(),
-            request_id,
-            24 * 3600,
-        )
-        await self.redis.publish(keys.WAKE_CHANNEL, "1")
-        return status == b"created", rid.decode()
+        [result] = await self.submit_many([Submission(run_id, run_fields, steps, request_id)])
+        return result
+
+    async def submit_many(self, runs: list[Submission]) -> list[tuple[bool, str]]:
+        """Create runs in one round trip, then wake every replica's dispatcher once."""
+        now = now_ms()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for r in runs:
+                payload = [
+                    {
+                        "step_id": s.step_id,
+                        "deps": s.deps,
+                        "dependents": s.dependents,
+                        "fields": s.fields,
+                        **({"output": r.done[s.step_id]} if s.step_id in r.done else {}),
+                        **({"attempt": r.attempts[s.step_id]} if s.step_id in r.attempts else {}),
+                    }
+                    for s in r.steps
+                ]
+                await self._queue_call(
+                    pipe,
+                    "submit_run",
+                    r.run_id,
+                    json.dumps(r.run_fields),
+                    json.dumps(payload),
+                    now,
+                    r.request_id,
+                    IDEMPOTENCY_TTL_S,
+                    self.finished_ttl_s,
+                )
+            pipe.publish(keys.WAKE_CHANNEL, "1")
+            replies = await pipe.execute()
+        return [(status == b"created", rid.decode()) for status, rid in replies[:-1]]
+
+    async def exists(self, run_ids: list[str]) -> list[bool]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for run_id in run_ids:
+                pipe.exists(keys.run(run_id))
+            return [bool(x) for x in await pipe.execute()]
+
+    # Dispatching and results ----------------------------------------------------------------
 
     async def dispatch(
         self, executor_id: str, queues: list[str], n: int, lease_ms: int
     ) -> list[Leased]:
-        raw = await self._call("dispatch", now_ms(), lease_ms, executor_id, n, *queues)
-        leased = []
-        for item in raw:
-            d = json.loads(item)
-            run_id, _, step_id = d["member"].partition(":")
-            step = dict(_pairs(d["step"]))
-            outputs = d["outputs"] if isinstance(d["outputs"], dict) else {}
-            leased.append(
-                Leased(
-                    d["member"],
-                    run_id,
-                    step_id,
-                    int(d["attempt"]),
-                    step,
-                    d["input"] or "{}",
-                    outputs,
-                )
-            )
+        [leased] = await self.dispatch_many([(executor_id, queues, n)], lease_ms)
         return leased
+
+    async def dispatch_many(
+        self, wants: list[tuple[str, list[str], int]], lease_ms: int
+    ) -> list[list[Leased]]:
+        """Lease up to n steps to each (executor, queues, n), in order, in one round trip."""
+        now = now_ms()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for executor_id, queues, n in wants:
+                await self._queue_call(pipe, "dispatch", now, lease_ms, executor_id, n, *queues)
+            replies = await pipe.execute()
+        return [[_leased(item) for item in raw] for raw in replies]
 
     async def complete(
         self,
@@ -126,23 +196,50 @@ class RunQueue:
         output_json: str,
         error: str,
         retry_at_ms: int,
+        timings: dict[str, int] | None = None,
     ) -> Verdict:
-        raw = await self._call(
-            "complete",
-            member,
-            attempt,
-            outcome,
-            output_json,
-            error,
-            now_ms(),
-            retry_at_ms,
-            self.finished_ttl_s,
+        [verdict] = await self.complete_many(
+            [Completion(member, attempt, outcome, output_json, error, retry_at_ms, timings or {})]
         )
-        words = [w.decode() if isinstance(w, bytes) else str(w) for w in raw]
-        cancel = _pairs(words[1:]) if words[0] == "failed" else []
-        if words[0] in {"retrying", "completed", "released"}:
+        return verdict
+
+    async def complete_many(self, results: list[Completion]) -> list[Verdict]:
+        """Record many step results in one round trip; one verdict each, in order."""
+        now = now_ms()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for c in results:
+                await self._queue_call(
+                    pipe,
+                    "complete",
+                    c.member,
+                    c.attempt,
+                    c.outcome,
+                    c.output_json,
+                    c.error,
+                    now,
+                    c.retry_at_ms,
+                    self.finished_ttl_s,
+                    json.dumps(c.timings),
+                )
+            replies = await pipe.execute()
+        verdicts = []
+        for raw in replies:
+            words = [w.decode() if isinstance(w, bytes) else str(w) for w in raw]
+            flat = json.loads(words[1])
+            snapshot = dict(_pairs(flat)) if isinstance(flat, list) else {}
+            cancel = _pairs(words[2:]) if words[0] == "failed" else []
+            verdicts.append(Verdict(words[0], cancel, snapshot))
+        if any(v.verdict in {"completed", "released"} for v in verdicts):
             await self.redis.publish(keys.WAKE_CHANNEL, "1")
-        return Verdict(words[0], cancel)
+        return verdicts
+
+    async def cancel_run(self, run_id: str, reason: str) -> tuple[str, list[tuple[str, str]]]:
+        """Cancel a run; ('cancelled', running steps to stop) | ('finished', state) | missing."""
+        raw = await self._call("cancel_run", run_id, reason, now_ms(), self.finished_ttl_s)
+        words = [w.decode() for w in raw]
+        if words[0] == "finished":
+            return words[1], []
+        return words[0], _pairs(words[1:])
 
     async def record_lineage(self, lineage: dict[str, list[tuple[str, str]]]) -> None:
         """Keep each step's lineage edges on its hash (one write for a dispatch round)."""
@@ -187,24 +284,39 @@ class RunQueue:
             await self.redis.publish(keys.WAKE_CHANNEL, "1")
         return n
 
+    # Reading ------------------------------------------------------------------------------
+
     async def read_run(
         self, run_id: str
     ) -> tuple[dict[str, str], list[dict[str, str]], dict[str, str]]:
         """The run hash, its step hashes in order, and its outputs; empty when not in Redis."""
-        run = _text(await self.redis.hgetall(keys.run(run_id)))
-        if not run:
-            return {}, [], {}
-        step_ids = json.loads(run.get("steps", "[]"))
+        return (await self.read_runs([run_id]))[run_id]
+
+    async def read_runs(
+        self, run_ids: list[str]
+    ) -> dict[str, tuple[dict[str, str], list[dict[str, str]], dict[str, str]]]:
+        """``read_run`` for many runs in two round trips."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            for step_id in step_ids:
-                pipe.hgetall(keys.step(run_id, step_id))
-            pipe.hgetall(keys.outputs(run_id))
-            results = await pipe.execute()
-        steps = []
-        for step_id, h in zip(step_ids, results[:-1], strict=True):
-            steps.append({"step_id": step_id, **_text(h)})
-        outputs = _text(results[-1])
-        return run, steps, outputs
+            for run_id in run_ids:
+                pipe.hgetall(keys.run(run_id))
+                pipe.hgetall(keys.outputs(run_id))
+            first = await pipe.execute()
+        runs = {rid: _text(first[2 * i]) for i, rid in enumerate(run_ids)}
+        outputs = {rid: _text(first[2 * i + 1]) for i, rid in enumerate(run_ids)}
+        wanted = [
+            (rid, sid) for rid, h in runs.items() if h for sid in json.loads(h.get("steps", "[]"))
+        ]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for rid, sid in wanted:
+                pipe.hgetall(keys.step(rid, sid))
+            second = await pipe.execute()
+        steps: dict[str, list[dict[str, str]]] = {rid: [] for rid in run_ids}
+        for (rid, sid), h in zip(wanted, second, strict=True):
+            steps[rid].append({"step_id": sid, **_text(h)})
+        return {
+            rid: (runs[rid], steps[rid], outputs[rid]) if runs[rid] else ({}, [], {})
+            for rid in run_ids
+        }
 
     async def read_events(
         self, run_id: str, after: str, block_ms: int
@@ -219,3 +331,42 @@ class RunQueue:
 
     async def events_exist(self, run_id: str) -> bool:
         return bool(await self.redis.exists(keys.events(run_id)))
+
+    # The fleet ----------------------------------------------------------------------------
+
+    async def save_executors(self, executors: dict[str, str]) -> None:
+        """Record executors (id -> JSON description) for ListExecutors on any replica."""
+        if executors:
+            await self.redis.hset(keys.EXECUTORS, mapping=executors)  # type: ignore[arg-type]
+
+    async def load_executors(self) -> dict[str, str]:
+        return _text(await self.redis.hgetall(keys.EXECUTORS))
+
+    async def forget_executors(self, executor_ids: list[str]) -> None:
+        if executor_ids:
+            await self.redis.hdel(keys.EXECUTORS, *executor_ids)
+
+    # Redis losing data --------------------------------------------------------------------
+
+    async def claim_epoch(self, epoch: str) -> str | None:
+        """The data epoch marker: returns the current one, or sets ``epoch`` and returns None
+        when Redis has none (a new or a flushed Redis)."""
+        if await self.redis.set(keys.EPOCH, epoch, nx=True):
+            return None
+        current: Any = await self.redis.get(keys.EPOCH)
+        return current.decode() if current else None
+
+
+def _leased(item: bytes) -> Leased:
+    d = json.loads(item)
+    run_id, _, step_id = d["member"].partition(":")
+    outputs = d["outputs"] if isinstance(d["outputs"], dict) else {}
+    return Leased(
+        d["member"],
+        run_id,
+        step_id,
+        int(d["attempt"]),
+        dict(_pairs(d["step"])) if isinstance(d["step"], list) else {},
+        d["input"] or "{}",
+        outputs,
+    )

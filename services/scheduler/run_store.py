@@ -10,11 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, AsyncMongoClient, UpdateOne
-from pymongo.errors import DuplicateKeyError
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, UpdateOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from services.common.errors import InvalidArgument
+from services.common.paging import decode_token, encode_token
 from services.scheduler.models import Run, StepRun
 
 log = logging.getLogger(__name__)
@@ -38,6 +42,9 @@ class RunStore:
 
     async def start(self) -> None:
         await self._runs.create_index([("run_id", ASCENDING)], unique=True)
+        await self._runs.create_index([("created_at", DESCENDING), ("run_id", DESCENDING)])
+        await self._runs.create_index([("state", ASCENDING)])
+        await self._runs.create_index([("batch_id", ASCENDING)])
         await self._steps.create_index(
             [("run_id", ASCENDING), ("step_id", ASCENDING), ("attempt", ASCENDING)], unique=True
         )
@@ -51,13 +58,86 @@ class RunStore:
         await self.flush()
         await self._client.close()
 
-    async def insert_run(self, run: Run) -> bool:
-        """Insert a new run durably; False when a run with that id already exists."""
+    async def insert_run(self, run: Run, plan: dict[str, Any]) -> bool:
+        """Insert a new run durably, with the plan that rebuilds it; False when a run with
+        that id already exists."""
         try:
-            await self._runs.insert_one(run.to_doc())
+            await self._runs.insert_one({**run.to_doc(), "plan": plan})
         except DuplicateKeyError:
             return False
         return True
+
+    async def insert_runs(self, runs: list[tuple[Run, dict[str, Any]]]) -> None:
+        """Insert many new runs durably in one round trip (ids are fresh: no collisions)."""
+        try:
+            await self._runs.insert_many(
+                [{**run.to_doc(), "plan": plan} for run, plan in runs], ordered=False
+            )
+        except BulkWriteError as exc:
+            raise InvalidArgument(
+                f"run id collision; submit again ({exc})", field="run_id"
+            ) from exc
+
+    async def unfinished_runs(self, batch_size: int = 500) -> AsyncIterator[list[dict[str, Any]]]:
+        """Runs MongoDB has not seen finish, with their plans, in batches."""
+        batch: list[dict[str, Any]] = []
+        cursor = self._runs.find(
+            {"state": {"$in": ["QUEUED", "RUNNING"]}}, {"run_id": 1, "plan": 1}
+        )
+        async for doc in cursor:
+            batch.append(doc)
+            if len(batch) >= batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    async def step_attempts(self, run_id: str) -> list[StepRun]:
+        return [
+            StepRun.from_doc(d)
+            async for d in self._steps.find({"run_id": run_id}).sort("attempt", ASCENDING)
+        ]
+
+    async def list_runs(
+        self,
+        filters: dict[str, Any],
+        created_after: datetime | None,
+        created_before: datetime | None,
+        page_size: int,
+        page_token: str,
+    ) -> tuple[list[Run], str]:
+        """Runs newest first (keyset paging on created_at, run_id), without step details."""
+        query: dict[str, Any] = {k: v for k, v in filters.items() if v}
+        created: dict[str, Any] = {}
+        if created_after is not None:
+            created["$gte"] = created_after
+        if created_before is not None:
+            created["$lt"] = created_before
+        if page_token:
+            last_at, last_id = decode_token(page_token)
+            after = datetime.fromisoformat(last_at)
+            query["$or"] = [
+                {"created_at": {**created, "$lt": after}},
+                {"created_at": after, "run_id": {"$lt": last_id}},
+            ]
+        elif created:
+            query["created_at"] = created
+        cursor = (
+            self._runs.find(query, {"plan": 0})
+            .sort([("created_at", DESCENDING), ("run_id", DESCENDING)])
+            .limit(page_size + 1)
+        )
+        docs = [d async for d in cursor]
+        runs = [Run.from_doc(d, []) for d in docs[:page_size]]
+        token = ""
+        if len(docs) > page_size and runs[-1].created_at is not None:
+            token = encode_token([runs[-1].created_at.isoformat(), runs[-1].run_id])
+        return runs, token
+
+    async def find_batch(self, batch_id: str) -> list[str]:
+        """The run ids of a batch, in the order they were submitted."""
+        cursor = self._runs.find({"batch_id": batch_id}, {"run_id": 1}).sort("_id", ASCENDING)
+        return [d["run_id"] async for d in cursor]
 
     async def find_by_request_id(self, request_id: str) -> str | None:
         doc = await self._runs.find_one({"request_id": request_id}, {"run_id": 1})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -14,11 +16,12 @@ from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.mapping import MissingValue
 from services.scheduler import input_check, step_inputs
 from services.scheduler.models import TERMINAL, Run, StepRun, ms_to_dt
-from services.scheduler.run_queue import RunQueue, StepSpec
+from services.scheduler.run_queue import RunQueue, StepSpec, Submission
 from services.scheduler.run_store import RunStore
 from services.scheduler.task_catalog import ResolvedTask, TaskCatalog
 
 MAX_INPUT_BYTES = 1024 * 1024
+MAX_BATCH = 10_000
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,22 @@ class RunEvent:
         return not self.step_id and self.state in TERMINAL and self.kind == "STATE"
 
 
+def _check_priority(priority: int) -> None:
+    if priority and not 1 <= priority <= 10:
+        raise InvalidArgument(f"must be from 1 to 10, got {priority}", field="priority")
+
+
+def _plan_doc(s: Submission) -> dict[str, Any]:
+    """What MongoDB keeps to rebuild the run in Redis."""
+    return {
+        "run_fields": s.run_fields,
+        "steps": [
+            {"step_id": x.step_id, "deps": x.deps, "dependents": x.dependents, "fields": x.fields}
+            for x in s.steps
+        ],
+    }
+
+
 def _parse_input(text: str) -> dict[str, object]:
     if len(text.encode()) > MAX_INPUT_BYTES:
         raise InvalidArgument(f"is over {MAX_INPUT_BYTES} bytes", field="input_json")
@@ -148,16 +167,80 @@ class RunService:
         self.on_queued = on_queued  # wakes this replica's dispatcher without a Redis round trip
 
     async def submit(self, req: SubmitRequest) -> Run:
+        """Accept one run. It is queued in Redis and written to MongoDB at the same time; the
+        call returns once both hold it, so the run can start before MongoDB has answered."""
         if bool(req.task) == bool(req.pipeline):
             raise InvalidArgument("set exactly one of task and pipeline", field="task")
         doc = _parse_input(req.input_json)
-        if req.priority and not 1 <= req.priority <= 10:
-            raise InvalidArgument(f"must be from 1 to 10, got {req.priority}", field="priority")
+        _check_priority(req.priority)
         if req.request_id:
             existing = await self.store.find_by_request_id(req.request_id)
             if existing:
                 return await self.get(existing)
         plan = await self._plan(req, doc)
+        run, submission = self._new_run(req, plan, doc, req.request_id)
+        queued = asyncio.ensure_future(self.queue.submit_many([submission]))
+        self.on_queued()
+        try:
+            inserted = await self.store.insert_run(run, _plan_doc(submission))
+        except BaseException:
+            await self._withdraw(queued, run.run_id)
+            raise
+        if not inserted:
+            await self._withdraw(queued, run.run_id)
+            raise InvalidArgument("run id collision; submit again", field="run_id")
+        [(created, run_id)] = await queued
+        if not created:  # the same request id won a race in Redis
+            return await self.get(run_id)
+        return run
+
+    async def submit_many(self, req: SubmitRequest, inputs: list[str]) -> tuple[str, list[str]]:
+        """Accept one run per input document as one batch: one plan, one MongoDB write, one
+        Redis round trip. Returns (batch id, run ids in input order)."""
+        if bool(req.task) == bool(req.pipeline):
+            raise InvalidArgument("set exactly one of task and pipeline", field="task")
+        if not inputs:
+            raise InvalidArgument("must hold at least one input document", field="inputs_json")
+        if len(inputs) > MAX_BATCH:
+            raise InvalidArgument(
+                f"holds {len(inputs)} documents; at most {MAX_BATCH} per call", field="inputs_json"
+            )
+        _check_priority(req.priority)
+        docs = []
+        for i, text in enumerate(inputs):
+            try:
+                docs.append(_parse_input(text))
+            except InvalidArgument as exc:
+                raise InvalidArgument(exc.message, field=f"inputs_json[{i}]") from exc
+        batch_id = req.request_id and f"batch-{req.request_id}"
+        if req.request_id:
+            existing = await self.store.find_batch(batch_id)
+            if existing:
+                return batch_id, existing
+        batch_id = batch_id or f"batch-{uuid.uuid4().hex}"
+        plans = []
+        for i, doc in enumerate(docs):
+            try:
+                plans.append(await self._plan(req, doc))
+            except InvalidArgument as exc:
+                raise InvalidArgument(exc.message, field=f"inputs_json[{i}]") from exc
+        made = [
+            self._new_run(req, plan, doc, "", batch_id)
+            for plan, doc in zip(plans, docs, strict=True)
+        ]
+        await self.store.insert_runs([(run, _plan_doc(sub)) for run, sub in made])
+        await self.queue.submit_many([sub for _, sub in made])
+        self.on_queued()
+        return batch_id, [run.run_id for run, _ in made]
+
+    def _new_run(
+        self,
+        req: SubmitRequest,
+        plan: Plan,
+        doc: dict[str, Any],
+        request_id: str,
+        batch_id: str = "",
+    ) -> tuple[Run, Submission]:
         run = Run(
             run_id=uuid.uuid4().hex,
             state="QUEUED",
@@ -167,7 +250,8 @@ class RunService:
             pipeline_id=plan.pipeline_id,
             pipeline_version=plan.pipeline_version,
             labels=dict(req.labels or {}),
-            request_id=req.request_id,
+            request_id=request_id,
+            batch_id=batch_id,
             created_at=datetime.now(UTC),
             steps=[
                 StepRun(
@@ -181,8 +265,6 @@ class RunService:
                 for p in plan.steps
             ],
         )
-        if not await self.store.insert_run(run):
-            raise InvalidArgument("run id collision; submit again", field="run_id")
         run_fields = {
             "run_id": run.run_id,
             "input_json": run.input_json,
@@ -192,15 +274,54 @@ class RunService:
             "pipeline_version": run.pipeline_version,
             "labels": json.dumps(run.labels),
             "request_id": run.request_id,
+            "batch_id": batch_id,
             "sinks": json.dumps(plan.sinks),
         }
-        created, run_id = await self.queue.submit(
-            run.run_id, run_fields, [p.spec() for p in plan.steps], req.request_id
+        return run, Submission(run.run_id, run_fields, [p.spec() for p in plan.steps], request_id)
+
+    async def _withdraw(self, queued: asyncio.Future[Any], run_id: str) -> None:
+        """Take back a run whose MongoDB write failed: it must not run unrecorded."""
+        with contextlib.suppress(Exception):
+            await queued
+            await self.queue.cancel_run(run_id, "not recorded: the history store failed")
+
+    async def cancel(self, run_id: str, reason: str, cancel: Any) -> Run:
+        """Cancel a run (``cancel`` is the dispatcher's, which also stops running steps)."""
+        if not run_id:
+            raise InvalidArgument("is required", field="run_id")
+        state = await cancel(run_id, reason or "cancelled by a user")
+        if state == "missing":
+            await self.get(run_id)  # NotFound, or a finished run only MongoDB still has
+        return await self.get(run_id)
+
+    async def list_runs(
+        self,
+        state: str,
+        pipeline_id: str,
+        task_id: str,
+        batch_id: str,
+        created_after: datetime | None,
+        created_before: datetime | None,
+        page_size: int,
+        page_token: str,
+    ) -> tuple[list[Run], str]:
+        if page_size < 0 or page_size > 1000:
+            raise InvalidArgument(f"must be from 0 to 1000, got {page_size}", field="page_size")
+        filters = {
+            "state": state,
+            "pipeline_id": pipeline_id,
+            "task_id": task_id,
+            "batch_id": batch_id,
+        }
+        return await self.store.list_runs(
+            filters, created_after, created_before, page_size or 50, page_token
         )
-        if not created:  # the same request id won a race in Redis
-            return await self.get(run_id)
-        self.on_queued()
-        return run
+
+    async def list_executors(self) -> list[dict[str, Any]]:
+        """The fleet, as every replica recorded it: connected first, then by id."""
+        found = [json.loads(v) for v in (await self.queue.load_executors()).values()]
+        order = {"CONNECTED": 0, "DRAINING": 1, "LOST": 2}
+        return sorted(found, key=lambda e: (order.get(e["state"], 3), e["executor_id"]))
 
     async def _plan(self, req: SubmitRequest, doc: dict[str, Any]) -> Plan:
         """Resolve what to run and check the input before anything is stored."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import UTC
 
 from grpc import aio
 
@@ -43,8 +44,9 @@ def event_to_proto(e: RunEvent) -> spb.RunEvent:
 class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
     """Thin gRPC adapter over ``RunService``."""
 
-    def __init__(self, runs: RunService) -> None:
+    def __init__(self, runs: RunService, dispatcher: Dispatcher) -> None:
         self._runs = runs
+        self._dispatcher = dispatcher
 
     async def SubmitRun(
         self, request: spb.SubmitRunRequest, context: aio.ServicerContext
@@ -72,6 +74,66 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
         async for event in self._runs.watch(request.run_id, request.after_event_id):
             yield spb.WatchRunResponse(event=event_to_proto(event))
 
+    async def SubmitRuns(
+        self, request: spb.SubmitRunsRequest, context: aio.ServicerContext
+    ) -> spb.SubmitRunsResponse:
+        batch_id, run_ids = await self._runs.submit_many(
+            SubmitRequest(
+                task=request.task,
+                pipeline=request.pipeline,
+                priority=request.priority,
+                request_id=request.request_id,
+                labels=dict(request.labels),
+            ),
+            list(request.inputs_json),
+        )
+        return spb.SubmitRunsResponse(batch_id=batch_id, run_ids=run_ids)
+
+    async def CancelRun(
+        self, request: spb.CancelRunRequest, context: aio.ServicerContext
+    ) -> spb.CancelRunResponse:
+        run = await self._runs.cancel(request.run_id, request.reason, self._dispatcher.cancel_run)
+        return spb.CancelRunResponse(run=run.to_proto())
+
+    async def ListRuns(
+        self, request: spb.ListRunsRequest, context: aio.ServicerContext
+    ) -> spb.ListRunsResponse:
+        runs, token = await self._runs.list_runs(
+            state=run_pb2.State.Name(request.state).removeprefix("STATE_") if request.state else "",
+            pipeline_id=request.pipeline_id,
+            task_id=request.task_id,
+            batch_id=request.batch_id,
+            created_after=request.created_after.ToDatetime(tzinfo=UTC)
+            if request.HasField("created_after")
+            else None,
+            created_before=request.created_before.ToDatetime(tzinfo=UTC)
+            if request.HasField("created_before")
+            else None,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return spb.ListRunsResponse(runs=[r.to_proto() for r in runs], next_page_token=token)
+
+    async def ListExecutors(
+        self, request: spb.ListExecutorsRequest, context: aio.ServicerContext
+    ) -> spb.ListExecutorsResponse:
+        reply = spb.ListExecutorsResponse()
+        for e in await self._runs.list_executors():
+            m = reply.executors.add(
+                executor_id=e["executor_id"],
+                state=spb.ExecutorState.Value(f"EXECUTOR_STATE_{e['state']}"),
+                queues=e["queues"],
+                slots=e["slots"],
+                in_flight=e["in_flight"],
+                labels=e["labels"],
+                software_version=e["software_version"],
+                python_version=e["python_version"],
+                scheduler_id=e["scheduler_id"],
+            )
+            m.connect_time.FromNanoseconds(int(e["connected_at"] * 1e9))
+            m.last_seen_time.FromNanoseconds(int(e["last_seen"] * 1e9))
+        return reply
+
 
 def _assignment_to_proto(a: Assignment) -> epb.ConnectResponse:
     return epb.ConnectResponse(
@@ -89,6 +151,17 @@ def _assignment_to_proto(a: Assignment) -> epb.ConnectResponse:
             input_sources=a.input_sources,
         )
     )
+
+
+def _timings(r: epb.StepResult) -> dict[str, int]:
+    """The executor's timestamps of an attempt, in µs, for the fields it set."""
+    stamps = {
+        "t_recv": r.received_time,
+        "t_p0": r.start_time,
+        "t_p1": r.end_time,
+        "t_sent": r.sent_time,
+    }
+    return {k: t.ToMicroseconds() for k, t in stamps.items() if t.seconds or t.nanos}
 
 
 class ExecutorServicer(epb_grpc.ExecutorServiceServicer):
@@ -174,7 +247,7 @@ class ExecutorServicer(epb_grpc.ExecutorServiceServicer):
                 )
             elif kind == "result":
                 r = message.result
-                await self._dispatcher.report(
+                self._dispatcher.report(
                     session,
                     StepReport(
                         run_id=r.ref.run_id,
@@ -183,5 +256,6 @@ class ExecutorServicer(epb_grpc.ExecutorServiceServicer):
                         outcome=epb.StepOutcome.Name(r.outcome).removeprefix("STEP_OUTCOME_"),
                         output_json=r.output_json,
                         error=r.error,
+                        timings=_timings(r),
                     ),
                 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 
 from services.common.config import host_port, positive, setting
@@ -30,3 +32,8 @@ class SchedulerSettings:
         3600, "WTM_FINISHED_TTL_SECONDS", "how long a finished run stays in Redis", positive
     )
     auth_token: str = setting("", "WTM_AUTH_TOKEN", "bearer token callers must send (empty: none)")
+    scheduler_id: str = setting(
+        f"{socket.gethostname()}-{os.getpid()}",
+        "WTM_SCHEDULER_ID",
+        "this replica's name, shown with the executors connected to it",
+    )

@@ -7,7 +7,9 @@ The executor's worker processes run ``worker_main``; ``task test`` and unit test
                          meta: input_id, output_id, upstream_output_ids, artifacts
     worker -> executor:  ("ready",) | ("setup_failed", error)
                          | ("progress", fraction, message)
-                         | ("ok", output_json) | ("failed", error) | ("fatal", error)
+                         | (verdict, payload, (called, returned))
+                         verdict: "ok" (payload: output_json) | "failed" | "fatal" (error);
+                         called/returned: wall-clock times around ``process()``
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import importlib
 import json
 import logging
 import sys
+import time
 import traceback
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -60,8 +63,15 @@ def run_once(task: TaskBase, input_json: str) -> tuple[str, str]:
         return "failed", f"{type(exc).__name__}: {exc}{where}"
 
 
-def worker_main(conn: Connection, package_dir: str, entry_point: str) -> None:
-    """The body of a worker process: set the task up once, then serve inputs until retired."""
+def worker_main(
+    conn: Connection, package_dir: str, entry_point: str, extra_paths: tuple[str, ...] = ()
+) -> None:
+    """The body of a worker process: set the task up once, then serve inputs until retired.
+
+    ``extra_paths`` (directories of requirements installed for this task) go first on
+    ``sys.path``, so they win over what the executor's environment has.
+    """
+    sys.path[:0] = list(extra_paths)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s task %(levelname)s: %(message)s")
 
     def report(fraction: float, message: str) -> None:
@@ -82,7 +92,9 @@ def worker_main(conn: Connection, package_dir: str, entry_point: str) -> None:
                 break
             _, input_json, meta = message
             context.begin(meta)
-            conn.send(run_once(task, input_json))
+            called = time.time()
+            verdict, payload = run_once(task, input_json)
+            conn.send((verdict, payload, (called, time.time())))
     except (EOFError, KeyboardInterrupt):
         pass
     finally:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10wtm/v1/run.proto\x12\x06wtm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc3\x04\n\x03Run\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x13\n\x0bpipeline_id\x18\x03 \x01(\t\x12\x18\n\x10pipeline_version\x18\x04 \x01(\t\x12\x0f\n\x07task_id\x18\x05 \x01(\t\x12\x1c\n\x05state\x18\x06 \x01(\x0e\x32\r.wtm.v1.State\x12\x12\n\ninput_json\x18\x07 \x01(\t\x12\x13\n\x0boutput_json\x18\x08 \x01(\t\x12\r\n\x05\x65rror\x18\t \x01(\t\x12\x10\n\x08priority\x18\n \x01(\x05\x12\'\n\x06labels\x18\x0b \x03(\x0b\x32\x17.wtm.v1.Run.LabelsEntry\x12\x12\n\nrequest_id\x18\x0c \x01(\t\x12\x1e\n\x05steps\x18\r \x03(\x0b\x32\x0f.wtm.v1.StepRun\x12$\n\x07lineage\x18\x0e \x03(\x0b\x32\x13.wtm.v1.LineageEdge\x12/\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x12processing_summary\x18\x12 \x01(\x0b\x32\x19.wtm.v1.ProcessingSummary\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x80\x01\n\x11ProcessingSummary\x12\x14\n\x0cwall_seconds\x18\x01 \x01(\x01\x12\x18\n\x10step_seconds_sum\x18\x02 \x01(\x01\x12\x18\n\x10parallel_speedup\x18\x03 \x01(\x01\x12!\n\x05steps\x18\x04 \x03(\x0b\x32\x12.wtm.v1.StepTiming\"J\n\nStepTiming\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x16\n\x0equeued_seconds\x18\x02 \x01(\x01\x12\x13\n\x0brun_seconds\x18\x03 \x01(\x01\"\xac\x02\n\x07StepRun\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x14\n\x0ctask_version\x18\x03 \x01(\t\x12\x1c\n\x05state\x18\x04 \x01(\x0e\x32\r.wtm.v1.State\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\x05\x12\x10\n\x08input_id\x18\x06 \x01(\t\x12\x11\n\toutput_id\x18\x07 \x01(\t\x12\x13\n\x0boutput_json\x18\x08 \x01(\t\x12\r\n\x05\x65rror\x18\t \x01(\t\x12\x13\n\x0b\x65xecutor_id\x18\n \x01(\t\x12.\n\nstart_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"-\n\x0bLineageEdge\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t*\xa7\x01\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x11\n\rSTATE_PENDING\x10\x01\x12\x10\n\x0cSTATE_QUEUED\x10\x02\x12\x11\n\rSTATE_RUNNING\x10\x03\x12\x13\n\x0fSTATE_COMPLETED\x10\x04\x12\x10\n\x0cSTATE_FAILED\x10\x05\x12\x13\n\x0fSTATE_TIMED_OUT\x10\x06\x12\x13\n\x0fSTATE_CANCELLED\x10\x07\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10wtm/v1/run.proto\x12\x06wtm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd5\x04\n\x03Run\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x13\n\x0bpipeline_id\x18\x03 \x01(\t\x12\x18\n\x10pipeline_version\x18\x04 \x01(\t\x12\x0f\n\x07task_id\x18\x05 \x01(\t\x12\x1c\n\x05state\x18\x06 \x01(\x0e\x32\r.wtm.v1.State\x12\x12\n\ninput_json\x18\x07 \x01(\t\x12\x13\n\x0boutput_json\x18\x08 \x01(\t\x12\r\n\x05\x65rror\x18\t \x01(\t\x12\x10\n\x08priority\x18\n \x01(\x05\x12\'\n\x06labels\x18\x0b \x03(\x0b\x32\x17.wtm.v1.Run.LabelsEntry\x12\x12\n\nrequest_id\x18\x0c \x01(\t\x12\x1e\n\x05steps\x18\r \x03(\x0b\x32\x0f.wtm.v1.StepRun\x12$\n\x07lineage\x18\x0e \x03(\x0b\x32\x13.wtm.v1.LineageEdge\x12/\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x12processing_summary\x18\x12 \x01(\x0b\x32\x19.wtm.v1.ProcessingSummary\x12\x10\n\x08\x62\x61tch_id\x18\x13 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x80\x01\n\x11ProcessingSummary\x12\x14\n\x0cwall_seconds\x18\x01 \x01(\x01\x12\x18\n\x10step_seconds_sum\x18\x02 \x01(\x01\x12\x18\n\x10parallel_speedup\x18\x03 \x01(\x01\x12!\n\x05steps\x18\x04 \x03(\x0b\x32\x12.wtm.v1.StepTiming\"\x93\x01\n\nStepTiming\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x16\n\x0equeued_seconds\x18\x02 \x01(\x01\x12\x13\n\x0brun_seconds\x18\x03 \x01(\x01\x12\x17\n\x0fprocess_seconds\x18\x04 \x01(\x01\x12\x16\n\x0epickup_seconds\x18\x05 \x01(\x01\x12\x16\n\x0ereport_seconds\x18\x06 \x01(\x01\"\xac\x02\n\x07StepRun\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x14\n\x0ctask_version\x18\x03 \x01(\t\x12\x1c\n\x05state\x18\x04 \x01(\x0e\x32\r.wtm.v1.State\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\x05\x12\x10\n\x08input_id\x18\x06 \x01(\t\x12\x11\n\toutput_id\x18\x07 \x01(\t\x12\x13\n\x0boutput_json\x18\x08 \x01(\t\x12\r\n\x05\x65rror\x18\t \x01(\t\x12\x13\n\x0b\x65xecutor_id\x18\n \x01(\t\x12.\n\nstart_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"-\n\x0bLineageEdge\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t*\xa7\x01\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x11\n\rSTATE_PENDING\x10\x01\x12\x10\n\x0cSTATE_QUEUED\x10\x02\x12\x11\n\rSTATE_RUNNING\x10\x03\x12\x13\n\x0fSTATE_COMPLETED\x10\x04\x12\x10\n\x0cSTATE_FAILED\x10\x05\x12\x13\n\x0fSTATE_TIMED_OUT\x10\x06\x12\x13\n\x0fSTATE_CANCELLED\x10\x07\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,18 +34,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RUN_LABELSENTRY']._loaded_options = None
   _globals['_RUN_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_STATE']._serialized_start=1201
-  _globals['_STATE']._serialized_end=1368
+  _globals['_STATE']._serialized_start=1293
+  _globals['_STATE']._serialized_end=1460
   _globals['_RUN']._serialized_start=62
-  _globals['_RUN']._serialized_end=641
-  _globals['_RUN_LABELSENTRY']._serialized_start=596
-  _globals['_RUN_LABELSENTRY']._serialized_end=641
-  _globals['_PROCESSINGSUMMARY']._serialized_start=644
-  _globals['_PROCESSINGSUMMARY']._serialized_end=772
-  _globals['_STEPTIMING']._serialized_start=774
-  _globals['_STEPTIMING']._serialized_end=848
-  _globals['_STEPRUN']._serialized_start=851
-  _globals['_STEPRUN']._serialized_end=1151
-  _globals['_LINEAGEEDGE']._serialized_start=1153
-  _globals['_LINEAGEEDGE']._serialized_end=1198
+  _globals['_RUN']._serialized_end=659
+  _globals['_RUN_LABELSENTRY']._serialized_start=614
+  _globals['_RUN_LABELSENTRY']._serialized_end=659
+  _globals['_PROCESSINGSUMMARY']._serialized_start=662
+  _globals['_PROCESSINGSUMMARY']._serialized_end=790
+  _globals['_STEPTIMING']._serialized_start=793
+  _globals['_STEPTIMING']._serialized_end=940
+  _globals['_STEPRUN']._serialized_start=943
+  _globals['_STEPRUN']._serialized_end=1243
+  _globals['_LINEAGEEDGE']._serialized_start=1245
+  _globals['_LINEAGEEDGE']._serialized_end=1290
 # @@protoc_insertion_point(module_scope)

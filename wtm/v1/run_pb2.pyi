@@ -30,7 +30,7 @@ STATE_TIMED_OUT: State
 STATE_CANCELLED: State
 
 class Run(_message.Message):
-    __slots__ = ("name", "run_id", "pipeline_id", "pipeline_version", "task_id", "state", "input_json", "output_json", "error", "priority", "labels", "request_id", "steps", "lineage", "create_time", "start_time", "end_time", "processing_summary")
+    __slots__ = ("name", "run_id", "pipeline_id", "pipeline_version", "task_id", "state", "input_json", "output_json", "error", "priority", "labels", "request_id", "steps", "lineage", "create_time", "start_time", "end_time", "processing_summary", "batch_id")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +56,7 @@ class Run(_message.Message):
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     PROCESSING_SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
     name: str
     run_id: str
     pipeline_id: str
@@ -74,7 +75,8 @@ class Run(_message.Message):
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     processing_summary: ProcessingSummary
-    def __init__(self, name: _Optional[str] = ..., run_id: _Optional[str] = ..., pipeline_id: _Optional[str] = ..., pipeline_version: _Optional[str] = ..., task_id: _Optional[str] = ..., state: _Optional[_Union[State, str]] = ..., input_json: _Optional[str] = ..., output_json: _Optional[str] = ..., error: _Optional[str] = ..., priority: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[StepRun, _Mapping]]] = ..., lineage: _Optional[_Iterable[_Union[LineageEdge, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., processing_summary: _Optional[_Union[ProcessingSummary, _Mapping]] = ...) -> None: ...
+    batch_id: str
+    def __init__(self, name: _Optional[str] = ..., run_id: _Optional[str] = ..., pipeline_id: _Optional[str] = ..., pipeline_version: _Optional[str] = ..., task_id: _Optional[str] = ..., state: _Optional[_Union[State, str]] = ..., input_json: _Optional[str] = ..., output_json: _Optional[str] = ..., error: _Optional[str] = ..., priority: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[StepRun, _Mapping]]] = ..., lineage: _Optional[_Iterable[_Union[LineageEdge, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., processing_summary: _Optional[_Union[ProcessingSummary, _Mapping]] = ..., batch_id: _Optional[str] = ...) -> None: ...
 
 class ProcessingSummary(_message.Message):
     __slots__ = ("wall_seconds", "step_seconds_sum", "parallel_speedup", "steps")
@@ -89,14 +91,20 @@ class ProcessingSummary(_message.Message):
     def __init__(self, wall_seconds: _Optional[float] = ..., step_seconds_sum: _Optional[float] = ..., parallel_speedup: _Optional[float] = ..., steps: _Optional[_Iterable[_Union[StepTiming, _Mapping]]] = ...) -> None: ...
 
 class StepTiming(_message.Message):
-    __slots__ = ("step_id", "queued_seconds", "run_seconds")
+    __slots__ = ("step_id", "queued_seconds", "run_seconds", "process_seconds", "pickup_seconds", "report_seconds")
     STEP_ID_FIELD_NUMBER: _ClassVar[int]
     QUEUED_SECONDS_FIELD_NUMBER: _ClassVar[int]
     RUN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PROCESS_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PICKUP_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REPORT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     step_id: str
     queued_seconds: float
     run_seconds: float
-    def __init__(self, step_id: _Optional[str] = ..., queued_seconds: _Optional[float] = ..., run_seconds: _Optional[float] = ...) -> None: ...
+    process_seconds: float
+    pickup_seconds: float
+    report_seconds: float
+    def __init__(self, step_id: _Optional[str] = ..., queued_seconds: _Optional[float] = ..., run_seconds: _Optional[float] = ..., process_seconds: _Optional[float] = ..., pickup_seconds: _Optional[float] = ..., report_seconds: _Optional[float] = ...) -> None: ...
 
 class StepRun(_message.Message):
     __slots__ = ("step_id", "task_id", "task_version", "state", "attempt", "input_id", "output_id", "output_json", "error", "executor_id", "start_time", "end_time")

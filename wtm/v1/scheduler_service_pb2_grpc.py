@@ -50,6 +50,26 @@ class SchedulerServiceStub:
                 request_serializer=wtm_dot_v1_dot_scheduler__service__pb2.WatchRunRequest.SerializeToString,
                 response_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.WatchRunResponse.FromString,
                 _registered_method=True)
+        self.SubmitRuns = channel.unary_unary(
+                '/wtm.v1.SchedulerService/SubmitRuns',
+                request_serializer=wtm_dot_v1_dot_scheduler__service__pb2.SubmitRunsRequest.SerializeToString,
+                response_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.SubmitRunsResponse.FromString,
+                _registered_method=True)
+        self.CancelRun = channel.unary_unary(
+                '/wtm.v1.SchedulerService/CancelRun',
+                request_serializer=wtm_dot_v1_dot_scheduler__service__pb2.CancelRunRequest.SerializeToString,
+                response_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.CancelRunResponse.FromString,
+                _registered_method=True)
+        self.ListRuns = channel.unary_unary(
+                '/wtm.v1.SchedulerService/ListRuns',
+                request_serializer=wtm_dot_v1_dot_scheduler__service__pb2.ListRunsRequest.SerializeToString,
+                response_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.ListRunsResponse.FromString,
+                _registered_method=True)
+        self.ListExecutors = channel.unary_unary(
+                '/wtm.v1.SchedulerService/ListExecutors',
+                request_serializer=wtm_dot_v1_dot_scheduler__service__pb2.ListExecutorsRequest.SerializeToString,
+                response_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.ListExecutorsResponse.FromString,
+                _registered_method=True)
 
 
 class SchedulerServiceServicer:
@@ -77,6 +97,34 @@ class SchedulerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitRuns(self, request, context):
+        """SubmitRuns accepts one run per input document of one task or pipeline, as one batch.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelRun(self, request, context):
+        """CancelRun stops a run: queued steps are removed and running ones are told to stop.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRuns(self, request, context):
+        """ListRuns lists runs, newest first, filtered by state, pipeline, task, batch and time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListExecutors(self, request, context):
+        """ListExecutors lists the executors connected to any scheduler replica, and recently lost ones.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +142,26 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
                     servicer.WatchRun,
                     request_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.WatchRunRequest.FromString,
                     response_serializer=wtm_dot_v1_dot_scheduler__service__pb2.WatchRunResponse.SerializeToString,
+            ),
+            'SubmitRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitRuns,
+                    request_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.SubmitRunsRequest.FromString,
+                    response_serializer=wtm_dot_v1_dot_scheduler__service__pb2.SubmitRunsResponse.SerializeToString,
+            ),
+            'CancelRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelRun,
+                    request_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.CancelRunRequest.FromString,
+                    response_serializer=wtm_dot_v1_dot_scheduler__service__pb2.CancelRunResponse.SerializeToString,
+            ),
+            'ListRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRuns,
+                    request_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.ListRunsRequest.FromString,
+                    response_serializer=wtm_dot_v1_dot_scheduler__service__pb2.ListRunsResponse.SerializeToString,
+            ),
+            'ListExecutors': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListExecutors,
+                    request_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.ListExecutorsRequest.FromString,
+                    response_serializer=wtm_dot_v1_dot_scheduler__service__pb2.ListExecutorsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +246,114 @@ class SchedulerService:
             '/wtm.v1.SchedulerService/WatchRun',
             wtm_dot_v1_dot_scheduler__service__pb2.WatchRunRequest.SerializeToString,
             wtm_dot_v1_dot_scheduler__service__pb2.WatchRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wtm.v1.SchedulerService/SubmitRuns',
+            wtm_dot_v1_dot_scheduler__service__pb2.SubmitRunsRequest.SerializeToString,
+            wtm_dot_v1_dot_scheduler__service__pb2.SubmitRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wtm.v1.SchedulerService/CancelRun',
+            wtm_dot_v1_dot_scheduler__service__pb2.CancelRunRequest.SerializeToString,
+            wtm_dot_v1_dot_scheduler__service__pb2.CancelRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wtm.v1.SchedulerService/ListRuns',
+            wtm_dot_v1_dot_scheduler__service__pb2.ListRunsRequest.SerializeToString,
+            wtm_dot_v1_dot_scheduler__service__pb2.ListRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListExecutors(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wtm.v1.SchedulerService/ListExecutors',
+            wtm_dot_v1_dot_scheduler__service__pb2.ListExecutorsRequest.SerializeToString,
+            wtm_dot_v1_dot_scheduler__service__pb2.ListExecutorsResponse.FromString,
             options,
             channel_credentials,
             insecure,

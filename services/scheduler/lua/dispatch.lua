@@ -28,6 +28,7 @@ while #out < max_n do
     local step_id = string.sub(member, #run_id + 2)
     local attempt = redis.call('HINCRBY', sh, 'attempt', 1)
     redis.call('HSET', sh, 'state', 'RUNNING', 'executor', executor, 'started_ms', now)
+    redis.call('HDEL', sh, 't_recv', 't_p0', 't_p1', 't_sent', 't_rep')
     redis.call('ZADD', P .. 'leases', tonumber(now) + lease_ms, member)
     local rh = run_hash(P, run_id)
     if redis.call('HGET', rh, 'state') == 'QUEUED' then

@@ -5,7 +5,8 @@
 --   P..'delayed'             ZSET    retries due now (ZADD)
 --   P..'r:'..run_id, P..'o:'..run_id, P..'e:'..run_id, P..'q:'..queue  (when a run fails)
 -- ARGV: P, now_ms, limit, finished_ttl_s
--- Returns: JSON list of {member, executor, verdict, cancel = [step-key, executor, ...]}.
+-- Returns: JSON list of {member, executor, verdict, cancel = [step-key, executor, ...],
+--          snapshot = the step hash after the change, flat}.
 local P, now, limit, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local due = redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', now, 'LIMIT', 0, limit)
 local out = {}
@@ -16,6 +17,6 @@ for _, member in ipairs(due) do
   local cancel = {}
   for i = 2, #verdict do table.insert(cancel, verdict[i]) end
   table.insert(out, cjson.encode({member = member, executor = executor, verdict = verdict[1],
-    cancel = cancel}))
+    cancel = cancel, snapshot = redis.call('HGETALL', step_hash(P, member))}))
 end
 return out

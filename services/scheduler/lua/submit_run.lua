@@ -1,14 +1,17 @@
--- submit_run.lua: create a run and its steps, and queue the steps that have no dependencies.
+-- submit_run.lua: create a run and its steps, and queue the steps that can start.
+-- Also rebuilds a run that Redis lost: steps given with an output are COMPLETED already.
 -- KEYS: none declared; derived from the prefix P = ARGV[1] (see services/scheduler/keys.py):
 --   P..'idem:'..request_id   STRING  request id -> run id (read, written)
 --   P..'r:'..run_id          HASH    the run (written)
 --   P..'s:'..run_id..':'..s  HASH    each step (written)
+--   P..'o:'..run_id          HASH    outputs of steps already completed (rebuild only)
 --   P..'q:'..queue           ZSET    ready steps per queue (ZADD)
 --   P..'e:'..run_id          STREAM  run events (XADD)
--- ARGV: P, run_id, run fields JSON (flat object), steps JSON (list), now_ms, request_id, idem_ttl_s
+-- ARGV: P, run_id, run fields JSON (flat object), steps JSON (list of {step_id, deps,
+--       dependents, fields, [output], [attempt]}), now_ms, request_id, idem_ttl_s, finished_ttl_s
 -- Returns: {'created', run_id} or {'exists', existing_run_id}.
 local P, run_id, now = ARGV[1], ARGV[2], ARGV[5]
-local request_id, idem_ttl = ARGV[6], tonumber(ARGV[7])
+local request_id, idem_ttl, ttl = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
 if request_id ~= '' then
   local existing = redis.call('GET', P .. 'idem:' .. request_id)
   if existing then return {'exists', existing} end
@@ -18,22 +21,32 @@ local rh = run_hash(P, run_id)
 if redis.call('EXISTS', rh) == 1 then return {'exists', run_id} end
 local run = cjson.decode(ARGV[3])
 local steps = cjson.decode(ARGV[4])
-local ids = {}
-for _, s in ipairs(steps) do table.insert(ids, s.step_id) end
-redis.call('HSET', rh, 'state', 'QUEUED', 'remaining', #steps, 'created_ms', now,
+local ids, done, remaining = {}, {}, 0
+for _, s in ipairs(steps) do
+  table.insert(ids, s.step_id)
+  if s.output then done[s.step_id] = true else remaining = remaining + 1 end
+end
+local state = (remaining < #steps) and 'RUNNING' or 'QUEUED'
+redis.call('HSET', rh, 'state', state, 'remaining', remaining, 'created_ms', now,
   'steps', cjson.encode(ids))
 for k, v in pairs(run) do redis.call('HSET', rh, k, v) end
-emit(P, run_id, '', 0, 'QUEUED', '', now)
+emit(P, run_id, '', 0, state, (remaining < #steps) and 'rebuilt' or '', now)
 for _, s in ipairs(steps) do
   local member = run_id .. ':' .. s.step_id
   local sh = step_hash(P, member)
-  redis.call('HSET', sh, 'state', 'PENDING', 'attempt', 0, 'priority', run.priority,
-    'first', (#s.deps == 0) and '1' or '0', 'deps_left', #s.deps,
+  local left = 0
+  for _, d in ipairs(s.deps) do if not done[d] then left = left + 1 end end
+  redis.call('HSET', sh, 'state', 'PENDING', 'attempt', s.attempt or 0,
+    'priority', run.priority, 'first', (#s.deps == 0) and '1' or '0', 'deps_left', left,
     'deps', cjson.encode(s.deps), 'dependents', cjson.encode(s.dependents))
   for k, v in pairs(s.fields) do redis.call('HSET', sh, k, v) end
-  if #s.deps == 0 then
+  if s.output then
+    redis.call('HSET', sh, 'state', 'COMPLETED')
+    redis.call('HSET', P .. 'o:' .. run_id, s.step_id, s.output)
+  elseif left == 0 then
     enqueue(P, member, now)
     emit(P, run_id, s.step_id, 0, 'QUEUED', '', now)
   end
 end
+if remaining == 0 then finish_run(P, run_id, 'COMPLETED', '', now, ttl) end
 return {'created', run_id}

@@ -1,0 +1,168 @@
+"""``History``: keeps MongoDB's run history in step with Redis, and Redis whole from MongoDB.
+
+Write-behind: the dispatcher tells it when a step attempt ends (with the step's hash from the
+same Lua call, so no extra read) and when a run ends; finished runs are read from Redis in
+one batch per interval and handed to ``RunStore``, which bulk-writes them. Nothing on the
+scheduling path waits for MongoDB.
+
+Recovery: every run is in MongoDB from the moment it is accepted, with its plan. A run that
+MongoDB has as unfinished but Redis does not have at all (Redis restarted empty, was flushed,
+or failed over to a replica that missed it) is rebuilt: its steps recreated, those MongoDB
+saw complete marked COMPLETED with their outputs, the rest queued again. A run that Redis has
+as finished but MongoDB does not (the scheduler died before writing it) is written again.
+``recover()`` runs at start, when the epoch marker shows Redis lost its data, and every
+``scan_seconds`` as a backstop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+
+from services.scheduler.models import TERMINAL, Run, StepRun, ms_to_dt
+from services.scheduler.run_queue import RunQueue, StepSpec, Submission, now_ms
+from services.scheduler.run_store import RunStore
+
+log = logging.getLogger(__name__)
+
+
+class History:
+    """Write-behind of step attempts and finished runs, and rebuilding what Redis lost."""
+
+    def __init__(
+        self, queue: RunQueue, store: RunStore, interval: float = 0.05, scan_seconds: float = 30.0
+    ) -> None:
+        self.queue = queue
+        self.store = store
+        self.interval = interval
+        self.scan_seconds = scan_seconds
+        self.epoch = uuid.uuid4().hex
+        self._ended: set[str] = set()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.rebuilt = 0
+
+    async def start(self) -> None:
+        self.epoch = await self.queue.claim_epoch(self.epoch) or self.epoch
+        await self.recover()
+        self._tasks = [
+            asyncio.create_task(self._write_loop()),
+            asyncio.create_task(self._watch_loop()),
+        ]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(Exception):
+            await self._write_ended()
+
+    # Write-behind -------------------------------------------------------------------------
+
+    def step_changed(self, member: str, snapshot: dict[str, str], output_json: str) -> None:
+        """Record the attempt a Lua call just ended (``snapshot`` is the step's hash after)."""
+        run_id, _, step_id = member.partition(":")
+        if not snapshot or int(snapshot.get("attempt", 0)) < 1:
+            return
+        step = StepRun.from_redis({"step_id": step_id, **snapshot}, output_json)
+        if step.state == "QUEUED":  # the attempt failed and the step will be retried
+            step.state = "TIMED_OUT" if "timed out" in step.error else "FAILED"
+            step.ended_at = step.ended_at or ms_to_dt(now_ms())
+        elif step.state in {"RUNNING", "PENDING"}:
+            return
+        self.store.record_step_later(run_id, step)
+
+    def run_ended(self, run_id: str) -> None:
+        self._ended.add(run_id)
+        self._wake.set()
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await asyncio.sleep(self.interval)
+            try:
+                await self._write_ended()
+            except Exception:
+                log.exception("writing finished runs failed; will retry")
+                await asyncio.sleep(1.0)
+                self._wake.set()
+
+    async def _write_ended(self) -> None:
+        ended, self._ended = self._ended, set()
+        if not ended:
+            return
+        try:
+            found = await self.queue.read_runs(sorted(ended))
+        except Exception:
+            self._ended |= ended
+            raise
+        for run_id, (run_hash, steps, outputs) in found.items():
+            if not run_hash:
+                continue
+            run = Run.from_redis(run_hash, steps, outputs)
+            for step in run.steps:
+                if (
+                    step.attempt > 0
+                    and step.state not in {"RUNNING", "QUEUED", "PENDING"}
+                    or step.state == "CANCELLED"
+                ):
+                    self.store.record_step_later(run_id, step)
+            self.store.update_run_later(run_id, run.final_fields())
+
+    # Recovery -----------------------------------------------------------------------------
+
+    async def _watch_loop(self) -> None:
+        last_scan = time.monotonic()
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                current = await self.queue.claim_epoch(self.epoch)
+                if current != self.epoch:
+                    log.warning("Redis lost its data (epoch marker gone); rebuilding runs")
+                    self.epoch = current or self.epoch
+                    await self.recover()
+                    last_scan = time.monotonic()
+                elif time.monotonic() - last_scan > self.scan_seconds:
+                    await self.recover()
+                    last_scan = time.monotonic()
+            except Exception:
+                log.exception("recovery check failed")
+
+    async def recover(self) -> int:
+        """Rebuild unfinished runs Redis lacks; rewrite finished ones MongoDB lacks."""
+        rebuilt = 0
+        async for batch in self.store.unfinished_runs(batch_size=500):
+            present = await self.queue.exists([d["run_id"] for d in batch])
+            lost = [d for d, here in zip(batch, present, strict=True) if not here]
+            kept = [d["run_id"] for d, here in zip(batch, present, strict=True) if here]
+            for run_id, (run_hash, _, _) in (await self.queue.read_runs(kept)).items():
+                if run_hash.get("state") in TERMINAL:
+                    self.run_ended(run_id)
+            submissions = [await self._rebuild(d) for d in lost if d.get("plan")]
+            if submissions:
+                results = await self.queue.submit_many(submissions)
+                rebuilt += sum(created for created, _ in results)
+        if rebuilt:
+            log.warning("rebuilt %d runs from MongoDB", rebuilt)
+        self.rebuilt += rebuilt
+        return rebuilt
+
+    async def _rebuild(self, doc: dict[str, object]) -> Submission:
+        run_id = str(doc["run_id"])
+        plan: dict = doc["plan"]  # type: ignore[assignment]
+        done: dict[str, str] = {}
+        attempts: dict[str, int] = {}
+        for step in await self.store.step_attempts(run_id):
+            attempts[step.step_id] = max(attempts.get(step.step_id, 0), step.attempt)
+            if step.state == "COMPLETED":
+                done[step.step_id] = step.output_json
+        specs = [
+            StepSpec(s["step_id"], s["deps"], s["dependents"], s["fields"]) for s in plan["steps"]
+        ]
+        return Submission(run_id, plan["run_fields"], specs, "", done, attempts)
