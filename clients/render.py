@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from clients.sdk import PipelineInfo, RunEventInfo, RunInfo, TaskInfo
+from clients.sdk import ExecutorInfo, PipelineInfo, RunEventInfo, RunInfo, TaskInfo
 
 console = Console()
 errors = Console(stderr=True)  # progress and notes that must not mix with --json output
@@ -145,5 +145,44 @@ def batch_table(batch_id: str, rows: list[dict[str, Any]]) -> Table:
             str(r["wall_ms"]),
             r["run_id"],
             escape(r["error"][:60]),
+        )
+    return table
+
+
+def runs_table(runs: list[RunInfo]) -> Table:
+    table = Table(title="Runs (newest first)")
+    for col in ("run", "state", "what", "created", "took", "error"):
+        table.add_column(col)
+    for r in runs:
+        took = ""
+        if r.created_at and r.ended_at:
+            took = f"{(r.ended_at - r.created_at).total_seconds():.2f}s"
+        what = r.pipeline_id and f"{r.pipeline_id}@{r.pipeline_version}" or r.task_id
+        table.add_row(
+            r.run_id,
+            state(r.state),
+            escape(what),
+            r.created_at.strftime("%Y-%m-%d %H:%M:%S") if r.created_at else "",
+            took,
+            escape(r.error[:60]),
+        )
+    return table
+
+
+def executors_table(executors: list[ExecutorInfo]) -> Table:
+    table = Table(title="Executors")
+    for col in ("executor", "state", "queues", "slots", "busy", "labels", "last seen", "scheduler"):
+        table.add_column(col)
+    style = {"CONNECTED": "green", "DRAINING": "yellow", "LOST": "red"}
+    for e in executors:
+        table.add_row(
+            escape(e.executor_id),
+            f"[{style.get(e.state, 'white')}]{e.state}[/]",
+            escape(",".join(e.queues)),
+            str(e.slots),
+            str(e.in_flight),
+            escape(",".join(f"{k}={v}" for k, v in sorted(e.labels.items()))),
+            e.last_seen_at.strftime("%H:%M:%S") if e.last_seen_at else "",
+            escape(e.scheduler_id),
         )
     return table

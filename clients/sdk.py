@@ -182,6 +182,8 @@ class RunInfo:
     pipeline_version: str = ""
     lineage: list[tuple[str, str]] = field(default_factory=list)
     processing_summary: dict[str, Any] | None = None
+    batch_id: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -216,6 +218,9 @@ class RunInfo:
                         "step_id": t.step_id,
                         "queued_seconds": t.queued_seconds,
                         "run_seconds": t.run_seconds,
+                        "process_seconds": t.process_seconds,
+                        "pickup_seconds": t.pickup_seconds,
+                        "report_seconds": t.report_seconds,
                     }
                     for t in ps.steps
                 ],
@@ -236,7 +241,26 @@ class RunInfo:
             r.pipeline_version,
             [(e.source, e.target) for e in r.lineage],
             summary,
+            r.batch_id,
+            dict(r.labels),
         )
+
+
+@dataclass(frozen=True)
+class ExecutorInfo:
+    """One executor of the fleet, as the schedulers see it."""
+
+    executor_id: str
+    state: str  # CONNECTED | DRAINING | LOST
+    queues: list[str]
+    slots: int
+    in_flight: int
+    labels: dict[str, str]
+    software_version: str
+    python_version: str
+    connected_at: datetime | None
+    last_seen_at: datetime | None
+    scheduler_id: str
 
 
 @dataclass(frozen=True)
@@ -440,6 +464,86 @@ class Client:
         )
         return RunInfo._from(self._call(self._scheduler.SubmitRun, request).run)
 
+    def submit_many(
+        self,
+        inputs: list[dict[str, Any]],
+        task: str = "",
+        pipeline: str = "",
+        priority: int = 0,
+        request_id: str = "",
+        labels: dict[str, str] | None = None,
+    ) -> tuple[str, list[str]]:
+        """Submit one run per input document in one call; returns (batch id, run ids)."""
+        request = spb.SubmitRunsRequest(
+            task=task,
+            pipeline=pipeline,
+            inputs_json=[json.dumps(i) for i in inputs],
+            priority=priority,
+            request_id=request_id,
+            labels=labels or {},
+        )
+        reply = self._call(self._scheduler.SubmitRuns, request)
+        return reply.batch_id, list(reply.run_ids)
+
+    def cancel(self, run_id: str, reason: str = "") -> RunInfo:
+        """Cancel a run: queued steps are dropped, running ones stopped."""
+        request = spb.CancelRunRequest(run_id=run_id, reason=reason)
+        return RunInfo._from(self._call(self._scheduler.CancelRun, request).run)
+
+    def list_runs(
+        self,
+        state: str = "",
+        pipeline_id: str = "",
+        task_id: str = "",
+        batch_id: str = "",
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        page_size: int = 100,
+        limit: int | None = None,
+    ) -> Iterator[RunInfo]:
+        """Runs newest first (without step outputs), fetching pages as needed."""
+        request = spb.ListRunsRequest(
+            state=f"STATE_{state}" if state else "STATE_UNSPECIFIED",
+            pipeline_id=pipeline_id,
+            task_id=task_id,
+            batch_id=batch_id,
+            page_size=page_size,
+        )
+        if created_after is not None:
+            request.created_after.FromDatetime(created_after)
+        if created_before is not None:
+            request.created_before.FromDatetime(created_before)
+        seen = 0
+        while True:
+            reply = self._call(self._scheduler.ListRuns, request)
+            for r in reply.runs:
+                if limit is not None and seen >= limit:
+                    return
+                seen += 1
+                yield RunInfo._from(r)
+            if not reply.next_page_token:
+                return
+            request.page_token = reply.next_page_token
+
+    def list_executors(self) -> list[ExecutorInfo]:
+        reply = self._call(self._scheduler.ListExecutors, spb.ListExecutorsRequest())
+        return [
+            ExecutorInfo(
+                e.executor_id,
+                spb.ExecutorState.Name(e.state).removeprefix("EXECUTOR_STATE_"),
+                list(e.queues),
+                e.slots,
+                e.in_flight,
+                dict(e.labels),
+                e.software_version,
+                e.python_version,
+                _time(e, "connect_time"),
+                _time(e, "last_seen_time"),
+                e.scheduler_id,
+            )
+            for e in reply.executors
+        ]
+
     def get_run(self, run_id: str) -> RunInfo:
         return RunInfo._from(
             self._call(self._scheduler.GetRun, spb.GetRunRequest(run_id=run_id)).run
@@ -474,18 +578,22 @@ class Client:
             stream.cancel()
 
     def wait(self, run_id: str, timeout: float = 300.0) -> RunInfo:
-        """Block until the run finishes (or ``timeout`` passes) and return it."""
+        """Block until the run finishes (or ``timeout`` passes) and return it. Rides out a
+        scheduler restart: UNAVAILABLE is retried until the deadline."""
         deadline = time.monotonic() + timeout
+        pause = 0.05
         while time.monotonic() < deadline:
             try:
                 for event in self.watch(run_id, timeout=deadline - time.monotonic()):
                     if event.ends_run:
                         break
+                run = self.get_run(run_id)
+                if run.finished:
+                    return run
+                pause = 0.05
             except ApiError as exc:
-                if exc.code != "DEADLINE_EXCEEDED":
+                if exc.code not in {"DEADLINE_EXCEEDED", "UNAVAILABLE"}:
                     raise
-            run = self.get_run(run_id)
-            if run.finished:
-                return run
-            time.sleep(0.05)
+                pause = min(pause * 2, 1.0)
+            time.sleep(pause)
         raise TimeoutError(f"run {run_id} did not finish in {timeout:g}s")

@@ -77,3 +77,56 @@ def run_watch(obj: Ctx, run_id: str, after: str) -> None:
                 click.echo(render.as_json(event).replace("\n", ""))
             else:
                 render.console.print(render.event_line(event))
+
+
+@run.command("cancel")
+@click.argument("run_id")
+@click.option("--reason", default="", help="shown as the run's error")
+@click.pass_obj
+def run_cancel(obj: Ctx, run_id: str, reason: str) -> None:
+    """Cancel a run: queued steps are dropped and running ones stopped."""
+    with obj.client() as client:
+        r = client.cancel(run_id, reason)
+    obj.out(r, render.run_summary(r))
+
+
+STATES = ["PENDING", "QUEUED", "RUNNING", "COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"]
+
+
+@run.command("list")
+@click.option("--state", type=click.Choice(STATES, case_sensitive=False), default=None)
+@click.option("--pipeline", "pipeline_id", default="", help="only runs of this pipeline")
+@click.option("--task", "task_id", default="", help="only single-task runs of this task")
+@click.option("--batch", "batch_id", default="", help="only runs of this batch")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True)
+@click.pass_obj
+def run_list(
+    obj: Ctx, state: str | None, pipeline_id: str, task_id: str, batch_id: str, limit: int
+) -> None:
+    """List runs, newest first: the execution history."""
+    with obj.client() as client:
+        runs = list(
+            client.list_runs(
+                state=(state or "").upper(),
+                pipeline_id=pipeline_id,
+                task_id=task_id,
+                batch_id=batch_id,
+                page_size=min(limit, 1000),
+                limit=limit,
+            )
+        )
+    obj.out(runs, render.runs_table(runs))
+
+
+@cli.group()
+def executor() -> None:
+    """The executor fleet."""
+
+
+@executor.command("list")
+@click.pass_obj
+def executor_list(obj: Ctx) -> None:
+    """List executors: connected, draining, and recently lost ones."""
+    with obj.client() as client:
+        executors = client.list_executors()
+    obj.out(executors, render.executors_table(executors))

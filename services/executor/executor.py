@@ -15,6 +15,7 @@ import json
 import logging
 import platform
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +82,8 @@ class Executor:
         self._outbox: asyncio.Queue[epb.ConnectRequest] = asyncio.Queue()
         self._running: dict[tuple[str, str], Running] = {}
         self._received: dict[bytes, int] = {}  # assignment ref -> when it arrived (ns)
+        # Results sent on the current stream, kept one lease period to re-send after a break.
+        self._sent: deque[tuple[float, epb.ConnectRequest]] = deque(maxlen=10_000)
         self._draining = asyncio.Event()
         self._stream_no = 0
         self._heartbeat_seconds = 5.0
@@ -172,6 +175,8 @@ class Executor:
             if stream_no != self._stream_no:
                 self._outbox.put_nowait(message)
                 return
+            if message.HasField("result"):
+                self._sent.append((time.monotonic(), message))
             yield message
 
     async def _session(self) -> None:
@@ -193,6 +198,7 @@ class Executor:
                         heartbeats = asyncio.create_task(self._heartbeats())
                         if self._running:  # tell the scheduler what survived the disconnect
                             self._outbox.put_nowait(self._heartbeat())
+                        self._resend(message.welcome.lease_seconds or 30)
                     elif kind == "assignment":
                         if self._draining.is_set():  # sent before the scheduler heard: give back
                             self._outbox.put_nowait(self._released(message.assignment.ref))
@@ -219,6 +225,18 @@ class Executor:
                 if heartbeats is not None:
                     heartbeats.cancel()
             raise StreamClosed
+
+    def _resend(self, lease_seconds: float) -> None:
+        """Send again the results of the last lease period: a result written to a stream
+        just before it broke may never have arrived. The scheduler's fencing refuses the
+        ones it already has, so sending twice is harmless; losing one would cost a retry."""
+        horizon = time.monotonic() - lease_seconds
+        recent = [m for at, m in self._sent if at >= horizon]
+        self._sent.clear()
+        if recent and self._stream_no > 1:
+            log.info("re-sending %d recent results after reconnecting", len(recent))
+            for message in recent:
+                self._outbox.put_nowait(message)
 
     def _heartbeat(self) -> epb.ConnectRequest:
         return epb.ConnectRequest(

@@ -197,6 +197,10 @@ class Dispatcher:
         stale = await self.queue.heartbeat(
             [(keys.step_key(r, s), a) for r, s, a in running], self.lease_ms
         )
+        for r, s, a in running:  # after a reconnect: what it runs takes its slots
+            member = keys.step_key(r, s)
+            if member not in stale:
+                session.in_flight[member] = a
         for member in stale:
             run_id, _, step_id = member.partition(":")
             attempt = next(a for r, s, a in running if r == run_id and s == step_id)
@@ -342,9 +346,7 @@ class Dispatcher:
             try:
                 for expired in await self.queue.expire_leases():
                     log.warning("lease expired: %s (%s)", expired["member"], expired["verdict"])
-                    self._send_cancels(
-                        list(zip(expired["cancel"][0::2], expired["cancel"][1::2], strict=True))
-                    )
+                    self._send_cancels(list(_flat_dict(expired["cancel"]).items()))
                     run_id = expired["member"].partition(":")[0]
                     self.history.step_changed(
                         expired["member"], _flat_dict(expired["snapshot"]), ""

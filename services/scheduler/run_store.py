@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, UpdateOne
@@ -22,6 +22,31 @@ from services.common.paging import decode_token, encode_token
 from services.scheduler.models import Run, StepRun
 
 log = logging.getLogger(__name__)
+
+
+def _ms(t: datetime) -> int:
+    return int(t.timestamp() * 1000)
+
+
+def _new_doc(run: Run, plan: dict[str, Any]) -> dict[str, Any]:
+    """A run's first document: the run, its plan (to rebuild it), and ``created_ms``, an
+    integer sort key for listing (integers compare the same in every MongoDB)."""
+    created = run.created_at or datetime.now(UTC)
+    return {**run.to_doc(), "plan": plan, "created_ms": _ms(created)}
+
+
+_TIMES = ("created_at", "started_at", "ended_at", "queued_at")
+
+
+def _with_datetimes(doc: dict[str, Any]) -> dict[str, Any]:
+    """Datetimes as datetimes. nx-27017 (the local stack's MongoDB) stores a datetime given
+    to ``$set`` on an existing document as text; with a real MongoDB this changes nothing."""
+    for key in _TIMES:
+        value = doc.get(key)
+        if isinstance(value, str):
+            parsed = datetime.fromisoformat(value)
+            doc[key] = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return doc
 
 
 class RunStore:
@@ -42,7 +67,7 @@ class RunStore:
 
     async def start(self) -> None:
         await self._runs.create_index([("run_id", ASCENDING)], unique=True)
-        await self._runs.create_index([("created_at", DESCENDING), ("run_id", DESCENDING)])
+        await self._runs.create_index([("created_ms", DESCENDING), ("run_id", DESCENDING)])
         await self._runs.create_index([("state", ASCENDING)])
         await self._runs.create_index([("batch_id", ASCENDING)])
         await self._steps.create_index(
@@ -62,7 +87,7 @@ class RunStore:
         """Insert a new run durably, with the plan that rebuilds it; False when a run with
         that id already exists."""
         try:
-            await self._runs.insert_one({**run.to_doc(), "plan": plan})
+            await self._runs.insert_one(_new_doc(run, plan))
         except DuplicateKeyError:
             return False
         return True
@@ -70,9 +95,7 @@ class RunStore:
     async def insert_runs(self, runs: list[tuple[Run, dict[str, Any]]]) -> None:
         """Insert many new runs durably in one round trip (ids are fresh: no collisions)."""
         try:
-            await self._runs.insert_many(
-                [{**run.to_doc(), "plan": plan} for run, plan in runs], ordered=False
-            )
+            await self._runs.insert_many([_new_doc(run, plan) for run, plan in runs], ordered=False)
         except BulkWriteError as exc:
             raise InvalidArgument(
                 f"run id collision; submit again ({exc})", field="run_id"
@@ -94,7 +117,7 @@ class RunStore:
 
     async def step_attempts(self, run_id: str) -> list[StepRun]:
         return [
-            StepRun.from_doc(d)
+            StepRun.from_doc(_with_datetimes(d))
             async for d in self._steps.find({"run_id": run_id}).sort("attempt", ASCENDING)
         ]
 
@@ -110,28 +133,30 @@ class RunStore:
         query: dict[str, Any] = {k: v for k, v in filters.items() if v}
         created: dict[str, Any] = {}
         if created_after is not None:
-            created["$gte"] = created_after
+            created["$gte"] = _ms(created_after)
         if created_before is not None:
-            created["$lt"] = created_before
+            created["$lt"] = _ms(created_before)
         if page_token:
-            last_at, last_id = decode_token(page_token)
-            after = datetime.fromisoformat(last_at)
+            last_ms, last_id = decode_token(page_token)
+            if not isinstance(last_ms, int):
+                raise InvalidArgument("not a token returned by this service", field="page_token")
             query["$or"] = [
-                {"created_at": {**created, "$lt": after}},
-                {"created_at": after, "run_id": {"$lt": last_id}},
+                {"created_ms": {**created, "$lt": last_ms}},
+                {"created_ms": last_ms, "run_id": {"$lt": last_id}},
             ]
         elif created:
-            query["created_at"] = created
+            query["created_ms"] = created
         cursor = (
             self._runs.find(query, {"plan": 0})
-            .sort([("created_at", DESCENDING), ("run_id", DESCENDING)])
+            .sort([("created_ms", DESCENDING), ("run_id", DESCENDING)])
             .limit(page_size + 1)
         )
         docs = [d async for d in cursor]
-        runs = [Run.from_doc(d, []) for d in docs[:page_size]]
+        runs = [Run.from_doc(_with_datetimes(d), []) for d in docs[:page_size]]
         token = ""
-        if len(docs) > page_size and runs[-1].created_at is not None:
-            token = encode_token([runs[-1].created_at.isoformat(), runs[-1].run_id])
+        if len(docs) > page_size:
+            last = docs[page_size - 1]
+            token = encode_token([last["created_ms"], last["run_id"]])
         return runs, token
 
     async def find_batch(self, batch_id: str) -> list[str]:
@@ -149,8 +174,8 @@ class RunStore:
             return None
         latest: dict[str, StepRun] = {}
         async for s in self._steps.find({"run_id": run_id}).sort("attempt", ASCENDING):
-            latest[s["step_id"]] = StepRun.from_doc(s)
-        return Run.from_doc(doc, list(latest.values()))
+            latest[s["step_id"]] = StepRun.from_doc(_with_datetimes(s))
+        return Run.from_doc(_with_datetimes(doc), list(latest.values()))
 
     def update_run_later(self, run_id: str, fields: dict[str, Any]) -> None:
         self._pending_runs.setdefault(run_id, {}).update(fields)

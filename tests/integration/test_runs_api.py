@@ -1,0 +1,118 @@
+"""SubmitRuns, CancelRun, ListRuns and ListExecutors on the session's stack, through the SDK
+and the CLI."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from clients.sdk import ApiError, Client
+from services.localstack import Cluster
+from tests.conftest import ROOT, run_cli
+
+FIXTURES = ROOT / "tests" / "fixtures" / "tasks"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def registered(client: Client) -> None:
+    for name in ("sleeper", "word_count"):
+        client.register_task(FIXTURES / name)
+
+
+def test_a_batch_makes_one_run_per_input_in_order(client: Client) -> None:
+    texts = [f"{'word ' * n}".strip() for n in range(1, 6)]
+    batch_id, run_ids = client.submit_many([{"text": t} for t in texts], task="word_count")
+    assert len(run_ids) == 5 and len(set(run_ids)) == 5
+    runs = [client.wait(r, timeout=60) for r in run_ids]
+    assert [r.state for r in runs] == ["COMPLETED"] * 5
+    assert [r.input["text"] for r in runs] == texts  # run i is input i
+    assert all(r.batch_id == batch_id for r in runs)
+
+
+def test_a_repeated_batch_request_id_returns_the_same_runs(client: Client) -> None:
+    inputs = [{"text": "a b"}, {"text": "c"}]
+    first = client.submit_many(inputs, task="word_count", request_id="batch-key-1")
+    again = client.submit_many(inputs, task="word_count", request_id="batch-key-1")
+    assert again == first
+
+
+def test_a_bad_document_in_a_batch_is_named_and_nothing_is_queued(client: Client) -> None:
+    before = len(list(client.list_runs(task_id="word_count", limit=1000)))
+    with pytest.raises(ApiError) as err:
+        client.submit_many([{"text": "ok"}, []], task="word_count")  # type: ignore[list-item]
+    assert err.value.code == "INVALID_ARGUMENT"
+    assert "inputs_json[1]" in err.value.message
+    assert len(list(client.list_runs(task_id="word_count", limit=1000))) == before
+
+
+def test_cancel_stops_a_running_step_and_drops_the_queued_ones(client: Client) -> None:
+    r = client.submit(task="sleeper", input={"seconds": 30})
+    for event in client.watch(r.run_id, timeout=30):
+        if event.kind == "PROGRESS" or (event.step_id and event.state == "RUNNING"):
+            break
+    cancelled = client.cancel(r.run_id, reason="changed my mind")
+    assert cancelled.state == "CANCELLED"
+    assert "changed my mind" in cancelled.error
+    assert cancelled.steps[0].state == "CANCELLED"
+    # The executor stopped it: its slot is free again, so a new run finishes promptly.
+    t0 = time.monotonic()
+    quick = client.wait(client.submit(task="sleeper", input={"seconds": 0.1}).run_id, 30)
+    assert quick.state == "COMPLETED"
+    assert time.monotonic() - t0 < 20
+    assert client.cancel(r.run_id).state == "CANCELLED"  # cancelling again changes nothing
+
+
+def test_cancelling_a_finished_run_keeps_its_state(client: Client) -> None:
+    done = client.wait(client.submit(task="word_count", input={"text": "x"}).run_id, 30)
+    assert client.cancel(done.run_id).state == "COMPLETED"
+
+
+def test_cancelling_an_unknown_run_is_not_found(client: Client) -> None:
+    with pytest.raises(ApiError) as err:
+        client.cancel("no-such-run")
+    assert err.value.code == "NOT_FOUND"
+    assert "run_id" in err.value.message
+
+
+def test_list_runs_pages_newest_first_and_filters(client: Client) -> None:
+    batch_id, run_ids = client.submit_many([{"text": str(i)} for i in range(7)], task="word_count")
+    for r in run_ids:
+        client.wait(r, 30)
+    time.sleep(0.3)  # history is written behind, within a few tens of ms
+    listed = list(client.list_runs(batch_id=batch_id, page_size=3))
+    assert sorted(r.run_id for r in listed) == sorted(run_ids)  # three pages, no overlap
+    created = [r.created_at for r in listed]
+    assert created == sorted(created, reverse=True)
+    assert {r.state for r in listed} == {"COMPLETED"}
+    completed = list(client.list_runs(state="COMPLETED", task_id="word_count", limit=1000))
+    assert set(run_ids) <= {r.run_id for r in completed}
+    assert not list(client.list_runs(state="FAILED", batch_id=batch_id))
+
+
+def test_list_runs_refuses_a_bad_page_token(client: Client) -> None:
+    with pytest.raises(ApiError) as err:
+        list(client.list_runs(page_size=1001))
+    assert err.value.code == "INVALID_ARGUMENT" and "page_size" in err.value.message
+
+
+def test_the_summary_separates_task_time_from_system_time(client: Client) -> None:
+    r = client.wait(client.submit(task="sleeper", input={"seconds": 0.2}).run_id, 30)
+    [timing] = r.processing_summary["steps"]  # type: ignore[index]
+    assert 0.2 <= timing["process_seconds"] < timing["run_seconds"]
+    assert 0 <= timing["pickup_seconds"] < 5
+    assert 0 <= timing["report_seconds"] < 5
+
+
+def test_the_cli_lists_runs_and_executors_and_cancels(cluster: Cluster, client: Client) -> None:
+    r = client.submit(task="sleeper", input={"seconds": 30})
+    out = run_cli(cluster, "run", "cancel", r.run_id, "--reason", "from the cli").stdout
+    assert "CANCELLED" in out
+    time.sleep(0.3)
+    listed = json.loads(run_cli(cluster, "--json", "run", "list", "--task", "sleeper").stdout)
+    assert r.run_id in {x["run_id"] for x in listed}
+    executors = json.loads(run_cli(cluster, "--json", "executor", "list").stdout)
+    assert "executor-1" in {e["executor_id"] for e in executors}
+    table = run_cli(cluster, "executor", "list").stdout
+    assert "executor-1" in table and "CONNECTED" in table

@@ -1,0 +1,249 @@
+"""Schedulers that restart, lose Redis, or share it: every run still completes, none twice.
+
+Each test starts its own scheduler(s) on a Redis database and a MongoDB database of their
+own (the session's stack serves them), so flushing or killing them touches nothing else.
+The probe task appends one line per execution to a ledger file, so a test can count how
+often, and when, each step really ran.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from clients.sdk import Client
+from services.localstack import Cluster
+from services.localstack.cluster import serving
+from services.localstack.processes import Child, ProcessGroup, free_port, wait_until
+from tests.conftest import ROOT
+
+LEDGER_TASK = """
+import os, time
+from tasks.base.task_base import SimpleTask
+
+class Task(SimpleTask):
+    def process(self, input_data):
+        start = time.time()
+        time.sleep(float(input_data.get("seconds", 0.2)))
+        with open(input_data["ledger"], "a") as fh:
+            fh.write(f"{input_data['tag']} {start} {time.time()} {os.getpid()}\\n")
+        return {"tag": input_data["tag"], "ledger": input_data["ledger"]}
+"""
+
+PIPELINE = {
+    "pipeline_id": "ledger_chain",
+    "steps": [
+        {
+            "step_id": "first",
+            "task_id": "ledger",
+            "input_mapping": {"tag": "$.tag", "ledger": "$.ledger", "seconds": "$.seconds"},
+        },
+        {
+            "step_id": "second",
+            "task_id": "ledger",
+            "depends_on": ["first"],
+            "input_mapping": {"tag": "$.first.tag", "ledger": "$.first.ledger", "seconds": 0.2},
+        },
+    ],
+}
+
+_DB = iter(range(2, 16))  # Redis databases for the private schedulers (0: session, 1: Lua tests)
+
+
+@dataclass
+class Fleet:
+    """Private scheduler(s) and executors on their own Redis database and MongoDB database."""
+
+    cluster: Cluster
+    root: Path
+    lease_seconds: int = 10
+    group: ProcessGroup = field(init=False)
+    env: dict[str, str] = field(init=False)
+    redis_url: str = field(init=False)
+    schedulers: dict[str, Child] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        assert self.cluster.endpoints is not None
+        db = next(_DB)
+        self.redis_url = self.cluster.endpoints.redis_url.rsplit("/", 1)[0] + f"/{db}"
+        self.group = ProcessGroup(self.root / "logs")
+        self.env = {
+            **self.cluster.env(),
+            "WTM_REDIS_URL": self.redis_url,
+            "WTM_MONGODB_DATABASE": f"wtm_durability_{db}",
+            "WTM_LEASE_SECONDS": str(self.lease_seconds),
+            "WTM_HEARTBEAT_SECONDS": "0.5",
+        }
+        redis.Redis.from_url(self.redis_url).flushdb()
+
+    def start_scheduler(self, address: str = "") -> str:
+        address = address or f"127.0.0.1:{free_port()}"
+        child = self.group.start(
+            f"scheduler-{len(self.group.children)}",
+            [sys.executable, "-m", "services.scheduler", "--listen", address],
+            env=self.env,
+            cwd=ROOT,
+        )
+        wait_until("scheduler", lambda: serving(address), child, timeout=30)
+        self.schedulers[address] = child
+        return address
+
+    def kill_scheduler(self, address: str, sig: int = signal.SIGKILL) -> None:
+        child = self.schedulers.pop(address)
+        child.proc.send_signal(sig)
+        child.proc.wait(30)
+        self.group.children.remove(child)
+
+    def start_executor(self, scheduler: str, name: str, slots: int = 2) -> Child:
+        return self.group.start(
+            name,
+            [
+                sys.executable,
+                "-m",
+                "services.executor",
+                "--scheduler",
+                scheduler,
+                "--executor-id",
+                name,
+                "--slots",
+                str(slots),
+                "--queues",
+                "ledger",
+                "--cache-dir",
+                str(self.root / f"{name}-cache"),
+            ],
+            env={**self.env, "WTM_SCHEDULER_ADDR": scheduler},
+            cwd=ROOT,
+        )
+
+    def client(self, scheduler: str) -> Client:
+        return Client(self.cluster.registry_address, scheduler)
+
+
+@pytest.fixture
+def fleet(cluster: Cluster, client: Client, tmp_path: Path) -> Iterator[Fleet]:
+    task = tmp_path / "ledger"
+    task.mkdir()
+    manifest = {
+        "task_id": "ledger",
+        "version": "1.0.0",
+        "category": "testing",
+        "queue": "ledger",
+        "timeout": 30,
+        "max_retries": 0,
+    }
+    (task / "task.json").write_text(json.dumps(manifest))
+    (task / "task.py").write_text(LEDGER_TASK)
+    client.register_task(task)
+    client.register_pipelines(PIPELINE)
+    f = Fleet(cluster, tmp_path)
+    try:
+        yield f
+    finally:
+        f.group.stop_all()
+
+
+def ledger_counts(path: Path) -> Counter[str]:
+    return Counter(line.split()[0] for line in path.read_text().splitlines())
+
+
+def wait_all(client: Client, run_ids: list[str], timeout: float = 90) -> list[Any]:
+    return [client.wait(r, timeout=timeout) for r in run_ids]
+
+
+def test_a_scheduler_killed_mid_run_carries_on_every_run_when_it_restarts(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    address = fleet.start_scheduler()
+    fleet.start_executor(address, "durable-1")
+    ledger = tmp_path / "ledger.txt"
+    with fleet.client(address) as client:
+        _, run_ids = client.submit_many(
+            [{"tag": f"r{i}", "ledger": str(ledger), "seconds": 0.3} for i in range(8)],
+            pipeline="ledger_chain",
+        )
+        time.sleep(1.0)  # some first steps done, some running, the rest queued
+        fleet.kill_scheduler(address)  # SIGKILL: nothing flushed, no goodbye to executors
+        fleet.start_scheduler(address)
+        runs = wait_all(client, run_ids)
+    assert [r.state for r in runs] == ["COMPLETED"] * 8, [r.error for r in runs]
+    counts = ledger_counts(ledger)
+    assert set(counts) == {f"r{i}" for i in range(8)}
+    assert all(n >= 2 for n in counts.values())  # both steps of every run ran
+
+
+def test_a_redis_flush_mid_run_is_rebuilt_from_mongodb(fleet: Fleet, tmp_path: Path) -> None:
+    address = fleet.start_scheduler()
+    fleet.start_executor(address, "flushed-1")
+    ledger = tmp_path / "ledger.txt"
+    with fleet.client(address) as client:
+        _, run_ids = client.submit_many(
+            [{"tag": f"f{i}", "ledger": str(ledger), "seconds": 0.3} for i in range(8)],
+            pipeline="ledger_chain",
+        )
+        time.sleep(1.0)
+        redis.Redis.from_url(fleet.redis_url).flushdb()
+        runs = wait_all(client, run_ids)
+        rebuilt = [r for r in runs if r.steps and r.steps[0].attempt >= 1]
+    assert [r.state for r in runs] == ["COMPLETED"] * 8, [r.error for r in runs]
+    assert len(rebuilt) == 8
+    counts = ledger_counts(ledger)
+    assert set(counts) == {f"f{i}" for i in range(8)}
+    log = (fleet.root / "logs").glob("scheduler-*.log")
+    assert any("Redis lost its data" in p.read_text() for p in log)
+
+
+def test_two_schedulers_on_one_redis_run_each_step_once(fleet: Fleet, tmp_path: Path) -> None:
+    a, b = fleet.start_scheduler(), fleet.start_scheduler()
+    fleet.start_executor(a, "twin-a")
+    fleet.start_executor(b, "twin-b")
+    ledger = tmp_path / "ledger.txt"
+    with fleet.client(a) as ca, fleet.client(b) as cb:
+        ids = []
+        for i in range(12):
+            c = ca if i % 2 else cb
+            ids.append(
+                c.submit(
+                    task="ledger", input={"tag": f"t{i}", "ledger": str(ledger), "seconds": 0.1}
+                )
+            )
+        runs = wait_all(ca, [r.run_id for r in ids])
+        executors = {s.executor_id for r in runs for s in r.steps}
+    assert [r.state for r in runs] == ["COMPLETED"] * 12
+    assert ledger_counts(ledger) == Counter({f"t{i}": 1 for i in range(12)})
+    assert executors == {"twin-a", "twin-b"}  # work flowed across replicas
+
+
+def test_the_fleet_is_listed_from_any_replica_and_a_stopped_executor_shows_lost(
+    fleet: Fleet,
+) -> None:
+    a, b = fleet.start_scheduler(), fleet.start_scheduler()
+    fleet.start_executor(a, "listed-a", slots=3)
+    gone = fleet.start_executor(b, "listed-b")
+    with fleet.client(b) as client:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            found = {e.executor_id: e for e in client.list_executors()}
+            if {"listed-a", "listed-b"} <= set(found):
+                break
+            time.sleep(0.2)
+        assert found["listed-a"].state == "CONNECTED"
+        assert found["listed-a"].slots == 3
+        assert found["listed-a"].queues == ["ledger"]
+        assert found["listed-a"].scheduler_id != found["listed-b"].scheduler_id
+        gone.stop()
+        while time.monotonic() < deadline:
+            if {e.executor_id: e for e in client.list_executors()}["listed-b"].state == "LOST":
+                break
+            time.sleep(0.2)
+        assert {e.executor_id: e.state for e in client.list_executors()}["listed-b"] == "LOST"
