@@ -73,6 +73,7 @@ class Executor:
             self._download,
             max_bytes=settings.cache_max_mb * 2**20,
             in_use=self._package_dirs_in_use,
+            on_evict=self.workers.retire_idle,
         )
         self.artifacts = ArtifactCache(cache_dir / "artifacts", self._download_artifact)
         self.requirements = RequirementInstaller(
@@ -89,7 +90,7 @@ class Executor:
         self._heartbeat_seconds = 5.0
 
     def _package_dirs_in_use(self) -> set[str]:
-        return self.workers.package_dirs() | {
+        return self.workers.busy_package_dirs() | {
             str(self.cache.path(r.digest)) for r in self._running.values()
         }
 

@@ -3,9 +3,10 @@
 A package is downloaded from the registry, its sha256 checked against the digest it was
 asked for, inspected for unsafe entries, and extracted into ``root/<digest>`` atomically
 (extract to a temporary directory, then rename). Concurrent requests for one digest share
-one download. The cache survives restarts. With a size cap, installing a package first
-evicts the least recently used ones (by the time each was last used, kept as the directory's
-mtime so the order survives restarts too), never one a live worker runs from.
+one download. The cache survives restarts. With a size cap, installing a package evicts the
+least recently used ones (by the time each was last used, kept as the directory's mtime so
+the order survives restarts too) until the cache fits, never one a running step uses; idle
+warm workers of an evicted package are retired first (``on_evict``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from services.common.errors import FailedPrecondition
@@ -54,6 +55,7 @@ class PackageCache:
         fetch: Fetch,
         max_bytes: int = 0,
         in_use: Callable[[], set[str]] = set,
+        on_evict: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -61,6 +63,7 @@ class PackageCache:
         self._locks: dict[str, asyncio.Lock] = {}
         self.max_bytes = max_bytes
         self._in_use = in_use
+        self._on_evict = on_evict
         # digest -> (size in bytes, last used), loaded from disk so eviction order survives.
         self._entries: dict[str, tuple[int, float]] = {
             p.name: (_tree_bytes(p), p.stat().st_mtime)
@@ -94,8 +97,9 @@ class PackageCache:
             self.downloads += 1
             size = await asyncio.to_thread(self._install, digest, data)
             self._entries[digest] = (size, time.time())
-            doomed = self._evict(keep=digest)
-            for path in doomed:
+            for evicted, path in self._evict(keep=digest):
+                if self._on_evict is not None:
+                    await self._on_evict(evicted)
                 await asyncio.to_thread(shutil.rmtree, path, True)
         return target
 
@@ -117,10 +121,10 @@ class PackageCache:
             shutil.rmtree(tmp, ignore_errors=True)
         return size
 
-    def _evict(self, keep: str) -> list[Path]:
-        """Drop least recently used packages until the cache fits its cap; returns the
-        directories to delete (already renamed out of the way)."""
-        doomed: list[Path] = []
+    def _evict(self, keep: str) -> list[tuple[str, Path]]:
+        """Drop least recently used packages until the cache fits its cap; returns each one's
+        directory as it was, and where it now is (renamed out of the way, to delete)."""
+        doomed: list[tuple[str, Path]] = []
         if not self.max_bytes:
             return doomed
         busy = self._in_use()
@@ -130,8 +134,8 @@ class PackageCache:
             if digest == keep or str(self.path(digest)) in busy:
                 continue
             del self._entries[digest]
-            doomed.append(self.root / f".evicted-{digest}")
-            self.path(digest).rename(doomed[-1])
+            doomed.append((str(self.path(digest)), self.root / f".evicted-{digest}"))
+            self.path(digest).rename(doomed[-1][1])
             self.evictions += 1
             log.info("evicted package %s from the cache", digest)
         return doomed

@@ -34,9 +34,16 @@ class WorkerPool:
     def size(self) -> int:
         return len(self._idle) + len(self._busy)
 
-    def package_dirs(self) -> set[str]:
-        """Package directories that live workers run from (not to be evicted from the cache)."""
-        return {w.key[0] for w in [*self._idle.values(), *self._busy.values()]}
+    def busy_package_dirs(self) -> set[str]:
+        """Package directories that running steps use (not to be evicted from the cache)."""
+        return {w.key[0] for w in self._busy.values()}
+
+    async def retire_idle(self, package_dir: str) -> None:
+        """Retire the idle workers of a package (its directory is about to go)."""
+        for ident, worker in list(self._idle.items()):
+            if worker.key[0] == package_dir:
+                del self._idle[ident]
+                await asyncio.to_thread(worker.retire)
 
     async def acquire(
         self, package_dir: Path, entry_point: str, extra_paths: tuple[str, ...] = ()

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import signal
 import sys
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ FIXTURES = ROOT / "tests" / "fixtures" / "tasks"
 
 SLEEP_TASK = """
 import time
+import zipfile
 from tasks.base.task_base import SimpleTask
 
 class Task(SimpleTask):
@@ -187,3 +190,129 @@ def test_an_executor_reconnects_after_its_scheduler_restarts(
         assert executor.log_path.read_text().count("connected to") >= 2
     finally:
         group.stop_all()
+
+
+def build_wheel(directory: Path, name: str, version: str, code: str) -> Path:
+    """A minimal pure-Python wheel, made by hand so no build tool or index is needed."""
+    module = name.replace("-", "_")
+    dist_info = f"{module}-{version}.dist-info"
+    files = {
+        f"{module}/__init__.py": code,
+        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{dist_info}/WHEEL": (
+            "Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        ),
+    }
+    files[f"{dist_info}/RECORD"] = "".join(f"{p},,\n" for p in [*files, f"{dist_info}/RECORD"])
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{module}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as zf:
+        for p, text in files.items():
+            zf.writestr(p, text)
+    return path
+
+
+USES_PROBE_LIB = """
+import wtm_probe_lib
+from tasks.base.task_base import SimpleTask
+
+class Task(SimpleTask):
+    def process(self, input_data):
+        return {"value": wtm_probe_lib.VALUE, "from": wtm_probe_lib.__file__}
+"""
+
+
+def stop_executor(cluster: Cluster, child: Any) -> None:
+    cluster.executors.remove(child)
+    cluster.services.children.remove(child)
+    child.stop()
+
+
+def test_missing_requirements_are_installed_once_into_the_cache_when_allowed(
+    cluster: Cluster, client: Client, tmp_path: Path
+) -> None:
+    wheels = tmp_path / "wheelhouse"
+    build_wheel(wheels, "wtm-probe-lib", "1.0", "VALUE = 42\n")
+    client.register_task(
+        make_task(
+            tmp_path,
+            "probe_lib_user",
+            USES_PROBE_LIB,
+            queue="installq",
+            requirements=["wtm-probe-lib==1.0", "numpy"],
+        )
+    )
+    client.register_task(
+        make_task(tmp_path, "unfindable_user", queue="installq", requirements=["wtm-absent-lib>=1"])
+    )
+    cluster.extra_env.update(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheels))
+    try:
+        child = cluster.add_executor("--queues", "installq", "--install-requirements", "true")
+    finally:
+        del cluster.extra_env["PIP_NO_INDEX"], cluster.extra_env["PIP_FIND_LINKS"]
+    try:
+        first = run(client, task="probe_lib_user", input={}, timeout=120)
+        second = run(client, task="probe_lib_user", input={})
+        assert first.state == second.state == "COMPLETED", first.steps[0].error
+        assert first.output["value"] == 42
+        assert "executor-" in first.output["from"] and "/requirements/" in first.output["from"]
+        assert child.log_path.read_text().count("installing wtm-probe-lib==1.0") == 1
+        failed = run(client, task="unfindable_user", input={}, timeout=120)
+        assert failed.state == "FAILED" and failed.steps[0].attempt == 1
+        assert "could not install wtm-absent-lib>=1" in failed.steps[0].error
+    finally:
+        stop_executor(cluster, child)
+
+
+def test_the_package_cache_keeps_to_its_cap_evicting_the_least_recently_used(
+    cluster: Cluster, client: Client, tmp_path: Path
+) -> None:
+    digests = []
+    for i in range(3):  # three packages of ~600 KB each (random bytes do not compress)
+        d = make_task(tmp_path, f"bulky_{i}", queue="bulkyq")
+        (d / "weights.bin").write_bytes(os.urandom(600 * 1024))
+        digests.append(client.register_task(d).digest)
+    child = cluster.add_executor("--queues", "bulkyq", "--cache-max-mb", "1")
+    try:
+        for i in range(3):
+            assert run(client, task=f"bulky_{i}", input={}).state == "COMPLETED"
+        packages = cluster.root / f"{child.name}-cache" / "packages"
+        kept = {p.name for p in packages.iterdir() if not p.name.startswith(".")}
+        # 1 MiB holds one 600 KB package: each new one evicts the one used before it.
+        assert kept == {digests[2]}
+        log = child.log_path.read_text()
+        assert f"evicted package {digests[0]}" in log and f"evicted package {digests[1]}" in log
+        # An evicted package comes back on demand.
+        assert run(client, task="bulky_0", input={}).state == "COMPLETED"
+    finally:
+        stop_executor(cluster, child)
+
+
+MEMORY_HOG = """
+import time
+import zipfile
+from tasks.base.task_base import SimpleTask
+
+class Task(SimpleTask):
+    def process(self, input_data):
+        hog = bytearray(400 * 1024 * 1024)
+        for i in range(0, len(hog), 4096):
+            hog[i] = 1  # touch every page, so it is really resident
+        time.sleep(5)
+        return {"kept": len(hog)}
+"""
+
+
+def test_a_worker_over_its_memory_limit_is_killed_and_the_executor_keeps_serving(
+    cluster: Cluster, client: Client, tmp_path: Path
+) -> None:
+    client.register_task(make_task(tmp_path, "memory_hog", MEMORY_HOG, queue="hogq"))
+    client.register_task(make_task(tmp_path, "after_hog", queue="hogq"))
+    child = cluster.add_executor("--queues", "hogq", "--worker-memory-mb", "200")
+    try:
+        done = run(client, task="memory_hog", input={})
+        assert done.state == "FAILED"
+        assert "over the limit of 200 MiB; killed" in done.steps[0].error
+        assert run(client, task="after_hog", input={"seconds": 0}).state == "COMPLETED"
+    finally:
+        stop_executor(cluster, child)
