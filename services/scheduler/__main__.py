@@ -31,7 +31,7 @@ async def serve(settings: SchedulerSettings) -> None:
     client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=30)
     queue = RunQueue(client, finished_ttl_s=settings.finished_ttl_seconds)
     store = RunStore(settings.mongodb_uri, settings.mongodb_database)
-    catalog = TaskCatalog(settings.registry, settings.auth_token)
+    catalog = TaskCatalog(settings.registry, settings.auth_token, settings.latest_cache_seconds)
     history = History(queue, store)
     dispatcher = Dispatcher(
         queue, history, lease_seconds=settings.lease_seconds, scheduler_id=settings.scheduler_id

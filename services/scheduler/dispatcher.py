@@ -248,6 +248,8 @@ class Dispatcher:
             if v.verdict == "stale":
                 log.warning("refused stale result for %s attempt %d", c.member, c.attempt)
                 continue
+            if v.verdict == "released":  # handed back unrun: not an attempt
+                continue
             self._send_cancels(v.cancel)
             self.history.step_changed(c.member, v.snapshot, c.output_json)
             if v.ends_run:

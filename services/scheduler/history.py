@@ -106,12 +106,8 @@ class History:
             if not run_hash:
                 continue
             run = Run.from_redis(run_hash, steps, outputs)
-            for step in run.steps:
-                if (
-                    step.attempt > 0
-                    and step.state not in {"RUNNING", "QUEUED", "PENDING"}
-                    or step.state == "CANCELLED"
-                ):
+            for step in run.steps:  # attempts that ended are recorded already,
+                if step.state == "CANCELLED":  # but not those the run's end cancelled
                     self.store.record_step_later(run_id, step)
             self.store.update_run_later(run_id, run.final_fields())
 

@@ -186,16 +186,17 @@ class RunStore:
         self._wake.set()
 
     async def flush(self) -> None:
+        """Write what is pending: step attempts are inserted (each attempt ends once; a
+        second record of one is ignored), finished runs updated, each in one bulk call."""
         runs, self._pending_runs = self._pending_runs, {}
         steps, self._pending_steps = self._pending_steps, {}
         if steps:
-            await self._steps.bulk_write(
-                [
-                    UpdateOne({"run_id": r, "step_id": s, "attempt": a}, {"$set": doc}, upsert=True)
-                    for (r, s, a), doc in steps.items()
-                ],
-                ordered=False,
-            )
+            try:
+                await self._steps.insert_many(list(steps.values()), ordered=False)
+            except BulkWriteError as exc:
+                others = [e for e in exc.details.get("writeErrors", []) if e.get("code") != 11000]
+                if others:
+                    raise
         if runs:
             await self._runs.bulk_write(
                 [UpdateOne({"run_id": r}, {"$set": f}) for r, f in runs.items()], ordered=False

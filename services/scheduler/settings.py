@@ -32,6 +32,12 @@ class SchedulerSettings:
         3600, "WTM_FINISHED_TTL_SECONDS", "how long a finished run stays in Redis", positive
     )
     auth_token: str = setting("", "WTM_AUTH_TOKEN", "bearer token callers must send (empty: none)")
+    latest_cache_seconds: float = setting(
+        1.0,
+        "WTM_LATEST_CACHE_SECONDS",
+        "how long what 'latest' means for a task or pipeline is cached (0: ask every time)",
+        lambda v: None if v >= 0 else "must be 0 or more",
+    )
     scheduler_id: str = setting(
         f"{socket.gethostname()}-{os.getpid()}",
         "WTM_SCHEDULER_ID",

@@ -1,9 +1,12 @@
 """``TaskCatalog``: the scheduler's view of the registry — tasks and pipelines resolved to
-pinned versions. Pinned versions are immutable, so they are cached; ``latest`` is not."""
+pinned versions. Pinned versions are immutable, so they are cached for good; what ``latest``
+means is cached for ``latest_ttl`` seconds (default 1), so a burst of submits asks the
+registry once, and a newly registered version is picked up within that time."""
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,17 +75,31 @@ def _translate(exc: aio.AioRpcError, field: str) -> Exception:
 class TaskCatalog:
     """Looks task and pipeline versions up in the registry over gRPC."""
 
-    def __init__(self, registry_address: str, token: str = "") -> None:
+    def __init__(self, registry_address: str, token: str = "", latest_ttl: float = 1.0) -> None:
         self._channel = aio.insecure_channel(registry_address)
         self._stub = rpb_grpc.RegistryServiceStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._tasks: dict[tuple[str, str], ResolvedTask] = {}
         self._pipelines: dict[tuple[str, str], ResolvedPipeline] = {}
+        self.latest_ttl = latest_ttl
+        self._latest: dict[tuple[str, str], tuple[float, Any]] = {}  # (kind, id) -> expiry, value
+
+    def _cached_latest(self, kind: str, ident: str) -> Any:
+        hit = self._latest.get((kind, ident))
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        return None
+
+    def _remember_latest(self, kind: str, ident: str, value: Any) -> None:
+        if self.latest_ttl > 0:
+            self._latest[(kind, ident)] = (time.monotonic() + self.latest_ttl, value)
 
     async def resolve(self, ref: str, field: str = "task") -> ResolvedTask:
         task_id, version = split_ref(ref, field)
         if version not in ("", "latest") and (task_id, version) in self._tasks:
             return self._tasks[(task_id, version)]
+        if version in ("", "latest") and (hit := self._cached_latest("task", task_id)):
+            return hit  # type: ignore[no-any-return]
         try:
             reply = await self._stub.GetTask(
                 rpb.GetTaskRequest(task_id=task_id, version=version),
@@ -105,12 +122,16 @@ class TaskCatalog:
             manifest.get("input_schema") or {},
         )
         self._tasks[(t.task_id, t.version)] = resolved
+        if version in ("", "latest"):
+            self._remember_latest("task", task_id, resolved)
         return resolved
 
     async def resolve_pipeline(self, ref: str, field: str = "pipeline") -> ResolvedPipeline:
         pipeline_id, version = split_ref(ref, field)
         if version not in ("", "latest") and (pipeline_id, version) in self._pipelines:
             return self._pipelines[(pipeline_id, version)]
+        if version in ("", "latest") and (hit := self._cached_latest("pipeline", pipeline_id)):
+            return hit  # type: ignore[no-any-return]
         try:
             reply = await self._stub.GetPipeline(
                 rpb.GetPipelineRequest(pipeline_id=pipeline_id, version=version),
@@ -136,6 +157,8 @@ class TaskCatalog:
             p.pipeline_id, p.version, p.enabled, json.loads(p.input_validation_json or "{}"), steps
         )
         self._pipelines[(p.pipeline_id, p.version)] = resolved
+        if version in ("", "latest"):
+            self._remember_latest("pipeline", pipeline_id, resolved)
         return resolved
 
     async def close(self) -> None:
