@@ -65,6 +65,8 @@ def event_line(e: RunEventInfo) -> str:
     note = escape(f"  {e.message}") if e.message else ""
     if e.kind == "PROGRESS":
         return f"{when}  {what:<32} [dim]{e.progress:4.0%}[/]{note}"
+    if e.kind == "LOG":
+        return f"{when}  {what:<32} [dim]log[/]{note}"
     if e.kind == "RETRYING":
         return f"{when}  {what:<32} [yellow]RETRYING[/]{note}"
     return f"{when}  {what:<32} {state(e.state)}{note}"

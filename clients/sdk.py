@@ -161,6 +161,7 @@ class StepInfo:
     executor_id: str
     started_at: datetime | None
     ended_at: datetime | None
+    logs: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -203,6 +204,7 @@ class RunInfo:
                 s.executor_id,
                 _time(s, "start_time"),
                 _time(s, "end_time"),
+                list(s.logs),
             )
             for s in r.steps
         ]
@@ -261,6 +263,7 @@ class ExecutorInfo:
     connected_at: datetime | None
     last_seen_at: datetime | None
     scheduler_id: str
+    packages: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -275,7 +278,7 @@ class RunEventInfo:
     message: str
     time: datetime | None
     progress: float = 0.0
-    kind: str = "STATE"  # STATE | PROGRESS | RETRYING
+    kind: str = "STATE"  # STATE | PROGRESS | RETRYING | LOG
 
     @property
     def ends_run(self) -> bool:
@@ -540,6 +543,7 @@ class Client:
                 _time(e, "connect_time"),
                 _time(e, "last_seen_time"),
                 e.scheduler_id,
+                list(e.packages),
             )
             for e in reply.executors
         ]

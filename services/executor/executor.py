@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 
 import grpc
@@ -48,6 +49,12 @@ class Running:
     ref: epb.StepAttemptRef
     digest: str
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def installed_packages() -> list[str]:
+    """What is installed where tasks run, as sorted "name==version" (for the hello)."""
+    found = {(d.metadata["Name"] or "").lower(): d.version for d in metadata.distributions()}
+    return sorted(f"{name}=={version}" for name, version in found.items() if name)
 
 
 class StreamClosed(Exception):
@@ -162,6 +169,8 @@ class Executor:
                 executor_id=s.executor_id,
                 queues=s.queues,
                 slots=s.slots,
+                labels=dict(x.split("=", 1) for x in s.labels),
+                packages=installed_packages(),
                 software_version=SOFTWARE_VERSION,
                 python_version=platform.python_version(),
             )
@@ -333,9 +342,14 @@ class Executor:
                 )
             )
 
+        def log_line(level: str, message: str) -> None:
+            line = epb.StepLog(ref=a.ref, level=level, message=message)
+            line.time.FromNanoseconds(time.time_ns())
+            self._outbox.put_nowait(epb.ConnectRequest(log=line))
+
         try:
             outcome = await worker.run(
-                a.input_json, meta, a.timeout_seconds or 300, progress, running.cancelled
+                a.input_json, meta, a.timeout_seconds or 300, progress, running.cancelled, log_line
             )
         except asyncio.CancelledError:
             if not running.cancelled.is_set():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from dataclasses import dataclass, field
 
@@ -30,6 +31,18 @@ class ExecutorSettings:
         },
     )
     slots: int = setting(2, "WTM_EXECUTOR_SLOTS", "steps run at once", positive)
+    labels: list[str] = field(
+        default_factory=list,
+        metadata={
+            "env": "WTM_EXECUTOR_LABELS",
+            "help": "comma-separated KEY=VALUE labels, e.g. gpu=false; a task's "
+            "executor_labels must all match for its steps to come here",
+            "check": lambda v: next(
+                (f"{x!r} is not KEY=VALUE" for x in v if not re.match(r"^[\w.-]+=[\w.-]*$", x)),
+                None,
+            ),
+        },
+    )
     cache_dir: str = setting(
         ".wtm/executor-cache", "WTM_EXECUTOR_CACHE_DIR", "package cache directory"
     )

@@ -80,6 +80,7 @@ class Worker:
         timeout: float,
         on_progress: Callable[[float, str], None],
         cancelled: asyncio.Event,
+        on_log: Callable[[str, str], None] = lambda level, message: None,
     ) -> Outcome:
         """Run one input within ``timeout`` seconds (setup included on a cold process)."""
         loop = asyncio.get_running_loop()
@@ -96,6 +97,9 @@ class Worker:
                 message = await self._next(deadline, cancelled)
                 if message[0] == "progress":
                     on_progress(message[1], message[2])
+                    continue
+                if message[0] == "log":
+                    on_log(message[1], message[2])
                     continue
                 verdict, payload, times = message
                 if verdict == "ok":

@@ -53,6 +53,7 @@ class Manifest:
     max_retries: int = 0
     input_schema: dict[str, Any] = field(default_factory=dict)
     output_schema: dict[str, Any] = field(default_factory=dict)
+    executor_labels: dict[str, str] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -105,6 +106,17 @@ def _schema(doc: dict[str, Any], name: str) -> dict[str, Any]:
     return value
 
 
+def _labels(doc: dict[str, Any], name: str) -> dict[str, str]:
+    """Labels an executor must have to run the task, e.g. {"gpu": "true"}."""
+    value = doc.get(name) or {}
+    if not isinstance(value, dict):
+        raise _err(name, "must be an object of KEY: VALUE strings", value)
+    for k, v in value.items():
+        if not isinstance(v, str) or not re.match(r"^[\w.-]+$", k) or not re.match(r"^[\w.-]*$", v):
+            raise _err(f"{name}.{k}", "keys and values must be letters, digits, '_', '.', '-'", v)
+    return dict(value)
+
+
 def parse_manifest(text: bytes | str) -> Manifest:
     """Parse and validate task.json text."""
     try:
@@ -141,5 +153,6 @@ def parse_manifest(text: bytes | str) -> Manifest:
         max_retries=_int(doc, "max_retries", 0, 0, MAX_RETRIES),
         input_schema=_schema(doc, "input_schema"),
         output_schema=_schema(doc, "output_schema"),
+        executor_labels=_labels(doc, "executor_labels"),
         raw=doc,
     )

@@ -25,6 +25,7 @@ from services.scheduler import keys, step_inputs
 from services.scheduler.history import History
 from services.scheduler.retry_policy import RetryPolicy
 from services.scheduler.run_queue import Completion, Leased, RunQueue, now_ms
+from services.scheduler.task_catalog import serves
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class ExecutorInfo:
     labels: dict[str, str]
     software_version: str = ""
     python_version: str = ""
+    packages: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -222,6 +224,19 @@ class Dispatcher:
         if session.in_flight.get(keys.step_key(run_id, step_id)) == attempt:
             await self.queue.add_progress(run_id, step_id, attempt, fraction, message)
 
+    async def log(
+        self,
+        session: ExecutorSession,
+        run_id: str,
+        step_id: str,
+        attempt: int,
+        level: str,
+        message: str,
+    ) -> None:
+        """Pass a line a running step logged on to watchers, and keep it with the attempt."""
+        if session.in_flight.get(keys.step_key(run_id, step_id)) == attempt:
+            await self.queue.add_log(run_id, step_id, attempt, level, message)
+
     def report(self, session: ExecutorSession, report: StepReport) -> None:
         """Take a step result; it is recorded with the next batch (fencing decides there)."""
         member = keys.step_key(report.run_id, report.step_id)
@@ -308,7 +323,8 @@ class Dispatcher:
         if not wanting:
             return
         leases = await self.queue.dispatch_many(
-            [(s.info.executor_id, s.info.queues, s.free_slots) for s in wanting], self.lease_ms
+            [(s.info.executor_id, self._queues_of(s), s.free_slots) for s in wanting],
+            self.lease_ms,
         )
         lineage: dict[str, list[tuple[str, str]]] = {}
         outgoing: list[tuple[ExecutorSession, Assignment]] = []
@@ -359,6 +375,9 @@ class Dispatcher:
                 if await self.queue.promote_due():
                     self.wake()
                 await self._save_fleet()
+                before = len(self.queue.queue_variants)
+                if len(await self.queue.refresh_queue_variants()) != before:
+                    self.wake()
             except Exception:
                 log.exception("reaper round failed")
 
@@ -377,6 +396,14 @@ class Dispatcher:
             finally:
                 await pubsub.aclose()
 
+    def _queues_of(self, session: ExecutorSession) -> list[str]:
+        """The queues an executor takes from: its own, and the labelled variants of them
+        whose labels it has all of."""
+        i = session.info
+        return i.queues + sorted(
+            v for v in self.queue.queue_variants if serves(v, i.queues, i.labels)
+        )
+
     # The fleet ---------------------------------------------------------------------------
 
     def describe(self, session: ExecutorSession, state: str) -> str:
@@ -394,6 +421,7 @@ class Dispatcher:
                 "connected_at": session.connected_at,
                 "last_seen": session.last_seen,
                 "scheduler_id": self.scheduler_id,
+                "packages": list(i.packages),
             }
         )
 

@@ -13,6 +13,7 @@ LEASES = PREFIX + "leases"  # ZSET step-key -> lease deadline (ms)
 DELAYED = PREFIX + "delayed"  # ZSET step-key -> due time of a retry (ms)
 WAKE_CHANNEL = PREFIX + "wake"  # pub/sub: "work was queued", for every scheduler replica
 EXECUTORS = PREFIX + "executors"  # HASH executor id -> JSON of what ListExecutors shows
+QUEUE_VARIANTS = PREFIX + "queues"  # SET of labelled queue variants ("default|gpu=true")
 EPOCH = PREFIX + "epoch"  # STRING set once per Redis dataset; gone means Redis lost its data
 
 
@@ -39,6 +40,12 @@ def run(run_id: str) -> str:
 def outputs(run_id: str) -> str:
     """HASH step-id -> output JSON of one run's completed steps."""
     return f"{PREFIX}o:{run_id}"
+
+
+def logs(run_id: str, step_id: str) -> str:
+    """LIST of what the step's current attempt logged ("LEVEL text"), moved onto the step
+    hash when the attempt ends."""
+    return f"{PREFIX}l:{run_id}:{step_id}"
 
 
 def events(run_id: str) -> str:

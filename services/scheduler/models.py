@@ -48,6 +48,7 @@ class StepRun:
     # Where the executor's time went (wall-clock µs): assignment received, process() called
     # and returned, result sent; and when the scheduler had the result.
     timings: dict[str, int] = field(default_factory=dict)
+    logs: list[str] = field(default_factory=list)
 
     @classmethod
     def from_redis(cls, h: dict[str, str], output_json: str) -> StepRun:
@@ -67,6 +68,7 @@ class StepRun:
             queued_at=ms_to_dt(h.get("queued_ms")),
             lineage=[tuple(e) for e in json.loads(h.get("lineage", "[]"))],  # type: ignore[misc]
             timings={k: int(h[k]) for k in TIMING_KEYS if h.get(k)},
+            logs=_list(h.get("logs")),
         )
 
     def to_doc(self, run_id: str) -> dict[str, Any]:
@@ -90,6 +92,7 @@ class StepRun:
             output_json=self.output_json,
             error=self.error,
             executor_id=self.executor_id,
+            logs=self.logs,
         )
         _set_time(m, "start_time", self.started_at)
         _set_time(m, "end_time", self.ended_at)
@@ -230,6 +233,12 @@ class Run:
         _set_time(m, "start_time", self.started_at)
         _set_time(m, "end_time", self.ended_at)
         return m
+
+
+def _list(text: str | None) -> list[str]:
+    """A JSON list from Redis (Lua's cjson writes an empty one as {})."""
+    value = json.loads(text or "[]")
+    return value if isinstance(value, list) else []
 
 
 def _us_between(timings: dict[str, int], start: str, end: str) -> float:

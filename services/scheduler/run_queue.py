@@ -110,6 +110,7 @@ class RunQueue:
     def __init__(self, client: aioredis.Redis, finished_ttl_s: int = 3600) -> None:
         self.redis = client
         self.finished_ttl_s = finished_ttl_s
+        self.queue_variants: set[str] = set()  # labelled queues seen (refreshed from Redis)
         lib = (LUA_DIR / "lib.lua").read_text()
         self._scripts = {
             name: client.register_script(lib + "\n" + (LUA_DIR / f"{name}.lua").read_text())
@@ -159,9 +160,19 @@ class RunQueue:
                     IDEMPOTENCY_TTL_S,
                     self.finished_ttl_s,
                 )
+            variants = {s.fields["queue"] for r in runs for s in r.steps} - self.queue_variants
+            variants = {v for v in variants if "|" in v}
+            if variants:
+                pipe.sadd(keys.QUEUE_VARIANTS, *variants)
+                self.queue_variants |= variants
             pipe.publish(keys.WAKE_CHANNEL, "1")
             replies = await pipe.execute()
-        return [(status == b"created", rid.decode()) for status, rid in replies[:-1]]
+        return [(status == b"created", rid.decode()) for status, rid in replies[: len(runs)]]
+
+    async def refresh_queue_variants(self) -> set[str]:
+        found: Any = await self.redis.smembers(keys.QUEUE_VARIANTS)
+        self.queue_variants |= {v.decode() for v in found}
+        return self.queue_variants
 
     async def exists(self, run_ids: list[str]) -> list[bool]:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -265,6 +276,28 @@ class RunQueue:
                 "kind": "PROGRESS",
             },
         )
+
+    async def add_log(
+        self, run_id: str, step_id: str, attempt: int, level: str, message: str
+    ) -> None:
+        """A line a running step logged: an event for watchers, and kept with the attempt."""
+        line = f"{level} {message}"
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(
+                keys.events(run_id),
+                {
+                    "step": step_id,
+                    "attempt": attempt,
+                    "state": "RUNNING",
+                    "msg": line,
+                    "t": now_ms(),
+                    "kind": "LOG",
+                },
+            )
+            pipe.rpush(keys.logs(run_id, step_id), line)
+            pipe.ltrim(keys.logs(run_id, step_id), -200, -1)
+            pipe.expire(keys.logs(run_id, step_id), self.finished_ttl_s)
+            await pipe.execute()
 
     async def heartbeat(self, running: list[tuple[str, int]], lease_ms: int) -> list[str]:
         """Renew leases; return the step-keys whose attempt is no longer current."""

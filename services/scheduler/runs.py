@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import secrets
 import time
@@ -71,6 +72,7 @@ class PlannedStep:
         ]
         return list(dict.fromkeys([*self.deps, *(s for s in sources if s)]))
 
+    @functools.cached_property
     def spec(self) -> StepSpec:
         t = self.task
         return StepSpec(
@@ -82,7 +84,7 @@ class PlannedStep:
                 "task_version": t.version,
                 "digest": t.digest,
                 "entry_point": t.entry_point,
-                "queue": t.queue,
+                "queue": t.queue_key,
                 "timeout": str(self.timeout),
                 "max_retries": str(self.retries),
                 "input_id": self.input_id,
@@ -104,6 +106,7 @@ class Plan:
     task_id: str = ""
     pipeline_id: str = ""
     pipeline_version: str = ""
+    input_validation: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,7 @@ class RunEvent:
     message: str
     time: datetime | None
     progress: float = 0.0
-    kind: str = "STATE"  # STATE | PROGRESS | RETRYING
+    kind: str = "STATE"  # STATE | PROGRESS | RETRYING | LOG
 
     @property
     def ends_run(self) -> bool:
@@ -191,7 +194,8 @@ class RunService:
             existing = await self.store.find_by_request_id(req.request_id)
             if existing:
                 return await self.get(existing)
-        plan = await self._plan(req, doc)
+        plan = await self._plan(req)
+        self._check_input(plan, doc)
         run, submission = self._new_run(req, plan, doc, req.request_id)
         queued = asyncio.ensure_future(self.queue.submit_many([submission]))
         self.on_queued()
@@ -232,16 +236,13 @@ class RunService:
             if existing:
                 return batch_id, existing
         batch_id = batch_id or f"batch-{uuid.uuid4().hex}"
-        plans = []
+        plan = await self._plan(req)
         for i, doc in enumerate(docs):
             try:
-                plans.append(await self._plan(req, doc))
+                self._check_input(plan, doc)
             except InvalidArgument as exc:
                 raise InvalidArgument(exc.message, field=f"inputs_json[{i}]") from exc
-        made = [
-            self._new_run(req, plan, doc, "", batch_id)
-            for plan, doc in zip(plans, docs, strict=True)
-        ]
+        made = [self._new_run(req, plan, doc, "", batch_id) for doc in docs]
         await self.store.insert_runs([(run, _plan_doc(sub)) for run, sub in made])
         await self.queue.submit_many([sub for _, sub in made])
         self.on_queued()
@@ -291,7 +292,7 @@ class RunService:
             "batch_id": batch_id,
             "sinks": json.dumps(plan.sinks),
         }
-        return run, Submission(run.run_id, run_fields, [p.spec() for p in plan.steps], request_id)
+        return run, Submission(run.run_id, run_fields, [p.spec for p in plan.steps], request_id)
 
     async def _withdraw(self, queued: asyncio.Future[Any], run_id: str) -> None:
         """Take back a run whose MongoDB write failed: it must not run unrecorded."""
@@ -337,11 +338,10 @@ class RunService:
         order = {"CONNECTED": 0, "DRAINING": 1, "LOST": 2}
         return sorted(found, key=lambda e: (order.get(e["state"], 3), e["executor_id"]))
 
-    async def _plan(self, req: SubmitRequest, doc: dict[str, Any]) -> Plan:
-        """Resolve what to run and check the input before anything is stored."""
+    async def _plan(self, req: SubmitRequest) -> Plan:
+        """Resolve what to run (the same for every input of a batch)."""
         if req.task:
             task = await self.catalog.resolve(req.task, field="task")
-            input_check.check_step_input(task.task_id, task.input_schema, doc)
             step = PlannedStep(
                 task.task_id,
                 task,
@@ -359,7 +359,6 @@ class RunService:
             raise FailedPrecondition(
                 f"{pipeline.pipeline_id}@{pipeline.version} is disabled", field="pipeline"
             )
-        input_check.check_pipeline_input(pipeline.input_validation, doc)
         planned = [
             PlannedStep(
                 s.step_id,
@@ -377,16 +376,6 @@ class RunService:
         output_ids = {p.step_id: p.output_id for p in planned}
         for p in planned:
             p.output_ids = {src: output_ids[src] for src in p.reads}
-            if not p.deps:  # a first step: its input is known now, so check it now
-                try:
-                    first_input = (
-                        step_inputs.resolve(p.mapping, set(output_ids), doc, {}, {}, p.input_id)[0]
-                        if p.mapping
-                        else doc
-                    )
-                except MissingValue as exc:
-                    raise InvalidArgument(str(exc), field="input_json") from exc
-                input_check.check_step_input(p.step_id, p.task.input_schema, first_input)
         sinks = [p.step_id for p in planned if not p.dependents]
         priority = max(p.task.priority for p in planned)
         return Plan(
@@ -395,7 +384,27 @@ class RunService:
             priority,
             pipeline_id=pipeline.pipeline_id,
             pipeline_version=pipeline.version,
+            input_validation=pipeline.input_validation,
         )
+
+    @staticmethod
+    def _check_input(plan: Plan, doc: dict[str, Any]) -> None:
+        """Check an input document before anything is stored: the pipeline's
+        input_validation, then each first step's input against its task's input_schema."""
+        input_check.check_pipeline_input(plan.input_validation, doc)
+        step_ids = {p.step_id for p in plan.steps}
+        for p in plan.steps:
+            if p.deps:
+                continue  # a later step's input exists only once its upstream steps ran
+            try:
+                first_input = (
+                    step_inputs.resolve(p.mapping, step_ids, doc, {}, {}, p.input_id)[0]
+                    if p.mapping
+                    else doc
+                )
+            except MissingValue as exc:
+                raise InvalidArgument(str(exc), field="input_json") from exc
+            input_check.check_step_input(p.step_id, p.task.input_schema, first_input)
 
     async def get(self, run_id: str) -> Run:
         if not run_id:

@@ -129,6 +129,7 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
                 software_version=e["software_version"],
                 python_version=e["python_version"],
                 scheduler_id=e["scheduler_id"],
+                packages=e.get("packages", []),
             )
             m.connect_time.FromNanoseconds(int(e["connected_at"] * 1e9))
             m.last_seen_time.FromNanoseconds(int(e["last_seen"] * 1e9))
@@ -193,6 +194,7 @@ class ExecutorServicer(epb_grpc.ExecutorServiceServicer):
                 dict(h.labels),
                 h.software_version,
                 h.python_version,
+                tuple(h.packages),
             )
         )
         reader = asyncio.create_task(self._read(session, request_iterator))
@@ -244,6 +246,16 @@ class ExecutorServicer(epb_grpc.ExecutorServiceServicer):
                 p = message.progress
                 await self._dispatcher.progress(
                     session, p.ref.run_id, p.ref.step_id, p.ref.attempt, p.fraction, p.message
+                )
+            elif kind == "log":
+                line = message.log
+                await self._dispatcher.log(
+                    session,
+                    line.ref.run_id,
+                    line.ref.step_id,
+                    line.ref.attempt,
+                    line.level,
+                    line.message,
                 )
             elif kind == "result":
                 r = message.result

@@ -31,6 +31,13 @@ class ResolvedTask:
     timeout_seconds: int
     max_retries: int
     input_schema: dict[str, Any] = field(default_factory=dict)
+    executor_labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def queue_key(self) -> str:
+        """The queue its steps wait on: the task's queue, or a variant of it for executors
+        with the task's labels ("default|gpu=true,zone=eu")."""
+        return queue_variant(self.queue, self.executor_labels)
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,21 @@ class ResolvedPipeline:
     enabled: bool
     input_validation: dict[str, Any]
     steps: list[ResolvedStep]
+
+
+def queue_variant(queue: str, labels: dict[str, str]) -> str:
+    if not labels:
+        return queue
+    return queue + "|" + ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+def serves(variant: str, queues: list[str], labels: dict[str, str]) -> bool:
+    """Whether an executor on ``queues`` with ``labels`` may take work from ``variant``."""
+    queue, _, wanted = variant.partition("|")
+    if queue not in queues:
+        return False
+    pairs = [p.split("=", 1) for p in wanted.split(",") if p]
+    return all(labels.get(k) == v for k, v in pairs)
 
 
 def split_ref(ref: str, field: str) -> tuple[str, str]:
@@ -120,6 +142,7 @@ class TaskCatalog:
             t.timeout_seconds,
             t.max_retries,
             manifest.get("input_schema") or {},
+            dict(manifest.get("executor_labels") or {}),
         )
         self._tasks[(t.task_id, t.version)] = resolved
         if version in ("", "latest"):

@@ -6,7 +6,7 @@ The executor's worker processes run ``worker_main``; ``task test`` and unit test
     executor -> worker:  ("run", input_json, meta) | None (retire)
                          meta: input_id, output_id, upstream_output_ids, artifacts
     worker -> executor:  ("ready",) | ("setup_failed", error)
-                         | ("progress", fraction, message)
+                         | ("progress", fraction, message) | ("log", level, message)
                          | (verdict, payload, (called, returned))
                          verdict: "ok" (payload: output_json) | "failed" | "fatal" (error);
                          called/returned: wall-clock times around ``process()``
@@ -63,6 +63,38 @@ def run_once(task: TaskBase, input_json: str) -> tuple[str, str]:
         return "failed", f"{type(exc).__name__}: {exc}{where}"
 
 
+MAX_LOG_LINES = 200  # per input; the rest is counted, not sent
+MAX_LOG_CHARS = 2000
+
+
+class _PipeLogHandler(logging.Handler):
+    """Sends what the task logs while an input runs up the pipe, bounded per input."""
+
+    def __init__(self, conn: Connection) -> None:
+        super().__init__(logging.DEBUG)
+        self.conn = conn
+        self.active = False
+        self.sent = 0
+        self.dropped = 0
+
+    def begin(self) -> None:
+        self.active, self.sent, self.dropped = True, 0, 0
+
+    def end(self) -> None:
+        if self.dropped:
+            self.conn.send(("log", "WARNING", f"{self.dropped} more log lines not kept"))
+        self.active = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.active:
+            return
+        if self.sent >= MAX_LOG_LINES:
+            self.dropped += 1
+            return
+        self.sent += 1
+        self.conn.send(("log", record.levelname, self.format(record)[:MAX_LOG_CHARS]))
+
+
 def worker_main(
     conn: Connection, package_dir: str, entry_point: str, extra_paths: tuple[str, ...] = ()
 ) -> None:
@@ -78,6 +110,9 @@ def worker_main(
         conn.send(("progress", fraction, message))
 
     context = TaskContext(report=report)
+    to_pipe = _PipeLogHandler(conn)
+    context.logger.addHandler(to_pipe)
+    context.logger.setLevel(logging.DEBUG)
     try:
         task = load_task(package_dir, entry_point, context)
         task.setup()
@@ -92,9 +127,12 @@ def worker_main(
                 break
             _, input_json, meta = message
             context.begin(meta)
+            to_pipe.begin()
             called = time.time()
             verdict, payload = run_once(task, input_json)
-            conn.send((verdict, payload, (called, time.time())))
+            returned = time.time()
+            to_pipe.end()
+            conn.send((verdict, payload, (called, returned)))
     except (EOFError, KeyboardInterrupt):
         pass
     finally:

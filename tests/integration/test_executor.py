@@ -316,3 +316,63 @@ def test_a_worker_over_its_memory_limit_is_killed_and_the_executor_keeps_serving
         assert run(client, task="after_hog", input={"seconds": 0}).state == "COMPLETED"
     finally:
         stop_executor(cluster, child)
+
+
+CHATTY = """
+from tasks.base.task_base import SimpleTask
+
+class Task(SimpleTask):
+    def process(self, input_data):
+        for i in range(3):
+            self.logger.info("line %d of %s", i, input_data["name"])
+        self.logger.warning("almost done")
+        return {"ok": True}
+"""
+
+
+def test_what_a_task_logs_reaches_watchers_and_stays_with_the_step(
+    client: Client, tmp_path: Path
+) -> None:
+    client.register_task(make_task(tmp_path, "chatty", CHATTY))
+    r = client.submit(task="chatty", input={"name": "x"})
+    logged = [e.message for e in client.watch(r.run_id, timeout=60) if e.kind == "LOG"]
+    assert logged == [
+        "INFO line 0 of x",
+        "INFO line 1 of x",
+        "INFO line 2 of x",
+        "WARNING almost done",
+    ]
+    done = client.wait(r.run_id)
+    assert done.steps[0].logs == logged
+    time.sleep(0.3)  # and in the history, once written behind
+    assert client.list_runs(task_id="chatty", limit=1)
+
+
+def test_labelled_tasks_go_only_to_executors_with_those_labels(
+    cluster: Cluster, client: Client, tmp_path: Path
+) -> None:
+    client.register_task(
+        make_task(tmp_path, "needs_gpu", queue="labelq", executor_labels={"gpu": "true"})
+    )
+    client.register_task(make_task(tmp_path, "any_box", queue="labelq"))
+    plain = cluster.add_executor("--queues", "labelq", "--labels", "gpu=false")
+    try:
+        waiting = client.submit(task="needs_gpu", input={})
+        assert run(client, task="any_box", input={}).steps[0].executor_id == plain.name
+        time.sleep(1.5)
+        assert client.get_run(waiting.run_id).state == "QUEUED"  # nobody has gpu=true yet
+        gpu = cluster.add_executor("--queues", "labelq", "--labels", "gpu=true,zone=eu")
+        try:
+            done = client.wait(waiting.run_id, timeout=60)
+            assert done.state == "COMPLETED" and done.steps[0].executor_id == gpu.name
+            deadline = time.monotonic() + 10  # the fleet record is saved every second
+            fleet = {e.executor_id: e for e in client.list_executors()}
+            while gpu.name not in fleet and time.monotonic() < deadline:
+                time.sleep(0.2)
+                fleet = {e.executor_id: e for e in client.list_executors()}
+            assert fleet[gpu.name].labels == {"gpu": "true", "zone": "eu"}
+            assert any(p.startswith("grpcio==") for p in fleet[gpu.name].packages)
+        finally:
+            stop_executor(cluster, gpu)
+    finally:
+        stop_executor(cluster, plain)

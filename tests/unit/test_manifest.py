@@ -8,6 +8,7 @@ import pytest
 
 from services.common.errors import InvalidArgument
 from services.registry.manifest import parse_manifest, version_sort_key
+from services.scheduler.task_catalog import queue_variant, serves
 
 
 def manifest(**fields: object) -> str:
@@ -36,6 +37,8 @@ def test_defaults_fill_what_task_json_leaves_out() -> None:
         ({"task_id": "Face-Detection"}, "task_id"),
         ({"entry_point": "task"}, "entry_point"),
         ({"tags": "vision"}, "tags"),
+        ({"executor_labels": ["gpu"]}, "executor_labels"),
+        ({"executor_labels": {"gpu": True}}, "executor_labels.gpu"),
         ({"input_schema": {"type": "picture"}}, "input_schema.type"),
         ({"input_schema": {"required": "image"}}, "input_schema.required"),
     ],
@@ -60,3 +63,13 @@ def test_versions_sort_by_semver_with_prereleases_first() -> None:
     versions = ["1.10.0", "1.2.0", "1.2.0-rc.1", "0.9.9", "2.0.0-alpha"]
     ordered = sorted(versions, key=version_sort_key)
     assert ordered == ["0.9.9", "1.2.0-rc.1", "1.2.0", "1.10.0", "2.0.0-alpha"]
+
+
+def test_executor_labels_are_kept_and_become_a_queue_variant() -> None:
+    m = parse_manifest(manifest(executor_labels={"zone": "eu", "gpu": "true"}))
+    assert m.executor_labels == {"gpu": "true", "zone": "eu"}
+    variant = queue_variant("vision", m.executor_labels)
+    assert variant == "vision|gpu=true,zone=eu"
+    assert serves(variant, ["vision"], {"gpu": "true", "zone": "eu", "disk": "ssd"})
+    assert not serves(variant, ["vision"], {"gpu": "true"})
+    assert not serves(variant, ["default"], {"gpu": "true", "zone": "eu"})

@@ -28,16 +28,18 @@ STEP_OUTCOME_CANCELLED: StepOutcome
 STEP_OUTCOME_RELEASED: StepOutcome
 
 class ConnectRequest(_message.Message):
-    __slots__ = ("hello", "heartbeat", "progress", "result")
+    __slots__ = ("hello", "heartbeat", "progress", "result", "log")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
+    LOG_FIELD_NUMBER: _ClassVar[int]
     hello: ExecutorHello
     heartbeat: ExecutorHeartbeat
     progress: StepProgress
     result: StepResult
-    def __init__(self, hello: _Optional[_Union[ExecutorHello, _Mapping]] = ..., heartbeat: _Optional[_Union[ExecutorHeartbeat, _Mapping]] = ..., progress: _Optional[_Union[StepProgress, _Mapping]] = ..., result: _Optional[_Union[StepResult, _Mapping]] = ...) -> None: ...
+    log: StepLog
+    def __init__(self, hello: _Optional[_Union[ExecutorHello, _Mapping]] = ..., heartbeat: _Optional[_Union[ExecutorHeartbeat, _Mapping]] = ..., progress: _Optional[_Union[StepProgress, _Mapping]] = ..., result: _Optional[_Union[StepResult, _Mapping]] = ..., log: _Optional[_Union[StepLog, _Mapping]] = ...) -> None: ...
 
 class ConnectResponse(_message.Message):
     __slots__ = ("welcome", "assignment", "cancel")
@@ -50,7 +52,7 @@ class ConnectResponse(_message.Message):
     def __init__(self, welcome: _Optional[_Union[ExecutorWelcome, _Mapping]] = ..., assignment: _Optional[_Union[StepAssignment, _Mapping]] = ..., cancel: _Optional[_Union[CancelStep, _Mapping]] = ...) -> None: ...
 
 class ExecutorHello(_message.Message):
-    __slots__ = ("executor_id", "queues", "slots", "labels", "software_version", "python_version")
+    __slots__ = ("executor_id", "queues", "slots", "labels", "software_version", "python_version", "packages")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -64,13 +66,15 @@ class ExecutorHello(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     SOFTWARE_VERSION_FIELD_NUMBER: _ClassVar[int]
     PYTHON_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PACKAGES_FIELD_NUMBER: _ClassVar[int]
     executor_id: str
     queues: _containers.RepeatedScalarFieldContainer[str]
     slots: int
     labels: _containers.ScalarMap[str, str]
     software_version: str
     python_version: str
-    def __init__(self, executor_id: _Optional[str] = ..., queues: _Optional[_Iterable[str]] = ..., slots: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., software_version: _Optional[str] = ..., python_version: _Optional[str] = ...) -> None: ...
+    packages: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, executor_id: _Optional[str] = ..., queues: _Optional[_Iterable[str]] = ..., slots: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., software_version: _Optional[str] = ..., python_version: _Optional[str] = ..., packages: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ExecutorWelcome(_message.Message):
     __slots__ = ("lease_seconds", "heartbeat_interval_seconds")
@@ -175,3 +179,15 @@ class StepResult(_message.Message):
     received_time: _timestamp_pb2.Timestamp
     sent_time: _timestamp_pb2.Timestamp
     def __init__(self, ref: _Optional[_Union[StepAttemptRef, _Mapping]] = ..., outcome: _Optional[_Union[StepOutcome, str]] = ..., output_json: _Optional[str] = ..., error: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., received_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sent_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class StepLog(_message.Message):
+    __slots__ = ("ref", "level", "message", "time")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    ref: StepAttemptRef
+    level: str
+    message: str
+    time: _timestamp_pb2.Timestamp
+    def __init__(self, ref: _Optional[_Union[StepAttemptRef, _Mapping]] = ..., level: _Optional[str] = ..., message: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

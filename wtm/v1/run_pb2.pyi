@@ -107,7 +107,7 @@ class StepTiming(_message.Message):
     def __init__(self, step_id: _Optional[str] = ..., queued_seconds: _Optional[float] = ..., run_seconds: _Optional[float] = ..., process_seconds: _Optional[float] = ..., pickup_seconds: _Optional[float] = ..., report_seconds: _Optional[float] = ...) -> None: ...
 
 class StepRun(_message.Message):
-    __slots__ = ("step_id", "task_id", "task_version", "state", "attempt", "input_id", "output_id", "output_json", "error", "executor_id", "start_time", "end_time")
+    __slots__ = ("step_id", "task_id", "task_version", "state", "attempt", "input_id", "output_id", "output_json", "error", "executor_id", "start_time", "end_time", "logs")
     STEP_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -120,6 +120,7 @@ class StepRun(_message.Message):
     EXECUTOR_ID_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
+    LOGS_FIELD_NUMBER: _ClassVar[int]
     step_id: str
     task_id: str
     task_version: str
@@ -132,7 +133,8 @@ class StepRun(_message.Message):
     executor_id: str
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
-    def __init__(self, step_id: _Optional[str] = ..., task_id: _Optional[str] = ..., task_version: _Optional[str] = ..., state: _Optional[_Union[State, str]] = ..., attempt: _Optional[int] = ..., input_id: _Optional[str] = ..., output_id: _Optional[str] = ..., output_json: _Optional[str] = ..., error: _Optional[str] = ..., executor_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    logs: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, step_id: _Optional[str] = ..., task_id: _Optional[str] = ..., task_version: _Optional[str] = ..., state: _Optional[_Union[State, str]] = ..., attempt: _Optional[int] = ..., input_id: _Optional[str] = ..., output_id: _Optional[str] = ..., output_json: _Optional[str] = ..., error: _Optional[str] = ..., executor_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., logs: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class LineageEdge(_message.Message):
     __slots__ = ("source", "target")

@@ -17,6 +17,7 @@ class RunEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RUN_EVENT_KIND_STATE: _ClassVar[RunEventKind]
     RUN_EVENT_KIND_PROGRESS: _ClassVar[RunEventKind]
     RUN_EVENT_KIND_RETRYING: _ClassVar[RunEventKind]
+    RUN_EVENT_KIND_LOG: _ClassVar[RunEventKind]
 
 class ExecutorState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -28,6 +29,7 @@ RUN_EVENT_KIND_UNSPECIFIED: RunEventKind
 RUN_EVENT_KIND_STATE: RunEventKind
 RUN_EVENT_KIND_PROGRESS: RunEventKind
 RUN_EVENT_KIND_RETRYING: RunEventKind
+RUN_EVENT_KIND_LOG: RunEventKind
 EXECUTOR_STATE_UNSPECIFIED: ExecutorState
 EXECUTOR_STATE_CONNECTED: ExecutorState
 EXECUTOR_STATE_DRAINING: ExecutorState
@@ -194,7 +196,7 @@ class ListExecutorsResponse(_message.Message):
     def __init__(self, executors: _Optional[_Iterable[_Union[Executor, _Mapping]]] = ...) -> None: ...
 
 class Executor(_message.Message):
-    __slots__ = ("executor_id", "state", "queues", "slots", "in_flight", "labels", "software_version", "python_version", "connect_time", "last_seen_time", "scheduler_id")
+    __slots__ = ("executor_id", "state", "queues", "slots", "in_flight", "labels", "software_version", "python_version", "connect_time", "last_seen_time", "scheduler_id", "packages")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -213,6 +215,7 @@ class Executor(_message.Message):
     CONNECT_TIME_FIELD_NUMBER: _ClassVar[int]
     LAST_SEEN_TIME_FIELD_NUMBER: _ClassVar[int]
     SCHEDULER_ID_FIELD_NUMBER: _ClassVar[int]
+    PACKAGES_FIELD_NUMBER: _ClassVar[int]
     executor_id: str
     state: ExecutorState
     queues: _containers.RepeatedScalarFieldContainer[str]
@@ -224,4 +227,5 @@ class Executor(_message.Message):
     connect_time: _timestamp_pb2.Timestamp
     last_seen_time: _timestamp_pb2.Timestamp
     scheduler_id: str
-    def __init__(self, executor_id: _Optional[str] = ..., state: _Optional[_Union[ExecutorState, str]] = ..., queues: _Optional[_Iterable[str]] = ..., slots: _Optional[int] = ..., in_flight: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., software_version: _Optional[str] = ..., python_version: _Optional[str] = ..., connect_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_seen_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scheduler_id: _Optional[str] = ...) -> None: ...
+    packages: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, executor_id: _Optional[str] = ..., state: _Optional[_Union[ExecutorState, str]] = ..., queues: _Optional[_Iterable[str]] = ..., slots: _Optional[int] = ..., in_flight: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., software_version: _Optional[str] = ..., python_version: _Optional[str] = ..., connect_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_seen_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scheduler_id: _Optional[str] = ..., packages: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -7,6 +7,7 @@
 --   P..'q:'..queue           ZSET    dependents that became ready (ZADD)
 --   P..'delayed'             ZSET    a retry's due time (ZADD)
 --   P..'e:'..run_id          STREAM  run events (XADD)
+--   P..'l:'..step-key        LIST    the attempt's log lines, moved onto the step hash (DEL)
 -- ARGV: P, step-key, attempt, outcome (SUCCEEDED|FAILED|FATAL|TIMED_OUT|CANCELLED|RELEASED),
 --       output_json, error, now_ms, retry_at_ms, finished_ttl_s,
 --       timings (JSON object of the attempt's executor timings, kept on the step hash)
@@ -36,6 +37,11 @@ if outcome == 'RELEASED' then
   return with_snapshot({'released'})
 end
 for k, v in pairs(timings) do redis.call('HSET', sh, k, v) end
+local logs = redis.call('LRANGE', P .. 'l:' .. member, 0, -1)
+if #logs > 0 then
+  redis.call('HSET', sh, 'logs', cjson.encode(logs))
+  redis.call('DEL', P .. 'l:' .. member)
+end
 if outcome ~= 'SUCCEEDED' then
   local state = 'FAILED'
   if outcome == 'TIMED_OUT' or outcome == 'CANCELLED' then state = outcome end

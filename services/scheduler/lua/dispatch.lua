@@ -6,6 +6,7 @@
 --   P..'r:'..run_id          HASH    the run: RUNNING on its first dispatch (read, written)
 --   P..'o:'..run_id          HASH    outputs of the steps the step reads (read)
 --   P..'e:'..run_id          STREAM  run events (XADD)
+--   P..'l:'..step-key        LIST    the previous attempt's log lines (DEL)
 -- ARGV: P, now_ms, lease_ms, executor_id, max_n, queue names...
 -- Picks the lowest score across the queues each time, so priority holds across queues.
 -- Returns: a list of JSON objects {member, attempt, step (flat HGETALL), input, outputs}.
@@ -28,7 +29,8 @@ while #out < max_n do
     local step_id = string.sub(member, #run_id + 2)
     local attempt = redis.call('HINCRBY', sh, 'attempt', 1)
     redis.call('HSET', sh, 'state', 'RUNNING', 'executor', executor, 'started_ms', now)
-    redis.call('HDEL', sh, 't_recv', 't_p0', 't_p1', 't_sent', 't_rep')
+    redis.call('HDEL', sh, 't_recv', 't_p0', 't_p1', 't_sent', 't_rep', 'logs')
+    redis.call('DEL', P .. 'l:' .. member)
     redis.call('ZADD', P .. 'leases', tonumber(now) + lease_ms, member)
     local rh = run_hash(P, run_id)
     if redis.call('HGET', rh, 'state') == 'QUEUED' then
