@@ -94,6 +94,7 @@ class Executor:
         self._sent: deque[tuple[float, epb.ConnectRequest]] = deque(maxlen=10_000)
         self._draining = asyncio.Event()
         self._stream_no = 0
+        self._attempts = 0
         self._heartbeat_seconds = 5.0
 
     def _package_dirs_in_use(self) -> set[str]:
@@ -190,7 +191,10 @@ class Executor:
             yield message
 
     async def _session(self) -> None:
-        async with aio.insecure_channel(self.settings.scheduler) as channel:
+        addresses = self.settings.scheduler
+        address = addresses[self._attempts % len(addresses)]
+        self._attempts += 1  # the next reconnect tries the next address
+        async with aio.insecure_channel(address) as channel:
             stub = epb_grpc.ExecutorServiceStub(channel)
             self._stream_no += 1
             call = stub.Connect(self._requests(self._stream_no), metadata=self._metadata)
@@ -202,7 +206,7 @@ class Executor:
                         self._heartbeat_seconds = message.welcome.heartbeat_interval_seconds or 5.0
                         log.info(
                             "connected to %s as %s",
-                            self.settings.scheduler,
+                            address,
                             self.settings.executor_id,
                         )
                         heartbeats = asyncio.create_task(self._heartbeats())

@@ -13,8 +13,17 @@ from services.common.config import host_port, positive, setting
 class ExecutorSettings:
     """An executor: takes steps from the scheduler and runs them in worker processes."""
 
-    scheduler: str = setting(
-        "127.0.0.1:50052", "WTM_SCHEDULER_ADDR", "scheduler service address", host_port
+    scheduler: list[str] = field(
+        default_factory=lambda: ["127.0.0.1:50052"],
+        metadata={
+            "env": "WTM_SCHEDULER_ADDR",
+            "help": "scheduler address, or several comma-separated (tried in turn on reconnect)",
+            "check": lambda v: (
+                "must name at least one address"
+                if not v
+                else next((f"{a!r}: {p}" for a in v if (p := host_port(a))), None)
+            ),
+        },
     )
     registry: str = setting(
         "127.0.0.1:50051", "WTM_REGISTRY_ADDR", "registry service address", host_port

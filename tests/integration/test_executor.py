@@ -376,3 +376,19 @@ def test_labelled_tasks_go_only_to_executors_with_those_labels(
             stop_executor(cluster, gpu)
     finally:
         stop_executor(cluster, plain)
+
+
+def test_an_executor_given_several_schedulers_finds_one_that_answers(
+    cluster: Cluster, client: Client, tmp_path: Path
+) -> None:
+    client.register_task(make_task(tmp_path, "multi_probe", queue="multiq"))
+    nobody = f"127.0.0.1:{free_port()}"
+    child = cluster.add_executor(
+        "--queues", "multiq", "--scheduler", f"{nobody},{cluster.scheduler_address}"
+    )
+    try:
+        done = run(client, task="multi_probe", input={})
+        assert done.state == "COMPLETED" and done.steps[0].executor_id == child.name
+        assert f"connected to {cluster.scheduler_address}" in child.log_path.read_text()
+    finally:
+        stop_executor(cluster, child)
