@@ -78,6 +78,8 @@ def run_summary(r: RunInfo) -> str:
         took = f" in {(r.ended_at - r.created_at).total_seconds() * 1000:.0f} ms"
     what = f"{r.pipeline_id}@{r.pipeline_version}" if r.pipeline_id else r.task_id
     lines = [f"Run [bold]{r.run_id}[/] ({escape(what)}) {state(r.state)}{took}"]
+    if r.trace_id:
+        lines.append(f"  trace {r.trace_id} (Jaeger: /trace/{r.trace_id})")
     for s in r.steps:
         lines.append(
             f"  step {s.step_id} ({s.task_id}@{s.task_version}) {state(s.state)} "

@@ -185,6 +185,7 @@ class RunInfo:
     processing_summary: dict[str, Any] | None = None
     batch_id: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+    trace_id: str = ""  # open in Jaeger: http://<jaeger>:16686/trace/<trace_id>
 
     @property
     def finished(self) -> bool:
@@ -245,6 +246,7 @@ class RunInfo:
             summary,
             r.batch_id,
             dict(r.labels),
+            r.trace_id,
         )
 
 

@@ -9,6 +9,7 @@ import click
 
 from clients import render
 from clients.sdk import Client
+from services.common import telemetry
 
 
 class Ctx:
@@ -71,3 +72,6 @@ def upload_inputs(obj: Ctx, client: Client, data: dict[str, Any]) -> dict[str, A
 def cli(ctx: click.Context, registry: str, scheduler: str, token: str, as_json: bool) -> None:
     """Worker Task Manager: register tasks and pipelines, run them, watch them."""
     ctx.obj = Ctx(registry, scheduler, token, as_json)
+    if telemetry.export_configured():  # OTEL_EXPORTER_OTLP_ENDPOINT: the trace starts here
+        telemetry.setup("wtm-cli", grpc_client="sync")
+        ctx.call_on_close(telemetry.shutdown)

@@ -47,7 +47,8 @@ def submit_and_show(obj: Ctx, wait: bool, **submit: Any) -> None:
         submit["input"] = upload_inputs(obj, client, submit["input"])
         r = client.submit(**submit)
         if not obj.as_json:
-            render.console.print(f"submitted run [bold]{r.run_id}[/]")
+            trace = f" (trace {r.trace_id})" if r.trace_id else ""
+            render.console.print(f"submitted run [bold]{r.run_id}[/]{trace}")
         if wait:
             r = follow(obj, client, r.run_id)
     obj.out(r, render.run_summary(r))

@@ -7,7 +7,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from services.common import logs
+from services.common import logs, telemetry
 from services.common.config import load_settings
 from services.executor.executor import Executor
 from services.executor.settings import ExecutorSettings
@@ -24,7 +24,11 @@ async def serve(settings: ExecutorSettings) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     settings = load_settings(ExecutorSettings, argv, prog="wtm-executor")
     logs.configure("executor")
-    asyncio.run(serve(settings))
+    telemetry.setup("wtm-executor", grpc_client="aio")
+    try:
+        asyncio.run(serve(settings))
+    finally:
+        telemetry.shutdown()
     return 0
 
 

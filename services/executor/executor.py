@@ -25,6 +25,7 @@ import grpc
 from grpc import aio
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
+from services.common import telemetry
 from services.common.artifacts import find_uris
 from services.common.errors import WtmError
 from services.executor.artifact_cache import ArtifactCache
@@ -287,7 +288,7 @@ class Executor:
             running = Running(ref, assignment.digest)
             self._running[(ref.run_id, ref.step_id)] = running
             try:
-                outcome = await self._execute(assignment, running)
+                outcome = await self._traced_execute(assignment, running)
             finally:
                 self._running.pop((ref.run_id, ref.step_id), None)
             result = epb.StepResult(
@@ -303,9 +304,37 @@ class Executor:
             result.sent_time.FromNanoseconds(time.time_ns())
             self._outbox.put_nowait(epb.ConnectRequest(result=result))
 
+    async def _traced_execute(self, a: epb.StepAssignment, running: Running) -> Outcome:
+        """``_execute``, inside an execution span that is a child of the step attempt's span
+        (when the run is traced and tracing is on here)."""
+        parent = telemetry.parse(a.traceparent) if telemetry.enabled() else None
+        if parent is None:
+            return await self._execute(a, running)
+        with telemetry.tracer("wtm.executor").start_as_current_span(
+            f"execute {a.task_id}",
+            context=parent.context(),
+            attributes={
+                "wtm.run_id": a.ref.run_id,
+                "wtm.step_id": a.ref.step_id,
+                "wtm.attempt": a.ref.attempt,
+                "wtm.task_id": a.task_id,
+                "wtm.task_version": a.task_version,
+                "wtm.task_digest": a.digest,
+                "wtm.executor_id": self.settings.executor_id,
+                "wtm.input_id": a.input_id,
+                "wtm.output_id": a.output_id,
+            },
+        ) as span:
+            outcome = await self._execute(a, running)
+            span.set_attribute("wtm.outcome", outcome.outcome)
+            if outcome.outcome != "SUCCEEDED":
+                span.set_status(telemetry.error_status(outcome.error))
+            return outcome
+
     async def _execute(self, a: epb.StepAssignment, running: Running) -> Outcome:
         try:
-            package_dir = await self.cache.get(a.digest)
+            with telemetry.phase("load package", **{"wtm.task_digest": a.digest}):
+                package_dir = await self.cache.get(a.digest)
         except WtmError as exc:
             return Outcome("FATAL", error=f"package {a.task_id}@{a.task_version}: {exc.message}")
         except aio.AioRpcError as exc:
@@ -314,7 +343,10 @@ class Executor:
             )
         manifest = json.loads((package_dir / "task.json").read_text())
         try:
-            extra_paths = await self.requirements.prepare(list(manifest.get("requirements") or []))
+            with telemetry.phase("requirements"):
+                extra_paths = await self.requirements.prepare(
+                    list(manifest.get("requirements") or [])
+                )
         except WtmError as exc:
             return Outcome(
                 "FATAL", error=f"requirements of {a.task_id}@{a.task_version}: {exc.message}"
@@ -338,6 +370,7 @@ class Executor:
             "artifacts": artifacts,
         }
         worker = await self.workers.acquire(package_dir, a.entry_point, extra_paths)
+        cold = worker.ready_ns == 0
 
         def progress(fraction: float, message: str) -> None:
             self._outbox.put_nowait(
@@ -361,4 +394,9 @@ class Executor:
             outcome = Outcome("CANCELLED", error="cancelled by the scheduler")
         finally:
             self.workers.release(worker)  # a killed or dead worker is dropped, not pooled
+        if cold and worker.ready_ns:
+            telemetry.past_child("start worker + setup()", worker.started_ns, worker.ready_ns)
+        if outcome.process_times is not None:
+            called, returned = outcome.process_times
+            telemetry.past_child("process()", int(called * 1e9), int(returned * 1e9))
         return outcome

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing as mp
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,8 @@ class Worker:
         self._proc.start()
         child.close()
         self._ready = False
+        self.started_ns = time.time_ns()
+        self.ready_ns = 0  # when setup() had finished
 
     @property
     def alive(self) -> bool:
@@ -92,6 +95,7 @@ class Worker:
                     self.kill()
                     return Outcome("FAILED", error=f"setup() failed: {first[1]}")
                 self._ready = True
+                self.ready_ns = time.time_ns()
             self._conn.send(("run", input_json, meta))
             while True:
                 message = await self._next(deadline, cancelled)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from services.common import logs
+from services.common import logs, telemetry
 from services.common.backends import mongo_database, s3_client
 from services.common.config import load_settings
 from services.common.grpc_server import serve_threaded
@@ -21,6 +21,7 @@ from wtm.v1 import registry_service_pb2, registry_service_pb2_grpc
 def main(argv: Sequence[str] | None = None) -> int:
     settings = load_settings(RegistrySettings, argv, prog="wtm-registry")
     logs.configure("registry")
+    telemetry.setup("wtm-registry", grpc_server="sync")
     db = mongo_database(settings.mongodb_uri, settings.mongodb_database)
     s3 = s3_client(settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key)
     tasks, pipelines = TaskStore(db), PipelineStore(db)
@@ -45,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.auth_token or None,
         on_stop=db.client.close,
     )
+    telemetry.shutdown()
     return 0
 
 

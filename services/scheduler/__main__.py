@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 
-from services.common import logs
+from services.common import logs, telemetry
 from services.common.config import load_settings
 from services.common.grpc_server import serve_async
 from services.scheduler.dispatcher import Dispatcher
@@ -36,7 +36,14 @@ async def serve(settings: SchedulerSettings) -> None:
     dispatcher = Dispatcher(
         queue, history, lease_seconds=settings.lease_seconds, scheduler_id=settings.scheduler_id
     )
-    runs = RunService(queue, store, catalog, on_queued=dispatcher.wake)
+    history.on_run_ended = dispatcher.metrics.run_ended
+    runs = RunService(
+        queue,
+        store,
+        catalog,
+        on_queued=dispatcher.wake,
+        on_submitted=dispatcher.metrics.submitted,
+    )
 
     def register(server: object) -> None:
         scheduler_service_pb2_grpc.add_SchedulerServiceServicer_to_server(
@@ -75,7 +82,17 @@ async def serve(settings: SchedulerSettings) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     settings = load_settings(SchedulerSettings, argv, prog="wtm-scheduler")
     logs.configure("scheduler")
-    asyncio.run(serve(settings))
+    telemetry.setup(
+        "wtm-scheduler",
+        grpc_server="aio",
+        grpc_client="aio",
+        metrics_port=settings.metrics_port,
+        metrics_host=settings.metrics_host,
+    )
+    try:
+        asyncio.run(serve(settings))
+    finally:
+        telemetry.shutdown()
     return 0
 
 

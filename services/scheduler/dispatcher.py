@@ -20,9 +20,11 @@ from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
 
+from services.common import logs
 from services.common.mapping import MissingValue
-from services.scheduler import keys, step_inputs
+from services.scheduler import keys, step_inputs, tracing
 from services.scheduler.history import History
+from services.scheduler.metrics import SchedulerMetrics
 from services.scheduler.retry_policy import RetryPolicy
 from services.scheduler.run_queue import Completion, Leased, RunQueue, now_ms
 from services.scheduler.task_catalog import serves
@@ -60,6 +62,7 @@ class Assignment:
     output_id: str
     upstream_output_ids: dict[str, str] = field(default_factory=dict)
     input_sources: dict[str, str] = field(default_factory=dict)
+    traceparent: str = ""
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,7 @@ class Dispatcher:
         self._tasks: list[asyncio.Task[None]] = []
         self._rotation = 0
         self._gone: dict[str, float] = {}  # executors that left: id -> when
+        self.metrics = SchedulerMetrics(self)
 
     async def start(self) -> None:
         self._tasks = [
@@ -261,14 +265,18 @@ class Dispatcher:
         verdicts = await self.queue.complete_many(completions)
         for c, v in zip(completions, verdicts, strict=True):
             if v.verdict == "stale":
-                log.warning("refused stale result for %s attempt %d", c.member, c.attempt)
+                run_id, _, step_id = c.member.partition(":")
+                log.warning(
+                    "refused stale result for %s attempt %d",
+                    c.member,
+                    c.attempt,
+                    extra=logs.run_fields(run_id, step_id, c.attempt),
+                )
                 continue
             if v.verdict == "released":  # handed back unrun: not an attempt
                 continue
             self._send_cancels(v.cancel)
-            self.history.step_changed(c.member, v.snapshot, c.output_json)
-            if v.ends_run:
-                self.history.run_ended(c.member.partition(":")[0])
+            self._attempt_ended(c.member, v.snapshot, c.output_json, v.ends_run)
 
     async def _results_loop(self) -> None:
         while True:
@@ -287,6 +295,17 @@ class Dispatcher:
                 self._results_ready.set()
                 await asyncio.sleep(0.5)
             self.wake()
+
+    def _attempt_ended(
+        self, member: str, snapshot: dict[str, str], output_json: str, ends_run: bool
+    ) -> None:
+        """Record an attempt a Lua call just ended: history, span, metrics."""
+        if snapshot:
+            self.history.step_changed(member, snapshot, output_json)
+            tracing.record_step(member, snapshot, time.time_ns())
+            self.metrics.attempt_ended(snapshot)
+        if ends_run:
+            self.history.run_ended(member.partition(":")[0])
 
     async def cancel_run(self, run_id: str, reason: str) -> str:
         """Cancel a run; tells executors to stop its running steps. Returns the run's state."""
@@ -326,7 +345,7 @@ class Dispatcher:
             [(s.info.executor_id, self._queues_of(s), s.free_slots) for s in wanting],
             self.lease_ms,
         )
-        lineage: dict[str, list[tuple[str, str]]] = {}
+        annotations: dict[str, dict[str, str]] = {}
         outgoing: list[tuple[ExecutorSession, Assignment]] = []
         failed: list[Completion] = []
         for session, leased_list in zip(wanting, leases, strict=True):
@@ -342,35 +361,46 @@ class Dispatcher:
                         )
                     )
                     continue
+                notes, traceparent = tracing.step_fields(
+                    leased.trace_id,
+                    leased.run_span,
+                    leased.upstream_spans,
+                    leased.step.get("error", ""),
+                    leased.attempt,
+                )
                 if edges:
-                    lineage[leased.member] = edges
+                    notes["lineage"] = json.dumps(edges)
+                if notes:
+                    annotations[leased.member] = notes
                 session.in_flight[leased.member] = leased.attempt
-                outgoing.append((session, _assignment(leased, input_json, sources)))
-        if lineage:  # before the executor can report, so a result always finds it
-            await self.queue.record_lineage(lineage)
+                outgoing.append((session, _assignment(leased, input_json, sources, traceparent)))
+        if annotations:  # before the executor can report, so a result always finds them
+            await self.queue.annotate(annotations)
         for session, assignment in outgoing:
             session.outbox.put_nowait(assignment)
         if failed:
             for c, v in zip(failed, await self.queue.complete_many(failed), strict=True):
                 self._send_cancels(v.cancel)
-                if v.snapshot:
-                    self.history.step_changed(c.member, v.snapshot, "")
-                if v.ends_run:
-                    self.history.run_ended(c.member.partition(":")[0])
+                self._attempt_ended(c.member, v.snapshot, "", v.ends_run)
 
     async def _reaper_loop(self) -> None:
         while True:
             await asyncio.sleep(1.0)
             try:
                 for expired in await self.queue.expire_leases():
-                    log.warning("lease expired: %s (%s)", expired["member"], expired["verdict"])
-                    self._send_cancels(list(_flat_dict(expired["cancel"]).items()))
-                    run_id = expired["member"].partition(":")[0]
-                    self.history.step_changed(
-                        expired["member"], _flat_dict(expired["snapshot"]), ""
+                    member = expired["member"]
+                    run_id, _, step_id = member.partition(":")
+                    log.warning(
+                        "lease expired: %s (%s)",
+                        member,
+                        expired["verdict"],
+                        extra=logs.run_fields(run_id, step_id),
                     )
-                    if expired["verdict"] == "failed":
-                        self.history.run_ended(run_id)
+                    self.metrics.lease_expiries.add(1)
+                    self._send_cancels(list(_flat_dict(expired["cancel"]).items()))
+                    self._attempt_ended(
+                        member, _flat_dict(expired["snapshot"]), "", expired["verdict"] == "failed"
+                    )
                     self.wake()
                 if await self.queue.promote_due():
                     self.wake()
@@ -378,6 +408,8 @@ class Dispatcher:
                 before = len(self.queue.queue_variants)
                 if len(await self.queue.refresh_queue_variants()) != before:
                     self.wake()
+                queues = {q for s in self.sessions.values() for q in s.info.queues}
+                self.metrics.set_depths(await self.queue.depths(queues | self.queue.queue_variants))
             except Exception:
                 log.exception("reaper round failed")
 
@@ -468,7 +500,9 @@ def _flat_dict(flat: object) -> dict[str, str]:
     return dict(zip(flat[0::2], flat[1::2], strict=True))
 
 
-def _assignment(leased: Leased, input_json: str, sources: dict[str, str]) -> Assignment:
+def _assignment(
+    leased: Leased, input_json: str, sources: dict[str, str], traceparent: str
+) -> Assignment:
     s = leased.step
     return Assignment(
         run_id=leased.run_id,
@@ -484,4 +518,5 @@ def _assignment(leased: Leased, input_json: str, sources: dict[str, str]) -> Ass
         output_id=s["output_id"],
         upstream_output_ids=json.loads(s.get("read_output_ids") or "{}"),
         input_sources=sources,
+        traceparent=traceparent,
     )

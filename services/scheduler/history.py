@@ -21,7 +21,9 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Callable
 
+from services.scheduler import tracing
 from services.scheduler.models import TERMINAL, Run, StepRun, ms_to_dt
 from services.scheduler.run_queue import RunQueue, StepSpec, Submission, now_ms
 from services.scheduler.run_store import RunStore
@@ -44,6 +46,7 @@ class History:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.rebuilt = 0
+        self.on_run_ended: Callable[[Run], None] = lambda run: None  # metrics hook
 
     async def start(self) -> None:
         self.epoch = await self.queue.claim_epoch(self.epoch) or self.epoch
@@ -106,6 +109,8 @@ class History:
             if not run_hash:
                 continue
             run = Run.from_redis(run_hash, steps, outputs)
+            tracing.record_run(run_hash, run.lineage)
+            self.on_run_ended(run)
             for step in run.steps:  # attempts that ended are recorded already,
                 if step.state == "CANCELLED":  # but not those the run's end cancelled
                     self.store.record_step_later(run_id, step)

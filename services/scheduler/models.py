@@ -115,6 +115,7 @@ class Run:
     labels: dict[str, str] = field(default_factory=dict)
     request_id: str = ""
     batch_id: str = ""
+    trace_id: str = ""
     steps: list[StepRun] = field(default_factory=list)
     created_at: datetime | None = None
     started_at: datetime | None = None
@@ -141,6 +142,7 @@ class Run:
             labels=json.loads(run.get("labels", "{}")),
             request_id=run.get("request_id", ""),
             batch_id=run.get("batch_id", ""),
+            trace_id=run.get("trace_id", ""),
             steps=step_runs,
             created_at=ms_to_dt(run.get("created_ms")),
             started_at=ms_to_dt(run.get("started_ms")),
@@ -216,6 +218,7 @@ class Run:
             labels=self.labels,
             request_id=self.request_id,
             batch_id=self.batch_id,
+            trace_id=self.trace_id,
             steps=[s.to_proto() for s in self.steps],
         )
         m.lineage.extend(pb.LineageEdge(source=a, target=b) for a, b in self.lineage)

@@ -50,6 +50,9 @@ class Leased:
     step: dict[str, str]
     run_input_json: str
     dep_outputs: dict[str, str]
+    trace_id: str = ""  # the run's trace, when it is traced
+    run_span: str = ""
+    upstream_spans: dict[str, str] = field(default_factory=dict)  # step read -> its span id
 
 
 @dataclass(frozen=True)
@@ -169,6 +172,16 @@ class RunQueue:
             replies = await pipe.execute()
         return [(status == b"created", rid.decode()) for status, rid in replies[: len(runs)]]
 
+    async def depths(self, queues: set[str]) -> dict[str, int]:
+        """Steps waiting per queue, and retries waiting out their backoff ("delayed")."""
+        names = sorted(queues)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for q in names:
+                pipe.zcard(keys.queue(q))
+            pipe.zcard(keys.DELAYED)
+            counts = await pipe.execute()
+        return {**dict(zip(names, counts[:-1], strict=True)), "delayed": counts[-1]}
+
     async def refresh_queue_variants(self) -> set[str]:
         found: Any = await self.redis.smembers(keys.QUEUE_VARIANTS)
         self.queue_variants |= {v.decode() for v in found}
@@ -252,12 +265,12 @@ class RunQueue:
             return words[1], []
         return words[0], _pairs(words[1:])
 
-    async def record_lineage(self, lineage: dict[str, list[tuple[str, str]]]) -> None:
-        """Keep each step's lineage edges on its hash (one write for a dispatch round)."""
+    async def annotate(self, fields: dict[str, dict[str, str]]) -> None:
+        """Set fields on step hashes (lineage edges, span ids): one write per dispatch round."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            for member, edges in lineage.items():
+            for member, values in fields.items():
                 run_id, _, step_id = member.partition(":")
-                pipe.hset(keys.step(run_id, step_id), "lineage", json.dumps(edges))
+                pipe.hset(keys.step(run_id, step_id), mapping=values)  # type: ignore[arg-type]
             await pipe.execute()
 
     async def add_progress(
@@ -394,6 +407,8 @@ def _leased(item: bytes) -> Leased:
     d = json.loads(item)
     run_id, _, step_id = d["member"].partition(":")
     outputs = d["outputs"] if isinstance(d["outputs"], dict) else {}
+    trace = d.get("trace") or [None, None]
+    spans = d.get("spans") if isinstance(d.get("spans"), dict) else {}
     return Leased(
         d["member"],
         run_id,
@@ -402,4 +417,7 @@ def _leased(item: bytes) -> Leased:
         dict(_pairs(d["step"])) if isinstance(d["step"], list) else {},
         d["input"] or "{}",
         outputs,
+        trace[0] or "",
+        trace[1] or "",
+        {k: v for k, v in (spans or {}).items() if isinstance(v, str)},
     )

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from services.common import mapping
+from services.common import mapping, telemetry
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.mapping import MissingValue
 from services.scheduler import input_check, step_inputs
@@ -177,11 +177,13 @@ class RunService:
         store: RunStore,
         catalog: TaskCatalog,
         on_queued: Callable[[], None] = lambda: None,
+        on_submitted: Callable[[int], None] = lambda n: None,
     ) -> None:
         self.queue = queue
         self.store = store
         self.catalog = catalog
         self.on_queued = on_queued  # wakes this replica's dispatcher without a Redis round trip
+        self.on_submitted = on_submitted  # counts accepted runs (metrics)
 
     async def submit(self, req: SubmitRequest) -> Run:
         """Accept one run. It is queued in Redis and written to MongoDB at the same time; the
@@ -196,7 +198,7 @@ class RunService:
                 return await self.get(existing)
         plan = await self._plan(req)
         self._check_input(plan, doc)
-        run, submission = self._new_run(req, plan, doc, req.request_id)
+        run, submission = self._new_run(req, plan, doc, req.request_id, trace=telemetry.current())
         queued = asyncio.ensure_future(self.queue.submit_many([submission]))
         self.on_queued()
         try:
@@ -210,6 +212,7 @@ class RunService:
         [(created, run_id)] = await queued
         if not created:  # the same request id won a race in Redis
             return await self.get(run_id)
+        self.on_submitted(1)
         return run
 
     async def submit_many(self, req: SubmitRequest, inputs: list[str]) -> tuple[str, list[str]]:
@@ -242,10 +245,12 @@ class RunService:
                 self._check_input(plan, doc)
             except InvalidArgument as exc:
                 raise InvalidArgument(exc.message, field=f"inputs_json[{i}]") from exc
-        made = [self._new_run(req, plan, doc, "", batch_id) for doc in docs]
+        parent = telemetry.current()
+        made = [self._new_run(req, plan, doc, "", batch_id, parent) for doc in docs]
         await self.store.insert_runs([(run, _plan_doc(sub)) for run, sub in made])
         await self.queue.submit_many([sub for _, sub in made])
         self.on_queued()
+        self.on_submitted(len(made))
         return batch_id, [run.run_id for run, _ in made]
 
     def _new_run(
@@ -255,6 +260,7 @@ class RunService:
         doc: dict[str, Any],
         request_id: str,
         batch_id: str = "",
+        trace: telemetry.Parent | None = None,
     ) -> tuple[Run, Submission]:
         run = Run(
             run_id=new_run_id(),
@@ -267,6 +273,7 @@ class RunService:
             labels=dict(req.labels or {}),
             request_id=request_id,
             batch_id=batch_id,
+            trace_id=f"{trace.trace_id:032x}" if trace else "",
             created_at=datetime.now(UTC),
             steps=[
                 StepRun(
@@ -292,6 +299,10 @@ class RunService:
             "batch_id": batch_id,
             "sinks": json.dumps(plan.sinks),
         }
+        if trace is not None:  # the run span: a child of the submit call, recorded at the end
+            run_fields["trace_id"] = run.trace_id
+            run_fields["trace_parent"] = trace.header()
+            run_fields["run_span"] = f"{telemetry.new_span_id():016x}"
         return run, Submission(run.run_id, run_fields, [p.spec for p in plan.steps], request_id)
 
     async def _withdraw(self, queued: asyncio.Future[Any], run_id: str) -> None:

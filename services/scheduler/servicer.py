@@ -150,6 +150,7 @@ def _assignment_to_proto(a: Assignment) -> epb.ConnectResponse:
             output_id=a.output_id,
             upstream_output_ids=a.upstream_output_ids,
             input_sources=a.input_sources,
+            traceparent=a.traceparent,
         )
     )
 

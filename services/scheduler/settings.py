@@ -38,6 +38,15 @@ class SchedulerSettings:
         "how long what 'latest' means for a task or pipeline is cached (0: ask every time)",
         lambda v: None if v >= 0 else "must be 0 or more",
     )
+    metrics_port: int = setting(
+        0,
+        "WTM_METRICS_PORT",
+        "serve Prometheus metrics on this port at /metrics (0: off)",
+        lambda v: None if 0 <= v < 65536 else "must be a port number or 0",
+    )
+    metrics_host: str = setting(
+        "127.0.0.1", "WTM_METRICS_HOST", "address the metrics endpoint listens on"
+    )
     scheduler_id: str = setting(
         f"{socket.gethostname()}-{os.getpid()}",
         "WTM_SCHEDULER_ID",

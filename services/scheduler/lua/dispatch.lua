@@ -9,7 +9,8 @@
 --   P..'l:'..step-key        LIST    the previous attempt's log lines (DEL)
 -- ARGV: P, now_ms, lease_ms, executor_id, max_n, queue names...
 -- Picks the lowest score across the queues each time, so priority holds across queues.
--- Returns: a list of JSON objects {member, attempt, step (flat HGETALL), input, outputs}.
+-- Returns: a list of JSON objects {member, attempt, step (flat HGETALL), input, outputs,
+--          trace = {trace_id, run_span} of the run, spans = {step read -> its span id}}.
 local P, now, lease_ms, executor, max_n = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 local out = {}
 while #out < max_n do
@@ -44,9 +45,16 @@ while #out < max_n do
       local values = redis.call('HMGET', P .. 'o:' .. run_id, unpack(reads))
       for i, src in ipairs(reads) do outputs[src] = values[i] end
     end
+    local trace = redis.call('HMGET', rh, 'trace_id', 'run_span')
+    local spans = {}
+    if trace[1] then
+      for _, src in ipairs(reads) do
+        spans[src] = redis.call('HGET', step_hash(P, run_id .. ':' .. src), 'span_id')
+      end
+    end
     table.insert(out, cjson.encode({member = member, attempt = attempt,
       step = redis.call('HGETALL', sh), input = redis.call('HGET', rh, 'input_json'),
-      outputs = outputs}))
+      outputs = outputs, trace = trace, spans = spans}))
   end
 end
 return out

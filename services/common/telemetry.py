@@ -1,0 +1,224 @@
+"""OpenTelemetry for the services and the CLI: traces over OTLP, metrics for Prometheus.
+
+Tracing is on when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``..._TRACES_ENDPOINT``) is set and
+``OTEL_SDK_DISABLED`` is not true; the exporter reads the other standard ``OTEL_*`` variables
+itself. When it is off, no provider is installed, gRPC is not instrumented and every helper
+here returns at once: nothing is exported and nothing is slowed down.
+
+A run's trace outlives any one call: the run span and each step attempt's span are written
+when they *end* (possibly by another scheduler replica), while their children — the
+executor's execution span, the next step — are created earlier and elsewhere. So their span
+ids are chosen up front (``new_span_id``), kept with the run in Redis, and used when the span
+is finally recorded (``record_span``), through an id generator that hands out a preset id.
+
+Metrics go to a Prometheus scrape endpoint when the service is given a metrics port, and to
+the OTLP endpoint when tracing is on; without either, the meters are no-ops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import os
+import random
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
+
+log = logging.getLogger(__name__)
+_preset_span_id: contextvars.ContextVar[int] = contextvars.ContextVar("preset_span_id", default=0)
+_enabled = False
+
+
+class PresetIdGenerator(RandomIdGenerator):
+    """Random ids, except for a span whose id was chosen before it started."""
+
+    def generate_span_id(self) -> int:
+        preset = _preset_span_id.get()
+        return preset or super().generate_span_id()
+
+
+def export_configured() -> bool:
+    if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return False
+    return bool(
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
+
+
+def enabled() -> bool:
+    """Whether this process records spans."""
+    return _enabled
+
+
+def setup(
+    service: str,
+    grpc_server: str = "",
+    grpc_client: str = "",
+    metrics_port: int = 0,
+    metrics_host: str = "127.0.0.1",
+) -> None:
+    """Turn tracing (and metrics) on for this process as configured.
+
+    ``grpc_server`` / ``grpc_client``: "aio" or "sync" — which gRPC flavour to instrument.
+    """
+    global _enabled
+    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service)})
+    readers: list[Any] = []
+    if metrics_port:
+        import prometheus_client
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+
+        prometheus_client.start_http_server(metrics_port, addr=metrics_host)
+        readers.append(PrometheusMetricReader())
+    if export_configured():
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+        provider = TracerProvider(resource=resource, id_generator=PresetIdGenerator())
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        trace.set_tracer_provider(provider)
+        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+        _instrument_grpc(grpc_server, grpc_client)
+        _enabled = True
+        log.info("tracing on: exporting to %s", os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+    if readers:
+        from opentelemetry.sdk.metrics import MeterProvider
+
+        metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers))
+
+
+def _instrument_grpc(server: str, client: str) -> None:
+    from opentelemetry.instrumentation import grpc as otel_grpc
+
+    if server == "aio":
+        otel_grpc.GrpcAioInstrumentorServer().instrument()
+    elif server == "sync":
+        otel_grpc.GrpcInstrumentorServer().instrument()
+    if client == "aio":
+        otel_grpc.GrpcAioInstrumentorClient().instrument()
+    elif client == "sync":
+        otel_grpc.GrpcInstrumentorClient().instrument()
+
+
+def shutdown() -> None:
+    """Flush what is buffered (at process exit)."""
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):
+        provider.shutdown()
+
+
+def tracer(name: str) -> trace.Tracer:
+    return trace.get_tracer(name)
+
+
+# Span contexts as text, for Redis and the executor stream ----------------------------------
+
+
+@dataclass(frozen=True)
+class Parent:
+    """Where a span hangs: a trace id and a parent span id."""
+
+    trace_id: int
+    span_id: int
+
+    def header(self) -> str:
+        """W3C ``traceparent``."""
+        return f"00-{self.trace_id:032x}-{self.span_id:016x}-01"
+
+    def context(self) -> Any:
+        span = NonRecordingSpan(
+            SpanContext(self.trace_id, self.span_id, True, TraceFlags(TraceFlags.SAMPLED))
+        )
+        return trace.set_span_in_context(span)
+
+
+def parse(header: str) -> Parent | None:
+    """A ``traceparent`` header, or None when it is empty or malformed."""
+    parts = header.split("-") if header else []
+    if len(parts) != 4:
+        return None
+    try:
+        return Parent(int(parts[1], 16), int(parts[2], 16))
+    except ValueError:
+        return None
+
+
+def current() -> Parent | None:
+    """The active span (e.g. the gRPC server span of the call being served), if recording."""
+    if not _enabled:
+        return None
+    ctx = trace.get_current_span().get_span_context()
+    return Parent(ctx.trace_id, ctx.span_id) if ctx.is_valid else None
+
+
+def new_span_id() -> int:
+    return random.getrandbits(64) or 1
+
+
+@contextlib.contextmanager
+def phase(name: str, **attributes: Any) -> Iterator[None]:
+    """A child span of the current one, when there is a recording current span."""
+    if not _enabled or not trace.get_current_span().is_recording():
+        yield
+        return
+    with tracer("wtm").start_as_current_span(name, attributes=attributes):
+        yield
+
+
+def error_status(message: str) -> Status:
+    return Status(StatusCode.ERROR, message[:500])
+
+
+def past_child(name: str, start_ns: int, end_ns: int, **attributes: Any) -> None:
+    """A child span of the current one for something that already happened."""
+    if not _enabled or not trace.get_current_span().is_recording():
+        return
+    span = tracer("wtm").start_span(name, start_time=start_ns, attributes=attributes)
+    span.end(end_time=max(end_ns, start_ns))
+
+
+def record_span(
+    name: str,
+    parent: Parent,
+    span_id: int,
+    start_ns: int,
+    end_ns: int,
+    attributes: dict[str, Any],
+    events: Iterable[tuple[str, int, dict[str, Any]]] = (),
+    links: Sequence[Parent] = (),
+    error: str = "",
+    tracer_name: str = "wtm",
+) -> None:
+    """Record a finished span whose id was chosen in advance."""
+    if not _enabled:
+        return
+    token = _preset_span_id.set(span_id)
+    try:
+        span = tracer(tracer_name).start_span(
+            name,
+            context=parent.context(),
+            start_time=start_ns,
+            attributes={k: v for k, v in attributes.items() if v not in (None, "")},
+            links=[
+                Link(SpanContext(p.trace_id, p.span_id, True, TraceFlags(TraceFlags.SAMPLED)))
+                for p in links
+            ],
+        )
+    finally:
+        _preset_span_id.reset(token)
+    for event, at_ns, attrs in events:
+        span.add_event(event, attrs, timestamp=at_ns)
+    if error:
+        span.set_status(Status(StatusCode.ERROR, error[:500]))
+    span.end(end_time=end_ns)

@@ -1,0 +1,86 @@
+"""The scheduler's metrics (OpenTelemetry instruments; no-ops unless a reader is set up).
+
+    wtm_queue_depth{queue}                 steps waiting per queue (plus "delayed" retries)
+    wtm_runs_submitted_total               runs accepted
+    wtm_runs_finished_total{state}         runs ended, by final state
+    wtm_step_attempts_total{state,task}    step attempts ended, by outcome
+    wtm_step_duration_seconds{task}        lease to result, per attempt
+    wtm_dispatch_latency_seconds           queued to leased, per attempt
+    wtm_executor_slots{state=busy|free}    over the executors connected to this replica
+    wtm_lease_expiries_total               attempts lost with their executor
+    wtm_retries_total                      attempts that will be retried
+
+Queue depths are read from Redis by the reaper once a second and kept for the callbacks
+(which must not block).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
+
+if TYPE_CHECKING:
+    from services.scheduler.dispatcher import Dispatcher
+    from services.scheduler.models import Run
+
+
+class SchedulerMetrics:
+    """Instruments, and what the observable ones read."""
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self._dispatcher = dispatcher
+        self.depths: dict[str, int] = {}
+        meter = metrics.get_meter("wtm.scheduler")
+        meter.create_observable_gauge(
+            "wtm_queue_depth", [self._observe_depths], description="steps waiting per queue"
+        )
+        meter.create_observable_gauge(
+            "wtm_executor_slots", [self._observe_slots], description="executor slots by state"
+        )
+        self.runs_submitted = meter.create_counter("wtm_runs_submitted", description="runs")
+        self.runs_finished = meter.create_counter("wtm_runs_finished", description="runs")
+        self.attempts = meter.create_counter("wtm_step_attempts", description="attempts")
+        self.step_duration = meter.create_histogram(
+            "wtm_step_duration", unit="s", description="lease to result, per attempt"
+        )
+        self.dispatch_latency = meter.create_histogram(
+            "wtm_dispatch_latency", unit="s", description="queued to leased, per attempt"
+        )
+        self.lease_expiries = meter.create_counter("wtm_lease_expiries", description="attempts")
+        self.retries = meter.create_counter("wtm_retries", description="attempts")
+
+    def _observe_depths(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(n, {"queue": q}) for q, n in self.depths.items()]
+
+    def _observe_slots(self, options: CallbackOptions) -> Iterable[Observation]:
+        sessions = list(self._dispatcher.sessions.values())
+        busy = sum(len(s.in_flight) for s in sessions)
+        total = sum(s.info.slots for s in sessions)
+        return [Observation(busy, {"state": "busy"}), Observation(total - busy, {"state": "free"})]
+
+    def attempt_ended(self, snapshot: dict[str, str]) -> None:
+        state = snapshot.get("state", "")
+        task = snapshot.get("task_id", "")
+        if state == "QUEUED":  # failed, will be retried
+            self.retries.add(1, {"task": task})
+            state = "FAILED"
+        self.attempts.add(1, {"state": state, "task": task})
+        queued, started, ended = (
+            int(snapshot.get(k) or 0) for k in ("queued_ms", "started_ms", "ended_ms")
+        )
+        if started and ended >= started:
+            self.step_duration.record((ended - started) / 1000, {"task": task})
+        if queued and started >= queued:
+            self.dispatch_latency.record((started - queued) / 1000)
+
+    def run_ended(self, run: Run) -> None:
+        self.runs_finished.add(1, {"state": run.state})
+
+    def submitted(self, n: int) -> None:
+        self.runs_submitted.add(n)
+
+    def set_depths(self, depths: dict[str, Any]) -> None:
+        self.depths = {q: int(n) for q, n in depths.items()}

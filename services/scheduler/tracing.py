@@ -1,0 +1,129 @@
+"""The spans of a run, recorded by the scheduler when what they cover has ended.
+
+Shape of a run's trace (one trace per SubmitRun; a SubmitRuns batch shares one):
+
+    SubmitRun (gRPC server span)
+    └── run <pipeline or task>                   recorded when the run ends
+        └── step <step_id> #<attempt>            one per attempt, queued -> ended; events
+            │                                    "dispatched", "received", "process() called",
+            │                                    "process() returned"; links to the attempts
+            │                                    whose outputs it read
+            └── execute <task_id>                by the executor (package, setup, process)
+
+Span ids of the run and of each attempt are chosen ahead and kept in Redis (``run_span`` on
+the run hash; ``span_id``, ``span_parent`` and ``links`` on the step hash), so children made
+elsewhere, earlier, hang under the right parent.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from services.common import telemetry
+
+TRACER = "wtm.scheduler"
+
+
+def step_fields(
+    trace_id: str, run_span: str, upstream_spans: dict[str, str], previous_error: str, attempt: int
+) -> tuple[dict[str, str], str]:
+    """What to keep on a dispatched step's hash for its span, and its traceparent (for the
+    executor). Empty when the run is not traced or tracing is off here."""
+    if not (telemetry.enabled() and trace_id and run_span):
+        return {}, ""
+    trace = int(trace_id, 16)
+    span_id = telemetry.new_span_id()
+    links = [telemetry.Parent(trace, int(s, 16)).header() for s in upstream_spans.values() if s]
+    fields = {
+        "span_id": f"{span_id:016x}",
+        "span_parent": telemetry.Parent(trace, int(run_span, 16)).header(),
+        "links": json.dumps(links),
+        "retry_reason": previous_error if attempt > 1 else "",
+    }
+    return fields, telemetry.Parent(trace, span_id).header()
+
+
+def _ns(ms: str | None) -> int:
+    return int(ms) * 1_000_000 if ms else 0
+
+
+def record_step(member: str, snapshot: dict[str, str], now_ns: int) -> None:
+    """The span of the attempt a Lua call just ended (``snapshot``: the step hash after)."""
+    parent = telemetry.parse(snapshot.get("span_parent", ""))
+    if parent is None or not snapshot.get("span_id"):
+        return
+    run_id, _, step_id = member.partition(":")
+    lineage = json.loads(snapshot.get("lineage") or "[]")
+    lineage = lineage if isinstance(lineage, list) else []
+    started = _ns(snapshot.get("started_ms"))
+    queued = _ns(snapshot.get("queued_ms")) or started
+    ended = _ns(snapshot.get("ended_ms")) or now_ns
+    state = snapshot.get("state", "")
+    error = snapshot.get("error", "") if state != "COMPLETED" else ""
+    events: list[tuple[str, int, dict[str, Any]]] = []
+    if started:
+        events.append(("dispatched", started, {"wtm.executor_id": snapshot.get("executor", "")}))
+    for key, name in (
+        ("t_recv", "received"),
+        ("t_p0", "process() called"),
+        ("t_p1", "process() returned"),
+    ):
+        if snapshot.get(key):
+            events.append((name, int(snapshot[key]) * 1000, {}))
+    links = [p for h in json.loads(snapshot.get("links") or "[]") if (p := telemetry.parse(h))]
+    telemetry.record_span(
+        f"step {step_id} #{snapshot.get('attempt', '')}",
+        parent,
+        int(snapshot["span_id"], 16),
+        queued,
+        max(ended, queued),
+        {
+            "wtm.run_id": run_id,
+            "wtm.step_id": step_id,
+            "wtm.attempt": int(snapshot.get("attempt", 0)),
+            "wtm.state": "FAILED" if state == "QUEUED" else state,
+            "wtm.task_id": snapshot.get("task_id"),
+            "wtm.task_version": snapshot.get("task_version"),
+            "wtm.task_digest": snapshot.get("digest"),
+            "wtm.executor_id": snapshot.get("executor"),
+            "wtm.input_id": snapshot.get("input_id"),
+            "wtm.output_id": snapshot.get("output_id"),
+            "wtm.lineage": [f"{a} -> {b}" for a, b in lineage],
+            "wtm.retry_reason": snapshot.get("retry_reason"),
+            "wtm.queued_seconds": (started - queued) / 1e9 if started else None,
+            "wtm.run_seconds": (ended - started) / 1e9 if started else None,
+        },
+        events=events,
+        links=links,
+        error=error,
+        tracer_name=TRACER,
+    )
+
+
+def record_run(run_hash: dict[str, str], lineage: list[tuple[str, str]]) -> None:
+    """The run's span, once it has ended."""
+    parent = telemetry.parse(run_hash.get("trace_parent", ""))
+    if parent is None or not run_hash.get("run_span"):
+        return
+    what = run_hash.get("pipeline_id") or run_hash.get("task_id") or "run"
+    created = _ns(run_hash.get("created_ms"))
+    state = run_hash.get("state", "")
+    telemetry.record_span(
+        f"run {what}",
+        parent,
+        int(run_hash["run_span"], 16),
+        created,
+        max(_ns(run_hash.get("ended_ms")), created),
+        {
+            "wtm.run_id": run_hash.get("run_id"),
+            "wtm.pipeline_id": run_hash.get("pipeline_id"),
+            "wtm.pipeline_version": run_hash.get("pipeline_version"),
+            "wtm.task_id": run_hash.get("task_id"),
+            "wtm.batch_id": run_hash.get("batch_id"),
+            "wtm.state": state,
+            "wtm.lineage": [f"{a} -> {b}" for a, b in lineage],
+        },
+        error=run_hash.get("error", "") if state != "COMPLETED" else "",
+        tracer_name=TRACER,
+    )

@@ -1,0 +1,233 @@
+"""One trace per run across registry, scheduler and executor, exported over OTLP to an
+in-process receiver; the scheduler's Prometheus endpoint; JSON logs.
+
+This module starts its own stack with tracing on (the session's runs with it off).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from opentelemetry.proto.collector.metrics.v1 import (
+    metrics_service_pb2,
+    metrics_service_pb2_grpc,
+)
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+from clients.sdk import Client
+from services.localstack import Cluster
+from services.localstack.processes import free_port
+from tests.conftest import EXAMPLES, ROOT, run_cli
+
+
+@dataclass
+class Span:
+    service: str
+    name: str
+    trace_id: str
+    span_id: str
+    parent_id: str
+    attributes: dict[str, Any]
+    links: list[str]
+
+
+def _value(v: Any) -> Any:
+    kind = v.WhichOneof("value")
+    if kind == "array_value":
+        return [_value(x) for x in v.array_value.values]
+    return getattr(v, kind) if kind else None
+
+
+@dataclass
+class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
+    """Keeps every span it is sent."""
+
+    spans: list[Span] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC method name
+        with self.lock:
+            for rs in request.resource_spans:
+                attrs = {a.key: _value(a.value) for a in rs.resource.attributes}
+                for ss in rs.scope_spans:
+                    for s in ss.spans:
+                        self.spans.append(
+                            Span(
+                                attrs.get("service.name", ""),
+                                s.name,
+                                s.trace_id.hex(),
+                                s.span_id.hex(),
+                                s.parent_span_id.hex(),
+                                {a.key: _value(a.value) for a in s.attributes},
+                                [link.span_id.hex() for link in s.links],
+                            )
+                        )
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+    def of(self, trace_id: str) -> list[Span]:
+        with self.lock:
+            return [s for s in self.spans if s.trace_id == trace_id]
+
+
+class MetricsSink(metrics_service_pb2_grpc.MetricsServiceServicer):
+    def Export(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return metrics_service_pb2.ExportMetricsServiceResponse()
+
+
+@dataclass
+class Traced:
+    cluster: Cluster
+    receiver: Receiver
+    metrics_port: int
+
+
+@pytest.fixture(scope="module")
+def traced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traced]:
+    receiver = Receiver()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, server)
+    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(MetricsSink(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    metrics_port = free_port()
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+        "WTM_METRICS_PORT": str(metrics_port),
+        "WTM_LOG_FORMAT": "json",
+    }
+    try:
+        with Cluster(tmp_path_factory.mktemp("traced"), executors=1, slots=2, env=env) as c:
+            yield Traced(c, receiver, metrics_port)
+    finally:
+        server.stop(None)
+
+
+@pytest.fixture(scope="module")
+def face_run(traced: Traced) -> Any:
+    c = traced.cluster
+    with Client(c.registry_address, c.scheduler_address) as client:
+        for name in ("face_detection", "face_attribute", "face_extractor", "face_merge"):
+            client.register_task(EXAMPLES / name)
+        client.register_pipelines(ROOT / "tasks" / "pipelines" / "config_pipeline.json")
+        uri = client.upload_artifact(ROOT / "tasks" / "data" / "astronaut.jpg")
+        run = client.submit(pipeline="face_processing_pipeline", input={"image_path": uri})
+        done = client.wait(run.run_id, timeout=120)
+    assert done.state == "COMPLETED", done.error
+    assert done.trace_id and done.trace_id == run.trace_id
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # spans arrive in batches; the run span comes last
+        names = {s.name for s in traced.receiver.of(done.trace_id)}
+        if "run face_processing_pipeline" in names and "process()" in names:
+            break
+        time.sleep(0.2)
+    time.sleep(0.5)  # the executors' last batch
+    return done
+
+
+def test_one_trace_spans_registry_scheduler_and_executor(traced: Traced, face_run: Any) -> None:
+    spans = traced.receiver.of(face_run.trace_id)
+    assert {s.service for s in spans} >= {"wtm-registry", "wtm-scheduler", "wtm-executor"}
+
+
+def test_the_trace_has_the_shape_of_the_run(traced: Traced, face_run: Any) -> None:
+    spans = traced.receiver.of(face_run.trace_id)
+    by_id = {s.span_id: s for s in spans}
+    [submit] = [s for s in spans if s.name.endswith("SchedulerService/SubmitRun")]
+    [run] = [s for s in spans if s.name == "run face_processing_pipeline"]
+    assert run.parent_id == submit.span_id
+    assert run.attributes["wtm.run_id"] == face_run.run_id
+    steps = [s for s in spans if s.name.startswith("step ")]
+    assert sorted(s.attributes["wtm.step_id"] for s in steps) == sorted(
+        st.step_id for st in face_run.steps
+    )
+    for step in steps:
+        assert step.parent_id == run.span_id
+        assert step.attributes["wtm.state"] == "COMPLETED"
+        assert step.attributes["wtm.executor_id"] == "executor-1"
+        [execute] = [s for s in spans if s.parent_id == step.span_id]
+        assert execute.name == f"execute {step.attributes['wtm.task_id']}"
+        assert execute.service == "wtm-executor"
+        children = {s.name for s in spans if s.parent_id == execute.span_id}
+        assert {"load package", "process()"} <= children
+    # The first run of each task version on a fresh executor starts its worker.
+    assert any(s.name == "start worker + setup()" for s in spans)
+    # A registry call made while executing hangs under that execution.
+    downloads = [s for s in spans if s.service == "wtm-registry" and "Download" in s.name]
+    assert downloads and all(by_id[d.parent_id].service == "wtm-executor" for d in downloads)
+
+
+def test_span_lineage_matches_the_runs_lineage(traced: Traced, face_run: Any) -> None:
+    spans = traced.receiver.of(face_run.trace_id)
+    steps = {s.attributes["wtm.step_id"]: s for s in spans if s.name.startswith("step ")}
+    expected = [f"{a} -> {b}" for a, b in face_run.lineage]
+    assert sorted(e for s in steps.values() for e in s.attributes.get("wtm.lineage", [])) == (
+        sorted(expected)
+    )
+    [run] = [s for s in spans if s.name.startswith("run ")]
+    assert run.attributes["wtm.lineage"] == expected
+    # The merge step links to the attempts whose outputs it read.
+    merge = steps["merge"]
+    assert {steps["attributes"].span_id, steps["features"].span_id} <= set(merge.links)
+    assert set(merge.links) <= {s.span_id for name, s in steps.items() if name != "merge"}
+
+
+def test_no_spans_and_no_trace_id_when_export_is_off(traced: Traced, client: Client) -> None:
+    client.register_task(ROOT / "tests" / "fixtures" / "tasks" / "echo")  # the session's stack
+    plain = client.wait(client.submit(task="echo", input={"x": 1}).run_id, 60)
+    assert plain.state == "COMPLETED" and plain.trace_id == ""
+    with traced.receiver.lock:
+        seen = {s.attributes.get("wtm.run_id") for s in traced.receiver.spans}
+    assert plain.run_id not in seen
+
+
+def test_metrics_are_served_for_prometheus(traced: Traced, face_run: Any) -> None:
+    url = f"http://127.0.0.1:{traced.metrics_port}/metrics"
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line.startswith("wtm_"):
+            name_labels, _, value = line.rpartition(" ")
+            samples[name_labels] = float(value)
+
+    def value(name: str, **labels: str) -> float:
+        found = [
+            v
+            for k, v in samples.items()
+            if k.startswith(name + "{") and all(f'{a}="{b}"' in k for a, b in labels.items())
+        ]
+        assert found, f"no {name} {labels} in {sorted(samples)}"
+        return sum(found)
+
+    assert value("wtm_runs_submitted_total") >= 1
+    assert value("wtm_runs_finished_total", state="COMPLETED") >= 1
+    assert value("wtm_step_attempts_total", state="COMPLETED", task="face_detection") >= 1
+    assert value("wtm_step_duration_seconds_count", task="face_merge") >= 1
+    assert (
+        value("wtm_executor_slots", state="free") + value("wtm_executor_slots", state="busy") == 2
+    )
+    assert value("wtm_queue_depth", queue="default") >= 0
+
+
+def test_logs_are_json_with_run_and_trace_ids(traced: Traced, face_run: Any) -> None:
+    log = Path(traced.cluster.root / "logs" / "scheduler.log").read_text().splitlines()
+    records = [json.loads(line) for line in log if line.startswith("{")]
+    assert records and all({"time", "level", "service", "message"} <= r.keys() for r in records)
+    assert all(r["service"] == "scheduler" for r in records)
+
+
+def test_the_cli_shows_the_trace_id(traced: Traced, face_run: Any) -> None:
+    c = traced.cluster
+    out = run_cli(c, "run", "get", face_run.run_id).stdout
+    assert f"trace {face_run.trace_id}" in out
