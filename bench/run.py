@@ -38,6 +38,7 @@ from typing import Any
 
 from clients.sdk import Client
 from services.localstack import Cluster
+from services.localstack.otlp_receiver import Receiver
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_TASKS = Path(__file__).resolve().parent / "tasks"
@@ -313,15 +314,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--only", default=",".join(FIGURES), help="comma-separated figures")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every count")
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="run with OpenTelemetry export on (to an in-process OTLP receiver), to measure "
+        "what tracing costs",
+    )
     ns = parser.parse_args(argv)
     chosen = [f.strip() for f in ns.only.split(",") if f.strip()]
     unknown = set(chosen) - set(FIGURES)
     if unknown:
         parser.error(f"--only: unknown figures {sorted(unknown)}; choose from {list(FIGURES)}")
-    report: dict[str, Any] = {"machine": {"cores": os.cpu_count()}}
+    report: dict[str, Any] = {"machine": {"cores": os.cpu_count()}, "tracing": ns.trace}
+    receiver = Receiver()
+    env = {}
+    if ns.trace:
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.start()}",
+            "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        }
     with (
         tempfile.TemporaryDirectory(prefix="wtm-bench-") as tmp,
-        Cluster(tmp, executors=2, slots=4) as c,
+        Cluster(tmp, executors=2, slots=4, env=env) as c,
         Client(c.registry_address, c.scheduler_address) as client,
     ):
         for d in [*BENCH_TASKS.iterdir(), *(ROOT / "tasks" / "examples").iterdir()]:
@@ -338,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
             report[name] = fn(client, c, n) if name == "executor_start" else fn(client, n)
             report[name]["bench_seconds"] = round(time.monotonic() - t0, 1)
             print(f"{name}: {json.dumps(report[name])}", file=sys.stderr)
+    receiver.stop()
+    if ns.trace:
+        report["spans_received"] = len(receiver.spans)
     print(json.dumps(report, indent=2))
     return 0
 

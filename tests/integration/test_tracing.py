@@ -7,81 +7,20 @@ This module starts its own stack with tracing on (the session's runs with it off
 from __future__ import annotations
 
 import json
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from concurrent import futures
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
-from opentelemetry.proto.collector.metrics.v1 import (
-    metrics_service_pb2,
-    metrics_service_pb2_grpc,
-)
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from clients.sdk import Client
 from services.localstack import Cluster
+from services.localstack.otlp_receiver import Receiver
 from services.localstack.processes import free_port
 from tests.conftest import EXAMPLES, ROOT, run_cli
-
-
-@dataclass
-class Span:
-    service: str
-    name: str
-    trace_id: str
-    span_id: str
-    parent_id: str
-    attributes: dict[str, Any]
-    links: list[str]
-
-
-def _value(v: Any) -> Any:
-    kind = v.WhichOneof("value")
-    if kind == "array_value":
-        return [_value(x) for x in v.array_value.values]
-    return getattr(v, kind) if kind else None
-
-
-@dataclass
-class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
-    """Keeps every span it is sent."""
-
-    spans: list[Span] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC method name
-        with self.lock:
-            for rs in request.resource_spans:
-                attrs = {a.key: _value(a.value) for a in rs.resource.attributes}
-                for ss in rs.scope_spans:
-                    for s in ss.spans:
-                        self.spans.append(
-                            Span(
-                                attrs.get("service.name", ""),
-                                s.name,
-                                s.trace_id.hex(),
-                                s.span_id.hex(),
-                                s.parent_span_id.hex(),
-                                {a.key: _value(a.value) for a in s.attributes},
-                                [link.span_id.hex() for link in s.links],
-                            )
-                        )
-        return trace_service_pb2.ExportTraceServiceResponse()
-
-    def of(self, trace_id: str) -> list[Span]:
-        with self.lock:
-            return [s for s in self.spans if s.trace_id == trace_id]
-
-
-class MetricsSink(metrics_service_pb2_grpc.MetricsServiceServicer):
-    def Export(self, request: Any, context: Any) -> Any:  # noqa: N802
-        return metrics_service_pb2.ExportMetricsServiceResponse()
 
 
 @dataclass
@@ -94,11 +33,7 @@ class Traced:
 @pytest.fixture(scope="module")
 def traced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traced]:
     receiver = Receiver()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, server)
-    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(MetricsSink(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
+    port = receiver.start()
     metrics_port = free_port()
     env = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
@@ -111,7 +46,7 @@ def traced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traced]:
         with Cluster(tmp_path_factory.mktemp("traced"), executors=1, slots=2, env=env) as c:
             yield Traced(c, receiver, metrics_port)
     finally:
-        server.stop(None)
+        receiver.stop()
 
 
 @pytest.fixture(scope="module")

@@ -46,10 +46,17 @@ def test_jaeger_takes_otlp_and_serves_its_ui(compose: dict[str, Any]) -> None:
     ports = compose["services"]["jaeger"]["ports"]
     assert any(p.startswith("4317:4317") for p in ports)
     assert any(p.startswith("16686:16686") for p in ports)
-    assert (
-        compose["services"]["scheduler"]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"]
-        == "http://jaeger:4317"
-    )
+    for name in ("registry", "scheduler", "executor"):
+        env = compose["services"][name]["environment"]
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4317"
+        assert env["WTM_LOG_FORMAT"] == "json"
+
+
+def test_the_scheduler_publishes_its_metrics(compose: dict[str, Any]) -> None:
+    scheduler = compose["services"]["scheduler"]
+    assert scheduler["environment"]["WTM_METRICS_PORT"] == "9464"
+    assert scheduler["environment"]["WTM_METRICS_HOST"] == "0.0.0.0"
+    assert "9464:9464" in scheduler["ports"]
 
 
 def test_the_executor_can_be_scaled(compose: dict[str, Any]) -> None:
