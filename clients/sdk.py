@@ -13,6 +13,7 @@ are ``ApiError`` with the canonical status name (``NOT_FOUND``, ``INVALID_ARGUME
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from typing import Any
 
 import grpc
 
+from services.common import refs
 from services.common.artifacts import is_file_field, is_uri
 from services.common.packaging import pack_directory, sha256_hex
 from wtm.v1 import registry_service_pb2 as rpb
@@ -396,6 +398,33 @@ class Client:
 
         return str(self._call(self._registry.UploadArtifact, messages()).uri)
 
+    def download_artifact(self, uri: str) -> bytes:
+        """The bytes of a stored artifact (an uploaded input, or an output that went by
+        reference)."""
+        try:
+            return b"".join(
+                reply.chunk
+                for reply in self._registry.DownloadArtifact(
+                    rpb.DownloadArtifactRequest(uri=uri),
+                    metadata=self._metadata,
+                    timeout=self._timeout,
+                )
+            )
+        except grpc.RpcError as exc:
+            raise ApiError(exc.code().name, exc.details() or "") from None
+
+    def resolve_refs(self, value: Any) -> Any:
+        """``value`` with every large document that went by reference (``{"wtm_ref": ...}``)
+        replaced by the document itself."""
+        uri = refs.ref_uri(value)
+        if uri is not None:
+            return json.loads(self.download_artifact(uri))
+        if isinstance(value, dict):
+            return {k: self.resolve_refs(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.resolve_refs(v) for v in value]
+        return value
+
     def upload_local_files(
         self, document: dict[str, Any], base: Path | None = None
     ) -> dict[str, Any]:
@@ -550,9 +579,20 @@ class Client:
             for e in reply.executors
         ]
 
-    def get_run(self, run_id: str) -> RunInfo:
-        return RunInfo._from(
+    def get_run(self, run_id: str, resolve_refs: bool = True) -> RunInfo:
+        """A run and its steps. Outputs too large to travel inline are fetched from the
+        object store, unless ``resolve_refs`` is false (then they stay reference documents)."""
+        run = RunInfo._from(
             self._call(self._scheduler.GetRun, spb.GetRunRequest(run_id=run_id)).run
+        )
+        if not resolve_refs or refs.REF_KEY not in repr(
+            (run.output, [s.output for s in run.steps])
+        ):
+            return run
+        return dataclasses.replace(
+            run,
+            output=self.resolve_refs(run.output),
+            steps=[dataclasses.replace(s, output=self.resolve_refs(s.output)) for s in run.steps],
         )
 
     def watch(

@@ -8,7 +8,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
+# Before gRPC first initialises: see services/localstack/processes.py.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+import pytest  # noqa: E402
 
 from clients.sdk import Client
 from services.localstack import Cluster

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import platform
@@ -25,7 +26,7 @@ import grpc
 from grpc import aio
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
-from services.common import telemetry
+from services.common import refs, telemetry
 from services.common.artifacts import find_uris
 from services.common.errors import WtmError
 from services.executor.artifact_cache import ArtifactCache
@@ -40,6 +41,7 @@ from wtm.v1 import registry_service_pb2 as rpb
 from wtm.v1 import registry_service_pb2_grpc as rpb_grpc
 
 log = logging.getLogger(__name__)
+ARTIFACT_CHUNK = 256 * 1024
 SOFTWARE_VERSION = "0.1.0"
 
 
@@ -116,6 +118,35 @@ class Executor:
         )
         async for reply in stream:
             yield reply.chunk
+
+    async def _upload_artifact(self, filename: str, data: bytes) -> str:
+        async def messages() -> AsyncIterator[rpb.UploadArtifactRequest]:
+            yield rpb.UploadArtifactRequest(header=rpb.UploadArtifactHeader(filename=filename))
+            for i in range(0, len(data), ARTIFACT_CHUNK):
+                yield rpb.UploadArtifactRequest(chunk=data[i : i + ARTIFACT_CHUNK])
+
+        reply = await self._registry.UploadArtifact(messages(), metadata=self._metadata)
+        return str(reply.uri)
+
+    async def _by_reference(self, a: epb.StepAssignment, outcome: Outcome) -> Outcome:
+        """A succeeded step's output, stored in the object store when over the inline limit
+        (the result then carries a reference document)."""
+        if outcome.outcome != "SUCCEEDED" or not refs.too_large(
+            outcome.output_json, self.settings.inline_max_bytes
+        ):
+            return outcome
+        data = outcome.output_json.encode()
+        try:
+            with telemetry.phase("store output", **{"wtm.output_bytes": len(data)}):
+                uri = await self._upload_artifact(f"{a.output_id or 'output'}.json", data)
+        except aio.AioRpcError as exc:  # the object store may be back for the next attempt
+            return Outcome(
+                "FAILED",
+                error=f"storing the {len(data)}-byte output failed: {exc.code().name}: "
+                f"{exc.details()}",
+                process_times=outcome.process_times,
+            )
+        return dataclasses.replace(outcome, output_json=refs.make_ref(uri, len(data)))
 
     # Lifecycle ---------------------------------------------------------------------------
 
@@ -352,9 +383,12 @@ class Executor:
                 "FATAL", error=f"requirements of {a.task_id}@{a.task_version}: {exc.message}"
             )
         try:
+            input_json = a.input_json
+            if big_input := refs.text_ref_uri(input_json):  # a large input, by reference
+                input_json = (await self.artifacts.path(big_input)).read_text()
             artifacts = {
                 uri: str(await self.artifacts.path(uri))
-                for uri in set(find_uris(json.loads(a.input_json)))
+                for uri in set(find_uris(json.loads(input_json)))
             }
         except WtmError as exc:
             return Outcome("FATAL", error=f"input artifact: {exc.message}")
@@ -386,7 +420,7 @@ class Executor:
 
         try:
             outcome = await worker.run(
-                a.input_json, meta, a.timeout_seconds or 300, progress, running.cancelled, log_line
+                input_json, meta, a.timeout_seconds or 300, progress, running.cancelled, log_line
             )
         except asyncio.CancelledError:
             if not running.cancelled.is_set():
@@ -399,4 +433,4 @@ class Executor:
         if outcome.process_times is not None:
             called, returned = outcome.process_times
             telemetry.past_child("process()", int(called * 1e9), int(returned * 1e9))
-        return outcome
+        return await self._by_reference(a, outcome)

@@ -7,6 +7,7 @@ import socket
 from dataclasses import dataclass, field
 
 from services.common.config import host_port, positive, setting
+from services.common.refs import DEFAULT_INLINE_MAX_BYTES
 
 
 @dataclass
@@ -70,6 +71,12 @@ class ExecutorSettings:
         0,
         "WTM_WORKER_MEMORY_MB",
         "kill a worker process whose memory (RSS) goes over this; the step fails (0: no limit)",
+        lambda v: None if v >= 0 else "must be 0 or more",
+    )
+    inline_max_bytes: int = setting(
+        DEFAULT_INLINE_MAX_BYTES,
+        "WTM_INLINE_MAX_BYTES",
+        "step outputs larger than this go to the object store by reference (0: always inline)",
         lambda v: None if v >= 0 else "must be 0 or more",
     )
     drain_seconds: float = setting(

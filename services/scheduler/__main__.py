@@ -13,6 +13,7 @@ from services.common.config import load_settings
 from services.common.grpc_server import serve_async
 from services.scheduler.dispatcher import Dispatcher
 from services.scheduler.history import History
+from services.scheduler.large_documents import LargeDocuments
 from services.scheduler.run_queue import RunQueue
 from services.scheduler.run_store import RunStore
 from services.scheduler.runs import RunService
@@ -33,8 +34,13 @@ async def serve(settings: SchedulerSettings) -> None:
     store = RunStore(settings.mongodb_uri, settings.mongodb_database)
     catalog = TaskCatalog(settings.registry, settings.auth_token, settings.latest_cache_seconds)
     history = History(queue, store)
+    documents = LargeDocuments(settings.registry, settings.auth_token, settings.inline_max_bytes)
     dispatcher = Dispatcher(
-        queue, history, lease_seconds=settings.lease_seconds, scheduler_id=settings.scheduler_id
+        queue,
+        history,
+        lease_seconds=settings.lease_seconds,
+        scheduler_id=settings.scheduler_id,
+        documents=documents,
     )
     history.on_run_ended = dispatcher.metrics.run_ended
     runs = RunService(
@@ -63,6 +69,7 @@ async def serve(settings: SchedulerSettings) -> None:
         await history.close()
         await store.close()
         await catalog.close()
+        await documents.close()
         await client.aclose()
 
     await serve_async(

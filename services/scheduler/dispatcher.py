@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -20,10 +21,11 @@ from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
 
-from services.common import logs
+from services.common import logs, refs
 from services.common.mapping import MissingValue
 from services.scheduler import keys, step_inputs, tracing
 from services.scheduler.history import History
+from services.scheduler.large_documents import LargeDocumentError, LargeDocuments
 from services.scheduler.metrics import SchedulerMetrics
 from services.scheduler.retry_policy import RetryPolicy
 from services.scheduler.run_queue import Completion, Leased, RunQueue, now_ms
@@ -136,8 +138,10 @@ class Dispatcher:
         lease_seconds: int = 30,
         retry: RetryPolicy = RetryPolicy(),
         scheduler_id: str = "",
+        documents: LargeDocuments | None = None,
     ) -> None:
         self.queue = queue
+        self.documents = documents
         self.history = history
         self.lease_ms = lease_seconds * 1000
         self.retry = retry
@@ -149,6 +153,10 @@ class Dispatcher:
         self._tasks: list[asyncio.Task[None]] = []
         self._rotation = 0
         self._gone: dict[str, float] = {}  # executors that left: id -> when
+        # Whether the last round filled every slot it could: then work may still be waiting
+        # and a freed slot calls for a round; otherwise only newly queued work does.
+        self._saturated = True
+        queue.on_queued = self.wake
         self.metrics = SchedulerMetrics(self)
 
     async def start(self) -> None:
@@ -294,7 +302,8 @@ class Dispatcher:
                 self._results[:0] = batch
                 self._results_ready.set()
                 await asyncio.sleep(0.5)
-            self.wake()
+            if self._saturated:  # slots were freed; steps queued by it woke us already
+                self.wake()
 
     def _attempt_ended(
         self, member: str, snapshot: dict[str, str], output_json: str, ends_run: bool
@@ -340,24 +349,40 @@ class Dispatcher:
             if s.free_slots > 0 and self.sessions.get(s.info.executor_id) is s
         ]
         if not wanting:
+            self._saturated = True
             return
-        leases = await self.queue.dispatch_many(
-            [(s.info.executor_id, self._queues_of(s), s.free_slots) for s in wanting],
-            self.lease_ms,
-        )
+        wants = [(s.info.executor_id, self._queues_of(s), s.free_slots) for s in wanting]
+        leases = await self.queue.dispatch_many(wants, self.lease_ms)
+        self._saturated = any(
+            len(got) >= n for (_, _, n), got in zip(wants, leases, strict=True)
+        ) or len(wanting) < len(sessions)
         annotations: dict[str, dict[str, str]] = {}
         outgoing: list[tuple[ExecutorSession, Assignment]] = []
         failed: list[Completion] = []
         for session, leased_list in zip(wanting, leases, strict=True):
             for leased in leased_list:
                 try:
+                    leased = await self._expand_outputs(leased)
                     input_json, edges, sources = step_input(leased)
+                    if self.documents is not None:
+                        input_json = await self.documents.shrink(
+                            input_json, f"{leased.step['input_id'] or 'input'}.json"
+                        )
                 except (MissingValue, ValueError, KeyError) as exc:
                     # The mapping found nothing (an upstream output lacks the field): no
                     # retry can change that, so the step fails at once.
                     failed.append(
                         Completion(
                             leased.member, leased.attempt, "FATAL", "", f"input_mapping: {exc}"
+                        )
+                    )
+                    continue
+                except LargeDocumentError as exc:
+                    outcome = "FAILED" if exc.retryable else "FATAL"
+                    retry_at = now_ms() + int(self.retry.delay_seconds(leased.attempt) * 1000)
+                    failed.append(
+                        Completion(
+                            leased.member, leased.attempt, outcome, "", f"input: {exc}", retry_at
                         )
                     )
                     continue
@@ -382,6 +407,17 @@ class Dispatcher:
             for c, v in zip(failed, await self.queue.complete_many(failed), strict=True):
                 self._send_cancels(v.cancel)
                 self._attempt_ended(c.member, v.snapshot, "", v.ends_run)
+
+    async def _expand_outputs(self, leased: Leased) -> Leased:
+        """``leased`` with the upstream outputs that went by reference fetched."""
+        if self.documents is None or not any(
+            refs.text_ref_uri(v) for v in leased.dep_outputs.values() if v
+        ):
+            return leased
+        outputs = {
+            k: (await self.documents.expand(v)) if v else v for k, v in leased.dep_outputs.items()
+        }
+        return dataclasses.replace(leased, dep_outputs=outputs)
 
     async def _reaper_loop(self) -> None:
         while True:
@@ -420,7 +456,8 @@ class Dispatcher:
             try:
                 await pubsub.subscribe(keys.WAKE_CHANNEL)
                 while True:
-                    if await pubsub.get_message(timeout=1.0) is not None:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None and message["data"] != self.queue.origin.encode():
                         self.wake()
             except (ConnectionError, OSError, RedisError):
                 log.warning("wake channel lost; resubscribing")

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 
 from services.scheduler import keys
 
@@ -114,6 +117,10 @@ class RunQueue:
         self.redis = client
         self.finished_ttl_s = finished_ttl_s
         self.queue_variants: set[str] = set()  # labelled queues seen (refreshed from Redis)
+        # "Work was queued" goes to every replica on the wake channel, tagged with this
+        # process's origin so that its own dispatcher, woken directly, can skip it.
+        self.origin = uuid.uuid4().hex[:12]
+        self.on_queued: Callable[[], None] = lambda: None
         lib = (LUA_DIR / "lib.lua").read_text()
         self._scripts = {
             name: client.register_script(lib + "\n" + (LUA_DIR / f"{name}.lua").read_text())
@@ -123,9 +130,35 @@ class RunQueue:
     async def _call(self, name: str, *args: Any) -> Any:
         return await self._scripts[name](keys=[], args=[keys.PREFIX, *args])
 
-    async def _queue_call(self, pipe: Any, name: str, *args: Any) -> None:
-        """Add a script call to ``pipe`` (sent when the pipeline executes)."""
-        await self._scripts[name](keys=[], args=[keys.PREFIX, *args], client=pipe)
+    async def _call_many(
+        self,
+        name: str,
+        calls: list[list[Any]],
+        extra: Callable[[Any], None] = lambda pipe: None,
+    ) -> list[Any]:
+        """Run script ``name`` once per argument list, in one pipeline, then the commands
+        ``extra`` adds. Calls go by SHA with no SCRIPT EXISTS round trip first (redis-py's
+        own pipelined scripts check every time); if Redis lost the script (restarted or
+        flushed), none of the calls ran, so the script is loaded and they are sent again."""
+        replies = await self._pipeline(name, calls, extra)
+        if calls and isinstance(replies[0], NoScriptError):
+            script = self._scripts[name]
+            script.sha = await self.redis.script_load(script.script)
+            replies = await self._pipeline(name, calls, extra)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies[: len(calls)]
+
+    async def _pipeline(
+        self, name: str, calls: list[list[Any]], extra: Callable[[Any], None]
+    ) -> list[Any]:
+        sha = self._scripts[name].sha
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for args in calls:
+                pipe.evalsha(sha, 0, keys.PREFIX, *args)
+            extra(pipe)
+            return await pipe.execute(raise_on_error=False)
 
     # Submitting ---------------------------------------------------------------------------
 
@@ -139,22 +172,21 @@ class RunQueue:
     async def submit_many(self, runs: list[Submission]) -> list[tuple[bool, str]]:
         """Create runs in one round trip, then wake every replica's dispatcher once."""
         now = now_ms()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for r in runs:
-                payload = [
-                    {
-                        "step_id": s.step_id,
-                        "deps": s.deps,
-                        "dependents": s.dependents,
-                        "fields": s.fields,
-                        **({"output": r.done[s.step_id]} if s.step_id in r.done else {}),
-                        **({"attempt": r.attempts[s.step_id]} if s.step_id in r.attempts else {}),
-                    }
-                    for s in r.steps
-                ]
-                await self._queue_call(
-                    pipe,
-                    "submit_run",
+        calls = []
+        for r in runs:
+            payload = [
+                {
+                    "step_id": s.step_id,
+                    "deps": s.deps,
+                    "dependents": s.dependents,
+                    "fields": s.fields,
+                    **({"output": r.done[s.step_id]} if s.step_id in r.done else {}),
+                    **({"attempt": r.attempts[s.step_id]} if s.step_id in r.attempts else {}),
+                }
+                for s in r.steps
+            ]
+            calls.append(
+                [
                     r.run_id,
                     json.dumps(r.run_fields),
                     json.dumps(payload),
@@ -162,15 +194,20 @@ class RunQueue:
                     r.request_id,
                     IDEMPOTENCY_TTL_S,
                     self.finished_ttl_s,
-                )
-            variants = {s.fields["queue"] for r in runs for s in r.steps} - self.queue_variants
-            variants = {v for v in variants if "|" in v}
+                ]
+            )
+        variants = {s.fields["queue"] for r in runs for s in r.steps} - self.queue_variants
+        variants = {v for v in variants if "|" in v}
+
+        def then(pipe: Any) -> None:
             if variants:
                 pipe.sadd(keys.QUEUE_VARIANTS, *variants)
-                self.queue_variants |= variants
-            pipe.publish(keys.WAKE_CHANNEL, "1")
-            replies = await pipe.execute()
-        return [(status == b"created", rid.decode()) for status, rid in replies[: len(runs)]]
+            pipe.publish(keys.WAKE_CHANNEL, self.origin)
+
+        replies = await self._call_many("submit_run", calls, then)
+        self.queue_variants |= variants
+        self.on_queued()
+        return [(status == b"created", rid.decode()) for status, rid in replies]
 
     async def depths(self, queues: set[str]) -> dict[str, int]:
         """Steps waiting per queue, and retries waiting out their backoff ("delayed")."""
@@ -206,10 +243,10 @@ class RunQueue:
     ) -> list[list[Leased]]:
         """Lease up to n steps to each (executor, queues, n), in order, in one round trip."""
         now = now_ms()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for executor_id, queues, n in wants:
-                await self._queue_call(pipe, "dispatch", now, lease_ms, executor_id, n, *queues)
-            replies = await pipe.execute()
+        replies = await self._call_many(
+            "dispatch",
+            [[now, lease_ms, executor_id, n, *queues] for executor_id, queues, n in wants],
+        )
         return [[_leased(item) for item in raw] for raw in replies]
 
     async def complete(
@@ -230,11 +267,10 @@ class RunQueue:
     async def complete_many(self, results: list[Completion]) -> list[Verdict]:
         """Record many step results in one round trip; one verdict each, in order."""
         now = now_ms()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for c in results:
-                await self._queue_call(
-                    pipe,
-                    "complete",
+        replies = await self._call_many(
+            "complete",
+            [
+                [
                     c.member,
                     c.attempt,
                     c.outcome,
@@ -244,8 +280,10 @@ class RunQueue:
                     c.retry_at_ms,
                     self.finished_ttl_s,
                     json.dumps(c.timings),
-                )
-            replies = await pipe.execute()
+                ]
+                for c in results
+            ],
+        )
         verdicts = []
         for raw in replies:
             words = [w.decode() if isinstance(w, bytes) else str(w) for w in raw]
@@ -253,8 +291,9 @@ class RunQueue:
             snapshot = dict(_pairs(flat)) if isinstance(flat, list) else {}
             cancel = _pairs(words[2:]) if words[0] == "failed" else []
             verdicts.append(Verdict(words[0], cancel, snapshot))
-        if any(v.verdict in {"completed", "released"} for v in verdicts):
-            await self.redis.publish(keys.WAKE_CHANNEL, "1")
+        if any(v.verdict in {"completed", "released"} for v in verdicts):  # steps queued
+            self.on_queued()
+            await self.redis.publish(keys.WAKE_CHANNEL, self.origin)
         return verdicts
 
     async def cancel_run(self, run_id: str, reason: str) -> tuple[str, list[tuple[str, str]]]:
@@ -327,7 +366,8 @@ class RunQueue:
     async def promote_due(self, limit: int = 500) -> int:
         n = int(await self._call("promote_due", now_ms(), limit))
         if n:
-            await self.redis.publish(keys.WAKE_CHANNEL, "1")
+            self.on_queued()
+            await self.redis.publish(keys.WAKE_CHANNEL, self.origin)
         return n
 
     # Reading ------------------------------------------------------------------------------

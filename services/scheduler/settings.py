@@ -7,6 +7,7 @@ import socket
 from dataclasses import dataclass
 
 from services.common.config import host_port, positive, setting
+from services.common.refs import DEFAULT_INLINE_MAX_BYTES
 
 
 @dataclass
@@ -30,6 +31,12 @@ class SchedulerSettings:
     )
     finished_ttl_seconds: int = setting(
         3600, "WTM_FINISHED_TTL_SECONDS", "how long a finished run stays in Redis", positive
+    )
+    inline_max_bytes: int = setting(
+        DEFAULT_INLINE_MAX_BYTES,
+        "WTM_INLINE_MAX_BYTES",
+        "step inputs larger than this go to the executor by reference (0: always inline)",
+        lambda v: None if v >= 0 else "must be 0 or more",
     )
     auth_token: str = setting("", "WTM_AUTH_TOKEN", "bearer token callers must send (empty: none)")
     latest_cache_seconds: float = setting(

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from services.localstack import Cluster
 from services.scheduler import keys
-from services.scheduler.run_queue import RunQueue, StepSpec, now_ms
+from services.scheduler.run_queue import Completion, RunQueue, StepSpec, now_ms
 
 Scenario = Callable[[RunQueue], Awaitable[Any]]
 
@@ -240,3 +240,22 @@ def test_a_released_attempt_is_requeued_without_counting(on_valkey) -> None:  # 
         return verdict.verdict, again.attempt, done.verdict
 
     assert on_valkey(scenario) == ("released", 1, "run_completed")
+
+
+def test_pipelined_scripts_are_reloaded_when_redis_lost_them(on_valkey) -> None:  # noqa: ANN001
+    """Pipelined calls go by SHA alone; after SCRIPT FLUSH (or a Redis restart) they are
+    loaded again and every call runs once."""
+
+    async def scenario(q: RunQueue) -> list[str]:
+        await submit(q, "r1", [step("a")])
+        await q.redis.script_flush()
+        await submit(q, "r2", [step("a")])
+        await q.redis.script_flush()
+        leased = await q.dispatch("e1", ["q"], 5, 30_000)
+        await q.redis.script_flush()
+        verdicts = await q.complete_many(
+            [Completion(x.member, x.attempt, "SUCCEEDED", "{}") for x in leased]
+        )
+        return [x.member for x in leased] + [v.verdict for v in verdicts]
+
+    assert on_valkey(scenario) == ["r1:a", "r2:a", "run_completed", "run_completed"]

@@ -1,0 +1,115 @@
+"""``LargeDocuments``: step outputs and inputs too large to travel inline.
+
+Executors store an output over the inline limit as an artifact and report a reference
+(``services.common.refs``). When a downstream step's input is built, the scheduler fetches
+the referenced outputs it reads (kept in a small cache, since siblings often read the same
+one); when the input it builds is itself over the limit, it stores that as an artifact too
+and the executor fetches it. Artifacts go through the registry, which owns the object store.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+
+from grpc import aio
+
+from services.common import refs
+from services.common.artifacts import parse_uri
+from wtm.v1 import registry_service_pb2 as rpb
+from wtm.v1 import registry_service_pb2_grpc as rpb_grpc
+
+CHUNK = 256 * 1024
+
+
+class LargeDocumentError(Exception):
+    """A referenced document could not be fetched or stored; ``retryable`` says whether
+    another attempt may succeed (the object store was unreachable) or not (it is gone)."""
+
+    def __init__(self, message: str, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class LargeDocuments:
+    """Fetches and stores large JSON documents as artifacts through the registry."""
+
+    def __init__(
+        self,
+        registry_address: str,
+        token: str = "",
+        inline_max_bytes: int = refs.DEFAULT_INLINE_MAX_BYTES,
+        cache_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        self._address = registry_address
+        self._channel: aio.Channel | None = None
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self.inline_max_bytes = inline_max_bytes
+        self.cache_bytes = cache_bytes
+        self._cache: OrderedDict[str, str] = OrderedDict()  # digest -> text, least recent first
+        self._cached = 0
+
+    def _stub(self) -> rpb_grpc.RegistryServiceStub:
+        if self._channel is None:  # opened on first use: most deployments never need it
+            self._channel = aio.insecure_channel(self._address)
+        return rpb_grpc.RegistryServiceStub(self._channel)
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+
+    async def expand(self, text: str) -> str:
+        """The document a reference stands for (JSON text); any other text as it is."""
+        uri = refs.text_ref_uri(text)
+        if uri is None:
+            return text
+        digest, _ = parse_uri(uri)
+        if digest in self._cache:
+            self._cache.move_to_end(digest)
+            return self._cache[digest]
+        try:
+            data = b"".join(
+                [
+                    r.chunk
+                    async for r in self._stub().DownloadArtifact(
+                        rpb.DownloadArtifactRequest(uri=uri), metadata=self._metadata
+                    )
+                ]
+            )
+        except aio.AioRpcError as exc:
+            raise LargeDocumentError(
+                f"fetching {uri}: {exc.code().name}: {exc.details()}",
+                retryable=exc.code().name not in {"NOT_FOUND", "INVALID_ARGUMENT"},
+            ) from exc
+        document = data.decode()
+        self._remember(digest, document)
+        return document
+
+    async def shrink(self, text: str, filename: str) -> str:
+        """``text``, or a reference to it stored as an artifact when it is over the limit."""
+        if not refs.too_large(text, self.inline_max_bytes):
+            return text
+        data = text.encode()
+
+        async def messages() -> AsyncIterator[rpb.UploadArtifactRequest]:
+            yield rpb.UploadArtifactRequest(header=rpb.UploadArtifactHeader(filename=filename))
+            for i in range(0, len(data), CHUNK):
+                yield rpb.UploadArtifactRequest(chunk=data[i : i + CHUNK])
+
+        try:
+            reply = await self._stub().UploadArtifact(messages(), metadata=self._metadata)
+        except aio.AioRpcError as exc:
+            raise LargeDocumentError(
+                f"storing a {len(data)}-byte input: {exc.code().name}: {exc.details()}",
+                retryable=True,
+            ) from exc
+        return refs.make_ref(reply.uri, len(data))
+
+    def _remember(self, digest: str, document: str) -> None:
+        if len(document) > self.cache_bytes // 4:
+            return
+        self._cache[digest] = document
+        self._cached += len(document)
+        while self._cached > self.cache_bytes:
+            _, dropped = self._cache.popitem(last=False)
+            self._cached -= len(dropped)
