@@ -47,7 +47,6 @@ async def serve(settings: SchedulerSettings) -> None:
         queue,
         store,
         catalog,
-        on_queued=dispatcher.wake,
         on_submitted=dispatcher.metrics.submitted,
     )
 

@@ -176,13 +176,11 @@ class RunService:
         queue: RunQueue,
         store: RunStore,
         catalog: TaskCatalog,
-        on_queued: Callable[[], None] = lambda: None,
         on_submitted: Callable[[int], None] = lambda n: None,
     ) -> None:
         self.queue = queue
         self.store = store
         self.catalog = catalog
-        self.on_queued = on_queued  # wakes this replica's dispatcher without a Redis round trip
         self.on_submitted = on_submitted  # counts accepted runs (metrics)
 
     async def submit(self, req: SubmitRequest) -> Run:
@@ -200,7 +198,6 @@ class RunService:
         self._check_input(plan, doc)
         run, submission = self._new_run(req, plan, doc, req.request_id, trace=telemetry.current())
         queued = asyncio.ensure_future(self.queue.submit_many([submission]))
-        self.on_queued()
         try:
             inserted = await self.store.insert_run(run, _plan_doc(submission))
         except BaseException:
@@ -249,7 +246,6 @@ class RunService:
         made = [self._new_run(req, plan, doc, "", batch_id, parent) for doc in docs]
         await self.store.insert_runs([(run, _plan_doc(sub)) for run, sub in made])
         await self.queue.submit_many([sub for _, sub in made])
-        self.on_queued()
         self.on_submitted(len(made))
         return batch_id, [run.run_id for run, _ in made]
 
