@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf import duration_pb2
 
 from services.common import refs
 from services.common.artifacts import is_file_field, is_uri
@@ -585,15 +586,47 @@ class Client:
         run = RunInfo._from(
             self._call(self._scheduler.GetRun, spb.GetRunRequest(run_id=run_id)).run
         )
-        if not resolve_refs or refs.REF_KEY not in repr(
-            (run.output, [s.output for s in run.steps])
-        ):
+        return self._with_documents(run) if resolve_refs else run
+
+    def _with_documents(self, run: RunInfo) -> RunInfo:
+        """``run`` with its outputs that went by reference fetched."""
+        if refs.REF_KEY not in repr((run.output, [s.output for s in run.steps])):
             return run
         return dataclasses.replace(
             run,
             output=self.resolve_refs(run.output),
             steps=[dataclasses.replace(s, output=self.resolve_refs(s.output)) for s in run.steps],
         )
+
+    def run(
+        self,
+        task: str = "",
+        pipeline: str = "",
+        input: dict[str, Any] | None = None,  # noqa: A002
+        priority: int = 0,
+        request_id: str = "",
+        labels: dict[str, str] | None = None,
+        timeout: float = 300.0,
+    ) -> RunInfo:
+        """Submit a run and wait for it to finish, in one call: the scheduler answers when
+        the run has ended. Returns the finished run (large outputs fetched); raises
+        ``TimeoutError`` if it has not finished within ``timeout`` seconds."""
+        wait = duration_pb2.Duration()
+        wait.FromNanoseconds(int(min(timeout, 3600.0) * 1e9))
+        request = spb.SubmitRunRequest(
+            task=task,
+            pipeline=pipeline,
+            input_json=json.dumps(input or {}),
+            priority=priority,
+            request_id=request_id,
+            labels=labels or {},
+            wait=wait,
+        )
+        reply = self._call(self._scheduler.SubmitRun, request, timeout=timeout + 30)
+        run = RunInfo._from(reply.run)
+        if not run.finished:
+            raise TimeoutError(f"run {run.run_id} did not finish in {timeout:g}s")
+        return self._with_documents(run)
 
     def watch(
         self, run_id: str, after_event_id: str = "", timeout: float | None = None

@@ -49,6 +49,7 @@ async def serve(settings: SchedulerSettings) -> None:
         catalog,
         on_submitted=dispatcher.metrics.submitted,
     )
+    history.on_finished = runs.run_finished
 
     def register(server: object) -> None:
         scheduler_service_pb2_grpc.add_SchedulerServiceServicer_to_server(

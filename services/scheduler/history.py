@@ -47,6 +47,7 @@ class History:
         self._tasks: list[asyncio.Task[None]] = []
         self.rebuilt = 0
         self.on_run_ended: Callable[[Run], None] = lambda run: None  # metrics hook
+        self.on_finished: Callable[[str], None] = lambda run_id: None  # wakes waiting submits
 
     async def start(self) -> None:
         self.epoch = await self.queue.claim_epoch(self.epoch) or self.epoch
@@ -83,6 +84,7 @@ class History:
     def run_ended(self, run_id: str) -> None:
         self._ended.add(run_id)
         self._wake.set()
+        self.on_finished(run_id)
 
     async def _write_loop(self) -> None:
         while True:

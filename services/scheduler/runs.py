@@ -37,6 +37,13 @@ class SubmitRequest:
     priority: int = 0
     request_id: str = ""
     labels: dict[str, str] | None = None
+    wait_seconds: float = 0.0  # > 0: return once the run has finished, or after this long
+
+
+MAX_WAIT_SECONDS = 3600.0
+# How often a waiting submit looks at the run itself, for runs that end on another replica
+# (those on this one wake it at once).
+WAIT_POLL_SECONDS = 0.5
 
 
 @dataclass
@@ -181,6 +188,7 @@ class RunService:
         self.queue = queue
         self.store = store
         self.catalog = catalog
+        self._waiters: dict[str, asyncio.Future[None]] = {}  # run id -> set when it ends here
         self.on_submitted = on_submitted  # counts accepted runs (metrics)
 
     async def submit(self, req: SubmitRequest) -> Run:
@@ -190,13 +198,55 @@ class RunService:
             raise InvalidArgument("set exactly one of task and pipeline", field="task")
         doc = _parse_input(req.input_json)
         _check_priority(req.priority)
+        if not 0 <= req.wait_seconds <= MAX_WAIT_SECONDS:
+            raise InvalidArgument(f"must be between 0 and {MAX_WAIT_SECONDS:g}s", field="wait")
         if req.request_id:
             existing = await self.store.find_by_request_id(req.request_id)
             if existing:
-                return await self.get(existing)
+                return await self._until_finished(existing, req.wait_seconds)
         plan = await self._plan(req)
         self._check_input(plan, doc)
         run, submission = self._new_run(req, plan, doc, req.request_id, trace=telemetry.current())
+        if req.wait_seconds > 0:  # before it is queued, so that its end cannot be missed
+            self._waiters[run.run_id] = asyncio.get_running_loop().create_future()
+        try:
+            accepted = await self._accept(run, submission)
+        except BaseException:
+            self._waiters.pop(run.run_id, None)
+            raise
+        if accepted.run_id != run.run_id:  # the request id's first run, not this one
+            self._waiters.pop(run.run_id, None)
+        return await self._until_finished(accepted.run_id, req.wait_seconds, accepted)
+
+    def run_finished(self, run_id: str) -> None:
+        """A run ended on this replica: wake a submit waiting for it."""
+        waiter = self._waiters.get(run_id)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _until_finished(self, run_id: str, seconds: float, run: Run | None = None) -> Run:
+        """The run once it has finished, or as it stands after ``seconds``."""
+        if seconds <= 0:
+            return run or await self.get(run_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        try:
+            if run is None:
+                run = await self.get(run_id)
+            while not run.finished and loop.time() < deadline:
+                waiter = self._waiters.get(run_id)
+                if waiter is not None and not waiter.done():
+                    with contextlib.suppress(TimeoutError):
+                        pause = max(0.0, min(WAIT_POLL_SECONDS, deadline - loop.time()))
+                        await asyncio.wait_for(asyncio.shield(waiter), pause)
+                self._waiters[run_id] = loop.create_future()  # before reading: no end missed
+                run = await self.get(run_id)
+            return run
+        finally:
+            self._waiters.pop(run_id, None)
+
+    async def _accept(self, run: Run, submission: Submission) -> Run:
+        """Queue the run in Redis and write it to MongoDB at the same time."""
         queued = asyncio.ensure_future(self.queue.submit_many([submission]))
         try:
             inserted = await self.store.insert_run(run, _plan_doc(submission))

@@ -59,6 +59,7 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
                 priority=request.priority,
                 request_id=request.request_id,
                 labels=dict(request.labels),
+                wait_seconds=request.wait.ToNanoseconds() / 1e9,
             )
         )
         return spb.SubmitRunResponse(run=run.to_proto())

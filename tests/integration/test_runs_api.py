@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 import time
 
+import grpc
 import pytest
 
 from clients.sdk import ApiError, Client
 from services.localstack import Cluster
 from tests.conftest import ROOT, run_cli
+from wtm.v1 import scheduler_service_pb2 as spb
+from wtm.v1 import scheduler_service_pb2_grpc as spb_grpc
 
 FIXTURES = ROOT / "tests" / "fixtures" / "tasks"
 
@@ -116,3 +119,38 @@ def test_the_cli_lists_runs_and_executors_and_cancels(cluster: Cluster, client: 
     assert "executor-1" in {e["executor_id"] for e in executors}
     table = run_cli(cluster, "executor", "list").stdout
     assert "executor-1" in table and "CONNECTED" in table
+
+
+def test_run_submits_and_answers_when_the_run_has_finished(client: Client) -> None:
+    done = client.run(task="word_count", input={"text": "one two three"}, timeout=60)
+    assert done.state == "COMPLETED", done.error
+    assert done.output == {"words": ["one", "two", "three"], "count": 3}
+    assert done.ended_at is not None and done.processing_summary is not None
+
+
+def test_run_returns_a_failed_run_as_it_is(client: Client) -> None:
+    done = client.run(task="sleeper", input={"seconds": "not a number"}, timeout=60)
+    assert done.state == "FAILED"
+    assert done.error
+
+
+def test_a_wait_shorter_than_the_run_times_out_and_the_run_carries_on(client: Client) -> None:
+    started = time.monotonic()
+    with pytest.raises(TimeoutError) as caught:
+        client.run(task="sleeper", input={"seconds": 1.5}, timeout=0.3)
+    assert time.monotonic() - started < 1.2  # answered at the end of the wait, not the run
+    run_id = str(caught.value).split()[1]
+    assert client.wait(run_id, timeout=30).state == "COMPLETED"
+
+
+@pytest.mark.parametrize("seconds", [-1, 3601])
+def test_a_wait_out_of_range_is_refused_naming_the_field(cluster: Cluster, seconds: int) -> None:
+    request = spb.SubmitRunRequest(task="word_count", input_json='{"text": "a"}')
+    request.wait.FromSeconds(seconds)
+    with (
+        grpc.insecure_channel(cluster.scheduler_address) as channel,
+        pytest.raises(grpc.RpcError) as caught,
+    ):
+        spb_grpc.SchedulerServiceStub(channel).SubmitRun(request, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details().startswith("wait:")

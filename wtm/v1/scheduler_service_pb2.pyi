@@ -1,5 +1,6 @@
 import datetime
 
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from wtm.v1 import run_pb2 as _run_pb2
 from google.protobuf.internal import containers as _containers
@@ -36,7 +37,7 @@ EXECUTOR_STATE_DRAINING: ExecutorState
 EXECUTOR_STATE_LOST: ExecutorState
 
 class SubmitRunRequest(_message.Message):
-    __slots__ = ("task", "pipeline", "input_json", "priority", "request_id", "labels")
+    __slots__ = ("task", "pipeline", "input_json", "priority", "request_id", "labels", "wait")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -50,13 +51,15 @@ class SubmitRunRequest(_message.Message):
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    WAIT_FIELD_NUMBER: _ClassVar[int]
     task: str
     pipeline: str
     input_json: str
     priority: int
     request_id: str
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, task: _Optional[str] = ..., pipeline: _Optional[str] = ..., input_json: _Optional[str] = ..., priority: _Optional[int] = ..., request_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    wait: _duration_pb2.Duration
+    def __init__(self, task: _Optional[str] = ..., pipeline: _Optional[str] = ..., input_json: _Optional[str] = ..., priority: _Optional[int] = ..., request_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class SubmitRunResponse(_message.Message):
     __slots__ = ("run",)

@@ -78,6 +78,7 @@ class SchedulerServiceServicer:
 
     def SubmitRun(self, request, context):
         """SubmitRun accepts a run of a task or a pipeline; the run is stored durably before it returns.
+        With `wait` set, it returns once the run has finished (or the wait is over).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
