@@ -230,6 +230,7 @@ def dag_burst(client: Client, count: int) -> dict[str, Any]:
     deadline = time.monotonic() + DEADLINE_S
     start = time.monotonic()
     _, ids = client.submit_many([{}] * count, pipeline="bench_dag")  # all at once
+    submitted = time.monotonic()
     done = wait_all(client, ids, deadline)
     total = max(r.ended_at.timestamp() for r in done.values()) - min(
         r.created_at.timestamp() for r in done.values()
@@ -241,7 +242,7 @@ def dag_burst(client: Client, count: int) -> dict[str, Any]:
         "ideal_total_seconds": round(count * 0.250 / 8, 3),
         "total_seconds": round(total, 3),
         "per_dag_p50_seconds": round(pct(walls, 50), 3),
-        "submit_seconds": round(time.monotonic() - start, 3),
+        "submit_seconds": round(submitted - start, 3),
         "target": "total <= 6.6 s, per-DAG p50 <= 4 s",
     }
 

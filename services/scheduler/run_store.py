@@ -68,7 +68,9 @@ class RunStore:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        await self._runs.create_index([("run_id", ASCENDING)], unique=True)
+        # _id is the run id (unique already); request_id is looked up on every submit that
+        # carries an idempotency key, so it must not be a collection scan.
+        await self._runs.create_index([("request_id", ASCENDING)])
         await self._runs.create_index([("created_ms", DESCENDING), ("run_id", DESCENDING)])
         await self._runs.create_index([("state", ASCENDING)])
         await self._runs.create_index([("batch_id", ASCENDING)])
