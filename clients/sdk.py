@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf import duration_pb2
 
 from services.common import refs
 from services.common.artifacts import is_file_field, is_uri
@@ -489,14 +488,7 @@ class Client:
         labels: dict[str, str] | None = None,
     ) -> RunInfo:
         """Submit a run of a task or a pipeline on one input document."""
-        request = spb.SubmitRunRequest(
-            task=task,
-            pipeline=pipeline,
-            input_json=json.dumps(input or {}),
-            priority=priority,
-            request_id=request_id,
-            labels=labels or {},
-        )
+        request = _submit_request(task, pipeline, input, priority, request_id, labels)
         return RunInfo._from(self._call(self._scheduler.SubmitRun, request).run)
 
     def submit_many(
@@ -611,17 +603,8 @@ class Client:
         """Submit a run and wait for it to finish, in one call: the scheduler answers when
         the run has ended. Returns the finished run (large outputs fetched); raises
         ``TimeoutError`` if it has not finished within ``timeout`` seconds."""
-        wait = duration_pb2.Duration()
-        wait.FromNanoseconds(int(min(timeout, 3600.0) * 1e9))
-        request = spb.SubmitRunRequest(
-            task=task,
-            pipeline=pipeline,
-            input_json=json.dumps(input or {}),
-            priority=priority,
-            request_id=request_id,
-            labels=labels or {},
-            wait=wait,
-        )
+        request = _submit_request(task, pipeline, input, priority, request_id, labels)
+        request.wait.FromNanoseconds(int(min(timeout, 3600.0) * 1e9))
         reply = self._call(self._scheduler.SubmitRun, request, timeout=timeout + 30)
         run = RunInfo._from(reply.run)
         if not run.finished:
@@ -676,3 +659,21 @@ class Client:
                 pause = min(pause * 2, 1.0)
             time.sleep(pause)
         raise TimeoutError(f"run {run_id} did not finish in {timeout:g}s")
+
+
+def _submit_request(
+    task: str,
+    pipeline: str,
+    document: dict[str, Any] | None,
+    priority: int,
+    request_id: str,
+    labels: dict[str, str] | None,
+) -> spb.SubmitRunRequest:
+    return spb.SubmitRunRequest(
+        task=task,
+        pipeline=pipeline,
+        input_json=json.dumps(document or {}),
+        priority=priority,
+        request_id=request_id,
+        labels=labels or {},
+    )
