@@ -21,10 +21,7 @@ from pathlib import Path
 PR_SET_PDEATHSIG = 1
 
 # The parent-death signal needs a preexec function, so children are started with a real
-# fork(); gRPC's fork handlers can then hang the parent when its channels are busy
-# (grpc/grpc#22624, #41759). Every child here execs at once, so the handlers are not needed.
-# gRPC reads this when it first initialises, so it must be set before any channel exists.
-os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+# fork(): see services/__init__.py for why gRPC's fork handlers are switched off.
 
 
 def free_port() -> int:
