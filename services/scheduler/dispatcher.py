@@ -156,6 +156,7 @@ class Dispatcher:
         # Whether the last round filled every slot it could: then work may still be waiting
         # and a freed slot calls for a round; otherwise only newly queued work does.
         self._saturated = True
+        self._round = asyncio.Lock()  # one lease round at a time, so slots are counted once
         queue.on_queued = self.wake
         self.metrics = SchedulerMetrics(self)
 
@@ -254,10 +255,12 @@ class Dispatcher:
         member = keys.step_key(report.run_id, report.step_id)
         session.in_flight.pop(member, None)
         session.last_seen = time.time()
-        self._results.append((report, now_ms() * 1000))
+        self._results.append((report, time.time_ns() // 1000))
         self._results_ready.set()
 
     async def _record_results(self, batch: list[tuple[StepReport, int]]) -> None:
+        """Record a batch of results and, in the same round trip, lease work to the slots
+        they freed (the dependents they made ready included)."""
         completions = [
             Completion(
                 keys.step_key(r.run_id, r.step_id),
@@ -270,21 +273,26 @@ class Dispatcher:
             )
             for r, received_us in batch
         ]
-        verdicts = await self.queue.complete_many(completions)
-        for c, v in zip(completions, verdicts, strict=True):
-            if v.verdict == "stale":
-                run_id, _, step_id = c.member.partition(":")
-                log.warning(
-                    "refused stale result for %s attempt %d",
-                    c.member,
-                    c.attempt,
-                    extra=logs.run_fields(run_id, step_id, c.attempt),
-                )
-                continue
-            if v.verdict == "released":  # handed back unrun: not an attempt
-                continue
-            self._send_cancels(v.cancel)
-            self._attempt_ended(c.member, v.snapshot, c.output_json, v.ends_run)
+        async with self._round:
+            wanting, wants = self._wants()
+            verdicts, leases = await self.queue.complete_and_dispatch(
+                completions, wants, self.lease_ms
+            )
+            for c, v in zip(completions, verdicts, strict=True):
+                if v.verdict == "stale":
+                    run_id, _, step_id = c.member.partition(":")
+                    log.warning(
+                        "refused stale result for %s attempt %d",
+                        c.member,
+                        c.attempt,
+                        extra=logs.run_fields(run_id, step_id, c.attempt),
+                    )
+                    continue
+                if v.verdict == "released":  # handed back unrun: not an attempt
+                    continue
+                self._send_cancels(v.cancel)
+                self._attempt_ended(c.member, v.snapshot, c.output_json, v.ends_run)
+            await self._hand_out(wanting, wants, leases)
 
     async def _results_loop(self) -> None:
         while True:
@@ -302,7 +310,7 @@ class Dispatcher:
                 self._results[:0] = batch
                 self._results_ready.set()
                 await asyncio.sleep(0.5)
-            if self._saturated:  # slots were freed; steps queued by it woke us already
+            if self._saturated:  # work may still be waiting for slots freed since
                 self.wake()
 
     def _attempt_ended(
@@ -339,9 +347,18 @@ class Dispatcher:
                 await asyncio.sleep(0.5)
 
     async def _dispatch_round(self) -> None:
+        async with self._round:
+            wanting, wants = self._wants()
+            if wants:
+                await self._hand_out(
+                    wanting, wants, await self.queue.dispatch_many(wants, self.lease_ms)
+                )
+
+    def _wants(self) -> tuple[list[ExecutorSession], list[tuple[str, list[str], int]]]:
+        """The sessions with free slots, in rotating order, and what to lease to each."""
         sessions = list(self.sessions.values())
         if not sessions:
-            return
+            return [], []
         self._rotation = (self._rotation + 1) % len(sessions)
         wanting = [
             s
@@ -350,12 +367,20 @@ class Dispatcher:
         ]
         if not wanting:
             self._saturated = True
+        return wanting, [(s.info.executor_id, self._queues_of(s), s.free_slots) for s in wanting]
+
+    async def _hand_out(
+        self,
+        wanting: list[ExecutorSession],
+        wants: list[tuple[str, list[str], int]],
+        leases: list[list[Leased]],
+    ) -> None:
+        """Build the leased steps' inputs and send them to their executors."""
+        if not wants:
             return
-        wants = [(s.info.executor_id, self._queues_of(s), s.free_slots) for s in wanting]
-        leases = await self.queue.dispatch_many(wants, self.lease_ms)
         self._saturated = any(
             len(got) >= n for (_, _, n), got in zip(wants, leases, strict=True)
-        ) or len(wanting) < len(sessions)
+        ) or len(wanting) < len(self.sessions)
         annotations: dict[str, dict[str, str]] = {}
         outgoing: list[tuple[ExecutorSession, Assignment]] = []
         failed: list[Completion] = []

@@ -26,6 +26,7 @@ SCRIPTS = (
     "cancel_run",
 )
 IDEMPOTENCY_TTL_S = 24 * 3600
+Call = tuple[str, list[Any]]  # a script's name and its arguments (after the key prefix)
 
 
 def now_ms() -> int:
@@ -131,34 +132,33 @@ class RunQueue:
         return await self._scripts[name](keys=[], args=[keys.PREFIX, *args])
 
     async def _call_many(
-        self,
-        name: str,
-        calls: list[list[Any]],
-        extra: Callable[[Any], None] = lambda pipe: None,
+        self, calls: list[Call], extra: Callable[[Any], None] = lambda pipe: None
     ) -> list[Any]:
-        """Run script ``name`` once per argument list, in one pipeline, then the commands
-        ``extra`` adds. Calls go by SHA with no SCRIPT EXISTS round trip first (redis-py's
-        own pipelined scripts check every time); if Redis lost the script (restarted or
-        flushed), none of the calls ran, so the script is loaded and they are sent again."""
-        replies = await self._pipeline(name, calls, extra)
-        if calls and isinstance(replies[0], NoScriptError):
-            script = self._scripts[name]
-            script.sha = await self.redis.script_load(script.script)
-            replies = await self._pipeline(name, calls, extra)
+        """Run script calls (name, arguments) in one pipeline, in order, then the commands
+        ``extra`` adds; returns the calls' replies. Calls go by SHA with no SCRIPT EXISTS
+        round trip first (redis-py's own pipelined scripts check every time); a call that
+        finds its script gone (Redis restarted or flushed) did not run, so the script is
+        loaded and those calls are sent again."""
+        replies = await self._pipeline(calls, extra)
+        missing = [i for i, r in enumerate(replies[: len(calls)]) if isinstance(r, NoScriptError)]
+        if missing:
+            for name in {calls[i][0] for i in missing}:
+                script = self._scripts[name]
+                script.sha = await self.redis.script_load(script.script)
+            again = await self._pipeline([calls[i] for i in missing], lambda pipe: None)
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
         return replies[: len(calls)]
 
-    async def _pipeline(
-        self, name: str, calls: list[list[Any]], extra: Callable[[Any], None]
-    ) -> list[Any]:
-        sha = self._scripts[name].sha
+    async def _pipeline(self, calls: list[Call], extra: Callable[[Any], None]) -> list[Any]:
         async with self.redis.pipeline(transaction=False) as pipe:
-            for args in calls:
-                pipe.evalsha(sha, 0, keys.PREFIX, *args)
+            for name, args in calls:
+                pipe.evalsha(self._scripts[name].sha, 0, keys.PREFIX, *args)
             extra(pipe)
-            return await pipe.execute(raise_on_error=False)
+            return list(await pipe.execute(raise_on_error=False))
 
     # Submitting ---------------------------------------------------------------------------
 
@@ -204,7 +204,7 @@ class RunQueue:
                 pipe.sadd(keys.QUEUE_VARIANTS, *variants)
             pipe.publish(keys.WAKE_CHANNEL, self.origin)
 
-        replies = await self._call_many("submit_run", calls, then)
+        replies = await self._call_many([("submit_run", args) for args in calls], then)
         self.queue_variants |= variants
         self.on_queued()
         return [(status == b"created", rid.decode()) for status, rid in replies]
@@ -242,11 +242,7 @@ class RunQueue:
         self, wants: list[tuple[str, list[str], int]], lease_ms: int
     ) -> list[list[Leased]]:
         """Lease up to n steps to each (executor, queues, n), in order, in one round trip."""
-        now = now_ms()
-        replies = await self._call_many(
-            "dispatch",
-            [[now, lease_ms, executor_id, n, *queues] for executor_id, queues, n in wants],
-        )
+        replies = await self._call_many(_dispatch_calls(wants, lease_ms, now_ms()))
         return [[_leased(item) for item in raw] for raw in replies]
 
     async def complete(
@@ -266,10 +262,36 @@ class RunQueue:
 
     async def complete_many(self, results: list[Completion]) -> list[Verdict]:
         """Record many step results in one round trip; one verdict each, in order."""
+        replies = await self._call_many(self._complete_calls(results, now_ms()))
+        verdicts = [_verdict(raw) for raw in replies]
+        if any(v.verdict in {"completed", "released"} for v in verdicts):  # steps queued
+            self.on_queued()
+            await self._announce()
+        return verdicts
+
+    async def complete_and_dispatch(
+        self, results: list[Completion], wants: list[tuple[str, list[str], int]], lease_ms: int
+    ) -> tuple[list[Verdict], list[list[Leased]]]:
+        """``complete_many`` then ``dispatch_many`` in the same round trip: the slots the
+        results freed take the steps they made ready (and any other waiting work) at once.
+        Other replicas are told when steps were queued; this one's caller decides itself."""
         now = now_ms()
-        replies = await self._call_many(
-            "complete",
-            [
+        calls = self._complete_calls(results, now) + _dispatch_calls(wants, lease_ms, now)
+        replies = await self._call_many(calls)
+        verdicts = [_verdict(raw) for raw in replies[: len(results)]]
+        leases = [[_leased(item) for item in raw] for raw in replies[len(results) :]]
+        if any(v.verdict in {"completed", "released"} for v in verdicts):
+            await self._announce()
+        return verdicts, leases
+
+    async def _announce(self) -> None:
+        """Tell every replica's dispatcher that work was queued."""
+        await self.redis.publish(keys.WAKE_CHANNEL, self.origin)
+
+    def _complete_calls(self, results: list[Completion], now: int) -> list[Call]:
+        return [
+            (
+                "complete",
                 [
                     c.member,
                     c.attempt,
@@ -280,21 +302,10 @@ class RunQueue:
                     c.retry_at_ms,
                     self.finished_ttl_s,
                     json.dumps(c.timings),
-                ]
-                for c in results
-            ],
-        )
-        verdicts = []
-        for raw in replies:
-            words = [w.decode() if isinstance(w, bytes) else str(w) for w in raw]
-            flat = json.loads(words[1])
-            snapshot = dict(_pairs(flat)) if isinstance(flat, list) else {}
-            cancel = _pairs(words[2:]) if words[0] == "failed" else []
-            verdicts.append(Verdict(words[0], cancel, snapshot))
-        if any(v.verdict in {"completed", "released"} for v in verdicts):  # steps queued
-            self.on_queued()
-            await self.redis.publish(keys.WAKE_CHANNEL, self.origin)
-        return verdicts
+                ],
+            )
+            for c in results
+        ]
 
     async def cancel_run(self, run_id: str, reason: str) -> tuple[str, list[tuple[str, str]]]:
         """Cancel a run; ('cancelled', running steps to stop) | ('finished', state) | missing."""
@@ -367,7 +378,7 @@ class RunQueue:
         n = int(await self._call("promote_due", now_ms(), limit))
         if n:
             self.on_queued()
-            await self.redis.publish(keys.WAKE_CHANNEL, self.origin)
+            await self._announce()
         return n
 
     # Reading ------------------------------------------------------------------------------
@@ -441,6 +452,20 @@ class RunQueue:
             return None
         current: Any = await self.redis.get(keys.EPOCH)
         return current.decode() if current else None
+
+
+def _dispatch_calls(wants: list[tuple[str, list[str], int]], lease_ms: int, now: int) -> list[Call]:
+    return [
+        ("dispatch", [now, lease_ms, executor_id, n, *queues]) for executor_id, queues, n in wants
+    ]
+
+
+def _verdict(raw: list[Any]) -> Verdict:
+    words = [w.decode() if isinstance(w, bytes) else str(w) for w in raw]
+    flat = json.loads(words[1])
+    snapshot = dict(_pairs(flat)) if isinstance(flat, list) else {}
+    cancel = _pairs(words[2:]) if words[0] == "failed" else []
+    return Verdict(words[0], cancel, snapshot)
 
 
 def _leased(item: bytes) -> Leased:
