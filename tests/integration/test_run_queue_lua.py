@@ -259,3 +259,25 @@ def test_pipelined_scripts_are_reloaded_when_redis_lost_them(on_valkey) -> None:
         return [x.member for x in leased] + [v.verdict for v in verdicts]
 
     assert on_valkey(scenario) == ["r1:a", "r2:a", "run_completed", "run_completed"]
+
+
+def test_results_and_the_next_leases_share_one_round_trip(on_valkey) -> None:  # noqa: ANN001
+    """complete_and_dispatch records results first, so the same call leases the steps they
+    made ready, and a stale result in the batch changes nothing."""
+
+    async def scenario(q: RunQueue) -> tuple[list[str], list[list[str]]]:
+        await submit(q, "r1", [step("a", dependents=["b"]), step("b", deps=["a"])])
+        [a] = await q.dispatch("e1", ["q"], 1, 30_000)
+        verdicts, leases = await q.complete_and_dispatch(
+            [
+                Completion(a.member, a.attempt, "SUCCEEDED", '{"x": 1}'),
+                Completion(a.member, a.attempt + 1, "SUCCEEDED", "{}"),  # not the lease's attempt
+            ],
+            [("e1", ["q"], 2), ("e2", ["q"], 2)],
+            30_000,
+        )
+        return [v.verdict for v in verdicts], [[x.member for x in got] for got in leases]
+
+    verdicts, leases = on_valkey(scenario)
+    assert verdicts == ["completed", "stale"]
+    assert leases == [["r1:b"], []]
