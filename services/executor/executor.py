@@ -21,13 +21,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc import aio
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from services.common import refs, telemetry
-from services.common.artifacts import find_uris
+from services.common.artifacts import SCHEME, find_uris
 from services.common.errors import WtmError
 from services.executor.artifact_cache import ArtifactCache
 from services.executor.package_cache import PackageCache
@@ -99,6 +100,7 @@ class Executor:
         self._stream_no = 0
         self._attempts = 0
         self._heartbeat_seconds = 5.0
+        self._manifests: dict[str, dict[str, Any]] = {}  # digest -> task.json
 
     def _package_dirs_in_use(self) -> set[str]:
         return self.workers.busy_package_dirs() | {
@@ -372,7 +374,11 @@ class Executor:
             return Outcome(
                 "FAILED", error=f"package download failed: {exc.code().name}: {exc.details()}"
             )
-        manifest = json.loads((package_dir / "task.json").read_text())
+        manifest = self._manifests.get(a.digest)
+        if manifest is None:  # a digest's contents never change
+            manifest = self._manifests[a.digest] = json.loads(
+                (package_dir / "task.json").read_text()
+            )
         try:
             with telemetry.phase("requirements"):
                 extra_paths = await self.requirements.prepare(
@@ -388,7 +394,7 @@ class Executor:
                 input_json = (await self.artifacts.path(big_input)).read_text()
             artifacts = {
                 uri: str(await self.artifacts.path(uri))
-                for uri in set(find_uris(json.loads(input_json)))
+                for uri in (set(find_uris(json.loads(input_json))) if SCHEME in input_json else ())
             }
         except WtmError as exc:
             return Outcome("FATAL", error=f"input artifact: {exc.message}")

@@ -72,11 +72,21 @@ class RequirementInstaller:
         self.allow_install = allow_install
         self.timeout = timeout
         self._locks: dict[str, asyncio.Lock] = {}
+        self._met: dict[tuple[str, ...], tuple[str, ...]] = {}
         self.installs = 0
 
     async def prepare(self, requirements: list[str]) -> tuple[str, ...]:
         """The directories to put first on the worker's ``sys.path`` (none when the
-        environment has everything). Raises FailedPrecondition naming what is missing."""
+        environment has everything). Raises FailedPrecondition naming what is missing.
+        A set found met is remembered: looking versions up costs more than a no-op step."""
+        known = self._met.get(tuple(requirements))
+        if known is not None:
+            return known
+        paths = await self._prepare(requirements)
+        self._met[tuple(requirements)] = paths
+        return paths
+
+    async def _prepare(self, requirements: list[str]) -> tuple[str, ...]:
         wanted = [r for r in requirements if unmet(r) is not None]
         if not wanted:
             return ()

@@ -207,13 +207,16 @@ class ExecutorServicer(epb_grpc.ExecutorServiceServicer):
                     heartbeat_interval_seconds=self._heartbeat_seconds,
                 )
             )
-            while True:
-                getter = asyncio.ensure_future(session.outbox.get())
-                done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
-                if getter not in done:
-                    getter.cancel()
-                    break  # the executor closed its side
-                item = getter.result()
+            while not reader.done():  # until the executor closes its side
+                if session.outbox.empty():
+                    getter = asyncio.ensure_future(session.outbox.get())
+                    await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                    if not getter.done():
+                        getter.cancel()
+                        break
+                    item = getter.result()
+                else:  # drain what is queued without a wait per message
+                    item = session.outbox.get_nowait()
                 if item is None:
                     break
                 if isinstance(item, Assignment):
