@@ -93,6 +93,9 @@ class Executor:
         self._assignments: asyncio.Queue[epb.StepAssignment] = asyncio.Queue()
         self._outbox: asyncio.Queue[epb.ConnectRequest] = asyncio.Queue()
         self._running: dict[tuple[str, str], Running] = {}
+        # Assignments waiting for a free slot (a scheduler with prefetch sends some ahead);
+        # their leases are renewed by heartbeats like those of running steps.
+        self._held: dict[tuple[str, str], epb.StepAttemptRef] = {}
         self._received: dict[bytes, int] = {}  # assignment ref -> when it arrived (ns)
         # Results sent on the current stream, kept one lease period to re-send after a break.
         self._sent: deque[tuple[float, epb.ConnectRequest]] = deque(maxlen=10_000)
@@ -161,6 +164,7 @@ class Executor:
             "draining: %d running, up to %.0fs", len(self._running), self.settings.drain_seconds
         )
         self._draining.set()
+        self._release_held()
         self._outbox.put_nowait(self._heartbeat())  # tells the scheduler: no new work
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle(), self.settings.drain_seconds)
@@ -177,6 +181,15 @@ class Executor:
         await self.workers.close()
         await self._registry_channel.close()
         log.info("stopped")
+
+    def _release_held(self) -> None:
+        """Hand back the assignments no slot has started: draining takes nothing new."""
+        while not self._assignments.empty():
+            ref = self._assignments.get_nowait().ref
+            held = self._held.get((ref.run_id, ref.step_id))
+            if held is not None and held.attempt == ref.attempt:
+                del self._held[(ref.run_id, ref.step_id)]
+                self._outbox.put_nowait(self._released(ref))
 
     async def _idle(self) -> None:
         while self._running or not self._assignments.empty():
@@ -251,15 +264,19 @@ class Executor:
                         if self._draining.is_set():  # sent before the scheduler heard: give back
                             self._outbox.put_nowait(self._released(message.assignment.ref))
                         else:
-                            self._received[message.assignment.ref.SerializeToString()] = (
-                                time.time_ns()
-                            )
+                            ref = message.assignment.ref
+                            self._received[ref.SerializeToString()] = time.time_ns()
+                            self._held[(ref.run_id, ref.step_id)] = ref
                             await self._assignments.put(message.assignment)
                     elif kind == "cancel":
                         ref = message.cancel.ref
-                        running = self._running.get((ref.run_id, ref.step_id))
+                        key = (ref.run_id, ref.step_id)
+                        running = self._running.get(key)
                         if running is not None and running.ref.attempt == ref.attempt:
                             running.cancelled.set()
+                        held = self._held.get(key)
+                        if held is not None and held.attempt == ref.attempt:
+                            del self._held[key]  # its slot will skip it
             except aio.AioRpcError as exc:
                 if exc.code() in (
                     grpc.StatusCode.UNAUTHENTICATED,
@@ -289,7 +306,7 @@ class Executor:
     def _heartbeat(self) -> epb.ConnectRequest:
         return epb.ConnectRequest(
             heartbeat=epb.ExecutorHeartbeat(
-                running=[r.ref for r in self._running.values()],
+                running=[r.ref for r in self._running.values()] + list(self._held.values()),
                 draining=self._draining.is_set(),
             )
         )
@@ -318,6 +335,11 @@ class Executor:
         while True:
             assignment = await self._assignments.get()
             ref = assignment.ref
+            held = self._held.get((ref.run_id, ref.step_id))
+            if held is None or held.attempt != ref.attempt:  # cancelled while it waited
+                self._received.pop(ref.SerializeToString(), None)
+                continue
+            del self._held[(ref.run_id, ref.step_id)]
             running = Running(ref, assignment.digest)
             self._running[(ref.run_id, ref.step_id)] = running
             try:

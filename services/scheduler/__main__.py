@@ -41,6 +41,7 @@ async def serve(settings: SchedulerSettings) -> None:
         lease_seconds=settings.lease_seconds,
         scheduler_id=settings.scheduler_id,
         documents=documents,
+        prefetch=settings.prefetch,
     )
     history.on_run_ended = dispatcher.metrics.run_ended
     runs = RunService(

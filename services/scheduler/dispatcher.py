@@ -103,7 +103,14 @@ class ExecutorSession:
 
     @property
     def free_slots(self) -> int:
-        return 0 if self.draining else self.info.slots - len(self.in_flight)
+        """Slots with nothing running or waiting on them."""
+        return 0 if self.draining else max(0, self.info.slots - len(self.in_flight))
+
+    def room(self, prefetch: int) -> int:
+        """Steps it may take beyond its free slots, to hold until a slot frees."""
+        if self.draining:
+            return 0
+        return max(0, self.info.slots + prefetch - len(self.in_flight)) - self.free_slots
 
 
 def step_input(leased: Leased) -> tuple[str, list[tuple[str, str]], dict[str, str]]:
@@ -139,8 +146,10 @@ class Dispatcher:
         retry: RetryPolicy = RetryPolicy(),
         scheduler_id: str = "",
         documents: LargeDocuments | None = None,
+        prefetch: int = 0,
     ) -> None:
         self.queue = queue
+        self.prefetch = prefetch
         self.documents = documents
         self.history = history
         self.lease_ms = lease_seconds * 1000
@@ -355,19 +364,22 @@ class Dispatcher:
                 )
 
     def _wants(self) -> tuple[list[ExecutorSession], list[tuple[str, list[str], int]]]:
-        """The sessions with free slots, in rotating order, and what to lease to each."""
-        sessions = list(self.sessions.values())
+        """What to lease to whom: first every free slot, sessions in rotating order; then
+        each session's prefetch room, so that held work never waits while a slot is idle."""
+        sessions = [s for s in self.sessions.values() if not s.draining]
         if not sessions:
             return [], []
         self._rotation = (self._rotation + 1) % len(sessions)
-        wanting = [
-            s
-            for s in sessions[self._rotation :] + sessions[: self._rotation]
-            if s.free_slots > 0 and self.sessions.get(s.info.executor_id) is s
-        ]
+        order = sessions[self._rotation :] + sessions[: self._rotation]
+        wanting = [s for s in order if s.free_slots > 0]
+        wants = [(s.info.executor_id, self._queues_of(s), s.free_slots) for s in wanting]
+        if self.prefetch:
+            held = [s for s in order if s.room(self.prefetch) > 0]
+            wanting += held
+            wants += [(s.info.executor_id, self._queues_of(s), s.room(self.prefetch)) for s in held]
         if not wanting:
             self._saturated = True
-        return wanting, [(s.info.executor_id, self._queues_of(s), s.free_slots) for s in wanting]
+        return wanting, wants
 
     async def _hand_out(
         self,
@@ -380,7 +392,7 @@ class Dispatcher:
             return
         self._saturated = any(
             len(got) >= n for (_, _, n), got in zip(wants, leases, strict=True)
-        ) or len(wanting) < len(self.sessions)
+        ) or any(s.free_slots + s.room(self.prefetch) == 0 for s in self.sessions.values())
         annotations: dict[str, dict[str, str]] = {}
         outgoing: list[tuple[ExecutorSession, Assignment]] = []
         failed: list[Completion] = []

@@ -57,7 +57,7 @@ class SchedulerMetrics:
 
     def _observe_slots(self, options: CallbackOptions) -> Iterable[Observation]:
         sessions = list(self._dispatcher.sessions.values())
-        busy = sum(len(s.in_flight) for s in sessions)
+        busy = sum(min(len(s.in_flight), s.info.slots) for s in sessions)  # not prefetched
         total = sum(s.info.slots for s in sessions)
         return [Observation(busy, {"state": "busy"}), Observation(total - busy, {"state": "free"})]
 

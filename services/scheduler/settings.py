@@ -32,6 +32,13 @@ class SchedulerSettings:
     finished_ttl_seconds: int = setting(
         3600, "WTM_FINISHED_TTL_SECONDS", "how long a finished run stays in Redis", positive
     )
+    prefetch: int = setting(
+        0,
+        "WTM_PREFETCH",
+        "steps each executor may hold beyond its free slots, so a freed slot starts the next "
+        "one at once (0: none); held steps keep their lease through heartbeats",
+        lambda v: None if v >= 0 else "must be 0 or more",
+    )
     inline_max_bytes: int = setting(
         DEFAULT_INLINE_MAX_BYTES,
         "WTM_INLINE_MAX_BYTES",
