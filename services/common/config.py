@@ -36,6 +36,11 @@ def positive(value: Any) -> str | None:
     return None if value > 0 else "must be greater than 0"
 
 
+def non_negative(value: Any) -> str | None:
+    """Check that a number is zero or more."""
+    return None if value >= 0 else "must be 0 or more"
+
+
 def host_port(value: str) -> str | None:
     """Check that an address looks like HOST:PORT with a numeric port."""
     host, _, port = value.rpartition(":")

@@ -6,7 +6,7 @@ import re
 import socket
 from dataclasses import dataclass, field
 
-from services.common.config import host_port, positive, setting
+from services.common.config import host_port, non_negative, positive, setting
 from services.common.refs import DEFAULT_INLINE_MAX_BYTES
 
 
@@ -60,7 +60,7 @@ class ExecutorSettings:
         0,
         "WTM_EXECUTOR_CACHE_MAX_MB",
         "cap on the package cache; least recently used packages go first (0: no cap)",
-        lambda v: None if v >= 0 else "must be 0 or more",
+        non_negative,
     )
     install_requirements: bool = setting(
         False,
@@ -71,13 +71,13 @@ class ExecutorSettings:
         0,
         "WTM_WORKER_MEMORY_MB",
         "kill a worker process whose memory (RSS) goes over this; the step fails (0: no limit)",
-        lambda v: None if v >= 0 else "must be 0 or more",
+        non_negative,
     )
     inline_max_bytes: int = setting(
         DEFAULT_INLINE_MAX_BYTES,
         "WTM_INLINE_MAX_BYTES",
         "step outputs larger than this go to the object store by reference (0: always inline)",
-        lambda v: None if v >= 0 else "must be 0 or more",
+        non_negative,
     )
     drain_seconds: float = setting(
         30.0, "WTM_DRAIN_SECONDS", "on SIGTERM, how long running steps may finish", positive

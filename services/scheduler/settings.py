@@ -6,7 +6,7 @@ import os
 import socket
 from dataclasses import dataclass
 
-from services.common.config import host_port, positive, setting
+from services.common.config import host_port, non_negative, positive, setting
 from services.common.refs import DEFAULT_INLINE_MAX_BYTES
 
 
@@ -37,20 +37,20 @@ class SchedulerSettings:
         "WTM_PREFETCH",
         "steps each executor may hold beyond its free slots, so a freed slot starts the next "
         "one at once (0: none); held steps keep their lease through heartbeats",
-        lambda v: None if v >= 0 else "must be 0 or more",
+        non_negative,
     )
     inline_max_bytes: int = setting(
         DEFAULT_INLINE_MAX_BYTES,
         "WTM_INLINE_MAX_BYTES",
         "step inputs larger than this go to the executor by reference (0: always inline)",
-        lambda v: None if v >= 0 else "must be 0 or more",
+        non_negative,
     )
     auth_token: str = setting("", "WTM_AUTH_TOKEN", "bearer token callers must send (empty: none)")
     latest_cache_seconds: float = setting(
         1.0,
         "WTM_LATEST_CACHE_SECONDS",
         "how long what 'latest' means for a task or pipeline is cached (0: ask every time)",
-        lambda v: None if v >= 0 else "must be 0 or more",
+        non_negative,
     )
     metrics_port: int = setting(
         0,

@@ -249,21 +249,29 @@ def test_the_fleet_is_listed_from_any_replica_and_a_stopped_executor_shows_lost(
         assert {e.executor_id: e.state for e in client.list_executors()}["listed-b"] == "LOST"
 
 
+def busy_then_next(fleet: Fleet, ledger: Path, seconds: float, **env: str) -> tuple[str, str, str]:
+    """A scheduler with prefetch and a one-slot executor, given a step that keeps the slot
+    busy for ``seconds`` and a second one that the executor holds meanwhile. Returns the
+    scheduler's address and the two run ids."""
+    fleet.env.update(WTM_PREFETCH="1", **env)
+    address = fleet.start_scheduler()
+    fleet.start_executor(address, "prefetching", slots=1)
+    with fleet.client(address) as client:
+        busy = {"tag": "a", "ledger": str(ledger), "seconds": seconds}
+        first = client.submit(task="ledger", input=busy)
+        second = client.submit(task="ledger", input={"tag": "b", "ledger": str(ledger)})
+    return address, first.run_id, second.run_id
+
+
 def test_a_prefetched_step_keeps_its_lease_while_held_and_runs_once(
     fleet: Fleet, tmp_path: Path
 ) -> None:
     """With WTM_PREFETCH, a busy executor holds the next step; heartbeats renew its lease
     while it waits longer than the lease, so it runs once, on the slot that frees."""
-    fleet.env.update(WTM_PREFETCH="1", WTM_LEASE_SECONDS="2")
-    address = fleet.start_scheduler()
-    fleet.start_executor(address, "prefetching", slots=1)
     ledger = tmp_path / "ledger.txt"
+    address, first, second = busy_then_next(fleet, ledger, 3, WTM_LEASE_SECONDS="2")
     with fleet.client(address) as client:
-        first = client.submit(
-            task="ledger", input={"tag": "a", "ledger": str(ledger), "seconds": 3}
-        )
-        second = client.submit(task="ledger", input={"tag": "b", "ledger": str(ledger)})
-        a, b = wait_all(client, [first.run_id, second.run_id])
+        a, b = wait_all(client, [first, second])
     assert (a.state, b.state) == ("COMPLETED", "COMPLETED")
     assert ledger_counts(ledger) == Counter({"a": 1, "b": 1})
     assert b.steps[0].attempt == 1  # its lease never expired
@@ -272,20 +280,14 @@ def test_a_prefetched_step_keeps_its_lease_while_held_and_runs_once(
 
 
 def test_a_held_step_that_is_cancelled_never_runs(fleet: Fleet, tmp_path: Path) -> None:
-    fleet.env.update(WTM_PREFETCH="1")
-    address = fleet.start_scheduler()
-    fleet.start_executor(address, "holding", slots=1)
     ledger = tmp_path / "ledger.txt"
+    address, first, second = busy_then_next(fleet, ledger, 2)
     with fleet.client(address) as client:
-        first = client.submit(
-            task="ledger", input={"tag": "a", "ledger": str(ledger), "seconds": 2}
-        )
-        second = client.submit(task="ledger", input={"tag": "b", "ledger": str(ledger)})
         deadline = time.monotonic() + 10
-        while client.get_run(second.run_id).state != "RUNNING":  # leased, so held
+        while client.get_run(second).state != "RUNNING":  # leased, so held
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        assert client.cancel(second.run_id, reason="not needed").state == "CANCELLED"
-        assert client.wait(first.run_id, timeout=30).state == "COMPLETED"
+        assert client.cancel(second, reason="not needed").state == "CANCELLED"
+        assert client.wait(first, timeout=30).state == "COMPLETED"
         time.sleep(0.5)
     assert ledger_counts(ledger) == Counter({"a": 1})
