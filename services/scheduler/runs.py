@@ -188,7 +188,9 @@ class RunService:
         self.queue = queue
         self.store = store
         self.catalog = catalog
-        self._waiters: dict[str, asyncio.Future[None]] = {}  # run id -> set when it ends here
+        # Submits waiting for runs to end: each has its own future, set when the run ends on
+        # this replica.
+        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self.on_submitted = on_submitted  # counts accepted runs (metrics)
 
     async def submit(self, req: SubmitRequest) -> Run:
@@ -207,43 +209,65 @@ class RunService:
         plan = await self._plan(req)
         self._check_input(plan, doc)
         run, submission = self._new_run(req, plan, doc, req.request_id, trace=telemetry.current())
-        if req.wait_seconds > 0:  # before it is queued, so that its end cannot be missed
-            self._waiters[run.run_id] = asyncio.get_running_loop().create_future()
-        try:
+        waiter = self._watch(run.run_id) if req.wait_seconds > 0 else None  # before queueing,
+        try:  # so that its end cannot be missed
             accepted = await self._accept(run, submission)
         except BaseException:
-            self._waiters.pop(run.run_id, None)
+            self._unwatch(run.run_id, waiter)
             raise
         if accepted.run_id != run.run_id:  # the request id's first run, not this one
-            self._waiters.pop(run.run_id, None)
-        return await self._until_finished(accepted.run_id, req.wait_seconds, accepted)
+            self._unwatch(run.run_id, waiter)
+            waiter = None
+        return await self._until_finished(accepted.run_id, req.wait_seconds, accepted, waiter)
 
     def run_finished(self, run_id: str) -> None:
-        """A run ended on this replica: wake a submit waiting for it."""
-        waiter = self._waiters.get(run_id)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        """A run ended on this replica: wake the submits waiting for it."""
+        for waiter in self._waiters.get(run_id, ()):
+            if not waiter.done():
+                waiter.set_result(None)
 
-    async def _until_finished(self, run_id: str, seconds: float, run: Run | None = None) -> Run:
-        """The run once it has finished, or as it stands after ``seconds``."""
+    def _watch(self, run_id: str) -> asyncio.Future[None]:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(run_id, set()).add(waiter)
+        return waiter
+
+    def _unwatch(self, run_id: str, waiter: asyncio.Future[None] | None) -> None:
+        waiting = self._waiters.get(run_id)
+        if waiting is not None and waiter is not None:
+            waiting.discard(waiter)
+            if not waiting:
+                del self._waiters[run_id]
+
+    async def _until_finished(
+        self,
+        run_id: str,
+        seconds: float,
+        run: Run | None = None,
+        waiter: asyncio.Future[None] | None = None,
+    ) -> Run:
+        """The run once it has finished, or as it stands after ``seconds``. A run that ends
+        on this replica wakes the wait at once; one that ends elsewhere is seen by looking
+        every WAIT_POLL_SECONDS."""
         if seconds <= 0:
             return run or await self.get(run_id)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
+        waiter = waiter or self._watch(run_id)  # before reading: no end is missed
         try:
             if run is None:
                 run = await self.get(run_id)
             while not run.finished and loop.time() < deadline:
-                waiter = self._waiters.get(run_id)
-                if waiter is not None and not waiter.done():
+                if not waiter.done():
                     with contextlib.suppress(TimeoutError):
                         pause = max(0.0, min(WAIT_POLL_SECONDS, deadline - loop.time()))
                         await asyncio.wait_for(asyncio.shield(waiter), pause)
-                self._waiters[run_id] = loop.create_future()  # before reading: no end missed
+                if waiter.done():  # a fresh one, before reading again
+                    self._unwatch(run_id, waiter)
+                    waiter = self._watch(run_id)
                 run = await self.get(run_id)
             return run
         finally:
-            self._waiters.pop(run_id, None)
+            self._unwatch(run_id, waiter)
 
     async def _accept(self, run: Run, submission: Submission) -> Run:
         """Queue the run in Redis and write it to MongoDB at the same time."""

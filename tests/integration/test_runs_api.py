@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
@@ -154,3 +155,19 @@ def test_a_wait_out_of_range_is_refused_naming_the_field(cluster: Cluster, secon
         spb_grpc.SchedulerServiceStub(channel).SubmitRun(request, timeout=10)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert caught.value.details().startswith("wait:")
+
+
+def test_two_calls_waiting_on_one_run_both_get_it_finished(client: Client) -> None:
+    """The same idempotency key from two callers at once: one run, and both waits end with
+    it finished."""
+    key = f"shared-wait-{time.time_ns()}"
+    with ThreadPoolExecutor(2) as pool:
+        calls = [
+            pool.submit(
+                client.run, task="sleeper", input={"seconds": 0.5}, request_id=key, timeout=30
+            )
+            for _ in range(2)
+        ]
+        first, second = (c.result() for c in calls)
+    assert first.run_id == second.run_id
+    assert (first.state, second.state) == ("COMPLETED", "COMPLETED")
