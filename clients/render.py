@@ -105,8 +105,28 @@ def run_summary(r: RunInfo) -> str:
         lines.append("  lineage:")
         lines.extend(f"    {src} -> {dst}" for src, dst in r.lineage)
     if r.output is not None:
-        lines.append(escape("  output: " + json.dumps(r.output, indent=2).replace("\n", "\n  ")))
+        lines.append(escape("  output: " + shown_output(r.output).replace("\n", "\n  ")))
     return "\n".join(lines)
+
+
+SHOWN_OUTPUT_LINES = 60
+
+
+def shown_output(output: object) -> str:
+    """An output as indented JSON, cut after SHOWN_OUTPUT_LINES lines (a large output would
+    fill the terminal; ``--json`` prints it whole)."""
+    text = json.dumps(output, indent=2)
+    lines = text.split("\n")
+    if len(lines) <= SHOWN_OUTPUT_LINES:
+        return text
+    size = len(json.dumps(output))
+    return "\n".join(
+        [
+            *lines[:SHOWN_OUTPUT_LINES],
+            f"… {len(lines) - SHOWN_OUTPUT_LINES} more lines ({size} bytes as JSON); "
+            "`wtm --json run get RUN_ID` prints it whole",
+        ]
+    )
 
 
 def pipelines_table(pipelines: list[PipelineInfo]) -> Table:
