@@ -109,17 +109,18 @@ def run_summary(r: RunInfo) -> str:
     return "\n".join(lines)
 
 
+SHOWN_OUTPUT_BYTES = 16 * 1024  # larger outputs are cut: they would fill the terminal
 SHOWN_OUTPUT_LINES = 60
 
 
 def shown_output(output: object) -> str:
-    """An output as indented JSON, cut after SHOWN_OUTPUT_LINES lines (a large output would
-    fill the terminal; ``--json`` prints it whole)."""
+    """An output as indented JSON; one over SHOWN_OUTPUT_BYTES is cut after
+    SHOWN_OUTPUT_LINES lines (``--json`` prints it whole)."""
     text = json.dumps(output, indent=2)
-    lines = text.split("\n")
-    if len(lines) <= SHOWN_OUTPUT_LINES:
-        return text
     size = len(json.dumps(output))
+    lines = text.split("\n")
+    if size <= SHOWN_OUTPUT_BYTES or len(lines) <= SHOWN_OUTPUT_LINES:
+        return text
     return "\n".join(
         [
             *lines[:SHOWN_OUTPUT_LINES],
