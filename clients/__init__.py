@@ -1,14 +1,7 @@
 """Clients of Worker Task Manager: the Python SDK (``clients.sdk``) and the CLI (``wtm``)."""
 
-import os
-
-# gRPC's fork handlers can hang a process that forks while its channels are busy
-# (grpc/grpc#22624, #41759); our processes only fork to exec (the local stack's children,
-# worker processes, pip), so the handlers are not needed. gRPC reads this when it is first
-# imported, so it is set here, before any module of ours imports grpc.
-os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
-
-from clients.sdk import (  # noqa: E402
+import services  # noqa: F401 - first: it sets gRPC's fork setting before grpc is imported
+from clients.sdk import (
     ApiError,
     Client,
     PipelineInfo,

@@ -25,7 +25,7 @@ from typing import Any
 import grpc
 
 from services.common import refs
-from services.common.artifacts import is_file_field, is_uri
+from services.common.artifacts import is_file_field, is_uri, upload_requests
 from services.common.packaging import pack_directory, sha256_hex
 from wtm.v1 import registry_service_pb2 as rpb
 from wtm.v1 import registry_service_pb2_grpc as rpb_grpc
@@ -388,15 +388,8 @@ class Client:
         """Store a local file in the object store; returns the ``artifact://`` URI to put in a
         run's input."""
         path = Path(path)
-        data = path.read_bytes()
-
-        def messages() -> Iterator[rpb.UploadArtifactRequest]:
-            header = rpb.UploadArtifactHeader(filename=path.name)
-            yield rpb.UploadArtifactRequest(header=header)
-            for i in range(0, len(data), CHUNK):
-                yield rpb.UploadArtifactRequest(chunk=data[i : i + CHUNK])
-
-        return str(self._call(self._registry.UploadArtifact, messages()).uri)
+        requests = upload_requests(path.name, path.read_bytes())
+        return str(self._call(self._registry.UploadArtifact, requests).uri)
 
     def download_artifact(self, uri: str) -> bytes:
         """The bytes of a stored artifact (an uploaded input, or an output that went by
@@ -413,16 +406,20 @@ class Client:
         except grpc.RpcError as exc:
             raise ApiError(exc.code().name, exc.details() or "") from None
 
-    def resolve_refs(self, value: Any) -> Any:
+    def resolve_refs(self, value: Any, fetched: dict[str, Any] | None = None) -> Any:
         """``value`` with every large document that went by reference (``{"wtm_ref": ...}``)
-        replaced by the document itself."""
+        replaced by the document itself; ``fetched`` (URI -> document) is filled as it
+        goes, so a document referenced twice is downloaded once."""
+        fetched = {} if fetched is None else fetched
         uri = refs.ref_uri(value)
         if uri is not None:
-            return json.loads(self.download_artifact(uri))
+            if uri not in fetched:
+                fetched[uri] = json.loads(self.download_artifact(uri))
+            return fetched[uri]
         if isinstance(value, dict):
-            return {k: self.resolve_refs(v) for k, v in value.items()}
+            return {k: self.resolve_refs(v, fetched) for k, v in value.items()}
         if isinstance(value, list):
-            return [self.resolve_refs(v) for v in value]
+            return [self.resolve_refs(v, fetched) for v in value]
         return value
 
     def upload_local_files(
@@ -584,10 +581,14 @@ class Client:
         """``run`` with its outputs that went by reference fetched."""
         if refs.REF_KEY not in repr((run.output, [s.output for s in run.steps])):
             return run
+        fetched: dict[str, Any] = {}  # a sink's output is also the run's: fetched once
         return dataclasses.replace(
             run,
-            output=self.resolve_refs(run.output),
-            steps=[dataclasses.replace(s, output=self.resolve_refs(s.output)) for s in run.steps],
+            output=self.resolve_refs(run.output, fetched),
+            steps=[
+                dataclasses.replace(s, output=self.resolve_refs(s.output, fetched))
+                for s in run.steps
+            ],
         )
 
     def run(

@@ -8,10 +8,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-# Before grpc is first imported: see services/__init__.py.
-os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
-
-import pytest  # noqa: E402
+import pytest
 
 from clients.sdk import Client
 from services.localstack import Cluster

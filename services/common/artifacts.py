@@ -7,12 +7,16 @@ a local path. The filename stays in the URI so its extension still tells the for
 
 from __future__ import annotations
 
+import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import PurePosixPath
 from typing import Any
 
-from services.common.errors import InvalidArgument
+from services.common.errors import FailedPrecondition, InvalidArgument
+from wtm.v1 import registry_service_pb2 as rpb
+
+CHUNK = 256 * 1024  # bytes per upload message
 
 SCHEME = "artifact://"
 _URI = re.compile(r"^artifact://sha256/([0-9a-f]{64})/([^/\\]{1,255})$")
@@ -56,3 +60,24 @@ FILE_FIELD_SUFFIXES = ("path", "file", "image", "uri", "url")
 def is_file_field(name: str) -> bool:
     """Whether an input field names a file by convention (``image_path``, ``source_file``)."""
     return name.lower().endswith(FILE_FIELD_SUFFIXES)
+
+
+def upload_requests(filename: str, data: bytes) -> Iterator[rpb.UploadArtifactRequest]:
+    """The messages of an UploadArtifact stream: a header naming the file, then chunks."""
+    yield rpb.UploadArtifactRequest(header=rpb.UploadArtifactHeader(filename=filename))
+    for i in range(0, len(data), CHUNK):
+        yield rpb.UploadArtifactRequest(chunk=data[i : i + CHUNK])
+
+
+async def download_verified(chunks: AsyncIterator[bytes], digest: str, what: str) -> bytes:
+    """All of a download, refused (FailedPrecondition) unless its sha256 is ``digest``."""
+    hasher = hashlib.sha256()
+    parts = []
+    async for chunk in chunks:
+        hasher.update(chunk)
+        parts.append(chunk)
+    if hasher.hexdigest() != digest:
+        raise FailedPrecondition(
+            f"{what} content hashes to {hasher.hexdigest()}, not {digest}: refused", field="digest"
+        )
+    return b"".join(parts)

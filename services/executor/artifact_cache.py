@@ -7,8 +7,7 @@ import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-from services.common.artifacts import parse_uri
-from services.executor.package_cache import download_verified
+from services.common.artifacts import download_verified, parse_uri
 
 Fetch = Callable[[str], AsyncIterator[bytes]]
 

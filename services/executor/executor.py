@@ -28,7 +28,7 @@ from grpc import aio
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from services.common import refs, telemetry
-from services.common.artifacts import SCHEME, find_uris
+from services.common.artifacts import SCHEME, find_uris, upload_requests
 from services.common.errors import WtmError
 from services.executor.artifact_cache import ArtifactCache
 from services.executor.package_cache import PackageCache
@@ -42,7 +42,6 @@ from wtm.v1 import registry_service_pb2 as rpb
 from wtm.v1 import registry_service_pb2_grpc as rpb_grpc
 
 log = logging.getLogger(__name__)
-ARTIFACT_CHUNK = 256 * 1024
 SOFTWARE_VERSION = "0.1.0"
 
 
@@ -124,15 +123,6 @@ class Executor:
         async for reply in stream:
             yield reply.chunk
 
-    async def _upload_artifact(self, filename: str, data: bytes) -> str:
-        async def messages() -> AsyncIterator[rpb.UploadArtifactRequest]:
-            yield rpb.UploadArtifactRequest(header=rpb.UploadArtifactHeader(filename=filename))
-            for i in range(0, len(data), ARTIFACT_CHUNK):
-                yield rpb.UploadArtifactRequest(chunk=data[i : i + ARTIFACT_CHUNK])
-
-        reply = await self._registry.UploadArtifact(messages(), metadata=self._metadata)
-        return str(reply.uri)
-
     async def _by_reference(self, a: epb.StepAssignment, outcome: Outcome) -> Outcome:
         """A succeeded step's output, stored in the object store when over the inline limit
         (the result then carries a reference document)."""
@@ -143,7 +133,10 @@ class Executor:
         data = outcome.output_json.encode()
         try:
             with telemetry.phase("store output", **{"wtm.output_bytes": len(data)}):
-                uri = await self._upload_artifact(f"{a.output_id or 'output'}.json", data)
+                reply = await self._registry.UploadArtifact(
+                    upload_requests(f"{a.output_id or 'output'}.json", data),
+                    metadata=self._metadata,
+                )
         except aio.AioRpcError as exc:  # the object store may be back for the next attempt
             return Outcome(
                 "FAILED",
@@ -151,7 +144,7 @@ class Executor:
                 f"{exc.details()}",
                 process_times=outcome.process_times,
             )
-        return dataclasses.replace(outcome, output_json=refs.make_ref(uri, len(data)))
+        return dataclasses.replace(outcome, output_json=refs.make_ref(reply.uri, len(data)))
 
     # Lifecycle ---------------------------------------------------------------------------
 

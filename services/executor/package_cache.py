@@ -12,7 +12,6 @@ warm workers of an evicted package are retired first (``on_evict``).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import shutil
@@ -21,25 +20,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-from services.common.errors import FailedPrecondition
+from services.common.artifacts import download_verified
 from services.common.packaging import extract_to, inspect_archive
 
 log = logging.getLogger(__name__)
 Fetch = Callable[[str], AsyncIterator[bytes]]
-
-
-async def download_verified(chunks: AsyncIterator[bytes], digest: str, what: str) -> bytes:
-    """All of a download, refused (FailedPrecondition) unless its sha256 is ``digest``."""
-    hasher = hashlib.sha256()
-    parts = []
-    async for chunk in chunks:
-        hasher.update(chunk)
-        parts.append(chunk)
-    if hasher.hexdigest() != digest:
-        raise FailedPrecondition(
-            f"{what} content hashes to {hasher.hexdigest()}, not {digest}: refused", field="digest"
-        )
-    return b"".join(parts)
 
 
 def _tree_bytes(path: Path) -> int:

@@ -15,11 +15,10 @@ from collections.abc import AsyncIterator
 from grpc import aio
 
 from services.common import refs
-from services.common.artifacts import parse_uri
+from services.common.artifacts import download_verified, parse_uri, upload_requests
+from services.common.errors import WtmError
 from wtm.v1 import registry_service_pb2 as rpb
 from wtm.v1 import registry_service_pb2_grpc as rpb_grpc
-
-CHUNK = 256 * 1024
 
 
 class LargeDocumentError(Exception):
@@ -43,6 +42,7 @@ class LargeDocuments:
     ) -> None:
         self._address = registry_address
         self._channel: aio.Channel | None = None
+        self._registry: rpb_grpc.RegistryServiceStub | None = None
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.inline_max_bytes = inline_max_bytes
         self.cache_bytes = cache_bytes
@@ -50,9 +50,10 @@ class LargeDocuments:
         self._cached = 0
 
     def _stub(self) -> rpb_grpc.RegistryServiceStub:
-        if self._channel is None:  # opened on first use: most deployments never need it
+        if self._registry is None:  # opened on first use: most deployments never need it
             self._channel = aio.insecure_channel(self._address)
-        return rpb_grpc.RegistryServiceStub(self._channel)
+            self._registry = rpb_grpc.RegistryServiceStub(self._channel)
+        return self._registry
 
     async def close(self) -> None:
         if self._channel is not None:
@@ -68,14 +69,9 @@ class LargeDocuments:
             self._cache.move_to_end(digest)
             return self._cache[digest]
         try:
-            data = b"".join(
-                [
-                    r.chunk
-                    async for r in self._stub().DownloadArtifact(
-                        rpb.DownloadArtifactRequest(uri=uri), metadata=self._metadata
-                    )
-                ]
-            )
+            data = await download_verified(self._chunks(uri), digest, "large document")
+        except WtmError as exc:  # the bytes are not what the digest says
+            raise LargeDocumentError(f"fetching {uri}: {exc.message}", retryable=False) from exc
         except aio.AioRpcError as exc:
             raise LargeDocumentError(
                 f"fetching {uri}: {exc.code().name}: {exc.details()}",
@@ -85,19 +81,20 @@ class LargeDocuments:
         self._remember(digest, document)
         return document
 
+    async def _chunks(self, uri: str) -> AsyncIterator[bytes]:
+        request = rpb.DownloadArtifactRequest(uri=uri)
+        async for reply in self._stub().DownloadArtifact(request, metadata=self._metadata):
+            yield reply.chunk
+
     async def shrink(self, text: str, filename: str) -> str:
         """``text``, or a reference to it stored as an artifact when it is over the limit."""
         if not refs.too_large(text, self.inline_max_bytes):
             return text
         data = text.encode()
-
-        async def messages() -> AsyncIterator[rpb.UploadArtifactRequest]:
-            yield rpb.UploadArtifactRequest(header=rpb.UploadArtifactHeader(filename=filename))
-            for i in range(0, len(data), CHUNK):
-                yield rpb.UploadArtifactRequest(chunk=data[i : i + CHUNK])
-
         try:
-            reply = await self._stub().UploadArtifact(messages(), metadata=self._metadata)
+            reply = await self._stub().UploadArtifact(
+                upload_requests(filename, data), metadata=self._metadata
+            )
         except aio.AioRpcError as exc:
             raise LargeDocumentError(
                 f"storing a {len(data)}-byte input: {exc.code().name}: {exc.details()}",

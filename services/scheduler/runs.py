@@ -258,9 +258,8 @@ class RunService:
                 run = await self.get(run_id)
             while not run.finished and loop.time() < deadline:
                 if not waiter.done():
-                    with contextlib.suppress(TimeoutError):
-                        pause = max(0.0, min(WAIT_POLL_SECONDS, deadline - loop.time()))
-                        await asyncio.wait_for(asyncio.shield(waiter), pause)
+                    pause = max(0.0, min(WAIT_POLL_SECONDS, deadline - loop.time()))
+                    await asyncio.wait({waiter}, timeout=pause)
                 if waiter.done():  # a fresh one, before reading again
                     self._unwatch(run_id, waiter)
                     waiter = self._watch(run_id)
