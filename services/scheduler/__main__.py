@@ -49,6 +49,7 @@ async def serve(settings: SchedulerSettings) -> None:
         store,
         catalog,
         on_submitted=dispatcher.metrics.submitted,
+        enqueue=dispatcher.submit,
     )
     history.on_finished = runs.run_finished
 

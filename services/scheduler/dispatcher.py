@@ -28,7 +28,14 @@ from services.scheduler.history import History
 from services.scheduler.large_documents import LargeDocumentError, LargeDocuments
 from services.scheduler.metrics import SchedulerMetrics
 from services.scheduler.retry_policy import RetryPolicy
-from services.scheduler.run_queue import Completion, Leased, RunQueue, now_ms
+from services.scheduler.run_queue import (
+    Completion,
+    Leased,
+    RunQueue,
+    RunState,
+    Submission,
+    now_ms,
+)
 from services.scheduler.task_catalog import serves
 
 log = logging.getLogger(__name__)
@@ -300,7 +307,7 @@ class Dispatcher:
                 if v.verdict == "released":  # handed back unrun: not an attempt
                     continue
                 self._send_cancels(v.cancel)
-                self._attempt_ended(c.member, v.snapshot, c.output_json, v.ends_run)
+                self._attempt_ended(c.member, v.snapshot, c.output_json, v.ends_run, v.final)
             await self._hand_out(wanting, wants, leases)
 
     async def _results_loop(self) -> None:
@@ -323,7 +330,12 @@ class Dispatcher:
                 self.wake()
 
     def _attempt_ended(
-        self, member: str, snapshot: dict[str, str], output_json: str, ends_run: bool
+        self,
+        member: str,
+        snapshot: dict[str, str],
+        output_json: str,
+        ends_run: bool,
+        final: RunState | None = None,
     ) -> None:
         """Record an attempt a Lua call just ended: history, span, metrics."""
         if snapshot:
@@ -331,7 +343,19 @@ class Dispatcher:
             tracing.record_step(member, snapshot, time.time_ns())
             self.metrics.attempt_ended(snapshot)
         if ends_run:
-            self.history.run_ended(member.partition(":")[0])
+            self.history.run_ended(member.partition(":")[0], final)
+
+    async def submit(self, runs: list[Submission]) -> list[tuple[bool, str]]:
+        """Queue new runs and, in the same round trip, lease work to the free slots, so a
+        run submitted to an idle fleet starts without a dispatch round of its own. While a
+        round is under way the runs are only queued; that round or the next takes them."""
+        if self._round.locked():
+            return await self.queue.submit_many(runs)
+        async with self._round:
+            wanting, wants = self._wants()
+            created, leases = await self.queue.submit_and_dispatch(runs, wants, self.lease_ms)
+            await self._hand_out(wanting, wants, leases)
+        return created
 
     async def cancel_run(self, run_id: str, reason: str) -> str:
         """Cancel a run; tells executors to stop its running steps. Returns the run's state."""
@@ -443,7 +467,7 @@ class Dispatcher:
         if failed:
             for c, v in zip(failed, await self.queue.complete_many(failed), strict=True):
                 self._send_cancels(v.cancel)
-                self._attempt_ended(c.member, v.snapshot, "", v.ends_run)
+                self._attempt_ended(c.member, v.snapshot, "", v.ends_run, v.final)
 
     async def _expand_outputs(self, leased: Leased) -> Leased:
         """``leased`` with the upstream outputs that went by reference fetched."""

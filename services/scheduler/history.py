@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 from services.scheduler import tracing
 from services.scheduler.models import TERMINAL, Run, StepRun, ms_to_dt
-from services.scheduler.run_queue import RunQueue, StepSpec, Submission, now_ms
+from services.scheduler.run_queue import RunQueue, RunState, StepSpec, Submission, now_ms
 from services.scheduler.run_store import RunStore
 
 log = logging.getLogger(__name__)
@@ -43,11 +43,13 @@ class History:
         self.scan_seconds = scan_seconds
         self.epoch = uuid.uuid4().hex
         self._ended: set[str] = set()
+        self._finals: dict[str, RunState] = {}  # ended runs as their last Lua call returned
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.rebuilt = 0
         self.on_run_ended: Callable[[Run], None] = lambda run: None  # metrics hook
-        self.on_finished: Callable[[str], None] = lambda run_id: None  # wakes waiting submits
+        # Wakes waiting submits, with the finished run when the caller had it.
+        self.on_finished: Callable[[str, RunState | None], None] = lambda run_id, final: None
 
     async def start(self) -> None:
         self.epoch = await self.queue.claim_epoch(self.epoch) or self.epoch
@@ -81,10 +83,14 @@ class History:
             return
         self.store.record_step_later(run_id, step)
 
-    def run_ended(self, run_id: str) -> None:
+    def run_ended(self, run_id: str, final: RunState | None = None) -> None:
+        """A run ended; ``final`` is the run as the Lua call that ended it returned it (then
+        it is not read back)."""
         self._ended.add(run_id)
+        if final is not None:
+            self._finals[run_id] = final
         self._wake.set()
-        self.on_finished(run_id)
+        self.on_finished(run_id, final)
 
     async def _write_loop(self) -> None:
         while True:
@@ -100,13 +106,16 @@ class History:
 
     async def _write_ended(self) -> None:
         ended, self._ended = self._ended, set()
+        finals, self._finals = self._finals, {}
         if not ended:
             return
         try:
-            found = await self.queue.read_runs(sorted(ended))
+            found = await self.queue.read_runs(sorted(ended - finals.keys()))
         except Exception:
             self._ended |= ended
+            self._finals.update(finals)
             raise
+        found.update((run_id, finals[run_id]) for run_id in ended & finals.keys())
         for run_id, (run_hash, steps, outputs) in found.items():
             if not run_hash:
                 continue

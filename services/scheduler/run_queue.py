@@ -27,6 +27,8 @@ SCRIPTS = (
 )
 IDEMPOTENCY_TTL_S = 24 * 3600
 Call = tuple[str, list[Any]]  # a script's name and its arguments (after the key prefix)
+# A run as Redis holds it: the run hash, its step hashes in order, its outputs by step.
+RunState = tuple[dict[str, str], list[dict[str, str]], dict[str, str]]
 
 
 def now_ms() -> int:
@@ -92,6 +94,7 @@ class Verdict:
     verdict: str
     cancel: list[tuple[str, str]]  # (step-key, executor id)
     snapshot: dict[str, str] = field(default_factory=dict)
+    final: RunState | None = None  # the whole run, when this result ended it
 
     @property
     def ends_run(self) -> bool:
@@ -171,31 +174,20 @@ class RunQueue:
 
     async def submit_many(self, runs: list[Submission]) -> list[tuple[bool, str]]:
         """Create runs in one round trip, then wake every replica's dispatcher once."""
+        created, _ = await self.submit_and_dispatch(runs, [], 0)
+        self.on_queued()
+        return created
+
+    async def submit_and_dispatch(
+        self, runs: list[Submission], wants: list[tuple[str, list[str], int]], lease_ms: int
+    ) -> tuple[list[tuple[bool, str]], list[list[Leased]]]:
+        """Create runs and lease up to n steps to each (executor, queues, n), in one round
+        trip: free slots take the new runs' first steps (or older waiting work) at once.
+        Returns (created, run_id) per run, and the leases per want. Other replicas are told
+        that work was queued; this one's caller decides itself."""
         now = now_ms()
-        calls = []
-        for r in runs:
-            payload = [
-                {
-                    "step_id": s.step_id,
-                    "deps": s.deps,
-                    "dependents": s.dependents,
-                    "fields": s.fields,
-                    **({"output": r.done[s.step_id]} if s.step_id in r.done else {}),
-                    **({"attempt": r.attempts[s.step_id]} if s.step_id in r.attempts else {}),
-                }
-                for s in r.steps
-            ]
-            calls.append(
-                [
-                    r.run_id,
-                    json.dumps(r.run_fields),
-                    json.dumps(payload),
-                    now,
-                    r.request_id,
-                    IDEMPOTENCY_TTL_S,
-                    self.finished_ttl_s,
-                ]
-            )
+        ttl = self.finished_ttl_s
+        calls: list[Call] = [("submit_run", _submit_args(r, now, ttl)) for r in runs]
         variants = {s.fields["queue"] for r in runs for s in r.steps} - self.queue_variants
         variants = {v for v in variants if "|" in v}
 
@@ -204,10 +196,10 @@ class RunQueue:
                 pipe.sadd(keys.QUEUE_VARIANTS, *variants)
             pipe.publish(keys.WAKE_CHANNEL, self.origin)
 
-        replies = await self._call_many([("submit_run", args) for args in calls], then)
+        replies = await self._call_many(calls + _dispatch_calls(wants, lease_ms, now), then)
         self.queue_variants |= variants
-        self.on_queued()
-        return [(status == b"created", rid.decode()) for status, rid in replies]
+        created = [(status == b"created", rid.decode()) for status, rid in replies[: len(runs)]]
+        return created, [[_leased(item) for item in raw] for raw in replies[len(runs) :]]
 
     async def depths(self, queues: set[str]) -> dict[str, int]:
         """Steps waiting per queue, and retries waiting out their backoff ("delayed")."""
@@ -261,12 +253,12 @@ class RunQueue:
         return verdict
 
     async def complete_many(self, results: list[Completion]) -> list[Verdict]:
-        """Record many step results in one round trip; one verdict each, in order."""
+        """Record many step results in one round trip; one verdict each, in order. A result
+        that queues steps tells every replica (the script publishes the wake message)."""
         replies = await self._call_many(self._complete_calls(results, now_ms()))
         verdicts = [_verdict(raw) for raw in replies]
         if any(v.verdict in {"completed", "released"} for v in verdicts):  # steps queued
             self.on_queued()
-            await self._announce()
         return verdicts
 
     async def complete_and_dispatch(
@@ -280,8 +272,6 @@ class RunQueue:
         replies = await self._call_many(calls)
         verdicts = [_verdict(raw) for raw in replies[: len(results)]]
         leases = [[_leased(item) for item in raw] for raw in replies[len(results) :]]
-        if any(v.verdict in {"completed", "released"} for v in verdicts):
-            await self._announce()
         return verdicts, leases
 
     async def _announce(self) -> None:
@@ -302,6 +292,8 @@ class RunQueue:
                     c.retry_at_ms,
                     self.finished_ttl_s,
                     json.dumps(c.timings),
+                    keys.WAKE_CHANNEL,
+                    self.origin,
                 ],
             )
             for c in results
@@ -383,15 +375,11 @@ class RunQueue:
 
     # Reading ------------------------------------------------------------------------------
 
-    async def read_run(
-        self, run_id: str
-    ) -> tuple[dict[str, str], list[dict[str, str]], dict[str, str]]:
+    async def read_run(self, run_id: str) -> RunState:
         """The run hash, its step hashes in order, and its outputs; empty when not in Redis."""
         return (await self.read_runs([run_id]))[run_id]
 
-    async def read_runs(
-        self, run_ids: list[str]
-    ) -> dict[str, tuple[dict[str, str], list[dict[str, str]], dict[str, str]]]:
+    async def read_runs(self, run_ids: list[str]) -> dict[str, RunState]:
         """``read_run`` for many runs in two round trips."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for run_id in run_ids:
@@ -454,6 +442,29 @@ class RunQueue:
         return current.decode() if current else None
 
 
+def _submit_args(r: Submission, now: int, finished_ttl_s: int) -> list[Any]:
+    payload = [
+        {
+            "step_id": s.step_id,
+            "deps": s.deps,
+            "dependents": s.dependents,
+            "fields": s.fields,
+            **({"output": r.done[s.step_id]} if s.step_id in r.done else {}),
+            **({"attempt": r.attempts[s.step_id]} if s.step_id in r.attempts else {}),
+        }
+        for s in r.steps
+    ]
+    return [
+        r.run_id,
+        json.dumps(r.run_fields),
+        json.dumps(payload),
+        now,
+        r.request_id,
+        IDEMPOTENCY_TTL_S,
+        finished_ttl_s,
+    ]
+
+
 def _dispatch_calls(wants: list[tuple[str, list[str], int]], lease_ms: int, now: int) -> list[Call]:
     return [
         ("dispatch", [now, lease_ms, executor_id, n, *queues]) for executor_id, queues, n in wants
@@ -462,10 +473,24 @@ def _dispatch_calls(wants: list[tuple[str, list[str], int]], lease_ms: int, now:
 
 def _verdict(raw: list[Any]) -> Verdict:
     words = [w.decode() if isinstance(w, bytes) else str(w) for w in raw]
-    flat = json.loads(words[1])
-    snapshot = dict(_pairs(flat)) if isinstance(flat, list) else {}
-    cancel = _pairs(words[2:]) if words[0] == "failed" else []
-    return Verdict(words[0], cancel, snapshot)
+    cancel = _pairs(words[3:]) if words[0] == "failed" else []
+    final = _run_state(json.loads(words[2])) if words[2] else None
+    return Verdict(words[0], cancel, _flat(json.loads(words[1])), final)
+
+
+def _flat(flat: Any) -> dict[str, str]:
+    """A flat [k, v, k, v...] list from Lua as a dict (Lua encodes an empty one as {})."""
+    return dict(_pairs(flat)) if isinstance(flat, list) else {}
+
+
+def _run_state(doc: dict[str, Any]) -> RunState:
+    """A run as the complete script returns it: the same shape ``read_run`` gives."""
+    run = _flat(doc["run"])
+    steps = [
+        {"step_id": step_id, **_flat(h)}
+        for step_id, h in zip(json.loads(run["steps"]), doc["steps"] or [], strict=True)
+    ]
+    return run, steps, _flat(doc["outputs"])
 
 
 def _leased(item: bytes) -> Leased:

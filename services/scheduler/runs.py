@@ -9,7 +9,7 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +19,7 @@ from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.mapping import MissingValue
 from services.scheduler import input_check, step_inputs
 from services.scheduler.models import TERMINAL, Run, StepRun, ms_to_dt
-from services.scheduler.run_queue import RunQueue, StepSpec, Submission
+from services.scheduler.run_queue import RunQueue, RunState, StepSpec, Submission
 from services.scheduler.run_store import RunStore
 from services.scheduler.task_catalog import ResolvedTask, TaskCatalog
 
@@ -184,13 +184,17 @@ class RunService:
         store: RunStore,
         catalog: TaskCatalog,
         on_submitted: Callable[[int], None] = lambda n: None,
+        enqueue: Callable[[list[Submission]], Awaitable[list[tuple[bool, str]]]] | None = None,
     ) -> None:
         self.queue = queue
+        # Puts accepted runs in Redis: the dispatcher's submit, which also leases free slots
+        # in the same round trip (the queue's own when there is no dispatcher).
+        self.enqueue = enqueue or queue.submit_many
         self.store = store
         self.catalog = catalog
         # Submits waiting for runs to end: each has its own future, set when the run ends on
         # this replica.
-        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self._waiters: dict[str, set[asyncio.Future[Run | None]]] = {}
         self.on_submitted = on_submitted  # counts accepted runs (metrics)
 
     async def submit(self, req: SubmitRequest) -> Run:
@@ -220,18 +224,23 @@ class RunService:
             waiter = None
         return await self._until_finished(accepted.run_id, req.wait_seconds, accepted, waiter)
 
-    def run_finished(self, run_id: str) -> None:
-        """A run ended on this replica: wake the submits waiting for it."""
-        for waiter in self._waiters.get(run_id, ()):
+    def run_finished(self, run_id: str, final: RunState | None = None) -> None:
+        """A run ended on this replica: wake the submits waiting for it (with the run as it
+        ended, when the caller has it, so they need not read it back)."""
+        waiting = self._waiters.get(run_id)
+        if not waiting:
+            return
+        run = Run.from_redis(*final) if final is not None else None
+        for waiter in waiting:
             if not waiter.done():
-                waiter.set_result(None)
+                waiter.set_result(run)
 
-    def _watch(self, run_id: str) -> asyncio.Future[None]:
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    def _watch(self, run_id: str) -> asyncio.Future[Run | None]:
+        waiter: asyncio.Future[Run | None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(run_id, set()).add(waiter)
         return waiter
 
-    def _unwatch(self, run_id: str, waiter: asyncio.Future[None] | None) -> None:
+    def _unwatch(self, run_id: str, waiter: asyncio.Future[Run | None] | None) -> None:
         waiting = self._waiters.get(run_id)
         if waiting is not None and waiter is not None:
             waiting.discard(waiter)
@@ -243,7 +252,7 @@ class RunService:
         run_id: str,
         seconds: float,
         run: Run | None = None,
-        waiter: asyncio.Future[None] | None = None,
+        waiter: asyncio.Future[Run | None] | None = None,
     ) -> Run:
         """The run once it has finished, or as it stands after ``seconds``. A run that ends
         on this replica wakes the wait at once; one that ends elsewhere is seen by looking
@@ -260,6 +269,9 @@ class RunService:
                 if not waiter.done():
                     pause = max(0.0, min(WAIT_POLL_SECONDS, deadline - loop.time()))
                     await asyncio.wait({waiter}, timeout=pause)
+                ended = waiter.result() if waiter.done() else None
+                if ended is not None:
+                    return ended
                 if waiter.done():  # a fresh one, before reading again
                     self._unwatch(run_id, waiter)
                     waiter = self._watch(run_id)
@@ -269,17 +281,23 @@ class RunService:
             self._unwatch(run_id, waiter)
 
     async def _accept(self, run: Run, submission: Submission) -> Run:
-        """Queue the run in Redis and write it to MongoDB at the same time."""
-        queued = asyncio.ensure_future(self.queue.submit_many([submission]))
+        """Queue the run in Redis and write it to MongoDB at the same time. Redis goes first,
+        so the run's first step is on its way to an executor while MongoDB writes; the call
+        returns once both hold the run."""
+        inserting = asyncio.ensure_future(self.store.insert_run(run, _plan_doc(submission)))
         try:
-            inserted = await self.store.insert_run(run, _plan_doc(submission))
+            [(created, run_id)] = await self.enqueue([submission])
         except BaseException:
-            await self._withdraw(queued, run.run_id)
+            await asyncio.wait({inserting})  # recorded or not, the error is Redis's
+            raise
+        try:
+            inserted = await inserting
+        except BaseException:
+            await self._withdraw(run.run_id)
             raise
         if not inserted:
-            await self._withdraw(queued, run.run_id)
+            await self._withdraw(run.run_id)
             raise InvalidArgument("run id collision; submit again", field="run_id")
-        [(created, run_id)] = await queued
         if not created:  # the same request id won a race in Redis
             return await self.get(run_id)
         self.on_submitted(1)
@@ -318,7 +336,7 @@ class RunService:
         parent = telemetry.current()
         made = [self._new_run(req, plan, doc, "", batch_id, parent) for doc in docs]
         await self.store.insert_runs([(run, _plan_doc(sub)) for run, sub in made])
-        await self.queue.submit_many([sub for _, sub in made])
+        await self.enqueue([sub for _, sub in made])
         self.on_submitted(len(made))
         return batch_id, [run.run_id for run, _ in made]
 
@@ -374,10 +392,9 @@ class RunService:
             run_fields["run_span"] = f"{telemetry.new_span_id():016x}"
         return run, Submission(run.run_id, run_fields, [p.spec for p in plan.steps], request_id)
 
-    async def _withdraw(self, queued: asyncio.Future[Any], run_id: str) -> None:
+    async def _withdraw(self, run_id: str) -> None:
         """Take back a run whose MongoDB write failed: it must not run unrecorded."""
         with contextlib.suppress(Exception):
-            await queued
             await self.queue.cancel_run(run_id, "not recorded: the history store failed")
 
     async def cancel(self, run_id: str, reason: str, cancel: Any) -> Run:

@@ -10,58 +10,81 @@
 --   P..'l:'..step-key        LIST    the attempt's log lines, moved onto the step hash (DEL)
 -- ARGV: P, step-key, attempt, outcome (SUCCEEDED|FAILED|FATAL|TIMED_OUT|CANCELLED|RELEASED),
 --       output_json, error, now_ms, retry_at_ms, finished_ttl_s,
---       timings (JSON object of the attempt's executor timings, kept on the step hash)
+--       timings (JSON object of the attempt's executor timings, kept on the step hash),
+--       wake channel, origin (published when the result queues steps, for every replica)
 -- Fencing: a result for any attempt but the current RUNNING one is refused as 'stale'.
 -- RELEASED (an executor gave the attempt back unrun) re-queues the step at once and does not
 -- count the attempt.
--- Returns: {verdict, snapshot, ...} where snapshot is the step hash (flat, JSON) after the change
--- and verdict is 'stale' | 'completed' | 'run_completed' | 'retrying' | 'released' | 'failed';
+-- Returns: {verdict, snapshot, final, ...} where verdict is 'stale' | 'completed' |
+-- 'run_completed' | 'retrying' | 'released' | 'failed'; snapshot is the step hash (flat, JSON)
+-- after the change; final, when the result ended the run, is the whole run as JSON
+-- {run = run hash, outputs = outputs hash, steps = [step hash...]} (all flat), else '';
 -- after 'failed' come step-key, executor pairs: running steps to cancel.
 local P, member, attempt, outcome = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local output, err, now, retry_at, ttl = ARGV[5], ARGV[6], ARGV[7], ARGV[8], tonumber(ARGV[9])
-local timings = cjson.decode(ARGV[10] or '{}')
+local wake_channel, origin = ARGV[11], ARGV[12]
 local sh = step_hash(P, member)
-local f = redis.call('HMGET', sh, 'attempt', 'state', 'dependents')
-if f[1] ~= attempt or f[2] ~= 'RUNNING' then return {'stale', '[]'} end
-local function with_snapshot(result)
-  table.insert(result, 2, cjson.encode(redis.call('HGETALL', sh)))
-  return result
-end
+local f = redis.call('HMGET', sh, 'attempt', 'state', 'dependents', 'queue', 'priority', 'first')
+if f[1] ~= attempt or f[2] ~= 'RUNNING' then return {'stale', '[]', ''} end
 local run_id = run_of(member)
 local step_id = string.sub(member, #run_id + 2)
+-- The run as it ended: what the scheduler records and answers waiting callers with, so
+-- neither has to read it back.
+local function final_state()
+  local rh = run_hash(P, run_id)
+  local steps = {}
+  for _, s in ipairs(cjson.decode(redis.call('HGET', rh, 'steps'))) do
+    steps[#steps + 1] = redis.call('HGETALL', step_hash(P, run_id .. ':' .. s))
+  end
+  return cjson.encode({run = redis.call('HGETALL', rh),
+    outputs = redis.call('HGETALL', P .. 'o:' .. run_id), steps = steps})
+end
+local function with_snapshot(result)
+  table.insert(result, 2, cjson.encode(redis.call('HGETALL', sh)))
+  local ended = result[1] == 'run_completed' or result[1] == 'failed'
+  table.insert(result, 3, ended and final_state() or '')
+  return result
+end
 if outcome == 'RELEASED' then
   redis.call('ZREM', P .. 'leases', member)
-  redis.call('HINCRBY', sh, 'attempt', -1)
-  enqueue(P, member, now)
+  enqueue_known(P, member, f[4], f[5], f[6], now, {'attempt', tonumber(attempt) - 1})
   emit(P, run_id, step_id, tonumber(attempt) - 1, 'QUEUED', 'released unrun by a draining executor', now)
+  redis.call('PUBLISH', wake_channel, origin)
   return with_snapshot({'released'})
 end
-for k, v in pairs(timings) do redis.call('HSET', sh, k, v) end
+-- The executor's timings and the attempt's log lines go on the step hash.
+local extra = cjson.decode(ARGV[10] or '{}')
 local logs = redis.call('LRANGE', P .. 'l:' .. member, 0, -1)
 if #logs > 0 then
-  redis.call('HSET', sh, 'logs', cjson.encode(logs))
+  extra.logs = cjson.encode(logs)
   redis.call('DEL', P .. 'l:' .. member)
 end
 if outcome ~= 'SUCCEEDED' then
+  hset_all(sh, extra)
   local state = 'FAILED'
   if outcome == 'TIMED_OUT' or outcome == 'CANCELLED' then state = outcome end
   local retryable = outcome == 'FAILED' or outcome == 'TIMED_OUT'
   return with_snapshot(fail_step(P, member, state, err, retryable, retry_at, now, ttl))
 end
 redis.call('ZREM', P .. 'leases', member)
-redis.call('HSET', sh, 'state', 'COMPLETED', 'ended_ms', now, 'error', '')
+extra.state, extra.ended_ms, extra.error = 'COMPLETED', now, ''
+hset_all(sh, extra)
 redis.call('HSET', P .. 'o:' .. run_id, step_id, output)
 emit(P, run_id, step_id, attempt, 'COMPLETED', '', now)
-local unblocked = 0
+local queued = 0
 for _, dep in ipairs(cjson.decode(f[3])) do
   local dm = run_id .. ':' .. dep
-  local left = redis.call('HINCRBY', step_hash(P, dm), 'deps_left', -1)
-  if left <= 0 and redis.call('HGET', step_hash(P, dm), 'state') == 'PENDING' then
-    enqueue(P, dm, now)
-    emit(P, run_id, dep, 0, 'QUEUED', '', now)
-    unblocked = unblocked + 1
+  local dh = step_hash(P, dm)
+  if redis.call('HINCRBY', dh, 'deps_left', -1) <= 0 then
+    local d = redis.call('HMGET', dh, 'state', 'queue', 'priority', 'first')
+    if d[1] == 'PENDING' then
+      enqueue_known(P, dm, d[2], d[3], d[4], now)
+      emit(P, run_id, dep, 0, 'QUEUED', '', now)
+      queued = queued + 1
+    end
   end
 end
+if queued > 0 then redis.call('PUBLISH', wake_channel, origin) end
 if redis.call('HINCRBY', run_hash(P, run_id), 'remaining', -1) <= 0 then
   finish_run(P, run_id, 'COMPLETED', '', now, ttl)
   return with_snapshot({'run_completed'})

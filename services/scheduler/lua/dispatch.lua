@@ -12,49 +12,64 @@
 -- Returns: a list of JSON objects {member, attempt, step (flat HGETALL), input, outputs,
 --          trace = {trace_id, run_span} of the run, spans = {step read -> its span id}}.
 local P, now, lease_ms, executor, max_n = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
-local out = {}
-while #out < max_n do
-  local best_q, best_score = nil, nil
-  for i = 6, #ARGV do
-    local q = queue_key(P, ARGV[i])
-    local head = redis.call('ZRANGE', q, 0, 0, 'WITHSCORES')
-    if head[1] and (best_score == nil or tonumber(head[2]) < best_score) then
-      best_q, best_score = q, tonumber(head[2])
+local queues = {}
+for i = 6, #ARGV do queues[#queues + 1] = queue_key(P, ARGV[i]) end
+
+-- The ready step with the lowest score across the queues (one ZPOPMIN for a single queue).
+local function pop()
+  local best_q, best_score = queues[1], nil
+  if #queues > 1 then
+    best_q = nil
+    for _, q in ipairs(queues) do
+      local head = redis.call('ZRANGE', q, 0, 0, 'WITHSCORES')
+      if head[1] and (best_score == nil or tonumber(head[2]) < best_score) then
+        best_q, best_score = q, tonumber(head[2])
+      end
     end
   end
-  if not best_q then break end
-  local member = redis.call('ZPOPMIN', best_q)[1]
+  if not best_q then return nil end
+  return redis.call('ZPOPMIN', best_q)[1]
+end
+
+local out = {}
+while #out < max_n do
+  local member = pop()
+  if not member then break end
   local sh = step_hash(P, member)
-  if redis.call('HGET', sh, 'state') == 'QUEUED' then
+  local f = redis.call('HMGET', sh, 'state', 'attempt', 'reads')
+  if f[1] == 'QUEUED' then
     local run_id = run_of(member)
     local step_id = string.sub(member, #run_id + 2)
-    local attempt = redis.call('HINCRBY', sh, 'attempt', 1)
-    redis.call('HSET', sh, 'state', 'RUNNING', 'executor', executor, 'started_ms', now)
-    redis.call('HDEL', sh, 't_recv', 't_p0', 't_p1', 't_sent', 't_rep', 'logs')
-    redis.call('DEL', P .. 'l:' .. member)
+    local attempt = (tonumber(f[2]) or 0) + 1
+    redis.call('HSET', sh, 'attempt', attempt, 'state', 'RUNNING', 'executor', executor,
+      'started_ms', now)
+    if attempt > 1 then  -- what the previous attempt left
+      redis.call('HDEL', sh, 't_recv', 't_p0', 't_p1', 't_sent', 't_rep', 'logs')
+      redis.call('DEL', P .. 'l:' .. member)
+    end
     redis.call('ZADD', P .. 'leases', tonumber(now) + lease_ms, member)
     local rh = run_hash(P, run_id)
-    if redis.call('HGET', rh, 'state') == 'QUEUED' then
+    local run = redis.call('HMGET', rh, 'state', 'trace_id', 'run_span', 'input_json')
+    if run[1] == 'QUEUED' then
       redis.call('HSET', rh, 'state', 'RUNNING', 'started_ms', now)
       emit(P, run_id, '', 0, 'RUNNING', '', now)
     end
     emit(P, run_id, step_id, attempt, 'RUNNING', executor, now)
     local outputs = {}
-    local reads = cjson.decode(redis.call('HGET', sh, 'reads') or '[]')
+    local reads = cjson.decode(f[3] or '[]')
     if #reads > 0 then
       local values = redis.call('HMGET', P .. 'o:' .. run_id, unpack(reads))
       for i, src in ipairs(reads) do outputs[src] = values[i] end
     end
-    local trace = redis.call('HMGET', rh, 'trace_id', 'run_span')
     local spans = {}
-    if trace[1] then
+    if run[2] then
       for _, src in ipairs(reads) do
         spans[src] = redis.call('HGET', step_hash(P, run_id .. ':' .. src), 'span_id')
       end
     end
     table.insert(out, cjson.encode({member = member, attempt = attempt,
-      step = redis.call('HGETALL', sh), input = redis.call('HGET', rh, 'input_json'),
-      outputs = outputs, trace = trace, spans = spans}))
+      step = redis.call('HGETALL', sh), input = run[4], outputs = outputs,
+      trace = {run[2], run[3]}, spans = spans}))
   end
 end
 return out

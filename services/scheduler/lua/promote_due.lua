@@ -10,8 +10,9 @@ local due = redis.call('ZRANGEBYSCORE', P .. 'delayed', '-inf', now, 'LIMIT', 0,
 local n = 0
 for _, member in ipairs(due) do
   redis.call('ZREM', P .. 'delayed', member)
-  if redis.call('HGET', step_hash(P, member), 'state') == 'QUEUED' then
-    enqueue(P, member, now)
+  local f = redis.call('HMGET', step_hash(P, member), 'state', 'queue', 'priority', 'first')
+  if f[1] == 'QUEUED' then
+    enqueue_known(P, member, f[2], f[3], f[4], now)
     n = n + 1
   end
 end

@@ -27,24 +27,29 @@ for _, s in ipairs(steps) do
   if s.output then done[s.step_id] = true else remaining = remaining + 1 end
 end
 local state = (remaining < #steps) and 'RUNNING' or 'QUEUED'
-redis.call('HSET', rh, 'state', state, 'remaining', remaining, 'created_ms', now,
-  'steps', cjson.encode(ids))
-for k, v in pairs(run) do redis.call('HSET', rh, k, v) end
+local fields = {state = state, remaining = remaining, created_ms = now, steps = cjson.encode(ids)}
+for k, v in pairs(run) do fields[k] = v end
+hset_all(rh, fields)
 emit(P, run_id, '', 0, state, (remaining < #steps) and 'rebuilt' or '', now)
 for _, s in ipairs(steps) do
   local member = run_id .. ':' .. s.step_id
-  local sh = step_hash(P, member)
   local left = 0
   for _, d in ipairs(s.deps) do if not done[d] then left = left + 1 end end
-  redis.call('HSET', sh, 'state', 'PENDING', 'attempt', s.attempt or 0,
-    'priority', run.priority, 'first', (#s.deps == 0) and '1' or '0', 'deps_left', left,
-    'deps', cjson.encode(s.deps), 'dependents', cjson.encode(s.dependents))
-  for k, v in pairs(s.fields) do redis.call('HSET', sh, k, v) end
+  local first = (#s.deps == 0) and '1' or '0'
+  local f = {state = 'PENDING', attempt = s.attempt or 0, priority = run.priority,
+    first = first, deps_left = left, deps = cjson.encode(s.deps),
+    dependents = cjson.encode(s.dependents)}
+  for k, v in pairs(s.fields) do f[k] = v end
+  local ready = false
   if s.output then
-    redis.call('HSET', sh, 'state', 'COMPLETED')
+    f.state = 'COMPLETED'
     redis.call('HSET', P .. 'o:' .. run_id, s.step_id, s.output)
   elseif left == 0 then
-    enqueue(P, member, now)
+    f.state, f.queued_ms, ready = 'QUEUED', now, true
+  end
+  hset_all(step_hash(P, member), f)
+  if ready then
+    redis.call('ZADD', queue_key(P, f.queue), score(run.priority, first == '1', now), member)
     emit(P, run_id, s.step_id, 0, 'QUEUED', '', now)
   end
 end
