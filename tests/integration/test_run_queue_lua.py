@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from services.localstack import Cluster
 from services.scheduler import keys
-from services.scheduler.run_queue import Completion, RunQueue, StepSpec, now_ms
+from services.scheduler.run_queue import Completion, RunQueue, StepSpec, Submission, now_ms
 
 Scenario = Callable[[RunQueue], Awaitable[Any]]
 
@@ -281,3 +281,75 @@ def test_results_and_the_next_leases_share_one_round_trip(on_valkey) -> None:  #
     verdicts, leases = on_valkey(scenario)
     assert verdicts == ["completed", "stale"]
     assert leases == [["r1:b"], []]
+
+
+def test_a_run_ending_result_returns_the_whole_run_as_read_run_has_it(on_valkey) -> None:  # noqa: ANN001
+    """The verdict that ends a run carries the run (waiting submits and the history use it
+    instead of reading it back); other verdicts carry none."""
+
+    async def scenario(q: RunQueue) -> tuple[Any, ...]:
+        await submit(q, "r1", [step("a", dependents=["b"]), step("b", deps=["a"])])
+        [a] = await q.dispatch("e1", ["q"], 1, 30_000)
+        middle = await q.complete(a.member, a.attempt, "SUCCEEDED", '{"x": 1}', "", 0)
+        [b] = await q.dispatch("e1", ["q"], 1, 30_000)
+        last = await q.complete(b.member, b.attempt, "SUCCEEDED", '{"y": 2}', "", 0)
+        return middle.final, last.final, await q.read_run("r1")
+
+    middle, final, read = on_valkey(scenario)
+    assert middle is None
+    assert final == read
+    run, steps, outputs = final
+    assert run["state"] == "COMPLETED"
+    assert [(s["step_id"], s["state"]) for s in steps] == [("a", "COMPLETED"), ("b", "COMPLETED")]
+    assert outputs == {"a": '{"x": 1}', "b": '{"y": 2}'}
+
+
+def test_a_failing_result_returns_the_failed_run_with_its_cancelled_steps(on_valkey) -> None:  # noqa: ANN001
+    async def scenario(q: RunQueue) -> Any:
+        await submit(q, "r1", [step("a", dependents=["b"]), step("b", deps=["a"])])
+        [a] = await q.dispatch("e1", ["q"], 1, 30_000)
+        return (await q.complete(a.member, a.attempt, "FATAL", "", "broken", 0)).final
+
+    run, steps, outputs = on_valkey(scenario)
+    assert (run["state"], outputs) == ("FAILED", {})
+    assert [s["state"] for s in steps] == ["FAILED", "CANCELLED"]
+
+
+def test_a_submit_leases_free_slots_in_the_same_round_trip(on_valkey) -> None:  # noqa: ANN001
+    """submit_and_dispatch queues new runs, then leases from the queues in the same call:
+    older waiting work first (by score), then the new runs' first steps."""
+
+    async def scenario(q: RunQueue) -> tuple[Any, ...]:
+        await submit(q, "older", [step("a")])
+        fields = {"run_id": "new", "input_json": "{}", "priority": "5", "sinks": '["a"]'}
+        created, leases = await q.submit_and_dispatch(
+            [Submission("new", fields, [step("a")])], [("e1", ["q"], 1), ("e2", ["q"], 5)], 30_000
+        )
+        return created, [[x.member for x in got] for got in leases]
+
+    created, leases = on_valkey(scenario)
+    assert created == [(True, "new")]
+    assert leases == [["older:a"], ["new:a"]]
+
+
+def test_a_result_that_queues_steps_publishes_the_wake_message(on_valkey) -> None:  # noqa: ANN001
+    """Other replicas learn from the complete script itself that work was queued; a result
+    that queues nothing publishes nothing."""
+
+    async def scenario(q: RunQueue) -> tuple[list[bytes], bytes]:
+        await submit(q, "r1", [step("a", dependents=["b"]), step("b", deps=["a"])])
+        [a] = await q.dispatch("e1", ["q"], 1, 30_000)
+        pubsub = q.redis.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(keys.WAKE_CHANNEL)
+        await pubsub.get_message(timeout=1.0)  # the subscribe confirmation
+        await q.complete(a.member, a.attempt, "SUCCEEDED", "{}", "", 0)
+        [b] = await q.dispatch("e1", ["q"], 1, 30_000)
+        await q.complete(b.member, b.attempt, "SUCCEEDED", "{}", "", 0)
+        got = []
+        while (message := await pubsub.get_message(timeout=0.3)) is not None:
+            got.append(message["data"])
+        await pubsub.aclose()
+        return got, q.origin.encode()
+
+    got, origin = on_valkey(scenario)
+    assert got == [origin]  # from the first result (it queued b), not from the last
