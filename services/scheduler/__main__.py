@@ -72,6 +72,7 @@ async def serve(settings: SchedulerSettings) -> None:
         await store.close()
         await catalog.close()
         await documents.close()
+        await queue.close()
         await client.aclose()
 
     await serve_async(

@@ -12,7 +12,14 @@ import redis.asyncio as aioredis
 
 from services.localstack import Cluster
 from services.scheduler import keys
-from services.scheduler.run_queue import Completion, RunQueue, StepSpec, Submission, now_ms
+from services.scheduler.run_queue import (
+    LINE_NAME,
+    Completion,
+    RunQueue,
+    StepSpec,
+    Submission,
+    now_ms,
+)
 
 Scenario = Callable[[RunQueue], Awaitable[Any]]
 
@@ -26,9 +33,11 @@ def on_valkey(cluster: Cluster) -> Callable[[Scenario], Any]:
         async def main() -> Any:
             client = aioredis.Redis.from_url(url)
             await client.flushdb()
+            queue = RunQueue(client, finished_ttl_s=60)
             try:
-                return await scenario(RunQueue(client, finished_ttl_s=60))
+                return await scenario(queue)
             finally:
+                await queue.close()
                 await client.aclose()
 
         return asyncio.run(main())
@@ -353,3 +362,28 @@ def test_a_result_that_queues_steps_publishes_the_wake_message(on_valkey) -> Non
 
     got, origin = on_valkey(scenario)
     assert got == [origin]  # from the first result (it queued b), not from the last
+
+
+def test_scripts_share_a_line_fall_back_to_the_pool_and_survive_a_drop(on_valkey) -> None:  # noqa: ANN001
+    """Script pipelines go on the queue's own connection; calls made while it is busy go on
+    pooled ones; a connection the server dropped is replaced before the next call."""
+
+    async def scenario(q: RunQueue) -> tuple[list[str], list[str]]:
+        await asyncio.gather(*(submit(q, f"r{i}", [step("a")]) for i in range(6)))
+        db = q.redis.connection_pool.connection_kwargs["db"]
+        [line] = [
+            c
+            for c in await q.redis.client_list()
+            if c["name"] == LINE_NAME and c["db"] == str(db)  # not the session scheduler's
+        ]
+        await q.redis.client_kill_filter(_id=line["id"])
+        await asyncio.sleep(0.05)  # the event loop sees the close
+        leased = await q.dispatch("e1", ["q"], 10, 30_000)
+        verdicts = await q.complete_many(
+            [Completion(x.member, x.attempt, "SUCCEEDED", "{}") for x in leased]
+        )
+        return sorted(x.member for x in leased), [v.verdict for v in verdicts]
+
+    members, verdicts = on_valkey(scenario)
+    assert members == [f"r{i}:a" for i in range(6)]
+    assert verdicts == ["run_completed"] * 6
