@@ -6,9 +6,8 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-import redis.asyncio as aioredis
-
 from services.common import logs, telemetry
+from services.common.backends import redis_client
 from services.common.config import load_settings
 from services.common.grpc_server import serve_async
 from services.scheduler.dispatcher import Dispatcher
@@ -29,7 +28,7 @@ from wtm.v1 import (
 
 
 async def serve(settings: SchedulerSettings) -> None:
-    client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=30)
+    client = redis_client(settings.redis_url)
     queue = RunQueue(client, finished_ttl_s=settings.finished_ttl_seconds)
     store = RunStore(settings.mongodb_uri, settings.mongodb_database)
     catalog = TaskCatalog(settings.registry, settings.auth_token, settings.latest_cache_seconds)

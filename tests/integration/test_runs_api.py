@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
+import redis
 
 from clients.sdk import ApiError, Client
 from services.localstack import Cluster
@@ -171,3 +172,25 @@ def test_two_calls_waiting_on_one_run_both_get_it_finished(client: Client) -> No
         first, second = (c.result() for c in calls)
     assert first.run_id == second.run_id
     assert (first.state, second.state) == ("COMPLETED", "COMPLETED")
+
+
+def test_the_scheduler_answers_after_redis_drops_its_connections(
+    cluster: Cluster, client: Client
+) -> None:
+    """A Redis restart, a proxy or the server's idle timeout closes the scheduler's
+    connections; no call fails for it: the next ones go on fresh connections."""
+    assert cluster.endpoints is not None
+    first = client.run(task="word_count", input={"text": "a b"}, timeout=30)
+    admin = redis.Redis.from_url(cluster.endpoints.redis_url)
+    try:
+        for _ in range(3):
+            assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
+            time.sleep(0.2)
+            assert client.get_run(first.run_id).state == "COMPLETED"
+            done = client.run(task="word_count", input={"text": "c"}, timeout=30)
+            assert done.output == {"words": ["c"], "count": 1}
+            _, run_ids = client.submit_many([{"text": "d e f"}], task="word_count")
+            assert client.wait(run_ids[0], timeout=30).output["count"] == 3
+            assert client.list_executors()
+    finally:
+        admin.close()
