@@ -16,6 +16,8 @@ Figures (issue 4 and issue 6 name them and the targets):
   dag_burst   200 such DAGs at once on 8 executor slots: total time, per-DAG p50
   face        face_processing_pipeline on the bundled portrait: p50 wall time, and the
               speedup of its parallel branch against the same steps run one after another
+  floors      what the parts cost by themselves (a gRPC call, a Redis round trip, valkey's
+              Lua, nx-27017's CPU for the writes every run needs), no scheduling logic
 
 Every load is bounded in count and time; all traffic stays on 127.0.0.1. The stack is
 started and stopped by this command (by PID).
@@ -37,6 +39,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from bench.floors import floors
 from clients.sdk import Client
 from services.localstack import Cluster
 from services.localstack.otlp_receiver import Receiver
@@ -321,6 +324,7 @@ FIGURES: dict[str, tuple[Callable[..., dict[str, Any]], int]] = {
     "dag": (dag, 20),
     "dag_burst": (dag_burst, 200),
     "face": (face, 20),
+    "floors": (floors, 500),
 }
 
 
@@ -371,7 +375,12 @@ def main(argv: list[str] | None = None) -> int:
             fn, count = FIGURES[name]
             n = max(1, int(count * ns.scale))
             t0 = time.monotonic()
-            report[name] = fn(client, c, n) if name == "executor_start" else fn(client, n)
+            if name == "floors":
+                report[name] = fn(c, n)
+            elif name == "executor_start":
+                report[name] = fn(client, c, n)
+            else:
+                report[name] = fn(client, n)
             report[name]["bench_seconds"] = round(time.monotonic() - t0, 1)
             print(f"{name}: {json.dumps(report[name])}", file=sys.stderr)
     receiver.stop()
