@@ -3,6 +3,9 @@ by themselves, with no scheduling logic at all.
 
 - a unary gRPC call from a Python client to the scheduler's asyncio server (a health check):
   every submit-and-wait makes one, and a run's step crosses the executor stream twice more;
+  back to back, and each after 10 ms of quiet, as a run's hops come (both processes then
+  wake from sleep for each call, which on this VM costs more than the call);
+- a Redis PING round trip after 10 ms of quiet, likewise;
 - a redis-py asyncio round trip (two PINGs) through a pooled pipeline and through one
   connection read and written directly (what the scheduler's script pipelines use): CPU
   of this process per round trip;
@@ -43,14 +46,22 @@ def floors(cluster: Cluster, count: int) -> dict[str, Any]:
     nx = asyncio.run(_nx_history_writes(cluster, max(500, 4 * count)))
     return {
         "grpc_unary_call_ms": _grpc_unary(cluster.scheduler_address, count),
+        "grpc_unary_call_after_10ms_idle_ms": _grpc_unary(
+            cluster.scheduler_address, max(50, count // 5), idle_s=0.01
+        ),
         "redis_round_trip_cpu_us": asyncio.run(_redis_round_trips(cluster.endpoints.redis_url)),
+        "redis_round_trip_after_10ms_idle_ms": asyncio.run(
+            _redis_after_idle(cluster.endpoints.redis_url, max(50, count // 5))
+        ),
         "valkey_lua_us": _valkey_lua(cluster.endpoints.redis_url),
         "nx_27017_history_writes": nx,
         "cpu_budget_ms_per_run_at_target": round(CORES * 1000 / TARGET_RUNS_PER_SECOND, 2),
     }
 
 
-def _grpc_unary(address: str, count: int) -> dict[str, float]:
+def _grpc_unary(address: str, count: int, idle_s: float = 0.0) -> dict[str, float]:
+    """Health checks one after another, or each after ``idle_s`` of quiet (as a run's hops
+    come, between steps): then both processes wake from sleep for each call."""
     with grpc.insecure_channel(address) as channel:
         check = health_pb2_grpc.HealthStub(channel).Check
         request = health_pb2.HealthCheckRequest()
@@ -58,13 +69,18 @@ def _grpc_unary(address: str, count: int) -> dict[str, float]:
             check(request, timeout=5)
         times = []
         for _ in range(count):
+            time.sleep(idle_s)
             t0 = time.perf_counter()
             check(request, timeout=5)
             times.append(time.perf_counter() - t0)
-    times.sort()
+    return _p50_p99(times)
+
+
+def _p50_p99(seconds: list[float]) -> dict[str, float]:
+    ordered = sorted(seconds)
     return {
-        "p50": round(times[len(times) // 2] * 1000, 3),
-        "p99": round(times[int(len(times) * 0.99)] * 1000, 3),
+        "p50": round(ordered[len(ordered) // 2] * 1000, 3),
+        "p99": round(ordered[int(len(ordered) * 0.99)] * 1000, 3),
     }
 
 
@@ -97,6 +113,22 @@ async def _redis_round_trips(url: str, n: int = 2000) -> dict[str, float]:
         return out
     finally:
         await connection.disconnect()
+        await client.aclose()
+
+
+async def _redis_after_idle(url: str, n: int) -> dict[str, float]:
+    """PING round trips, each after 10 ms of quiet: both ends wake from sleep each time."""
+    client = aioredis.Redis.from_url(url)
+    try:
+        await client.ping()
+        times = []
+        for _ in range(n):
+            await asyncio.sleep(0.01)
+            t0 = time.perf_counter()
+            await client.ping()
+            times.append(time.perf_counter() - t0)
+        return _p50_p99(times)
+    finally:
         await client.aclose()
 
 
