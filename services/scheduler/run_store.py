@@ -2,7 +2,8 @@
 
 A run is inserted durably before SubmitRun returns. Later changes (step attempts, the end of
 a run) are written behind: queued in memory and flushed in one ``bulk_write`` per collection
-every ``flush_interval`` seconds, so the scheduling path never waits on MongoDB per step.
+every ``flush_interval`` seconds, so the scheduling path never waits on MongoDB per step. A
+flush that fails keeps what it held and is tried again, backing off up to 30 s.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from services.common.paging import decode_token, encode_token
 from services.scheduler.models import Run, StepRun
 
 log = logging.getLogger(__name__)
+FLUSH_RETRY_MAX_S = 30.0
 
 
 def _ms(t: datetime) -> int:
@@ -54,9 +56,11 @@ def _with_datetimes(doc: dict[str, Any]) -> dict[str, Any]:
 class RunStore:
     """Runs and step attempts in MongoDB, with write-behind for updates."""
 
-    def __init__(self, uri: str, database: str, flush_interval: float = 0.05) -> None:
+    def __init__(
+        self, uri: str, database: str, flush_interval: float = 0.05, timeout_ms: int = 5000
+    ) -> None:
         self._client: AsyncMongoClient = AsyncMongoClient(
-            uri, tz_aware=True, serverSelectionTimeoutMS=5000
+            uri, tz_aware=True, serverSelectionTimeoutMS=timeout_ms
         )
         db = self._client[database]
         self._runs = db["runs"]
@@ -192,27 +196,53 @@ class RunStore:
 
     async def flush(self) -> None:
         """Write what is pending: step attempts are inserted (each attempt ends once; a
-        second record of one is ignored), finished runs updated, each in one bulk call."""
+        second record of one is ignored), finished runs updated, each in one bulk call.
+        What a failed write held stays pending (newer changes to the same records win), so
+        the next flush writes it again."""
         runs, self._pending_runs = self._pending_runs, {}
         steps, self._pending_steps = self._pending_steps, {}
-        if steps:
-            try:
-                await self._steps.insert_many(list(steps.values()), ordered=False)
-            except BulkWriteError as exc:
-                others = [e for e in exc.details.get("writeErrors", []) if e.get("code") != 11000]
-                if others:
-                    raise
-        if runs:
-            await self._runs.bulk_write(
-                [UpdateOne({"_id": r}, {"$set": f}) for r, f in runs.items()], ordered=False
-            )
+        try:
+            if steps:
+                try:
+                    await self._steps.insert_many(list(steps.values()), ordered=False)
+                except BulkWriteError as exc:
+                    errors = exc.details.get("writeErrors", [])
+                    if any(e.get("code") != 11000 for e in errors):
+                        raise
+                steps = {}
+            if runs:
+                await self._runs.bulk_write(
+                    [UpdateOne({"_id": r}, {"$set": f}) for r, f in runs.items()], ordered=False
+                )
+        except BaseException:
+            for key, doc in steps.items():
+                self._pending_steps.setdefault(key, doc)
+            for run_id, fields in runs.items():
+                self._pending_runs[run_id] = {**fields, **self._pending_runs.get(run_id, {})}
+            raise
+
+    @property
+    def pending(self) -> int:
+        """Records waiting to be written."""
+        return len(self._pending_runs) + len(self._pending_steps)
 
     async def _flusher(self) -> None:
+        failures = 0
         while True:
             await self._wake.wait()
             self._wake.clear()
             await asyncio.sleep(self._flush_interval)
             try:
                 await self.flush()
-            except Exception:  # keep the writer alive; the next flush retries new data
-                log.exception("write-behind flush failed")
+                failures = 0
+            except Exception:  # MongoDB unreachable: keep everything, try again, backing off
+                failures += 1
+                delay = min(FLUSH_RETRY_MAX_S, self._flush_interval * 2**failures)
+                log.exception(
+                    "write-behind flush failed (%d in a row); %d records kept, retrying in %.1fs",
+                    failures,
+                    self.pending,
+                    delay,
+                )
+                self._wake.set()
+                await asyncio.sleep(delay)
