@@ -62,6 +62,7 @@ async def serve(settings: SchedulerSettings) -> None:
 
     async def on_start() -> None:
         await client.ping()
+        await queue.load_scripts()
         await store.start()
         await history.start()
         await dispatcher.start()

@@ -196,6 +196,12 @@ class RunQueue:
     async def _call(self, name: str, *args: Any) -> Any:
         return await self._scripts[name](keys=[], args=[keys.PREFIX, *args])
 
+    async def load_scripts(self) -> None:
+        """Load every script into Redis (at start, and again when Redis lost them), so that
+        pipelined calls, which go by SHA alone, find them."""
+        for script in self._scripts.values():
+            script.sha = await self.redis.script_load(script.script)
+
     async def close(self) -> None:
         await self._line.close()
 
@@ -208,12 +214,14 @@ class RunQueue:
         replies = await self._pipeline(calls, extra or [])
         missing = [i for i, r in enumerate(replies[: len(calls)]) if isinstance(r, NoScriptError)]
         if missing:
-            for name in {calls[i][0] for i in missing}:
-                script = self._scripts[name]
-                script.sha = await self.redis.script_load(script.script)
+            await self.load_scripts()
             again = await self._pipeline([calls[i] for i in missing], [])
             for i, reply in zip(missing, again, strict=True):
                 replies[i] = reply
+            # The calls sent again ran after those that had found their script, out of
+            # order: a dispatch may have run before the submit or result that queued work.
+            # A dispatch round now leases what they queued.
+            self.on_queued()
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply

@@ -387,3 +387,25 @@ def test_scripts_share_a_line_fall_back_to_the_pool_and_survive_a_drop(on_valkey
     members, verdicts = on_valkey(scenario)
     assert members == [f"r{i}:a" for i in range(6)]
     assert verdicts == ["run_completed"] * 6
+
+
+def test_a_pipeline_that_reloads_scripts_wakes_the_dispatcher(on_valkey) -> None:  # noqa: ANN001
+    """Calls re-sent after a reload run after the ones that had found their script: a
+    dispatch may have run before the submit that queued work, so the dispatcher is woken
+    to lease it."""
+
+    async def scenario(q: RunQueue) -> tuple[list[tuple[bool, str]], list[list[str]], int]:
+        woken: list[int] = []
+        q.on_queued = lambda: woken.append(1)
+        await q.redis.script_flush()  # as after a Redis restart, then one script is back
+        await q.redis.script_load(q._scripts["dispatch"].script)
+        fields = {"run_id": "r1", "input_json": "{}", "priority": "5", "sinks": '["a"]'}
+        created, leases = await q.submit_and_dispatch(
+            [Submission("r1", fields, [step("a")])], [("e1", ["q"], 1)], 30_000
+        )
+        return created, [[x.member for x in got] for got in leases], len(woken)
+
+    created, leases, woken = on_valkey(scenario)
+    assert created == [(True, "r1")]
+    assert leases == [[]]  # the dispatch ran first: submit_run had to be loaded again
+    assert woken == 1
