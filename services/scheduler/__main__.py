@@ -49,12 +49,13 @@ async def serve(settings: SchedulerSettings) -> None:
         catalog,
         on_submitted=dispatcher.metrics.submitted,
         enqueue=dispatcher.submit,
+        cancel_run=dispatcher.cancel_run,
     )
     history.on_finished = runs.run_finished
 
     def register(server: object) -> None:
         scheduler_service_pb2_grpc.add_SchedulerServiceServicer_to_server(
-            SchedulerServicer(runs, dispatcher), server
+            SchedulerServicer(runs), server
         )
         executor_service_pb2_grpc.add_ExecutorServiceServicer_to_server(
             ExecutorServicer(dispatcher, settings.lease_seconds, settings.heartbeat_seconds), server

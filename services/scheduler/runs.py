@@ -185,11 +185,14 @@ class RunService:
         catalog: TaskCatalog,
         on_submitted: Callable[[int], None] = lambda n: None,
         enqueue: Callable[[list[Submission]], Awaitable[list[tuple[bool, str]]]] | None = None,
+        cancel_run: Callable[[str, str], Awaitable[str]] | None = None,
     ) -> None:
         self.queue = queue
-        # Puts accepted runs in Redis: the dispatcher's submit, which also leases free slots
-        # in the same round trip (the queue's own when there is no dispatcher).
+        # The dispatcher's: queueing also leases free slots in the same round trip, and
+        # cancelling tells executors to stop the run's running steps. Without a dispatcher
+        # (as in tests of this class alone), the queue's own.
         self.enqueue = enqueue or queue.submit_many
+        self.cancel_run = cancel_run or self._cancel_in_redis
         self.store = store
         self.catalog = catalog
         # Submits waiting for runs to end: each has its own future, set when the run ends on
@@ -393,15 +396,20 @@ class RunService:
         return run, Submission(run.run_id, run_fields, [p.spec for p in plan.steps], request_id)
 
     async def _withdraw(self, run_id: str) -> None:
-        """Take back a run whose MongoDB write failed: it must not run unrecorded."""
+        """Take back a run whose MongoDB write failed: it must not run unrecorded (its first
+        steps may already be running: they are stopped)."""
         with contextlib.suppress(Exception):
-            await self.queue.cancel_run(run_id, "not recorded: the history store failed")
+            await self.cancel_run(run_id, "not recorded: the history store failed")
 
-    async def cancel(self, run_id: str, reason: str, cancel: Any) -> Run:
-        """Cancel a run (``cancel`` is the dispatcher's, which also stops running steps)."""
+    async def _cancel_in_redis(self, run_id: str, reason: str) -> str:
+        state, _ = await self.queue.cancel_run(run_id, reason)
+        return state
+
+    async def cancel(self, run_id: str, reason: str) -> Run:
+        """Cancel a run: its queued steps are dropped and its running ones stopped."""
         if not run_id:
             raise InvalidArgument("is required", field="run_id")
-        state = await cancel(run_id, reason or "cancelled by a user")
+        state = await self.cancel_run(run_id, reason or "cancelled by a user")
         if state == "missing":
             await self.get(run_id)  # NotFound, or a finished run only MongoDB still has
         return await self.get(run_id)

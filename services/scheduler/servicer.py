@@ -44,9 +44,8 @@ def event_to_proto(e: RunEvent) -> spb.RunEvent:
 class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
     """Thin gRPC adapter over ``RunService``."""
 
-    def __init__(self, runs: RunService, dispatcher: Dispatcher) -> None:
+    def __init__(self, runs: RunService) -> None:
         self._runs = runs
-        self._dispatcher = dispatcher
 
     async def SubmitRun(
         self, request: spb.SubmitRunRequest, context: aio.ServicerContext
@@ -93,7 +92,7 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
     async def CancelRun(
         self, request: spb.CancelRunRequest, context: aio.ServicerContext
     ) -> spb.CancelRunResponse:
-        run = await self._runs.cancel(request.run_id, request.reason, self._dispatcher.cancel_run)
+        run = await self._runs.cancel(request.run_id, request.reason)
         return spb.CancelRunResponse(run=run.to_proto())
 
     async def ListRuns(
