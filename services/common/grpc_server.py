@@ -2,7 +2,8 @@
 and a clean stop on SIGTERM.
 
 ``GuardInterceptor`` is the one place where domain errors become gRPC status codes and where
-the bearer token is checked; servicers stay free of both.
+the bearer token is checked; servicers stay free of both. A backing service out of reach
+(Redis, MongoDB) is UNAVAILABLE — worth trying again — rather than grpc's UNKNOWN.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import grpc
+import pymongo.errors
+import redis.exceptions
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
@@ -30,10 +33,25 @@ log = logging.getLogger(__name__)
 PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
+# Backing services out of reach: the same call may well succeed when tried again.
+UNREACHABLE: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    pymongo.errors.ConnectionFailure,  # AutoReconnect, NetworkTimeout, server selection
+)
+MAPPED: tuple[type[Exception], ...] = (WtmError, *UNREACHABLE)
+
+
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """Map an exception raised by domain code to a gRPC status code and message."""
     if isinstance(exc, WtmError):
         return getattr(grpc.StatusCode, exc.code), exc.message
+    if isinstance(exc, UNREACHABLE):
+        log.warning("a backing service is out of reach: %s: %s", type(exc).__name__, exc)
+        return (
+            grpc.StatusCode.UNAVAILABLE,
+            f"a backing service is out of reach ({type(exc).__name__}); try again",
+        )
     log.exception("unexpected error", exc_info=exc)
     return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
 
@@ -90,7 +108,7 @@ class GuardInterceptor(grpc.ServerInterceptor):
                     context.abort(grpc.StatusCode.UNAUTHENTICATED, _DENIED)
                 try:
                     yield from behavior(request, context)
-                except WtmError as exc:
+                except MAPPED as exc:
                     context.abort(*status_for(exc))
 
             return _rewrap(handler, guarded_stream)
@@ -100,7 +118,7 @@ class GuardInterceptor(grpc.ServerInterceptor):
                 context.abort(grpc.StatusCode.UNAUTHENTICATED, _DENIED)
             try:
                 return behavior(request, context)
-            except WtmError as exc:
+            except MAPPED as exc:
                 context.abort(*status_for(exc))
 
         return _rewrap(handler, guarded)
@@ -128,7 +146,7 @@ class AsyncGuardInterceptor(aio.ServerInterceptor):
                 try:
                     async for item in behavior(request, context):
                         yield item
-                except WtmError as exc:
+                except MAPPED as exc:
                     await context.abort(*status_for(exc))
 
             return _rewrap(handler, guarded_stream)
@@ -138,7 +156,7 @@ class AsyncGuardInterceptor(aio.ServerInterceptor):
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, _DENIED)
             try:
                 return await behavior(request, context)
-            except WtmError as exc:
+            except MAPPED as exc:
                 await context.abort(*status_for(exc))
 
         return _rewrap(handler, guarded)
