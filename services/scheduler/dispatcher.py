@@ -294,6 +294,7 @@ class Dispatcher:
             verdicts, leases = await self.queue.complete_and_dispatch(
                 completions, wants, self.lease_ms
             )
+            ended = []
             for c, v in zip(completions, verdicts, strict=True):
                 if v.verdict == "stale":
                     run_id, _, step_id = c.member.partition(":")
@@ -307,8 +308,12 @@ class Dispatcher:
                 if v.verdict == "released":  # handed back unrun: not an attempt
                     continue
                 self._send_cancels(v.cancel)
-                self._attempt_ended(c.member, v.snapshot, c.output_json, v.ends_run, v.final)
-            await self._hand_out(wanting, wants, leases)
+                ended.append((c, v))
+            try:  # the next steps go out first; the record of what ended can wait for them
+                await self._hand_out(wanting, wants, leases)
+            finally:
+                for c, v in ended:
+                    self._attempt_ended(c.member, v.snapshot, c.output_json, v.ends_run, v.final)
 
     async def _results_loop(self) -> None:
         while True:
