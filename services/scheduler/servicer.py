@@ -199,6 +199,8 @@ class ExecutorServicer(epb_grpc.ExecutorServiceServicer):
             )
         )
         reader = asyncio.create_task(self._read(session, request_iterator))
+        # The executor closing its side ends the stream: the reader's end is an outbox item.
+        reader.add_done_callback(lambda _: session.outbox.put_nowait(None))
         try:
             yield epb.ConnectResponse(
                 welcome=epb.ExecutorWelcome(
@@ -206,16 +208,8 @@ class ExecutorServicer(epb_grpc.ExecutorServiceServicer):
                     heartbeat_interval_seconds=self._heartbeat_seconds,
                 )
             )
-            while not reader.done():  # until the executor closes its side
-                if session.outbox.empty():
-                    getter = asyncio.ensure_future(session.outbox.get())
-                    await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
-                    if not getter.done():
-                        getter.cancel()
-                        break
-                    item = getter.result()
-                else:  # drain what is queued without a wait per message
-                    item = session.outbox.get_nowait()
+            while True:
+                item = await session.outbox.get()
                 if item is None:
                     break
                 if isinstance(item, Assignment):
