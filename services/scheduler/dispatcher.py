@@ -34,6 +34,7 @@ from services.scheduler.run_queue import (
     RunQueue,
     RunState,
     Submission,
+    flat_dict,
     now_ms,
 )
 from services.scheduler.task_catalog import serves
@@ -499,9 +500,9 @@ class Dispatcher:
                         extra=logs.run_fields(run_id, step_id),
                     )
                     self.metrics.lease_expiries.add(1)
-                    self._send_cancels(list(_flat_dict(expired["cancel"]).items()))
+                    self._send_cancels(list(flat_dict(expired["cancel"]).items()))
                     self._attempt_ended(
-                        member, _flat_dict(expired["snapshot"]), "", expired["verdict"] == "failed"
+                        member, flat_dict(expired["snapshot"]), "", expired["verdict"] == "failed"
                     )
                     self.wake()
                 if await self.queue.promote_due():
@@ -594,13 +595,6 @@ class Dispatcher:
             if session is not None and attempt is not None:
                 run_id, _, step_id = member.partition(":")
                 session.outbox.put_nowait(Cancel(run_id, step_id, attempt, reason))
-
-
-def _flat_dict(flat: object) -> dict[str, str]:
-    """A flat [k, v, k, v...] list from Lua as a dict (Lua encodes an empty one as {})."""
-    if not isinstance(flat, list):
-        return {}
-    return dict(zip(flat[0::2], flat[1::2], strict=True))
 
 
 def _assignment(

@@ -550,22 +550,22 @@ def _verdict(raw: list[Any]) -> Verdict:
     words = [w.decode() if isinstance(w, bytes) else str(w) for w in raw]
     cancel = _pairs(words[3:]) if words[0] == "failed" else []
     final = _run_state(json.loads(words[2])) if words[2] else None
-    return Verdict(words[0], cancel, _flat(json.loads(words[1])), final)
+    return Verdict(words[0], cancel, flat_dict(json.loads(words[1])), final)
 
 
-def _flat(flat: Any) -> dict[str, str]:
+def flat_dict(flat: Any) -> dict[str, str]:
     """A flat [k, v, k, v...] list from Lua as a dict (Lua encodes an empty one as {})."""
     return dict(_pairs(flat)) if isinstance(flat, list) else {}
 
 
 def _run_state(doc: dict[str, Any]) -> RunState:
     """A run as the complete script returns it: the same shape ``read_run`` gives."""
-    run = _flat(doc["run"])
+    run = flat_dict(doc["run"])
     steps = [
-        {"step_id": step_id, **_flat(h)}
+        {"step_id": step_id, **flat_dict(h)}
         for step_id, h in zip(json.loads(run["steps"]), doc["steps"] or [], strict=True)
     ]
-    return run, steps, _flat(doc["outputs"])
+    return run, steps, flat_dict(doc["outputs"])
 
 
 def _leased(item: bytes) -> Leased:
@@ -579,7 +579,7 @@ def _leased(item: bytes) -> Leased:
         run_id,
         step_id,
         int(d["attempt"]),
-        dict(_pairs(d["step"])) if isinstance(d["step"], list) else {},
+        flat_dict(d["step"]),
         d["input"] or "{}",
         outputs,
         trace[0] or "",

@@ -183,16 +183,15 @@ class RunService:
         queue: RunQueue,
         store: RunStore,
         catalog: TaskCatalog,
+        enqueue: Callable[[list[Submission]], Awaitable[list[tuple[bool, str]]]],
+        cancel_run: Callable[[str, str], Awaitable[str]],
         on_submitted: Callable[[int], None] = lambda n: None,
-        enqueue: Callable[[list[Submission]], Awaitable[list[tuple[bool, str]]]] | None = None,
-        cancel_run: Callable[[str, str], Awaitable[str]] | None = None,
     ) -> None:
         self.queue = queue
         # The dispatcher's: queueing also leases free slots in the same round trip, and
-        # cancelling tells executors to stop the run's running steps. Without a dispatcher
-        # (as in tests of this class alone), the queue's own.
-        self.enqueue = enqueue or queue.submit_many
-        self.cancel_run = cancel_run or self._cancel_in_redis
+        # cancelling tells executors to stop the run's running steps.
+        self.enqueue = enqueue
+        self.cancel_run = cancel_run
         self.store = store
         self.catalog = catalog
         # Submits waiting for runs to end: each has its own future, set when the run ends on
@@ -400,10 +399,6 @@ class RunService:
         steps may already be running: they are stopped)."""
         with contextlib.suppress(Exception):
             await self.cancel_run(run_id, "not recorded: the history store failed")
-
-    async def _cancel_in_redis(self, run_id: str, reason: str) -> str:
-        state, _ = await self.queue.cancel_run(run_id, reason)
-        return state
 
     async def cancel(self, run_id: str, reason: str) -> Run:
         """Cancel a run: its queued steps are dropped and its running ones stopped."""
