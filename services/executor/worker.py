@@ -122,6 +122,7 @@ class Worker:
             self.kill()
             raise
         except (EOFError, OSError, BrokenPipeError):
+            self._proc.join(1.0)  # its pipe closes a moment before it can be reaped
             code = self._proc.exitcode
             self.kill()
             return Outcome("FAILED", error=f"worker process died (exit code {code})")
