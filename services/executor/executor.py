@@ -25,16 +25,23 @@ from typing import Any
 
 import grpc
 from grpc import aio
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
 
-from services.common import refs, telemetry
+from services.common import jsondoc, refs, telemetry
 from services.common.artifacts import SCHEME, find_uris, upload_requests
 from services.common.errors import WtmError
 from services.executor.artifact_cache import ArtifactCache
+from services.executor.lease_fence import LeaseFence
 from services.executor.package_cache import PackageCache
 from services.executor.requirements import RequirementInstaller
 from services.executor.settings import ExecutorSettings
-from services.executor.worker import Outcome
+from services.executor.worker import Outcome, Worker
 from services.executor.worker_pool import WorkerPool
 from wtm.v1 import executor_service_pb2 as epb
 from wtm.v1 import executor_service_pb2_grpc as epb_grpc
@@ -52,6 +59,28 @@ class Running:
     ref: epb.StepAttemptRef
     digest: str
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    # Stopped by a drain that ran out of time: the attempt goes back to the queue (RELEASED),
+    # not against the step's retries; the executor's shutdown is not the task's failure.
+    released: bool = False
+    worker: Worker | None = None  # once it has one: its fence follows the lease
+
+
+_TRANSIENT = (
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+)
+
+
+def _transient(exc: BaseException) -> bool:
+    """A registry call that may well work when tried again (not a NOT_FOUND or a refusal)."""
+    return isinstance(exc, aio.AioRpcError) and exc.code() in _TRANSIENT
+
+
+def _names(ref: epb.StepAttemptRef) -> tuple[str, str]:
+    return ref.run_id, ref.step_id
 
 
 def installed_packages() -> list[str]:
@@ -102,6 +131,7 @@ class Executor:
         self._stream_no = 0
         self._attempts = 0
         self._heartbeat_seconds = 5.0
+        self.fence = LeaseFence()
         self._manifests: dict[str, dict[str, Any]] = {}  # digest -> task.json
 
     def _package_dirs_in_use(self) -> set[str]:
@@ -123,6 +153,17 @@ class Executor:
         async for reply in stream:
             yield reply.chunk
 
+    def _store_retrying(self) -> AsyncRetrying:
+        """Retries of a call that reaches the object store through the registry: an outage
+        shorter than ``store_retry_seconds`` is waited out (the step's lease is renewed
+        meanwhile), so it costs none of the step's retries."""
+        return AsyncRetrying(
+            stop=stop_after_delay(self.settings.store_retry_seconds),
+            wait=wait_exponential_jitter(initial=0.2, max=5.0),
+            retry=retry_if_exception(_transient),
+            reraise=True,
+        )
+
     async def _by_reference(self, a: epb.StepAssignment, outcome: Outcome) -> Outcome:
         """A succeeded step's output, stored in the object store when over the inline limit
         (the result then carries a reference document)."""
@@ -133,11 +174,13 @@ class Executor:
         data = outcome.output_json.encode()
         try:
             with telemetry.phase("store output", **{"wtm.output_bytes": len(data)}):
-                reply = await self._registry.UploadArtifact(
-                    upload_requests(f"{a.output_id or 'output'}.json", data),
-                    metadata=self._metadata,
-                )
-        except aio.AioRpcError as exc:  # the object store may be back for the next attempt
+                async for attempt in self._store_retrying():
+                    with attempt:
+                        reply = await self._registry.UploadArtifact(
+                            upload_requests(f"{a.output_id or 'output'}.json", data),
+                            metadata=self._metadata,
+                        )
+        except aio.AioRpcError as exc:  # out for longer than the store retry period
             return Outcome(
                 "FAILED",
                 error=f"storing the {len(data)}-byte output failed: {exc.code().name}: "
@@ -162,6 +205,7 @@ class Executor:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle(), self.settings.drain_seconds)
         for running in self._running.values():
+            running.released = True
             running.cancelled.set()
         await asyncio.sleep(0.3)  # let the last results reach the outbox and the stream
         with contextlib.suppress(TimeoutError):
@@ -243,7 +287,9 @@ class Executor:
                 async for message in call:
                     kind = message.WhichOneof("message")
                     if kind == "welcome":
-                        self._heartbeat_seconds = message.welcome.heartbeat_interval_seconds or 5.0
+                        welcome = message.welcome
+                        self._heartbeat_seconds = welcome.heartbeat_interval_seconds or 5.0
+                        self.fence.configure(welcome.lease_seconds or 30, welcome.acks_heartbeats)
                         log.info(
                             "connected to %s as %s",
                             address,
@@ -260,6 +306,7 @@ class Executor:
                             ref = message.assignment.ref
                             self._received[ref.SerializeToString()] = time.time_ns()
                             self._held[(ref.run_id, ref.step_id)] = ref
+                            self.fence.granted((ref.run_id, ref.step_id), time.monotonic())
                             await self._assignments.put(message.assignment)
                     elif kind == "cancel":
                         ref = message.cancel.ref
@@ -270,6 +317,12 @@ class Executor:
                         held = self._held.get(key)
                         if held is not None and held.attempt == ref.attempt:
                             del self._held[key]  # its slot will skip it
+                            self.fence.forget(key)
+                    elif kind == "heartbeat_ack":
+                        for key in self.fence.acknowledged(message.heartbeat_ack.sequence):
+                            running = self._running.get(key)
+                            if running is not None and running.worker is not None:
+                                running.worker.fence(self.fence.until(key))
             except aio.AioRpcError as exc:
                 if exc.code() in (
                     grpc.StatusCode.UNAUTHENTICATED,
@@ -297,10 +350,13 @@ class Executor:
                 self._outbox.put_nowait(message)
 
     def _heartbeat(self) -> epb.ConnectRequest:
+        refs = [r.ref for r in self._running.values()] + list(self._held.values())
+        sequence = self.fence.heartbeat_sent(
+            [(r.run_id, r.step_id) for r in refs], time.monotonic()
+        )
         return epb.ConnectRequest(
             heartbeat=epb.ExecutorHeartbeat(
-                running=[r.ref for r in self._running.values()] + list(self._held.values()),
-                draining=self._draining.is_set(),
+                running=refs, draining=self._draining.is_set(), sequence=sequence
             )
         )
 
@@ -337,8 +393,14 @@ class Executor:
             self._running[(ref.run_id, ref.step_id)] = running
             try:
                 outcome = await self._traced_execute(assignment, running)
+            except Exception as exc:  # noqa: BLE001 - a slot outlives any one step's trouble
+                # Ours, not the task's (a full disk while unpacking, a bug here): the step
+                # fails retryably, the error is logged with the step, and the slot goes on.
+                log.exception("slot %d: step %s/%s failed in the executor", index, *_names(ref))
+                outcome = Outcome("FAILED", error=f"executor error: {type(exc).__name__}: {exc}")
             finally:
                 self._running.pop((ref.run_id, ref.step_id), None)
+                self.fence.forget((ref.run_id, ref.step_id))
             result = epb.StepResult(
                 ref=ref,
                 outcome=epb.StepOutcome.Value(f"STEP_OUTCOME_{outcome.outcome}"),
@@ -382,7 +444,9 @@ class Executor:
     async def _execute(self, a: epb.StepAssignment, running: Running) -> Outcome:
         try:
             with telemetry.phase("load package", **{"wtm.task_digest": a.digest}):
-                package_dir = await self.cache.get(a.digest)
+                async for attempt in self._store_retrying():
+                    with attempt:
+                        package_dir = await self.cache.get(a.digest)
         except WtmError as exc:
             return Outcome("FATAL", error=f"package {a.task_id}@{a.task_version}: {exc.message}")
         except aio.AioRpcError as exc:
@@ -404,13 +468,13 @@ class Executor:
                 "FATAL", error=f"requirements of {a.task_id}@{a.task_version}: {exc.message}"
             )
         try:
-            input_json = a.input_json
-            if big_input := refs.text_ref_uri(input_json):  # a large input, by reference
-                input_json = (await self.artifacts.path(big_input)).read_text()
-            artifacts = {
-                uri: str(await self.artifacts.path(uri))
-                for uri in (set(find_uris(json.loads(input_json))) if SCHEME in input_json else ())
-            }
+            async for attempt in self._store_retrying():
+                with attempt:
+                    input_json = a.input_json
+                    if big_input := refs.text_ref_uri(input_json):  # a large input, by reference
+                        input_json = (await self.artifacts.path(big_input)).read_text()
+                    uris = set(find_uris(json.loads(input_json))) if SCHEME in input_json else ()
+                    artifacts = {uri: str(await self.artifacts.path(uri)) for uri in uris}
         except WtmError as exc:
             return Outcome("FATAL", error=f"input artifact: {exc.message}")
         except aio.AioRpcError as exc:
@@ -426,6 +490,8 @@ class Executor:
         }
         worker = await self.workers.acquire(package_dir, a.entry_point, extra_paths)
         cold = worker.ready_ns == 0
+        running.worker = worker
+        worker.fence(self.fence.until((a.ref.run_id, a.ref.step_id)))
 
         def progress(fraction: float, message: str) -> None:
             self._outbox.put_nowait(
@@ -446,12 +512,29 @@ class Executor:
         except asyncio.CancelledError:
             if not running.cancelled.is_set():
                 raise
-            outcome = Outcome("CANCELLED", error="cancelled by the scheduler")
+            outcome = (
+                Outcome(
+                    "RELEASED",
+                    error=f"stopped by a draining executor after "
+                    f"{self.settings.drain_seconds:g}s; re-queued without using a retry",
+                )
+                if running.released
+                else Outcome("CANCELLED", error="cancelled by the scheduler")
+            )
         finally:
+            running.worker = None
+            worker.fence(0.0)
             self.workers.release(worker)  # a killed or dead worker is dropped, not pooled
         if cold and worker.ready_ns:
             telemetry.past_child("start worker + setup()", worker.started_ns, worker.ready_ns)
         if outcome.process_times is not None:
             called, returned = outcome.process_times
             telemetry.past_child("process()", int(called * 1e9), int(returned * 1e9))
+        if outcome.outcome == "SUCCEEDED" and not jsondoc.within_depth(outcome.output_json):
+            return Outcome(
+                "FATAL",
+                error=f"process() returned a document nesting deeper than {jsondoc.MAX_DEPTH} "
+                "levels of objects and arrays",
+                process_times=outcome.process_times,
+            )
         return await self._by_reference(a, outcome)

@@ -82,6 +82,13 @@ class ExecutorSettings:
     drain_seconds: float = setting(
         30.0, "WTM_DRAIN_SECONDS", "on SIGTERM, how long running steps may finish", positive
     )
+    store_retry_seconds: float = setting(
+        60.0,
+        "WTM_STORE_RETRY_SECONDS",
+        "how long to keep retrying the object store (packages, artifacts, large outputs) "
+        "before a step fails: an outage shorter than this costs no retry of the step",
+        non_negative,
+    )
     auth_token: str = setting("", "WTM_AUTH_TOKEN", "bearer token to present (empty: none)")
     health_file: str = setting(
         "", "WTM_HEALTH_FILE", "file touched on every heartbeat, for container health checks"

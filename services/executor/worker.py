@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing as mp
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +40,10 @@ class Outcome:
     process_times: tuple[float, float] | None = None
 
 
+class LeaseLapsed(Exception):
+    """The running step's lease was not renewed in time: another executor may take it."""
+
+
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -57,9 +62,12 @@ class Worker:
         self.key = (str(package_dir), entry_point, extra_paths)
         self.memory_limit_mb = memory_limit_mb
         self._conn, child = _CTX.Pipe()
+        # Until when (monotonic) the running step's lease is known to hold; 0 while idle.
+        # The process kills itself past it, so it cannot outlive its lease (see _die_with).
+        self._fence = _CTX.Value("d", 0.0, lock=False)
         self._proc = _CTX.Process(
             target=worker_main,
-            args=(child, str(package_dir), entry_point, extra_paths),
+            args=(child, str(package_dir), entry_point, extra_paths, os.getpid(), self._fence),
             daemon=True,
         )
         self._proc.start()
@@ -67,6 +75,11 @@ class Worker:
         self._ready = False
         self.started_ns = time.time_ns()
         self.ready_ns = 0  # when setup() had finished
+
+    def fence(self, until: float) -> None:
+        """Let the running step go on until ``until`` (time.monotonic()), when its lease
+        would lapse unless renewed again; 0 lifts the fence (idle, or no leases here)."""
+        self._fence.value = until
 
     @property
     def alive(self) -> bool:
@@ -118,6 +131,13 @@ class Worker:
         except MemoryError as exc:
             self.kill()
             return Outcome("FAILED", error=str(exc))
+        except LeaseLapsed:
+            self.kill()
+            return Outcome(
+                "FAILED",
+                error="stopped: its lease could not be renewed (the scheduler was out of "
+                "reach), so it may already run elsewhere",
+            )
         except asyncio.CancelledError:
             self.kill()
             raise
@@ -140,6 +160,8 @@ class Worker:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise TimeoutError
+            if 0 < self._fence.value < time.monotonic():
+                raise LeaseLapsed
             if not self._proc.is_alive() and not self._conn.poll():
                 raise EOFError
             self._check_memory()

@@ -6,11 +6,11 @@ Each problem is reported as INVALID_ARGUMENT naming the manifest field, e.g.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.common import jsondoc
 from services.common.errors import InvalidArgument
 
 TASK_ID = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -22,6 +22,7 @@ SEMVER = re.compile(
 ENTRY_POINT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 MAX_TIMEOUT_SECONDS = 24 * 3600
 MAX_RETRIES = 20
+MAX_MANIFEST_BYTES = 64 * 1024  # task.json, as JSON text
 
 
 def version_sort_key(version: str) -> str:
@@ -119,10 +120,9 @@ def _labels(doc: dict[str, Any], name: str) -> dict[str, str]:
 
 def parse_manifest(text: bytes | str) -> Manifest:
     """Parse and validate task.json text."""
-    try:
-        doc = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidArgument(f"not valid JSON ({exc})", field="task.json") from exc
+    if len(text if isinstance(text, bytes) else text.encode()) > MAX_MANIFEST_BYTES:
+        raise InvalidArgument(f"is over {MAX_MANIFEST_BYTES} bytes", field="task.json")
+    doc = jsondoc.loads(text, field="task.json")
     if not isinstance(doc, dict):
         raise InvalidArgument("must be a JSON object", field="task.json")
     task_id = _string(doc, "task_id")

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
+from services.common import jsondoc
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound
 from services.registry.models import PipelineVersion
 from services.registry.pipeline_spec import PinnedTask, parse_config, pin
 from services.registry.registry import Registry, page_size_of
 from services.registry.stores import PipelineStore
+
+MAX_CONFIG_BYTES = 1024 * 1024  # a pipeline config, as JSON text
 
 
 @dataclass(frozen=True)
@@ -44,10 +46,9 @@ class Pipelines:
 
         Nothing is stored unless every pipeline in the config is valid.
         """
-        try:
-            doc = json.loads(config_json)
-        except ValueError as exc:
-            raise InvalidArgument(f"not valid JSON ({exc})", field="config_json") from exc
+        if len(config_json.encode()) > MAX_CONFIG_BYTES:
+            raise InvalidArgument(f"is over {MAX_CONFIG_BYTES} bytes", field="config_json")
+        doc = jsondoc.loads(config_json, field="config_json")
         pinned = []
         for spec in parse_config(doc, only):
             try:

@@ -86,6 +86,14 @@ class Cancel:
 
 
 @dataclass(frozen=True)
+class Renewed:
+    """The leases an executor's heartbeat listed are renewed (its ``sequence`` echoed), so
+    the executor may keep running those steps for another lease period."""
+
+    sequence: int
+
+
+@dataclass(frozen=True)
 class StepReport:
     """The end of a step attempt, as an executor reports it."""
 
@@ -104,7 +112,9 @@ class ExecutorSession:
 
     info: ExecutorInfo
     in_flight: dict[str, int] = field(default_factory=dict)  # step-key -> attempt
-    outbox: asyncio.Queue[Assignment | Cancel | None] = field(default_factory=asyncio.Queue)
+    outbox: asyncio.Queue[Assignment | Cancel | Renewed | None] = field(
+        default_factory=asyncio.Queue
+    )
     last_seen: float = field(default_factory=time.time)
     connected_at: float = field(default_factory=time.time)
     draining: bool = False
@@ -220,8 +230,14 @@ class Dispatcher:
         log.info("executor %s disconnected", session.info.executor_id)
 
     async def heartbeat(
-        self, session: ExecutorSession, running: list[tuple[str, str, int]], draining: bool = False
+        self,
+        session: ExecutorSession,
+        running: list[tuple[str, str, int]],
+        draining: bool = False,
+        sequence: int = 0,
     ) -> None:
+        """Renew the leases of what an executor runs; cancel the attempts that are no longer
+        current; then (when it numbered the heartbeat) tell it the renewal is done."""
         session.last_seen = time.time()
         if draining and not session.draining:
             log.info("executor %s is draining: no new work for it", session.info.executor_id)
@@ -240,6 +256,8 @@ class Dispatcher:
             session.outbox.put_nowait(
                 Cancel(run_id, step_id, attempt, "attempt is no longer current")
             )
+        if sequence:
+            session.outbox.put_nowait(Renewed(sequence))
 
     async def progress(
         self,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from services.common import mapping, telemetry
+from services.common import jsondoc, mapping, telemetry
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.mapping import MissingValue
 from services.scheduler import input_check, step_inputs
@@ -166,10 +166,7 @@ def _plan_doc(s: Submission) -> dict[str, Any]:
 def _parse_input(text: str) -> dict[str, object]:
     if len(text.encode()) > MAX_INPUT_BYTES:
         raise InvalidArgument(f"is over {MAX_INPUT_BYTES} bytes", field="input_json")
-    try:
-        doc = json.loads(text or "{}")
-    except ValueError as exc:
-        raise InvalidArgument(f"is not valid JSON ({exc})", field="input_json") from exc
+    doc = jsondoc.loads(text or "{}", field="input_json")
     if not isinstance(doc, dict):
         raise InvalidArgument("must be a JSON object", field="input_json")
     return doc

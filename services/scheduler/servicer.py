@@ -15,6 +15,7 @@ from services.scheduler.dispatcher import (
     Dispatcher,
     ExecutorInfo,
     ExecutorSession,
+    Renewed,
     StepReport,
 )
 from services.scheduler.runs import RunEvent, RunService, SubmitRequest
@@ -206,6 +207,7 @@ class ExecutorServicer(epb_grpc.ExecutorServiceServicer):
                 welcome=epb.ExecutorWelcome(
                     lease_seconds=self._lease_seconds,
                     heartbeat_interval_seconds=self._heartbeat_seconds,
+                    acks_heartbeats=True,
                 )
             )
             while True:
@@ -214,6 +216,10 @@ class ExecutorServicer(epb_grpc.ExecutorServiceServicer):
                     break
                 if isinstance(item, Assignment):
                     yield _assignment_to_proto(item)
+                elif isinstance(item, Renewed):
+                    yield epb.ConnectResponse(
+                        heartbeat_ack=epb.HeartbeatAck(sequence=item.sequence)
+                    )
                 else:
                     yield epb.ConnectResponse(
                         cancel=epb.CancelStep(
@@ -239,6 +245,7 @@ class ExecutorServicer(epb_grpc.ExecutorServiceServicer):
                     session,
                     [(r.run_id, r.step_id, r.attempt) for r in message.heartbeat.running],
                     message.heartbeat.draining,
+                    message.heartbeat.sequence,
                 )
             elif kind == "progress":
                 p = message.progress

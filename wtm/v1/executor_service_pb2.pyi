@@ -42,14 +42,16 @@ class ConnectRequest(_message.Message):
     def __init__(self, hello: _Optional[_Union[ExecutorHello, _Mapping]] = ..., heartbeat: _Optional[_Union[ExecutorHeartbeat, _Mapping]] = ..., progress: _Optional[_Union[StepProgress, _Mapping]] = ..., result: _Optional[_Union[StepResult, _Mapping]] = ..., log: _Optional[_Union[StepLog, _Mapping]] = ...) -> None: ...
 
 class ConnectResponse(_message.Message):
-    __slots__ = ("welcome", "assignment", "cancel")
+    __slots__ = ("welcome", "assignment", "cancel", "heartbeat_ack")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     ASSIGNMENT_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_ACK_FIELD_NUMBER: _ClassVar[int]
     welcome: ExecutorWelcome
     assignment: StepAssignment
     cancel: CancelStep
-    def __init__(self, welcome: _Optional[_Union[ExecutorWelcome, _Mapping]] = ..., assignment: _Optional[_Union[StepAssignment, _Mapping]] = ..., cancel: _Optional[_Union[CancelStep, _Mapping]] = ...) -> None: ...
+    heartbeat_ack: HeartbeatAck
+    def __init__(self, welcome: _Optional[_Union[ExecutorWelcome, _Mapping]] = ..., assignment: _Optional[_Union[StepAssignment, _Mapping]] = ..., cancel: _Optional[_Union[CancelStep, _Mapping]] = ..., heartbeat_ack: _Optional[_Union[HeartbeatAck, _Mapping]] = ...) -> None: ...
 
 class ExecutorHello(_message.Message):
     __slots__ = ("executor_id", "queues", "slots", "labels", "software_version", "python_version", "packages")
@@ -77,20 +79,30 @@ class ExecutorHello(_message.Message):
     def __init__(self, executor_id: _Optional[str] = ..., queues: _Optional[_Iterable[str]] = ..., slots: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., software_version: _Optional[str] = ..., python_version: _Optional[str] = ..., packages: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ExecutorWelcome(_message.Message):
-    __slots__ = ("lease_seconds", "heartbeat_interval_seconds")
+    __slots__ = ("lease_seconds", "heartbeat_interval_seconds", "acks_heartbeats")
     LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ACKS_HEARTBEATS_FIELD_NUMBER: _ClassVar[int]
     lease_seconds: int
     heartbeat_interval_seconds: float
-    def __init__(self, lease_seconds: _Optional[int] = ..., heartbeat_interval_seconds: _Optional[float] = ...) -> None: ...
+    acks_heartbeats: bool
+    def __init__(self, lease_seconds: _Optional[int] = ..., heartbeat_interval_seconds: _Optional[float] = ..., acks_heartbeats: _Optional[bool] = ...) -> None: ...
 
 class ExecutorHeartbeat(_message.Message):
-    __slots__ = ("running", "draining")
+    __slots__ = ("running", "draining", "sequence")
     RUNNING_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     running: _containers.RepeatedCompositeFieldContainer[StepAttemptRef]
     draining: bool
-    def __init__(self, running: _Optional[_Iterable[_Union[StepAttemptRef, _Mapping]]] = ..., draining: _Optional[bool] = ...) -> None: ...
+    sequence: int
+    def __init__(self, running: _Optional[_Iterable[_Union[StepAttemptRef, _Mapping]]] = ..., draining: _Optional[bool] = ..., sequence: _Optional[int] = ...) -> None: ...
+
+class HeartbeatAck(_message.Message):
+    __slots__ = ("sequence",)
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    def __init__(self, sequence: _Optional[int] = ...) -> None: ...
 
 class StepAttemptRef(_message.Message):
     __slots__ = ("run_id", "step_id", "attempt")

@@ -48,7 +48,8 @@ end
 if outcome == 'RELEASED' then
   redis.call('ZREM', P .. 'leases', member)
   enqueue_known(P, member, f[4], f[5], f[6], now, {'attempt', tonumber(attempt) - 1})
-  emit(P, run_id, step_id, tonumber(attempt) - 1, 'QUEUED', 'released unrun by a draining executor', now)
+  emit(P, run_id, step_id, tonumber(attempt) - 1, 'QUEUED',
+    (err ~= '' and err or 'released unrun by a draining executor'), now)
   redis.call('PUBLISH', wake_channel, origin)
   return with_snapshot({'released'})
 end

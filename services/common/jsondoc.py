@@ -1,0 +1,112 @@
+"""JSON documents from users and task code, parsed within limits every language can read.
+
+Every JSON text that crosses the API (a run's input, a pipeline config, a ``task.json``) and
+every output a task returns goes through here:
+
+- nesting is at most ``MAX_DEPTH`` levels (objects and arrays), checked without recursion,
+  so no document can exhaust the interpreter's stack in a parser or a mapping walker;
+- ``NaN``, ``Infinity`` and ``-Infinity`` are refused: they are not JSON (RFC 8259), and
+  other languages' parsers reject them.
+
+Errors are ``InvalidArgument`` naming the field, never a ``RecursionError`` or ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from services.common.errors import InvalidArgument
+
+MAX_DEPTH = 64
+
+
+class NotJson(ValueError):
+    """A value that JSON cannot carry (NaN, Infinity), or nesting over the limit."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise NotJson(f"{name} is not JSON (use null or a string)")
+
+
+def depth_of(text: str) -> int:
+    """The deepest nesting of objects and arrays in JSON ``text``, without parsing it (brackets
+    inside strings do not count)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def within_depth(text: str, max_depth: int = MAX_DEPTH) -> bool:
+    """True when JSON ``text`` nests at most ``max_depth`` levels."""
+    # Most documents are far shallower than the limit: count brackets first (C speed) and
+    # only scan character by character when there might be too many.
+    if text.count("[") + text.count("{") <= max_depth:
+        return True
+    return depth_of(text) <= max_depth
+
+
+def loads(text: str | bytes, field: str, max_depth: int = MAX_DEPTH) -> Any:
+    """Parse JSON ``text`` from a user or a task; ``InvalidArgument`` naming ``field`` when it
+    is not JSON, holds NaN or Infinity, or nests deeper than ``max_depth``."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode()
+        except UnicodeDecodeError as exc:
+            raise InvalidArgument(f"is not UTF-8 ({exc})", field=field) from exc
+    if not within_depth(text, max_depth):
+        raise InvalidArgument(
+            f"nests deeper than {max_depth} levels of objects and arrays", field=field
+        )
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except NotJson as exc:
+        raise InvalidArgument(str(exc), field=field) from exc
+    except (ValueError, RecursionError) as exc:
+        raise InvalidArgument(f"is not valid JSON ({exc})", field=field) from exc
+
+
+def dumps(value: Any, max_depth: int = MAX_DEPTH) -> str:
+    """JSON text of ``value``; ``NotJson`` for NaN, Infinity or nesting over ``max_depth``
+    (a ``ValueError``, so a task's own failure), never a ``RecursionError``."""
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except ValueError as exc:
+        bad = _first_non_finite(value)
+        where = f" at {bad}" if bad else ""
+        raise NotJson(f"holds {exc.args[0].split(': ')[-1]}{where}, which is not JSON") from exc
+    except RecursionError as exc:
+        raise NotJson(f"nests deeper than {max_depth} levels") from exc
+    if not within_depth(text, max_depth):
+        raise NotJson(f"nests deeper than {max_depth} levels of objects and arrays")
+    return text
+
+
+def _first_non_finite(value: Any) -> str:
+    """The path of the first NaN or Infinity in ``value`` (``$.a[2]``), iteratively."""
+    stack: list[tuple[str, Any]] = [("$", value)]
+    while stack:
+        path, v = stack.pop()
+        if isinstance(v, float) and not math.isfinite(v):
+            return path
+        if isinstance(v, dict):
+            stack.extend((f"{path}.{k}", x) for k, x in reversed(list(v.items())))
+        elif isinstance(v, (list, tuple)):
+            stack.extend((f"{path}[{i}]", x) for i, x in reversed(list(enumerate(v))))
+    return ""

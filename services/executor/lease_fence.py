@@ -1,0 +1,83 @@
+"""``LeaseFence``: until when the executor knows each of its steps' leases to hold.
+
+The scheduler re-queues a step whose lease lapses (its executor died, froze or lost the
+network). For the retry never to overlap the first attempt, the first attempt must stop
+before the lease can lapse. So the executor runs a step only while it can show the lease
+held:
+
+- an assignment holds from its arrival for one lease period, less a margin (the scheduler
+  set the deadline a moment earlier, when it leased the step);
+- a heartbeat renews the leases of the steps it lists; once the scheduler acknowledges it
+  (``HeartbeatAck``, after the renewal is written), those leases hold until the heartbeat's
+  *send* time plus one lease period, less the margin — the scheduler's new deadline is
+  later than that, since it renewed after the heartbeat was sent.
+
+Past that time the worker process kills itself (``tasks.base.runtime._die_with``) and the
+executor reports the attempt failed. Times are ``time.monotonic()``; the argument assumes
+that the scheduler's clock and this host's advance at the same rate, and that clocks of
+different hosts differ by less than the margin.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+Key = tuple[str, str]  # run id, step id
+
+
+class LeaseFence:
+    """Deadlines by step, renewed by acknowledged heartbeats."""
+
+    def __init__(self) -> None:
+        self.enabled = False  # a scheduler that does not acknowledge heartbeats: no fence
+        self.lease_seconds = 30.0
+        self.margin = 6.0
+        self._until: dict[Key, float] = {}
+        self._sent: OrderedDict[int, tuple[float, tuple[Key, ...]]] = OrderedDict()
+        self._sequence = 0
+
+    def configure(self, lease_seconds: float, acks_heartbeats: bool) -> None:
+        """Set from the scheduler's welcome. The margin is a fifth of the lease, at least
+        one second, at most half the lease."""
+        self.enabled = acks_heartbeats and lease_seconds > 0
+        self.lease_seconds = lease_seconds
+        self.margin = min(max(1.0, lease_seconds / 5), lease_seconds / 2)
+
+    def granted(self, key: Key, now: float) -> None:
+        """A step was assigned (its lease starts now)."""
+        if self.enabled:
+            self._until[key] = now + self.lease_seconds - self.margin
+
+    def heartbeat_sent(self, keys: list[Key], now: float) -> int:
+        """A heartbeat listing ``keys`` is being sent; returns its sequence number (0 when
+        heartbeats are not acknowledged)."""
+        if not self.enabled:
+            return 0
+        self._sequence += 1
+        self._sent[self._sequence] = (now, tuple(keys))
+        while len(self._sent) > 1000:  # acks that never came (a broken stream)
+            self._sent.popitem(last=False)
+        return self._sequence
+
+    def acknowledged(self, sequence: int) -> list[Key]:
+        """The scheduler renewed what heartbeat ``sequence`` listed; returns the steps whose
+        deadline moved."""
+        entry = self._sent.pop(sequence, None)
+        while self._sent and next(iter(self._sent)) < sequence:  # older ones: superseded
+            self._sent.popitem(last=False)
+        if entry is None:
+            return []
+        sent_at, keys = entry
+        moved = []
+        for key in keys:
+            if key in self._until:
+                self._until[key] = max(self._until[key], sent_at + self.lease_seconds - self.margin)
+                moved.append(key)
+        return moved
+
+    def until(self, key: Key) -> float:
+        """When the step must stop unless renewed (monotonic); 0 when there is no fence."""
+        return self._until.get(key, 0.0)
+
+    def forget(self, key: Key) -> None:
+        self._until.pop(key, None)

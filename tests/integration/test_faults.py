@@ -1,0 +1,185 @@
+"""Faults on the real stack: an executor killed or frozen mid-step, a drain that runs out of
+time, an error inside an executor slot. The session's stack has 3 s leases and 0.5 s
+heartbeats, so a lapsed lease is retried within seconds."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clients.sdk import Client
+from services.localstack import Cluster
+from tests.integration.test_executor import make_task, stop_executor
+
+# Each execution appends "start PID T" when it begins and "end PID T" when it returns.
+JOURNAL_TASK = """
+import os
+import time
+from tasks.base.task_base import SimpleTask
+
+class Task(SimpleTask):
+    def process(self, input_data):
+        journal = input_data["journal"]
+        with open(journal, "a") as f:
+            f.write(f"start {os.getpid()} {time.time()}\\n")
+        self.report_progress(0.0, "started")
+        deadline = time.time() + float(input_data["seconds"])
+        while time.time() < deadline:
+            time.sleep(0.05)
+        with open(journal, "a") as f:
+            f.write(f"end {os.getpid()} {time.time()}\\n")
+        return {"pid": os.getpid()}
+"""
+
+
+def journal(path: Path) -> list[tuple[str, int, float]]:
+    if not path.exists():
+        return []
+    return [
+        (kind, int(pid), float(t))
+        for kind, pid, t in (line.split() for line in path.read_text().splitlines())
+    ]
+
+
+def wait_for(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purpose (its parent, killed, cannot reap it at once).
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split(") ", 1)[1][0] != "Z"
+
+
+@pytest.fixture(scope="module")
+def journal_task(client: Client, tmp_path_factory: pytest.TempPathFactory) -> None:
+    d = tmp_path_factory.mktemp("tasks")
+    client.register_task(make_task(d, "journal", JOURNAL_TASK, queue="faultq", max_retries=2))
+
+
+def no_overlap(entries: list[tuple[str, int, float]], killed_at: dict[int, float]) -> None:
+    """Every execution ended (or its process died) before the next one started."""
+    starts = [(pid, t) for kind, pid, t in entries if kind == "start"]
+    ends = {pid: t for kind, pid, t in entries if kind == "end"}
+    for (pid, _), (_, next_start) in zip(starts, starts[1:], strict=False):
+        ended = ends.get(pid, killed_at.get(pid))
+        assert ended is not None, f"execution in {pid} neither ended nor died"
+        assert ended <= next_start, f"{pid} ran until {ended}, the retry began at {next_start}"
+
+
+@pytest.mark.usefixtures("journal_task")
+def test_workers_die_with_a_killed_executor_so_the_retry_never_overlaps(
+    cluster: Cluster, client: Client, tmp_path: Path
+) -> None:
+    log = tmp_path / "journal"
+    first = cluster.add_executor("--queues", "faultq", slots=1)
+    second = None
+    try:
+        r = client.submit(task="journal", input={"journal": str(log), "seconds": 6})
+        wait_for(lambda: journal(log), 60, "the first execution to start")
+        [(_, pid, _)] = journal(log)
+        first.proc.kill()  # kill -9: no drain, no cleanup
+        first.proc.wait(10)
+        wait_for(lambda: not alive(pid), 3, f"worker {pid} to die with its executor")
+        died = time.time()
+        second = cluster.add_executor("--queues", "faultq", slots=1)
+        done = client.wait(r.run_id, timeout=90)
+        assert done.state == "COMPLETED", done.steps[0].error
+        assert done.steps[0].attempt == 2
+        no_overlap(journal(log), {pid: died})
+    finally:
+        for child in (first, second):
+            if child is not None:
+                stop_executor(cluster, child)
+
+
+@pytest.mark.usefixtures("journal_task")
+def test_a_frozen_executor_stops_its_steps_before_their_lease_can_lapse(
+    cluster: Cluster, client: Client, tmp_path: Path
+) -> None:
+    """SIGSTOP: the executor is alive but silent, so only the lease fence can stop its
+    worker; it must do so before the scheduler hands the step to another executor."""
+    log = tmp_path / "journal"
+    frozen = cluster.add_executor("--queues", "faultq", slots=1)
+    second = None
+    try:
+        r = client.submit(task="journal", input={"journal": str(log), "seconds": 8})
+        wait_for(lambda: journal(log), 60, "the first execution to start")
+        [(_, pid, _)] = journal(log)
+        frozen.proc.send_signal(signal.SIGSTOP)
+        stopped = time.time()
+        second = cluster.add_executor("--queues", "faultq", slots=1)
+        wait_for(lambda: not alive(pid), 6, f"worker {pid} to stop at its fence")
+        died = time.time()
+        assert died - stopped < 3.0  # the lease (3 s) would lapse after this
+        done = client.wait(r.run_id, timeout=90)
+        assert done.state == "COMPLETED", done.steps[0].error
+        assert done.steps[0].executor_id == second.name
+        no_overlap(journal(log), {pid: died})
+    finally:
+        frozen.proc.send_signal(signal.SIGCONT)
+        for child in (frozen, second):
+            if child is not None:
+                stop_executor(cluster, child)
+
+
+def test_a_drain_that_runs_out_of_time_gives_the_step_back_without_using_a_retry(
+    cluster: Cluster, client: Client, tmp_path: Path
+) -> None:
+    client.register_task(make_task(tmp_path, "drain_giveback", queue="giveq", max_retries=0))
+    draining = cluster.add_executor("--queues", "giveq", "--drain-seconds", "0.5", slots=1)
+    other = None
+    try:
+        r = client.submit(task="drain_giveback", input={"seconds": 4})
+        for event in client.watch(r.run_id, timeout=60):
+            if event.kind == "PROGRESS":
+                break
+        draining.proc.send_signal(signal.SIGTERM)
+        assert draining.proc.wait(30) == 0
+        other = cluster.add_executor("--queues", "giveq", slots=1)
+        done = client.wait(r.run_id, timeout=60)
+        assert done.state == "COMPLETED", done.steps[0].error  # no retries were left to use
+        assert done.steps[0].executor_id == other.name
+        assert done.steps[0].attempt == 1
+        messages = [e.message for e in client.watch(r.run_id, timeout=10)]
+        assert any("draining executor" in m for m in messages), messages
+    finally:
+        for child in (draining, other):
+            if child is not None:
+                stop_executor(cluster, child)
+
+
+def test_an_error_inside_a_slot_fails_the_step_and_the_slot_goes_on(
+    cluster: Cluster, client: Client, tmp_path: Path
+) -> None:
+    client.register_task(make_task(tmp_path, "slot_probe", queue="slotq", max_retries=0))
+    cache = tmp_path / "slot-cache"
+    child = cluster.add_executor("--queues", "slotq", "--cache-dir", str(cache), slots=1)
+    try:
+        wait_for(lambda: (cache / "packages").is_dir(), 30, "the executor's cache")
+        shutil.rmtree(cache / "packages")
+        (cache / "packages").write_text("not a directory")  # unpacking will fail (OSError)
+        broken = client.wait(client.submit(task="slot_probe", input={}).run_id, timeout=60)
+        assert broken.state == "FAILED"
+        assert "executor error" in broken.steps[0].error
+        (cache / "packages").unlink()
+        (cache / "packages").mkdir()
+        healed = client.wait(client.submit(task="slot_probe", input={}).run_id, timeout=60)
+        assert healed.state == "COMPLETED", healed.steps[0].error
+        assert "failed in the executor" in child.log_tail(200)
+    finally:
+        stop_executor(cluster, child)
