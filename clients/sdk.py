@@ -116,10 +116,13 @@ class PipelineInfo:
     output_format: dict[str, Any]
     metadata: dict[str, Any]
     enabled: bool
-    created: bool = False
+    created: bool = False  # stored by the call that returned it
+    registered_before: bool = False  # that version existed before the call
 
     @classmethod
-    def _from(cls, p: rpb.Pipeline, created: bool = False) -> PipelineInfo:
+    def _from(
+        cls, p: rpb.Pipeline, created: bool = False, registered_before: bool = False
+    ) -> PipelineInfo:
         steps = [
             PipelineStepInfo(
                 s.step_id,
@@ -146,6 +149,7 @@ class PipelineInfo:
             json.loads(p.metadata_json or "{}"),
             p.enabled,
             created,
+            registered_before,
         )
 
 
@@ -450,9 +454,10 @@ class Client:
             config_json=text, pipeline_id=pipeline_id, validate_only=validate_only
         )
         reply = self._call(self._registry.RegisterPipelines, request)
+        before = list(reply.registered_before) or [not c for c in reply.created]
         return [
-            PipelineInfo._from(p, created)
-            for p, created in zip(reply.pipelines, reply.created, strict=True)
+            PipelineInfo._from(p, created, was)
+            for p, created, was in zip(reply.pipelines, reply.created, before, strict=True)
         ]
 
     def get_pipeline(self, ref: str) -> PipelineInfo:

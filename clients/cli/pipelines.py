@@ -41,7 +41,7 @@ def _config_options(f):  # noqa: ANN001, ANN202
 def _summary(pipelines: list[PipelineInfo], verb: str) -> str:
     lines = []
     for p in pipelines:
-        state = verb if p.created else "unchanged"
+        state = "unchanged" if p.registered_before else verb
         lines.append(
             f"{state} {p.pipeline_id}@{p.version}: "
             + ", ".join(f"{s.step_id}={s.task_id}@{s.task_version}" for s in p.steps)

@@ -12,6 +12,7 @@ import asyncio
 import hmac
 import inspect
 import logging
+import secrets
 import signal
 import threading
 from collections.abc import Callable, Iterable
@@ -25,7 +26,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from services.common.errors import WtmError
+from services.common.errors import InvalidArgument, WtmError
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +40,13 @@ UNREACHABLE: tuple[type[Exception], ...] = (
     redis.exceptions.TimeoutError,
     pymongo.errors.ConnectionFailure,  # AutoReconnect, NetworkTimeout, server selection
 )
-MAPPED: tuple[type[Exception], ...] = (WtmError, *UNREACHABLE)
 
 
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-    """Map an exception raised by domain code to a gRPC status code and message."""
+    """Map an exception raised by domain code to a gRPC status code and message.
+
+    Anything unexpected is INTERNAL with an error id that the log line also carries; its
+    text (which may be a backend's) stays in the log."""
     if isinstance(exc, WtmError):
         return getattr(grpc.StatusCode, exc.code), exc.message
     if isinstance(exc, UNREACHABLE):
@@ -52,8 +55,57 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
             grpc.StatusCode.UNAVAILABLE,
             f"a backing service is out of reach ({type(exc).__name__}); try again",
         )
-    log.exception("unexpected error", exc_info=exc)
-    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
+    error_id = secrets.token_hex(6)
+    log.error("unexpected error %s", error_id, exc_info=exc)
+    return (
+        grpc.StatusCode.INTERNAL,
+        f"internal error {error_id}: the service could not complete the call; "
+        "its log has the details under this id",
+    )
+
+
+class _Undecodable:
+    """A request message that could not be parsed (bad UTF-8 in a string, a truncated
+    message): the handler answers INVALID_ARGUMENT instead of grpc's generic error."""
+
+    def __init__(self, exc: Exception) -> None:
+        self.message = f"request: cannot be parsed ({exc})"
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:  # noqa: BLE001 - DecodeError and kin
+            return _Undecodable(exc)
+
+    return parse
+
+
+def _checked(request: Any) -> Any:
+    if isinstance(request, _Undecodable):
+        raise InvalidArgument(request.message)
+    return request
+
+
+def _checked_iter(requests: Any) -> Any:
+    for request in requests:
+        yield _checked(request)
+
+
+async def _checked_aiter(requests: Any) -> Any:
+    async for request in requests:
+        yield _checked(request)
+
+
+def _checked_input(handler: grpc.RpcMethodHandler, request: Any, is_async: bool) -> Any:
+    """The request, or for a client stream an iterator that refuses undecodable messages."""
+    if not handler.request_streaming:
+        return _checked(request)
+    return _checked_aiter(request) if is_async else _checked_iter(request)
 
 
 def _authorized(token: str | None, metadata: Iterable[tuple[str, Any]] | None) -> bool:
@@ -82,7 +134,7 @@ def _rewrap(handler: grpc.RpcMethodHandler, behavior: Callable[..., Any]) -> Any
     _, _, factory = _kinds(handler)
     return factory(
         behavior,
-        request_deserializer=handler.request_deserializer,
+        request_deserializer=_tolerant(handler.request_deserializer),
         response_serializer=handler.response_serializer,
     )
 
@@ -107,8 +159,8 @@ class GuardInterceptor(grpc.ServerInterceptor):
                 if not _authorized(token, context.invocation_metadata()):
                     context.abort(grpc.StatusCode.UNAUTHENTICATED, _DENIED)
                 try:
-                    yield from behavior(request, context)
-                except MAPPED as exc:
+                    yield from behavior(_checked_input(handler, request, False), context)
+                except Exception as exc:  # noqa: BLE001 - every error gets a status
                     context.abort(*status_for(exc))
 
             return _rewrap(handler, guarded_stream)
@@ -117,8 +169,8 @@ class GuardInterceptor(grpc.ServerInterceptor):
             if not _authorized(token, context.invocation_metadata()):
                 context.abort(grpc.StatusCode.UNAUTHENTICATED, _DENIED)
             try:
-                return behavior(request, context)
-            except MAPPED as exc:
+                return behavior(_checked_input(handler, request, False), context)
+            except Exception as exc:  # noqa: BLE001 - every error gets a status
                 context.abort(*status_for(exc))
 
         return _rewrap(handler, guarded)
@@ -144,9 +196,11 @@ class AsyncGuardInterceptor(aio.ServerInterceptor):
                 if not _authorized(token, context.invocation_metadata()):
                     await context.abort(grpc.StatusCode.UNAUTHENTICATED, _DENIED)
                 try:
-                    async for item in behavior(request, context):
+                    async for item in behavior(_checked_input(handler, request, True), context):
                         yield item
-                except MAPPED as exc:
+                except aio.AbortError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - every error gets a status
                     await context.abort(*status_for(exc))
 
             return _rewrap(handler, guarded_stream)
@@ -155,8 +209,10 @@ class AsyncGuardInterceptor(aio.ServerInterceptor):
             if not _authorized(token, context.invocation_metadata()):
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, _DENIED)
             try:
-                return await behavior(request, context)
-            except MAPPED as exc:
+                return await behavior(_checked_input(handler, request, True), context)
+            except aio.AbortError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - every error gets a status
                 await context.abort(*status_for(exc))
 
         return _rewrap(handler, guarded)

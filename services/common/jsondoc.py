@@ -88,9 +88,8 @@ def dumps(value: Any, max_depth: int = MAX_DEPTH) -> str:
     try:
         text = json.dumps(value, allow_nan=False)
     except ValueError as exc:
-        bad = _first_non_finite(value)
-        where = f" at {bad}" if bad else ""
-        raise NotJson(f"holds {exc.args[0].split(': ')[-1]}{where}, which is not JSON") from exc
+        path, bad = _first_non_finite(value)
+        raise NotJson(f"holds {bad} at {path}, which is not JSON (use null or a string)") from exc
     except RecursionError as exc:
         raise NotJson(f"nests deeper than {max_depth} levels") from exc
     if not within_depth(text, max_depth):
@@ -98,15 +97,15 @@ def dumps(value: Any, max_depth: int = MAX_DEPTH) -> str:
     return text
 
 
-def _first_non_finite(value: Any) -> str:
-    """The path of the first NaN or Infinity in ``value`` (``$.a[2]``), iteratively."""
+def _first_non_finite(value: Any) -> tuple[str, float]:
+    """The path of the first NaN or Infinity in ``value`` (``$.a[2]``) and it, iteratively."""
     stack: list[tuple[str, Any]] = [("$", value)]
     while stack:
         path, v = stack.pop()
         if isinstance(v, float) and not math.isfinite(v):
-            return path
+            return path, v
         if isinstance(v, dict):
             stack.extend((f"{path}.{k}", x) for k, x in reversed(list(v.items())))
         elif isinstance(v, (list, tuple)):
             stack.extend((f"{path}[{i}]", x) for i, x in reversed(list(enumerate(v))))
-    return ""
+    return "$", math.nan

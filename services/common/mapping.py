@@ -20,6 +20,8 @@ from services.common.errors import InvalidArgument
 _SEGMENT = re.compile(r"\.([A-Za-z_][A-Za-z0-9_\-]*)|\[(\d+|\*)\]")
 
 Segment = str | int | None  # a key, an index, or None for [*]
+MAX_SEGMENTS = 32  # per expression; [*] at most MAX_WILDCARDS times
+MAX_WILDCARDS = 4
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,12 @@ def parse(text: str, step_ids: set[str], field: str) -> Path:
         else:
             segments.append(None if index == "*" else int(index))
         pos = m.end()
+    if len(segments) > MAX_SEGMENTS or segments.count(None) > MAX_WILDCARDS:
+        raise InvalidArgument(
+            f"expression {text[:60]!r} has {len(segments)} segments and "
+            f"{segments.count(None)} [*]; at most {MAX_SEGMENTS} and {MAX_WILDCARDS}",
+            field=field,
+        )
     if not segments or not isinstance(segments[0], str):
         raise InvalidArgument(f"expression {text!r} must name a field", field=field)
     if segments[0] in step_ids:

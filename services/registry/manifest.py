@@ -25,14 +25,29 @@ MAX_RETRIES = 20
 MAX_MANIFEST_BYTES = 64 * 1024  # task.json, as JSON text
 
 
+def _number(digits: str) -> str:
+    """A numeric identifier as text that sorts by value: its length (two digits), then it."""
+    return f"{len(digits):02d}{digits}"
+
+
 def version_sort_key(version: str) -> str:
-    """A string that sorts semantic versions correctly (pre-releases before the release)."""
+    """A string whose plain (byte) order is semver 2.0 precedence (§11): major, minor and
+    patch compared as numbers of any size; a pre-release before its release; pre-release
+    identifiers compared one by one, numbers as numbers and below words, words in ASCII
+    order, and a shorter list first when the rest is equal. Build metadata is ignored.
+
+    Each identifier is encoded so that byte order is its order: a number as "0" + its
+    length + its digits, a word as "1" + the word; identifiers are joined with "!", which
+    sorts below every identifier character; a release ends in "~", above "!" + anything."""
     m = SEMVER.match(version)
     if not m:
         raise InvalidArgument(f"not a semantic version: {version!r}", field="version")
-    major, minor, patch, pre = m.group(1), m.group(2), m.group(3), m.group(4)
-    core = f"{int(major):06d}.{int(minor):06d}.{int(patch):06d}"
-    return f"{core}-{pre}" if pre else f"{core}~"
+    core = ".".join(_number(str(int(m.group(i)))) for i in (1, 2, 3))
+    pre = m.group(4)
+    if not pre:
+        return f"{core}~"
+    parts = [f"0{_number(p)}" if p.isdigit() else f"1{p}" for p in pre.split(".")]
+    return f"{core}!" + "!".join(parts)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from services.registry.manifest import MAX_RETRIES, MAX_TIMEOUT_SECONDS, SEMVER
 
 PIPELINE_ID = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 STEP_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
+MAX_STEPS = 500  # per pipeline (stated in registry_service.proto and the README)
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,8 @@ def parse_pipeline(
     raw_steps = doc.get("steps")
     if not isinstance(raw_steps, list) or not raw_steps:
         raise _err(f"{where}.steps", "must be a non-empty list")
+    if len(raw_steps) > MAX_STEPS:
+        raise _err(f"{where}.steps", f"has {len(raw_steps)} steps; at most {MAX_STEPS}")
     default_timeout = _opt_int(
         settings.get("default_timeout"), "global_settings.default_timeout", 1, MAX_TIMEOUT_SECONDS
     )
@@ -251,40 +254,56 @@ def _resolve_dependencies(steps: list[StepSpec], where: str) -> list[StepSpec]:
 
 
 def _check_acyclic(steps: list[StepSpec], where: str) -> None:
+    """A depth-first search with its own stack (no recursion, whatever the pipeline's
+    depth); names the first cycle found."""
     deps = {s.step_id: s.depends_on for s in steps}
     state: dict[str, int] = {}  # 1 = on the current path, 2 = done
-    path: list[str] = []
-
-    def visit(node: str) -> None:
-        state[node] = 1
-        path.append(node)
-        for d in deps[node]:
-            if state.get(d) == 1:
+    for s in steps:
+        if s.step_id in state:
+            continue
+        path = [s.step_id]
+        todo = [iter(deps[s.step_id])]
+        state[s.step_id] = 1
+        while todo:
+            d = next(todo[-1], None)
+            if d is None:
+                state[path.pop()] = 2
+                todo.pop()
+            elif state.get(d) == 1:
                 cycle = path[path.index(d) :] + [d]
                 raise _err(f"{where}.steps", "dependency cycle: " + " -> ".join(cycle))
-            if state.get(d) is None:
-                visit(d)
-        path.pop()
-        state[node] = 2
+            elif d not in state:
+                state[d] = 1
+                path.append(d)
+                todo.append(iter(deps[d]))
 
+
+def topological(steps: tuple[StepSpec, ...] | list[StepSpec]) -> list[str]:
+    """Step ids, every step after its dependencies (the steps must be acyclic)."""
+    waiting = {s.step_id: len(s.depends_on) for s in steps}
+    dependents: dict[str, list[str]] = {s.step_id: [] for s in steps}
     for s in steps:
-        if s.step_id not in state:
-            visit(s.step_id)
+        for d in s.depends_on:
+            dependents[d].append(s.step_id)
+    ready = [s.step_id for s in steps if not s.depends_on]
+    order = []
+    while ready:
+        node = ready.pop()
+        order.append(node)
+        for x in dependents[node]:
+            waiting[x] -= 1
+            if waiting[x] == 0:
+                ready.append(x)
+    return order
 
 
 def ancestors(steps: tuple[StepSpec, ...] | list[StepSpec]) -> dict[str, set[str]]:
-    """Every step's transitive dependencies."""
+    """Every step's transitive dependencies (in topological order: no recursion)."""
     deps = {s.step_id: s.depends_on for s in steps}
-    memo: dict[str, set[str]] = {}
-
-    def of(node: str) -> set[str]:
-        if node not in memo:
-            memo[node] = set()
-            for d in deps[node]:
-                memo[node] |= {d} | of(d)
-        return memo[node]
-
-    return {s.step_id: of(s.step_id) for s in steps}
+    found: dict[str, set[str]] = {}
+    for node in topological(steps):
+        found[node] = set(deps[node]).union(*(found[d] for d in deps[node]))
+    return found
 
 
 def _check_mappings(steps: list[StepSpec], where: str) -> None:
@@ -329,9 +348,11 @@ def pin(spec: PipelineSpec, lookup: Callable[[str, str], PinnedTask]) -> Pipelin
     work in progress. Such steps stay unpinned (no version, no digest).
     """
     steps = []
+    looked_up: dict[tuple[str, str], PinnedTask] = {}  # one lookup per task version named
     for s in spec.steps:
         try:
-            task = lookup(s.task_id, s.task_version)
+            key = (s.task_id, s.task_version)
+            task = looked_up.get(key) or looked_up.setdefault(key, lookup(*key))
         except NotFound:
             if spec.enabled:
                 raise

@@ -19,7 +19,8 @@ class PipelineRegistered:
     """One pipeline of a registration, and whether this call stored it."""
 
     pipeline: PipelineVersion
-    created: bool
+    created: bool  # stored by this call (never in a dry run)
+    registered_before: bool
 
 
 class Pipelines:
@@ -69,7 +70,13 @@ class Pipelines:
                     "versions are immutable, bump the version",
                     field=f"pipelines.{spec.pipeline_id}.version",
                 )
-            results.append(PipelineRegistered(existing or candidate, existing is None))
+            results.append(
+                PipelineRegistered(
+                    existing or candidate,
+                    existing is None and not validate_only,
+                    existing is not None,
+                )
+            )
         if not validate_only:
             for r in results:
                 if r.created and not self.store.insert(r.pipeline):

@@ -83,7 +83,9 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
             request.config_json, request.pipeline_id, request.validate_only
         )
         return pb.RegisterPipelinesResponse(
-            pipelines=[r.pipeline.to_proto() for r in results], created=[r.created for r in results]
+            pipelines=[r.pipeline.to_proto() for r in results],
+            created=[r.created for r in results],
+            registered_before=[r.registered_before for r in results],
         )
 
     def GetPipeline(

@@ -15,6 +15,7 @@ from pymongo.errors import DuplicateKeyError
 
 from services.common.errors import NotFound
 from services.common.paging import decode_token, encode_token
+from services.registry.manifest import version_sort_key
 from services.registry.models import PipelineVersion, TaskVersion
 
 T = TypeVar("T")
@@ -43,6 +44,15 @@ class VersionedStore(Generic[T]):
         self._c.create_index(
             [(self._id, pymongo.ASCENDING), ("version", pymongo.ASCENDING)], unique=True
         )
+        self._resort()
+
+    def _resort(self) -> None:
+        """Bring ``version_sort`` up to date where an older release wrote it another way
+        (before it followed semver precedence exactly)."""
+        for doc in self._c.find({}, {"version": 1, "version_sort": 1}):
+            key = version_sort_key(doc["version"])
+            if doc.get("version_sort") != key:
+                self._c.update_one({"_id": doc["_id"]}, {"$set": {"version_sort": key}})
 
     def insert(self, item: T) -> bool:
         """Insert a version; False when that (id, version) already exists."""
@@ -74,7 +84,7 @@ class VersionedStore(Generic[T]):
         """One page by id then newest version first, and the next page's token."""
         query = dict(filters)
         if token:
-            ident, version_sort = decode_token(token)
+            ident, version_sort = decode_token(token, (str, str))
             query["$or"] = [
                 {self._id: {"$gt": ident}},
                 {self._id: ident, "version_sort": {"$lt": version_sort}},

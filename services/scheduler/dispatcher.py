@@ -453,7 +453,7 @@ class Dispatcher:
                         input_json = await self.documents.shrink(
                             input_json, f"{leased.step['input_id'] or 'input'}.json"
                         )
-                except (MissingValue, ValueError, KeyError) as exc:
+                except (MissingValue, ValueError, KeyError, RecursionError) as exc:
                     # The mapping found nothing (an upstream output lacks the field): no
                     # retry can change that, so the step fails at once.
                     failed.append(
@@ -483,6 +483,8 @@ class Dispatcher:
                 if notes:
                     annotations[leased.member] = notes
                 session.in_flight[leased.member] = leased.attempt
+                if leased.run_started:
+                    self.history.run_started(leased.run_id, now_ms())
                 outgoing.append((session, _assignment(leased, input_json, sources, traceparent)))
         if annotations:  # before the executor can report, so a result always finds them
             await self.queue.annotate(annotations)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import uuid
@@ -35,9 +36,15 @@ class History:
     """Write-behind of step attempts and finished runs, and rebuilding what Redis lost."""
 
     def __init__(
-        self, queue: RunQueue, store: RunStore, interval: float = 0.05, scan_seconds: float = 30.0
+        self,
+        queue: RunQueue,
+        store: RunStore,
+        interval: float = 0.05,
+        scan_seconds: float = 30.0,
+        retention_seconds: int = 120,
     ) -> None:
         self.queue = queue
+        self.retention_seconds = retention_seconds
         self.store = store
         self.interval = interval
         self.scan_seconds = scan_seconds
@@ -83,6 +90,11 @@ class History:
             return
         self.store.record_step_later(run_id, step)
 
+    def run_started(self, run_id: str, at_ms: int) -> None:
+        """A run's first step was leased: MongoDB shows it RUNNING (unless it has ended by
+        the time that is written), so ListRuns can find running runs."""
+        self.store.mark_running_later(run_id, ms_to_dt(at_ms))
+
     def run_ended(self, run_id: str, final: RunState | None = None) -> None:
         """A run ended; ``final`` is the run as the Lua call that ended it returned it (then
         it is not read back)."""
@@ -126,6 +138,17 @@ class History:
                 if step.state == "CANCELLED":  # but not those the run's end cancelled
                     self.store.record_step_later(run_id, step)
             self.store.update_run_later(run_id, run.final_fields())
+        # Once MongoDB holds the ends, Redis keeps the runs only for the retention period
+        # (not the hour their keys got when they ended, which covers a MongoDB outage).
+        await self.store.flush()
+        await self.queue.retain(
+            {
+                run_id: json.loads(state[0].get("steps") or "[]")
+                for run_id, state in found.items()
+                if state[0]
+            },
+            self.retention_seconds,
+        )
 
     # Recovery -----------------------------------------------------------------------------
 

@@ -62,6 +62,7 @@ class Leased:
     trace_id: str = ""  # the run's trace, when it is traced
     run_span: str = ""
     upstream_spans: dict[str, str] = field(default_factory=dict)  # step read -> its span id
+    run_started: bool = False  # this lease made the run RUNNING
 
 
 @dataclass(frozen=True)
@@ -479,15 +480,32 @@ class RunQueue:
         }
 
     async def read_events(
-        self, run_id: str, after: str, block_ms: int
+        self, run_id: str, after: str, block_ms: int | None
     ) -> list[tuple[str, dict[str, str]]]:
-        """Events of a run after ``after`` ("0" for all), waiting up to ``block_ms`` for one."""
+        """Events of a run after ``after`` ("0" for all), waiting up to ``block_ms`` for one
+        (None: not waiting)."""
         found: Any = await self.redis.xread({keys.events(run_id): after}, block=block_ms, count=200)
         return [
             (event_id.decode(), _text(fields))
             for _stream, entries in found or []
             for event_id, fields in entries
         ]
+
+    async def retain(self, runs: dict[str, list[str]], seconds: int) -> None:
+        """Let finished runs (run id -> step ids) expire from Redis in ``seconds``."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for run_id, step_ids in runs.items():
+                for key in (keys.run(run_id), keys.outputs(run_id), keys.events(run_id)):
+                    pipe.expire(key, seconds)
+                for step_id in step_ids:
+                    pipe.expire(keys.step(run_id, step_id), seconds)
+                    pipe.expire(keys.logs(run_id, step_id), seconds)
+            await pipe.execute()
+
+    async def run_state(self, run_id: str) -> str:
+        """The run's state as Redis holds it ("" when Redis no longer has the run)."""
+        state: Any = await self.redis.hget(keys.run(run_id), "state")  # type: ignore[misc]
+        return bytes(state).decode() if state else ""
 
     async def events_exist(self, run_id: str) -> bool:
         return bool(await self.redis.exists(keys.events(run_id)))
@@ -585,4 +603,5 @@ def _leased(item: bytes) -> Leased:
         trace[0] or "",
         trace[1] or "",
         {k: v for k, v in (spans or {}).items() if isinstance(v, str)},
+        d.get("started") is True,
     )

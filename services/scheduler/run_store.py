@@ -65,9 +65,13 @@ class RunStore:
         db = self._client[database]
         self._runs = db["runs"]
         self._steps = db["step_runs"]
+        # Idempotency keys: _id is the request key, "id" the run (or batch) it made. The
+        # unique _id decides which of several concurrent submits creates the run.
+        self._requests = db["run_requests"]
         self._flush_interval = flush_interval
         self._pending_runs: dict[str, dict[str, Any]] = {}
         self._pending_steps: dict[tuple[str, str, int], dict[str, Any]] = {}
+        self._pending_started: dict[str, datetime | None] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -145,9 +149,7 @@ class RunStore:
         if created_before is not None:
             created["$lt"] = _ms(created_before)
         if page_token:
-            last_ms, last_id = decode_token(page_token)
-            if not isinstance(last_ms, int):
-                raise InvalidArgument("not a token returned by this service", field="page_token")
+            last_ms, last_id = decode_token(page_token, (int, str))
             query["$or"] = [
                 {"created_ms": {**created, "$lt": last_ms}},
                 {"created_ms": last_ms, "run_id": {"$lt": last_id}},
@@ -172,6 +174,31 @@ class RunStore:
         cursor = self._runs.find({"batch_id": batch_id}, {"run_id": 1}).sort("_id", ASCENDING)
         return [d["run_id"] async for d in cursor]
 
+    async def claim_request(self, key: str, ident: str) -> str | None:
+        """Claim idempotency ``key`` for ``ident`` (a run or batch id): None when this call
+        holds it now, else the id that already holds it."""
+        for _ in range(3):  # a claim released between our insert and our read: try again
+            try:
+                await self._requests.insert_one(
+                    {"_id": key, "id": ident, "created_at": datetime.now(UTC)}
+                )
+                return None
+            except DuplicateKeyError:
+                holder = await self.request_holder(key)
+                if holder is not None:
+                    return holder
+        raise InvalidArgument(
+            "is being claimed and released concurrently; retry", field="request_id"
+        )
+
+    async def request_holder(self, key: str) -> str | None:
+        doc = await self._requests.find_one({"_id": key})
+        return str(doc["id"]) if doc else None
+
+    async def release_request(self, key: str, ident: str) -> None:
+        """Give up a claim (its submit failed), if ``ident`` still holds it."""
+        await self._requests.delete_one({"_id": key, "id": ident})
+
     async def find_by_request_id(self, request_id: str) -> str | None:
         doc = await self._runs.find_one({"request_id": request_id}, {"run_id": 1})
         return doc["run_id"] if doc else None
@@ -189,6 +216,12 @@ class RunStore:
         self._pending_runs.setdefault(run_id, {}).update(fields)
         self._wake.set()
 
+    def mark_running_later(self, run_id: str, started_at: datetime | None) -> None:
+        """QUEUED -> RUNNING, written behind. The write applies only while the run is still
+        QUEUED, so it never undoes an end written first (by this replica or another)."""
+        self._pending_started[run_id] = started_at
+        self._wake.set()
+
     def record_step_later(self, run_id: str, step: StepRun) -> None:
         doc = {"_id": f"{run_id}:{step.step_id}:{step.attempt}", **step.to_doc(run_id)}
         self._pending_steps[(run_id, step.step_id, step.attempt)] = doc
@@ -201,7 +234,20 @@ class RunStore:
         the next flush writes it again."""
         runs, self._pending_runs = self._pending_runs, {}
         steps, self._pending_steps = self._pending_steps, {}
+        started, self._pending_started = self._pending_started, {}
         try:
+            if started:
+                await self._runs.bulk_write(
+                    [
+                        UpdateOne(
+                            {"_id": r, "state": "QUEUED"},
+                            {"$set": {"state": "RUNNING", "started_at": t}},
+                        )
+                        for r, t in started.items()
+                    ],
+                    ordered=False,
+                )
+                started = {}
             if steps:
                 try:
                     await self._steps.insert_many(list(steps.values()), ordered=False)
@@ -219,12 +265,14 @@ class RunStore:
                 self._pending_steps.setdefault(key, doc)
             for run_id, fields in runs.items():
                 self._pending_runs[run_id] = {**fields, **self._pending_runs.get(run_id, {})}
+            for run_id, at in started.items():
+                self._pending_started.setdefault(run_id, at)
             raise
 
     @property
     def pending(self) -> int:
         """Records waiting to be written."""
-        return len(self._pending_runs) + len(self._pending_steps)
+        return len(self._pending_runs) + len(self._pending_steps) + len(self._pending_started)
 
     async def _flusher(self) -> None:
         failures = 0

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import re
 import secrets
 import time
 import uuid
@@ -15,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.common import jsondoc, mapping, telemetry
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from services.common.mapping import MissingValue
 from services.scheduler import input_check, step_inputs
 from services.scheduler.models import TERMINAL, Run, StepRun, ms_to_dt
@@ -41,6 +42,8 @@ class SubmitRequest:
 
 
 MAX_WAIT_SECONDS = 3600.0
+# How long a submit that lost a request id to a concurrent one waits for that one's run.
+CLAIM_WAIT_SECONDS = 10.0
 # How often a waiting submit looks at the run itself, for runs that end on another replica
 # (those on this one wake it at once).
 WAIT_POLL_SECONDS = 0.5
@@ -147,9 +150,59 @@ def new_run_id() -> str:
     return f"{_last_id_us:016x}{secrets.token_hex(8)}"
 
 
+_EVENT_ID = re.compile(r"^(\d{1,19})(?:-(\d{1,19}))?$")
+
+
+def _event_cursor(after_event_id: str) -> str:
+    """Where a watch starts: after an event id WatchRun gave ("" for the beginning)."""
+    if not after_event_id:
+        return "0"
+    m = _EVENT_ID.match(after_event_id)
+    if m is None or any(int(g) >= 2**63 for g in m.groups() if g):
+        raise InvalidArgument(
+            f"{after_event_id[:40]!r} is not an event id from WatchRun (like 1733097600000-0)",
+            field="after_event_id",
+        )
+    return after_event_id
+
+
 def _check_priority(priority: int) -> None:
     if priority and not 1 <= priority <= 10:
         raise InvalidArgument(f"must be from 1 to 10, got {priority}", field="priority")
+
+
+# Limits on what a submit may carry (stated in scheduler_service.proto and the README).
+MAX_REQUEST_ID_CHARS = 256
+MAX_LABELS = 64
+MAX_LABEL_VALUE_CHARS = 256
+MAX_NAME_CHARS = 200  # "task_id@version" or "pipeline_id@version"
+_LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,62}$")
+
+
+def _check_request(req: SubmitRequest) -> None:
+    """Sizes and shapes of a submit's small fields, before anything is looked up."""
+    _check_priority(req.priority)
+    for name, value in (("task", req.task), ("pipeline", req.pipeline)):
+        if len(value) > MAX_NAME_CHARS:
+            raise InvalidArgument(f"is over {MAX_NAME_CHARS} characters", field=name)
+    if len(req.request_id) > MAX_REQUEST_ID_CHARS or not req.request_id.isprintable():
+        raise InvalidArgument(
+            f"must be at most {MAX_REQUEST_ID_CHARS} printable characters", field="request_id"
+        )
+    labels = req.labels or {}
+    if len(labels) > MAX_LABELS:
+        raise InvalidArgument(f"has {len(labels)} entries; at most {MAX_LABELS}", field="labels")
+    for key, value in labels.items():
+        if not _LABEL_KEY.match(key):
+            raise InvalidArgument(
+                f"key {key[:70]!r} must be 1-63 letters, digits, '_', '.', '/', '-'",
+                field="labels",
+            )
+        if len(value) > MAX_LABEL_VALUE_CHARS:
+            raise InvalidArgument(
+                f"value of {key!r} is over {MAX_LABEL_VALUE_CHARS} characters",
+                field=f"labels.{key}",
+            )
 
 
 def _plan_doc(s: Submission) -> dict[str, Any]:
@@ -201,27 +254,57 @@ class RunService:
         call returns once both hold it, so the run can start before MongoDB has answered."""
         if bool(req.task) == bool(req.pipeline):
             raise InvalidArgument("set exactly one of task and pipeline", field="task")
+        _check_request(req)
         doc = _parse_input(req.input_json)
-        _check_priority(req.priority)
         if not 0 <= req.wait_seconds <= MAX_WAIT_SECONDS:
             raise InvalidArgument(f"must be between 0 and {MAX_WAIT_SECONDS:g}s", field="wait")
-        if req.request_id:
-            existing = await self.store.find_by_request_id(req.request_id)
+        key = req.request_id
+        if key:  # most repeats find their run at once
+            existing = await self.store.request_holder(key) or (
+                await self.store.find_by_request_id(key)  # runs from before claims existed
+            )
             if existing:
-                return await self._until_finished(existing, req.wait_seconds)
+                return await self._until_finished(
+                    await self._recorded(key, existing), req.wait_seconds
+                )
         plan = await self._plan(req)
         self._check_input(plan, doc)
-        run, submission = self._new_run(req, plan, doc, req.request_id, trace=telemetry.current())
+        run, submission = self._new_run(req, plan, doc, key, trace=telemetry.current())
+        if key and (holder := await self.store.claim_request(key, run.run_id)) is not None:
+            # A concurrent submit with this request id won: its run is the answer.
+            return await self._until_finished(await self._recorded(key, holder), req.wait_seconds)
         waiter = self._watch(run.run_id) if req.wait_seconds > 0 else None  # before queueing,
         try:  # so that its end cannot be missed
             accepted = await self._accept(run, submission)
         except BaseException:
             self._unwatch(run.run_id, waiter)
+            if key:
+                with contextlib.suppress(Exception):
+                    await self.store.release_request(key, run.run_id)
             raise
         if accepted.run_id != run.run_id:  # the request id's first run, not this one
             self._unwatch(run.run_id, waiter)
             waiter = None
         return await self._until_finished(accepted.run_id, req.wait_seconds, accepted, waiter)
+
+    async def _recorded(self, key: str, run_id: str) -> str:
+        """``run_id``, once the submit that claimed ``key`` for it has recorded the run (it
+        may still be writing). A claim whose run never appears (that submit died between
+        claiming and recording) is released, so the client's next try creates the run."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CLAIM_WAIT_SECONDS
+        while True:
+            try:
+                await self.get(run_id)
+                return run_id
+            except NotFound:
+                if loop.time() > deadline:
+                    await self.store.release_request(key, run_id)
+                    raise Unavailable(
+                        "the first submit with this request id did not finish; try again",
+                        field="request_id",
+                    ) from None
+                await asyncio.sleep(0.05)
 
     def run_finished(self, run_id: str, final: RunState | None = None) -> None:
         """A run ended on this replica: wake the submits waiting for it (with the run as it
@@ -313,7 +396,7 @@ class RunService:
             raise InvalidArgument(
                 f"holds {len(inputs)} documents; at most {MAX_BATCH} per call", field="inputs_json"
             )
-        _check_priority(req.priority)
+        _check_request(req)
         docs = []
         for i, text in enumerate(inputs):
             try:
@@ -325,6 +408,8 @@ class RunService:
             existing = await self.store.find_batch(batch_id)
             if existing:
                 return batch_id, existing
+            if await self.store.claim_request(batch_id, batch_id) is not None:
+                return batch_id, await self._batch_recorded(batch_id)
         batch_id = batch_id or f"batch-{uuid.uuid4().hex}"
         plan = await self._plan(req)
         for i, doc in enumerate(docs):
@@ -334,10 +419,30 @@ class RunService:
                 raise InvalidArgument(exc.message, field=f"inputs_json[{i}]") from exc
         parent = telemetry.current()
         made = [self._new_run(req, plan, doc, "", batch_id, parent) for doc in docs]
-        await self.store.insert_runs([(run, _plan_doc(sub)) for run, sub in made])
+        try:
+            await self.store.insert_runs([(run, _plan_doc(sub)) for run, sub in made])
+        except BaseException:
+            if req.request_id:
+                with contextlib.suppress(Exception):
+                    await self.store.release_request(batch_id, batch_id)
+            raise
         await self.enqueue([sub for _, sub in made])
         self.on_submitted(len(made))
         return batch_id, [run.run_id for run, _ in made]
+
+    async def _batch_recorded(self, batch_id: str) -> list[str]:
+        """The runs of a batch a concurrent submit is recording (see ``_recorded``)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CLAIM_WAIT_SECONDS
+        while not (found := await self.store.find_batch(batch_id)):
+            if loop.time() > deadline:
+                await self.store.release_request(batch_id, batch_id)
+                raise Unavailable(
+                    "the first submit with this request id did not finish; try again",
+                    field="request_id",
+                )
+            await asyncio.sleep(0.05)
+        return found
 
     def _new_run(
         self,
@@ -520,9 +625,14 @@ class RunService:
             run = await self.get(run_id)  # NotFound if it never existed
             yield RunEvent("", run_id, "", 0, run.state, run.error, run.ended_at or run.created_at)
             return
-        cursor = after_event_id or "0"
+        cursor = _event_cursor(after_event_id)
         while True:
-            batch = await self.queue.read_events(run_id, cursor, block_ms=5000)
+            # The state first: a run ends in the same script that appends its last event, so
+            # once it has ended every event is there to read without waiting.
+            ended = await self.queue.run_state(run_id) in TERMINAL
+            batch = await self.queue.read_events(run_id, cursor, None if ended else 5000)
+            if ended and not batch:
+                return
             for event_id, f in batch:
                 cursor = event_id
                 event = RunEvent(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import UTC
+from datetime import UTC, datetime
+from typing import Any, cast
 
 from grpc import aio
 
@@ -24,6 +25,25 @@ from wtm.v1 import executor_service_pb2_grpc as epb_grpc
 from wtm.v1 import run_pb2
 from wtm.v1 import scheduler_service_pb2 as spb
 from wtm.v1 import scheduler_service_pb2_grpc as spb_grpc
+
+
+def _state_name(value: int) -> str:
+    """A State filter as the domain names it ("" for none); unknown numbers are refused."""
+    if not value:
+        return ""
+    if value not in run_pb2.State.values():
+        raise InvalidArgument(f"{value} is not a State", field="state")
+    return run_pb2.State.Name(value).removeprefix("STATE_")
+
+
+def _time(request: Any, name: str) -> datetime | None:
+    """A Timestamp field as a datetime (None when unset); out-of-range values are refused."""
+    if not request.HasField(name):
+        return None
+    try:
+        return cast(datetime, getattr(request, name).ToDatetime(tzinfo=UTC))
+    except (ValueError, OverflowError) as exc:
+        raise InvalidArgument(f"is not a valid time ({exc})", field=name) from exc
 
 
 def event_to_proto(e: RunEvent) -> spb.RunEvent:
@@ -100,16 +120,12 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
         self, request: spb.ListRunsRequest, context: aio.ServicerContext
     ) -> spb.ListRunsResponse:
         runs, token = await self._runs.list_runs(
-            state=run_pb2.State.Name(request.state).removeprefix("STATE_") if request.state else "",
+            state=_state_name(request.state),
             pipeline_id=request.pipeline_id,
             task_id=request.task_id,
             batch_id=request.batch_id,
-            created_after=request.created_after.ToDatetime(tzinfo=UTC)
-            if request.HasField("created_after")
-            else None,
-            created_before=request.created_before.ToDatetime(tzinfo=UTC)
-            if request.HasField("created_before")
-            else None,
+            created_after=_time(request, "created_after"),
+            created_before=_time(request, "created_before"),
             page_size=request.page_size,
             page_token=request.page_token,
         )

@@ -30,7 +30,18 @@ class SchedulerSettings:
         5.0, "WTM_HEARTBEAT_SECONDS", "how often executors send heartbeats", positive
     )
     finished_ttl_seconds: int = setting(
-        3600, "WTM_FINISHED_TTL_SECONDS", "how long a finished run stays in Redis", positive
+        3600,
+        "WTM_FINISHED_TTL_SECONDS",
+        "how long a finished run stays in Redis while its end is not yet in MongoDB "
+        "(the longest history outage that loses nothing)",
+        positive,
+    )
+    retention_seconds: int = setting(
+        120,
+        "WTM_FINISHED_RETENTION_SECONDS",
+        "how long a finished run stays in Redis once MongoDB has it (GetRun and WatchRun "
+        "then read MongoDB)",
+        positive,
     )
     prefetch: int = setting(
         0,

@@ -8,14 +8,19 @@ import os
 import shutil
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pymongo
 import pytest
 
 from clients.sdk import Client
 from services.localstack import Cluster
+from tests.conftest import ROOT
 from tests.integration.test_executor import make_task, stop_executor
+
+FIXTURES = ROOT / "tests" / "fixtures" / "tasks"
 
 # Each execution appends "start PID T" when it begins and "end PID T" when it returns.
 JOURNAL_TASK = """
@@ -183,3 +188,30 @@ def test_an_error_inside_a_slot_fails_the_step_and_the_slot_goes_on(
         assert "failed in the executor" in child.log_tail(200)
     finally:
         stop_executor(cluster, child)
+
+
+def test_concurrent_submits_with_one_request_id_make_one_run_that_runs_once(
+    cluster: Cluster, client: Client
+) -> None:
+    client.register_task(FIXTURES / "word_count")
+    key = f"same-request-{time.time_ns()}"
+
+    def submit(_: int) -> str:
+        with Client(cluster.registry_address, cluster.scheduler_address) as c:
+            return c.submit(task="word_count", input={"text": "once only"}, request_id=key).run_id
+
+    with ThreadPoolExecutor(6) as pool:
+        run_ids = set(pool.map(submit, range(6)))
+    assert len(run_ids) == 1
+    [run_id] = run_ids
+    assert client.wait(run_id, 60).state == "COMPLETED"
+    again = client.submit(task="word_count", input={"text": "once only"}, request_id=key)
+    assert again.run_id == run_id
+    with pymongo.MongoClient(cluster.endpoints.mongodb_uri) as mongo:
+        db = mongo["wtm"]
+        assert db["runs"].count_documents({"request_id": key}) == 1
+        deadline = time.monotonic() + 10
+        while db["step_runs"].count_documents({"run_id": run_id}) == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert db["step_runs"].count_documents({"run_id": run_id}) == 1

@@ -291,3 +291,25 @@ def test_a_held_step_that_is_cancelled_never_runs(fleet: Fleet, tmp_path: Path) 
         assert client.wait(first, timeout=30).state == "COMPLETED"
         time.sleep(0.5)
     assert ledger_counts(ledger) == Counter({"a": 1})
+
+
+def test_a_finished_run_leaves_redis_once_mongodb_has_it(fleet: Fleet, tmp_path: Path) -> None:
+    fleet.env["WTM_FINISHED_RETENTION_SECONDS"] = "1"
+    address = fleet.start_scheduler()
+    fleet.start_executor(address, "retention-1")
+    with fleet.client(address) as client:
+        run = client.run(
+            pipeline="ledger_chain",
+            input={"tag": "kept", "ledger": str(tmp_path / "ledger.txt"), "seconds": 0},
+            timeout=60,
+        )
+        assert run.state == "COMPLETED"
+        r = redis.Redis.from_url(fleet.redis_url)
+        deadline = time.monotonic() + 15
+        while r.keys(f"wtm:*{run.run_id}*"):
+            assert time.monotonic() < deadline, r.keys(f"wtm:*{run.run_id}*")
+            time.sleep(0.2)
+        again = client.get_run(run.run_id)  # from MongoDB now, whole
+        assert again.state == "COMPLETED"
+        assert again.output == run.output
+        assert [s.state for s in again.steps] == [s.state for s in run.steps]

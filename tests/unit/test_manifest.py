@@ -55,7 +55,7 @@ def test_missing_task_id_is_named() -> None:
 
 
 def test_not_json_is_refused() -> None:
-    with pytest.raises(InvalidArgument, match="task.json: not valid JSON"):
+    with pytest.raises(InvalidArgument, match="task.json: is not valid JSON"):
         parse_manifest("{nope")
 
 

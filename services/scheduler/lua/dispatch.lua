@@ -10,7 +10,8 @@
 -- ARGV: P, now_ms, lease_ms, executor_id, max_n, queue names...
 -- Picks the lowest score across the queues each time, so priority holds across queues.
 -- Returns: a list of JSON objects {member, attempt, step (flat HGETALL), input, outputs,
---          trace = {trace_id, run_span} of the run, spans = {step read -> its span id}}.
+--          trace = {trace_id, run_span} of the run, spans = {step read -> its span id},
+--          started = true when this dispatch made the run RUNNING}.
 local P, now, lease_ms, executor, max_n = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 local queues = {}
 for i = 6, #ARGV do queues[#queues + 1] = queue_key(P, ARGV[i]) end
@@ -50,7 +51,8 @@ while #out < max_n do
     redis.call('ZADD', P .. 'leases', tonumber(now) + lease_ms, member)
     local rh = run_hash(P, run_id)
     local run = redis.call('HMGET', rh, 'state', 'trace_id', 'run_span', 'input_json')
-    if run[1] == 'QUEUED' then
+    local run_started = run[1] == 'QUEUED'
+    if run_started then
       redis.call('HSET', rh, 'state', 'RUNNING', 'started_ms', now)
       emit(P, run_id, '', 0, 'RUNNING', '', now)
     end
@@ -69,7 +71,7 @@ while #out < max_n do
     end
     table.insert(out, cjson.encode({member = member, attempt = attempt,
       step = redis.call('HGETALL', sh), input = run[4], outputs = outputs,
-      trace = {run[2], run[3]}, spans = spans}))
+      trace = {run[2], run[3]}, spans = spans, started = run_started}))
   end
 end
 return out

@@ -90,7 +90,10 @@ local function fail_step(P, member, state, err, retryable, retry_at_ms, now_ms, 
   emit(P, run_id, step_id, attempt, state, err, now_ms)
   local result = {'failed'}
   local why = 'step ' .. step_id .. ' ' .. state .. ': ' .. err
-  for _, x in ipairs(finish_run(P, run_id, 'FAILED', why, now_ms, ttl)) do
+  -- A run ends as its failing step did: TIMED_OUT when that step ran out of time (its own
+  -- timeout, or its lease: Temporal's heartbeat timeout), else FAILED.
+  local run_state = (state == 'TIMED_OUT') and 'TIMED_OUT' or 'FAILED'
+  for _, x in ipairs(finish_run(P, run_id, run_state, why, now_ms, ttl)) do
     table.insert(result, x)
   end
   return result
