@@ -196,7 +196,8 @@ def runs_table(runs: list[RunInfo]) -> Table:
 
 def executors_table(executors: list[ExecutorInfo]) -> Table:
     table = Table(title="Executors")
-    for col in ("executor", "state", "queues", "slots", "busy", "labels", "last seen", "scheduler"):
+    columns = ("executor", "state", "queues", "slots", "busy", "errors", "labels", "last seen")
+    for col in (*columns, "scheduler"):
         table.add_column(col)
     style = {"CONNECTED": "green", "DRAINING": "yellow", "LOST": "red"}
     for e in executors:
@@ -206,6 +207,7 @@ def executors_table(executors: list[ExecutorInfo]) -> Table:
             escape(",".join(e.queues)),
             str(e.slots),
             str(e.in_flight),
+            f"[red]{e.slot_errors}[/]" if e.slot_errors else "0",
             escape(",".join(f"{k}={v}" for k, v in sorted(e.labels.items()))),
             e.last_seen_at.strftime("%H:%M:%S") if e.last_seen_at else "",
             escape(e.scheduler_id),

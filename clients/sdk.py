@@ -272,6 +272,8 @@ class ExecutorInfo:
     last_seen_at: datetime | None
     scheduler_id: str
     packages: list[str] = field(default_factory=list)
+    slot_errors: int = 0  # steps that failed in the executor itself: its slots are unhealthy
+    last_slot_error: str = ""
 
 
 @dataclass(frozen=True)
@@ -570,6 +572,8 @@ class Client:
                 _time(e, "last_seen_time"),
                 e.scheduler_id,
                 list(e.packages),
+                e.slot_errors,
+                e.last_slot_error,
             )
             for e in reply.executors
         ]

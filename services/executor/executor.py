@@ -132,6 +132,8 @@ class Executor:
         self._attempts = 0
         self._heartbeat_seconds = 5.0
         self.fence = LeaseFence()
+        self.slot_errors = 0  # steps that failed in the executor itself, not in task code
+        self.last_slot_error = ""
         self._manifests: dict[str, dict[str, Any]] = {}  # digest -> task.json
 
     def _package_dirs_in_use(self) -> set[str]:
@@ -356,7 +358,11 @@ class Executor:
         )
         return epb.ConnectRequest(
             heartbeat=epb.ExecutorHeartbeat(
-                running=refs, draining=self._draining.is_set(), sequence=sequence
+                running=refs,
+                draining=self._draining.is_set(),
+                sequence=sequence,
+                slot_errors=self.slot_errors,
+                last_slot_error=self.last_slot_error,
             )
         )
 
@@ -398,6 +404,8 @@ class Executor:
                 # fails retryably, the error is logged with the step, and the slot goes on.
                 log.exception("slot %d: step %s/%s failed in the executor", index, *_names(ref))
                 outcome = Outcome("FAILED", error=f"executor error: {type(exc).__name__}: {exc}")
+                self.slot_errors += 1
+                self.last_slot_error = outcome.error[:500]
             finally:
                 self._running.pop((ref.run_id, ref.step_id), None)
                 self.fence.forget((ref.run_id, ref.step_id))

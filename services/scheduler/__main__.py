@@ -32,7 +32,12 @@ async def serve(settings: SchedulerSettings) -> None:
     queue = RunQueue(client, finished_ttl_s=settings.finished_ttl_seconds)
     store = RunStore(settings.mongodb_uri, settings.mongodb_database)
     catalog = TaskCatalog(settings.registry, settings.auth_token, settings.latest_cache_seconds)
-    history = History(queue, store, retention_seconds=settings.retention_seconds)
+    history = History(
+        queue,
+        store,
+        retention_seconds=settings.retention_seconds,
+        lease_seconds=settings.lease_seconds,
+    )
     documents = LargeDocuments(settings.registry, settings.auth_token, settings.inline_max_bytes)
     dispatcher = Dispatcher(
         queue,

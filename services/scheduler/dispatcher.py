@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 from services.common import logs, refs
 from services.common.mapping import MissingValue
 from services.scheduler import keys, step_inputs, tracing
-from services.scheduler.history import History
+from services.scheduler.history import History, Refused
 from services.scheduler.large_documents import LargeDocumentError, LargeDocuments
 from services.scheduler.metrics import SchedulerMetrics
 from services.scheduler.retry_policy import RetryPolicy
@@ -73,6 +73,7 @@ class Assignment:
     upstream_output_ids: dict[str, str] = field(default_factory=dict)
     input_sources: dict[str, str] = field(default_factory=dict)
     traceparent: str = ""
+    lease_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,8 @@ class StepReport:
     output_json: str = ""
     error: str = ""
     timings: dict[str, int] = field(default_factory=dict)  # t_recv, t_p0, t_p1, t_sent (µs)
+    lease_id: str = ""  # the dispatch it is for ("" from executors that do not echo it)
+    executor_id: str = ""  # who reported it
 
 
 @dataclass
@@ -118,6 +121,8 @@ class ExecutorSession:
     last_seen: float = field(default_factory=time.time)
     connected_at: float = field(default_factory=time.time)
     draining: bool = False
+    slot_errors: int = 0  # as its heartbeats report them
+    last_slot_error: str = ""
 
     @property
     def free_slots(self) -> int:
@@ -232,9 +237,10 @@ class Dispatcher:
     async def heartbeat(
         self,
         session: ExecutorSession,
-        running: list[tuple[str, str, int]],
+        running: list[tuple[str, str, int, str]],
         draining: bool = False,
         sequence: int = 0,
+        slot_errors: tuple[int, str] = (0, ""),
     ) -> None:
         """Renew the leases of what an executor runs; cancel the attempts that are no longer
         current; then (when it numbered the heartbeat) tell it the renewal is done."""
@@ -242,16 +248,17 @@ class Dispatcher:
         if draining and not session.draining:
             log.info("executor %s is draining: no new work for it", session.info.executor_id)
         session.draining = session.draining or draining
+        session.slot_errors, session.last_slot_error = slot_errors
         stale = await self.queue.heartbeat(
-            [(keys.step_key(r, s), a) for r, s, a in running], self.lease_ms
+            [(keys.step_key(r, s), a, lease) for r, s, a, lease in running], self.lease_ms
         )
-        for r, s, a in running:  # after a reconnect: what it runs takes its slots
+        for r, s, a, _ in running:  # after a reconnect: what it runs takes its slots
             member = keys.step_key(r, s)
             if member not in stale:
                 session.in_flight[member] = a
         for member in stale:
             run_id, _, step_id = member.partition(":")
-            attempt = next(a for r, s, a in running if r == run_id and s == step_id)
+            attempt = next(a for r, s, a, _ in running if r == run_id and s == step_id)
             session.in_flight.pop(member, None)
             session.outbox.put_nowait(
                 Cancel(run_id, step_id, attempt, "attempt is no longer current")
@@ -305,6 +312,7 @@ class Dispatcher:
                 r.error,
                 now_ms() + int(self.retry.delay_seconds(r.attempt) * 1000),
                 {**r.timings, "t_rep": received_us} if r.timings else {},
+                r.lease_id,
             )
             for r, received_us in batch
         ]
@@ -314,14 +322,20 @@ class Dispatcher:
                 completions, wants, self.lease_ms
             )
             ended = []
-            for c, v in zip(completions, verdicts, strict=True):
+            for (r, _), c, v in zip(batch, completions, verdicts, strict=True):
                 if v.verdict == "stale":
-                    run_id, _, step_id = c.member.partition(":")
                     log.warning(
                         "refused stale result for %s attempt %d",
                         c.member,
                         c.attempt,
-                        extra=logs.run_fields(run_id, step_id, c.attempt),
+                        extra=logs.run_fields(r.run_id, r.step_id, c.attempt),
+                    )
+                    self.history.execution_refused(
+                        c.member,
+                        v.snapshot,
+                        Refused(
+                            r.attempt, r.lease_id, r.outcome, r.output_json, r.error, r.executor_id
+                        ),
                     )
                     continue
                 if v.verdict == "released":  # handed back unrun: not an attempt
@@ -578,6 +592,8 @@ class Dispatcher:
                 "last_seen": session.last_seen,
                 "scheduler_id": self.scheduler_id,
                 "packages": list(i.packages),
+                "slot_errors": session.slot_errors,
+                "last_slot_error": session.last_slot_error,
             }
         )
 
@@ -631,6 +647,7 @@ def _assignment(
         entry_point=s["entry_point"],
         input_json=input_json,
         timeout_seconds=int(s["timeout"]),
+        lease_id=s.get("lease", ""),
         input_id=s["input_id"],
         output_id=s["output_id"],
         upstream_output_ids=json.loads(s.get("read_output_ids") or "{}"),

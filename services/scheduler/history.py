@@ -23,6 +23,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from services.scheduler import tracing
 from services.scheduler.models import TERMINAL, Run, StepRun, ms_to_dt
@@ -30,6 +31,28 @@ from services.scheduler.run_queue import RunQueue, RunState, StepSpec, Submissio
 from services.scheduler.run_store import RunStore
 
 log = logging.getLogger(__name__)
+
+
+# How a refused (superseded) execution's outcome shows in the history.
+_ENDED_AS = {
+    "SUCCEEDED": "COMPLETED",
+    "FAILED": "FAILED",
+    "FATAL": "FAILED",
+    "TIMED_OUT": "TIMED_OUT",
+    "CANCELLED": "CANCELLED",
+}
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A result the scheduler refused (its attempt or lease was no longer current)."""
+
+    attempt: int
+    lease_id: str
+    outcome: str
+    output_json: str
+    error: str
+    executor_id: str
 
 
 class History:
@@ -42,8 +65,10 @@ class History:
         interval: float = 0.05,
         scan_seconds: float = 30.0,
         retention_seconds: int = 120,
+        lease_seconds: float = 30.0,
     ) -> None:
         self.queue = queue
+        self.lease_seconds = lease_seconds
         self.retention_seconds = retention_seconds
         self.store = store
         self.interval = interval
@@ -89,6 +114,38 @@ class History:
         elif step.state in {"RUNNING", "PENDING"}:
             return
         self.store.record_step_later(run_id, step)
+
+    def execution_refused(self, member: str, snapshot: dict[str, str], r: Refused) -> None:
+        """Record an execution whose result was refused: every execution that happened has
+        its attempt record. A result sent again for an attempt that did count (an executor
+        re-sends after reconnecting) is recorded again from Redis, which restores a record
+        that a killed scheduler held unwritten and is a no-op otherwise (same record id).
+        Any other is recorded as superseded, from what the executor reported."""
+        if r.outcome not in _ENDED_AS or not r.lease_id:  # released unrun; or no lease id
+            return
+        if snapshot.get("lease") == r.lease_id and snapshot.get("attempt") == str(r.attempt):
+            self.step_changed(member, snapshot, r.output_json)
+            return
+        run_id, _, step_id = member.partition(":")
+        note = "result refused: the attempt was no longer current"
+        self.store.record_step_later(
+            run_id,
+            StepRun(
+                step_id=step_id,
+                task_id=snapshot.get("task_id", ""),
+                task_version=snapshot.get("task_version", ""),
+                state=_ENDED_AS[r.outcome],
+                attempt=r.attempt,
+                input_id=snapshot.get("input_id", ""),
+                output_id=snapshot.get("output_id", ""),
+                output_json=r.output_json if r.outcome == "SUCCEEDED" else "",
+                error=f"{r.error}; {note}" if r.error else note,
+                executor_id=r.executor_id,
+                ended_at=ms_to_dt(now_ms()),
+                lease_id=r.lease_id,
+                superseded=True,
+            ),
+        )
 
     def run_started(self, run_id: str, at_ms: int) -> None:
         """A run's first step was leased: MongoDB shows it RUNNING (unless it has ended by
@@ -140,12 +197,12 @@ class History:
             self.store.update_run_later(run_id, run.final_fields())
         # Once MongoDB holds the ends, Redis keeps the runs only for the retention period
         # (not the hour their keys got when they ended, which covers a MongoDB outage).
-        await self.store.flush()
+        written = await self.store.flush()
         await self.queue.retain(
             {
                 run_id: json.loads(state[0].get("steps") or "[]")
                 for run_id, state in found.items()
-                if state[0]
+                if state[0] and run_id in written
             },
             self.retention_seconds,
         )
@@ -195,9 +252,13 @@ class History:
         attempts: dict[str, int] = {}
         for step in await self.store.step_attempts(run_id):
             attempts[step.step_id] = max(attempts.get(step.step_id, 0), step.attempt)
-            if step.state == "COMPLETED":
+            if step.state == "COMPLETED" and not step.superseded:
                 done[step.step_id] = step.output_json
         specs = [
             StepSpec(s["step_id"], s["deps"], s["dependents"], s["fields"]) for s in plan["steps"]
         ]
-        return Submission(run_id, plan["run_fields"], specs, "", done, attempts)
+        # Steps of the lost state may still run on executors: their leases cannot be renewed
+        # now (heartbeats get them cancelled, or their fences stop them), so waiting one
+        # lease period before running them again rules out two executions at once.
+        not_before = now_ms() + int(self.lease_seconds * 1000)
+        return Submission(run_id, plan["run_fields"], specs, "", done, attempts, not_before)

@@ -49,6 +49,11 @@ class StepRun:
     # and returned, result sent; and when the scheduler had the result.
     timings: dict[str, int] = field(default_factory=dict)
     logs: list[str] = field(default_factory=list)
+    # The dispatch this attempt was (one record per execution, even if an attempt number
+    # repeats after Redis lost its data); superseded: its result came when it was no longer
+    # the step's current attempt, so it did not count.
+    lease_id: str = ""
+    superseded: bool = False
 
     @classmethod
     def from_redis(cls, h: dict[str, str], output_json: str) -> StepRun:
@@ -69,6 +74,7 @@ class StepRun:
             lineage=[tuple(e) for e in json.loads(h.get("lineage", "[]"))],  # type: ignore[misc]
             timings={k: int(h[k]) for k in TIMING_KEYS if h.get(k)},
             logs=_list(h.get("logs")),
+            lease_id=h.get("lease", ""),
         )
 
     def to_doc(self, run_id: str) -> dict[str, Any]:

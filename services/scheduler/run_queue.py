@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
 import uuid
 from collections.abc import Callable
@@ -75,6 +76,9 @@ class Submission:
     request_id: str = ""
     done: dict[str, str] = field(default_factory=dict)  # step id -> output JSON (rebuild)
     attempts: dict[str, int] = field(default_factory=dict)  # step id -> attempts so far
+    # Rebuild: steps ready to run wait until then (ms), so that executions of the lost state
+    # still running somewhere are stopped (their leases can no longer be renewed) first.
+    not_before_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,7 @@ class Completion:
     error: str = ""
     retry_at_ms: int = 0
     timings: dict[str, int] = field(default_factory=dict)
+    lease: str = ""  # the dispatch it is for ("" from executors that do not echo it)
 
 
 @dataclass(frozen=True)
@@ -322,9 +327,14 @@ class RunQueue:
         error: str,
         retry_at_ms: int,
         timings: dict[str, int] | None = None,
+        lease: str = "",
     ) -> Verdict:
         [verdict] = await self.complete_many(
-            [Completion(member, attempt, outcome, output_json, error, retry_at_ms, timings or {})]
+            [
+                Completion(
+                    member, attempt, outcome, output_json, error, retry_at_ms, timings or {}, lease
+                )
+            ]
         )
         return verdict
 
@@ -370,6 +380,7 @@ class RunQueue:
                     json.dumps(c.timings),
                     keys.WAKE_CHANNEL,
                     self.origin,
+                    c.lease,
                 ],
             )
             for c in results
@@ -430,11 +441,12 @@ class RunQueue:
             pipe.expire(keys.logs(run_id, step_id), self.finished_ttl_s)
             await pipe.execute()
 
-    async def heartbeat(self, running: list[tuple[str, int]], lease_ms: int) -> list[str]:
-        """Renew leases; return the step-keys whose attempt is no longer current."""
+    async def heartbeat(self, running: list[tuple[str, int, str]], lease_ms: int) -> list[str]:
+        """Renew leases (step-key, attempt, lease id); return the step-keys whose attempt or
+        lease is no longer current."""
         if not running:
             return []
-        flat = [x for member, attempt in running for x in (member, attempt)]
+        flat = [x for member, attempt, lease in running for x in (member, attempt, lease)]
         stale = await self._call("heartbeat", now_ms(), lease_ms, *flat)
         return [s.decode() for s in stale]
 
@@ -555,12 +567,14 @@ def _submit_args(r: Submission, now: int, finished_ttl_s: int) -> list[Any]:
         r.request_id,
         IDEMPOTENCY_TTL_S,
         finished_ttl_s,
+        r.not_before_ms,
     ]
 
 
 def _dispatch_calls(wants: list[tuple[str, list[str], int]], lease_ms: int, now: int) -> list[Call]:
     return [
-        ("dispatch", [now, lease_ms, executor_id, n, *queues]) for executor_id, queues, n in wants
+        ("dispatch", [now, lease_ms, executor_id, n, secrets.token_hex(8), *queues])
+        for executor_id, queues, n in wants
     ]
 
 

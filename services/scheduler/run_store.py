@@ -24,6 +24,7 @@ from services.scheduler.models import Run, StepRun
 
 log = logging.getLogger(__name__)
 FLUSH_RETRY_MAX_S = 30.0
+UNMATCHED_TRIES = 200  # ~10 s of flushes for a run's insert to land before its end
 
 
 def _ms(t: datetime) -> int:
@@ -70,8 +71,9 @@ class RunStore:
         self._requests = db["run_requests"]
         self._flush_interval = flush_interval
         self._pending_runs: dict[str, dict[str, Any]] = {}
-        self._pending_steps: dict[tuple[str, str, int], dict[str, Any]] = {}
+        self._pending_steps: dict[str, dict[str, Any]] = {}
         self._pending_started: dict[str, datetime | None] = {}
+        self._unmatched: dict[str, int] = {}  # run id -> flushes that found no run to update
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -82,8 +84,14 @@ class RunStore:
         await self._runs.create_index([("created_ms", DESCENDING), ("run_id", DESCENDING)])
         await self._runs.create_index([("state", ASCENDING)])
         await self._runs.create_index([("batch_id", ASCENDING)])
+        # One document per execution: _id is run:step:attempt:lease, so an attempt number
+        # that repeats (after Redis lost its data) still gets a record of its own. The unique
+        # index of releases before lease ids is dropped.
+        with contextlib.suppress(Exception):
+            await self._steps.drop_index("run_id_1_step_id_1_attempt_1")
         await self._steps.create_index(
-            [("run_id", ASCENDING), ("step_id", ASCENDING), ("attempt", ASCENDING)], unique=True
+            [("run_id", ASCENDING), ("step_id", ASCENDING), ("attempt", ASCENDING)],
+            name="run_step_attempt",
         )
         self._task = asyncio.create_task(self._flusher())
 
@@ -209,7 +217,10 @@ class RunStore:
             return None
         latest: dict[str, StepRun] = {}
         async for s in self._steps.find({"run_id": run_id}).sort("attempt", ASCENDING):
-            latest[s["step_id"]] = StepRun.from_doc(_with_datetimes(s))
+            step = StepRun.from_doc(_with_datetimes(s))
+            if step.superseded and step.step_id in latest:  # the run's own attempt stays
+                continue
+            latest[step.step_id] = step
         return Run.from_doc(_with_datetimes(doc), list(latest.values()))
 
     def update_run_later(self, run_id: str, fields: dict[str, Any]) -> None:
@@ -223,15 +234,16 @@ class RunStore:
         self._wake.set()
 
     def record_step_later(self, run_id: str, step: StepRun) -> None:
-        doc = {"_id": f"{run_id}:{step.step_id}:{step.attempt}", **step.to_doc(run_id)}
-        self._pending_steps[(run_id, step.step_id, step.attempt)] = doc
+        key = f"{run_id}:{step.step_id}:{step.attempt}:{step.lease_id}"
+        self._pending_steps[key] = {"_id": key, **step.to_doc(run_id)}
         self._wake.set()
 
-    async def flush(self) -> None:
+    async def flush(self) -> set[str]:
         """Write what is pending: step attempts are inserted (each attempt ends once; a
         second record of one is ignored), finished runs updated, each in one bulk call.
         What a failed write held stays pending (newer changes to the same records win), so
-        the next flush writes it again."""
+        the next flush writes it again. Returns the runs whose end is now in MongoDB."""
+        written: set[str] = set()
         runs, self._pending_runs = self._pending_runs, {}
         steps, self._pending_steps = self._pending_steps, {}
         started, self._pending_started = self._pending_started, {}
@@ -257,9 +269,28 @@ class RunStore:
                         raise
                 steps = {}
             if runs:
-                await self._runs.bulk_write(
+                result = await self._runs.bulk_write(
                     [UpdateOne({"_id": r}, {"$set": f}) for r, f in runs.items()], ordered=False
                 )
+                if result.matched_count < len(runs):
+                    # A run's end can be written before its insert has landed (the insert
+                    # goes at the same time as the run starts): keep those for the next flush.
+                    there = {
+                        d["_id"]
+                        async for d in self._runs.find({"_id": {"$in": list(runs)}}, {"_id": 1})
+                    }
+                    for run_id in set(runs) - there:
+                        fields = runs.pop(run_id)
+                        tries = self._unmatched[run_id] = self._unmatched.get(run_id, 0) + 1
+                        if tries < UNMATCHED_TRIES:
+                            self.update_run_later(run_id, fields)
+                        else:  # never recorded (its submit was withdrawn): nothing to update
+                            del self._unmatched[run_id]
+                            log.warning("run %s is not in MongoDB; its end is dropped", run_id)
+                for run_id in runs:
+                    self._unmatched.pop(run_id, None)
+                written = set(runs)
+                runs = {}
         except BaseException:
             for key, doc in steps.items():
                 self._pending_steps.setdefault(key, doc)
@@ -268,6 +299,7 @@ class RunStore:
             for run_id, at in started.items():
                 self._pending_started.setdefault(run_id, at)
             raise
+        return written
 
     @property
     def pending(self) -> int:

@@ -147,6 +147,8 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
                 python_version=e["python_version"],
                 scheduler_id=e["scheduler_id"],
                 packages=e.get("packages", []),
+                slot_errors=e.get("slot_errors", 0),
+                last_slot_error=e.get("last_slot_error", ""),
             )
             m.connect_time.FromNanoseconds(int(e["connected_at"] * 1e9))
             m.last_seen_time.FromNanoseconds(int(e["last_seen"] * 1e9))
@@ -156,7 +158,9 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
 def _assignment_to_proto(a: Assignment) -> epb.ConnectResponse:
     return epb.ConnectResponse(
         assignment=epb.StepAssignment(
-            ref=epb.StepAttemptRef(run_id=a.run_id, step_id=a.step_id, attempt=a.attempt),
+            ref=epb.StepAttemptRef(
+                run_id=a.run_id, step_id=a.step_id, attempt=a.attempt, lease_id=a.lease_id
+            ),
             task_id=a.task_id,
             task_version=a.task_version,
             digest=a.digest,
@@ -259,9 +263,13 @@ class ExecutorServicer(epb_grpc.ExecutorServiceServicer):
             if kind == "heartbeat":
                 await self._dispatcher.heartbeat(
                     session,
-                    [(r.run_id, r.step_id, r.attempt) for r in message.heartbeat.running],
+                    [
+                        (r.run_id, r.step_id, r.attempt, r.lease_id)
+                        for r in message.heartbeat.running
+                    ],
                     message.heartbeat.draining,
                     message.heartbeat.sequence,
+                    (message.heartbeat.slot_errors, message.heartbeat.last_slot_error),
                 )
             elif kind == "progress":
                 p = message.progress
@@ -290,5 +298,7 @@ class ExecutorServicer(epb_grpc.ExecutorServiceServicer):
                         output_json=r.output_json,
                         error=r.error,
                         timings=_timings(r),
+                        lease_id=r.ref.lease_id,
+                        executor_id=session.info.executor_id,
                     ),
                 )

@@ -186,6 +186,14 @@ def test_an_error_inside_a_slot_fails_the_step_and_the_slot_goes_on(
         healed = client.wait(client.submit(task="slot_probe", input={}).run_id, timeout=60)
         assert healed.state == "COMPLETED", healed.steps[0].error
         assert "failed in the executor" in child.log_tail(200)
+        deadline = time.monotonic() + 10
+        while True:  # the next heartbeats carry the count to ListExecutors
+            found = [e for e in client.list_executors() if e.executor_id == child.name]
+            if (found and found[0].slot_errors) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert found, [e.executor_id for e in client.list_executors()]
+        assert found[0].slot_errors == 1 and "executor error" in found[0].last_slot_error
     finally:
         stop_executor(cluster, child)
 

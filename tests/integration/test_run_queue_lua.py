@@ -220,7 +220,7 @@ def test_heartbeats_renew_current_attempts_and_name_stale_ones(on_valkey) -> Non
         await submit(q, "r1", [step("a")])
         await q.dispatch("ex1", ["q"], 1, lease_ms=1000)
         before = await q.redis.zscore(keys.LEASES, "r1:a")
-        stale = await q.heartbeat([("r1:a", 1), ("r1:a", 7)], lease_ms=60_000)
+        stale = await q.heartbeat([("r1:a", 1, ""), ("r1:a", 7, "")], lease_ms=60_000)
         after = await q.redis.zscore(keys.LEASES, "r1:a")
         return stale, before, after
 
@@ -409,3 +409,37 @@ def test_a_pipeline_that_reloads_scripts_wakes_the_dispatcher(on_valkey) -> None
     assert created == [(True, "r1")]
     assert leases == [[]]  # the dispatch ran first: submit_run had to be loaded again
     assert woken == 1
+
+
+def test_only_the_current_lease_of_an_attempt_counts(on_valkey) -> None:  # noqa: ANN001
+    """An attempt number can repeat (Redis rebuilt a run); the lease id cannot."""
+
+    async def scenario(q: RunQueue) -> tuple[str, list[str], list[str], str, str, str]:
+        await submit(q, "r1", [step("a")])
+        [leased] = await q.dispatch("ex1", ["q"], 1, 10_000)
+        lease = leased.step["lease"]
+        other = await q.dispatch("ex2", ["q"], 1, 10_000)  # nothing left: no second lease
+        wrong_beat = await q.heartbeat([("r1:a", 1, "not-" + lease)], lease_ms=60_000)
+        right_beat = await q.heartbeat([("r1:a", 1, lease)], lease_ms=60_000)
+        forged = await q.complete("r1:a", 1, "SUCCEEDED", "{}", "", 0, lease="not-" + lease)
+        real = await q.complete("r1:a", 1, "SUCCEEDED", "{}", "", 0, lease=lease)
+        return lease, wrong_beat, right_beat, forged.verdict, real.verdict, str(other)
+
+    lease, wrong_beat, right_beat, forged, real, other = on_valkey(scenario)
+    assert lease and other == "[]"
+    assert (wrong_beat, right_beat) == (["r1:a"], [])
+    assert (forged, real) == ("stale", "run_completed")
+
+
+def test_every_dispatch_gets_its_own_lease_id(on_valkey) -> None:  # noqa: ANN001
+    async def scenario(q: RunQueue) -> list[str]:
+        await submit(q, "r1", [step(x, max_retries=2) for x in "abc"])
+        first = await q.dispatch("ex1", ["q"], 3, lease_ms=1)
+        await asyncio.sleep(0.01)
+        await q.expire_leases()
+        await q.promote_due()
+        again = await q.dispatch("ex1", ["q"], 3, 10_000)
+        return [x.step["lease"] for x in first + again]
+
+    leases = on_valkey(scenario)
+    assert len(leases) == 6 and len(set(leases)) == 6

@@ -286,3 +286,20 @@ def test_any_archive_is_read_or_refused_with_our_error(data: bytes) -> None:
 def test_base64_of_garbage_is_not_a_token() -> None:
     with pytest.raises(InvalidArgument):
         decode_token(base64.urlsafe_b64encode(b"\xff\xfe").decode(), (str, str))
+
+
+# Task outputs ---------------------------------------------------------------------------
+
+
+def test_a_task_output_that_is_not_json_fails_its_step_as_fatal() -> None:
+    from tasks.base.runtime import run_once
+    from tasks.base.task_base import SimpleTask
+
+    class Scores(SimpleTask):
+        def process(self, input_data: dict[str, Any]) -> dict[str, Any]:
+            return {"score": float(input_data["x"])}
+
+    assert run_once(Scores(), '{"x": 0.5}') == ("ok", '{"score": 0.5}')
+    verdict, error = run_once(Scores(), '{"x": "nan"}')
+    assert verdict == "fatal"
+    assert "process() returned a value that is not JSON" in error

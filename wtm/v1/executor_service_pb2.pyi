@@ -89,14 +89,18 @@ class ExecutorWelcome(_message.Message):
     def __init__(self, lease_seconds: _Optional[int] = ..., heartbeat_interval_seconds: _Optional[float] = ..., acks_heartbeats: _Optional[bool] = ...) -> None: ...
 
 class ExecutorHeartbeat(_message.Message):
-    __slots__ = ("running", "draining", "sequence")
+    __slots__ = ("running", "draining", "sequence", "slot_errors", "last_slot_error")
     RUNNING_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    SLOT_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    LAST_SLOT_ERROR_FIELD_NUMBER: _ClassVar[int]
     running: _containers.RepeatedCompositeFieldContainer[StepAttemptRef]
     draining: bool
     sequence: int
-    def __init__(self, running: _Optional[_Iterable[_Union[StepAttemptRef, _Mapping]]] = ..., draining: _Optional[bool] = ..., sequence: _Optional[int] = ...) -> None: ...
+    slot_errors: int
+    last_slot_error: str
+    def __init__(self, running: _Optional[_Iterable[_Union[StepAttemptRef, _Mapping]]] = ..., draining: _Optional[bool] = ..., sequence: _Optional[int] = ..., slot_errors: _Optional[int] = ..., last_slot_error: _Optional[str] = ...) -> None: ...
 
 class HeartbeatAck(_message.Message):
     __slots__ = ("sequence",)
@@ -105,14 +109,16 @@ class HeartbeatAck(_message.Message):
     def __init__(self, sequence: _Optional[int] = ...) -> None: ...
 
 class StepAttemptRef(_message.Message):
-    __slots__ = ("run_id", "step_id", "attempt")
+    __slots__ = ("run_id", "step_id", "attempt", "lease_id")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     STEP_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     step_id: str
     attempt: int
-    def __init__(self, run_id: _Optional[str] = ..., step_id: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
+    lease_id: str
+    def __init__(self, run_id: _Optional[str] = ..., step_id: _Optional[str] = ..., attempt: _Optional[int] = ..., lease_id: _Optional[str] = ...) -> None: ...
 
 class StepAssignment(_message.Message):
     __slots__ = ("ref", "task_id", "task_version", "digest", "entry_point", "input_json", "timeout_seconds", "input_id", "output_id", "upstream_output_ids", "input_sources", "traceparent")

@@ -2,19 +2,22 @@
 -- KEYS: none declared; derived from the prefix P = ARGV[1] (see services/scheduler/keys.py):
 --   P..'q:'..queue           ZSET    ready steps per queue (ZPOPMIN)
 --   P..'leases'              ZSET    step-key -> lease deadline ms (ZADD)
---   P..'s:'..step-key        HASH    the step: attempt++, RUNNING, executor (written)
+--   P..'s:'..step-key        HASH    the step: attempt++, RUNNING, executor, lease (written)
 --   P..'r:'..run_id          HASH    the run: RUNNING on its first dispatch (read, written)
 --   P..'o:'..run_id          HASH    outputs of the steps the step reads (read)
 --   P..'e:'..run_id          STREAM  run events (XADD)
 --   P..'l:'..step-key        LIST    the previous attempt's log lines (DEL)
--- ARGV: P, now_ms, lease_ms, executor_id, max_n, queue names...
+-- ARGV: P, now_ms, lease_ms, executor_id, max_n, lease_token, queue names...
+-- Each lease gets the id lease_token..'.'..n (the token is random per call), which the
+-- executor echoes on everything it says about the attempt.
 -- Picks the lowest score across the queues each time, so priority holds across queues.
 -- Returns: a list of JSON objects {member, attempt, step (flat HGETALL), input, outputs,
 --          trace = {trace_id, run_span} of the run, spans = {step read -> its span id},
 --          started = true when this dispatch made the run RUNNING}.
 local P, now, lease_ms, executor, max_n = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+local token = ARGV[6]
 local queues = {}
-for i = 6, #ARGV do queues[#queues + 1] = queue_key(P, ARGV[i]) end
+for i = 7, #ARGV do queues[#queues + 1] = queue_key(P, ARGV[i]) end
 
 -- The ready step with the lowest score across the queues (one ZPOPMIN for a single queue).
 local function pop()
@@ -43,7 +46,7 @@ while #out < max_n do
     local step_id = string.sub(member, #run_id + 2)
     local attempt = (tonumber(f[2]) or 0) + 1
     redis.call('HSET', sh, 'attempt', attempt, 'state', 'RUNNING', 'executor', executor,
-      'started_ms', now)
+      'started_ms', now, 'lease', token .. '.' .. (#out + 1))
     if attempt > 1 then  -- what the previous attempt left
       redis.call('HDEL', sh, 't_recv', 't_p0', 't_p1', 't_sent', 't_rep', 'logs')
       redis.call('DEL', P .. 'l:' .. member)

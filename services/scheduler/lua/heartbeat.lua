@@ -2,14 +2,16 @@
 -- KEYS: none declared; derived from the prefix P = ARGV[1] (see services/scheduler/keys.py):
 --   P..'s:'..step-key        HASH    attempt and state of each step (read)
 --   P..'leases'              ZSET    lease deadlines (ZADD XX)
--- ARGV: P, now_ms, lease_ms, then pairs of step-key, attempt.
--- Returns: the step-keys whose attempt is no longer current (the executor should stop them).
+-- ARGV: P, now_ms, lease_ms, then triples of step-key, attempt, lease id ('' when the
+--       executor does not echo lease ids).
+-- Returns: the step-keys whose attempt (or lease) is no longer current (the executor should
+-- stop them).
 local P, now, lease_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local stale = {}
-for i = 4, #ARGV, 2 do
-  local member, attempt = ARGV[i], ARGV[i + 1]
-  local f = redis.call('HMGET', step_hash(P, member), 'attempt', 'state')
-  if f[1] == attempt and f[2] == 'RUNNING' then
+for i = 4, #ARGV, 3 do
+  local member, attempt, lease = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local f = redis.call('HMGET', step_hash(P, member), 'attempt', 'state', 'lease')
+  if f[1] == attempt and f[2] == 'RUNNING' and (lease == '' or lease == f[3]) then
     redis.call('ZADD', P .. 'leases', 'XX', now + lease_ms, member)
   else
     table.insert(stale, member)

@@ -6,12 +6,15 @@
 --   P..'s:'..run_id..':'..s  HASH    each step (written)
 --   P..'o:'..run_id          HASH    outputs of steps already completed (rebuild only)
 --   P..'q:'..queue           ZSET    ready steps per queue (ZADD)
+--   P..'delayed'             ZSET    ready steps held back until not_before_ms (rebuild)
 --   P..'e:'..run_id          STREAM  run events (XADD)
 -- ARGV: P, run_id, run fields JSON (flat object), steps JSON (list of {step_id, deps,
---       dependents, fields, [output], [attempt]}), now_ms, request_id, idem_ttl_s, finished_ttl_s
+--       dependents, fields, [output], [attempt]}), now_ms, request_id, idem_ttl_s, finished_ttl_s,
+--       not_before_ms (0, or when a rebuilt run's ready steps may start)
 -- Returns: {'created', run_id} or {'exists', existing_run_id}.
 local P, run_id, now = ARGV[1], ARGV[2], ARGV[5]
 local request_id, idem_ttl, ttl = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
+local not_before = tonumber(ARGV[9] or '0') or 0
 if request_id ~= '' then
   local existing = redis.call('GET', P .. 'idem:' .. request_id)
   if existing then return {'exists', existing} end
@@ -48,7 +51,10 @@ for _, s in ipairs(steps) do
     f.state, f.queued_ms, ready = 'QUEUED', now, true
   end
   hset_all(step_hash(P, member), f)
-  if ready then
+  if ready and not_before > tonumber(now) then
+    redis.call('ZADD', P .. 'delayed', not_before, member)
+    emit(P, run_id, s.step_id, 0, 'QUEUED', 'rebuilt: waits one lease period for lost attempts to stop', now)
+  elseif ready then
     redis.call('ZADD', queue_key(P, f.queue), score(run.priority, first == '1', now), member)
     emit(P, run_id, s.step_id, 0, 'QUEUED', '', now)
   end
