@@ -37,6 +37,7 @@ async def serve(settings: SchedulerSettings) -> None:
         store,
         retention_seconds=settings.retention_seconds,
         lease_seconds=settings.lease_seconds,
+        scan_seconds=settings.recovery_scan_seconds,
     )
     documents = LargeDocuments(settings.registry, settings.auth_token, settings.inline_max_bytes)
     dispatcher = Dispatcher(

@@ -36,6 +36,13 @@ class SchedulerSettings:
         "(the longest history outage that loses nothing)",
         positive,
     )
+    recovery_scan_seconds: float = setting(
+        30.0,
+        "WTM_RECOVERY_SCAN_SECONDS",
+        "how often MongoDB's unfinished runs are checked against Redis (rebuilding what Redis "
+        "lost, writing ends another replica died before writing)",
+        positive,
+    )
     retention_seconds: int = setting(
         120,
         "WTM_FINISHED_RETENTION_SECONDS",

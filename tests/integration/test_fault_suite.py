@@ -11,7 +11,10 @@ what the steps' own journal says against what the system says:
 - every execution that happened has its attempt record in MongoDB, and each step has
   exactly one completed attempt that counts.
 
-Trials: executor kill -9, executor frozen (SIGSTOP), scheduler kill -9, Redis flushed.
+- MongoDB's run records converge on COMPLETED.
+
+Trials: executor kill -9, executor frozen (SIGSTOP), scheduler kill -9, Redis flushed, one
+of two schedulers killed for good.
 """
 
 from __future__ import annotations
@@ -101,6 +104,7 @@ def suite(cluster: Cluster, client: Client, tmp_path: Path) -> Iterator[Fleet]:
     client.register_task(task)
     client.register_pipelines(PIPELINE)
     fleet = Fleet(cluster, tmp_path, lease_seconds=3)
+    fleet.env["WTM_RECOVERY_SCAN_SECONDS"] = "2"
     try:
         yield fleet
     finally:
@@ -125,14 +129,17 @@ def executions(journal: Path) -> dict[tuple[str, str], list[Execution]]:
 
 
 def run_trial(
-    suite: Fleet, tmp_path: Path, fault: Callable[[Fleet, str], None]
+    suite: Fleet, tmp_path: Path, fault: Callable[[Fleet, str], None], schedulers: int = 1
 ) -> tuple[list[Any], dict[tuple[str, str], list[Execution]], dict[str, str]]:
-    address = suite.start_scheduler()
-    for n in (1, 2):
-        suite.start_executor(address, f"suite-{n}", slots=2)
+    """Submits through the first scheduler, waits through the last (with two, the fault
+    kills the first)."""
+    addresses = [suite.start_scheduler() for _ in range(schedulers)]
+    address = addresses[0]
+    for n, at in ((1, addresses[0]), (2, addresses[-1])):
+        suite.start_executor(at, f"suite-{n}", slots=2)
     journal = tmp_path / "journal.txt"
     journal.touch()
-    with suite.client(address) as client:
+    with suite.client(address) as client, suite.client(addresses[-1]) as survivor:
         _, run_ids = client.submit_many(
             [{"tag": f"t{i}", "journal": str(journal), "seconds": 4} for i in range(RUNS)],
             pipeline="journal_chain",
@@ -142,7 +149,7 @@ def run_trial(
             assert time.monotonic() < deadline, "nothing started"
             time.sleep(0.05)
         fault(suite, address)
-        runs = [client.wait(r, timeout=120) for r in run_ids]
+        runs = [survivor.wait(r, timeout=120) for r in run_ids]
     return runs, executions(journal), {f"t{i}": r for i, r in enumerate(run_ids)}
 
 
@@ -161,7 +168,15 @@ def check(
                 f"pid {after['pid']} started at {after['start']:.3f}"
             )
     with pymongo.MongoClient(suite.cluster.endpoints.mongodb_uri) as mongo:
-        records = _records(mongo[suite.env["WTM_MONGODB_DATABASE"]], ran, run_of_tag)
+        db = mongo[suite.env["WTM_MONGODB_DATABASE"]]
+        records = _records(db, ran, run_of_tag)
+        deadline = time.monotonic() + 20
+        while True:  # the history converges on what happened, whoever was killed
+            states = {d["_id"]: d["state"] for d in db["runs"].find({"batch_id": runs[0].batch_id})}
+            if set(states.values()) == {"COMPLETED"} or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert len(states) == RUNS and set(states.values()) == {"COMPLETED"}, states
     for (run_id, step), docs in records.items():
         counted = [d for d in docs if d["state"] == "COMPLETED" and not d.get("superseded")]
         assert len(counted) == 1, (run_id, step, [(d["attempt"], d["state"]) for d in docs])
@@ -213,16 +228,27 @@ def flush_redis(suite: Fleet, address: str) -> None:
     redis.Redis.from_url(suite.redis_url).flushdb()
 
 
+def kill_one_of_two_schedulers(suite: Fleet, address: str) -> None:
+    suite.kill_scheduler(address)  # the one the runs were submitted to; not restarted
+
+
 @pytest.mark.parametrize(
     "fault",
-    [kill_an_executor, freeze_an_executor, kill_the_scheduler, flush_redis],
+    [
+        kill_an_executor,
+        freeze_an_executor,
+        kill_the_scheduler,
+        flush_redis,
+        kill_one_of_two_schedulers,
+    ],
     ids=lambda f: f.__name__,
 )
 def test_a_fault_loses_no_run_runs_no_step_twice_at_once_and_keeps_every_execution(
     suite: Fleet, tmp_path: Path, fault: Callable[[Fleet, str], None]
 ) -> None:
+    two = fault is kill_one_of_two_schedulers
     try:
-        runs, ran, run_of_tag = run_trial(suite, tmp_path, fault)
+        runs, ran, run_of_tag = run_trial(suite, tmp_path, fault, schedulers=2 if two else 1)
         check(suite, runs, ran, run_of_tag)
     finally:
         frozen = getattr(suite, "frozen", None)

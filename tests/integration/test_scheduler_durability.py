@@ -8,20 +8,25 @@ often, and when, each step really ran.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
+import pymongo
 import pytest
 import redis
 
-from clients.sdk import Client
+from clients.sdk import ApiError, Client
 from services.localstack import Cluster
 from services.localstack.cluster import serving
 from services.localstack.processes import Child, ProcessGroup, free_port, wait_until
@@ -313,3 +318,64 @@ def test_a_finished_run_leaves_redis_once_mongodb_has_it(fleet: Fleet, tmp_path:
         assert again.state == "COMPLETED"
         assert again.output == run.output
         assert [s.state for s in again.steps] == [s.state for s in run.steps]
+
+
+class ThreadedForwarder:
+    """The run store tests' TCP forwarder on a thread of its own, for a scheduler process."""
+
+    def __init__(self, target_port: int) -> None:
+        from tests.integration.test_run_store import Forwarder
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.forwarder = Forwarder(target_port)
+        asyncio.run_coroutine_threadsafe(self.forwarder.start(), self.loop).result(10)
+
+    def off(self) -> None:
+        self.loop.call_soon_threadsafe(self.forwarder.off)
+
+    def on(self) -> None:
+        self.loop.call_soon_threadsafe(self.forwarder.on)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.forwarder.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def test_one_request_id_makes_one_run_across_a_mongodb_outage(fleet: Fleet, tmp_path: Path) -> None:
+    """While MongoDB is out of reach a submit with a request id is refused (UNAVAILABLE) and
+    nothing is queued; once it is back, concurrent retries of that submit make one run."""
+    mongo_port = urlparse(fleet.cluster.endpoints.mongodb_uri).port  # type: ignore[union-attr]
+    forwarder = ThreadedForwarder(int(mongo_port or 27017))
+    try:
+        fleet.env["WTM_MONGODB_URI"] = f"mongodb://127.0.0.1:{forwarder.forwarder.port}"
+        address = fleet.start_scheduler()
+        fleet.start_executor(address, "outage-1")
+        ledger = tmp_path / "ledger.txt"
+        doc = {"tag": "once", "ledger": str(ledger), "seconds": 0}
+        forwarder.off()
+        with fleet.client(address) as client, pytest.raises(ApiError) as err:
+            client.submit(task="ledger", input=doc, request_id="outage-key")
+        assert err.value.code == "UNAVAILABLE"
+        forwarder.on()
+
+        def submit(_: int) -> str:
+            with fleet.client(address) as c:
+                return c.submit(task="ledger", input=doc, request_id="outage-key").run_id
+
+        with ThreadPoolExecutor(6) as pool:
+            run_ids = set(pool.map(submit, range(6)))
+        assert len(run_ids) == 1
+        with fleet.client(address) as client:
+            assert client.wait(run_ids.pop(), timeout=60).state == "COMPLETED"
+        time.sleep(1.0)
+        assert ledger_counts(ledger) == Counter({"once": 1})
+        with pymongo.MongoClient(fleet.cluster.endpoints.mongodb_uri) as mongo:
+            runs = mongo[fleet.env["WTM_MONGODB_DATABASE"]]["runs"]
+            assert runs.count_documents({"request_id": "outage-key"}) == 1
+    finally:
+        fleet.group.stop_all()
+        forwarder.close()
