@@ -223,3 +223,51 @@ def test_concurrent_submits_with_one_request_id_make_one_run_that_runs_once(
             assert time.monotonic() < deadline
             time.sleep(0.1)
         assert db["step_runs"].count_documents({"run_id": run_id}) == 1
+
+
+BIG_OUTPUT_TASK = """
+from tasks.base.task_base import SimpleTask
+
+class Task(SimpleTask):
+    def process(self, input_data):
+        return {"blob": "x" * 300_000, "tag": input_data.get("tag", "")}
+"""
+
+
+def test_an_object_store_outage_during_a_step_costs_no_retry(
+    cluster: Cluster, client: Client, tmp_path: Path
+) -> None:
+    """The output (over the inline limit) goes to the object store through the registry; with
+    the registry down for a few seconds, the executor waits it out instead of failing a step
+    that has no retries left (with --store-retry-seconds 0 this run FAILS)."""
+    client.register_task(
+        make_task(tmp_path, "big_output", BIG_OUTPUT_TASK, queue="storeq", max_retries=0)
+    )
+    child = cluster.add_executor("--queues", "storeq", slots=1)
+    try:
+        warm = client.run(task="big_output@1.0.0", input={"tag": "warm"}, timeout=60)
+        assert warm.state == "COMPLETED", warm.steps[0].error  # package cached, version known
+        assert cluster.registry is not None
+        cluster.registry.stop()
+        cluster.services.children.remove(cluster.registry)
+        r = client.submit(task="big_output@1.0.0", input={"tag": "through an outage"})
+        time.sleep(4)  # the step has run; storing its output is being retried
+        cluster.registry = cluster._service(
+            "registry", "services.registry", "--listen", cluster.registry_address
+        )
+        wait_for(lambda: serving(cluster.registry_address), 30, "the registry to be back")
+        done = client.wait(r.run_id, timeout=90)
+        assert done.state == "COMPLETED", done.steps[0].error
+        assert done.steps[0].attempt == 1
+        assert done.output["tag"] == "through an outage" and len(done.output["blob"]) == 300_000
+    finally:
+        stop_executor(cluster, child)
+
+
+def serving(address: str) -> bool:
+    from services.localstack.cluster import serving as check
+
+    try:
+        return check(address)
+    except Exception:  # noqa: BLE001 - not up yet
+        return False

@@ -32,3 +32,14 @@ def test_a_backing_service_out_of_reach_is_unavailable(exc: Exception) -> None:
     code, message = status_for(exc)
     assert code == grpc.StatusCode.UNAVAILABLE
     assert type(exc).__name__ in message and "try again" in message
+
+
+def test_an_unexpected_error_is_internal_with_an_id_the_log_also_has(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    secret = "redis://:hunter2@10.0.0.5:6379 said: WRONGTYPE"
+    code, message = status_for(RuntimeError(secret))
+    assert code == grpc.StatusCode.INTERNAL
+    error_id = message.split()[2].rstrip(":")
+    assert len(error_id) == 12 and secret not in message  # the backend's text stays inside
+    assert any(error_id in r.getMessage() and r.exc_info for r in caplog.records)
