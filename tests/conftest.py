@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,3 +59,24 @@ def run_cli(
     if check:
         assert result.returncode == 0, result.stdout + result.stderr
     return result
+
+
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A directory sandboxed task code may write into (tests' journals and ledgers): under
+    /tmp, which workers see, open to every uid (as root, each worker has a uid of its own).
+    Files in it are made with ``shared_file``."""
+    d = Path(tempfile.mkdtemp(prefix="wtm-shared-", dir="/tmp"))
+    d.chmod(0o777)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def shared_file(directory: Path, name: str) -> Path:
+    """An empty file every worker may append to, whatever its uid."""
+    path = directory / name
+    path.touch()
+    path.chmod(0o666)
+    return path

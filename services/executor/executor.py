@@ -40,6 +40,7 @@ from services.executor.artifact_cache import ArtifactCache
 from services.executor.lease_fence import LeaseFence
 from services.executor.package_cache import PackageCache
 from services.executor.requirements import RequirementInstaller
+from services.executor.sandbox import Ceilings, Sandbox
 from services.executor.settings import ExecutorSettings
 from services.executor.worker import Outcome, Worker
 from services.executor.worker_pool import WorkerPool
@@ -106,7 +107,19 @@ class Executor:
         self._registry = rpb_grpc.RegistryServiceStub(self._registry_channel)
         cache_dir = Path(settings.cache_dir)
         # Warm workers per task version, shared by the slots; room for a few idle versions.
-        self.workers = WorkerPool(settings.slots + 2, settings.worker_memory_mb)
+        self.sandbox = Sandbox(
+            cache_dir,
+            Ceilings(
+                memory_mb=settings.worker_max_memory_mb,
+                open_files=settings.worker_max_open_files,
+                file_size_mb=settings.worker_max_file_size_mb,
+                processes=settings.worker_max_processes,
+                cpu_seconds=settings.worker_max_cpu_seconds,
+            ),
+            uid_base=settings.worker_uid_base,
+            enabled=settings.sandbox,
+        )
+        self.workers = WorkerPool(settings.slots + 2, self.sandbox, settings.worker_memory_mb)
         self.cache = PackageCache(
             cache_dir / "packages",
             self._download,
@@ -496,7 +509,9 @@ class Executor:
             "input_sources": dict(a.input_sources),
             "artifacts": artifacts,
         }
-        worker = await self.workers.acquire(package_dir, a.entry_point, extra_paths)
+        worker = await self.workers.acquire(
+            package_dir, a.entry_point, extra_paths, manifest.get("resources") or {}
+        )
         cold = worker.ready_ns == 0
         running.worker = worker
         worker.fence(self.fence.until((a.ref.run_id, a.ref.step_id)))

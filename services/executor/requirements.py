@@ -142,6 +142,7 @@ class RequirementInstaller:
                 field="requirements",
             )
         (tmp / _DONE).touch()
+        tmp.chmod(0o755)  # mkdtemp made it 0700: sandboxed workers (own uid) read it too
         shutil.rmtree(target, ignore_errors=True)
         tmp.rename(target)
         self.installs += 1

@@ -82,6 +82,47 @@ class ExecutorSettings:
     drain_seconds: float = setting(
         30.0, "WTM_DRAIN_SECONDS", "on SIGTERM, how long running steps may finish", positive
     )
+    sandbox: bool = setting(
+        True,
+        "WTM_SANDBOX",
+        "confine worker processes: scrubbed environment and limits always; as root also their "
+        "own uid, no network and only their own files (see docs/architecture.md)",
+    )
+    worker_uid_base: int = setting(
+        61000, "WTM_WORKER_UID_BASE", "as root, workers get uids from this one up", positive
+    )
+    worker_max_memory_mb: int = setting(
+        8192,
+        "WTM_WORKER_MAX_MEMORY_MB",
+        "ceiling on a worker's address space; task.json resources.memory_mb may ask for less "
+        "(0: none)",
+        non_negative,
+    )
+    worker_max_open_files: int = setting(
+        1024,
+        "WTM_WORKER_MAX_OPEN_FILES",
+        "ceiling on a worker's open files (0: none)",
+        non_negative,
+    )
+    worker_max_file_size_mb: int = setting(
+        1024,
+        "WTM_WORKER_MAX_FILE_SIZE_MB",
+        "ceiling on the size of a file a worker writes (0: none)",
+        non_negative,
+    )
+    worker_max_processes: int = setting(
+        64,
+        "WTM_WORKER_MAX_PROCESSES",
+        "ceiling on the processes of a worker (as root, where each has its own uid; 0: none)",
+        non_negative,
+    )
+    worker_max_cpu_seconds: int = setting(
+        0,
+        "WTM_WORKER_MAX_CPU_SECONDS",
+        "ceiling on the CPU seconds of one step; task.json resources.cpu_seconds may ask for "
+        "less (0: none; the step's timeout still applies)",
+        non_negative,
+    )
     store_retry_seconds: float = setting(
         60.0,
         "WTM_STORE_RETRY_SECONDS",

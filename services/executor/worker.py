@@ -21,7 +21,7 @@ from typing import Any
 
 import psutil
 
-from tasks.base.runtime import worker_main
+from services.executor.sandbox import Confinement, environment, scrubbed_env, worker_entry
 
 _CTX = mp.get_context("spawn")
 _TICK = 0.25  # how often a waiting step checks for cancel, death and memory
@@ -58,19 +58,25 @@ class Worker:
         entry_point: str,
         extra_paths: tuple[str, ...] = (),
         memory_limit_mb: int = 0,
+        confinement: Confinement | None = None,
+        cpu_seconds: int = 0,
     ) -> None:
         self.key = (str(package_dir), entry_point, extra_paths)
         self.memory_limit_mb = memory_limit_mb
+        self.cpu_seconds = cpu_seconds  # per step, watched here (a warm worker lives on)
+        self.confinement = confinement or Confinement(str(package_dir), os.getpid())
         self._conn, child = _CTX.Pipe()
         # Until when (monotonic) the running step's lease is known to hold; 0 while idle.
-        # The process kills itself past it, so it cannot outlive its lease (see _die_with).
+        # The process kills itself past it, so it cannot outlive its lease (see die_with).
         self._fence = _CTX.Value("d", 0.0, lock=False)
         self._proc = _CTX.Process(
-            target=worker_main,
-            args=(child, str(package_dir), entry_point, extra_paths, os.getpid(), self._fence),
+            target=worker_entry,
+            args=(child, str(package_dir), entry_point, extra_paths, self.confinement, self._fence),
             daemon=True,
         )
-        self._proc.start()
+        with environment(scrubbed_env(self.confinement.workdir)):
+            self._proc.start()
+        self._cpu_at_start = 0.0
         child.close()
         self._ready = False
         self.started_ns = time.time_ns()
@@ -109,6 +115,7 @@ class Worker:
                     return Outcome("FAILED", error=f"setup() failed: {first[1]}")
                 self._ready = True
                 self.ready_ns = time.time_ns()
+            self._cpu_at_start = self._cpu_used()
             self._conn.send(("run", input_json, meta))
             while True:
                 message = await self._next(deadline, cancelled)
@@ -175,7 +182,23 @@ class Worker:
             finally:
                 loop.remove_reader(fd)
 
+    def _cpu_used(self) -> float:
+        if not self.cpu_seconds or self._proc.pid is None:
+            return 0.0
+        try:
+            t = psutil.Process(self._proc.pid).cpu_times()
+        except psutil.Error:
+            return 0.0
+        return float(t.user + t.system + t.children_user + t.children_system)
+
     def _check_memory(self) -> None:
+        if self.cpu_seconds and self._cpu_at_start >= 0:
+            used = self._cpu_used() - self._cpu_at_start
+            if used > self.cpu_seconds:
+                raise MemoryError(
+                    f"step used {used:.1f} CPU seconds, over its limit of {self.cpu_seconds}; "
+                    "killed"
+                )
         if not self.memory_limit_mb or self._proc.pid is None:
             return
         with contextlib.suppress(psutil.Error):

@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
+from services.executor.sandbox import Sandbox
 from services.executor.worker import Worker
 
 Key = tuple[str, str, tuple[str, ...]]  # package directory, entry point, extra sys.path
@@ -23,8 +25,9 @@ Key = tuple[str, str, tuple[str, ...]]  # package directory, entry point, extra 
 class WorkerPool:
     """Idle workers by key, least recently used first, and the busy ones."""
 
-    def __init__(self, capacity: int, memory_limit_mb: int = 0) -> None:
+    def __init__(self, capacity: int, sandbox: Sandbox, memory_limit_mb: int = 0) -> None:
         self.capacity = capacity
+        self.sandbox = sandbox
         self.memory_limit_mb = memory_limit_mb
         self._idle: OrderedDict[int, Worker] = OrderedDict()
         self._busy: dict[int, Worker] = {}
@@ -43,11 +46,25 @@ class WorkerPool:
         for ident, worker in list(self._idle.items()):
             if worker.key[0] == package_dir:
                 del self._idle[ident]
-                await asyncio.to_thread(worker.retire)
+                await asyncio.to_thread(self._retire, worker)
+
+    def _retire(self, worker: Worker) -> None:
+        worker.retire()
+        self.sandbox.release(worker.confinement)
+
+    def _kill(self, worker: Worker) -> None:
+        worker.kill()
+        self.sandbox.release(worker.confinement)
 
     async def acquire(
-        self, package_dir: Path, entry_point: str, extra_paths: tuple[str, ...] = ()
+        self,
+        package_dir: Path,
+        entry_point: str,
+        extra_paths: tuple[str, ...] = (),
+        resources: dict[str, Any] | None = None,
     ) -> Worker:
+        """An idle worker for the task version, or a new one confined by the sandbox
+        (``resources``: the task's ``task.json`` resources)."""
         key: Key = (str(package_dir), entry_point, extra_paths)
         for ident, worker in list(self._idle.items()):
             if worker.key == key:
@@ -55,12 +72,21 @@ class WorkerPool:
                 if worker.alive:
                     self._busy[ident] = worker
                     return worker
-                worker.kill()
+                self._kill(worker)
         while self.size >= self.capacity and self._idle:
             _, oldest = self._idle.popitem(last=False)
-            await asyncio.to_thread(oldest.retire)
+            await asyncio.to_thread(self._retire, oldest)
         self.started += 1
-        worker = Worker(package_dir, entry_point, extra_paths, self.memory_limit_mb)
+        confinement = self.sandbox.confinement(package_dir, extra_paths, resources or {})
+        granted = self.sandbox.granted(resources or {})
+        worker = Worker(
+            package_dir,
+            entry_point,
+            extra_paths,
+            self.memory_limit_mb,
+            confinement,
+            cpu_seconds=granted["cpu_seconds"],
+        )
         self._busy[id(worker)] = worker
         return worker
 
@@ -69,9 +95,9 @@ class WorkerPool:
         if worker.alive and not worker.over_memory():
             self._idle[id(worker)] = worker
         else:
-            worker.kill()
+            self._kill(worker)
 
     async def close(self) -> None:
         while self._idle:
             _, worker = self._idle.popitem(last=False)
-            await asyncio.to_thread(worker.retire)
+            await asyncio.to_thread(self._retire, worker)

@@ -70,6 +70,7 @@ class Manifest:
     input_schema: dict[str, Any] = field(default_factory=dict)
     output_schema: dict[str, Any] = field(default_factory=dict)
     executor_labels: dict[str, str] = field(default_factory=dict)
+    resources: dict[str, int] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -133,6 +134,22 @@ def _labels(doc: dict[str, Any], name: str) -> dict[str, str]:
     return dict(value)
 
 
+# What a task may ask of its worker process (the executor grants it within its ceilings).
+RESOURCE_KEYS = ("memory_mb", "cpu_seconds", "open_files", "file_size_mb", "processes")
+
+
+def _resources(doc: dict[str, Any], name: str) -> dict[str, int]:
+    value = doc.get(name) or {}
+    if not isinstance(value, dict):
+        raise _err(name, f"must be an object of {', '.join(RESOURCE_KEYS)}", value)
+    for key, amount in value.items():
+        if key not in RESOURCE_KEYS:
+            raise _err(f"{name}.{key}", f"is not one of {', '.join(RESOURCE_KEYS)}", key)
+        if isinstance(amount, bool) or not isinstance(amount, int) or not 1 <= amount <= 2**40:
+            raise _err(f"{name}.{key}", "must be a positive integer", amount)
+    return dict(value)
+
+
 def parse_manifest(text: bytes | str) -> Manifest:
     """Parse and validate task.json text."""
     if len(text if isinstance(text, bytes) else text.encode()) > MAX_MANIFEST_BYTES:
@@ -169,5 +186,6 @@ def parse_manifest(text: bytes | str) -> Manifest:
         input_schema=_schema(doc, "input_schema"),
         output_schema=_schema(doc, "output_schema"),
         executor_labels=_labels(doc, "executor_labels"),
+        resources=_resources(doc, "resources"),
         raw=doc,
     )

@@ -47,6 +47,7 @@ async def serve(settings: SchedulerSettings) -> None:
         scheduler_id=settings.scheduler_id,
         documents=documents,
         prefetch=settings.prefetch,
+        silent_after=3 * settings.heartbeat_seconds,
     )
     history.on_run_ended = dispatcher.metrics.run_ended
     runs = RunService(

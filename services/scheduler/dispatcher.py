@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from redis.exceptions import RedisError
 
 from services.common import logs, refs
+from services.common.errors import AlreadyExists
 from services.common.mapping import MissingValue
 from services.scheduler import keys, step_inputs, tracing
 from services.scheduler.history import History, Refused
@@ -170,9 +171,13 @@ class Dispatcher:
         scheduler_id: str = "",
         documents: LargeDocuments | None = None,
         prefetch: int = 0,
+        silent_after: float = 15.0,
     ) -> None:
         self.queue = queue
         self.prefetch = prefetch
+        # A stream whose executor has said nothing for this long may be taken over by a new
+        # stream with its id (a reconnect whose old stream was never seen to close).
+        self.silent_after = silent_after
         self.documents = documents
         self.history = history
         self.lease_ms = lease_seconds * 1000
@@ -215,8 +220,19 @@ class Dispatcher:
     # Sessions -----------------------------------------------------------------------------
 
     def open_session(self, info: ExecutorInfo) -> ExecutorSession:
+        """A new executor stream. An id belongs to one live stream: a second stream that
+        claims the id of one still heartbeating is refused (an impostor, or a copy started
+        by mistake), not allowed to take it over; a silent one is replaced (a reconnect)."""
         old = self.sessions.get(info.executor_id)
-        if old is not None:  # a reconnect replaces the old stream
+        if old is not None and time.time() - old.last_seen < self.silent_after:
+            log.warning("refused a second stream for live executor %s", info.executor_id)
+            raise AlreadyExists(
+                f"{info.executor_id!r} is connected on another live stream; an executor id "
+                "belongs to one stream (a reconnect is let in once the old one is silent for "
+                f"{self.silent_after:g}s)",
+                field="hello.executor_id",
+            )
+        if old is not None:  # a reconnect replaces the silent old stream
             old.outbox.put_nowait(None)
         session = ExecutorSession(info)
         self.sessions[info.executor_id] = session
@@ -250,7 +266,9 @@ class Dispatcher:
         session.draining = session.draining or draining
         session.slot_errors, session.last_slot_error = slot_errors
         stale = await self.queue.heartbeat(
-            [(keys.step_key(r, s), a, lease) for r, s, a, lease in running], self.lease_ms
+            [(keys.step_key(r, s), a, lease) for r, s, a, lease in running],
+            self.lease_ms,
+            session.info.executor_id,
         )
         for r, s, a, _ in running:  # after a reconnect: what it runs takes its slots
             member = keys.step_key(r, s)
@@ -313,6 +331,7 @@ class Dispatcher:
                 now_ms() + int(self.retry.delay_seconds(r.attempt) * 1000),
                 {**r.timings, "t_rep": received_us} if r.timings else {},
                 r.lease_id,
+                r.executor_id,
             )
             for r, received_us in batch
         ]

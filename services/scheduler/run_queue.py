@@ -93,6 +93,7 @@ class Completion:
     retry_at_ms: int = 0
     timings: dict[str, int] = field(default_factory=dict)
     lease: str = ""  # the dispatch it is for ("" from executors that do not echo it)
+    executor: str = ""  # who reports it ("": not checked)
 
 
 @dataclass(frozen=True)
@@ -381,6 +382,7 @@ class RunQueue:
                     keys.WAKE_CHANNEL,
                     self.origin,
                     c.lease,
+                    c.executor,
                 ],
             )
             for c in results
@@ -441,13 +443,15 @@ class RunQueue:
             pipe.expire(keys.logs(run_id, step_id), self.finished_ttl_s)
             await pipe.execute()
 
-    async def heartbeat(self, running: list[tuple[str, int, str]], lease_ms: int) -> list[str]:
-        """Renew leases (step-key, attempt, lease id); return the step-keys whose attempt or
-        lease is no longer current."""
+    async def heartbeat(
+        self, running: list[tuple[str, int, str]], lease_ms: int, executor: str = ""
+    ) -> list[str]:
+        """Renew ``executor``'s leases (step-key, attempt, lease id); return the step-keys
+        whose attempt or lease is no longer current (or not that executor's)."""
         if not running:
             return []
         flat = [x for member, attempt, lease in running for x in (member, attempt, lease)]
-        stale = await self._call("heartbeat", now_ms(), lease_ms, *flat)
+        stale = await self._call("heartbeat", now_ms(), lease_ms, executor, *flat)
         return [s.decode() for s in stale]
 
     async def expire_leases(self, limit: int = 100) -> list[dict[str, Any]]:

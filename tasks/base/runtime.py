@@ -14,16 +14,10 @@ The executor's worker processes run ``worker_main``; ``task test`` and unit test
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import ctypes.util
 import importlib
 import json
 import logging
-import os
-import signal
 import sys
-import threading
 import time
 import traceback
 from multiprocessing.connection import Connection
@@ -104,44 +98,15 @@ class _PipeLogHandler(logging.Handler):
         self.conn.send(("log", record.levelname, self.format(record)[:MAX_LOG_CHARS]))
 
 
-def _die_with(parent_pid: int, fence: Any) -> None:
-    """Tie this process's life to the executor's: the kernel kills it when the executor
-    dies (PR_SET_PDEATHSIG, Linux), and a watchdog thread kills it when the executor is gone
-    or frozen and so stops renewing ``fence`` (the monotonic time until which the running
-    step's lease is known to hold; 0 while idle). A step's retry on another executor can
-    then never overlap this attempt."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if parent_pid and os.getppid() != parent_pid:  # it died before the line above
-        os._exit(1)
-
-    def watch() -> None:
-        while True:
-            time.sleep(0.1)
-            until = fence.value if fence is not None else 0.0
-            lapsed = until and time.monotonic() > until
-            if lapsed or (parent_pid and os.getppid() != parent_pid):
-                os.kill(os.getpid(), signal.SIGKILL)
-
-    threading.Thread(target=watch, name="wtm-lifeline", daemon=True).start()
-
-
 def worker_main(
-    conn: Connection,
-    package_dir: str,
-    entry_point: str,
-    extra_paths: tuple[str, ...] = (),
-    parent_pid: int = 0,
-    fence: Any = None,
+    conn: Connection, package_dir: str, entry_point: str, extra_paths: tuple[str, ...] = ()
 ) -> None:
     """The body of a worker process: set the task up once, then serve inputs until retired.
 
     ``extra_paths`` (directories of requirements installed for this task) go first on
-    ``sys.path``, so they win over what the executor's environment has. ``parent_pid`` and
-    ``fence`` tie the process's life to the executor's (``_die_with``).
+    ``sys.path``, so they win over what the executor's environment has. The executor
+    confines the process before this runs (``services.executor.sandbox``).
     """
-    _die_with(parent_pid, fence)
     sys.path[:0] = list(extra_paths)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s task %(levelname)s: %(message)s")
 

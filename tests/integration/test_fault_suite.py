@@ -34,6 +34,7 @@ import redis
 
 from clients.sdk import Client
 from services.localstack import Cluster
+from tests.conftest import shared_file
 from tests.integration.test_scheduler_durability import Fleet
 
 pytestmark = pytest.mark.slow
@@ -129,7 +130,7 @@ def executions(journal: Path) -> dict[tuple[str, str], list[Execution]]:
 
 
 def run_trial(
-    suite: Fleet, tmp_path: Path, fault: Callable[[Fleet, str], None], schedulers: int = 1
+    suite: Fleet, shared: Path, fault: Callable[[Fleet, str], None], schedulers: int = 1
 ) -> tuple[list[Any], dict[tuple[str, str], list[Execution]], dict[str, str]]:
     """Submits through the first scheduler, waits through the last (with two, the fault
     kills the first)."""
@@ -137,8 +138,7 @@ def run_trial(
     address = addresses[0]
     for n, at in ((1, addresses[0]), (2, addresses[-1])):
         suite.start_executor(at, f"suite-{n}", slots=2)
-    journal = tmp_path / "journal.txt"
-    journal.touch()
+    journal = shared_file(shared, "journal.txt")
     with suite.client(address) as client, suite.client(addresses[-1]) as survivor:
         _, run_ids = client.submit_many(
             [{"tag": f"t{i}", "journal": str(journal), "seconds": 4} for i in range(RUNS)],
@@ -244,11 +244,11 @@ def kill_one_of_two_schedulers(suite: Fleet, address: str) -> None:
     ids=lambda f: f.__name__,
 )
 def test_a_fault_loses_no_run_runs_no_step_twice_at_once_and_keeps_every_execution(
-    suite: Fleet, tmp_path: Path, fault: Callable[[Fleet, str], None]
+    suite: Fleet, shared_tmp: Path, fault: Callable[[Fleet, str], None]
 ) -> None:
     two = fault is kill_one_of_two_schedulers
     try:
-        runs, ran, run_of_tag = run_trial(suite, tmp_path, fault, schedulers=2 if two else 1)
+        runs, ran, run_of_tag = run_trial(suite, shared_tmp, fault, schedulers=2 if two else 1)
         check(suite, runs, ran, run_of_tag)
     finally:
         frozen = getattr(suite, "frozen", None)

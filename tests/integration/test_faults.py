@@ -17,7 +17,7 @@ import pytest
 
 from clients.sdk import Client
 from services.localstack import Cluster
-from tests.conftest import ROOT
+from tests.conftest import ROOT, shared_file
 from tests.integration.test_executor import make_task, stop_executor
 
 FIXTURES = ROOT / "tests" / "fixtures" / "tasks"
@@ -44,7 +44,7 @@ class Task(SimpleTask):
 
 
 def journal(path: Path) -> list[tuple[str, int, float]]:
-    if not path.exists():
+    if not path.exists() or not path.stat().st_size:
         return []
     return [
         (kind, int(pid), float(t))
@@ -88,9 +88,9 @@ def no_overlap(entries: list[tuple[str, int, float]], killed_at: dict[int, float
 
 @pytest.mark.usefixtures("journal_task")
 def test_workers_die_with_a_killed_executor_so_the_retry_never_overlaps(
-    cluster: Cluster, client: Client, tmp_path: Path
+    cluster: Cluster, client: Client, shared_tmp: Path
 ) -> None:
-    log = tmp_path / "journal"
+    log = shared_file(shared_tmp, "journal")
     first = cluster.add_executor("--queues", "faultq", slots=1)
     second = None
     try:
@@ -114,11 +114,11 @@ def test_workers_die_with_a_killed_executor_so_the_retry_never_overlaps(
 
 @pytest.mark.usefixtures("journal_task")
 def test_a_frozen_executor_stops_its_steps_before_their_lease_can_lapse(
-    cluster: Cluster, client: Client, tmp_path: Path
+    cluster: Cluster, client: Client, shared_tmp: Path
 ) -> None:
     """SIGSTOP: the executor is alive but silent, so only the lease fence can stop its
     worker; it must do so before the scheduler hands the step to another executor."""
-    log = tmp_path / "journal"
+    log = shared_file(shared_tmp, "journal")
     frozen = cluster.add_executor("--queues", "faultq", slots=1)
     second = None
     try:

@@ -174,8 +174,8 @@ def test_a_failed_step_cancels_what_can_no_longer_run(client: Client) -> None:
     assert wall < 4  # the 5 s sleeper did not hold the run up
 
 
-def test_a_retryable_failure_is_retried_after_backoff(client: Client, tmp_path: Path) -> None:
-    marker = tmp_path / "flaky-marker"
+def test_a_retryable_failure_is_retried_after_backoff(client: Client, shared_tmp: Path) -> None:
+    marker = shared_tmp / "flaky-marker"  # a place the sandboxed task may write
     r = client.submit(task="flaky", input={"marker": str(marker)})
     events = list(client.watch(r.run_id, timeout=60))
     done = client.get_run(r.run_id)

@@ -30,7 +30,7 @@ from clients.sdk import ApiError, Client
 from services.localstack import Cluster
 from services.localstack.cluster import serving
 from services.localstack.processes import Child, ProcessGroup, free_port, wait_until
-from tests.conftest import ROOT
+from tests.conftest import ROOT, shared_file
 
 LEDGER_TASK = """
 import os, time
@@ -167,11 +167,11 @@ def wait_all(client: Client, run_ids: list[str], timeout: float = 90) -> list[An
 
 
 def test_a_scheduler_killed_mid_run_carries_on_every_run_when_it_restarts(
-    fleet: Fleet, tmp_path: Path
+    fleet: Fleet, tmp_path: Path, shared_tmp: Path
 ) -> None:
     address = fleet.start_scheduler()
     fleet.start_executor(address, "durable-1")
-    ledger = tmp_path / "ledger.txt"
+    ledger = shared_file(shared_tmp, "ledger.txt")
     with fleet.client(address) as client:
         _, run_ids = client.submit_many(
             [{"tag": f"r{i}", "ledger": str(ledger), "seconds": 0.3} for i in range(8)],
@@ -187,10 +187,12 @@ def test_a_scheduler_killed_mid_run_carries_on_every_run_when_it_restarts(
     assert all(n >= 2 for n in counts.values())  # both steps of every run ran
 
 
-def test_a_redis_flush_mid_run_is_rebuilt_from_mongodb(fleet: Fleet, tmp_path: Path) -> None:
+def test_a_redis_flush_mid_run_is_rebuilt_from_mongodb(
+    fleet: Fleet, tmp_path: Path, shared_tmp: Path
+) -> None:
     address = fleet.start_scheduler()
     fleet.start_executor(address, "flushed-1")
-    ledger = tmp_path / "ledger.txt"
+    ledger = shared_file(shared_tmp, "ledger.txt")
     with fleet.client(address) as client:
         _, run_ids = client.submit_many(
             [{"tag": f"f{i}", "ledger": str(ledger), "seconds": 0.3} for i in range(8)],
@@ -208,11 +210,13 @@ def test_a_redis_flush_mid_run_is_rebuilt_from_mongodb(fleet: Fleet, tmp_path: P
     assert any("Redis lost its data" in p.read_text() for p in log)
 
 
-def test_two_schedulers_on_one_redis_run_each_step_once(fleet: Fleet, tmp_path: Path) -> None:
+def test_two_schedulers_on_one_redis_run_each_step_once(
+    fleet: Fleet, tmp_path: Path, shared_tmp: Path
+) -> None:
     a, b = fleet.start_scheduler(), fleet.start_scheduler()
     fleet.start_executor(a, "twin-a")
     fleet.start_executor(b, "twin-b")
-    ledger = tmp_path / "ledger.txt"
+    ledger = shared_file(shared_tmp, "ledger.txt")
     with fleet.client(a) as ca, fleet.client(b) as cb:
         ids = []
         for i in range(12):
@@ -269,11 +273,11 @@ def busy_then_next(fleet: Fleet, ledger: Path, seconds: float, **env: str) -> tu
 
 
 def test_a_prefetched_step_keeps_its_lease_while_held_and_runs_once(
-    fleet: Fleet, tmp_path: Path
+    fleet: Fleet, tmp_path: Path, shared_tmp: Path
 ) -> None:
     """With WTM_PREFETCH, a busy executor holds the next step; heartbeats renew its lease
     while it waits longer than the lease, so it runs once, on the slot that frees."""
-    ledger = tmp_path / "ledger.txt"
+    ledger = shared_file(shared_tmp, "ledger.txt")
     address, first, second = busy_then_next(fleet, ledger, 3, WTM_LEASE_SECONDS="2")
     with fleet.client(address) as client:
         a, b = wait_all(client, [first, second])
@@ -284,8 +288,10 @@ def test_a_prefetched_step_keeps_its_lease_while_held_and_runs_once(
     assert held > 2.0  # it waited at the executor, past a whole lease, for the slot
 
 
-def test_a_held_step_that_is_cancelled_never_runs(fleet: Fleet, tmp_path: Path) -> None:
-    ledger = tmp_path / "ledger.txt"
+def test_a_held_step_that_is_cancelled_never_runs(
+    fleet: Fleet, tmp_path: Path, shared_tmp: Path
+) -> None:
+    ledger = shared_file(shared_tmp, "ledger.txt")
     address, first, second = busy_then_next(fleet, ledger, 2)
     with fleet.client(address) as client:
         deadline = time.monotonic() + 10
@@ -298,14 +304,20 @@ def test_a_held_step_that_is_cancelled_never_runs(fleet: Fleet, tmp_path: Path) 
     assert ledger_counts(ledger) == Counter({"a": 1})
 
 
-def test_a_finished_run_leaves_redis_once_mongodb_has_it(fleet: Fleet, tmp_path: Path) -> None:
+def test_a_finished_run_leaves_redis_once_mongodb_has_it(
+    fleet: Fleet, tmp_path: Path, shared_tmp: Path
+) -> None:
     fleet.env["WTM_FINISHED_RETENTION_SECONDS"] = "1"
     address = fleet.start_scheduler()
     fleet.start_executor(address, "retention-1")
     with fleet.client(address) as client:
         run = client.run(
             pipeline="ledger_chain",
-            input={"tag": "kept", "ledger": str(tmp_path / "ledger.txt"), "seconds": 0},
+            input={
+                "tag": "kept",
+                "ledger": str(shared_file(shared_tmp, "ledger.txt")),
+                "seconds": 0,
+            },
             timeout=60,
         )
         assert run.state == "COMPLETED"
@@ -345,7 +357,9 @@ class ThreadedForwarder:
         self.loop.close()
 
 
-def test_one_request_id_makes_one_run_across_a_mongodb_outage(fleet: Fleet, tmp_path: Path) -> None:
+def test_one_request_id_makes_one_run_across_a_mongodb_outage(
+    fleet: Fleet, tmp_path: Path, shared_tmp: Path
+) -> None:
     """While MongoDB is out of reach a submit with a request id is refused (UNAVAILABLE) and
     nothing is queued; once it is back, concurrent retries of that submit make one run."""
     mongo_port = urlparse(fleet.cluster.endpoints.mongodb_uri).port  # type: ignore[union-attr]
@@ -354,7 +368,7 @@ def test_one_request_id_makes_one_run_across_a_mongodb_outage(fleet: Fleet, tmp_
         fleet.env["WTM_MONGODB_URI"] = f"mongodb://127.0.0.1:{forwarder.forwarder.port}"
         address = fleet.start_scheduler()
         fleet.start_executor(address, "outage-1")
-        ledger = tmp_path / "ledger.txt"
+        ledger = shared_file(shared_tmp, "ledger.txt")
         doc = {"tag": "once", "ledger": str(ledger), "seconds": 0}
         forwarder.off()
         with fleet.client(address) as client, pytest.raises(ApiError) as err:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 from pathlib import Path
 
+from services.executor.sandbox import Sandbox
 from services.executor.worker_pool import WorkerPool
 from tests.conftest import ROOT
 
@@ -27,7 +29,7 @@ async def run_on(
 
 def test_a_worker_is_reused_for_the_same_task_version() -> None:
     async def scenario() -> tuple[int, list[str]]:
-        pool = WorkerPool(capacity=2)
+        pool = WorkerPool(capacity=2, sandbox=Sandbox(Path(tempfile.mkdtemp())))
         try:
             outcomes = [await run_on(pool, ECHO, {"i": i}) for i in range(3)]
             return pool.started, outcomes
@@ -39,7 +41,7 @@ def test_a_worker_is_reused_for_the_same_task_version() -> None:
 
 def test_a_full_pool_retires_the_least_recently_used_idle_worker() -> None:
     async def scenario() -> tuple[int, int]:
-        pool = WorkerPool(capacity=2)
+        pool = WorkerPool(capacity=2, sandbox=Sandbox(Path(tempfile.mkdtemp())))
         try:
             await run_on(pool, ECHO, {})
             await run_on(pool, WORDS, {"text": "a b"})
@@ -57,7 +59,7 @@ def test_a_full_pool_retires_the_least_recently_used_idle_worker() -> None:
 
 def test_a_timed_out_worker_is_killed_and_not_reused() -> None:
     async def scenario() -> tuple[str, str, int]:
-        pool = WorkerPool(capacity=2)
+        pool = WorkerPool(capacity=2, sandbox=Sandbox(Path(tempfile.mkdtemp())))
         try:
             slow = await run_on(pool, SLEEPER, {"seconds": 5}, timeout=1.5)
             fast = await run_on(pool, SLEEPER, {"seconds": 0})

@@ -12,7 +12,8 @@
 --       output_json, error, now_ms, retry_at_ms, finished_ttl_s,
 --       timings (JSON object of the attempt's executor timings, kept on the step hash),
 --       wake channel, origin (published when the result queues steps, for every replica),
---       lease id (the dispatch the result is for; '' from executors that do not echo it)
+--       lease id (the dispatch the result is for; '' from executors that do not echo it),
+--       executor id (who reports it: only the executor the step is leased to counts)
 -- Fencing: a result for any attempt but the current RUNNING one, or for another lease of
 -- it, is refused as 'stale' (with the step hash as it is, for the record of what ran).
 -- RELEASED (an executor gave the attempt back unrun) re-queues the step at once and does not
@@ -25,10 +26,12 @@
 local P, member, attempt, outcome = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local output, err, now, retry_at, ttl = ARGV[5], ARGV[6], ARGV[7], ARGV[8], tonumber(ARGV[9])
 local wake_channel, origin, lease = ARGV[11], ARGV[12], ARGV[13] or ''
+local reporter = ARGV[14] or ''
 local sh = step_hash(P, member)
 local f = redis.call('HMGET', sh, 'attempt', 'state', 'dependents', 'queue', 'priority', 'first',
-  'lease')
-if f[1] ~= attempt or f[2] ~= 'RUNNING' or (lease ~= '' and lease ~= f[7]) then
+  'lease', 'executor')
+if f[1] ~= attempt or f[2] ~= 'RUNNING' or (lease ~= '' and lease ~= f[7])
+    or (reporter ~= '' and reporter ~= f[8]) then
   return {'stale', cjson.encode(redis.call('HGETALL', sh)), ''}
 end
 local run_id = run_of(member)

@@ -2,16 +2,17 @@
 -- KEYS: none declared; derived from the prefix P = ARGV[1] (see services/scheduler/keys.py):
 --   P..'s:'..step-key        HASH    attempt and state of each step (read)
 --   P..'leases'              ZSET    lease deadlines (ZADD XX)
--- ARGV: P, now_ms, lease_ms, then triples of step-key, attempt, lease id ('' when the
---       executor does not echo lease ids).
+-- ARGV: P, now_ms, lease_ms, executor id (only its own leases are renewed), then triples of
+--       step-key, attempt, lease id ('' when the executor does not echo lease ids).
 -- Returns: the step-keys whose attempt (or lease) is no longer current (the executor should
 -- stop them).
-local P, now, lease_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local P, now, lease_ms, executor = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local stale = {}
-for i = 4, #ARGV, 3 do
+for i = 5, #ARGV, 3 do
   local member, attempt, lease = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local f = redis.call('HMGET', step_hash(P, member), 'attempt', 'state', 'lease')
-  if f[1] == attempt and f[2] == 'RUNNING' and (lease == '' or lease == f[3]) then
+  local f = redis.call('HMGET', step_hash(P, member), 'attempt', 'state', 'lease', 'executor')
+  if f[1] == attempt and f[2] == 'RUNNING' and (lease == '' or lease == f[3])
+      and (executor == '' or executor == f[4]) then
     redis.call('ZADD', P .. 'leases', 'XX', now + lease_ms, member)
   else
     table.insert(stale, member)

@@ -1,0 +1,350 @@
+"""The task sandbox: what a worker process may see and do. Task code is untrusted; it gets its
+inputs, its package and a private directory, and nothing else.
+
+Always:
+- a scrubbed environment: no ``WTM_*`` secrets, no backing-service URLs or keys (an
+  allowlist: locale, ``PATH``, numeric-library threading knobs; ``HOME`` and ``TMPDIR`` are
+  the worker's private directory, which is also its working directory);
+- resource limits (``setrlimit``): address space, open files, file size, and processes when
+  the worker has a uid of its own — from ``task.json`` ``resources`` within the executor's
+  ceilings (CPU seconds per step are watched by the executor, since a warm worker lives on);
+- its life tied to the executor's (parent-death signal, lease fence: ``die_with``).
+
+When the executor runs as root (a container, a plain install), also:
+- a network namespace of its own with nothing in it: no route to Redis, MongoDB, S3, the
+  services or anything else;
+- a mount namespace in which the executor's cache is an empty read-only tmpfs showing only
+  this worker's package (read-only), its private directory, the artifact store (files named
+  by digest, not listable) and its requirement directories; directories that the worker's
+  uid could not traverse (``/root`` holding a pyenv Python, say) are covered the same way,
+  showing only the interpreter;
+- a uid of its own (``WTM_WORKER_UID_BASE`` + n, no supplementary groups), so it cannot
+  signal the executor or other workers, read what they write, or fork past its process limit.
+
+Without root the first list still holds; isolating the network is then the deployer's job
+(a Kubernetes NetworkPolicy, a container without network).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import resource
+import shutil
+import signal
+import stat
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from services.registry.manifest import RESOURCE_KEYS
+
+# What a worker's environment keeps from the executor's (exact names, then prefixes).
+ENV_KEEP = {"PATH", "LANG", "LANGUAGE", "TZ", "PYTHONHASHSEED", "PYTHONUNBUFFERED"}
+ENV_KEEP_PREFIXES = ("LC_", "OPENBLAS_", "OMP_", "MKL_", "NUMEXPR_", "GRPC_ENABLE_FORK")
+
+CLONE_NEWNS, CLONE_NEWNET = 0x00020000, 0x40000000
+MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 32, 4096, 16384, 1 << 18
+MNT_DETACH = 2
+
+
+def scrubbed_env(workdir: str) -> dict[str, str]:
+    """The environment a worker starts with."""
+    env = {k: v for k, v in os.environ.items() if k in ENV_KEEP or k.startswith(ENV_KEEP_PREFIXES)}
+    env.update(HOME=workdir, TMPDIR=workdir)
+    return env
+
+
+@contextlib.contextmanager
+def environment(env: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` is ``env`` inside the block (a spawned process inherits the block's
+    environment; its /proc/<pid>/environ then holds no secret either)."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@dataclass(frozen=True)
+class Confinement:
+    """How one worker process is confined (made by the executor, applied in the worker)."""
+
+    workdir: str
+    parent_pid: int
+    limits: dict[int, int] = field(default_factory=dict)  # RLIMIT_* -> soft and hard value
+    uid: int | None = None  # drop to this uid (and gid) when set
+    isolate: bool = False  # new network and mount namespaces
+    covers: tuple[tuple[str, tuple[str, ...]], ...] = ()  # directory -> paths kept under it
+    read_only: tuple[str, ...] = ()  # kept paths bound read-only
+
+
+@dataclass(frozen=True)
+class Ceilings:
+    """The most a task may ask for in ``task.json`` ``resources`` (0: no ceiling)."""
+
+    memory_mb: int = 8192
+    open_files: int = 1024
+    file_size_mb: int = 1024
+    processes: int = 64
+    cpu_seconds: int = 0
+
+
+def effective(resources: dict[str, Any], ceilings: Ceilings) -> dict[str, int]:
+    """What a task gets: what it asked for, at most the ceiling; the ceiling if it did not
+    ask (0 means none)."""
+    out = {}
+    for key in RESOURCE_KEYS:
+        ceiling = getattr(ceilings, key)
+        asked = resources.get(key)
+        if isinstance(asked, int) and not isinstance(asked, bool) and asked > 0:
+            out[key] = min(asked, ceiling) if ceiling else asked
+        else:
+            out[key] = ceiling
+    return out
+
+
+def rlimits(granted: dict[str, int], own_uid: bool) -> dict[int, int]:
+    limits = {}
+    if granted["memory_mb"]:
+        limits[resource.RLIMIT_AS] = granted["memory_mb"] * 2**20
+    if granted["open_files"]:
+        limits[resource.RLIMIT_NOFILE] = granted["open_files"]
+    if granted["file_size_mb"]:
+        limits[resource.RLIMIT_FSIZE] = granted["file_size_mb"] * 2**20
+    if granted["processes"] and own_uid:  # counted per uid: only meaningful with its own
+        limits[resource.RLIMIT_NPROC] = granted["processes"]
+    return limits
+
+
+def _outermost(paths: set[str]) -> tuple[str, ...]:
+    """``paths`` without those under another of them (binding the outer one keeps both)."""
+    kept: list[str] = []
+    for p in sorted(paths):
+        if not any(p == k or p.startswith(k + "/") for k in kept):
+            kept.append(p)
+    return tuple(kept)
+
+
+def _traversable_by_others(path: Path) -> bool:
+    return bool(path.stat().st_mode & stat.S_IXOTH)
+
+
+def _untraversable_ancestors(path: Path) -> list[Path]:
+    return [p for p in reversed(path.parents) if p != Path("/") and not _traversable_by_others(p)]
+
+
+class Sandbox:
+    """The executor's side: decides each worker's confinement and cleans up after it."""
+
+    def __init__(
+        self,
+        cache_root: Path,
+        ceilings: Ceilings = Ceilings(),
+        uid_base: int = 61000,
+        enabled: bool = True,
+    ) -> None:
+        self.cache_root = cache_root.resolve()
+        self.work_root = self.cache_root / "work"
+        self.ceilings = ceilings
+        self.uid_base = uid_base
+        self.privileged = enabled and os.geteuid() == 0
+        self._free_uids: list[int] = []
+        self._next_uid = 0
+        self.work_root.mkdir(parents=True, exist_ok=True)
+        if self.privileged:
+            # Others may pass through the cache but not list it: a worker reaches only the
+            # paths it is given (artifacts are named by their digest).
+            for d in (self.cache_root, self.cache_root / "artifacts"):
+                d.mkdir(parents=True, exist_ok=True)
+                d.chmod(0o711)
+        self.interpreter_paths = sorted(
+            {str(Path(p).resolve()) for p in (sys.base_prefix, sys.prefix, *sys.path) if p} - {""}
+        )
+
+    def granted(self, resources: dict[str, Any]) -> dict[str, int]:
+        return effective(resources, self.ceilings)
+
+    def confinement(
+        self, package_dir: Path, extra_paths: tuple[str, ...], resources: dict[str, Any]
+    ) -> Confinement:
+        """A new worker's confinement (its private directory is made now)."""
+        workdir = Path(tempfile.mkdtemp(prefix="w-", dir=self.work_root))
+        granted = effective(resources, self.ceilings)
+        if not self.privileged:
+            return Confinement(str(workdir), os.getpid(), rlimits(granted, own_uid=False))
+        uid = self._free_uids.pop() if self._free_uids else self.uid_base + self._take()
+        os.chown(workdir, uid, uid)
+        workdir.chmod(0o700)
+        keep_in_cache = [
+            str(package_dir.resolve()),
+            str(workdir),
+            str(self.cache_root / "artifacts"),
+            *(str(Path(p).resolve()) for p in extra_paths),
+        ]
+        covers = self._covers([*self.interpreter_paths, os.getcwd()], keep_in_cache)
+        return Confinement(
+            str(workdir),
+            os.getpid(),
+            rlimits(granted, own_uid=True),
+            uid=uid,
+            isolate=True,
+            covers=covers,
+            read_only=(str(package_dir.resolve()), *(str(Path(p).resolve()) for p in extra_paths)),
+        )
+
+    def _take(self) -> int:
+        self._next_uid += 1
+        return self._next_uid - 1
+
+    def _covers(
+        self, needed: list[str], keep_in_cache: list[str]
+    ) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """Directories to cover with an empty tmpfs, each with the paths under it to keep:
+        those the worker's uid could not pass through (keeping what it needs under them),
+        then the cache root (keeping this worker's own paths)."""
+        covers: dict[str, set[str]] = {}
+        for path in [*needed, *keep_in_cache]:
+            p = Path(path)
+            if not p.exists():
+                continue
+            for blocked in _untraversable_ancestors(p)[:1]:  # the outermost one
+                covers.setdefault(str(blocked), set()).add(path)
+        cache = str(self.cache_root)
+        for outer, kept in covers.items():  # a cache under a covered directory stays reachable
+            if cache.startswith(outer + "/"):
+                kept -= {k for k in kept if k.startswith(cache + "/")}
+                kept.add(cache)
+        ordered = [(d, _outermost(k)) for d, k in sorted(covers.items(), key=lambda x: x[0])]
+        in_cache = {k for k in keep_in_cache if k.startswith(cache + "/")}
+        return (*ordered, (cache, _outermost(in_cache)))
+
+    def release(self, c: Confinement) -> None:
+        """The worker is gone: its uid is free again, its directory removed."""
+        shutil.rmtree(c.workdir, ignore_errors=True)
+        if c.uid is not None:
+            self._free_uids.append(c.uid)
+
+
+# The worker's side ---------------------------------------------------------------------------
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str = "") -> None:
+    _check(
+        _libc.mount(
+            source.encode() if source else None,
+            target.encode(),
+            fstype.encode() if fstype else None,
+            flags,
+            data.encode() if data else None,
+        ),
+        f"mount {target}",
+    )
+
+
+def _cover(directory: str, keep: tuple[str, ...], stash: str) -> None:
+    """Cover ``directory`` with an empty read-only tmpfs that shows only ``keep``."""
+    held = []
+    for i, path in enumerate(keep):
+        spot = os.path.join(stash, str(i))
+        if os.path.isdir(path):
+            os.mkdir(spot)
+        else:
+            open(spot, "w").close()  # noqa: SIM115 - a mount point for a file
+        _mount(path, spot, None, MS_BIND | MS_REC)
+        held.append((path, spot))
+    _mount("tmpfs", directory, "tmpfs", 0, "mode=0755,size=64k")
+    for path, spot in held:
+        if os.path.isdir(spot):
+            os.makedirs(path, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            open(path, "w").close()  # noqa: SIM115
+        _mount(spot, path, None, MS_BIND | MS_REC)
+        _check(_libc.umount2(spot.encode(), MNT_DETACH), f"umount {spot}")
+    _mount(None, directory, None, MS_REMOUNT | MS_RDONLY, "mode=0755,size=64k")
+
+
+def _isolate(c: Confinement) -> None:
+    _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWNET), "unshare")
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    stash = tempfile.mkdtemp(prefix="wtm-stash-", dir="/tmp")  # outside every cover
+    for directory, keep in c.covers:
+        _cover(directory, keep, tempfile.mkdtemp(dir=stash))
+    for path in c.read_only:  # a mount of its own, then read-only
+        _mount(path, path, None, MS_BIND | MS_REC)
+        _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_REC)
+    shutil.rmtree(stash, ignore_errors=True)
+
+
+def confine(c: Confinement, fence: Any) -> None:
+    """Apply ``c`` to this (worker) process, before any task code is imported."""
+    if c.isolate:
+        _isolate(c)
+    os.chdir(c.workdir)
+    for which, value in c.limits.items():
+        resource.setrlimit(which, (value, value))
+    if c.uid is not None:
+        os.setgroups([])
+        os.setgid(c.uid)
+        os.setuid(c.uid)
+    die_with(c.parent_pid, fence)  # after setuid, which clears the parent-death signal
+
+
+def die_with(parent_pid: int, fence: Any) -> None:
+    """Tie this process's life to the executor's: the kernel kills it when the executor
+    dies (PR_SET_PDEATHSIG, Linux), and a watchdog thread kills it when the executor is gone
+    or frozen and so stops renewing ``fence`` (the monotonic time until which the running
+    step's lease is known to hold; 0 while idle). A step's retry on another executor can
+    then never overlap this attempt."""
+    with contextlib.suppress(OSError, AttributeError):
+        _libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if parent_pid and os.getppid() != parent_pid:  # it died before the line above
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.1)
+            until = fence.value if fence is not None else 0.0
+            lapsed = until and time.monotonic() > until
+            if lapsed or (parent_pid and os.getppid() != parent_pid):
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="wtm-lifeline", daemon=True).start()
+
+
+def worker_entry(
+    conn: Any,
+    package_dir: str,
+    entry_point: str,
+    extra_paths: tuple[str, ...],
+    confinement: Confinement,
+    fence: Any,
+) -> None:
+    """A worker process's target: confine it, then serve its task (tasks.base.runtime)."""
+    from tasks.base.runtime import worker_main
+
+    try:
+        confine(confinement, fence)
+    except OSError as exc:  # the executor sees setup_failed, and the step fails with it
+        conn.send(("setup_failed", f"sandbox: {exc}"))
+        return
+    worker_main(conn, package_dir, entry_point, extra_paths)

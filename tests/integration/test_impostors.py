@@ -1,0 +1,103 @@
+"""Impostor executors: a second stream claiming a live executor's id is refused, and a
+result from anyone but the executor holding the step's lease does not count."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from clients.sdk import Client
+from services.localstack import Cluster
+from tests.conftest import ROOT
+from wtm.v1 import executor_service_pb2 as epb
+from wtm.v1 import executor_service_pb2_grpc as epb_grpc
+
+FIXTURES = ROOT / "tests" / "fixtures" / "tasks"
+
+
+class FakeExecutor:
+    """A hand-made executor stream: sends what it is told, collects what comes back."""
+
+    def __init__(self, address: str, executor_id: str, queues: list[str]) -> None:
+        self._outbox: queue.Queue[epb.ConnectRequest | None] = queue.Queue()
+        self.received: list[epb.ConnectResponse] = []
+        self.error: grpc.RpcError | None = None
+        self._channel = grpc.insecure_channel(address)
+        hello = epb.ExecutorHello(executor_id=executor_id, queues=queues, slots=1000)
+        self._outbox.put(epb.ConnectRequest(hello=hello))
+        self._call = epb_grpc.ExecutorServiceStub(self._channel).Connect(self._requests())
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _requests(self) -> Iterator[epb.ConnectRequest]:
+        while (message := self._outbox.get()) is not None:
+            yield message
+
+    def _read(self) -> None:
+        try:
+            for message in self._call:
+                self.received.append(message)
+        except grpc.RpcError as exc:
+            self.error = exc
+
+    def send(self, message: epb.ConnectRequest) -> None:
+        self._outbox.put(message)
+
+    def close(self) -> None:
+        self._outbox.put(None)
+        self._call.cancel()
+        self._reader.join(5)
+        self._channel.close()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def registered(client: Client) -> None:
+    client.register_task(FIXTURES / "sleeper")
+
+
+def test_a_second_stream_with_a_live_executors_id_is_refused(cluster: Cluster) -> None:
+    live = cluster.executors[0].name  # the session's executor, heartbeating
+    fake = FakeExecutor(cluster.scheduler_address, live, ["default"])
+    try:
+        deadline = time.monotonic() + 10
+        while fake.error is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert fake.error is not None and fake.error.code() == grpc.StatusCode.ALREADY_EXISTS
+        assert "hello.executor_id" in (fake.error.details() or "")
+        assert not [m for m in fake.received if m.HasField("assignment")]
+    finally:
+        fake.close()
+
+
+def test_a_forged_result_for_another_executors_step_does_not_count(
+    cluster: Cluster, client: Client
+) -> None:
+    fake = FakeExecutor(cluster.scheduler_address, "impostor", ["impostorq"])  # no work there
+    try:
+        run = client.submit(task="sleeper", input={"seconds": 2})
+        deadline = time.monotonic() + 30
+        while (step := client.get_run(run.run_id).steps[0]).state != "RUNNING":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        ref = epb.StepAttemptRef(run_id=run.run_id, step_id=step.step_id, attempt=step.attempt)
+        fake.send(
+            epb.ConnectRequest(
+                result=epb.StepResult(
+                    ref=ref,
+                    outcome=epb.StepOutcome.STEP_OUTCOME_SUCCEEDED,
+                    output_json='{"forged": true}',
+                )
+            )
+        )
+        done = client.wait(run.run_id, timeout=60)
+        assert done.state == "COMPLETED"
+        assert done.output == {"slept": 2}  # the real executor's result, not the forgery
+        assert done.steps[0].executor_id != "impostor"
+        assert fake.error is None  # the impostor's stream itself is not the issue here
+    finally:
+        fake.close()

@@ -1,0 +1,70 @@
+"""Task code is untrusted: a spy task tries what an attacker's would, on the real stack, and
+every attempt fails or is contained; the executor and other runs carry on."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from clients.sdk import Client
+from services.localstack import Cluster
+from tests.conftest import ROOT
+from tests.integration.test_executor import stop_executor
+
+FIXTURES = ROOT / "tests" / "fixtures" / "tasks"
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0, reason="isolation needs root (uids, namespaces); CI runs as root"
+)
+
+
+def test_a_spy_task_reaches_nothing_it_should_not(
+    cluster: Cluster, client: Client, tmp_path: Path
+) -> None:
+    assert cluster.endpoints is not None
+    spy = client.register_task(FIXTURES / "spy")
+    other = client.register_task(FIXTURES / "word_count")
+    cache = tmp_path / "spy-cache"
+    child = cluster.add_executor("--queues", "spyq,default", "--cache-dir", str(cache), slots=1)
+    try:
+        # The executor has another task's package in its cache.
+        assert client.run(task="word_count", input={"text": "warm"}, timeout=60).state == (
+            "COMPLETED"
+        )
+        e = cluster.endpoints
+        ports = {
+            "redis": urlparse(e.redis_url).port,
+            "mongodb": urlparse(e.mongodb_uri).port,
+            "s3": urlparse(e.s3_endpoint).port,
+            "registry": cluster.registry_address.rsplit(":", 1)[1],
+            "scheduler": cluster.scheduler_address.rsplit(":", 1)[1],
+        }
+        done = client.run(
+            task="spy",
+            input={"ports": ports, "cache_root": str(cache), "other_digest": other.digest},
+            timeout=90,
+        )
+        assert done.state == "COMPLETED", done.steps[0].error
+        report = done.output
+        assert report["env"] == [] and report["proc_environ"] == []  # no secrets
+        for name in ports:
+            assert report[f"connect_{name}"].startswith("refused"), report  # no network
+        assert report["list_packages"] == f"worked: ['{spy.digest}']"  # only its own
+        assert report["other_package"].startswith("refused: FileNotFoundError")
+        assert report["write_cache"].startswith("refused: OSError"), report["write_cache"]
+        assert report["signal_executor"].startswith("refused: PermissionError")
+        assert report["executor_environ"].startswith("refused: PermissionError")
+        assert report["memory"].startswith("refused: MemoryError")
+        assert report["fork_bomb"].startswith("refused: BlockingIOError"), report["fork_bomb"]
+        assert report["own_workdir"] == "worked: 4" and report["home_is_cwd"] is True
+        assert report["uid"] != 0
+        # Nothing else was hurt: the executor serves on, other runs complete.
+        assert child.alive()
+        again = client.run(task="word_count", input={"text": "still fine"}, timeout=60)
+        assert again.state == "COMPLETED"
+        assert child.alive() and "Traceback" not in child.log_tail(200)
+    finally:
+        stop_executor(cluster, child)
