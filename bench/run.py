@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     with (
         tempfile.TemporaryDirectory(prefix="wtm-bench-") as tmp,
         Cluster(tmp, executors=2, slots=4, env=env) as c,
-        Client(c.registry_address, c.scheduler_address) as client,
+        Client(c.registry_address, c.scheduler_address, api_key=c.admin_key) as client,
     ):
         for d in [*BENCH_TASKS.iterdir(), *(ROOT / "tasks" / "examples").iterdir()]:
             if (d / "task.json").exists():

@@ -109,7 +109,9 @@ def run_demo(root: Path) -> int:
             f"  up in {time.monotonic() - t0:.1f}s · registry {cluster.registry_address}"
             f" · scheduler {cluster.scheduler_address} · logs {root}/logs"
         )
-        with Client(cluster.registry_address, cluster.scheduler_address) as client:
+        with Client(
+            cluster.registry_address, cluster.scheduler_address, api_key=cluster.admin_key
+        ) as client:
             for task_dir in sorted(p for p in EXAMPLES.iterdir() if (p / "task.json").exists()):
                 t = client.register_task(task_dir)
                 console.print(f"  registered task {t.task_id}@{t.version} sha256:{t.digest[:12]}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ import grpc
 from services.common import refs
 from services.common.artifacts import is_file_field, is_uri, upload_requests
 from services.common.packaging import pack_directory, sha256_hex
+from wtm.v1 import auth_service_pb2 as apb
+from wtm.v1 import auth_service_pb2_grpc as apb_grpc
 from wtm.v1 import registry_service_pb2 as rpb
 from wtm.v1 import registry_service_pb2_grpc as rpb_grpc
 from wtm.v1 import run_pb2
@@ -46,8 +49,48 @@ class ApiError(Exception):
         self.message = message
 
 
+def _key_from_env() -> str:
+    if key := os.environ.get("WTM_API_KEY", "").strip():
+        return key
+    path = os.environ.get("WTM_API_KEY_FILE", "")
+    if not path:
+        return ""
+    try:
+        with open(path) as fh:
+            return fh.read().strip()
+    except OSError as exc:
+        raise ApiError("UNAUTHENTICATED", f"cannot read WTM_API_KEY_FILE {path}: {exc}") from exc
+
+
 def _time(message: Any, name: str) -> datetime | None:
     return getattr(message, name).ToDatetime() if message.HasField(name) else None
+
+
+@dataclass(frozen=True)
+class ApiKeyInfo:
+    """An API key as the registry describes it (never its secret)."""
+
+    key_id: str
+    name: str
+    role: str
+    namespace: str
+    created_at: datetime | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    created_by: str
+
+    @classmethod
+    def _from(cls, k: apb.ApiKey) -> ApiKeyInfo:
+        return cls(
+            k.key_id,
+            k.name,
+            k.role,
+            k.namespace,
+            _time(k, "create_time"),
+            _time(k, "expire_time"),
+            _time(k, "revoke_time"),
+            k.created_by,
+        )
 
 
 @dataclass(frozen=True)
@@ -304,10 +347,15 @@ class Client:
         scheduler: str = "127.0.0.1:50052",
         token: str = "",
         timeout: float = 30.0,
+        api_key: str | None = None,
     ) -> None:
+        """``api_key`` (or ``token``, its older name): the key to present; by default the
+        one in ``WTM_API_KEY`` or the file named by ``WTM_API_KEY_FILE``."""
+        token = api_key or token or _key_from_env()
         self._registry_channel = grpc.insecure_channel(registry)
         self._scheduler_channel = grpc.insecure_channel(scheduler)
         self._registry = rpb_grpc.RegistryServiceStub(self._registry_channel)
+        self._auth = apb_grpc.AuthServiceStub(self._registry_channel)
         self._scheduler = spb_grpc.SchedulerServiceStub(self._scheduler_channel)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._timeout = timeout
@@ -329,6 +377,43 @@ class Client:
             )
         except grpc.RpcError as exc:
             raise ApiError(exc.code().name, exc.details() or "") from None
+
+    # API keys and audit (admin) --------------------------------------------------------
+
+    def create_api_key(
+        self, name: str, role: str, namespace: str, ttl_seconds: float = 0
+    ) -> tuple[ApiKeyInfo, str]:
+        """Make a key; returns it and its secret (the whole key text), shown this once."""
+        request = apb.CreateApiKeyRequest(name=name, role=role, namespace=namespace)
+        if ttl_seconds:
+            request.ttl.FromNanoseconds(int(ttl_seconds * 1e9))
+        reply = self._call(self._auth.CreateApiKey, request)
+        return ApiKeyInfo._from(reply.key), reply.secret
+
+    def list_api_keys(self) -> list[ApiKeyInfo]:
+        reply = self._call(self._auth.ListApiKeys, apb.ListApiKeysRequest())
+        return [ApiKeyInfo._from(k) for k in reply.keys]
+
+    def revoke_api_key(self, key_id: str) -> ApiKeyInfo:
+        reply = self._call(self._auth.RevokeApiKey, apb.RevokeApiKeyRequest(key_id=key_id))
+        return ApiKeyInfo._from(reply.key)
+
+    def list_audit_events(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Recorded mutations, newest first."""
+        reply = self._call(self._auth.ListAuditEvents, apb.ListAuditEventsRequest(page_size=limit))
+        return [
+            {
+                "time": _time(e, "time"),
+                "service": e.service,
+                "method": e.method,
+                "key_id": e.key_id,
+                "principal": e.principal,
+                "role": e.role,
+                "namespace": e.namespace,
+                "outcome": e.outcome,
+            }
+            for e in reply.events
+        ]
 
     # Tasks -------------------------------------------------------------------------------
 

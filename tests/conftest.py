@@ -9,7 +9,9 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
 
 from clients.sdk import Client
@@ -26,7 +28,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         tmp_path_factory.mktemp("cluster"),
         executors=1,
         slots=2,
-        env={"WTM_LEASE_SECONDS": "3", "WTM_HEARTBEAT_SECONDS": "0.5"},
+        env={
+            "WTM_LEASE_SECONDS": "3",
+            "WTM_HEARTBEAT_SECONDS": "0.5",
+            "WTM_KEY_CACHE_SECONDS": "0.3",  # revocations show within the tests' patience
+        },
     )
     with c:
         yield c
@@ -34,7 +40,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 @pytest.fixture(scope="session")
 def client(cluster: Cluster) -> Iterator[Client]:
-    with Client(cluster.registry_address, cluster.scheduler_address) as c:
+    with Client(
+        cluster.registry_address, cluster.scheduler_address, api_key=cluster.admin_key
+    ) as c:
         yield c
 
 
@@ -46,6 +54,7 @@ def run_cli(
         **os.environ,
         "WTM_REGISTRY_ADDR": cluster.registry_address,
         "WTM_SCHEDULER_ADDR": cluster.scheduler_address,
+        "WTM_API_KEY_FILE": str(cluster.key_files["admin"]),
         "COLUMNS": "200",
     }
     result = subprocess.run(
@@ -59,6 +68,38 @@ def run_cli(
     if check:
         assert result.returncode == 0, result.stdout + result.stderr
     return result
+
+
+class _Bearer(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Adds ``authorization: Bearer <key>`` to every call of a raw channel."""
+
+    def __init__(self, key: str) -> None:
+        self._metadata = (("authorization", f"Bearer {key}"),)
+
+    def _with_key(self, details: Any) -> Any:
+        return details._replace(metadata=(*(details.metadata or ()), *self._metadata))
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._with_key(details), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._with_key(details), request)
+
+    def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._with_key(details), requests)
+
+    def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._with_key(details), requests)
+
+
+def keyed_channel(address: str, key: str) -> grpc.Channel:
+    """A raw channel whose calls present ``key`` (as any generated client would)."""
+    return grpc.intercept_channel(grpc.insecure_channel(address), _Bearer(key))
 
 
 @pytest.fixture

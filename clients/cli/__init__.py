@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 from clients import render
-from clients.cli import pipelines, runs, stack, tasks  # noqa: F401 - they register commands
+from clients.cli import keys, pipelines, runs, stack, tasks  # noqa: F401 - they register commands
 from clients.cli.app import cli
 from clients.sdk import ApiError
 

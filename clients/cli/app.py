@@ -32,6 +32,18 @@ class Ctx:
             render.console.print(human)
 
 
+def read_key(key: str, path: str) -> str:
+    if key or not path:
+        return key.strip()
+    try:
+        with open(path) as fh:
+            return fh.read().strip()
+    except OSError as exc:
+        raise click.BadParameter(
+            f"cannot read {path}: {exc.strerror}", param_hint="--api-key-file"
+        ) from exc
+
+
 def parse_json_object(text: str, hint: str) -> dict[str, Any]:
     """A JSON object from the command line: inline JSON, or @FILE."""
     if text.startswith("@"):
@@ -66,12 +78,27 @@ def upload_inputs(obj: Ctx, client: Client, data: dict[str, Any]) -> dict[str, A
 @click.option(
     "--scheduler", envvar="WTM_SCHEDULER_ADDR", default="127.0.0.1:50052", show_default=True
 )
-@click.option("--token", envvar="WTM_AUTH_TOKEN", default="", help="bearer token")
+@click.option(
+    "--api-key",
+    "token",
+    envvar="WTM_API_KEY",
+    default="",
+    help="API key (env WTM_API_KEY; or a file: --api-key-file, env WTM_API_KEY_FILE)",
+)
+@click.option(
+    "--api-key-file",
+    "key_file",
+    envvar="WTM_API_KEY_FILE",
+    default="",
+    help="file holding the API key (env WTM_API_KEY_FILE)",
+)
 @click.option("--json", "as_json", is_flag=True, help="print JSON for scripts")
 @click.pass_context
-def cli(ctx: click.Context, registry: str, scheduler: str, token: str, as_json: bool) -> None:
+def cli(
+    ctx: click.Context, registry: str, scheduler: str, token: str, key_file: str, as_json: bool
+) -> None:
     """Worker Task Manager: register tasks and pipelines, run them, watch them."""
-    ctx.obj = Ctx(registry, scheduler, token, as_json)
+    ctx.obj = Ctx(registry, scheduler, read_key(token, key_file), as_json)
     if telemetry.export_configured():  # OTEL_EXPORTER_OTLP_ENDPOINT: the trace starts here
         telemetry.setup("wtm-cli", grpc_client="sync")
         ctx.call_on_close(telemetry.shutdown)

@@ -23,13 +23,16 @@ def stack() -> None:
 )
 @click.option("--executors", default=1, show_default=True)
 def stack_up(root: Path, executors: int) -> None:
-    """Start everything in the foreground; Ctrl-C stops it all."""
+    """Start everything in the foreground; Ctrl-C stops it all. Auth is on: the exports
+    include WTM_API_KEY_FILE, the path of an admin key for this stack."""
     from services.localstack import Cluster
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with Cluster(root, executors=executors) as cluster:
         click.echo(f"export WTM_REGISTRY_ADDR={cluster.registry_address}")
-        click.echo(f"export WTM_SCHEDULER_ADDR={cluster.scheduler_address}", nl=True)
+        click.echo(f"export WTM_SCHEDULER_ADDR={cluster.scheduler_address}")
+        # The admin key stays in its file (mode 0600): only its path is printed.
+        click.echo(f"export WTM_API_KEY_FILE={cluster.key_files['admin'].resolve()}", nl=True)
         sys.stdout.flush()
         click.echo(f"# logs in {root}/logs; Ctrl-C to stop", err=True)
         with contextlib.suppress(KeyboardInterrupt):

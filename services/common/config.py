@@ -23,12 +23,28 @@ def setting(
     env: str,
     help: str,  # noqa: A002 - mirrors argparse
     check: Callable[[Any], str | None] | None = None,
+    secret: bool = False,
 ) -> Any:
     """Declare one setting: its default, environment variable, help, and optional check.
 
-    ``check`` returns an error message for a bad value, or None.
+    ``check`` returns an error message for a bad value, or None. A ``secret`` setting is left
+    out of the settings' ``repr`` (so out of logs).
     """
-    return dataclasses.field(default=default, metadata={"env": env, "help": help, "check": check})
+    return dataclasses.field(
+        default=default, repr=not secret, metadata={"env": env, "help": help, "check": check}
+    )
+
+
+def read_secret(value: str, path: str, what: str) -> str:
+    """A secret given directly or (preferred: it stays out of the environment) in a file."""
+    if value:
+        return value.strip()
+    if not path:
+        return ""
+    try:
+        return open(path).read().strip()  # noqa: SIM115 - read whole, at once
+    except OSError as exc:
+        raise SystemExit(f"cannot read {what} from {path}: {exc.strerror}") from exc
 
 
 def positive(value: Any) -> str | None:

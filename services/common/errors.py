@@ -57,3 +57,9 @@ class Unimplemented(WtmError):
     """The operation is not available in this version."""
 
     code = "UNIMPLEMENTED"
+
+
+class PermissionDenied(WtmError):
+    """The caller is known but its role does not allow this."""
+
+    code = "PERMISSION_DENIED"

@@ -1,5 +1,5 @@
-"""What every gRPC server here shares: error mapping, bearer-token auth, health, reflection,
-and a clean stop on SIGTERM.
+"""What every gRPC server here shares: admission (API key, role, permission: ``auth.Gate``),
+the audit of mutations, error mapping, health, reflection, and a clean stop on SIGTERM.
 
 ``GuardInterceptor`` is the one place where domain errors become gRPC status codes and where
 the bearer token is checked; servicers stay free of both. A backing service out of reach
@@ -9,7 +9,6 @@ the bearer token is checked; servicers stay free of both. A backing service out 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import inspect
 import logging
 import secrets
@@ -26,12 +25,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from services.common import auth
+from services.common.auth import Gate, Principal
 from services.common.errors import InvalidArgument, WtmError
 
 log = logging.getLogger(__name__)
-
-# Methods anyone may call without a token: load balancers and grpcurl need them.
-PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
 # Backing services out of reach: the same call may well succeed when tried again.
@@ -108,18 +106,6 @@ def _checked_input(handler: grpc.RpcMethodHandler, request: Any, is_async: bool)
     return _checked_aiter(request) if is_async else _checked_iter(request)
 
 
-def _authorized(token: str | None, metadata: Iterable[tuple[str, Any]] | None) -> bool:
-    if not token:
-        return True
-    for key, value in metadata or ():
-        if key == "authorization" and isinstance(value, str):
-            return hmac.compare_digest(value.encode(), f"Bearer {token}".encode())
-    return False
-
-
-_DENIED = "authorization: missing or wrong bearer token (send 'authorization: Bearer <token>')"
-
-
 def _kinds(handler: grpc.RpcMethodHandler) -> tuple[str, Callable[..., Any], Callable[..., Any]]:
     if handler.unary_unary:
         return "unary_unary", handler.unary_unary, grpc.unary_unary_rpc_method_handler
@@ -140,80 +126,115 @@ def _rewrap(handler: grpc.RpcMethodHandler, behavior: Callable[..., Any]) -> Any
 
 
 class GuardInterceptor(grpc.ServerInterceptor):
-    """Checks the bearer token and maps domain errors, for a thread-pool server."""
+    """Admits the caller (``auth.Gate``: key, role, permission), records mutations, and maps
+    domain errors, for a thread-pool server."""
 
-    def __init__(self, token: str | None) -> None:
-        self._token = token
+    def __init__(self, gate: Gate) -> None:
+        self._gate = gate
 
     def intercept_service(self, continuation: Any, details: Any) -> Any:
         handler = continuation(details)
         if handler is None:
             return None
-        public = details.method.startswith(PUBLIC_PREFIXES)
-        token = None if public else self._token
+        method, gate = details.method, self._gate
         _, behavior, _ = _kinds(handler)
+
+        def admit(context: grpc.ServicerContext) -> Principal:
+            try:
+                return gate.admit(method, context.invocation_metadata())
+            except Exception as exc:  # noqa: BLE001 - refused, or MongoDB out of reach
+                context.abort(*status_for(exc))
+                raise  # not reached: abort raises
 
         if handler.response_streaming:
 
             def guarded_stream(request: Any, context: grpc.ServicerContext) -> Any:
-                if not _authorized(token, context.invocation_metadata()):
-                    context.abort(grpc.StatusCode.UNAUTHENTICATED, _DENIED)
+                principal = admit(context)
+                token = auth.set_current(principal)
                 try:
                     yield from behavior(_checked_input(handler, request, False), context)
+                    gate.record(method, principal, "OK")
                 except Exception as exc:  # noqa: BLE001 - every error gets a status
-                    context.abort(*status_for(exc))
+                    code, message = status_for(exc)
+                    gate.record(method, principal, code.name)
+                    context.abort(code, message)
+                finally:
+                    auth.reset_current(token)
 
             return _rewrap(handler, guarded_stream)
 
         def guarded(request: Any, context: grpc.ServicerContext) -> Any:
-            if not _authorized(token, context.invocation_metadata()):
-                context.abort(grpc.StatusCode.UNAUTHENTICATED, _DENIED)
+            principal = admit(context)
+            token = auth.set_current(principal)
             try:
-                return behavior(_checked_input(handler, request, False), context)
+                result = behavior(_checked_input(handler, request, False), context)
+                gate.record(method, principal, "OK")
+                return result
             except Exception as exc:  # noqa: BLE001 - every error gets a status
-                context.abort(*status_for(exc))
+                code, message = status_for(exc)
+                gate.record(method, principal, code.name)
+                context.abort(code, message)
+            finally:
+                auth.reset_current(token)
 
         return _rewrap(handler, guarded)
 
 
 class AsyncGuardInterceptor(aio.ServerInterceptor):
-    """Checks the bearer token and maps domain errors, for an asyncio server."""
+    """Admits the caller, records mutations and maps domain errors, for an asyncio server."""
 
-    def __init__(self, token: str | None) -> None:
-        self._token = token
+    def __init__(self, gate: Gate) -> None:
+        self._gate = gate
 
     async def intercept_service(self, continuation: Any, details: Any) -> Any:
         handler = await continuation(details)
         if handler is None:
             return None
-        public = details.method.startswith(PUBLIC_PREFIXES)
-        token = None if public else self._token
+        method, gate = details.method, self._gate
         _, behavior, _ = _kinds(handler)
+
+        async def admit(context: aio.ServicerContext) -> Principal:
+            metadata = context.invocation_metadata()
+            try:
+                try:
+                    return gate.admit(method, metadata, allow_io=False)  # a cached key
+                except auth.NeedsLookup:
+                    return await asyncio.to_thread(gate.admit, method, metadata)
+            except Exception as exc:  # noqa: BLE001 - refused, or MongoDB out of reach
+                await context.abort(*status_for(exc))
+                raise  # not reached: abort raises
 
         if inspect.isasyncgenfunction(behavior):
 
             async def guarded_stream(request: Any, context: aio.ServicerContext) -> Any:
-                if not _authorized(token, context.invocation_metadata()):
-                    await context.abort(grpc.StatusCode.UNAUTHENTICATED, _DENIED)
+                principal = await admit(context)
+                auth.set_current(principal)  # this task's context only
                 try:
                     async for item in behavior(_checked_input(handler, request, True), context):
                         yield item
+                    gate.record(method, principal, "OK")
                 except aio.AbortError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - every error gets a status
-                    await context.abort(*status_for(exc))
+                    code, message = status_for(exc)
+                    gate.record(method, principal, code.name)
+                    await context.abort(code, message)
 
             return _rewrap(handler, guarded_stream)
 
         async def guarded(request: Any, context: aio.ServicerContext) -> Any:
-            if not _authorized(token, context.invocation_metadata()):
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, _DENIED)
+            principal = await admit(context)
+            auth.set_current(principal)
             try:
-                return await behavior(_checked_input(handler, request, True), context)
+                result = await behavior(_checked_input(handler, request, True), context)
+                gate.record(method, principal, "OK")
+                return result
             except aio.AbortError:
                 raise
             except Exception as exc:  # noqa: BLE001 - every error gets a status
-                await context.abort(*status_for(exc))
+                code, message = status_for(exc)
+                gate.record(method, principal, code.name)
+                await context.abort(code, message)
 
         return _rewrap(handler, guarded)
 
@@ -236,7 +257,7 @@ def serve_threaded(
     address: str,
     register: Callable[[grpc.Server], None],
     services: Iterable[Any],
-    token: str | None,
+    gate: Gate,
     on_stop: Callable[[], None] = lambda: None,
     max_workers: int = 16,
     grace: float = 5.0,
@@ -246,7 +267,7 @@ def serve_threaded(
 
     server = grpc.server(
         ThreadPoolExecutor(max_workers=max_workers),
-        interceptors=[GuardInterceptor(token)],
+        interceptors=[GuardInterceptor(gate)],
         options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)],
     )
     register(server)
@@ -277,7 +298,7 @@ async def serve_async(
     address: str,
     register: Callable[[aio.Server], None],
     services: Iterable[Any],
-    token: str | None,
+    gate: Gate,
     on_start: Callable[[], Any] | None = None,
     on_stop: Callable[[], Any] | None = None,
     grace: float = 5.0,
@@ -290,7 +311,7 @@ async def serve_async(
     Each is awaited when it returns an awaitable.
     """
     server = aio.server(
-        interceptors=[AsyncGuardInterceptor(token)],
+        interceptors=[AsyncGuardInterceptor(gate)],
         options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)],
     )
     register(server)

@@ -35,6 +35,7 @@ from tenacity import (
 
 from services.common import jsondoc, refs, telemetry
 from services.common.artifacts import SCHEME, find_uris, upload_requests
+from services.common.config import read_secret
 from services.common.errors import WtmError
 from services.executor.artifact_cache import ArtifactCache
 from services.executor.lease_fence import LeaseFence
@@ -99,9 +100,8 @@ class Executor:
 
     def __init__(self, settings: ExecutorSettings) -> None:
         self.settings = settings
-        metadata = (
-            (("authorization", f"Bearer {settings.auth_token}"),) if settings.auth_token else ()
-        )
+        api_key = read_secret(settings.api_key, settings.api_key_file, "the API key")
+        metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
         self._metadata = metadata
         self._registry_channel = aio.insecure_channel(settings.registry)
         self._registry = rpb_grpc.RegistryServiceStub(self._registry_channel)

@@ -130,7 +130,10 @@ class ExecutorSettings:
         "before a step fails: an outage shorter than this costs no retry of the step",
         non_negative,
     )
-    auth_token: str = setting("", "WTM_AUTH_TOKEN", "bearer token to present (empty: none)")
+    api_key: str = setting(
+        "", "WTM_API_KEY", "API key to present to the other services", secret=True
+    )
+    api_key_file: str = setting("", "WTM_API_KEY_FILE", "file holding the API key (preferred)")
     health_file: str = setting(
         "", "WTM_HEALTH_FILE", "file touched on every heartbeat, for container health checks"
     )

@@ -17,6 +17,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.auth import new_key
 from services.localstack.processes import Child, ProcessGroup, free_port, wait_until
 from services.localstack.stack import LocalStack, StackEndpoints
 
@@ -58,30 +59,68 @@ class Cluster:
         self._executor_count = 0
         self.scheduler: Child | None = None
         self.registry: Child | None = None
+        # API keys (auth is on): files of mode 0600 under root/keys, never in cluster.json.
+        self.key_files: dict[str, Path] = {}
+        self.admin_key = ""
 
     def env(self) -> dict[str, str]:
-        assert self.endpoints is not None
-        return {
-            **self.endpoints.service_env(),
-            "WTM_MONGODB_DATABASE": "wtm",
-            "WTM_REGISTRY_ADDR": self.registry_address,
-            "WTM_SCHEDULER_ADDR": self.scheduler_address,
-            "PYTHONUNBUFFERED": "1",
-            **self.extra_env,
-        }
+        """What every service gets (the scheduler's key: ``service``; executors get theirs)."""
+        keys = (
+            {"WTM_API_KEY_FILE": str(self.key_files["service"])}
+            if "service" in self.key_files
+            else {}
+        )
+        return {**self._bare_env(), **keys, **self.extra_env}
+
+    def executor_env(self) -> dict[str, str]:
+        """An executor's environment: its own key (role executor: the stream, packages and
+        artifacts, nothing else)."""
+        return {**self.env(), "WTM_API_KEY_FILE": str(self.key_files["executor"])}
+
+    def _write_key(self, name: str, text: str) -> Path:
+        path = self.root / "keys" / f"{name}.key"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.chmod(0o700)
+        path.touch(mode=0o600)
+        path.write_text(text)
+        self.key_files[name] = path
+        return path
+
+    def _make_keys(self) -> None:
+        """The admin key the registry registers at start, then (through AuthService) a key
+        for the scheduler (role service) and one for the executors (role executor)."""
+        from wtm.v1 import auth_service_pb2 as apb
+        from wtm.v1 import auth_service_pb2_grpc as apb_grpc
+
+        metadata = (("authorization", f"Bearer {self.admin_key}"),)
+        with grpc.insecure_channel(self.registry_address) as channel:
+            stub = apb_grpc.AuthServiceStub(channel)
+            for name, role in (("service", "service"), ("executor", "executor")):
+                request = apb.CreateApiKeyRequest(
+                    name=f"local {name}", role=role, namespace="default"
+                )
+                reply = stub.CreateApiKey(request, metadata=metadata, timeout=30)
+                self._write_key(name, reply.secret)
 
     def start(self) -> Cluster:
         try:
             self.endpoints = self.stack.start()
             self.registry_address = f"127.0.0.1:{free_port()}"
             self.scheduler_address = f"127.0.0.1:{free_port()}"
+            self.admin_key = new_key()[1]
+            admin_file = self._write_key("admin", self.admin_key)
             self.registry = self._service(
-                "registry", "services.registry", "--listen", self.registry_address
+                "registry",
+                "services.registry",
+                "--listen",
+                self.registry_address,
+                env={"WTM_BOOTSTRAP_ADMIN_KEY_FILE": str(admin_file)},
             )
+            wait_until("registry", lambda: serving(self.registry_address), self.registry)
+            self._make_keys()
             self.scheduler = self._service(
                 "scheduler", "services.scheduler", "--listen", self.scheduler_address
             )
-            wait_until("registry", lambda: serving(self.registry_address), self.registry)
             wait_until("scheduler", lambda: serving(self.scheduler_address), self.scheduler)
             for _ in range(self.n_executors):
                 self.add_executor()
@@ -91,10 +130,22 @@ class Cluster:
             raise
         return self
 
-    def _service(self, name: str, module: str, *args: str) -> Child:
+    def _service(
+        self, name: str, module: str, *args: str, env: dict[str, str] | None = None
+    ) -> Child:
         return self.services.start(
-            name, [sys.executable, "-m", module, *args], env=self.env(), cwd=ROOT
+            name, [sys.executable, "-m", module, *args], env={**self.env(), **(env or {})}, cwd=ROOT
         )
+
+    def _bare_env(self) -> dict[str, str]:
+        assert self.endpoints is not None
+        return {
+            **self.endpoints.service_env(),
+            "WTM_MONGODB_DATABASE": "wtm",
+            "WTM_REGISTRY_ADDR": self.registry_address,
+            "WTM_SCHEDULER_ADDR": self.scheduler_address,
+            "PYTHONUNBUFFERED": "1",
+        }
 
     def add_executor(self, *args: str, slots: int | None = None) -> Child:
         self._executor_count += 1  # never reused, so every executor has its own id and log
@@ -109,6 +160,7 @@ class Cluster:
             "--cache-dir",
             str(self.root / f"executor-{n}-cache"),
             *args,
+            env={"WTM_API_KEY_FILE": str(self.key_files["executor"])},
         )
         self.executors.append(child)
         return child
@@ -142,4 +194,4 @@ class Cluster:
     def client(self, token: str = "") -> object:
         from clients.sdk import Client
 
-        return Client(self.registry_address, self.scheduler_address, token=token)
+        return Client(self.registry_address, self.scheduler_address, token=token or self.admin_key)

@@ -8,6 +8,7 @@ stopped by PID. The tests and ``make demo`` use this same class.
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import signal
 import sys
@@ -17,7 +18,6 @@ from pathlib import Path
 from services.localstack.processes import ProcessGroup, free_port, wait_until
 
 S3_ACCESS_KEY = "wtm-local"
-S3_SECRET_KEY = "wtm-local-secret"
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,9 @@ class LocalStack:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         redis_port, mongo_port = free_port(), free_port()
         weed_ports = [free_port() for _ in range(8)]
+        # Throwaway secrets, new at every start: no server here runs without one, and none
+        # is written down (stack.json shows where the servers are, not how to get in).
+        redis_password, s3_secret = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
         valkey = self.group.start(
             "valkey",
             [
@@ -94,6 +97,8 @@ class LocalStack:
                 "no",
                 "--daemonize",
                 "no",
+                "--requirepass",
+                redis_password,
             ],
             parent_death_signal=signal.SIGKILL,
         )
@@ -140,16 +145,16 @@ class LocalStack:
                 "-s3.port.lance=0",
                 "-metricsPort=0",
             ],
-            env={"AWS_ACCESS_KEY_ID": S3_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY},
+            env={"AWS_ACCESS_KEY_ID": S3_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": s3_secret},
             grace=3.0,
             parent_death_signal=signal.SIGKILL,
         )
         endpoints = StackEndpoints(
-            redis_url=f"redis://127.0.0.1:{redis_port}/0",
+            redis_url=f"redis://:{redis_password}@127.0.0.1:{redis_port}/0",
             mongodb_uri=f"mongodb://127.0.0.1:{mongo_port}",
             s3_endpoint=f"http://127.0.0.1:{s3}",
             s3_access_key=S3_ACCESS_KEY,
-            s3_secret_key=S3_SECRET_KEY,
+            s3_secret_key=s3_secret,
         )
         wait_until("valkey-server", lambda: _redis_ok(endpoints.redis_url), valkey, timeout)
         wait_until("nx-27017", lambda: _mongo_ok(endpoints.mongodb_uri), mongo, timeout)
@@ -158,7 +163,11 @@ class LocalStack:
         (self.root / "stack.json").write_text(
             json.dumps(
                 {
-                    "endpoints": asdict(endpoints),
+                    "endpoints": {
+                        **asdict(endpoints),
+                        "redis_url": f"redis://127.0.0.1:{redis_port}/0",
+                        "s3_secret_key": "(not written down)",
+                    },
                     "pids": {c.name: c.pid for c in self.group.children},
                 },
                 indent=2,

@@ -5,21 +5,31 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from services.common import logs, telemetry
+from services.common import auth, logs, telemetry
 from services.common.backends import mongo_database, s3_client
-from services.common.config import load_settings
+from services.common.config import load_settings, read_secret
 from services.common.grpc_server import serve_threaded
 from services.registry.artifacts import Artifacts
+from services.registry.auth_servicer import AuthServicer
 from services.registry.pipelines import Pipelines
 from services.registry.registry import Registry
 from services.registry.servicer import RegistryServicer
 from services.registry.settings import RegistrySettings
 from services.registry.stores import ArtifactStore, PackageStore, PipelineStore, TaskStore
-from wtm.v1 import registry_service_pb2, registry_service_pb2_grpc
+from wtm.v1 import (
+    auth_service_pb2,
+    auth_service_pb2_grpc,
+    registry_service_pb2,
+    registry_service_pb2_grpc,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings = load_settings(RegistrySettings, argv, prog="wtm-registry")
+    if not settings.s3_access_key or not settings.s3_secret_key:
+        raise SystemExit(
+            "WTM_S3_ACCESS_KEY and WTM_S3_SECRET_KEY are required (there is no default)"
+        )
     logs.configure("registry")
     telemetry.setup("wtm-registry", grpc_server="sync")
     db = mongo_database(settings.mongodb_uri, settings.mongodb_database)
@@ -37,13 +47,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         Pipelines(pipelines, registry),
         Artifacts(artifact_store, settings.max_artifact_bytes),
     )
+    auth_db = db.client[settings.auth_database] if settings.auth_database else db
+    gate = auth.open_gate(settings.auth, auth_db, settings.key_cache_seconds)
+    keys = gate.keys or auth.ApiKeys(auth_db)
+    audit = gate.audit or auth.AuditLog(auth_db)
+    bootstrap = read_secret(
+        settings.bootstrap_admin_key, settings.bootstrap_admin_key_file, "the bootstrap admin key"
+    )
+    if bootstrap:
+        keys.create("bootstrap", "admin", auth.ALL_NAMESPACES, 0, auth.ANONYMOUS, bootstrap)
+    elif settings.auth and keys.count() == 0:
+        raise SystemExit(
+            "no API keys exist: set WTM_BOOTSTRAP_ADMIN_KEY_FILE (or WTM_BOOTSTRAP_ADMIN_KEY) "
+            "to an admin key of your own making (wtm_<16 hex>.<secret>), or WTM_AUTH=false "
+            "for development"
+        )
+    for role, key in (
+        ("service", settings.bootstrap_service_key),
+        ("executor", settings.bootstrap_executor_key),
+    ):
+        if key:
+            keys.create(f"bootstrap {role}", role, "default", 0, auth.ANONYMOUS, key)
+
+    def register(server: object) -> None:
+        registry_service_pb2_grpc.add_RegistryServiceServicer_to_server(servicer, server)
+        auth_service_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(keys, audit), server)
+
     serve_threaded(
         settings.listen,
-        lambda server: registry_service_pb2_grpc.add_RegistryServiceServicer_to_server(
-            servicer, server
-        ),
-        [registry_service_pb2.DESCRIPTOR.services_by_name["RegistryService"]],
-        settings.auth_token or None,
+        register,
+        [
+            registry_service_pb2.DESCRIPTOR.services_by_name["RegistryService"],
+            auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"],
+        ],
+        gate,
         on_stop=db.client.close,
     )
     telemetry.shutdown()

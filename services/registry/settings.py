@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.common.config import host_port, positive, setting
+from services.common.config import host_port, non_negative, positive, setting
 
 
 @dataclass
@@ -17,8 +17,8 @@ class RegistrySettings:
     mongodb_uri: str = setting("mongodb://127.0.0.1:27017", "WTM_MONGODB_URI", "MongoDB URI")
     mongodb_database: str = setting("wtm", "WTM_MONGODB_DATABASE", "MongoDB database name")
     s3_endpoint: str = setting("http://127.0.0.1:9000", "WTM_S3_ENDPOINT", "S3 endpoint URL")
-    s3_access_key: str = setting("minioadmin", "WTM_S3_ACCESS_KEY", "S3 access key")
-    s3_secret_key: str = setting("minioadmin", "WTM_S3_SECRET_KEY", "S3 secret key")
+    s3_access_key: str = setting("", "WTM_S3_ACCESS_KEY", "S3 access key (required)")
+    s3_secret_key: str = setting("", "WTM_S3_SECRET_KEY", "S3 secret key (required)", secret=True)
     packages_bucket: str = setting(
         "wtm-packages", "WTM_PACKAGES_BUCKET", "bucket for task packages"
     )
@@ -31,4 +31,42 @@ class RegistrySettings:
     max_package_bytes: int = setting(
         64 * 1024 * 1024, "WTM_MAX_PACKAGE_BYTES", "largest package accepted", positive
     )
-    auth_token: str = setting("", "WTM_AUTH_TOKEN", "bearer token callers must send (empty: none)")
+    auth: bool = setting(
+        True,
+        "WTM_AUTH",
+        "require an API key on every call (false: anyone may do anything; development only)",
+    )
+    auth_database: str = setting(
+        "",
+        "WTM_AUTH_DATABASE",
+        "MongoDB database of the API keys and the audit log (empty: WTM_MONGODB_DATABASE); "
+        "every service of an installation must use the same",
+    )
+    key_cache_seconds: float = setting(
+        5.0,
+        "WTM_KEY_CACHE_SECONDS",
+        "how long a verified key is trusted before MongoDB is asked again (a revocation "
+        "takes effect within this)",
+        non_negative,
+    )
+    bootstrap_admin_key: str = setting(
+        "",
+        "WTM_BOOTSTRAP_ADMIN_KEY",
+        "an admin key for every namespace (wtm_<16 hex>.<secret>), registered at start",
+        secret=True,
+    )
+    bootstrap_admin_key_file: str = setting(
+        "", "WTM_BOOTSTRAP_ADMIN_KEY_FILE", "file holding the bootstrap admin key (preferred)"
+    )
+    bootstrap_service_key: str = setting(
+        "",
+        "WTM_BOOTSTRAP_SERVICE_KEY",
+        "a key for schedulers (role service, namespace default), registered at start",
+        secret=True,
+    )
+    bootstrap_executor_key: str = setting(
+        "",
+        "WTM_BOOTSTRAP_EXECUTOR_KEY",
+        "a key for executors (role executor, namespace default), registered at start",
+        secret=True,
+    )

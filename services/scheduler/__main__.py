@@ -6,9 +6,9 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from services.common import logs, telemetry
-from services.common.backends import redis_client
-from services.common.config import load_settings
+from services.common import auth, logs, telemetry
+from services.common.backends import mongo_database, redis_client
+from services.common.config import load_settings, read_secret
 from services.common.grpc_server import serve_async
 from services.scheduler.dispatcher import Dispatcher
 from services.scheduler.history import History
@@ -29,9 +29,10 @@ from wtm.v1 import (
 
 async def serve(settings: SchedulerSettings) -> None:
     client = redis_client(settings.redis_url)
+    api_key = read_secret(settings.api_key, settings.api_key_file, "the API key")
     queue = RunQueue(client, finished_ttl_s=settings.finished_ttl_seconds)
     store = RunStore(settings.mongodb_uri, settings.mongodb_database)
-    catalog = TaskCatalog(settings.registry, settings.auth_token, settings.latest_cache_seconds)
+    catalog = TaskCatalog(settings.registry, api_key, settings.latest_cache_seconds)
     history = History(
         queue,
         store,
@@ -39,7 +40,7 @@ async def serve(settings: SchedulerSettings) -> None:
         lease_seconds=settings.lease_seconds,
         scan_seconds=settings.recovery_scan_seconds,
     )
-    documents = LargeDocuments(settings.registry, settings.auth_token, settings.inline_max_bytes)
+    documents = LargeDocuments(settings.registry, api_key, settings.inline_max_bytes)
     dispatcher = Dispatcher(
         queue,
         history,
@@ -90,7 +91,13 @@ async def serve(settings: SchedulerSettings) -> None:
             scheduler_service_pb2.DESCRIPTOR.services_by_name["SchedulerService"],
             executor_service_pb2.DESCRIPTOR.services_by_name["ExecutorService"],
         ],
-        settings.auth_token or None,
+        auth.open_gate(
+            settings.auth,
+            mongo_database(
+                settings.mongodb_uri, settings.auth_database or settings.mongodb_database
+            ),
+            settings.key_cache_seconds,
+        ),
         on_start=on_start,
         on_stop=on_stop,
         before_stop=dispatcher.stop,  # ends executor streams, so they reconnect elsewhere now

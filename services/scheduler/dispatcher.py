@@ -54,6 +54,7 @@ class ExecutorInfo:
     software_version: str = ""
     python_version: str = ""
     packages: tuple[str, ...] = ()
+    key_id: str = ""  # the credential it connected with: its id is bound to it
 
 
 @dataclass(frozen=True)
@@ -224,6 +225,14 @@ class Dispatcher:
         claims the id of one still heartbeating is refused (an impostor, or a copy started
         by mistake), not allowed to take it over; a silent one is replaced (a reconnect)."""
         old = self.sessions.get(info.executor_id)
+        if old is not None and old.info.key_id != info.key_id:
+            log.warning(
+                "refused executor %s: its id is held by another credential", info.executor_id
+            )
+            raise AlreadyExists(
+                f"{info.executor_id!r} is connected with another credential",
+                field="hello.executor_id",
+            )
         if old is not None and time.time() - old.last_seen < self.silent_after:
             log.warning("refused a second stream for live executor %s", info.executor_id)
             raise AlreadyExists(

@@ -123,6 +123,7 @@ class Run:
     batch_id: str = ""
     trace_id: str = ""
     steps: list[StepRun] = field(default_factory=list)
+    submitted_by: str = ""  # the API key id that submitted it ("" with auth off)
     created_at: datetime | None = None
     started_at: datetime | None = None
     ended_at: datetime | None = None
@@ -150,6 +151,7 @@ class Run:
             batch_id=run.get("batch_id", ""),
             trace_id=run.get("trace_id", ""),
             steps=step_runs,
+            submitted_by=run.get("submitted_by", ""),
             created_at=ms_to_dt(run.get("created_ms")),
             started_at=ms_to_dt(run.get("started_ms")),
             ended_at=ms_to_dt(run.get("ended_ms")),

@@ -15,8 +15,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from services.common import jsondoc, mapping, telemetry
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from services.common import auth, jsondoc, mapping, telemetry
+from services.common.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
 from services.common.mapping import MissingValue
 from services.scheduler import input_check, step_inputs
 from services.scheduler.models import TERMINAL, Run, StepRun, ms_to_dt
@@ -465,6 +471,7 @@ class RunService:
             request_id=request_id,
             batch_id=batch_id,
             trace_id=f"{trace.trace_id:032x}" if trace else "",
+            submitted_by=auth.current().key_id,
             created_at=datetime.now(UTC),
             steps=[
                 StepRun(
@@ -489,6 +496,7 @@ class RunService:
             "request_id": run.request_id,
             "batch_id": batch_id,
             "sinks": json.dumps(plan.sinks),
+            "submitted_by": run.submitted_by,
         }
         if trace is not None:  # the run span: a child of the submit call, recorded at the end
             run_fields["trace_id"] = run.trace_id
@@ -506,6 +514,15 @@ class RunService:
         """Cancel a run: its queued steps are dropped and its running ones stopped."""
         if not run_id:
             raise InvalidArgument("is required", field="run_id")
+        caller = auth.current()
+        if not caller.may(auth.Permission.CANCEL_ANY):  # a submitter cancels its own runs
+            owner = (await self.get(run_id)).submitted_by
+            if owner != caller.key_id:
+                raise PermissionDenied(
+                    f"run {run_id} was submitted by another key; role {caller.role} may "
+                    "cancel only its own runs",
+                    field="run_id",
+                )
         state = await self.cancel_run(run_id, reason or "cancelled by a user")
         if state == "missing":
             await self.get(run_id)  # NotFound, or a finished run only MongoDB still has

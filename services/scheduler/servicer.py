@@ -10,6 +10,7 @@ from typing import Any, cast
 
 from grpc import aio
 
+from services.common import auth
 from services.common.errors import InvalidArgument
 from services.scheduler.dispatcher import (
     Assignment,
@@ -217,6 +218,7 @@ class ExecutorServicer(epb_grpc.ExecutorServiceServicer):
                 h.software_version,
                 h.python_version,
                 tuple(h.packages),
+                auth.current().key_id,
             )
         )
         reader = asyncio.create_task(self._read(session, request_iterator))

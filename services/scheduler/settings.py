@@ -63,7 +63,28 @@ class SchedulerSettings:
         "step inputs larger than this go to the executor by reference (0: always inline)",
         non_negative,
     )
-    auth_token: str = setting("", "WTM_AUTH_TOKEN", "bearer token callers must send (empty: none)")
+    auth: bool = setting(
+        True,
+        "WTM_AUTH",
+        "require an API key on every call (false: anyone may do anything; development only)",
+    )
+    auth_database: str = setting(
+        "",
+        "WTM_AUTH_DATABASE",
+        "MongoDB database of the API keys and the audit log (empty: WTM_MONGODB_DATABASE); "
+        "every service of an installation must use the same",
+    )
+    key_cache_seconds: float = setting(
+        5.0,
+        "WTM_KEY_CACHE_SECONDS",
+        "how long a verified key is trusted before MongoDB is asked again (a revocation "
+        "takes effect within this)",
+        non_negative,
+    )
+    api_key: str = setting(
+        "", "WTM_API_KEY", "API key to present to the other services", secret=True
+    )
+    api_key_file: str = setting("", "WTM_API_KEY_FILE", "file holding the API key (preferred)")
     latest_cache_seconds: float = setting(
         1.0,
         "WTM_LATEST_CACHE_SECONDS",

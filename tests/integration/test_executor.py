@@ -174,10 +174,10 @@ def test_an_executor_reconnects_after_its_scheduler_restarts(
                 "--cache-dir",
                 str(tmp_path / "cache"),
             ],
-            env={**env, "WTM_SCHEDULER_ADDR": address},
+            env={**cluster.executor_env(), "WTM_SCHEDULER_ADDR": address},
             cwd=ROOT,
         )
-        with Client(cluster.registry_address, address) as client:
+        with Client(cluster.registry_address, address, api_key=cluster.admin_key) as client:
             client.register_task(make_task(tmp_path, "reconnect_probe", queue="reconnq"))
             first = run(client, task="reconnect_probe", input={})
             assert first.state == "COMPLETED", first.steps[0].error

@@ -205,7 +205,9 @@ def test_concurrent_submits_with_one_request_id_make_one_run_that_runs_once(
     key = f"same-request-{time.time_ns()}"
 
     def submit(_: int) -> str:
-        with Client(cluster.registry_address, cluster.scheduler_address) as c:
+        with Client(
+            cluster.registry_address, cluster.scheduler_address, api_key=cluster.admin_key
+        ) as c:
             return c.submit(task="word_count", input={"text": "once only"}, request_id=key).run_id
 
     with ThreadPoolExecutor(6) as pool:

@@ -15,7 +15,7 @@ import pytest
 
 from clients.sdk import Client
 from services.localstack import Cluster
-from tests.conftest import ROOT
+from tests.conftest import ROOT, keyed_channel
 from wtm.v1 import registry_service_pb2 as rpb
 from wtm.v1 import registry_service_pb2_grpc as rpb_grpc
 from wtm.v1 import run_pb2
@@ -30,8 +30,8 @@ DEEP = "[" * 1000 + "]" * 1000
 def channels(cluster: Cluster, client: Client) -> Iterator[tuple[grpc.Channel, grpc.Channel]]:
     client.register_task(FIXTURES / "word_count")
     with (
-        grpc.insecure_channel(cluster.scheduler_address) as scheduler,
-        grpc.insecure_channel(cluster.registry_address) as registry,
+        keyed_channel(cluster.scheduler_address, cluster.admin_key) as scheduler,
+        keyed_channel(cluster.registry_address, cluster.admin_key) as registry,
     ):
         yield scheduler, registry
 

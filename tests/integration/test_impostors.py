@@ -13,7 +13,7 @@ import pytest
 
 from clients.sdk import Client
 from services.localstack import Cluster
-from tests.conftest import ROOT
+from tests.conftest import ROOT, keyed_channel
 from wtm.v1 import executor_service_pb2 as epb
 from wtm.v1 import executor_service_pb2_grpc as epb_grpc
 
@@ -23,11 +23,11 @@ FIXTURES = ROOT / "tests" / "fixtures" / "tasks"
 class FakeExecutor:
     """A hand-made executor stream: sends what it is told, collects what comes back."""
 
-    def __init__(self, address: str, executor_id: str, queues: list[str]) -> None:
+    def __init__(self, address: str, executor_id: str, queues: list[str], key: str) -> None:
         self._outbox: queue.Queue[epb.ConnectRequest | None] = queue.Queue()
         self.received: list[epb.ConnectResponse] = []
         self.error: grpc.RpcError | None = None
-        self._channel = grpc.insecure_channel(address)
+        self._channel = keyed_channel(address, key)
         hello = epb.ExecutorHello(executor_id=executor_id, queues=queues, slots=1000)
         self._outbox.put(epb.ConnectRequest(hello=hello))
         self._call = epb_grpc.ExecutorServiceStub(self._channel).Connect(self._requests())
@@ -55,6 +55,18 @@ class FakeExecutor:
         self._channel.close()
 
 
+def executor_key(cluster: Cluster) -> str:
+    return cluster.key_files["executor"].read_text()
+
+
+def wait_for_error(fake: FakeExecutor) -> grpc.RpcError:
+    deadline = time.monotonic() + 10
+    while fake.error is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fake.error is not None
+    return fake.error
+
+
 @pytest.fixture(scope="module", autouse=True)
 def registered(client: Client) -> None:
     client.register_task(FIXTURES / "sleeper")
@@ -62,13 +74,11 @@ def registered(client: Client) -> None:
 
 def test_a_second_stream_with_a_live_executors_id_is_refused(cluster: Cluster) -> None:
     live = cluster.executors[0].name  # the session's executor, heartbeating
-    fake = FakeExecutor(cluster.scheduler_address, live, ["default"])
+    fake = FakeExecutor(cluster.scheduler_address, live, ["default"], executor_key(cluster))
     try:
-        deadline = time.monotonic() + 10
-        while fake.error is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert fake.error is not None and fake.error.code() == grpc.StatusCode.ALREADY_EXISTS
-        assert "hello.executor_id" in (fake.error.details() or "")
+        error = wait_for_error(fake)
+        assert error.code() == grpc.StatusCode.ALREADY_EXISTS
+        assert "hello.executor_id" in (error.details() or "")
         assert not [m for m in fake.received if m.HasField("assignment")]
     finally:
         fake.close()
@@ -77,7 +87,9 @@ def test_a_second_stream_with_a_live_executors_id_is_refused(cluster: Cluster) -
 def test_a_forged_result_for_another_executors_step_does_not_count(
     cluster: Cluster, client: Client
 ) -> None:
-    fake = FakeExecutor(cluster.scheduler_address, "impostor", ["impostorq"])  # no work there
+    fake = FakeExecutor(  # a valid executor key, but no work on its queue
+        cluster.scheduler_address, "impostor", ["impostorq"], executor_key(cluster)
+    )
     try:
         run = client.submit(task="sleeper", input={"seconds": 2})
         deadline = time.monotonic() + 30
@@ -99,5 +111,15 @@ def test_a_forged_result_for_another_executors_step_does_not_count(
         assert done.output == {"slept": 2}  # the real executor's result, not the forgery
         assert done.steps[0].executor_id != "impostor"
         assert fake.error is None  # the impostor's stream itself is not the issue here
+    finally:
+        fake.close()
+
+
+def test_a_client_key_cannot_open_the_executor_stream(cluster: Cluster) -> None:
+    fake = FakeExecutor(cluster.scheduler_address, "client-posing", ["default"], cluster.admin_key)
+    try:
+        error = wait_for_error(fake)
+        assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert not [m for m in fake.received if m.HasField("assignment")]
     finally:
         fake.close()

@@ -16,7 +16,7 @@ import pytest
 from clients.sdk import ApiError, Client
 from services.common.packaging import pack_directory, sha256_hex
 from services.localstack import Cluster
-from tests.conftest import EXAMPLES, ROOT
+from tests.conftest import EXAMPLES, ROOT, keyed_channel
 from wtm.v1 import registry_service_pb2 as rpb
 from wtm.v1 import registry_service_pb2_grpc as rpb_grpc
 
@@ -71,7 +71,7 @@ def registered(client: Client) -> None:
 
 def test_a_declared_digest_that_does_not_match_is_refused(cluster: Cluster, tmp_path: Path) -> None:
     data = pack_directory(make_task(tmp_path, "digest_check"))
-    with grpc.insecure_channel(cluster.registry_address) as channel:
+    with keyed_channel(cluster.registry_address, cluster.admin_key) as channel:
         stub = rpb_grpc.RegistryServiceStub(channel)
         header = rpb.UploadTaskPackageHeader(sha256="0" * 64, size_bytes=len(data))
         messages = [
@@ -157,7 +157,7 @@ def test_a_package_over_the_size_limit_is_refused(cluster: Cluster, tmp_path: Pa
             big = make_task(tmp_path, "too_big")
             (big / "data.bin").write_bytes(os.urandom(2000))
             with (
-                Client(address, cluster.scheduler_address) as small,
+                Client(address, cluster.scheduler_address, api_key=cluster.admin_key) as small,
                 pytest.raises(ApiError) as err,
             ):
                 small.register_task(big)
@@ -197,7 +197,7 @@ def test_listing_pages_through_every_version_newest_first(
     for v in versions:
         client.register_task(make_task(tmp_path, "paged", v, tags=["paging"]))
     seen, token, pages = [], "", 0
-    with grpc.insecure_channel(cluster.registry_address) as channel:
+    with keyed_channel(cluster.registry_address, cluster.admin_key) as channel:
         stub = rpb_grpc.RegistryServiceStub(channel)
         while True:
             reply = stub.ListTasks(
@@ -214,7 +214,7 @@ def test_listing_pages_through_every_version_newest_first(
 
 def test_a_page_token_that_was_not_issued_is_refused(cluster: Cluster) -> None:
     with (
-        grpc.insecure_channel(cluster.registry_address) as channel,
+        keyed_channel(cluster.registry_address, cluster.admin_key) as channel,
         pytest.raises(grpc.RpcError) as err,
     ):
         rpb_grpc.RegistryServiceStub(channel).ListTasks(rpb.ListTasksRequest(page_token="!!"))

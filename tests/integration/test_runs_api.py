@@ -13,7 +13,7 @@ import redis
 
 from clients.sdk import ApiError, Client
 from services.localstack import Cluster
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, keyed_channel, run_cli
 from wtm.v1 import scheduler_service_pb2 as spb
 from wtm.v1 import scheduler_service_pb2_grpc as spb_grpc
 
@@ -150,7 +150,7 @@ def test_a_wait_out_of_range_is_refused_naming_the_field(cluster: Cluster, secon
     request = spb.SubmitRunRequest(task="word_count", input_json='{"text": "a"}')
     request.wait.FromSeconds(seconds)
     with (
-        grpc.insecure_channel(cluster.scheduler_address) as channel,
+        keyed_channel(cluster.scheduler_address, cluster.admin_key) as channel,
         pytest.raises(grpc.RpcError) as caught,
     ):
         spb_grpc.SchedulerServiceStub(channel).SubmitRun(request, timeout=10)

@@ -86,6 +86,7 @@ class Fleet:
             **self.cluster.env(),
             "WTM_REDIS_URL": self.redis_url,
             "WTM_MONGODB_DATABASE": f"wtm_durability_{db}",
+            "WTM_AUTH_DATABASE": "wtm",  # the session's keys
             "WTM_LEASE_SECONDS": str(self.lease_seconds),
             "WTM_HEARTBEAT_SECONDS": "0.5",
         }
@@ -127,12 +128,16 @@ class Fleet:
                 "--cache-dir",
                 str(self.root / f"{name}-cache"),
             ],
-            env={**self.env, "WTM_SCHEDULER_ADDR": scheduler},
+            env={
+                **self.env,
+                "WTM_SCHEDULER_ADDR": scheduler,
+                "WTM_API_KEY_FILE": str(self.cluster.key_files["executor"]),
+            },
             cwd=ROOT,
         )
 
     def client(self, scheduler: str) -> Client:
-        return Client(self.cluster.registry_address, scheduler)
+        return Client(self.cluster.registry_address, scheduler, api_key=self.cluster.admin_key)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from clients.sdk import ApiError, Client
 from services.common.backends import s3_client
 from services.common.packaging import pack_directory
 from services.localstack import Cluster
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, keyed_channel
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +164,7 @@ def test_input_that_is_not_a_json_object_is_refused(cluster: Cluster, sentiment)
     from wtm.v1 import scheduler_service_pb2_grpc as spb_grpc
 
     with (
-        grpc.insecure_channel(cluster.scheduler_address) as channel,
+        keyed_channel(cluster.scheduler_address, cluster.admin_key) as channel,
         pytest.raises(grpc.RpcError) as err,
     ):
         spb_grpc.SchedulerServiceStub(channel).SubmitRun(
@@ -200,6 +200,8 @@ def test_grpcurl_lists_each_service_and_health(cluster: Cluster) -> None:
 
 def test_grpcurl_can_call_an_rpc_from_reflection_alone(cluster: Cluster, sentiment) -> None:  # noqa: ANN001
     out = grpcurl(
+        "-H",
+        f"authorization: Bearer {cluster.admin_key}",  # as the README shows
         "-d",
         '{"task_id": "text_sentiment"}',
         cluster.registry_address,

@@ -67,11 +67,23 @@ def test_the_executor_can_be_scaled(compose: dict[str, Any]) -> None:
 
 def test_services_point_at_the_backing_services_by_name(compose: dict[str, Any]) -> None:
     env = compose["services"]["registry"]["environment"]
-    assert env["WTM_MONGODB_URI"] == "mongodb://mongodb:27017"
+    assert "@mongodb:27017/" in env["WTM_MONGODB_URI"]
     assert env["WTM_S3_ENDPOINT"] == "http://minio:9000"
-    assert (
-        compose["services"]["scheduler"]["environment"]["WTM_REDIS_URL"] == "redis://redis:6379/0"
-    )
+    assert "@redis:6379/0" in compose["services"]["scheduler"]["environment"]["WTM_REDIS_URL"]
+
+
+def test_no_secret_has_a_default_and_every_component_has_its_own_key(
+    compose: dict[str, Any],
+) -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert "minioadmin" not in text and ":-" not in text  # no fallback values at all
+    env = {name: s.get("environment", {}) for name, s in compose["services"].items()}
+    for name, value in env["registry"].items():
+        if "KEY" in name or "PASSWORD" in name:
+            assert ":?" in str(value), name
+    assert env["scheduler"]["WTM_API_KEY"] != env["executor"]["WTM_API_KEY"]
+    for part in ("MONGO_PASSWORD", "REDIS_PASSWORD", "MINIO_ROOT_PASSWORD", "WTM_ADMIN_KEY"):
+        assert f"{part}=" in (ROOT / ".env.example").read_text()
 
 
 def test_the_dockerfile_installs_the_project() -> None:

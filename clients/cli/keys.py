@@ -1,0 +1,96 @@
+"""``wtm auth``: API keys (create, list, revoke) and the audit log. Needs an admin key."""
+
+from __future__ import annotations
+
+import click
+from rich.table import Table
+
+from clients.cli.app import Ctx, cli
+
+ROLES = ["admin", "developer", "operator", "submitter", "viewer", "executor", "service"]
+
+
+@cli.group()
+def auth() -> None:
+    """API keys and the audit log (an admin key is needed)."""
+
+
+@auth.command("create")
+@click.argument("name")
+@click.option("--role", type=click.Choice(ROLES), required=True, help="what the key may do")
+@click.option("--namespace", default="default", show_default=True, help="where it acts")
+@click.option("--ttl", "ttl_seconds", type=float, default=0, help="seconds until it expires")
+@click.pass_obj
+def auth_create(obj: Ctx, name: str, role: str, namespace: str, ttl_seconds: float) -> None:
+    """Make a key. Its secret is printed once, on stdout alone: keep it, it is not stored."""
+    with obj.client() as client:
+        key, secret = client.create_api_key(name, role, namespace, ttl_seconds)
+    if obj.as_json:
+        obj.out({"key": key, "secret": secret}, "")
+    else:
+        click.echo(
+            f"created key {key.key_id} ({key.role} in {key.namespace}); its secret:", err=True
+        )
+        click.echo(secret)
+
+
+@auth.command("new-key")
+def auth_new_key() -> None:
+    """Print a fresh key (for a .env file's bootstrap keys); nothing is contacted."""
+    from services.common.auth import new_key
+
+    click.echo(new_key()[1])
+
+
+@auth.command("list")
+@click.pass_obj
+def auth_list(obj: Ctx) -> None:
+    """The keys this admin manages (never their secrets)."""
+    with obj.client() as client:
+        keys = client.list_api_keys()
+    table = Table(title="API keys")
+    for col in ("key", "name", "role", "namespace", "created", "expires", "revoked"):
+        table.add_column(col)
+    for k in keys:
+        table.add_row(
+            k.key_id,
+            k.name,
+            k.role,
+            k.namespace,
+            f"{k.created_at:%Y-%m-%d %H:%M}" if k.created_at else "",
+            f"{k.expires_at:%Y-%m-%d %H:%M}" if k.expires_at else "never",
+            f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "",
+        )
+    obj.out(keys, table)
+
+
+@auth.command("revoke")
+@click.argument("key_id")
+@click.pass_obj
+def auth_revoke(obj: Ctx, key_id: str) -> None:
+    """Revoke a key (services stop accepting it within WTM_KEY_CACHE_SECONDS)."""
+    with obj.client() as client:
+        key = client.revoke_api_key(key_id)
+    obj.out(key, f"revoked {key.key_id} ({key.name})")
+
+
+@auth.command("audit")
+@click.option("--limit", default=50, show_default=True)
+@click.pass_obj
+def auth_audit(obj: Ctx, limit: int) -> None:
+    """Recorded mutations, newest first: who did what, where, when, and how it ended."""
+    with obj.client() as client:
+        events = client.list_audit_events(limit)
+    table = Table(title="Audit")
+    for col in ("time", "method", "principal", "role", "namespace", "outcome"):
+        table.add_column(col)
+    for e in events:
+        table.add_row(
+            f"{e['time']:%H:%M:%S}" if e["time"] else "",
+            e["method"],
+            e["principal"],
+            e["role"],
+            e["namespace"],
+            e["outcome"],
+        )
+    obj.out(events, table)

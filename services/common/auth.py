@@ -1,0 +1,397 @@
+"""Who may call what: API keys, roles, the one permission table, and the audit log.
+
+Every call carries a principal: an API key (``authorization: Bearer wtm_<id>.<secret>``)
+bound to a namespace and a role. Keys are random, shown once, stored only as a SHA-256 of
+their secret (in MongoDB ``api_keys``), revocable, and may expire. ``METHOD_PERMISSIONS``
+names the one permission each RPC needs; ``ROLE_PERMISSIONS`` what each role holds. One
+interceptor (``services/common/grpc_server.py``) checks them: a method missing from the
+table is refused (deny by default). Mutations are written to MongoDB ``audit`` with the
+principal, namespace, time and outcome.
+
+Roles: ``admin`` (everything but the executor stream: keys, audit), ``developer`` (register
+and deprecate tasks and pipelines, read), ``operator`` (cancel any run, read everything),
+``submitter`` (submit, watch, cancel its own runs, upload artifacts), ``viewer`` (read),
+``executor`` (only the executor stream, and the packages and artifacts steps need) and
+``service`` (a scheduler calling the registry: read, packages, artifacts).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import hmac
+import logging
+import queue
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from services.common.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+
+log = logging.getLogger(__name__)
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    DEVELOPER = "developer"
+    OPERATOR = "operator"
+    SUBMITTER = "submitter"
+    VIEWER = "viewer"
+    EXECUTOR = "executor"
+    SERVICE = "service"
+
+
+class Permission(StrEnum):
+    READ = "read"  # runs, tasks, pipelines, executors
+    READ_PACKAGES = "read_packages"  # task code
+    READ_ARTIFACTS = "read_artifacts"
+    WRITE_ARTIFACTS = "write_artifacts"
+    WRITE_CATALOG = "write_catalog"  # register and deprecate tasks and pipelines
+    SUBMIT = "submit"
+    CANCEL = "cancel"  # own runs; CANCEL_ANY for anyone's
+    CANCEL_ANY = "cancel_any"
+    MANAGE_KEYS = "manage_keys"
+    READ_AUDIT = "read_audit"
+    EXECUTOR_STREAM = "executor_stream"
+
+
+P = Permission
+_READER = {P.READ, P.READ_ARTIFACTS}
+ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    Role.VIEWER: frozenset(_READER),
+    Role.SUBMITTER: frozenset({*_READER, P.SUBMIT, P.CANCEL, P.WRITE_ARTIFACTS}),
+    Role.DEVELOPER: frozenset({*_READER, P.READ_PACKAGES, P.WRITE_CATALOG}),
+    Role.OPERATOR: frozenset({*_READER, P.READ_PACKAGES, P.CANCEL, P.CANCEL_ANY}),
+    Role.ADMIN: frozenset(set(Permission) - {P.EXECUTOR_STREAM}),
+    Role.EXECUTOR: frozenset(
+        {P.EXECUTOR_STREAM, P.READ_PACKAGES, P.READ_ARTIFACTS, P.WRITE_ARTIFACTS}
+    ),
+    Role.SERVICE: frozenset({P.READ, P.READ_PACKAGES, P.READ_ARTIFACTS, P.WRITE_ARTIFACTS}),
+}
+
+_R, _S, _E, _A = "/wtm.v1.RegistryService/", "/wtm.v1.SchedulerService/", "/wtm.v1.", "/wtm.v1."
+# The one table: every RPC and the permission it needs. Not listed: refused.
+METHOD_PERMISSIONS: dict[str, Permission] = {
+    _R + "UploadTaskPackage": P.WRITE_CATALOG,
+    _R + "GetTask": P.READ,
+    _R + "ListTasks": P.READ,
+    _R + "DownloadTaskPackage": P.READ_PACKAGES,
+    _R + "DeprecateTask": P.WRITE_CATALOG,
+    _R + "RegisterPipelines": P.WRITE_CATALOG,
+    _R + "GetPipeline": P.READ,
+    _R + "ListPipelines": P.READ,
+    _R + "UploadArtifact": P.WRITE_ARTIFACTS,
+    _R + "DownloadArtifact": P.READ_ARTIFACTS,
+    _S + "SubmitRun": P.SUBMIT,
+    _S + "SubmitRuns": P.SUBMIT,
+    _S + "GetRun": P.READ,
+    _S + "WatchRun": P.READ,
+    _S + "CancelRun": P.CANCEL,
+    _S + "ListRuns": P.READ,
+    _S + "ListExecutors": P.READ,
+    "/wtm.v1.ExecutorService/Connect": P.EXECUTOR_STREAM,
+    "/wtm.v1.AuthService/CreateApiKey": P.MANAGE_KEYS,
+    "/wtm.v1.AuthService/ListApiKeys": P.MANAGE_KEYS,
+    "/wtm.v1.AuthService/RevokeApiKey": P.MANAGE_KEYS,
+    "/wtm.v1.AuthService/ListAuditEvents": P.READ_AUDIT,
+}
+# Calls that change something: each is written to the audit log.
+MUTATIONS = {
+    m
+    for m, p in METHOD_PERMISSIONS.items()
+    if p in {P.WRITE_CATALOG, P.SUBMIT, P.CANCEL, P.MANAGE_KEYS, P.WRITE_ARTIFACTS}
+    and not m.endswith(("/ListApiKeys",))
+}
+ALL_NAMESPACES = "*"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a key's id, name, role and namespace."""
+
+    key_id: str
+    name: str
+    role: Role
+    namespace: str
+
+    def may(self, permission: Permission) -> bool:
+        return permission in ROLE_PERMISSIONS[self.role]
+
+    def __repr__(self) -> str:  # never the secret (a principal holds none anyway)
+        return f"Principal({self.key_id}, {self.role}, {self.namespace})"
+
+
+ANONYMOUS = Principal("", "anonymous (auth off)", Role.ADMIN, ALL_NAMESPACES)
+_current: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal", default=ANONYMOUS)
+
+
+def current() -> Principal:
+    """The principal of the call being served (ANONYMOUS when auth is off)."""
+    return _current.get()
+
+
+def set_current(principal: Principal) -> contextvars.Token[Principal]:
+    return _current.set(principal)
+
+
+def reset_current(token: contextvars.Token[Principal]) -> None:
+    _current.reset(token)
+
+
+# Keys ------------------------------------------------------------------------------------
+
+PREFIX = "wtm_"
+
+
+def new_key() -> tuple[str, str]:
+    """A fresh key: (key id, the whole key text to hand out once)."""
+    key_id = secrets.token_hex(8)
+    return key_id, f"{PREFIX}{key_id}.{secrets.token_urlsafe(32)}"
+
+
+def split_key(text: str) -> tuple[str, str]:
+    """(key id, secret) of a key's text; Unauthenticated when it is not one."""
+    body = text.removeprefix(PREFIX)
+    key_id, _, secret = body.partition(".")
+    if not text.startswith(PREFIX) or len(key_id) != 16 or not secret:
+        raise Unauthenticated("authorization: not an API key (wtm_<id>.<secret>)")
+    return key_id, secret
+
+
+def digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _ms(t: datetime | None = None) -> int:
+    return int((t or datetime.now(UTC)).timestamp() * 1000)
+
+
+@dataclass
+class KeyRecord:
+    """A key as stored: never its secret, only the secret's SHA-256."""
+
+    key_id: str
+    name: str
+    role: Role
+    namespace: str
+    created_ms: int
+    expires_ms: int = 0  # 0: never
+    revoked_ms: int = 0  # 0: not revoked
+    created_by: str = ""
+    secret_sha256: str = field(default="", repr=False)
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"_id": self.key_id, **{k: v for k, v in self.__dict__.items() if k != "key_id"}}
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> KeyRecord:
+        fields = {k: doc[k] for k in cls.__dataclass_fields__ if k in doc and k != "key_id"}
+        return cls(key_id=doc["_id"], **{**fields, "role": Role(fields["role"])})
+
+    def problem(self, now_ms: int) -> str:
+        if self.revoked_ms:
+            return "revoked"
+        if self.expires_ms and now_ms >= self.expires_ms:
+            return "expired"
+        return ""
+
+
+class NeedsLookup(Exception):
+    """The key is not in the cache: verifying it needs a MongoDB read."""
+
+
+class ApiKeys:
+    """Keys in MongoDB ``api_keys``, and verifying a presented key (cached briefly, so a
+    revocation takes effect within ``cache_seconds``)."""
+
+    def __init__(self, db: Any, cache_seconds: float = 5.0) -> None:
+        self._keys = db["api_keys"]
+        self.cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
+        self._lock = threading.Lock()
+
+    def create(
+        self,
+        name: str,
+        role: str,
+        namespace: str,
+        ttl_seconds: float,
+        by: Principal,
+        key_text: str = "",
+    ) -> tuple[KeyRecord, str]:
+        """A new key (or the given ``key_text``, for a bootstrap key); returns the record
+        and the key's text, which is not stored and cannot be shown again."""
+        try:
+            role_ = Role(role)
+        except ValueError as exc:
+            roles = ", ".join(r.value for r in Role)
+            raise InvalidArgument(f"must be one of {roles}", field="role") from exc
+        if not namespace or (namespace == ALL_NAMESPACES and by.namespace != ALL_NAMESPACES):
+            raise InvalidArgument("a namespace name is required", field="namespace")
+        if by.namespace not in (ALL_NAMESPACES, namespace):
+            raise PermissionDenied(
+                f"an admin of {by.namespace!r} may only create keys in it", field="namespace"
+            )
+        if ttl_seconds < 0:
+            raise InvalidArgument("must not be negative", field="ttl")
+        key_id, text = split_key(key_text) if key_text else (None, None)
+        if key_id is None or text is None:
+            key_id, key_text = new_key()
+            _, text = split_key(key_text)
+        now = _ms()
+        record = KeyRecord(
+            key_id,
+            name[:200],
+            role_,
+            namespace,
+            now,
+            now + int(ttl_seconds * 1000) if ttl_seconds else 0,
+            0,
+            by.key_id or by.name,
+            digest(text),
+        )
+        self._keys.replace_one({"_id": key_id}, record.to_doc(), upsert=True)
+        return record, key_text
+
+    def list(self, by: Principal) -> list[KeyRecord]:
+        query = {} if by.namespace == ALL_NAMESPACES else {"namespace": by.namespace}
+        return [KeyRecord.from_doc(d) for d in self._keys.find(query).sort("created_ms", 1)]
+
+    def revoke(self, key_id: str, by: Principal) -> KeyRecord:
+        doc = self._keys.find_one({"_id": key_id})
+        if doc is None or by.namespace not in (ALL_NAMESPACES, doc["namespace"]):
+            raise NotFound(f"no key {key_id}", field="key_id")
+        if not doc.get("revoked_ms"):
+            self._keys.update_one({"_id": key_id}, {"$set": {"revoked_ms": _ms()}})
+        with self._lock:
+            self._cache.pop(key_id, None)
+        return KeyRecord.from_doc(self._keys.find_one({"_id": key_id}))
+
+    def count(self) -> int:
+        return int(self._keys.count_documents({}))
+
+    def verify(self, key_text: str, allow_io: bool = True) -> Principal:
+        """The principal of a presented key; Unauthenticated when it is unknown, wrong,
+        revoked or expired (the message says which, but never echoes the key). Without
+        ``allow_io``, raises ``NeedsLookup`` where it would have to ask MongoDB."""
+        key_id, secret = split_key(key_text)
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(key_id)
+        if cached is None or now - cached[0] > self.cache_seconds:
+            if not allow_io:
+                raise NeedsLookup
+            doc = self._keys.find_one({"_id": key_id})
+            cached = (now, KeyRecord.from_doc(doc) if doc else None)
+            with self._lock:
+                self._cache[key_id] = cached
+        record = cached[1]
+        if record is None or not hmac.compare_digest(record.secret_sha256, digest(secret)):
+            raise Unauthenticated("authorization: unknown API key")
+        problem = record.problem(_ms())
+        if problem:
+            raise Unauthenticated(f"authorization: API key {key_id} is {problem}")
+        return Principal(record.key_id, record.name, record.role, record.namespace)
+
+
+# The gate ---------------------------------------------------------------------------------
+
+
+def open_gate(enabled: bool, db: Any, cache_seconds: float = 5.0) -> Gate:
+    """The gate a service's interceptor asks: keys and audit in ``db`` (a pymongo database),
+    or, with auth off, one that lets every call in as ANONYMOUS."""
+    if not enabled:
+        log.warning("auth is OFF (WTM_AUTH=false): every caller may do anything")
+        return Gate(None)
+    return Gate(ApiKeys(db, cache_seconds), AuditLog(db))
+
+
+PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+class Gate:
+    """What the interceptor asks: who is calling, and may they call this method."""
+
+    def __init__(self, keys: ApiKeys | None, audit: AuditLog | None = None) -> None:
+        self.keys = keys  # None: auth is off (every call is ANONYMOUS)
+        self.audit = audit
+
+    def admit(self, method: str, metadata: Any, allow_io: bool = True) -> Principal:
+        if method.startswith(PUBLIC_PREFIXES) or self.keys is None:
+            return ANONYMOUS
+        bearer = next(
+            (v for k, v in metadata or () if k == "authorization" and isinstance(v, str)), None
+        )
+        if not bearer:
+            raise Unauthenticated("authorization: missing; send 'authorization: Bearer <API key>'")
+        principal = self.keys.verify(bearer.removeprefix("Bearer ").strip(), allow_io)
+        needed = METHOD_PERMISSIONS.get(method)
+        if needed is None:
+            raise PermissionDenied(f"{method} is not in the permission table")
+        if not principal.may(needed):
+            self.record(method, principal, "PERMISSION_DENIED")
+            raise PermissionDenied(
+                f"role {principal.role} may not {needed.value.replace('_', ' ')} ({method})"
+            )
+        return principal
+
+    def record(self, method: str, principal: Principal, outcome: str) -> None:
+        if self.audit is not None and method in MUTATIONS:
+            self.audit.record(method, principal, outcome)
+
+
+class AuditLog:
+    """Mutations, written to MongoDB ``audit`` by a thread of its own (never on the call's
+    path), with the principal, namespace, time and outcome (a gRPC status name)."""
+
+    def __init__(self, db: Any) -> None:
+        self._events = db["audit"]
+        self._queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=100_000)
+        threading.Thread(target=self._write, name="wtm-audit", daemon=True).start()
+
+    def record(self, method: str, principal: Principal, outcome: str) -> None:
+        event = {
+            "time_ms": _ms(),
+            "method": method.rsplit("/", 1)[-1],
+            "service": method.strip("/").split("/")[0],
+            "key_id": principal.key_id,
+            "principal": principal.name,
+            "role": str(principal.role),
+            "namespace": principal.namespace,
+            "outcome": outcome,
+        }
+        try:
+            self._queue.put_nowait(event)
+        except queue.Full:
+            log.error("audit queue full; dropped %s", event)
+
+    def _write(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while not self._queue.empty() and len(batch) < 500:
+                batch.append(self._queue.get_nowait())
+            for _ in range(5):
+                try:
+                    self._events.insert_many(batch, ordered=False)
+                    break
+                except Exception:  # noqa: BLE001 - MongoDB away: wait, try again
+                    log.exception("writing %d audit events failed; retrying", len(batch))
+                    time.sleep(1.0)
+
+    def flush(self, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self._queue.empty() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def list(self, by: Principal, limit: int, before_ms: int = 0) -> list[dict[str, Any]]:
+        query: dict[str, Any] = (
+            {} if by.namespace == ALL_NAMESPACES else {"namespace": by.namespace}
+        )
+        if before_ms:
+            query["time_ms"] = {"$lt": before_ms}
+        cursor = self._events.find(query, {"_id": 0}).sort("time_ms", -1).limit(limit)
+        return list(cursor)
