@@ -26,12 +26,12 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import grpc
 import pymongo
 import redis
 import redis.asyncio as aioredis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common import tls
 from services.localstack import Cluster
 from services.scheduler.models import Run, StepRun
 from services.scheduler.run_store import RunStore
@@ -62,7 +62,7 @@ def floors(cluster: Cluster, count: int) -> dict[str, Any]:
 def _grpc_unary(address: str, count: int, idle_s: float = 0.0) -> dict[str, float]:
     """Health checks one after another, or each after ``idle_s`` of quiet (as a run's hops
     come, between steps): then both processes wake from sleep for each call."""
-    with grpc.insecure_channel(address) as channel:
+    with tls.channel(address) as channel:  # WTM_TLS_CA: set by the bench for its stack
         check = health_pb2_grpc.HealthStub(channel).Check
         request = health_pb2.HealthCheckRequest()
         for _ in range(50):

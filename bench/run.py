@@ -362,8 +362,11 @@ def main(argv: list[str] | None = None) -> int:
     with (
         tempfile.TemporaryDirectory(prefix="wtm-bench-") as tmp,
         Cluster(tmp, executors=2, slots=4, env=env) as c,
-        Client(c.registry_address, c.scheduler_address, api_key=c.admin_key) as client,
+        Client(
+            c.registry_address, c.scheduler_address, api_key=c.admin_key, tls_ca=str(c.ca_file)
+        ) as client,
     ):
+        os.environ["WTM_TLS_CA"] = str(c.ca_file)  # the stack's CA, for the floors' calls
         for d in [*BENCH_TASKS.iterdir(), *(ROOT / "tasks" / "examples").iterdir()]:
             if (d / "task.json").exists():
                 client.register_task(d)

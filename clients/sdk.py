@@ -25,7 +25,7 @@ from typing import Any
 
 import grpc
 
-from services.common import refs
+from services.common import refs, tls
 from services.common.artifacts import is_file_field, is_uri, upload_requests
 from services.common.packaging import pack_directory, sha256_hex
 from wtm.v1 import auth_service_pb2 as apb
@@ -348,12 +348,15 @@ class Client:
         token: str = "",
         timeout: float = 30.0,
         api_key: str | None = None,
+        tls_ca: str | None = None,
     ) -> None:
         """``api_key`` (or ``token``, its older name): the key to present; by default the
-        one in ``WTM_API_KEY`` or the file named by ``WTM_API_KEY_FILE``."""
+        one in ``WTM_API_KEY`` or the file named by ``WTM_API_KEY_FILE``. ``tls_ca``: the CA
+        to check the services' certificates against (default ``WTM_TLS_CA``; "" and no
+        such variable: plaintext)."""
         token = api_key or token or _key_from_env()
-        self._registry_channel = grpc.insecure_channel(registry)
-        self._scheduler_channel = grpc.insecure_channel(scheduler)
+        self._registry_channel = tls.channel(registry, tls_ca)
+        self._scheduler_channel = tls.channel(scheduler, tls_ca)
         self._registry = rpb_grpc.RegistryServiceStub(self._registry_channel)
         self._auth = apb_grpc.AuthServiceStub(self._registry_channel)
         self._scheduler = spb_grpc.SchedulerServiceStub(self._scheduler_channel)

@@ -15,6 +15,7 @@ import grpc
 import pytest
 
 from clients.sdk import Client
+from services.common import tls
 from services.localstack import Cluster
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +36,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         },
     )
     with c:
-        yield c
+        # The stack serves TLS with a CA of its own: every client here trusts it (the SDK,
+        # raw channels and health checks read WTM_TLS_CA; services are given it anyway).
+        os.environ["WTM_TLS_CA"] = str(c.ca_file)
+        try:
+            yield c
+        finally:
+            os.environ.pop("WTM_TLS_CA", None)
 
 
 @pytest.fixture(scope="session")
@@ -55,6 +62,7 @@ def run_cli(
         "WTM_REGISTRY_ADDR": cluster.registry_address,
         "WTM_SCHEDULER_ADDR": cluster.scheduler_address,
         "WTM_API_KEY_FILE": str(cluster.key_files["admin"]),
+        "WTM_TLS_CA": str(cluster.ca_file),
         "COLUMNS": "200",
     }
     result = subprocess.run(
@@ -99,7 +107,7 @@ class _Bearer(
 
 def keyed_channel(address: str, key: str) -> grpc.Channel:
     """A raw channel whose calls present ``key`` (as any generated client would)."""
-    return grpc.intercept_channel(grpc.insecure_channel(address), _Bearer(key))
+    return grpc.intercept_channel(tls.channel(address), _Bearer(key))
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 from rich.table import Table
 
@@ -94,3 +96,35 @@ def auth_audit(obj: Ctx, limit: int) -> None:
             e["outcome"],
         )
     obj.out(events, table)
+
+
+@cli.group()
+def tls() -> None:
+    """TLS certificates for an installation."""
+
+
+@tls.command("init")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--host",
+    "hosts",
+    multiple=True,
+    default=("registry", "scheduler", "localhost", "127.0.0.1"),
+    show_default=True,
+    help="names the certificate is for (repeat)",
+)
+def tls_init(directory: Path, hosts: tuple[str, ...]) -> None:
+    """Make a private CA and a server certificate for HOSTS in DIRECTORY (ca.pem, server.pem,
+    server.key), e.g. for docker compose. Rotate by running it again and restarting."""
+    import trustme
+
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = trustme.CA(organization_name="Worker Task Manager")
+    cert = ca.issue_cert(*hosts)
+    ca.cert_pem.write_to_path(str(directory / "ca.pem"))
+    cert.private_key_pem.write_to_path(str(directory / "server.key"))
+    (directory / "server.key").chmod(0o600)
+    with open(directory / "server.pem", "wb") as fh:
+        for blob in cert.cert_chain_pems:
+            fh.write(blob.bytes())
+    click.echo(f"wrote {directory}/ca.pem, server.pem, server.key for {', '.join(hosts)}")

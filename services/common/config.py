@@ -35,6 +35,18 @@ def setting(
     )
 
 
+def server_tls(settings: Any) -> tuple[str, str] | None:
+    """(certificate, key) to serve TLS with, or None for plaintext (only when WTM_TLS=false)."""
+    if settings.tls_cert and settings.tls_key:
+        return settings.tls_cert, settings.tls_key
+    if settings.tls:
+        raise SystemExit(
+            "TLS is on but WTM_TLS_CERT / WTM_TLS_KEY are not set: give a certificate and key, "
+            "or set WTM_TLS=false to serve plaintext (development only)"
+        )
+    return None
+
+
 def read_secret(value: str, path: str, what: str) -> str:
     """A secret given directly or (preferred: it stays out of the environment) in a file."""
     if value:
@@ -123,3 +135,52 @@ def load_settings(cls: type[T], argv: Sequence[str] | None = None, prog: str | N
             parser.error(f"{flag} / {env}: {problem}, got {value!r}")
         values[f.name] = value
     return cls(**values)
+
+
+@dataclasses.dataclass
+class ServerAuthSettings:
+    """What every server's settings add: TLS, whether keys are required, where they live."""
+
+    tls: bool = setting(
+        True,
+        "WTM_TLS",
+        "serve TLS (needs WTM_TLS_CERT and WTM_TLS_KEY); false serves plaintext: an explicit "
+        "opt-out, for development",
+    )
+    tls_cert: str = setting("", "WTM_TLS_CERT", "PEM certificate chain to serve TLS with")
+    tls_key: str = setting("", "WTM_TLS_KEY", "PEM private key of that certificate")
+
+    auth: bool = setting(
+        True,
+        "WTM_AUTH",
+        "require an API key on every call (false: anyone may do anything; development only)",
+    )
+    auth_database: str = setting(
+        "",
+        "WTM_AUTH_DATABASE",
+        "MongoDB database of the API keys and the audit log (empty: WTM_MONGODB_DATABASE); "
+        "every service of an installation must use the same",
+    )
+    key_cache_seconds: float = setting(
+        5.0,
+        "WTM_KEY_CACHE_SECONDS",
+        "how long a verified key is trusted before MongoDB is asked again (a revocation "
+        "takes effect within this)",
+        non_negative,
+    )
+
+
+@dataclasses.dataclass
+class ClientKeySettings:
+    """What a service that calls another adds: the CA it trusts, the API key it presents."""
+
+    tls_ca: str = setting(
+        "",
+        "WTM_TLS_CA",
+        "PEM CA the other services' certificates are checked against (empty: plaintext)",
+    )
+
+    api_key: str = setting(
+        "", "WTM_API_KEY", "API key to present to the other services", secret=True
+    )
+    api_key_file: str = setting("", "WTM_API_KEY_FILE", "file holding the API key (preferred)")

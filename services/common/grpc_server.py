@@ -28,6 +28,7 @@ from grpc_reflection.v1alpha import reflection
 from services.common import auth
 from services.common.auth import Gate, Principal
 from services.common.errors import InvalidArgument, WtmError
+from services.common.tls import server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -243,9 +244,13 @@ def _service_names(descriptors: Iterable[Any]) -> list[str]:
     return [d.full_name for d in descriptors]
 
 
-def _listen(server: Any, address: str) -> int:
+def _listen(server: Any, address: str, tls: tuple[str, str] | None) -> int:
     try:
-        port = server.add_insecure_port(address)
+        if tls is None:
+            log.warning("serving PLAINTEXT on %s (WTM_TLS=false)", address)
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, server_credentials(*tls))
     except RuntimeError as exc:
         raise SystemExit(f"cannot listen on {address}: {exc}") from exc
     if port == 0:
@@ -258,6 +263,7 @@ def serve_threaded(
     register: Callable[[grpc.Server], None],
     services: Iterable[Any],
     gate: Gate,
+    tls: tuple[str, str] | None,
     on_stop: Callable[[], None] = lambda: None,
     max_workers: int = 16,
     grace: float = 5.0,
@@ -277,7 +283,7 @@ def serve_threaded(
     reflection.enable_server_reflection(
         [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
-    port = _listen(server, address)
+    port = _listen(server, address, tls)
     server.start()
     for name in ["", *names]:
         checker.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -299,6 +305,7 @@ async def serve_async(
     register: Callable[[aio.Server], None],
     services: Iterable[Any],
     gate: Gate,
+    tls: tuple[str, str] | None,
     on_start: Callable[[], Any] | None = None,
     on_stop: Callable[[], Any] | None = None,
     grace: float = 5.0,
@@ -321,7 +328,7 @@ async def serve_async(
     reflection.enable_server_reflection(
         [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
-    port = _listen(server, address)
+    port = _listen(server, address, tls)
     if on_start is not None:
         result = on_start()
         if inspect.isawaitable(result):

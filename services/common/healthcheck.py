@@ -19,13 +19,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grpc", help="address of a gRPC server")
     parser.add_argument("--file", type=Path, help="a file touched while healthy")
     parser.add_argument("--max-age", type=float, default=30.0)
+    parser.add_argument("--tls-ca", default=None, help="CA to check the server with (WTM_TLS_CA)")
     ns = parser.parse_args(argv)
     if ns.grpc:
         import grpc
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
         try:
-            with grpc.insecure_channel(ns.grpc) as channel:
+            from services.common import tls
+
+            with tls.channel(ns.grpc, ns.tls_ca) as channel:
                 reply = health_pb2_grpc.HealthStub(channel).Check(
                     health_pb2.HealthCheckRequest(), timeout=3
                 )

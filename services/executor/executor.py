@@ -33,7 +33,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from services.common import jsondoc, refs, telemetry
+from services.common import jsondoc, refs, telemetry, tls
 from services.common.artifacts import SCHEME, find_uris, upload_requests
 from services.common.config import read_secret
 from services.common.errors import WtmError
@@ -103,7 +103,7 @@ class Executor:
         api_key = read_secret(settings.api_key, settings.api_key_file, "the API key")
         metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
         self._metadata = metadata
-        self._registry_channel = aio.insecure_channel(settings.registry)
+        self._registry_channel = tls.aio_channel(settings.registry, settings.tls_ca)
         self._registry = rpb_grpc.RegistryServiceStub(self._registry_channel)
         cache_dir = Path(settings.cache_dir)
         # Warm workers per task version, shared by the slots; room for a few idle versions.
@@ -293,7 +293,7 @@ class Executor:
         addresses = self.settings.scheduler
         address = addresses[self._attempts % len(addresses)]
         self._attempts += 1  # the next reconnect tries the next address
-        async with aio.insecure_channel(address) as channel:
+        async with tls.aio_channel(address, self.settings.tls_ca) as channel:
             stub = epb_grpc.ExecutorServiceStub(channel)
             self._stream_no += 1
             call = stub.Connect(self._requests(self._stream_no), metadata=self._metadata)

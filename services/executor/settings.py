@@ -6,12 +6,12 @@ import re
 import socket
 from dataclasses import dataclass, field
 
-from services.common.config import host_port, non_negative, positive, setting
+from services.common.config import ClientKeySettings, host_port, non_negative, positive, setting
 from services.common.refs import DEFAULT_INLINE_MAX_BYTES
 
 
 @dataclass
-class ExecutorSettings:
+class ExecutorSettings(ClientKeySettings):
     """An executor: takes steps from the scheduler and runs them in worker processes."""
 
     scheduler: list[str] = field(
@@ -130,10 +130,6 @@ class ExecutorSettings:
         "before a step fails: an outage shorter than this costs no retry of the step",
         non_negative,
     )
-    api_key: str = setting(
-        "", "WTM_API_KEY", "API key to present to the other services", secret=True
-    )
-    api_key_file: str = setting("", "WTM_API_KEY_FILE", "file holding the API key (preferred)")
     health_file: str = setting(
         "", "WTM_HEALTH_FILE", "file touched on every heartbeat, for container health checks"
     )

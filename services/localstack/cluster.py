@@ -14,9 +14,9 @@ import shutil
 import sys
 from pathlib import Path
 
-import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common import tls
 from services.common.auth import new_key
 from services.localstack.processes import Child, ProcessGroup, free_port, wait_until
 from services.localstack.stack import LocalStack, StackEndpoints
@@ -24,9 +24,9 @@ from services.localstack.stack import LocalStack, StackEndpoints
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def serving(address: str) -> bool:
+def serving(address: str, ca: str | None = None) -> bool:
     """True when the gRPC server at ``address`` reports SERVING on grpc.health.v1."""
-    with grpc.insecure_channel(address) as channel:
+    with tls.channel(address, ca) as channel:
         reply = health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(), timeout=1
         )
@@ -62,6 +62,8 @@ class Cluster:
         # API keys (auth is on): files of mode 0600 under root/keys, never in cluster.json.
         self.key_files: dict[str, Path] = {}
         self.admin_key = ""
+        # TLS: a throwaway CA made at every start; its certificate is what clients trust.
+        self.ca_file = self.root / "tls" / "ca.pem"
 
     def env(self) -> dict[str, str]:
         """What every service gets (the scheduler's key: ``service``; executors get theirs)."""
@@ -93,7 +95,7 @@ class Cluster:
         from wtm.v1 import auth_service_pb2_grpc as apb_grpc
 
         metadata = (("authorization", f"Bearer {self.admin_key}"),)
-        with grpc.insecure_channel(self.registry_address) as channel:
+        with tls.channel(self.registry_address, str(self.ca_file)) as channel:
             stub = apb_grpc.AuthServiceStub(channel)
             for name, role in (("service", "service"), ("executor", "executor")):
                 request = apb.CreateApiKeyRequest(
@@ -107,6 +109,7 @@ class Cluster:
             self.endpoints = self.stack.start()
             self.registry_address = f"127.0.0.1:{free_port()}"
             self.scheduler_address = f"127.0.0.1:{free_port()}"
+            self._make_tls()
             self.admin_key = new_key()[1]
             admin_file = self._write_key("admin", self.admin_key)
             self.registry = self._service(
@@ -116,12 +119,13 @@ class Cluster:
                 self.registry_address,
                 env={"WTM_BOOTSTRAP_ADMIN_KEY_FILE": str(admin_file)},
             )
-            wait_until("registry", lambda: serving(self.registry_address), self.registry)
+            ca = str(self.ca_file)
+            wait_until("registry", lambda: serving(self.registry_address, ca), self.registry)
             self._make_keys()
             self.scheduler = self._service(
                 "scheduler", "services.scheduler", "--listen", self.scheduler_address
             )
-            wait_until("scheduler", lambda: serving(self.scheduler_address), self.scheduler)
+            wait_until("scheduler", lambda: serving(self.scheduler_address, ca), self.scheduler)
             for _ in range(self.n_executors):
                 self.add_executor()
             self._record()
@@ -145,7 +149,27 @@ class Cluster:
             "WTM_REGISTRY_ADDR": self.registry_address,
             "WTM_SCHEDULER_ADDR": self.scheduler_address,
             "PYTHONUNBUFFERED": "1",
+            "WTM_TLS_CERT": str(self.root / "tls" / "server.pem"),
+            "WTM_TLS_KEY": str(self.root / "tls" / "server.key"),
+            "WTM_TLS_CA": str(self.ca_file),
         }
+
+    def _make_tls(self) -> None:
+        """A CA for this start and a server certificate for 127.0.0.1 and localhost (trustme,
+        built on cryptography); the key files are mode 0600."""
+        import trustme
+
+        directory = self.ca_file.parent
+        directory.mkdir(parents=True, exist_ok=True)
+        directory.chmod(0o700)
+        ca = trustme.CA()
+        server = ca.issue_cert("127.0.0.1", "localhost")
+        ca.cert_pem.write_to_path(str(self.ca_file))
+        server.private_key_pem.write_to_path(str(directory / "server.key"))
+        (directory / "server.key").chmod(0o600)
+        with open(directory / "server.pem", "wb") as fh:
+            for blob in server.cert_chain_pems:
+                fh.write(blob.bytes())
 
     def add_executor(self, *args: str, slots: int | None = None) -> Child:
         self._executor_count += 1  # never reused, so every executor has its own id and log
@@ -194,4 +218,9 @@ class Cluster:
     def client(self, token: str = "") -> object:
         from clients.sdk import Client
 
-        return Client(self.registry_address, self.scheduler_address, token=token or self.admin_key)
+        return Client(
+            self.registry_address,
+            self.scheduler_address,
+            token=token or self.admin_key,
+            tls_ca=str(self.ca_file),
+        )

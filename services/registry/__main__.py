@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from services.common import auth, logs, telemetry
 from services.common.backends import mongo_database, s3_client
-from services.common.config import load_settings, read_secret
+from services.common.config import load_settings, read_secret, server_tls
 from services.common.grpc_server import serve_threaded
 from services.registry.artifacts import Artifacts
 from services.registry.auth_servicer import AuthServicer
@@ -81,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"],
         ],
         gate,
+        server_tls(settings),
         on_stop=db.client.close,
     )
     telemetry.shutdown()

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.common.config import host_port, non_negative, positive, setting
+from services.common.config import ServerAuthSettings, host_port, positive, setting
 
 
 @dataclass
-class RegistrySettings:
+class RegistrySettings(ServerAuthSettings):
     """The registry service: task packages in MongoDB and an S3 bucket."""
 
     listen: str = setting(
@@ -30,24 +30,6 @@ class RegistrySettings:
     )
     max_package_bytes: int = setting(
         64 * 1024 * 1024, "WTM_MAX_PACKAGE_BYTES", "largest package accepted", positive
-    )
-    auth: bool = setting(
-        True,
-        "WTM_AUTH",
-        "require an API key on every call (false: anyone may do anything; development only)",
-    )
-    auth_database: str = setting(
-        "",
-        "WTM_AUTH_DATABASE",
-        "MongoDB database of the API keys and the audit log (empty: WTM_MONGODB_DATABASE); "
-        "every service of an installation must use the same",
-    )
-    key_cache_seconds: float = setting(
-        5.0,
-        "WTM_KEY_CACHE_SECONDS",
-        "how long a verified key is trusted before MongoDB is asked again (a revocation "
-        "takes effect within this)",
-        non_negative,
     )
     bootstrap_admin_key: str = setting(
         "",

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from services.common import auth, logs, telemetry
 from services.common.backends import mongo_database, redis_client
-from services.common.config import load_settings, read_secret
+from services.common.config import load_settings, read_secret, server_tls
 from services.common.grpc_server import serve_async
 from services.scheduler.dispatcher import Dispatcher
 from services.scheduler.history import History
@@ -32,7 +32,9 @@ async def serve(settings: SchedulerSettings) -> None:
     api_key = read_secret(settings.api_key, settings.api_key_file, "the API key")
     queue = RunQueue(client, finished_ttl_s=settings.finished_ttl_seconds)
     store = RunStore(settings.mongodb_uri, settings.mongodb_database)
-    catalog = TaskCatalog(settings.registry, api_key, settings.latest_cache_seconds)
+    catalog = TaskCatalog(
+        settings.registry, api_key, settings.latest_cache_seconds, settings.tls_ca
+    )
     history = History(
         queue,
         store,
@@ -40,7 +42,9 @@ async def serve(settings: SchedulerSettings) -> None:
         lease_seconds=settings.lease_seconds,
         scan_seconds=settings.recovery_scan_seconds,
     )
-    documents = LargeDocuments(settings.registry, api_key, settings.inline_max_bytes)
+    documents = LargeDocuments(
+        settings.registry, api_key, settings.inline_max_bytes, tls_ca=settings.tls_ca
+    )
     dispatcher = Dispatcher(
         queue,
         history,
@@ -98,6 +102,7 @@ async def serve(settings: SchedulerSettings) -> None:
             ),
             settings.key_cache_seconds,
         ),
+        server_tls(settings),
         on_start=on_start,
         on_stop=on_stop,
         before_stop=dispatcher.stop,  # ends executor streams, so they reconnect elsewhere now

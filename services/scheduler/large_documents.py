@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 
 from grpc import aio
 
-from services.common import refs
+from services.common import refs, tls
 from services.common.artifacts import download_verified, parse_uri, upload_requests
 from services.common.errors import WtmError
 from wtm.v1 import registry_service_pb2 as rpb
@@ -39,8 +39,10 @@ class LargeDocuments:
         token: str = "",
         inline_max_bytes: int = refs.DEFAULT_INLINE_MAX_BYTES,
         cache_bytes: int = 64 * 1024 * 1024,
+        tls_ca: str = "",
     ) -> None:
         self._address = registry_address
+        self._tls_ca = tls_ca
         self._channel: aio.Channel | None = None
         self._registry: rpb_grpc.RegistryServiceStub | None = None
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
@@ -51,7 +53,7 @@ class LargeDocuments:
 
     def _stub(self) -> rpb_grpc.RegistryServiceStub:
         if self._registry is None:  # opened on first use: most deployments never need it
-            self._channel = aio.insecure_channel(self._address)
+            self._channel = tls.aio_channel(self._address, self._tls_ca)
             self._registry = rpb_grpc.RegistryServiceStub(self._channel)
         return self._registry
 

@@ -6,12 +6,19 @@ import os
 import socket
 from dataclasses import dataclass
 
-from services.common.config import host_port, non_negative, positive, setting
+from services.common.config import (
+    ClientKeySettings,
+    ServerAuthSettings,
+    host_port,
+    non_negative,
+    positive,
+    setting,
+)
 from services.common.refs import DEFAULT_INLINE_MAX_BYTES
 
 
 @dataclass
-class SchedulerSettings:
+class SchedulerSettings(ServerAuthSettings, ClientKeySettings):
     """The scheduler service: runs, queues and leases in Redis, history in MongoDB."""
 
     listen: str = setting(
@@ -63,28 +70,6 @@ class SchedulerSettings:
         "step inputs larger than this go to the executor by reference (0: always inline)",
         non_negative,
     )
-    auth: bool = setting(
-        True,
-        "WTM_AUTH",
-        "require an API key on every call (false: anyone may do anything; development only)",
-    )
-    auth_database: str = setting(
-        "",
-        "WTM_AUTH_DATABASE",
-        "MongoDB database of the API keys and the audit log (empty: WTM_MONGODB_DATABASE); "
-        "every service of an installation must use the same",
-    )
-    key_cache_seconds: float = setting(
-        5.0,
-        "WTM_KEY_CACHE_SECONDS",
-        "how long a verified key is trusted before MongoDB is asked again (a revocation "
-        "takes effect within this)",
-        non_negative,
-    )
-    api_key: str = setting(
-        "", "WTM_API_KEY", "API key to present to the other services", secret=True
-    )
-    api_key_file: str = setting("", "WTM_API_KEY_FILE", "file holding the API key (preferred)")
     latest_cache_seconds: float = setting(
         1.0,
         "WTM_LATEST_CACHE_SECONDS",

@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
+from services.common import tls
 from services.common.errors import InvalidArgument, NotFound, Unavailable
 from wtm.v1 import registry_service_pb2 as rpb
 from wtm.v1 import registry_service_pb2_grpc as rpb_grpc
@@ -97,8 +98,10 @@ def _translate(exc: aio.AioRpcError, field: str) -> Exception:
 class TaskCatalog:
     """Looks task and pipeline versions up in the registry over gRPC."""
 
-    def __init__(self, registry_address: str, token: str = "", latest_ttl: float = 1.0) -> None:
-        self._channel = aio.insecure_channel(registry_address)
+    def __init__(
+        self, registry_address: str, token: str = "", latest_ttl: float = 1.0, tls_ca: str = ""
+    ) -> None:
+        self._channel = tls.aio_channel(registry_address, tls_ca)
         self._stub = rpb_grpc.RegistryServiceStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._tasks: dict[tuple[str, str], ResolvedTask] = {}

@@ -79,15 +79,20 @@ def test_a_bad_setting_exits_with_a_message_naming_it(
 
 def test_killing_the_stack_command_leaves_no_server_running(tmp_path: Path) -> None:
     root = tmp_path / "stack"
-    with subprocess.Popen(
-        [sys.executable, "-m", "clients.cli", "stack", "up", "--dir", str(root)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    ) as proc:
+    errors = tmp_path / "stack-up.err"
+    with (
+        errors.open("w") as err,
+        subprocess.Popen(
+            [sys.executable, "-m", "clients.cli", "stack", "up", "--dir", str(root)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        ) as proc,
+    ):
         try:
-            assert "WTM_REGISTRY_ADDR" in proc.stdout.readline()  # type: ignore[union-attr]
+            first = proc.stdout.readline()  # type: ignore[union-attr]
+            assert "WTM_REGISTRY_ADDR" in first, errors.read_text()[-3000:]
             recorded = json.loads((root / "cluster.json").read_text())["pids"]
             pids = list(recorded.values())
             assert {

@@ -52,7 +52,9 @@ def traced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traced]:
 @pytest.fixture(scope="module")
 def face_run(traced: Traced) -> Any:
     c = traced.cluster
-    with Client(c.registry_address, c.scheduler_address, api_key=c.admin_key) as client:
+    with Client(
+        c.registry_address, c.scheduler_address, api_key=c.admin_key, tls_ca=str(c.ca_file)
+    ) as client:
         for name in ("face_detection", "face_attribute", "face_extractor", "face_merge"):
             client.register_task(EXAMPLES / name)
         client.register_pipelines(ROOT / "tasks" / "pipelines" / "config_pipeline.json")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -183,7 +184,10 @@ def test_the_same_request_id_gives_the_same_run(client: Client, sentiment) -> No
 def grpcurl(*args: str) -> str:
     binary = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or "grpcurl"
     result = subprocess.run(
-        [binary, "-plaintext", *args], capture_output=True, text=True, timeout=30
+        [binary, "-cacert", os.environ["WTM_TLS_CA"], *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode == 0, result.stderr
     return result.stdout

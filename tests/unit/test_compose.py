@@ -79,9 +79,12 @@ def test_no_secret_has_a_default_and_every_component_has_its_own_key(
     assert "minioadmin" not in text and ":-" not in text  # no fallback values at all
     env = {name: s.get("environment", {}) for name, s in compose["services"].items()}
     for name, value in env["registry"].items():
-        if "KEY" in name or "PASSWORD" in name:
+        if ("KEY" in name and "TLS" not in name) or "PASSWORD" in name:
             assert ":?" in str(value), name
     assert env["scheduler"]["WTM_API_KEY"] != env["executor"]["WTM_API_KEY"]
+    for service in ("registry", "scheduler", "executor"):  # TLS everywhere
+        assert env[service]["WTM_TLS_CA"] == "/tls/ca.pem"
+        assert "./deploy/tls:/tls:ro" in compose["services"][service]["volumes"]
     for part in ("MONGO_PASSWORD", "REDIS_PASSWORD", "MINIO_ROOT_PASSWORD", "WTM_ADMIN_KEY"):
         assert f"{part}=" in (ROOT / ".env.example").read_text()
 
