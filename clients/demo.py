@@ -110,7 +110,10 @@ def run_demo(root: Path) -> int:
             f" · scheduler {cluster.scheduler_address} · logs {root}/logs"
         )
         with Client(
-            cluster.registry_address, cluster.scheduler_address, api_key=cluster.admin_key
+            cluster.registry_address,
+            cluster.scheduler_address,
+            api_key=cluster.admin_key,
+            tls_ca=str(cluster.ca_file),
         ) as client:
             for task_dir in sorted(p for p in EXAMPLES.iterdir() if (p / "task.json").exists()):
                 t = client.register_task(task_dir)

@@ -110,3 +110,22 @@ def test_killing_the_stack_command_leaves_no_server_running(tmp_path: Path) -> N
     while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [pid for pid in pids if alive(pid)]
+
+
+@pytest.mark.slow
+def test_the_readmes_first_command_runs_the_face_pipeline(tmp_path: Path) -> None:
+    """``make demo`` is ``python -m clients.cli demo``: the whole stack, TLS and auth on,
+    from nothing to the printed result, and everything stopped after."""
+    result = subprocess.run(
+        [sys.executable, "-m", "clients.cli", "demo", "--dir", str(tmp_path / "demo")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "COMPLETED" in result.stdout and "face(s) in a 512x512 image" in result.stdout
+    assert "age/gender: unavailable" in result.stdout
+    assert "output_001_faces_array -> input_002_faces_array" in result.stdout
+    assert "Stopped everything." in result.stdout
