@@ -41,7 +41,7 @@ from services.executor.artifact_cache import ArtifactCache
 from services.executor.lease_fence import LeaseFence
 from services.executor.package_cache import PackageCache
 from services.executor.requirements import RequirementInstaller
-from services.executor.sandbox import Ceilings, Sandbox
+from services.executor.sandbox import Ceilings, Sandbox, protect_executor
 from services.executor.settings import ExecutorSettings
 from services.executor.worker import Outcome, Worker
 from services.executor.worker_pool import WorkerPool
@@ -119,6 +119,8 @@ class Executor:
             uid_base=settings.worker_uid_base,
             enabled=settings.sandbox,
         )
+        if settings.sandbox:
+            protect_executor()
         self.workers = WorkerPool(settings.slots + 2, self.sandbox, settings.worker_memory_mb)
         self.cache = PackageCache(
             cache_dir / "packages",

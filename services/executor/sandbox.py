@@ -236,6 +236,14 @@ class Sandbox:
             self._free_uids.append(c.uid)
 
 
+def protect_executor() -> None:
+    """Make the executor itself non-dumpable: a worker of the same uid (an executor that is
+    not root) can then neither ptrace it nor read its /proc environ and memory, where its key
+    and the backing services' addresses are."""
+    with contextlib.suppress(OSError, AttributeError):
+        _libc.prctl(4, 0)  # PR_SET_DUMPABLE
+
+
 # The worker's side ---------------------------------------------------------------------------
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
