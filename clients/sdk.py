@@ -49,17 +49,22 @@ class ApiError(Exception):
         self.message = message
 
 
-def _key_from_env() -> str:
-    if key := os.environ.get("WTM_API_KEY", "").strip():
-        return key
-    path = os.environ.get("WTM_API_KEY_FILE", "")
+def resolve_key(key: str = "", path: str = "") -> str:
+    """The API key to present: ``key``, else the one in the file ``path``, else
+    ``WTM_API_KEY``, else the one in the file ``WTM_API_KEY_FILE`` names ("" for none)."""
+    if key.strip():
+        return key.strip()
+    if not path:
+        if from_env := os.environ.get("WTM_API_KEY", "").strip():
+            return from_env
+        path = os.environ.get("WTM_API_KEY_FILE", "")
     if not path:
         return ""
     try:
         with open(path) as fh:
             return fh.read().strip()
     except OSError as exc:
-        raise ApiError("UNAUTHENTICATED", f"cannot read WTM_API_KEY_FILE {path}: {exc}") from exc
+        raise ApiError("UNAUTHENTICATED", f"cannot read the API key file {path}: {exc}") from exc
 
 
 def _time(message: Any, name: str) -> datetime | None:
@@ -349,12 +354,14 @@ class Client:
         timeout: float = 30.0,
         api_key: str | None = None,
         tls_ca: str | None = None,
+        api_key_file: str = "",
     ) -> None:
-        """``api_key`` (or ``token``, its older name): the key to present; by default the
-        one in ``WTM_API_KEY`` or the file named by ``WTM_API_KEY_FILE``. ``tls_ca``: the CA
+        """``api_key`` (or ``token``, its older name) or ``api_key_file``: the key to
+        present; by default the one in ``WTM_API_KEY`` or the file named by
+        ``WTM_API_KEY_FILE``. ``tls_ca``: the CA
         to check the services' certificates against (default ``WTM_TLS_CA``; "" and no
         such variable: plaintext)."""
-        token = api_key or token or _key_from_env()
+        token = resolve_key(api_key or token, api_key_file)
         self._registry_channel = tls.channel(registry, tls_ca)
         self._scheduler_channel = tls.channel(scheduler, tls_ca)
         self._registry = rpb_grpc.RegistryServiceStub(self._registry_channel)

@@ -15,14 +15,17 @@ from services.common import telemetry
 class Ctx:
     """Connection settings and output mode, passed to every subcommand."""
 
-    def __init__(self, registry: str, scheduler: str, token: str, as_json: bool) -> None:
+    def __init__(
+        self, registry: str, scheduler: str, token: str, key_file: str, as_json: bool
+    ) -> None:
         self.registry = registry
         self.scheduler = scheduler
         self.token = token
+        self.key_file = key_file
         self.as_json = as_json
 
     def client(self) -> Client:
-        return Client(self.registry, self.scheduler, token=self.token)
+        return Client(self.registry, self.scheduler, token=self.token, api_key_file=self.key_file)
 
     def out(self, value: Any, human: Any) -> None:
         """Print ``value`` as JSON with --json, else the human rendering."""
@@ -30,18 +33,6 @@ class Ctx:
             click.echo(render.as_json(value))
         else:
             render.console.print(human)
-
-
-def read_key(key: str, path: str) -> str:
-    if key or not path:
-        return key.strip()
-    try:
-        with open(path) as fh:
-            return fh.read().strip()
-    except OSError as exc:
-        raise click.BadParameter(
-            f"cannot read {path}: {exc.strerror}", param_hint="--api-key-file"
-        ) from exc
 
 
 def parse_json_object(text: str, hint: str) -> dict[str, Any]:
@@ -98,7 +89,7 @@ def cli(
     ctx: click.Context, registry: str, scheduler: str, token: str, key_file: str, as_json: bool
 ) -> None:
     """Worker Task Manager: register tasks and pipelines, run them, watch them."""
-    ctx.obj = Ctx(registry, scheduler, read_key(token, key_file), as_json)
+    ctx.obj = Ctx(registry, scheduler, token, key_file, as_json)
     if telemetry.export_configured():  # OTEL_EXPORTER_OTLP_ENDPOINT: the trace starts here
         telemetry.setup("wtm-cli", grpc_client="sync")
         ctx.call_on_close(telemetry.shutdown)

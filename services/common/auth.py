@@ -30,6 +30,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from tenacity import Retrying, stop_after_delay, wait_exponential
+
 from services.common.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 
 log = logging.getLogger(__name__)
@@ -73,7 +75,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.SERVICE: frozenset({P.READ, P.READ_PACKAGES, P.READ_ARTIFACTS, P.WRITE_ARTIFACTS}),
 }
 
-_R, _S, _E, _A = "/wtm.v1.RegistryService/", "/wtm.v1.SchedulerService/", "/wtm.v1.", "/wtm.v1."
+_R, _S = "/wtm.v1.RegistryService/", "/wtm.v1.SchedulerService/"
 # The one table: every RPC and the permission it needs. Not listed: refused.
 METHOD_PERMISSIONS: dict[str, Permission] = {
     _R + "UploadTaskPackage": P.WRITE_CATALOG,
@@ -374,18 +376,14 @@ class AuditLog:
             batch = [self._queue.get()]
             while not self._queue.empty() and len(batch) < 500:
                 batch.append(self._queue.get_nowait())
-            for _ in range(5):
-                try:
-                    self._events.insert_many(batch, ordered=False)
-                    break
-                except Exception:  # noqa: BLE001 - MongoDB away: wait, try again
-                    log.exception("writing %d audit events failed; retrying", len(batch))
-                    time.sleep(1.0)
-
-    def flush(self, timeout: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not self._queue.empty() and time.monotonic() < deadline:
-            time.sleep(0.02)
+            try:  # MongoDB away: wait and try again, for up to a minute
+                for attempt in Retrying(
+                    stop=stop_after_delay(60), wait=wait_exponential(max=10), reraise=True
+                ):
+                    with attempt:
+                        self._events.insert_many(batch, ordered=False)
+            except Exception:  # noqa: BLE001 - the thread must go on
+                log.exception("dropped %d audit events: MongoDB refused them", len(batch))
 
     def list(self, by: Principal, limit: int, before_ms: int = 0) -> list[dict[str, Any]]:
         query: dict[str, Any] = (

@@ -109,6 +109,7 @@ class StepReport:
     timings: dict[str, int] = field(default_factory=dict)  # t_recv, t_p0, t_p1, t_sent (µs)
     lease_id: str = ""  # the dispatch it is for ("" from executors that do not echo it)
     executor_id: str = ""  # who reported it
+    leased_here: bool = False  # this replica leased that attempt to that executor's stream
 
 
 @dataclass
@@ -117,6 +118,9 @@ class ExecutorSession:
 
     info: ExecutorInfo
     in_flight: dict[str, int] = field(default_factory=dict)  # step-key -> attempt
+    # Attempts it was given that are no longer current (told to stop): its result for one
+    # is still an execution to record.
+    stopping: dict[str, int] = field(default_factory=dict)
     outbox: asyncio.Queue[Assignment | Cancel | Renewed | None] = field(
         default_factory=asyncio.Queue
     )
@@ -286,7 +290,8 @@ class Dispatcher:
         for member in stale:
             run_id, _, step_id = member.partition(":")
             attempt = next(a for r, s, a, _ in running if r == run_id and s == step_id)
-            session.in_flight.pop(member, None)
+            if session.in_flight.pop(member, None) == attempt:
+                session.stopping[member] = attempt
             session.outbox.put_nowait(
                 Cancel(run_id, step_id, attempt, "attempt is no longer current")
             )
@@ -322,8 +327,12 @@ class Dispatcher:
     def report(self, session: ExecutorSession, report: StepReport) -> None:
         """Take a step result; it is recorded with the next batch (fencing decides there)."""
         member = keys.step_key(report.run_id, report.step_id)
-        session.in_flight.pop(member, None)
+        leased_here = report.attempt in (
+            session.in_flight.pop(member, None),
+            session.stopping.pop(member, None),
+        )
         session.last_seen = time.time()
+        report = dataclasses.replace(report, leased_here=leased_here)
         self._results.append((report, time.time_ns() // 1000))
         self._results_ready.set()
 
@@ -362,7 +371,13 @@ class Dispatcher:
                         c.member,
                         v.snapshot,
                         Refused(
-                            r.attempt, r.lease_id, r.outcome, r.output_json, r.error, r.executor_id
+                            r.attempt,
+                            r.lease_id,
+                            r.outcome,
+                            r.output_json,
+                            r.error,
+                            r.executor_id,
+                            r.leased_here,
                         ),
                     )
                     continue

@@ -53,6 +53,7 @@ class Refused:
     output_json: str
     error: str
     executor_id: str
+    leased_here: bool  # the reporter's stream was given this attempt (not an impostor's claim)
 
 
 class History:
@@ -120,11 +121,14 @@ class History:
         its attempt record. A result sent again for an attempt that did count (an executor
         re-sends after reconnecting) is recorded again from Redis, which restores a record
         that a killed scheduler held unwritten and is a no-op otherwise (same record id).
-        Any other is recorded as superseded, from what the executor reported."""
+        Any other is recorded as superseded, from what the executor reported, if the
+        reporter was given that attempt (so an impostor's made-up result writes nothing)."""
         if r.outcome not in _ENDED_AS or not r.lease_id:  # released unrun; or no lease id
             return
         if snapshot.get("lease") == r.lease_id and snapshot.get("attempt") == str(r.attempt):
             self.step_changed(member, snapshot, r.output_json)
+            return
+        if not r.leased_here:
             return
         run_id, _, step_id = member.partition(":")
         note = "result refused: the attempt was no longer current"

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from services.common import auth, jsondoc, mapping, telemetry
 from services.common.errors import (
@@ -31,6 +31,7 @@ from services.scheduler.run_store import RunStore
 from services.scheduler.task_catalog import ResolvedTask, TaskCatalog
 
 MAX_INPUT_BYTES = 1024 * 1024
+T = TypeVar("T")
 MAX_BATCH = 10_000
 
 
@@ -271,14 +272,16 @@ class RunService:
             )
             if existing:
                 return await self._until_finished(
-                    await self._recorded(key, existing), req.wait_seconds
+                    await self._run_recorded(key, existing), req.wait_seconds
                 )
         plan = await self._plan(req)
         self._check_input(plan, doc)
         run, submission = self._new_run(req, plan, doc, key, trace=telemetry.current())
         if key and (holder := await self.store.claim_request(key, run.run_id)) is not None:
             # A concurrent submit with this request id won: its run is the answer.
-            return await self._until_finished(await self._recorded(key, holder), req.wait_seconds)
+            return await self._until_finished(
+                await self._run_recorded(key, holder), req.wait_seconds
+            )
         waiter = self._watch(run.run_id) if req.wait_seconds > 0 else None  # before queueing,
         try:  # so that its end cannot be missed
             accepted = await self._accept(run, submission)
@@ -293,24 +296,28 @@ class RunService:
             waiter = None
         return await self._until_finished(accepted.run_id, req.wait_seconds, accepted, waiter)
 
-    async def _recorded(self, key: str, run_id: str) -> str:
-        """``run_id``, once the submit that claimed ``key`` for it has recorded the run (it
-        may still be writing). A claim whose run never appears (that submit died between
+    async def _recorded(self, key: str, ident: str, find: Callable[[], Awaitable[T]]) -> T:
+        """What ``find()`` returns once the submit that claimed ``key`` for ``ident`` has
+        recorded it (it may still be writing); ``find`` returns something empty, or raises
+        NotFound, until then. A claim whose run never appears (that submit died between
         claiming and recording) is released, so the client's next try creates the run."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + CLAIM_WAIT_SECONDS
         while True:
-            try:
-                await self.get(run_id)
-                return run_id
-            except NotFound:
-                if loop.time() > deadline:
-                    await self.store.release_request(key, run_id)
-                    raise Unavailable(
-                        "the first submit with this request id did not finish; try again",
-                        field="request_id",
-                    ) from None
-                await asyncio.sleep(0.05)
+            with contextlib.suppress(NotFound):
+                if found := await find():
+                    return found
+            if loop.time() > deadline:
+                await self.store.release_request(key, ident)
+                raise Unavailable(
+                    "the first submit with this request id did not finish; try again",
+                    field="request_id",
+                )
+            await asyncio.sleep(0.05)
+
+    async def _run_recorded(self, key: str, run_id: str) -> str:
+        await self._recorded(key, run_id, lambda: self.get(run_id))
+        return run_id
 
     def run_finished(self, run_id: str, final: RunState | None = None) -> None:
         """A run ended on this replica: wake the submits waiting for it (with the run as it
@@ -415,7 +422,9 @@ class RunService:
             if existing:
                 return batch_id, existing
             if await self.store.claim_request(batch_id, batch_id) is not None:
-                return batch_id, await self._batch_recorded(batch_id)
+                return batch_id, await self._recorded(
+                    batch_id, batch_id, lambda: self.store.find_batch(batch_id)
+                )
         batch_id = batch_id or f"batch-{uuid.uuid4().hex}"
         plan = await self._plan(req)
         for i, doc in enumerate(docs):
@@ -435,20 +444,6 @@ class RunService:
         await self.enqueue([sub for _, sub in made])
         self.on_submitted(len(made))
         return batch_id, [run.run_id for run, _ in made]
-
-    async def _batch_recorded(self, batch_id: str) -> list[str]:
-        """The runs of a batch a concurrent submit is recording (see ``_recorded``)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + CLAIM_WAIT_SECONDS
-        while not (found := await self.store.find_batch(batch_id)):
-            if loop.time() > deadline:
-                await self.store.release_request(batch_id, batch_id)
-                raise Unavailable(
-                    "the first submit with this request id did not finish; try again",
-                    field="request_id",
-                )
-            await asyncio.sleep(0.05)
-        return found
 
     def _new_run(
         self,
@@ -643,10 +638,12 @@ class RunService:
             yield RunEvent("", run_id, "", 0, run.state, run.error, run.ended_at or run.created_at)
             return
         cursor = _event_cursor(after_event_id)
+        # Resuming a finished run: a run ends in the same script that appends its last
+        # event, so once it has ended every event is there to read without waiting; a watch
+        # resumed after the last one ends at once. (A watch that sees the end event ends on
+        # it, so the state need not be asked again.)
+        ended = bool(after_event_id) and await self.queue.run_state(run_id) in TERMINAL
         while True:
-            # The state first: a run ends in the same script that appends its last event, so
-            # once it has ended every event is there to read without waiting.
-            ended = await self.queue.run_state(run_id) in TERMINAL
             batch = await self.queue.read_events(run_id, cursor, None if ended else 5000)
             if ended and not batch:
                 return

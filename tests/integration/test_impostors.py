@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 
 import grpc
+import pymongo
 import pytest
 
 from clients.sdk import Client
@@ -72,8 +73,14 @@ def registered(client: Client) -> None:
     client.register_task(FIXTURES / "sleeper")
 
 
-def test_a_second_stream_with_a_live_executors_id_is_refused(cluster: Cluster) -> None:
+def test_a_second_stream_with_a_live_executors_id_is_refused(
+    cluster: Cluster, client: Client
+) -> None:
     live = cluster.executors[0].name  # the session's executor, heartbeating
+    deadline = time.monotonic() + 30  # connected by now (it may be a fresh stack)
+    while live not in {e.executor_id for e in client.list_executors() if e.state == "CONNECTED"}:
+        assert time.monotonic() < deadline, f"{live} never connected"
+        time.sleep(0.1)
     fake = FakeExecutor(cluster.scheduler_address, live, ["default"], executor_key(cluster))
     try:
         error = wait_for_error(fake)
@@ -110,6 +117,14 @@ def test_a_forged_result_for_another_executors_step_does_not_count(
         assert done.state == "COMPLETED"
         assert done.output == {"slept": 2}  # the real executor's result, not the forgery
         assert done.steps[0].executor_id != "impostor"
+        with pymongo.MongoClient(cluster.endpoints.mongodb_uri) as mongo:  # type: ignore[union-attr]
+            deadline = time.monotonic() + 10  # the history is written behind
+            while not (records := list(mongo["wtm"]["step_runs"].find({"run_id": run.run_id}))):
+                assert time.monotonic() < deadline, "no attempt record"
+                time.sleep(0.1)
+            time.sleep(0.5)  # and a forged one would have been written by now too
+            records = list(mongo["wtm"]["step_runs"].find({"run_id": run.run_id}))
+        assert not [d for d in records if "forged" in (d.get("output_json") or "")], records
         assert fake.error is None  # the impostor's stream itself is not the issue here
     finally:
         fake.close()

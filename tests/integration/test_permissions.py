@@ -211,3 +211,24 @@ def test_keys_are_shown_once_and_stored_only_as_a_hash(cluster: Cluster, client:
     assert secret not in repr(
         Client(cluster.registry_address, cluster.scheduler_address, api_key=secret)
     )
+
+
+def test_an_admin_of_one_namespace_manages_only_its_own_keys_and_audit(
+    cluster: Cluster, client: Client
+) -> None:
+    _, team_a_admin = client.create_api_key("team-a admin", "admin", "team-a")
+    theirs, _ = client.create_api_key("team-b viewer", "viewer", "team-b")
+    with Client(cluster.registry_address, cluster.scheduler_address, api_key=team_a_admin) as a:
+        mine, _ = a.create_api_key("team-a viewer", "viewer", "team-a")
+        with pytest.raises(ApiError) as err:
+            a.create_api_key("sneaky", "admin", "team-b")
+        assert err.value.code == "PERMISSION_DENIED" and "namespace" in err.value.message
+        with pytest.raises(ApiError) as err:
+            a.revoke_api_key(theirs.key_id)
+        assert err.value.code == "NOT_FOUND"  # another namespace's key is not even there
+        assert {k.namespace for k in a.list_api_keys()} == {"team-a"}
+        assert mine.key_id in {k.key_id for k in a.list_api_keys()}
+        deadline = time.monotonic() + 10
+        while not (events := a.list_audit_events(100)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert events and {e["namespace"] for e in events} == {"team-a"}
