@@ -115,6 +115,8 @@ class TaskInfo:
     created: bool = False
     deprecated: bool = False
     deprecation_reason: str = ""
+    namespace: str = ""
+    shared: bool = False  # every namespace may use it, as "namespace/task_id"
 
     @classmethod
     def _from(cls, t: rpb.Task, created: bool = False) -> TaskInfo:
@@ -132,6 +134,8 @@ class TaskInfo:
             created,
             t.deprecated,
             t.deprecation_reason,
+            t.namespace,
+            t.shared,
         )
 
 
@@ -166,6 +170,7 @@ class PipelineInfo:
     enabled: bool
     created: bool = False  # stored by the call that returned it
     registered_before: bool = False  # that version existed before the call
+    namespace: str = ""
 
     @classmethod
     def _from(
@@ -198,6 +203,7 @@ class PipelineInfo:
             p.enabled,
             created,
             registered_before,
+            p.namespace,
         )
 
 
@@ -240,6 +246,7 @@ class RunInfo:
     batch_id: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     trace_id: str = ""  # open in Jaeger: http://<jaeger>:16686/trace/<trace_id>
+    namespace: str = ""
 
     @property
     def finished(self) -> bool:
@@ -301,6 +308,7 @@ class RunInfo:
             r.batch_id,
             dict(r.labels),
             r.trace_id,
+            r.namespace,
         )
 
 
@@ -322,6 +330,7 @@ class ExecutorInfo:
     packages: list[str] = field(default_factory=list)
     slot_errors: int = 0  # steps that failed in the executor itself: its slots are unhealthy
     last_slot_error: str = ""
+    namespaces: list[str] = field(default_factory=list)  # whose queues it serves; "*": all
 
 
 @dataclass(frozen=True)
@@ -355,19 +364,26 @@ class Client:
         api_key: str | None = None,
         tls_ca: str | None = None,
         api_key_file: str = "",
+        namespace: str | None = None,
     ) -> None:
         """``api_key`` (or ``token``, its older name) or ``api_key_file``: the key to
         present; by default the one in ``WTM_API_KEY`` or the file named by
         ``WTM_API_KEY_FILE``. ``tls_ca``: the CA
         to check the services' certificates against (default ``WTM_TLS_CA``; "" and no
-        such variable: plaintext)."""
+        such variable: plaintext). ``namespace``: the one to act in (default
+        ``WTM_NAMESPACE``); a key bound to a namespace acts in it without saying so."""
         token = resolve_key(api_key or token, api_key_file)
         self._registry_channel = tls.channel(registry, tls_ca)
         self._scheduler_channel = tls.channel(scheduler, tls_ca)
         self._registry = rpb_grpc.RegistryServiceStub(self._registry_channel)
         self._auth = apb_grpc.AuthServiceStub(self._registry_channel)
         self._scheduler = spb_grpc.SchedulerServiceStub(self._scheduler_channel)
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self.namespace = os.environ.get("WTM_NAMESPACE", "") if namespace is None else namespace
+        self._metadata: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {token}"),) if token else ()
+        )
+        if self.namespace:
+            self._metadata += (("wtm-namespace", self.namespace),)
         self._timeout = timeout
 
     def close(self) -> None:
@@ -484,6 +500,12 @@ class Client:
         task_id, _, version = ref.partition("@")
         request = rpb.DeprecateTaskRequest(task_id=task_id, version=version, reason=reason)
         return TaskInfo._from(self._call(self._registry.DeprecateTask, request).task)
+
+    def share_task(self, task_id: str, shared: bool = True) -> TaskInfo:
+        """Let every namespace's pipelines use this task of yours, as "namespace/task_id"
+        (admins); ``shared=False`` stops that."""
+        request = rpb.ShareTaskRequest(task_id=task_id, shared=shared)
+        return TaskInfo._from(self._call(self._registry.ShareTask, request).task)
 
     def upload_artifact(self, path: str | Path) -> str:
         """Store a local file in the object store; returns the ``artifact://`` URI to put in a
@@ -669,6 +691,7 @@ class Client:
                 list(e.packages),
                 e.slot_errors,
                 e.last_slot_error,
+                list(e.namespaces),
             )
             for e in reply.executors
         ]

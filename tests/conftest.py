@@ -84,10 +84,13 @@ class _Bearer(
     grpc.StreamUnaryClientInterceptor,
     grpc.StreamStreamClientInterceptor,
 ):
-    """Adds ``authorization: Bearer <key>`` to every call of a raw channel."""
+    """Adds ``authorization: Bearer <key>`` (and a ``wtm-namespace``, when given) to every
+    call of a raw channel."""
 
-    def __init__(self, key: str) -> None:
-        self._metadata = (("authorization", f"Bearer {key}"),)
+    def __init__(self, key: str, namespace: str = "") -> None:
+        self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {key}"),)
+        if namespace:
+            self._metadata += (("wtm-namespace", namespace),)
 
     def _with_key(self, details: Any) -> Any:
         return details._replace(metadata=(*(details.metadata or ()), *self._metadata))
@@ -105,9 +108,10 @@ class _Bearer(
         return continuation(self._with_key(details), requests)
 
 
-def keyed_channel(address: str, key: str) -> grpc.Channel:
-    """A raw channel whose calls present ``key`` (as any generated client would)."""
-    return grpc.intercept_channel(tls.channel(address), _Bearer(key))
+def keyed_channel(address: str, key: str, namespace: str = "") -> grpc.Channel:
+    """A raw channel whose calls present ``key`` (as any generated client would), acting
+    in ``namespace`` when given."""
+    return grpc.intercept_channel(tls.channel(address), _Bearer(key, namespace))
 
 
 @pytest.fixture

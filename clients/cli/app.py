@@ -16,16 +16,29 @@ class Ctx:
     """Connection settings and output mode, passed to every subcommand."""
 
     def __init__(
-        self, registry: str, scheduler: str, token: str, key_file: str, as_json: bool
+        self,
+        registry: str,
+        scheduler: str,
+        token: str,
+        key_file: str,
+        as_json: bool,
+        namespace: str = "",
     ) -> None:
         self.registry = registry
         self.scheduler = scheduler
         self.token = token
         self.key_file = key_file
         self.as_json = as_json
+        self.namespace = namespace
 
     def client(self) -> Client:
-        return Client(self.registry, self.scheduler, token=self.token, api_key_file=self.key_file)
+        return Client(
+            self.registry,
+            self.scheduler,
+            token=self.token,
+            api_key_file=self.key_file,
+            namespace=self.namespace,
+        )
 
     def out(self, value: Any, human: Any) -> None:
         """Print ``value`` as JSON with --json, else the human rendering."""
@@ -83,13 +96,27 @@ def upload_inputs(obj: Ctx, client: Client, data: dict[str, Any]) -> dict[str, A
     default="",
     help="file holding the API key (env WTM_API_KEY_FILE)",
 )
+@click.option(
+    "--namespace",
+    "-n",
+    envvar="WTM_NAMESPACE",
+    default="",
+    help="namespace to act in (env WTM_NAMESPACE); a key bound to one acts in it anyway; "
+    "'*' lists runs of every namespace (keys of every namespace only)",
+)
 @click.option("--json", "as_json", is_flag=True, help="print JSON for scripts")
 @click.pass_context
 def cli(
-    ctx: click.Context, registry: str, scheduler: str, token: str, key_file: str, as_json: bool
+    ctx: click.Context,
+    registry: str,
+    scheduler: str,
+    token: str,
+    key_file: str,
+    namespace: str,
+    as_json: bool,
 ) -> None:
     """Worker Task Manager: register tasks and pipelines, run them, watch them."""
-    ctx.obj = Ctx(registry, scheduler, token, key_file, as_json)
+    ctx.obj = Ctx(registry, scheduler, token, key_file, as_json, namespace)
     if telemetry.export_configured():  # OTEL_EXPORTER_OTLP_ENDPOINT: the trace starts here
         telemetry.setup("wtm-cli", grpc_client="sync")
         ctx.call_on_close(telemetry.shutdown)

@@ -98,6 +98,20 @@ def task_delete(obj: Ctx, ref: str, reason: str) -> None:
     obj.out(t, f"deprecated {t.task_id}@{t.version} (kept for pinned pipelines)")
 
 
+@task.command("share")
+@click.argument("task_id")
+@click.option("--unshare", is_flag=True, help="stop sharing it")
+@click.pass_obj
+def task_share(obj: Ctx, task_id: str, unshare: bool) -> None:
+    """Let pipelines of every namespace use TASK_ID of this namespace (all its versions), as
+    "NAMESPACE/TASK_ID" (admins). --unshare stops that: other namespaces can then neither
+    register pipelines with it nor run those that use it."""
+    with obj.client() as client:
+        t = client.share_task(task_id, not unshare)
+    state = f"shared as {t.namespace}/{t.task_id}" if t.shared else "not shared"
+    obj.out(t, f"{t.task_id} of namespace {t.namespace}: {state}")
+
+
 @task.command("test")
 @click.argument("task_ref")
 @click.argument("input_json", default="{}")

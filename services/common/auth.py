@@ -8,6 +8,12 @@ interceptor (``services/common/grpc_server.py``) checks them: a method missing f
 table is refused (deny by default). Mutations are written to MongoDB ``audit`` with the
 principal, namespace, time and outcome.
 
+Namespaces: tasks, pipelines, runs, artifacts and queues belong to one. A call acts in the
+namespace its key is bound to; a key of every namespace (``*``: the bootstrap admin, the
+scheduler's service key, a shared fleet's executor key) names one in the ``wtm-namespace``
+request header ("default" when absent), or ``*`` to read across all of them. Anything in
+another namespace is NOT_FOUND, so its existence is not leaked.
+
 Roles: ``admin`` (everything but the executor stream: keys, audit), ``developer`` (register
 and deprecate tasks and pipelines, read), ``operator`` (cancel any run, read everything),
 ``submitter`` (submit, watch, cancel its own runs, upload artifacts), ``viewer`` (read),
@@ -18,10 +24,12 @@ and deprecate tasks and pipelines, read), ``operator`` (cancel any run, read eve
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import hashlib
 import hmac
 import logging
 import queue
+import re
 import secrets
 import threading
 import time
@@ -58,6 +66,7 @@ class Permission(StrEnum):
     CANCEL_ANY = "cancel_any"
     MANAGE_KEYS = "manage_keys"
     READ_AUDIT = "read_audit"
+    SHARE_TASKS = "share_tasks"  # let every namespace use a task of one's own
     EXECUTOR_STREAM = "executor_stream"
 
 
@@ -83,6 +92,7 @@ METHOD_PERMISSIONS: dict[str, Permission] = {
     _R + "ListTasks": P.READ,
     _R + "DownloadTaskPackage": P.READ_PACKAGES,
     _R + "DeprecateTask": P.WRITE_CATALOG,
+    _R + "ShareTask": P.SHARE_TASKS,
     _R + "RegisterPipelines": P.WRITE_CATALOG,
     _R + "GetPipeline": P.READ,
     _R + "ListPipelines": P.READ,
@@ -105,26 +115,72 @@ METHOD_PERMISSIONS: dict[str, Permission] = {
 MUTATIONS = {
     m
     for m, p in METHOD_PERMISSIONS.items()
-    if p in {P.WRITE_CATALOG, P.SUBMIT, P.CANCEL, P.MANAGE_KEYS, P.WRITE_ARTIFACTS}
+    if p in {P.WRITE_CATALOG, P.SUBMIT, P.CANCEL, P.MANAGE_KEYS, P.WRITE_ARTIFACTS, P.SHARE_TASKS}
     and not m.endswith(("/ListApiKeys",))
 }
 ALL_NAMESPACES = "*"
+DEFAULT_NAMESPACE = "default"
+NAMESPACE_HEADER = "wtm-namespace"
+_NAMESPACE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")  # a DNS label, as Kubernetes
+
+
+def check_namespace(name: str, field: str = "namespace", allow_all: bool = False) -> str:
+    """``name`` when it is a namespace name (or ``*`` with ``allow_all``)."""
+    if allow_all and name == ALL_NAMESPACES:
+        return name
+    if not _NAMESPACE.match(name):
+        raise InvalidArgument(
+            f"{name[:70]!r} is not a namespace name: 1-63 lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit",
+            field=field,
+        )
+    return name
+
+
+def one_namespace(namespace: str) -> str:
+    """``namespace`` when it names one: writes and lookups by name need one, not ``*``."""
+    if namespace == ALL_NAMESPACES:
+        raise InvalidArgument(
+            f"this call needs one namespace; set the {NAMESPACE_HEADER} header (wtm -n NAME)",
+            field=NAMESPACE_HEADER,
+        )
+    return namespace
+
+
+def visible(namespace: str, scope: str) -> bool:
+    """Whether a thing in ``namespace`` is visible to a call acting in ``scope``."""
+    return scope in (ALL_NAMESPACES, namespace)
 
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: a key's id, name, role and namespace."""
+    """Who is calling: a key's id, name, role and namespace (the key's binding, ``*`` for
+    every namespace), and ``scope``, the namespace this call acts in."""
 
     key_id: str
     name: str
     role: Role
     namespace: str
+    scope: str = DEFAULT_NAMESPACE
 
     def may(self, permission: Permission) -> bool:
         return permission in ROLE_PERMISSIONS[self.role]
 
+    def acting_in(self, requested: str) -> Principal:
+        """This principal acting in the namespace a call's header asked for ("" for none):
+        a key bound to one namespace acts only in it."""
+        if self.namespace != ALL_NAMESPACES:
+            if requested and requested != self.namespace:
+                raise PermissionDenied(
+                    f"key {self.key_id} is bound to namespace {self.namespace!r}",
+                    field=NAMESPACE_HEADER,
+                )
+            return dataclasses.replace(self, scope=self.namespace)
+        scope = check_namespace(requested, NAMESPACE_HEADER, True) if requested else ""
+        return dataclasses.replace(self, scope=scope or DEFAULT_NAMESPACE)
+
     def __repr__(self) -> str:  # never the secret (a principal holds none anyway)
-        return f"Principal({self.key_id}, {self.role}, {self.namespace})"
+        return f"Principal({self.key_id}, {self.role}, {self.namespace}, in {self.scope})"
 
 
 ANONYMOUS = Principal("", "anonymous (auth off)", Role.ADMIN, ALL_NAMESPACES)
@@ -142,6 +198,11 @@ def set_current(principal: Principal) -> contextvars.Token[Principal]:
 
 def reset_current(token: contextvars.Token[Principal]) -> None:
     _current.reset(token)
+
+
+def scope() -> str:
+    """The namespace the call being served acts in (``*``: every namespace, reads only)."""
+    return _current.get().scope
 
 
 # Keys ------------------------------------------------------------------------------------
@@ -234,6 +295,7 @@ class ApiKeys:
             raise InvalidArgument(f"must be one of {roles}", field="role") from exc
         if not namespace or (namespace == ALL_NAMESPACES and by.namespace != ALL_NAMESPACES):
             raise InvalidArgument("a namespace name is required", field="namespace")
+        check_namespace(namespace, allow_all=True)
         if by.namespace not in (ALL_NAMESPACES, namespace):
             raise PermissionDenied(
                 f"an admin of {by.namespace!r} may only create keys in it", field="namespace"
@@ -260,12 +322,13 @@ class ApiKeys:
         return record, key_text
 
     def list(self, by: Principal) -> list[KeyRecord]:
-        query = {} if by.namespace == ALL_NAMESPACES else {"namespace": by.namespace}
+        """The keys of the namespace the call acts in (every key for ``*``)."""
+        query = {} if by.scope == ALL_NAMESPACES else {"namespace": by.scope}
         return [KeyRecord.from_doc(d) for d in self._keys.find(query).sort("created_ms", 1)]
 
     def revoke(self, key_id: str, by: Principal) -> KeyRecord:
         doc = self._keys.find_one({"_id": key_id})
-        if doc is None or by.namespace not in (ALL_NAMESPACES, doc["namespace"]):
+        if doc is None or by.scope not in (ALL_NAMESPACES, doc["namespace"]):
             raise NotFound(f"no key {key_id}", field="key_id")
         if not doc.get("revoked_ms"):
             self._keys.update_one({"_id": key_id}, {"$set": {"revoked_ms": _ms()}})
@@ -323,14 +386,19 @@ class Gate:
         self.audit = audit
 
     def admit(self, method: str, metadata: Any, allow_io: bool = True) -> Principal:
-        if method.startswith(PUBLIC_PREFIXES) or self.keys is None:
+        """The caller, acting in the namespace it asked for; refused when it may not call
+        ``method`` or act there."""
+        if method.startswith(PUBLIC_PREFIXES):
             return ANONYMOUS
-        bearer = next(
-            (v for k, v in metadata or () if k == "authorization" and isinstance(v, str)), None
-        )
+        headers = [(k, v) for k, v in metadata or () if isinstance(v, str)]
+        requested = next((v for k, v in headers if k == NAMESPACE_HEADER), "")
+        if self.keys is None:
+            return ANONYMOUS.acting_in(requested)
+        bearer = next((v for k, v in headers if k == "authorization"), None)
         if not bearer:
             raise Unauthenticated("authorization: missing; send 'authorization: Bearer <API key>'")
         principal = self.keys.verify(bearer.removeprefix("Bearer ").strip(), allow_io)
+        principal = principal.acting_in(requested)
         needed = METHOD_PERMISSIONS.get(method)
         if needed is None:
             raise PermissionDenied(f"{method} is not in the permission table")
@@ -363,7 +431,7 @@ class AuditLog:
             "key_id": principal.key_id,
             "principal": principal.name,
             "role": str(principal.role),
-            "namespace": principal.namespace,
+            "namespace": principal.scope,
             "outcome": outcome,
         }
         try:
@@ -386,9 +454,7 @@ class AuditLog:
                 log.exception("dropped %d audit events: MongoDB refused them", len(batch))
 
     def list(self, by: Principal, limit: int, before_ms: int = 0) -> list[dict[str, Any]]:
-        query: dict[str, Any] = (
-            {} if by.namespace == ALL_NAMESPACES else {"namespace": by.namespace}
-        )
+        query: dict[str, Any] = {} if by.scope == ALL_NAMESPACES else {"namespace": by.scope}
         if before_ms:
             query["time_ms"] = {"$lt": before_ms}
         cursor = self._events.find(query, {"_id": 0}).sort("time_ms", -1).limit(limit)

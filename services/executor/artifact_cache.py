@@ -9,27 +9,30 @@ from pathlib import Path
 
 from services.common.artifacts import download_verified, parse_uri
 
-Fetch = Callable[[str], AsyncIterator[bytes]]
+Fetch = Callable[[str, str], AsyncIterator[bytes]]  # (uri, namespace) -> chunks
 
 
 class ArtifactCache:
-    """Artifacts under ``root/<digest>/<filename>``."""
+    """Artifacts under ``root/<namespace>/<digest>/<filename>``: an artifact URI names a
+    file only in the namespace it was uploaded in, so a step of another namespace never
+    finds it here."""
 
     def __init__(self, root: str | Path, fetch: Fetch) -> None:
         self.root = Path(root)
         self._fetch = fetch
         self._locks: dict[str, asyncio.Lock] = {}
 
-    async def path(self, uri: str) -> Path:
-        """The local file for ``uri``, downloading and verifying it if needed."""
+    async def path(self, uri: str, namespace: str) -> Path:
+        """The local file for ``uri`` of ``namespace``, downloading and verifying it if
+        needed."""
         digest, filename = parse_uri(uri)
-        target = self.root / digest / filename
+        target = self.root / namespace / digest / filename
         if target.is_file():
             return target
-        async with self._locks.setdefault(digest, asyncio.Lock()):
+        async with self._locks.setdefault(f"{namespace}/{digest}", asyncio.Lock()):
             if target.is_file():
                 return target
-            data = await download_verified(self._fetch(uri), digest, "artifact")
+            data = await download_verified(self._fetch(uri, namespace), digest, "artifact")
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{filename}.{os.getpid()}.part")
             tmp.write_bytes(data)

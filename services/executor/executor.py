@@ -33,7 +33,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from services.common import jsondoc, refs, telemetry, tls
+from services.common import auth, jsondoc, refs, telemetry, tls
 from services.common.artifacts import SCHEME, find_uris, upload_requests
 from services.common.config import read_secret
 from services.common.errors import WtmError
@@ -157,16 +157,20 @@ class Executor:
             str(self.cache.path(r.digest)) for r in self._running.values()
         }
 
-    async def _download(self, digest: str) -> AsyncIterator[bytes]:
+    def _in(self, namespace: str) -> tuple[tuple[str, str], ...]:
+        """The metadata of a registry call made for a step of ``namespace``."""
+        return (*self._metadata, (auth.NAMESPACE_HEADER, namespace or auth.DEFAULT_NAMESPACE))
+
+    async def _download(self, digest: str, namespace: str) -> AsyncIterator[bytes]:
         stream = self._registry.DownloadTaskPackage(
-            rpb.DownloadTaskPackageRequest(digest=digest), metadata=self._metadata
+            rpb.DownloadTaskPackageRequest(digest=digest), metadata=self._in(namespace)
         )
         async for reply in stream:
             yield reply.chunk
 
-    async def _download_artifact(self, uri: str) -> AsyncIterator[bytes]:
+    async def _download_artifact(self, uri: str, namespace: str) -> AsyncIterator[bytes]:
         stream = self._registry.DownloadArtifact(
-            rpb.DownloadArtifactRequest(uri=uri), metadata=self._metadata
+            rpb.DownloadArtifactRequest(uri=uri), metadata=self._in(namespace)
         )
         async for reply in stream:
             yield reply.chunk
@@ -191,15 +195,15 @@ class Executor:
                 return await call()
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
-    async def _inputs(self, input_json: str) -> tuple[str, dict[str, str]]:
+    async def _inputs(self, input_json: str, namespace: str) -> tuple[str, dict[str, str]]:
         """The step's input (fetched when it came by reference) and the local paths of the
-        artifacts it names (downloaded into the cache if needed)."""
+        artifacts it names (downloaded into the cache if needed), in the run's namespace."""
         if big_input := refs.text_ref_uri(input_json):
-            input_json = (await self.artifacts.path(big_input)).read_text()
+            input_json = (await self.artifacts.path(big_input, namespace)).read_text()
         if SCHEME not in input_json:
             return input_json, {}
         uris = set(find_uris(json.loads(input_json)))
-        return input_json, {uri: str(await self.artifacts.path(uri)) for uri in uris}
+        return input_json, {uri: str(await self.artifacts.path(uri, namespace)) for uri in uris}
 
     async def _by_reference(self, a: epb.StepAssignment, outcome: Outcome) -> Outcome:
         """A succeeded step's output, stored in the object store when over the inline limit
@@ -214,7 +218,7 @@ class Executor:
                 reply = await self._from_store(
                     lambda: self._registry.UploadArtifact(
                         upload_requests(f"{a.output_id or 'output'}.json", data),
-                        metadata=self._metadata,
+                        metadata=self._in(a.namespace),
                     )
                 )
         except aio.AioRpcError as exc:  # out for longer than the store retry period
@@ -290,6 +294,7 @@ class Executor:
             hello=epb.ExecutorHello(
                 executor_id=s.executor_id,
                 queues=s.queues,
+                namespaces=s.namespaces,
                 slots=s.slots,
                 labels=dict(x.split("=", 1) for x in s.labels),
                 packages=installed_packages(),
@@ -487,7 +492,7 @@ class Executor:
     async def _execute(self, a: epb.StepAssignment, running: Running) -> Outcome:
         try:
             with telemetry.phase("load package", **{"wtm.task_digest": a.digest}):
-                package_dir = await self._from_store(lambda: self.cache.get(a.digest))
+                package_dir = await self._from_store(lambda: self.cache.get(a.digest, a.namespace))
         except WtmError as exc:
             return Outcome("FATAL", error=f"package {a.task_id}@{a.task_version}: {exc.message}")
         except aio.AioRpcError as exc:
@@ -509,7 +514,9 @@ class Executor:
                 "FATAL", error=f"requirements of {a.task_id}@{a.task_version}: {exc.message}"
             )
         try:
-            input_json, artifacts = await self._from_store(lambda: self._inputs(a.input_json))
+            input_json, artifacts = await self._from_store(
+                lambda: self._inputs(a.input_json, a.namespace)
+            )
         except WtmError as exc:
             return Outcome("FATAL", error=f"input artifact: {exc.message}")
         except aio.AioRpcError as exc:

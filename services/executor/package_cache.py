@@ -21,10 +21,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from services.common.artifacts import download_verified
+from services.common.auth import DEFAULT_NAMESPACE
 from services.common.packaging import extract_to, inspect_archive
 
 log = logging.getLogger(__name__)
-Fetch = Callable[[str], AsyncIterator[bytes]]
+Fetch = Callable[[str, str], AsyncIterator[bytes]]  # (digest, namespace) -> chunks
 
 
 def _tree_bytes(path: Path) -> int:
@@ -65,8 +66,10 @@ class PackageCache:
     def path(self, digest: str) -> Path:
         return self.root / digest
 
-    async def get(self, digest: str) -> Path:
-        """The extracted package directory for ``digest``, downloading it if needed."""
+    async def get(self, digest: str, namespace: str = DEFAULT_NAMESPACE) -> Path:
+        """The extracted package directory for ``digest``, downloading it if needed (as a
+        step of ``namespace``: the registry serves a package only to namespaces that may
+        use it; the scheduler sends only digests the step's namespace resolved)."""
         target = self.path(digest)
         if digest in self._entries and target.is_dir():
             self._touch(digest)
@@ -78,7 +81,7 @@ class PackageCache:
                 self._touch(digest)
                 return target
             log.info("downloading package %s", digest)
-            data = await download_verified(self._fetch(digest), digest, "package")
+            data = await download_verified(self._fetch(digest, namespace), digest, "package")
             self.downloads += 1
             size = await asyncio.to_thread(self._install, digest, data)
             self._entries[digest] = (size, time.time())

@@ -40,6 +40,14 @@ class ExecutorSettings(ClientKeySettings):
             "check": lambda v: None if v else "must name at least one queue",
         },
     )
+    namespaces: list[str] = field(
+        default_factory=list,
+        metadata={
+            "env": "WTM_EXECUTOR_NAMESPACES",
+            "help": "comma-separated namespaces whose queues to serve; empty: every one its "
+            "key allows (the key's namespace, or all of them for a key of every namespace)",
+        },
+    )
     slots: int = setting(2, "WTM_EXECUTOR_SLOTS", "steps run at once", positive)
     labels: list[str] = field(
         default_factory=list,

@@ -17,7 +17,13 @@ from services.registry.pipelines import Pipelines
 from services.registry.registry import Registry
 from services.registry.servicer import RegistryServicer
 from services.registry.settings import RegistrySettings
-from services.registry.stores import ArtifactStore, PackageStore, PipelineStore, TaskStore
+from services.registry.stores import (
+    ArtifactStore,
+    PackageStore,
+    PipelineStore,
+    SharedTasks,
+    TaskStore,
+)
 from wtm.v1 import (
     auth_service_pb2,
     auth_service_pb2_grpc,
@@ -43,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         store.ensure_indexes()
     for bucket in (packages, artifact_store):
         bucket.ensure_bucket()
-    registry = Registry(tasks, packages, settings.max_package_bytes)
+    registry = Registry(tasks, packages, SharedTasks(db), settings.max_package_bytes)
     servicer = RegistryServicer(
         registry,
         Pipelines(pipelines, registry),
@@ -69,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("executor", settings.bootstrap_executor_key),
     ):
         if key:
-            keys.create(f"bootstrap {role}", role, "default", 0, auth.ANONYMOUS, key)
+            keys.create(f"bootstrap {role}", role, auth.ALL_NAMESPACES, 0, auth.ANONYMOUS, key)
 
     def register(server: object) -> None:
         registry_service_pb2_grpc.add_RegistryServiceServicer_to_server(servicer, server)

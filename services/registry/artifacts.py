@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from services.common.artifacts import make_uri, parse_uri
+from services.common.auth import one_namespace
 from services.common.errors import InvalidArgument
 from services.common.packaging import sha256_hex
 from services.registry.stores import ArtifactStore
@@ -31,16 +32,18 @@ class Artifacts:
                 f"artifact is over the {self.max_bytes}-byte limit", field="chunk"
             )
 
-    def upload(self, filename: str, data: bytes) -> StoredArtifact:
+    def upload(self, namespace: str, filename: str, data: bytes) -> StoredArtifact:
+        """Store a file in a namespace; its URI is found only in that namespace."""
+        one_namespace(namespace)
         if not filename:
             raise InvalidArgument(
                 "is required (its extension tells the format)", field="header.filename"
             )
         self.check_size(len(data))
         digest = sha256_hex(data)
-        self.store.put(digest, data)  # content-addressed: storing twice is harmless
+        self.store.put(digest, data, namespace)  # content-addressed: twice is harmless
         return StoredArtifact(make_uri(digest, filename), digest, len(data))
 
-    def open(self, uri: str) -> Iterator[bytes]:
+    def open(self, namespace: str, uri: str) -> Iterator[bytes]:
         digest, _ = parse_uri(uri)
-        return self.store.stream(digest)
+        return self.store.stream(digest, one_namespace(namespace))

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from services.common.auth import DEFAULT_NAMESPACE
 from services.registry.manifest import Manifest, parse_manifest, version_sort_key
 from services.registry.pipeline_spec import PipelineSpec
 from wtm.v1 import registry_service_pb2 as pb
@@ -23,6 +24,8 @@ class TaskVersion:
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     deprecated: bool = False
     deprecation_reason: str = ""
+    namespace: str = DEFAULT_NAMESPACE
+    shared: bool = False  # not stored with the version: the registry's SharedTasks says
 
     @property
     def task_id(self) -> str:
@@ -37,6 +40,7 @@ class TaskVersion:
         ``$schema`` are not valid MongoDB field names."""
         m = self.manifest
         return {
+            "namespace": self.namespace,
             "task_id": m.task_id,
             "version": m.version,
             "version_sort": version_sort_key(m.version),
@@ -61,6 +65,7 @@ class TaskVersion:
             created_at=_aware(doc["created_at"]),
             deprecated=bool(doc.get("deprecated", False)),
             deprecation_reason=doc.get("deprecation_reason", ""),
+            namespace=doc.get("namespace", DEFAULT_NAMESPACE),
         )
 
     def to_proto(self) -> pb.Task:
@@ -83,6 +88,8 @@ class TaskVersion:
             manifest_json=json.dumps(m.raw, sort_keys=True),
             deprecated=self.deprecated,
             deprecation_reason=self.deprecation_reason,
+            namespace=self.namespace,
+            shared=self.shared,
         )
         task.create_time.FromDatetime(self.created_at)
         return task
@@ -98,6 +105,7 @@ class PipelineVersion:
 
     spec: PipelineSpec
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    namespace: str = DEFAULT_NAMESPACE
 
     @property
     def pipeline_id(self) -> str:
@@ -109,6 +117,7 @@ class PipelineVersion:
 
     def to_doc(self) -> dict[str, Any]:
         return {
+            "namespace": self.namespace,
             "pipeline_id": self.spec.pipeline_id,
             "version": self.spec.version,
             "version_sort": version_sort_key(self.spec.version),
@@ -118,7 +127,11 @@ class PipelineVersion:
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> PipelineVersion:
-        return cls(PipelineSpec.from_json(doc["spec_json"]), _aware(doc["created_at"]))
+        return cls(
+            PipelineSpec.from_json(doc["spec_json"]),
+            _aware(doc["created_at"]),
+            doc.get("namespace", DEFAULT_NAMESPACE),
+        )
 
     def to_proto(self) -> pb.Pipeline:
         s = self.spec
@@ -147,6 +160,7 @@ class PipelineVersion:
             output_format_json=json.dumps(s.output_format),
             metadata_json=json.dumps(s.metadata),
             enabled=s.enabled,
+            namespace=self.namespace,
         )
         message.create_time.FromDatetime(self.created_at)
         return message

@@ -193,7 +193,7 @@ def _parse_step(
     task_id, _, task_version = ref.partition("@")
     if task_version and not SEMVER.match(task_version):
         raise _err(f"{where}.task_id", f"version {task_version!r} is not a semantic version")
-    step_id = doc.get("step_id", task_id)
+    step_id = doc.get("step_id", task_id.rsplit("/", 1)[-1])  # "namespace/task": a shared one
     if not isinstance(step_id, str) or not STEP_ID.match(step_id):
         raise _err(f"{where}.step_id", f"must be a short identifier, got {step_id!r}")
     depends_on = doc.get("depends_on") or []

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from services.common import jsondoc
+from services.common.auth import one_namespace
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound
 from services.registry.models import PipelineVersion
 from services.registry.pipeline_spec import PinnedTask, parse_config, pin
@@ -30,8 +32,8 @@ class Pipelines:
         self.store = store
         self.tasks = tasks
 
-    def _lookup(self, task_id: str, version: str) -> PinnedTask:
-        task = self.tasks.get_task(task_id, version)
+    def _lookup(self, namespace: str, task_id: str, version: str) -> PinnedTask:
+        task = self.tasks.get_task(namespace, task_id, version)
         if task.deprecated and version:
             raise InvalidArgument(
                 f"{task_id}@{version} is deprecated ({task.deprecation_reason or 'no reason'})",
@@ -41,19 +43,22 @@ class Pipelines:
         return PinnedTask(task.version, task.digest, m.queue, m.timeout, m.max_retries)
 
     def register(
-        self, config_json: str, only: str = "", validate_only: bool = False
+        self, namespace: str, config_json: str, only: str = "", validate_only: bool = False
     ) -> list[PipelineRegistered]:
-        """Validate every pipeline in the config, pin it, and (unless a dry run) store it.
+        """Validate every pipeline in the config, pin it, and (unless a dry run) store it in
+        the namespace. Steps use the namespace's tasks, or other namespaces' shared ones
+        ("namespace/task_id").
 
         Nothing is stored unless every pipeline in the config is valid.
         """
+        one_namespace(namespace)
         if len(config_json.encode()) > MAX_CONFIG_BYTES:
             raise InvalidArgument(f"is over {MAX_CONFIG_BYTES} bytes", field="config_json")
         doc = jsondoc.loads(config_json, field="config_json")
         pinned = []
         for spec in parse_config(doc, only):
             try:
-                pinned.append(pin(spec, self._lookup))
+                pinned.append(pin(spec, functools.partial(self._lookup, namespace)))
             except NotFound as exc:
                 raise InvalidArgument(
                     f"pipeline {spec.pipeline_id!r} uses a task that is not registered: "
@@ -62,8 +67,8 @@ class Pipelines:
                 ) from exc
         results = []
         for spec in pinned:
-            candidate = PipelineVersion(spec)
-            existing = self.store.get(spec.pipeline_id, spec.version)
+            candidate = PipelineVersion(spec, namespace=namespace)
+            existing = self.store.get(namespace, spec.pipeline_id, spec.version)
             if existing is not None and existing.spec != spec:
                 raise AlreadyExists(
                     f"{spec.pipeline_id}@{spec.version} is registered with another definition; "
@@ -87,13 +92,14 @@ class Pipelines:
                     )
         return results
 
-    def get(self, pipeline_id: str, version: str = "") -> PipelineVersion:
+    def get(self, namespace: str, pipeline_id: str, version: str = "") -> PipelineVersion:
+        one_namespace(namespace)
         if not pipeline_id:
             raise InvalidArgument("is required", field="pipeline_id")
         found = (
-            self.store.latest(pipeline_id)
+            self.store.latest(namespace, pipeline_id)
             if version in ("", "latest")
-            else self.store.get(pipeline_id, version)
+            else self.store.get(namespace, pipeline_id, version)
         )
         if found is None:
             what = pipeline_id if version in ("", "latest") else f"{pipeline_id}@{version}"
@@ -101,7 +107,8 @@ class Pipelines:
         return found
 
     def list(
-        self, page_size: int = 0, page_token: str = "", pipeline_id: str = ""
+        self, namespace: str, page_size: int = 0, page_token: str = "", pipeline_id: str = ""
     ) -> tuple[list[PipelineVersion], str]:
+        one_namespace(namespace)
         filters = {"pipeline_id": pipeline_id} if pipeline_id else {}
-        return self.store.page(filters, page_token, page_size_of(page_size))
+        return self.store.page(namespace, filters, page_token, page_size_of(page_size))

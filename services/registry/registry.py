@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from services.common.auth import ALL_NAMESPACES, one_namespace
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound
 from services.common.packaging import ArchiveLimits, inspect_archive, sha256_hex
 from services.registry.manifest import parse_manifest
 from services.registry.models import TaskVersion
-from services.registry.stores import PackageStore, TaskStore
+from services.registry.stores import PackageStore, SharedTasks, TaskStore
 
 DIGEST = re.compile(r"^[0-9a-f]{64}$")
 DEFAULT_PAGE_SIZE = 50
@@ -38,11 +40,13 @@ class Registry:
         self,
         tasks: TaskStore,
         packages: PackageStore,
+        shared: SharedTasks,
         max_package_bytes: int,
         limits: ArchiveLimits = ArchiveLimits(),
     ) -> None:
         self.tasks = tasks
         self.packages = packages
+        self.shared = shared
         self.max_package_bytes = max_package_bytes
         self.limits = limits
 
@@ -52,8 +56,12 @@ class Registry:
                 f"package is over the {self.max_package_bytes}-byte limit", field="chunk"
             )
 
-    def register_package(self, data: bytes, declared_sha256: str = "") -> Registered:
-        """Validate and store a package archive; idempotent for identical bytes."""
+    def register_package(
+        self, namespace: str, data: bytes, declared_sha256: str = ""
+    ) -> Registered:
+        """Validate and store a package archive in a namespace; idempotent for identical
+        bytes. The same task id may be registered in two namespaces with other content."""
+        one_namespace(namespace)
         self.check_size(len(data))
         if not data:
             raise InvalidArgument("the upload carried no bytes", field="chunk")
@@ -73,13 +81,15 @@ class Registry:
                 "which the package does not contain",
                 field="task.json: entry_point",
             )
-        candidate = TaskVersion(manifest=manifest, digest=digest, size_bytes=len(data))
-        existing = self.tasks.get(manifest.task_id, manifest.version)
+        candidate = TaskVersion(
+            manifest=manifest, digest=digest, size_bytes=len(data), namespace=namespace
+        )
+        existing = self.tasks.get(namespace, manifest.task_id, manifest.version)
         if existing is None:
             self.packages.put(digest, data)  # content-addressed: the object before the record
             if self.tasks.insert(candidate):
-                return Registered(candidate, created=True)
-            existing = self.tasks.get(manifest.task_id, manifest.version)
+                return Registered(self._with_sharing(candidate), created=True)
+            existing = self.tasks.get(namespace, manifest.task_id, manifest.version)
             assert existing is not None
         if existing.digest != digest:
             raise AlreadyExists(
@@ -87,25 +97,37 @@ class Registry:
                 f"(digest {existing.digest}); versions are immutable, bump the version",
                 field="task.json: version",
             )
-        return Registered(existing, created=False)
+        return Registered(self._with_sharing(existing), created=False)
 
-    def get_task(self, task_id: str, version: str = "") -> TaskVersion:
-        """One version; an empty version or "latest" means the highest semver that is not
-        deprecated, preferring releases over pre-releases (as pip and npm do)."""
+    def _with_sharing(self, task: TaskVersion) -> TaskVersion:
+        shared = self.shared.is_shared(task.namespace, task.task_id)
+        return dataclasses.replace(task, shared=shared) if shared else task
+
+    def get_task(self, namespace: str, task_id: str, version: str = "") -> TaskVersion:
+        """One version of a task of ``namespace``, or of another namespace's shared task
+        named "owner/task_id"; an empty version or "latest" means the highest semver that is
+        not deprecated, preferring releases over pre-releases (as pip and npm do). A task
+        of another namespace that is not shared is NOT_FOUND, as if it did not exist."""
+        one_namespace(namespace)
         if not task_id:
             raise InvalidArgument("is required", field="task_id")
-        if version in ("", "latest"):
-            found = self.tasks.latest(task_id, {"deprecated": False, "prerelease": False})
-            found = found or self.tasks.latest(task_id, {"deprecated": False})
-        else:
-            found = self.tasks.get(task_id, version)
-        if found is None:
-            what = task_id if version in ("", "latest") else f"{task_id}@{version}"
+        owner, _, bare = task_id.rpartition("/")
+        owner = owner or namespace
+        what = task_id if version in ("", "latest") else f"{task_id}@{version}"
+        if owner != namespace and not self.shared.is_shared(owner, bare):
             raise NotFound(f"no task {what} is registered", field="task_id")
-        return found
+        if version in ("", "latest"):
+            found = self.tasks.latest(owner, bare, {"deprecated": False, "prerelease": False})
+            found = found or self.tasks.latest(owner, bare, {"deprecated": False})
+        else:
+            found = self.tasks.get(owner, bare, version)
+        if found is None:
+            raise NotFound(f"no task {what} is registered", field="task_id")
+        return self._with_sharing(found)
 
     def list_tasks(
         self,
+        namespace: str,
         page_size: int = 0,
         page_token: str = "",
         task_id: str = "",
@@ -113,28 +135,58 @@ class Registry:
         tag: str = "",
         queue: str = "",
     ) -> tuple[list[TaskVersion], str]:
-        """One page of task versions and the token of the next page ("" on the last)."""
+        """One page of a namespace's task versions and the token of the next page ("" on
+        the last)."""
+        one_namespace(namespace)
         filters: dict[str, object] = {}
         for name, value in (("task_id", task_id), ("category", category), ("queue", queue)):
             if value:
                 filters[name] = value
         if tag:
             filters["tags"] = tag
-        return self.tasks.page(filters, page_token, page_size_of(page_size))
+        found, token = self.tasks.page(namespace, filters, page_token, page_size_of(page_size))
+        return [self._with_sharing(t) for t in found], token
 
-    def deprecate_task(self, task_id: str, version: str, reason: str = "") -> TaskVersion:
+    def _own(self, namespace: str, task_id: str, version: str) -> TaskVersion:
+        """A task version of the caller's own namespace (sharing does not let others
+        change it)."""
+        if "/" in task_id:
+            raise NotFound(f"no task {task_id} is registered in {namespace!r}", field="task_id")
+        return self.get_task(namespace, task_id, version)
+
+    def deprecate_task(
+        self, namespace: str, task_id: str, version: str, reason: str = ""
+    ) -> TaskVersion:
         """Mark an exact version deprecated (kept for pinned pipelines, never "latest")."""
         if not version or version == "latest":
             raise InvalidArgument("name an exact version to deprecate", field="version")
-        self.get_task(task_id, version)
+        self._own(namespace, task_id, version)
         updated = self.tasks.set_fields(
-            task_id, version, {"deprecated": True, "deprecation_reason": reason}
+            namespace, task_id, version, {"deprecated": True, "deprecation_reason": reason}
         )
         assert updated is not None
-        return updated
+        return self._with_sharing(updated)
 
-    def open_package(self, digest: str) -> Iterator[bytes]:
-        """The archive with this digest, in chunks."""
+    def share_task(self, namespace: str, task_id: str, shared: bool, by: str) -> TaskVersion:
+        """Let pipelines of every namespace use this task of ``namespace`` (as
+        "namespace/task_id"), or stop that; returns the task's latest version."""
+        self._own(namespace, task_id, "")
+        self.shared.set(namespace, task_id, shared, by)
+        return self.get_task(namespace, task_id)
+
+    def open_package(self, namespace: str, digest: str) -> Iterator[bytes]:
+        """The archive with this digest, in chunks, when it is the package of a task the
+        namespace may use (its own, or a shared one)."""
         if not DIGEST.match(digest):
             raise InvalidArgument("must be 64 lowercase hex characters (sha256)", field="digest")
+        if namespace != ALL_NAMESPACES and not self._may_read_package(namespace, digest):
+            raise NotFound(f"no package with digest {digest}", field="digest")
         return self.packages.stream(digest)
+
+    def _may_read_package(self, namespace: str, digest: str) -> bool:
+        if self.tasks.find_one({"namespace": namespace, "digest": digest}) is not None:
+            return True
+        return any(
+            self.shared.is_shared(t.namespace, t.task_id)
+            for t in self.tasks.find({"digest": digest}, limit=50)
+        )

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import grpc
 
+from services.common import auth
 from services.common.errors import InvalidArgument
 from services.registry.artifacts import Artifacts
 from services.registry.pipelines import Pipelines
@@ -41,20 +42,21 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
             raise InvalidArgument(
                 f"declared {header.size_bytes} bytes but {size} arrived", field="header.size_bytes"
             )
-        result = self._registry.register_package(b"".join(chunks), header.sha256)
+        result = self._registry.register_package(auth.scope(), b"".join(chunks), header.sha256)
         return pb.UploadTaskPackageResponse(task=result.task.to_proto(), created=result.created)
 
     def GetTask(
         self, request: pb.GetTaskRequest, context: grpc.ServicerContext
     ) -> pb.GetTaskResponse:
         return pb.GetTaskResponse(
-            task=self._registry.get_task(request.task_id, request.version).to_proto()
+            task=self._registry.get_task(auth.scope(), request.task_id, request.version).to_proto()
         )
 
     def ListTasks(
         self, request: pb.ListTasksRequest, context: grpc.ServicerContext
     ) -> pb.ListTasksResponse:
         tasks, token = self._registry.list_tasks(
+            auth.scope(),
             page_size=request.page_size,
             page_token=request.page_token,
             task_id=request.task_id,
@@ -67,20 +69,31 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
     def DownloadTaskPackage(
         self, request: pb.DownloadTaskPackageRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.DownloadTaskPackageResponse]:
-        for chunk in self._registry.open_package(request.digest):
+        for chunk in self._registry.open_package(auth.scope(), request.digest):
             yield pb.DownloadTaskPackageResponse(chunk=chunk)
 
     def DeprecateTask(
         self, request: pb.DeprecateTaskRequest, context: grpc.ServicerContext
     ) -> pb.DeprecateTaskResponse:
-        task = self._registry.deprecate_task(request.task_id, request.version, request.reason)
+        task = self._registry.deprecate_task(
+            auth.scope(), request.task_id, request.version, request.reason
+        )
         return pb.DeprecateTaskResponse(task=task.to_proto())
+
+    def ShareTask(
+        self, request: pb.ShareTaskRequest, context: grpc.ServicerContext
+    ) -> pb.ShareTaskResponse:
+        caller = auth.current()
+        task = self._registry.share_task(
+            caller.scope, request.task_id, request.shared, caller.key_id or caller.name
+        )
+        return pb.ShareTaskResponse(task=task.to_proto())
 
     def RegisterPipelines(
         self, request: pb.RegisterPipelinesRequest, context: grpc.ServicerContext
     ) -> pb.RegisterPipelinesResponse:
         results = self._pipelines.register(
-            request.config_json, request.pipeline_id, request.validate_only
+            auth.scope(), request.config_json, request.pipeline_id, request.validate_only
         )
         return pb.RegisterPipelinesResponse(
             pipelines=[r.pipeline.to_proto() for r in results],
@@ -91,14 +104,14 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
     def GetPipeline(
         self, request: pb.GetPipelineRequest, context: grpc.ServicerContext
     ) -> pb.GetPipelineResponse:
-        found = self._pipelines.get(request.pipeline_id, request.version)
+        found = self._pipelines.get(auth.scope(), request.pipeline_id, request.version)
         return pb.GetPipelineResponse(pipeline=found.to_proto())
 
     def ListPipelines(
         self, request: pb.ListPipelinesRequest, context: grpc.ServicerContext
     ) -> pb.ListPipelinesResponse:
         items, token = self._pipelines.list(
-            request.page_size, request.page_token, request.pipeline_id
+            auth.scope(), request.page_size, request.page_token, request.pipeline_id
         )
         return pb.ListPipelinesResponse(
             pipelines=[p.to_proto() for p in items], next_page_token=token
@@ -119,7 +132,7 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
             size += len(message.chunk)
             self._artifacts.check_size(size)
             chunks.append(message.chunk)
-        stored = self._artifacts.upload(filename, b"".join(chunks))
+        stored = self._artifacts.upload(auth.scope(), filename, b"".join(chunks))
         return pb.UploadArtifactResponse(
             uri=stored.uri, digest=stored.digest, size_bytes=stored.size_bytes
         )
@@ -127,5 +140,5 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
     def DownloadArtifact(
         self, request: pb.DownloadArtifactRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.DownloadArtifactResponse]:
-        for chunk in self._artifacts.open(request.uri):
+        for chunk in self._artifacts.open(auth.scope(), request.uri):
             yield pb.DownloadArtifactResponse(chunk=chunk)

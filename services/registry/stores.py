@@ -13,6 +13,7 @@ from minio.error import S3Error
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
+from services.common.auth import DEFAULT_NAMESPACE
 from services.common.errors import NotFound
 from services.common.paging import decode_token, encode_token
 from services.registry.manifest import version_sort_key
@@ -22,7 +23,7 @@ T = TypeVar("T")
 
 
 class VersionedStore(Generic[T]):
-    """Immutable versions of named things: one document per (id, version).
+    """Immutable versions of named things: one document per (namespace, id, version).
 
     Documents carry ``version_sort``, a string that sorts semantic versions, so "latest" and
     "newest first" are plain index sorts.
@@ -41,10 +42,26 @@ class VersionedStore(Generic[T]):
         self._from_doc = from_doc
 
     def ensure_indexes(self) -> None:
+        self._adopt_unnamespaced()
         self._c.create_index(
-            [(self._id, pymongo.ASCENDING), ("version", pymongo.ASCENDING)], unique=True
+            [
+                ("namespace", pymongo.ASCENDING),
+                (self._id, pymongo.ASCENDING),
+                ("version", pymongo.ASCENDING),
+            ],
+            unique=True,
         )
         self._resort()
+
+    def _adopt_unnamespaced(self) -> None:
+        """Versions stored before namespaces existed belong to "default"; the old unique
+        index on (id, version) alone would refuse the same task in two namespaces."""
+        for doc in self._c.find({}, {"namespace": 1}):
+            if "namespace" not in doc:
+                self._c.update_one({"_id": doc["_id"]}, {"$set": {"namespace": DEFAULT_NAMESPACE}})
+        old = f"{self._id}_1_version_1"
+        if old in self._c.index_information():
+            self._c.drop_index(old)
 
     def _resort(self) -> None:
         """Bring ``version_sort`` up to date where an older release wrote it another way
@@ -55,34 +72,46 @@ class VersionedStore(Generic[T]):
                 self._c.update_one({"_id": doc["_id"]}, {"$set": {"version_sort": key}})
 
     def insert(self, item: T) -> bool:
-        """Insert a version; False when that (id, version) already exists."""
+        """Insert a version; False when that (namespace, id, version) already exists."""
         try:
             self._c.insert_one(self._to_doc(item))
         except DuplicateKeyError:
             return False
         return True
 
-    def get(self, ident: str, version: str) -> T | None:
-        doc = self._c.find_one({self._id: ident, "version": version})
+    def get(self, namespace: str, ident: str, version: str) -> T | None:
+        doc = self._c.find_one({"namespace": namespace, self._id: ident, "version": version})
         return self._from_doc(doc) if doc else None
 
-    def latest(self, ident: str, extra: dict[str, Any] | None = None) -> T | None:
-        query = {self._id: ident, **(extra or {})}
+    def latest(self, namespace: str, ident: str, extra: dict[str, Any] | None = None) -> T | None:
+        query = {"namespace": namespace, self._id: ident, **(extra or {})}
         cursor = self._c.find(query).sort("version_sort", pymongo.DESCENDING).limit(1)
         doc = next(iter(cursor), None)
         return self._from_doc(doc) if doc else None
 
-    def set_fields(self, ident: str, version: str, fields: dict[str, Any]) -> T | None:
+    def find_one(self, query: dict[str, Any]) -> T | None:
+        doc = self._c.find_one(query)
+        return self._from_doc(doc) if doc else None
+
+    def find(self, query: dict[str, Any], limit: int) -> list[T]:
+        return [self._from_doc(d) for d in self._c.find(query).limit(limit)]
+
+    def set_fields(
+        self, namespace: str, ident: str, version: str, fields: dict[str, Any]
+    ) -> T | None:
         doc = self._c.find_one_and_update(
-            {self._id: ident, "version": version},
+            {"namespace": namespace, self._id: ident, "version": version},
             {"$set": fields},
             return_document=pymongo.ReturnDocument.AFTER,
         )
         return self._from_doc(doc) if doc else None
 
-    def page(self, filters: dict[str, Any], token: str, size: int) -> tuple[list[T], str]:
-        """One page by id then newest version first, and the next page's token."""
-        query = dict(filters)
+    def page(
+        self, namespace: str, filters: dict[str, Any], token: str, size: int
+    ) -> tuple[list[T], str]:
+        """One page of a namespace's versions by id then newest version first, and the next
+        page's token."""
+        query = {"namespace": namespace, **filters}
         if token:
             ident, version_sort = decode_token(token, (str, str))
             query["$or"] = [
@@ -118,6 +147,25 @@ class PipelineStore(VersionedStore[PipelineVersion]):
         )
 
 
+class SharedTasks:
+    """Tasks an admin shared with every namespace, in MongoDB ``shared_tasks`` (one document
+    per task, all its versions): ``_id`` is "namespace/task_id"."""
+
+    def __init__(self, db: pymongo.database.Database) -> None:
+        self._c = db["shared_tasks"]
+
+    def set(self, namespace: str, task_id: str, shared: bool, by: str) -> None:
+        key = f"{namespace}/{task_id}"
+        if shared:
+            doc = {"namespace": namespace, "task_id": task_id, "shared_by": by}
+            self._c.replace_one({"_id": key}, doc, upsert=True)
+        else:
+            self._c.delete_one({"_id": key})
+
+    def is_shared(self, namespace: str, task_id: str) -> bool:
+        return self._c.find_one({"_id": f"{namespace}/{task_id}"}, {"_id": 1}) is not None
+
+
 class BlobStore:
     """Immutable blobs in an S3 bucket, keyed by their sha256 digest."""
 
@@ -138,22 +186,22 @@ class BlobStore:
                 if exc.code not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
                     raise
 
-    def key(self, digest: str) -> str:
+    def key(self, digest: str, namespace: str = DEFAULT_NAMESPACE) -> str:
         return f"sha256/{digest}{self.SUFFIX}"
 
-    def put(self, digest: str, data: bytes) -> None:
+    def put(self, digest: str, data: bytes, namespace: str = DEFAULT_NAMESPACE) -> None:
         self._s3.put_object(
             self._bucket,
-            self.key(digest),
+            self.key(digest, namespace),
             io.BytesIO(data),
             len(data),
             content_type=self.CONTENT_TYPE,
         )
 
-    def stream(self, digest: str) -> Iterator[bytes]:
-        """Yield the archive in chunks; NotFound when no such digest is stored."""
+    def stream(self, digest: str, namespace: str = DEFAULT_NAMESPACE) -> Iterator[bytes]:
+        """Yield the blob in chunks; NotFound when no such digest is stored."""
         try:
-            response = self._s3.get_object(self._bucket, self.key(digest))
+            response = self._s3.get_object(self._bucket, self.key(digest, namespace))
         except S3Error as exc:
             if exc.code in {"NoSuchKey", "NoSuchObject"}:
                 raise NotFound(f"no {self.WHAT} with digest {digest}", field="digest") from exc
@@ -174,6 +222,13 @@ class PackageStore(BlobStore):
 
 
 class ArtifactStore(BlobStore):
-    """Uploaded files (run inputs such as images) by digest."""
+    """Uploaded files (run inputs such as images) by namespace and digest: the same bytes
+    uploaded in two namespaces are two objects, so an artifact URI is found only in the
+    namespace it was uploaded in. The "default" namespace keeps the plain keys it had
+    before namespaces existed."""
 
     WHAT = "artifact"
+
+    def key(self, digest: str, namespace: str = DEFAULT_NAMESPACE) -> str:
+        plain = super().key(digest)
+        return plain if namespace == DEFAULT_NAMESPACE else f"ns/{namespace}/{plain}"

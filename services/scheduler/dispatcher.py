@@ -28,6 +28,7 @@ from services.scheduler import keys, step_inputs, tracing
 from services.scheduler.history import History, Refused
 from services.scheduler.large_documents import LargeDocumentError, LargeDocuments
 from services.scheduler.metrics import SchedulerMetrics
+from services.scheduler.queue_names import own_queues, serves
 from services.scheduler.retry_policy import RetryPolicy
 from services.scheduler.run_queue import (
     Completion,
@@ -38,7 +39,6 @@ from services.scheduler.run_queue import (
     flat_dict,
     now_ms,
 )
-from services.scheduler.task_catalog import serves
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ class ExecutorInfo:
     python_version: str = ""
     packages: tuple[str, ...] = ()
     key_id: str = ""  # the credential it connected with: its id is bound to it
+    namespaces: tuple[str, ...] = ("*",)  # whose queues it serves ("*": every namespace)
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class Assignment:
     input_sources: dict[str, str] = field(default_factory=dict)
     traceparent: str = ""
     lease_id: str = ""
+    namespace: str = "default"
 
 
 @dataclass(frozen=True)
@@ -588,7 +590,11 @@ class Dispatcher:
                 before = len(self.queue.queue_variants)
                 if len(await self.queue.refresh_queue_variants()) != before:
                     self.wake()
-                queues = {q for s in self.sessions.values() for q in s.info.queues}
+                queues = {
+                    q
+                    for s in self.sessions.values()
+                    for q in own_queues(s.info.queues, s.info.namespaces)
+                }
                 self.metrics.set_depths(await self.queue.depths(queues | self.queue.queue_variants))
             except Exception:
                 log.exception("reaper round failed")
@@ -610,11 +616,14 @@ class Dispatcher:
                 await pubsub.aclose()
 
     def _queues_of(self, session: ExecutorSession) -> list[str]:
-        """The queues an executor takes from: its own, and the labelled variants of them
-        whose labels it has all of."""
+        """The queues an executor takes from: its own in the namespaces it serves, and the
+        announced variants of them (other namespaces', labelled ones) it may serve."""
         i = session.info
-        return i.queues + sorted(
-            v for v in self.queue.queue_variants if serves(v, i.queues, i.labels)
+        own = own_queues(i.queues, i.namespaces)
+        return own + sorted(
+            v
+            for v in self.queue.queue_variants
+            if v not in own and serves(v, i.queues, i.labels, i.namespaces)
         )
 
     # The fleet ---------------------------------------------------------------------------
@@ -626,6 +635,7 @@ class Dispatcher:
                 "executor_id": i.executor_id,
                 "state": state,
                 "queues": i.queues,
+                "namespaces": list(i.namespaces),
                 "slots": i.slots,
                 "in_flight": len(session.in_flight),
                 "labels": i.labels,
@@ -696,4 +706,5 @@ def _assignment(
         upstream_output_ids=json.loads(s.get("read_output_ids") or "{}"),
         input_sources=sources,
         traceparent=traceparent,
+        namespace=s.get("namespace", "default"),
     )

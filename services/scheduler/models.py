@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from services.common.auth import DEFAULT_NAMESPACE
 from wtm.v1 import run_pb2 as pb
 
 TERMINAL = {"COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"}
@@ -124,6 +125,7 @@ class Run:
     trace_id: str = ""
     steps: list[StepRun] = field(default_factory=list)
     submitted_by: str = ""  # the API key id that submitted it ("" with auth off)
+    namespace: str = DEFAULT_NAMESPACE
     created_at: datetime | None = None
     started_at: datetime | None = None
     ended_at: datetime | None = None
@@ -152,6 +154,7 @@ class Run:
             trace_id=run.get("trace_id", ""),
             steps=step_runs,
             submitted_by=run.get("submitted_by", ""),
+            namespace=run.get("namespace", DEFAULT_NAMESPACE),
             created_at=ms_to_dt(run.get("created_ms")),
             started_at=ms_to_dt(run.get("started_ms")),
             ended_at=ms_to_dt(run.get("ended_ms")),
@@ -228,6 +231,7 @@ class Run:
             batch_id=self.batch_id,
             trace_id=self.trace_id,
             steps=[s.to_proto() for s in self.steps],
+            namespace=self.namespace,
         )
         m.lineage.extend(pb.LineageEdge(source=a, target=b) for a, b in self.lineage)
         summary = self.summary()

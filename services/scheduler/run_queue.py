@@ -16,7 +16,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
-from services.scheduler import keys
+from services.common import auth
+from services.scheduler import keys, queue_names
 
 LUA_DIR = Path(__file__).parent / "lua"
 SCRIPTS = (
@@ -273,7 +274,7 @@ class RunQueue:
         ttl = self.finished_ttl_s
         calls: list[Call] = [("submit_run", _submit_args(r, now, ttl)) for r in runs]
         variants = {s.fields["queue"] for r in runs for s in r.steps} - self.queue_variants
-        variants = {v for v in variants if "|" in v}
+        variants = {v for v in variants if not queue_names.is_plain(v)}
 
         then: list[Command] = [("PUBLISH", keys.WAKE_CHANNEL, self.origin)]
         if variants:
@@ -522,6 +523,13 @@ class RunQueue:
         """The run's state as Redis holds it ("" when Redis no longer has the run)."""
         state: Any = await self.redis.hget(keys.run(run_id), "state")  # type: ignore[misc]
         return bytes(state).decode() if state else ""
+
+    async def run_namespace(self, run_id: str) -> str | None:
+        """The run's namespace as Redis holds it (None when Redis no longer has the run)."""
+        found: Any = await self.redis.hmget(keys.run(run_id), ["state", "namespace"])  # type: ignore[misc]
+        if not found[0]:
+            return None
+        return bytes(found[1]).decode() if found[1] else auth.DEFAULT_NAMESPACE
 
     async def events_exist(self, run_id: str) -> bool:
         return bool(await self.redis.exists(keys.events(run_id)))

@@ -18,6 +18,7 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from services.common.auth import DEFAULT_NAMESPACE
 from services.common.errors import InvalidArgument
 from services.common.paging import decode_token, encode_token
 from services.scheduler.models import Run, StepRun
@@ -84,6 +85,13 @@ class RunStore:
         await self._runs.create_index([("created_ms", DESCENDING), ("run_id", DESCENDING)])
         await self._runs.create_index([("state", ASCENDING)])
         await self._runs.create_index([("batch_id", ASCENDING)])
+        await self._runs.create_index(
+            [("namespace", ASCENDING), ("created_ms", DESCENDING), ("run_id", DESCENDING)]
+        )
+        # Runs recorded before namespaces existed belong to "default".
+        await self._runs.update_many(
+            {"namespace": {"$exists": False}}, {"$set": {"namespace": DEFAULT_NAMESPACE}}
+        )
         # One document per execution: _id is run:step:attempt:lease, so an attempt number
         # that repeats (after Redis lost its data) still gets a record of its own. The unique
         # index of releases before lease ids is dropped.

@@ -24,7 +24,7 @@ from services.common.errors import (
     Unavailable,
 )
 from services.common.mapping import MissingValue
-from services.scheduler import input_check, step_inputs
+from services.scheduler import input_check, queue_names, step_inputs
 from services.scheduler.models import TERMINAL, Run, StepRun, ms_to_dt
 from services.scheduler.run_queue import RunQueue, RunState, StepSpec, Submission
 from services.scheduler.run_store import RunStore
@@ -46,6 +46,7 @@ class SubmitRequest:
     request_id: str = ""
     labels: dict[str, str] | None = None
     wait_seconds: float = 0.0  # > 0: return once the run has finished, or after this long
+    namespace: str = auth.DEFAULT_NAMESPACE  # the run's: its tasks, pipeline and queues
 
 
 MAX_WAIT_SECONDS = 3600.0
@@ -70,6 +71,7 @@ class PlannedStep:
     index: int
     all_steps: frozenset[str] = frozenset()
     output_ids: dict[str, str] = field(default_factory=dict)
+    namespace: str = auth.DEFAULT_NAMESPACE
 
     @property
     def input_id(self) -> str:
@@ -101,7 +103,8 @@ class PlannedStep:
                 "task_version": t.version,
                 "digest": t.digest,
                 "entry_point": t.entry_point,
-                "queue": t.queue_key,
+                "queue": queue_names.in_namespace(self.namespace, t.queue_key),
+                "namespace": self.namespace,
                 "timeout": str(self.timeout),
                 "max_retries": str(self.retries),
                 "input_id": self.input_id,
@@ -212,6 +215,14 @@ def _check_request(req: SubmitRequest) -> None:
             )
 
 
+def _request_key(namespace: str, request_id: str) -> str:
+    """What a request id is claimed under: the same id in two namespaces is two requests
+    (the "default" namespace's keep their plain ids, as before namespaces)."""
+    if not request_id or namespace == auth.DEFAULT_NAMESPACE:
+        return request_id
+    return f"{namespace}/{request_id}"
+
+
 def _plan_doc(s: Submission) -> dict[str, Any]:
     """What MongoDB keeps to rebuild the run in Redis."""
     return {
@@ -265,7 +276,7 @@ class RunService:
         doc = _parse_input(req.input_json)
         if not 0 <= req.wait_seconds <= MAX_WAIT_SECONDS:
             raise InvalidArgument(f"must be between 0 and {MAX_WAIT_SECONDS:g}s", field="wait")
-        key = req.request_id
+        key = _request_key(auth.one_namespace(req.namespace), req.request_id)
         if key:  # most repeats find their run at once
             existing = await self.store.request_holder(key) or (
                 await self.store.find_by_request_id(key)  # runs from before claims existed
@@ -410,14 +421,15 @@ class RunService:
                 f"holds {len(inputs)} documents; at most {MAX_BATCH} per call", field="inputs_json"
             )
         _check_request(req)
+        key = _request_key(auth.one_namespace(req.namespace), req.request_id)
         docs = []
         for i, text in enumerate(inputs):
             try:
                 docs.append(_parse_input(text))
             except InvalidArgument as exc:
                 raise InvalidArgument(exc.message, field=f"inputs_json[{i}]") from exc
-        batch_id = req.request_id and f"batch-{req.request_id}"
-        if req.request_id:
+        batch_id = key and f"batch-{key}"
+        if key:
             existing = await self.store.find_batch(batch_id)
             if existing:
                 return batch_id, existing
@@ -437,7 +449,7 @@ class RunService:
         try:
             await self.store.insert_runs([(run, _plan_doc(sub)) for run, sub in made])
         except BaseException:
-            if req.request_id:
+            if key:
                 with contextlib.suppress(Exception):
                     await self.store.release_request(batch_id, batch_id)
             raise
@@ -450,7 +462,7 @@ class RunService:
         req: SubmitRequest,
         plan: Plan,
         doc: dict[str, Any],
-        request_id: str,
+        request_key: str,
         batch_id: str = "",
         trace: telemetry.Parent | None = None,
     ) -> tuple[Run, Submission]:
@@ -463,10 +475,11 @@ class RunService:
             pipeline_id=plan.pipeline_id,
             pipeline_version=plan.pipeline_version,
             labels=dict(req.labels or {}),
-            request_id=request_id,
+            request_id=req.request_id if request_key else "",
             batch_id=batch_id,
             trace_id=f"{trace.trace_id:032x}" if trace else "",
             submitted_by=auth.current().key_id,
+            namespace=req.namespace,
             created_at=datetime.now(UTC),
             steps=[
                 StepRun(
@@ -492,12 +505,13 @@ class RunService:
             "batch_id": batch_id,
             "sinks": json.dumps(plan.sinks),
             "submitted_by": run.submitted_by,
+            "namespace": run.namespace,
         }
         if trace is not None:  # the run span: a child of the submit call, recorded at the end
             run_fields["trace_id"] = run.trace_id
             run_fields["trace_parent"] = trace.header()
             run_fields["run_span"] = f"{telemetry.new_span_id():016x}"
-        return run, Submission(run.run_id, run_fields, [p.spec for p in plan.steps], request_id)
+        return run, Submission(run.run_id, run_fields, [p.spec for p in plan.steps], request_key)
 
     async def _withdraw(self, run_id: str) -> None:
         """Take back a run whose MongoDB write failed: it must not run unrecorded (its first
@@ -505,19 +519,22 @@ class RunService:
         with contextlib.suppress(Exception):
             await self.cancel_run(run_id, "not recorded: the history store failed")
 
-    async def cancel(self, run_id: str, reason: str) -> Run:
-        """Cancel a run: its queued steps are dropped and its running ones stopped."""
+    async def cancel(self, run_id: str, reason: str, namespace: str = auth.ALL_NAMESPACES) -> Run:
+        """Cancel a run of ``namespace``: its queued steps are dropped and its running ones
+        stopped."""
         if not run_id:
             raise InvalidArgument("is required", field="run_id")
         caller = auth.current()
-        if not caller.may(auth.Permission.CANCEL_ANY):  # a submitter cancels its own runs
-            owner = (await self.get(run_id)).submitted_by
-            if owner != caller.key_id:
-                raise PermissionDenied(
-                    f"run {run_id} was submitted by another key; role {caller.role} may "
-                    "cancel only its own runs",
-                    field="run_id",
-                )
+        owner = ""
+        if namespace != auth.ALL_NAMESPACES or not caller.may(auth.Permission.CANCEL_ANY):
+            owner = (await self.get(run_id, namespace)).submitted_by
+        # a submitter cancels its own runs
+        if not caller.may(auth.Permission.CANCEL_ANY) and owner != caller.key_id:
+            raise PermissionDenied(
+                f"run {run_id} was submitted by another key; role {caller.role} may "
+                "cancel only its own runs",
+                field="run_id",
+            )
         state = await self.cancel_run(run_id, reason or "cancelled by a user")
         if state == "missing":
             await self.get(run_id)  # NotFound, or a finished run only MongoDB still has
@@ -525,6 +542,7 @@ class RunService:
 
     async def list_runs(
         self,
+        namespace: str,
         state: str,
         pipeline_id: str,
         task_id: str,
@@ -542,22 +560,33 @@ class RunService:
             "task_id": task_id,
             "batch_id": batch_id,
         }
+        if namespace != auth.ALL_NAMESPACES:
+            filters["namespace"] = namespace
         return await self.store.list_runs(
             filters, created_after, created_before, page_size or 50, page_token
         )
 
-    async def list_executors(self) -> list[dict[str, Any]]:
-        """The fleet, as every replica recorded it: connected first, then by id."""
+    async def list_executors(self, namespace: str = auth.ALL_NAMESPACES) -> list[dict[str, Any]]:
+        """The fleet serving ``namespace``, as every replica recorded it: connected first,
+        then by id."""
         found = [json.loads(v) for v in (await self.queue.load_executors()).values()]
+        if namespace != auth.ALL_NAMESPACES:
+            found = [
+                e
+                for e in found
+                if {namespace, auth.ALL_NAMESPACES} & set(e.get("namespaces", ["*"]))
+            ]
         order = {"CONNECTED": 0, "DRAINING": 1, "LOST": 2}
         return sorted(found, key=lambda e: (order.get(e["state"], 3), e["executor_id"]))
 
     async def _plan(self, req: SubmitRequest) -> Plan:
         """Resolve what to run (the same for every input of a batch)."""
+        ns = req.namespace
         if req.task:
-            task = await self.catalog.resolve(req.task, field="task")
+            task = await self.catalog.resolve(ns, req.task, field="task")
+            step_id = task.task_id.rsplit("/", 1)[-1]  # "owner/task_id": a shared one
             step = PlannedStep(
-                task.task_id,
+                step_id,
                 task,
                 [],
                 [],
@@ -565,10 +594,11 @@ class RunService:
                 task.max_retries,
                 {},
                 1,
-                frozenset([task.task_id]),
+                frozenset([step_id]),
+                namespace=ns,
             )
             return Plan([step], [step.step_id], task.priority, task_id=task.task_id)
-        pipeline = await self.catalog.resolve_pipeline(req.pipeline, field="pipeline")
+        pipeline = await self.catalog.resolve_pipeline(ns, req.pipeline, field="pipeline")
         if not pipeline.enabled:
             raise FailedPrecondition(
                 f"{pipeline.pipeline_id}@{pipeline.version} is disabled", field="pipeline"
@@ -584,6 +614,7 @@ class RunService:
                 s.input_mapping,
                 i + 1,
                 frozenset(x.step_id for x in pipeline.steps),
+                namespace=ns,
             )
             for i, s in enumerate(pipeline.steps)
         ]
@@ -620,19 +651,36 @@ class RunService:
                 raise InvalidArgument(str(exc), field="input_json") from exc
             input_check.check_step_input(p.step_id, p.task.input_schema, first_input)
 
-    async def get(self, run_id: str) -> Run:
+    async def get(self, run_id: str, namespace: str = auth.ALL_NAMESPACES) -> Run:
+        """A run; NOT_FOUND when it is in a namespace other than ``namespace``, as if it
+        did not exist."""
         if not run_id:
             raise InvalidArgument("is required", field="run_id")
         run_hash, steps, outputs = await self.queue.read_run(run_id)
-        if run_hash:
-            return Run.from_redis(run_hash, steps, outputs)
-        found = await self.store.get_run(run_id)
+        found = Run.from_redis(run_hash, steps, outputs) if run_hash else None
         if found is None:
+            found = await self.store.get_run(run_id)
+        if found is None or not auth.visible(found.namespace, namespace):
             raise NotFound(f"no run {run_id}", field="run_id")
         return found
 
-    async def watch(self, run_id: str, after_event_id: str = "") -> AsyncIterator[RunEvent]:
-        """Events of a run from the start (or after an event id) until it finishes."""
+    async def _check_visible(self, run_id: str, namespace: str) -> None:
+        if namespace == auth.ALL_NAMESPACES:
+            return
+        found = await self.queue.run_namespace(run_id)
+        if found is None:  # Redis no longer has the run: the history says
+            await self.get(run_id, namespace)
+        elif found != namespace:
+            raise NotFound(f"no run {run_id}", field="run_id")
+
+    async def watch(
+        self, run_id: str, after_event_id: str = "", namespace: str = auth.ALL_NAMESPACES
+    ) -> AsyncIterator[RunEvent]:
+        """Events of a run of ``namespace`` from the start (or after an event id) until it
+        finishes."""
+        if not run_id:
+            raise InvalidArgument("is required", field="run_id")
+        await self._check_visible(run_id, namespace)
         if not await self.queue.events_exist(run_id):
             run = await self.get(run_id)  # NotFound if it never existed
             yield RunEvent("", run_id, "", 0, run.state, run.error, run.ended_at or run.created_at)

@@ -20,6 +20,7 @@ from services.scheduler.dispatcher import (
     Renewed,
     StepReport,
 )
+from services.scheduler.queue_names import served_namespaces
 from services.scheduler.runs import RunEvent, RunService, SubmitRequest
 from wtm.v1 import executor_service_pb2 as epb
 from wtm.v1 import executor_service_pb2_grpc as epb_grpc
@@ -81,6 +82,7 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
                 request_id=request.request_id,
                 labels=dict(request.labels),
                 wait_seconds=request.wait.ToNanoseconds() / 1e9,
+                namespace=auth.scope(),
             )
         )
         return spb.SubmitRunResponse(run=run.to_proto())
@@ -88,12 +90,14 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
     async def GetRun(
         self, request: spb.GetRunRequest, context: aio.ServicerContext
     ) -> spb.GetRunResponse:
-        return spb.GetRunResponse(run=(await self._runs.get(request.run_id)).to_proto())
+        return spb.GetRunResponse(
+            run=(await self._runs.get(request.run_id, auth.scope())).to_proto()
+        )
 
     async def WatchRun(
         self, request: spb.WatchRunRequest, context: aio.ServicerContext
     ) -> AsyncIterator[spb.WatchRunResponse]:
-        async for event in self._runs.watch(request.run_id, request.after_event_id):
+        async for event in self._runs.watch(request.run_id, request.after_event_id, auth.scope()):
             yield spb.WatchRunResponse(event=event_to_proto(event))
 
     async def SubmitRuns(
@@ -106,6 +110,7 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
                 priority=request.priority,
                 request_id=request.request_id,
                 labels=dict(request.labels),
+                namespace=auth.scope(),
             ),
             list(request.inputs_json),
         )
@@ -114,13 +119,14 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
     async def CancelRun(
         self, request: spb.CancelRunRequest, context: aio.ServicerContext
     ) -> spb.CancelRunResponse:
-        run = await self._runs.cancel(request.run_id, request.reason)
+        run = await self._runs.cancel(request.run_id, request.reason, auth.scope())
         return spb.CancelRunResponse(run=run.to_proto())
 
     async def ListRuns(
         self, request: spb.ListRunsRequest, context: aio.ServicerContext
     ) -> spb.ListRunsResponse:
         runs, token = await self._runs.list_runs(
+            namespace=auth.scope(),
             state=_state_name(request.state),
             pipeline_id=request.pipeline_id,
             task_id=request.task_id,
@@ -136,7 +142,7 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
         self, request: spb.ListExecutorsRequest, context: aio.ServicerContext
     ) -> spb.ListExecutorsResponse:
         reply = spb.ListExecutorsResponse()
-        for e in await self._runs.list_executors():
+        for e in await self._runs.list_executors(auth.scope()):
             m = reply.executors.add(
                 executor_id=e["executor_id"],
                 state=spb.ExecutorState.Value(f"EXECUTOR_STATE_{e['state']}"),
@@ -150,6 +156,7 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
                 packages=e.get("packages", []),
                 slot_errors=e.get("slot_errors", 0),
                 last_slot_error=e.get("last_slot_error", ""),
+                namespaces=e.get("namespaces", [auth.ALL_NAMESPACES]),
             )
             m.connect_time.FromNanoseconds(int(e["connected_at"] * 1e9))
             m.last_seen_time.FromNanoseconds(int(e["last_seen"] * 1e9))
@@ -173,6 +180,7 @@ def _assignment_to_proto(a: Assignment) -> epb.ConnectResponse:
             upstream_output_ids=a.upstream_output_ids,
             input_sources=a.input_sources,
             traceparent=a.traceparent,
+            namespace=a.namespace,
         )
     )
 
@@ -219,6 +227,7 @@ class ExecutorServicer(epb_grpc.ExecutorServiceServicer):
                 h.python_version,
                 tuple(h.packages),
                 auth.current().key_id,
+                served_namespaces(auth.current().namespace, h.namespaces),
             )
         )
         reader = asyncio.create_task(self._read(session, request_iterator))

@@ -14,7 +14,9 @@ import grpc
 from grpc import aio
 
 from services.common import tls
+from services.common.auth import NAMESPACE_HEADER
 from services.common.errors import InvalidArgument, NotFound, Unavailable
+from services.scheduler.queue_names import queue_variant
 from wtm.v1 import registry_service_pb2 as rpb
 from wtm.v1 import registry_service_pb2_grpc as rpb_grpc
 
@@ -64,21 +66,6 @@ class ResolvedPipeline:
     steps: list[ResolvedStep]
 
 
-def queue_variant(queue: str, labels: dict[str, str]) -> str:
-    if not labels:
-        return queue
-    return queue + "|" + ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-
-
-def serves(variant: str, queues: list[str], labels: dict[str, str]) -> bool:
-    """Whether an executor on ``queues`` with ``labels`` may take work from ``variant``."""
-    queue, _, wanted = variant.partition("|")
-    if queue not in queues:
-        return False
-    pairs = [p.split("=", 1) for p in wanted.split(",") if p]
-    return all(labels.get(k) == v for k, v in pairs)
-
-
 def split_ref(ref: str, field: str) -> tuple[str, str]:
     """``"id"`` or ``"id@version"`` -> (id, version)."""
     ident, _, version = ref.partition("@")
@@ -104,31 +91,38 @@ class TaskCatalog:
         self._channel = tls.aio_channel(registry_address, tls_ca)
         self._stub = rpb_grpc.RegistryServiceStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        self._tasks: dict[tuple[str, str], ResolvedTask] = {}
-        self._pipelines: dict[tuple[str, str], ResolvedPipeline] = {}
+        # Keyed by (namespace, id, version): the same id is another task in another namespace.
+        self._tasks: dict[tuple[str, str, str], ResolvedTask] = {}
+        self._pipelines: dict[tuple[str, str, str], ResolvedPipeline] = {}
         self.latest_ttl = latest_ttl
-        self._latest: dict[tuple[str, str], tuple[float, Any]] = {}  # (kind, id) -> expiry, value
+        # (kind, namespace, id) -> expiry, value
+        self._latest: dict[tuple[str, str, str], tuple[float, Any]] = {}
 
-    def _cached_latest(self, kind: str, ident: str) -> Any:
-        hit = self._latest.get((kind, ident))
+    def _cached_latest(self, kind: str, namespace: str, ident: str) -> Any:
+        hit = self._latest.get((kind, namespace, ident))
         if hit is not None and hit[0] > time.monotonic():
             return hit[1]
         return None
 
-    def _remember_latest(self, kind: str, ident: str, value: Any) -> None:
+    def _remember_latest(self, kind: str, namespace: str, ident: str, value: Any) -> None:
         if self.latest_ttl > 0:
-            self._latest[(kind, ident)] = (time.monotonic() + self.latest_ttl, value)
+            self._latest[(kind, namespace, ident)] = (time.monotonic() + self.latest_ttl, value)
 
-    async def resolve(self, ref: str, field: str = "task") -> ResolvedTask:
+    def _in(self, namespace: str) -> tuple[tuple[str, str], ...]:
+        return (*self._metadata, (NAMESPACE_HEADER, namespace))
+
+    async def resolve(self, namespace: str, ref: str, field: str = "task") -> ResolvedTask:
+        """A task of ``namespace`` (or a task another namespace shares, "owner/task_id")."""
         task_id, version = split_ref(ref, field)
-        if version not in ("", "latest") and (task_id, version) in self._tasks:
-            return self._tasks[(task_id, version)]
-        if version in ("", "latest") and (hit := self._cached_latest("task", task_id)):
+        key = (namespace, task_id, version)
+        if version not in ("", "latest") and key in self._tasks:
+            return self._tasks[key]
+        if version in ("", "latest") and (hit := self._cached_latest("task", *key[:2])):
             return hit  # type: ignore[no-any-return]
         try:
             reply = await self._stub.GetTask(
                 rpb.GetTaskRequest(task_id=task_id, version=version),
-                metadata=self._metadata,
+                metadata=self._in(namespace),
                 timeout=10,
             )
         except aio.AioRpcError as exc:
@@ -136,7 +130,7 @@ class TaskCatalog:
         t = reply.task
         manifest = json.loads(t.manifest_json or "{}")
         resolved = ResolvedTask(
-            t.task_id,
+            task_id if "/" in task_id else t.task_id,  # "owner/task_id": another's, shared
             t.version,
             t.digest,
             t.entry_point,
@@ -147,21 +141,25 @@ class TaskCatalog:
             manifest.get("input_schema") or {},
             dict(manifest.get("executor_labels") or {}),
         )
-        self._tasks[(t.task_id, t.version)] = resolved
+        self._tasks[(namespace, task_id, t.version)] = resolved
         if version in ("", "latest"):
-            self._remember_latest("task", task_id, resolved)
+            self._remember_latest("task", namespace, task_id, resolved)
         return resolved
 
-    async def resolve_pipeline(self, ref: str, field: str = "pipeline") -> ResolvedPipeline:
+    async def resolve_pipeline(
+        self, namespace: str, ref: str, field: str = "pipeline"
+    ) -> ResolvedPipeline:
+        """A pipeline of ``namespace``, its steps resolved in it."""
         pipeline_id, version = split_ref(ref, field)
-        if version not in ("", "latest") and (pipeline_id, version) in self._pipelines:
-            return self._pipelines[(pipeline_id, version)]
-        if version in ("", "latest") and (hit := self._cached_latest("pipeline", pipeline_id)):
+        key = (namespace, pipeline_id, version)
+        if version not in ("", "latest") and key in self._pipelines:
+            return self._pipelines[key]
+        if version in ("", "latest") and (hit := self._cached_latest("pipeline", *key[:2])):
             return hit  # type: ignore[no-any-return]
         try:
             reply = await self._stub.GetPipeline(
                 rpb.GetPipelineRequest(pipeline_id=pipeline_id, version=version),
-                metadata=self._metadata,
+                metadata=self._in(namespace),
                 timeout=10,
             )
         except aio.AioRpcError as exc:
@@ -170,7 +168,7 @@ class TaskCatalog:
         steps = [
             ResolvedStep(
                 step_id=s.step_id,
-                task=await self.resolve(f"{s.task_id}@{s.task_version}", field),
+                task=await self.resolve(namespace, f"{s.task_id}@{s.task_version}", field),
                 depends_on=list(s.depends_on),
                 timeout_seconds=s.timeout_seconds,
                 retry_count=s.retry_count,
@@ -182,9 +180,9 @@ class TaskCatalog:
         resolved = ResolvedPipeline(
             p.pipeline_id, p.version, p.enabled, json.loads(p.input_validation_json or "{}"), steps
         )
-        self._pipelines[(p.pipeline_id, p.version)] = resolved
+        self._pipelines[(namespace, p.pipeline_id, p.version)] = resolved
         if version in ("", "latest"):
-            self._remember_latest("pipeline", pipeline_id, resolved)
+            self._remember_latest("pipeline", namespace, pipeline_id, resolved)
         return resolved
 
     async def close(self) -> None:

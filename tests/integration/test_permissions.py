@@ -1,18 +1,20 @@
-"""Who may call what, on the real stack: every RPC × every role, and keys that are missing,
-wrong, revoked or expired. The expectation comes from the one permission table; a call the
-role may make must get past the gate (whatever the domain then answers), any other must be
-PERMISSION_DENIED. (Namespaces are not yet separated: every key here is in 'default'.)"""
+"""Who may call what, on the real stack: every RPC × every role × own and other namespace,
+and keys that are missing, wrong, revoked or expired. The expectation comes from the one
+permission table; a call the role may make must get past the gate (whatever the domain then
+answers), any other must be PERMISSION_DENIED. In another namespace, a call the role may
+make finds nothing of the first: NOT_FOUND, or a list without it."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import pytest
 
-from clients.sdk import ApiError, Client
+from clients.sdk import ApiError, Client, TaskInfo
 from services.common import tls
 from services.common.auth import METHOD_PERMISSIONS, ROLE_PERMISSIONS, Role
 from services.localstack import Cluster
@@ -64,6 +66,9 @@ def calls(registry: grpc.Channel, scheduler: grpc.Channel) -> dict[str, Callable
         ),
         "/wtm.v1.RegistryService/DeprecateTask": lambda: r.DeprecateTask(
             rpb.DeprecateTaskRequest(task_id=missing, version="1.0.0")
+        ),
+        "/wtm.v1.RegistryService/ShareTask": lambda: r.ShareTask(
+            rpb.ShareTaskRequest(task_id=missing, shared=True)
         ),
         "/wtm.v1.RegistryService/RegisterPipelines": lambda: r.RegisterPipelines(
             rpb.RegisterPipelinesRequest(config_json="[]", validate_only=True)
@@ -142,6 +147,170 @@ def test_each_role_may_call_what_the_table_grants_and_nothing_else(
             ):
                 wrong[method] = (allowed, code.name)
     assert not wrong, f"{role}: method -> (should be allowed, got): {wrong}"
+
+
+@dataclass
+class Theirs:
+    """Things of the "default" namespace that another namespace must not find."""
+
+    task: TaskInfo
+    pipeline_id: str
+    run_id: str
+    artifact: str
+    key_id: str
+
+
+@pytest.fixture(scope="module")
+def theirs(client: Client, tmp_path_factory: pytest.TempPathFactory) -> Theirs:
+    task = client.register_task(FIXTURES / "echo")
+    client.register_pipelines({"pipeline_id": "ns_probe", "steps": [{"task_id": "echo"}]})
+    run = client.wait(client.submit(task="echo", input={"secret": 1}).run_id, timeout=30)
+    image = tmp_path_factory.mktemp("ns") / "theirs.txt"
+    image.write_text("default's file")
+    key, _ = client.create_api_key("default's viewer", "viewer", "default")
+    return Theirs(task, "ns_probe", run.run_id, client.upload_artifact(image), key.key_id)
+
+
+def other_namespace_calls(
+    registry: grpc.Channel, scheduler: grpc.Channel, t: Theirs
+) -> dict[str, Callable[[], Any]]:
+    """Per RPC, a call from another namespace naming the things of "default": each returns
+    True when it found nothing of them (a NOT_FOUND, an INVALID_ARGUMENT that says the task
+    is not registered, or a list without them)."""
+    r, a = rpb_grpc.RegistryServiceStub(registry), apb_grpc.AuthServiceStub(registry)
+    s, e = spb_grpc.SchedulerServiceStub(scheduler), epb_grpc.ExecutorServiceStub(scheduler)
+    task, version = t.task.task_id, t.task.version
+
+    def not_found(
+        call: Callable[[], Any], code: grpc.StatusCode = grpc.StatusCode.NOT_FOUND
+    ) -> Any:
+        return lambda: outcome(call) == code
+
+    def without(items: Callable[[], list[str]], mine: str) -> Any:
+        return lambda: mine not in items()
+
+    hello = epb.ExecutorHello(
+        executor_id="ns-x", queues=["default"], slots=1, namespaces=["default"]
+    )
+    return {
+        "/wtm.v1.RegistryService/UploadTaskPackage": lambda: True,  # it stores in its own
+        "/wtm.v1.RegistryService/GetTask": not_found(
+            lambda: r.GetTask(rpb.GetTaskRequest(task_id=task))
+        ),
+        "/wtm.v1.RegistryService/ListTasks": without(
+            lambda: [x.task_id for x in r.ListTasks(rpb.ListTasksRequest()).tasks], task
+        ),
+        "/wtm.v1.RegistryService/DownloadTaskPackage": not_found(
+            lambda: list(
+                r.DownloadTaskPackage(rpb.DownloadTaskPackageRequest(digest=t.task.digest))
+            )
+        ),
+        "/wtm.v1.RegistryService/DeprecateTask": not_found(
+            lambda: r.DeprecateTask(rpb.DeprecateTaskRequest(task_id=task, version=version))
+        ),
+        "/wtm.v1.RegistryService/ShareTask": not_found(
+            lambda: r.ShareTask(rpb.ShareTaskRequest(task_id=task, shared=True))
+        ),
+        "/wtm.v1.RegistryService/RegisterPipelines": not_found(
+            lambda: r.RegisterPipelines(
+                rpb.RegisterPipelinesRequest(
+                    config_json=f'{{"pipeline_id": "x", "steps": [{{"task_id": "{task}"}}]}}',
+                    validate_only=True,
+                )
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,  # "uses a task that is not registered"
+        ),
+        "/wtm.v1.RegistryService/GetPipeline": not_found(
+            lambda: r.GetPipeline(rpb.GetPipelineRequest(pipeline_id=t.pipeline_id))
+        ),
+        "/wtm.v1.RegistryService/ListPipelines": without(
+            lambda: [p.pipeline_id for p in r.ListPipelines(rpb.ListPipelinesRequest()).pipelines],
+            t.pipeline_id,
+        ),
+        "/wtm.v1.RegistryService/UploadArtifact": lambda: True,  # it stores in its own
+        "/wtm.v1.RegistryService/DownloadArtifact": not_found(
+            lambda: list(r.DownloadArtifact(rpb.DownloadArtifactRequest(uri=t.artifact)))
+        ),
+        "/wtm.v1.SchedulerService/SubmitRun": not_found(
+            lambda: s.SubmitRun(spb.SubmitRunRequest(task=task))
+        ),
+        "/wtm.v1.SchedulerService/SubmitRuns": not_found(
+            lambda: s.SubmitRuns(spb.SubmitRunsRequest(task=task, inputs_json=["{}"]))
+        ),
+        "/wtm.v1.SchedulerService/GetRun": not_found(
+            lambda: s.GetRun(spb.GetRunRequest(run_id=t.run_id))
+        ),
+        "/wtm.v1.SchedulerService/WatchRun": not_found(
+            lambda: list(s.WatchRun(spb.WatchRunRequest(run_id=t.run_id)))
+        ),
+        "/wtm.v1.SchedulerService/CancelRun": not_found(
+            lambda: s.CancelRun(spb.CancelRunRequest(run_id=t.run_id))
+        ),
+        "/wtm.v1.SchedulerService/ListRuns": without(
+            lambda: [x.run_id for x in s.ListRuns(spb.ListRunsRequest(page_size=1000)).runs],
+            t.run_id,
+        ),
+        "/wtm.v1.SchedulerService/ListExecutors": lambda: True,  # the fleet serving it
+        "/wtm.v1.ExecutorService/Connect": not_found(  # asking for another's queues
+            lambda: list(e.Connect(_stream(epb.ConnectRequest(hello=hello)))),
+            grpc.StatusCode.PERMISSION_DENIED,
+        ),
+        "/wtm.v1.AuthService/CreateApiKey": not_found(
+            lambda: a.CreateApiKey(
+                apb.CreateApiKeyRequest(name="x", role="viewer", namespace="default")
+            ),
+            grpc.StatusCode.PERMISSION_DENIED,
+        ),
+        "/wtm.v1.AuthService/ListApiKeys": without(
+            lambda: [k.key_id for k in a.ListApiKeys(apb.ListApiKeysRequest()).keys], t.key_id
+        ),
+        "/wtm.v1.AuthService/RevokeApiKey": not_found(
+            lambda: a.RevokeApiKey(apb.RevokeApiKeyRequest(key_id=t.key_id))
+        ),
+        "/wtm.v1.AuthService/ListAuditEvents": without(
+            lambda: [
+                ev.namespace
+                for ev in a.ListAuditEvents(apb.ListAuditEventsRequest(page_size=1000)).events
+            ],
+            "default",
+        ),
+    }
+
+
+def test_every_rpc_has_an_other_namespace_call(theirs: Theirs) -> None:
+    with tls.channel("127.0.0.1:1") as ch:
+        assert set(other_namespace_calls(ch, ch, theirs)) == set(METHOD_PERMISSIONS)
+
+
+@pytest.mark.parametrize("role", [r.value for r in Role])
+def test_another_namespace_finds_nothing_of_this_one(
+    cluster: Cluster, client: Client, theirs: Theirs, role: str
+) -> None:
+    """Keys bound to "team-x", and the same call made by a key of every namespace acting in
+    "team-x", find nothing of "default"; a key bound to "team-x" cannot ask for "default"."""
+    granted = ROLE_PERMISSIONS[Role(role)]
+    bound = client.create_api_key(f"team-x {role}", role, "team-x")[1]
+    everywhere = client.create_api_key(f"every-ns {role}", role, "*")[1]
+    for key, namespace in ((bound, ""), (everywhere, "team-x")):
+        with (
+            keyed_channel(cluster.registry_address, key, namespace) as registry,
+            keyed_channel(cluster.scheduler_address, key, namespace) as scheduler,
+        ):
+            calls = other_namespace_calls(registry, scheduler, theirs)
+            if namespace:  # a key of every namespace may name any in the request itself
+                calls.pop("/wtm.v1.AuthService/CreateApiKey")  # the key's namespace
+                calls.pop("/wtm.v1.ExecutorService/Connect")  # the namespaces it serves
+            leaked = [
+                method
+                for method, hidden in calls.items()
+                if METHOD_PERMISSIONS[method] in granted and not hidden()
+            ]
+        assert not leaked, f"{role} in team-x ({'bound' if not namespace else '*'}): {leaked}"
+    with keyed_channel(cluster.scheduler_address, bound, "default") as scheduler:
+        code = outcome(
+            lambda: spb_grpc.SchedulerServiceStub(scheduler).ListRuns(spb.ListRunsRequest())
+        )
+    assert code == grpc.StatusCode.PERMISSION_DENIED
 
 
 @pytest.mark.parametrize("which", ["none", "garbage", "wrong", "revoked", "expired"])

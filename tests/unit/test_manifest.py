@@ -8,7 +8,7 @@ import pytest
 
 from services.common.errors import InvalidArgument
 from services.registry.manifest import parse_manifest, version_sort_key
-from services.scheduler.task_catalog import queue_variant, serves
+from services.scheduler.queue_names import queue_variant, serves
 
 
 def manifest(**fields: object) -> str:

@@ -54,7 +54,7 @@ class ConnectResponse(_message.Message):
     def __init__(self, welcome: _Optional[_Union[ExecutorWelcome, _Mapping]] = ..., assignment: _Optional[_Union[StepAssignment, _Mapping]] = ..., cancel: _Optional[_Union[CancelStep, _Mapping]] = ..., heartbeat_ack: _Optional[_Union[HeartbeatAck, _Mapping]] = ...) -> None: ...
 
 class ExecutorHello(_message.Message):
-    __slots__ = ("executor_id", "queues", "slots", "labels", "software_version", "python_version", "packages")
+    __slots__ = ("executor_id", "queues", "slots", "labels", "software_version", "python_version", "packages", "namespaces")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +69,7 @@ class ExecutorHello(_message.Message):
     SOFTWARE_VERSION_FIELD_NUMBER: _ClassVar[int]
     PYTHON_VERSION_FIELD_NUMBER: _ClassVar[int]
     PACKAGES_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACES_FIELD_NUMBER: _ClassVar[int]
     executor_id: str
     queues: _containers.RepeatedScalarFieldContainer[str]
     slots: int
@@ -76,7 +77,8 @@ class ExecutorHello(_message.Message):
     software_version: str
     python_version: str
     packages: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, executor_id: _Optional[str] = ..., queues: _Optional[_Iterable[str]] = ..., slots: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., software_version: _Optional[str] = ..., python_version: _Optional[str] = ..., packages: _Optional[_Iterable[str]] = ...) -> None: ...
+    namespaces: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, executor_id: _Optional[str] = ..., queues: _Optional[_Iterable[str]] = ..., slots: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., software_version: _Optional[str] = ..., python_version: _Optional[str] = ..., packages: _Optional[_Iterable[str]] = ..., namespaces: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ExecutorWelcome(_message.Message):
     __slots__ = ("lease_seconds", "heartbeat_interval_seconds", "acks_heartbeats")
@@ -121,7 +123,7 @@ class StepAttemptRef(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., step_id: _Optional[str] = ..., attempt: _Optional[int] = ..., lease_id: _Optional[str] = ...) -> None: ...
 
 class StepAssignment(_message.Message):
-    __slots__ = ("ref", "task_id", "task_version", "digest", "entry_point", "input_json", "timeout_seconds", "input_id", "output_id", "upstream_output_ids", "input_sources", "traceparent")
+    __slots__ = ("ref", "task_id", "task_version", "digest", "entry_point", "input_json", "timeout_seconds", "input_id", "output_id", "upstream_output_ids", "input_sources", "traceparent", "namespace")
     class UpstreamOutputIdsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -148,6 +150,7 @@ class StepAssignment(_message.Message):
     UPSTREAM_OUTPUT_IDS_FIELD_NUMBER: _ClassVar[int]
     INPUT_SOURCES_FIELD_NUMBER: _ClassVar[int]
     TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     ref: StepAttemptRef
     task_id: str
     task_version: str
@@ -160,7 +163,8 @@ class StepAssignment(_message.Message):
     upstream_output_ids: _containers.ScalarMap[str, str]
     input_sources: _containers.ScalarMap[str, str]
     traceparent: str
-    def __init__(self, ref: _Optional[_Union[StepAttemptRef, _Mapping]] = ..., task_id: _Optional[str] = ..., task_version: _Optional[str] = ..., digest: _Optional[str] = ..., entry_point: _Optional[str] = ..., input_json: _Optional[str] = ..., timeout_seconds: _Optional[int] = ..., input_id: _Optional[str] = ..., output_id: _Optional[str] = ..., upstream_output_ids: _Optional[_Mapping[str, str]] = ..., input_sources: _Optional[_Mapping[str, str]] = ..., traceparent: _Optional[str] = ...) -> None: ...
+    namespace: str
+    def __init__(self, ref: _Optional[_Union[StepAttemptRef, _Mapping]] = ..., task_id: _Optional[str] = ..., task_version: _Optional[str] = ..., digest: _Optional[str] = ..., entry_point: _Optional[str] = ..., input_json: _Optional[str] = ..., timeout_seconds: _Optional[int] = ..., input_id: _Optional[str] = ..., output_id: _Optional[str] = ..., upstream_output_ids: _Optional[_Mapping[str, str]] = ..., input_sources: _Optional[_Mapping[str, str]] = ..., traceparent: _Optional[str] = ..., namespace: _Optional[str] = ...) -> None: ...
 
 class CancelStep(_message.Message):
     __slots__ = ("ref", "reason")

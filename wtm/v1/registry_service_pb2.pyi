@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Task(_message.Message):
-    __slots__ = ("name", "task_id", "version", "display_name", "description", "category", "tags", "queue", "priority", "timeout_seconds", "max_retries", "entry_point", "digest", "size_bytes", "manifest_json", "create_time", "deprecated", "deprecation_reason")
+    __slots__ = ("name", "task_id", "version", "display_name", "description", "category", "tags", "queue", "priority", "timeout_seconds", "max_retries", "entry_point", "digest", "size_bytes", "manifest_json", "create_time", "deprecated", "deprecation_reason", "namespace", "shared")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +29,8 @@ class Task(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     DEPRECATED_FIELD_NUMBER: _ClassVar[int]
     DEPRECATION_REASON_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    SHARED_FIELD_NUMBER: _ClassVar[int]
     name: str
     task_id: str
     version: str
@@ -47,7 +49,9 @@ class Task(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     deprecated: bool
     deprecation_reason: str
-    def __init__(self, name: _Optional[str] = ..., task_id: _Optional[str] = ..., version: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., category: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., queue: _Optional[str] = ..., priority: _Optional[int] = ..., timeout_seconds: _Optional[int] = ..., max_retries: _Optional[int] = ..., entry_point: _Optional[str] = ..., digest: _Optional[str] = ..., size_bytes: _Optional[int] = ..., manifest_json: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deprecated: _Optional[bool] = ..., deprecation_reason: _Optional[str] = ...) -> None: ...
+    namespace: str
+    shared: bool
+    def __init__(self, name: _Optional[str] = ..., task_id: _Optional[str] = ..., version: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., category: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., queue: _Optional[str] = ..., priority: _Optional[int] = ..., timeout_seconds: _Optional[int] = ..., max_retries: _Optional[int] = ..., entry_point: _Optional[str] = ..., digest: _Optional[str] = ..., size_bytes: _Optional[int] = ..., manifest_json: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deprecated: _Optional[bool] = ..., deprecation_reason: _Optional[str] = ..., namespace: _Optional[str] = ..., shared: _Optional[bool] = ...) -> None: ...
 
 class UploadTaskPackageHeader(_message.Message):
     __slots__ = ("sha256", "size_bytes")
@@ -139,6 +143,20 @@ class DeprecateTaskResponse(_message.Message):
     task: Task
     def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ...) -> None: ...
 
+class ShareTaskRequest(_message.Message):
+    __slots__ = ("task_id", "shared")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    SHARED_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    shared: bool
+    def __init__(self, task_id: _Optional[str] = ..., shared: _Optional[bool] = ...) -> None: ...
+
+class ShareTaskResponse(_message.Message):
+    __slots__ = ("task",)
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    task: Task
+    def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ...) -> None: ...
+
 class PipelineStep(_message.Message):
     __slots__ = ("step_id", "task_id", "task_version", "digest", "depends_on", "parallel_group", "timeout_seconds", "retry_count", "input_mapping_json", "queue")
     STEP_ID_FIELD_NUMBER: _ClassVar[int]
@@ -164,7 +182,7 @@ class PipelineStep(_message.Message):
     def __init__(self, step_id: _Optional[str] = ..., task_id: _Optional[str] = ..., task_version: _Optional[str] = ..., digest: _Optional[str] = ..., depends_on: _Optional[_Iterable[str]] = ..., parallel_group: _Optional[str] = ..., timeout_seconds: _Optional[int] = ..., retry_count: _Optional[int] = ..., input_mapping_json: _Optional[str] = ..., queue: _Optional[str] = ...) -> None: ...
 
 class Pipeline(_message.Message):
-    __slots__ = ("name", "pipeline_id", "version", "display_name", "description", "steps", "input_validation_json", "output_format_json", "metadata_json", "enabled", "create_time")
+    __slots__ = ("name", "pipeline_id", "version", "display_name", "description", "steps", "input_validation_json", "output_format_json", "metadata_json", "enabled", "create_time", "namespace")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PIPELINE_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -176,6 +194,7 @@ class Pipeline(_message.Message):
     METADATA_JSON_FIELD_NUMBER: _ClassVar[int]
     ENABLED_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     name: str
     pipeline_id: str
     version: str
@@ -187,7 +206,8 @@ class Pipeline(_message.Message):
     metadata_json: str
     enabled: bool
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., pipeline_id: _Optional[str] = ..., version: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[PipelineStep, _Mapping]]] = ..., input_validation_json: _Optional[str] = ..., output_format_json: _Optional[str] = ..., metadata_json: _Optional[str] = ..., enabled: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    namespace: str
+    def __init__(self, name: _Optional[str] = ..., pipeline_id: _Optional[str] = ..., version: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[PipelineStep, _Mapping]]] = ..., input_validation_json: _Optional[str] = ..., output_format_json: _Optional[str] = ..., metadata_json: _Optional[str] = ..., enabled: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., namespace: _Optional[str] = ...) -> None: ...
 
 class RegisterPipelinesRequest(_message.Message):
     __slots__ = ("config_json", "pipeline_id", "validate_only")

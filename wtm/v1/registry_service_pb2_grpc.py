@@ -61,6 +61,11 @@ class RegistryServiceStub:
                 request_serializer=wtm_dot_v1_dot_registry__service__pb2.DeprecateTaskRequest.SerializeToString,
                 response_deserializer=wtm_dot_v1_dot_registry__service__pb2.DeprecateTaskResponse.FromString,
                 _registered_method=True)
+        self.ShareTask = channel.unary_unary(
+                '/wtm.v1.RegistryService/ShareTask',
+                request_serializer=wtm_dot_v1_dot_registry__service__pb2.ShareTaskRequest.SerializeToString,
+                response_deserializer=wtm_dot_v1_dot_registry__service__pb2.ShareTaskResponse.FromString,
+                _registered_method=True)
         self.RegisterPipelines = channel.unary_unary(
                 '/wtm.v1.RegistryService/RegisterPipelines',
                 request_serializer=wtm_dot_v1_dot_registry__service__pb2.RegisterPipelinesRequest.SerializeToString,
@@ -130,6 +135,14 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ShareTask(self, request, context):
+        """ShareTask lets pipelines of every namespace use a task of the caller's namespace (all its
+        versions), as "namespace/task_id"; or stops that. Admins only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RegisterPipelines(self, request, context):
         """RegisterPipelines validates a pipeline config and stores its pipelines, each version
         immutable, with every step pinned to a task version and digest.
@@ -194,6 +207,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.DeprecateTask,
                     request_deserializer=wtm_dot_v1_dot_registry__service__pb2.DeprecateTaskRequest.FromString,
                     response_serializer=wtm_dot_v1_dot_registry__service__pb2.DeprecateTaskResponse.SerializeToString,
+            ),
+            'ShareTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.ShareTask,
+                    request_deserializer=wtm_dot_v1_dot_registry__service__pb2.ShareTaskRequest.FromString,
+                    response_serializer=wtm_dot_v1_dot_registry__service__pb2.ShareTaskResponse.SerializeToString,
             ),
             'RegisterPipelines': grpc.unary_unary_rpc_method_handler(
                     servicer.RegisterPipelines,
@@ -358,6 +376,33 @@ class RegistryService:
             '/wtm.v1.RegistryService/DeprecateTask',
             wtm_dot_v1_dot_registry__service__pb2.DeprecateTaskRequest.SerializeToString,
             wtm_dot_v1_dot_registry__service__pb2.DeprecateTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ShareTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wtm.v1.RegistryService/ShareTask',
+            wtm_dot_v1_dot_registry__service__pb2.ShareTaskRequest.SerializeToString,
+            wtm_dot_v1_dot_registry__service__pb2.ShareTaskResponse.FromString,
             options,
             channel_credentials,
             insecure,

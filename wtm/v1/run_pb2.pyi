@@ -30,7 +30,7 @@ STATE_TIMED_OUT: State
 STATE_CANCELLED: State
 
 class Run(_message.Message):
-    __slots__ = ("name", "run_id", "pipeline_id", "pipeline_version", "task_id", "state", "input_json", "output_json", "error", "priority", "labels", "request_id", "steps", "lineage", "create_time", "start_time", "end_time", "processing_summary", "batch_id", "trace_id")
+    __slots__ = ("name", "run_id", "pipeline_id", "pipeline_version", "task_id", "state", "input_json", "output_json", "error", "priority", "labels", "request_id", "steps", "lineage", "create_time", "start_time", "end_time", "processing_summary", "batch_id", "trace_id", "namespace")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +58,7 @@ class Run(_message.Message):
     PROCESSING_SUMMARY_FIELD_NUMBER: _ClassVar[int]
     BATCH_ID_FIELD_NUMBER: _ClassVar[int]
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     name: str
     run_id: str
     pipeline_id: str
@@ -78,7 +79,8 @@ class Run(_message.Message):
     processing_summary: ProcessingSummary
     batch_id: str
     trace_id: str
-    def __init__(self, name: _Optional[str] = ..., run_id: _Optional[str] = ..., pipeline_id: _Optional[str] = ..., pipeline_version: _Optional[str] = ..., task_id: _Optional[str] = ..., state: _Optional[_Union[State, str]] = ..., input_json: _Optional[str] = ..., output_json: _Optional[str] = ..., error: _Optional[str] = ..., priority: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[StepRun, _Mapping]]] = ..., lineage: _Optional[_Iterable[_Union[LineageEdge, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., processing_summary: _Optional[_Union[ProcessingSummary, _Mapping]] = ..., batch_id: _Optional[str] = ..., trace_id: _Optional[str] = ...) -> None: ...
+    namespace: str
+    def __init__(self, name: _Optional[str] = ..., run_id: _Optional[str] = ..., pipeline_id: _Optional[str] = ..., pipeline_version: _Optional[str] = ..., task_id: _Optional[str] = ..., state: _Optional[_Union[State, str]] = ..., input_json: _Optional[str] = ..., output_json: _Optional[str] = ..., error: _Optional[str] = ..., priority: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[StepRun, _Mapping]]] = ..., lineage: _Optional[_Iterable[_Union[LineageEdge, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., processing_summary: _Optional[_Union[ProcessingSummary, _Mapping]] = ..., batch_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., namespace: _Optional[str] = ...) -> None: ...
 
 class ProcessingSummary(_message.Message):
     __slots__ = ("wall_seconds", "step_seconds_sum", "parallel_speedup", "steps")

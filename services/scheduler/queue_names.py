@@ -1,0 +1,79 @@
+"""What the scheduler's queues are called, and which executor may take from which.
+
+A step waits on its task's queue ("vision"), in its run's namespace ("team-a/vision"; the
+"default" namespace's queues keep their plain names), with the task's executor labels as a
+suffix when it has any ("team-a/vision|gpu=true"). An executor serves some queues, in some
+namespaces (``*``: every namespace), and takes a labelled variant only if its own labels
+match every label the variant asks for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from services.common.auth import ALL_NAMESPACES, DEFAULT_NAMESPACE, check_namespace
+from services.common.errors import PermissionDenied
+
+
+def queue_variant(queue: str, labels: dict[str, str]) -> str:
+    if not labels:
+        return queue
+    return queue + "|" + ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+def in_namespace(namespace: str, variant: str) -> str:
+    """The queue ``variant`` of ``namespace``."""
+    return variant if namespace == DEFAULT_NAMESPACE else f"{namespace}/{variant}"
+
+
+def split(queue: str) -> tuple[str, str]:
+    """(namespace, variant) of a queue's full name."""
+    name, bar, labels = queue.partition("|")  # label values may hold "/"
+    namespace, _, base = name.rpartition("/")
+    return namespace or DEFAULT_NAMESPACE, base + bar + labels
+
+
+def is_plain(queue: str) -> bool:
+    """A default-namespace queue without labels: executors find those by name alone; every
+    other queue is announced in the set of queue variants."""
+    return "|" not in queue and "/" not in queue
+
+
+def serves(
+    queue: str,
+    queues: Sequence[str],
+    labels: dict[str, str],
+    namespaces: Sequence[str] = (ALL_NAMESPACES,),
+) -> bool:
+    """Whether an executor on ``queues`` in ``namespaces`` with ``labels`` may take work
+    from ``queue``."""
+    namespace, variant = split(queue)
+    if ALL_NAMESPACES not in namespaces and namespace not in namespaces:
+        return False
+    base, _, wanted = variant.partition("|")
+    if base not in queues:
+        return False
+    pairs = [p.split("=", 1) for p in wanted.split(",") if p]
+    return all(labels.get(k) == v for k, v in pairs)
+
+
+def own_queues(queues: Sequence[str], namespaces: Sequence[str]) -> list[str]:
+    """The unlabelled queues an executor takes from without looking them up."""
+    if ALL_NAMESPACES in namespaces:
+        return list(queues)  # the default namespace's; the others' are announced variants
+    return [in_namespace(ns, q) for ns in namespaces for q in queues]
+
+
+def served_namespaces(bound_to: str, requested: Iterable[str]) -> tuple[str, ...]:
+    """The namespaces an executor serves: those it asked for, within what its credential
+    is bound to (``*``: any); all it may serve when it asked for none."""
+    asked = tuple(dict.fromkeys(requested))
+    for name in asked:
+        check_namespace(name, "hello.namespaces", allow_all=True)
+    if bound_to == ALL_NAMESPACES:
+        return asked or (ALL_NAMESPACES,)
+    if any(name != bound_to for name in asked):
+        raise PermissionDenied(
+            f"this executor's key is bound to namespace {bound_to!r}", field="hello.namespaces"
+        )
+    return (bound_to,)
