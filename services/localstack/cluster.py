@@ -99,7 +99,9 @@ class Cluster:
             stub = apb_grpc.AuthServiceStub(channel)
             for name, role in (("service", "service"), ("executor", "executor")):
                 request = apb.CreateApiKeyRequest(
-                    name=f"local {name}", role=role, namespace="*"  # every namespace
+                    name=f"local {name}",
+                    role=role,
+                    namespace="*",  # every namespace
                 )
                 reply = stub.CreateApiKey(request, metadata=metadata, timeout=30)
                 self._write_key(name, reply.secret)
