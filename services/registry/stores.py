@@ -59,9 +59,9 @@ class VersionedStore(Generic[T]):
         for doc in self._c.find({}, {"namespace": 1}):
             if "namespace" not in doc:
                 self._c.update_one({"_id": doc["_id"]}, {"$set": {"namespace": DEFAULT_NAMESPACE}})
-        old = f"{self._id}_1_version_1"
-        if old in self._c.index_information():
-            self._c.drop_index(old)
+        for name, info in self._c.index_information().items():
+            if list(info["key"]) == [(self._id, 1), ("version", 1)]:
+                self._c.drop_index(name)
 
     def _resort(self) -> None:
         """Bring ``version_sort`` up to date where an older release wrote it another way
@@ -157,7 +157,7 @@ class SharedTasks:
     def set(self, namespace: str, task_id: str, shared: bool, by: str) -> None:
         key = f"{namespace}/{task_id}"
         if shared:
-            doc = {"namespace": namespace, "task_id": task_id, "shared_by": by}
+            doc = {"_id": key, "namespace": namespace, "task_id": task_id, "shared_by": by}
             self._c.replace_one({"_id": key}, doc, upsert=True)
         else:
             self._c.delete_one({"_id": key})

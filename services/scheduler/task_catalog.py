@@ -1,7 +1,8 @@
 """``TaskCatalog``: the scheduler's view of the registry — tasks and pipelines resolved to
 pinned versions. Pinned versions are immutable, so they are cached for good; what ``latest``
 means is cached for ``latest_ttl`` seconds (default 1), so a burst of submits asks the
-registry once, and a newly registered version is picked up within that time."""
+registry once, and a newly registered version is picked up within that time. So is another
+namespace's shared task, and a pipeline that uses one: its admin may stop sharing it."""
 
 from __future__ import annotations
 
@@ -66,6 +67,14 @@ class ResolvedPipeline:
     steps: list[ResolvedStep]
 
 
+def _briefly(task_id: str, version: str) -> str:
+    """The key a task reference is cached under for ``latest_ttl`` only ("" for one cached
+    for good): what "latest" means changes, and so does whether a shared task is shared."""
+    if "/" in task_id or version in ("", "latest"):
+        return f"{task_id}@{version or 'latest'}"
+    return ""
+
+
 def split_ref(ref: str, field: str) -> tuple[str, str]:
     """``"id"`` or ``"id@version"`` -> (id, version)."""
     ident, _, version = ref.partition("@")
@@ -117,7 +126,7 @@ class TaskCatalog:
         key = (namespace, task_id, version)
         if version not in ("", "latest") and key in self._tasks:
             return self._tasks[key]
-        if version in ("", "latest") and (hit := self._cached_latest("task", *key[:2])):
+        if (hit := self._cached_latest("task", namespace, _briefly(task_id, version))) is not None:
             return hit  # type: ignore[no-any-return]
         try:
             reply = await self._stub.GetTask(
@@ -141,9 +150,10 @@ class TaskCatalog:
             manifest.get("input_schema") or {},
             dict(manifest.get("executor_labels") or {}),
         )
-        self._tasks[(namespace, task_id, t.version)] = resolved
-        if version in ("", "latest"):
-            self._remember_latest("task", namespace, task_id, resolved)
+        if "/" not in task_id:
+            self._tasks[(namespace, task_id, t.version)] = resolved
+        if briefly := _briefly(task_id, version):
+            self._remember_latest("task", namespace, briefly, resolved)
         return resolved
 
     async def resolve_pipeline(
@@ -154,8 +164,9 @@ class TaskCatalog:
         key = (namespace, pipeline_id, version)
         if version not in ("", "latest") and key in self._pipelines:
             return self._pipelines[key]
-        if version in ("", "latest") and (hit := self._cached_latest("pipeline", *key[:2])):
-            return hit  # type: ignore[no-any-return]
+        found = self._cached_latest("pipeline", namespace, f"{pipeline_id}@{version or 'latest'}")
+        if found is not None:
+            return found  # type: ignore[no-any-return]
         try:
             reply = await self._stub.GetPipeline(
                 rpb.GetPipelineRequest(pipeline_id=pipeline_id, version=version),
@@ -180,9 +191,12 @@ class TaskCatalog:
         resolved = ResolvedPipeline(
             p.pipeline_id, p.version, p.enabled, json.loads(p.input_validation_json or "{}"), steps
         )
-        self._pipelines[(namespace, p.pipeline_id, p.version)] = resolved
-        if version in ("", "latest"):
-            self._remember_latest("pipeline", namespace, pipeline_id, resolved)
+        uses_shared = any("/" in s.task.task_id for s in steps)
+        if not uses_shared:
+            self._pipelines[(namespace, p.pipeline_id, p.version)] = resolved
+        if uses_shared or version in ("", "latest"):
+            ref = f"{pipeline_id}@{version or 'latest'}"
+            self._remember_latest("pipeline", namespace, ref, resolved)
         return resolved
 
     async def close(self) -> None:

@@ -1,0 +1,147 @@
+"""Namespaces on the real stack: the same names in two namespaces are two things, a task is
+used across namespaces only once its admin shares it, request ids and artifacts are per
+namespace, and an executor serving one namespace takes only that namespace's work. (What
+another namespace cannot see, RPC by RPC and role by role, is in test_permissions.)"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clients.sdk import ApiError, Client, RunInfo
+from services.localstack import Cluster
+from tests.conftest import run_cli
+from tests.integration.test_executor import make_task, stop_executor
+
+ANSWER = """
+from tasks.base.task_base import SimpleTask
+
+class Task(SimpleTask):
+    def process(self, input_data):
+        return {{"from": "{who}"}}
+"""
+
+
+@pytest.fixture(scope="module")
+def team(cluster: Cluster, client: Client) -> Iterator[dict[str, Client]]:
+    """An admin client bound to each of team-a and team-b (keys of their own namespace)."""
+    clients = {}
+    for name in ("team-a", "team-b"):
+        _, key = client.create_api_key(f"{name} admin", "admin", name)
+        clients[name] = Client(cluster.registry_address, cluster.scheduler_address, api_key=key)
+    try:
+        yield clients
+    finally:
+        for c in clients.values():
+            c.close()
+
+
+def _wait(c: Client, **submit: Any) -> RunInfo:
+    return c.wait(c.submit(**submit).run_id, timeout=60)
+
+
+def test_the_same_task_id_in_two_namespaces_is_two_tasks(
+    team: dict[str, Client], tmp_path: Path
+) -> None:
+    a, b = team["team-a"], team["team-b"]
+    ta = a.register_task(make_task(tmp_path / "a", "answer", ANSWER.format(who="team-a")))
+    tb = b.register_task(make_task(tmp_path / "b", "answer", ANSWER.format(who="team-b")))
+    assert ta.digest != tb.digest and (ta.namespace, tb.namespace) == ("team-a", "team-b")
+    ra, rb = _wait(a, task="answer"), _wait(b, task="answer")
+    assert ra.output == {"from": "team-a"} and rb.output == {"from": "team-b"}
+    assert ra.namespace == "team-a"
+    assert [t.task_id for t in a.list_tasks()].count("answer") == 1
+
+
+def test_a_shared_task_is_used_by_name_and_unsharing_stops_it(
+    team: dict[str, Client], tmp_path: Path
+) -> None:
+    a, b = team["team-a"], team["team-b"]
+    a.register_task(make_task(tmp_path, "resize_probe", ANSWER.format(who="shared")))
+    pipeline = {"pipeline_id": "uses_shared", "steps": [{"task_id": "team-a/resize_probe"}]}
+    with pytest.raises(ApiError) as err:  # not shared yet: as if it did not exist
+        b.register_pipelines(pipeline)
+    assert err.value.code == "INVALID_ARGUMENT" and "not registered" in err.value.message
+    with pytest.raises(ApiError) as err:  # only an admin of team-a shares team-a's tasks
+        b.share_task("resize_probe")
+    assert err.value.code == "NOT_FOUND"
+
+    shared = a.share_task("resize_probe")
+    assert shared.shared and shared.namespace == "team-a"
+    [p] = b.register_pipelines(pipeline)
+    assert p.namespace == "team-b" and p.steps[0].task_id == "team-a/resize_probe"
+    done = _wait(b, pipeline="uses_shared")
+    assert done.state == "COMPLETED" and done.output == {"from": "shared"}
+    assert _wait(b, task="team-a/resize_probe").state == "COMPLETED"
+    with pytest.raises(ApiError) as err:  # sharing lets others use it, not change it
+        b.deprecate_task("team-a/resize_probe@1.0.0")
+    assert err.value.code == "NOT_FOUND"
+
+    assert not a.share_task("resize_probe", shared=False).shared
+    deadline = time.monotonic() + 10  # the scheduler looks sharing up again within 1 s
+    while True:
+        try:
+            b.submit(pipeline="uses_shared")
+        except ApiError as exc:
+            assert exc.code == "NOT_FOUND" and "resize_probe" in exc.message
+            break
+        assert time.monotonic() < deadline, "still runs a task no longer shared"
+        time.sleep(0.3)
+
+
+def test_request_ids_and_artifacts_are_per_namespace(
+    team: dict[str, Client], tmp_path: Path
+) -> None:
+    a, b = team["team-a"], team["team-b"]
+    for c, who in ((a, "team-a"), (b, "team-b")):
+        c.register_task(make_task(tmp_path / who, "echo_ns", ANSWER.format(who=who)))
+    first = a.submit(task="echo_ns", request_id="nightly-42")
+    again = a.submit(task="echo_ns", request_id="nightly-42")
+    other = b.submit(task="echo_ns", request_id="nightly-42")
+    assert first.run_id == again.run_id != other.run_id
+    assert b.wait(other.run_id, timeout=60).output == {"from": "team-b"}
+
+    image = tmp_path / "photo.txt"
+    image.write_text("team-a's photo")
+    uri = a.upload_artifact(image)
+    assert a.download_artifact(uri) == b"team-a's photo"
+    with pytest.raises(ApiError) as err:
+        b.download_artifact(uri)
+    assert err.value.code == "NOT_FOUND"
+
+
+def test_an_executor_serving_one_namespace_takes_only_its_work(
+    cluster: Cluster, team: dict[str, Client], tmp_path: Path
+) -> None:
+    a, b = team["team-a"], team["team-b"]
+    for name, c in team.items():
+        c.register_task(make_task(tmp_path / name, "nsq_task", queue="nsq"))
+    a_run = a.submit(task="nsq_task", input={"seconds": 0})
+    b_run = b.submit(task="nsq_task", input={"seconds": 0})
+    child = cluster.add_executor("--queues", "nsq", "--namespaces", "team-a", slots=1)
+    try:
+        done = a.wait(a_run.run_id, timeout=60)
+        assert done.state == "COMPLETED" and done.steps[0].executor_id == child.name
+        deadline = time.monotonic() + 10  # the fleet's record is written every second
+        while not (mine := [e for e in a.list_executors() if e.executor_id == child.name]):
+            assert time.monotonic() < deadline, "the executor is not listed"
+            time.sleep(0.2)
+        assert mine[0].namespaces == ["team-a"]
+        assert child.name not in {e.executor_id for e in b.list_executors()}
+        time.sleep(1.5)  # the executor is idle and serves nsq: team-b's step is not for it
+        assert b.get_run(b_run.run_id).state == "QUEUED"
+    finally:
+        b.cancel(b_run.run_id)
+        stop_executor(cluster, child)
+
+
+def test_the_cli_acts_in_the_namespace_it_is_given(cluster: Cluster, client: Client) -> None:
+    assert "answer" not in run_cli(cluster, "task", "list").stdout  # "default" has none
+    listed = run_cli(cluster, "-n", "team-a", "--json", "task", "list").stdout
+    assert '"answer"' in listed and '"team-a"' in listed
+    bad = run_cli(cluster, "-n", "Team_A", "task", "list", check=False)
+    assert bad.returncode != 0 and "wtm-namespace" in bad.stdout + bad.stderr
