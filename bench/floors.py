@@ -49,11 +49,13 @@ def floors(cluster: Cluster, count: int) -> dict[str, Any]:
         "grpc_unary_call_after_10ms_idle_ms": _grpc_unary(
             cluster.scheduler_address, max(50, count // 5), idle_s=0.01
         ),
-        "redis_round_trip_cpu_us": asyncio.run(_redis_round_trips(cluster.endpoints.redis_url)),
-        "redis_round_trip_after_10ms_idle_ms": asyncio.run(
-            _redis_after_idle(cluster.endpoints.redis_url, max(50, count // 5))
+        "redis_round_trip_cpu_us": asyncio.run(
+            _redis_round_trips(cluster.endpoints.redis_admin_url)
         ),
-        "valkey_lua_us": _valkey_lua(cluster.endpoints.redis_url),
+        "redis_round_trip_after_10ms_idle_ms": asyncio.run(
+            _redis_after_idle(cluster.endpoints.redis_admin_url, max(50, count // 5))
+        ),
+        "valkey_lua_us": _valkey_lua(cluster.endpoints.redis_admin_url),
         "nx_27017_history_writes": nx,
         "cpu_budget_ms_per_run_at_target": round(CORES * 1000 / TARGET_RUNS_PER_SECOND, 2),
     }

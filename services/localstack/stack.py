@@ -24,11 +24,12 @@ S3_ACCESS_KEY = "wtm-local"
 class StackEndpoints:
     """Where the local stack's servers answer, as the services' settings expect them."""
 
-    redis_url: str
+    redis_url: str  # as the ACL user "wtm": its own keys and channels, no admin commands
     mongodb_uri: str
     s3_endpoint: str
     s3_access_key: str
     s3_secret_key: str
+    redis_admin_url: str = ""  # the default user: for tests and operators, never services
 
     def service_env(self) -> dict[str, str]:
         """Environment variables that point a service at this stack."""
@@ -39,6 +40,16 @@ class StackEndpoints:
             "WTM_S3_ACCESS_KEY": self.s3_access_key,
             "WTM_S3_SECRET_KEY": self.s3_secret_key,
         }
+
+
+REDIS_USER = "wtm"
+
+
+def redis_acl_rules(user: str, password: str) -> list[str]:
+    """The ACL of the schedulers' Redis user: only keys and channels under the scheduler's
+    prefix (``wtm:``), every command but the admin and dangerous ones (no FLUSHALL, KEYS,
+    CONFIG, DEBUG, MONITOR, ACL...). Compose gives its Redis the same rules."""
+    return [user, "on", f">{password}", "~wtm:*", "&wtm:*", "+@all", "-@admin", "-@dangerous"]
 
 
 def _bin(name: str) -> str:
@@ -81,6 +92,7 @@ class LocalStack:
         # Throwaway secrets, new at every start: no server here runs without one, and none
         # is written down (stack.json shows where the servers are, not how to get in).
         redis_password, s3_secret = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+        service_password = secrets.token_urlsafe(24)
         valkey = self.group.start(
             "valkey",
             [
@@ -99,6 +111,8 @@ class LocalStack:
                 "no",
                 "--requirepass",
                 redis_password,
+                "--user",
+                *redis_acl_rules(REDIS_USER, service_password),
             ],
             parent_death_signal=signal.SIGKILL,
         )
@@ -150,11 +164,12 @@ class LocalStack:
             parent_death_signal=signal.SIGKILL,
         )
         endpoints = StackEndpoints(
-            redis_url=f"redis://:{redis_password}@127.0.0.1:{redis_port}/0",
+            redis_url=f"redis://{REDIS_USER}:{service_password}@127.0.0.1:{redis_port}/0",
             mongodb_uri=f"mongodb://127.0.0.1:{mongo_port}",
             s3_endpoint=f"http://127.0.0.1:{s3}",
             s3_access_key=S3_ACCESS_KEY,
             s3_secret_key=s3_secret,
+            redis_admin_url=f"redis://:{redis_password}@127.0.0.1:{redis_port}/0",
         )
         wait_until("valkey-server", lambda: _redis_ok(endpoints.redis_url), valkey, timeout)
         wait_until("nx-27017", lambda: _mongo_ok(endpoints.mongodb_uri), mongo, timeout)
@@ -165,7 +180,8 @@ class LocalStack:
                 {
                     "endpoints": {
                         **asdict(endpoints),
-                        "redis_url": f"redis://127.0.0.1:{redis_port}/0",
+                        "redis_url": f"redis://{REDIS_USER}@127.0.0.1:{redis_port}/0",
+                        "redis_admin_url": "(not written down)",
                         "s3_secret_key": "(not written down)",
                     },
                     "pids": {c.name: c.pid for c in self.group.children},

@@ -225,7 +225,7 @@ def kill_the_scheduler(suite: Fleet, address: str) -> None:
 
 
 def flush_redis(suite: Fleet, address: str) -> None:
-    redis.Redis.from_url(suite.redis_url).flushdb()
+    redis.Redis.from_url(suite.redis_admin_url).flushdb()
 
 
 def kill_one_of_two_schedulers(suite: Fleet, address: str) -> None:

@@ -27,18 +27,24 @@ Scenario = Callable[[RunQueue], Awaitable[Any]]
 @pytest.fixture
 def on_valkey(cluster: Cluster) -> Callable[[Scenario], Any]:
     assert cluster.endpoints is not None
+    # The queue as the schedulers' ACL user (its scripts touch only keys it may); the flush
+    # as the admin.
     url = cluster.endpoints.redis_url.rsplit("/", 1)[0] + "/1"
+    admin_url = cluster.endpoints.redis_admin_url.rsplit("/", 1)[0] + "/1"
 
     def run(scenario: Scenario) -> Any:
         async def main() -> Any:
+            admin = aioredis.Redis.from_url(admin_url)
+            await admin.flushdb()
             client = aioredis.Redis.from_url(url)
-            await client.flushdb()
             queue = RunQueue(client, finished_ttl_s=60)
+            queue.admin = admin  # type: ignore[attr-defined]  # what a scenario does as an operator
             try:
                 return await scenario(queue)
             finally:
                 await queue.close()
                 await client.aclose()
+                await admin.aclose()
 
         return asyncio.run(main())
 
@@ -257,11 +263,11 @@ def test_pipelined_scripts_are_reloaded_when_redis_lost_them(on_valkey) -> None:
 
     async def scenario(q: RunQueue) -> list[str]:
         await submit(q, "r1", [step("a")])
-        await q.redis.script_flush()
+        await q.admin.script_flush()
         await submit(q, "r2", [step("a")])
-        await q.redis.script_flush()
+        await q.admin.script_flush()
         leased = await q.dispatch("e1", ["q"], 5, 30_000)
-        await q.redis.script_flush()
+        await q.admin.script_flush()
         verdicts = await q.complete_many(
             [Completion(x.member, x.attempt, "SUCCEEDED", "{}") for x in leased]
         )
@@ -373,10 +379,10 @@ def test_scripts_share_a_line_fall_back_to_the_pool_and_survive_a_drop(on_valkey
         db = q.redis.connection_pool.connection_kwargs["db"]
         [line] = [
             c
-            for c in await q.redis.client_list()
+            for c in await q.admin.client_list()
             if c["name"] == LINE_NAME and c["db"] == str(db)  # not the session scheduler's
         ]
-        await q.redis.client_kill_filter(_id=line["id"])
+        await q.admin.client_kill_filter(_id=line["id"])
         await asyncio.sleep(0.05)  # the event loop sees the close
         leased = await q.dispatch("e1", ["q"], 10, 30_000)
         verdicts = await q.complete_many(
@@ -397,7 +403,7 @@ def test_a_pipeline_that_reloads_scripts_wakes_the_dispatcher(on_valkey) -> None
     async def scenario(q: RunQueue) -> tuple[list[tuple[bool, str]], list[list[str]], int]:
         woken: list[int] = []
         q.on_queued = lambda: woken.append(1)
-        await q.redis.script_flush()  # as after a Redis restart, then one script is back
+        await q.admin.script_flush()  # as after a Redis restart, then one script is back
         await q.redis.script_load(q._scripts["dispatch"].script)
         fields = {"run_id": "r1", "input_json": "{}", "priority": "5", "sinks": '["a"]'}
         created, leases = await q.submit_and_dispatch(
@@ -443,3 +449,27 @@ def test_every_dispatch_gets_its_own_lease_id(on_valkey) -> None:  # noqa: ANN00
 
     leases = on_valkey(scenario)
     assert len(leases) == 6 and len(set(leases)) == 6
+
+
+def test_the_schedulers_redis_user_reaches_only_its_own_keys(cluster: Cluster) -> None:
+    """The services get an ACL user: keys and channels under wtm: only, and no admin or
+    dangerous command (a leaked URL cannot flush, list or reconfigure Redis)."""
+    import redis
+    from redis.exceptions import NoPermissionError
+
+    assert cluster.endpoints is not None
+    r = redis.Redis.from_url(cluster.endpoints.redis_url)
+    try:
+        assert r.acl_whoami() == "wtm" and r.exists("wtm:epoch") in (0, 1)
+        for forbidden in (
+            lambda: r.get("someone-else"),
+            lambda: r.publish("other-channel", "x"),
+            lambda: r.flushall(),
+            lambda: r.keys("*"),
+            lambda: r.config_get("*"),
+            lambda: r.acl_list(),
+        ):
+            with pytest.raises(NoPermissionError):
+                forbidden()
+    finally:
+        r.close()

@@ -181,7 +181,7 @@ def test_the_scheduler_answers_after_redis_drops_its_connections(
     connections; no call fails for it: the next ones go on fresh connections."""
     assert cluster.endpoints is not None
     first = client.run(task="word_count", input={"text": "a b"}, timeout=30)
-    admin = redis.Redis.from_url(cluster.endpoints.redis_url)
+    admin = redis.Redis.from_url(cluster.endpoints.redis_admin_url)
     try:
         for _ in range(3):
             assert admin.client_kill_filter(_type="normal", skipme=True) >= 1

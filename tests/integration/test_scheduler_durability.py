@@ -75,12 +75,14 @@ class Fleet:
     group: ProcessGroup = field(init=False)
     env: dict[str, str] = field(init=False)
     redis_url: str = field(init=False)
+    redis_admin_url: str = field(init=False)  # flushing and looking: not the services' user
     schedulers: dict[str, Child] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         assert self.cluster.endpoints is not None
         db = next(_DB)
         self.redis_url = self.cluster.endpoints.redis_url.rsplit("/", 1)[0] + f"/{db}"
+        self.redis_admin_url = self.cluster.endpoints.redis_admin_url.rsplit("/", 1)[0] + f"/{db}"
         self.group = ProcessGroup(self.root / "logs")
         self.env = {
             **self.cluster.env(),
@@ -90,7 +92,7 @@ class Fleet:
             "WTM_LEASE_SECONDS": str(self.lease_seconds),
             "WTM_HEARTBEAT_SECONDS": "0.5",
         }
-        redis.Redis.from_url(self.redis_url).flushdb()
+        redis.Redis.from_url(self.redis_admin_url).flushdb()
 
     def start_scheduler(self, address: str = "") -> str:
         address = address or f"127.0.0.1:{free_port()}"
@@ -204,7 +206,7 @@ def test_a_redis_flush_mid_run_is_rebuilt_from_mongodb(
             pipeline="ledger_chain",
         )
         time.sleep(1.0)
-        redis.Redis.from_url(fleet.redis_url).flushdb()
+        redis.Redis.from_url(fleet.redis_admin_url).flushdb()
         runs = wait_all(client, run_ids)
         rebuilt = [r for r in runs if r.steps and r.steps[0].attempt >= 1]
     assert [r.state for r in runs] == ["COMPLETED"] * 8, [r.error for r in runs]
@@ -326,7 +328,7 @@ def test_a_finished_run_leaves_redis_once_mongodb_has_it(
             timeout=60,
         )
         assert run.state == "COMPLETED"
-        r = redis.Redis.from_url(fleet.redis_url)
+        r = redis.Redis.from_url(fleet.redis_admin_url)
         deadline = time.monotonic() + 15
         while r.keys(f"wtm:*{run.run_id}*"):
             assert time.monotonic() < deadline, r.keys(f"wtm:*{run.run_id}*")

@@ -72,6 +72,19 @@ def test_services_point_at_the_backing_services_by_name(compose: dict[str, Any])
     assert "@redis:6379/0" in compose["services"]["scheduler"]["environment"]["WTM_REDIS_URL"]
 
 
+def test_the_schedulers_use_a_redis_acl_user_with_the_local_stacks_rules(
+    compose: dict[str, Any],
+) -> None:
+    from services.localstack.stack import redis_acl_rules
+
+    url = compose["services"]["scheduler"]["environment"]["WTM_REDIS_URL"]
+    assert url.startswith("redis://wtm:${REDIS_WTM_PASSWORD:?")  # not the default user
+    command = [str(part) for part in compose["services"]["redis"]["command"]]
+    rules = command[command.index("--user") + 1 :]
+    expected = redis_acl_rules("wtm", "${REDIS_WTM_PASSWORD:?set in .env}")
+    assert rules == expected
+
+
 def test_no_secret_has_a_default_and_every_component_has_its_own_key(
     compose: dict[str, Any],
 ) -> None:
@@ -85,7 +98,13 @@ def test_no_secret_has_a_default_and_every_component_has_its_own_key(
     for service in ("registry", "scheduler", "executor"):  # TLS everywhere
         assert env[service]["WTM_TLS_CA"] == "/tls/ca.pem"
         assert "./deploy/tls:/tls:ro" in compose["services"][service]["volumes"]
-    for part in ("MONGO_PASSWORD", "REDIS_PASSWORD", "MINIO_ROOT_PASSWORD", "WTM_ADMIN_KEY"):
+    for part in (
+        "MONGO_PASSWORD",
+        "REDIS_PASSWORD",
+        "REDIS_WTM_PASSWORD",
+        "MINIO_ROOT_PASSWORD",
+        "WTM_ADMIN_KEY",
+    ):
         assert f"{part}=" in (ROOT / ".env.example").read_text()
 
 
