@@ -108,10 +108,13 @@ class _Bearer(
         return continuation(self._with_key(details), requests)
 
 
-def keyed_channel(address: str, key: str, namespace: str = "") -> grpc.Channel:
+def keyed_channel(
+    address: str, key: str, namespace: str = "", client_cert: tuple[Path, Path] | None = None
+) -> grpc.Channel:
     """A raw channel whose calls present ``key`` (as any generated client would), acting
-    in ``namespace`` when given."""
-    return grpc.intercept_channel(tls.channel(address), _Bearer(key, namespace))
+    in ``namespace`` when given, presenting ``client_cert`` (mTLS) when given."""
+    cert = (str(client_cert[0]), str(client_cert[1])) if client_cert else None
+    return grpc.intercept_channel(tls.channel(address, client_cert=cert), _Bearer(key, namespace))
 
 
 @pytest.fixture

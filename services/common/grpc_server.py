@@ -15,6 +15,7 @@ import secrets
 import signal
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -27,8 +28,8 @@ from grpc_reflection.v1alpha import reflection
 
 from services.common import auth
 from services.common.auth import Gate, Principal
-from services.common.errors import InvalidArgument, WtmError
-from services.common.tls import server_credentials
+from services.common.errors import InvalidArgument, Unauthenticated, WtmError
+from services.common.tls import client_certificate_name, server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -182,10 +183,13 @@ class GuardInterceptor(grpc.ServerInterceptor):
 
 
 class AsyncGuardInterceptor(aio.ServerInterceptor):
-    """Admits the caller, records mutations and maps domain errors, for an asyncio server."""
+    """Admits the caller, records mutations and maps domain errors, for an asyncio server.
+    Methods in ``needs_client_cert`` are admitted only to callers that presented a client
+    certificate the server verified (mTLS)."""
 
-    def __init__(self, gate: Gate) -> None:
+    def __init__(self, gate: Gate, needs_client_cert: frozenset[str] = frozenset()) -> None:
         self._gate = gate
+        self._needs_client_cert = needs_client_cert
 
     async def intercept_service(self, continuation: Any, details: Any) -> Any:
         handler = await continuation(details)
@@ -194,9 +198,16 @@ class AsyncGuardInterceptor(aio.ServerInterceptor):
         method, gate = details.method, self._gate
         _, behavior, _ = _kinds(handler)
 
+        needs_cert = method in self._needs_client_cert
+
         async def admit(context: aio.ServicerContext) -> Principal:
             metadata = context.invocation_metadata()
             try:
+                if needs_cert and not client_certificate_name(context.auth_context()):
+                    raise Unauthenticated(
+                        "this stream needs a client certificate: connect to the executor "
+                        "listener (WTM_EXECUTOR_LISTEN) with WTM_TLS_CLIENT_CERT and _KEY"
+                    )
                 try:
                     return gate.admit(method, metadata, allow_io=False)  # a cached key
                 except auth.NeedsLookup:
@@ -240,17 +251,27 @@ class AsyncGuardInterceptor(aio.ServerInterceptor):
         return _rewrap(handler, guarded)
 
 
+@dataclass(frozen=True)
+class MutualTls:
+    """A listener that requires client certificates signed by ``client_ca``, and the methods
+    served only to callers that presented one."""
+
+    address: str
+    client_ca: str
+    methods: frozenset[str]
+
+
 def _service_names(descriptors: Iterable[Any]) -> list[str]:
     return [d.full_name for d in descriptors]
 
 
-def _listen(server: Any, address: str, tls: tuple[str, str] | None) -> int:
+def _listen(server: Any, address: str, tls: tuple[str, str] | None, client_ca: str = "") -> int:
     try:
         if tls is None:
             log.warning("serving PLAINTEXT on %s (WTM_TLS=false)", address)
             port = server.add_insecure_port(address)
         else:
-            port = server.add_secure_port(address, server_credentials(*tls))
+            port = server.add_secure_port(address, server_credentials(*tls, client_ca))
     except RuntimeError as exc:
         raise SystemExit(f"cannot listen on {address}: {exc}") from exc
     if port == 0:
@@ -310,15 +331,20 @@ async def serve_async(
     on_stop: Callable[[], Any] | None = None,
     grace: float = 5.0,
     before_stop: Callable[[], Any] | None = None,
+    mtls: MutualTls | None = None,
 ) -> None:
     """Run an asyncio gRPC server until SIGTERM or SIGINT, then stop it cleanly.
+
+    With ``mtls``, a second listener requires client certificates, and its methods are
+    served only to callers that presented one.
 
     ``before_stop`` runs after health turns NOT_SERVING and before the server stops (end
     long-lived streams there, or they hold the grace period); ``on_stop`` after it stopped.
     Each is awaited when it returns an awaitable.
     """
+    needs_cert = mtls.methods if mtls is not None else frozenset()
     server = aio.server(
-        interceptors=[AsyncGuardInterceptor(gate)],
+        interceptors=[AsyncGuardInterceptor(gate, needs_cert)],
         options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)],
     )
     register(server)
@@ -329,6 +355,11 @@ async def serve_async(
         [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
     port = _listen(server, address, tls)
+    if mtls is not None:
+        if tls is None:
+            raise SystemExit("client certificates (WTM_TLS_CLIENT_CA) need TLS on (WTM_TLS)")
+        mtls_port = _listen(server, mtls.address, tls, mtls.client_ca)
+        log.info("%s on port %d, for clients with certificates", sorted(needs_cert), mtls_port)
     if on_start is not None:
         result = on_start()
         if inspect.isawaitable(result):

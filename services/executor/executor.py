@@ -101,6 +101,8 @@ class Executor:
 
     def __init__(self, settings: ExecutorSettings) -> None:
         self.settings = settings
+        if bool(settings.tls_client_cert) != bool(settings.tls_client_key):
+            raise SystemExit("WTM_TLS_CLIENT_CERT and WTM_TLS_CLIENT_KEY go together")
         api_key = read_secret(settings.api_key, settings.api_key_file, "the API key")
         metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
         self._metadata = metadata
@@ -320,7 +322,9 @@ class Executor:
         addresses = self.settings.scheduler
         address = addresses[self._attempts % len(addresses)]
         self._attempts += 1  # the next reconnect tries the next address
-        async with tls.aio_channel(address, self.settings.tls_ca) as channel:
+        s = self.settings
+        cert = (s.tls_client_cert, s.tls_client_key) if s.tls_client_cert else None
+        async with tls.aio_channel(address, s.tls_ca, client_cert=cert) as channel:
             stub = epb_grpc.ExecutorServiceStub(channel)
             self._stream_no += 1
             call = stub.Connect(self._requests(self._stream_no), metadata=self._metadata)

@@ -49,6 +49,12 @@ class ExecutorSettings(ClientKeySettings):
         },
     )
     slots: int = setting(2, "WTM_EXECUTOR_SLOTS", "steps run at once", positive)
+    tls_client_cert: str = setting(
+        "",
+        "WTM_TLS_CLIENT_CERT",
+        "PEM client certificate to present to the scheduler (mTLS: its WTM_EXECUTOR_LISTEN)",
+    )
+    tls_client_key: str = setting("", "WTM_TLS_CLIENT_KEY", "PEM private key of that certificate")
     labels: list[str] = field(
         default_factory=list,
         metadata={

@@ -55,6 +55,8 @@ class Cluster:
         self.endpoints: StackEndpoints | None = None
         self.registry_address = ""
         self.scheduler_address = ""
+        # The scheduler's listener for executors: it requires their client certificate (mTLS).
+        self.executor_address = ""
         self.executors: list[Child] = []
         self._executor_count = 0
         self.scheduler: Child | None = None
@@ -62,8 +64,13 @@ class Cluster:
         # API keys (auth is on): files of mode 0600 under root/keys, never in cluster.json.
         self.key_files: dict[str, Path] = {}
         self.admin_key = ""
-        # TLS: a throwaway CA made at every start; its certificate is what clients trust.
+        # TLS: a throwaway CA made at every start; its certificate is what clients trust,
+        # and it signs the executors' client certificate (executor.pem, executor.key).
         self.ca_file = self.root / "tls" / "ca.pem"
+        self.executor_cert = (
+            self.root / "tls" / "executor.pem",
+            self.root / "tls" / "executor.key",
+        )
 
     def env(self) -> dict[str, str]:
         """What every service gets (the scheduler's key: ``service``; executors get theirs)."""
@@ -76,8 +83,15 @@ class Cluster:
 
     def executor_env(self) -> dict[str, str]:
         """An executor's environment: its own key (role executor: the stream, packages and
-        artifacts, nothing else)."""
-        return {**self.env(), "WTM_API_KEY_FILE": str(self.key_files["executor"])}
+        artifacts, nothing else), its client certificate, and the scheduler's listener for
+        executors."""
+        return {
+            **self.env(),
+            "WTM_API_KEY_FILE": str(self.key_files["executor"]),
+            "WTM_SCHEDULER_ADDR": self.executor_address,
+            "WTM_TLS_CLIENT_CERT": str(self.executor_cert[0]),
+            "WTM_TLS_CLIENT_KEY": str(self.executor_cert[1]),
+        }
 
     def _write_key(self, name: str, text: str) -> Path:
         path = self.root / "keys" / f"{name}.key"
@@ -124,8 +138,15 @@ class Cluster:
             ca = str(self.ca_file)
             wait_until("registry", lambda: serving(self.registry_address, ca), self.registry)
             self._make_keys()
+            self.executor_address = f"127.0.0.1:{free_port()}"
             self.scheduler = self._service(
-                "scheduler", "services.scheduler", "--listen", self.scheduler_address
+                "scheduler",
+                "services.scheduler",
+                "--listen",
+                self.scheduler_address,
+                "--executor-listen",
+                self.executor_address,
+                env={"WTM_TLS_CLIENT_CA": str(self.ca_file)},
             )
             wait_until("scheduler", lambda: serving(self.scheduler_address, ca), self.scheduler)
             for _ in range(self.n_executors):
@@ -172,6 +193,11 @@ class Cluster:
         with open(directory / "server.pem", "wb") as fh:
             for blob in server.cert_chain_pems:
                 fh.write(blob.bytes())
+        executor = ca.issue_cert("wtm-executor", common_name="wtm-executor")
+        cert, key = self.executor_cert
+        executor.private_key_pem.write_to_path(str(key))
+        key.chmod(0o600)
+        executor.cert_chain_pems[0].write_to_path(str(cert))
 
     def add_executor(self, *args: str, slots: int | None = None) -> Child:
         self._executor_count += 1  # never reused, so every executor has its own id and log
@@ -186,7 +212,7 @@ class Cluster:
             "--cache-dir",
             str(self.root / f"executor-{n}-cache"),
             *args,
-            env={"WTM_API_KEY_FILE": str(self.key_files["executor"])},
+            env=self.executor_env(),
         )
         self.executors.append(child)
         return child

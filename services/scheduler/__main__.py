@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from services.common import auth, logs, telemetry
 from services.common.backends import mongo_database, redis_client
 from services.common.config import load_settings, read_secret, server_tls
-from services.common.grpc_server import serve_async
+from services.common.grpc_server import MutualTls, serve_async
 from services.scheduler.dispatcher import Dispatcher
 from services.scheduler.history import History
 from services.scheduler.large_documents import LargeDocuments
@@ -106,7 +106,23 @@ async def serve(settings: SchedulerSettings) -> None:
         on_start=on_start,
         on_stop=on_stop,
         before_stop=dispatcher.stop,  # ends executor streams, so they reconnect elsewhere now
+        mtls=executor_mtls(settings),
     )
+
+
+def executor_mtls(settings: SchedulerSettings) -> MutualTls | None:
+    """The executors' listener, when executors must present client certificates."""
+    if not settings.tls_client_ca:
+        if settings.executor_listen:
+            raise SystemExit("WTM_EXECUTOR_LISTEN needs WTM_TLS_CLIENT_CA (it is for mTLS)")
+        return None
+    if not settings.executor_listen:
+        raise SystemExit(
+            "WTM_TLS_CLIENT_CA needs WTM_EXECUTOR_LISTEN: executors present certificates on a "
+            "listener of their own (clients such as the CLI have none)"
+        )
+    stream = "/wtm.v1.ExecutorService/Connect"
+    return MutualTls(settings.executor_listen, settings.tls_client_ca, frozenset({stream}))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

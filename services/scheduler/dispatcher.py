@@ -56,6 +56,7 @@ class ExecutorInfo:
     packages: tuple[str, ...] = ()
     key_id: str = ""  # the credential it connected with: its id is bound to it
     namespaces: tuple[str, ...] = ("*",)  # whose queues it serves ("*": every namespace)
+    certificate: str = ""  # the common name of its client certificate (mTLS), if any
 
 
 @dataclass(frozen=True)
@@ -253,7 +254,12 @@ class Dispatcher:
         self.sessions[info.executor_id] = session
         self._gone.pop(info.executor_id, None)
         log.info(
-            "executor %s connected: queues=%s slots=%d", info.executor_id, info.queues, info.slots
+            "executor %s connected: queues=%s namespaces=%s slots=%d certificate=%s",
+            info.executor_id,
+            info.queues,
+            ",".join(info.namespaces),
+            info.slots,
+            info.certificate or "none",
         )
         self.wake()
         return session

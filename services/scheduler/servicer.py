@@ -10,7 +10,7 @@ from typing import Any, cast
 
 from grpc import aio
 
-from services.common import auth
+from services.common import auth, tls
 from services.common.errors import InvalidArgument
 from services.scheduler.dispatcher import (
     Assignment,
@@ -228,6 +228,7 @@ class ExecutorServicer(epb_grpc.ExecutorServiceServicer):
                 tuple(h.packages),
                 auth.current().key_id,
                 served_namespaces(auth.current().namespace, h.namespaces),
+                tls.client_certificate_name(context.auth_context()),
             )
         )
         reader = asyncio.create_task(self._read(session, request_iterator))

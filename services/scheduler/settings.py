@@ -21,6 +21,19 @@ from services.common.refs import DEFAULT_INLINE_MAX_BYTES
 class SchedulerSettings(ServerAuthSettings, ClientKeySettings):
     """The scheduler service: runs, queues and leases in Redis, history in MongoDB."""
 
+    executor_listen: str = setting(
+        "",
+        "WTM_EXECUTOR_LISTEN",
+        "a second address for executors' streams, which requires client certificates signed "
+        "by WTM_TLS_CLIENT_CA (mTLS); empty: executors use WTM_SCHEDULER_LISTEN",
+        lambda v: host_port(v) if v else None,
+    )
+    tls_client_ca: str = setting(
+        "",
+        "WTM_TLS_CLIENT_CA",
+        "PEM CA of the executors' client certificates; when set, the executor stream is "
+        "served only on WTM_EXECUTOR_LISTEN, to executors presenting one",
+    )
     listen: str = setting(
         "127.0.0.1:50052", "WTM_SCHEDULER_LISTEN", "address to serve gRPC on", host_port
     )

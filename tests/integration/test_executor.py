@@ -384,11 +384,11 @@ def test_an_executor_given_several_schedulers_finds_one_that_answers(
     client.register_task(make_task(tmp_path, "multi_probe", queue="multiq"))
     nobody = f"127.0.0.1:{free_port()}"
     child = cluster.add_executor(
-        "--queues", "multiq", "--scheduler", f"{nobody},{cluster.scheduler_address}"
+        "--queues", "multiq", "--scheduler", f"{nobody},{cluster.executor_address}"
     )
     try:
         done = run(client, task="multi_probe", input={})
         assert done.state == "COMPLETED" and done.steps[0].executor_id == child.name
-        assert f"connected to {cluster.scheduler_address}" in child.log_path.read_text()
+        assert f"connected to {cluster.executor_address}" in child.log_path.read_text()
     finally:
         stop_executor(cluster, child)

@@ -1,5 +1,7 @@
-"""Impostor executors: a second stream claiming a live executor's id is refused, and a
-result from anyone but the executor holding the step's lease does not count."""
+"""Impostor executors: a second stream claiming a live executor's id is refused, a result
+from anyone but the executor holding the step's lease does not count, and the stream needs
+the executors' client certificate (mTLS) as well as an executor key. The impostors here hold
+both (stolen, say) unless a test says otherwise."""
 
 from __future__ import annotations
 
@@ -24,11 +26,20 @@ FIXTURES = ROOT / "tests" / "fixtures" / "tasks"
 class FakeExecutor:
     """A hand-made executor stream: sends what it is told, collects what comes back."""
 
-    def __init__(self, address: str, executor_id: str, queues: list[str], key: str) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        executor_id: str,
+        queues: list[str],
+        key: str,
+        with_certificate: bool = True,
+        address: str = "",
+    ) -> None:
         self._outbox: queue.Queue[epb.ConnectRequest | None] = queue.Queue()
         self.received: list[epb.ConnectResponse] = []
         self.error: grpc.RpcError | None = None
-        self._channel = keyed_channel(address, key)
+        cert = cluster.executor_cert if with_certificate else None
+        self._channel = keyed_channel(address or cluster.executor_address, key, client_cert=cert)
         hello = epb.ExecutorHello(executor_id=executor_id, queues=queues, slots=1000)
         self._outbox.put(epb.ConnectRequest(hello=hello))
         self._call = epb_grpc.ExecutorServiceStub(self._channel).Connect(self._requests())
@@ -81,7 +92,7 @@ def test_a_second_stream_with_a_live_executors_id_is_refused(
     while live not in {e.executor_id for e in client.list_executors() if e.state == "CONNECTED"}:
         assert time.monotonic() < deadline, f"{live} never connected"
         time.sleep(0.1)
-    fake = FakeExecutor(cluster.scheduler_address, live, ["default"], executor_key(cluster))
+    fake = FakeExecutor(cluster, live, ["default"], executor_key(cluster))
     try:
         error = wait_for_error(fake)
         assert error.code() == grpc.StatusCode.ALREADY_EXISTS
@@ -95,7 +106,7 @@ def test_a_forged_result_for_another_executors_step_does_not_count(
     cluster: Cluster, client: Client
 ) -> None:
     fake = FakeExecutor(  # a valid executor key, but no work on its queue
-        cluster.scheduler_address, "impostor", ["impostorq"], executor_key(cluster)
+        cluster, "impostor", ["impostorq"], executor_key(cluster)
     )
     try:
         run = client.submit(task="sleeper", input={"seconds": 2})
@@ -131,10 +142,30 @@ def test_a_forged_result_for_another_executors_step_does_not_count(
 
 
 def test_a_client_key_cannot_open_the_executor_stream(cluster: Cluster) -> None:
-    fake = FakeExecutor(cluster.scheduler_address, "client-posing", ["default"], cluster.admin_key)
+    fake = FakeExecutor(cluster, "client-posing", ["default"], cluster.admin_key)
     try:
         error = wait_for_error(fake)
         assert error.code() == grpc.StatusCode.PERMISSION_DENIED
         assert not [m for m in fake.received if m.HasField("assignment")]
     finally:
         fake.close()
+
+
+def test_an_executor_key_without_the_client_certificate_gets_no_stream(
+    cluster: Cluster,
+) -> None:
+    """On the executors' listener the TLS handshake itself fails; on the clients' listener
+    the stream is refused, naming what is missing."""
+    for address, code in (
+        (cluster.executor_address, grpc.StatusCode.UNAVAILABLE),
+        (cluster.scheduler_address, grpc.StatusCode.UNAUTHENTICATED),
+    ):
+        fake = FakeExecutor(cluster, "no-cert", ["default"], executor_key(cluster), False, address)
+        try:
+            error = wait_for_error(fake)
+            assert error.code() == code, (address, error)
+            if code == grpc.StatusCode.UNAUTHENTICATED:
+                assert "client certificate" in (error.details() or "")
+            assert not [m for m in fake.received if m.HasField("assignment")]
+        finally:
+            fake.close()

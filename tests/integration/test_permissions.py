@@ -51,11 +51,15 @@ def _stream(*messages: Any) -> Iterator[Any]:
     yield from messages
 
 
-def calls(registry: grpc.Channel, scheduler: grpc.Channel) -> dict[str, Callable[[], Any]]:
+def calls(
+    registry: grpc.Channel, scheduler: grpc.Channel, executors: grpc.Channel | None = None
+) -> dict[str, Callable[[], Any]]:
     """One harmless call per RPC: each would fail in the domain (not found, invalid) if it
-    got past the gate, so nothing changes whoever makes it."""
+    got past the gate, so nothing changes whoever makes it. The executor stream goes to
+    the executors' listener (``executors``: with the client certificate)."""
     r, a = rpb_grpc.RegistryServiceStub(registry), apb_grpc.AuthServiceStub(registry)
-    s, e = spb_grpc.SchedulerServiceStub(scheduler), epb_grpc.ExecutorServiceStub(scheduler)
+    s = spb_grpc.SchedulerServiceStub(scheduler)
+    e = epb_grpc.ExecutorServiceStub(executors or scheduler)
     missing = "no_such_task"
     return {
         "/wtm.v1.RegistryService/UploadTaskPackage": lambda: r.UploadTaskPackage(_stream()),
@@ -137,9 +141,12 @@ def test_each_role_may_call_what_the_table_grants_and_nothing_else(
     with (
         keyed_channel(cluster.registry_address, keys[role]) as registry,
         keyed_channel(cluster.scheduler_address, keys[role]) as scheduler,
+        keyed_channel(
+            cluster.executor_address, keys[role], client_cert=cluster.executor_cert
+        ) as executors,
     ):
         wrong = {}
-        for method, call in calls(registry, scheduler).items():
+        for method, call in calls(registry, scheduler, executors).items():
             code = outcome(call)
             allowed = METHOD_PERMISSIONS[method] in granted
             if (allowed and code in GATE_CODES) or (
@@ -172,13 +179,17 @@ def theirs(client: Client, tmp_path_factory: pytest.TempPathFactory) -> Theirs:
 
 
 def other_namespace_calls(
-    registry: grpc.Channel, scheduler: grpc.Channel, t: Theirs
+    registry: grpc.Channel,
+    scheduler: grpc.Channel,
+    t: Theirs,
+    executors: grpc.Channel | None = None,
 ) -> dict[str, Callable[[], Any]]:
     """Per RPC, a call from another namespace naming the things of "default": each returns
     True when it found nothing of them (a NOT_FOUND, an INVALID_ARGUMENT that says the task
     is not registered, or a list without them)."""
     r, a = rpb_grpc.RegistryServiceStub(registry), apb_grpc.AuthServiceStub(registry)
-    s, e = spb_grpc.SchedulerServiceStub(scheduler), epb_grpc.ExecutorServiceStub(scheduler)
+    s = spb_grpc.SchedulerServiceStub(scheduler)
+    e = epb_grpc.ExecutorServiceStub(executors or scheduler)
     task, version = t.task.task_id, t.task.version
 
     def not_found(
@@ -295,8 +306,11 @@ def test_another_namespace_finds_nothing_of_this_one(
         with (
             keyed_channel(cluster.registry_address, key, namespace) as registry,
             keyed_channel(cluster.scheduler_address, key, namespace) as scheduler,
+            keyed_channel(
+                cluster.executor_address, key, namespace, cluster.executor_cert
+            ) as executors,
         ):
-            calls = other_namespace_calls(registry, scheduler, theirs)
+            calls = other_namespace_calls(registry, scheduler, theirs, executors)
             if namespace:  # a key of every namespace may name any in the request itself
                 calls.pop("/wtm.v1.AuthService/CreateApiKey")  # the key's namespace
                 calls.pop("/wtm.v1.ExecutorService/Connect")  # the namespaces it serves
@@ -318,19 +332,22 @@ def test_no_valid_key_gets_past_the_gate_anywhere(
     cluster: Cluster, keys: dict[str, str], which: str
 ) -> None:
     key = keys.get(which, "")
+    cert = (str(cluster.executor_cert[0]), str(cluster.executor_cert[1]))
     channels = (
         (
             keyed_channel(cluster.registry_address, key),
             keyed_channel(cluster.scheduler_address, key),
+            keyed_channel(cluster.executor_address, key, client_cert=cluster.executor_cert),
         )
         if key
         else (
             tls.channel(cluster.registry_address),
             tls.channel(cluster.scheduler_address),
+            tls.channel(cluster.executor_address, client_cert=cert),
         )
     )
-    with channels[0] as registry, channels[1] as scheduler:
-        codes = {m: outcome(c) for m, c in calls(registry, scheduler).items()}
+    with channels[0] as registry, channels[1] as scheduler, channels[2] as executors:
+        codes = {m: outcome(c) for m, c in calls(registry, scheduler, executors).items()}
     assert set(codes.values()) == {grpc.StatusCode.UNAUTHENTICATED}, codes
 
 
