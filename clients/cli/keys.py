@@ -114,8 +114,9 @@ def tls() -> None:
     help="names the certificate is for (repeat)",
 )
 def tls_init(directory: Path, hosts: tuple[str, ...]) -> None:
-    """Make a private CA and a server certificate for HOSTS in DIRECTORY (ca.pem, server.pem,
-    server.key), e.g. for docker compose. Rotate by running it again and restarting."""
+    """Make a private CA, a server certificate for HOSTS and the executors' client
+    certificate in DIRECTORY (ca.pem, server.pem, server.key, executor.pem, executor.key),
+    e.g. for docker compose. Rotate by running it again and restarting."""
     import trustme
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -127,4 +128,11 @@ def tls_init(directory: Path, hosts: tuple[str, ...]) -> None:
     with open(directory / "server.pem", "wb") as fh:
         for blob in cert.cert_chain_pems:
             fh.write(blob.bytes())
-    click.echo(f"wrote {directory}/ca.pem, server.pem, server.key for {', '.join(hosts)}")
+    executor = ca.issue_cert("wtm-executor", common_name="wtm-executor")
+    executor.private_key_pem.write_to_path(str(directory / "executor.key"))
+    (directory / "executor.key").chmod(0o600)
+    executor.cert_chain_pems[0].write_to_path(str(directory / "executor.pem"))
+    click.echo(
+        f"wrote {directory}/ca.pem, server.pem, server.key for {', '.join(hosts)}, "
+        "and executor.pem, executor.key (the executors' client certificate)"
+    )

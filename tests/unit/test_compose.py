@@ -113,3 +113,29 @@ def test_the_dockerfile_installs_the_project() -> None:
     assert "pip install ." in dockerfile
     for part in ("wtm", "services", "clients", "tasks"):
         assert f"COPY {part} ./{part}" in dockerfile
+
+
+def test_executors_stream_over_mtls_with_the_certificate_tls_init_makes(
+    compose: dict[str, Any], tmp_path: Any
+) -> None:
+    from click.testing import CliRunner
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    from clients.cli import cli
+
+    scheduler = compose["services"]["scheduler"]["environment"]
+    executor = compose["services"]["executor"]["environment"]
+    port = scheduler["WTM_EXECUTOR_LISTEN"].rsplit(":", 1)[1]
+    assert executor["WTM_SCHEDULER_ADDR"] == f"scheduler:{port}"
+    assert f"{port}:{port}" not in str(compose["services"]["scheduler"]["ports"])
+    assert scheduler["WTM_TLS_CLIENT_CA"] == "/tls/ca.pem"
+    made = CliRunner().invoke(cli, ["tls", "init", str(tmp_path)])
+    assert made.exit_code == 0, made.output
+    for name in ("WTM_TLS_CLIENT_CERT", "WTM_TLS_CLIENT_KEY"):
+        assert (tmp_path / executor[name].removeprefix("/tls/")).is_file()
+    cert = x509.load_pem_x509_certificate((tmp_path / "executor.pem").read_bytes())
+    ca = x509.load_pem_x509_certificate((tmp_path / "ca.pem").read_bytes())
+    assert cert.issuer == ca.subject
+    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "wtm-executor"
+    assert (tmp_path / "executor.key").stat().st_mode & 0o077 == 0
