@@ -524,12 +524,16 @@ class RunQueue:
         state: Any = await self.redis.hget(keys.run(run_id), "state")  # type: ignore[misc]
         return bytes(state).decode() if state else ""
 
-    async def run_namespace(self, run_id: str) -> str | None:
-        """The run's namespace as Redis holds it (None when Redis no longer has the run)."""
-        found: Any = await self.redis.hmget(keys.run(run_id), ["state", "namespace"])  # type: ignore[misc]
-        if not found[0]:
-            return None
-        return bytes(found[1]).decode() if found[1] else auth.DEFAULT_NAMESPACE
+    async def watch_facts(self, run_id: str) -> tuple[str | None, bool]:
+        """What a watch starts from, in one round trip: the run's namespace as Redis holds
+        it (None when Redis no longer has the run), and whether its events are there."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(keys.run(run_id), ["state", "namespace"])
+            pipe.exists(keys.events(run_id))
+            (state, namespace), events = await pipe.execute()
+        if not state:
+            return None, bool(events)
+        return (bytes(namespace).decode() if namespace else auth.DEFAULT_NAMESPACE), bool(events)
 
     async def events_exist(self, run_id: str) -> bool:
         return bool(await self.redis.exists(keys.events(run_id)))

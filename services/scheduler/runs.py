@@ -664,15 +664,6 @@ class RunService:
             raise NotFound(f"no run {run_id}", field="run_id")
         return found
 
-    async def _check_visible(self, run_id: str, namespace: str) -> None:
-        if namespace == auth.ALL_NAMESPACES:
-            return
-        found = await self.queue.run_namespace(run_id)
-        if found is None:  # Redis no longer has the run: the history says
-            await self.get(run_id, namespace)
-        elif found != namespace:
-            raise NotFound(f"no run {run_id}", field="run_id")
-
     async def watch(
         self, run_id: str, after_event_id: str = "", namespace: str = auth.ALL_NAMESPACES
     ) -> AsyncIterator[RunEvent]:
@@ -680,8 +671,12 @@ class RunService:
         finishes."""
         if not run_id:
             raise InvalidArgument("is required", field="run_id")
-        await self._check_visible(run_id, namespace)
-        if not await self.queue.events_exist(run_id):
+        found_in, has_events = await self.queue.watch_facts(run_id)
+        if found_in is None and namespace != auth.ALL_NAMESPACES:
+            await self.get(run_id, namespace)  # Redis no longer has the run: the history says
+        elif found_in is not None and not auth.visible(found_in, namespace):
+            raise NotFound(f"no run {run_id}", field="run_id")
+        if not has_events:
             run = await self.get(run_id)  # NotFound if it never existed
             yield RunEvent("", run_id, "", 0, run.state, run.error, run.ended_at or run.created_at)
             return
