@@ -67,6 +67,16 @@ def resolve_key(key: str = "", path: str = "") -> str:
         raise ApiError("UNAUTHENTICATED", f"cannot read the API key file {path}: {exc}") from exc
 
 
+def _end_stream(stream: Any) -> None:
+    """Stop reading a server stream: cancel the call, or, where OpenTelemetry's client
+    instrumentation wrapped it in a generator (OTEL_EXPORTER_OTLP_ENDPOINT set), close that
+    generator, which ends the call under it."""
+    if callable(getattr(stream, "cancel", None)):
+        stream.cancel()
+    elif callable(getattr(stream, "close", None)):
+        stream.close()
+
+
 def _time(message: Any, name: str) -> datetime | None:
     return getattr(message, name).ToDatetime() if message.HasField(name) else None
 
@@ -765,7 +775,7 @@ class Client:
         except grpc.RpcError as exc:
             raise ApiError(exc.code().name, exc.details() or "") from None
         finally:
-            stream.cancel()
+            _end_stream(stream)
 
     def wait(self, run_id: str, timeout: float = 300.0) -> RunInfo:
         """Block until the run finishes (or ``timeout`` passes) and return it. Rides out a

@@ -54,11 +54,17 @@ def client(cluster: Cluster) -> Iterator[Client]:
 
 
 def run_cli(
-    cluster: Cluster, *args: str, check: bool = True, timeout: float = 180
+    cluster: Cluster,
+    *args: str,
+    check: bool = True,
+    timeout: float = 180,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``wtm ARGS`` as a user would, against the session's services."""
+    """Run ``wtm ARGS`` as a user would, against the session's services (with ``env``
+    added to the environment)."""
     env = {
         **os.environ,
+        **(env or {}),
         "WTM_REGISTRY_ADDR": cluster.registry_address,
         "WTM_SCHEDULER_ADDR": cluster.scheduler_address,
         "WTM_API_KEY_FILE": str(cluster.key_files["admin"]),

@@ -6,6 +6,7 @@ Each problem is reported as INVALID_ARGUMENT naming the manifest field, e.g.
 
 from __future__ import annotations
 
+import ast
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -148,6 +149,43 @@ def _resources(doc: dict[str, Any], name: str) -> dict[str, int]:
         if isinstance(amount, bool) or not isinstance(amount, int) or not 1 <= amount <= 2**40:
             raise _err(f"{name}.{key}", "must be a positive integer", amount)
     return dict(value)
+
+
+def _top_level_names(tree: ast.Module) -> set[str]:
+    """Names a module binds at its top level: classes, functions, assignments, imports."""
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {t.id for t in targets if isinstance(t, ast.Name)}
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    return names
+
+
+def check_entry_point(manifest: Manifest, source: bytes) -> None:
+    """The entry point's module must parse and bind its class at the top level, so a
+    package that cannot start is refused at registration, not when a run starts."""
+    module, _, name = manifest.entry_point.rpartition(".")
+    field = "task.json: entry_point"
+    try:
+        tree = ast.parse(source, filename=manifest.module_path)
+    except (SyntaxError, ValueError) as exc:
+        line = getattr(exc, "lineno", None)
+        where = f"{manifest.module_path}, line {line}" if line else manifest.module_path
+        raise InvalidArgument(f"{where} does not parse: {exc}", field=field) from exc
+    if name not in _top_level_names(tree):
+        hint = (
+            f"; {manifest.entry_point!r} reads as module {module!r}, class {name!r}: write "
+            "'module.Class', e.g. 'task.Task'"
+            if name in {"py", "pyc"}
+            else ""
+        )
+        raise InvalidArgument(
+            f"{manifest.module_path} defines no {name!r} at its top level{hint}", field=field
+        )
 
 
 def parse_manifest(text: bytes | str) -> Manifest:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from services.common.auth import ALL_NAMESPACES, one_namespace
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound
 from services.common.packaging import ArchiveLimits, inspect_archive, sha256_hex
-from services.registry.manifest import parse_manifest
+from services.registry.manifest import check_entry_point, parse_manifest
 from services.registry.models import TaskVersion
 from services.registry.stores import PackageStore, SharedTasks, TaskStore
 
@@ -81,6 +81,7 @@ class Registry:
                 "which the package does not contain",
                 field="task.json: entry_point",
             )
+        check_entry_point(manifest, contents.files[manifest.module_path])
         candidate = TaskVersion(
             manifest=manifest, digest=digest, size_bytes=len(data), namespace=namespace
         )

@@ -27,6 +27,14 @@ if TYPE_CHECKING:
     from services.scheduler.models import Run
 
 
+# Histogram buckets in seconds, from 1 ms to 1 h (OpenTelemetry's default buckets are
+# milliseconds' 0, 5, 10 ... 10000: every step would land under 5 "seconds").
+SECONDS_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+)  # fmt: skip
+
+
 class SchedulerMetrics:
     """Instruments, and what the observable ones read."""
 
@@ -44,10 +52,16 @@ class SchedulerMetrics:
         self.runs_finished = meter.create_counter("wtm_runs_finished", description="runs")
         self.attempts = meter.create_counter("wtm_step_attempts", description="attempts")
         self.step_duration = meter.create_histogram(
-            "wtm_step_duration", unit="s", description="lease to result, per attempt"
+            "wtm_step_duration",
+            unit="s",
+            description="lease to result, per attempt",
+            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
         )
         self.dispatch_latency = meter.create_histogram(
-            "wtm_dispatch_latency", unit="s", description="queued to leased, per attempt"
+            "wtm_dispatch_latency",
+            unit="s",
+            description="queued to leased, per attempt",
+            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
         )
         self.lease_expiries = meter.create_counter("wtm_lease_expiries", description="attempts")
         self.retries = meter.create_counter("wtm_retries", description="attempts")

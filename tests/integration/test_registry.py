@@ -108,6 +108,18 @@ def test_an_unknown_digest_is_not_found(client: Client) -> None:
             "task.json: version",
         ),
         ({"task.json": GOOD_MANIFEST, "other.py": b""}, "", "task.json: entry_point"),
+        # The module is there but cannot start: refused now, not when a run starts.
+        ({"task.json": GOOD_MANIFEST, "task.py": b"def oops(:\n"}, "", "line 1"),
+        ({"task.json": GOOD_MANIFEST, "task.py": b"class Other: pass\n"}, "", "no 'Task'"),
+        (
+            {
+                "task.json": b'{"task_id": "evil", "version": "1.0.0", "entry_point": "task.py",'
+                b' "class_name": "Task"}',
+                "task.py": b"class Task: pass\n",
+            },
+            "",
+            "write 'module.Class'",
+        ),
     ],
 )
 def test_unsafe_or_invalid_packages_are_refused_and_nothing_is_stored(

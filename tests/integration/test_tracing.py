@@ -151,6 +151,12 @@ def test_metrics_are_served_for_prometheus(traced: Traced, face_run: Any) -> Non
     assert value("wtm_runs_finished_total", state="COMPLETED") >= 1
     assert value("wtm_step_attempts_total", state="COMPLETED", task="face_detection") >= 1
     assert value("wtm_step_duration_seconds_count", task="face_merge") >= 1
+    # Buckets in seconds, 1 ms to 1 h: a face step (tens to hundreds of ms) is not under
+    # 5 ms, and it is under 1 h.
+    count = value("wtm_step_duration_seconds_count", task="face_detection")
+    assert value("wtm_step_duration_seconds_bucket", task="face_detection", le="0.001") == 0
+    assert value("wtm_step_duration_seconds_bucket", task="face_detection", le="0.005") < count
+    assert value("wtm_step_duration_seconds_bucket", task="face_detection", le="3600.0") == count
     assert (
         value("wtm_executor_slots", state="free") + value("wtm_executor_slots", state="busy") == 2
     )
@@ -162,6 +168,28 @@ def test_logs_are_json_with_run_and_trace_ids(traced: Traced, face_run: Any) -> 
     records = [json.loads(line) for line in log if line.startswith("{")]
     assert records and all({"time", "level", "service", "message"} <= r.keys() for r in records)
     assert all(r["service"] == "scheduler" for r in records)
+
+
+def test_every_run_following_cli_command_works_with_tracing_on(traced: Traced) -> None:
+    """With OTEL_EXPORTER_OTLP_ENDPOINT set, as the README says to do for Jaeger, the CLI
+    traces its calls; following a run's stream must still end cleanly."""
+    c = traced.cluster
+    otel = {k: v for k, v in c.extra_env.items() if k.startswith("OTEL_")}
+    run_cli(c, "task", "register", str(EXAMPLES / "text_sentiment"), env=otel)
+    submitted = run_cli(
+        c, "--json", "run", "submit", "text_sentiment", '{"text": "great"}', "--wait", env=otel
+    )
+    run_id = json.loads(submitted.stdout)["run_id"]
+    watched = run_cli(c, "run", "watch", run_id, env=otel)
+    assert "COMPLETED" in watched.stdout
+    for name in ("face_detection", "face_attribute", "face_extractor", "face_merge"):
+        run_cli(c, "task", "register", str(EXAMPLES / name), env=otel)
+    run_cli(c, "pipeline", "register", env=otel)  # the documented config_pipeline.json
+    image = str(ROOT / "tasks" / "data" / "astronaut.jpg")
+    ran = run_cli(
+        c, "pipeline", "run", "face_processing_pipeline", f'{{"image_path": "{image}"}}', env=otel
+    )
+    assert "COMPLETED" in ran.stdout and "Traceback" not in ran.stderr
 
 
 def test_the_cli_shows_the_trace_id(traced: Traced, face_run: Any) -> None:
