@@ -13,12 +13,14 @@ from services.common.grpc_server import MutualTls, serve_async
 from services.scheduler.dispatcher import Dispatcher
 from services.scheduler.history import History
 from services.scheduler.large_documents import LargeDocuments
+from services.scheduler.listeners import Listeners
 from services.scheduler.run_queue import RunQueue
 from services.scheduler.run_store import RunStore
 from services.scheduler.runs import RunService
 from services.scheduler.servicer import ExecutorServicer, SchedulerServicer
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.task_catalog import TaskCatalog
+from services.scheduler.tracing import TracingListener
 from wtm.v1 import (
     executor_service_pb2,
     executor_service_pb2_grpc,
@@ -31,6 +33,8 @@ async def serve(settings: SchedulerSettings) -> None:
     client = redis_client(settings.redis_url)
     api_key = read_secret(settings.api_key, settings.api_key_file, "the API key")
     queue = RunQueue(client, finished_ttl_s=settings.finished_ttl_seconds)
+    # What happens to runs and attempts is told to these, in this order (registered below).
+    listeners = Listeners()
     store = RunStore(settings.mongodb_uri, settings.mongodb_database)
     catalog = TaskCatalog(
         settings.registry, api_key, settings.latest_cache_seconds, settings.tls_ca
@@ -38,6 +42,7 @@ async def serve(settings: SchedulerSettings) -> None:
     history = History(
         queue,
         store,
+        listeners,
         retention_seconds=settings.retention_seconds,
         lease_seconds=settings.lease_seconds,
         scan_seconds=settings.recovery_scan_seconds,
@@ -47,23 +52,15 @@ async def serve(settings: SchedulerSettings) -> None:
     )
     dispatcher = Dispatcher(
         queue,
-        history,
+        listeners,
         lease_seconds=settings.lease_seconds,
         scheduler_id=settings.scheduler_id,
         documents=documents,
         prefetch=settings.prefetch,
         silent_after=3 * settings.heartbeat_seconds,
     )
-    history.on_run_ended = dispatcher.metrics.run_ended
-    runs = RunService(
-        queue,
-        store,
-        catalog,
-        on_submitted=dispatcher.metrics.submitted,
-        enqueue=dispatcher.submit,
-        cancel_run=dispatcher.cancel_run,
-    )
-    history.on_finished = runs.run_finished
+    runs = RunService(queue, store, catalog, dispatcher, listeners)
+    listeners.register(history, TracingListener(), dispatcher.metrics, runs)
 
     def register(server: object) -> None:
         scheduler_service_pb2_grpc.add_SchedulerServiceServicer_to_server(

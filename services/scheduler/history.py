@@ -22,12 +22,11 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
 
-from services.scheduler import tracing
+from services.scheduler.clock import SYSTEM, Clock
+from services.scheduler.listeners import Listeners, Refused, RunListener
 from services.scheduler.models import TERMINAL, Run, StepRun, ms_to_dt
-from services.scheduler.run_queue import RunQueue, RunState, StepSpec, Submission, now_ms
+from services.scheduler.run_queue import QueuedStep, RunQueue, RunSnapshot, Submission
 from services.scheduler.run_store import RunStore
 
 log = logging.getLogger(__name__)
@@ -43,32 +42,25 @@ _ENDED_AS = {
 }
 
 
-@dataclass(frozen=True)
-class Refused:
-    """A result the scheduler refused (its attempt or lease was no longer current)."""
-
-    attempt: int
-    lease_id: str
-    outcome: str
-    output_json: str
-    error: str
-    executor_id: str
-    leased_here: bool  # the reporter's stream was given this attempt (not an impostor's claim)
-
-
-class History:
-    """Write-behind of step attempts and finished runs, and rebuilding what Redis lost."""
+class History(RunListener):
+    """Write-behind of step attempts and finished runs, and rebuilding what Redis lost. A
+    listener of runs and attempts; it tells ``listeners`` when it has read a finished run
+    back (``run_recorded``) and when a run it found already ended (``run_ended``)."""
 
     def __init__(
         self,
         queue: RunQueue,
         store: RunStore,
+        listeners: Listeners,
         interval: float = 0.05,
         scan_seconds: float = 30.0,
         retention_seconds: int = 120,
         lease_seconds: float = 30.0,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.queue = queue
+        self.listeners = listeners
+        self.clock = clock
         self.lease_seconds = lease_seconds
         self.retention_seconds = retention_seconds
         self.store = store
@@ -76,13 +68,10 @@ class History:
         self.scan_seconds = scan_seconds
         self.epoch = uuid.uuid4().hex
         self._ended: set[str] = set()
-        self._finals: dict[str, RunState] = {}  # ended runs as their last Lua call returned
+        self._finals: dict[str, RunSnapshot] = {}  # ended runs as their last Lua call returned
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.rebuilt = 0
-        self.on_run_ended: Callable[[Run], None] = lambda run: None  # metrics hook
-        # Wakes waiting submits, with the finished run when the caller had it.
-        self.on_finished: Callable[[str, RunState | None], None] = lambda run_id, final: None
 
     async def start(self) -> None:
         self.epoch = await self.queue.claim_epoch(self.epoch) or self.epoch
@@ -103,7 +92,7 @@ class History:
 
     # Write-behind -------------------------------------------------------------------------
 
-    def step_changed(self, member: str, snapshot: dict[str, str], output_json: str) -> None:
+    def attempt_ended(self, member: str, snapshot: dict[str, str], output_json: str) -> None:
         """Record the attempt a Lua call just ended (``snapshot`` is the step's hash after)."""
         run_id, _, step_id = member.partition(":")
         if not snapshot or int(snapshot.get("attempt", 0)) < 1:
@@ -111,22 +100,23 @@ class History:
         step = StepRun.from_redis({"step_id": step_id, **snapshot}, output_json)
         if step.state == "QUEUED":  # the attempt failed and the step will be retried
             step.state = "TIMED_OUT" if "timed out" in step.error else "FAILED"
-            step.ended_at = step.ended_at or ms_to_dt(now_ms())
+            step.ended_at = step.ended_at or ms_to_dt(self.clock.now_ms())
         elif step.state in {"RUNNING", "PENDING"}:
             return
         self.store.record_step_later(run_id, step)
 
-    def execution_refused(self, member: str, snapshot: dict[str, str], r: Refused) -> None:
+    def execution_refused(self, member: str, snapshot: dict[str, str], refused: Refused) -> None:
         """Record an execution whose result was refused: every execution that happened has
         its attempt record. A result sent again for an attempt that did count (an executor
         re-sends after reconnecting) is recorded again from Redis, which restores a record
         that a killed scheduler held unwritten and is a no-op otherwise (same record id).
         Any other is recorded as superseded, from what the executor reported, if the
         reporter was given that attempt (so an impostor's made-up result writes nothing)."""
+        r = refused
         if r.outcome not in _ENDED_AS or not r.lease_id:  # released unrun; or no lease id
             return
         if snapshot.get("lease") == r.lease_id and snapshot.get("attempt") == str(r.attempt):
-            self.step_changed(member, snapshot, r.output_json)
+            self.attempt_ended(member, snapshot, r.output_json)
             return
         if not r.leased_here:
             return
@@ -145,7 +135,7 @@ class History:
                 output_json=r.output_json if r.outcome == "SUCCEEDED" else "",
                 error=f"{r.error}; {note}" if r.error else note,
                 executor_id=r.executor_id,
-                ended_at=ms_to_dt(now_ms()),
+                ended_at=ms_to_dt(self.clock.now_ms()),
                 lease_id=r.lease_id,
                 superseded=True,
             ),
@@ -156,14 +146,13 @@ class History:
         the time that is written), so ListRuns can find running runs."""
         self.store.mark_running_later(run_id, ms_to_dt(at_ms))
 
-    def run_ended(self, run_id: str, final: RunState | None = None) -> None:
+    def run_ended(self, run_id: str, final: RunSnapshot | None = None) -> None:
         """A run ended; ``final`` is the run as the Lua call that ended it returned it (then
         it is not read back)."""
         self._ended.add(run_id)
         if final is not None:
             self._finals[run_id] = final
         self._wake.set()
-        self.on_finished(run_id, final)
 
     async def _write_loop(self) -> None:
         while True:
@@ -193,8 +182,7 @@ class History:
             if not run_hash:
                 continue
             run = Run.from_redis(run_hash, steps, outputs)
-            tracing.record_run(run_hash, run.lineage)
-            self.on_run_ended(run)
+            self.listeners.run_recorded(run, run_hash)
             for step in run.steps:  # attempts that ended are recorded already,
                 if step.state == "CANCELLED":  # but not those the run's end cancelled
                     self.store.record_step_later(run_id, step)
@@ -239,7 +227,7 @@ class History:
             kept = [d["run_id"] for d, here in zip(batch, present, strict=True) if here]
             for run_id, (run_hash, _, _) in (await self.queue.read_runs(kept)).items():
                 if run_hash.get("state") in TERMINAL:
-                    self.run_ended(run_id)
+                    self.listeners.run_ended(run_id, None)
             submissions = [await self._rebuild(d) for d in lost if d.get("plan")]
             if submissions:
                 results = await self.queue.submit_many(submissions)
@@ -259,10 +247,10 @@ class History:
             if step.state == "COMPLETED" and not step.superseded:
                 done[step.step_id] = step.output_json
         specs = [
-            StepSpec(s["step_id"], s["deps"], s["dependents"], s["fields"]) for s in plan["steps"]
+            QueuedStep(s["step_id"], s["deps"], s["dependents"], s["fields"]) for s in plan["steps"]
         ]
         # Steps of the lost state may still run on executors: their leases cannot be renewed
         # now (heartbeats get them cancelled, or their fences stop them), so waiting one
         # lease period before running them again rules out two executions at once.
-        not_before = now_ms() + int(self.lease_seconds * 1000)
+        not_before = self.clock.now_ms() + int(self.lease_seconds * 1000)
         return Submission(run_id, plan["run_fields"], specs, "", done, attempts, not_before)

@@ -22,8 +22,10 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
+from services.scheduler.listeners import RunListener
+
 if TYPE_CHECKING:
-    from services.scheduler.dispatcher import Dispatcher
+    from services.scheduler.fleet import Fleet
     from services.scheduler.models import Run
 
 
@@ -35,11 +37,11 @@ SECONDS_BUCKETS = (
 )  # fmt: skip
 
 
-class SchedulerMetrics:
-    """Instruments, and what the observable ones read."""
+class SchedulerMetrics(RunListener):
+    """Instruments, and what the observable ones read; a listener of runs and attempts."""
 
-    def __init__(self, dispatcher: Dispatcher) -> None:
-        self._dispatcher = dispatcher
+    def __init__(self, fleet: Fleet) -> None:
+        self._fleet = fleet
         self.depths: dict[str, int] = {}
         meter = metrics.get_meter("wtm.scheduler")
         meter.create_observable_gauge(
@@ -48,7 +50,7 @@ class SchedulerMetrics:
         meter.create_observable_gauge(
             "wtm_executor_slots", [self._observe_slots], description="executor slots by state"
         )
-        self.runs_submitted = meter.create_counter("wtm_runs_submitted", description="runs")
+        self.runs_submitted_total = meter.create_counter("wtm_runs_submitted", description="runs")
         self.runs_finished = meter.create_counter("wtm_runs_finished", description="runs")
         self.attempts = meter.create_counter("wtm_step_attempts", description="attempts")
         self.step_duration = meter.create_histogram(
@@ -70,12 +72,12 @@ class SchedulerMetrics:
         return [Observation(n, {"queue": q}) for q, n in self.depths.items()]
 
     def _observe_slots(self, options: CallbackOptions) -> Iterable[Observation]:
-        sessions = list(self._dispatcher.sessions.values())
-        busy = sum(min(len(s.in_flight), s.info.slots) for s in sessions)  # not prefetched
-        total = sum(s.info.slots for s in sessions)
+        sessions = list(self._fleet.sessions.values())
+        busy = sum(min(len(s.in_flight), s.profile.slots) for s in sessions)  # not prefetched
+        total = sum(s.profile.slots for s in sessions)
         return [Observation(busy, {"state": "busy"}), Observation(total - busy, {"state": "free"})]
 
-    def attempt_ended(self, snapshot: dict[str, str]) -> None:
+    def attempt_ended(self, member: str, snapshot: dict[str, str], output_json: str) -> None:
         state = snapshot.get("state", "")
         task = snapshot.get("task_id", "")
         if state == "QUEUED":  # failed, will be retried
@@ -90,11 +92,14 @@ class SchedulerMetrics:
         if queued and started >= queued:
             self.dispatch_latency.record((started - queued) / 1000)
 
-    def run_ended(self, run: Run) -> None:
+    def run_recorded(self, run: Run, fields: dict[str, str]) -> None:
         self.runs_finished.add(1, {"state": run.state})
 
-    def submitted(self, n: int) -> None:
-        self.runs_submitted.add(n)
+    def runs_submitted(self, count: int) -> None:
+        self.runs_submitted_total.add(count)
+
+    def lease_expired(self, member: str) -> None:
+        self.lease_expiries.add(1)
 
     def set_depths(self, depths: dict[str, Any]) -> None:
         self.depths = {q: int(n) for q, n in depths.items()}

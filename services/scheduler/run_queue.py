@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -18,6 +16,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from services.common import auth
 from services.scheduler import keys, queue_names
+from services.scheduler.clock import SYSTEM, Clock
 
 LUA_DIR = Path(__file__).parent / "lua"
 SCRIPTS = (
@@ -32,16 +31,23 @@ SCRIPTS = (
 IDEMPOTENCY_TTL_S = 24 * 3600
 Call = tuple[str, list[Any]]  # a script's name and its arguments (after the key prefix)
 Command = tuple[Any, ...]  # a Redis command and its arguments
-# A run as Redis holds it: the run hash, its step hashes in order, its outputs by step.
-RunState = tuple[dict[str, str], list[dict[str, str]], dict[str, str]]
+
+
+class RunSnapshot(NamedTuple):
+    """A run as Redis holds it at one moment."""
+
+    run: dict[str, str]  # the run hash
+    steps: list[dict[str, str]]  # its step hashes, in pipeline order
+    outputs: dict[str, str]  # step id -> output JSON, of the steps that completed
 
 
 def now_ms() -> int:
-    return int(time.time() * 1000)
+    """The system clock in ms (for callers without a clock of their own)."""
+    return SYSTEM.now_ms()
 
 
 @dataclass(frozen=True)
-class StepSpec:
+class QueuedStep:
     """One step as submitted: its id, dependencies and the flat fields of its Redis hash."""
 
     step_id: str
@@ -73,7 +79,7 @@ class Submission:
 
     run_id: str
     run_fields: dict[str, str]
-    steps: list[StepSpec]
+    steps: list[QueuedStep]
     request_id: str = ""
     done: dict[str, str] = field(default_factory=dict)  # step id -> output JSON (rebuild)
     attempts: dict[str, int] = field(default_factory=dict)  # step id -> attempts so far
@@ -105,7 +111,7 @@ class Verdict:
     verdict: str
     cancel: list[tuple[str, str]]  # (step-key, executor id)
     snapshot: dict[str, str] = field(default_factory=dict)
-    final: RunState | None = None  # the whole run, when this result ended it
+    final: RunSnapshot | None = None  # the whole run, when this result ended it
 
     @property
     def ends_run(self) -> bool:
@@ -121,10 +127,10 @@ def _pairs(flat: list[str]) -> list[tuple[str, str]]:
     return list(zip(flat[0::2], flat[1::2], strict=True))
 
 
-LINE_NAME = "wtm-scheduler-scripts"  # how the line shows in CLIENT LIST
+SCRIPT_CONNECTION_NAME = "wtm-scheduler-scripts"  # how the line shows in CLIENT LIST
 
 
-class Line:
+class ScriptConnection:
     """A Redis connection of the queue's own, for script pipelines: redis-py's connection
     read and written directly. A pooled pipeline costs ~300 µs of CPU per round trip here
     (pipeline object, pool checkout, a task per socket timeout), this ~160 µs. One round
@@ -133,7 +139,11 @@ class Line:
 
     def __init__(self, client: aioredis.Redis, timeout_s: float = 30.0) -> None:
         pool = client.connection_pool
-        options = {**pool.connection_kwargs, "socket_timeout": None, "client_name": LINE_NAME}
+        options = {
+            **pool.connection_kwargs,
+            "socket_timeout": None,
+            "client_name": SCRIPT_CONNECTION_NAME,
+        }
         self._connection = pool.connection_class(**options)
         self._lock = asyncio.Lock()
         self.timeout_s = timeout_s
@@ -186,15 +196,24 @@ class RunQueue:
     pipeline (one round trip), which is how the hot path stays cheap under load.
     """
 
-    def __init__(self, client: aioredis.Redis, finished_ttl_s: int = 3600) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        finished_ttl_s: int = 3600,
+        clock: Clock = SYSTEM,
+        work_queued: asyncio.Event | None = None,
+    ) -> None:
         self.redis = client
+        self.clock = clock  # every script's "now" comes from it
         self.finished_ttl_s = finished_ttl_s
         self.queue_variants: set[str] = set()  # labelled queues seen (refreshed from Redis)
         # "Work was queued" goes to every replica on the wake channel, tagged with this
         # process's origin so that its own dispatcher, woken directly, can skip it.
         self.origin = uuid.uuid4().hex[:12]
-        self.on_queued: Callable[[], None] = lambda: None
-        self._line = Line(client)
+        # Set when this process queued work its own dispatcher should lease (the one that
+        # waits on it: pass the same event to both).
+        self.work_queued = work_queued or asyncio.Event()
+        self._scripts_conn = ScriptConnection(client)
         lib = (LUA_DIR / "lib.lua").read_text()
         self._scripts = {
             name: client.register_script(lib + "\n" + (LUA_DIR / f"{name}.lua").read_text())
@@ -211,7 +230,7 @@ class RunQueue:
             script.sha = await self.redis.script_load(script.script)
 
     async def close(self) -> None:
-        await self._line.close()
+        await self._scripts_conn.close()
 
     async def _call_many(self, calls: list[Call], extra: list[Command] | None = None) -> list[Any]:
         """Run script calls (name, arguments) in one pipeline, in order, then the ``extra``
@@ -229,7 +248,7 @@ class RunQueue:
             # The calls sent again ran after those that had found their script, out of
             # order: a dispatch may have run before the submit or result that queued work.
             # A dispatch round now leases what they queued.
-            self.on_queued()
+            self.work_queued.set()
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
@@ -241,8 +260,8 @@ class RunQueue:
         commands = [
             ("EVALSHA", self._scripts[name].sha, 0, keys.PREFIX, *args) for name, args in calls
         ] + extra
-        if not self._line.busy:
-            return await self._line.execute(commands)
+        if not self._scripts_conn.busy:
+            return await self._scripts_conn.execute(commands)
         async with self.redis.pipeline(transaction=False) as pipe:
             for command in commands:
                 pipe.execute_command(*command)
@@ -251,7 +270,7 @@ class RunQueue:
     # Submitting ---------------------------------------------------------------------------
 
     async def submit(
-        self, run_id: str, run_fields: dict[str, str], steps: list[StepSpec], request_id: str = ""
+        self, run_id: str, run_fields: dict[str, str], steps: list[QueuedStep], request_id: str = ""
     ) -> tuple[bool, str]:
         """Create the run in Redis; (created, run_id) — the existing id for a repeated key."""
         [result] = await self.submit_many([Submission(run_id, run_fields, steps, request_id)])
@@ -260,7 +279,7 @@ class RunQueue:
     async def submit_many(self, runs: list[Submission]) -> list[tuple[bool, str]]:
         """Create runs in one round trip, then wake every replica's dispatcher once."""
         created, _ = await self.submit_and_dispatch(runs, [], 0)
-        self.on_queued()
+        self.work_queued.set()
         return created
 
     async def submit_and_dispatch(
@@ -270,7 +289,7 @@ class RunQueue:
         trip: free slots take the new runs' first steps (or older waiting work) at once.
         Returns (created, run_id) per run, and the leases per want. Other replicas are told
         that work was queued; this one's caller decides itself."""
-        now = now_ms()
+        now = self.clock.now_ms()
         ttl = self.finished_ttl_s
         calls: list[Call] = [("submit_run", _submit_args(r, now, ttl)) for r in runs]
         variants = {s.fields["queue"] for r in runs for s in r.steps} - self.queue_variants
@@ -317,7 +336,7 @@ class RunQueue:
         self, wants: list[tuple[str, list[str], int]], lease_ms: int
     ) -> list[list[Leased]]:
         """Lease up to n steps to each (executor, queues, n), in order, in one round trip."""
-        replies = await self._call_many(_dispatch_calls(wants, lease_ms, now_ms()))
+        replies = await self._call_many(_dispatch_calls(wants, lease_ms, self.clock.now_ms()))
         return [[_leased(item) for item in raw] for raw in replies]
 
     async def complete(
@@ -343,10 +362,10 @@ class RunQueue:
     async def complete_many(self, results: list[Completion]) -> list[Verdict]:
         """Record many step results in one round trip; one verdict each, in order. A result
         that queues steps tells every replica (the script publishes the wake message)."""
-        replies = await self._call_many(self._complete_calls(results, now_ms()))
+        replies = await self._call_many(self._complete_calls(results, self.clock.now_ms()))
         verdicts = [_verdict(raw) for raw in replies]
         if any(v.verdict in {"completed", "released"} for v in verdicts):  # steps queued
-            self.on_queued()
+            self.work_queued.set()
         return verdicts
 
     async def complete_and_dispatch(
@@ -355,7 +374,7 @@ class RunQueue:
         """``complete_many`` then ``dispatch_many`` in the same round trip: the slots the
         results freed take the steps they made ready (and any other waiting work) at once.
         Other replicas are told when steps were queued; this one's caller decides itself."""
-        now = now_ms()
+        now = self.clock.now_ms()
         calls = self._complete_calls(results, now) + _dispatch_calls(wants, lease_ms, now)
         replies = await self._call_many(calls)
         verdicts = [_verdict(raw) for raw in replies[: len(results)]]
@@ -391,7 +410,9 @@ class RunQueue:
 
     async def cancel_run(self, run_id: str, reason: str) -> tuple[str, list[tuple[str, str]]]:
         """Cancel a run; ('cancelled', running steps to stop) | ('finished', state) | missing."""
-        raw = await self._call("cancel_run", run_id, reason, now_ms(), self.finished_ttl_s)
+        raw = await self._call(
+            "cancel_run", run_id, reason, self.clock.now_ms(), self.finished_ttl_s
+        )
         words = [w.decode() for w in raw]
         if words[0] == "finished":
             return words[1], []
@@ -417,7 +438,7 @@ class RunQueue:
                 "state": "RUNNING",
                 "msg": message,
                 "progress": f"{fraction:.4f}",
-                "t": now_ms(),
+                "t": self.clock.now_ms(),
                 "kind": "PROGRESS",
             },
         )
@@ -435,7 +456,7 @@ class RunQueue:
                     "attempt": attempt,
                     "state": "RUNNING",
                     "msg": line,
-                    "t": now_ms(),
+                    "t": self.clock.now_ms(),
                     "kind": "LOG",
                 },
             )
@@ -452,27 +473,27 @@ class RunQueue:
         if not running:
             return []
         flat = [x for member, attempt, lease in running for x in (member, attempt, lease)]
-        stale = await self._call("heartbeat", now_ms(), lease_ms, executor, *flat)
+        stale = await self._call("heartbeat", self.clock.now_ms(), lease_ms, executor, *flat)
         return [s.decode() for s in stale]
 
     async def expire_leases(self, limit: int = 100) -> list[dict[str, Any]]:
-        raw = await self._call("expire_leases", now_ms(), limit, self.finished_ttl_s)
+        raw = await self._call("expire_leases", self.clock.now_ms(), limit, self.finished_ttl_s)
         return [json.loads(x) for x in raw]
 
     async def promote_due(self, limit: int = 500) -> int:
-        n = int(await self._call("promote_due", now_ms(), limit))
+        n = int(await self._call("promote_due", self.clock.now_ms(), limit))
         if n:
-            self.on_queued()
+            self.work_queued.set()
             await self._announce()
         return n
 
     # Reading ------------------------------------------------------------------------------
 
-    async def read_run(self, run_id: str) -> RunState:
+    async def read_run(self, run_id: str) -> RunSnapshot:
         """The run hash, its step hashes in order, and its outputs; empty when not in Redis."""
         return (await self.read_runs([run_id]))[run_id]
 
-    async def read_runs(self, run_ids: list[str]) -> dict[str, RunState]:
+    async def read_runs(self, run_ids: list[str]) -> dict[str, RunSnapshot]:
         """``read_run`` for many runs in two round trips."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for run_id in run_ids:
@@ -492,7 +513,9 @@ class RunQueue:
         for (rid, sid), h in zip(wanted, second, strict=True):
             steps[rid].append({"step_id": sid, **_text(h)})
         return {
-            rid: (runs[rid], steps[rid], outputs[rid]) if runs[rid] else ({}, [], {})
+            rid: RunSnapshot(runs[rid], steps[rid], outputs[rid])
+            if runs[rid]
+            else RunSnapshot({}, [], {})
             for rid in run_ids
         }
 
@@ -597,7 +620,7 @@ def _dispatch_calls(wants: list[tuple[str, list[str], int]], lease_ms: int, now:
 def _verdict(raw: list[Any]) -> Verdict:
     words = [w.decode() if isinstance(w, bytes) else str(w) for w in raw]
     cancel = _pairs(words[3:]) if words[0] == "failed" else []
-    final = _run_state(json.loads(words[2])) if words[2] else None
+    final = _run_snapshot(json.loads(words[2])) if words[2] else None
     return Verdict(words[0], cancel, flat_dict(json.loads(words[1])), final)
 
 
@@ -606,14 +629,14 @@ def flat_dict(flat: Any) -> dict[str, str]:
     return dict(_pairs(flat)) if isinstance(flat, list) else {}
 
 
-def _run_state(doc: dict[str, Any]) -> RunState:
+def _run_snapshot(doc: dict[str, Any]) -> RunSnapshot:
     """A run as the complete script returns it: the same shape ``read_run`` gives."""
     run = flat_dict(doc["run"])
     steps = [
         {"step_id": step_id, **flat_dict(h)}
         for step_id, h in zip(json.loads(run["steps"]), doc["steps"] or [], strict=True)
     ]
-    return run, steps, flat_dict(doc["outputs"])
+    return RunSnapshot(run, steps, flat_dict(doc["outputs"]))
 
 
 def _leased(item: bytes) -> Leased:

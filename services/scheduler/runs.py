@@ -13,7 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from services.common import auth, jsondoc, mapping, telemetry
 from services.common.errors import (
@@ -25,8 +25,9 @@ from services.common.errors import (
 )
 from services.common.mapping import MissingValue
 from services.scheduler import input_check, queue_names, step_inputs
+from services.scheduler.listeners import Listeners, RunListener
 from services.scheduler.models import TERMINAL, Run, StepRun, ms_to_dt
-from services.scheduler.run_queue import RunQueue, RunState, StepSpec, Submission
+from services.scheduler.run_queue import QueuedStep, RunQueue, RunSnapshot, Submission
 from services.scheduler.run_store import RunStore
 from services.scheduler.task_catalog import ResolvedTask, TaskCatalog
 
@@ -92,9 +93,9 @@ class PlannedStep:
         return list(dict.fromkeys([*self.deps, *(s for s in sources if s)]))
 
     @functools.cached_property
-    def spec(self) -> StepSpec:
+    def spec(self) -> QueuedStep:
         t = self.task
-        return StepSpec(
+        return QueuedStep(
             step_id=self.step_id,
             deps=self.deps,
             dependents=self.dependents,
@@ -243,29 +244,35 @@ def _parse_input(text: str) -> dict[str, object]:
     return doc
 
 
-class RunService:
-    """The domain side of SchedulerService."""
+class Queueing(Protocol):
+    """Where accepted runs go (the dispatcher): queueing also leases free slots in the same
+    round trip, and cancelling tells executors to stop the run's running steps."""
+
+    async def submit(self, runs: list[Submission]) -> list[tuple[bool, str]]: ...
+
+    async def cancel_run(self, run_id: str, reason: str) -> str: ...
+
+
+class RunService(RunListener):
+    """The domain side of SchedulerService; a listener of runs, to wake the submits that
+    wait for one to end."""
 
     def __init__(
         self,
         queue: RunQueue,
         store: RunStore,
         catalog: TaskCatalog,
-        enqueue: Callable[[list[Submission]], Awaitable[list[tuple[bool, str]]]],
-        cancel_run: Callable[[str, str], Awaitable[str]],
-        on_submitted: Callable[[int], None] = lambda n: None,
+        queueing: Queueing,
+        listeners: Listeners,
     ) -> None:
-        self.queue = queue
-        # The dispatcher's: queueing also leases free slots in the same round trip, and
-        # cancelling tells executors to stop the run's running steps.
-        self.enqueue = enqueue
-        self.cancel_run = cancel_run
+        self.queue = queue  # read here; written through ``queueing``
+        self.queueing = queueing
+        self.listeners = listeners
         self.store = store
         self.catalog = catalog
         # Submits waiting for runs to end: each has its own future, set when the run ends on
         # this replica.
         self._waiters: dict[str, set[asyncio.Future[Run | None]]] = {}
-        self.on_submitted = on_submitted  # counts accepted runs (metrics)
 
     async def submit(self, req: SubmitRequest) -> Run:
         """Accept one run. It is queued in Redis and written to MongoDB at the same time; the
@@ -330,7 +337,7 @@ class RunService:
         await self._recorded(key, run_id, lambda: self.get(run_id))
         return run_id
 
-    def run_finished(self, run_id: str, final: RunState | None = None) -> None:
+    def run_ended(self, run_id: str, final: RunSnapshot | None = None) -> None:
         """A run ended on this replica: wake the submits waiting for it (with the run as it
         ended, when the caller has it, so they need not read it back)."""
         waiting = self._waiters.get(run_id)
@@ -392,7 +399,7 @@ class RunService:
         returns once both hold the run."""
         inserting = asyncio.ensure_future(self.store.insert_run(run, _plan_doc(submission)))
         try:
-            [(created, run_id)] = await self.enqueue([submission])
+            [(created, run_id)] = await self.queueing.submit([submission])
         except BaseException:
             await asyncio.wait({inserting})  # recorded or not, the error is Redis's
             raise
@@ -406,7 +413,7 @@ class RunService:
             raise InvalidArgument("run id collision; submit again", field="run_id")
         if not created:  # the same request id won a race in Redis
             return await self.get(run_id)
-        self.on_submitted(1)
+        self.listeners.runs_submitted(1)
         return run
 
     async def submit_many(self, req: SubmitRequest, inputs: list[str]) -> tuple[str, list[str]]:
@@ -453,8 +460,8 @@ class RunService:
                 with contextlib.suppress(Exception):
                     await self.store.release_request(batch_id, batch_id)
             raise
-        await self.enqueue([sub for _, sub in made])
-        self.on_submitted(len(made))
+        await self.queueing.submit([sub for _, sub in made])
+        self.listeners.runs_submitted(len(made))
         return batch_id, [run.run_id for run, _ in made]
 
     def _new_run(
@@ -517,7 +524,7 @@ class RunService:
         """Take back a run whose MongoDB write failed: it must not run unrecorded (its first
         steps may already be running: they are stopped)."""
         with contextlib.suppress(Exception):
-            await self.cancel_run(run_id, "not recorded: the history store failed")
+            await self.queueing.cancel_run(run_id, "not recorded: the history store failed")
 
     async def cancel(self, run_id: str, reason: str, namespace: str = auth.ALL_NAMESPACES) -> Run:
         """Cancel a run of ``namespace``: its queued steps are dropped and its running ones
@@ -535,7 +542,7 @@ class RunService:
                 "cancel only its own runs",
                 field="run_id",
             )
-        state = await self.cancel_run(run_id, reason or "cancelled by a user")
+        state = await self.queueing.cancel_run(run_id, reason or "cancelled by a user")
         if state == "missing":
             await self.get(run_id)  # NotFound, or a finished run only MongoDB still has
         return await self.get(run_id)

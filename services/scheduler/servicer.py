@@ -12,14 +12,9 @@ from grpc import aio
 
 from services.common import auth, tls
 from services.common.errors import InvalidArgument
-from services.scheduler.dispatcher import (
-    Assignment,
-    Dispatcher,
-    ExecutorInfo,
-    ExecutorSession,
-    Renewed,
-    StepReport,
-)
+from services.scheduler.dispatcher import Dispatcher
+from services.scheduler.fleet import Assignment, ExecutorProfile, ExecutorSession, Renewed
+from services.scheduler.intake import RunningStep, StepReport
 from services.scheduler.queue_names import served_namespaces
 from services.scheduler.runs import RunEvent, RunService, SubmitRequest
 from wtm.v1 import executor_service_pb2 as epb
@@ -185,6 +180,10 @@ def _assignment_to_proto(a: Assignment) -> epb.ConnectResponse:
     )
 
 
+def _running(ref: epb.StepAttemptRef) -> RunningStep:
+    return RunningStep(ref.run_id, ref.step_id, ref.attempt, ref.lease_id)
+
+
 def _timings(r: epb.StepResult) -> dict[str, int]:
     """The executor's timestamps of an attempt, in µs, for the fields it set."""
     stamps = {
@@ -218,7 +217,7 @@ class ExecutorServicer(epb_grpc.ExecutorServiceServicer):
                 "needs executor_id, slots >= 1 and at least one queue", field="hello"
             )
         session = self._dispatcher.open_session(
-            ExecutorInfo(
+            ExecutorProfile(
                 h.executor_id,
                 list(h.queues),
                 h.slots,
@@ -275,29 +274,17 @@ class ExecutorServicer(epb_grpc.ExecutorServiceServicer):
             if kind == "heartbeat":
                 await self._dispatcher.heartbeat(
                     session,
-                    [
-                        (r.run_id, r.step_id, r.attempt, r.lease_id)
-                        for r in message.heartbeat.running
-                    ],
+                    [_running(r) for r in message.heartbeat.running],
                     message.heartbeat.draining,
                     message.heartbeat.sequence,
                     (message.heartbeat.slot_errors, message.heartbeat.last_slot_error),
                 )
             elif kind == "progress":
                 p = message.progress
-                await self._dispatcher.progress(
-                    session, p.ref.run_id, p.ref.step_id, p.ref.attempt, p.fraction, p.message
-                )
+                await self._dispatcher.progress(session, _running(p.ref), p.fraction, p.message)
             elif kind == "log":
                 line = message.log
-                await self._dispatcher.log(
-                    session,
-                    line.ref.run_id,
-                    line.ref.step_id,
-                    line.ref.attempt,
-                    line.level,
-                    line.message,
-                )
+                await self._dispatcher.log(session, _running(line.ref), line.level, line.message)
             elif kind == "result":
                 r = message.result
                 self._dispatcher.report(
@@ -311,6 +298,6 @@ class ExecutorServicer(epb_grpc.ExecutorServiceServicer):
                         error=r.error,
                         timings=_timings(r),
                         lease_id=r.ref.lease_id,
-                        executor_id=session.info.executor_id,
+                        executor_id=session.executor_id,
                     ),
                 )

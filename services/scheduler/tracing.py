@@ -18,9 +18,14 @@ elsewhere, earlier, hang under the right parent.
 from __future__ import annotations
 
 import json
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
 from services.common import telemetry
+from services.scheduler.listeners import RunListener
+
+if TYPE_CHECKING:
+    from services.scheduler.models import Run
 
 TRACER = "wtm.scheduler"
 
@@ -127,3 +132,13 @@ def record_run(run_hash: dict[str, str], lineage: list[tuple[str, str]]) -> None
         error=run_hash.get("error", "") if state != "COMPLETED" else "",
         tracer_name=TRACER,
     )
+
+
+class TracingListener(RunListener):
+    """Records step spans as attempts end, and the run span once the run is recorded."""
+
+    def attempt_ended(self, member: str, snapshot: dict[str, str], output_json: str) -> None:
+        record_step(member, snapshot, time.time_ns())
+
+    def run_recorded(self, run: Run, fields: dict[str, str]) -> None:
+        record_run(fields, run.lineage)

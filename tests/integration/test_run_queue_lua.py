@@ -13,10 +13,10 @@ import redis.asyncio as aioredis
 from services.localstack import Cluster
 from services.scheduler import keys
 from services.scheduler.run_queue import (
-    LINE_NAME,
+    SCRIPT_CONNECTION_NAME,
     Completion,
+    QueuedStep,
     RunQueue,
-    StepSpec,
     Submission,
     now_ms,
 )
@@ -57,8 +57,8 @@ def step(
     dependents: list[str] = (),
     queue: str = "q",  # type: ignore[assignment]
     max_retries: int = 0,
-) -> StepSpec:
-    return StepSpec(
+) -> QueuedStep:
+    return QueuedStep(
         step_id,
         list(deps),
         list(dependents),
@@ -78,7 +78,7 @@ def step(
     )
 
 
-async def submit(q: RunQueue, run_id: str, steps: list[StepSpec], priority: int = 5) -> None:
+async def submit(q: RunQueue, run_id: str, steps: list[QueuedStep], priority: int = 5) -> None:
     fields = {
         "run_id": run_id,
         "input_json": json.dumps({"run": run_id}),
@@ -380,7 +380,8 @@ def test_scripts_share_a_line_fall_back_to_the_pool_and_survive_a_drop(on_valkey
         [line] = [
             c
             for c in await q.admin.client_list()
-            if c["name"] == LINE_NAME and c["db"] == str(db)  # not the session scheduler's
+            if c["name"] == SCRIPT_CONNECTION_NAME
+            and c["db"] == str(db)  # not the session scheduler's
         ]
         await q.admin.client_kill_filter(_id=line["id"])
         await asyncio.sleep(0.05)  # the event loop sees the close
@@ -400,21 +401,20 @@ def test_a_pipeline_that_reloads_scripts_wakes_the_dispatcher(on_valkey) -> None
     dispatch may have run before the submit that queued work, so the dispatcher is woken
     to lease it."""
 
-    async def scenario(q: RunQueue) -> tuple[list[tuple[bool, str]], list[list[str]], int]:
-        woken: list[int] = []
-        q.on_queued = lambda: woken.append(1)
+    async def scenario(q: RunQueue) -> tuple[list[tuple[bool, str]], list[list[str]], bool]:
+        q.work_queued.clear()
         await q.admin.script_flush()  # as after a Redis restart, then one script is back
         await q.redis.script_load(q._scripts["dispatch"].script)
         fields = {"run_id": "r1", "input_json": "{}", "priority": "5", "sinks": '["a"]'}
         created, leases = await q.submit_and_dispatch(
             [Submission("r1", fields, [step("a")])], [("e1", ["q"], 1)], 30_000
         )
-        return created, [[x.member for x in got] for got in leases], len(woken)
+        return created, [[x.member for x in got] for got in leases], q.work_queued.is_set()
 
     created, leases, woken = on_valkey(scenario)
     assert created == [(True, "r1")]
     assert leases == [[]]  # the dispatch ran first: submit_run had to be loaded again
-    assert woken == 1
+    assert woken
 
 
 def test_only_the_current_lease_of_an_attempt_counts(on_valkey) -> None:  # noqa: ANN001

@@ -1,0 +1,259 @@
+"""``Fleet``: the executors connected to this replica — their sessions, what each holds,
+what goes down their streams — and the fleet's record in Redis, so any replica can list it.
+
+An executor id belongs to one live stream: a second stream that claims the id of one still
+heartbeating is refused (an impostor, or a copy started by mistake); a silent one is
+replaced (a reconnect).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass, field
+
+from services.common.errors import AlreadyExists
+from services.scheduler.clock import SYSTEM, Clock
+from services.scheduler.queue_names import own_queues, serves
+from services.scheduler.run_queue import RunQueue
+
+log = logging.getLogger(__name__)
+
+LOST_LISTED_SECONDS = 3600  # a lost executor stays listed this long, then is forgotten
+
+
+@dataclass(frozen=True)
+class ExecutorProfile:
+    """What an executor says about itself when it connects (and what it connected with)."""
+
+    executor_id: str
+    queues: list[str]
+    slots: int
+    labels: dict[str, str]
+    software_version: str = ""
+    python_version: str = ""
+    packages: tuple[str, ...] = ()
+    key_id: str = ""  # the credential it connected with: its id is bound to it
+    namespaces: tuple[str, ...] = ("*",)  # whose queues it serves ("*": every namespace)
+    certificate: str = ""  # the common name of its client certificate (mTLS), if any
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A step attempt to send to an executor."""
+
+    run_id: str
+    step_id: str
+    attempt: int
+    task_id: str
+    task_version: str
+    digest: str
+    entry_point: str
+    input_json: str
+    timeout_seconds: int
+    input_id: str
+    output_id: str
+    upstream_output_ids: dict[str, str] = field(default_factory=dict)
+    input_sources: dict[str, str] = field(default_factory=dict)
+    traceparent: str = ""
+    lease_id: str = ""
+    namespace: str = "default"
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """A step attempt an executor must stop."""
+
+    run_id: str
+    step_id: str
+    attempt: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Renewed:
+    """The leases an executor's heartbeat listed are renewed (its ``sequence`` echoed), so
+    the executor may keep running those steps for another lease period."""
+
+    sequence: int
+
+
+@dataclass
+class ExecutorSession:
+    """One connected executor: its capacity, what it runs, and its outbox."""
+
+    profile: ExecutorProfile
+    connected_at: float
+    last_seen: float
+    in_flight: dict[str, int] = field(default_factory=dict)  # step-key -> attempt
+    # Attempts it was given that are no longer current (told to stop): its result for one
+    # is still an execution to record.
+    stopping: dict[str, int] = field(default_factory=dict)
+    outbox: asyncio.Queue[Assignment | Cancel | Renewed | None] = field(
+        default_factory=asyncio.Queue
+    )
+    draining: bool = False
+    slot_errors: int = 0  # as its heartbeats report them
+    last_slot_error: str = ""
+
+    @property
+    def executor_id(self) -> str:
+        return self.profile.executor_id
+
+    @property
+    def free_slots(self) -> int:
+        """Slots with nothing running or waiting on them."""
+        return 0 if self.draining else max(0, self.profile.slots - len(self.in_flight))
+
+    def prefetch_room(self, prefetch: int) -> int:
+        """Steps it may take beyond its free slots, to hold until a slot frees."""
+        if self.draining:
+            return 0
+        return max(0, self.profile.slots + prefetch - len(self.in_flight)) - self.free_slots
+
+
+class Fleet:
+    """The sessions of this replica's executors, and the fleet's record in Redis."""
+
+    def __init__(
+        self,
+        queue: RunQueue,
+        scheduler_id: str = "",
+        silent_after: float = 15.0,
+        clock: Clock = SYSTEM,
+    ) -> None:
+        self.queue = queue
+        self.scheduler_id = scheduler_id
+        # A stream whose executor has said nothing for this long may be taken over by a new
+        # stream with its id (a reconnect whose old stream was never seen to close).
+        self.silent_after = silent_after
+        self.clock = clock
+        self.sessions: dict[str, ExecutorSession] = {}
+        self._gone: dict[str, float] = {}  # executors that left: id -> when
+
+    def open(self, profile: ExecutorProfile) -> ExecutorSession:
+        """A new executor stream (refused with ALREADY_EXISTS while the id is live)."""
+        old = self.sessions.get(profile.executor_id)
+        if old is not None and old.profile.key_id != profile.key_id:
+            log.warning(
+                "refused executor %s: its id is held by another credential", profile.executor_id
+            )
+            raise AlreadyExists(
+                f"{profile.executor_id!r} is connected with another credential",
+                field="hello.executor_id",
+            )
+        now = self.clock.time()
+        if old is not None and now - old.last_seen < self.silent_after:
+            log.warning("refused a second stream for live executor %s", profile.executor_id)
+            raise AlreadyExists(
+                f"{profile.executor_id!r} is connected on another live stream; an executor id "
+                "belongs to one stream (a reconnect is let in once the old one is silent for "
+                f"{self.silent_after:g}s)",
+                field="hello.executor_id",
+            )
+        if old is not None:  # a reconnect replaces the silent old stream
+            old.outbox.put_nowait(None)
+        session = ExecutorSession(profile, connected_at=now, last_seen=now)
+        self.sessions[profile.executor_id] = session
+        self._gone.pop(profile.executor_id, None)
+        log.info(
+            "executor %s connected: queues=%s namespaces=%s slots=%d certificate=%s",
+            profile.executor_id,
+            profile.queues,
+            ",".join(profile.namespaces),
+            profile.slots,
+            profile.certificate or "none",
+        )
+        return session
+
+    def close(self, session: ExecutorSession) -> None:
+        """The stream ended. Its leases stay: the executor may reconnect and report;
+        otherwise they expire."""
+        if self.sessions.get(session.executor_id) is session:
+            del self.sessions[session.executor_id]
+            self._gone[session.executor_id] = self.clock.time()
+        log.info("executor %s disconnected", session.executor_id)
+
+    def close_all(self) -> None:
+        for session in self.sessions.values():
+            session.outbox.put_nowait(None)
+
+    def send_cancels(self, cancel: list[tuple[str, str]], reason: str = "run failed") -> None:
+        """Tell executors to stop attempts: (step-key, executor id) pairs."""
+        for member, executor_id in cancel:
+            session = self.sessions.get(executor_id)
+            attempt = session.in_flight.pop(member, None) if session else None
+            if session is not None and attempt is not None:
+                run_id, _, step_id = member.partition(":")
+                session.outbox.put_nowait(Cancel(run_id, step_id, attempt, reason))
+
+    def queues_of(self, session: ExecutorSession) -> list[str]:
+        """The queues an executor takes from: its own in the namespaces it serves, and the
+        announced variants of them (other namespaces', labelled ones) it may serve."""
+        p = session.profile
+        own = own_queues(p.queues, p.namespaces)
+        return own + sorted(
+            v
+            for v in self.queue.queue_variants
+            if v not in own and serves(v, p.queues, p.labels, p.namespaces)
+        )
+
+    def watched_queues(self) -> set[str]:
+        """Every queue some executor here takes from (for the depth metrics)."""
+        own = {
+            q
+            for s in self.sessions.values()
+            for q in own_queues(s.profile.queues, s.profile.namespaces)
+        }
+        return own | self.queue.queue_variants
+
+    # The record ---------------------------------------------------------------------------
+
+    def describe(self, session: ExecutorSession, state: str) -> str:
+        p = session.profile
+        return json.dumps(
+            {
+                "executor_id": p.executor_id,
+                "state": state,
+                "queues": p.queues,
+                "namespaces": list(p.namespaces),
+                "slots": p.slots,
+                "in_flight": len(session.in_flight),
+                "labels": p.labels,
+                "software_version": p.software_version,
+                "python_version": p.python_version,
+                "connected_at": session.connected_at,
+                "last_seen": session.last_seen,
+                "scheduler_id": self.scheduler_id,
+                "packages": list(p.packages),
+                "slot_errors": session.slot_errors,
+                "last_slot_error": session.last_slot_error,
+            }
+        )
+
+    async def save(self) -> None:
+        """Record this replica's executors in Redis: connected and draining ones as they
+        are, those that left as LOST (for an hour, then forgotten)."""
+        known = {
+            s.executor_id: self.describe(s, "DRAINING" if s.draining else "CONNECTED")
+            for s in self.sessions.values()
+        }
+        await self.queue.save_executors(known)
+        left = [e for e in self._gone if e not in self.sessions]
+        if not left:
+            return
+        saved = await self.queue.load_executors()
+        lost = {}
+        for executor_id in left:
+            if executor_id in saved:
+                d = json.loads(saved[executor_id])
+                if d.get("scheduler_id") == self.scheduler_id and d["state"] != "LOST":
+                    d.update(state="LOST", in_flight=0)
+                    lost[executor_id] = json.dumps(d)
+        await self.queue.save_executors(lost)
+        now = self.clock.time()
+        old = [e for e, at in self._gone.items() if now - at > LOST_LISTED_SECONDS]
+        await self.queue.forget_executors(old)
+        for e in old:
+            self._gone.pop(e, None)

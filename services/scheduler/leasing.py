@@ -1,0 +1,283 @@
+"""``Leaser``: hands queued steps to free executor slots.
+
+Leasing is event-driven, not polled: a round runs when work may be available (a submit or a
+retry on any replica, announced on a Redis channel; a freed slot; a new executor) and hands
+each session at most its free slots, rotating the order of sessions for fairness — one
+pipelined round trip for all of them. Submits and result batches lease in their own round
+trip (``LeaseRound``), so a slot a result freed takes the next step at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from redis.exceptions import RedisError
+
+from services.common import refs
+from services.common.mapping import MissingValue
+from services.scheduler import keys, step_inputs, tracing
+from services.scheduler.clock import SYSTEM, Clock
+from services.scheduler.fleet import Assignment, ExecutorSession, Fleet
+from services.scheduler.large_documents import LargeDocumentError, LargeDocuments
+from services.scheduler.listeners import Listeners
+from services.scheduler.retry_policy import RetryPolicy
+from services.scheduler.run_queue import Completion, Leased, RunQueue, Submission
+
+log = logging.getLogger(__name__)
+
+Want = tuple[str, list[str], int]  # (executor id, queues it takes from, how many steps)
+
+
+def step_input(leased: Leased) -> tuple[str, list[tuple[str, str]], dict[str, str]]:
+    """The input document of a leased step (JSON text), its lineage edges, and the output id
+    each mapped field came from. Raises ``MissingValue`` when the step's ``input_mapping``
+    finds nothing to read."""
+    spec = json.loads(leased.step.get("mapping") or "{}")
+    if not spec:
+        return step_inputs.default_input(leased.run_input_json, leased.dep_outputs), [], {}
+    output_ids = json.loads(leased.step.get("read_output_ids") or "{}")
+    outputs = {k: json.loads(v) for k, v in leased.dep_outputs.items() if v is not None}
+    document, edges, sources = step_inputs.resolve(
+        spec,
+        set(output_ids),
+        json.loads(leased.run_input_json),
+        outputs,
+        output_ids,
+        leased.step["input_id"],
+    )
+    return json.dumps(document), edges, sources
+
+
+def assignment(
+    leased: Leased, input_json: str, sources: dict[str, str], traceparent: str
+) -> Assignment:
+    s = leased.step
+    return Assignment(
+        run_id=leased.run_id,
+        step_id=leased.step_id,
+        attempt=leased.attempt,
+        task_id=s["task_id"],
+        task_version=s["task_version"],
+        digest=s["digest"],
+        entry_point=s["entry_point"],
+        input_json=input_json,
+        timeout_seconds=int(s["timeout"]),
+        lease_id=s.get("lease", ""),
+        input_id=s["input_id"],
+        output_id=s["output_id"],
+        upstream_output_ids=json.loads(s.get("read_output_ids") or "{}"),
+        input_sources=sources,
+        traceparent=traceparent,
+        namespace=s.get("namespace", "default"),
+    )
+
+
+@dataclass
+class LeaseRound:
+    """One round of leasing: who wants how many steps, and handing out what they got."""
+
+    leaser: Leaser
+    sessions: list[ExecutorSession] = field(default_factory=list)
+    wants: list[Want] = field(default_factory=list)
+
+    async def hand_out(self, leases: list[list[Leased]]) -> None:
+        await self.leaser.hand_out(self.sessions, self.wants, leases)
+
+
+class Leaser:
+    """Matches queued steps with executor slots."""
+
+    def __init__(
+        self,
+        queue: RunQueue,
+        fleet: Fleet,
+        listeners: Listeners,
+        lease_seconds: int = 30,
+        retry: RetryPolicy = RetryPolicy(),
+        documents: LargeDocuments | None = None,
+        prefetch: int = 0,
+        clock: Clock = SYSTEM,
+    ) -> None:
+        self.queue = queue
+        self.fleet = fleet
+        self.listeners = listeners
+        self.lease_ms = lease_seconds * 1000
+        self.retry = retry
+        self.documents = documents
+        self.prefetch = prefetch
+        self.clock = clock
+        self.work_queued = queue.work_queued  # set by the queue, a new executor, a free slot
+        self._rotation = 0
+        # Whether the last round filled every slot it could: then work may still be waiting
+        # and a freed slot calls for a round; otherwise only newly queued work does.
+        self.saturated = True
+        self._lock = asyncio.Lock()  # one round at a time, so slots are counted once
+
+    def wake(self) -> None:
+        self.work_queued.set()
+
+    def retry_at_ms(self, attempt: int) -> int:
+        return self.clock.now_ms() + int(self.retry.delay_seconds(attempt) * 1000)
+
+    @contextlib.asynccontextmanager
+    async def round(self) -> AsyncIterator[LeaseRound]:
+        """A lease round: who wants what now, held alone until its hand-out is done."""
+        async with self._lock:
+            yield self._wants()
+
+    @property
+    def in_round(self) -> bool:
+        return self._lock.locked()
+
+    def _wants(self) -> LeaseRound:
+        """What to lease to whom: first every free slot, sessions in rotating order; then
+        each session's prefetch room, so that held work never waits while a slot is idle."""
+        sessions = [s for s in self.fleet.sessions.values() if not s.draining]
+        if not sessions:
+            return LeaseRound(self)
+        self._rotation = (self._rotation + 1) % len(sessions)
+        order = sessions[self._rotation :] + sessions[: self._rotation]
+        wanting = [s for s in order if s.free_slots > 0]
+        wants = [(s.executor_id, self.fleet.queues_of(s), s.free_slots) for s in wanting]
+        if self.prefetch:
+            held = [s for s in order if s.prefetch_room(self.prefetch) > 0]
+            wanting += held
+            wants += [
+                (s.executor_id, self.fleet.queues_of(s), s.prefetch_room(self.prefetch))
+                for s in held
+            ]
+        if not wanting:
+            self.saturated = True
+        return LeaseRound(self, wanting, wants)
+
+    async def submit(self, runs: list[Submission]) -> list[tuple[bool, str]]:
+        """Queue new runs and, in the same round trip, lease work to the free slots, so a
+        run submitted to an idle fleet starts without a round of its own. While a round is
+        under way the runs are only queued; that round or the next takes them."""
+        if self.in_round:
+            return await self.queue.submit_many(runs)
+        async with self.round() as r:
+            created, leases = await self.queue.submit_and_dispatch(runs, r.wants, self.lease_ms)
+            await r.hand_out(leases)
+        return created
+
+    async def run(self) -> None:
+        """Lease whenever work may be waiting (at least once a second)."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.work_queued.wait(), timeout=1.0)
+            self.work_queued.clear()
+            try:
+                async with self.round() as r:
+                    if r.wants:
+                        await r.hand_out(await self.queue.dispatch_many(r.wants, self.lease_ms))
+            except Exception:
+                log.exception("lease round failed")
+                await asyncio.sleep(0.5)
+
+    async def listen_for_work(self) -> None:
+        """Wake on "work was queued" from any replica; resubscribe if the connection drops."""
+        while True:
+            pubsub = self.queue.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(keys.WAKE_CHANNEL)
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None and message["data"] != self.queue.origin.encode():
+                        self.wake()
+            except (ConnectionError, OSError, RedisError):
+                log.warning("wake channel lost; resubscribing")
+                await asyncio.sleep(0.5)
+            finally:
+                await pubsub.aclose()
+
+    async def hand_out(
+        self, wanting: list[ExecutorSession], wants: list[Want], leases: list[list[Leased]]
+    ) -> None:
+        """Build the leased steps' inputs and send them to their executors; a step whose
+        input cannot be built fails here."""
+        if not wants:
+            return
+        self.saturated = any(
+            len(got) >= n for (_, _, n), got in zip(wants, leases, strict=True)
+        ) or any(
+            s.free_slots + s.prefetch_room(self.prefetch) == 0 for s in self.fleet.sessions.values()
+        )
+        annotations: dict[str, dict[str, str]] = {}
+        outgoing: list[tuple[ExecutorSession, Assignment]] = []
+        failed: list[Completion] = []
+        for session, leased_list in zip(wanting, leases, strict=True):
+            for leased in leased_list:
+                try:
+                    input_json, edges, sources = await self._input_of(leased)
+                except (MissingValue, ValueError, KeyError, RecursionError) as exc:
+                    # The mapping found nothing (an upstream output lacks the field): no
+                    # retry can change that, so the step fails at once.
+                    failed.append(
+                        Completion(
+                            leased.member, leased.attempt, "FATAL", "", f"input_mapping: {exc}"
+                        )
+                    )
+                    continue
+                except LargeDocumentError as exc:
+                    outcome = "FAILED" if exc.retryable else "FATAL"
+                    failed.append(
+                        Completion(
+                            leased.member,
+                            leased.attempt,
+                            outcome,
+                            "",
+                            f"input: {exc}",
+                            self.retry_at_ms(leased.attempt),
+                        )
+                    )
+                    continue
+                notes, traceparent = tracing.step_fields(
+                    leased.trace_id,
+                    leased.run_span,
+                    leased.upstream_spans,
+                    leased.step.get("error", ""),
+                    leased.attempt,
+                )
+                if edges:
+                    notes["lineage"] = json.dumps(edges)
+                if notes:
+                    annotations[leased.member] = notes
+                session.in_flight[leased.member] = leased.attempt
+                if leased.run_started:
+                    self.listeners.run_started(leased.run_id, self.clock.now_ms())
+                outgoing.append((session, assignment(leased, input_json, sources, traceparent)))
+        if annotations:  # before the executor can report, so a result always finds them
+            await self.queue.annotate(annotations)
+        for session, message in outgoing:
+            session.outbox.put_nowait(message)
+        if failed:
+            for c, v in zip(failed, await self.queue.complete_many(failed), strict=True):
+                self.fleet.send_cancels(v.cancel)
+                self.listeners.step_ended(c.member, v.snapshot, "", v.ends_run, v.final)
+
+    async def _input_of(self, leased: Leased) -> tuple[str, list[tuple[str, str]], dict[str, str]]:
+        leased = await self._expand_outputs(leased)
+        input_json, edges, sources = step_input(leased)
+        if self.documents is not None:
+            input_json = await self.documents.shrink(
+                input_json, f"{leased.step['input_id'] or 'input'}.json"
+            )
+        return input_json, edges, sources
+
+    async def _expand_outputs(self, leased: Leased) -> Leased:
+        """``leased`` with the upstream outputs that went by reference fetched."""
+        if self.documents is None or not any(
+            refs.text_ref_uri(v) for v in leased.dep_outputs.values() if v
+        ):
+            return leased
+        outputs = {
+            k: (await self.documents.expand(v)) if v else v for k, v in leased.dep_outputs.items()
+        }
+        return dataclasses.replace(leased, dep_outputs=outputs)

@@ -1,0 +1,87 @@
+"""``Reaper``: the once-a-second safety net. Each tick, separately (one failing does not
+stop the others):
+- expire leases whose executor went silent (the attempt fails or is retried);
+- promote retries that are due back onto their queues;
+- write this replica's part of the fleet record;
+- pick up queue variants other replicas announced;
+- read queue depths for the metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from services.common import logs
+from services.scheduler.fleet import Fleet
+from services.scheduler.leasing import Leaser
+from services.scheduler.listeners import Listeners
+from services.scheduler.metrics import SchedulerMetrics
+from services.scheduler.run_queue import RunQueue, flat_dict
+
+log = logging.getLogger(__name__)
+
+
+class Reaper:
+    def __init__(
+        self,
+        queue: RunQueue,
+        fleet: Fleet,
+        leaser: Leaser,
+        listeners: Listeners,
+        metrics: SchedulerMetrics,
+    ) -> None:
+        self.queue = queue
+        self.fleet = fleet
+        self.leaser = leaser
+        self.listeners = listeners
+        self.metrics = metrics
+        self.duties: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("expire leases", self.expire_leases),
+            ("promote due retries", self.promote_due),
+            ("save the fleet record", self.fleet.save),
+            ("refresh queue variants", self.refresh_queue_variants),
+            ("read queue depths", self.read_depths),
+        ]
+
+    async def run(self, interval: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await self.tick()
+
+    async def tick(self) -> None:
+        for name, duty in self.duties:
+            try:
+                await duty()
+            except Exception:
+                log.exception("reaper: %s failed", name)
+
+    async def expire_leases(self) -> None:
+        for expired in await self.queue.expire_leases():
+            member = expired["member"]
+            run_id, _, step_id = member.partition(":")
+            log.warning(
+                "lease expired: %s (%s)",
+                member,
+                expired["verdict"],
+                extra=logs.run_fields(run_id, step_id),
+            )
+            self.listeners.lease_expired(member)
+            self.fleet.send_cancels(list(flat_dict(expired["cancel"]).items()))
+            self.listeners.step_ended(
+                member, flat_dict(expired["snapshot"]), "", expired["verdict"] == "failed"
+            )
+            self.leaser.wake()
+
+    async def promote_due(self) -> None:
+        if await self.queue.promote_due():
+            self.leaser.wake()
+
+    async def refresh_queue_variants(self) -> None:
+        before = len(self.queue.queue_variants)
+        if len(await self.queue.refresh_queue_variants()) != before:
+            self.leaser.wake()
+
+    async def read_depths(self) -> None:
+        self.metrics.set_depths(await self.queue.depths(self.fleet.watched_queues()))
