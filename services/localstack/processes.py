@@ -31,14 +31,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# libc is loaded here, in the parent: the child of a fork() in a threaded process (the tests
+# run gRPC servers in-process) may only do async-signal-safe work before exec, and dlopen()
+# is not (a child once hung in it, holding the loader lock another thread had at the fork).
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
 def _die_with_parent(sig: int) -> Callable[[], None] | None:
-    if not sys.platform.startswith("linux"):
+    """What the child runs between fork and exec: one prctl() call (the new session is made
+    by subprocess itself, in C)."""
+    if _LIBC is None:
         return None
+    prctl = _LIBC.prctl
 
     def preexec() -> None:
-        os.setsid()
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, sig)
+        prctl(PR_SET_PDEATHSIG, sig)
 
     return preexec
 
@@ -107,7 +114,7 @@ class ProcessGroup:
             env={**os.environ, **(env or {})},
             cwd=cwd,
             preexec_fn=preexec,
-            start_new_session=preexec is None,
+            start_new_session=True,
         )
         log.close()
         child = Child(name, proc, log_path, grace)

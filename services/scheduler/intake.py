@@ -159,6 +159,12 @@ class Intake:
             if self.leaser.saturated:  # work may still be waiting for slots freed since
                 self.leaser.wake()
 
+    async def record_pending(self) -> None:
+        """Record every result taken so far, now (what ``run`` does as they come)."""
+        while self._pending:
+            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            await self.record(batch)
+
     async def record(self, batch: list[tuple[StepReport, int]]) -> None:
         """Record a batch of results and, in the same round trip, lease work to the slots
         they freed (the dependents they made ready included)."""

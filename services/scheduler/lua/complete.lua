@@ -45,7 +45,7 @@ local function final_state()
     steps[#steps + 1] = redis.call('HGETALL', step_hash(P, run_id .. ':' .. s))
   end
   return cjson.encode({run = redis.call('HGETALL', rh),
-    outputs = redis.call('HGETALL', P .. 'o:' .. run_id), steps = steps})
+    outputs = redis.call('HGETALL', outputs_key(P, run_id)), steps = steps})
 end
 local function with_snapshot(result)
   table.insert(result, 2, cjson.encode(redis.call('HGETALL', sh)))
@@ -54,7 +54,7 @@ local function with_snapshot(result)
   return result
 end
 if outcome == 'RELEASED' then
-  redis.call('ZREM', P .. 'leases', member)
+  redis.call('ZREM', leases_key(P), member)
   enqueue_known(P, member, f[4], f[5], f[6], now, {'attempt', tonumber(attempt) - 1})
   emit(P, run_id, step_id, tonumber(attempt) - 1, 'QUEUED',
     (err ~= '' and err or 'released unrun by a draining executor'), now)
@@ -63,10 +63,10 @@ if outcome == 'RELEASED' then
 end
 -- The executor's timings and the attempt's log lines go on the step hash.
 local extra = cjson.decode(ARGV[10] or '{}')
-local logs = redis.call('LRANGE', P .. 'l:' .. member, 0, -1)
+local logs = redis.call('LRANGE', logs_key(P, member), 0, -1)
 if #logs > 0 then
   extra.logs = cjson.encode(logs)
-  redis.call('DEL', P .. 'l:' .. member)
+  redis.call('DEL', logs_key(P, member))
 end
 if outcome ~= 'SUCCEEDED' then
   hset_all(sh, extra)
@@ -75,10 +75,10 @@ if outcome ~= 'SUCCEEDED' then
   local retryable = outcome == 'FAILED' or outcome == 'TIMED_OUT'
   return with_snapshot(fail_step(P, member, state, err, retryable, retry_at, now, ttl))
 end
-redis.call('ZREM', P .. 'leases', member)
+redis.call('ZREM', leases_key(P), member)
 extra.state, extra.ended_ms, extra.error = 'COMPLETED', now, ''
 hset_all(sh, extra)
-redis.call('HSET', P .. 'o:' .. run_id, step_id, output)
+redis.call('HSET', outputs_key(P, run_id), step_id, output)
 emit(P, run_id, step_id, attempt, 'COMPLETED', '', now)
 local queued = 0
 for _, dep in ipairs(cjson.decode(f[3])) do

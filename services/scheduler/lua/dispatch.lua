@@ -49,9 +49,9 @@ while #out < max_n do
       'started_ms', now, 'lease', token .. '.' .. (#out + 1))
     if attempt > 1 then  -- what the previous attempt left
       redis.call('HDEL', sh, 't_recv', 't_p0', 't_p1', 't_sent', 't_rep', 'logs')
-      redis.call('DEL', P .. 'l:' .. member)
+      redis.call('DEL', logs_key(P, member))
     end
-    redis.call('ZADD', P .. 'leases', tonumber(now) + lease_ms, member)
+    redis.call('ZADD', leases_key(P), tonumber(now) + lease_ms, member)
     local rh = run_hash(P, run_id)
     local run = redis.call('HMGET', rh, 'state', 'trace_id', 'run_span', 'input_json')
     local run_started = run[1] == 'QUEUED'
@@ -63,7 +63,7 @@ while #out < max_n do
     local outputs = {}
     local reads = cjson.decode(f[3] or '[]')
     if #reads > 0 then
-      local values = redis.call('HMGET', P .. 'o:' .. run_id, unpack(reads))
+      local values = redis.call('HMGET', outputs_key(P, run_id), unpack(reads))
       for i, src in ipairs(reads) do outputs[src] = values[i] end
     end
     local spans = {}

@@ -8,7 +8,7 @@
 -- Returns: JSON list of {member, executor, verdict, cancel = [step-key, executor, ...],
 --          snapshot = the step hash after the change, flat}.
 local P, now, limit, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local due = redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', now, 'LIMIT', 0, limit)
+local due = redis.call('ZRANGEBYSCORE', leases_key(P), '-inf', now, 'LIMIT', 0, limit)
 local out = {}
 for _, member in ipairs(due) do
   local executor = redis.call('HGET', step_hash(P, member), 'executor') or ''

@@ -13,7 +13,7 @@ for i = 5, #ARGV, 3 do
   local f = redis.call('HMGET', step_hash(P, member), 'attempt', 'state', 'lease', 'executor')
   if f[1] == attempt and f[2] == 'RUNNING' and (lease == '' or lease == f[3])
       and (executor == '' or executor == f[4]) then
-    redis.call('ZADD', P .. 'leases', 'XX', now + lease_ms, member)
+    redis.call('ZADD', leases_key(P), 'XX', now + lease_ms, member)
   else
     table.insert(stale, member)
   end

@@ -6,6 +6,11 @@ local function run_of(member) return string.match(member, '^([^:]+):') end
 local function run_hash(P, run_id) return P .. 'r:' .. run_id end
 local function events_key(P, run_id) return P .. 'e:' .. run_id end
 local function queue_key(P, name) return P .. 'q:' .. name end
+local function outputs_key(P, run_id) return P .. 'o:' .. run_id end
+local function logs_key(P, member) return P .. 'l:' .. member end
+local function idempotency_key(P, request_id) return P .. 'idem:' .. request_id end
+local function leases_key(P) return P .. 'leases' end
+local function delayed_key(P) return P .. 'delayed' end
 
 -- Score: priority band (higher priority first; steps of runs in flight before first steps),
 -- then enqueue time in ms. 2^42 ms is ~139 years, so bands never overlap.
@@ -52,9 +57,9 @@ local function finish_run(P, run_id, state, err, now_ms, ttl)
     local f = redis.call('HMGET', sh, 'state', 'queue', 'executor')
     if f[1] == 'PENDING' or f[1] == 'QUEUED' or f[1] == 'RUNNING' then
       redis.call('ZREM', queue_key(P, f[2]), member)
-      redis.call('ZREM', P .. 'delayed', member)
+      redis.call('ZREM', delayed_key(P), member)
       if f[1] == 'RUNNING' then
-        redis.call('ZREM', P .. 'leases', member)
+        redis.call('ZREM', leases_key(P), member)
         table.insert(running, member)
         table.insert(running, f[3] or '')
       end
@@ -65,7 +70,7 @@ local function finish_run(P, run_id, state, err, now_ms, ttl)
   end
   redis.call('HSET', rh, 'state', state, 'ended_ms', now_ms, 'error', err or '')
   emit(P, run_id, '', 0, state, err or '', now_ms)
-  for _, k in ipairs({rh, P .. 'o:' .. run_id, events_key(P, run_id)}) do
+  for _, k in ipairs({rh, outputs_key(P, run_id), events_key(P, run_id)}) do
     redis.call('EXPIRE', k, ttl)
   end
   return running
@@ -79,10 +84,10 @@ local function fail_step(P, member, state, err, retryable, retry_at_ms, now_ms, 
   local step_id = string.sub(member, #run_id + 2)
   local f = redis.call('HMGET', sh, 'attempt', 'max_retries')
   local attempt, max_retries = tonumber(f[1]), tonumber(f[2])
-  redis.call('ZREM', P .. 'leases', member)
+  redis.call('ZREM', leases_key(P), member)
   if retryable and attempt <= max_retries then
     redis.call('HSET', sh, 'state', 'QUEUED', 'error', err, 'retry_at_ms', retry_at_ms)
-    redis.call('ZADD', P .. 'delayed', retry_at_ms, member)
+    redis.call('ZADD', delayed_key(P), retry_at_ms, member)
     emit(P, run_id, step_id, attempt, 'QUEUED', 'retrying after: ' .. err, now_ms, 'RETRYING')
     return {'retrying'}
   end

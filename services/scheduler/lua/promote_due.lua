@@ -6,10 +6,10 @@
 -- ARGV: P, now_ms, limit
 -- Returns: the number of steps queued.
 local P, now, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local due = redis.call('ZRANGEBYSCORE', P .. 'delayed', '-inf', now, 'LIMIT', 0, limit)
+local due = redis.call('ZRANGEBYSCORE', delayed_key(P), '-inf', now, 'LIMIT', 0, limit)
 local n = 0
 for _, member in ipairs(due) do
-  redis.call('ZREM', P .. 'delayed', member)
+  redis.call('ZREM', delayed_key(P), member)
   local f = redis.call('HMGET', step_hash(P, member), 'state', 'queue', 'priority', 'first')
   if f[1] == 'QUEUED' then
     enqueue_known(P, member, f[2], f[3], f[4], now)

@@ -16,9 +16,9 @@ local P, run_id, now = ARGV[1], ARGV[2], ARGV[5]
 local request_id, idem_ttl, ttl = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
 local not_before = tonumber(ARGV[9] or '0') or 0
 if request_id ~= '' then
-  local existing = redis.call('GET', P .. 'idem:' .. request_id)
+  local existing = redis.call('GET', idempotency_key(P, request_id))
   if existing then return {'exists', existing} end
-  redis.call('SET', P .. 'idem:' .. request_id, run_id, 'EX', idem_ttl)
+  redis.call('SET', idempotency_key(P, request_id), run_id, 'EX', idem_ttl)
 end
 local rh = run_hash(P, run_id)
 if redis.call('EXISTS', rh) == 1 then return {'exists', run_id} end
@@ -46,13 +46,13 @@ for _, s in ipairs(steps) do
   local ready = false
   if s.output then
     f.state = 'COMPLETED'
-    redis.call('HSET', P .. 'o:' .. run_id, s.step_id, s.output)
+    redis.call('HSET', outputs_key(P, run_id), s.step_id, s.output)
   elseif left == 0 then
     f.state, f.queued_ms, ready = 'QUEUED', now, true
   end
   hset_all(step_hash(P, member), f)
   if ready and not_before > tonumber(now) then
-    redis.call('ZADD', P .. 'delayed', not_before, member)
+    redis.call('ZADD', delayed_key(P), not_before, member)
     emit(P, run_id, s.step_id, 0, 'QUEUED', 'rebuilt: waits one lease period for lost attempts to stop', now)
   elseif ready then
     redis.call('ZADD', queue_key(P, f.queue), score(run.priority, first == '1', now), member)

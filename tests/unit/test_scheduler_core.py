@@ -1,0 +1,335 @@
+"""The scheduler's core (fleet, leasing, intake, reaper, listeners) against a real valkey,
+without gRPC, MongoDB or executors: sessions are driven by hand, time by a fake clock, so
+lease expiry, retry due times, fencing, cancellation races and batching are checked by what
+happened, in order, not by sleeping."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from services.common.errors import AlreadyExists
+from services.localstack.processes import free_port, wait_until
+from services.localstack.stack import valkey_binary
+from services.scheduler.clock import FakeClock
+from services.scheduler.dispatcher import Dispatcher
+from services.scheduler.fleet import Assignment, Cancel, ExecutorProfile, ExecutorSession, Renewed
+from services.scheduler.intake import RunningStep, StepReport
+from services.scheduler.listeners import Listeners, Refused, RunListener
+from services.scheduler.retry_policy import RetryPolicy
+from services.scheduler.run_queue import QueuedStep, RunQueue, RunSnapshot, Submission
+
+LEASE_SECONDS = 30
+RETRY_SECONDS = 2.0  # the first retry's delay (no jitter here)
+
+
+@pytest.fixture(scope="module")
+def valkey_url() -> Iterator[str]:
+    """A bare valkey-server of this module's own (no password, nothing else running)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [valkey_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"redis://127.0.0.1:{port}/0"
+
+    def answers() -> bool:
+        try:
+            return bool(redis.Redis.from_url(url, socket_timeout=0.5).ping())
+        except redis.ConnectionError:
+            return False
+
+    try:
+        wait_until("valkey-server", answers, None, 10)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+class Heard(RunListener):
+    """Every event, in order, as (event, subject, detail)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, str]] = []
+
+    def run_started(self, run_id: str, at_ms: int) -> None:
+        self.events.append(("run_started", run_id, ""))
+
+    def attempt_ended(self, member: str, snapshot: dict[str, str], output_json: str) -> None:
+        self.events.append(("attempt_ended", member, f"{snapshot['attempt']}:{snapshot['state']}"))
+
+    def execution_refused(self, member: str, snapshot: dict[str, str], refused: Refused) -> None:
+        self.events.append(("execution_refused", member, str(refused.attempt)))
+
+    def lease_expired(self, member: str) -> None:
+        self.events.append(("lease_expired", member, ""))
+
+    def run_ended(self, run_id: str, final: RunSnapshot | None) -> None:
+        self.events.append(("run_ended", run_id, final.run["state"] if final else ""))
+
+    def of(self, kind: str) -> list[tuple[str, str]]:
+        return [(subject, detail) for k, subject, detail in self.events if k == kind]
+
+
+class Core:
+    """The dispatcher's parts on a fake clock; nothing runs unless a test says so."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.clock = FakeClock()
+        self.queue = RunQueue(client, finished_ttl_s=60, clock=self.clock)
+        self.heard = Heard()
+        self.listeners = Listeners(self.heard)
+        self.core = Dispatcher(
+            self.queue,
+            self.listeners,
+            lease_seconds=LEASE_SECONDS,
+            retry=RetryPolicy(RETRY_SECONDS, 60.0, jitter=False),
+            silent_after=15.0,
+            clock=self.clock,
+        )
+
+    def executor(self, name: str, slots: int = 1) -> ExecutorSession:
+        return self.core.open_session(ExecutorProfile(name, ["q"], slots, {}))
+
+    async def submit(self, run_id: str, max_retries: int = 0) -> None:
+        fields = {"run_id": run_id, "input_json": "{}", "priority": "5", "sinks": '["a"]'}
+        [(created, _)] = await self.core.submit(
+            [Submission(run_id, fields, [step("a", max_retries)])]
+        )
+        assert created
+
+    async def lease_round(self) -> None:
+        async with self.core.leaser.round() as r:
+            if r.wants:
+                await r.hand_out(await self.queue.dispatch_many(r.wants, LEASE_SECONDS * 1000))
+
+    async def report(
+        self, session: ExecutorSession, a: Assignment, outcome: str, output: str = "{}"
+    ) -> None:
+        self.core.report(
+            session,
+            StepReport(
+                a.run_id, a.step_id, a.attempt, outcome, output, "", {}, a.lease_id,
+                session.executor_id,
+            ),
+        )  # fmt: skip
+        await self.core.intake.record_pending()
+
+
+def step(step_id: str, max_retries: int) -> QueuedStep:
+    return QueuedStep(
+        step_id,
+        [],
+        [],
+        {
+            "task_id": step_id,
+            "task_version": "1.0.0",
+            "digest": "d" * 64,
+            "entry_point": "task.Task",
+            "queue": "q",
+            "timeout": "10",
+            "max_retries": str(max_retries),
+            "input_id": f"input_{step_id}",
+            "output_id": f"output_{step_id}",
+            "mapping": "{}",
+            "reads": "[]",
+        },
+    )
+
+
+def sent(session: ExecutorSession) -> list[Any]:
+    """What went down the executor's stream since the last look."""
+    out = []
+    while not session.outbox.empty():
+        out.append(session.outbox.get_nowait())
+    return out
+
+
+def assignments(session: ExecutorSession) -> list[Assignment]:
+    return [m for m in sent(session) if isinstance(m, Assignment)]
+
+
+@asynccontextmanager
+async def core_on(url: str) -> AsyncIterator[Core]:
+    client = aioredis.Redis.from_url(url)
+    await client.flushdb()
+    c = Core(client)
+    await c.queue.load_scripts()
+    try:
+        yield c
+    finally:
+        await c.queue.close()
+        await client.aclose()
+
+
+def scenario(url: str, body: Any) -> Any:
+    async def main() -> Any:
+        async with core_on(url) as c:
+            return await body(c)
+
+    return asyncio.run(main())
+
+
+def test_a_submit_to_an_idle_fleet_leases_in_the_same_round_trip(valkey_url: str) -> None:
+    async def body(c: Core) -> None:
+        e1 = c.executor("e1")
+        await c.submit("r1")
+        [a] = assignments(e1)  # no lease round ran: the submit leased it
+        assert (a.run_id, a.step_id, a.attempt) == ("r1", "a", 1) and a.lease_id
+        assert c.heard.of("run_started") == [("r1", "")]
+        await c.report(e1, a, "SUCCEEDED", '{"ok": true}')
+        assert c.heard.of("attempt_ended") == [("r1:a", "1:COMPLETED")]
+        assert c.heard.of("run_ended") == [("r1", "COMPLETED")]
+
+    scenario(valkey_url, body)
+
+
+def test_a_silent_executors_lease_expires_when_the_clock_passes_it_not_before(
+    valkey_url: str,
+) -> None:
+    async def body(c: Core) -> None:
+        e1 = c.executor("e1")
+        await c.submit("r1", max_retries=1)
+        [first] = assignments(e1)
+        c.clock.advance(LEASE_SECONDS - 1)
+        await c.core.reaper.expire_leases()
+        assert not c.heard.of("lease_expired")
+        c.clock.advance(2)
+        await c.core.reaper.expire_leases()
+        assert c.heard.of("lease_expired") == [("r1:a", "")]
+        assert c.heard.of("attempt_ended") == [("r1:a", "1:QUEUED")]  # to be retried
+        # The silent executor, should it wake, is told to stop at its next heartbeat.
+        await c.core.heartbeat(e1, [RunningStep("r1", "a", 1, first.lease_id)], sequence=7)
+        assert sent(e1) == [Cancel("r1", "a", 1, "attempt is no longer current"), Renewed(7)]
+        assert e1.free_slots == 1
+        e2 = c.executor("e2")
+        await c.core.reaper.promote_due()
+        await c.lease_round()
+        [second] = assignments(e2)
+        assert second.attempt == 2 and second.lease_id != first.lease_id
+
+    scenario(valkey_url, body)
+
+
+def test_a_failed_attempt_comes_back_at_its_due_time_and_not_before(valkey_url: str) -> None:
+    async def body(c: Core) -> None:
+        e1 = c.executor("e1")
+        await c.submit("r1", max_retries=1)
+        [first] = assignments(e1)
+        await c.report(e1, first, "FAILED")
+        assert c.heard.of("attempt_ended") == [("r1:a", "1:QUEUED")]
+        c.clock.advance(RETRY_SECONDS - 0.1)
+        await c.core.reaper.promote_due()
+        await c.lease_round()
+        assert assignments(e1) == []  # not due yet, though the slot is free
+        c.clock.advance(0.2)
+        await c.core.reaper.promote_due()
+        await c.lease_round()
+        [second] = assignments(e1)
+        assert second.attempt == 2
+        await c.report(e1, second, "FAILED")  # out of retries
+        assert c.heard.of("run_ended") == [("r1", "FAILED")]
+
+    scenario(valkey_url, body)
+
+
+def test_a_result_for_a_superseded_lease_is_refused_and_the_current_one_counts(
+    valkey_url: str,
+) -> None:
+    async def body(c: Core) -> None:
+        e1 = c.executor("e1")
+        await c.submit("r1", max_retries=1)
+        [old] = assignments(e1)
+        c.clock.advance(LEASE_SECONDS + 1)
+        await c.core.reaper.expire_leases()
+        e2 = c.executor("e2")
+        await c.core.reaper.promote_due()
+        await c.lease_round()
+        [current] = assignments(e2)
+        await c.report(e1, old, "SUCCEEDED", '{"late": true}')  # the silent one woke up
+        assert c.heard.of("execution_refused") == [("r1:a", "1")]
+        assert not c.heard.of("run_ended")
+        await c.report(e2, current, "SUCCEEDED", '{"current": true}')
+        assert c.heard.of("run_ended") == [("r1", "COMPLETED")]
+        _, _, outputs = await c.queue.read_run("r1")
+        assert json.loads(outputs["a"]) == {"current": True}
+
+    scenario(valkey_url, body)
+
+
+def test_a_result_racing_a_cancel_does_not_complete_the_run(valkey_url: str) -> None:
+    async def body(c: Core) -> None:
+        e1 = c.executor("e1")
+        await c.submit("r1")
+        [a] = assignments(e1)
+        assert await c.core.cancel_run("r1", "not needed") == "CANCELLED"
+        assert [m for m in sent(e1) if isinstance(m, Cancel)] == [
+            Cancel("r1", "a", 1, "run cancelled: not needed")
+        ]
+        await c.report(e1, a, "SUCCEEDED")  # it finished before the cancel reached it
+        assert c.heard.of("run_ended") == [("r1", "")]  # once: by the cancel
+        assert c.heard.of("execution_refused") == [("r1:a", "1")]
+        run, _, _ = await c.queue.read_run("r1")
+        assert run["state"] == "CANCELLED"
+
+    scenario(valkey_url, body)
+
+
+def test_results_that_arrive_together_are_recorded_in_one_round_trip(valkey_url: str) -> None:
+    async def body(c: Core) -> None:
+        e1 = c.executor("e1", slots=5)
+        for i in range(5):
+            await c.submit(f"r{i}")
+        leased = assignments(e1)
+        assert len(leased) == 5
+        before = c.core.intake.batches
+        for a in leased:  # as they would arrive while a batch is in Redis
+            c.core.report(
+                e1, StepReport(a.run_id, a.step_id, a.attempt, "SUCCEEDED", "{}", "", {},
+                               a.lease_id, "e1"),
+            )  # fmt: skip
+        await c.core.intake.record_pending()
+        assert c.core.intake.batches == before + 1
+        assert sorted(r for r, _ in c.heard.of("run_ended")) == [f"r{i}" for i in range(5)]
+
+    scenario(valkey_url, body)
+
+
+def test_a_listener_that_raises_costs_only_its_own_record(valkey_url: str) -> None:
+    class Broken(RunListener):
+        def run_started(self, run_id: str, at_ms: int) -> None:
+            raise RuntimeError("broken listener")
+
+    async def body(c: Core) -> None:
+        c.listeners = Listeners(Broken(), c.heard)
+        c.core.leaser.listeners = c.listeners
+        e1 = c.executor("e1")
+        await c.submit("r1")
+        assert len(assignments(e1)) == 1  # the lease went out
+        assert c.heard.of("run_started") == [("r1", "")]  # and the next listener heard it
+
+    scenario(valkey_url, body)
+
+
+def test_a_live_executor_id_is_not_taken_over_until_its_stream_goes_silent(
+    valkey_url: str,
+) -> None:
+    async def body(c: Core) -> None:
+        c.executor("e1")
+        with pytest.raises(AlreadyExists):
+            c.executor("e1")
+        c.clock.advance(16)  # silent for longer than silent_after
+        assert c.executor("e1").executor_id == "e1"
+
+    scenario(valkey_url, body)
