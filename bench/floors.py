@@ -34,8 +34,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from services.common import tls
 from services.localstack import Cluster
 from services.scheduler.models import Run, StepRun
+from services.scheduler.planning import new_run_id
 from services.scheduler.run_store import RunStore
-from services.scheduler.runs import new_run_id
 
 CORES = os.cpu_count() or 1
 TARGET_RUNS_PER_SECOND = 1250

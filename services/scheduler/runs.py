@@ -4,50 +4,39 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import re
-import secrets
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from services.common import auth, jsondoc, mapping, telemetry
+from services.common import auth, telemetry
 from services.common.errors import (
-    FailedPrecondition,
     InvalidArgument,
     NotFound,
     PermissionDenied,
     Unavailable,
 )
-from services.common.mapping import MissingValue
-from services.scheduler import input_check, queue_names, step_inputs
 from services.scheduler.listeners import Listeners, RunListener
-from services.scheduler.models import TERMINAL, Run, StepRun, ms_to_dt
-from services.scheduler.run_queue import QueuedStep, RunQueue, RunSnapshot, Submission
+from services.scheduler.models import TERMINAL, Run, ms_to_dt
+from services.scheduler.planning import (
+    SubmitRequest,
+    check_input,
+    check_request,
+    new_run,
+    parse_input,
+    plan_doc,
+    plan_run,
+    request_key,
+)
+from services.scheduler.run_queue import RunQueue, RunSnapshot, Submission
 from services.scheduler.run_store import RunStore
-from services.scheduler.task_catalog import ResolvedTask, TaskCatalog
+from services.scheduler.task_catalog import TaskCatalog
 
-MAX_INPUT_BYTES = 1024 * 1024
 T = TypeVar("T")
 MAX_BATCH = 10_000
-
-
-@dataclass(frozen=True)
-class SubmitRequest:
-    """A run to start, as the user asked for it."""
-
-    task: str = ""
-    pipeline: str = ""
-    input_json: str = "{}"
-    priority: int = 0
-    request_id: str = ""
-    labels: dict[str, str] | None = None
-    wait_seconds: float = 0.0  # > 0: return once the run has finished, or after this long
-    namespace: str = auth.DEFAULT_NAMESPACE  # the run's: its tasks, pipeline and queues
 
 
 MAX_WAIT_SECONDS = 3600.0
@@ -56,78 +45,6 @@ CLAIM_WAIT_SECONDS = 10.0
 # How often a waiting submit looks at the run itself, for runs that end on another replica
 # (those on this one wake it at once).
 WAIT_POLL_SECONDS = 0.5
-
-
-@dataclass
-class PlannedStep:
-    """A step about to be submitted."""
-
-    step_id: str
-    task: ResolvedTask
-    deps: list[str]
-    dependents: list[str]
-    timeout: int
-    retries: int
-    mapping: dict[str, Any]
-    index: int
-    all_steps: frozenset[str] = frozenset()
-    output_ids: dict[str, str] = field(default_factory=dict)
-    namespace: str = auth.DEFAULT_NAMESPACE
-
-    @property
-    def input_id(self) -> str:
-        return f"input_{self.index:03d}"
-
-    @property
-    def output_id(self) -> str:
-        return f"output_{self.index:03d}"
-
-    @property
-    def reads(self) -> list[str]:
-        """The steps whose outputs this step's input is made of."""
-        sources = [
-            mapping.parse(e, set(self.all_steps), k).source
-            for k, e in self.mapping.items()
-            if mapping.is_expression(e)
-        ]
-        return list(dict.fromkeys([*self.deps, *(s for s in sources if s)]))
-
-    @functools.cached_property
-    def spec(self) -> QueuedStep:
-        t = self.task
-        return QueuedStep(
-            step_id=self.step_id,
-            deps=self.deps,
-            dependents=self.dependents,
-            fields={
-                "task_id": t.task_id,
-                "task_version": t.version,
-                "digest": t.digest,
-                "entry_point": t.entry_point,
-                "queue": queue_names.in_namespace(self.namespace, t.queue_key),
-                "namespace": self.namespace,
-                "timeout": str(self.timeout),
-                "max_retries": str(self.retries),
-                "input_id": self.input_id,
-                "output_id": self.output_id,
-                "mapping": json.dumps(self.mapping),
-                "reads": json.dumps(self.reads),
-                "read_output_ids": json.dumps(self.output_ids),
-            },
-        )
-
-
-@dataclass
-class Plan:
-    """The steps of a run and where its output comes from."""
-
-    steps: list[PlannedStep]
-    sinks: list[str]
-    priority: int
-    task_id: str = ""
-    pipeline_id: str = ""
-    pipeline_version: str = ""
-    input_validation: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -149,18 +66,6 @@ class RunEvent:
         return not self.step_id and self.state in TERMINAL and self.kind == "STATE"
 
 
-_last_id_us = 0
-
-
-def new_run_id() -> str:
-    """A run id that sorts by creation: 16 hex digits of a strictly increasing microsecond
-    clock, then 16 random ones. Runs submitted together keep their order in a queue (equal
-    scores fall back to the member's order) and in MongoDB's index."""
-    global _last_id_us
-    _last_id_us = max(_last_id_us + 1, time.time_ns() // 1000)
-    return f"{_last_id_us:016x}{secrets.token_hex(8)}"
-
-
 _EVENT_ID = re.compile(r"^(\d{1,19})(?:-(\d{1,19}))?$")
 
 
@@ -175,73 +80,6 @@ def _event_cursor(after_event_id: str) -> str:
             field="after_event_id",
         )
     return after_event_id
-
-
-def _check_priority(priority: int) -> None:
-    if priority and not 1 <= priority <= 10:
-        raise InvalidArgument(f"must be from 1 to 10, got {priority}", field="priority")
-
-
-# Limits on what a submit may carry (stated in scheduler_service.proto and the README).
-MAX_REQUEST_ID_CHARS = 256
-MAX_LABELS = 64
-MAX_LABEL_VALUE_CHARS = 256
-MAX_NAME_CHARS = 200  # "task_id@version" or "pipeline_id@version"
-_LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,62}$")
-
-
-def _check_request(req: SubmitRequest) -> None:
-    """Sizes and shapes of a submit's small fields, before anything is looked up."""
-    _check_priority(req.priority)
-    for name, value in (("task", req.task), ("pipeline", req.pipeline)):
-        if len(value) > MAX_NAME_CHARS:
-            raise InvalidArgument(f"is over {MAX_NAME_CHARS} characters", field=name)
-    if len(req.request_id) > MAX_REQUEST_ID_CHARS or not req.request_id.isprintable():
-        raise InvalidArgument(
-            f"must be at most {MAX_REQUEST_ID_CHARS} printable characters", field="request_id"
-        )
-    labels = req.labels or {}
-    if len(labels) > MAX_LABELS:
-        raise InvalidArgument(f"has {len(labels)} entries; at most {MAX_LABELS}", field="labels")
-    for key, value in labels.items():
-        if not _LABEL_KEY.match(key):
-            raise InvalidArgument(
-                f"key {key[:70]!r} must be 1-63 letters, digits, '_', '.', '/', '-'",
-                field="labels",
-            )
-        if len(value) > MAX_LABEL_VALUE_CHARS:
-            raise InvalidArgument(
-                f"value of {key!r} is over {MAX_LABEL_VALUE_CHARS} characters",
-                field=f"labels.{key}",
-            )
-
-
-def _request_key(namespace: str, request_id: str) -> str:
-    """What a request id is claimed under: the same id in two namespaces is two requests
-    (the "default" namespace's keep their plain ids, as before namespaces)."""
-    if not request_id or namespace == auth.DEFAULT_NAMESPACE:
-        return request_id
-    return f"{namespace}/{request_id}"
-
-
-def _plan_doc(s: Submission) -> dict[str, Any]:
-    """What MongoDB keeps to rebuild the run in Redis."""
-    return {
-        "run_fields": s.run_fields,
-        "steps": [
-            {"step_id": x.step_id, "deps": x.deps, "dependents": x.dependents, "fields": x.fields}
-            for x in s.steps
-        ],
-    }
-
-
-def _parse_input(text: str) -> dict[str, object]:
-    if len(text.encode()) > MAX_INPUT_BYTES:
-        raise InvalidArgument(f"is over {MAX_INPUT_BYTES} bytes", field="input_json")
-    doc = jsondoc.loads(text or "{}", field="input_json")
-    if not isinstance(doc, dict):
-        raise InvalidArgument("must be a JSON object", field="input_json")
-    return doc
 
 
 class Queueing(Protocol):
@@ -279,11 +117,11 @@ class RunService(RunListener):
         call returns once both hold it, so the run can start before MongoDB has answered."""
         if bool(req.task) == bool(req.pipeline):
             raise InvalidArgument("set exactly one of task and pipeline", field="task")
-        _check_request(req)
-        doc = _parse_input(req.input_json)
+        check_request(req)
+        doc = parse_input(req.input_json)
         if not 0 <= req.wait_seconds <= MAX_WAIT_SECONDS:
             raise InvalidArgument(f"must be between 0 and {MAX_WAIT_SECONDS:g}s", field="wait")
-        key = _request_key(auth.one_namespace(req.namespace), req.request_id)
+        key = request_key(auth.one_namespace(req.namespace), req.request_id)
         if key:  # most repeats find their run at once
             existing = await self.store.request_holder(key) or (
                 await self.store.find_by_request_id(key)  # runs from before claims existed
@@ -292,9 +130,9 @@ class RunService(RunListener):
                 return await self._until_finished(
                     await self._run_recorded(key, existing), req.wait_seconds
                 )
-        plan = await self._plan(req)
-        self._check_input(plan, doc)
-        run, submission = self._new_run(req, plan, doc, key, trace=telemetry.current())
+        plan = await plan_run(self.catalog, req)
+        check_input(plan, doc)
+        run, submission = new_run(req, plan, doc, key, trace=telemetry.current())
         if key and (holder := await self.store.claim_request(key, run.run_id)) is not None:
             # A concurrent submit with this request id won: its run is the answer.
             return await self._until_finished(
@@ -397,7 +235,7 @@ class RunService(RunListener):
         """Queue the run in Redis and write it to MongoDB at the same time. Redis goes first,
         so the run's first step is on its way to an executor while MongoDB writes; the call
         returns once both hold the run."""
-        inserting = asyncio.ensure_future(self.store.insert_run(run, _plan_doc(submission)))
+        inserting = asyncio.ensure_future(self.store.insert_run(run, plan_doc(submission)))
         try:
             [(created, run_id)] = await self.queueing.submit([submission])
         except BaseException:
@@ -427,12 +265,12 @@ class RunService(RunListener):
             raise InvalidArgument(
                 f"holds {len(inputs)} documents; at most {MAX_BATCH} per call", field="inputs_json"
             )
-        _check_request(req)
-        key = _request_key(auth.one_namespace(req.namespace), req.request_id)
+        check_request(req)
+        key = request_key(auth.one_namespace(req.namespace), req.request_id)
         docs = []
         for i, text in enumerate(inputs):
             try:
-                docs.append(_parse_input(text))
+                docs.append(parse_input(text))
             except InvalidArgument as exc:
                 raise InvalidArgument(exc.message, field=f"inputs_json[{i}]") from exc
         batch_id = key and f"batch-{key}"
@@ -445,16 +283,16 @@ class RunService(RunListener):
                     batch_id, batch_id, lambda: self.store.find_batch(batch_id)
                 )
         batch_id = batch_id or f"batch-{uuid.uuid4().hex}"
-        plan = await self._plan(req)
+        plan = await plan_run(self.catalog, req)
         for i, doc in enumerate(docs):
             try:
-                self._check_input(plan, doc)
+                check_input(plan, doc)
             except InvalidArgument as exc:
                 raise InvalidArgument(exc.message, field=f"inputs_json[{i}]") from exc
         parent = telemetry.current()
-        made = [self._new_run(req, plan, doc, "", batch_id, parent) for doc in docs]
+        made = [new_run(req, plan, doc, "", batch_id, parent) for doc in docs]
         try:
-            await self.store.insert_runs([(run, _plan_doc(sub)) for run, sub in made])
+            await self.store.insert_runs([(run, plan_doc(sub)) for run, sub in made])
         except BaseException:
             if key:
                 with contextlib.suppress(Exception):
@@ -463,62 +301,6 @@ class RunService(RunListener):
         await self.queueing.submit([sub for _, sub in made])
         self.listeners.runs_submitted(len(made))
         return batch_id, [run.run_id for run, _ in made]
-
-    def _new_run(
-        self,
-        req: SubmitRequest,
-        plan: Plan,
-        doc: dict[str, Any],
-        request_key: str,
-        batch_id: str = "",
-        trace: telemetry.Parent | None = None,
-    ) -> tuple[Run, Submission]:
-        run = Run(
-            run_id=new_run_id(),
-            state="QUEUED",
-            input_json=json.dumps(doc),
-            priority=req.priority or plan.priority,
-            task_id=plan.task_id,
-            pipeline_id=plan.pipeline_id,
-            pipeline_version=plan.pipeline_version,
-            labels=dict(req.labels or {}),
-            request_id=req.request_id if request_key else "",
-            batch_id=batch_id,
-            trace_id=f"{trace.trace_id:032x}" if trace else "",
-            submitted_by=auth.current().key_id,
-            namespace=req.namespace,
-            created_at=datetime.now(UTC),
-            steps=[
-                StepRun(
-                    step_id=p.step_id,
-                    task_id=p.task.task_id,
-                    task_version=p.task.version,
-                    state="PENDING",
-                    input_id=p.input_id,
-                    output_id=p.output_id,
-                )
-                for p in plan.steps
-            ],
-        )
-        run_fields = {
-            "run_id": run.run_id,
-            "input_json": run.input_json,
-            "priority": str(run.priority),
-            "task_id": run.task_id,
-            "pipeline_id": run.pipeline_id,
-            "pipeline_version": run.pipeline_version,
-            "labels": json.dumps(run.labels),
-            "request_id": run.request_id,
-            "batch_id": batch_id,
-            "sinks": json.dumps(plan.sinks),
-            "submitted_by": run.submitted_by,
-            "namespace": run.namespace,
-        }
-        if trace is not None:  # the run span: a child of the submit call, recorded at the end
-            run_fields["trace_id"] = run.trace_id
-            run_fields["trace_parent"] = trace.header()
-            run_fields["run_span"] = f"{telemetry.new_span_id():016x}"
-        return run, Submission(run.run_id, run_fields, [p.spec for p in plan.steps], request_key)
 
     async def _withdraw(self, run_id: str) -> None:
         """Take back a run whose MongoDB write failed: it must not run unrecorded (its first
@@ -585,78 +367,6 @@ class RunService(RunListener):
             ]
         order = {"CONNECTED": 0, "DRAINING": 1, "LOST": 2}
         return sorted(found, key=lambda e: (order.get(e["state"], 3), e["executor_id"]))
-
-    async def _plan(self, req: SubmitRequest) -> Plan:
-        """Resolve what to run (the same for every input of a batch)."""
-        ns = req.namespace
-        if req.task:
-            task = await self.catalog.resolve(ns, req.task, field="task")
-            step_id = task.task_id.rsplit("/", 1)[-1]  # "owner/task_id": a shared one
-            step = PlannedStep(
-                step_id,
-                task,
-                [],
-                [],
-                task.timeout_seconds,
-                task.max_retries,
-                {},
-                1,
-                frozenset([step_id]),
-                namespace=ns,
-            )
-            return Plan([step], [step.step_id], task.priority, task_id=task.task_id)
-        pipeline = await self.catalog.resolve_pipeline(ns, req.pipeline, field="pipeline")
-        if not pipeline.enabled:
-            raise FailedPrecondition(
-                f"{pipeline.pipeline_id}@{pipeline.version} is disabled", field="pipeline"
-            )
-        planned = [
-            PlannedStep(
-                s.step_id,
-                s.task,
-                s.depends_on,
-                [d.step_id for d in pipeline.steps if s.step_id in d.depends_on],
-                s.timeout_seconds,
-                s.retry_count,
-                s.input_mapping,
-                i + 1,
-                frozenset(x.step_id for x in pipeline.steps),
-                namespace=ns,
-            )
-            for i, s in enumerate(pipeline.steps)
-        ]
-        output_ids = {p.step_id: p.output_id for p in planned}
-        for p in planned:
-            p.output_ids = {src: output_ids[src] for src in p.reads}
-        sinks = [p.step_id for p in planned if not p.dependents]
-        priority = max(p.task.priority for p in planned)
-        return Plan(
-            planned,
-            sinks,
-            priority,
-            pipeline_id=pipeline.pipeline_id,
-            pipeline_version=pipeline.version,
-            input_validation=pipeline.input_validation,
-        )
-
-    @staticmethod
-    def _check_input(plan: Plan, doc: dict[str, Any]) -> None:
-        """Check an input document before anything is stored: the pipeline's
-        input_validation, then each first step's input against its task's input_schema."""
-        input_check.check_pipeline_input(plan.input_validation, doc)
-        step_ids = {p.step_id for p in plan.steps}
-        for p in plan.steps:
-            if p.deps:
-                continue  # a later step's input exists only once its upstream steps ran
-            try:
-                first_input = (
-                    step_inputs.resolve(p.mapping, step_ids, doc, {}, {}, p.input_id)[0]
-                    if p.mapping
-                    else doc
-                )
-            except MissingValue as exc:
-                raise InvalidArgument(str(exc), field="input_json") from exc
-            input_check.check_step_input(p.step_id, p.task.input_schema, first_input)
 
     async def get(self, run_id: str, namespace: str = auth.ALL_NAMESPACES) -> Run:
         """A run; NOT_FOUND when it is in a namespace other than ``namespace``, as if it

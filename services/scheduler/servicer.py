@@ -15,8 +15,9 @@ from services.common.errors import InvalidArgument
 from services.scheduler.dispatcher import Dispatcher
 from services.scheduler.fleet import Assignment, ExecutorProfile, ExecutorSession, Renewed
 from services.scheduler.intake import RunningStep, StepReport
+from services.scheduler.planning import SubmitRequest
 from services.scheduler.queue_names import served_namespaces
-from services.scheduler.runs import RunEvent, RunService, SubmitRequest
+from services.scheduler.runs import RunEvent, RunService
 from wtm.v1 import executor_service_pb2 as epb
 from wtm.v1 import executor_service_pb2_grpc as epb_grpc
 from wtm.v1 import run_pb2
