@@ -59,7 +59,7 @@ async def serve(settings: SchedulerSettings) -> None:
         prefetch=settings.prefetch,
         silent_after=3 * settings.heartbeat_seconds,
     )
-    runs = RunService(queue, store, catalog, dispatcher, listeners)
+    runs = RunService(queue.reader, dispatcher.fleet.record, store, catalog, dispatcher, listeners)
     listeners.register(history, TracingListener(), dispatcher.metrics, runs)
 
     def register(server: object) -> None:

@@ -24,9 +24,10 @@ from services.scheduler.large_documents import LargeDocuments
 from services.scheduler.leasing import Leaser
 from services.scheduler.listeners import Listeners
 from services.scheduler.metrics import SchedulerMetrics
+from services.scheduler.queue_records import Submission
 from services.scheduler.reaper import Reaper
 from services.scheduler.retry_policy import RetryPolicy
-from services.scheduler.run_queue import RunQueue, Submission
+from services.scheduler.run_queue import RunQueue
 
 
 class Dispatcher:

@@ -13,9 +13,13 @@ import json
 import logging
 from dataclasses import dataclass, field
 
+import redis.asyncio as aioredis
+
 from services.common.errors import AlreadyExists
+from services.scheduler import keys
 from services.scheduler.clock import SYSTEM, Clock
 from services.scheduler.queue_names import own_queues, serves
+from services.scheduler.queue_records import text_of
 from services.scheduler.run_queue import RunQueue
 
 log = logging.getLogger(__name__)
@@ -113,6 +117,26 @@ class ExecutorSession:
         return max(0, self.profile.slots + prefetch - len(self.in_flight)) - self.free_slots
 
 
+class FleetRecord:
+    """The fleet as every replica recorded it, in Redis (``wtm:executors``: id -> JSON of
+    what ListExecutors shows)."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.redis = client
+
+    async def save(self, executors: dict[str, str]) -> None:
+        """Record executors (id -> JSON description) for ListExecutors on any replica."""
+        if executors:
+            await self.redis.hset(keys.EXECUTORS, mapping=executors)  # type: ignore[arg-type]
+
+    async def load(self) -> dict[str, str]:
+        return text_of(await self.redis.hgetall(keys.EXECUTORS))
+
+    async def forget(self, executor_ids: list[str]) -> None:
+        if executor_ids:
+            await self.redis.hdel(keys.EXECUTORS, *executor_ids)
+
+
 class Fleet:
     """The sessions of this replica's executors, and the fleet's record in Redis."""
 
@@ -124,6 +148,7 @@ class Fleet:
         clock: Clock = SYSTEM,
     ) -> None:
         self.queue = queue
+        self.record = FleetRecord(queue.redis)
         self.scheduler_id = scheduler_id
         # A stream whose executor has said nothing for this long may be taken over by a new
         # stream with its id (a reconnect whose old stream was never seen to close).
@@ -239,11 +264,11 @@ class Fleet:
             s.executor_id: self.describe(s, "DRAINING" if s.draining else "CONNECTED")
             for s in self.sessions.values()
         }
-        await self.queue.save_executors(known)
+        await self.record.save(known)
         left = [e for e in self._gone if e not in self.sessions]
         if not left:
             return
-        saved = await self.queue.load_executors()
+        saved = await self.record.load()
         lost = {}
         for executor_id in left:
             if executor_id in saved:
@@ -251,9 +276,9 @@ class Fleet:
                 if d.get("scheduler_id") == self.scheduler_id and d["state"] != "LOST":
                     d.update(state="LOST", in_flight=0)
                     lost[executor_id] = json.dumps(d)
-        await self.queue.save_executors(lost)
+        await self.record.save(lost)
         now = self.clock.time()
         old = [e for e, at in self._gone.items() if now - at > LOST_LISTED_SECONDS]
-        await self.queue.forget_executors(old)
+        await self.record.forget(old)
         for e in old:
             self._gone.pop(e, None)

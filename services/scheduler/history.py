@@ -26,7 +26,8 @@ import uuid
 from services.scheduler.clock import SYSTEM, Clock
 from services.scheduler.listeners import Listeners, Refused, RunListener
 from services.scheduler.models import TERMINAL, Run, StepRun, ms_to_dt
-from services.scheduler.run_queue import QueuedStep, RunQueue, RunSnapshot, Submission
+from services.scheduler.queue_records import QueuedStep, RunSnapshot, Submission
+from services.scheduler.run_queue import RunQueue
 from services.scheduler.run_store import RunStore
 
 log = logging.getLogger(__name__)
@@ -172,7 +173,7 @@ class History(RunListener):
         if not ended:
             return
         try:
-            found = await self.queue.read_runs(sorted(ended - finals.keys()))
+            found = await self.queue.reader.read_runs(sorted(ended - finals.keys()))
         except Exception:
             self._ended |= ended
             self._finals.update(finals)
@@ -222,10 +223,10 @@ class History(RunListener):
         """Rebuild unfinished runs Redis lacks; rewrite finished ones MongoDB lacks."""
         rebuilt = 0
         async for batch in self.store.unfinished_runs(batch_size=500):
-            present = await self.queue.exists([d["run_id"] for d in batch])
+            present = await self.queue.reader.exists([d["run_id"] for d in batch])
             lost = [d for d, here in zip(batch, present, strict=True) if not here]
             kept = [d["run_id"] for d, here in zip(batch, present, strict=True) if here]
-            for run_id, (run_hash, _, _) in (await self.queue.read_runs(kept)).items():
+            for run_id, (run_hash, _, _) in (await self.queue.reader.read_runs(kept)).items():
                 if run_hash.get("state") in TERMINAL:
                     self.listeners.run_ended(run_id, None)
             submissions = [await self._rebuild(d) for d in lost if d.get("plan")]

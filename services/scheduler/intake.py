@@ -20,7 +20,8 @@ from services.scheduler.clock import SYSTEM, Clock
 from services.scheduler.fleet import Cancel, ExecutorSession, Fleet, Renewed
 from services.scheduler.leasing import Leaser
 from services.scheduler.listeners import Listeners, Refused
-from services.scheduler.run_queue import Completion, RunQueue, Verdict
+from services.scheduler.queue_records import Completion, Verdict
+from services.scheduler.run_queue import RunQueue
 
 log = logging.getLogger(__name__)
 

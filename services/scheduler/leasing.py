@@ -26,8 +26,9 @@ from services.scheduler.clock import SYSTEM, Clock
 from services.scheduler.fleet import Assignment, ExecutorSession, Fleet
 from services.scheduler.large_documents import LargeDocumentError, LargeDocuments
 from services.scheduler.listeners import Listeners
+from services.scheduler.queue_records import Completion, Leased, Submission
 from services.scheduler.retry_policy import RetryPolicy
-from services.scheduler.run_queue import Completion, Leased, RunQueue, Submission
+from services.scheduler.run_queue import RunQueue
 
 log = logging.getLogger(__name__)
 

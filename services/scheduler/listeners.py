@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from services.scheduler.models import Run
-    from services.scheduler.run_queue import RunSnapshot
+    from services.scheduler.queue_records import RunSnapshot
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.mapping import MissingValue
 from services.scheduler import input_check, queue_names, step_inputs
 from services.scheduler.models import Run, StepRun
-from services.scheduler.run_queue import QueuedStep, Submission
+from services.scheduler.queue_records import QueuedStep, Submission
 from services.scheduler.task_catalog import ResolvedTask, TaskCatalog
 
 MAX_INPUT_BYTES = 1024 * 1024

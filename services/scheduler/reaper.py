@@ -18,7 +18,8 @@ from services.scheduler.fleet import Fleet
 from services.scheduler.leasing import Leaser
 from services.scheduler.listeners import Listeners
 from services.scheduler.metrics import SchedulerMetrics
-from services.scheduler.run_queue import RunQueue, flat_dict
+from services.scheduler.queue_records import flat_dict
+from services.scheduler.run_queue import RunQueue
 
 log = logging.getLogger(__name__)
 

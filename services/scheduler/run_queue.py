@@ -6,17 +6,26 @@ import asyncio
 import json
 import secrets
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError
 
-from services.common import auth
 from services.scheduler import keys, queue_names
 from services.scheduler.clock import SYSTEM, Clock
+from services.scheduler.queue_records import (
+    Completion,
+    Leased,
+    QueuedStep,
+    Submission,
+    Verdict,
+    leased_of,
+    pairs_of,
+    verdict_of,
+)
+from services.scheduler.run_reader import RunReader
+from services.scheduler.script_connection import Command, ScriptConnection
 
 LUA_DIR = Path(__file__).parent / "lua"
 SCRIPTS = (
@@ -30,163 +39,11 @@ SCRIPTS = (
 )
 IDEMPOTENCY_TTL_S = 24 * 3600
 Call = tuple[str, list[Any]]  # a script's name and its arguments (after the key prefix)
-Command = tuple[Any, ...]  # a Redis command and its arguments
-
-
-class RunSnapshot(NamedTuple):
-    """A run as Redis holds it at one moment."""
-
-    run: dict[str, str]  # the run hash
-    steps: list[dict[str, str]]  # its step hashes, in pipeline order
-    outputs: dict[str, str]  # step id -> output JSON, of the steps that completed
 
 
 def now_ms() -> int:
     """The system clock in ms (for callers without a clock of their own)."""
     return SYSTEM.now_ms()
-
-
-@dataclass(frozen=True)
-class QueuedStep:
-    """One step as submitted: its id, dependencies and the flat fields of its Redis hash."""
-
-    step_id: str
-    deps: list[str]
-    dependents: list[str]
-    fields: dict[str, str]
-
-
-@dataclass(frozen=True)
-class Leased:
-    """A step attempt that dispatch leased to an executor."""
-
-    member: str
-    run_id: str
-    step_id: str
-    attempt: int
-    step: dict[str, str]
-    run_input_json: str
-    dep_outputs: dict[str, str]
-    trace_id: str = ""  # the run's trace, when it is traced
-    run_span: str = ""
-    upstream_spans: dict[str, str] = field(default_factory=dict)  # step read -> its span id
-    run_started: bool = False  # this lease made the run RUNNING
-
-
-@dataclass(frozen=True)
-class Submission:
-    """A run to create in Redis (or to rebuild: steps may carry their output already)."""
-
-    run_id: str
-    run_fields: dict[str, str]
-    steps: list[QueuedStep]
-    request_id: str = ""
-    done: dict[str, str] = field(default_factory=dict)  # step id -> output JSON (rebuild)
-    attempts: dict[str, int] = field(default_factory=dict)  # step id -> attempts so far
-    # Rebuild: steps ready to run wait until then (ms), so that executions of the lost state
-    # still running somewhere are stopped (their leases can no longer be renewed) first.
-    not_before_ms: int = 0
-
-
-@dataclass(frozen=True)
-class Completion:
-    """The end of a step attempt, to record."""
-
-    member: str
-    attempt: int
-    outcome: str  # SUCCEEDED | FAILED | FATAL | TIMED_OUT | CANCELLED | RELEASED
-    output_json: str = ""
-    error: str = ""
-    retry_at_ms: int = 0
-    timings: dict[str, int] = field(default_factory=dict)
-    lease: str = ""  # the dispatch it is for ("" from executors that do not echo it)
-    executor: str = ""  # who reports it ("": not checked)
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """What the scheduler decided about a result: the verdict, the attempts to cancel, and
-    the step's hash right after the change (empty when the result was stale)."""
-
-    verdict: str
-    cancel: list[tuple[str, str]]  # (step-key, executor id)
-    snapshot: dict[str, str] = field(default_factory=dict)
-    final: RunSnapshot | None = None  # the whole run, when this result ended it
-
-    @property
-    def ends_run(self) -> bool:
-        return self.verdict in {"run_completed", "failed"}
-
-
-def _text(mapping: Any) -> dict[str, str]:
-    """A Redis reply mapping of bytes to bytes, as text."""
-    return {k.decode(): v.decode() for k, v in mapping.items()}
-
-
-def _pairs(flat: list[str]) -> list[tuple[str, str]]:
-    return list(zip(flat[0::2], flat[1::2], strict=True))
-
-
-SCRIPT_CONNECTION_NAME = "wtm-scheduler-scripts"  # how the line shows in CLIENT LIST
-
-
-class ScriptConnection:
-    """A Redis connection of the queue's own, for script pipelines: redis-py's connection
-    read and written directly. A pooled pipeline costs ~300 µs of CPU per round trip here
-    (pipeline object, pool checkout, a task per socket timeout), this ~160 µs. One round
-    trip at a time; the whole of it has one deadline, and any error or cancel mid-way drops
-    the connection, so a half-read reply never reaches the next call."""
-
-    def __init__(self, client: aioredis.Redis, timeout_s: float = 30.0) -> None:
-        pool = client.connection_pool
-        options = {
-            **pool.connection_kwargs,
-            "socket_timeout": None,
-            "client_name": SCRIPT_CONNECTION_NAME,
-        }
-        self._connection = pool.connection_class(**options)
-        self._lock = asyncio.Lock()
-        self.timeout_s = timeout_s
-
-    @property
-    def busy(self) -> bool:
-        return self._lock.locked()
-
-    async def execute(self, commands: list[Command]) -> list[Any]:
-        """Send the commands in one write; their replies in order (an error reply as its
-        exception, not raised)."""
-        c = self._connection
-        async with self._lock:
-            try:
-                async with asyncio.timeout(self.timeout_s):
-                    await self._ready()
-                    await c.send_packed_command(c.pack_commands(commands), check_health=False)
-                    replies: list[Any] = []
-                    for _ in commands:
-                        try:
-                            replies.append(await c.read_response())
-                        except ResponseError as exc:
-                            replies.append(exc)
-                    return replies
-            except BaseException:
-                await c.disconnect()
-                raise
-
-    async def _ready(self) -> None:
-        """Connected, with nothing unread: a connection the server closed (or one holding
-        stray data) is replaced before anything is sent on it, as redis-py's pool does."""
-        c = self._connection
-        if not c.is_connected:
-            return  # sending connects it
-        try:
-            stale = await c.can_read()
-        except (RedisConnectionError, OSError):
-            stale = True
-        if stale:
-            await c.disconnect()
-
-    async def close(self) -> None:
-        await self._connection.disconnect()
 
 
 class RunQueue:
@@ -214,6 +71,7 @@ class RunQueue:
         # waits on it: pass the same event to both).
         self.work_queued = work_queued or asyncio.Event()
         self._scripts_conn = ScriptConnection(client)
+        self.reader = RunReader(client)  # the read side, for whoever reports runs
         lib = (LUA_DIR / "lib.lua").read_text()
         self._scripts = {
             name: client.register_script(lib + "\n" + (LUA_DIR / f"{name}.lua").read_text())
@@ -301,7 +159,7 @@ class RunQueue:
         replies = await self._call_many(calls + _dispatch_calls(wants, lease_ms, now), then)
         self.queue_variants |= variants
         created = [(status == b"created", rid.decode()) for status, rid in replies[: len(runs)]]
-        return created, [[_leased(item) for item in raw] for raw in replies[len(runs) :]]
+        return created, [[leased_of(item) for item in raw] for raw in replies[len(runs) :]]
 
     async def depths(self, queues: set[str]) -> dict[str, int]:
         """Steps waiting per queue, and retries waiting out their backoff ("delayed")."""
@@ -318,12 +176,6 @@ class RunQueue:
         self.queue_variants |= {v.decode() for v in found}
         return self.queue_variants
 
-    async def exists(self, run_ids: list[str]) -> list[bool]:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for run_id in run_ids:
-                pipe.exists(keys.run(run_id))
-            return [bool(x) for x in await pipe.execute()]
-
     # Dispatching and results ----------------------------------------------------------------
 
     async def dispatch(
@@ -337,7 +189,7 @@ class RunQueue:
     ) -> list[list[Leased]]:
         """Lease up to n steps to each (executor, queues, n), in order, in one round trip."""
         replies = await self._call_many(_dispatch_calls(wants, lease_ms, self.clock.now_ms()))
-        return [[_leased(item) for item in raw] for raw in replies]
+        return [[leased_of(item) for item in raw] for raw in replies]
 
     async def complete(
         self,
@@ -363,7 +215,7 @@ class RunQueue:
         """Record many step results in one round trip; one verdict each, in order. A result
         that queues steps tells every replica (the script publishes the wake message)."""
         replies = await self._call_many(self._complete_calls(results, self.clock.now_ms()))
-        verdicts = [_verdict(raw) for raw in replies]
+        verdicts = [verdict_of(raw) for raw in replies]
         if any(v.verdict in {"completed", "released"} for v in verdicts):  # steps queued
             self.work_queued.set()
         return verdicts
@@ -377,8 +229,8 @@ class RunQueue:
         now = self.clock.now_ms()
         calls = self._complete_calls(results, now) + _dispatch_calls(wants, lease_ms, now)
         replies = await self._call_many(calls)
-        verdicts = [_verdict(raw) for raw in replies[: len(results)]]
-        leases = [[_leased(item) for item in raw] for raw in replies[len(results) :]]
+        verdicts = [verdict_of(raw) for raw in replies[: len(results)]]
+        leases = [[leased_of(item) for item in raw] for raw in replies[len(results) :]]
         return verdicts, leases
 
     async def _announce(self) -> None:
@@ -416,7 +268,7 @@ class RunQueue:
         words = [w.decode() for w in raw]
         if words[0] == "finished":
             return words[1], []
-        return words[0], _pairs(words[1:])
+        return words[0], pairs_of(words[1:])
 
     async def annotate(self, fields: dict[str, dict[str, str]]) -> None:
         """Set fields on step hashes (lineage edges, span ids): one write per dispatch round."""
@@ -487,50 +339,6 @@ class RunQueue:
             await self._announce()
         return n
 
-    # Reading ------------------------------------------------------------------------------
-
-    async def read_run(self, run_id: str) -> RunSnapshot:
-        """The run hash, its step hashes in order, and its outputs; empty when not in Redis."""
-        return (await self.read_runs([run_id]))[run_id]
-
-    async def read_runs(self, run_ids: list[str]) -> dict[str, RunSnapshot]:
-        """``read_run`` for many runs in two round trips."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for run_id in run_ids:
-                pipe.hgetall(keys.run(run_id))
-                pipe.hgetall(keys.outputs(run_id))
-            first = await pipe.execute()
-        runs = {rid: _text(first[2 * i]) for i, rid in enumerate(run_ids)}
-        outputs = {rid: _text(first[2 * i + 1]) for i, rid in enumerate(run_ids)}
-        wanted = [
-            (rid, sid) for rid, h in runs.items() if h for sid in json.loads(h.get("steps", "[]"))
-        ]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for rid, sid in wanted:
-                pipe.hgetall(keys.step(rid, sid))
-            second = await pipe.execute()
-        steps: dict[str, list[dict[str, str]]] = {rid: [] for rid in run_ids}
-        for (rid, sid), h in zip(wanted, second, strict=True):
-            steps[rid].append({"step_id": sid, **_text(h)})
-        return {
-            rid: RunSnapshot(runs[rid], steps[rid], outputs[rid])
-            if runs[rid]
-            else RunSnapshot({}, [], {})
-            for rid in run_ids
-        }
-
-    async def read_events(
-        self, run_id: str, after: str, block_ms: int | None
-    ) -> list[tuple[str, dict[str, str]]]:
-        """Events of a run after ``after`` ("0" for all), waiting up to ``block_ms`` for one
-        (None: not waiting)."""
-        found: Any = await self.redis.xread({keys.events(run_id): after}, block=block_ms, count=200)
-        return [
-            (event_id.decode(), _text(fields))
-            for _stream, entries in found or []
-            for event_id, fields in entries
-        ]
-
     async def retain(self, runs: dict[str, list[str]], seconds: int) -> None:
         """Let finished runs (run id -> step ids) expire from Redis in ``seconds``."""
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -541,39 +349,6 @@ class RunQueue:
                     pipe.expire(keys.step(run_id, step_id), seconds)
                     pipe.expire(keys.logs(run_id, step_id), seconds)
             await pipe.execute()
-
-    async def run_state(self, run_id: str) -> str:
-        """The run's state as Redis holds it ("" when Redis no longer has the run)."""
-        state: Any = await self.redis.hget(keys.run(run_id), "state")  # type: ignore[misc]
-        return bytes(state).decode() if state else ""
-
-    async def watch_facts(self, run_id: str) -> tuple[str | None, bool]:
-        """What a watch starts from, in one round trip: the run's namespace as Redis holds
-        it (None when Redis no longer has the run), and whether its events are there."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(keys.run(run_id), ["state", "namespace"])
-            pipe.exists(keys.events(run_id))
-            (state, namespace), events = await pipe.execute()
-        if not state:
-            return None, bool(events)
-        return (bytes(namespace).decode() if namespace else auth.DEFAULT_NAMESPACE), bool(events)
-
-    async def events_exist(self, run_id: str) -> bool:
-        return bool(await self.redis.exists(keys.events(run_id)))
-
-    # The fleet ----------------------------------------------------------------------------
-
-    async def save_executors(self, executors: dict[str, str]) -> None:
-        """Record executors (id -> JSON description) for ListExecutors on any replica."""
-        if executors:
-            await self.redis.hset(keys.EXECUTORS, mapping=executors)  # type: ignore[arg-type]
-
-    async def load_executors(self) -> dict[str, str]:
-        return _text(await self.redis.hgetall(keys.EXECUTORS))
-
-    async def forget_executors(self, executor_ids: list[str]) -> None:
-        if executor_ids:
-            await self.redis.hdel(keys.EXECUTORS, *executor_ids)
 
     # Redis losing data --------------------------------------------------------------------
 
@@ -615,46 +390,3 @@ def _dispatch_calls(wants: list[tuple[str, list[str], int]], lease_ms: int, now:
         ("dispatch", [now, lease_ms, executor_id, n, secrets.token_hex(8), *queues])
         for executor_id, queues, n in wants
     ]
-
-
-def _verdict(raw: list[Any]) -> Verdict:
-    words = [w.decode() if isinstance(w, bytes) else str(w) for w in raw]
-    cancel = _pairs(words[3:]) if words[0] == "failed" else []
-    final = _run_snapshot(json.loads(words[2])) if words[2] else None
-    return Verdict(words[0], cancel, flat_dict(json.loads(words[1])), final)
-
-
-def flat_dict(flat: Any) -> dict[str, str]:
-    """A flat [k, v, k, v...] list from Lua as a dict (Lua encodes an empty one as {})."""
-    return dict(_pairs(flat)) if isinstance(flat, list) else {}
-
-
-def _run_snapshot(doc: dict[str, Any]) -> RunSnapshot:
-    """A run as the complete script returns it: the same shape ``read_run`` gives."""
-    run = flat_dict(doc["run"])
-    steps = [
-        {"step_id": step_id, **flat_dict(h)}
-        for step_id, h in zip(json.loads(run["steps"]), doc["steps"] or [], strict=True)
-    ]
-    return RunSnapshot(run, steps, flat_dict(doc["outputs"]))
-
-
-def _leased(item: bytes) -> Leased:
-    d = json.loads(item)
-    run_id, _, step_id = d["member"].partition(":")
-    outputs = d["outputs"] if isinstance(d["outputs"], dict) else {}
-    trace = d.get("trace") or [None, None]
-    spans = d.get("spans") if isinstance(d.get("spans"), dict) else {}
-    return Leased(
-        d["member"],
-        run_id,
-        step_id,
-        int(d["attempt"]),
-        flat_dict(d["step"]),
-        d["input"] or "{}",
-        outputs,
-        trace[0] or "",
-        trace[1] or "",
-        {k: v for k, v in (spans or {}).items() if isinstance(v, str)},
-        d.get("started") is True,
-    )

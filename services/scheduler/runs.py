@@ -19,6 +19,7 @@ from services.common.errors import (
     PermissionDenied,
     Unavailable,
 )
+from services.scheduler.fleet import FleetRecord
 from services.scheduler.listeners import Listeners, RunListener
 from services.scheduler.models import TERMINAL, Run, ms_to_dt
 from services.scheduler.planning import (
@@ -31,7 +32,8 @@ from services.scheduler.planning import (
     plan_run,
     request_key,
 )
-from services.scheduler.run_queue import RunQueue, RunSnapshot, Submission
+from services.scheduler.queue_records import RunSnapshot, Submission
+from services.scheduler.run_reader import RunReader
 from services.scheduler.run_store import RunStore
 from services.scheduler.task_catalog import TaskCatalog
 
@@ -97,13 +99,15 @@ class RunService(RunListener):
 
     def __init__(
         self,
-        queue: RunQueue,
+        reader: RunReader,
+        fleet: FleetRecord,
         store: RunStore,
         catalog: TaskCatalog,
         queueing: Queueing,
         listeners: Listeners,
     ) -> None:
-        self.queue = queue  # read here; written through ``queueing``
+        self.reader = reader  # runs are read here, and written through ``queueing``
+        self.fleet = fleet
         self.queueing = queueing
         self.listeners = listeners
         self.store = store
@@ -358,7 +362,7 @@ class RunService(RunListener):
     async def list_executors(self, namespace: str = auth.ALL_NAMESPACES) -> list[dict[str, Any]]:
         """The fleet serving ``namespace``, as every replica recorded it: connected first,
         then by id."""
-        found = [json.loads(v) for v in (await self.queue.load_executors()).values()]
+        found = [json.loads(v) for v in (await self.fleet.load()).values()]
         if namespace != auth.ALL_NAMESPACES:
             found = [
                 e
@@ -373,7 +377,7 @@ class RunService(RunListener):
         did not exist."""
         if not run_id:
             raise InvalidArgument("is required", field="run_id")
-        run_hash, steps, outputs = await self.queue.read_run(run_id)
+        run_hash, steps, outputs = await self.reader.read_run(run_id)
         found = Run.from_redis(run_hash, steps, outputs) if run_hash else None
         if found is None:
             found = await self.store.get_run(run_id)
@@ -388,7 +392,7 @@ class RunService(RunListener):
         finishes."""
         if not run_id:
             raise InvalidArgument("is required", field="run_id")
-        found_in, has_events = await self.queue.watch_facts(run_id)
+        found_in, has_events = await self.reader.watch_facts(run_id)
         if found_in is None and namespace != auth.ALL_NAMESPACES:
             await self.get(run_id, namespace)  # Redis no longer has the run: the history says
         elif found_in is not None and not auth.visible(found_in, namespace):
@@ -402,9 +406,9 @@ class RunService(RunListener):
         # event, so once it has ended every event is there to read without waiting; a watch
         # resumed after the last one ends at once. (A watch that sees the end event ends on
         # it, so the state need not be asked again.)
-        ended = bool(after_event_id) and await self.queue.run_state(run_id) in TERMINAL
+        ended = bool(after_event_id) and await self.reader.run_state(run_id) in TERMINAL
         while True:
-            batch = await self.queue.read_events(run_id, cursor, None if ended else 5000)
+            batch = await self.reader.read_events(run_id, cursor, None if ended else 5000)
             if ended and not batch:
                 return
             for event_id, f in batch:
@@ -423,5 +427,5 @@ class RunService(RunListener):
                 yield event
                 if event.ends_run:
                     return
-            if not batch and not await self.queue.events_exist(run_id):
+            if not batch and not await self.reader.events_exist(run_id):
                 return

@@ -12,14 +12,9 @@ import redis.asyncio as aioredis
 
 from services.localstack import Cluster
 from services.scheduler import keys
-from services.scheduler.run_queue import (
-    SCRIPT_CONNECTION_NAME,
-    Completion,
-    QueuedStep,
-    RunQueue,
-    Submission,
-    now_ms,
-)
+from services.scheduler.queue_records import Completion, QueuedStep, Submission
+from services.scheduler.run_queue import RunQueue, now_ms
+from services.scheduler.script_connection import SCRIPT_CONNECTION_NAME
 
 Scenario = Callable[[RunQueue], Awaitable[Any]]
 
@@ -104,7 +99,7 @@ def test_dispatch_leases_attempt_one_and_marks_the_run_running(on_valkey) -> Non
     async def scenario(q: RunQueue) -> tuple[Any, ...]:
         await submit(q, "r1", [step("a")])
         [leased] = await q.dispatch("ex1", ["q"], 5, 10_000)
-        run, steps, _ = await q.read_run("r1")
+        run, steps, _ = await q.reader.read_run("r1")
         deadline = await q.redis.zscore(keys.LEASES, "r1:a")
         return leased.attempt, leased.run_input_json, run["state"], steps[0]["executor"], deadline
 
@@ -123,7 +118,7 @@ def test_a_stale_result_is_refused(on_valkey) -> None:  # noqa: ANN001
         [second] = await q.dispatch("ex2", ["q"], 1, 10_000)
         late = await q.complete("r1:a", 1, "SUCCEEDED", '{"from": "ex1"}', "", 0)
         current = await q.complete("r1:a", second.attempt, "SUCCEEDED", '{"from": "ex2"}', "", 0)
-        run, _, outputs = await q.read_run("r1")
+        run, _, outputs = await q.reader.read_run("r1")
         return late.verdict, current.verdict, outputs["a"]
 
     assert on_valkey(scenario) == ("stale", "run_completed", '{"from": "ex2"}')
@@ -139,7 +134,7 @@ def test_a_failed_attempt_is_retried_after_its_backoff_then_fails_the_run(on_val
         await q.promote_due()
         [retry] = await q.dispatch("ex1", ["q"], 1, 10_000)
         second = await q.complete("r1:a", 2, "FAILED", "", "boom again", now_ms())
-        run, steps, _ = await q.read_run("r1")
+        run, steps, _ = await q.reader.read_run("r1")
         return [
             first.verdict,
             too_early,
@@ -165,7 +160,7 @@ def test_a_fatal_error_fails_at_once_and_cancels_the_rest(on_valkey) -> None:  #
         )
         await q.dispatch("ex1", ["q"], 2, 10_000)
         verdict = await q.complete("r1:a", 1, "FATAL", "", "bad image", now_ms())
-        run, steps, _ = await q.read_run("r1")
+        run, steps, _ = await q.reader.read_run("r1")
         return verdict.verdict, verdict.cancel, run["state"], [s["state"] for s in steps]
 
     verdict, cancel, run_state, states = on_valkey(scenario)
@@ -199,7 +194,7 @@ def test_completing_steps_unblocks_dependents_and_finishes_the_run(on_valkey) ->
                 verdict = await q.complete(
                     b.member, b.attempt, "SUCCEEDED", json.dumps({b.step_id: 1}), "", 0
                 )
-        run, _, _ = await q.read_run("r1")
+        run, _, _ = await q.reader.read_run("r1")
         return [seen, verdict.verdict, run["state"], merge_inputs]
 
     seen, last_verdict, state, merge_inputs = on_valkey(scenario)
@@ -308,7 +303,7 @@ def test_a_run_ending_result_returns_the_whole_run_as_read_run_has_it(on_valkey)
         middle = await q.complete(a.member, a.attempt, "SUCCEEDED", '{"x": 1}', "", 0)
         [b] = await q.dispatch("e1", ["q"], 1, 30_000)
         last = await q.complete(b.member, b.attempt, "SUCCEEDED", '{"y": 2}', "", 0)
-        return middle.final, last.final, await q.read_run("r1")
+        return middle.final, last.final, await q.reader.read_run("r1")
 
     middle, final, read = on_valkey(scenario)
     assert middle is None

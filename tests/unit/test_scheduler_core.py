@@ -24,8 +24,9 @@ from services.scheduler.dispatcher import Dispatcher
 from services.scheduler.fleet import Assignment, Cancel, ExecutorProfile, ExecutorSession, Renewed
 from services.scheduler.intake import RunningStep, StepReport
 from services.scheduler.listeners import Listeners, Refused, RunListener
+from services.scheduler.queue_records import QueuedStep, RunSnapshot, Submission
 from services.scheduler.retry_policy import RetryPolicy
-from services.scheduler.run_queue import QueuedStep, RunQueue, RunSnapshot, Submission
+from services.scheduler.run_queue import RunQueue
 
 LEASE_SECONDS = 30
 RETRY_SECONDS = 2.0  # the first retry's delay (no jitter here)
@@ -262,7 +263,7 @@ def test_a_result_for_a_superseded_lease_is_refused_and_the_current_one_counts(
         assert not c.heard.of("run_ended")
         await c.report(e2, current, "SUCCEEDED", '{"current": true}')
         assert c.heard.of("run_ended") == [("r1", "COMPLETED")]
-        _, _, outputs = await c.queue.read_run("r1")
+        _, _, outputs = await c.queue.reader.read_run("r1")
         assert json.loads(outputs["a"]) == {"current": True}
 
     scenario(valkey_url, body)
@@ -280,7 +281,7 @@ def test_a_result_racing_a_cancel_does_not_complete_the_run(valkey_url: str) -> 
         await c.report(e1, a, "SUCCEEDED")  # it finished before the cancel reached it
         assert c.heard.of("run_ended") == [("r1", "")]  # once: by the cancel
         assert c.heard.of("execution_refused") == [("r1:a", "1")]
-        run, _, _ = await c.queue.read_run("r1")
+        run, _, _ = await c.queue.reader.read_run("r1")
         assert run["state"] == "CANCELLED"
 
     scenario(valkey_url, body)

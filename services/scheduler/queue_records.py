@@ -1,0 +1,140 @@
+"""What the run queue takes and gives: steps and runs to submit, leases, results and the
+verdicts on them, and a run as Redis holds it; and reading them out of Lua replies."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+
+class RunSnapshot(NamedTuple):
+    """A run as Redis holds it at one moment."""
+
+    run: dict[str, str]  # the run hash
+    steps: list[dict[str, str]]  # its step hashes, in pipeline order
+    outputs: dict[str, str]  # step id -> output JSON, of the steps that completed
+
+
+@dataclass(frozen=True)
+class QueuedStep:
+    """One step as submitted: its id, dependencies and the flat fields of its Redis hash."""
+
+    step_id: str
+    deps: list[str]
+    dependents: list[str]
+    fields: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Leased:
+    """A step attempt that dispatch leased to an executor."""
+
+    member: str
+    run_id: str
+    step_id: str
+    attempt: int
+    step: dict[str, str]
+    run_input_json: str
+    dep_outputs: dict[str, str]
+    trace_id: str = ""  # the run's trace, when it is traced
+    run_span: str = ""
+    upstream_spans: dict[str, str] = field(default_factory=dict)  # step read -> its span id
+    run_started: bool = False  # this lease made the run RUNNING
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A run to create in Redis (or to rebuild: steps may carry their output already)."""
+
+    run_id: str
+    run_fields: dict[str, str]
+    steps: list[QueuedStep]
+    request_id: str = ""
+    done: dict[str, str] = field(default_factory=dict)  # step id -> output JSON (rebuild)
+    attempts: dict[str, int] = field(default_factory=dict)  # step id -> attempts so far
+    # Rebuild: steps ready to run wait until then (ms), so that executions of the lost state
+    # still running somewhere are stopped (their leases can no longer be renewed) first.
+    not_before_ms: int = 0
+
+
+@dataclass(frozen=True)
+class Completion:
+    """The end of a step attempt, to record."""
+
+    member: str
+    attempt: int
+    outcome: str  # SUCCEEDED | FAILED | FATAL | TIMED_OUT | CANCELLED | RELEASED
+    output_json: str = ""
+    error: str = ""
+    retry_at_ms: int = 0
+    timings: dict[str, int] = field(default_factory=dict)
+    lease: str = ""  # the dispatch it is for ("" from executors that do not echo it)
+    executor: str = ""  # who reports it ("": not checked)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the scheduler decided about a result: the verdict, the attempts to cancel, and
+    the step's hash right after the change (empty when the result was stale)."""
+
+    verdict: str
+    cancel: list[tuple[str, str]]  # (step-key, executor id)
+    snapshot: dict[str, str] = field(default_factory=dict)
+    final: RunSnapshot | None = None  # the whole run, when this result ended it
+
+    @property
+    def ends_run(self) -> bool:
+        return self.verdict in {"run_completed", "failed"}
+
+
+def text_of(mapping: Any) -> dict[str, str]:
+    """A Redis reply mapping of bytes to bytes, as text."""
+    return {k.decode(): v.decode() for k, v in mapping.items()}
+
+
+def pairs_of(flat: list[str]) -> list[tuple[str, str]]:
+    return list(zip(flat[0::2], flat[1::2], strict=True))
+
+
+def verdict_of(raw: list[Any]) -> Verdict:
+    words = [w.decode() if isinstance(w, bytes) else str(w) for w in raw]
+    cancel = pairs_of(words[3:]) if words[0] == "failed" else []
+    final = run_snapshot_of(json.loads(words[2])) if words[2] else None
+    return Verdict(words[0], cancel, flat_dict(json.loads(words[1])), final)
+
+
+def flat_dict(flat: Any) -> dict[str, str]:
+    """A flat [k, v, k, v...] list from Lua as a dict (Lua encodes an empty one as {})."""
+    return dict(pairs_of(flat)) if isinstance(flat, list) else {}
+
+
+def run_snapshot_of(doc: dict[str, Any]) -> RunSnapshot:
+    """A run as the complete script returns it: the same shape ``read_run`` gives."""
+    run = flat_dict(doc["run"])
+    steps = [
+        {"step_id": step_id, **flat_dict(h)}
+        for step_id, h in zip(json.loads(run["steps"]), doc["steps"] or [], strict=True)
+    ]
+    return RunSnapshot(run, steps, flat_dict(doc["outputs"]))
+
+
+def leased_of(item: bytes) -> Leased:
+    d = json.loads(item)
+    run_id, _, step_id = d["member"].partition(":")
+    outputs = d["outputs"] if isinstance(d["outputs"], dict) else {}
+    trace = d.get("trace") or [None, None]
+    spans = d.get("spans") if isinstance(d.get("spans"), dict) else {}
+    return Leased(
+        d["member"],
+        run_id,
+        step_id,
+        int(d["attempt"]),
+        flat_dict(d["step"]),
+        d["input"] or "{}",
+        outputs,
+        trace[0] or "",
+        trace[1] or "",
+        {k: v for k, v in (spans or {}).items() if isinstance(v, str)},
+        d.get("started") is True,
+    )
