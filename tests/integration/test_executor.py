@@ -13,6 +13,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import pymongo
 import pytest
 
 from clients.sdk import Client
@@ -331,7 +332,7 @@ class Task(SimpleTask):
 
 
 def test_what_a_task_logs_reaches_watchers_and_stays_with_the_step(
-    client: Client, tmp_path: Path
+    cluster: Cluster, client: Client, tmp_path: Path
 ) -> None:
     client.register_task(make_task(tmp_path, "chatty", CHATTY))
     r = client.submit(task="chatty", input={"name": "x"})
@@ -344,8 +345,12 @@ def test_what_a_task_logs_reaches_watchers_and_stays_with_the_step(
     ]
     done = client.wait(r.run_id)
     assert done.steps[0].logs == logged
-    time.sleep(0.3)  # and in the history, once written behind
-    assert client.list_runs(task_id="chatty", limit=1)
+    assert cluster.endpoints is not None
+    with pymongo.MongoClient(cluster.endpoints.mongodb_uri) as mongo:  # and in the history,
+        records = mongo["wtm"]["step_runs"]  # once written behind
+        wait_until("the step's record", lambda: records.find_one({"run_id": r.run_id}), None, 10)
+        [record] = list(records.find({"run_id": r.run_id}))
+    assert record["logs"] == logged
 
 
 def test_labelled_tasks_go_only_to_executors_with_those_labels(

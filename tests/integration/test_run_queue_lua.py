@@ -12,8 +12,9 @@ import redis.asyncio as aioredis
 
 from services.localstack import Cluster
 from services.scheduler import keys
+from services.scheduler.clock import FakeClock
 from services.scheduler.queue_records import Completion, QueuedStep, Submission
-from services.scheduler.run_queue import RunQueue, now_ms
+from services.scheduler.run_queue import RunQueue
 from services.scheduler.script_connection import SCRIPT_CONNECTION_NAME
 
 Scenario = Callable[[RunQueue], Awaitable[Any]]
@@ -32,7 +33,7 @@ def on_valkey(cluster: Cluster) -> Callable[[Scenario], Any]:
             admin = aioredis.Redis.from_url(admin_url)
             await admin.flushdb()
             client = aioredis.Redis.from_url(url)
-            queue = RunQueue(client, finished_ttl_s=60)
+            queue = RunQueue(client, finished_ttl_s=60, clock=FakeClock())  # moved by hand
             queue.admin = admin  # type: ignore[attr-defined]  # what a scenario does as an operator
             try:
                 return await scenario(queue)
@@ -87,7 +88,7 @@ async def submit(q: RunQueue, run_id: str, steps: list[QueuedStep], priority: in
 def test_dispatch_takes_higher_priority_first_then_oldest(on_valkey) -> None:  # noqa: ANN001
     async def scenario(q: RunQueue) -> list[str]:
         await submit(q, "old", [step("a")], priority=5)
-        await asyncio.sleep(0.002)
+        q.clock.advance(0.002)  # type: ignore[attr-defined]
         await submit(q, "new", [step("a")], priority=5)
         await submit(q, "urgent", [step("a")], priority=9)
         return [leased.run_id for leased in await q.dispatch("ex1", ["q"], 3, 10_000)]
@@ -101,18 +102,19 @@ def test_dispatch_leases_attempt_one_and_marks_the_run_running(on_valkey) -> Non
         [leased] = await q.dispatch("ex1", ["q"], 5, 10_000)
         run, steps, _ = await q.reader.read_run("r1")
         deadline = await q.redis.zscore(keys.LEASES, "r1:a")
-        return leased.attempt, leased.run_input_json, run["state"], steps[0]["executor"], deadline
+        lease = deadline - q.clock.now_ms()
+        return leased.attempt, leased.run_input_json, run["state"], steps[0]["executor"], lease
 
-    attempt, run_input, state, executor, deadline = on_valkey(scenario)
+    attempt, run_input, state, executor, lease = on_valkey(scenario)
     assert (attempt, json.loads(run_input), state, executor) == (1, {"run": "r1"}, "RUNNING", "ex1")
-    assert deadline > now_ms()
+    assert lease == 10_000  # the lease runs from the queue's clock
 
 
 def test_a_stale_result_is_refused(on_valkey) -> None:  # noqa: ANN001
     async def scenario(q: RunQueue) -> tuple[str, str, str]:
         await submit(q, "r1", [step("a", max_retries=1)])
         await q.dispatch("ex1", ["q"], 1, lease_ms=1)  # attempt 1, lease lapses at once
-        await asyncio.sleep(0.01)
+        q.clock.advance(0.01)  # type: ignore[attr-defined]
         await q.expire_leases()
         await q.promote_due()
         [second] = await q.dispatch("ex2", ["q"], 1, 10_000)
@@ -128,12 +130,12 @@ def test_a_failed_attempt_is_retried_after_its_backoff_then_fails_the_run(on_val
     async def scenario(q: RunQueue) -> list[Any]:
         await submit(q, "r1", [step("a", max_retries=1)])
         await q.dispatch("ex1", ["q"], 1, 10_000)
-        first = await q.complete("r1:a", 1, "FAILED", "", "boom", now_ms() + 200)
+        first = await q.complete("r1:a", 1, "FAILED", "", "boom", q.clock.now_ms() + 200)
         too_early = await q.dispatch("ex1", ["q"], 1, 10_000)
-        await asyncio.sleep(0.25)
+        q.clock.advance(0.25)  # type: ignore[attr-defined]
         await q.promote_due()
         [retry] = await q.dispatch("ex1", ["q"], 1, 10_000)
-        second = await q.complete("r1:a", 2, "FAILED", "", "boom again", now_ms())
+        second = await q.complete("r1:a", 2, "FAILED", "", "boom again", q.clock.now_ms())
         run, steps, _ = await q.reader.read_run("r1")
         return [
             first.verdict,
@@ -159,7 +161,7 @@ def test_a_fatal_error_fails_at_once_and_cancels_the_rest(on_valkey) -> None:  #
             ],
         )
         await q.dispatch("ex1", ["q"], 2, 10_000)
-        verdict = await q.complete("r1:a", 1, "FATAL", "", "bad image", now_ms())
+        verdict = await q.complete("r1:a", 1, "FATAL", "", "bad image", q.clock.now_ms())
         run, steps, _ = await q.reader.read_run("r1")
         return verdict.verdict, verdict.cancel, run["state"], [s["state"] for s in steps]
 
@@ -331,6 +333,7 @@ def test_a_submit_leases_free_slots_in_the_same_round_trip(on_valkey) -> None:  
 
     async def scenario(q: RunQueue) -> tuple[Any, ...]:
         await submit(q, "older", [step("a")])
+        q.clock.advance(0.001)  # type: ignore[attr-defined]
         fields = {"run_id": "new", "input_json": "{}", "priority": "5", "sinks": '["a"]'}
         created, leases = await q.submit_and_dispatch(
             [Submission("new", fields, [step("a")])], [("e1", ["q"], 1), ("e2", ["q"], 5)], 30_000
@@ -436,7 +439,7 @@ def test_every_dispatch_gets_its_own_lease_id(on_valkey) -> None:  # noqa: ANN00
     async def scenario(q: RunQueue) -> list[str]:
         await submit(q, "r1", [step(x, max_retries=2) for x in "abc"])
         first = await q.dispatch("ex1", ["q"], 3, lease_ms=1)
-        await asyncio.sleep(0.01)
+        q.clock.advance(0.01)  # type: ignore[attr-defined]
         await q.expire_leases()
         await q.promote_due()
         again = await q.dispatch("ex1", ["q"], 3, 10_000)
