@@ -19,7 +19,7 @@ import contextlib
 
 from services.scheduler.clock import SYSTEM, Clock
 from services.scheduler.fleet import ExecutorProfile, ExecutorSession, Fleet
-from services.scheduler.intake import Intake, RunningStep, StepReport
+from services.scheduler.intake import Intake
 from services.scheduler.large_documents import LargeDocuments
 from services.scheduler.leasing import Leaser
 from services.scheduler.listeners import Listeners
@@ -83,28 +83,7 @@ class Dispatcher:
     def close_session(self, session: ExecutorSession) -> None:
         self.fleet.close(session)
 
-    async def heartbeat(
-        self,
-        session: ExecutorSession,
-        running: list[RunningStep],
-        draining: bool = False,
-        sequence: int = 0,
-        slot_errors: tuple[int, str] = (0, ""),
-    ) -> None:
-        await self.intake.heartbeat(session, running, draining, sequence, slot_errors)
-
-    async def progress(
-        self, session: ExecutorSession, step: RunningStep, fraction: float, message: str
-    ) -> None:
-        await self.intake.progress(session, step, fraction, message)
-
-    async def log(
-        self, session: ExecutorSession, step: RunningStep, level: str, message: str
-    ) -> None:
-        await self.intake.log(session, step, level, message)
-
-    def report(self, session: ExecutorSession, report: StepReport) -> None:
-        self.intake.report(session, report)
+    # What the stream brings up (heartbeats, progress, logs, results) goes to ``intake``.
 
     # The run service ---------------------------------------------------------------------
 

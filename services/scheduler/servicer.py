@@ -273,7 +273,7 @@ class ExecutorServicer(epb_grpc.ExecutorServiceServicer):
         async for message in requests:
             kind = message.WhichOneof("message")
             if kind == "heartbeat":
-                await self._dispatcher.heartbeat(
+                await self._dispatcher.intake.heartbeat(
                     session,
                     [_running(r) for r in message.heartbeat.running],
                     message.heartbeat.draining,
@@ -282,13 +282,17 @@ class ExecutorServicer(epb_grpc.ExecutorServiceServicer):
                 )
             elif kind == "progress":
                 p = message.progress
-                await self._dispatcher.progress(session, _running(p.ref), p.fraction, p.message)
+                await self._dispatcher.intake.progress(
+                    session, _running(p.ref), p.fraction, p.message
+                )
             elif kind == "log":
                 line = message.log
-                await self._dispatcher.log(session, _running(line.ref), line.level, line.message)
+                await self._dispatcher.intake.log(
+                    session, _running(line.ref), line.level, line.message
+                )
             elif kind == "result":
                 r = message.result
-                self._dispatcher.report(
+                self._dispatcher.intake.report(
                     session,
                     StepReport(
                         run_id=r.ref.run_id,

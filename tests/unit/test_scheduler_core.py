@@ -118,7 +118,7 @@ class Core:
     async def report(
         self, session: ExecutorSession, a: Assignment, outcome: str, output: str = "{}"
     ) -> None:
-        self.core.report(
+        self.core.intake.report(
             session,
             StepReport(
                 a.run_id, a.step_id, a.attempt, outcome, output, "", {}, a.lease_id,
@@ -211,7 +211,7 @@ def test_a_silent_executors_lease_expires_when_the_clock_passes_it_not_before(
         assert c.heard.of("lease_expired") == [("r1:a", "")]
         assert c.heard.of("attempt_ended") == [("r1:a", "1:QUEUED")]  # to be retried
         # The silent executor, should it wake, is told to stop at its next heartbeat.
-        await c.core.heartbeat(e1, [RunningStep("r1", "a", 1, first.lease_id)], sequence=7)
+        await c.core.intake.heartbeat(e1, [RunningStep("r1", "a", 1, first.lease_id)], sequence=7)
         assert sent(e1) == [Cancel("r1", "a", 1, "attempt is no longer current"), Renewed(7)]
         assert e1.free_slots == 1
         e2 = c.executor("e2")
@@ -296,7 +296,7 @@ def test_results_that_arrive_together_are_recorded_in_one_round_trip(valkey_url:
         assert len(leased) == 5
         before = c.core.intake.batches
         for a in leased:  # as they would arrive while a batch is in Redis
-            c.core.report(
+            c.core.intake.report(
                 e1, StepReport(a.run_id, a.step_id, a.attempt, "SUCCEEDED", "{}", "", {},
                                a.lease_id, "e1"),
             )  # fmt: skip
