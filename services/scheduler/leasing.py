@@ -37,22 +37,28 @@ Want = tuple[str, list[str], int]  # (executor id, queues it takes from, how man
 
 def step_input(leased: Leased) -> tuple[str, list[tuple[str, str]], dict[str, str]]:
     """The input document of a leased step (JSON text), its lineage edges, and the output id
-    each mapped field came from. Raises ``MissingValue`` when the step's ``input_mapping``
-    finds nothing to read."""
+    each mapped field came from: its mapping (or the default input), then the run parameters
+    its task accepts. Raises ``MissingValue`` when the step's ``input_mapping`` finds
+    nothing to read."""
     spec = json.loads(leased.step.get("mapping") or "{}")
-    if not spec:
+    accepts = json.loads(leased.step.get("accepts") or "[]")
+    if not spec and not accepts:  # the common single-task case: the run input as it is
         return step_inputs.default_input(leased.run_input_json, leased.dep_outputs), [], {}
-    output_ids = json.loads(leased.step.get("read_output_ids") or "{}")
-    outputs = {k: json.loads(v) for k, v in leased.dep_outputs.items() if v is not None}
-    document, edges, sources = step_inputs.resolve(
-        spec,
-        set(output_ids),
-        json.loads(leased.run_input_json),
-        outputs,
-        output_ids,
-        leased.step["input_id"],
+    run_input = json.loads(leased.run_input_json)
+    if not spec:
+        document = json.loads(step_inputs.default_input(leased.run_input_json, leased.dep_outputs))
+        edges: list[tuple[str, str]] = []
+        sources: dict[str, str] = {}
+    else:
+        output_ids = json.loads(leased.step.get("read_output_ids") or "{}")
+        outputs = {k: json.loads(v) for k, v in leased.dep_outputs.items() if v is not None}
+        document, edges, sources = step_inputs.resolve(
+            spec, set(output_ids), run_input, outputs, output_ids, leased.step["input_id"]
+        )
+    document, added = step_inputs.with_parameters(
+        document, run_input, leased.step_id, accepts, leased.step["input_id"]
     )
-    return json.dumps(document), edges, sources
+    return json.dumps(document), edges + added, sources
 
 
 def assignment(

@@ -91,6 +91,7 @@ class PlannedStep:
                 "input_id": self.input_id,
                 "output_id": self.output_id,
                 "mapping": json.dumps(self.mapping),
+                "accepts": json.dumps(step_inputs.accepted_fields(t.input_schema)),
                 "reads": json.dumps(self.reads),
                 "read_output_ids": json.dumps(self.output_ids),
             },
@@ -259,6 +260,10 @@ def check_input(plan: Plan, doc: dict[str, Any]) -> None:
             )
         except MissingValue as exc:
             raise InvalidArgument(str(exc), field="input_json") from exc
+        accepts = step_inputs.accepted_fields(p.task.input_schema)
+        first_input, _ = step_inputs.with_parameters(
+            first_input, doc, p.step_id, accepts, p.input_id
+        )
         input_check.check_step_input(p.step_id, p.task.input_schema, first_input)
 
 

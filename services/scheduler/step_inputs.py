@@ -3,6 +3,14 @@ outputs upstream, and the lineage edges that record where each field came from.
 
 Edge names follow the brief: ``output_001_faces_array -> input_002_faces_array`` — the
 document id, the field, and the JSON type of the value.
+
+Run parameters reach every step that can use them (``with_parameters``): a field the step's
+task declares in its ``input_schema`` properties, and that its mapping did not set, is taken
+from the run's input — from ``step_parameters.<step_id>`` first, then ``parameters``, then
+the input's own top-level fields. So the original system's execution inputs work unchanged:
+``{"image_path": …, "min_face_size": 50}`` and ``{"image_path": …, "parameters":
+{"confidence_threshold": 0.8}}`` both reach ``face_detection`` inside a pipeline. A task
+whose schema declares a ``parameters`` property gets the whole ``parameters`` object.
 """
 
 from __future__ import annotations
@@ -70,3 +78,51 @@ def default_input(run_input_json: str, dep_outputs: dict[str, str]) -> str:
     document = json.loads(run_input_json)
     document.update({k: json.loads(v) for k, v in dep_outputs.items() if v is not None})
     return json.dumps(document)
+
+
+PARAMETER_SOURCES = ("step_parameters", "parameters")  # run-input fields that carry them
+
+
+def with_parameters(
+    document: dict[str, Any],
+    run_input: dict[str, Any],
+    step_id: str,
+    accepts: list[str],
+    input_id: str,
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """``document`` with the run parameters its task accepts added (what its mapping set is
+    kept), and the lineage edges of what was added."""
+    if not accepts:
+        return document, []
+    layers: list[tuple[str, dict[str, Any]]] = []
+    per_step = run_input.get("step_parameters")
+    if isinstance(per_step, dict) and isinstance(per_step.get(step_id), dict):
+        layers.append((f"step_parameters.{step_id}", per_step[step_id]))
+    shared = run_input.get("parameters")
+    if isinstance(shared, dict):
+        layers.append(("parameters", shared))
+    top = {k: v for k, v in run_input.items() if k not in PARAMETER_SOURCES}
+    layers.append(("", top))
+    added = dict(document)
+    edges = []
+    for key in accepts:
+        if key in added:
+            continue
+        if key == "parameters" and isinstance(shared, dict):
+            found: tuple[str, Any] | None = ("", shared)
+        else:
+            found = next(((where, layer[key]) for where, layer in layers if key in layer), None)
+        if found is None:
+            continue
+        where, value = found
+        added[key] = value
+        kind = json_type(value)
+        leaf = f"{where.replace('.', '_')}_{key}" if where else key
+        edges.append((f"{RUN_INPUT_ID}_{leaf}_{kind}", f"{input_id}_{key}_{kind}"))
+    return added, edges
+
+
+def accepted_fields(input_schema: dict[str, Any]) -> list[str]:
+    """The fields a task's ``input_schema`` declares (what run parameters may fill)."""
+    properties = input_schema.get("properties") if isinstance(input_schema, dict) else None
+    return sorted(properties) if isinstance(properties, dict) else []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -140,3 +141,47 @@ def test_a_batch_runs_one_run_per_image_and_tabulates_them(
         "c_two.png": ("COMPLETED", 2),
     }
     assert len({r["run_id"] for r in rows.values()}) == 3 and batch["batch_id"]
+
+
+def test_run_parameters_reach_the_steps_that_accept_them(client: Client, face_run: RunInfo) -> None:
+    """The original system's execution inputs, unchanged: parameters at the top level or
+    under "parameters" reach face_detection inside the pipeline, and change what it finds."""
+
+    def detection(run: RunInfo) -> dict[str, Any]:
+        [step] = [s for s in run.steps if s.step_id == "face_detection"]
+        return dict(step.output)
+
+    assert detection(face_run)["parameters"]["min_face_size"] == 30  # the task's defaults
+    assert detection(face_run)["parameters"]["confidence_threshold"] == 0.5
+    uri = client.upload_artifact(DATA / "astronaut.jpg")
+    wanted = {"min_face_size": 50, "confidence_threshold": 0.8}
+    forms = {
+        "top level": {"image_path": uri, **wanted},
+        "parameters": {"image_path": uri, "parameters": wanted},
+        "step_parameters": {
+            "image_path": uri,
+            "parameters": {"min_face_size": 40, "confidence_threshold": 0.8},
+            "step_parameters": {"face_detection": {"min_face_size": 50}},  # wins for its step
+        },
+    }
+    for form, run_input in forms.items():
+        done = client.wait(
+            client.submit(pipeline="face_processing_pipeline", input=run_input).run_id, 120
+        )
+        assert done.state == "COMPLETED", (form, done.error)
+        used = detection(done)["parameters"]
+        assert {k: used[k] for k in wanted} == wanted, form
+    edges = set(done.lineage)
+    assert (
+        "run_input_step_parameters_face_detection_min_face_size_number",
+        "input_001_min_face_size_number",
+    ) in edges
+    face_width = face_run.output["faces"][0]["bbox"][2]
+    too_big = client.wait(
+        client.submit(
+            pipeline="face_processing_pipeline",
+            input={"image_path": uri, "min_face_size": int(face_width * 2)},
+        ).run_id,
+        120,
+    )
+    assert too_big.state == "COMPLETED" and too_big.output["face_count"] == 0

@@ -1,0 +1,42 @@
+"""How run parameters reach a step (``step_inputs.with_parameters``): only the fields its
+task accepts, never over what its mapping set, ``step_parameters`` before ``parameters``
+before the run input's own fields, each added field with its lineage edge."""
+
+from __future__ import annotations
+
+from services.scheduler.step_inputs import accepted_fields, with_parameters
+
+ACCEPTS = accepted_fields(
+    {"properties": {"image_path": {}, "min_face_size": {}, "confidence_threshold": {}}}
+)
+
+
+def test_only_accepted_fields_are_added_and_the_mapping_wins() -> None:
+    run_input = {"image_path": "run.jpg", "min_face_size": 50, "other": 1}
+    document, edges = with_parameters(
+        {"image_path": "mapped.jpg"}, run_input, "detect", ACCEPTS, "input_001"
+    )
+    assert document == {"image_path": "mapped.jpg", "min_face_size": 50}
+    assert edges == [("run_input_min_face_size_number", "input_001_min_face_size_number")]
+
+
+def test_step_parameters_then_parameters_then_the_top_level() -> None:
+    run_input = {
+        "min_face_size": 10,
+        "confidence_threshold": 0.1,
+        "parameters": {"min_face_size": 20, "confidence_threshold": 0.2},
+        "step_parameters": {"detect": {"min_face_size": 30}, "other": {"confidence_threshold": 1}},
+    }
+    document, _ = with_parameters({}, run_input, "detect", ACCEPTS, "input_001")
+    assert document == {"min_face_size": 30, "confidence_threshold": 0.2}
+
+
+def test_a_task_that_declares_parameters_gets_the_whole_object() -> None:
+    run_input = {"parameters": {"max_results": 3}}
+    document, _ = with_parameters({}, run_input, "s", ["parameters"], "input_001")
+    assert document == {"parameters": {"max_results": 3}}
+
+
+def test_a_task_without_a_schema_gets_nothing_added() -> None:
+    assert accepted_fields({}) == [] and accepted_fields({"properties": "nonsense"}) == []
+    assert with_parameters({"a": 1}, {"b": 2}, "s", [], "input_001") == ({"a": 1}, [])
