@@ -50,12 +50,23 @@ def tasks_table(tasks: list[TaskInfo]) -> Table:
 
 
 def task_panel(t: TaskInfo) -> str:
+    m = t.manifest
     lines = [
-        f"[bold]{t.task_id}@{t.version}[/]  {t.name}",
-        f"  {t.description}" if t.description else "",
+        f"[bold]{escape(t.task_id)}@{escape(t.version)}[/]  {escape(t.name)}",
+        escape(f"  {t.description}") if t.description else "",
         f"  category {t.category} · queue {t.queue} · tags {', '.join(t.tags) or '-'}",
+        f"  timeout {m.get('timeout', '-')} s · priority {m.get('priority', '-')} · "
+        f"retries {m.get('max_retries', '-')} · entry point {m.get('entry_point', '-')}",
+        f"  namespace {t.namespace or '-'}"
+        + (" · shared with every namespace" if t.shared else ""),
+        escape(f"  requirements: {', '.join(m['requirements'])}") if m.get("requirements") else "",
+        "  deprecated: " + escape(t.deprecation_reason or "yes") if t.deprecated else "",
         f"  digest sha256:{t.digest} · {t.size_bytes} bytes",
     ]
+    for name in ("input_schema", "output_schema"):
+        if m.get(name):
+            lines.append(f"  {name}:")
+            lines += [escape(f"    {line}") for line in json.dumps(m[name], indent=2).splitlines()]
     return "\n".join(line for line in lines if line)
 
 

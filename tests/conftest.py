@@ -59,6 +59,7 @@ def run_cli(
     check: bool = True,
     timeout: float = 180,
     env: dict[str, str] | None = None,
+    cwd: Path = ROOT,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``wtm ARGS`` as a user would, against the session's services (with ``env``
     added to the environment)."""
@@ -73,7 +74,7 @@ def run_cli(
     }
     result = subprocess.run(
         [sys.executable, "-m", "clients.cli", *args],
-        cwd=ROOT,
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,

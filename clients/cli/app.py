@@ -75,7 +75,58 @@ def upload_inputs(obj: Ctx, client: Client, data: dict[str, Any]) -> dict[str, A
     return uploaded
 
 
-@click.group()
+Alias = tuple[str, ...] | str  # the command it stands for (a path from the root), or a hint
+
+
+class AliasedGroup(click.Group):
+    """A group that also answers to the original (Celery-based) system's command names.
+    An alias runs the command it stands for, saying so in one line on stderr; a name with
+    no counterpart here prints a one-line hint and exits 2. Aliases are not listed."""
+
+    def __init__(self, *args: Any, aliases: dict[str, Alias] | None = None, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.aliases = aliases or {}
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        found = super().get_command(ctx, name)
+        if found is not None or name not in self.aliases:
+            return found
+        target = self.aliases[name]
+        if isinstance(target, str):
+            return click.Command(
+                name,
+                callback=lambda: _hint(name, target),
+                hidden=True,
+                context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+            )
+        command: click.Command | None = ctx.find_root().command
+        for part in target:
+            assert isinstance(command, click.Group)
+            command = command.get_command(ctx, part)
+        click.echo(f"({name!r} is `wtm {' '.join(target)}` here)", err=True)
+        return command
+
+
+def _hint(name: str, hint: str) -> None:
+    click.echo(f"{name!r} has no counterpart here: {hint}", err=True)
+    raise SystemExit(2)
+
+
+ROOT_ALIASES: dict[str, Alias] = {
+    "execute": ("run", "submit"),
+    "executions": ("run", "list"),
+    "status": ("executor", "list"),
+    "workers": ("executor", "list"),
+    "start": "start executors with `python -m services.executor` (`wtm stack up` locally); "
+    "--concurrency is --slots (WTM_EXECUTOR_SLOTS), --queues is --queues",
+    "monitor": "`wtm run watch RUN_ID` follows a run, `wtm executor list` shows the fleet, "
+    "Jaeger shows traces",
+    "health": "`python -m services.common.healthcheck --grpc HOST:PORT` checks a service; "
+    "`wtm executor list` shows the fleet",
+}
+
+
+@click.group(cls=AliasedGroup, aliases=ROOT_ALIASES)
 @click.option(
     "--registry", envvar="WTM_REGISTRY_ADDR", default="127.0.0.1:50051", show_default=True
 )

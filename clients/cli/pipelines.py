@@ -7,11 +7,12 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import click
 
 from clients import render
-from clients.cli.app import Ctx, cli, parse_json_object
+from clients.cli.app import AliasedGroup, Ctx, cli, parse_json_object
 from clients.cli.runs import submit_and_show
 from clients.sdk import PipelineInfo, RunInfo
 
@@ -20,7 +21,7 @@ DEFAULT_CONFIG = (
 )
 
 
-@cli.group()
+@cli.group(cls=AliasedGroup, aliases={"execute": ("pipeline", "run"), "tasks": ("task", "list")})
 def pipeline() -> None:
     """Pipelines in the registry."""
 
@@ -89,40 +90,46 @@ def pipeline_info(obj: Ctx, ref: str) -> None:
 
 
 @pipeline.command("show-config")
-@click.argument("ref")
+@click.argument("ref", required=False)
 @click.pass_obj
-def pipeline_show_config(obj: Ctx, ref: str) -> None:
-    """Print a registered pipeline as a config file, versions pinned."""
+def pipeline_show_config(obj: Ctx, ref: str | None) -> None:
+    """Print a registered pipeline (REF: ID or ID@VERSION), or the latest version of every
+    registered pipeline, as a config file, task versions pinned."""
     with obj.client() as client:
-        p = client.get_pipeline(ref)
-    steps = []
-    for s in p.steps:
-        steps.append(
-            {
-                "step_id": s.step_id,
-                "task_id": f"{s.task_id}@{s.task_version}",
-                "timeout": s.timeout_seconds,
-                "retry_count": s.retry_count,
-                "depends_on": s.depends_on,
-                **({"parallel_group": s.parallel_group} if s.parallel_group else {}),
-                "input_mapping": s.input_mapping,
-            }
-        )
-    doc = {
-        "pipelines": {
-            p.pipeline_id: {
-                "name": p.name,
-                "description": p.description,
-                "version": p.version,
-                "steps": steps,
-                "input_validation": p.input_validation,
-                "output_format": p.output_format,
-                "metadata": p.metadata,
-                "enabled": p.enabled,
-            }
-        }
-    }
+        if ref:
+            found = [client.get_pipeline(ref)]
+        else:
+            latest: dict[str, PipelineInfo] = {}
+            for p in client.list_pipelines():  # by id, newest version first
+                latest.setdefault(p.pipeline_id, p)
+            found = list(latest.values())
+    doc = {"pipelines": {p.pipeline_id: _as_config(p) for p in found}}
     click.echo(json.dumps(doc, indent=2))
+
+
+def _as_config(p: PipelineInfo) -> dict[str, Any]:
+    steps = [
+        {
+            "step_id": s.step_id,
+            "task_id": f"{s.task_id}@{s.task_version}",
+            "timeout": s.timeout_seconds,
+            "retry_count": s.retry_count,
+            "depends_on": s.depends_on,
+            **({"parallel_group": s.parallel_group} if s.parallel_group else {}),
+            "input_mapping": s.input_mapping,
+        }
+        for s in p.steps
+    ]
+    return {
+        "name": p.name,
+        "description": p.description,
+        "version": p.version,
+        "steps": steps,
+        "input_validation": p.input_validation,
+        "output_format": p.output_format,
+        "metadata": p.metadata,
+        "enabled": p.enabled,
+    }
 
 
 @pipeline.command("run")

@@ -95,7 +95,13 @@ STATES = ["PENDING", "QUEUED", "RUNNING", "COMPLETED", "FAILED", "TIMED_OUT", "C
 
 
 @run.command("list")
-@click.option("--state", type=click.Choice(STATES, case_sensitive=False), default=None)
+@click.option(
+    "--state",
+    "--status",  # the original system's name (worker_cli executions --status failed)
+    "state",
+    type=click.Choice(STATES, case_sensitive=False),
+    default=None,
+)
 @click.option("--pipeline", "pipeline_id", default="", help="only runs of this pipeline")
 @click.option("--task", "task_id", default="", help="only single-task runs of this task")
 @click.option("--batch", "batch_id", default="", help="only runs of this batch")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from pathlib import Path
 
@@ -38,10 +39,18 @@ def task_dirs(path: Path) -> list[Path]:
     "--template", type=click.Choice(template_names()), default="simple", show_default=True
 )
 @click.option("--author", default="")
-@click.option("--dir", "dest", default=".", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--dir",
+    "dest",
+    default=None,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="where to write it (default: tasks/ at the repository's root, else here)",
+)
 @click.pass_obj
-def task_create(obj: Ctx, name: str, template: str, author: str, dest: Path) -> None:
+def task_create(obj: Ctx, name: str, template: str, author: str, dest: Path | None) -> None:
     """Scaffold task NAME from a template; it registers and runs as it is."""
+    if dest is None:  # as the original system documented: new tasks go under tasks/
+        dest = Path("tasks") if Path("tasks", "templates").is_dir() else Path(".")
     try:
         path = create_task(name, template, dest, author)
     except ValueError as exc:
@@ -49,16 +58,26 @@ def task_create(obj: Ctx, name: str, template: str, author: str, dest: Path) -> 
     obj.out({"path": str(path)}, f"created {path} from the {template!r} template")
 
 
+@task.command("list-templates")
+@click.pass_obj
+def task_list_templates(obj: Ctx) -> None:
+    """List the templates ``wtm task create --template`` takes."""
+    names = template_names()
+    obj.out(names, "\n".join(names))
+
+
 @task.command("register")
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--verbose", "-v", is_flag=True, help="show each task as registered")
 @click.pass_obj
-def task_register(obj: Ctx, path: Path) -> None:
+def task_register(obj: Ctx, path: Path, verbose: bool) -> None:
     """Register a task directory, or every task directory in a folder."""
     with obj.client() as client:
         results = [client.register_task(d) for d in task_dirs(path)]
     human = "\n".join(
         f"{'registered' if t.created else 'unchanged '} "
         f"{t.task_id}@{t.version} sha256:{t.digest[:12]}"
+        + (f"\n{render.task_panel(t)}" if verbose else "")
         for t in results
     )
     obj.out(results, human)
@@ -115,8 +134,9 @@ def task_share(obj: Ctx, task_id: str, unshare: bool) -> None:
 @task.command("test")
 @click.argument("task_ref")
 @click.argument("input_json", default="{}")
+@click.option("--verbose", "-v", is_flag=True, help="also show the task's log lines")
 @click.pass_obj
-def task_test(obj: Ctx, task_ref: str, input_json: str) -> None:
+def task_test(obj: Ctx, task_ref: str, input_json: str, verbose: bool) -> None:
     """Run a task in this process on INPUT_JSON (inline JSON or @FILE), with no services:
     TASK_REF is a task directory, or ID[@VERSION] fetched from the registry."""
     from tasks.base.runtime import load_task, run_once
@@ -124,6 +144,11 @@ def task_test(obj: Ctx, task_ref: str, input_json: str) -> None:
 
     data = parse_json_object(input_json, "INPUT_JSON")
     context = TaskContext(report=lambda f, m: render.errors.print(f"  progress {f:.0%} {m}"))
+    if verbose:  # the task's log lines, to stderr (stdout stays the output)
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("  log %(levelname)s %(message)s"))
+        context.logger.addHandler(handler)
+        context.logger.setLevel(logging.DEBUG)
     with tempfile.TemporaryDirectory() as tmp:
         if Path(task_ref).is_dir():
             package = Path(task_ref)

@@ -106,3 +106,39 @@ def test_bad_input_json_is_a_usage_error(cluster: Cluster) -> None:
     result = run_cli(cluster, "run", "submit", "text_sentiment", "[1,", check=False)
     assert result.returncode == 2
     assert "INPUT_JSON" in result.stderr
+
+
+def test_the_original_systems_commands_keep_working(cluster: Cluster, tmp_path: Path) -> None:
+    """The Celery-based system's command names (its documents' own commands): aliases that
+    say what they stand for, and a hint where there is no counterpart."""
+    run_cli(cluster, "task", "register", str(ROOT / "tasks" / "examples"))
+    executed = run_cli(cluster, "--json", "execute", "text_sentiment", '{"text": "so good"}')
+    assert json.loads(executed.stdout)["state"] == "COMPLETED"
+    assert "is `wtm run submit` here" in executed.stderr
+    listed = run_cli(cluster, "--json", "executions", "--status", "completed", "--limit", "5")
+    assert {r["state"] for r in json.loads(listed.stdout)} == {"COMPLETED"}
+    tasks = run_cli(cluster, "--json", "pipeline", "tasks").stdout
+    assert "text_sentiment" in {t["task_id"] for t in json.loads(tasks)}
+    assert set(json.loads(run_cli(cluster, "--json", "task", "list-templates").stdout)) == {
+        "basic",
+        "ml",
+        "simple",
+    }
+    run_cli(cluster, "pipeline", "register")
+    every = json.loads(run_cli(cluster, "pipeline", "show-config").stdout)["pipelines"]
+    assert {"face_processing_pipeline", "simple_face_pipeline"} <= every.keys()
+    info = run_cli(cluster, "task", "info", "text_sentiment").stdout
+    assert "timeout" in info and "retries" in info and "input_schema" in info
+    verbose = run_cli(
+        cluster,
+        "task",
+        "register",
+        str(ROOT / "tasks" / "examples" / "text_sentiment"),
+        "--verbose",
+    )
+    assert "entry point" in verbose.stdout
+    start = run_cli(cluster, "start", "--concurrency", "10", check=False)
+    assert start.returncode == 2 and "services.executor" in start.stderr
+    (tmp_path / "tasks" / "templates").mkdir(parents=True)  # a checkout's root
+    run_cli(cluster, "task", "create", "my_new_task", "--template", "ml", cwd=tmp_path)
+    assert (tmp_path / "tasks" / "my_new_task" / "task.json").is_file()
