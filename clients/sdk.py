@@ -232,6 +232,8 @@ class StepInfo:
     started_at: datetime | None
     ended_at: datetime | None
     logs: list[str] = field(default_factory=list)
+    input_id: str = ""  # the lineage ids of the step's input and output documents
+    output_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -277,6 +279,8 @@ class RunInfo:
                 _time(s, "start_time"),
                 _time(s, "end_time"),
                 list(s.logs),
+                s.input_id,
+                s.output_id,
             )
             for s in r.steps
         ]

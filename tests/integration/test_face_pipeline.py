@@ -64,6 +64,9 @@ def test_the_lineage_follows_the_faces_through_the_branches(face_run: RunInfo) -
     assert ("output_001_faces_array", "input_003_faces_array") in edges
     assert ("run_input_image_path_string", "input_001_image_path_string") in edges
     assert ("output_002_attributes_object", "input_004_attributes_object") in edges
+    ids = {s.step_id: (s.input_id, s.output_id) for s in face_run.steps}  # as the SDK shows
+    assert ids["face_detection"] == ("input_001", "output_001")
+    assert ids["merge"] == ("input_004", "output_004")
     summary = face_run.processing_summary
     assert summary is not None and len(summary["steps"]) == 4
 
