@@ -13,6 +13,7 @@ from typing import Any
 
 from services.common import jsondoc
 from services.common.errors import InvalidArgument
+from tasks.base import schema
 
 TASK_ID = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 SEMVER = re.compile(
@@ -121,6 +122,9 @@ def _schema(doc: dict[str, Any], name: str) -> dict[str, Any]:
     required = value.get("required", [])
     if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
         raise _err(f"{name}.required", "must be a list of strings", required)
+    found = schema.schema_problems(value)
+    if found:
+        raise InvalidArgument(f"is not a valid JSON Schema: {found[0]}", field=f"task.json: {name}")
     return value
 
 

@@ -55,9 +55,12 @@ def run_once(task: TaskBase, input_json: str) -> tuple[str, str]:
         if not isinstance(output, dict):
             raise FatalError(f"process() must return a dict, returned {type(output).__name__}")
         try:
-            return "ok", json.dumps(output, allow_nan=False)
+            text = json.dumps(output, allow_nan=False)
         except (ValueError, TypeError, RecursionError) as exc:  # NaN, Infinity, a set, ...
             raise FatalError(f"process() returned a value that is not JSON: {exc}") from exc
+        if task.metadata.get("output_schema"):
+            task.validate_output(json.loads(text))  # as it will travel (tuples are lists)
+        return "ok", text
     except FatalError as exc:
         return "fatal", f"{type(exc).__name__}: {exc}"
     except Exception as exc:  # noqa: BLE001 - any other failure is retryable

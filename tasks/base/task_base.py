@@ -86,11 +86,18 @@ class TaskBase:
         """Release what ``setup`` took; called when the worker process is retired."""
 
     def validate_input(self, input_data: dict[str, Any]) -> None:
-        """Check ``input_data`` against the manifest's ``input_schema`` (required fields and
-        top-level types); raise ``FatalError`` naming the field."""
+        """Check ``input_data`` against the manifest's ``input_schema`` (JSON Schema); raise
+        ``FatalError`` naming the path of what is wrong."""
         found = schema.problems(self.metadata.get("input_schema") or {}, input_data)
         if found:
             raise FatalError("input: " + "; ".join(found))
+
+    def validate_output(self, output: dict[str, Any]) -> None:
+        """Check what ``process`` returned against the manifest's ``output_schema``; raise
+        ``FatalError`` naming the path of what is wrong (a task bug: no retry helps)."""
+        found = schema.problems(self.metadata.get("output_schema") or {}, output)
+        if found:
+            raise FatalError("output does not fit output_schema: " + "; ".join(found))
 
     def report_progress(self, fraction: float, message: str = "") -> None:
         self.context.progress(fraction, message)

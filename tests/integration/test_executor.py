@@ -397,3 +397,22 @@ def test_an_executor_given_several_schedulers_finds_one_that_answers(
         assert f"connected to {cluster.executor_address}" in child.log_path.read_text()
     finally:
         stop_executor(cluster, child)
+
+
+def test_an_output_that_does_not_fit_its_schema_fails_the_step_once(
+    client: Client, tmp_path: Path
+) -> None:
+    code = """
+from tasks.base.task_base import SimpleTask
+
+class Task(SimpleTask):
+    def process(self, input_data):
+        return {"faces": "not a list"}
+"""
+    schema = {"type": "object", "properties": {"faces": {"type": "array"}}}
+    client.register_task(
+        make_task(tmp_path, "misshapen", code, output_schema=schema, max_retries=2)
+    )
+    done = run(client, task="misshapen", input={})
+    assert done.state == "FAILED" and done.steps[0].attempt == 1  # fatal: no retry
+    assert "$.faces: 'not a list' is not of type 'array'" in done.steps[0].error

@@ -122,7 +122,7 @@ def test_the_first_steps_input_schema_is_checked_before_queueing(client: Client)
     pipeline(client, "fussy_first", [{"task_id": "fussy", "input_mapping": {"value": "$.v"}}])
     with pytest.raises(ApiError) as err:
         client.submit(pipeline="fussy_first", input={"v": "ten"})
-    assert "'value' must be number" in err.value.message
+    assert "$.value: 'ten' is not of type 'number'" in err.value.message
 
 
 def test_a_fatal_error_fails_the_run_without_retries(client: Client) -> None:
