@@ -18,6 +18,7 @@ from services.common.errors import InvalidArgument, NotFound
 from services.registry.manifest import MAX_RETRIES, MAX_TIMEOUT_SECONDS, SEMVER
 
 PIPELINE_ID = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+QUEUE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")  # as task.json's queue
 STEP_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
 MAX_STEPS = 500  # per pipeline (stated in registry_service.proto and the README)
 
@@ -206,6 +207,12 @@ def _parse_step(
         raise _err(f"{where}.parallel_group", "must be a string")
     timeout = _opt_int(doc.get("timeout"), f"{where}.timeout", 1, MAX_TIMEOUT_SECONDS)
     retries = _opt_int(doc.get("retry_count"), f"{where}.retry_count", 0, MAX_RETRIES)
+    queue = doc.get("queue") or ""  # overrides the task's queue for this step
+    if not isinstance(queue, str) or (queue and not QUEUE.match(queue)):
+        raise _err(
+            f"{where}.queue",
+            f"must be 1-64 lowercase letters, digits, '_', '.', '-', got {queue!r}",
+        )
     return StepSpec(
         step_id=step_id,
         task_id=task_id,
@@ -215,6 +222,7 @@ def _parse_step(
         depends_on=tuple(depends_on),
         parallel_group=group,
         input_mapping=_dict(doc.get("input_mapping"), f"{where}.input_mapping"),
+        queue=queue,
     )
 
 
@@ -363,7 +371,7 @@ def pin(spec: PipelineSpec, lookup: Callable[[str, str], PinnedTask]) -> Pipelin
                 s,
                 task_version=task.version,
                 digest=task.digest,
-                queue=task.queue,
+                queue=s.queue or task.queue,  # the step's own queue wins
                 timeout=s.timeout if s.timeout is not None else task.timeout,
                 retry_count=s.retry_count if s.retry_count is not None else task.max_retries,
             )

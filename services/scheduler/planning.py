@@ -53,6 +53,7 @@ class PlannedStep:
     all_steps: frozenset[str] = frozenset()
     output_ids: dict[str, str] = field(default_factory=dict)
     namespace: str = auth.DEFAULT_NAMESPACE
+    queue_key: str = ""  # the queue variant its attempts wait on ("": the task's)
 
     @property
     def input_id(self) -> str:
@@ -84,7 +85,7 @@ class PlannedStep:
                 "task_version": t.version,
                 "digest": t.digest,
                 "entry_point": t.entry_point,
-                "queue": queue_names.in_namespace(self.namespace, t.queue_key),
+                "queue": queue_names.in_namespace(self.namespace, self.queue_key or t.queue_key),
                 "namespace": self.namespace,
                 "timeout": str(self.timeout),
                 "max_retries": str(self.retries),
@@ -226,6 +227,7 @@ async def plan_run(catalog: TaskCatalog, req: SubmitRequest) -> Plan:
             i + 1,
             frozenset(x.step_id for x in pipeline.steps),
             namespace=ns,
+            queue_key=s.queue_key,
         )
         for i, s in enumerate(pipeline.steps)
     ]

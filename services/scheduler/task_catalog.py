@@ -54,6 +54,12 @@ class ResolvedStep:
     timeout_seconds: int
     retry_count: int
     input_mapping: dict[str, Any]
+    queue: str = ""  # the step's queue (the task's, unless the pipeline set its own)
+
+    @property
+    def queue_key(self) -> str:
+        """The queue its attempts wait on, with the task's executor labels."""
+        return queue_variant(self.queue or self.task.queue, self.task.executor_labels)
 
 
 @dataclass(frozen=True)
@@ -184,6 +190,7 @@ class TaskCatalog:
                 timeout_seconds=s.timeout_seconds,
                 retry_count=s.retry_count,
                 input_mapping=json.loads(s.input_mapping_json or "{}"),
+                queue=s.queue,
             )
             for s in p.steps
             if p.enabled  # a disabled pipeline never runs; its steps may be unpinned

@@ -16,7 +16,7 @@ from typing import Any
 import pymongo
 import pytest
 
-from clients.sdk import Client
+from clients.sdk import ApiError, Client
 from services.common.backends import s3_client
 from services.localstack import Cluster
 from services.localstack.cluster import serving
@@ -416,3 +416,24 @@ class Task(SimpleTask):
     done = run(client, task="misshapen", input={})
     assert done.state == "FAILED" and done.steps[0].attempt == 1  # fatal: no retry
     assert "$.faces: 'not a list' is not of type 'array'" in done.steps[0].error
+
+
+def test_a_steps_own_queue_overrides_its_tasks(
+    cluster: Cluster, client: Client, tmp_path: Path
+) -> None:
+    client.register_task(make_task(tmp_path, "queue_probe"))  # its task.json says "default"
+    [p] = client.register_pipelines(
+        {"pipeline_id": "queued_elsewhere", "steps": [{"task_id": "queue_probe", "queue": "stepq"}]}
+    )
+    assert p.steps[0].queue == "stepq"
+    with pytest.raises(ApiError) as err:
+        client.register_pipelines(
+            {"pipeline_id": "bad_queue", "steps": [{"task_id": "queue_probe", "queue": "No!"}]}
+        )
+    assert err.value.code == "INVALID_ARGUMENT" and "steps[0].queue" in err.value.message
+    child = cluster.add_executor("--queues", "stepq", slots=1)
+    try:
+        done = run(client, pipeline="queued_elsewhere", input={"seconds": 0})
+        assert done.state == "COMPLETED" and done.steps[0].executor_id == child.name
+    finally:
+        stop_executor(cluster, child)
