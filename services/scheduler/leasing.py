@@ -52,8 +52,15 @@ def step_input(leased: Leased) -> tuple[str, list[tuple[str, str]], dict[str, st
     else:
         output_ids = json.loads(leased.step.get("read_output_ids") or "{}")
         outputs = {k: json.loads(v) for k, v in leased.dep_outputs.items() if v is not None}
+        optional = frozenset(json.loads(leased.step.get("optional") or "[]"))
         document, edges, sources = step_inputs.resolve(
-            spec, set(output_ids), run_input, outputs, output_ids, leased.step["input_id"]
+            spec,
+            set(output_ids),
+            run_input,
+            outputs,
+            output_ids,
+            leased.step["input_id"],
+            optional,
         )
     document, added = step_inputs.with_parameters(
         document, run_input, leased.step_id, accepts, leased.step["input_id"]

@@ -54,6 +54,7 @@ class PlannedStep:
     output_ids: dict[str, str] = field(default_factory=dict)
     namespace: str = auth.DEFAULT_NAMESPACE
     queue_key: str = ""  # the queue variant its attempts wait on ("": the task's)
+    optional: frozenset[str] = frozenset()  # run-input fields the pipeline calls optional
 
     @property
     def input_id(self) -> str:
@@ -92,6 +93,7 @@ class PlannedStep:
                 "input_id": self.input_id,
                 "output_id": self.output_id,
                 "mapping": json.dumps(self.mapping),
+                **({"optional": json.dumps(sorted(self.optional))} if self.optional else {}),
                 "accepts": json.dumps(step_inputs.accepted_fields(t.input_schema)),
                 "reads": json.dumps(self.reads),
                 "read_output_ids": json.dumps(self.output_ids),
@@ -215,6 +217,10 @@ async def plan_run(catalog: TaskCatalog, req: SubmitRequest) -> Plan:
         raise FailedPrecondition(
             f"{pipeline.pipeline_id}@{pipeline.version} is disabled", field="pipeline"
         )
+    declared = pipeline.input_validation.get("optional_fields")
+    optional = frozenset(
+        f for f in (declared if isinstance(declared, list) else []) if isinstance(f, str)
+    )
     planned = [
         PlannedStep(
             s.step_id,
@@ -228,6 +234,7 @@ async def plan_run(catalog: TaskCatalog, req: SubmitRequest) -> Plan:
             frozenset(x.step_id for x in pipeline.steps),
             namespace=ns,
             queue_key=s.queue_key,
+            optional=optional,
         )
         for i, s in enumerate(pipeline.steps)
     ]
@@ -248,15 +255,28 @@ async def plan_run(catalog: TaskCatalog, req: SubmitRequest) -> Plan:
 
 def check_input(plan: Plan, doc: dict[str, Any]) -> None:
     """Check an input document before anything is stored: the pipeline's
-    input_validation, then each first step's input against its task's input_schema."""
+    input_validation; what every step maps from the run's input (so a later step cannot
+    fail mid-run for a field the input never had, unless that field is optional); then each
+    first step's input against its task's input_schema."""
     input_check.check_pipeline_input(plan.input_validation, doc)
     step_ids = {p.step_id for p in plan.steps}
+    for p in plan.steps:
+        for key, expr in p.mapping.items():
+            if not mapping.is_expression(expr):
+                continue
+            path = mapping.parse(expr, step_ids, key)
+            if path.source or (path.segments[0] in p.optional and path.segments[0] not in doc):
+                continue  # an upstream output, or an optional field this run did not give
+            try:
+                mapping.evaluate(path, doc)
+            except MissingValue as exc:
+                raise InvalidArgument(f"step {p.step_id!r}: {exc}", field="input_json") from exc
     for p in plan.steps:
         if p.deps:
             continue  # a later step's input exists only once its upstream steps ran
         try:
             first_input = (
-                step_inputs.resolve(p.mapping, step_ids, doc, {}, {}, p.input_id)[0]
+                step_inputs.resolve(p.mapping, step_ids, doc, {}, {}, p.input_id, p.optional)[0]
                 if p.mapping
                 else doc
             )

@@ -44,12 +44,15 @@ def resolve(
     outputs: dict[str, Any],
     output_ids: dict[str, str],
     input_id: str,
+    optional: frozenset[str] = frozenset(),
 ) -> tuple[dict[str, Any], list[tuple[str, str]], dict[str, str]]:
     """The step's input document, its lineage edges, and for each field read from an
     upstream step the output id it came from.
 
     ``outputs`` holds the parsed outputs of the steps the mapping reads; ``output_ids`` their
-    output ids. Raises ``mapping.MissingValue`` when an expression finds nothing.
+    output ids. A field mapped from one of the run input's ``optional`` fields (the
+    pipeline's ``input_validation.optional_fields``) is left out when the run input lacks
+    it. Raises ``mapping.MissingValue`` when any other expression finds nothing.
     """
     document: dict[str, Any] = {}
     edges: list[tuple[str, str]] = []
@@ -60,6 +63,8 @@ def resolve(
             continue
         path = mapping.parse(expr, step_ids, key)
         source_doc = outputs[path.source] if path.source else run_input
+        if not path.source and path.segments[0] in optional and path.segments[0] not in run_input:
+            continue  # an optional run-input field this run did not give
         value = mapping.evaluate(path, source_doc)
         document[key] = value
         kind = json_type(value)

@@ -223,3 +223,62 @@ def test_progress_reported_by_a_task_reaches_watchers_in_order(client: Client) -
     )
     completed = next(i for i, e in enumerate(events) if e.step_id and e.state == "COMPLETED")
     assert started < first and last < completed
+
+
+def test_an_optional_input_field_may_be_absent_at_every_step_position(client: Client) -> None:
+    """A field the pipeline lists in optional_fields, mapped by a first step and by a later
+    one: a run without it is accepted and runs, the field left out of both inputs; a run
+    with it passes it on. A mapped field that is not optional is still refused."""
+    pipeline(
+        client,
+        "optional_lower",
+        [
+            {
+                "step_id": "first",
+                "task_id": "echo",
+                "input_mapping": {"t": "$.text", "l": "$.lower"},
+            },
+            {
+                "step_id": "later",
+                "task_id": "echo",
+                "depends_on": ["first"],
+                "input_mapping": {"l": "$.lower", "from_first": "$.first.echo.t"},
+            },
+        ],
+        input_validation={"required_fields": ["text"], "optional_fields": ["lower"]},
+    )
+    without = run(client, "optional_lower", {"text": "Hi"})
+    assert without.state == "COMPLETED", without.error
+    steps = {s.step_id: s.output["echo"] for s in without.steps}
+    assert steps == {"first": {"t": "Hi"}, "later": {"from_first": "Hi"}}
+    given = run(client, "optional_lower", {"text": "Hi", "lower": "hi"})
+    steps = {s.step_id: s.output["echo"] for s in given.steps}
+    assert steps == {"first": {"t": "Hi", "l": "hi"}, "later": {"l": "hi", "from_first": "Hi"}}
+    pipeline(
+        client,
+        "required_lower",
+        [{"task_id": "echo", "input_mapping": {"l": "$.lower"}}],
+    )
+    with pytest.raises(ApiError) as err:
+        client.submit(pipeline="required_lower", input={"text": "Hi"})
+    assert err.value.code == "INVALID_ARGUMENT" and "lower" in err.value.message
+
+
+def test_a_later_steps_missing_run_input_field_is_refused_at_submit(client: Client) -> None:
+    pipeline(
+        client,
+        "later_needs_lower",
+        [
+            {"step_id": "first", "task_id": "echo", "input_mapping": {"t": "$.text"}},
+            {
+                "step_id": "later",
+                "task_id": "echo",
+                "depends_on": ["first"],
+                "input_mapping": {"l": "$.lower"},
+            },
+        ],
+    )
+    with pytest.raises(ApiError) as err:  # not queued only to fail at the second step
+        client.submit(pipeline="later_needs_lower", input={"text": "Hi"})
+    assert err.value.code == "INVALID_ARGUMENT"
+    assert "'later'" in err.value.message and "lower" in err.value.message

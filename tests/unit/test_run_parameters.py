@@ -40,3 +40,18 @@ def test_a_task_that_declares_parameters_gets_the_whole_object() -> None:
 def test_a_task_without_a_schema_gets_nothing_added() -> None:
     assert accepted_fields({}) == [] and accepted_fields({"properties": "nonsense"}) == []
     assert with_parameters({"a": 1}, {"b": 2}, "s", [], "input_001") == ({"a": 1}, [])
+
+
+def test_an_optional_run_input_field_is_left_out_when_absent() -> None:
+    import pytest
+
+    from services.common.mapping import MissingValue
+    from services.scheduler.step_inputs import resolve
+
+    spec = {"t": "$.text", "l": "$.lower"}
+    document, edges, _ = resolve(
+        spec, set(), {"text": "Hi"}, {}, {}, "input_001", frozenset({"lower"})
+    )
+    assert document == {"t": "Hi"} and len(edges) == 1
+    with pytest.raises(MissingValue):
+        resolve(spec, set(), {"text": "Hi"}, {}, {}, "input_001")
