@@ -181,6 +181,8 @@ class PipelineInfo:
     created: bool = False  # stored by the call that returned it
     registered_before: bool = False  # that version existed before the call
     namespace: str = ""
+    # Keys of the registered config kept but not acted on (from RegisterPipelines).
+    warnings: list[str] = field(default_factory=list)
 
     @classmethod
     def _from(
@@ -589,7 +591,7 @@ class Client:
         reply = self._call(self._registry.RegisterPipelines, request)
         before = list(reply.registered_before) or [not c for c in reply.created]
         return [
-            PipelineInfo._from(p, created, was)
+            dataclasses.replace(PipelineInfo._from(p, created, was), warnings=list(reply.warnings))
             for p, created, was in zip(reply.pipelines, reply.created, before, strict=True)
         ]
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 
 from clients import render
 from clients.cli.app import AliasedGroup, Ctx, cli, parse_json_object
@@ -47,6 +48,8 @@ def _summary(pipelines: list[PipelineInfo], verb: str) -> str:
             f"{state} {p.pipeline_id}@{p.version}: "
             + ", ".join(f"{s.step_id}={s.task_id}@{s.task_version}" for s in p.steps)
         )
+    for warning in pipelines[0].warnings if pipelines else []:  # the same for every pipeline
+        lines.append(f"[yellow]note[/] {escape(warning)}")
     return "\n".join(lines)
 
 

@@ -105,6 +105,75 @@ def _dict(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
+# Every key a config may hold: each is acted on, or listed in KEPT_ONLY with what becomes of
+# it (a warning in the registration's answer). Any other key is refused, naming its path.
+GLOBAL_KEYS = {"default_timeout", "default_retry_count", "max_retries"}
+PIPELINE_KEYS = {
+    "pipeline_id", "id", "name", "description", "version", "steps", "input_validation",
+    "output_format", "metadata", "enabled", "global_settings",
+}  # fmt: skip
+STEP_KEYS = {
+    "step_id", "task_id", "timeout", "retry_count", "depends_on", "parallel_group",
+    "input_mapping", "queue",
+}  # fmt: skip
+VALIDATION_KEYS = {"required_fields", "optional_fields", "supported_formats"}
+KEPT_ONLY = {
+    "global_settings.max_parallel_tasks": "not enforced: a run's steps run as slots allow",
+    "global_settings.enable_caching": "not acted on: results are not cached",
+    "global_settings.log_level": "not acted on: tasks log at their own level",
+    "output_format": "kept as documentation: the run's output is its last step's output "
+    "(or an object of every last step's output)",
+    "input_processors": "not acted on: tasks read their inputs themselves (paths and "
+    "artifact URIs are fetched for them)",
+    "output_processors": "not acted on: a run's output is its steps' JSON",
+}
+TOP_KEEPS = ("input_processors", "output_processors")  # of the original system's configs
+
+
+def _unknown(doc: dict[str, Any], known: set[str], where: str) -> None:
+    extra = sorted(k for k in doc if k not in known)
+    if extra:
+        path = f"{where}.{extra[0]}" if where else extra[0]
+        raise _err(path, f"unknown key {extra[0]!r}; known here: {', '.join(sorted(known))}")
+
+
+def config_warnings(doc: Any) -> list[str]:
+    """Refuse a config key the registry does not know (INVALID_ARGUMENT naming its path);
+    return one warning per key it keeps without acting on."""
+    if not isinstance(doc, dict):
+        return []
+    warnings = []
+    settings = doc.get("global_settings")
+    if isinstance(settings, dict):
+        _unknown(settings, GLOBAL_KEYS | {k.split(".")[1] for k in KEPT_ONLY if "." in k},
+                 "global_settings")  # fmt: skip
+        warnings += [
+            f"global_settings.{k}: {KEPT_ONLY['global_settings.' + k]}"
+            for k in sorted(settings)
+            if f"global_settings.{k}" in KEPT_ONLY
+        ]
+    warnings += [f"{k}: {KEPT_ONLY[k]}" for k in TOP_KEEPS if k in doc]
+    if "pipelines" in doc:
+        _unknown(doc, {"pipelines", "global_settings", *TOP_KEEPS}, "")
+        pipelines = doc["pipelines"] if isinstance(doc["pipelines"], dict) else {}
+        items = [(f"pipelines.{pid}", p) for pid, p in pipelines.items()]
+    else:
+        items = [("", doc)]
+    for where, p in items:
+        if not isinstance(p, dict):
+            continue
+        _unknown(p, PIPELINE_KEYS, where)
+        prefix = f"{where}." if where else ""
+        if isinstance(p.get("input_validation"), dict):
+            _unknown(p["input_validation"], VALIDATION_KEYS, f"{prefix}input_validation")
+        for i, step in enumerate(p.get("steps") or []):
+            if isinstance(step, dict):
+                _unknown(step, STEP_KEYS, f"{prefix}steps[{i}]")
+        if p.get("output_format"):
+            warnings.append(f"{prefix}output_format: {KEPT_ONLY['output_format']}")
+    return warnings
+
+
 def parse_config(doc: Any, only: str = "") -> list[PipelineSpec]:
     """Parse a config document into validated (not yet pinned) pipelines."""
     if not isinstance(doc, dict):

@@ -9,7 +9,7 @@ from services.common import jsondoc
 from services.common.auth import one_namespace
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound
 from services.registry.models import PipelineVersion
-from services.registry.pipeline_spec import PinnedTask, parse_config, pin
+from services.registry.pipeline_spec import PinnedTask, config_warnings, parse_config, pin
 from services.registry.registry import Registry, page_size_of
 from services.registry.stores import PipelineStore
 
@@ -44,17 +44,20 @@ class Pipelines:
 
     def register(
         self, namespace: str, config_json: str, only: str = "", validate_only: bool = False
-    ) -> list[PipelineRegistered]:
+    ) -> tuple[list[PipelineRegistered], list[str]]:
         """Validate every pipeline in the config, pin it, and (unless a dry run) store it in
         the namespace. Steps use the namespace's tasks, or other namespaces' shared ones
         ("namespace/task_id").
 
-        Nothing is stored unless every pipeline in the config is valid.
+        Nothing is stored unless every pipeline in the config is valid. Returns the
+        pipelines and a warning per key the config holds that is kept but not acted on (a key
+        the registry does not know is refused).
         """
         one_namespace(namespace)
         if len(config_json.encode()) > MAX_CONFIG_BYTES:
             raise InvalidArgument(f"is over {MAX_CONFIG_BYTES} bytes", field="config_json")
         doc = jsondoc.loads(config_json, field="config_json")
+        warnings = config_warnings(doc)
         pinned = []
         for spec in parse_config(doc, only):
             try:
@@ -90,7 +93,7 @@ class Pipelines:
                         "concurrently; retry",
                         field="pipeline_id",
                     )
-        return results
+        return results, warnings
 
     def get(self, namespace: str, pipeline_id: str, version: str = "") -> PipelineVersion:
         one_namespace(namespace)

@@ -92,13 +92,14 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
     def RegisterPipelines(
         self, request: pb.RegisterPipelinesRequest, context: grpc.ServicerContext
     ) -> pb.RegisterPipelinesResponse:
-        results = self._pipelines.register(
+        results, warnings = self._pipelines.register(
             auth.scope(), request.config_json, request.pipeline_id, request.validate_only
         )
         return pb.RegisterPipelinesResponse(
             pipelines=[r.pipeline.to_proto() for r in results],
             created=[r.created for r in results],
             registered_before=[r.registered_before for r in results],
+            warnings=warnings,
         )
 
     def GetPipeline(

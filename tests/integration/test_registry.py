@@ -382,3 +382,38 @@ def test_the_sentiment_example_package_is_reproducible(tmp_path: Path) -> None:
     assert sha256_hex(pack_directory(copy)) == sha256_hex(
         pack_directory(EXAMPLES / "text_sentiment")
     )
+
+
+def test_every_config_key_is_acted_on_refused_or_reported(client: Client, registered: None) -> None:
+    """A key the registry does not know is refused, naming its path (a typo never passes
+    silently); one it keeps without acting on comes back as a warning."""
+    shaped = client.register_pipelines(FIXTURES / "pipelines" / "seed_shape.json")[0]
+    notes = "\n".join(shaped.warnings)
+    for key in (
+        "global_settings.enable_caching",
+        "global_settings.max_parallel_tasks",
+        "global_settings.log_level",
+        "input_processors",
+        "output_format",
+    ):
+        assert key in notes, key
+    steps = [{"task_id": "word_count", "retry_cont": 2}]
+    for config, path in (
+        ({"pipeline_id": "typo", "steps": steps}, "steps[0].retry_cont"),
+        (
+            {"pipelines": {"typo": {"steps": [{"task_id": "word_count"}]}}, "colour": 1},
+            "colour",
+        ),
+        (
+            {
+                "pipelines": {"typo": {"steps": [{"task_id": "word_count"}]}},
+                "global_settings": {"default_timeout": 5, "max_retry": 1},
+            },
+            "global_settings.max_retry",
+        ),
+    ):
+        with pytest.raises(ApiError) as err:
+            client.register_pipelines(config)
+        assert err.value.code == "INVALID_ARGUMENT" and err.value.message.startswith(path), (
+            err.value.message
+        )

@@ -220,14 +220,16 @@ class RegisterPipelinesRequest(_message.Message):
     def __init__(self, config_json: _Optional[str] = ..., pipeline_id: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
 
 class RegisterPipelinesResponse(_message.Message):
-    __slots__ = ("pipelines", "created", "registered_before")
+    __slots__ = ("pipelines", "created", "registered_before", "warnings")
     PIPELINES_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
     REGISTERED_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     pipelines: _containers.RepeatedCompositeFieldContainer[Pipeline]
     created: _containers.RepeatedScalarFieldContainer[bool]
     registered_before: _containers.RepeatedScalarFieldContainer[bool]
-    def __init__(self, pipelines: _Optional[_Iterable[_Union[Pipeline, _Mapping]]] = ..., created: _Optional[_Iterable[bool]] = ..., registered_before: _Optional[_Iterable[bool]] = ...) -> None: ...
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, pipelines: _Optional[_Iterable[_Union[Pipeline, _Mapping]]] = ..., created: _Optional[_Iterable[bool]] = ..., registered_before: _Optional[_Iterable[bool]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetPipelineRequest(_message.Message):
     __slots__ = ("pipeline_id", "version")
