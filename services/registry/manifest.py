@@ -192,6 +192,26 @@ def check_entry_point(manifest: Manifest, source: bytes) -> None:
         )
 
 
+# Every key task.json may hold (all are acted on). Registration refuses any other, so a typo
+# ("max_retires") is an error at once, not a silently ignored setting; stored manifests are
+# read as they are.
+KNOWN_KEYS = {
+    "task_id", "name", "description", "version", "author", "category", "entry_point",
+    "requirements", "tags", "queue", "priority", "timeout", "max_retries", "input_schema",
+    "output_schema", "executor_labels", "resources",
+}  # fmt: skip
+
+
+def check_keys(manifest: Manifest) -> None:
+    """Refuse a task.json key the registry does not know, naming it."""
+    extra = sorted(k for k in manifest.raw if k not in KNOWN_KEYS)
+    if extra:
+        raise InvalidArgument(
+            f"unknown key {extra[0]!r}; task.json may hold {', '.join(sorted(KNOWN_KEYS))}",
+            field=f"task.json: {extra[0]}",
+        )
+
+
 def parse_manifest(text: bytes | str) -> Manifest:
     """Parse and validate task.json text."""
     if len(text if isinstance(text, bytes) else text.encode()) > MAX_MANIFEST_BYTES:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from services.common.auth import ALL_NAMESPACES, one_namespace
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound
 from services.common.packaging import ArchiveLimits, inspect_archive, sha256_hex
-from services.registry.manifest import check_entry_point, parse_manifest
+from services.registry.manifest import check_entry_point, check_keys, parse_manifest
 from services.registry.models import TaskVersion
 from services.registry.stores import PackageStore, SharedTasks, TaskStore
 
@@ -82,6 +82,7 @@ class Registry:
                 field="task.json: entry_point",
             )
         check_entry_point(manifest, contents.files[manifest.module_path])
+        check_keys(manifest)
         candidate = TaskVersion(
             manifest=manifest, digest=digest, size_bytes=len(data), namespace=namespace
         )

@@ -111,6 +111,14 @@ def test_an_unknown_digest_is_not_found(client: Client) -> None:
         # The module is there but cannot start: refused now, not when a run starts.
         ({"task.json": GOOD_MANIFEST, "task.py": b"def oops(:\n"}, "", "line 1"),
         ({"task.json": GOOD_MANIFEST, "task.py": b"class Other: pass\n"}, "", "no 'Task'"),
+        (  # a misspelt key is refused, naming it, not silently ignored
+            {
+                "task.json": b'{"task_id": "evil", "version": "1.0.0", "max_retires": 3}',
+                "task.py": b"class Task: pass\n",
+            },
+            "",
+            "task.json: max_retires",
+        ),
         (  # a schema that is not JSON Schema is refused at registration, not at a run
             {
                 "task.json": b'{"task_id": "evil", "version": "1.0.0", "input_schema": '
