@@ -15,7 +15,9 @@ Fetch = Callable[[str, str], AsyncIterator[bytes]]  # (uri, namespace) -> chunks
 class ArtifactCache:
     """Artifacts under ``root/<namespace>/<digest>/<filename>``: an artifact URI names a
     file only in the namespace it was uploaded in, so a step of another namespace never
-    finds it here."""
+    finds it here. Sandboxed workers see this tree; ``root`` and each namespace directory
+    may be passed through but not listed (mode 0711), so a worker reaches only the files
+    whose digest it was given."""
 
     def __init__(self, root: str | Path, fetch: Fetch) -> None:
         self.root = Path(root)
@@ -33,7 +35,11 @@ class ArtifactCache:
             if target.is_file():
                 return target
             data = await download_verified(self._fetch(uri, namespace), digest, "artifact")
-            target.parent.mkdir(parents=True, exist_ok=True)
+            namespace_dir = self.root / namespace
+            if not namespace_dir.is_dir():
+                namespace_dir.mkdir(parents=True, exist_ok=True)
+                namespace_dir.chmod(0o711)
+            target.parent.mkdir(exist_ok=True)
             tmp = target.with_name(f".{filename}.{os.getpid()}.part")
             tmp.write_bytes(data)
             tmp.rename(target)

@@ -125,6 +125,8 @@ class Registry:
             found = self.tasks.get(owner, bare, version)
         if found is None:
             raise NotFound(f"no task {what} is registered", field="task_id")
+        if owner != namespace:  # shared: checked above
+            return dataclasses.replace(found, shared=True)
         return self._with_sharing(found)
 
     def list_tasks(

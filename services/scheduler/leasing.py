@@ -46,7 +46,7 @@ def step_input(leased: Leased) -> tuple[str, list[tuple[str, str]], dict[str, st
         return step_inputs.default_input(leased.run_input_json, leased.dep_outputs), [], {}
     run_input = json.loads(leased.run_input_json)
     if not spec:
-        document = json.loads(step_inputs.default_input(leased.run_input_json, leased.dep_outputs))
+        document = step_inputs.default_document(run_input, leased.dep_outputs)
         edges: list[tuple[str, str]] = []
         sources: dict[str, str] = {}
     else:

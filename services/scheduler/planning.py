@@ -261,11 +261,13 @@ def check_input(plan: Plan, doc: dict[str, Any]) -> None:
     input_check.check_pipeline_input(plan.input_validation, doc)
     step_ids = {p.step_id for p in plan.steps}
     for p in plan.steps:
+        if not p.deps:
+            continue  # a first step's whole input is resolved below
         for key, expr in p.mapping.items():
             if not mapping.is_expression(expr):
                 continue
             path = mapping.parse(expr, step_ids, key)
-            if path.source or (path.segments[0] in p.optional and path.segments[0] not in doc):
+            if path.source or step_inputs.absent_optional(path, p.optional, doc):
                 continue  # an upstream output, or an optional field this run did not give
             try:
                 mapping.evaluate(path, doc)

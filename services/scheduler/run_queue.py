@@ -41,11 +41,6 @@ IDEMPOTENCY_TTL_S = 24 * 3600
 Call = tuple[str, list[Any]]  # a script's name and its arguments (after the key prefix)
 
 
-def now_ms() -> int:
-    """The system clock in ms (for callers without a clock of their own)."""
-    return SYSTEM.now_ms()
-
-
 class RunQueue:
     """Queues, leases, retries and per-run state in Redis.
 

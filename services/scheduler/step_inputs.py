@@ -62,9 +62,9 @@ def resolve(
             document[key] = expr
             continue
         path = mapping.parse(expr, step_ids, key)
+        if absent_optional(path, optional, run_input):
+            continue
         source_doc = outputs[path.source] if path.source else run_input
-        if not path.source and path.segments[0] in optional and path.segments[0] not in run_input:
-            continue  # an optional run-input field this run did not give
         value = mapping.evaluate(path, source_doc)
         document[key] = value
         kind = json_type(value)
@@ -75,14 +75,25 @@ def resolve(
     return document, edges, sources
 
 
-def default_input(run_input_json: str, dep_outputs: dict[str, str]) -> str:
+def absent_optional(path: mapping.Path, optional: frozenset[str], run_input: Any) -> bool:
+    """Whether ``path`` reads one of the run input's optional fields that this run did not
+    give (the mapped field is then left out)."""
+    if path.source:  # an upstream step's output (its segments may be empty: the whole of it)
+        return False
+    return path.segments[0] in optional and path.segments[0] not in run_input
+
+
+def default_document(run_input: dict[str, Any], dep_outputs: dict[str, str]) -> dict[str, Any]:
     """Without a mapping: a first step gets the run's input; a later one the run's input
     plus its dependencies' outputs under their step ids (so ``image_path`` still arrives)."""
+    return {**run_input, **{k: json.loads(v) for k, v in dep_outputs.items() if v is not None}}
+
+
+def default_input(run_input_json: str, dep_outputs: dict[str, str]) -> str:
+    """``default_document`` as JSON text (the run input's text as it is, for a first step)."""
     if not dep_outputs:
         return run_input_json
-    document = json.loads(run_input_json)
-    document.update({k: json.loads(v) for k, v in dep_outputs.items() if v is not None})
-    return json.dumps(document)
+    return json.dumps(default_document(json.loads(run_input_json), dep_outputs))
 
 
 PARAMETER_SOURCES = ("step_parameters", "parameters")  # run-input fields that carry them

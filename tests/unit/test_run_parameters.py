@@ -55,3 +55,12 @@ def test_an_optional_run_input_field_is_left_out_when_absent() -> None:
     assert document == {"t": "Hi"} and len(edges) == 1
     with pytest.raises(MissingValue):
         resolve(spec, set(), {"text": "Hi"}, {}, {}, "input_001")
+
+
+def test_a_whole_upstream_output_is_never_an_absent_optional_field() -> None:
+    from services.common.mapping import parse
+    from services.scheduler.step_inputs import absent_optional
+
+    whole = parse("$.detect", {"detect"}, "detection")  # no segments after the step id
+    assert not absent_optional(whole, frozenset({"detect"}), {})
+    assert absent_optional(parse("$.lower", set(), "l"), frozenset({"lower"}), {})
