@@ -10,7 +10,6 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pymongo
 import pytest
@@ -19,6 +18,7 @@ from clients.sdk import Client
 from services.localstack import Cluster
 from tests.conftest import ROOT, shared_file
 from tests.integration.test_executor import make_task, stop_executor
+from tests.waiting import eventually
 
 FIXTURES = ROOT / "tests" / "fixtures" / "tasks"
 
@@ -50,14 +50,6 @@ def journal(path: Path) -> list[tuple[str, int, float]]:
         (kind, int(pid), float(t))
         for kind, pid, t in (line.split() for line in path.read_text().splitlines())
     ]
-
-
-def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def alive(pid: int) -> bool:
@@ -95,11 +87,11 @@ def test_workers_die_with_a_killed_executor_so_the_retry_never_overlaps(
     second = None
     try:
         r = client.submit(task="journal", input={"journal": str(log), "seconds": 6})
-        wait_for(lambda: journal(log), 60, "the first execution to start")
+        eventually(lambda: journal(log), 60, "the first execution to start")
         [(_, pid, _)] = journal(log)
         first.proc.kill()  # kill -9: no drain, no cleanup
         first.proc.wait(10)
-        wait_for(lambda: not alive(pid), 3, f"worker {pid} to die with its executor")
+        eventually(lambda: not alive(pid), 3, f"worker {pid} to die with its executor")
         died = time.time()
         second = cluster.add_executor("--queues", "faultq", slots=1)
         done = client.wait(r.run_id, timeout=90)
@@ -123,12 +115,12 @@ def test_a_frozen_executor_stops_its_steps_before_their_lease_can_lapse(
     second = None
     try:
         r = client.submit(task="journal", input={"journal": str(log), "seconds": 8})
-        wait_for(lambda: journal(log), 60, "the first execution to start")
+        eventually(lambda: journal(log), 60, "the first execution to start")
         [(_, pid, _)] = journal(log)
         frozen.proc.send_signal(signal.SIGSTOP)
         stopped = time.time()
         second = cluster.add_executor("--queues", "faultq", slots=1)
-        wait_for(lambda: not alive(pid), 6, f"worker {pid} to stop at its fence")
+        eventually(lambda: not alive(pid), 6, f"worker {pid} to stop at its fence")
         died = time.time()
         assert died - stopped < 3.0  # the lease (3 s) would lapse after this
         done = client.wait(r.run_id, timeout=90)
@@ -175,7 +167,7 @@ def test_an_error_inside_a_slot_fails_the_step_and_the_slot_goes_on(
     cache = tmp_path / "slot-cache"
     child = cluster.add_executor("--queues", "slotq", "--cache-dir", str(cache), slots=1)
     try:
-        wait_for(lambda: (cache / "packages").is_dir(), 30, "the executor's cache")
+        eventually(lambda: (cache / "packages").is_dir(), 30, "the executor's cache")
         shutil.rmtree(cache / "packages")
         (cache / "packages").write_text("not a directory")  # unpacking will fail (OSError)
         broken = client.wait(client.submit(task="slot_probe", input={}).run_id, timeout=60)
@@ -257,7 +249,7 @@ def test_an_object_store_outage_during_a_step_costs_no_retry(
         cluster.registry = cluster._service(
             "registry", "services.registry", "--listen", cluster.registry_address
         )
-        wait_for(lambda: serving(cluster.registry_address), 30, "the registry to be back")
+        eventually(lambda: serving(cluster.registry_address), 30, "the registry to be back")
         done = client.wait(r.run_id, timeout=90)
         assert done.state == "COMPLETED", done.steps[0].error
         assert done.steps[0].attempt == 1

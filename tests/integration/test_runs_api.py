@@ -14,6 +14,7 @@ import redis
 from clients.sdk import ApiError, Client
 from services.localstack import Cluster
 from tests.conftest import ROOT, keyed_channel, run_cli
+from tests.waiting import eventually
 from wtm.v1 import scheduler_service_pb2 as spb
 from wtm.v1 import scheduler_service_pb2_grpc as spb_grpc
 
@@ -85,8 +86,13 @@ def test_list_runs_pages_newest_first_and_filters(client: Client) -> None:
     batch_id, run_ids = client.submit_many([{"text": str(i)} for i in range(7)], task="word_count")
     for r in run_ids:
         client.wait(r, 30)
-    time.sleep(0.3)  # history is written behind, within a few tens of ms
-    listed = list(client.list_runs(batch_id=batch_id, page_size=3))
+
+    def all_ended() -> list | None:  # history is written behind
+        runs = list(client.list_runs(batch_id=batch_id, page_size=3))
+        ended = len(runs) == len(run_ids) and all(r.state == "COMPLETED" for r in runs)
+        return runs if ended else None
+
+    listed = eventually(all_ended, 10, "the batch's history")
     assert sorted(r.run_id for r in listed) == sorted(run_ids)  # three pages, no overlap
     created = [r.created_at for r in listed]
     assert created == sorted(created, reverse=True)
@@ -114,9 +120,12 @@ def test_the_cli_lists_runs_and_executors_and_cancels(cluster: Cluster, client: 
     r = client.submit(task="sleeper", input={"seconds": 30})
     out = run_cli(cluster, "run", "cancel", r.run_id, "--reason", "from the cli").stdout
     assert "CANCELLED" in out
-    time.sleep(0.3)
-    listed = json.loads(run_cli(cluster, "--json", "run", "list", "--task", "sleeper").stdout)
-    assert r.run_id in {x["run_id"] for x in listed}
+
+    def listed_cancelled() -> bool:
+        out = run_cli(cluster, "--json", "run", "list", "--task", "sleeper").stdout
+        return any(x["run_id"] == r.run_id and x["state"] == "CANCELLED" for x in json.loads(out))
+
+    eventually(listed_cancelled, 10, "the cancelled run in `wtm run list`")
     executors = json.loads(run_cli(cluster, "--json", "executor", "list").stdout)
     assert "executor-1" in {e["executor_id"] for e in executors}
     table = run_cli(cluster, "executor", "list").stdout

@@ -7,7 +7,6 @@ This module starts its own stack with tracing on (the session's runs with it off
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from services.localstack import Cluster
 from services.localstack.otlp_receiver import Receiver
 from services.localstack.processes import free_port
 from tests.conftest import EXAMPLES, ROOT, run_cli
+from tests.waiting import eventually
 
 
 @dataclass
@@ -63,13 +63,22 @@ def face_run(traced: Traced) -> Any:
         done = client.wait(run.run_id, timeout=120)
     assert done.state == "COMPLETED", done.error
     assert done.trace_id and done.trace_id == run.trace_id
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:  # spans arrive in batches; the run span comes last
-        names = {s.name for s in traced.receiver.of(done.trace_id)}
-        if "run face_processing_pipeline" in names and "process()" in names:
-            break
-        time.sleep(0.2)
-    time.sleep(0.5)  # the executors' last batch
+    steps = len(done.steps)
+
+    def all_exported() -> bool:  # spans arrive in batches from three services
+        spans = traced.receiver.of(done.trace_id)
+        names = [s.name for s in spans]
+        return (
+            "run face_processing_pipeline" in names
+            and sum(n.startswith("step ") for n in names) == steps
+            and sum(n.startswith("execute ") for n in names) == steps
+            and names.count("process()") == steps
+            and names.count("load package") == steps
+            and "start worker + setup()" in names
+            and any("Download" in n for n in names)
+        )
+
+    eventually(all_exported, 30, "every span of the run")
     return done
 
 

@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pymongo
@@ -18,6 +17,7 @@ from services.common.backends import s3_client
 from services.common.packaging import pack_directory
 from services.localstack import Cluster
 from tests.conftest import EXAMPLES, keyed_channel
+from tests.waiting import eventually
 
 
 @pytest.fixture(scope="module")
@@ -25,16 +25,6 @@ def db(cluster: Cluster):  # noqa: ANN201
     assert cluster.endpoints is not None
     with pymongo.MongoClient(cluster.endpoints.mongodb_uri) as mongo_client:
         yield mongo_client["wtm"]
-
-
-def wait_for(check, timeout: float = 10.0):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture(scope="module")
@@ -104,9 +94,9 @@ def test_a_one_step_run_completes_with_its_output(client: Client, sentiment) -> 
 def test_the_finished_run_is_recorded_in_mongodb(db, client: Client, sentiment) -> None:  # noqa: ANN001
     run = client.submit(task="text_sentiment", input={"text": "terrible and slow"})
     client.wait(run.run_id, timeout=60)
-    doc = wait_for(lambda: db.runs.find_one({"run_id": run.run_id, "state": "COMPLETED"}))
+    doc = eventually(lambda: db.runs.find_one({"run_id": run.run_id, "state": "COMPLETED"}))
     assert json.loads(doc["output_json"])["sentiment"] == "negative"
-    step = wait_for(lambda: db.step_runs.find_one({"run_id": run.run_id}))
+    step = eventually(lambda: db.step_runs.find_one({"run_id": run.run_id}))
     assert (step["state"], step["attempt"], step["executor_id"]) == ("COMPLETED", 1, "executor-1")
 
 
