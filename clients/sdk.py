@@ -163,6 +163,7 @@ class PipelineStepInfo:
     retry_count: int
     input_mapping: dict[str, Any]
     queue: str
+    cache: bool | None = None  # the step's own "cache" (None: as the pipeline's)
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,9 @@ class PipelineInfo:
     namespace: str = ""
     # Keys of the registered config kept but not acted on (from RegisterPipelines).
     warnings: list[str] = field(default_factory=list)
+    max_parallel_tasks: int = 0  # global_settings: 0 = no limit of its own
+    enable_caching: bool = False
+    log_level: str = ""
 
     @classmethod
     def _from(
@@ -200,6 +204,7 @@ class PipelineInfo:
                 s.retry_count,
                 json.loads(s.input_mapping_json or "{}"),
                 s.queue,
+                s.cache if s.HasField("cache") else None,
             )
             for s in p.steps
         ]
@@ -216,6 +221,9 @@ class PipelineInfo:
             created,
             registered_before,
             p.namespace,
+            max_parallel_tasks=p.max_parallel_tasks,
+            enable_caching=p.enable_caching,
+            log_level=p.log_level,
         )
 
 
@@ -236,6 +244,7 @@ class StepInfo:
     logs: list[str] = field(default_factory=list)
     input_id: str = ""  # the lineage ids of the step's input and output documents
     output_id: str = ""
+    cached_from: str = ""  # "run_id/output_id" when the output came from the result cache
 
 
 @dataclass(frozen=True)
@@ -283,6 +292,7 @@ class RunInfo:
                 list(s.logs),
                 s.input_id,
                 s.output_id,
+                s.cached_from,
             )
             for s in r.steps
         ]
@@ -301,9 +311,11 @@ class RunInfo:
                         "process_seconds": t.process_seconds,
                         "pickup_seconds": t.pickup_seconds,
                         "report_seconds": t.report_seconds,
+                        "cached": t.cached,
                     }
                     for t in ps.steps
                 ],
+                "cache_hits": ps.cache_hits,
             }
         return cls(
             r.run_id,
@@ -623,9 +635,12 @@ class Client:
         priority: int = 0,
         request_id: str = "",
         labels: dict[str, str] | None = None,
+        cache: bool | None = None,
     ) -> RunInfo:
-        """Submit a run of a task or a pipeline on one input document."""
-        request = _submit_request(task, pipeline, input, priority, request_id, labels)
+        """Submit a run of a task or a pipeline on one input document. ``cache``: None
+        follows the pipeline's enable_caching; False turns result caching off for this run;
+        True turns it on for every step (a task run too)."""
+        request = _submit_request(task, pipeline, input, priority, request_id, labels, cache)
         return RunInfo._from(self._call(self._scheduler.SubmitRun, request).run)
 
     def submit_many(
@@ -636,6 +651,7 @@ class Client:
         priority: int = 0,
         request_id: str = "",
         labels: dict[str, str] | None = None,
+        cache: bool | None = None,
     ) -> tuple[str, list[str]]:
         """Submit one run per input document in one call; returns (batch id, run ids)."""
         request = spb.SubmitRunsRequest(
@@ -645,6 +661,7 @@ class Client:
             priority=priority,
             request_id=request_id,
             labels=labels or {},
+            cache=cache,
         )
         reply = self._call(self._scheduler.SubmitRuns, request)
         return reply.batch_id, list(reply.run_ids)
@@ -743,11 +760,12 @@ class Client:
         request_id: str = "",
         labels: dict[str, str] | None = None,
         timeout: float = 300.0,
+        cache: bool | None = None,
     ) -> RunInfo:
         """Submit a run and wait for it to finish, in one call: the scheduler answers when
         the run has ended. Returns the finished run (large outputs fetched); raises
         ``TimeoutError`` if it has not finished within ``timeout`` seconds."""
-        request = _submit_request(task, pipeline, input, priority, request_id, labels)
+        request = _submit_request(task, pipeline, input, priority, request_id, labels, cache)
         request.wait.FromNanoseconds(int(min(timeout, 3600.0) * 1e9))
         reply = self._call(self._scheduler.SubmitRun, request, timeout=timeout + 30)
         run = RunInfo._from(reply.run)
@@ -812,6 +830,7 @@ def _submit_request(
     priority: int,
     request_id: str,
     labels: dict[str, str] | None,
+    cache: bool | None = None,
 ) -> spb.SubmitRunRequest:
     return spb.SubmitRunRequest(
         task=task,
@@ -820,4 +839,5 @@ def _submit_request(
         priority=priority,
         request_id=request_id,
         labels=labels or {},
+        cache=cache,
     )

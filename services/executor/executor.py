@@ -533,6 +533,7 @@ class Executor:
             "upstream_output_ids": dict(a.upstream_output_ids),
             "input_sources": dict(a.input_sources),
             "artifacts": artifacts,
+            "log_level": a.log_level,
         }
         worker = await self.workers.acquire(
             package_dir, a.entry_point, extra_paths, manifest.get("resources") or {}

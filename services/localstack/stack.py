@@ -78,11 +78,20 @@ class LocalStack:
         self.endpoints: StackEndpoints | None = None
 
     def start(self, timeout: float = 60.0) -> StackEndpoints:
-        try:
-            return self._start(timeout)
-        except BaseException:
-            self.stop()
-            raise
+        """Start the servers on free ports. A port picked free can be taken by another
+        process before a server binds it: then everything is stopped and started again on
+        new ports (three tries)."""
+        for attempt in range(3):
+            try:
+                return self._start(timeout)
+            except RuntimeError as exc:
+                self.stop()
+                if "address already in use" not in str(exc) or attempt == 2:
+                    raise
+            except BaseException:
+                self.stop()
+                raise
+        raise AssertionError("unreachable")
 
     def _start(self, timeout: float) -> StackEndpoints:
         for sub in ("valkey", "seaweedfs", "mongo"):

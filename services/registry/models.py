@@ -153,6 +153,7 @@ class PipelineVersion:
                     retry_count=st.retry_count or 0,
                     input_mapping_json=json.dumps(st.input_mapping),
                     queue=st.queue,
+                    cache=st.cache,
                 )
                 for st in s.steps
             ],
@@ -161,6 +162,9 @@ class PipelineVersion:
             metadata_json=json.dumps(s.metadata),
             enabled=s.enabled,
             namespace=self.namespace,
+            max_parallel_tasks=s.max_parallel_tasks,
+            enable_caching=s.enable_caching,
+            log_level=s.log_level,
         )
         message.create_time.FromDatetime(self.created_at)
         return message

@@ -48,6 +48,7 @@ class StepSpec:
     input_mapping: dict[str, Any] = field(default_factory=dict)
     digest: str = ""
     queue: str = ""
+    cache: bool | None = None  # None: as the pipeline's enable_caching
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,9 @@ class PipelineSpec:
     output_format: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     enabled: bool = True
+    max_parallel_tasks: int = 0  # 0: no limit of its own
+    enable_caching: bool = False
+    log_level: str = ""  # "": each task's own
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))  # keeps the author's order of steps and mappings
@@ -107,20 +111,22 @@ def _dict(value: Any, where: str) -> dict[str, Any]:
 
 # Every key a config may hold: each is acted on, or listed in KEPT_ONLY with what becomes of
 # it (a warning in the registration's answer). Any other key is refused, naming its path.
-GLOBAL_KEYS = {"default_timeout", "default_retry_count", "max_retries"}
+GLOBAL_KEYS = {
+    "default_timeout", "default_retry_count", "max_retries", "max_parallel_tasks",
+    "enable_caching", "log_level",
+}  # fmt: skip
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+MAX_PARALLEL_TASKS = 10_000
 PIPELINE_KEYS = {
     "pipeline_id", "id", "name", "description", "version", "steps", "input_validation",
     "output_format", "metadata", "enabled", "global_settings",
 }  # fmt: skip
 STEP_KEYS = {
     "step_id", "task_id", "timeout", "retry_count", "depends_on", "parallel_group",
-    "input_mapping", "queue",
+    "input_mapping", "queue", "cache",
 }  # fmt: skip
 VALIDATION_KEYS = {"required_fields", "optional_fields", "supported_formats"}
 KEPT_ONLY = {
-    "global_settings.max_parallel_tasks": "not enforced: a run's steps run as slots allow",
-    "global_settings.enable_caching": "not acted on: results are not cached",
-    "global_settings.log_level": "not acted on: tasks log at their own level",
     "output_format": "kept as documentation: the run's output is its last step's output "
     "(or an object of every last step's output)",
     "input_processors": "not acted on: tasks read their inputs themselves (paths and "
@@ -145,13 +151,7 @@ def config_warnings(doc: Any) -> list[str]:
     warnings = []
     settings = doc.get("global_settings")
     if isinstance(settings, dict):
-        _unknown(settings, GLOBAL_KEYS | {k.split(".")[1] for k in KEPT_ONLY if "." in k},
-                 "global_settings")  # fmt: skip
-        warnings += [
-            f"global_settings.{k}: {KEPT_ONLY['global_settings.' + k]}"
-            for k in sorted(settings)
-            if f"global_settings.{k}" in KEPT_ONLY
-        ]
+        _unknown(settings, GLOBAL_KEYS, "global_settings")
     warnings += [f"{k}: {KEPT_ONLY[k]}" for k in TOP_KEEPS if k in doc]
     if "pipelines" in doc:
         _unknown(doc, {"pipelines", "global_settings", *TOP_KEEPS}, "")
@@ -164,6 +164,8 @@ def config_warnings(doc: Any) -> list[str]:
             continue
         _unknown(p, PIPELINE_KEYS, where)
         prefix = f"{where}." if where else ""
+        if isinstance(p.get("global_settings"), dict):
+            _unknown(p["global_settings"], GLOBAL_KEYS, f"{prefix}global_settings")
         if isinstance(p.get("input_validation"), dict):
             _unknown(p["input_validation"], VALIDATION_KEYS, f"{prefix}input_validation")
         for i, step in enumerate(p.get("steps") or []):
@@ -195,7 +197,17 @@ def parse_config(doc: Any, only: str = "") -> list[PipelineSpec]:
             raise _err("pipeline_id", f"the config has no pipeline {only!r}")
     if not items:
         raise _err("pipelines", "is empty")
-    return [parse_pipeline(pid, p, settings, where) for pid, p, where in items]
+    return [
+        parse_pipeline(pid, p, {**settings, **_own_settings(p, where)}, where)
+        for pid, p, where in items
+    ]
+
+
+def _own_settings(doc: Any, where: str) -> dict[str, Any]:
+    """A pipeline's own global_settings (over the config's)."""
+    if where == "pipeline" or not isinstance(doc, dict):
+        return {}  # a single pipeline's global_settings are the config's
+    return _dict(doc.get("global_settings"), f"{where}.global_settings")
 
 
 def parse_pipeline(
@@ -224,6 +236,18 @@ def parse_pipeline(
         0,
         MAX_RETRIES,
     )
+    max_parallel = _opt_int(
+        settings.get("max_parallel_tasks"),
+        "global_settings.max_parallel_tasks",
+        1,
+        MAX_PARALLEL_TASKS,
+    )
+    caching = settings.get("enable_caching", False)
+    if not isinstance(caching, bool):
+        raise _err("global_settings.enable_caching", f"must be true or false, got {caching!r}")
+    log_level = settings.get("log_level") or ""
+    if not isinstance(log_level, str) or (log_level and log_level.upper() not in LOG_LEVELS):
+        raise _err("global_settings.log_level", f"must be one of {', '.join(LOG_LEVELS)}")
     steps = [
         _parse_step(s, f"{where}.steps[{i}]", default_timeout, default_retries)
         for i, s in enumerate(raw_steps)
@@ -250,6 +274,9 @@ def parse_pipeline(
         output_format=_dict(doc.get("output_format"), f"{where}.output_format"),
         metadata=_dict(doc.get("metadata"), f"{where}.metadata"),
         enabled=enabled,
+        max_parallel_tasks=max_parallel or 0,
+        enable_caching=caching,
+        log_level=log_level.upper(),
     )
 
 
@@ -282,6 +309,9 @@ def _parse_step(
             f"{where}.queue",
             f"must be 1-64 lowercase letters, digits, '_', '.', '-', got {queue!r}",
         )
+    cache = doc.get("cache")
+    if cache is not None and not isinstance(cache, bool):
+        raise _err(f"{where}.cache", f"must be true or false, got {cache!r}")
     return StepSpec(
         step_id=step_id,
         task_id=task_id,
@@ -292,6 +322,7 @@ def _parse_step(
         parallel_group=group,
         input_mapping=_dict(doc.get("input_mapping"), f"{where}.input_mapping"),
         queue=queue,
+        cache=cache,
     )
 
 

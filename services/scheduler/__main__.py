@@ -14,6 +14,7 @@ from services.scheduler.dispatcher import Dispatcher
 from services.scheduler.history import History
 from services.scheduler.large_documents import LargeDocuments
 from services.scheduler.listeners import Listeners
+from services.scheduler.result_cache import ResultCache
 from services.scheduler.run_queue import RunQueue
 from services.scheduler.run_store import RunStore
 from services.scheduler.runs import RunService
@@ -58,6 +59,9 @@ async def serve(settings: SchedulerSettings) -> None:
         documents=documents,
         prefetch=settings.prefetch,
         silent_after=3 * settings.heartbeat_seconds,
+        cache=ResultCache(
+            queue.redis, settings.result_cache_seconds, settings.result_cache_max_bytes
+        ),
     )
     runs = RunService(queue.reader, dispatcher.fleet.record, store, catalog, dispatcher, listeners)
     listeners.register(history, TracingListener(), dispatcher.metrics, runs)

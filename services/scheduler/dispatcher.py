@@ -26,6 +26,7 @@ from services.scheduler.listeners import Listeners
 from services.scheduler.metrics import SchedulerMetrics
 from services.scheduler.queue_records import Submission
 from services.scheduler.reaper import Reaper
+from services.scheduler.result_cache import ResultCache
 from services.scheduler.retry_policy import RetryPolicy
 from services.scheduler.run_queue import RunQueue
 
@@ -44,13 +45,14 @@ class Dispatcher:
         prefetch: int = 0,
         silent_after: float = 15.0,
         clock: Clock = SYSTEM,
+        cache: ResultCache | None = None,
     ) -> None:
         self.queue = queue
         self.listeners = listeners
         self.fleet = Fleet(queue, scheduler_id, silent_after, clock)
         self.metrics = SchedulerMetrics(self.fleet)
         self.leaser = Leaser(
-            queue, self.fleet, listeners, lease_seconds, retry, documents, prefetch, clock
+            queue, self.fleet, listeners, lease_seconds, retry, documents, prefetch, clock, cache
         )
         self.intake = Intake(queue, self.fleet, self.leaser, listeners, clock)
         self.reaper = Reaper(queue, self.fleet, self.leaser, listeners, self.metrics)

@@ -63,6 +63,7 @@ class Assignment:
     traceparent: str = ""
     lease_id: str = ""
     namespace: str = "default"
+    log_level: str = ""  # the task logger's level ("": the task's own)
 
 
 @dataclass(frozen=True)

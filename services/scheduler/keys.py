@@ -42,6 +42,17 @@ def outputs(run_id: str) -> str:
     return f"{PREFIX}o:{run_id}"
 
 
+def held(run_id: str) -> str:
+    """ZSET of a run's ready steps waiting for room under its max_parallel_tasks."""
+    return f"{PREFIX}h:{run_id}"
+
+
+def result_cache(namespace: str, key_hash: str) -> str:
+    """STRING of a cached step output (JSON {output, from}), by namespace and the sha256 of
+    task digest and canonical input (``result_cache.py``); expires after the cache TTL."""
+    return f"{PREFIX}cache:{namespace}:{key_hash}"
+
+
 def logs(run_id: str, step_id: str) -> str:
     """LIST of what the step's current attempt logged ("LEVEL text"), moved onto the step
     hash when the attempt ends."""

@@ -27,6 +27,7 @@ from services.scheduler.fleet import Assignment, ExecutorSession, Fleet
 from services.scheduler.large_documents import LargeDocumentError, LargeDocuments
 from services.scheduler.listeners import Listeners
 from services.scheduler.queue_records import Completion, Leased, Submission
+from services.scheduler.result_cache import CachedOutput, ResultCache
 from services.scheduler.retry_policy import RetryPolicy
 from services.scheduler.run_queue import RunQueue
 
@@ -89,7 +90,20 @@ def assignment(
         input_sources=sources,
         traceparent=traceparent,
         namespace=s.get("namespace", "default"),
+        log_level=s.get("log_level", ""),
     )
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A leased step with its input built, about to be sent (or completed from the cache)."""
+
+    session: ExecutorSession
+    leased: Leased
+    input_json: str
+    edges: list[tuple[str, str]]
+    sources: dict[str, str]
+    cache_key: str = ""  # "": not cached
 
 
 @dataclass
@@ -117,8 +131,10 @@ class Leaser:
         documents: LargeDocuments | None = None,
         prefetch: int = 0,
         clock: Clock = SYSTEM,
+        cache: ResultCache | None = None,
     ) -> None:
         self.queue = queue
+        self.cache = cache
         self.fleet = fleet
         self.listeners = listeners
         self.lease_ms = lease_seconds * 1000
@@ -215,7 +231,7 @@ class Leaser:
         self, wanting: list[ExecutorSession], wants: list[Want], leases: list[list[Leased]]
     ) -> None:
         """Build the leased steps' inputs and send them to their executors; a step whose
-        input cannot be built fails here."""
+        input cannot be built fails here, and one whose output is cached completes here."""
         if not wants:
             return
         self.saturated = any(
@@ -223,67 +239,106 @@ class Leaser:
         ) or any(
             s.free_slots + s.prefetch_room(self.prefetch) == 0 for s in self.fleet.sessions.values()
         )
-        annotations: dict[str, dict[str, str]] = {}
-        outgoing: list[tuple[ExecutorSession, Assignment]] = []
-        failed: list[Completion] = []
+        ready: list[Prepared] = []
+        ended: list[Completion] = []  # failed inputs and cache hits: recorded here
         for session, leased_list in zip(wanting, leases, strict=True):
             for leased in leased_list:
-                try:
-                    input_json, edges, sources = await self._input_of(leased)
-                except (MissingValue, ValueError, KeyError, RecursionError) as exc:
-                    # The mapping found nothing (an upstream output lacks the field): no
-                    # retry can change that, so the step fails at once.
-                    failed.append(
-                        Completion(
-                            leased.member, leased.attempt, "FATAL", "", f"input_mapping: {exc}"
-                        )
-                    )
-                    continue
-                except LargeDocumentError as exc:
-                    outcome = "FAILED" if exc.retryable else "FATAL"
-                    failed.append(
-                        Completion(
-                            leased.member,
-                            leased.attempt,
-                            outcome,
-                            "",
-                            f"input: {exc}",
-                            self.retry_at_ms(leased.attempt),
-                        )
-                    )
-                    continue
-                notes, traceparent = tracing.step_fields(
-                    leased.trace_id,
-                    leased.run_span,
-                    leased.upstream_spans,
-                    leased.step.get("error", ""),
-                    leased.attempt,
+                prepared = await self._prepare(session, leased)
+                if isinstance(prepared, Completion):
+                    ended.append(prepared)
+                else:
+                    ready.append(prepared)
+        hits = await self._cache_hits(ready)
+        annotations: dict[str, dict[str, str]] = {}
+        outgoing: list[tuple[ExecutorSession, Assignment]] = []
+        for p, hit in zip(ready, hits, strict=True):
+            leased = p.leased
+            notes, traceparent = tracing.step_fields(
+                leased.trace_id,
+                leased.run_span,
+                leased.upstream_spans,
+                leased.step.get("error", ""),
+                leased.attempt,
+            )
+            edges = p.edges
+            if hit is not None:
+                notes["cached_from"] = hit.source
+                edges = [*edges, (hit.source, leased.step["output_id"])]
+            elif p.cache_key and self.cache is not None:
+                notes.update(self.cache.store_fields(p.cache_key))
+            if edges:
+                notes["lineage"] = json.dumps(edges)
+            if notes:
+                annotations[leased.member] = notes
+            if leased.run_started:
+                self.listeners.run_started(leased.run_id, self.clock.now_ms())
+            if hit is not None:
+                ended.append(
+                    Completion(leased.member, leased.attempt, "SUCCEEDED", hit.output_json)
                 )
-                if edges:
-                    notes["lineage"] = json.dumps(edges)
-                if notes:
-                    annotations[leased.member] = notes
-                session.in_flight[leased.member] = leased.attempt
-                if leased.run_started:
-                    self.listeners.run_started(leased.run_id, self.clock.now_ms())
-                outgoing.append((session, assignment(leased, input_json, sources, traceparent)))
+                continue
+            p.session.in_flight[leased.member] = leased.attempt
+            outgoing.append((p.session, assignment(leased, p.input_json, p.sources, traceparent)))
         if annotations:  # before the executor can report, so a result always finds them
             await self.queue.annotate(annotations)
         for session, message in outgoing:
             session.outbox.put_nowait(message)
-        if failed:
-            for c, v in zip(failed, await self.queue.complete_many(failed), strict=True):
+        if ended:
+            for c, v in zip(ended, await self.queue.complete_many(ended), strict=True):
                 self.fleet.send_cancels(v.cancel)
-                self.listeners.step_ended(c.member, v.snapshot, "", v.ends_run, v.final)
+                self.listeners.step_ended(c.member, v.snapshot, c.output_json, v.ends_run, v.final)
 
-    async def _input_of(self, leased: Leased) -> tuple[str, list[tuple[str, str]], dict[str, str]]:
+    async def _prepare(self, session: ExecutorSession, leased: Leased) -> Prepared | Completion:
+        """A leased step's input, or the failure that ends the attempt when it cannot be
+        built (any error: one step's bad input never fails the whole round)."""
+        try:
+            return await self._input_of(session, leased)
+        except LargeDocumentError as exc:
+            outcome = "FAILED" if exc.retryable else "FATAL"
+            return Completion(
+                leased.member,
+                leased.attempt,
+                outcome,
+                "",
+                f"input: {exc}",
+                self.retry_at_ms(leased.attempt),
+            )
+        except (MissingValue, ValueError, KeyError, RecursionError) as exc:
+            # The mapping found nothing (an upstream output lacks the field): no retry can
+            # change that, so the step fails at once.
+            return Completion(leased.member, leased.attempt, "FATAL", "", f"input_mapping: {exc}")
+        except Exception as exc:  # a bug here must not fail the other steps of the round
+            log.exception("building the input of %s failed", leased.member)
+            return Completion(
+                leased.member,
+                leased.attempt,
+                "FAILED",
+                "",
+                f"input: {type(exc).__name__}: {exc}",
+                self.retry_at_ms(leased.attempt),
+            )
+
+    async def _cache_hits(self, ready: list[Prepared]) -> list[CachedOutput | None]:
+        """For each prepared step, its cached output, if caching is on for it and has one."""
+        asking = [p.cache_key for p in ready if p.cache_key]
+        if not asking or self.cache is None:
+            return [None] * len(ready)
+        found = iter(await self.cache.lookup(asking))
+        return [next(found) if p.cache_key else None for p in ready]
+
+    async def _input_of(self, session: ExecutorSession, leased: Leased) -> Prepared:
         leased = await self._expand_outputs(leased)
         input_json, edges, sources = step_input(leased)
+        cache_key = ""
+        if self.cache is not None and leased.step.get("cache") == "1":
+            cache_key = self.cache.key(
+                leased.step.get("namespace", "default"), leased.step["digest"], input_json
+            )
         if self.documents is not None:
             input_json = await self.documents.shrink(
                 input_json, f"{leased.step['input_id'] or 'input'}.json"
             )
-        return input_json, edges, sources
+        return Prepared(session, leased, input_json, edges, sources, cache_key)
 
     async def _expand_outputs(self, leased: Leased) -> Leased:
         """``leased`` with the upstream outputs that went by reference fetched."""

@@ -55,6 +55,7 @@ class StepRun:
     # the step's current attempt, so it did not count.
     lease_id: str = ""
     superseded: bool = False
+    cached_from: str = ""  # "run_id/output_id" of the cached output it reused (it did not run)
 
     @classmethod
     def from_redis(cls, h: dict[str, str], output_json: str) -> StepRun:
@@ -76,6 +77,7 @@ class StepRun:
             timings={k: int(h[k]) for k in TIMING_KEYS if h.get(k)},
             logs=_list(h.get("logs")),
             lease_id=h.get("lease", ""),
+            cached_from=h.get("cached_from", ""),
         )
 
     def to_doc(self, run_id: str) -> dict[str, Any]:
@@ -100,6 +102,7 @@ class StepRun:
             error=self.error,
             executor_id=self.executor_id,
             logs=self.logs,
+            cached_from=self.cached_from,
         )
         _set_time(m, "start_time", self.started_at)
         _set_time(m, "end_time", self.ended_at)
@@ -182,6 +185,7 @@ class Run:
                 "process_seconds": _us_between(s.timings, "t_p0", "t_p1"),
                 "pickup_seconds": _us_between(s.timings, "t_recv", "t_p0"),
                 "report_seconds": _us_between(s.timings, "t_sent", "t_rep"),
+                "cached": bool(s.cached_from),
             }
             for s, a, b in timed
         ]
@@ -192,6 +196,7 @@ class Run:
             "step_seconds_sum": round(total, 6),
             "parallel_speedup": round(total / span, 3) if span > 0 else 1.0,
             "steps": per_step,
+            "cache_hits": sum(1 for s in self.steps if s.cached_from),
         }
 
     def to_doc(self) -> dict[str, Any]:
@@ -242,6 +247,7 @@ class Run:
                     step_seconds_sum=summary["step_seconds_sum"],
                     parallel_speedup=summary["parallel_speedup"],
                     steps=[pb.StepTiming(**t) for t in summary["steps"]],
+                    cache_hits=summary.get("cache_hits", 0),
                 )
             )
         _set_time(m, "create_time", self.created_at)

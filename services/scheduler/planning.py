@@ -36,6 +36,7 @@ class SubmitRequest:
     labels: dict[str, str] | None = None
     wait_seconds: float = 0.0  # > 0: return once the run has finished, or after this long
     namespace: str = auth.DEFAULT_NAMESPACE  # the run's: its tasks, pipeline and queues
+    cache: bool | None = None  # None: as the pipeline says (a task run: no caching)
 
 
 @dataclass
@@ -55,6 +56,9 @@ class PlannedStep:
     namespace: str = auth.DEFAULT_NAMESPACE
     queue_key: str = ""  # the queue variant its attempts wait on ("": the task's)
     optional: frozenset[str] = frozenset()  # run-input fields the pipeline calls optional
+    cache: bool = False  # reuse an earlier output of this task digest on the same input
+    log_level: str = ""  # the task logger's level ("": the task's own)
+    max_parallel: int = 0  # the run's limit on steps in flight (0: none)
 
     @property
     def input_id(self) -> str:
@@ -97,6 +101,9 @@ class PlannedStep:
                 "accepts": json.dumps(step_inputs.accepted_fields(t.input_schema)),
                 "reads": json.dumps(self.reads),
                 "read_output_ids": json.dumps(self.output_ids),
+                **({"cache": "1"} if self.cache else {}),
+                **({"log_level": self.log_level} if self.log_level else {}),
+                **({"max_parallel": str(self.max_parallel)} if self.max_parallel else {}),
             },
         )
 
@@ -210,6 +217,7 @@ async def plan_run(catalog: TaskCatalog, req: SubmitRequest) -> Plan:
             1,
             frozenset([step_id]),
             namespace=ns,
+            cache=bool(req.cache),
         )
         return Plan([step], [step.step_id], task.priority, task_id=task.task_id)
     pipeline = await catalog.resolve_pipeline(ns, req.pipeline, field="pipeline")
@@ -235,6 +243,9 @@ async def plan_run(catalog: TaskCatalog, req: SubmitRequest) -> Plan:
             namespace=ns,
             queue_key=s.queue_key,
             optional=optional,
+            cache=step_caches(req.cache, s.cache, pipeline.enable_caching),
+            log_level=pipeline.log_level,
+            max_parallel=pipeline.max_parallel_tasks,
         )
         for i, s in enumerate(pipeline.steps)
     ]
@@ -251,6 +262,14 @@ async def plan_run(catalog: TaskCatalog, req: SubmitRequest) -> Plan:
         pipeline_version=pipeline.version,
         input_validation=pipeline.input_validation,
     )
+
+
+def step_caches(run: bool | None, step: bool | None, pipeline: bool) -> bool:
+    """Whether a step's output is cached: the submit's ``cache`` decides when given; else
+    the step's own ``cache`` key; else the pipeline's ``enable_caching``."""
+    if run is not None:
+        return run
+    return pipeline if step is None else step
 
 
 def check_input(plan: Plan, doc: dict[str, Any]) -> None:
@@ -341,6 +360,8 @@ def new_run(
         "submitted_by": run.submitted_by,
         "namespace": run.namespace,
     }
+    if plan.steps[0].max_parallel:
+        run_fields["max_parallel"] = str(plan.steps[0].max_parallel)
     if trace is not None:  # the run span: a child of the submit call, recorded at the end
         run_fields["trace_id"] = run.trace_id
         run_fields["trace_parent"] = trace.header()

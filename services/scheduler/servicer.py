@@ -79,6 +79,7 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
                 labels=dict(request.labels),
                 wait_seconds=request.wait.ToNanoseconds() / 1e9,
                 namespace=auth.scope(),
+                cache=request.cache if request.HasField("cache") else None,
             )
         )
         return spb.SubmitRunResponse(run=run.to_proto())
@@ -107,6 +108,7 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
                 request_id=request.request_id,
                 labels=dict(request.labels),
                 namespace=auth.scope(),
+                cache=request.cache if request.HasField("cache") else None,
             ),
             list(request.inputs_json),
         )
@@ -177,6 +179,7 @@ def _assignment_to_proto(a: Assignment) -> epb.ConnectResponse:
             input_sources=a.input_sources,
             traceparent=a.traceparent,
             namespace=a.namespace,
+            log_level=a.log_level,
         )
     )
 

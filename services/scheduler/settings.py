@@ -15,6 +15,7 @@ from services.common.config import (
     setting,
 )
 from services.common.refs import DEFAULT_INLINE_MAX_BYTES
+from services.scheduler.result_cache import DEFAULT_MAX_BYTES, DEFAULT_TTL_SECONDS
 
 
 @dataclass
@@ -87,6 +88,18 @@ class SchedulerSettings(ServerAuthSettings, ClientKeySettings):
         1.0,
         "WTM_LATEST_CACHE_SECONDS",
         "how long what 'latest' means for a task or pipeline is cached (0: ask every time)",
+        non_negative,
+    )
+    result_cache_seconds: int = setting(
+        DEFAULT_TTL_SECONDS,
+        "WTM_RESULT_CACHE_SECONDS",
+        "how long a cached step output is reused (pipelines with enable_caching)",
+        positive,
+    )
+    result_cache_max_bytes: int = setting(
+        DEFAULT_MAX_BYTES,
+        "WTM_RESULT_CACHE_MAX_BYTES",
+        "outputs larger than this are not cached (outputs by reference are small)",
         non_negative,
     )
     metrics_port: int = setting(

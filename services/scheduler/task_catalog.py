@@ -55,6 +55,7 @@ class ResolvedStep:
     retry_count: int
     input_mapping: dict[str, Any]
     queue: str = ""  # the step's queue (the task's, unless the pipeline set its own)
+    cache: bool | None = None  # the step's "cache" key (None: as the pipeline's)
 
     @property
     def queue_key(self) -> str:
@@ -71,6 +72,9 @@ class ResolvedPipeline:
     enabled: bool
     input_validation: dict[str, Any]
     steps: list[ResolvedStep]
+    max_parallel_tasks: int = 0  # global_settings.max_parallel_tasks (0: no limit)
+    enable_caching: bool = False
+    log_level: str = ""
 
 
 def _briefly(task_id: str, version: str) -> str:
@@ -191,12 +195,20 @@ class TaskCatalog:
                 retry_count=s.retry_count,
                 input_mapping=json.loads(s.input_mapping_json or "{}"),
                 queue=s.queue,
+                cache=s.cache if s.HasField("cache") else None,
             )
             for s in p.steps
             if p.enabled  # a disabled pipeline never runs; its steps may be unpinned
         ]
         resolved = ResolvedPipeline(
-            p.pipeline_id, p.version, p.enabled, json.loads(p.input_validation_json or "{}"), steps
+            p.pipeline_id,
+            p.version,
+            p.enabled,
+            json.loads(p.input_validation_json or "{}"),
+            steps,
+            p.max_parallel_tasks,
+            p.enable_caching,
+            p.log_level,
         )
         uses_shared = any("/" in s.task.task_id for s in steps)
         if not uses_shared:

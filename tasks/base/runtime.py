@@ -134,6 +134,8 @@ def worker_main(
                 break
             _, input_json, meta = message
             context.begin(meta)
+            # The pipeline's global_settings.log_level, else everything the task logs.
+            context.logger.setLevel(meta.get("log_level") or logging.DEBUG)
             to_pipe.begin()
             called = time.time()
             verdict, payload = run_once(task, input_json)

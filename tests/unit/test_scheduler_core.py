@@ -334,3 +334,56 @@ def test_a_live_executor_id_is_not_taken_over_until_its_stream_goes_silent(
         assert c.executor("e1").executor_id == "e1"
 
     scenario(valkey_url, body)
+
+
+def fan_out(run_id: str, width: int, max_parallel: int) -> Submission:
+    """A run of one first step, then ``width`` steps that depend on it only."""
+    limit = {"max_parallel": str(max_parallel)}
+    names = [f"b{i}" for i in range(width)]
+    first = step("a", 0)
+    first = QueuedStep("a", [], names, {**first.fields, **limit})
+    rest = [QueuedStep(n, ["a"], [], {**step(n, 0).fields, **limit}) for n in names]
+    fields = {"run_id": run_id, "input_json": "{}", "priority": "5", "sinks": json.dumps(names),
+              **limit}  # fmt: skip
+    return Submission(run_id, fields, [first, *rest])
+
+
+def test_max_parallel_tasks_keeps_a_runs_steps_in_flight_at_the_limit(valkey_url: str) -> None:
+    async def body(c: Core) -> None:
+        e1 = c.executor("e1", slots=10)
+        [(created, _)] = await c.core.submit([fan_out("r1", 5, 2)])
+        assert created
+        [a] = assignments(e1)
+        await c.report(e1, a, "SUCCEEDED")
+        in_flight = assignments(e1)
+        assert len(in_flight) == 2  # five are ready, ten slots are free: the limit holds
+        held = await c.queue.redis.zrange("wtm:h:r1", 0, -1)
+        assert [m.decode() for m in held] == ["r1:b2", "r1:b3", "r1:b4"]  # in pipeline order
+        done = []
+        while in_flight:
+            finished = in_flight.pop(0)
+            await c.report(e1, finished, "SUCCEEDED")
+            done.append(finished.step_id)
+            await c.lease_round()
+            in_flight += assignments(e1)
+            assert len(in_flight) <= 2
+        assert sorted(done) == [f"b{i}" for i in range(5)]
+        assert c.heard.of("run_ended") == [("r1", "COMPLETED")]
+
+    scenario(valkey_url, body)
+
+
+def test_a_cancelled_run_leaves_no_held_steps(valkey_url: str) -> None:
+    async def body(c: Core) -> None:
+        e1 = c.executor("e1", slots=10)
+        await c.core.submit([fan_out("r1", 4, 1)])
+        [a] = assignments(e1)
+        await c.report(e1, a, "SUCCEEDED")
+        assert len(assignments(e1)) == 1
+        assert await c.queue.redis.zcard("wtm:h:r1") == 3
+        await c.core.cancel_run("r1", "enough")
+        assert not await c.queue.redis.exists("wtm:h:r1")
+        steps = [await c.queue.redis.hget(f"wtm:s:r1:b{i}", "state") for i in range(4)]
+        assert {s.decode() for s in steps} == {"CANCELLED"}
+
+    scenario(valkey_url, body)

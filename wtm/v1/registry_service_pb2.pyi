@@ -158,7 +158,7 @@ class ShareTaskResponse(_message.Message):
     def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ...) -> None: ...
 
 class PipelineStep(_message.Message):
-    __slots__ = ("step_id", "task_id", "task_version", "digest", "depends_on", "parallel_group", "timeout_seconds", "retry_count", "input_mapping_json", "queue")
+    __slots__ = ("step_id", "task_id", "task_version", "digest", "depends_on", "parallel_group", "timeout_seconds", "retry_count", "input_mapping_json", "queue", "cache")
     STEP_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -169,6 +169,7 @@ class PipelineStep(_message.Message):
     RETRY_COUNT_FIELD_NUMBER: _ClassVar[int]
     INPUT_MAPPING_JSON_FIELD_NUMBER: _ClassVar[int]
     QUEUE_FIELD_NUMBER: _ClassVar[int]
+    CACHE_FIELD_NUMBER: _ClassVar[int]
     step_id: str
     task_id: str
     task_version: str
@@ -179,10 +180,11 @@ class PipelineStep(_message.Message):
     retry_count: int
     input_mapping_json: str
     queue: str
-    def __init__(self, step_id: _Optional[str] = ..., task_id: _Optional[str] = ..., task_version: _Optional[str] = ..., digest: _Optional[str] = ..., depends_on: _Optional[_Iterable[str]] = ..., parallel_group: _Optional[str] = ..., timeout_seconds: _Optional[int] = ..., retry_count: _Optional[int] = ..., input_mapping_json: _Optional[str] = ..., queue: _Optional[str] = ...) -> None: ...
+    cache: bool
+    def __init__(self, step_id: _Optional[str] = ..., task_id: _Optional[str] = ..., task_version: _Optional[str] = ..., digest: _Optional[str] = ..., depends_on: _Optional[_Iterable[str]] = ..., parallel_group: _Optional[str] = ..., timeout_seconds: _Optional[int] = ..., retry_count: _Optional[int] = ..., input_mapping_json: _Optional[str] = ..., queue: _Optional[str] = ..., cache: _Optional[bool] = ...) -> None: ...
 
 class Pipeline(_message.Message):
-    __slots__ = ("name", "pipeline_id", "version", "display_name", "description", "steps", "input_validation_json", "output_format_json", "metadata_json", "enabled", "create_time", "namespace")
+    __slots__ = ("name", "pipeline_id", "version", "display_name", "description", "steps", "input_validation_json", "output_format_json", "metadata_json", "enabled", "create_time", "namespace", "max_parallel_tasks", "enable_caching", "log_level")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PIPELINE_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -195,6 +197,9 @@ class Pipeline(_message.Message):
     ENABLED_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    MAX_PARALLEL_TASKS_FIELD_NUMBER: _ClassVar[int]
+    ENABLE_CACHING_FIELD_NUMBER: _ClassVar[int]
+    LOG_LEVEL_FIELD_NUMBER: _ClassVar[int]
     name: str
     pipeline_id: str
     version: str
@@ -207,7 +212,10 @@ class Pipeline(_message.Message):
     enabled: bool
     create_time: _timestamp_pb2.Timestamp
     namespace: str
-    def __init__(self, name: _Optional[str] = ..., pipeline_id: _Optional[str] = ..., version: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[PipelineStep, _Mapping]]] = ..., input_validation_json: _Optional[str] = ..., output_format_json: _Optional[str] = ..., metadata_json: _Optional[str] = ..., enabled: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., namespace: _Optional[str] = ...) -> None: ...
+    max_parallel_tasks: int
+    enable_caching: bool
+    log_level: str
+    def __init__(self, name: _Optional[str] = ..., pipeline_id: _Optional[str] = ..., version: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[PipelineStep, _Mapping]]] = ..., input_validation_json: _Optional[str] = ..., output_format_json: _Optional[str] = ..., metadata_json: _Optional[str] = ..., enabled: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., namespace: _Optional[str] = ..., max_parallel_tasks: _Optional[int] = ..., enable_caching: _Optional[bool] = ..., log_level: _Optional[str] = ...) -> None: ...
 
 class RegisterPipelinesRequest(_message.Message):
     __slots__ = ("config_json", "pipeline_id", "validate_only")

@@ -83,35 +83,39 @@ class Run(_message.Message):
     def __init__(self, name: _Optional[str] = ..., run_id: _Optional[str] = ..., pipeline_id: _Optional[str] = ..., pipeline_version: _Optional[str] = ..., task_id: _Optional[str] = ..., state: _Optional[_Union[State, str]] = ..., input_json: _Optional[str] = ..., output_json: _Optional[str] = ..., error: _Optional[str] = ..., priority: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[StepRun, _Mapping]]] = ..., lineage: _Optional[_Iterable[_Union[LineageEdge, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., processing_summary: _Optional[_Union[ProcessingSummary, _Mapping]] = ..., batch_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., namespace: _Optional[str] = ...) -> None: ...
 
 class ProcessingSummary(_message.Message):
-    __slots__ = ("wall_seconds", "step_seconds_sum", "parallel_speedup", "steps")
+    __slots__ = ("wall_seconds", "step_seconds_sum", "parallel_speedup", "steps", "cache_hits")
     WALL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     STEP_SECONDS_SUM_FIELD_NUMBER: _ClassVar[int]
     PARALLEL_SPEEDUP_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_HITS_FIELD_NUMBER: _ClassVar[int]
     wall_seconds: float
     step_seconds_sum: float
     parallel_speedup: float
     steps: _containers.RepeatedCompositeFieldContainer[StepTiming]
-    def __init__(self, wall_seconds: _Optional[float] = ..., step_seconds_sum: _Optional[float] = ..., parallel_speedup: _Optional[float] = ..., steps: _Optional[_Iterable[_Union[StepTiming, _Mapping]]] = ...) -> None: ...
+    cache_hits: int
+    def __init__(self, wall_seconds: _Optional[float] = ..., step_seconds_sum: _Optional[float] = ..., parallel_speedup: _Optional[float] = ..., steps: _Optional[_Iterable[_Union[StepTiming, _Mapping]]] = ..., cache_hits: _Optional[int] = ...) -> None: ...
 
 class StepTiming(_message.Message):
-    __slots__ = ("step_id", "queued_seconds", "run_seconds", "process_seconds", "pickup_seconds", "report_seconds")
+    __slots__ = ("step_id", "queued_seconds", "run_seconds", "process_seconds", "pickup_seconds", "report_seconds", "cached")
     STEP_ID_FIELD_NUMBER: _ClassVar[int]
     QUEUED_SECONDS_FIELD_NUMBER: _ClassVar[int]
     RUN_SECONDS_FIELD_NUMBER: _ClassVar[int]
     PROCESS_SECONDS_FIELD_NUMBER: _ClassVar[int]
     PICKUP_SECONDS_FIELD_NUMBER: _ClassVar[int]
     REPORT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_FIELD_NUMBER: _ClassVar[int]
     step_id: str
     queued_seconds: float
     run_seconds: float
     process_seconds: float
     pickup_seconds: float
     report_seconds: float
-    def __init__(self, step_id: _Optional[str] = ..., queued_seconds: _Optional[float] = ..., run_seconds: _Optional[float] = ..., process_seconds: _Optional[float] = ..., pickup_seconds: _Optional[float] = ..., report_seconds: _Optional[float] = ...) -> None: ...
+    cached: bool
+    def __init__(self, step_id: _Optional[str] = ..., queued_seconds: _Optional[float] = ..., run_seconds: _Optional[float] = ..., process_seconds: _Optional[float] = ..., pickup_seconds: _Optional[float] = ..., report_seconds: _Optional[float] = ..., cached: _Optional[bool] = ...) -> None: ...
 
 class StepRun(_message.Message):
-    __slots__ = ("step_id", "task_id", "task_version", "state", "attempt", "input_id", "output_id", "output_json", "error", "executor_id", "start_time", "end_time", "logs")
+    __slots__ = ("step_id", "task_id", "task_version", "state", "attempt", "input_id", "output_id", "output_json", "error", "executor_id", "start_time", "end_time", "logs", "cached_from")
     STEP_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +129,7 @@ class StepRun(_message.Message):
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     LOGS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_FROM_FIELD_NUMBER: _ClassVar[int]
     step_id: str
     task_id: str
     task_version: str
@@ -138,7 +143,8 @@ class StepRun(_message.Message):
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     logs: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, step_id: _Optional[str] = ..., task_id: _Optional[str] = ..., task_version: _Optional[str] = ..., state: _Optional[_Union[State, str]] = ..., attempt: _Optional[int] = ..., input_id: _Optional[str] = ..., output_id: _Optional[str] = ..., output_json: _Optional[str] = ..., error: _Optional[str] = ..., executor_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., logs: _Optional[_Iterable[str]] = ...) -> None: ...
+    cached_from: str
+    def __init__(self, step_id: _Optional[str] = ..., task_id: _Optional[str] = ..., task_version: _Optional[str] = ..., state: _Optional[_Union[State, str]] = ..., attempt: _Optional[int] = ..., input_id: _Optional[str] = ..., output_id: _Optional[str] = ..., output_json: _Optional[str] = ..., error: _Optional[str] = ..., executor_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., logs: _Optional[_Iterable[str]] = ..., cached_from: _Optional[str] = ...) -> None: ...
 
 class LineageEdge(_message.Message):
     __slots__ = ("source", "target")

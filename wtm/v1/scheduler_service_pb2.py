@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from wtm.v1 import run_pb2 as wtm_dot_v1_dot_run__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ewtm/v1/scheduler_service.proto\x12\x06wtm.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x10wtm/v1/run.proto\"\xfa\x01\n\x10SubmitRunRequest\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x10\n\x08pipeline\x18\x02 \x01(\t\x12\x12\n\ninput_json\x18\x03 \x01(\t\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x34\n\x06labels\x18\x06 \x03(\x0b\x32$.wtm.v1.SubmitRunRequest.LabelsEntry\x12\'\n\x04wait\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"-\n\x11SubmitRunResponse\x12\x18\n\x03run\x18\x01 \x01(\x0b\x32\x0b.wtm.v1.Run\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"*\n\x0eGetRunResponse\x12\x18\n\x03run\x18\x01 \x01(\x0b\x32\x0b.wtm.v1.Run\"9\n\x0fWatchRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_event_id\x18\x02 \x01(\t\"3\n\x10WatchRunResponse\x12\x1f\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x10.wtm.v1.RunEvent\"\xdd\x01\n\x08RunEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0f\n\x07step_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12\x1c\n\x05state\x18\x05 \x01(\x0e\x32\r.wtm.v1.State\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x10\n\x08progress\x18\x07 \x01(\x01\x12(\n\x04time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x04kind\x18\t \x01(\x0e\x32\x14.wtm.v1.RunEventKind\"\xd4\x01\n\x11SubmitRunsRequest\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x10\n\x08pipeline\x18\x02 \x01(\t\x12\x13\n\x0binputs_json\x18\x03 \x03(\t\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x35\n\x06labels\x18\x06 \x03(\x0b\x32%.wtm.v1.SubmitRunsRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"7\n\x12SubmitRunsResponse\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x0f\n\x07run_ids\x18\x02 \x03(\t\"2\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"-\n\x11\x43\x61ncelRunResponse\x12\x18\n\x03run\x18\x01 \x01(\x0b\x32\x0b.wtm.v1.Run\"\xf5\x01\n\x0fListRunsRequest\x12\x1c\n\x05state\x18\x01 \x01(\x0e\x32\r.wtm.v1.State\x12\x13\n\x0bpipeline_id\x18\x02 \x01(\t\x12\x0f\n\x07task_id\x18\x03 \x01(\t\x12\x10\n\x08\x62\x61tch_id\x18\x04 \x01(\t\x12\x31\n\rcreated_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x07 \x01(\x05\x12\x12\n\npage_token\x18\x08 \x01(\t\"F\n\x10ListRunsResponse\x12\x19\n\x04runs\x18\x01 \x03(\x0b\x32\x0b.wtm.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x16\n\x14ListExecutorsRequest\"<\n\x15ListExecutorsResponse\x12#\n\texecutors\x18\x01 \x03(\x0b\x32\x10.wtm.v1.Executor\"\xd6\x03\n\x08\x45xecutor\x12\x13\n\x0b\x65xecutor_id\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.wtm.v1.ExecutorState\x12\x0e\n\x06queues\x18\x03 \x03(\t\x12\r\n\x05slots\x18\x04 \x01(\x05\x12\x11\n\tin_flight\x18\x05 \x01(\x05\x12,\n\x06labels\x18\x06 \x03(\x0b\x32\x1c.wtm.v1.Executor.LabelsEntry\x12\x18\n\x10software_version\x18\x07 \x01(\t\x12\x16\n\x0epython_version\x18\x08 \x01(\t\x12\x30\n\x0c\x63onnect_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_seen_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cscheduler_id\x18\x0b \x01(\t\x12\x10\n\x08packages\x18\x0c \x03(\t\x12\x13\n\x0bslot_errors\x18\r \x01(\x03\x12\x17\n\x0flast_slot_error\x18\x0e \x01(\t\x12\x12\n\nnamespaces\x18\x0f \x03(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\x9a\x01\n\x0cRunEventKind\x12\x1e\n\x1aRUN_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14RUN_EVENT_KIND_STATE\x10\x01\x12\x1b\n\x17RUN_EVENT_KIND_PROGRESS\x10\x02\x12\x1b\n\x17RUN_EVENT_KIND_RETRYING\x10\x03\x12\x16\n\x12RUN_EVENT_KIND_LOG\x10\x04*\x83\x01\n\rExecutorState\x12\x1e\n\x1a\x45XECUTOR_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x45XECUTOR_STATE_CONNECTED\x10\x01\x12\x1b\n\x17\x45XECUTOR_STATE_DRAINING\x10\x02\x12\x17\n\x13\x45XECUTOR_STATE_LOST\x10\x03\x32\xe2\x03\n\x10SchedulerService\x12@\n\tSubmitRun\x12\x18.wtm.v1.SubmitRunRequest\x1a\x19.wtm.v1.SubmitRunResponse\x12\x37\n\x06GetRun\x12\x15.wtm.v1.GetRunRequest\x1a\x16.wtm.v1.GetRunResponse\x12?\n\x08WatchRun\x12\x17.wtm.v1.WatchRunRequest\x1a\x18.wtm.v1.WatchRunResponse0\x01\x12\x43\n\nSubmitRuns\x12\x19.wtm.v1.SubmitRunsRequest\x1a\x1a.wtm.v1.SubmitRunsResponse\x12@\n\tCancelRun\x12\x18.wtm.v1.CancelRunRequest\x1a\x19.wtm.v1.CancelRunResponse\x12=\n\x08ListRuns\x12\x17.wtm.v1.ListRunsRequest\x1a\x18.wtm.v1.ListRunsResponse\x12L\n\rListExecutors\x12\x1c.wtm.v1.ListExecutorsRequest\x1a\x1d.wtm.v1.ListExecutorsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ewtm/v1/scheduler_service.proto\x12\x06wtm.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x10wtm/v1/run.proto\"\x98\x02\n\x10SubmitRunRequest\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x10\n\x08pipeline\x18\x02 \x01(\t\x12\x12\n\ninput_json\x18\x03 \x01(\t\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x34\n\x06labels\x18\x06 \x03(\x0b\x32$.wtm.v1.SubmitRunRequest.LabelsEntry\x12\'\n\x04wait\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\x05\x63\x61\x63he\x18\x08 \x01(\x08H\x00\x88\x01\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x08\n\x06_cache\"-\n\x11SubmitRunResponse\x12\x18\n\x03run\x18\x01 \x01(\x0b\x32\x0b.wtm.v1.Run\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"*\n\x0eGetRunResponse\x12\x18\n\x03run\x18\x01 \x01(\x0b\x32\x0b.wtm.v1.Run\"9\n\x0fWatchRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_event_id\x18\x02 \x01(\t\"3\n\x10WatchRunResponse\x12\x1f\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x10.wtm.v1.RunEvent\"\xdd\x01\n\x08RunEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0f\n\x07step_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12\x1c\n\x05state\x18\x05 \x01(\x0e\x32\r.wtm.v1.State\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x10\n\x08progress\x18\x07 \x01(\x01\x12(\n\x04time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x04kind\x18\t \x01(\x0e\x32\x14.wtm.v1.RunEventKind\"\xf2\x01\n\x11SubmitRunsRequest\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x10\n\x08pipeline\x18\x02 \x01(\t\x12\x13\n\x0binputs_json\x18\x03 \x03(\t\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x35\n\x06labels\x18\x06 \x03(\x0b\x32%.wtm.v1.SubmitRunsRequest.LabelsEntry\x12\x12\n\x05\x63\x61\x63he\x18\x07 \x01(\x08H\x00\x88\x01\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x08\n\x06_cache\"7\n\x12SubmitRunsResponse\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x0f\n\x07run_ids\x18\x02 \x03(\t\"2\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"-\n\x11\x43\x61ncelRunResponse\x12\x18\n\x03run\x18\x01 \x01(\x0b\x32\x0b.wtm.v1.Run\"\xf5\x01\n\x0fListRunsRequest\x12\x1c\n\x05state\x18\x01 \x01(\x0e\x32\r.wtm.v1.State\x12\x13\n\x0bpipeline_id\x18\x02 \x01(\t\x12\x0f\n\x07task_id\x18\x03 \x01(\t\x12\x10\n\x08\x62\x61tch_id\x18\x04 \x01(\t\x12\x31\n\rcreated_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x07 \x01(\x05\x12\x12\n\npage_token\x18\x08 \x01(\t\"F\n\x10ListRunsResponse\x12\x19\n\x04runs\x18\x01 \x03(\x0b\x32\x0b.wtm.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x16\n\x14ListExecutorsRequest\"<\n\x15ListExecutorsResponse\x12#\n\texecutors\x18\x01 \x03(\x0b\x32\x10.wtm.v1.Executor\"\xd6\x03\n\x08\x45xecutor\x12\x13\n\x0b\x65xecutor_id\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.wtm.v1.ExecutorState\x12\x0e\n\x06queues\x18\x03 \x03(\t\x12\r\n\x05slots\x18\x04 \x01(\x05\x12\x11\n\tin_flight\x18\x05 \x01(\x05\x12,\n\x06labels\x18\x06 \x03(\x0b\x32\x1c.wtm.v1.Executor.LabelsEntry\x12\x18\n\x10software_version\x18\x07 \x01(\t\x12\x16\n\x0epython_version\x18\x08 \x01(\t\x12\x30\n\x0c\x63onnect_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_seen_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cscheduler_id\x18\x0b \x01(\t\x12\x10\n\x08packages\x18\x0c \x03(\t\x12\x13\n\x0bslot_errors\x18\r \x01(\x03\x12\x17\n\x0flast_slot_error\x18\x0e \x01(\t\x12\x12\n\nnamespaces\x18\x0f \x03(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\x9a\x01\n\x0cRunEventKind\x12\x1e\n\x1aRUN_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14RUN_EVENT_KIND_STATE\x10\x01\x12\x1b\n\x17RUN_EVENT_KIND_PROGRESS\x10\x02\x12\x1b\n\x17RUN_EVENT_KIND_RETRYING\x10\x03\x12\x16\n\x12RUN_EVENT_KIND_LOG\x10\x04*\x83\x01\n\rExecutorState\x12\x1e\n\x1a\x45XECUTOR_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x45XECUTOR_STATE_CONNECTED\x10\x01\x12\x1b\n\x17\x45XECUTOR_STATE_DRAINING\x10\x02\x12\x17\n\x13\x45XECUTOR_STATE_LOST\x10\x03\x32\xe2\x03\n\x10SchedulerService\x12@\n\tSubmitRun\x12\x18.wtm.v1.SubmitRunRequest\x1a\x19.wtm.v1.SubmitRunResponse\x12\x37\n\x06GetRun\x12\x15.wtm.v1.GetRunRequest\x1a\x16.wtm.v1.GetRunResponse\x12?\n\x08WatchRun\x12\x17.wtm.v1.WatchRunRequest\x1a\x18.wtm.v1.WatchRunResponse0\x01\x12\x43\n\nSubmitRuns\x12\x19.wtm.v1.SubmitRunsRequest\x1a\x1a.wtm.v1.SubmitRunsResponse\x12@\n\tCancelRun\x12\x18.wtm.v1.CancelRunRequest\x1a\x19.wtm.v1.CancelRunResponse\x12=\n\x08ListRuns\x12\x17.wtm.v1.ListRunsRequest\x1a\x18.wtm.v1.ListRunsResponse\x12L\n\rListExecutors\x12\x1c.wtm.v1.ListExecutorsRequest\x1a\x1d.wtm.v1.ListExecutorsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,48 +40,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBMITRUNSREQUEST_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_EXECUTOR_LABELSENTRY']._loaded_options = None
   _globals['_EXECUTOR_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_RUNEVENTKIND']._serialized_start=2089
-  _globals['_RUNEVENTKIND']._serialized_end=2243
-  _globals['_EXECUTORSTATE']._serialized_start=2246
-  _globals['_EXECUTORSTATE']._serialized_end=2377
+  _globals['_RUNEVENTKIND']._serialized_start=2149
+  _globals['_RUNEVENTKIND']._serialized_end=2303
+  _globals['_EXECUTORSTATE']._serialized_start=2306
+  _globals['_EXECUTORSTATE']._serialized_end=2437
   _globals['_SUBMITRUNREQUEST']._serialized_start=126
-  _globals['_SUBMITRUNREQUEST']._serialized_end=376
-  _globals['_SUBMITRUNREQUEST_LABELSENTRY']._serialized_start=331
-  _globals['_SUBMITRUNREQUEST_LABELSENTRY']._serialized_end=376
-  _globals['_SUBMITRUNRESPONSE']._serialized_start=378
-  _globals['_SUBMITRUNRESPONSE']._serialized_end=423
-  _globals['_GETRUNREQUEST']._serialized_start=425
-  _globals['_GETRUNREQUEST']._serialized_end=456
-  _globals['_GETRUNRESPONSE']._serialized_start=458
-  _globals['_GETRUNRESPONSE']._serialized_end=500
-  _globals['_WATCHRUNREQUEST']._serialized_start=502
-  _globals['_WATCHRUNREQUEST']._serialized_end=559
-  _globals['_WATCHRUNRESPONSE']._serialized_start=561
-  _globals['_WATCHRUNRESPONSE']._serialized_end=612
-  _globals['_RUNEVENT']._serialized_start=615
-  _globals['_RUNEVENT']._serialized_end=836
-  _globals['_SUBMITRUNSREQUEST']._serialized_start=839
-  _globals['_SUBMITRUNSREQUEST']._serialized_end=1051
-  _globals['_SUBMITRUNSREQUEST_LABELSENTRY']._serialized_start=331
-  _globals['_SUBMITRUNSREQUEST_LABELSENTRY']._serialized_end=376
-  _globals['_SUBMITRUNSRESPONSE']._serialized_start=1053
-  _globals['_SUBMITRUNSRESPONSE']._serialized_end=1108
-  _globals['_CANCELRUNREQUEST']._serialized_start=1110
-  _globals['_CANCELRUNREQUEST']._serialized_end=1160
-  _globals['_CANCELRUNRESPONSE']._serialized_start=1162
-  _globals['_CANCELRUNRESPONSE']._serialized_end=1207
-  _globals['_LISTRUNSREQUEST']._serialized_start=1210
-  _globals['_LISTRUNSREQUEST']._serialized_end=1455
-  _globals['_LISTRUNSRESPONSE']._serialized_start=1457
-  _globals['_LISTRUNSRESPONSE']._serialized_end=1527
-  _globals['_LISTEXECUTORSREQUEST']._serialized_start=1529
-  _globals['_LISTEXECUTORSREQUEST']._serialized_end=1551
-  _globals['_LISTEXECUTORSRESPONSE']._serialized_start=1553
-  _globals['_LISTEXECUTORSRESPONSE']._serialized_end=1613
-  _globals['_EXECUTOR']._serialized_start=1616
-  _globals['_EXECUTOR']._serialized_end=2086
-  _globals['_EXECUTOR_LABELSENTRY']._serialized_start=331
-  _globals['_EXECUTOR_LABELSENTRY']._serialized_end=376
-  _globals['_SCHEDULERSERVICE']._serialized_start=2380
-  _globals['_SCHEDULERSERVICE']._serialized_end=2862
+  _globals['_SUBMITRUNREQUEST']._serialized_end=406
+  _globals['_SUBMITRUNREQUEST_LABELSENTRY']._serialized_start=351
+  _globals['_SUBMITRUNREQUEST_LABELSENTRY']._serialized_end=396
+  _globals['_SUBMITRUNRESPONSE']._serialized_start=408
+  _globals['_SUBMITRUNRESPONSE']._serialized_end=453
+  _globals['_GETRUNREQUEST']._serialized_start=455
+  _globals['_GETRUNREQUEST']._serialized_end=486
+  _globals['_GETRUNRESPONSE']._serialized_start=488
+  _globals['_GETRUNRESPONSE']._serialized_end=530
+  _globals['_WATCHRUNREQUEST']._serialized_start=532
+  _globals['_WATCHRUNREQUEST']._serialized_end=589
+  _globals['_WATCHRUNRESPONSE']._serialized_start=591
+  _globals['_WATCHRUNRESPONSE']._serialized_end=642
+  _globals['_RUNEVENT']._serialized_start=645
+  _globals['_RUNEVENT']._serialized_end=866
+  _globals['_SUBMITRUNSREQUEST']._serialized_start=869
+  _globals['_SUBMITRUNSREQUEST']._serialized_end=1111
+  _globals['_SUBMITRUNSREQUEST_LABELSENTRY']._serialized_start=351
+  _globals['_SUBMITRUNSREQUEST_LABELSENTRY']._serialized_end=396
+  _globals['_SUBMITRUNSRESPONSE']._serialized_start=1113
+  _globals['_SUBMITRUNSRESPONSE']._serialized_end=1168
+  _globals['_CANCELRUNREQUEST']._serialized_start=1170
+  _globals['_CANCELRUNREQUEST']._serialized_end=1220
+  _globals['_CANCELRUNRESPONSE']._serialized_start=1222
+  _globals['_CANCELRUNRESPONSE']._serialized_end=1267
+  _globals['_LISTRUNSREQUEST']._serialized_start=1270
+  _globals['_LISTRUNSREQUEST']._serialized_end=1515
+  _globals['_LISTRUNSRESPONSE']._serialized_start=1517
+  _globals['_LISTRUNSRESPONSE']._serialized_end=1587
+  _globals['_LISTEXECUTORSREQUEST']._serialized_start=1589
+  _globals['_LISTEXECUTORSREQUEST']._serialized_end=1611
+  _globals['_LISTEXECUTORSRESPONSE']._serialized_start=1613
+  _globals['_LISTEXECUTORSRESPONSE']._serialized_end=1673
+  _globals['_EXECUTOR']._serialized_start=1676
+  _globals['_EXECUTOR']._serialized_end=2146
+  _globals['_EXECUTOR_LABELSENTRY']._serialized_start=351
+  _globals['_EXECUTOR_LABELSENTRY']._serialized_end=396
+  _globals['_SCHEDULERSERVICE']._serialized_start=2440
+  _globals['_SCHEDULERSERVICE']._serialized_end=2922
 # @@protoc_insertion_point(module_scope)

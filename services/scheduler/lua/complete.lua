@@ -5,6 +5,9 @@
 --   P..'o:'..run_id          HASH    the step's output (HSET)
 --   P..'r:'..run_id          HASH    the run: remaining steps, final state (written)
 --   P..'q:'..queue           ZSET    dependents that became ready (ZADD)
+--   P..'h:'..run_id          ZSET    ready steps beyond the run's max_parallel (lib.lua)
+--   the step's cache_key     STRING  its output, for the result cache (SET EX; written only
+--                                    when leasing set cache_key, see result_cache.py)
 --   P..'delayed'             ZSET    a retry's due time (ZADD)
 --   P..'e:'..run_id          STREAM  run events (XADD)
 --   P..'l:'..step-key        LIST    the attempt's log lines, moved onto the step hash (DEL)
@@ -29,7 +32,7 @@ local wake_channel, origin, lease = ARGV[11], ARGV[12], ARGV[13] or ''
 local reporter = ARGV[14] or ''
 local sh = step_hash(P, member)
 local f = redis.call('HMGET', sh, 'attempt', 'state', 'dependents', 'queue', 'priority', 'first',
-  'lease', 'executor')
+  'lease', 'executor', 'max_parallel', 'cache_key', 'cache_ttl', 'cache_max', 'output_id')
 if f[1] ~= attempt or f[2] ~= 'RUNNING' or (lease ~= '' and lease ~= f[7])
     or (reporter ~= '' and reporter ~= f[8]) then
   return {'stale', cjson.encode(redis.call('HGETALL', sh)), ''}
@@ -80,18 +83,29 @@ extra.state, extra.ended_ms, extra.error = 'COMPLETED', now, ''
 hset_all(sh, extra)
 redis.call('HSET', outputs_key(P, run_id), step_id, output)
 emit(P, run_id, step_id, attempt, 'COMPLETED', '', now)
+if f[10] and #output <= tonumber(f[12]) then
+  redis.call('SET', f[10], cjson.encode({output = output, from = run_id .. '/' .. f[13]}),
+    'EX', tonumber(f[11]))
+end
 local queued = 0
+local limit = tonumber(f[9] or '0') or 0
 for _, dep in ipairs(cjson.decode(f[3])) do
   local dm = run_id .. ':' .. dep
   local dh = step_hash(P, dm)
   if redis.call('HINCRBY', dh, 'deps_left', -1) <= 0 then
     local d = redis.call('HMGET', dh, 'state', 'queue', 'priority', 'first')
-    if d[1] == 'PENDING' then
+    if d[1] == 'PENDING' and limit > 0 then
+      redis.call('ZADD', held_key(P, run_id), now, dm)
+    elseif d[1] == 'PENDING' then
       enqueue_known(P, dm, d[2], d[3], d[4], now)
       emit(P, run_id, dep, 0, 'QUEUED', '', now)
       queued = queued + 1
     end
   end
+end
+if limit > 0 then
+  redis.call('HINCRBY', run_hash(P, run_id), 'active', -1)
+  queued = queued + release_held(P, run_id, limit, now)
 end
 if queued > 0 then redis.call('PUBLISH', wake_channel, origin) end
 if redis.call('HINCRBY', run_hash(P, run_id), 'remaining', -1) <= 0 then

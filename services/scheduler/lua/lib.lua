@@ -11,6 +11,7 @@ local function logs_key(P, member) return P .. 'l:' .. member end
 local function idempotency_key(P, request_id) return P .. 'idem:' .. request_id end
 local function leases_key(P) return P .. 'leases' end
 local function delayed_key(P) return P .. 'delayed' end
+local function held_key(P, run_id) return P .. 'h:' .. run_id end
 
 -- Score: priority band (higher priority first; steps of runs in flight before first steps),
 -- then enqueue time in ms. 2^42 ms is ~139 years, so bands never overlap.
@@ -46,12 +47,43 @@ local function enqueue_known(P, member, queue, priority, first, now_ms, also)
   redis.call('ZADD', queue_key(P, queue), score(priority, first == '1', now_ms), member)
 end
 
+-- max_parallel_tasks: a run with a limit has at most that many steps QUEUED or RUNNING (a
+-- retry waiting its due time counts). Ready steps beyond it stay PENDING in the run's held
+-- set, in the order they became ready; the run hash counts its steps in flight ('active').
+-- Queues held steps while the run has room (a rebuilt run's go to the delayed set until
+-- not_before_ms); returns how many it queued.
+local function release_held(P, run_id, limit, now_ms, not_before_ms)
+  local rh = run_hash(P, run_id)
+  local active = tonumber(redis.call('HGET', rh, 'active') or '0')
+  local queued = 0
+  while active < limit do
+    local top = redis.call('ZPOPMIN', held_key(P, run_id))
+    if #top == 0 then break end
+    local member = top[1]
+    local step_id = string.sub(member, #run_id + 2)
+    if not_before_ms and not_before_ms > tonumber(now_ms) then
+      redis.call('HSET', step_hash(P, member), 'state', 'QUEUED', 'queued_ms', now_ms)
+      redis.call('ZADD', delayed_key(P), not_before_ms, member)
+    else
+      local d = redis.call('HMGET', step_hash(P, member), 'queue', 'priority', 'first')
+      enqueue_known(P, member, d[1], d[2], d[3], now_ms)
+    end
+    emit(P, run_id, step_id, 0, 'QUEUED', '', now_ms)
+    active = active + 1
+    queued = queued + 1
+  end
+  redis.call('HSET', rh, 'active', active)
+  return queued
+end
+
 -- Ends a run: sets its state, cancels every step that has not finished, and returns the
 -- step-keys of cancelled steps that were RUNNING (their executors must be told to stop).
 local function finish_run(P, run_id, state, err, now_ms, ttl)
   local rh = run_hash(P, run_id)
   local running = {}
-  for _, step_id in ipairs(cjson.decode(redis.call('HGET', rh, 'steps'))) do
+  local r = redis.call('HMGET', rh, 'steps', 'max_parallel')
+  if r[2] then redis.call('DEL', held_key(P, run_id)) end
+  for _, step_id in ipairs(cjson.decode(r[1])) do
     local member = run_id .. ':' .. step_id
     local sh = step_hash(P, member)
     local f = redis.call('HMGET', sh, 'state', 'queue', 'executor')

@@ -7,7 +7,9 @@
 --   P..'o:'..run_id          HASH    outputs of steps already completed (rebuild only)
 --   P..'q:'..queue           ZSET    ready steps per queue (ZADD)
 --   P..'delayed'             ZSET    ready steps held back until not_before_ms (rebuild)
+--   P..'h:'..run_id          ZSET    ready steps beyond the run's max_parallel (ZADD, ZPOPMIN)
 --   P..'e:'..run_id          STREAM  run events (XADD)
+-- A run field max_parallel (max_parallel_tasks) limits its steps in flight: see lib.lua.
 -- ARGV: P, run_id, run fields JSON (flat object), steps JSON (list of {step_id, deps,
 --       dependents, fields, [output], [attempt]}), now_ms, request_id, idem_ttl_s, finished_ttl_s,
 --       not_before_ms (0, or when a rebuilt run's ready steps may start)
@@ -30,11 +32,13 @@ for _, s in ipairs(steps) do
   if s.output then done[s.step_id] = true else remaining = remaining + 1 end
 end
 local state = (remaining < #steps) and 'RUNNING' or 'QUEUED'
+local limit = tonumber(run.max_parallel or '0') or 0
 local fields = {state = state, remaining = remaining, created_ms = now, steps = cjson.encode(ids)}
+if limit > 0 then fields.active = 0 end
 for k, v in pairs(run) do fields[k] = v end
 hset_all(rh, fields)
 emit(P, run_id, '', 0, state, (remaining < #steps) and 'rebuilt' or '', now)
-for _, s in ipairs(steps) do
+for i, s in ipairs(steps) do
   local member = run_id .. ':' .. s.step_id
   local left = 0
   for _, d in ipairs(s.deps) do if not done[d] then left = left + 1 end end
@@ -50,6 +54,10 @@ for _, s in ipairs(steps) do
   elseif left == 0 then
     f.state, f.queued_ms, ready = 'QUEUED', now, true
   end
+  if ready and limit > 0 then  -- queued by release_held below, while there is room
+    f.state, f.queued_ms, ready = 'PENDING', nil, false
+    redis.call('ZADD', held_key(P, run_id), i, member)
+  end
   hset_all(step_hash(P, member), f)
   if ready and not_before > tonumber(now) then
     redis.call('ZADD', delayed_key(P), not_before, member)
@@ -59,5 +67,6 @@ for _, s in ipairs(steps) do
     emit(P, run_id, s.step_id, 0, 'QUEUED', '', now)
   end
 end
+if limit > 0 then release_held(P, run_id, limit, now, not_before) end
 if remaining == 0 then finish_run(P, run_id, 'COMPLETED', '', now, ttl) end
 return {'created', run_id}
