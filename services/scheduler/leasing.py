@@ -273,8 +273,15 @@ class Leaser:
             if leased.run_started:
                 self.listeners.run_started(leased.run_id, self.clock.now_ms())
             if hit is not None:
+                # It ran nowhere: no executor is named on it.
                 ended.append(
-                    Completion(leased.member, leased.attempt, "SUCCEEDED", hit.output_json)
+                    Completion(
+                        leased.member,
+                        leased.attempt,
+                        "SUCCEEDED",
+                        hit.output_json,
+                        timings={"executor": ""},
+                    )
                 )
                 continue
             p.session.in_flight[leased.member] = leased.attempt
@@ -287,6 +294,7 @@ class Leaser:
             for c, v in zip(ended, await self.queue.complete_many(ended), strict=True):
                 self.fleet.send_cancels(v.cancel)
                 self.listeners.step_ended(c.member, v.snapshot, c.output_json, v.ends_run, v.final)
+            self.wake()  # the slots these were leased to are free again
 
     async def _prepare(self, session: ExecutorSession, leased: Leased) -> Prepared | Completion:
         """A leased step's input, or the failure that ends the attempt when it cannot be

@@ -68,7 +68,9 @@ class Completion:
     output_json: str = ""
     error: str = ""
     retry_at_ms: int = 0
-    timings: dict[str, int] = field(default_factory=dict)
+    # Fields set on the step hash with the result: the executor's timings (µs); a cache
+    # hit's cleared executor.
+    timings: dict[str, int | str] = field(default_factory=dict)
     lease: str = ""  # the dispatch it is for ("" from executors that do not echo it)
     executor: str = ""  # who reports it ("": not checked)
 

@@ -194,7 +194,7 @@ class RunQueue:
         output_json: str,
         error: str,
         retry_at_ms: int,
-        timings: dict[str, int] | None = None,
+        timings: dict[str, int | str] | None = None,
         lease: str = "",
     ) -> Verdict:
         [verdict] = await self.complete_many(

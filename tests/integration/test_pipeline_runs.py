@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -282,3 +283,91 @@ def test_a_later_steps_missing_run_input_field_is_refused_at_submit(client: Clie
         client.submit(pipeline="later_needs_lower", input={"text": "Hi"})
     assert err.value.code == "INVALID_ARGUMENT"
     assert "'later'" in err.value.message and "lower" in err.value.message
+
+
+def overlapping(done: RunInfo) -> bool:
+    """Whether any two steps of the run were leased at once (by their recorded times)."""
+    spans = sorted((s.started_at, s.ended_at) for s in done.steps)
+    return any(b[0] < a[1] for a, b in zip(spans, spans[1:], strict=False))
+
+
+def test_max_parallel_tasks_runs_at_most_that_many_steps_of_a_run_at_once(client: Client) -> None:
+    steps = [
+        {"step_id": f"nap{i}", "task_id": "sleeper", "input_mapping": {"seconds": "$.seconds"}}
+        for i in range(3)
+    ]
+    pipeline(client, "naps_wide", steps)
+    pipeline(client, "naps_narrow", steps, global_settings={"max_parallel_tasks": 1})
+    wide = run(client, "naps_wide", {"seconds": 0.4})
+    assert wide.state == "COMPLETED" and overlapping(wide)  # two slots: two at once
+    narrow = run(client, "naps_narrow", {"seconds": 0.4})
+    assert narrow.state == "COMPLETED" and not overlapping(narrow)
+
+
+def test_log_level_sets_the_level_of_the_tasks_logger(client: Client) -> None:
+    pipeline(client, "chatty_all", [{"task_id": "chatty"}])
+    pipeline(
+        client, "chatty_quiet", [{"task_id": "chatty"}], global_settings={"log_level": "warning"}
+    )
+    [loud] = run(client, "chatty_all", {}).steps
+    assert [line.split(" ", 1)[0] for line in loud.logs] == ["DEBUG", "INFO", "WARNING"]
+    [quiet] = run(client, "chatty_quiet", {}).steps
+    assert [line.split(" ", 1)[0] for line in quiet.logs] == ["WARNING"]
+    assert client.get_pipeline("chatty_quiet").log_level == "WARNING"
+
+
+def test_enable_caching_reuses_a_steps_output_and_says_where_it_came_from(
+    client: Client,
+) -> None:
+    pipeline(
+        client,
+        "cached_count",
+        [
+            {"task_id": "word_count", "input_mapping": {"text": "$.text"}},
+            {
+                "step_id": "show",
+                "task_id": "echo",
+                "depends_on": ["word_count"],
+                "input_mapping": {"n": "$.word_count.count"},
+                "cache": False,  # this step always runs
+            },
+        ],
+        global_settings={"enable_caching": True},
+    )
+    text = f"cache me {uuid.uuid4().hex}"
+    first = run(client, "cached_count", {"text": text})
+    second = run(client, "cached_count", {"text": text})
+    assert first.state == second.state == "COMPLETED"
+    a, b = ({s.step_id: s for s in r.steps} for r in (first, second))
+    origin = f"{first.run_id}/{a['word_count'].output_id}"
+    assert a["word_count"].cached_from == "" and a["word_count"].executor_id
+    assert b["word_count"].cached_from == origin
+    assert b["word_count"].output == a["word_count"].output and b["word_count"].executor_id == ""
+    assert b["show"].cached_from == "" and b["show"].executor_id  # cache: false: it ran
+    assert b["show"].output == a["show"].output
+    assert (origin, b["word_count"].output_id) in second.lineage
+    assert second.processing_summary is not None and first.processing_summary is not None
+    assert second.processing_summary["cache_hits"] == 1
+    assert [t["cached"] for t in second.processing_summary["steps"]] == [True, False]
+    assert first.processing_summary["cache_hits"] == 0
+    # The run's own cache=False, and another input, both run the step.
+    off = client.wait(
+        client.submit(pipeline="cached_count", input={"text": text}, cache=False).run_id, 60
+    )
+    other = run(client, "cached_count", {"text": text + " again"})
+    for r in (off, other):
+        assert r.state == "COMPLETED" and not any(s.cached_from for s in r.steps)
+    assert other.output != first.output
+
+
+def test_a_task_run_is_cached_only_when_the_submit_asks(client: Client) -> None:
+    text = f"once {uuid.uuid4().hex}"
+    plain = [client.run(task="word_count", input={"text": text}, timeout=60) for _ in range(2)]
+    assert not any(s.cached_from for r in plain for s in r.steps)
+    asked = [
+        client.run(task="word_count", input={"text": text}, cache=True, timeout=60)
+        for _ in range(2)
+    ]
+    assert asked[0].steps[0].cached_from == ""  # plain runs stored nothing
+    assert asked[1].steps[0].cached_from == f"{asked[0].run_id}/output_001"
+    assert asked[1].output == asked[0].output

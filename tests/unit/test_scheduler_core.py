@@ -25,6 +25,7 @@ from services.scheduler.fleet import Assignment, Cancel, ExecutorProfile, Execut
 from services.scheduler.intake import RunningStep, StepReport
 from services.scheduler.listeners import Listeners, Refused, RunListener
 from services.scheduler.queue_records import QueuedStep, RunSnapshot, Submission
+from services.scheduler.result_cache import ResultCache
 from services.scheduler.retry_policy import RetryPolicy
 from services.scheduler.run_queue import RunQueue
 
@@ -98,6 +99,7 @@ class Core:
             retry=RetryPolicy(RETRY_SECONDS, 60.0, jitter=False),
             silent_after=15.0,
             clock=self.clock,
+            cache=ResultCache(client, ttl_seconds=60),
         )
 
     def executor(self, name: str, slots: int = 1) -> ExecutorSession:
@@ -385,5 +387,36 @@ def test_a_cancelled_run_leaves_no_held_steps(valkey_url: str) -> None:
         assert not await c.queue.redis.exists("wtm:h:r1")
         steps = [await c.queue.redis.hget(f"wtm:s:r1:b{i}", "state") for i in range(4)]
         assert {s.decode() for s in steps} == {"CANCELLED"}
+
+    scenario(valkey_url, body)
+
+
+def cached_run(run_id: str, text: str) -> Submission:
+    a = step("a", 0)
+    fields = {"run_id": run_id, "input_json": json.dumps({"text": text}), "priority": "5",
+              "sinks": '["a"]'}  # fmt: skip
+    return Submission(run_id, fields, [QueuedStep("a", [], [], {**a.fields, "cache": "1"})])
+
+
+def test_a_cached_output_completes_the_step_without_an_executor_running_it(
+    valkey_url: str,
+) -> None:
+    async def body(c: Core) -> None:
+        e1 = c.executor("e1")
+        await c.core.submit([cached_run("r1", "hello")])
+        [a] = assignments(e1)
+        await c.report(e1, a, "SUCCEEDED", '{"n": 1}')
+        await c.core.submit([cached_run("r2", "hello"), cached_run("r3", "other")])
+        assert c.core.leaser.work_queued.is_set()  # r2's slot is free again: lease again
+        await c.lease_round()
+        [ran] = assignments(e1)  # r2 never reached the executor; r3's input is new
+        assert ran.run_id == "r3" and e1.free_slots == 0
+        assert c.heard.of("run_ended") == [("r1", "COMPLETED"), ("r2", "COMPLETED")]
+        hit = await c.queue.redis.hgetall("wtm:s:r2:a")
+        assert hit[b"cached_from"] == b"r1/output_a" and hit[b"executor"] == b""
+        assert await c.queue.redis.hget("wtm:o:r2", "a") == b'{"n": 1}'
+        assert json.loads(hit[b"lineage"]) == [["r1/output_a", "output_a"]]
+        # Only the executed attempt's output was stored: the hit did not store itself again.
+        assert len(await c.queue.redis.keys("wtm:cache:*")) == 1
 
     scenario(valkey_url, body)
