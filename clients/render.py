@@ -94,7 +94,11 @@ def run_summary(r: RunInfo) -> str:
     for s in r.steps:
         lines.append(
             f"  step {s.step_id} ({s.task_id}@{s.task_version}) {state(s.state)} "
-            f"attempt {s.attempt} on {s.executor_id or '-'}"
+            + (
+                f"from the cache ({s.cached_from})"
+                if s.cached_from
+                else f"attempt {s.attempt} on {s.executor_id or '-'}"
+            )
         )
         if s.error:
             lines.append(escape(f"    error: {s.error}"))
@@ -106,11 +110,12 @@ def run_summary(r: RunInfo) -> str:
             f"  summary: wall {ps['wall_seconds'] * 1000:.0f} ms · steps "
             f"{ps['step_seconds_sum'] * 1000:.0f} ms · "
             f"parallel speedup {ps['parallel_speedup']:.2f}x"
+            + (f" · {ps['cache_hits']} from the cache" if ps.get("cache_hits") else "")
         )
         for t in ps["steps"]:
             lines.append(
                 f"    {t['step_id']:<24} queued {t['queued_seconds'] * 1000:7.1f} ms  "
-                f"ran {t['run_seconds'] * 1000:7.1f} ms"
+                f"ran {t['run_seconds'] * 1000:7.1f} ms" + ("  (cached)" if t.get("cached") else "")
             )
     if r.lineage:
         lines.append("  lineage:")

@@ -149,6 +149,11 @@ def _as_config(p: PipelineInfo) -> dict[str, Any]:
 @click.option("--priority", type=click.IntRange(0, 10), default=0)
 @click.option("--request-id", default="", help="idempotency key")
 @click.option("--wait/--no-wait", default=True, help="follow the run until it finishes")
+@click.option(
+    "--cache/--no-cache",
+    default=None,
+    help="reuse cached step outputs (default: as the pipeline's enable_caching; a task: no)",
+)
 @click.pass_obj
 def pipeline_run(
     obj: Ctx,
@@ -159,13 +164,16 @@ def pipeline_run(
     priority: int,
     request_id: str,
     wait: bool,
+    cache: bool | None,
 ) -> None:
     """Run pipeline REF (ID or ID@VERSION) on INPUT_JSON (inline JSON or @FILE); local
     files named by file fields (image_path...) are uploaded as artifacts first."""
     data = parse_json_object(input_json, "INPUT_JSON")
     if input_dir is not None:
         sys.exit(run_batch(obj, ref, data, input_dir, field, priority))
-    submit_and_show(obj, wait, pipeline=ref, input=data, priority=priority, request_id=request_id)
+    submit_and_show(
+        obj, wait, pipeline=ref, input=data, priority=priority, request_id=request_id, cache=cache
+    )
 
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}

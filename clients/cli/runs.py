@@ -31,13 +31,26 @@ def follow(obj: Ctx, client: Client, run_id: str) -> RunInfo:
 @click.option("--priority", type=click.IntRange(0, 10), default=0)
 @click.option("--request-id", default="", help="idempotency key")
 @click.option("--wait/--no-wait", default=True, help="follow the run until it finishes")
+@click.option(
+    "--cache/--no-cache",
+    default=None,
+    help="reuse cached step outputs (default: as the pipeline's enable_caching; a task: no)",
+)
 @click.pass_obj
 def run_submit(
-    obj: Ctx, task_ref: str, input_json: str, priority: int, request_id: str, wait: bool
+    obj: Ctx,
+    task_ref: str,
+    input_json: str,
+    priority: int,
+    request_id: str,
+    wait: bool,
+    cache: bool | None,
 ) -> None:
     """Run task TASK_REF (ID or ID@VERSION) on INPUT_JSON (inline JSON or @FILE)."""
     data = parse_json_object(input_json, "INPUT_JSON")
-    submit_and_show(obj, wait, task=task_ref, input=data, priority=priority, request_id=request_id)
+    submit_and_show(
+        obj, wait, task=task_ref, input=data, priority=priority, request_id=request_id, cache=cache
+    )
 
 
 def submit_and_show(obj: Ctx, wait: bool, **submit: Any) -> None:

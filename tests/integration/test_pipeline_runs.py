@@ -371,3 +371,13 @@ def test_a_task_run_is_cached_only_when_the_submit_asks(client: Client) -> None:
     assert asked[0].steps[0].cached_from == ""  # plain runs stored nothing
     assert asked[1].steps[0].cached_from == f"{asked[0].run_id}/output_001"
     assert asked[1].output == asked[0].output
+
+
+def test_the_cli_asks_for_caching_and_shows_a_hit(cluster: Cluster) -> None:
+    doc = json.dumps({"text": f"cli {uuid.uuid4().hex}"})
+    first = run_cli(cluster, "run", "submit", "word_count", doc, "--cache").stdout
+    assert "from the cache" not in first
+    second = run_cli(cluster, "run", "submit", "word_count", doc, "--cache").stdout
+    assert "from the cache (" in second and "1 from the cache" in second
+    third = run_cli(cluster, "--json", "run", "submit", "word_count", doc, "--no-cache").stdout
+    assert json.loads(third)["steps"][0]["cached_from"] == ""
