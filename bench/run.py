@@ -16,6 +16,8 @@ Figures (issue 4 and issue 6 name them and the targets):
   dag_burst   200 such DAGs at once on 8 executor slots: total time, per-DAG p50
   face        face_processing_pipeline on the bundled portrait: p50 wall time, and the
               speedup of its parallel branch against the same steps run one after another
+  face_cache  the same pipeline with result caching on (issue 15): p50 wall time of a
+              miss (every step runs and stores its output) against a hit (none runs)
   floors      what the parts cost by themselves (a gRPC call, a Redis round trip, valkey's
               Lua, nx-27017's CPU for the writes every run needs), no scheduling logic
 
@@ -38,6 +40,8 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+import redis
 
 from bench.floors import floors
 from clients.sdk import Client
@@ -317,6 +321,44 @@ def face(client: Client, count: int) -> dict[str, Any]:
     }
 
 
+def face_cache(client: Client, cluster: Cluster, count: int) -> dict[str, Any]:
+    """The face pipeline with result caching on: a miss (the cache emptied first: every
+    step runs and stores its output) against a hit (the same input again: no step runs)."""
+    assert cluster.endpoints is not None
+    admin = redis.Redis.from_url(cluster.endpoints.redis_admin_url)
+    uri = client.upload_artifact(ROOT / "tasks" / "data" / "astronaut.jpg")
+    misses, hits = [], []
+    try:
+        for i in range(count + 1):  # one warm-up pair
+            pair = []
+            for _ in ("miss", "hit"):
+                run = client.run(
+                    pipeline="face_processing_pipeline",
+                    input={"image_path": uri},
+                    cache=True,
+                    timeout=60,
+                )
+                assert run.state == "COMPLETED", run.error
+                pair.append(run)
+            miss, hit = pair
+            assert not any(s.cached_from for s in miss.steps), "the miss found a cached step"
+            assert all(s.cached_from for s in hit.steps), "the hit ran a step"
+            if i:
+                misses.append((miss.processing_summary or {})["wall_seconds"])
+                hits.append((hit.processing_summary or {})["wall_seconds"])
+            for key in admin.scan_iter("wtm:cache:*", count=1000):
+                admin.delete(key)
+    finally:
+        admin.close()
+    miss_ms, hit_ms = ms(pct(misses, 50)), ms(pct(hits, 50))
+    return {
+        "runs": count,
+        "miss_p50_wall_ms": miss_ms,
+        "hit_p50_wall_ms": hit_ms,
+        "hit_speedup": round(miss_ms / hit_ms, 1) if hit_ms else None,
+    }
+
+
 FIGURES: dict[str, tuple[Callable[..., dict[str, Any]], int]] = {
     "throughput": (throughput, 5000),
     "latency": (latency, 300),
@@ -324,6 +366,7 @@ FIGURES: dict[str, tuple[Callable[..., dict[str, Any]], int]] = {
     "dag": (dag, 20),
     "dag_burst": (dag_burst, 200),
     "face": (face, 20),
+    "face_cache": (face_cache, 10),
     "floors": (floors, 500),
 }
 
@@ -380,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.monotonic()
             if name == "floors":
                 report[name] = fn(c, n)
-            elif name == "executor_start":
+            elif name in ("executor_start", "face_cache"):
                 report[name] = fn(client, c, n)
             else:
                 report[name] = fn(client, n)
