@@ -33,10 +33,16 @@ class Path:
     text: str
 
     @property
-    def leaf(self) -> str:
-        """The last key named in the path, for lineage names ("faces" of ``$.det.faces``)."""
-        keys = [s for s in self.segments if isinstance(s, str)]
-        return keys[-1] if keys else (self.source or "input")
+    def field_path(self) -> str:
+        """The path after its source as written, for lineage names: "tokens[*].text" of
+        ``$.A.tokens[*].text``; "" when it reads a whole step output."""
+        out = ""
+        for s in self.segments:
+            if isinstance(s, str):
+                out += f".{s}" if out else s
+            else:
+                out += "[*]" if s is None else f"[{s}]"
+        return out
 
 
 def is_expression(value: Any) -> bool:

@@ -2,7 +2,9 @@
 outputs upstream, and the lineage edges that record where each field came from.
 
 Edge names follow the brief: ``output_001_faces_array -> input_002_faces_array`` — the
-document id, the field, and the JSON type of the value.
+document id, the field's path in it as the mapping wrote it (``output_001_tokens[*].text_array``
+for ``$.A.tokens[*].text``; none for a whole step output: ``output_001_object``), and the
+JSON type of the value.
 
 Run parameters reach every step that can use them (``with_parameters``): a field the step's
 task declares in its ``input_schema`` properties, and that its mapping did not set, is taken
@@ -71,8 +73,14 @@ def resolve(
         source_id = output_ids[path.source] if path.source else RUN_INPUT_ID
         if path.source:
             sources[key] = source_id
-        edges.append((f"{source_id}_{path.leaf}_{kind}", f"{input_id}_{key}_{kind}"))
+        edges.append((lineage_name(source_id, path.field_path, kind), f"{input_id}_{key}_{kind}"))
     return document, edges, sources
+
+
+def lineage_name(document_id: str, field_path: str, kind: str) -> str:
+    """One end of a lineage edge: document id, the field's path in it ("" for the whole
+    document), JSON type."""
+    return f"{document_id}_{field_path}_{kind}" if field_path else f"{document_id}_{kind}"
 
 
 def absent_optional(path: mapping.Path, optional: frozenset[str], run_input: Any) -> bool:
@@ -133,8 +141,8 @@ def with_parameters(
         where, value = found
         added[key] = value
         kind = json_type(value)
-        leaf = f"{where.replace('.', '_')}_{key}" if where else key
-        edges.append((f"{RUN_INPUT_ID}_{leaf}_{kind}", f"{input_id}_{key}_{kind}"))
+        field_path = f"{where}.{key}" if where else key
+        edges.append((lineage_name(RUN_INPUT_ID, field_path, kind), f"{input_id}_{key}_{kind}"))
     return added, edges
 
 

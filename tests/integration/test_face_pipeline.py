@@ -63,7 +63,8 @@ def test_the_lineage_follows_the_faces_through_the_branches(face_run: RunInfo) -
     assert ("output_001_faces_array", "input_002_faces_array") in edges
     assert ("output_001_faces_array", "input_003_faces_array") in edges
     assert ("run_input_image_path_string", "input_001_image_path_string") in edges
-    assert ("output_002_attributes_object", "input_004_attributes_object") in edges
+    assert ("output_002_object", "input_004_attributes_object") in edges  # the whole output
+    assert ("output_001_object", "input_004_detection_object") in edges
     ids = {s.step_id: (s.input_id, s.output_id) for s in face_run.steps}  # as the SDK shows
     assert ids["face_detection"] == ("input_001", "output_001")
     assert ids["merge"] == ("input_004", "output_004")
@@ -176,7 +177,7 @@ def test_run_parameters_reach_the_steps_that_accept_them(client: Client, face_ru
         assert {k: used[k] for k in wanted} == wanted, form
     edges = set(done.lineage)
     assert (
-        "run_input_step_parameters_face_detection_min_face_size_number",
+        "run_input_step_parameters.face_detection.min_face_size_number",
         "input_001_min_face_size_number",
     ) in edges
     face_width = face_run.output["faces"][0]["bbox"][2]

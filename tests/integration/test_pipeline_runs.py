@@ -53,9 +53,9 @@ def test_every_mapped_field_is_a_lineage_edge(client: Client) -> None:
         ("run_input_text_string", "input_001_text_string"),
         ("run_input_text_string", "input_002_text_string"),
         ("output_001_count_number", "input_003_n_number"),
-        ("output_001_words_string", "input_003_first_string"),  # words[0]
+        ("output_001_words[0]_string", "input_003_first_string"),  # the path it came from
         ("output_002_sentiment_string", "input_004_sentiment_string"),
-        ("output_003_n_number", "input_004_words_number"),
+        ("output_003_echo.n_number", "input_004_words_number"),
     ]
 
 

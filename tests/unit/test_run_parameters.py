@@ -4,7 +4,7 @@ before the run input's own fields, each added field with its lineage edge."""
 
 from __future__ import annotations
 
-from services.scheduler.step_inputs import accepted_fields, with_parameters
+from services.scheduler.step_inputs import accepted_fields, resolve, with_parameters
 
 ACCEPTS = accepted_fields(
     {"properties": {"image_path": {}, "min_face_size": {}, "confidence_threshold": {}}}
@@ -64,3 +64,27 @@ def test_a_whole_upstream_output_is_never_an_absent_optional_field() -> None:
     whole = parse("$.detect", {"detect"}, "detection")  # no segments after the step id
     assert not absent_optional(whole, frozenset({"detect"}), {})
     assert absent_optional(parse("$.lower", set(), "l"), frozenset({"lower"}), {})
+
+
+def test_lineage_names_keep_the_path_a_field_came_from() -> None:
+    outputs = {"A": {"tokens": [{"text": "a"}, {"text": "b"}], "n": 2}}
+    document, edges, sources = resolve(
+        {"texts": "$.A.tokens[*].text", "whole": "$.A", "first": "$.A.tokens[0]", "p": "$.meta.id"},
+        {"A"},
+        {"meta": {"id": "x"}},
+        outputs,
+        {"A": "output_001"},
+        "input_002",
+    )
+    assert document["texts"] == ["a", "b"] and document["whole"] == outputs["A"]
+    assert edges == [
+        ("output_001_tokens[*].text_array", "input_002_texts_array"),
+        ("output_001_object", "input_002_whole_object"),
+        ("output_001_tokens[0]_object", "input_002_first_object"),
+        ("run_input_meta.id_string", "input_002_p_string"),
+    ]
+    assert sources == {"texts": "output_001", "whole": "output_001", "first": "output_001"}
+    _, added = with_parameters({}, {"parameters": {"min_face_size": 5}}, "d", ACCEPTS, "input_001")
+    assert added == [
+        ("run_input_parameters.min_face_size_number", "input_001_min_face_size_number")
+    ]
