@@ -219,9 +219,16 @@ def parse_pipeline(
     inner_id = doc.get("pipeline_id")
     if inner_id is not None and inner_id != pipeline_id:
         raise _err(f"{where}.pipeline_id", f"{inner_id!r} differs from the key {pipeline_id!r}")
-    version = doc.get("version", "1.0.0")
+    # The version: "version", else the original system's metadata.version, else 1.0.0.
+    meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+    version = doc.get("version", meta.get("version", "1.0.0"))
     if not isinstance(version, str) or not SEMVER.match(version):
         raise _err(f"{where}.version", f"must be a semantic version, got {version!r}")
+    if "version" in doc and "version" in meta and meta["version"] != version:
+        raise _err(
+            f"{where}.metadata.version",
+            f"{meta['version']!r} differs from version {version!r}; give one of them",
+        )
     raw_steps = doc.get("steps")
     if not isinstance(raw_steps, list) or not raw_steps:
         raise _err(f"{where}.steps", "must be a non-empty list")

@@ -8,8 +8,16 @@ from dataclasses import dataclass
 from services.common import jsondoc
 from services.common.auth import one_namespace
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound
+from services.registry.manifest import version_sort_key
 from services.registry.models import PipelineVersion
-from services.registry.pipeline_spec import PinnedTask, config_warnings, parse_config, pin
+from services.registry.pipeline_spec import (
+    PinnedTask,
+    PipelineSpec,
+    StepSpec,
+    config_warnings,
+    parse_config,
+    pin,
+)
 from services.registry.registry import Registry, page_size_of
 from services.registry.stores import PipelineStore
 
@@ -23,6 +31,12 @@ class PipelineRegistered:
     pipeline: PipelineVersion
     created: bool  # stored by this call (never in a dry run)
     registered_before: bool
+
+
+def _graph_of(step: StepSpec) -> tuple[object, ...]:
+    """What makes a step the same step to a run: its task, its place in the graph, its
+    input."""
+    return (step.task_id, step.task_version, step.digest, step.depends_on, step.input_mapping)
 
 
 class Pipelines:
@@ -78,6 +92,8 @@ class Pipelines:
                     "versions are immutable, bump the version",
                     field=f"pipelines.{spec.pipeline_id}.version",
                 )
+            if existing is None:
+                warnings += self._latest_change(namespace, spec, validate_only)
             results.append(
                 PipelineRegistered(
                     existing or candidate,
@@ -94,6 +110,33 @@ class Pipelines:
                         field="pipeline_id",
                     )
         return results, warnings
+
+    def _latest_change(self, namespace: str, spec: PipelineSpec, dry_run: bool) -> list[str]:
+        """What registering a new version does to "latest" (what a run that names no version
+        gets), said in a warning whenever it changes it and the graph differs."""
+        before = self.store.latest(namespace, spec.pipeline_id)
+        if before is None:
+            return []
+        old = before.spec
+        where = f"pipelines.{spec.pipeline_id}"
+        if version_sort_key(spec.version) < version_sort_key(old.version):
+            return [f"{where}: {spec.version} is older than {old.version}, which stays latest"]
+        old_steps = {s.step_id: s for s in old.steps}
+        new_steps = {s.step_id: s for s in spec.steps}
+        changes = [f"step {i} added" for i in new_steps if i not in old_steps]
+        changes += [f"step {i} removed" for i in old_steps if i not in new_steps]
+        changes += [
+            f"step {i} changed"
+            for i, s in new_steps.items()
+            if i in old_steps and _graph_of(s) != _graph_of(old_steps[i])
+        ]
+        if not changes:
+            return []
+        becomes = "would become" if dry_run else "is now"
+        return [
+            f"{where}: latest {becomes} {spec.version} (was {old.version}, used by runs that "
+            f"name no version): {'; '.join(changes)}"
+        ]
 
     def get(self, namespace: str, pipeline_id: str, version: str = "") -> PipelineVersion:
         one_namespace(namespace)

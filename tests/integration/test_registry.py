@@ -385,6 +385,31 @@ def test_pipeline_versions_page_and_resolve_latest(client: Client, registered: N
     ]
 
 
+def test_a_new_latest_with_another_graph_is_reported(client: Client, registered: None) -> None:
+    two = [{"task_id": "echo"}, {"step_id": "again", "task_id": "echo", "depends_on": ["echo"]}]
+    first = client.register_pipelines(
+        {"pipeline_id": "evolving", "steps": two, "metadata": {"version": "2.0.0"}}
+    )[0]
+    assert first.version == "2.0.0" and first.warnings == []  # metadata.version is the version
+    one = {"pipeline_id": "evolving", "version": "2.1.0", "steps": [{"task_id": "echo"}]}
+    dry = client.register_pipelines(one, validate_only=True)[0]
+    assert dry.warnings == [
+        "pipelines.evolving: latest would become 2.1.0 (was 2.0.0, used by runs that name no "
+        "version): step again removed"
+    ]
+    [now] = client.register_pipelines(one)[0].warnings
+    assert now.startswith("pipelines.evolving: latest is now 2.1.0 (was 2.0.0")
+    older = {"pipeline_id": "evolving", "version": "1.0.0", "steps": two}
+    assert client.register_pipelines(older)[0].warnings == [
+        "pipelines.evolving: 1.0.0 is older than 2.1.0, which stays latest"
+    ]
+    same = {"pipeline_id": "evolving", "version": "2.2.0", "steps": [{"task_id": "echo"}]}
+    assert client.register_pipelines(same)[0].warnings == []  # the same graph: nothing to say
+    with pytest.raises(ApiError) as err:
+        client.register_pipelines({**same, "version": "3.0.0", "metadata": {"version": "3.1.0"}})
+    assert err.value.message.startswith("pipeline.metadata.version: '3.1.0' differs")
+
+
 def test_the_sentiment_example_package_is_reproducible(tmp_path: Path) -> None:
     copy = shutil.copytree(EXAMPLES / "text_sentiment", tmp_path / "copy")
     assert sha256_hex(pack_directory(copy)) == sha256_hex(
