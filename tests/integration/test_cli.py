@@ -70,6 +70,26 @@ def test_task_test_reports_a_fatal_input_error(cluster: Cluster) -> None:
     assert "fatal" in result.stdout and "'text'" in result.stdout
 
 
+def test_task_test_checks_the_output_schema_as_a_run_does(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    (tmp_path / "task.py").write_text(
+        "from tasks.base.task_base import SimpleTask\n\n\n"
+        "class Task(SimpleTask):\n"
+        "    def process(self, input_data):\n"
+        "        return {'faces': 'not a list'}\n"
+    )
+    manifest = {
+        "task_id": "liar",
+        "version": "1.0.0",
+        "output_schema": {"type": "object", "properties": {"faces": {"type": "array"}}},
+    }
+    (tmp_path / "task.json").write_text(json.dumps(manifest))
+    result = run_cli(cluster, "task", "test", str(tmp_path), "{}", check=False)
+    assert result.returncode == 1
+    assert "$.faces: 'not a list' is not of type 'array'" in result.stdout
+
+
 def test_run_submit_follows_the_run_live(cluster: Cluster) -> None:
     run_cli(cluster, "task", "register", str(ROOT / "tasks" / "examples"))
     out = run_cli(cluster, "run", "submit", "text_sentiment", '{"text": "so good"}').stdout
