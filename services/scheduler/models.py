@@ -164,7 +164,32 @@ class Run:
         )
         if r.state == "COMPLETED":
             r.output_json = final_output(json.loads(run.get("sinks", "[]")), outputs)
+            if run.get("output_metadata") == "1":  # output_options.include_metadata
+                r.output_json = r.with_metadata(r.output_json)
         return r
+
+    def with_metadata(self, output_json: str) -> str:
+        """The run's output with ``metadata``: which run, which pipeline version, and what
+        each step ran (an output that is not an object is wrapped as ``output``)."""
+        output = json.loads(output_json)
+        body = output if isinstance(output, dict) else {"output": output}
+        return json.dumps(
+            {
+                **body,
+                "metadata": {
+                    "run_id": self.run_id,
+                    "pipeline": f"{self.pipeline_id}@{self.pipeline_version}",
+                    "steps": {
+                        s.step_id: {
+                            "task": f"{s.task_id}@{s.task_version}",
+                            "output_id": s.output_id,
+                            **({"cached_from": s.cached_from} if s.cached_from else {}),
+                        }
+                        for s in self.steps
+                    },
+                },
+            }
+        )
 
     @property
     def lineage(self) -> list[tuple[str, str]]:

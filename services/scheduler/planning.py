@@ -4,6 +4,7 @@ the catalog look-up; ``RunService`` (runs.py) accepts, waits and reports."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import re
@@ -16,7 +17,7 @@ from typing import Any
 from services.common import auth, jsondoc, mapping, telemetry
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.mapping import MissingValue
-from services.scheduler import input_check, queue_names, step_inputs
+from services.scheduler import input_check, queue_names, run_options, step_inputs
 from services.scheduler.models import Run, StepRun
 from services.scheduler.queue_records import QueuedStep, Submission
 from services.scheduler.task_catalog import ResolvedTask, TaskCatalog
@@ -119,6 +120,27 @@ class Plan:
     pipeline_id: str = ""
     pipeline_version: str = ""
     input_validation: dict[str, Any] = field(default_factory=dict)
+
+    @functools.cached_property
+    def reads(self) -> list[run_options.StepReads]:
+        """What each step reads of a run's input."""
+        step_ids = {p.step_id for p in self.steps}
+        found = []
+        for p in self.steps:
+            paths = [
+                mapping.parse(e, step_ids, k)
+                for k, e in p.mapping.items()
+                if mapping.is_expression(e)
+            ]
+            found.append(
+                run_options.StepReads(
+                    p.step_id,
+                    frozenset(str(x.segments[0]) for x in paths if not x.source),
+                    frozenset(step_inputs.accepted_fields(p.task.input_schema)),
+                    bool(p.mapping),
+                )
+            )
+        return found
 
 
 _last_id_us = 0
@@ -278,6 +300,9 @@ def check_input(plan: Plan, doc: dict[str, Any]) -> None:
     fail mid-run for a field the input never had, unless that field is optional); then each
     first step's input against its task's input_schema."""
     input_check.check_pipeline_input(plan.input_validation, doc)
+    if plan.pipeline_id:
+        run_options.options_of(doc)
+        run_options.check_every_key_is_read(doc, plan.reads)
     step_ids = {p.step_id for p in plan.steps}
     for p in plan.steps:
         if not p.deps:
@@ -360,10 +385,20 @@ def new_run(
         "submitted_by": run.submitted_by,
         "namespace": run.namespace,
     }
-    if plan.steps[0].max_parallel:
-        run_fields["max_parallel"] = str(plan.steps[0].max_parallel)
+    specs = [p.spec for p in plan.steps]
+    options = run_options.options_of(doc) if plan.pipeline_id else run_options.RunOptions()
+    max_parallel = 1 if options.one_at_a_time else plan.steps[0].max_parallel
+    if max_parallel:
+        run_fields["max_parallel"] = str(max_parallel)
+        if max_parallel != plan.steps[0].max_parallel:  # this run's own limit
+            specs = [
+                dataclasses.replace(x, fields={**x.fields, "max_parallel": str(max_parallel)})
+                for x in specs
+            ]
+    if options.include_metadata:
+        run_fields["output_metadata"] = "1"
     if trace is not None:  # the run span: a child of the submit call, recorded at the end
         run_fields["trace_id"] = run.trace_id
         run_fields["trace_parent"] = trace.header()
         run_fields["run_span"] = f"{telemetry.new_span_id():016x}"
-    return run, Submission(run.run_id, run_fields, [p.spec for p in plan.steps], request_key)
+    return run, Submission(run.run_id, run_fields, specs, request_key)

@@ -9,10 +9,11 @@ JSON type of the value.
 Run parameters reach every step that can use them (``with_parameters``): a field the step's
 task declares in its ``input_schema`` properties, and that its mapping did not set, is taken
 from the run's input — from ``step_parameters.<step_id>`` first, then ``parameters``, then
-the input's own top-level fields. So the original system's execution inputs work unchanged:
-``{"image_path": …, "min_face_size": 50}`` and ``{"image_path": …, "parameters":
-{"confidence_threshold": 0.8}}`` both reach ``face_detection`` inside a pipeline. A task
-whose schema declares a ``parameters`` property gets the whole ``parameters`` object.
+``processing_options``, then the input's own top-level fields. So the original system's
+execution inputs work unchanged: ``{"image_path": …, "min_face_size": 50}`` and
+``{"image_path": …, "parameters": {"confidence_threshold": 0.8}}`` both reach
+``face_detection`` inside a pipeline. A task whose schema declares a ``parameters``
+property gets the whole ``parameters`` object.
 """
 
 from __future__ import annotations
@@ -104,7 +105,9 @@ def default_input(run_input_json: str, dep_outputs: dict[str, str]) -> str:
     return json.dumps(default_document(json.loads(run_input_json), dep_outputs))
 
 
-PARAMETER_SOURCES = ("step_parameters", "parameters")  # run-input fields that carry them
+# Run-input fields that carry parameters, in the order they are looked in (after the step's
+# own step_parameters.<step_id>); then the input's own top-level fields.
+PARAMETER_SOURCES = ("step_parameters", "parameters", "processing_options")
 
 
 def with_parameters(
@@ -125,6 +128,9 @@ def with_parameters(
     shared = run_input.get("parameters")
     if isinstance(shared, dict):
         layers.append(("parameters", shared))
+    options = run_input.get("processing_options")
+    if isinstance(options, dict):
+        layers.append(("processing_options", options))
     top = {k: v for k, v in run_input.items() if k not in PARAMETER_SOURCES}
     layers.append(("", top))
     added = dict(document)

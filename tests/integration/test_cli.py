@@ -70,9 +70,7 @@ def test_task_test_reports_a_fatal_input_error(cluster: Cluster) -> None:
     assert "fatal" in result.stdout and "'text'" in result.stdout
 
 
-def test_task_test_checks_the_output_schema_as_a_run_does(
-    cluster: Cluster, tmp_path: Path
-) -> None:
+def test_task_test_checks_the_output_schema_as_a_run_does(cluster: Cluster, tmp_path: Path) -> None:
     (tmp_path / "task.py").write_text(
         "from tasks.base.task_base import SimpleTask\n\n\n"
         "class Task(SimpleTask):\n"

@@ -189,3 +189,135 @@ def test_run_parameters_reach_the_steps_that_accept_them(client: Client, face_ru
         120,
     )
     assert too_big.state == "COMPLETED" and too_big.output["face_count"] == 0
+
+
+def two_faces(tmp_path: Path) -> Path:
+    import cv2
+    import numpy as np
+
+    portrait = cv2.imread(str(DATA / "astronaut.jpg"))
+    path = tmp_path / "two.png"
+    cv2.imwrite(str(path), np.hstack([portrait, cv2.flip(portrait, 1)]))
+    return path
+
+
+DOCUMENTED_PIPELINE_INPUT = {  # the original system's "Pipeline Execution Input", as printed
+    "processing_options": {
+        "enable_parallel": True,
+        "max_faces": 5,
+        "include_features": True,
+        "include_attributes": True,
+    },
+    "output_options": {"format": "json", "include_metadata": True, "compression": False},
+}
+
+
+def test_the_documented_pipeline_input_runs_unchanged_and_every_option_acts(
+    client: Client, tmp_path: Path
+) -> None:
+    from tests.integration.test_pipeline_runs import overlapping
+
+    two = client.upload_artifact(two_faces(tmp_path))
+    full = client.run(
+        pipeline="face_processing_pipeline",
+        input={"image_path": two, **DOCUMENTED_PIPELINE_INPUT},
+        timeout=120,
+    )
+    assert full.state == "COMPLETED", full.error
+    assert full.output["face_count"] == 2
+    assert all({"attributes", "features"} <= set(f) for f in full.output["faces"])
+    meta = full.output["metadata"]  # include_metadata
+    assert meta["run_id"] == full.run_id and meta["pipeline"].startswith(
+        "face_processing_pipeline@"
+    )
+    assert meta["steps"]["face_detection"] == {
+        "task": "face_detection@1.1.0",
+        "output_id": "output_001",
+    }
+    assert overlapping(full)  # attributes and features at once
+    narrow = client.run(
+        pipeline="face_processing_pipeline",
+        input={
+            "image_path": two,
+            "processing_options": {
+                "enable_parallel": False,
+                "max_faces": 1,
+                "include_features": False,
+                "include_attributes": True,
+            },
+            "output_options": {"include_metadata": False},
+        },
+        timeout=120,
+    )
+    assert narrow.state == "COMPLETED", narrow.error
+    out = narrow.output
+    assert out["face_count"] == 1 and "metadata" not in out
+    assert out["skipped"] == {"features": "include_features is false"}
+    assert "features" not in out["faces"][0] and "attributes" in out["faces"][0]
+    [detection] = [s.output for s in narrow.steps if s.step_id == "face_detection"]
+    assert detection["faces_found"] == 2 and detection["face_count"] == 1
+    assert not overlapping(narrow)  # enable_parallel: false: one step at a time
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"output_options": {"format": "xml"}}, "input_json.output_options.format"),
+        ({"output_options": {"compression": True}}, "input_json.output_options.compression"),
+        ({"output_options": {"zip": True}}, "input_json.output_options.zip"),
+        ({"colour": "red"}, "input_json.colour"),
+        ({"processing_options": {"max_face": 1}}, "input_json.processing_options.max_face"),
+        (
+            {"processing_options": {"enable_parallel": "no"}},
+            "input_json.processing_options.enable_parallel",
+        ),
+        ({"parameters": {"threshold": 1}}, "input_json.parameters.threshold"),
+        ({"step_parameters": {"nope": {}}}, "input_json.step_parameters.nope"),
+        (
+            {"step_parameters": {"merge": {"max_faces": 1}}},
+            "input_json.step_parameters.merge.max_faces",
+        ),
+    ],
+)
+def test_an_execution_input_key_nothing_reads_is_refused_naming_it(
+    client: Client, change: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(ApiError) as err:
+        client.submit(
+            pipeline="face_processing_pipeline",
+            input={"image_path": "test.jpg", **change},
+        )
+    assert err.value.code == "INVALID_ARGUMENT"
+    assert err.value.message.startswith(field + ":"), err.value.message
+
+
+def test_the_documented_task_input_runs_unchanged_and_its_parameters_act(client: Client) -> None:
+    uri = client.upload_artifact(DATA / "astronaut.jpg")
+    documented = {  # the original system's "Task Execution Input", as printed
+        "image_path": uri,
+        "parameters": {
+            "confidence_threshold": 0.8,
+            "max_detections": 10,
+            "enable_preprocessing": True,
+        },
+        "metadata": {"source": "api_call", "user_id": "user123", "session_id": "session456"},
+    }
+    done = client.run(task="face_detection", input=documented, timeout=120)
+    assert done.state == "COMPLETED", done.error
+    used = done.output["parameters"]
+    assert (used["confidence_threshold"], used["max_faces"], used["enable_preprocessing"]) == (
+        0.8,
+        10,
+        True,
+    )
+    assert done.input["metadata"]["user_id"] == "user123"  # kept with the run
+    raw = client.run(
+        task="face_detection",
+        input={
+            **documented,
+            "parameters": {**documented["parameters"], "enable_preprocessing": False},
+        },
+        timeout=120,
+    )
+    assert raw.output["parameters"]["enable_preprocessing"] is False
+    assert raw.output["faces"] != done.output["faces"]  # the detector saw another image

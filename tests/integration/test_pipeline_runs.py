@@ -305,15 +305,15 @@ def test_max_parallel_tasks_runs_at_most_that_many_steps_of_a_run_at_once(client
 
 
 def test_log_level_sets_the_level_of_the_tasks_logger(client: Client) -> None:
-    pipeline(client, "chatty_all", [{"task_id": "chatty"}])
+    pipeline(client, "levels_all", [{"task_id": "levels"}])
     pipeline(
-        client, "chatty_quiet", [{"task_id": "chatty"}], global_settings={"log_level": "warning"}
+        client, "levels_quiet", [{"task_id": "levels"}], global_settings={"log_level": "warning"}
     )
-    [loud] = run(client, "chatty_all", {}).steps
+    [loud] = run(client, "levels_all", {}).steps
     assert [line.split(" ", 1)[0] for line in loud.logs] == ["DEBUG", "INFO", "WARNING"]
-    [quiet] = run(client, "chatty_quiet", {}).steps
+    [quiet] = run(client, "levels_quiet", {}).steps
     assert [line.split(" ", 1)[0] for line in quiet.logs] == ["WARNING"]
-    assert client.get_pipeline("chatty_quiet").log_level == "WARNING"
+    assert client.get_pipeline("levels_quiet").log_level == "WARNING"
 
 
 def test_enable_caching_reuses_a_steps_output_and_says_where_it_came_from(

@@ -17,7 +17,7 @@ def test_a_first_name_that_is_a_step_reads_that_steps_output() -> None:
     path = parse("$.detection.faces[*].bbox", {"detection"}, "f")
     assert path.source == "detection"
     assert evaluate(path, DOC) == [[1, 2, 3, 4], [5, 6, 7, 8]]
-    assert path.leaf == "bbox"
+    assert path.field_path == "faces[*].bbox"
 
 
 def test_any_other_name_reads_the_run_input() -> None:

@@ -2,7 +2,10 @@
 
 Each face has a box ``[x, y, width, height]``, the cascade's last-stage level weight, and a
 confidence that is that weight squashed to 0..1 (a monotone detector score, not a calibrated
-probability). Faces below ``confidence_threshold`` are dropped.
+probability). Faces below ``confidence_threshold`` are dropped; ``max_faces`` (or the
+original system's ``max_detections``) keeps that many of the most confident.
+``enable_preprocessing`` (default true) equalizes the grey image's histogram before detecting,
+which finds faces in flat, low-contrast light that the raw image hides.
 """
 
 from __future__ import annotations
@@ -33,6 +36,10 @@ class Task(MLTask):
             raise FatalError("input: min_face_size must be >= 8 and min_neighbors >= 0")
         if not 0.0 <= params["confidence_threshold"] <= 1.0:
             raise FatalError("input: confidence_threshold must be between 0 and 1")
+        limit = input_data.get("max_faces", input_data.get("max_detections"))
+        if limit is not None:
+            params["max_faces"] = int(limit)
+        params["enable_preprocessing"] = bool(input_data.get("enable_preprocessing", True))
         image = load_image(input_data["image_path"], self.context)
         self.report_progress(0.3, "image loaded")
         return {"image": image, "params": params}
@@ -41,7 +48,9 @@ class Task(MLTask):
         import cv2
 
         image, params = features["image"], features["params"]
-        gray = cv2.equalizeHist(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        if params["enable_preprocessing"]:
+            gray = cv2.equalizeHist(gray)
         found = detect(
             self.model,
             gray,
@@ -49,7 +58,7 @@ class Task(MLTask):
             params["min_neighbors"],
             params["min_face_size"],
         )
-        faces = []
+        faces: list[dict[str, Any]] = []
         for box, weight in found:
             confidence = score(weight)
             if confidence >= params["confidence_threshold"]:
@@ -60,6 +69,10 @@ class Task(MLTask):
                         "level_weight": round(weight, 4),
                     }
                 )
+        found_count = len(faces)
+        if "max_faces" in params:  # the most confident first, then back in image order
+            kept = sorted(faces, key=lambda f: -f["confidence"])[: params["max_faces"]]
+            faces = [f for f in faces if any(f is k for k in kept)]
         for i, face in enumerate(faces):
             face["face_id"] = i
         height, width = image.shape[:2]
@@ -67,6 +80,7 @@ class Task(MLTask):
         return {
             "faces": faces,
             "face_count": len(faces),
+            "faces_found": found_count,  # before max_faces
             "image_size": {"width": width, "height": height, "channels": int(image.shape[2])},
             "detector": "opencv haarcascade_frontalface_default",
             "parameters": params,

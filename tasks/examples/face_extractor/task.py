@@ -54,6 +54,8 @@ class Task(SimpleTask):
     def process(self, input_data: dict[str, Any]) -> dict[str, Any]:
         import cv2
 
+        if input_data.get("include_features") is False:  # the run asked to leave this branch out
+            return {"faces": [], "face_count": 0, "skipped": "include_features is false"}
         image = load_image(input_data["image_path"], self.context)
         gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
         faces = input_data["faces"]

@@ -19,9 +19,16 @@ class Task(SimpleTask):
             p: self.context.input_sources[p] for p in PARTS if p in self.context.input_sources
         }
         detection = input_data["detection"]
+        # A branch the run left out (include_attributes / include_features: false) says so.
+        skipped = {
+            part: input_data[part]["skipped"]
+            for part in ("attributes", "features")
+            if isinstance(input_data.get(part), dict) and input_data[part].get("skipped")
+        }
         by_part = {
             part: {f.get("face_id"): f for f in (input_data.get(part) or {}).get("faces", [])}
             for part in ("attributes", "features")
+            if part not in skipped
         }
         faces = []
         for face in detection.get("faces", []):
@@ -44,4 +51,5 @@ class Task(SimpleTask):
             "face_count": len(faces),
             "image_size": detection.get("image_size"),
             "sources": sources,
+            **({"skipped": skipped} if skipped else {}),
         }
