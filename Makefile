@@ -30,7 +30,7 @@ lint: $(STAMP)
 	$(VENV)/bin/buf breaking --against '.git#branch=main'
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy services clients tasks scripts bench
+	$(VENV)/bin/mypy common services clients tasks scripts bench
 
 ## Benchmarks on the local stack (starts and stops its own); prints JSON.
 bench: $(STAMP)

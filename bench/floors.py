@@ -31,7 +31,7 @@ import redis
 import redis.asyncio as aioredis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common import tls
+from common import tls
 from services.localstack import Cluster
 from services.scheduler.models import Run, StepRun
 from services.scheduler.planning import new_run_id

@@ -1,6 +1,6 @@
 """Clients of Worker Task Manager: the Python SDK (``clients.sdk``) and the CLI (``wtm``)."""
 
-import services  # noqa: F401 - first: it sets gRPC's fork setting before grpc is imported
+import common  # noqa: F401 - first: it sets gRPC's fork setting before grpc is imported
 from clients.sdk import (
     ApiError,
     Client,

@@ -25,9 +25,9 @@ from typing import Any
 
 import grpc
 
-from services.common import refs, tls
-from services.common.artifacts import is_file_field, is_uri, upload_requests
-from services.common.packaging import pack_directory, sha256_hex
+from common import refs, tls
+from common.artifacts import is_file_field, is_uri, upload_requests
+from common.packaging import pack_directory, sha256_hex
 from wtm.v1 import auth_service_pb2 as apb
 from wtm.v1 import auth_service_pb2_grpc as apb_grpc
 from wtm.v1 import registry_service_pb2 as rpb

@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 from clients.sdk import Client
-from services.common import tls
+from common import tls
 from services.localstack import Cluster
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -153,7 +153,7 @@ def task_test(obj: Ctx, task_ref: str, input_json: str, verbose: bool) -> None:
         if Path(task_ref).is_dir():
             package = Path(task_ref)
         else:
-            from services.common.packaging import extract_to, inspect_archive
+            from common.packaging import extract_to, inspect_archive
 
             with obj.client() as client:
                 info = client.get_task(task_ref)

@@ -40,7 +40,7 @@ from typing import Any
 
 from tenacity import Retrying, stop_after_delay, wait_exponential
 
-from services.common.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from common.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 
 log = logging.getLogger(__name__)
 

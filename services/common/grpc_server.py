@@ -26,10 +26,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from common.errors import InvalidArgument, Unauthenticated, WtmError
+from common.tls import client_certificate_name, server_credentials
 from services.common import auth
 from services.common.auth import Gate, Principal
-from services.common.errors import InvalidArgument, Unauthenticated, WtmError
-from services.common.tls import client_certificate_name, server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,16 @@ UNREACHABLE: tuple[type[Exception], ...] = (
     redis.exceptions.TimeoutError,
     pymongo.errors.ConnectionFailure,  # AutoReconnect, NetworkTimeout, server selection
 )
+
+
+# Requests up to 8 MiB (larger inputs and outputs travel as artifacts); clients may ping
+# while a call is open as often as every 30 s (common.client_core pings every minute), and
+# no more often, or the connection is closed.
+SERVER_OPTIONS = [
+    ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 30_000),
+    ("grpc.keepalive_permit_without_calls", 0),
+]
 
 
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
@@ -295,7 +305,7 @@ def serve_threaded(
     server = grpc.server(
         ThreadPoolExecutor(max_workers=max_workers),
         interceptors=[GuardInterceptor(gate)],
-        options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)],
+        options=SERVER_OPTIONS,
     )
     register(server)
     names = _service_names(services)
@@ -345,7 +355,7 @@ async def serve_async(
     needs_cert = mtls.methods if mtls is not None else frozenset()
     server = aio.server(
         interceptors=[AsyncGuardInterceptor(gate, needs_cert)],
-        options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)],
+        options=SERVER_OPTIONS,
     )
     register(server)
     names = _service_names(services)

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
         try:
-            from services.common import tls
+            from common import tls
 
             with tls.channel(ns.grpc, ns.tls_ca) as channel:
                 reply = health_pb2_grpc.HealthStub(channel).Check(

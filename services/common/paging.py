@@ -6,7 +6,7 @@ import base64
 import json
 from typing import Any
 
-from services.common.errors import InvalidArgument
+from common.errors import InvalidArgument
 
 _NOT_OURS = "not a token returned by this service"
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1

@@ -7,7 +7,7 @@ import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-from services.common.artifacts import download_verified, parse_uri
+from common.artifacts import download_verified, parse_uri
 
 Fetch = Callable[[str, str], AsyncIterator[bytes]]  # (uri, namespace) -> chunks
 

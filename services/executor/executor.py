@@ -33,10 +33,11 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from services.common import auth, jsondoc, refs, telemetry, tls
-from services.common.artifacts import SCHEME, find_uris, upload_requests
+from common import jsondoc, refs, tls
+from common.artifacts import SCHEME, find_uris, upload_requests
+from common.errors import WtmError
+from services.common import auth, telemetry
 from services.common.config import read_secret
-from services.common.errors import WtmError
 from services.executor.artifact_cache import ArtifactCache
 from services.executor.lease_fence import LeaseFence
 from services.executor.package_cache import PackageCache

@@ -20,9 +20,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-from services.common.artifacts import download_verified
+from common.artifacts import download_verified
+from common.packaging import extract_to, inspect_archive
 from services.common.auth import DEFAULT_NAMESPACE
-from services.common.packaging import extract_to, inspect_archive
 
 log = logging.getLogger(__name__)
 Fetch = Callable[[str, str], AsyncIterator[bytes]]  # (digest, namespace) -> chunks

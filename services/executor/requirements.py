@@ -24,7 +24,7 @@ from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 
-from services.common.errors import FailedPrecondition
+from common.errors import FailedPrecondition
 
 log = logging.getLogger(__name__)
 _DONE = ".installed"

@@ -6,8 +6,8 @@ import re
 import socket
 from dataclasses import dataclass, field
 
+from common.refs import DEFAULT_INLINE_MAX_BYTES
 from services.common.config import ClientKeySettings, host_port, non_negative, positive, setting
-from services.common.refs import DEFAULT_INLINE_MAX_BYTES
 
 
 @dataclass

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common import tls
+from common import tls
 from services.common.auth import new_key
 from services.localstack.processes import Child, ProcessGroup, free_port, wait_until
 from services.localstack.stack import LocalStack, StackEndpoints

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from services.common.artifacts import make_uri, parse_uri
+from common.artifacts import make_uri, parse_uri
+from common.errors import InvalidArgument
+from common.packaging import sha256_hex
 from services.common.auth import one_namespace
-from services.common.errors import InvalidArgument
-from services.common.packaging import sha256_hex
 from services.registry.stores import ArtifactStore
 
 

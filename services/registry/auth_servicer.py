@@ -6,9 +6,9 @@ from typing import Any
 
 import grpc
 
+from common.errors import InvalidArgument
 from services.common import auth
 from services.common.auth import ApiKeys, AuditLog, KeyRecord
-from services.common.errors import InvalidArgument
 from services.common.paging import decode_token, encode_token
 from wtm.v1 import auth_service_pb2 as pb
 from wtm.v1 import auth_service_pb2_grpc as pb_grpc

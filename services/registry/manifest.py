@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.common import jsondoc
-from services.common.errors import InvalidArgument
+from common import jsondoc
+from common.errors import InvalidArgument
 from tasks.base import schema
 
 TASK_ID = re.compile(r"^[a-z][a-z0-9_]{0,63}$")

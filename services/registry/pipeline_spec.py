@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from common.errors import InvalidArgument, NotFound
 from services.common import mapping
-from services.common.errors import InvalidArgument, NotFound
 from services.registry.manifest import MAX_RETRIES, MAX_TIMEOUT_SECONDS, SEMVER
 
 PIPELINE_ID = re.compile(r"^[a-z][a-z0-9_]{0,63}$")

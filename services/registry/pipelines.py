@@ -5,9 +5,9 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from services.common import jsondoc
+from common import jsondoc
+from common.errors import AlreadyExists, InvalidArgument, NotFound
 from services.common.auth import one_namespace
-from services.common.errors import AlreadyExists, InvalidArgument, NotFound
 from services.registry.manifest import version_sort_key
 from services.registry.models import PipelineVersion
 from services.registry.pipeline_spec import (

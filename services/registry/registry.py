@@ -7,9 +7,9 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from common.errors import AlreadyExists, InvalidArgument, NotFound
+from common.packaging import ArchiveLimits, inspect_archive, sha256_hex
 from services.common.auth import ALL_NAMESPACES, one_namespace
-from services.common.errors import AlreadyExists, InvalidArgument, NotFound
-from services.common.packaging import ArchiveLimits, inspect_archive, sha256_hex
 from services.registry.manifest import check_entry_point, check_keys, parse_manifest
 from services.registry.models import TaskVersion
 from services.registry.stores import PackageStore, SharedTasks, TaskStore

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import grpc
 
+from common.errors import InvalidArgument
 from services.common import auth
-from services.common.errors import InvalidArgument
 from services.registry.artifacts import Artifacts
 from services.registry.pipelines import Pipelines
 from services.registry.registry import Registry

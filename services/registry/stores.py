@@ -13,8 +13,8 @@ from minio.error import S3Error
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
+from common.errors import NotFound
 from services.common.auth import DEFAULT_NAMESPACE
-from services.common.errors import NotFound
 from services.common.paging import decode_token, encode_token
 from services.registry.manifest import version_sort_key
 from services.registry.models import PipelineVersion, TaskVersion

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
-from services.common.errors import AlreadyExists
+from common.errors import AlreadyExists
 from services.scheduler import keys
 from services.scheduler.clock import SYSTEM, Clock
 from services.scheduler.queue_names import own_queues, serves

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 from typing import Any
 
-from services.common.artifacts import is_file_field
-from services.common.errors import InvalidArgument
+from common.artifacts import is_file_field
+from common.errors import InvalidArgument
 from tasks.base import schema
 
 

@@ -1,7 +1,7 @@
 """``LargeDocuments``: step outputs and inputs too large to travel inline.
 
 Executors store an output over the inline limit as an artifact and report a reference
-(``services.common.refs``). When a downstream step's input is built, the scheduler fetches
+(``common.refs``). When a downstream step's input is built, the scheduler fetches
 the referenced outputs it reads (kept in a small cache, since siblings often read the same
 one); when the input it builds is itself over the limit, it stores that as an artifact too
 and the executor fetches it. Artifacts go through the registry, which owns the object store.
@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator
 
 from grpc import aio
 
-from services.common import refs, tls
-from services.common.artifacts import download_verified, parse_uri, upload_requests
-from services.common.errors import WtmError
+from common import refs, tls
+from common.artifacts import download_verified, parse_uri, upload_requests
+from common.errors import WtmError
 from wtm.v1 import registry_service_pb2 as rpb
 from wtm.v1 import registry_service_pb2_grpc as rpb_grpc
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
 
-from services.common import refs
+from common import refs
 from services.common.mapping import MissingValue
 from services.scheduler import keys, step_inputs, tracing
 from services.scheduler.clock import SYSTEM, Clock

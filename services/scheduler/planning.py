@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from services.common import auth, jsondoc, mapping, telemetry
-from services.common.errors import FailedPrecondition, InvalidArgument
+from common import jsondoc
+from common.errors import FailedPrecondition, InvalidArgument
+from services.common import auth, mapping, telemetry
 from services.common.mapping import MissingValue
 from services.scheduler import input_check, queue_names, run_options, step_inputs
 from services.scheduler.models import Run, StepRun

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from common.errors import PermissionDenied
 from services.common.auth import ALL_NAMESPACES, DEFAULT_NAMESPACE, check_namespace
-from services.common.errors import PermissionDenied
 
 
 def queue_variant(queue: str, labels: dict[str, str]) -> str:

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from services.common.errors import InvalidArgument
+from common.errors import InvalidArgument
 from services.scheduler.step_inputs import PARAMETER_SOURCES
 
 RUN_KEYS = ("output_options", "metadata")  # acted on or kept by the scheduler

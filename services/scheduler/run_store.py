@@ -18,8 +18,8 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from common.errors import InvalidArgument
 from services.common.auth import DEFAULT_NAMESPACE
-from services.common.errors import InvalidArgument
 from services.common.paging import decode_token, encode_token
 from services.scheduler.models import Run, StepRun
 

@@ -10,8 +10,9 @@ from typing import Any, cast
 
 from grpc import aio
 
-from services.common import auth, tls
-from services.common.errors import InvalidArgument
+from common import tls
+from common.errors import InvalidArgument
+from services.common import auth
 from services.scheduler.dispatcher import Dispatcher
 from services.scheduler.fleet import Assignment, ExecutorProfile, ExecutorSession, Renewed
 from services.scheduler.intake import RunningStep, StepReport

@@ -6,6 +6,7 @@ import os
 import socket
 from dataclasses import dataclass
 
+from common.refs import DEFAULT_INLINE_MAX_BYTES
 from services.common.config import (
     ClientKeySettings,
     ServerAuthSettings,
@@ -14,7 +15,6 @@ from services.common.config import (
     positive,
     setting,
 )
-from services.common.refs import DEFAULT_INLINE_MAX_BYTES
 from services.scheduler.result_cache import DEFAULT_MAX_BYTES, DEFAULT_TTL_SECONDS
 
 

@@ -14,9 +14,9 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from services.common import tls
+from common import tls
+from common.errors import InvalidArgument, NotFound, Unavailable
 from services.common.auth import NAMESPACE_HEADER
-from services.common.errors import InvalidArgument, NotFound, Unavailable
 from services.scheduler.queue_names import queue_variant
 from wtm.v1 import registry_service_pb2 as rpb
 from wtm.v1 import registry_service_pb2_grpc as rpb_grpc

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from clients.sdk import Client
-from services.common import refs
+from common import refs
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "tasks"
 N = 100_000  # 0..99999 as JSON is ~590 KB

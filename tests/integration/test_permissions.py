@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 from clients.sdk import ApiError, Client, TaskInfo
-from services.common import tls
+from common import tls
 from services.common.auth import METHOD_PERMISSIONS, ROLE_PERMISSIONS, Role
 from services.localstack import Cluster
 from tests.conftest import ROOT, keyed_channel

@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from clients.sdk import ApiError, Client
-from services.common.packaging import pack_directory, sha256_hex
+from common.packaging import pack_directory, sha256_hex
 from services.localstack import Cluster
 from tests.conftest import EXAMPLES, ROOT, keyed_channel
 from wtm.v1 import registry_service_pb2 as rpb

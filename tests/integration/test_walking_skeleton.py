@@ -13,8 +13,8 @@ import pymongo
 import pytest
 
 from clients.sdk import ApiError, Client
+from common.packaging import pack_directory
 from services.common.backends import s3_client
-from services.common.packaging import pack_directory
 from services.localstack import Cluster
 from tests.conftest import EXAMPLES, keyed_channel
 from tests.waiting import eventually

@@ -8,8 +8,8 @@ import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from services.common.artifacts import make_uri
-from services.common.packaging import sha256_hex
+from common.artifacts import make_uri
+from common.packaging import sha256_hex
 from services.executor.artifact_cache import ArtifactCache
 
 

@@ -7,7 +7,7 @@ import pymongo.errors
 import pytest
 import redis.exceptions
 
-from services.common.errors import InvalidArgument, NotFound
+from common.errors import InvalidArgument, NotFound
 from services.common.grpc_server import status_for
 
 

@@ -16,9 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.common import jsondoc, mapping
-from services.common.errors import InvalidArgument, WtmError
-from services.common.packaging import inspect_archive
+from common import jsondoc
+from common.errors import InvalidArgument, WtmError
+from common.packaging import inspect_archive
+from services.common import mapping
 from services.common.paging import decode_token, encode_token
 from services.registry.manifest import parse_manifest, version_sort_key
 from services.registry.pipeline_spec import ancestors, parse_config

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from services.common.errors import InvalidArgument
+from common.errors import InvalidArgument
 from services.registry.manifest import parse_manifest, version_sort_key
 from services.scheduler.queue_names import queue_variant, serves
 

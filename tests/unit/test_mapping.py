@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.common.errors import InvalidArgument
+from common.errors import InvalidArgument
 from services.common.mapping import MissingValue, evaluate, parse
 
 DOC = {

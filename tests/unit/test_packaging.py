@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from services.common.errors import InvalidArgument
-from services.common.packaging import ArchiveLimits, extract_to, inspect_archive, pack_directory
+from common.errors import InvalidArgument
+from common.packaging import ArchiveLimits, extract_to, inspect_archive, pack_directory
 
 
 def make_task(root: Path) -> Path:

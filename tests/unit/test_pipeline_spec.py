@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from services.common.errors import InvalidArgument, NotFound
+from common.errors import InvalidArgument, NotFound
 from services.registry.pipeline_spec import PinnedTask, parse_config, pin
 
 FACE: dict[str, Any] = {

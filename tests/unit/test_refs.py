@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from services.common import refs
+from common import refs
 
 URI = "artifact://sha256/" + "a" * 64 + "/output_001.json"
 

@@ -16,7 +16,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from services.common.errors import AlreadyExists
+from common.errors import AlreadyExists
 from services.localstack.processes import free_port, wait_until
 from services.localstack.stack import valkey_binary
 from services.scheduler.clock import FakeClock

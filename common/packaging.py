@@ -18,7 +18,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from services.common.errors import InvalidArgument
+from common.errors import InvalidArgument
 
 # Never packed: caches and version-control litter.
 SKIPPED_DIRS = {"__pycache__", ".git", ".pytest_cache", ".mypy_cache", ".ruff_cache"}

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from services.common.artifacts import is_uri
+from common.artifacts import is_uri
 
 REF_KEY = "wtm_ref"
 DEFAULT_INLINE_MAX_BYTES = 256 * 1024

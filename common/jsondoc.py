@@ -17,7 +17,7 @@ import json
 import math
 from typing import Any
 
-from services.common.errors import InvalidArgument
+from common.errors import InvalidArgument
 
 MAX_DEPTH = 64
 

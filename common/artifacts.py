@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import PurePosixPath
 from typing import Any
 
-from services.common.errors import FailedPrecondition, InvalidArgument
+from common.errors import FailedPrecondition, InvalidArgument
 from wtm.v1 import registry_service_pb2 as rpb
 
 CHUNK = 256 * 1024  # bytes per upload message

@@ -1,0 +1,221 @@
+"""The gRPC client core: how every client of the services makes channels and calls — the
+SDK (sync and async), the CLI, the executor and the scheduler's registry calls.
+
+- Channels: TLS (``common.tls``: verified against WTM_TLS_CA or the CA given; a client
+  certificate for mTLS), keep-alive pings while calls are open (a dead connection is found
+  in about a minute and a half), message limits.
+- Credentials: the API key as a bearer token and the ``wtm-namespace`` header, on every
+  call.
+- Deadlines: every call has one (``timeout``, 30 s unless said otherwise).
+- Retries: a call answered UNAVAILABLE (the service is not reachable yet, or restarts) is
+  tried again with exponential backoff, for up to ``retry_seconds`` (tenacity), unless the
+  call says ``retry=False`` (one that must not run twice: a submit without a request id).
+- Errors: a status becomes the ``common.errors`` class of its code (``NotFound``,
+  ``InvalidArgument`` with its ``field``, ...), so callers catch one family of exceptions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, TypeVar
+
+import grpc
+from grpc import aio
+from tenacity import (
+    AsyncRetrying,
+    Retrying,
+    retry_if_exception,
+    stop_after_delay,
+    wait_exponential,
+)
+
+from common import tls
+from common.errors import WtmError
+
+T = TypeVar("T")
+
+NAMESPACE_HEADER = "wtm-namespace"
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_RETRY_SECONDS = 10.0
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Pings every minute while a call is open (the executor's stream, a watch), answered within
+# 20 s, or the connection is closed and the call fails UNAVAILABLE. The services accept
+# pings this often (services.common.grpc_server).
+CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+)
+
+Metadata = tuple[tuple[str, str], ...]
+
+
+def call_metadata(api_key: str = "", namespace: str = "") -> Metadata:
+    """The headers every call carries: the key, and the namespace to act in if any."""
+    found: Metadata = ((("authorization", f"Bearer {api_key}"),) if api_key else ())
+    return found + (((NAMESPACE_HEADER, namespace),) if namespace else ())
+
+
+def error_of(exc: grpc.RpcError) -> WtmError:
+    """The ``common.errors`` exception for a failed call."""
+    code = exc.code() if callable(getattr(exc, "code", None)) else None
+    details = exc.details() if callable(getattr(exc, "details", None)) else str(exc)
+    return WtmError.from_status(code.name if code else "UNKNOWN", details or "")
+
+
+def _unavailable(exc: BaseException) -> bool:
+    return isinstance(exc, grpc.RpcError) and exc.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def _retry_policy(seconds: float) -> dict[str, Any]:
+    return {
+        "retry": retry_if_exception(_unavailable),
+        "stop": stop_after_delay(seconds),
+        "wait": wait_exponential(multiplier=0.05, max=1.0),
+        "reraise": True,
+    }
+
+
+class Caller:
+    """Calls on one channel, synchronously."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        ca: str | None = None,
+        client_cert: tls.ClientCert | None = None,
+        api_key: str = "",
+        namespace: str = "",
+        timeout: float = DEFAULT_TIMEOUT,
+        retry_seconds: float = DEFAULT_RETRY_SECONDS,
+    ) -> None:
+        self.channel = tls.channel(address, ca, CHANNEL_OPTIONS, client_cert)
+        self.metadata = call_metadata(api_key, namespace)
+        self.timeout = timeout
+        self.retry_seconds = retry_seconds
+
+    def unary(
+        self,
+        method: Callable[..., T],
+        request: Any,
+        *,
+        timeout: float | None = None,
+        retry: bool = True,
+        metadata: Metadata = (),
+    ) -> T:
+        """``method(request)`` (unary or client-streaming: then ``request`` is an iterator,
+        and is not retried) with the deadline, the headers and the retry policy."""
+        headers = self.metadata + metadata
+        deadline = self.timeout if timeout is None else timeout
+
+        def once() -> T:
+            return method(request, metadata=headers, timeout=deadline)
+
+        try:
+            if retry and self.retry_seconds > 0 and not isinstance(request, Iterator):
+                return Retrying(**_retry_policy(self.retry_seconds))(once)
+            return once()
+        except grpc.RpcError as exc:
+            raise error_of(exc) from None
+
+    def stream(
+        self,
+        method: Callable[..., Any],
+        request: Any,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata = (),
+    ) -> Iterator[Any]:
+        """The replies of a server-streaming ``method``; ``timeout`` bounds the whole stream
+        (None: it may stay open as long as the server keeps it)."""
+        try:
+            yield from method(request, metadata=self.metadata + metadata, timeout=timeout)
+        except grpc.RpcError as exc:
+            raise error_of(exc) from None
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+class AsyncCaller:
+    """Calls on one channel, for asyncio."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        ca: str | None = None,
+        client_cert: tls.ClientCert | None = None,
+        api_key: str = "",
+        namespace: str = "",
+        timeout: float = DEFAULT_TIMEOUT,
+        retry_seconds: float = DEFAULT_RETRY_SECONDS,
+    ) -> None:
+        self.channel = tls.aio_channel(address, ca, CHANNEL_OPTIONS, client_cert)
+        self.metadata = call_metadata(api_key, namespace)
+        self.timeout = timeout
+        self.retry_seconds = retry_seconds
+
+    async def unary(
+        self,
+        method: Callable[..., Any],
+        request: Any,
+        *,
+        timeout: float | None = None,
+        retry: bool = True,
+        metadata: Metadata = (),
+    ) -> Any:
+        """As ``Caller.unary``; ``request`` may be an async iterator (client streaming)."""
+        headers = self.metadata + metadata
+        deadline = self.timeout if timeout is None else timeout
+
+        async def once() -> Any:
+            return await method(request, metadata=headers, timeout=deadline)
+
+        try:
+            streaming = hasattr(request, "__aiter__") or isinstance(request, Iterator)
+            if retry and self.retry_seconds > 0 and not streaming:
+                return await AsyncRetrying(**_retry_policy(self.retry_seconds))(once)
+            return await once()
+        except grpc.RpcError as exc:
+            raise error_of(exc) from None
+
+    async def stream(
+        self,
+        method: Callable[..., Any],
+        request: Any,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata = (),
+    ) -> AsyncIterator[Any]:
+        """The replies of a server-streaming ``method``."""
+        call = method(request, metadata=self.metadata + metadata, timeout=timeout)
+        try:
+            async for reply in call:
+                yield reply
+        except grpc.RpcError as exc:
+            raise error_of(exc) from None
+        finally:
+            call.cancel()
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+
+def channel_options() -> tuple[tuple[str, int], ...]:
+    """The options every channel of the project is made with (for channels made by hand,
+    such as the executor's stream)."""
+    return CHANNEL_OPTIONS
+
+
+__all__ = [
+    "CHANNEL_OPTIONS",
+    "AsyncCaller",
+    "Caller",
+    "aio",
+    "call_metadata",
+    "channel_options",
+    "error_of",
+]
