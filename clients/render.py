@@ -13,7 +13,7 @@ from rich.table import Table
 from clients.sdk import ExecutorInfo, PipelineInfo, RunEventInfo, RunInfo, TaskInfo
 
 console = Console()
-errors = Console(stderr=True)  # progress and notes that must not mix with --json output
+errors = Console(stderr=True, soft_wrap=True)  # progress, notes, errors: never mixed with output
 STATE_STYLE = {
     "COMPLETED": "green",
     "FAILED": "red",
@@ -173,16 +173,22 @@ def pipeline_panel(p: PipelineInfo) -> str:
     return "\n".join(lines)
 
 
+def counts_of(output: Any) -> dict[str, Any]:
+    """What a batch table shows of a run's output: its top-level counts (``*_count``)."""
+    if not isinstance(output, dict):
+        return {}
+    return {k: v for k, v in output.items() if k.endswith("_count") and isinstance(v, int)}
+
+
 def batch_table(batch_id: str, rows: list[dict[str, Any]]) -> Table:
     table = Table(title=f"Batch {batch_id}")
-    for col in ("image", "state", "faces", "wall ms", "run", "error"):
+    for col in ("image", "state", "counts", "wall ms", "run", "error"):
         table.add_column(col)
     for r in rows:
-        faces = "" if r["faces"] is None else str(r["faces"])
         table.add_row(
             r["image"],
             state(r["state"]),
-            faces,
+            " ".join(f"{k}={v}" for k, v in r["counts"].items()),
             str(r["wall_ms"]),
             r["run_id"],
             escape(r["error"][:60]),

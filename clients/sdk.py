@@ -2,13 +2,17 @@
 
     from clients import Client
 
-    client = Client("127.0.0.1:50051", "127.0.0.1:50052")
-    client.register_task("tasks/examples/text_sentiment")
-    run = client.submit(task="text_sentiment", input={"text": "I love it"})
-    print(client.wait(run.run_id).output)
+    with Client("127.0.0.1:50051", "127.0.0.1:50052") as client:
+        client.register_task("tasks/examples/text_sentiment")
+        run = client.run(task="text_sentiment", input={"text": "I love it"})
+        print(run.output)
 
-Results are plain dataclasses; the generated gRPC classes stay inside this module. Errors
-are ``ApiError`` with the canonical status name (``NOT_FOUND``, ``INVALID_ARGUMENT``...).
+Results are typed dataclasses (``clients.types``); the generated gRPC classes stay behind
+them. Errors are ``clients.errors``: one class per status code users handle
+(``NotFound``, ``InvalidArgument`` with its ``field``...), and ``RunFailedError`` and its
+siblings from ``run()`` and ``wait()``. Calls go through the client core
+(``common.client_core``): TLS, the key, a deadline on every call, and retries while a
+service is UNAVAILABLE. ``clients.aio.AsyncClient`` is the same for asyncio.
 """
 
 from __future__ import annotations
@@ -18,40 +22,51 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import grpc
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from common import refs, tls
+from clients import requests
+from clients.errors import (
+    ApiError,
+    DataLoss,
+    DeadlineExceeded,
+    Unauthenticated,
+    Unavailable,
+    WaitTimeoutError,
+    raise_for_outcome,
+)
+from clients.types import (
+    ApiKeyInfo,
+    ExecutorInfo,
+    PipelineInfo,
+    PipelineStepInfo,
+    RunEventInfo,
+    RunInfo,
+    StepInfo,
+    TaskInfo,
+)
+from common import refs
 from common.artifacts import is_file_field, is_uri, upload_requests
+from common.client_core import DEFAULT_RETRY_SECONDS, Caller
 from common.packaging import pack_directory, sha256_hex
 from wtm.v1 import auth_service_pb2 as apb
 from wtm.v1 import auth_service_pb2_grpc as apb_grpc
 from wtm.v1 import registry_service_pb2 as rpb
 from wtm.v1 import registry_service_pb2_grpc as rpb_grpc
-from wtm.v1 import run_pb2
 from wtm.v1 import scheduler_service_pb2 as spb
 from wtm.v1 import scheduler_service_pb2_grpc as spb_grpc
-
-CHUNK = 256 * 1024
-TERMINAL = {"COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"}
-
-
-class ApiError(Exception):
-    """A call the services refused: ``code`` is the gRPC status name."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
 
 
 def resolve_key(key: str = "", path: str = "") -> str:
     """The API key to present: ``key``, else the one in the file ``path``, else
-    ``WTM_API_KEY``, else the one in the file ``WTM_API_KEY_FILE`` names ("" for none)."""
+    ``WTM_API_KEY``, else the one in the file ``WTM_API_KEY_FILE`` names ("" for none).
+
+    Raises:
+        Unauthenticated: the key file cannot be read.
+    """
     if key.strip():
         return key.strip()
     if not path:
@@ -64,324 +79,20 @@ def resolve_key(key: str = "", path: str = "") -> str:
         with open(path) as fh:
             return fh.read().strip()
     except OSError as exc:
-        raise ApiError("UNAUTHENTICATED", f"cannot read the API key file {path}: {exc}") from exc
+        raise Unauthenticated(f"cannot read the API key file {path}: {exc.strerror}") from exc
 
 
-def _end_stream(stream: Any) -> None:
-    """Stop reading a server stream: cancel the call, or, where OpenTelemetry's client
-    instrumentation wrapped it in a generator (OTEL_EXPORTER_OTLP_ENDPOINT set), close that
-    generator, which ends the call under it."""
-    if callable(getattr(stream, "cancel", None)):
-        stream.cancel()
-    elif callable(getattr(stream, "close", None)):
-        stream.close()
-
-
-def _time(message: Any, name: str) -> datetime | None:
-    return getattr(message, name).ToDatetime() if message.HasField(name) else None
-
-
-@dataclass(frozen=True)
-class ApiKeyInfo:
-    """An API key as the registry describes it (never its secret)."""
-
-    key_id: str
-    name: str
-    role: str
-    namespace: str
-    created_at: datetime | None
-    expires_at: datetime | None
-    revoked_at: datetime | None
-    created_by: str
-
-    @classmethod
-    def _from(cls, k: apb.ApiKey) -> ApiKeyInfo:
-        return cls(
-            k.key_id,
-            k.name,
-            k.role,
-            k.namespace,
-            _time(k, "create_time"),
-            _time(k, "expire_time"),
-            _time(k, "revoke_time"),
-            k.created_by,
-        )
-
-
-@dataclass(frozen=True)
-class TaskInfo:
-    """A registered task version."""
-
-    task_id: str
-    version: str
-    name: str
-    description: str
-    category: str
-    tags: list[str]
-    queue: str
-    digest: str
-    size_bytes: int
-    manifest: dict[str, Any]
-    created: bool = False
-    deprecated: bool = False
-    deprecation_reason: str = ""
-    namespace: str = ""
-    shared: bool = False  # every namespace may use it, as "namespace/task_id"
-
-    @classmethod
-    def _from(cls, t: rpb.Task, created: bool = False) -> TaskInfo:
-        return cls(
-            t.task_id,
-            t.version,
-            t.display_name,
-            t.description,
-            t.category,
-            list(t.tags),
-            t.queue,
-            t.digest,
-            t.size_bytes,
-            json.loads(t.manifest_json or "{}"),
-            created,
-            t.deprecated,
-            t.deprecation_reason,
-            t.namespace,
-            t.shared,
-        )
-
-
-@dataclass(frozen=True)
-class PipelineStepInfo:
-    """One step of a registered pipeline, pinned to a task version."""
-
-    step_id: str
-    task_id: str
-    task_version: str
-    digest: str
-    depends_on: list[str]
-    parallel_group: str
-    timeout_seconds: int
-    retry_count: int
-    input_mapping: dict[str, Any]
-    queue: str
-    cache: bool | None = None  # the step's own "cache" (None: as the pipeline's)
-
-
-@dataclass(frozen=True)
-class PipelineInfo:
-    """A registered pipeline version."""
-
-    pipeline_id: str
-    version: str
-    name: str
-    description: str
-    steps: list[PipelineStepInfo]
-    input_validation: dict[str, Any]
-    output_format: dict[str, Any]
-    metadata: dict[str, Any]
-    enabled: bool
-    created: bool = False  # stored by the call that returned it
-    registered_before: bool = False  # that version existed before the call
-    namespace: str = ""
-    # Keys of the registered config kept but not acted on (from RegisterPipelines).
-    warnings: list[str] = field(default_factory=list)
-    max_parallel_tasks: int = 0  # global_settings: 0 = no limit of its own
-    enable_caching: bool = False
-    log_level: str = ""
-
-    @classmethod
-    def _from(
-        cls, p: rpb.Pipeline, created: bool = False, registered_before: bool = False
-    ) -> PipelineInfo:
-        steps = [
-            PipelineStepInfo(
-                s.step_id,
-                s.task_id,
-                s.task_version,
-                s.digest,
-                list(s.depends_on),
-                s.parallel_group,
-                s.timeout_seconds,
-                s.retry_count,
-                json.loads(s.input_mapping_json or "{}"),
-                s.queue,
-                s.cache if s.HasField("cache") else None,
-            )
-            for s in p.steps
-        ]
-        return cls(
-            p.pipeline_id,
-            p.version,
-            p.display_name,
-            p.description,
-            steps,
-            json.loads(p.input_validation_json or "{}"),
-            json.loads(p.output_format_json or "{}"),
-            json.loads(p.metadata_json or "{}"),
-            p.enabled,
-            created,
-            registered_before,
-            p.namespace,
-            max_parallel_tasks=p.max_parallel_tasks,
-            enable_caching=p.enable_caching,
-            log_level=p.log_level,
-        )
-
-
-@dataclass(frozen=True)
-class StepInfo:
-    """The latest attempt of one step of a run."""
-
-    step_id: str
-    task_id: str
-    task_version: str
-    state: str
-    attempt: int
-    output: Any
-    error: str
-    executor_id: str
-    started_at: datetime | None
-    ended_at: datetime | None
-    logs: list[str] = field(default_factory=list)
-    input_id: str = ""  # the lineage ids of the step's input and output documents
-    output_id: str = ""
-    cached_from: str = ""  # "run_id/output_id" when the output came from the result cache
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """A run and its steps."""
-
-    run_id: str
-    state: str
-    task_id: str
-    pipeline_id: str
-    input: dict[str, Any]
-    output: Any
-    error: str
-    priority: int
-    steps: list[StepInfo] = field(default_factory=list)
-    created_at: datetime | None = None
-    started_at: datetime | None = None
-    ended_at: datetime | None = None
-    pipeline_version: str = ""
-    lineage: list[tuple[str, str]] = field(default_factory=list)
-    processing_summary: dict[str, Any] | None = None
-    batch_id: str = ""
-    labels: dict[str, str] = field(default_factory=dict)
-    trace_id: str = ""  # open in Jaeger: http://<jaeger>:16686/trace/<trace_id>
-    namespace: str = ""
-
-    @property
-    def finished(self) -> bool:
-        return self.state in TERMINAL
-
-    @classmethod
-    def _from(cls, r: run_pb2.Run) -> RunInfo:
-        steps = [
-            StepInfo(
-                s.step_id,
-                s.task_id,
-                s.task_version,
-                run_pb2.State.Name(s.state)[6:],
-                s.attempt,
-                json.loads(s.output_json) if s.output_json else None,
-                s.error,
-                s.executor_id,
-                _time(s, "start_time"),
-                _time(s, "end_time"),
-                list(s.logs),
-                s.input_id,
-                s.output_id,
-                s.cached_from,
-            )
-            for s in r.steps
-        ]
-        summary = None
-        if r.HasField("processing_summary"):
-            ps = r.processing_summary
-            summary = {
-                "wall_seconds": ps.wall_seconds,
-                "step_seconds_sum": ps.step_seconds_sum,
-                "parallel_speedup": ps.parallel_speedup,
-                "steps": [
-                    {
-                        "step_id": t.step_id,
-                        "queued_seconds": t.queued_seconds,
-                        "run_seconds": t.run_seconds,
-                        "process_seconds": t.process_seconds,
-                        "pickup_seconds": t.pickup_seconds,
-                        "report_seconds": t.report_seconds,
-                        "cached": t.cached,
-                    }
-                    for t in ps.steps
-                ],
-                "cache_hits": ps.cache_hits,
-            }
-        return cls(
-            r.run_id,
-            run_pb2.State.Name(r.state)[6:],
-            r.task_id,
-            r.pipeline_id,
-            json.loads(r.input_json or "{}"),
-            json.loads(r.output_json) if r.output_json else None,
-            r.error,
-            r.priority,
-            steps,
-            _time(r, "create_time"),
-            _time(r, "start_time"),
-            _time(r, "end_time"),
-            r.pipeline_version,
-            [(e.source, e.target) for e in r.lineage],
-            summary,
-            r.batch_id,
-            dict(r.labels),
-            r.trace_id,
-            r.namespace,
-        )
-
-
-@dataclass(frozen=True)
-class ExecutorInfo:
-    """One executor of the fleet, as the schedulers see it."""
-
-    executor_id: str
-    state: str  # CONNECTED | DRAINING | LOST
-    queues: list[str]
-    slots: int
-    in_flight: int
-    labels: dict[str, str]
-    software_version: str
-    python_version: str
-    connected_at: datetime | None
-    last_seen_at: datetime | None
-    scheduler_id: str
-    packages: list[str] = field(default_factory=list)
-    slot_errors: int = 0  # steps that failed in the executor itself: its slots are unhealthy
-    last_slot_error: str = ""
-    namespaces: list[str] = field(default_factory=list)  # whose queues it serves; "*": all
-
-
-@dataclass(frozen=True)
-class RunEventInfo:
-    """One event of a run; ``event_id`` resumes a watch after it."""
-
-    event_id: str
-    run_id: str
-    step_id: str
-    attempt: int
-    state: str
-    message: str
-    time: datetime | None
-    progress: float = 0.0
-    kind: str = "STATE"  # STATE | PROGRESS | RETRYING | LOG
-
-    @property
-    def ends_run(self) -> bool:
-        return not self.step_id and self.state in TERMINAL and self.kind == "STATE"
+class _NotFinished(Exception):
+    """The run's event stream ended before the run did (a scheduler went away)."""
 
 
 class Client:
-    """A connection to the registry and the scheduler."""
+    """A connection to the registry and the scheduler.
+
+    Every method raises the ``clients.errors`` class of the status a call failed with
+    (``NotFound``, ``InvalidArgument``, ``PermissionDenied``, ``Unavailable`` once the
+    retries are spent, ...); only the exceptions particular to a method are listed on it.
+    """
 
     def __init__(
         self,
@@ -393,30 +104,55 @@ class Client:
         tls_ca: str | None = None,
         api_key_file: str = "",
         namespace: str | None = None,
+        retry_seconds: float = DEFAULT_RETRY_SECONDS,
+        raise_on_failure: bool = True,
     ) -> None:
-        """``api_key`` (or ``token``, its older name) or ``api_key_file``: the key to
-        present; by default the one in ``WTM_API_KEY`` or the file named by
-        ``WTM_API_KEY_FILE``. ``tls_ca``: the CA
-        to check the services' certificates against (default ``WTM_TLS_CA``; "" and no
-        such variable: plaintext). ``namespace``: the one to act in (default
-        ``WTM_NAMESPACE``); a key bound to a namespace acts in it without saying so."""
-        token = resolve_key(api_key or token, api_key_file)
-        self._registry_channel = tls.channel(registry, tls_ca)
-        self._scheduler_channel = tls.channel(scheduler, tls_ca)
-        self._registry = rpb_grpc.RegistryServiceStub(self._registry_channel)
-        self._auth = apb_grpc.AuthServiceStub(self._registry_channel)
-        self._scheduler = spb_grpc.SchedulerServiceStub(self._scheduler_channel)
+        """Connect (lazily: the first call opens the channels).
+
+        Args:
+            registry: the registry's address, host:port.
+            scheduler: the scheduler's address, host:port.
+            api_key: the key to present (``token`` is its older name); by default the one
+                in ``WTM_API_KEY``, or in the file ``api_key_file`` or ``WTM_API_KEY_FILE``
+                names.
+            tls_ca: the CA to check the services' certificates against (default
+                ``WTM_TLS_CA``; "" and no such variable: plaintext).
+            namespace: the one to act in (default ``WTM_NAMESPACE``); a key bound to a
+                namespace acts in it without saying so.
+            timeout: the deadline of each call, in seconds.
+            retry_seconds: how long a call answered UNAVAILABLE is retried (0: never).
+            raise_on_failure: whether ``run`` and ``wait`` raise ``RunError`` for a run that
+                did not complete (each call may say otherwise).
+
+        Raises:
+            Unauthenticated: the key file cannot be read.
+        """
+        key = resolve_key(api_key or token, api_key_file)
         self.namespace = os.environ.get("WTM_NAMESPACE", "") if namespace is None else namespace
-        self._metadata: tuple[tuple[str, str], ...] = (
-            (("authorization", f"Bearer {token}"),) if token else ()
-        )
-        if self.namespace:
-            self._metadata += (("wtm-namespace", self.namespace),)
+        settings: dict[str, Any] = {
+            "ca": tls_ca,
+            "api_key": key,
+            "namespace": self.namespace,
+            "timeout": timeout,
+            "retry_seconds": retry_seconds,
+        }
+        self._r = Caller(registry, **settings)
+        self._s = Caller(scheduler, **settings)
+        self._registry = rpb_grpc.RegistryServiceStub(self._r.channel)
+        self._auth = apb_grpc.AuthServiceStub(self._r.channel)
+        self._scheduler = spb_grpc.SchedulerServiceStub(self._s.channel)
         self._timeout = timeout
+        self.raise_on_failure = raise_on_failure
 
     def close(self) -> None:
-        self._registry_channel.close()
-        self._scheduler_channel.close()
+        self._r.close()
+        self._s.close()
+
+    def _outcome(self, run: RunInfo, raise_on_failure: bool | None) -> RunInfo:
+        """A finished run, or its ``RunError`` when it did not complete and the caller (or
+        this client's default) asked for that."""
+        wanted = self.raise_on_failure if raise_on_failure is None else raise_on_failure
+        return raise_for_outcome(run) if wanted else run
 
     def __enter__(self) -> Client:
         return self
@@ -424,138 +160,110 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method: Any, request: Any, **kw: Any) -> Any:
-        try:
-            return method(
-                request, metadata=self._metadata, timeout=kw.pop("timeout", self._timeout), **kw
-            )
-        except grpc.RpcError as exc:
-            raise ApiError(exc.code().name, exc.details() or "") from None
-
     # API keys and audit (admin) --------------------------------------------------------
 
     def create_api_key(
         self, name: str, role: str, namespace: str, ttl_seconds: float = 0
     ) -> tuple[ApiKeyInfo, str]:
         """Make a key; returns it and its secret (the whole key text), shown this once."""
-        request = apb.CreateApiKeyRequest(name=name, role=role, namespace=namespace)
-        if ttl_seconds:
-            request.ttl.FromNanoseconds(int(ttl_seconds * 1e9))
-        reply = self._call(self._auth.CreateApiKey, request)
-        return ApiKeyInfo._from(reply.key), reply.secret
+        request = requests.create_api_key(name, role, namespace, ttl_seconds)
+        reply = self._r.unary(self._auth.CreateApiKey, request, retry=False)
+        return ApiKeyInfo.from_proto(reply.key), reply.secret
 
     def list_api_keys(self) -> list[ApiKeyInfo]:
-        reply = self._call(self._auth.ListApiKeys, apb.ListApiKeysRequest())
-        return [ApiKeyInfo._from(k) for k in reply.keys]
+        reply = self._r.unary(self._auth.ListApiKeys, apb.ListApiKeysRequest())
+        return [ApiKeyInfo.from_proto(k) for k in reply.keys]
 
     def revoke_api_key(self, key_id: str) -> ApiKeyInfo:
-        reply = self._call(self._auth.RevokeApiKey, apb.RevokeApiKeyRequest(key_id=key_id))
-        return ApiKeyInfo._from(reply.key)
+        reply = self._r.unary(self._auth.RevokeApiKey, apb.RevokeApiKeyRequest(key_id=key_id))
+        return ApiKeyInfo.from_proto(reply.key)
 
     def list_audit_events(self, limit: int = 100) -> list[dict[str, Any]]:
         """Recorded mutations, newest first."""
-        reply = self._call(self._auth.ListAuditEvents, apb.ListAuditEventsRequest(page_size=limit))
-        return [
-            {
-                "time": _time(e, "time"),
-                "service": e.service,
-                "method": e.method,
-                "key_id": e.key_id,
-                "principal": e.principal,
-                "role": e.role,
-                "namespace": e.namespace,
-                "outcome": e.outcome,
-            }
-            for e in reply.events
-        ]
+        request = apb.ListAuditEventsRequest(page_size=limit)
+        return requests.audit_events(self._r.unary(self._auth.ListAuditEvents, request))
 
     # Tasks -------------------------------------------------------------------------------
 
     def register_task(self, path: str | Path) -> TaskInfo:
-        """Pack a task directory deterministically and register it."""
+        """Pack a task directory deterministically and register it.
+
+        Raises:
+            InvalidArgument: the package or its task.json is not valid (``field`` says
+                where).
+            AlreadyExists: that version is registered with other content.
+        """
         return self.upload_package(pack_directory(path))
 
     def upload_package(self, data: bytes) -> TaskInfo:
         """Register an already packed archive (tar.gz bytes)."""
-
-        def messages() -> Iterator[rpb.UploadTaskPackageRequest]:
-            header = rpb.UploadTaskPackageHeader(sha256=sha256_hex(data), size_bytes=len(data))
-            yield rpb.UploadTaskPackageRequest(header=header)
-            for i in range(0, len(data), CHUNK):
-                yield rpb.UploadTaskPackageRequest(chunk=data[i : i + CHUNK])
-
-        reply = self._call(self._registry.UploadTaskPackage, messages())
-        return TaskInfo._from(reply.task, reply.created)
+        reply = self._r.unary(self._registry.UploadTaskPackage, requests.package_messages(data))
+        return TaskInfo.from_proto(reply.task, reply.created)
 
     def get_task(self, ref: str) -> TaskInfo:
-        """A task version by ``"id"`` (latest) or ``"id@version"``."""
-        task_id, _, version = ref.partition("@")
-        return TaskInfo._from(
-            self._call(
-                self._registry.GetTask, rpb.GetTaskRequest(task_id=task_id, version=version)
-            ).task
-        )
+        """A task version by ``"id"`` (latest) or ``"id@version"``.
+
+        Raises:
+            NotFound: no such task (version) in this namespace.
+        """
+        task_id, version = requests.split_ref(ref)
+        request = rpb.GetTaskRequest(task_id=task_id, version=version)
+        return TaskInfo.from_proto(self._r.unary(self._registry.GetTask, request).task)
 
     def list_tasks(self, page_size: int = 100, **filters: str) -> Iterator[TaskInfo]:
         """Every task version matching the filters (task_id, category, tag, queue)."""
         token = ""
         while True:
-            reply = self._call(
-                self._registry.ListTasks,
-                rpb.ListTasksRequest(page_size=page_size, page_token=token, **filters),
-            )
-            yield from (TaskInfo._from(t) for t in reply.tasks)
+            request = rpb.ListTasksRequest(page_size=page_size, page_token=token, **filters)
+            reply = self._r.unary(self._registry.ListTasks, request)
+            yield from (TaskInfo.from_proto(t) for t in reply.tasks)
             token = reply.next_page_token
             if not token:
                 return
 
-    def download_package(self, digest: str) -> bytes:
-        """A package archive by digest, checked against it."""
+    def download_package(self, digest: str, timeout: float | None = None) -> bytes:
+        """A package archive by digest, checked against it.
+
+        Raises:
+            DataLoss: what arrived does not match the digest.
+        """
         request = rpb.DownloadTaskPackageRequest(digest=digest)
-        try:
-            data = b"".join(
-                r.chunk
-                for r in self._registry.DownloadTaskPackage(request, metadata=self._metadata)
-            )
-        except grpc.RpcError as exc:
-            raise ApiError(exc.code().name, exc.details() or "") from None
+        method = self._registry.DownloadTaskPackage
+        chunks = self._r.stream(method, request, timeout=timeout or self._timeout)
+        data = b"".join(r.chunk for r in chunks)
         if sha256_hex(data) != digest:
-            raise ApiError("DATA_LOSS", f"package does not match digest {digest}")
+            raise DataLoss(f"package does not match digest {digest}")
         return data
 
     def deprecate_task(self, ref: str, reason: str = "") -> TaskInfo:
         """Deprecate ``"id@version"``: kept for pinned pipelines, no longer "latest"."""
-        task_id, _, version = ref.partition("@")
+        task_id, version = requests.split_ref(ref)
         request = rpb.DeprecateTaskRequest(task_id=task_id, version=version, reason=reason)
-        return TaskInfo._from(self._call(self._registry.DeprecateTask, request).task)
+        return TaskInfo.from_proto(self._r.unary(self._registry.DeprecateTask, request).task)
 
     def share_task(self, task_id: str, shared: bool = True) -> TaskInfo:
         """Let every namespace's pipelines use this task of yours, as "namespace/task_id"
         (admins); ``shared=False`` stops that."""
         request = rpb.ShareTaskRequest(task_id=task_id, shared=shared)
-        return TaskInfo._from(self._call(self._registry.ShareTask, request).task)
+        return TaskInfo.from_proto(self._r.unary(self._registry.ShareTask, request).task)
+
+    # Artifacts ---------------------------------------------------------------------------
 
     def upload_artifact(self, path: str | Path) -> str:
         """Store a local file in the object store; returns the ``artifact://`` URI to put in a
         run's input."""
         path = Path(path)
-        requests = upload_requests(path.name, path.read_bytes())
-        return str(self._call(self._registry.UploadArtifact, requests).uri)
+        messages = upload_requests(path.name, path.read_bytes())
+        return str(self._r.unary(self._registry.UploadArtifact, messages).uri)
 
-    def download_artifact(self, uri: str) -> bytes:
+    def download_artifact(self, uri: str, timeout: float | None = None) -> bytes:
         """The bytes of a stored artifact (an uploaded input, or an output that went by
         reference)."""
-        try:
-            return b"".join(
-                reply.chunk
-                for reply in self._registry.DownloadArtifact(
-                    rpb.DownloadArtifactRequest(uri=uri),
-                    metadata=self._metadata,
-                    timeout=self._timeout,
-                )
-            )
-        except grpc.RpcError as exc:
-            raise ApiError(exc.code().name, exc.details() or "") from None
+        request = rpb.DownloadArtifactRequest(uri=uri)
+        chunks = self._r.stream(
+            self._registry.DownloadArtifact, request, timeout=timeout or self._timeout
+        )
+        return b"".join(reply.chunk for reply in chunks)
 
     def resolve_refs(self, value: Any, fetched: dict[str, Any] | None = None) -> Any:
         """``value`` with every large document that went by reference (``{"wtm_ref": ...}``)
@@ -595,23 +303,25 @@ class Client:
         validate_only: bool = False,
     ) -> list[PipelineInfo]:
         """Register the pipelines of a config (a file path or a dict); ``validate_only`` for a
-        dry run that stores nothing."""
-        text = json.dumps(config) if isinstance(config, dict) else Path(config).read_text()
-        request = rpb.RegisterPipelinesRequest(
-            config_json=text, pipeline_id=pipeline_id, validate_only=validate_only
-        )
-        reply = self._call(self._registry.RegisterPipelines, request)
-        before = list(reply.registered_before) or [not c for c in reply.created]
-        return [
-            dataclasses.replace(PipelineInfo._from(p, created, was), warnings=list(reply.warnings))
-            for p, created, was in zip(reply.pipelines, reply.created, before, strict=True)
-        ]
+        dry run that stores nothing. Each result carries the registration's ``warnings``.
+
+        Raises:
+            InvalidArgument: the config is not valid (``field`` names the key).
+            AlreadyExists: a version is registered with another definition.
+        """
+        request = requests.register_pipelines(config, pipeline_id, validate_only)
+        reply = self._r.unary(self._registry.RegisterPipelines, request)
+        return requests.registered_pipelines(reply)
 
     def get_pipeline(self, ref: str) -> PipelineInfo:
-        """A pipeline version by ``"id"`` (latest) or ``"id@version"``."""
-        pipeline_id, _, version = ref.partition("@")
+        """A pipeline version by ``"id"`` (latest) or ``"id@version"``.
+
+        Raises:
+            NotFound: no such pipeline (version) in this namespace.
+        """
+        pipeline_id, version = requests.split_ref(ref)
         request = rpb.GetPipelineRequest(pipeline_id=pipeline_id, version=version)
-        return PipelineInfo._from(self._call(self._registry.GetPipeline, request).pipeline)
+        return PipelineInfo.from_proto(self._r.unary(self._registry.GetPipeline, request).pipeline)
 
     def list_pipelines(self, page_size: int = 100, pipeline_id: str = "") -> Iterator[PipelineInfo]:
         token = ""
@@ -619,8 +329,8 @@ class Client:
             request = rpb.ListPipelinesRequest(
                 page_size=page_size, page_token=token, pipeline_id=pipeline_id
             )
-            reply = self._call(self._registry.ListPipelines, request)
-            yield from (PipelineInfo._from(p) for p in reply.pipelines)
+            reply = self._r.unary(self._registry.ListPipelines, request)
+            yield from (PipelineInfo.from_proto(p) for p in reply.pipelines)
             token = reply.next_page_token
             if not token:
                 return
@@ -637,11 +347,27 @@ class Client:
         labels: dict[str, str] | None = None,
         cache: bool | None = None,
     ) -> RunInfo:
-        """Submit a run of a task or a pipeline on one input document. ``cache``: None
-        follows the pipeline's enable_caching; False turns result caching off for this run;
-        True turns it on for every step (a task run too)."""
-        request = _submit_request(task, pipeline, input, priority, request_id, labels, cache)
-        return RunInfo._from(self._call(self._scheduler.SubmitRun, request).run)
+        """Submit a run of a task or a pipeline on one input document; returns at once.
+
+        Args:
+            task: "task_id" or "task_id@version" (or ``pipeline``: exactly one of them).
+            pipeline: "pipeline_id" or "pipeline_id@version".
+            input: the input document.
+            priority: 1 (lowest) to 10; 0: the task's or pipeline's.
+            request_id: an idempotency key: repeated submits with it make one run (and
+                with it, a submit is retried while the scheduler is UNAVAILABLE).
+            labels: labels of the run.
+            cache: None follows the pipeline's enable_caching; False turns result caching
+                off for this run; True on for every step (a task run too).
+
+        Raises:
+            InvalidArgument: the input or a field of the request is not valid.
+            NotFound: no such task or pipeline.
+            FailedPrecondition: the pipeline is disabled.
+        """
+        request = requests.submit(task, pipeline, input, priority, request_id, labels, cache)
+        reply = self._s.unary(self._scheduler.SubmitRun, request, retry=bool(request_id))
+        return RunInfo.from_proto(reply.run)
 
     def submit_many(
         self,
@@ -654,22 +380,15 @@ class Client:
         cache: bool | None = None,
     ) -> tuple[str, list[str]]:
         """Submit one run per input document in one call; returns (batch id, run ids)."""
-        request = spb.SubmitRunsRequest(
-            task=task,
-            pipeline=pipeline,
-            inputs_json=[json.dumps(i) for i in inputs],
-            priority=priority,
-            request_id=request_id,
-            labels=labels or {},
-            cache=cache,
-        )
-        reply = self._call(self._scheduler.SubmitRuns, request)
+        request = requests.submit_many(inputs, task, pipeline, priority, request_id, labels, cache)
+        reply = self._s.unary(self._scheduler.SubmitRuns, request, retry=bool(request_id))
         return reply.batch_id, list(reply.run_ids)
 
     def cancel(self, run_id: str, reason: str = "") -> RunInfo:
-        """Cancel a run: queued steps are dropped, running ones stopped."""
+        """Cancel a run: queued steps are dropped, running ones stopped. A finished run is
+        returned as it is."""
         request = spb.CancelRunRequest(run_id=run_id, reason=reason)
-        return RunInfo._from(self._call(self._scheduler.CancelRun, request).run)
+        return RunInfo.from_proto(self._s.unary(self._scheduler.CancelRun, request).run)
 
     def list_runs(
         self,
@@ -683,58 +402,34 @@ class Client:
         limit: int | None = None,
     ) -> Iterator[RunInfo]:
         """Runs newest first (without step outputs), fetching pages as needed."""
-        request = spb.ListRunsRequest(
-            state=f"STATE_{state}" if state else "STATE_UNSPECIFIED",
-            pipeline_id=pipeline_id,
-            task_id=task_id,
-            batch_id=batch_id,
-            page_size=page_size,
+        request = requests.list_runs(
+            state, pipeline_id, task_id, batch_id, created_after, created_before, page_size
         )
-        if created_after is not None:
-            request.created_after.FromDatetime(created_after)
-        if created_before is not None:
-            request.created_before.FromDatetime(created_before)
         seen = 0
         while True:
-            reply = self._call(self._scheduler.ListRuns, request)
+            reply = self._s.unary(self._scheduler.ListRuns, request)
             for r in reply.runs:
                 if limit is not None and seen >= limit:
                     return
                 seen += 1
-                yield RunInfo._from(r)
+                yield RunInfo.from_proto(r)
             if not reply.next_page_token:
                 return
             request.page_token = reply.next_page_token
 
     def list_executors(self) -> list[ExecutorInfo]:
-        reply = self._call(self._scheduler.ListExecutors, spb.ListExecutorsRequest())
-        return [
-            ExecutorInfo(
-                e.executor_id,
-                spb.ExecutorState.Name(e.state).removeprefix("EXECUTOR_STATE_"),
-                list(e.queues),
-                e.slots,
-                e.in_flight,
-                dict(e.labels),
-                e.software_version,
-                e.python_version,
-                _time(e, "connect_time"),
-                _time(e, "last_seen_time"),
-                e.scheduler_id,
-                list(e.packages),
-                e.slot_errors,
-                e.last_slot_error,
-                list(e.namespaces),
-            )
-            for e in reply.executors
-        ]
+        reply = self._s.unary(self._scheduler.ListExecutors, spb.ListExecutorsRequest())
+        return [ExecutorInfo.from_proto(e) for e in reply.executors]
 
     def get_run(self, run_id: str, resolve_refs: bool = True) -> RunInfo:
         """A run and its steps. Outputs too large to travel inline are fetched from the
-        object store, unless ``resolve_refs`` is false (then they stay reference documents)."""
-        run = RunInfo._from(
-            self._call(self._scheduler.GetRun, spb.GetRunRequest(run_id=run_id)).run
-        )
+        object store, unless ``resolve_refs`` is false (then they stay reference documents).
+
+        Raises:
+            NotFound: no such run in this namespace.
+        """
+        reply = self._s.unary(self._scheduler.GetRun, spb.GetRunRequest(run_id=run_id))
+        run = RunInfo.from_proto(reply.run)
         return self._with_documents(run) if resolve_refs else run
 
     def _with_documents(self, run: RunInfo) -> RunInfo:
@@ -761,83 +456,87 @@ class Client:
         labels: dict[str, str] | None = None,
         timeout: float = 300.0,
         cache: bool | None = None,
+        raise_on_failure: bool | None = None,
     ) -> RunInfo:
-        """Submit a run and wait for it to finish, in one call: the scheduler answers when
-        the run has ended. Returns the finished run (large outputs fetched); raises
-        ``TimeoutError`` if it has not finished within ``timeout`` seconds."""
-        request = _submit_request(task, pipeline, input, priority, request_id, labels, cache)
-        request.wait.FromNanoseconds(int(min(timeout, 3600.0) * 1e9))
-        reply = self._call(self._scheduler.SubmitRun, request, timeout=timeout + 30)
-        run = RunInfo._from(reply.run)
+        """Submit a run and wait for it to finish, in one call (the scheduler answers when
+        the run has ended); returns the finished run, large outputs fetched. The arguments
+        are ``submit``'s.
+
+        Raises:
+            RunFailedError, RunCancelledError, RunTimedOutError: the run ended otherwise
+                than COMPLETED (``raise_on_failure=False`` returns it instead).
+            WaitTimeoutError: it had not finished within ``timeout`` seconds.
+        """
+        request = requests.submit(
+            task, pipeline, input, priority, request_id, labels, cache, wait_seconds=timeout
+        )
+        reply = self._s.unary(
+            self._scheduler.SubmitRun, request, timeout=timeout + 30, retry=bool(request_id)
+        )
+        run = RunInfo.from_proto(reply.run)
         if not run.finished:
-            raise TimeoutError(f"run {run.run_id} did not finish in {timeout:g}s")
-        return self._with_documents(run)
+            raise WaitTimeoutError(run.run_id, timeout)
+        run = self._with_documents(run)
+        return self._outcome(run, raise_on_failure)
 
     def watch(
         self, run_id: str, after_event_id: str = "", timeout: float | None = None
     ) -> Iterator[RunEventInfo]:
-        """The run's events from its start (or after an event id) until it finishes."""
-        stream = self._scheduler.WatchRun(
-            spb.WatchRunRequest(run_id=run_id, after_event_id=after_event_id),
-            metadata=self._metadata,
-            timeout=timeout,
+        """The run's events from its start (or after an event id) until it finishes;
+        ``timeout`` bounds the whole watch (None: as long as the run takes).
+
+        Raises:
+            NotFound: no such run.
+            DeadlineExceeded: ``timeout`` passed first.
+        """
+        request = spb.WatchRunRequest(run_id=run_id, after_event_id=after_event_id)
+        for reply in self._s.stream(self._scheduler.WatchRun, request, timeout=timeout):
+            yield RunEventInfo.from_proto(reply.event)
+
+    def wait(
+        self, run_id: str, timeout: float = 300.0, raise_on_failure: bool | None = None
+    ) -> RunInfo:
+        """Block until the run finishes and return it. Rides out a scheduler restart: the
+        watch is resumed while the scheduler is UNAVAILABLE, until the deadline.
+
+        Raises:
+            RunFailedError, RunCancelledError, RunTimedOutError: the run ended otherwise
+                than COMPLETED (``raise_on_failure=False`` returns it instead).
+            WaitTimeoutError: it had not finished within ``timeout`` seconds.
+            NotFound: no such run.
+        """
+        deadline = time.monotonic() + timeout
+        retrying = Retrying(
+            retry=retry_if_exception_type((Unavailable, DeadlineExceeded, _NotFinished)),
+            stop=stop_after_delay(timeout),
+            wait=wait_exponential(multiplier=0.05, max=1.0),
+            reraise=True,
         )
         try:
-            for reply in stream:
-                e = reply.event
-                yield RunEventInfo(
-                    e.event_id,
-                    e.run_id,
-                    e.step_id,
-                    e.attempt,
-                    run_pb2.State.Name(e.state)[6:],
-                    e.message,
-                    _time(e, "time"),
-                    e.progress,
-                    spb.RunEventKind.Name(e.kind).removeprefix("RUN_EVENT_KIND_") or "STATE",
-                )
-        except grpc.RpcError as exc:
-            raise ApiError(exc.code().name, exc.details() or "") from None
-        finally:
-            _end_stream(stream)
-
-    def wait(self, run_id: str, timeout: float = 300.0) -> RunInfo:
-        """Block until the run finishes (or ``timeout`` passes) and return it. Rides out a
-        scheduler restart: UNAVAILABLE is retried until the deadline."""
-        deadline = time.monotonic() + timeout
-        pause = 0.05
-        while time.monotonic() < deadline:
-            try:
-                for event in self.watch(run_id, timeout=deadline - time.monotonic()):
-                    if event.ends_run:
-                        break
-                run = self.get_run(run_id)
-                if run.finished:
-                    return run
-                pause = 0.05
-            except ApiError as exc:
-                if exc.code not in {"DEADLINE_EXCEEDED", "UNAVAILABLE"}:
-                    raise
-                pause = min(pause * 2, 1.0)
-            time.sleep(pause)
-        raise TimeoutError(f"run {run_id} did not finish in {timeout:g}s")
+            for attempt in retrying:
+                with attempt:
+                    left = max(deadline - time.monotonic(), 0.001)
+                    for event in self.watch(run_id, timeout=left):
+                        if event.ends_run:
+                            break
+                    run = self.get_run(run_id)
+                    if not run.finished:
+                        raise _NotFinished
+        except (Unavailable, DeadlineExceeded, _NotFinished):
+            raise WaitTimeoutError(run_id, timeout) from None
+        return self._outcome(run, raise_on_failure)
 
 
-def _submit_request(
-    task: str,
-    pipeline: str,
-    document: dict[str, Any] | None,
-    priority: int,
-    request_id: str,
-    labels: dict[str, str] | None,
-    cache: bool | None = None,
-) -> spb.SubmitRunRequest:
-    return spb.SubmitRunRequest(
-        task=task,
-        pipeline=pipeline,
-        input_json=json.dumps(document or {}),
-        priority=priority,
-        request_id=request_id,
-        labels=labels or {},
-        cache=cache,
-    )
+__all__ = [  # the types are clients.types', re-exported for the callers that import them here
+    "ApiError",
+    "ApiKeyInfo",
+    "Client",
+    "ExecutorInfo",
+    "PipelineInfo",
+    "PipelineStepInfo",
+    "RunEventInfo",
+    "RunInfo",
+    "StepInfo",
+    "TaskInfo",
+    "resolve_key",
+]

@@ -53,7 +53,7 @@ Metadata = tuple[tuple[str, str], ...]
 
 def call_metadata(api_key: str = "", namespace: str = "") -> Metadata:
     """The headers every call carries: the key, and the namespace to act in if any."""
-    found: Metadata = ((("authorization", f"Bearer {api_key}"),) if api_key else ())
+    found: Metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
     return found + (((NAMESPACE_HEADER, namespace),) if namespace else ())
 
 
@@ -75,6 +75,16 @@ def _retry_policy(seconds: float) -> dict[str, Any]:
         "wait": wait_exponential(multiplier=0.05, max=1.0),
         "reraise": True,
     }
+
+
+def end_call(call: Any) -> None:
+    """Stop a server stream: cancel the call, or, where OpenTelemetry's client
+    instrumentation wrapped it in a generator (OTEL_EXPORTER_OTLP_ENDPOINT set), close that
+    generator, which ends the call under it."""
+    if callable(getattr(call, "cancel", None)):
+        call.cancel()
+    elif callable(getattr(call, "close", None)):
+        call.close()
 
 
 class Caller:
@@ -130,10 +140,13 @@ class Caller:
     ) -> Iterator[Any]:
         """The replies of a server-streaming ``method``; ``timeout`` bounds the whole stream
         (None: it may stay open as long as the server keeps it)."""
+        call = method(request, metadata=self.metadata + metadata, timeout=timeout)
         try:
-            yield from method(request, metadata=self.metadata + metadata, timeout=timeout)
+            yield from call
         except grpc.RpcError as exc:
             raise error_of(exc) from None
+        finally:
+            end_call(call)
 
     def close(self) -> None:
         self.channel.close()
@@ -198,7 +211,7 @@ class AsyncCaller:
         except grpc.RpcError as exc:
             raise error_of(exc) from None
         finally:
-            call.cancel()
+            end_call(call)
 
     async def close(self) -> None:
         await self.channel.close()

@@ -39,9 +39,6 @@ class WtmError(Exception):
             error.code = code
         return error
 
-    def __str__(self) -> str:
-        return f"{self.code}: {self.message}"
-
 
 class InvalidArgument(WtmError):
     """The request is malformed; retrying it unchanged will fail again."""

@@ -7,9 +7,9 @@ from typing import Any
 
 import click
 
-from clients import render
+from clients import __version__, render
 from clients.sdk import Client
-from services.common import telemetry
+from common import telemetry
 
 
 class Ctx:
@@ -23,7 +23,9 @@ class Ctx:
         key_file: str,
         as_json: bool,
         namespace: str = "",
+        retry_seconds: float = 10.0,
     ) -> None:
+        self.retry_seconds = retry_seconds
         self.registry = registry
         self.scheduler = scheduler
         self.token = token
@@ -38,6 +40,7 @@ class Ctx:
             token=self.token,
             api_key_file=self.key_file,
             namespace=self.namespace,
+            retry_seconds=self.retry_seconds,
         )
 
     def out(self, value: Any, human: Any) -> None:
@@ -126,36 +129,68 @@ ROOT_ALIASES: dict[str, Alias] = {
 }
 
 
-@click.group(cls=AliasedGroup, aliases=ROOT_ALIASES)
+@click.group(
+    cls=AliasedGroup,
+    aliases=ROOT_ALIASES,
+    epilog="Exit codes: 0 done, 1 a followed run did not complete, 2 usage, 3 refused by "
+    "the services, 4 a service out of reach, 5 unexpected. Shell completion: "
+    'eval "$(_WTM_COMPLETE=bash_source wtm)" (zsh_source, fish_source).',
+)
+@click.version_option(__version__, "--version", prog_name="wtm")
 @click.option(
-    "--registry", envvar="WTM_REGISTRY_ADDR", default="127.0.0.1:50051", show_default=True
+    "--registry",
+    envvar="WTM_REGISTRY_ADDR",
+    show_envvar=True,
+    default="127.0.0.1:50051",
+    show_default=True,
+    help="registry address, host:port",
 )
 @click.option(
-    "--scheduler", envvar="WTM_SCHEDULER_ADDR", default="127.0.0.1:50052", show_default=True
+    "--scheduler",
+    envvar="WTM_SCHEDULER_ADDR",
+    show_envvar=True,
+    default="127.0.0.1:50052",
+    show_default=True,
+    help="scheduler address, host:port",
 )
 @click.option(
     "--api-key",
     "token",
     envvar="WTM_API_KEY",
+    show_envvar=True,
     default="",
-    help="API key (env WTM_API_KEY; or a file: --api-key-file, env WTM_API_KEY_FILE)",
+    help="API key (or a file: --api-key-file)",
 )
 @click.option(
     "--api-key-file",
     "key_file",
     envvar="WTM_API_KEY_FILE",
+    show_envvar=True,
     default="",
-    help="file holding the API key (env WTM_API_KEY_FILE)",
+    help="file holding the API key",
 )
 @click.option(
     "--namespace",
     "-n",
     envvar="WTM_NAMESPACE",
+    show_envvar=True,
     default="",
-    help="namespace to act in (env WTM_NAMESPACE); a key bound to one acts in it anyway; "
+    help="namespace to act in; a key bound to one acts in it anyway; "
     "'*' lists runs of every namespace (keys of every namespace only)",
 )
-@click.option("--json", "as_json", is_flag=True, help="print JSON for scripts")
+@click.option(
+    "--json", "as_json", is_flag=True, help="print JSON for scripts (errors too, on stderr)"
+)
+@click.option(
+    "--retry-seconds",
+    type=click.FloatRange(0, 3600),
+    envvar="WTM_RETRY_SECONDS",
+    show_envvar=True,
+    default=10.0,
+    show_default=True,
+    help="how long a call is retried while a service is unavailable",
+)
+@click.option("--debug", is_flag=True, help="show the traceback of an unexpected error")
 @click.pass_context
 def cli(
     ctx: click.Context,
@@ -165,9 +200,11 @@ def cli(
     key_file: str,
     namespace: str,
     as_json: bool,
+    retry_seconds: float,
+    debug: bool,
 ) -> None:
     """Worker Task Manager: register tasks and pipelines, run them, watch them."""
-    ctx.obj = Ctx(registry, scheduler, token, key_file, as_json, namespace)
+    ctx.obj = Ctx(registry, scheduler, token, key_file, as_json, namespace, retry_seconds)
     if telemetry.export_configured():  # OTEL_EXPORTER_OTLP_ENDPOINT: the trace starts here
         telemetry.setup("wtm-cli", grpc_client="sync")
         ctx.call_on_close(telemetry.shutdown)

@@ -39,7 +39,7 @@ def auth_create(obj: Ctx, name: str, role: str, namespace: str, ttl_seconds: flo
 @auth.command("new-key")
 def auth_new_key() -> None:
     """Print a fresh key (for a .env file's bootstrap keys); nothing is contacted."""
-    from services.common.auth import new_key
+    from common.api_keys import new_key
 
     click.echo(new_key()[1])
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -182,23 +180,18 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 def run_batch(
     obj: Ctx, ref: str, shared: dict[str, object], folder: Path, field: str, priority: int
 ) -> int:
-    """Submit one run per image in ``folder`` under one batch label; show overall progress
+    """Submit one run per image in ``folder`` in one call (a batch); show overall progress
     while they run, then a summary table. Exit status 1 if any run did not complete."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not images:
         raise click.BadParameter(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
-    batch_id = uuid.uuid4().hex[:12]
-    runs: dict[str, Path] = {}
-    finished: dict[str, RunInfo] = {}
     with obj.client() as client:
-        for image in images:
-            doc = {**shared, field: client.upload_artifact(image)}
-            r = client.submit(
-                pipeline=ref, input=doc, priority=priority, labels={"batch_id": batch_id}
-            )
-            runs[r.run_id] = image
+        inputs = [{**shared, field: client.upload_artifact(image)} for image in images]
+        batch_id, run_ids = client.submit_many(inputs, pipeline=ref, priority=priority)
+        image_of = dict(zip(run_ids, images, strict=True))
+        finished: list[RunInfo] = []
         with Progress(
             "[progress.description]{task.description}",
             BarColumn(),
@@ -207,25 +200,20 @@ def run_batch(
             console=render.errors,
             disable=obj.as_json,
         ) as bar:
-            task = bar.add_task(f"batch {batch_id}", total=len(runs))
-            while len(finished) < len(runs):
-                for run_id in [r for r in runs if r not in finished]:
-                    r = client.get_run(run_id)
-                    if r.finished:
-                        finished[run_id] = r
-                        bar.advance(task)
-                time.sleep(0.1)
-    ordered = [finished[r] for r in runs]
+            task = bar.add_task(f"batch {batch_id}", total=len(run_ids))
+            for run_id in run_ids:  # one watch at a time: the batch runs all the while
+                finished.append(client.wait(run_id, timeout=3600, raise_on_failure=False))
+                bar.advance(task)
     rows = [
         {
-            "image": runs[r.run_id].name,
+            "image": image_of[r.run_id].name,
             "run_id": r.run_id,
             "state": r.state,
-            "faces": (r.output or {}).get("face_count") if isinstance(r.output, dict) else None,
+            "counts": render.counts_of(r.output),
             "wall_ms": round((r.processing_summary or {}).get("wall_seconds", 0) * 1000),
             "error": r.error,
         }
-        for r in ordered
+        for r in finished
     ]
     obj.out({"batch_id": batch_id, "runs": rows}, render.batch_table(batch_id, rows))
-    return 0 if all(r.state == "COMPLETED" for r in ordered) else 1
+    return 0 if all(r.state == "COMPLETED" for r in finished) else 1

@@ -10,6 +10,7 @@ import click
 from clients import render
 from clients.cli.app import Ctx, cli, parse_json_object, upload_inputs
 from clients.sdk import Client, RunInfo
+from common.states import State
 
 
 @cli.group()
@@ -104,7 +105,7 @@ def run_cancel(obj: Ctx, run_id: str, reason: str) -> None:
     obj.out(r, render.run_summary(r))
 
 
-STATES = ["PENDING", "QUEUED", "RUNNING", "COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"]
+STATES = [s.value for s in State]
 
 
 @run.command("list")

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from clients import render
 from clients.cli.app import Ctx, cli, parse_json_object
@@ -152,6 +153,8 @@ def task_test(obj: Ctx, task_ref: str, input_json: str, verbose: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if Path(task_ref).is_dir():
             package = Path(task_ref)
+            if not (package / "task.json").is_file():
+                raise click.BadParameter(f"{task_ref} has no task.json", param_hint="TASK_REF")
         else:
             from common.packaging import extract_to, inspect_archive
 
@@ -167,6 +170,10 @@ def task_test(obj: Ctx, task_ref: str, input_json: str, verbose: bool) -> None:
         finally:
             task_obj.cleanup()
     if verdict != "ok":
-        render.console.print(f"[red]{verdict}[/] {payload}")
+        if obj.as_json:
+            error = {"code": verdict.upper(), "message": payload, "field": None, "exit_code": 1}
+            click.echo(json.dumps({"error": error}), err=True)
+        else:
+            render.errors.print(f"[red]{verdict}[/] {escape(payload)}")
         raise SystemExit(1)
     obj.out(json.loads(payload), json.dumps(json.loads(payload), indent=2))

@@ -30,7 +30,6 @@ import hmac
 import logging
 import queue
 import re
-import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from typing import Any
 
 from tenacity import Retrying, stop_after_delay, wait_exponential
 
+from common.api_keys import PREFIX, new_key
 from common.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 
 log = logging.getLogger(__name__)
@@ -206,14 +206,6 @@ def scope() -> str:
 
 
 # Keys ------------------------------------------------------------------------------------
-
-PREFIX = "wtm_"
-
-
-def new_key() -> tuple[str, str]:
-    """A fresh key: (key id, the whole key text to hand out once)."""
-    key_id = secrets.token_hex(8)
-    return key_id, f"{PREFIX}{key_id}.{secrets.token_urlsafe(32)}"
 
 
 def split_key(text: str) -> tuple[str, str]:

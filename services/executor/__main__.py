@@ -7,7 +7,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from services.common import logs, telemetry
+from common import telemetry
+from services.common import logs
 from services.common.config import load_settings
 from services.executor.executor import Executor
 from services.executor.settings import ExecutorSettings

@@ -33,10 +33,17 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from common import jsondoc, refs, tls
+from common import jsondoc, refs, telemetry, tls
 from common.artifacts import SCHEME, find_uris, upload_requests
-from common.errors import WtmError
-from services.common import auth, telemetry
+from common.client_core import CHANNEL_OPTIONS, AsyncCaller, Metadata
+from common.errors import (
+    DeadlineExceeded,
+    Internal,
+    ResourceExhausted,
+    Unavailable,
+    WtmError,
+)
+from services.common import auth
 from services.common.config import read_secret
 from services.executor.artifact_cache import ArtifactCache
 from services.executor.lease_fence import LeaseFence
@@ -69,18 +76,13 @@ class Running:
     worker: Worker | None = None  # once it has one: its fence follows the lease
 
 
-_TRANSIENT = (
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.INTERNAL,
-    grpc.StatusCode.UNKNOWN,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
-)
+# Registry answers that may well change when asked again (not a NOT_FOUND or a refusal).
+_TRANSIENT = (Unavailable, DeadlineExceeded, Internal, ResourceExhausted)
 
 
 def _transient(exc: BaseException) -> bool:
-    """A registry call that may well work when tried again (not a NOT_FOUND or a refusal)."""
-    return isinstance(exc, aio.AioRpcError) and exc.code() in _TRANSIENT
+    """A registry call that may well work when tried again."""
+    return isinstance(exc, _TRANSIENT) or (type(exc) is WtmError and exc.code == "UNKNOWN")
 
 
 def _names(ref: epb.StepAttemptRef) -> tuple[str, str]:
@@ -107,8 +109,11 @@ class Executor:
         api_key = read_secret(settings.api_key, settings.api_key_file, "the API key")
         metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
         self._metadata = metadata
-        self._registry_channel = tls.aio_channel(settings.registry, settings.tls_ca)
-        self._registry = rpb_grpc.RegistryServiceStub(self._registry_channel)
+        # Registry calls retry by the store policy below (_from_store), not the core's.
+        self._registry_caller = AsyncCaller(
+            settings.registry, ca=settings.tls_ca, api_key=api_key or "", retry_seconds=0
+        )
+        self._registry = rpb_grpc.RegistryServiceStub(self._registry_caller.channel)
         cache_dir = Path(settings.cache_dir)
         # Warm workers per task version, shared by the slots; room for a few idle versions.
         self.sandbox = Sandbox(
@@ -160,22 +165,24 @@ class Executor:
             str(self.cache.path(r.digest)) for r in self._running.values()
         }
 
-    def _in(self, namespace: str) -> tuple[tuple[str, str], ...]:
-        """The metadata of a registry call made for a step of ``namespace``."""
-        return (*self._metadata, (auth.NAMESPACE_HEADER, namespace or auth.DEFAULT_NAMESPACE))
+    def _in(self, namespace: str) -> Metadata:
+        """The header of a registry call made for a step of ``namespace``."""
+        return ((auth.NAMESPACE_HEADER, namespace or auth.DEFAULT_NAMESPACE),)
 
     async def _download(self, digest: str, namespace: str) -> AsyncIterator[bytes]:
-        stream = self._registry.DownloadTaskPackage(
-            rpb.DownloadTaskPackageRequest(digest=digest), metadata=self._in(namespace)
-        )
-        async for reply in stream:
+        request = rpb.DownloadTaskPackageRequest(digest=digest)
+        method = self._registry.DownloadTaskPackage
+        async for reply in self._registry_caller.stream(
+            method, request, metadata=self._in(namespace)
+        ):
             yield reply.chunk
 
     async def _download_artifact(self, uri: str, namespace: str) -> AsyncIterator[bytes]:
-        stream = self._registry.DownloadArtifact(
-            rpb.DownloadArtifactRequest(uri=uri), metadata=self._in(namespace)
-        )
-        async for reply in stream:
+        request = rpb.DownloadArtifactRequest(uri=uri)
+        method = self._registry.DownloadArtifact
+        async for reply in self._registry_caller.stream(
+            method, request, metadata=self._in(namespace)
+        ):
             yield reply.chunk
 
     async def _from_store(self, call: Callable[[], Awaitable[T]]) -> T:
@@ -185,7 +192,7 @@ class Executor:
         straight: the retry machinery costs ~35 µs, paid only once something failed."""
         try:
             return await call()
-        except aio.AioRpcError as exc:
+        except WtmError as exc:
             if not _transient(exc):
                 raise
         async for attempt in AsyncRetrying(
@@ -219,16 +226,17 @@ class Executor:
         try:
             with telemetry.phase("store output", **{"wtm.output_bytes": len(data)}):
                 reply = await self._from_store(
-                    lambda: self._registry.UploadArtifact(
+                    lambda: self._registry_caller.unary(
+                        self._registry.UploadArtifact,
                         upload_requests(f"{a.output_id or 'output'}.json", data),
                         metadata=self._in(a.namespace),
+                        timeout=120,
                     )
                 )
-        except aio.AioRpcError as exc:  # out for longer than the store retry period
+        except WtmError as exc:  # out for longer than the store retry period
             return Outcome(
                 "FAILED",
-                error=f"storing the {len(data)}-byte output failed: {exc.code().name}: "
-                f"{exc.details()}",
+                error=f"storing the {len(data)}-byte output failed: {exc.code}: {exc.message}",
                 process_times=outcome.process_times,
             )
         return dataclasses.replace(outcome, output_json=refs.make_ref(reply.uri, len(data)))
@@ -260,7 +268,7 @@ class Executor:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.workers.close()
-        await self._registry_channel.close()
+        await self._registry_caller.close()
         log.info("stopped")
 
     def _release_held(self) -> None:
@@ -325,7 +333,7 @@ class Executor:
         self._attempts += 1  # the next reconnect tries the next address
         s = self.settings
         cert = (s.tls_client_cert, s.tls_client_key) if s.tls_client_cert else None
-        async with tls.aio_channel(address, s.tls_ca, client_cert=cert) as channel:
+        async with tls.aio_channel(address, s.tls_ca, CHANNEL_OPTIONS, cert) as channel:
             stub = epb_grpc.ExecutorServiceStub(channel)
             self._stream_no += 1
             call = stub.Connect(self._requests(self._stream_no), metadata=self._metadata)
@@ -499,11 +507,9 @@ class Executor:
             with telemetry.phase("load package", **{"wtm.task_digest": a.digest}):
                 package_dir = await self._from_store(lambda: self.cache.get(a.digest, a.namespace))
         except WtmError as exc:
+            if _transient(exc):  # out for longer than the store retry period
+                return Outcome("FAILED", error=f"package download failed: {exc}")
             return Outcome("FATAL", error=f"package {a.task_id}@{a.task_version}: {exc.message}")
-        except aio.AioRpcError as exc:
-            return Outcome(
-                "FAILED", error=f"package download failed: {exc.code().name}: {exc.details()}"
-            )
         manifest = self._manifests.get(a.digest)
         if manifest is None:  # a digest's contents never change
             manifest = self._manifests[a.digest] = json.loads(
@@ -523,11 +529,9 @@ class Executor:
                 lambda: self._inputs(a.input_json, a.namespace)
             )
         except WtmError as exc:
+            if _transient(exc):
+                return Outcome("FAILED", error=f"artifact download failed: {exc.code}")
             return Outcome("FATAL", error=f"input artifact: {exc.message}")
-        except aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.NOT_FOUND:
-                return Outcome("FATAL", error=f"input artifact: {exc.details()}")
-            return Outcome("FAILED", error=f"artifact download failed: {exc.code().name}")
         meta = {
             "input_id": a.input_id,
             "output_id": a.output_id,

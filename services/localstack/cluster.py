@@ -1,7 +1,8 @@
 """``Cluster``: the local stack plus the three services, as child processes.
 
-    with Cluster(".wtm/demo") as c:
-        client = c.client()
+    with Cluster(".wtm/demo") as c, Client(
+        c.registry_address, c.scheduler_address, api_key=c.admin_key, tls_ca=str(c.ca_file)
+    ) as client:
         ...
 
 Used by ``make demo``, the CLI's ``stack up`` and the integration tests alike.
@@ -17,7 +18,7 @@ from pathlib import Path
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from common import tls
-from services.common.auth import new_key
+from common.api_keys import new_key
 from services.localstack.processes import Child, ProcessGroup, free_port, wait_until
 from services.localstack.stack import LocalStack, StackEndpoints
 
@@ -242,13 +243,3 @@ class Cluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-    def client(self, token: str = "") -> object:
-        from clients.sdk import Client
-
-        return Client(
-            self.registry_address,
-            self.scheduler_address,
-            token=token or self.admin_key,
-            tls_ca=str(self.ca_file),
-        )

@@ -6,7 +6,8 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from services.common import auth, logs, telemetry
+from common import telemetry
+from services.common import auth, logs
 from services.common.backends import mongo_database, redis_client
 from services.common.config import load_settings, read_secret, server_tls
 from services.common.grpc_server import MutualTls, serve_async

@@ -23,6 +23,8 @@ import logging
 import time
 import uuid
 
+from tenacity import AsyncRetrying, wait_exponential
+
 from services.scheduler.clock import SYSTEM, Clock
 from services.scheduler.listeners import Listeners, Refused, RunListener
 from services.scheduler.models import TERMINAL, Run, StepRun, ms_to_dt
@@ -160,12 +162,16 @@ class History(RunListener):
             await self._wake.wait()
             self._wake.clear()
             await asyncio.sleep(self.interval)
-            try:
-                await self._write_ended()
-            except Exception:
-                log.exception("writing finished runs failed; will retry")
-                await asyncio.sleep(1.0)
-                self._wake.set()
+            async for attempt in AsyncRetrying(  # runs that end meanwhile join the next try
+                wait=wait_exponential(multiplier=0.2, max=5.0),
+                before_sleep=lambda state: log.error(
+                    "writing finished runs failed (%d in a row); will retry",
+                    state.attempt_number,
+                    exc_info=state.outcome.exception() if state.outcome else None,
+                ),
+            ):
+                with attempt:
+                    await self._write_ended()
 
     async def _write_ended(self) -> None:
         ended, self._ended = self._ended, set()

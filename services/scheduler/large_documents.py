@@ -12,11 +12,10 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 
-from grpc import aio
-
-from common import refs, tls
+from common import refs
 from common.artifacts import download_verified, parse_uri, upload_requests
-from common.errors import WtmError
+from common.client_core import AsyncCaller
+from common.errors import FailedPrecondition, InvalidArgument, NotFound, WtmError
 from wtm.v1 import registry_service_pb2 as rpb
 from wtm.v1 import registry_service_pb2_grpc as rpb_grpc
 
@@ -43,23 +42,23 @@ class LargeDocuments:
     ) -> None:
         self._address = registry_address
         self._tls_ca = tls_ca
-        self._channel: aio.Channel | None = None
+        self._token = token
+        self._caller: AsyncCaller | None = None
         self._registry: rpb_grpc.RegistryServiceStub | None = None
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.inline_max_bytes = inline_max_bytes
         self.cache_bytes = cache_bytes
         self._cache: OrderedDict[str, str] = OrderedDict()  # digest -> text, least recent first
         self._cached = 0
 
-    def _stub(self) -> rpb_grpc.RegistryServiceStub:
-        if self._registry is None:  # opened on first use: most deployments never need it
-            self._channel = tls.aio_channel(self._address, self._tls_ca)
-            self._registry = rpb_grpc.RegistryServiceStub(self._channel)
-        return self._registry
+    def _open(self) -> tuple[AsyncCaller, rpb_grpc.RegistryServiceStub]:
+        if self._caller is None or self._registry is None:  # on first use: most never need it
+            self._caller = AsyncCaller(self._address, ca=self._tls_ca, api_key=self._token)
+            self._registry = rpb_grpc.RegistryServiceStub(self._caller.channel)
+        return self._caller, self._registry
 
     async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close()
+        if self._caller is not None:
+            await self._caller.close()
 
     async def expand(self, text: str) -> str:
         """The document a reference stands for (JSON text); any other text as it is."""
@@ -72,20 +71,20 @@ class LargeDocuments:
             return self._cache[digest]
         try:
             data = await download_verified(self._chunks(uri), digest, "large document")
-        except WtmError as exc:  # the bytes are not what the digest says
-            raise LargeDocumentError(f"fetching {uri}: {exc.message}", retryable=False) from exc
-        except aio.AioRpcError as exc:
+        except WtmError as exc:
+            # Gone, malformed, or not what the digest says: no other attempt can change that.
+            final = isinstance(exc, (NotFound, InvalidArgument, FailedPrecondition))
             raise LargeDocumentError(
-                f"fetching {uri}: {exc.code().name}: {exc.details()}",
-                retryable=exc.code().name not in {"NOT_FOUND", "INVALID_ARGUMENT"},
+                f"fetching {uri}: {exc.code}: {exc.message}", retryable=not final
             ) from exc
         document = data.decode()
         self._remember(digest, document)
         return document
 
     async def _chunks(self, uri: str) -> AsyncIterator[bytes]:
+        caller, registry = self._open()
         request = rpb.DownloadArtifactRequest(uri=uri)
-        async for reply in self._stub().DownloadArtifact(request, metadata=self._metadata):
+        async for reply in caller.stream(registry.DownloadArtifact, request, timeout=60):
             yield reply.chunk
 
     async def shrink(self, text: str, filename: str) -> str:
@@ -93,14 +92,14 @@ class LargeDocuments:
         if not refs.too_large(text, self.inline_max_bytes):
             return text
         data = text.encode()
+        caller, registry = self._open()
         try:
-            reply = await self._stub().UploadArtifact(
-                upload_requests(filename, data), metadata=self._metadata
+            reply = await caller.unary(
+                registry.UploadArtifact, upload_requests(filename, data), timeout=60
             )
-        except aio.AioRpcError as exc:
+        except WtmError as exc:
             raise LargeDocumentError(
-                f"storing a {len(data)}-byte input: {exc.code().name}: {exc.details()}",
-                retryable=True,
+                f"storing a {len(data)}-byte input: {exc.code}: {exc.message}", retryable=True
             ) from exc
         return refs.make_ref(reply.uri, len(data))
 

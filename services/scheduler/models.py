@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from common.states import TERMINAL_STATES
 from services.common.auth import DEFAULT_NAMESPACE
 from wtm.v1 import run_pb2 as pb
 
-TERMINAL = {"COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"}
+TERMINAL = TERMINAL_STATES  # the states a run or step ends in (common.states)
 TIMING_KEYS = ("t_recv", "t_p0", "t_p1", "t_sent", "t_rep")
 
 

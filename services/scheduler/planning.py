@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from common import jsondoc
+from common import jsondoc, telemetry
 from common.errors import FailedPrecondition, InvalidArgument
-from services.common import auth, mapping, telemetry
+from services.common import auth, mapping
 from services.common.mapping import MissingValue
 from services.scheduler import input_check, queue_names, run_options, step_inputs
 from services.scheduler.models import Run, StepRun

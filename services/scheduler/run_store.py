@@ -17,6 +17,7 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
+from tenacity import AsyncRetrying, RetryCallState, wait_exponential
 
 from common.errors import InvalidArgument
 from services.common.auth import DEFAULT_NAMESPACE
@@ -315,22 +316,24 @@ class RunStore:
         return len(self._pending_runs) + len(self._pending_steps) + len(self._pending_started)
 
     async def _flusher(self) -> None:
-        failures = 0
         while True:
             await self._wake.wait()
             self._wake.clear()
             await asyncio.sleep(self._flush_interval)
-            try:
-                await self.flush()
-                failures = 0
-            except Exception:  # MongoDB unreachable: keep everything, try again, backing off
-                failures += 1
-                delay = min(FLUSH_RETRY_MAX_S, self._flush_interval * 2**failures)
-                log.exception(
-                    "write-behind flush failed (%d in a row); %d records kept, retrying in %.1fs",
-                    failures,
-                    self.pending,
-                    delay,
-                )
-                self._wake.set()
-                await asyncio.sleep(delay)
+            # MongoDB unreachable: keep everything, try again, backing off (records that
+            # arrive meanwhile join the next try).
+            async for attempt in AsyncRetrying(
+                wait=wait_exponential(multiplier=self._flush_interval, max=FLUSH_RETRY_MAX_S),
+                before_sleep=self._failed,
+            ):
+                with attempt:
+                    await self.flush()
+
+    def _failed(self, state: RetryCallState) -> None:
+        log.error(
+            "write-behind flush failed (%d in a row); %d records kept, retrying in %.1fs",
+            state.attempt_number,
+            self.pending,
+            state.upcoming_sleep,
+            exc_info=state.outcome.exception() if state.outcome else None,
+        )

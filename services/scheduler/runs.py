@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
+from common import telemetry
 from common.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
     Unavailable,
 )
-from services.common import auth, telemetry
+from services.common import auth
 from services.scheduler.fleet import FleetRecord
 from services.scheduler.listeners import Listeners, RunListener
 from services.scheduler.models import TERMINAL, Run, ms_to_dt

@@ -11,11 +11,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import grpc
-from grpc import aio
-
-from common import tls
-from common.errors import InvalidArgument, NotFound, Unavailable
+from common.client_core import AsyncCaller, Metadata
+from common.errors import InvalidArgument, NotFound, Unavailable, WtmError
 from services.common.auth import NAMESPACE_HEADER
 from services.scheduler.queue_names import queue_variant
 from wtm.v1 import registry_service_pb2 as rpb
@@ -93,12 +90,15 @@ def split_ref(ref: str, field: str) -> tuple[str, str]:
     return ident, version
 
 
-def _translate(exc: aio.AioRpcError, field: str) -> Exception:
-    if exc.code() == grpc.StatusCode.NOT_FOUND:
-        return NotFound(exc.details() or "", field=field)
-    if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
-        return InvalidArgument(exc.details() or "", field=field)
-    return Unavailable(f"registry: {exc.code().name}: {exc.details()}")
+def _translate(exc: WtmError, field: str) -> Exception:
+    """What a failed registry look-up means to the submit that asked: NOT_FOUND and
+    INVALID_ARGUMENT about the submit's ``field``; anything else: the registry is out of
+    reach."""
+    if isinstance(exc, NotFound):
+        return NotFound(exc.message, field=field)
+    if isinstance(exc, InvalidArgument):
+        return InvalidArgument(exc.message, field=field)
+    return Unavailable(f"registry: {exc.code}: {exc.message}")
 
 
 class TaskCatalog:
@@ -107,9 +107,10 @@ class TaskCatalog:
     def __init__(
         self, registry_address: str, token: str = "", latest_ttl: float = 1.0, tls_ca: str = ""
     ) -> None:
-        self._channel = tls.aio_channel(registry_address, tls_ca)
-        self._stub = rpb_grpc.RegistryServiceStub(self._channel)
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._registry = AsyncCaller(
+            registry_address, ca=tls_ca, api_key=token, timeout=10, retry_seconds=3
+        )
+        self._stub = rpb_grpc.RegistryServiceStub(self._registry.channel)
         # Keyed by (namespace, id, version): the same id is another task in another namespace.
         self._tasks: dict[tuple[str, str, str], ResolvedTask] = {}
         self._pipelines: dict[tuple[str, str, str], ResolvedPipeline] = {}
@@ -127,8 +128,8 @@ class TaskCatalog:
         if self.latest_ttl > 0:
             self._latest[(kind, namespace, ident)] = (time.monotonic() + self.latest_ttl, value)
 
-    def _in(self, namespace: str) -> tuple[tuple[str, str], ...]:
-        return (*self._metadata, (NAMESPACE_HEADER, namespace))
+    def _in(self, namespace: str) -> Metadata:
+        return ((NAMESPACE_HEADER, namespace),)
 
     async def resolve(self, namespace: str, ref: str, field: str = "task") -> ResolvedTask:
         """A task of ``namespace`` (or a task another namespace shares, "owner/task_id")."""
@@ -139,12 +140,12 @@ class TaskCatalog:
         if (hit := self._cached_latest("task", namespace, _briefly(task_id, version))) is not None:
             return hit  # type: ignore[no-any-return]
         try:
-            reply = await self._stub.GetTask(
+            reply = await self._registry.unary(
+                self._stub.GetTask,
                 rpb.GetTaskRequest(task_id=task_id, version=version),
                 metadata=self._in(namespace),
-                timeout=10,
             )
-        except aio.AioRpcError as exc:
+        except WtmError as exc:
             raise _translate(exc, field) from exc
         t = reply.task
         manifest = json.loads(t.manifest_json or "{}")
@@ -178,12 +179,12 @@ class TaskCatalog:
         if found is not None:
             return found  # type: ignore[no-any-return]
         try:
-            reply = await self._stub.GetPipeline(
+            reply = await self._registry.unary(
+                self._stub.GetPipeline,
                 rpb.GetPipelineRequest(pipeline_id=pipeline_id, version=version),
                 metadata=self._in(namespace),
-                timeout=10,
             )
-        except aio.AioRpcError as exc:
+        except WtmError as exc:
             raise _translate(exc, field) from exc
         p = reply.pipeline
         steps = [
@@ -219,4 +220,4 @@ class TaskCatalog:
         return resolved
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self._registry.close()

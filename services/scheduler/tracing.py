@@ -21,7 +21,7 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
-from services.common import telemetry
+from common import telemetry
 from services.scheduler.listeners import RunListener
 
 if TYPE_CHECKING:

@@ -67,7 +67,7 @@ def test_task_test_reports_a_fatal_input_error(cluster: Cluster) -> None:
         check=False,
     )
     assert result.returncode == 1
-    assert "fatal" in result.stdout and "'text'" in result.stdout
+    assert "fatal" in result.stderr and "'text'" in result.stderr and not result.stdout
 
 
 def test_task_test_checks_the_output_schema_as_a_run_does(cluster: Cluster, tmp_path: Path) -> None:
@@ -85,7 +85,7 @@ def test_task_test_checks_the_output_schema_as_a_run_does(cluster: Cluster, tmp_
     (tmp_path / "task.json").write_text(json.dumps(manifest))
     result = run_cli(cluster, "task", "test", str(tmp_path), "{}", check=False)
     assert result.returncode == 1
-    assert "$.faces: 'not a list' is not of type 'array'" in result.stdout
+    assert "$.faces: 'not a list' is not of type 'array'" in result.stderr
 
 
 def test_run_submit_follows_the_run_live(cluster: Cluster) -> None:
@@ -116,8 +116,8 @@ def test_pipeline_commands_round_trip_a_config(cluster: Cluster, tmp_path: Path)
 
 def test_an_api_error_is_printed_with_its_code(cluster: Cluster) -> None:
     result = run_cli(cluster, "task", "info", "no_such_task", check=False)
-    assert result.returncode == 2
-    assert "NOT_FOUND" in result.stdout and "no_such_task" in result.stdout
+    assert result.returncode == 3  # refused by the services
+    assert "NOT_FOUND" in result.stderr and "no_such_task" in result.stderr and not result.stdout
 
 
 def test_bad_input_json_is_a_usage_error(cluster: Cluster) -> None:
@@ -160,3 +160,46 @@ def test_the_original_systems_commands_keep_working(cluster: Cluster, tmp_path: 
     (tmp_path / "tasks" / "templates").mkdir(parents=True)  # a checkout's root
     run_cli(cluster, "task", "create", "my_new_task", "--template", "ml", cwd=tmp_path)
     assert (tmp_path / "tasks" / "my_new_task" / "task.json").is_file()
+
+
+def test_errors_go_to_stderr_with_an_exit_code_per_class(cluster: Cluster, tmp_path: Path) -> None:
+    """0 done, 1 a followed run failed, 2 usage, 3 refused, 4 out of reach; errors never on
+    stdout, and a JSON object with --json."""
+    run_cli(cluster, "task", "register", str(ROOT / "tests" / "fixtures" / "tasks" / "fussy"))
+    cases = [
+        (["run", "get", "no-such-run"], 3, "NOT_FOUND"),
+        (["run", "submit"], 2, "Usage"),
+        (["run", "submit", "fussy", '{"value": -1}'], 1, ""),
+        (
+            ["--retry-seconds", "0", "--scheduler", "127.0.0.1:1", "run", "get", "x"],
+            4,
+            "UNAVAILABLE",
+        ),
+        (["task", "test", str(tmp_path)], 2, "has no task.json"),
+    ]
+    for args, code, said in cases:
+        result = run_cli(cluster, *args, check=False)
+        assert result.returncode == code, (args, result.stdout, result.stderr)
+        assert said in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+        if code in (3, 4):
+            assert result.stdout == "", args
+    refused = run_cli(cluster, "--json", "run", "get", "no-such-run", check=False)
+    assert refused.returncode == 3 and refused.stdout == ""
+    error = json.loads(refused.stderr)["error"]
+    assert (error["code"], error["field"], error["exit_code"]) == ("NOT_FOUND", "run_id", 3)
+    usage = run_cli(cluster, "--json", "run", "submit", check=False)
+    assert usage.returncode == 2 and json.loads(usage.stderr)["error"]["code"] == "USAGE"
+
+
+def test_version_help_and_json_lines_for_scripts(cluster: Cluster) -> None:
+    from clients import __version__
+
+    assert run_cli(cluster, "--version").stdout.strip() == f"wtm, version {__version__}"
+    help_text = run_cli(cluster, "--help").stdout
+    assert "WTM_SCHEDULER_ADDR" in help_text and "WTM_API_KEY" in help_text
+    assert "Exit codes" in help_text and "_WTM_COMPLETE" in help_text
+    run_cli(cluster, "task", "register", str(ROOT / "tests" / "fixtures" / "tasks" / "echo"))
+    run = json.loads(run_cli(cluster, "--json", "run", "submit", "echo", "{}").stdout)
+    lines = run_cli(cluster, "--json", "run", "watch", run["run_id"]).stdout.splitlines()
+    assert len(lines) >= 2 and all(json.loads(line)["run_id"] == run["run_id"] for line in lines)

@@ -10,6 +10,7 @@ import pytest
 from clients.sdk import ApiError, Client, RunInfo
 from services.localstack import Cluster
 from tests.conftest import EXAMPLES, ROOT, run_cli
+from tests.waiting import eventually
 
 DATA = ROOT / "tasks" / "data"
 CONFIG = ROOT / "tasks" / "pipelines" / "config_pipeline.json"
@@ -118,7 +119,7 @@ def test_the_cli_uploads_a_local_image_and_prints_the_merged_faces(cluster: Clus
 
 
 def test_a_batch_runs_one_run_per_image_and_tabulates_them(
-    cluster: Cluster, tmp_path: Path
+    cluster: Cluster, client: Client, tmp_path: Path
 ) -> None:
     import json
     import shutil
@@ -139,12 +140,18 @@ def test_a_batch_runs_one_run_per_image_and_tabulates_them(
     batch = json.loads(out.stdout)
     rows = {r["image"]: r for r in batch["runs"]}
     assert set(rows) == {"a_astronaut.jpg", "b_cat.jpg", "c_two.png"}
-    assert {k: (r["state"], r["faces"]) for k, r in rows.items()} == {
+    assert {k: (r["state"], r["counts"]["face_count"]) for k, r in rows.items()} == {
         "a_astronaut.jpg": ("COMPLETED", 1),
         "b_cat.jpg": ("COMPLETED", 0),
         "c_two.png": ("COMPLETED", 2),
     }
     assert len({r["run_id"] for r in rows.values()}) == 3 and batch["batch_id"]
+    expected = {r["run_id"] for r in rows.values()}
+    eventually(  # the real batch id (ListRuns reads the history, written behind)
+        lambda: {r.run_id for r in client.list_runs(batch_id=batch["batch_id"])} == expected,
+        10,
+        "the batch's runs listed under its id",
+    )
 
 
 def test_run_parameters_reach_the_steps_that_accept_them(client: Client, face_run: RunInfo) -> None:

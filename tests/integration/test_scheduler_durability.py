@@ -139,7 +139,12 @@ class Fleet:
         )
 
     def client(self, scheduler: str) -> Client:
-        return Client(self.cluster.registry_address, scheduler, api_key=self.cluster.admin_key)
+        return Client(
+            self.cluster.registry_address,
+            scheduler,
+            api_key=self.cluster.admin_key,
+            raise_on_failure=False,
+        )
 
 
 @pytest.fixture

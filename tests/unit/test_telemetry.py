@@ -7,7 +7,8 @@ import logging
 
 import pytest
 
-from services.common import logs, telemetry
+from common import telemetry
+from services.common import logs
 
 
 def test_a_traceparent_round_trips() -> None:

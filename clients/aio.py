@@ -1,0 +1,387 @@
+"""``AsyncClient``: the SDK for asyncio, with the same methods as ``clients.Client``.
+
+    async with AsyncClient() as client:
+        run = await client.run(task="text_sentiment", input={"text": "I love it"})
+        async for event in client.watch(run.run_id):
+            ...
+
+What it sends and how it reads replies is ``clients.requests``, shared with the sync
+client; calls go through ``common.client_core.AsyncCaller`` (TLS, the key, deadlines,
+retries while a service is UNAVAILABLE, status -> ``clients.errors``). Methods that list
+(``list_tasks``, ``list_pipelines``, ``list_runs``) and ``watch`` are async iterators.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from clients import requests
+from clients.errors import (
+    DataLoss,
+    DeadlineExceeded,
+    Unavailable,
+    WaitTimeoutError,
+    raise_for_outcome,
+)
+from clients.sdk import resolve_key
+from clients.types import (
+    ApiKeyInfo,
+    ExecutorInfo,
+    PipelineInfo,
+    RunEventInfo,
+    RunInfo,
+    TaskInfo,
+)
+from common import refs
+from common.artifacts import is_file_field, is_uri, upload_requests
+from common.client_core import DEFAULT_RETRY_SECONDS, AsyncCaller
+from common.packaging import pack_directory, sha256_hex
+from wtm.v1 import auth_service_pb2 as apb
+from wtm.v1 import auth_service_pb2_grpc as apb_grpc
+from wtm.v1 import registry_service_pb2 as rpb
+from wtm.v1 import registry_service_pb2_grpc as rpb_grpc
+from wtm.v1 import scheduler_service_pb2 as spb
+from wtm.v1 import scheduler_service_pb2_grpc as spb_grpc
+
+
+class _NotFinished(Exception):
+    """The run's event stream ended before the run did."""
+
+
+class AsyncClient:
+    """A connection to the registry and the scheduler, for asyncio. The arguments, the
+    results and the exceptions are ``clients.Client``'s."""
+
+    def __init__(
+        self,
+        registry: str = "127.0.0.1:50051",
+        scheduler: str = "127.0.0.1:50052",
+        timeout: float = 30.0,
+        api_key: str | None = None,
+        tls_ca: str | None = None,
+        api_key_file: str = "",
+        namespace: str | None = None,
+        retry_seconds: float = DEFAULT_RETRY_SECONDS,
+        raise_on_failure: bool = True,
+    ) -> None:
+        key = resolve_key(api_key or "", api_key_file)
+        self.namespace = os.environ.get("WTM_NAMESPACE", "") if namespace is None else namespace
+        settings: dict[str, Any] = {
+            "ca": tls_ca,
+            "api_key": key,
+            "namespace": self.namespace,
+            "timeout": timeout,
+            "retry_seconds": retry_seconds,
+        }
+        self._r = AsyncCaller(registry, **settings)
+        self._s = AsyncCaller(scheduler, **settings)
+        self._registry = rpb_grpc.RegistryServiceStub(self._r.channel)
+        self._auth = apb_grpc.AuthServiceStub(self._r.channel)
+        self._scheduler = spb_grpc.SchedulerServiceStub(self._s.channel)
+        self._timeout = timeout
+        self.raise_on_failure = raise_on_failure
+
+    async def close(self) -> None:
+        await self._r.close()
+        await self._s.close()
+
+    def _outcome(self, run: RunInfo, raise_on_failure: bool | None) -> RunInfo:
+        wanted = self.raise_on_failure if raise_on_failure is None else raise_on_failure
+        return raise_for_outcome(run) if wanted else run
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # API keys and audit (admin) --------------------------------------------------------
+
+    async def create_api_key(
+        self, name: str, role: str, namespace: str, ttl_seconds: float = 0
+    ) -> tuple[ApiKeyInfo, str]:
+        request = requests.create_api_key(name, role, namespace, ttl_seconds)
+        reply = await self._r.unary(self._auth.CreateApiKey, request, retry=False)
+        return ApiKeyInfo.from_proto(reply.key), reply.secret
+
+    async def list_api_keys(self) -> list[ApiKeyInfo]:
+        reply = await self._r.unary(self._auth.ListApiKeys, apb.ListApiKeysRequest())
+        return [ApiKeyInfo.from_proto(k) for k in reply.keys]
+
+    async def revoke_api_key(self, key_id: str) -> ApiKeyInfo:
+        request = apb.RevokeApiKeyRequest(key_id=key_id)
+        return ApiKeyInfo.from_proto((await self._r.unary(self._auth.RevokeApiKey, request)).key)
+
+    async def list_audit_events(self, limit: int = 100) -> list[dict[str, Any]]:
+        request = apb.ListAuditEventsRequest(page_size=limit)
+        return requests.audit_events(await self._r.unary(self._auth.ListAuditEvents, request))
+
+    # Tasks and artifacts -----------------------------------------------------------------
+
+    async def register_task(self, path: str | Path) -> TaskInfo:
+        data = await asyncio.to_thread(pack_directory, path)
+        return await self.upload_package(data)
+
+    async def upload_package(self, data: bytes) -> TaskInfo:
+        messages = requests.package_messages(data)
+        reply = await self._r.unary(self._registry.UploadTaskPackage, messages)
+        return TaskInfo.from_proto(reply.task, reply.created)
+
+    async def get_task(self, ref: str) -> TaskInfo:
+        task_id, version = requests.split_ref(ref)
+        request = rpb.GetTaskRequest(task_id=task_id, version=version)
+        return TaskInfo.from_proto((await self._r.unary(self._registry.GetTask, request)).task)
+
+    async def list_tasks(self, page_size: int = 100, **filters: str) -> AsyncIterator[TaskInfo]:
+        token = ""
+        while True:
+            request = rpb.ListTasksRequest(page_size=page_size, page_token=token, **filters)
+            reply = await self._r.unary(self._registry.ListTasks, request)
+            for t in reply.tasks:
+                yield TaskInfo.from_proto(t)
+            token = reply.next_page_token
+            if not token:
+                return
+
+    async def download_package(self, digest: str, timeout: float | None = None) -> bytes:
+        request = rpb.DownloadTaskPackageRequest(digest=digest)
+        method = self._registry.DownloadTaskPackage
+        data = b"".join(
+            [
+                r.chunk
+                async for r in self._r.stream(method, request, timeout=timeout or self._timeout)
+            ]
+        )
+        if sha256_hex(data) != digest:
+            raise DataLoss(f"package does not match digest {digest}")
+        return data
+
+    async def deprecate_task(self, ref: str, reason: str = "") -> TaskInfo:
+        task_id, version = requests.split_ref(ref)
+        request = rpb.DeprecateTaskRequest(task_id=task_id, version=version, reason=reason)
+        reply = await self._r.unary(self._registry.DeprecateTask, request)
+        return TaskInfo.from_proto(reply.task)
+
+    async def share_task(self, task_id: str, shared: bool = True) -> TaskInfo:
+        request = rpb.ShareTaskRequest(task_id=task_id, shared=shared)
+        return TaskInfo.from_proto((await self._r.unary(self._registry.ShareTask, request)).task)
+
+    async def upload_artifact(self, path: str | Path) -> str:
+        path = Path(path)
+        data = await asyncio.to_thread(path.read_bytes)
+        messages = upload_requests(path.name, data)
+        return str((await self._r.unary(self._registry.UploadArtifact, messages)).uri)
+
+    async def download_artifact(self, uri: str, timeout: float | None = None) -> bytes:
+        request = rpb.DownloadArtifactRequest(uri=uri)
+        method = self._registry.DownloadArtifact
+        return b"".join(
+            [
+                r.chunk
+                async for r in self._r.stream(method, request, timeout=timeout or self._timeout)
+            ]
+        )
+
+    async def resolve_refs(self, value: Any, fetched: dict[str, Any] | None = None) -> Any:
+        fetched = {} if fetched is None else fetched
+        uri = refs.ref_uri(value)
+        if uri is not None:
+            if uri not in fetched:
+                fetched[uri] = json.loads(await self.download_artifact(uri))
+            return fetched[uri]
+        if isinstance(value, dict):
+            return {k: await self.resolve_refs(v, fetched) for k, v in value.items()}
+        if isinstance(value, list):
+            return [await self.resolve_refs(v, fetched) for v in value]
+        return value
+
+    async def upload_local_files(
+        self, document: dict[str, Any], base: Path | None = None
+    ) -> dict[str, Any]:
+        out = dict(document)
+        for name, value in document.items():
+            if isinstance(value, str) and is_file_field(name) and not is_uri(value):
+                candidate = (base or Path.cwd()) / value
+                if candidate.is_file():
+                    out[name] = await self.upload_artifact(candidate)
+        return out
+
+    # Pipelines ---------------------------------------------------------------------------
+
+    async def register_pipelines(
+        self,
+        config: str | Path | dict[str, Any],
+        pipeline_id: str = "",
+        validate_only: bool = False,
+    ) -> list[PipelineInfo]:
+        request = requests.register_pipelines(config, pipeline_id, validate_only)
+        reply = await self._r.unary(self._registry.RegisterPipelines, request)
+        return requests.registered_pipelines(reply)
+
+    async def get_pipeline(self, ref: str) -> PipelineInfo:
+        pipeline_id, version = requests.split_ref(ref)
+        request = rpb.GetPipelineRequest(pipeline_id=pipeline_id, version=version)
+        reply = await self._r.unary(self._registry.GetPipeline, request)
+        return PipelineInfo.from_proto(reply.pipeline)
+
+    async def list_pipelines(
+        self, page_size: int = 100, pipeline_id: str = ""
+    ) -> AsyncIterator[PipelineInfo]:
+        token = ""
+        while True:
+            request = rpb.ListPipelinesRequest(
+                page_size=page_size, page_token=token, pipeline_id=pipeline_id
+            )
+            reply = await self._r.unary(self._registry.ListPipelines, request)
+            for p in reply.pipelines:
+                yield PipelineInfo.from_proto(p)
+            token = reply.next_page_token
+            if not token:
+                return
+
+    # Runs --------------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        task: str = "",
+        pipeline: str = "",
+        input: dict[str, Any] | None = None,  # noqa: A002
+        priority: int = 0,
+        request_id: str = "",
+        labels: dict[str, str] | None = None,
+        cache: bool | None = None,
+    ) -> RunInfo:
+        request = requests.submit(task, pipeline, input, priority, request_id, labels, cache)
+        reply = await self._s.unary(self._scheduler.SubmitRun, request, retry=bool(request_id))
+        return RunInfo.from_proto(reply.run)
+
+    async def submit_many(
+        self,
+        inputs: list[dict[str, Any]],
+        task: str = "",
+        pipeline: str = "",
+        priority: int = 0,
+        request_id: str = "",
+        labels: dict[str, str] | None = None,
+        cache: bool | None = None,
+    ) -> tuple[str, list[str]]:
+        request = requests.submit_many(inputs, task, pipeline, priority, request_id, labels, cache)
+        reply = await self._s.unary(self._scheduler.SubmitRuns, request, retry=bool(request_id))
+        return reply.batch_id, list(reply.run_ids)
+
+    async def cancel(self, run_id: str, reason: str = "") -> RunInfo:
+        request = spb.CancelRunRequest(run_id=run_id, reason=reason)
+        return RunInfo.from_proto((await self._s.unary(self._scheduler.CancelRun, request)).run)
+
+    async def list_runs(
+        self,
+        state: str = "",
+        pipeline_id: str = "",
+        task_id: str = "",
+        batch_id: str = "",
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        page_size: int = 100,
+        limit: int | None = None,
+    ) -> AsyncIterator[RunInfo]:
+        request = requests.list_runs(
+            state, pipeline_id, task_id, batch_id, created_after, created_before, page_size
+        )
+        seen = 0
+        while True:
+            reply = await self._s.unary(self._scheduler.ListRuns, request)
+            for r in reply.runs:
+                if limit is not None and seen >= limit:
+                    return
+                seen += 1
+                yield RunInfo.from_proto(r)
+            if not reply.next_page_token:
+                return
+            request.page_token = reply.next_page_token
+
+    async def list_executors(self) -> list[ExecutorInfo]:
+        reply = await self._s.unary(self._scheduler.ListExecutors, spb.ListExecutorsRequest())
+        return [ExecutorInfo.from_proto(e) for e in reply.executors]
+
+    async def get_run(self, run_id: str, resolve_refs: bool = True) -> RunInfo:
+        reply = await self._s.unary(self._scheduler.GetRun, spb.GetRunRequest(run_id=run_id))
+        run = RunInfo.from_proto(reply.run)
+        return await self._with_documents(run) if resolve_refs else run
+
+    async def _with_documents(self, run: RunInfo) -> RunInfo:
+        if refs.REF_KEY not in repr((run.output, [s.output for s in run.steps])):
+            return run
+        fetched: dict[str, Any] = {}
+        return dataclasses.replace(
+            run,
+            output=await self.resolve_refs(run.output, fetched),
+            steps=[
+                dataclasses.replace(s, output=await self.resolve_refs(s.output, fetched))
+                for s in run.steps
+            ],
+        )
+
+    async def run(
+        self,
+        task: str = "",
+        pipeline: str = "",
+        input: dict[str, Any] | None = None,  # noqa: A002
+        priority: int = 0,
+        request_id: str = "",
+        labels: dict[str, str] | None = None,
+        timeout: float = 300.0,
+        cache: bool | None = None,
+        raise_on_failure: bool | None = None,
+    ) -> RunInfo:
+        request = requests.submit(
+            task, pipeline, input, priority, request_id, labels, cache, wait_seconds=timeout
+        )
+        reply = await self._s.unary(
+            self._scheduler.SubmitRun, request, timeout=timeout + 30, retry=bool(request_id)
+        )
+        run = RunInfo.from_proto(reply.run)
+        if not run.finished:
+            raise WaitTimeoutError(run.run_id, timeout)
+        run = await self._with_documents(run)
+        return self._outcome(run, raise_on_failure)
+
+    async def watch(
+        self, run_id: str, after_event_id: str = "", timeout: float | None = None
+    ) -> AsyncIterator[RunEventInfo]:
+        request = spb.WatchRunRequest(run_id=run_id, after_event_id=after_event_id)
+        async for reply in self._s.stream(self._scheduler.WatchRun, request, timeout=timeout):
+            yield RunEventInfo.from_proto(reply.event)
+
+    async def wait(
+        self, run_id: str, timeout: float = 300.0, raise_on_failure: bool | None = None
+    ) -> RunInfo:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type((Unavailable, DeadlineExceeded, _NotFinished)),
+            stop=stop_after_delay(timeout),
+            wait=wait_exponential(multiplier=0.05, max=1.0),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    left = max(deadline - loop.time(), 0.001)
+                    async for event in self.watch(run_id, timeout=left):
+                        if event.ends_run:
+                            break
+                    run = await self.get_run(run_id)
+                    if not run.finished:
+                        raise _NotFinished
+        except (Unavailable, DeadlineExceeded, _NotFinished):
+            raise WaitTimeoutError(run_id, timeout) from None
+        return self._outcome(run, raise_on_failure)

@@ -1,0 +1,143 @@
+"""What the sync and the async client send and how they read the replies, written once:
+each function builds one request, or turns one reply into the SDK's types."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from clients.types import PipelineInfo, _time
+from common.packaging import sha256_hex
+from wtm.v1 import auth_service_pb2 as apb
+from wtm.v1 import registry_service_pb2 as rpb
+from wtm.v1 import scheduler_service_pb2 as spb
+
+CHUNK = 256 * 1024
+MAX_WAIT_SECONDS = 3600.0  # SubmitRunRequest.wait's limit
+
+
+def submit(
+    task: str,
+    pipeline: str,
+    document: dict[str, Any] | None,
+    priority: int = 0,
+    request_id: str = "",
+    labels: dict[str, str] | None = None,
+    cache: bool | None = None,
+    wait_seconds: float = 0.0,
+) -> spb.SubmitRunRequest:
+    request = spb.SubmitRunRequest(
+        task=task,
+        pipeline=pipeline,
+        input_json=json.dumps(document or {}),
+        priority=priority,
+        request_id=request_id,
+        labels=labels or {},
+        cache=cache,
+    )
+    if wait_seconds:
+        request.wait.FromNanoseconds(int(min(wait_seconds, MAX_WAIT_SECONDS) * 1e9))
+    return request
+
+
+def submit_many(
+    inputs: list[dict[str, Any]],
+    task: str,
+    pipeline: str,
+    priority: int = 0,
+    request_id: str = "",
+    labels: dict[str, str] | None = None,
+    cache: bool | None = None,
+) -> spb.SubmitRunsRequest:
+    return spb.SubmitRunsRequest(
+        task=task,
+        pipeline=pipeline,
+        inputs_json=[json.dumps(i) for i in inputs],
+        priority=priority,
+        request_id=request_id,
+        labels=labels or {},
+        cache=cache,
+    )
+
+
+def list_runs(
+    state: str = "",
+    pipeline_id: str = "",
+    task_id: str = "",
+    batch_id: str = "",
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    page_size: int = 100,
+) -> spb.ListRunsRequest:
+    request = spb.ListRunsRequest(
+        state=f"STATE_{state}" if state else "STATE_UNSPECIFIED",
+        pipeline_id=pipeline_id,
+        task_id=task_id,
+        batch_id=batch_id,
+        page_size=page_size,
+    )
+    if created_after is not None:
+        request.created_after.FromDatetime(created_after)
+    if created_before is not None:
+        request.created_before.FromDatetime(created_before)
+    return request
+
+
+def create_api_key(
+    name: str, role: str, namespace: str, ttl_seconds: float = 0
+) -> apb.CreateApiKeyRequest:
+    request = apb.CreateApiKeyRequest(name=name, role=role, namespace=namespace)
+    if ttl_seconds:
+        request.ttl.FromNanoseconds(int(ttl_seconds * 1e9))
+    return request
+
+
+def audit_events(reply: apb.ListAuditEventsResponse) -> list[dict[str, Any]]:
+    return [
+        {
+            "time": _time(e, "time"),
+            "service": e.service,
+            "method": e.method,
+            "key_id": e.key_id,
+            "principal": e.principal,
+            "role": e.role,
+            "namespace": e.namespace,
+            "outcome": e.outcome,
+        }
+        for e in reply.events
+    ]
+
+
+def package_messages(data: bytes) -> Iterator[rpb.UploadTaskPackageRequest]:
+    """An UploadTaskPackage stream: the header (digest, size), then the archive in chunks."""
+    header = rpb.UploadTaskPackageHeader(sha256=sha256_hex(data), size_bytes=len(data))
+    yield rpb.UploadTaskPackageRequest(header=header)
+    for i in range(0, len(data), CHUNK):
+        yield rpb.UploadTaskPackageRequest(chunk=data[i : i + CHUNK])
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    """``"id@version"`` -> (id, version); ``"id"`` -> (id, "") for the latest."""
+    ident, _, version = ref.partition("@")
+    return ident, version
+
+
+def register_pipelines(
+    config: str | Path | dict[str, Any], pipeline_id: str, validate_only: bool
+) -> rpb.RegisterPipelinesRequest:
+    text = json.dumps(config) if isinstance(config, dict) else Path(config).read_text()
+    return rpb.RegisterPipelinesRequest(
+        config_json=text, pipeline_id=pipeline_id, validate_only=validate_only
+    )
+
+
+def registered_pipelines(reply: rpb.RegisterPipelinesResponse) -> list[PipelineInfo]:
+    before = list(reply.registered_before) or [not c for c in reply.created]
+    return [
+        dataclasses.replace(PipelineInfo.from_proto(p, made, was), warnings=list(reply.warnings))
+        for p, made, was in zip(reply.pipelines, reply.created, before, strict=True)
+    ]

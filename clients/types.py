@@ -1,0 +1,354 @@
+"""What the SDK returns: plain, typed dataclasses made from the wire's messages
+(``from_proto``); the generated classes stay behind them. States are ``common.states.State``
+(a ``StrEnum``: ``run.state == "COMPLETED"`` holds, and so does ``run.state is
+State.COMPLETED``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from common.states import State
+from wtm.v1 import auth_service_pb2 as apb
+from wtm.v1 import registry_service_pb2 as rpb
+from wtm.v1 import run_pb2
+from wtm.v1 import scheduler_service_pb2 as spb
+
+
+def _time(message: Any, name: str) -> datetime | None:
+    return getattr(message, name).ToDatetime() if message.HasField(name) else None
+
+
+@dataclass(frozen=True)
+class ApiKeyInfo:
+    """An API key as the registry describes it (never its secret)."""
+
+    key_id: str
+    name: str
+    role: str
+    namespace: str
+    created_at: datetime | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    created_by: str
+
+    @classmethod
+    def from_proto(cls, k: apb.ApiKey) -> ApiKeyInfo:
+        return cls(
+            k.key_id,
+            k.name,
+            k.role,
+            k.namespace,
+            _time(k, "create_time"),
+            _time(k, "expire_time"),
+            _time(k, "revoke_time"),
+            k.created_by,
+        )
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """A registered task version."""
+
+    task_id: str
+    version: str
+    name: str
+    description: str
+    category: str
+    tags: list[str]
+    queue: str
+    digest: str
+    size_bytes: int
+    manifest: dict[str, Any]
+    created: bool = False
+    deprecated: bool = False
+    deprecation_reason: str = ""
+    namespace: str = ""
+    shared: bool = False  # every namespace may use it, as "namespace/task_id"
+
+    @classmethod
+    def from_proto(cls, t: rpb.Task, created: bool = False) -> TaskInfo:
+        return cls(
+            t.task_id,
+            t.version,
+            t.display_name,
+            t.description,
+            t.category,
+            list(t.tags),
+            t.queue,
+            t.digest,
+            t.size_bytes,
+            json.loads(t.manifest_json or "{}"),
+            created,
+            t.deprecated,
+            t.deprecation_reason,
+            t.namespace,
+            t.shared,
+        )
+
+
+@dataclass(frozen=True)
+class PipelineStepInfo:
+    """One step of a registered pipeline, pinned to a task version."""
+
+    step_id: str
+    task_id: str
+    task_version: str
+    digest: str
+    depends_on: list[str]
+    parallel_group: str
+    timeout_seconds: int
+    retry_count: int
+    input_mapping: dict[str, Any]
+    queue: str
+    cache: bool | None = None  # the step's own "cache" (None: as the pipeline's)
+
+
+@dataclass(frozen=True)
+class PipelineInfo:
+    """A registered pipeline version."""
+
+    pipeline_id: str
+    version: str
+    name: str
+    description: str
+    steps: list[PipelineStepInfo]
+    input_validation: dict[str, Any]
+    output_format: dict[str, Any]
+    metadata: dict[str, Any]
+    enabled: bool
+    created: bool = False  # stored by the call that returned it
+    registered_before: bool = False  # that version existed before the call
+    namespace: str = ""
+    # Keys of the registered config kept but not acted on (from RegisterPipelines).
+    warnings: list[str] = field(default_factory=list)
+    max_parallel_tasks: int = 0  # global_settings: 0 = no limit of its own
+    enable_caching: bool = False
+    log_level: str = ""
+
+    @classmethod
+    def from_proto(
+        cls, p: rpb.Pipeline, created: bool = False, registered_before: bool = False
+    ) -> PipelineInfo:
+        steps = [
+            PipelineStepInfo(
+                s.step_id,
+                s.task_id,
+                s.task_version,
+                s.digest,
+                list(s.depends_on),
+                s.parallel_group,
+                s.timeout_seconds,
+                s.retry_count,
+                json.loads(s.input_mapping_json or "{}"),
+                s.queue,
+                s.cache if s.HasField("cache") else None,
+            )
+            for s in p.steps
+        ]
+        return cls(
+            p.pipeline_id,
+            p.version,
+            p.display_name,
+            p.description,
+            steps,
+            json.loads(p.input_validation_json or "{}"),
+            json.loads(p.output_format_json or "{}"),
+            json.loads(p.metadata_json or "{}"),
+            p.enabled,
+            created,
+            registered_before,
+            p.namespace,
+            max_parallel_tasks=p.max_parallel_tasks,
+            enable_caching=p.enable_caching,
+            log_level=p.log_level,
+        )
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """The latest attempt of one step of a run."""
+
+    step_id: str
+    task_id: str
+    task_version: str
+    state: State
+    attempt: int
+    output: Any
+    error: str
+    executor_id: str
+    started_at: datetime | None
+    ended_at: datetime | None
+    logs: list[str] = field(default_factory=list)
+    input_id: str = ""  # the lineage ids of the step's input and output documents
+    output_id: str = ""
+    cached_from: str = ""  # "run_id/output_id" when the output came from the result cache
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A run and its steps."""
+
+    run_id: str
+    state: State
+    task_id: str
+    pipeline_id: str
+    input: dict[str, Any]
+    output: Any
+    error: str
+    priority: int
+    steps: list[StepInfo] = field(default_factory=list)
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    pipeline_version: str = ""
+    lineage: list[tuple[str, str]] = field(default_factory=list)
+    processing_summary: dict[str, Any] | None = None
+    batch_id: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    trace_id: str = ""  # open in Jaeger: http://<jaeger>:16686/trace/<trace_id>
+    namespace: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.state.is_terminal
+
+    @classmethod
+    def from_proto(cls, r: run_pb2.Run) -> RunInfo:
+        steps = [
+            StepInfo(
+                s.step_id,
+                s.task_id,
+                s.task_version,
+                State.from_proto(s.state),
+                s.attempt,
+                json.loads(s.output_json) if s.output_json else None,
+                s.error,
+                s.executor_id,
+                _time(s, "start_time"),
+                _time(s, "end_time"),
+                list(s.logs),
+                s.input_id,
+                s.output_id,
+                s.cached_from,
+            )
+            for s in r.steps
+        ]
+        summary = None
+        if r.HasField("processing_summary"):
+            ps = r.processing_summary
+            summary = {
+                "wall_seconds": ps.wall_seconds,
+                "step_seconds_sum": ps.step_seconds_sum,
+                "parallel_speedup": ps.parallel_speedup,
+                "steps": [
+                    {
+                        "step_id": t.step_id,
+                        "queued_seconds": t.queued_seconds,
+                        "run_seconds": t.run_seconds,
+                        "process_seconds": t.process_seconds,
+                        "pickup_seconds": t.pickup_seconds,
+                        "report_seconds": t.report_seconds,
+                        "cached": t.cached,
+                    }
+                    for t in ps.steps
+                ],
+                "cache_hits": ps.cache_hits,
+            }
+        return cls(
+            r.run_id,
+            State.from_proto(r.state),
+            r.task_id,
+            r.pipeline_id,
+            json.loads(r.input_json or "{}"),
+            json.loads(r.output_json) if r.output_json else None,
+            r.error,
+            r.priority,
+            steps,
+            _time(r, "create_time"),
+            _time(r, "start_time"),
+            _time(r, "end_time"),
+            r.pipeline_version,
+            [(e.source, e.target) for e in r.lineage],
+            summary,
+            r.batch_id,
+            dict(r.labels),
+            r.trace_id,
+            r.namespace,
+        )
+
+
+@dataclass(frozen=True)
+class ExecutorInfo:
+    """One executor of the fleet, as the schedulers see it."""
+
+    executor_id: str
+    state: str  # CONNECTED | DRAINING | LOST
+    queues: list[str]
+    slots: int
+    in_flight: int
+    labels: dict[str, str]
+    software_version: str
+    python_version: str
+    connected_at: datetime | None
+    last_seen_at: datetime | None
+    scheduler_id: str
+    packages: list[str] = field(default_factory=list)
+    slot_errors: int = 0  # steps that failed in the executor itself: its slots are unhealthy
+    last_slot_error: str = ""
+    namespaces: list[str] = field(default_factory=list)  # whose queues it serves; "*": all
+
+    @classmethod
+    def from_proto(cls, e: spb.Executor) -> ExecutorInfo:
+        return cls(
+            e.executor_id,
+            spb.ExecutorState.Name(e.state).removeprefix("EXECUTOR_STATE_"),
+            list(e.queues),
+            e.slots,
+            e.in_flight,
+            dict(e.labels),
+            e.software_version,
+            e.python_version,
+            _time(e, "connect_time"),
+            _time(e, "last_seen_time"),
+            e.scheduler_id,
+            list(e.packages),
+            e.slot_errors,
+            e.last_slot_error,
+            list(e.namespaces),
+        )
+
+
+@dataclass(frozen=True)
+class RunEventInfo:
+    """One event of a run; ``event_id`` resumes a watch after it."""
+
+    event_id: str
+    run_id: str
+    step_id: str
+    attempt: int
+    state: State
+    message: str
+    time: datetime | None
+    progress: float = 0.0
+    kind: str = "STATE"  # STATE | PROGRESS | RETRYING | LOG
+
+    @property
+    def ends_run(self) -> bool:
+        return not self.step_id and self.state.is_terminal and self.kind == "STATE"
+
+    @classmethod
+    def from_proto(cls, e: spb.RunEvent) -> RunEventInfo:
+        return cls(
+            e.event_id,
+            e.run_id,
+            e.step_id,
+            e.attempt,
+            State.from_proto(e.state),
+            e.message,
+            _time(e, "time"),
+            e.progress,
+            spb.RunEventKind.Name(e.kind).removeprefix("RUN_EVENT_KIND_") or "STATE",
+        )
