@@ -3,6 +3,7 @@
     python -m bench.run                       # every figure, at the issues' sizes
     python -m bench.run --only face,latency   # some of them
     python -m bench.run --scale 0.1           # smaller counts, for a quick look
+    python -m bench.run --compare celery      # and the same workloads on Celery: ratios
 
 Figures (issue 4 and issue 6 name them and the targets):
   throughput  N one-step no-op runs submitted in batches (SubmitRuns): runs/s from the first
@@ -43,6 +44,7 @@ from typing import Any
 
 import redis
 
+from bench import celery_compare
 from bench.floors import floors
 from clients.sdk import Client
 from services.localstack import Cluster
@@ -383,8 +385,17 @@ def main(argv: list[str] | None = None) -> int:
         help="run with OpenTelemetry export on (to an in-process OTLP receiver), to measure "
         "what tracing costs",
     )
+    parser.add_argument(
+        "--compare",
+        choices=["celery"],
+        help="also run the throughput, latency, dag and dag_burst workloads on Celery (same "
+        "valkey, prefork and threads pools) and print each of our figures as a ratio to "
+        "Celery's best",
+    )
     ns = parser.parse_args(argv)
     chosen = [f.strip() for f in ns.only.split(",") if f.strip()]
+    if ns.compare:  # the compared figures, ours first
+        chosen = list(dict.fromkeys([*chosen, *celery_compare.WORKLOADS]))
     unknown = set(chosen) - set(FIGURES)
     if unknown:
         parser.error(f"--only: unknown figures {sorted(unknown)}; choose from {list(FIGURES)}")
@@ -429,6 +440,14 @@ def main(argv: list[str] | None = None) -> int:
                 report[name] = fn(client, n)
             report[name]["bench_seconds"] = round(time.monotonic() - t0, 1)
             print(f"{name}: {json.dumps(report[name])}", file=sys.stderr)
+        if ns.compare == "celery":
+            assert c.endpoints is not None
+            url = c.endpoints.redis_admin_url.rsplit("/", 1)[0] + "/2"  # a database of its own
+            celery = celery_compare.measure(url, ns.scale, Path(tmp))
+            report["compare_celery"] = {
+                "ratios": celery_compare.ratios(report, celery),
+                "celery": celery,
+            }
     receiver.stop()
     if ns.trace:
         report["spans_received"] = len(receiver.spans)

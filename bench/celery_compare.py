@@ -1,0 +1,207 @@
+"""``python -m bench.run --compare celery``: the bench's workloads run on Celery in the same
+invocation, on the same valkey, so each of our figures can be read as a ratio to Celery's
+(issue 18: ratios in one run are the figures of record; absolute ones vary 2x by the day).
+
+Workloads, as ``bench/run.py`` runs them on our stack:
+  (a) throughput  N no-op tasks submitted at once (a group): tasks/s from the first submit
+                  to the last result stored (the worker's ``date_done``)
+  (b) latency     sequential no-ops, submit and wait for the result (``.get()``): p50/p95/p99
+  (c) dag         a 50 ms task, then two 100 ms tasks in parallel (a chain into a group),
+                  one at a time: p50 wall minus the ideal 150 ms
+  (d) dag_burst   200 such DAGs at once on 8 worker slots: total time, per-DAG p50
+
+Celery runs with each pool (prefork with 2 and 8 processes, threads with 8); the best of
+them is what we are compared with. The workers are started and stopped here, by PID (each
+in a session of its own, so a prefork worker's children stop with it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+POOLS = (("prefork", 2), ("prefork", 8), ("threads", 8))
+DEADLINE_S = 600
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+@contextlib.contextmanager
+def worker(url: str, pool: str, concurrency: int, log_dir: Path) -> Iterator[Any]:
+    """A Celery worker with ``pool``, ready (it has answered a task) until the block ends."""
+    os.environ["WTM_BENCH_CELERY_URL"] = url
+    from bench import celery_app
+
+    log_path = log_dir / f"celery-{pool}-{concurrency}.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "bench.celery_app", "worker",
+             "--pool", pool, "--concurrency", str(concurrency), "--without-gossip",
+             "--without-mingle", "--without-heartbeat", "--loglevel", "WARNING"],
+            cwd=ROOT,
+            env={**os.environ, "WTM_BENCH_CELERY_URL": url},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        celery_app.app.control.purge()
+        celery_app.noop.apply_async().get(timeout=60)
+        yield celery_app
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def _done_at(meta: dict[str, Any]) -> float:
+    done = meta["date_done"]
+    return (done if isinstance(done, datetime) else datetime.fromisoformat(done)).timestamp()
+
+
+def throughput(app: Any, count: int) -> dict[str, Any]:
+    from celery import group
+
+    start = time.time()
+    result = group(app.noop.s() for _ in range(count)).apply_async()
+    submitted = time.time()
+    ids = [r.id for r in result.results]
+    ends = [
+        _done_at(meta)
+        for _, meta in app.app.backend.get_many(ids, timeout=DEADLINE_S, interval=0.01)
+    ]
+    return {
+        "runs": count,
+        "submit_seconds": round(submitted - start, 3),
+        "runs_per_second": round(count / (max(ends) - start), 1),
+    }
+
+
+def latency(app: Any, count: int) -> dict[str, Any]:
+    for _ in range(10):  # warm the result consumer and the pool
+        app.noop.apply_async().get(timeout=30)
+    times = []
+    for _ in range(count):
+        t0 = time.perf_counter()
+        app.noop.apply_async().get(timeout=30)
+        times.append(time.perf_counter() - t0)
+    return {
+        "runs": count,
+        "p50_ms": ms(pct(times, 50)),
+        "p95_ms": ms(pct(times, 95)),
+        "p99_ms": ms(pct(times, 99)),
+    }
+
+
+def _dag(app: Any) -> Any:
+    from celery import chain, group
+
+    return chain(app.sleep_ms.si(50), group(app.sleep_ms.si(100), app.sleep_ms.si(100)))
+
+
+def dag(app: Any, count: int) -> dict[str, Any]:
+    walls = []
+    for _ in range(count):
+        t0 = time.perf_counter()
+        _dag(app).apply_async().get(timeout=30)
+        walls.append(time.perf_counter() - t0)
+    return {
+        "runs": count,
+        "p50_wall_ms": ms(pct(walls, 50)),
+        "p50_overhead_ms": ms(pct(walls, 50) - 0.150),
+    }
+
+
+def dag_burst(app: Any, count: int) -> dict[str, Any]:
+    for r in [_dag(app).apply_async() for _ in range(8)]:  # warm every slot, as ours
+        r.get(timeout=60)
+    start = time.time()
+    submitted = [(time.time(), _dag(app).apply_async()) for _ in range(count)]
+    deadline = time.monotonic() + DEADLINE_S
+    walls, ends = [], []
+    for at, result in submitted:
+        result.get(timeout=max(deadline - time.monotonic(), 1))
+        # The DAG ended when the last of its group's two tasks did.
+        end = max(_done_at(r._get_task_meta()) for r in result.results)
+        walls.append(end - at)
+        ends.append(end)
+    return {
+        "dags": count,
+        "slots": 8,
+        "total_seconds": round(max(ends) - start, 3),
+        "per_dag_p50_seconds": round(pct(walls, 50), 3),
+    }
+
+
+WORKLOADS = {
+    "throughput": (throughput, 5000),
+    "latency": (latency, 300),
+    "dag": (dag, 20),
+    "dag_burst": (dag_burst, 200),
+}
+
+
+def measure(url: str, scale: float, log_dir: Path) -> dict[str, Any]:
+    """Every workload on every pool: {pool: {workload: figures}}."""
+    found: dict[str, Any] = {}
+    for pool, concurrency in POOLS:
+        with worker(url, pool, concurrency, log_dir) as app:
+            found[f"{pool}x{concurrency}"] = {
+                name: fn(app, max(1, int(count * scale))) for name, (fn, count) in WORKLOADS.items()
+            }
+        print(f"celery {pool}x{concurrency}: {found[f'{pool}x{concurrency}']}", file=sys.stderr)
+    return found
+
+
+# (our figure's path, whether higher is better) per compared figure
+COMPARED = {
+    "throughput runs/s": (("throughput", "runs_per_second"), True),
+    "latency p50 ms": (("latency", "p50_ms"), False),
+    "latency p99 ms": (("latency", "p99_ms"), False),
+    "dag overhead p50 ms": (("dag", "p50_overhead_ms"), False),
+    "dag_burst total s": (("dag_burst", "total_seconds"), False),
+    "dag_burst per-DAG p50 s": (("dag_burst", "per_dag_p50_seconds"), False),
+}
+
+
+def ratios(ours: dict[str, Any], celery: dict[str, Any]) -> dict[str, Any]:
+    """Each figure: ours, Celery's best pool's, and ours / theirs (throughput: above 1 is
+    better; times: below 1 is better)."""
+    table = {}
+    for name, ((workload, key), higher_better) in COMPARED.items():
+        if workload not in ours:
+            continue
+        theirs = {pool: figures[workload][key] for pool, figures in celery.items()}
+        best_pool = (max if higher_better else min)(theirs, key=lambda p: theirs[p])
+        mine = ours[workload][key]
+        best = theirs[best_pool]
+        table[name] = {
+            "ours": mine,
+            "celery_best": best,
+            "celery_best_pool": best_pool,
+            "ratio": round(mine / best, 3) if best else None,
+            "better_is": "higher" if higher_better else "lower",
+            "celery_all": theirs,
+        }
+    return table

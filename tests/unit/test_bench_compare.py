@@ -1,0 +1,30 @@
+"""How ``bench.run --compare celery`` reads figures as ratios (the measuring itself is a
+benchmark, run by ``python -m bench.run --compare celery``, not a test)."""
+
+from __future__ import annotations
+
+from bench.celery_compare import ratios
+
+
+def test_each_figure_is_compared_with_celerys_best_pool() -> None:
+    ours = {
+        "throughput": {"runs_per_second": 900.0},
+        "latency": {"p50_ms": 6.0, "p99_ms": 12.0},
+    }
+    celery = {
+        "prefork x2": {
+            "throughput": {"runs_per_second": 600.0},
+            "latency": {"p50_ms": 4.0, "p99_ms": 6.0},
+        },
+        "threads x8": {
+            "throughput": {"runs_per_second": 450.0},
+            "latency": {"p50_ms": 3.0, "p99_ms": 8.0},
+        },
+    }
+    table = ratios(ours, celery)
+    assert table["throughput runs/s"]["celery_best_pool"] == "prefork x2"  # higher is better
+    assert table["throughput runs/s"]["ratio"] == 1.5
+    assert table["latency p50 ms"]["celery_best_pool"] == "threads x8"  # lower is better
+    assert table["latency p50 ms"]["ratio"] == 2.0
+    assert table["latency p99 ms"]["celery_best"] == 6.0
+    assert "dag overhead p50 ms" not in table  # not measured on our side: not compared
