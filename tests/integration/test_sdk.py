@@ -4,6 +4,7 @@ exception type raised for its cause."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import shutil
 import uuid
@@ -16,11 +17,13 @@ from clients import (
     AlreadyExists,
     AsyncClient,
     Client,
+    DataLoss,
     DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
     RunCancelledError,
     RunFailedError,
     RunTimedOutError,
@@ -30,6 +33,7 @@ from clients import (
     WaitTimeoutError,
     WtmError,
 )
+from services.common.backends import s3_client
 from services.localstack import Cluster
 from services.localstack.processes import free_port
 from tests.conftest import ROOT
@@ -141,6 +145,26 @@ def test_each_refusal_is_its_own_class_naming_the_field(
         pytest.raises(PermissionDenied),
     ):
         viewer.submit(task="echo", input={})
+
+
+def test_a_forged_package_is_data_loss_and_an_oversized_request_resource_exhausted(
+    cluster: Cluster, sdk: Client, tmp_path: Path
+) -> None:
+    task_dir = shutil.copytree(FIXTURES / "tasks" / "echo", tmp_path / "forged")
+    manifest = json.loads((task_dir / "task.json").read_text())
+    (task_dir / "task.json").write_text(json.dumps({**manifest, "task_id": "sdk_forged"}))
+    task = sdk.register_task(task_dir)
+    assert cluster.endpoints is not None
+    e = cluster.endpoints
+    forged = b"not the package that was registered"
+    s3_client(e.s3_endpoint, e.s3_access_key, e.s3_secret_key).put_object(
+        "wtm-packages", f"sha256/{task.digest}.tar.gz", io.BytesIO(forged), len(forged)
+    )
+    with pytest.raises(DataLoss):
+        sdk.download_package(task.digest)
+    too_big = {"pipeline_id": "huge", "steps": [{"task_id": "echo"}], "x": "y" * (9 << 20)}
+    with pytest.raises(ResourceExhausted):  # over the services' 8 MiB request limit
+        sdk.register_pipelines(too_big)
 
 
 def test_a_service_out_of_reach_is_unavailable_after_the_retries() -> None:
