@@ -256,6 +256,9 @@ class RunStore:
         runs, self._pending_runs = self._pending_runs, {}
         steps, self._pending_steps = self._pending_steps, {}
         started, self._pending_started = self._pending_started, {}
+        # A run that ended since it started needs no RUNNING mark: its end (state, started_at)
+        # is written below, in the same flush.
+        started = {r: t for r, t in started.items() if r not in runs}
         try:
             if started:
                 await self._runs.bulk_write(
