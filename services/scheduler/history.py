@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -198,11 +197,7 @@ class History(RunListener):
         # (not the hour their keys got when they ended, which covers a MongoDB outage).
         written = await self.store.flush()
         await self.queue.retain(
-            {
-                run_id: json.loads(state[0].get("steps") or "[]")
-                for run_id, state in found.items()
-                if state[0] and run_id in written
-            },
+            [run_id for run_id, state in found.items() if state[0] and run_id in written],
             self.retention_seconds,
         )
 

@@ -420,3 +420,19 @@ def test_a_cached_output_completes_the_step_without_an_executor_running_it(
         assert len(await c.queue.redis.keys("wtm:cache:*")) == 1
 
     scenario(valkey_url, body)
+
+
+def test_retain_shortens_a_finished_runs_keys_in_one_call(valkey_url: str) -> None:
+    async def body(c: Core) -> None:
+        e1 = c.executor("e1")
+        await c.submit("r1")
+        [a] = assignments(e1)
+        await c.report(e1, a, "SUCCEEDED")
+        r = c.queue.redis
+        names = ["wtm:r:r1", "wtm:s:r1:a", "wtm:o:r1", "wtm:e:r1"]
+        assert await r.ttl("wtm:r:r1") > 5  # the finished-run TTL (60 s here)
+        await c.queue.retain(["r1", "no-such-run"], 5)
+        ttls = [await r.ttl(k) for k in names]
+        assert all(0 < t <= 5 for t in ttls), ttls
+
+    scenario(valkey_url, body)
