@@ -28,18 +28,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from bench.figures import ms, pct
+
 ROOT = Path(__file__).resolve().parents[1]
 POOLS = (("prefork", 2), ("prefork", 8), ("threads", 8))
 DEADLINE_S = 600
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
-
-
-def ms(seconds: float) -> float:
-    return round(seconds * 1000, 2)
 
 
 @contextlib.contextmanager

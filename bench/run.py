@@ -45,6 +45,7 @@ from typing import Any
 import redis
 
 from bench import celery_compare
+from bench.figures import ms, pct
 from bench.floors import floors
 from clients.sdk import Client
 from services.localstack import Cluster
@@ -53,15 +54,6 @@ from services.localstack.otlp_receiver import Receiver
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_TASKS = Path(__file__).resolve().parent / "tasks"
 DEADLINE_S = 600
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
-
-
-def ms(seconds: float) -> float:
-    return round(seconds * 1000, 2)
 
 
 def wait_all(client: Client, run_ids: list[str], deadline: float) -> dict[str, Any]:

@@ -87,8 +87,8 @@ def end_call(call: Any) -> None:
         call.close()
 
 
-class Caller:
-    """Calls on one channel, synchronously."""
+class _Calls:
+    """What every call on one channel carries: its headers, deadline and retry policy."""
 
     def __init__(
         self,
@@ -101,10 +101,22 @@ class Caller:
         timeout: float = DEFAULT_TIMEOUT,
         retry_seconds: float = DEFAULT_RETRY_SECONDS,
     ) -> None:
-        self.channel = tls.channel(address, ca, CHANNEL_OPTIONS, client_cert)
+        self.channel = self._open(address, ca, client_cert)
         self.metadata = call_metadata(api_key, namespace)
         self.timeout = timeout
         self.retry_seconds = retry_seconds
+
+    def _open(self, address: str, ca: str | None, client_cert: tls.ClientCert | None) -> Any:
+        raise NotImplementedError
+
+
+class Caller(_Calls):
+    """Calls on one channel, synchronously."""
+
+    channel: grpc.Channel
+
+    def _open(self, address: str, ca: str | None, client_cert: tls.ClientCert | None) -> Any:
+        return tls.channel(address, ca, CHANNEL_OPTIONS, client_cert)
 
     def unary(
         self,
@@ -152,24 +164,13 @@ class Caller:
         self.channel.close()
 
 
-class AsyncCaller:
+class AsyncCaller(_Calls):
     """Calls on one channel, for asyncio."""
 
-    def __init__(
-        self,
-        address: str,
-        *,
-        ca: str | None = None,
-        client_cert: tls.ClientCert | None = None,
-        api_key: str = "",
-        namespace: str = "",
-        timeout: float = DEFAULT_TIMEOUT,
-        retry_seconds: float = DEFAULT_RETRY_SECONDS,
-    ) -> None:
-        self.channel = tls.aio_channel(address, ca, CHANNEL_OPTIONS, client_cert)
-        self.metadata = call_metadata(api_key, namespace)
-        self.timeout = timeout
-        self.retry_seconds = retry_seconds
+    channel: aio.Channel
+
+    def _open(self, address: str, ca: str | None, client_cert: tls.ClientCert | None) -> Any:
+        return tls.aio_channel(address, ca, CHANNEL_OPTIONS, client_cert)
 
     async def unary(
         self,
