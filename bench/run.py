@@ -19,6 +19,8 @@ Figures (issue 4 and issue 6 name them and the targets):
               speedup of its parallel branch against the same steps run one after another
   face_cache  the same pipeline with result caching on (issue 15): p50 wall time of a
               miss (every step runs and stores its output) against a hit (none runs)
+  cpu         CPU milliseconds each process (scheduler, nx-27017, executors, valkey, this
+              client) spends per sequential no-op run: where a run's time goes
   floors      what the parts cost by themselves (a gRPC call, a Redis round trip, valkey's
               Lua, nx-27017's CPU for the writes every run needs), no scheduling logic
 
@@ -45,6 +47,7 @@ from typing import Any
 import redis
 
 from bench import celery_compare
+from bench.cpu import cpu
 from bench.figures import ms, pct
 from bench.floors import floors
 from clients.sdk import Client
@@ -362,6 +365,7 @@ FIGURES: dict[str, tuple[Callable[..., dict[str, Any]], int]] = {
     "face": (face, 20),
     "face_cache": (face_cache, 10),
     "floors": (floors, 500),
+    "cpu": (cpu, 400),
 }
 
 
