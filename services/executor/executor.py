@@ -504,7 +504,11 @@ class Executor:
 
     async def _execute(self, a: epb.StepAssignment, running: Running) -> Outcome:
         try:
-            with telemetry.phase("load package", **{"wtm.task_digest": a.digest}):
+            with (
+                telemetry.skipped("load package")
+                if self.cache.has(a.digest)
+                else telemetry.phase("load package", **{"wtm.task_digest": a.digest})
+            ):
                 package_dir = await self._from_store(lambda: self.cache.get(a.digest, a.namespace))
         except WtmError as exc:
             if _transient(exc):  # out for longer than the store retry period
@@ -516,10 +520,13 @@ class Executor:
                 (package_dir / "task.json").read_text()
             )
         try:
-            with telemetry.phase("requirements"):
-                extra_paths = await self.requirements.prepare(
-                    list(manifest.get("requirements") or [])
-                )
+            wanted = list(manifest.get("requirements") or [])
+            with (
+                telemetry.skipped("requirements")
+                if self.requirements.known(wanted)
+                else telemetry.phase("requirements")
+            ):
+                extra_paths = await self.requirements.prepare(wanted)
         except WtmError as exc:
             return Outcome(
                 "FATAL", error=f"requirements of {a.task_id}@{a.task_version}: {exc.message}"

@@ -66,6 +66,10 @@ class PackageCache:
     def path(self, digest: str) -> Path:
         return self.root / digest
 
+    def has(self, digest: str) -> bool:
+        """Whether ``get`` would answer from the cache at once."""
+        return digest in self._entries and self.path(digest).is_dir()
+
     async def get(self, digest: str, namespace: str = DEFAULT_NAMESPACE) -> Path:
         """The extracted package directory for ``digest``, downloading it if needed (as a
         step of ``namespace``: the registry serves a package only to namespaces that may

@@ -75,6 +75,10 @@ class RequirementInstaller:
         self._met: dict[tuple[str, ...], tuple[str, ...]] = {}
         self.installs = 0
 
+    def known(self, requirements: list[str]) -> bool:
+        """Whether ``prepare`` would answer at once (this set was found met before)."""
+        return tuple(requirements) in self._met
+
     async def prepare(self, requirements: list[str]) -> tuple[str, ...]:
         """The directories to put first on the worker's ``sys.path`` (none when the
         environment has everything). Raises FailedPrecondition naming what is missing.
