@@ -32,7 +32,7 @@ from clients.errors import (
     WaitTimeoutError,
     raise_for_outcome,
 )
-from clients.sdk import resolve_key
+from clients.sdk import _NotFinished, resolve_key
 from clients.types import (
     ApiKeyInfo,
     ExecutorInfo,
@@ -51,10 +51,6 @@ from wtm.v1 import registry_service_pb2 as rpb
 from wtm.v1 import registry_service_pb2_grpc as rpb_grpc
 from wtm.v1 import scheduler_service_pb2 as spb
 from wtm.v1 import scheduler_service_pb2_grpc as spb_grpc
-
-
-class _NotFinished(Exception):
-    """The run's event stream ended before the run did."""
 
 
 class AsyncClient:

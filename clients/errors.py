@@ -79,14 +79,18 @@ class WaitTimeoutError(WtmError, TimeoutError):
         self.run_id = run_id
 
 
+_BY_STATE: dict[str, type[RunError]] = {
+    "FAILED": RunFailedError,
+    "CANCELLED": RunCancelledError,
+    "TIMED_OUT": RunTimedOutError,
+}
+
+
 def raise_for_outcome(run: RunInfo) -> RunInfo:
     """``run`` if it COMPLETED, else the ``RunError`` for how it ended."""
-    errors = {"FAILED": RunFailedError, "CANCELLED": RunCancelledError}
     if run.state == "COMPLETED":
         return run
-    if run.state == "TIMED_OUT":
-        raise RunTimedOutError(run)
-    raise errors.get(run.state, RunError)(run)
+    raise _BY_STATE.get(run.state, RunError)(run)
 
 
 __all__ = [

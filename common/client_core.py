@@ -218,18 +218,11 @@ class AsyncCaller(_Calls):
         await self.channel.close()
 
 
-def channel_options() -> tuple[tuple[str, int], ...]:
-    """The options every channel of the project is made with (for channels made by hand,
-    such as the executor's stream)."""
-    return CHANNEL_OPTIONS
-
-
 __all__ = [
     "CHANNEL_OPTIONS",
     "AsyncCaller",
     "Caller",
-    "aio",
     "call_metadata",
-    "channel_options",
+    "end_call",
     "error_of",
 ]

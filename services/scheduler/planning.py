@@ -295,14 +295,16 @@ def step_caches(run: bool | None, step: bool | None, pipeline: bool) -> bool:
     return pipeline if step is None else step
 
 
-def check_input(plan: Plan, doc: dict[str, Any]) -> None:
+def check_input(plan: Plan, doc: dict[str, Any]) -> run_options.RunOptions:
     """Check an input document before anything is stored: the pipeline's
     input_validation; what every step maps from the run's input (so a later step cannot
     fail mid-run for a field the input never had, unless that field is optional); then each
-    first step's input against its task's input_schema."""
+    first step's input against its task's input_schema. Returns what the scheduler itself does with the input (``RunOptions``), read
+    once here for ``new_run``."""
     input_check.check_pipeline_input(plan.input_validation, doc)
+    options = run_options.RunOptions()
     if plan.pipeline_id:
-        run_options.options_of(doc)
+        options = run_options.options_of(doc)
         run_options.check_every_key_is_read(doc, plan.reads)
     step_ids = {p.step_id for p in plan.steps}
     for p in plan.steps:
@@ -334,6 +336,7 @@ def check_input(plan: Plan, doc: dict[str, Any]) -> None:
             first_input, doc, p.step_id, accepts, p.input_id
         )
         input_check.check_step_input(p.step_id, p.task.input_schema, first_input)
+    return options
 
 
 def new_run(
@@ -343,6 +346,7 @@ def new_run(
     request_key: str,
     batch_id: str = "",
     trace: telemetry.Parent | None = None,
+    options: run_options.RunOptions = run_options.RunOptions(),
 ) -> tuple[Run, Submission]:
     """A new run of ``plan`` on ``doc`` (for history), and its submission (for Redis)."""
     run = Run(
@@ -387,7 +391,6 @@ def new_run(
         "namespace": run.namespace,
     }
     specs = [p.spec for p in plan.steps]
-    options = run_options.options_of(doc) if plan.pipeline_id else run_options.RunOptions()
     max_parallel = 1 if options.one_at_a_time else plan.steps[0].max_parallel
     if max_parallel:
         run_fields["max_parallel"] = str(max_parallel)

@@ -136,8 +136,8 @@ class RunService(RunListener):
                     await self._run_recorded(key, existing), req.wait_seconds
                 )
         plan = await plan_run(self.catalog, req)
-        check_input(plan, doc)
-        run, submission = new_run(req, plan, doc, key, trace=telemetry.current())
+        options = check_input(plan, doc)
+        run, submission = new_run(req, plan, doc, key, trace=telemetry.current(), options=options)
         if key and (holder := await self.store.claim_request(key, run.run_id)) is not None:
             # A concurrent submit with this request id won: its run is the answer.
             return await self._until_finished(
@@ -289,13 +289,17 @@ class RunService(RunListener):
                 )
         batch_id = batch_id or f"batch-{uuid.uuid4().hex}"
         plan = await plan_run(self.catalog, req)
+        options = []
         for i, doc in enumerate(docs):
             try:
-                check_input(plan, doc)
+                options.append(check_input(plan, doc))
             except InvalidArgument as exc:
                 raise InvalidArgument(exc.message, field=f"inputs_json[{i}]") from exc
         parent = telemetry.current()
-        made = [new_run(req, plan, doc, "", batch_id, parent) for doc in docs]
+        made = [
+            new_run(req, plan, doc, "", batch_id, parent, o)
+            for doc, o in zip(docs, options, strict=True)
+        ]
         try:
             await self.store.insert_runs([(run, plan_doc(sub)) for run, sub in made])
         except BaseException:
