@@ -299,8 +299,8 @@ def check_input(plan: Plan, doc: dict[str, Any]) -> run_options.RunOptions:
     """Check an input document before anything is stored: the pipeline's
     input_validation; what every step maps from the run's input (so a later step cannot
     fail mid-run for a field the input never had, unless that field is optional); then each
-    first step's input against its task's input_schema. Returns what the scheduler itself does with the input (``RunOptions``), read
-    once here for ``new_run``."""
+    first step's input against its task's input_schema. Returns what the scheduler itself
+    does with the input (``RunOptions``), read once here for ``new_run``."""
     input_check.check_pipeline_input(plan.input_validation, doc)
     options = run_options.RunOptions()
     if plan.pipeline_id:
