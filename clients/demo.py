@@ -33,32 +33,43 @@ def face_lines(face: dict[str, Any]) -> list[str]:
         f"  face {face['face_id']}: box x={x} y={y} {w}x{h}, confidence {face['confidence']:.3f}"
         f"  (source {face['detection']['source']})"
     ]
+    d = face["detection"]
+    if d.get("landmarks"):
+        pose = d["pose"]
+        marks = ", ".join(f"{k} ({x:.0f},{y:.0f})" for k, (x, y) in d["landmarks"].items())
+        lines += [
+            f"    landmarks: {marks}",
+            f"    pose: roll {pose['roll_degrees']:+.1f}°, "
+            f"yaw {pose['yaw_degrees']:+.1f}° (estimate)",
+        ]
     a = face.get("attributes")
     if a:
-        emotion = a["emotion"]
-        roll = (
-            f"{a['roll_degrees']:+.1f}°"
-            if a["roll_degrees"] is not None
-            else "n/a (eyes not both found)"
+        eyes = ", ".join(
+            f"{side} {'yes' if a['eyes'][side]['found'] else 'no'}"
+            for side in ("right", "left")
+            if side in a["eyes"]
         )
+        smile = a["smile"]
         lines += [
             f"    attributes (source {a['source']}):",
-            f"      emotion {emotion['label']} ({emotion['confidence']:.2f}, {emotion['basis']})",
-            f"      eyes found {a['eyes']['count']}, roll {roll}",
+            f"      eyes confirmed: {eyes or 'n/a (not aligned)'}; smile "
+            + (f"yes ({smile['score']:.2f})" if smile["detected"] else "no"),
             f"      sharpness {a['sharpness']:.0f} (Laplacian variance), "
             f"brightness {a['brightness']:.2f}",
-            f"      age/gender: unavailable — {a['age']['reason']}",
+            *(
+                f"      {k}: unavailable — {a[k]['reason']}"
+                for k in ("emotion", "age", "gender")
+                if not a[k].get("available", True)
+            ),
         ]
     f = face.get("features")
     if f:
-        vector = f["descriptor"]
+        vector = f["feature_vector"]
         head = ", ".join(f"{v:.3f}" for v in vector[:6])
         norm = math.sqrt(sum(v * v for v in vector))
-        marks = ", ".join(f"{k} {v}" for k, v in f["landmarks"].items()) or "none found"
         lines += [
             f"    features (source {f['source']}):",
-            f"      descriptor {len(vector)}-D [{head}, …] |v| = {norm:.3f}",
-            f"      landmarks: {marks}",
+            f"      embedding {f['feature_dimension']}-D [{head}, …] |v| = {norm:.3f}",
         ]
     return lines
 

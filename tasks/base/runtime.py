@@ -35,8 +35,9 @@ def load_task(
     manifest = json.loads((package_dir / "task.json").read_text())
     entry_point = entry_point or manifest.get("entry_point", "task.Task")
     module_name, _, class_name = entry_point.rpartition(".")
-    if str(package_dir) not in sys.path:
-        sys.path.insert(0, str(package_dir))
+    if str(package_dir) in sys.path:  # first, ahead of any other package loaded before it
+        sys.path.remove(str(package_dir))
+    sys.path.insert(0, str(package_dir))
     sys.modules.pop(module_name, None)  # a package's own 'task' module, not another's
     module = importlib.import_module(module_name)
     cls = getattr(module, class_name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,18 @@ def test_the_face_pipeline_finds_the_face_and_merges_every_part(face_run: RunInf
     assert 200 <= x + w / 2 <= 250 and 90 <= y + h / 2 <= 140
     assert face["detection"]["source"] == "output_001"
     assert face["attributes"]["source"] == "output_002" and face["attributes"]["eyes"]["count"] == 2
-    assert face["features"]["source"] == "output_003" and len(face["features"]["descriptor"]) == 128
+    features = face["features"]
+    assert features["source"] == "output_003" and features["feature_dimension"] == 128
+    assert len(features["feature_vector"]) == 128
     assert face["attributes"]["age"]["available"] is False
+    assert set(face["detection"]["landmarks"]) == {
+        "right_eye",
+        "left_eye",
+        "nose",
+        "mouth_right",
+        "mouth_left",
+    }
+    assert abs(face["detection"]["pose"]["roll_degrees"]) < 10
 
 
 def test_attributes_and_features_ran_side_by_side_after_detection(face_run: RunInfo) -> None:
@@ -162,8 +173,8 @@ def test_run_parameters_reach_the_steps_that_accept_them(client: Client, face_ru
         [step] = [s for s in run.steps if s.step_id == "face_detection"]
         return dict(step.output)
 
-    assert detection(face_run)["parameters"]["min_face_size"] == 30  # the task's defaults
-    assert detection(face_run)["parameters"]["confidence_threshold"] == 0.5
+    assert detection(face_run)["parameters"]["min_face_size"] == 24  # the task's defaults
+    assert detection(face_run)["parameters"]["confidence_threshold"] == 0.9
     uri = client.upload_artifact(DATA / "astronaut.jpg")
     wanted = {"min_face_size": 50, "confidence_threshold": 0.8}
     forms = {
@@ -219,6 +230,10 @@ DOCUMENTED_PIPELINE_INPUT = {  # the original system's "Pipeline Execution Input
 }
 
 
+def task_version(task_id: str) -> str:
+    return str(json.loads((EXAMPLES / task_id / "task.json").read_text())["version"])
+
+
 def test_the_documented_pipeline_input_runs_unchanged_and_every_option_acts(
     client: Client, tmp_path: Path
 ) -> None:
@@ -238,7 +253,7 @@ def test_the_documented_pipeline_input_runs_unchanged_and_every_option_acts(
         "face_processing_pipeline@"
     )
     assert meta["steps"]["face_detection"] == {
-        "task": "face_detection@1.1.0",
+        "task": f"face_detection@{task_version('face_detection')}",
         "output_id": "output_001",
     }
     assert overlapping(full)  # attributes and features at once

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -60,21 +59,37 @@ def test_the_astronauts_face_is_found_where_it_is(detection: TaskBase) -> None:
     assert 200 <= centre[0] <= 250 and 90 <= centre[1] <= 140
     assert 70 <= w <= 130 and 70 <= h <= 130
     face = out["faces"][0]
-    assert face["confidence"] == pytest.approx(1 / (1 + math.exp(-face["level_weight"])), abs=1e-3)
+    assert 0.9 <= face["confidence"] <= 1  # MTCNN's face probability, over the default threshold
+    assert set(face["landmarks"]) == {"right_eye", "left_eye", "nose", "mouth_right", "mouth_left"}
+    for px, py in face["landmarks"].values():
+        assert x <= px <= x + w and y <= py <= y + h
+    marks = face["landmarks"]  # the subject's right eye is on the image's left
+    assert marks["right_eye"][0] < marks["nose"][0] < marks["left_eye"][0]
+    assert max(marks["right_eye"][1], marks["left_eye"][1]) < marks["nose"][1]
+    assert marks["nose"][1] < min(marks["mouth_right"][1], marks["mouth_left"][1])
+    assert abs(face["pose"]["roll_degrees"]) < 10 and abs(face["pose"]["yaw_degrees"]) < 15
 
 
 def test_no_face_is_found_on_the_cat(detection: TaskBase) -> None:
     assert faces_in(detection, CAT) == []
 
 
-def test_two_faces_are_found_in_a_tiled_image(detection: TaskBase, tmp_path: Path) -> None:
-    # No free several-face photograph is available here: tile the portrait instead.
+@pytest.mark.parametrize("angle", [-30, 30])
+def test_a_tilted_head_is_found_and_its_roll_measured(
+    detection: TaskBase, tmp_path: Path, angle: int
+) -> None:
     image = cv2.imread(ASTRONAUT)
-    path = tmp_path / "two.png"
-    cv2.imwrite(str(path), np.hstack([image, cv2.flip(image, 1)]))
-    faces = faces_in(detection, str(path))
-    assert len(faces) == 2
-    assert sorted(f["bbox"][0] < 512 for f in faces) == [False, True]
+    turn = cv2.getRotationMatrix2D((256, 256), angle, 1.0)  # counter-clockwise for angle > 0
+    path = tmp_path / f"tilted{angle}.png"
+    cv2.imwrite(str(path), cv2.warpAffine(image, turn, (512, 512), borderMode=cv2.BORDER_REFLECT))
+    [face] = faces_in(detection, str(path))
+    upright = run(detection, {"image_path": ASTRONAUT})["faces"][0]["pose"]["roll_degrees"]
+    assert face["pose"]["roll_degrees"] == pytest.approx(upright - angle, abs=6)
+
+
+def test_the_haar_cascades_setting_is_refused_by_name(detection: TaskBase) -> None:
+    verdict, message = fails(detection, {"image_path": ASTRONAUT, "min_neighbors": 5})
+    assert verdict == "fatal" and "min_neighbors" in message
 
 
 def test_a_high_threshold_drops_faces(detection: TaskBase) -> None:
@@ -109,14 +124,26 @@ def test_attributes_are_computed_and_age_is_not_guessed(
 ) -> None:
     out = run(loaded("face_attribute"), {"image_path": ASTRONAUT, "faces": astronaut_faces})
     face = out["faces"][0]
+    assert face["aligned"] is True
+    assert face["eyes"]["right"]["found"] and face["eyes"]["left"]["found"]
     assert face["eyes"]["count"] == 2
-    assert abs(face["roll_degrees"]) < 15  # she holds her head nearly level
-    assert (
-        face["emotion"]["label"] in {"happy", "neutral"} and 0 <= face["emotion"]["confidence"] <= 1
-    )
+    assert abs(face["pose"]["roll_degrees"]) < 10  # she holds her head nearly level
+    assert face["smile"]["detected"] is True and 0.5 < face["smile"]["score"] <= 1  # she smiles
     assert 0 < face["brightness"] < 1 and face["sharpness"] > 0
-    assert face["age"]["available"] is False and "model" in face["age"]["reason"]
-    assert "value" not in face["age"] and "value" not in face["gender"]
+    for unknown in ("emotion", "age", "gender"):
+        assert face[unknown]["available"] is False and "model" in face[unknown]["reason"]
+        assert set(face[unknown]) == {"available", "reason"}  # no value, no guess
+
+
+def test_a_face_given_as_a_bare_box_is_found_again_and_aligned(
+    astronaut_faces: list[dict[str, Any]],
+) -> None:
+    bare = [{"bbox": astronaut_faces[0]["bbox"]}]
+    out = run(loaded("face_attribute"), {"image_path": ASTRONAUT, "faces": bare})
+    face = out["faces"][0]
+    assert face["aligned"] is True and face["eyes"]["count"] == 2
+    given = astronaut_faces[0]["pose"]  # found again on a crop: nearly the same landmarks
+    assert face["pose"]["roll_degrees"] == pytest.approx(given["roll_degrees"], abs=2)
 
 
 def test_a_blurred_face_is_less_sharp(
@@ -134,17 +161,15 @@ def test_a_blurred_face_is_less_sharp(
 
 def describe(boxes: list[list[int]], path: str = ASTRONAUT) -> list[np.ndarray]:
     out = run(loaded("face_extractor"), {"image_path": path, "faces": [{"bbox": b} for b in boxes]})
-    return [np.array(f["descriptor"]) for f in out["faces"]]
+    assert all(f["feature_dimension"] == len(f["feature_vector"]) for f in out["faces"])
+    return [np.array(f["feature_vector"]) for f in out["faces"]]
 
 
-def test_descriptors_are_deterministic_and_unit_length(
-    astronaut_faces: list[dict[str, Any]],
-) -> None:
+def test_embeddings_are_deterministic_and_128_long(astronaut_faces: list[dict[str, Any]]) -> None:
     box = astronaut_faces[0]["bbox"]
     first, again = describe([box])[0], describe([box])[0]
     assert first.shape == (128,)
     assert np.array_equal(first, again)
-    assert np.linalg.norm(first) == pytest.approx(1.0, abs=1e-4)
 
 
 def test_two_crops_of_one_face_are_closer_than_different_images(
@@ -155,17 +180,26 @@ def test_two_crops_of_one_face_are_closer_than_different_images(
     [cat] = describe([[150, 60, 120, 120]], CAT)
     [background] = describe([[300, 300, w, h]])  # a patch of the astronaut image without a face
     same = np.linalg.norm(face - shifted)
+    assert same < 0.6  # the model's own threshold for one person
     assert same < np.linalg.norm(face - cat)
     assert same < np.linalg.norm(face - background)
 
 
-def test_landmarks_are_only_what_was_found(astronaut_faces: list[dict[str, Any]]) -> None:
+def test_the_embeddings_landmarks_lie_on_the_face(astronaut_faces: list[dict[str, Any]]) -> None:
     out = run(loaded("face_extractor"), {"image_path": ASTRONAUT, "faces": astronaut_faces})
     landmarks = out["faces"][0]["landmarks"]
-    assert set(landmarks) == {"left_eye", "right_eye"}
+    assert len(landmarks) == 5  # dlib's: two corners of each eye, the base of the nose
     x, y, w, h = astronaut_faces[0]["bbox"]
-    for ex, ey in landmarks.values():
-        assert x <= ex <= x + w and y <= ey <= y + h / 2 + h / 10
+    for px, py in landmarks:
+        assert x <= px <= x + w and y <= py <= y + h
+    assert "99.38% on LFW" in out["feature_model"]
+
+
+def test_a_box_outside_the_image_is_refused(astronaut_faces: list[dict[str, Any]]) -> None:
+    verdict, message = fails(
+        loaded("face_extractor"), {"image_path": ASTRONAUT, "faces": [{"bbox": [900, 5, 40, 40]}]}
+    )
+    assert verdict == "fatal" and "faces[0].bbox" in message
 
 
 def test_merge_tags_every_part_with_its_source(astronaut_faces: list[dict[str, Any]]) -> None:
@@ -181,7 +215,7 @@ def test_merge_tags_every_part_with_its_source(astronaut_faces: list[dict[str, A
     )
     merge = loaded("face_merge", context)
     attributes = {"faces": [{"face_id": 0, "eyes": {"count": 2}}]}
-    features = {"faces": [{"face_id": 0, "descriptor": [1.0]}]}
+    features = {"faces": [{"face_id": 0, "feature_vector": [1.0]}]}
     detection = {"faces": astronaut_faces, "image_size": {"width": 512, "height": 512}}
     out = run(merge, {"detection": detection, "attributes": attributes, "features": features})
     face = out["faces"][0]

@@ -1,29 +1,50 @@
-"""Face attributes that can be computed honestly without downloading a model.
+"""Face attributes from the detector's five landmarks and the face aligned by them.
 
-- smile: OpenCV's smile cascade on the lower half of the face; ``emotion`` is "happy" when a
-  smile is found, else "neutral". Its confidence is the detector's score (the logistic of the
-  best level weight): for "happy" of the smile found, for "neutral" one minus the score of the
-  best weak smile candidate (0.5 when there is none: no evidence either way).
-- eyes: OpenCV's eye cascade on the upper half; ``roll_degrees`` is the angle of the line
-  through the two eye centres, when two are found.
-- sharpness: variance of the Laplacian of the face; brightness: mean grey level, 0..1.
-- age and gender need a trained model. None ships with this project and nothing may be
-  downloaded at run time, so they are reported as unavailable, never guessed.
+Each face is aligned first (``tasks.base.vision.align``: eyes level, a fixed size), so what
+follows sees the same geometry whatever the head's tilt:
+- pose: roll from the eyes, yaw estimated from the nose (``tasks.base.vision.pose``);
+- eyes: for each eye landmark, whether OpenCV's eye cascade confirms an eye there (an eye
+  that is closed, covered or turned away is usually not confirmed);
+- smile: OpenCV's smile cascade on the mouth region, with its score;
+- sharpness (variance of the Laplacian) and brightness (mean grey level, 0..1).
+Emotion, age and gender need trained classifiers; none ships in a package this project can
+install, and nothing is downloaded at run time, so they are reported as unavailable, with the
+reason — never guessed. A face given without landmarks (a bare ``bbox``) is first located
+again inside its box by the detector; failing that it is described unaligned.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
+from tasks.base import mtcnn
 from tasks.base.images import load_image
 from tasks.base.task_base import SimpleTask
-from tasks.base.vision import as_box, cascade, crop, detect, score
+from tasks.base.vision import TEMPLATE_112, align, as_box, cascade, crop, detect, pose, score
 
-UNAVAILABLE = {
-    "available": False,
-    "reason": "needs a trained age/gender model; none is bundled and none is downloaded",
-}
+SIZE = 224  # the aligned face, in pixels
+EYE_WINDOW = (72, 56)  # searched around each eye landmark of the aligned face
+
+
+def unavailable(what: str) -> dict[str, Any]:
+    return {
+        "available": False,
+        "reason": f"needs a trained {what} model; none ships in an installable package and "
+        "none is downloaded",
+    }
+
+
+def landmarks_of(rgb: Any, face: Any) -> dict[str, tuple[float, float]] | None:
+    """The face's five landmarks: as given, or found again inside its (widened) box."""
+    if isinstance(face, dict) and isinstance(face.get("landmarks"), dict):
+        return {k: (float(v[0]), float(v[1])) for k, v in face["landmarks"].items()}
+    x, y, w, h = as_box(face)
+    pad = max(w, h) // 4
+    x0, y0 = max(0, x - pad), max(0, y - pad)
+    found = mtcnn.detect(crop(rgb, (x0, y0, w + 2 * pad, h + 2 * pad)), max(12, min(w, h) // 2))
+    if not found:
+        return None
+    return {k: (px + x0, py + y0) for k, (px, py) in found[0].points.items()}
 
 
 class Task(SimpleTask):
@@ -37,53 +58,50 @@ class Task(SimpleTask):
         if input_data.get("include_attributes") is False:  # the run asked to leave this branch out
             return {"faces": [], "face_count": 0, "skipped": "include_attributes is false"}
         image = load_image(input_data["image_path"], self.context)
+        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
         faces = input_data["faces"]
         results = []
         for i, face in enumerate(faces):
-            box = as_box(face)
-            results.append(
-                self.describe(gray, box, face.get("face_id", i) if isinstance(face, dict) else i)
-            )
+            face_id = face.get("face_id", i) if isinstance(face, dict) else i
+            points = landmarks_of(rgb, face)
+            if points is None:
+                region = cv2.resize(crop(gray, as_box(face)), (SIZE, SIZE))
+            else:
+                region = align(gray, points, SIZE)
+            results.append({"face_id": face_id, **self.describe(region, points)})
             self.report_progress((i + 1) / max(len(faces), 1), f"face {i + 1}/{len(faces)}")
         return {"faces": results, "face_count": len(results)}
 
-    def describe(self, gray: Any, box: tuple[int, int, int, int], face_id: int) -> dict[str, Any]:
+    def describe(self, face: Any, points: dict[str, tuple[float, float]] | None) -> dict[str, Any]:
         import cv2
 
-        x, y, w, h = box
-        region = crop(gray, box)
-        lower = crop(gray, (x, y + h // 2, w, h - h // 2))
-        upper = crop(gray, (x, y, w, h // 2 + h // 10))
-        strong = detect(self.smiles, lower, 1.1, 20, max(12, w // 6))
-        weak = detect(self.smiles, lower, 1.1, 1, max(12, w // 6))
-        if strong:
-            emotion = {"label": "happy", "confidence": round(score(strong[0][1]), 4)}
-        else:
-            best_weak = weak[0][1] if weak else None
-            confidence = 0.5 if best_weak is None else 1.0 - score(best_weak)
-            emotion = {"label": "neutral", "confidence": round(confidence, 4)}
-        emotion["basis"] = "opencv smile cascade"
-        eyes = detect(self.eyes, upper, 1.1, 5, max(8, w // 10))[:2]
-        eye_centres = sorted((x + ex + ew / 2, y + ey + eh / 2) for (ex, ey, ew, eh), _ in eyes)
-        roll = None
-        if len(eye_centres) == 2:
-            (lx, ly), (rx, ry) = eye_centres
-            roll = round(math.degrees(math.atan2(ry - ly, rx - lx)), 2)
+        half = SIZE // 2
+        mouth = face[half + SIZE // 8 :, SIZE // 8 : SIZE - SIZE // 8]
+        strong = detect(self.smiles, mouth, 1.1, 20, SIZE // 6)
+        eyes: dict[str, Any] = {}
+        if points is not None:  # the aligned face: each eye sits where the template puts it
+            for name, (tx, ty) in (("right", TEMPLATE_112[0]), ("left", TEMPLATE_112[1])):
+                cx, cy, (ww, wh) = tx * SIZE / 112, ty * SIZE / 112, EYE_WINDOW
+                window = crop(face, (int(cx - ww / 2), int(cy - wh / 2), ww, wh))
+                found = detect(self.eyes, window, 1.05, 3, 16)
+                eyes[name] = {"found": bool(found)}
         return {
-            "face_id": face_id,
-            "emotion": emotion,
+            "aligned": points is not None,
+            "pose": pose(points) if points is not None else None,
+            "eyes": {
+                **eyes,
+                "count": sum(e["found"] for e in eyes.values()),
+                "basis": "OpenCV eye cascade at each eye landmark of the aligned face",
+            },
             "smile": {
                 "detected": bool(strong),
-                "score": round(strong[0][1], 4) if strong else None,
+                "score": round(score(strong[0][1]), 4) if strong else None,
+                "basis": "OpenCV smile cascade on the aligned mouth region",
             },
-            "eyes": {
-                "count": len(eyes),
-                "boxes": [[x + ex, y + ey, ew, eh] for (ex, ey, ew, eh), _ in eyes],
-            },
-            "roll_degrees": roll,
-            "sharpness": round(float(cv2.Laplacian(region, cv2.CV_64F).var()), 2),
-            "brightness": round(float(region.mean()) / 255.0, 4),
-            "age": UNAVAILABLE,
-            "gender": UNAVAILABLE,
+            "sharpness": round(float(cv2.Laplacian(face, cv2.CV_64F).var()), 2),
+            "brightness": round(float(face.mean()) / 255.0, 4),
+            "emotion": unavailable("facial-expression"),
+            "age": unavailable("age"),
+            "gender": unavailable("gender"),
         }

@@ -37,7 +37,10 @@ class Task(SimpleTask):
                 "face_id": face_id,
                 "bbox": face["bbox"],
                 "confidence": face.get("confidence"),
-                "detection": {"source": sources.get("detection")},
+                "detection": {
+                    **{k: face[k] for k in ("landmarks", "pose") if k in face},
+                    "source": sources.get("detection"),
+                },
             }
             for part, table in by_part.items():
                 if part in input_data:
