@@ -54,11 +54,13 @@ def face_lines(face: dict[str, Any]) -> list[str]:
             f"    attributes (source {a['source']}):",
             f"      eyes confirmed: {eyes or 'n/a (not aligned)'}; smile "
             + (f"yes ({smile['score']:.2f})" if smile["detected"] else "no"),
+            f"      emotion {a['emotion']['dominant_emotion']} "
+            f"({a['emotion']['confidence']:.2f}; {a['emotion']['model']})",
             f"      sharpness {a['sharpness']:.0f} (Laplacian variance), "
             f"brightness {a['brightness']:.2f}",
             *(
                 f"      {k}: unavailable — {a[k]['reason']}"
-                for k in ("emotion", "age", "gender")
+                for k in ("age", "gender")
                 if not a[k].get("available", True)
             ),
         ]

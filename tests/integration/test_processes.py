@@ -126,6 +126,7 @@ def test_the_readmes_first_command_runs_the_face_pipeline(tmp_path: Path) -> Non
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "COMPLETED" in result.stdout and "face(s) in a 512x512 image" in result.stdout
-    assert "age/gender: unavailable" in result.stdout
+    assert "landmarks: right_eye" in result.stdout and "embedding 128-D" in result.stdout
+    assert "age: unavailable" in result.stdout and "gender: unavailable" in result.stdout
     assert "output_001_faces_array -> input_002_faces_array" in result.stdout
     assert "Stopped everything." in result.stdout

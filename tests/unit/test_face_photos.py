@@ -134,3 +134,16 @@ def test_the_embedding_tells_one_person_from_twenty_others(
     # puts a few pairs of different women under 0.6), but far most pairs are told apart.
     apart = [np.linalg.norm(a - b) >= 0.6 for a, b in itertools.combinations(embeddings, 2)]
     assert sum(apart) / len(apart) >= 0.9
+
+
+@pytest.mark.parametrize(
+    ("photo", "left", "smiling"),  # clear cases by eye: broad smiles, and a pout
+    [("group3.jpg", 746, True), ("group6.jpg", 330, True), ("group6.jpg", 585, False)],
+)
+def test_broad_smiles_read_as_happy_and_a_pout_does_not(
+    found: dict[str, list[dict[str, Any]]], photo: str, left: int, smiling: bool
+) -> None:
+    [face] = [f for f in found[photo] if abs(f["bbox"][0] - left) < 20]
+    out = run(loaded("face_attribute"), {"image_path": str(PHOTOS / photo), "faces": [face]})
+    emotion = out["faces"][0]["emotion"]
+    assert (emotion["dominant_emotion"] == "happy") is smiling, emotion

@@ -130,7 +130,10 @@ def test_attributes_are_computed_and_age_is_not_guessed(
     assert abs(face["pose"]["roll_degrees"]) < 10  # she holds her head nearly level
     assert face["smile"]["detected"] is True and 0.5 < face["smile"]["score"] <= 1  # she smiles
     assert 0 < face["brightness"] < 1 and face["sharpness"] > 0
-    for unknown in ("emotion", "age", "gender"):
+    emotion = face["emotion"]  # she smiles broadly
+    assert emotion["dominant_emotion"] == "happy" and emotion["confidence"] > 0.9
+    assert sum(emotion["scores"].values()) == pytest.approx(1, abs=1e-3)
+    for unknown in ("age", "gender"):
         assert face[unknown]["available"] is False and "model" in face[unknown]["reason"]
         assert set(face[unknown]) == {"available", "reason"}  # no value, no guess
 
