@@ -299,7 +299,8 @@ def face(client: Client, count: int) -> dict[str, Any]:
         ("bench_face_serial", "bench_face_serial", portrait),
         ("group_photo_5_faces", "face_processing_pipeline", group),
     ):
-        walls, speedups, steps = [], [], {}
+        walls, speedups = [], []
+        steps: dict[str, list[float]] = {}
         for i in range(count + 2):  # two warm-up runs: worker processes start and load models
             run = client.wait(
                 client.submit(pipeline=pipeline, input={"image_path": uri}).run_id, 60

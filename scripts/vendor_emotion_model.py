@@ -53,7 +53,7 @@ def main() -> None:
                 arrays[f"{layer}/{weight.split(':')[0]}"] = np.asarray(obj[()], dtype=np.float32)
 
         f["model_weights"].visititems(keep)
-    np.savez_compressed(OUT, **arrays)
+    np.savez_compressed(OUT, **arrays)  # type: ignore[arg-type]
     print(f"{OUT}: {len(arrays)} arrays, {sum(a.size for a in arrays.values())} weights")
 
 
