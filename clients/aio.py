@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import os
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
@@ -30,9 +29,8 @@ from clients.errors import (
     DeadlineExceeded,
     Unavailable,
     WaitTimeoutError,
-    raise_for_outcome,
 )
-from clients.sdk import _NotFinished, resolve_key
+from clients.sdk import _Connection, _NotFinished, resolve_key
 from clients.types import (
     ApiKeyInfo,
     ExecutorInfo,
@@ -46,16 +44,17 @@ from common.artifacts import is_file_field, is_uri, upload_requests
 from common.client_core import DEFAULT_RETRY_SECONDS, AsyncCaller
 from common.packaging import pack_directory, sha256_hex
 from wtm.v1 import auth_service_pb2 as apb
-from wtm.v1 import auth_service_pb2_grpc as apb_grpc
 from wtm.v1 import registry_service_pb2 as rpb
-from wtm.v1 import registry_service_pb2_grpc as rpb_grpc
 from wtm.v1 import scheduler_service_pb2 as spb
-from wtm.v1 import scheduler_service_pb2_grpc as spb_grpc
 
 
-class AsyncClient:
+class AsyncClient(_Connection):
     """A connection to the registry and the scheduler, for asyncio. The arguments, the
     results and the exceptions are ``clients.Client``'s."""
+
+    _caller = AsyncCaller
+    _r: AsyncCaller
+    _s: AsyncCaller
 
     def __init__(
         self,
@@ -70,29 +69,13 @@ class AsyncClient:
         raise_on_failure: bool = True,
     ) -> None:
         key = resolve_key(api_key or "", api_key_file)
-        self.namespace = os.environ.get("WTM_NAMESPACE", "") if namespace is None else namespace
-        settings: dict[str, Any] = {
-            "ca": tls_ca,
-            "api_key": key,
-            "namespace": self.namespace,
-            "timeout": timeout,
-            "retry_seconds": retry_seconds,
-        }
-        self._r = AsyncCaller(registry, **settings)
-        self._s = AsyncCaller(scheduler, **settings)
-        self._registry = rpb_grpc.RegistryServiceStub(self._r.channel)
-        self._auth = apb_grpc.AuthServiceStub(self._r.channel)
-        self._scheduler = spb_grpc.SchedulerServiceStub(self._s.channel)
-        self._timeout = timeout
-        self.raise_on_failure = raise_on_failure
+        self._connect(
+            registry, scheduler, key, tls_ca, namespace, timeout, retry_seconds, raise_on_failure
+        )
 
     async def close(self) -> None:
         await self._r.close()
         await self._s.close()
-
-    def _outcome(self, run: RunInfo, raise_on_failure: bool | None) -> RunInfo:
-        wanted = self.raise_on_failure if raise_on_failure is None else raise_on_failure
-        return raise_for_outcome(run) if wanted else run
 
     async def __aenter__(self) -> AsyncClient:
         return self

@@ -86,13 +86,57 @@ class _NotFinished(Exception):
     """The run's event stream ended before the run did (a scheduler went away)."""
 
 
-class Client:
+class _Connection:
+    """What ``Client`` and ``clients.aio.AsyncClient`` share: the settings, one caller per
+    service (``_caller``: the sync or the asyncio one), the stubs, and the outcome rule."""
+
+    _caller: Any
+
+    def _connect(
+        self,
+        registry: str,
+        scheduler: str,
+        api_key: str,
+        tls_ca: str | None,
+        namespace: str | None,
+        timeout: float,
+        retry_seconds: float,
+        raise_on_failure: bool,
+    ) -> None:
+        self.namespace = os.environ.get("WTM_NAMESPACE", "") if namespace is None else namespace
+        settings: dict[str, Any] = {
+            "ca": tls_ca,
+            "api_key": api_key,
+            "namespace": self.namespace,
+            "timeout": timeout,
+            "retry_seconds": retry_seconds,
+        }
+        self._r = self._caller(registry, **settings)
+        self._s = self._caller(scheduler, **settings)
+        self._registry = rpb_grpc.RegistryServiceStub(self._r.channel)
+        self._auth = apb_grpc.AuthServiceStub(self._r.channel)
+        self._scheduler = spb_grpc.SchedulerServiceStub(self._s.channel)
+        self._timeout = timeout
+        self.raise_on_failure = raise_on_failure
+
+    def _outcome(self, run: RunInfo, raise_on_failure: bool | None) -> RunInfo:
+        """A finished run, or its ``RunError`` when it did not complete and the caller (or
+        this client's default) asked for that."""
+        wanted = self.raise_on_failure if raise_on_failure is None else raise_on_failure
+        return raise_for_outcome(run) if wanted else run
+
+
+class Client(_Connection):
     """A connection to the registry and the scheduler.
 
     Every method raises the ``clients.errors`` class of the status a call failed with
     (``NotFound``, ``InvalidArgument``, ``PermissionDenied``, ``Unavailable`` once the
     retries are spent, ...); only the exceptions particular to a method are listed on it.
     """
+
+    _caller = Caller
+    _r: Caller
+    _s: Caller
 
     def __init__(
         self,
@@ -128,31 +172,13 @@ class Client:
             Unauthenticated: the key file cannot be read.
         """
         key = resolve_key(api_key or token, api_key_file)
-        self.namespace = os.environ.get("WTM_NAMESPACE", "") if namespace is None else namespace
-        settings: dict[str, Any] = {
-            "ca": tls_ca,
-            "api_key": key,
-            "namespace": self.namespace,
-            "timeout": timeout,
-            "retry_seconds": retry_seconds,
-        }
-        self._r = Caller(registry, **settings)
-        self._s = Caller(scheduler, **settings)
-        self._registry = rpb_grpc.RegistryServiceStub(self._r.channel)
-        self._auth = apb_grpc.AuthServiceStub(self._r.channel)
-        self._scheduler = spb_grpc.SchedulerServiceStub(self._s.channel)
-        self._timeout = timeout
-        self.raise_on_failure = raise_on_failure
+        self._connect(
+            registry, scheduler, key, tls_ca, namespace, timeout, retry_seconds, raise_on_failure
+        )
 
     def close(self) -> None:
         self._r.close()
         self._s.close()
-
-    def _outcome(self, run: RunInfo, raise_on_failure: bool | None) -> RunInfo:
-        """A finished run, or its ``RunError`` when it did not complete and the caller (or
-        this client's default) asked for that."""
-        wanted = self.raise_on_failure if raise_on_failure is None else raise_on_failure
-        return raise_for_outcome(run) if wanted else run
 
     def __enter__(self) -> Client:
         return self

@@ -25,6 +25,12 @@ class MiniXception:
 
         with np.load(weights) as arrays:
             self.w = {name: arrays[name] for name in arrays.files}
+        # Each batch norm folded once into a scale and a shift: x * scale + shift.
+        self.norm = {}
+        for name in [n.split("/")[0] for n in self.w if n.endswith("/gamma")]:
+            scale = self.w[f"{name}/gamma"] / np.sqrt(self.w[f"{name}/moving_variance"] + EPSILON)
+            shift = self.w[f"{name}/beta"] - self.w[f"{name}/moving_mean"] * scale
+            self.norm[int(name.rsplit("_", 1)[1])] = (scale, shift)
 
     def __call__(self, face64: Any) -> dict[str, float]:
         """Expression probabilities for a 64x64 uint8 grey face."""
@@ -46,12 +52,8 @@ class MiniXception:
         return {label: float(p[i]) for i, label in enumerate(LABELS)}
 
     def _bn(self, x: Any, n: int) -> Any:
-        import numpy as np
-
-        w = {k: self.w[f"batch_normalization_{n}/{k}"] for k in ("gamma", "beta")}
-        mean = self.w[f"batch_normalization_{n}/moving_mean"]
-        var = self.w[f"batch_normalization_{n}/moving_variance"]
-        return (x - mean) / np.sqrt(var + EPSILON) * w["gamma"] + w["beta"]
+        scale, shift = self.norm[n]
+        return x * scale + shift
 
     def _separable(self, x: Any, n: int) -> Any:
         import numpy as np

@@ -40,14 +40,17 @@ def unavailable(what: str) -> dict[str, Any]:
     }
 
 
-def landmarks_of(rgb: Any, face: Any) -> dict[str, tuple[float, float]] | None:
+def landmarks_of(image: Any, face: Any) -> dict[str, tuple[float, float]] | None:
     """The face's five landmarks: as given, or found again inside its (widened) box."""
+    import cv2
+
     if isinstance(face, dict) and isinstance(face.get("landmarks"), dict):
         return {k: (float(v[0]), float(v[1])) for k, v in face["landmarks"].items()}
     x, y, w, h = as_box(face)
     pad = max(w, h) // 4
     x0, y0 = max(0, x - pad), max(0, y - pad)
-    found = mtcnn.detect(crop(rgb, (x0, y0, w + 2 * pad, h + 2 * pad)), max(12, min(w, h) // 2))
+    region = cv2.cvtColor(crop(image, (x0, y0, w + 2 * pad, h + 2 * pad)), cv2.COLOR_BGR2RGB)
+    found = mtcnn.detect(region, max(12, min(w, h) // 2))
     if not found:
         return None
     return {k: (px + x0, py + y0) for k, (px, py) in found[0].points.items()}
@@ -65,13 +68,12 @@ class Task(SimpleTask):
         if input_data.get("include_attributes") is False:  # the run asked to leave this branch out
             return {"faces": [], "face_count": 0, "skipped": "include_attributes is false"}
         image = load_image(input_data["image_path"], self.context)
-        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
         faces = input_data["faces"]
         results = []
         for i, face in enumerate(faces):
             face_id = face.get("face_id", i) if isinstance(face, dict) else i
-            points = landmarks_of(rgb, face)
+            points = landmarks_of(image, face)
             if points is None:
                 region = cv2.resize(crop(gray, as_box(face)), (SIZE, SIZE))
             else:
