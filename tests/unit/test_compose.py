@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -143,3 +144,20 @@ def test_executors_stream_over_mtls_with_the_certificate_tls_init_makes(
     assert cert.issuer == ca.subject
     assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "wtm-executor"
     assert (tmp_path / "executor.key").stat().st_mode & 0o077 == 0
+
+
+def test_every_service_has_resource_limits(compose: dict[str, Any]) -> None:
+    for name, svc in compose["services"].items():
+        limits = svc.get("deploy", {}).get("resources", {}).get("limits", {})
+        assert float(limits["cpus"]) > 0 and limits["memory"].endswith(("M", "G")), name
+
+
+def test_credentials_come_from_the_env_file_and_executors_carry_labels(
+    compose: dict[str, Any],
+) -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    for secret in ("MONGO_PASSWORD", "MINIO_ROOT_PASSWORD", "REDIS_PASSWORD", "WTM_ADMIN_KEY"):
+        assert f"${{{secret}:?" in text  # no default: compose refuses to start without it
+        assert f"{secret}=" in (ROOT / ".env.example").read_text()
+    labels = compose["services"]["executor"]["environment"]["WTM_EXECUTOR_LABELS"]
+    assert all(re.match(r"^[\w.-]+=[\w.-]*$", label) for label in labels.split(","))
