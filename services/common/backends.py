@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlparse
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlparse
 
 import pymongo
 import redis.asyncio as aioredis
 from minio import Minio
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -20,17 +23,98 @@ def mongo_database(uri: str, database: str) -> pymongo.database.Database:
     return client[database]
 
 
+SENTINEL_SCHEMES = {"redis+sentinel": False, "rediss+sentinel": True}  # -> TLS
+
+
+@dataclass(frozen=True)
+class SentinelAddress:
+    """``redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db]
+    [?sentinel_password=...]``: the sentinels to ask (port 26379 by default), the name they
+    monitor the primary under, the database, and the data nodes' credentials (the
+    sentinels' own password, if they have one, as ``sentinel_password``).
+    ``rediss+sentinel://`` speaks TLS to the data nodes."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    sentinel_password: str | None = None
+    tls: bool = False
+
+    @classmethod
+    def parse(cls, url: str) -> SentinelAddress:
+        parsed = urlparse(url)
+        hosts = parsed.netloc.rpartition("@")[2]
+        sentinels = []
+        for host in hosts.split(","):
+            name, _, port = host.rpartition(":") if ":" in host else (host, "", "")
+            if not name or (port and not port.isdigit()):
+                raise ValueError(f"WTM_REDIS_URL: sentinel {host!r} is not host[:port]")
+            sentinels.append((name, int(port or 26379)))
+        path = [p for p in parsed.path.split("/") if p]
+        if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+            raise ValueError(
+                "WTM_REDIS_URL: a sentinel URL ends in /<service name>[/<db>], e.g. "
+                "redis+sentinel://sentinel-1:26379,sentinel-2:26379/wtm-primary/0"
+            )
+        query = parse_qs(parsed.query)
+        return cls(
+            tuple(sentinels),
+            path[0],
+            int(path[1]) if len(path) == 2 else 0,
+            unquote(parsed.username) if parsed.username else None,
+            unquote(parsed.password) if parsed.password else None,
+            query.get("sentinel_password", [None])[0],
+            SENTINEL_SCHEMES[parsed.scheme],
+        )
+
+
+def redis_url_problem(url: str) -> str | None:
+    """What is wrong with a Redis URL setting (``None``: nothing we can tell before
+    connecting)."""
+    scheme = urlparse(url).scheme
+    if scheme in SENTINEL_SCHEMES:
+        try:
+            SentinelAddress.parse(url)
+        except ValueError as exc:
+            return str(exc).removeprefix("WTM_REDIS_URL: ")
+        return None
+    if scheme not in ("redis", "rediss", "unix"):
+        return f"scheme {scheme!r}: use redis://, rediss://, unix:// or redis+sentinel://"
+    return None
+
+
 def redis_client(url: str, socket_timeout: float = 30) -> aioredis.Redis:
-    """An asyncio Redis client. A command that finds its connection closed (Redis restarted,
-    or a proxy or the server's idle timeout dropped it) goes again on a fresh connection, up
+    """An asyncio Redis client, for a ``redis://`` (``rediss://``, ``unix://``) URL or a
+    Sentinel one (``SentinelAddress``): then every connection asks the sentinels where the
+    primary is when it connects, so after a failover the next connection finds the promoted
+    replica. A command that finds its connection closed (Redis restarted or failed over, or
+    a proxy or the server's idle timeout dropped it) goes again on a fresh connection, up
     to 3 times with jittered backoff: redis-py's ``from_url`` retries nothing unless told,
     and the first call on each dropped pooled connection would fail. Only connection errors
     are retried; a timeout is not (the script may be running)."""
-    return aioredis.Redis.from_url(
-        url,
-        socket_timeout=socket_timeout,
-        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 3, (RedisConnectionError,)),
-        retry_on_error=[RedisConnectionError],
+    options: dict[str, Any] = {
+        "socket_timeout": socket_timeout,
+        "retry": Retry(
+            ExponentialWithJitterBackoff(base=0.05, cap=1.0), 3, (RedisConnectionError,)
+        ),
+        "retry_on_error": [RedisConnectionError],
+    }
+    if urlparse(url).scheme not in SENTINEL_SCHEMES:
+        return aioredis.Redis.from_url(url, **options)
+    address = SentinelAddress.parse(url)
+    sentinels = Sentinel(
+        list(address.sentinels),
+        sentinel_kwargs={"socket_timeout": 5, "password": address.sentinel_password},
+    )
+    return sentinels.master_for(
+        address.service,
+        db=address.db,
+        username=address.username,
+        password=address.password,
+        ssl=address.tls,
+        **options,
     )
 
 

@@ -58,16 +58,19 @@ class ScriptConnection:
 
     async def _ready(self) -> None:
         """Connected, with nothing unread: a connection the server closed (or one holding
-        stray data) is replaced before anything is sent on it, as redis-py's pool does."""
+        stray data) is replaced before anything is sent on it, as redis-py's pool does. It
+        connects by ``connect()``, as the pool does, not by sending: a Sentinel-managed
+        connection asks the sentinels for the primary only there."""
         c = self._connection
-        if not c.is_connected:
-            return  # sending connects it
-        try:
-            stale = await c.can_read()
-        except (RedisConnectionError, OSError):
-            stale = True
-        if stale:
+        if c.is_connected:
+            try:
+                stale = await c.can_read()
+            except (RedisConnectionError, OSError):
+                stale = True
+            if not stale:
+                return
             await c.disconnect()
+        await c.connect()
 
     async def close(self) -> None:
         await self._connection.disconnect()

@@ -7,6 +7,7 @@ import socket
 from dataclasses import dataclass
 
 from common.refs import DEFAULT_INLINE_MAX_BYTES
+from services.common.backends import redis_url_problem
 from services.common.config import (
     ClientKeySettings,
     ServerAuthSettings,
@@ -41,7 +42,13 @@ class SchedulerSettings(ServerAuthSettings, ClientKeySettings):
     registry: str = setting(
         "127.0.0.1:50051", "WTM_REGISTRY_ADDR", "registry service address", host_port
     )
-    redis_url: str = setting("redis://127.0.0.1:6379/0", "WTM_REDIS_URL", "Redis URL")
+    redis_url: str = setting(
+        "redis://127.0.0.1:6379/0",
+        "WTM_REDIS_URL",
+        "Redis URL; or Sentinel: redis+sentinel://[user:password@]host:port[,host:port]/"
+        "<service name>[/db]",
+        redis_url_problem,
+    )
     mongodb_uri: str = setting("mongodb://127.0.0.1:27017", "WTM_MONGODB_URI", "MongoDB URI")
     mongodb_database: str = setting("wtm", "WTM_MONGODB_DATABASE", "MongoDB database name")
     lease_seconds: int = setting(
