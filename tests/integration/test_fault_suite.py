@@ -35,7 +35,7 @@ import redis
 from clients.sdk import Client
 from services.localstack import Cluster
 from tests.conftest import shared_file
-from tests.integration.test_scheduler_durability import Fleet
+from tests.integration.ledger_fleet import Fleet
 
 pytestmark = pytest.mark.slow
 

@@ -20,12 +20,7 @@ import redis
 from services.localstack import Cluster
 from services.localstack.processes import ProcessGroup, free_port, wait_until
 from tests.conftest import shared_file
-from tests.integration.test_scheduler_durability import (  # noqa: F401 - the fixture
-    Fleet,
-    fleet,
-    ledger_counts,
-    wait_all,
-)
+from tests.integration.ledger_fleet import Fleet, ledger_counts, wait_all
 
 SERVICE = "wtm-primary"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from services.common.backends import SentinelAddress, redis_url_problem
 from services.common.config import load_settings
 from services.executor.settings import ExecutorSettings
 from services.scheduler.settings import SchedulerSettings
@@ -27,6 +28,15 @@ def test_lists_come_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
         (["--lease-seconds", "soon"], "--lease-seconds / WTM_LEASE_SECONDS: must be int"),
         (["--lease-seconds", "0"], "--lease-seconds / WTM_LEASE_SECONDS: must be greater than 0"),
         (["--listen", "localhost"], "--listen / WTM_SCHEDULER_LISTEN: must be HOST:PORT"),
+        (["--redis-url", "http://r:6379"], "--redis-url / WTM_REDIS_URL: scheme 'http'"),
+        (
+            ["--redis-url", "redis+sentinel://s1:26379"],
+            "--redis-url / WTM_REDIS_URL: a sentinel URL ends in /<service name>",
+        ),
+        (
+            ["--redis-url", "redis+sentinel://s1:port/wtm"],
+            "--redis-url / WTM_REDIS_URL: sentinel 's1:port' is not host[:port]",
+        ),
     ],
 )
 def test_a_bad_value_exits_naming_flag_and_variable(
@@ -36,3 +46,13 @@ def test_a_bad_value_exits_naming_flag_and_variable(
         load_settings(SchedulerSettings, argv)
     assert exit_info.value.code == 2
     assert named in capsys.readouterr().err
+
+
+def test_a_sentinel_url_names_the_sentinels_the_service_and_the_credentials() -> None:
+    url = "rediss+sentinel://wtm:p%40ss@s1:26380,s2/wtm-primary/3?sentinel_password=sp"
+    address = SentinelAddress.parse(url)
+    assert address == SentinelAddress(
+        (("s1", 26380), ("s2", 26379)), "wtm-primary", 3, "wtm", "p@ss", "sp", tls=True
+    )
+    assert SentinelAddress.parse("redis+sentinel://s1/wtm").db == 0
+    assert redis_url_problem(url) is None and redis_url_problem("unix:///tmp/r.sock") is None
