@@ -12,10 +12,14 @@ process over one channel, each serving 3–6 of the queues with 1–4 slots — 
 then drop their stream and come back (what they held is left to lease expiry). The round
 ends when every run is finished, or at its time bound.
 
+Then, with the backlog gone, runs arrive at a steady 100 a second for 10 s (below what
+the scheduler can do), each stamped with its submit time.
+
 Figures per round:
-- refill latency p50/p99: from an executor reporting a step done to its next assignment,
-  while its queues still have work — what the scheduler adds per dispatch, comparable
-  across fleet sizes (a step's whole wait in the queue depends on the fleet's size instead);
+- dispatch latency p50/p99: in the steady phase, from submit to the executor receiving the
+  assignment — what the scheduler adds, comparable across fleet sizes;
+- backlog refill p50/p99: in the backlog, from an executor reporting a step done to its next
+  assignment (this one grows with the slots per step/s the scheduler can hand out);
 - scheduler CPU ms per step and its peak RSS; Redis commands per step (a script call counts
   once: what crosses the wire);
 - fairness: at the moment half the steps had been assigned, the share of each queue's and
@@ -107,7 +111,7 @@ class SimExecutor:
                     elif kind == "assignment":
                         a = message.assignment
                         doc = json.loads(a.input_json)
-                        self.log.append(("A", time.time(), doc["q"], doc["p"]))
+                        self.log.append(("A", time.time(), doc["q"], doc["p"], doc.get("t")))
                         key = (a.ref.run_id, a.ref.step_id, a.ref.attempt)
                         self.running[key] = a.ref
                         tasks.add(asyncio.create_task(self._run(outbox, a.ref, key)))
@@ -230,7 +234,35 @@ def redis_commands(url: str) -> dict[str, int]:
     return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
 
 
-def one_round(executors: int, schedulers: int, steps: int, bound_s: float) -> dict[str, Any]:
+def steady(client: Client, admin_url: str, rate: float, seconds: float) -> None:
+    """Then runs arriving at a steady rate below what the scheduler can do, each stamped with
+    its submit time: its dispatch latency is from there to its assignment."""
+    rng = random.Random(5)
+    tick = 0.05
+    per_tick = max(1, round(rate * tick))
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        began = time.monotonic()
+        for _ in range(per_tick):
+            queue, priority = rng.choice(QUEUES), rng.choice(PRIORITIES)
+            doc = {"q": queue, "p": priority, "t": time.time()}
+            client.submit(task=f"noop_{queue}", input=doc, priority=priority)
+        time.sleep(max(0.0, tick - (time.monotonic() - began)))
+    r = redis.Redis.from_url(admin_url)
+    deadline = time.monotonic() + 30  # the last ones assigned (bounded)
+    while sum(r.zcard(f"wtm:q:{q}") for q in QUEUES) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+
+
+def one_round(
+    executors: int,
+    schedulers: int,
+    steps: int,
+    bound_s: float,
+    steady_rate: float = 100.0,
+    steady_seconds: float = 10.0,
+) -> dict[str, Any]:
     with (
         tempfile.TemporaryDirectory(prefix="wtm-fleet-") as tmp,
         Cluster(
@@ -318,7 +350,7 @@ def one_round(executors: int, schedulers: int, steps: int, bound_s: float) -> di
             deadline = time.monotonic() + bound_s
             r = redis.Redis.from_url(admin)
             while time.monotonic() < deadline:
-                time.sleep(1.0)
+                time.sleep(0.25)
                 rss_peak = max(rss_peak, *(_rss_kb(p) for p in scheduler_pids))
                 waiting = sum(r.zcard(f"wtm:q:{q}") for q in QUEUES)
                 running = r.zcard("wtm:leases") + r.zcard("wtm:delayed")
@@ -327,6 +359,7 @@ def one_round(executors: int, schedulers: int, steps: int, bound_s: float) -> di
             elapsed = time.time() - started
             cpu = sum(_cpu_seconds(p) for p in scheduler_pids) - sum(cpu0)
             redis1 = redis_commands(admin)
+            steady(client, admin, steady_rate, steady_seconds)
             stop_file.write_text("stop")
             for path in outs:
                 wait_until("a simulator's report", path.exists, timeout=60)
@@ -368,8 +401,12 @@ def figures(
     rss_peak: int,
 ) -> dict[str, Any]:
     assigned = sorted(
-        (e[1], e[2], e[3]) for sim in fleet.values() for e in sim["log"] if e[0] == "A"
+        (e[1], e[2], e[3])
+        for sim in fleet.values()
+        for e in sim["log"]
+        if e[0] == "A" and e[4] is None
     )
+    dispatch = [e[1] - e[4] for sim in fleet.values() for e in sim["log"] if e[0] == "A" and e[4]]
     steps_done = len(assigned)
     # The busy period: until 90% of the steps were assigned (after that, queues run dry).
     busy_until = assigned[int(0.9 * (len(assigned) - 1))][0] if assigned else 0
@@ -400,7 +437,12 @@ def figures(
         "steps_assigned": steps_done,
         "seconds": round(elapsed, 1),
         "steps_per_second": round(steps_done / elapsed, 1) if elapsed else None,
-        "refill_ms": {
+        "dispatch_ms": {  # the steady phase: submitted -> assigned
+            "p50": _ms(pct(dispatch, 50)),
+            "p99": _ms(pct(dispatch, 99)),
+            "samples": len(dispatch),
+        },
+        "backlog_refill_ms": {
             "p50": _ms(pct(refills, 50)),
             "p99": _ms(pct(refills, 99)),
             "samples": len(refills),
@@ -454,8 +496,8 @@ def main(argv: list[str] | None = None) -> int:
             return round(b / a, 2) if a and b else None
 
         report[f"growth_{first['executors']}_to_{last['executors']}"] = {
-            "refill_p99": growth(lambda r: r["refill_ms"]["p99"]),
-            "refill_p50": growth(lambda r: r["refill_ms"]["p50"]),
+            "dispatch_p99": growth(lambda r: r["dispatch_ms"]["p99"]),
+            "dispatch_p50": growth(lambda r: r["dispatch_ms"]["p50"]),
             "cpu_per_step": growth(lambda r: r["scheduler_cpu_ms_per_step"]),
             "redis_commands_per_step": growth(lambda r: r["redis_commands_per_step"]),
             "rss": growth(lambda r: r["scheduler_rss_mb_peak"]),

@@ -79,7 +79,7 @@ class Dispatcher:
 
     def open_session(self, profile: ExecutorProfile) -> ExecutorSession:
         session = self.fleet.open(profile)
-        self.leaser.wake()  # new slots
+        self.leaser.new_executor(session.executor_id)
         return session
 
     def close_session(self, session: ExecutorSession) -> None:

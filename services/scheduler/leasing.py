@@ -29,7 +29,7 @@ from services.scheduler.listeners import Listeners
 from services.scheduler.queue_records import Completion, Leased, Submission
 from services.scheduler.result_cache import CachedOutput, ResultCache
 from services.scheduler.retry_policy import RetryPolicy
-from services.scheduler.run_queue import RunQueue
+from services.scheduler.run_queue import RunQueue, ready_queues
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +113,12 @@ class LeaseRound:
     leaser: Leaser
     sessions: list[ExecutorSession] = field(default_factory=list)
     wants: list[Want] = field(default_factory=list)
+    epoch: int = 0  # the queue's queued_epoch when the wants were drawn up
+    skipped: int = 0  # executors left out: their queues were empty at this epoch
 
     async def hand_out(self, leases: list[list[Leased]]) -> None:
         await self.leaser.hand_out(self.sessions, self.wants, leases)
+        self.leaser.after(self, leases)
 
 
 class Leaser:
@@ -144,6 +147,12 @@ class Leaser:
         self.clock = clock
         self.work_queued = queue.work_queued  # set by the queue, a new executor, a free slot
         self._rotation = 0
+        # Executors whose last dispatch found their queues empty, with the queue's
+        # queued_epoch and the clock then: not asked again until work is queued, or a second
+        # has passed (the backstop for a wake message lost between replicas). Without this
+        # every round (each batch of results) asks every idle executor of a large fleet:
+        # O(executors) scripts per round for nothing.
+        self._found_nothing: dict[str, tuple[int, int]] = {}
         # Whether the last round filled every slot it could: then work may still be waiting
         # and a freed slot calls for a round; otherwise only newly queued work does.
         self.saturated = True
@@ -168,9 +177,21 @@ class Leaser:
     def _wants(self) -> LeaseRound:
         """What to lease to whom: first every free slot, sessions in rotating order; then
         each session's prefetch room, so that held work never waits while a slot is idle."""
-        sessions = [s for s in self.fleet.sessions.values() if not s.draining]
+        epoch, now = self.queue.queued_epoch, self.clock.now_ms()
+        new_work = self.queue.take_new_work()
+        every = [s for s in self.fleet.sessions.values() if not s.draining]
+        sessions = []
+        for s in every:
+            if self._worth_asking(s.executor_id, epoch, now):
+                sessions.append(s)
+            elif new_work and s.free_slots > 0:  # as many idle ones as there are new steps
+                for q in self.fleet.queues_of(s):
+                    if new_work.get(q, 0) > 0:
+                        new_work[q] -= s.free_slots
+                        sessions.append(s)
+                        break
         if not sessions:
-            return LeaseRound(self)
+            return LeaseRound(self, epoch=epoch, skipped=len(every))
         self._rotation = (self._rotation + 1) % len(sessions)
         order = sessions[self._rotation :] + sessions[: self._rotation]
         wanting = [s for s in order if s.free_slots > 0]
@@ -184,7 +205,7 @@ class Leaser:
             ]
         if not wanting:
             self.saturated = True
-        return LeaseRound(self, wanting, wants)
+        return LeaseRound(self, wanting, wants, epoch, len(every) - len(sessions))
 
     async def submit(self, runs: list[Submission]) -> list[tuple[bool, str]]:
         """Queue new runs and, in the same round trip, lease work to the free slots, so a
@@ -192,6 +213,8 @@ class Leaser:
         under way the runs are only queued; that round or the next takes them."""
         if self.in_round:
             return await self.queue.submit_many(runs)
+        hint = ready_queues(runs)
+        self.queue.work_was_queued(hint)  # who may take them is asked in this very round
         async with self.round() as r:
             created, leases = await self.queue.submit_and_dispatch(runs, r.wants, self.lease_ms)
             await r.hand_out(leases)
@@ -220,7 +243,7 @@ class Leaser:
                 while True:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None and message["data"] != self.queue.origin.encode():
-                        self.wake()
+                        self.queue.work_was_queued()
             except (ConnectionError, OSError, RedisError):
                 log.warning("wake channel lost; resubscribing")
                 await asyncio.sleep(0.5)
@@ -295,6 +318,29 @@ class Leaser:
                 self.fleet.send_cancels(v.cancel)
                 self.listeners.step_ended(c.member, v.snapshot, c.output_json, v.ends_run, v.final)
             self.wake()  # the slots these were leased to are free again
+
+    def _worth_asking(self, executor_id: str, epoch: int, now_ms: int) -> bool:
+        found = self._found_nothing.get(executor_id)
+        return found is None or found[0] < epoch or now_ms - found[1] >= 1000
+
+    def new_executor(self, executor_id: str) -> None:
+        """An executor (re)connected: its slots are asked at once, whatever it found before."""
+        self._found_nothing.pop(executor_id, None)
+        self.wake()
+
+    def after(self, lease_round: LeaseRound, leases: list[list[Leased]]) -> None:
+        """Note who found nothing; and when work was queued while executors sat out this
+        round (results that made steps ready), lease again so that they are asked."""
+        for session, got in zip(lease_round.sessions, leases, strict=True):
+            if got:
+                self._found_nothing.pop(session.executor_id, None)
+            else:
+                self._found_nothing[session.executor_id] = (lease_round.epoch, self.clock.now_ms())
+        if lease_round.skipped and self.queue.queued_epoch != lease_round.epoch:
+            self.wake()
+        if len(self._found_nothing) > 2 * len(self.fleet.sessions) + 100:  # gone executors
+            live = self.fleet.sessions.keys()
+            self._found_nothing = {k: v for k, v in self._found_nothing.items() if k in live}
 
     async def _prepare(self, session: ExecutorSession, leased: Leased) -> Prepared | Completion:
         """A leased step's input, or the failure that ends the attempt when it cannot be

@@ -82,7 +82,7 @@ class Reaper:
     async def refresh_queue_variants(self) -> None:
         before = len(self.queue.queue_variants)
         if len(await self.queue.refresh_queue_variants()) != before:
-            self.leaser.wake()
+            self.queue.work_was_queued()  # a new labelled queue: executors may match it
 
     async def read_depths(self) -> None:
         self.metrics.set_depths(await self.queue.depths(self.fleet.watched_queues()))

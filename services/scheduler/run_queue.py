@@ -6,6 +6,7 @@ import asyncio
 import json
 import secrets
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,13 @@ class RunQueue:
         # Set when this process queued work its own dispatcher should lease (the one that
         # waits on it: pass the same event to both).
         self.work_queued = work_queued or asyncio.Event()
+        # Counts the times work was queued on queues this replica cannot name (results that
+        # made steps ready, retries, other replicas): an executor whose queues were empty at
+        # one count is asked again at the next. Work it can name (its own submits) goes to
+        # new_work instead: steps per queue, so that only as many idle executors as there
+        # are new steps are asked.
+        self.queued_epoch = 0
+        self.new_work: Counter[str] = Counter()
         self._scripts_conn = ScriptConnection(client)
         self.reader = RunReader(client)  # the read side, for whoever reports runs
         lib = (LUA_DIR / "lib.lua").read_text()
@@ -102,7 +110,7 @@ class RunQueue:
             # The calls sent again ran after those that had found their script, out of
             # order: a dispatch may have run before the submit or result that queued work.
             # A dispatch round now leases what they queued.
-            self.work_queued.set()
+            self.work_was_queued()
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
@@ -133,7 +141,7 @@ class RunQueue:
     async def submit_many(self, runs: list[Submission]) -> list[tuple[bool, str]]:
         """Create runs in one round trip, then wake every replica's dispatcher once."""
         created, _ = await self.submit_and_dispatch(runs, [], 0)
-        self.work_queued.set()
+        self.work_was_queued(ready_queues(runs))
         return created
 
     async def submit_and_dispatch(
@@ -213,7 +221,7 @@ class RunQueue:
         replies = await self._call_many(self._complete_calls(results, self.clock.now_ms()))
         verdicts = [verdict_of(raw) for raw in replies]
         if any(v.verdict in {"completed", "released"} for v in verdicts):  # steps queued
-            self.work_queued.set()
+            self.work_was_queued()
         return verdicts
 
     async def complete_and_dispatch(
@@ -227,7 +235,24 @@ class RunQueue:
         replies = await self._call_many(calls)
         verdicts = [verdict_of(raw) for raw in replies[: len(results)]]
         leases = [[leased_of(item) for item in raw] for raw in replies[len(results) :]]
+        if any(v.verdict in {"completed", "released"} for v in verdicts):  # steps queued
+            self.queued_epoch += 1  # the caller decides whether a round follows
         return verdicts, leases
+
+    def work_was_queued(self, on: Counter[str] | None = None) -> None:
+        """Steps were queued (here, or by another replica), on the queues ``on`` counts
+        (``None``: who knows where): lease rounds ask the executors that may take them, those
+        that found nothing last time included."""
+        if on is None:
+            self.queued_epoch += 1
+        else:
+            self.new_work.update(on)
+        self.work_queued.set()
+
+    def take_new_work(self) -> Counter[str]:
+        """The steps per queue submitted here since the last call."""
+        taken, self.new_work = self.new_work, Counter()
+        return taken
 
     async def _announce(self) -> None:
         """Tell every replica's dispatcher that work was queued."""
@@ -331,7 +356,7 @@ class RunQueue:
     async def promote_due(self, limit: int = 500) -> int:
         n = int(await self._call("promote_due", self.clock.now_ms(), limit))
         if n:
-            self.work_queued.set()
+            self.work_was_queued()
             await self._announce()
         return n
 
@@ -380,3 +405,11 @@ def _dispatch_calls(wants: list[tuple[str, list[str], int]], lease_ms: int, now:
         ("dispatch", [now, lease_ms, executor_id, n, secrets.token_hex(8), *queues])
         for executor_id, queues, n in wants
     ]
+
+
+def ready_queues(runs: list[Submission]) -> Counter[str] | None:
+    """How many steps each queue gets from these new runs (their steps without
+    dependencies); ``None`` for rebuilt runs, whose ready steps are not known here."""
+    if any(r.done or r.not_before_ms for r in runs):
+        return None
+    return Counter(s.fields.get("queue", "") for r in runs for s in r.steps if not s.deps)

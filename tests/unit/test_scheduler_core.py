@@ -436,3 +436,36 @@ def test_retain_shortens_a_finished_runs_keys_in_one_call(valkey_url: str) -> No
         assert all(0 < t <= 5 for t in ttls), ttls
 
     scenario(valkey_url, body)
+
+
+def test_an_executor_that_found_its_queues_empty_is_not_asked_until_work_is_queued(
+    valkey_url: str,
+) -> None:
+    """A large fleet's idle executors cost nothing per lease round: one that found nothing
+    sits out until steps are queued (here or on another replica), then is asked again."""
+
+    async def body(c: Core) -> None:
+        idle = c.core.open_session(ExecutorProfile("idle", ["other"], 2, {}))
+        busy = c.executor("busy", slots=2)
+        await c.submit("r1")  # busy takes it; idle is asked too and finds nothing
+        assert [a.run_id for a in assignments(busy)] == ["r1"] and assignments(idle) == []
+
+        async def asked() -> set[str]:
+            async with c.core.leaser.round() as r:
+                return {executor for executor, _, _ in r.wants}
+
+        assert await asked() == {"busy"}  # idle sits this round out
+        c.queue.work_was_queued()  # e.g. another replica said it queued work
+        assert await asked() == {"busy", "idle"}
+        await c.lease_round()  # both asked; neither queue has anything
+        assert await asked() == set()  # so a round now costs no script call at all
+        c.clock.advance(1.0)  # the backstop: each is asked again once a second
+        assert await asked() == {"busy", "idle"}
+        await c.lease_round()
+        elsewhere = step("a", 0)
+        elsewhere.fields["queue"] = "other"
+        fields = {"run_id": "r2", "input_json": "{}", "priority": "5", "sinks": '["a"]'}
+        await c.core.submit([Submission("r2", fields, [elsewhere])])
+        assert [a.run_id for a in assignments(idle)] == ["r2"]  # new work reaches it at once
+
+    scenario(valkey_url, body)
