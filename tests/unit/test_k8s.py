@@ -160,6 +160,12 @@ def test_executor_pods_reach_only_the_scheduler_registry_dns_and_the_collector(
             assert wanted, "a peer without a pod selector allows a whole namespace or range"
             assert not any(selects(wanted, store) for store in stores), wanted
             assert "ipBlock" not in peer
+    # Nor do they hold the stores' credentials: no backing-service Secret, only their key.
+    for name in ("executor", "executor-gpu"):
+        [container] = named(docs, "Deployment", name)["spec"]["template"]["spec"]["containers"]
+        assert all("secretRef" not in source for source in container.get("envFrom", []))
+        refs = [e["valueFrom"].get("secretKeyRef") for e in container["env"] if "valueFrom" in e]
+        assert [(r["name"], r["key"]) for r in refs if r] == [("wtm-keys", "executor")]
     # ... and the stores themselves take only the services that own them.
     owners = {"redis": {"scheduler"}, "mongodb": {"registry", "scheduler"}, "minio": {"registry"}}
     for store, allowed in owners.items():
