@@ -331,11 +331,15 @@ class Leaser:
     def after(self, lease_round: LeaseRound, leases: list[list[Leased]]) -> None:
         """Note who found nothing; and when work was queued while executors sat out this
         round (results that made steps ready), lease again so that they are asked."""
+        got_some: dict[str, bool] = {}  # a session wants twice with prefetch: both count
         for session, got in zip(lease_round.sessions, leases, strict=True):
-            if got:
-                self._found_nothing.pop(session.executor_id, None)
+            got_some[session.executor_id] = got_some.get(session.executor_id, False) or bool(got)
+        now = self.clock.now_ms()
+        for executor_id, some in got_some.items():
+            if some:
+                self._found_nothing.pop(executor_id, None)
             else:
-                self._found_nothing[session.executor_id] = (lease_round.epoch, self.clock.now_ms())
+                self._found_nothing[executor_id] = (lease_round.epoch, now)
         if lease_round.skipped and self.queue.queued_epoch != lease_round.epoch:
             self.wake()
         if len(self._found_nothing) > 2 * len(self.fleet.sessions) + 100:  # gone executors
