@@ -315,7 +315,8 @@ def one_round(
             redis0 = redis_commands(admin)
             processes = max(1, min(8, executors // 250 + 1))
             stop_file = root / "stop"
-            outs = []
+            outs: list[Path] = []
+            sims = []
             for i in range(processes):
                 count = executors // processes + (1 if i < executors % processes else 0)
                 config = {
@@ -334,7 +335,7 @@ def one_round(
                 }
                 outs.append(root / f"sim-{i}.json")
                 (root / f"sim-{i}.config.json").write_text(json.dumps(config))
-                group.start(
+                sim = group.start(
                     f"sim-{i}",
                     [
                         sys.executable,
@@ -345,6 +346,7 @@ def one_round(
                     ],
                     cwd=ROOT,
                 )
+                sims.append(sim)
             started = time.time()
             rss_peak = 0
             deadline = time.monotonic() + bound_s
@@ -361,8 +363,8 @@ def one_round(
             redis1 = redis_commands(admin)
             steady(client, admin, steady_rate, steady_seconds)
             stop_file.write_text("stop")
-            for path in outs:
-                wait_until("a simulator's report", path.exists, timeout=60)
+            for path, child in zip(outs, sims, strict=True):
+                wait_until("a simulator's report", path.exists, child, timeout=120)
             group.stop_all()
         fleet = {}
         for path in outs:
