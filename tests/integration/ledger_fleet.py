@@ -6,6 +6,7 @@ its two-step pipeline."""
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 from collections import Counter
@@ -142,3 +143,22 @@ def ledger_counts(path: Path) -> Counter[str]:
 
 def wait_all(client: Client, run_ids: list[str], timeout: float = 90) -> list[Any]:
     return [client.wait(r, timeout=timeout) for r in run_ids]
+
+
+def register_probe(
+    client: Client, root: Path, task_id: str, source: str, timeout: int, max_retries: int
+) -> None:
+    """Register a probe task on the "ledger" queue, which the fleet's executors serve."""
+    task = root / task_id
+    task.mkdir()
+    manifest = {
+        "task_id": task_id,
+        "version": "1.0.0",
+        "category": "testing",
+        "queue": "ledger",
+        "timeout": timeout,
+        "max_retries": max_retries,
+    }
+    (task / "task.json").write_text(json.dumps(manifest))
+    (task / "task.py").write_text(source)
+    client.register_task(task)

@@ -19,7 +19,6 @@ of two schedulers killed for good.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -35,7 +34,7 @@ import redis
 from clients.sdk import Client
 from services.localstack import Cluster
 from tests.conftest import shared_file
-from tests.integration.ledger_fleet import Fleet
+from tests.integration.ledger_fleet import Fleet, register_probe
 
 pytestmark = pytest.mark.slow
 
@@ -90,19 +89,7 @@ PIPELINE = {
 
 @pytest.fixture
 def suite(cluster: Cluster, client: Client, tmp_path: Path) -> Iterator[Fleet]:
-    task = tmp_path / "journal_probe"
-    task.mkdir()
-    manifest = {
-        "task_id": "journal_probe",
-        "version": "1.0.0",
-        "category": "testing",
-        "queue": "ledger",
-        "timeout": 60,
-        "max_retries": 3,
-    }
-    (task / "task.json").write_text(json.dumps(manifest))
-    (task / "task.py").write_text(JOURNAL_TASK)
-    client.register_task(task)
+    register_probe(client, tmp_path, "journal_probe", JOURNAL_TASK, timeout=60, max_retries=3)
     client.register_pipelines(PIPELINE)
     fleet = Fleet(cluster, tmp_path, lease_seconds=3)
     fleet.env["WTM_RECOVERY_SCAN_SECONDS"] = "2"
