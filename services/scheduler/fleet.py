@@ -101,6 +101,8 @@ class ExecutorSession:
     draining: bool = False
     slot_errors: int = 0  # as its heartbeats report them
     last_slot_error: str = ""
+    # Fleet.queues_of's answer, with how many queue variants there were (they only grow).
+    queues_seen: tuple[int, list[str]] | None = field(default=None, repr=False)
 
     @property
     def executor_id(self) -> str:
@@ -217,13 +219,16 @@ class Fleet:
     def queues_of(self, session: ExecutorSession) -> list[str]:
         """The queues an executor takes from: its own in the namespaces it serves, and the
         announced variants of them (other namespaces', labelled ones) it may serve."""
+        variants = self.queue.queue_variants
+        if session.queues_seen is not None and session.queues_seen[0] == len(variants):
+            return session.queues_seen[1]  # asked every lease round: worked out once
         p = session.profile
         own = own_queues(p.queues, p.namespaces)
-        return own + sorted(
-            v
-            for v in self.queue.queue_variants
-            if v not in own and serves(v, p.queues, p.labels, p.namespaces)
+        queues = own + sorted(
+            v for v in variants if v not in own and serves(v, p.queues, p.labels, p.namespaces)
         )
+        session.queues_seen = (len(variants), queues)
+        return queues
 
     def watched_queues(self) -> set[str]:
         """Every queue some executor here takes from (for the depth metrics)."""
