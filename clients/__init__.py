@@ -38,9 +38,11 @@ from clients.errors import (
 from clients.sdk import Client
 from clients.types import (
     ApiKeyInfo,
+    DependencyInfo,
     ExecutorInfo,
     PipelineInfo,
     PipelineStepInfo,
+    QueueInfo,
     RunEventInfo,
     RunInfo,
     StepInfo,
@@ -59,6 +61,7 @@ __all__ = [
     "Client",
     "DataLoss",
     "DeadlineExceeded",
+    "DependencyInfo",
     "ExecutorInfo",
     "FailedPrecondition",
     "Internal",
@@ -67,6 +70,7 @@ __all__ = [
     "PermissionDenied",
     "PipelineInfo",
     "PipelineStepInfo",
+    "QueueInfo",
     "ResourceExhausted",
     "RunCancelledError",
     "RunError",

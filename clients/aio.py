@@ -14,6 +14,7 @@ retries while a service is UNAVAILABLE, status -> ``clients.errors``). Methods t
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import json
 from collections.abc import AsyncIterator
@@ -33,8 +34,10 @@ from clients.errors import (
 from clients.sdk import _Connection, _NotFinished, resolve_key
 from clients.types import (
     ApiKeyInfo,
+    DependencyInfo,
     ExecutorInfo,
     PipelineInfo,
+    QueueInfo,
     RunEventInfo,
     RunInfo,
     TaskInfo,
@@ -76,6 +79,16 @@ class AsyncClient(_Connection):
     async def close(self) -> None:
         await self._r.close()
         await self._s.close()
+
+    def acting_as(self, api_key: str, namespace: str = "") -> AsyncClient:
+        """A client on the same channels that presents another key (and namespace): how a
+        gateway calls for each of its callers without a connection each. Close only the
+        original; the copies share its channels."""
+        other = copy.copy(self)
+        other.namespace = namespace
+        other._r = self._r.acting_as(api_key, namespace)
+        other._s = self._s.acting_as(api_key, namespace)
+        return other
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -290,6 +303,23 @@ class AsyncClient(_Connection):
     async def list_executors(self) -> list[ExecutorInfo]:
         reply = await self._s.unary(self._scheduler.ListExecutors, spb.ListExecutorsRequest())
         return [ExecutorInfo.from_proto(e) for e in reply.executors]
+
+    async def list_queues(self) -> tuple[list[QueueInfo], int]:
+        reply = await self._s.unary(self._scheduler.ListQueues, spb.ListQueuesRequest())
+        return [QueueInfo.from_proto(q) for q in reply.queues], reply.delayed
+
+    async def check_dependencies(self) -> list[DependencyInfo]:
+        r, s = await asyncio.gather(
+            self._r.unary(
+                self._registry.CheckDependencies, rpb.RegistryServiceCheckDependenciesRequest()
+            ),
+            self._s.unary(
+                self._scheduler.CheckDependencies, spb.SchedulerServiceCheckDependenciesRequest()
+            ),
+        )
+        return [DependencyInfo.from_proto("registry", d) for d in r.dependencies] + [
+            DependencyInfo.from_proto("scheduler", d) for d in s.dependencies
+        ]
 
     async def get_run(self, run_id: str, resolve_refs: bool = True) -> RunInfo:
         reply = await self._s.unary(self._scheduler.GetRun, spb.GetRunRequest(run_id=run_id))

@@ -40,9 +40,11 @@ from clients.errors import (
 )
 from clients.types import (
     ApiKeyInfo,
+    DependencyInfo,
     ExecutorInfo,
     PipelineInfo,
     PipelineStepInfo,
+    QueueInfo,
     RunEventInfo,
     RunInfo,
     StepInfo,
@@ -446,6 +448,25 @@ class Client(_Connection):
     def list_executors(self) -> list[ExecutorInfo]:
         reply = self._s.unary(self._scheduler.ListExecutors, spb.ListExecutorsRequest())
         return [ExecutorInfo.from_proto(e) for e in reply.executors]
+
+    def list_queues(self) -> tuple[list[QueueInfo], int]:
+        """The queues of this client's namespace that have waiting work or an executor, and
+        the retries waiting out their backoff."""
+        reply = self._s.unary(self._scheduler.ListQueues, spb.ListQueuesRequest())
+        return [QueueInfo.from_proto(q) for q in reply.queues], reply.delayed
+
+    def check_dependencies(self) -> list[DependencyInfo]:
+        """The registry's MongoDB and object store, and the scheduler's Redis and MongoDB,
+        as each service finds them now."""
+        r = self._r.unary(
+            self._registry.CheckDependencies, rpb.RegistryServiceCheckDependenciesRequest()
+        )
+        s = self._s.unary(
+            self._scheduler.CheckDependencies, spb.SchedulerServiceCheckDependenciesRequest()
+        )
+        return [DependencyInfo.from_proto("registry", d) for d in r.dependencies] + [
+            DependencyInfo.from_proto("scheduler", d) for d in s.dependencies
+        ]
 
     def get_run(self, run_id: str, resolve_refs: bool = True) -> RunInfo:
         """A run and its steps. Outputs too large to travel inline are fetched from the

@@ -299,6 +299,8 @@ class ExecutorInfo:
     slot_errors: int = 0  # steps that failed in the executor itself: its slots are unhealthy
     last_slot_error: str = ""
     namespaces: list[str] = field(default_factory=list)  # whose queues it serves; "*": all
+    cpu_percent: float = 0.0  # of one core, with its worker processes (last heartbeat)
+    memory_bytes: int = 0  # resident, with its worker processes (last heartbeat)
 
     @classmethod
     def from_proto(cls, e: spb.Executor) -> ExecutorInfo:
@@ -318,7 +320,52 @@ class ExecutorInfo:
             e.slot_errors,
             e.last_slot_error,
             list(e.namespaces),
+            e.cpu_percent,
+            e.memory_bytes,
         )
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    """One queue: its waiting work and the executors that take from it."""
+
+    queue: str
+    namespace: str
+    depth: int  # steps waiting, ready to run
+    oldest_age_seconds: float  # how long the oldest waiting step has waited (0: none waits)
+    executors: int  # connected executors (not draining) that take from it
+    free_slots: int
+
+    @property
+    def stranded(self) -> bool:
+        """Work waits and no executor takes from this queue: it will wait forever."""
+        return self.depth > 0 and self.executors == 0
+
+    @classmethod
+    def from_proto(cls, q: spb.QueueStatus) -> QueueInfo:
+        return cls(
+            q.queue,
+            q.namespace,
+            q.depth,
+            q.oldest_age.ToNanoseconds() / 1e9,
+            q.executors,
+            q.free_slots,
+        )
+
+
+@dataclass(frozen=True)
+class DependencyInfo:
+    """A backing service as a service found it just now."""
+
+    service: str  # who checked: "registry" or "scheduler"
+    name: str  # "redis", "mongodb", "s3"
+    ok: bool
+    detail: str
+    latency_seconds: float
+
+    @classmethod
+    def from_proto(cls, service: str, d: run_pb2.DependencyStatus) -> DependencyInfo:
+        return cls(service, d.name, d.ok, d.detail, d.latency.ToNanoseconds() / 1e9)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ SDK (sync and async), the CLI, the executor and the scheduler's registry calls.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
@@ -33,6 +34,7 @@ from common import tls
 from common.errors import WtmError
 
 T = TypeVar("T")
+C = TypeVar("C", bound="_Calls")
 
 NAMESPACE_HEADER = "wtm-namespace"
 DEFAULT_TIMEOUT = 30.0
@@ -108,6 +110,12 @@ class _Calls:
 
     def _open(self, address: str, ca: str | None, client_cert: tls.ClientCert | None) -> Any:
         raise NotImplementedError
+
+    def acting_as(self: C, api_key: str, namespace: str = "") -> C:
+        """The same channel, carrying another key and namespace (close only the original)."""
+        other = copy.copy(self)
+        other.metadata = call_metadata(api_key, namespace)
+        return other
 
 
 class Caller(_Calls):

@@ -51,6 +51,7 @@ from services.executor.package_cache import PackageCache
 from services.executor.requirements import RequirementInstaller
 from services.executor.sandbox import Ceilings, Sandbox, protect_executor
 from services.executor.settings import ExecutorSettings
+from services.executor.vitals import ResourceMeter
 from services.executor.worker import Outcome, Worker
 from services.executor.worker_pool import WorkerPool
 from wtm.v1 import executor_service_pb2 as epb
@@ -156,6 +157,7 @@ class Executor:
         self._attempts = 0
         self._heartbeat_seconds = 5.0
         self.fence = LeaseFence()
+        self.meter = ResourceMeter()  # CPU and memory, for the heartbeats
         self.slot_errors = 0  # steps that failed in the executor itself, not in task code
         self.last_slot_error = ""
         self._manifests: dict[str, dict[str, Any]] = {}  # digest -> task.json
@@ -406,6 +408,7 @@ class Executor:
 
     def _heartbeat(self) -> epb.ConnectRequest:
         refs = [r.ref for r in self._running.values()] + list(self._held.values())
+        cpu, rss = self.meter.sample()
         sequence = self.fence.heartbeat_sent(
             [(r.run_id, r.step_id) for r in refs], time.monotonic()
         )
@@ -416,6 +419,8 @@ class Executor:
                 sequence=sequence,
                 slot_errors=self.slot_errors,
                 last_slot_error=self.last_slot_error,
+                cpu_percent=cpu,
+                memory_bytes=rss,
             )
         )
 

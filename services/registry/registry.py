@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from common.errors import AlreadyExists, InvalidArgument, NotFound
 from common.packaging import ArchiveLimits, inspect_archive, sha256_hex
 from services.common.auth import ALL_NAMESPACES, one_namespace
+from services.common.dependencies import DependencyStatus, check_blocking
 from services.registry.manifest import check_entry_point, check_keys, parse_manifest
 from services.registry.models import TaskVersion
 from services.registry.stores import PackageStore, SharedTasks, TaskStore
@@ -49,6 +50,13 @@ class Registry:
         self.shared = shared
         self.max_package_bytes = max_package_bytes
         self.limits = limits
+
+    def dependencies(self) -> list[DependencyStatus]:
+        """MongoDB and the object store, each asked now."""
+        return [
+            check_blocking("mongodb", self.tasks.ping),
+            check_blocking("s3", self.packages.ping),
+        ]
 
     def check_size(self, size: int) -> None:
         if size > self.max_package_bytes:

@@ -8,6 +8,7 @@ import grpc
 
 from common.errors import InvalidArgument
 from services.common import auth
+from services.common.dependencies import dependency_to_proto
 from services.registry.artifacts import Artifacts
 from services.registry.pipelines import Pipelines
 from services.registry.registry import Registry
@@ -22,6 +23,13 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
         self._registry = registry
         self._pipelines = pipelines
         self._artifacts = artifacts
+
+    def CheckDependencies(
+        self, request: pb.RegistryServiceCheckDependenciesRequest, context: grpc.ServicerContext
+    ) -> pb.RegistryServiceCheckDependenciesResponse:
+        return pb.RegistryServiceCheckDependenciesResponse(
+            dependencies=[dependency_to_proto(d) for d in self._registry.dependencies()]
+        )
 
     def UploadTaskPackage(
         self, request_iterator: Iterator[pb.UploadTaskPackageRequest], context: grpc.ServicerContext

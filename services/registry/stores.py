@@ -41,6 +41,11 @@ class VersionedStore(Generic[T]):
         self._to_doc = to_doc
         self._from_doc = from_doc
 
+    def ping(self) -> str:
+        """Raises unless MongoDB answers."""
+        self._c.database.command("ping")
+        return "answered ping"
+
     def ensure_indexes(self) -> None:
         self._adopt_unnamespaced()
         self._c.create_index(
@@ -185,6 +190,12 @@ class BlobStore:
             except S3Error as exc:  # another replica made it first
                 if exc.code not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
                     raise
+
+    def ping(self) -> str:
+        """Raises unless the object store answers and the bucket is there."""
+        if not self._s3.bucket_exists(self._bucket):
+            raise NotFound(f"bucket {self._bucket!r} is missing", field="bucket")
+        return f"bucket {self._bucket} is there"
 
     def key(self, digest: str, namespace: str = DEFAULT_NAMESPACE) -> str:
         return f"sha256/{digest}{self.SUFFIX}"

@@ -12,6 +12,7 @@ from services.common.backends import mongo_database, redis_client
 from services.common.config import load_settings, read_secret, server_tls
 from services.common.grpc_server import MutualTls, serve_async
 from services.scheduler.dispatcher import Dispatcher
+from services.scheduler.fleet_report import FleetReport
 from services.scheduler.history import History
 from services.scheduler.large_documents import LargeDocuments
 from services.scheduler.listeners import Listeners
@@ -64,12 +65,13 @@ async def serve(settings: SchedulerSettings) -> None:
             queue.redis, settings.result_cache_seconds, settings.result_cache_max_bytes
         ),
     )
-    runs = RunService(queue.reader, dispatcher.fleet.record, store, catalog, dispatcher, listeners)
+    runs = RunService(queue.reader, store, catalog, dispatcher, listeners)
+    report = FleetReport(queue, dispatcher.fleet.record, store)
     listeners.register(history, TracingListener(), dispatcher.metrics, runs)
 
     def register(server: object) -> None:
         scheduler_service_pb2_grpc.add_SchedulerServiceServicer_to_server(
-            SchedulerServicer(runs), server
+            SchedulerServicer(runs, report), server
         )
         executor_service_pb2_grpc.add_ExecutorServiceServicer_to_server(
             ExecutorServicer(dispatcher, settings.lease_seconds, settings.heartbeat_seconds), server

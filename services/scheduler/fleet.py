@@ -84,6 +84,18 @@ class Renewed:
     sequence: int
 
 
+@dataclass(frozen=True)
+class Vitals:
+    """What an executor's heartbeats say of its health: steps that failed in the executor
+    itself (not in task code) and the last such error; CPU (percent of one core) and resident
+    memory of it and its worker processes."""
+
+    slot_errors: int = 0
+    last_slot_error: str = ""
+    cpu_percent: float = 0.0
+    memory_bytes: int = 0
+
+
 @dataclass
 class ExecutorSession:
     """One connected executor: its capacity, what it runs, and its outbox."""
@@ -99,8 +111,7 @@ class ExecutorSession:
         default_factory=asyncio.Queue
     )
     draining: bool = False
-    slot_errors: int = 0  # as its heartbeats report them
-    last_slot_error: str = ""
+    vitals: Vitals = Vitals()  # as its last heartbeat reported them
     # Fleet.queues_of's answer, with how many queue variants there were (they only grow).
     queues_seen: tuple[int, list[str]] | None = field(default=None, repr=False)
 
@@ -231,13 +242,25 @@ class Fleet:
         return queues
 
     def watched_queues(self) -> set[str]:
-        """Every queue some executor here takes from (for the depth metrics)."""
+        """Every queue some executor here takes from, and every queue work was queued on
+        (for the metrics)."""
         own = {
             q
             for s in self.sessions.values()
             for q in own_queues(s.profile.queues, s.profile.namespaces)
         }
-        return own | self.queue.queue_variants
+        return own | self.queue.queue_variants | self.queue.plain_queues
+
+    def executors_per_queue(self, queues: set[str]) -> dict[str, int]:
+        """How many executors here (not draining) take from each of ``queues``."""
+        found = dict.fromkeys(queues, 0)
+        for session in self.sessions.values():
+            if session.draining:
+                continue
+            for q in self.queues_of(session):
+                if q in found:
+                    found[q] += 1
+        return found
 
     # The record ---------------------------------------------------------------------------
 
@@ -258,8 +281,10 @@ class Fleet:
                 "last_seen": session.last_seen,
                 "scheduler_id": self.scheduler_id,
                 "packages": list(p.packages),
-                "slot_errors": session.slot_errors,
-                "last_slot_error": session.last_slot_error,
+                "slot_errors": session.vitals.slot_errors,
+                "last_slot_error": session.vitals.last_slot_error,
+                "cpu_percent": round(session.vitals.cpu_percent, 1),
+                "memory_bytes": session.vitals.memory_bytes,
             }
         )
 
@@ -280,7 +305,7 @@ class Fleet:
             if executor_id in saved:
                 d = json.loads(saved[executor_id])
                 if d.get("scheduler_id") == self.scheduler_id and d["state"] != "LOST":
-                    d.update(state="LOST", in_flight=0)
+                    d.update(state="LOST", in_flight=0, cpu_percent=0.0, memory_bytes=0)
                     lost[executor_id] = json.dumps(d)
         await self.record.save(lost)
         now = self.clock.time()

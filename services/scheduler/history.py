@@ -22,7 +22,7 @@ import logging
 import time
 import uuid
 
-from tenacity import AsyncRetrying, wait_exponential
+from tenacity import AsyncRetrying, RetryCallState, wait_exponential
 
 from services.scheduler.clock import SYSTEM, Clock
 from services.scheduler.listeners import Listeners, Refused, RunListener
@@ -163,14 +163,18 @@ class History(RunListener):
             await asyncio.sleep(self.interval)
             async for attempt in AsyncRetrying(  # runs that end meanwhile join the next try
                 wait=wait_exponential(multiplier=0.2, max=5.0),
-                before_sleep=lambda state: log.error(
-                    "writing finished runs failed (%d in a row); will retry",
-                    state.attempt_number,
-                    exc_info=state.outcome.exception() if state.outcome else None,
-                ),
+                before_sleep=self._write_failed,
             ):
                 with attempt:
                     await self._write_ended()
+
+    def _write_failed(self, state: RetryCallState) -> None:
+        self.listeners.history_write_failed()
+        log.error(
+            "writing finished runs failed (%d in a row); will retry",
+            state.attempt_number,
+            exc_info=state.outcome.exception() if state.outcome else None,
+        )
 
     async def _write_ended(self) -> None:
         ended, self._ended = self._ended, set()

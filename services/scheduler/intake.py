@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from services.common import logs
 from services.scheduler import keys
 from services.scheduler.clock import SYSTEM, Clock
-from services.scheduler.fleet import Cancel, ExecutorSession, Fleet, Renewed
+from services.scheduler.fleet import Cancel, ExecutorSession, Fleet, Renewed, Vitals
 from services.scheduler.leasing import Leaser
 from services.scheduler.listeners import Listeners, Refused
 from services.scheduler.queue_records import Completion, Verdict
@@ -84,7 +84,7 @@ class Intake:
         running: list[RunningStep],
         draining: bool = False,
         sequence: int = 0,
-        slot_errors: tuple[int, str] = (0, ""),
+        vitals: Vitals | None = None,
     ) -> None:
         """Renew the leases of what an executor runs; cancel the attempts that are no longer
         current; then (when it numbered the heartbeat) tell it the renewal is done."""
@@ -92,7 +92,7 @@ class Intake:
         if draining and not session.draining:
             log.info("executor %s is draining: no new work for it", session.executor_id)
         session.draining = session.draining or draining
-        session.slot_errors, session.last_slot_error = slot_errors
+        session.vitals = vitals or Vitals()
         stale = set(
             await self.queue.heartbeat(
                 [(r.member, r.attempt, r.lease_id) for r in running],

@@ -14,6 +14,7 @@ DELAYED = PREFIX + "delayed"  # ZSET step-key -> due time of a retry (ms)
 WAKE_CHANNEL = PREFIX + "wake"  # pub/sub: "work was queued", for every scheduler replica
 EXECUTORS = PREFIX + "executors"  # HASH executor id -> JSON of what ListExecutors shows
 QUEUE_VARIANTS = PREFIX + "queues"  # SET of labelled queue variants ("default|gpu=true")
+PLAIN_QUEUES = PREFIX + "plain-queues"  # SET of the other queues work was queued on ("vision")
 EPOCH = PREFIX + "epoch"  # STRING set once per Redis dataset; gone means Redis lost its data
 
 

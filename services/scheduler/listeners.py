@@ -60,6 +60,9 @@ class RunListener:
     def run_recorded(self, run: Run, fields: dict[str, str]) -> None:
         """A finished run was read back for the history (``fields``: its Redis hash)."""
 
+    def history_write_failed(self) -> None:
+        """Writing finished runs to MongoDB failed (it is tried again)."""
+
 
 class Listeners(RunListener):
     """Tells every registered listener, in registration order."""
@@ -97,6 +100,9 @@ class Listeners(RunListener):
 
     def run_recorded(self, run: Run, fields: dict[str, str]) -> None:
         self._each("run_recorded", run, fields)
+
+    def history_write_failed(self) -> None:
+        self._each("history_write_failed")
 
     def step_ended(
         self,

@@ -1,6 +1,8 @@
 """The scheduler's metrics (OpenTelemetry instruments; no-ops unless a reader is set up).
 
     wtm_queue_depth{queue}                 steps waiting per queue (plus "delayed" retries)
+    wtm_queue_oldest_age_seconds{queue}    how long the oldest waiting step has waited (0: none)
+    wtm_queue_executors{queue}             executors on this replica that take from the queue
     wtm_runs_submitted_total               runs accepted
     wtm_runs_finished_total{state}         runs ended, by final state
     wtm_step_attempts_total{state,task}    step attempts ended, by outcome
@@ -9,15 +11,19 @@
     wtm_executor_slots{state=busy|free}    over the executors connected to this replica
     wtm_lease_expiries_total               attempts lost with their executor
     wtm_retries_total                      attempts that will be retried
+    wtm_history_write_failures_total       failed writes of finished runs to MongoDB (retried)
 
-Queue depths are read from Redis by the reaper once a second and kept for the callbacks
-(which must not block).
+Every replica reports the depths and ages (the same figures: take the max over replicas) and
+the executors connected to it (sum over replicas).
+
+Queue depths and ages are read from Redis by the reaper once a second and kept for the
+callbacks (which must not block).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -43,9 +49,22 @@ class SchedulerMetrics(RunListener):
     def __init__(self, fleet: Fleet) -> None:
         self._fleet = fleet
         self.depths: dict[str, int] = {}
+        self.oldest_ages: dict[str, float] = {}
+        self.executors: dict[str, int] = {}
         meter = metrics.get_meter("wtm.scheduler")
         meter.create_observable_gauge(
             "wtm_queue_depth", [self._observe_depths], description="steps waiting per queue"
+        )
+        meter.create_observable_gauge(
+            "wtm_queue_oldest_age",
+            [self._observe_ages],
+            unit="s",
+            description="how long the oldest waiting step has waited",
+        )
+        meter.create_observable_gauge(
+            "wtm_queue_executors",
+            [self._observe_executors],
+            description="executors on this replica that take from the queue",
         )
         meter.create_observable_gauge(
             "wtm_executor_slots", [self._observe_slots], description="executor slots by state"
@@ -67,9 +86,18 @@ class SchedulerMetrics(RunListener):
         )
         self.lease_expiries = meter.create_counter("wtm_lease_expiries", description="attempts")
         self.retries = meter.create_counter("wtm_retries", description="attempts")
+        self.history_failures = meter.create_counter(
+            "wtm_history_write_failures", description="failed writes of finished runs"
+        )
 
     def _observe_depths(self, options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(n, {"queue": q}) for q, n in self.depths.items()]
+
+    def _observe_ages(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(a, {"queue": q}) for q, a in self.oldest_ages.items()]
+
+    def _observe_executors(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(n, {"queue": q}) for q, n in self.executors.items()]
 
     def _observe_slots(self, options: CallbackOptions) -> Iterable[Observation]:
         sessions = list(self._fleet.sessions.values())
@@ -101,5 +129,21 @@ class SchedulerMetrics(RunListener):
     def lease_expired(self, member: str) -> None:
         self.lease_expiries.add(1)
 
-    def set_depths(self, depths: dict[str, Any]) -> None:
-        self.depths = {q: int(n) for q, n in depths.items()}
+    def history_write_failed(self) -> None:
+        self.history_failures.add(1)
+
+    def set_queues(
+        self,
+        stats: dict[str, tuple[int, int | None]],
+        delayed: int,
+        now_ms: int,
+        executors: dict[str, int],
+    ) -> None:
+        """What the reaper read: per queue (depth, oldest enqueue ms), the delayed retries,
+        and the executors here per queue."""
+        self.depths = {q: depth for q, (depth, _) in stats.items()} | {"delayed": delayed}
+        self.oldest_ages = {
+            q: max(0.0, (now_ms - oldest) / 1000) if oldest is not None else 0.0
+            for q, (_, oldest) in stats.items()
+        }
+        self.executors = {q: executors.get(q, 0) for q in stats}

@@ -4,7 +4,7 @@ stop the others):
 - promote retries that are due back onto their queues;
 - write this replica's part of the fleet record;
 - pick up queue variants other replicas announced;
-- read queue depths for the metrics.
+- read queue depths and ages for the metrics.
 """
 
 from __future__ import annotations
@@ -85,4 +85,8 @@ class Reaper:
             self.queue.work_was_queued()  # a new labelled queue: executors may match it
 
     async def read_depths(self) -> None:
-        self.metrics.set_depths(await self.queue.depths(self.fleet.watched_queues()))
+        queues = self.fleet.watched_queues()
+        stats = await self.queue.queue_stats(queues)
+        delayed = await self.queue.delayed_count()
+        serving = self.fleet.executors_per_queue(queues)
+        self.metrics.set_queues(stats, delayed, self.queue.clock.now_ms(), serving)

@@ -38,6 +38,7 @@ SCRIPTS = (
     "promote_due",
     "cancel_run",
     "retain",
+    "queue_stats",
 )
 IDEMPOTENCY_TTL_S = 24 * 3600
 Call = tuple[str, list[Any]]  # a script's name and its arguments (after the key prefix)
@@ -61,6 +62,9 @@ class RunQueue:
         self.clock = clock  # every script's "now" comes from it
         self.finished_ttl_s = finished_ttl_s
         self.queue_variants: set[str] = set()  # labelled queues seen (refreshed from Redis)
+        # Default-namespace queues without labels that work was queued on: executors find
+        # those by name, so only the reports (ListQueues, metrics) need this list.
+        self.plain_queues: set[str] = set()
         # "Work was queued" goes to every replica on the wake channel, tagged with this
         # process's origin so that its own dispatcher, woken directly, can skip it.
         self.origin = uuid.uuid4().hex[:12]
@@ -154,30 +158,45 @@ class RunQueue:
         now = self.clock.now_ms()
         ttl = self.finished_ttl_s
         calls: list[Call] = [("submit_run", _submit_args(r, now, ttl)) for r in runs]
-        variants = {s.fields["queue"] for r in runs for s in r.steps} - self.queue_variants
-        variants = {v for v in variants if not queue_names.is_plain(v)}
+        named = {s.fields["queue"] for r in runs for s in r.steps}
+        plain = {q for q in named if queue_names.is_plain(q)} - self.plain_queues
+        variants = named - plain - self.plain_queues - self.queue_variants
 
         then: list[Command] = [("PUBLISH", keys.WAKE_CHANNEL, self.origin)]
         if variants:
             then.insert(0, ("SADD", keys.QUEUE_VARIANTS, *variants))
+        if plain:
+            then.insert(0, ("SADD", keys.PLAIN_QUEUES, *plain))
         replies = await self._call_many(calls + _dispatch_calls(wants, lease_ms, now), then)
         self.queue_variants |= variants
+        self.plain_queues |= plain
         created = [(status == b"created", rid.decode()) for status, rid in replies[: len(runs)]]
         return created, [[leased_of(item) for item in raw] for raw in replies[len(runs) :]]
 
-    async def depths(self, queues: set[str]) -> dict[str, int]:
-        """Steps waiting per queue, and retries waiting out their backoff ("delayed")."""
+    async def queue_stats(self, queues: set[str]) -> dict[str, tuple[int, int | None]]:
+        """Per queue: steps waiting, and when the oldest was queued (ms; None when empty)."""
         names = sorted(queues)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for q in names:
-                pipe.zcard(keys.queue(q))
-            pipe.zcard(keys.DELAYED)
-            counts = await pipe.execute()
-        return {**dict(zip(names, counts[:-1], strict=True)), "delayed": counts[-1]}
+        if not names:
+            return {}
+        found = await self._call("queue_stats", *names)
+        return {
+            q: (int(depth), None if int(oldest) < 0 else int(oldest))
+            for q, (depth, oldest) in zip(names, found, strict=True)
+        }
+
+    async def delayed_count(self) -> int:
+        """Retries waiting out their backoff, over every queue."""
+        return int(await self.redis.zcard(keys.DELAYED))
 
     async def refresh_queue_variants(self) -> set[str]:
-        found: Any = await self.redis.smembers(keys.QUEUE_VARIANTS)
-        self.queue_variants |= {v.decode() for v in found}
+        """The labelled and other-namespace queues every replica announced (and the plain
+        ones, into ``plain_queues``)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.smembers(keys.QUEUE_VARIANTS)
+            pipe.smembers(keys.PLAIN_QUEUES)
+            variants, plain = await pipe.execute()
+        self.queue_variants |= {v.decode() for v in variants}
+        self.plain_queues |= {v.decode() for v in plain}
         return self.queue_variants
 
     # Dispatching and results ----------------------------------------------------------------

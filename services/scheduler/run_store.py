@@ -79,6 +79,10 @@ class RunStore:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
+    async def ping(self) -> None:
+        """Raises unless MongoDB answers."""
+        await self._client.admin.command("ping")
+
     async def start(self) -> None:
         # _id is the run id (unique already); request_id is looked up on every submit that
         # carries an idempotency key, so it must not be a collection scan.

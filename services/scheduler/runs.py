@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from common import telemetry
 from common.errors import (
@@ -20,7 +19,6 @@ from common.errors import (
     Unavailable,
 )
 from services.common import auth
-from services.scheduler.fleet import FleetRecord
 from services.scheduler.listeners import Listeners, RunListener
 from services.scheduler.models import TERMINAL, Run, ms_to_dt
 from services.scheduler.planning import (
@@ -101,14 +99,12 @@ class RunService(RunListener):
     def __init__(
         self,
         reader: RunReader,
-        fleet: FleetRecord,
         store: RunStore,
         catalog: TaskCatalog,
         queueing: Queueing,
         listeners: Listeners,
     ) -> None:
         self.reader = reader  # runs are read here, and written through ``queueing``
-        self.fleet = fleet
         self.queueing = queueing
         self.listeners = listeners
         self.store = store
@@ -363,19 +359,6 @@ class RunService(RunListener):
         return await self.store.list_runs(
             filters, created_after, created_before, page_size or 50, page_token
         )
-
-    async def list_executors(self, namespace: str = auth.ALL_NAMESPACES) -> list[dict[str, Any]]:
-        """The fleet serving ``namespace``, as every replica recorded it: connected first,
-        then by id."""
-        found = [json.loads(v) for v in (await self.fleet.load()).values()]
-        if namespace != auth.ALL_NAMESPACES:
-            found = [
-                e
-                for e in found
-                if {namespace, auth.ALL_NAMESPACES} & set(e.get("namespaces", ["*"]))
-            ]
-        order = {"CONNECTED": 0, "DRAINING": 1, "LOST": 2}
-        return sorted(found, key=lambda e: (order.get(e["state"], 3), e["executor_id"]))
 
     async def get(self, run_id: str, namespace: str = auth.ALL_NAMESPACES) -> Run:
         """A run; NOT_FOUND when it is in a namespace other than ``namespace``, as if it

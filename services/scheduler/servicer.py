@@ -13,8 +13,16 @@ from grpc import aio
 from common import tls
 from common.errors import InvalidArgument
 from services.common import auth
+from services.common.dependencies import dependency_to_proto
 from services.scheduler.dispatcher import Dispatcher
-from services.scheduler.fleet import Assignment, ExecutorProfile, ExecutorSession, Renewed
+from services.scheduler.fleet import (
+    Assignment,
+    ExecutorProfile,
+    ExecutorSession,
+    Renewed,
+    Vitals,
+)
+from services.scheduler.fleet_report import FleetReport
 from services.scheduler.intake import RunningStep, StepReport
 from services.scheduler.planning import SubmitRequest
 from services.scheduler.queue_names import served_namespaces
@@ -64,8 +72,9 @@ def event_to_proto(e: RunEvent) -> spb.RunEvent:
 class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
     """Thin gRPC adapter over ``RunService``."""
 
-    def __init__(self, runs: RunService) -> None:
+    def __init__(self, runs: RunService, report: FleetReport) -> None:
         self._runs = runs
+        self._report = report
 
     async def SubmitRun(
         self, request: spb.SubmitRunRequest, context: aio.ServicerContext
@@ -141,7 +150,7 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
         self, request: spb.ListExecutorsRequest, context: aio.ServicerContext
     ) -> spb.ListExecutorsResponse:
         reply = spb.ListExecutorsResponse()
-        for e in await self._runs.list_executors(auth.scope()):
+        for e in await self._report.executors(auth.scope()):
             m = reply.executors.add(
                 executor_id=e["executor_id"],
                 state=spb.ExecutorState.Value(f"EXECUTOR_STATE_{e['state']}"),
@@ -156,10 +165,37 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
                 slot_errors=e.get("slot_errors", 0),
                 last_slot_error=e.get("last_slot_error", ""),
                 namespaces=e.get("namespaces", [auth.ALL_NAMESPACES]),
+                cpu_percent=e.get("cpu_percent", 0.0),
+                memory_bytes=e.get("memory_bytes", 0),
             )
             m.connect_time.FromNanoseconds(int(e["connected_at"] * 1e9))
             m.last_seen_time.FromNanoseconds(int(e["last_seen"] * 1e9))
         return reply
+
+    async def ListQueues(
+        self, request: spb.ListQueuesRequest, context: aio.ServicerContext
+    ) -> spb.ListQueuesResponse:
+        queues, delayed = await self._report.queues(auth.scope())
+        reply = spb.ListQueuesResponse(delayed=delayed)
+        for q in queues:
+            m = reply.queues.add(
+                queue=q.queue,
+                namespace=q.namespace,
+                depth=q.depth,
+                executors=q.executors,
+                free_slots=q.free_slots,
+            )
+            m.oldest_age.FromNanoseconds(int(q.oldest_age_seconds * 1e9))
+        return reply
+
+    async def CheckDependencies(
+        self,
+        request: spb.SchedulerServiceCheckDependenciesRequest,
+        context: aio.ServicerContext,
+    ) -> spb.SchedulerServiceCheckDependenciesResponse:
+        return spb.SchedulerServiceCheckDependenciesResponse(
+            dependencies=[dependency_to_proto(d) for d in await self._report.dependencies()]
+        )
 
 
 def _assignment_to_proto(a: Assignment) -> epb.ConnectResponse:
@@ -183,6 +219,10 @@ def _assignment_to_proto(a: Assignment) -> epb.ConnectResponse:
             log_level=a.log_level,
         )
     )
+
+
+def _vitals(h: epb.ExecutorHeartbeat) -> Vitals:
+    return Vitals(h.slot_errors, h.last_slot_error, h.cpu_percent, h.memory_bytes)
 
 
 def _running(ref: epb.StepAttemptRef) -> RunningStep:
@@ -282,7 +322,7 @@ class ExecutorServicer(epb_grpc.ExecutorServiceServicer):
                     [_running(r) for r in message.heartbeat.running],
                     message.heartbeat.draining,
                     message.heartbeat.sequence,
-                    (message.heartbeat.slot_errors, message.heartbeat.last_slot_error),
+                    _vitals(message.heartbeat),
                 )
             elif kind == "progress":
                 p = message.progress

@@ -104,6 +104,13 @@ def calls(
         "/wtm.v1.SchedulerService/ListExecutors": lambda: s.ListExecutors(
             spb.ListExecutorsRequest()
         ),
+        "/wtm.v1.SchedulerService/ListQueues": lambda: s.ListQueues(spb.ListQueuesRequest()),
+        "/wtm.v1.SchedulerService/CheckDependencies": lambda: s.CheckDependencies(
+            spb.SchedulerServiceCheckDependenciesRequest()
+        ),
+        "/wtm.v1.RegistryService/CheckDependencies": lambda: r.CheckDependencies(
+            rpb.RegistryServiceCheckDependenciesRequest()
+        ),
         "/wtm.v1.ExecutorService/Connect": lambda: list(
             e.Connect(_stream(epb.ConnectRequest(hello=epb.ExecutorHello(executor_id="x"))))
         ),
@@ -262,6 +269,13 @@ def other_namespace_calls(
             t.run_id,
         ),
         "/wtm.v1.SchedulerService/ListExecutors": lambda: True,  # the fleet serving it
+        "/wtm.v1.SchedulerService/ListQueues": without(
+            lambda: [q.namespace for q in s.ListQueues(spb.ListQueuesRequest()).queues],
+            "default",
+        ),
+        # Whether the backing servers answer: nothing of any namespace.
+        "/wtm.v1.SchedulerService/CheckDependencies": lambda: True,
+        "/wtm.v1.RegistryService/CheckDependencies": lambda: True,
         "/wtm.v1.ExecutorService/Connect": not_found(  # asking for another's queues
             lambda: list(e.Connect(_stream(epb.ConnectRequest(hello=hello)))),
             grpc.StatusCode.PERMISSION_DENIED,

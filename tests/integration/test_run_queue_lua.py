@@ -96,6 +96,28 @@ def test_dispatch_takes_higher_priority_first_then_oldest(on_valkey) -> None:  #
     assert on_valkey(scenario) == ["urgent", "old", "new"]
 
 
+def test_queue_stats_find_the_oldest_step_across_priority_bands(on_valkey) -> None:  # noqa: ANN001
+    async def scenario(q: RunQueue) -> tuple[Any, ...]:
+        start = q.clock.now_ms()
+        await submit(q, "oldest-low", [step("a")], priority=1)
+        q.clock.advance(5)
+        for n in range(3):
+            await submit(q, f"newer-high-{n}", [step("a")], priority=9)
+        q.clock.advance(2)
+        await submit(q, "other", [step("a", queue="r")], priority=5)
+        before = await q.queue_stats({"q", "r", "empty"})
+        # Leasing the high-priority steps leaves the oldest; leasing it too empties "q".
+        await q.dispatch("ex1", ["q"], 3, 10_000)
+        middle = await q.queue_stats({"q"})
+        await q.dispatch("ex1", ["q"], 1, 10_000)
+        return start, before, middle, await q.queue_stats({"q"})
+
+    start, before, middle, after = on_valkey(scenario)
+    assert before == {"q": (4, start), "r": (1, start + 7000), "empty": (0, None)}
+    assert middle == {"q": (1, start)}
+    assert after == {"q": (0, None)}
+
+
 def test_dispatch_leases_attempt_one_and_marks_the_run_running(on_valkey) -> None:  # noqa: ANN001
     async def scenario(q: RunQueue) -> tuple[Any, ...]:
         await submit(q, "r1", [step("a")])

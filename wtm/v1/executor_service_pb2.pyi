@@ -91,18 +91,22 @@ class ExecutorWelcome(_message.Message):
     def __init__(self, lease_seconds: _Optional[int] = ..., heartbeat_interval_seconds: _Optional[float] = ..., acks_heartbeats: _Optional[bool] = ...) -> None: ...
 
 class ExecutorHeartbeat(_message.Message):
-    __slots__ = ("running", "draining", "sequence", "slot_errors", "last_slot_error")
+    __slots__ = ("running", "draining", "sequence", "slot_errors", "last_slot_error", "cpu_percent", "memory_bytes")
     RUNNING_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     SLOT_ERRORS_FIELD_NUMBER: _ClassVar[int]
     LAST_SLOT_ERROR_FIELD_NUMBER: _ClassVar[int]
+    CPU_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     running: _containers.RepeatedCompositeFieldContainer[StepAttemptRef]
     draining: bool
     sequence: int
     slot_errors: int
     last_slot_error: str
-    def __init__(self, running: _Optional[_Iterable[_Union[StepAttemptRef, _Mapping]]] = ..., draining: _Optional[bool] = ..., sequence: _Optional[int] = ..., slot_errors: _Optional[int] = ..., last_slot_error: _Optional[str] = ...) -> None: ...
+    cpu_percent: float
+    memory_bytes: int
+    def __init__(self, running: _Optional[_Iterable[_Union[StepAttemptRef, _Mapping]]] = ..., draining: _Optional[bool] = ..., sequence: _Optional[int] = ..., slot_errors: _Optional[int] = ..., last_slot_error: _Optional[str] = ..., cpu_percent: _Optional[float] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
 
 class HeartbeatAck(_message.Message):
     __slots__ = ("sequence",)

@@ -23,69 +23,74 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from wtm.v1 import run_pb2 as wtm_dot_v1_dot_run__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dwtm/v1/registry_service.proto\x12\x06wtm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa4\x03\n\x04Task\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x06 \x01(\t\x12\x0c\n\x04tags\x18\x07 \x03(\t\x12\r\n\x05queue\x18\x08 \x01(\t\x12\x10\n\x08priority\x18\t \x01(\x05\x12\x17\n\x0ftimeout_seconds\x18\n \x01(\x05\x12\x13\n\x0bmax_retries\x18\x0b \x01(\x05\x12\x13\n\x0b\x65ntry_point\x18\x0c \x01(\t\x12\x0e\n\x06\x64igest\x18\r \x01(\t\x12\x12\n\nsize_bytes\x18\x0e \x01(\x03\x12\x15\n\rmanifest_json\x18\x0f \x01(\t\x12/\n\x0b\x63reate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ndeprecated\x18\x11 \x01(\x08\x12\x1a\n\x12\x64\x65precation_reason\x18\x12 \x01(\t\x12\x11\n\tnamespace\x18\x13 \x01(\t\x12\x0e\n\x06shared\x18\x14 \x01(\x08\"=\n\x17UploadTaskPackageHeader\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\"i\n\x18UploadTaskPackageRequest\x12\x31\n\x06header\x18\x01 \x01(\x0b\x32\x1f.wtm.v1.UploadTaskPackageHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07\x63ontent\"H\n\x19UploadTaskPackageResponse\x12\x1a\n\x04task\x18\x01 \x01(\x0b\x32\x0c.wtm.v1.Task\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"2\n\x0eGetTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"-\n\x0fGetTaskResponse\x12\x1a\n\x04task\x18\x01 \x01(\x0b\x32\x0c.wtm.v1.Task\"x\n\x10ListTasksRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0f\n\x07task_id\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x0b\n\x03tag\x18\x05 \x01(\t\x12\r\n\x05queue\x18\x06 \x01(\t\"I\n\x11ListTasksResponse\x12\x1b\n\x05tasks\x18\x01 \x03(\x0b\x32\x0c.wtm.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\",\n\x1a\x44ownloadTaskPackageRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\",\n\x1b\x44ownloadTaskPackageResponse\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c\"H\n\x14\x44\x65precateTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"3\n\x15\x44\x65precateTaskResponse\x12\x1a\n\x04task\x18\x01 \x01(\x0b\x32\x0c.wtm.v1.Task\"3\n\x10ShareTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06shared\x18\x02 \x01(\x08\"/\n\x11ShareTaskResponse\x12\x1a\n\x04task\x18\x01 \x01(\x0b\x32\x0c.wtm.v1.Task\"\xf9\x01\n\x0cPipelineStep\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x14\n\x0ctask_version\x18\x03 \x01(\t\x12\x0e\n\x06\x64igest\x18\x04 \x01(\t\x12\x12\n\ndepends_on\x18\x05 \x03(\t\x12\x16\n\x0eparallel_group\x18\x06 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x07 \x01(\x05\x12\x13\n\x0bretry_count\x18\x08 \x01(\x05\x12\x1a\n\x12input_mapping_json\x18\t \x01(\t\x12\r\n\x05queue\x18\n \x01(\t\x12\x12\n\x05\x63\x61\x63he\x18\x0b \x01(\x08H\x00\x88\x01\x01\x42\x08\n\x06_cache\"\xfc\x02\n\x08Pipeline\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bpipeline_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12#\n\x05steps\x18\x06 \x03(\x0b\x32\x14.wtm.v1.PipelineStep\x12\x1d\n\x15input_validation_json\x18\x07 \x01(\t\x12\x1a\n\x12output_format_json\x18\x08 \x01(\t\x12\x15\n\rmetadata_json\x18\t \x01(\t\x12\x0f\n\x07\x65nabled\x18\n \x01(\x08\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tnamespace\x18\x0c \x01(\t\x12\x1a\n\x12max_parallel_tasks\x18\r \x01(\x05\x12\x16\n\x0e\x65nable_caching\x18\x0e \x01(\x08\x12\x11\n\tlog_level\x18\x0f \x01(\t\"[\n\x18RegisterPipelinesRequest\x12\x13\n\x0b\x63onfig_json\x18\x01 \x01(\t\x12\x13\n\x0bpipeline_id\x18\x02 \x01(\t\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\"~\n\x19RegisterPipelinesResponse\x12#\n\tpipelines\x18\x01 \x03(\x0b\x32\x10.wtm.v1.Pipeline\x12\x0f\n\x07\x63reated\x18\x02 \x03(\x08\x12\x19\n\x11registered_before\x18\x03 \x03(\x08\x12\x10\n\x08warnings\x18\x04 \x03(\t\":\n\x12GetPipelineRequest\x12\x13\n\x0bpipeline_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"9\n\x13GetPipelineResponse\x12\"\n\x08pipeline\x18\x01 \x01(\x0b\x32\x10.wtm.v1.Pipeline\"R\n\x14ListPipelinesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x13\n\x0bpipeline_id\x18\x03 \x01(\t\"U\n\x15ListPipelinesResponse\x12#\n\tpipelines\x18\x01 \x03(\x0b\x32\x10.wtm.v1.Pipeline\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"(\n\x14UploadArtifactHeader\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\"c\n\x15UploadArtifactRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1c.wtm.v1.UploadArtifactHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07\x63ontent\"I\n\x16UploadArtifactResponse\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\"&\n\x17\x44ownloadArtifactRequest\x12\x0b\n\x03uri\x18\x01 \x01(\t\")\n\x18\x44ownloadArtifactResponse\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c\x32\xf9\x06\n\x0fRegistryService\x12Z\n\x11UploadTaskPackage\x12 .wtm.v1.UploadTaskPackageRequest\x1a!.wtm.v1.UploadTaskPackageResponse(\x01\x12:\n\x07GetTask\x12\x16.wtm.v1.GetTaskRequest\x1a\x17.wtm.v1.GetTaskResponse\x12@\n\tListTasks\x12\x18.wtm.v1.ListTasksRequest\x1a\x19.wtm.v1.ListTasksResponse\x12`\n\x13\x44ownloadTaskPackage\x12\".wtm.v1.DownloadTaskPackageRequest\x1a#.wtm.v1.DownloadTaskPackageResponse0\x01\x12L\n\rDeprecateTask\x12\x1c.wtm.v1.DeprecateTaskRequest\x1a\x1d.wtm.v1.DeprecateTaskResponse\x12@\n\tShareTask\x12\x18.wtm.v1.ShareTaskRequest\x1a\x19.wtm.v1.ShareTaskResponse\x12X\n\x11RegisterPipelines\x12 .wtm.v1.RegisterPipelinesRequest\x1a!.wtm.v1.RegisterPipelinesResponse\x12\x46\n\x0bGetPipeline\x12\x1a.wtm.v1.GetPipelineRequest\x1a\x1b.wtm.v1.GetPipelineResponse\x12L\n\rListPipelines\x12\x1c.wtm.v1.ListPipelinesRequest\x1a\x1d.wtm.v1.ListPipelinesResponse\x12Q\n\x0eUploadArtifact\x12\x1d.wtm.v1.UploadArtifactRequest\x1a\x1e.wtm.v1.UploadArtifactResponse(\x01\x12W\n\x10\x44ownloadArtifact\x12\x1f.wtm.v1.DownloadArtifactRequest\x1a .wtm.v1.DownloadArtifactResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dwtm/v1/registry_service.proto\x12\x06wtm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x10wtm/v1/run.proto\")\n\'RegistryServiceCheckDependenciesRequest\"Z\n(RegistryServiceCheckDependenciesResponse\x12.\n\x0c\x64\x65pendencies\x18\x01 \x03(\x0b\x32\x18.wtm.v1.DependencyStatus\"\xa4\x03\n\x04Task\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x06 \x01(\t\x12\x0c\n\x04tags\x18\x07 \x03(\t\x12\r\n\x05queue\x18\x08 \x01(\t\x12\x10\n\x08priority\x18\t \x01(\x05\x12\x17\n\x0ftimeout_seconds\x18\n \x01(\x05\x12\x13\n\x0bmax_retries\x18\x0b \x01(\x05\x12\x13\n\x0b\x65ntry_point\x18\x0c \x01(\t\x12\x0e\n\x06\x64igest\x18\r \x01(\t\x12\x12\n\nsize_bytes\x18\x0e \x01(\x03\x12\x15\n\rmanifest_json\x18\x0f \x01(\t\x12/\n\x0b\x63reate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ndeprecated\x18\x11 \x01(\x08\x12\x1a\n\x12\x64\x65precation_reason\x18\x12 \x01(\t\x12\x11\n\tnamespace\x18\x13 \x01(\t\x12\x0e\n\x06shared\x18\x14 \x01(\x08\"=\n\x17UploadTaskPackageHeader\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\"i\n\x18UploadTaskPackageRequest\x12\x31\n\x06header\x18\x01 \x01(\x0b\x32\x1f.wtm.v1.UploadTaskPackageHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07\x63ontent\"H\n\x19UploadTaskPackageResponse\x12\x1a\n\x04task\x18\x01 \x01(\x0b\x32\x0c.wtm.v1.Task\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"2\n\x0eGetTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"-\n\x0fGetTaskResponse\x12\x1a\n\x04task\x18\x01 \x01(\x0b\x32\x0c.wtm.v1.Task\"x\n\x10ListTasksRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0f\n\x07task_id\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x0b\n\x03tag\x18\x05 \x01(\t\x12\r\n\x05queue\x18\x06 \x01(\t\"I\n\x11ListTasksResponse\x12\x1b\n\x05tasks\x18\x01 \x03(\x0b\x32\x0c.wtm.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\",\n\x1a\x44ownloadTaskPackageRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\",\n\x1b\x44ownloadTaskPackageResponse\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c\"H\n\x14\x44\x65precateTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"3\n\x15\x44\x65precateTaskResponse\x12\x1a\n\x04task\x18\x01 \x01(\x0b\x32\x0c.wtm.v1.Task\"3\n\x10ShareTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06shared\x18\x02 \x01(\x08\"/\n\x11ShareTaskResponse\x12\x1a\n\x04task\x18\x01 \x01(\x0b\x32\x0c.wtm.v1.Task\"\xf9\x01\n\x0cPipelineStep\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x14\n\x0ctask_version\x18\x03 \x01(\t\x12\x0e\n\x06\x64igest\x18\x04 \x01(\t\x12\x12\n\ndepends_on\x18\x05 \x03(\t\x12\x16\n\x0eparallel_group\x18\x06 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x07 \x01(\x05\x12\x13\n\x0bretry_count\x18\x08 \x01(\x05\x12\x1a\n\x12input_mapping_json\x18\t \x01(\t\x12\r\n\x05queue\x18\n \x01(\t\x12\x12\n\x05\x63\x61\x63he\x18\x0b \x01(\x08H\x00\x88\x01\x01\x42\x08\n\x06_cache\"\xfc\x02\n\x08Pipeline\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bpipeline_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12#\n\x05steps\x18\x06 \x03(\x0b\x32\x14.wtm.v1.PipelineStep\x12\x1d\n\x15input_validation_json\x18\x07 \x01(\t\x12\x1a\n\x12output_format_json\x18\x08 \x01(\t\x12\x15\n\rmetadata_json\x18\t \x01(\t\x12\x0f\n\x07\x65nabled\x18\n \x01(\x08\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tnamespace\x18\x0c \x01(\t\x12\x1a\n\x12max_parallel_tasks\x18\r \x01(\x05\x12\x16\n\x0e\x65nable_caching\x18\x0e \x01(\x08\x12\x11\n\tlog_level\x18\x0f \x01(\t\"[\n\x18RegisterPipelinesRequest\x12\x13\n\x0b\x63onfig_json\x18\x01 \x01(\t\x12\x13\n\x0bpipeline_id\x18\x02 \x01(\t\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\"~\n\x19RegisterPipelinesResponse\x12#\n\tpipelines\x18\x01 \x03(\x0b\x32\x10.wtm.v1.Pipeline\x12\x0f\n\x07\x63reated\x18\x02 \x03(\x08\x12\x19\n\x11registered_before\x18\x03 \x03(\x08\x12\x10\n\x08warnings\x18\x04 \x03(\t\":\n\x12GetPipelineRequest\x12\x13\n\x0bpipeline_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"9\n\x13GetPipelineResponse\x12\"\n\x08pipeline\x18\x01 \x01(\x0b\x32\x10.wtm.v1.Pipeline\"R\n\x14ListPipelinesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x13\n\x0bpipeline_id\x18\x03 \x01(\t\"U\n\x15ListPipelinesResponse\x12#\n\tpipelines\x18\x01 \x03(\x0b\x32\x10.wtm.v1.Pipeline\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"(\n\x14UploadArtifactHeader\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\"c\n\x15UploadArtifactRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1c.wtm.v1.UploadArtifactHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07\x63ontent\"I\n\x16UploadArtifactResponse\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\"&\n\x17\x44ownloadArtifactRequest\x12\x0b\n\x03uri\x18\x01 \x01(\t\")\n\x18\x44ownloadArtifactResponse\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c\x32\xf1\x07\n\x0fRegistryService\x12Z\n\x11UploadTaskPackage\x12 .wtm.v1.UploadTaskPackageRequest\x1a!.wtm.v1.UploadTaskPackageResponse(\x01\x12:\n\x07GetTask\x12\x16.wtm.v1.GetTaskRequest\x1a\x17.wtm.v1.GetTaskResponse\x12@\n\tListTasks\x12\x18.wtm.v1.ListTasksRequest\x1a\x19.wtm.v1.ListTasksResponse\x12`\n\x13\x44ownloadTaskPackage\x12\".wtm.v1.DownloadTaskPackageRequest\x1a#.wtm.v1.DownloadTaskPackageResponse0\x01\x12L\n\rDeprecateTask\x12\x1c.wtm.v1.DeprecateTaskRequest\x1a\x1d.wtm.v1.DeprecateTaskResponse\x12@\n\tShareTask\x12\x18.wtm.v1.ShareTaskRequest\x1a\x19.wtm.v1.ShareTaskResponse\x12X\n\x11RegisterPipelines\x12 .wtm.v1.RegisterPipelinesRequest\x1a!.wtm.v1.RegisterPipelinesResponse\x12\x46\n\x0bGetPipeline\x12\x1a.wtm.v1.GetPipelineRequest\x1a\x1b.wtm.v1.GetPipelineResponse\x12L\n\rListPipelines\x12\x1c.wtm.v1.ListPipelinesRequest\x1a\x1d.wtm.v1.ListPipelinesResponse\x12Q\n\x0eUploadArtifact\x12\x1d.wtm.v1.UploadArtifactRequest\x1a\x1e.wtm.v1.UploadArtifactResponse(\x01\x12W\n\x10\x44ownloadArtifact\x12\x1f.wtm.v1.DownloadArtifactRequest\x1a .wtm.v1.DownloadArtifactResponse0\x01\x12v\n\x11\x43heckDependencies\x12/.wtm.v1.RegistryServiceCheckDependenciesRequest\x1a\x30.wtm.v1.RegistryServiceCheckDependenciesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'wtm.v1.registry_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TASK']._serialized_start=75
-  _globals['_TASK']._serialized_end=495
-  _globals['_UPLOADTASKPACKAGEHEADER']._serialized_start=497
-  _globals['_UPLOADTASKPACKAGEHEADER']._serialized_end=558
-  _globals['_UPLOADTASKPACKAGEREQUEST']._serialized_start=560
-  _globals['_UPLOADTASKPACKAGEREQUEST']._serialized_end=665
-  _globals['_UPLOADTASKPACKAGERESPONSE']._serialized_start=667
-  _globals['_UPLOADTASKPACKAGERESPONSE']._serialized_end=739
-  _globals['_GETTASKREQUEST']._serialized_start=741
-  _globals['_GETTASKREQUEST']._serialized_end=791
-  _globals['_GETTASKRESPONSE']._serialized_start=793
-  _globals['_GETTASKRESPONSE']._serialized_end=838
-  _globals['_LISTTASKSREQUEST']._serialized_start=840
-  _globals['_LISTTASKSREQUEST']._serialized_end=960
-  _globals['_LISTTASKSRESPONSE']._serialized_start=962
-  _globals['_LISTTASKSRESPONSE']._serialized_end=1035
-  _globals['_DOWNLOADTASKPACKAGEREQUEST']._serialized_start=1037
-  _globals['_DOWNLOADTASKPACKAGEREQUEST']._serialized_end=1081
-  _globals['_DOWNLOADTASKPACKAGERESPONSE']._serialized_start=1083
-  _globals['_DOWNLOADTASKPACKAGERESPONSE']._serialized_end=1127
-  _globals['_DEPRECATETASKREQUEST']._serialized_start=1129
-  _globals['_DEPRECATETASKREQUEST']._serialized_end=1201
-  _globals['_DEPRECATETASKRESPONSE']._serialized_start=1203
-  _globals['_DEPRECATETASKRESPONSE']._serialized_end=1254
-  _globals['_SHARETASKREQUEST']._serialized_start=1256
-  _globals['_SHARETASKREQUEST']._serialized_end=1307
-  _globals['_SHARETASKRESPONSE']._serialized_start=1309
-  _globals['_SHARETASKRESPONSE']._serialized_end=1356
-  _globals['_PIPELINESTEP']._serialized_start=1359
-  _globals['_PIPELINESTEP']._serialized_end=1608
-  _globals['_PIPELINE']._serialized_start=1611
-  _globals['_PIPELINE']._serialized_end=1991
-  _globals['_REGISTERPIPELINESREQUEST']._serialized_start=1993
-  _globals['_REGISTERPIPELINESREQUEST']._serialized_end=2084
-  _globals['_REGISTERPIPELINESRESPONSE']._serialized_start=2086
-  _globals['_REGISTERPIPELINESRESPONSE']._serialized_end=2212
-  _globals['_GETPIPELINEREQUEST']._serialized_start=2214
-  _globals['_GETPIPELINEREQUEST']._serialized_end=2272
-  _globals['_GETPIPELINERESPONSE']._serialized_start=2274
-  _globals['_GETPIPELINERESPONSE']._serialized_end=2331
-  _globals['_LISTPIPELINESREQUEST']._serialized_start=2333
-  _globals['_LISTPIPELINESREQUEST']._serialized_end=2415
-  _globals['_LISTPIPELINESRESPONSE']._serialized_start=2417
-  _globals['_LISTPIPELINESRESPONSE']._serialized_end=2502
-  _globals['_UPLOADARTIFACTHEADER']._serialized_start=2504
-  _globals['_UPLOADARTIFACTHEADER']._serialized_end=2544
-  _globals['_UPLOADARTIFACTREQUEST']._serialized_start=2546
-  _globals['_UPLOADARTIFACTREQUEST']._serialized_end=2645
-  _globals['_UPLOADARTIFACTRESPONSE']._serialized_start=2647
-  _globals['_UPLOADARTIFACTRESPONSE']._serialized_end=2720
-  _globals['_DOWNLOADARTIFACTREQUEST']._serialized_start=2722
-  _globals['_DOWNLOADARTIFACTREQUEST']._serialized_end=2760
-  _globals['_DOWNLOADARTIFACTRESPONSE']._serialized_start=2762
-  _globals['_DOWNLOADARTIFACTRESPONSE']._serialized_end=2803
-  _globals['_REGISTRYSERVICE']._serialized_start=2806
-  _globals['_REGISTRYSERVICE']._serialized_end=3695
+  _globals['_REGISTRYSERVICECHECKDEPENDENCIESREQUEST']._serialized_start=92
+  _globals['_REGISTRYSERVICECHECKDEPENDENCIESREQUEST']._serialized_end=133
+  _globals['_REGISTRYSERVICECHECKDEPENDENCIESRESPONSE']._serialized_start=135
+  _globals['_REGISTRYSERVICECHECKDEPENDENCIESRESPONSE']._serialized_end=225
+  _globals['_TASK']._serialized_start=228
+  _globals['_TASK']._serialized_end=648
+  _globals['_UPLOADTASKPACKAGEHEADER']._serialized_start=650
+  _globals['_UPLOADTASKPACKAGEHEADER']._serialized_end=711
+  _globals['_UPLOADTASKPACKAGEREQUEST']._serialized_start=713
+  _globals['_UPLOADTASKPACKAGEREQUEST']._serialized_end=818
+  _globals['_UPLOADTASKPACKAGERESPONSE']._serialized_start=820
+  _globals['_UPLOADTASKPACKAGERESPONSE']._serialized_end=892
+  _globals['_GETTASKREQUEST']._serialized_start=894
+  _globals['_GETTASKREQUEST']._serialized_end=944
+  _globals['_GETTASKRESPONSE']._serialized_start=946
+  _globals['_GETTASKRESPONSE']._serialized_end=991
+  _globals['_LISTTASKSREQUEST']._serialized_start=993
+  _globals['_LISTTASKSREQUEST']._serialized_end=1113
+  _globals['_LISTTASKSRESPONSE']._serialized_start=1115
+  _globals['_LISTTASKSRESPONSE']._serialized_end=1188
+  _globals['_DOWNLOADTASKPACKAGEREQUEST']._serialized_start=1190
+  _globals['_DOWNLOADTASKPACKAGEREQUEST']._serialized_end=1234
+  _globals['_DOWNLOADTASKPACKAGERESPONSE']._serialized_start=1236
+  _globals['_DOWNLOADTASKPACKAGERESPONSE']._serialized_end=1280
+  _globals['_DEPRECATETASKREQUEST']._serialized_start=1282
+  _globals['_DEPRECATETASKREQUEST']._serialized_end=1354
+  _globals['_DEPRECATETASKRESPONSE']._serialized_start=1356
+  _globals['_DEPRECATETASKRESPONSE']._serialized_end=1407
+  _globals['_SHARETASKREQUEST']._serialized_start=1409
+  _globals['_SHARETASKREQUEST']._serialized_end=1460
+  _globals['_SHARETASKRESPONSE']._serialized_start=1462
+  _globals['_SHARETASKRESPONSE']._serialized_end=1509
+  _globals['_PIPELINESTEP']._serialized_start=1512
+  _globals['_PIPELINESTEP']._serialized_end=1761
+  _globals['_PIPELINE']._serialized_start=1764
+  _globals['_PIPELINE']._serialized_end=2144
+  _globals['_REGISTERPIPELINESREQUEST']._serialized_start=2146
+  _globals['_REGISTERPIPELINESREQUEST']._serialized_end=2237
+  _globals['_REGISTERPIPELINESRESPONSE']._serialized_start=2239
+  _globals['_REGISTERPIPELINESRESPONSE']._serialized_end=2365
+  _globals['_GETPIPELINEREQUEST']._serialized_start=2367
+  _globals['_GETPIPELINEREQUEST']._serialized_end=2425
+  _globals['_GETPIPELINERESPONSE']._serialized_start=2427
+  _globals['_GETPIPELINERESPONSE']._serialized_end=2484
+  _globals['_LISTPIPELINESREQUEST']._serialized_start=2486
+  _globals['_LISTPIPELINESREQUEST']._serialized_end=2568
+  _globals['_LISTPIPELINESRESPONSE']._serialized_start=2570
+  _globals['_LISTPIPELINESRESPONSE']._serialized_end=2655
+  _globals['_UPLOADARTIFACTHEADER']._serialized_start=2657
+  _globals['_UPLOADARTIFACTHEADER']._serialized_end=2697
+  _globals['_UPLOADARTIFACTREQUEST']._serialized_start=2699
+  _globals['_UPLOADARTIFACTREQUEST']._serialized_end=2798
+  _globals['_UPLOADARTIFACTRESPONSE']._serialized_start=2800
+  _globals['_UPLOADARTIFACTRESPONSE']._serialized_end=2873
+  _globals['_DOWNLOADARTIFACTREQUEST']._serialized_start=2875
+  _globals['_DOWNLOADARTIFACTREQUEST']._serialized_end=2913
+  _globals['_DOWNLOADARTIFACTRESPONSE']._serialized_start=2915
+  _globals['_DOWNLOADARTIFACTRESPONSE']._serialized_end=2956
+  _globals['_REGISTRYSERVICE']._serialized_start=2959
+  _globals['_REGISTRYSERVICE']._serialized_end=3968
 # @@protoc_insertion_point(module_scope)

@@ -1,6 +1,7 @@
 import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from wtm.v1 import run_pb2 as _run_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -8,6 +9,16 @@ from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class RegistryServiceCheckDependenciesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RegistryServiceCheckDependenciesResponse(_message.Message):
+    __slots__ = ("dependencies",)
+    DEPENDENCIES_FIELD_NUMBER: _ClassVar[int]
+    dependencies: _containers.RepeatedCompositeFieldContainer[_run_pb2.DependencyStatus]
+    def __init__(self, dependencies: _Optional[_Iterable[_Union[_run_pb2.DependencyStatus, _Mapping]]] = ...) -> None: ...
 
 class Task(_message.Message):
     __slots__ = ("name", "task_id", "version", "display_name", "description", "category", "tags", "queue", "priority", "timeout_seconds", "max_retries", "entry_point", "digest", "size_bytes", "manifest_json", "create_time", "deprecated", "deprecation_reason", "namespace", "shared")

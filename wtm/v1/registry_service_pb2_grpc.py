@@ -91,6 +91,11 @@ class RegistryServiceStub:
                 request_serializer=wtm_dot_v1_dot_registry__service__pb2.DownloadArtifactRequest.SerializeToString,
                 response_deserializer=wtm_dot_v1_dot_registry__service__pb2.DownloadArtifactResponse.FromString,
                 _registered_method=True)
+        self.CheckDependencies = channel.unary_unary(
+                '/wtm.v1.RegistryService/CheckDependencies',
+                request_serializer=wtm_dot_v1_dot_registry__service__pb2.RegistryServiceCheckDependenciesRequest.SerializeToString,
+                response_deserializer=wtm_dot_v1_dot_registry__service__pb2.RegistryServiceCheckDependenciesResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -180,6 +185,13 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckDependencies(self, request, context):
+        """CheckDependencies reports whether the registry reaches its MongoDB and its object store.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -237,6 +249,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.DownloadArtifact,
                     request_deserializer=wtm_dot_v1_dot_registry__service__pb2.DownloadArtifactRequest.FromString,
                     response_serializer=wtm_dot_v1_dot_registry__service__pb2.DownloadArtifactResponse.SerializeToString,
+            ),
+            'CheckDependencies': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckDependencies,
+                    request_deserializer=wtm_dot_v1_dot_registry__service__pb2.RegistryServiceCheckDependenciesRequest.FromString,
+                    response_serializer=wtm_dot_v1_dot_registry__service__pb2.RegistryServiceCheckDependenciesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -538,6 +555,33 @@ class RegistryService:
             '/wtm.v1.RegistryService/DownloadArtifact',
             wtm_dot_v1_dot_registry__service__pb2.DownloadArtifactRequest.SerializeToString,
             wtm_dot_v1_dot_registry__service__pb2.DownloadArtifactResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckDependencies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wtm.v1.RegistryService/CheckDependencies',
+            wtm_dot_v1_dot_registry__service__pb2.RegistryServiceCheckDependenciesRequest.SerializeToString,
+            wtm_dot_v1_dot_registry__service__pb2.RegistryServiceCheckDependenciesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -203,7 +203,7 @@ class ListExecutorsResponse(_message.Message):
     def __init__(self, executors: _Optional[_Iterable[_Union[Executor, _Mapping]]] = ...) -> None: ...
 
 class Executor(_message.Message):
-    __slots__ = ("executor_id", "state", "queues", "slots", "in_flight", "labels", "software_version", "python_version", "connect_time", "last_seen_time", "scheduler_id", "packages", "slot_errors", "last_slot_error", "namespaces")
+    __slots__ = ("executor_id", "state", "queues", "slots", "in_flight", "labels", "software_version", "python_version", "connect_time", "last_seen_time", "scheduler_id", "packages", "slot_errors", "last_slot_error", "namespaces", "cpu_percent", "memory_bytes")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -226,6 +226,8 @@ class Executor(_message.Message):
     SLOT_ERRORS_FIELD_NUMBER: _ClassVar[int]
     LAST_SLOT_ERROR_FIELD_NUMBER: _ClassVar[int]
     NAMESPACES_FIELD_NUMBER: _ClassVar[int]
+    CPU_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     executor_id: str
     state: ExecutorState
     queues: _containers.RepeatedScalarFieldContainer[str]
@@ -241,4 +243,44 @@ class Executor(_message.Message):
     slot_errors: int
     last_slot_error: str
     namespaces: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, executor_id: _Optional[str] = ..., state: _Optional[_Union[ExecutorState, str]] = ..., queues: _Optional[_Iterable[str]] = ..., slots: _Optional[int] = ..., in_flight: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., software_version: _Optional[str] = ..., python_version: _Optional[str] = ..., connect_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_seen_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scheduler_id: _Optional[str] = ..., packages: _Optional[_Iterable[str]] = ..., slot_errors: _Optional[int] = ..., last_slot_error: _Optional[str] = ..., namespaces: _Optional[_Iterable[str]] = ...) -> None: ...
+    cpu_percent: float
+    memory_bytes: int
+    def __init__(self, executor_id: _Optional[str] = ..., state: _Optional[_Union[ExecutorState, str]] = ..., queues: _Optional[_Iterable[str]] = ..., slots: _Optional[int] = ..., in_flight: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., software_version: _Optional[str] = ..., python_version: _Optional[str] = ..., connect_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_seen_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scheduler_id: _Optional[str] = ..., packages: _Optional[_Iterable[str]] = ..., slot_errors: _Optional[int] = ..., last_slot_error: _Optional[str] = ..., namespaces: _Optional[_Iterable[str]] = ..., cpu_percent: _Optional[float] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
+
+class ListQueuesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListQueuesResponse(_message.Message):
+    __slots__ = ("queues", "delayed")
+    QUEUES_FIELD_NUMBER: _ClassVar[int]
+    DELAYED_FIELD_NUMBER: _ClassVar[int]
+    queues: _containers.RepeatedCompositeFieldContainer[QueueStatus]
+    delayed: int
+    def __init__(self, queues: _Optional[_Iterable[_Union[QueueStatus, _Mapping]]] = ..., delayed: _Optional[int] = ...) -> None: ...
+
+class QueueStatus(_message.Message):
+    __slots__ = ("queue", "namespace", "depth", "oldest_age", "executors", "free_slots")
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    DEPTH_FIELD_NUMBER: _ClassVar[int]
+    OLDEST_AGE_FIELD_NUMBER: _ClassVar[int]
+    EXECUTORS_FIELD_NUMBER: _ClassVar[int]
+    FREE_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    namespace: str
+    depth: int
+    oldest_age: _duration_pb2.Duration
+    executors: int
+    free_slots: int
+    def __init__(self, queue: _Optional[str] = ..., namespace: _Optional[str] = ..., depth: _Optional[int] = ..., oldest_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., executors: _Optional[int] = ..., free_slots: _Optional[int] = ...) -> None: ...
+
+class SchedulerServiceCheckDependenciesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SchedulerServiceCheckDependenciesResponse(_message.Message):
+    __slots__ = ("dependencies",)
+    DEPENDENCIES_FIELD_NUMBER: _ClassVar[int]
+    dependencies: _containers.RepeatedCompositeFieldContainer[_run_pb2.DependencyStatus]
+    def __init__(self, dependencies: _Optional[_Iterable[_Union[_run_pb2.DependencyStatus, _Mapping]]] = ...) -> None: ...

@@ -70,6 +70,16 @@ class SchedulerServiceStub:
                 request_serializer=wtm_dot_v1_dot_scheduler__service__pb2.ListExecutorsRequest.SerializeToString,
                 response_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.ListExecutorsResponse.FromString,
                 _registered_method=True)
+        self.ListQueues = channel.unary_unary(
+                '/wtm.v1.SchedulerService/ListQueues',
+                request_serializer=wtm_dot_v1_dot_scheduler__service__pb2.ListQueuesRequest.SerializeToString,
+                response_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.ListQueuesResponse.FromString,
+                _registered_method=True)
+        self.CheckDependencies = channel.unary_unary(
+                '/wtm.v1.SchedulerService/CheckDependencies',
+                request_serializer=wtm_dot_v1_dot_scheduler__service__pb2.SchedulerServiceCheckDependenciesRequest.SerializeToString,
+                response_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.SchedulerServiceCheckDependenciesResponse.FromString,
+                _registered_method=True)
 
 
 class SchedulerServiceServicer:
@@ -126,6 +136,21 @@ class SchedulerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListQueues(self, request, context):
+        """ListQueues reports the queues of the caller's namespace: waiting steps, the age of the
+        oldest, and how many connected executors take from each.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckDependencies(self, request, context):
+        """CheckDependencies reports whether this replica reaches its Redis and its MongoDB.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -163,6 +188,16 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
                     servicer.ListExecutors,
                     request_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.ListExecutorsRequest.FromString,
                     response_serializer=wtm_dot_v1_dot_scheduler__service__pb2.ListExecutorsResponse.SerializeToString,
+            ),
+            'ListQueues': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListQueues,
+                    request_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.ListQueuesRequest.FromString,
+                    response_serializer=wtm_dot_v1_dot_scheduler__service__pb2.ListQueuesResponse.SerializeToString,
+            ),
+            'CheckDependencies': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckDependencies,
+                    request_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.SchedulerServiceCheckDependenciesRequest.FromString,
+                    response_serializer=wtm_dot_v1_dot_scheduler__service__pb2.SchedulerServiceCheckDependenciesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -355,6 +390,60 @@ class SchedulerService:
             '/wtm.v1.SchedulerService/ListExecutors',
             wtm_dot_v1_dot_scheduler__service__pb2.ListExecutorsRequest.SerializeToString,
             wtm_dot_v1_dot_scheduler__service__pb2.ListExecutorsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListQueues(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wtm.v1.SchedulerService/ListQueues',
+            wtm_dot_v1_dot_scheduler__service__pb2.ListQueuesRequest.SerializeToString,
+            wtm_dot_v1_dot_scheduler__service__pb2.ListQueuesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckDependencies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wtm.v1.SchedulerService/CheckDependencies',
+            wtm_dot_v1_dot_scheduler__service__pb2.SchedulerServiceCheckDependenciesRequest.SerializeToString,
+            wtm_dot_v1_dot_scheduler__service__pb2.SchedulerServiceCheckDependenciesResponse.FromString,
             options,
             channel_credentials,
             insecure,

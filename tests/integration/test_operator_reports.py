@@ -1,0 +1,62 @@
+"""What operators ask the installation rather than one run: executors' CPU and memory, the
+queues with their waiting work (and the warning for work no executor takes), and whether
+each service reaches its backing servers. Against the session's real stack."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from clients.sdk import Client
+from services.localstack import Cluster
+from tests.integration.test_registry import make_task
+from tests.waiting import eventually
+
+
+def test_executors_report_cpu_and_memory_in_their_heartbeats(client: Client) -> None:
+    def measured() -> bool:
+        live = [e for e in client.list_executors() if e.state == "CONNECTED"]
+        return bool(live) and all(e.memory_bytes > 0 for e in live)
+
+    eventually(measured, timeout=10, what="an executor heartbeat with its memory")
+    for e in client.list_executors():
+        if e.state == "CONNECTED":
+            # An executor with its Python and gRPC loaded holds tens of MB; CPU is a share
+            # of at most every core of this machine (with its workers).
+            assert 20 * 2**20 < e.memory_bytes < 8 * 2**30
+            assert 0.0 <= e.cpu_percent <= 100.0 * 64
+
+
+def test_a_queue_with_work_and_no_executor_is_reported_with_its_age(
+    client: Client, tmp_path: Path
+) -> None:
+    client.register_task(make_task(tmp_path, "stranded_probe", queue="nobody-serves-this"))
+    run = client.submit(task="stranded_probe", input={})
+    time.sleep(0.3)
+    queues, delayed = client.list_queues()
+    by_name = {q.queue: q for q in queues}
+    stranded = by_name["nobody-serves-this"]
+    assert stranded.depth == 1 and stranded.executors == 0 and stranded.stranded
+    assert 0.2 <= stranded.oldest_age_seconds < 60
+    assert delayed >= 0
+    served = by_name["default"]  # the session's executor takes from it
+    assert served.executors >= 1 and not served.stranded
+    client.cancel(run.run_id, "the test is over")
+    eventually(
+        lambda: "nobody-serves-this" not in {q.queue for q in client.list_queues()[0]},
+        timeout=10,
+        what="the cancelled run's step leaving its queue",
+    )
+
+
+def test_each_service_reports_its_backing_servers(client: Client, cluster: Cluster) -> None:
+    found = {(d.service, d.name): d for d in client.check_dependencies()}
+    assert set(found) == {
+        ("registry", "mongodb"),
+        ("registry", "s3"),
+        ("scheduler", "redis"),
+        ("scheduler", "mongodb"),
+    }
+    for d in found.values():
+        assert d.ok, d
+        assert 0 < d.latency_seconds < 3
