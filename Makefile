@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint protos clean bench
+.PHONY: demo test lint protos clean bench browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,9 +16,18 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m clients.cli demo
 
-## Lint the protos and the code, then run the whole test suite.
-test: lint
+## Lint the protos and the code, then run the whole test suite (the dashboard's tests drive
+## Debian's chromium: `browser` installs it when it is missing).
+test: lint browser
 	$(PY) -m pytest
+
+## Debian's chromium for the dashboard's browser tests (Playwright drives it; nothing is
+## downloaded from Playwright's CDN). Installed with apt-get when missing (root or sudo).
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@test -x $(CHROMIUM) || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium; }
 
 ## Regenerate wtm/ from protos/ (the one codegen command).
 protos: $(STAMP)

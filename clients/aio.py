@@ -169,8 +169,10 @@ class AsyncClient(_Connection):
 
     async def upload_artifact(self, path: str | Path) -> str:
         path = Path(path)
-        data = await asyncio.to_thread(path.read_bytes)
-        messages = upload_requests(path.name, data)
+        return await self.upload_artifact_data(path.name, await asyncio.to_thread(path.read_bytes))
+
+    async def upload_artifact_data(self, filename: str, data: bytes) -> str:
+        messages = upload_requests(filename, data)
         return str((await self._r.unary(self._registry.UploadArtifact, messages)).uri)
 
     async def download_artifact(self, uri: str, timeout: float | None = None) -> bytes:
@@ -285,20 +287,35 @@ class AsyncClient(_Connection):
         page_size: int = 100,
         limit: int | None = None,
     ) -> AsyncIterator[RunInfo]:
-        request = requests.list_runs(
-            state, pipeline_id, task_id, batch_id, created_after, created_before, page_size
-        )
-        seen = 0
+        filters = (state, pipeline_id, task_id, batch_id, created_after, created_before)
+        seen, token = 0, ""
         while True:
-            reply = await self._s.unary(self._scheduler.ListRuns, request)
-            for r in reply.runs:
+            runs, token = await self.list_runs_page(*filters, page_size=page_size, page_token=token)
+            for r in runs:
                 if limit is not None and seen >= limit:
                     return
                 seen += 1
-                yield RunInfo.from_proto(r)
-            if not reply.next_page_token:
+                yield r
+            if not token:
                 return
-            request.page_token = reply.next_page_token
+
+    async def list_runs_page(
+        self,
+        state: str = "",
+        pipeline_id: str = "",
+        task_id: str = "",
+        batch_id: str = "",
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        page_size: int = 50,
+        page_token: str = "",
+    ) -> tuple[list[RunInfo], str]:
+        request = requests.list_runs(
+            state, pipeline_id, task_id, batch_id, created_after, created_before, page_size
+        )
+        request.page_token = page_token
+        reply = await self._s.unary(self._scheduler.ListRuns, request)
+        return [RunInfo.from_proto(r) for r in reply.runs], reply.next_page_token
 
     async def list_executors(self) -> list[ExecutorInfo]:
         reply = await self._s.unary(self._scheduler.ListExecutors, spb.ListExecutorsRequest())
@@ -308,18 +325,21 @@ class AsyncClient(_Connection):
         reply = await self._s.unary(self._scheduler.ListQueues, spb.ListQueuesRequest())
         return [QueueInfo.from_proto(q) for q in reply.queues], reply.delayed
 
-    async def check_dependencies(self) -> list[DependencyInfo]:
-        r, s = await asyncio.gather(
-            self._r.unary(
+    async def check_dependencies(self, service: str = "") -> list[DependencyInfo]:
+        """As ``Client.check_dependencies``."""
+        found: list[DependencyInfo] = []
+        if service in ("", "registry"):
+            r = await self._r.unary(
                 self._registry.CheckDependencies, rpb.RegistryServiceCheckDependenciesRequest()
-            ),
-            self._s.unary(
-                self._scheduler.CheckDependencies, spb.SchedulerServiceCheckDependenciesRequest()
-            ),
-        )
-        return [DependencyInfo.from_proto("registry", d) for d in r.dependencies] + [
-            DependencyInfo.from_proto("scheduler", d) for d in s.dependencies
-        ]
+            )
+            found += [DependencyInfo.from_proto("registry", d) for d in r.dependencies]
+        if service in ("", "scheduler"):
+            s = await self._s.unary(
+                self._scheduler.CheckDependencies,
+                spb.SchedulerServiceCheckDependenciesRequest(),
+            )
+            found += [DependencyInfo.from_proto("scheduler", d) for d in s.dependencies]
+        return found
 
     async def get_run(self, run_id: str, resolve_refs: bool = True) -> RunInfo:
         reply = await self._s.unary(self._scheduler.GetRun, spb.GetRunRequest(run_id=run_id))

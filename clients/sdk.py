@@ -281,7 +281,11 @@ class Client(_Connection):
         """Store a local file in the object store; returns the ``artifact://`` URI to put in a
         run's input."""
         path = Path(path)
-        messages = upload_requests(path.name, path.read_bytes())
+        return self.upload_artifact_data(path.name, path.read_bytes())
+
+    def upload_artifact_data(self, filename: str, data: bytes) -> str:
+        """``upload_artifact`` of bytes in hand, stored under ``filename``."""
+        messages = upload_requests(filename, data)
         return str(self._r.unary(self._registry.UploadArtifact, messages).uri)
 
     def download_artifact(self, uri: str, timeout: float | None = None) -> bytes:
@@ -430,20 +434,36 @@ class Client(_Connection):
         limit: int | None = None,
     ) -> Iterator[RunInfo]:
         """Runs newest first (without step outputs), fetching pages as needed."""
-        request = requests.list_runs(
-            state, pipeline_id, task_id, batch_id, created_after, created_before, page_size
-        )
-        seen = 0
+        filters = (state, pipeline_id, task_id, batch_id, created_after, created_before)
+        seen, token = 0, ""
         while True:
-            reply = self._s.unary(self._scheduler.ListRuns, request)
-            for r in reply.runs:
+            runs, token = self.list_runs_page(*filters, page_size=page_size, page_token=token)
+            for r in runs:
                 if limit is not None and seen >= limit:
                     return
                 seen += 1
-                yield RunInfo.from_proto(r)
-            if not reply.next_page_token:
+                yield r
+            if not token:
                 return
-            request.page_token = reply.next_page_token
+
+    def list_runs_page(
+        self,
+        state: str = "",
+        pipeline_id: str = "",
+        task_id: str = "",
+        batch_id: str = "",
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        page_size: int = 50,
+        page_token: str = "",
+    ) -> tuple[list[RunInfo], str]:
+        """One page of runs, newest first, and the token of the next ("" on the last)."""
+        request = requests.list_runs(
+            state, pipeline_id, task_id, batch_id, created_after, created_before, page_size
+        )
+        request.page_token = page_token
+        reply = self._s.unary(self._scheduler.ListRuns, request)
+        return [RunInfo.from_proto(r) for r in reply.runs], reply.next_page_token
 
     def list_executors(self) -> list[ExecutorInfo]:
         reply = self._s.unary(self._scheduler.ListExecutors, spb.ListExecutorsRequest())
@@ -455,18 +475,22 @@ class Client(_Connection):
         reply = self._s.unary(self._scheduler.ListQueues, spb.ListQueuesRequest())
         return [QueueInfo.from_proto(q) for q in reply.queues], reply.delayed
 
-    def check_dependencies(self) -> list[DependencyInfo]:
+    def check_dependencies(self, service: str = "") -> list[DependencyInfo]:
         """The registry's MongoDB and object store, and the scheduler's Redis and MongoDB,
-        as each service finds them now."""
-        r = self._r.unary(
-            self._registry.CheckDependencies, rpb.RegistryServiceCheckDependenciesRequest()
-        )
-        s = self._s.unary(
-            self._scheduler.CheckDependencies, spb.SchedulerServiceCheckDependenciesRequest()
-        )
-        return [DependencyInfo.from_proto("registry", d) for d in r.dependencies] + [
-            DependencyInfo.from_proto("scheduler", d) for d in s.dependencies
-        ]
+        as each service finds them now (``service``: only "registry" or "scheduler")."""
+        found: list[DependencyInfo] = []
+        if service in ("", "registry"):
+            r = self._r.unary(
+                self._registry.CheckDependencies, rpb.RegistryServiceCheckDependenciesRequest()
+            )
+            found += [DependencyInfo.from_proto("registry", d) for d in r.dependencies]
+        if service in ("", "scheduler"):
+            s = self._s.unary(
+                self._scheduler.CheckDependencies,
+                spb.SchedulerServiceCheckDependenciesRequest(),
+            )
+            found += [DependencyInfo.from_proto("scheduler", d) for d in s.dependencies]
+        return found
 
     def get_run(self, run_id: str, resolve_refs: bool = True) -> RunInfo:
         """A run and its steps. Outputs too large to travel inline are fetched from the

@@ -31,6 +31,7 @@ def stack_up(root: Path, executors: int) -> None:
     with Cluster(root, executors=executors) as cluster:
         click.echo(f"export WTM_REGISTRY_ADDR={cluster.registry_address}")
         click.echo(f"export WTM_SCHEDULER_ADDR={cluster.scheduler_address}")
+        click.echo(f"export WTM_GATEWAY_URL={cluster.gateway_url}")
         click.echo(f"export WTM_TLS_CA={cluster.ca_file.resolve()}")
         # The admin key stays in its file (mode 0600): only its path is printed.
         click.echo(f"export WTM_API_KEY_FILE={cluster.key_files['admin'].resolve()}", nl=True)

@@ -34,6 +34,16 @@ def serving(address: str, ca: str | None = None) -> bool:
     return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
+def gateway_serving(url: str, ca: str) -> bool:
+    """True when the gateway at ``url`` answers its liveness check."""
+    import ssl
+    import urllib.request
+
+    context = ssl.create_default_context(cafile=ca)
+    with urllib.request.urlopen(f"{url}/healthz", timeout=1, context=context) as reply:
+        return bool(reply.status == 200)
+
+
 class Cluster:
     """Backing servers and the registry, scheduler and executor(s) on 127.0.0.1."""
 
@@ -56,6 +66,7 @@ class Cluster:
         self.endpoints: StackEndpoints | None = None
         self.registry_address = ""
         self.scheduler_address = ""
+        self.gateway_address = ""  # the HTTPS gateway and dashboard (gateway_url)
         # The scheduler's listener for executors: it requires their client certificate (mTLS).
         self.executor_address = ""
         self.executors: list[Child] = []
@@ -150,6 +161,11 @@ class Cluster:
                 env={"WTM_TLS_CLIENT_CA": str(self.ca_file)},
             )
             wait_until("scheduler", lambda: serving(self.scheduler_address, ca), self.scheduler)
+            self.gateway_address = f"127.0.0.1:{free_port()}"
+            self.gateway = self._service(
+                "gateway", "services.gateway", "--listen", self.gateway_address
+            )
+            wait_until("gateway", lambda: gateway_serving(self.gateway_url, ca), self.gateway)
             for _ in range(self.n_executors):
                 self.add_executor()
             self._record()
@@ -157,6 +173,10 @@ class Cluster:
             self.stop()
             raise
         return self
+
+    @property
+    def gateway_url(self) -> str:
+        return f"https://{self.gateway_address}"
 
     def _service(
         self, name: str, module: str, *args: str, env: dict[str, str] | None = None
@@ -226,6 +246,7 @@ class Cluster:
                 {
                     "registry": self.registry_address,
                     "scheduler": self.scheduler_address,
+                    "gateway": self.gateway_url,
                     "pids": {c.name: c.pid for c in children},
                 },
                 indent=2,

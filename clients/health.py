@@ -1,0 +1,194 @@
+"""Is the installation healthy? One report, for ``wtm health`` and the gateway's
+``/api/v1/health``.
+
+Every part gets a line: ``ok``, ``warn`` (it works, but look) or ``fail`` (it is down).
+
+- the registry and the scheduler: do they answer (CheckDependencies);
+- their backing servers, as each service finds them: MongoDB and S3 (registry), Redis and
+  MongoDB (scheduler);
+- the gateway, when there is one to ask (``/healthz``);
+- the executors: how many are connected; lost ones and unhealthy slots warn;
+- the queues: work waiting on a queue that no connected executor takes from warns (it would
+  wait forever), and so does an oldest waiting step older than ``stale_after`` seconds.
+
+An installation with no executor and nothing waiting is healthy (an autoscaler may have
+scaled executors to zero); one whose queues hold work for no executor is warned about.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from clients.errors import DeadlineExceeded, Unavailable, WtmError
+from clients.types import DependencyInfo, ExecutorInfo, QueueInfo
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+STALE_AFTER_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class Check:
+    component: str  # "registry", "scheduler/redis", "executors", "queue vision"...
+    status: str  # ok | warn | fail
+    detail: str
+
+
+@dataclass
+class HealthReport:
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        """Nothing is down (warnings allowed)."""
+        return all(c.status != FAIL for c in self.checks)
+
+    @property
+    def status(self) -> str:
+        statuses = {c.status for c in self.checks}
+        return FAIL if FAIL in statuses else WARN if WARN in statuses else OK
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "healthy": self.healthy,
+            "checks": [asdict(c) for c in self.checks],
+        }
+
+
+def _failure(exc: BaseException) -> str:
+    if isinstance(exc, WtmError):
+        return f"{exc.code}: {exc.message}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def assess_service(service: str, found: list[DependencyInfo] | BaseException) -> list[Check]:
+    """The service's own line and one per backing server it reported."""
+    if isinstance(found, (Unavailable, DeadlineExceeded)):
+        return [Check(service, FAIL, f"not answering: {_failure(found)}")]
+    if isinstance(found, BaseException):
+        return [Check(service, FAIL, f"refused the check: {_failure(found)}")]
+    checks = [Check(service, OK, "answering")]
+    for d in found:
+        latency = f"{d.latency_seconds * 1000:.0f} ms"
+        if d.ok:
+            checks.append(Check(f"{service}/{d.name}", OK, f"{d.detail} ({latency})"))
+        else:
+            checks.append(Check(f"{service}/{d.name}", FAIL, f"{d.detail} ({latency})"))
+    return checks
+
+
+def assess_fleet(
+    executors: list[ExecutorInfo] | BaseException,
+    queues: tuple[list[QueueInfo], int] | BaseException,
+    stale_after: float = STALE_AFTER_SECONDS,
+) -> list[Check]:
+    """Lines for the executors and the queues (nothing when the scheduler did not answer:
+    its own line says so)."""
+    if isinstance(executors, BaseException) or isinstance(queues, BaseException):
+        return []
+    waiting, delayed = queues
+    live = [e for e in executors if e.state == "CONNECTED"]
+    draining = [e for e in executors if e.state == "DRAINING"]
+    lost = [e for e in executors if e.state == "LOST"]
+    slots = sum(e.slots for e in live)
+    busy = sum(min(e.in_flight, e.slots) for e in live)
+    work = sum(q.depth for q in waiting)
+    if live:
+        summary = f"{len(live)} connected, {busy}/{slots} slots busy"
+        if draining:
+            summary += f", {len(draining)} draining"
+        checks = [Check("executors", OK, summary)]
+    elif work:
+        checks = [Check("executors", WARN, f"none connected, and {work} step(s) wait")]
+    else:
+        checks = [Check("executors", OK, "none connected (nothing waits)")]
+    if lost:
+        names = ", ".join(e.executor_id for e in lost[:5]) + (" …" if len(lost) > 5 else "")
+        checks.append(Check("executors/lost", WARN, f"{len(lost)} lost recently: {names}"))
+    for e in live + draining:
+        if e.slot_errors:
+            checks.append(
+                Check(
+                    f"executor {e.executor_id}",
+                    WARN,
+                    f"{e.slot_errors} step(s) failed in the executor itself; last: "
+                    f"{e.last_slot_error or '?'}",
+                )
+            )
+    for q in waiting:
+        if q.stranded:
+            checks.append(
+                Check(
+                    f"queue {q.queue}",
+                    WARN,
+                    f"{q.depth} step(s) wait and no connected executor takes from it "
+                    f"(oldest {q.oldest_age_seconds:.0f}s): start an executor with "
+                    f"--queues {q.queue.rpartition('/')[2].partition('|')[0]}",
+                )
+            )
+        elif q.depth and q.oldest_age_seconds > stale_after:
+            checks.append(
+                Check(
+                    f"queue {q.queue}",
+                    WARN,
+                    f"the oldest of {q.depth} waiting step(s) has waited "
+                    f"{q.oldest_age_seconds:.0f}s ({q.executors} executor(s), "
+                    f"{q.free_slots} free slot(s))",
+                )
+            )
+    if work or delayed:
+        checks.append(
+            Check("queues", OK, f"{work} step(s) waiting, {delayed} retry(ies) due later")
+        )
+    else:
+        checks.append(Check("queues", OK, "nothing waiting"))
+    return checks
+
+
+async def _settled(coro: Any) -> Any:
+    try:
+        return await coro
+    except Exception as exc:  # noqa: BLE001 - a part that fails is what the report says
+        return exc
+
+
+async def check_gateway(url: str, ca: str = "", timeout: float = 3.0) -> Check:
+    """The gateway's liveness endpoint."""
+    import httpx
+
+    verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca) if ca else True
+    try:
+        async with httpx.AsyncClient(verify=verify, timeout=timeout) as http:
+            reply = await http.get(url.rstrip("/") + "/healthz")
+        if reply.status_code == 200:
+            return Check("gateway", OK, f"answering at {url}")
+        return Check("gateway", FAIL, f"{url}/healthz answered HTTP {reply.status_code}")
+    except Exception as exc:  # noqa: BLE001
+        return Check("gateway", FAIL, f"not answering at {url}: {_failure(exc)}")
+
+
+async def check_health(
+    client: Any,  # clients.aio.AsyncClient
+    gateway_url: str = "",
+    ca: str = "",
+    stale_after: float = STALE_AFTER_SECONDS,
+    gateway_check: Check | None = None,
+) -> HealthReport:
+    """Ask every part at once; ``gateway_check`` is given by the gateway itself (it is
+    answering: it is the one asking)."""
+    registry, scheduler, executors, queues = await asyncio.gather(
+        _settled(client.check_dependencies("registry")),
+        _settled(client.check_dependencies("scheduler")),
+        _settled(client.list_executors()),
+        _settled(client.list_queues()),
+    )
+    checks = assess_service("registry", registry) + assess_service("scheduler", scheduler)
+    if gateway_check is not None:
+        checks.append(gateway_check)
+    elif gateway_url:
+        checks.append(await check_gateway(gateway_url, ca))
+    checks += assess_fleet(executors, queues, stale_after)
+    return HealthReport(checks)

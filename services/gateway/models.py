@@ -1,0 +1,216 @@
+"""The gateway's JSON shapes (pydantic, so the OpenAPI description says them), made from the
+SDK's types: the gateway speaks to the services through ``clients.aio.AsyncClient`` and
+translates, nothing more."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
+
+from pydantic import AfterValidator, BaseModel, Field
+
+M = TypeVar("M", bound=BaseModel)
+
+# The SDK's times are UTC without a zone; JSON says so (a browser reads a bare time as local).
+Time = Annotated[datetime, AfterValidator(lambda t: t if t.tzinfo else t.replace(tzinfo=UTC))]
+
+
+def of(model: type[M], value: Any) -> M:
+    """The model of an SDK dataclass."""
+    return model.model_validate(dataclasses.asdict(value))
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="the gRPC status name: NOT_FOUND, INVALID_ARGUMENT, ...")
+    message: str
+    field: str | None = Field(None, description="the request field to fix, when known")
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class Step(BaseModel):
+    step_id: str
+    task_id: str
+    task_version: str
+    state: str
+    attempt: int
+    output: Any = None
+    error: str = ""
+    executor_id: str = ""
+    started_at: Time | None = None
+    ended_at: Time | None = None
+    logs: list[str] = []
+    input_id: str = ""
+    output_id: str = ""
+    cached_from: str = ""
+
+
+class Run(BaseModel):
+    run_id: str
+    state: str
+    task_id: str = ""
+    pipeline_id: str = ""
+    pipeline_version: str = ""
+    input: dict[str, Any] = {}
+    output: Any = None
+    error: str = ""
+    priority: int = 0
+    steps: list[Step] = []
+    created_at: Time | None = None
+    started_at: Time | None = None
+    ended_at: Time | None = None
+    lineage: list[tuple[str, str]] = Field([], description="(from id, to id) data lineage")
+    processing_summary: dict[str, Any] | None = None
+    batch_id: str = ""
+    labels: dict[str, str] = {}
+    trace_id: str = Field("", description="the run's trace, to open in Jaeger")
+    namespace: str = ""
+
+
+class RunPage(BaseModel):
+    runs: list[Run]
+    next_page_token: str = Field("", description="pass as page_token for the next page")
+
+
+class SubmitRun(BaseModel):
+    """Exactly one of task and pipeline."""
+
+    task: str = Field("", description='"task_id" or "task_id@version"')
+    pipeline: str = Field("", description='"pipeline_id" or "pipeline_id@version"')
+    input: dict[str, Any] = {}
+    priority: int = Field(0, description="0-10, higher first")
+    request_id: str = Field("", description="idempotency key: a repeat returns the first run")
+    labels: dict[str, str] = {}
+    cache: bool | None = None
+
+
+class CancelRun(BaseModel):
+    reason: str = ""
+
+
+class Event(BaseModel):
+    event_id: str = Field(description="resume a watch after it with ?after=")
+    run_id: str
+    step_id: str = ""
+    attempt: int = 0
+    state: str
+    message: str = ""
+    time: Time | None = None
+    progress: float = 0.0
+    kind: str = Field("STATE", description="STATE | PROGRESS | RETRYING | LOG")
+
+
+class Task(BaseModel):
+    task_id: str
+    version: str
+    name: str = ""
+    description: str = ""
+    category: str = ""
+    tags: list[str] = []
+    queue: str = ""
+    digest: str = ""
+    size_bytes: int = 0
+    manifest: dict[str, Any] = {}
+    deprecated: bool = False
+    deprecation_reason: str = ""
+    namespace: str = ""
+    shared: bool = False
+
+
+class PipelineStep(BaseModel):
+    step_id: str
+    task_id: str
+    task_version: str
+    digest: str = ""
+    depends_on: list[str] = []
+    parallel_group: str = ""
+    timeout_seconds: int = 0
+    retry_count: int = 0
+    input_mapping: dict[str, Any] = {}
+    queue: str = ""
+    cache: bool | None = None
+
+
+class Pipeline(BaseModel):
+    pipeline_id: str
+    version: str
+    name: str = ""
+    description: str = ""
+    steps: list[PipelineStep] = []
+    input_validation: dict[str, Any] = {}
+    output_format: dict[str, Any] = {}
+    metadata: dict[str, Any] = {}
+    enabled: bool = True
+    namespace: str = ""
+    max_parallel_tasks: int = 0
+    enable_caching: bool = False
+
+
+class Executor(BaseModel):
+    executor_id: str
+    state: str = Field(description="CONNECTED | DRAINING | LOST")
+    queues: list[str] = []
+    slots: int = 0
+    in_flight: int = 0
+    labels: dict[str, str] = {}
+    software_version: str = ""
+    python_version: str = ""
+    connected_at: Time | None = None
+    last_seen_at: Time | None = None
+    scheduler_id: str = ""
+    packages: list[str] = []
+    slot_errors: int = 0
+    last_slot_error: str = ""
+    namespaces: list[str] = []
+    cpu_percent: float = Field(0.0, description="of one core, with its worker processes")
+    memory_bytes: int = Field(0, description="resident, with its worker processes")
+
+
+class Queue(BaseModel):
+    queue: str
+    namespace: str
+    depth: int
+    oldest_age_seconds: float
+    executors: int
+    free_slots: int
+    stranded: bool = Field(description="work waits and no connected executor takes from it")
+
+
+class Queues(BaseModel):
+    queues: list[Queue]
+    delayed: int = Field(description="retries waiting out their backoff")
+
+
+class HealthCheck(BaseModel):
+    component: str
+    status: str = Field(description="ok | warn | fail")
+    detail: str
+
+
+class Health(BaseModel):
+    status: str = Field(description="ok | warn | fail: the worst of the checks")
+    healthy: bool = Field(description="nothing is down (warnings allowed)")
+    checks: list[HealthCheck]
+
+
+class Login(BaseModel):
+    api_key: str = Field(description="wtm_<id>.<secret>")
+    namespace: str = Field("", description="act in this namespace (keys of every namespace)")
+
+
+class Session(BaseModel):
+    authenticated: bool
+    namespace: str = ""
+
+
+class ArtifactRef(BaseModel):
+    uri: str = Field(description="artifact://... to put in a run's input")
+
+
+class DashboardConfig(BaseModel):
+    jaeger_url: str = ""
+    auth: bool = True
+    version: str = ""

@@ -1,0 +1,528 @@
+// The operators' dashboard: runs (live list, a run's DAG, timeline, progress, logs, output),
+// executors, queues, tasks and pipelines, health. Plain ES modules, no build step. Every
+// value from the services is put on the page as text (never as HTML): task outputs are
+// untrusted.
+
+import { renderDag } from "./dag.js";
+
+const main = document.getElementById("main");
+const who = document.getElementById("who");
+const statusLine = document.getElementById("status");
+const REFRESH_MS = 2000;
+let config = { jaeger_url: "", auth: true, version: "" };
+let cleanup = () => {};
+
+// ---------------------------------------------------------------------------- helpers
+
+function h(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else if (k === "class") e.className = v;
+    else e.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return e;
+}
+
+class ApiError extends Error {
+  constructor(status, body) {
+    const err = (body && body.error) || {};
+    super(err.message || `HTTP ${status}`);
+    this.status = status;
+    this.code = err.code || String(status);
+    this.body = body;
+  }
+}
+
+async function api(path, options = {}) {
+  const { json, allowError, signingIn, ...rest } = options;
+  const init = { credentials: "same-origin", headers: {}, ...rest };
+  if (json !== undefined) {
+    init.method = init.method || "POST";
+    init.headers = { ...init.headers, "Content-Type": "application/json" };
+    init.body = JSON.stringify(json);
+  }
+  const reply = await fetch(path, init);
+  const text = await reply.text();
+  let body = null;
+  try { body = text ? JSON.parse(text) : null; } catch { body = text; }
+  if (reply.status === 401) {
+    if (!signingIn) showLogin();
+    throw new ApiError(401, body);
+  }
+  if (!reply.ok && !allowError) throw new ApiError(reply.status, body);
+  return allowError ? { status: reply.status, body } : body;
+}
+
+const badge = (state) => h("span", { class: `badge ${state}`, "data-state": state }, state);
+const short = (s, n = 12) => (s && s.length > n ? s.slice(0, n) + "…" : s || "");
+const when = (t) => (t ? new Date(t).toLocaleString() : "");
+const secondsBetween = (a, b) => (a && b ? (new Date(b) - new Date(a)) / 1000 : null);
+const fmtSeconds = (s) => (s === null || s === undefined ? "" : s < 1 ? `${(s * 1000).toFixed(0)} ms` : `${s.toFixed(2)} s`);
+const bytes = (n) => (n > 2 ** 30 ? `${(n / 2 ** 30).toFixed(1)} GiB` : `${(n / 2 ** 20).toFixed(0)} MiB`);
+const TERMINAL = new Set(["COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"]);
+
+function every(ms, fn) {
+  let stopped = false, timer = null;
+  const tick = async () => {
+    if (stopped) return;
+    try { await fn(); statusLine.textContent = `updated ${new Date().toLocaleTimeString()}`; }
+    catch (e) { if (e.status !== 401) statusLine.textContent = `update failed: ${e.message}`; }
+    if (!stopped) timer = setTimeout(tick, ms);
+  };
+  tick();
+  return () => { stopped = true; clearTimeout(timer); };
+}
+
+function showError(where, e) {
+  where.replaceChildren(h("p", { class: "error" }, `${e.code || "error"}: ${e.message}`));
+}
+
+function hashParts() {
+  const [path, query] = location.hash.replace(/^#/, "").split("?");
+  return { parts: (path || "/runs").split("/").filter(Boolean), params: new URLSearchParams(query || "") };
+}
+
+// ---------------------------------------------------------------------------- session
+
+function showLogin(message) {
+  cleanup(); cleanup = () => {};
+  who.replaceChildren();
+  const key = h("input", { type: "password", name: "api_key", placeholder: "wtm_…", autocomplete: "off", required: true });
+  const ns = h("input", { name: "namespace", placeholder: "namespace (optional)" });
+  const err = h("p", { class: "error", id: "login-error" }, message || "");
+  const form = h("form", { class: "card login", id: "login", onsubmit: async (ev) => {
+    ev.preventDefault();
+    try {
+      await api("/api/v1/session", { json: { api_key: key.value, namespace: ns.value }, signingIn: true });
+      route();
+    } catch (e) { err.textContent = `${e.code}: ${e.message}`; }
+  } },
+    h("h1", {}, "Sign in"),
+    h("p", { class: "muted" }, "An API key of this installation (wtm keys create, or the stack's keys/admin.key). It is kept in an HttpOnly cookie for this browser session."),
+    key, ns, h("button", { type: "submit" }, "Sign in"), err);
+  main.replaceChildren(form);
+}
+
+async function ensureSession() {
+  const { params } = hashParts();
+  const key = params.get("key");
+  if (key) { // a sign-in link (make demo prints one): use the key once, then drop it from the URL
+    params.delete("key");
+    const rest = params.toString();
+    history.replaceState(null, "", location.pathname + location.hash.split("?")[0] + (rest ? `?${rest}` : ""));
+    try { await api("/api/v1/session", { json: { api_key: key, namespace: "" } }); }
+    catch (e) { showLogin(`${e.code}: ${e.message}`); return false; }
+  }
+  const s = await api("/api/v1/session");
+  if (!s.authenticated) { showLogin(); return false; }
+  who.replaceChildren(
+    `namespace: ${s.namespace || "the key's"}`,
+    h("button", { class: "secondary", onclick: async () => { await api("/api/v1/session", { method: "DELETE" }); showLogin(); } }, "Sign out"));
+  return true;
+}
+
+// ---------------------------------------------------------------------------- runs list
+
+const runFilters = { state: "", pipeline_id: "", task_id: "", batch_id: "", created_after: "" };
+
+function runsPage() {
+  const tokens = [""]; // page tokens: the current page is the last one
+  const body = h("tbody");
+  const pager = h("span", { class: "muted" });
+  const prev = h("button", { class: "secondary", onclick: () => { if (tokens.length > 1) { tokens.pop(); refresh(); } } }, "← Newer");
+  const next = h("button", { class: "secondary", onclick: () => { if (nextToken) { tokens.push(nextToken); refresh(); } } }, "Older →");
+  let nextToken = "";
+  const field = (name, label, input) => h("label", {}, label, input);
+  const stateSel = h("select", { name: "state" }, ["", "PENDING", "QUEUED", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"].map((s) => h("option", { value: s, selected: runFilters.state === s }, s || "any")));
+  const inputs = {
+    pipeline_id: h("input", { name: "pipeline_id", value: runFilters.pipeline_id, size: 18 }),
+    task_id: h("input", { name: "task_id", value: runFilters.task_id, size: 14 }),
+    batch_id: h("input", { name: "batch_id", value: runFilters.batch_id, size: 14 }),
+    created_after: h("input", { name: "created_after", type: "datetime-local", value: runFilters.created_after }),
+  };
+  const filters = h("form", { class: "filters", onsubmit: (ev) => {
+    ev.preventDefault();
+    runFilters.state = stateSel.value;
+    for (const [k, i] of Object.entries(inputs)) runFilters[k] = i.value.trim();
+    tokens.length = 1; refresh();
+  } },
+    field("state", "State", stateSel), field("pipeline_id", "Pipeline", inputs.pipeline_id),
+    field("task_id", "Task", inputs.task_id), field("batch_id", "Batch", inputs.batch_id),
+    field("created_after", "Created after", inputs.created_after), h("button", { type: "submit" }, "Filter"));
+
+  async function refresh() {
+    const q = new URLSearchParams({ page_size: "25", page_token: tokens[tokens.length - 1] });
+    for (const [k, v] of Object.entries(runFilters)) {
+      if (v) q.set(k, k === "created_after" ? new Date(v).toISOString() : v);
+    }
+    const page = await api(`/api/v1/runs?${q}`);
+    nextToken = page.next_page_token;
+    body.replaceChildren(...page.runs.map((r) => h("tr", { "data-run": r.run_id },
+      h("td", {}, h("a", { href: `#/runs/${r.run_id}` }, h("code", {}, r.run_id))),
+      h("td", {}, badge(r.state)),
+      h("td", {}, r.pipeline_id ? `${r.pipeline_id}@${r.pipeline_version}` : r.task_id),
+      h("td", {}, short(r.batch_id, 10)),
+      h("td", {}, when(r.created_at)),
+      h("td", { class: "num" }, fmtSeconds(secondsBetween(r.started_at || r.created_at, r.ended_at))),
+      h("td", { class: "error" }, short(r.error, 80)))));
+    if (!page.runs.length) body.replaceChildren(h("tr", {}, h("td", { colspan: 7, class: "muted" }, "No runs match.")));
+    prev.disabled = tokens.length <= 1; next.disabled = !nextToken;
+    pager.textContent = `page ${tokens.length}`;
+  }
+  main.replaceChildren(
+    h("h1", {}, "Runs"), submitForm(), filters,
+    h("table", { id: "runs" }, h("thead", {}, h("tr", {}, ["Run", "State", "Pipeline / task", "Batch", "Created", "Took", "Error"].map((c) => h("th", {}, c)))), body),
+    h("div", { class: "pager" }, prev, pager, next));
+  return every(REFRESH_MS, refresh);
+}
+
+function submitForm() {
+  const target = h("select", { name: "target" }, h("option", { value: "" }, "loading…"));
+  const input = h("textarea", { name: "input", rows: 3 }, "{}");
+  const file = h("input", { type: "file", name: "file", accept: "image/*" });
+  const err = h("span", { class: "error" });
+  (async () => {
+    try {
+      const [pipelines, tasks] = await Promise.all([api("/api/v1/pipelines"), api("/api/v1/tasks")]);
+      const latest = new Map();
+      for (const t of tasks) if (!latest.has(t.task_id)) latest.set(t.task_id, t);
+      target.replaceChildren(
+        ...pipelines.filter((p, i, a) => a.findIndex((x) => x.pipeline_id === p.pipeline_id) === i)
+          .map((p) => h("option", { value: `pipeline:${p.pipeline_id}` }, `pipeline ${p.pipeline_id}`)),
+        ...[...latest.values()].map((t) => h("option", { value: `task:${t.task_id}` }, `task ${t.task_id}`)));
+    } catch (e) { err.textContent = e.message; }
+  })();
+  file.addEventListener("change", async () => {
+    if (!file.files.length) return;
+    const f = file.files[0];
+    try {
+      const ref = await api(`/api/v1/artifacts?filename=${encodeURIComponent(f.name)}`, { method: "POST", body: f, headers: { "Content-Type": "application/octet-stream" } });
+      let doc = {};
+      try { doc = JSON.parse(input.value || "{}"); } catch { doc = {}; }
+      doc.image_path = ref.uri;
+      input.value = JSON.stringify(doc);
+    } catch (e) { err.textContent = `${e.code}: ${e.message}`; }
+  });
+  return h("details", { class: "card" }, h("summary", {}, "Submit a run"),
+    h("form", { id: "submit", onsubmit: async (ev) => {
+      ev.preventDefault(); err.textContent = "";
+      const [kind, id] = target.value.split(":");
+      let doc;
+      try { doc = JSON.parse(input.value || "{}"); } catch (e) { err.textContent = `input: not JSON (${e.message})`; return; }
+      try {
+        const run = await api("/api/v1/runs", { json: { [kind]: id, input: doc } });
+        location.hash = `#/runs/${run.run_id}`;
+      } catch (e) { err.textContent = `${e.code}: ${e.message}`; }
+    } },
+      h("label", {}, "Pipeline or task", target),
+      h("label", {}, "Input (JSON)", input),
+      h("label", {}, "Image (uploaded as image_path)", file),
+      h("button", { type: "submit" }, "Submit"), " ", err));
+}
+
+// ---------------------------------------------------------------------------- one run
+
+function runPage(runId) {
+  let run = null, pipeline = null, closed = false, socket = null, lastEventId = "";
+  let refreshTimer = null, retryTimer = null;
+  const live = new Map(); // step -> {state, attempt, progress, message}
+  const logs = new Map(); // step -> [lines]
+  const events = [];
+  const view = {
+    head: h("div"), dag: document.createElementNS("http://www.w3.org/2000/svg", "svg"),
+    gantt: h("div", { class: "gantt", id: "gantt" }), steps: h("tbody"), logs: h("div"),
+    events: h("div", { class: "logs", id: "events" }), lineage: h("tbody"), output: h("div"),
+    live: h("span", { class: "muted", id: "live" }, "connecting…"),
+  };
+  view.dag.setAttribute("class", "dag");
+  view.dag.setAttribute("id", "dag");
+  main.replaceChildren(
+    h("p", {}, h("a", { href: "#/runs" }, "← Runs")), view.head,
+    h("h2", {}, "Steps ", view.live), view.dag,
+    h("h2", {}, "Timeline"), view.gantt,
+    h("table", { id: "steps" }, h("thead", {}, h("tr", {}, ["Step", "Task", "State", "Attempt", "Executor", "Started", "Took", "Error"].map((c) => h("th", {}, c)))), view.steps),
+    h("h2", {}, "Logs"), view.logs,
+    h("h2", {}, "Events"), view.events,
+    h("h2", {}, "Lineage"), h("table", { id: "lineage" }, h("thead", {}, h("tr", {}, h("th", {}, "From"), h("th", {}, "To"))), view.lineage),
+    h("h2", {}, "Output"), view.output);
+
+  const stepIds = () => (pipeline ? pipeline.steps.map((s) => s.step_id) : (run?.steps || []).map((s) => s.step_id));
+  const stepOf = (id) => (run?.steps || []).find((s) => s.step_id === id);
+  const stateOf = (id) => {
+    const s = stepOf(id), l = live.get(id);
+    if (l && (!s || (l.attempt || 0) >= (s.attempt || 0))) return l.state || s?.state || "PENDING";
+    return s?.state || l?.state || "PENDING";
+  };
+
+  function draw() {
+    if (!run) return;
+    const jaeger = config.jaeger_url && run.trace_id ? `${config.jaeger_url.replace(/\/$/, "")}/trace/${run.trace_id}` : "";
+    const cancel = h("button", { class: "danger", id: "cancel", disabled: TERMINAL.has(run.state), onclick: async () => {
+      if (!confirm(`Cancel run ${run.run_id}?`)) return;
+      try { run = await api(`/api/v1/runs/${runId}/cancel`, { json: { reason: "cancelled from the dashboard" } }); draw(); }
+      catch (e) { alert(`${e.code}: ${e.message}`); }
+    } }, "Cancel run");
+    view.head.replaceChildren(h("div", { class: "card" },
+      h("h1", {}, "Run ", h("code", {}, run.run_id), " ", h("span", { id: "run-state" }, badge(run.state)), " ", cancel),
+      h("dl", { class: "facts" },
+        h("dt", {}, "What"), h("dd", {}, run.pipeline_id ? `pipeline ${run.pipeline_id}@${run.pipeline_version}` : `task ${run.task_id}`),
+        h("dt", {}, "Namespace"), h("dd", {}, run.namespace),
+        h("dt", {}, "Created"), h("dd", {}, when(run.created_at)),
+        h("dt", {}, "Took"), h("dd", {}, fmtSeconds(secondsBetween(run.created_at, run.ended_at)) || "running"),
+        h("dt", {}, "Priority"), h("dd", {}, run.priority),
+        run.batch_id && [h("dt", {}, "Batch"), h("dd", {}, run.batch_id)],
+        h("dt", {}, "Trace"), h("dd", {}, jaeger ? h("a", { href: jaeger, target: "_blank", rel: "noopener", id: "trace" }, run.trace_id) : h("span", { class: "muted" }, run.trace_id ? `${run.trace_id} (set WTM_JAEGER_URL for a link)` : "not traced")),
+        run.error && [h("dt", {}, "Error"), h("dd", { class: "error" }, run.error)])));
+    const deps = new Map((pipeline?.steps || []).map((s) => [s.step_id, s.depends_on]));
+    renderDag(view.dag, stepIds().map((id) => ({ id, deps: deps.get(id) || [], label: stepOf(id)?.task_id })), (id) => {
+      const s = stepOf(id), l = live.get(id) || {}, state = stateOf(id);
+      const took = fmtSeconds(secondsBetween(s?.started_at, s?.ended_at));
+      return {
+        state,
+        line2: `${s?.task_id || ""}${s?.executor_id ? " · " + s.executor_id : ""}`,
+        line3: `${state}${(l.attempt || s?.attempt) > 1 ? ` · attempt ${l.attempt || s.attempt}` : ""}${took ? " · " + took : ""}`,
+        progress: state === "RUNNING" ? (l.progress || 0) : state === "COMPLETED" ? 1 : null,
+        title: l.message || s?.error || "",
+      };
+    });
+    drawGantt();
+    view.steps.replaceChildren(...stepIds().map((id) => {
+      const s = stepOf(id) || {};
+      return h("tr", { "data-step": id },
+        h("td", {}, id), h("td", {}, s.task_id ? `${s.task_id}@${s.task_version}` : ""), h("td", {}, badge(stateOf(id))),
+        h("td", { class: "num" }, (live.get(id)?.attempt) || s.attempt || ""), h("td", {}, s.executor_id || ""),
+        h("td", {}, when(s.started_at)), h("td", { class: "num" }, fmtSeconds(secondsBetween(s.started_at, s.ended_at))),
+        h("td", { class: "error" }, s.error || ""));
+    }));
+    const stepLogs = stepIds().map((id) => [id, [...(stepOf(id)?.logs || []), ...(logs.get(id) || [])]]).filter(([, l]) => l.length);
+    view.logs.replaceChildren(...(stepLogs.length ? stepLogs.map(([id, lines]) => h("div", { class: "card" }, h("strong", {}, id), h("div", { class: "logs" }, [...new Set(lines)].map((l) => h("div", {}, l))))) : [h("p", { class: "muted" }, "No log lines.")]));
+    view.lineage.replaceChildren(...(run.lineage || []).map(([a, b]) => h("tr", {}, h("td", {}, h("code", {}, a)), h("td", {}, h("code", {}, b)))));
+    drawOutput();
+  }
+
+  function drawGantt() {
+    const t0 = run.created_at ? new Date(run.created_at).getTime() : null;
+    const spans = stepIds().map((id) => ({ id, s: stepOf(id) })).filter((x) => x.s?.started_at);
+    if (!t0 || !spans.length) { view.gantt.replaceChildren(h("p", { class: "muted" }, "No step has started yet.")); return; }
+    const now = Date.now();
+    const end = Math.max(...spans.map((x) => (x.s.ended_at ? new Date(x.s.ended_at).getTime() : now)), t0 + 1);
+    const total = end - t0;
+    view.gantt.replaceChildren(...spans.map(({ id, s }) => {
+      const a = new Date(s.started_at).getTime() - t0, b = (s.ended_at ? new Date(s.ended_at).getTime() : now) - t0;
+      const span = h("div", { class: "span", "data-step": id, title: `${id}: ${fmtSeconds(a / 1000)} → ${fmtSeconds(b / 1000)}` });
+      span.style.left = `${(a / total) * 100}%`;
+      span.style.width = `${Math.max(0.5, ((b - a) / total) * 100)}%`;
+      span.style.background = getComputedStyle(document.documentElement).getPropertyValue(`--${stateOf(id).toLowerCase()}`) || "#60a5fa";
+      return h("div", { class: "lane" }, h("div", { class: "name" }, id), h("div", { class: "track" }, span));
+    }), h("div", { class: "axis" }, h("span", {}, "0"), h("span", {}, fmtSeconds(total / 1000))));
+  }
+
+  let drawnOutputFor = "";
+  function drawOutput() {
+    const key = `${run.state}:${run.ended_at}`;
+    if (drawnOutputFor === key) return;
+    drawnOutputFor = key;
+    const parts = [];
+    if (run.output !== null && run.output !== undefined) parts.push(h("pre", { id: "output" }, JSON.stringify(run.output, null, 2)));
+    else parts.push(h("p", { class: "muted" }, TERMINAL.has(run.state) ? "No output." : "Not finished yet."));
+    const faces = run.output && Array.isArray(run.output.faces) ? run.output.faces : null;
+    const image = Object.values(run.input || {}).find((v) => typeof v === "string" && v.startsWith("artifact://"));
+    if (faces && image) {
+      const canvas = h("canvas", { class: "faces", id: "faces", "data-faces": faces.length });
+      parts.unshift(canvas);
+      drawFaces(canvas, image, faces);
+    }
+    view.output.replaceChildren(...parts);
+  }
+
+  function applyEvent(ev) {
+    lastEventId = ev.event_id;
+    events.push(ev);
+    const line = `${new Date(ev.time).toLocaleTimeString()} ${ev.step_id || "run"} ${ev.kind === "STATE" ? ev.state : ev.kind}${ev.kind === "PROGRESS" ? " " + Math.round(ev.progress * 100) + "%" : ""} ${ev.message || ""}`;
+    view.events.append(h("div", { "data-kind": ev.kind }, line));
+    if (view.events.childElementCount > 300) view.events.firstElementChild.remove();
+    view.events.scrollTop = view.events.scrollHeight;
+    if (!ev.step_id) { if (ev.kind === "STATE" && run) run.state = ev.state; return; }
+    const l = live.get(ev.step_id) || {};
+    if (ev.kind === "LOG") { (logs.get(ev.step_id) || logs.set(ev.step_id, []).get(ev.step_id)).push(ev.message); return; }
+    if (ev.attempt && ev.attempt > (l.attempt || 0)) { l.progress = 0; }
+    l.attempt = Math.max(l.attempt || 0, ev.attempt || 0);
+    if (ev.kind === "PROGRESS") { l.progress = ev.progress; l.message = ev.message; l.state = "RUNNING"; }
+    else if (ev.kind === "STATE" || ev.kind === "RETRYING") { l.state = ev.kind === "RETRYING" ? "QUEUED" : ev.state; l.message = ev.message; }
+    live.set(ev.step_id, l);
+  }
+
+  async function refresh() {
+    try {
+      run = await api(`/api/v1/runs/${runId}`);
+      if (run.pipeline_id && !pipeline) pipeline = await api(`/api/v1/pipelines/${run.pipeline_id}@${run.pipeline_version}`);
+      draw();
+    } catch (e) { if (e.status !== 401) showError(view.head, e); }
+  }
+  const refreshSoon = () => { clearTimeout(refreshTimer); refreshTimer = setTimeout(refresh, 250); };
+
+  function connect() {
+    if (closed) return;
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    socket = new WebSocket(`${scheme}://${location.host}/api/v1/runs/${encodeURIComponent(runId)}/events?after=${encodeURIComponent(lastEventId)}`);
+    socket.onopen = () => { view.live.textContent = "live"; view.live.dataset.live = "1"; };
+    socket.onmessage = (msg) => {
+      const data = JSON.parse(msg.data);
+      if (data.error) { view.live.textContent = `${data.error.code}: ${data.error.message}`; return; }
+      applyEvent(data);
+      draw();
+      refreshSoon();
+    };
+    socket.onclose = (ev) => {
+      view.live.dataset.live = "";
+      if (closed) return;
+      if (ev.code === 1000) { view.live.textContent = "finished"; refresh(); return; }
+      if (ev.code >= 4000) { view.live.textContent = `closed: ${ev.reason}`; return; }
+      view.live.textContent = "reconnecting…";
+      retryTimer = setTimeout(connect, 1000); // resumes after the last event seen
+    };
+  }
+  refresh().then(connect);
+  return () => { closed = true; clearTimeout(refreshTimer); clearTimeout(retryTimer); if (socket) socket.close(); };
+}
+
+async function drawFaces(canvas, uri, faces) {
+  try {
+    const reply = await fetch(`/api/v1/artifacts?uri=${encodeURIComponent(uri)}`, { credentials: "same-origin" });
+    if (!reply.ok) throw new Error(`HTTP ${reply.status}`);
+    const bitmap = await createImageBitmap(await reply.blob());
+    canvas.width = bitmap.width; canvas.height = bitmap.height;
+    const ctx = canvas.getContext("2d");
+    ctx.drawImage(bitmap, 0, 0);
+    const lw = Math.max(2, bitmap.width / 300);
+    ctx.lineWidth = lw; ctx.font = `bold ${Math.max(14, bitmap.width / 30)}px system-ui`;
+    for (const f of faces) {
+      if (!Array.isArray(f.bbox)) continue;
+      const [x, y, w, hgt] = f.bbox;
+      ctx.strokeStyle = "#22c55e"; ctx.strokeRect(x, y, w, hgt);
+      const label = `face ${f.face_id ?? ""} ${(f.confidence ?? 0).toFixed(2)}`;
+      const tw = ctx.measureText(label).width, th = parseInt(ctx.font.split(" ")[1], 10);
+      const ty = y - th - 4 >= 0 ? y - th - 4 : y + hgt;
+      ctx.fillStyle = "#22c55e"; ctx.fillRect(x, ty, tw + 8, th + 4);
+      ctx.fillStyle = "#052e16"; ctx.fillText(label, x + 4, ty + th);
+      const marks = f.detection && f.detection.landmarks ? Object.values(f.detection.landmarks) : [];
+      ctx.fillStyle = "#f43f5e";
+      for (const [px, py] of marks) { ctx.beginPath(); ctx.arc(px, py, lw * 1.5, 0, Math.PI * 2); ctx.fill(); }
+    }
+    canvas.dataset.drawn = "1";
+  } catch (e) { canvas.replaceWith(h("p", { class: "error" }, `image: ${e.message}`)); }
+}
+
+// ---------------------------------------------------------------------------- fleet
+
+function executorsPage() {
+  const body = h("tbody");
+  main.replaceChildren(h("h1", {}, "Executors"), h("table", { id: "executors" },
+    h("thead", {}, h("tr", {}, ["Executor", "State", "Queues", "Slots busy / free", "CPU", "Memory", "Last seen", "Scheduler", "Slot errors"].map((c) => h("th", {}, c)))), body));
+  return every(REFRESH_MS, async () => {
+    const list = await api("/api/v1/executors");
+    body.replaceChildren(...list.map((e) => h("tr", { "data-executor": e.executor_id },
+      h("td", {}, e.executor_id, Object.keys(e.labels).length ? h("div", { class: "muted" }, Object.entries(e.labels).map(([k, v]) => `${k}=${v}`).join(" ")) : null),
+      h("td", {}, badge(e.state)),
+      h("td", {}, e.queues.join(", "), e.namespaces.length ? h("div", { class: "muted" }, `namespaces ${e.namespaces.join(", ")}`) : null),
+      h("td", { class: "num" }, `${Math.min(e.in_flight, e.slots)} / ${Math.max(0, e.slots - e.in_flight)}`),
+      h("td", { class: "num", "data-cpu": e.cpu_percent }, e.state === "LOST" ? "" : `${e.cpu_percent.toFixed(0)}%`),
+      h("td", { class: "num", "data-memory": e.memory_bytes }, e.memory_bytes ? bytes(e.memory_bytes) : ""),
+      h("td", {}, when(e.last_seen_at)), h("td", {}, e.scheduler_id),
+      h("td", { class: e.slot_errors ? "warning" : "num", title: e.last_slot_error }, e.slot_errors ? `${e.slot_errors}: ${e.last_slot_error}` : "0"))));
+    if (!list.length) body.replaceChildren(h("tr", {}, h("td", { colspan: 9, class: "muted" }, "No executor has connected.")));
+  });
+}
+
+function queuesPage() {
+  const body = h("tbody");
+  const delayed = h("p", { class: "muted" });
+  main.replaceChildren(h("h1", {}, "Queues"), h("table", { id: "queues" },
+    h("thead", {}, h("tr", {}, ["Queue", "Namespace", "Waiting", "Oldest waiting", "Executors", "Free slots", ""].map((c) => h("th", {}, c)))), body), delayed);
+  return every(REFRESH_MS, async () => {
+    const q = await api("/api/v1/queues");
+    body.replaceChildren(...q.queues.map((x) => h("tr", { "data-queue": x.queue },
+      h("td", {}, h("code", {}, x.queue)), h("td", {}, x.namespace), h("td", { class: "num" }, x.depth),
+      h("td", { class: "num" }, x.depth ? fmtSeconds(x.oldest_age_seconds) : ""),
+      h("td", { class: "num" }, x.executors), h("td", { class: "num" }, x.free_slots),
+      h("td", { class: "warning" }, x.stranded ? "⚠ work waits and no executor takes from this queue" : ""))));
+    if (!q.queues.length) body.replaceChildren(h("tr", {}, h("td", { colspan: 7, class: "muted" }, "No queue has work or an executor.")));
+    delayed.textContent = `${q.delayed} retry(ies) waiting out their backoff.`;
+  });
+}
+
+// ---------------------------------------------------------------------------- catalog
+
+function catalogPage() {
+  const tasks = h("tbody"), pipelines = h("tbody"), detail = h("div", { id: "detail" });
+  main.replaceChildren(h("h1", {}, "Tasks & pipelines"), h("div", { class: "row" },
+    h("div", { class: "card" }, h("h2", {}, "Pipelines"), h("table", { id: "pipelines" }, h("thead", {}, h("tr", {}, ["Pipeline", "Version", "Steps", ""].map((c) => h("th", {}, c)))), pipelines)),
+    h("div", { class: "card" }, h("h2", {}, "Tasks"), h("table", { id: "tasks" }, h("thead", {}, h("tr", {}, ["Task", "Version", "Queue", "Digest", ""].map((c) => h("th", {}, c)))), tasks))),
+    detail);
+  const showPipeline = (p) => {
+    const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+    svg.setAttribute("class", "dag");
+    renderDag(svg, p.steps.map((s) => ({ id: s.step_id, deps: s.depends_on, label: `${s.task_id}@${s.task_version}` })), (id) => {
+      const s = p.steps.find((x) => x.step_id === id);
+      return { state: "PENDING", line2: `${s.task_id}@${s.task_version}`, line3: `queue ${s.queue || "default"} · retries ${s.retry_count}` };
+    });
+    detail.replaceChildren(h("div", { class: "card" }, h("h2", {}, `Pipeline ${p.pipeline_id}@${p.version}`), h("p", {}, p.description), svg,
+      h("h2", {}, "Input validation"), h("pre", {}, JSON.stringify(p.input_validation, null, 2)),
+      h("h2", {}, "Steps"), h("pre", {}, JSON.stringify(p.steps, null, 2))));
+  };
+  const showTask = (t) => detail.replaceChildren(h("div", { class: "card" }, h("h2", {}, `Task ${t.task_id}@${t.version}`),
+    h("p", {}, t.description), h("p", { class: "muted" }, `sha256:${t.digest} · ${t.size_bytes} bytes${t.deprecated ? " · deprecated: " + t.deprecation_reason : ""}`),
+    h("h2", {}, "Input schema"), h("pre", {}, JSON.stringify(t.manifest.input_schema || {}, null, 2)),
+    h("h2", {}, "Output schema"), h("pre", {}, JSON.stringify(t.manifest.output_schema || {}, null, 2)),
+    h("h2", {}, "task.json"), h("pre", {}, JSON.stringify(t.manifest, null, 2))));
+  (async () => {
+    try {
+      const [ps, ts] = await Promise.all([api("/api/v1/pipelines"), api("/api/v1/tasks")]);
+      pipelines.replaceChildren(...ps.map((p) => h("tr", { "data-pipeline": p.pipeline_id }, h("td", {}, p.pipeline_id), h("td", {}, p.version), h("td", { class: "num" }, p.steps.length),
+        h("td", {}, h("button", { class: "secondary", onclick: () => showPipeline(p) }, "Graph")))));
+      tasks.replaceChildren(...ts.map((t) => h("tr", { "data-task": t.task_id }, h("td", {}, t.task_id), h("td", {}, t.version, t.deprecated ? " (deprecated)" : ""), h("td", {}, t.queue),
+        h("td", {}, h("code", {}, short(t.digest, 12))), h("td", {}, h("button", { class: "secondary", onclick: () => showTask(t) }, "Schemas")))));
+    } catch (e) { showError(detail, e); }
+  })();
+  return () => {};
+}
+
+// ---------------------------------------------------------------------------- health
+
+function healthPage() {
+  const body = h("tbody"), overall = h("p");
+  main.replaceChildren(h("h1", {}, "Health"), overall, h("table", { id: "health" }, h("thead", {}, h("tr", {}, ["Part", "Status", "Detail"].map((c) => h("th", {}, c)))), body));
+  return every(5000, async () => {
+    const { body: report } = await api("/api/v1/health", { allowError: true });
+    if (!report || !report.checks) throw new Error("no report");
+    overall.replaceChildren("Overall: ", badge(report.status));
+    body.replaceChildren(...report.checks.map((c) => h("tr", {}, h("td", {}, c.component), h("td", {}, badge(c.status)), h("td", {}, c.detail))));
+  });
+}
+
+// ---------------------------------------------------------------------------- router
+
+const PAGES = { runs: runsPage, executors: executorsPage, queues: queuesPage, catalog: catalogPage, health: healthPage };
+
+async function route() {
+  cleanup(); cleanup = () => {};
+  try {
+    if (!(await ensureSession())) return;
+  } catch (e) { showError(main, e); return; }
+  const { parts } = hashParts();
+  const [page, id] = parts;
+  for (const a of document.querySelectorAll("#nav a[data-page]")) a.classList.toggle("active", a.dataset.page === page);
+  cleanup = page === "runs" && id ? runPage(decodeURIComponent(id)) : (PAGES[page] || runsPage)();
+}
+
+(async () => {
+  try { config = await api("/api/v1/config"); } catch { /* defaults */ }
+  window.addEventListener("hashchange", route);
+  route();
+})();

@@ -1,0 +1,191 @@
+"""The dashboard in a real browser: Debian's chromium, driven by Playwright, against the
+session's stack (the gateway serves it over HTTPS with the stack's throwaway CA).
+
+A few tests, each bounded: the page needs a key; a submitted run's steps change state and
+progress on screen with no reload; cancel from the page cancels the run; the face run's
+image is drawn with its boxes; executors and queues show live figures and the warning for
+work no executor takes. Screenshots go to build/test-artifacts/screenshots (not committed).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from clients.sdk import Client
+from services.localstack import Cluster
+from tests.conftest import EXAMPLES, ROOT
+from tests.integration.test_registry import make_task
+from tests.waiting import eventually
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = os.environ.get("WTM_CHROMIUM", "/usr/bin/chromium")
+SHOTS = (
+    Path(os.environ.get("WTM_TEST_ARTIFACTS", ROOT / "build" / "test-artifacts")) / "screenshots"
+)
+FIXTURES = ROOT / "tests" / "fixtures" / "tasks"
+STEP_MS = 10_000  # the longest any one thing on screen may take to appear
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make browser` installs Debian's chromium")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Browser, cluster: Cluster) -> Iterator[Page]:
+    # The stack's CA is made at each start and not installed in the browser: its TLS errors
+    # are ignored here, for this page only.
+    context = browser.new_context(
+        ignore_https_errors=True,
+        base_url=cluster.gateway_url,
+        viewport={"width": 1300, "height": 1000},
+    )
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    yield page
+    context.close()
+    assert not errors, errors
+
+
+def sign_in(page: Page, key: str) -> None:
+    page.goto("/#/runs")
+    page.fill("#login input[name=api_key]", key)
+    page.click("#login button[type=submit]")
+    expect(page.locator("#runs")).to_be_visible(timeout=STEP_MS)
+
+
+def shot(page: Page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+@pytest.fixture(scope="module")
+def two_sleepers(client: Client) -> str:
+    client.register_task(FIXTURES / "sleeper")
+    client.register_pipelines(
+        {
+            "pipelines": {
+                "dashboard_probe": {
+                    "pipeline_id": "dashboard_probe",
+                    "steps": [
+                        {"step_id": "first", "task_id": "sleeper"},
+                        {"step_id": "second", "task_id": "sleeper", "depends_on": ["first"]},
+                    ],
+                }
+            }
+        }
+    )
+    return "dashboard_probe"
+
+
+def test_the_dashboard_needs_a_key(page: Page, cluster: Cluster) -> None:
+    page.goto("/")
+    expect(page.locator("#login")).to_be_visible(timeout=STEP_MS)
+    page.fill("#login input[name=api_key]", "wtm_0000000000000000.wrong")
+    page.click("#login button[type=submit]")
+    expect(page.locator("#login-error")).to_contain_text("UNAUTHENTICATED", timeout=STEP_MS)
+    page.fill("#login input[name=api_key]", cluster.admin_key)
+    page.click("#login button[type=submit]")
+    expect(page.locator("#runs")).to_be_visible(timeout=STEP_MS)
+    page.click("#who button")  # sign out
+    expect(page.locator("#login")).to_be_visible(timeout=STEP_MS)
+
+
+def test_a_runs_steps_change_state_and_progress_without_a_reload(
+    page: Page, cluster: Cluster, client: Client, two_sleepers: str
+) -> None:
+    sign_in(page, cluster.admin_key)
+    page.evaluate("window.__sameDocument = true")
+    run = client.submit(pipeline=two_sleepers, input={"seconds": 4.0})
+    # The list shows the new run by itself (it refreshes live).
+    expect(page.locator(f'#runs tr[data-run="{run.run_id}"]')).to_be_visible(timeout=STEP_MS)
+    page.click(f'#runs tr[data-run="{run.run_id}"] a')
+    first = page.locator('#dag g.node[data-step="first"]')
+    second = page.locator('#dag g.node[data-step="second"]')
+    expect(first).to_have_attribute("data-state", "RUNNING", timeout=STEP_MS)
+    expect(second).to_have_attribute("data-state", "PENDING")
+    # Progress moves on screen: the bar grows from a report of the running step.
+    expect(first.locator("rect.bar")).to_have_attribute("data-progress", "0.50", timeout=STEP_MS)
+    shot(page, "run-page-running")
+    expect(second).to_have_attribute("data-state", "RUNNING", timeout=STEP_MS)
+    expect(first).to_have_attribute("data-state", "COMPLETED")
+    expect(page.locator("#run-state .badge")).to_have_text("COMPLETED", timeout=STEP_MS)
+    expect(second).to_have_attribute("data-state", "COMPLETED")
+    expect(page.locator('#gantt .span[data-step="second"]')).to_be_visible()
+    assert page.locator('#events div[data-kind="PROGRESS"]').count() >= 8
+    expect(page.locator("#output")).to_contain_text('"slept": 4')
+    assert page.evaluate("window.__sameDocument") is True  # no reload happened
+    shot(page, "run-page-finished")
+
+
+def test_cancel_from_the_page_cancels_the_run(
+    page: Page, cluster: Cluster, client: Client, two_sleepers: str
+) -> None:
+    sign_in(page, cluster.admin_key)
+    run = client.submit(pipeline=two_sleepers, input={"seconds": 30})
+    page.goto(f"/#/runs/{run.run_id}")
+    expect(page.locator('#dag g.node[data-step="first"]')).to_have_attribute(
+        "data-state", "RUNNING", timeout=STEP_MS
+    )
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#cancel")
+    expect(page.locator("#run-state .badge")).to_have_text("CANCELLED", timeout=STEP_MS)
+    assert client.get_run(run.run_id).state == "CANCELLED"
+    expect(page.locator("#cancel")).to_be_disabled()
+    shot(page, "run-page-cancelled")
+
+
+def test_the_face_runs_image_is_drawn_with_its_boxes(
+    page: Page, cluster: Cluster, client: Client
+) -> None:
+    for d in sorted(EXAMPLES.iterdir()):
+        if (d / "task.json").exists():
+            client.register_task(d)
+    client.register_pipelines(ROOT / "tasks" / "pipelines" / "config_pipeline.json")
+    uri = client.upload_artifact(ROOT / "tasks" / "data" / "astronaut.jpg")
+    run = client.run(pipeline="face_processing_pipeline", input={"image_path": uri}, timeout=120)
+    assert run.state == "COMPLETED"
+    sign_in(page, cluster.admin_key)
+    page.goto(f"/#/runs/{run.run_id}")
+    canvas = page.locator("canvas#faces")
+    expect(canvas).to_have_attribute("data-drawn", "1", timeout=STEP_MS)
+    assert canvas.get_attribute("data-faces") == str(len(run.output["faces"]))
+    assert page.locator("#dag g.node").count() == 4
+    assert page.locator("#dag path.edge").count() == 4
+    shot(page, "run-page-faces")
+
+
+def test_executors_and_queues_show_live_figures_and_the_stranded_warning(
+    page: Page, cluster: Cluster, client: Client, tmp_path: Path
+) -> None:
+    client.register_task(make_task(tmp_path, "dash_stranded", queue="dash-nobody"))
+    run = client.submit(task="dash_stranded", input={})
+    try:
+        sign_in(page, cluster.admin_key)
+        page.goto("/#/executors")
+        row = page.locator("#executors tr[data-executor]").first
+        expect(row).to_be_visible(timeout=STEP_MS)
+        memory = eventually(
+            lambda: int(row.locator("td[data-memory]").get_attribute("data-memory") or 0),
+            timeout=10,
+            what="an executor's memory on the page",
+        )
+        assert memory > 20 * 2**20
+        page.goto("/#/queues")
+        stranded = page.locator('#queues tr[data-queue="dash-nobody"]')
+        expect(stranded).to_contain_text("no executor takes from this queue", timeout=STEP_MS)
+        shot(page, "queues")
+    finally:
+        client.cancel(run.run_id, "the test is over")

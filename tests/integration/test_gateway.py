@@ -1,0 +1,220 @@
+"""The HTTP gateway against the session's real stack: the JSON API, the run-event WebSocket
+(the same semantics as WatchRun: from the start or after an event id), errors that name the
+field, keys required, cross-site cookie calls refused, and the OpenAPI description and docs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+
+from clients.sdk import Client
+from services.localstack import Cluster
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "tests" / "fixtures" / "tasks"
+IMAGE = ROOT / "tasks" / "data" / "astronaut.jpg"
+
+
+@pytest.fixture(scope="module")
+def http(cluster: Cluster, client: Client) -> Iterator[httpx.Client]:
+    """An HTTPS client of the gateway, presenting the admin key."""
+    client.register_task(FIXTURES / "word_count")
+    client.register_task(FIXTURES / "sleeper")
+    with httpx.Client(
+        base_url=cluster.gateway_url,
+        verify=ssl.create_default_context(cafile=str(cluster.ca_file)),
+        headers={"Authorization": f"Bearer {cluster.admin_key}"},
+        timeout=30,
+    ) as h:
+        yield h
+
+
+def watch(cluster: Cluster, run_id: str, after: str = "", key: str = "") -> list[dict[str, Any]]:
+    """Every message of the run's event socket until it closes, and the close code last."""
+
+    async def main() -> list[dict[str, Any]]:
+        url = cluster.gateway_url.replace("https://", "wss://")
+        context = ssl.create_default_context(cafile=str(cluster.ca_file))
+        headers = {"Authorization": f"Bearer {key or cluster.admin_key}"}
+        found: list[dict[str, Any]] = []
+        async with websockets.connect(
+            f"{url}/api/v1/runs/{run_id}/events?after={after}",
+            ssl=context,
+            additional_headers=headers,
+        ) as socket:
+            try:
+                async for message in socket:
+                    found.append(json.loads(message))
+            except websockets.ConnectionClosed:
+                pass
+            found.append({"close": socket.close_code})
+        return found
+
+    return asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_a_run_submitted_over_http_is_watched_to_its_end_and_resumed(
+    http: httpx.Client, cluster: Cluster
+) -> None:
+    reply = http.post("/api/v1/runs", json={"task": "sleeper", "input": {"seconds": 0.4}})
+    assert reply.status_code == 201, reply.text
+    run_id = reply.json()["run_id"]
+    events = watch(cluster, run_id)
+    assert events[-1] == {"close": 1000}
+    events = events[:-1]
+    kinds = [(e["step_id"], e["kind"], e["state"]) for e in events]
+    assert kinds[-1] == ("", "STATE", "COMPLETED")
+    progress = [e["progress"] for e in events if e["kind"] == "PROGRESS"]
+    assert progress == sorted(progress) and progress[-1] == 1.0
+    # Resumed after an event: exactly the events after it.
+    middle = events[len(events) // 2]["event_id"]
+    again = watch(cluster, run_id, after=middle)[:-1]
+    assert [e["event_id"] for e in again] == [e["event_id"] for e in events[len(events) // 2 + 1 :]]
+    got = http.get(f"/api/v1/runs/{run_id}").json()
+    assert got["state"] == "COMPLETED" and got["output"] == {"slept": 0.4}
+    assert got["created_at"].endswith("Z") or got["created_at"].endswith("+00:00")
+    listed = http.get("/api/v1/runs", params={"task_id": "sleeper", "page_size": 100}).json()
+    assert run_id in [r["run_id"] for r in listed["runs"]]
+    assert all(r["task_id"] == "sleeper" for r in listed["runs"])
+
+
+def test_listing_pages_with_a_token(http: httpx.Client) -> None:
+    for n in range(3):
+        http.post("/api/v1/runs", json={"task": "word_count", "input": {"text": f"w{n}"}})
+    first = http.get("/api/v1/runs", params={"task_id": "word_count", "page_size": 2}).json()
+    assert len(first["runs"]) == 2 and first["next_page_token"]
+    second = http.get(
+        "/api/v1/runs",
+        params={"task_id": "word_count", "page_size": 2, "page_token": first["next_page_token"]},
+    ).json()
+    ids = [r["run_id"] for r in first["runs"]]
+    assert not {r["run_id"] for r in second["runs"]} & set(ids)
+
+
+def test_cancel_over_http(http: httpx.Client, cluster: Cluster) -> None:
+    run_id = http.post("/api/v1/runs", json={"task": "sleeper", "input": {"seconds": 20}}).json()[
+        "run_id"
+    ]
+    reply = http.post(f"/api/v1/runs/{run_id}/cancel", json={"reason": "not needed"})
+    assert reply.status_code == 200 and reply.json()["state"] == "CANCELLED"
+    assert "not needed" in reply.json()["error"]
+    assert watch(cluster, run_id)[-1] == {"close": 1000}
+
+
+def test_bad_input_is_refused_with_the_field_named(http: httpx.Client, cluster: Cluster) -> None:
+    missing = http.get("/api/v1/runs/no-such-run")
+    assert missing.status_code == 404
+    assert missing.json()["error"] == {
+        "code": "NOT_FOUND",
+        "message": "run_id: no run no-such-run",
+        "field": "run_id",
+    }
+    both = http.post("/api/v1/runs", json={"task": "word_count", "pipeline": "x"})
+    assert both.status_code == 400 and both.json()["error"]["field"] == "task"
+    unknown = http.post("/api/v1/runs", json={"task": "no_such_task_here"})
+    assert unknown.status_code in (400, 404), unknown.text
+    assert unknown.json()["error"]["field"]
+    not_json = http.post("/api/v1/runs", content=b"{", headers={"Content-Type": "application/json"})
+    assert not_json.status_code == 422  # FastAPI's validation error names the location
+    closed = watch(cluster, "no-such-run")
+    assert closed[0]["error"]["code"] == "NOT_FOUND" and closed[-1] == {"close": 4404}
+    # The gateway is still serving.
+    assert http.get("/healthz").json() == {"status": "ok"}
+
+
+def test_a_key_is_required_and_a_bad_one_refused(cluster: Cluster) -> None:
+    verify = ssl.create_default_context(cafile=str(cluster.ca_file))
+    with httpx.Client(base_url=cluster.gateway_url, verify=verify) as anonymous:
+        reply = anonymous.get("/api/v1/runs")
+        assert reply.status_code == 401 and reply.json()["error"]["field"] == "authorization"
+        bad = anonymous.get("/api/v1/runs", headers={"Authorization": "Bearer wtm_0.nope"})
+        assert bad.status_code == 401 and bad.json()["error"]["code"] == "UNAUTHENTICATED"
+        assert anonymous.get("/api/v1/session").json() == {
+            "authenticated": False,
+            "namespace": "",
+        }
+        login = anonymous.post("/api/v1/session", json={"api_key": "wtm_0.nope"})
+        assert login.status_code == 401
+        assert anonymous.get("/healthz").status_code == 200  # liveness needs no key
+    refused = watch(cluster, "x", key="wtm_0.nope")
+    assert refused[0]["error"]["code"] == "UNAUTHENTICATED" and refused[-1] == {"close": 4401}
+
+
+def test_the_session_cookie_signs_in_and_cross_site_calls_are_refused(
+    cluster: Cluster, http: httpx.Client
+) -> None:
+    verify = ssl.create_default_context(cafile=str(cluster.ca_file))
+    with httpx.Client(base_url=cluster.gateway_url, verify=verify) as browser:
+        login = browser.post("/api/v1/session", json={"api_key": cluster.admin_key})
+        assert login.status_code == 200
+        cookie = login.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Secure" in cookie
+        assert browser.get("/api/v1/session").json()["authenticated"] is True
+        assert browser.get("/api/v1/executors").status_code == 200
+        forged = browser.post(
+            "/api/v1/runs",
+            json={"task": "word_count", "input": {"text": "x"}},
+            headers={"Origin": "https://evil.example"},
+        )
+        assert forged.status_code == 403 and forged.json()["error"]["field"] == "origin"
+        same = browser.post(
+            "/api/v1/runs",
+            json={"task": "word_count", "input": {"text": "x"}},
+            headers={"Origin": cluster.gateway_url},
+        )
+        assert same.status_code == 201
+        browser.delete("/api/v1/session")
+        assert browser.get("/api/v1/runs").status_code == 401
+
+
+def test_artifacts_round_trip_and_images_are_served_inline(http: httpx.Client) -> None:
+    data = IMAGE.read_bytes()
+    reply = http.post(
+        "/api/v1/artifacts",
+        params={"filename": "astronaut.jpg"},
+        content=data,
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    assert reply.status_code == 201, reply.text
+    uri = reply.json()["uri"]
+    assert uri.startswith("artifact://")
+    back = http.get("/api/v1/artifacts", params={"uri": uri})
+    assert back.content == data and back.headers["content-type"] == "image/jpeg"
+    assert back.headers["x-content-type-options"] == "nosniff"
+    text = http.post("/api/v1/artifacts", params={"filename": "a.html"}, content=b"<script>")
+    served = http.get("/api/v1/artifacts", params={"uri": text.json()["uri"]})
+    assert served.headers["content-disposition"].startswith("attachment")
+
+
+def test_catalog_fleet_queues_and_health(http: httpx.Client) -> None:
+    tasks = http.get("/api/v1/tasks").json()
+    assert "word_count" in {t["task_id"] for t in tasks}
+    assert http.get("/api/v1/tasks/word_count").json()["task_id"] == "word_count"
+    assert http.get("/api/v1/pipelines").status_code == 200
+    executors = http.get("/api/v1/executors").json()
+    assert any(e["state"] == "CONNECTED" and e["memory_bytes"] > 0 for e in executors)
+    assert "queues" in http.get("/api/v1/queues").json()
+    health = http.get("/api/v1/health")
+    assert health.status_code == 200, health.text
+    parts = {c["component"]: c["status"] for c in health.json()["checks"]}
+    assert parts["gateway"] == parts["registry"] == parts["scheduler/redis"] == "ok"
+
+
+def test_openapi_and_its_docs_page_are_served_without_a_cdn(http: httpx.Client) -> None:
+    spec = http.get("/openapi.json").json()
+    assert "/api/v1/runs" in spec["paths"] and "/api/v1/health" in spec["paths"]
+    docs = http.get("/docs").text
+    assert "swagger-ui-bundle.js" in docs and "cdn" not in docs.lower()
+    bundle = http.get("/docs-static/swagger-ui-bundle.js")
+    assert bundle.status_code == 200 and len(bundle.content) > 100_000
+    page = http.get("/")
+    assert page.status_code == 200 and "/ui/app.js" in page.text
+    assert "script-src 'self'" in page.headers["content-security-policy"]
