@@ -10,7 +10,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from clients.health import HealthReport
 from clients.sdk import ExecutorInfo, PipelineInfo, RunEventInfo, RunInfo, TaskInfo
+from clients.types import QueueInfo
 
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)  # progress, notes, errors: never mixed with output
@@ -218,20 +220,49 @@ def runs_table(runs: list[RunInfo]) -> Table:
 
 def executors_table(executors: list[ExecutorInfo]) -> Table:
     table = Table(title="Executors")
-    columns = ("executor", "state", "queues", "slots", "busy", "errors", "labels", "last seen")
-    for col in (*columns, "scheduler"):
+    columns = ("executor", "state", "queues", "slots", "busy", "cpu", "memory", "errors")
+    for col in (*columns, "labels", "last seen", "scheduler"):
         table.add_column(col)
     style = {"CONNECTED": "green", "DRAINING": "yellow", "LOST": "red"}
     for e in executors:
+        live = e.state != "LOST"
         table.add_row(
             escape(e.executor_id),
             f"[{style.get(e.state, 'white')}]{e.state}[/]",
             escape(",".join(e.queues)),
             str(e.slots),
             str(e.in_flight),
+            f"{e.cpu_percent:.0f}%" if live else "",
+            f"{e.memory_bytes / 2**20:.0f} MiB" if live and e.memory_bytes else "",
             f"[red]{e.slot_errors}[/]" if e.slot_errors else "0",
             escape(",".join(f"{k}={v}" for k, v in sorted(e.labels.items()))),
             e.last_seen_at.strftime("%H:%M:%S") if e.last_seen_at else "",
             escape(e.scheduler_id),
         )
+    return table
+
+
+def queues_table(queues: list[QueueInfo], delayed: int) -> Table:
+    table = Table(title=f"Queues ({delayed} retries due later)")
+    for col in ("queue", "waiting", "oldest", "executors", "free slots", ""):
+        table.add_column(col)
+    for q in queues:
+        table.add_row(
+            escape(q.queue),
+            str(q.depth),
+            f"{q.oldest_age_seconds:.1f}s" if q.depth else "",
+            str(q.executors),
+            str(q.free_slots),
+            "[yellow]work waits and no executor takes from it[/]" if q.stranded else "",
+        )
+    return table
+
+
+def health_table(report: HealthReport) -> Table:
+    colour = {"ok": "green", "warn": "yellow", "fail": "red"}
+    table = Table(title=f"Health: [{colour[report.status]}]{report.status}[/]")
+    for col in ("part", "status", "detail"):
+        table.add_column(col)
+    for c in report.checks:
+        table.add_row(escape(c.component), f"[{colour[c.status]}]{c.status}[/]", escape(c.detail))
     return table

@@ -43,6 +43,21 @@ class Ctx:
             retry_seconds=self.retry_seconds,
         )
 
+    def async_client(self, timeout: float = 30.0, retry_seconds: float | None = None) -> Any:
+        """The asyncio client (``clients.aio.AsyncClient``) with the same settings; make it
+        inside the event loop that uses it."""
+        from clients.aio import AsyncClient
+
+        return AsyncClient(
+            self.registry,
+            self.scheduler,
+            timeout=timeout,
+            api_key=self.token,
+            api_key_file=self.key_file,
+            namespace=self.namespace,
+            retry_seconds=self.retry_seconds if retry_seconds is None else retry_seconds,
+        )
+
     def out(self, value: Any, human: Any) -> None:
         """Print ``value`` as JSON with --json, else the human rendering."""
         if self.as_json:
@@ -122,10 +137,6 @@ ROOT_ALIASES: dict[str, Alias] = {
     "workers": ("executor", "list"),
     "start": "start executors with `python -m services.executor` (`wtm stack up` locally); "
     "--concurrency is --slots (WTM_EXECUTOR_SLOTS), --queues is --queues",
-    "monitor": "`wtm run watch RUN_ID` follows a run, `wtm executor list` shows the fleet, "
-    "Jaeger shows traces",
-    "health": "`python -m services.common.healthcheck --grpc HOST:PORT` checks a service; "
-    "`wtm executor list` shows the fleet",
 }
 
 

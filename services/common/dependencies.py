@@ -39,24 +39,29 @@ async def check(
     return DependencyStatus(name, ok, detail, time.perf_counter() - started)
 
 
-_probes = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="dependency-check")
+_probes = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="dependency-check")
 
 
 def check_blocking(
-    name: str, probe: Callable[[], str], timeout: float = CHECK_TIMEOUT_S
-) -> DependencyStatus:
-    """``check`` for blocking probes (the registry's clients): the probe runs on a thread of
-    its own, so one whose client retries for longer than ``timeout`` is not waited for."""
+    probes: list[tuple[str, Callable[[], str]]], timeout: float = CHECK_TIMEOUT_S
+) -> list[DependencyStatus]:
+    """``check`` for blocking probes (the registry's clients), all at once: each runs on a
+    thread of its own, so one whose client retries for longer than ``timeout`` is not
+    waited for."""
     started = time.perf_counter()
-    future = _probes.submit(probe)
-    try:
-        detail = future.result(timeout)
-        ok = True
-    except concurrent.futures.TimeoutError:
-        ok, detail = False, f"no answer within {timeout:g}s"
-    except Exception as exc:  # noqa: BLE001 - any failure is the answer
-        ok, detail = False, f"{type(exc).__name__}: {exc}"[:300]
-    return DependencyStatus(name, ok, detail, time.perf_counter() - started)
+    futures = [(name, _probes.submit(probe)) for name, probe in probes]
+    found = []
+    for name, future in futures:
+        left = max(0.0, timeout - (time.perf_counter() - started))
+        try:
+            detail = future.result(left)
+            ok = True
+        except concurrent.futures.TimeoutError:
+            ok, detail = False, f"no answer within {timeout:g}s"
+        except Exception as exc:  # noqa: BLE001 - any failure is the answer
+            ok, detail = False, f"{type(exc).__name__}: {exc}"[:300]
+        found.append(DependencyStatus(name, ok, detail, time.perf_counter() - started))
+    return found
 
 
 def dependency_to_proto(d: DependencyStatus) -> run_pb2.DependencyStatus:

@@ -60,10 +60,11 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, WtmError):
         return getattr(grpc.StatusCode, exc.code), exc.message
     if isinstance(exc, UNREACHABLE):
-        log.warning("a backing service is out of reach: %s: %s", type(exc).__name__, exc)
+        which = "MongoDB" if isinstance(exc, pymongo.errors.PyMongoError) else "Redis"
+        log.warning("%s is out of reach: %s: %s", which, type(exc).__name__, exc)
         return (
             grpc.StatusCode.UNAVAILABLE,
-            f"a backing service is out of reach ({type(exc).__name__}); try again",
+            f"a backing service ({which}) is out of reach ({type(exc).__name__}); try again",
         )
     error_id = secrets.token_hex(6)
     log.error("unexpected error %s", error_id, exc_info=exc)

@@ -53,10 +53,7 @@ class Registry:
 
     def dependencies(self) -> list[DependencyStatus]:
         """MongoDB and the object store, each asked now."""
-        return [
-            check_blocking("mongodb", self.tasks.ping),
-            check_blocking("s3", self.packages.ping),
-        ]
+        return check_blocking([("mongodb", self.tasks.ping), ("s3", self.packages.ping)])
 
     def check_size(self, size: int) -> None:
         if size > self.max_package_bytes:

@@ -4,6 +4,7 @@ whether this replica reaches its Redis and MongoDB (CheckDependencies)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -96,4 +97,4 @@ class FleetReport:
             await self.store.ping()
             return "answered ping"
 
-        return [await check("redis", redis), await check("mongodb", mongodb)]
+        return list(await asyncio.gather(check("redis", redis), check("mongodb", mongodb)))

@@ -4,11 +4,13 @@ each service reaches its backing servers. Against the session's real stack."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 from clients.sdk import Client
 from services.localstack import Cluster
+from tests.conftest import run_cli
 from tests.integration.test_registry import make_task
 from tests.waiting import eventually
 
@@ -60,3 +62,13 @@ def test_each_service_reports_its_backing_servers(client: Client, cluster: Clust
     for d in found.values():
         assert d.ok, d
         assert 0 < d.latency_seconds < 3
+
+
+def test_monitor_prints_a_snapshot_and_refreshes_in_place(cluster: Cluster) -> None:
+    snapshot = json.loads(run_cli(cluster, "--json", "monitor").stdout)
+    assert set(snapshot) == {"queues", "delayed", "executors", "runs"}
+    assert any(e["memory_bytes"] > 0 for e in snapshot["executors"])
+    shown = run_cli(cluster, "monitor", "--count", "2", "--interval", "0.2").stdout
+    assert "Queues" in shown and "Executors" in shown and "Runs" in shown
+    listed = json.loads(run_cli(cluster, "--json", "queue", "list").stdout)
+    assert "default" in {q["queue"] for q in listed["queues"]}

@@ -1,0 +1,118 @@
+"""``wtm health``, ``wtm monitor`` and ``wtm queue list``: how an operator sees the whole
+installation (the dashboard shows the same)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from typing import Any
+
+import click
+from rich.console import Group
+from rich.live import Live
+
+from clients import render
+from clients.cli.app import Ctx, cli
+from clients.health import STALE_AFTER_SECONDS, HealthReport, check_health
+from clients.sdk import Client
+
+
+@cli.command()
+@click.option(
+    "--gateway",
+    envvar="WTM_GATEWAY_URL",
+    show_envvar=True,
+    default="",
+    help="the gateway's URL, to check it too (https://host:port)",
+)
+@click.option(
+    "--stale-after",
+    type=click.FloatRange(0),
+    default=STALE_AFTER_SECONDS,
+    show_default=True,
+    help="warn about a queue whose oldest waiting step is older than this (seconds)",
+)
+@click.option("--timeout", type=click.FloatRange(0.1), default=5.0, show_default=True)
+@click.pass_obj
+def health(obj: Ctx, gateway: str, stale_after: float, timeout: float) -> None:
+    """Check every part: the registry and the scheduler, their Redis, MongoDB and S3, the
+    gateway, the executors and the queues. Exit 0 when nothing is down (warnings allowed:
+    a queue with work and no executor, lost executors, unhealthy slots), 1 otherwise."""
+
+    async def check() -> HealthReport:
+        client = obj.async_client(timeout=timeout, retry_seconds=0)
+        try:
+            from common.tls import ca_path
+
+            return await check_health(client, gateway, ca_path(None), stale_after)
+        finally:
+            await client.close()
+
+    report = asyncio.run(check())
+    obj.out(report.to_dict(), render.health_table(report))
+    if not obj.as_json:
+        for c in report.checks:
+            if c.status == "fail":
+                render.errors.print(f"[red]down[/] {c.component}: {render.escape(c.detail)}")
+    sys.exit(0 if report.healthy else 1)
+
+
+@cli.group()
+def queue() -> None:
+    """The queues of the scheduler."""
+
+
+@queue.command("list")
+@click.pass_obj
+def queue_list(obj: Ctx) -> None:
+    """Queues with waiting work or an executor: depth, the oldest step's age, executors."""
+    with obj.client() as client:
+        queues, delayed = client.list_queues()
+    obj.out({"queues": queues, "delayed": delayed}, render.queues_table(queues, delayed))
+
+
+def snapshot(client: Client, runs: int = 10) -> dict[str, Any]:
+    queues, delayed = client.list_queues()
+    recent, _ = client.list_runs_page(page_size=runs)
+    return {
+        "queues": queues,
+        "delayed": delayed,
+        "executors": client.list_executors(),
+        "runs": recent,
+    }
+
+
+@cli.command()
+@click.option("--interval", type=click.FloatRange(0.2), default=2.0, show_default=True)
+@click.option("--runs", type=click.IntRange(1, 100), default=10, show_default=True)
+@click.option("--count", type=click.IntRange(0), default=0, help="stop after N refreshes")
+@click.pass_obj
+def monitor(obj: Ctx, interval: float, runs: int, count: int) -> None:
+    """A live view of queues, executors (slots, CPU, memory, in flight) and the runs that
+    finish, refreshed in place until Ctrl-C. With --json: one snapshot, printed once."""
+    with obj.client() as client:
+        if obj.as_json:
+            click.echo(render.as_json(snapshot(client, runs)))
+            return
+
+        def view() -> Group:
+            s = snapshot(client, runs)
+            return Group(
+                render.queues_table(s["queues"], s["delayed"]),
+                render.executors_table(s["executors"]),
+                render.runs_table(s["runs"]),
+                f"[dim]{time.strftime('%H:%M:%S')} · every {interval:g}s · Ctrl-C stops[/]",
+            )
+
+        shown = 0
+        with Live(view(), console=render.console, auto_refresh=False) as live:
+            try:
+                while not count or (shown := shown + 1) < count:
+                    time.sleep(interval)
+                    live.update(view(), refresh=True)
+            except KeyboardInterrupt:
+                pass
+
+
+__all__ = ["health", "monitor", "queue"]
