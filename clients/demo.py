@@ -8,6 +8,7 @@ lineage, and stops everything (also on Ctrl-C or SIGTERM).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import sys
@@ -110,7 +111,23 @@ def show(run: RunInfo) -> None:
         console.print(f"    {source} -> {target}")
 
 
-def run_demo(root: Path) -> int:
+def dashboard_sees(cluster: Cluster, run_id: str) -> str:
+    """The run's state as the dashboard's API reports it (the page shows the same)."""
+    import ssl
+
+    import httpx
+
+    reply = httpx.get(
+        f"{cluster.gateway_url}/api/v1/runs/{run_id}",
+        headers={"Authorization": f"Bearer {cluster.admin_key}"},
+        verify=ssl.create_default_context(cafile=str(cluster.ca_file)),
+        timeout=10,
+    )
+    reply.raise_for_status()
+    return str(reply.json()["state"])
+
+
+def run_demo(root: Path, keep: bool | None = None) -> int:
     console = render.console
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop everything on kill, too
     t0 = time.monotonic()
@@ -143,5 +160,17 @@ def run_demo(root: Path) -> int:
                 console.print(render.event_line(event))
             result = client.get_run(run.run_id)
             show(result)
+        state = dashboard_sees(cluster, run.run_id)
+        console.print(
+            f"\n[bold]Dashboard[/] {cluster.gateway_url}/#/runs/{run.run_id} (it shows this run:"
+            f" {state})\n  sign in with the key in {cluster.key_files['admin']}; the browser"
+            f" will not know the stack's CA ({cluster.ca_file}): accept it or import it"
+            f"\n  API docs {cluster.gateway_url}/docs · `wtm health`, `wtm monitor` with the"
+            " exports of `wtm stack up`"
+        )
+        if keep if keep is not None else sys.stdin.isatty():
+            console.print("\nEverything keeps running: press Enter (or Ctrl-C) to stop it.")
+            with contextlib.suppress(KeyboardInterrupt, EOFError):
+                input()
     console.print("\nStopped everything.")
     return 0 if result.state == "COMPLETED" else 1

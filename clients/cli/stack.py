@@ -45,8 +45,15 @@ def stack_up(root: Path, executors: int) -> None:
 @click.option(
     "--dir", "root", default=".wtm/demo", show_default=True, type=click.Path(path_type=Path)
 )
-def demo(root: Path) -> None:
-    """Start the local stack and services, register the examples, run them, print, stop."""
+@click.option(
+    "--keep/--no-keep",
+    default=None,
+    help="keep everything running after the result, for the dashboard, until Enter "
+    "(default: when run from a terminal)",
+)
+def demo(root: Path, keep: bool | None) -> None:
+    """Start the local stack and services, register the examples, run the face pipeline,
+    print it and the dashboard's address; then stop (or keep running: --keep)."""
     from clients.demo import run_demo
 
-    sys.exit(run_demo(root))
+    sys.exit(run_demo(root, keep))

@@ -50,7 +50,7 @@ class Dispatcher:
         self.queue = queue
         self.listeners = listeners
         self.fleet = Fleet(queue, scheduler_id, silent_after, clock)
-        self.metrics = SchedulerMetrics(self.fleet)
+        self.metrics = SchedulerMetrics(self.fleet, cache)
         self.leaser = Leaser(
             queue, self.fleet, listeners, lease_seconds, retry, documents, prefetch, clock, cache
         )

@@ -12,6 +12,7 @@
     wtm_lease_expiries_total               attempts lost with their executor
     wtm_retries_total                      attempts that will be retried
     wtm_history_write_failures_total       failed writes of finished runs to MongoDB (retried)
+    wtm_result_cache_lookups_total{outcome=hit|miss}  result-cache lookups of cacheable steps
 
 Every replica reports the depths and ages (the same figures: take the max over replicas) and
 the executors connected to it (sum over replicas).
@@ -33,6 +34,7 @@ from services.scheduler.listeners import RunListener
 if TYPE_CHECKING:
     from services.scheduler.fleet import Fleet
     from services.scheduler.models import Run
+    from services.scheduler.result_cache import ResultCache
 
 
 # Histogram buckets in seconds, from 1 ms to 1 h (OpenTelemetry's default buckets are
@@ -46,8 +48,9 @@ SECONDS_BUCKETS = (
 class SchedulerMetrics(RunListener):
     """Instruments, and what the observable ones read; a listener of runs and attempts."""
 
-    def __init__(self, fleet: Fleet) -> None:
+    def __init__(self, fleet: Fleet, cache: ResultCache | None = None) -> None:
         self._fleet = fleet
+        self._cache = cache
         self.depths: dict[str, int] = {}
         self.oldest_ages: dict[str, float] = {}
         self.executors: dict[str, int] = {}
@@ -86,6 +89,11 @@ class SchedulerMetrics(RunListener):
         )
         self.lease_expiries = meter.create_counter("wtm_lease_expiries", description="attempts")
         self.retries = meter.create_counter("wtm_retries", description="attempts")
+        meter.create_observable_counter(
+            "wtm_result_cache_lookups",
+            [self._observe_cache],
+            description="result-cache lookups of cacheable steps, by outcome",
+        )
         self.history_failures = meter.create_counter(
             "wtm_history_write_failures", description="failed writes of finished runs"
         )
@@ -98,6 +106,14 @@ class SchedulerMetrics(RunListener):
 
     def _observe_executors(self, options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(n, {"queue": q}) for q, n in self.executors.items()]
+
+    def _observe_cache(self, options: CallbackOptions) -> Iterable[Observation]:
+        if self._cache is None:
+            return []
+        return [
+            Observation(self._cache.hits, {"outcome": "hit"}),
+            Observation(self._cache.misses, {"outcome": "miss"}),
+        ]
 
     def _observe_slots(self, options: CallbackOptions) -> Iterable[Observation]:
         sessions = list(self._fleet.sessions.values())

@@ -51,6 +51,8 @@ class ResultCache:
         self.redis = redis
         self.ttl_seconds = ttl_seconds
         self.max_bytes = max_bytes
+        self.hits = 0  # lookups that found an output (for the metrics)
+        self.misses = 0
 
     @staticmethod
     def key(namespace: str, digest: str, input_json: str) -> str:
@@ -65,6 +67,9 @@ class ResultCache:
         for raw in await self.redis.mget(cache_keys):
             entry = json.loads(raw) if raw else None
             found.append(CachedOutput(entry["output"], entry["from"]) if entry else None)
+        hits = sum(1 for f in found if f is not None)
+        self.hits += hits
+        self.misses += len(found) - hits
         return found
 
     def store_fields(self, key: str) -> dict[str, str]:

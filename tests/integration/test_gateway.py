@@ -218,3 +218,24 @@ def test_openapi_and_its_docs_page_are_served_without_a_cdn(http: httpx.Client) 
     page = http.get("/")
     assert page.status_code == 200 and "/ui/app.js" in page.text
     assert "script-src 'self'" in page.headers["content-security-policy"]
+
+
+def test_the_container_health_check_reaches_the_gateway(cluster: Cluster) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.common.healthcheck",
+            "--http",
+            f"{cluster.gateway_url}/healthz",
+            "--tls-ca",
+            str(cluster.ca_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr

@@ -43,6 +43,19 @@ def test_the_grpc_services_are_published_and_checked_over_grpc_health(
         assert svc["healthcheck"]["test"][-1] == f"127.0.0.1:{port}"
 
 
+def test_the_gateway_is_published_checked_over_https_and_holds_no_backend_secret(
+    compose: dict[str, Any],
+) -> None:
+    gateway = compose["services"]["gateway"]
+    assert gateway["command"] == ["python", "-m", "services.gateway"]
+    assert "8443:8443" in gateway["ports"]
+    assert gateway["healthcheck"]["test"][-2:] == ["--http", "https://127.0.0.1:8443/healthz"]
+    env = gateway["environment"]
+    assert env["WTM_TLS_CERT"] and env["WTM_TLS_CA"]
+    assert not [k for k in env if k.startswith(("WTM_MONGODB", "WTM_S3", "WTM_REDIS"))]
+    assert not [k for k in env if "KEY" in k and k != "WTM_TLS_KEY"]
+
+
 def test_jaeger_takes_otlp_and_serves_its_ui(compose: dict[str, Any]) -> None:
     ports = compose["services"]["jaeger"]["ports"]
     assert any(p.startswith("4317:4317") for p in ports)

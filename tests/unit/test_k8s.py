@@ -130,6 +130,7 @@ def test_each_of_our_deployments_has_a_disruption_budget(
     assert {d["metadata"]["name"] for d in ours} == {
         "registry",
         "scheduler",
+        "gateway",
         "executor",
         "executor-gpu",
     }
@@ -173,6 +174,21 @@ def test_executor_pods_reach_only_the_scheduler_registry_dns_and_the_collector(
         peers = [p for rule in policy["spec"]["ingress"] for p in rule["from"]]
         names = {p["podSelector"]["matchLabels"]["app.kubernetes.io/name"] for p in peers}
         assert names == allowed, store
+
+
+def test_the_gateway_holds_no_credential_and_reaches_only_the_services(
+    rendered: dict[str, list[Doc]],
+) -> None:
+    docs = rendered["local"]
+    [container] = named(docs, "Deployment", "gateway")["spec"]["template"]["spec"]["containers"]
+    assert not container.get("envFrom") and all("valueFrom" not in e for e in container["env"])
+    policy = named(docs, "NetworkPolicy", "gateway-egress")
+    stores = [pod_labels(named(docs, "Deployment", n)) for n in ("redis", "mongodb", "minio")]
+    for rule in policy["spec"]["egress"]:
+        assert {p["port"] for p in rule["ports"]} <= {50051, 50052, 4317, 53}
+        for peer in rule["to"]:
+            wanted = peer["podSelector"]["matchLabels"]
+            assert not any(selects(wanted, store) for store in stores), wanted
 
 
 def test_production_runs_schedulers_in_pairs_and_executors_outlast_their_drain(
