@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import uvicorn
 
+from common import telemetry
 from services.common import logs
 from services.common.config import load_settings, server_tls
 from services.gateway.app import create_app
@@ -17,6 +18,8 @@ from services.gateway.settings import GatewaySettings
 def main(argv: Sequence[str] | None = None) -> int:
     settings = load_settings(GatewaySettings, argv, prog="wtm-gateway")
     logs.configure("gateway")
+    # Its calls to the registry and the scheduler join the callers' traces when tracing is on.
+    telemetry.setup("wtm-gateway", grpc_client="aio")
     tls = server_tls(settings)
     host, _, port = settings.listen.rpartition(":")
     config = uvicorn.Config(
@@ -31,7 +34,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         server_header=False,
         timeout_graceful_shutdown=10,
     )
-    uvicorn.Server(config).run()
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        telemetry.shutdown()
     return 0
 
 
