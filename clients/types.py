@@ -301,6 +301,7 @@ class ExecutorInfo:
     namespaces: list[str] = field(default_factory=list)  # whose queues it serves; "*": all
     cpu_percent: float = 0.0  # of one core, with its worker processes (last heartbeat)
     memory_bytes: int = 0  # resident, with its worker processes (last heartbeat)
+    running_steps: list[str] = field(default_factory=list)  # "run_id:step_id" leased to it
 
     @classmethod
     def from_proto(cls, e: spb.Executor) -> ExecutorInfo:
@@ -322,6 +323,7 @@ class ExecutorInfo:
             list(e.namespaces),
             e.cpu_percent,
             e.memory_bytes,
+            list(e.running_steps),
         )
 
 

@@ -167,6 +167,7 @@ class Executor(BaseModel):
     namespaces: list[str] = []
     cpu_percent: float = Field(0.0, description="of one core, with its worker processes")
     memory_bytes: int = Field(0, description="resident, with its worker processes")
+    running_steps: list[str] = Field([], description='leased to it now, "run_id:step_id"')
 
 
 class Queue(BaseModel):

@@ -9,6 +9,7 @@ replaced (a reconnect).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from services.scheduler.run_queue import RunQueue
 log = logging.getLogger(__name__)
 
 LOST_LISTED_SECONDS = 3600  # a lost executor stays listed this long, then is forgotten
+MAX_LISTED_STEPS = 100  # of an executor's leased steps, ListExecutors names at most this many
 
 
 @dataclass(frozen=True)
@@ -274,6 +276,7 @@ class Fleet:
                 "namespaces": list(p.namespaces),
                 "slots": p.slots,
                 "in_flight": len(session.in_flight),
+                "running": list(itertools.islice(session.in_flight, MAX_LISTED_STEPS)),
                 "labels": p.labels,
                 "software_version": p.software_version,
                 "python_version": p.python_version,
@@ -305,7 +308,7 @@ class Fleet:
             if executor_id in saved:
                 d = json.loads(saved[executor_id])
                 if d.get("scheduler_id") == self.scheduler_id and d["state"] != "LOST":
-                    d.update(state="LOST", in_flight=0, cpu_percent=0.0, memory_bytes=0)
+                    d.update(state="LOST", in_flight=0, running=[], cpu_percent=0.0, memory_bytes=0)
                     lost[executor_id] = json.dumps(d)
         await self.record.save(lost)
         now = self.clock.time()

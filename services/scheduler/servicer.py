@@ -167,6 +167,7 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
                 namespaces=e.get("namespaces", [auth.ALL_NAMESPACES]),
                 cpu_percent=e.get("cpu_percent", 0.0),
                 memory_bytes=e.get("memory_bytes", 0),
+                running_steps=e.get("running", []),
             )
             m.connect_time.FromNanoseconds(int(e["connected_at"] * 1e9))
             m.last_seen_time.FromNanoseconds(int(e["last_seen"] * 1e9))

@@ -72,3 +72,20 @@ def test_monitor_prints_a_snapshot_and_refreshes_in_place(cluster: Cluster) -> N
     assert "Queues" in shown and "Executors" in shown and "Runs" in shown
     listed = json.loads(run_cli(cluster, "--json", "queue", "list").stdout)
     assert "default" in {q["queue"] for q in listed["queues"]}
+
+
+def test_an_executor_lists_the_steps_it_runs(client: Client) -> None:
+    client.register_task(Path(__file__).resolve().parents[1] / "fixtures" / "tasks" / "sleeper")
+    run = client.submit(task="sleeper", input={"seconds": 3})
+    member = f"{run.run_id}:sleeper"
+    eventually(
+        lambda: any(member in e.running_steps for e in client.list_executors()),
+        timeout=10,
+        what="the running step in its executor's record",
+    )
+    client.wait(run.run_id, timeout=30)
+    eventually(
+        lambda: not any(member in e.running_steps for e in client.list_executors()),
+        timeout=10,
+        what="the finished step gone from its executor's record",
+    )

@@ -424,7 +424,7 @@ async function drawFaces(canvas, uri, faces) {
 function executorsPage() {
   const body = h("tbody");
   main.replaceChildren(h("h1", {}, "Executors"), h("table", { id: "executors" },
-    h("thead", {}, h("tr", {}, ["Executor", "State", "Queues", "Slots busy / free", "CPU", "Memory", "Last seen", "Scheduler", "Slot errors"].map((c) => h("th", {}, c)))), body));
+    h("thead", {}, h("tr", {}, ["Executor", "State", "Queues", "Slots busy / free", "In flight", "CPU", "Memory", "Last seen", "Scheduler", "Slot errors"].map((c) => h("th", {}, c)))), body));
   return every(REFRESH_MS, async () => {
     const list = await api("/api/v1/executors");
     body.replaceChildren(...list.map((e) => h("tr", { "data-executor": e.executor_id },
@@ -432,11 +432,15 @@ function executorsPage() {
       h("td", {}, badge(e.state)),
       h("td", {}, e.queues.join(", "), e.namespaces.length ? h("div", { class: "muted" }, `namespaces ${e.namespaces.join(", ")}`) : null),
       h("td", { class: "num" }, `${Math.min(e.in_flight, e.slots)} / ${Math.max(0, e.slots - e.in_flight)}`),
+      h("td", { class: "in-flight" }, e.running_steps.map((m) => {
+        const [run, step] = m.split(":");
+        return h("div", {}, h("a", { href: `#/runs/${run}` }, h("code", {}, short(run, 10))), ` ${step}`);
+      })),
       h("td", { class: "num", "data-cpu": e.cpu_percent }, e.state === "LOST" ? "" : `${e.cpu_percent.toFixed(0)}%`),
       h("td", { class: "num", "data-memory": e.memory_bytes }, e.memory_bytes ? bytes(e.memory_bytes) : ""),
       h("td", {}, when(e.last_seen_at)), h("td", {}, e.scheduler_id),
       h("td", { class: e.slot_errors ? "warning" : "num", title: e.last_slot_error }, e.slot_errors ? `${e.slot_errors}: ${e.last_slot_error}` : "0"))));
-    if (!list.length) body.replaceChildren(h("tr", {}, h("td", { colspan: 9, class: "muted" }, "No executor has connected.")));
+    if (!list.length) body.replaceChildren(h("tr", {}, h("td", { colspan: 10, class: "muted" }, "No executor has connected.")));
   });
 }
 
