@@ -79,11 +79,12 @@ class Dispatcher:
 
     def open_session(self, profile: ExecutorProfile) -> ExecutorSession:
         session = self.fleet.open(profile)
-        self.leaser.new_executor(session.executor_id)
+        self.leaser.new_executor(session)
         return session
 
     def close_session(self, session: ExecutorSession) -> None:
         self.fleet.close(session)
+        self.leaser.forget(session)
 
     # What the stream brings up (heartbeats, progress, logs, results) goes to ``intake``.
 

@@ -24,6 +24,7 @@ from services.common.mapping import MissingValue
 from services.scheduler import keys, step_inputs, tracing
 from services.scheduler.clock import SYSTEM, Clock
 from services.scheduler.fleet import Assignment, ExecutorSession, Fleet
+from services.scheduler.idle_executors import AskedExecutors
 from services.scheduler.large_documents import LargeDocumentError, LargeDocuments
 from services.scheduler.listeners import Listeners
 from services.scheduler.queue_records import Completion, Leased, Submission
@@ -147,12 +148,7 @@ class Leaser:
         self.clock = clock
         self.work_queued = queue.work_queued  # set by the queue, a new executor, a free slot
         self._rotation = 0
-        # Executors whose last dispatch found their queues empty, with the queue's
-        # queued_epoch and the clock then: not asked again until work is queued, or a second
-        # has passed (the backstop for a wake message lost between replicas). Without this
-        # every round (each batch of results) asks every idle executor of a large fleet:
-        # O(executors) scripts per round for nothing.
-        self._found_nothing: dict[str, tuple[int, int]] = {}
+        self.asked = AskedExecutors(fleet)  # who a round asks: not every idle executor
         # Whether the last round filled every slot it could: then work may still be waiting
         # and a freed slot calls for a round; otherwise only newly queued work does.
         self.saturated = True
@@ -179,19 +175,9 @@ class Leaser:
         each session's prefetch room, so that held work never waits while a slot is idle."""
         epoch, now = self.queue.queued_epoch, self.clock.now_ms()
         new_work = self.queue.take_new_work()
-        every = [s for s in self.fleet.sessions.values() if not s.draining]
-        sessions = []
-        for s in every:
-            if self._worth_asking(s.executor_id, epoch, now):
-                sessions.append(s)
-            elif new_work and s.free_slots > 0:  # as many idle ones as there are new steps
-                for q in self.fleet.queues_of(s):
-                    if new_work.get(q, 0) > 0:
-                        new_work[q] -= s.free_slots
-                        sessions.append(s)
-                        break
+        sessions = self.asked.to_ask(epoch, now, new_work)
         if not sessions:
-            return LeaseRound(self, epoch=epoch, skipped=len(every))
+            return LeaseRound(self, epoch=epoch, skipped=len(self.asked.idle))
         self._rotation = (self._rotation + 1) % len(sessions)
         order = sessions[self._rotation :] + sessions[: self._rotation]
         wanting = [s for s in order if s.free_slots > 0]
@@ -205,7 +191,7 @@ class Leaser:
             ]
         if not wanting:
             self.saturated = True
-        return LeaseRound(self, wanting, wants, epoch, len(every) - len(sessions))
+        return LeaseRound(self, wanting, wants, epoch, len(self.asked.idle))
 
     async def submit(self, runs: list[Submission]) -> list[tuple[bool, str]]:
         """Queue new runs and, in the same round trip, lease work to the free slots, so a
@@ -259,9 +245,7 @@ class Leaser:
             return
         self.saturated = any(
             len(got) >= n for (_, _, n), got in zip(wants, leases, strict=True)
-        ) or any(
-            s.free_slots + s.prefetch_room(self.prefetch) == 0 for s in self.fleet.sessions.values()
-        )
+        ) or self.asked.any_full(self.prefetch)
         ready: list[Prepared] = []
         ended: list[Completion] = []  # failed inputs and cache hits: recorded here
         for session, leased_list in zip(wanting, leases, strict=True):
@@ -319,32 +303,29 @@ class Leaser:
                 self.listeners.step_ended(c.member, v.snapshot, c.output_json, v.ends_run, v.final)
             self.wake()  # the slots these were leased to are free again
 
-    def _worth_asking(self, executor_id: str, epoch: int, now_ms: int) -> bool:
-        found = self._found_nothing.get(executor_id)
-        return found is None or found[0] < epoch or now_ms - found[1] >= 1000
-
-    def new_executor(self, executor_id: str) -> None:
+    def new_executor(self, session: ExecutorSession) -> None:
         """An executor (re)connected: its slots are asked at once, whatever it found before."""
-        self._found_nothing.pop(executor_id, None)
+        self.asked.activate(session)
         self.wake()
+
+    def forget(self, session: ExecutorSession) -> None:
+        """An executor's stream ended."""
+        self.asked.forget(session)
 
     def after(self, lease_round: LeaseRound, leases: list[list[Leased]]) -> None:
         """Note who found nothing; and when work was queued while executors sat out this
         round (results that made steps ready), lease again so that they are asked."""
         got_some: dict[str, bool] = {}  # a session wants twice with prefetch: both count
+        asked: dict[str, ExecutorSession] = {}
         for session, got in zip(lease_round.sessions, leases, strict=True):
             got_some[session.executor_id] = got_some.get(session.executor_id, False) or bool(got)
+            asked[session.executor_id] = session
         now = self.clock.now_ms()
-        for executor_id, some in got_some.items():
-            if some:
-                self._found_nothing.pop(executor_id, None)
-            else:
-                self._found_nothing[executor_id] = (lease_round.epoch, now)
+        for executor_id, session in asked.items():
+            if not got_some[executor_id]:
+                self.asked.found_idle(session, now)
         if lease_round.skipped and self.queue.queued_epoch != lease_round.epoch:
             self.wake()
-        if len(self._found_nothing) > 2 * len(self.fleet.sessions) + 100:  # gone executors
-            live = self.fleet.sessions.keys()
-            self._found_nothing = {k: v for k, v in self._found_nothing.items() if k in live}
 
     async def _prepare(self, session: ExecutorSession, leased: Leased) -> Prepared | Completion:
         """A leased step's input, or the failure that ends the attempt when it cannot be
