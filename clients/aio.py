@@ -311,9 +311,15 @@ class AsyncClient(_Connection):
         page_token: str = "",
     ) -> tuple[list[RunInfo], str]:
         request = requests.list_runs(
-            state, pipeline_id, task_id, batch_id, created_after, created_before, page_size
+            state,
+            pipeline_id,
+            task_id,
+            batch_id,
+            created_after,
+            created_before,
+            page_size,
+            page_token,
         )
-        request.page_token = page_token
         reply = await self._s.unary(self._scheduler.ListRuns, request)
         return [RunInfo.from_proto(r) for r in reply.runs], reply.next_page_token
 

@@ -72,6 +72,7 @@ def list_runs(
     created_after: datetime | None = None,
     created_before: datetime | None = None,
     page_size: int = 100,
+    page_token: str = "",
 ) -> spb.ListRunsRequest:
     request = spb.ListRunsRequest(
         state=f"STATE_{state}" if state else "STATE_UNSPECIFIED",
@@ -79,6 +80,7 @@ def list_runs(
         task_id=task_id,
         batch_id=batch_id,
         page_size=page_size,
+        page_token=page_token,
     )
     if created_after is not None:
         request.created_after.FromDatetime(created_after)

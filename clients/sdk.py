@@ -459,9 +459,15 @@ class Client(_Connection):
     ) -> tuple[list[RunInfo], str]:
         """One page of runs, newest first, and the token of the next ("" on the last)."""
         request = requests.list_runs(
-            state, pipeline_id, task_id, batch_id, created_after, created_before, page_size
+            state,
+            pipeline_id,
+            task_id,
+            batch_id,
+            created_after,
+            created_before,
+            page_size,
+            page_token,
         )
-        request.page_token = page_token
         reply = self._s.unary(self._scheduler.ListRuns, request)
         return [RunInfo.from_proto(r) for r in reply.runs], reply.next_page_token
 

@@ -138,8 +138,8 @@ def load_settings(cls: type[T], argv: Sequence[str] | None = None, prog: str | N
 
 
 @dataclasses.dataclass
-class ServerAuthSettings:
-    """What every server's settings add: TLS, whether keys are required, where they live."""
+class ServerTlsSettings:
+    """What every server's settings add for TLS (the gateway's too)."""
 
     tls: bool = setting(
         True,
@@ -149,6 +149,12 @@ class ServerAuthSettings:
     )
     tls_cert: str = setting("", "WTM_TLS_CERT", "PEM certificate chain to serve TLS with")
     tls_key: str = setting("", "WTM_TLS_KEY", "PEM private key of that certificate")
+
+
+@dataclasses.dataclass
+class ServerAuthSettings(ServerTlsSettings):
+    """What every gRPC server's settings add: TLS, whether keys are required, where they
+    live."""
 
     auth: bool = setting(
         True,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.common.config import host_port, setting
+from services.common.config import ServerTlsSettings, host_port, setting
 
 
 @dataclass
-class GatewaySettings:
+class GatewaySettings(ServerTlsSettings):
     """The HTTP gateway: a JSON API, a WebSocket of run events and the dashboard, over the
     registry and the scheduler. It holds no key of its own: every call to them carries the
     caller's."""
@@ -20,14 +20,6 @@ class GatewaySettings:
     scheduler: str = setting(
         "127.0.0.1:50052", "WTM_SCHEDULER_ADDR", "scheduler address", host_port
     )
-    tls: bool = setting(
-        True,
-        "WTM_TLS",
-        "serve HTTPS (needs WTM_TLS_CERT and WTM_TLS_KEY); false serves plain HTTP: an "
-        "explicit opt-out, for development",
-    )
-    tls_cert: str = setting("", "WTM_TLS_CERT", "PEM certificate chain to serve HTTPS with")
-    tls_key: str = setting("", "WTM_TLS_KEY", "PEM private key of that certificate")
     tls_ca: str = setting(
         "",
         "WTM_TLS_CA",

@@ -145,6 +145,13 @@ def test_cancel_from_the_page_cancels_the_run(
     assert client.get_run(run.run_id).state == "CANCELLED"
     expect(page.locator("#cancel")).to_be_disabled()
     shot(page, "run-page-cancelled")
+    # The list, filtered by state, shows it among cancelled runs only.
+    page.goto("/#/runs")
+    page.select_option("select[name=state]", "CANCELLED")
+    page.click("form.filters button[type=submit]")
+    expect(page.locator(f'#runs tr[data-run="{run.run_id}"]')).to_be_visible(timeout=STEP_MS)
+    states = page.locator("#runs tr[data-run] .badge").all_inner_texts()
+    assert states and set(states) == {"CANCELLED"}
 
 
 def test_the_face_runs_image_is_drawn_with_its_boxes(

@@ -129,7 +129,7 @@ async function ensureSession() {
 
 // ---------------------------------------------------------------------------- runs list
 
-const runFilters = { state: "", pipeline_id: "", task_id: "", batch_id: "", created_after: "" };
+const runFilters = { state: "", pipeline_id: "", task_id: "", batch_id: "", created_after: "", created_before: "" };
 
 function runsPage() {
   const tokens = [""]; // page tokens: the current page is the last one
@@ -145,6 +145,7 @@ function runsPage() {
     task_id: h("input", { name: "task_id", value: runFilters.task_id, size: 14 }),
     batch_id: h("input", { name: "batch_id", value: runFilters.batch_id, size: 14 }),
     created_after: h("input", { name: "created_after", type: "datetime-local", value: runFilters.created_after }),
+    created_before: h("input", { name: "created_before", type: "datetime-local", value: runFilters.created_before }),
   };
   const filters = h("form", { class: "filters", onsubmit: (ev) => {
     ev.preventDefault();
@@ -154,12 +155,13 @@ function runsPage() {
   } },
     field("state", "State", stateSel), field("pipeline_id", "Pipeline", inputs.pipeline_id),
     field("task_id", "Task", inputs.task_id), field("batch_id", "Batch", inputs.batch_id),
-    field("created_after", "Created after", inputs.created_after), h("button", { type: "submit" }, "Filter"));
+    field("created_after", "Created after", inputs.created_after),
+    field("created_before", "Created before", inputs.created_before), h("button", { type: "submit" }, "Filter"));
 
   async function refresh() {
     const q = new URLSearchParams({ page_size: "25", page_token: tokens[tokens.length - 1] });
     for (const [k, v] of Object.entries(runFilters)) {
-      if (v) q.set(k, k === "created_after" ? new Date(v).toISOString() : v);
+      if (v) q.set(k, k.startsWith("created_") ? new Date(v).toISOString() : v);
     }
     const page = await api(`/api/v1/runs?${q}`);
     nextToken = page.next_page_token;
