@@ -3,11 +3,11 @@ O(active sessions), not O(fleet).
 
 A session is *active* (asked every round while it has room) until its queues are found empty;
 then it is *idle* and sits rounds out until work is queued on a queue it serves (``by_queue``
-finds it from the queue's name), work is queued on queues this replica cannot name (the run
-queue's epoch moves: results that made steps ready, retries, other replicas), or a second has
-passed (the backstop for a wake message lost between replicas). Measured with a thousand
-mostly idle executors (``bench.fleet``): scanning every session each round took about a
-quarter of the scheduler's samples.
+finds it from the queue's name: submits and results that make steps ready say where),
+work is queued on queues this replica cannot name (the run queue's epoch moves: retries,
+expired leases, other replicas), or a second has passed (the backstop for a wake message
+lost between replicas). Measured with a thousand mostly idle executors (``bench.fleet``):
+scanning every session each round took about a quarter of the scheduler's samples.
 """
 
 from __future__ import annotations

@@ -324,7 +324,9 @@ class Leaser:
         for executor_id, session in asked.items():
             if not got_some[executor_id]:
                 self.asked.found_idle(session, now)
-        if lease_round.skipped and self.queue.queued_epoch != lease_round.epoch:
+        if lease_round.skipped and (
+            self.queue.queued_epoch != lease_round.epoch or self.queue.new_work
+        ):
             self.wake()
 
     async def _prepare(self, session: ExecutorSession, leased: Leased) -> Prepared | Completion:

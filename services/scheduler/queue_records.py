@@ -84,6 +84,7 @@ class Verdict:
     cancel: list[tuple[str, str]]  # (step-key, executor id)
     snapshot: dict[str, str] = field(default_factory=dict)
     final: RunSnapshot | None = None  # the whole run, when this result ended it
+    queued_on: list[str] = field(default_factory=list)  # the queue of each step it queued
 
     @property
     def ends_run(self) -> bool:
@@ -102,8 +103,9 @@ def pairs_of(flat: list[str]) -> list[tuple[str, str]]:
 def verdict_of(raw: list[Any]) -> Verdict:
     words = [w.decode() if isinstance(w, bytes) else str(w) for w in raw]
     cancel = pairs_of(words[3:]) if words[0] == "failed" else []
+    queued_on = words[3:] if words[0] in {"completed", "released"} else []
     final = run_snapshot_of(json.loads(words[2])) if words[2] else None
-    return Verdict(words[0], cancel, flat_dict(json.loads(words[1])), final)
+    return Verdict(words[0], cancel, flat_dict(json.loads(words[1])), final, queued_on)
 
 
 def flat_dict(flat: Any) -> dict[str, str]:

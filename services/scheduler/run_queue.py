@@ -71,11 +71,11 @@ class RunQueue:
         # Set when this process queued work its own dispatcher should lease (the one that
         # waits on it: pass the same event to both).
         self.work_queued = work_queued or asyncio.Event()
-        # Counts the times work was queued on queues this replica cannot name (results that
-        # made steps ready, retries, other replicas): an executor whose queues were empty at
-        # one count is asked again at the next. Work it can name (its own submits) goes to
-        # new_work instead: steps per queue, so that only as many idle executors as there
-        # are new steps are asked.
+        # Counts the times work was queued on queues this replica cannot name (retries
+        # coming due, leases that expired, other replicas' wake messages): an executor whose
+        # queues were empty at one count is asked again at the next. Work it can name (its
+        # own submits, the steps its results made ready) goes to new_work instead: steps per
+        # queue, so that only as many idle executors as there are new steps are asked.
         self.queued_epoch = 0
         self.new_work: Counter[str] = Counter()
         self._scripts_conn = ScriptConnection(client)
@@ -239,8 +239,9 @@ class RunQueue:
         that queues steps tells every replica (the script publishes the wake message)."""
         replies = await self._call_many(self._complete_calls(results, self.clock.now_ms()))
         verdicts = [verdict_of(raw) for raw in replies]
-        if any(v.verdict in {"completed", "released"} for v in verdicts):  # steps queued
-            self.work_was_queued()
+        queued = Counter(q for v in verdicts for q in v.queued_on)
+        if queued:
+            self.work_was_queued(queued)
         return verdicts
 
     async def complete_and_dispatch(
@@ -254,8 +255,9 @@ class RunQueue:
         replies = await self._call_many(calls)
         verdicts = [verdict_of(raw) for raw in replies[: len(results)]]
         leases = [[leased_of(item) for item in raw] for raw in replies[len(results) :]]
-        if any(v.verdict in {"completed", "released"} for v in verdicts):  # steps queued
-            self.queued_epoch += 1  # the caller decides whether a round follows
+        # Steps the results queued: the next round asks executors serving their queues (the
+        # caller decides whether a round follows).
+        self.new_work.update(q for v in verdicts for q in v.queued_on)
         return verdicts, leases
 
     def work_was_queued(self, on: Counter[str] | None = None) -> None:

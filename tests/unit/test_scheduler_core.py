@@ -469,3 +469,31 @@ def test_an_executor_that_found_its_queues_empty_is_not_asked_until_work_is_queu
         assert [a.run_id for a in assignments(idle)] == ["r2"]  # new work reaches it at once
 
     scenario(valkey_url, body)
+
+
+def test_a_result_that_queues_a_dependent_asks_only_executors_of_its_queue(
+    valkey_url: str,
+) -> None:
+    """complete.lua names the queues it filled: an idle executor of another queue sits the
+    next round out (a result that made steps ready used to wake every idle executor)."""
+
+    async def body(c: Core) -> None:
+        elsewhere = c.core.open_session(ExecutorProfile("elsewhere", ["other"], 2, {}))
+        worker = c.executor("worker", slots=1)
+        first, second = step("a", 0), step("b", 0)
+        first.dependents.append("b")
+        second.deps.append("a")
+        fields = {"run_id": "r1", "input_json": "{}", "priority": "5", "sinks": '["b"]'}
+        await c.core.submit([Submission("r1", fields, [first, second])])
+        [a] = assignments(worker)
+        assert assignments(elsewhere) == []
+        assert "elsewhere" in c.core.leaser.asked.idle  # it found its queue empty
+        epoch = c.queue.queued_epoch
+        await c.report(worker, a, "SUCCEEDED")  # queues b on "q"; the freed slot takes it
+        assert [x.step_id for x in assignments(worker)] == ["b"]
+        assert c.queue.queued_epoch == epoch  # no blind "work somewhere" bump
+        async with c.core.leaser.round() as r:
+            assert "elsewhere" not in {e for e, _, _ in r.wants}
+        assert "elsewhere" in c.core.leaser.asked.idle
+
+    scenario(valkey_url, body)

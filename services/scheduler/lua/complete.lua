@@ -25,7 +25,9 @@
 -- 'run_completed' | 'retrying' | 'released' | 'failed'; snapshot is the step hash (flat, JSON)
 -- after the change; final, when the result ended the run, is the whole run as JSON
 -- {run = run hash, outputs = outputs hash, steps = [step hash...]} (all flat), else '';
--- after 'failed' come step-key, executor pairs: running steps to cancel.
+-- after 'failed' come step-key, executor pairs: running steps to cancel; after 'completed'
+-- and 'released', the queue of each step the result queued (so that only executors serving
+-- those queues are asked, not every idle one).
 local P, member, attempt, outcome = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local output, err, now, retry_at, ttl = ARGV[5], ARGV[6], ARGV[7], ARGV[8], tonumber(ARGV[9])
 local wake_channel, origin, lease = ARGV[11], ARGV[12], ARGV[13] or ''
@@ -62,7 +64,7 @@ if outcome == 'RELEASED' then
   emit(P, run_id, step_id, tonumber(attempt) - 1, 'QUEUED',
     (err ~= '' and err or 'released unrun by a draining executor'), now)
   redis.call('PUBLISH', wake_channel, origin)
-  return with_snapshot({'released'})
+  return with_snapshot({'released', f[4]})
 end
 -- The executor's timings and the attempt's log lines go on the step hash.
 local extra = cjson.decode(ARGV[10] or '{}')
@@ -87,7 +89,7 @@ if f[10] and #output <= tonumber(f[12]) then
   redis.call('SET', f[10], cjson.encode({output = output, from = run_id .. '/' .. f[13]}),
     'EX', tonumber(f[11]))
 end
-local queued = 0
+local queued_on = {}
 local limit = tonumber(f[9] or '0') or 0
 for _, dep in ipairs(cjson.decode(f[3])) do
   local dm = run_id .. ':' .. dep
@@ -99,17 +101,17 @@ for _, dep in ipairs(cjson.decode(f[3])) do
     elseif d[1] == 'PENDING' then
       enqueue_known(P, dm, d[2], d[3], d[4], now)
       emit(P, run_id, dep, 0, 'QUEUED', '', now)
-      queued = queued + 1
+      queued_on[#queued_on + 1] = d[2]
     end
   end
 end
 if limit > 0 then
   redis.call('HINCRBY', run_hash(P, run_id), 'active', -1)
-  queued = queued + release_held(P, run_id, limit, now)
+  release_held(P, run_id, limit, now, nil, queued_on)
 end
-if queued > 0 then redis.call('PUBLISH', wake_channel, origin) end
+if #queued_on > 0 then redis.call('PUBLISH', wake_channel, origin) end
 if redis.call('HINCRBY', run_hash(P, run_id), 'remaining', -1) <= 0 then
   finish_run(P, run_id, 'COMPLETED', '', now, ttl)
   return with_snapshot({'run_completed'})
 end
-return with_snapshot({'completed'})
+return with_snapshot({'completed', unpack(queued_on)})

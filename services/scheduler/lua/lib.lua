@@ -51,8 +51,9 @@ end
 -- retry waiting its due time counts). Ready steps beyond it stay PENDING in the run's held
 -- set, in the order they became ready; the run hash counts its steps in flight ('active').
 -- Queues held steps while the run has room (a rebuilt run's go to the delayed set until
--- not_before_ms); returns how many it queued.
-local function release_held(P, run_id, limit, now_ms, not_before_ms)
+-- not_before_ms); returns how many it queued, and appends to queued_on (a table, if given)
+-- the queue of each step it put on one.
+local function release_held(P, run_id, limit, now_ms, not_before_ms, queued_on)
   local rh = run_hash(P, run_id)
   local active = tonumber(redis.call('HGET', rh, 'active') or '0')
   local queued = 0
@@ -67,6 +68,7 @@ local function release_held(P, run_id, limit, now_ms, not_before_ms)
     else
       local d = redis.call('HMGET', step_hash(P, member), 'queue', 'priority', 'first')
       enqueue_known(P, member, d[1], d[2], d[3], now_ms)
+      if queued_on then queued_on[#queued_on + 1] = d[1] end
     end
     emit(P, run_id, step_id, 0, 'QUEUED', '', now_ms)
     active = active + 1
