@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import mimetypes
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
@@ -128,7 +129,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             settings.registry,
             settings.scheduler,
             timeout=settings.timeout,
-            api_key="",
+            # No key of its own: an empty key file keeps the SDK from reading WTM_API_KEY or
+            # WTM_API_KEY_FILE; every call is made with the caller's key (acting_as).
+            api_key_file=os.devnull,
             tls_ca=settings.tls_ca,
             namespace="",
             raise_on_failure=False,

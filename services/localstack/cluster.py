@@ -163,7 +163,12 @@ class Cluster:
             wait_until("scheduler", lambda: serving(self.scheduler_address, ca), self.scheduler)
             self.gateway_address = f"127.0.0.1:{free_port()}"
             self.gateway = self._service(
-                "gateway", "services.gateway", "--listen", self.gateway_address
+                "gateway",
+                "services.gateway",
+                "--listen",
+                self.gateway_address,
+                env=self.gateway_env(),
+                replace_env=True,
             )
             wait_until("gateway", lambda: gateway_serving(self.gateway_url, ca), self.gateway)
             for _ in range(self.n_executors):
@@ -178,12 +183,26 @@ class Cluster:
     def gateway_url(self) -> str:
         return f"https://{self.gateway_address}"
 
+    def gateway_env(self) -> dict[str, str]:
+        """The gateway's environment: where the services are and the TLS files; no key and
+        no backing-service credential (it calls with each caller's key)."""
+        bare = self._bare_env()
+        kept = ("WTM_REGISTRY_ADDR", "WTM_SCHEDULER_ADDR", "WTM_TLS_CERT", "WTM_TLS_KEY")
+        return {
+            **{k: bare[k] for k in (*kept, "WTM_TLS_CA", "PYTHONUNBUFFERED")},
+            **{k: v for k, v in self.extra_env.items() if "KEY" not in k},
+        }
+
     def _service(
-        self, name: str, module: str, *args: str, env: dict[str, str] | None = None
+        self,
+        name: str,
+        module: str,
+        *args: str,
+        env: dict[str, str] | None = None,
+        replace_env: bool = False,
     ) -> Child:
-        return self.services.start(
-            name, [sys.executable, "-m", module, *args], env={**self.env(), **(env or {})}, cwd=ROOT
-        )
+        full = dict(env or {}) if replace_env else {**self.env(), **(env or {})}
+        return self.services.start(name, [sys.executable, "-m", module, *args], env=full, cwd=ROOT)
 
     def _bare_env(self) -> dict[str, str]:
         assert self.endpoints is not None

@@ -239,3 +239,20 @@ def test_the_container_health_check_reaches_the_gateway(cluster: Cluster) -> Non
         timeout=30,
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_the_gateway_process_holds_no_key_and_no_backing_service_credential(
+    cluster: Cluster,
+) -> None:
+    raw = Path(f"/proc/{cluster.gateway.pid}/environ").read_bytes()
+    names = {entry.split(b"=", 1)[0].decode() for entry in raw.split(b"\0") if entry}
+    held = names & {
+        "WTM_API_KEY",
+        "WTM_API_KEY_FILE",
+        "WTM_REDIS_URL",
+        "WTM_MONGODB_URI",
+        "WTM_S3_ACCESS_KEY",
+        "WTM_S3_SECRET_KEY",
+        "WTM_BOOTSTRAP_ADMIN_KEY_FILE",
+    }
+    assert not held, held
