@@ -228,8 +228,8 @@ class Leaser:
                 await pubsub.subscribe(keys.WAKE_CHANNEL)
                 while True:
                     message = await pubsub.get_message(timeout=1.0)
-                    if message is not None and message["data"] != self.queue.origin.encode():
-                        self.queue.work_was_queued()
+                    if message is not None:
+                        self.queue.heard(message["data"])
             except (ConnectionError, OSError, RedisError):
                 log.warning("wake channel lost; resubscribing")
                 await asyncio.sleep(0.5)

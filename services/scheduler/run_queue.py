@@ -13,7 +13,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
-from services.scheduler import keys, queue_names
+from services.scheduler import keys, queue_names, wake
 from services.scheduler.clock import SYSTEM, Clock
 from services.scheduler.queue_records import (
     Completion,
@@ -162,7 +162,8 @@ class RunQueue:
         plain = {q for q in named if queue_names.is_plain(q)} - self.plain_queues
         variants = named - plain - self.plain_queues - self.queue_variants
 
-        then: list[Command] = [("PUBLISH", keys.WAKE_CHANNEL, self.origin)]
+        message = wake.message(self.origin, ready_queues(runs))
+        then: list[Command] = [("PUBLISH", keys.WAKE_CHANNEL, message)]
         if variants:
             then.insert(0, ("SADD", keys.QUEUE_VARIANTS, *variants))
         if plain:
@@ -269,6 +270,12 @@ class RunQueue:
         else:
             self.new_work.update(on)
         self.work_queued.set()
+
+    def heard(self, data: bytes | str) -> None:
+        """A wake message from the channel (``wake.py``): work queued by another process."""
+        origin, queued = wake.parse(data)
+        if origin != self.origin:
+            self.work_was_queued(queued)
 
     def take_new_work(self) -> Counter[str]:
         """The steps per queue submitted here since the last call."""

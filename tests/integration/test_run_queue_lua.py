@@ -387,7 +387,33 @@ def test_a_result_that_queues_steps_publishes_the_wake_message(on_valkey) -> Non
         return got, q.origin.encode()
 
     got, origin = on_valkey(scenario)
-    assert got == [origin]  # from the first result (it queued b), not from the last
+    # From the first result (it queued b, on "q"), not from the last.
+    assert got == [origin + b' {"q":1}']
+
+
+def test_another_replicas_wake_message_names_the_queues_to_ask(on_valkey) -> None:  # noqa: ANN001
+    """A wake message with queue names becomes a hint (only those queues' executors are
+    asked); one without (an older replica's) moves the epoch (everyone is asked); this
+    process's own is ignored."""
+
+    async def scenario(q: RunQueue) -> list[tuple[int, dict[str, int]]]:
+        seen = []
+        for message in (
+            b'elsewhere {"q": 2, "gpu|kind=a,b": 1}',
+            b"elsewhere",
+            b"elsewhere {not json",
+            q.origin.encode() + b' {"q": 5}',
+        ):
+            q.heard(message)
+            seen.append((q.queued_epoch, dict(q.take_new_work())))
+        return seen
+
+    assert on_valkey(scenario) == [
+        (0, {"q": 2, "gpu|kind=a,b": 1}),
+        (1, {}),
+        (2, {}),
+        (2, {}),
+    ]
 
 
 def test_scripts_share_a_line_fall_back_to_the_pool_and_survive_a_drop(on_valkey) -> None:  # noqa: ANN001

@@ -14,7 +14,8 @@
 -- ARGV: P, step-key, attempt, outcome (SUCCEEDED|FAILED|FATAL|TIMED_OUT|CANCELLED|RELEASED),
 --       output_json, error, now_ms, retry_at_ms, finished_ttl_s,
 --       timings (JSON object of the attempt's executor timings, kept on the step hash),
---       wake channel, origin (published when the result queues steps, for every replica),
+--       wake channel, origin (published when the result queues steps, for every replica,
+--       as "origin {queue: steps}"),
 --       lease id (the dispatch the result is for; '' from executors that do not echo it),
 --       executor id (who reports it: only the executor the step is leased to counts)
 -- Fencing: a result for any attempt but the current RUNNING one, or for another lease of
@@ -63,7 +64,7 @@ if outcome == 'RELEASED' then
   enqueue_known(P, member, f[4], f[5], f[6], now, {'attempt', tonumber(attempt) - 1})
   emit(P, run_id, step_id, tonumber(attempt) - 1, 'QUEUED',
     (err ~= '' and err or 'released unrun by a draining executor'), now)
-  redis.call('PUBLISH', wake_channel, origin)
+  redis.call('PUBLISH', wake_channel, origin .. ' ' .. cjson.encode({[f[4]] = 1}))
   return with_snapshot({'released', f[4]})
 end
 -- The executor's timings and the attempt's log lines go on the step hash.
@@ -109,7 +110,11 @@ if limit > 0 then
   redis.call('HINCRBY', run_hash(P, run_id), 'active', -1)
   release_held(P, run_id, limit, now, nil, queued_on)
 end
-if #queued_on > 0 then redis.call('PUBLISH', wake_channel, origin) end
+if #queued_on > 0 then  -- "ORIGIN {queue: steps}": other replicas ask those queues' executors
+  local counts = {}
+  for _, q in ipairs(queued_on) do counts[q] = (counts[q] or 0) + 1 end
+  redis.call('PUBLISH', wake_channel, origin .. ' ' .. cjson.encode(counts))
+end
 if redis.call('HINCRBY', run_hash(P, run_id), 'remaining', -1) <= 0 then
   finish_run(P, run_id, 'COMPLETED', '', now, ttl)
   return with_snapshot({'run_completed'})
