@@ -66,7 +66,9 @@ def _failure(exc: BaseException) -> str:
 
 def assess_service(service: str, found: list[DependencyInfo] | BaseException) -> list[Check]:
     """The service's own line and one per backing server it reported."""
-    if isinstance(found, (Unavailable, DeadlineExceeded)):
+    if isinstance(found, DeadlineExceeded):
+        return [Check(service, FAIL, "no answer before the deadline (--timeout)")]
+    if isinstance(found, Unavailable):
         return [Check(service, FAIL, f"not answering: {_failure(found)}")]
     if isinstance(found, BaseException):
         return [Check(service, FAIL, f"refused the check: {_failure(found)}")]

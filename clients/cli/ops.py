@@ -33,7 +33,14 @@ from clients.sdk import Client
     show_default=True,
     help="warn about a queue whose oldest waiting step is older than this (seconds)",
 )
-@click.option("--timeout", type=click.FloatRange(0.1), default=5.0, show_default=True)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0.1),
+    default=10.0,
+    show_default=True,
+    help="deadline of each check; above the services' 5 s wait for MongoDB, so that a "
+    "service whose MongoDB is down can say so",
+)
 @click.pass_obj
 def health(obj: Ctx, gateway: str, stale_after: float, timeout: float) -> None:
     """Check every part: the registry and the scheduler, their Redis, MongoDB and S3, the

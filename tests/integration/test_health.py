@@ -33,8 +33,6 @@ def health(cluster: Cluster) -> tuple[int, dict[str, str], list[dict[str, str]]]
         cluster,
         "--json",
         "health",
-        "--timeout",
-        "8",
         check=False,
         timeout=60,
         env={"WTM_GATEWAY_URL": cluster.gateway_url},
