@@ -100,6 +100,14 @@ class StreamClosed(Exception):
     """The scheduler stream ended; reconnect."""
 
 
+class _Refused(Exception):
+    """A step cannot start: its outcome says why."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.error)
+        self.outcome = outcome
+
+
 class Executor:
     """Runs assignments from the scheduler until stopped."""
 
@@ -143,7 +151,9 @@ class Executor:
         self.requirements = RequirementInstaller(
             cache_dir / "requirements", settings.install_requirements
         )
-        self._assignments: asyncio.Queue[epb.StepAssignment] = asyncio.Queue()
+        # What the slots take: a step, or the steps of one dynamic batch (one call).
+        self._assignments: asyncio.Queue[list[epb.StepAssignment]] = asyncio.Queue()
+        self._calls: dict[str, list[epb.StepAssignment]] = {}  # batches still arriving
         self._outbox: asyncio.Queue[epb.ConnectRequest] = asyncio.Queue()
         self._running: dict[tuple[str, str], Running] = {}
         # Assignments waiting for a free slot (a scheduler with prefetch sends some ahead);
@@ -275,12 +285,21 @@ class Executor:
 
     def _release_held(self) -> None:
         """Hand back the assignments no slot has started: draining takes nothing new."""
+        self._flush_calls()
         while not self._assignments.empty():
-            ref = self._assignments.get_nowait().ref
-            held = self._held.get((ref.run_id, ref.step_id))
-            if held is not None and held.attempt == ref.attempt:
-                del self._held[(ref.run_id, ref.step_id)]
-                self._outbox.put_nowait(self._released(ref))
+            for a in self._assignments.get_nowait():
+                ref = a.ref
+                held = self._held.get((ref.run_id, ref.step_id))
+                if held is not None and held.attempt == ref.attempt:
+                    del self._held[(ref.run_id, ref.step_id)]
+                    self._outbox.put_nowait(self._released(ref))
+
+    def _flush_calls(self) -> None:
+        """Batches whose steps have not all arrived go to the slots as they are (the stream
+        broke between them, or the executor is draining)."""
+        for group in self._calls.values():
+            self._assignments.put_nowait(group)
+        self._calls.clear()
 
     async def _idle(self) -> None:
         while self._running or not self._assignments.empty():
@@ -313,6 +332,7 @@ class Executor:
                 packages=installed_packages(),
                 software_version=SOFTWARE_VERSION,
                 python_version=platform.python_version(),
+                batching=True,
             )
         )
 
@@ -364,7 +384,7 @@ class Executor:
                             self._received[ref.SerializeToString()] = time.time_ns()
                             self._held[(ref.run_id, ref.step_id)] = ref
                             self.fence.granted((ref.run_id, ref.step_id), time.monotonic())
-                            await self._assignments.put(message.assignment)
+                            self._take(message.assignment)
                     elif kind == "cancel":
                         ref = message.cancel.ref
                         key = (ref.run_id, ref.step_id)
@@ -392,7 +412,19 @@ class Executor:
             finally:
                 if heartbeats is not None:
                     heartbeats.cancel()
+                self._flush_calls()
             raise StreamClosed
+
+    def _take(self, a: epb.StepAssignment) -> None:
+        """Queue an assignment for the slots; a dynamic batch's steps once all have come."""
+        if a.call_size < 2:
+            self._assignments.put_nowait([a])
+            return
+        group = self._calls.setdefault(a.call_id, [])
+        group.append(a)
+        if len(group) >= a.call_size:
+            del self._calls[a.call_id]
+            self._assignments.put_nowait(group)
 
     def _resend(self, lease_seconds: float) -> None:
         """Send again the results of the last lease period: a result written to a stream
@@ -446,39 +478,55 @@ class Executor:
 
     async def _slot(self, index: int) -> None:
         while True:
-            assignment = await self._assignments.get()
-            ref = assignment.ref
-            held = self._held.get((ref.run_id, ref.step_id))
-            if held is None or held.attempt != ref.attempt:  # cancelled while it waited
-                self._received.pop(ref.SerializeToString(), None)
+            group = []
+            for a in await self._assignments.get():
+                ref = a.ref
+                held = self._held.get((ref.run_id, ref.step_id))
+                if held is None or held.attempt != ref.attempt:  # cancelled while it waited
+                    self._received.pop(ref.SerializeToString(), None)
+                    continue
+                del self._held[(ref.run_id, ref.step_id)]
+                group.append(a)
+            if not group:
                 continue
-            del self._held[(ref.run_id, ref.step_id)]
-            running = Running(ref, assignment.digest)
-            self._running[(ref.run_id, ref.step_id)] = running
+            runnings = [Running(a.ref, a.digest) for a in group]
+            for r in runnings:
+                self._running[_names(r.ref)] = r
             try:
-                outcome = await self._traced_execute(assignment, running)
+                if len(group) == 1:
+                    outcomes = [await self._traced_execute(group[0], runnings[0])]
+                else:
+                    outcomes = await self._traced_call(group, runnings)
             except Exception as exc:  # noqa: BLE001 - a slot outlives any one step's trouble
-                # Ours, not the task's (a full disk while unpacking, a bug here): the step
-                # fails retryably, the error is logged with the step, and the slot goes on.
-                log.exception("slot %d: step %s/%s failed in the executor", index, *_names(ref))
-                outcome = Outcome("FAILED", error=f"executor error: {type(exc).__name__}: {exc}")
+                # Ours, not the task's (a full disk while unpacking, a bug here): the steps
+                # fail retryably, the error is logged with them, and the slot goes on.
+                log.exception(
+                    "slot %d: step %s/%s failed in the executor", index, *_names(group[0].ref)
+                )
+                failed = Outcome("FAILED", error=f"executor error: {type(exc).__name__}: {exc}")
+                outcomes = [failed] * len(group)
                 self.slot_errors += 1
-                self.last_slot_error = outcome.error[:500]
+                self.last_slot_error = failed.error[:500]
             finally:
-                self._running.pop((ref.run_id, ref.step_id), None)
-                self.fence.forget((ref.run_id, ref.step_id))
-            result = epb.StepResult(
-                ref=ref,
-                outcome=epb.StepOutcome.Value(f"STEP_OUTCOME_{outcome.outcome}"),
-                output_json=outcome.output_json,
-                error=outcome.error,
-            )
-            if outcome.process_times is not None:
-                result.start_time.FromNanoseconds(int(outcome.process_times[0] * 1e9))
-                result.end_time.FromNanoseconds(int(outcome.process_times[1] * 1e9))
-            result.received_time.FromNanoseconds(self._received.pop(ref.SerializeToString(), 0))
-            result.sent_time.FromNanoseconds(time.time_ns())
-            self._outbox.put_nowait(epb.ConnectRequest(result=result))
+                for r in runnings:
+                    self._running.pop(_names(r.ref), None)
+                    self.fence.forget(_names(r.ref))
+            for a, outcome in zip(group, outcomes, strict=True):
+                self._send_result(a.ref, outcome)
+
+    def _send_result(self, ref: epb.StepAttemptRef, outcome: Outcome) -> None:
+        result = epb.StepResult(
+            ref=ref,
+            outcome=epb.StepOutcome.Value(f"STEP_OUTCOME_{outcome.outcome}"),
+            output_json=outcome.output_json,
+            error=outcome.error,
+        )
+        if outcome.process_times is not None:
+            result.start_time.FromNanoseconds(int(outcome.process_times[0] * 1e9))
+            result.end_time.FromNanoseconds(int(outcome.process_times[1] * 1e9))
+        result.received_time.FromNanoseconds(self._received.pop(ref.SerializeToString(), 0))
+        result.sent_time.FromNanoseconds(time.time_ns())
+        self._outbox.put_nowait(epb.ConnectRequest(result=result))
 
     async def _traced_execute(self, a: epb.StepAssignment, running: Running) -> Outcome:
         """``_execute``, inside an execution span that is a child of the step attempt's span
@@ -507,7 +555,9 @@ class Executor:
                 span.set_status(telemetry.error_status(outcome.error))
             return outcome
 
-    async def _execute(self, a: epb.StepAssignment, running: Running) -> Outcome:
+    async def _task_of(self, a: epb.StepAssignment) -> tuple[Path, dict[str, Any], tuple[str, ...]]:
+        """The task version's package directory, manifest and requirement paths (fetched and
+        installed when not here yet); raises ``_Refused`` with the outcome when they fail."""
         try:
             with (
                 telemetry.skipped("load package")
@@ -517,8 +567,10 @@ class Executor:
                 package_dir = await self._from_store(lambda: self.cache.get(a.digest, a.namespace))
         except WtmError as exc:
             if _transient(exc):  # out for longer than the store retry period
-                return Outcome("FAILED", error=f"package download failed: {exc}")
-            return Outcome("FATAL", error=f"package {a.task_id}@{a.task_version}: {exc.message}")
+                raise _Refused(Outcome("FAILED", error=f"package download failed: {exc}")) from exc
+            raise _Refused(
+                Outcome("FATAL", error=f"package {a.task_id}@{a.task_version}: {exc.message}")
+            ) from exc
         manifest = self._manifests.get(a.digest)
         if manifest is None:  # a digest's contents never change
             manifest = self._manifests[a.digest] = json.loads(
@@ -533,18 +585,26 @@ class Executor:
             ):
                 extra_paths = await self.requirements.prepare(wanted)
         except WtmError as exc:
-            return Outcome(
-                "FATAL", error=f"requirements of {a.task_id}@{a.task_version}: {exc.message}"
-            )
+            raise _Refused(
+                Outcome(
+                    "FATAL", error=f"requirements of {a.task_id}@{a.task_version}: {exc.message}"
+                )
+            ) from exc
+        return package_dir, manifest, extra_paths
+
+    async def _meta(self, a: epb.StepAssignment) -> tuple[str, dict[str, Any]]:
+        """The step's input and what the task's context gets with it; raises ``_Refused``
+        when an input artifact cannot be had."""
         try:
             input_json, artifacts = await self._from_store(
                 lambda: self._inputs(a.input_json, a.namespace)
             )
         except WtmError as exc:
             if _transient(exc):
-                return Outcome("FAILED", error=f"artifact download failed: {exc.code}")
-            return Outcome("FATAL", error=f"input artifact: {exc.message}")
-        meta = {
+                failed = Outcome("FAILED", error=f"artifact download failed: {exc.code}")
+                raise _Refused(failed) from exc
+            raise _Refused(Outcome("FATAL", error=f"input artifact: {exc.message}")) from exc
+        return input_json, {
             "input_id": a.input_id,
             "output_id": a.output_id,
             "upstream_output_ids": dict(a.upstream_output_ids),
@@ -552,6 +612,13 @@ class Executor:
             "artifacts": artifacts,
             "log_level": a.log_level,
         }
+
+    async def _execute(self, a: epb.StepAssignment, running: Running) -> Outcome:
+        try:
+            package_dir, manifest, extra_paths = await self._task_of(a)
+            input_json, meta = await self._meta(a)
+        except _Refused as refused:
+            return refused.outcome
         worker = await self.workers.acquire(
             package_dir, a.entry_point, extra_paths, manifest.get("resources") or {}
         )
@@ -578,15 +645,7 @@ class Executor:
         except asyncio.CancelledError:
             if not running.cancelled.is_set():
                 raise
-            outcome = (
-                Outcome(
-                    "RELEASED",
-                    error=f"stopped by a draining executor after "
-                    f"{self.settings.drain_seconds:g}s; re-queued without using a retry",
-                )
-                if running.released
-                else Outcome("CANCELLED", error="cancelled by the scheduler")
-            )
+            outcome = self._stopped(running)
         finally:
             running.worker = None
             worker.fence(0.0)
@@ -596,6 +655,10 @@ class Executor:
         if outcome.process_times is not None:
             called, returned = outcome.process_times
             telemetry.past_child("process()", int(called * 1e9), int(returned * 1e9))
+        return await self._finished(a, outcome)
+
+    async def _finished(self, a: epb.StepAssignment, outcome: Outcome) -> Outcome:
+        """A step's outcome as it is reported: a too-deep output refused, a large one stored."""
         if outcome.outcome == "SUCCEEDED" and not jsondoc.within_depth(outcome.output_json):
             return Outcome(
                 "FATAL",
@@ -604,3 +667,161 @@ class Executor:
                 process_times=outcome.process_times,
             )
         return await self._by_reference(a, outcome)
+
+    def _stopped(self, running: Running) -> Outcome:
+        """The outcome of a step that the scheduler cancelled, or a drain released."""
+        if running.released:
+            return Outcome(
+                "RELEASED",
+                error=f"stopped by a draining executor after "
+                f"{self.settings.drain_seconds:g}s; re-queued without using a retry",
+            )
+        return Outcome("CANCELLED", error="cancelled by the scheduler")
+
+    # Dynamic batches ---------------------------------------------------------------------
+
+    async def _traced_call(
+        self, group: list[epb.StepAssignment], runnings: list[Running]
+    ) -> list[Outcome]:
+        """``_call``, with an execution span per step (each a child of its own step
+        attempt's span), all covering the one call."""
+        spans = []
+        if telemetry.enabled():
+            tracer = telemetry.tracer("wtm.executor")
+            for a in group:
+                parent = telemetry.parse(a.traceparent)
+                spans.append(
+                    tracer.start_span(
+                        f"execute {a.task_id}",
+                        context=parent.context(),
+                        attributes={
+                            "wtm.run_id": a.ref.run_id,
+                            "wtm.step_id": a.ref.step_id,
+                            "wtm.attempt": a.ref.attempt,
+                            "wtm.task_id": a.task_id,
+                            "wtm.task_version": a.task_version,
+                            "wtm.task_digest": a.digest,
+                            "wtm.executor_id": self.settings.executor_id,
+                            "wtm.input_id": a.input_id,
+                            "wtm.output_id": a.output_id,
+                            "wtm.call_id": a.call_id,
+                            "wtm.call_size": len(group),
+                        },
+                    )
+                    if parent is not None
+                    else None
+                )
+        outcomes = await self._call(group, runnings)
+        for span, outcome in zip(spans, outcomes, strict=False):
+            if span is None:
+                continue
+            if outcome.process_times is not None:
+                called, returned = (int(t * 1e9) for t in outcome.process_times)
+                child = telemetry.tracer("wtm").start_span(
+                    "process_batch()",
+                    context=telemetry.trace.set_span_in_context(span),
+                    start_time=called,
+                )
+                child.end(end_time=max(called, returned))
+            span.set_attribute("wtm.outcome", outcome.outcome)
+            if outcome.outcome != "SUCCEEDED":
+                span.set_status(telemetry.error_status(outcome.error))
+            span.end()
+        return outcomes
+
+    async def _call(
+        self, group: list[epb.StepAssignment], runnings: list[Running]
+    ) -> list[Outcome]:
+        """Run a dynamic batch — steps of one task version, from any runs — in one call of
+        the task's ``process_batch`` on a warm worker. A step whose input cannot be had fails
+        alone; the others go on. A cancel stops the call only once every step in it is
+        cancelled; a step cancelled before then gets CANCELLED, whatever the call gives it.
+        The call's timeout is the longest of its steps'."""
+        outcomes: list[Outcome | None] = [None] * len(group)
+        try:
+            package_dir, manifest, extra_paths = await self._task_of(group[0])
+        except _Refused as refused:
+            return [refused.outcome] * len(group)
+        inputs, metas, given = [], [], []
+        for i, a in enumerate(group):
+            try:
+                input_json, meta = await self._meta(a)
+            except _Refused as refused:
+                outcomes[i] = refused.outcome
+                continue
+            inputs.append(input_json)
+            metas.append(meta)
+            given.append(i)
+        if given:
+            for i, outcome in zip(
+                given,
+                await self._run_call(
+                    [group[i] for i in given],
+                    [runnings[i] for i in given],
+                    inputs,
+                    metas,
+                    (package_dir, manifest, extra_paths),
+                ),
+                strict=True,
+            ):
+                outcomes[i] = outcome
+        done = []
+        for a, running, got in zip(group, runnings, outcomes, strict=True):
+            assert got is not None
+            done.append(
+                self._stopped(running)
+                if running.cancelled.is_set()
+                else await self._finished(a, got)
+            )
+        return done
+
+    async def _run_call(
+        self,
+        group: list[epb.StepAssignment],
+        runnings: list[Running],
+        inputs: list[str],
+        metas: list[dict[str, Any]],
+        task: tuple[Path, dict[str, Any], tuple[str, ...]],
+    ) -> list[Outcome]:
+        package_dir, manifest, extra_paths = task
+        worker = await self.workers.acquire(
+            package_dir, group[0].entry_point, extra_paths, manifest.get("resources") or {}
+        )
+        keys = [_names(a.ref) for a in group]
+        for running in runnings:
+            running.worker = worker
+        worker.fence(min(self.fence.until(k) for k in keys))
+        all_cancelled = asyncio.Event()
+
+        async def watch() -> None:
+            await asyncio.gather(*(r.cancelled.wait() for r in runnings))
+            all_cancelled.set()
+
+        def progress(fraction: float, message: str) -> None:  # the call's, so every step's
+            for a in group:
+                self._outbox.put_nowait(
+                    epb.ConnectRequest(
+                        progress=epb.StepProgress(ref=a.ref, fraction=fraction, message=message)
+                    )
+                )
+
+        def log_line(level: str, message: str) -> None:
+            for a in group:
+                line = epb.StepLog(ref=a.ref, level=level, message=message)
+                line.time.FromNanoseconds(time.time_ns())
+                self._outbox.put_nowait(epb.ConnectRequest(log=line))
+
+        watcher = asyncio.create_task(watch())
+        timeout = max(a.timeout_seconds or 300 for a in group)
+        try:
+            return await worker.run_batch(inputs, metas, timeout, progress, all_cancelled, log_line)
+        except asyncio.CancelledError:
+            if not all_cancelled.is_set():
+                raise
+            return [self._stopped(r) for r in runnings]
+        finally:
+            watcher.cancel()
+            for running in runnings:
+                running.worker = None
+            worker.fence(0.0)
+            self.workers.release(worker)

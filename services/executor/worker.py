@@ -40,6 +40,13 @@ class Outcome:
     process_times: tuple[float, float] | None = None
 
 
+def _outcome(verdict: str, payload: str, times: tuple[float, float]) -> Outcome:
+    """The outcome of one input from the worker's verdict on it."""
+    if verdict == "ok":
+        return Outcome("SUCCEEDED", output_json=payload, process_times=times)
+    return Outcome("FATAL" if verdict == "fatal" else "FAILED", error=payload, process_times=times)
+
+
 class LeaseLapsed(Exception):
     """The running step's lease was not renewed in time: another executor may take it."""
 
@@ -105,6 +112,35 @@ class Worker:
         on_log: Callable[[str, str], None] = lambda level, message: None,
     ) -> Outcome:
         """Run one input within ``timeout`` seconds (setup included on a cold process)."""
+        [outcome] = await self._call(
+            ("run", input_json, meta), 1, timeout, on_progress, cancelled, on_log
+        )
+        return outcome
+
+    async def run_batch(
+        self,
+        inputs: list[str],
+        metas: list[dict[str, Any]],
+        timeout: float,
+        on_progress: Callable[[float, str], None],
+        cancelled: asyncio.Event,
+        on_log: Callable[[str, str], None] = lambda level, message: None,
+    ) -> list[Outcome]:
+        """Run a dynamic batch in one ``process_batch`` call: one outcome per input. What
+        stops the call (a timeout, a cancel, the process dying) is every input's outcome."""
+        return await self._call(
+            ("batch", inputs, metas), len(inputs), timeout, on_progress, cancelled, on_log
+        )
+
+    async def _call(
+        self,
+        message: tuple[Any, ...],
+        n: int,
+        timeout: float,
+        on_progress: Callable[[float, str], None],
+        cancelled: asyncio.Event,
+        on_log: Callable[[str, str], None],
+    ) -> list[Outcome]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         try:
@@ -112,39 +148,39 @@ class Worker:
                 first = await self._next(deadline, cancelled)
                 if first[0] != "ready":
                     self.kill()
-                    return Outcome("FAILED", error=f"setup() failed: {first[1]}")
+                    return [Outcome("FAILED", error=f"setup() failed: {first[1]}")] * n
                 self._ready = True
                 self.ready_ns = time.time_ns()
             self._cpu_at_start = self._cpu_used()
-            self._conn.send(("run", input_json, meta))
+            self._conn.send(message)
             while True:
-                message = await self._next(deadline, cancelled)
-                if message[0] == "progress":
-                    on_progress(message[1], message[2])
+                reply = await self._next(deadline, cancelled)
+                if reply[0] == "progress":
+                    on_progress(reply[1], reply[2])
                     continue
-                if message[0] == "log":
-                    on_log(message[1], message[2])
+                if reply[0] == "log":
+                    on_log(reply[1], reply[2])
                     continue
-                verdict, payload, times = message
-                if verdict == "ok":
-                    return Outcome("SUCCEEDED", output_json=payload, process_times=times)
-                outcome = "FATAL" if verdict == "fatal" else "FAILED"
-                return Outcome(outcome, error=payload, process_times=times)
+                if reply[0] == "batch_done":
+                    return [_outcome(v, p, reply[2]) for v, p in reply[1]]
+                return [_outcome(*reply)]
         except TimeoutError:
             self.kill()
-            return Outcome(
-                "TIMED_OUT", error=f"timed out after {timeout:g}s; worker process killed"
-            )
+            return [
+                Outcome("TIMED_OUT", error=f"timed out after {timeout:g}s; worker process killed")
+            ] * n
         except MemoryError as exc:
             self.kill()
-            return Outcome("FAILED", error=str(exc))
+            return [Outcome("FAILED", error=str(exc))] * n
         except LeaseLapsed:
             self.kill()
-            return Outcome(
-                "FAILED",
-                error="stopped: its lease could not be renewed (the scheduler was out of "
-                "reach), so it may already run elsewhere",
-            )
+            return [
+                Outcome(
+                    "FAILED",
+                    error="stopped: its lease could not be renewed (the scheduler was out of "
+                    "reach), so it may already run elsewhere",
+                )
+            ] * n
         except asyncio.CancelledError:
             self.kill()
             raise
@@ -152,7 +188,7 @@ class Worker:
             self._proc.join(1.0)  # its pipe closes a moment before it can be reaped
             code = self._proc.exitcode
             self.kill()
-            return Outcome("FAILED", error=f"worker process died (exit code {code})")
+            return [Outcome("FAILED", error=f"worker process died (exit code {code})")] * n
 
     async def _next(self, deadline: float, cancelled: asyncio.Event) -> Any:
         """The next message from the process; raises TimeoutError at ``deadline``,

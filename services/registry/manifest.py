@@ -73,6 +73,7 @@ class Manifest:
     output_schema: dict[str, Any] = field(default_factory=dict)
     executor_labels: dict[str, str] = field(default_factory=dict)
     resources: dict[str, int] = field(default_factory=dict)
+    batching: dict[str, int] = field(default_factory=dict)  # {} or both keys, see _batching
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -155,6 +156,32 @@ def _resources(doc: dict[str, Any], name: str) -> dict[str, int]:
     return dict(value)
 
 
+MAX_BATCH_SIZE = 256
+MAX_BATCH_WAIT_MS = 10_000
+
+
+def _batching(doc: dict[str, Any], name: str) -> dict[str, int]:
+    """Dynamic batching: steps of this task version that are ready at once (from any runs)
+    are leased together, up to ``max_batch_size``, to one call of ``process_batch``; a batch
+    short of that size waits up to ``max_wait_ms`` for more before it is leased."""
+    value = doc.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _err(name, "must be an object {max_batch_size, max_wait_ms}", value)
+    extra = sorted(set(value) - {"max_batch_size", "max_wait_ms"})
+    if extra:
+        raise _err(f"{name}.{extra[0]}", "is not one of max_batch_size, max_wait_ms", extra[0])
+    limits = {"max_batch_size": (8, 1, MAX_BATCH_SIZE), "max_wait_ms": (0, 0, MAX_BATCH_WAIT_MS)}
+    found = {}
+    for key, (default, low, high) in limits.items():
+        n = value.get(key, default)
+        if isinstance(n, bool) or not isinstance(n, int) or not low <= n <= high:
+            raise _err(f"{name}.{key}", f"must be an integer from {low} to {high}", n)
+        found[key] = n
+    return found
+
+
 def _top_level_names(tree: ast.Module) -> set[str]:
     """Names a module binds at its top level: classes, functions, assignments, imports."""
     names: set[str] = set()
@@ -198,7 +225,7 @@ def check_entry_point(manifest: Manifest, source: bytes) -> None:
 KNOWN_KEYS = {
     "task_id", "name", "description", "version", "author", "category", "entry_point",
     "requirements", "tags", "queue", "priority", "timeout", "max_retries", "input_schema",
-    "output_schema", "executor_labels", "resources",
+    "output_schema", "executor_labels", "resources", "batching",
 }  # fmt: skip
 
 
@@ -249,5 +276,6 @@ def parse_manifest(text: bytes | str) -> Manifest:
         output_schema=_schema(doc, "output_schema"),
         executor_labels=_labels(doc, "executor_labels"),
         resources=_resources(doc, "resources"),
+        batching=_batching(doc, "batching"),
         raw=doc,
     )

@@ -44,6 +44,7 @@ class ExecutorProfile:
     key_id: str = ""  # the credential it connected with: its id is bound to it
     namespaces: tuple[str, ...] = ("*",)  # whose queues it serves ("*": every namespace)
     certificate: str = ""  # the common name of its client certificate (mTLS), if any
+    batching: bool = False  # it runs a dynamic batch in one call, on one slot
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,8 @@ class Assignment:
     lease_id: str = ""
     namespace: str = "default"
     log_level: str = ""  # the task logger's level ("": the task's own)
+    call_id: str = ""  # of a dynamic batch: the id its steps share ("": leased alone)
+    call_size: int = 0  # how many steps that call has
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,11 @@ class ExecutorSession:
     connected_at: float
     last_seen: float
     in_flight: dict[str, int] = field(default_factory=dict)  # step-key -> attempt
+    # Of the steps in flight, those leased as a dynamic batch: step-key -> call id, and per
+    # call its steps still in flight. A call takes one slot however many steps it has.
+    call_of: dict[str, str] = field(default_factory=dict)
+    calls: dict[str, set[str]] = field(default_factory=dict)
+    riders: int = 0  # steps in flight on a call's slot beyond its first
     # Attempts it was given that are no longer current (told to stop): its result for one
     # is still an execution to record.
     stopping: dict[str, int] = field(default_factory=dict)
@@ -125,15 +133,42 @@ class ExecutorSession:
         return self.profile.executor_id
 
     @property
+    def slots_taken(self) -> int:
+        """Slots with a step (or a batch of steps in one call) running or waiting on them."""
+        return len(self.in_flight) - self.riders
+
+    @property
     def free_slots(self) -> int:
         """Slots with nothing running or waiting on them."""
-        return 0 if self.draining else max(0, self.profile.slots - len(self.in_flight))
+        return 0 if self.draining else max(0, self.profile.slots - self.slots_taken)
 
     def prefetch_room(self, prefetch: int) -> int:
         """Steps it may take beyond its free slots, to hold until a slot frees."""
         if self.draining:
             return 0
-        return max(0, self.profile.slots + prefetch - len(self.in_flight)) - self.free_slots
+        return max(0, self.profile.slots + prefetch - self.slots_taken) - self.free_slots
+
+    def leased(self, member: str, attempt: int, call: str = "") -> None:
+        """A step attempt was sent to it (as one of dynamic batch ``call``, if given)."""
+        self.in_flight[member] = attempt
+        if call:
+            steps = self.calls.setdefault(call, set())
+            self.riders += bool(steps)
+            steps.add(member)
+            self.call_of[member] = call
+
+    def take(self, member: str) -> int | None:
+        """A step is no longer in flight here: its attempt (None if it was not)."""
+        attempt = self.in_flight.pop(member, None)
+        call = self.call_of.pop(member, None)
+        if call is not None:
+            steps = self.calls[call]
+            steps.discard(member)
+            if steps:
+                self.riders -= 1
+            else:
+                del self.calls[call]
+        return attempt
 
 
 class FleetRecord:
@@ -227,7 +262,7 @@ class Fleet:
         """Tell executors to stop attempts: (step-key, executor id) pairs."""
         for member, executor_id in cancel:
             session = self.sessions.get(executor_id)
-            attempt = session.in_flight.pop(member, None) if session else None
+            attempt = session.take(member) if session else None
             if session is not None and attempt is not None:
                 run_id, _, step_id = member.partition(":")
                 session.outbox.put_nowait(Cancel(run_id, step_id, attempt, reason))

@@ -104,7 +104,7 @@ class Intake:
             if r.member not in stale:  # after a reconnect: what it runs takes its slots
                 session.in_flight[r.member] = r.attempt
                 continue
-            if session.in_flight.pop(r.member, None) == r.attempt:
+            if session.take(r.member) == r.attempt:
                 session.stopping[r.member] = r.attempt
             session.outbox.put_nowait(
                 Cancel(r.run_id, r.step_id, r.attempt, "attempt is no longer current")
@@ -132,7 +132,7 @@ class Intake:
         """Take a step result; it is recorded with the next batch (fencing decides there)."""
         member = keys.step_key(report.run_id, report.step_id)
         leased_here = report.attempt in (
-            session.in_flight.pop(member, None),
+            session.take(member),
             session.stopping.pop(member, None),
         )
         session.last_seen = self.clock.time()

@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -27,14 +28,13 @@ from services.scheduler.fleet import Assignment, ExecutorSession, Fleet
 from services.scheduler.idle_executors import AskedExecutors
 from services.scheduler.large_documents import LargeDocumentError, LargeDocuments
 from services.scheduler.listeners import Listeners
-from services.scheduler.queue_records import Completion, Leased, Submission
+from services.scheduler.queue_records import Completion, Leased, Submission, Want
 from services.scheduler.result_cache import CachedOutput, ResultCache
 from services.scheduler.retry_policy import RetryPolicy
 from services.scheduler.run_queue import RunQueue, ready_queues
 
 log = logging.getLogger(__name__)
 
-Want = tuple[str, list[str], int]  # (executor id, queues it takes from, how many steps)
 
 
 def step_input(leased: Leased) -> tuple[str, list[tuple[str, str]], dict[str, str]]:
@@ -70,8 +70,13 @@ def step_input(leased: Leased) -> tuple[str, list[tuple[str, str]], dict[str, st
     return json.dumps(document), edges + added, sources
 
 
+def slots_of(leased: list[Leased]) -> int:
+    """How many slots these leases take: a dynamic batch's steps share one."""
+    return len({x.call or x.member for x in leased})
+
+
 def assignment(
-    leased: Leased, input_json: str, sources: dict[str, str], traceparent: str
+    leased: Leased, input_json: str, sources: dict[str, str], traceparent: str, call_size: int
 ) -> Assignment:
     s = leased.step
     return Assignment(
@@ -92,6 +97,8 @@ def assignment(
         traceparent=traceparent,
         namespace=s.get("namespace", "default"),
         log_level=s.get("log_level", ""),
+        call_id=leased.call if call_size > 1 else "",
+        call_size=call_size if call_size > 1 else 0,
     )
 
 
@@ -153,6 +160,7 @@ class Leaser:
         # and a freed slot calls for a round; otherwise only newly queued work does.
         self.saturated = True
         self._lock = asyncio.Lock()  # one round at a time, so slots are counted once
+        self._batch_wake: asyncio.TimerHandle | None = None  # see _batch_timer
 
     def wake(self) -> None:
         self.work_queued.set()
@@ -181,12 +189,16 @@ class Leaser:
         self._rotation = (self._rotation + 1) % len(sessions)
         order = sessions[self._rotation :] + sessions[: self._rotation]
         wanting = [s for s in order if s.free_slots > 0]
-        wants = [(s.executor_id, self.fleet.queues_of(s), s.free_slots) for s in wanting]
+        batches = [s.profile.batching for s in wanting]
+        wants = [
+            Want(s.executor_id, self.fleet.queues_of(s), s.free_slots, b)
+            for s, b in zip(wanting, batches, strict=True)
+        ]
         if self.prefetch:
             held = [s for s in order if s.prefetch_room(self.prefetch) > 0]
             wanting += held
             wants += [
-                (s.executor_id, self.fleet.queues_of(s), s.prefetch_room(self.prefetch))
+                Want(s.executor_id, self.fleet.queues_of(s), s.prefetch_room(self.prefetch))
                 for s in held
             ]
         if not wanting:
@@ -244,7 +256,7 @@ class Leaser:
         if not wants:
             return
         self.saturated = any(
-            len(got) >= n for (_, _, n), got in zip(wants, leases, strict=True)
+            slots_of(got) >= w.n for w, got in zip(wants, leases, strict=True)
         ) or self.asked.any_full(self.prefetch)
         ready: list[Prepared] = []
         ended: list[Completion] = []  # failed inputs and cache hits: recorded here
@@ -257,7 +269,7 @@ class Leaser:
                     ready.append(prepared)
         hits = await self._cache_hits(ready)
         annotations: dict[str, dict[str, str]] = {}
-        outgoing: list[tuple[ExecutorSession, Assignment]] = []
+        outgoing: list[tuple[ExecutorSession, Prepared, str]] = []
         for p, hit in zip(ready, hits, strict=True):
             leased = p.leased
             notes, traceparent = tracing.step_fields(
@@ -291,12 +303,17 @@ class Leaser:
                     )
                 )
                 continue
-            p.session.in_flight[leased.member] = leased.attempt
-            outgoing.append((p.session, assignment(leased, p.input_json, p.sources, traceparent)))
+            outgoing.append((p.session, p, traceparent))
         if annotations:  # before the executor can report, so a result always finds them
             await self.queue.annotate(annotations)
-        for session, message in outgoing:
-            session.outbox.put_nowait(message)
+        # A batch's size as sent: its steps that failed their input or hit the cache are not.
+        call_sizes = Counter(p.leased.call for _, p, _ in outgoing if p.leased.call)
+        for session, p, traceparent in outgoing:
+            size = call_sizes[p.leased.call] if p.leased.call else 0
+            session.leased(p.leased.member, p.leased.attempt, p.leased.call if size > 1 else "")
+            session.outbox.put_nowait(
+                assignment(p.leased, p.input_json, p.sources, traceparent, size)
+            )
         if ended:
             for c, v in zip(ended, await self.queue.complete_many(ended), strict=True):
                 self.fleet.send_cancels(v.cancel)
@@ -328,6 +345,21 @@ class Leaser:
             self.queue.queued_epoch != lease_round.epoch or self.queue.new_work
         ):
             self.wake()
+        if (due := self.queue.batch_due_ms) is not None:  # a short batch waits for more
+            self.queue.batch_due_ms = None
+            self._batch_timer(due, now)
+
+    def _batch_timer(self, due_ms: int, now_ms: int) -> None:
+        """Lease again when a short batch left waiting is due (once, at the earliest due)."""
+        loop = asyncio.get_running_loop()
+        at = loop.time() + max(0.0, (due_ms - now_ms) / 1000)
+        timer = self._batch_wake
+        pending = timer is not None and not timer.cancelled() and timer.when() > loop.time()
+        if timer is not None and pending:
+            if timer.when() <= at:
+                return
+            timer.cancel()
+        self._batch_wake = loop.call_at(at, self.queue.work_was_queued)
 
     async def _prepare(self, session: ExecutorSession, leased: Leased) -> Prepared | Completion:
         """A leased step's input, or the failure that ends the attempt when it cannot be

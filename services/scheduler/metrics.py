@@ -117,7 +117,7 @@ class SchedulerMetrics(RunListener):
 
     def _observe_slots(self, options: CallbackOptions) -> Iterable[Observation]:
         sessions = list(self._fleet.sessions.values())
-        busy = sum(min(len(s.in_flight), s.profile.slots) for s in sessions)  # not prefetched
+        busy = sum(min(s.slots_taken, s.profile.slots) for s in sessions)  # not prefetched
         total = sum(s.profile.slots for s in sessions)
         return [Observation(busy, {"state": "busy"}), Observation(total - busy, {"state": "free"})]
 

@@ -104,6 +104,11 @@ class PlannedStep:
                 "reads": json.dumps(self.reads),
                 "read_output_ids": json.dumps(self.output_ids),
                 **({"cache": "1"} if self.cache else {}),
+                **(
+                    {"batch": str(t.batching[0]), "batch_wait": str(t.batching[1])}
+                    if t.batching[0]
+                    else {}
+                ),
                 **({"log_level": self.log_level} if self.log_level else {}),
                 **({"max_parallel": str(self.max_parallel)} if self.max_parallel else {}),
             },

@@ -4,6 +4,7 @@ verdicts on them, and a run as Redis holds it; and reading them out of Lua repli
 from __future__ import annotations
 
 import json
+import secrets
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -41,6 +42,36 @@ class Leased:
     run_span: str = ""
     upstream_spans: dict[str, str] = field(default_factory=dict)  # step read -> its span id
     run_started: bool = False  # this lease made the run RUNNING
+    call: str = ""  # of a dynamic batch: the id its steps share (one process_batch call)
+
+
+class Want(NamedTuple):
+    """What a lease round asks for one executor: up to ``n`` steps (a dynamic batch counts
+    as one) from its queues; batches only if it runs them (``batching``)."""
+
+    executor_id: str
+    queues: list[str]
+    n: int
+    batching: bool = False
+
+
+def dispatch_calls(wants: list[Want], lease_ms: int, now: int) -> list[tuple[str, list[Any]]]:
+    """The dispatch.lua calls (script name, ARGV after the prefix) for ``wants``."""
+    return [
+        (
+            "dispatch",
+            [now, lease_ms, w.executor_id, w.n, secrets.token_hex(8), int(w.batching), *w.queues],
+        )
+        for w in map(lambda w: Want(*w), wants)  # a plain (id, queues, n) tuple will do
+    ]
+
+
+def leases_of(raw: list[Any]) -> tuple[list[Leased], int | None]:
+    """A dispatch.lua reply: the leased steps, and when a short batch it left waiting is
+    due (ms; ``None`` when none waits)."""
+    leased = [leased_of(item) for item in raw if not isinstance(item, int)]
+    due = [item for item in raw if isinstance(item, int)]
+    return leased, (due[0] if due else None)
 
 
 @dataclass(frozen=True)
@@ -141,4 +172,5 @@ def leased_of(item: bytes) -> Leased:
         trace[1] or "",
         {k: v for k, v in (spans or {}).items() if isinstance(v, str)},
         d.get("started") is True,
+        d.get("call") or "",
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -21,7 +20,9 @@ from services.scheduler.queue_records import (
     QueuedStep,
     Submission,
     Verdict,
-    leased_of,
+    Want,
+    dispatch_calls,
+    leases_of,
     pairs_of,
     verdict_of,
 )
@@ -78,6 +79,7 @@ class RunQueue:
         # queue, so that only as many idle executors as there are new steps are asked.
         self.queued_epoch = 0
         self.new_work: Counter[str] = Counter()
+        self.batch_due_ms: int | None = None  # when the first short batch left waiting is due
         self._scripts_conn = ScriptConnection(client)
         self.reader = RunReader(client)  # the read side, for whoever reports runs
         lib = (LUA_DIR / "lib.lua").read_text()
@@ -149,7 +151,7 @@ class RunQueue:
         return created
 
     async def submit_and_dispatch(
-        self, runs: list[Submission], wants: list[tuple[str, list[str], int]], lease_ms: int
+        self, runs: list[Submission], wants: list[Want], lease_ms: int
     ) -> tuple[list[tuple[bool, str]], list[list[Leased]]]:
         """Create runs and lease up to n steps to each (executor, queues, n), in one round
         trip: free slots take the new runs' first steps (or older waiting work) at once.
@@ -168,11 +170,11 @@ class RunQueue:
             then.insert(0, ("SADD", keys.QUEUE_VARIANTS, *variants))
         if plain:
             then.insert(0, ("SADD", keys.PLAIN_QUEUES, *plain))
-        replies = await self._call_many(calls + _dispatch_calls(wants, lease_ms, now), then)
+        replies = await self._call_many(calls + dispatch_calls(wants, lease_ms, now), then)
         self.queue_variants |= variants
         self.plain_queues |= plain
         created = [(status == b"created", rid.decode()) for status, rid in replies[: len(runs)]]
-        return created, [[leased_of(item) for item in raw] for raw in replies[len(runs) :]]
+        return created, self._leases(replies[len(runs) :])
 
     async def queue_stats(self, queues: set[str]) -> dict[str, tuple[int, int | None]]:
         """Per queue: steps waiting, and when the oldest was queued (ms; None when empty)."""
@@ -205,15 +207,15 @@ class RunQueue:
     async def dispatch(
         self, executor_id: str, queues: list[str], n: int, lease_ms: int
     ) -> list[Leased]:
-        [leased] = await self.dispatch_many([(executor_id, queues, n)], lease_ms)
+        [leased] = await self.dispatch_many([Want(executor_id, queues, n)], lease_ms)
         return leased
 
     async def dispatch_many(
-        self, wants: list[tuple[str, list[str], int]], lease_ms: int
+        self, wants: list[Want], lease_ms: int
     ) -> list[list[Leased]]:
         """Lease up to n steps to each (executor, queues, n), in order, in one round trip."""
-        replies = await self._call_many(_dispatch_calls(wants, lease_ms, self.clock.now_ms()))
-        return [[leased_of(item) for item in raw] for raw in replies]
+        replies = await self._call_many(dispatch_calls(wants, lease_ms, self.clock.now_ms()))
+        return self._leases(replies)
 
     async def complete(
         self,
@@ -246,20 +248,30 @@ class RunQueue:
         return verdicts
 
     async def complete_and_dispatch(
-        self, results: list[Completion], wants: list[tuple[str, list[str], int]], lease_ms: int
+        self, results: list[Completion], wants: list[Want], lease_ms: int
     ) -> tuple[list[Verdict], list[list[Leased]]]:
         """``complete_many`` then ``dispatch_many`` in the same round trip: the slots the
         results freed take the steps they made ready (and any other waiting work) at once.
         Other replicas are told when steps were queued; this one's caller decides itself."""
         now = self.clock.now_ms()
-        calls = self._complete_calls(results, now) + _dispatch_calls(wants, lease_ms, now)
+        calls = self._complete_calls(results, now) + dispatch_calls(wants, lease_ms, now)
         replies = await self._call_many(calls)
         verdicts = [verdict_of(raw) for raw in replies[: len(results)]]
-        leases = [[leased_of(item) for item in raw] for raw in replies[len(results) :]]
+        leases = self._leases(replies[len(results) :])
         # Steps the results queued: the next round asks executors serving their queues (the
         # caller decides whether a round follows).
         self.new_work.update(q for v in verdicts for q in v.queued_on)
         return verdicts, leases
+
+    def _leases(self, replies: list[Any]) -> list[list[Leased]]:
+        """The leases of dispatch replies, noting when a short batch left waiting is due."""
+        found = []
+        for raw in replies:
+            leased, due = leases_of(raw)
+            found.append(leased)
+            if due is not None and (self.batch_due_ms is None or due < self.batch_due_ms):
+                self.batch_due_ms = due
+        return found
 
     def work_was_queued(self, on: Counter[str] | None = None) -> None:
         """Steps were queued (here, or by another replica), on the queues ``on`` counts
@@ -425,13 +437,6 @@ def _submit_args(r: Submission, now: int, finished_ttl_s: int) -> list[Any]:
         IDEMPOTENCY_TTL_S,
         finished_ttl_s,
         r.not_before_ms,
-    ]
-
-
-def _dispatch_calls(wants: list[tuple[str, list[str], int]], lease_ms: int, now: int) -> list[Call]:
-    return [
-        ("dispatch", [now, lease_ms, executor_id, n, secrets.token_hex(8), *queues])
-        for executor_id, queues, n in wants
     ]
 
 

@@ -218,6 +218,8 @@ def _assignment_to_proto(a: Assignment) -> epb.ConnectResponse:
             traceparent=a.traceparent,
             namespace=a.namespace,
             log_level=a.log_level,
+            call_id=a.call_id,
+            call_size=a.call_size,
         )
     )
 
@@ -274,6 +276,7 @@ class ExecutorServicer(epb_grpc.ExecutorServiceServicer):
                 auth.current().key_id,
                 served_namespaces(auth.current().namespace, h.namespaces),
                 tls.client_certificate_name(context.auth_context()),
+                h.batching,
             )
         )
         reader = asyncio.create_task(self._read(session, request_iterator))

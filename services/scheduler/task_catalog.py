@@ -33,6 +33,8 @@ class ResolvedTask:
     max_retries: int
     input_schema: dict[str, Any] = field(default_factory=dict)
     executor_labels: dict[str, str] = field(default_factory=dict)
+    # task.json "batching": (max_batch_size, max_wait_ms); (0, 0) when it does not batch
+    batching: tuple[int, int] = (0, 0)
 
     @property
     def queue_key(self) -> str:
@@ -72,6 +74,14 @@ class ResolvedPipeline:
     max_parallel_tasks: int = 0  # global_settings.max_parallel_tasks (0: no limit)
     enable_caching: bool = False
     log_level: str = ""
+
+
+def batching_of(manifest: dict[str, Any]) -> tuple[int, int]:
+    """A manifest's (max_batch_size, max_wait_ms); (0, 0) when it does not batch (a batch of
+    one is no batch)."""
+    b = manifest.get("batching") or {}
+    size = int(b.get("max_batch_size", 8)) if isinstance(b, dict) and b else 0
+    return (size, int(b.get("max_wait_ms", 0))) if size > 1 else (0, 0)
 
 
 def _briefly(task_id: str, version: str) -> str:
@@ -160,6 +170,7 @@ class TaskCatalog:
             t.max_retries,
             manifest.get("input_schema") or {},
             dict(manifest.get("executor_labels") or {}),
+            batching_of(manifest),
         )
         if "/" not in task_id:
             self._tasks[(namespace, task_id, t.version)] = resolved

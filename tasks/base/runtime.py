@@ -3,13 +3,16 @@
 The executor's worker processes run ``worker_main``; ``task test`` and unit tests use
 ``load_task`` directly. Messages on the pipe are tuples:
 
-    executor -> worker:  ("run", input_json, meta) | None (retire)
+    executor -> worker:  ("run", input_json, meta) | ("batch", [input_json], [meta])
+                         | None (retire)
                          meta: input_id, output_id, upstream_output_ids, artifacts
     worker -> executor:  ("ready",) | ("setup_failed", error)
                          | ("progress", fraction, message) | ("log", level, message)
                          | (verdict, payload, (called, returned))
+                         | ("batch_done", [(verdict, payload)], (called, returned))
                          verdict: "ok" (payload: output_json) | "failed" | "fatal" (error);
-                         called/returned: wall-clock times around ``process()``
+                         called/returned: wall-clock times around ``process()`` (or
+                         ``process_batch()``)
 """
 
 from __future__ import annotations
@@ -52,22 +55,75 @@ def run_once(task: TaskBase, input_json: str) -> tuple[str, str]:
     try:
         data = json.loads(input_json)
         task.validate_input(data)
-        output = task.process(data)
+        return _checked(task, task.process(data), "process()")
+    except Exception as exc:  # noqa: BLE001 - FatalError or any other (retryable) failure
+        return _failure(exc)
+
+
+def run_batch(task: TaskBase, inputs: list[str]) -> list[tuple[str, str]]:
+    """Run a dynamic batch: one (verdict, payload) per input, in order. An input that does
+    not parse or fit the input schema fails alone and is left out of the call; an item that
+    ``process_batch`` returns as an exception fails alone; if the call raises, or returns
+    other than one item per input, every input it was given fails."""
+    verdicts: list[tuple[str, str] | None] = [None] * len(inputs)
+    given: list[int] = []
+    documents = []
+    for i, text in enumerate(inputs):
+        try:
+            data = json.loads(text)
+            task.validate_input(data)
+        except Exception as exc:  # noqa: BLE001
+            verdicts[i] = _failure(exc)
+            continue
+        given.append(i)
+        documents.append(data)
+    if given:
+        try:
+            outputs = task.process_batch(documents) if len(documents) else []
+            if not isinstance(outputs, list) or len(outputs) != len(documents):
+                got = len(outputs) if isinstance(outputs, list) else type(outputs).__name__
+                raise FatalError(
+                    f"process_batch() must return a list of {len(documents)} items "
+                    f"(one per input), returned {got}"
+                )
+        except Exception as exc:  # noqa: BLE001 - the whole call failed: every input with it
+            failed = _failure(exc)
+            outputs = []
+            for i in given:
+                verdicts[i] = failed
+        for i, output in zip(given, outputs, strict=False):
+            verdicts[i] = (
+                _failure(output)
+                if isinstance(output, BaseException)
+                else _checked(task, output, "process_batch()")
+            )
+    return [v or ("fatal", "no verdict") for v in verdicts]
+
+
+def _checked(task: TaskBase, output: Any, called: str) -> tuple[str, str]:
+    """("ok", output_json) for an output that is a JSON object fitting the output schema."""
+    try:
         if not isinstance(output, dict):
-            raise FatalError(f"process() must return a dict, returned {type(output).__name__}")
+            raise FatalError(f"{called} must return a dict, returned {type(output).__name__}")
         try:
             text = json.dumps(output, allow_nan=False)
         except (ValueError, TypeError, RecursionError) as exc:  # NaN, Infinity, a set, ...
-            raise FatalError(f"process() returned a value that is not JSON: {exc}") from exc
+            raise FatalError(f"{called} returned a value that is not JSON: {exc}") from exc
         if task.metadata.get("output_schema"):
             task.validate_output(json.loads(text))  # as it will travel (tuples are lists)
         return "ok", text
-    except FatalError as exc:
+    except Exception as exc:  # noqa: BLE001
+        return _failure(exc)
+
+
+def _failure(exc: BaseException) -> tuple[str, str]:
+    """The verdict of an input that failed with ``exc``: fatal for ``FatalError``, else
+    retryable, with where in the task it was raised."""
+    if isinstance(exc, FatalError):
         return "fatal", f"{type(exc).__name__}: {exc}"
-    except Exception as exc:  # noqa: BLE001 - any other failure is retryable
-        tb = traceback.extract_tb(exc.__traceback__)[-1:]
-        where = f" at {Path(tb[0].filename).name}:{tb[0].lineno}" if tb else ""
-        return "failed", f"{type(exc).__name__}: {exc}{where}"
+    tb = traceback.extract_tb(exc.__traceback__)[-1:]
+    where = f" at {Path(tb[0].filename).name}:{tb[0].lineno}" if tb else ""
+    return "failed", f"{type(exc).__name__}: {exc}{where}"
 
 
 MAX_LOG_LINES = 200  # per input; the rest is counted, not sent
@@ -133,16 +189,21 @@ def worker_main(
             message: Any = conn.recv()
             if message is None:
                 break
-            _, input_json, meta = message
-            context.begin(meta)
+            kind, input_json, meta = message
+            batch = kind == "batch"
+            context.begin_batch(meta) if batch else context.begin(meta)
             # The pipeline's global_settings.log_level, else everything the task logs.
-            context.logger.setLevel(meta.get("log_level") or logging.DEBUG)
+            first = meta[0] if batch else meta
+            context.logger.setLevel(first.get("log_level") or logging.DEBUG)
             to_pipe.begin()
             called = time.time()
-            verdict, payload = run_once(task, input_json)
+            if batch:
+                result: Any = ("batch_done", run_batch(task, input_json))
+            else:
+                result = run_once(task, input_json)
             returned = time.time()
             to_pipe.end()
-            conn.send((verdict, payload, (called, returned)))
+            conn.send((*result, (called, returned)))
     except (EOFError, KeyboardInterrupt):
         pass
     finally:

@@ -48,6 +48,9 @@ class TaskContext:
     upstream_output_ids: dict[str, str] = field(default_factory=dict)
     input_sources: dict[str, str] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)
+    # While a dynamic batch runs (process_batch): each input's own meta, in order; the
+    # fields above then hold the batch's artifacts together and no single input's ids.
+    batch: list[dict[str, Any]] = field(default_factory=list)
 
     def begin(self, meta: dict[str, Any]) -> None:
         """Set what is particular to the next input: its lineage ids and local artifacts."""
@@ -56,6 +59,14 @@ class TaskContext:
         self.upstream_output_ids = dict(meta.get("upstream_output_ids") or {})
         self.input_sources = dict(meta.get("input_sources") or {})
         self.artifacts = dict(meta.get("artifacts") or {})
+        self.batch = []
+
+    def begin_batch(self, metas: list[dict[str, Any]]) -> None:
+        """Set what is particular to the next batch of inputs: every input's artifacts (a
+        URI names the same file whichever input brought it) and each one's meta."""
+        merged = {k: v for m in metas for k, v in (m.get("artifacts") or {}).items()}
+        self.begin({"artifacts": merged})
+        self.batch = list(metas)
 
     def progress(self, fraction: float, message: str = "") -> None:
         """Report how far the current input has got, 0 to 1."""
@@ -81,6 +92,23 @@ class TaskBase:
     def process(self, input_data: dict[str, Any]) -> dict[str, Any]:
         """Turn one input document into one output document."""
         raise NotImplementedError(f"{type(self).__name__}.process")
+
+    def process_batch(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any] | Exception]:
+        """Turn several input documents — steps of this task version that were ready at once,
+        from any runs — into their outputs, in order, in one call (task.json ``batching``).
+
+        An item may be an exception instead of an output: that input fails alone
+        (``FatalError``: at once; any other: retried by its step's own retry policy). Raising
+        fails every input of the call. This default runs ``process`` on each in turn; a model
+        task overrides it to stack the inputs and run the model once."""
+        outputs: list[dict[str, Any] | Exception] = []
+        for data, meta in zip(inputs, self.context.batch or [{}] * len(inputs), strict=True):
+            self.context.begin(meta)
+            try:
+                outputs.append(self.process(data))
+            except Exception as exc:  # noqa: BLE001 - that input's failure, not the call's
+                outputs.append(exc)
+        return outputs
 
     def cleanup(self) -> None:
         """Release what ``setup`` took; called when the worker process is retired."""

@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from services.localstack import Cluster
 from services.scheduler import keys
 from services.scheduler.clock import FakeClock
-from services.scheduler.queue_records import Completion, QueuedStep, Submission
+from services.scheduler.queue_records import Completion, QueuedStep, Submission, Want
 from services.scheduler.run_queue import RunQueue
 from services.scheduler.script_connection import SCRIPT_CONNECTION_NAME
 
@@ -519,3 +519,53 @@ def test_the_schedulers_redis_user_reaches_only_its_own_keys(cluster: Cluster) -
                 forbidden()
     finally:
         r.close()
+
+
+def batching_step(
+    step_id: str, digest: str = "b" * 64, size: int = 3, wait_ms: int = 0
+) -> QueuedStep:
+    """A step of a task that batches (task.json batching: max_batch_size, max_wait_ms)."""
+    s = step(step_id)
+    fields = {**s.fields, "digest": digest, "batch": str(size), "batch_wait": str(wait_ms)}
+    return QueuedStep(s.step_id, s.deps, s.dependents, fields)
+
+
+def test_a_batch_takes_ready_steps_of_its_version_from_any_runs_as_one_place(on_valkey) -> None:  # noqa: ANN001
+    async def scenario(q: RunQueue) -> tuple[Any, ...]:
+        for n in range(4):
+            await submit(q, f"b{n}", [batching_step("a")])
+        await submit(q, "other", [batching_step("a", digest="c" * 64)])  # another version
+        await submit(q, "plain", [step("a")])
+        [got] = await q.dispatch_many([Want("ex1", ["q"], 2, True)], 10_000)
+        rest = await q.dispatch("ex2", ["q"], 5, 10_000)  # an executor without batching
+        return [(x.run_id, x.call) for x in got], [(x.run_id, x.call) for x in rest]
+
+    got, rest = on_valkey(scenario)
+    calls = [c for _, c in got]
+    # Two places: a batch of three of version b (its size), then the next head, b3, with
+    # the other version's step: versions never mix, so b3's batch has only itself.
+    assert [r for r, _ in got] == ["b0", "b1", "b2", "b3"]
+    assert calls[0] and calls[0] == calls[1] == calls[2] and calls[3] not in ("", calls[0])
+    assert rest == [("other", ""), ("plain", "")]  # not batched: this executor does not
+
+
+def test_a_short_batch_waits_for_its_max_wait_then_goes_as_it_is(on_valkey) -> None:  # noqa: ANN001
+    async def scenario(q: RunQueue) -> tuple[Any, ...]:
+        await submit(q, "b0", [batching_step("a", wait_ms=500)])
+        await submit(q, "plain", [step("a")])
+        want = [Want("ex1", ["q"], 2, True)]
+        [first] = await q.dispatch_many(want, 10_000)  # b0 waits; plain, behind it, goes
+        due = q.batch_due_ms
+        q.batch_due_ms = None
+        q.clock.advance(0.2)  # type: ignore[attr-defined]
+        await submit(q, "b1", [batching_step("a", wait_ms=500)])
+        [second] = await q.dispatch_many(want, 10_000)  # still short of 3: waits on
+        q.clock.advance(0.31)  # type: ignore[attr-defined]  # b0 has waited 510 ms
+        [third] = await q.dispatch_many(want, 10_000)
+        return first, due, second, third, q.clock.now_ms()
+
+    first, due, second, third, now = on_valkey(scenario)
+    assert [x.run_id for x in first] == ["plain"]
+    assert due == now - 510 + 500  # when b0 (queued 510 ms before the end) is due
+    assert second == []
+    assert [x.run_id for x in third] == ["b0", "b1"] and third[0].call == third[1].call != ""

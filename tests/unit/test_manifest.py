@@ -41,6 +41,11 @@ def test_defaults_fill_what_task_json_leaves_out() -> None:
         ({"executor_labels": {"gpu": True}}, "executor_labels.gpu"),
         ({"input_schema": {"type": "picture"}}, "input_schema.type"),
         ({"input_schema": {"required": "image"}}, "input_schema.required"),
+        ({"batching": 8}, "batching"),
+        ({"batching": {"max_batch_size": 0}}, "batching.max_batch_size"),
+        ({"batching": {"max_batch_size": 1000}}, "batching.max_batch_size"),
+        ({"batching": {"max_wait_ms": -1}}, "batching.max_wait_ms"),
+        ({"batching": {"max_batch": 8}}, "batching.max_batch"),
     ],
 )
 def test_each_bad_field_is_named(fields: dict[str, object], named: str) -> None:
@@ -73,3 +78,10 @@ def test_executor_labels_are_kept_and_become_a_queue_variant() -> None:
     assert serves(variant, ["vision"], {"gpu": "true", "zone": "eu", "disk": "ssd"})
     assert not serves(variant, ["vision"], {"gpu": "true"})
     assert not serves(variant, ["default"], {"gpu": "true", "zone": "eu"})
+
+
+def test_batching_is_kept_with_its_defaults() -> None:
+    assert parse_manifest(manifest()).batching == {}
+    assert parse_manifest(manifest(batching={})).batching == {"max_batch_size": 8, "max_wait_ms": 0}
+    m = parse_manifest(manifest(batching={"max_batch_size": 32, "max_wait_ms": 20}))
+    assert m.batching == {"max_batch_size": 32, "max_wait_ms": 20}

@@ -452,7 +452,7 @@ def test_an_executor_that_found_its_queues_empty_is_not_asked_until_work_is_queu
 
         async def asked() -> set[str]:
             async with c.core.leaser.round() as r:
-                return {executor for executor, _, _ in r.wants}
+                return {w.executor_id for w in r.wants}
 
         assert await asked() == {"busy"}  # idle sits this round out
         c.queue.work_was_queued()  # e.g. another replica said it queued work
@@ -493,7 +493,7 @@ def test_a_result_that_queues_a_dependent_asks_only_executors_of_its_queue(
         assert [x.step_id for x in assignments(worker)] == ["b"]
         assert c.queue.queued_epoch == epoch  # no blind "work somewhere" bump
         async with c.core.leaser.round() as r:
-            assert "elsewhere" not in {e for e, _, _ in r.wants}
+            assert "elsewhere" not in {w.executor_id for w in r.wants}
         assert "elsewhere" in c.core.leaser.asked.idle
 
     scenario(valkey_url, body)

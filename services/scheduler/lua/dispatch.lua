@@ -7,19 +7,28 @@
 --   P..'o:'..run_id          HASH    outputs of the steps the step reads (read)
 --   P..'e:'..run_id          STREAM  run events (XADD)
 --   P..'l:'..step-key        LIST    the previous attempt's log lines (DEL)
--- ARGV: P, now_ms, lease_ms, executor_id, max_n, lease_token, queue names...
+-- ARGV: P, now_ms, lease_ms, executor_id, max_n, lease_token, batching ('1': the executor
+--       runs dynamic batches), queue names...
 -- Each lease gets the id lease_token..'.'..n (the token is random per call), which the
 -- executor echoes on everything it says about the attempt.
 -- Picks the lowest score across the queues each time, so priority holds across queues.
+-- Dynamic batching: a step whose task batches (step field 'batch' = max_batch_size) takes
+-- with it up to batch-1 QUEUED steps of the same task version (digest) found among the
+-- first 4*batch of its queue, from any runs; they all carry 'call' (the first one's lease
+-- id) and take one of the max_n places. A batch short of its size whose first step was
+-- queued less than 'batch_wait' ms ago stays queued (as do later steps of its version, this
+-- call) until then, or until the batch fills.
 -- Returns: a list of JSON objects {member, attempt, step (flat HGETALL), input, outputs,
 --          trace = {trace_id, run_span} of the run, spans = {step read -> its span id},
---          started = true when this dispatch made the run RUNNING}.
+--          started = true when this dispatch made the run RUNNING, call = the batch's id};
+--          then, when a short batch was left waiting, a number: when it is due (ms).
 local P, now, lease_ms, executor, max_n = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
-local token = ARGV[6]
+local token, batching = ARGV[6], ARGV[7] == '1'
 local queues = {}
-for i = 7, #ARGV do queues[#queues + 1] = queue_key(P, ARGV[i]) end
+for i = 8, #ARGV do queues[#queues + 1] = queue_key(P, ARGV[i]) end
 
--- The ready step with the lowest score across the queues (one ZPOPMIN for a single queue).
+-- The ready step with the lowest score across the queues (one ZPOPMIN for a single queue),
+-- with its queue and score.
 local function pop()
   local best_q, best_score = queues[1], nil
   if #queues > 1 then
@@ -32,49 +41,88 @@ local function pop()
     end
   end
   if not best_q then return nil end
-  return redis.call('ZPOPMIN', best_q)[1]
+  local got = redis.call('ZPOPMIN', best_q)
+  return got[1], best_q, got[2]
 end
 
 local out = {}
-while #out < max_n do
-  local member = pop()
-  if not member then break end
+-- Leases one QUEUED step (f: its state, attempt, reads) as one of call (nil: alone).
+local function lease(member, f, call)
   local sh = step_hash(P, member)
-  local f = redis.call('HMGET', sh, 'state', 'attempt', 'reads')
-  if f[1] == 'QUEUED' then
-    local run_id = run_of(member)
-    local step_id = string.sub(member, #run_id + 2)
-    local attempt = (tonumber(f[2]) or 0) + 1
-    redis.call('HSET', sh, 'attempt', attempt, 'state', 'RUNNING', 'executor', executor,
-      'started_ms', now, 'lease', token .. '.' .. (#out + 1))
-    if attempt > 1 then  -- what the previous attempt left
-      redis.call('HDEL', sh, 't_recv', 't_p0', 't_p1', 't_sent', 't_rep', 'logs')
-      redis.call('DEL', logs_key(P, member))
+  local run_id = run_of(member)
+  local step_id = string.sub(member, #run_id + 2)
+  local attempt = (tonumber(f[2]) or 0) + 1
+  redis.call('HSET', sh, 'attempt', attempt, 'state', 'RUNNING', 'executor', executor,
+    'started_ms', now, 'lease', token .. '.' .. (#out + 1))
+  if attempt > 1 then  -- what the previous attempt left
+    redis.call('HDEL', sh, 't_recv', 't_p0', 't_p1', 't_sent', 't_rep', 'logs')
+    redis.call('DEL', logs_key(P, member))
+  end
+  redis.call('ZADD', leases_key(P), tonumber(now) + lease_ms, member)
+  local rh = run_hash(P, run_id)
+  local run = redis.call('HMGET', rh, 'state', 'trace_id', 'run_span', 'input_json')
+  local run_started = run[1] == 'QUEUED'
+  if run_started then
+    redis.call('HSET', rh, 'state', 'RUNNING', 'started_ms', now)
+    emit(P, run_id, '', 0, 'RUNNING', '', now)
+  end
+  emit(P, run_id, step_id, attempt, 'RUNNING', executor, now)
+  local outputs = {}
+  local reads = cjson.decode(f[3] or '[]')
+  if #reads > 0 then
+    local values = redis.call('HMGET', outputs_key(P, run_id), unpack(reads))
+    for i, src in ipairs(reads) do outputs[src] = values[i] end
+  end
+  local spans = {}
+  if run[2] then
+    for _, src in ipairs(reads) do
+      spans[src] = redis.call('HGET', step_hash(P, run_id .. ':' .. src), 'span_id')
     end
-    redis.call('ZADD', leases_key(P), tonumber(now) + lease_ms, member)
-    local rh = run_hash(P, run_id)
-    local run = redis.call('HMGET', rh, 'state', 'trace_id', 'run_span', 'input_json')
-    local run_started = run[1] == 'QUEUED'
-    if run_started then
-      redis.call('HSET', rh, 'state', 'RUNNING', 'started_ms', now)
-      emit(P, run_id, '', 0, 'RUNNING', '', now)
+  end
+  table.insert(out, cjson.encode({member = member, attempt = attempt,
+    step = redis.call('HGETALL', sh), input = run[4], outputs = outputs,
+    trace = {run[2], run[3]}, spans = spans, started = run_started, call = call}))
+end
+
+local heads, pops = 0, 0
+local deferred, waiting, due_first = {}, {}, nil
+while heads < max_n and pops < max_n + 256 do
+  local member, q, score = pop()
+  if not member then break end
+  pops = pops + 1
+  local f = redis.call('HMGET', step_hash(P, member), 'state', 'attempt', 'reads', 'batch',
+    'digest', 'batch_wait', 'queued_ms')
+  local size = batching and tonumber(f[4] or '0') or 0
+  if f[1] ~= 'QUEUED' then
+    -- not ready after all (ended meanwhile): dropped from the queue
+  elseif size < 2 then
+    heads = heads + 1
+    lease(member, f, nil)
+  elseif waiting[f[5]] then  -- a short batch of its version waits: so does it
+    deferred[#deferred + 1] = {q, score, member}
+  else
+    local mates = {}
+    for _, m in ipairs(redis.call('ZRANGE', q, 0, 4 * size - 1)) do
+      if #mates >= size - 1 then break end
+      local g = redis.call('HMGET', step_hash(P, m), 'state', 'digest', 'attempt', 'reads')
+      if g[1] == 'QUEUED' and g[2] == f[5] then mates[#mates + 1] = {m, g[3], g[4]} end
     end
-    emit(P, run_id, step_id, attempt, 'RUNNING', executor, now)
-    local outputs = {}
-    local reads = cjson.decode(f[3] or '[]')
-    if #reads > 0 then
-      local values = redis.call('HMGET', outputs_key(P, run_id), unpack(reads))
-      for i, src in ipairs(reads) do outputs[src] = values[i] end
-    end
-    local spans = {}
-    if run[2] then
-      for _, src in ipairs(reads) do
-        spans[src] = redis.call('HGET', step_hash(P, run_id .. ':' .. src), 'span_id')
+    local due = tonumber(f[7] or '0') + tonumber(f[6] or '0')
+    if #mates + 1 < size and due > tonumber(now) then
+      waiting[f[5]] = true
+      deferred[#deferred + 1] = {q, score, member}
+      if due_first == nil or due < due_first then due_first = due end
+    else
+      heads = heads + 1
+      local call = token .. '.' .. (#out + 1)
+      lease(member, f, call)
+      for _, m in ipairs(mates) do
+        redis.call('ZREM', q, m[1])
+        lease(m[1], {'QUEUED', m[2], m[3]}, call)
       end
     end
-    table.insert(out, cjson.encode({member = member, attempt = attempt,
-      step = redis.call('HGETALL', sh), input = run[4], outputs = outputs,
-      trace = {run[2], run[3]}, spans = spans, started = run_started}))
   end
 end
+for _, d in ipairs(deferred) do redis.call('ZADD', d[1], d[2], d[3]) end
+if due_first then out[#out + 1] = due_first end
 return out

@@ -1,0 +1,158 @@
+"""Dynamic batching on the real stack (issue 18): steps of one task version that are ready at
+once, from different runs, are leased together and run in one ``process_batch`` call; each
+keeps its own run, attempt, lineage ids and retries."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from clients.sdk import Client
+from services.localstack import Cluster
+from services.localstack.cluster import Child
+from tests.integration.test_executor import make_task
+
+BATCH_TASK = """
+import os
+from tasks.base.task_base import FatalError, SimpleTask
+
+def one(data, size, call, output_id):
+    if data.get("fail"):
+        raise ValueError(f"item {data['n']} refused")
+    if data.get("fatal"):
+        raise FatalError(f"item {data['n']} is hopeless")
+    return {"n": data["n"], "size": size, "call": call, "pid": os.getpid(),
+            "output_id": output_id}
+
+class Task(SimpleTask):
+    def setup(self):
+        self.calls = 0
+
+    def process(self, input_data):  # a step leased alone
+        return one(input_data, 1, -1, self.context.output_id)
+
+    def process_batch(self, inputs):
+        self.calls += 1
+        if any(d.get("explode") for d in inputs):
+            raise RuntimeError("the whole call failed")
+        out = []
+        for data, meta in zip(inputs, self.context.batch):
+            try:
+                out.append(one(data, len(inputs), self.calls, meta["output_id"]))
+            except Exception as exc:
+                out.append(exc)
+        return out
+"""
+
+
+@pytest.fixture(scope="module")
+def batcher(cluster: Cluster, client: Client, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    tmp = tmp_path_factory.mktemp("batching")
+    client.register_task(
+        make_task(
+            tmp,
+            "batcher",
+            BATCH_TASK,
+            queue="batchq",
+            max_retries=1,
+            batching={"max_batch_size": 8},
+        )
+    )
+    client.register_task(
+        make_task(
+            tmp,
+            "waiter",
+            BATCH_TASK,
+            queue="waitq",
+            batching={"max_batch_size": 4, "max_wait_ms": 1500},
+        )
+    )
+
+
+@pytest.fixture
+def one_slot(cluster: Cluster, batcher: Any) -> Iterator[Any]:
+    """Starts an executor of one slot on the batching queues, when the test says."""
+    started: list[Child] = []
+
+    def start() -> Child:
+        child = cluster.add_executor("--queues", "batchq,waitq", slots=1)
+        started.append(child)
+        return child
+
+    yield start
+    for child in started:
+        cluster.executors.remove(child)
+        cluster.services.children.remove(child)
+        child.stop()
+
+
+def submit_all(client: Client, inputs: list[dict[str, Any]], task: str = "batcher") -> list[str]:
+    return [client.submit(task=task, input=i).run_id for i in inputs]
+
+
+def test_steps_ready_at_once_run_in_one_call_each_with_its_own_run(
+    client: Client, one_slot: Any
+) -> None:
+    run_ids = submit_all(client, [{"n": n} for n in range(12)])  # queued: no executor yet
+    child = one_slot()
+    runs = [client.wait(r, timeout=60) for r in run_ids]
+    assert [r.state for r in runs] == ["COMPLETED"] * 12
+    outputs = [r.output for r in runs]
+    assert [o["n"] for o in outputs] == list(range(12))  # each run got its own output back
+    # One slot, up to 8 per call: 12 ready steps take two calls (8 and 4), in one process.
+    assert sorted(o["size"] for o in outputs) == [4] * 4 + [8] * 8
+    assert len({o["call"] for o in outputs}) == 2 and len({o["pid"] for o in outputs}) == 1
+    for r in runs:
+        step = r.steps[0]
+        assert step.executor_id == child.name and step.attempt == 1
+        assert r.output["output_id"] == step.output_id  # the lineage id of its own step
+
+
+def test_a_failed_item_fails_alone_and_retries_by_its_own_policy(
+    client: Client, one_slot: Any
+) -> None:
+    inputs = [{"n": 0}, {"n": 1, "fail": True}, {"n": 2}, {"n": 3, "fatal": True}]
+    run_ids = submit_all(client, inputs)
+    one_slot()
+    runs = {i: client.wait(r, timeout=60) for i, r in enumerate(run_ids)}
+    assert runs[0].state == runs[2].state == "COMPLETED"
+    assert runs[0].output["size"] == 4  # the four were one call
+    failed, fatal = runs[1].steps[0], runs[3].steps[0]
+    assert runs[1].state == "FAILED" and failed.attempt == 2  # max_retries 1: tried twice
+    assert "ValueError: item 1 refused" in failed.error
+    assert runs[3].state == "FAILED" and fatal.attempt == 1  # FatalError: no retry
+    assert "item 3 is hopeless" in fatal.error
+    assert runs[0].steps[0].attempt == runs[2].steps[0].attempt == 1
+
+
+def test_a_call_that_raises_fails_every_step_in_it(client: Client, one_slot: Any) -> None:
+    run_ids = submit_all(client, [{"n": 0}, {"n": 1, "explode": True}, {"n": 2}])
+    one_slot()
+    runs = [client.wait(r, timeout=60) for r in run_ids]
+    # Every step's first attempt failed with the call (n=0 and n=2 have nothing wrong with
+    # them), and each was retried by its own policy (max_retries 1).
+    assert [r.steps[0].attempt for r in runs] == [2, 2, 2]
+    assert runs[1].state == "FAILED"
+    assert "RuntimeError: the whole call failed" in runs[1].steps[0].error
+    for r in (runs[0], runs[2]):  # retried with it again (failed), or alone (completed)
+        assert r.state == "COMPLETED" or "the whole call failed" in r.steps[0].error
+
+
+def test_a_short_batch_waits_up_to_max_wait_for_more(client: Client, one_slot: Any) -> None:
+    one_slot()
+    # warm: the worker process is started and set up before the timing matters
+    assert client.wait(client.submit(task="waiter", input={"n": -1}).run_id, 60).output["size"]
+    first = client.submit(task="waiter", input={"n": 0}).run_id
+    later = submit_all(client, [{"n": n} for n in (1, 2, 3)], task="waiter")
+    runs = [client.wait(r, timeout=60) for r in [first, *later]]
+    assert [r.state for r in runs] == ["COMPLETED"] * 4
+    # The first waited (max_wait_ms 1.5 s) and the three submitted after it joined its call.
+    assert [r.output["size"] for r in runs] == [4] * 4
+    assert len({r.output["call"] for r in runs}) == 1
+    started = time.monotonic()
+    lone = client.wait(client.submit(task="waiter", input={"n": 9}).run_id, timeout=60)
+    assert lone.output["size"] == 1  # a batch that never fills goes once its wait is over
+    assert time.monotonic() - started >= 1.0
