@@ -22,6 +22,9 @@ Figures (issue 4 and issue 6 name them and the targets):
               miss (every step runs and stores its output) against a hit (none runs)
   cpu         CPU milliseconds each process (scheduler, nx-27017, executors, valkey, this
               client) spends per sequential no-op run: where a run's time goes
+  batching    dynamic batching (issue 18): 1,000 runs of the batchable example
+              (tasks/examples/speech_activity) submitted at once, against the same package
+              registered without "batching": runs/s and p95, and their ratios
   floors      what the parts cost by themselves (a gRPC call, a Redis round trip, valkey's
               Lua, nx-27017's CPU for the writes every run needs), no scheduling logic
 
@@ -32,6 +35,7 @@ started and stopped by this command (by PID).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -367,6 +371,70 @@ def face_cache(client: Client, cluster: Cluster, count: int) -> dict[str, Any]:
     }
 
 
+# The batchable example (a directory under tasks/examples with a bench.py giving its inputs).
+BATCHING_EXAMPLE = (
+    ROOT / "tasks" / "examples" / os.environ.get("WTM_BENCH_BATCHING", "speech_activity")
+)  # noqa: E501
+
+
+def batching_inputs(client: Client, count: int) -> list[dict[str, Any]]:
+    """The inputs of the batchable example: its own bench_inputs(upload, count)."""
+    spec = importlib.util.spec_from_file_location("bench_inputs", BATCHING_EXAMPLE / "bench.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.bench_inputs(client.upload_artifact, count)  # type: ignore[no-any-return]
+
+
+def batching(client: Client, count: int) -> dict[str, Any]:
+    """Dynamic batching (issue 18): ``count`` runs of the batchable example submitted at
+    once, against the same runs of the same package registered without ``batching``:
+    runs/s from the first run created to the last ended, and p95 of each run's time from
+    created to ended."""
+    manifest = json.loads((BATCHING_EXAMPLE / "task.json").read_text())
+    task_id = manifest["task_id"]
+    if BATCHING_EXAMPLE.parent != ROOT / "tasks" / "examples":  # not registered with them
+        client.register_task(BATCHING_EXAMPLE)
+    with tempfile.TemporaryDirectory(prefix="wtm-bench-unbatched-") as tmp:
+        copy = Path(tmp) / task_id
+        shutil.copytree(BATCHING_EXAMPLE, copy)
+        unbatched = {k: v for k, v in manifest.items() if k != "batching"}
+        unbatched["task_id"] = f"{task_id}_unbatched"
+        (copy / "task.json").write_text(json.dumps(unbatched))
+        client.register_task(copy)
+    inputs = batching_inputs(client, count)
+    figures: dict[str, Any] = {}
+    size = manifest["batching"]["max_batch_size"]
+    for label, task, warm in (
+        ("unbatched", f"{task_id}_unbatched", 16),
+        ("batched", task_id, 8 * size),  # 8 calls at once: a warm worker on every slot
+    ):
+        for run_id in client.submit_many(inputs[:warm], task=task)[1]:
+            assert client.wait(run_id, 120).state == "COMPLETED"
+        _, run_ids = client.submit_many(inputs, task=task)
+        done = wait_all(client, run_ids, time.monotonic() + DEADLINE_S)
+        failed = [r for r in done.values() if r.state != "COMPLETED"]
+        assert not failed, failed[0].error
+        created = min(r.created_at.timestamp() for r in done.values())
+        ended = max(r.ended_at.timestamp() for r in done.values())
+        waits = [(r.ended_at - r.created_at).total_seconds() for r in done.values()]
+        figures[label] = {
+            "runs_per_second": round(count / (ended - created), 1),
+            "p50_ms": ms(pct(waits, 50)),
+            "p95_ms": ms(pct(waits, 95)),
+        }
+    b, u = figures["batched"], figures["unbatched"]
+    return {
+        "task": task_id,
+        "runs": count,
+        "batching": manifest["batching"],
+        **figures,
+        "runs_per_second_ratio": round(b["runs_per_second"] / u["runs_per_second"], 2),
+        "p95_ratio": round(b["p95_ms"] / u["p95_ms"], 2),
+        "target": "runs/s ratio >= 3, p95 ratio <= 1.5",
+    }
+
+
 FIGURES: dict[str, tuple[Callable[..., dict[str, Any]], int]] = {
     "throughput": (throughput, 5000),
     "latency": (latency, 300),
@@ -377,6 +445,7 @@ FIGURES: dict[str, tuple[Callable[..., dict[str, Any]], int]] = {
     "face_cache": (face_cache, 10),
     "floors": (floors, 500),
     "cpu": (cpu, 400),
+    "batching": (batching, 1000),
 }
 
 

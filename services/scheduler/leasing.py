@@ -197,8 +197,13 @@ class Leaser:
         if self.prefetch:
             held = [s for s in order if s.prefetch_room(self.prefetch) > 0]
             wanting += held
-            wants += [
-                Want(s.executor_id, self.fleet.queues_of(s), s.prefetch_room(self.prefetch))
+            wants += [  # a batch held ahead is one place too, as on a slot
+                Want(
+                    s.executor_id,
+                    self.fleet.queues_of(s),
+                    s.prefetch_room(self.prefetch),
+                    s.profile.batching,
+                )
                 for s in held
             ]
         if not wanting:

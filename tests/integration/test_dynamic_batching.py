@@ -4,6 +4,7 @@ keeps its own run, attempt, lineage ids and retries."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 from clients.sdk import Client
 from services.localstack import Cluster
 from services.localstack.cluster import Child
+from tests.conftest import ROOT
 from tests.integration.test_executor import make_task
 
 BATCH_TASK = """
@@ -156,3 +158,21 @@ def test_a_short_batch_waits_up_to_max_wait_for_more(client: Client, one_slot: A
     lone = client.wait(client.submit(task="waiter", input={"n": 9}).run_id, timeout=60)
     assert lone.output["size"] == 1  # a batch that never fills goes once its wait is over
     assert time.monotonic() - started >= 1.0
+
+
+def test_the_speech_example_batches_recordings_of_different_runs(client: Client) -> None:
+    """The shipped batchable example on the stack's own executors: runs submitted together
+    share model calls, and each gets the speech of its own recording."""
+    client.register_task(ROOT / "tasks" / "examples" / "speech_activity")
+    speech = client.upload_artifact(ROOT / "tasks" / "data" / "speech.wav")
+    spans = json.loads((ROOT / "tasks" / "data" / "speech.json").read_text())["speech"]
+    inputs = [{"audio_path": speech}] * 6 + [{"audio_path": speech, "threshold": 0.95}]
+    _, run_ids = client.submit_many(inputs, task="speech_activity")
+    runs = [client.wait(r, timeout=120) for r in run_ids]
+    assert [r.state for r in runs] == ["COMPLETED"] * 7, runs[0].error
+    assert max(r.output["batch_size"] for r in runs) > 1
+    for r in runs:
+        segments = r.output["segments"]
+        assert len(segments) == 2 and abs(segments[0]["start_seconds"] - spans[0][0]) < 0.15
+        assert r.output["threshold"] == r.steps[0].output["threshold"]
+    assert runs[-1].output["threshold"] == 0.95 and runs[0].output["threshold"] == 0.5

@@ -205,3 +205,38 @@ def test_the_cli_shows_the_trace_id(traced: Traced, face_run: Any) -> None:
     c = traced.cluster
     out = run_cli(c, "run", "get", face_run.run_id).stdout
     assert f"trace {face_run.trace_id}" in out
+
+
+def test_each_step_of_a_dynamic_batch_has_its_own_execution_span(traced: Traced) -> None:
+    c = traced.cluster
+    with Client(
+        c.registry_address, c.scheduler_address, api_key=c.admin_key, tls_ca=str(c.ca_file)
+    ) as client:
+        client.register_task(EXAMPLES / "speech_activity")
+        uri = client.upload_artifact(ROOT / "tasks" / "data" / "speech.wav")
+        _, run_ids = client.submit_many([{"audio_path": uri}] * 4, task="speech_activity")
+        runs = [client.wait(r, timeout=120) for r in run_ids]
+    assert all(r.state == "COMPLETED" and r.trace_id for r in runs)
+
+    def executions() -> list[Any]:  # each run's step span, and the execution span under it
+        found = []
+        for r in runs:
+            spans = traced.receiver.of(r.trace_id)
+            steps = [
+                s
+                for s in spans
+                if s.name.startswith("step ") and s.attributes.get("wtm.run_id") == r.run_id
+            ]
+            found += [s for s in spans if steps and s.parent_id == steps[0].span_id]
+        return found
+
+    eventually(lambda: len(executions()) == 4, timeout=20, what="4 execution spans")
+    spans = executions()
+    assert {s.name for s in spans} == {"execute speech_activity"}
+    calls = [s for s in spans if s.attributes.get("wtm.call_size", 1) > 1]
+    assert calls, "the four runs were not batched"
+    assert len({s.attributes["wtm.call_id"] for s in calls}) == 1
+    assert {s.attributes["wtm.run_id"] for s in spans} == {r.run_id for r in runs}
+    for s in calls:  # the one call, under each step's own execution
+        children = [x for x in traced.receiver.of(s.trace_id) if x.parent_id == s.span_id]
+        assert [x.name for x in children] == ["process_batch()"]
