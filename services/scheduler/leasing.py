@@ -36,7 +36,6 @@ from services.scheduler.run_queue import RunQueue, ready_queues
 log = logging.getLogger(__name__)
 
 
-
 def step_input(leased: Leased) -> tuple[str, list[tuple[str, str]], dict[str, str]]:
     """The input document of a leased step (JSON text), its lineage edges, and the output id
     each mapped field came from: its mapping (or the default input), then the run parameters

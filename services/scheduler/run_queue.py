@@ -210,9 +210,7 @@ class RunQueue:
         [leased] = await self.dispatch_many([Want(executor_id, queues, n)], lease_ms)
         return leased
 
-    async def dispatch_many(
-        self, wants: list[Want], lease_ms: int
-    ) -> list[list[Leased]]:
+    async def dispatch_many(self, wants: list[Want], lease_ms: int) -> list[list[Leased]]:
         """Lease up to n steps to each (executor, queues, n), in order, in one round trip."""
         replies = await self._call_many(dispatch_calls(wants, lease_ms, self.clock.now_ms()))
         return self._leases(replies)

@@ -112,9 +112,7 @@ class Task(SimpleTask):
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1  # a slot is one core's worth of work
         options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(
-            str(MODEL), options, providers=["CPUExecutionProvider"]
-        )
+        self.session = ort.InferenceSession(str(MODEL), options, providers=["CPUExecutionProvider"])
 
     def process(self, input_data: dict[str, Any]) -> dict[str, Any]:
         [output] = self.detect([input_data])
