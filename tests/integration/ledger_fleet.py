@@ -146,9 +146,16 @@ def wait_all(client: Client, run_ids: list[str], timeout: float = 90) -> list[An
 
 
 def register_probe(
-    client: Client, root: Path, task_id: str, source: str, timeout: int, max_retries: int
+    client: Client,
+    root: Path,
+    task_id: str,
+    source: str,
+    timeout: int,
+    max_retries: int,
+    **more: Any,
 ) -> None:
-    """Register a probe task on the "ledger" queue, which the fleet's executors serve."""
+    """Register a probe task on the "ledger" queue, which the fleet's executors serve
+    (``more``: further task.json keys)."""
     task = root / task_id
     task.mkdir()
     manifest = {
@@ -158,6 +165,7 @@ def register_probe(
         "queue": "ledger",
         "timeout": timeout,
         "max_retries": max_retries,
+        **more,
     }
     (task / "task.json").write_text(json.dumps(manifest))
     (task / "task.py").write_text(source)

@@ -56,6 +56,20 @@ class Task(SimpleTask):
             line("tick")
         line("end")
         return {"tag": input_data["tag"], "journal": journal}
+
+    def process_batch(self, inputs):  # a dynamic batch: its items at once, in threads
+        out = [None] * len(inputs)
+        def one(i, data):
+            try:
+                out[i] = self.process(data)
+            except Exception as exc:
+                out[i] = exc
+        threads = [threading.Thread(target=one, args=(i, d)) for i, d in enumerate(inputs)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return out
 """
 
 RUNS = 6
@@ -87,10 +101,27 @@ PIPELINE = {
 }
 
 
+# The same chain with a task that batches (issue 18): a fault hits a call of several steps.
+BATCHED = {
+    "pipeline_id": "journal_batch_chain",
+    "steps": [{**s, "task_id": "journal_batch"} for s in PIPELINE["steps"]],  # type: ignore[attr-defined]
+}
+
+
 @pytest.fixture
 def suite(cluster: Cluster, client: Client, tmp_path: Path) -> Iterator[Fleet]:
     register_probe(client, tmp_path, "journal_probe", JOURNAL_TASK, timeout=60, max_retries=3)
+    register_probe(
+        client,
+        tmp_path,
+        "journal_batch",
+        JOURNAL_TASK,
+        timeout=60,
+        max_retries=3,
+        batching={"max_batch_size": 4},
+    )
     client.register_pipelines(PIPELINE)
+    client.register_pipelines(BATCHED)
     fleet = Fleet(cluster, tmp_path, lease_seconds=3)
     fleet.env["WTM_RECOVERY_SCAN_SECONDS"] = "2"
     try:
@@ -117,7 +148,11 @@ def executions(journal: Path) -> dict[tuple[str, str], list[Execution]]:
 
 
 def run_trial(
-    suite: Fleet, shared: Path, fault: Callable[[Fleet, str], None], schedulers: int = 1
+    suite: Fleet,
+    shared: Path,
+    fault: Callable[[Fleet, str], None],
+    schedulers: int = 1,
+    pipeline: str = "journal_chain",
 ) -> tuple[list[Any], dict[tuple[str, str], list[Execution]], dict[str, str]]:
     """Submits through the first scheduler, waits through the last (with two, the fault
     kills the first)."""
@@ -129,7 +164,7 @@ def run_trial(
     with suite.client(address) as client, suite.client(addresses[-1]) as survivor:
         _, run_ids = client.submit_many(
             [{"tag": f"t{i}", "journal": str(journal), "seconds": 4} for i in range(RUNS)],
-            pipeline="journal_chain",
+            pipeline=pipeline,
         )
         deadline = time.monotonic() + 30
         while len(executions(journal)) < 3:  # steps are running: now the fault
@@ -241,3 +276,20 @@ def test_a_fault_loses_no_run_runs_no_step_twice_at_once_and_keeps_every_executi
         frozen = getattr(suite, "frozen", None)
         if frozen is not None and frozen.alive():
             os.kill(frozen.pid, signal.SIGCONT)
+
+
+@pytest.mark.parametrize("fault", [kill_an_executor, flush_redis], ids=lambda f: f.__name__)
+def test_a_fault_during_a_dynamic_batch_loses_nothing_and_runs_nothing_twice_at_once(
+    suite: Fleet, shared_tmp: Path, fault: Callable[[Fleet, str], None]
+) -> None:
+    """The same trial with a task that batches: the steps of a call are leased together,
+    and a fault must cost each of them no more than it costs a step leased alone."""
+    runs, ran, run_of_tag = run_trial(suite, shared_tmp, fault, pipeline="journal_batch_chain")
+    check(suite, runs, ran, run_of_tag)
+    # Batched for real: some steps of different runs ran at once in one worker process.
+    every = [e for found in ran.values() for e in found]
+    assert any(
+        a is not b and a["pid"] == b["pid"] and a["start"] < b["start"] < a["last"]
+        for a in every
+        for b in every
+    )
