@@ -96,7 +96,7 @@ def assess_fleet(
     draining = [e for e in executors if e.state == "DRAINING"]
     lost = [e for e in executors if e.state == "LOST"]
     slots = sum(e.slots for e in live)
-    busy = sum(min(e.in_flight, e.slots) for e in live)
+    busy = sum(min(e.busy_slots, e.slots) for e in live)
     work = sum(q.depth for q in waiting)
     if live:
         summary = f"{len(live)} connected, {busy}/{slots} slots busy"

@@ -302,6 +302,7 @@ class ExecutorInfo:
     cpu_percent: float = 0.0  # of one core, with its worker processes (last heartbeat)
     memory_bytes: int = 0  # resident, with its worker processes (last heartbeat)
     running_steps: list[str] = field(default_factory=list)  # "run_id:step_id" leased to it
+    busy_slots: int = 0  # slots taken (a dynamic batch's steps share one)
 
     @classmethod
     def from_proto(cls, e: spb.Executor) -> ExecutorInfo:
@@ -324,6 +325,7 @@ class ExecutorInfo:
             e.cpu_percent,
             e.memory_bytes,
             list(e.running_steps),
+            e.busy_slots,
         )
 
 

@@ -537,17 +537,7 @@ class Executor:
         with telemetry.tracer("wtm.executor").start_as_current_span(
             f"execute {a.task_id}",
             context=parent.context(),
-            attributes={
-                "wtm.run_id": a.ref.run_id,
-                "wtm.step_id": a.ref.step_id,
-                "wtm.attempt": a.ref.attempt,
-                "wtm.task_id": a.task_id,
-                "wtm.task_version": a.task_version,
-                "wtm.task_digest": a.digest,
-                "wtm.executor_id": self.settings.executor_id,
-                "wtm.input_id": a.input_id,
-                "wtm.output_id": a.output_id,
-            },
+            attributes=self._span_attributes(a),
         ) as span:
             outcome = await self._execute(a, running)
             span.set_attribute("wtm.outcome", outcome.outcome)
@@ -611,6 +601,20 @@ class Executor:
             "input_sources": dict(a.input_sources),
             "artifacts": artifacts,
             "log_level": a.log_level,
+        }
+
+    def _span_attributes(self, a: epb.StepAssignment) -> dict[str, Any]:
+        """What an execution span says of its step attempt."""
+        return {
+            "wtm.run_id": a.ref.run_id,
+            "wtm.step_id": a.ref.step_id,
+            "wtm.attempt": a.ref.attempt,
+            "wtm.task_id": a.task_id,
+            "wtm.task_version": a.task_version,
+            "wtm.task_digest": a.digest,
+            "wtm.executor_id": self.settings.executor_id,
+            "wtm.input_id": a.input_id,
+            "wtm.output_id": a.output_id,
         }
 
     async def _execute(self, a: epb.StepAssignment, running: Running) -> Outcome:
@@ -695,15 +699,7 @@ class Executor:
                         f"execute {a.task_id}",
                         context=parent.context(),
                         attributes={
-                            "wtm.run_id": a.ref.run_id,
-                            "wtm.step_id": a.ref.step_id,
-                            "wtm.attempt": a.ref.attempt,
-                            "wtm.task_id": a.task_id,
-                            "wtm.task_version": a.task_version,
-                            "wtm.task_digest": a.digest,
-                            "wtm.executor_id": self.settings.executor_id,
-                            "wtm.input_id": a.input_id,
-                            "wtm.output_id": a.output_id,
+                            **self._span_attributes(a),
                             "wtm.call_id": a.call_id,
                             "wtm.call_size": len(group),
                         },

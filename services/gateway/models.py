@@ -155,6 +155,7 @@ class Executor(BaseModel):
     queues: list[str] = []
     slots: int = 0
     in_flight: int = 0
+    busy_slots: int = Field(0, description="slots taken: a dynamic batch's steps share one")
     labels: dict[str, str] = {}
     software_version: str = ""
     python_version: str = ""

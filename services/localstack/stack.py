@@ -116,6 +116,8 @@ class LocalStack:
                 "",
                 "--appendonly",
                 "no",
+                "--databases",  # the fault trials give each private fleet a database
+                "64",
                 "--daemonize",
                 "no",
                 "--requirepass",

@@ -314,6 +314,7 @@ class Fleet:
                 "namespaces": list(p.namespaces),
                 "slots": p.slots,
                 "in_flight": len(session.in_flight),
+                "busy_slots": session.slots_taken,
                 "running": list(itertools.islice(session.in_flight, MAX_LISTED_STEPS)),
                 "labels": p.labels,
                 "software_version": p.software_version,
@@ -357,7 +358,8 @@ class Fleet:
             if executor_id in saved:
                 d = json.loads(saved[executor_id])
                 if d.get("scheduler_id") == self.scheduler_id and d["state"] != "LOST":
-                    d.update(state="LOST", in_flight=0, running=[], cpu_percent=0.0, memory_bytes=0)
+                    d.update(state="LOST", in_flight=0, busy_slots=0, running=[], cpu_percent=0.0)
+                    d.update(memory_bytes=0)
                     lost[executor_id] = json.dumps(d)
         await self.record.save(lost)
         now = self.clock.time()

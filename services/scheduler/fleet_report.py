@@ -81,7 +81,7 @@ class FleetReport:
                     depth=depth,
                     oldest_age_seconds=max(0.0, (now_ms - oldest) / 1000) if oldest else 0.0,
                     executors=len(serving),
-                    free_slots=sum(max(0, e["slots"] - e["in_flight"]) for e in serving),
+                    free_slots=sum(max(0, e["slots"] - busy_slots(e)) for e in serving),
                 )
             )
         return found, delayed
@@ -98,3 +98,8 @@ class FleetReport:
             return "answered ping"
 
         return list(await asyncio.gather(check("redis", redis), check("mongodb", mongodb)))
+
+
+def busy_slots(record: dict[str, Any]) -> int:
+    """An executor record's slots taken (a record of an older replica: its steps in flight)."""
+    return int(record.get("busy_slots", record["in_flight"]))

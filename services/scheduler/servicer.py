@@ -22,7 +22,7 @@ from services.scheduler.fleet import (
     Renewed,
     Vitals,
 )
-from services.scheduler.fleet_report import FleetReport
+from services.scheduler.fleet_report import FleetReport, busy_slots
 from services.scheduler.intake import RunningStep, StepReport
 from services.scheduler.planning import SubmitRequest
 from services.scheduler.queue_names import served_namespaces
@@ -168,6 +168,7 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
                 cpu_percent=e.get("cpu_percent", 0.0),
                 memory_bytes=e.get("memory_bytes", 0),
                 running_steps=e.get("running", []),
+                busy_slots=busy_slots(e),
             )
             m.connect_time.FromNanoseconds(int(e["connected_at"] * 1e9))
             m.last_seen_time.FromNanoseconds(int(e["last_seen"] * 1e9))

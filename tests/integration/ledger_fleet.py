@@ -52,7 +52,8 @@ PIPELINE = {
     ],
 }
 
-_DB = iter(range(2, 16))  # Redis databases for the private schedulers (0: session, 1: Lua tests)
+# Redis databases for the private schedulers (0: session, 1: Lua tests; the stack has 64)
+_DB = iter(range(2, 64))
 
 
 @dataclass

@@ -16,9 +16,11 @@ from services.localstack import Cluster
 from services.localstack.cluster import Child
 from tests.conftest import ROOT
 from tests.integration.test_executor import make_task
+from tests.waiting import eventually
 
 BATCH_TASK = """
 import os
+import time
 from tasks.base.task_base import FatalError, SimpleTask
 
 def one(data, size, call, output_id):
@@ -38,6 +40,7 @@ class Task(SimpleTask):
 
     def process_batch(self, inputs):
         self.calls += 1
+        time.sleep(max(d.get("sleep", 0) for d in inputs))
         if any(d.get("explode") for d in inputs):
             raise RuntimeError("the whole call failed")
         out = []
@@ -176,3 +179,18 @@ def test_the_speech_example_batches_recordings_of_different_runs(client: Client)
         assert len(segments) == 2 and abs(segments[0]["start_seconds"] - spans[0][0]) < 0.15
         assert r.output["threshold"] == r.steps[0].output["threshold"]
     assert runs[-1].output["threshold"] == 0.95 and runs[0].output["threshold"] == 0.5
+
+
+def test_a_call_takes_one_slot_however_many_steps_it_has(client: Client, one_slot: Any) -> None:
+    child = one_slot()
+    run_ids = submit_all(client, [{"n": n, "sleep": 2} for n in range(3)])
+
+    def shown() -> Any:
+        for e in client.list_executors():
+            if e.executor_id == child.name and e.in_flight == 3:
+                return e
+        return None
+
+    e = eventually(shown, timeout=30, what="the executor running the call")
+    assert (e.busy_slots, e.slots, len(e.running_steps)) == (1, 1, 3)
+    assert [client.wait(r, 60).output["size"] for r in run_ids] == [3, 3, 3]

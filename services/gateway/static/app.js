@@ -433,7 +433,7 @@ function executorsPage() {
       h("td", {}, e.executor_id, Object.keys(e.labels).length ? h("div", { class: "muted" }, Object.entries(e.labels).map(([k, v]) => `${k}=${v}`).join(" ")) : null),
       h("td", {}, badge(e.state)),
       h("td", {}, e.queues.join(", "), e.namespaces.length ? h("div", { class: "muted" }, `namespaces ${e.namespaces.join(", ")}`) : null),
-      h("td", { class: "num" }, `${Math.min(e.in_flight, e.slots)} / ${Math.max(0, e.slots - e.in_flight)}`),
+      h("td", { class: "num" }, `${Math.min(e.busy_slots, e.slots)} / ${Math.max(0, e.slots - e.busy_slots)}`),
       h("td", { class: "in-flight" }, e.running_steps.map((m) => {
         const [run, step] = m.split(":");
         return h("div", {}, h("a", { href: `#/runs/${run}` }, h("code", {}, short(run, 10))), ` ${step}`);
