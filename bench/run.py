@@ -462,6 +462,13 @@ def main(argv: list[str] | None = None) -> int:
         "what tracing costs",
     )
     parser.add_argument(
+        "--trace-sample",
+        type=float,
+        default=1.0,
+        help="with --trace: the share of runs traced (OTEL_TRACES_SAMPLER="
+        "parentbased_traceidratio; 1: every run)",
+    )
+    parser.add_argument(
         "--compare",
         choices=["celery"],
         help="also run the throughput, latency, dag and dag_burst workloads on Celery (same "
@@ -481,6 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "machine": {"cores": os.cpu_count()},
         "tracing": ns.trace,
+        "trace_sample": ns.trace_sample if ns.trace else None,
         "config": {"executors": 2, "slots_each": 4, **env},
     }
     receiver = Receiver()
@@ -489,6 +497,11 @@ def main(argv: list[str] | None = None) -> int:
             "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.start()}",
             "OTEL_EXPORTER_OTLP_INSECURE": "true",
         }
+        if ns.trace_sample < 1:
+            env |= {
+                "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                "OTEL_TRACES_SAMPLER_ARG": str(ns.trace_sample),
+            }
     with (
         tempfile.TemporaryDirectory(prefix="wtm-bench-") as tmp,
         Cluster(tmp, executors=2, slots=4, env=env) as c,

@@ -155,11 +155,13 @@ def parse(header: str) -> Parent | None:
 
 
 def current() -> Parent | None:
-    """The active span (e.g. the gRPC server span of the call being served), if recording."""
+    """The active span (e.g. the gRPC server span of the call being served), if it is
+    sampled: a run submitted in a trace the sampler dropped (``OTEL_TRACES_SAMPLER``, e.g.
+    ``parentbased_traceidratio`` with ``OTEL_TRACES_SAMPLER_ARG=0.1``) is not traced."""
     if not _enabled:
         return None
     ctx = trace.get_current_span().get_span_context()
-    return Parent(ctx.trace_id, ctx.span_id) if ctx.is_valid else None
+    return Parent(ctx.trace_id, ctx.span_id) if ctx.is_valid and ctx.trace_flags.sampled else None
 
 
 def new_span_id() -> int:

@@ -24,6 +24,8 @@ import time
 from tasks.base.task_base import FatalError, SimpleTask
 
 def one(data, size, call, output_id):
+    if data.get("explode") and size == 1:  # alone, it fails as its call would
+        raise RuntimeError("the whole call failed")
     if data.get("fail"):
         raise ValueError(f"item {data['n']} refused")
     if data.get("fatal"):

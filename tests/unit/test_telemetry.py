@@ -47,3 +47,22 @@ def test_json_log_lines_carry_the_run() -> None:
     doc = json.loads(formatter.format(record))
     assert doc["service"] == "scheduler" and doc["message"] == "lease expired"
     assert (doc["run_id"], doc["step_id"], doc["attempt"]) == ("r1", "detect", 2)
+
+
+@pytest.mark.parametrize(("sampled", "traced"), [(True, True), (False, False)])
+def test_a_run_is_traced_only_when_its_submit_was_sampled(
+    monkeypatch: pytest.MonkeyPatch, sampled: bool, traced: bool
+) -> None:
+    """With OTEL_TRACES_SAMPLER dropping a submit's trace, its runs get no trace id (and so
+    no spans anywhere)."""
+    from opentelemetry import context, trace
+
+    monkeypatch.setattr(telemetry, "_enabled", True)
+    flags = trace.TraceFlags(trace.TraceFlags.SAMPLED if sampled else trace.TraceFlags.DEFAULT)
+    span = trace.NonRecordingSpan(trace.SpanContext(0xABC, 0xDEF, True, flags))
+    token = context.attach(trace.set_span_in_context(span))
+    try:
+        assert (telemetry.current() == telemetry.Parent(0xABC, 0xDEF)) is traced
+        assert (telemetry.current() is None) is not traced
+    finally:
+        context.detach(token)
