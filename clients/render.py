@@ -231,7 +231,10 @@ def executors_table(executors: list[ExecutorInfo]) -> Table:
             f"[{style.get(e.state, 'white')}]{e.state}[/]",
             escape(",".join(e.queues)),
             str(e.slots),
-            str(e.in_flight),
+            # slots taken; and the steps, when a dynamic batch runs several on one slot
+            f"{e.busy_slots} ({e.in_flight} steps)"
+            if e.in_flight > e.busy_slots
+            else str(e.busy_slots),
             f"{e.cpu_percent:.0f}%" if live else "",
             f"{e.memory_bytes / 2**20:.0f} MiB" if live and e.memory_bytes else "",
             f"[red]{e.slot_errors}[/]" if e.slot_errors else "0",

@@ -188,10 +188,9 @@ class Leaser:
         self._rotation = (self._rotation + 1) % len(sessions)
         order = sessions[self._rotation :] + sessions[: self._rotation]
         wanting = [s for s in order if s.free_slots > 0]
-        batches = [s.profile.batching for s in wanting]
         wants = [
-            Want(s.executor_id, self.fleet.queues_of(s), s.free_slots, b)
-            for s, b in zip(wanting, batches, strict=True)
+            Want(s.executor_id, self.fleet.queues_of(s), s.free_slots, s.profile.batching)
+            for s in wanting
         ]
         if self.prefetch:
             held = [s for s in order if s.prefetch_room(self.prefetch) > 0]

@@ -292,10 +292,6 @@ class RunQueue:
         taken, self.new_work = self.new_work, Counter()
         return taken
 
-    async def _announce(self) -> None:
-        """Tell every replica's dispatcher that work was queued."""
-        await self.redis.publish(keys.WAKE_CHANNEL, self.origin)
-
     def _complete_calls(self, results: list[Completion], now: int) -> list[Call]:
         return [
             (
@@ -392,11 +388,13 @@ class RunQueue:
         return [json.loads(x) for x in raw]
 
     async def promote_due(self, limit: int = 500) -> int:
-        n = int(await self._call("promote_due", self.clock.now_ms(), limit))
-        if n:
-            self.work_was_queued()
-            await self._announce()
-        return n
+        """Queue the retries that came due; every replica asks only those queues' executors."""
+        raw = await self._call("promote_due", self.clock.now_ms(), limit)
+        queued = Counter(q.decode() for q in raw)
+        if queued:
+            self.work_was_queued(queued)
+            await self.redis.publish(keys.WAKE_CHANNEL, wake.message(self.origin, queued))
+        return sum(queued.values())
 
     async def retain(self, run_ids: list[str], seconds: int) -> None:
         """Let finished runs expire from Redis in ``seconds`` (one script call per 1,000)."""

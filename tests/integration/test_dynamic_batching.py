@@ -196,3 +196,24 @@ def test_a_call_takes_one_slot_however_many_steps_it_has(client: Client, one_slo
     e = eventually(shown, timeout=30, what="the executor running the call")
     assert (e.busy_slots, e.slots, len(e.running_steps)) == (1, 1, 3)
     assert [client.wait(r, 60).output["size"] for r in run_ids] == [3, 3, 3]
+
+
+def test_cancelling_one_run_of_a_call_leaves_the_others_running(
+    client: Client, one_slot: Any
+) -> None:
+    """The call goes on for the steps still wanted; the cancelled one ends CANCELLED (its
+    worker is not killed under the others)."""
+    child = one_slot()
+    run_ids = submit_all(client, [{"n": n, "sleep": 3} for n in range(3)])
+
+    def running() -> bool:
+        return any(
+            e.executor_id == child.name and e.in_flight == 3 for e in client.list_executors()
+        )
+
+    eventually(running, timeout=30, what="the call running")
+    client.cancel(run_ids[1])
+    runs = [client.wait(r, timeout=60) for r in run_ids]
+    assert [r.state for r in runs] == ["COMPLETED", "CANCELLED", "COMPLETED"]
+    assert runs[0].output["size"] == runs[2].output["size"] == 3
+    assert runs[0].output["pid"] == runs[2].output["pid"]

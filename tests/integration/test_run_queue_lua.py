@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from services.localstack import Cluster
-from services.scheduler import keys
+from services.scheduler import keys, wake
 from services.scheduler.clock import FakeClock
 from services.scheduler.queue_records import Completion, QueuedStep, Submission, Want
 from services.scheduler.run_queue import RunQueue
@@ -569,3 +569,29 @@ def test_a_short_batch_waits_for_its_max_wait_then_goes_as_it_is(on_valkey) -> N
     assert due == now - 510 + 500  # when b0 (queued 510 ms before the end) is due
     assert second == []
     assert [x.run_id for x in third] == ["b0", "b1"] and third[0].call == third[1].call != ""
+
+
+def test_retries_that_come_due_name_their_queues(on_valkey) -> None:  # noqa: ANN001
+    """A promoted retry asks only its queue's executors, here and on every replica (it used
+    to wake every idle executor of the fleet)."""
+
+    async def scenario(q: RunQueue) -> tuple[Any, ...]:
+        await submit(q, "r1", [step("a", max_retries=1)])
+        await submit(q, "r2", [step("a", queue="vision", max_retries=1)])
+        for queue in ("q", "vision"):
+            [leased] = await q.dispatch("e1", [queue], 1, 30_000)
+            await q.complete(leased.member, 1, "FAILED", "", "boom", q.clock.now_ms() + 100)
+        pubsub = q.redis.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(keys.WAKE_CHANNEL)
+        await pubsub.get_message(timeout=1.0)  # the subscribe confirmation
+        q.new_work.clear()
+        epoch = q.queued_epoch
+        q.clock.advance(0.2)  # type: ignore[attr-defined]
+        promoted = await q.promote_due()
+        message = await pubsub.get_message(timeout=1.0)
+        await pubsub.aclose()
+        return promoted, dict(q.new_work), q.queued_epoch - epoch, message["data"], q.origin
+
+    promoted, new_work, epoch_moved, message, origin = on_valkey(scenario)
+    assert (promoted, new_work, epoch_moved) == (2, {"q": 1, "vision": 1}, 0)
+    assert wake.parse(message) == (origin, {"q": 1, "vision": 1})

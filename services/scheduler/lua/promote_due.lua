@@ -4,16 +4,17 @@
 --   P..'s:'..step-key        HASH    the step (read, written)
 --   P..'q:'..queue           ZSET    ready steps (ZADD)
 -- ARGV: P, now_ms, limit
--- Returns: the number of steps queued.
+-- Returns: the queue of each step queued (one entry per step), so that only the executors
+-- of those queues are asked.
 local P, now, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local due = redis.call('ZRANGEBYSCORE', delayed_key(P), '-inf', now, 'LIMIT', 0, limit)
-local n = 0
+local queued = {}
 for _, member in ipairs(due) do
   redis.call('ZREM', delayed_key(P), member)
   local f = redis.call('HMGET', step_hash(P, member), 'state', 'queue', 'priority', 'first')
   if f[1] == 'QUEUED' then
     enqueue_known(P, member, f[2], f[3], f[4], now)
-    n = n + 1
+    queued[#queued + 1] = f[2]
   end
 end
-return n
+return queued
