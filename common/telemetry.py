@@ -217,11 +217,20 @@ def error_status(message: str) -> Status:
     return Status(StatusCode.ERROR, message[:500])
 
 
-def past_child(name: str, start_ns: int, end_ns: int, **attributes: Any) -> None:
-    """A child span of the current one for something that already happened."""
-    if not _enabled or not trace.get_current_span().is_recording():
+def past_child(
+    name: str, start_ns: int, end_ns: int, parent: Any = None, **attributes: Any
+) -> None:
+    """A child span, of ``parent`` or else of the current one, for something that already
+    happened."""
+    parent = parent or trace.get_current_span()
+    if not _enabled or not parent.is_recording():
         return
-    span = tracer("wtm").start_span(name, start_time=start_ns, attributes=attributes)
+    span = tracer("wtm").start_span(
+        name,
+        context=trace.set_span_in_context(parent),
+        start_time=start_ns,
+        attributes=attributes,
+    )
     span.end(end_time=max(end_ns, start_ns))
 
 

@@ -603,6 +603,29 @@ class Executor:
             "log_level": a.log_level,
         }
 
+    def _reporters(
+        self, refs: list[epb.StepAttemptRef]
+    ) -> tuple[Callable[[float, str], None], Callable[[str, str], None]]:
+        """What a worker's progress and log lines become: messages up the stream, one per
+        step attempt in ``refs`` (a dynamic batch's call reports for all its steps)."""
+
+        def progress(fraction: float, message: str) -> None:
+            for ref in refs:
+                self._outbox.put_nowait(
+                    epb.ConnectRequest(
+                        progress=epb.StepProgress(ref=ref, fraction=fraction, message=message)
+                    )
+                )
+
+        def log_line(level: str, message: str) -> None:
+            at = time.time_ns()
+            for ref in refs:
+                line = epb.StepLog(ref=ref, level=level, message=message)
+                line.time.FromNanoseconds(at)
+                self._outbox.put_nowait(epb.ConnectRequest(log=line))
+
+        return progress, log_line
+
     def _span_attributes(self, a: epb.StepAssignment) -> dict[str, Any]:
         """What an execution span says of its step attempt."""
         return {
@@ -629,19 +652,7 @@ class Executor:
         cold = worker.ready_ns == 0
         running.worker = worker
         worker.fence(self.fence.until((a.ref.run_id, a.ref.step_id)))
-
-        def progress(fraction: float, message: str) -> None:
-            self._outbox.put_nowait(
-                epb.ConnectRequest(
-                    progress=epb.StepProgress(ref=a.ref, fraction=fraction, message=message)
-                )
-            )
-
-        def log_line(level: str, message: str) -> None:
-            line = epb.StepLog(ref=a.ref, level=level, message=message)
-            line.time.FromNanoseconds(time.time_ns())
-            self._outbox.put_nowait(epb.ConnectRequest(log=line))
-
+        progress, log_line = self._reporters([a.ref])
         try:
             outcome = await worker.run(
                 input_json, meta, a.timeout_seconds or 300, progress, running.cancelled, log_line
@@ -713,12 +724,7 @@ class Executor:
                 continue
             if outcome.process_times is not None:
                 called, returned = (int(t * 1e9) for t in outcome.process_times)
-                child = telemetry.tracer("wtm").start_span(
-                    "process_batch()",
-                    context=telemetry.trace.set_span_in_context(span),
-                    start_time=called,
-                )
-                child.end(end_time=max(called, returned))
+                telemetry.past_child("process_batch()", called, returned, parent=span)
             span.set_attribute("wtm.outcome", outcome.outcome)
             if outcome.outcome != "SUCCEEDED":
                 span.set_status(telemetry.error_status(outcome.error))
@@ -793,20 +799,7 @@ class Executor:
             await asyncio.gather(*(r.cancelled.wait() for r in runnings))
             all_cancelled.set()
 
-        def progress(fraction: float, message: str) -> None:  # the call's, so every step's
-            for a in group:
-                self._outbox.put_nowait(
-                    epb.ConnectRequest(
-                        progress=epb.StepProgress(ref=a.ref, fraction=fraction, message=message)
-                    )
-                )
-
-        def log_line(level: str, message: str) -> None:
-            for a in group:
-                line = epb.StepLog(ref=a.ref, level=level, message=message)
-                line.time.FromNanoseconds(time.time_ns())
-                self._outbox.put_nowait(epb.ConnectRequest(log=line))
-
+        progress, log_line = self._reporters([a.ref for a in group])  # the call's: every step's
         watcher = asyncio.create_task(watch())
         timeout = max(a.timeout_seconds or 300 for a in group)
         try:

@@ -8,7 +8,7 @@ do not touch images do not need it.
 from __future__ import annotations
 
 import base64
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 
 from tasks.base.task_base import FatalError, TaskContext
@@ -38,13 +38,7 @@ def _read_bytes(value: Any, context: TaskContext | None) -> tuple[bytes, str]:
             f"image: {value!r} has unsupported format {fmt or '(none)'!r}; "
             f"supported: {sorted(SUPPORTED_FORMATS)}"
         )
-    if value.startswith("artifact://"):
-        local = (context.artifacts if context else {}).get(value)
-        if local is None:
-            raise FatalError(f"image: artifact {value} was not provided to this step")
-        path = Path(local)
-    else:
-        path = Path(value)
+    path = (context or TaskContext()).local_path(value, "image")
     try:
         return path.read_bytes(), value
     except OSError as exc:

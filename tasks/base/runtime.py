@@ -79,7 +79,7 @@ def run_batch(task: TaskBase, inputs: list[str]) -> list[tuple[str, str]]:
         documents.append(data)
     if given:
         try:
-            outputs = task.process_batch(documents) if len(documents) else []
+            outputs = task.process_batch(documents)
             if not isinstance(outputs, list) or len(outputs) != len(documents):
                 got = len(outputs) if isinstance(outputs, list) else type(outputs).__name__
                 raise FatalError(

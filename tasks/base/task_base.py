@@ -17,6 +17,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tasks.base import schema
@@ -28,6 +29,9 @@ class RetryableError(Exception):
 
 class FatalError(Exception):
     """A failure no retry can cure (bad input, unsupported format): fail the step at once."""
+
+
+ARTIFACT_SCHEME = "artifact://"
 
 
 def _no_progress(fraction: float, message: str) -> None:
@@ -67,6 +71,17 @@ class TaskContext:
         merged = {k: v for m in metas for k, v in (m.get("artifacts") or {}).items()}
         self.begin({"artifacts": merged})
         self.batch = list(metas)
+
+    def local_path(self, value: str, what: str) -> Path:
+        """The local file ``value`` names: a path, or an artifact URI (the executor fetched it
+        before the step ran). ``FatalError`` naming ``what`` when the artifact is not one this
+        step was given."""
+        if not value.startswith(ARTIFACT_SCHEME):
+            return Path(value)
+        local = self.artifacts.get(value)
+        if local is None:
+            raise FatalError(f"{what}: artifact {value} was not provided to this step")
+        return Path(local)
 
     def progress(self, fraction: float, message: str = "") -> None:
         """Report how far the current input has got, 0 to 1."""

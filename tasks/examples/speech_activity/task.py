@@ -20,7 +20,7 @@ import wave
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from tasks.base.task_base import FatalError, SimpleTask
+from tasks.base.task_base import FatalError, SimpleTask, TaskContext
 
 MODEL = Path(__file__).with_name("silero_vad.onnx")
 RATE = 16_000
@@ -56,19 +56,14 @@ def read_wav(path: Path, name: str) -> Any:
     return x
 
 
-def audio_file(value: Any, artifacts: dict[str, str]) -> tuple[Path, str]:
+def audio_file(value: Any, context: TaskContext) -> tuple[Path, str]:
     """The local file of an ``audio_path``: an artifact URI (fetched by the executor) or a
     path."""
     if not isinstance(value, str) or not value:
         raise FatalError("audio_path: expected an artifact URI or a path to a .wav file")
     if PurePosixPath(value.split("?")[0]).suffix.lower() != ".wav":
         raise FatalError(f"audio_path: {value!r} is not a .wav file")
-    if value.startswith("artifact://"):
-        local = artifacts.get(value)
-        if local is None:
-            raise FatalError(f"audio_path: artifact {value} was not provided to this step")
-        return Path(local), value
-    return Path(value), value
+    return context.local_path(value, "audio_path"), value
 
 
 def segments(probs: Any, samples: int, threshold: float) -> list[tuple[int, int, float]]:
@@ -129,7 +124,7 @@ class Task(SimpleTask):
         audio: list[Any] = []
         for data in inputs:
             try:
-                path, name = audio_file(data.get("audio_path"), self.context.artifacts)
+                path, name = audio_file(data.get("audio_path"), self.context)
                 audio.append(read_wav(path, name))
             except FatalError as exc:
                 audio.append(exc)
