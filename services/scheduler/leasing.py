@@ -215,7 +215,10 @@ class Leaser:
         if self.in_round:
             return await self.queue.submit_many(runs)
         hint = ready_queues(runs)
-        self.queue.work_was_queued(hint)  # who may take them is asked in this very round
+        if hint is None:  # rebuilt runs: their ready steps are not known here
+            self.queue.work_was_queued()
+        else:  # who may take them is asked in this very round, and no other is called for
+            self.queue.new_work.update(hint)
         async with self.round() as r:
             created, leases = await self.queue.submit_and_dispatch(runs, r.wants, self.lease_ms)
             await r.hand_out(leases)
