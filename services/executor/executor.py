@@ -49,7 +49,7 @@ from services.executor.artifact_cache import ArtifactCache
 from services.executor.lease_fence import LeaseFence
 from services.executor.package_cache import PackageCache
 from services.executor.requirements import RequirementInstaller
-from services.executor.sandbox import Ceilings, Sandbox, protect_executor
+from services.executor.sandbox import Ceilings, Sandbox, protect_executor, thread_share
 from services.executor.settings import ExecutorSettings
 from services.executor.vitals import ResourceMeter
 from services.executor.worker import Outcome, Worker
@@ -136,6 +136,7 @@ class Executor:
             ),
             uid_base=settings.worker_uid_base,
             enabled=settings.sandbox,
+            threads=thread_share(settings.slots, settings.worker_threads),
         )
         if settings.sandbox:
             protect_executor()

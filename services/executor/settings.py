@@ -124,6 +124,14 @@ class ExecutorSettings(ClientKeySettings):
         "ceiling on the size of a file a worker writes (0: none)",
         non_negative,
     )
+    worker_threads: int = setting(
+        0,
+        "WTM_WORKER_THREADS",
+        "threads each worker's numeric libraries (OpenMP, OpenBLAS, MKL, OpenCV) may use; 0: "
+        "the executor's CPUs divided by its slots, at least 1 (an OMP_NUM_THREADS or the like "
+        "set for the executor wins)",
+        non_negative,
+    )
     worker_max_processes: int = setting(
         64,
         "WTM_WORKER_MAX_PROCESSES",

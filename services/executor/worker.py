@@ -81,7 +81,7 @@ class Worker:
             args=(child, str(package_dir), entry_point, extra_paths, self.confinement, self._fence),
             daemon=True,
         )
-        with environment(scrubbed_env(self.confinement.workdir)):
+        with environment(scrubbed_env(self.confinement.workdir, self.confinement.threads)):
             self._proc.start()
         self._cpu_at_start = 0.0
         child.close()
