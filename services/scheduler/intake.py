@@ -136,6 +136,7 @@ class Intake:
             session.stopping.pop(member, None),
         )
         session.last_seen = self.clock.time()
+        self.leaser.slot_freed(session)
         report = dataclasses.replace(report, leased_here=leased_here)
         self._pending.append((report, int(self.clock.time() * 1_000_000)))
         self._ready.set()

@@ -331,6 +331,13 @@ class Leaser:
         self.asked.activate(session)
         self.wake()
 
+    def slot_freed(self, session: ExecutorSession) -> None:
+        """A result freed one of ``session``'s places: it is asked again from the next round,
+        even if it was found idle while full (work queued meanwhile passed it by, having no
+        free slot to take, and would otherwise wait for the one-second backstop)."""
+        if session.executor_id in self.asked.idle:
+            self.asked.activate(session)
+
     def forget(self, session: ExecutorSession) -> None:
         """An executor's stream ended."""
         self.asked.forget(session)

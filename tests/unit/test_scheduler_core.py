@@ -497,3 +497,26 @@ def test_a_result_that_queues_a_dependent_asks_only_executors_of_its_queue(
         assert "elsewhere" in c.core.leaser.asked.idle
 
     scenario(valkey_url, body)
+
+
+def test_an_idle_executor_whose_slot_frees_is_asked_for_work_queued_while_it_was_full(
+    valkey_url: str,
+) -> None:
+    """An executor found idle while its slot was busy (its prefetch place found nothing) is
+    passed over by new work (no free slot then); when its slot frees, the round of that
+    result asks it, rather than leaving the work to the one-second backstop (seen in the
+    200-DAG burst: the last eight steps waited ~0.9 s with both executors idle)."""
+
+    async def body(c: Core) -> None:
+        c.core.leaser.prefetch = 1
+        worker = c.executor("worker", slots=1)
+        await c.submit("r1")
+        [first] = assignments(worker)
+        await c.lease_round()  # its prefetch place asks, and finds the queue empty
+        assert "worker" in c.core.leaser.asked.idle
+        await c.submit("r2")  # new work, while the slot is busy: not leased now
+        assert assignments(worker) == []
+        await c.report(worker, first, "SUCCEEDED")  # the slot frees: r2 goes at once
+        assert [a.run_id for a in assignments(worker)] == ["r2"]
+
+    scenario(valkey_url, body)
