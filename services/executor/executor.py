@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import platform
 import time
 from collections import deque
@@ -137,6 +138,11 @@ class Executor:
             uid_base=settings.worker_uid_base,
             enabled=settings.sandbox,
             threads=thread_share(settings.slots, settings.worker_threads),
+        )
+        # OpenCV's threads are set per step (the CPUs shared among the steps running then)
+        # unless the operator fixed them (WTM_WORKER_THREADS, or OPENCV_FOR_THREADS_NUM).
+        self._per_step_threads = not (
+            settings.worker_threads or os.environ.get("OPENCV_FOR_THREADS_NUM")
         )
         if settings.sandbox:
             protect_executor()
@@ -602,6 +608,7 @@ class Executor:
             "input_sources": dict(a.input_sources),
             "artifacts": artifacts,
             "log_level": a.log_level,
+            **({"threads": thread_share(len(self._running))} if self._per_step_threads else {}),
         }
 
     def _reporters(

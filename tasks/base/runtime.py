@@ -5,7 +5,8 @@ The executor's worker processes run ``worker_main``; ``task test`` and unit test
 
     executor -> worker:  ("run", input_json, meta) | ("batch", [input_json], [meta])
                          | None (retire)
-                         meta: input_id, output_id, upstream_output_ids, artifacts
+                         meta: input_id, output_id, upstream_output_ids, artifacts,
+                         threads (OpenCV's for this call)
     worker -> executor:  ("ready",) | ("setup_failed", error)
                          | ("progress", fraction, message) | ("log", level, message)
                          | (verdict, payload, (called, returned))
@@ -158,6 +159,16 @@ class _PipeLogHandler(logging.Handler):
         self.conn.send(("log", record.levelname, self.format(record)[:MAX_LOG_CHARS]))
 
 
+def _use_threads(threads: int | None) -> None:
+    """OpenCV's threads for the next call, when the executor gave a number: its CPUs shared
+    among the steps it runs at that moment (a step alone gets them all). Only OpenCV's pool
+    can be resized between calls; BLAS and OpenMP keep the fixed share their environment
+    variables gave (their threads spin while they wait, so more than a share hurts)."""
+    cv2 = sys.modules.get("cv2")
+    if threads and cv2 is not None and cv2.getNumThreads() != threads:
+        cv2.setNumThreads(int(threads))
+
+
 def worker_main(
     conn: Connection, package_dir: str, entry_point: str, extra_paths: tuple[str, ...] = ()
 ) -> None:
@@ -195,6 +206,7 @@ def worker_main(
             # The pipeline's global_settings.log_level, else everything the task logs.
             first = meta[0] if batch else meta
             context.logger.setLevel(first.get("log_level") or logging.DEBUG)
+            _use_threads(first.get("threads"))
             to_pipe.begin()
             called = time.time()
             if batch:

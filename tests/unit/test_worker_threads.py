@@ -34,27 +34,33 @@ def test_the_executors_own_setting_wins(monkeypatch: pytest.MonkeyPatch) -> None
     assert "OPENBLAS_NUM_THREADS" not in scrubbed_env("/tmp/w")  # 0: the libraries' default
 
 
-def test_a_worker_process_runs_with_its_share(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_worker_process_runs_with_its_share_and_each_steps_opencv_threads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         monkeypatch.delenv(name, raising=False)
 
-    async def scenario() -> dict[str, object]:
+    async def scenario() -> list[dict[str, object]]:
         sandbox = Sandbox(Path(tempfile.mkdtemp()), threads=1)
         pool = WorkerPool(capacity=1, sandbox=sandbox)
+        reports = []
         try:
             worker = await pool.acquire(REPORT, "task.Task")
-            outcome = await worker.run("{}", {}, 30, lambda f, m: None, asyncio.Event())
+            for meta in ({}, {"threads": 2}, {"threads": 1}):  # the executor's per-step count
+                outcome = await worker.run("{}", meta, 30, lambda f, m: None, asyncio.Event())
+                assert outcome.outcome == "SUCCEEDED", outcome.error
+                reports.append(dict(json.loads(outcome.output_json)))
             pool.release(worker)
-            assert outcome.outcome == "SUCCEEDED", outcome.error
-            return dict(json.loads(outcome.output_json))
+            return reports
         finally:
             await pool.close()
 
-    report = asyncio.run(scenario())
-    assert report["env"] == {
+    alone, given_two, given_one = asyncio.run(scenario())
+    assert alone["env"] == {
         "OMP_NUM_THREADS": "1",
         "OPENBLAS_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",
         "OPENCV_FOR_THREADS_NUM": "1",
     }
-    assert report["opencv"] == 1  # the library took it
+    assert alone["opencv"] == 1  # the library took it
+    assert given_two["opencv"] == 2 and given_one["opencv"] == 1  # and a step's own count
