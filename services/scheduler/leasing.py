@@ -214,11 +214,8 @@ class Leaser:
         under way the runs are only queued; that round or the next takes them."""
         if self.in_round:
             return await self.queue.submit_many(runs)
-        hint = ready_queues(runs)
-        if hint is None:  # rebuilt runs: their ready steps are not known here
-            self.queue.work_was_queued()
-        else:  # who may take them is asked in this very round, and no other is called for
-            self.queue.new_work.update(hint)
+        hint = ready_queues(runs)  # None for rebuilt runs: then every round must look
+        self.queue.work_was_queued(hint, wake=hint is None)  # asked in this very round
         async with self.round() as r:
             created, leases = await self.queue.submit_and_dispatch(runs, r.wants, self.lease_ms)
             await r.hand_out(leases)

@@ -271,15 +271,17 @@ class RunQueue:
                 self.batch_due_ms = due
         return found
 
-    def work_was_queued(self, on: Counter[str] | None = None) -> None:
+    def work_was_queued(self, on: Counter[str] | None = None, wake: bool = True) -> None:
         """Steps were queued (here, or by another replica), on the queues ``on`` counts
         (``None``: who knows where): lease rounds ask the executors that may take them, those
-        that found nothing last time included."""
+        that found nothing last time included. ``wake=False``: the caller's own round, about
+        to start, asks them; the lease loop need not run another."""
         if on is None:
             self.queued_epoch += 1
         else:
             self.new_work.update(on)
-        self.work_queued.set()
+        if wake:
+            self.work_queued.set()
 
     def heard(self, data: bytes | str) -> None:
         """A wake message from the channel (``wake.py``): work queued by another process."""
