@@ -25,6 +25,9 @@ Figures (issue 4 and issue 6 name them and the targets):
   batching    dynamic batching (issue 18): 1,000 runs of the batchable example
               (tasks/examples/speech_activity) submitted at once, against the same package
               registered without "batching": runs/s and p95, and their ratios
+  tracing     what tracing costs (issue 18): the throughput workload on fresh stacks with
+              tracing off, on for every run, on for a tenth of the runs, and off again, in
+              this one invocation: each traced figure as a ratio to the two off ones
   floors      what the parts cost by themselves (a gRPC call, a Redis round trip, valkey's
               Lua, nx-27017's CPU for the writes every run needs), no scheduling logic
 
@@ -116,6 +119,58 @@ def throughput(client: Client, count: int) -> dict[str, Any]:
         "runs_per_second": round(count / (end - first_created), 1),
         "target_runs_per_second": 1250,
         "history_written_seconds_after_last_done": round(time.monotonic() - last_done, 1),
+    }
+
+
+TRACE_SAMPLE = 0.1  # the tracing figure's sampled configuration (deploy/ sets the same)
+
+
+def tracing(count: int, env: dict[str, str]) -> dict[str, Any]:
+    """What tracing costs, as ratios measured in this one invocation: the throughput
+    workload on a fresh stack of its own with tracing off, on for every run, on for a tenth
+    of the runs (each run a trace of its own, sampled on its own), then off again; each
+    traced figure over the mean of the two off ones. Spans go to an OTLP receiver in this
+    process that only counts them."""
+    receiver = Receiver(keep=False)
+    export = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.start()}",
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+    }
+    sampled = export | {
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": str(TRACE_SAMPLE),
+    }
+    configs = [("off", {}), ("every_run", export), ("sampled", sampled), ("off_again", {})]
+    rates: dict[str, float] = {}
+    spans: dict[str, int] = {}
+    try:
+        for label, extra in configs:
+            before = receiver.received
+            with (
+                tempfile.TemporaryDirectory(prefix="wtm-bench-trace-") as tmp,
+                Cluster(tmp, executors=2, slots=4, env=env | extra) as c,
+                Client(
+                    c.registry_address,
+                    c.scheduler_address,
+                    api_key=c.admin_key,
+                    tls_ca=str(c.ca_file),
+                ) as client,
+            ):
+                client.register_task(BENCH_TASKS / "noop")
+                client.wait(client.submit(task="noop").run_id, 60)  # warm a worker
+                rates[label] = throughput(client, count)["runs_per_second"]
+            spans[label] = receiver.received - before  # flushed when the stack stopped
+    finally:
+        receiver.stop()
+    off = (rates["off"] + rates["off_again"]) / 2
+    return {
+        "runs": count,
+        "runs_per_second": rates,
+        "spans_per_run": {k: round(spans[k] / count, 2) for k in ("every_run", "sampled")},
+        "cost_every_run": round(1 - rates["every_run"] / off, 3),
+        "cost_sampled": round(1 - rates["sampled"] / off, 3),
+        "sample": TRACE_SAMPLE,
+        "target": "cost <= 0.15",
     }
 
 
@@ -453,6 +508,7 @@ FIGURES: dict[str, tuple[Callable[..., dict[str, Any]], int]] = {
     "floors": (floors, 500),
     "cpu": (cpu, 400),
     "batching": (batching, 1000),
+    "tracing": (tracing, 5000),
 }
 
 
@@ -498,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
         "trace_sample": ns.trace_sample if ns.trace else None,
         "config": {"executors": 2, "slots_each": 4, **env},
     }
-    receiver = Receiver()
+    receiver = Receiver(keep=False)  # counts: turning spans into objects here is not our cost
     if ns.trace:
         env |= {
             "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.start()}",
@@ -530,6 +586,8 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.monotonic()
             if name == "floors":
                 report[name] = fn(c, n)
+            elif name == "tracing":  # stacks of its own, one per configuration
+                report[name] = fn(n, env)
             elif name in ("executor_start", "face_cache"):
                 report[name] = fn(client, c, n)
             else:
@@ -546,7 +604,7 @@ def main(argv: list[str] | None = None) -> int:
             }
     receiver.stop()
     if ns.trace:
-        report["spans_received"] = len(receiver.spans)
+        report["spans_received"] = receiver.received
     print(json.dumps(report, indent=2))
     return 0
 

@@ -351,6 +351,7 @@ def new_run(
     request_key: str,
     batch_id: str = "",
     trace: telemetry.Parent | None = None,
+    trace_link: str = "",
     options: run_options.RunOptions = run_options.RunOptions(),
 ) -> tuple[Run, Submission]:
     """A new run of ``plan`` on ``doc`` (for history), and its submission (for Redis)."""
@@ -406,8 +407,10 @@ def new_run(
             ]
     if options.include_metadata:
         run_fields["output_metadata"] = "1"
-    if trace is not None:  # the run span: a child of the submit call, recorded at the end
-        run_fields["trace_id"] = run.trace_id
+    if trace is not None:  # the run span, recorded at the end: a child of the submit call,
+        run_fields["trace_id"] = run.trace_id  # or its trace's root (telemetry.run_parents)
         run_fields["trace_parent"] = trace.header()
         run_fields["run_span"] = f"{telemetry.new_span_id():016x}"
+        if not trace.span_id and trace_link:
+            run_fields["trace_link"] = trace_link
     return run, Submission(run.run_id, run_fields, specs, request_key)

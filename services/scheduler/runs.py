@@ -291,10 +291,10 @@ class RunService(RunListener):
                 options.append(check_input(plan, doc))
             except InvalidArgument as exc:
                 raise InvalidArgument(exc.message, field=f"inputs_json[{i}]") from exc
-        parent = telemetry.current()
+        parents, link = telemetry.run_parents(len(docs)), telemetry.submit_link()
         made = [
-            new_run(req, plan, doc, "", batch_id, parent, o)
-            for doc, o in zip(docs, options, strict=True)
+            new_run(req, plan, doc, "", batch_id, parent, trace_link=link, options=o)
+            for doc, o, parent in zip(docs, options, parents, strict=True)
         ]
         try:
             await self.store.insert_runs([(run, plan_doc(sub)) for run, sub in made])

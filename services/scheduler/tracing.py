@@ -1,9 +1,11 @@
 """The spans of a run, recorded by the scheduler when what they cover has ended.
 
-Shape of a run's trace (one trace per SubmitRun; a SubmitRuns batch shares one):
+Shape of a run's trace (one trace per run):
 
-    SubmitRun (gRPC server span)
-    └── run <pipeline or task>                   recorded when the run ends
+    SubmitRun (gRPC server span)                 a batch's runs (SubmitRuns) are each the root
+    └── run <pipeline or task>                   of a trace, linked to the SubmitRuns span,
+        │                                        unless the client traced the call: then they
+        │                                        are its children. Recorded when the run ends
         └── step <step_id> #<attempt>            one per attempt, queued -> ended; events
             │                                    "dispatched", "received", "process() called",
             │                                    "process() returned"; links to the attempts
@@ -129,6 +131,7 @@ def record_run(run_hash: dict[str, str], lineage: list[tuple[str, str]]) -> None
             "wtm.state": state,
             "wtm.lineage": [f"{a} -> {b}" for a, b in lineage],
         },
+        links=[p for p in [telemetry.parse(run_hash.get("trace_link", ""))] if p],
         error=run_hash.get("error", "") if state != "COMPLETED" else "",
         tracer_name=TRACER,
     )

@@ -240,3 +240,31 @@ def test_each_step_of_a_dynamic_batch_has_its_own_execution_span(traced: Traced)
     for s in calls:  # the one call, under each step's own execution
         children = [x for x in traced.receiver.of(s.trace_id) if x.parent_id == s.span_id]
         assert [x.name for x in children] == ["process_batch()"]
+
+
+def test_each_run_of_a_batch_is_a_trace_of_its_own_linked_to_the_submit(
+    traced: Traced,
+) -> None:
+    """One trace per run, as a workflow engine gives (so a sampling ratio samples runs, not
+    whole batches): a SubmitRuns call without a trace of the client's makes each run the root
+    of its own trace, with a link to the call's span."""
+    c = traced.cluster
+    with Client(
+        c.registry_address, c.scheduler_address, api_key=c.admin_key, tls_ca=str(c.ca_file)
+    ) as client:
+        client.register_task(ROOT / "tests" / "fixtures" / "tasks" / "echo")
+        _, run_ids = client.submit_many([{"message": str(i)} for i in range(3)], task="echo")
+        runs = [client.wait(r, timeout=60) for r in run_ids]
+    assert all(r.state == "COMPLETED" for r in runs)
+    assert len({r.trace_id for r in runs}) == 3 and all(r.trace_id for r in runs)
+
+    def run_spans() -> list[Any]:
+        return [s for r in runs for s in traced.receiver.of(r.trace_id) if s.name == "run echo"]
+
+    eventually(lambda: len(run_spans()) == 3, timeout=20, what="3 run spans")
+    submits = [s for s in traced.receiver.spans if s.name.endswith("SchedulerService/SubmitRuns")]
+    for span in run_spans():
+        assert span.parent_id == ""  # the root of its trace
+        assert len(span.links) == 1 and span.links[0] in {s.span_id for s in submits}
+        steps = [s for s in traced.receiver.of(span.trace_id) if s.name.startswith("step ")]
+        assert [s.parent_id for s in steps] == [span.span_id]

@@ -66,3 +66,49 @@ def test_a_run_is_traced_only_when_its_submit_was_sampled(
         assert (telemetry.current() is None) is not traced
     finally:
         context.detach(token)
+
+
+def test_a_batch_submitted_without_a_trace_gives_each_run_a_trace_sampled_on_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sampler decides per run (a root of its own trace), so at a ratio of one half
+    about half of a batch's runs are traced, not all or none of them."""
+    from opentelemetry.sdk.trace import sampling
+
+    monkeypatch.setattr(telemetry, "_enabled", True)
+    every = telemetry.run_parents(50, sampler=sampling.ALWAYS_ON)
+    assert all(p is not None and p.span_id == 0 for p in every)
+    assert len({p.trace_id for p in every if p}) == 50
+    assert telemetry.run_parents(50, sampler=sampling.ALWAYS_OFF) == [None] * 50
+    half = telemetry.run_parents(400, sampler=sampling.TraceIdRatioBased(0.5))
+    assert 120 < sum(p is not None for p in half) < 280  # binomial: sd 10
+    # Parent-based, as OTEL_TRACES_SAMPLER=parentbased_traceidratio gives, and inside the
+    # submit call's span, sampled or not: still each run's own decision.
+    from opentelemetry.sdk.trace import TracerProvider
+
+    ratio = sampling.ParentBasedTraceIdRatio(0.5)
+    for decided in (sampling.ALWAYS_ON, sampling.ALWAYS_OFF):
+        tracer = TracerProvider(sampler=decided).get_tracer("test")
+        with tracer.start_as_current_span("SubmitRuns"):
+            some = telemetry.run_parents(400, sampler=ratio)
+            assert 120 < sum(p is not None for p in some) < 280
+
+
+def test_a_batch_submitted_inside_a_clients_trace_stays_in_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider, sampling
+
+    monkeypatch.setattr(telemetry, "_enabled", True)
+    flags = trace.TraceFlags(trace.TraceFlags.SAMPLED)
+    remote = trace.NonRecordingSpan(trace.SpanContext(0xABC, 0xDEF, True, flags))
+    tracer = TracerProvider().get_tracer("test")
+    with tracer.start_as_current_span("SubmitRuns", context=trace.set_span_in_context(remote)):
+        here = telemetry.current()
+        assert here is not None and here.trace_id == 0xABC
+        assert telemetry.run_parents(3, sampler=sampling.ALWAYS_ON) == [here] * 3
+        assert telemetry.submit_link() == here.header()
+    # A single run is the submit call's child whatever the sampler says.
+    with tracer.start_as_current_span("SubmitRun"):
+        assert telemetry.run_parents(1, sampler=sampling.ALWAYS_OFF) == [telemetry.current()]
