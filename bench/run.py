@@ -61,6 +61,7 @@ from bench.floors import floors
 from clients.sdk import Client
 from services.localstack import Cluster
 from services.localstack.otlp_receiver import Receiver
+from services.localstack.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_TASKS = Path(__file__).resolve().parent / "tasks"
@@ -129,8 +130,9 @@ def tracing(count: int, env: dict[str, str]) -> dict[str, Any]:
     """What tracing costs, as ratios measured in this one invocation: the throughput
     workload on a fresh stack of its own with tracing off, on for every run, on for a tenth
     of the runs (each run a trace of its own, sampled on its own), then off again; each
-    traced figure over the mean of the two off ones. Spans go to an OTLP receiver in this
-    process that only counts them."""
+    traced figure over the mean of the two off ones. Metrics are on in all four (a
+    Prometheus port, as deployed), so that only tracing differs. Spans go to an OTLP
+    receiver in this process that only counts them."""
     receiver = Receiver(keep=False)
     export = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.start()}",
@@ -148,7 +150,12 @@ def tracing(count: int, env: dict[str, str]) -> dict[str, Any]:
             before = receiver.received
             with (
                 tempfile.TemporaryDirectory(prefix="wtm-bench-trace-") as tmp,
-                Cluster(tmp, executors=2, slots=4, env=env | extra) as c,
+                Cluster(
+                    tmp,
+                    executors=2,
+                    slots=4,
+                    env=env | extra | {"WTM_METRICS_PORT": str(free_port())},
+                ) as c,
                 Client(
                     c.registry_address,
                     c.scheduler_address,
