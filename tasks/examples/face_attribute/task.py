@@ -29,6 +29,10 @@ from tasks.base.vision import TEMPLATE_112, align, as_box, cascade, crop, detect
 
 SIZE = 224  # the aligned face, in pixels
 EYE_WINDOW = (72, 56)  # searched around each eye landmark of the aligned face
+# The alignment puts the eyes 70 px apart, so an eye spans ~35-50 px: windows under 24 px
+# are not eyes (searching them was a fifth of the cascade's time; on the labelled photos'
+# 42 eyes every found/not-found answer is the same as with the cascade's 16 px minimum).
+EYE_MIN = 24
 EMOTION_WEIGHTS = Path(__file__).with_name("emotion_mini_xception.npz")
 
 
@@ -105,7 +109,7 @@ class Task(SimpleTask):
             for name, (tx, ty) in (("right", TEMPLATE_112[0]), ("left", TEMPLATE_112[1])):
                 cx, cy, (ww, wh) = tx * SIZE / 112, ty * SIZE / 112, EYE_WINDOW
                 window = crop(face, (int(cx - ww / 2), int(cy - wh / 2), ww, wh))
-                found = detect(self.eyes, window, 1.05, 3, 16)
+                found = detect(self.eyes, window, 1.05, 3, EYE_MIN)
                 eyes[name] = {"found": bool(found)}
         return {
             "aligned": points is not None,
