@@ -276,11 +276,7 @@ class Leaser:
         for p, hit in zip(ready, hits, strict=True):
             leased = p.leased
             notes, traceparent = tracing.step_fields(
-                leased.trace_id,
-                leased.run_span,
-                leased.upstream_spans,
-                leased.step.get("error", ""),
-                leased.attempt,
+                leased.trace_id, leased.run_span, leased.upstream_spans, leased.step, leased.attempt
             )
             edges = p.edges
             if hit is not None:

@@ -18,7 +18,7 @@ from common import jsondoc, telemetry
 from common.errors import FailedPrecondition, InvalidArgument
 from services.common import auth, mapping
 from services.common.mapping import MissingValue
-from services.scheduler import input_check, queue_names, run_options, step_inputs
+from services.scheduler import input_check, queue_names, run_options, step_inputs, tracing
 from services.scheduler.models import Run, StepRun
 from services.scheduler.queue_records import QueuedStep, Submission
 from services.scheduler.task_catalog import ResolvedTask, TaskCatalog
@@ -413,4 +413,6 @@ def new_run(
         run_fields["run_span"] = f"{telemetry.new_span_id():016x}"
         if not trace.span_id and trace_link:
             run_fields["trace_link"] = trace_link
+        parent = tracing.span_parent(run.trace_id, run_fields["run_span"])
+        specs = [dataclasses.replace(x, fields={**x.fields, "span_parent": parent}) for x in specs]
     return run, Submission(run.run_id, run_fields, specs, request_key)

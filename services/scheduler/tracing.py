@@ -12,13 +12,16 @@ Shape of a run's trace (one trace per run):
             │                                    whose outputs it read
             └── execute <task_id>                by the executor (package, setup, process)
 
-Span ids of the run and of each attempt are chosen ahead and kept in Redis (``run_span`` on
-the run hash; ``span_id``, ``span_parent`` and ``links`` on the step hash), so children made
-elsewhere, earlier, hang under the right parent.
+The run's span id is chosen ahead and kept in Redis (``run_span`` on the run hash, and as
+``span_parent`` on each step hash, written at submit); an attempt's span id is derived from
+its lease (``attempt_span_id``), so children made elsewhere, earlier, hang under the right
+parent without a write at dispatch. Links to the attempts a step read (``links``) and a
+retry's reason are written when there are any.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from typing import TYPE_CHECKING, Any
@@ -32,22 +35,42 @@ if TYPE_CHECKING:
 TRACER = "wtm.scheduler"
 
 
+def attempt_span_id(lease: str) -> int:
+    """An attempt's span id, derived from its lease (unique per dispatch, kept on the step
+    hash): the same wherever it is computed, here or in ``dispatch.lua`` for a downstream
+    step's link, so nothing has to be written for it."""
+    return int(hashlib.sha1(lease.encode()).hexdigest()[:16], 16) or 1
+
+
+def span_parent(trace_id: str, run_span: str) -> str:
+    """What a traced run's steps hang under (their run span), as kept on each step hash."""
+    return telemetry.Parent(int(trace_id, 16), int(run_span, 16)).header()
+
+
 def step_fields(
-    trace_id: str, run_span: str, upstream_spans: dict[str, str], previous_error: str, attempt: int
+    trace_id: str,
+    run_span: str,
+    upstream_spans: dict[str, str],
+    step: dict[str, str],
+    attempt: int,
 ) -> tuple[dict[str, str], str]:
-    """What to keep on a dispatched step's hash for its span, and its traceparent (for the
-    executor). Empty when the run is not traced or tracing is off here."""
+    """What a dispatched step's hash still needs for its span, and its traceparent (for the
+    executor). The span id comes from the lease and the parent was written at submit, so a
+    first attempt that reads no other step's output needs nothing written: links to the
+    attempts it read, a retry's reason, and the parent of a step submitted before the
+    parent was written at submit. Empty when the run is not traced or tracing is off here."""
     if not (telemetry.enabled() and trace_id and run_span):
         return {}, ""
     trace = int(trace_id, 16)
-    span_id = telemetry.new_span_id()
+    span_id = attempt_span_id(step.get("lease", ""))
+    fields = {}
+    if not step.get("span_parent"):
+        fields["span_parent"] = span_parent(trace_id, run_span)
     links = [telemetry.Parent(trace, int(s, 16)).header() for s in upstream_spans.values() if s]
-    fields = {
-        "span_id": f"{span_id:016x}",
-        "span_parent": telemetry.Parent(trace, int(run_span, 16)).header(),
-        "links": json.dumps(links),
-        "retry_reason": previous_error if attempt > 1 else "",
-    }
+    if links:
+        fields["links"] = json.dumps(links)
+    if attempt > 1:
+        fields["retry_reason"] = step.get("error", "")
     return fields, telemetry.Parent(trace, span_id).header()
 
 
@@ -58,8 +81,10 @@ def _ns(ms: str | None) -> int:
 def record_step(member: str, snapshot: dict[str, str], now_ns: int) -> None:
     """The span of the attempt a Lua call just ended (``snapshot``: the step hash after)."""
     parent = telemetry.parse(snapshot.get("span_parent", ""))
-    if parent is None or not snapshot.get("span_id"):
+    if parent is None or not (snapshot.get("span_id") or snapshot.get("lease")):
         return
+    # A span id written at dispatch (by a scheduler from before ids were derived) wins.
+    span_id = int(snapshot.get("span_id") or "0", 16) or attempt_span_id(snapshot["lease"])
     run_id, _, step_id = member.partition(":")
     lineage = json.loads(snapshot.get("lineage") or "[]")
     lineage = lineage if isinstance(lineage, list) else []
@@ -82,7 +107,7 @@ def record_step(member: str, snapshot: dict[str, str], now_ns: int) -> None:
     telemetry.record_span(
         f"step {step_id} #{snapshot.get('attempt', '')}",
         parent,
-        int(snapshot["span_id"], 16),
+        span_id,
         queued,
         max(ended, queued),
         {

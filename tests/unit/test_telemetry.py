@@ -112,3 +112,27 @@ def test_a_batch_submitted_inside_a_clients_trace_stays_in_it(
     # A single run is the submit call's child whatever the sampler says.
     with tracer.start_as_current_span("SubmitRun"):
         assert telemetry.run_parents(1, sampler=sampling.ALWAYS_OFF) == [telemetry.current()]
+
+
+def test_a_first_attempt_that_reads_nothing_needs_nothing_written_for_its_span(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The attempt's span id comes from its lease and its parent was written at submit, so
+    the dispatch round writes nothing for a traced one-step run (a Redis round trip saved)."""
+    from services.scheduler import tracing
+
+    monkeypatch.setattr(telemetry, "_enabled", True)
+    trace_id, run_span = f"{0xABC:032x}", f"{0xDEF:016x}"
+    step = {"lease": "tok.1", "span_parent": tracing.span_parent(trace_id, run_span)}
+    fields, traceparent = tracing.step_fields(trace_id, run_span, {}, step, 1)
+    assert fields == {}
+    assert traceparent == telemetry.Parent(0xABC, tracing.attempt_span_id("tok.1")).header()
+    assert tracing.attempt_span_id("tok.2") != tracing.attempt_span_id("tok.1")
+    # A retry that read another step's output: its reason and its link are written.
+    fields, _ = tracing.step_fields(
+        trace_id, run_span, {"a": f"{7:016x}"}, {**step, "error": "x"}, 2
+    )
+    assert fields["retry_reason"] == "x"
+    assert fields["links"] == f'["{telemetry.Parent(0xABC, 7).header()}"]'
+    # A step submitted before parents were written at submit gets its parent now.
+    assert "span_parent" in tracing.step_fields(trace_id, run_span, {}, {"lease": "t.1"}, 1)[0]

@@ -74,9 +74,10 @@ local function lease(member, f, call)
     for i, src in ipairs(reads) do outputs[src] = values[i] end
   end
   local spans = {}
-  if run[2] then
-    for _, src in ipairs(reads) do
-      spans[src] = redis.call('HGET', step_hash(P, run_id .. ':' .. src), 'span_id')
+  if run[2] then  -- the span of the attempt each read step's output came from: as written
+    for _, src in ipairs(reads) do  -- at its dispatch, else derived from its lease
+      local s = redis.call('HMGET', step_hash(P, run_id .. ':' .. src), 'span_id', 'lease')
+      spans[src] = s[1] or (s[2] and string.sub(redis.sha1hex(s[2]), 1, 16)) or nil
     end
   end
   table.insert(out, cjson.encode({member = member, attempt = attempt,
