@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from common import telemetry
-from services.common import logs
+from services.common import heap, logs
 from services.common.config import load_settings
 from services.executor.executor import Executor
 from services.executor.settings import ExecutorSettings
@@ -26,6 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = load_settings(ExecutorSettings, argv, prog="wtm-executor")
     logs.configure("executor")
     telemetry.setup("wtm-executor", grpc_client="aio")
+    heap.freeze_startup()
     try:
         asyncio.run(serve(settings))
     finally:

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from common import telemetry
-from services.common import auth, logs
+from services.common import auth, heap, logs
 from services.common.backends import mongo_database, redis_client
 from services.common.config import load_settings, read_secret, server_tls
 from services.common.grpc_server import MutualTls, serve_async
@@ -139,6 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics_port=settings.metrics_port,
         metrics_host=settings.metrics_host,
     )
+    heap.freeze_startup()
     try:
         asyncio.run(serve(settings))
     finally:
