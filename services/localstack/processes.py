@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,8 +21,13 @@ from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
 
-# The parent-death signal needs a preexec function, so children are started with a real
-# fork(): see services/__init__.py for why gRPC's fork handlers are switched off.
+# The parent-death signal is set by util-linux's ``setpriv --pdeathsig`` (it execs the
+# child in place, so the PID is the child's), not by a preexec function: without one,
+# subprocess starts the child with vfork(), and fork handlers — gRPC's among them — never run
+# in a process whose channels are busy (a real fork() once hung inside gRPC's handler, in a
+# test that added an executor mid-test). Without setpriv, a preexec function does it, with a
+# real fork(): see common/__init__.py for why gRPC's fork handlers are switched off.
+SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
 
 
 def free_port() -> int:
@@ -105,7 +111,12 @@ class ProcessGroup:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
         log = open(log_path, "ab")  # noqa: SIM115 - the child owns it from here
-        preexec = _die_with_parent(parent_death_signal) if self.tie_to_parent else None
+        preexec = None
+        if self.tie_to_parent and SETPRIV:
+            name_of = signal.Signals(parent_death_signal).name
+            argv = [SETPRIV, f"--pdeathsig={name_of}", "--", *argv]
+        elif self.tie_to_parent:
+            preexec = _die_with_parent(parent_death_signal)
         proc = subprocess.Popen(
             list(argv),
             stdout=log,

@@ -1,0 +1,74 @@
+"""The local stack's children die with the process that started them, and are started
+without a fork() that runs other libraries' fork handlers (see services/localstack/processes)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from services.localstack import processes
+from tests.waiting import eventually
+
+PARENT = """
+import os, sys, time
+from pathlib import Path
+from services.localstack.processes import ProcessGroup
+child = ProcessGroup(Path(sys.argv[1])).start("sleeper", ["sleep", "60"])
+print(child.proc.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def _gone(pid: int) -> bool:
+    """Exited (a zombie nobody reaps counts: this machine's init does not reap)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+    except (FileNotFoundError, IndexError):
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal: Linux")
+def test_a_child_dies_when_its_starter_is_killed(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    try:
+        assert parent.stdout is not None
+        pid = int(parent.stdout.readline())
+        time.sleep(0.2)
+        assert not _gone(pid)
+        parent.kill()  # kill -9: nothing of the parent's runs
+        parent.wait(5)
+        eventually(lambda: _gone(pid), timeout=5, what="the child to die with its parent")
+    finally:
+        parent.kill()
+        parent.wait(5)
+        if parent.stdout is not None:
+            parent.stdout.close()
+
+
+def test_children_are_started_through_setpriv_when_it_is_there(tmp_path: Path) -> None:
+    if processes.SETPRIV is None:
+        pytest.skip("no setpriv here: a preexec function sets the signal")
+    child = processes.ProcessGroup(tmp_path).start("sleeper", ["sleep", "60"])
+    try:
+        args = child.proc.args
+        assert isinstance(args, list) and args[:2] == [processes.SETPRIV, "--pdeathsig=SIGTERM"]
+        # setpriv execs in place: the PID is the sleeper's own.
+        eventually(
+            lambda: Path(f"/proc/{child.proc.pid}/cmdline").read_bytes().startswith(b"sleep"),
+            timeout=5,
+            what="the child to be the sleeper",
+        )
+    finally:
+        child.stop()
