@@ -555,11 +555,16 @@ def main(argv: list[str] | None = None) -> int:
     # Short steps: each executor holds one step per slot ahead, so a freed slot starts the
     # next at once (the scheduler's default is 0, which suits long AI tasks better).
     env = {"WTM_PREFETCH": os.environ.get("WTM_PREFETCH", "4")}
+    # Whether this invocation's stack traces is config's "traced" ("tracing" is a figure).
     report: dict[str, Any] = {
         "machine": {"cores": os.cpu_count()},
-        "tracing": ns.trace,
-        "trace_sample": ns.trace_sample if ns.trace else None,
-        "config": {"executors": 2, "slots_each": 4, **env},
+        "config": {
+            "executors": 2,
+            "slots_each": 4,
+            "traced": ns.trace,
+            "trace_sample": ns.trace_sample if ns.trace else None,
+            **env,
+        },
     }
     receiver = Receiver(keep=False)  # counts: turning spans into objects here is not our cost
     if ns.trace:
