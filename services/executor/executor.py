@@ -44,6 +44,7 @@ from common.errors import (
     Unavailable,
     WtmError,
 )
+from common.stream_batches import MESSAGE_BYTES, MESSAGE_ITEMS
 from services.common import auth
 from services.common.config import read_secret
 from services.executor.artifact_cache import ArtifactCache
@@ -85,6 +86,38 @@ _TRANSIENT = (Unavailable, DeadlineExceeded, Internal, ResourceExhausted)
 def _transient(exc: BaseException) -> bool:
     """A registry call that may well work when tried again."""
     return isinstance(exc, _TRANSIENT) or (type(exc) is WtmError and exc.code == "UNKNOWN")
+
+
+def more_results(
+    first: epb.ConnectRequest,
+    outbox: asyncio.Queue[epb.ConnectRequest],
+    sent: deque[tuple[float, epb.ConnectRequest]],
+) -> tuple[epb.ConnectRequest, epb.ConnectRequest | None]:
+    """``first`` (a result) and the results queued right behind it, in one StepResults
+    message, up to a message's worth (``common.stream_batches``); the message that stopped
+    the group (another kind, or a result that would not fit) comes back to be sent next, so
+    the stream's order is kept. Each result taken is noted in ``sent`` as it would be alone
+    (the re-send after a broken stream sends them one by one)."""
+    results = [first.result]
+    size = len(first.result.output_json)
+    while not outbox.empty():
+        message = outbox.get_nowait()
+        if (
+            not message.HasField("result")
+            or len(results) >= MESSAGE_ITEMS
+            or size + len(message.result.output_json) > MESSAGE_BYTES
+        ):
+            return _results_message(results), message
+        sent.append((time.monotonic(), message))
+        results.append(message.result)
+        size += len(message.result.output_json)
+    return _results_message(results), None
+
+
+def _results_message(results: list[epb.StepResult]) -> epb.ConnectRequest:
+    if len(results) == 1:
+        return epb.ConnectRequest(result=results[0])
+    return epb.ConnectRequest(results=epb.StepResults(results=results))
 
 
 def _names(ref: epb.StepAttemptRef) -> tuple[str, str]:
@@ -171,6 +204,7 @@ class Executor:
         self._sent: deque[tuple[float, epb.ConnectRequest]] = deque(maxlen=10_000)
         self._draining = asyncio.Event()
         self._stream_no = 0
+        self._batched_results = False  # the current stream's welcome said it takes them
         self._attempts = 0
         self._heartbeat_seconds = 5.0
         self.fence = LeaseFence()
@@ -340,20 +374,26 @@ class Executor:
                 software_version=SOFTWARE_VERSION,
                 python_version=platform.python_version(),
                 batching=True,
+                batched_messages=True,
             )
         )
 
     async def _requests(self, stream_no: int) -> AsyncIterator[epb.ConnectRequest]:
         """What goes up one stream. A stream's generator can outlive its stream; once a newer
-        stream exists it hands what it took back to the outbox and stops."""
+        stream exists it hands what it took back to the outbox and stops. Results waiting
+        together go in one message when the scheduler takes them so."""
         yield self._hello()
+        carry: epb.ConnectRequest | None = None
         while True:
-            message = await self._outbox.get()
+            message = carry if carry is not None else await self._outbox.get()
+            carry = None
             if stream_no != self._stream_no:
                 self._outbox.put_nowait(message)
                 return
             if message.HasField("result"):
                 self._sent.append((time.monotonic(), message))
+                if self._batched_results and not self._outbox.empty():
+                    message, carry = more_results(message, self._outbox, self._sent)
             yield message
 
     async def _session(self) -> None:
@@ -365,6 +405,7 @@ class Executor:
         async with tls.aio_channel(address, s.tls_ca, CHANNEL_OPTIONS, cert) as channel:
             stub = epb_grpc.ExecutorServiceStub(channel)
             self._stream_no += 1
+            self._batched_results = False  # until this scheduler's welcome says otherwise
             call = stub.Connect(self._requests(self._stream_no), metadata=self._metadata)
             heartbeats: asyncio.Task[None] | None = None
             try:
@@ -374,6 +415,7 @@ class Executor:
                         welcome = message.welcome
                         self._heartbeat_seconds = welcome.heartbeat_interval_seconds or 5.0
                         self.fence.configure(welcome.lease_seconds or 30, welcome.acks_heartbeats)
+                        self._batched_results = welcome.batched_messages
                         log.info(
                             "connected to %s as %s",
                             address,
@@ -384,14 +426,10 @@ class Executor:
                             self._outbox.put_nowait(self._heartbeat())
                         self._resend(message.welcome.lease_seconds or 30)
                     elif kind == "assignment":
-                        if self._draining.is_set():  # sent before the scheduler heard: give back
-                            self._outbox.put_nowait(self._released(message.assignment.ref))
-                        else:
-                            ref = message.assignment.ref
-                            self._received[ref.SerializeToString()] = time.time_ns()
-                            self._held[(ref.run_id, ref.step_id)] = ref
-                            self.fence.granted((ref.run_id, ref.step_id), time.monotonic())
-                            self._take(message.assignment)
+                        self._assigned(message.assignment)
+                    elif kind == "assignments":
+                        for a in message.assignments.assignments:
+                            self._assigned(a)
                     elif kind == "cancel":
                         ref = message.cancel.ref
                         key = (ref.run_id, ref.step_id)
@@ -421,6 +459,16 @@ class Executor:
                     heartbeats.cancel()
                 self._flush_calls()
             raise StreamClosed
+
+    def _assigned(self, a: epb.StepAssignment) -> None:
+        if self._draining.is_set():  # sent before the scheduler heard: give it back
+            self._outbox.put_nowait(self._released(a.ref))
+            return
+        ref = a.ref
+        self._received[ref.SerializeToString()] = time.time_ns()
+        self._held[(ref.run_id, ref.step_id)] = ref
+        self.fence.granted((ref.run_id, ref.step_id), time.monotonic())
+        self._take(a)
 
     def _take(self, a: epb.StepAssignment) -> None:
         """Queue an assignment for the slots; a dynamic batch's steps once all have come."""

@@ -12,11 +12,13 @@ from grpc import aio
 
 from common import tls
 from common.errors import InvalidArgument
+from common.stream_batches import MESSAGE_BYTES, MESSAGE_ITEMS
 from services.common import auth
 from services.common.dependencies import dependency_to_proto
 from services.scheduler.dispatcher import Dispatcher
 from services.scheduler.fleet import (
     Assignment,
+    Cancel,
     ExecutorProfile,
     ExecutorSession,
     Renewed,
@@ -200,28 +202,69 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
         )
 
 
+NOTHING_CARRIED = object()  # more_assignments found nothing to send next
+
+
+def more_assignments(
+    first: Assignment, outbox: asyncio.Queue[Any]
+) -> tuple[list[Assignment], object]:
+    """``first`` and the assignments queued right behind it, up to a message's worth; the
+    item that stopped the group (another kind, or one that would not fit) comes back to be
+    sent next, so the stream's order is kept. (A dynamic batch's call may span messages: the
+    executor starts it once all its steps have come.)"""
+    group = [first]
+    size = len(first.input_json)
+    while not outbox.empty():
+        item = outbox.get_nowait()
+        if (
+            not isinstance(item, Assignment)
+            or len(group) >= MESSAGE_ITEMS
+            or size + len(item.input_json) > MESSAGE_BYTES
+        ):
+            return group, item
+        group.append(item)
+        size += len(item.input_json)
+    return group, NOTHING_CARRIED
+
+
+def _report(r: epb.StepResult, session: ExecutorSession) -> StepReport:
+    return StepReport(
+        run_id=r.ref.run_id,
+        step_id=r.ref.step_id,
+        attempt=r.ref.attempt,
+        outcome=epb.StepOutcome.Name(r.outcome).removeprefix("STEP_OUTCOME_"),
+        output_json=r.output_json,
+        error=r.error,
+        timings=_timings(r),
+        lease_id=r.ref.lease_id,
+        executor_id=session.executor_id,
+    )
+
+
 def _assignment_to_proto(a: Assignment) -> epb.ConnectResponse:
-    return epb.ConnectResponse(
-        assignment=epb.StepAssignment(
-            ref=epb.StepAttemptRef(
-                run_id=a.run_id, step_id=a.step_id, attempt=a.attempt, lease_id=a.lease_id
-            ),
-            task_id=a.task_id,
-            task_version=a.task_version,
-            digest=a.digest,
-            entry_point=a.entry_point,
-            input_json=a.input_json,
-            timeout_seconds=a.timeout_seconds,
-            input_id=a.input_id,
-            output_id=a.output_id,
-            upstream_output_ids=a.upstream_output_ids,
-            input_sources=a.input_sources,
-            traceparent=a.traceparent,
-            namespace=a.namespace,
-            log_level=a.log_level,
-            call_id=a.call_id,
-            call_size=a.call_size,
-        )
+    return epb.ConnectResponse(assignment=_assignment_of(a))
+
+
+def _assignment_of(a: Assignment) -> epb.StepAssignment:
+    return epb.StepAssignment(
+        ref=epb.StepAttemptRef(
+            run_id=a.run_id, step_id=a.step_id, attempt=a.attempt, lease_id=a.lease_id
+        ),
+        task_id=a.task_id,
+        task_version=a.task_version,
+        digest=a.digest,
+        entry_point=a.entry_point,
+        input_json=a.input_json,
+        timeout_seconds=a.timeout_seconds,
+        input_id=a.input_id,
+        output_id=a.output_id,
+        upstream_output_ids=a.upstream_output_ids,
+        input_sources=a.input_sources,
+        traceparent=a.traceparent,
+        namespace=a.namespace,
+        log_level=a.log_level,
+        call_id=a.call_id,
+        call_size=a.call_size,
     )
 
 
@@ -289,19 +332,32 @@ class ExecutorServicer(epb_grpc.ExecutorServiceServicer):
                     lease_seconds=self._lease_seconds,
                     heartbeat_interval_seconds=self._heartbeat_seconds,
                     acks_heartbeats=True,
+                    batched_messages=True,
                 )
             )
+            batched = h.batched_messages
+            carry: object = NOTHING_CARRIED
             while True:
-                item = await session.outbox.get()
+                item = await session.outbox.get() if carry is NOTHING_CARRIED else carry
+                carry = NOTHING_CARRIED
                 if item is None:
                     break
                 if isinstance(item, Assignment):
-                    yield _assignment_to_proto(item)
+                    if not batched or session.outbox.empty():
+                        yield _assignment_to_proto(item)
+                        continue
+                    group, carry = more_assignments(item, session.outbox)
+                    yield epb.ConnectResponse(
+                        assignments=epb.StepAssignments(
+                            assignments=[_assignment_of(a) for a in group]
+                        )
+                    )
                 elif isinstance(item, Renewed):
                     yield epb.ConnectResponse(
                         heartbeat_ack=epb.HeartbeatAck(sequence=item.sequence)
                     )
                 else:
+                    assert isinstance(item, Cancel)
                     yield epb.ConnectResponse(
                         cancel=epb.CancelStep(
                             ref=epb.StepAttemptRef(
@@ -340,18 +396,7 @@ class ExecutorServicer(epb_grpc.ExecutorServiceServicer):
                     session, _running(line.ref), line.level, line.message
                 )
             elif kind == "result":
-                r = message.result
-                self._dispatcher.intake.report(
-                    session,
-                    StepReport(
-                        run_id=r.ref.run_id,
-                        step_id=r.ref.step_id,
-                        attempt=r.ref.attempt,
-                        outcome=epb.StepOutcome.Name(r.outcome).removeprefix("STEP_OUTCOME_"),
-                        output_json=r.output_json,
-                        error=r.error,
-                        timings=_timings(r),
-                        lease_id=r.ref.lease_id,
-                        executor_id=session.executor_id,
-                    ),
-                )
+                self._dispatcher.intake.report(session, _report(message.result, session))
+            elif kind == "results":
+                for r in message.results.results:
+                    self._dispatcher.intake.report(session, _report(r, session))

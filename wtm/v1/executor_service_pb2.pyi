@@ -28,33 +28,37 @@ STEP_OUTCOME_CANCELLED: StepOutcome
 STEP_OUTCOME_RELEASED: StepOutcome
 
 class ConnectRequest(_message.Message):
-    __slots__ = ("hello", "heartbeat", "progress", "result", "log")
+    __slots__ = ("hello", "heartbeat", "progress", "result", "log", "results")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     LOG_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
     hello: ExecutorHello
     heartbeat: ExecutorHeartbeat
     progress: StepProgress
     result: StepResult
     log: StepLog
-    def __init__(self, hello: _Optional[_Union[ExecutorHello, _Mapping]] = ..., heartbeat: _Optional[_Union[ExecutorHeartbeat, _Mapping]] = ..., progress: _Optional[_Union[StepProgress, _Mapping]] = ..., result: _Optional[_Union[StepResult, _Mapping]] = ..., log: _Optional[_Union[StepLog, _Mapping]] = ...) -> None: ...
+    results: StepResults
+    def __init__(self, hello: _Optional[_Union[ExecutorHello, _Mapping]] = ..., heartbeat: _Optional[_Union[ExecutorHeartbeat, _Mapping]] = ..., progress: _Optional[_Union[StepProgress, _Mapping]] = ..., result: _Optional[_Union[StepResult, _Mapping]] = ..., log: _Optional[_Union[StepLog, _Mapping]] = ..., results: _Optional[_Union[StepResults, _Mapping]] = ...) -> None: ...
 
 class ConnectResponse(_message.Message):
-    __slots__ = ("welcome", "assignment", "cancel", "heartbeat_ack")
+    __slots__ = ("welcome", "assignment", "cancel", "heartbeat_ack", "assignments")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     ASSIGNMENT_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_ACK_FIELD_NUMBER: _ClassVar[int]
+    ASSIGNMENTS_FIELD_NUMBER: _ClassVar[int]
     welcome: ExecutorWelcome
     assignment: StepAssignment
     cancel: CancelStep
     heartbeat_ack: HeartbeatAck
-    def __init__(self, welcome: _Optional[_Union[ExecutorWelcome, _Mapping]] = ..., assignment: _Optional[_Union[StepAssignment, _Mapping]] = ..., cancel: _Optional[_Union[CancelStep, _Mapping]] = ..., heartbeat_ack: _Optional[_Union[HeartbeatAck, _Mapping]] = ...) -> None: ...
+    assignments: StepAssignments
+    def __init__(self, welcome: _Optional[_Union[ExecutorWelcome, _Mapping]] = ..., assignment: _Optional[_Union[StepAssignment, _Mapping]] = ..., cancel: _Optional[_Union[CancelStep, _Mapping]] = ..., heartbeat_ack: _Optional[_Union[HeartbeatAck, _Mapping]] = ..., assignments: _Optional[_Union[StepAssignments, _Mapping]] = ...) -> None: ...
 
 class ExecutorHello(_message.Message):
-    __slots__ = ("executor_id", "queues", "slots", "labels", "software_version", "python_version", "packages", "namespaces", "batching")
+    __slots__ = ("executor_id", "queues", "slots", "labels", "software_version", "python_version", "packages", "namespaces", "batching", "batched_messages")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +75,7 @@ class ExecutorHello(_message.Message):
     PACKAGES_FIELD_NUMBER: _ClassVar[int]
     NAMESPACES_FIELD_NUMBER: _ClassVar[int]
     BATCHING_FIELD_NUMBER: _ClassVar[int]
+    BATCHED_MESSAGES_FIELD_NUMBER: _ClassVar[int]
     executor_id: str
     queues: _containers.RepeatedScalarFieldContainer[str]
     slots: int
@@ -80,17 +85,20 @@ class ExecutorHello(_message.Message):
     packages: _containers.RepeatedScalarFieldContainer[str]
     namespaces: _containers.RepeatedScalarFieldContainer[str]
     batching: bool
-    def __init__(self, executor_id: _Optional[str] = ..., queues: _Optional[_Iterable[str]] = ..., slots: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., software_version: _Optional[str] = ..., python_version: _Optional[str] = ..., packages: _Optional[_Iterable[str]] = ..., namespaces: _Optional[_Iterable[str]] = ..., batching: _Optional[bool] = ...) -> None: ...
+    batched_messages: bool
+    def __init__(self, executor_id: _Optional[str] = ..., queues: _Optional[_Iterable[str]] = ..., slots: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., software_version: _Optional[str] = ..., python_version: _Optional[str] = ..., packages: _Optional[_Iterable[str]] = ..., namespaces: _Optional[_Iterable[str]] = ..., batching: _Optional[bool] = ..., batched_messages: _Optional[bool] = ...) -> None: ...
 
 class ExecutorWelcome(_message.Message):
-    __slots__ = ("lease_seconds", "heartbeat_interval_seconds", "acks_heartbeats")
+    __slots__ = ("lease_seconds", "heartbeat_interval_seconds", "acks_heartbeats", "batched_messages")
     LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     ACKS_HEARTBEATS_FIELD_NUMBER: _ClassVar[int]
+    BATCHED_MESSAGES_FIELD_NUMBER: _ClassVar[int]
     lease_seconds: int
     heartbeat_interval_seconds: float
     acks_heartbeats: bool
-    def __init__(self, lease_seconds: _Optional[int] = ..., heartbeat_interval_seconds: _Optional[float] = ..., acks_heartbeats: _Optional[bool] = ...) -> None: ...
+    batched_messages: bool
+    def __init__(self, lease_seconds: _Optional[int] = ..., heartbeat_interval_seconds: _Optional[float] = ..., acks_heartbeats: _Optional[bool] = ..., batched_messages: _Optional[bool] = ...) -> None: ...
 
 class ExecutorHeartbeat(_message.Message):
     __slots__ = ("running", "draining", "sequence", "slot_errors", "last_slot_error", "cpu_percent", "memory_bytes")
@@ -215,6 +223,18 @@ class StepResult(_message.Message):
     received_time: _timestamp_pb2.Timestamp
     sent_time: _timestamp_pb2.Timestamp
     def __init__(self, ref: _Optional[_Union[StepAttemptRef, _Mapping]] = ..., outcome: _Optional[_Union[StepOutcome, str]] = ..., output_json: _Optional[str] = ..., error: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., received_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sent_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class StepAssignments(_message.Message):
+    __slots__ = ("assignments",)
+    ASSIGNMENTS_FIELD_NUMBER: _ClassVar[int]
+    assignments: _containers.RepeatedCompositeFieldContainer[StepAssignment]
+    def __init__(self, assignments: _Optional[_Iterable[_Union[StepAssignment, _Mapping]]] = ...) -> None: ...
+
+class StepResults(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[StepResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[StepResult, _Mapping]]] = ...) -> None: ...
 
 class StepLog(_message.Message):
     __slots__ = ("ref", "level", "message", "time")
