@@ -89,7 +89,10 @@ class SimExecutor:
             outbox.put_nowait(
                 epb.ConnectRequest(
                     hello=epb.ExecutorHello(
-                        executor_id=self.name, queues=self.queues, slots=self.slots
+                        executor_id=self.name,
+                        queues=self.queues,
+                        slots=self.slots,
+                        batched_messages=True,  # as executors say since issue 18
                     )
                 )
             )
@@ -109,12 +112,10 @@ class SimExecutor:
                         interval = message.welcome.heartbeat_interval_seconds or 5.0
                         tasks.add(asyncio.create_task(self._heartbeats(outbox, interval)))
                     elif kind == "assignment":
-                        a = message.assignment
-                        doc = json.loads(a.input_json)
-                        self.log.append(("A", time.time(), doc["q"], doc["p"], doc.get("t")))
-                        key = (a.ref.run_id, a.ref.step_id, a.ref.attempt)
-                        self.running[key] = a.ref
-                        tasks.add(asyncio.create_task(self._run(outbox, a.ref, key)))
+                        self._assigned(outbox, message.assignment, tasks)
+                    elif kind == "assignments":
+                        for a in message.assignments.assignments:
+                            self._assigned(outbox, a, tasks)
                     if time.monotonic() > min(drop_at, until):
                         break
             except Exception:  # noqa: BLE001 - a dropped stream: come back
@@ -126,6 +127,15 @@ class SimExecutor:
                     t.cancel()
                 self.running.clear()
             await asyncio.sleep(0.5)
+
+    def _assigned(
+        self, outbox: asyncio.Queue[Any], a: epb.StepAssignment, tasks: set[asyncio.Task[None]]
+    ) -> None:
+        doc = json.loads(a.input_json)
+        self.log.append(("A", time.time(), doc["q"], doc["p"], doc.get("t")))
+        key = (a.ref.run_id, a.ref.step_id, a.ref.attempt)
+        self.running[key] = a.ref
+        tasks.add(asyncio.create_task(self._run(outbox, a.ref, key)))
 
     async def _run(self, outbox: asyncio.Queue[Any], ref: Any, key: Any) -> None:
         await asyncio.sleep(self.rng.uniform(0, 0.02))

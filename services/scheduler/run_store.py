@@ -1,9 +1,10 @@
 """``RunStore``: run history in MongoDB — ``runs`` and one ``step_runs`` document per attempt.
 
 A run is inserted durably before SubmitRun returns. Later changes (step attempts, the end of
-a run) are written behind: queued in memory and flushed in one ``bulk_write`` per collection
-every ``flush_interval`` seconds, so the scheduling path never waits on MongoDB per step. A
-flush that fails keeps what it held and is tried again, backing off up to 30 s.
+a run) are written behind: queued in memory and flushed in bulk calls every
+``flush_interval`` seconds, so the scheduling path never waits on MongoDB per step; the
+inserts of new runs, which submits wait for, go before each call. A flush that fails keeps
+what it held and is tried again, backing off up to 30 s.
 """
 
 from __future__ import annotations
@@ -27,6 +28,19 @@ from services.scheduler.models import Run, StepRun
 log = logging.getLogger(__name__)
 FLUSH_RETRY_MAX_S = 30.0
 UNMATCHED_TRIES = 200  # ~10 s of flushes for a run's insert to land before its end
+# A flush writes each kind of record in up to FLUSH_CALLS calls of at least FLUSH_CHUNK
+# records, and lets new runs' inserts in flight go before each call (waiting at most
+# INSERT_FIRST_S): a MongoDB that applies one command at a time per database (nx-27017, the
+# local stack's) then makes a submit's insert wait for one such call, not for the whole flush.
+FLUSH_CALLS = 4
+FLUSH_CHUNK = 4
+INSERT_FIRST_S = 0.05
+
+
+def _chunks(records: dict[str, Any]) -> list[list[str]]:
+    keys = list(records)
+    size = max(FLUSH_CHUNK, -(-len(keys) // FLUSH_CALLS))
+    return [keys[i : i + size] for i in range(0, len(keys), size)]
 
 
 def _ms(t: datetime) -> int:
@@ -78,6 +92,9 @@ class RunStore:
         self._unmatched: dict[str, int] = {}  # run id -> flushes that found no run to update
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._inserting = 0  # new runs' inserts in flight: a flush lets them go first
+        self._no_inserts = asyncio.Event()
+        self._no_inserts.set()
 
     async def ping(self) -> None:
         """Raises unless MongoDB answers."""
@@ -120,7 +137,8 @@ class RunStore:
         """Insert a new run durably, with the plan that rebuilds it; False when a run with
         that id already exists."""
         try:
-            await self._runs.insert_one(_new_doc(run, plan))
+            async with self._insert():
+                await self._runs.insert_one(_new_doc(run, plan))
         except DuplicateKeyError:
             return False
         return True
@@ -128,7 +146,9 @@ class RunStore:
     async def insert_runs(self, runs: list[tuple[Run, dict[str, Any]]]) -> None:
         """Insert many new runs durably in one round trip (ids are fresh: no collisions)."""
         try:
-            await self._runs.insert_many([_new_doc(run, plan) for run, plan in runs], ordered=False)
+            async with self._insert():
+                docs = [_new_doc(run, plan) for run, plan in runs]
+                await self._runs.insert_many(docs, ordered=False)
         except BulkWriteError as exc:
             raise InvalidArgument(
                 f"run id collision; submit again ({exc})", field="run_id"
@@ -253,9 +273,11 @@ class RunStore:
 
     async def flush(self) -> set[str]:
         """Write what is pending: step attempts are inserted (each attempt ends once; a
-        second record of one is ignored), finished runs updated, each in one bulk call.
-        What a failed write held stays pending (newer changes to the same records win), so
-        the next flush writes it again. Returns the runs whose end is now in MongoDB."""
+        second record of one is ignored), finished runs updated, in bulk calls of at most
+        FLUSH_CHUNK records. Before each call the flush lets the inserts of new runs in flight
+        go first (a submit waits for its insert; nothing waits for a flush). What a failed
+        write held stays pending (newer changes to the same records win), so the next flush
+        writes it again. Returns the runs whose end is now in MongoDB."""
         written: set[str] = set()
         runs, self._pending_runs = self._pending_runs, {}
         steps, self._pending_steps = self._pending_steps, {}
@@ -264,49 +286,35 @@ class RunStore:
         # is written below, in the same flush.
         started = {r: t for r, t in started.items() if r not in runs}
         try:
-            if started:
+            for chunk in _chunks(started):
+                await self._after_inserts()
                 await self._runs.bulk_write(
                     [
                         UpdateOne(
                             {"_id": r, "state": "QUEUED"},
-                            {"$set": {"state": "RUNNING", "started_at": t}},
+                            {"$set": {"state": "RUNNING", "started_at": started[r]}},
                         )
-                        for r, t in started.items()
+                        for r in chunk
                     ],
                     ordered=False,
                 )
-                started = {}
-            if steps:
+                for r in chunk:
+                    del started[r]
+            for chunk in _chunks(steps):
+                await self._after_inserts()
                 try:
-                    await self._steps.insert_many(list(steps.values()), ordered=False)
+                    await self._steps.insert_many([steps[k] for k in chunk], ordered=False)
                 except BulkWriteError as exc:
                     errors = exc.details.get("writeErrors", [])
                     if any(e.get("code") != 11000 for e in errors):
                         raise
-                steps = {}
-            if runs:
-                result = await self._runs.bulk_write(
-                    [UpdateOne({"_id": r}, {"$set": f}) for r, f in runs.items()], ordered=False
-                )
-                if result.matched_count < len(runs):
-                    # A run's end can be written before its insert has landed (the insert
-                    # goes at the same time as the run starts): keep those for the next flush.
-                    there = {
-                        d["_id"]
-                        async for d in self._runs.find({"_id": {"$in": list(runs)}}, {"_id": 1})
-                    }
-                    for run_id in set(runs) - there:
-                        fields = runs.pop(run_id)
-                        tries = self._unmatched[run_id] = self._unmatched.get(run_id, 0) + 1
-                        if tries < UNMATCHED_TRIES:
-                            self.update_run_later(run_id, fields)
-                        else:  # never recorded (its submit was withdrawn): nothing to update
-                            del self._unmatched[run_id]
-                            log.warning("run %s is not in MongoDB; its end is dropped", run_id)
-                for run_id in runs:
-                    self._unmatched.pop(run_id, None)
-                written = set(runs)
-                runs = {}
+                for k in chunk:
+                    del steps[k]
+            for chunk in _chunks(runs):
+                await self._after_inserts()
+                written |= await self._write_ends({r: runs[r] for r in chunk})
+                for r in chunk:
+                    del runs[r]
         except BaseException:
             for key, doc in steps.items():
                 self._pending_steps.setdefault(key, doc)
@@ -316,6 +324,47 @@ class RunStore:
                 self._pending_started.setdefault(run_id, at)
             raise
         return written
+
+    async def _write_ends(self, runs: dict[str, dict[str, Any]]) -> set[str]:
+        """Update finished runs; returns those whose end is now written."""
+        result = await self._runs.bulk_write(
+            [UpdateOne({"_id": r}, {"$set": f}) for r, f in runs.items()], ordered=False
+        )
+        if result.matched_count < len(runs):
+            # A run's end can be written before its insert has landed (the insert goes at
+            # the same time as the run starts): keep those for the next flush.
+            there = {
+                d["_id"] async for d in self._runs.find({"_id": {"$in": list(runs)}}, {"_id": 1})
+            }
+            for run_id in set(runs) - there:
+                fields = runs[run_id]
+                tries = self._unmatched[run_id] = self._unmatched.get(run_id, 0) + 1
+                if tries < UNMATCHED_TRIES:
+                    self.update_run_later(run_id, fields)
+                else:  # never recorded (its submit was withdrawn): nothing to update
+                    del self._unmatched[run_id]
+                    log.warning("run %s is not in MongoDB; its end is dropped", run_id)
+            runs = {r: f for r, f in runs.items() if r in there}
+        for run_id in runs:
+            self._unmatched.pop(run_id, None)
+        return set(runs)
+
+    async def _after_inserts(self) -> None:
+        """Wait (at most INSERT_FIRST_S) while new runs' inserts are in flight."""
+        if self._inserting:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._no_inserts.wait(), INSERT_FIRST_S)
+
+    @contextlib.asynccontextmanager
+    async def _insert(self) -> AsyncIterator[None]:
+        self._inserting += 1
+        self._no_inserts.clear()
+        try:
+            yield
+        finally:
+            self._inserting -= 1
+            if not self._inserting:
+                self._no_inserts.set()
 
     @property
     def pending(self) -> int:

@@ -10,8 +10,10 @@ from datetime import UTC, datetime
 from urllib.parse import urlparse
 
 import pymongo
+import pytest
 
 from services.localstack import Cluster
+from services.scheduler import run_store
 from services.scheduler.models import Run, StepRun
 from services.scheduler.run_store import RunStore
 
@@ -115,4 +117,84 @@ def test_a_failed_flush_keeps_its_records_and_writes_them_once_mongodb_is_back(
             assert db["runs"].find_one({"_id": "r1"})["state"] == "COMPLETED"
             assert db["step_runs"].count_documents({"run_id": "r1", "state": "COMPLETED"}) == 1
         finally:
+            mongo.drop_database(database)
+
+
+def test_a_flush_in_several_calls_writes_every_record_and_lets_new_runs_inserts_go_first(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """50 step attempts, 50 runs' ends and 50 RUNNING marks go in calls of FLUSH_CHUNK or
+    more (up to FLUSH_CALLS per kind); none is lost between calls. A flush that starts while
+    a new run's insert is in flight writes nothing until that insert is done."""
+    assert cluster.endpoints is not None
+    uri = cluster.endpoints.mongodb_uri
+    database = f"wtm_store_{uuid.uuid4().hex[:8]}"
+    monkeypatch.setattr(run_store, "INSERT_FIRST_S", 30.0)  # here: until the insert is done
+    ids = [f"r{i}" for i in range(100)]
+
+    async def scenario() -> tuple[bool, set[str]]:
+        store = RunStore(uri, database, flush_interval=3600)  # flushed by the test alone
+        try:
+            await store.start()
+            await store.insert_runs([(a_run(r), {}) for r in ids])
+            for r in ids[:50]:
+                store.record_step_later(r, StepRun("s", "t", "1.0.0", "COMPLETED", attempt=1))
+                store.update_run_later(r, {"state": "COMPLETED", "output_json": f'"{r}"'})
+            for r in ids[50:]:
+                store.mark_running_later(r, datetime.now(UTC))
+            release = asyncio.Event()
+
+            async def an_insert_in_flight() -> None:
+                async with store._insert():
+                    await release.wait()
+
+            holder = asyncio.create_task(an_insert_in_flight())
+            await asyncio.sleep(0)
+            flushing = asyncio.create_task(store.flush())
+            await asyncio.sleep(0.3)
+            waited = not flushing.done() and store.pending == 0  # taken, but not written
+            release.set()
+            await holder
+            return waited, await flushing
+        finally:
+            await store.close()
+
+    waited, written = asyncio.run(scenario())
+    assert waited
+    assert written == set(ids[:50])
+    with pymongo.MongoClient(uri) as mongo:
+        try:
+            db = mongo[database]
+            states = {d["_id"]: d["state"] for d in db["runs"].find({}, {"state": 1})}
+            assert states == {r: "COMPLETED" if r in written else "RUNNING" for r in ids}
+            assert db["step_runs"].count_documents({"state": "COMPLETED"}) == 50
+        finally:
+            mongo.drop_database(database)
+
+
+def test_a_flush_is_not_held_back_for_long_by_inserts(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inserts in flight all the time (a stream of submits) delay each call of a flush by at
+    most INSERT_FIRST_S: the history is still written."""
+    assert cluster.endpoints is not None
+    uri = cluster.endpoints.mongodb_uri
+    database = f"wtm_store_{uuid.uuid4().hex[:8]}"
+    monkeypatch.setattr(run_store, "INSERT_FIRST_S", 0.01)
+
+    async def scenario() -> set[str]:
+        store = RunStore(uri, database, flush_interval=3600)
+        try:
+            await store.start()
+            await store.insert_runs([(a_run("r1"), {})])
+            store.update_run_later("r1", {"state": "COMPLETED"})
+            async with store._insert():  # never done while the flush runs
+                return await asyncio.wait_for(store.flush(), 10)
+        finally:
+            await store.close()
+
+    try:
+        assert asyncio.run(scenario()) == {"r1"}
+    finally:
+        with pymongo.MongoClient(uri) as mongo:
             mongo.drop_database(database)
