@@ -34,7 +34,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from common import jsondoc, refs, telemetry, tls
+from common import jsondoc, refs, stream_batches, telemetry, tls
 from common.artifacts import SCHEME, find_uris, upload_requests
 from common.client_core import CHANNEL_OPTIONS, AsyncCaller, Metadata
 from common.errors import (
@@ -44,7 +44,6 @@ from common.errors import (
     Unavailable,
     WtmError,
 )
-from common.stream_batches import MESSAGE_BYTES, MESSAGE_ITEMS
 from services.common import auth
 from services.common.config import read_secret
 from services.executor.artifact_cache import ArtifactCache
@@ -94,24 +93,18 @@ def more_results(
     sent: deque[tuple[float, epb.ConnectRequest]],
 ) -> tuple[epb.ConnectRequest, epb.ConnectRequest | None]:
     """``first`` (a result) and the results queued right behind it, in one StepResults
-    message, up to a message's worth (``common.stream_batches``); the message that stopped
-    the group (another kind, or a result that would not fit) comes back to be sent next, so
-    the stream's order is kept. Each result taken is noted in ``sent`` as it would be alone
-    (the re-send after a broken stream sends them one by one)."""
-    results = [first.result]
-    size = len(first.result.output_json)
-    while not outbox.empty():
-        message = outbox.get_nowait()
-        if (
-            not message.HasField("result")
-            or len(results) >= MESSAGE_ITEMS
-            or size + len(message.result.output_json) > MESSAGE_BYTES
-        ):
-            return _results_message(results), message
-        sent.append((time.monotonic(), message))
-        results.append(message.result)
-        size += len(message.result.output_json)
-    return _results_message(results), None
+    message (``common.stream_batches``); the message that stopped the group is sent next.
+    Each result taken is noted in ``sent`` as it would be alone (the re-send after a broken
+    stream sends them one by one)."""
+
+    def joins(message: epb.ConnectRequest) -> epb.ConnectRequest | None:
+        return message if message.HasField("result") else None
+
+    group, carry = stream_batches.gather(first, outbox, joins, lambda m: len(m.result.output_json))
+    now = time.monotonic()
+    sent.extend((now, m) for m in group[1:])
+    results = [m.result for m in group]
+    return _results_message(results), None if carry is stream_batches.NOTHING else carry
 
 
 def _results_message(results: list[epb.StepResult]) -> epb.ConnectRequest:

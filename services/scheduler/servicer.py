@@ -10,9 +10,8 @@ from typing import Any, cast
 
 from grpc import aio
 
-from common import tls
+from common import stream_batches, tls
 from common.errors import InvalidArgument
-from common.stream_batches import MESSAGE_BYTES, MESSAGE_ITEMS
 from services.common import auth
 from services.common.dependencies import dependency_to_proto
 from services.scheduler.dispatcher import Dispatcher
@@ -202,29 +201,16 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
         )
 
 
-NOTHING_CARRIED = object()  # more_assignments found nothing to send next
-
-
-def more_assignments(
-    first: Assignment, outbox: asyncio.Queue[Any]
-) -> tuple[list[Assignment], object]:
-    """``first`` and the assignments queued right behind it, up to a message's worth; the
-    item that stopped the group (another kind, or one that would not fit) comes back to be
-    sent next, so the stream's order is kept. (A dynamic batch's call may span messages: the
-    executor starts it once all its steps have come.)"""
-    group = [first]
-    size = len(first.input_json)
-    while not outbox.empty():
-        item = outbox.get_nowait()
-        if (
-            not isinstance(item, Assignment)
-            or len(group) >= MESSAGE_ITEMS
-            or size + len(item.input_json) > MESSAGE_BYTES
-        ):
-            return group, item
-        group.append(item)
-        size += len(item.input_json)
-    return group, NOTHING_CARRIED
+def more_assignments(first: Assignment, outbox: asyncio.Queue[Any]) -> tuple[list[Assignment], Any]:
+    """``first`` and the assignments queued right behind it (``common.stream_batches``). A
+    dynamic batch's call may span messages: the executor starts it once all its steps have
+    come."""
+    return stream_batches.gather(
+        first,
+        outbox,
+        lambda item: item if isinstance(item, Assignment) else None,
+        lambda a: len(a.input_json),
+    )
 
 
 def _report(r: epb.StepResult, session: ExecutorSession) -> StepReport:
@@ -336,10 +322,10 @@ class ExecutorServicer(epb_grpc.ExecutorServiceServicer):
                 )
             )
             batched = h.batched_messages
-            carry: object = NOTHING_CARRIED
+            carry: object = stream_batches.NOTHING
             while True:
-                item = await session.outbox.get() if carry is NOTHING_CARRIED else carry
-                carry = NOTHING_CARRIED
+                item = await session.outbox.get() if carry is stream_batches.NOTHING else carry
+                carry = stream_batches.NOTHING
                 if item is None:
                     break
                 if isinstance(item, Assignment):

@@ -8,10 +8,10 @@ import asyncio
 from collections import deque
 from typing import Any
 
-from common.stream_batches import MESSAGE_BYTES, MESSAGE_ITEMS
+from common.stream_batches import MESSAGE_BYTES, MESSAGE_ITEMS, NOTHING
 from services.executor.executor import more_results
 from services.scheduler.fleet import Assignment, Cancel
-from services.scheduler.servicer import NOTHING_CARRIED, more_assignments
+from services.scheduler.servicer import more_assignments
 from wtm.v1 import executor_service_pb2 as epb
 
 
@@ -64,7 +64,7 @@ def test_a_group_of_assignments_stops_at_the_item_and_size_limits() -> None:
 def test_an_empty_outbox_leaves_the_assignment_alone() -> None:
     group, carry = more_assignments(_assignment(0), _queue())
     assert [a.run_id for a in group] == ["r0"]
-    assert carry is NOTHING_CARRIED
+    assert carry is NOTHING
 
 
 def _result(i: int, output_json: str = "{}") -> epb.ConnectRequest:
