@@ -176,11 +176,20 @@ COMPARED = {
     "dag_burst total s": (("dag_burst", "total_seconds"), False),
     "dag_burst per-DAG p50 s": (("dag_burst", "per_dag_p50_seconds"), False),
 }
+# Issue 18's ratios: what each figure must reach, and what it aims for (None: no aim given).
+TARGETS: dict[str, tuple[float, float | None]] = {
+    "throughput runs/s": (1.5, 2.0),
+    "latency p50 ms": (1.25, 1.0),
+    "latency p99 ms": (1.5, 1.0),
+    "dag overhead p50 ms": (1.0, 0.5),
+    "dag_burst total s": (1.0, None),
+    "dag_burst per-DAG p50 s": (0.6, None),
+}
 
 
 def ratios(ours: dict[str, Any], celery: dict[str, Any]) -> dict[str, Any]:
-    """Each figure: ours, Celery's best pool's, and ours / theirs (throughput: above 1 is
-    better; times: below 1 is better)."""
+    """Each figure: ours, Celery's best pool's, ours / theirs (throughput: above 1 is
+    better; times: below 1 is better), and whether the ratio reaches issue 18's target."""
     table = {}
     for name, ((workload, key), higher_better) in COMPARED.items():
         if workload not in ours:
@@ -189,12 +198,19 @@ def ratios(ours: dict[str, Any], celery: dict[str, Any]) -> dict[str, Any]:
         best_pool = (max if higher_better else min)(theirs, key=lambda p: theirs[p])
         mine = ours[workload][key]
         best = theirs[best_pool]
+        ratio = round(mine / best, 3) if best else None
+        must, aim = TARGETS[name]
         table[name] = {
             "ours": mine,
             "celery_best": best,
             "celery_best_pool": best_pool,
-            "ratio": round(mine / best, 3) if best else None,
+            "ratio": ratio,
             "better_is": "higher" if higher_better else "lower",
+            "must_reach": must,
+            "aim": aim,
+            "reached": None
+            if ratio is None
+            else (ratio >= must if higher_better else ratio <= must),
             "celery_all": theirs,
         }
     return table
