@@ -93,9 +93,9 @@ def more_results(
     sent: deque[tuple[float, epb.ConnectRequest]],
 ) -> tuple[epb.ConnectRequest, epb.ConnectRequest | None]:
     """``first`` (a result) and the results queued right behind it, in one StepResults
-    message (``common.stream_batches``); the message that stopped the group is sent next.
-    Each result taken is noted in ``sent`` as it would be alone (the re-send after a broken
-    stream sends them one by one)."""
+    message (``common.stream_batches``; ``first`` itself when none is); the message that
+    stopped the group is sent next. Each result taken is noted in ``sent`` as it would be
+    alone (the re-send after a broken stream sends them one by one)."""
 
     def joins(message: epb.ConnectRequest) -> epb.ConnectRequest | None:
         return message if message.HasField("result") else None
@@ -103,14 +103,9 @@ def more_results(
     group, carry = stream_batches.gather(first, outbox, joins, lambda m: len(m.result.output_json))
     now = time.monotonic()
     sent.extend((now, m) for m in group[1:])
-    results = [m.result for m in group]
-    return _results_message(results), None if carry is stream_batches.NOTHING else carry
-
-
-def _results_message(results: list[epb.StepResult]) -> epb.ConnectRequest:
-    if len(results) == 1:
-        return epb.ConnectRequest(result=results[0])
-    return epb.ConnectRequest(results=epb.StepResults(results=results))
+    if len(group) > 1:
+        first = epb.ConnectRequest(results=epb.StepResults(results=[m.result for m in group]))
+    return first, None if carry is stream_batches.NOTHING else carry
 
 
 def _names(ref: epb.StepAttemptRef) -> tuple[str, str]:
@@ -385,7 +380,7 @@ class Executor:
                 return
             if message.HasField("result"):
                 self._sent.append((time.monotonic(), message))
-                if self._batched_results and not self._outbox.empty():
+                if self._batched_results:
                     message, carry = more_results(message, self._outbox, self._sent)
             yield message
 

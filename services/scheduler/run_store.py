@@ -273,11 +273,11 @@ class RunStore:
 
     async def flush(self) -> set[str]:
         """Write what is pending: step attempts are inserted (each attempt ends once; a
-        second record of one is ignored), finished runs updated, in bulk calls of at most
-        FLUSH_CHUNK records. Before each call the flush lets the inserts of new runs in flight
-        go first (a submit waits for its insert; nothing waits for a flush). What a failed
-        write held stays pending (newer changes to the same records win), so the next flush
-        writes it again. Returns the runs whose end is now in MongoDB."""
+        second record of one is ignored), finished runs updated, each kind in up to
+        FLUSH_CALLS bulk calls (``_chunks``). Before each call the flush lets the inserts of
+        new runs in flight go first (a submit waits for its insert; nothing waits for a
+        flush). What a failed write held stays pending (newer changes to the same records
+        win), so the next flush writes it again. Returns the runs whose end is now in MongoDB."""
         written: set[str] = set()
         runs, self._pending_runs = self._pending_runs, {}
         steps, self._pending_steps = self._pending_steps, {}

@@ -227,8 +227,13 @@ def _report(r: epb.StepResult, session: ExecutorSession) -> StepReport:
     )
 
 
-def _assignment_to_proto(a: Assignment) -> epb.ConnectResponse:
-    return epb.ConnectResponse(assignment=_assignment_of(a))
+def _assignments_message(group: list[Assignment]) -> epb.ConnectResponse:
+    """One assignment as it always travelled; several in one StepAssignments."""
+    if len(group) == 1:
+        return epb.ConnectResponse(assignment=_assignment_of(group[0]))
+    return epb.ConnectResponse(
+        assignments=epb.StepAssignments(assignments=[_assignment_of(a) for a in group])
+    )
 
 
 def _assignment_of(a: Assignment) -> epb.StepAssignment:
@@ -329,15 +334,11 @@ class ExecutorServicer(epb_grpc.ExecutorServiceServicer):
                 if item is None:
                     break
                 if isinstance(item, Assignment):
-                    if not batched or session.outbox.empty():
-                        yield _assignment_to_proto(item)
-                        continue
-                    group, carry = more_assignments(item, session.outbox)
-                    yield epb.ConnectResponse(
-                        assignments=epb.StepAssignments(
-                            assignments=[_assignment_of(a) for a in group]
-                        )
-                    )
+                    if batched:
+                        group, carry = more_assignments(item, session.outbox)
+                    else:
+                        group = [item]
+                    yield _assignments_message(group)
                 elif isinstance(item, Renewed):
                     yield epb.ConnectResponse(
                         heartbeat_ack=epb.HeartbeatAck(sequence=item.sequence)
