@@ -3,7 +3,8 @@
 Write-behind: the dispatcher tells it when a step attempt ends (with the step's hash from the
 same Lua call, so no extra read) and when a run ends; finished runs are read from Redis in
 one batch per interval and handed to ``RunStore``, which bulk-writes them. Nothing on the
-scheduling path waits for MongoDB.
+scheduling path waits for MongoDB, and neither does this hand-over: once ``RunStore`` says
+a run's end is written, the run's Redis keys get the retention period.
 
 Recovery: every run is in MongoDB from the moment it is accepted, with its plan. A run that
 MongoDB has as unfinished but Redis does not have at all (Redis restarted empty, was flushed,
@@ -71,6 +72,8 @@ class History(RunListener):
         self.epoch = uuid.uuid4().hex
         self._ended: set[str] = set()
         self._finals: dict[str, RunSnapshot] = {}  # ended runs as their last Lua call returned
+        self._written: set[str] = set()  # ends MongoDB holds now: Redis keeps them briefly
+        store.ends_written = self._ends_written
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.rebuilt = 0
@@ -91,6 +94,8 @@ class History(RunListener):
                 await task
         with contextlib.suppress(Exception):
             await self._write_ended()
+            await self.store.flush()
+            await self._write_ended()  # the retention of what that flush wrote
 
     # Write-behind -------------------------------------------------------------------------
 
@@ -148,6 +153,10 @@ class History(RunListener):
         the time that is written), so ListRuns can find running runs."""
         self.store.mark_running_later(run_id, ms_to_dt(at_ms))
 
+    def _ends_written(self, run_ids: set[str]) -> None:
+        self._written |= run_ids
+        self._wake.set()
+
     def run_ended(self, run_id: str, final: RunSnapshot | None = None) -> None:
         """A run ended; ``final`` is the run as the Lua call that ended it returned it (then
         it is not read back)."""
@@ -177,33 +186,36 @@ class History(RunListener):
         )
 
     async def _write_ended(self) -> None:
+        """Hand the runs that ended to ``RunStore``; give those whose end it has written
+        the retention period in Redis."""
         ended, self._ended = self._ended, set()
         finals, self._finals = self._finals, {}
-        if not ended:
-            return
-        try:
-            found = await self.queue.reader.read_runs(sorted(ended - finals.keys()))
-        except Exception:
-            self._ended |= ended
-            self._finals.update(finals)
-            raise
-        found.update((run_id, finals[run_id]) for run_id in ended & finals.keys())
-        for run_id, (run_hash, steps, outputs) in found.items():
-            if not run_hash:
-                continue
-            run = Run.from_redis(run_hash, steps, outputs)
-            self.listeners.run_recorded(run, run_hash)
-            for step in run.steps:  # attempts that ended are recorded already,
-                if step.state == "CANCELLED":  # but not those the run's end cancelled
-                    self.store.record_step_later(run_id, step)
-            self.store.update_run_later(run_id, run.final_fields())
+        if ended:
+            try:
+                found = await self.queue.reader.read_runs(sorted(ended - finals.keys()))
+            except Exception:
+                self._ended |= ended
+                self._finals.update(finals)
+                raise
+            found.update((run_id, finals[run_id]) for run_id in ended & finals.keys())
+            for run_id, (run_hash, steps, outputs) in found.items():
+                if not run_hash:
+                    continue
+                run = Run.from_redis(run_hash, steps, outputs)
+                self.listeners.run_recorded(run, run_hash)
+                for step in run.steps:  # attempts that ended are recorded already,
+                    if step.state == "CANCELLED":  # but not those the run's end cancelled
+                        self.store.record_step_later(run_id, step)
+                self.store.update_run_later(run_id, run.final_fields())
         # Once MongoDB holds the ends, Redis keeps the runs only for the retention period
         # (not the hour their keys got when they ended, which covers a MongoDB outage).
-        written = await self.store.flush()
-        await self.queue.retain(
-            [run_id for run_id, state in found.items() if state[0] and run_id in written],
-            self.retention_seconds,
-        )
+        written, self._written = self._written, set()
+        if written:
+            try:
+                await self.queue.retain(sorted(written), self.retention_seconds)
+            except Exception:
+                self._written |= written
+                raise
 
     # Recovery -----------------------------------------------------------------------------
 

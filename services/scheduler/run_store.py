@@ -5,6 +5,12 @@ a run) are written behind: queued in memory and flushed in bulk calls every
 ``flush_interval`` seconds, so the scheduling path never waits on MongoDB per step; the
 inserts of new runs, which submits wait for, go before each call. A flush that fails keeps
 what it held and is tried again, backing off up to 30 s.
+
+Most runs cost MongoDB three writes: the insert, a step attempt, the end. A run's RUNNING
+mark is written only once it has run for ``RUNNING_AFTER_S``; a run that ends sooner never
+needs it (its end carries ``started_at``), as Temporal writes an activity's started event
+only with its completion. The end of a run whose insert is still in flight here waits for
+the next flush instead of missing its document.
 """
 
 from __future__ import annotations
@@ -12,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,6 +42,7 @@ UNMATCHED_TRIES = 200  # ~10 s of flushes for a run's insert to land before its 
 FLUSH_CALLS = 4
 FLUSH_CHUNK = 4
 INSERT_FIRST_S = 0.05
+RUNNING_AFTER_S = 1.0  # ListRuns may show a run QUEUED for this long after it started
 
 
 def _chunks(records: dict[str, Any]) -> list[list[str]]:
@@ -88,13 +96,18 @@ class RunStore:
         self._flush_interval = flush_interval
         self._pending_runs: dict[str, dict[str, Any]] = {}
         self._pending_steps: dict[str, dict[str, Any]] = {}
-        self._pending_started: dict[str, datetime | None] = {}
+        # run id -> (started_at, when the mark was taken: time.monotonic())
+        self._pending_started: dict[str, tuple[datetime | None, float]] = {}
+        self._marks_due: asyncio.TimerHandle | None = None  # wakes the flusher for them
         self._unmatched: dict[str, int] = {}  # run id -> flushes that found no run to update
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._inserting = 0  # new runs' inserts in flight: a flush lets them go first
+        self._landing: set[str] = set()  # the runs those inserts hold
         self._no_inserts = asyncio.Event()
         self._no_inserts.set()
+        # Told the runs whose end each flush wrote (History then shortens their Redis life).
+        self.ends_written: Callable[[set[str]], None] = lambda run_ids: None
 
     async def ping(self) -> None:
         """Raises unless MongoDB answers."""
@@ -126,18 +139,20 @@ class RunStore:
         self._task = asyncio.create_task(self._flusher())
 
     async def close(self) -> None:
+        if self._marks_due is not None:
+            self._marks_due.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self.flush()
+        await self.flush(young_marks=True)
         await self._client.close()
 
     async def insert_run(self, run: Run, plan: dict[str, Any]) -> bool:
         """Insert a new run durably, with the plan that rebuilds it; False when a run with
         that id already exists."""
         try:
-            async with self._insert():
+            async with self._insert([run.run_id]):
                 await self._runs.insert_one(_new_doc(run, plan))
         except DuplicateKeyError:
             return False
@@ -146,7 +161,7 @@ class RunStore:
     async def insert_runs(self, runs: list[tuple[Run, dict[str, Any]]]) -> None:
         """Insert many new runs durably in one round trip (ids are fresh: no collisions)."""
         try:
-            async with self._insert():
+            async with self._insert([run.run_id for run, _ in runs]):
                 docs = [_new_doc(run, plan) for run, plan in runs]
                 await self._runs.insert_many(docs, ordered=False)
         except BulkWriteError as exc:
@@ -261,9 +276,10 @@ class RunStore:
         self._wake.set()
 
     def mark_running_later(self, run_id: str, started_at: datetime | None) -> None:
-        """QUEUED -> RUNNING, written behind. The write applies only while the run is still
-        QUEUED, so it never undoes an end written first (by this replica or another)."""
-        self._pending_started[run_id] = started_at
+        """QUEUED -> RUNNING, written behind once the run has run for RUNNING_AFTER_S (not at
+        all if it ends sooner). The write applies only while the run is still QUEUED, so it
+        never undoes an end written first (by this replica or another)."""
+        self._pending_started[run_id] = (started_at, time.monotonic())
         self._wake.set()
 
     def record_step_later(self, run_id: str, step: StepRun) -> None:
@@ -271,33 +287,43 @@ class RunStore:
         self._pending_steps[key] = {"_id": key, **step.to_doc(run_id)}
         self._wake.set()
 
-    async def flush(self) -> set[str]:
+    async def flush(self, young_marks: bool = False) -> set[str]:
         """Write what is pending: step attempts are inserted (each attempt ends once; a
         second record of one is ignored), finished runs updated, each kind in up to
         FLUSH_CALLS bulk calls (``_chunks``). Before each call the flush lets the inserts of
         new runs in flight go first (a submit waits for its insert; nothing waits for a
-        flush). What a failed write held stays pending (newer changes to the same records
-        win), so the next flush writes it again. Returns the runs whose end is now in MongoDB."""
+        flush). Kept for a later flush: the ends and marks of runs whose insert has not
+        landed, RUNNING marks younger than RUNNING_AFTER_S unless ``young_marks``, and what
+        a failed write held (newer changes to the same records win). Returns the runs whose
+        end is now in MongoDB."""
         written: set[str] = set()
         runs, self._pending_runs = self._pending_runs, {}
         steps, self._pending_steps = self._pending_steps, {}
         started, self._pending_started = self._pending_started, {}
         # A run that ended since it started needs no RUNNING mark: its end (state, started_at)
         # is written below, in the same flush.
-        started = {r: t for r, t in started.items() if r not in runs}
+        started = {r: mark for r, mark in started.items() if r not in runs}
+        now = time.monotonic()
         try:
-            for chunk in _chunks(started):
+            marks = [
+                r
+                for r, (_, taken) in started.items()
+                if young_marks or now - taken >= RUNNING_AFTER_S
+            ]
+            for chunk in _chunks(dict.fromkeys(marks)):
                 await self._after_inserts()
-                await self._runs.bulk_write(
-                    [
-                        UpdateOne(
-                            {"_id": r, "state": "QUEUED"},
-                            {"$set": {"state": "RUNNING", "started_at": started[r]}},
-                        )
-                        for r in chunk
-                    ],
-                    ordered=False,
-                )
+                chunk = [r for r in chunk if r not in self._landing]
+                if chunk:
+                    await self._runs.bulk_write(
+                        [
+                            UpdateOne(
+                                {"_id": r, "state": "QUEUED"},
+                                {"$set": {"state": "RUNNING", "started_at": started[r][0]}},
+                            )
+                            for r in chunk
+                        ],
+                        ordered=False,
+                    )
                 for r in chunk:
                     del started[r]
             for chunk in _chunks(steps):
@@ -312,17 +338,20 @@ class RunStore:
                     del steps[k]
             for chunk in _chunks(runs):
                 await self._after_inserts()
-                written |= await self._write_ends({r: runs[r] for r in chunk})
-                for r in chunk:
+                landed = {r: runs[r] for r in chunk if r not in self._landing}
+                if landed:
+                    written |= await self._write_ends(landed)
+                for r in landed:
                     del runs[r]
-        except BaseException:
+        finally:  # what was not written stays pending
+            if written:
+                self.ends_written(written)
             for key, doc in steps.items():
                 self._pending_steps.setdefault(key, doc)
             for run_id, fields in runs.items():
                 self._pending_runs[run_id] = {**fields, **self._pending_runs.get(run_id, {})}
-            for run_id, at in started.items():
-                self._pending_started.setdefault(run_id, at)
-            raise
+            for run_id, mark in started.items():
+                self._pending_started.setdefault(run_id, mark)
         return written
 
     async def _write_ends(self, runs: dict[str, dict[str, Any]]) -> set[str]:
@@ -356,15 +385,19 @@ class RunStore:
                 await asyncio.wait_for(self._no_inserts.wait(), INSERT_FIRST_S)
 
     @contextlib.asynccontextmanager
-    async def _insert(self) -> AsyncIterator[None]:
+    async def _insert(self, run_ids: list[str]) -> AsyncIterator[None]:
         self._inserting += 1
         self._no_inserts.clear()
+        self._landing.update(run_ids)
         try:
             yield
         finally:
+            self._landing.difference_update(run_ids)
             self._inserting -= 1
             if not self._inserting:
                 self._no_inserts.set()
+            if self._pending_runs or self._pending_started:  # some may have waited for it
+                self._wake.set()
 
     @property
     def pending(self) -> int:
@@ -384,6 +417,17 @@ class RunStore:
             ):
                 with attempt:
                     await self.flush()
+            self._wake_for_marks()
+
+    def _wake_for_marks(self) -> None:
+        """Flush again when the oldest RUNNING mark kept back is due."""
+        if self._marks_due is not None:
+            self._marks_due.cancel()
+            self._marks_due = None
+        if self._pending_started:
+            oldest = min(taken for _, taken in self._pending_started.values())
+            delay = max(0.0, oldest + RUNNING_AFTER_S - time.monotonic())
+            self._marks_due = asyncio.get_running_loop().call_later(delay, self._wake.set)
 
     def _failed(self, state: RetryCallState) -> None:
         log.error(

@@ -145,12 +145,12 @@ def test_a_flush_in_several_calls_writes_every_record_and_lets_new_runs_inserts_
             release = asyncio.Event()
 
             async def an_insert_in_flight() -> None:
-                async with store._insert():
+                async with store._insert([]):
                     await release.wait()
 
             holder = asyncio.create_task(an_insert_in_flight())
             await asyncio.sleep(0)
-            flushing = asyncio.create_task(store.flush())
+            flushing = asyncio.create_task(store.flush(young_marks=True))
             await asyncio.sleep(0.3)
             waited = not flushing.done() and store.pending == 0  # taken, but not written
             release.set()
@@ -188,13 +188,96 @@ def test_a_flush_is_not_held_back_for_long_by_inserts(
             await store.start()
             await store.insert_runs([(a_run("r1"), {})])
             store.update_run_later("r1", {"state": "COMPLETED"})
-            async with store._insert():  # never done while the flush runs
+            async with store._insert([]):  # never done while the flush runs
                 return await asyncio.wait_for(store.flush(), 10)
         finally:
             await store.close()
 
     try:
         assert asyncio.run(scenario()) == {"r1"}
+    finally:
+        with pymongo.MongoClient(uri) as mongo:
+            mongo.drop_database(database)
+
+
+def test_a_running_mark_is_written_once_the_run_has_run_for_a_while_and_not_if_it_ends_first(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The flusher keeps a RUNNING mark back for RUNNING_AFTER_S: a run still running then is
+    shown RUNNING; one that ended meanwhile gets only its end (no RUNNING write, which
+    nx-27017 would pay for with a find and a rewrite of the document)."""
+    assert cluster.endpoints is not None
+    uri = cluster.endpoints.mongodb_uri
+    database = f"wtm_store_{uuid.uuid4().hex[:8]}"
+    monkeypatch.setattr(run_store, "RUNNING_AFTER_S", 0.6)
+
+    async def scenario() -> tuple[dict[str, str], dict[str, str], int]:
+        store = RunStore(uri, database, flush_interval=0.02)
+        seen: dict[str, str] = {}
+        try:
+            await store.start()
+            await store.insert_runs([(a_run(r), {}) for r in ("long", "short")])
+            store.mark_running_later("long", datetime.now(UTC))
+            store.mark_running_later("short", datetime.now(UTC))
+            await asyncio.sleep(0.2)  # several flushes: both marks are still too young
+            seen = await _states(store)
+            store.update_run_later("short", {"state": "COMPLETED"})
+            for _ in range(100):
+                await asyncio.sleep(0.05)
+                if (await _states(store)).get("long") == "RUNNING":
+                    break
+            return seen, await _states(store), store.pending
+        finally:
+            await store.close()
+
+    try:
+        early, late, pending = asyncio.run(scenario())
+        assert early == {"long": "QUEUED", "short": "QUEUED"}
+        assert late == {"long": "RUNNING", "short": "COMPLETED"}
+        assert pending == 0
+    finally:
+        with pymongo.MongoClient(uri) as mongo:
+            mongo.drop_database(database)
+
+
+async def _states(store: RunStore) -> dict[str, str]:
+    return {d["_id"]: d["state"] async for d in store._runs.find({}, {"state": 1})}
+
+
+def test_the_end_of_a_run_whose_insert_is_in_flight_waits_for_it(cluster: Cluster) -> None:
+    """A run can end before its insert has landed (the insert and the run start together).
+    Its end is kept, not sent to miss the document, and written once the insert is done."""
+    assert cluster.endpoints is not None
+    uri = cluster.endpoints.mongodb_uri
+    database = f"wtm_store_{uuid.uuid4().hex[:8]}"
+
+    async def scenario() -> tuple[set[str], int, dict[str, int], set[str], str]:
+        store = RunStore(uri, database, flush_interval=3600)  # flushed by the test alone
+        try:
+            await store.start()
+            release = asyncio.Event()
+
+            async def slow_insert() -> None:
+                async with store._insert(["r1"]):
+                    await release.wait()
+                    await store._runs.insert_one(run_store._new_doc(a_run("r1"), {}))
+
+            inserting = asyncio.create_task(slow_insert())
+            await asyncio.sleep(0)
+            store.update_run_later("r1", {"state": "COMPLETED"})
+            first = await store.flush()
+            kept, missed = store.pending, dict(store._unmatched)  # not tried: not missed
+            release.set()
+            await inserting
+            second = await store.flush()
+            return first, kept, missed, second, (await _states(store))["r1"]
+        finally:
+            await store.close()
+
+    try:
+        first, kept, missed, second, state = asyncio.run(scenario())
+        assert (first, kept, missed) == (set(), 1, {})
+        assert (second, state) == ({"r1"}, "COMPLETED")
     finally:
         with pymongo.MongoClient(uri) as mongo:
             mongo.drop_database(database)
