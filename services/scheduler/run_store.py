@@ -31,6 +31,7 @@ from common.errors import InvalidArgument
 from services.common.auth import DEFAULT_NAMESPACE
 from services.common.paging import decode_token, encode_token
 from services.scheduler.models import Run, StepRun
+from services.scheduler.stored_plans import StepTemplates, compact_many
 
 log = logging.getLogger(__name__)
 FLUSH_RETRY_MAX_S = 30.0
@@ -93,6 +94,7 @@ class RunStore:
         # Idempotency keys: _id is the request key, "id" the run (or batch) it made. The
         # unique _id decides which of several concurrent submits creates the run.
         self._requests = db["run_requests"]
+        self._plans = StepTemplates(db["run_plans"])  # what the runs' plans share
         self._flush_interval = flush_interval
         self._pending_runs: dict[str, dict[str, Any]] = {}
         self._pending_steps: dict[str, dict[str, Any]] = {}
@@ -153,7 +155,9 @@ class RunStore:
         that id already exists."""
         try:
             async with self._insert([run.run_id]):
-                await self._runs.insert_one(_new_doc(run, plan))
+                [doc], templates = compact_many([_new_doc(run, plan)])
+                await self._plans.save(templates)
+                await self._runs.insert_one(doc)
         except DuplicateKeyError:
             return False
         return True
@@ -162,7 +166,8 @@ class RunStore:
         """Insert many new runs durably in one round trip (ids are fresh: no collisions)."""
         try:
             async with self._insert([run.run_id for run, _ in runs]):
-                docs = [_new_doc(run, plan) for run, plan in runs]
+                docs, templates = compact_many([_new_doc(run, plan) for run, plan in runs])
+                await self._plans.save(templates)
                 await self._runs.insert_many(docs, ordered=False)
         except BulkWriteError as exc:
             raise InvalidArgument(
@@ -170,18 +175,15 @@ class RunStore:
             ) from exc
 
     async def unfinished_runs(self, batch_size: int = 500) -> AsyncIterator[list[dict[str, Any]]]:
-        """Runs MongoDB has not seen finish, with their plans, in batches."""
+        """Runs MongoDB has not seen finish, with their whole plans, in batches."""
         batch: list[dict[str, Any]] = []
-        cursor = self._runs.find(
-            {"state": {"$in": ["QUEUED", "RUNNING"]}}, {"run_id": 1, "plan": 1}
-        )
-        async for doc in cursor:
+        async for doc in self._runs.find({"state": {"$in": ["QUEUED", "RUNNING"]}}):
             batch.append(doc)
             if len(batch) >= batch_size:
-                yield batch
+                yield await self._plans.expand(batch)
                 batch = []
         if batch:
-            yield batch
+            yield await self._plans.expand(batch)
 
     async def step_attempts(self, run_id: str) -> list[StepRun]:
         return [

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlparse
 
 import pymongo
@@ -278,6 +279,47 @@ def test_the_end_of_a_run_whose_insert_is_in_flight_waits_for_it(cluster: Cluste
         first, kept, missed, second, state = asyncio.run(scenario())
         assert (first, kept, missed) == (set(), 1, {})
         assert (second, state) == ({"r1"}, "COMPLETED")
+    finally:
+        with pymongo.MongoClient(uri) as mongo:
+            mongo.drop_database(database)
+
+
+def test_a_batch_keeps_one_step_template_and_unfinished_runs_come_back_with_whole_plans(
+    cluster: Cluster,
+) -> None:
+    """The runs of a batch refer to one template in ``run_plans``; reading the unfinished
+    runs back (what a rebuild after Redis lost its data does) gives every plan whole."""
+    assert cluster.endpoints is not None
+    uri = cluster.endpoints.mongodb_uri
+    database = f"wtm_store_{uuid.uuid4().hex[:8]}"
+    fields = {"task_id": "t", "timeout": "30"}
+    steps = [{"step_id": "s", "deps": [], "dependents": [], "fields": fields}]
+
+    def plan(run: Run) -> dict[str, Any]:
+        run_fields = {"run_id": run.run_id, "input_json": run.input_json, "sinks": '["s"]'}
+        return {"run_fields": run_fields, "steps": steps}
+
+    runs = [a_run(f"r{i}") for i in range(5)]
+
+    async def scenario() -> list[dict[str, Any]]:
+        store = RunStore(uri, database, flush_interval=3600)
+        try:
+            await store.start()
+            await store.insert_runs([(run, plan(run)) for run in runs])
+            await store.insert_run(a_run("r5"), plan(a_run("r5")))  # template known: reused
+            return [d async for batch in store.unfinished_runs(batch_size=4) for d in batch]
+        finally:
+            await store.close()
+
+    try:
+        found = asyncio.run(scenario())
+        assert sorted(d["run_id"] for d in found) == [f"r{i}" for i in range(6)]
+        for d in found:
+            assert d["plan"] == plan(a_run(d["run_id"]))
+        with pymongo.MongoClient(uri) as mongo:
+            assert mongo[database]["run_plans"].count_documents({}) == 1
+            stored = mongo[database]["runs"].find_one({"_id": "r0"})
+            assert "steps" not in stored["plan"]
     finally:
         with pymongo.MongoClient(uri) as mongo:
             mongo.drop_database(database)
