@@ -106,6 +106,7 @@ class RunStore:
         self._task: asyncio.Task[None] | None = None
         self._inserting = 0  # new runs' inserts in flight: a flush lets them go first
         self._landing: set[str] = set()  # the runs those inserts hold
+        self.inserts_ok = True  # the last insert went through (else submits insert first)
         self._no_inserts = asyncio.Event()
         self._no_inserts.set()
         # Told the runs whose end each flush wrote (History then shortens their Redis life).
@@ -393,6 +394,13 @@ class RunStore:
         self._landing.update(run_ids)
         try:
             yield
+        except DuplicateKeyError:  # MongoDB answered
+            raise
+        except Exception:
+            self.inserts_ok = False
+            raise
+        else:
+            self.inserts_ok = True
         finally:
             self._landing.difference_update(run_ids)
             self._inserting -= 1

@@ -233,31 +233,24 @@ class RunService(RunListener):
             self._unwatch(run_id, waiter)
 
     async def _accept(self, run: Run, submission: Submission) -> Run:
-        """Queue the run in Redis and write it to MongoDB at the same time. Redis goes first,
-        so the run's first step is on its way to an executor while MongoDB writes; the call
-        returns once both hold the run."""
-        inserting = asyncio.ensure_future(self.store.insert_run(run, plan_doc(submission)))
-        try:
-            [(created, run_id)] = await self.queueing.submit([submission])
-        except BaseException:
-            await asyncio.wait({inserting})  # recorded or not, the error is Redis's
-            raise
-        try:
-            inserted = await inserting
-        except BaseException:
-            await self._withdraw(run.run_id)
-            raise
+        """Write the run to MongoDB and queue it in Redis (``_record_and_queue``)."""
+        inserted, queued = await self._record_and_queue(
+            self.store.insert_run(run, plan_doc(submission)), [submission]
+        )
         if not inserted:
-            await self._withdraw(run.run_id)
+            if queued:
+                await self._withdraw(run.run_id)
             raise InvalidArgument("run id collision; submit again", field="run_id")
+        [(created, run_id)] = queued
         if not created:  # the same request id won a race in Redis
             return await self.get(run_id)
         self.listeners.runs_submitted(1)
         return run
 
     async def submit_many(self, req: SubmitRequest, inputs: list[str]) -> tuple[str, list[str]]:
-        """Accept one run per input document as one batch: one plan, one MongoDB write, one
-        Redis round trip. Returns (batch id, run ids in input order)."""
+        """Accept one run per input document as one batch: one plan, one MongoDB write and
+        one Redis round trip (``_record_and_queue``). Returns (batch id, run ids in input
+        order)."""
         if bool(req.task) == bool(req.pipeline):
             raise InvalidArgument("set exactly one of task and pipeline", field="task")
         if not inputs:
@@ -297,15 +290,41 @@ class RunService(RunListener):
             for doc, o, parent in zip(docs, options, parents, strict=True)
         ]
         try:
-            await self.store.insert_runs([(run, plan_doc(sub)) for run, sub in made])
+            await self._record_and_queue(
+                self.store.insert_runs([(run, plan_doc(sub)) for run, sub in made]),
+                [sub for _, sub in made],
+            )
         except BaseException:
             if key:
                 with contextlib.suppress(Exception):
                     await self.store.release_request(batch_id, batch_id)
             raise
-        await self.queueing.submit([sub for _, sub in made])
         self.listeners.runs_submitted(len(made))
         return batch_id, [run.run_id for run, _ in made]
+
+    async def _record_and_queue(
+        self, insert: Awaitable[T], runs: list[Submission]
+    ) -> tuple[T, list[tuple[bool, str]]]:
+        """Write new runs to MongoDB and queue them in Redis; return once both hold them (the
+        insert's result, and what queueing created). While MongoDB is well both go at once,
+        Redis first, so the first steps are on their way while MongoDB writes; a run queued
+        whose insert then fails is withdrawn. After an insert failed they go one after the
+        other, so no run starts unrecorded while MongoDB is out of reach."""
+        inserting = asyncio.ensure_future(insert)
+        if not self.store.inserts_ok:
+            inserted = await inserting
+            return inserted, (await self.queueing.submit(runs) if inserted is not False else [])
+        try:
+            queued = await self.queueing.submit(runs)
+        except BaseException:
+            await asyncio.wait({inserting})  # recorded or not, the error is Redis's
+            raise
+        try:
+            return await inserting, queued
+        except BaseException:
+            for sub in runs:
+                await self._withdraw(sub.run_id)
+            raise
 
     async def _withdraw(self, run_id: str) -> None:
         """Take back a run whose MongoDB write failed: it must not run unrecorded (its first

@@ -252,3 +252,47 @@ def test_one_request_id_makes_one_run_across_a_mongodb_outage(
     finally:
         fleet.group.stop_all()
         forwarder.close()
+
+
+def test_batches_submitted_while_mongodb_is_out_of_reach_fail_and_later_ones_run_nothing(
+    fleet: Fleet, tmp_path: Path, shared_tmp: Path
+) -> None:
+    """A submit queues its runs while MongoDB writes them. When MongoDB is out of reach the
+    first batch's insert fails: the submit is refused (UNAVAILABLE) and its runs are
+    withdrawn. From then on submits write first, so the next batch is refused with nothing
+    run at all; once MongoDB is back, batches run again."""
+    mongo_port = urlparse(fleet.cluster.endpoints.mongodb_uri).port  # type: ignore[union-attr]
+    forwarder = ThreadedForwarder(int(mongo_port or 27017))
+    try:
+        fleet.env["WTM_MONGODB_URI"] = f"mongodb://127.0.0.1:{forwarder.forwarder.port}"
+        address = fleet.start_scheduler()
+        fleet.start_executor(address, "outage-2")
+        ledger = shared_file(shared_tmp, "ledger.txt")
+
+        def batch(tag: str, n: int = 5) -> list[dict[str, object]]:
+            return [{"tag": f"{tag}{i}", "ledger": str(ledger), "seconds": 0} for i in range(n)]
+
+        with fleet.client(address) as client:
+            forwarder.off()
+            for tag in ("first", "second"):
+                with pytest.raises(ApiError) as err:
+                    client.submit_many(batch(tag), task="ledger")
+                assert err.value.code == "UNAVAILABLE", err.value
+            forwarder.on()
+            deadline = time.monotonic() + 30
+            while True:  # UNAVAILABLE asks for a retry: the driver may not have seen it back
+                try:
+                    _, run_ids = client.submit_many(batch("after"), task="ledger")
+                    break
+                except ApiError as exc:
+                    if exc.code != "UNAVAILABLE" or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
+            assert {r.state for r in wait_all(client, run_ids)} == {"COMPLETED"}
+        time.sleep(1.0)
+        counts = ledger_counts(ledger)
+        assert not [t for t in counts if t.startswith("second")]  # written first: none ran
+        assert [counts[f"after{i}"] for i in range(5)] == [1] * 5
+    finally:
+        fleet.group.stop_all()
+        forwarder.close()
