@@ -9,9 +9,11 @@ often, and when, each step really ran.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlparse
@@ -216,18 +218,30 @@ class ThreadedForwarder:
         self.loop.close()
 
 
-def test_one_request_id_makes_one_run_across_a_mongodb_outage(
-    fleet: Fleet, tmp_path: Path, shared_tmp: Path
-) -> None:
-    """While MongoDB is out of reach a submit with a request id is refused (UNAVAILABLE) and
-    nothing is queued; once it is back, concurrent retries of that submit make one run."""
+@contextlib.contextmanager
+def behind_a_switch(
+    fleet: Fleet, executor_id: str, shared_tmp: Path
+) -> Iterator[tuple[str, ThreadedForwarder, Path]]:
+    """A scheduler whose MongoDB is reached through a forwarder the test can switch off, an
+    executor, and the ledger file; all stopped at the end."""
     mongo_port = urlparse(fleet.cluster.endpoints.mongodb_uri).port  # type: ignore[union-attr]
     forwarder = ThreadedForwarder(int(mongo_port or 27017))
     try:
         fleet.env["WTM_MONGODB_URI"] = f"mongodb://127.0.0.1:{forwarder.forwarder.port}"
         address = fleet.start_scheduler()
-        fleet.start_executor(address, "outage-1")
-        ledger = shared_file(shared_tmp, "ledger.txt")
+        fleet.start_executor(address, executor_id)
+        yield address, forwarder, shared_file(shared_tmp, "ledger.txt")
+    finally:
+        fleet.group.stop_all()
+        forwarder.close()
+
+
+def test_one_request_id_makes_one_run_across_a_mongodb_outage(
+    fleet: Fleet, tmp_path: Path, shared_tmp: Path
+) -> None:
+    """While MongoDB is out of reach a submit with a request id is refused (UNAVAILABLE) and
+    nothing is queued; once it is back, concurrent retries of that submit make one run."""
+    with behind_a_switch(fleet, "outage-1", shared_tmp) as (address, forwarder, ledger):
         doc = {"tag": "once", "ledger": str(ledger), "seconds": 0}
         forwarder.off()
         with fleet.client(address) as client, pytest.raises(ApiError) as err:
@@ -249,9 +263,6 @@ def test_one_request_id_makes_one_run_across_a_mongodb_outage(
         with pymongo.MongoClient(fleet.cluster.endpoints.mongodb_uri) as mongo:
             runs = mongo[fleet.env["WTM_MONGODB_DATABASE"]]["runs"]
             assert runs.count_documents({"request_id": "outage-key"}) == 1
-    finally:
-        fleet.group.stop_all()
-        forwarder.close()
 
 
 def test_batches_submitted_while_mongodb_is_out_of_reach_fail_and_later_ones_run_nothing(
@@ -261,13 +272,7 @@ def test_batches_submitted_while_mongodb_is_out_of_reach_fail_and_later_ones_run
     first batch's insert fails: the submit is refused (UNAVAILABLE) and its runs are
     withdrawn. From then on submits write first, so the next batch is refused with nothing
     run at all; once MongoDB is back, batches run again."""
-    mongo_port = urlparse(fleet.cluster.endpoints.mongodb_uri).port  # type: ignore[union-attr]
-    forwarder = ThreadedForwarder(int(mongo_port or 27017))
-    try:
-        fleet.env["WTM_MONGODB_URI"] = f"mongodb://127.0.0.1:{forwarder.forwarder.port}"
-        address = fleet.start_scheduler()
-        fleet.start_executor(address, "outage-2")
-        ledger = shared_file(shared_tmp, "ledger.txt")
+    with behind_a_switch(fleet, "outage-2", shared_tmp) as (address, forwarder, ledger):
 
         def batch(tag: str, n: int = 5) -> list[dict[str, object]]:
             return [{"tag": f"{tag}{i}", "ledger": str(ledger), "seconds": 0} for i in range(n)]
@@ -293,6 +298,3 @@ def test_batches_submitted_while_mongodb_is_out_of_reach_fail_and_later_ones_run
         counts = ledger_counts(ledger)
         assert not [t for t in counts if t.startswith("second")]  # written first: none ran
         assert [counts[f"after{i}"] for i in range(5)] == [1] * 5
-    finally:
-        fleet.group.stop_all()
-        forwarder.close()
