@@ -240,13 +240,13 @@ class History(RunListener):
         """Rebuild unfinished runs Redis lacks; rewrite finished ones MongoDB lacks."""
         rebuilt = 0
         async for batch in self.store.unfinished_runs(batch_size=500):
-            present = await self.queue.reader.exists([d["run_id"] for d in batch])
-            lost = [d for d, here in zip(batch, present, strict=True) if not here]
-            kept = [d["run_id"] for d, here in zip(batch, present, strict=True) if here]
-            for run_id, (run_hash, _, _) in (await self.queue.reader.read_runs(kept)).items():
-                if run_hash.get("state") in TERMINAL:
+            states = await self.queue.reader.run_states(batch)
+            for run_id, state in zip(batch, states, strict=True):
+                if state in TERMINAL:
                     self.listeners.run_ended(run_id, None)
-            submissions = [await self._rebuild(d) for d in lost if d.get("plan")]
+            lost = [run_id for run_id, state in zip(batch, states, strict=True) if not state]
+            docs = await self.store.with_plans(lost) if lost else []
+            submissions = [await self._rebuild(d) for d in docs if d.get("plan")]
             if submissions:
                 results = await self.queue.submit_many(submissions)
                 rebuilt += sum(created for created, _ in results)

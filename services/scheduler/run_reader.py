@@ -80,8 +80,10 @@ class RunReader:
     async def events_exist(self, run_id: str) -> bool:
         return bool(await self.redis.exists(keys.events(run_id)))
 
-    async def exists(self, run_ids: list[str]) -> list[bool]:
+    async def run_states(self, run_ids: list[str]) -> list[str]:
+        """Each run's state as Redis holds it ("" when Redis does not have the run), in one
+        round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for run_id in run_ids:
-                pipe.exists(keys.run(run_id))
-            return [bool(x) for x in await pipe.execute()]
+                pipe.hget(keys.run(run_id), "state")
+            return [bytes(x).decode() if x else "" for x in await pipe.execute()]

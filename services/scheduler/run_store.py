@@ -31,6 +31,7 @@ from common.errors import InvalidArgument
 from services.common.auth import DEFAULT_NAMESPACE
 from services.common.paging import decode_token, encode_token
 from services.scheduler.models import Run, StepRun
+from services.scheduler.request_claims import RequestClaims
 from services.scheduler.stored_plans import StepTemplates, compact_many
 
 log = logging.getLogger(__name__)
@@ -91,9 +92,7 @@ class RunStore:
         db = self._client[database]
         self._runs = db["runs"]
         self._steps = db["step_runs"]
-        # Idempotency keys: _id is the request key, "id" the run (or batch) it made. The
-        # unique _id decides which of several concurrent submits creates the run.
-        self._requests = db["run_requests"]
+        self.claims = RequestClaims(db["run_requests"], self._runs)  # request ids
         self._plans = StepTemplates(db["run_plans"])  # what the runs' plans share
         self._flush_interval = flush_interval
         self._pending_runs: dict[str, dict[str, Any]] = {}
@@ -175,16 +174,22 @@ class RunStore:
                 f"run id collision; submit again ({exc})", field="run_id"
             ) from exc
 
-    async def unfinished_runs(self, batch_size: int = 500) -> AsyncIterator[list[dict[str, Any]]]:
-        """Runs MongoDB has not seen finish, with their whole plans, in batches."""
-        batch: list[dict[str, Any]] = []
-        async for doc in self._runs.find({"state": {"$in": ["QUEUED", "RUNNING"]}}):
-            batch.append(doc)
+    async def unfinished_runs(self, batch_size: int = 500) -> AsyncIterator[list[str]]:
+        """The ids of the runs MongoDB has not seen finish, in batches."""
+        batch: list[str] = []
+        async for doc in self._runs.find({"state": {"$in": ["QUEUED", "RUNNING"]}}, {"_id": 1}):
+            batch.append(doc["_id"])
             if len(batch) >= batch_size:
-                yield await self._plans.expand(batch)
+                yield batch
                 batch = []
         if batch:
-            yield await self._plans.expand(batch)
+            yield batch
+
+    async def with_plans(self, run_ids: list[str]) -> list[dict[str, Any]]:
+        """These runs' documents, each with its whole plan (to rebuild it in Redis)."""
+        return await self._plans.expand(
+            [d async for d in self._runs.find({"_id": {"$in": run_ids}})]
+        )
 
     async def step_attempts(self, run_id: str) -> list[StepRun]:
         return [
@@ -232,35 +237,6 @@ class RunStore:
         """The run ids of a batch, in the order they were submitted."""
         cursor = self._runs.find({"batch_id": batch_id}, {"run_id": 1}).sort("_id", ASCENDING)
         return [d["run_id"] async for d in cursor]
-
-    async def claim_request(self, key: str, ident: str) -> str | None:
-        """Claim idempotency ``key`` for ``ident`` (a run or batch id): None when this call
-        holds it now, else the id that already holds it."""
-        for _ in range(3):  # a claim released between our insert and our read: try again
-            try:
-                await self._requests.insert_one(
-                    {"_id": key, "id": ident, "created_at": datetime.now(UTC)}
-                )
-                return None
-            except DuplicateKeyError:
-                holder = await self.request_holder(key)
-                if holder is not None:
-                    return holder
-        raise InvalidArgument(
-            "is being claimed and released concurrently; retry", field="request_id"
-        )
-
-    async def request_holder(self, key: str) -> str | None:
-        doc = await self._requests.find_one({"_id": key})
-        return str(doc["id"]) if doc else None
-
-    async def release_request(self, key: str, ident: str) -> None:
-        """Give up a claim (its submit failed), if ``ident`` still holds it."""
-        await self._requests.delete_one({"_id": key, "id": ident})
-
-    async def find_by_request_id(self, request_id: str) -> str | None:
-        doc = await self._runs.find_one({"request_id": request_id}, {"run_id": 1})
-        return doc["run_id"] if doc else None
 
     async def get_run(self, run_id: str) -> Run | None:
         doc = await self._runs.find_one({"_id": run_id})

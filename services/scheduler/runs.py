@@ -124,8 +124,8 @@ class RunService(RunListener):
             raise InvalidArgument(f"must be between 0 and {MAX_WAIT_SECONDS:g}s", field="wait")
         key = request_key(auth.one_namespace(req.namespace), req.request_id)
         if key:  # most repeats find their run at once
-            existing = await self.store.request_holder(key) or (
-                await self.store.find_by_request_id(key)  # runs from before claims existed
+            existing = await self.store.claims.holder(key) or (
+                await self.store.claims.run_from_before_claims(key)
             )
             if existing:
                 return await self._until_finished(
@@ -134,7 +134,7 @@ class RunService(RunListener):
         plan = await plan_run(self.catalog, req)
         options = check_input(plan, doc)
         run, submission = new_run(req, plan, doc, key, trace=telemetry.current(), options=options)
-        if key and (holder := await self.store.claim_request(key, run.run_id)) is not None:
+        if key and (holder := await self.store.claims.claim(key, run.run_id)) is not None:
             # A concurrent submit with this request id won: its run is the answer.
             return await self._until_finished(
                 await self._run_recorded(key, holder), req.wait_seconds
@@ -146,7 +146,7 @@ class RunService(RunListener):
             self._unwatch(run.run_id, waiter)
             if key:
                 with contextlib.suppress(Exception):
-                    await self.store.release_request(key, run.run_id)
+                    await self.store.claims.release(key, run.run_id)
             raise
         if accepted.run_id != run.run_id:  # the request id's first run, not this one
             self._unwatch(run.run_id, waiter)
@@ -165,7 +165,7 @@ class RunService(RunListener):
                 if found := await find():
                     return found
             if loop.time() > deadline:
-                await self.store.release_request(key, ident)
+                await self.store.claims.release(key, ident)
                 raise Unavailable(
                     "the first submit with this request id did not finish; try again",
                     field="request_id",
@@ -272,7 +272,7 @@ class RunService(RunListener):
             existing = await self.store.find_batch(batch_id)
             if existing:
                 return batch_id, existing
-            if await self.store.claim_request(batch_id, batch_id) is not None:
+            if await self.store.claims.claim(batch_id, batch_id) is not None:
                 return batch_id, await self._recorded(
                     batch_id, batch_id, lambda: self.store.find_batch(batch_id)
                 )
@@ -297,7 +297,7 @@ class RunService(RunListener):
         except BaseException:
             if key:
                 with contextlib.suppress(Exception):
-                    await self.store.release_request(batch_id, batch_id)
+                    await self.store.claims.release(batch_id, batch_id)
             raise
         self.listeners.runs_submitted(len(made))
         return batch_id, [run.run_id for run, _ in made]

@@ -307,7 +307,8 @@ def test_a_batch_keeps_one_step_template_and_unfinished_runs_come_back_with_whol
             await store.start()
             await store.insert_runs([(run, plan(run)) for run in runs])
             await store.insert_run(a_run("r5"), plan(a_run("r5")))  # template known: reused
-            return [d async for batch in store.unfinished_runs(batch_size=4) for d in batch]
+            ids = [r async for batch in store.unfinished_runs(batch_size=4) for r in batch]
+            return await store.with_plans(ids)
         finally:
             await store.close()
 
