@@ -6,6 +6,7 @@ Built either from the live state in Redis or from the history in MongoDB.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +23,30 @@ def ms_to_dt(ms: str | int | None) -> datetime | None:
     if ms in (None, "", 0, "0"):
         return None
     return datetime.fromtimestamp(int(ms) / 1000, tz=UTC)
+
+
+# A run's own fields that its Redis hash holds as text (with the hash's other fields: sinks,
+# limits, tracing); the run's MongoDB document holds them too, in their own types.
+_RUN_HASH_TEXT = (
+    "run_id",
+    "input_json",
+    "task_id",
+    "pipeline_id",
+    "pipeline_version",
+    "request_id",
+    "batch_id",
+    "submitted_by",
+    "namespace",
+)
+
+
+def run_hash_fields(run: Mapping[str, Any]) -> dict[str, str]:
+    """A run's own fields as its Redis hash holds them, from a ``Run``'s fields or from the
+    run's MongoDB document."""
+    fields = {k: run[k] for k in _RUN_HASH_TEXT}
+    fields["priority"] = str(run["priority"])
+    fields["labels"] = json.dumps(run["labels"])
+    return fields
 
 
 def _set_time(message: Any, name: str, value: datetime | None) -> None:

@@ -19,7 +19,7 @@ from common.errors import FailedPrecondition, InvalidArgument
 from services.common import auth, mapping
 from services.common.mapping import MissingValue
 from services.scheduler import input_check, queue_names, run_options, step_inputs, tracing
-from services.scheduler.models import Run, StepRun
+from services.scheduler.models import Run, StepRun, run_hash_fields
 from services.scheduler.queue_records import QueuedStep, Submission
 from services.scheduler.task_catalog import ResolvedTask, TaskCatalog
 
@@ -382,20 +382,7 @@ def new_run(
             for p in plan.steps
         ],
     )
-    run_fields = {
-        "run_id": run.run_id,
-        "input_json": run.input_json,
-        "priority": str(run.priority),
-        "task_id": run.task_id,
-        "pipeline_id": run.pipeline_id,
-        "pipeline_version": run.pipeline_version,
-        "labels": json.dumps(run.labels),
-        "request_id": run.request_id,
-        "batch_id": batch_id,
-        "sinks": json.dumps(plan.sinks),
-        "submitted_by": run.submitted_by,
-        "namespace": run.namespace,
-    }
+    run_fields = {**run_hash_fields(vars(run)), "sinks": json.dumps(plan.sinks)}
     specs = [p.spec for p in plan.steps]
     max_parallel = 1 if options.one_at_a_time else plan.steps[0].max_parallel
     if max_parallel:

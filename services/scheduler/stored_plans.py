@@ -12,7 +12,7 @@ run fields repeat the document's own top-level fields. So a run document keeps:
 - ``run_fields``: only the fields the document does not hold already, with
   ``fields_from_run`` set (kept whole when any of them differs, which a new run never does).
 
-``expand`` gives back exactly the plan ``compact`` was given. Documents written before this
+``expand`` gives back exactly the plan ``compact_many`` was given. Documents written before this
 (with the whole plan inline) are read as they are. A smaller document is cheaper to write in
 any MongoDB; nx-27017 (the local stack's) pays per byte for each indexed field, so a run's
 insert costs it ~40% less.
@@ -28,27 +28,9 @@ from typing import Any
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
+from services.scheduler.models import run_hash_fields
+
 log = logging.getLogger(__name__)
-
-# Run fields that every new run has and that the run document holds too (in its own types).
-_FROM_RUN = (
-    "run_id",
-    "input_json",
-    "task_id",
-    "pipeline_id",
-    "pipeline_version",
-    "request_id",
-    "batch_id",
-    "submitted_by",
-    "namespace",
-)
-
-
-def _fields_from_run(doc: dict[str, Any]) -> dict[str, str]:
-    fields = {k: doc.get(k) for k in _FROM_RUN}
-    fields["priority"] = str(doc.get("priority"))
-    fields["labels"] = json.dumps(doc.get("labels"))
-    return fields  # type: ignore[return-value]
 
 
 def template_id(steps: list[dict[str, Any]]) -> str:
@@ -72,7 +54,7 @@ def compact_many(
         run_fields: dict[str, str] = plan["run_fields"]
         steps: list[dict[str, Any]] = plan["steps"]
         short: dict[str, Any] = {}
-        derived = _fields_from_run(doc)
+        derived = run_hash_fields(doc)
         if all(run_fields.get(k) == v for k, v in derived.items()):
             short["run_fields"] = {k: v for k, v in run_fields.items() if k not in derived}
             short["fields_from_run"] = True
@@ -101,7 +83,7 @@ def compact_many(
 
 def template_ids(docs: list[dict[str, Any]]) -> set[str]:
     """The step templates these run documents refer to."""
-    return {d["plan"]["steps_id"] for d in docs if "steps_id" in d.get("plan", {})}
+    return {d["plan"]["steps_id"] for d in docs if "steps_id" in (d.get("plan") or {})}
 
 
 def expand(doc: dict[str, Any], templates: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -114,7 +96,7 @@ def expand(doc: dict[str, Any], templates: dict[str, list[dict[str, Any]]]) -> d
         return {**doc, "plan": None}
     run_fields = dict(plan["run_fields"])
     if plan.get("fields_from_run"):
-        run_fields = {**_fields_from_run(doc), **run_fields}
+        run_fields = {**run_hash_fields(doc), **run_fields}
     if "span_parent" in plan:
         steps = [
             {**s, "fields": {**s["fields"], "span_parent": plan["span_parent"]}} for s in steps
