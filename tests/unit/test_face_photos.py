@@ -147,3 +147,16 @@ def test_broad_smiles_read_as_happy_and_a_pout_does_not(
     out = run(loaded("face_attribute"), {"image_path": str(PHOTOS / photo), "faces": [face]})
     emotion = out["faces"][0]["emotion"]
     assert (emotion["dominant_emotion"] == "happy") is smiling, emotion
+
+
+@pytest.mark.parametrize("photo", ["group4.jpg", "group5.jpg"])
+def test_detection_split_over_threads_finds_exactly_what_one_thread_finds(photo: str) -> None:
+    """The detector splits its pyramid and its windows over the threads a step is given; the
+    faces, scores and landmarks must be the ones a single thread computes."""
+    from tasks.base import mtcnn
+
+    rgb = cv2.cvtColor(cv2.imread(str(PHOTOS / photo)), cv2.COLOR_BGR2RGB)
+    alone = mtcnn.detect(rgb, 24, 1 / 1.41, threads=1)
+    split = mtcnn.detect(rgb, 24, 1 / 1.41, threads=2)
+    assert len(alone) >= 4  # faces to compare (the photos have 4 and 5 people)
+    assert split == alone
