@@ -71,17 +71,19 @@ def _pool(threads: int) -> ThreadPoolExecutor:
 
 
 def _split(work: Callable[[int, Any], Any], parts: Sequence[Any], threads: int) -> list[Any]:
-    """``work(copy, part)`` for every part, ``threads`` at a time, each thread with its own
-    networks (the part's index modulo ``threads``), in the parts' order. OpenCV's own threads
-    are held at one meanwhile, so the parts do not fight over the cores."""
+    """``work(copy, part)`` for every part at once (at most ``threads`` parts), the k-th
+    part with the k-th copy of the networks; the results in the parts' order. OpenCV's own
+    threads are held at one meanwhile, so the parts do not fight over the cores."""
     import cv2
 
     if threads <= 1 or len(parts) <= 1:
         return [work(0, part) for part in parts]
+    if len(parts) > threads:  # two parts on one copy of the networks could run at once
+        raise ValueError(f"{len(parts)} parts for {threads} threads")
     own = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
-        jobs = [_pool(threads).submit(work, i % threads, p) for i, p in enumerate(parts)]
+        jobs = [_pool(threads).submit(work, i, p) for i, p in enumerate(parts)]
         return [job.result() for job in jobs]
     finally:
         cv2.setNumThreads(own)
