@@ -237,8 +237,8 @@ class RunService(RunListener):
         inserted, queued = await self._record_and_queue(
             self.store.insert_run(run, plan_doc(submission)), [submission]
         )
-        if not inserted:
-            if queued:
+        if not inserted:  # another run holds this id: take back only what this submit queued
+            if queued and queued[0][0]:
                 await self._withdraw(run.run_id)
             raise InvalidArgument("run id collision; submit again", field="run_id")
         [(created, run_id)] = queued
@@ -308,7 +308,8 @@ class RunService(RunListener):
         """Write new runs to MongoDB and queue them in Redis; return once both hold them (the
         insert's result, and what queueing created). While MongoDB is well both go at once,
         Redis first, so the first steps are on their way while MongoDB writes; a run queued
-        whose insert then fails is withdrawn. After an insert failed they go one after the
+        whose insert then fails is withdrawn (only a run this call created: an id that was
+        already in Redis is another run's). After an insert failed they go one after the
         other, so no run starts unrecorded while MongoDB is out of reach."""
         inserting = asyncio.ensure_future(insert)
         if not self.store.inserts_ok:
@@ -322,8 +323,9 @@ class RunService(RunListener):
         try:
             return await inserting, queued
         except BaseException:
-            for sub in runs:
-                await self._withdraw(sub.run_id)
+            for sub, (created, _) in zip(runs, queued, strict=True):
+                if created:
+                    await self._withdraw(sub.run_id)
             raise
 
     async def _withdraw(self, run_id: str) -> None:

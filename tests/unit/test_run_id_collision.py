@@ -1,0 +1,97 @@
+"""A submit whose run id is already taken (a collision of 64 random bits, or a bug) fails
+with INVALID_ARGUMENT and takes back only what it queued itself: the run that already holds
+the id is left alone.
+
+``RunService`` is driven through its own two interfaces (where runs are queued, where they
+are recorded), with small in-memory stand-ins: what is tested here is the domain's choice of
+what to withdraw, not Redis or MongoDB (the integration suite covers those)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from services.scheduler.queue_records import Submission
+from services.scheduler.runs import InvalidArgument, RunService
+
+
+class Queue:
+    """Queues runs as Redis would: an id it already holds is not created again."""
+
+    def __init__(self, held: set[str]) -> None:
+        self.held = set(held)
+        self.cancelled: list[str] = []
+
+    async def submit(self, runs: list[Submission]) -> list[tuple[bool, str]]:
+        made = [(r.run_id not in self.held, r.run_id) for r in runs]
+        self.held.update(r.run_id for r in runs)
+        return made
+
+    async def cancel_run(self, run_id: str, reason: str) -> str:
+        self.cancelled.append(run_id)
+        return "CANCELLED"
+
+
+class Store:
+    """Records runs as MongoDB would: an id it already holds is a duplicate key."""
+
+    inserts_ok = True
+
+    def __init__(self, held: set[str]) -> None:
+        self.held = set(held)
+
+    async def insert_run(self, run: Any, plan: dict[str, Any]) -> bool:
+        if run.run_id in self.held:
+            return False
+        self.held.add(run.run_id)
+        return True
+
+    async def insert_runs(self, runs: list[tuple[Any, dict[str, Any]]]) -> None:
+        clash = [run.run_id for run, _ in runs if run.run_id in self.held]
+        self.held.update(run.run_id for run, _ in runs)
+        if clash:
+            raise InvalidArgument(f"run id collision; submit again ({clash})", field="run_id")
+
+
+class Run:
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+
+
+def submission(run_id: str) -> Submission:
+    return Submission(run_id=run_id, run_fields={}, steps=[])
+
+
+def service(taken: set[str]) -> tuple[RunService, Queue]:
+    queue = Queue(taken)
+    return RunService(None, Store(taken), None, queue, None), queue  # type: ignore[arg-type]
+
+
+def test_a_submit_whose_id_is_taken_leaves_the_run_that_holds_it() -> None:
+    runs, queue = service({"taken"})
+    with pytest.raises(InvalidArgument) as caught:
+        asyncio.run(runs._accept(Run("taken"), submission("taken")))  # type: ignore[arg-type]
+    assert caught.value.field == "run_id"
+    assert queue.cancelled == []  # the other run is not withdrawn
+
+
+def test_a_submit_queued_but_not_recorded_is_withdrawn() -> None:
+    runs, queue = service(set())
+    runs.store.held.add("fresh")  # MongoDB holds the id, Redis does not: this submit queued it
+    with pytest.raises(InvalidArgument):
+        asyncio.run(runs._accept(Run("fresh"), submission("fresh")))  # type: ignore[arg-type]
+    assert queue.cancelled == ["fresh"]
+
+
+def test_a_batch_with_one_taken_id_withdraws_only_its_own_runs() -> None:
+    runs, queue = service({"taken"})
+    batch = [submission(i) for i in ("a", "taken", "b")]
+    with pytest.raises(InvalidArgument):
+        asyncio.run(
+            runs._record_and_queue(
+                runs.store.insert_runs([(Run(s.run_id), {}) for s in batch]), batch
+            )
+        )
+    assert queue.cancelled == ["a", "b"]
