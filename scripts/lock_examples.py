@@ -9,11 +9,18 @@ the record of a new version and refuses to rewrite an old one.
     python scripts/lock_examples.py
 
 The content is the sha256 of the package as the CLI packs it, before compression (the same
-files, names and modes; not the gzip bytes, which depend on the zlib in use).
+files, names and modes; not the gzip bytes, which depend on the zlib in use), followed by
+the ``tasks/base`` modules its code imports, directly or through each other (the shared
+detectors and networks: ``mtcnn``, ``vision``, ...). Those come with the executor, not in the
+package, so an edit to one changes what a registered version computes without changing its
+package; here it changes the content of every example that uses it, which then needs a
+version bump like any other edit. The SDK modules every task is run through (``SDK``) are
+left out: they are the executor's contract with all tasks, not what one of them computes.
 """
 
 from __future__ import annotations
 
+import ast
 import gzip
 import hashlib
 import json
@@ -24,10 +31,37 @@ from common.packaging import pack_directory
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "tasks" / "examples"
 LOCK = EXAMPLES / "versions.lock"
+BASE = EXAMPLES.parent / "base"
+SDK = {"__init__", "task_base", "schema", "runtime"}
+
+
+def imported_base_modules(sources: list[Path]) -> list[Path]:
+    """The ``tasks/base`` modules (outside ``SDK``) that ``sources`` import, directly or
+    through each other, in name order."""
+    found: set[str] = set()
+    todo = list(sources)
+    while todo:
+        tree = ast.parse(todo.pop().read_text())
+        for node in ast.walk(tree):
+            modules: list[str] = []
+            if isinstance(node, ast.ImportFrom) and node.module == "tasks.base":
+                modules = [f"tasks.base.{a.name}" for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                modules = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            for name in (m.split(".")[2] for m in modules if m.startswith("tasks.base.")):
+                if name not in found and name not in SDK and (BASE / f"{name}.py").is_file():
+                    found.add(name)
+                    todo.append(BASE / f"{name}.py")
+    return [BASE / f"{name}.py" for name in sorted(found)]
 
 
 def content(package: Path) -> str:
-    return hashlib.sha256(gzip.decompress(pack_directory(package))).hexdigest()
+    digest = hashlib.sha256(gzip.decompress(pack_directory(package)))
+    for module in imported_base_modules(sorted(package.rglob("*.py"))):
+        digest.update(f"\0tasks/base/{module.name}\0".encode() + module.read_bytes())
+    return digest.hexdigest()
 
 
 def examples() -> dict[str, tuple[str, str]]:
