@@ -88,11 +88,12 @@ def setup(
         readers.append(PrometheusMetricReader())
     if export_configured():
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
+        from common.span_encoding import SpanExporter
+
         provider = TracerProvider(resource=resource, id_generator=PresetIdGenerator())
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        provider.add_span_processor(BatchSpanProcessor(SpanExporter()))
         trace.set_tracer_provider(provider)
         _tracers.clear()  # made before this provider: ask it again
         readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
