@@ -6,6 +6,12 @@ import json
 import logging
 
 import pytest
+from opentelemetry.context import Context
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.trace import Link, SpanContext, Status, StatusCode
 
 from common import telemetry
 from services.common import logs
@@ -136,3 +142,75 @@ def test_a_first_attempt_that_reads_nothing_needs_nothing_written_for_its_span(
     assert fields["links"] == f'["{telemetry.Parent(0xABC, 7).header()}"]'
     # A step submitted before parents were written at submit gets its parent now.
     assert "span_parent" in tracing.step_fields(trace_id, run_span, {}, {"lease": "t.1"}, 1)[0]
+
+
+class _Kept(SpanProcessor):
+    def __init__(self) -> None:
+        self.spans: list[ReadableSpan] = []
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.spans.append(span)
+
+
+class _Ids(RandomIdGenerator):
+    def __init__(self, trace_id: int, span_id: int) -> None:
+        self.trace_id, self.span_id = trace_id, span_id
+
+    def generate_trace_id(self) -> int:
+        return self.trace_id
+
+    def generate_span_id(self) -> int:
+        return self.span_id
+
+
+def _through_a_tracer(
+    resource: Resource, name: str, parent: telemetry.Parent, span_id: int, error: str
+) -> ReadableSpan:
+    """The span as the SDK's own tracer records it (start, events, status, end)."""
+    kept = _Kept()
+    provider = TracerProvider(resource=resource, id_generator=_Ids(parent.trace_id, span_id))
+    provider.add_span_processor(kept)
+    span = provider.get_tracer("wtm.scheduler").start_span(
+        name,
+        context=parent.context() if parent.span_id else Context(),
+        start_time=1_000,
+        attributes={"wtm.run_id": "r1", "wtm.attempt": 2, "wtm.lineage": ["a -> b"]},
+        links=[Link(SpanContext(7, 8, True, telemetry.SAMPLED))],
+    )
+    span.add_event("dispatched", {"wtm.executor_id": "e1"}, timestamp=1_100)
+    span.add_event("received", {}, timestamp=1_200)
+    if error:
+        span.set_status(Status(StatusCode.ERROR, error))
+    span.end(end_time=2_000)
+    return kept.spans[0]
+
+
+@pytest.mark.parametrize(
+    ("parent", "error"),
+    [(telemetry.Parent(0xABC, 0xDEF), ""), (telemetry.Parent(0xABC, 0), "it failed")],
+    ids=["child", "root-with-error"],
+)
+def test_a_span_recorded_finished_is_the_one_a_tracer_would_record(
+    monkeypatch: pytest.MonkeyPatch, parent: telemetry.Parent, error: str
+) -> None:
+    resource = Resource.create({"service.name": "wtm-scheduler"})
+    kept = _Kept()
+    monkeypatch.setattr(telemetry, "_enabled", True)
+    monkeypatch.setattr(telemetry, "_recorder", None)
+    telemetry.record_to(kept, resource)
+    telemetry.record_span(
+        "step s #2",
+        parent,
+        0x1234,
+        1_000,
+        2_000,
+        {"wtm.run_id": "r1", "wtm.attempt": 2, "wtm.lineage": ["a -> b"], "none": None},
+        events=[("dispatched", 1_100, {"wtm.executor_id": "e1"}), ("received", 1_200, {})],
+        links=[telemetry.Parent(7, 8)],
+        error=error,
+        tracer_name="wtm.scheduler",
+    )
+    [recorded] = kept.spans
+    expected = _through_a_tracer(resource, "step s #2", parent, 0x1234, error)
+    assert encode_spans([recorded]) == encode_spans([expected])
+    assert recorded.context.span_id == 0x1234 and recorded.context.trace_id == 0xABC
