@@ -286,17 +286,36 @@ def past_child(
     name: str, start_ns: int, end_ns: int, parent: Any = None, **attributes: Any
 ) -> None:
     """A child span, of ``parent`` or else of the current one, for something that already
-    happened."""
+    happened: built finished, as ``record_span`` does."""
     parent = parent or trace.get_current_span()
-    if not _enabled or not parent.is_recording():
+    recorder = _recorder
+    if not _enabled or recorder is None or not parent.is_recording():
         return
-    span = tracer("wtm").start_span(
-        name,
-        context=trace.set_span_in_context(parent),
-        start_time=start_ns,
-        attributes=attributes,
+    above = parent.get_span_context()
+    recorder.processor.on_end(
+        ReadableSpan(
+            name=name,
+            context=SpanContext(
+                above.trace_id, new_span_id(), False, SAMPLED, trace_state=above.trace_state
+            ),
+            parent=above,
+            resource=recorder.resource,
+            attributes=attributes,
+            kind=SpanKind.INTERNAL,
+            status=_UNSET,
+            start_time=start_ns,
+            end_time=max(end_ns, start_ns),
+            instrumentation_scope=_scope("wtm"),
+        )
     )
-    span.end(end_time=max(end_ns, start_ns))
+
+
+def _scope(name: str) -> InstrumentationScope:
+    """The instrumentation scope a tracer of that name gives its spans."""
+    found = _scopes.get(name)
+    if found is None:
+        found = _scopes[name] = InstrumentationScope(name)
+    return found
 
 
 def record_span(
@@ -317,9 +336,6 @@ def record_span(
     recorder = _recorder
     if not _enabled or recorder is None:
         return
-    scope = _scopes.get(tracer_name)
-    if scope is None:
-        scope = _scopes[tracer_name] = InstrumentationScope(tracer_name)
     recorder.processor.on_end(
         ReadableSpan(
             name=name,
@@ -335,6 +351,6 @@ def record_span(
             status=Status(StatusCode.ERROR, error[:500]) if error else _UNSET,
             start_time=start_ns,
             end_time=end_ns,
-            instrumentation_scope=scope,
+            instrumentation_scope=_scope(tracer_name),
         )
     )

@@ -6,6 +6,7 @@ import json
 import logging
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
@@ -214,3 +215,27 @@ def test_a_span_recorded_finished_is_the_one_a_tracer_would_record(
     expected = _through_a_tracer(resource, "step s #2", parent, 0x1234, error)
     assert encode_spans([recorded]) == encode_spans([expected])
     assert recorded.context.span_id == 0x1234 and recorded.context.trace_id == 0xABC
+
+
+def test_a_past_child_is_the_span_a_tracer_would_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    resource = Resource.create({"service.name": "wtm-executor"})
+    ids = _Ids(0xABC, 0x111)
+    kept = _Kept()
+    provider = TracerProvider(resource=resource, id_generator=ids)
+    provider.add_span_processor(kept)
+    monkeypatch.setattr(telemetry, "_enabled", True)
+    monkeypatch.setattr(telemetry, "_recorder", None)
+    telemetry.record_to(kept, resource)
+    execute = provider.get_tracer("wtm.executor").start_span("execute noop")
+    telemetry.past_child("process()", 5_000, 4_000, parent=execute, **{"wtm.n": 1})
+    [recorded] = kept.spans
+    ids.span_id = recorded.context.span_id  # the reference gets the id past_child drew
+    reference = provider.get_tracer("wtm").start_span(
+        "process()",
+        context=trace.set_span_in_context(execute),
+        start_time=5_000,
+        attributes={"wtm.n": 1},
+    )
+    reference.end(end_time=5_000)  # an end before the start is clamped to it
+    assert recorded.parent == execute.get_span_context()
+    assert encode_spans([recorded]) == encode_spans([kept.spans[1]])
