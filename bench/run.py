@@ -158,7 +158,7 @@ def tracing(count: int, env: dict[str, str]) -> dict[str, Any]:
     ``count`` no-op runs goes to each in turn, ``TRACE_ROUNDS`` times, each round starting
     with the next stack: this machine's speed drifts by up to 2x within minutes, and
     interleaving puts the drift on all three alike (one stack after another, as this figure
-    was first taken, it gave a tenth traced costing from -7% to +30% in one afternoon). Each
+    was first taken, a tenth traced moved throughput by -30% to +7% in one morning). Each
     traced figure is the median over the rounds of its burst's runs/s over the off stack's in
     the same round. Metrics are on in all three (a Prometheus port, as deployed), so that
     only tracing differs. Spans go to an OTLP receiver per traced stack, in this process,
