@@ -287,9 +287,11 @@ def past_child(
 ) -> None:
     """A child span, of ``parent`` or else of the current one, for something that already
     happened: built finished, as ``record_span`` does."""
-    parent = parent or trace.get_current_span()
     recorder = _recorder
-    if not _enabled or recorder is None or not parent.is_recording():
+    if not _enabled or recorder is None:
+        return
+    parent = parent or trace.get_current_span()
+    if not parent.is_recording():
         return
     above = parent.get_span_context()
     recorder.processor.on_end(

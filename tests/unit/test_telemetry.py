@@ -10,7 +10,9 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import Link, SpanContext, Status, StatusCode
 
@@ -145,12 +147,16 @@ def test_a_first_attempt_that_reads_nothing_needs_nothing_written_for_its_span(
     assert "span_parent" in tracing.step_fields(trace_id, run_span, {}, {"lease": "t.1"}, 1)[0]
 
 
-class _Kept(SpanProcessor):
-    def __init__(self) -> None:
-        self.spans: list[ReadableSpan] = []
+class _Kept(SimpleSpanProcessor):
+    """Keeps the spans it is handed, in the SDK's own in-memory exporter."""
 
-    def on_end(self, span: ReadableSpan) -> None:
-        self.spans.append(span)
+    def __init__(self) -> None:
+        self.memory = InMemorySpanExporter()
+        super().__init__(self.memory)
+
+    @property
+    def spans(self) -> list[ReadableSpan]:
+        return list(self.memory.get_finished_spans())
 
 
 class _Ids(RandomIdGenerator):
