@@ -160,15 +160,16 @@ def tracing(count: int, env: dict[str, str]) -> dict[str, Any]:
     interleaving puts the drift on all three alike (one stack after another, as this figure
     was first taken, a tenth traced moved throughput by -30% to +7% in one morning). Each
     traced figure is the median over the rounds of its burst's runs/s over the off stack's in
-    the same round. Metrics are on in all three (a Prometheus port, as deployed), so that
-    only tracing differs. Spans go to an OTLP receiver per traced stack, in this process,
-    that only counts them."""
+    the same round. Metrics are on in all three (a Prometheus port, and not over OTLP, as
+    deployed), so that only tracing differs. Spans go to an OTLP receiver per traced stack,
+    in this process, that only counts them."""
     receivers = {"every_run": Receiver(keep=False), "sampled": Receiver(keep=False)}
     configs: dict[str, dict[str, str]] = {"off": {}}
     for label, receiver in receivers.items():
         configs[label] = {
             "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.start()}",
             "OTEL_EXPORTER_OTLP_INSECURE": "true",
+            "OTEL_METRICS_EXPORTER": "none",  # as deployed: metrics go to Prometheus only
         }
     configs["sampled"] |= {
         "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",

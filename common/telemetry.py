@@ -77,6 +77,16 @@ def export_configured() -> bool:
     )
 
 
+def otlp_metrics_wanted() -> bool:
+    """Whether metrics go over OTLP too (as well as to the Prometheus port): when the
+    standard ``OTEL_METRICS_EXPORTER`` names ``otlp``, as it does unset. Jaeger's OTLP
+    receiver takes traces only (it answers a metrics export with UNIMPLEMENTED, every
+    minute), so the deployments set it to ``none`` and scrape the scheduler's Prometheus
+    port."""
+    names = os.environ.get("OTEL_METRICS_EXPORTER", "otlp")
+    return "otlp" in (name.strip().lower() for name in names.split(","))
+
+
 def enabled() -> bool:
     """Whether this process records spans."""
     return _enabled
@@ -114,7 +124,8 @@ def setup(
         record_to(exporting, provider.resource)
         trace.set_tracer_provider(provider)
         _tracers.clear()  # made before this provider: ask it again
-        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+        if otlp_metrics_wanted():
+            readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
         _instrument_grpc(grpc_server, grpc_client)
         _enabled = True
         log.info("tracing on: exporting to %s", os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
@@ -127,28 +138,47 @@ def setup(
 # Calls that read or poll (and health checks, reflection) get no server span of their own:
 # a client waiting on a run asks GetRun over and over, and those spans were a fifth of all
 # spans and a third of the scheduler's. WTM_TRACE_READS=1 traces them too.
-UNTRACED_METHODS = (
+UNTRACED_READS = (
     "GetRun", "WatchRun", "ListRuns", "ListExecutors", "ListQueues", "CheckDependencies",
     "ListTasks", "ListPipelines", "ListApiKeys", "ListAuditEvents",
 )  # fmt: skip
+# An executor's stream (``Connect``) is never wrapped in a span, at either end: it lasts the
+# executor's whole session, so its one span (exported when the session ends, hours later)
+# would say nothing, while the instrumentation's wrapper is in the way of every message
+# that crosses it. Its steps are traced through the ``traceparent`` each assignment carries.
+STREAM_METHODS = ("Connect",)
 UNTRACED_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection")
 
 
 def _server_filter() -> Any:
-    """Which calls get a server span (None: every one)."""
-    if os.environ.get("WTM_TRACE_READS", "") in ("1", "true", "yes"):
-        return None
+    """Which calls get a server span."""
     from opentelemetry.instrumentation.grpc import filters
 
-    return filters.negate(
-        filters.any_of(
-            *(filters.method_name(m) for m in UNTRACED_METHODS),
-            *(filters.service_name(s) for s in UNTRACED_SERVICES),
-        )
-    )
+    untraced = [filters.method_name(m) for m in STREAM_METHODS]
+    if os.environ.get("WTM_TRACE_READS", "") not in ("1", "true", "yes"):
+        untraced += [filters.method_name(m) for m in UNTRACED_READS]
+        untraced += [filters.service_name(s) for s in UNTRACED_SERVICES]
+    return filters.negate(filters.any_of(*untraced))
+
+
+# grpc.aio's channel constructors as they were before the client instrumentation replaced
+# them with ones that add its interceptors: what ``untraced_aio_channels`` gives.
+_plain_aio_channels: tuple[Any, Any] | None = None
+
+
+def untraced_aio_channels() -> tuple[Any, Any]:
+    """``(insecure_channel, secure_channel)`` of grpc.aio that make channels without the
+    tracing interceptors (for an executor's stream: see ``STREAM_METHODS``). A filtered
+    interceptor would not do: any interceptor on an asyncio channel puts every message of a
+    stream through a Python wrapper."""
+    from grpc import aio
+
+    return _plain_aio_channels or (aio.insecure_channel, aio.secure_channel)
 
 
 def _instrument_grpc(server: str, client: str) -> None:
+    global _plain_aio_channels
+    from grpc import aio
     from opentelemetry.instrumentation import grpc as otel_grpc
 
     if server == "aio":
@@ -156,6 +186,7 @@ def _instrument_grpc(server: str, client: str) -> None:
     elif server == "sync":
         otel_grpc.GrpcInstrumentorServer(filter_=_server_filter()).instrument()
     if client == "aio":
+        _plain_aio_channels = _plain_aio_channels or (aio.insecure_channel, aio.secure_channel)
         otel_grpc.GrpcAioInstrumentorClient().instrument()
     elif client == "sync":
         otel_grpc.GrpcInstrumentorClient().instrument()

@@ -86,10 +86,18 @@ def aio_channel(
     ca: str | None = None,
     options: tuple = (),  # type: ignore[type-arg]
     client_cert: ClientCert | None = None,
+    traced: bool = True,
 ) -> aio.Channel:
-    """``channel`` for asyncio."""
+    """``channel`` for asyncio. ``traced=False``: without the tracing interceptors that
+    ``telemetry`` gives every other asyncio channel of a traced process (for a long-lived
+    stream whose messages carry their own trace context)."""
+    insecure, secure = (aio.insecure_channel, aio.secure_channel)
+    if not traced:
+        from common import telemetry
+
+        insecure, secure = telemetry.untraced_aio_channels()
     path = ca_path(ca)
     if path:
         credentials = channel_credentials(path, client_cert)
-        return aio.secure_channel(address, credentials, options=options)
-    return aio.insecure_channel(address, options=options)
+        return secure(address, credentials, options=options)
+    return insecure(address, options=options)

@@ -390,7 +390,9 @@ class Executor:
         self._attempts += 1  # the next reconnect tries the next address
         s = self.settings
         cert = (s.tls_client_cert, s.tls_client_key) if s.tls_client_cert else None
-        async with tls.aio_channel(address, s.tls_ca, CHANNEL_OPTIONS, cert) as channel:
+        # Untraced: the stream lasts the session; each assignment carries its traceparent.
+        plain = tls.aio_channel(address, s.tls_ca, CHANNEL_OPTIONS, cert, traced=False)
+        async with plain as channel:
             stub = epb_grpc.ExecutorServiceStub(channel)
             self._stream_no += 1
             self._batched_results = False  # until this scheduler's welcome says otherwise

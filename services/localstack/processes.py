@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import random
 import shutil
 import signal
 import socket
@@ -30,9 +31,39 @@ PR_SET_PDEATHSIG = 1
 SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
 
 
+def _ephemeral_low() -> int:
+    """The first port of the kernel's range for outgoing connections (32768 by default)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
+    """A TCP port on 127.0.0.1 that was free a moment ago, for a server started next.
+
+    Picked at random *below* the kernel's range for outgoing connections: a port from that
+    range (what binding port 0 gives) can be taken, between this pick and the server's bind,
+    by any connection the machine opens meanwhile — which once failed a bench run (the
+    scheduler's metrics port: ``Address already in use``). Below it, only another listener
+    can take it. This process never hands out a port twice."""
+    low = _ephemeral_low()
+    span = range(max(1024, low - 12_000), low)
+    for _ in range(100):
+        port = random.choice(span)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket() as s:  # that range is full: any free port will do
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 

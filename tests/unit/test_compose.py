@@ -64,6 +64,11 @@ def test_jaeger_takes_otlp_and_serves_its_ui(compose: dict[str, Any]) -> None:
         env = compose["services"][name]["environment"]
         assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4317"
         assert env["WTM_LOG_FORMAT"] == "json"
+    # Jaeger has no OTLP metrics service: whatever sends it traces sends it no metrics.
+    for name, service in compose["services"].items():
+        env = service.get("environment") or {}
+        if "OTEL_EXPORTER_OTLP_ENDPOINT" in env:
+            assert env.get("OTEL_METRICS_EXPORTER") == "none", name
 
 
 def test_the_scheduler_publishes_its_metrics(compose: dict[str, Any]) -> None:

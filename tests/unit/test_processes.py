@@ -4,6 +4,7 @@ without a fork() that runs other libraries' fork handlers (see services/localsta
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -72,3 +73,14 @@ def test_children_are_started_through_setpriv_when_it_is_there(tmp_path: Path) -
         )
     finally:
         child.stop()
+
+
+def test_free_ports_come_from_below_the_range_of_outgoing_connections() -> None:
+    low = processes._ephemeral_low()
+    ports = [processes.free_port() for _ in range(50)]
+    assert len(set(ports)) == len(ports)  # never handed out twice
+    assert all(1024 <= port < low for port in ports)
+    # Each was free: a server can listen on it.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", ports[-1]))
+        s.listen()

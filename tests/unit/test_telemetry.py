@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
 
 import pytest
 from opentelemetry import trace
@@ -18,6 +22,7 @@ from opentelemetry.trace import Link, SpanContext, Status, StatusCode
 
 from common import telemetry
 from services.common import logs
+from tests.conftest import ROOT
 
 
 def test_a_traceparent_round_trips() -> None:
@@ -39,6 +44,20 @@ def test_without_an_endpoint_nothing_is_set_up(monkeypatch: pytest.MonkeyPatch) 
     assert telemetry.export_configured()
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
     assert not telemetry.export_configured()
+
+
+@pytest.mark.parametrize(
+    ("value", "wanted"),
+    [(None, True), ("otlp", True), ("none", False), ("prometheus", False), (" OTLP ,x", True)],
+)
+def test_metrics_go_over_otlp_only_when_the_standard_variable_says_so(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, wanted: bool
+) -> None:
+    if value is None:
+        monkeypatch.delenv("OTEL_METRICS_EXPORTER", raising=False)
+    else:
+        monkeypatch.setenv("OTEL_METRICS_EXPORTER", value)
+    assert telemetry.otlp_metrics_wanted() is wanted
 
 
 def test_spans_are_not_recorded_while_tracing_is_off() -> None:
@@ -245,3 +264,72 @@ def test_a_past_child_is_the_span_a_tracer_would_record(monkeypatch: pytest.Monk
     reference.end(end_time=5_000)  # an end before the start is clamped to it
     assert recorded.parent == execute.get_span_context()
     assert encode_spans([recorded]) == encode_spans([kept.spans[1]])
+
+
+def test_an_executors_stream_gets_no_server_span() -> None:
+    traced = telemetry._server_filter()
+    assert not traced(SimpleNamespace(method="/wtm.executor.v1.ExecutorService/Connect"))
+    assert not traced(SimpleNamespace(method="/wtm.scheduler.v1.SchedulerService/GetRun"))
+    assert traced(SimpleNamespace(method="/wtm.scheduler.v1.SchedulerService/SubmitRun"))
+
+
+def test_an_executors_stream_gets_no_server_span_even_when_reads_are_traced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("WTM_TRACE_READS", "1")
+    traced = telemetry._server_filter()
+    assert traced(SimpleNamespace(method="/wtm.scheduler.v1.SchedulerService/GetRun"))
+    assert traced(SimpleNamespace(method="/grpc.health.v1.Health/Check"))
+    assert not traced(SimpleNamespace(method="/wtm.executor.v1.ExecutorService/Connect"))
+
+
+# Run in a process of its own: instrumenting grpc.aio and setting the tracer provider are
+# global and cannot be undone for the rest of a test session.
+_UNTRACED_CHANNEL = """
+import asyncio
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import _async as health_aio
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from common import telemetry, tls
+
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
+telemetry._instrument_grpc("", "aio")
+
+async def main():
+    server = aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(health_aio.HealthServicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    for traced in (True, False):
+        async with tls.aio_channel(f"127.0.0.1:{port}", traced=traced) as channel:
+            await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        print(traced, [s.name for s in exporter.get_finished_spans()])
+        exporter.clear()
+    await server.stop(None)
+
+asyncio.run(main())
+"""
+
+
+def test_an_untraced_channel_makes_no_client_spans_in_a_traced_process() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WTM_TLS", "OTEL_"))}
+    done = subprocess.run(
+        [sys.executable, "-c", _UNTRACED_CHANNEL],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "True ['/grpc.health.v1.Health/Check']",
+        "False []",
+    ]
