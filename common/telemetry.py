@@ -28,10 +28,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import metrics, trace
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import (
+    Event,
+    ReadableSpan,
+    SpanLimits,
+    SpanProcessor,
+    TracerProvider,
+)
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
     Link,
@@ -51,10 +59,13 @@ _UNSET = Status(StatusCode.UNSET)
 
 @dataclass(frozen=True)
 class _Recorder:
-    """Where ``record_span`` puts the spans it builds finished."""
+    """Where ``record_span`` puts the spans it builds finished, and the span limits it keeps
+    them within (the SDK's, from the standard ``OTEL_SPAN_*`` / ``OTEL_ATTRIBUTE_*``
+    variables, read when tracing is set up)."""
 
     processor: SpanProcessor
     resource: Resource
+    limits: SpanLimits
 
 
 _recorder: _Recorder | None = None
@@ -65,7 +76,7 @@ def record_to(processor: SpanProcessor, resource: Resource) -> None:
     """Spans recorded finished (``record_span``) go to ``processor`` (``setup`` gives it the
     batch processor that exports; tests, one that keeps them)."""
     global _recorder
-    _recorder = _Recorder(processor, resource)
+    _recorder = _Recorder(processor, resource, SpanLimits())
 
 
 def export_configured() -> bool:
@@ -333,13 +344,44 @@ def past_child(
             ),
             parent=above,
             resource=recorder.resource,
-            attributes=attributes,
+            attributes=_bounded(attributes, recorder.limits),
             kind=SpanKind.INTERNAL,
             status=_UNSET,
             start_time=start_ns,
             end_time=max(end_ns, start_ns),
             instrumentation_scope=_scope("wtm"),
         )
+    )
+
+
+def _over(count: int, limit: int | None) -> bool:
+    return limit is not None and count > limit
+
+
+def _bounded(attributes: dict[str, Any], limits: SpanLimits) -> Any:
+    """A span's attributes within the SDK's limits (``OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT``,
+    ``OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT``), as its tracer would keep them; the dict
+    itself while there is nothing to bound (the defaults: 128 attributes, any length)."""
+    if limits.max_span_attribute_length is None and not _over(
+        len(attributes), limits.max_span_attributes
+    ):
+        return attributes
+    return BoundedAttributes(
+        limits.max_span_attributes,
+        attributes,
+        immutable=False,
+        max_value_len=limits.max_span_attribute_length,
+    )
+
+
+def _bounded_event(attributes: dict[str, Any], limits: SpanLimits) -> Any:
+    """An event's attributes within the SDK's limits, as ``_bounded`` is for a span's."""
+    if limits.max_attribute_length is None and not _over(
+        len(attributes), limits.max_event_attributes
+    ):
+        return attributes
+    return BoundedAttributes(
+        limits.max_event_attributes, attributes, max_value_len=limits.max_attribute_length
     )
 
 
@@ -369,6 +411,17 @@ def record_span(
     recorder = _recorder
     if not _enabled or recorder is None:
         return
+    limits = recorder.limits
+    made_events: Sequence[Event] = [
+        Event(event, _bounded_event(attrs, limits), at_ns) for event, at_ns, attrs in events
+    ]
+    if _over(len(made_events), limits.max_events):  # the SDK keeps the last ones
+        made_events = BoundedList.from_seq(limits.max_events, made_events)
+    made_links: Sequence[Link] = [
+        Link(SpanContext(p.trace_id, p.span_id, True, SAMPLED)) for p in links
+    ]
+    if _over(len(made_links), limits.max_links):
+        made_links = BoundedList.from_seq(limits.max_links, made_links)
     recorder.processor.on_end(
         ReadableSpan(
             name=name,
@@ -377,9 +430,11 @@ def record_span(
             if parent.span_id
             else None,
             resource=recorder.resource,
-            attributes={k: v for k, v in attributes.items() if v not in (None, "")},
-            events=tuple(Event(event, attrs, at_ns) for event, at_ns, attrs in events),
-            links=tuple(Link(SpanContext(p.trace_id, p.span_id, True, SAMPLED)) for p in links),
+            attributes=_bounded(
+                {k: v for k, v in attributes.items() if v not in (None, "")}, limits
+            ),
+            events=made_events,
+            links=made_links,
             kind=SpanKind.INTERNAL,
             status=Status(StatusCode.ERROR, error[:500]) if error else _UNSET,
             start_time=start_ns,

@@ -242,6 +242,45 @@ def test_a_span_recorded_finished_is_the_one_a_tracer_would_record(
     assert recorded.context.span_id == 0x1234 and recorded.context.trace_id == 0xABC
 
 
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT": "3"},
+        {"OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "1"},
+        {"OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "1", "OTEL_SPAN_EVENT_ATTRIBUTE_COUNT_LIMIT": "0"},
+        {"OTEL_SPAN_EVENT_COUNT_LIMIT": "1", "OTEL_SPAN_LINK_COUNT_LIMIT": "0"},
+    ],
+    ids=["value-length", "attribute-count", "event-attributes", "event-and-link-count"],
+)
+def test_a_span_recorded_finished_keeps_the_sdks_span_limits(
+    monkeypatch: pytest.MonkeyPatch, limits: dict[str, str]
+) -> None:
+    for name, value in limits.items():
+        monkeypatch.setenv(name, value)
+    resource = Resource.create({"service.name": "wtm-scheduler"})
+    kept = _Kept()
+    monkeypatch.setattr(telemetry, "_enabled", True)
+    monkeypatch.setattr(telemetry, "_recorder", None)
+    telemetry.record_to(kept, resource)  # reads the limits, as setup() does
+    parent = telemetry.Parent(0xABC, 0xDEF)
+    telemetry.record_span(
+        "step s #2",
+        parent,
+        0x1234,
+        1_000,
+        2_000,
+        {"wtm.run_id": "r1", "wtm.attempt": 2, "wtm.lineage": ["a -> b"]},
+        events=[("dispatched", 1_100, {"wtm.executor_id": "e1"}), ("received", 1_200, {})],
+        links=[telemetry.Parent(7, 8)],
+        tracer_name="wtm.scheduler",
+    )
+    [recorded] = kept.spans
+    expected = _through_a_tracer(resource, "step s #2", parent, 0x1234, "")
+    assert encode_spans([recorded]) == encode_spans([expected])
+    dropped = (recorded.dropped_attributes, recorded.dropped_events, recorded.dropped_links)
+    assert dropped == (expected.dropped_attributes, expected.dropped_events, expected.dropped_links)
+
+
 def test_a_past_child_is_the_span_a_tracer_would_record(monkeypatch: pytest.MonkeyPatch) -> None:
     resource = Resource.create({"service.name": "wtm-executor"})
     ids = _Ids(0xABC, 0x111)
