@@ -211,19 +211,15 @@ def _through_a_tracer(
     return kept.spans[0]
 
 
-@pytest.mark.parametrize(
-    ("parent", "error"),
-    [(telemetry.Parent(0xABC, 0xDEF), ""), (telemetry.Parent(0xABC, 0), "it failed")],
-    ids=["child", "root-with-error"],
-)
-def test_a_span_recorded_finished_is_the_one_a_tracer_would_record(
+def _recorded_finished(
     monkeypatch: pytest.MonkeyPatch, parent: telemetry.Parent, error: str
-) -> None:
+) -> tuple[ReadableSpan, ReadableSpan]:
+    """A step span recorded finished (``record_span``), and the same through a tracer."""
     resource = Resource.create({"service.name": "wtm-scheduler"})
     kept = _Kept()
     monkeypatch.setattr(telemetry, "_enabled", True)
     monkeypatch.setattr(telemetry, "_recorder", None)
-    telemetry.record_to(kept, resource)
+    telemetry.record_to(kept, resource)  # reads the span limits, as setup() does
     telemetry.record_span(
         "step s #2",
         parent,
@@ -237,7 +233,18 @@ def test_a_span_recorded_finished_is_the_one_a_tracer_would_record(
         tracer_name="wtm.scheduler",
     )
     [recorded] = kept.spans
-    expected = _through_a_tracer(resource, "step s #2", parent, 0x1234, error)
+    return recorded, _through_a_tracer(resource, "step s #2", parent, 0x1234, error)
+
+
+@pytest.mark.parametrize(
+    ("parent", "error"),
+    [(telemetry.Parent(0xABC, 0xDEF), ""), (telemetry.Parent(0xABC, 0), "it failed")],
+    ids=["child", "root-with-error"],
+)
+def test_a_span_recorded_finished_is_the_one_a_tracer_would_record(
+    monkeypatch: pytest.MonkeyPatch, parent: telemetry.Parent, error: str
+) -> None:
+    recorded, expected = _recorded_finished(monkeypatch, parent, error)
     assert encode_spans([recorded]) == encode_spans([expected])
     assert recorded.context.span_id == 0x1234 and recorded.context.trace_id == 0xABC
 
@@ -257,25 +264,7 @@ def test_a_span_recorded_finished_keeps_the_sdks_span_limits(
 ) -> None:
     for name, value in limits.items():
         monkeypatch.setenv(name, value)
-    resource = Resource.create({"service.name": "wtm-scheduler"})
-    kept = _Kept()
-    monkeypatch.setattr(telemetry, "_enabled", True)
-    monkeypatch.setattr(telemetry, "_recorder", None)
-    telemetry.record_to(kept, resource)  # reads the limits, as setup() does
-    parent = telemetry.Parent(0xABC, 0xDEF)
-    telemetry.record_span(
-        "step s #2",
-        parent,
-        0x1234,
-        1_000,
-        2_000,
-        {"wtm.run_id": "r1", "wtm.attempt": 2, "wtm.lineage": ["a -> b"]},
-        events=[("dispatched", 1_100, {"wtm.executor_id": "e1"}), ("received", 1_200, {})],
-        links=[telemetry.Parent(7, 8)],
-        tracer_name="wtm.scheduler",
-    )
-    [recorded] = kept.spans
-    expected = _through_a_tracer(resource, "step s #2", parent, 0x1234, "")
+    recorded, expected = _recorded_finished(monkeypatch, telemetry.Parent(0xABC, 0xDEF), "")
     assert encode_spans([recorded]) == encode_spans([expected])
     dropped = (recorded.dropped_attributes, recorded.dropped_events, recorded.dropped_links)
     assert dropped == (expected.dropped_attributes, expected.dropped_events, expected.dropped_links)
