@@ -40,6 +40,7 @@ def _ephemeral_low() -> int:
 
 
 _handed_out: set[int] = set()
+_rng = random.Random()  # its own: a test that seeds the module's must not make picks repeat
 
 
 def free_port() -> int:
@@ -52,8 +53,8 @@ def free_port() -> int:
     can take it. This process never hands out a port twice."""
     low = _ephemeral_low()
     span = range(max(1024, low - 12_000), low)
-    for _ in range(100):
-        port = random.choice(span)
+    for _ in range(100 if len(span) >= 1_000 else 0):
+        port = _rng.choice(span)
         if port in _handed_out:
             continue
         with socket.socket() as s:
@@ -63,7 +64,7 @@ def free_port() -> int:
                 continue
         _handed_out.add(port)
         return port
-    with socket.socket() as s:  # that range is full: any free port will do
+    with socket.socket() as s:  # that range is full or too small: any free port will do
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 

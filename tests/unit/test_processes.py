@@ -84,3 +84,13 @@ def test_free_ports_come_from_below_the_range_of_outgoing_connections() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", ports[-1]))
         s.listen()
+
+
+def test_with_no_room_below_that_range_any_free_port_will_do(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(processes, "_ephemeral_low", lambda: 1_100)
+    port = processes.free_port()
+    assert port >= 1_100  # from the kernel (port 0), not from the 76 ports below
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
