@@ -203,7 +203,8 @@ def tracing(count: int, env: dict[str, str]) -> dict[str, Any]:
                 clients[label] = client
             labels = list(clients)
             for r in range(TRACE_ROUNDS):  # each round starts with the next stack
-                for label in labels[r % 3 :] + labels[: r % 3]:
+                turn = r % len(labels)
+                for label in labels[turn:] + labels[:turn]:
                     rates[label].append(burst(clients[label], count)["runs_per_second"])
         # the stacks have stopped: every span is flushed
         spans = {label: r.received for label, r in receivers.items()}

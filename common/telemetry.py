@@ -344,7 +344,11 @@ def past_child(
             ),
             parent=above,
             resource=recorder.resource,
-            attributes=_bounded(attributes, recorder.limits),
+            attributes=_bounded(
+                attributes,
+                recorder.limits.max_span_attributes,
+                recorder.limits.max_span_attribute_length,
+            ),
             kind=SpanKind.INTERNAL,
             status=_UNSET,
             start_time=start_ns,
@@ -358,31 +362,13 @@ def _over(count: int, limit: int | None) -> bool:
     return limit is not None and count > limit
 
 
-def _bounded(attributes: dict[str, Any], limits: SpanLimits) -> Any:
-    """A span's attributes within the SDK's limits (``OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT``,
-    ``OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT``), as its tracer would keep them; the dict
-    itself while there is nothing to bound (the defaults: 128 attributes, any length)."""
-    if limits.max_span_attribute_length is None and not _over(
-        len(attributes), limits.max_span_attributes
-    ):
+def _bounded(attributes: dict[str, Any], count: int | None, length: int | None) -> Any:
+    """Attributes within the SDK's limits (at most ``count`` of them, string values cut to
+    ``length``), as its tracer would keep them; the dict itself while there is nothing to
+    bound (the defaults: 128 attributes, any length)."""
+    if length is None and not _over(len(attributes), count):
         return attributes
-    return BoundedAttributes(
-        limits.max_span_attributes,
-        attributes,
-        immutable=False,
-        max_value_len=limits.max_span_attribute_length,
-    )
-
-
-def _bounded_event(attributes: dict[str, Any], limits: SpanLimits) -> Any:
-    """An event's attributes within the SDK's limits, as ``_bounded`` is for a span's."""
-    if limits.max_attribute_length is None and not _over(
-        len(attributes), limits.max_event_attributes
-    ):
-        return attributes
-    return BoundedAttributes(
-        limits.max_event_attributes, attributes, max_value_len=limits.max_attribute_length
-    )
+    return BoundedAttributes(count, attributes, max_value_len=length)
 
 
 def _scope(name: str) -> InstrumentationScope:
@@ -413,7 +399,12 @@ def record_span(
         return
     limits = recorder.limits
     made_events: Sequence[Event] = [
-        Event(event, _bounded_event(attrs, limits), at_ns) for event, at_ns, attrs in events
+        Event(
+            event,
+            _bounded(attrs, limits.max_event_attributes, limits.max_attribute_length),
+            at_ns,
+        )
+        for event, at_ns, attrs in events
     ]
     if _over(len(made_events), limits.max_events):  # the SDK keeps the last ones
         made_events = BoundedList.from_seq(limits.max_events, made_events)
@@ -431,12 +422,14 @@ def record_span(
             else None,
             resource=recorder.resource,
             attributes=_bounded(
-                {k: v for k, v in attributes.items() if v not in (None, "")}, limits
+                {k: v for k, v in attributes.items() if v not in (None, "")},
+                limits.max_span_attributes,
+                limits.max_span_attribute_length,
             ),
             events=made_events,
             links=made_links,
             kind=SpanKind.INTERNAL,
-            status=Status(StatusCode.ERROR, error[:500]) if error else _UNSET,
+            status=error_status(error) if error else _UNSET,
             start_time=start_ns,
             end_time=end_ns,
             instrumentation_scope=_scope(tracer_name),
