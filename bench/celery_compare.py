@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -212,5 +213,33 @@ def ratios(ours: dict[str, Any], celery: dict[str, Any]) -> dict[str, Any]:
             if ratio is None
             else (ratio >= must if higher_better else ratio <= must),
             "celery_all": theirs,
+        }
+    return table
+
+
+def combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rounds' ratio tables (``ratios``) as one: each figure's median ratio over the rounds,
+    every round's ratio beside it, and whether the median reaches the target. A median of
+    rounds that alternate which system goes first is what the figure of record is: one
+    round's ratio moves with the machine's state between its two halves."""
+    table = {}
+    for name in rounds[0] if rounds else {}:
+        each = [r[name] for r in rounds if name in r and r[name]["ratio"] is not None]
+        if not each:
+            continue
+        first = each[0]
+        ratio = round(statistics.median(e["ratio"] for e in each), 3)
+        higher_better = first["better_is"] == "higher"
+        table[name] = {
+            "ours": statistics.median(e["ours"] for e in each),
+            "celery_best": statistics.median(e["celery_best"] for e in each),
+            "ratio": ratio,
+            "round_ratios": [e["ratio"] for e in each],
+            "better_is": first["better_is"],
+            "must_reach": first["must_reach"],
+            "aim": first["aim"],
+            "reached": ratio >= first["must_reach"]
+            if higher_better
+            else ratio <= first["must_reach"],
         }
     return table

@@ -4,6 +4,7 @@
     python -m bench.run --only face,latency   # some of them
     python -m bench.run --scale 0.1           # smaller counts, for a quick look
     python -m bench.run --compare celery      # and the same workloads on Celery: ratios
+    python -m bench.run --compare celery --rounds 3   # median ratio of 3 alternating rounds
 
 Figures (issue 4 and issue 6 name them and the targets):
   throughput  N one-step no-op runs submitted in batches (SubmitRuns): runs/s from the first
@@ -567,6 +568,28 @@ FIGURES: dict[str, tuple[Callable[..., dict[str, Any]], int]] = {
 }
 
 
+def measure(
+    names: list[str], client: Client, cluster: Cluster, env: dict[str, str], scale: float
+) -> dict[str, Any]:
+    """Our figures ``names``, each at its count times ``scale``, on the stack ``cluster``."""
+    found: dict[str, Any] = {}
+    for name in names:
+        fn, count = FIGURES[name]
+        n = max(1, int(count * scale))
+        t0 = time.monotonic()
+        if name == "floors":
+            found[name] = fn(cluster, n)
+        elif name == "tracing":  # stacks of its own, one per configuration
+            found[name] = fn(n, env)
+        elif name in ("executor_start", "face_cache"):
+            found[name] = fn(client, cluster, n)
+        else:
+            found[name] = fn(client, n)
+        found[name]["bench_seconds"] = round(time.monotonic() - t0, 1)
+        print(f"{name}: {json.dumps(found[name])}", file=sys.stderr)
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.run", description=__doc__.splitlines()[0]
@@ -593,7 +616,17 @@ def main(argv: list[str] | None = None) -> int:
         "valkey, prefork and threads pools) and print each of our figures as a ratio to "
         "Celery's best",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="with --compare: measure both systems this many times, alternating which goes "
+        "first, and report each figure's median ratio (the machine's speed drifts within "
+        "minutes; one round's ratio moves with it)",
+    )
     ns = parser.parse_args(argv)
+    if ns.rounds < 1 or (ns.rounds > 1 and not ns.compare):
+        parser.error("--rounds: a positive count, and more than 1 only with --compare")
     chosen = [f.strip() for f in ns.only.split(",") if f.strip()]
     if ns.compare:  # the compared figures, ours first
         chosen = list(dict.fromkeys([*chosen, *celery_compare.WORKLOADS]))
@@ -642,28 +675,36 @@ def main(argv: list[str] | None = None) -> int:
         client.register_pipelines(DAG)
         client.register_pipelines(FACE_SERIAL)
         client.wait(client.submit(task="noop").run_id, 60)  # warm a worker
-        for name in chosen:
-            fn, count = FIGURES[name]
-            n = max(1, int(count * ns.scale))
-            t0 = time.monotonic()
-            if name == "floors":
-                report[name] = fn(c, n)
-            elif name == "tracing":  # stacks of its own, one per configuration
-                report[name] = fn(n, env)
-            elif name in ("executor_start", "face_cache"):
-                report[name] = fn(client, c, n)
-            else:
-                report[name] = fn(client, n)
-            report[name]["bench_seconds"] = round(time.monotonic() - t0, 1)
-            print(f"{name}: {json.dumps(report[name])}", file=sys.stderr)
+        report.update(measure(chosen, client, c, env, ns.scale))
         if ns.compare == "celery":
             assert c.endpoints is not None
             url = c.endpoints.redis_admin_url.rsplit("/", 1)[0] + "/2"  # a database of its own
-            celery = celery_compare.measure(url, ns.scale, Path(tmp))
-            report["compare_celery"] = {
-                "ratios": celery_compare.ratios(report, celery),
-                "celery": celery,
-            }
+            compared = [n for n in chosen if n in celery_compare.WORKLOADS]
+            rounds = []
+            for r in range(ns.rounds):
+                # Round 1 reuses the figures above (ours went first); then Celery goes first
+                # in every other round, so a drift of the machine's speed favours neither.
+                if r == 0:
+                    ours = {n: report[n] for n in compared}
+                    celery = celery_compare.measure(url, ns.scale, Path(tmp))
+                elif r % 2:
+                    celery = celery_compare.measure(url, ns.scale, Path(tmp))
+                    ours = measure(compared, client, c, env, ns.scale)
+                else:
+                    ours = measure(compared, client, c, env, ns.scale)
+                    celery = celery_compare.measure(url, ns.scale, Path(tmp))
+                table = celery_compare.ratios(ours, celery)
+                rounds.append({"ours": ours, "celery": celery, "ratios": table})
+                summary = {k: v["ratio"] for k, v in table.items()}
+                print(f"round {r + 1} ratios: {json.dumps(summary)}", file=sys.stderr)
+            report["compare_celery"] = (
+                {"ratios": rounds[0]["ratios"], "celery": rounds[0]["celery"]}
+                if ns.rounds == 1
+                else {
+                    "ratios": celery_compare.combine([r["ratios"] for r in rounds]),
+                    "rounds": rounds,
+                }
+            )
     receiver.stop()
     if ns.trace:
         report["spans_received"] = receiver.received

@@ -3,7 +3,7 @@ benchmark, run by ``python -m bench.run --compare celery``, not a test)."""
 
 from __future__ import annotations
 
-from bench.celery_compare import ratios
+from bench.celery_compare import combine, ratios
 
 
 def test_each_figure_is_compared_with_celerys_best_pool() -> None:
@@ -35,3 +35,35 @@ def test_each_figure_is_compared_with_celerys_best_pool() -> None:
     )
     assert table["latency p50 ms"]["reached"] is False
     assert table["latency p99 ms"]["aim"] == 1.0
+
+
+def _round(ours_rps: float, celery_rps: float, ours_p50: float, celery_p50: float) -> dict:
+    return ratios(
+        {
+            "throughput": {"runs_per_second": ours_rps},
+            "latency": {"p50_ms": ours_p50, "p99_ms": 2 * ours_p50},
+        },
+        {
+            "threads x8": {
+                "throughput": {"runs_per_second": celery_rps},
+                "latency": {"p50_ms": celery_p50},
+            }
+        },
+    )
+
+
+def test_rounds_combine_into_each_figures_median_ratio() -> None:
+    rounds = [_round(900, 600, 6.0, 3.0), _round(1200, 1000, 4.0, 4.0), _round(700, 600, 5.0, 2.0)]
+    table = combine(rounds)
+    # throughput ratios 1.5, 1.2, 1.167: the median is 1.2, under the 1.5 to reach
+    assert table["throughput runs/s"]["round_ratios"] == [1.5, 1.2, 1.167]
+    assert (table["throughput runs/s"]["ratio"], table["throughput runs/s"]["reached"]) == (
+        1.2,
+        False,
+    )
+    # p50 ratios 2.0, 1.0, 2.5: median 2.0 (lower is better; 1.25 to reach)
+    assert table["latency p50 ms"]["ratio"] == 2.0
+    assert table["latency p50 ms"]["reached"] is False
+    assert table["latency p50 ms"]["ours"] == 5.0 and table["latency p50 ms"]["celery_best"] == 3.0
+    # one round is that round's table's verdict
+    assert combine(rounds[1:2])["latency p50 ms"]["reached"] is True
