@@ -5,6 +5,7 @@ waits on hops or on CPU, and which process to look at first (issue 18)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -35,6 +36,21 @@ def _cpu_by_process() -> dict[str, float]:
         except psutil.Error:
             continue
     return found
+
+
+def stack_cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) spent so far by the processes ``pids`` and every process
+    under them (an executor's task workers): one stack's, when several run side by side."""
+    total = 0.0
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            for proc in [root, *root.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    total += sum(proc.cpu_times()[:2])
+        except psutil.Error:
+            continue
+    return total
 
 
 def cpu(client: Client, count: int) -> dict[str, Any]:

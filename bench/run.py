@@ -57,7 +57,7 @@ from typing import Any
 import redis
 
 from bench import celery_compare
-from bench.cpu import cpu
+from bench.cpu import cpu, stack_cpu
 from bench.figures import ms, pct
 from bench.floors import floors
 from clients.sdk import Client
@@ -161,9 +161,10 @@ def tracing(count: int, env: dict[str, str]) -> dict[str, Any]:
     interleaving puts the drift on all three alike (one stack after another, as this figure
     was first taken, a tenth traced moved throughput by -30% to +7% in one morning). Each
     traced figure is the median over the rounds of its burst's runs/s over the off stack's in
-    the same round. Metrics are on in all three (a Prometheus port, and not over OTLP, as
-    deployed), so that only tracing differs. Spans go to an OTLP receiver per traced stack,
-    in this process, that only counts them."""
+    the same round; and, steadier, the CPU per run of every process of the stack over the
+    same bursts, as a ratio to the off stack's in the same round. Metrics are on in all
+    three (a Prometheus port, and not over OTLP, as deployed), so that only tracing differs.
+    Spans go to an OTLP receiver per traced stack, in this process, that only counts them."""
     receivers = {"every_run": Receiver(keep=False), "sampled": Receiver(keep=False)}
     configs: dict[str, dict[str, str]] = {"off": {}}
     for label, receiver in receivers.items():
@@ -177,9 +178,10 @@ def tracing(count: int, env: dict[str, str]) -> dict[str, Any]:
         "OTEL_TRACES_SAMPLER_ARG": str(TRACE_SAMPLE),
     }
     rates: dict[str, list[float]] = {label: [] for label in configs}
+    cpu_ms: dict[str, list[float]] = {label: [] for label in configs}  # per run, all processes
     try:
         with contextlib.ExitStack() as stacks:
-            clients = {}
+            clients, pids = {}, {}
             for label, extra in configs.items():
                 tmp = stacks.enter_context(tempfile.TemporaryDirectory(prefix="wtm-bench-trace-"))
                 c = stacks.enter_context(
@@ -202,11 +204,14 @@ def tracing(count: int, env: dict[str, str]) -> dict[str, Any]:
                 client.wait(client.submit(task="noop").run_id, 60)
                 warm_slots(client)
                 clients[label] = client
+                pids[label] = [p.pid for p in c.stack.group.children + c.services.children]
             labels = list(clients)
             for r in range(TRACE_ROUNDS):  # each round starts with the next stack
                 turn = r % len(labels)
                 for label in labels[turn:] + labels[:turn]:
+                    before = stack_cpu(pids[label])
                     rates[label].append(burst(clients[label], count)["runs_per_second"])
+                    cpu_ms[label].append((stack_cpu(pids[label]) - before) / count * 1000)
         # the stacks have stopped: every span is flushed
         spans = {label: r.received for label, r in receivers.items()}
     finally:
@@ -218,6 +223,10 @@ def tracing(count: int, env: dict[str, str]) -> dict[str, Any]:
         ratios = [t / o for t, o in zip(rates[label], rates["off"], strict=True)]
         return round(1 - statistics.median(ratios), 3)
 
+    def cpu_cost(label: str) -> float:
+        ratios = [t / o for t, o in zip(cpu_ms[label], cpu_ms["off"], strict=True)]
+        return round(statistics.median(ratios) - 1, 3)
+
     return {
         "runs_per_burst": count,
         "rounds": TRACE_ROUNDS,
@@ -225,6 +234,11 @@ def tracing(count: int, env: dict[str, str]) -> dict[str, Any]:
         "spans_per_run": {label: round(n / runs, 2) for label, n in spans.items()},
         "cost_every_run": cost("every_run"),
         "cost_sampled": cost("sampled"),
+        # The same bursts' CPU per run, over every process of each stack (the OTLP receiver
+        # is this process, not counted): steadier than runs/s from round to round.
+        "cpu_ms_per_run": {k: [round(v, 3) for v in vs] for k, vs in cpu_ms.items()},
+        "cpu_cost_every_run": cpu_cost("every_run"),
+        "cpu_cost_sampled": cpu_cost("sampled"),
         "sample": TRACE_SAMPLE,
         "target": "cost <= 0.15",
     }
