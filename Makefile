@@ -41,9 +41,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy common services clients tasks scripts bench
 
-## Benchmarks on the local stack (starts and stops its own); prints JSON.
+## Benchmarks on the local stack (starts and stops its own); prints JSON: every figure, and
+## issue 18's ratios to Celery as the median of three alternating rounds (BENCH_ARGS= : none).
+BENCH_ARGS ?= --compare celery --rounds 3
 bench: $(STAMP)
-	$(PY) -m bench.run
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .wtm build *.egg-info
