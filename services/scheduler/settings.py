@@ -10,6 +10,7 @@ from common.refs import DEFAULT_INLINE_MAX_BYTES
 from services.common.backends import redis_url_problem
 from services.common.config import (
     ClientKeySettings,
+    EventLoopSettings,
     ServerAuthSettings,
     host_port,
     non_negative,
@@ -20,7 +21,7 @@ from services.scheduler.result_cache import DEFAULT_MAX_BYTES, DEFAULT_TTL_SECON
 
 
 @dataclass
-class SchedulerSettings(ServerAuthSettings, ClientKeySettings):
+class SchedulerSettings(ServerAuthSettings, ClientKeySettings, EventLoopSettings):
     """The scheduler service: runs, queues and leases in Redis, history in MongoDB."""
 
     executor_listen: str = setting(
