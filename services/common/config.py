@@ -176,21 +176,6 @@ class ServerAuthSettings(ServerTlsSettings):
     )
 
 
-EVENT_LOOPS = ("uvloop", "asyncio")
-
-
-@dataclasses.dataclass
-class EventLoopSettings:
-    """What an asyncio service (the scheduler, an executor) adds: the event loop it runs on."""
-
-    event_loop: str = setting(
-        "uvloop",
-        "WTM_EVENT_LOOP",
-        "the event loop: uvloop (libuv; asyncio's own where uvloop is not installed) or asyncio",
-        lambda v: None if v in EVENT_LOOPS else f"must be one of {', '.join(EVENT_LOOPS)}",
-    )
-
-
 @dataclasses.dataclass
 class ClientKeySettings:
     """What a service that calls another adds: the CA it trusts, the API key it presents."""

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from common import telemetry
-from services.common import event_loop, heap, logs
+from services.common import heap, logs
 from services.common.config import load_settings
 from services.executor.executor import Executor
 from services.executor.settings import ExecutorSettings
@@ -28,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     telemetry.setup("wtm-executor", grpc_client="aio")
     heap.freeze_startup()
     try:
-        event_loop.run(serve(settings), settings.event_loop)
+        asyncio.run(serve(settings))
     finally:
         telemetry.shutdown()
     return 0

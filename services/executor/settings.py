@@ -7,18 +7,11 @@ import socket
 from dataclasses import dataclass, field
 
 from common.refs import DEFAULT_INLINE_MAX_BYTES
-from services.common.config import (
-    ClientKeySettings,
-    EventLoopSettings,
-    host_port,
-    non_negative,
-    positive,
-    setting,
-)
+from services.common.config import ClientKeySettings, host_port, non_negative, positive, setting
 
 
 @dataclass
-class ExecutorSettings(ClientKeySettings, EventLoopSettings):
+class ExecutorSettings(ClientKeySettings):
     """An executor: takes steps from the scheduler and runs them in worker processes."""
 
     scheduler: list[str] = field(

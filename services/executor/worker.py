@@ -217,10 +217,6 @@ class Worker:
                 pass
             finally:
                 loop.remove_reader(fd)
-                # uvloop's add_reader leaves the socket non-blocking, and the Connection
-                # reads (and writes) a message whole only on a blocking one: a message that
-                # arrives in parts would raise BlockingIOError mid-read.
-                os.set_blocking(fd, True)
 
     def _cpu_used(self) -> float:
         if not self.cpu_seconds or self._proc.pid is None:

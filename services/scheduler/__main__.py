@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Sequence
 
 from common import telemetry
-from services.common import auth, event_loop, heap, logs
+from services.common import auth, heap, logs
 from services.common.backends import mongo_database, redis_client
 from services.common.config import load_settings, read_secret, server_tls
 from services.common.grpc_server import MutualTls, serve_async
@@ -140,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     heap.freeze_startup()
     try:
-        event_loop.run(serve(settings), settings.event_loop)
+        asyncio.run(serve(settings))
     finally:
         telemetry.shutdown()
     return 0

@@ -10,7 +10,6 @@ from common.refs import DEFAULT_INLINE_MAX_BYTES
 from services.common.backends import redis_url_problem
 from services.common.config import (
     ClientKeySettings,
-    EventLoopSettings,
     ServerAuthSettings,
     host_port,
     non_negative,
@@ -21,7 +20,7 @@ from services.scheduler.result_cache import DEFAULT_MAX_BYTES, DEFAULT_TTL_SECON
 
 
 @dataclass
-class SchedulerSettings(ServerAuthSettings, ClientKeySettings, EventLoopSettings):
+class SchedulerSettings(ServerAuthSettings, ClientKeySettings):
     """The scheduler service: runs, queues and leases in Redis, history in MongoDB."""
 
     executor_listen: str = setting(

@@ -28,10 +28,6 @@ def test_lists_come_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
         (["--lease-seconds", "soon"], "--lease-seconds / WTM_LEASE_SECONDS: must be int"),
         (["--lease-seconds", "0"], "--lease-seconds / WTM_LEASE_SECONDS: must be greater than 0"),
         (["--listen", "localhost"], "--listen / WTM_SCHEDULER_LISTEN: must be HOST:PORT"),
-        (
-            ["--event-loop", "trio"],
-            "--event-loop / WTM_EVENT_LOOP: must be one of uvloop, asyncio",
-        ),
         (["--redis-url", "http://r:6379"], "--redis-url / WTM_REDIS_URL: scheme 'http'"),
         (
             ["--redis-url", "redis+sentinel://s1:26379"],
