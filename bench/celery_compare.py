@@ -243,3 +243,17 @@ def combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             else ratio <= first["must_reach"],
         }
     return table
+
+
+def summary(table: dict[str, Any]) -> str:
+    """The ratio table as lines a person reads at the end of the run: each figure, ours over
+    Celery's best, its ratio (each round's too, when there were several) and the target."""
+    lines = [f"{'figure':25s} {'ours / Celery best = ratio':32s} {'must':8s} reached"]
+    for name, row in table.items():
+        rounds = row.get("round_ratios")
+        each = f"  (rounds {', '.join(f'{r:g}' for r in rounds)})" if rounds else ""
+        sign = ">=" if row["better_is"] == "higher" else "<="
+        figures = f"{row['ours']:g} / {row['celery_best']:g} = {row['ratio']:g}"
+        verdict = "yes" if row["reached"] else "no"
+        lines.append(f"{name:25s} {figures:32s} {sign} {row['must_reach']:<5g} {verdict}{each}")
+    return "\n".join(lines)

@@ -719,6 +719,7 @@ def main(argv: list[str] | None = None) -> int:
                     "rounds": rounds,
                 }
             )
+            print(celery_compare.summary(report["compare_celery"]["ratios"]), file=sys.stderr)
     receiver.stop()
     if ns.trace:
         report["spans_received"] = receiver.received

@@ -3,7 +3,7 @@ benchmark, run by ``python -m bench.run --compare celery``, not a test)."""
 
 from __future__ import annotations
 
-from bench.celery_compare import combine, ratios
+from bench.celery_compare import combine, ratios, summary
 
 
 def test_each_figure_is_compared_with_celerys_best_pool() -> None:
@@ -67,3 +67,13 @@ def test_rounds_combine_into_each_figures_median_ratio() -> None:
     assert table["latency p50 ms"]["ours"] == 5.0 and table["latency p50 ms"]["celery_best"] == 3.0
     # one round is that round's table's verdict
     assert combine(rounds[1:2])["latency p50 ms"]["reached"] is True
+
+
+def test_the_summary_names_each_figure_its_ratio_and_verdict() -> None:
+    rounds = [_round(900, 600, 6.0, 3.0), _round(1200, 1000, 4.0, 4.0), _round(700, 600, 5.0, 2.0)]
+    lines = summary(combine(rounds)).splitlines()
+    throughput = next(line for line in lines if line.startswith("throughput runs/s"))
+    assert "= 1.2" in throughput and ">= 1.5" in throughput and " no" in throughput
+    assert "rounds 1.5, 1.2, 1.167" in throughput
+    p50 = next(line for line in lines if line.startswith("latency p50 ms"))
+    assert "5 / 3 = 2" in p50 and "<= 1.25" in p50
