@@ -188,6 +188,10 @@ TARGETS: dict[str, tuple[float, float | None]] = {
 }
 
 
+def _reaches(ratio: float, must: float, higher_better: bool) -> bool:
+    return ratio >= must if higher_better else ratio <= must
+
+
 def ratios(ours: dict[str, Any], celery: dict[str, Any]) -> dict[str, Any]:
     """Each figure: ours, Celery's best pool's, ours / theirs (throughput: above 1 is
     better; times: below 1 is better), and whether the ratio reaches issue 18's target."""
@@ -209,9 +213,7 @@ def ratios(ours: dict[str, Any], celery: dict[str, Any]) -> dict[str, Any]:
             "better_is": "higher" if higher_better else "lower",
             "must_reach": must,
             "aim": aim,
-            "reached": None
-            if ratio is None
-            else (ratio >= must if higher_better else ratio <= must),
+            "reached": None if ratio is None else _reaches(ratio, must, higher_better),
             "celery_all": theirs,
         }
     return table
@@ -238,9 +240,7 @@ def combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             "better_is": first["better_is"],
             "must_reach": first["must_reach"],
             "aim": first["aim"],
-            "reached": ratio >= first["must_reach"]
-            if higher_better
-            else ratio <= first["must_reach"],
+            "reached": _reaches(ratio, first["must_reach"], higher_better),
         }
     return table
 

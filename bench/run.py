@@ -219,13 +219,15 @@ def tracing(count: int, env: dict[str, str]) -> dict[str, Any]:
             receiver.stop()
     runs = 1 + WARM_RUNS + TRACE_ROUNDS * count  # every run a stack ran
 
+    def to_off(figures: dict[str, list[float]], label: str) -> float:
+        """The median over the rounds of ``label``'s figure over the off stack's."""
+        return statistics.median(t / o for t, o in zip(figures[label], figures["off"], strict=True))
+
     def cost(label: str) -> float:
-        ratios = [t / o for t, o in zip(rates[label], rates["off"], strict=True)]
-        return round(1 - statistics.median(ratios), 3)
+        return round(1 - to_off(rates, label), 3)
 
     def cpu_cost(label: str) -> float:
-        ratios = [t / o for t, o in zip(cpu_ms[label], cpu_ms["off"], strict=True)]
-        return round(statistics.median(ratios) - 1, 3)
+        return round(to_off(cpu_ms, label) - 1, 3)
 
     return {
         "runs_per_burst": count,
