@@ -149,3 +149,35 @@ def shared_file(directory: Path, name: str) -> Path:
     path.touch()
     path.chmod(0o666)
     return path
+
+
+# The suite leaves the checkout as it found it: a server started with the repository as its
+# working directory once committed its dump.rdb. Whatever a run adds or changes outside the
+# ignored paths fails the run, named.
+_REPO = Path(__file__).resolve().parent.parent
+_checkout_key = pytest.StashKey[set[str] | None]()
+
+
+def _checkout_changes() -> set[str] | None:
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=all"],
+            cwd=_REPO, capture_output=True, text=True, timeout=30, check=True,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None  # not a git checkout (an sdist, say): nothing to compare
+    return set(out.splitlines())
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_checkout_key] = _checkout_changes()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    before = session.config.stash.get(_checkout_key, None)
+    after = _checkout_changes()
+    if before is None or after is None:
+        return
+    if added := sorted(after - before):
+        sys.stderr.write("\nthe tests left these in the checkout:\n  " + "\n  ".join(added) + "\n")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

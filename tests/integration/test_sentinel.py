@@ -38,7 +38,20 @@ class SentinelSet:
 
     def start(self) -> None:
         common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        self.group.start("primary", [self.binary, "--port", str(self.primary), *common])
+        # --dir: a replica's full sync writes RDB files even with saving off; not in the cwd
+        for name in ("primary", "replica"):
+            (self.root / name).mkdir(exist_ok=True)
+        self.group.start(
+            "primary",
+            [
+                self.binary,
+                "--port",
+                str(self.primary),
+                *common,
+                "--dir",
+                str(self.root / "primary"),
+            ],
+        )
         self.group.start(
             "replica",
             [
@@ -46,6 +59,8 @@ class SentinelSet:
                 "--port",
                 str(self.replica),
                 *common,
+                "--dir",
+                str(self.root / "replica"),
                 "--replicaof",
                 "127.0.0.1",
                 str(self.primary),
