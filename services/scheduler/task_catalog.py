@@ -104,8 +104,10 @@ def _translate(exc: WtmError, field: str) -> Exception:
     """What a failed registry look-up means to the submit that asked: NOT_FOUND and
     INVALID_ARGUMENT about the submit's ``field``; anything else: the registry is out of
     reach."""
-    if isinstance(exc, NotFound):
-        return NotFound(exc.message, field=field)
+    if isinstance(exc, NotFound):  # "no task x is registered" says it: not the registry's field
+        return NotFound(
+            exc.message.removeprefix(f"{exc.field}: " if exc.field else ""), field=field
+        )
     if isinstance(exc, InvalidArgument):
         return InvalidArgument(exc.message, field=field)
     return Unavailable(f"registry: {exc.code}: {exc.message}")

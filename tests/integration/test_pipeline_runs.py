@@ -198,7 +198,10 @@ def test_a_disabled_pipeline_is_refused(client: Client) -> None:
 def test_an_unknown_pipeline_is_not_found(client: Client) -> None:
     with pytest.raises(ApiError) as err:
         client.submit(pipeline="no_such_pipeline", input={})
-    assert (err.value.code, err.value.message.split(":")[0]) == ("NOT_FOUND", "pipeline")
+    assert (err.value.code, err.value.message) == (
+        "NOT_FOUND",
+        "pipeline: no pipeline no_such_pipeline is registered",
+    )
 
 
 def test_the_cli_runs_a_pipeline_and_prints_summary_and_lineage(cluster: Cluster) -> None:

@@ -146,6 +146,16 @@ def test_bad_submissions_are_refused_naming_the_field(
         client.submit(**kwargs)
     assert err.value.code == code
     assert err.value.message.startswith(f"{field}:")
+    assert err.value.message.count(":") == 1  # one field named, once
+
+
+def test_an_unknown_task_is_named_once(client: Client) -> None:
+    with pytest.raises(ApiError) as err:
+        client.submit(task="no_such_task@2.0.0")
+    assert (err.value.code, err.value.message) == (
+        "NOT_FOUND",
+        "task: no task no_such_task@2.0.0 is registered",
+    )
 
 
 def test_input_that_is_not_a_json_object_is_refused(cluster: Cluster, sentiment) -> None:  # noqa: ANN001
