@@ -56,7 +56,7 @@ from typing import Any
 
 import redis
 
-from bench import celery_compare
+from bench import celery_compare, targets
 from bench.cpu import cpu, stack_cpu
 from bench.figures import ms, pct
 from bench.floors import floors
@@ -734,6 +734,9 @@ def main(argv: list[str] | None = None) -> int:
                 }
             )
             print(celery_compare.summary(report["compare_celery"]["ratios"]), file=sys.stderr)
+    report["targets"] = targets.reached(report)
+    if report["targets"]:
+        print(targets.summary(report["targets"]), file=sys.stderr)
     receiver.stop()
     if ns.trace:
         report["spans_received"] = receiver.received

@@ -77,3 +77,19 @@ def test_the_summary_names_each_figure_its_ratio_and_verdict() -> None:
     assert "rounds 1.5, 1.2, 1.167" in throughput
     p50 = next(line for line in lines if line.startswith("latency p50 ms"))
     assert "5 / 3 = 2" in p50 and "<= 1.25" in p50
+
+
+def test_the_targets_that_are_not_ratios_to_celery_are_read_from_the_report() -> None:
+    from bench import targets
+
+    report = {
+        "face": {"parallel_p50_wall_ms": 96.0},
+        "batching": {"runs_per_second_ratio": 2.79, "p95_ratio": 0.37},
+    }
+    table = targets.reached(report)
+    assert table["face pipeline p50 ms"]["reached"] is True  # lower is better: 96 <= 100
+    assert table["batching runs/s ratio"]["reached"] is False  # higher is better: 2.79 < 3
+    assert table["batching p95 ratio"]["reached"] is True
+    assert "tracing every run, cost" not in table  # not measured in this run: not listed
+    lines = targets.summary(table).splitlines()
+    assert lines[2].split() == ["batching", "runs/s", "ratio", "2.79", ">=", "3", "no"]

@@ -1,0 +1,43 @@
+"""Issue 18's targets that are not a ratio to Celery — the face pipeline's p50, dynamic
+batching against the same task unbatched, what tracing every run costs — read from a bench
+report and printed at the end of the run beside the Celery table, so every target shows in
+one place with whether this run reached it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# name: ((figure, key), must reach, whether higher is better)
+TARGETS: dict[str, tuple[tuple[str, str], float, bool]] = {
+    "face pipeline p50 ms": (("face", "parallel_p50_wall_ms"), 100.0, False),
+    "batching runs/s ratio": (("batching", "runs_per_second_ratio"), 3.0, True),
+    "batching p95 ratio": (("batching", "p95_ratio"), 1.5, False),
+    "tracing every run, cost": (("tracing", "cost_every_run"), 0.15, False),
+}
+
+
+def reached(report: dict[str, Any]) -> dict[str, Any]:
+    """Each target whose figure this report measured: the figure, what it must reach, and
+    whether it did."""
+    table = {}
+    for name, ((figure, key), must, higher_better) in TARGETS.items():
+        value = report.get(figure, {}).get(key)
+        if value is None:
+            continue
+        table[name] = {
+            "value": value,
+            "better_is": "higher" if higher_better else "lower",
+            "must_reach": must,
+            "reached": value >= must if higher_better else value <= must,
+        }
+    return table
+
+
+def summary(table: dict[str, Any]) -> str:
+    """The table as lines a person reads: figure, value, target, reached."""
+    lines = [f"{'figure':25s} {'this run':32s} {'must':8s} reached"]
+    for name, row in table.items():
+        sign = ">=" if row["better_is"] == "higher" else "<="
+        verdict = "yes" if row["reached"] else "no"
+        lines.append(f"{name:25s} {row['value']:<32g} {sign} {row['must_reach']:<5g} {verdict}")
+    return "\n".join(lines)
