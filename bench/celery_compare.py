@@ -29,7 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench.figures import ms, pct
+from bench.figures import ms, pct, reaches
 
 ROOT = Path(__file__).resolve().parents[1]
 POOLS = (("prefork", 2), ("prefork", 8), ("threads", 8))
@@ -188,10 +188,6 @@ TARGETS: dict[str, tuple[float, float | None]] = {
 }
 
 
-def _reaches(ratio: float, must: float, higher_better: bool) -> bool:
-    return ratio >= must if higher_better else ratio <= must
-
-
 def ratios(ours: dict[str, Any], celery: dict[str, Any]) -> dict[str, Any]:
     """Each figure: ours, Celery's best pool's, ours / theirs (throughput: above 1 is
     better; times: below 1 is better), and whether the ratio reaches issue 18's target."""
@@ -213,7 +209,7 @@ def ratios(ours: dict[str, Any], celery: dict[str, Any]) -> dict[str, Any]:
             "better_is": "higher" if higher_better else "lower",
             "must_reach": must,
             "aim": aim,
-            "reached": None if ratio is None else _reaches(ratio, must, higher_better),
+            "reached": None if ratio is None else reaches(ratio, must, higher_better),
             "celery_all": theirs,
         }
     return table
@@ -240,7 +236,7 @@ def combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             "better_is": first["better_is"],
             "must_reach": first["must_reach"],
             "aim": first["aim"],
-            "reached": _reaches(ratio, first["must_reach"], higher_better),
+            "reached": reaches(ratio, first["must_reach"], higher_better),
         }
     return table
 

@@ -11,3 +11,8 @@ def pct(values: list[float], q: float) -> float:
 
 def ms(seconds: float) -> float:
     return round(seconds * 1000, 2)
+
+
+def reaches(value: float, must: float, higher_better: bool) -> bool:
+    """Whether ``value`` reaches the target ``must`` (at or above it, or at or below it)."""
+    return value >= must if higher_better else value <= must
