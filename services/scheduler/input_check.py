@@ -36,3 +36,16 @@ def check_step_input(step_id: str, input_schema: dict[str, Any], document: dict[
             + "; ".join(found),
             field="input_json",
         )
+
+
+def as_batch_item(exc: InvalidArgument, index: int) -> InvalidArgument:
+    """An input document's error as the ``index``-th of a batch's (``SubmitRuns``):
+    ``input_json.x: ...`` becomes ``inputs_json[index].x: ...``; an error about another
+    field keeps its own name after the document's."""
+    field = exc.field or ""
+    if field == "input_json" or field.startswith("input_json."):
+        bare = exc.message.removeprefix(f"{field}: ")
+        return InvalidArgument(
+            bare, field=f"inputs_json[{index}]{field.removeprefix('input_json')}"
+        )
+    return InvalidArgument(exc.message, field=f"inputs_json[{index}]")

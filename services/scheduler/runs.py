@@ -19,6 +19,7 @@ from common.errors import (
     Unavailable,
 )
 from services.common import auth
+from services.scheduler.input_check import as_batch_item
 from services.scheduler.listeners import Listeners, RunListener
 from services.scheduler.models import TERMINAL, Run, ms_to_dt
 from services.scheduler.planning import (
@@ -266,7 +267,7 @@ class RunService(RunListener):
             try:
                 docs.append(parse_input(text))
             except InvalidArgument as exc:
-                raise InvalidArgument(exc.message, field=f"inputs_json[{i}]") from exc
+                raise as_batch_item(exc, i) from exc
         batch_id = key and f"batch-{key}"
         if key:
             existing = await self.store.find_batch(batch_id)
@@ -283,7 +284,7 @@ class RunService(RunListener):
             try:
                 options.append(check_input(plan, doc))
             except InvalidArgument as exc:
-                raise InvalidArgument(exc.message, field=f"inputs_json[{i}]") from exc
+                raise as_batch_item(exc, i) from exc
         parents, link = telemetry.run_parents(len(docs)), telemetry.submit_link()
         made = [
             new_run(req, plan, doc, "", batch_id, parent, trace_link=link, options=o)

@@ -48,8 +48,10 @@ def test_a_bad_document_in_a_batch_is_named_and_nothing_is_queued(client: Client
     before = len(list(client.list_runs(task_id="word_count", limit=1000)))
     with pytest.raises(ApiError) as err:
         client.submit_many([{"text": "ok"}, []], task="word_count")  # type: ignore[list-item]
-    assert err.value.code == "INVALID_ARGUMENT"
-    assert "inputs_json[1]" in err.value.message
+    assert (err.value.code, err.value.message) == (
+        "INVALID_ARGUMENT",
+        "inputs_json[1]: must be a JSON object",
+    )
     assert len(list(client.list_runs(task_id="word_count", limit=1000))) == before
 
 
