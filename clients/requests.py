@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from clients.types import PipelineInfo, _time
+from common.errors import InvalidArgument
 from common.packaging import sha256_hex
+from common.states import State
 from wtm.v1 import auth_service_pb2 as apb
 from wtm.v1 import registry_service_pb2 as rpb
 from wtm.v1 import scheduler_service_pb2 as spb
@@ -74,6 +76,10 @@ def list_runs(
     page_size: int = 100,
     page_token: str = "",
 ) -> spb.ListRunsRequest:
+    if state and state not in State.__members__:
+        raise InvalidArgument(
+            f"{state!r} is not a state; one of {', '.join(State.__members__)}", field="state"
+        )
     request = spb.ListRunsRequest(
         state=f"STATE_{state}" if state else "STATE_UNSPECIFIED",
         pipeline_id=pipeline_id,

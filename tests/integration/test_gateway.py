@@ -117,6 +117,11 @@ def test_bad_input_is_refused_with_the_field_named(http: httpx.Client, cluster: 
         "message": "run_id: no run no-such-run",
         "field": "run_id",
     }
+    bad_state = http.get("/api/v1/runs", params={"state": "finished"})
+    assert bad_state.status_code == 400, bad_state.text
+    assert bad_state.json()["error"]["field"] == "state"
+    assert "'FINISHED' is not a state; one of PENDING" in bad_state.json()["error"]["message"]
+    assert http.get("/api/v1/runs", params={"state": "completed"}).status_code == 200
     both = http.post("/api/v1/runs", json={"task": "word_count", "pipeline": "x"})
     assert both.status_code == 400 and both.json()["error"]["field"] == "task"
     unknown = http.post("/api/v1/runs", json={"task": "no_such_task_here"})
