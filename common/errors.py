@@ -24,6 +24,11 @@ class WtmError(Exception):
         self.message = f"{field}: {message}" if field else message
         super().__init__(self.message)
 
+    @property
+    def reason(self) -> str:
+        """The message without the field it names ("no run x", not "run_id: no run x")."""
+        return self.message.removeprefix(f"{self.field}: ") if self.field else self.message
+
     @staticmethod
     def from_status(code: str, details: str) -> WtmError:
         """The error a call answered with gRPC status ``code`` (its name) and ``details``:

@@ -44,8 +44,7 @@ def as_batch_item(exc: InvalidArgument, index: int) -> InvalidArgument:
     field keeps its own name after the document's."""
     field = exc.field or ""
     if field == "input_json" or field.startswith("input_json."):
-        bare = exc.message.removeprefix(f"{field}: ")
         return InvalidArgument(
-            bare, field=f"inputs_json[{index}]{field.removeprefix('input_json')}"
+            exc.reason, field=f"inputs_json[{index}]{field.removeprefix('input_json')}"
         )
     return InvalidArgument(exc.message, field=f"inputs_json[{index}]")

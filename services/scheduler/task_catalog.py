@@ -105,9 +105,7 @@ def _translate(exc: WtmError, field: str) -> Exception:
     INVALID_ARGUMENT about the submit's ``field``; anything else: the registry is out of
     reach."""
     if isinstance(exc, NotFound):  # "no task x is registered" says it: not the registry's field
-        return NotFound(
-            exc.message.removeprefix(f"{exc.field}: " if exc.field else ""), field=field
-        )
+        return NotFound(exc.reason, field=field)
     if isinstance(exc, InvalidArgument):
         return InvalidArgument(exc.message, field=field)
     return Unavailable(f"registry: {exc.code}: {exc.message}")
