@@ -579,9 +579,15 @@ class Client(_Connection):
         Raises:
             RunFailedError, RunCancelledError, RunTimedOutError: the run ended otherwise
                 than COMPLETED (``raise_on_failure=False`` returns it instead).
-            WaitTimeoutError: it had not finished within ``timeout`` seconds.
+            WaitTimeoutError: it had not finished within ``timeout`` seconds (0 or less:
+                one look, no wait).
             NotFound: no such run.
         """
+        if timeout <= 0:
+            run = self.get_run(run_id)
+            if not run.finished:
+                raise WaitTimeoutError(run_id, timeout)
+            return self._outcome(run, raise_on_failure)
         deadline = time.monotonic() + timeout
         retrying = Retrying(
             retry=retry_if_exception_type((Unavailable, DeadlineExceeded, _NotFinished)),

@@ -113,8 +113,13 @@ def test_a_wait_that_ends_first_raises_wait_timeout(sdk: Client) -> None:
         with pytest.raises(DeadlineExceeded) as deadline:
             list(sdk.watch(run.run_id, timeout=0.3))
         assert isinstance(deadline.value, TimeoutError)
+        with pytest.raises(WaitTimeoutError):  # no time at all: one look
+            sdk.wait(run.run_id, timeout=0)
     finally:
         sdk.cancel(run.run_id)
+    assert sdk.wait(run.run_id, timeout=0, raise_on_failure=False).state is State.CANCELLED
+    with pytest.raises(NotFound):  # looked, not timed out
+        sdk.wait("no-such-run", timeout=0)
 
 
 def test_each_refusal_is_its_own_class_naming_the_field(
