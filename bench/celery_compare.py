@@ -24,7 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -92,20 +92,48 @@ def throughput(app: Any, count: int) -> dict[str, Any]:
     }
 
 
-def latency(app: Any, count: int) -> dict[str, Any]:
-    for _ in range(10):  # warm the result consumer and the pool
-        app.noop.apply_async().get(timeout=30)
+BLOCKS = 10  # the latency workload's alternating blocks, when ours is measured alongside
+
+
+def _timed(call: Callable[[], Any], count: int) -> list[float]:
     times = []
     for _ in range(count):
         t0 = time.perf_counter()
-        app.noop.apply_async().get(timeout=30)
+        call()
         times.append(time.perf_counter() - t0)
+    return times
+
+
+def _latency_figures(times: list[float]) -> dict[str, Any]:
     return {
-        "runs": count,
+        "runs": len(times),
         "p50_ms": ms(pct(times, 50)),
         "p95_ms": ms(pct(times, 95)),
         "p99_ms": ms(pct(times, 99)),
     }
+
+
+def latency(app: Any, count: int, ours: Callable[[], Any] | None = None) -> dict[str, Any]:
+    """Sequential round trips. With ``ours`` (one of our sequential runs), both systems are
+    measured in BLOCKS alternating blocks, the order swapped every block, and our figures
+    taken alongside go in ``ours_alongside``: the machine's speed drifts within minutes, and
+    a ratio of two figures measured minutes apart moves with it."""
+
+    def theirs() -> Any:
+        return app.noop.apply_async().get(timeout=30)
+
+    for _ in range(10):  # warm the result consumer and the pool
+        theirs()
+    if ours is None:
+        return _latency_figures(_timed(theirs, count))
+    mine: list[float] = []
+    their: list[float] = []
+    per = max(1, count // BLOCKS)
+    for block in range(BLOCKS):
+        order = [(ours, mine), (theirs, their)]
+        for call, times in order if block % 2 == 0 else order[::-1]:
+            times += _timed(call, per)
+    return {**_latency_figures(their), "ours_alongside": _latency_figures(mine)}
 
 
 def _dag(app: Any) -> Any:
@@ -156,13 +184,19 @@ WORKLOADS = {
 }
 
 
-def measure(url: str, scale: float, log_dir: Path) -> dict[str, Any]:
-    """Every workload on every pool: {pool: {workload: figures}}."""
+def measure(
+    url: str, scale: float, log_dir: Path, ours: Callable[[], Any] | None = None
+) -> dict[str, Any]:
+    """Every workload on every pool: {pool: {workload: figures}}. ``ours`` (one of our
+    sequential runs) is measured alongside each pool's latency (``latency``)."""
     found: dict[str, Any] = {}
     for pool, concurrency in POOLS:
         with worker(url, pool, concurrency, log_dir) as app:
             found[f"{pool}x{concurrency}"] = {
-                name: fn(app, max(1, int(count * scale))) for name, (fn, count) in WORKLOADS.items()
+                name: latency(app, max(1, int(count * scale)), ours)
+                if name == "latency"
+                else fn(app, max(1, int(count * scale)))
+                for name, (fn, count) in WORKLOADS.items()
             }
         print(f"celery {pool}x{concurrency}: {found[f'{pool}x{concurrency}']}", file=sys.stderr)
     return found
@@ -197,7 +231,9 @@ def ratios(ours: dict[str, Any], celery: dict[str, Any]) -> dict[str, Any]:
             continue
         theirs = {pool: figures[workload][key] for pool, figures in celery.items()}
         best_pool = (max if higher_better else min)(theirs, key=lambda p: theirs[p])
-        mine = ours[workload][key]
+        # Ours as measured alongside that pool, where it was (the latency workload's blocks)
+        alongside = celery[best_pool][workload].get("ours_alongside")
+        mine = (alongside or ours[workload])[key]
         best = theirs[best_pool]
         ratio = round(mine / best, 3) if best else None
         must, aim = TARGETS[name]
@@ -210,6 +246,7 @@ def ratios(ours: dict[str, Any], celery: dict[str, Any]) -> dict[str, Any]:
             "must_reach": must,
             "aim": aim,
             "reached": None if ratio is None else reaches(ratio, must, higher_better),
+            "measured_alongside": alongside is not None,
             "celery_all": theirs,
         }
     return table

@@ -93,3 +93,28 @@ def test_the_targets_that_are_not_ratios_to_celery_are_read_from_the_report() ->
     assert "tracing every run, cost" not in table  # not measured in this run: not listed
     lines = targets.summary(table).splitlines()
     assert lines[2].split() == ["batching", "runs/s", "ratio", "2.79", ">=", "3", "no"]
+
+
+def test_latency_is_compared_with_ours_as_measured_alongside_the_best_pool() -> None:
+    ours = {"latency": {"p50_ms": 9.0, "p99_ms": 20.0}}  # measured minutes earlier, alone
+    celery = {
+        "prefork x2": {
+            "latency": {
+                "p50_ms": 4.0,
+                "p99_ms": 8.0,
+                "ours_alongside": {"p50_ms": 7.0, "p99_ms": 15.0},
+            }
+        },
+        "threads x8": {
+            "latency": {
+                "p50_ms": 3.0,
+                "p99_ms": 6.0,
+                "ours_alongside": {"p50_ms": 6.0, "p99_ms": 16.0},
+            }
+        },
+    }
+    table = ratios(ours, celery)
+    p50, p99 = table["latency p50 ms"], table["latency p99 ms"]
+    assert (p50["celery_best_pool"], p50["ours"], p50["ratio"]) == ("threads x8", 6.0, 2.0)
+    assert (p99["celery_best_pool"], p99["ours"], p99["ratio"]) == ("threads x8", 16.0, 2.667)
+    assert p50["measured_alongside"] is True
