@@ -29,7 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench.figures import ms, pct, reaches
+from bench.figures import ms, pct, reaches, target_table
 
 ROOT = Path(__file__).resolve().parents[1]
 POOLS = (("prefork", 2), ("prefork", 8), ("threads", 8))
@@ -281,12 +281,10 @@ def combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 def summary(table: dict[str, Any]) -> str:
     """The ratio table as lines a person reads at the end of the run: each figure, ours over
     Celery's best, its ratio (each round's too, when there were several) and the target."""
-    lines = [f"{'figure':25s} {'ours / Celery best = ratio':32s} {'must':8s} reached"]
+    rows = []
     for name, row in table.items():
         rounds = row.get("round_ratios")
         each = f"  (rounds {', '.join(f'{r:g}' for r in rounds)})" if rounds else ""
-        sign = ">=" if row["better_is"] == "higher" else "<="
         figures = f"{row['ours']:g} / {row['celery_best']:g} = {row['ratio']:g}"
-        verdict = "yes" if row["reached"] else "no"
-        lines.append(f"{name:25s} {figures:32s} {sign} {row['must_reach']:<5g} {verdict}{each}")
-    return "\n".join(lines)
+        rows.append((name, figures, row, each))
+    return target_table(rows, "ours / Celery best = ratio")

@@ -61,6 +61,7 @@ from bench.cpu import cpu, stack_cpu
 from bench.figures import ms, pct
 from bench.floors import floors
 from clients.sdk import Client
+from common.states import TERMINAL_STATES, State
 from services.localstack import Cluster
 from services.localstack.otlp_receiver import Receiver
 from services.localstack.processes import free_port
@@ -105,7 +106,7 @@ def wait_all(
     return done
 
 
-UNFINISHED = ("PENDING", "QUEUED", "RUNNING")
+UNFINISHED = [s.value for s in State if s not in TERMINAL_STATES]
 WARM_RUNS = 1000  # throughput's first batch, not measured: it starts a worker on every slot
 
 

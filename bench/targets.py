@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.figures import reaches
+from bench.figures import reaches, target_table
 
 # name: ((figure, key), must reach, whether higher is better)
 TARGETS: dict[str, tuple[tuple[str, str], float, bool]] = {
@@ -37,9 +37,4 @@ def reached(report: dict[str, Any]) -> dict[str, Any]:
 
 def summary(table: dict[str, Any]) -> str:
     """The table as lines a person reads: figure, value, target, reached."""
-    lines = [f"{'figure':25s} {'this run':32s} {'must':8s} reached"]
-    for name, row in table.items():
-        sign = ">=" if row["better_is"] == "higher" else "<="
-        verdict = "yes" if row["reached"] else "no"
-        lines.append(f"{name:25s} {row['value']:<32g} {sign} {row['must_reach']:<5g} {verdict}")
-    return "\n".join(lines)
+    return target_table([(n, f"{r['value']:g}", r, "") for n, r in table.items()], "this run")
