@@ -309,6 +309,45 @@ def test_results_that_arrive_together_are_recorded_in_one_round_trip(valkey_url:
     scenario(valkey_url, body)
 
 
+def test_the_next_steps_are_written_to_the_stream_before_the_listeners_hear_of_the_end(
+    valkey_url: str,
+) -> None:
+    """A result that makes a dependent ready: the dependent's assignment leaves through the
+    executor's stream (its writer takes it from the outbox) before the listeners are told of
+    the attempt that ended — they must not delay the next step."""
+    written: list[str] = []
+    seen_at_end: list[list[str]] = []
+
+    class Ended(RunListener):
+        def attempt_ended(self, member: str, snapshot: dict[str, str], output_json: str) -> None:
+            seen_at_end.append(list(written))
+
+    async def body(c: Core) -> None:
+        c.listeners.register(Ended())
+        e1 = c.executor("e1")
+        a, b = step("a", 0), step("b", 0)
+        a.dependents.append("b")
+        b.deps.append("a")
+        fields = {"run_id": "r1", "input_json": "{}", "priority": "5", "sinks": '["b"]'}
+        await c.core.submit([Submission("r1", fields, [a, b])])
+        [first] = assignments(e1)
+
+        async def writer() -> None:  # what the servicer's stream does with the outbox
+            while True:
+                item = await e1.outbox.get()
+                if isinstance(item, Assignment):
+                    written.append(item.step_id)
+
+        task = asyncio.create_task(writer())
+        try:
+            await c.report(e1, first, "SUCCEEDED", "{}")
+        finally:
+            task.cancel()
+        assert seen_at_end == [["b"]]
+
+    scenario(valkey_url, body)
+
+
 def test_a_listener_that_raises_costs_only_its_own_record(valkey_url: str) -> None:
     class Broken(RunListener):
         def run_started(self, run_id: str, at_ms: int) -> None:
