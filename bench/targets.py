@@ -1,7 +1,8 @@
 """Issue 18's targets that are not a ratio to Celery — the face pipeline's p50, dynamic
-batching against the same task unbatched, what tracing every run costs — read from a bench
-report and printed at the end of the run beside the Celery table, so every target shows in
-one place with whether this run reached it."""
+batching against the same task unbatched, what tracing costs (as deployed, a tenth of the
+runs sampled, and with every run traced) — read from a bench report and printed at the end
+of the run beside the Celery table, so every target shows in one place with whether this
+run reached it."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ TARGETS: dict[str, tuple[tuple[str, str], float, bool]] = {
     "face pipeline p50 ms": (("face", "parallel_p50_wall_ms"), 100.0, False),
     "batching runs/s ratio": (("batching", "runs_per_second_ratio"), 3.0, True),
     "batching p95 ratio": (("batching", "p95_ratio"), 1.5, False),
+    # The issue allows sampling to meet it; as deployed (deploy/, compose) a tenth of the
+    # runs is traced. Both are shown: the deployed setting, and every run traced.
+    "tracing as deployed, cost": (("tracing", "cost_sampled"), 0.15, False),
     "tracing every run, cost": (("tracing", "cost_every_run"), 0.15, False),
 }
 

@@ -95,6 +95,14 @@ def test_the_targets_that_are_not_ratios_to_celery_are_read_from_the_report() ->
     assert lines[2].split() == ["batching", "runs/s", "ratio", "2.79", ">=", "3", "no"]
 
 
+def test_tracing_is_held_to_its_target_as_deployed_and_with_every_run_traced() -> None:
+    from bench import targets
+
+    table = targets.reached({"tracing": {"cost_sampled": 0.04, "cost_every_run": 0.21}})
+    assert table["tracing as deployed, cost"]["reached"] is True
+    assert table["tracing every run, cost"]["reached"] is False
+
+
 def test_latency_is_compared_with_ours_as_measured_alongside_the_best_pool() -> None:
     ours = {"latency": {"p50_ms": 9.0, "p99_ms": 20.0}}  # measured minutes earlier, alone
     celery = {
