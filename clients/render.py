@@ -247,7 +247,7 @@ def executors_table(executors: list[ExecutorInfo]) -> Table:
 
 def queues_table(queues: list[QueueInfo], delayed: int) -> Table:
     table = Table(title=f"Queues ({delayed} retries due later)")
-    for col in ("queue", "waiting", "oldest", "executors", "free slots", ""):
+    for col in ("queue", "waiting", "oldest", "executors", "free slots", "note"):
         table.add_column(col)
     for q in queues:
         table.add_row(

@@ -99,10 +99,15 @@ def run_watch(obj: Ctx, run_id: str, after: str) -> None:
 @click.option("--reason", default="", help="shown as the run's error")
 @click.pass_obj
 def run_cancel(obj: Ctx, run_id: str, reason: str) -> None:
-    """Cancel a run: queued steps are dropped and running ones stopped."""
+    """Cancel a run: queued steps are dropped and running ones stopped. A run that has
+    already ended is left as it ended (cancelling is idempotent, so a retried cancel is
+    harmless); a note on stderr says so."""
     with obj.client() as client:
         r = client.cancel(run_id, reason)
     obj.out(r, render.run_summary(r))
+    if r.state != State.CANCELLED:
+        ended = r.state.value
+        click.echo(f"run {run_id} had already ended {ended}: nothing was cancelled", err=True)
 
 
 STATES = [s.value for s in State]

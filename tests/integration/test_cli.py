@@ -120,6 +120,15 @@ def test_an_api_error_is_printed_with_its_code(cluster: Cluster) -> None:
     assert "NOT_FOUND" in result.stderr and "no_such_task" in result.stderr and not result.stdout
 
 
+def test_cancelling_a_run_that_ended_says_nothing_was_cancelled(cluster: Cluster) -> None:
+    run_cli(cluster, "task", "register", str(ROOT / "tasks" / "examples" / "text_sentiment"))
+    run = wtm_json(cluster, "run", "submit", "text_sentiment", '{"text": "fine"}')
+    assert run["state"] == "COMPLETED"
+    result = run_cli(cluster, "--json", "run", "cancel", run["run_id"])
+    assert json.loads(result.stdout)["state"] == "COMPLETED"  # left as it ended
+    assert f"run {run['run_id']} had already ended COMPLETED" in result.stderr
+
+
 def test_bad_input_json_is_a_usage_error(cluster: Cluster) -> None:
     result = run_cli(cluster, "run", "submit", "text_sentiment", "[1,", check=False)
     assert result.returncode == 2
