@@ -144,7 +144,12 @@ def _as_config(p: PipelineInfo) -> dict[str, Any]:
 @click.option(
     "--field", default="image_path", show_default=True, help="input field for --input-dir"
 )
-@click.option("--priority", type=click.IntRange(0, 10), default=0)
+@click.option(
+    "--priority",
+    type=click.IntRange(0, 10),
+    default=0,
+    help="1 (lowest) to 10 (highest); 0: the highest of its tasks' own",
+)
 @click.option("--request-id", default="", help="idempotency key")
 @click.option("--wait/--no-wait", default=True, help="follow the run until it finishes")
 @click.option(

@@ -29,7 +29,12 @@ def follow(obj: Ctx, client: Client, run_id: str) -> RunInfo:
 @run.command("submit")
 @click.argument("task_ref")
 @click.argument("input_json", default="{}")
-@click.option("--priority", type=click.IntRange(0, 10), default=0)
+@click.option(
+    "--priority",
+    type=click.IntRange(0, 10),
+    default=0,
+    help="1 (lowest) to 10 (highest); 0: the task's own (task.json)",
+)
 @click.option("--request-id", default="", help="idempotency key")
 @click.option("--wait/--no-wait", default=True, help="follow the run until it finishes")
 @click.option(

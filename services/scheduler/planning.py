@@ -163,7 +163,10 @@ def new_run_id() -> str:
 
 def check_priority(priority: int) -> None:
     if priority and not 1 <= priority <= 10:
-        raise InvalidArgument(f"must be from 1 to 10, got {priority}", field="priority")
+        raise InvalidArgument(
+            f"must be from 1 (lowest) to 10 (highest), or 0 for the task's own; got {priority}",
+            field="priority",
+        )
 
 
 # Limits on what a submit may carry (stated in scheduler_service.proto and the README).

@@ -156,6 +156,15 @@ def test_a_wait_shorter_than_the_run_times_out_and_the_run_carries_on(client: Cl
     assert client.wait(run_id, timeout=30).state == "COMPLETED"
 
 
+def test_a_priority_out_of_range_is_refused_saying_what_the_range_means(client: Client) -> None:
+    with pytest.raises(ApiError) as err:
+        client.submit(task="word_count", input={"text": "a"}, priority=11)
+    assert (err.value.code, err.value.message) == (
+        "INVALID_ARGUMENT",
+        "priority: must be from 1 (lowest) to 10 (highest), or 0 for the task's own; got 11",
+    )
+
+
 @pytest.mark.parametrize("seconds", [-1, 3601])
 def test_a_wait_out_of_range_is_refused_naming_the_field(cluster: Cluster, seconds: int) -> None:
     request = spb.SubmitRunRequest(task="word_count", input_json='{"text": "a"}')
