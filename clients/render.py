@@ -15,6 +15,7 @@ from clients.sdk import ExecutorInfo, PipelineInfo, RunEventInfo, RunInfo, TaskI
 from clients.types import QueueInfo
 
 console = Console()
+WIDE = 120  # columns: narrower consoles get the tables' less-needed columns left out
 errors = Console(stderr=True, soft_wrap=True)  # progress, notes, errors: never mixed with output
 STATE_STYLE = {
     "COMPLETED": "green",
@@ -198,35 +199,50 @@ def batch_table(batch_id: str, rows: list[dict[str, Any]]) -> Table:
     return table
 
 
-def runs_table(runs: list[RunInfo]) -> Table:
+def runs_table(runs: list[RunInfo], width: int | None = None) -> Table:
+    """Runs, a row each; the run id (what ``wtm run get`` takes) is never cut short. A
+    console narrower than ``WIDE`` leaves out how long each took and the year."""
+    wide = (width or console.width) >= WIDE
     table = Table(title="Runs (newest first)")
-    for col in ("run", "state", "what", "created", "took", "error"):
-        table.add_column(col)
+    table.add_column("run", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    table.add_column("what", overflow="fold")
+    table.add_column("created", no_wrap=not wide)
+    if wide:
+        table.add_column("took")
+    table.add_column("error")
     for r in runs:
-        took = ""
-        if r.created_at and r.ended_at:
-            took = f"{(r.ended_at - r.created_at).total_seconds():.2f}s"
         what = r.pipeline_id and f"{r.pipeline_id}@{r.pipeline_version}" or r.task_id
-        table.add_row(
-            r.run_id,
-            state(r.state),
-            escape(what),
-            r.created_at.strftime("%Y-%m-%d %H:%M:%S") if r.created_at else "",
-            took,
-            escape(r.error[:60]),
-        )
+        created = ""
+        if r.created_at:
+            created = r.created_at.strftime("%Y-%m-%d %H:%M:%S" if wide else "%m-%d %H:%M")
+        cells = [r.run_id, state(r.state), escape(what), created]
+        if wide:
+            took = ""
+            if r.created_at and r.ended_at:
+                took = f"{(r.ended_at - r.created_at).total_seconds():.2f}s"
+            cells.append(took)
+        table.add_row(*cells, escape(r.error[:60]))
     return table
 
 
-def executors_table(executors: list[ExecutorInfo]) -> Table:
+def executors_table(executors: list[ExecutorInfo], width: int | None = None) -> Table:
+    """The fleet, a row per executor. Its ids are never cut short; a console narrower than
+    ``WIDE`` (a terminal's 80 columns) leaves out the labels, last seen and scheduler
+    columns, which ``--json`` always has."""
     table = Table(title="Executors")
-    columns = ("executor", "state", "queues", "slots", "busy", "cpu", "memory", "errors")
-    for col in (*columns, "labels", "last seen", "scheduler"):
+    wide = (width or console.width) >= WIDE
+    table.add_column("executor", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    for col in ("queues", "slots", "busy", "cpu", "memory", "errors"):
         table.add_column(col)
+    if wide:
+        for col in ("labels", "last seen", "scheduler"):
+            table.add_column(col)
     style = {"CONNECTED": "green", "DRAINING": "yellow", "LOST": "red"}
     for e in executors:
         live = e.state != "LOST"
-        table.add_row(
+        cells = [
             escape(e.executor_id),
             f"[{style.get(e.state, 'white')}]{e.state}[/]",
             escape(",".join(e.queues)),
@@ -238,10 +254,14 @@ def executors_table(executors: list[ExecutorInfo]) -> Table:
             f"{e.cpu_percent:.0f}%" if live else "",
             f"{e.memory_bytes / 2**20:.0f} MiB" if live and e.memory_bytes else "",
             f"[red]{e.slot_errors}[/]" if e.slot_errors else "0",
-            escape(",".join(f"{k}={v}" for k, v in sorted(e.labels.items()))),
-            e.last_seen_at.strftime("%H:%M:%S") if e.last_seen_at else "",
-            escape(e.scheduler_id),
-        )
+        ]
+        if wide:
+            cells += [
+                escape(",".join(f"{k}={v}" for k, v in sorted(e.labels.items()))),
+                e.last_seen_at.strftime("%H:%M:%S") if e.last_seen_at else "",
+                escape(e.scheduler_id),
+            ]
+        table.add_row(*cells)
     return table
 
 

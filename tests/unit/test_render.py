@@ -1,10 +1,15 @@
-"""How the CLI shows a run's output: whole when small, cut when large."""
+"""How the CLI shows a run's output (whole when small, cut when large) and its tables in a
+terminal of 80 columns."""
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
-from clients.render import SHOWN_OUTPUT_LINES, shown_output
+from rich.console import Console
+
+from clients.render import SHOWN_OUTPUT_LINES, executors_table, runs_table, shown_output
+from clients.types import ExecutorInfo, RunInfo, State
 
 
 def test_a_small_output_is_shown_whole_however_many_lines_it_takes() -> None:
@@ -19,3 +24,31 @@ def test_a_large_output_is_cut_and_says_how_to_get_all_of_it() -> None:
     assert lines[-1].startswith(f"… {10_004 - SHOWN_OUTPUT_LINES} more lines")
     assert f"({len(json.dumps(output))} bytes as JSON)" in lines[-1]
     assert "--json" in lines[-1]
+
+
+def printed(table: object, width: int) -> str:
+    console = Console(width=width, record=True, color_system=None)
+    console.print(table)
+    return console.export_text()
+
+
+def test_in_80_columns_run_and_executor_ids_are_whole_and_the_extra_columns_go() -> None:
+    at = datetime(2026, 12, 3, 17, 6, 20, tzinfo=UTC)
+    run = RunInfo(
+        "000661bdc74ac2a1c1dea1bd365bf239", State.FAILED, "text_sentiment", "", {}, None,
+        "step text_sentiment FAILED: input: $.text: 5 is not of type 'string'", 5,
+        created_at=at, ended_at=at,
+    )  # fmt: skip
+    executor = ExecutorInfo(
+        "executor-gpu-17", "CONNECTED", ["default"], 4, 0, {"gpu": "a100"}, "1.0", "3.11",
+        at, at, "scheduler-replica-2",
+    )  # fmt: skip
+    narrow = printed(runs_table([run], 80), 80)
+    assert run.run_id in narrow and "12-03 17:06" in narrow and "took" not in narrow
+    assert "2026-12-03 17:06:20" in printed(runs_table([run], 160), 160)
+    narrow = printed(executors_table([executor], 80), 80)
+    assert "executor-gpu-17" in narrow and "CONNECTED" in narrow
+    assert "scheduler" not in narrow and "labels" not in narrow
+    wide = printed(executors_table([executor], 160), 160)
+    assert "scheduler-replica-2" in wide and "gpu=a100" in wide
+    assert all(len(line) <= 80 for line in narrow.splitlines())
