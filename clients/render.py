@@ -45,10 +45,11 @@ def state(s: str) -> str:
 
 def tasks_table(tasks: list[TaskInfo]) -> Table:
     table = Table(title="Tasks")
-    for col in ("task", "version", "category", "queue", "tags", "digest"):
+    table.add_column("task", no_wrap=True)  # ids are never cut short: they are what one types
+    for col in ("version", "category", "queue", "tags", "digest"):
         table.add_column(col)
     for t in tasks:
-        table.add_row(t.task_id, t.version, t.category, t.queue, ",".join(t.tags), t.digest[:12])
+        table.add_row(t.task_id, t.version, t.category, t.queue, ", ".join(t.tags), t.digest[:12])
     return table
 
 
@@ -151,7 +152,8 @@ def shown_output(output: object) -> str:
 
 def pipelines_table(pipelines: list[PipelineInfo]) -> Table:
     table = Table(title="Pipelines")
-    for col in ("pipeline", "version", "steps", "enabled", "description"):
+    table.add_column("pipeline", no_wrap=True)
+    for col in ("version", "steps", "enabled", "description"):
         table.add_column(col)
     for p in pipelines:
         table.add_row(p.pipeline_id, p.version, str(len(p.steps)), str(p.enabled), p.description)
@@ -185,8 +187,12 @@ def counts_of(output: Any) -> dict[str, Any]:
 
 def batch_table(batch_id: str, rows: list[dict[str, Any]]) -> Table:
     table = Table(title=f"Batch {batch_id}")
-    for col in ("image", "state", "counts", "wall ms", "run", "error"):
+    table.add_column("image", overflow="fold")
+    table.add_column("state", no_wrap=True)
+    for col in ("counts", "wall ms"):
         table.add_column(col)
+    table.add_column("run", no_wrap=True)
+    table.add_column("error")
     for r in rows:
         table.add_row(
             r["image"],

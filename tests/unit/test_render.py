@@ -8,8 +8,15 @@ from datetime import UTC, datetime
 
 from rich.console import Console
 
-from clients.render import SHOWN_OUTPUT_LINES, executors_table, runs_table, shown_output
-from clients.types import ExecutorInfo, RunInfo, State
+from clients.render import (
+    SHOWN_OUTPUT_LINES,
+    batch_table,
+    executors_table,
+    runs_table,
+    shown_output,
+    tasks_table,
+)
+from clients.types import ExecutorInfo, RunInfo, State, TaskInfo
 
 
 def test_a_small_output_is_shown_whole_however_many_lines_it_takes() -> None:
@@ -52,3 +59,18 @@ def test_in_80_columns_run_and_executor_ids_are_whole_and_the_extra_columns_go()
     wide = printed(executors_table([executor], 160), 160)
     assert "scheduler-replica-2" in wide and "gpu=a100" in wide
     assert all(len(line) <= 80 for line in narrow.splitlines())
+
+
+def test_in_80_columns_task_ids_and_a_batchs_run_ids_are_whole() -> None:
+    tags = ["audio", "speech", "example", "batching"]
+    task = TaskInfo("speech_activity", "1.0.0", "Speech", "", "audio", tags, "q", "a" * 64, 1, {})
+    assert "speech_activity" in printed(tasks_table([task]), 80)
+    row = {
+        "image": "photos/group_of_five_people.jpg",
+        "state": "COMPLETED",
+        "counts": {"face_count": 5},
+        "wall_ms": 246,
+        "run_id": "000661bdc74ac2a1c1dea1bd365bf239",
+        "error": "",
+    }
+    assert row["run_id"] in printed(batch_table("b-1", [row]), 80)
