@@ -196,3 +196,22 @@ def test_executors_and_queues_show_live_figures_and_the_stranded_warning(
         shot(page, "queues")
     finally:
         client.cancel(run.run_id, "the test is over")
+
+
+def test_in_a_narrow_window_tables_scroll_and_the_page_does_not(
+    page: Page, cluster: Cluster, client: Client, two_sleepers: str
+) -> None:
+    run = client.run(pipeline=two_sleepers, input={"seconds": 0.1}, timeout=60)
+    page.set_viewport_size({"width": 760, "height": 900})
+    sign_in(page, cluster.admin_key)
+    for where, table in (
+        ("/#/runs", "#runs"),
+        (f"/#/runs/{run.run_id}", "#steps"),
+        ("/#/executors", "#executors"),
+        ("/#/catalog", "#tasks"),
+    ):
+        page.goto(where)
+        expect(page.locator(table)).to_be_visible(timeout=STEP_MS)
+        width, window = page.evaluate("[document.documentElement.scrollWidth, innerWidth]")
+        assert width <= window, f"{where} is {width}px wide in a {window}px window"
+    shot(page, "run-page-narrow")
