@@ -151,6 +151,15 @@ def step(step_id: str, max_retries: int) -> QueuedStep:
     )
 
 
+def chain(run_id: str) -> Submission:
+    """A run of two steps, b after a."""
+    a, b = step("a", 0), step("b", 0)
+    a.dependents.append("b")
+    b.deps.append("a")
+    fields = {"run_id": run_id, "input_json": "{}", "priority": "5", "sinks": '["b"]'}
+    return Submission(run_id, fields, [a, b])
+
+
 def sent(session: ExecutorSession) -> list[Any]:
     """What went down the executor's stream since the last look."""
     out = []
@@ -325,11 +334,7 @@ def test_the_next_steps_are_written_to_the_stream_before_the_listeners_hear_of_t
     async def body(c: Core) -> None:
         c.listeners.register(Ended())
         e1 = c.executor("e1")
-        a, b = step("a", 0), step("b", 0)
-        a.dependents.append("b")
-        b.deps.append("a")
-        fields = {"run_id": "r1", "input_json": "{}", "priority": "5", "sinks": '["b"]'}
-        await c.core.submit([Submission("r1", fields, [a, b])])
+        await c.core.submit([chain("r1")])
         [first] = assignments(e1)
 
         async def writer() -> None:  # what the servicer's stream does with the outbox
@@ -519,11 +524,7 @@ def test_a_result_that_queues_a_dependent_asks_only_executors_of_its_queue(
     async def body(c: Core) -> None:
         elsewhere = c.core.open_session(ExecutorProfile("elsewhere", ["other"], 2, {}))
         worker = c.executor("worker", slots=1)
-        first, second = step("a", 0), step("b", 0)
-        first.dependents.append("b")
-        second.deps.append("a")
-        fields = {"run_id": "r1", "input_json": "{}", "priority": "5", "sinks": '["b"]'}
-        await c.core.submit([Submission("r1", fields, [first, second])])
+        await c.core.submit([chain("r1")])
         [a] = assignments(worker)
         assert assignments(elsewhere) == []
         assert "elsewhere" in c.core.leaser.asked.idle  # it found its queue empty
