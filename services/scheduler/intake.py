@@ -185,6 +185,7 @@ class Intake:
             for r, received_us in batch
         ]
         self.batches += 1
+        await self.leaser.notes.written(c.member for c in completions)
         async with self.leaser.round() as lease_round:
             verdicts, leases = await self.queue.complete_and_dispatch(
                 completions, lease_round.wants, self.leaser.lease_ms

@@ -32,6 +32,7 @@ from services.scheduler.queue_records import Completion, Leased, Submission, Wan
 from services.scheduler.result_cache import CachedOutput, ResultCache
 from services.scheduler.retry_policy import RetryPolicy
 from services.scheduler.run_queue import RunQueue, ready_queues
+from services.scheduler.step_notes import StepNotes
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,7 @@ class Leaser:
         self.fleet = fleet
         self.listeners = listeners
         self.lease_ms = lease_seconds * 1000
+        self.notes = StepNotes(queue, keep_seconds=2.0 * lease_seconds, clock=clock)
         self.retry = retry
         self.documents = documents
         self.prefetch = prefetch
@@ -303,8 +305,8 @@ class Leaser:
                 )
                 continue
             outgoing.append((p.session, p, traceparent))
-        if annotations:  # before the executor can report, so a result always finds them
-            await self.queue.annotate(annotations)
+        if annotations:  # behind the assignments: a result waits for them (StepNotes)
+            self.notes.write_behind(annotations)
         # A batch's size as sent: its steps that failed their input or hit the cache are not.
         call_sizes = Counter(p.leased.call for _, p, _ in outgoing if p.leased.call)
         for session, p, traceparent in outgoing:
@@ -314,6 +316,7 @@ class Leaser:
                 assignment(p.leased, p.input_json, p.sources, traceparent, size)
             )
         if ended:
+            await self.notes.written(c.member for c in ended)
             for c, v in zip(ended, await self.queue.complete_many(ended), strict=True):
                 self.fleet.send_cancels(v.cancel)
                 self.listeners.step_ended(c.member, v.snapshot, c.output_json, v.ends_run, v.final)
