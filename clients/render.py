@@ -205,10 +205,16 @@ def batch_table(batch_id: str, rows: list[dict[str, Any]]) -> Table:
     return table
 
 
+def _wide(width: int | None) -> bool:
+    """Whether a table printed ``width`` columns wide (None: this console's) shows every
+    column."""
+    return (width or console.width) >= WIDE
+
+
 def runs_table(runs: list[RunInfo], width: int | None = None) -> Table:
     """Runs, a row each; the run id (what ``wtm run get`` takes) is never cut short. A
     console narrower than ``WIDE`` leaves out how long each took and the year."""
-    wide = (width or console.width) >= WIDE
+    wide = _wide(width)
     table = Table(title="Runs (newest first)")
     table.add_column("run", no_wrap=True)
     table.add_column("state", no_wrap=True)
@@ -237,7 +243,7 @@ def executors_table(executors: list[ExecutorInfo], width: int | None = None) -> 
     ``WIDE`` (a terminal's 80 columns) leaves out the labels, last seen and scheduler
     columns, which ``--json`` always has."""
     table = Table(title="Executors")
-    wide = (width or console.width) >= WIDE
+    wide = _wide(width)
     table.add_column("executor", no_wrap=True)
     table.add_column("state", no_wrap=True)
     for col in ("queues", "slots", "busy", "cpu", "memory", "errors"):

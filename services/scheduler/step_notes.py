@@ -59,6 +59,8 @@ class StepNotes:
     async def written(self, members: Iterable[str]) -> None:
         """Once these steps' notes are in Redis: waits for a write in flight and makes a
         failed one again (raising if Redis is still out of reach)."""
+        if not self._pending:  # the common case: nothing in flight, every result at once
+            return
         pending = {m: self._pending[m] for m in members if m in self._pending}
         if not pending:
             return
