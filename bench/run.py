@@ -167,6 +167,26 @@ TRACE_SAMPLE = 0.1  # the tracing figure's sampled configuration (deploy/ sets t
 
 
 TRACE_ROUNDS = 6
+# The traced stacks' span export delay (the SDK's default is 5 s): spans left queued after a
+# burst (fewer than an export batch) are sent within this, so that ``settle`` sees them out.
+TRACE_FLUSH_MS = 500
+
+
+def settle(pids: list[int], quiet_cpu: float = 0.1, window: float = 0.2) -> None:
+    """Wait, up to 15 s, until the processes ``pids`` have finished what a burst left them
+    (spans still to export, history still to write): one export delay at least, then until
+    they use under ``quiet_cpu`` of a core over ``window`` seconds. Without it, a stack's
+    tail ran into the next stack's burst: that burst paid for it, and the CPU figure of the
+    stack that left it did not count it."""
+    deadline = time.monotonic() + 15
+    time.sleep(TRACE_FLUSH_MS / 1000 + 0.1)
+    last = stack_cpu(pids)
+    while time.monotonic() < deadline:
+        time.sleep(window)
+        now = stack_cpu(pids)
+        if now - last < quiet_cpu * window:
+            return
+        last = now
 
 
 def tracing(count: int, env: dict[str, str]) -> dict[str, Any]:
@@ -174,9 +194,10 @@ def tracing(count: int, env: dict[str, str]) -> dict[str, Any]:
     by side — tracing off, on for every run, on for a tenth of the runs (each run a trace of
     its own, sampled on its own) — each warmed with a worker on every slot. Then a burst of
     ``count`` no-op runs goes to each in turn, ``TRACE_ROUNDS`` times, each round starting
-    with the next stack: this machine's speed drifts by up to 2x within minutes, and
-    interleaving puts the drift on all three alike (one stack after another, as this figure
-    was first taken, a tenth traced moved throughput by -30% to +7% in one morning). Each
+    with the next stack, each burst followed by a wait until its stack is quiet (``settle``;
+    its CPU counts with the burst's). This machine's speed drifts by up to 2x within minutes,
+    and interleaving puts the drift on all three alike (one stack after another, as this
+    figure was first taken, a tenth traced moved throughput by -30% to +7% in one morning). Each
     traced figure is the median over the rounds of its burst's runs/s over the off stack's in
     the same round; and, steadier, the CPU per run of every process of the stack over the
     same bursts, as a ratio to the off stack's in the same round. Metrics are on in all
@@ -190,6 +211,8 @@ def tracing(count: int, env: dict[str, str]) -> dict[str, Any]:
             "OTEL_EXPORTER_OTLP_INSECURE": "true",
             "OTEL_METRICS_EXPORTER": "none",  # as deployed: metrics go to Prometheus only
         }
+    for label in receivers:  # the tail of a burst's spans goes out before the next burst
+        configs[label]["OTEL_BSP_SCHEDULE_DELAY"] = str(TRACE_FLUSH_MS)
     configs["sampled"] |= {
         "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
         "OTEL_TRACES_SAMPLER_ARG": str(TRACE_SAMPLE),
@@ -228,6 +251,7 @@ def tracing(count: int, env: dict[str, str]) -> dict[str, Any]:
                 for label in labels[turn:] + labels[:turn]:
                     before = stack_cpu(pids[label])
                     rates[label].append(burst(clients[label], count)["runs_per_second"])
+                    settle(pids[label])  # its tail of spans and history is its own cost
                     cpu_ms[label].append((stack_cpu(pids[label]) - before) / count * 1000)
         # the stacks have stopped: every span is flushed
         spans = {label: r.received for label, r in receivers.items()}

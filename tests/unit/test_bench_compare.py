@@ -126,3 +126,24 @@ def test_latency_is_compared_with_ours_as_measured_alongside_the_best_pool() -> 
     assert (p50["celery_best_pool"], p50["ours"], p50["ratio"]) == ("threads x8", 6.0, 2.0)
     assert (p99["celery_best_pool"], p99["ours"], p99["ratio"]) == ("threads x8", 16.0, 2.667)
     assert p50["measured_alongside"] is True
+
+
+def test_a_burst_is_followed_until_its_stack_is_quiet() -> None:
+    """``settle`` (the tracing figure, between bursts) waits while the stack still works and
+    returns once it is quiet, long before its bound."""
+    import subprocess
+    import sys
+    import time
+
+    from bench.run import settle
+
+    busy = "import time\nend = time.monotonic() + 1.5\nwhile time.monotonic() < end: pass\n"
+    child = subprocess.Popen([sys.executable, "-c", busy + "time.sleep(60)"])
+    try:
+        started = time.monotonic()
+        settle([child.pid])
+        waited = time.monotonic() - started
+    finally:
+        child.kill()
+        child.wait()
+    assert 1.4 < waited < 8.0
