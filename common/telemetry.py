@@ -20,13 +20,16 @@ the OTLP endpoint when tracing is on; without either, the meters are no-ops.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
 import random
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
@@ -299,10 +302,19 @@ def submit_link() -> str:
     return here.header() if here is not None else ""
 
 
+def _traced_here(span: Any) -> bool:
+    """Whether ``span`` is one whose children are recorded: a recording span, or the
+    context a ``late_span`` is current with."""
+    if span.is_recording():
+        return True
+    ctx = span.get_span_context()
+    return _late.get() is not None and ctx.is_valid and bool(ctx.trace_flags.sampled)
+
+
 @contextlib.contextmanager
 def phase(name: str, **attributes: Any) -> Iterator[None]:
     """A child span of the current one, when there is a recording current span."""
-    if not _enabled or not trace.get_current_span().is_recording():
+    if not _enabled or not _traced_here(trace.get_current_span()):
         yield
         return
     with tracer("wtm").start_as_current_span(name, attributes=attributes):
@@ -313,11 +325,66 @@ def phase(name: str, **attributes: Any) -> Iterator[None]:
 def skipped(name: str) -> Iterator[None]:
     """A phase known to take no time this once (a cache hit): no span of its own, only its
     name in the current span's ``wtm.skipped``, so that a warm step costs fewer spans."""
+    late = _late.get()
     current = trace.get_current_span()
-    if _enabled and current.is_recording():
+    if late is not None and _enabled:
+        late.attributes["wtm.skipped"] = (*late.attributes.get("wtm.skipped", ()), name)
+    elif _enabled and current.is_recording():
         before = getattr(current, "attributes", None) or {}
         current.set_attribute("wtm.skipped", [*before.get("wtm.skipped", ()), name])
     yield
+
+
+@dataclass
+class LateSpan:
+    """A span being timed by ``late_span``: what it will be recorded with when it ends."""
+
+    attributes: dict[str, Any]
+    error: str = ""
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self.attributes[key] = value
+
+
+_late: contextvars.ContextVar[LateSpan | None] = contextvars.ContextVar("wtm_late", default=None)
+
+
+@contextlib.contextmanager
+def late_span(
+    name: str, parent: Parent, attributes: dict[str, Any], tracer_name: str = "wtm"
+) -> Iterator[LateSpan]:
+    """A span of a sampled trace, timed around the block and recorded when it ends, as
+    ``record_span`` records one: a third of the CPU of a tracer's live span (no sampler, no
+    attribute checks on the way, no span processor to start it). Meanwhile its context is the
+    current one, so that what starts under it (phases, gRPC calls, ``past_child``) is its
+    child. An exception that leaves the block marks it failed, with an ``exception`` event,
+    as a tracer's span does."""
+    if not _enabled:
+        yield LateSpan(attributes)
+        return
+    span_id = new_span_id()
+    late = LateSpan(dict(attributes))
+    here = SpanContext(parent.trace_id, span_id, False, SAMPLED)
+    token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(here)))
+    late_token = _late.set(late)
+    start = time.time_ns()
+    events: list[tuple[str, int, dict[str, Any]]] = []
+    try:
+        yield late
+    except BaseException as exc:
+        late.error = late.error or f"{type(exc).__name__}: {exc}"
+        events.append(
+            ("exception", time.time_ns(), {"exception.type": type(exc).__name__,
+                                           "exception.message": str(exc)})
+        )  # fmt: skip
+        raise
+    finally:
+        _late.reset(late_token)
+        otel_context.detach(token)
+        record_span(
+            name, parent, span_id, start, time.time_ns(), late.attributes, events,
+            error=late.error, tracer_name=tracer_name,
+        )  # fmt: skip
 
 
 def error_status(message: str) -> Status:
@@ -333,7 +400,7 @@ def past_child(
     if not _enabled or recorder is None:
         return
     parent = parent or trace.get_current_span()
-    if not parent.is_recording():
+    if not _traced_here(parent):
         return
     above = parent.get_span_context()
     recorder.processor.on_end(

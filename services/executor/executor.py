@@ -579,15 +579,13 @@ class Executor:
         parent = telemetry.parse(a.traceparent) if telemetry.enabled() else None
         if parent is None:
             return await self._execute(a, running)
-        with telemetry.tracer("wtm.executor").start_as_current_span(
-            f"execute {a.task_id}",
-            context=parent.context(),
-            attributes=self._span_attributes(a),
+        with telemetry.late_span(
+            f"execute {a.task_id}", parent, self._span_attributes(a), tracer_name="wtm.executor"
         ) as span:
             outcome = await self._execute(a, running)
             span.set_attribute("wtm.outcome", outcome.outcome)
             if outcome.outcome != "SUCCEEDED":
-                span.set_status(telemetry.error_status(outcome.error))
+                span.error = outcome.error or outcome.outcome
             return outcome
 
     async def _task_of(self, a: epb.StepAssignment) -> tuple[Path, dict[str, Any], tuple[str, ...]]:

@@ -361,3 +361,53 @@ def test_an_untraced_channel_makes_no_client_spans_in_a_traced_process() -> None
         "True ['/grpc.health.v1.Health/Check']",
         "False []",
     ]
+
+
+def test_a_late_span_is_recorded_when_it_ends_with_what_happened_under_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An execution span timed by ``late_span``: its children (a past child) hang under it,
+    a phase skipped is named on it, its own attributes are the ones set before the end; an
+    exception leaving it marks it failed with the SDK's ``exception`` event."""
+    kept = _Kept()
+    monkeypatch.setattr(telemetry, "_enabled", True)
+    monkeypatch.setattr(telemetry, "_recorder", None)
+    telemetry.record_to(kept, Resource.create({"service.name": "wtm-executor"}))
+    parent = telemetry.Parent(0xABC, 0xDEF)
+    with telemetry.late_span("execute noop", parent, {"wtm.attempt": 1}, "wtm.executor") as span:
+        with telemetry.skipped("load package"):
+            pass
+        telemetry.past_child("process()", 5_000, 6_000)
+        span.set_attribute("wtm.outcome", "SUCCEEDED")
+    child, execute = kept.spans
+    assert execute.name == "execute noop" and execute.parent is not None
+    assert (execute.context.trace_id, execute.parent.span_id) == (0xABC, 0xDEF)
+    assert execute.instrumentation_scope is not None
+    assert execute.instrumentation_scope.name == "wtm.executor"
+    assert dict(execute.attributes or {}) == {
+        "wtm.attempt": 1,
+        "wtm.skipped": ("load package",),
+        "wtm.outcome": "SUCCEEDED",
+    }
+    assert execute.status.status_code == StatusCode.UNSET
+    assert execute.start_time is not None and execute.end_time is not None
+    assert execute.start_time <= execute.end_time
+    assert child.name == "process()" and child.parent is not None
+    assert child.parent.span_id == execute.context.span_id
+    assert trace.get_current_span().get_span_context().is_valid is False  # left as it was
+
+    with pytest.raises(ValueError), telemetry.late_span("execute bad", parent, {}):
+        raise ValueError("no input")
+    failed = kept.spans[-1]
+    assert failed.status.status_code == StatusCode.ERROR
+    assert failed.status.description == "ValueError: no input"
+    assert [(e.name, dict(e.attributes or {})) for e in failed.events] == [
+        ("exception", {"exception.type": "ValueError", "exception.message": "no input"})
+    ]
+
+
+def test_a_late_span_records_nothing_while_tracing_is_off() -> None:
+    with telemetry.late_span("execute noop", telemetry.Parent(1, 2), {}) as span:
+        span.set_attribute("wtm.outcome", "SUCCEEDED")
+        telemetry.past_child("process()", 1, 2)
+    assert trace.get_current_span().get_span_context().is_valid is False
