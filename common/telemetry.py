@@ -25,6 +25,7 @@ import logging
 import os
 import random
 import time
+import traceback
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -349,6 +350,17 @@ class LateSpan:
 _late: contextvars.ContextVar[LateSpan | None] = contextvars.ContextVar("wtm_late", default=None)
 
 
+def _exception_attributes(exc: BaseException) -> dict[str, Any]:
+    """An ``exception`` event's attributes, as the SDK's ``record_exception`` writes them."""
+    kind, module = type(exc).__qualname__, type(exc).__module__
+    return {
+        "exception.type": f"{module}.{kind}" if module and module != "builtins" else kind,
+        "exception.message": str(exc),
+        "exception.stacktrace": "".join(traceback.format_exception(exc)),
+        "exception.escaped": "False",
+    }
+
+
 @contextlib.contextmanager
 def late_span(
     name: str, parent: Parent, attributes: dict[str, Any], tracer_name: str = "wtm"
@@ -373,10 +385,7 @@ def late_span(
         yield late
     except BaseException as exc:
         late.error = late.error or f"{type(exc).__name__}: {exc}"
-        events.append(
-            ("exception", time.time_ns(), {"exception.type": type(exc).__name__,
-                                           "exception.message": str(exc)})
-        )  # fmt: skip
+        events.append(("exception", time.time_ns(), _exception_attributes(exc)))
         raise
     finally:
         _late.reset(late_token)
