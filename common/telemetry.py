@@ -326,13 +326,13 @@ def phase(name: str, **attributes: Any) -> Iterator[None]:
 def skipped(name: str) -> Iterator[None]:
     """A phase known to take no time this once (a cache hit): no span of its own, only its
     name in the current span's ``wtm.skipped``, so that a warm step costs fewer spans."""
-    late = _late.get()
     current = trace.get_current_span()
-    if late is not None and _enabled:
-        late.attributes["wtm.skipped"] = (*late.attributes.get("wtm.skipped", ()), name)
-    elif _enabled and current.is_recording():
+    late = _late.get()
+    if _enabled and current.is_recording():
         before = getattr(current, "attributes", None) or {}
         current.set_attribute("wtm.skipped", [*before.get("wtm.skipped", ()), name])
+    elif _enabled and late is not None:  # the current span is a late one
+        late.attributes["wtm.skipped"] = (*late.attributes.get("wtm.skipped", ()), name)
     yield
 
 
