@@ -208,6 +208,19 @@ def test_latest_is_the_highest_semver_not_the_newest(client: Client, tmp_path: P
     assert client.get_task("only_pre").version == "1.0.0-rc.1"  # unless there is no release
 
 
+def test_a_version_that_does_not_exist_is_named_with_the_latest_that_does(
+    client: Client, tmp_path: Path
+) -> None:
+    client.register_task(make_task(tmp_path, "known", "1.4.0"))
+    with pytest.raises(ApiError) as missing:
+        client.get_task("known@bad")
+    assert missing.value.code == "NOT_FOUND" and missing.value.field == "version"
+    assert missing.value.reason == "task known has no version 'bad'; its latest is 1.4.0"
+    with pytest.raises(ApiError) as unknown:
+        client.get_task("unknown@1.0.0")
+    assert unknown.value.code == "NOT_FOUND" and unknown.value.field == "task_id"
+
+
 def test_a_deprecated_version_is_no_longer_latest_but_still_fetchable(
     client: Client, tmp_path: Path
 ) -> None:
