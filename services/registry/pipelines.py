@@ -148,6 +148,8 @@ class Pipelines:
             else self.store.get(namespace, pipeline_id, version)
         )
         if found is None:
+            if version not in ("", "latest"):
+                self.store.missing_version(namespace, pipeline_id, version, "pipeline")
             what = pipeline_id if version in ("", "latest") else f"{pipeline_id}@{version}"
             raise NotFound(f"no pipeline {what} is registered", field="pipeline_id")
         return found

@@ -128,11 +128,8 @@ class Registry:
             found = found or self.tasks.latest(owner, bare, {"deprecated": False})
         else:
             found = self.tasks.get(owner, bare, version)
-            if found is None and (other := self.tasks.latest(owner, bare)) is not None:
-                raise NotFound(
-                    f"task {task_id} has no version {version!r}; its latest is {other.version}",
-                    field="version",
-                )
+            if found is None:
+                self.tasks.missing_version(owner, bare, version, "task")
         if found is None:
             raise NotFound(f"no task {what} is registered", field="task_id")
         if owner != namespace:  # shared: checked above

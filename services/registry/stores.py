@@ -88,6 +88,16 @@ class VersionedStore(Generic[T]):
         doc = self._c.find_one({"namespace": namespace, self._id: ident, "version": version})
         return self._from_doc(doc) if doc else None
 
+    def missing_version(self, namespace: str, ident: str, version: str, kind: str) -> None:
+        """Raises NOT_FOUND on ``version`` when ``ident`` has versions but not that one (a
+        look-up of it found nothing), naming its latest: not "no such task", which it is not."""
+        other = self.latest(namespace, ident)
+        if other is not None:
+            raise NotFound(
+                f"{kind} {ident} has no version {version!r}; its latest is {other.version}",  # type: ignore[attr-defined]
+                field="version",
+            )
+
     def latest(self, namespace: str, ident: str, extra: dict[str, Any] | None = None) -> T | None:
         query = {"namespace": namespace, self._id: ident, **(extra or {})}
         cursor = self._c.find(query).sort("version_sort", pymongo.DESCENDING).limit(1)

@@ -273,6 +273,22 @@ def test_filters_by_category_and_queue(client: Client, registered: None) -> None
 # Pipelines ------------------------------------------------------------------------------------
 
 
+def test_a_pipeline_version_that_does_not_exist_is_named_with_the_latest_that_does(
+    client: Client, registered: None
+) -> None:
+    [text] = [
+        p
+        for p in client.register_pipelines(FIXTURES / "pipelines" / "seed_style.json")
+        if p.pipeline_id == "text_pipeline"
+    ]
+    with pytest.raises(ApiError) as missing:
+        client.get_pipeline("text_pipeline@9.9.9")
+    assert missing.value.code == "NOT_FOUND" and missing.value.field == "version"
+    assert missing.value.reason == (
+        f"pipeline text_pipeline has no version '9.9.9'; its latest is {text.version}"
+    )
+
+
 def test_the_seed_style_config_registers_as_written(client: Client, registered: None) -> None:
     result = client.register_pipelines(FIXTURES / "pipelines" / "seed_style.json")
     by_id = {p.pipeline_id: p for p in result}
