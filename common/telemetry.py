@@ -147,7 +147,27 @@ def setup(
     if readers:
         from opentelemetry.sdk.metrics import MeterProvider
 
-        metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers))
+        metrics.set_meter_provider(
+            MeterProvider(
+                resource=resource,
+                metric_readers=readers,
+                exemplar_filter=exemplar_filter(otlp=_enabled and otlp_metrics_wanted()),
+            )
+        )
+
+
+def exemplar_filter(otlp: bool) -> Any:
+    """Which measurements keep an exemplar (the trace and span they were made in). Only an
+    OTLP metric export carries exemplars; the Prometheus reader drops them. So unless metrics
+    go over OTLP, or ``OTEL_METRICS_EXEMPLAR_FILTER`` asks for them, none are kept: with the
+    SDK's default (``trace_based``) every counter and histogram update made while a sampled
+    span is current — every one the scheduler makes for a traced run — paid for one (~2 µs
+    each) that nothing read. ``None``: the SDK's own choice from the standard variable."""
+    from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter
+
+    if otlp or os.environ.get("OTEL_METRICS_EXEMPLAR_FILTER"):
+        return None
+    return AlwaysOffExemplarFilter()
 
 
 # Calls that read or poll (and health checks, reflection) get no server span of their own:

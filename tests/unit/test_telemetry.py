@@ -60,6 +60,42 @@ def test_metrics_go_over_otlp_only_when_the_standard_variable_says_so(
     assert telemetry.otlp_metrics_wanted() is wanted
 
 
+@pytest.mark.parametrize(
+    ("otlp", "variable", "kept"),
+    [(False, None, False), (True, None, True), (False, "always_on", True)],
+)
+def test_exemplars_are_kept_only_where_an_export_carries_them(
+    monkeypatch: pytest.MonkeyPatch, otlp: bool, variable: str | None, kept: bool
+) -> None:
+    """A counter updated while a sampled span is current: with metrics going to Prometheus
+    only, no exemplar is taken; over OTLP (or when the standard variable asks), it is."""
+    from opentelemetry import context
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    if variable is None:
+        monkeypatch.delenv("OTEL_METRICS_EXEMPLAR_FILTER", raising=False)
+    else:
+        monkeypatch.setenv("OTEL_METRICS_EXEMPLAR_FILTER", variable)
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(
+        metric_readers=[reader], exemplar_filter=telemetry.exemplar_filter(otlp=otlp)
+    )
+    counter = provider.get_meter("test").create_counter("runs")
+    span = trace.NonRecordingSpan(SpanContext(0xABC, 0xDEF, False, trace.TraceFlags(1)))
+    token = context.attach(trace.set_span_in_context(span))
+    try:
+        counter.add(1, {"task": "noop"})
+    finally:
+        context.detach(token)
+    data = reader.get_metrics_data()
+    assert data is not None
+    (point,) = data.resource_metrics[0].scope_metrics[0].metrics[0].data.data_points
+    assert point.value == 1
+    assert bool(point.exemplars) is kept
+    provider.shutdown()
+
+
 def test_spans_are_not_recorded_while_tracing_is_off() -> None:
     assert not telemetry.enabled()
     assert telemetry.current() is None
