@@ -358,10 +358,12 @@ def skipped(name: str) -> Iterator[None]:
 
 @dataclass
 class LateSpan:
-    """A span being timed by ``late_span``: what it will be recorded with when it ends."""
+    """A span being timed by ``late_span`` or ``late_spans``: what it will be recorded with
+    when it ends. ``here`` names it, for children recorded under it (``past_child``)."""
 
     attributes: dict[str, Any]
     error: str = ""
+    here: Parent | None = None
 
     def set_attribute(self, key: str, value: Any) -> None:
         self.attributes[key] = value
@@ -394,26 +396,49 @@ def late_span(
     if not _enabled:
         yield LateSpan(attributes)
         return
-    span_id = new_span_id()
-    late = LateSpan(dict(attributes))
-    here = SpanContext(parent.trace_id, span_id, False, SAMPLED)
-    token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(here)))
-    late_token = _late.set(late)
+    with late_spans([(name, parent, attributes)], tracer_name) as (late,):
+        assert late.here is not None
+        here = SpanContext(late.here.trace_id, late.here.span_id, False, SAMPLED)
+        token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(here)))
+        late_token = _late.set(late)
+        try:
+            yield late
+        finally:
+            _late.reset(late_token)
+            otel_context.detach(token)
+
+
+@contextlib.contextmanager
+def late_spans(
+    spans: Sequence[tuple[str, Parent, dict[str, Any]]], tracer_name: str = "wtm"
+) -> Iterator[list[LateSpan]]:
+    """Spans of sampled traces (a name, a parent and attributes each), all timed around the
+    one block and recorded when it ends, as ``late_span`` records one; none is made current
+    (the steps of a dynamic batch, each of its own run, share one call). An exception that
+    leaves the block marks every one failed, with an ``exception`` event."""
+    lates = [LateSpan(dict(attributes)) for _, _, attributes in spans]
+    if not _enabled:
+        yield lates
+        return
+    for late, (_, parent, _) in zip(lates, spans, strict=True):
+        late.here = Parent(parent.trace_id, new_span_id())
     start = time.time_ns()
     events: list[tuple[str, int, dict[str, Any]]] = []
     try:
-        yield late
+        yield lates
     except BaseException as exc:
-        late.error = late.error or f"{type(exc).__name__}: {exc}"
+        for late in lates:
+            late.error = late.error or f"{type(exc).__name__}: {exc}"
         events.append(("exception", time.time_ns(), _exception_attributes(exc)))
         raise
     finally:
-        _late.reset(late_token)
-        otel_context.detach(token)
-        record_span(
-            name, parent, span_id, start, time.time_ns(), late.attributes, events,
-            error=late.error, tracer_name=tracer_name,
-        )  # fmt: skip
+        end = time.time_ns()
+        for late, (name, parent, _) in zip(lates, spans, strict=True):
+            assert late.here is not None
+            record_span(
+                name, parent, late.here.span_id, start, end, late.attributes, events,
+                error=late.error, tracer_name=tracer_name,
+            )  # fmt: skip
 
 
 def error_status(message: str) -> Status:
@@ -423,15 +448,19 @@ def error_status(message: str) -> Status:
 def past_child(
     name: str, start_ns: int, end_ns: int, parent: Any = None, **attributes: Any
 ) -> None:
-    """A child span, of ``parent`` or else of the current one, for something that already
-    happened: built finished, as ``record_span`` does."""
+    """A child span, of ``parent`` (a span, or a ``Parent`` naming a late one) or else of the
+    current one, for something that already happened: built finished, as ``record_span``
+    does."""
     recorder = _recorder
     if not _enabled or recorder is None:
         return
-    parent = parent or trace.get_current_span()
-    if not _traced_here(parent):
-        return
-    above = parent.get_span_context()
+    if isinstance(parent, Parent):
+        above = SpanContext(parent.trace_id, parent.span_id, False, SAMPLED)
+    else:
+        parent = parent or trace.get_current_span()
+        if not _traced_here(parent):
+            return
+        above = parent.get_span_context()
     recorder.processor.on_end(
         ReadableSpan(
             name=name,

@@ -742,37 +742,31 @@ class Executor:
     async def _traced_call(
         self, group: list[epb.StepAssignment], runnings: list[Running]
     ) -> list[Outcome]:
-        """``_call``, with an execution span per step (each a child of its own step
-        attempt's span), all covering the one call."""
-        spans = []
-        if telemetry.enabled():
-            tracer = telemetry.tracer("wtm.executor")
-            for a in group:
-                parent = telemetry.parse(a.traceparent)
-                spans.append(
-                    tracer.start_span(
-                        f"execute {a.task_id}",
-                        context=parent.context(),
-                        attributes={
-                            **self._span_attributes(a),
-                            "wtm.call_id": a.call_id,
-                            "wtm.call_size": len(group),
-                        },
-                    )
-                    if parent is not None
-                    else None
-                )
-        outcomes = await self._call(group, runnings)
-        for span, outcome in zip(spans, outcomes, strict=False):
-            if span is None:
-                continue
-            if outcome.process_times is not None:
-                called, returned = (int(t * 1e9) for t in outcome.process_times)
-                telemetry.past_child("process_batch()", called, returned, parent=span)
-            span.set_attribute("wtm.outcome", outcome.outcome)
-            if outcome.outcome != "SUCCEEDED":
-                span.set_status(telemetry.error_status(outcome.error))
-            span.end()
+        """``_call``, with an execution span per step of a traced run (each a child of its
+        own step attempt's span), all covering the one call; recorded when it ends."""
+        if not telemetry.enabled():
+            return await self._call(group, runnings)
+        traced = [(a, telemetry.parse(a.traceparent)) for a in group]
+        spans = [
+            (f"execute {a.task_id}", parent, self._span_attributes(a) | {
+                "wtm.call_id": a.call_id, "wtm.call_size": len(group),
+            })
+            for a, parent in traced
+            if parent is not None
+        ]  # fmt: skip
+        with telemetry.late_spans(spans, tracer_name="wtm.executor") as lates:
+            outcomes = await self._call(group, runnings)
+            made = iter(lates)
+            for (_, parent), outcome in zip(traced, outcomes, strict=True):
+                if parent is None:
+                    continue
+                late = next(made)
+                if outcome.process_times is not None:
+                    called, returned = (int(t * 1e9) for t in outcome.process_times)
+                    telemetry.past_child("process_batch()", called, returned, parent=late.here)
+                late.set_attribute("wtm.outcome", outcome.outcome)
+                if outcome.outcome != "SUCCEEDED":
+                    late.error = outcome.error or outcome.outcome
         return outcomes
 
     async def _call(

@@ -444,8 +444,47 @@ def test_a_late_span_is_recorded_when_it_ends_with_what_happened_under_it(
     assert "raise ValueError" in str(event.attributes["exception.stacktrace"])
 
 
+def test_late_spans_share_one_call_each_in_its_own_trace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The steps of a dynamic batch: one span per step, each under its own parent, timed
+    around the one call, none made current; a child recorded under each; an exception
+    leaving the call marks every one failed."""
+    kept = _Kept()
+    monkeypatch.setattr(telemetry, "_enabled", True)
+    monkeypatch.setattr(telemetry, "_recorder", None)
+    telemetry.record_to(kept, Resource.create({"service.name": "wtm-executor"}))
+    parents = [telemetry.Parent(0xA1, 0xB1), telemetry.Parent(0xA2, 0xB2)]
+    items = [("execute vad", p, {"wtm.call_size": 2}) for p in parents]
+    with telemetry.late_spans(items, "wtm.executor") as lates:
+        assert trace.get_current_span().get_span_context().is_valid is False
+        for late in lates:
+            telemetry.past_child("process_batch()", 5_000, 6_000, parent=late.here)
+        lates[1].error = "item 1: bad input"
+    children, spans = kept.spans[:2], kept.spans[2:]
+    assert [s.name for s in spans] == ["execute vad", "execute vad"]
+    for span, parent, child in zip(spans, parents, children, strict=True):
+        assert span.parent is not None and child.parent is not None
+        assert (span.context.trace_id, span.parent.span_id) == (parent.trace_id, parent.span_id)
+        assert child.name == "process_batch()" and child.context.trace_id == parent.trace_id
+        assert child.parent.span_id == span.context.span_id
+        assert dict(span.attributes or {}) == {"wtm.call_size": 2}
+    assert spans[0].start_time == spans[1].start_time and spans[0].end_time == spans[1].end_time
+    assert [s.status.status_code for s in spans] == [StatusCode.UNSET, StatusCode.ERROR]
+    assert spans[1].status.description == "item 1: bad input"
+
+    with pytest.raises(OSError), telemetry.late_spans(items) as lates:
+        raise OSError("worker died")
+    failed = kept.spans[-2:]
+    assert [s.status.description for s in failed] == ["OSError: worker died"] * 2
+    assert all([e.name for e in s.events] == ["exception"] for s in failed)
+
+
 def test_a_late_span_records_nothing_while_tracing_is_off() -> None:
     with telemetry.late_span("execute noop", telemetry.Parent(1, 2), {}) as span:
         span.set_attribute("wtm.outcome", "SUCCEEDED")
         telemetry.past_child("process()", 1, 2)
+    with telemetry.late_spans([("execute vad", telemetry.Parent(1, 2), {})]) as lates:
+        assert lates[0].here is None
+        telemetry.past_child("process_batch()", 1, 2, parent=lates[0].here)
     assert trace.get_current_span().get_span_context().is_valid is False
