@@ -72,11 +72,12 @@ def pipeline_validate(obj: Ctx, config: Path, pipeline_id: str) -> None:
 
 
 @pipeline.command("list")
+@click.argument("pipeline_id", required=False, default="")
 @click.pass_obj
-def pipeline_list(obj: Ctx) -> None:
-    """List registered pipeline versions."""
+def pipeline_list(obj: Ctx, pipeline_id: str) -> None:
+    """List registered pipeline versions: all, or those of PIPELINE_ID."""
     with obj.client() as client:
-        items = list(client.list_pipelines())
+        items = list(client.list_pipelines(pipeline_id=pipeline_id))
     obj.out(items, render.pipelines_table(items))
 
 

@@ -85,14 +85,15 @@ def task_register(obj: Ctx, path: Path, verbose: bool) -> None:
 
 
 @task.command("list")
+@click.argument("task_id", required=False, default="")
 @click.option("--category", default="")
 @click.option("--tag", default="")
 @click.option("--queue", default="")
 @click.pass_obj
-def task_list(obj: Ctx, category: str, tag: str, queue: str) -> None:
-    """List registered task versions."""
+def task_list(obj: Ctx, task_id: str, category: str, tag: str, queue: str) -> None:
+    """List registered task versions: all, or those of TASK_ID."""
     with obj.client() as client:
-        tasks = list(client.list_tasks(category=category, tag=tag, queue=queue))
+        tasks = list(client.list_tasks(task_id=task_id, category=category, tag=tag, queue=queue))
     obj.out(tasks, render.tasks_table(tasks))
 
 

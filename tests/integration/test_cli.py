@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,24 @@ def test_pipeline_commands_round_trip_a_config(cluster: Cluster, tmp_path: Path)
         cluster, "pipeline", "register", "--json-config", str(tmp_path / "pinned.json")
     )
     assert again["created"] is False  # the pinned config is the same pipeline
+
+
+def test_task_list_names_one_tasks_versions(cluster: Cluster, tmp_path: Path) -> None:
+    """``wtm task list ID``: the versions of that task (what a missing version's error sends
+    the user to look for), and nothing of the others."""
+    run_cli(cluster, "task", "register", str(FIXTURES / "tasks" / "word_count"))
+    shutil.copytree(FIXTURES / "tasks" / "echo", tmp_path / "echo")
+    manifest = json.loads((tmp_path / "echo" / "task.json").read_text())
+    for version in ("7.0.0", "7.1.0"):  # not the fixture's own, which others register
+        (tmp_path / "echo" / "task.json").write_text(json.dumps(manifest | {"version": version}))
+        run_cli(cluster, "task", "register", str(tmp_path / "echo"))
+    listed = {(t["task_id"], t["version"]) for t in wtm_json(cluster, "task", "list", "echo")}
+    assert {("echo", "7.0.0"), ("echo", "7.1.0")} <= listed
+    assert {task_id for task_id, _ in listed} == {"echo"}
+    assert "word_count" in run_cli(cluster, "task", "list").stdout
+    assert wtm_json(cluster, "task", "list", "no_such_task") == []
+    pipelines = wtm_json(cluster, "pipeline", "list", "no_such_pipeline")
+    assert pipelines == []
 
 
 def test_an_api_error_is_printed_with_its_code(cluster: Cluster) -> None:
