@@ -6,10 +6,11 @@ import asyncio
 from typing import Any
 
 import redis.asyncio as aioredis
+from hiredis import pack_command
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-Command = tuple[Any, ...]  # a Redis command and its arguments
+Command = tuple[Any, ...]  # a Redis command and its arguments (str, bytes, int or float)
 
 SCRIPT_CONNECTION_NAME = "wtm-scheduler-scripts"  # how the line shows in CLIENT LIST
 
@@ -44,7 +45,7 @@ class ScriptConnection:
             try:
                 async with asyncio.timeout(self.timeout_s):
                     await self._ready()
-                    await c.send_packed_command(c.pack_commands(commands), check_health=False)
+                    await c.send_packed_command(pack(commands), check_health=False)
                     replies: list[Any] = []
                     for _ in commands:
                         try:
@@ -74,3 +75,16 @@ class ScriptConnection:
 
     async def close(self) -> None:
         await self._connection.disconnect()
+
+
+def pack(commands: list[Command]) -> bytes:
+    """Commands in the Redis protocol, as redis-py's connection packs them (a first argument
+    of several words is split, as in ``"CLIENT LIST"``), by hiredis's packer, in C: a
+    result's round trip packs some fifty arguments, which redis-py's own packer, in Python,
+    took ~0.1 ms of the scheduler's loop to do."""
+    return b"".join(
+        pack_command((*command[0].split(), *command[1:]))
+        if isinstance(command[0], str) and " " in command[0]
+        else pack_command(command)
+        for command in commands
+    )
