@@ -69,6 +69,7 @@ class RunQueue:
         # "Work was queued" goes to every replica on the wake channel, tagged with this
         # process's origin so that its own dispatcher, woken directly, can skip it.
         self.origin = uuid.uuid4().hex[:12]
+        self.announce = wake.Announcer(client, self.origin)
         # Set when this process queued work its own dispatcher should lease (the one that
         # waits on it: pass the same event to both).
         self.work_queued = work_queued or asyncio.Event()
@@ -98,6 +99,7 @@ class RunQueue:
             script.sha = await self.redis.script_load(script.script)
 
     async def close(self) -> None:
+        await self.announce.close()
         await self._scripts_conn.close()
 
     async def _call_many(self, calls: list[Call], extra: list[Command] | None = None) -> list[Any]:
@@ -156,7 +158,7 @@ class RunQueue:
         """Create runs and lease up to n steps to each (executor, queues, n), in one round
         trip: free slots take the new runs' first steps (or older waiting work) at once.
         Returns (created, run_id) per run, and the leases per want. Other replicas are told
-        that work was queued; this one's caller decides itself."""
+        of the steps it left waiting; this one's caller decides itself."""
         now = self.clock.now_ms()
         ttl = self.finished_ttl_s
         calls: list[Call] = [("submit_run", _submit_args(r, now, ttl)) for r in runs]
@@ -164,17 +166,16 @@ class RunQueue:
         plain = {q for q in named if queue_names.is_plain(q)} - self.plain_queues
         variants = named - plain - self.plain_queues - self.queue_variants
 
-        message = wake.message(self.origin, ready_queues(runs))
-        then: list[Command] = [("PUBLISH", keys.WAKE_CHANNEL, message)]
+        then: list[Command] = [("SADD", keys.PLAIN_QUEUES, *plain)] if plain else []
         if variants:
-            then.insert(0, ("SADD", keys.QUEUE_VARIANTS, *variants))
-        if plain:
-            then.insert(0, ("SADD", keys.PLAIN_QUEUES, *plain))
+            then.append(("SADD", keys.QUEUE_VARIANTS, *variants))
         replies = await self._call_many(calls + dispatch_calls(wants, lease_ms, now), then)
         self.queue_variants |= variants
         self.plain_queues |= plain
         created = [(status == b"created", rid.decode()) for status, rid in replies[: len(runs)]]
-        return created, self._leases(replies[len(runs) :])
+        leases = self._leases(replies[len(runs) :])
+        self.announce.left(ready_queues(runs), leases)
+        return created, leases
 
     async def queue_stats(self, queues: set[str]) -> dict[str, tuple[int, int | None]]:
         """Per queue: steps waiting, and when the oldest was queued (ms; None when empty)."""
@@ -250,15 +251,17 @@ class RunQueue:
     ) -> tuple[list[Verdict], list[list[Leased]]]:
         """``complete_many`` then ``dispatch_many`` in the same round trip: the slots the
         results freed take the steps they made ready (and any other waiting work) at once.
-        Other replicas are told when steps were queued; this one's caller decides itself."""
+        Other replicas are told of the steps it left waiting; this one's caller decides."""
         now = self.clock.now_ms()
-        calls = self._complete_calls(results, now) + dispatch_calls(wants, lease_ms, now)
-        replies = await self._call_many(calls)
+        completes = self._complete_calls(results, now, wake=False)  # told below
+        replies = await self._call_many(completes + dispatch_calls(wants, lease_ms, now))
         verdicts = [verdict_of(raw) for raw in replies[: len(results)]]
         leases = self._leases(replies[len(results) :])
+        queued = Counter(q for v in verdicts for q in v.queued_on)
+        self.announce.left(queued, leases)
         # Steps the results queued: the next round asks executors serving their queues (the
         # caller decides whether a round follows).
-        self.new_work.update(q for v in verdicts for q in v.queued_on)
+        self.new_work.update(queued)
         return verdicts, leases
 
     def _leases(self, replies: list[Any]) -> list[list[Leased]]:
@@ -294,7 +297,7 @@ class RunQueue:
         taken, self.new_work = self.new_work, Counter()
         return taken
 
-    def _complete_calls(self, results: list[Completion], now: int) -> list[Call]:
+    def _complete_calls(self, results: list[Completion], now: int, wake: bool = True) -> list[Call]:
         return [
             (
                 "complete",
@@ -308,7 +311,7 @@ class RunQueue:
                     c.retry_at_ms,
                     self.finished_ttl_s,
                     json.dumps(c.timings),
-                    keys.WAKE_CHANNEL,
+                    keys.WAKE_CHANNEL if wake else "",  # "": the caller tells what is left
                     self.origin,
                     c.lease,
                     c.executor,

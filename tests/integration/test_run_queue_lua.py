@@ -391,6 +391,49 @@ def test_a_result_that_queues_steps_publishes_the_wake_message(on_valkey) -> Non
     assert got == [origin + b' {"q":1}']
 
 
+def test_a_round_trip_tells_other_replicas_only_what_it_left_waiting(on_valkey) -> None:  # noqa: ANN001
+    """A submit or a result whose round trip also leased the steps it queued sends no wake
+    message (there is nothing for other replicas to take, and this one would only read its
+    own message back); what it left waiting is announced, per queue."""
+
+    async def scenario(q: RunQueue) -> tuple[list[bytes], bytes]:
+        pubsub = q.redis.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(keys.WAKE_CHANNEL)
+        await pubsub.get_message(timeout=1.0)  # the subscribe confirmation
+        got = []
+
+        async def heard() -> None:
+            await q.announce.close()  # the messages sent in the background have gone
+            while (message := await pubsub.get_message(timeout=0.3)) is not None:
+                got.append(message["data"])
+
+        def run(run_id: str) -> Submission:
+            fields = {"run_id": run_id, "input_json": "{}", "priority": "5", "sinks": '["b"]'}
+            return Submission(run_id, fields, [step("a", dependents=["b"]), step("b", deps=["a"])])
+
+        def ended(leased: list[Any]) -> list[Completion]:
+            return [Completion(x.member, x.attempt, "SUCCEEDED", "{}") for x in leased]
+
+        _, [first] = await q.submit_and_dispatch([run("r1")], [Want("e1", ["q"], 1)], 30_000)
+        await heard()  # r1's a leased in the same round trip: nothing
+        got.append(b"--")
+        await q.submit_and_dispatch([run("r2")], [], 30_000)
+        await heard()  # no free slot asked: r2's a waits
+        got.append(b"--")
+        _, [both] = await q.complete_and_dispatch(ended(first), [Want("e1", ["q"], 2)], 30_000)
+        assert {x.member for x in both} == {"r1:b", "r2:a"}
+        await heard()  # r1's b (queued by the result) and r2's a leased with it: nothing
+        got.append(b"--")
+        await q.complete_and_dispatch(ended(both), [], 30_000)
+        await heard()  # r2's b queued, no slot asked: it waits
+        await pubsub.aclose()
+        return got, q.origin.encode()
+
+    got, origin = on_valkey(scenario)
+    waiting = origin + b' {"q": 1}'
+    assert got == [b"--", waiting, b"--", b"--", waiting]
+
+
 def test_another_replicas_wake_message_names_the_queues_to_ask(on_valkey) -> None:  # noqa: ANN001
     """A wake message with queue names becomes a hint (only those queues' executors are
     asked); one without (an older replica's) moves the epoch (everyone is asked); this

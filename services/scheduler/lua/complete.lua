@@ -15,7 +15,8 @@
 --       output_json, error, now_ms, retry_at_ms, finished_ttl_s,
 --       timings (JSON object of the attempt's executor timings, kept on the step hash),
 --       wake channel, origin (published when the result queues steps, for every replica,
---       as "origin {queue: steps}"),
+--       as "origin {queue: steps}"; an empty channel: the caller tells the replicas itself,
+--       after the dispatch in the same round trip, of what that left waiting),
 --       lease id (the dispatch the result is for; '' from executors that do not echo it),
 --       executor id (who reports it: only the executor the step is leased to counts)
 -- Fencing: a result for any attempt but the current RUNNING one, or for another lease of
@@ -64,7 +65,9 @@ if outcome == 'RELEASED' then
   enqueue_known(P, member, f[4], f[5], f[6], now, {'attempt', tonumber(attempt) - 1})
   emit(P, run_id, step_id, tonumber(attempt) - 1, 'QUEUED',
     (err ~= '' and err or 'released unrun by a draining executor'), now)
-  redis.call('PUBLISH', wake_channel, origin .. ' ' .. cjson.encode({[f[4]] = 1}))
+  if wake_channel ~= '' then
+    redis.call('PUBLISH', wake_channel, origin .. ' ' .. cjson.encode({[f[4]] = 1}))
+  end
   return with_snapshot({'released', f[4]})
 end
 -- The executor's timings and the attempt's log lines go on the step hash.
@@ -110,7 +113,8 @@ if limit > 0 then
   redis.call('HINCRBY', run_hash(P, run_id), 'active', -1)
   release_held(P, run_id, limit, now, nil, queued_on)
 end
-if #queued_on > 0 then  -- "ORIGIN {queue: steps}": other replicas ask those queues' executors
+-- "ORIGIN {queue: steps}": other replicas ask those queues' executors.
+if #queued_on > 0 and wake_channel ~= '' then
   local counts = {}
   for _, q in ipairs(queued_on) do counts[q] = (counts[q] or 0) + 1 end
   redis.call('PUBLISH', wake_channel, origin .. ' ' .. cjson.encode(counts))
