@@ -119,18 +119,21 @@ def test_task_list_names_one_tasks_versions(cluster: Cluster, tmp_path: Path) ->
     """``wtm task list ID``: the versions of that task (what a missing version's error sends
     the user to look for), and nothing of the others."""
     run_cli(cluster, "task", "register", str(FIXTURES / "tasks" / "word_count"))
-    shutil.copytree(FIXTURES / "tasks" / "echo", tmp_path / "echo")
-    manifest = json.loads((tmp_path / "echo" / "task.json").read_text())
-    for version in ("7.0.0", "7.1.0"):  # not the fixture's own, which others register
-        (tmp_path / "echo" / "task.json").write_text(json.dumps(manifest | {"version": version}))
-        run_cli(cluster, "task", "register", str(tmp_path / "echo"))
-    listed = {(t["task_id"], t["version"]) for t in wtm_json(cluster, "task", "list", "echo")}
-    assert {("echo", "7.0.0"), ("echo", "7.1.0")} <= listed
-    assert {task_id for task_id, _ in listed} == {"echo"}
+    # A task of this test's own: a new version of a shared fixture would become its latest
+    # for every other test of the session.
+    shutil.copytree(FIXTURES / "tasks" / "echo", tmp_path / "versioned")
+    manifest = json.loads((tmp_path / "versioned" / "task.json").read_text())
+    for version in ("1.0.0", "1.1.0"):
+        changed = manifest | {"task_id": "versioned_echo", "version": version}
+        (tmp_path / "versioned" / "task.json").write_text(json.dumps(changed))
+        run_cli(cluster, "task", "register", str(tmp_path / "versioned"))
+    listed = [
+        (t["task_id"], t["version"]) for t in wtm_json(cluster, "task", "list", "versioned_echo")
+    ]
+    assert sorted(listed) == [("versioned_echo", "1.0.0"), ("versioned_echo", "1.1.0")]
     assert "word_count" in run_cli(cluster, "task", "list").stdout
     assert wtm_json(cluster, "task", "list", "no_such_task") == []
-    pipelines = wtm_json(cluster, "pipeline", "list", "no_such_pipeline")
-    assert pipelines == []
+    assert wtm_json(cluster, "pipeline", "list", "no_such_pipeline") == []
 
 
 def test_an_api_error_is_printed_with_its_code(cluster: Cluster) -> None:
