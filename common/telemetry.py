@@ -393,11 +393,10 @@ def late_span(
     current one, so that what starts under it (phases, gRPC calls, ``past_child``) is its
     child. An exception that leaves the block marks it failed, with an ``exception`` event,
     as a tracer's span does."""
-    if not _enabled:
-        yield LateSpan(attributes)
-        return
     with late_spans([(name, parent, attributes)], tracer_name) as (late,):
-        assert late.here is not None
+        if late.here is None:  # tracing is off: nothing to make current or record
+            yield late
+            return
         here = SpanContext(late.here.trace_id, late.here.span_id, False, SAMPLED)
         token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(here)))
         late_token = _late.set(late)

@@ -78,13 +78,8 @@ class ScriptConnection:
 
 
 def pack(commands: list[Command]) -> bytes:
-    """Commands in the Redis protocol, as redis-py's connection packs them (a first argument
+    """Commands in the Redis protocol, as redis-py's connection packs them (a command name
     of several words is split, as in ``"CLIENT LIST"``), by hiredis's packer, in C: a
     result's round trip packs some fifty arguments, which redis-py's own packer, in Python,
     took ~0.1 ms of the scheduler's loop to do."""
-    return b"".join(
-        pack_command((*command[0].split(), *command[1:]))
-        if isinstance(command[0], str) and " " in command[0]
-        else pack_command(command)
-        for command in commands
-    )
+    return b"".join(pack_command((*name.split(), *args)) for name, *args in commands)

@@ -10,7 +10,7 @@ from services.scheduler.script_connection import Command, pack
 CASES: list[list[Command]] = [
     [("EVALSHA", "a" * 40, 0, "wtm:", "r-1:detect", 1, "SUCCEEDED", '{"faces": []}', "")],
     [("EVALSHA", "b" * 40, 0, "wtm:", -5, 2**70, 0.1, 1e20, 1 / 3, b"\x00\xff", "é✓")],
-    [("CLIENT LIST",), ("SCRIPT LOAD", "return 1"), ("PING",)],
+    [("CLIENT LIST",), ("SCRIPT LOAD", "return 1"), ("PING",), (b"CONFIG GET", "hz")],
     [("SET", "k", "x" * 10_000)],  # past redis-py's chunking cut-off: the same bytes
 ]
 
