@@ -27,7 +27,7 @@ from services.scheduler.queue_records import (
     verdict_of,
 )
 from services.scheduler.run_reader import RunReader
-from services.scheduler.script_connection import Command, ScriptConnection
+from services.scheduler.script_connection import Command, ScriptLines
 
 LUA_DIR = Path(__file__).parent / "lua"
 SCRIPTS = (
@@ -81,7 +81,7 @@ class RunQueue:
         self.queued_epoch = 0
         self.new_work: Counter[str] = Counter()
         self.batch_due_ms: int | None = None  # when the first short batch left waiting is due
-        self._scripts_conn = ScriptConnection(client)
+        self._lines = ScriptLines(client)
         self.reader = RunReader(client)  # the read side, for whoever reports runs
         lib = (LUA_DIR / "lib.lua").read_text()
         self._scripts = {
@@ -100,7 +100,7 @@ class RunQueue:
 
     async def close(self) -> None:
         await self.announce.close()
-        await self._scripts_conn.close()
+        await self._lines.close()
 
     async def _call_many(self, calls: list[Call], extra: list[Command] | None = None) -> list[Any]:
         """Run script calls (name, arguments) in one pipeline, in order, then the ``extra``
@@ -125,17 +125,11 @@ class RunQueue:
         return replies[: len(calls)]
 
     async def _pipeline(self, calls: list[Call], extra: list[Command]) -> list[Any]:
-        """One round trip: on the queue's own line when it is free (the hot path: lease
-        rounds hold a lock, so they rarely find it busy), else on a pooled connection."""
+        """One round trip, on one of the queue's own lines (``ScriptLines``)."""
         commands = [
             ("EVALSHA", self._scripts[name].sha, 0, keys.PREFIX, *args) for name, args in calls
         ] + extra
-        if not self._scripts_conn.busy:
-            return await self._scripts_conn.execute(commands)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for command in commands:
-                pipe.execute_command(*command)
-            return list(await pipe.execute(raise_on_error=False))
+        return await self._lines.execute(commands)
 
     # Submitting ---------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""``ScriptConnection``: a Redis connection of the run queue's own, for script pipelines."""
+"""``ScriptLines``: Redis connections of the run queue's own, for script pipelines."""
 
 from __future__ import annotations
 
@@ -75,6 +75,37 @@ class ScriptConnection:
 
     async def close(self) -> None:
         await self._connection.disconnect()
+
+
+class ScriptLines:
+    """The queue's own lines (``ScriptConnection``), as many as its round trips overlap, up
+    to ``max_lines``: a round trip takes an idle line, opens another when every line is
+    busy, and past the limit waits its turn on one (in turn). Under load a submit batch, a
+    result batch and a lease round overlap; each line packs in C and reads directly, where a
+    pooled redis-py pipeline, their fallback until 2026-12-04, packed every argument in
+    Python (~12% of the scheduler's CPU in a burst of 5,000 runs, by ``cProfile``)."""
+
+    def __init__(self, client: aioredis.Redis, max_lines: int = 4, timeout_s: float = 30.0) -> None:
+        self._client = client
+        self._max_lines = max_lines
+        self._timeout_s = timeout_s
+        self.lines: list[ScriptConnection] = []
+        self._turn = 0
+
+    async def execute(self, commands: list[Command]) -> list[Any]:
+        """``ScriptConnection.execute`` on a free line (see the class)."""
+        line = next((line for line in self.lines if not line.busy), None)
+        if line is None and len(self.lines) < self._max_lines:
+            line = ScriptConnection(self._client, self._timeout_s)
+            self.lines.append(line)
+        if line is None:
+            self._turn = (self._turn + 1) % len(self.lines)
+            line = self.lines[self._turn]
+        return await line.execute(commands)
+
+    async def close(self) -> None:
+        for line in self.lines:
+            await line.close()
 
 
 def pack(commands: list[Command]) -> bytes:

@@ -459,28 +459,31 @@ def test_another_replicas_wake_message_names_the_queues_to_ask(on_valkey) -> Non
     ]
 
 
-def test_scripts_share_a_line_fall_back_to_the_pool_and_survive_a_drop(on_valkey) -> None:  # noqa: ANN001
-    """Script pipelines go on the queue's own connection; calls made while it is busy go on
-    pooled ones; a connection the server dropped is replaced before the next call."""
+def test_scripts_go_on_the_queues_own_lines_and_survive_a_drop(on_valkey) -> None:  # noqa: ANN001
+    """Script pipelines go on the queue's own lines: round trips that overlap open more of
+    them, up to four, and wait their turn past that (none goes through a pooled redis-py
+    pipeline); a line the server dropped is replaced before its next call."""
 
-    async def scenario(q: RunQueue) -> tuple[list[str], list[str]]:
+    async def scenario(q: RunQueue) -> tuple[int, list[str], list[str]]:
         await asyncio.gather(*(submit(q, f"r{i}", [step("a")]) for i in range(6)))
         db = q.redis.connection_pool.connection_kwargs["db"]
-        [line] = [
+        lines = [
             c
             for c in await q.admin.client_list()
             if c["name"] == SCRIPT_CONNECTION_NAME
             and c["db"] == str(db)  # not the session scheduler's
         ]
-        await q.admin.client_kill_filter(_id=line["id"])
+        for line in lines:
+            await q.admin.client_kill_filter(_id=line["id"])
         await asyncio.sleep(0.05)  # the event loop sees the close
         leased = await q.dispatch("e1", ["q"], 10, 30_000)
         verdicts = await q.complete_many(
             [Completion(x.member, x.attempt, "SUCCEEDED", "{}") for x in leased]
         )
-        return sorted(x.member for x in leased), [v.verdict for v in verdicts]
+        return len(lines), sorted(x.member for x in leased), [v.verdict for v in verdicts]
 
-    members, verdicts = on_valkey(scenario)
+    opened, members, verdicts = on_valkey(scenario)
+    assert opened == 4  # six overlapping submits: four lines, two calls waited their turn
     assert members == [f"r{i}:a" for i in range(6)]
     assert verdicts == ["run_completed"] * 6
 
