@@ -89,22 +89,22 @@ class ScriptLines:
         self._client = client
         self._max_lines = max_lines
         self._timeout_s = timeout_s
-        self.lines: list[ScriptConnection] = []
+        self._lines: list[ScriptConnection] = []
         self._turn = 0
 
     async def execute(self, commands: list[Command]) -> list[Any]:
         """``ScriptConnection.execute`` on a free line (see the class)."""
-        line = next((line for line in self.lines if not line.busy), None)
-        if line is None and len(self.lines) < self._max_lines:
+        line = next((line for line in self._lines if not line.busy), None)
+        if line is None and len(self._lines) < self._max_lines:
             line = ScriptConnection(self._client, self._timeout_s)
-            self.lines.append(line)
+            self._lines.append(line)
         if line is None:
-            self._turn = (self._turn + 1) % len(self.lines)
-            line = self.lines[self._turn]
+            self._turn = (self._turn + 1) % len(self._lines)
+            line = self._lines[self._turn]
         return await line.execute(commands)
 
     async def close(self) -> None:
-        for line in self.lines:
+        for line in self._lines:
             await line.close()
 
 
