@@ -168,7 +168,8 @@ def config_warnings(doc: Any) -> list[str]:
             _unknown(p["global_settings"], GLOBAL_KEYS, f"{prefix}global_settings")
         if isinstance(p.get("input_validation"), dict):
             _unknown(p["input_validation"], VALIDATION_KEYS, f"{prefix}input_validation")
-        for i, step in enumerate(p.get("steps") or []):
+        steps = p.get("steps")  # not a list: parse_config names it
+        for i, step in enumerate(steps if isinstance(steps, list) else []):
             if isinstance(step, dict):
                 _unknown(step, STEP_KEYS, f"{prefix}steps[{i}]")
         if p.get("output_format"):

@@ -22,7 +22,7 @@ from common.packaging import inspect_archive
 from services.common import mapping
 from services.common.paging import decode_token, encode_token
 from services.registry.manifest import parse_manifest, version_sort_key
-from services.registry.pipeline_spec import ancestors, parse_config
+from services.registry.pipeline_spec import ancestors, config_warnings, parse_config
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -216,17 +216,32 @@ step_docs = st.fixed_dictionaries(
 @FUZZ
 @given(
     st.fixed_dictionaries(
-        {"pipeline_id": st.sampled_from(["p", "P!", ""]), "steps": st.lists(step_docs, max_size=5)},
+        {
+            "pipeline_id": st.sampled_from(["p", "P!", ""]),
+            "steps": st.lists(step_docs, max_size=5) | json_values,
+        },
         optional={
             "version": st.sampled_from(["1.0.0", "x", 1]),
             "enabled": st.booleans() | st.just("y"),
+            "global_settings": json_values,
+            "input_validation": json_values,
+            "output_format": json_values,
         },
-    )
+    ).flatmap(lambda p: st.sampled_from([p, {"pipelines": {"p": p}}, {"pipelines": [p]}]))
     | json_values
 )
 def test_any_pipeline_config_parses_or_is_invalid_argument(doc: Any) -> None:
+    """As the registry reads a config: its warnings first, then the pipelines."""
     with contextlib.suppress(InvalidArgument):
+        config_warnings(doc)
         parse_config(doc)
+
+
+def test_steps_that_are_not_a_list_are_named_not_a_crash() -> None:
+    for steps in (3.5, 7, True, None):  # a float once reached the registry as a TypeError
+        with pytest.raises(InvalidArgument, match=r"pipelines\.p\.steps: must be a non-empty list"):
+            config_warnings({"pipelines": {"p": {"steps": steps}}})
+            parse_config({"pipelines": {"p": {"steps": steps}}})
 
 
 @FUZZ
