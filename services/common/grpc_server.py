@@ -52,13 +52,26 @@ SERVER_OPTIONS = [
 ]
 
 
+MAX_DETAILS = 1000
+
+
+def bounded(message: str) -> str:
+    """``message`` cut to MAX_DETAILS characters, saying so. A message echoes what the
+    caller sent ("run_id: no run <id>"), and status details travel as a header: a 100 KB id
+    echoed whole made the client's gRPC drop the answer (RESOURCE_EXHAUSTED, "received
+    metadata size exceeds hard limit") instead of showing the field."""
+    if len(message) <= MAX_DETAILS:
+        return message
+    return f"{message[:MAX_DETAILS]}… (cut: {len(message):,} characters in all)"
+
+
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """Map an exception raised by domain code to a gRPC status code and message.
 
     Anything unexpected is INTERNAL with an error id that the log line also carries; its
     text (which may be a backend's) stays in the log."""
     if isinstance(exc, WtmError):
-        return getattr(grpc.StatusCode, exc.code), exc.message
+        return getattr(grpc.StatusCode, exc.code), bounded(exc.message)
     if isinstance(exc, UNREACHABLE):
         which = "MongoDB" if isinstance(exc, pymongo.errors.PyMongoError) else "Redis"
         log.warning("%s is out of reach: %s: %s", which, type(exc).__name__, exc)

@@ -178,6 +178,29 @@ def test_oversized_request_ids_labels_and_names_are_refused(
     )
 
 
+def test_a_huge_id_is_not_found_by_name_not_a_dropped_answer(
+    scheduler: spb_grpc.SchedulerServiceStub, registry: rpb_grpc.RegistryServiceStub
+) -> None:
+    """Lookups echo the id they did not find; an id of 100,000 characters echoed whole made
+    the caller's gRPC drop the answer (RESOURCE_EXHAUSTED, metadata over its hard limit)."""
+    huge = "ü" * 100_000  # percent-encoded in the header: 6 bytes a character
+    for call, field in [
+        (lambda: scheduler.GetRun(spb.GetRunRequest(run_id=huge), timeout=10), "run_id"),
+        (lambda: scheduler.CancelRun(spb.CancelRunRequest(run_id=huge), timeout=10), "run_id"),
+        (lambda: scheduler.WatchRun(spb.WatchRunRequest(run_id=huge), timeout=10), "run_id"),
+        (lambda: registry.GetTask(rpb.GetTaskRequest(task_id=huge), timeout=10), "task_id"),
+        (
+            lambda: registry.GetPipeline(rpb.GetPipelineRequest(pipeline_id=huge), timeout=10),
+            "pipeline_id",
+        ),
+    ]:
+        message = refused(call, field, grpc.StatusCode.NOT_FOUND)
+        assert message.startswith(f"{field}: ") and "characters in all" in message, message[:200]
+        assert len(message) < 1100
+    uri = registry.DownloadArtifact(rpb.DownloadArtifactRequest(uri=huge), timeout=10)
+    assert "characters in all" in refused(lambda: uri, "uri")
+
+
 def test_a_huge_task_manifest_is_refused_and_listing_keeps_working(
     client: Client, registry: rpb_grpc.RegistryServiceStub, tmp_path: object
 ) -> None:
