@@ -17,6 +17,7 @@ SDK (sync and async), the CLI, the executor and the scheduler's registry calls.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
@@ -31,7 +32,7 @@ from tenacity import (
 )
 
 from common import tls
-from common.errors import WtmError
+from common.errors import InvalidArgument, Unauthenticated, WtmError
 
 T = TypeVar("T")
 C = TypeVar("C", bound="_Calls")
@@ -51,10 +52,23 @@ CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
 )
 
 Metadata = tuple[tuple[str, str], ...]
+_HEADER_TEXT = re.compile(r"[\x20-\x7e]*")
 
 
 def call_metadata(api_key: str = "", namespace: str = "") -> Metadata:
-    """The headers every call carries: the key, and the namespace to act in if any."""
+    """The headers every call carries: the key, and the namespace to act in if any.
+
+    gRPC headers hold printable ASCII only; anything else failed inside grpc
+    (``ExecuteBatchError``, "Illegal header value") instead of naming what was wrong."""
+    if not _HEADER_TEXT.fullmatch(api_key):
+        raise Unauthenticated(
+            "holds a character no key has (keys are printable ASCII)", field="api_key"
+        )
+    if not _HEADER_TEXT.fullmatch(namespace):
+        raise InvalidArgument(
+            f"{namespace[:70]!r} is not a namespace name: 1-63 lowercase letters, digits and '-'",
+            field="namespace",
+        )
     found: Metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
     return found + (((NAMESPACE_HEADER, namespace),) if namespace else ())
 

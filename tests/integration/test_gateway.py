@@ -148,6 +148,15 @@ def test_a_key_is_required_and_a_bad_one_refused(cluster: Cluster) -> None:
         }
         login = anonymous.post("/api/v1/session", json={"api_key": "wtm_0.nope"})
         assert login.status_code == 401
+        # Text a gRPC header cannot carry is named, not a 500 from inside grpc.
+        login = anonymous.post("/api/v1/session", json={"api_key": "wtm_ü"})
+        assert login.status_code == 401 and login.json()["error"]["field"] == "api_key"
+        login = anonymous.post(
+            "/api/v1/session", json={"api_key": cluster.admin_key, "namespace": "équipe"}
+        )
+        assert login.status_code == 400 and login.json()["error"]["field"] == "namespace"
+        latin1 = anonymous.get("/api/v1/runs", headers={"Authorization": b"Bearer wtm_\xfc"})
+        assert latin1.status_code == 401, latin1.text
         assert anonymous.get("/healthz").status_code == 200  # liveness needs no key
     refused = watch(cluster, "x", key="wtm_0.nope")
     assert refused[0]["error"]["code"] == "UNAUTHENTICATED" and refused[-1] == {"close": 4401}
