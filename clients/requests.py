@@ -22,6 +22,17 @@ CHUNK = 256 * 1024
 MAX_WAIT_SECONDS = 3600.0  # SubmitRunRequest.wait's limit
 
 
+def _priority(priority: int) -> int:
+    """``priority`` when an int32 field can hold it; the scheduler judges the range (1-10, or
+    0), but past int32 protobuf would raise a bare ValueError here, naming no field."""
+    if not -(2**31) <= priority < 2**31:
+        raise InvalidArgument(
+            f"must be from 1 (lowest) to 10 (highest), or 0 for the task's own; got {priority}",
+            field="priority",
+        )
+    return priority
+
+
 def submit(
     task: str,
     pipeline: str,
@@ -36,7 +47,7 @@ def submit(
         task=task,
         pipeline=pipeline,
         input_json=json.dumps(document or {}),
-        priority=priority,
+        priority=_priority(priority),
         request_id=request_id,
         labels=labels or {},
         cache=cache,
@@ -59,7 +70,7 @@ def submit_many(
         task=task,
         pipeline=pipeline,
         inputs_json=[json.dumps(i) for i in inputs],
-        priority=priority,
+        priority=_priority(priority),
         request_id=request_id,
         labels=labels or {},
         cache=cache,

@@ -127,6 +127,9 @@ def test_bad_input_is_refused_with_the_field_named(http: httpx.Client, cluster: 
     unknown = http.post("/api/v1/runs", json={"task": "no_such_task_here"})
     assert unknown.status_code in (400, 404), unknown.text
     assert unknown.json()["error"]["field"]
+    for priority in (11, 2**70):  # the scheduler's range; past int32, the SDK's own check
+        big = http.post("/api/v1/runs", json={"task": "word_count", "priority": priority})
+        assert big.status_code == 400 and big.json()["error"]["field"] == "priority", big.text
     not_json = http.post("/api/v1/runs", content=b"{", headers={"Content-Type": "application/json"})
     assert not_json.status_code == 422  # FastAPI's validation error names the location
     closed = watch(cluster, "no-such-run")
