@@ -22,15 +22,18 @@ CHUNK = 256 * 1024
 MAX_WAIT_SECONDS = 3600.0  # SubmitRunRequest.wait's limit
 
 
+def _int32(value: int, field: str, rule: str) -> int:
+    """``value`` when an int32 field can hold it. The services judge the range; past int32
+    protobuf would raise a bare ValueError here, naming no field."""
+    if not -(2**31) <= value < 2**31:
+        raise InvalidArgument(f"{rule}; got {value}", field=field)
+    return value
+
+
 def _priority(priority: int) -> int:
-    """``priority`` when an int32 field can hold it; the scheduler judges the range (1-10, or
-    0), but past int32 protobuf would raise a bare ValueError here, naming no field."""
-    if not -(2**31) <= priority < 2**31:
-        raise InvalidArgument(
-            f"must be from 1 (lowest) to 10 (highest), or 0 for the task's own; got {priority}",
-            field="priority",
-        )
-    return priority
+    return _int32(
+        priority, "priority", "must be from 1 (lowest) to 10 (highest), or 0 for the task's own"
+    )
 
 
 def submit(
@@ -96,7 +99,7 @@ def list_runs(
         pipeline_id=pipeline_id,
         task_id=task_id,
         batch_id=batch_id,
-        page_size=page_size,
+        page_size=_int32(page_size, "page_size", "must be from 0 to 1000"),
         page_token=page_token,
     )
     if created_after is not None:
