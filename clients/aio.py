@@ -114,7 +114,7 @@ class AsyncClient(_Connection):
         return ApiKeyInfo.from_proto((await self._r.unary(self._auth.RevokeApiKey, request)).key)
 
     async def list_audit_events(self, limit: int = 100) -> list[dict[str, Any]]:
-        request = apb.ListAuditEventsRequest(page_size=limit)
+        request = requests.list_audit_events(limit)
         return requests.audit_events(await self._r.unary(self._auth.ListAuditEvents, request))
 
     # Tasks and artifacts -----------------------------------------------------------------

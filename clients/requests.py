@@ -118,6 +118,12 @@ def create_api_key(
     return request
 
 
+def list_audit_events(limit: int) -> apb.ListAuditEventsRequest:
+    return apb.ListAuditEventsRequest(
+        page_size=_int32(limit, "page_size", "must be from 1 to 1000")
+    )
+
+
 def audit_events(reply: apb.ListAuditEventsResponse) -> list[dict[str, Any]]:
     return [
         {

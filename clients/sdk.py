@@ -208,7 +208,7 @@ class Client(_Connection):
 
     def list_audit_events(self, limit: int = 100) -> list[dict[str, Any]]:
         """Recorded mutations, newest first."""
-        request = apb.ListAuditEventsRequest(page_size=limit)
+        request = requests.list_audit_events(limit)
         return requests.audit_events(self._r.unary(self._auth.ListAuditEvents, request))
 
     # Tasks -------------------------------------------------------------------------------

@@ -88,7 +88,7 @@ def upload_inputs(obj: Ctx, client: Client, data: dict[str, Any]) -> dict[str, A
     uploaded = client.upload_local_files(data)
     if not obj.as_json:
         for name, value in uploaded.items():
-            if value != data[name]:
+            if isinstance(data[name], str) and value != data[name]:  # NaN != NaN
                 render.console.print(f"uploaded {name} {data[name]} as {value}")
     return uploaded
 

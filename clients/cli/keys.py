@@ -77,7 +77,7 @@ def auth_revoke(obj: Ctx, key_id: str) -> None:
 
 
 @auth.command("audit")
-@click.option("--limit", default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
 @click.pass_obj
 def auth_audit(obj: Ctx, limit: int) -> None:
     """Recorded mutations, newest first: who did what, where, when, and how it ended."""

@@ -155,6 +155,11 @@ def test_bad_input_json_is_a_usage_error(cluster: Cluster) -> None:
     result = run_cli(cluster, "run", "submit", "text_sentiment", "[1,", check=False)
     assert result.returncode == 2
     assert "INPUT_JSON" in result.stderr
+    nan = run_cli(cluster, "run", "submit", "text_sentiment", '{"text": NaN}', check=False)
+    assert nan.returncode == 3 and "input_json: NaN is not JSON" in nan.stderr
+    assert "uploaded" not in nan.stdout  # NaN != NaN once read as a file replaced
+    huge = run_cli(cluster, "auth", "audit", "--limit", str(10**12), check=False)
+    assert huge.returncode == 2 and "--limit" in huge.stderr  # was INTERNAL, exit 5
 
 
 def test_the_original_systems_commands_keep_working(cluster: Cluster, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from common.errors import InvalidArgument
         (lambda: requests.submit("noop", "", {}, priority=2**70), "priority"),
         (lambda: requests.submit_many([{}], "noop", "", priority=-(2**40)), "priority"),
         (lambda: requests.list_runs(page_size=2**40), "page_size"),
+        (lambda: requests.list_audit_events(10**12), "page_size"),
     ],
 )
 def test_a_number_past_int32_is_invalid_argument_by_name(build: object, field: str) -> None:
