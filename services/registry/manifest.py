@@ -115,7 +115,11 @@ def _schema(doc: dict[str, Any], name: str) -> dict[str, Any]:
         raise _err(name, "must be a JSON Schema object", value)
     kind = value.get("type")
     allowed = {"object", "array", "string", "number", "integer", "boolean", "null"}
-    if kind is not None and kind not in allowed and not isinstance(kind, list):
+    if (
+        kind is not None
+        and not isinstance(kind, list)
+        and (not isinstance(kind, str) or kind not in allowed)
+    ):
         raise _err(f"{name}.type", f"must be one of {sorted(allowed)}", kind)
     props = value.get("properties", {})
     if not isinstance(props, dict):

@@ -13,7 +13,7 @@ import tarfile
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from common import jsondoc
@@ -244,6 +244,12 @@ def test_steps_that_are_not_a_list_are_named_not_a_crash() -> None:
             parse_config({"pipelines": {"p": {"steps": steps}}})
 
 
+# A schema's own keys with any value: {"type": []} once reached the registry as a TypeError.
+schema_docs = st.fixed_dictionaries(
+    {}, optional={"type": json_values, "properties": json_values, "required": json_values}
+)
+
+
 @FUZZ
 @given(
     st.fixed_dictionaries(
@@ -255,15 +261,24 @@ def test_steps_that_are_not_a_list_are_named_not_a_crash() -> None:
             "priority": st.integers(-3, 30) | st.booleans(),
             "timeout": st.integers(-3, 10**6),
             "tags": st.lists(st.text(max_size=3), max_size=3) | st.text(max_size=3),
-            "input_schema": json_values,
+            "input_schema": json_values | schema_docs,
+            "output_schema": json_values | schema_docs,
             "executor_labels": json_values,
             "queue": st.text(max_size=10),
+            "batching": json_values
+            | st.fixed_dictionaries({}, optional={"max_batch_size": json_values}),
+            "resources": json_values
+            | st.fixed_dictionaries({}, optional={"memory_mb": json_values}),
+            "max_retries": json_values,
         },
     ).map(json.dumps)
     | st.text(max_size=100)
     | st.binary(max_size=100)
 )
+@example('{"task_id": "t", "version": "1.0.0", "input_schema": {"type": []}}')
+@example('{"task_id": "t", "version": "1.0.0", "output_schema": {"type": {"a": 1}}}')
 def test_any_manifest_parses_or_is_invalid_argument(text: str | bytes) -> None:
+    """Whatever a task.json holds, it parses or is refused naming where."""
     try:
         parse_manifest(text)
     except InvalidArgument as exc:
