@@ -153,7 +153,9 @@ def rlimits(granted: dict[str, int], own_uid: bool) -> dict[int, int]:
     if granted["file_size_mb"]:
         limits[resource.RLIMIT_FSIZE] = granted["file_size_mb"] * 2**20
     if granted["processes"] and own_uid:  # counted per uid: only meaningful with its own
-        limits[resource.RLIMIT_NPROC] = granted["processes"]
+        # The worker's own thread counts; the runtime's watchdog (``die_with``) does not: at
+        # ``"processes": 1`` it could not start, and the worker died before any task code.
+        limits[resource.RLIMIT_NPROC] = granted["processes"] + 1
     return limits
 
 
@@ -387,7 +389,7 @@ def worker_entry(
 
     try:
         confine(confinement, fence)
-    except OSError as exc:  # the executor sees setup_failed, and the step fails with it
-        conn.send(("setup_failed", f"sandbox: {exc}"))
+    except (OSError, RuntimeError) as exc:  # the executor sees setup_failed, and the step
+        conn.send(("setup_failed", f"sandbox: {exc}"))  # fails with it
         return
     worker_main(conn, package_dir, entry_point, extra_paths)

@@ -3,6 +3,7 @@ every attempt fails or is contained; the executor and other runs carry on."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from urllib.parse import urlparse
@@ -68,3 +69,47 @@ def test_a_spy_task_reaches_nothing_it_should_not(
         assert child.alive() and "Traceback" not in child.log_tail(200)
     finally:
         stop_executor(cluster, child)
+
+
+QUOTA_TASK = """
+import threading
+
+from tasks.base.task_base import TaskBase
+
+
+class Task(TaskBase):
+    def process(self, data):
+        release, held = threading.Event(), []
+        try:
+            while len(held) < 10:
+                thread = threading.Thread(target=release.wait)
+                thread.start()
+                held.append(thread)
+        except RuntimeError as exc:
+            refused = str(exc)
+        else:
+            refused = ""
+        release.set()
+        for thread in held:
+            thread.join()
+        return {"held": len(held), "refused": refused}
+"""
+
+
+def test_processes_counts_what_the_task_starts_not_the_runtimes_watchdog(
+    client: Client, tmp_path: Path
+) -> None:
+    """``"processes": N`` is the worker's main thread and N - 1 more of its own. The
+    runtime's watchdog thread is not the task's: at 1 it once could not start, and the
+    worker died (exit code 1) before the task ran."""
+    for n in (1, 3):
+        package = tmp_path / f"quota{n}"
+        package.mkdir()
+        manifest = {"task_id": f"thread_quota_{n}", "version": "1.0.0", "name": "quota"}
+        manifest |= {"entry_point": "task.Task", "max_retries": 0, "resources": {"processes": n}}
+        (package / "task.json").write_text(json.dumps(manifest))
+        (package / "task.py").write_text(QUOTA_TASK)
+        client.register_task(package)
+        done = client.run(task=f"thread_quota_{n}", input={}, timeout=60)
+        assert done.state == "COMPLETED", done.steps[0].error
+        assert done.output == {"held": n - 1, "refused": "can't start new thread"}
