@@ -20,6 +20,10 @@ from common.artifacts import is_uri
 
 REF_KEY = "wtm_ref"
 DEFAULT_INLINE_MAX_BYTES = 256 * 1024
+# Whatever the setting, an output over this goes by reference: a result travels in one
+# stream message, and the scheduler takes messages of at most 8 MiB. (With the setting at 0
+# a 10 MB output once made the stream fail, and the executor re-sent it on every reconnect.)
+MAX_INLINE_BYTES = 4 * 1024 * 1024
 
 
 def make_ref(uri: str, size: int) -> str:
@@ -45,5 +49,7 @@ def text_ref_uri(text: str) -> str | None:
 
 
 def too_large(text: str, limit: int) -> bool:
-    """Whether a JSON text goes by reference under ``limit`` bytes (0: never)."""
-    return limit > 0 and len(text) > limit // 4 and len(text.encode()) > limit
+    """Whether a JSON text goes by reference: over ``limit`` bytes (0: no limit of its
+    own), and always over MAX_INLINE_BYTES."""
+    limit = min(limit or MAX_INLINE_BYTES, MAX_INLINE_BYTES)
+    return len(text) > limit // 4 and len(text.encode()) > limit

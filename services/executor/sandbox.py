@@ -385,11 +385,12 @@ def worker_entry(
     fence: Any,
 ) -> None:
     """A worker process's target: confine it, then serve its task (tasks.base.runtime)."""
+    from tasks.base import worker_wire
     from tasks.base.runtime import worker_main
 
     try:
         confine(confinement, fence)
     except (OSError, RuntimeError) as exc:  # the executor sees setup_failed, and the step
-        conn.send(("setup_failed", f"sandbox: {exc}"))  # fails with it
+        worker_wire.send(conn, ["setup_failed", f"sandbox: {exc}"])  # fails with it
         return
     worker_main(conn, package_dir, entry_point, extra_paths)

@@ -90,7 +90,8 @@ class ExecutorSettings(ClientKeySettings):
     inline_max_bytes: int = setting(
         DEFAULT_INLINE_MAX_BYTES,
         "WTM_INLINE_MAX_BYTES",
-        "step outputs larger than this go to the object store by reference (0: always inline)",
+        "step outputs larger than this go to the object store by reference (0: up to 4 MiB "
+        "inline; larger ones always go by reference)",
         non_negative,
     )
     drain_seconds: float = setting(

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import multiprocessing as mp
 import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from typing import Any
 import psutil
 
 from services.executor.sandbox import Confinement, environment, scrubbed_env, worker_entry
+from tasks.base import worker_wire as wire
 
 _CTX = mp.get_context("spawn")
 _TICK = 0.25  # how often a waiting step checks for cancel, death and memory
@@ -40,11 +43,40 @@ class Outcome:
     process_times: tuple[float, float] | None = None
 
 
-def _outcome(verdict: str, payload: str, times: tuple[float, float]) -> Outcome:
-    """The outcome of one input from the worker's verdict on it."""
-    if verdict == "ok":
-        return Outcome("SUCCEEDED", output_json=payload, process_times=times)
-    return Outcome("FATAL" if verdict == "fatal" else "FAILED", error=payload, process_times=times)
+MAX_TEXT = 4000  # characters of an error, a progress message or a log line from a worker
+MAX_NOTES = 1000  # progress messages and log lines kept from one call (the rest dropped)
+READ_AT_ONCE = 1 << 20  # bytes read from a worker before its messages are looked at
+VERDICTS = {"ok": "SUCCEEDED", "failed": "FAILED", "fatal": "FATAL"}
+
+
+def _outcomes(header: list[Any], payloads: list[str], n: int) -> list[Outcome]:
+    """The outcomes of the ``n`` inputs a worker was given, from its verdict message:
+    ``[verdict, times]`` (one input) or ``["batch_done", [verdict, ...], times]``, with one
+    payload per input. The worker is untrusted (task code can write to its pipe): anything
+    else raises ``Malformed``."""
+    kinds = header[1] if header[0] == "batch_done" and len(header) == 3 else header[:1]
+    times = header[-1]
+    if not (
+        isinstance(kinds, list)
+        and len(kinds) == n == len(payloads)
+        and all(k in VERDICTS for k in kinds)
+        and isinstance(times, list)
+        and len(times) == 2
+        and all(isinstance(t, float | int) and not isinstance(t, bool) for t in times)
+    ):
+        raise wire.Malformed(f"not a verdict on {n} input(s): {str(header)[:200]}")
+    called, returned = float(times[0]), float(times[1])
+    return [
+        Outcome("SUCCEEDED", output_json=p, process_times=(called, returned))
+        if k == "ok"
+        else Outcome(VERDICTS[k], error=wire.text(p, MAX_TEXT), process_times=(called, returned))
+        for k, p in zip(kinds, payloads, strict=True)
+    ]
+
+
+def _number(value: Any) -> float:
+    ok = isinstance(value, float | int) and not isinstance(value, bool)
+    return float(value) if ok and math.isfinite(value) else 0.0
 
 
 class LeaseLapsed(Exception):
@@ -72,10 +104,13 @@ class Worker:
         self.memory_limit_mb = memory_limit_mb
         self.cpu_seconds = cpu_seconds  # per step, watched here (a warm worker lives on)
         self.confinement = confinement or Confinement(str(package_dir), os.getpid())
-        self._conn, child = _CTX.Pipe()
+        conn, child = _CTX.Pipe()
         # Until when (monotonic) the running step's lease is known to hold; 0 while idle.
         # The process kills itself past it, so it cannot outlive its lease (see die_with).
+        # The shared value is the process's to read — and its task code's to write — so the
+        # executor checks its own copy.
         self._fence = _CTX.Value("d", 0.0, lock=False)
+        self._fence_until = 0.0
         self._proc = _CTX.Process(
             target=worker_entry,
             args=(child, str(package_dir), entry_point, extra_paths, self.confinement, self._fence),
@@ -85,6 +120,12 @@ class Worker:
             self._proc.start()
         self._cpu_at_start = 0.0
         child.close()
+        # The executor's end, read and written without blocking (``worker_wire``): what
+        # comes from the process is untrusted, and the event loop must not wait on it.
+        self._sock = socket.socket(fileno=os.dup(conn.fileno()))
+        self._sock.setblocking(False)
+        conn.close()
+        self._reader = wire.Reader()
         self._ready = False
         self.started_ns = time.time_ns()
         self.ready_ns = 0  # when setup() had finished
@@ -93,6 +134,7 @@ class Worker:
         """Let the running step go on until ``until`` (time.monotonic()), when its lease
         would lapse unless renewed again; 0 lifts the fence (idle, or no leases here)."""
         self._fence.value = until
+        self._fence_until = until
 
     @property
     def alive(self) -> bool:
@@ -113,7 +155,7 @@ class Worker:
     ) -> Outcome:
         """Run one input within ``timeout`` seconds (setup included on a cold process)."""
         [outcome] = await self._call(
-            ("run", input_json, meta), 1, timeout, on_progress, cancelled, on_log
+            (["run", meta], [input_json]), 1, timeout, on_progress, cancelled, on_log
         )
         return outcome
 
@@ -129,12 +171,12 @@ class Worker:
         """Run a dynamic batch in one ``process_batch`` call: one outcome per input. What
         stops the call (a timeout, a cancel, the process dying) is every input's outcome."""
         return await self._call(
-            ("batch", inputs, metas), len(inputs), timeout, on_progress, cancelled, on_log
+            (["batch", metas], inputs), len(inputs), timeout, on_progress, cancelled, on_log
         )
 
     async def _call(
         self,
-        message: tuple[Any, ...],
+        message: tuple[list[Any], list[str]],
         n: int,
         timeout: float,
         on_progress: Callable[[float, str], None],
@@ -145,25 +187,35 @@ class Worker:
         deadline = loop.time() + timeout
         try:
             if not self._ready:
-                first = await self._next(deadline, cancelled)
+                first, _ = await self._next(deadline, cancelled)
                 if first[0] != "ready":
                     self.kill()
-                    return [Outcome("FAILED", error=f"setup() failed: {first[1]}")] * n
+                    why = wire.text(first[1] if len(first) > 1 else first[0], MAX_TEXT)
+                    return [Outcome("FAILED", error=f"setup() failed: {why}")] * n
                 self._ready = True
                 self.ready_ns = time.time_ns()
             self._cpu_at_start = self._cpu_used()
-            self._conn.send(message)
+            await self._send(wire.frames(*message), deadline)
+            notes = 0
             while True:
-                reply = await self._next(deadline, cancelled)
-                if reply[0] == "progress":
-                    on_progress(reply[1], reply[2])
+                reply, payloads = await self._next(deadline, cancelled)
+                if reply[0] in ("progress", "log") and len(reply) == 3:
+                    notes += 1
+                    if notes % 100 == 0:  # a chatty task must not hold the event loop
+                        await asyncio.sleep(0)
+                    if notes > 50 * MAX_NOTES:
+                        raise wire.Malformed(f"over {50 * MAX_NOTES:,} progress messages")
+                    if notes > MAX_NOTES:
+                        continue
+                    if reply[0] == "progress":
+                        on_progress(_number(reply[1]), wire.text(reply[2], MAX_TEXT))
+                    else:
+                        on_log(wire.text(reply[1], 16), wire.text(reply[2], MAX_TEXT))
                     continue
-                if reply[0] == "log":
-                    on_log(reply[1], reply[2])
-                    continue
-                if reply[0] == "batch_done":
-                    return [_outcome(v, p, reply[2]) for v, p in reply[1]]
-                return [_outcome(*reply)]
+                return _outcomes(reply, payloads, n)
+        except wire.Malformed as exc:
+            self.kill()
+            return [Outcome("FAILED", error=f"the worker sent {exc}; worker process killed")] * n
         except TimeoutError:
             self.kill()
             return [
@@ -184,7 +236,7 @@ class Worker:
         except asyncio.CancelledError:
             self.kill()
             raise
-        except (EOFError, OSError, BrokenPipeError):
+        except (EOFError, OSError):
             self._proc.join(1.0)  # its pipe closes a moment before it can be reaped
             code = self._proc.exitcode
             self.kill()
@@ -198,18 +250,21 @@ class Worker:
         while True:
             if cancelled.is_set():
                 raise asyncio.CancelledError
-            if self._conn.poll():
-                return self._conn.recv()
+            message = self._reader.message()
+            if message is not None:
+                return message
+            if self._read_available():
+                continue
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise TimeoutError
-            if 0 < self._fence.value < time.monotonic():
+            if 0 < self._fence_until < time.monotonic():
                 raise LeaseLapsed
-            if not self._proc.is_alive() and not self._conn.poll():
+            if not self._proc.is_alive():
                 raise EOFError
             self._check_memory()
             readable = loop.create_future()
-            fd = self._conn.fileno()
+            fd = self._sock.fileno()
             loop.add_reader(fd, _resolve, readable)
             try:
                 await asyncio.wait_for(readable, min(remaining, _TICK))
@@ -217,6 +272,34 @@ class Worker:
                 pass
             finally:
                 loop.remove_reader(fd)
+
+    def _read_available(self) -> bool:
+        """Feed the reader what the pipe holds now: True if anything came. Raises EOFError
+        when the process's end is closed and nothing came before that."""
+        got = 0
+        while got < READ_AT_ONCE:
+            try:
+                data = self._sock.recv(1 << 16)
+            except BlockingIOError:
+                return got > 0
+            if not data:
+                if got:
+                    return True  # the close is found on the next read
+                raise EOFError
+            self._reader.feed(data)
+            got += len(data)
+        return True
+
+    async def _send(self, data: bytes, deadline: float) -> None:
+        """Write ``data`` to the process: at once when the pipe has room (always, for a
+        step's usual input), else as it makes room, until ``deadline``."""
+        sent = 0
+        with contextlib.suppress(BlockingIOError):
+            sent = self._sock.send(data)
+        if sent < len(data):
+            remaining = deadline - asyncio.get_running_loop().time()
+            loop = asyncio.get_running_loop()
+            await asyncio.wait_for(loop.sock_sendall(self._sock, data[sent:]), max(remaining, 0))
 
     def _cpu_used(self) -> float:
         if not self.cpu_seconds or self._proc.pid is None:
@@ -257,7 +340,7 @@ class Worker:
         """Ask the task to clean up and exit; kill it if it does not."""
         if self._proc.is_alive():
             with contextlib.suppress(OSError):
-                self._conn.send(None)
+                self._sock.send(wire.frames(["stop"]))
             self._proc.join(timeout)
         self.kill()
 
@@ -265,4 +348,4 @@ class Worker:
         if self._proc.is_alive():
             self._proc.kill()
             self._proc.join(5)
-        self._conn.close()
+        self._sock.close()

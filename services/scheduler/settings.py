@@ -88,7 +88,8 @@ class SchedulerSettings(ServerAuthSettings, ClientKeySettings):
     inline_max_bytes: int = setting(
         DEFAULT_INLINE_MAX_BYTES,
         "WTM_INLINE_MAX_BYTES",
-        "step inputs larger than this go to the executor by reference (0: always inline)",
+        "step inputs larger than this go to the executor by reference (0: up to 4 MiB "
+        "inline; larger ones always go by reference)",
         non_negative,
     )
     latest_cache_seconds: float = setting(

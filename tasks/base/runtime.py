@@ -28,7 +28,13 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from tasks.base import worker_wire as wire
 from tasks.base.task_base import FatalError, TaskBase, TaskContext
+
+# What a task's call may raise and still leave its worker serving: any error, and
+# SystemExit (``sys.exit(1)`` in code written as a script). KeyboardInterrupt still ends the
+# worker (the executor's Ctrl-C reaches its process group).
+TASK_ERRORS = (Exception, SystemExit)
 
 
 def load_task(
@@ -57,7 +63,7 @@ def run_once(task: TaskBase, input_json: str) -> tuple[str, str]:
         data = json.loads(input_json)
         task.validate_input(data)
         return _checked(task, task.process(data), "process()")
-    except Exception as exc:  # noqa: BLE001 - FatalError or any other (retryable) failure
+    except TASK_ERRORS as exc:  # FatalError or any other (retryable) failure
         return _failure(exc)
 
 
@@ -73,7 +79,7 @@ def run_batch(task: TaskBase, inputs: list[str]) -> list[tuple[str, str]]:
         try:
             data = json.loads(text)
             task.validate_input(data)
-        except Exception as exc:  # noqa: BLE001
+        except TASK_ERRORS as exc:
             verdicts[i] = _failure(exc)
             continue
         given.append(i)
@@ -87,7 +93,7 @@ def run_batch(task: TaskBase, inputs: list[str]) -> list[tuple[str, str]]:
                     f"process_batch() must return a list of {len(documents)} items "
                     f"(one per input), returned {got}"
                 )
-        except Exception as exc:  # noqa: BLE001 - the whole call failed: every input with it
+        except TASK_ERRORS as exc:  # the whole call failed: every input with it
             failed = _failure(exc)
             outputs = []
             for i in given:
@@ -113,18 +119,22 @@ def _checked(task: TaskBase, output: Any, called: str) -> tuple[str, str]:
         if task.metadata.get("output_schema"):
             task.validate_output(json.loads(text))  # as it will travel (tuples are lists)
         return "ok", text
-    except Exception as exc:  # noqa: BLE001
+    except TASK_ERRORS as exc:
         return _failure(exc)
 
 
 def _failure(exc: BaseException) -> tuple[str, str]:
     """The verdict of an input that failed with ``exc``: fatal for ``FatalError``, else
     retryable, with where in the task it was raised."""
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - the task's own __str__ failed: the worker must not
+        text = "<its str() failed>"
     if isinstance(exc, FatalError):
-        return "fatal", f"{type(exc).__name__}: {exc}"
+        return "fatal", f"{type(exc).__name__}: {text}"
     tb = traceback.extract_tb(exc.__traceback__)[-1:]
     where = f" at {Path(tb[0].filename).name}:{tb[0].lineno}" if tb else ""
-    return "failed", f"{type(exc).__name__}: {exc}{where}"
+    return "failed", f"{type(exc).__name__}: {text}{where}"
 
 
 MAX_LOG_LINES = 200  # per input; the rest is counted, not sent
@@ -146,7 +156,7 @@ class _PipeLogHandler(logging.Handler):
 
     def end(self) -> None:
         if self.dropped:
-            self.conn.send(("log", "WARNING", f"{self.dropped} more log lines not kept"))
+            wire.send(self.conn, ["log", "WARNING", f"{self.dropped} more log lines not kept"])
         self.active = False
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -156,7 +166,7 @@ class _PipeLogHandler(logging.Handler):
             self.dropped += 1
             return
         self.sent += 1
-        self.conn.send(("log", record.levelname, self.format(record)[:MAX_LOG_CHARS]))
+        wire.send(self.conn, ["log", record.levelname, self.format(record)[:MAX_LOG_CHARS]])
 
 
 def _use_threads(threads: int | None) -> None:
@@ -182,7 +192,7 @@ def worker_main(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s task %(levelname)s: %(message)s")
 
     def report(fraction: float, message: str) -> None:
-        conn.send(("progress", fraction, message))
+        wire.send(conn, ["progress", float(fraction), str(message)[:MAX_LOG_CHARS]])
 
     context = TaskContext(report=report)
     to_pipe = _PipeLogHandler(conn)
@@ -191,17 +201,16 @@ def worker_main(
     try:
         task = load_task(package_dir, entry_point, context)
         task.setup()
-    except Exception as exc:  # noqa: BLE001
-        conn.send(("setup_failed", f"{type(exc).__name__}: {exc}"))
+    except TASK_ERRORS as exc:
+        wire.send(conn, ["setup_failed", _failure(exc)[1]])
         return
-    conn.send(("ready",))
+    wire.send(conn, ["ready"])
     try:
         while True:
-            message: Any = conn.recv()
-            if message is None:
+            header, inputs = wire.receive(conn)  # from the executor: ["stop"] or [kind, meta]
+            if header[0] == "stop":
                 break
-            kind, input_json, meta = message
-            batch = kind == "batch"
+            batch, meta = header[0] == "batch", header[1]
             context.begin_batch(meta) if batch else context.begin(meta)
             # The pipeline's global_settings.log_level, else everything the task logs.
             first = meta[0] if batch else meta
@@ -209,13 +218,12 @@ def worker_main(
             _use_threads(first.get("threads"))
             to_pipe.begin()
             called = time.time()
-            if batch:
-                result: Any = ("batch_done", run_batch(task, input_json))
-            else:
-                result = run_once(task, input_json)
+            verdicts = run_batch(task, inputs) if batch else [run_once(task, inputs[0])]
             returned = time.time()
             to_pipe.end()
-            conn.send((*result, (called, returned)))
+            kinds, payloads = [v for v, _ in verdicts], [p for _, p in verdicts]
+            header = ["batch_done", kinds] if batch else [kinds[0]]
+            wire.send(conn, [*header, [called, returned]], payloads)
     except (EOFError, KeyboardInterrupt):
         pass
     finally:

@@ -120,6 +120,52 @@ def test_a_crashing_task_costs_only_its_step(client: Client) -> None:
     assert run(client, task="echo", input={"after": "crash"}).state == "COMPLETED"
 
 
+PIPE_HOSTILE_TASK = """
+import gc
+import os
+from multiprocessing.connection import Connection
+
+from tasks.base.task_base import SimpleTask
+
+
+class Shell:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):  # what unpickling it would run
+        return (os.system, ("touch " + self.marker,))
+
+
+class Task(SimpleTask):
+    def process(self, input_data):
+        if input_data["how"] == "pickle":
+            for conn in [o for o in gc.get_objects() if isinstance(o, Connection)]:
+                conn.send(("progress", Shell(input_data["marker"]), "x"))
+        elif input_data["how"] == "huge error":
+            raise ValueError("e" * 10_000_000)
+        return {"sent": input_data["how"]}
+"""
+
+
+def test_task_code_cannot_reach_the_executor_through_its_pipe(
+    client: Client, tmp_path: Path
+) -> None:
+    """Until 2026-12-04 the executor unpickled what came up the pipe (a task's shell command
+    ran in the executor), and passed a 10 MB error on to the scheduler, whose stream refused
+    it: the executor reconnected, re-sent it, and served nothing more."""
+    client.register_task(make_task(tmp_path, "pipe_hostile", PIPE_HOSTILE_TASK, max_retries=0))
+    marker = tmp_path / "the-executor-ran-this"
+    done = run(client, task="pipe_hostile", input={"how": "pickle", "marker": str(marker)})
+    assert done.state == "FAILED" and "the worker sent a header that is not JSON" in (
+        done.steps[0].error
+    )
+    assert not marker.exists()
+    huge = run(client, task="pipe_hostile", input={"how": "huge error", "marker": ""})
+    assert huge.state == "FAILED", huge.steps[0].error
+    assert "ValueError: eee" in huge.steps[0].error and len(huge.steps[0].error) < 5000
+    assert run(client, task="echo", input={"after": "hostile"}).state == "COMPLETED"
+
+
 def test_drain_on_sigterm_finishes_the_running_step(
     cluster: Cluster, client: Client, tmp_path: Path
 ) -> None:

@@ -27,4 +27,6 @@ def test_only_texts_over_the_limit_are_too_large() -> None:
     assert refs.too_large("x" * 101, 100)
     assert not refs.too_large("x" * 100, 100)
     assert refs.too_large("é" * 60, 100)  # 120 bytes in UTF-8
-    assert not refs.too_large("x" * 10_000, 0)  # 0: always inline
+    assert not refs.too_large("x" * 10_000, 0)  # 0: no limit of its own...
+    big = "x" * (refs.MAX_INLINE_BYTES + 1)  # ...but one stream message must carry it
+    assert refs.too_large(big, 0) and refs.too_large(big, 2 * refs.MAX_INLINE_BYTES)
