@@ -32,9 +32,11 @@ import ctypes
 import ctypes.util
 import os
 import resource
+import select
 import shutil
 import signal
 import stat
+import struct
 import sys
 import tempfile
 import threading
@@ -357,18 +359,32 @@ def confine(c: Confinement, fence: Any) -> None:
 def die_with(parent_pid: int, fence: Any) -> None:
     """Tie this process's life to the executor's: the kernel kills it when the executor
     dies (PR_SET_PDEATHSIG, Linux), and a watchdog thread kills it when the executor is gone
-    or frozen and so stops renewing ``fence`` (the monotonic time until which the running
-    step's lease is known to hold; 0 while idle). A step's retry on another executor can
-    then never overlap this attempt."""
+    or frozen and so stops renewing the fence — the monotonic time until which the running
+    step's lease is known to hold (0 while idle), which the executor writes down ``fence``,
+    a pipe of this process's own, as 8-byte doubles (``Worker.fence``). A step's retry on
+    another executor can then never overlap this attempt. (Until 2026-12-04 the fence was a
+    value in memory shared with the executor, in the same arena as the other workers'
+    fences: task code could write theirs, and stop other tasks' steps.)"""
     with contextlib.suppress(OSError, AttributeError):
         _libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if parent_pid and os.getppid() != parent_pid:  # it died before the line above
         os._exit(1)
+    fd = fence.fileno() if fence is not None else -1
 
     def watch() -> None:
+        until, pending = 0.0, b""
         while True:
-            time.sleep(0.1)
-            until = fence.value if fence is not None else 0.0
+            if fd >= 0 and select.select([fd], [], [], 0.1)[0]:
+                data = os.read(fd, 4096)
+                if not data:  # the executor's end is closed: it is gone
+                    os.kill(os.getpid(), signal.SIGKILL)
+                pending += data
+                whole = len(pending) - len(pending) % 8
+                if whole:
+                    (until,) = struct.unpack_from("d", pending, whole - 8)
+                    pending = pending[whole:]
+            elif fd < 0:
+                time.sleep(0.1)
             lapsed = until and time.monotonic() > until
             if lapsed or (parent_pid and os.getppid() != parent_pid):
                 os.kill(os.getpid(), signal.SIGKILL)

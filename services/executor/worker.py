@@ -15,6 +15,7 @@ import math
 import multiprocessing as mp
 import os
 import socket
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -106,20 +107,21 @@ class Worker:
         self.confinement = confinement or Confinement(str(package_dir), os.getpid())
         conn, child = _CTX.Pipe()
         # Until when (monotonic) the running step's lease is known to hold; 0 while idle.
-        # The process kills itself past it, so it cannot outlive its lease (see die_with).
-        # The shared value is the process's to read — and its task code's to write — so the
-        # executor checks its own copy.
-        self._fence = _CTX.Value("d", 0.0, lock=False)
+        # The process kills itself past it, so it cannot outlive its lease (see die_with);
+        # it hears each new time down a pipe of its own, and the executor checks too.
+        fence_end, self._fence = _CTX.Pipe(duplex=False)
+        os.set_blocking(self._fence.fileno(), False)
         self._fence_until = 0.0
         self._proc = _CTX.Process(
             target=worker_entry,
-            args=(child, str(package_dir), entry_point, extra_paths, self.confinement, self._fence),
+            args=(child, str(package_dir), entry_point, extra_paths, self.confinement, fence_end),
             daemon=True,
         )
         with environment(scrubbed_env(self.confinement.workdir, self.confinement.threads)):
             self._proc.start()
         self._cpu_at_start = 0.0
         child.close()
+        fence_end.close()
         # The executor's end, read and written without blocking (``worker_wire``): what
         # comes from the process is untrusted, and the event loop must not wait on it.
         self._sock = socket.socket(fileno=os.dup(conn.fileno()))
@@ -133,8 +135,9 @@ class Worker:
     def fence(self, until: float) -> None:
         """Let the running step go on until ``until`` (time.monotonic()), when its lease
         would lapse unless renewed again; 0 lifts the fence (idle, or no leases here)."""
-        self._fence.value = until
         self._fence_until = until
+        with contextlib.suppress(OSError):  # full (a stalled process): it dies at the last
+            os.write(self._fence.fileno(), struct.pack("d", until))
 
     @property
     def alive(self) -> bool:
@@ -349,3 +352,4 @@ class Worker:
             self._proc.kill()
             self._proc.join(5)
         self._sock.close()
+        self._fence.close()
