@@ -32,7 +32,6 @@ import ctypes
 import ctypes.util
 import os
 import resource
-import select
 import shutil
 import signal
 import stat
@@ -371,20 +370,27 @@ def die_with(parent_pid: int, fence: Any) -> None:
         os._exit(1)
     fd = fence.fileno() if fence is not None else -1
 
+    if fd >= 0:
+        os.set_blocking(fd, False)
+
     def watch() -> None:
         until, pending = 0.0, b""
         while True:
-            if fd >= 0 and select.select([fd], [], [], 0.1)[0]:
-                data = os.read(fd, 4096)
+            # Every tenth of a second, not on each write: a step's start and end each move
+            # the fence, and waking then cost every step a thread switch in the worker.
+            time.sleep(0.1)
+            while fd >= 0:
+                try:
+                    data = os.read(fd, 4096)
+                except BlockingIOError:
+                    break
                 if not data:  # the executor's end is closed: it is gone
                     os.kill(os.getpid(), signal.SIGKILL)
                 pending += data
-                whole = len(pending) - len(pending) % 8
-                if whole:
-                    (until,) = struct.unpack_from("d", pending, whole - 8)
-                    pending = pending[whole:]
-            elif fd < 0:
-                time.sleep(0.1)
+            whole = len(pending) - len(pending) % 8
+            if whole:
+                (until,) = struct.unpack_from("d", pending, whole - 8)
+                pending = pending[whole:]
             lapsed = until and time.monotonic() > until
             if lapsed or (parent_pid and os.getppid() != parent_pid):
                 os.kill(os.getpid(), signal.SIGKILL)

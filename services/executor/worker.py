@@ -46,7 +46,7 @@ class Outcome:
 
 MAX_TEXT = 4000  # characters of an error, a progress message or a log line from a worker
 MAX_NOTES = 1000  # progress messages and log lines kept from one call (the rest dropped)
-READ_AT_ONCE = 1 << 20  # bytes read from a worker before its messages are looked at
+READ_CHUNK = 1 << 18  # bytes read from a worker's pipe at once
 VERDICTS = {"ok": "SUCCEEDED", "failed": "FAILED", "fatal": "FATAL"}
 
 
@@ -128,6 +128,7 @@ class Worker:
         self._sock.setblocking(False)
         conn.close()
         self._reader = wire.Reader()
+        self._chunk = memoryview(bytearray(READ_CHUNK))
         self._ready = False
         self.started_ns = time.time_ns()
         self.ready_ns = 0  # when setup() had finished
@@ -277,20 +278,15 @@ class Worker:
                 loop.remove_reader(fd)
 
     def _read_available(self) -> bool:
-        """Feed the reader what the pipe holds now: True if anything came. Raises EOFError
-        when the process's end is closed and nothing came before that."""
-        got = 0
-        while got < READ_AT_ONCE:
-            try:
-                data = self._sock.recv(1 << 16)
-            except BlockingIOError:
-                return got > 0
-            if not data:
-                if got:
-                    return True  # the close is found on the next read
-                raise EOFError
-            self._reader.feed(data)
-            got += len(data)
+        """Feed the reader one read of what the pipe holds: True if anything came. Raises
+        EOFError when the process's end is closed."""
+        try:
+            n = self._sock.recv_into(self._chunk)
+        except BlockingIOError:
+            return False
+        if not n:
+            raise EOFError
+        self._reader.feed(self._chunk[:n])
         return True
 
     async def _send(self, data: bytes, deadline: float) -> None:

@@ -205,9 +205,10 @@ def worker_main(
         wire.send(conn, ["setup_failed", _failure(exc)[1]])
         return
     wire.send(conn, ["ready"])
+    inbox = wire.Inbox(conn)
     try:
         while True:
-            header, inputs = wire.receive(conn)  # from the executor: ["stop"] or [kind, meta]
+            header, inputs = inbox.receive()  # from the executor: ["stop"] or [kind, meta]
             if header[0] == "stop":
                 break
             batch, meta = header[0] == "batch", header[1]

@@ -2,14 +2,15 @@
 
 A message is a JSON array (its header) followed by the payloads it announces: raw UTF-8
 texts, each a frame of its own, so a step's input or output (already JSON) crosses without
-being escaped again. Frames are multiprocessing's (a 4-byte big-endian length, or -1 and an
-8-byte one), so the worker reads with ``Connection.recv_bytes``.
+being escaped again. A frame is a 4-byte big-endian length (or -1 and an 8-byte one), then
+its bytes; a whole message goes in one write, and is usually read in one.
 
 Never pickle: the executor reads what task code could have written (the worker's end of the
 pipe is within its reach), and unpickling runs code — a task that sent a crafted pickle down
 its pipe ran a shell command in the executor, as the executor's user, until 2026-12-04. The
-executor reads with ``Reader``, which never blocks and bounds every frame, so a worker that
+executor feeds a ``Reader`` from non-blocking reads; it bounds every frame, so a worker that
 stalls mid-message or announces a huge one cannot hold the executor's event loop either.
+(The worker reads the executor's messages with the same parser, blocking: ``Inbox``.)
 
     executor -> worker   ["run", meta] + [input_json]
                          ["batch", [meta, ...]] + [input_json, ...]
@@ -25,6 +26,7 @@ stalls mid-message or announces a huge one cannot hold the executor's event loop
 from __future__ import annotations
 
 import json
+import os
 import struct
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
@@ -41,35 +43,53 @@ class Malformed(Exception):
     """What came down the pipe is not a message of this protocol."""
 
 
-def _parts(header: list[Any], payloads: Sequence[str]) -> list[bytes]:
-    return [
-        json.dumps([*header, len(payloads)]).encode(),
-        *(text.encode("utf-8", "surrogatepass") for text in payloads),
-    ]
+_SIZE = struct.Struct("!i")
+_BIG_SIZE = struct.Struct("!iQ")
+_ENCODE_JSON = json.JSONEncoder(separators=(",", ":")).encode
+_DECODE_JSON = json.JSONDecoder().decode
 
 
-def send(conn: Connection, header: list[Any], payloads: Sequence[str] = ()) -> None:
-    """Send a message, blocking (the worker's side)."""
-    for part in _parts(header, payloads):
-        conn.send_bytes(part)
+def _encode(text: str) -> bytes:
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # a lone surrogate (an error message can hold one)
+        return text.encode("utf-8", "surrogatepass")
 
 
 def frames(header: list[Any], payloads: Sequence[str] = ()) -> bytes:
-    """A message as the bytes ``send`` would write (the executor's side writes them itself,
-    without blocking)."""
-    out = bytearray()
-    for part in _parts(header, payloads):
+    """A message as bytes: its header frame, then a frame per payload."""
+    out = []
+    for part in (_ENCODE_JSON([*header, len(payloads)]).encode(), *map(_encode, payloads)):
         n = len(part)
-        out += struct.pack("!i", n) if n <= 0x7FFFFFFF else struct.pack("!iQ", -1, n)
-        out += part
-    return bytes(out)
+        out.append(_SIZE.pack(n) if n <= 0x7FFFFFFF else _BIG_SIZE.pack(-1, n))
+        out.append(part)
+    return b"".join(out)
 
 
-def receive(conn: Connection) -> Message:
-    """The next message, blocking (the worker's side, reading the executor's)."""
-    header = _header(conn.recv_bytes(MAX_HEADER_BYTES))
-    payloads = [_text(conn.recv_bytes(MAX_PAYLOAD_BYTES)) for _ in range(header[-1])]
-    return header[:-1], payloads
+def send(conn: Connection, header: list[Any], payloads: Sequence[str] = ()) -> None:
+    """Send a message, blocking (the worker's side), in one write when the pipe has room:
+    a reader woken by the header alone would wait again for the payload."""
+    data = memoryview(frames(header, payloads))
+    while data:
+        data = data[os.write(conn.fileno(), data) :]
+
+
+class Inbox:
+    """The worker's side: messages from the executor, read blocking, usually in one read."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._fd = conn.fileno()
+        self._reader = Reader()
+        self._chunk = memoryview(bytearray(1 << 18))
+
+    def receive(self) -> Message:
+        """The next message; raises EOFError when the executor's end is closed."""
+        while (message := self._reader.message()) is None:
+            n = os.readv(self._fd, [self._chunk])
+            if not n:
+                raise EOFError
+            self._reader.feed(self._chunk[:n])
+        return message
 
 
 class Reader:
@@ -79,45 +99,51 @@ class Reader:
 
     def __init__(self) -> None:
         self._buffer = bytearray()
+        self._at = 0  # where the next frame starts in the buffer
         self._header: list[Any] | None = None
         self._payloads: list[str] = []
         self._room = MAX_PAYLOAD_BYTES  # what the current message's payloads may still take
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | memoryview) -> None:
+        if self._at:
+            del self._buffer[: self._at]
+            self._at = 0
         self._buffer += data
 
     def message(self) -> Message | None:
         while True:
-            if self._header is not None and len(self._payloads) == self._header[-1]:
-                header, payloads = self._header[:-1], self._payloads
+            header = self._header
+            if header is not None and len(self._payloads) == header[-1]:
+                payloads = self._payloads
                 self._header, self._payloads, self._room = None, [], MAX_PAYLOAD_BYTES
-                return header, payloads
-            frame = self._frame(MAX_HEADER_BYTES if self._header is None else self._room)
+                return header[:-1], payloads
+            frame = self._frame(MAX_HEADER_BYTES if header is None else self._room)
             if frame is None:
                 return None
-            if self._header is None:
+            if header is None:
                 self._header = _header(frame)
             else:
                 self._room -= len(frame)
                 self._payloads.append(_text(frame))
 
     def _frame(self, limit: int) -> bytes | None:
-        if len(self._buffer) < 4:
+        buffer, at = self._buffer, self._at
+        if len(buffer) - at < 4:
             return None
-        (size,) = struct.unpack_from("!i", self._buffer)
-        start = 4
+        (size,) = _SIZE.unpack_from(buffer, at)
+        start = at + 4
         if size == -1:
-            if len(self._buffer) < 12:
+            if len(buffer) - at < 12:
                 return None
-            (size,) = struct.unpack_from("!Q", self._buffer, 4)
-            start = 12
+            size = _BIG_SIZE.unpack_from(buffer, at)[1]
+            start = at + 12
         if not 0 <= size <= limit:
             raise Malformed(f"a frame of {size:,} bytes (at most {limit:,})")
-        if len(self._buffer) < start + size:
+        end = start + size
+        if len(buffer) < end:
             return None
-        frame = bytes(self._buffer[start : start + size])
-        del self._buffer[: start + size]
-        return frame
+        self._at = end
+        return bytes(buffer[start:end])
 
 
 def _header(data: bytes | None) -> list[Any]:
@@ -125,13 +151,13 @@ def _header(data: bytes | None) -> list[Any]:
     if data is None:
         raise Malformed(f"a header over {MAX_HEADER_BYTES:,} bytes")
     try:
-        header = json.loads(data)
-    except (ValueError, RecursionError) as exc:
+        header = _DECODE_JSON(data.decode("ascii"))
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise Malformed("a header that is not JSON") from exc
-    if not (isinstance(header, list) and len(header) >= 2 and isinstance(header[0], str)):
+    if not (type(header) is list and len(header) >= 2 and type(header[0]) is str):
         raise Malformed(f"a header that is not [kind, ..., payload count]: {str(header)[:100]}")
     count = header[-1]
-    if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= MAX_PAYLOADS:
+    if type(count) is not int or not 0 <= count <= MAX_PAYLOADS:
         raise Malformed(f"a payload count of {str(count)[:20]}")
     return header
 

@@ -35,7 +35,7 @@ def test_a_message_round_trips_through_a_real_pipe_and_the_reader() -> None:
     assert raw == wire.frames(["ok", [1.5, 2.5]], [output]) + wire.frames(["progress", 0.5, "half"])
     assert read_all(raw) == [(["ok", [1.5, 2.5]], [output]), (["progress", 0.5, "half"], [])]
     wire.send(ours, ["run", {"log_level": "INFO"}], ["{}"])  # the worker's blocking side
-    assert wire.receive(theirs) == (["run", {"log_level": "INFO"}], ["{}"])
+    assert wire.Inbox(theirs).receive() == (["run", {"log_level": "INFO"}], ["{}"])
 
 
 class Boom:
