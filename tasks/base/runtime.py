@@ -22,6 +22,7 @@ import importlib
 import json
 import logging
 import sys
+import threading
 import time
 import traceback
 from multiprocessing.connection import Connection
@@ -139,6 +140,14 @@ def _failure(exc: BaseException) -> tuple[str, str]:
 
 MAX_LOG_LINES = 200  # per input; the rest is counted, not sent
 MAX_LOG_CHARS = 2000
+_SENDING = threading.Lock()
+
+
+def _send(conn: Connection, header: list[Any], payloads: list[str] | tuple[()] = ()) -> None:
+    """A message to the executor. Task threads report progress and log while the main
+    thread may be sending a verdict: one message at a time, or their frames interleave."""
+    with _SENDING:
+        wire.send(conn, header, payloads)
 
 
 class _PipeLogHandler(logging.Handler):
@@ -156,7 +165,7 @@ class _PipeLogHandler(logging.Handler):
 
     def end(self) -> None:
         if self.dropped:
-            wire.send(self.conn, ["log", "WARNING", f"{self.dropped} more log lines not kept"])
+            _send(self.conn, ["log", "WARNING", f"{self.dropped} more log lines not kept"])
         self.active = False
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -166,7 +175,7 @@ class _PipeLogHandler(logging.Handler):
             self.dropped += 1
             return
         self.sent += 1
-        wire.send(self.conn, ["log", record.levelname, self.format(record)[:MAX_LOG_CHARS]])
+        _send(self.conn, ["log", record.levelname, self.format(record)[:MAX_LOG_CHARS]])
 
 
 def _use_threads(threads: int | None) -> None:
@@ -192,7 +201,7 @@ def worker_main(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s task %(levelname)s: %(message)s")
 
     def report(fraction: float, message: str) -> None:
-        wire.send(conn, ["progress", float(fraction), str(message)[:MAX_LOG_CHARS]])
+        _send(conn, ["progress", float(fraction), str(message)[:MAX_LOG_CHARS]])
 
     context = TaskContext(report=report)
     to_pipe = _PipeLogHandler(conn)
@@ -202,9 +211,9 @@ def worker_main(
         task = load_task(package_dir, entry_point, context)
         task.setup()
     except TASK_ERRORS as exc:
-        wire.send(conn, ["setup_failed", _failure(exc)[1]])
+        _send(conn, ["setup_failed", _failure(exc)[1]])
         return
-    wire.send(conn, ["ready"])
+    _send(conn, ["ready"])
     inbox = wire.Inbox(conn)
     try:
         while True:
@@ -224,7 +233,7 @@ def worker_main(
             to_pipe.end()
             kinds, payloads = [v for v, _ in verdicts], [p for _, p in verdicts]
             header = ["batch_done", kinds] if batch else [kinds[0]]
-            wire.send(conn, [*header, [called, returned]], payloads)
+            _send(conn, [*header, [called, returned]], payloads)
     except (EOFError, KeyboardInterrupt):
         pass
     finally:

@@ -8,6 +8,7 @@ import multiprocessing as mp
 import os
 import pickle
 import struct
+import threading
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,24 @@ def test_text_is_bounded_and_fit_for_protobuf() -> None:
     assert wire.text("e" * 10, 4) == "eeee… (cut: 10 characters in all)"
     assert wire.text("\ud800x", 10) == "?x"  # a lone surrogate would fail protobuf
     assert wire.text(12, 10) == "<int>"
+
+
+def test_messages_from_many_task_threads_do_not_interleave() -> None:
+    """Task threads report progress while others log: each message is written whole, or
+    the executor reads garbage and kills the worker."""
+    from tasks.base.runtime import _send
+
+    ours, theirs = mp.Pipe()
+    big = "p" * 300_000  # over the pipe's buffer: written in parts
+    senders = [
+        threading.Thread(target=lambda: [_send(theirs, ["progress", 0.5, big]) for _ in range(5)])
+        for _ in range(4)
+    ]
+    for thread in senders:
+        thread.start()
+    inbox, got = wire.Inbox(ours), []
+    while len(got) < 20:
+        got.append(inbox.receive())
+    for thread in senders:
+        thread.join()
+    assert got == [(["progress", 0.5, big], [])] * 20
