@@ -92,13 +92,15 @@ def test_messages_from_many_task_threads_do_not_interleave() -> None:
 
     ours, theirs = mp.Pipe()
     big = "p" * 300_000  # over the pipe's buffer: written in parts
-    senders = [
-        threading.Thread(target=lambda: [_send(theirs, ["progress", 0.5, big]) for _ in range(5)])
-        for _ in range(4)
-    ]
+
+    def report() -> None:
+        for _ in range(5):
+            _send(theirs, ["progress", 0.5, big])
+
+    senders = [threading.Thread(target=report) for _ in range(4)]
     for thread in senders:
         thread.start()
-    inbox, got = wire.Inbox(ours), []
+    inbox, got = wire.Inbox(ours), list[wire.Message]()
     while len(got) < 20:
         got.append(inbox.receive())
     for thread in senders:
