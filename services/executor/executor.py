@@ -40,6 +40,7 @@ from common.client_core import CHANNEL_OPTIONS, AsyncCaller, Metadata
 from common.errors import (
     DeadlineExceeded,
     Internal,
+    InvalidArgument,
     ResourceExhausted,
     Unavailable,
     WtmError,
@@ -717,12 +718,27 @@ class Executor:
         return await self._finished(a, outcome)
 
     async def _finished(self, a: epb.StepAssignment, outcome: Outcome) -> Outcome:
-        """A step's outcome as it is reported: a too-deep output refused, a large one stored."""
-        if outcome.outcome == "SUCCEEDED" and not jsondoc.within_depth(outcome.output_json):
+        """A step's outcome as it is reported: an output that is not a JSON object (within
+        the nesting limit) refused, a large one stored. The worker's runtime checks the same,
+        but task code can write to its pipe, so the executor checks what it passes on."""
+        if outcome.outcome != "SUCCEEDED":
+            return await self._by_reference(a, outcome)
+        if not jsondoc.within_depth(outcome.output_json):
             return Outcome(
                 "FATAL",
                 error=f"process() returned a document nesting deeper than {jsondoc.MAX_DEPTH} "
                 "levels of objects and arrays",
+                process_times=outcome.process_times,
+            )
+        try:
+            document = jsondoc.loads(outcome.output_json, field="output")
+        except InvalidArgument as exc:
+            document = exc
+        if not isinstance(document, dict):
+            what = document.reason if isinstance(document, InvalidArgument) else "not an object"
+            return Outcome(
+                "FATAL",
+                error=f"the worker sent an output that is not a JSON object ({what[:200]})",
                 process_times=outcome.process_times,
             )
         return await self._by_reference(a, outcome)

@@ -143,6 +143,12 @@ class Task(SimpleTask):
                 conn.send(("progress", Shell(input_data["marker"]), "x"))
         elif input_data["how"] == "huge error":
             raise ValueError("e" * 10_000_000)
+        elif input_data["how"] == "not json":  # a verdict of its own making, then gone
+            from tasks.base import worker_wire
+
+            conn = [o for o in gc.get_objects() if isinstance(o, Connection)][0]
+            worker_wire.send(conn, ["ok", [0.0, 0.0]], ["{not json"])
+            os._exit(0)
         return {"sent": input_data["how"]}
 """
 
@@ -163,6 +169,10 @@ def test_task_code_cannot_reach_the_executor_through_its_pipe(
     huge = run(client, task="pipe_hostile", input={"how": "huge error", "marker": ""})
     assert huge.state == "FAILED", huge.steps[0].error
     assert "ValueError: eee" in huge.steps[0].error and len(huge.steps[0].error) < 5000
+    forged = run(client, task="pipe_hostile", input={"how": "not json", "marker": ""})
+    assert forged.state == "FAILED" and "an output that is not a JSON object" in (
+        forged.steps[0].error
+    )
     assert run(client, task="echo", input={"after": "hostile"}).state == "COMPLETED"
 
 
