@@ -341,8 +341,24 @@ def _isolate(c: Confinement) -> None:
     shutil.rmtree(stash, ignore_errors=True)
 
 
+def _leave_resource_tracker() -> None:
+    """Close the executor's resource-tracker pipe, which multiprocessing's spawn hands every
+    child: on it task code could register shared-memory or semaphore names for the tracker,
+    running as the executor's user, to unlink when the executor exits. (Task code that uses
+    shared memory itself starts a tracker of its own, as its own user.)"""
+    from multiprocessing import resource_tracker
+
+    tracker = resource_tracker._resource_tracker
+    fd = getattr(tracker, "_fd", None)
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        tracker._fd = None  # type: ignore[attr-defined]
+
+
 def confine(c: Confinement, fence: Any) -> None:
     """Apply ``c`` to this (worker) process, before any task code is imported."""
+    _leave_resource_tracker()
     if c.isolate:
         _isolate(c)
     os.chdir(c.workdir)

@@ -63,6 +63,7 @@ def test_a_spy_task_reaches_nothing_it_should_not(
         assert report["own_workdir"] == "worked: 4" and report["home_is_cwd"] is True
         assert report["uid"] != 0
         assert report["shared_writable"] == []  # nothing shared with the executor to write
+        assert report["resource_tracker_fd"] is None  # not the executor's tracker's pipe
         # Nothing else was hurt: the executor serves on, other runs complete.
         assert child.alive()
         again = client.run(task="word_count", input={"text": "still fine"}, timeout=60)
