@@ -421,11 +421,25 @@ def worker_entry(
     extra_paths: tuple[str, ...],
     confinement: Confinement,
     fence: Any,
+    output: Any = None,
 ) -> None:
-    """A worker process's target: confine it, then serve its task (tasks.base.runtime)."""
+    """A worker process's target: confine it, then serve its task (tasks.base.runtime).
+    What it prints goes down ``output``, which the executor reads as the step's log lines;
+    until 2026-12-04 its stdout and stderr were the executor's own log file, where task code
+    could write lines that read as the executor's."""
     from tasks.base import worker_wire
     from tasks.base.runtime import worker_main
 
+    if output is not None:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                stream.flush()
+        os.dup2(output.fileno(), 1)
+        os.dup2(output.fileno(), 2)
+        output.close()
+        with contextlib.suppress(AttributeError, ValueError):
+            sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+            sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     try:
         confine(confinement, fence)
     except (OSError, RuntimeError) as exc:  # the executor sees setup_failed, and the step

@@ -80,6 +80,10 @@ def _number(value: Any) -> float:
     return float(value) if ok and math.isfinite(value) else 0.0
 
 
+def _ignore(level: str, message: str) -> None:
+    return None
+
+
 class LeaseLapsed(Exception):
     """The running step's lease was not renewed in time: another executor may take it."""
 
@@ -112,9 +116,23 @@ class Worker:
         fence_end, self._fence = _CTX.Pipe(duplex=False)
         os.set_blocking(self._fence.fileno(), False)
         self._fence_until = 0.0
+        # What it prints: read as its step's log lines (``_read_output``).
+        self._output, output_end = _CTX.Pipe(duplex=False)
+        os.set_blocking(self._output.fileno(), False)
+        self._printed = b""  # a line not yet ended
+        self._on_output: Callable[[str, str], None] = _ignore
+        self._output_lines = 0
         self._proc = _CTX.Process(
             target=worker_entry,
-            args=(child, str(package_dir), entry_point, extra_paths, self.confinement, fence_end),
+            args=(
+                child,
+                str(package_dir),
+                entry_point,
+                extra_paths,
+                self.confinement,
+                fence_end,
+                output_end,
+            ),
             daemon=True,
         )
         with environment(scrubbed_env(self.confinement.workdir, self.confinement.threads)):
@@ -122,6 +140,7 @@ class Worker:
         self._cpu_at_start = 0.0
         child.close()
         fence_end.close()
+        output_end.close()
         # The executor's end, read and written without blocking (``worker_wire``): what
         # comes from the process is untrusted, and the event loop must not wait on it.
         self._sock = socket.socket(fileno=os.dup(conn.fileno()))
@@ -189,6 +208,9 @@ class Worker:
     ) -> list[Outcome]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        self._on_output = _ignore
+        self._read_output()  # printed since the last call: no step's
+        self._on_output, self._output_lines = on_log, 0
         try:
             if not self._ready:
                 first, _ = await self._next(deadline, cancelled)
@@ -216,6 +238,7 @@ class Worker:
                     else:
                         on_log(wire.text(reply[1], 16), wire.text(reply[2], MAX_TEXT))
                     continue
+                self._read_output()
                 return _outcomes(reply, payloads, n)
         except wire.Malformed as exc:
             self.kill()
@@ -254,6 +277,7 @@ class Worker:
         while True:
             if cancelled.is_set():
                 raise asyncio.CancelledError
+            self._read_output()
             message = self._reader.message()
             if message is not None:
                 return message
@@ -268,14 +292,16 @@ class Worker:
                 raise EOFError
             self._check_memory()
             readable = loop.create_future()
-            fd = self._sock.fileno()
+            fd, printed = self._sock.fileno(), self._output.fileno()
             loop.add_reader(fd, _resolve, readable)
+            loop.add_reader(printed, _resolve, readable)
             try:
                 await asyncio.wait_for(readable, min(remaining, _TICK))
             except TimeoutError:
                 pass
             finally:
                 loop.remove_reader(fd)
+                loop.remove_reader(printed)
 
     def _read_available(self) -> bool:
         """Feed the reader one read of what the pipe holds: True if anything came. Raises
@@ -288,6 +314,23 @@ class Worker:
             raise EOFError
         self._reader.feed(self._chunk[:n])
         return True
+
+    def _read_output(self) -> None:
+        """Pass what the process printed, a line at a time, to the running call's log (at
+        most MAX_NOTES lines a call, each cut to MAX_TEXT; the rest read and dropped)."""
+        try:
+            data = os.read(self._output.fileno(), READ_CHUNK)
+        except (BlockingIOError, OSError):
+            return
+        lines = (self._printed + data).split(b"\n")
+        self._printed = lines.pop()
+        if len(self._printed) > MAX_TEXT * 4:  # no line end in sight: pass what there is
+            lines.append(self._printed)
+            self._printed = b""
+        for line in lines:
+            self._output_lines += 1
+            if self._output_lines <= MAX_NOTES:
+                self._on_output("PRINT", wire.text(line.decode("utf-8", "replace"), MAX_TEXT))
 
     async def _send(self, data: bytes, deadline: float) -> None:
         """Write ``data`` to the process: at once when the pipe has room (always, for a
@@ -349,3 +392,4 @@ class Worker:
             self._proc.join(5)
         self._sock.close()
         self._fence.close()
+        self._output.close()

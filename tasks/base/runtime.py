@@ -18,6 +18,7 @@ The executor's worker processes run ``worker_main``; ``task test`` and unit test
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
@@ -206,6 +207,7 @@ def worker_main(
     context = TaskContext(report=report)
     to_pipe = _PipeLogHandler(conn)
     context.logger.addHandler(to_pipe)
+    context.logger.propagate = False  # its lines are the step's already, not printed again
     context.logger.setLevel(logging.DEBUG)
     try:
         task = load_task(package_dir, entry_point, context)
@@ -231,6 +233,9 @@ def worker_main(
             verdicts = run_batch(task, inputs) if batch else [run_once(task, inputs[0])]
             returned = time.time()
             to_pipe.end()
+            for stream in (sys.stdout, sys.stderr):  # what it printed, before its verdict
+                with contextlib.suppress(OSError, ValueError):
+                    stream.flush()
             kinds, payloads = [v for v, _ in verdicts], [p for _, p in verdicts]
             header = ["batch_done", kinds] if batch else [kinds[0]]
             _send(conn, [*header, [called, returned]], payloads)

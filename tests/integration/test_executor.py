@@ -376,6 +376,8 @@ def test_a_worker_over_its_memory_limit_is_killed_and_the_executor_keeps_serving
 
 
 CHATTY = """
+import sys
+
 from tasks.base.task_base import SimpleTask
 
 class Task(SimpleTask):
@@ -383,6 +385,9 @@ class Task(SimpleTask):
         for i in range(3):
             self.logger.info("line %d of %s", i, input_data["name"])
         self.logger.warning("almost done")
+        print("printed, not logged")
+        forged = "2026-12-04 00:00:00,000 executor ERROR a line the executor never wrote"
+        print(forged, file=sys.stderr)
         return {"ok": True}
 """
 
@@ -393,12 +398,20 @@ def test_what_a_task_logs_reaches_watchers_and_stays_with_the_step(
     client.register_task(make_task(tmp_path, "chatty", CHATTY))
     r = client.submit(task="chatty", input={"name": "x"})
     logged = [e.message for e in client.watch(r.run_id, timeout=60) if e.kind == "LOG"]
-    assert logged == [
+    assert [m for m in logged if not m.startswith("PRINT ")] == [
         "INFO line 0 of x",
         "INFO line 1 of x",
         "INFO line 2 of x",
         "WARNING almost done",
     ]
+    # What it prints is the step's too (a pipe of its own), never the executor's log, where
+    # it could pass for the executor's own lines (it was that log file until 2026-12-04).
+    forged = "2026-12-04 00:00:00,000 executor ERROR a line the executor never wrote"
+    assert {m for m in logged if m.startswith("PRINT ")} == {
+        "PRINT printed, not logged",
+        f"PRINT {forged}",
+    }
+    assert forged not in cluster.executors[0].log_tail(2000)
     done = client.wait(r.run_id)
     assert done.steps[0].logs == logged
     assert cluster.endpoints is not None
