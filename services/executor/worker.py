@@ -120,6 +120,7 @@ class Worker:
         self._output, output_end = _CTX.Pipe(duplex=False)
         os.set_blocking(self._output.fileno(), False)
         self._printed = b""  # a line not yet ended
+        self._printing = memoryview(bytearray(1 << 16))
         self._on_output: Callable[[str, str], None] = _ignore
         self._output_lines = 0
         self._proc = _CTX.Process(
@@ -277,7 +278,6 @@ class Worker:
         while True:
             if cancelled.is_set():
                 raise asyncio.CancelledError
-            self._read_output()
             message = self._reader.message()
             if message is not None:
                 return message
@@ -292,16 +292,14 @@ class Worker:
                 raise EOFError
             self._check_memory()
             readable = loop.create_future()
-            fd, printed = self._sock.fileno(), self._output.fileno()
+            fd = self._sock.fileno()
             loop.add_reader(fd, _resolve, readable)
-            loop.add_reader(printed, _resolve, readable)
             try:
                 await asyncio.wait_for(readable, min(remaining, _TICK))
             except TimeoutError:
-                pass
-            finally:
+                self._read_output()  # a long call's prints, each tick (a step's end reads
+            finally:  # the rest): a task that fills the pipe waits at most a tick
                 loop.remove_reader(fd)
-                loop.remove_reader(printed)
 
     def _read_available(self) -> bool:
         """Feed the reader one read of what the pipe holds: True if anything came. Raises
@@ -318,11 +316,11 @@ class Worker:
     def _read_output(self) -> None:
         """Pass what the process printed, a line at a time, to the running call's log (at
         most MAX_NOTES lines a call, each cut to MAX_TEXT; the rest read and dropped)."""
-        try:
-            data = os.read(self._output.fileno(), READ_CHUNK)
-        except (BlockingIOError, OSError):
+        try:  # into a buffer kept for it: os.read would allocate its size on every call
+            n = os.readv(self._output.fileno(), [self._printing])
+        except OSError:  # BlockingIOError: nothing printed
             return
-        lines = (self._printed + data).split(b"\n")
+        lines = (self._printed + self._printing[:n].tobytes()).split(b"\n")
         self._printed = lines.pop()
         if len(self._printed) > MAX_TEXT * 4:  # no line end in sight: pass what there is
             lines.append(self._printed)
