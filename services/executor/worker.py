@@ -337,9 +337,9 @@ class Worker:
         with contextlib.suppress(BlockingIOError):
             sent = self._sock.send(data)
         if sent < len(data):
-            remaining = deadline - asyncio.get_running_loop().time()
             loop = asyncio.get_running_loop()
-            await asyncio.wait_for(loop.sock_sendall(self._sock, data[sent:]), max(remaining, 0))
+            remaining = max(deadline - loop.time(), 0)
+            await asyncio.wait_for(loop.sock_sendall(self._sock, data[sent:]), remaining)
 
     def _cpu_used(self) -> float:
         if not self.cpu_seconds or self._proc.pid is None:
