@@ -11,81 +11,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import json
 import logging
-import os
 import platform
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from importlib import metadata
 from pathlib import Path
-from typing import Any, TypeVar
 
 import grpc
 from grpc import aio
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception,
-    retry_if_exception_type,
-    stop_after_delay,
-    wait_exponential_jitter,
-)
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
-from common import jsondoc, refs, stream_batches, telemetry, tls
-from common.artifacts import SCHEME, find_uris, upload_requests
-from common.client_core import CHANNEL_OPTIONS, AsyncCaller, Metadata
-from common.errors import (
-    DeadlineExceeded,
-    Internal,
-    InvalidArgument,
-    ResourceExhausted,
-    Unavailable,
-    WtmError,
-)
-from services.common import auth
+from common import stream_batches, tls
+from common.client_core import CHANNEL_OPTIONS, AsyncCaller
 from services.common.config import read_secret
-from services.executor.artifact_cache import ArtifactCache
 from services.executor.lease_fence import LeaseFence
-from services.executor.package_cache import PackageCache
-from services.executor.requirements import RequirementInstaller
 from services.executor.sandbox import Ceilings, Sandbox, protect_executor, thread_share
 from services.executor.settings import ExecutorSettings
+from services.executor.step_runner import Running, StepRunner, names
 from services.executor.vitals import ResourceMeter
-from services.executor.worker import Outcome, Worker
+from services.executor.worker import Outcome
 from services.executor.worker_pool import WorkerPool
 from wtm.v1 import executor_service_pb2 as epb
 from wtm.v1 import executor_service_pb2_grpc as epb_grpc
-from wtm.v1 import registry_service_pb2 as rpb
-from wtm.v1 import registry_service_pb2_grpc as rpb_grpc
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 SOFTWARE_VERSION = "0.1.0"
-
-
-@dataclass
-class Running:
-    """A step attempt on a slot."""
-
-    ref: epb.StepAttemptRef
-    digest: str
-    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
-    # Stopped by a drain that ran out of time: the attempt goes back to the queue (RELEASED),
-    # not against the step's retries; the executor's shutdown is not the task's failure.
-    released: bool = False
-    worker: Worker | None = None  # once it has one: its fence follows the lease
-
-
-# Registry answers that may well change when asked again (not a NOT_FOUND or a refusal).
-_TRANSIENT = (Unavailable, DeadlineExceeded, Internal, ResourceExhausted)
-
-
-def _transient(exc: BaseException) -> bool:
-    """A registry call that may well work when tried again."""
-    return isinstance(exc, _TRANSIENT) or (type(exc) is WtmError and exc.code == "UNKNOWN")
 
 
 def more_results(
@@ -109,10 +61,6 @@ def more_results(
     return first, None if carry is stream_batches.NOTHING else carry
 
 
-def _names(ref: epb.StepAttemptRef) -> tuple[str, str]:
-    return ref.run_id, ref.step_id
-
-
 def installed_packages() -> list[str]:
     """What is installed where tasks run, as sorted "name==version" (for the hello)."""
     found = {(d.metadata["Name"] or "").lower(): d.version for d in metadata.distributions()}
@@ -121,14 +69,6 @@ def installed_packages() -> list[str]:
 
 class StreamClosed(Exception):
     """The scheduler stream ended; reconnect."""
-
-
-class _Refused(Exception):
-    """A step cannot start: its outcome says why."""
-
-    def __init__(self, outcome: Outcome) -> None:
-        super().__init__(outcome.error)
-        self.outcome = outcome
 
 
 class Executor:
@@ -141,11 +81,9 @@ class Executor:
         api_key = read_secret(settings.api_key, settings.api_key_file, "the API key")
         metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
         self._metadata = metadata
-        # Registry calls retry by the store policy below (_from_store), not the core's.
         self._registry_caller = AsyncCaller(
             settings.registry, ca=settings.tls_ca, api_key=api_key or "", retry_seconds=0
         )
-        self._registry = rpb_grpc.RegistryServiceStub(self._registry_caller.channel)
         cache_dir = Path(settings.cache_dir)
         # Warm workers per task version, shared by the slots; room for a few idle versions.
         self.sandbox = Sandbox(
@@ -161,25 +99,10 @@ class Executor:
             enabled=settings.sandbox,
             threads=thread_share(settings.slots, settings.worker_threads),
         )
-        # OpenCV's threads are set per step (the CPUs shared among the steps running then)
-        # unless the operator fixed them (WTM_WORKER_THREADS, or OPENCV_FOR_THREADS_NUM).
-        self._per_step_threads = not (
-            settings.worker_threads or os.environ.get("OPENCV_FOR_THREADS_NUM")
-        )
         if settings.sandbox:
             protect_executor()
         self.workers = WorkerPool(settings.slots + 2, self.sandbox, settings.worker_memory_mb)
-        self.cache = PackageCache(
-            cache_dir / "packages",
-            self._download,
-            max_bytes=settings.cache_max_mb * 2**20,
-            in_use=self._package_dirs_in_use,
-            on_evict=self.workers.retire_idle,
-        )
-        self.artifacts = ArtifactCache(cache_dir / "artifacts", self._download_artifact)
-        self.requirements = RequirementInstaller(
-            cache_dir / "requirements", settings.install_requirements
-        )
+        self.fence = LeaseFence()
         # What the slots take: a step, or the steps of one dynamic batch (one call).
         self._assignments: asyncio.Queue[list[epb.StepAssignment]] = asyncio.Queue()
         self._calls: dict[str, list[epb.StepAssignment]] = {}  # batches still arriving
@@ -196,92 +119,17 @@ class Executor:
         self._batched_results = False  # the current stream's welcome said it takes them
         self._attempts = 0
         self._heartbeat_seconds = 5.0
-        self.fence = LeaseFence()
         self.meter = ResourceMeter()  # CPU and memory, for the heartbeats
         self.slot_errors = 0  # steps that failed in the executor itself, not in task code
         self.last_slot_error = ""
-        self._manifests: dict[str, dict[str, Any]] = {}  # digest -> task.json
-
-    def _package_dirs_in_use(self) -> set[str]:
-        return self.workers.busy_package_dirs() | {
-            str(self.cache.path(r.digest)) for r in self._running.values()
-        }
-
-    def _in(self, namespace: str) -> Metadata:
-        """The header of a registry call made for a step of ``namespace``."""
-        return ((auth.NAMESPACE_HEADER, namespace or auth.DEFAULT_NAMESPACE),)
-
-    async def _download(self, digest: str, namespace: str) -> AsyncIterator[bytes]:
-        request = rpb.DownloadTaskPackageRequest(digest=digest)
-        method = self._registry.DownloadTaskPackage
-        async for reply in self._registry_caller.stream(
-            method, request, metadata=self._in(namespace)
-        ):
-            yield reply.chunk
-
-    async def _download_artifact(self, uri: str, namespace: str) -> AsyncIterator[bytes]:
-        request = rpb.DownloadArtifactRequest(uri=uri)
-        method = self._registry.DownloadArtifact
-        async for reply in self._registry_caller.stream(
-            method, request, metadata=self._in(namespace)
-        ):
-            yield reply.chunk
-
-    async def _from_store(self, call: Callable[[], Awaitable[T]]) -> T:
-        """``call()``, which reaches the object store through the registry. After a transient
-        failure it is retried for up to ``store_retry_seconds`` (the step's lease is renewed
-        meanwhile), so a short outage costs none of the step's retries. The first try goes
-        straight: the retry machinery costs ~35 µs, paid only once something failed."""
-        try:
-            return await call()
-        except WtmError as exc:
-            if not _transient(exc):
-                raise
-        async for attempt in AsyncRetrying(
-            stop=stop_after_delay(self.settings.store_retry_seconds),
-            wait=wait_exponential_jitter(multiplier=0.2, max=5.0),
-            retry=retry_if_exception(_transient),
-            reraise=True,
-        ):
-            with attempt:
-                return await call()
-        raise AssertionError("unreachable: tenacity re-raises the last error")
-
-    async def _inputs(self, input_json: str, namespace: str) -> tuple[str, dict[str, str]]:
-        """The step's input (fetched when it came by reference) and the local paths of the
-        artifacts it names (downloaded into the cache if needed), in the run's namespace."""
-        if big_input := refs.text_ref_uri(input_json):
-            input_json = (await self.artifacts.path(big_input, namespace)).read_text()
-        if SCHEME not in input_json:
-            return input_json, {}
-        uris = set(find_uris(json.loads(input_json)))
-        return input_json, {uri: str(await self.artifacts.path(uri, namespace)) for uri in uris}
-
-    async def _by_reference(self, a: epb.StepAssignment, outcome: Outcome) -> Outcome:
-        """A succeeded step's output, stored in the object store when over the inline limit
-        (the result then carries a reference document)."""
-        if outcome.outcome != "SUCCEEDED" or not refs.too_large(
-            outcome.output_json, self.settings.inline_max_bytes
-        ):
-            return outcome
-        data = outcome.output_json.encode()
-        try:
-            with telemetry.phase("store output", **{"wtm.output_bytes": len(data)}):
-                reply = await self._from_store(
-                    lambda: self._registry_caller.unary(
-                        self._registry.UploadArtifact,
-                        upload_requests(f"{a.output_id or 'output'}.json", data),
-                        metadata=self._in(a.namespace),
-                        timeout=120,
-                    )
-                )
-        except WtmError as exc:  # out for longer than the store retry period
-            return Outcome(
-                "FAILED",
-                error=f"storing the {len(data)}-byte output failed: {exc.code}: {exc.message}",
-                process_times=outcome.process_times,
-            )
-        return dataclasses.replace(outcome, output_json=refs.make_ref(reply.uri, len(data)))
+        self.steps = StepRunner(
+            settings,
+            self._registry_caller,
+            self.workers,
+            self.fence,
+            send=self._outbox.put_nowait,
+            running=self._running.values,
+        )
 
     # Lifecycle ---------------------------------------------------------------------------
 
@@ -537,17 +385,17 @@ class Executor:
                 continue
             runnings = [Running(a.ref, a.digest) for a in group]
             for r in runnings:
-                self._running[_names(r.ref)] = r
+                self._running[names(r.ref)] = r
             try:
                 if len(group) == 1:
-                    outcomes = [await self._traced_execute(group[0], runnings[0])]
+                    outcomes = [await self.steps.execute(group[0], runnings[0])]
                 else:
-                    outcomes = await self._traced_call(group, runnings)
+                    outcomes = await self.steps.execute_batch(group, runnings)
             except Exception as exc:  # noqa: BLE001 - a slot outlives any one step's trouble
                 # Ours, not the task's (a full disk while unpacking, a bug here): the steps
                 # fail retryably, the error is logged with them, and the slot goes on.
                 log.exception(
-                    "slot %d: step %s/%s failed in the executor", index, *_names(group[0].ref)
+                    "slot %d: step %s/%s failed in the executor", index, *names(group[0].ref)
                 )
                 failed = Outcome("FAILED", error=f"executor error: {type(exc).__name__}: {exc}")
                 outcomes = [failed] * len(group)
@@ -555,8 +403,8 @@ class Executor:
                 self.last_slot_error = failed.error[:500]
             finally:
                 for r in runnings:
-                    self._running.pop(_names(r.ref), None)
-                    self.fence.forget(_names(r.ref))
+                    self._running.pop(names(r.ref), None)
+                    self.fence.forget(names(r.ref))
             for a, outcome in zip(group, outcomes, strict=True):
                 self._send_result(a.ref, outcome)
 
@@ -573,298 +421,3 @@ class Executor:
         result.received_time.FromNanoseconds(self._received.pop(ref.SerializeToString(), 0))
         result.sent_time.FromNanoseconds(time.time_ns())
         self._outbox.put_nowait(epb.ConnectRequest(result=result))
-
-    async def _traced_execute(self, a: epb.StepAssignment, running: Running) -> Outcome:
-        """``_execute``, inside an execution span that is a child of the step attempt's span
-        (when the run is traced and tracing is on here)."""
-        parent = telemetry.parse(a.traceparent) if telemetry.enabled() else None
-        if parent is None:
-            return await self._execute(a, running)
-        with telemetry.late_span(
-            f"execute {a.task_id}", parent, self._span_attributes(a), tracer_name="wtm.executor"
-        ) as span:
-            outcome = await self._execute(a, running)
-            span.set_attribute("wtm.outcome", outcome.outcome)
-            if outcome.outcome != "SUCCEEDED":
-                span.error = outcome.error or outcome.outcome
-            return outcome
-
-    async def _task_of(self, a: epb.StepAssignment) -> tuple[Path, dict[str, Any], tuple[str, ...]]:
-        """The task version's package directory, manifest and requirement paths (fetched and
-        installed when not here yet); raises ``_Refused`` with the outcome when they fail."""
-        try:
-            with (
-                telemetry.skipped("load package")
-                if self.cache.has(a.digest)
-                else telemetry.phase("load package", **{"wtm.task_digest": a.digest})
-            ):
-                package_dir = await self._from_store(lambda: self.cache.get(a.digest, a.namespace))
-        except WtmError as exc:
-            if _transient(exc):  # out for longer than the store retry period
-                raise _Refused(Outcome("FAILED", error=f"package download failed: {exc}")) from exc
-            raise _Refused(
-                Outcome("FATAL", error=f"package {a.task_id}@{a.task_version}: {exc.message}")
-            ) from exc
-        manifest = self._manifests.get(a.digest)
-        if manifest is None:  # a digest's contents never change
-            manifest = self._manifests[a.digest] = json.loads(
-                (package_dir / "task.json").read_text()
-            )
-        try:
-            wanted = list(manifest.get("requirements") or [])
-            with (
-                telemetry.skipped("requirements")
-                if self.requirements.known(wanted)
-                else telemetry.phase("requirements")
-            ):
-                extra_paths = await self.requirements.prepare(wanted)
-        except WtmError as exc:
-            raise _Refused(
-                Outcome(
-                    "FATAL", error=f"requirements of {a.task_id}@{a.task_version}: {exc.message}"
-                )
-            ) from exc
-        return package_dir, manifest, extra_paths
-
-    async def _meta(self, a: epb.StepAssignment) -> tuple[str, dict[str, Any]]:
-        """The step's input and what the task's context gets with it; raises ``_Refused``
-        when an input artifact cannot be had."""
-        try:
-            input_json, artifacts = await self._from_store(
-                lambda: self._inputs(a.input_json, a.namespace)
-            )
-        except WtmError as exc:
-            if _transient(exc):
-                failed = Outcome("FAILED", error=f"artifact download failed: {exc.code}")
-                raise _Refused(failed) from exc
-            raise _Refused(Outcome("FATAL", error=f"input artifact: {exc.message}")) from exc
-        return input_json, {
-            "input_id": a.input_id,
-            "output_id": a.output_id,
-            "upstream_output_ids": dict(a.upstream_output_ids),
-            "input_sources": dict(a.input_sources),
-            "artifacts": artifacts,
-            "log_level": a.log_level,
-            **({"threads": thread_share(len(self._running))} if self._per_step_threads else {}),
-        }
-
-    def _reporters(
-        self, refs: list[epb.StepAttemptRef]
-    ) -> tuple[Callable[[float, str], None], Callable[[str, str], None]]:
-        """What a worker's progress and log lines become: messages up the stream, one per
-        step attempt in ``refs`` (a dynamic batch's call reports for all its steps)."""
-
-        def progress(fraction: float, message: str) -> None:
-            for ref in refs:
-                self._outbox.put_nowait(
-                    epb.ConnectRequest(
-                        progress=epb.StepProgress(ref=ref, fraction=fraction, message=message)
-                    )
-                )
-
-        def log_line(level: str, message: str) -> None:
-            at = time.time_ns()
-            for ref in refs:
-                line = epb.StepLog(ref=ref, level=level, message=message)
-                line.time.FromNanoseconds(at)
-                self._outbox.put_nowait(epb.ConnectRequest(log=line))
-
-        return progress, log_line
-
-    def _span_attributes(self, a: epb.StepAssignment) -> dict[str, Any]:
-        """What an execution span says of its step attempt."""
-        return {
-            "wtm.run_id": a.ref.run_id,
-            "wtm.step_id": a.ref.step_id,
-            "wtm.attempt": a.ref.attempt,
-            "wtm.task_id": a.task_id,
-            "wtm.task_version": a.task_version,
-            "wtm.task_digest": a.digest,
-            "wtm.executor_id": self.settings.executor_id,
-            "wtm.input_id": a.input_id,
-            "wtm.output_id": a.output_id,
-        }
-
-    async def _execute(self, a: epb.StepAssignment, running: Running) -> Outcome:
-        try:
-            package_dir, manifest, extra_paths = await self._task_of(a)
-            input_json, meta = await self._meta(a)
-        except _Refused as refused:
-            return refused.outcome
-        worker = await self.workers.acquire(
-            package_dir, a.entry_point, extra_paths, manifest.get("resources") or {}
-        )
-        cold = worker.ready_ns == 0
-        running.worker = worker
-        worker.fence(self.fence.until((a.ref.run_id, a.ref.step_id)))
-        progress, log_line = self._reporters([a.ref])
-        try:
-            outcome = await worker.run(
-                input_json, meta, a.timeout_seconds or 300, progress, running.cancelled, log_line
-            )
-        except asyncio.CancelledError:
-            if not running.cancelled.is_set():
-                raise
-            outcome = self._stopped(running)
-        finally:
-            running.worker = None
-            worker.fence(0.0)
-            self.workers.release(worker)  # a killed or dead worker is dropped, not pooled
-        if cold and worker.ready_ns:
-            telemetry.past_child("start worker + setup()", worker.started_ns, worker.ready_ns)
-        if outcome.process_times is not None:
-            called, returned = outcome.process_times
-            telemetry.past_child("process()", int(called * 1e9), int(returned * 1e9))
-        return await self._finished(a, outcome)
-
-    async def _finished(self, a: epb.StepAssignment, outcome: Outcome) -> Outcome:
-        """A step's outcome as it is reported: an output that is not a JSON object (within
-        the nesting limit) refused, a large one stored. The worker's runtime checks the same,
-        but task code can write to its pipe, so the executor checks what it passes on."""
-        if outcome.outcome != "SUCCEEDED":
-            return await self._by_reference(a, outcome)
-        if not jsondoc.within_depth(outcome.output_json):
-            return Outcome(
-                "FATAL",
-                error=f"process() returned a document nesting deeper than {jsondoc.MAX_DEPTH} "
-                "levels of objects and arrays",
-                process_times=outcome.process_times,
-            )
-        try:
-            document = jsondoc.loads(outcome.output_json, field="output")
-        except InvalidArgument as exc:
-            document = exc
-        if not isinstance(document, dict):
-            what = document.reason if isinstance(document, InvalidArgument) else "not an object"
-            return Outcome(
-                "FATAL",
-                error=f"the worker sent an output that is not a JSON object ({what[:200]})",
-                process_times=outcome.process_times,
-            )
-        return await self._by_reference(a, outcome)
-
-    def _stopped(self, running: Running) -> Outcome:
-        """The outcome of a step that the scheduler cancelled, or a drain released."""
-        if running.released:
-            return Outcome(
-                "RELEASED",
-                error=f"stopped by a draining executor after "
-                f"{self.settings.drain_seconds:g}s; re-queued without using a retry",
-            )
-        return Outcome("CANCELLED", error="cancelled by the scheduler")
-
-    # Dynamic batches ---------------------------------------------------------------------
-
-    async def _traced_call(
-        self, group: list[epb.StepAssignment], runnings: list[Running]
-    ) -> list[Outcome]:
-        """``_call``, with an execution span per step of a traced run (each a child of its
-        own step attempt's span), all covering the one call; recorded when it ends."""
-        if not telemetry.enabled():
-            return await self._call(group, runnings)
-        traced = [(a, telemetry.parse(a.traceparent)) for a in group]
-        spans = [
-            (f"execute {a.task_id}", parent, self._span_attributes(a) | {
-                "wtm.call_id": a.call_id, "wtm.call_size": len(group),
-            })
-            for a, parent in traced
-            if parent is not None
-        ]  # fmt: skip
-        with telemetry.late_spans(spans, tracer_name="wtm.executor") as lates:
-            outcomes = await self._call(group, runnings)
-            made = iter(lates)
-            for (_, parent), outcome in zip(traced, outcomes, strict=True):
-                if parent is None:
-                    continue
-                late = next(made)
-                if outcome.process_times is not None:
-                    called, returned = (int(t * 1e9) for t in outcome.process_times)
-                    telemetry.past_child("process_batch()", called, returned, parent=late.here)
-                late.set_attribute("wtm.outcome", outcome.outcome)
-                if outcome.outcome != "SUCCEEDED":
-                    late.error = outcome.error or outcome.outcome
-        return outcomes
-
-    async def _call(
-        self, group: list[epb.StepAssignment], runnings: list[Running]
-    ) -> list[Outcome]:
-        """Run a dynamic batch — steps of one task version, from any runs — in one call of
-        the task's ``process_batch`` on a warm worker. A step whose input cannot be had fails
-        alone; the others go on. A cancel stops the call only once every step in it is
-        cancelled; a step cancelled before then gets CANCELLED, whatever the call gives it.
-        The call's timeout is the longest of its steps'."""
-        outcomes: list[Outcome | None] = [None] * len(group)
-        try:
-            package_dir, manifest, extra_paths = await self._task_of(group[0])
-        except _Refused as refused:
-            return [refused.outcome] * len(group)
-        inputs, metas, given = [], [], []
-        for i, a in enumerate(group):
-            try:
-                input_json, meta = await self._meta(a)
-            except _Refused as refused:
-                outcomes[i] = refused.outcome
-                continue
-            inputs.append(input_json)
-            metas.append(meta)
-            given.append(i)
-        if given:
-            for i, outcome in zip(
-                given,
-                await self._run_call(
-                    [group[i] for i in given],
-                    [runnings[i] for i in given],
-                    inputs,
-                    metas,
-                    (package_dir, manifest, extra_paths),
-                ),
-                strict=True,
-            ):
-                outcomes[i] = outcome
-        done = []
-        for a, running, got in zip(group, runnings, outcomes, strict=True):
-            assert got is not None
-            done.append(
-                self._stopped(running)
-                if running.cancelled.is_set()
-                else await self._finished(a, got)
-            )
-        return done
-
-    async def _run_call(
-        self,
-        group: list[epb.StepAssignment],
-        runnings: list[Running],
-        inputs: list[str],
-        metas: list[dict[str, Any]],
-        task: tuple[Path, dict[str, Any], tuple[str, ...]],
-    ) -> list[Outcome]:
-        package_dir, manifest, extra_paths = task
-        worker = await self.workers.acquire(
-            package_dir, group[0].entry_point, extra_paths, manifest.get("resources") or {}
-        )
-        keys = [_names(a.ref) for a in group]
-        for running in runnings:
-            running.worker = worker
-        worker.fence(min(self.fence.until(k) for k in keys))
-        all_cancelled = asyncio.Event()
-
-        async def watch() -> None:
-            await asyncio.gather(*(r.cancelled.wait() for r in runnings))
-            all_cancelled.set()
-
-        progress, log_line = self._reporters([a.ref for a in group])  # the call's: every step's
-        watcher = asyncio.create_task(watch())
-        timeout = max(a.timeout_seconds or 300 for a in group)
-        try:
-            return await worker.run_batch(inputs, metas, timeout, progress, all_cancelled, log_line)
-        except asyncio.CancelledError:
-            if not all_cancelled.is_set():
-                raise
-            return [self._stopped(r) for r in runnings]
-        finally:
-            watcher.cancel()
-            for running in runnings:
-                running.worker = None
-            worker.fence(0.0)
-            self.workers.release(worker)
