@@ -158,6 +158,7 @@ class Executor:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.workers.close()
+        self.sandbox.close()
         await self._registry_caller.close()
         log.info("stopped")
 

@@ -18,8 +18,10 @@ When the executor runs as root (a container, a plain install), also:
   by digest, not listable) and its requirement directories; directories that the worker's
   uid could not traverse (``/root`` holding a pyenv Python, say) are covered the same way,
   showing only the interpreter;
-- a uid of its own (``WTM_WORKER_UID_BASE`` + n, no supplementary groups), so it cannot
-  signal the executor or other workers, read what they write, or fork past its process limit.
+- a uid of its own on the host (from ``WTM_WORKER_UID_BASE`` up, claimed host-wide by
+  ``worker_uids``; no supplementary groups), so it cannot signal the executor or other
+  workers, this executor's or another's, read what they write, or fork past its process
+  limit.
 
 Without root the first list still holds; isolating the network is then the deployer's job
 (a Kubernetes NetworkPolicy, a container without network).
@@ -45,6 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.executor import worker_uids
+from services.executor.worker_uids import WorkerUids
 from services.registry.manifest import RESOURCE_KEYS
 
 # What a worker's environment keeps from the executor's (exact names, then prefixes).
@@ -187,6 +191,7 @@ class Sandbox:
         uid_base: int = 61000,
         enabled: bool = True,
         threads: int = 0,
+        uid_locks: Path = worker_uids.DEFAULT_DIRECTORY,
     ) -> None:
         self.cache_root = cache_root.resolve()
         self.threads = threads  # each worker's numeric-library threads (``thread_share``)
@@ -195,12 +200,14 @@ class Sandbox:
         self.uid_base = uid_base
         self.privileged = enabled and os.geteuid() == 0
         self._free_uids: list[int] = []
-        self._next_uid = 0
+        # Claimed host-wide: another executor here never runs a worker as the same uid.
+        self._uids = WorkerUids(uid_base, uid_locks)
         self.work_root.mkdir(parents=True, exist_ok=True)
         if self.privileged:
             # Others may pass through the cache but not list it: a worker reaches only the
-            # paths it is given (artifacts are named by their digest).
-            for d in (self.cache_root, self.cache_root / "artifacts"):
+            # paths it is given (artifacts are named by their digest; work directories by
+            # a random name).
+            for d in (self.cache_root, self.cache_root / "artifacts", self.work_root):
                 d.mkdir(parents=True, exist_ok=True)
                 d.chmod(0o711)
         self.interpreter_paths = sorted(
@@ -220,7 +227,7 @@ class Sandbox:
             return Confinement(
                 str(workdir), os.getpid(), rlimits(granted, own_uid=False), threads=self.threads
             )
-        uid = self._free_uids.pop() if self._free_uids else self.uid_base + self._take()
+        uid = self._free_uids.pop() if self._free_uids else self._uids.claim()
         os.chown(workdir, uid, uid)
         workdir.chmod(0o700)
         keep_in_cache = [
@@ -240,10 +247,6 @@ class Sandbox:
             read_only=(str(package_dir.resolve()), *(str(Path(p).resolve()) for p in extra_paths)),
             threads=self.threads,
         )
-
-    def _take(self) -> int:
-        self._next_uid += 1
-        return self._next_uid - 1
 
     def _covers(
         self, needed: list[str], keep_in_cache: list[str]
@@ -266,6 +269,11 @@ class Sandbox:
         ordered = [(d, _outermost(k)) for d, k in sorted(covers.items(), key=lambda x: x[0])]
         in_cache = {k for k in keep_in_cache if k.startswith(cache + "/")}
         return (*ordered, (cache, _outermost(in_cache)))
+
+    def close(self) -> None:
+        """Every worker is gone: give back the uids claimed for them."""
+        self._free_uids.clear()
+        self._uids.close()
 
     def release(self, c: Confinement) -> None:
         """The worker is gone: its uid is free again, its directory removed."""

@@ -104,7 +104,10 @@ class ExecutorSettings(ClientKeySettings):
         "own uid, no network and only their own files (see docs/architecture.md)",
     )
     worker_uid_base: int = setting(
-        61000, "WTM_WORKER_UID_BASE", "as root, workers get uids from this one up", positive
+        61000,
+        "WTM_WORKER_UID_BASE",
+        "as root, workers get uids from this one up, each claimed host-wide (/run/wtm/worker-uids)",
+        positive,
     )
     worker_max_memory_mb: int = setting(
         8192,

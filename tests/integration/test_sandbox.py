@@ -14,6 +14,7 @@ from clients.sdk import Client
 from services.localstack import Cluster
 from tests.conftest import ROOT
 from tests.integration.test_executor import stop_executor
+from tests.waiting import eventually
 
 FIXTURES = ROOT / "tests" / "fixtures" / "tasks"
 
@@ -115,3 +116,33 @@ def test_processes_counts_what_the_task_starts_not_the_runtimes_watchdog(
         done = client.run(task=f"thread_quota_{n}", input={}, timeout=60)
         assert done.state == "COMPLETED", done.steps[0].error
         assert done.output == {"held": n - 1, "refused": "can't start new thread"}
+
+
+def test_workers_of_two_executors_on_one_host_never_share_a_uid(
+    cluster: Cluster, client: Client
+) -> None:
+    """Each executor counted worker uids from the same base, so a worker of one ran as the
+    same uid as a worker of the other: task code could signal a step of another run (maybe
+    another namespace's) on the other executor, and RLIMIT_NPROC counted both. Uids are now
+    claimed host-wide (``worker_uids``)."""
+    client.register_task(FIXTURES / "uid_report")
+    added = [cluster.add_executor("--queues", "uidq", slots=1) for _ in range(2)]
+    try:
+        names = {c.name for c in added}
+
+        def connected() -> bool:
+            found = {e.executor_id for e in client.list_executors() if e.state == "CONNECTED"}
+            return names <= found
+
+        eventually(connected, timeout=60, what="both executors connected")
+        _, run_ids = client.submit_many([{"hold": 1.5}] * 2, task="uid_report")
+        done = [client.wait(run_id, 90) for run_id in run_ids]
+        assert [r.state for r in done] == ["COMPLETED"] * 2, [r.steps[0].error for r in done]
+        assert {r.steps[0].executor_id for r in done} == names  # one run on each
+        uids = [r.output["uid"] for r in done]
+        assert uids[0] != uids[1], uids
+        for r in done:  # each worker alone with its uid: nothing of another run to signal
+            assert r.output["signalable"] == [], r.output
+    finally:
+        for child in added:
+            stop_executor(cluster, child)
