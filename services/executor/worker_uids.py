@@ -12,8 +12,10 @@ executor succeeded on the other's worker.)
 A claim is an exclusive ``flock`` on ``<directory>/<uid>``, held open for the executor's
 life: another executor skips a uid whose lock it cannot take, and the kernel drops the lock
 when the executor exits, however it exits. The directory (root's, mode 0700) must be the
-same for every executor of the host: ``/run/wtm/worker-uids`` by default. Executors in
-separate containers have separate PID namespaces and cannot signal each other's workers.
+same for every executor of the host: ``/run/wtm/worker-uids``, or, where ``/run`` cannot be
+written (a container with a read-only root, one executor in it), the same under the
+temporary directory. Executors in separate containers have separate PID namespaces and
+cannot signal each other's workers.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import stat
+import tempfile
 from pathlib import Path
 
 DEFAULT_DIRECTORY = Path("/run/wtm/worker-uids")
@@ -38,12 +42,13 @@ class WorkerUids:
 
     def claim(self) -> int:
         """A uid no other executor on this host holds, now held by this one until it exits.
-        Raises OSError when the lock directory cannot be made or none is free."""
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        Raises OSError when no lock directory can be had or no uid is free."""
+        directory = self._directory()
         while self._next < self.base + SPAN:
             uid = self._next
             self._next += 1
-            fd = os.open(self.directory / str(uid), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+            fd = os.open(directory / str(uid), flags, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:  # another executor's
@@ -52,6 +57,24 @@ class WorkerUids:
             self._held[uid] = fd
             return uid
         raise OSError(f"no free worker uid in {self.base}..{self.base + SPAN - 1}")
+
+    def _directory(self) -> Path:
+        """The lock directory, made if need be, and checked to be this user's alone: in a
+        shared temporary directory another user could have made it first."""
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError:
+            if self.directory != DEFAULT_DIRECTORY:
+                raise
+            self.directory = Path(tempfile.gettempdir()) / "wtm-worker-uids"
+            self.directory.mkdir(mode=0o700, exist_ok=True)
+        found = os.lstat(self.directory)
+        if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.geteuid() or found.st_mode & 0o022:
+            raise OSError(
+                f"{self.directory}: not a directory of this user's that only it may write "
+                "(worker uid claims)"
+            )
+        return self.directory
 
     @property
     def held(self) -> list[int]:

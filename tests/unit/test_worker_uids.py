@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,25 @@ def test_none_free_is_an_error_that_says_so(
     with pytest.raises(OSError, match="no free worker uid in 70000..70001"):
         second.claim()
     first.close()
+
+
+def test_without_run_the_claims_go_under_the_temporary_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A container with a read-only root (as deploy/k8s runs the executor) has no writable
+    /run; its one executor claims under /tmp."""
+    monkeypatch.setattr(worker_uids, "DEFAULT_DIRECTORY", Path("/proc/wtm-worker-uids"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    uids = WorkerUids(70000, worker_uids.DEFAULT_DIRECTORY)
+    assert uids.claim() == 70000
+    assert uids.directory == tmp_path / "wtm-worker-uids"
+    assert (tmp_path / "wtm-worker-uids" / "70000").exists()
+    uids.close()
+
+
+def test_a_lock_directory_others_may_write_is_refused(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(OSError, match="only it may write"):
+        WorkerUids(70000, shared).claim()
