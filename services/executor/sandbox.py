@@ -14,10 +14,10 @@ When the executor runs as root (a container, a plain install), also:
 - a network namespace of its own with nothing in it: no route to Redis, MongoDB, S3, the
   services or anything else;
 - a mount namespace in which the executor's cache is an empty read-only tmpfs showing only
-  this worker's package (read-only), its private directory, the artifact store (files named
-  by digest, not listable) and its requirement directories; directories that the worker's
-  uid could not traverse (``/root`` holding a pyenv Python, say) are covered the same way,
-  showing only the interpreter;
+  this worker's package (read-only), its private directory, its namespace's part of the
+  artifact store (files named by digest, not listable) and its requirement directories;
+  directories that the worker's uid could not traverse (``/root`` holding a pyenv Python,
+  say) are covered the same way, showing only the interpreter;
 - a uid of its own on the host (from ``WTM_WORKER_UID_BASE`` up, claimed host-wide by
   ``worker_uids``; no supplementary groups), so it cannot signal the executor or other
   workers, this executor's or another's, read what they write, or fork past its process
@@ -218,9 +218,14 @@ class Sandbox:
         return effective(resources, self.ceilings)
 
     def confinement(
-        self, package_dir: Path, extra_paths: tuple[str, ...], resources: dict[str, Any]
+        self,
+        package_dir: Path,
+        extra_paths: tuple[str, ...],
+        resources: dict[str, Any],
+        namespace: str = "default",
     ) -> Confinement:
-        """A new worker's confinement (its private directory is made now)."""
+        """A new worker's confinement for steps of ``namespace`` (its private directory is
+        made now; of the artifact store it sees only that namespace's part)."""
         workdir = Path(tempfile.mkdtemp(prefix="w-", dir=self.work_root))
         granted = effective(resources, self.ceilings)
         if not self.privileged:
@@ -230,10 +235,14 @@ class Sandbox:
         uid = self._free_uids.pop() if self._free_uids else self._uids.claim()
         os.chown(workdir, uid, uid)
         workdir.chmod(0o700)
+        artifacts = self.cache_root / "artifacts" / namespace  # made now: only what exists
+        if not artifacts.is_dir():  # is kept in view (``ArtifactCache`` makes it the same)
+            artifacts.mkdir(parents=True, exist_ok=True)
+            artifacts.chmod(0o711)
         keep_in_cache = [
             str(package_dir.resolve()),
             str(workdir),
-            str(self.cache_root / "artifacts"),
+            str(artifacts),
             *(str(Path(p).resolve()) for p in extra_paths),
         ]
         covers = self._covers([*self.interpreter_paths, os.getcwd()], keep_in_cache)

@@ -79,6 +79,12 @@ class _Refused(Exception):
         self.outcome = outcome
 
 
+def namespace_of(a: epb.StepAssignment) -> str:
+    """The namespace a step runs in: its package, artifacts and warm worker are that
+    namespace's (an assignment without one is of the default namespace)."""
+    return a.namespace or auth.DEFAULT_NAMESPACE
+
+
 def names(ref: epb.StepAttemptRef) -> tuple[str, str]:
     """A step attempt's (run_id, step_id): the key of what runs and holds a lease here."""
     return ref.run_id, ref.step_id
@@ -192,7 +198,7 @@ class StepRunner:
                     lambda: self._registry_caller.unary(
                         self._registry.UploadArtifact,
                         upload_requests(f"{a.output_id or 'output'}.json", data),
-                        metadata=self._in(a.namespace),
+                        metadata=self._in(namespace_of(a)),
                         timeout=120,
                     )
                 )
@@ -228,7 +234,9 @@ class StepRunner:
                 if self.cache.has(a.digest)
                 else telemetry.phase("load package", **{"wtm.task_digest": a.digest})
             ):
-                package_dir = await self._from_store(lambda: self.cache.get(a.digest, a.namespace))
+                package_dir = await self._from_store(
+                    lambda: self.cache.get(a.digest, namespace_of(a))
+                )
         except WtmError as exc:
             if _transient(exc):  # out for longer than the store retry period
                 raise _Refused(Outcome("FAILED", error=f"package download failed: {exc}")) from exc
@@ -261,7 +269,7 @@ class StepRunner:
         when an input artifact cannot be had."""
         try:
             input_json, artifacts = await self._from_store(
-                lambda: self._inputs(a.input_json, a.namespace)
+                lambda: self._inputs(a.input_json, namespace_of(a))
             )
         except WtmError as exc:
             if _transient(exc):
@@ -321,8 +329,9 @@ class StepRunner:
             input_json, meta = await self._meta(a)
         except _Refused as refused:
             return refused.outcome
+        resources = manifest.get("resources") or {}
         worker = await self.workers.acquire(
-            package_dir, a.entry_point, extra_paths, manifest.get("resources") or {}
+            package_dir, a.entry_point, extra_paths, resources, namespace_of(a)
         )
         cold = worker.ready_ns == 0
         running.worker = worker
@@ -430,6 +439,9 @@ class StepRunner:
             return [refused.outcome] * len(group)
         inputs, metas, given = [], [], []
         for i, a in enumerate(group):
+            if namespace_of(a) != namespace_of(group[0]):  # a call is one queue's: never so
+                outcomes[i] = Outcome("FAILED", error="a dynamic batch mixed namespaces")
+                continue
             try:
                 input_json, meta = await self._meta(a)
             except _Refused as refused:
@@ -470,8 +482,9 @@ class StepRunner:
         task: tuple[Path, dict[str, Any], tuple[str, ...]],
     ) -> list[Outcome]:
         package_dir, manifest, extra_paths = task
+        resources = manifest.get("resources") or {}
         worker = await self.workers.acquire(
-            package_dir, group[0].entry_point, extra_paths, manifest.get("resources") or {}
+            package_dir, group[0].entry_point, extra_paths, resources, namespace_of(group[0])
         )
         keys = [names(a.ref) for a in group]
         for running in runnings:

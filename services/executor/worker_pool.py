@@ -1,4 +1,5 @@
-"""``WorkerPool``: warm worker processes kept per task version, shared by the slots.
+"""``WorkerPool``: warm worker processes kept per task version and namespace, shared by the
+slots.
 
 A slot borrows an idle worker for the task version it must run, or starts one; it gives the
 worker back when the step ends (unless the worker died or was killed). At most ``capacity``
@@ -7,6 +8,12 @@ worker is retired (``cleanup()`` runs in it). So a model is loaded once per vers
 kept while there is room, whichever slot runs the next step. A worker that has grown past
 the memory limit is not kept (the next step gets a fresh process), as Celery's
 ``worker_max_memory_per_child`` does.
+
+A worker serves one namespace: a task shared with other namespaces gets a worker in each,
+so nothing a step of one namespace left in the process (module state, files in its work
+directory, the artifacts it was given) is there for a step of another, and its sandbox
+shows it only its own namespace's artifacts. (Until 2026-12-04 a shared task's warm worker
+served every namespace that used it.)
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from typing import Any
 from services.executor.sandbox import Sandbox
 from services.executor.worker import Worker
 
-Key = tuple[str, str, tuple[str, ...]]  # package directory, entry point, extra sys.path
+Key = tuple[str, str, tuple[str, ...], str]  # package dir, entry point, sys.path, namespace
 
 
 class WorkerPool:
@@ -31,6 +38,7 @@ class WorkerPool:
         self.memory_limit_mb = memory_limit_mb
         self._idle: OrderedDict[int, Worker] = OrderedDict()
         self._busy: dict[int, Worker] = {}
+        self._keys: dict[int, Key] = {}  # by id(worker), while it lives
         self.started = 0
 
     @property
@@ -50,10 +58,12 @@ class WorkerPool:
 
     def _retire(self, worker: Worker) -> None:
         worker.retire()
+        self._keys.pop(id(worker), None)
         self.sandbox.release(worker.confinement)
 
     def _kill(self, worker: Worker) -> None:
         worker.kill()
+        self._keys.pop(id(worker), None)
         self.sandbox.release(worker.confinement)
 
     async def acquire(
@@ -62,12 +72,13 @@ class WorkerPool:
         entry_point: str,
         extra_paths: tuple[str, ...] = (),
         resources: dict[str, Any] | None = None,
+        namespace: str = "default",
     ) -> Worker:
-        """An idle worker for the task version, or a new one confined by the sandbox
-        (``resources``: the task's ``task.json`` resources)."""
-        key: Key = (str(package_dir), entry_point, extra_paths)
+        """An idle worker for the task version in ``namespace``, or a new one confined by the
+        sandbox (``resources``: the task's ``task.json`` resources)."""
+        key: Key = (str(package_dir), entry_point, extra_paths, namespace)
         for ident, worker in list(self._idle.items()):
-            if worker.key == key:
+            if self._keys.get(ident) == key:
                 del self._idle[ident]
                 if worker.alive:
                     self._busy[ident] = worker
@@ -77,7 +88,7 @@ class WorkerPool:
             _, oldest = self._idle.popitem(last=False)
             await asyncio.to_thread(self._retire, oldest)
         self.started += 1
-        confinement = self.sandbox.confinement(package_dir, extra_paths, resources or {})
+        confinement = self.sandbox.confinement(package_dir, extra_paths, resources or {}, namespace)
         granted = self.sandbox.granted(resources or {})
         worker = Worker(
             package_dir,
@@ -88,6 +99,7 @@ class WorkerPool:
             cpu_seconds=granted["cpu_seconds"],
         )
         self._busy[id(worker)] = worker
+        self._keys[id(worker)] = key
         return worker
 
     def release(self, worker: Worker) -> None:

@@ -5,6 +5,7 @@ another namespace cannot see, RPC by RPC and role by role, is in test_permission
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -150,3 +151,51 @@ def test_the_cli_acts_in_the_namespace_it_is_given(cluster: Cluster, client: Cli
     assert '"answer"' in listed and '"team-a"' in listed
     bad = run_cli(cluster, "-n", "Team_A", "task", "list", check=False)
     assert bad.returncode != 0 and "wtm-namespace" in bad.stdout + bad.stderr
+
+
+MEMO = """
+import os
+from tasks.base.task_base import SimpleTask
+
+SEEN = []  # what this process has been given, across steps
+
+
+class Task(SimpleTask):
+    def process(self, input_data):
+        SEEN.append(input_data["who"])
+        out = {"seen": list(SEEN), "pid": os.getpid()}
+        if "photo" in input_data:
+            out["path"] = str(self.context.local_path(input_data["photo"], "photo"))
+        if "peek" in input_data:
+            try:
+                with open(input_data["peek"]) as f:
+                    out["peek"] = "read: " + f.read()
+            except OSError as exc:
+                out["peek"] = "refused: " + type(exc).__name__
+        return out
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the artifact view needs the sandbox (root)")
+def test_a_shared_task_keeps_no_warm_worker_across_namespaces(
+    team: dict[str, Client], tmp_path: Path
+) -> None:
+    """A warm worker served every namespace that used a shared task: what a step of one
+    left in the process (here a list of its inputs) was there for the next step of
+    another, and the other's artifacts were in the sandbox's view. A worker now serves one
+    namespace and sees only that namespace's artifacts."""
+    a, b = team["team-a"], team["team-b"]
+    a.register_task(make_task(tmp_path / "memo", "memo", MEMO))
+    a.share_task("memo")
+    photo = tmp_path / "photo.txt"
+    photo.write_text("team-a's photo")
+    mine = _wait(a, task="memo", input={"who": "a-secret", "photo": a.upload_artifact(photo)})
+    assert mine.state == "COMPLETED", mine.steps[0].error
+    theirs = _wait(b, task="team-a/memo", input={"who": "b", "peek": mine.output["path"]})
+    assert theirs.state == "COMPLETED", theirs.steps[0].error
+    assert theirs.output["seen"] == ["b"], theirs.output  # a fresh process: nothing of a's
+    assert theirs.output["pid"] != mine.output["pid"]
+    assert theirs.output["peek"] == "refused: FileNotFoundError", theirs.output
+    again = _wait(a, task="memo", input={"who": "a-again"})  # a's own worker stays warm
+    assert again.output["seen"] == ["a-secret", "a-again"]
+    assert again.output["pid"] == mine.output["pid"]
