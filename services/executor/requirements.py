@@ -8,6 +8,12 @@ and the task's worker process gets that directory first on ``sys.path``. Without
 pip fails, the step fails at once (FATAL) with an error that names the requirement, instead of
 failing later with an ImportError. pip reads its usual configuration (``PIP_INDEX_URL``,
 ``PIP_FIND_LINKS``, ``PIP_NO_INDEX``...), so a private index or a wheelhouse works unchanged.
+
+A task's requirements are as untrusted as its code, and pip runs here, in the executor, as
+its user: so only wheels are installed (``--only-binary :all:``; building a source
+distribution runs code the distribution brings, and before 2026-12-04 a task naming one got
+that code run as root in the executor), and pip gets an environment without the executor's
+own settings and secrets (``pip_environment``).
 """
 
 from __future__ import annotations
@@ -15,9 +21,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Mapping
 from functools import cache
 from importlib import metadata
 from pathlib import Path
@@ -39,6 +47,31 @@ def _installed_version(name: str, path: str | None) -> str | None:
     for dist in metadata.Distribution.discover(name=name, path=[path]):
         return dist.version
     return None
+
+
+# What pip may see of the executor's environment: its own settings, finding the index (and
+# the proxy, certificates and home its configuration lives in), the locale. Not WTM_* (keys,
+# addresses of the stores), nor anything else the executor was given.
+_PIP_KEEPS = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR")
+_PIP_KEEPS_PREFIXES = (
+    "PIP_",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "REQUESTS_CA_BUNDLE",
+    "NETRC",
+    "XDG_",
+)
+
+
+def pip_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment pip runs in: what finding and fetching wheels needs, nothing else."""
+    return {
+        k: v for k, v in environ.items() if k in _PIP_KEEPS or k.startswith(_PIP_KEEPS_PREFIXES)
+    }
 
 
 @cache
@@ -122,11 +155,14 @@ class RequirementInstaller:
             "--no-input",
             "--disable-pip-version-check",
             "--no-warn-script-location",
+            "--only-binary",
+            ":all:",
             "--target",
             str(tmp),
             *wanted,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
+            env=pip_environment(os.environ),
         )
         try:
             out, _ = await asyncio.wait_for(proc.communicate(), self.timeout)

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+import tarfile
 import time
 import zipfile
 from pathlib import Path
@@ -317,6 +318,56 @@ def test_missing_requirements_are_installed_once_into_the_cache_when_allowed(
         failed = run(client, task="unfindable_user", input={}, timeout=120)
         assert failed.state == "FAILED" and failed.steps[0].attempt == 1
         assert "could not install wtm-absent-lib>=1" in failed.steps[0].error
+    finally:
+        stop_executor(cluster, child)
+
+
+def build_sdist(directory: Path, name: str, version: str, backend: str) -> Path:
+    """A source distribution whose build backend is its own ``backend.py`` (nothing to
+    download to build it): pip runs that code to build a wheel."""
+    module = name.replace("-", "_")
+    root = f"{module}-{version}"
+    files = {
+        f"{root}/PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{root}/pyproject.toml": (
+            '[build-system]\nrequires = []\nbuild-backend = "backend"\nbackend-path = ["."]\n'
+        ),
+        f"{root}/backend.py": backend,
+    }
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{root}.tar.gz"
+    with tarfile.open(path, "w:gz") as tf:
+        for p, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(p)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_a_requirement_is_installed_from_a_wheel_only_never_built_here(
+    cluster: Cluster, client: Client, tmp_path: Path
+) -> None:
+    """A task's requirements are as untrusted as its code: building a source distribution
+    runs code it brings, and pip ran it in the executor, as the executor's user (root in
+    the local stack), with the executor's environment."""
+    marker = tmp_path / "built-in-the-executor"
+    backend = f"import os\nopen({str(marker)!r}, 'w').write(os.environ.get('WTM_API_KEY', '-'))\n"
+    wheels = tmp_path / "wheelhouse"
+    build_sdist(wheels, "wtm-sdist-only", "1.0", backend)
+    client.register_task(
+        make_task(tmp_path, "sdist_user", queue="sdistq", requirements=["wtm-sdist-only==1.0"])
+    )
+    cluster.extra_env.update(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheels))
+    try:
+        child = cluster.add_executor("--queues", "sdistq", "--install-requirements", "true")
+    finally:
+        del cluster.extra_env["PIP_NO_INDEX"], cluster.extra_env["PIP_FIND_LINKS"]
+    try:
+        failed = run(client, task="sdist_user", input={}, timeout=120)
+        assert failed.state == "FAILED", failed.steps[0].error
+        assert "could not install wtm-sdist-only==1.0" in failed.steps[0].error
+        assert not marker.exists(), marker.read_text()
     finally:
         stop_executor(cluster, child)
 

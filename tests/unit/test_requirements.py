@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib import metadata
 
-from services.executor.requirements import missing
+from services.executor.requirements import missing, pip_environment
 
 
 def test_installed_requirements_are_met() -> None:
@@ -30,3 +30,21 @@ def test_a_requirement_for_another_platform_is_skipped() -> None:
 def test_nonsense_is_reported_not_crashed_on() -> None:
     [problem] = missing(["=== nope"])
     assert "not a valid requirement" in problem
+
+
+def test_pip_sees_how_to_find_wheels_and_none_of_the_executors_settings() -> None:
+    environ = {
+        "PATH": "/usr/bin",
+        "HOME": "/root",
+        "PIP_INDEX_URL": "https://pypi.internal/simple",
+        "HTTPS_PROXY": "http://proxy:3128",
+        "WTM_API_KEY": "wtm_secret",
+        "WTM_REGISTRY_ADDR": "registry:50051",
+        "AWS_SECRET_ACCESS_KEY": "s3-secret",
+    }
+    assert pip_environment(environ) == {
+        "PATH": "/usr/bin",
+        "HOME": "/root",
+        "PIP_INDEX_URL": "https://pypi.internal/simple",
+        "HTTPS_PROXY": "http://proxy:3128",
+    }
