@@ -13,7 +13,9 @@ A task's requirements are as untrusted as its code, and pip runs here, in the ex
 its user: so only wheels are installed (``--only-binary :all:``; building a source
 distribution runs code the distribution brings, and before 2026-12-04 a task naming one got
 that code run as root in the executor), and pip gets an environment without the executor's
-own settings and secrets (``pip_environment``).
+own settings and secrets (``pip_environment``). A requirement with a direct URL
+(``name @ https://...``) is refused: the executor fetches from its configured index, never
+from where a task says.
 """
 
 from __future__ import annotations
@@ -130,6 +132,13 @@ class RequirementInstaller:
         invalid = [p for r in wanted if (p := unmet(r)) and "not a valid requirement" in p]
         if invalid or not self.allow_install:
             raise FailedPrecondition("; ".join(missing(wanted)), field="requirements")
+        if direct := [r for r in wanted if Requirement(r).url]:
+            raise FailedPrecondition(
+                f"{', '.join(map(repr, direct))}: a requirement names a distribution on the "
+                "executor's package index, not a URL (nothing is fetched from where a task "
+                "says)",
+                field="requirements",
+            )
         key = hashlib.sha256("\n".join(sorted(wanted)).encode()).hexdigest()[:24]
         target = self.root / key
         async with self._locks.setdefault(key, asyncio.Lock()):

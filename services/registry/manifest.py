@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from packaging.requirements import InvalidRequirement, Requirement
+
 from common import jsondoc
 from common.errors import InvalidArgument
 from tasks.base import schema
@@ -107,6 +109,24 @@ def _strings(doc: dict[str, Any], name: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise _err(name, "must be a list of strings", value)
     return list(value)
+
+
+def _requirements(doc: dict[str, Any]) -> list[str]:
+    """PEP 508 requirements naming distributions on the executors' package index: a direct
+    URL is refused here, as executors refuse to fetch one (``services.executor.requirements``)."""
+    found = _strings(doc, "requirements")
+    for i, text in enumerate(found):
+        try:
+            req = Requirement(text)
+        except InvalidRequirement as exc:
+            raise _err(f"requirements[{i}]", f"not a PEP 508 requirement ({exc})", text) from None
+        if req.url:
+            raise _err(
+                f"requirements[{i}]",
+                "must name a distribution on the package index, not a URL",
+                text,
+            )
+    return found
 
 
 def _schema(doc: dict[str, Any], name: str) -> dict[str, Any]:
@@ -270,7 +290,7 @@ def parse_manifest(text: bytes | str) -> Manifest:
         author=_string(doc, "author", ""),
         category=_string(doc, "category", "general"),
         entry_point=entry_point,
-        requirements=_strings(doc, "requirements"),
+        requirements=_requirements(doc),
         tags=_strings(doc, "tags"),
         queue=queue,
         priority=_int(doc, "priority", 5, 1, 10),

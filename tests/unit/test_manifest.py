@@ -46,6 +46,12 @@ def test_defaults_fill_what_task_json_leaves_out() -> None:
         ({"batching": {"max_batch_size": 1000}}, "batching.max_batch_size"),
         ({"batching": {"max_wait_ms": -1}}, "batching.max_wait_ms"),
         ({"batching": {"max_batch": 8}}, "batching.max_batch"),
+        ({"requirements": ["numpy", "numpy >= >= 1"]}, "requirements[1]"),
+        ({"requirements": ["--index-url=https://example.invalid"]}, "requirements[0]"),
+        (
+            {"requirements": ["x @ https://example.invalid/x-1.0-py3-none-any.whl"]},
+            "requirements[0]",
+        ),
     ],
 )
 def test_each_bad_field_is_named(fields: dict[str, object], named: str) -> None:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from importlib import metadata
+from pathlib import Path
 
-from services.executor.requirements import missing, pip_environment
+import pytest
+
+from common.errors import FailedPrecondition
+from services.executor.requirements import RequirementInstaller, missing, pip_environment
 
 
 def test_installed_requirements_are_met() -> None:
@@ -48,3 +53,12 @@ def test_pip_sees_how_to_find_wheels_and_none_of_the_executors_settings() -> Non
         "PIP_INDEX_URL": "https://pypi.internal/simple",
         "HTTPS_PROXY": "http://proxy:3128",
     }
+
+
+def test_a_requirement_naming_a_url_is_refused_before_pip_runs(tmp_path: Path) -> None:
+    installer = RequirementInstaller(tmp_path, allow_install=True)
+    wanted = ["wtm-nowhere @ http://169.254.169.254/latest/meta-data/x-1.0-py3-none-any.whl"]
+    with pytest.raises(FailedPrecondition, match="not a URL") as err:
+        asyncio.run(installer.prepare(wanted))
+    assert err.value.field == "requirements"
+    assert installer.installs == 0 and not any(tmp_path.iterdir())
