@@ -17,7 +17,8 @@ When the executor runs as root (a container, a plain install), also:
   this worker's package (read-only), its private directory, its namespace's part of the
   artifact store (files named by digest, not listable) and its requirement directories;
   directories that the worker's uid could not traverse (``/root`` holding a pyenv Python,
-  say) are covered the same way, showing only the interpreter;
+  say) are covered the same way, showing only the interpreter; ``/tmp``, ``/var/tmp`` and
+  ``/dev/shm`` are directories of its own (``_private_temps``), not the host's shared ones;
 - a uid of its own on the host (from ``WTM_WORKER_UID_BASE`` up, claimed host-wide by
   ``worker_uids``; no supplementary groups), so it cannot signal the executor or other
   workers, this executor's or another's, read what they write, or fork past its process
@@ -120,6 +121,9 @@ class Confinement:
     uid: int | None = None  # drop to this uid (and gid) when set
     isolate: bool = False  # new network and mount namespaces
     covers: tuple[tuple[str, tuple[str, ...]], ...] = ()  # directory -> paths kept under it
+    # The host's shared temporary directories, each replaced by one of the worker's own:
+    # (directory, its replacement, the paths under the directory that stay in view).
+    temps: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
     read_only: tuple[str, ...] = ()  # kept paths bound read-only
     threads: int = 0  # the numeric libraries' threads (0: their own default)
 
@@ -162,6 +166,30 @@ def rlimits(granted: dict[str, int], own_uid: bool) -> dict[int, int]:
         # ``"processes": 1`` it could not start, and the worker died before any task code.
         limits[resource.RLIMIT_NPROC] = granted["processes"] + 1
     return limits
+
+
+# World-writable directories every process of the host shares: a worker writing there
+# could leave a step's data for another worker (of another task, or the same shared task
+# serving another namespace) or for a later step, so each worker gets its own in their place.
+SHARED_TEMPS = ("/tmp", "/var/tmp", "/dev/shm")
+
+
+def _private_temps(
+    workdir: Path, uid: int, needed: list[str]
+) -> tuple[tuple[str, str, tuple[str, ...]], ...]:
+    """For each shared temporary directory here, the worker's own in its work directory
+    (made now, its uid's), and the paths under the shared one it still needs (a venv or a
+    cache under /tmp, as in tests and CI)."""
+    out = []
+    for shared in SHARED_TEMPS:
+        if os.path.islink(shared) or not os.path.isdir(shared):
+            continue
+        own = workdir / (".wtm" + shared.replace("/", "-"))
+        own.mkdir(mode=0o700)
+        os.chown(own, uid, uid)
+        under = {p for p in needed if p.startswith(shared + "/") and os.path.exists(p)}
+        out.append((shared, str(own), _outermost(under)))
+    return tuple(out)
 
 
 def _outermost(paths: set[str]) -> tuple[str, ...]:
@@ -245,7 +273,9 @@ class Sandbox:
             str(artifacts),
             *(str(Path(p).resolve()) for p in extra_paths),
         ]
-        covers = self._covers([*self.interpreter_paths, os.getcwd()], keep_in_cache)
+        needed = [*self.interpreter_paths, os.getcwd()]
+        covers = self._covers(needed, keep_in_cache)
+        temps = _private_temps(workdir, uid, [*needed, *keep_in_cache, *(d for d, _ in covers)])
         return Confinement(
             str(workdir),
             os.getpid(),
@@ -253,6 +283,7 @@ class Sandbox:
             uid=uid,
             isolate=True,
             covers=covers,
+            temps=temps,
             read_only=(str(package_dir.resolve()), *(str(Path(p).resolve()) for p in extra_paths)),
             threads=self.threads,
         )
@@ -346,9 +377,31 @@ def _cover(directory: str, keep: tuple[str, ...], stash: str) -> None:
     _mount(None, directory, None, MS_REMOUNT | MS_RDONLY, "mode=0755,size=64k")
 
 
+def _replace_temp(directory: str, own: str, keep: tuple[str, ...]) -> None:
+    """Mount ``own`` (writable) over ``directory``, with ``keep`` (paths under it) bound
+    back in place. Each kept path is held open (O_PATH) across the mount and bound from its
+    descriptor, since its old path then names the new directory's content."""
+    held = [(path, os.open(path, os.O_PATH | os.O_CLOEXEC)) for path in keep]
+    try:
+        _mount(own, directory, None, MS_BIND)
+        for path, fd in held:
+            source = f"/proc/self/fd/{fd}"
+            if os.path.isdir(source):
+                os.makedirs(path, exist_ok=True)
+            else:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                open(path, "w").close()  # noqa: SIM115 - a mount point for a file
+            _mount(source, path, None, MS_BIND | MS_REC)
+    finally:
+        for _, fd in held:
+            os.close(fd)
+
+
 def _isolate(c: Confinement) -> None:
     _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWNET), "unshare")
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    for directory, own, keep in c.temps:  # first: the covers below may lie under them
+        _replace_temp(directory, own, keep)
     stash = tempfile.mkdtemp(prefix="wtm-stash-", dir="/tmp")  # outside every cover
     for directory, keep in c.covers:
         _cover(directory, keep, tempfile.mkdtemp(dir=stash))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -13,7 +14,7 @@ import pytest
 from clients.sdk import Client
 from services.localstack import Cluster
 from tests.conftest import ROOT
-from tests.integration.test_executor import stop_executor
+from tests.integration.test_executor import make_task, stop_executor
 from tests.waiting import eventually
 
 FIXTURES = ROOT / "tests" / "fixtures" / "tasks"
@@ -146,3 +147,42 @@ def test_workers_of_two_executors_on_one_host_never_share_a_uid(
     finally:
         for child in added:
             stop_executor(cluster, child)
+
+
+LITTER = """
+import os
+from tasks.base.task_base import SimpleTask
+
+
+class Task(SimpleTask):
+    def process(self, input_data):
+        found = {}
+        for d in ("/tmp", "/var/tmp", "/dev/shm"):
+            path = os.path.join(d, input_data["name"])
+            if input_data["write"]:
+                with open(path, "w") as f:
+                    f.write("a step's data")
+                os.chmod(path, 0o666)
+            found[d] = os.path.exists(path)
+        return {"found": found}
+"""
+
+
+def test_the_shared_temporary_directories_are_the_workers_own(
+    client: Client, tmp_path: Path
+) -> None:
+    """/tmp, /var/tmp and /dev/shm were the host's: a task could leave a step's data there
+    for any other worker (another task's, or the same shared task serving another
+    namespace) or for a later step. Each worker now has its own in their place."""
+    for task_id in ("litter", "litter_reader"):
+        client.register_task(make_task(tmp_path, task_id, LITTER, max_retries=0))
+    name = f"wtm-litter-{os.getpid()}-{time.time_ns()}"
+    wrote = client.run(task="litter", input={"name": name, "write": True}, timeout=60)
+    assert wrote.state == "COMPLETED", wrote.steps[0].error
+    assert wrote.output["found"] == {"/tmp": True, "/var/tmp": True, "/dev/shm": True}
+    for d in ("/tmp", "/var/tmp", "/dev/shm"):
+        assert not os.path.exists(os.path.join(d, name)), d  # not on the host
+    other = client.run(task="litter_reader", input={"name": name, "write": False}, timeout=60)
+    assert other.output["found"] == {"/tmp": False, "/var/tmp": False, "/dev/shm": False}
+    again = client.run(task="litter", input={"name": name, "write": False}, timeout=60)
+    assert again.output["found"]["/tmp"] is True  # its own, kept while the worker lives
