@@ -17,8 +17,11 @@ When the executor runs as root (a container, a plain install), also:
   this worker's package (read-only), its private directory, its namespace's part of the
   artifact store (files named by digest, not listable) and its requirement directories;
   directories that the worker's uid could not traverse (``/root`` holding a pyenv Python,
-  say) are covered the same way, showing only the interpreter; ``/tmp``, ``/var/tmp`` and
-  ``/dev/shm`` are directories of its own (``_private_temps``), not the host's shared ones;
+  say) are covered the same way, showing only the interpreter; ``/tmp``, ``/var/tmp``,
+  ``/dev/shm`` and ``/run/lock`` are directories of its own (``_private_temps``), not the
+  host's shared ones, and System V IPC is its own (an IPC namespace);
+  its ``/proc`` shows only its own uid's processes (``hidepid``), not the executor's or other
+  workers' (their command lines, their state);
 - a uid of its own on the host (from ``WTM_WORKER_UID_BASE`` up, claimed host-wide by
   ``worker_uids``; no supplementary groups), so it cannot signal the executor or other
   workers, this executor's or another's, read what they write, or fork past its process
@@ -56,9 +59,10 @@ from services.registry.manifest import RESOURCE_KEYS
 ENV_KEEP = {"PATH", "LANG", "LANGUAGE", "TZ", "PYTHONHASHSEED", "PYTHONUNBUFFERED"}
 ENV_KEEP_PREFIXES = ("LC_", "OPENBLAS_", "OMP_", "MKL_", "NUMEXPR_", "GRPC_ENABLE_FORK")
 
-CLONE_NEWNS, CLONE_NEWNET = 0x00020000, 0x40000000
+CLONE_NEWNS, CLONE_NEWNET, CLONE_NEWIPC = 0x00020000, 0x40000000, 0x08000000
 MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 32, 4096, 16384, 1 << 18
 MNT_DETACH = 2
+MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
 
 
 # The numeric libraries' thread counts a worker is given (unless the executor's environment
@@ -171,7 +175,7 @@ def rlimits(granted: dict[str, int], own_uid: bool) -> dict[int, int]:
 # World-writable directories every process of the host shares: a worker writing there
 # could leave a step's data for another worker (of another task, or the same shared task
 # serving another namespace) or for a later step, so each worker gets its own in their place.
-SHARED_TEMPS = ("/tmp", "/var/tmp", "/dev/shm")
+SHARED_TEMPS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
 
 
 def _private_temps(
@@ -398,7 +402,9 @@ def _replace_temp(directory: str, own: str, keep: tuple[str, ...]) -> None:
 
 
 def _isolate(c: Confinement) -> None:
-    _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWNET), "unshare")
+    # Its own mounts, an empty network, and its own System V IPC and POSIX message queues
+    # (the host's are another place one worker could leave data for another).
+    _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC), "unshare")
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     for directory, own, keep in c.temps:  # first: the covers below may lie under them
         _replace_temp(directory, own, keep)
@@ -409,6 +415,18 @@ def _isolate(c: Confinement) -> None:
         _mount(path, path, None, MS_BIND | MS_REC)
         _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_REC)
     shutil.rmtree(stash, ignore_errors=True)
+    if _proc_options_per_mount():  # a /proc of its own that shows only its uid's processes
+        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=invisible")
+
+
+def _proc_options_per_mount() -> bool:
+    """Whether a new /proc mount keeps options of its own (Linux 5.8 and later); before,
+    ``hidepid`` set on one mount applied to every /proc of the host."""
+    try:
+        major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) >= (5, 8)
 
 
 def _leave_resource_tracker() -> None:

@@ -138,17 +138,16 @@ class StepRunner:
         """The header of a registry call made for a step of ``namespace``."""
         return ((auth.NAMESPACE_HEADER, namespace or auth.DEFAULT_NAMESPACE),)
 
-    async def _download(self, digest: str, namespace: str) -> AsyncIterator[bytes]:
+    def _download(self, digest: str, namespace: str) -> AsyncIterator[bytes]:
         request = rpb.DownloadTaskPackageRequest(digest=digest)
-        method = self._registry.DownloadTaskPackage
-        async for reply in self._registry_caller.stream(
-            method, request, metadata=self._in(namespace)
-        ):
-            yield reply.chunk
+        return self._chunks(self._registry.DownloadTaskPackage, request, namespace)
 
-    async def _download_artifact(self, uri: str, namespace: str) -> AsyncIterator[bytes]:
+    def _download_artifact(self, uri: str, namespace: str) -> AsyncIterator[bytes]:
         request = rpb.DownloadArtifactRequest(uri=uri)
-        method = self._registry.DownloadArtifact
+        return self._chunks(self._registry.DownloadArtifact, request, namespace)
+
+    async def _chunks(self, method: Any, request: Any, namespace: str) -> AsyncIterator[bytes]:
+        """The chunks of a registry download made for a step of ``namespace``."""
         async for reply in self._registry_caller.stream(
             method, request, metadata=self._in(namespace)
         ):

@@ -286,6 +286,15 @@ def stop_executor(cluster: Cluster, child: Any) -> None:
     child.stop()
 
 
+def installing_executor(cluster: Cluster, wheels: Path, queue: str) -> Any:
+    """An executor of ``queue`` that installs missing requirements, from ``wheels`` only."""
+    cluster.extra_env.update(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheels))
+    try:
+        return cluster.add_executor("--queues", queue, "--install-requirements", "true")
+    finally:
+        del cluster.extra_env["PIP_NO_INDEX"], cluster.extra_env["PIP_FIND_LINKS"]
+
+
 def test_missing_requirements_are_installed_once_into_the_cache_when_allowed(
     cluster: Cluster, client: Client, tmp_path: Path
 ) -> None:
@@ -303,11 +312,7 @@ def test_missing_requirements_are_installed_once_into_the_cache_when_allowed(
     client.register_task(
         make_task(tmp_path, "unfindable_user", queue="installq", requirements=["wtm-absent-lib>=1"])
     )
-    cluster.extra_env.update(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheels))
-    try:
-        child = cluster.add_executor("--queues", "installq", "--install-requirements", "true")
-    finally:
-        del cluster.extra_env["PIP_NO_INDEX"], cluster.extra_env["PIP_FIND_LINKS"]
+    child = installing_executor(cluster, wheels, "installq")
     try:
         first = run(client, task="probe_lib_user", input={}, timeout=120)
         second = run(client, task="probe_lib_user", input={})
@@ -358,11 +363,7 @@ def test_a_requirement_is_installed_from_a_wheel_only_never_built_here(
     client.register_task(
         make_task(tmp_path, "sdist_user", queue="sdistq", requirements=["wtm-sdist-only==1.0"])
     )
-    cluster.extra_env.update(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheels))
-    try:
-        child = cluster.add_executor("--queues", "sdistq", "--install-requirements", "true")
-    finally:
-        del cluster.extra_env["PIP_NO_INDEX"], cluster.extra_env["PIP_FIND_LINKS"]
+    child = installing_executor(cluster, wheels, "sdistq")
     try:
         failed = run(client, task="sdist_user", input={}, timeout=120)
         assert failed.state == "FAILED", failed.steps[0].error

@@ -3,6 +3,7 @@ every attempt fails or is contained; the executor and other runs carry on."""
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import time
@@ -59,7 +60,7 @@ def test_a_spy_task_reaches_nothing_it_should_not(
         assert report["other_package"].startswith("refused: FileNotFoundError")
         assert report["write_cache"].startswith("refused: OSError"), report["write_cache"]
         assert report["signal_executor"].startswith("refused: PermissionError")
-        assert report["executor_environ"].startswith("refused: PermissionError")
+        assert report["executor_environ"].startswith("refused: FileNotFoundError")  # hidden
         assert report["memory"].startswith("refused: MemoryError")
         assert report["fork_bomb"].startswith("refused: BlockingIOError"), report["fork_bomb"]
         assert report["own_workdir"] == "worked: 4" and report["home_is_cwd"] is True
@@ -144,20 +145,28 @@ def test_workers_of_two_executors_on_one_host_never_share_a_uid(
         assert uids[0] != uids[1], uids
         for r in done:  # each worker alone with its uid: nothing of another run to signal
             assert r.output["signalable"] == [], r.output
+            # and in its /proc only its own uid's processes: not the executor, not the others
+            assert r.output["visible_uids"] == [r.output["uid"]], r.output
     finally:
         for child in added:
             stop_executor(cluster, child)
 
 
 LITTER = """
+import ctypes
 import os
 from tasks.base.task_base import SimpleTask
+
+libc = ctypes.CDLL(None, use_errno=True)
 
 
 class Task(SimpleTask):
     def process(self, input_data):
         found = {}
-        for d in ("/tmp", "/var/tmp", "/dev/shm"):
+        key = input_data["ipc_key"]  # a System V shared memory segment, open to every uid
+        flags = 0o1666 if input_data["write"] else 0  # IPC_CREAT | 0o666
+        found["sysv"] = libc.shmget(key, 4096, flags) != -1
+        for d in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock"):
             path = os.path.join(d, input_data["name"])
             if input_data["write"]:
                 with open(path, "w") as f:
@@ -171,18 +180,25 @@ class Task(SimpleTask):
 def test_the_shared_temporary_directories_are_the_workers_own(
     client: Client, tmp_path: Path
 ) -> None:
-    """/tmp, /var/tmp and /dev/shm were the host's: a task could leave a step's data there
-    for any other worker (another task's, or the same shared task serving another
-    namespace) or for a later step. Each worker now has its own in their place."""
+    """/tmp, /var/tmp, /dev/shm, /run/lock and System V IPC were the host's: a task could
+    leave a step's data there for any other worker (another task's, or the same shared task
+    serving another namespace) or for a later step. Each worker now has its own."""
     for task_id in ("litter", "litter_reader"):
         client.register_task(make_task(tmp_path, task_id, LITTER, max_retries=0))
     name = f"wtm-litter-{os.getpid()}-{time.time_ns()}"
-    wrote = client.run(task="litter", input={"name": name, "write": True}, timeout=60)
+    places = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
+    doc = {"name": name, "ipc_key": 0x57000000 + os.getpid() % 0xFFFF}
+    wrote = client.run(task="litter", input={**doc, "write": True}, timeout=60)
     assert wrote.state == "COMPLETED", wrote.steps[0].error
-    assert wrote.output["found"] == {"/tmp": True, "/var/tmp": True, "/dev/shm": True}
-    for d in ("/tmp", "/var/tmp", "/dev/shm"):
+    assert wrote.output["found"] == dict.fromkeys([*places, "sysv"], True)
+    for d in places:
         assert not os.path.exists(os.path.join(d, name)), d  # not on the host
-    other = client.run(task="litter_reader", input={"name": name, "write": False}, timeout=60)
-    assert other.output["found"] == {"/tmp": False, "/var/tmp": False, "/dev/shm": False}
-    again = client.run(task="litter", input={"name": name, "write": False}, timeout=60)
+    libc = ctypes.CDLL(None, use_errno=True)
+    segment = libc.shmget(doc["ipc_key"], 0, 0)
+    if segment != -1:  # the old sandbox: the host's, left behind; remove it
+        libc.shmctl(segment, 0, None)  # IPC_RMID
+    assert segment == -1, "the task's System V segment is the host's"
+    other = client.run(task="litter_reader", input={**doc, "write": False}, timeout=60)
+    assert other.output["found"] == dict.fromkeys([*places, "sysv"], False)
+    again = client.run(task="litter", input={**doc, "write": False}, timeout=60)
     assert again.output["found"]["/tmp"] is True  # its own, kept while the worker lives
