@@ -191,13 +191,13 @@ def test_the_shared_temporary_directories_are_the_workers_own(
     wrote = client.run(task="litter", input={**doc, "write": True}, timeout=60)
     assert wrote.state == "COMPLETED", wrote.steps[0].error
     assert wrote.output["found"] == dict.fromkeys([*places, "sysv"], True)
-    for d in places:
-        assert not os.path.exists(os.path.join(d, name)), d  # not on the host
     libc = ctypes.CDLL(None, use_errno=True)
     segment = libc.shmget(doc["ipc_key"], 0, 0)
     if segment != -1:  # the old sandbox: the host's, left behind; remove it
         libc.shmctl(segment, 0, None)  # IPC_RMID
     assert segment == -1, "the task's System V segment is the host's"
+    for d in places:
+        assert not os.path.exists(os.path.join(d, name)), d  # not on the host
     other = client.run(task="litter_reader", input={**doc, "write": False}, timeout=60)
     assert other.output["found"] == dict.fromkeys([*places, "sysv"], False)
     again = client.run(task="litter", input={**doc, "write": False}, timeout=60)
