@@ -416,7 +416,10 @@ def _isolate(c: Confinement) -> None:
         _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_REC)
     shutil.rmtree(stash, ignore_errors=True)
     if _proc_options_per_mount():  # a /proc of its own that shows only its uid's processes
-        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=invisible")
+        # Best effort: in a container in a user namespace whose /proc has masked paths the
+        # kernel refuses a new proc mount, and the worker keeps the /proc it has.
+        with contextlib.suppress(OSError):
+            _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=invisible")
 
 
 def _proc_options_per_mount() -> bool:
