@@ -157,8 +157,7 @@ class Executor:
         for task in [*slots, connection]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.workers.close()
-        self.sandbox.close()
+        await self.workers.close()  # the uid claims go with the process (``worker_uids``)
         await self._registry_caller.close()
         log.info("stopped")
 

@@ -314,11 +314,6 @@ class Sandbox:
         in_cache = {k for k in keep_in_cache if k.startswith(cache + "/")}
         return (*ordered, (cache, _outermost(in_cache)))
 
-    def close(self) -> None:
-        """Every worker is gone: give back the uids claimed for them."""
-        self._free_uids.clear()
-        self._uids.close()
-
     def release(self, c: Confinement) -> None:
         """The worker is gone: its uid is free again, its directory removed."""
         shutil.rmtree(c.workdir, ignore_errors=True)
