@@ -61,7 +61,6 @@ ENV_KEEP_PREFIXES = ("LC_", "OPENBLAS_", "OMP_", "MKL_", "NUMEXPR_", "GRPC_ENABL
 
 CLONE_NEWNS, CLONE_NEWNET, CLONE_NEWIPC = 0x00020000, 0x40000000, 0x08000000
 MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 32, 4096, 16384, 1 << 18
-MNT_DETACH = 2
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
 
 
@@ -353,36 +352,17 @@ def _mount(source: str | None, target: str, fstype: str | None, flags: int, data
     )
 
 
-def _cover(directory: str, keep: tuple[str, ...], stash: str) -> None:
-    """Cover ``directory`` with an empty read-only tmpfs that shows only ``keep``."""
-    held = []
-    for i, path in enumerate(keep):
-        spot = os.path.join(stash, str(i))
-        if os.path.isdir(path):
-            os.mkdir(spot)
-        else:
-            open(spot, "w").close()  # noqa: SIM115 - a mount point for a file
-        _mount(path, spot, None, MS_BIND | MS_REC)
-        held.append((path, spot))
-    _mount("tmpfs", directory, "tmpfs", 0, "mode=0755,size=64k")
-    for path, spot in held:
-        if os.path.isdir(spot):
-            os.makedirs(path, exist_ok=True)
-        else:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            open(path, "w").close()  # noqa: SIM115
-        _mount(spot, path, None, MS_BIND | MS_REC)
-        _check(_libc.umount2(spot.encode(), MNT_DETACH), f"umount {spot}")
-    _mount(None, directory, None, MS_REMOUNT | MS_RDONLY, "mode=0755,size=64k")
-
-
-def _replace_temp(directory: str, own: str, keep: tuple[str, ...]) -> None:
-    """Mount ``own`` (writable) over ``directory``, with ``keep`` (paths under it) bound
-    back in place. Each kept path is held open (O_PATH) across the mount and bound from its
-    descriptor, since its old path then names the new directory's content."""
+def _cover(directory: str, keep: tuple[str, ...], own: str | None = None) -> None:
+    """Mount over ``directory`` an empty read-only tmpfs, or ``own`` (a directory of the
+    worker's, writable), showing ``keep`` (paths under ``directory``) bound back in place.
+    Each kept path is held open (O_PATH) across the mount and bound from its descriptor,
+    since its old path then names the new mount's content."""
     held = [(path, os.open(path, os.O_PATH | os.O_CLOEXEC)) for path in keep]
     try:
-        _mount(own, directory, None, MS_BIND)
+        if own is None:
+            _mount("tmpfs", directory, "tmpfs", 0, "mode=0755,size=64k")
+        else:
+            _mount(own, directory, None, MS_BIND)
         for path, fd in held:
             source = f"/proc/self/fd/{fd}"
             if os.path.isdir(source):
@@ -394,6 +374,8 @@ def _replace_temp(directory: str, own: str, keep: tuple[str, ...]) -> None:
     finally:
         for _, fd in held:
             os.close(fd)
+    if own is None:
+        _mount(None, directory, None, MS_REMOUNT | MS_RDONLY, "mode=0755,size=64k")
 
 
 def _isolate(c: Confinement) -> None:
@@ -402,14 +384,12 @@ def _isolate(c: Confinement) -> None:
     _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC), "unshare")
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     for directory, own, keep in c.temps:  # first: the covers below may lie under them
-        _replace_temp(directory, own, keep)
-    stash = tempfile.mkdtemp(prefix="wtm-stash-", dir="/tmp")  # outside every cover
+        _cover(directory, keep, own)
     for directory, keep in c.covers:
-        _cover(directory, keep, tempfile.mkdtemp(dir=stash))
+        _cover(directory, keep)
     for path in c.read_only:  # a mount of its own, then read-only
         _mount(path, path, None, MS_BIND | MS_REC)
         _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_REC)
-    shutil.rmtree(stash, ignore_errors=True)
     if _proc_options_per_mount():  # a /proc of its own that shows only its uid's processes
         # Best effort: in a container in a user namespace whose /proc has masked paths the
         # kernel refuses a new proc mount, and the worker keeps the /proc it has.

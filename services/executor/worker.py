@@ -104,8 +104,10 @@ class Worker:
         memory_limit_mb: int = 0,
         confinement: Confinement | None = None,
         cpu_seconds: int = 0,
+        namespace: str = "default",
     ) -> None:
-        self.key = (str(package_dir), entry_point, extra_paths)
+        # What the pool finds it by: one task version, serving one namespace.
+        self.key = (str(package_dir), entry_point, extra_paths, namespace)
         self.memory_limit_mb = memory_limit_mb
         self.cpu_seconds = cpu_seconds  # per step, watched here (a warm worker lives on)
         self.confinement = confinement or Confinement(str(package_dir), os.getpid())

@@ -38,7 +38,6 @@ class WorkerPool:
         self.memory_limit_mb = memory_limit_mb
         self._idle: OrderedDict[int, Worker] = OrderedDict()
         self._busy: dict[int, Worker] = {}
-        self._keys: dict[int, Key] = {}  # by id(worker), while it lives
         self.started = 0
 
     @property
@@ -58,12 +57,10 @@ class WorkerPool:
 
     def _retire(self, worker: Worker) -> None:
         worker.retire()
-        self._keys.pop(id(worker), None)
         self.sandbox.release(worker.confinement)
 
     def _kill(self, worker: Worker) -> None:
         worker.kill()
-        self._keys.pop(id(worker), None)
         self.sandbox.release(worker.confinement)
 
     async def acquire(
@@ -78,7 +75,7 @@ class WorkerPool:
         sandbox (``resources``: the task's ``task.json`` resources)."""
         key: Key = (str(package_dir), entry_point, extra_paths, namespace)
         for ident, worker in list(self._idle.items()):
-            if self._keys.get(ident) == key:
+            if worker.key == key:
                 del self._idle[ident]
                 if worker.alive:
                     self._busy[ident] = worker
@@ -97,9 +94,9 @@ class WorkerPool:
             self.memory_limit_mb,
             confinement,
             cpu_seconds=granted["cpu_seconds"],
+            namespace=namespace,
         )
         self._busy[id(worker)] = worker
-        self._keys[id(worker)] = key
         return worker
 
     def release(self, worker: Worker) -> None:
