@@ -11,11 +11,13 @@ executor succeeded on the other's worker.)
 
 A claim is an exclusive ``flock`` on ``<directory>/<uid>``, held open for the executor's
 life: another executor skips a uid whose lock it cannot take, and the kernel drops the lock
-when the executor exits, however it exits. The directory (root's, mode 0700) must be the
-same for every executor of the host: ``/run/wtm/worker-uids``, or, where ``/run`` cannot be
-written (a container with a read-only root, one executor in it), the same under the
+when the executor exits, however it exits. The directory (root's, not writable by others)
+must be the same for every executor of the host: ``/run/wtm/worker-uids``, or, where
+``/run`` cannot be written (a container with a read-only root), the same under the
 temporary directory. Executors in separate containers have separate PID namespaces and
-cannot signal each other's workers.
+cannot signal each other's workers, but the kernel counts ``RLIMIT_NPROC`` per uid across
+them: deploy/k8s mounts one directory of the node there in every executor pod (a
+``hostPath``), docker-compose.yml one volume in every executor replica.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -200,9 +201,11 @@ class Cluster:
         *args: str,
         env: dict[str, str] | None = None,
         replace_env: bool = False,
+        launcher: Sequence[str] = (),
     ) -> Child:
         full = dict(env or {}) if replace_env else {**self.env(), **(env or {})}
-        return self.services.start(name, [sys.executable, "-m", module, *args], env=full, cwd=ROOT)
+        argv = [*launcher, sys.executable, "-m", module, *args]
+        return self.services.start(name, argv, env=full, cwd=ROOT)
 
     def _bare_env(self) -> dict[str, str]:
         assert self.endpoints is not None
@@ -239,7 +242,11 @@ class Cluster:
         key.chmod(0o600)
         executor.cert_chain_pems[0].write_to_path(str(cert))
 
-    def add_executor(self, *args: str, slots: int | None = None) -> Child:
+    def add_executor(
+        self, *args: str, slots: int | None = None, launcher: Sequence[str] = ()
+    ) -> Child:
+        """Another executor (its own id, cache and log); ``launcher`` is a command line it is
+        started under (say ``setpriv`` with fewer capabilities)."""
         self._executor_count += 1  # never reused, so every executor has its own id and log
         n = self._executor_count
         child = self._service(
@@ -253,6 +260,7 @@ class Cluster:
             str(self.root / f"executor-{n}-cache"),
             *args,
             env=self.executor_env(),
+            launcher=launcher,
         )
         self.executors.append(child)
         return child

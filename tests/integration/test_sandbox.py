@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -15,6 +16,7 @@ import pytest
 from clients.sdk import Client
 from services.localstack import Cluster
 from tests.conftest import ROOT
+from tests.deployments import executor_capabilities
 from tests.integration.test_executor import make_task, stop_executor
 from tests.waiting import eventually
 
@@ -25,15 +27,52 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+# Linux capability numbers (linux/capability.h) of the names the deployments use.
+CAPABILITY_BITS = {
+    "CHOWN": 0,
+    "DAC_OVERRIDE": 1,
+    "FOWNER": 3,
+    "KILL": 5,
+    "SETGID": 6,
+    "SETUID": 7,
+    "SYS_ADMIN": 21,
+}
+
+
+def as_deployed() -> list[str]:
+    """A command line that starts a process with only the deployments' capabilities and no
+    way to gain others (``no_new_privs``, what ``allowPrivilegeEscalation: false`` sets)."""
+    keep = ",".join(f"+{name.lower()}" for name in executor_capabilities())
+    return ["setpriv", f"--bounding-set=-all,{keep}", "--no-new-privs", "--"]
+
+
+def status_of(pid: int) -> dict[str, str]:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return dict(line.split(":\t", 1) for line in lines if ":\t" in line)
+
+
+@pytest.mark.parametrize("deployed", [False, True], ids=["root", "as-deployed"])
 def test_a_spy_task_reaches_nothing_it_should_not(
-    cluster: Cluster, client: Client, tmp_path: Path
+    cluster: Cluster, client: Client, tmp_path: Path, deployed: bool
 ) -> None:
+    """Also under exactly the capabilities the deployments grant (deploy/k8s, compose),
+    which cannot be run here: a sandbox step that needs one they leave out fails this."""
     assert cluster.endpoints is not None
     spy = client.register_task(FIXTURES / "spy")
     other = client.register_task(FIXTURES / "word_count")
     cache = tmp_path / "spy-cache"
-    child = cluster.add_executor("--queues", "spyq,default", "--cache-dir", str(cache), slots=1)
+    launcher = as_deployed() if deployed else []
+    child = cluster.add_executor(
+        "--queues", "spyq,default", "--cache-dir", str(cache), slots=1, launcher=launcher
+    )
     try:
+        if deployed:  # once both setprivs have exec'd the executor in their place
+            cmdline = Path(f"/proc/{child.pid}/cmdline")
+            python = os.fsencode(sys.executable)
+            eventually(lambda: cmdline.read_bytes().startswith(python + b"\0"), what="exec")
+            status = status_of(child.pid)
+            granted = sum(1 << CAPABILITY_BITS[name] for name in executor_capabilities())
+            assert int(status["CapEff"], 16) == granted and status["NoNewPrivs"] == "1"
         # The executor has another task's package in its cache.
         assert client.run(task="word_count", input={"text": "warm"}, timeout=60).state == (
             "COMPLETED"

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
+from tests.deployments import executor_capabilities, executor_container
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +117,7 @@ def test_no_secret_has_a_default_and_every_component_has_its_own_key(
     assert env["scheduler"]["WTM_API_KEY"] != env["executor"]["WTM_API_KEY"]
     for service in ("registry", "scheduler", "executor"):  # TLS everywhere
         assert env[service]["WTM_TLS_CA"] == "/tls/ca.pem"
+    for service in ("registry", "scheduler", "gateway"):
         assert "./deploy/tls:/tls:ro" in compose["services"][service]["volumes"]
     for part in (
         "MONGO_PASSWORD",
@@ -179,3 +181,51 @@ def test_credentials_come_from_the_env_file_and_executors_carry_labels(
         assert f"{secret}=" in (ROOT / ".env.example").read_text()
     labels = compose["services"]["executor"]["environment"]["WTM_EXECUTOR_LABELS"]
     assert all(re.match(r"^[\w.-]+=[\w.-]*$", label) for label in labels.split(","))
+
+
+def test_executors_run_sandboxed_as_deploy_k8s_runs_them(compose: dict[str, Any]) -> None:
+    """As the image's user (nobody) the sandbox was off: task code ran as the executor's
+    own user, with its network, beside the backing services' credentials it had been given.
+    Now root with exactly the capabilities deploy/k8s grants (test_sandbox runs the spy task
+    under those), no credential but its own, no server key, and the uid claims shared by
+    every replica."""
+    executor = compose["services"]["executor"]
+    assert executor["user"] == "0:0"
+    assert executor["cap_drop"] == ["ALL"]
+    assert executor["cap_add"] == executor_capabilities()
+    assert "no-new-privileges:true" in executor["security_opt"]
+    k8s = executor_container()["securityContext"]
+    assert k8s["appArmorProfile"] == {"type": "Unconfined"}
+    assert "apparmor:unconfined" in executor["security_opt"]
+    env = executor["environment"]
+    assert not [k for k in env if k.startswith(("WTM_MONGODB", "WTM_S3", "WTM_REDIS"))]
+    assert "WTM_TLS_KEY" not in env and "WTM_TLS_CERT" not in env
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in executor["volumes"]}
+    assert mounts["/tls/executor.key"] == "./deploy/tls/executor.key"
+    assert not [m for m in mounts.values() if m.endswith("server.key") or m == "./deploy/tls"]
+    # One named volume for every replica's claims, at the executor's default directory.
+    from services.executor.worker_uids import DEFAULT_DIRECTORY
+
+    assert mounts[str(DEFAULT_DIRECTORY)] in compose["volumes"]
+
+
+def test_the_servers_can_read_the_key_tls_init_makes(
+    compose: dict[str, Any], tmp_path: Any
+) -> None:
+    """``wtm tls init`` makes server.key readable by its owner only; the image's user
+    (nobody) could not read it through the bind mount. The servers run as the owner."""
+    from click.testing import CliRunner
+
+    from clients.cli import cli
+
+    made = CliRunner().invoke(cli, ["tls", "init", str(tmp_path)])
+    assert made.exit_code == 0, made.output
+    assert (tmp_path / "server.key").stat().st_mode & 0o077 == 0
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    assert "USER nobody" in dockerfile  # what a service without `user:` runs as
+    for name in ("registry", "scheduler", "gateway"):
+        user = compose["services"][name]["user"]
+        assert user.startswith("${WTM_UID:?") and ":${WTM_GID:?" in user, name
+        assert compose["services"][name]["environment"]["WTM_TLS_KEY"] == "/tls/server.key"
+    example = (ROOT / ".env.example").read_text()
+    assert "\nWTM_UID=" in example and "\nWTM_GID=" in example

@@ -203,6 +203,23 @@ def test_production_runs_schedulers_in_pairs_and_executors_outlast_their_drain(
         assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > drain
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_executor_pods_of_a_node_claim_worker_uids_in_one_directory(
+    rendered: dict[str, list[Doc]], overlay: str
+) -> None:
+    """Each pod's own /run (read-only here, so its temporary directory) gave every pod the
+    same uids: on one node, workers of two pods shared kernel uids, and RLIMIT_NPROC counted
+    both. The claims now live in a directory of the node's, mounted into every executor."""
+    from services.executor.worker_uids import DEFAULT_DIRECTORY
+
+    for name in ("executor", "executor-gpu"):
+        spec = named(rendered[overlay], "Deployment", name)["spec"]["template"]["spec"]
+        [container] = spec["containers"]
+        [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == str(DEFAULT_DIRECTORY)]
+        [volume] = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+        assert volume["hostPath"] == {"path": str(DEFAULT_DIRECTORY), "type": "DirectoryOrCreate"}
+
+
 def test_the_gpu_executor_takes_a_gpu_on_gpu_nodes_and_serves_its_own_queue(
     rendered: dict[str, list[Doc]],
 ) -> None:
