@@ -1,0 +1,49 @@
+"""One side of ``python -m bench.ab``: the bench's stack (two executors of four slots, the
+no-op task registered, a worker warm on every slot) of the checkout this process runs in —
+its working directory, whose code comes first on ``sys.path`` — up until its standard input
+closes. It prints one line of JSON: the stack's addresses, its admin key and its CA.
+
+Run by path from the newer checkout, so it needs only what the older one has too:
+``Cluster``, ``Client`` and ``bench.run``'s ``BENCH_TASKS``, ``SLOTS``, ``PREFETCH_PER_SLOT``
+and ``warm_slots``."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+
+sys.path[0] = os.getcwd()  # the checkout's code, not this file's directory's
+
+
+def main() -> None:
+    import bench.run as bench
+    from clients.sdk import Client
+    from services.localstack import Cluster
+
+    env = {"WTM_PREFETCH": str(bench.PREFETCH_PER_SLOT * bench.SLOTS)}
+    with (
+        tempfile.TemporaryDirectory(prefix="wtm-ab-") as tmp,
+        Cluster(tmp, executors=2, slots=bench.SLOTS, env=env) as cluster,
+    ):
+        address = {
+            "registry": cluster.registry_address,
+            "scheduler": cluster.scheduler_address,
+            "api_key": cluster.admin_key,
+            "tls_ca": str(cluster.ca_file),
+        }
+        with Client(
+            address["registry"],
+            address["scheduler"],
+            api_key=address["api_key"],
+            tls_ca=address["tls_ca"],
+        ) as client:
+            client.register_task(bench.BENCH_TASKS / "noop")
+            bench.warm_slots(client)
+        print(json.dumps(address), flush=True)
+        sys.stdin.read()  # until bench.ab closes it
+
+
+if __name__ == "__main__":
+    main()
