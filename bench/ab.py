@@ -139,10 +139,14 @@ def summarize(
     """A sitting's ratios (HEAD over BASE; median over blocks and over bursts) and each
     side's own figures."""
     found: dict[str, Any] = {"started_first": started_first}
-    if block_p50["base"]:
-        found["sequential_p50_ratio"] = _median_ratio(block_p50["head"], block_p50["base"])
+    if block_p50["base"]:  # each block's ratio too: the spread is the noise
+        blocks = _ratios(block_p50["head"], block_p50["base"])
+        found["sequential_p50_ratio"] = round(statistics.median(blocks), 3)
+        found["sequential_block_ratios"] = [round(r, 3) for r in blocks]
     if rates["base"]:
-        found["bulk_runs_per_second_ratio"] = _median_ratio(rates["head"], rates["base"])
+        bursts = _ratios(rates["head"], rates["base"])
+        found["bulk_runs_per_second_ratio"] = round(statistics.median(bursts), 3)
+        found["bulk_burst_ratios"] = [round(r, 3) for r in bursts]
     for side in SIDES:
         mine: dict[str, Any] = {}
         if every[side]:
@@ -154,8 +158,8 @@ def summarize(
     return found
 
 
-def _median_ratio(head: list[float], base: list[float]) -> float:
-    return round(statistics.median(h / b for h, b in zip(head, base, strict=True)), 3)
+def _ratios(head: list[float], base: list[float]) -> list[float]:
+    return [h / b for h, b in zip(head, base, strict=True)]
 
 
 def combine(sittings: list[dict[str, Any]]) -> dict[str, float]:

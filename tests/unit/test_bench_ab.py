@@ -17,6 +17,7 @@ def test_a_sitting_reads_head_over_base_block_by_block_and_burst_by_burst() -> N
     )
     assert found["started_first"] == "head"
     assert found["sequential_p50_ratio"] == 1.0  # the median of 0.5, 1.0, 1.5
+    assert found["sequential_block_ratios"] == [0.5, 1.0, 1.5]
     assert found["bulk_runs_per_second_ratio"] == 1.25  # the median of 1.5 and 1.0
     assert found["base"]["p50_ms"] == 4.0 and found["base"]["p99_ms"] == 20.0
     assert found["head"]["block_p50_ms"] == [2.0, 5.0, 9.0]
