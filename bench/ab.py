@@ -85,13 +85,7 @@ def stack(tree: Path) -> Iterator[Client]:
         line = proc.stdout.readline()
         if not line:
             raise RuntimeError(f"the stack of {tree} did not start (exit {proc.wait(START_S)})")
-        address = json.loads(line)
-        with Client(
-            address["registry"],
-            address["scheduler"],
-            api_key=address["api_key"],
-            tls_ca=address["tls_ca"],
-        ) as client:
+        with Client(**json.loads(line)) as client:  # the stack server's keys are its arguments
             yield client
     finally:
         if proc.stdin is not None:

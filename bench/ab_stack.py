@@ -1,7 +1,8 @@
 """One side of ``python -m bench.ab``: the bench's stack (two executors of four slots, the
 no-op task registered, a worker warm on every slot) of the checkout this process runs in —
 its working directory, whose code comes first on ``sys.path`` — up until its standard input
-closes. It prints one line of JSON: the stack's addresses, its admin key and its CA.
+closes. It prints one line of JSON: the stack's addresses, its admin key and its CA, as
+``Client``'s keyword arguments.
 
 Run by path from the newer checkout, so it needs only what the older one has too:
 ``Cluster``, ``Client`` and ``bench.run``'s ``BENCH_TASKS``, ``SLOTS``, ``PREFETCH_PER_SLOT``
@@ -13,6 +14,7 @@ import json
 import os
 import sys
 import tempfile
+from typing import Any
 
 sys.path[0] = os.getcwd()  # the checkout's code, not this file's directory's
 
@@ -27,18 +29,13 @@ def main() -> None:
         tempfile.TemporaryDirectory(prefix="wtm-ab-") as tmp,
         Cluster(tmp, executors=2, slots=bench.SLOTS, env=env) as cluster,
     ):
-        address = {
+        address: dict[str, Any] = {
             "registry": cluster.registry_address,
             "scheduler": cluster.scheduler_address,
             "api_key": cluster.admin_key,
             "tls_ca": str(cluster.ca_file),
         }
-        with Client(
-            address["registry"],
-            address["scheduler"],
-            api_key=address["api_key"],
-            tls_ca=address["tls_ca"],
-        ) as client:
+        with Client(**address) as client:  # the keys are Client's arguments
             client.register_task(bench.BENCH_TASKS / "noop")
             bench.warm_slots(client)
         print(json.dumps(address), flush=True)
