@@ -238,6 +238,10 @@ def runs_table(runs: list[RunInfo], width: int | None = None) -> Table:
     return table
 
 
+# How task code is confined on an executor: anything short of isolated stands out.
+SANDBOX_CELL = {"isolated": "isolated", "limits": "[red]limits only[/]", "": "?"}
+
+
 def executors_table(executors: list[ExecutorInfo], width: int | None = None) -> Table:
     """The fleet, a row per executor. Its ids are never cut short; a console narrower than
     ``WIDE`` (a terminal's 80 columns) leaves out the labels, last seen and scheduler
@@ -249,7 +253,7 @@ def executors_table(executors: list[ExecutorInfo], width: int | None = None) -> 
     for col in ("queues", "slots", "busy", "cpu", "memory", "errors"):
         table.add_column(col)
     if wide:
-        for col in ("labels", "last seen", "scheduler"):
+        for col in ("sandbox", "labels", "last seen", "scheduler"):
             table.add_column(col)
     style = {"CONNECTED": "green", "DRAINING": "yellow", "LOST": "red"}
     for e in executors:
@@ -269,6 +273,7 @@ def executors_table(executors: list[ExecutorInfo], width: int | None = None) -> 
         ]
         if wide:
             cells += [
+                SANDBOX_CELL.get(e.sandbox, escape(e.sandbox)),
                 escape(",".join(f"{k}={v}" for k, v in sorted(e.labels.items()))),
                 e.last_seen_at.strftime("%H:%M:%S") if e.last_seen_at else "",
                 escape(e.scheduler_id),

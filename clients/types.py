@@ -303,6 +303,9 @@ class ExecutorInfo:
     memory_bytes: int = 0  # resident, with its worker processes (last heartbeat)
     running_steps: list[str] = field(default_factory=list)  # "run_id:step_id" leased to it
     busy_slots: int = 0  # slots taken (a dynamic batch's steps share one)
+    # How task code is confined there: "isolated" (own uid and namespaces, limits) or
+    # "limits" (environment and limits only); "" from an executor too old to say.
+    sandbox: str = ""
 
     @classmethod
     def from_proto(cls, e: spb.Executor) -> ExecutorInfo:
@@ -326,6 +329,7 @@ class ExecutorInfo:
             e.memory_bytes,
             list(e.running_steps),
             e.busy_slots,
+            e.sandbox,
         )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import platform
 import time
 from collections import deque
@@ -101,6 +102,15 @@ class Executor:
         )
         if settings.sandbox:
             protect_executor()
+        if self.sandbox.level != "isolated":  # said loudly: an operator may not have meant it
+            log.warning(
+                "task code is confined by a scrubbed environment and resource limits only: "
+                "its workers run as this executor's own user (uid %d), on its network, seeing "
+                "what it can see. For the full sandbox run the executor as root with %s "
+                "(docs/architecture.md, Threat model)",
+                os.geteuid(),
+                "WTM_SANDBOX=true" if not settings.sandbox else "the sandbox's capabilities",
+            )
         self.workers = WorkerPool(settings.slots + 2, self.sandbox, settings.worker_memory_mb)
         self.fence = LeaseFence()
         # What the slots take: a step, or the steps of one dynamic batch (one call).
@@ -212,6 +222,7 @@ class Executor:
                 python_version=platform.python_version(),
                 batching=True,
                 batched_messages=True,
+                sandbox=self.sandbox.level,
             )
         )
 

@@ -230,6 +230,9 @@ class Sandbox:
         self.ceilings = ceilings
         self.uid_base = uid_base
         self.privileged = enabled and os.geteuid() == 0
+        # What the executor says in its hello, and shows to operators (executor list):
+        # "isolated", or "limits" where workers share its uid, network and files.
+        self.level = "isolated" if self.privileged else "limits"
         self._free_uids: list[int] = []
         # Claimed host-wide: another executor here never runs a worker as the same uid.
         self._uids = WorkerUids(uid_base, uid_locks)

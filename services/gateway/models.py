@@ -169,6 +169,11 @@ class Executor(BaseModel):
     cpu_percent: float = Field(0.0, description="of one core, with its worker processes")
     memory_bytes: int = Field(0, description="resident, with its worker processes")
     running_steps: list[str] = Field([], description='leased to it now, "run_id:step_id"')
+    sandbox: str = Field(
+        "",
+        description='how task code is confined there: "isolated" (its own uid, network, mount '
+        'and IPC namespaces, and limits), "limits" (environment and limits only), "" (older)',
+    )
 
 
 class Queue(BaseModel):

@@ -45,6 +45,7 @@ class ExecutorProfile:
     namespaces: tuple[str, ...] = ("*",)  # whose queues it serves ("*": every namespace)
     certificate: str = ""  # the common name of its client certificate (mTLS), if any
     batching: bool = False  # it runs a dynamic batch in one call, on one slot
+    sandbox: str = ""  # how task code is confined there: "isolated", "limits" ("": older)
 
 
 @dataclass(frozen=True)
@@ -319,6 +320,7 @@ class Fleet:
                 "labels": p.labels,
                 "software_version": p.software_version,
                 "python_version": p.python_version,
+                "sandbox": p.sandbox,
                 "connected_at": session.connected_at,
                 "last_seen": session.last_seen,
                 "scheduler_id": self.scheduler_id,

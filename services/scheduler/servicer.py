@@ -170,6 +170,7 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
                 memory_bytes=e.get("memory_bytes", 0),
                 running_steps=e.get("running", []),
                 busy_slots=busy_slots(e),
+                sandbox=e.get("sandbox", ""),
             )
             m.connect_time.FromNanoseconds(int(e["connected_at"] * 1e9))
             m.last_seen_time.FromNanoseconds(int(e["last_seen"] * 1e9))
@@ -312,6 +313,7 @@ class ExecutorServicer(epb_grpc.ExecutorServiceServicer):
                 served_namespaces(auth.current().namespace, h.namespaces),
                 tls.client_certificate_name(context.auth_context()),
                 h.batching,
+                h.sandbox[:16],
             )
         )
         reader = asyncio.create_task(self._read(session, request_iterator))

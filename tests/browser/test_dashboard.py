@@ -190,6 +190,8 @@ def test_executors_and_queues_show_live_figures_and_the_stranded_warning(
             what="an executor's memory on the page",
         )
         assert memory > 20 * 2**20
+        confined = "isolated" if os.geteuid() == 0 else "limits"  # how its executor says it
+        expect(row.locator("[data-sandbox]")).to_have_attribute("data-sandbox", confined)
         page.goto("/#/queues")
         stranded = page.locator('#queues tr[data-queue="dash-nobody"]')
         expect(stranded).to_contain_text("no executor takes from this queue", timeout=STEP_MS)

@@ -115,6 +115,27 @@ def test_a_spy_task_reaches_nothing_it_should_not(
         stop_executor(cluster, child)
 
 
+def test_each_executor_says_how_it_confines_task_code(cluster: Cluster, client: Client) -> None:
+    """An executor that cannot isolate task code (not root, or WTM_SANDBOX=false) says so:
+    in its hello, so in the fleet's list, and in a warning as it starts. Until 2026-12-04
+    docker-compose.yml ran every executor as the image's user, and nothing showed it."""
+    child = cluster.add_executor("--queues", "limitsq", "--sandbox", "false", slots=1)
+    try:
+
+        def fleet() -> dict[str, str]:
+            listed = client.list_executors()
+            return {e.executor_id: e.sandbox for e in listed if e.state == "CONNECTED"}
+
+        found = eventually(lambda: child.name in fleet() and fleet(), timeout=30, what="listed")
+        assert found[child.name] == "limits"
+        assert [found[e.name] for e in cluster.executors if e is not child] == ["isolated"] * (
+            len(cluster.executors) - 1
+        )  # the session's, run as root
+        assert "resource limits only" in child.log_tail(200)
+    finally:
+        stop_executor(cluster, child)
+
+
 QUOTA_TASK = """
 import threading
 

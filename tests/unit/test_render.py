@@ -3,6 +3,7 @@ terminal of 80 columns."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 
@@ -58,6 +59,9 @@ def test_in_80_columns_run_and_executor_ids_are_whole_and_the_extra_columns_go()
     assert "scheduler" not in narrow and "labels" not in narrow
     wide = printed(executors_table([executor], 160), 160)
     assert "scheduler-replica-2" in wide and "gpu=a100" in wide
+    assert "?" in wide  # an executor too old to say how it confines task code
+    limited = dataclasses.replace(executor, sandbox="limits")
+    assert "limits only" in printed(executors_table([limited], 160), 160)
     assert all(len(line) <= 80 for line in narrow.splitlines())
 
 

@@ -58,7 +58,7 @@ class ConnectResponse(_message.Message):
     def __init__(self, welcome: _Optional[_Union[ExecutorWelcome, _Mapping]] = ..., assignment: _Optional[_Union[StepAssignment, _Mapping]] = ..., cancel: _Optional[_Union[CancelStep, _Mapping]] = ..., heartbeat_ack: _Optional[_Union[HeartbeatAck, _Mapping]] = ..., assignments: _Optional[_Union[StepAssignments, _Mapping]] = ...) -> None: ...
 
 class ExecutorHello(_message.Message):
-    __slots__ = ("executor_id", "queues", "slots", "labels", "software_version", "python_version", "packages", "namespaces", "batching", "batched_messages")
+    __slots__ = ("executor_id", "queues", "slots", "labels", "software_version", "python_version", "packages", "namespaces", "batching", "batched_messages", "sandbox")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +76,7 @@ class ExecutorHello(_message.Message):
     NAMESPACES_FIELD_NUMBER: _ClassVar[int]
     BATCHING_FIELD_NUMBER: _ClassVar[int]
     BATCHED_MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    SANDBOX_FIELD_NUMBER: _ClassVar[int]
     executor_id: str
     queues: _containers.RepeatedScalarFieldContainer[str]
     slots: int
@@ -86,7 +87,8 @@ class ExecutorHello(_message.Message):
     namespaces: _containers.RepeatedScalarFieldContainer[str]
     batching: bool
     batched_messages: bool
-    def __init__(self, executor_id: _Optional[str] = ..., queues: _Optional[_Iterable[str]] = ..., slots: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., software_version: _Optional[str] = ..., python_version: _Optional[str] = ..., packages: _Optional[_Iterable[str]] = ..., namespaces: _Optional[_Iterable[str]] = ..., batching: _Optional[bool] = ..., batched_messages: _Optional[bool] = ...) -> None: ...
+    sandbox: str
+    def __init__(self, executor_id: _Optional[str] = ..., queues: _Optional[_Iterable[str]] = ..., slots: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., software_version: _Optional[str] = ..., python_version: _Optional[str] = ..., packages: _Optional[_Iterable[str]] = ..., namespaces: _Optional[_Iterable[str]] = ..., batching: _Optional[bool] = ..., batched_messages: _Optional[bool] = ..., sandbox: _Optional[str] = ...) -> None: ...
 
 class ExecutorWelcome(_message.Message):
     __slots__ = ("lease_seconds", "heartbeat_interval_seconds", "acks_heartbeats", "batched_messages")

@@ -423,6 +423,13 @@ async function drawFaces(canvas, uri, faces) {
 
 // ---------------------------------------------------------------------------- fleet
 
+// How task code is confined on an executor (its hello says): short of isolated stands out.
+function sandboxNote(sandbox) {
+  if (sandbox === "isolated") return h("div", { class: "muted", "data-sandbox": sandbox }, "isolated");
+  const text = sandbox === "limits" ? "sandbox: limits only" : "sandbox: unknown";
+  return h("div", { class: "warning", "data-sandbox": sandbox, title: "task code runs as the executor's own user, on its network (docs/architecture.md, Threat model)" }, text);
+}
+
 function executorsPage() {
   const body = h("tbody");
   main.replaceChildren(h("h1", {}, "Executors"), h("table", { id: "executors" },
@@ -431,7 +438,7 @@ function executorsPage() {
     const list = await api("/api/v1/executors");
     body.replaceChildren(...list.map((e) => h("tr", { "data-executor": e.executor_id },
       h("td", {}, e.executor_id, Object.keys(e.labels).length ? h("div", { class: "muted" }, Object.entries(e.labels).map(([k, v]) => `${k}=${v}`).join(" ")) : null),
-      h("td", {}, badge(e.state)),
+      h("td", {}, badge(e.state), sandboxNote(e.sandbox)),
       h("td", {}, e.queues.join(", "), e.namespaces.length ? h("div", { class: "muted" }, `namespaces ${e.namespaces.join(", ")}`) : null),
       h("td", { class: "num" }, `${Math.min(e.busy_slots, e.slots)} / ${Math.max(0, e.slots - e.busy_slots)}`),
       h("td", { class: "in-flight" }, e.running_steps.map((m) => {
