@@ -127,6 +127,12 @@ def dashboard_sees(cluster: Cluster, run_id: str) -> str:
     return str(reply.json()["state"])
 
 
+CONFINED = {
+    "isolated": "isolated: its own uid, no network, only its own files",
+    "limits": "[red]with resource limits only[/] (not root: as you, on your network)",
+}
+
+
 def run_demo(root: Path, keep: bool | None = None) -> int:
     console = render.console
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop everything on kill, too
@@ -160,6 +166,9 @@ def run_demo(root: Path, keep: bool | None = None) -> int:
                 console.print(render.event_line(event))
             result = client.get_run(run.run_id)
             show(result)
+            for e in client.list_executors():  # what it said in its hello
+                words = CONFINED.get(e.sandbox, "confined as an older executor does")
+                console.print(f"\n  {e.executor_id} ran the task code {words}")
         state = dashboard_sees(cluster, run.run_id)
         console.print(
             f"\n[bold]Dashboard[/] {cluster.gateway_url}/#/runs/{run.run_id} (it shows this run:"

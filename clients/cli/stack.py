@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 from pathlib import Path
@@ -37,6 +38,12 @@ def stack_up(root: Path, executors: int) -> None:
         click.echo(f"export WTM_API_KEY_FILE={cluster.key_files['admin'].resolve()}", nl=True)
         sys.stdout.flush()
         click.echo(f"# logs in {root}/logs; Ctrl-C to stop", err=True)
+        if os.geteuid() != 0:  # the executors say the same in `wtm executor list`
+            click.echo(
+                "# not root: executors confine task code by resource limits only; it runs as "
+                'you, on your network (README: "Who may do what")',
+                err=True,
+            )
         with contextlib.suppress(KeyboardInterrupt):
             signal.pause()
 

@@ -130,6 +130,9 @@ def test_the_readmes_first_command_runs_the_face_pipeline(tmp_path: Path) -> Non
     assert "landmarks: right_eye" in result.stdout and "embedding 128-D" in result.stdout
     assert "age: unavailable" in result.stdout and "gender: unavailable" in result.stdout
     assert "output_001_faces_array -> input_002_faces_array" in result.stdout
+    # How the executor confined the task code, as it says (root here: isolated).
+    confined = "isolated: its own uid" if os.geteuid() == 0 else "with resource limits only"
+    assert f"executor-1 ran the task code {confined}" in result.stdout
     # The dashboard's address, and the run made, as the dashboard's own API reports it.
     assert re.search(
         r"Dashboard https://127\.0\.0\.1:\d+/#/runs/\w+ \(it shows this run: COMPLETED\)",
