@@ -299,6 +299,7 @@ class Executor:
                 if exc.code() in (
                     grpc.StatusCode.UNAUTHENTICATED,
                     grpc.StatusCode.INVALID_ARGUMENT,
+                    grpc.StatusCode.FAILED_PRECONDITION,  # it would not isolate task code
                 ):
                     log.error("scheduler refused this executor: %s", exc.details())
                     raise SystemExit(2) from exc

@@ -61,6 +61,7 @@ async def serve(settings: SchedulerSettings) -> None:
         documents=documents,
         prefetch=settings.prefetch,
         silent_after=3 * settings.heartbeat_seconds,
+        require_isolation=settings.require_isolation,
         cache=ResultCache(
             queue.redis, settings.result_cache_seconds, settings.result_cache_max_bytes
         ),

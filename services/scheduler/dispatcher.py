@@ -46,10 +46,11 @@ class Dispatcher:
         silent_after: float = 15.0,
         clock: Clock = SYSTEM,
         cache: ResultCache | None = None,
+        require_isolation: bool = False,
     ) -> None:
         self.queue = queue
         self.listeners = listeners
-        self.fleet = Fleet(queue, scheduler_id, silent_after, clock)
+        self.fleet = Fleet(queue, scheduler_id, silent_after, clock, require_isolation)
         self.metrics = SchedulerMetrics(self.fleet, cache)
         self.leaser = Leaser(
             queue, self.fleet, listeners, lease_seconds, retry, documents, prefetch, clock, cache

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
-from common.errors import AlreadyExists
+from common.errors import AlreadyExists, FailedPrecondition
 from services.scheduler import keys
 from services.scheduler.clock import SYSTEM, Clock
 from services.scheduler.queue_names import own_queues, serves
@@ -201,9 +201,11 @@ class Fleet:
         scheduler_id: str = "",
         silent_after: float = 15.0,
         clock: Clock = SYSTEM,
+        require_isolation: bool = False,
     ) -> None:
         self.queue = queue
         self.record = FleetRecord(queue.redis)
+        self.require_isolation = require_isolation  # only executors that say "isolated"
         self.scheduler_id = scheduler_id
         # A stream whose executor has said nothing for this long may be taken over by a new
         # stream with its id (a reconnect whose old stream was never seen to close).
@@ -213,7 +215,21 @@ class Fleet:
         self._gone: dict[str, float] = {}  # executors that left: id -> when
 
     def open(self, profile: ExecutorProfile) -> ExecutorSession:
-        """A new executor stream (refused with ALREADY_EXISTS while the id is live)."""
+        """A new executor stream (refused with ALREADY_EXISTS while the id is live, and with
+        FAILED_PRECONDITION when isolation is required and it does not isolate)."""
+        if self.require_isolation and profile.sandbox != "isolated":
+            log.warning(
+                "refused executor %s: it does not isolate task code (sandbox=%r)",
+                profile.executor_id,
+                profile.sandbox,
+            )
+            raise FailedPrecondition(
+                f"{profile.executor_id!r} says its task code runs with "
+                f"{'limits only' if profile.sandbox else 'no word on its sandbox (too old)'}; "
+                "this scheduler takes only executors that isolate it (WTM_REQUIRE_ISOLATION): "
+                "run the executor as root with the sandbox's capabilities",
+                field="hello.sandbox",
+            )
         old = self.sessions.get(profile.executor_id)
         if old is not None and old.profile.key_id != profile.key_id:
             log.warning(

@@ -85,6 +85,14 @@ class SchedulerSettings(ServerAuthSettings, ClientKeySettings):
         "one at once (0: none); held steps keep their lease through heartbeats",
         non_negative,
     )
+    require_isolation: bool = setting(
+        False,
+        "WTM_REQUIRE_ISOLATION",
+        "take only executors that isolate task code (their hello says sandbox 'isolated': "
+        "root, a uid and namespaces per worker); refuse the others at connect with "
+        "FAILED_PRECONDITION, so that no step runs where its code would share the executor's "
+        "user and network",
+    )
     inline_max_bytes: int = setting(
         DEFAULT_INLINE_MAX_BYTES,
         "WTM_INLINE_MAX_BYTES",

@@ -9,12 +9,15 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import pytest
 
 from clients.sdk import Client
 from services.localstack import Cluster
+from services.localstack.cluster import serving
+from services.localstack.processes import ProcessGroup, free_port, wait_until
 from tests.conftest import ROOT
 from tests.deployments import executor_capabilities
 from tests.integration.test_executor import make_task, stop_executor
@@ -134,6 +137,45 @@ def test_each_executor_says_how_it_confines_task_code(cluster: Cluster, client: 
         assert "resource limits only" in child.log_tail(200)
     finally:
         stop_executor(cluster, child)
+
+
+def test_a_scheduler_that_requires_isolation_turns_away_an_executor_that_lacks_it(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """With WTM_REQUIRE_ISOLATION (as deploy/k8s and compose set it) an executor that would
+    run task code as its own user, on its network, is refused at its hello and exits (a
+    crash loop an operator sees); an isolating one is taken and runs the steps."""
+    address = f"127.0.0.1:{free_port()}"
+    group = ProcessGroup(tmp_path / "logs")
+    env = {**cluster.executor_env(), "WTM_SCHEDULER_ADDR": address}
+
+    def executor(name: str, *args: str) -> Any:
+        argv = [sys.executable, "-m", "services.executor", "--executor-id", name]
+        argv += ["--queues", "isoq", "--cache-dir", str(tmp_path / name), *args]
+        return group.start(name, argv, env=env, cwd=ROOT)
+
+    try:
+        argv = ["--listen", address, "--require-isolation", "true"]
+        scheduler = group.start(
+            "scheduler-isolating",
+            [sys.executable, "-m", "services.scheduler", *argv],
+            env=cluster.env(),
+            cwd=ROOT,
+        )
+        wait_until("scheduler", lambda: serving(address), scheduler, timeout=30)
+        refused = executor("limits-only", "--sandbox", "false")
+        taken = executor("isolating")
+        assert refused.proc.wait(30) == 2
+        log = refused.log_path.read_text()
+        assert "scheduler refused this executor" in log and "WTM_REQUIRE_ISOLATION" in log
+        with Client(cluster.registry_address, address, api_key=cluster.admin_key) as client:
+            client.register_task(make_task(tmp_path, "isolation_probe", queue="isoq"))
+            done = client.run(task="isolation_probe", input={}, timeout=60)
+            assert done.state == "COMPLETED", done.steps[0].error
+            assert done.steps[0].executor_id == "isolating"
+        assert scheduler.alive() and taken.alive() and serving(address)
+    finally:
+        group.stop_all()
 
 
 QUOTA_TASK = """

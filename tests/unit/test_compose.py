@@ -190,6 +190,7 @@ def test_executors_run_sandboxed_as_deploy_k8s_runs_them(compose: dict[str, Any]
     under those), no credential but its own, no server key, and the uid claims shared by
     every replica."""
     executor = compose["services"]["executor"]
+    assert compose["services"]["scheduler"]["environment"]["WTM_REQUIRE_ISOLATION"] == "true"
     assert executor["user"] == "0:0"
     assert executor["cap_drop"] == ["ALL"]
     assert executor["cap_add"] == executor_capabilities()

@@ -220,6 +220,14 @@ def test_executor_pods_of_a_node_claim_worker_uids_in_one_directory(
         assert volume["hostPath"] == {"path": str(DEFAULT_DIRECTORY), "type": "DirectoryOrCreate"}
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_schedulers_take_only_executors_that_isolate_task_code(
+    rendered: dict[str, list[Doc]], overlay: str
+) -> None:
+    scheduler = named(rendered[overlay], "Deployment", "scheduler")
+    assert env_of(scheduler)["WTM_REQUIRE_ISOLATION"] == "true"
+
+
 def test_the_gpu_executor_takes_a_gpu_on_gpu_nodes_and_serves_its_own_queue(
     rendered: dict[str, list[Doc]],
 ) -> None:
