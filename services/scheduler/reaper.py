@@ -69,10 +69,16 @@ class Reaper:
                 extra=logs.run_fields(run_id, step_id),
             )
             self.listeners.lease_expired(member)
-            self.fleet.send_cancels(list(flat_dict(expired["cancel"]).items()))
-            self.listeners.step_ended(
-                member, flat_dict(expired["snapshot"]), "", expired["verdict"] == "failed"
-            )
+            if expired["verdict"] == "released":  # no heartbeat named it: not an attempt
+                # Its slot here is free again; should the executor have it after all, it
+                # stops it (the attempt is no longer current).
+                lost = "lease expired before the executor said it had the step"
+                self.fleet.send_cancels([(member, expired["executor"])], reason=lost)
+            else:
+                self.fleet.send_cancels(list(flat_dict(expired["cancel"]).items()))
+                self.listeners.step_ended(
+                    member, flat_dict(expired["snapshot"]), "", expired["verdict"] == "failed"
+                )
             self.leaser.wake()
 
     async def promote_due(self) -> None:

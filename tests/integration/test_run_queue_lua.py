@@ -529,6 +529,44 @@ def test_only_the_current_lease_of_an_attempt_counts(on_valkey) -> None:  # noqa
     assert (forged, real) == ("stale", "run_completed")
 
 
+def test_a_lease_lost_before_any_heartbeat_named_it_is_not_counted_three_times_at_most(
+    on_valkey,  # noqa: ANN001
+) -> None:
+    """A lease no heartbeat renewed (the executor never said it had the step) goes back to
+    its queue at once without spending a retry; after three such, a step whose executor
+    dies before every first heartbeat counts its attempts again."""
+
+    async def scenario(q: RunQueue) -> tuple[list[str], list[int], str, str]:
+        await submit(q, "r1", [step("a", max_retries=0)])
+        verdicts, attempts = [], []
+        for _ in range(4):
+            await q.promote_due()
+            [leased] = await q.dispatch("ex1", ["q"], 1, lease_ms=1)
+            attempts.append(leased.attempt)
+            q.clock.advance(0.01)  # type: ignore[attr-defined]
+            [expired] = await q.expire_leases()
+            verdicts.append(expired["verdict"])
+        run, steps, _ = await q.reader.read_run("r1")
+        return verdicts, attempts, run["state"], steps[0]["unheard"]
+
+    verdicts, attempts, state, unheard = on_valkey(scenario)
+    assert verdicts == ["released"] * 3 + ["failed"] and attempts == [1, 2, 3, 4]
+    assert (state, unheard) == ("TIMED_OUT", "3")
+
+
+def test_a_lease_a_heartbeat_renewed_counts_when_it_runs_out(on_valkey) -> None:  # noqa: ANN001
+    async def scenario(q: RunQueue) -> tuple[str, str]:
+        await submit(q, "r1", [step("a", max_retries=0)])
+        [leased] = await q.dispatch("ex1", ["q"], 1, lease_ms=1_000)
+        await q.heartbeat([("r1:a", 1, leased.step["lease"])], lease_ms=1_000, executor="ex1")
+        q.clock.advance(1.5)  # type: ignore[attr-defined]
+        [expired] = await q.expire_leases()
+        run, _, _ = await q.reader.read_run("r1")
+        return expired["verdict"], run["state"]
+
+    assert on_valkey(scenario) == ("failed", "TIMED_OUT")
+
+
 def test_every_dispatch_gets_its_own_lease_id(on_valkey) -> None:  # noqa: ANN001
     async def scenario(q: RunQueue) -> list[str]:
         await submit(q, "r1", [step(x, max_retries=2) for x in "abc"])

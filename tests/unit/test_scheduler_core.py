@@ -214,6 +214,8 @@ def test_a_silent_executors_lease_expires_when_the_clock_passes_it_not_before(
         e1 = c.executor("e1")
         await c.submit("r1", max_retries=1)
         [first] = assignments(e1)
+        # It had the step (a heartbeat named it), then fell silent.
+        await c.core.intake.heartbeat(e1, [RunningStep("r1", "a", 1, first.lease_id)])
         c.clock.advance(LEASE_SECONDS - 1)
         await c.core.reaper.expire_leases()
         assert not c.heard.of("lease_expired")
@@ -230,6 +232,35 @@ def test_a_silent_executors_lease_expires_when_the_clock_passes_it_not_before(
         await c.lease_round()
         [second] = assignments(e2)
         assert second.attempt == 2 and second.lease_id != first.lease_id
+
+    scenario(valkey_url, body)
+
+
+def test_a_lease_no_heartbeat_named_comes_back_at_once_without_spending_a_retry(
+    valkey_url: str,
+) -> None:
+    """An assignment lost in flight (a scheduler killed between the lease and the stream,
+    a broken stream) was counted as a failed attempt when its lease ran out: with no
+    retries left, the run failed TIMED_OUT for a step that never ran. Its executor never
+    named it in a heartbeat, so it now goes back unspent, at once."""
+
+    async def body(c: Core) -> None:
+        e1 = c.executor("e1")
+        await c.submit("r1", max_retries=0)
+        [lost] = assignments(e1)
+        c.clock.advance(LEASE_SECONDS + 1)
+        await c.core.reaper.expire_leases()
+        assert c.heard.of("lease_expired") == [("r1:a", "")]
+        assert not c.heard.of("attempt_ended") and not c.heard.of("run_ended")
+        assert sent(e1) == [
+            Cancel("r1", "a", 1, "lease expired before the executor said it had the step")
+        ]
+        await c.core.reaper.promote_due()  # due at once, not after a retry's backoff
+        await c.lease_round()
+        [again] = assignments(e1)
+        assert again.attempt == 2 and again.lease_id != lost.lease_id  # numbers not reused
+        await c.report(e1, again, "SUCCEEDED", '{"ok": true}')
+        assert c.heard.of("run_ended") == [("r1", "COMPLETED")]
 
     scenario(valkey_url, body)
 

@@ -1,22 +1,46 @@
 -- expire_leases.lua: treat attempts whose lease ran out as lost; retry or fail them.
+-- An attempt no heartbeat ever named (its 'heard' is not its lease) was most likely never
+-- received: an assignment lost in flight when a scheduler died or a stream broke between
+-- the lease and its delivery. Such an attempt does not count against max_retries ('unheard'
+-- += 1; fail_step counts attempt - unheard), though its number stays taken (attempt numbers
+-- fence results; they are never reused): the step goes back through the delayed set at
+-- once, up to MAX_UNHEARD times per step (so that a step whose executor dies before its
+-- first heartbeat every time still runs out of attempts); after that it counts.
 -- KEYS: none declared; derived from the prefix P = ARGV[1] (see services/scheduler/keys.py):
 --   P..'leases'              ZSET    lease deadlines (read, ZREM)
 --   P..'s:'..step-key        HASH    the step (written)
 --   P..'delayed'             ZSET    retries due now (ZADD)
 --   P..'r:'..run_id, P..'o:'..run_id, P..'e:'..run_id, P..'q:'..queue  (when a run fails)
 -- ARGV: P, now_ms, limit, finished_ttl_s
--- Returns: JSON list of {member, executor, verdict, cancel = [step-key, executor, ...],
+-- Returns: JSON list of {member, executor, verdict ('released' for an attempt not counted,
+--          else fail_step's), cancel = [step-key, executor, ...],
 --          snapshot = the step hash after the change, flat}.
+local MAX_UNHEARD = 3
 local P, now, limit, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local due = redis.call('ZRANGEBYSCORE', leases_key(P), '-inf', now, 'LIMIT', 0, limit)
 local out = {}
 for _, member in ipairs(due) do
-  local executor = redis.call('HGET', step_hash(P, member), 'executor') or ''
-  local verdict = fail_step(P, member, 'TIMED_OUT',
-    'lease expired: executor ' .. executor .. ' stopped sending heartbeats', true, now, now, ttl)
-  local cancel = {}
-  for i = 2, #verdict do table.insert(cancel, verdict[i]) end
-  table.insert(out, cjson.encode({member = member, executor = executor, verdict = verdict[1],
-    cancel = cancel, snapshot = redis.call('HGETALL', step_hash(P, member))}))
+  local sh = step_hash(P, member)
+  local f = redis.call('HMGET', sh, 'executor', 'lease', 'heard', 'unheard', 'attempt')
+  local executor, unheard = f[1] or '', tonumber(f[4] or '0') or 0
+  local verdict, cancel = 'released', {}
+  if f[3] ~= f[2] and unheard < MAX_UNHEARD then
+    local attempt = tonumber(f[5])
+    local run_id = run_of(member)
+    redis.call('ZREM', leases_key(P), member)
+    redis.call('HSET', sh, 'state', 'QUEUED', 'unheard', unheard + 1, 'retry_at_ms', now)
+    redis.call('ZADD', delayed_key(P), now, member)
+    emit(P, run_id, string.sub(member, #run_id + 2), attempt, 'QUEUED',
+      'lease expired before executor ' .. executor .. ' said it had the step (lost in ' ..
+      'flight?): queued again, not counted as an attempt', now)
+  else
+    local failed = fail_step(P, member, 'TIMED_OUT',
+      'lease expired: executor ' .. executor .. ' stopped sending heartbeats', true, now, now,
+      ttl)
+    verdict = failed[1]
+    for i = 2, #failed do table.insert(cancel, failed[i]) end
+  end
+  table.insert(out, cjson.encode({member = member, executor = executor, verdict = verdict,
+    cancel = cancel, snapshot = redis.call('HGETALL', sh)}))
 end
 return out

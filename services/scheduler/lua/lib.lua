@@ -116,10 +116,12 @@ local function fail_step(P, member, state, err, retryable, retry_at_ms, now_ms, 
   local sh = step_hash(P, member)
   local run_id = run_of(member)
   local step_id = string.sub(member, #run_id + 2)
-  local f = redis.call('HMGET', sh, 'attempt', 'max_retries')
+  local f = redis.call('HMGET', sh, 'attempt', 'max_retries', 'unheard')
   local attempt, max_retries = tonumber(f[1]), tonumber(f[2])
+  -- Attempts lost before their executor had them (expire_leases.lua) do not count.
+  local counted = attempt - (tonumber(f[3] or '0') or 0)
   redis.call('ZREM', leases_key(P), member)
-  if retryable and attempt <= max_retries then
+  if retryable and counted <= max_retries then
     redis.call('HSET', sh, 'state', 'QUEUED', 'error', err, 'retry_at_ms', retry_at_ms)
     redis.call('ZADD', delayed_key(P), retry_at_ms, member)
     emit(P, run_id, step_id, attempt, 'QUEUED', 'retrying after: ' .. err, now_ms, 'RETRYING')
