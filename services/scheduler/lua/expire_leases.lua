@@ -1,11 +1,12 @@
 -- expire_leases.lua: treat attempts whose lease ran out as lost; retry or fail them.
--- An attempt no heartbeat ever named (its 'heard' is not its lease) was most likely never
--- received: an assignment lost in flight when a scheduler died or a stream broke between
--- the lease and its delivery. Such an attempt does not count against max_retries ('unheard'
--- += 1; fail_step counts attempt - unheard), though its number stays taken (attempt numbers
--- fence results; they are never reused): the step goes back through the delayed set at
--- once, up to MAX_UNHEARD times per step (so that a step whose executor dies before its
--- first heartbeat every time still runs out of attempts); after that it counts.
+-- An attempt no heartbeat ever named (its 'heard' is not its lease) was lost in flight (a
+-- scheduler died or a stream broke between the lease and its delivery) or its executor
+-- stopped before its first heartbeat. Such an attempt does not count against max_retries
+-- ('unheard' += 1; fail_step counts attempt - unheard), though it is an attempt like any
+-- other for the record and its number stays taken (attempt numbers fence results; they are
+-- never reused): the step goes back through the delayed set at once, up to MAX_UNHEARD
+-- times per step (so that a step whose executor dies before its first heartbeat every time
+-- still runs out of attempts); after that it counts.
 -- KEYS: none declared; derived from the prefix P = ARGV[1] (see services/scheduler/keys.py):
 --   P..'leases'              ZSET    lease deadlines (read, ZREM)
 --   P..'s:'..step-key        HASH    the step (written)
@@ -28,11 +29,12 @@ for _, member in ipairs(due) do
     local attempt = tonumber(f[5])
     local run_id = run_of(member)
     redis.call('ZREM', leases_key(P), member)
-    redis.call('HSET', sh, 'state', 'QUEUED', 'unheard', unheard + 1, 'retry_at_ms', now)
+    local why = 'lease expired before executor ' .. executor .. ' said it had the step ' ..
+      '(lost in flight, or it stopped at once): queued again, not counted against retries'
+    redis.call('HSET', sh, 'state', 'QUEUED', 'unheard', unheard + 1, 'retry_at_ms', now,
+      'error', why)
     redis.call('ZADD', delayed_key(P), now, member)
-    emit(P, run_id, string.sub(member, #run_id + 2), attempt, 'QUEUED',
-      'lease expired before executor ' .. executor .. ' said it had the step (lost in ' ..
-      'flight?): queued again, not counted as an attempt', now)
+    emit(P, run_id, string.sub(member, #run_id + 2), attempt, 'QUEUED', why, now)
   else
     local failed = fail_step(P, member, 'TIMED_OUT',
       'lease expired: executor ' .. executor .. ' stopped sending heartbeats', true, now, now,
