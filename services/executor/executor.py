@@ -68,6 +68,16 @@ def installed_packages() -> list[str]:
     return sorted(f"{name}=={version}" for name, version in found.items() if name)
 
 
+RECONNECT_MAX_SECONDS = 10.0
+
+
+def reconnect_cap(lease_seconds: float) -> float:
+    """The longest wait between attempts to reconnect: a quarter of the lease the scheduler
+    gave (30 s before any welcome), so that an executor back within that keeps the leases of
+    the steps it runs through a scheduler's restart; 0.5 to 10 s."""
+    return min(RECONNECT_MAX_SECONDS, max(0.5, lease_seconds / 4))
+
+
 class StreamClosed(Exception):
     """The scheduler stream ended; reconnect."""
 
@@ -200,8 +210,9 @@ class Executor:
     # Connection --------------------------------------------------------------------------
 
     async def _connect_forever(self) -> None:
+        backoff = wait_exponential_jitter(multiplier=0.2, max=RECONNECT_MAX_SECONDS)
         retrying = AsyncRetrying(
-            wait=wait_exponential_jitter(multiplier=0.2, max=10.0),
+            wait=lambda state: min(backoff(state), reconnect_cap(self.fence.lease_seconds)),
             retry=retry_if_exception_type((aio.AioRpcError, StreamClosed)),
         )
         async for attempt in retrying:
