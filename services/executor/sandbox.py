@@ -230,9 +230,6 @@ class Sandbox:
         self.ceilings = ceilings
         self.uid_base = uid_base
         self.privileged = enabled and os.geteuid() == 0
-        # What the executor says in its hello, and shows to operators (executor list):
-        # "isolated", or "limits" where workers share its uid, network and files.
-        self.level = "isolated" if self.privileged else "limits"
         self._free_uids: list[int] = []
         # Claimed host-wide: another executor here never runs a worker as the same uid.
         self._uids = WorkerUids(uid_base, uid_locks)
@@ -247,6 +244,12 @@ class Sandbox:
         self.interpreter_paths = sorted(
             {str(Path(p).resolve()) for p in (sys.base_prefix, sys.prefix, *sys.path) if p} - {""}
         )
+
+    @property
+    def level(self) -> str:
+        """What the executor says in its hello and operators see (executor list):
+        "isolated", or "limits" where workers share its uid, network and files."""
+        return "isolated" if self.privileged else "limits"
 
     def granted(self, resources: dict[str, Any]) -> dict[str, int]:
         return effective(resources, self.ceilings)

@@ -23,9 +23,6 @@ from services.scheduler.run_queue import RunQueue
 
 log = logging.getLogger(__name__)
 
-# What an executor is told when a lapsed lease makes it stop a step (by the verdict).
-REASONS = {"released": "lease expired before the executor said it had the step"}
-
 
 class Reaper:
     def __init__(
@@ -72,12 +69,13 @@ class Reaper:
                 extra=logs.run_fields(run_id, step_id),
             )
             self.listeners.lease_expired(member)
-            cancel = list(flat_dict(expired["cancel"]).items())
             if expired["verdict"] == "released":  # no heartbeat named it: not counted
                 # Its slot here is free again; should the executor have it after all, it
                 # stops it (the attempt is no longer current).
-                cancel = [(member, expired["executor"])]
-            self.fleet.send_cancels(cancel, reason=REASONS.get(expired["verdict"], "run failed"))
+                lost = "lease expired before the executor said it had the step"
+                self.fleet.send_cancels([(member, expired["executor"])], reason=lost)
+            else:
+                self.fleet.send_cancels(list(flat_dict(expired["cancel"]).items()))
             # Recorded like any attempt: it may have run (an executor frozen at once).
             self.listeners.step_ended(
                 member, flat_dict(expired["snapshot"]), "", expired["verdict"] == "failed"

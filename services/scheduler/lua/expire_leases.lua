@@ -4,7 +4,7 @@
 -- stopped before its first heartbeat. Such an attempt does not count against max_retries
 -- ('unheard' += 1; fail_step counts attempt - unheard), though it is an attempt like any
 -- other for the record and its number stays taken (attempt numbers fence results; they are
--- never reused): the step goes back through the delayed set at once, up to MAX_UNHEARD
+-- never reused): it is retried as any lapse is (fail_step), at once, up to MAX_UNHEARD
 -- times per step (so that a step whose executor dies before its first heartbeat every time
 -- still runs out of attempts); after that it counts.
 -- KEYS: none declared; derived from the prefix P = ARGV[1] (see services/scheduler/keys.py):
@@ -22,27 +22,20 @@ local due = redis.call('ZRANGEBYSCORE', leases_key(P), '-inf', now, 'LIMIT', 0, 
 local out = {}
 for _, member in ipairs(due) do
   local sh = step_hash(P, member)
-  local f = redis.call('HMGET', sh, 'executor', 'lease', 'heard', 'unheard', 'attempt')
+  local f = redis.call('HMGET', sh, 'executor', 'lease', 'heard', 'unheard')
   local executor, unheard = f[1] or '', tonumber(f[4] or '0') or 0
-  local verdict, cancel = 'released', {}
-  if f[3] ~= f[2] and unheard < MAX_UNHEARD then
-    local attempt = tonumber(f[5])
-    local run_id = run_of(member)
-    redis.call('ZREM', leases_key(P), member)
-    local why = 'lease expired before executor ' .. executor .. ' said it had the step ' ..
-      '(lost in flight, or it stopped at once): queued again, not counted against retries'
-    redis.call('HSET', sh, 'state', 'QUEUED', 'unheard', unheard + 1, 'retry_at_ms', now,
-      'error', why)
-    redis.call('ZADD', delayed_key(P), now, member)
-    emit(P, run_id, string.sub(member, #run_id + 2), attempt, 'QUEUED', why, now)
-  else
-    local failed = fail_step(P, member, 'TIMED_OUT',
-      'lease expired: executor ' .. executor .. ' stopped sending heartbeats', true, now, now,
-      ttl)
-    verdict = failed[1]
-    for i = 2, #failed do table.insert(cancel, failed[i]) end
+  local why = 'lease expired: executor ' .. executor .. ' stopped sending heartbeats'
+  local unheard_now = f[3] ~= f[2] and unheard < MAX_UNHEARD
+  if unheard_now then  -- fail_step counts attempt - unheard: this one is not spent
+    redis.call('HSET', sh, 'unheard', unheard + 1)
+    why = 'lease expired before executor ' .. executor .. ' said it had the step ' ..
+      '(lost in flight, or it stopped at once): not counted against retries'
   end
-  table.insert(out, cjson.encode({member = member, executor = executor, verdict = verdict,
-    cancel = cancel, snapshot = redis.call('HGETALL', sh)}))
+  local failed = fail_step(P, member, 'TIMED_OUT', why, true, now, now, ttl)
+  local cancel = {}
+  for i = 2, #failed do table.insert(cancel, failed[i]) end
+  table.insert(out, cjson.encode({member = member, executor = executor,
+    verdict = unheard_now and 'released' or failed[1], cancel = cancel,
+    snapshot = redis.call('HGETALL', sh)}))
 end
 return out
