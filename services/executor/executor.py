@@ -69,6 +69,7 @@ def installed_packages() -> list[str]:
 
 
 RECONNECT_MAX_SECONDS = 10.0
+SWEEP_SECONDS = 2.0  # how often idle workers are checked against their limits
 
 
 def reconnect_cap(lease_seconds: float) -> float:
@@ -105,6 +106,7 @@ class Executor:
                 file_size_mb=settings.worker_max_file_size_mb,
                 processes=settings.worker_max_processes,
                 cpu_seconds=settings.worker_max_cpu_seconds,
+                disk_mb=settings.worker_max_disk_mb,
             ),
             uid_base=settings.worker_uid_base,
             enabled=settings.sandbox,
@@ -157,6 +159,7 @@ class Executor:
         """Serve until ``stop`` is set, then drain and return."""
         slots = [asyncio.create_task(self._slot(i)) for i in range(self.settings.slots)]
         connection = asyncio.create_task(self._connect_forever())
+        sweeps = asyncio.create_task(self._sweeps())
         await stop.wait()
         log.info(
             "draining: %d running, up to %.0fs", len(self._running), self.settings.drain_seconds
@@ -172,9 +175,9 @@ class Executor:
         await asyncio.sleep(0.3)  # let the last results reach the outbox and the stream
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._flushed(), 2.0)
-        for task in [*slots, connection]:
+        for task in [*slots, connection, sweeps]:
             task.cancel()
-        for task in [*slots, connection]:
+        for task in [*slots, connection, sweeps]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.workers.close()  # the uid claims go with the process (``worker_uids``)
@@ -386,6 +389,15 @@ class Executor:
             self._touch_health_file()
             await asyncio.sleep(self._heartbeat_seconds)
             self._outbox.put_nowait(self._heartbeat())
+
+    async def _sweeps(self) -> None:
+        """Now and then, drop idle workers over a limit (``WorkerPool.sweep``)."""
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            try:
+                await self.workers.sweep()
+            except Exception:  # noqa: BLE001 - the next sweep tries again
+                log.exception("sweeping idle workers failed")
 
     def _touch_health_file(self) -> None:
         if self.settings.health_file:

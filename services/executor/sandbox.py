@@ -7,7 +7,8 @@ Always:
   the worker's private directory, which is also its working directory);
 - resource limits (``setrlimit``): address space, open files, file size, and processes when
   the worker has a uid of its own — from ``task.json`` ``resources`` within the executor's
-  ceilings (CPU seconds per step are watched by the executor, since a warm worker lives on);
+  ceilings (CPU seconds per step are watched by the executor, since a warm worker lives on,
+  and so is what its files take in all: ``worker_disk``);
 - its life tied to the executor's (parent-death signal, lease fence: ``die_with``).
 
 When the executor runs as root (a container, a plain install), also:
@@ -140,6 +141,7 @@ class Ceilings:
     file_size_mb: int = 1024
     processes: int = 64
     cpu_seconds: int = 0
+    disk_mb: int = 1024  # what a worker's files may take in all (``worker_disk``)
 
 
 def effective(resources: dict[str, Any], ceilings: Ceilings) -> dict[str, int]:

@@ -136,6 +136,14 @@ class ExecutorSettings(ClientKeySettings):
         "set for the executor wins)",
         non_negative,
     )
+    worker_max_disk_mb: int = setting(
+        1024,
+        "WTM_WORKER_MAX_DISK_MB",
+        "ceiling on what a worker's files take in all (its directory, its own /tmp), walked "
+        "once a second; task.json resources.disk_mb may ask for less (0: none). The cache "
+        "volume needs room for (slots + 2) times this besides the packages",
+        non_negative,
+    )
     worker_max_processes: int = setting(
         64,
         "WTM_WORKER_MAX_PROCESSES",

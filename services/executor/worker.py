@@ -2,9 +2,9 @@
 
 The process imports the task and calls ``setup()`` once; each input is one ``process()``
 call. A timeout kills the process (a hard stop: no cooperation from the task needed), as
-does a cancel, and so does going over the optional memory limit; the pool starts a fresh
-process for the next step. The pipe is read from the event loop (``add_reader``), so a
-step costs no thread hop.
+does a cancel, and so does going over a limit the executor watches (memory, CPU seconds,
+disk: ``OverLimit``); the pool starts a fresh process for the next step. The pipe is read
+from the event loop (``add_reader``), so a step costs no thread hop.
 """
 
 from __future__ import annotations
@@ -25,10 +25,15 @@ from typing import Any
 import psutil
 
 from services.executor.sandbox import Confinement, environment, scrubbed_env, worker_entry
+from services.executor.worker_disk import DiskWatch
 from tasks.base import worker_wire as wire
 
 _CTX = mp.get_context("spawn")
-_TICK = 0.25  # how often a waiting step checks for cancel, death and memory
+_TICK = 0.25  # how often a waiting step checks for cancel, death and its limits
+
+
+class OverLimit(Exception):
+    """A worker went over a limit the executor watches (memory, CPU seconds, disk)."""
 
 
 @dataclass(frozen=True)
@@ -105,12 +110,14 @@ class Worker:
         confinement: Confinement | None = None,
         cpu_seconds: int = 0,
         namespace: str = "default",
+        disk_mb: int = 0,
     ) -> None:
         # What the pool finds it by: one task version, serving one namespace.
         self.key = (str(package_dir), entry_point, extra_paths, namespace)
         self.memory_limit_mb = memory_limit_mb
         self.cpu_seconds = cpu_seconds  # per step, watched here (a warm worker lives on)
         self.confinement = confinement or Confinement(str(package_dir), os.getpid())
+        self.disk = DiskWatch(self.confinement.workdir, disk_mb)
         conn, child = _CTX.Pipe()
         # Until when (monotonic) the running step's lease is known to hold; 0 while idle.
         # The process kills itself past it, so it cannot outlive its lease (see die_with);
@@ -251,9 +258,9 @@ class Worker:
             return [
                 Outcome("TIMED_OUT", error=f"timed out after {timeout:g}s; worker process killed")
             ] * n
-        except MemoryError as exc:
+        except OverLimit as exc:
             self.kill()
-            return [Outcome("FAILED", error=str(exc))] * n
+            return [Outcome("FAILED", error=f"{exc}; worker process killed")] * n
         except LeaseLapsed:
             self.kill()
             return [
@@ -274,7 +281,7 @@ class Worker:
 
     async def _next(self, deadline: float, cancelled: asyncio.Event) -> Any:
         """The next message from the process; raises TimeoutError at ``deadline``,
-        CancelledError on cancel, EOFError when the process died, MemoryError over the limit.
+        CancelledError on cancel, EOFError when the process died, OverLimit over a limit.
         """
         loop = asyncio.get_running_loop()
         while True:
@@ -293,6 +300,8 @@ class Worker:
             if not self._proc.is_alive():
                 raise EOFError
             self._check_memory()
+            if self.disk.due() and (why := await self.disk.over()):
+                raise OverLimit(why)
             readable = loop.create_future()
             fd = self._sock.fileno()
             loop.add_reader(fd, _resolve, readable)
@@ -356,27 +365,31 @@ class Worker:
         if self.cpu_seconds and self._cpu_at_start >= 0:
             used = self._cpu_used() - self._cpu_at_start
             if used > self.cpu_seconds:
-                raise MemoryError(
-                    f"step used {used:.1f} CPU seconds, over its limit of {self.cpu_seconds}; "
-                    "killed"
+                raise OverLimit(
+                    f"step used {used:.1f} CPU seconds, over its limit of {self.cpu_seconds}"
                 )
         if not self.memory_limit_mb or self._proc.pid is None:
             return
         with contextlib.suppress(psutil.Error):
             rss_mb = psutil.Process(self._proc.pid).memory_info().rss / 2**20
             if rss_mb > self.memory_limit_mb:
-                raise MemoryError(
+                raise OverLimit(
                     f"worker process used {rss_mb:.0f} MiB, over the limit of "
-                    f"{self.memory_limit_mb} MiB; killed"
+                    f"{self.memory_limit_mb} MiB"
                 )
 
     def over_memory(self) -> bool:
         """True when an idle worker has grown past the limit (it should not be kept)."""
         try:
             self._check_memory()
-        except MemoryError:
+        except OverLimit:
             return True
         return False
+
+    async def over_disk(self) -> str | None:
+        """Why the worker's files are over its disk limit, or None (walked now if due: what
+        the steps it ran and any thread it left running wrote since the last walk)."""
+        return await self.disk.over() if self.disk.due() else None
 
     def retire(self, timeout: float = 5.0) -> None:
         """Ask the task to clean up and exit; kill it if it does not."""

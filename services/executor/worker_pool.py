@@ -7,7 +7,8 @@ workers exist; when a new one is needed and the pool is full, the least recently
 worker is retired (``cleanup()`` runs in it). So a model is loaded once per version and
 kept while there is room, whichever slot runs the next step. A worker that has grown past
 the memory limit is not kept (the next step gets a fresh process), as Celery's
-``worker_max_memory_per_child`` does.
+``worker_max_memory_per_child`` does; nor is one whose files are over its disk limit
+(``worker_disk``): checked when it is taken for a step and, idle, by ``sweep``.
 
 A worker serves one namespace: a task shared with other namespaces gets a worker in each,
 so nothing a step of one namespace left in the process (module state, files in its work
@@ -19,12 +20,15 @@ served every namespace that used it.)
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 from services.executor.sandbox import Sandbox
 from services.executor.worker import Worker
+
+log = logging.getLogger(__name__)
 
 Key = tuple[str, str, tuple[str, ...], str]  # package dir, entry point, sys.path, namespace
 
@@ -38,6 +42,7 @@ class WorkerPool:
         self.memory_limit_mb = memory_limit_mb
         self._idle: OrderedDict[int, Worker] = OrderedDict()
         self._busy: dict[int, Worker] = {}
+        self._removals: set[asyncio.Future[None]] = set()  # killed workers' directories
         self.started = 0
 
     @property
@@ -61,7 +66,15 @@ class WorkerPool:
 
     def _kill(self, worker: Worker) -> None:
         worker.kill()
-        self.sandbox.release(worker.confinement)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # in a thread already
+            self.sandbox.release(worker.confinement)
+            return
+        # In a thread: the directory of a worker killed for its disk use can be large.
+        removal = loop.run_in_executor(None, self.sandbox.release, worker.confinement)
+        self._removals.add(removal)
+        removal.add_done_callback(self._removals.discard)
 
     async def acquire(
         self,
@@ -77,10 +90,11 @@ class WorkerPool:
         for ident, worker in list(self._idle.items()):
             if worker.key == key:
                 del self._idle[ident]
-                if worker.alive:
+                over = await worker.over_disk() if worker.alive else None
+                if worker.alive and not over:
                     self._busy[ident] = worker
                     return worker
-                self._kill(worker)
+                await self._drop(worker, over)
         while self.size >= self.capacity and self._idle:
             _, oldest = self._idle.popitem(last=False)
             await asyncio.to_thread(self._retire, oldest)
@@ -95,6 +109,7 @@ class WorkerPool:
             confinement,
             cpu_seconds=granted["cpu_seconds"],
             namespace=namespace,
+            disk_mb=granted["disk_mb"],
         )
         self._busy[id(worker)] = worker
         return worker
@@ -106,7 +121,22 @@ class WorkerPool:
         else:
             self._kill(worker)
 
+    async def sweep(self) -> None:
+        """Drop the idle workers over a limit: a thread task code left running can go on
+        writing, or growing, between steps."""
+        for ident, worker in list(self._idle.items()):
+            over = "over its memory limit" if worker.over_memory() else await worker.over_disk()
+            if over and self._idle.pop(ident, None) is worker:  # not taken meanwhile
+                await self._drop(worker, over)
+
+    async def _drop(self, worker: Worker, why: str | None) -> None:
+        if why:
+            log.warning("idle worker %s (%s) killed: %s", worker.pid, worker.key[1], why)
+        await asyncio.to_thread(self._kill, worker)
+
     async def close(self) -> None:
         while self._idle:
             _, worker = self._idle.popitem(last=False)
             await asyncio.to_thread(self._retire, worker)
+        if self._removals:
+            await asyncio.gather(*self._removals)

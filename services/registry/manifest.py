@@ -165,7 +165,7 @@ def _labels(doc: dict[str, Any], name: str) -> dict[str, str]:
 
 
 # What a task may ask of its worker process (the executor grants it within its ceilings).
-RESOURCE_KEYS = ("memory_mb", "cpu_seconds", "open_files", "file_size_mb", "processes")
+RESOURCE_KEYS = ("memory_mb", "cpu_seconds", "open_files", "file_size_mb", "disk_mb", "processes")
 
 
 def _resources(doc: dict[str, Any], name: str) -> dict[str, int]:

@@ -23,6 +23,7 @@ from services.localstack import Cluster
 from services.localstack.cluster import serving
 from services.localstack.processes import ProcessGroup, free_port, wait_until
 from tests.conftest import ROOT
+from tests.waiting import eventually
 
 FIXTURES = ROOT / "tests" / "fixtures" / "tasks"
 
@@ -421,8 +422,70 @@ def test_a_worker_over_its_memory_limit_is_killed_and_the_executor_keeps_serving
     try:
         done = run(client, task="memory_hog", input={})
         assert done.state == "FAILED"
-        assert "over the limit of 200 MiB; killed" in done.steps[0].error
+        assert "over the limit of 200 MiB; worker process killed" in done.steps[0].error
         assert run(client, task="after_hog", input={"seconds": 0}).state == "COMPLETED"
+    finally:
+        stop_executor(cluster, child)
+
+
+DISK_FILLER = """
+import os
+import threading
+import time
+
+from tasks.base.task_base import SimpleTask
+
+def fill(seconds):
+    if not seconds:
+        return
+    end = time.monotonic() + seconds
+    with open("fill.bin", "ab") as f:
+        while time.monotonic() < end:
+            f.write(b"x" * 2**20)
+            f.flush()
+            time.sleep(0.05)
+
+class Task(SimpleTask):
+    def process(self, input_data):
+        if input_data["behind"]:  # a thread that writes on after the step has ended
+            threading.Thread(target=fill, args=(input_data["seconds"],), daemon=True).start()
+        else:
+            fill(input_data["seconds"])
+        return {"pid": os.getpid(), "cwd": os.getcwd(), "found": os.path.exists("fill.bin")}
+"""
+
+
+def test_a_worker_over_its_disk_limit_is_killed_and_its_files_removed(
+    cluster: Cluster, client: Client, tmp_path: Path
+) -> None:
+    """RLIMIT_FSIZE bounds each file a worker writes, not their sum: a task could fill the
+    executor's volume (on Kubernetes its emptyDir limit then evicts the pod, every team's
+    steps with it). ``resources.disk_mb`` holds the worker's directory to a total, walked
+    once a second, during a step and while the worker sits idle."""
+    manifest = {"queue": "diskq", "max_retries": 0, "resources": {"disk_mb": 8}}
+    client.register_task(make_task(tmp_path, "disk_filler", DISK_FILLER, **manifest))
+    child = cluster.add_executor("--queues", "diskq", slots=1)
+    try:
+        # During a step: 1 MiB every 50 ms is past 8 MiB by the first walk, a second in.
+        done = run(client, task="disk_filler", input={"behind": False, "seconds": 30})
+        assert done.state == "FAILED"
+        error = done.steps[0].error
+        assert "over its limit of 8 MiB (task.json resources.disk_mb); worker process killed" in (
+            error
+        )
+        assert (done.ended_at - done.created_at).total_seconds() < 15  # not the 30 s of writing
+        # The next step has a fresh worker and an empty directory.
+        fresh = run(client, task="disk_filler", input={"behind": False, "seconds": 0})
+        assert fresh.state == "COMPLETED" and fresh.output["found"] is False
+        # Between steps: a thread the step left writing; the idle worker is killed and its
+        # directory removed with nothing else submitted.
+        left = run(client, task="disk_filler", input={"behind": True, "seconds": 30})
+        assert left.state == "COMPLETED" and left.output["pid"] == fresh.output["pid"]
+        workdir = Path(left.output["cwd"])
+        eventually(lambda: not workdir.exists(), timeout=20, what="the idle worker's removal")
+        assert "killed: the worker's files took" in child.log_tail(200)
+        again = run(client, task="disk_filler", input={"behind": False, "seconds": 0})
+        assert again.state == "COMPLETED" and again.output["pid"] != left.output["pid"]
     finally:
         stop_executor(cluster, child)
 
