@@ -300,8 +300,6 @@ class Worker:
             if not self._proc.is_alive():
                 raise EOFError
             self._check_memory()
-            if self.disk.due() and (why := await self.disk.over()):
-                raise OverLimit(why)
             readable = loop.create_future()
             fd = self._sock.fileno()
             loop.add_reader(fd, _resolve, readable)
@@ -309,7 +307,11 @@ class Worker:
                 await asyncio.wait_for(readable, min(remaining, _TICK))
             except TimeoutError:
                 self._read_output()  # a long call's prints, each tick (a step's end reads
-            finally:  # the rest): a task that fills the pipe waits at most a tick
+                # the rest): a task that fills the pipe waits at most a tick; and its files
+                # (a step shorter than a tick is measured when its worker is taken again)
+                if self.disk.due() and (why := await self.disk.over()):
+                    raise OverLimit(why) from None
+            finally:
                 loop.remove_reader(fd)
 
     def _read_available(self) -> bool:
