@@ -22,7 +22,8 @@ When the executor runs as root (a container, a plain install), also:
   ``/dev/shm`` and ``/run/lock`` are directories of its own (``_private_temps``), not the
   host's shared ones, and System V IPC is its own (an IPC namespace);
   its ``/proc`` shows only its own uid's processes (``hidepid``), not the executor's or other
-  workers' (their command lines, their state);
+  workers' (their command lines, their state), and hides what a container runtime hides
+  there and in ``/sys`` (``MASKED``);
 - a uid of its own on the host (from ``WTM_WORKER_UID_BASE`` up, claimed host-wide by
   ``worker_uids``; no supplementary groups), so it cannot signal the executor or other
   workers, this executor's or another's, read what they write, or fork past its process
@@ -403,6 +404,45 @@ def _isolate(c: Confinement) -> None:
         # kernel refuses a new proc mount, and the worker keeps the /proc it has.
         with contextlib.suppress(OSError):
             _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=invisible")
+    _mask_kernel_paths()
+
+
+# What a container runtime hides from a container (moby's and containerd's defaults, which
+# Kubernetes keeps): kernel-wide counters and lists — interrupt counts per CPU (a timing side
+# channel), timers and the scheduler's state naming every process of the host on kernels
+# where they are world-readable, kernel memory, firmware tables. A file is covered with
+# /dev/null, a directory with an empty read-only tmpfs; the kernel's knobs are read-only.
+MASKED = (
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+)
+READ_ONLY_KERNEL = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+
+
+def _mask_kernel_paths() -> None:
+    """Hide ``MASKED`` and make ``READ_ONLY_KERNEL`` read-only in the worker's mounts, as a
+    container's are (each best effort: a path this kernel lacks is skipped)."""
+    for path in MASKED:
+        with contextlib.suppress(OSError):
+            if os.path.isdir(path):
+                _mount("tmpfs", path, "tmpfs", MS_RDONLY, "size=0")
+            elif os.path.exists(path):
+                _mount("/dev/null", path, None, MS_BIND)
+    for path in READ_ONLY_KERNEL:
+        with contextlib.suppress(OSError):
+            if os.path.exists(path):
+                _mount(path, path, None, MS_BIND | MS_REC)
+                _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_REC)
 
 
 def _proc_options_per_mount() -> bool:

@@ -107,6 +107,8 @@ def test_a_spy_task_reaches_nothing_it_should_not(
         assert report["fork_bomb"].startswith("refused: BlockingIOError"), report["fork_bomb"]
         assert report["own_workdir"] == "worked: 4" and report["home_is_cwd"] is True
         assert report["uid"] != 0
+        assert report["interrupts"] == "worked: 0"  # masked, as in a container
+        assert report["kernel_knob"].startswith("refused: OSError"), report["kernel_knob"]
         assert report["shared_writable"] == []  # nothing shared with the executor to write
         assert report["resource_tracker_fd"] is None  # not the executor's tracker's pipe
         # Nothing else was hurt: the executor serves on, other runs complete.
