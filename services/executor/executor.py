@@ -69,7 +69,7 @@ def installed_packages() -> list[str]:
 
 
 RECONNECT_MAX_SECONDS = 10.0
-SWEEP_SECONDS = 2.0  # how often idle workers are checked against their limits
+SWEEP_SECONDS = 1.0  # how often workers' files are measured (``WorkerPool.sweep``)
 
 
 def reconnect_cap(lease_seconds: float) -> float:
@@ -391,13 +391,13 @@ class Executor:
             self._outbox.put_nowait(self._heartbeat())
 
     async def _sweeps(self) -> None:
-        """Now and then, drop idle workers over a limit (``WorkerPool.sweep``)."""
+        """Once a second, kill the workers over a limit (``WorkerPool.sweep``)."""
         while True:
             await asyncio.sleep(SWEEP_SECONDS)
             try:
                 await self.workers.sweep()
             except Exception:  # noqa: BLE001 - the next sweep tries again
-                log.exception("sweeping idle workers failed")
+                log.exception("sweeping the workers failed")
 
     def _touch_health_file(self) -> None:
         if self.settings.health_file:

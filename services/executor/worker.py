@@ -2,8 +2,9 @@
 
 The process imports the task and calls ``setup()`` once; each input is one ``process()``
 call. A timeout kills the process (a hard stop: no cooperation from the task needed), as
-does a cancel, and so does going over a limit the executor watches (memory, CPU seconds,
-disk: ``OverLimit``); the pool starts a fresh process for the next step. The pipe is read
+does a cancel, and so does going over a limit the executor watches (memory and CPU seconds:
+``OverLimit``; disk: the pool's sweep, ``stop_for``); the pool starts a fresh process for the
+next step. The pipe is read
 from the event loop (``add_reader``), so a step costs no thread hop.
 """
 
@@ -33,7 +34,7 @@ _TICK = 0.25  # how often a waiting step checks for cancel, death and its limits
 
 
 class OverLimit(Exception):
-    """A worker went over a limit the executor watches (memory, CPU seconds, disk)."""
+    """A worker went over a limit the executor watches as it waits (memory, CPU seconds)."""
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,8 @@ class Worker:
         self.memory_limit_mb = memory_limit_mb
         self.cpu_seconds = cpu_seconds  # per step, watched here (a warm worker lives on)
         self.confinement = confinement or Confinement(str(package_dir), os.getpid())
-        self.disk = DiskWatch(self.confinement.workdir, disk_mb)
+        self.disk = DiskWatch(self.confinement.workdir, disk_mb)  # walked by the pool's sweep
+        self.stopped_for = ""  # why the executor killed it mid-call (``stop_for``)
         conn, child = _CTX.Pipe()
         # Until when (monotonic) the running step's lease is known to hold; 0 while idle.
         # The process kills itself past it, so it cannot outlive its lease (see die_with);
@@ -277,7 +279,8 @@ class Worker:
             self._proc.join(1.0)  # its pipe closes a moment before it can be reaped
             code = self._proc.exitcode
             self.kill()
-            return [Outcome("FAILED", error=f"worker process died (exit code {code})")] * n
+            why = f"{self.stopped_for}; worker process killed" if self.stopped_for else ""
+            return [Outcome("FAILED", error=why or f"worker process died (exit code {code})")] * n
 
     async def _next(self, deadline: float, cancelled: asyncio.Event) -> Any:
         """The next message from the process; raises TimeoutError at ``deadline``,
@@ -307,11 +310,7 @@ class Worker:
                 await asyncio.wait_for(readable, min(remaining, _TICK))
             except TimeoutError:
                 self._read_output()  # a long call's prints, each tick (a step's end reads
-                # the rest): a task that fills the pipe waits at most a tick; and its files
-                # (a step shorter than a tick is measured when its worker is taken again)
-                if self.disk.due() and (why := await self.disk.over()):
-                    raise OverLimit(why) from None
-            finally:
+            finally:  # the rest): a task that fills the pipe waits at most a tick
                 loop.remove_reader(fd)
 
     def _read_available(self) -> bool:
@@ -388,10 +387,11 @@ class Worker:
             return True
         return False
 
-    async def over_disk(self) -> str | None:
-        """Why the worker's files are over its disk limit, or None (walked now if due: what
-        the steps it ran and any thread it left running wrote since the last walk)."""
-        return await self.disk.over() if self.disk.due() else None
+    def stop_for(self, why: str) -> None:
+        """Kill the process, busy or not, for ``why`` (what the running call reports)."""
+        self.stopped_for = why
+        if self._proc.is_alive():
+            self._proc.kill()
 
     def retire(self, timeout: float = 5.0) -> None:
         """Ask the task to clean up and exit; kill it if it does not."""

@@ -5,9 +5,10 @@ A worker writes only in its work directory (its ``HOME``, ``TMPDIR`` and, as roo
 each file it writes, not their sum: without this, one task could fill the executor's cache
 volume, and on Kubernetes the pod's ``emptyDir`` ``sizeLimit`` then evicts the executor with
 every other team's steps on it. The directory is measured as the kubelet measures a pod's
-ephemeral storage: by walking it, now and then (at most once a second per worker, in a
-thread), counting the blocks each file holds; a worker over its limit is killed and its
-directory removed. Between two walks it can write past the limit for at most a second.
+ephemeral storage: by walking it, now and then (once a second, by ``WorkerPool.sweep``, in a
+thread, off the steps' path), counting the blocks each file holds; a worker over its limit is
+killed and its directory removed. Between two walks it can write past the limit for about a
+second.
 
 A walk stops past ``MAX_FILES`` entries, so that its cost is bounded whatever a task
 creates; a directory holding more counts as over the limit.
@@ -18,11 +19,9 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
-import time
 from dataclasses import dataclass
 
 MAX_FILES = 20_000  # entries a worker's directory may hold (each walk visits all of them)
-CHECK_EVERY_S = 1.0  # a worker's directory is walked at most this often
 
 
 @dataclass(frozen=True)
@@ -68,20 +67,15 @@ class DiskWatch:
         self.root = root
         self.limit_mb = limit_mb
         self.max_files = max_files
-        self._checked_at = time.monotonic()  # a new worker's directory is empty
-
-    def due(self) -> bool:
-        return bool(self.limit_mb) and time.monotonic() - self._checked_at >= CHECK_EVERY_S
 
     async def over(self) -> str | None:
         """Why the directory is over its limit, or None (measured now, in a thread)."""
-        self._checked_at = time.monotonic()
         try:
             used = await asyncio.to_thread(usage, self.root, self.max_files)
+        except FileNotFoundError:  # the worker is gone, and its directory with it
+            return None
         except OSError as exc:  # a walk that fails is not a pass
             return f"the worker's directory could not be measured ({exc.strerror})"
-        finally:
-            self._checked_at = time.monotonic()
         if used.files > self.max_files:
             return (
                 f"the worker's directory holds over {self.max_files:,} files, the most a "

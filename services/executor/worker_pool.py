@@ -7,8 +7,9 @@ workers exist; when a new one is needed and the pool is full, the least recently
 worker is retired (``cleanup()`` runs in it). So a model is loaded once per version and
 kept while there is room, whichever slot runs the next step. A worker that has grown past
 the memory limit is not kept (the next step gets a fresh process), as Celery's
-``worker_max_memory_per_child`` does; nor is one whose files are over its disk limit
-(``worker_disk``): checked when it is taken for a step and, idle, by ``sweep``.
+``worker_max_memory_per_child`` does. Once a second ``sweep`` measures every worker's files
+against its disk limit (``worker_disk``), off the steps' path: a worker over it is killed,
+busy (its step fails, saying why) or idle.
 
 A worker serves one namespace: a task shared with other namespaces gets a worker in each,
 so nothing a step of one namespace left in the process (module state, files in its work
@@ -90,11 +91,10 @@ class WorkerPool:
         for ident, worker in list(self._idle.items()):
             if worker.key == key:
                 del self._idle[ident]
-                over = await worker.over_disk() if worker.alive else None
-                if worker.alive and not over:
+                if worker.alive:
                     self._busy[ident] = worker
                     return worker
-                await self._drop(worker, over)
+                self._kill(worker)
         while self.size >= self.capacity and self._idle:
             _, oldest = self._idle.popitem(last=False)
             await asyncio.to_thread(self._retire, oldest)
@@ -122,17 +122,21 @@ class WorkerPool:
             self._kill(worker)
 
     async def sweep(self) -> None:
-        """Drop the idle workers over a limit: a thread task code left running can go on
-        writing, or growing, between steps."""
-        for ident, worker in list(self._idle.items()):
-            over = "over its memory limit" if worker.over_memory() else await worker.over_disk()
-            if over and self._idle.pop(ident, None) is worker:  # not taken meanwhile
-                await self._drop(worker, over)
-
-    async def _drop(self, worker: Worker, why: str | None) -> None:
-        if why:
-            log.warning("idle worker %s (%s) killed: %s", worker.pid, worker.key[1], why)
-        await asyncio.to_thread(self._kill, worker)
+        """Kill the workers whose files are over their disk limit, and the idle ones grown
+        past the memory limit (a thread task code left running goes on between steps)."""
+        for ident, worker in [*self._busy.items(), *self._idle.items()]:
+            why = None
+            if ident in self._idle and worker.over_memory():
+                why = "over its memory or CPU limit"
+            elif worker.disk.limit_mb:
+                why = await worker.disk.over()
+            if not why:
+                continue
+            log.warning("worker %s (%s) killed: %s", worker.pid, worker.key[1], why)
+            if self._idle.pop(ident, None) is worker:
+                await asyncio.to_thread(self._kill, worker)
+            elif self._busy.get(ident) is worker:  # its step fails, saying why; released dead
+                worker.stop_for(why)
 
     async def close(self) -> None:
         while self._idle:

@@ -6,9 +6,6 @@ import asyncio
 import os
 from pathlib import Path
 
-import pytest
-
-from services.executor import worker_disk
 from services.executor.worker_disk import DiskWatch, usage
 
 MiB = 2**20
@@ -61,19 +58,14 @@ def test_the_walk_stops_past_the_most_files(tmp_path: Path) -> None:
     assert usage(str(tmp_path), max_files=10).files == 11
 
 
-def test_a_watch_says_why_a_directory_is_over_and_only_when_due(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_watch_says_why_a_directory_is_over_its_limit(tmp_path: Path) -> None:
     watch = DiskWatch(str(tmp_path), limit_mb=1)
-    assert not watch.due()  # a new worker's directory is empty
-    monkeypatch.setattr(worker_disk, "CHECK_EVERY_S", 0.0)
-    assert watch.due()
     assert asyncio.run(watch.over()) is None
     write(tmp_path / "big.bin", 2 * MiB)
     why = asyncio.run(watch.over())
     assert why is not None
     assert "over its limit of 1 MiB (task.json resources.disk_mb)" in why
-    assert not DiskWatch(str(tmp_path), limit_mb=0).due()  # 0: no limit, never walked
+    assert asyncio.run(DiskWatch(str(tmp_path / "gone"), limit_mb=1).over()) is None
 
 
 def test_a_watch_counts_too_many_files_as_over(tmp_path: Path) -> None:
