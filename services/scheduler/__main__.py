@@ -62,6 +62,7 @@ async def serve(settings: SchedulerSettings) -> None:
         prefetch=settings.prefetch,
         silent_after=3 * settings.heartbeat_seconds,
         require_isolation=settings.require_isolation,
+        isolation_optional=frozenset(settings.isolation_optional_namespaces),
         cache=ResultCache(
             queue.redis, settings.result_cache_seconds, settings.result_cache_max_bytes
         ),

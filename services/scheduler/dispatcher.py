@@ -47,10 +47,13 @@ class Dispatcher:
         clock: Clock = SYSTEM,
         cache: ResultCache | None = None,
         require_isolation: bool = False,
+        isolation_optional: frozenset[str] = frozenset(),
     ) -> None:
         self.queue = queue
         self.listeners = listeners
-        self.fleet = Fleet(queue, scheduler_id, silent_after, clock, require_isolation)
+        self.fleet = Fleet(
+            queue, scheduler_id, silent_after, clock, require_isolation, isolation_optional
+        )
         self.metrics = SchedulerMetrics(self.fleet, cache)
         self.leaser = Leaser(
             queue, self.fleet, listeners, lease_seconds, retry, documents, prefetch, clock, cache

@@ -202,10 +202,12 @@ class Fleet:
         silent_after: float = 15.0,
         clock: Clock = SYSTEM,
         require_isolation: bool = False,
+        isolation_optional: frozenset[str] = frozenset(),
     ) -> None:
         self.queue = queue
         self.record = FleetRecord(queue.redis)
         self.require_isolation = require_isolation  # only executors that say "isolated"
+        self.isolation_optional = isolation_optional  # ... or that serve only these namespaces
         self.scheduler_id = scheduler_id
         # A stream whose executor has said nothing for this long may be taken over by a new
         # stream with its id (a reconnect whose old stream was never seen to close).
@@ -214,20 +216,34 @@ class Fleet:
         self.sessions: dict[str, ExecutorSession] = {}
         self._gone: dict[str, float] = {}  # executors that left: id -> when
 
+    def _exempt(self, profile: ExecutorProfile) -> bool:
+        """Whether every namespace the executor serves may run unisolated (never "*")."""
+        served = set(profile.namespaces)
+        return bool(served) and served <= self.isolation_optional
+
     def open(self, profile: ExecutorProfile) -> ExecutorSession:
         """A new executor stream (refused with ALREADY_EXISTS while the id is live, and with
         FAILED_PRECONDITION when isolation is required and it does not isolate)."""
-        if self.require_isolation and profile.sandbox != "isolated":
+        if self.require_isolation and profile.sandbox != "isolated" and not self._exempt(profile):
             log.warning(
-                "refused executor %s: it does not isolate task code (sandbox=%r)",
+                "refused executor %s: it does not isolate task code (sandbox=%r) and serves "
+                "namespaces %s",
                 profile.executor_id,
                 profile.sandbox,
+                ",".join(profile.namespaces),
             )
             raise FailedPrecondition(
                 f"{profile.executor_id!r} says its task code runs with "
                 f"{'limits only' if profile.sandbox else 'no word on its sandbox (too old)'}; "
                 "this scheduler takes only executors that isolate it (WTM_REQUIRE_ISOLATION): "
-                "run the executor as root with the sandbox's capabilities",
+                "run the executor as root with the sandbox's capabilities"
+                + (
+                    ", or serve only namespaces of WTM_ISOLATION_OPTIONAL_NAMESPACES "
+                    f"({', '.join(sorted(self.isolation_optional))}; it serves "
+                    f"{', '.join(profile.namespaces)})"
+                    if self.isolation_optional
+                    else ""
+                ),
                 field="hello.sandbox",
             )
         old = self.sessions.get(profile.executor_id)

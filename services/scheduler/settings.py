@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from common.refs import DEFAULT_INLINE_MAX_BYTES
 from services.common.backends import redis_url_problem
@@ -92,6 +92,19 @@ class SchedulerSettings(ServerAuthSettings, ClientKeySettings):
         "root, a uid and namespaces per worker); refuse the others at connect with "
         "FAILED_PRECONDITION, so that no step runs where its code would share the executor's "
         "user and network",
+    )
+    isolation_optional_namespaces: list[str] = field(
+        default_factory=list,
+        metadata={
+            "env": "WTM_ISOLATION_OPTIONAL_NAMESPACES",
+            "help": "comma-separated namespaces whose steps may run where task code is not "
+            "isolated (a team's own trusted code): with WTM_REQUIRE_ISOLATION, an executor "
+            "that does not isolate is taken when every namespace it serves is listed here "
+            "(WTM_EXECUTOR_NAMESPACES, or a key bound to one)",
+            "check": lambda v: next(
+                (f"{n!r} is not a namespace name" for n in v if n == "*" or not n), None
+            ),
+        },
     )
     inline_max_bytes: int = setting(
         DEFAULT_INLINE_MAX_BYTES,

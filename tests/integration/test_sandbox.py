@@ -146,7 +146,9 @@ def test_a_scheduler_that_requires_isolation_turns_away_an_executor_that_lacks_i
 ) -> None:
     """With WTM_REQUIRE_ISOLATION (as deploy/k8s and compose set it) an executor that would
     run task code as its own user, on its network, is refused at its hello and exits (a
-    crash loop an operator sees); an isolating one is taken and runs the steps."""
+    crash loop an operator sees); an isolating one is taken and runs the steps. A
+    namespace listed in WTM_ISOLATION_OPTIONAL_NAMESPACES (a team's own trusted code) may
+    have executors of its own that do not isolate; one serving any other is refused."""
     address = f"127.0.0.1:{free_port()}"
     group = ProcessGroup(tmp_path / "logs")
     env = {**cluster.executor_env(), "WTM_SCHEDULER_ADDR": address}
@@ -158,6 +160,7 @@ def test_a_scheduler_that_requires_isolation_turns_away_an_executor_that_lacks_i
 
     try:
         argv = ["--listen", address, "--require-isolation", "true"]
+        argv += ["--isolation-optional-namespaces", "trusted-team"]
         scheduler = group.start(
             "scheduler-isolating",
             [sys.executable, "-m", "services.scheduler", *argv],
@@ -167,15 +170,21 @@ def test_a_scheduler_that_requires_isolation_turns_away_an_executor_that_lacks_i
         wait_until("scheduler", lambda: serving(address), scheduler, timeout=30)
         refused = executor("limits-only", "--sandbox", "false")
         taken = executor("isolating")
-        assert refused.proc.wait(30) == 2
+        trusted = executor("limits-trusted", "--sandbox", "false", "--namespaces", "trusted-team")
+        mixed = executor("limits-mixed", "--sandbox", "false", "--namespaces", "trusted-team,x")
+        assert refused.proc.wait(30) == 2 and mixed.proc.wait(30) == 2
         log = refused.log_path.read_text()
         assert "scheduler refused this executor" in log and "WTM_REQUIRE_ISOLATION" in log
+        assert "WTM_ISOLATION_OPTIONAL_NAMESPACES (trusted-team; it serves *)" in log
+        assert "it serves trusted-team, x)" in mixed.log_path.read_text()
         with Client(cluster.registry_address, address, api_key=cluster.admin_key) as client:
             client.register_task(make_task(tmp_path, "isolation_probe", queue="isoq"))
             done = client.run(task="isolation_probe", input={}, timeout=60)
             assert done.state == "COMPLETED", done.steps[0].error
             assert done.steps[0].executor_id == "isolating"
-        assert scheduler.alive() and taken.alive() and serving(address)
+        welcomed = f"connected to {address} as limits-trusted"
+        eventually(lambda: welcomed in trusted.log_path.read_text(), what="the trusted one in")
+        assert scheduler.alive() and taken.alive() and trusted.alive() and serving(address)
     finally:
         group.stop_all()
 
