@@ -440,6 +440,7 @@ class Executor:
                 for r in runnings:
                     self._running.pop(names(r.ref), None)
                     self.fence.forget(names(r.ref))
+                    self.steps.done(r)
             for a, outcome in zip(group, outcomes, strict=True):
                 self._send_result(a.ref, outcome)
 

@@ -76,6 +76,13 @@ class ExecutorSettings(ClientKeySettings):
         "cap on the package cache; least recently used packages go first (0: no cap)",
         non_negative,
     )
+    artifact_cache_max_mb: int = setting(
+        2048,
+        "WTM_ARTIFACT_CACHE_MAX_MB",
+        "cap on the cache of input artifacts (and inputs passed by reference); least recently "
+        "used go first, never one a running step reads (0: no cap)",
+        non_negative,
+    )
     install_requirements: bool = setting(
         False,
         "WTM_INSTALL_REQUIREMENTS",

@@ -60,6 +60,7 @@ class Running:
     # not against the step's retries; the executor's shutdown is not the task's failure.
     released: bool = False
     worker: Worker | None = None  # once it has one: its fence follows the lease
+    held: list[Path] = field(default_factory=list)  # its input artifacts (``StepRunner.done``)
 
 
 # Registry answers that may well change when asked again (not a NOT_FOUND or a refusal).
@@ -118,7 +119,11 @@ class StepRunner:
             in_use=self._package_dirs_in_use,
             on_evict=workers.retire_idle,
         )
-        self.artifacts = ArtifactCache(cache_dir / "artifacts", self._download_artifact)
+        self.artifacts = ArtifactCache(
+            cache_dir / "artifacts",
+            self._download_artifact,
+            max_bytes=settings.artifact_cache_max_mb * 2**20,
+        )
         self.requirements = RequirementInstaller(
             cache_dir / "requirements", settings.install_requirements
         )
@@ -173,15 +178,31 @@ class StepRunner:
                 return await call()
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
-    async def _inputs(self, input_json: str, namespace: str) -> tuple[str, dict[str, str]]:
+    async def _inputs(
+        self, input_json: str, namespace: str, held: list[Path]
+    ) -> tuple[str, dict[str, str]]:
         """The step's input (fetched when it came by reference) and the local paths of the
-        artifacts it names (downloaded into the cache if needed), in the run's namespace."""
+        artifacts it names (downloaded into the cache if needed, and added to ``held``: the
+        cache keeps them until the step is ``done``), in the run's namespace."""
         if big_input := refs.text_ref_uri(input_json):
-            input_json = (await self.artifacts.path(big_input, namespace)).read_text()
+            document = await self.artifacts.path(big_input, namespace)
+            try:
+                input_json = document.read_text()
+            finally:
+                self.artifacts.release(document)
         if SCHEME not in input_json:
             return input_json, {}
-        uris = set(find_uris(json.loads(input_json)))
-        return input_json, {uri: str(await self.artifacts.path(uri, namespace)) for uri in uris}
+        paths = {}
+        for uri in set(find_uris(json.loads(input_json))):
+            held.append(await self.artifacts.path(uri, namespace))
+            paths[uri] = str(held[-1])
+        return input_json, paths
+
+    def done(self, running: Running) -> None:
+        """A step has ended: the artifacts it read may leave the cache."""
+        for path in running.held:
+            self.artifacts.release(path)
+        running.held.clear()
 
     async def _by_reference(self, a: epb.StepAssignment, outcome: Outcome) -> Outcome:
         """A succeeded step's output, stored in the object store when over the inline limit
@@ -263,12 +284,12 @@ class StepRunner:
             ) from exc
         return package_dir, manifest, extra_paths
 
-    async def _meta(self, a: epb.StepAssignment) -> tuple[str, dict[str, Any]]:
+    async def _meta(self, a: epb.StepAssignment, running: Running) -> tuple[str, dict[str, Any]]:
         """The step's input and what the task's context gets with it; raises ``_Refused``
         when an input artifact cannot be had."""
         try:
             input_json, artifacts = await self._from_store(
-                lambda: self._inputs(a.input_json, namespace_of(a))
+                lambda: self._inputs(a.input_json, namespace_of(a), running.held)
             )
         except WtmError as exc:
             if _transient(exc):
@@ -325,7 +346,7 @@ class StepRunner:
     async def _execute(self, a: epb.StepAssignment, running: Running) -> Outcome:
         try:
             package_dir, manifest, extra_paths = await self._task_of(a)
-            input_json, meta = await self._meta(a)
+            input_json, meta = await self._meta(a, running)
         except _Refused as refused:
             return refused.outcome
         resources = manifest.get("resources") or {}
@@ -442,7 +463,7 @@ class StepRunner:
                 outcomes[i] = Outcome("FAILED", error="a dynamic batch mixed namespaces")
                 continue
             try:
-                input_json, meta = await self._meta(a)
+                input_json, meta = await self._meta(a, runnings[i])
             except _Refused as refused:
                 outcomes[i] = refused.outcome
                 continue

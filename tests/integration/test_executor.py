@@ -3,6 +3,7 @@ reconnect."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -18,6 +19,7 @@ import pymongo
 import pytest
 
 from clients.sdk import ApiError, Client
+from common.artifacts import parse_uri
 from services.common.backends import s3_client
 from services.localstack import Cluster
 from services.localstack.cluster import serving
@@ -394,6 +396,39 @@ def test_the_package_cache_keeps_to_its_cap_evicting_the_least_recently_used(
         assert f"evicted package {digests[0]}" in log and f"evicted package {digests[1]}" in log
         # An evicted package comes back on demand.
         assert run(client, task="bulky_0", input={}).state == "COMPLETED"
+    finally:
+        stop_executor(cluster, child)
+
+
+ARTIFACT_READER = """
+import hashlib
+
+from tasks.base.task_base import SimpleTask
+
+class Task(SimpleTask):
+    def process(self, input_data):
+        path = self.context.local_path(input_data["blob"], "blob")
+        return {"sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+"""
+
+
+def test_the_artifact_cache_keeps_to_its_cap_least_recently_used_first(
+    cluster: Cluster, client: Client, tmp_path: Path
+) -> None:
+    """Every step's input artifacts were kept for good: a long-lived executor filled its
+    volume. Over ``--artifact-cache-max-mb`` the least recently used go."""
+    client.register_task(make_task(tmp_path, "artifact_reader", ARTIFACT_READER, queue="artq"))
+    blobs = [os.urandom(600 * 1024) for _ in range(3)]  # random bytes do not compress
+    uris = [client.upload_artifact_data(f"blob{i}.bin", b) for i, b in enumerate(blobs)]
+    child = cluster.add_executor("--queues", "artq", "--artifact-cache-max-mb", "1", slots=1)
+    try:
+        for uri, blob in [*zip(uris, blobs, strict=True), (uris[0], blobs[0])]:
+            done = run(client, task="artifact_reader", input={"blob": uri})
+            assert done.state == "COMPLETED", done.steps[0].error
+            assert done.output["sha256"] == hashlib.sha256(blob).hexdigest()
+        cached = cluster.root / f"{child.name}-cache" / "artifacts" / "default"
+        # 1 MiB holds one: each new one evicted the one before; the first came back on demand.
+        assert {p.name for p in cached.iterdir()} == {parse_uri(uris[0])[0]}
     finally:
         stop_executor(cluster, child)
 

@@ -4,6 +4,7 @@ that see it (a worker reaches only the files whose digest it was given)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -32,3 +33,76 @@ def test_each_namespace_has_its_own_unlistable_directory(tmp_path: Path) -> None
     for namespace in ("team-a", "team-b"):
         mode = stat.S_IMODE((tmp_path / namespace).stat().st_mode)
         assert mode & 0o044 == 0 and mode & 0o011 == 0o011, oct(mode)  # pass, not list
+
+
+def _store(blobs: dict[str, bytes]) -> tuple[dict[str, str], object]:
+    uris = {name: make_uri(sha256_hex(data), f"{name}.bin") for name, data in blobs.items()}
+    by_uri = {uris[name]: data for name, data in blobs.items()}
+    fetched: list[str] = []
+
+    async def fetch(u: str, namespace: str) -> AsyncIterator[bytes]:
+        fetched.append(u)
+        yield by_uri[u]
+
+    fetch.fetched = fetched  # type: ignore[attr-defined]
+    return uris, fetch
+
+
+def test_over_its_cap_the_least_recently_used_artifacts_go_first(tmp_path: Path) -> None:
+    uris, fetch = _store({n: n.encode() * 400 for n in "abcd"})  # 400 bytes each
+
+    async def main() -> ArtifactCache:
+        cache = ArtifactCache(tmp_path, fetch, max_bytes=1300)  # type: ignore[arg-type]
+        for name in "abca":  # a is used again: b is now the least recently used
+            cache.release(await cache.path(uris[name], "ns"))
+        cache.release(await cache.path(uris["d"], "ns"))  # 1,600 bytes: one must go
+        return cache
+
+    cache = asyncio.run(main())
+    kept = sorted(p.name for p in (tmp_path / "ns").iterdir())
+    assert kept == sorted(uris[n].split("/")[-2] for n in "acd")
+    assert cache.total_bytes == 1200 and cache.evictions == 1
+    assert fetch.fetched == [uris[n] for n in "abcd"]  # type: ignore[attr-defined]
+
+
+def test_an_artifact_a_running_step_holds_is_never_removed(tmp_path: Path) -> None:
+    uris, fetch = _store({n: n.encode() * 600 for n in "abc"})
+
+    async def main() -> tuple[ArtifactCache, Path]:
+        cache = ArtifactCache(tmp_path, fetch, max_bytes=1000)  # type: ignore[arg-type]
+        held = await cache.path(uris["a"], "ns")  # a step is reading it
+        cache.release(await cache.path(uris["b"], "ns"))  # over the cap; a is held: b goes
+        cache.release(await cache.path(uris["c"], "ns"))
+        assert held.read_bytes() == b"a" * 600
+        cache.release(held)
+        return cache, held
+
+    cache, held = asyncio.run(main())
+    # b went; a and c stay while held, over the cap until the next artifact comes
+    assert held.is_file() and cache.total_bytes == 1200 and cache.evictions == 1
+
+
+def test_what_an_earlier_executor_left_is_counted_and_evicted_oldest_first(
+    tmp_path: Path,
+) -> None:
+    uris, fetch = _store({n: n.encode() * 400 for n in "abc"})
+
+    async def fill() -> None:
+        cache = ArtifactCache(tmp_path, fetch)  # type: ignore[arg-type]
+        for name in "ab":
+            cache.release(await cache.path(uris[name], "ns"))
+
+    asyncio.run(fill())
+    old = tmp_path / "ns" / uris["a"].split("/")[-2]
+    for f in old.iterdir():
+        os.utime(f, (1, 1))  # a was used long ago
+
+    async def again() -> ArtifactCache:
+        cache = ArtifactCache(tmp_path, fetch, max_bytes=1000)  # type: ignore[arg-type]
+        assert cache.total_bytes == 800
+        cache.release(await cache.path(uris["c"], "ns"))
+        return cache
+
+    asyncio.run(again())
+    assert not old.exists()
+    assert len(list((tmp_path / "ns").iterdir())) == 2
