@@ -95,3 +95,28 @@ def test_a_batch_with_one_taken_id_withdraws_only_its_own_runs() -> None:
             )
         )
     assert queue.cancelled == ["a", "b"]
+
+
+def test_a_batch_leased_first_withdraws_only_its_own_runs_too() -> None:
+    runs, queue = service({"taken"})
+    batch = [submission(i) for i in ("a", "taken", "b")]
+    insert = runs.store.insert_runs([(Run(s.run_id), {}) for s in batch])
+    with pytest.raises(InvalidArgument):
+        asyncio.run(runs._record_and_queue(insert, batch, lease_first=True))
+    assert queue.cancelled == ["a", "b"]
+
+
+def test_a_batch_leased_first_whose_queueing_fails_is_still_recorded() -> None:
+    """As when both go at once: its first runs may be in Redis and running; MongoDB holds
+    them all, and the error is Redis's."""
+    runs, queue = service(set())
+
+    async def unreachable(_: list[Submission]) -> list[tuple[bool, str]]:
+        raise ConnectionError("redis is down")
+
+    queue.submit = unreachable  # type: ignore[method-assign]
+    batch = [submission(i) for i in ("a", "b")]
+    insert = runs.store.insert_runs([(Run(s.run_id), {}) for s in batch])
+    with pytest.raises(ConnectionError):
+        asyncio.run(runs._record_and_queue(insert, batch, lease_first=True))
+    assert runs.store.held == {"a", "b"}
