@@ -314,29 +314,19 @@ class RunService(RunListener):
         already in Redis is another run's). After an insert failed they go one after the
         other, so no run starts unrecorded while MongoDB is out of reach.
 
-        ``lease_first`` (a batch): the insert starts once Redis holds the runs and the first
-        leases are out. Started beside it, the insert's encoding of a batch's documents held
-        the event loop while Redis's answer waited (200 three-step runs: their first steps
-        started 15-26 ms after the runs were created, 14-21 ms this way)."""
+        ``lease_first`` (a batch): the insert starts once Redis holds the runs; beside it, its
+        encoding of the documents held the loop while Redis's answer waited (a 200-DAG burst's
+        first steps started 15-26 ms after the runs were created, 14-21 ms this way)."""
         if not self.store.inserts_ok:
             inserted = await insert
             return inserted, (await self.queueing.submit(runs) if inserted is not False else [])
-        if lease_first:
-            try:
-                queued = await self.queueing.submit(runs)
-            except BaseException:
-                # Recorded anyway, as when both go at once: a batch's first runs may be in
-                # Redis, running, and the rest not; the error is Redis's.
-                await asyncio.wait({asyncio.ensure_future(insert)})
-                raise
-            inserting = asyncio.ensure_future(insert)
-        else:
-            inserting = asyncio.ensure_future(insert)
-            try:
-                queued = await self.queueing.submit(runs)
-            except BaseException:
-                await asyncio.wait({inserting})  # recorded or not, the error is Redis's
-                raise
+        inserting = None if lease_first else asyncio.ensure_future(insert)
+        try:
+            queued = await self.queueing.submit(runs)
+        except BaseException:  # recorded or not (a batch's first runs may be in Redis), the
+            await asyncio.wait({inserting or asyncio.ensure_future(insert)})  # error is Redis's
+            raise
+        inserting = inserting or asyncio.ensure_future(insert)
         try:
             return await inserting, queued
         except BaseException:
