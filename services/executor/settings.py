@@ -71,9 +71,10 @@ class ExecutorSettings(ClientKeySettings):
         ".wtm/executor-cache", "WTM_EXECUTOR_CACHE_DIR", "package cache directory"
     )
     cache_max_mb: int = setting(
-        0,
+        4096,
         "WTM_EXECUTOR_CACHE_MAX_MB",
-        "cap on the package cache; least recently used packages go first (0: no cap)",
+        "cap on the package cache; least recently used packages go first, never one a "
+        "running step uses (0: no cap)",
         non_negative,
     )
     artifact_cache_max_mb: int = setting(
