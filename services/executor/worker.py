@@ -4,8 +4,8 @@ The process imports the task and calls ``setup()`` once; each input is one ``pro
 call. A timeout kills the process (a hard stop: no cooperation from the task needed), as
 does a cancel, and so does going over a limit the executor watches (memory and CPU seconds:
 ``OverLimit``; disk: the pool's sweep, ``stop_for``); the pool starts a fresh process for the
-next step. The pipe is read
-from the event loop (``add_reader``), so a step costs no thread hop.
+next step. The pipe is read from the event loop (``add_reader``), so a step costs no thread
+hop.
 """
 
 from __future__ import annotations

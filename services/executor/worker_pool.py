@@ -134,7 +134,7 @@ class WorkerPool:
                 continue
             log.warning("worker %s (%s) killed: %s", worker.pid, worker.key[1], why)
             if self._idle.pop(ident, None) is worker:
-                await asyncio.to_thread(self._kill, worker)
+                self._kill(worker)  # its directory goes in a thread
             elif self._busy.get(ident) is worker:  # its step fails, saying why; released dead
                 worker.stop_for(why)
 

@@ -224,8 +224,10 @@ class Leaser:
         valkey 27-40 ms, and their first steps started that long after they were created."""
         if self.in_round:
             return await self.queue.submit_many(runs)
-        head = max(HEAD_RUNS, sum(s.free_slots for s in self.fleet.sessions.values()))
-        first, rest = runs[:head], runs[head:]
+        first, rest = runs, []
+        if len(runs) > HEAD_RUNS:  # a single submit does not count the fleet's free slots
+            head = max(HEAD_RUNS, sum(s.free_slots for s in self.fleet.sessions.values()))
+            first, rest = runs[:head], runs[head:]
         hint = ready_queues(first)  # None for rebuilt runs: then every round must look
         self.queue.work_was_queued(hint, wake=hint is None)  # asked in this very round
         async with self.round() as r:
