@@ -9,6 +9,16 @@ pip fails, the step fails at once (FATAL) with an error that names the requireme
 failing later with an ImportError. pip reads its usual configuration (``PIP_INDEX_URL``,
 ``PIP_FIND_LINKS``, ``PIP_NO_INDEX``...), so a private index or a wheelhouse works unchanged.
 
+The installed sets are capped in size (``max_bytes``, ``WTM_REQUIREMENTS_CACHE_MAX_MB``), as
+the package and artifact caches are: with installing allowed, every set any task version
+named was kept for good, and a team registering versions with large requirements filled the
+executor's volume (on Kubernetes, the pod's eviction with every step on it). An install is
+measured while pip runs — its temporary files live in the set's own temporary directory —
+and one over the whole cap is stopped and refused, naming the cap; past the cap the least
+recently used sets go (their last use kept as the directory's mtime, so the order survives
+restarts), never one a running step uses; idle warm workers that have an evicted set on
+their path are retired first (``on_evict``).
+
 A task's requirements are as untrusted as its code, and pip runs here, in the executor, as
 its user: so only wheels are installed (``--only-binary :all:``; building a source
 distribution runs code the distribution brings, and before 2026-12-04 a task naming one got
@@ -21,13 +31,15 @@ from where a task says.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from functools import cache
 from importlib import metadata
 from pathlib import Path
@@ -35,9 +47,12 @@ from pathlib import Path
 from packaging.requirements import InvalidRequirement, Requirement
 
 from common.errors import FailedPrecondition
+from services.executor.worker_disk import usage
 
 log = logging.getLogger(__name__)
 _DONE = ".installed"
+WATCH_SECONDS = 1.0  # how often a running install's size is measured
+_WALK_FILES = 10**6  # a set of wheels may hold many files; its walk is not cut short
 
 
 def _installed_version(name: str, path: str | None) -> str | None:
@@ -102,13 +117,38 @@ def missing(requirements: list[str]) -> list[str]:
 class RequirementInstaller:
     """Makes a task's requirements importable, or says which cannot be."""
 
-    def __init__(self, root: str | Path, allow_install: bool, timeout: float = 600.0) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        allow_install: bool,
+        timeout: float = 600.0,
+        max_bytes: int = 0,
+        in_use: Callable[[], set[str]] = set,
+        on_evict: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
         self.root = Path(root)
         self.allow_install = allow_install
         self.timeout = timeout
+        self.max_bytes = max_bytes
+        self._in_use = in_use  # directories on the path of a running step's worker
+        self._on_evict = on_evict
         self._locks: dict[str, asyncio.Lock] = {}
         self._met: dict[tuple[str, ...], tuple[str, ...]] = {}
+        # installed set (its directory's name) -> (bytes on disk, last used); from disk, so
+        # what an earlier executor installed counts and goes oldest first.
+        self._sets: dict[str, tuple[int, float]] = {}
+        if self.root.is_dir():
+            for path in self.root.iterdir():
+                if path.name.startswith("."):  # an install or an eviction cut short
+                    shutil.rmtree(path, ignore_errors=True)
+                elif (path / _DONE).exists():
+                    self._sets[path.name] = (usage(str(path), _WALK_FILES).bytes, _mtime(path))
         self.installs = 0
+        self.evictions = 0
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(size for size, _ in self._sets.values())
 
     def known(self, requirements: list[str]) -> bool:
         """Whether ``prepare`` would answer at once (this set was found met before)."""
@@ -120,10 +160,16 @@ class RequirementInstaller:
         A set found met is remembered: looking versions up costs more than a no-op step."""
         known = self._met.get(tuple(requirements))
         if known is not None:
+            for path in known:
+                self._touch(Path(path).name)
             return known
         paths = await self._prepare(requirements)
         self._met[tuple(requirements)] = paths
         return paths
+
+    def paths_of(self, requirements: list[str]) -> tuple[str, ...]:
+        """The directories ``prepare`` gave for ``requirements`` (none if not prepared)."""
+        return self._met.get(tuple(requirements), ())
 
     async def _prepare(self, requirements: list[str]) -> tuple[str, ...]:
         wanted = [r for r in requirements if unmet(r) is not None]
@@ -143,7 +189,10 @@ class RequirementInstaller:
         target = self.root / key
         async with self._locks.setdefault(key, asyncio.Lock()):
             if not (target / _DONE).exists():
-                await self._install(wanted, target)
+                size = await self._install(wanted, target)
+                self._sets[key] = (size, time.time())
+                await self._evict(keep=key)
+            self._touch(key)
         still = [p for r in wanted if (p := unmet(r, str(target))) is not None]
         if still:
             raise FailedPrecondition(
@@ -151,9 +200,42 @@ class RequirementInstaller:
             )
         return (str(target),)
 
-    async def _install(self, wanted: list[str], target: Path) -> None:
+    def _touch(self, key: str) -> None:
+        size, last = self._sets.get(key, (0, 0.0))
+        now = time.time()
+        if now - last > 1.0:  # the order at one-second grain is enough; spare the syscall
+            self._sets[key] = (size, now)
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(self.root / key, (now, now))
+
+    async def _evict(self, keep: str) -> None:
+        """Remove least recently used sets until the cache fits its cap: never ``keep`` (just
+        installed) nor one on a running step's path."""
+        if not self.max_bytes:
+            return
+        busy = self._in_use()
+        for key, _ in sorted(self._sets.items(), key=lambda kv: kv[1][1]):
+            if self.total_bytes <= self.max_bytes:
+                break
+            path = str(self.root / key)
+            if key == keep or path in busy:
+                continue
+            del self._sets[key]
+            self._met = {reqs: ps for reqs, ps in self._met.items() if path not in ps}
+            doomed = self.root / f".evicted-{key}"
+            (self.root / key).rename(doomed)  # a prepare from here on installs it afresh
+            self.evictions += 1
+            log.info("evicted requirements %s from the cache", key)
+            if self._on_evict is not None:
+                await self._on_evict(path)
+            await asyncio.to_thread(shutil.rmtree, doomed, True)
+
+    async def _install(self, wanted: list[str], target: Path) -> int:
+        """Install ``wanted`` into ``target``; its size on disk. pip's temporary files go
+        under the set's temporary directory, so the size watched while it runs is all of it."""
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=self.root))
+        (tmp / ".pip-tmp").mkdir()
         log.info("installing %s into %s", ", ".join(wanted), target)
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -164,34 +246,75 @@ class RequirementInstaller:
             "--no-input",
             "--disable-pip-version-check",
             "--no-warn-script-location",
+            "--no-cache-dir",
             "--only-binary",
             ":all:",
             "--target",
-            str(tmp),
+            str(tmp / "site"),
             *wanted,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
-            env=pip_environment(os.environ),
+            env={**pip_environment(os.environ), "TMPDIR": str(tmp / ".pip-tmp")},
         )
         try:
-            out, _ = await asyncio.wait_for(proc.communicate(), self.timeout)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
+            out, why = await self._watch(proc, tmp)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        if why is not None or proc.returncode != 0:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise FailedPrecondition(
-                f"installing {', '.join(wanted)} took over {self.timeout:g}s",
-                field="requirements",
-            ) from None
+        if why is not None:
+            raise FailedPrecondition(f"installing {', '.join(wanted)} {why}", field="requirements")
         if proc.returncode != 0:
-            shutil.rmtree(tmp, ignore_errors=True)
             last = [ln for ln in out.decode(errors="replace").splitlines() if ln.strip()][-3:]
             raise FailedPrecondition(
                 f"could not install {', '.join(wanted)}: " + " / ".join(last),
                 field="requirements",
             )
-        (tmp / _DONE).touch()
-        tmp.chmod(0o755)  # mkdtemp made it 0700: sandboxed workers (own uid) read it too
+        site = tmp / "site"
+        size = (await asyncio.to_thread(usage, str(site), _WALK_FILES)).bytes
+        if self.max_bytes and size > self.max_bytes:  # it ended between two looks
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise FailedPrecondition(
+                f"installing {', '.join(wanted)} {self._over_cap()}", field="requirements"
+            )
+        (site / _DONE).touch()
+        site.chmod(0o755)  # sandboxed workers (their own uid) read it too
         shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)
+        site.rename(target)
+        shutil.rmtree(tmp, ignore_errors=True)
         self.installs += 1
+        return size
+
+    def _over_cap(self) -> str:
+        return (
+            f"took over {self.max_bytes / 2**20:,.0f} MiB of disk, the whole requirements "
+            "cache (WTM_REQUIREMENTS_CACHE_MAX_MB)"
+        )
+
+    async def _watch(self, proc: asyncio.subprocess.Process, tmp: Path) -> tuple[bytes, str | None]:
+        """pip's output once it ends, or why it was stopped: over the time allowed, or its
+        files (downloads, unpacked wheels, the installed set) over the whole cache's cap."""
+        output = asyncio.ensure_future(proc.communicate())
+        deadline = time.monotonic() + self.timeout
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                done, _ = await asyncio.wait({output}, timeout=min(WATCH_SECONDS, max(left, 0)))
+                if done:
+                    return output.result()[0], None
+                if left <= 0:
+                    return b"", f"took over {self.timeout:g}s"
+                if self.max_bytes:
+                    used = (await asyncio.to_thread(usage, str(tmp), _WALK_FILES)).bytes
+                    if used > self.max_bytes:
+                        return b"", self._over_cap()
+        finally:
+            if not output.done():
+                proc.kill()
+                await asyncio.wait({output})
+
+
+def _mtime(path: Path) -> float:
+    return path.stat().st_mtime

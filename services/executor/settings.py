@@ -89,6 +89,13 @@ class ExecutorSettings(ClientKeySettings):
         "WTM_INSTALL_REQUIREMENTS",
         "install a task's missing requirements with pip into the cache (else: fail the step)",
     )
+    requirements_cache_max_mb: int = setting(
+        4096,
+        "WTM_REQUIREMENTS_CACHE_MAX_MB",
+        "cap on the requirements installed into the cache; least recently used sets go "
+        "first, never one a running step uses, and an install over it is refused (0: no cap)",
+        non_negative,
+    )
     worker_memory_mb: int = setting(
         0,
         "WTM_WORKER_MEMORY_MB",

@@ -125,7 +125,11 @@ class StepRunner:
             max_bytes=settings.artifact_cache_max_mb * 2**20,
         )
         self.requirements = RequirementInstaller(
-            cache_dir / "requirements", settings.install_requirements
+            cache_dir / "requirements",
+            settings.install_requirements,
+            max_bytes=settings.requirements_cache_max_mb * 2**20,
+            in_use=self._requirement_dirs_in_use,
+            on_evict=workers.retire_idle,
         )
         # OpenCV's threads are set per step (the CPUs shared among the steps running then)
         # unless the operator fixed them (WTM_WORKER_THREADS, or OPENCV_FOR_THREADS_NUM).
@@ -138,6 +142,15 @@ class StepRunner:
         return self.workers.busy_package_dirs() | {
             str(self.cache.path(r.digest)) for r in self._running()
         }
+
+    def _requirement_dirs_in_use(self) -> set[str]:
+        """The installed requirements on the path of a step running here, or about to be."""
+        in_use = self.workers.busy_extra_paths()
+        for r in self._running():
+            manifest = self._manifests.get(r.digest)
+            if manifest is not None:
+                in_use.update(self.requirements.paths_of(manifest.get("requirements") or []))
+        return in_use
 
     def _in(self, namespace: str) -> Metadata:
         """The header of a registry call made for a step of ``namespace``."""

@@ -54,10 +54,15 @@ class WorkerPool:
         """Package directories that running steps use (not to be evicted from the cache)."""
         return {w.key[0] for w in self._busy.values()}
 
-    async def retire_idle(self, package_dir: str) -> None:
-        """Retire the idle workers of a package (its directory is about to go)."""
+    def busy_extra_paths(self) -> set[str]:
+        """Installed requirements on the path of running steps' workers (not to be evicted)."""
+        return {path for w in self._busy.values() for path in w.key[2]}
+
+    async def retire_idle(self, directory: str) -> None:
+        """Retire the idle workers that load code from ``directory`` (a package's, or a set
+        of installed requirements): it is about to go."""
         for ident, worker in list(self._idle.items()):
-            if worker.key[0] == package_dir:
+            if worker.key[0] == directory or directory in worker.key[2]:
                 del self._idle[ident]
                 await asyncio.to_thread(self._retire, worker)
 

@@ -9,9 +9,7 @@ import json
 import os
 import signal
 import sys
-import tarfile
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ from services.localstack.cluster import serving
 from services.localstack.processes import ProcessGroup, free_port, wait_until
 from tests.conftest import ROOT
 from tests.waiting import eventually
+from tests.wheels import build_sdist, build_wheel
 
 FIXTURES = ROOT / "tests" / "fixtures" / "tasks"
 
@@ -253,26 +252,6 @@ def test_an_executor_reconnects_after_its_scheduler_restarts(
         group.stop_all()
 
 
-def build_wheel(directory: Path, name: str, version: str, code: str) -> Path:
-    """A minimal pure-Python wheel, made by hand so no build tool or index is needed."""
-    module = name.replace("-", "_")
-    dist_info = f"{module}-{version}.dist-info"
-    files = {
-        f"{module}/__init__.py": code,
-        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
-        f"{dist_info}/WHEEL": (
-            "Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
-        ),
-    }
-    files[f"{dist_info}/RECORD"] = "".join(f"{p},,\n" for p in [*files, f"{dist_info}/RECORD"])
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{module}-{version}-py3-none-any.whl"
-    with zipfile.ZipFile(path, "w") as zf:
-        for p, text in files.items():
-            zf.writestr(p, text)
-    return path
-
-
 USES_PROBE_LIB = """
 import wtm_probe_lib
 from tasks.base.task_base import SimpleTask
@@ -330,27 +309,58 @@ def test_missing_requirements_are_installed_once_into_the_cache_when_allowed(
         stop_executor(cluster, child)
 
 
-def build_sdist(directory: Path, name: str, version: str, backend: str) -> Path:
-    """A source distribution whose build backend is its own ``backend.py`` (nothing to
-    download to build it): pip runs that code to build a wheel."""
-    module = name.replace("-", "_")
-    root = f"{module}-{version}"
-    files = {
-        f"{root}/PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
-        f"{root}/pyproject.toml": (
-            '[build-system]\nrequires = []\nbuild-backend = "backend"\nbackend-path = ["."]\n'
-        ),
-        f"{root}/backend.py": backend,
-    }
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{root}.tar.gz"
-    with tarfile.open(path, "w:gz") as tf:
-        for p, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(p)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return path
+USES_LIB = """
+import os
+
+import {module}
+from tasks.base.task_base import SimpleTask
+
+class Task(SimpleTask):
+    def process(self, input_data):
+        return {{"pid": os.getpid(), "from": {module}.__file__}}
+"""
+
+
+def test_installed_requirements_keep_to_their_cap_and_an_install_over_it_is_refused(
+    cluster: Cluster, client: Client, tmp_path: Path
+) -> None:
+    """Every set of requirements any task version named was kept for good: a team could
+    fill the executor's volume. Over ``--requirements-cache-max-mb`` the least recently used
+    set goes (its idle workers with it); one bigger than the cap is refused."""
+    wheels = tmp_path / "wheelhouse"
+    for name, kb in (("a", 600), ("b", 600), ("huge", 1500)):
+        build_wheel(wheels, f"wtm-lib-{name}", "1.0", "", data=os.urandom(kb * 1024))
+        code = USES_LIB.format(module=f"wtm_lib_{name}")
+        requirements = [f"wtm-lib-{name}==1.0"]
+        client.register_task(
+            make_task(tmp_path, f"lib_{name}_user", code, queue="capq", requirements=requirements)
+        )
+    cluster.extra_env["WTM_REQUIREMENTS_CACHE_MAX_MB"] = "1"
+    try:
+        child = installing_executor(cluster, wheels, "capq")
+    finally:
+        del cluster.extra_env["WTM_REQUIREMENTS_CACHE_MAX_MB"]
+    try:
+        first = run(client, task="lib_a_user", input={}, timeout=120)
+        assert first.state == "COMPLETED", first.steps[0].error
+        assert run(client, task="lib_b_user", input={}, timeout=120).state == "COMPLETED"
+        cached = cluster.root / f"{child.name}-cache" / "requirements"
+        [kept] = [p for p in cached.iterdir() if not p.name.startswith(".")]
+        assert (kept / "wtm_lib_b").is_dir()  # 1 MiB holds one set: a's went
+        log = child.log_path.read_text()
+        assert "evicted requirements" in log
+        again = run(client, task="lib_a_user", input={}, timeout=120)
+        assert again.state == "COMPLETED", again.steps[0].error
+        # Installed afresh, in a new worker: the idle one that had a's set went with it.
+        assert child.log_path.read_text().count("installing wtm-lib-a==1.0") == 2
+        assert again.output["pid"] != first.output["pid"]
+        huge = run(client, task="lib_huge_user", input={}, timeout=120)
+        assert huge.state == "FAILED" and huge.steps[0].attempt == 1
+        assert "took over 1 MiB of disk" in huge.steps[0].error
+        assert "WTM_REQUIREMENTS_CACHE_MAX_MB" in huge.steps[0].error
+        assert not any("huge" in str(p) for p in cached.rglob("*"))
+    finally:
+        stop_executor(cluster, child)
 
 
 def test_a_requirement_is_installed_from_a_wheel_only_never_built_here(

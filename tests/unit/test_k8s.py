@@ -230,7 +230,8 @@ def test_what_an_executor_keeps_on_disk_fits_its_cache_volume(
     rendered: dict[str, list[Doc]], overlay: str
 ) -> None:
     """An executor pod over its emptyDir's sizeLimit is evicted, every step on it with it:
-    its caps on packages, input artifacts and each worker's files must fit the volume."""
+    its caps on packages, input artifacts, installed requirements and each worker's files
+    must fit the volume."""
     for name in ("executor", "executor-gpu"):
         deployment = named(rendered[overlay], "Deployment", name)
         spec = deployment["spec"]["template"]["spec"]
@@ -238,7 +239,14 @@ def test_what_an_executor_keeps_on_disk_fits_its_cache_volume(
         [mount] = [m for m in spec["containers"][0]["volumeMounts"] if m["mountPath"] == "/cache"]
         [volume] = [v for v in spec["volumes"] if v["name"] == mount["name"]]
         assert env["WTM_EXECUTOR_CACHE_DIR"] == "/cache"
-        caps = [env[k] for k in ("WTM_EXECUTOR_CACHE_MAX_MB", "WTM_ARTIFACT_CACHE_MAX_MB")]
+        caps = [
+            env[k]
+            for k in (
+                "WTM_EXECUTOR_CACHE_MAX_MB",
+                "WTM_ARTIFACT_CACHE_MAX_MB",
+                "WTM_REQUIREMENTS_CACHE_MAX_MB",
+            )
+        ]
         workers = (int(env["WTM_EXECUTOR_SLOTS"]) + 2) * int(env["WTM_WORKER_MAX_DISK_MB"])
         assert all(int(c) > 0 for c in caps) and int(env["WTM_WORKER_MAX_DISK_MB"]) > 0
         assert sum(int(c) for c in caps) + workers <= mebibytes(volume["emptyDir"]["sizeLimit"])
