@@ -123,7 +123,12 @@ class Executor:
                 os.geteuid(),
                 "WTM_SANDBOX=true" if not settings.sandbox else "the sandbox's capabilities",
             )
-        self.workers = WorkerPool(settings.slots + 2, self.sandbox, settings.worker_memory_mb)
+        self.workers = WorkerPool(
+            settings.slots + settings.spare_workers,
+            self.sandbox,
+            settings.worker_memory_mb,
+            max_files=settings.worker_max_files,
+        )
         self.fence = LeaseFence()
         # What the slots take: a step, or the steps of one dynamic batch (one call).
         self._assignments: asyncio.Queue[list[epb.StepAssignment]] = asyncio.Queue()

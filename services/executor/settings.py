@@ -156,7 +156,21 @@ class ExecutorSettings(ClientKeySettings):
         "WTM_WORKER_MAX_DISK_MB",
         "ceiling on what a worker's files take in all (its directory, its own /tmp), walked "
         "once a second; task.json resources.disk_mb may ask for less (0: none). The cache "
-        "volume needs room for (slots + 2) times this besides the packages",
+        "volume needs room for (slots + WTM_SPARE_WORKERS) times this besides the caches",
+        non_negative,
+    )
+    worker_max_files: int = setting(
+        20_000,
+        "WTM_WORKER_MAX_FILES",
+        "entries a worker's directory may hold (each walk of it visits all of them); a "
+        "worker holding more is killed as one over its disk limit is",
+        positive,
+    )
+    spare_workers: int = setting(
+        2,
+        "WTM_SPARE_WORKERS",
+        "idle warm workers kept beyond the slots (task versions kept warm; least recently "
+        "used retired first)",
         non_negative,
     )
     worker_max_processes: int = setting(

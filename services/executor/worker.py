@@ -26,7 +26,7 @@ from typing import Any
 import psutil
 
 from services.executor.sandbox import Confinement, environment, scrubbed_env, worker_entry
-from services.executor.worker_disk import DiskWatch
+from services.executor.worker_disk import MAX_FILES, DiskWatch
 from tasks.base import worker_wire as wire
 
 _CTX = mp.get_context("spawn")
@@ -112,13 +112,14 @@ class Worker:
         cpu_seconds: int = 0,
         namespace: str = "default",
         disk_mb: int = 0,
+        max_files: int = MAX_FILES,
     ) -> None:
         # What the pool finds it by: one task version, serving one namespace.
         self.key = (str(package_dir), entry_point, extra_paths, namespace)
         self.memory_limit_mb = memory_limit_mb
         self.cpu_seconds = cpu_seconds  # per step, watched here (a warm worker lives on)
         self.confinement = confinement or Confinement(str(package_dir), os.getpid())
-        self.disk = DiskWatch(self.confinement.workdir, disk_mb)  # walked by the pool's sweep
+        self.disk = DiskWatch(self.confinement.workdir, disk_mb, max_files)  # the pool's sweep
         self.stopped_for = ""  # why the executor killed it mid-call (``stop_for``)
         conn, child = _CTX.Pipe()
         # Until when (monotonic) the running step's lease is known to hold; 0 while idle.

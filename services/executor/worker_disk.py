@@ -10,8 +10,9 @@ thread, off the steps' path), counting the blocks each file holds; a worker over
 killed and its directory removed. Between two walks it can write past the limit for about a
 second.
 
-A walk stops past ``MAX_FILES`` entries, so that its cost is bounded whatever a task
-creates; a directory holding more counts as over the limit.
+A walk stops past ``max_files`` entries (``WTM_WORKER_MAX_FILES``, ``MAX_FILES`` by default),
+so that its cost is bounded whatever a task creates; a directory holding more counts as over
+the limit.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ class DiskWatch:
         if used.files > self.max_files:
             return (
                 f"the worker's directory holds over {self.max_files:,} files, the most a "
-                "worker may keep"
+                "worker may keep (WTM_WORKER_MAX_FILES)"
             )
         if used.bytes > self.limit_mb * 2**20:
             return (

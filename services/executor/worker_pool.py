@@ -28,6 +28,7 @@ from typing import Any
 
 from services.executor.sandbox import Sandbox
 from services.executor.worker import Worker
+from services.executor.worker_disk import MAX_FILES
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +38,13 @@ Key = tuple[str, str, tuple[str, ...], str]  # package dir, entry point, sys.pat
 class WorkerPool:
     """Idle workers by key, least recently used first, and the busy ones."""
 
-    def __init__(self, capacity: int, sandbox: Sandbox, memory_limit_mb: int = 0) -> None:
+    def __init__(
+        self, capacity: int, sandbox: Sandbox, memory_limit_mb: int = 0, max_files: int = MAX_FILES
+    ) -> None:
         self.capacity = capacity
         self.sandbox = sandbox
         self.memory_limit_mb = memory_limit_mb
+        self.max_files = max_files  # entries a worker's directory may hold (``worker_disk``)
         self._idle: OrderedDict[int, Worker] = OrderedDict()
         self._busy: dict[int, Worker] = {}
         self._removals: set[asyncio.Future[None]] = set()  # killed workers' directories
@@ -115,6 +119,7 @@ class WorkerPool:
             cpu_seconds=granted["cpu_seconds"],
             namespace=namespace,
             disk_mb=granted["disk_mb"],
+            max_files=self.max_files,
         )
         self._busy[id(worker)] = worker
         return worker

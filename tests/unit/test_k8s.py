@@ -247,7 +247,8 @@ def test_what_an_executor_keeps_on_disk_fits_its_cache_volume(
                 "WTM_REQUIREMENTS_CACHE_MAX_MB",
             )
         ]
-        workers = (int(env["WTM_EXECUTOR_SLOTS"]) + 2) * int(env["WTM_WORKER_MAX_DISK_MB"])
+        workers = int(env["WTM_EXECUTOR_SLOTS"]) + int(env["WTM_SPARE_WORKERS"])
+        workers *= int(env["WTM_WORKER_MAX_DISK_MB"])
         assert all(int(c) > 0 for c in caps) and int(env["WTM_WORKER_MAX_DISK_MB"]) > 0
         assert sum(int(c) for c in caps) + workers <= mebibytes(volume["emptyDir"]["sizeLimit"])
 

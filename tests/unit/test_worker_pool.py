@@ -68,3 +68,23 @@ def test_a_timed_out_worker_is_killed_and_not_reused() -> None:
             await pool.close()
 
     assert asyncio.run(scenario()) == ("TIMED_OUT", "SUCCEEDED", 2)
+
+
+def test_an_idle_worker_holding_more_files_than_the_pool_allows_is_killed_by_the_sweep() -> None:
+    async def scenario() -> tuple[int, int, int]:
+        pool = WorkerPool(capacity=2, sandbox=Sandbox(Path(tempfile.mkdtemp())), max_files=5)
+        try:
+            await run_on(pool, ECHO, {})
+            [worker] = pool._idle.values()
+            await pool.sweep()  # within the count: kept
+            kept = pool.size
+            for i in range(6):  # as a thread the task left running might
+                (Path(worker.confinement.workdir) / f"f{i}").write_text("x")
+            await pool.sweep()
+            after = pool.size
+            await run_on(pool, ECHO, {})
+            return kept, after, pool.started
+        finally:
+            await pool.close()
+
+    assert asyncio.run(scenario()) == (1, 0, 2)
