@@ -218,8 +218,9 @@ class RequirementInstaller:
             if self.total_bytes <= self.max_bytes:
                 break
             path = str(self.root / key)
-            if key == keep or path in busy:
-                continue
+            lock = self._locks.get(key)
+            if key == keep or path in busy or key not in self._sets or (lock and lock.locked()):
+                continue  # kept: just installed, in use, being prepared, or evicted already
             del self._sets[key]
             self._met = {reqs: ps for reqs, ps in self._met.items() if path not in ps}
             doomed = self.root / f".evicted-{key}"
