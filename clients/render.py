@@ -250,7 +250,7 @@ def executors_table(executors: list[ExecutorInfo], width: int | None = None) -> 
     wide = _wide(width)
     table.add_column("executor", no_wrap=True)
     table.add_column("state", no_wrap=True)
-    for col in ("queues", "slots", "busy", "cpu", "memory", "errors"):
+    for col in ("queues", "slots", "busy", "cpu", "memory", "disk", "errors"):
         table.add_column(col)
     if wide:
         for col in ("sandbox", "labels", "last seen", "scheduler"):
@@ -269,6 +269,7 @@ def executors_table(executors: list[ExecutorInfo], width: int | None = None) -> 
             else str(e.busy_slots),
             f"{e.cpu_percent:.0f}%" if live else "",
             f"{e.memory_bytes / 2**20:.0f} MiB" if live and e.memory_bytes else "",
+            f"{e.disk_bytes / 2**20:.0f} MiB" if live and e.disk_bytes else "",
             f"[red]{e.slot_errors}[/]" if e.slot_errors else "0",
         ]
         if wide:

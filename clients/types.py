@@ -306,6 +306,9 @@ class ExecutorInfo:
     # How task code is confined there: "isolated" (own uid and namespaces, limits) or
     # "limits" (environment and limits only); "" from an executor too old to say.
     sandbox: str = ""
+    # What it keeps on disk in its cache: packages, input artifacts, installed requirements,
+    # its workers' files (last heartbeat).
+    disk_bytes: int = 0
 
     @classmethod
     def from_proto(cls, e: spb.Executor) -> ExecutorInfo:
@@ -330,6 +333,7 @@ class ExecutorInfo:
             list(e.running_steps),
             e.busy_slots,
             e.sandbox,
+            e.disk_bytes,
         )
 
 

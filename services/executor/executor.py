@@ -378,6 +378,7 @@ class Executor:
                 last_slot_error=self.last_slot_error,
                 cpu_percent=cpu,
                 memory_bytes=rss,
+                disk_bytes=self.steps.cached_bytes() + self.workers.disk_bytes(),
             )
         )
 

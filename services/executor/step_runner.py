@@ -143,6 +143,10 @@ class StepRunner:
             str(self.cache.path(r.digest)) for r in self._running()
         }
 
+    def cached_bytes(self) -> int:
+        """What the caches hold on disk: packages, input artifacts, installed requirements."""
+        return self.cache.total_bytes + self.artifacts.total_bytes + self.requirements.total_bytes
+
     def _requirement_dirs_in_use(self) -> set[str]:
         """The installed requirements on the path of a step running here, or about to be."""
         in_use = self.workers.busy_extra_paths()

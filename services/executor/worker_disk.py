@@ -68,6 +68,7 @@ class DiskWatch:
         self.root = root
         self.limit_mb = limit_mb
         self.max_files = max_files
+        self.used_bytes = 0  # as the last walk found (the executor's heartbeats report it)
 
     async def over(self) -> str | None:
         """Why the directory is over its limit, or None (measured now, in a thread)."""
@@ -77,6 +78,7 @@ class DiskWatch:
             return None
         except OSError as exc:  # a walk that fails is not a pass
             return f"the worker's directory could not be measured ({exc.strerror})"
+        self.used_bytes = used.bytes
         if used.files > self.max_files:
             return (
                 f"the worker's directory holds over {self.max_files:,} files, the most a "

@@ -58,6 +58,10 @@ class WorkerPool:
         """Package directories that running steps use (not to be evicted from the cache)."""
         return {w.key[0] for w in self._busy.values()}
 
+    def disk_bytes(self) -> int:
+        """What the workers' own files take, as the sweep's last walk of each found."""
+        return sum(w.disk.used_bytes for w in [*self._busy.values(), *self._idle.values()])
+
     def busy_extra_paths(self) -> set[str]:
         """Installed requirements on the path of running steps' workers (not to be evicted)."""
         return {path for w in self._busy.values() for path in w.key[2]}

@@ -95,12 +95,13 @@ class Renewed:
 class Vitals:
     """What an executor's heartbeats say of its health: steps that failed in the executor
     itself (not in task code) and the last such error; CPU (percent of one core) and resident
-    memory of it and its worker processes."""
+    memory of it and its worker processes; what it keeps on disk in its cache."""
 
     slot_errors: int = 0
     last_slot_error: str = ""
     cpu_percent: float = 0.0
     memory_bytes: int = 0
+    disk_bytes: int = 0
 
 
 @dataclass
@@ -361,6 +362,7 @@ class Fleet:
                 "last_slot_error": session.vitals.last_slot_error,
                 "cpu_percent": round(session.vitals.cpu_percent, 1),
                 "memory_bytes": session.vitals.memory_bytes,
+                "disk_bytes": session.vitals.disk_bytes,
             }
         )
 
@@ -393,7 +395,7 @@ class Fleet:
                 d = json.loads(saved[executor_id])
                 if d.get("scheduler_id") == self.scheduler_id and d["state"] != "LOST":
                     d.update(state="LOST", in_flight=0, busy_slots=0, running=[], cpu_percent=0.0)
-                    d.update(memory_bytes=0)
+                    d.update(memory_bytes=0, disk_bytes=0)
                     lost[executor_id] = json.dumps(d)
         await self.record.save(lost)
         now = self.clock.time()

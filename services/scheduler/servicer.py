@@ -168,6 +168,7 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
                 namespaces=e.get("namespaces", [auth.ALL_NAMESPACES]),
                 cpu_percent=e.get("cpu_percent", 0.0),
                 memory_bytes=e.get("memory_bytes", 0),
+                disk_bytes=e.get("disk_bytes", 0),
                 running_steps=e.get("running", []),
                 busy_slots=busy_slots(e),
                 sandbox=e.get("sandbox", ""),
@@ -261,7 +262,7 @@ def _assignment_of(a: Assignment) -> epb.StepAssignment:
 
 
 def _vitals(h: epb.ExecutorHeartbeat) -> Vitals:
-    return Vitals(h.slot_errors, h.last_slot_error, h.cpu_percent, h.memory_bytes)
+    return Vitals(h.slot_errors, h.last_slot_error, h.cpu_percent, h.memory_bytes, h.disk_bytes)
 
 
 def _running(ref: epb.StepAttemptRef) -> RunningStep:

@@ -190,6 +190,9 @@ def test_executors_and_queues_show_live_figures_and_the_stranded_warning(
             what="an executor's memory on the page",
         )
         assert memory > 20 * 2**20
+        # Its cache's disk use (its value is checked in test_operator_reports.py).
+        expect(page.locator("#executors thead")).to_contain_text("Disk")
+        assert int(row.locator("td[data-disk]").get_attribute("data-disk") or "-1") >= 0
         confined = "isolated" if os.geteuid() == 0 else "limits"  # how its executor says it
         expect(row.locator("[data-sandbox]")).to_have_attribute("data-sandbox", confined)
         page.goto("/#/queues")

@@ -1,14 +1,16 @@
-"""What operators ask the installation rather than one run: executors' CPU and memory, the
+"""What operators ask the installation rather than one run: executors' CPU, memory and disk, the
 queues with their waiting work (and the warning for work no executor takes), and whether
 each service reaches its backing servers. Against the session's real stack."""
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
 from clients.sdk import Client
+from services.executor.worker_disk import usage
 from services.localstack import Cluster
 from tests.conftest import run_cli
 from tests.integration.test_registry import make_task
@@ -27,6 +29,29 @@ def test_executors_report_cpu_and_memory_in_their_heartbeats(client: Client) -> 
             # of at most every core of this machine (with its workers).
             assert 20 * 2**20 < e.memory_bytes < 8 * 2**30
             assert 0.0 <= e.cpu_percent <= 100.0 * 64
+
+
+def test_executors_report_what_their_cache_holds_on_disk(
+    client: Client, cluster: Cluster, tmp_path: Path
+) -> None:
+    """The caps on packages, input artifacts, installed requirements and workers' files keep
+    an executor's cache volume from filling; its heartbeats say how full it is."""
+    task = make_task(tmp_path, "disk_probe")
+    (task / "weights.bin").write_bytes(os.urandom(300 * 1024))
+    client.register_task(task)
+    done = client.wait(client.submit(task="disk_probe", input={}).run_id, timeout=60)
+    assert done.state == "COMPLETED", done.steps[0].error
+    executor_id = done.steps[0].executor_id
+
+    def reported() -> int:
+        return next(e.disk_bytes for e in client.list_executors() if e.executor_id == executor_id)
+
+    eventually(lambda: reported() >= 300 * 1024, timeout=15, what="the package in its disk use")
+    # What it says is what its cache directory holds (blocks: at least the files' sizes).
+    held = usage(str(cluster.root / f"{executor_id}-cache"), max_files=10**6).bytes
+    assert 300 * 1024 <= reported() <= held + 2**20
+    listed = json.loads(run_cli(cluster, "--json", "executor", "list").stdout)
+    assert any(e["disk_bytes"] >= 300 * 1024 for e in listed)
 
 
 def test_a_queue_with_work_and_no_executor_is_reported_with_its_age(

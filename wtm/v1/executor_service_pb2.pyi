@@ -103,7 +103,7 @@ class ExecutorWelcome(_message.Message):
     def __init__(self, lease_seconds: _Optional[int] = ..., heartbeat_interval_seconds: _Optional[float] = ..., acks_heartbeats: _Optional[bool] = ..., batched_messages: _Optional[bool] = ...) -> None: ...
 
 class ExecutorHeartbeat(_message.Message):
-    __slots__ = ("running", "draining", "sequence", "slot_errors", "last_slot_error", "cpu_percent", "memory_bytes")
+    __slots__ = ("running", "draining", "sequence", "slot_errors", "last_slot_error", "cpu_percent", "memory_bytes", "disk_bytes")
     RUNNING_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
@@ -111,6 +111,7 @@ class ExecutorHeartbeat(_message.Message):
     LAST_SLOT_ERROR_FIELD_NUMBER: _ClassVar[int]
     CPU_PERCENT_FIELD_NUMBER: _ClassVar[int]
     MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DISK_BYTES_FIELD_NUMBER: _ClassVar[int]
     running: _containers.RepeatedCompositeFieldContainer[StepAttemptRef]
     draining: bool
     sequence: int
@@ -118,7 +119,8 @@ class ExecutorHeartbeat(_message.Message):
     last_slot_error: str
     cpu_percent: float
     memory_bytes: int
-    def __init__(self, running: _Optional[_Iterable[_Union[StepAttemptRef, _Mapping]]] = ..., draining: _Optional[bool] = ..., sequence: _Optional[int] = ..., slot_errors: _Optional[int] = ..., last_slot_error: _Optional[str] = ..., cpu_percent: _Optional[float] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
+    disk_bytes: int
+    def __init__(self, running: _Optional[_Iterable[_Union[StepAttemptRef, _Mapping]]] = ..., draining: _Optional[bool] = ..., sequence: _Optional[int] = ..., slot_errors: _Optional[int] = ..., last_slot_error: _Optional[str] = ..., cpu_percent: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., disk_bytes: _Optional[int] = ...) -> None: ...
 
 class HeartbeatAck(_message.Message):
     __slots__ = ("sequence",)

@@ -433,7 +433,7 @@ function sandboxNote(sandbox) {
 function executorsPage() {
   const body = h("tbody");
   main.replaceChildren(h("h1", {}, "Executors"), h("table", { id: "executors" },
-    h("thead", {}, h("tr", {}, ["Executor", "State", "Queues", "Slots busy / free", "In flight", "CPU", "Memory", "Last seen", "Scheduler", "Slot errors"].map((c) => h("th", {}, c)))), body));
+    h("thead", {}, h("tr", {}, ["Executor", "State", "Queues", "Slots busy / free", "In flight", "CPU", "Memory", "Disk", "Last seen", "Scheduler", "Slot errors"].map((c) => h("th", {}, c)))), body));
   return every(REFRESH_MS, async () => {
     const list = await api("/api/v1/executors");
     body.replaceChildren(...list.map((e) => h("tr", { "data-executor": e.executor_id },
@@ -447,9 +447,10 @@ function executorsPage() {
       })),
       h("td", { class: "num", "data-cpu": e.cpu_percent }, e.state === "LOST" ? "" : `${e.cpu_percent.toFixed(0)}%`),
       h("td", { class: "num", "data-memory": e.memory_bytes }, e.memory_bytes ? bytes(e.memory_bytes) : ""),
+      h("td", { class: "num", "data-disk": e.disk_bytes, title: "packages, input artifacts, installed requirements and workers' files in its cache" }, e.disk_bytes ? bytes(e.disk_bytes) : ""),
       h("td", {}, when(e.last_seen_at)), h("td", {}, e.scheduler_id),
       h("td", { class: e.slot_errors ? "warning" : "num", title: e.last_slot_error }, e.slot_errors ? `${e.slot_errors}: ${e.last_slot_error}` : "0"))));
-    if (!list.length) body.replaceChildren(h("tr", {}, h("td", { colspan: 10, class: "muted" }, "No executor has connected.")));
+    if (!list.length) body.replaceChildren(h("tr", {}, h("td", { colspan: 11, class: "muted" }, "No executor has connected.")));
   });
 }
 
