@@ -199,3 +199,26 @@ def test_a_shared_task_keeps_no_warm_worker_across_namespaces(
     again = _wait(a, task="memo", input={"who": "a-again"})  # a's own worker stays warm
     assert again.output["seen"] == ["a-secret", "a-again"]
     assert again.output["pid"] == mine.output["pid"]
+
+
+def test_a_teams_backlog_does_not_hold_back_another_teams_new_run(
+    cluster: Cluster, team: dict[str, Client], tmp_path: Path
+) -> None:
+    """Namespaces share the fleet fairly: team-b's run, submitted after a batch of twelve
+    of team-a's on a queue with one slot, is among the first leased, not the thirteenth."""
+    a, b = team["team-a"], team["team-b"]
+    for name, c in team.items():
+        c.register_task(make_task(tmp_path / name, "fair_probe", queue="fairq"))
+    _, backlog = a.submit_many(task="fair_probe", inputs=[{"seconds": 0.1}] * 12)
+    late = b.submit(task="fair_probe", input={"seconds": 0.1})
+    child = cluster.add_executor("--queues", "fairq", slots=1)
+    try:
+        done = b.wait(late.run_id, timeout=60)
+        assert done.state == "COMPLETED", done.steps[0].error
+        runs = [a.wait(run_id, timeout=60) for run_id in backlog]
+        assert all(r.state == "COMPLETED" for r in runs)
+        started = done.steps[0].started_at
+        before = [r.run_id for r in runs if r.steps[0].started_at < started]
+        assert len(before) <= 2, f"team-b's run started after {len(before)} of team-a's"
+    finally:
+        stop_executor(cluster, child)

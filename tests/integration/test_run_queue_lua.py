@@ -240,6 +240,57 @@ def test_steps_of_runs_in_flight_go_ahead_of_new_first_steps(on_valkey) -> None:
     assert on_valkey(scenario) == ["early:two", "late:one"]
 
 
+TEAMS = ["team-a/q", "team-b/q"]
+
+
+async def lease_all(q: RunQueue, queues: list[str]) -> list[str]:
+    """Every ready step of ``queues``, leased one at a time, as runs ids in lease order."""
+    order = []
+    while leased := await q.dispatch("ex1", queues, 1, 10_000):
+        order.append(leased[0].run_id)
+    return order
+
+
+def test_a_namespaces_backlog_does_not_hold_back_another_namespaces_new_runs(on_valkey) -> None:  # noqa: ANN001
+    """New work of several namespaces takes turns from where the fleet is: team-b's runs,
+    queued after twenty of team-a's, are leased among the next ones, not after all of them."""
+
+    async def scenario(q: RunQueue) -> list[str]:
+        for n in range(20):
+            await submit(q, f"a{n}", [step("s", queue="team-a/q")])
+            q.clock.advance(0.001)  # type: ignore[attr-defined]
+        order = [(await q.dispatch("ex1", TEAMS, 1, 10_000))[0].run_id for _ in range(2)]
+        for n in range(3):
+            await submit(q, f"b{n}", [step("s", queue="team-b/q")])
+            q.clock.advance(0.001)  # type: ignore[attr-defined]
+        return order + await lease_all(q, TEAMS)
+
+    order = on_valkey(scenario)
+    assert order == ["a0", "a1", "b0", "a2", "b1", "a3", "b2", *(f"a{n}" for n in range(4, 20))]
+
+
+def test_fair_turns_keep_each_namespaces_order_and_yield_to_priority(on_valkey) -> None:  # noqa: ANN001
+    """Within a namespace, first come first leased; across them, a higher priority still
+    goes first; a namespace that was idle comes back at the fleet's turn, with no credit
+    for the time it did not use."""
+
+    async def scenario(q: RunQueue) -> tuple[list[str], list[str]]:
+        for n in range(4):
+            await submit(q, f"a{n}", [step("s", queue="team-a/q")])
+        await submit(q, "b-urgent", [step("s", queue="team-b/q")], priority=9)
+        first = await lease_all(q, TEAMS)
+        # team-b idle all along at priority 5: it does not now get four turns in a row.
+        for n in range(4):
+            await submit(q, f"a{n + 4}", [step("s", queue="team-a/q")])
+        for n in range(2):
+            await submit(q, f"b{n}", [step("s", queue="team-b/q")])
+        return first, await lease_all(q, TEAMS)
+
+    first, then = on_valkey(scenario)
+    assert first == ["b-urgent", "a0", "a1", "a2", "a3"]
+    assert then == ["b0", "a4", "b1", "a5", "a6", "a7"]
+
+
 def test_heartbeats_renew_current_attempts_and_name_stale_ones(on_valkey) -> None:  # noqa: ANN001
     async def scenario(q: RunQueue) -> tuple[list[str], float, float]:
         await submit(q, "r1", [step("a")])

@@ -9,6 +9,7 @@
 --   the step's cache_key     STRING  its output, for the result cache (SET EX; written only
 --                                    when leasing set cache_key, see result_cache.py)
 --   P..'delayed'             ZSET    a retry's due time (ZADD)
+--   P..'fair'                HASH    fair share of new work: virtual time, namespaces' tags
 --   P..'e:'..run_id          STREAM  run events (XADD)
 --   P..'l:'..step-key        LIST    the attempt's log lines, moved onto the step hash (DEL)
 -- ARGV: P, step-key, attempt, outcome (SUCCEEDED|FAILED|FATAL|TIMED_OUT|CANCELLED|RELEASED),

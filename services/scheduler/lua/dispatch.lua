@@ -2,6 +2,7 @@
 -- KEYS: none declared; derived from the prefix P = ARGV[1] (see services/scheduler/keys.py):
 --   P..'q:'..queue           ZSET    ready steps per queue (ZPOPMIN)
 --   P..'leases'              ZSET    step-key -> lease deadline ms (ZADD)
+--   P..'fair'                HASH    fair share of new work: virtual time, namespaces' tags
 --   P..'s:'..step-key        HASH    the step: attempt++, RUNNING, executor, lease (written)
 --   P..'r:'..run_id          HASH    the run: RUNNING on its first dispatch (read, written)
 --   P..'o:'..run_id          HASH    outputs of the steps the step reads (read)
@@ -11,7 +12,9 @@
 --       runs dynamic batches), queue names...
 -- Each lease gets the id lease_token..'.'..n (the token is random per call), which the
 -- executor echoes on everything it says about the attempt.
--- Picks the lowest score across the queues each time, so priority holds across queues.
+-- Picks the lowest score across the queues each time, so priority holds across queues, and
+-- new work of several namespaces takes turns (lib.lua's fair share; a first step leased
+-- moves the fleet's virtual time, P..'fair', on to its tag).
 -- Dynamic batching: a step whose task batches (step field 'batch' = max_batch_size) takes
 -- with it up to batch-1 QUEUED steps of the same task version (digest) found among the
 -- first 4*batch of its queue, from any runs; they all carry 'call' (the first one's lease
@@ -87,6 +90,11 @@ end
 
 local heads, pops = 0, 0
 local deferred, waiting, due_first = {}, {}, nil
+local frontier = {}  -- first-step band -> the highest start tag leased (lib.lua's fair share)
+local function leased(score)
+  local band, tag = first_tag(tonumber(score))
+  if band and (frontier[band] == nil or tag > frontier[band]) then frontier[band] = tag end
+end
 while heads < max_n and pops < max_n + 256 do
   local member, q, score = pop()
   if not member then break end
@@ -99,6 +107,7 @@ while heads < max_n and pops < max_n + 256 do
   elseif size < 2 then
     heads = heads + 1
     lease(member, f, nil)
+    leased(score)
   elseif waiting[f[5]] then  -- a short batch of its version waits: so does it
     deferred[#deferred + 1] = {q, score, member}
   else
@@ -117,6 +126,7 @@ while heads < max_n and pops < max_n + 256 do
       heads = heads + 1
       local call = token .. '.' .. (#out + 1)
       lease(member, f, call)
+      leased(score)
       for _, m in ipairs(mates) do
         redis.call('ZREM', q, m[1])
         lease(m[1], {'QUEUED', m[2], m[3]}, call)
@@ -125,5 +135,6 @@ while heads < max_n and pops < max_n + 256 do
   end
 end
 for _, d in ipairs(deferred) do redis.call('ZADD', d[1], d[2], d[3]) end
+for band, tag in pairs(frontier) do advance_fair(P, band, tag) end
 if due_first then out[#out + 1] = due_first end
 return out

@@ -12,12 +12,53 @@ local function idempotency_key(P, request_id) return P .. 'idem:' .. request_id 
 local function leases_key(P) return P .. 'leases' end
 local function delayed_key(P) return P .. 'delayed' end
 local function held_key(P, run_id) return P .. 'h:' .. run_id end
+local function fair_key(P) return P .. 'fair' end
 
 -- Score: priority band (higher priority first; steps of runs in flight before first steps),
--- then enqueue time in ms. 2^42 ms is ~139 years, so bands never overlap.
-local function score(priority, is_first, now_ms)
-  local band = (10 - tonumber(priority)) * 2 + (is_first and 1 or 0)
-  return band * 4398046511104 + tonumber(now_ms)
+-- then, within a band, an order: for steps of runs in flight, enqueue time in ms; for first
+-- steps (new work), a start tag that shares the fleet fairly between namespaces (below).
+-- 2^42 is ~139 years of ms, so bands never overlap.
+local BAND = 4398046511104
+
+local function score(priority, now_ms)  -- a step of a run in flight
+  return ((10 - tonumber(priority)) * 2) * BAND + tonumber(now_ms)
+end
+
+-- Fair share between namespaces (start-time fair queueing, one unit per first step): a
+-- first step is tagged max(v, f) where v is the tag of the last first step leased in its
+-- band (the fleet's virtual time) and f its namespace's next tag in the band, which then
+-- moves on by one. Within a namespace that is arrival order; across namespaces, a team that
+-- queued a backlog does not hold back another team's new runs: these take turns with it
+-- from where the fleet is. A namespace that was idle comes back at v, with no credit.
+-- (P..'fair': 'v:'..band and 'f:'..band..':'..namespace.)
+local function namespace_of(queue)
+  return string.match(string.match(queue, '^[^|]*'), '^(.*)/[^/]*$') or 'default'
+end
+
+local function first_score(P, queue, priority)
+  local band = (10 - tonumber(priority)) * 2 + 1
+  local next_field = 'f:' .. band .. ':' .. namespace_of(queue)
+  local got = redis.call('HMGET', fair_key(P), 'v:' .. band, next_field)
+  local tag = math.max(tonumber(got[1] or '0'), tonumber(got[2] or '0'))
+  redis.call('HSET', fair_key(P), next_field, tag + 1)
+  return band * BAND + tag
+end
+
+local function ready_score(P, queue, priority, first, now_ms)
+  if first == '1' then return first_score(P, queue, priority) end
+  return score(priority, now_ms)
+end
+
+-- The first-step band of a leased step's score and its tag (nil for a step of a run in
+-- flight), and the fleet's virtual time moved on to the highest tag leased.
+local function first_tag(s)
+  local band = math.floor(s / BAND)
+  if band % 2 == 1 then return band, s - band * BAND end
+end
+
+local function advance_fair(P, band, tag)
+  local current = tonumber(redis.call('HGET', fair_key(P), 'v:' .. band) or '0')
+  if tag > current then redis.call('HSET', fair_key(P), 'v:' .. band, tag) end
 end
 
 local function emit(P, run_id, step_id, attempt, state, msg, now_ms, kind)
@@ -44,7 +85,7 @@ end
 local function enqueue_known(P, member, queue, priority, first, now_ms, also)
   redis.call('HSET', step_hash(P, member), 'state', 'QUEUED', 'queued_ms', now_ms,
     unpack(also or {}))
-  redis.call('ZADD', queue_key(P, queue), score(priority, first == '1', now_ms), member)
+  redis.call('ZADD', queue_key(P, queue), ready_score(P, queue, priority, first, now_ms), member)
 end
 
 -- max_parallel_tasks: a run with a limit has at most that many steps QUEUED or RUNNING (a

@@ -3,6 +3,7 @@
 --   P..'delayed'             ZSET    retry due times (read, ZREM)
 --   P..'s:'..step-key        HASH    the step (read, written)
 --   P..'q:'..queue           ZSET    ready steps (ZADD)
+--   P..'fair'                HASH    fair share of new work: virtual time, namespaces' tags
 -- ARGV: P, now_ms, limit
 -- Returns: the queue of each step queued (one entry per step), so that only the executors
 -- of those queues are asked.

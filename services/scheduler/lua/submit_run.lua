@@ -7,6 +7,7 @@
 --   P..'o:'..run_id          HASH    outputs of steps already completed (rebuild only)
 --   P..'q:'..queue           ZSET    ready steps per queue (ZADD)
 --   P..'delayed'             ZSET    ready steps held back until not_before_ms (rebuild)
+--   P..'fair'                HASH    fair share of new work: virtual time, namespaces' tags
 --   P..'h:'..run_id          ZSET    ready steps beyond the run's max_parallel (ZADD, ZPOPMIN)
 --   P..'e:'..run_id          STREAM  run events (XADD)
 -- A run field max_parallel (max_parallel_tasks) limits its steps in flight: see lib.lua.
@@ -63,7 +64,7 @@ for i, s in ipairs(steps) do
     redis.call('ZADD', delayed_key(P), not_before, member)
     emit(P, run_id, s.step_id, 0, 'QUEUED', 'rebuilt: waits one lease period for lost attempts to stop', now)
   elseif ready then
-    redis.call('ZADD', queue_key(P, f.queue), score(run.priority, first == '1', now), member)
+    redis.call('ZADD', queue_key(P, f.queue), ready_score(P, f.queue, run.priority, first, now), member)
     emit(P, run_id, s.step_id, 0, 'QUEUED', '', now)
   end
 end
