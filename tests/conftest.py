@@ -33,6 +33,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             "WTM_LEASE_SECONDS": "3",
             "WTM_HEARTBEAT_SECONDS": "0.5",
             "WTM_KEY_CACHE_SECONDS": "0.3",  # revocations show within the tests' patience
+            "WTM_NAMESPACE_RUN_LIMITS": "capped-team=3",  # test_namespaces.py's limit
         },
     )
     with c:

@@ -17,6 +17,7 @@ from services.scheduler.history import History
 from services.scheduler.large_documents import LargeDocuments
 from services.scheduler.listeners import Listeners
 from services.scheduler.result_cache import ResultCache
+from services.scheduler.run_limits import RunLimits, parse_limits
 from services.scheduler.run_queue import RunQueue
 from services.scheduler.run_store import RunStore
 from services.scheduler.runs import RunService
@@ -67,7 +68,10 @@ async def serve(settings: SchedulerSettings) -> None:
             queue.redis, settings.result_cache_seconds, settings.result_cache_max_bytes
         ),
     )
-    runs = RunService(queue.reader, store, catalog, dispatcher, listeners)
+    limits = RunLimits(settings.max_unfinished_runs, parse_limits(settings.namespace_run_limits))
+    if limits.active:
+        dispatcher.reaper.keep_counting(limits)
+    runs = RunService(queue.reader, store, catalog, dispatcher, listeners, limits)
     report = FleetReport(queue, dispatcher.fleet.record, store)
     listeners.register(history, TracingListener(), dispatcher.metrics, runs)
 

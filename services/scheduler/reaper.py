@@ -4,7 +4,8 @@ stop the others):
 - promote retries that are due back onto their queues;
 - write this replica's part of the fleet record;
 - pick up queue variants other replicas announced;
-- read queue depths and ages for the metrics.
+- read queue depths and ages for the metrics;
+- with run limits, read each namespace's unfinished runs (``RunLimits``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from services.scheduler.leasing import Leaser
 from services.scheduler.listeners import Listeners
 from services.scheduler.metrics import SchedulerMetrics
 from services.scheduler.queue_records import flat_dict
+from services.scheduler.run_limits import RunLimits
 from services.scheduler.run_queue import RunQueue
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,14 @@ class Reaper:
             ("refresh queue variants", self.refresh_queue_variants),
             ("read queue depths", self.read_depths),
         ]
+
+    def keep_counting(self, limits: RunLimits) -> None:
+        """Read each namespace's unfinished runs into ``limits`` every tick."""
+
+        async def count() -> None:
+            limits.seen(await self.queue.unfinished_counts())
+
+        self.duties.append(("count unfinished runs", count))
 
     async def run(self, interval: float = 1.0) -> None:
         while True:

@@ -24,6 +24,7 @@ from services.scheduler.queue_records import (
     dispatch_calls,
     leases_of,
     pairs_of,
+    text_of,
     verdict_of,
 )
 from services.scheduler.run_reader import RunReader
@@ -185,6 +186,11 @@ class RunQueue:
     async def delayed_count(self) -> int:
         """Retries waiting out their backoff, over every queue."""
         return int(await self.redis.zcard(keys.DELAYED))
+
+    async def unfinished_counts(self) -> dict[str, int]:
+        """Runs queued or running, per namespace (kept by the scripts)."""
+        found = text_of(await self.redis.hgetall(keys.UNFINISHED))
+        return {namespace: int(n) for namespace, n in found.items()}
 
     async def refresh_queue_variants(self) -> set[str]:
         """The labelled and other-namespace queues every replica announced (and the plain

@@ -12,12 +12,7 @@ from datetime import datetime
 from typing import Protocol, TypeVar
 
 from common import telemetry
-from common.errors import (
-    InvalidArgument,
-    NotFound,
-    PermissionDenied,
-    Unavailable,
-)
+from common.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
 from services.common import auth
 from services.scheduler.input_check import as_batch_item
 from services.scheduler.listeners import Listeners, RunListener
@@ -33,6 +28,7 @@ from services.scheduler.planning import (
     request_key,
 )
 from services.scheduler.queue_records import RunSnapshot, Submission
+from services.scheduler.run_limits import RunLimits
 from services.scheduler.run_reader import RunReader
 from services.scheduler.run_store import RunStore
 from services.scheduler.task_catalog import TaskCatalog
@@ -104,8 +100,10 @@ class RunService(RunListener):
         catalog: TaskCatalog,
         queueing: Queueing,
         listeners: Listeners,
+        limits: RunLimits | None = None,
     ) -> None:
         self.reader = reader  # runs are read here, and written through ``queueing``
+        self.limits = limits or RunLimits()  # runs queued or running, per namespace
         self.queueing = queueing
         self.listeners = listeners
         self.store = store
@@ -134,6 +132,7 @@ class RunService(RunListener):
                 )
         plan = await plan_run(self.catalog, req)
         options = check_input(plan, doc)
+        self.limits.admit(auth.one_namespace(req.namespace), 1)
         run, submission = new_run(req, plan, doc, key, trace=telemetry.current(), options=options)
         if key and (holder := await self.store.claims.claim(key, run.run_id)) is not None:
             # A concurrent submit with this request id won: its run is the answer.
@@ -285,6 +284,7 @@ class RunService(RunListener):
                 options.append(check_input(plan, doc))
             except InvalidArgument as exc:
                 raise as_batch_item(exc, i) from exc
+        self.limits.admit(auth.one_namespace(req.namespace), len(docs))
         parents, link = telemetry.run_parents(len(docs)), telemetry.submit_link()
         made = [
             new_run(req, plan, doc, "", batch_id, parent, trace_link=link, options=o)
@@ -309,10 +309,9 @@ class RunService(RunListener):
     ) -> tuple[T, list[tuple[bool, str]]]:
         """Write new runs to MongoDB and queue them in Redis; return once both hold them (the
         insert's result, and what queueing created). While MongoDB is well both go at once,
-        Redis first, so the first steps are on their way while MongoDB writes; a run queued
-        whose insert then fails is withdrawn (only a run this call created: an id that was
-        already in Redis is another run's). After an insert failed they go one after the
-        other, so no run starts unrecorded while MongoDB is out of reach.
+        Redis first; a run queued whose insert then fails is withdrawn (only one this call
+        created). After an insert failed they go one after the other, so no run starts
+        unrecorded while MongoDB is out of reach.
 
         ``lease_first`` (a batch): the insert starts once Redis holds the runs; beside it, its
         encoding of the documents held the loop while Redis's answer waited (a 200-DAG burst's

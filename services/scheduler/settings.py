@@ -17,6 +17,7 @@ from services.common.config import (
     setting,
 )
 from services.scheduler.result_cache import DEFAULT_MAX_BYTES, DEFAULT_TTL_SECONDS
+from services.scheduler.run_limits import limits_problem
 
 
 @dataclass
@@ -104,6 +105,22 @@ class SchedulerSettings(ServerAuthSettings, ClientKeySettings):
             "check": lambda v: next(
                 (f"{n!r} is not a namespace name" for n in v if n == "*" or not n), None
             ),
+        },
+    )
+    max_unfinished_runs: int = setting(
+        0,
+        "WTM_MAX_UNFINISHED_RUNS",
+        "how many runs queued or running a namespace may have (0: no limit); a submit past "
+        "it is refused with RESOURCE_EXHAUSTED, so that no team fills Redis for all",
+        non_negative,
+    )
+    namespace_run_limits: list[str] = field(
+        default_factory=list,
+        metadata={
+            "env": "WTM_NAMESPACE_RUN_LIMITS",
+            "help": "comma-separated NAMESPACE=LIMIT: a namespace's own limit of runs queued "
+            "or running, instead of WTM_MAX_UNFINISHED_RUNS (0: none)",
+            "check": limits_problem,
         },
     )
     inline_max_bytes: int = setting(

@@ -17,6 +17,7 @@ from clients.sdk import ApiError, Client, RunInfo
 from services.localstack import Cluster
 from tests.conftest import run_cli
 from tests.integration.test_executor import make_task, stop_executor
+from tests.waiting import eventually
 
 ANSWER = """
 from tasks.base.task_base import SimpleTask
@@ -222,3 +223,46 @@ def test_a_teams_backlog_does_not_hold_back_another_teams_new_run(
         assert len(before) <= 2, f"team-b's run started after {len(before)} of team-a's"
     finally:
         stop_executor(cluster, child)
+
+
+def test_a_namespace_past_its_run_limit_is_refused_until_its_runs_finish(
+    cluster: Cluster, client: Client, team: dict[str, Client], tmp_path: Path
+) -> None:
+    """The session's scheduler lets capped-team have 3 runs queued or running
+    (WTM_NAMESPACE_RUN_LIMITS): the fourth is RESOURCE_EXHAUSTED, naming the limit, while
+    other namespaces go on; once one of its runs ends it may submit again."""
+    _, key = client.create_api_key("capped admin", "admin", "capped-team")
+    capped = Client(
+        cluster.registry_address, cluster.scheduler_address, api_key=key, raise_on_failure=False
+    )
+    try:
+        capped.register_task(make_task(tmp_path / "c", "capped_probe", queue="nobody-takes"))
+        held = [capped.submit(task="capped_probe", input={}).run_id for _ in range(3)]
+        for submit in (
+            lambda: capped.submit(task="capped_probe", input={}),
+            lambda: capped.submit_many(task="capped_probe", inputs=[{}, {}]),
+        ):
+            with pytest.raises(ApiError) as err:
+                submit()
+            assert err.value.code == "RESOURCE_EXHAUSTED", err.value
+            assert "namespace: 'capped-team' has 3 runs queued or running" in str(err.value)
+            assert "its limit of 3" in err.value.message
+        a = team["team-a"]
+        a.register_task(make_task(tmp_path / "a", "uncapped_probe", queue="nobody-takes"))
+        other = a.submit(task="uncapped_probe", input={})  # another namespace: no limit
+        a.cancel(other.run_id)
+        capped.cancel(held.pop())
+
+        def passes() -> bool:
+            try:
+                held.append(capped.submit(task="capped_probe", input={}).run_id)
+            except ApiError as exc:
+                assert exc.code == "RESOURCE_EXHAUSTED", exc
+                return False
+            return True
+
+        eventually(passes, timeout=10, what="a submit once a run ended")
+    finally:
+        for run_id in held:
+            capped.cancel(run_id)
+        capped.close()

@@ -291,6 +291,48 @@ def test_fair_turns_keep_each_namespaces_order_and_yield_to_priority(on_valkey) 
     assert then == ["b0", "a4", "b1", "a5", "a6", "a7"]
 
 
+def test_each_namespaces_unfinished_runs_are_counted_until_they_end(on_valkey) -> None:  # noqa: ANN001
+    """What RunLimits reads: +1 as a run is created, -1 as it ends, however it ends
+    (completed, failed, cancelled), once."""
+
+    async def scenario(q: RunQueue) -> list[dict[str, int]]:
+        async def submit_in(namespace: str, run_id: str, steps: list[QueuedStep]) -> None:
+            fields = {"run_id": run_id, "input_json": "{}", "priority": "5", "sinks": "[]"}
+            created, _ = await q.submit(run_id, {**fields, "namespace": namespace}, steps)
+            assert created
+
+        queue = "team-a/q"
+        await submit_in("team-a", "done", [step("a", queue=queue)])
+        two = [step("a", dependents=["b"], queue=queue), step("b", deps=["a"], queue=queue)]
+        await submit_in("team-a", "two", two)
+        await submit_in("team-a", "broken", [step("a", queue=queue)])
+        await submit_in("team-a", "dropped", [step("a", queue=queue)])
+        await submit_in("default", "plain", [step("a")])
+        seen = [await q.unfinished_counts()]
+        leased = {x.member: x for x in await q.dispatch("e1", [queue, "q"], 10, 30_000)}
+
+        async def end(member: str, outcome: str = "SUCCEEDED") -> None:
+            await q.complete(member, leased[member].attempt, outcome, "{}", "it broke", 0)
+
+        await end("done:a")
+        await end("two:a")  # two:b is queued: the run goes on
+        seen.append(await q.unfinished_counts())
+        leased.update({x.member: x for x in await q.dispatch("e1", [queue], 1, 30_000)})
+        await end("two:b")
+        await end("broken:a", "FATAL")
+        await end("plain:a")
+        await q.cancel_run("dropped", "no longer wanted")
+        await q.cancel_run("done", "already over: not counted twice")
+        seen.append(await q.unfinished_counts())
+        return seen
+
+    assert on_valkey(scenario) == [
+        {"team-a": 4, "default": 1},
+        {"team-a": 3, "default": 1},
+        {"team-a": 0, "default": 0},
+    ]
+
+
 def test_heartbeats_renew_current_attempts_and_name_stale_ones(on_valkey) -> None:  # noqa: ANN001
     async def scenario(q: RunQueue) -> tuple[list[str], float, float]:
         await submit(q, "r1", [step("a")])

@@ -4,6 +4,7 @@
 --   P..'s:'..step-key        HASH    each step (written)
 --   P..'q:'..queue, P..'delayed', P..'leases'   ZSET  the run's steps (ZREM)
 --   P..'o:'..run_id, P..'e:'..run_id            expiry set; STREAM run events (XADD)
+--   P..'unfinished'          HASH    the run's namespace's unfinished runs, when it ends (HINCRBY)
 -- ARGV: P, run_id, reason, now_ms, finished_ttl_s
 -- Returns: {'missing'} | {'finished', state} | {'cancelled', step-key, executor, ...}
 --          (the running steps whose executors must be told to stop).

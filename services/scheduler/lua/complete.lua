@@ -10,6 +10,7 @@
 --                                    when leasing set cache_key, see result_cache.py)
 --   P..'delayed'             ZSET    a retry's due time (ZADD)
 --   P..'fair'                HASH    fair share of new work: virtual time, namespaces' tags
+--   P..'unfinished'          HASH    the run's namespace's unfinished runs, when it ends (HINCRBY)
 --   P..'e:'..run_id          STREAM  run events (XADD)
 --   P..'l:'..step-key        LIST    the attempt's log lines, moved onto the step hash (DEL)
 -- ARGV: P, step-key, attempt, outcome (SUCCEEDED|FAILED|FATAL|TIMED_OUT|CANCELLED|RELEASED),

@@ -12,6 +12,7 @@
 --   P..'s:'..step-key        HASH    the step (written)
 --   P..'delayed'             ZSET    retries due now (ZADD)
 --   P..'r:'..run_id, P..'o:'..run_id, P..'e:'..run_id, P..'q:'..queue  (when a run fails)
+--   P..'unfinished'          HASH    the run's namespace's unfinished runs (when it fails)
 -- ARGV: P, now_ms, limit, finished_ttl_s
 -- Returns: JSON list of {member, executor, verdict ('released' for an attempt not counted,
 --          else fail_step's), cancel = [step-key, executor, ...],

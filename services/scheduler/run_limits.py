@@ -1,0 +1,82 @@
+"""``RunLimits``: how many unfinished runs (queued or running) a namespace may have.
+
+Teams share one Redis: every queued run holds its hashes and events there, so one team
+submitting without end would fill Redis's memory and stop every team's work. With a limit,
+a submit that would take its namespace past it is refused with RESOURCE_EXHAUSTED, naming
+the namespace, what it has and its limit; the runs already queued go on, and submits pass
+again as they finish. (Temporal limits each namespace's request rate, Hatchet each
+tenant's runs; here the bound is on what Redis holds, which is what runs out.)
+
+The count is kept in Redis by the scripts themselves (``wtm:unfinished``: +1 when
+``submit_run.lua`` creates a run, -1 when ``finish_run`` ends it, so every replica sees the
+same), read once a second (the reaper) and checked here without a round trip on the submit's
+path; between two reads a replica adds what it admitted itself. So the limit is soft by at
+most what other replicas admit in a second.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+
+from common.errors import ResourceExhausted
+
+
+def parse_limits(entries: list[str]) -> dict[str, int]:
+    """``["team-a=1000", ...]`` (WTM_NAMESPACE_RUN_LIMITS) as {namespace: limit}."""
+    limits = {}
+    for entry in entries:
+        namespace, _, value = entry.partition("=")
+        limits[namespace.strip()] = int(value)
+    return limits
+
+
+def limits_problem(entries: list[str]) -> str | None:
+    """Why WTM_NAMESPACE_RUN_LIMITS is not a list of NAMESPACE=N, or None."""
+    for entry in entries:
+        namespace, eq, value = entry.partition("=")
+        if not eq or not namespace.strip() or namespace.strip() == "*":
+            return f"{entry!r} is not NAMESPACE=LIMIT"
+        if not value.strip().isdigit():
+            return f"{entry!r}: the limit must be a whole number (0: none)"
+    return None
+
+
+class RunLimits:
+    """The limit of each namespace (``default``, unless ``per_namespace`` names it; 0:
+    none) and its unfinished runs as last read, plus what was admitted here since."""
+
+    def __init__(self, default: int = 0, per_namespace: Mapping[str, int] | None = None) -> None:
+        self.default = default
+        self.per_namespace = dict(per_namespace or {})
+        self._counts: Counter[str] = Counter()
+        self._admitted: Counter[str] = Counter()
+
+    @property
+    def active(self) -> bool:
+        """Whether any namespace has a limit (else the counts need not be read)."""
+        return bool(self.default or any(self.per_namespace.values()))
+
+    def limit(self, namespace: str) -> int:
+        return self.per_namespace.get(namespace, self.default)
+
+    def seen(self, counts: Mapping[str, int]) -> None:
+        """The counts as Redis has them now (they include what this replica admitted)."""
+        self._counts = Counter(counts)
+        self._admitted.clear()
+
+    def admit(self, namespace: str, runs: int) -> None:
+        """Count ``runs`` new runs of ``namespace``, or refuse them all if that would take
+        it past its limit."""
+        limit = self.limit(namespace)
+        if not limit:
+            return
+        have = self._counts[namespace] + self._admitted[namespace]
+        if have + runs > limit:
+            raise ResourceExhausted(
+                f"{namespace!r} has {have:,} runs queued or running; "
+                f"{runs:,} more would pass its limit of {limit:,} (WTM_MAX_UNFINISHED_RUNS, "
+                "WTM_NAMESPACE_RUN_LIMITS): submit again as they finish",
+                field="namespace",
+            )
+        self._admitted[namespace] += runs
