@@ -205,6 +205,14 @@ def batch_table(batch_id: str, rows: list[dict[str, Any]]) -> Table:
     return table
 
 
+def _size(n: int) -> str:
+    """Bytes as people read them: 28 KiB, 3.2 GiB."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}" if n < 10 * scale else f"{n / scale:.0f} {unit}"
+    return f"{n} B"
+
+
 def _wide(width: int | None) -> bool:
     """Whether a table printed ``width`` columns wide (None: this console's) shows every
     column."""
@@ -250,10 +258,10 @@ def executors_table(executors: list[ExecutorInfo], width: int | None = None) -> 
     wide = _wide(width)
     table.add_column("executor", no_wrap=True)
     table.add_column("state", no_wrap=True)
-    for col in ("queues", "slots", "busy", "cpu", "memory", "disk", "errors"):
+    for col in ("queues", "slots", "busy", "cpu", "memory", "errors"):
         table.add_column(col)
     if wide:
-        for col in ("sandbox", "labels", "last seen", "scheduler"):
+        for col in ("disk", "sandbox", "labels", "last seen", "scheduler"):
             table.add_column(col)
     style = {"CONNECTED": "green", "DRAINING": "yellow", "LOST": "red"}
     for e in executors:
@@ -269,11 +277,11 @@ def executors_table(executors: list[ExecutorInfo], width: int | None = None) -> 
             else str(e.busy_slots),
             f"{e.cpu_percent:.0f}%" if live else "",
             f"{e.memory_bytes / 2**20:.0f} MiB" if live and e.memory_bytes else "",
-            f"{e.disk_bytes / 2**20:.0f} MiB" if live and e.disk_bytes else "",
             f"[red]{e.slot_errors}[/]" if e.slot_errors else "0",
         ]
         if wide:
             cells += [
+                _size(e.disk_bytes) if live and e.disk_bytes else "",
                 SANDBOX_CELL.get(e.sandbox, escape(e.sandbox)),
                 escape(",".join(f"{k}={v}" for k, v in sorted(e.labels.items()))),
                 e.last_seen_at.strftime("%H:%M:%S") if e.last_seen_at else "",

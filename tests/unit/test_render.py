@@ -57,8 +57,8 @@ def test_in_80_columns_run_and_executor_ids_are_whole_and_the_extra_columns_go()
     narrow = printed(executors_table([executor], 80), 80)
     assert "executor-gpu-17" in narrow and "CONNECTED" in narrow
     assert "scheduler" not in narrow and "labels" not in narrow
-    wide = printed(executors_table([executor], 160), 160)
-    assert "scheduler-replica-2" in wide and "gpu=a100" in wide
+    wide = printed(executors_table([dataclasses.replace(executor, disk_bytes=3 * 2**29)], 160), 160)
+    assert "scheduler-replica-2" in wide and "gpu=a100" in wide and "1.5 GiB" in wide
     assert "?" in wide  # an executor too old to say how it confines task code
     limited = dataclasses.replace(executor, sandbox="limits")
     assert "limits only" in printed(executors_table([limited], 160), 160)
