@@ -213,14 +213,15 @@ class RequirementInstaller:
         installed) nor one on a running step's path."""
         if not self.max_bytes:
             return
-        busy = self._in_use()
         for key, _ in sorted(self._sets.items(), key=lambda kv: kv[1][1]):
             if self.total_bytes <= self.max_bytes:
                 break
             path = str(self.root / key)
             lock = self._locks.get(key)
-            if key == keep or path in busy or key not in self._sets or (lock and lock.locked()):
-                continue  # kept: just installed, in use, being prepared, or evicted already
+            if key == keep or key not in self._sets or (lock and lock.locked()):
+                continue  # kept: just installed, being prepared, or evicted already
+            if path in self._in_use():  # asked each time: steps start while others go
+                continue
             del self._sets[key]
             self._met = {reqs: ps for reqs, ps in self._met.items() if path not in ps}
             doomed = self.root / f".evicted-{key}"
@@ -274,6 +275,7 @@ class RequirementInstaller:
                 field="requirements",
             )
         site = tmp / "site"
+        site.mkdir(exist_ok=True)
         size = (await asyncio.to_thread(usage, str(site), _WALK_FILES)).bytes
         if self.max_bytes and size > self.max_bytes:  # it ended between two looks
             shutil.rmtree(tmp, ignore_errors=True)

@@ -291,6 +291,24 @@ def test_fair_turns_keep_each_namespaces_order_and_yield_to_priority(on_valkey) 
     assert then == ["b0", "a4", "b1", "a5", "a6", "a7"]
 
 
+def test_first_steps_queued_before_fair_turns_keep_their_place(on_valkey) -> None:  # noqa: ANN001
+    """A Redis that a scheduler without fair turns filled: its first steps were scored by
+    enqueue ms. New runs are tagged from the clock on, so those older steps stay ahead."""
+
+    async def scenario(q: RunQueue) -> list[str]:
+        await submit(q, "old", [step("a")])
+        band = (10 - 5) * 2 + 1
+        before = band * 2**42 + q.clock.now_ms() - 5000  # as lib.lua's score was
+        await q.redis.zadd(keys.queue("q"), {"old:a": before})
+        await q.admin.delete(keys.FAIR)  # type: ignore[attr-defined]  # no fair state yet
+        q.clock.advance(0.001)  # type: ignore[attr-defined]
+        for run_id in ("new1", "new2"):
+            await submit(q, run_id, [step("a")])
+        return await lease_all(q, ["q"])
+
+    assert on_valkey(scenario) == ["old", "new1", "new2"]
+
+
 def test_each_namespaces_unfinished_runs_are_counted_until_they_end(on_valkey) -> None:  # noqa: ANN001
     """What RunLimits reads: +1 as a run is created, -1 as it ends, however it ends
     (completed, failed, cancelled), once."""

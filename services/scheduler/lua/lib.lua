@@ -31,22 +31,28 @@ end
 -- moves on by one. Within a namespace that is arrival order; across namespaces, a team that
 -- queued a backlog does not hold back another team's new runs: these take turns with it
 -- from where the fleet is. A namespace that was idle comes back at v, with no credit.
--- (P..'fair': 'v:'..band and 'f:'..band..':'..namespace.)
+-- A band's v starts at the time in ms of its first submit: tags start on the scale of the
+-- enqueue times first steps were scored with before, so steps queued by an older scheduler
+-- keep their place. (P..'fair': 'v:'..band and 'f:'..band..':'..namespace.)
 local function namespace_of(queue)
   return string.match(string.match(queue, '^[^|]*'), '^(.*)/[^/]*$') or 'default'
 end
 
-local function first_score(P, queue, priority)
+local function first_score(P, queue, priority, now_ms)
   local band = (10 - tonumber(priority)) * 2 + 1
   local next_field = 'f:' .. band .. ':' .. namespace_of(queue)
   local got = redis.call('HMGET', fair_key(P), 'v:' .. band, next_field)
-  local tag = math.max(tonumber(got[1] or '0'), tonumber(got[2] or '0'))
+  if not got[1] then
+    got[1] = now_ms
+    redis.call('HSET', fair_key(P), 'v:' .. band, now_ms)
+  end
+  local tag = math.max(tonumber(got[1]), tonumber(got[2] or '0'))
   redis.call('HSET', fair_key(P), next_field, tag + 1)
   return band * BAND + tag
 end
 
 local function ready_score(P, queue, priority, first, now_ms)
-  if first == '1' then return first_score(P, queue, priority) end
+  if first == '1' then return first_score(P, queue, priority, now_ms) end
   return score(priority, now_ms)
 end
 
