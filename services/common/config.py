@@ -35,6 +35,19 @@ def setting(
     )
 
 
+def list_setting(
+    env: str,
+    help: str,  # noqa: A002 - mirrors argparse
+    check: Callable[[list[str]], str | None] | None = None,
+    default: tuple[str, ...] = (),
+) -> Any:
+    """Declare a comma-separated setting, as ``setting`` does one value."""
+    return dataclasses.field(
+        default_factory=lambda: list(default),
+        metadata={"env": env, "help": help, "check": check},
+    )
+
+
 def server_tls(settings: Any) -> tuple[str, str] | None:
     """(certificate, key) to serve TLS with, or None for plaintext (only when WTM_TLS=false)."""
     if settings.tls_cert and settings.tls_key:

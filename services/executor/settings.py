@@ -4,27 +4,32 @@ from __future__ import annotations
 
 import re
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from common.refs import DEFAULT_INLINE_MAX_BYTES
-from services.common.config import ClientKeySettings, host_port, non_negative, positive, setting
+from services.common.config import (
+    ClientKeySettings,
+    host_port,
+    list_setting,
+    non_negative,
+    positive,
+    setting,
+)
 
 
 @dataclass
 class ExecutorSettings(ClientKeySettings):
     """An executor: takes steps from the scheduler and runs them in worker processes."""
 
-    scheduler: list[str] = field(
-        default_factory=lambda: ["127.0.0.1:50052"],
-        metadata={
-            "env": "WTM_SCHEDULER_ADDR",
-            "help": "scheduler address, or several comma-separated (tried in turn on reconnect)",
-            "check": lambda v: (
-                "must name at least one address"
-                if not v
-                else next((f"{a!r}: {p}" for a in v if (p := host_port(a))), None)
-            ),
-        },
+    scheduler: list[str] = list_setting(
+        "WTM_SCHEDULER_ADDR",
+        "scheduler address, or several comma-separated (tried in turn on reconnect)",
+        lambda v: (
+            "must name at least one address"
+            if not v
+            else next((f"{a!r}: {p}" for a in v if (p := host_port(a))), None)
+        ),
+        default=("127.0.0.1:50052",),
     )
     registry: str = setting(
         "127.0.0.1:50051", "WTM_REGISTRY_ADDR", "registry service address", host_port
@@ -32,21 +37,16 @@ class ExecutorSettings(ClientKeySettings):
     executor_id: str = setting(
         f"{socket.gethostname()}", "WTM_EXECUTOR_ID", "this executor's id, unique in the fleet"
     )
-    queues: list[str] = field(
-        default_factory=lambda: ["default"],
-        metadata={
-            "env": "WTM_EXECUTOR_QUEUES",
-            "help": "comma-separated queues to take work from",
-            "check": lambda v: None if v else "must name at least one queue",
-        },
+    queues: list[str] = list_setting(
+        "WTM_EXECUTOR_QUEUES",
+        "comma-separated queues to take work from",
+        lambda v: None if v else "must name at least one queue",
+        default=("default",),
     )
-    namespaces: list[str] = field(
-        default_factory=list,
-        metadata={
-            "env": "WTM_EXECUTOR_NAMESPACES",
-            "help": "comma-separated namespaces whose queues to serve; empty: every one its "
-            "key allows (the key's namespace, or all of them for a key of every namespace)",
-        },
+    namespaces: list[str] = list_setting(
+        "WTM_EXECUTOR_NAMESPACES",
+        "comma-separated namespaces whose queues to serve; empty: every one its key allows "
+        "(the key's namespace, or all of them for a key of every namespace)",
     )
     slots: int = setting(2, "WTM_EXECUTOR_SLOTS", "steps run at once", positive)
     tls_client_cert: str = setting(
@@ -55,17 +55,14 @@ class ExecutorSettings(ClientKeySettings):
         "PEM client certificate to present to the scheduler (mTLS: its WTM_EXECUTOR_LISTEN)",
     )
     tls_client_key: str = setting("", "WTM_TLS_CLIENT_KEY", "PEM private key of that certificate")
-    labels: list[str] = field(
-        default_factory=list,
-        metadata={
-            "env": "WTM_EXECUTOR_LABELS",
-            "help": "comma-separated KEY=VALUE labels, e.g. gpu=false; a task's "
-            "executor_labels must all match for its steps to come here",
-            "check": lambda v: next(
-                (f"{x!r} is not KEY=VALUE" for x in v if not re.match(r"^[\w.-]+=[\w.-]*$", x)),
-                None,
-            ),
-        },
+    labels: list[str] = list_setting(
+        "WTM_EXECUTOR_LABELS",
+        "comma-separated KEY=VALUE labels, e.g. gpu=false; a task's executor_labels must all "
+        "match for its steps to come here",
+        lambda v: next(
+            (f"{x!r} is not KEY=VALUE" for x in v if not re.match(r"^[\w.-]+=[\w.-]*$", x)),
+            None,
+        ),
     )
     cache_dir: str = setting(
         ".wtm/executor-cache", "WTM_EXECUTOR_CACHE_DIR", "package cache directory"

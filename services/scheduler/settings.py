@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from common.refs import DEFAULT_INLINE_MAX_BYTES
 from services.common.backends import redis_url_problem
@@ -12,6 +12,7 @@ from services.common.config import (
     ClientKeySettings,
     ServerAuthSettings,
     host_port,
+    list_setting,
     non_negative,
     positive,
     setting,
@@ -94,18 +95,13 @@ class SchedulerSettings(ServerAuthSettings, ClientKeySettings):
         "FAILED_PRECONDITION, so that no step runs where its code would share the executor's "
         "user and network",
     )
-    isolation_optional_namespaces: list[str] = field(
-        default_factory=list,
-        metadata={
-            "env": "WTM_ISOLATION_OPTIONAL_NAMESPACES",
-            "help": "comma-separated namespaces whose steps may run where task code is not "
-            "isolated (a team's own trusted code): with WTM_REQUIRE_ISOLATION, an executor "
-            "that does not isolate is taken when every namespace it serves is listed here "
-            "(WTM_EXECUTOR_NAMESPACES, or a key bound to one)",
-            "check": lambda v: next(
-                (f"{n!r} is not a namespace name" for n in v if n == "*" or not n), None
-            ),
-        },
+    isolation_optional_namespaces: list[str] = list_setting(
+        "WTM_ISOLATION_OPTIONAL_NAMESPACES",
+        "comma-separated namespaces whose steps may run where task code is not isolated (a "
+        "team's own trusted code): with WTM_REQUIRE_ISOLATION, an executor that does not "
+        "isolate is taken when every namespace it serves is listed here "
+        "(WTM_EXECUTOR_NAMESPACES, or a key bound to one)",
+        lambda v: next((f"{n!r} is not a namespace name" for n in v if n == "*" or not n), None),
     )
     max_unfinished_runs: int = setting(
         0,
@@ -114,14 +110,11 @@ class SchedulerSettings(ServerAuthSettings, ClientKeySettings):
         "it is refused with RESOURCE_EXHAUSTED, so that no team fills Redis for all",
         non_negative,
     )
-    namespace_run_limits: list[str] = field(
-        default_factory=list,
-        metadata={
-            "env": "WTM_NAMESPACE_RUN_LIMITS",
-            "help": "comma-separated NAMESPACE=LIMIT: a namespace's own limit of runs queued "
-            "or running, instead of WTM_MAX_UNFINISHED_RUNS (0: none)",
-            "check": limits_problem,
-        },
+    namespace_run_limits: list[str] = list_setting(
+        "WTM_NAMESPACE_RUN_LIMITS",
+        "comma-separated NAMESPACE=LIMIT: a namespace's own limit of runs queued or running, "
+        "instead of WTM_MAX_UNFINISHED_RUNS (0: none)",
+        limits_problem,
     )
     inline_max_bytes: int = setting(
         DEFAULT_INLINE_MAX_BYTES,
