@@ -3,6 +3,7 @@
     wtm_queue_depth{queue}                 steps waiting per queue (plus "delayed" retries)
     wtm_queue_oldest_age_seconds{queue}    how long the oldest waiting step has waited (0: none)
     wtm_queue_executors{queue}             executors on this replica that take from the queue
+    wtm_namespace_unfinished_runs{namespace}  runs queued or running (WTM_MAX_UNFINISHED_RUNS)
     wtm_runs_submitted_total               runs accepted
     wtm_runs_finished_total{state}         runs ended, by final state
     wtm_step_attempts_total{state,task}    step attempts ended, by outcome
@@ -54,6 +55,7 @@ class SchedulerMetrics(RunListener):
         self.depths: dict[str, int] = {}
         self.oldest_ages: dict[str, float] = {}
         self.executors: dict[str, int] = {}
+        self.namespace_runs: dict[str, int] = {}
         meter = metrics.get_meter("wtm.scheduler")
         meter.create_observable_gauge(
             "wtm_queue_depth", [self._observe_depths], description="steps waiting per queue"
@@ -71,6 +73,11 @@ class SchedulerMetrics(RunListener):
         )
         meter.create_observable_gauge(
             "wtm_executor_slots", [self._observe_slots], description="executor slots by state"
+        )
+        meter.create_observable_gauge(
+            "wtm_namespace_unfinished_runs",
+            [self._observe_namespace_runs],
+            description="runs queued or running per namespace",
         )
         self.runs_submitted_total = meter.create_counter("wtm_runs_submitted", description="runs")
         self.runs_finished = meter.create_counter("wtm_runs_finished", description="runs")
@@ -97,6 +104,9 @@ class SchedulerMetrics(RunListener):
         self.history_failures = meter.create_counter(
             "wtm_history_write_failures", description="failed writes of finished runs"
         )
+
+    def _observe_namespace_runs(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(n, {"namespace": ns}) for ns, n in self.namespace_runs.items()]
 
     def _observe_depths(self, options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(n, {"queue": q}) for q, n in self.depths.items()]

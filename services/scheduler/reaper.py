@@ -5,7 +5,7 @@ stop the others):
 - write this replica's part of the fleet record;
 - pick up queue variants other replicas announced;
 - read queue depths and ages for the metrics;
-- with run limits, read each namespace's unfinished runs (``RunLimits``).
+- read each namespace's runs queued or running, for the metrics and ``RunLimits``.
 """
 
 from __future__ import annotations
@@ -46,15 +46,19 @@ class Reaper:
             ("save the fleet record", self.fleet.save),
             ("refresh queue variants", self.refresh_queue_variants),
             ("read queue depths", self.read_depths),
+            ("count unfinished runs", self.count_runs),
         ]
+        self.limits: list[RunLimits] = []  # told the counts (``keep_counting``)
 
     def keep_counting(self, limits: RunLimits) -> None:
-        """Read each namespace's unfinished runs into ``limits`` every tick."""
+        """Tell ``limits`` each namespace's unfinished runs every tick."""
+        self.limits.append(limits)
 
-        async def count() -> None:
-            limits.seen(await self.queue.unfinished_counts())
-
-        self.duties.append(("count unfinished runs", count))
+    async def count_runs(self) -> None:
+        counts = await self.queue.unfinished_counts()
+        self.metrics.namespace_runs = counts
+        for limits in self.limits:
+            limits.seen(counts)
 
     async def run(self, interval: float = 1.0) -> None:
         while True:

@@ -170,6 +170,8 @@ def test_metrics_are_served_for_prometheus(traced: Traced, face_run: Any) -> Non
         value("wtm_executor_slots", state="free") + value("wtm_executor_slots", state="busy") == 2
     )
     assert value("wtm_queue_depth", queue="default") >= 0
+    # Runs queued or running per namespace, as the scripts count them (read once a second).
+    assert value("wtm_namespace_unfinished_runs", namespace="default") >= 0
 
 
 def test_logs_are_json_with_run_and_trace_ids(traced: Traced, face_run: Any) -> None:
