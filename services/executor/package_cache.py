@@ -6,23 +6,23 @@ asked for, inspected for unsafe entries, and extracted into ``root/<digest>`` at
 one download. The cache survives restarts. With a size cap, installing a package evicts the
 least recently used ones (by the time each was last used, kept as the directory's mtime so
 the order survives restarts too) until the cache fits, never one a running step uses; idle
-warm workers of an evicted package are retired first (``on_evict``).
+warm workers of an evicted package are retired first (``on_evict``); ``LruDirectories``
+keeps the books.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shutil
 import tempfile
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from common.artifacts import download_verified
 from common.packaging import extract_to, inspect_archive
 from services.common.auth import DEFAULT_NAMESPACE
+from services.executor.lru_directories import LruDirectories
 
 log = logging.getLogger(__name__)
 Fetch = Callable[[str, str], AsyncIterator[bytes]]  # (digest, namespace) -> chunks
@@ -47,60 +47,52 @@ class PackageCache:
         self.root.mkdir(parents=True, exist_ok=True)
         self._fetch = fetch
         self._locks: dict[str, asyncio.Lock] = {}
-        self.max_bytes = max_bytes
         self._in_use = in_use
         self._on_evict = on_evict
-        # digest -> (size in bytes, last used), loaded from disk so eviction order survives.
-        self._entries: dict[str, tuple[int, float]] = {
-            p.name: (_tree_bytes(p), p.stat().st_mtime)
-            for p in self.root.iterdir()
-            if p.is_dir() and not p.name.startswith(".")
-        }
+        # digest -> (size in bytes, last used), from disk so eviction order survives.
+        self._dirs = LruDirectories(self.root, max_bytes, _tree_bytes, "package")
         self.downloads = 0
-        self.evictions = 0
 
     @property
     def total_bytes(self) -> int:
-        return sum(size for size, _ in self._entries.values())
+        return self._dirs.total_bytes
+
+    @property
+    def evictions(self) -> int:
+        return self._dirs.evictions
 
     def path(self, digest: str) -> Path:
         return self.root / digest
 
     def has(self, digest: str) -> bool:
         """Whether ``get`` would answer from the cache at once."""
-        return digest in self._entries and self.path(digest).is_dir()
+        return digest in self._dirs and self.path(digest).is_dir()
 
     async def get(self, digest: str, namespace: str = DEFAULT_NAMESPACE) -> Path:
         """The extracted package directory for ``digest``, downloading it if needed (as a
         step of ``namespace``: the registry serves a package only to namespaces that may
         use it; the scheduler sends only digests the step's namespace resolved)."""
         target = self.path(digest)
-        if digest in self._entries and target.is_dir():
-            self._touch(digest)
+        if digest in self._dirs and target.is_dir():
+            self._dirs.touch(digest)
             return target
         lock = self._locks.setdefault(digest, asyncio.Lock())
         async with lock:
             if target.is_dir():
-                self._entries.setdefault(digest, (_tree_bytes(target), 0.0))
-                self._touch(digest)
+                if digest not in self._dirs:
+                    self._dirs.add(digest, _tree_bytes(target))
+                self._dirs.touch(digest)
                 return target
             log.info("downloading package %s", digest)
             data = await download_verified(self._fetch(digest, namespace), digest, "package")
             self.downloads += 1
-            size = await asyncio.to_thread(self._install, digest, data)
-            self._entries[digest] = (size, time.time())
-            for evicted, path in self._evict(keep=digest):
+            self._dirs.add(digest, await asyncio.to_thread(self._install, digest, data))
+            busy = self._in_use()
+            for evicted, path in self._dirs.evict(digest, lambda d: str(self.path(d)) in busy):
                 if self._on_evict is not None:
                     await self._on_evict(evicted)
                 await asyncio.to_thread(shutil.rmtree, path, True)
         return target
-
-    def _touch(self, digest: str) -> None:
-        size, last = self._entries[digest]
-        now = time.time()
-        if now - last > 1.0:  # the order at one-second grain is enough; spare the syscall
-            self._entries[digest] = (size, now)
-            os.utime(self.path(digest), (now, now))
 
     def _install(self, digest: str, data: bytes) -> int:
         contents = inspect_archive(data)
@@ -112,22 +104,3 @@ class PackageCache:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return size
-
-    def _evict(self, keep: str) -> list[tuple[str, Path]]:
-        """Drop least recently used packages until the cache fits its cap; returns each one's
-        directory as it was, and where it now is (renamed out of the way, to delete)."""
-        doomed: list[tuple[str, Path]] = []
-        if not self.max_bytes:
-            return doomed
-        busy = self._in_use()
-        for digest, _ in sorted(self._entries.items(), key=lambda kv: kv[1][1]):
-            if self.total_bytes <= self.max_bytes:
-                break
-            if digest == keep or str(self.path(digest)) in busy:
-                continue
-            del self._entries[digest]
-            doomed.append((str(self.path(digest)), self.root / f".evicted-{digest}"))
-            self.path(digest).rename(doomed[-1][1])
-            self.evictions += 1
-            log.info("evicted package %s from the cache", digest)
-        return doomed

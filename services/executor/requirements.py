@@ -31,7 +31,6 @@ from where a task says.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import os
@@ -47,6 +46,7 @@ from pathlib import Path
 from packaging.requirements import InvalidRequirement, Requirement
 
 from common.errors import FailedPrecondition
+from services.executor.lru_directories import LruDirectories
 from services.executor.worker_disk import usage
 
 log = logging.getLogger(__name__)
@@ -134,21 +134,24 @@ class RequirementInstaller:
         self._on_evict = on_evict
         self._locks: dict[str, asyncio.Lock] = {}
         self._met: dict[tuple[str, ...], tuple[str, ...]] = {}
-        # installed set (its directory's name) -> (bytes on disk, last used); from disk, so
-        # what an earlier executor installed counts and goes oldest first.
-        self._sets: dict[str, tuple[int, float]] = {}
-        if self.root.is_dir():
-            for path in self.root.iterdir():
-                if path.name.startswith("."):  # an install or an eviction cut short
-                    shutil.rmtree(path, ignore_errors=True)
-                elif (path / _DONE).exists():
-                    self._sets[path.name] = (usage(str(path), _WALK_FILES).bytes, _mtime(path))
+        # installed sets (by directory name): what an earlier executor installed counts and
+        # goes oldest first; an install or an eviction it cut short is removed.
+        self._sets = LruDirectories(
+            self.root,
+            max_bytes,
+            lambda path: usage(str(path), _WALK_FILES).bytes,
+            "requirements",
+            complete=lambda path: (path / _DONE).exists(),
+        )
         self.installs = 0
-        self.evictions = 0
 
     @property
     def total_bytes(self) -> int:
-        return sum(size for size, _ in self._sets.values())
+        return self._sets.total_bytes
+
+    @property
+    def evictions(self) -> int:
+        return self._sets.evictions
 
     def known(self, requirements: list[str]) -> bool:
         """Whether ``prepare`` would answer at once (this set was found met before)."""
@@ -161,7 +164,7 @@ class RequirementInstaller:
         known = self._met.get(tuple(requirements))
         if known is not None:
             for path in known:
-                self._touch(Path(path).name)
+                self._sets.touch(Path(path).name)
             return known
         paths = await self._prepare(requirements)
         self._met[tuple(requirements)] = paths
@@ -189,10 +192,9 @@ class RequirementInstaller:
         target = self.root / key
         async with self._locks.setdefault(key, asyncio.Lock()):
             if not (target / _DONE).exists():
-                size = await self._install(wanted, target)
-                self._sets[key] = (size, time.time())
+                self._sets.add(key, await self._install(wanted, target))
                 await self._evict(keep=key)
-            self._touch(key)
+            self._sets.touch(key)
         still = [p for r in wanted if (p := unmet(r, str(target))) is not None]
         if still:
             raise FailedPrecondition(
@@ -200,37 +202,22 @@ class RequirementInstaller:
             )
         return (str(target),)
 
-    def _touch(self, key: str) -> None:
-        size, last = self._sets.get(key, (0, 0.0))
-        now = time.time()
-        if now - last > 1.0:  # the order at one-second grain is enough; spare the syscall
-            self._sets[key] = (size, now)
-            with contextlib.suppress(FileNotFoundError):
-                os.utime(self.root / key, (now, now))
-
     async def _evict(self, keep: str) -> None:
-        """Remove least recently used sets until the cache fits its cap: never ``keep`` (just
-        installed) nor one on a running step's path."""
-        if not self.max_bytes:
-            return
-        for key, _ in sorted(self._sets.items(), key=lambda kv: kv[1][1]):
-            if self.total_bytes <= self.max_bytes:
-                break
-            path = str(self.root / key)
-            lock = self._locks.get(key)
-            if key == keep or key not in self._sets or (lock and lock.locked()):
-                continue  # kept: just installed, being prepared, or evicted already
-            if path in self._in_use():  # asked each time: steps start while others go
-                continue
-            del self._sets[key]
-            self._met = {reqs: ps for reqs, ps in self._met.items() if path not in ps}
-            doomed = self.root / f".evicted-{key}"
-            (self.root / key).rename(doomed)  # a prepare from here on installs it afresh
-            self.evictions += 1
-            log.info("evicted requirements %s from the cache", key)
+        """Past the cap, remove the least recently used sets: never ``keep`` (just
+        installed), one on a running step's path, nor one being prepared (its lock held)."""
+        busy = self._in_use()
+
+        def in_use(name: str) -> bool:
+            lock = self._locks.get(name)
+            return str(self.root / name) in busy or bool(lock and lock.locked())
+
+        doomed = self._sets.evict(keep, in_use)
+        gone = {path for path, _ in doomed}  # a prepare from here on installs them afresh
+        self._met = {reqs: ps for reqs, ps in self._met.items() if not gone & set(ps)}
+        for path, moved in doomed:
             if self._on_evict is not None:
                 await self._on_evict(path)
-            await asyncio.to_thread(shutil.rmtree, doomed, True)
+            await asyncio.to_thread(shutil.rmtree, moved, True)
 
     async def _install(self, wanted: list[str], target: Path) -> int:
         """Install ``wanted`` into ``target``; its size on disk. pip's temporary files go
@@ -317,7 +304,3 @@ class RequirementInstaller:
             if not output.done():
                 proc.kill()
                 await asyncio.wait({output})
-
-
-def _mtime(path: Path) -> float:
-    return path.stat().st_mtime
