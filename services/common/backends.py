@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 import pymongo
 import redis.asyncio as aioredis
+import urllib3
 from minio import Minio
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
@@ -32,7 +34,8 @@ class SentinelAddress:
     [?sentinel_password=...]``: the sentinels to ask (port 26379 by default), the name they
     monitor the primary under, the database, and the data nodes' credentials (the
     sentinels' own password, if they have one, as ``sentinel_password``).
-    ``rediss+sentinel://`` speaks TLS to the data nodes."""
+    ``rediss+sentinel://`` speaks TLS to the data nodes, checked against the system's CAs or
+    the one named by ``ssl_ca_certs=/path`` in the query (as for ``rediss://``)."""
 
     sentinels: tuple[tuple[str, int], ...]
     service: str
@@ -41,6 +44,7 @@ class SentinelAddress:
     password: str | None = None
     sentinel_password: str | None = None
     tls: bool = False
+    tls_ca_file: str | None = None
 
     @classmethod
     def parse(cls, url: str) -> SentinelAddress:
@@ -67,6 +71,7 @@ class SentinelAddress:
             unquote(parsed.password) if parsed.password else None,
             query.get("sentinel_password", [None])[0],
             SENTINEL_SCHEMES[parsed.scheme],
+            query.get("ssl_ca_certs", [None])[0],
         )
 
 
@@ -79,9 +84,16 @@ def redis_url_problem(url: str) -> str | None:
             SentinelAddress.parse(url)
         except ValueError as exc:
             return str(exc).removeprefix("WTM_REDIS_URL: ")
-        return None
+        return _ca_file_problem(url)
     if scheme not in ("redis", "rediss", "unix"):
         return f"scheme {scheme!r}: use redis://, rediss://, unix:// or redis+sentinel://"
+    return _ca_file_problem(url)
+
+
+def _ca_file_problem(url: str) -> str | None:
+    for path in parse_qs(urlparse(url).query).get("ssl_ca_certs", []):
+        if not os.access(path, os.R_OK):
+            return f"ssl_ca_certs: cannot read {path!r}"
     return None
 
 
@@ -104,6 +116,8 @@ def redis_client(url: str, socket_timeout: float = 30) -> aioredis.Redis:
     if urlparse(url).scheme not in SENTINEL_SCHEMES:
         return aioredis.Redis.from_url(url, **options)
     address = SentinelAddress.parse(url)
+    if address.tls_ca_file:
+        options["ssl_ca_certs"] = address.tls_ca_file
     sentinels = Sentinel(
         list(address.sentinels),
         sentinel_kwargs={"socket_timeout": 5, "password": address.sentinel_password},
@@ -118,12 +132,46 @@ def redis_client(url: str, socket_timeout: float = 30) -> aioredis.Redis:
     )
 
 
-def s3_client(endpoint: str, access_key: str, secret_key: str) -> Minio:
-    """An S3 client for ``http(s)://host:port`` or plain ``host:port`` (plain HTTP)."""
+def s3_client(endpoint: str, access_key: str, secret_key: str, ca_file: str = "") -> Minio:
+    """An S3 client for ``http(s)://host:port`` or plain ``host:port`` (plain HTTP). Over
+    https the server's certificate is checked against ``ca_file`` when one is named (a
+    private CA's, ``WTM_S3_CA_FILE``), else against certifi's CAs, as minio's own client
+    does (which reads ``SSL_CERT_FILE`` instead: a process-wide setting)."""
     parsed = urlparse(endpoint if "://" in endpoint else f"http://{endpoint}")
+    http = None
+    if ca_file:  # minio's own pool, but for the CA
+        minutes = 5 * 60
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=minutes, read=minutes),
+            maxsize=10,
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=ca_file,
+            retries=urllib3.Retry(
+                total=5, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]
+            ),
+        )
     return Minio(
         parsed.netloc,
         access_key=access_key,
         secret_key=secret_key,
         secure=parsed.scheme == "https",
+        http_client=http,
     )
+
+
+def unreachable(what: str, setting: str, exc: BaseException) -> SystemExit:
+    """The exit of a service that could not reach a backing store at start: what failed,
+    which setting points at it, and the root cause (not the client library's wrapping of it:
+    a refused connection or an untrusted certificate, say), with a hint for the latter."""
+    cause: BaseException = exc
+    while isinstance(cause, urllib3.exceptions.MaxRetryError) and cause.reason is not None:
+        cause = cause.reason
+    text = str(cause) or type(cause).__name__
+    hint = ""
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        hint = (
+            " — its certificate is not signed by a CA this service trusts: name the CA's "
+            "certificate (WTM_S3_CA_FILE; ssl_ca_certs= in a rediss:// URL; tlsCAFile= in "
+            "a MongoDB URI)"
+        )
+    return SystemExit(f"cannot reach {what} ({setting}): {text}{hint}")

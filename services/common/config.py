@@ -82,6 +82,13 @@ def non_negative(value: Any) -> str | None:
     return None if value >= 0 else "must be 0 or more"
 
 
+def readable_file(value: str) -> str | None:
+    """Check that a path (when one is given) names a file this process can read."""
+    if value and not os.access(value, os.R_OK):
+        return f"cannot read {value!r}"
+    return None
+
+
 def host_port(value: str) -> str | None:
     """Check that an address looks like HOST:PORT with a numeric port."""
     host, _, port = value.rpartition(":")

@@ -169,6 +169,9 @@ class LocalStack:
                 "-s3.port.iceberg=0",
                 "-s3.port.lance=0",
                 "-metricsPort=0",
+                # It would report usage to telemetry.seaweedfs.com (once 10 GiB are stored):
+                # nothing of the local stack leaves the machine.
+                "-master.telemetry=false",
             ],
             env={"AWS_ACCESS_KEY_ID": S3_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": s3_secret},
             grace=3.0,

@@ -7,9 +7,13 @@ import os
 import sys
 from collections.abc import Sequence
 
+import minio.error
+import pymongo.errors
+import urllib3.exceptions
+
 from common import telemetry
 from services.common import auth, logs
-from services.common.backends import mongo_database, s3_client
+from services.common.backends import mongo_database, s3_client, unreachable
 from services.common.config import load_settings, read_secret, server_tls
 from services.common.grpc_server import serve_threaded
 from services.registry.artifacts import Artifacts
@@ -42,14 +46,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure("registry")
     telemetry.setup("wtm-registry", grpc_server="sync")
     db = mongo_database(settings.mongodb_uri, settings.mongodb_database)
-    s3 = s3_client(settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key)
+    s3 = s3_client(
+        settings.s3_endpoint,
+        settings.s3_access_key,
+        settings.s3_secret_key,
+        settings.s3_ca_file,
+    )
     tasks, pipelines = TaskStore(db), PipelineStore(db)
     packages = PackageStore(s3, settings.packages_bucket)
     artifact_store = ArtifactStore(s3, settings.artifacts_bucket)
-    for store in (tasks, pipelines):
-        store.ensure_indexes()
-    for bucket in (packages, artifact_store):
-        bucket.ensure_bucket()
+    try:
+        for store in (tasks, pipelines):
+            store.ensure_indexes()
+    except pymongo.errors.PyMongoError as exc:
+        raise unreachable("MongoDB", "WTM_MONGODB_URI", exc) from exc
+    try:
+        for bucket in (packages, artifact_store):
+            bucket.ensure_bucket()
+    except (urllib3.exceptions.HTTPError, minio.error.MinioException) as exc:
+        raise unreachable(
+            f"the object store at {settings.s3_endpoint}", "WTM_S3_ENDPOINT", exc
+        ) from exc
     registry = Registry(tasks, packages, SharedTasks(db), settings.max_package_bytes)
     servicer = RegistryServicer(
         registry,

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.common.config import ServerAuthSettings, host_port, positive, setting
+from services.common.config import (
+    ServerAuthSettings,
+    host_port,
+    positive,
+    readable_file,
+    setting,
+)
 
 
 @dataclass
@@ -16,7 +22,15 @@ class RegistrySettings(ServerAuthSettings):
     )
     mongodb_uri: str = setting("mongodb://127.0.0.1:27017", "WTM_MONGODB_URI", "MongoDB URI")
     mongodb_database: str = setting("wtm", "WTM_MONGODB_DATABASE", "MongoDB database name")
-    s3_endpoint: str = setting("http://127.0.0.1:9000", "WTM_S3_ENDPOINT", "S3 endpoint URL")
+    s3_endpoint: str = setting(
+        "http://127.0.0.1:9000", "WTM_S3_ENDPOINT", "S3 endpoint URL (https://: TLS)"
+    )
+    s3_ca_file: str = setting(
+        "",
+        "WTM_S3_CA_FILE",
+        "CA certificate(s) to check an https S3 endpoint against (empty: certifi's CAs)",
+        readable_file,
+    )
     s3_access_key: str = setting("", "WTM_S3_ACCESS_KEY", "S3 access key (required)")
     s3_secret_key: str = setting("", "WTM_S3_SECRET_KEY", "S3 secret key (required)", secret=True)
     packages_bucket: str = setting(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from services.common.backends import SentinelAddress, redis_url_problem
 from services.common.config import load_settings
 from services.executor.settings import ExecutorSettings
+from services.registry.settings import RegistrySettings
 from services.scheduler.settings import SchedulerSettings
 
 
@@ -56,3 +59,23 @@ def test_a_sentinel_url_names_the_sentinels_the_service_and_the_credentials() ->
     )
     assert SentinelAddress.parse("redis+sentinel://s1/wtm").db == 0
     assert redis_url_problem(url) is None and redis_url_problem("unix:///tmp/r.sock") is None
+
+
+def test_a_private_ca_for_redis_is_named_in_its_url_and_must_be_readable(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    sentinel = f"rediss+sentinel://s1/wtm-primary?ssl_ca_certs={ca}"
+    assert SentinelAddress.parse(sentinel).tls_ca_file == str(ca)
+    for url in (f"rediss://wtm:pw@redis:6380/0?ssl_ca_certs={ca}", sentinel):
+        assert redis_url_problem(url) is None
+        missing = url.replace(str(ca), str(tmp_path / "nowhere.pem"))
+        assert redis_url_problem(missing) == f"ssl_ca_certs: cannot read '{tmp_path}/nowhere.pem'"
+
+
+def test_an_s3_ca_file_that_cannot_be_read_is_refused_at_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        load_settings(RegistrySettings, ["--s3-ca-file", str(tmp_path / "nowhere.pem")])
+    assert exit_info.value.code == 2
+    assert "WTM_S3_CA_FILE" in capsys.readouterr().err
