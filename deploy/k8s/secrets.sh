@@ -11,7 +11,11 @@
 # local: wtm-local-backing (random passwords for the local overlay's MongoDB, MinIO and
 #   Redis) and wtm-backing (the URIs that use them).
 # production: wtm-backing from your environment: WTM_MONGODB_URI (a replica set URI),
-#   WTM_REDIS_URL, WTM_S3_ENDPOINT, WTM_S3_ACCESS_KEY, WTM_S3_SECRET_KEY.
+#   WTM_REDIS_URL, WTM_S3_ENDPOINT, WTM_S3_ACCESS_KEY, WTM_S3_SECRET_KEY. Stores over TLS:
+#   rediss://, ?tls=true, https://; a store whose certificate a public CA signed needs
+#   nothing more. For a private CA set WTM_STORES_CA=/path/to/its.pem: it goes into wtm-tls
+#   as stores-ca.pem (mounted at /tls), S3 is checked against it (WTM_S3_CA_FILE), and the
+#   URLs name it: ?ssl_ca_certs=/tls/stores-ca.pem, &tlsCAFile=/tls/stores-ca.pem.
 # Run it again to rotate everything (then restart the pods).
 set -euo pipefail
 mode=${1:?usage: secrets.sh local|production}
@@ -38,9 +42,14 @@ secret wtm-keys \
   --from-literal=service="$($wtm auth new-key)" \
   --from-literal=executor="$($wtm auth new-key)"
 "$wtm" tls init "$tmp/tls" --host registry --host scheduler --host localhost >/dev/null
+stores_ca=()
+if [ "$mode" = production ] && [ -n "${WTM_STORES_CA:-}" ]; then
+  [ -r "$WTM_STORES_CA" ] || { echo "secrets.sh: cannot read WTM_STORES_CA=$WTM_STORES_CA" >&2; exit 2; }
+  stores_ca=(--from-file=stores-ca.pem="$WTM_STORES_CA")
+fi
 secret wtm-tls $(for f in ca.pem server.pem server.key executor.pem executor.key; do
   echo "--from-file=$f=$tmp/tls/$f"
-done)
+done) "${stores_ca[@]}"
 
 if [ "$mode" = local ]; then
   mongo=$(password) minio=$(password) redis=$(password)
@@ -63,5 +72,6 @@ else
     --from-literal=WTM_REDIS_URL="$WTM_REDIS_URL" \
     --from-literal=WTM_S3_ENDPOINT="$WTM_S3_ENDPOINT" \
     --from-literal=WTM_S3_ACCESS_KEY="$WTM_S3_ACCESS_KEY" \
-    --from-literal=WTM_S3_SECRET_KEY="$WTM_S3_SECRET_KEY"
+    --from-literal=WTM_S3_SECRET_KEY="$WTM_S3_SECRET_KEY" \
+    ${stores_ca:+--from-literal=WTM_S3_CA_FILE=/tls/stores-ca.pem}
 fi

@@ -7,6 +7,7 @@ reference."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import os
 import re
@@ -375,4 +376,16 @@ def test_the_secrets_script_wants_the_production_addresses_named(tmp_path: Path)
     assert made.returncode == 0, made.stderr
     docs = {d["metadata"]["name"]: d for d in yaml.safe_load_all(made.stdout) if d}
     assert set(docs["wtm-backing"]["data"]) == set(given)
+    assert "stores-ca.pem" not in docs["wtm-tls"]["data"]
     assert all(d["metadata"]["namespace"] == "wtm" for d in docs.values())
+    # A private CA for the stores: into wtm-tls (mounted at /tls), and S3 checked against it.
+    ca = tmp_path / "stores-ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    made = secrets("production", **given, WTM_STORES_CA=str(ca))
+    assert made.returncode == 0, made.stderr
+    docs = {d["metadata"]["name"]: d for d in yaml.safe_load_all(made.stdout) if d}
+    assert base64.b64decode(docs["wtm-tls"]["data"]["stores-ca.pem"]) == ca.read_bytes()
+    backing = docs["wtm-backing"]["data"]
+    assert base64.b64decode(backing["WTM_S3_CA_FILE"]) == b"/tls/stores-ca.pem"
+    refused = secrets("production", **given, WTM_STORES_CA=str(tmp_path / "nowhere.pem"))
+    assert refused.returncode == 2 and "WTM_STORES_CA" in refused.stderr
