@@ -12,6 +12,7 @@ from services.common.backends import mongo_database, redis_client
 from services.common.config import load_settings, read_secret, server_tls
 from services.common.grpc_server import MutualTls, serve_async
 from services.scheduler.dispatcher import Dispatcher
+from services.scheduler.fair_shares import FairShares, parse_weights
 from services.scheduler.fleet_report import FleetReport
 from services.scheduler.history import History
 from services.scheduler.large_documents import LargeDocuments
@@ -71,6 +72,9 @@ async def serve(settings: SchedulerSettings) -> None:
     limits = RunLimits(settings.max_unfinished_runs, parse_limits(settings.namespace_run_limits))
     if limits.active:
         dispatcher.reaper.keep_counting(limits)
+    shares = FairShares(queue.redis, parse_weights(settings.namespace_weights))
+    if shares.costs:
+        dispatcher.reaper.also("write the namespaces' fair shares", shares.publish)
     runs = RunService(queue.reader, store, catalog, dispatcher, listeners, limits)
     report = FleetReport(queue, dispatcher.fleet.record, store)
     listeners.register(history, TracingListener(), dispatcher.metrics, runs)
@@ -86,6 +90,7 @@ async def serve(settings: SchedulerSettings) -> None:
     async def on_start() -> None:
         await client.ping()
         await queue.load_scripts()
+        await shares.start()
         await store.start()
         await history.start()
         await dispatcher.start()

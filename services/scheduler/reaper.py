@@ -5,7 +5,8 @@ stop the others):
 - write this replica's part of the fleet record;
 - pick up queue variants other replicas announced;
 - read queue depths and ages for the metrics;
-- read each namespace's runs queued or running, for the metrics and ``RunLimits``.
+- read each namespace's runs queued or running, for the metrics and ``RunLimits``;
+- and what is added with ``also`` (the namespaces' fair shares, written again).
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ class Reaper:
             ("count unfinished runs", self.count_runs),
         ]
         self.limits: list[RunLimits] = []  # told the counts (``keep_counting``)
+
+    def also(self, name: str, duty: Callable[[], Awaitable[None]]) -> None:
+        """One more duty, each tick after the others."""
+        self.duties.append((name, duty))
 
     def keep_counting(self, limits: RunLimits) -> None:
         """Tell ``limits`` each namespace's unfinished runs every tick."""

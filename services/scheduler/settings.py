@@ -17,6 +17,7 @@ from services.common.config import (
     positive,
     setting,
 )
+from services.scheduler.fair_shares import weights_problem
 from services.scheduler.result_cache import DEFAULT_MAX_BYTES, DEFAULT_TTL_SECONDS
 from services.scheduler.run_limits import limits_problem
 
@@ -115,6 +116,12 @@ class SchedulerSettings(ServerAuthSettings, ClientKeySettings):
         "comma-separated NAMESPACE=LIMIT: a namespace's own limit of runs queued or running, "
         "instead of WTM_MAX_UNFINISHED_RUNS (0: none)",
         limits_problem,
+    )
+    namespace_weights: list[str] = list_setting(
+        "WTM_NAMESPACE_WEIGHTS",
+        "comma-separated NAMESPACE=WEIGHT: a namespace's share of new runs while others also "
+        "wait (1 unless named; 3: three runs started for each one of a namespace of weight 1)",
+        weights_problem,
     )
     inline_max_bytes: int = setting(
         DEFAULT_INLINE_MAX_BYTES,

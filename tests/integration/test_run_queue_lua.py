@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from services.localstack import Cluster
 from services.scheduler import keys, wake
 from services.scheduler.clock import FakeClock
+from services.scheduler.fair_shares import FairShares
 from services.scheduler.queue_records import Completion, QueuedStep, Submission, Want
 from services.scheduler.run_queue import RunQueue
 from services.scheduler.script_connection import SCRIPT_CONNECTION_NAME
@@ -289,6 +290,29 @@ def test_fair_turns_keep_each_namespaces_order_and_yield_to_priority(on_valkey) 
     first, then = on_valkey(scenario)
     assert first == ["b-urgent", "a0", "a1", "a2", "a3"]
     assert then == ["b0", "a4", "b1", "a5", "a6", "a7"]
+
+
+def test_a_namespace_of_weight_three_starts_three_runs_for_each_of_weight_one(on_valkey) -> None:  # noqa: ANN001
+    """WTM_NAMESPACE_WEIGHTS: while both wait, team-a (weight 3) is given three first steps
+    for each one of team-b's; each keeps its own order. A scheduler started without a
+    namespace's weight drops it."""
+
+    async def scenario(q: RunQueue) -> tuple[list[str], dict[bytes, bytes]]:
+        await FairShares(q.redis, {"team-a": 3, "team-gone": 2}).start()
+        await FairShares(q.redis, {"team-a": 3}).start()  # team-gone no longer named
+        costs = {k: v for k, v in (await q.redis.hgetall(keys.FAIR)).items() if k.startswith(b"c:")}
+        for n in range(12):
+            await submit(q, f"a{n}", [step("s", queue="team-a/q")])
+        for n in range(4):
+            await submit(q, f"b{n}", [step("s", queue="team-b/q")])
+        return await lease_all(q, TEAMS), costs
+
+    order, costs = on_valkey(scenario)
+    assert costs == {b"c:team-a": b"0.34375"}  # 1/3 in whole 32nds
+    assert order == [
+        *("a0", "b0", "a1", "a2", "b1", "a3", "a4", "a5", "b2"),
+        *("a6", "a7", "a8", "b3", "a9", "a10", "a11"),
+    ]
 
 
 def test_first_steps_queued_before_fair_turns_keep_their_place(on_valkey) -> None:  # noqa: ANN001

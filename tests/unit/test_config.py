@@ -10,6 +10,7 @@ from services.common.backends import SentinelAddress, redis_url_problem
 from services.common.config import load_settings
 from services.executor.settings import ExecutorSettings
 from services.registry.settings import RegistrySettings
+from services.scheduler.fair_shares import cost_of, parse_weights
 from services.scheduler.settings import SchedulerSettings
 
 
@@ -39,6 +40,18 @@ def test_lists_come_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
         (
             ["--redis-url", "redis+sentinel://s1:port/wtm"],
             "--redis-url / WTM_REDIS_URL: sentinel 's1:port' is not host[:port]",
+        ),
+        (
+            ["--namespace-weights", "team-a=3,team-b"],
+            "--namespace-weights / WTM_NAMESPACE_WEIGHTS: 'team-b' is not NAMESPACE=WEIGHT",
+        ),
+        (
+            ["--namespace-weights", "team-a=64"],
+            "WTM_NAMESPACE_WEIGHTS: 'team-a=64': the weight must be between 0.03125 and 32",
+        ),
+        (
+            ["--namespace-weights", "team-a=lots"],
+            "WTM_NAMESPACE_WEIGHTS: 'team-a=lots': the weight must be a number",
         ),
     ],
 )
@@ -79,3 +92,10 @@ def test_an_s3_ca_file_that_cannot_be_read_is_refused_at_start(
         load_settings(RegistrySettings, ["--s3-ca-file", str(tmp_path / "nowhere.pem")])
     assert exit_info.value.code == 2
     assert "WTM_S3_CA_FILE" in capsys.readouterr().err
+
+
+def test_a_namespaces_weight_becomes_what_each_of_its_new_runs_costs_in_whole_32nds() -> None:
+    weights = parse_weights(["team-a=3", " team-b = 0.5", "team-c=32", "team-d=0.03125"])
+    assert weights == {"team-a": 3.0, "team-b": 0.5, "team-c": 32.0, "team-d": 0.03125}
+    assert [cost_of(w) for w in weights.values()] == [11 / 32, 2.0, 1 / 32, 32.0]
+    assert cost_of(1) == 1.0  # a namespace not named: as before weights

@@ -33,21 +33,24 @@ end
 -- from where the fleet is. A namespace that was idle comes back at v, with no credit.
 -- A band's v starts at the time in ms of its first submit: tags start on the scale of the
 -- enqueue times first steps were scored with before, so steps queued by an older scheduler
--- keep their place. (P..'fair': 'v:'..band and 'f:'..band..':'..namespace.)
+-- keep their place. A namespace's weight (services/scheduler/fair_shares.py) makes its
+-- step cost 1/weight instead of 1 ('c:'..namespace, whole 32nds: exact in a double).
+-- (P..'fair': 'v:'..band, 'f:'..band..':'..namespace and 'c:'..namespace.)
 local function namespace_of(queue)
   return string.match(string.match(queue, '^[^|]*'), '^(.*)/[^/]*$') or 'default'
 end
 
 local function first_score(P, queue, priority, now_ms)
   local band = (10 - tonumber(priority)) * 2 + 1
-  local next_field = 'f:' .. band .. ':' .. namespace_of(queue)
-  local got = redis.call('HMGET', fair_key(P), 'v:' .. band, next_field)
+  local namespace = namespace_of(queue)
+  local next_field = 'f:' .. band .. ':' .. namespace
+  local got = redis.call('HMGET', fair_key(P), 'v:' .. band, next_field, 'c:' .. namespace)
   if not got[1] then
     got[1] = now_ms
     redis.call('HSET', fair_key(P), 'v:' .. band, now_ms)
   end
   local tag = math.max(tonumber(got[1]), tonumber(got[2] or '0'))
-  redis.call('HSET', fair_key(P), next_field, tag + 1)
+  redis.call('HSET', fair_key(P), next_field, string.format('%.5f', tag + tonumber(got[3] or '1')))
   return band * BAND + tag
 end
 
@@ -65,7 +68,7 @@ end
 
 local function advance_fair(P, band, tag)
   local current = tonumber(redis.call('HGET', fair_key(P), 'v:' .. band) or '0')
-  if tag > current then redis.call('HSET', fair_key(P), 'v:' .. band, tag) end
+  if tag > current then redis.call('HSET', fair_key(P), 'v:' .. band, string.format('%.5f', tag)) end
 end
 
 local function emit(P, run_id, step_id, attempt, state, msg, now_ms, kind)
