@@ -34,6 +34,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             "WTM_HEARTBEAT_SECONDS": "0.5",
             "WTM_KEY_CACHE_SECONDS": "0.3",  # revocations show within the tests' patience
             "WTM_NAMESPACE_RUN_LIMITS": "capped-team=3",  # test_namespaces.py's limit
+            "WTM_NAMESPACE_WEIGHTS": "weighty-team=4",  # and its weight
         },
     )
     with c:

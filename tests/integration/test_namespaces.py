@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from clients.sdk import ApiError, Client, RunInfo
 from services.localstack import Cluster
@@ -266,3 +267,19 @@ def test_a_namespace_past_its_run_limit_is_refused_until_its_runs_finish(
         for run_id in held:
             capped.cancel(run_id)
         capped.close()
+
+
+def test_a_namespaces_weight_is_written_for_the_scripts_and_again_after_a_flush(
+    cluster: Cluster,
+) -> None:
+    """The session's scheduler runs with WTM_NAMESPACE_WEIGHTS=weighty-team=4: each of that
+    namespace's new runs costs a quarter of a turn (lib.lua reads ``c:<namespace>``), and a
+    Redis that lost it has it again within the reaper's second."""
+    assert cluster.endpoints is not None
+    admin = redis.Redis.from_url(cluster.endpoints.redis_admin_url)
+    try:
+        assert admin.hget("wtm:fair", "c:weighty-team") == b"0.25"
+        admin.hdel("wtm:fair", "c:weighty-team")
+        eventually(lambda: admin.hget("wtm:fair", "c:weighty-team") == b"0.25", 5, "the cost")
+    finally:
+        admin.close()
