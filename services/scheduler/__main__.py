@@ -11,6 +11,7 @@ from services.common import auth, heap, logs
 from services.common.backends import mongo_database, redis_client
 from services.common.config import load_settings, read_secret, server_tls
 from services.common.grpc_server import MutualTls, serve_async
+from services.scheduler.clock_watch import ClockWatch
 from services.scheduler.dispatcher import Dispatcher
 from services.scheduler.fair_shares import FairShares, parse_weights
 from services.scheduler.fleet_report import FleetReport
@@ -75,6 +76,12 @@ async def serve(settings: SchedulerSettings) -> None:
     shares = FairShares(queue.redis, parse_weights(settings.namespace_weights))
     if shares.costs:
         dispatcher.reaper.also("write the namespaces' fair shares", shares.publish)
+    watch = ClockWatch(queue.redis)
+
+    async def compare_clocks() -> None:
+        dispatcher.metrics.clock_offset = await watch.measure()
+
+    dispatcher.reaper.also("compare the clock with Redis's", compare_clocks)
     runs = RunService(queue.reader, store, catalog, dispatcher, listeners, limits)
     report = FleetReport(queue, dispatcher.fleet.record, store)
     listeners.register(history, TracingListener(), dispatcher.metrics, runs)

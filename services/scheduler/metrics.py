@@ -4,6 +4,7 @@
     wtm_queue_oldest_age_seconds{queue}    how long the oldest waiting step has waited (0: none)
     wtm_queue_executors{queue}             executors on this replica that take from the queue
     wtm_namespace_unfinished_runs{namespace}  runs queued or running (WTM_MAX_UNFINISHED_RUNS)
+    wtm_scheduler_clock_offset_seconds     this replica's clock minus Redis's (clock_watch.py)
     wtm_runs_submitted_total               runs accepted
     wtm_runs_finished_total{state}         runs ended, by final state
     wtm_step_attempts_total{state,task}    step attempts ended, by outcome
@@ -56,7 +57,14 @@ class SchedulerMetrics(RunListener):
         self.oldest_ages: dict[str, float] = {}
         self.executors: dict[str, int] = {}
         self.namespace_runs: dict[str, int] = {}
+        self.clock_offset: float | None = None
         meter = metrics.get_meter("wtm.scheduler")
+        meter.create_observable_gauge(
+            "wtm_scheduler_clock_offset",
+            [self._observe_clock_offset],
+            unit="s",
+            description="this replica's clock minus Redis's",
+        )
         meter.create_observable_gauge(
             "wtm_queue_depth", [self._observe_depths], description="steps waiting per queue"
         )
@@ -104,6 +112,9 @@ class SchedulerMetrics(RunListener):
         self.history_failures = meter.create_counter(
             "wtm_history_write_failures", description="failed writes of finished runs"
         )
+
+    def _observe_clock_offset(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [] if self.clock_offset is None else [Observation(self.clock_offset)]
 
     def _observe_namespace_runs(self, options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(n, {"namespace": ns}) for ns, n in self.namespace_runs.items()]

@@ -49,6 +49,7 @@ m.run_recorded(Run(), {})
 m.lease_expired("r:s")
 m.history_write_failed()
 m.set_queues({"q": (1, 0)}, 0, 1000, {"q": 0})
+m.clock_offset = 0.002
 print(prometheus_client.generate_latest().decode())
 """
 
