@@ -36,6 +36,7 @@ from clients.types import (
     ApiKeyInfo,
     DependencyInfo,
     ExecutorInfo,
+    NamespaceInfo,
     PipelineInfo,
     QueueInfo,
     RunEventInfo,
@@ -330,6 +331,11 @@ class AsyncClient(_Connection):
     async def list_queues(self) -> tuple[list[QueueInfo], int]:
         reply = await self._s.unary(self._scheduler.ListQueues, spb.ListQueuesRequest())
         return [QueueInfo.from_proto(q) for q in reply.queues], reply.delayed
+
+    async def list_namespaces(self) -> list[NamespaceInfo]:
+        """As ``Client.list_namespaces``."""
+        reply = await self._s.unary(self._scheduler.ListNamespaces, spb.ListNamespacesRequest())
+        return [NamespaceInfo.from_proto(n) for n in reply.namespaces]
 
     async def check_dependencies(self, service: str = "") -> list[DependencyInfo]:
         """As ``Client.check_dependencies``."""

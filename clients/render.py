@@ -12,7 +12,7 @@ from rich.table import Table
 
 from clients.health import HealthReport
 from clients.sdk import ExecutorInfo, PipelineInfo, RunEventInfo, RunInfo, TaskInfo
-from clients.types import QueueInfo
+from clients.types import NamespaceInfo, QueueInfo
 
 console = Console()
 WIDE = 120  # columns: narrower consoles get the tables' less-needed columns left out
@@ -303,6 +303,22 @@ def queues_table(queues: list[QueueInfo], delayed: int) -> Table:
             str(q.executors),
             str(q.free_slots),
             "[yellow]work waits and no executor takes from it[/]" if q.stranded else "",
+        )
+    return table
+
+
+def namespaces_table(namespaces: list[NamespaceInfo]) -> Table:
+    table = Table(title="Namespaces")
+    for col in ("namespace", "runs", "limit", "weight", "waiting steps", "note"):
+        table.add_column(col)
+    for n in namespaces:
+        table.add_row(
+            escape(n.namespace),
+            str(n.unfinished_runs),
+            str(n.run_limit) if n.run_limit else "none",
+            f"{n.weight:g}",
+            str(n.waiting_steps),
+            "[yellow]at its limit: submits are refused until runs end[/]" if n.at_limit else "",
         )
     return table
 

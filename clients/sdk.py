@@ -42,6 +42,7 @@ from clients.types import (
     ApiKeyInfo,
     DependencyInfo,
     ExecutorInfo,
+    NamespaceInfo,
     PipelineInfo,
     PipelineStepInfo,
     QueueInfo,
@@ -480,6 +481,13 @@ class Client(_Connection):
         the retries waiting out their backoff."""
         reply = self._s.unary(self._scheduler.ListQueues, spb.ListQueuesRequest())
         return [QueueInfo.from_proto(q) for q in reply.queues], reply.delayed
+
+    def list_namespaces(self) -> list[NamespaceInfo]:
+        """The namespace the client acts in (every one in use, for ``namespace="*"`` with a
+        key of every namespace): its runs queued or running, its limit of those, its weight
+        in the turns new runs take between namespaces, and its steps waiting."""
+        reply = self._s.unary(self._scheduler.ListNamespaces, spb.ListNamespacesRequest())
+        return [NamespaceInfo.from_proto(n) for n in reply.namespaces]
 
     def check_dependencies(self, service: str = "") -> list[DependencyInfo]:
         """The registry's MongoDB and object store, and the scheduler's Redis and MongoDB,

@@ -366,6 +366,26 @@ class QueueInfo:
 
 
 @dataclass(frozen=True)
+class NamespaceInfo:
+    """One namespace's use of the shared installation."""
+
+    namespace: str
+    unfinished_runs: int  # queued or running now
+    run_limit: int  # how many of those it may have (0: no limit)
+    weight: float  # its share of new runs while other namespaces' also wait (1: even)
+    waiting_steps: int  # on its queues, ready to run
+
+    @property
+    def at_limit(self) -> bool:
+        """A submit now would be refused (RESOURCE_EXHAUSTED) until some of its runs end."""
+        return bool(self.run_limit) and self.unfinished_runs >= self.run_limit
+
+    @classmethod
+    def from_proto(cls, n: spb.NamespaceStatus) -> NamespaceInfo:
+        return cls(n.namespace, n.unfinished_runs, n.run_limit, n.weight, n.waiting_steps)
+
+
+@dataclass(frozen=True)
 class DependencyInfo:
     """A backing service as a service found it just now."""
 

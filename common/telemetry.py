@@ -174,8 +174,8 @@ def exemplar_filter(otlp: bool) -> Any:
 # a client waiting on a run asks GetRun over and over, and those spans were a fifth of all
 # spans and a third of the scheduler's. WTM_TRACE_READS=1 traces them too.
 UNTRACED_READS = (
-    "GetRun", "WatchRun", "ListRuns", "ListExecutors", "ListQueues", "CheckDependencies",
-    "ListTasks", "ListPipelines", "ListApiKeys", "ListAuditEvents",
+    "GetRun", "WatchRun", "ListRuns", "ListExecutors", "ListQueues", "ListNamespaces",
+    "CheckDependencies", "ListTasks", "ListPipelines", "ListApiKeys", "ListAuditEvents",
 )  # fmt: skip
 # An executor's stream (``Connect``) is never wrapped in a span, at either end: it lasts the
 # executor's whole session, so its one span (exported when the session ends, hours later)

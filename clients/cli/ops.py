@@ -79,6 +79,22 @@ def queue_list(obj: Ctx) -> None:
     obj.out({"queues": queues, "delayed": delayed}, render.queues_table(queues, delayed))
 
 
+@cli.group()
+def namespace() -> None:
+    """The namespaces sharing the installation."""
+
+
+@namespace.command("list")
+@click.pass_obj
+def namespace_list(obj: Ctx) -> None:
+    """The namespace you act in (with -n '*', every one in use: keys of every namespace
+    only): runs queued or running, the limit of those, its weight in the turns new runs
+    take between namespaces, steps waiting."""
+    with obj.client() as client:
+        namespaces = client.list_namespaces()
+    obj.out({"namespaces": namespaces}, render.namespaces_table(namespaces))
+
+
 def snapshot(client: Client, runs: int = 10) -> dict[str, Any]:
     queues, delayed = client.list_queues()
     recent, _ = client.list_runs_page(page_size=runs)
@@ -122,4 +138,4 @@ def monitor(obj: Ctx, interval: float, runs: int, count: int) -> None:
                 pass
 
 
-__all__ = ["health", "monitor", "queue"]
+__all__ = ["health", "monitor", "namespace", "queue"]

@@ -107,6 +107,7 @@ METHOD_PERMISSIONS: dict[str, Permission] = {
     _S + "ListRuns": P.READ,
     _S + "ListExecutors": P.READ,
     _S + "ListQueues": P.READ,
+    _S + "ListNamespaces": P.READ,
     _S + "CheckDependencies": P.READ,
     "/wtm.v1.ExecutorService/Connect": P.EXECUTOR_STREAM,
     "/wtm.v1.AuthService/CreateApiKey": P.MANAGE_KEYS,

@@ -349,6 +349,13 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         )
 
     @app.get(
+        "/api/v1/namespaces", response_model=list[m.Namespace], responses=ERRORS, tags=["fleet"]
+    )
+    async def list_namespaces(client: Caller) -> list[m.Namespace]:
+        """The namespace the key acts in (every one in use with ``wtm-namespace: *``)."""
+        return [m.Namespace(**vars(n), at_limit=n.at_limit) for n in await client.list_namespaces()]
+
+    @app.get(
         "/api/v1/health",
         response_model=m.Health,
         responses={**ERRORS, 503: {"model": m.Health}},

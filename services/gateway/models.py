@@ -196,6 +196,15 @@ class Queues(BaseModel):
     delayed: int = Field(description="retries waiting out their backoff")
 
 
+class Namespace(BaseModel):
+    namespace: str
+    unfinished_runs: int = Field(description="runs queued or running now")
+    run_limit: int = Field(description="how many of those it may have (0: no limit)")
+    weight: float = Field(description="its share of new runs while others' also wait (1: even)")
+    waiting_steps: int
+    at_limit: bool = Field(description="a submit now would be refused until some runs end")
+
+
 class HealthCheck(BaseModel):
     component: str
     status: str = Field(description="ok | warn | fail")

@@ -73,7 +73,8 @@ async def serve(settings: SchedulerSettings) -> None:
     limits = RunLimits(settings.max_unfinished_runs, parse_limits(settings.namespace_run_limits))
     if limits.active:
         dispatcher.reaper.keep_counting(limits)
-    shares = FairShares(queue.redis, parse_weights(settings.namespace_weights))
+    weights = parse_weights(settings.namespace_weights)
+    shares = FairShares(queue.redis, weights)
     if shares.costs:
         dispatcher.reaper.also("write the namespaces' fair shares", shares.publish)
     watch = ClockWatch(queue.redis)
@@ -83,7 +84,7 @@ async def serve(settings: SchedulerSettings) -> None:
 
     dispatcher.reaper.also("compare the clock with Redis's", compare_clocks)
     runs = RunService(queue.reader, store, catalog, dispatcher, listeners, limits)
-    report = FleetReport(queue, dispatcher.fleet.record, store)
+    report = FleetReport(queue, dispatcher.fleet.record, store, limits=limits, weights=weights)
     listeners.register(history, TracingListener(), dispatcher.metrics, runs)
 
     def register(server: object) -> None:

@@ -1,11 +1,13 @@
 """``FleetReport``: what operators ask the scheduler about the installation rather than about
-one run — the executors (ListExecutors), the queues with their waiting work (ListQueues) and
-whether this replica reaches its Redis and MongoDB (CheckDependencies)."""
+one run — the executors (ListExecutors), the queues with their waiting work (ListQueues), the
+namespaces' use of the fleet (ListNamespaces) and whether this replica reaches its Redis and
+MongoDB (CheckDependencies)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +16,7 @@ from services.common.dependencies import DependencyStatus, check
 from services.scheduler.clock import SYSTEM, Clock
 from services.scheduler.fleet import FleetRecord
 from services.scheduler.queue_names import own_queues, serves, split
+from services.scheduler.run_limits import RunLimits
 from services.scheduler.run_queue import RunQueue
 from services.scheduler.run_store import RunStore
 
@@ -30,6 +33,15 @@ class QueueStatus:
     free_slots: int  # over those executors
 
 
+@dataclass(frozen=True)
+class NamespaceStatus:
+    namespace: str
+    unfinished_runs: int  # queued or running
+    run_limit: int  # 0: none
+    weight: float  # in the turns new runs take (1 unless set)
+    waiting_steps: int  # on its queues, ready to run
+
+
 def serves_namespace(executor: dict[str, Any], namespace: str) -> bool:
     return namespace == auth.ALL_NAMESPACES or bool(
         {namespace, auth.ALL_NAMESPACES} & set(executor.get("namespaces", ["*"]))
@@ -38,12 +50,20 @@ def serves_namespace(executor: dict[str, Any], namespace: str) -> bool:
 
 class FleetReport:
     def __init__(
-        self, queue: RunQueue, record: FleetRecord, store: RunStore, clock: Clock = SYSTEM
+        self,
+        queue: RunQueue,
+        record: FleetRecord,
+        store: RunStore,
+        clock: Clock = SYSTEM,
+        limits: RunLimits | None = None,
+        weights: Mapping[str, float] | None = None,
     ) -> None:
         self.queue = queue
         self.record = record
         self.store = store
         self.clock = clock
+        self.limits = limits or RunLimits()
+        self.weights = dict(weights or {})
 
     async def executors(self, namespace: str = auth.ALL_NAMESPACES) -> list[dict[str, Any]]:
         """The fleet serving ``namespace``, as every replica recorded it: connected first,
@@ -85,6 +105,31 @@ class FleetReport:
                 )
             )
         return found, delayed
+
+    async def namespaces(self, namespace: str = auth.ALL_NAMESPACES) -> list[NamespaceStatus]:
+        """``namespace`` — or, for every namespace, each that has runs, waiting steps, a
+        limit or a weight — with its runs queued or running (counted now), its limit, its
+        weight and its steps waiting, by name."""
+        counts = await self.queue.unfinished_counts()
+        queues, _ = await self.queues(namespace)
+        waiting: dict[str, int] = {}
+        for q in queues:
+            waiting[q.namespace] = waiting.get(q.namespace, 0) + q.depth
+        if namespace != auth.ALL_NAMESPACES:
+            names = {namespace}
+        else:
+            names = {n for n, c in counts.items() if c} | set(waiting) | set(self.weights)
+            names |= {n for n, limit in self.limits.per_namespace.items() if limit}
+        return [
+            NamespaceStatus(
+                namespace=name,
+                unfinished_runs=counts.get(name, 0),
+                run_limit=self.limits.limit(name),
+                weight=self.weights.get(name, 1.0),
+                waiting_steps=waiting.get(name, 0),
+            )
+            for name in sorted(names)
+        ]
 
     async def dependencies(self) -> list[DependencyStatus]:
         """Redis and MongoDB, each asked now."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -192,6 +193,16 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
             )
             m.oldest_age.FromNanoseconds(int(q.oldest_age_seconds * 1e9))
         return reply
+
+    async def ListNamespaces(
+        self, request: spb.ListNamespacesRequest, context: aio.ServicerContext
+    ) -> spb.ListNamespacesResponse:
+        return spb.ListNamespacesResponse(
+            namespaces=[
+                spb.NamespaceStatus(**dataclasses.asdict(n))
+                for n in await self._report.namespaces(auth.scope())
+            ]
+        )
 
     async def CheckDependencies(
         self,

@@ -17,6 +17,7 @@ import websockets
 
 from clients.sdk import Client
 from services.localstack import Cluster
+from tests.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "tasks"
@@ -216,9 +217,17 @@ def test_catalog_fleet_queues_and_health(http: httpx.Client) -> None:
     assert "word_count" in {t["task_id"] for t in tasks}
     assert http.get("/api/v1/tasks/word_count").json()["task_id"] == "word_count"
     assert http.get("/api/v1/pipelines").status_code == 200
-    executors = http.get("/api/v1/executors").json()
-    assert any(e["state"] == "CONNECTED" and e["memory_bytes"] > 0 for e in executors)
+    eventually(  # its vitals come with its heartbeats (a fresh session's may not have yet)
+        lambda: any(
+            e["state"] == "CONNECTED" and e["memory_bytes"] > 0
+            for e in http.get("/api/v1/executors").json()
+        ),
+        10,
+        "a connected executor's memory",
+    )
     assert "queues" in http.get("/api/v1/queues").json()
+    [default] = http.get("/api/v1/namespaces").json()
+    assert default["namespace"] == "default" and default["at_limit"] is False
     health = http.get("/api/v1/health")
     assert health.status_code == 200, health.text
     parts = {c["component"]: c["status"] for c in health.json()["checks"]}

@@ -5,6 +5,7 @@ another namespace cannot see, RPC by RPC and role by role, is in test_permission
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 import redis
 
-from clients.sdk import ApiError, Client, RunInfo
+from clients.sdk import ApiError, Client, NamespaceInfo, RunInfo
 from services.localstack import Cluster
 from tests.conftest import run_cli
 from tests.integration.test_executor import make_task, stop_executor
@@ -248,6 +249,21 @@ def test_a_namespace_past_its_run_limit_is_refused_until_its_runs_finish(
             assert err.value.code == "RESOURCE_EXHAUSTED", err.value
             assert "namespace: 'capped-team' has 3 runs queued or running" in str(err.value)
             assert "its limit of 3" in err.value.message
+        # What the team sees of itself, and an operator (a key of every namespace) of all.
+        [mine] = capped.list_namespaces()
+        assert mine == NamespaceInfo("capped-team", 3, 3, 1.0, 3) and mine.at_limit
+        listed = json.loads(run_cli(cluster, "--json", "-n", "*", "namespace", "list").stdout)
+        every = {n["namespace"]: n for n in listed["namespaces"]}
+        assert every["capped-team"] == {
+            "namespace": "capped-team",
+            "unfinished_runs": 3,
+            "run_limit": 3,
+            "weight": 1.0,
+            "waiting_steps": 3,
+        }
+        assert every["weighty-team"]["weight"] == 4.0  # WTM_NAMESPACE_WEIGHTS, no runs
+        table = run_cli(cluster, "-n", "capped-team", "namespace", "list").stdout
+        assert "at its limit: submits are refused until runs end" in table
         a = team["team-a"]
         a.register_task(make_task(tmp_path / "a", "uncapped_probe", queue="nobody-takes"))
         other = a.submit(task="uncapped_probe", input={})  # another namespace: no limit

@@ -105,6 +105,9 @@ def calls(
             spb.ListExecutorsRequest()
         ),
         "/wtm.v1.SchedulerService/ListQueues": lambda: s.ListQueues(spb.ListQueuesRequest()),
+        "/wtm.v1.SchedulerService/ListNamespaces": lambda: s.ListNamespaces(
+            spb.ListNamespacesRequest()
+        ),
         "/wtm.v1.SchedulerService/CheckDependencies": lambda: s.CheckDependencies(
             spb.SchedulerServiceCheckDependenciesRequest()
         ),
@@ -271,6 +274,10 @@ def other_namespace_calls(
         "/wtm.v1.SchedulerService/ListExecutors": lambda: True,  # the fleet serving it
         "/wtm.v1.SchedulerService/ListQueues": without(
             lambda: [q.namespace for q in s.ListQueues(spb.ListQueuesRequest()).queues],
+            "default",
+        ),
+        "/wtm.v1.SchedulerService/ListNamespaces": without(
+            lambda: [n.namespace for n in s.ListNamespaces(spb.ListNamespacesRequest()).namespaces],
             "default",
         ),
         # Whether the backing servers answer: nothing of any namespace.

@@ -283,6 +283,30 @@ class QueueStatus(_message.Message):
     free_slots: int
     def __init__(self, queue: _Optional[str] = ..., namespace: _Optional[str] = ..., depth: _Optional[int] = ..., oldest_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., executors: _Optional[int] = ..., free_slots: _Optional[int] = ...) -> None: ...
 
+class ListNamespacesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListNamespacesResponse(_message.Message):
+    __slots__ = ("namespaces",)
+    NAMESPACES_FIELD_NUMBER: _ClassVar[int]
+    namespaces: _containers.RepeatedCompositeFieldContainer[NamespaceStatus]
+    def __init__(self, namespaces: _Optional[_Iterable[_Union[NamespaceStatus, _Mapping]]] = ...) -> None: ...
+
+class NamespaceStatus(_message.Message):
+    __slots__ = ("namespace", "unfinished_runs", "run_limit", "weight", "waiting_steps")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    UNFINISHED_RUNS_FIELD_NUMBER: _ClassVar[int]
+    RUN_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    WAITING_STEPS_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    unfinished_runs: int
+    run_limit: int
+    weight: float
+    waiting_steps: int
+    def __init__(self, namespace: _Optional[str] = ..., unfinished_runs: _Optional[int] = ..., run_limit: _Optional[int] = ..., weight: _Optional[float] = ..., waiting_steps: _Optional[int] = ...) -> None: ...
+
 class SchedulerServiceCheckDependenciesRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

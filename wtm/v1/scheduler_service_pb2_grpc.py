@@ -75,6 +75,11 @@ class SchedulerServiceStub:
                 request_serializer=wtm_dot_v1_dot_scheduler__service__pb2.ListQueuesRequest.SerializeToString,
                 response_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.ListQueuesResponse.FromString,
                 _registered_method=True)
+        self.ListNamespaces = channel.unary_unary(
+                '/wtm.v1.SchedulerService/ListNamespaces',
+                request_serializer=wtm_dot_v1_dot_scheduler__service__pb2.ListNamespacesRequest.SerializeToString,
+                response_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.ListNamespacesResponse.FromString,
+                _registered_method=True)
         self.CheckDependencies = channel.unary_unary(
                 '/wtm.v1.SchedulerService/CheckDependencies',
                 request_serializer=wtm_dot_v1_dot_scheduler__service__pb2.SchedulerServiceCheckDependenciesRequest.SerializeToString,
@@ -144,6 +149,16 @@ class SchedulerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListNamespaces(self, request, context):
+        """ListNamespaces reports the namespace the call acts in (every namespace in use when the
+        wtm-namespace header says "*", for a key of every namespace): its runs queued or running,
+        its limit of those, its weight in the turns new runs take between namespaces, and its
+        steps waiting.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CheckDependencies(self, request, context):
         """CheckDependencies reports whether this replica reaches its Redis and its MongoDB.
         """
@@ -193,6 +208,11 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
                     servicer.ListQueues,
                     request_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.ListQueuesRequest.FromString,
                     response_serializer=wtm_dot_v1_dot_scheduler__service__pb2.ListQueuesResponse.SerializeToString,
+            ),
+            'ListNamespaces': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNamespaces,
+                    request_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.ListNamespacesRequest.FromString,
+                    response_serializer=wtm_dot_v1_dot_scheduler__service__pb2.ListNamespacesResponse.SerializeToString,
             ),
             'CheckDependencies': grpc.unary_unary_rpc_method_handler(
                     servicer.CheckDependencies,
@@ -417,6 +437,33 @@ class SchedulerService:
             '/wtm.v1.SchedulerService/ListQueues',
             wtm_dot_v1_dot_scheduler__service__pb2.ListQueuesRequest.SerializeToString,
             wtm_dot_v1_dot_scheduler__service__pb2.ListQueuesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNamespaces(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wtm.v1.SchedulerService/ListNamespaces',
+            wtm_dot_v1_dot_scheduler__service__pb2.ListNamespacesRequest.SerializeToString,
+            wtm_dot_v1_dot_scheduler__service__pb2.ListNamespacesResponse.FromString,
             options,
             channel_credentials,
             insecure,
