@@ -6,9 +6,12 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
+from pymongo.errors import PyMongoError
+from redis.exceptions import RedisError
+
 from common import telemetry
 from services.common import auth, heap, logs
-from services.common.backends import mongo_database, redis_client
+from services.common.backends import mongo_database, redis_client, unreachable
 from services.common.config import load_settings, read_secret, server_tls
 from services.common.grpc_server import MutualTls, serve_async
 from services.scheduler.clock_watch import ClockWatch
@@ -96,10 +99,16 @@ async def serve(settings: SchedulerSettings) -> None:
         )
 
     async def on_start() -> None:
-        await client.ping()
+        try:
+            await client.ping()
+        except RedisError as exc:
+            raise unreachable("Redis", "WTM_REDIS_URL", exc) from exc
         await queue.load_scripts()
         await shares.start()
-        await store.start()
+        try:
+            await store.start()
+        except PyMongoError as exc:
+            raise unreachable("MongoDB", "WTM_MONGODB_URI", exc) from exc
         await history.start()
         await dispatcher.start()
 

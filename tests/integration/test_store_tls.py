@@ -92,13 +92,22 @@ def test_the_services_reach_redis_mongodb_and_s3_over_tls(
         buckets = {"WTM_PACKAGES_BUCKET": "tls-packages", "WTM_ARTIFACTS_BUCKET": "tls-artifacts"}
 
         registry, child = start_registry(fleet, "registry", {**stores, **buckets})
-        # Not told the stores' CA: the certificate is not trusted, and the registry says so.
+        # Not told the stores' CA: the certificate is not trusted, and the services say so.
         untold = {k: v for k, v in stores.items() if k != "WTM_S3_CA_FILE"}
         _, doubting = start_registry(fleet, "registry-untold", {**untold, **buckets})
+        redis_url = stores["WTM_REDIS_URL"].partition("?")[0]
+        doubting_scheduler = fleet.group.start(
+            "scheduler-untold",
+            [sys.executable, "-m", "services.scheduler", "--listen", f"127.0.0.1:{free_port()}"],
+            env={**fleet.env, **stores, "WTM_REDIS_URL": redis_url},
+            cwd=ROOT,
+        )
         wait_until("registry", lambda: serving(registry), child, 30)
-        assert doubting.proc.wait(60) != 0
-        log = doubting.log_path.read_text()
-        assert "WTM_S3_CA_FILE" in log and "certificate verify failed" in log, log[-2000:]
+        for doubter, setting in ((doubting, "S3_ENDPOINT"), (doubting_scheduler, "REDIS_URL")):
+            assert doubter.proc.wait(60) != 0
+            log = doubter.log_path.read_text()
+            assert f"(WTM_{setting}): " in log, log[-2000:]
+            assert "certificate verify failed" in log and "name the CA's certificate" in log
         fleet.env.update(stores, WTM_REGISTRY_ADDR=registry)
         scheduler = fleet.start_scheduler()
         fleet.start_executor(scheduler, "tls-1")
