@@ -198,6 +198,9 @@ def test_executors_and_queues_show_live_figures_and_the_stranded_warning(
         page.goto("/#/queues")
         stranded = page.locator('#queues tr[data-queue="dash-nobody"]')
         expect(stranded).to_contain_text("no executor takes from this queue", timeout=STEP_MS)
+        mine = page.locator('#namespaces tr[data-namespace="default"]')
+        expect(mine.locator("td").nth(1)).not_to_have_text("0", timeout=STEP_MS)  # this run
+        expect(mine.locator("td").nth(2)).to_have_text("none")
         shot(page, "queues")
     finally:
         client.cancel(run.run_id, "the test is over")

@@ -457,10 +457,18 @@ function executorsPage() {
 function queuesPage() {
   const body = h("tbody");
   const delayed = h("p", { class: "muted" });
+  const spaces = h("tbody");
   main.replaceChildren(h("h1", {}, "Queues"), h("table", { id: "queues" },
-    h("thead", {}, h("tr", {}, ["Queue", "Namespace", "Waiting", "Oldest waiting", "Executors", "Free slots", ""].map((c) => h("th", {}, c)))), body), delayed);
+    h("thead", {}, h("tr", {}, ["Queue", "Namespace", "Waiting", "Oldest waiting", "Executors", "Free slots", ""].map((c) => h("th", {}, c)))), body), delayed,
+    h("h2", {}, "Namespaces"), h("table", { id: "namespaces" },
+      h("thead", {}, h("tr", {}, ["Namespace", "Runs queued or running", "Limit", "Weight", "Steps waiting", ""].map((c) => h("th", {}, c)))), spaces));
   return every(REFRESH_MS, async () => {
-    const q = await api("/api/v1/queues");
+    const [q, ns] = await Promise.all([api("/api/v1/queues"), api("/api/v1/namespaces")]);
+    spaces.replaceChildren(...ns.map((n) => h("tr", { "data-namespace": n.namespace },
+      h("td", {}, n.namespace), h("td", { class: "num" }, n.unfinished_runs),
+      h("td", { class: "num" }, n.run_limit || "none"), h("td", { class: "num" }, n.weight),
+      h("td", { class: "num" }, n.waiting_steps),
+      h("td", { class: "warning" }, n.at_limit ? "⚠ at its limit: submits are refused until runs end" : ""))));
     body.replaceChildren(...q.queues.map((x) => h("tr", { "data-queue": x.queue },
       h("td", {}, h("code", {}, x.queue)), h("td", {}, x.namespace), h("td", { class: "num" }, x.depth),
       h("td", { class: "num" }, x.depth ? fmtSeconds(x.oldest_age_seconds) : ""),
