@@ -22,6 +22,7 @@ from services.localstack.cluster import serving
 from services.localstack.processes import Child, ProcessGroup, free_port, wait_until
 from tests.conftest import ROOT, shared_file
 from tests.integration.ledger_fleet import LEDGER_TASK, Fleet, register_probe
+from tests.integration.test_operator_reports import assert_every_backing_server_answers
 
 
 class TlsFronts:
@@ -115,14 +116,7 @@ def test_the_services_reach_redis_mongodb_and_s3_over_tls(
         with Client(
             registry, scheduler, api_key=cluster.admin_key, raise_on_failure=False
         ) as client:
-            found = {(d.service, d.name): d for d in client.check_dependencies()}
-            assert set(found) == {
-                ("registry", "mongodb"),
-                ("registry", "s3"),
-                ("scheduler", "redis"),
-                ("scheduler", "mongodb"),
-            }
-            assert all(d.ok for d in found.values()), found
+            assert_every_backing_server_answers(client)
             packages = tmp_path / "packages"
             packages.mkdir()
             register_probe(client, packages, "ledger", LEDGER_TASK, timeout=30, max_retries=0)
