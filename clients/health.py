@@ -5,7 +5,7 @@ Every part gets a line: ``ok``, ``warn`` (it works, but look) or ``fail`` (it is
 
 - the registry and the scheduler: do they answer (CheckDependencies);
 - their backing servers, as each service finds them: MongoDB and S3 (registry), Redis and
-  MongoDB (scheduler);
+  MongoDB (scheduler); a scheduler whose clock is over a second from Redis's warns;
 - the gateway, when there is one to ask (``/healthz``);
 - the executors: how many are connected; lost ones and unhealthy slots warn;
 - the queues: work waiting on a queue that no connected executor takes from warns (it would
@@ -27,6 +27,7 @@ from clients.types import DependencyInfo, ExecutorInfo, QueueInfo
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 STALE_AFTER_SECONDS = 300.0
+CLOCK_OFFSET_WARN_SECONDS = 1.0  # as the scheduler's own warning (clock_watch.py)
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,18 @@ def assess_service(service: str, found: list[DependencyInfo] | BaseException) ->
     checks = [Check(service, OK, "answering")]
     for d in found:
         latency = f"{d.latency_seconds * 1000:.0f} ms"
-        if d.ok:
+        offset = d.clock_offset_seconds
+        if d.ok and offset is not None and abs(offset) > CLOCK_OFFSET_WARN_SECONDS:
+            checks.append(
+                Check(
+                    f"{service}/{d.name}",
+                    WARN,
+                    f"{d.detail} ({latency}), but this replica's clock is {abs(offset):.1f} s "
+                    f"{'ahead of' if offset > 0 else 'behind'} Redis's: replicas whose clocks "
+                    "differ can run a step twice at once; keep the hosts' clocks in sync (NTP)",
+                )
+            )
+        elif d.ok:
             checks.append(Check(f"{service}/{d.name}", OK, f"{d.detail} ({latency})"))
         else:
             checks.append(Check(f"{service}/{d.name}", FAIL, f"{d.detail} ({latency})"))

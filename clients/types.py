@@ -394,10 +394,13 @@ class DependencyInfo:
     ok: bool
     detail: str
     latency_seconds: float
+    # A scheduler's Redis: that replica's clock minus Redis's (None: not reported).
+    clock_offset_seconds: float | None = None
 
     @classmethod
     def from_proto(cls, service: str, d: run_pb2.DependencyStatus) -> DependencyInfo:
-        return cls(service, d.name, d.ok, d.detail, d.latency.ToNanoseconds() / 1e9)
+        offset = d.clock_offset.ToNanoseconds() / 1e9 if d.HasField("clock_offset") else None
+        return cls(service, d.name, d.ok, d.detail, d.latency.ToNanoseconds() / 1e9, offset)
 
 
 @dataclass(frozen=True)

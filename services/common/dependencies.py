@@ -20,6 +20,7 @@ class DependencyStatus:
     ok: bool
     detail: str  # what answered, or what went wrong
     latency_seconds: float
+    clock_offset_seconds: float | None = None  # a scheduler's Redis: its clock minus Redis's
 
 
 async def check(
@@ -68,4 +69,6 @@ def dependency_to_proto(d: DependencyStatus) -> run_pb2.DependencyStatus:
     """The wire form, for both services' CheckDependencies."""
     m = run_pb2.DependencyStatus(name=d.name, ok=d.ok, detail=d.detail)
     m.latency.FromNanoseconds(int(d.latency_seconds * 1e9))
+    if d.clock_offset_seconds is not None:
+        m.clock_offset.FromNanoseconds(int(d.clock_offset_seconds * 1e9))
     return m

@@ -87,7 +87,9 @@ async def serve(settings: SchedulerSettings) -> None:
 
     dispatcher.reaper.also("compare the clock with Redis's", compare_clocks)
     runs = RunService(queue.reader, store, catalog, dispatcher, listeners, limits)
-    report = FleetReport(queue, dispatcher.fleet.record, store, limits=limits, weights=weights)
+    report = FleetReport(
+        queue, dispatcher.fleet.record, store, limits=limits, weights=weights, clock_watch=watch
+    )
     listeners.register(history, TracingListener(), dispatcher.metrics, runs)
 
     def register(server: object) -> None:

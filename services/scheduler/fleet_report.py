@@ -6,6 +6,7 @@ MongoDB (CheckDependencies)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import Any
 from services.common import auth
 from services.common.dependencies import DependencyStatus, check
 from services.scheduler.clock import SYSTEM, Clock
+from services.scheduler.clock_watch import ClockWatch
 from services.scheduler.fleet import FleetRecord
 from services.scheduler.queue_names import own_queues, serves, split
 from services.scheduler.run_limits import RunLimits
@@ -57,6 +59,7 @@ class FleetReport:
         clock: Clock = SYSTEM,
         limits: RunLimits | None = None,
         weights: Mapping[str, float] | None = None,
+        clock_watch: ClockWatch | None = None,
     ) -> None:
         self.queue = queue
         self.record = record
@@ -64,6 +67,7 @@ class FleetReport:
         self.clock = clock
         self.limits = limits or RunLimits()
         self.weights = dict(weights or {})
+        self.clock_watch = clock_watch
 
     async def executors(self, namespace: str = auth.ALL_NAMESPACES) -> list[dict[str, Any]]:
         """The fleet serving ``namespace``, as every replica recorded it: connected first,
@@ -142,7 +146,10 @@ class FleetReport:
             await self.store.ping()
             return "answered ping"
 
-        return list(await asyncio.gather(check("redis", redis), check("mongodb", mongodb)))
+        found = list(await asyncio.gather(check("redis", redis), check("mongodb", mongodb)))
+        if self.clock_watch is not None and self.clock_watch.offset is not None:
+            found[0] = dataclasses.replace(found[0], clock_offset_seconds=self.clock_watch.offset)
+        return found
 
 
 def busy_slots(record: dict[str, Any]) -> int:

@@ -92,6 +92,18 @@ def assert_every_backing_server_answers(client: Client) -> None:
 
 def test_each_service_reports_its_backing_servers(client: Client, cluster: Cluster) -> None:
     assert_every_backing_server_answers(client)
+    # The scheduler's Redis comes with the replica's clock offset (the reaper's, each second);
+    # valkey runs on this host, so it is the same clock.
+    [offset] = eventually(
+        lambda: [
+            d.clock_offset_seconds
+            for d in client.check_dependencies("scheduler")
+            if d.name == "redis" and d.clock_offset_seconds is not None
+        ],
+        5,
+        "the scheduler's clock offset",
+    )
+    assert offset is not None and abs(offset) < 0.25
 
 
 def test_monitor_prints_a_snapshot_and_refreshes_in_place(cluster: Cluster) -> None:
