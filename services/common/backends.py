@@ -87,6 +87,8 @@ def redis_url_problem(url: str) -> str | None:
         return _ca_file_problem(url)
     if scheme not in ("redis", "rediss", "unix"):
         return f"scheme {scheme!r}: use redis://, rediss://, unix:// or redis+sentinel://"
+    if scheme != "rediss" and any(k.startswith("ssl_") for k in parse_qs(urlparse(url).query)):
+        return "ssl_ options are for TLS: use rediss://"
     return _ca_file_problem(url)
 
 

@@ -43,6 +43,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(
             "WTM_S3_ACCESS_KEY and WTM_S3_SECRET_KEY are required (there is no default)"
         )
+    if settings.s3_ca_file and not settings.s3_endpoint.startswith("https://"):
+        raise SystemExit(
+            f"WTM_S3_CA_FILE is set but WTM_S3_ENDPOINT ({settings.s3_endpoint}) is not "
+            "https://: the CA would check nothing"
+        )
     logs.configure("registry")
     telemetry.setup("wtm-registry", grpc_server="sync")
     db = mongo_database(settings.mongodb_uri, settings.mongodb_database)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -83,6 +86,9 @@ def test_a_private_ca_for_redis_is_named_in_its_url_and_must_be_readable(tmp_pat
         assert redis_url_problem(url) is None
         missing = url.replace(str(ca), str(tmp_path / "nowhere.pem"))
         assert redis_url_problem(missing) == f"ssl_ca_certs: cannot read '{tmp_path}/nowhere.pem'"
+    # Without TLS, redis-py would fail every connection with a TypeError.
+    plain = f"redis://wtm:pw@redis:6379/0?ssl_ca_certs={ca}"
+    assert redis_url_problem(plain) == "ssl_ options are for TLS: use rediss://"
 
 
 def test_an_s3_ca_file_that_cannot_be_read_is_refused_at_start(
@@ -99,3 +105,27 @@ def test_a_namespaces_weight_becomes_what_each_of_its_new_runs_costs_in_whole_32
     assert weights == {"team-a": 3.0, "team-b": 0.5, "team-c": 32.0, "team-d": 0.03125}
     assert [cost_of(w) for w in weights.values()] == [11 / 32, 2.0, 1 / 32, 32.0]
     assert cost_of(1) == 1.0  # a namespace not named: as before weights
+
+
+def test_an_s3_ca_for_a_plain_http_endpoint_is_refused_at_start(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    env = {
+        **os.environ,
+        "WTM_S3_ENDPOINT": "http://127.0.0.1:9",
+        "WTM_S3_CA_FILE": str(ca),
+        "WTM_S3_ACCESS_KEY": "a",
+        "WTM_S3_SECRET_KEY": "s",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "services.registry"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "WTM_S3_CA_FILE is set but WTM_S3_ENDPOINT (http://127.0.0.1:9) is not https://" in (
+        done.stderr
+    )
