@@ -89,7 +89,7 @@ class RunStore:
         self._client: AsyncMongoClient = AsyncMongoClient(
             uri, tz_aware=True, serverSelectionTimeoutMS=timeout_ms
         )
-        db = self._client[database]
+        self.db = db = self._client[database]
         self._runs = db["runs"]
         self._steps = db["step_runs"]
         self.claims = RequestClaims(db["run_requests"], self._runs)  # request ids

@@ -81,6 +81,13 @@ class SchedulerSettings(ServerAuthSettings, ClientKeySettings):
         "then read MongoDB)",
         positive,
     )
+    history_retention_days: float = setting(
+        30.0,
+        "WTM_HISTORY_RETENTION_DAYS",
+        "how long MongoDB keeps a finished run, its step records and its request id, counted "
+        "from its creation (0: for good); pruned hourly",
+        non_negative,
+    )
     prefetch: int = setting(
         0,
         "WTM_PREFETCH",

@@ -1,0 +1,96 @@
+"""HistoryRetention on the session's nx-27017: finished runs past the retention go, with
+their step records and old request ids; unfinished or younger runs stay."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from pymongo import AsyncMongoClient
+
+from services.localstack import Cluster
+from services.scheduler.clock import FakeClock
+from services.scheduler.history_retention import DAY_SECONDS, HistoryRetention
+
+
+def test_finished_runs_past_the_retention_go_with_their_steps_and_request_ids(
+    cluster: Cluster,
+) -> None:
+    assert cluster.endpoints is not None
+    uri = cluster.endpoints.mongodb_uri
+
+    async def scenario() -> tuple[list[int], set[str], set[str], set[str]]:
+        client: AsyncMongoClient = AsyncMongoClient(uri, tz_aware=True)
+        db = client[f"retention_{uuid.uuid4().hex[:8]}"]
+        clock = FakeClock()
+        now_ms = clock.now_ms()
+        old, young = now_ms - 8 * DAY_SECONDS * 1000, now_ms - 6 * DAY_SECONDS * 1000
+        runs = [
+            *({"_id": f"old-{n}", "state": "COMPLETED", "created_ms": old} for n in range(5)),
+            {"_id": "old-failed", "state": "FAILED", "created_ms": old},
+            {"_id": "old-running", "state": "RUNNING", "created_ms": old},  # not finished
+            {"_id": "young", "state": "COMPLETED", "created_ms": young},
+        ]
+        try:
+            await db["runs"].insert_many(runs)
+            await db["step_runs"].insert_many(
+                [{"_id": f"{r['_id']}:s:1:x", "run_id": r["_id"]} for r in runs]
+            )
+            then = datetime.fromtimestamp(clock.time(), UTC)
+            await db["run_requests"].insert_many(
+                [
+                    {"_id": "k-old", "id": "old-0", "created_at": then - timedelta(days=8)},
+                    {"_id": "k-young", "id": "young", "created_at": then - timedelta(days=6)},
+                ]
+            )
+            retention = HistoryRetention(db, keep_days=7, clock=clock, batch=2, max_batches=2)
+            passes = [await retention.prune(), await retention.prune(), await retention.prune()]
+
+            async def ids(name: str) -> set[str]:
+                return {d["_id"] async for d in db[name].find({}, {"_id": 1})}
+
+            return passes, await ids("runs"), await ids("step_runs"), await ids("run_requests")
+        finally:
+            await client.drop_database(db.name)
+            await client.close()
+
+    passes, runs, steps, requests = asyncio.run(scenario())
+    assert passes == [4, 2, 0]  # two batches of two per pass: what is left goes next pass
+    assert runs == {"old-running", "young"}
+    assert steps == {"old-running:s:1:x", "young:s:1:x"}
+    assert requests == {"k-young"}
+
+
+def test_a_pass_runs_when_due_on_a_task_of_its_own_then_waits_its_interval(
+    cluster: Cluster,
+) -> None:
+    assert cluster.endpoints is not None
+    uri = cluster.endpoints.mongodb_uri
+
+    async def scenario() -> tuple[set[str], set[str]]:
+        client: AsyncMongoClient = AsyncMongoClient(uri, tz_aware=True)
+        db = client[f"retention_{uuid.uuid4().hex[:8]}"]
+        clock = FakeClock()
+        old_ms = clock.now_ms() - 2 * DAY_SECONDS * 1000
+        try:
+            await db["runs"].insert_one({"_id": "a", "state": "COMPLETED", "created_ms": old_ms})
+            retention = HistoryRetention(db, keep_days=1, clock=clock, first_after=0, every=3600)
+            await retention.tick()  # starts the pass and returns: the reaper's tick goes on
+            for _ in range(100):
+                if not await db["runs"].count_documents({}):
+                    break
+                await asyncio.sleep(0.05)
+            first = {d["_id"] async for d in db["runs"].find({}, {"_id": 1})}
+            await db["runs"].insert_one({"_id": "b", "state": "COMPLETED", "created_ms": old_ms})
+            await retention.tick()  # not due again for an hour
+            await asyncio.sleep(0.3)
+            later = {d["_id"] async for d in db["runs"].find({}, {"_id": 1})}
+            await retention.close()
+            return first, later
+        finally:
+            await client.drop_database(db.name)
+            await client.close()
+
+    first, later = asyncio.run(scenario())
+    assert first == set() and later == {"b"}
