@@ -19,7 +19,7 @@ from services.scheduler.dispatcher import Dispatcher
 from services.scheduler.fair_shares import FairShares, parse_weights
 from services.scheduler.fleet_report import FleetReport
 from services.scheduler.history import History
-from services.scheduler.history_retention import HistoryRetention
+from services.scheduler.history_retention import HistoryRetention, parse_retention
 from services.scheduler.large_documents import LargeDocuments
 from services.scheduler.listeners import Listeners
 from services.scheduler.result_cache import ResultCache
@@ -87,7 +87,11 @@ async def serve(settings: SchedulerSettings) -> None:
         dispatcher.metrics.clock_offset = await watch.measure()
 
     dispatcher.reaper.also("compare the clock with Redis's", compare_clocks)
-    retention = HistoryRetention(store.db, settings.history_retention_days)
+    retention = HistoryRetention(
+        store.db,
+        settings.history_retention_days,
+        parse_retention(settings.namespace_retention_days),
+    )
     dispatcher.reaper.also("prune the history past its retention", retention.tick)
     runs = RunService(queue.reader, store, catalog, dispatcher, listeners, limits)
     report = FleetReport(

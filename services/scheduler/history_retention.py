@@ -4,9 +4,11 @@ Every run and every step attempt is recorded in MongoDB for good unless somethin
 them: on a shared installation the history grows with every team's work until the
 database's volume is full. So, as Temporal deletes a closed workflow's history after its
 namespace's retention period and Celery expires results (``result_expires``), a finished
-run created more than the retention ago is deleted with its step records; so are request
-ids claimed that long ago (a retried submit after that makes a new run). Runs not finished
-are kept whatever their age. 0 keeps everything.
+run created more than the retention ago is deleted with its step records. A namespace may
+have a retention of its own (WTM_NAMESPACE_RETENTION_DAYS, ``team-a=7,team-b=0``; 0: for
+good). Request ids go once every namespace's retention has passed since they were claimed
+(never while any namespace keeps runs for good): a request id must not go before its run,
+or a retried submit would make a second one. Runs not finished are kept whatever their age.
 
 Each replica prunes a minute after it starts and then every hour, off the reaper's tick (a
 task of its own: a long pass must not hold up lease expiry), in batches of ``batch`` runs —
@@ -22,7 +24,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -34,11 +38,32 @@ log = logging.getLogger(__name__)
 DAY_SECONDS = 86_400
 
 
+def retention_problem(entries: list[str]) -> str | None:
+    """Why WTM_NAMESPACE_RETENTION_DAYS is not a list of NAMESPACE=DAYS, or None."""
+    for entry in entries:
+        namespace, eq, value = entry.partition("=")
+        if not eq or not namespace.strip() or namespace.strip() == "*":
+            return f"{entry!r} is not NAMESPACE=DAYS"
+        try:
+            days = float(value)
+        except ValueError:
+            return f"{entry!r}: the days must be a number (0: for good)"
+        if days < 0:
+            return f"{entry!r}: the days must be 0 or more (0: for good)"
+    return None
+
+
+def parse_retention(entries: list[str]) -> dict[str, float]:
+    """``["team-a=7", ...]`` as {namespace: days} (checked by ``retention_problem``)."""
+    return {ns.strip(): float(value) for ns, _, value in (e.partition("=") for e in entries)}
+
+
 class HistoryRetention:
     def __init__(
         self,
         db: AsyncDatabase,
         keep_days: float,
+        per_namespace: Mapping[str, float] | None = None,
         clock: Clock = SYSTEM,
         batch: int = 500,
         max_batches: int = 20,
@@ -48,7 +73,8 @@ class HistoryRetention:
         self._runs = db["runs"]
         self._steps = db["step_runs"]
         self._requests = db["run_requests"]
-        self.keep_seconds = keep_days * DAY_SECONDS
+        self.keep_days = keep_days
+        self.per_namespace = dict(per_namespace or {})
         self.clock = clock
         self.batch = batch
         self.max_batches = max_batches
@@ -58,7 +84,8 @@ class HistoryRetention:
 
     async def tick(self) -> None:
         """Start a pass when one is due (the reaper calls this each second)."""
-        if not self.keep_seconds or time.monotonic() < self._due:
+        kept = [self.keep_days, *self.per_namespace.values()]
+        if not any(kept) or time.monotonic() < self._due:
             return
         if self._pass is None or self._pass.done():
             self._due = time.monotonic() + self.every
@@ -81,20 +108,43 @@ class HistoryRetention:
             log.info("history retention: deleted %d finished runs and their steps", deleted)
         return deleted
 
+    def _cutoff_ms(self, days: float) -> int:
+        return self.clock.now_ms() - int(days * DAY_SECONDS * 1000)
+
+    def _past_retention(self) -> list[dict[str, Any]]:
+        """A query per retention: each named namespace's, then everyone else's."""
+        finished = {"state": {"$in": sorted(TERMINAL)}}
+        queries = [
+            {"namespace": ns, "created_ms": {"$lt": self._cutoff_ms(days)}, **finished}
+            for ns, days in sorted(self.per_namespace.items())
+            if days
+        ]
+        if self.keep_days:
+            others = (
+                {"namespace": {"$nin": sorted(self.per_namespace)}} if self.per_namespace else {}
+            )
+            queries.append(
+                {**others, "created_ms": {"$lt": self._cutoff_ms(self.keep_days)}, **finished}
+            )
+        return queries
+
     async def prune(self) -> int:
-        """Delete what is past the retention; the number of runs deleted."""
-        cutoff_ms = self.clock.now_ms() - int(self.keep_seconds * 1000)
-        old = {"created_ms": {"$lt": cutoff_ms}, "state": {"$in": sorted(TERMINAL)}}
-        deleted = 0
-        for _ in range(self.max_batches):
-            found = self._runs.find(old, {"_id": 1}).limit(self.batch)
-            run_ids = [doc["_id"] async for doc in found]
-            if not run_ids:
-                break
-            await self._steps.delete_many({"run_id": {"$in": run_ids}})
-            deleted += (await self._runs.delete_many({"_id": {"$in": run_ids}})).deleted_count
-        else:  # more may be left: go again soon
+        """Delete what is past its retention; the number of runs deleted."""
+        deleted, batches = 0, 0
+        for query in self._past_retention():
+            while batches < self.max_batches:
+                batches += 1
+                found = self._runs.find(query, {"_id": 1}).limit(self.batch)
+                run_ids = [doc["_id"] async for doc in found]
+                if not run_ids:
+                    break
+                await self._steps.delete_many({"run_id": {"$in": run_ids}})
+                done = await self._runs.delete_many({"_id": {"$in": run_ids}})
+                deleted += done.deleted_count
+        if batches >= self.max_batches:  # more may be left: go again soon
             self._due = min(self._due, time.monotonic() + 60.0)
-        cutoff = datetime.fromtimestamp(cutoff_ms / 1000, UTC)
-        await self._requests.delete_many({"created_at": {"$lt": cutoff}})
+        kept = [self.keep_days, *self.per_namespace.values()]
+        if all(kept):  # request ids go once every namespace's runs of that age have gone
+            cutoff = datetime.fromtimestamp(self._cutoff_ms(max(kept)) / 1000, UTC)
+            await self._requests.delete_many({"created_at": {"$lt": cutoff}})
         return deleted

@@ -18,6 +18,7 @@ from services.common.config import (
     setting,
 )
 from services.scheduler.fair_shares import weights_problem
+from services.scheduler.history_retention import retention_problem
 from services.scheduler.result_cache import DEFAULT_MAX_BYTES, DEFAULT_TTL_SECONDS
 from services.scheduler.run_limits import limits_problem
 
@@ -87,6 +88,12 @@ class SchedulerSettings(ServerAuthSettings, ClientKeySettings):
         "how long MongoDB keeps a finished run, its step records and its request id, counted "
         "from its creation (0: for good); pruned hourly",
         non_negative,
+    )
+    namespace_retention_days: list[str] = list_setting(
+        "WTM_NAMESPACE_RETENTION_DAYS",
+        "comma-separated NAMESPACE=DAYS: a namespace's own WTM_HISTORY_RETENTION_DAYS "
+        "(0: for good)",
+        retention_problem,
     )
     prefetch: int = setting(
         0,

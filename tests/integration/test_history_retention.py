@@ -94,3 +94,40 @@ def test_a_pass_runs_when_due_on_a_task_of_its_own_then_waits_its_interval(
 
     first, later = asyncio.run(scenario())
     assert first == set() and later == {"b"}
+
+
+def test_a_namespace_keeps_its_runs_for_its_own_retention(cluster: Cluster) -> None:
+    """WTM_NAMESPACE_RETENTION_DAYS: team-short keeps a day, team-kept for good, the rest
+    seven days; request ids stay while any namespace keeps runs for good."""
+    assert cluster.endpoints is not None
+    uri = cluster.endpoints.mongodb_uri
+
+    async def scenario() -> tuple[set[str], set[str]]:
+        client: AsyncMongoClient = AsyncMongoClient(uri, tz_aware=True)
+        db = client[f"retention_{uuid.uuid4().hex[:8]}"]
+        clock = FakeClock()
+        ago = {days: clock.now_ms() - days * DAY_SECONDS * 1000 for days in (3, 8)}
+        try:
+            await db["runs"].insert_many(
+                [
+                    {"_id": f"{ns}-{days}", "namespace": ns, "state": "CANCELLED", "created_ms": t}
+                    for ns in ("team-short", "team-kept", "default", "team-other")
+                    for days, t in ago.items()
+                ]
+            )
+            then = datetime.fromtimestamp(clock.time(), UTC) - timedelta(days=400)
+            await db["run_requests"].insert_one({"_id": "k", "id": "x", "created_at": then})
+            retention = HistoryRetention(
+                db, 7, {"team-short": 1, "team-kept": 0}, clock=clock, batch=10
+            )
+            await retention.prune()
+            runs = {d["_id"] async for d in db["runs"].find({}, {"_id": 1})}
+            requests = {d["_id"] async for d in db["run_requests"].find({}, {"_id": 1})}
+            return runs, requests
+        finally:
+            await client.drop_database(db.name)
+            await client.close()
+
+    runs, requests = asyncio.run(scenario())
+    assert runs == {"team-kept-3", "team-kept-8", "default-3", "team-other-3"}
+    assert requests == {"k"}  # team-kept's runs stay for good: so do request ids

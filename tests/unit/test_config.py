@@ -53,6 +53,10 @@ def test_lists_come_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
             "WTM_NAMESPACE_WEIGHTS: 'team-a=64': the weight must be between 0.03125 and 32",
         ),
         (
+            ["--namespace-retention-days", "team-a=-1"],
+            "WTM_NAMESPACE_RETENTION_DAYS: 'team-a=-1': the days must be 0 or more",
+        ),
+        (
             ["--namespace-weights", "team-a=lots"],
             "WTM_NAMESPACE_WEIGHTS: 'team-a=lots': the weight must be a number",
         ),
