@@ -362,13 +362,14 @@ class ApiKeys:
 # The gate ---------------------------------------------------------------------------------
 
 
-def open_gate(enabled: bool, db: Any, cache_seconds: float = 5.0) -> Gate:
-    """The gate a service's interceptor asks: keys and audit in ``db`` (a pymongo database),
-    or, with auth off, one that lets every call in as ANONYMOUS."""
+def open_gate(enabled: bool, db: Any, cache_seconds: float = 5.0, audit_days: float = 0.0) -> Gate:
+    """The gate a service's interceptor asks: keys and audit in ``db`` (a pymongo database;
+    audit events kept ``audit_days``, 0: for good), or, with auth off, one that lets every
+    call in as ANONYMOUS."""
     if not enabled:
         log.warning("auth is OFF (WTM_AUTH=false): every caller may do anything")
         return Gate(None)
-    return Gate(ApiKeys(db, cache_seconds), AuditLog(db))
+    return Gate(ApiKeys(db, cache_seconds), AuditLog(db, audit_days))
 
 
 PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
@@ -411,16 +412,30 @@ class Gate:
 
 
 AUDIT_LINGER_SECONDS = 0.2
+AUDIT_PRUNE_EVERY_SECONDS = 3600.0
+DAY_MS = 86_400_000
 
 
 class AuditLog:
     """Mutations, written to MongoDB ``audit`` by a thread of its own (never on the call's
-    path), with the principal, namespace, time and outcome (a gRPC status name)."""
+    path), with the principal, namespace, time and outcome (a gRPC status name). Events
+    older than ``keep_days`` (WTM_AUDIT_RETENTION_DAYS; 0: for good) are deleted by the same
+    thread, a minute after start and then hourly: every submit is a mutation, so the log
+    grows with the work, as the run history does."""
 
-    def __init__(self, db: Any) -> None:
+    def __init__(self, db: Any, keep_days: float = 0.0) -> None:
         self._events = db["audit"]
+        self.keep_days = keep_days
+        self._prune_at = time.monotonic() + 60.0
         self._queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=100_000)
         threading.Thread(target=self._write, name="wtm-audit", daemon=True).start()
+
+    def prune(self) -> int:
+        """Delete the events past the retention; how many went."""
+        if not self.keep_days:
+            return 0
+        cutoff = _ms() - int(self.keep_days * DAY_MS)
+        return int(self._events.delete_many({"time_ms": {"$lt": cutoff}}).deleted_count)
 
     def record(self, method: str, principal: Principal, outcome: str) -> None:
         event = {
@@ -440,7 +455,16 @@ class AuditLog:
 
     def _write(self) -> None:
         while True:
-            batch = [self._queue.get()]
+            if self.keep_days and time.monotonic() >= self._prune_at:
+                self._prune_at = time.monotonic() + AUDIT_PRUNE_EVERY_SECONDS
+                try:
+                    self.prune()
+                except Exception:  # noqa: BLE001 - the thread must go on; next hour again
+                    log.exception("pruning the audit log failed")
+            try:
+                batch = [self._queue.get(timeout=60.0)]
+            except queue.Empty:
+                continue
             # Gather what else comes within the linger: one insert per batch, not per call
             # (a lone insert per submit cost the scheduler ~15% of its time, and nx-27017
             # more; an audit record may well land a fifth of a second after its call).

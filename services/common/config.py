@@ -194,6 +194,12 @@ class ServerAuthSettings(ServerTlsSettings):
         "takes effect within this)",
         non_negative,
     )
+    audit_retention_days: float = setting(
+        365.0,
+        "WTM_AUDIT_RETENTION_DAYS",
+        "how long the audit log keeps an event (0: for good); pruned hourly",
+        non_negative,
+    )
 
 
 @dataclasses.dataclass

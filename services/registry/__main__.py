@@ -79,9 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         Artifacts(artifact_store, settings.max_artifact_bytes),
     )
     auth_db = db.client[settings.auth_database] if settings.auth_database else db
-    gate = auth.open_gate(settings.auth, auth_db, settings.key_cache_seconds)
+    gate = auth.open_gate(
+        settings.auth, auth_db, settings.key_cache_seconds, settings.audit_retention_days
+    )
     keys = gate.keys or auth.ApiKeys(auth_db)
-    audit = gate.audit or auth.AuditLog(auth_db)
+    audit = gate.audit or auth.AuditLog(auth_db, settings.audit_retention_days)
     bootstrap = read_secret(
         settings.bootstrap_admin_key, settings.bootstrap_admin_key_file, "the bootstrap admin key"
     )

@@ -143,6 +143,7 @@ async def serve(settings: SchedulerSettings) -> None:
                 settings.mongodb_uri, settings.auth_database or settings.mongodb_database
             ),
             settings.key_cache_seconds,
+            settings.audit_retention_days,
         ),
         server_tls(settings),
         on_start=on_start,

@@ -131,3 +131,29 @@ def test_a_namespace_keeps_its_runs_for_its_own_retention(cluster: Cluster) -> N
     runs, requests = asyncio.run(scenario())
     assert runs == {"team-kept-3", "team-kept-8", "default-3", "team-other-3"}
     assert requests == {"k"}  # team-kept's runs stay for good: so do request ids
+
+
+def test_the_audit_log_keeps_events_for_its_retention(cluster: Cluster) -> None:
+    """WTM_AUDIT_RETENTION_DAYS: the audit log's own thread deletes what is older (every
+    submit is audited, so the log grows with the work)."""
+    import pymongo
+
+    from services.common.auth import DAY_MS, AuditLog
+
+    assert cluster.endpoints is not None
+    client: pymongo.MongoClient = pymongo.MongoClient(cluster.endpoints.mongodb_uri)
+    db = client[f"audit_{uuid.uuid4().hex[:8]}"]
+    try:
+        now_ms = int(datetime.now(UTC).timestamp() * 1000)
+        db["audit"].insert_many(
+            [
+                {"method": "SubmitRun", "time_ms": now_ms - 40 * DAY_MS},
+                {"method": "CancelRun", "time_ms": now_ms - 20 * DAY_MS},
+            ]
+        )
+        assert AuditLog(db, keep_days=0).prune() == 0  # 0: kept for good
+        assert AuditLog(db, keep_days=30).prune() == 1
+        assert [e["method"] for e in db["audit"].find()] == ["CancelRun"]
+    finally:
+        client.drop_database(db.name)
+        client.close()
