@@ -82,6 +82,34 @@ def non_negative(value: Any) -> str | None:
     return None if value >= 0 else "must be 0 or more"
 
 
+def namespace_values(entries: list[str], convert: Callable[[str], T]) -> dict[str, T]:
+    """``["team-a=3", " team-b = 5"]`` (a per-namespace setting, checked by
+    ``namespace_values_problem``) as {namespace: convert(value)}."""
+    return {ns.strip(): convert(v.strip()) for ns, _, v in (e.partition("=") for e in entries)}
+
+
+def namespace_values_problem(
+    entries: list[str],
+    what: str,
+    convert: Callable[[str], Any],
+    kind: str,
+    check: Callable[[Any], str | None] = lambda value: None,
+) -> str | None:
+    """Why a per-namespace setting is not a list of NAMESPACE=<what>, each value one that
+    ``convert`` takes (else "the <what> must be <kind>") and ``check`` passes, or None."""
+    for entry in entries:
+        namespace, eq, value = entry.partition("=")
+        if not eq or not namespace.strip() or namespace.strip() == "*":
+            return f"{entry!r} is not NAMESPACE={what.upper()}"
+        try:
+            problem = check(convert(value.strip()))
+        except ValueError:
+            problem = f"must be {kind}"
+        if problem:
+            return f"{entry!r}: the {what} {problem}"
+    return None
+
+
 def readable_file(value: str) -> str | None:
     """Check that a path (when one is given) names a file this process can read."""
     if value and not os.access(value, os.R_OK):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
+from services.common.config import namespace_values, namespace_values_problem
 from services.scheduler import keys
 
 MAX_WEIGHT = 32.0
@@ -26,22 +27,19 @@ GRAIN = 32  # costs are whole 32nds: exact in the scores' doubles
 
 def weights_problem(entries: list[str]) -> str | None:
     """Why WTM_NAMESPACE_WEIGHTS is not a list of NAMESPACE=WEIGHT, or None."""
-    for entry in entries:
-        namespace, eq, value = entry.partition("=")
-        if not eq or not namespace.strip() or namespace.strip() == "*":
-            return f"{entry!r} is not NAMESPACE=WEIGHT"
-        try:
-            weight = float(value)
-        except ValueError:
-            return f"{entry!r}: the weight must be a number"
-        if not 1 / GRAIN <= weight <= MAX_WEIGHT:
-            return f"{entry!r}: the weight must be between {1 / GRAIN:g} and {MAX_WEIGHT:g}"
-    return None
+    low = 1 / GRAIN
+    return namespace_values_problem(
+        entries,
+        "weight",
+        float,
+        "a number",
+        lambda w: None if low <= w <= MAX_WEIGHT else f"must be between {low:g} and {MAX_WEIGHT:g}",
+    )
 
 
 def parse_weights(entries: list[str]) -> dict[str, float]:
     """``["team-a=3", ...]`` as {namespace: weight} (checked by ``weights_problem``)."""
-    return {ns.strip(): float(value) for ns, _, value in (e.partition("=") for e in entries)}
+    return namespace_values(entries, float)
 
 
 def cost_of(weight: float) -> float:

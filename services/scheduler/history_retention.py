@@ -30,6 +30,7 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from services.common.config import namespace_values, namespace_values_problem
 from services.scheduler.clock import SYSTEM, Clock
 from services.scheduler.models import TERMINAL
 
@@ -40,22 +41,18 @@ DAY_SECONDS = 86_400
 
 def retention_problem(entries: list[str]) -> str | None:
     """Why WTM_NAMESPACE_RETENTION_DAYS is not a list of NAMESPACE=DAYS, or None."""
-    for entry in entries:
-        namespace, eq, value = entry.partition("=")
-        if not eq or not namespace.strip() or namespace.strip() == "*":
-            return f"{entry!r} is not NAMESPACE=DAYS"
-        try:
-            days = float(value)
-        except ValueError:
-            return f"{entry!r}: the days must be a number (0: for good)"
-        if days < 0:
-            return f"{entry!r}: the days must be 0 or more (0: for good)"
-    return None
+    return namespace_values_problem(
+        entries,
+        "days",
+        float,
+        "a number (0: for good)",
+        lambda d: None if d >= 0 else "must be 0 or more (0: for good)",
+    )
 
 
 def parse_retention(entries: list[str]) -> dict[str, float]:
     """``["team-a=7", ...]`` as {namespace: days} (checked by ``retention_problem``)."""
-    return {ns.strip(): float(value) for ns, _, value in (e.partition("=") for e in entries)}
+    return namespace_values(entries, float)
 
 
 class HistoryRetention:

@@ -20,26 +20,23 @@ from collections import Counter
 from collections.abc import Mapping
 
 from common.errors import ResourceExhausted
+from services.common.config import namespace_values, namespace_values_problem
 
 
 def parse_limits(entries: list[str]) -> dict[str, int]:
     """``["team-a=1000", ...]`` (WTM_NAMESPACE_RUN_LIMITS) as {namespace: limit}."""
-    limits = {}
-    for entry in entries:
-        namespace, _, value = entry.partition("=")
-        limits[namespace.strip()] = int(value)
-    return limits
+    return namespace_values(entries, int)
 
 
 def limits_problem(entries: list[str]) -> str | None:
     """Why WTM_NAMESPACE_RUN_LIMITS is not a list of NAMESPACE=N, or None."""
-    for entry in entries:
-        namespace, eq, value = entry.partition("=")
-        if not eq or not namespace.strip() or namespace.strip() == "*":
-            return f"{entry!r} is not NAMESPACE=LIMIT"
-        if not value.strip().isdigit():
-            return f"{entry!r}: the limit must be a whole number (0: none)"
-    return None
+    return namespace_values_problem(
+        entries,
+        "limit",
+        int,
+        "a whole number (0: none)",
+        lambda n: None if n >= 0 else "must be a whole number (0: none)",
+    )
 
 
 class RunLimits:
