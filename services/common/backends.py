@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
@@ -15,6 +14,8 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+
+from services.common.config import readable_file
 
 
 def mongo_database(uri: str, database: str) -> pymongo.database.Database:
@@ -94,8 +95,8 @@ def redis_url_problem(url: str) -> str | None:
 
 def _ca_file_problem(url: str) -> str | None:
     for path in parse_qs(urlparse(url).query).get("ssl_ca_certs", []):
-        if not os.access(path, os.R_OK):
-            return f"ssl_ca_certs: cannot read {path!r}"
+        if problem := readable_file(path):
+            return f"ssl_ca_certs: {problem}"
     return None
 
 

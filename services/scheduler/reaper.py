@@ -49,7 +49,7 @@ class Reaper:
             ("read queue depths", self.read_depths),
             ("count unfinished runs", self.count_runs),
         ]
-        self.limits: list[RunLimits] = []  # told the counts (``keep_counting``)
+        self.limits: RunLimits | None = None  # told the counts (``keep_counting``)
 
     def also(self, name: str, duty: Callable[[], Awaitable[None]]) -> None:
         """One more duty, each tick after the others."""
@@ -57,13 +57,13 @@ class Reaper:
 
     def keep_counting(self, limits: RunLimits) -> None:
         """Tell ``limits`` each namespace's unfinished runs every tick."""
-        self.limits.append(limits)
+        self.limits = limits
 
     async def count_runs(self) -> None:
         counts = await self.queue.unfinished_counts()
         self.metrics.namespace_runs = counts
-        for limits in self.limits:
-            limits.seen(counts)
+        if self.limits is not None:
+            self.limits.seen(counts)
 
     async def run(self, interval: float = 1.0) -> None:
         while True:
