@@ -107,8 +107,9 @@ class AsyncClient(_Connection):
         return ApiKeyInfo.from_proto(reply.key), reply.secret
 
     async def list_api_keys(self) -> list[ApiKeyInfo]:
-        reply = await self._r.unary(self._auth.ListApiKeys, apb.ListApiKeysRequest())
-        return [ApiKeyInfo.from_proto(k) for k in reply.keys]
+        """As ``Client.list_api_keys``."""
+        pages = self._r.pages(self._auth.ListApiKeys, apb.ListApiKeysRequest())
+        return [ApiKeyInfo.from_proto(k) async for reply in pages for k in reply.keys]
 
     async def revoke_api_key(self, key_id: str) -> ApiKeyInfo:
         request = apb.RevokeApiKeyRequest(key_id=key_id)
@@ -325,17 +326,21 @@ class AsyncClient(_Connection):
         return [RunInfo.from_proto(r) for r in reply.runs], reply.next_page_token
 
     async def list_executors(self) -> list[ExecutorInfo]:
-        reply = await self._s.unary(self._scheduler.ListExecutors, spb.ListExecutorsRequest())
-        return [ExecutorInfo.from_proto(e) for e in reply.executors]
+        """As ``Client.list_executors``."""
+        pages = self._s.pages(self._scheduler.ListExecutors, spb.ListExecutorsRequest())
+        return [ExecutorInfo.from_proto(e) async for reply in pages for e in reply.executors]
 
     async def list_queues(self) -> tuple[list[QueueInfo], int]:
-        reply = await self._s.unary(self._scheduler.ListQueues, spb.ListQueuesRequest())
-        return [QueueInfo.from_proto(q) for q in reply.queues], reply.delayed
+        """As ``Client.list_queues``."""
+        pages = self._s.pages(self._scheduler.ListQueues, spb.ListQueuesRequest())
+        replies = [reply async for reply in pages]
+        found = [QueueInfo.from_proto(q) for reply in replies for q in reply.queues]
+        return found, replies[-1].delayed
 
     async def list_namespaces(self) -> list[NamespaceInfo]:
         """As ``Client.list_namespaces``."""
-        reply = await self._s.unary(self._scheduler.ListNamespaces, spb.ListNamespacesRequest())
-        return [NamespaceInfo.from_proto(n) for n in reply.namespaces]
+        pages = self._s.pages(self._scheduler.ListNamespaces, spb.ListNamespacesRequest())
+        return [NamespaceInfo.from_proto(n) async for reply in pages for n in reply.namespaces]
 
     async def check_dependencies(self, service: str = "") -> list[DependencyInfo]:
         """As ``Client.check_dependencies``."""

@@ -200,8 +200,9 @@ class Client(_Connection):
         return ApiKeyInfo.from_proto(reply.key), reply.secret
 
     def list_api_keys(self) -> list[ApiKeyInfo]:
-        reply = self._r.unary(self._auth.ListApiKeys, apb.ListApiKeysRequest())
-        return [ApiKeyInfo.from_proto(k) for k in reply.keys]
+        """The keys this client's key may manage, oldest first (every page)."""
+        pages = self._r.pages(self._auth.ListApiKeys, apb.ListApiKeysRequest())
+        return [ApiKeyInfo.from_proto(k) for reply in pages for k in reply.keys]
 
     def revoke_api_key(self, key_id: str) -> ApiKeyInfo:
         reply = self._r.unary(self._auth.RevokeApiKey, apb.RevokeApiKeyRequest(key_id=key_id))
@@ -473,21 +474,23 @@ class Client(_Connection):
         return [RunInfo.from_proto(r) for r in reply.runs], reply.next_page_token
 
     def list_executors(self) -> list[ExecutorInfo]:
-        reply = self._s.unary(self._scheduler.ListExecutors, spb.ListExecutorsRequest())
-        return [ExecutorInfo.from_proto(e) for e in reply.executors]
+        """The executors serving this client's namespace, connected first (every page)."""
+        pages = self._s.pages(self._scheduler.ListExecutors, spb.ListExecutorsRequest())
+        return [ExecutorInfo.from_proto(e) for reply in pages for e in reply.executors]
 
     def list_queues(self) -> tuple[list[QueueInfo], int]:
         """The queues of this client's namespace that have waiting work or an executor, and
         the retries waiting out their backoff."""
-        reply = self._s.unary(self._scheduler.ListQueues, spb.ListQueuesRequest())
-        return [QueueInfo.from_proto(q) for q in reply.queues], reply.delayed
+        replies = list(self._s.pages(self._scheduler.ListQueues, spb.ListQueuesRequest()))
+        found = [QueueInfo.from_proto(q) for reply in replies for q in reply.queues]
+        return found, replies[-1].delayed
 
     def list_namespaces(self) -> list[NamespaceInfo]:
         """The namespace the client acts in (every one in use, for ``namespace="*"`` with a
         key of every namespace): its runs queued or running, its limit of those, its weight
         in the turns new runs take between namespaces, and its steps waiting."""
-        reply = self._s.unary(self._scheduler.ListNamespaces, spb.ListNamespacesRequest())
-        return [NamespaceInfo.from_proto(n) for n in reply.namespaces]
+        pages = self._s.pages(self._scheduler.ListNamespaces, spb.ListNamespacesRequest())
+        return [NamespaceInfo.from_proto(n) for reply in pages for n in reply.namespaces]
 
     def check_dependencies(self, service: str = "") -> list[DependencyInfo]:
         """The registry's MongoDB and object store, and the scheduler's Redis and MongoDB,

@@ -164,6 +164,17 @@ class Caller(_Calls):
         except grpc.RpcError as exc:
             raise error_of(exc) from None
 
+    def pages(self, method: Callable[..., T], request: Any) -> Iterator[T]:
+        """Every reply of a paged List ``method``, from ``request``'s page to the last: each
+        next request is ``request`` with the reply's ``next_page_token``."""
+        request = copy.copy(request)
+        while True:
+            reply = self.unary(method, request)
+            yield reply
+            if not reply.next_page_token:  # type: ignore[attr-defined]
+                return
+            request.page_token = reply.next_page_token  # type: ignore[attr-defined]
+
     def stream(
         self,
         method: Callable[..., Any],
@@ -217,6 +228,16 @@ class AsyncCaller(_Calls):
             return await once()
         except grpc.RpcError as exc:
             raise error_of(exc) from None
+
+    async def pages(self, method: Callable[..., Any], request: Any) -> AsyncIterator[Any]:
+        """As ``Caller.pages``."""
+        request = copy.copy(request)
+        while True:
+            reply = await self.unary(method, request)
+            yield reply
+            if not reply.next_page_token:
+                return
+            request.page_token = reply.next_page_token
 
     async def stream(
         self,

@@ -32,6 +32,7 @@ import queue
 import re
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -41,6 +42,7 @@ from tenacity import Retrying, stop_after_delay, wait_exponential
 
 from common.api_keys import PREFIX, new_key
 from common.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from services.common.paging import page_of, page_size_of
 
 log = logging.getLogger(__name__)
 
@@ -321,6 +323,14 @@ class ApiKeys:
         """The keys of the namespace the call acts in (every key for ``*``)."""
         query = {} if by.scope == ALL_NAMESPACES else {"namespace": by.scope}
         return [KeyRecord.from_doc(d) for d in self._keys.find(query).sort("created_ms", 1)]
+
+    def page(
+        self, by: Principal, page_size: int, page_token: str
+    ) -> tuple[Sequence[KeyRecord], str]:
+        """A page of ``list`` (default 100 keys, at most 1000), and the next page's token."""
+        size = page_size_of(page_size, 100, 1000)
+        keys = self.list(by)
+        return page_of(keys, lambda k: [k.created_ms, k.key_id], (int, str), size, page_token)
 
     def revoke(self, key_id: str, by: Principal) -> KeyRecord:
         doc = self._keys.find_one({"_id": key_id})

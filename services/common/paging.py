@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from common.errors import InvalidArgument
 
 _NOT_OURS = "not a token returned by this service"
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_KEY_CHARS = 512
+T = TypeVar("T")
 
 
 def encode_token(values: list[Any]) -> str:
@@ -36,3 +38,30 @@ def decode_token(token: str, shape: tuple[type, ...]) -> list[Any]:
         if isinstance(value, str) and len(value) > MAX_KEY_CHARS:
             raise InvalidArgument(_NOT_OURS, field="page_token")
     return values
+
+
+def page_size_of(page_size: int, default: int, maximum: int) -> int:
+    """A request's page size: ``default`` for 0; INVALID_ARGUMENT outside 0..``maximum``."""
+    if not 0 <= page_size <= maximum:
+        raise InvalidArgument(f"must be from 0 to {maximum}, got {page_size}", field="page_size")
+    return page_size or default
+
+
+def page_of(
+    items: Sequence[T],
+    key: Callable[[T], list[Any]],
+    shape: tuple[type, ...],
+    page_size: int,
+    page_token: str,
+) -> tuple[list[T], str]:
+    """One page of a report that is built whole for each call (the fleet, the queues): the
+    items, sorted by ``key``, that come after the key in ``page_token``, at most
+    ``page_size`` of them, and the token of the next page ("" on the last). An item added or
+    removed between pages is seen or not, as in any keyset paging; none is seen twice."""
+    after = decode_token(page_token, shape) if page_token else None
+    ordered = sorted(items, key=key)
+    if after is not None:
+        ordered = [item for item in ordered if key(item) > after]
+    page = ordered[:page_size]
+    more = len(ordered) > page_size
+    return page, encode_token(key(page[-1])) if more else ""

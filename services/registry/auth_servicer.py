@@ -9,7 +9,7 @@ import grpc
 from common.errors import InvalidArgument
 from services.common import auth
 from services.common.auth import ApiKeys, AuditLog, KeyRecord
-from services.common.paging import decode_token, encode_token
+from services.common.paging import decode_token, encode_token, page_size_of
 from wtm.v1 import auth_service_pb2 as pb
 from wtm.v1 import auth_service_pb2_grpc as pb_grpc
 
@@ -66,9 +66,8 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
     def ListApiKeys(
         self, request: pb.ListApiKeysRequest, context: grpc.ServicerContext
     ) -> pb.ListApiKeysResponse:
-        return pb.ListApiKeysResponse(
-            keys=[_key_to_proto(k) for k in self._keys.list(auth.current())]
-        )
+        keys, token = self._keys.page(auth.current(), request.page_size, request.page_token)
+        return pb.ListApiKeysResponse(keys=[_key_to_proto(k) for k in keys], next_page_token=token)
 
     def RevokeApiKey(
         self, request: pb.RevokeApiKeyRequest, context: grpc.ServicerContext
@@ -82,9 +81,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
     def ListAuditEvents(
         self, request: pb.ListAuditEventsRequest, context: grpc.ServicerContext
     ) -> pb.ListAuditEventsResponse:
-        size = request.page_size or 100
-        if not 1 <= size <= 1000:
-            raise InvalidArgument(f"must be from 1 to 1000, got {size}", field="page_size")
+        size = page_size_of(request.page_size, 100, 1000)
         before = decode_token(request.page_token, (int,))[0] if request.page_token else 0
         events = self._audit.list(auth.current(), size + 1, before)
         token = encode_token([events[size - 1]["time_ms"]]) if len(events) > size else ""

@@ -14,6 +14,7 @@ from typing import Any
 
 from services.common import auth
 from services.common.dependencies import DependencyStatus, check
+from services.common.paging import page_of, page_size_of
 from services.scheduler.clock import SYSTEM, Clock
 from services.scheduler.clock_watch import ClockWatch
 from services.scheduler.fleet import FleetRecord
@@ -23,6 +24,10 @@ from services.scheduler.run_queue import RunQueue
 from services.scheduler.run_store import RunStore
 
 _ORDER = {"CONNECTED": 0, "DRAINING": 1, "LOST": 2}
+# Pages (default, maximum): an executor's record lists its packages and running steps (a few
+# KiB), so 500 of them stay well under gRPC's 4 MiB; a queue or namespace is a few numbers.
+EXECUTOR_PAGES = (100, 500)
+REPORT_PAGES = (1000, 1000)
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,32 @@ class FleetReport:
         then by id."""
         found = [json.loads(v) for v in (await self.record.load()).values()]
         found = [e for e in found if serves_namespace(e, namespace)]
-        return sorted(found, key=lambda e: (_ORDER.get(e["state"], 3), e["executor_id"]))
+        return sorted(found, key=_executor_key)
+
+    async def executors_page(
+        self, namespace: str, page_size: int, page_token: str
+    ) -> tuple[list[dict[str, Any]], str]:
+        """A page of ``executors``, and the token of the next."""
+        size = page_size_of(page_size, *EXECUTOR_PAGES)
+        found = await self.executors(namespace)
+        return page_of(found, _executor_key, (int, str), size, page_token)
+
+    async def queues_page(
+        self, namespace: str, page_size: int, page_token: str
+    ) -> tuple[list[QueueStatus], int, str]:
+        """A page of ``queues``, the retries waiting, and the token of the next page."""
+        size = page_size_of(page_size, *REPORT_PAGES)
+        found, delayed = await self.queues(namespace)
+        page, token = page_of(found, lambda q: [q.queue], (str,), size, page_token)
+        return page, delayed, token
+
+    async def namespaces_page(
+        self, namespace: str, page_size: int, page_token: str
+    ) -> tuple[list[NamespaceStatus], str]:
+        """A page of ``namespaces``, and the token of the next."""
+        size = page_size_of(page_size, *REPORT_PAGES)
+        found = await self.namespaces(namespace)
+        return page_of(found, lambda n: [n.namespace], (str,), size, page_token)
 
     async def queues(self, namespace: str = auth.ALL_NAMESPACES) -> tuple[list[QueueStatus], int]:
         """The queues of ``namespace`` that have waiting work or a connected executor, by
@@ -150,6 +180,11 @@ class FleetReport:
         if self.clock_watch is not None and self.clock_watch.offset is not None:
             found[0] = dataclasses.replace(found[0], clock_offset_seconds=self.clock_watch.offset)
         return found
+
+
+def _executor_key(record: dict[str, Any]) -> list[Any]:
+    """Connected first, then draining, then lost; by id within each."""
+    return [_ORDER.get(record["state"], 3), record["executor_id"]]
 
 
 def busy_slots(record: dict[str, Any]) -> int:

@@ -14,6 +14,7 @@ from typing import Protocol, TypeVar
 from common import telemetry
 from common.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
 from services.common import auth
+from services.common.paging import page_size_of
 from services.scheduler.input_check import as_batch_item
 from services.scheduler.listeners import Listeners, RunListener
 from services.scheduler.models import TERMINAL, Run, ms_to_dt
@@ -373,8 +374,7 @@ class RunService(RunListener):
         page_size: int,
         page_token: str,
     ) -> tuple[list[Run], str]:
-        if page_size < 0 or page_size > 1000:
-            raise InvalidArgument(f"must be from 0 to 1000, got {page_size}", field="page_size")
+        size = page_size_of(page_size, 50, 1000)
         filters = {
             "state": state,
             "pipeline_id": pipeline_id,
@@ -383,9 +383,7 @@ class RunService(RunListener):
         }
         if namespace != auth.ALL_NAMESPACES:
             filters["namespace"] = namespace
-        return await self.store.list_runs(
-            filters, created_after, created_before, page_size or 50, page_token
-        )
+        return await self.store.list_runs(filters, created_after, created_before, size, page_token)
 
     async def get(self, run_id: str, namespace: str = auth.ALL_NAMESPACES) -> Run:
         """A run; NOT_FOUND when it is in a namespace other than ``namespace``, as if it

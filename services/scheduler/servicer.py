@@ -151,8 +151,11 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
     async def ListExecutors(
         self, request: spb.ListExecutorsRequest, context: aio.ServicerContext
     ) -> spb.ListExecutorsResponse:
-        reply = spb.ListExecutorsResponse()
-        for e in await self._report.executors(auth.scope()):
+        found, token = await self._report.executors_page(
+            auth.scope(), request.page_size, request.page_token
+        )
+        reply = spb.ListExecutorsResponse(next_page_token=token)
+        for e in found:
             m = reply.executors.add(
                 executor_id=e["executor_id"],
                 state=spb.ExecutorState.Value(f"EXECUTOR_STATE_{e['state']}"),
@@ -181,8 +184,10 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
     async def ListQueues(
         self, request: spb.ListQueuesRequest, context: aio.ServicerContext
     ) -> spb.ListQueuesResponse:
-        queues, delayed = await self._report.queues(auth.scope())
-        reply = spb.ListQueuesResponse(delayed=delayed)
+        queues, delayed, token = await self._report.queues_page(
+            auth.scope(), request.page_size, request.page_token
+        )
+        reply = spb.ListQueuesResponse(delayed=delayed, next_page_token=token)
         for q in queues:
             m = reply.queues.add(
                 queue=q.queue,
@@ -197,11 +202,12 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
     async def ListNamespaces(
         self, request: spb.ListNamespacesRequest, context: aio.ServicerContext
     ) -> spb.ListNamespacesResponse:
+        found, token = await self._report.namespaces_page(
+            auth.scope(), request.page_size, request.page_token
+        )
         return spb.ListNamespacesResponse(
-            namespaces=[
-                spb.NamespaceStatus(**dataclasses.asdict(n))
-                for n in await self._report.namespaces(auth.scope())
-            ]
+            namespaces=[spb.NamespaceStatus(**dataclasses.asdict(n)) for n in found],
+            next_page_token=token,
         )
 
     async def CheckDependencies(

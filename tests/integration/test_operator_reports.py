@@ -8,13 +8,23 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
 
 from clients.sdk import Client
 from services.executor.worker_disk import usage
 from services.localstack import Cluster
-from tests.conftest import run_cli
+from tests.conftest import keyed_channel, run_cli
+from tests.integration.fake_executor import FakeExecutor
+from tests.integration.test_impostors import executor_key
 from tests.integration.test_registry import make_task
 from tests.waiting import eventually
+from wtm.v1 import auth_service_pb2 as apb
+from wtm.v1 import auth_service_pb2_grpc as apb_grpc
+from wtm.v1 import scheduler_service_pb2 as spb
+from wtm.v1 import scheduler_service_pb2_grpc as spb_grpc
 
 
 def test_executors_report_cpu_and_memory_in_their_heartbeats(client: Client) -> None:
@@ -131,3 +141,84 @@ def test_an_executor_lists_the_steps_it_runs(client: Client) -> None:
         timeout=10,
         what="the finished step gone from its executor's record",
     )
+
+
+def test_every_report_is_paged(cluster: Cluster, client: Client) -> None:
+    """House rule 10: every List has pages, the reports too (an executor's record is a few
+    KiB, so a fleet of a thousand in one reply would pass gRPC's 4 MiB). Walked one item a
+    page, each report gives what the SDK's whole list gives, in its order; a token the
+    service did not make and a page size past the maximum are INVALID_ARGUMENT naming the
+    field."""
+    fake = FakeExecutor(cluster, "paging-probe", ["paging-probe"], executor_key(cluster))
+    client.create_api_key("paging-probe", "viewer", "default")
+    everyone = Client(
+        cluster.registry_address,
+        cluster.scheduler_address,
+        api_key=cluster.admin_key,
+        namespace="*",
+        tls_ca=str(cluster.ca_file),
+    )
+    try:
+        eventually(
+            lambda: "paging-probe" in {e.executor_id for e in everyone.list_executors()},
+            timeout=10,
+            what="the probe executor listed",
+        )
+        with (
+            keyed_channel(cluster.scheduler_address, cluster.admin_key, "*") as sched,
+            keyed_channel(cluster.registry_address, cluster.admin_key, "*") as reg,
+        ):
+            s, a = spb_grpc.SchedulerServiceStub(sched), apb_grpc.AuthServiceStub(reg)
+            reports: list[tuple[Any, Any, str, str, list[str]]] = [
+                (
+                    s.ListExecutors,
+                    spb.ListExecutorsRequest,
+                    "executors",
+                    "executor_id",
+                    [e.executor_id for e in everyone.list_executors()],
+                ),
+                (
+                    s.ListQueues,
+                    spb.ListQueuesRequest,
+                    "queues",
+                    "queue",
+                    [q.queue for q in everyone.list_queues()[0]],
+                ),
+                (
+                    s.ListNamespaces,
+                    spb.ListNamespacesRequest,
+                    "namespaces",
+                    "namespace",
+                    [n.namespace for n in everyone.list_namespaces()],
+                ),
+                (
+                    a.ListApiKeys,
+                    apb.ListApiKeysRequest,
+                    "keys",
+                    "key_id",
+                    [k.key_id for k in everyone.list_api_keys()],
+                ),
+            ]
+            for method, request, field, ident, whole in reports:
+                assert len(whole) >= 2, (field, whole)
+                walked: list[str] = []
+                token = ""
+                while True:
+                    reply = method(request(page_size=1, page_token=token))
+                    assert len(getattr(reply, field)) == 1, field
+                    walked += [getattr(item, ident) for item in getattr(reply, field)]
+                    token = reply.next_page_token
+                    if not token:
+                        break
+                assert walked == whole, field
+                for bad, name in (
+                    (request(page_token="bm90IG91cnM="), "page_token"),
+                    (request(page_size=100_000), "page_size"),
+                ):
+                    with pytest.raises(grpc.RpcError) as err:
+                        method(bad)
+                    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                    assert name in (err.value.details() or ""), (field, err.value.details())
+    finally:
+        everyone.close()
+        fake.close()

@@ -20,7 +20,7 @@ from common import jsondoc
 from common.errors import InvalidArgument, WtmError
 from common.packaging import inspect_archive
 from services.common import mapping
-from services.common.paging import decode_token, encode_token
+from services.common.paging import decode_token, encode_token, page_of, page_size_of
 from services.registry.manifest import parse_manifest, version_sort_key
 from services.registry.pipeline_spec import ancestors, config_warnings, parse_config
 
@@ -334,3 +334,22 @@ def test_a_task_output_that_is_not_json_fails_its_step_as_fatal() -> None:
     verdict, error = run_once(Scores(), '{"x": "nan"}')
     assert verdict == "fatal"
     assert "process() returned a value that is not JSON" in error
+
+
+def test_a_report_pages_by_its_sort_key() -> None:
+    """``page_of``: pages of a report built whole for each call, in key order; an item gone
+    between pages is not missed past, none is seen twice; page sizes checked."""
+    items = ["d", "a", "c", "b", "e"]
+    page, token = page_of(items, lambda x: [x], (str,), 2, "")
+    assert page == ["a", "b"] and token
+    page, token = page_of(items[1:], lambda x: [x], (str,), 2, token)  # "d" went meanwhile
+    assert page == ["c", "e"] and token == ""
+    assert page_of([], lambda x: [x], (str,), 2, "") == ([], "")
+    assert page_size_of(0, 50, 1000) == 50 and page_size_of(1000, 50, 1000) == 1000
+    for bad in (-1, 1001):
+        with pytest.raises(InvalidArgument, match="from 0 to 1000") as err:
+            page_size_of(bad, 50, 1000)
+        assert err.value.field == "page_size"
+    with pytest.raises(InvalidArgument) as err:
+        page_of(items, lambda x: [x], (str,), 2, encode_token([1]))  # a token of ints
+    assert err.value.field == "page_token"

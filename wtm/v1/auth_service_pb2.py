@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19wtm/v1/auth_service.proto\x12\x06wtm.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xee\x01\n\x06\x41piKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x11\n\tnamespace\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\x08 \x01(\t\"l\n\x13\x43reateApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\x12&\n\x03ttl\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"C\n\x14\x43reateApiKeyResponse\x12\x1b\n\x03key\x18\x01 \x01(\x0b\x32\x0e.wtm.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"\x14\n\x12ListApiKeysRequest\"3\n\x13ListApiKeysResponse\x12\x1c\n\x04keys\x18\x01 \x03(\x0b\x32\x0e.wtm.v1.ApiKey\"%\n\x13RevokeApiKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"3\n\x14RevokeApiKeyResponse\x12\x1b\n\x03key\x18\x01 \x01(\x0b\x32\x0e.wtm.v1.ApiKey\"?\n\x16ListAuditEventsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"\xac\x01\n\nAuditEvent\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x0e\n\x06method\x18\x03 \x01(\t\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12\x11\n\tprincipal\x18\x05 \x01(\t\x12\x0c\n\x04role\x18\x06 \x01(\t\x12\x11\n\tnamespace\x18\x07 \x01(\t\x12\x0f\n\x07outcome\x18\x08 \x01(\t\"V\n\x17ListAuditEventsResponse\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.wtm.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xbf\x02\n\x0b\x41uthService\x12I\n\x0c\x43reateApiKey\x12\x1b.wtm.v1.CreateApiKeyRequest\x1a\x1c.wtm.v1.CreateApiKeyResponse\x12\x46\n\x0bListApiKeys\x12\x1a.wtm.v1.ListApiKeysRequest\x1a\x1b.wtm.v1.ListApiKeysResponse\x12I\n\x0cRevokeApiKey\x12\x1b.wtm.v1.RevokeApiKeyRequest\x1a\x1c.wtm.v1.RevokeApiKeyResponse\x12R\n\x0fListAuditEvents\x12\x1e.wtm.v1.ListAuditEventsRequest\x1a\x1f.wtm.v1.ListAuditEventsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19wtm/v1/auth_service.proto\x12\x06wtm.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xee\x01\n\x06\x41piKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x11\n\tnamespace\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\x08 \x01(\t\"l\n\x13\x43reateApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\x12&\n\x03ttl\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"C\n\x14\x43reateApiKeyResponse\x12\x1b\n\x03key\x18\x01 \x01(\x0b\x32\x0e.wtm.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\";\n\x12ListApiKeysRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"L\n\x13ListApiKeysResponse\x12\x1c\n\x04keys\x18\x01 \x03(\x0b\x32\x0e.wtm.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x13RevokeApiKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"3\n\x14RevokeApiKeyResponse\x12\x1b\n\x03key\x18\x01 \x01(\x0b\x32\x0e.wtm.v1.ApiKey\"?\n\x16ListAuditEventsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"\xac\x01\n\nAuditEvent\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x0e\n\x06method\x18\x03 \x01(\t\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12\x11\n\tprincipal\x18\x05 \x01(\t\x12\x0c\n\x04role\x18\x06 \x01(\t\x12\x11\n\tnamespace\x18\x07 \x01(\t\x12\x0f\n\x07outcome\x18\x08 \x01(\t\"V\n\x17ListAuditEventsResponse\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.wtm.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xbf\x02\n\x0b\x41uthService\x12I\n\x0c\x43reateApiKey\x12\x1b.wtm.v1.CreateApiKeyRequest\x1a\x1c.wtm.v1.CreateApiKeyResponse\x12\x46\n\x0bListApiKeys\x12\x1a.wtm.v1.ListApiKeysRequest\x1a\x1b.wtm.v1.ListApiKeysResponse\x12I\n\x0cRevokeApiKey\x12\x1b.wtm.v1.RevokeApiKeyRequest\x1a\x1c.wtm.v1.RevokeApiKeyResponse\x12R\n\x0fListAuditEvents\x12\x1e.wtm.v1.ListAuditEventsRequest\x1a\x1f.wtm.v1.ListAuditEventsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,19 +40,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEAPIKEYRESPONSE']._serialized_start=453
   _globals['_CREATEAPIKEYRESPONSE']._serialized_end=520
   _globals['_LISTAPIKEYSREQUEST']._serialized_start=522
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=542
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=544
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=595
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=597
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=634
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=636
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=687
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=689
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=752
-  _globals['_AUDITEVENT']._serialized_start=755
-  _globals['_AUDITEVENT']._serialized_end=927
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=929
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=1015
-  _globals['_AUTHSERVICE']._serialized_start=1018
-  _globals['_AUTHSERVICE']._serialized_end=1337
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=581
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=583
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=659
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=661
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=698
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=700
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=751
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=753
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=816
+  _globals['_AUDITEVENT']._serialized_start=819
+  _globals['_AUDITEVENT']._serialized_end=991
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=993
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=1079
+  _globals['_AUTHSERVICE']._serialized_start=1082
+  _globals['_AUTHSERVICE']._serialized_end=1401
 # @@protoc_insertion_point(module_scope)

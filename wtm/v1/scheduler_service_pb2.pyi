@@ -193,14 +193,20 @@ class ListRunsResponse(_message.Message):
     def __init__(self, runs: _Optional[_Iterable[_Union[_run_pb2.Run, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ListExecutorsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListExecutorsResponse(_message.Message):
-    __slots__ = ("executors",)
+    __slots__ = ("executors", "next_page_token")
     EXECUTORS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     executors: _containers.RepeatedCompositeFieldContainer[Executor]
-    def __init__(self, executors: _Optional[_Iterable[_Union[Executor, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, executors: _Optional[_Iterable[_Union[Executor, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class Executor(_message.Message):
     __slots__ = ("executor_id", "state", "queues", "slots", "in_flight", "labels", "software_version", "python_version", "connect_time", "last_seen_time", "scheduler_id", "packages", "slot_errors", "last_slot_error", "namespaces", "cpu_percent", "memory_bytes", "running_steps", "busy_slots", "sandbox", "disk_bytes")
@@ -256,16 +262,22 @@ class Executor(_message.Message):
     def __init__(self, executor_id: _Optional[str] = ..., state: _Optional[_Union[ExecutorState, str]] = ..., queues: _Optional[_Iterable[str]] = ..., slots: _Optional[int] = ..., in_flight: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., software_version: _Optional[str] = ..., python_version: _Optional[str] = ..., connect_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_seen_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scheduler_id: _Optional[str] = ..., packages: _Optional[_Iterable[str]] = ..., slot_errors: _Optional[int] = ..., last_slot_error: _Optional[str] = ..., namespaces: _Optional[_Iterable[str]] = ..., cpu_percent: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., running_steps: _Optional[_Iterable[str]] = ..., busy_slots: _Optional[int] = ..., sandbox: _Optional[str] = ..., disk_bytes: _Optional[int] = ...) -> None: ...
 
 class ListQueuesRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListQueuesResponse(_message.Message):
-    __slots__ = ("queues", "delayed")
+    __slots__ = ("queues", "delayed", "next_page_token")
     QUEUES_FIELD_NUMBER: _ClassVar[int]
     DELAYED_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     queues: _containers.RepeatedCompositeFieldContainer[QueueStatus]
     delayed: int
-    def __init__(self, queues: _Optional[_Iterable[_Union[QueueStatus, _Mapping]]] = ..., delayed: _Optional[int] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, queues: _Optional[_Iterable[_Union[QueueStatus, _Mapping]]] = ..., delayed: _Optional[int] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class QueueStatus(_message.Message):
     __slots__ = ("queue", "namespace", "depth", "oldest_age", "executors", "free_slots")
@@ -284,14 +296,20 @@ class QueueStatus(_message.Message):
     def __init__(self, queue: _Optional[str] = ..., namespace: _Optional[str] = ..., depth: _Optional[int] = ..., oldest_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., executors: _Optional[int] = ..., free_slots: _Optional[int] = ...) -> None: ...
 
 class ListNamespacesRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListNamespacesResponse(_message.Message):
-    __slots__ = ("namespaces",)
+    __slots__ = ("namespaces", "next_page_token")
     NAMESPACES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     namespaces: _containers.RepeatedCompositeFieldContainer[NamespaceStatus]
-    def __init__(self, namespaces: _Optional[_Iterable[_Union[NamespaceStatus, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, namespaces: _Optional[_Iterable[_Union[NamespaceStatus, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class NamespaceStatus(_message.Message):
     __slots__ = ("namespace", "unfinished_runs", "run_limit", "weight", "waiting_steps")
