@@ -38,6 +38,7 @@ from clients.errors import (
 from clients.sdk import Client
 from clients.types import (
     ApiKeyInfo,
+    ArtifactInfo,
     DependencyInfo,
     ExecutorInfo,
     NamespaceInfo,
@@ -58,6 +59,7 @@ __all__ = [
     "AlreadyExists",
     "ApiError",
     "ApiKeyInfo",
+    "ArtifactInfo",
     "AsyncClient",
     "Client",
     "DataLoss",

@@ -34,6 +34,7 @@ from clients.errors import (
 from clients.sdk import _Connection, _NotFinished, resolve_key
 from clients.types import (
     ApiKeyInfo,
+    ArtifactInfo,
     DependencyInfo,
     ExecutorInfo,
     NamespaceInfo,
@@ -176,6 +177,16 @@ class AsyncClient(_Connection):
     async def upload_artifact_data(self, filename: str, data: bytes) -> str:
         messages = upload_requests(filename, data)
         return str((await self._r.unary(self._registry.UploadArtifact, messages)).uri)
+
+    async def list_artifacts(self) -> list[ArtifactInfo]:
+        """As ``Client.list_artifacts``."""
+        pages = self._r.pages(self._registry.ListArtifacts, rpb.ListArtifactsRequest())
+        return [ArtifactInfo.from_proto(a) async for reply in pages for a in reply.artifacts]
+
+    async def delete_artifacts(self, artifacts: list[str]) -> list[str]:
+        """As ``Client.delete_artifacts``."""
+        request = requests.delete_artifacts(artifacts)
+        return list((await self._r.unary(self._registry.DeleteArtifacts, request)).digests)
 
     async def download_artifact(self, uri: str, timeout: float | None = None) -> bytes:
         request = rpb.DownloadArtifactRequest(uri=uri)

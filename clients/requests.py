@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from clients.types import PipelineInfo, _time
+from common.artifacts import SCHEME, parse_uri
 from common.errors import InvalidArgument
 from common.packaging import sha256_hex
 from common.states import State
@@ -107,6 +108,13 @@ def list_runs(
     if created_before is not None:
         request.created_before.FromDatetime(created_before)
     return request
+
+
+def delete_artifacts(artifacts: list[str]) -> rpb.DeleteArtifactsRequest:
+    """A DeleteArtifacts request for artifact URIs or bare digests."""
+    return rpb.DeleteArtifactsRequest(
+        digests=[a if not a.startswith(SCHEME) else parse_uri(a)[0] for a in artifacts]
+    )
 
 
 def create_api_key(

@@ -40,6 +40,7 @@ from clients.errors import (
 )
 from clients.types import (
     ApiKeyInfo,
+    ArtifactInfo,
     DependencyInfo,
     ExecutorInfo,
     NamespaceInfo,
@@ -289,6 +290,18 @@ class Client(_Connection):
         """``upload_artifact`` of bytes in hand, stored under ``filename``."""
         messages = upload_requests(filename, data)
         return str(self._r.unary(self._registry.UploadArtifact, messages).uri)
+
+    def list_artifacts(self) -> list[ArtifactInfo]:
+        """The artifacts stored in this client's namespace (every namespace's, for
+        ``namespace="*"`` with a key of every namespace), by namespace and digest."""
+        pages = self._r.pages(self._registry.ListArtifacts, rpb.ListArtifactsRequest())
+        return [ArtifactInfo.from_proto(a) for reply in pages for a in reply.artifacts]
+
+    def delete_artifacts(self, artifacts: list[str]) -> list[str]:
+        """Remove artifacts of this client's namespace (URIs or digests, at most 1000); a
+        run that names one afterwards fails its step. Returns the digests now gone."""
+        request = requests.delete_artifacts(artifacts)
+        return list(self._r.unary(self._registry.DeleteArtifacts, request).digests)
 
     def download_artifact(self, uri: str, timeout: float | None = None) -> bytes:
         """The bytes of a stored artifact (an uploaded input, or an output that went by

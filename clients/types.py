@@ -386,6 +386,20 @@ class NamespaceInfo:
 
 
 @dataclass(frozen=True)
+class ArtifactInfo:
+    """A stored artifact: an uploaded file, or an output that went by reference."""
+
+    digest: str
+    namespace: str
+    size_bytes: int
+    stored_at: datetime | None  # when last stored (an upload of the same bytes stores it again)
+
+    @classmethod
+    def from_proto(cls, a: rpb.Artifact) -> ArtifactInfo:
+        return cls(a.digest, a.namespace, a.size_bytes, _time(a, "store_time"))
+
+
+@dataclass(frozen=True)
 class DependencyInfo:
     """A backing service as a service found it just now."""
 

@@ -8,6 +8,7 @@ a local path. The filename stays in the URI so its extension still tells the for
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import PurePosixPath
@@ -36,6 +37,21 @@ def parse_uri(uri: str, field: str = "uri") -> tuple[str, str]:
             f"{uri!r} is not an artifact URI (artifact://sha256/<digest>/<filename>)", field=field
         )
     return m.group(1), m.group(2)
+
+
+def digests_in(text: str) -> list[str]:
+    """The digests of the artifact URIs anywhere in a JSON text (an input, an output, a
+    large document's reference), each once: what a record names, so that the artifact
+    sweep keeps those files while the record is kept. Read from the parsed document, so a
+    URI written with escaped slashes (``artifact:\\/\\/…``, as some JSON encoders do) counts."""
+    if "artifact:" not in text:  # nearly every document: no parse
+        return []
+    try:
+        uris = list(find_uris(json.loads(text)))
+    except ValueError:
+        uris = []
+    found = (m.group(1) for m in map(_URI.match, uris) if m)
+    return list(dict.fromkeys(found))
 
 
 def is_uri(value: Any) -> bool:

@@ -62,6 +62,7 @@ class Permission(StrEnum):
     READ_PACKAGES = "read_packages"  # task code
     READ_ARTIFACTS = "read_artifacts"
     WRITE_ARTIFACTS = "write_artifacts"
+    DELETE_ARTIFACTS = "delete_artifacts"  # admins, and the schedulers' artifact sweep
     WRITE_CATALOG = "write_catalog"  # register and deprecate tasks and pipelines
     SUBMIT = "submit"
     CANCEL = "cancel"  # own runs; CANCEL_ANY for anyone's
@@ -83,7 +84,9 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.EXECUTOR: frozenset(
         {P.EXECUTOR_STREAM, P.READ_PACKAGES, P.READ_ARTIFACTS, P.WRITE_ARTIFACTS}
     ),
-    Role.SERVICE: frozenset({P.READ, P.READ_PACKAGES, P.READ_ARTIFACTS, P.WRITE_ARTIFACTS}),
+    Role.SERVICE: frozenset(
+        {P.READ, P.READ_PACKAGES, P.READ_ARTIFACTS, P.WRITE_ARTIFACTS, P.DELETE_ARTIFACTS}
+    ),
 }
 
 _R, _S = "/wtm.v1.RegistryService/", "/wtm.v1.SchedulerService/"
@@ -100,6 +103,8 @@ METHOD_PERMISSIONS: dict[str, Permission] = {
     _R + "ListPipelines": P.READ,
     _R + "UploadArtifact": P.WRITE_ARTIFACTS,
     _R + "DownloadArtifact": P.READ_ARTIFACTS,
+    _R + "ListArtifacts": P.READ_ARTIFACTS,
+    _R + "DeleteArtifacts": P.DELETE_ARTIFACTS,
     _R + "CheckDependencies": P.READ,
     _S + "SubmitRun": P.SUBMIT,
     _S + "SubmitRuns": P.SUBMIT,
@@ -121,7 +126,16 @@ METHOD_PERMISSIONS: dict[str, Permission] = {
 MUTATIONS = {
     m
     for m, p in METHOD_PERMISSIONS.items()
-    if p in {P.WRITE_CATALOG, P.SUBMIT, P.CANCEL, P.MANAGE_KEYS, P.WRITE_ARTIFACTS, P.SHARE_TASKS}
+    if p
+    in {
+        P.WRITE_CATALOG,
+        P.SUBMIT,
+        P.CANCEL,
+        P.MANAGE_KEYS,
+        P.WRITE_ARTIFACTS,
+        P.DELETE_ARTIFACTS,
+        P.SHARE_TASKS,
+    }
     and not m.endswith(("/ListApiKeys",))
 }
 ALL_NAMESPACES = "*"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -9,7 +10,11 @@ from common.artifacts import make_uri, parse_uri
 from common.errors import InvalidArgument
 from common.packaging import sha256_hex
 from services.common.auth import one_namespace
-from services.registry.stores import ArtifactStore
+from services.common.paging import decode_token, encode_token, page_size_of
+from services.registry.stores import ArtifactStore, StoredArtifactObject
+
+MAX_DELETE = 1000  # digests per DeleteArtifacts call
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -47,3 +52,30 @@ class Artifacts:
     def open(self, namespace: str, uri: str) -> Iterator[bytes]:
         digest, _ = parse_uri(uri)
         return self.store.stream(digest, one_namespace(namespace))
+
+    def page(
+        self, namespace: str, page_size: int, page_token: str
+    ) -> tuple[list[StoredArtifactObject], str]:
+        """A page of the artifacts of ``namespace`` (``*``: every namespace's), by
+        namespace and digest, and the next page's token."""
+        size = page_size_of(page_size, 100, 1000)
+        after = decode_token(page_token, (str,))[0] if page_token else ""
+        found, last_key = self.store.page(namespace, after, size)
+        return found, encode_token([last_key]) if last_key else ""
+
+    def delete(self, namespace: str, digests: list[str]) -> list[str]:
+        """Remove artifacts of one namespace by digest (1 to 1000; one not stored is no
+        error); returns the digests."""
+        if not 1 <= len(digests) <= MAX_DELETE:
+            raise InvalidArgument(
+                f"name 1 to {MAX_DELETE} digests, got {len(digests)}", field="digests"
+            )
+        for i, digest in enumerate(digests):
+            if not _DIGEST.match(digest):
+                raise InvalidArgument(
+                    f"{digest[:80]!r} is not a sha256 digest (64 lowercase hex digits)",
+                    field=f"digests[{i}]",
+                )
+        unique = list(dict.fromkeys(digests))
+        self.store.delete(one_namespace(namespace), unique)
+        return unique

@@ -151,3 +151,24 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
     ) -> Iterator[pb.DownloadArtifactResponse]:
         for chunk in self._artifacts.open(auth.scope(), request.uri):
             yield pb.DownloadArtifactResponse(chunk=chunk)
+
+    def ListArtifacts(
+        self, request: pb.ListArtifactsRequest, context: grpc.ServicerContext
+    ) -> pb.ListArtifactsResponse:
+        found, token = self._artifacts.page(auth.scope(), request.page_size, request.page_token)
+        reply = pb.ListArtifactsResponse(next_page_token=token)
+        for a in found:
+            m = reply.artifacts.add(
+                name=f"artifacts/{a.digest}",
+                digest=a.digest,
+                namespace=a.namespace,
+                size_bytes=a.size_bytes,
+            )
+            m.store_time.FromMilliseconds(a.stored_ms)
+        return reply
+
+    def DeleteArtifacts(
+        self, request: pb.DeleteArtifactsRequest, context: grpc.ServicerContext
+    ) -> pb.DeleteArtifactsResponse:
+        gone = self._artifacts.delete(auth.scope(), list(request.digests))
+        return pb.DeleteArtifactsResponse(digests=gone)

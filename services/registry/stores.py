@@ -4,17 +4,20 @@ per immutable version) and ``PackageStore`` (S3, archives by digest)."""
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import pymongo
 from minio import Minio
+from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
 from common.errors import NotFound
-from services.common.auth import DEFAULT_NAMESPACE
+from services.common.auth import ALL_NAMESPACES, DEFAULT_NAMESPACE
 from services.common.paging import decode_token, encode_token
 from services.registry.manifest import version_sort_key
 from services.registry.models import PipelineVersion, TaskVersion
@@ -242,6 +245,16 @@ class PackageStore(BlobStore):
     WHAT = "package"
 
 
+@dataclass(frozen=True)
+class StoredArtifactObject:
+    """An artifact as the object store lists it."""
+
+    namespace: str
+    digest: str
+    size_bytes: int
+    stored_ms: int  # when it was last written
+
+
 class ArtifactStore(BlobStore):
     """Uploaded files (run inputs such as images) by namespace and digest: the same bytes
     uploaded in two namespaces are two objects, so an artifact URI is found only in the
@@ -253,3 +266,41 @@ class ArtifactStore(BlobStore):
     def key(self, digest: str, namespace: str = DEFAULT_NAMESPACE) -> str:
         plain = super().key(digest)
         return plain if namespace == DEFAULT_NAMESPACE else f"ns/{namespace}/{plain}"
+
+    def page(
+        self, namespace: str, after_key: str, limit: int
+    ) -> tuple[list[StoredArtifactObject], str]:
+        """Up to ``limit`` artifacts of ``namespace`` (``*``: every namespace's) in key
+        order after ``after_key``, and the key of the last when more follow ("" when not)."""
+        prefix = "" if namespace == ALL_NAMESPACES else self.key("", namespace)
+        found: list[tuple[str, StoredArtifactObject]] = []
+        listing = self._s3.list_objects(
+            self._bucket, prefix=prefix, recursive=True, start_after=after_key or None
+        )
+        for obj in listing:
+            parsed = _artifact_key(obj.object_name or "")
+            if parsed is None:
+                continue
+            stored = obj.last_modified.timestamp() if obj.last_modified else 0.0
+            entry = StoredArtifactObject(*parsed, int(obj.size or 0), int(stored * 1000))
+            found.append((obj.object_name or "", entry))
+            if len(found) > limit:
+                break
+        more = len(found) > limit
+        return [e for _, e in found[:limit]], found[limit - 1][0] if more else ""
+
+    def delete(self, namespace: str, digests: list[str]) -> None:
+        """Remove these artifacts of ``namespace``; one not stored is no error."""
+        doomed = [DeleteObject(self.key(d, namespace)) for d in digests]
+        errors = list(self._s3.remove_objects(self._bucket, doomed))  # lazy: read them all
+        if errors:
+            raise RuntimeError(f"the object store kept {len(errors)}: {errors[0]}")
+
+
+_ARTIFACT_KEY = re.compile(r"^(?:ns/([a-z0-9-]{1,63})/)?sha256/([0-9a-f]{64})$")
+
+
+def _artifact_key(key: str) -> tuple[str, str] | None:
+    """(namespace, digest) of an artifact's object key; None for any other object."""
+    m = _ARTIFACT_KEY.match(key)
+    return (m.group(1) or DEFAULT_NAMESPACE, m.group(2)) if m else None

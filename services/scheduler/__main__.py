@@ -14,6 +14,7 @@ from services.common import auth, heap, logs
 from services.common.backends import mongo_database, redis_client, unreachable
 from services.common.config import load_settings, read_secret, server_tls
 from services.common.grpc_server import MutualTls, serve_async
+from services.scheduler.artifact_sweep import ArtifactSweep
 from services.scheduler.clock_watch import ClockWatch
 from services.scheduler.dispatcher import Dispatcher
 from services.scheduler.fair_shares import FairShares, parse_weights
@@ -22,6 +23,7 @@ from services.scheduler.history import History
 from services.scheduler.history_retention import HistoryRetention, parse_retention
 from services.scheduler.large_documents import LargeDocuments
 from services.scheduler.listeners import Listeners
+from services.scheduler.registry_artifacts import RegistryArtifacts
 from services.scheduler.result_cache import ResultCache
 from services.scheduler.run_limits import RunLimits, parse_limits
 from services.scheduler.run_queue import RunQueue
@@ -87,10 +89,13 @@ async def serve(settings: SchedulerSettings) -> None:
         dispatcher.metrics.clock_offset = await watch.measure()
 
     dispatcher.reaper.also("compare the clock with Redis's", compare_clocks)
+    registry_artifacts = RegistryArtifacts(settings.registry, api_key, settings.tls_ca)
+    sweep = ArtifactSweep(store.db, registry_artifacts, client, settings.scheduler_id)
     retention = HistoryRetention(
         store.db,
         settings.history_retention_days,
         parse_retention(settings.namespace_retention_days),
+        sweep=sweep,
     )
     dispatcher.reaper.also("prune the history past its retention", retention.tick)
     runs = RunService(queue.reader, store, catalog, dispatcher, listeners, limits)
@@ -118,6 +123,7 @@ async def serve(settings: SchedulerSettings) -> None:
             await store.start()
         except PyMongoError as exc:
             raise unreachable("MongoDB", "WTM_MONGODB_URI", exc) from exc
+        await sweep.start()
         await history.start()
         await dispatcher.start()
 
@@ -127,6 +133,7 @@ async def serve(settings: SchedulerSettings) -> None:
         await store.close()
         await catalog.close()
         await documents.close()
+        await registry_artifacts.close()
         await queue.close()
         await client.aclose()
 

@@ -31,6 +31,7 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.common.config import namespace_values, namespace_values_problem
+from services.scheduler.artifact_sweep import ArtifactSweep
 from services.scheduler.clock import SYSTEM, Clock
 from services.scheduler.models import TERMINAL
 
@@ -66,6 +67,7 @@ class HistoryRetention:
         max_batches: int = 20,
         first_after: float = 60.0,
         every: float = 3600.0,
+        sweep: ArtifactSweep | None = None,
     ) -> None:
         self._runs = db["runs"]
         self._steps = db["step_runs"]
@@ -78,6 +80,7 @@ class HistoryRetention:
         self.every = every
         self._due = time.monotonic() + first_after
         self._pass: asyncio.Task[int] | None = None
+        self.sweep = sweep  # the artifacts no kept run names, after a pass (once a day)
 
     async def tick(self) -> None:
         """Start a pass when one is due (the reaper calls this each second)."""
@@ -103,6 +106,11 @@ class HistoryRetention:
             return 0
         if deleted:
             log.info("history retention: deleted %d finished runs and their steps", deleted)
+        if self.sweep is not None:
+            try:
+                await self.sweep.maybe_sweep(self.keep_days, self.per_namespace)
+            except Exception:
+                log.exception("artifact sweep: the pass failed (the next hour's tries again)")
         return deleted
 
     def _cutoff_ms(self, days: float) -> int:

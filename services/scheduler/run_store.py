@@ -27,6 +27,7 @@ from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 from tenacity import AsyncRetrying, RetryCallState, wait_exponential
 
+from common.artifacts import digests_in
 from common.errors import InvalidArgument
 from services.common.auth import DEFAULT_NAMESPACE
 from services.common.paging import decode_token, encode_token
@@ -63,7 +64,15 @@ def _new_doc(run: Run, plan: dict[str, Any]) -> dict[str, Any]:
     the run id, so updates find it by primary key (nx-27017 scans the whole collection for
     an update on any other field: 30 ms per update at 10,000 runs, against 0.3 ms by _id)."""
     created = run.created_at or datetime.now(UTC)
-    return {"_id": run.run_id, **run.to_doc(), "plan": plan, "created_ms": _ms(created)}
+    doc = {"_id": run.run_id, **run.to_doc(), "plan": plan, "created_ms": _ms(created)}
+    return _naming_artifacts(doc, run.input_json)
+
+
+def _naming_artifacts(doc: dict[str, Any], text: str) -> dict[str, Any]:
+    """``doc`` with ``artifacts``, the digests ``text`` names, when it names any: the
+    artifact sweep keeps what a kept record names (``artifact_sweep.py``)."""
+    digests = digests_in(text)
+    return {**doc, "artifacts": digests} if digests else doc
 
 
 _TIMES = ("created_at", "started_at", "ended_at", "queued_at")
@@ -125,6 +134,9 @@ class RunStore:
         await self._runs.create_index(
             [("namespace", ASCENDING), ("created_ms", DESCENDING), ("run_id", DESCENDING)]
         )
+        # What the artifact sweep reads: the few records that name artifacts.
+        for records in (self._runs, self._steps):
+            await records.create_index([("artifacts", ASCENDING)], sparse=True)
         # Runs recorded before namespaces existed belong to "default".
         await self._runs.update_many(
             {"namespace": {"$exists": False}}, {"$set": {"namespace": DEFAULT_NAMESPACE}}
@@ -263,7 +275,9 @@ class RunStore:
 
     def record_step_later(self, run_id: str, step: StepRun) -> None:
         key = f"{run_id}:{step.step_id}:{step.attempt}:{step.lease_id}"
-        self._pending_steps[key] = {"_id": key, **step.to_doc(run_id)}
+        self._pending_steps[key] = _naming_artifacts(
+            {"_id": key, **step.to_doc(run_id)}, step.output_json
+        )
         self._wake.set()
 
     async def flush(self, young_marks: bool = False) -> set[str]:

@@ -16,6 +16,7 @@ import pytest
 
 from clients.sdk import ApiError, Client, TaskInfo
 from common import tls
+from common.artifacts import parse_uri
 from services.common.auth import METHOD_PERMISSIONS, ROLE_PERMISSIONS, Role
 from services.localstack import Cluster
 from tests.conftest import ROOT, keyed_channel
@@ -86,6 +87,12 @@ def calls(
         "/wtm.v1.RegistryService/UploadArtifact": lambda: r.UploadArtifact(_stream()),
         "/wtm.v1.RegistryService/DownloadArtifact": lambda: list(
             r.DownloadArtifact(rpb.DownloadArtifactRequest(uri="artifact://nope"))
+        ),
+        "/wtm.v1.RegistryService/ListArtifacts": lambda: r.ListArtifacts(
+            rpb.ListArtifactsRequest(page_size=1)
+        ),
+        "/wtm.v1.RegistryService/DeleteArtifacts": lambda: r.DeleteArtifacts(
+            rpb.DeleteArtifactsRequest(digests=["not-a-digest"])
         ),
         "/wtm.v1.SchedulerService/SubmitRun": lambda: s.SubmitRun(
             spb.SubmitRunRequest(task=missing)
@@ -251,6 +258,19 @@ def other_namespace_calls(
         "/wtm.v1.RegistryService/UploadArtifact": lambda: True,  # it stores in its own
         "/wtm.v1.RegistryService/DownloadArtifact": not_found(
             lambda: list(r.DownloadArtifact(rpb.DownloadArtifactRequest(uri=t.artifact)))
+        ),
+        "/wtm.v1.RegistryService/ListArtifacts": without(
+            lambda: [x.digest for x in r.ListArtifacts(rpb.ListArtifactsRequest()).artifacts],
+            parse_uri(t.artifact)[0],
+        ),
+        # It deletes in its own namespace: "default"'s copy stays (test_artifact_sweep.py).
+        "/wtm.v1.RegistryService/DeleteArtifacts": lambda: (
+            list(
+                r.DeleteArtifacts(
+                    rpb.DeleteArtifactsRequest(digests=[parse_uri(t.artifact)[0]])
+                ).digests
+            )
+            == [parse_uri(t.artifact)[0]]
         ),
         "/wtm.v1.SchedulerService/SubmitRun": not_found(
             lambda: s.SubmitRun(spb.SubmitRunRequest(task=task))

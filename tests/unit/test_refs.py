@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from common import refs
+from common.artifacts import digests_in
 
 URI = "artifact://sha256/" + "a" * 64 + "/output_001.json"
 
@@ -30,3 +31,17 @@ def test_only_texts_over_the_limit_are_too_large() -> None:
     assert not refs.too_large("x" * 10_000, 0)  # 0: no limit of its own...
     big = "x" * (refs.MAX_INLINE_BYTES + 1)  # ...but one stream message must carry it
     assert refs.too_large(big, 0) and refs.too_large(big, 2 * refs.MAX_INLINE_BYTES)
+
+
+def test_a_record_names_the_digests_of_every_artifact_uri_in_it() -> None:
+    """What the artifact sweep keeps: every URI anywhere in a JSON text, each digest once,
+    also when an encoder escaped the slashes; nothing for text that names none."""
+    a, b = "a" * 64, "b" * 64
+    text = json.dumps(
+        {"image": f"artifact://sha256/{a}/x.png", "more": [f"artifact://sha256/{b}/y.png"]}
+    )
+    assert digests_in(text) == [a, b]
+    assert digests_in(text.replace("/", "\\/")) == [a, b]
+    assert digests_in(refs.make_ref(f"artifact://sha256/{a}/out.json", 10)) == [a]
+    assert digests_in(f'"artifact://sha256/{a}/x.png"') == [a]
+    assert digests_in('{"n": 1}') == [] and digests_in("artifact: not JSON") == []

@@ -91,6 +91,16 @@ class RegistryServiceStub:
                 request_serializer=wtm_dot_v1_dot_registry__service__pb2.DownloadArtifactRequest.SerializeToString,
                 response_deserializer=wtm_dot_v1_dot_registry__service__pb2.DownloadArtifactResponse.FromString,
                 _registered_method=True)
+        self.ListArtifacts = channel.unary_unary(
+                '/wtm.v1.RegistryService/ListArtifacts',
+                request_serializer=wtm_dot_v1_dot_registry__service__pb2.ListArtifactsRequest.SerializeToString,
+                response_deserializer=wtm_dot_v1_dot_registry__service__pb2.ListArtifactsResponse.FromString,
+                _registered_method=True)
+        self.DeleteArtifacts = channel.unary_unary(
+                '/wtm.v1.RegistryService/DeleteArtifacts',
+                request_serializer=wtm_dot_v1_dot_registry__service__pb2.DeleteArtifactsRequest.SerializeToString,
+                response_deserializer=wtm_dot_v1_dot_registry__service__pb2.DeleteArtifactsResponse.FromString,
+                _registered_method=True)
         self.CheckDependencies = channel.unary_unary(
                 '/wtm.v1.RegistryService/CheckDependencies',
                 request_serializer=wtm_dot_v1_dot_registry__service__pb2.RegistryServiceCheckDependenciesRequest.SerializeToString,
@@ -185,6 +195,23 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListArtifacts(self, request, context):
+        """ListArtifacts lists the artifacts stored in the caller's namespace (every namespace's,
+        for a key of every namespace acting in "*"), a page at a time, by namespace and digest.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteArtifacts(self, request, context):
+        """DeleteArtifacts removes artifacts of the caller's namespace from the object store, by
+        digest. A run that names one afterwards fails its step: the artifact is gone. The
+        schedulers' artifact sweep calls it for the artifacts no kept run or pipeline names.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CheckDependencies(self, request, context):
         """CheckDependencies reports whether the registry reaches its MongoDB and its object store.
         """
@@ -249,6 +276,16 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.DownloadArtifact,
                     request_deserializer=wtm_dot_v1_dot_registry__service__pb2.DownloadArtifactRequest.FromString,
                     response_serializer=wtm_dot_v1_dot_registry__service__pb2.DownloadArtifactResponse.SerializeToString,
+            ),
+            'ListArtifacts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListArtifacts,
+                    request_deserializer=wtm_dot_v1_dot_registry__service__pb2.ListArtifactsRequest.FromString,
+                    response_serializer=wtm_dot_v1_dot_registry__service__pb2.ListArtifactsResponse.SerializeToString,
+            ),
+            'DeleteArtifacts': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteArtifacts,
+                    request_deserializer=wtm_dot_v1_dot_registry__service__pb2.DeleteArtifactsRequest.FromString,
+                    response_serializer=wtm_dot_v1_dot_registry__service__pb2.DeleteArtifactsResponse.SerializeToString,
             ),
             'CheckDependencies': grpc.unary_unary_rpc_method_handler(
                     servicer.CheckDependencies,
@@ -555,6 +592,60 @@ class RegistryService:
             '/wtm.v1.RegistryService/DownloadArtifact',
             wtm_dot_v1_dot_registry__service__pb2.DownloadArtifactRequest.SerializeToString,
             wtm_dot_v1_dot_registry__service__pb2.DownloadArtifactResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListArtifacts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wtm.v1.RegistryService/ListArtifacts',
+            wtm_dot_v1_dot_registry__service__pb2.ListArtifactsRequest.SerializeToString,
+            wtm_dot_v1_dot_registry__service__pb2.ListArtifactsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteArtifacts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wtm.v1.RegistryService/DeleteArtifacts',
+            wtm_dot_v1_dot_registry__service__pb2.DeleteArtifactsRequest.SerializeToString,
+            wtm_dot_v1_dot_registry__service__pb2.DeleteArtifactsResponse.FromString,
             options,
             channel_credentials,
             insecure,
