@@ -12,7 +12,7 @@ from rich.table import Table
 
 from clients.health import HealthReport
 from clients.sdk import ExecutorInfo, PipelineInfo, RunEventInfo, RunInfo, TaskInfo
-from clients.types import NamespaceInfo, QueueInfo
+from clients.types import ArtifactInfo, NamespaceInfo, QueueInfo
 
 console = Console()
 WIDE = 120  # columns: narrower consoles get the tables' less-needed columns left out
@@ -320,6 +320,16 @@ def namespaces_table(namespaces: list[NamespaceInfo]) -> Table:
             str(n.waiting_steps),
             "[yellow]at its limit: submits are refused until runs end[/]" if n.at_limit else "",
         )
+    return table
+
+
+def artifacts_table(artifacts: list[ArtifactInfo]) -> Table:
+    table = Table(title=f"Artifacts ({len(artifacts)})")
+    for col in ("namespace", "digest", "bytes", "stored"):
+        table.add_column(col)
+    for a in artifacts:
+        stored = a.stored_at.strftime("%Y-%m-%d %H:%M:%S") if a.stored_at else ""
+        table.add_row(escape(a.namespace), a.digest, str(a.size_bytes), stored)
     return table
 
 

@@ -95,6 +95,33 @@ def namespace_list(obj: Ctx) -> None:
     obj.out({"namespaces": namespaces}, render.namespaces_table(namespaces))
 
 
+@cli.group()
+def artifact() -> None:
+    """Files stored for runs: uploaded inputs and outputs too large to travel inline."""
+
+
+@artifact.command("list")
+@click.pass_obj
+def artifact_list(obj: Ctx) -> None:
+    """The artifacts of the namespace you act in (with -n '*', every namespace's): digest,
+    size, when last stored."""
+    with obj.client() as client:
+        artifacts = client.list_artifacts()
+    obj.out({"artifacts": artifacts}, render.artifacts_table(artifacts))
+
+
+@artifact.command("delete")
+@click.argument("artifacts", nargs=-1, required=True)
+@click.pass_obj
+def artifact_delete(obj: Ctx, artifacts: tuple[str, ...]) -> None:
+    """Delete artifacts (URIs or digests) of the namespace you act in (admins). A run that
+    names one afterwards fails its step; the daily sweep deletes, unasked, the ones that no
+    kept run or pipeline names."""
+    with obj.client() as client:
+        gone = client.delete_artifacts(list(artifacts))
+    obj.out({"deleted": gone}, f"deleted {len(gone)} artifact(s)")
+
+
 def snapshot(client: Client, runs: int = 10) -> dict[str, Any]:
     queues, delayed = client.list_queues()
     recent, _ = client.list_runs_page(page_size=runs)

@@ -8,6 +8,7 @@ here), so no other test's files are touched."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections import defaultdict
@@ -32,6 +33,7 @@ from services.scheduler.artifact_sweep import (
 )
 from services.scheduler.clock import FakeClock
 from services.scheduler.registry_artifacts import RegistryArtifacts
+from tests.conftest import run_cli
 from tests.integration.test_history_retention import on_a_fresh_database
 from tests.waiting import eventually
 
@@ -222,3 +224,18 @@ def test_what_names_a_file(cluster: Cluster) -> None:
 
     # "e": a finished run from before; the files it names wait out a retention instead.
     assert on_a_fresh_database(cluster, scenario) == {"a", "b", "c", "d"}
+
+
+def test_an_admin_lists_and_deletes_artifacts_with_the_cli(cluster: Cluster) -> None:
+    namespace = f"cli-art-{uuid.uuid4().hex[:6]}"
+    with in_namespace(cluster, namespace) as c:
+        uri = c.upload_artifact_data("note.txt", b"delete me")
+        digest = parse_uri(uri)[0]
+        listed = json.loads(run_cli(cluster, "--json", "-n", namespace, "artifact", "list").stdout)
+        assert [(a["digest"], a["size_bytes"]) for a in listed["artifacts"]] == [(digest, 9)]
+        table = run_cli(cluster, "-n", namespace, "artifact", "list").stdout
+        assert digest in table and "Artifacts (1)" in table
+        run_cli(cluster, "-n", namespace, "artifact", "delete", uri)
+        with pytest.raises(NotFound):
+            c.download_artifact(uri)
+        assert c.list_artifacts() == []
