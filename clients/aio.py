@@ -353,6 +353,18 @@ class AsyncClient(_Connection):
         pages = self._s.pages(self._scheduler.ListNamespaces, spb.ListNamespacesRequest())
         return [NamespaceInfo.from_proto(n) async for reply in pages for n in reply.namespaces]
 
+    async def update_namespace(
+        self,
+        run_limit: int | None = None,
+        weight: float | None = None,
+        history_retention_days: float | None = None,
+        reset: tuple[str, ...] | list[str] = (),
+    ) -> NamespaceInfo:
+        """As ``Client.update_namespace``."""
+        request = requests.update_namespace(run_limit, weight, history_retention_days, reset)
+        reply = await self._s.unary(self._scheduler.UpdateNamespace, request)
+        return NamespaceInfo.from_proto(reply.namespace)
+
     async def check_dependencies(self, service: str = "") -> list[DependencyInfo]:
         """As ``Client.check_dependencies``."""
         found: list[DependencyInfo] = []

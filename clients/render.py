@@ -309,7 +309,7 @@ def queues_table(queues: list[QueueInfo], delayed: int) -> Table:
 
 def namespaces_table(namespaces: list[NamespaceInfo]) -> Table:
     table = Table(title="Namespaces")
-    for col in ("namespace", "runs", "limit", "weight", "waiting steps", "note"):
+    for col in ("namespace", "runs", "limit", "weight", "waiting steps", "kept", "note"):
         table.add_column(col)
     for n in namespaces:
         table.add_row(
@@ -318,6 +318,7 @@ def namespaces_table(namespaces: list[NamespaceInfo]) -> Table:
             str(n.run_limit) if n.run_limit else "none",
             f"{n.weight:g}",
             str(n.waiting_steps),
+            f"{n.history_retention_days:g} d" if n.history_retention_days else "for good",
             "[yellow]at its limit: submits are refused until runs end[/]" if n.at_limit else "",
         )
     return table

@@ -117,6 +117,22 @@ def delete_artifacts(artifacts: list[str]) -> rpb.DeleteArtifactsRequest:
     )
 
 
+def update_namespace(
+    run_limit: int | None = None,
+    weight: float | None = None,
+    history_retention_days: float | None = None,
+    reset: tuple[str, ...] | list[str] = (),
+) -> spb.UpdateNamespaceRequest:
+    request = spb.UpdateNamespaceRequest(reset_fields=list(reset))
+    if run_limit is not None:
+        request.run_limit = run_limit
+    if weight is not None:
+        request.weight = weight
+    if history_retention_days is not None:
+        request.history_retention_days = history_retention_days
+    return request
+
+
 def create_api_key(
     name: str, role: str, namespace: str, ttl_seconds: float = 0
 ) -> apb.CreateApiKeyRequest:

@@ -505,6 +505,21 @@ class Client(_Connection):
         pages = self._s.pages(self._scheduler.ListNamespaces, spb.ListNamespacesRequest())
         return [NamespaceInfo.from_proto(n) for reply in pages for n in reply.namespaces]
 
+    def update_namespace(
+        self,
+        run_limit: int | None = None,
+        weight: float | None = None,
+        history_retention_days: float | None = None,
+        reset: tuple[str, ...] | list[str] = (),
+    ) -> NamespaceInfo:
+        """Set the settings of the namespace this client acts in over the installation's
+        (``reset``: return some to it — "run_limit", "weight", "history_retention_days");
+        every scheduler replica applies them within about a second. A key of every
+        namespace only. Returns the namespace as it now is."""
+        request = requests.update_namespace(run_limit, weight, history_retention_days, reset)
+        reply = self._s.unary(self._scheduler.UpdateNamespace, request)
+        return NamespaceInfo.from_proto(reply.namespace)
+
     def check_dependencies(self, service: str = "") -> list[DependencyInfo]:
         """The registry's MongoDB and object store, and the scheduler's Redis and MongoDB,
         as each service finds them now (``service``: only "registry" or "scheduler")."""

@@ -374,6 +374,7 @@ class NamespaceInfo:
     run_limit: int  # how many of those it may have (0: no limit)
     weight: float  # its share of new runs while other namespaces' also wait (1: even)
     waiting_steps: int  # on its queues, ready to run
+    history_retention_days: float = 0.0  # how long its finished runs are kept (0: for good)
 
     @property
     def at_limit(self) -> bool:
@@ -382,7 +383,14 @@ class NamespaceInfo:
 
     @classmethod
     def from_proto(cls, n: spb.NamespaceStatus) -> NamespaceInfo:
-        return cls(n.namespace, n.unfinished_runs, n.run_limit, n.weight, n.waiting_steps)
+        return cls(
+            n.namespace,
+            n.unfinished_runs,
+            n.run_limit,
+            n.weight,
+            n.waiting_steps,
+            n.history_retention_days,
+        )
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,34 @@ def artifact_delete(obj: Ctx, artifacts: tuple[str, ...]) -> None:
     obj.out({"deleted": gone}, f"deleted {len(gone)} artifact(s)")
 
 
+@namespace.command("set")
+@click.option(
+    "--run-limit", type=click.IntRange(0), help="runs queued or running at most (0: none)"
+)
+@click.option("--weight", type=float, help="share of new runs while others wait (1/32 to 32)")
+@click.option("--retention-days", type=float, help="how long finished runs are kept (0: for good)")
+@click.option(
+    "--reset",
+    "reset",
+    multiple=True,
+    type=click.Choice(["run_limit", "weight", "history_retention_days"]),
+    help="return a setting to the installation's (repeatable)",
+)
+@click.pass_obj
+def namespace_set(
+    obj: Ctx,
+    run_limit: int | None,
+    weight: float | None,
+    retention_days: float | None,
+    reset: tuple[str, ...],
+) -> None:
+    """Change the settings of the namespace you act in (-n NAME) over the installation's;
+    every scheduler applies them within a second. Keys of every namespace only."""
+    with obj.client() as client:
+        ns = client.update_namespace(run_limit, weight, retention_days, reset)
+    obj.out({"namespace": ns}, render.namespaces_table([ns]))
+
+
 def snapshot(client: Client, runs: int = 10) -> dict[str, Any]:
     queues, delayed = client.list_queues()
     recent, _ = client.list_runs_page(page_size=runs)

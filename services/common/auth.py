@@ -70,6 +70,7 @@ class Permission(StrEnum):
     MANAGE_KEYS = "manage_keys"
     READ_AUDIT = "read_audit"
     SHARE_TASKS = "share_tasks"  # let every namespace use a task of one's own
+    MANAGE_NAMESPACES = "manage_namespaces"  # limits, weights, retention (every-namespace keys)
     EXECUTOR_STREAM = "executor_stream"
 
 
@@ -115,6 +116,7 @@ METHOD_PERMISSIONS: dict[str, Permission] = {
     _S + "ListExecutors": P.READ,
     _S + "ListQueues": P.READ,
     _S + "ListNamespaces": P.READ,
+    _S + "UpdateNamespace": P.MANAGE_NAMESPACES,
     _S + "CheckDependencies": P.READ,
     "/wtm.v1.ExecutorService/Connect": P.EXECUTOR_STREAM,
     "/wtm.v1.AuthService/CreateApiKey": P.MANAGE_KEYS,
@@ -135,6 +137,7 @@ MUTATIONS = {
         P.WRITE_ARTIFACTS,
         P.DELETE_ARTIFACTS,
         P.SHARE_TASKS,
+        P.MANAGE_NAMESPACES,
     }
     and not m.endswith(("/ListApiKeys",))
 }

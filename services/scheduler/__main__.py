@@ -23,6 +23,7 @@ from services.scheduler.history import History
 from services.scheduler.history_retention import HistoryRetention, parse_retention
 from services.scheduler.large_documents import LargeDocuments
 from services.scheduler.listeners import Listeners
+from services.scheduler.namespace_settings import NamespaceSettings
 from services.scheduler.registry_artifacts import RegistryArtifacts
 from services.scheduler.result_cache import ResultCache
 from services.scheduler.run_limits import RunLimits, parse_limits
@@ -76,13 +77,19 @@ async def serve(settings: SchedulerSettings) -> None:
             queue.redis, settings.result_cache_seconds, settings.result_cache_max_bytes
         ),
     )
-    limits = RunLimits(settings.max_unfinished_runs, parse_limits(settings.namespace_run_limits))
-    if limits.active:
-        dispatcher.reaper.keep_counting(limits)
-    weights = parse_weights(settings.namespace_weights)
-    shares = FairShares(queue.redis, weights)
-    if shares.costs:
-        dispatcher.reaper.also("write the namespaces' fair shares", shares.publish)
+    namespaces = NamespaceSettings(
+        store.db,
+        settings.max_unfinished_runs,
+        parse_limits(settings.namespace_run_limits),
+        parse_weights(settings.namespace_weights),
+        settings.history_retention_days,
+        parse_retention(settings.namespace_retention_days),
+    )
+    dispatcher.reaper.also("read the namespaces' settings", namespaces.refresh)
+    limits = RunLimits(settings.max_unfinished_runs, namespaces.run_limits)
+    dispatcher.reaper.keep_counting(limits)
+    shares = FairShares(queue.redis, namespaces.weights)
+    dispatcher.reaper.also("write the namespaces' fair shares", shares.publish)
     watch = ClockWatch(queue.redis)
 
     async def compare_clocks() -> None:
@@ -92,15 +99,17 @@ async def serve(settings: SchedulerSettings) -> None:
     registry_artifacts = RegistryArtifacts(settings.registry, api_key, settings.tls_ca)
     sweep = ArtifactSweep(store.db, registry_artifacts, client, settings.scheduler_id)
     retention = HistoryRetention(
-        store.db,
-        settings.history_retention_days,
-        parse_retention(settings.namespace_retention_days),
-        sweep=sweep,
+        store.db, settings.history_retention_days, namespaces.retentions, sweep=sweep
     )
     dispatcher.reaper.also("prune the history past its retention", retention.tick)
     runs = RunService(queue.reader, store, catalog, dispatcher, listeners, limits)
     report = FleetReport(
-        queue, dispatcher.fleet.record, store, limits=limits, weights=weights, clock_watch=watch
+        queue,
+        dispatcher.fleet.record,
+        store,
+        limits=limits,
+        settings=namespaces,
+        clock_watch=watch,
     )
     listeners.register(history, TracingListener(), dispatcher.metrics, runs)
 
@@ -118,11 +127,12 @@ async def serve(settings: SchedulerSettings) -> None:
         except RedisError as exc:
             raise unreachable("Redis", "WTM_REDIS_URL", exc) from exc
         await queue.load_scripts()
-        await shares.start()
         try:
             await store.start()
+            await namespaces.refresh()  # UpdateNamespace's settings before the first submit
         except PyMongoError as exc:
             raise unreachable("MongoDB", "WTM_MONGODB_URI", exc) from exc
+        await shares.start()
         await sweep.start()
         await history.start()
         await dispatcher.start()

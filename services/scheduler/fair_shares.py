@@ -16,6 +16,8 @@ a 32nd, so that tags — milliseconds of the clock, plus costs — stay exact in
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import redis.asyncio as aioredis
 
 from services.common.config import namespace_values, namespace_values_problem
@@ -48,23 +50,34 @@ def cost_of(weight: float) -> float:
 
 
 class FairShares:
-    """The configured namespaces' costs, written to Redis for the scripts."""
+    """The weighted namespaces' costs, written to Redis for the scripts. ``weights`` is live
+    (``NamespaceSettings.weights``: UpdateNamespace changes it); each ``publish`` writes it
+    as it is then."""
 
-    def __init__(self, redis: aioredis.Redis, weights: dict[str, float]) -> None:
+    def __init__(self, redis: aioredis.Redis, weights: Mapping[str, float]) -> None:
         self.redis = redis
-        self.costs = {f"c:{ns}": cost_of(w) for ns, w in weights.items()}
+        self.weights = weights
+        self._written: set[str] = set()
+
+    @property
+    def costs(self) -> dict[str, float]:
+        return {f"c:{ns}": cost_of(w) for ns, w in self.weights.items()}
 
     async def start(self) -> None:
         """Drop the costs of namespaces no longer named, then write these."""
         fields = [
             f.decode() if isinstance(f, bytes) else f for f in await self.redis.hkeys(keys.FAIR)
         ]
-        stale = [f for f in fields if f.startswith("c:") and f not in self.costs]
-        if stale:
-            await self.redis.hdel(keys.FAIR, *stale)
+        self._written = {f for f in fields if f.startswith("c:")}
         await self.publish()
 
     async def publish(self) -> None:
-        """Write the costs (again: Redis may have been flushed since)."""
-        if self.costs:
-            await self.redis.hset(keys.FAIR, mapping=self.costs)  # type: ignore[arg-type]
+        """Write the costs (again: Redis may have been flushed since), and drop those of
+        namespaces whose weight went back to 1 since the last."""
+        costs = self.costs
+        stale = self._written - set(costs)
+        if stale:
+            await self.redis.hdel(keys.FAIR, *sorted(stale))
+        if costs:
+            await self.redis.hset(keys.FAIR, mapping=costs)  # type: ignore[arg-type]
+        self._written = set(costs)

@@ -18,6 +18,7 @@ from services.common.paging import page_of, page_size_of
 from services.scheduler.clock import SYSTEM, Clock
 from services.scheduler.clock_watch import ClockWatch
 from services.scheduler.fleet import FleetRecord
+from services.scheduler.namespace_settings import NamespaceSettings
 from services.scheduler.queue_names import own_queues, serves, split
 from services.scheduler.run_limits import RunLimits
 from services.scheduler.run_queue import RunQueue
@@ -47,6 +48,7 @@ class NamespaceStatus:
     run_limit: int  # 0: none
     weight: float  # in the turns new runs take (1 unless set)
     waiting_steps: int  # on its queues, ready to run
+    history_retention_days: float  # 0: for good
 
 
 def serves_namespace(executor: dict[str, Any], namespace: str) -> bool:
@@ -63,7 +65,7 @@ class FleetReport:
         store: RunStore,
         clock: Clock = SYSTEM,
         limits: RunLimits | None = None,
-        weights: Mapping[str, float] | None = None,
+        settings: NamespaceSettings | None = None,
         clock_watch: ClockWatch | None = None,
     ) -> None:
         self.queue = queue
@@ -71,7 +73,7 @@ class FleetReport:
         self.store = store
         self.clock = clock
         self.limits = limits or RunLimits()
-        self.weights = dict(weights or {})
+        self.settings = settings or NamespaceSettings(store.db)
         self.clock_watch = clock_watch
 
     async def executors(self, namespace: str = auth.ALL_NAMESPACES) -> list[dict[str, Any]]:
@@ -152,18 +154,27 @@ class FleetReport:
         if namespace != auth.ALL_NAMESPACES:
             names = {namespace}
         else:
-            names = {n for n, c in counts.items() if c} | set(waiting) | set(self.weights)
-            names |= {n for n, limit in self.limits.per_namespace.items() if limit}
+            names = {n for n, c in counts.items() if c} | set(waiting) | self.settings.named()
         return [
             NamespaceStatus(
                 namespace=name,
                 unfinished_runs=counts.get(name, 0),
                 run_limit=self.limits.limit(name),
-                weight=self.weights.get(name, 1.0),
+                weight=self.settings.weight(name),
                 waiting_steps=waiting.get(name, 0),
+                history_retention_days=self.settings.retention_days(name),
             )
             for name in sorted(names)
         ]
+
+    async def update_namespace(
+        self, values: Mapping[str, float], reset: list[str], by: auth.Principal
+    ) -> NamespaceStatus:
+        """UpdateNamespace: change the settings of the namespace ``by`` acts in; that
+        namespace as it now is."""
+        namespace = await self.settings.update(values, reset, by)
+        [status] = await self.namespaces(namespace)
+        return status
 
     async def dependencies(self) -> list[DependencyStatus]:
         """Redis and MongoDB, each asked now."""

@@ -73,7 +73,8 @@ class HistoryRetention:
         self._steps = db["step_runs"]
         self._requests = db["run_requests"]
         self.keep_days = keep_days
-        self.per_namespace = dict(per_namespace or {})
+        # Live when given (``NamespaceSettings.retentions``: UpdateNamespace changes it).
+        self.per_namespace = per_namespace if per_namespace is not None else {}
         self.clock = clock
         self.batch = batch
         self.max_batches = max_batches

@@ -45,7 +45,8 @@ class RunLimits:
 
     def __init__(self, default: int = 0, per_namespace: Mapping[str, int] | None = None) -> None:
         self.default = default
-        self.per_namespace = dict(per_namespace or {})
+        # Live when given (``NamespaceSettings.run_limits``: UpdateNamespace changes it).
+        self.per_namespace = per_namespace if per_namespace is not None else {}
         self._counts: Counter[str] = Counter()
         self._admitted: Counter[str] = Counter()
 
@@ -73,7 +74,7 @@ class RunLimits:
             raise ResourceExhausted(
                 f"{namespace!r} has {have:,} runs queued or running; "
                 f"{runs:,} more would pass its limit of {limit:,} (WTM_MAX_UNFINISHED_RUNS, "
-                "WTM_NAMESPACE_RUN_LIMITS): submit again as they finish",
+                "WTM_NAMESPACE_RUN_LIMITS, wtm namespace set): submit again as they finish",
                 field="namespace",
             )
         self._admitted[namespace] += runs

@@ -26,6 +26,7 @@ from services.scheduler.fleet import (
 )
 from services.scheduler.fleet_report import FleetReport, busy_slots
 from services.scheduler.intake import RunningStep, StepReport
+from services.scheduler.namespace_settings import FIELDS as NAMESPACE_FIELDS
 from services.scheduler.planning import SubmitRequest
 from services.scheduler.queue_names import served_namespaces
 from services.scheduler.runs import RunEvent, RunService
@@ -208,6 +209,17 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
         return spb.ListNamespacesResponse(
             namespaces=[spb.NamespaceStatus(**dataclasses.asdict(n)) for n in found],
             next_page_token=token,
+        )
+
+    async def UpdateNamespace(
+        self, request: spb.UpdateNamespaceRequest, context: aio.ServicerContext
+    ) -> spb.UpdateNamespaceResponse:
+        values = {f: getattr(request, f) for f in NAMESPACE_FIELDS if request.HasField(f)}
+        status = await self._report.update_namespace(
+            values, list(request.reset_fields), auth.current()
+        )
+        return spb.UpdateNamespaceResponse(
+            namespace=spb.NamespaceStatus(**dataclasses.asdict(status))
         )
 
     async def CheckDependencies(

@@ -251,7 +251,7 @@ def test_a_namespace_past_its_run_limit_is_refused_until_its_runs_finish(
             assert "its limit of 3" in err.value.message
         # What the team sees of itself, and an operator (a key of every namespace) of all.
         [mine] = capped.list_namespaces()
-        assert mine == NamespaceInfo("capped-team", 3, 3, 1.0, 3) and mine.at_limit
+        assert mine == NamespaceInfo("capped-team", 3, 3, 1.0, 3, 30.0) and mine.at_limit
         listed = json.loads(run_cli(cluster, "--json", "-n", "*", "namespace", "list").stdout)
         every = {n["namespace"]: n for n in listed["namespaces"]}
         assert every["capped-team"] == {
@@ -260,6 +260,7 @@ def test_a_namespace_past_its_run_limit_is_refused_until_its_runs_finish(
             "run_limit": 3,
             "weight": 1.0,
             "waiting_steps": 3,
+            "history_retention_days": 30.0,  # WTM_HISTORY_RETENTION_DAYS's default
         }
         assert every["weighty-team"]["weight"] == 4.0  # WTM_NAMESPACE_WEIGHTS, no runs
         table = run_cli(cluster, "-n", "capped-team", "namespace", "list").stdout
@@ -298,4 +299,68 @@ def test_a_namespaces_weight_is_written_for_the_scripts_and_again_after_a_flush(
         admin.hdel("wtm:fair", "c:weighty-team")
         eventually(lambda: admin.hget("wtm:fair", "c:weighty-team") == b"0.25", 5, "the cost")
     finally:
+        admin.close()
+
+
+def test_an_operator_changes_a_namespaces_settings_on_every_replica_without_a_restart(
+    cluster: Cluster, client: Client, tmp_path: Path
+) -> None:
+    """UpdateNamespace (``wtm namespace set``): a key of every namespace gives a namespace
+    a run limit, a weight and a retention over the installation's; submits past the limit
+    are refused at once, the weight's cost reaches the scripts within the reaper's second,
+    ListNamespaces shows them, and a reset returns one to the installation's. A key bound to
+    one namespace may not (an admin must not raise its own limit); bad values name the
+    field."""
+    assert cluster.endpoints is not None
+    ns = f"settable-{os.getpid()}-{int(time.monotonic() * 1000) % 100_000}"
+    ops = Client(
+        cluster.registry_address,
+        cluster.scheduler_address,
+        api_key=cluster.admin_key,
+        namespace=ns,
+        raise_on_failure=False,
+    )
+    admin = redis.Redis.from_url(cluster.endpoints.redis_admin_url)
+    held: list[str] = []
+    try:
+        ops.register_task(make_task(tmp_path, "settable_probe", queue="nobody-takes"))
+        info = ops.update_namespace(run_limit=2, weight=3, history_retention_days=7)
+        assert info == NamespaceInfo(ns, 0, 2, 3.0, 0, 7.0)
+        held += [ops.submit(task="settable_probe", input={}).run_id for _ in range(2)]
+        with pytest.raises(ApiError) as err:
+            ops.submit(task="settable_probe", input={})
+        assert err.value.code == "RESOURCE_EXHAUSTED" and "its limit of 2" in err.value.message
+        eventually(  # round(32/3)/32 = 11/32
+            lambda: admin.hget("wtm:fair", f"c:{ns}") == b"0.34375", 5, "the weight's cost"
+        )
+        listed = json.loads(run_cli(cluster, "--json", "-n", "*", "namespace", "list").stdout)
+        mine = {n["namespace"]: n for n in listed["namespaces"]}[ns]
+        assert (mine["run_limit"], mine["weight"], mine["history_retention_days"]) == (2, 3, 7)
+
+        out = run_cli(cluster, "--json", "-n", ns, "namespace", "set", "--reset", "weight")
+        assert json.loads(out.stdout)["namespace"]["weight"] == 1.0
+        eventually(lambda: admin.hget("wtm:fair", f"c:{ns}") is None, 5, "the cost dropped")
+        assert ops.update_namespace(run_limit=0).run_limit == 0  # none
+        held.append(ops.submit(task="settable_probe", input={}).run_id)
+
+        _, key = client.create_api_key("settable admin", "admin", ns)
+        with Client(cluster.registry_address, cluster.scheduler_address, api_key=key) as own_admin:
+            with pytest.raises(ApiError) as err:
+                own_admin.update_namespace(run_limit=1000)
+            assert err.value.code == "PERMISSION_DENIED", err.value
+        for bad, field in (
+            (dict(weight=100.0), "weight"),
+            (dict(history_retention_days=-1.0), "history_retention_days"),
+            (dict(reset=["colour"]), "reset_fields[0]"),
+            (dict(run_limit=5, reset=["run_limit"]), "reset_fields[0]"),
+            ({}, "reset_fields"),
+        ):
+            with pytest.raises(ApiError) as err:
+                ops.update_namespace(**bad)  # type: ignore[arg-type]
+            assert err.value.code == "INVALID_ARGUMENT" and err.value.field == field, bad
+    finally:
+        for run_id in held:
+            ops.cancel(run_id)
+        ops.update_namespace(reset=["run_limit", "weight", "history_retention_days"])
+        ops.close()
         admin.close()

@@ -115,6 +115,9 @@ def calls(
         "/wtm.v1.SchedulerService/ListNamespaces": lambda: s.ListNamespaces(
             spb.ListNamespacesRequest()
         ),
+        "/wtm.v1.SchedulerService/UpdateNamespace": lambda: s.UpdateNamespace(
+            spb.UpdateNamespaceRequest(weight=1000)  # out of range: INVALID_ARGUMENT
+        ),
         "/wtm.v1.SchedulerService/CheckDependencies": lambda: s.CheckDependencies(
             spb.SchedulerServiceCheckDependenciesRequest()
         ),
@@ -299,6 +302,11 @@ def other_namespace_calls(
         "/wtm.v1.SchedulerService/ListNamespaces": without(
             lambda: [n.namespace for n in s.ListNamespaces(spb.ListNamespacesRequest()).namespaces],
             "default",
+        ),
+        # It acts on the namespace the call acts in, never on one it names.
+        "/wtm.v1.SchedulerService/UpdateNamespace": not_found(
+            lambda: s.UpdateNamespace(spb.UpdateNamespaceRequest(weight=1000)),
+            grpc.StatusCode.INVALID_ARGUMENT,
         ),
         # Whether the backing servers answer: nothing of any namespace.
         "/wtm.v1.SchedulerService/CheckDependencies": lambda: True,

@@ -80,6 +80,11 @@ class SchedulerServiceStub:
                 request_serializer=wtm_dot_v1_dot_scheduler__service__pb2.ListNamespacesRequest.SerializeToString,
                 response_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.ListNamespacesResponse.FromString,
                 _registered_method=True)
+        self.UpdateNamespace = channel.unary_unary(
+                '/wtm.v1.SchedulerService/UpdateNamespace',
+                request_serializer=wtm_dot_v1_dot_scheduler__service__pb2.UpdateNamespaceRequest.SerializeToString,
+                response_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.UpdateNamespaceResponse.FromString,
+                _registered_method=True)
         self.CheckDependencies = channel.unary_unary(
                 '/wtm.v1.SchedulerService/CheckDependencies',
                 request_serializer=wtm_dot_v1_dot_scheduler__service__pb2.SchedulerServiceCheckDependenciesRequest.SerializeToString,
@@ -159,6 +164,17 @@ class SchedulerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateNamespace(self, request, context):
+        """UpdateNamespace changes the settings of the namespace the call acts in over the
+        installation's (WTM_* settings): its limit of runs queued or running, its weight in the
+        turns new runs take, how long its finished runs are kept. Every scheduler replica
+        applies it within about a second, without a restart. Only a key of every namespace may
+        call it: an admin of one namespace may not raise its own limit.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CheckDependencies(self, request, context):
         """CheckDependencies reports whether this replica reaches its Redis and its MongoDB.
         """
@@ -213,6 +229,11 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
                     servicer.ListNamespaces,
                     request_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.ListNamespacesRequest.FromString,
                     response_serializer=wtm_dot_v1_dot_scheduler__service__pb2.ListNamespacesResponse.SerializeToString,
+            ),
+            'UpdateNamespace': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateNamespace,
+                    request_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.UpdateNamespaceRequest.FromString,
+                    response_serializer=wtm_dot_v1_dot_scheduler__service__pb2.UpdateNamespaceResponse.SerializeToString,
             ),
             'CheckDependencies': grpc.unary_unary_rpc_method_handler(
                     servicer.CheckDependencies,
@@ -464,6 +485,33 @@ class SchedulerService:
             '/wtm.v1.SchedulerService/ListNamespaces',
             wtm_dot_v1_dot_scheduler__service__pb2.ListNamespacesRequest.SerializeToString,
             wtm_dot_v1_dot_scheduler__service__pb2.ListNamespacesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateNamespace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wtm.v1.SchedulerService/UpdateNamespace',
+            wtm_dot_v1_dot_scheduler__service__pb2.UpdateNamespaceRequest.SerializeToString,
+            wtm_dot_v1_dot_scheduler__service__pb2.UpdateNamespaceResponse.FromString,
             options,
             channel_credentials,
             insecure,
