@@ -202,6 +202,9 @@ class Namespace(BaseModel):
     run_limit: int = Field(description="how many of those it may have (0: no limit)")
     weight: float = Field(description="its share of new runs while others' also wait (1: even)")
     waiting_steps: int
+    history_retention_days: float = Field(
+        default=0.0, description="how long its finished runs are kept, in days (0: for good)"
+    )
     at_limit: bool = Field(description="a submit now would be refused until some runs end")
 
 

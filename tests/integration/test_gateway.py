@@ -228,6 +228,7 @@ def test_catalog_fleet_queues_and_health(http: httpx.Client) -> None:
     assert "queues" in http.get("/api/v1/queues").json()
     [default] = http.get("/api/v1/namespaces").json()
     assert default["namespace"] == "default" and default["at_limit"] is False
+    assert default["history_retention_days"] == 30.0  # WTM_HISTORY_RETENTION_DAYS
     health = http.get("/api/v1/health")
     assert health.status_code == 200, health.text
     parts = {c["component"]: c["status"] for c in health.json()["checks"]}
