@@ -201,6 +201,7 @@ def test_executors_and_queues_show_live_figures_and_the_stranded_warning(
         mine = page.locator('#namespaces tr[data-namespace="default"]')
         expect(mine.locator("td").nth(1)).not_to_have_text("0", timeout=STEP_MS)  # this run
         expect(mine.locator("td").nth(2)).to_have_text("none")
+        expect(mine.locator("td").nth(5)).to_have_text("30 days")  # the history's retention
         shot(page, "queues")
     finally:
         client.cancel(run.run_id, "the test is over")
