@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import click
@@ -98,6 +99,32 @@ def namespace_list(obj: Ctx) -> None:
 @cli.group()
 def artifact() -> None:
     """Files stored for runs: uploaded inputs and outputs too large to travel inline."""
+
+
+@artifact.command("upload")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.pass_obj
+def artifact_upload(obj: Ctx, path: str) -> None:
+    """Store a file in the namespace you act in; prints the artifact:// URI to put in a
+    run's input."""
+    with obj.client() as client:
+        uri = client.upload_artifact(path)
+    obj.out({"uri": uri}, uri)
+
+
+@artifact.command("download")
+@click.argument("uri")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="file to write")
+@click.pass_obj
+def artifact_download(obj: Ctx, uri: str, output: str | None) -> None:
+    """Fetch an artifact (an uploaded file, or an output that went by reference) into
+    OUTPUT, or the file name its URI gives in the current directory."""
+    with obj.client() as client:
+        data = client.download_artifact(uri)
+    name = PurePosixPath(uri).name
+    target = Path(output or (name if name not in {"", ".", ".."} else "artifact"))
+    target.write_bytes(data)
+    obj.out({"path": str(target), "bytes": len(data)}, f"wrote {len(data):,} bytes to {target}")
 
 
 @artifact.command("list")

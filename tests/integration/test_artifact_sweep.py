@@ -226,11 +226,24 @@ def test_what_names_a_file(cluster: Cluster) -> None:
     assert on_a_fresh_database(cluster, scenario) == {"a", "b", "c", "d"}
 
 
-def test_an_admin_lists_and_deletes_artifacts_with_the_cli(cluster: Cluster) -> None:
+def test_an_admin_uploads_lists_downloads_and_deletes_artifacts_with_the_cli(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     namespace = f"cli-art-{uuid.uuid4().hex[:6]}"
     with in_namespace(cluster, namespace) as c:
-        uri = c.upload_artifact_data("note.txt", b"delete me")
+        (tmp_path / "note.txt").write_bytes(b"delete me")
+        up = run_cli(
+            cluster, "--json", "-n", namespace, "artifact", "upload", str(tmp_path / "note.txt")
+        )
+        uri = json.loads(up.stdout)["uri"]
         digest = parse_uri(uri)[0]
+        assert uri.endswith("/note.txt")
+        (tmp_path / "here").mkdir()
+        run_cli(cluster, "-n", namespace, "artifact", "download", uri, cwd=tmp_path / "here")
+        assert (tmp_path / "here" / "note.txt").read_bytes() == b"delete me"  # its URI's name
+        got = tmp_path / "copy.bin"
+        run_cli(cluster, "-n", namespace, "artifact", "download", uri, "-o", str(got))
+        assert got.read_bytes() == b"delete me"
         listed = json.loads(run_cli(cluster, "--json", "-n", namespace, "artifact", "list").stdout)
         assert [(a["digest"], a["size_bytes"]) for a in listed["artifacts"]] == [(digest, 9)]
         table = run_cli(cluster, "-n", namespace, "artifact", "list").stdout
