@@ -97,7 +97,9 @@ async def serve(settings: SchedulerSettings) -> None:
 
     dispatcher.reaper.also("compare the clock with Redis's", compare_clocks)
     registry_artifacts = RegistryArtifacts(settings.registry, api_key, settings.tls_ca)
-    sweep = ArtifactSweep(store.db, registry_artifacts, client, settings.scheduler_id)
+    sweep = ArtifactSweep(
+        store.db, registry_artifacts, client, settings.scheduler_id, mode=settings.artifact_sweep
+    )
     retention = HistoryRetention(
         store.db, settings.history_retention_days, namespaces.retentions, sweep=sweep
     )

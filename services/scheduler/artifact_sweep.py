@@ -48,6 +48,7 @@ DAY_MS = 86_400_000
 MIN_GRACE_DAYS = 2.0
 DELETE_BATCH = 1000  # digests per DeleteArtifacts call (its limit)
 CLAIM = keys.PREFIX + "artifact-sweep"  # STRING: the replica sweeping; expires after ``every``
+SWEEP_MODES = ("on", "dry-run", "off")
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class ArtifactSweep:
         clock: Clock = SYSTEM,
         every: float = 86_400.0,
         max_deletes: int = 10_000,
+        mode: str = "on",
     ) -> None:
         self._runs = db["runs"]
         self._steps = db["step_runs"]
@@ -91,6 +93,7 @@ class ArtifactSweep:
         self.clock = clock
         self.every = every
         self.max_deletes = max_deletes
+        self.mode = mode  # "dry-run": log what would go, delete nothing; "off": no sweep
         self.since_ms = 0
 
     async def start(self) -> None:
@@ -138,7 +141,7 @@ class ArtifactSweep:
         return names
 
     async def sweep(self, keep_days: float, per_namespace: Mapping[str, float]) -> int:
-        """One pass; the number of artifacts deleted."""
+        """One pass; the number of artifacts deleted (in a dry run: that would be)."""
         started = time.monotonic()
         candidates = await self.candidates(keep_days, per_namespace)
         if not candidates:
@@ -148,11 +151,20 @@ class ArtifactSweep:
         for namespace, digests in sorted(candidates.items()):
             doomed = [d for d in digests if d not in names]
             doomed = doomed[: self.max_deletes - deleted]
-            for i in range(0, len(doomed), DELETE_BATCH):
-                await self.index.delete(namespace, doomed[i : i + DELETE_BATCH])
+            if self.mode == "dry-run" and doomed:
+                log.info(
+                    "artifact sweep (dry run): would delete %d of %s, e.g. %s",
+                    len(doomed),
+                    namespace,
+                    ", ".join(doomed[:3]),
+                )
+            else:
+                for i in range(0, len(doomed), DELETE_BATCH):
+                    await self.index.delete(namespace, doomed[i : i + DELETE_BATCH])
             deleted += len(doomed)
         log.info(
-            "artifact sweep: deleted %d artifacts no kept run or pipeline names (%.1f s)",
+            "artifact sweep: %s %d artifacts no kept run or pipeline names (%.1f s)",
+            "would have deleted" if self.mode == "dry-run" else "deleted",
             deleted,
             time.monotonic() - started,
         )
@@ -160,7 +172,8 @@ class ArtifactSweep:
 
     async def maybe_sweep(self, keep_days: float, per_namespace: Mapping[str, float]) -> int:
         """``sweep`` when this replica claims the day's pass (after a retention pass)."""
-        if not (keep_days or any(per_namespace.values())) or not await self.claim():
+        retained = keep_days or any(per_namespace.values())
+        if self.mode == "off" or not retained or not await self.claim():
             return 0
         try:
             return await self.sweep(keep_days, per_namespace)

@@ -17,6 +17,7 @@ from services.common.config import (
     positive,
     setting,
 )
+from services.scheduler.artifact_sweep import SWEEP_MODES
 from services.scheduler.fair_shares import weights_problem
 from services.scheduler.history_retention import retention_problem
 from services.scheduler.result_cache import DEFAULT_MAX_BYTES, DEFAULT_TTL_SECONDS
@@ -88,6 +89,13 @@ class SchedulerSettings(ServerAuthSettings, ClientKeySettings):
         "how long MongoDB keeps a finished run, its step records and its request id, counted "
         "from its creation (0: for good); pruned hourly",
         non_negative,
+    )
+    artifact_sweep: str = setting(
+        "on",
+        "WTM_ARTIFACT_SWEEP",
+        "the daily sweep of artifacts no kept run or pipeline names: on, dry-run (log what it "
+        "would delete, delete nothing) or off",
+        lambda v: None if v in SWEEP_MODES else f"must be one of {', '.join(SWEEP_MODES)}",
     )
     namespace_retention_days: list[str] = list_setting(
         "WTM_NAMESPACE_RETENTION_DAYS",

@@ -83,8 +83,11 @@ def test_the_sweep_deletes_only_what_nothing_kept_names(cluster: Cluster) -> Non
             what="the step record naming its output's artifact",
         )
 
-        swept = asyncio.run(sweep_as_if_40_days_on(cluster, team, kept_team, slow_team))
-        assert swept == 1
+        namespaces = (team, kept_team, slow_team)
+        # WTM_ARTIFACT_SWEEP=dry-run: it says what it would delete, and deletes nothing.
+        assert asyncio.run(sweep_as_if_40_days_on(cluster, *namespaces, mode="dry-run")) == 1
+        assert a.download_artifact(unnamed)
+        assert asyncio.run(sweep_as_if_40_days_on(cluster, *namespaces)) == 1
         with pytest.raises(NotFound):
             a.download_artifact(unnamed)
         for c, uri in (
@@ -115,7 +118,9 @@ def step_record_names(cluster: Cluster, run_id: str, digest: str) -> bool:
     return asyncio.run(main())
 
 
-async def sweep_as_if_40_days_on(cluster: Cluster, team: str, kept: str, slow: str) -> int:
+async def sweep_as_if_40_days_on(
+    cluster: Cluster, team: str, kept: str, slow: str, mode: str = "on"
+) -> int:
     assert cluster.endpoints is not None
     mongo: AsyncMongoClient = AsyncMongoClient(cluster.endpoints.mongodb_uri)
     redis = Redis.from_url(cluster.endpoints.redis_url)
@@ -125,7 +130,7 @@ async def sweep_as_if_40_days_on(cluster: Cluster, team: str, kept: str, slow: s
         str(cluster.ca_file),
     )
     clock = FakeClock(time.time() + 40 * 86_400)
-    sweep = ArtifactSweep(mongo["wtm"], index, redis, "test", clock=clock)
+    sweep = ArtifactSweep(mongo["wtm"], index, redis, "test", clock=clock, mode=mode)
     try:
         await sweep.start()  # the session's scheduler noted ``since`` at its start
         assert sweep.since_ms <= int(time.time() * 1000)

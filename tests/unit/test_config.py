@@ -60,6 +60,10 @@ def test_lists_come_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
             ["--namespace-weights", "team-a=lots"],
             "WTM_NAMESPACE_WEIGHTS: 'team-a=lots': the weight must be a number",
         ),
+        (
+            ["--artifact-sweep", "maybe"],
+            "--artifact-sweep / WTM_ARTIFACT_SWEEP: must be one of on, dry-run, off",
+        ),
     ],
 )
 def test_a_bad_value_exits_naming_flag_and_variable(
