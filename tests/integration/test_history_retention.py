@@ -1,6 +1,7 @@
 """HistoryRetention on the session's nx-27017: finished runs past the retention go, with
 their step records and old request ids; unfinished or younger runs stay. And the audit
-log's retention."""
+log's retention, and how a namespace's own settings (its retention among them) reach every
+replica."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ import pymongo
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from services.common.auth import DAY_MS, AuditLog
+from services.common.auth import DAY_MS, AuditLog, Principal, Role
 from services.localstack import Cluster
 from services.scheduler.clock import FakeClock
 from services.scheduler.history_retention import DAY_SECONDS, HistoryRetention
+from services.scheduler.namespace_settings import NamespaceSettings
 
 T = TypeVar("T")
 
@@ -156,3 +158,34 @@ def test_the_audit_log_keeps_events_for_its_retention(cluster: Cluster) -> None:
         with contextlib.suppress(Exception):
             client.drop_database(db.name)
         client.close()
+
+
+def test_a_namespaces_settings_reach_every_replica_over_the_installations(
+    cluster: Cluster,
+) -> None:
+    """Two replicas' ``NamespaceSettings`` on one database (each started with the same
+    environment): what one sets through UpdateNamespace the other reads at its next refresh,
+    into the very maps the limits, shares and retention hold; a reset returns the
+    installation's value, and one never set stays the installation's."""
+    operator = Principal("k1", "ops", Role.ADMIN, "*", scope="team-a")
+
+    async def scenario(db: AsyncDatabase) -> list[tuple[Any, ...]]:
+        env = dict(run_limit=0, run_limits={"team-a": 50}, weights={"team-b": 2.0})
+        one = NamespaceSettings(db, retention_days=30, **env)  # type: ignore[arg-type]
+        two = NamespaceSettings(db, retention_days=30, **env)  # type: ignore[arg-type]
+        held = two.run_limits  # what RunLimits holds
+        seen = []
+        await one.update({"run_limit": 5, "weight": 3.0, "history_retention_days": 7}, [], operator)
+        await two.refresh()
+        seen.append((held["team-a"], two.weight("team-a"), two.retention_days("team-a")))
+        await one.update({}, ["run_limit", "history_retention_days"], operator)
+        await two.refresh()
+        seen.append((held["team-a"], two.weight("team-a"), two.retention_days("team-a")))
+        seen.append((two.weight("team-b"), two.run_limit("team-c"), sorted(two.named())))
+        return seen
+
+    assert on_a_fresh_database(cluster, scenario) == [
+        (5, 3.0, 7),
+        (50, 3.0, 30),  # back to WTM_NAMESPACE_RUN_LIMITS and WTM_HISTORY_RETENTION_DAYS
+        (2.0, 0, ["team-a", "team-b"]),
+    ]
