@@ -324,13 +324,21 @@ def namespaces_table(namespaces: list[NamespaceInfo]) -> Table:
     return table
 
 
-def artifacts_table(artifacts: list[ArtifactInfo]) -> Table:
+def artifacts_table(artifacts: list[ArtifactInfo], width: int | None = None) -> Table:
+    """Artifacts, a row each; the digest (what ``wtm artifact delete`` takes) is never cut
+    short. A console narrower than ``WIDE`` leaves out the namespace and the time."""
+    wide = _wide(width)
     table = Table(title=f"Artifacts ({len(artifacts)})")
-    for col in ("namespace", "digest", "bytes", "stored"):
-        table.add_column(col)
+    if wide:
+        table.add_column("namespace")
+    table.add_column("digest", no_wrap=True)
+    table.add_column("bytes", justify="right")
+    if wide:
+        table.add_column("stored", no_wrap=True)
     for a in artifacts:
         stored = a.stored_at.strftime("%Y-%m-%d %H:%M:%S") if a.stored_at else ""
-        table.add_row(escape(a.namespace), a.digest, str(a.size_bytes), stored)
+        cells = [escape(a.namespace), a.digest, f"{a.size_bytes:,}", stored]
+        table.add_row(*(cells if wide else cells[1:3]))
     return table
 
 

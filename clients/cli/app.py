@@ -62,8 +62,8 @@ class Ctx:
         """Print ``value`` as JSON with --json, else the human rendering."""
         if self.as_json:
             click.echo(render.as_json(value))
-        else:
-            render.console.print(human)
+        else:  # a line of text (a URI, say) is not broken at the console's width
+            render.console.print(human, soft_wrap=isinstance(human, str))
 
 
 def parse_json_object(text: str, hint: str) -> dict[str, Any]:

@@ -11,13 +11,14 @@ from rich.console import Console
 
 from clients.render import (
     SHOWN_OUTPUT_LINES,
+    artifacts_table,
     batch_table,
     executors_table,
     runs_table,
     shown_output,
     tasks_table,
 )
-from clients.types import ExecutorInfo, RunInfo, State, TaskInfo
+from clients.types import ArtifactInfo, ExecutorInfo, RunInfo, State, TaskInfo
 
 
 def test_a_small_output_is_shown_whole_however_many_lines_it_takes() -> None:
@@ -78,3 +79,12 @@ def test_in_80_columns_task_ids_and_a_batchs_run_ids_are_whole() -> None:
         "error": "",
     }
     assert row["run_id"] in printed(batch_table("b-1", [row]), 80)
+
+
+def test_in_80_columns_an_artifacts_digest_is_whole() -> None:
+    at = datetime(2026, 12, 4, 21, 12, 26, tzinfo=UTC)
+    artifact = ArtifactInfo("5891b5b5" * 8, "team-a", 123_456, at)
+    narrow = printed(artifacts_table([artifact], 80), 80)
+    assert artifact.digest in narrow and "123,456" in narrow and "team-a" not in narrow
+    wide = printed(artifacts_table([artifact], 160), 160)
+    assert "team-a" in wide and "2026-12-04 21:12:26" in wide and artifact.digest in wide
