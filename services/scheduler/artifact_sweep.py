@@ -34,6 +34,8 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from opentelemetry import metrics
+from opentelemetry.metrics import Meter
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 from redis.asyncio import Redis
@@ -83,6 +85,7 @@ class ArtifactSweep:
         every: float = 86_400.0,
         max_deletes: int = 10_000,
         mode: str = "on",
+        meter: Meter | None = None,
     ) -> None:
         self._runs = db["runs"]
         self._steps = db["step_runs"]
@@ -95,6 +98,9 @@ class ArtifactSweep:
         self.max_deletes = max_deletes
         self.mode = mode  # "dry-run": log what would go, delete nothing; "off": no sweep
         self.since_ms = 0
+        self.deleted = (meter or metrics.get_meter("wtm.scheduler")).create_counter(
+            "wtm_artifacts_deleted", description="artifacts the sweep deleted, per namespace"
+        )
 
     async def start(self) -> None:
         """Note when records began naming their artifacts (the first replica's start)."""
@@ -160,7 +166,9 @@ class ArtifactSweep:
                 )
             else:
                 for i in range(0, len(doomed), DELETE_BATCH):
-                    await self.index.delete(namespace, doomed[i : i + DELETE_BATCH])
+                    batch = doomed[i : i + DELETE_BATCH]
+                    await self.index.delete(namespace, batch)
+                    self.deleted.add(len(batch), {"namespace": namespace})
             deleted += len(doomed)
         log.info(
             "artifact sweep: %s %d artifacts no kept run or pipeline names (%.1f s)",

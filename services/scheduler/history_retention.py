@@ -28,6 +28,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from opentelemetry import metrics
+from opentelemetry.metrics import Meter
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.common.config import namespace_values, namespace_values_problem
@@ -68,6 +70,7 @@ class HistoryRetention:
         first_after: float = 60.0,
         every: float = 3600.0,
         sweep: ArtifactSweep | None = None,
+        meter: Meter | None = None,
     ) -> None:
         self._runs = db["runs"]
         self._steps = db["step_runs"]
@@ -82,6 +85,9 @@ class HistoryRetention:
         self._due = time.monotonic() + first_after
         self._pass: asyncio.Task[int] | None = None
         self.sweep = sweep  # the artifacts no kept run names, after a pass (once a day)
+        self.deleted = (meter or metrics.get_meter("wtm.scheduler")).create_counter(
+            "wtm_history_runs_deleted", description="finished runs deleted past their retention"
+        )
 
     async def tick(self) -> None:
         """Start a pass when one is due (the reaper calls this each second)."""
@@ -147,6 +153,7 @@ class HistoryRetention:
                 await self._steps.delete_many({"run_id": {"$in": run_ids}})
                 done = await self._runs.delete_many({"_id": {"$in": run_ids}})
                 deleted += done.deleted_count
+                self.deleted.add(done.deleted_count)
         if batches >= self.max_batches:  # more may be left: go again soon
             self._due = min(self._due, time.monotonic() + 60.0)
         kept = [self.keep_days, *self.per_namespace.values()]

@@ -15,6 +15,9 @@
     wtm_retries_total                      attempts that will be retried
     wtm_history_write_failures_total       failed writes of finished runs to MongoDB (retried)
     wtm_result_cache_lookups_total{outcome=hit|miss}  result-cache lookups of cacheable steps
+    wtm_history_runs_deleted_total         finished runs deleted past their retention
+                                           (history_retention.py)
+    wtm_artifacts_deleted_total{namespace} artifacts the daily sweep deleted (artifact_sweep.py)
 
 Every replica reports the depths and ages (the same figures: take the max over replicas) and
 the executors connected to it (sum over replicas).

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
@@ -34,7 +35,7 @@ from services.scheduler.artifact_sweep import (
 from services.scheduler.clock import FakeClock
 from services.scheduler.registry_artifacts import RegistryArtifacts
 from tests.conftest import run_cli
-from tests.integration.test_history_retention import on_a_fresh_database
+from tests.integration.test_history_retention import CountingMeters, counts, on_a_fresh_database
 from tests.waiting import eventually
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "tasks"
@@ -84,10 +85,14 @@ def test_the_sweep_deletes_only_what_nothing_kept_names(cluster: Cluster) -> Non
         )
 
         namespaces = (team, kept_team, slow_team)
+        meter = CountingMeters()
         # WTM_ARTIFACT_SWEEP=dry-run: it says what it would delete, and deletes nothing.
-        assert asyncio.run(sweep_as_if_40_days_on(cluster, *namespaces, mode="dry-run")) == 1
+        dry = sweep_as_if_40_days_on(cluster, *namespaces, mode="dry-run", meter=meter)
+        assert asyncio.run(dry) == 1
         assert a.download_artifact(unnamed)
-        assert asyncio.run(sweep_as_if_40_days_on(cluster, *namespaces)) == 1
+        assert counts(meter, "wtm_artifacts_deleted") == {}
+        assert asyncio.run(sweep_as_if_40_days_on(cluster, *namespaces, meter=meter)) == 1
+        assert counts(meter, "wtm_artifacts_deleted") == {(("namespace", team),): 1}
         with pytest.raises(NotFound):
             a.download_artifact(unnamed)
         for c, uri in (
@@ -119,7 +124,12 @@ def step_record_names(cluster: Cluster, run_id: str, digest: str) -> bool:
 
 
 async def sweep_as_if_40_days_on(
-    cluster: Cluster, team: str, kept: str, slow: str, mode: str = "on"
+    cluster: Cluster,
+    team: str,
+    kept: str,
+    slow: str,
+    mode: str = "on",
+    meter: MeterProvider | None = None,
 ) -> int:
     assert cluster.endpoints is not None
     mongo: AsyncMongoClient = AsyncMongoClient(cluster.endpoints.mongodb_uri)
@@ -130,7 +140,15 @@ async def sweep_as_if_40_days_on(
         str(cluster.ca_file),
     )
     clock = FakeClock(time.time() + 40 * 86_400)
-    sweep = ArtifactSweep(mongo["wtm"], index, redis, "test", clock=clock, mode=mode)
+    sweep = ArtifactSweep(
+        mongo["wtm"],
+        index,
+        redis,
+        "test",
+        clock=clock,
+        mode=mode,
+        meter=meter.get_meter("t") if meter else None,
+    )
     try:
         await sweep.start()  # the session's scheduler noted ``since`` at its start
         assert sweep.since_ms <= int(time.time() * 1000)

@@ -13,6 +13,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import pymongo
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -46,6 +48,27 @@ async def ids(db: AsyncDatabase, collection: str) -> set[str]:
     return {d["_id"] async for d in db[collection].find({}, {"_id": 1})}
 
 
+class CountingMeters(MeterProvider):
+    """A meter provider that keeps what its instruments count, for ``counts``."""
+
+    def __init__(self) -> None:
+        self.reader = InMemoryMetricReader()
+        super().__init__(metric_readers=[self.reader])
+
+
+def counts(provider: CountingMeters, name: str) -> dict[tuple[Any, ...], float]:
+    """A counter's value per set of attributes, as a Prometheus scrape would read it."""
+    data = provider.reader.get_metrics_data()
+    found: dict[tuple[Any, ...], float] = {}
+    for resource in data.resource_metrics if data else []:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name == name:
+                    for point in metric.data.data_points:
+                        found[tuple(sorted((point.attributes or {}).items()))] = point.value
+    return found
+
+
 def days_ago_ms(clock: FakeClock, days: float) -> int:
     return clock.now_ms() - int(days * DAY_SECONDS * 1000)
 
@@ -73,8 +96,12 @@ def test_finished_runs_past_the_retention_go_with_their_steps_and_request_ids(
                 {"_id": "k-young", "id": "young", "created_at": then - timedelta(days=6)},
             ]
         )
-        retention = HistoryRetention(db, keep_days=7, clock=clock, batch=2, max_batches=2)
+        meter = CountingMeters()
+        retention = HistoryRetention(
+            db, keep_days=7, clock=clock, batch=2, max_batches=2, meter=meter.get_meter("t")
+        )
         passes = [await retention.prune(), await retention.prune(), await retention.prune()]
+        assert counts(meter, "wtm_history_runs_deleted") == {(): 6}  # the metric says so too
         return (
             passes,
             await ids(db, "runs"),
