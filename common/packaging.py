@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import io
 import os
+import re
 import stat
 import tarfile
 from dataclasses import dataclass
@@ -48,6 +49,19 @@ class ArchiveContents:
 def sha256_hex(data: bytes) -> str:
     """The lowercase hex sha256 digest of ``data``."""
     return hashlib.sha256(data).hexdigest()
+
+
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+
+
+def check_digest(digest: str, field: str = "digest") -> str:
+    """``digest`` when it is a sha256 digest as the stores name things (64 lowercase hex
+    characters); INVALID_ARGUMENT naming ``field`` otherwise."""
+    if not _DIGEST.match(digest):
+        raise InvalidArgument(
+            f"{digest[:80]!r} must be 64 lowercase hex characters (sha256)", field=field
+        )
+    return digest
 
 
 def _packable(root: Path) -> list[Path]:

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from common.artifacts import make_uri, parse_uri
 from common.errors import InvalidArgument
-from common.packaging import sha256_hex
+from common.packaging import check_digest, sha256_hex
 from services.common.auth import one_namespace
 from services.common.paging import decode_token, encode_token, page_size_of
 from services.registry.stores import ArtifactStore, StoredArtifactObject
 
 MAX_DELETE = 1000  # digests per DeleteArtifacts call
-_DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -71,11 +69,7 @@ class Artifacts:
                 f"name 1 to {MAX_DELETE} digests, got {len(digests)}", field="digests"
             )
         for i, digest in enumerate(digests):
-            if not _DIGEST.match(digest):
-                raise InvalidArgument(
-                    f"{digest[:80]!r} is not a sha256 digest (64 lowercase hex digits)",
-                    field=f"digests[{i}]",
-                )
+            check_digest(digest, f"digests[{i}]")
         unique = list(dict.fromkeys(digests))
         self.store.delete(one_namespace(namespace), unique)
         return unique

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from common.errors import AlreadyExists, InvalidArgument, NotFound
-from common.packaging import ArchiveLimits, inspect_archive, sha256_hex
+from common.packaging import ArchiveLimits, check_digest, inspect_archive, sha256_hex
 from services.common.auth import ALL_NAMESPACES, one_namespace
 from services.common.dependencies import DependencyStatus, check_blocking
 from services.registry.manifest import check_entry_point, check_keys, parse_manifest
 from services.registry.models import TaskVersion
 from services.registry.stores import PackageStore, SharedTasks, TaskStore
 
-DIGEST = re.compile(r"^[0-9a-f]{64}$")
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 
@@ -188,8 +186,7 @@ class Registry:
     def open_package(self, namespace: str, digest: str) -> Iterator[bytes]:
         """The archive with this digest, in chunks, when it is the package of a task the
         namespace may use (its own, or a shared one)."""
-        if not DIGEST.match(digest):
-            raise InvalidArgument("must be 64 lowercase hex characters (sha256)", field="digest")
+        check_digest(digest)
         if namespace != ALL_NAMESPACES and not self._may_read_package(namespace, digest):
             raise NotFound(f"no package with digest {digest}", field="digest")
         return self.packages.stream(digest)
