@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from clients.types import PipelineInfo, _time
-from common.artifacts import SCHEME, parse_uri
+from common.artifacts import is_uri, parse_uri
 from common.errors import InvalidArgument
 from common.packaging import sha256_hex
 from common.states import State
@@ -113,7 +113,7 @@ def list_runs(
 def delete_artifacts(artifacts: list[str]) -> rpb.DeleteArtifactsRequest:
     """A DeleteArtifacts request for artifact URIs or bare digests."""
     return rpb.DeleteArtifactsRequest(
-        digests=[a if not a.startswith(SCHEME) else parse_uri(a)[0] for a in artifacts]
+        digests=[parse_uri(a)[0] if is_uri(a) else a for a in artifacts]
     )
 
 
