@@ -35,6 +35,7 @@ from clients.errors import (
     WaitTimeoutError,
     WtmError,
 )
+from clients.schedules import ScheduleInfo
 from clients.sdk import Client
 from clients.types import (
     ApiKeyInfo,
@@ -83,6 +84,7 @@ __all__ = [
     "RunInfo",
     "RunState",
     "RunTimedOutError",
+    "ScheduleInfo",
     "State",
     "StepInfo",
     "StepState",

@@ -31,6 +31,7 @@ from clients.errors import (
     Unavailable,
     WaitTimeoutError,
 )
+from clients.schedules import AsyncScheduleMethods
 from clients.sdk import _Connection, _NotFinished, resolve_key
 from clients.types import (
     ApiKeyInfo,
@@ -53,7 +54,7 @@ from wtm.v1 import registry_service_pb2 as rpb
 from wtm.v1 import scheduler_service_pb2 as spb
 
 
-class AsyncClient(_Connection):
+class AsyncClient(_Connection, AsyncScheduleMethods):
     """A connection to the registry and the scheduler, for asyncio. The arguments, the
     results and the exceptions are ``clients.Client``'s."""
 

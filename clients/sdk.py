@@ -38,6 +38,7 @@ from clients.errors import (
     WaitTimeoutError,
     raise_for_outcome,
 )
+from clients.schedules import ScheduleMethods
 from clients.types import (
     ApiKeyInfo,
     ArtifactInfo,
@@ -60,6 +61,7 @@ from wtm.v1 import auth_service_pb2 as apb
 from wtm.v1 import auth_service_pb2_grpc as apb_grpc
 from wtm.v1 import registry_service_pb2 as rpb
 from wtm.v1 import registry_service_pb2_grpc as rpb_grpc
+from wtm.v1 import schedule_service_pb2_grpc as schpb_grpc
 from wtm.v1 import scheduler_service_pb2 as spb
 from wtm.v1 import scheduler_service_pb2_grpc as spb_grpc
 
@@ -120,6 +122,7 @@ class _Connection:
         self._registry = rpb_grpc.RegistryServiceStub(self._r.channel)
         self._auth = apb_grpc.AuthServiceStub(self._r.channel)
         self._scheduler = spb_grpc.SchedulerServiceStub(self._s.channel)
+        self._schedules = schpb_grpc.ScheduleServiceStub(self._s.channel)
         self._timeout = timeout
         self.raise_on_failure = raise_on_failure
 
@@ -130,7 +133,7 @@ class _Connection:
         return raise_for_outcome(run) if wanted else run
 
 
-class Client(_Connection):
+class Client(_Connection, ScheduleMethods):
     """A connection to the registry and the scheduler.
 
     Every method raises the ``clients.errors`` class of the status a call failed with

@@ -176,7 +176,7 @@ def exemplar_filter(otlp: bool) -> Any:
 UNTRACED_READS = (
     "GetRun", "WatchRun", "ListRuns", "ListExecutors", "ListQueues", "ListNamespaces",
     "CheckDependencies", "ListTasks", "ListPipelines", "ListApiKeys", "ListAuditEvents",
-    "ListArtifacts",
+    "ListArtifacts", "GetSchedule", "ListSchedules",
 )  # fmt: skip
 # An executor's stream (``Connect``) is never wrapped in a span, at either end: it lasts the
 # executor's whole session, so its one span (exported when the session ends, hours later)

@@ -26,7 +26,7 @@ from typing import Any
 import click
 
 from clients import render
-from clients.cli import keys, ops, pipelines, runs, stack, tasks  # noqa: F401 - they register commands
+from clients.cli import keys, ops, pipelines, runs, schedules, stack, tasks  # noqa: F401 - they register commands
 from clients.cli.app import cli
 from clients.errors import DeadlineExceeded, RunError, Unavailable, WtmError
 

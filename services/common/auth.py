@@ -91,6 +91,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
 }
 
 _R, _S = "/wtm.v1.RegistryService/", "/wtm.v1.SchedulerService/"
+_SCH = "/wtm.v1.ScheduleService/"
 # The one table: every RPC and the permission it needs. Not listed: refused.
 METHOD_PERMISSIONS: dict[str, Permission] = {
     _R + "UploadTaskPackage": P.WRITE_CATALOG,
@@ -118,6 +119,14 @@ METHOD_PERMISSIONS: dict[str, Permission] = {
     _S + "ListNamespaces": P.READ,
     _S + "UpdateNamespace": P.MANAGE_NAMESPACES,
     _S + "CheckDependencies": P.READ,
+    # Schedules: creating and resuming one submits runs; pausing and deleting stop them, as
+    # cancelling does (another key's schedule: CANCEL_ANY, checked by the domain).
+    _SCH + "CreateSchedule": P.SUBMIT,
+    _SCH + "GetSchedule": P.READ,
+    _SCH + "ListSchedules": P.READ,
+    _SCH + "PauseSchedule": P.CANCEL,
+    _SCH + "ResumeSchedule": P.SUBMIT,
+    _SCH + "DeleteSchedule": P.CANCEL,
     "/wtm.v1.ExecutorService/Connect": P.EXECUTOR_STREAM,
     "/wtm.v1.AuthService/CreateApiKey": P.MANAGE_KEYS,
     "/wtm.v1.AuthService/ListApiKeys": P.MANAGE_KEYS,

@@ -30,6 +30,9 @@ from services.scheduler.run_limits import RunLimits, parse_limits
 from services.scheduler.run_queue import RunQueue
 from services.scheduler.run_store import RunStore
 from services.scheduler.runs import RunService
+from services.scheduler.schedule_records import ScheduleStore
+from services.scheduler.schedule_servicer import ScheduleServicer
+from services.scheduler.schedules import Schedules
 from services.scheduler.servicer import ExecutorServicer, SchedulerServicer
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.task_catalog import TaskCatalog
@@ -37,6 +40,8 @@ from services.scheduler.tracing import TracingListener
 from wtm.v1 import (
     executor_service_pb2,
     executor_service_pb2_grpc,
+    schedule_service_pb2,
+    schedule_service_pb2_grpc,
     scheduler_service_pb2,
     scheduler_service_pb2_grpc,
 )
@@ -105,6 +110,9 @@ async def serve(settings: SchedulerSettings) -> None:
     )
     dispatcher.reaper.also("prune the history past its retention", retention.tick)
     runs = RunService(queue.reader, store, catalog, dispatcher, listeners, limits)
+    schedule_store = ScheduleStore(store.db)
+    schedules = Schedules(schedule_store, runs)
+    dispatcher.reaper.also("start the runs of the schedules that are due", schedules.fire_due)
     report = FleetReport(
         queue,
         dispatcher.fleet.record,
@@ -122,6 +130,9 @@ async def serve(settings: SchedulerSettings) -> None:
         executor_service_pb2_grpc.add_ExecutorServiceServicer_to_server(
             ExecutorServicer(dispatcher, settings.lease_seconds, settings.heartbeat_seconds), server
         )
+        schedule_service_pb2_grpc.add_ScheduleServiceServicer_to_server(
+            ScheduleServicer(schedules), server
+        )
 
     async def on_start() -> None:
         try:
@@ -131,6 +142,7 @@ async def serve(settings: SchedulerSettings) -> None:
         await queue.load_scripts()
         try:
             await store.start()
+            await schedule_store.start()
             await namespaces.refresh()  # UpdateNamespace's settings before the first submit
         except PyMongoError as exc:
             raise unreachable("MongoDB", "WTM_MONGODB_URI", exc) from exc
@@ -155,6 +167,7 @@ async def serve(settings: SchedulerSettings) -> None:
         [
             scheduler_service_pb2.DESCRIPTOR.services_by_name["SchedulerService"],
             executor_service_pb2.DESCRIPTOR.services_by_name["ExecutorService"],
+            schedule_service_pb2.DESCRIPTOR.services_by_name["ScheduleService"],
         ],
         auth.open_gate(
             settings.auth,

@@ -11,8 +11,9 @@ registry's DeleteArtifacts each artifact that
   ago: longer than the result cache keeps an output that may name one (24 h), and than a
   client's upload waits for its submit (an upload of the same bytes stores it again);
 - is named by no run's input and no step's output still in MongoDB (each record carries
-  the digests it names, ``artifacts``, indexed), no unfinished run, and no pipeline
-  version's constant inputs (``input_mapping``, read through the registry);
+  the digests it names, ``artifacts``, indexed), no unfinished run, no schedule's input
+  (its next runs'), and no pipeline version's constant inputs (``input_mapping``, read
+  through the registry);
 - and, if stored before the scheduler began recording those names (``since``, kept in
   MongoDB), only once the namespace's retention has passed since then: the runs recorded
   before carry no ``artifacts`` and are gone by that time.
@@ -90,6 +91,7 @@ class ArtifactSweep:
         self._runs = db["runs"]
         self._steps = db["step_runs"]
         self._meta = db["artifact_sweep"]
+        self._schedules = db["schedules"]
         self.index = index
         self.redis = redis
         self.replica = replica
@@ -132,14 +134,16 @@ class ArtifactSweep:
         return found
 
     async def named(self, namespaces: list[str]) -> set[str]:
-        """Every digest a kept record or an unfinished run names (in any namespace: a
-        record's steps do not say theirs), or a pipeline of ``namespaces``."""
+        """Every digest a kept record, an unfinished run or a schedule's input names (in any
+        namespace: a record's steps do not say theirs), or a pipeline of ``namespaces``."""
         names: set[str] = set()
         for records in (self._runs, self._steps):
             async for doc in records.find({"artifacts": {"$exists": True}}, {"artifacts": 1}):
                 names.update(doc.get("artifacts") or [])
         unfinished = {"state": {"$in": ["QUEUED", "RUNNING"]}}
         async for doc in self._runs.find(unfinished, {"input_json": 1}):
+            names.update(digests_in(doc.get("input_json") or ""))
+        async for doc in self._schedules.find({}, {"input_json": 1}):  # its next runs' input
             names.update(digests_in(doc.get("input_json") or ""))
         for namespace in namespaces:
             async for text in self.index.pipeline_texts(namespace):

@@ -224,7 +224,8 @@ def test_delete_refuses_what_is_not_a_digest(client: Client) -> None:
 
 def test_what_names_a_file(cluster: Cluster) -> None:
     """On a database of its own: the digests records carry, an unfinished run's input text
-    (a run recorded before records carried them), and the pipelines' constant inputs."""
+    (a run recorded before records carried them), a schedule's input (its next runs'), and
+    the pipelines' constant inputs."""
 
     class Pipelines(ListedOnly):
         async def pipeline_texts(self, namespace: str) -> AsyncIterator[str]:
@@ -242,11 +243,12 @@ def test_what_names_a_file(cluster: Cluster) -> None:
             ]
         )
         await db["step_runs"].insert_one({"_id": "s", "artifacts": ["c" * 64]})
+        await db["schedules"].insert_one({"_id": "t/s", "input_json": f'{{"x": "{uri("f")}"}}'})
         sweep = ArtifactSweep(db, Pipelines(), None, "r")  # type: ignore[arg-type]
         return {d[0] for d in await sweep.named(["team"])}
 
     # "e": a finished run from before; the files it names wait out a retention instead.
-    assert on_a_fresh_database(cluster, scenario) == {"a", "b", "c", "d"}
+    assert on_a_fresh_database(cluster, scenario) == {"a", "b", "c", "d", "f"}
 
 
 def test_an_admin_uploads_lists_downloads_and_deletes_artifacts_with_the_cli(

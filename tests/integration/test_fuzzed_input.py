@@ -26,9 +26,15 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from clients.sdk import Client
+from services.common.auth import METHOD_PERMISSIONS
 from services.localstack import Cluster
 from tests.conftest import ROOT, keyed_channel
-from wtm.v1 import auth_service_pb2, registry_service_pb2, scheduler_service_pb2
+from wtm.v1 import (
+    auth_service_pb2,
+    registry_service_pb2,
+    schedule_service_pb2,
+    scheduler_service_pb2,
+)
 
 FIXTURES = ROOT / "tests" / "fixtures" / "tasks"
 CALLS_PER_METHOD = 12
@@ -115,6 +121,7 @@ def _scalar(field: FieldDescriptor, rnd: random.Random) -> Any:
 
 SERVICES = [
     (scheduler_service_pb2, "SchedulerService", "scheduler"),
+    (schedule_service_pb2, "ScheduleService", "scheduler"),
     (registry_service_pb2, "RegistryService", "registry"),
     (auth_service_pb2, "AuthService", "registry"),
 ]
@@ -123,6 +130,12 @@ METHODS = [
     for module, service, server in SERVICES
     for method in module.DESCRIPTOR.services_by_name[service].methods
 ]
+
+
+def test_every_service_but_the_executors_stream_is_fuzzed() -> None:
+    fuzzed = {f"/{service.full_name}/" for service, _, _ in METHODS}
+    served = {method.rsplit("/", 1)[0] + "/" for method in METHOD_PERMISSIONS}
+    assert served - fuzzed == {"/wtm.v1.ExecutorService/"}  # test_impostors.py
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,8 @@ from wtm.v1 import executor_service_pb2 as epb
 from wtm.v1 import executor_service_pb2_grpc as epb_grpc
 from wtm.v1 import registry_service_pb2 as rpb
 from wtm.v1 import registry_service_pb2_grpc as rpb_grpc
+from wtm.v1 import schedule_service_pb2 as schpb
+from wtm.v1 import schedule_service_pb2_grpc as schpb_grpc
 from wtm.v1 import scheduler_service_pb2 as spb
 from wtm.v1 import scheduler_service_pb2_grpc as spb_grpc
 
@@ -60,6 +62,7 @@ def calls(
     the executors' listener (``executors``: with the client certificate)."""
     r, a = rpb_grpc.RegistryServiceStub(registry), apb_grpc.AuthServiceStub(registry)
     s = spb_grpc.SchedulerServiceStub(scheduler)
+    sch = schpb_grpc.ScheduleServiceStub(scheduler)
     e = epb_grpc.ExecutorServiceStub(executors or scheduler)
     missing = "no_such_task"
     return {
@@ -124,6 +127,24 @@ def calls(
         "/wtm.v1.RegistryService/CheckDependencies": lambda: r.CheckDependencies(
             rpb.RegistryServiceCheckDependenciesRequest()
         ),
+        "/wtm.v1.ScheduleService/CreateSchedule": lambda: sch.CreateSchedule(
+            schpb.CreateScheduleRequest(schedule=schpb.Schedule(schedule_id="x", task=missing))
+        ),  # no cron, no interval: INVALID_ARGUMENT
+        "/wtm.v1.ScheduleService/GetSchedule": lambda: sch.GetSchedule(
+            schpb.GetScheduleRequest(schedule_id="nope")
+        ),
+        "/wtm.v1.ScheduleService/ListSchedules": lambda: sch.ListSchedules(
+            schpb.ListSchedulesRequest(page_size=1)
+        ),
+        "/wtm.v1.ScheduleService/PauseSchedule": lambda: sch.PauseSchedule(
+            schpb.PauseScheduleRequest(schedule_id="nope")
+        ),
+        "/wtm.v1.ScheduleService/ResumeSchedule": lambda: sch.ResumeSchedule(
+            schpb.ResumeScheduleRequest(schedule_id="nope")
+        ),
+        "/wtm.v1.ScheduleService/DeleteSchedule": lambda: sch.DeleteSchedule(
+            schpb.DeleteScheduleRequest(schedule_id="nope")
+        ),
         "/wtm.v1.ExecutorService/Connect": lambda: list(
             e.Connect(_stream(epb.ConnectRequest(hello=epb.ExecutorHello(executor_id="x"))))
         ),
@@ -185,6 +206,7 @@ class Theirs:
     run_id: str
     artifact: str
     key_id: str
+    schedule_id: str
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +217,15 @@ def theirs(client: Client, tmp_path_factory: pytest.TempPathFactory) -> Theirs:
     image = tmp_path_factory.mktemp("ns") / "theirs.txt"
     image.write_text("default's file")
     key, _ = client.create_api_key("default's viewer", "viewer", "default")
-    return Theirs(task, "ns_probe", run.run_id, client.upload_artifact(image), key.key_id)
+    schedule = client.create_schedule("ns-probe", task="echo", every=3600, paused=True)
+    return Theirs(
+        task,
+        "ns_probe",
+        run.run_id,
+        client.upload_artifact(image),
+        key.key_id,
+        schedule.schedule_id,
+    )
 
 
 def other_namespace_calls(
@@ -209,8 +239,11 @@ def other_namespace_calls(
     is not registered, or a list without them)."""
     r, a = rpb_grpc.RegistryServiceStub(registry), apb_grpc.AuthServiceStub(registry)
     s = spb_grpc.SchedulerServiceStub(scheduler)
+    sch = schpb_grpc.ScheduleServiceStub(scheduler)
     e = epb_grpc.ExecutorServiceStub(executors or scheduler)
     task, version = t.task.task_id, t.task.version
+    every_hour = schpb.Schedule(schedule_id="ns-x", task=task)
+    every_hour.every.FromSeconds(3600)
 
     def not_found(
         call: Callable[[], Any], code: grpc.StatusCode = grpc.StatusCode.NOT_FOUND
@@ -310,6 +343,27 @@ def other_namespace_calls(
         ),
         # Whether the backing servers answer: nothing of any namespace.
         "/wtm.v1.SchedulerService/CheckDependencies": lambda: True,
+        "/wtm.v1.ScheduleService/CreateSchedule": not_found(  # "default"'s task
+            lambda: sch.CreateSchedule(schpb.CreateScheduleRequest(schedule=every_hour))
+        ),
+        "/wtm.v1.ScheduleService/GetSchedule": not_found(
+            lambda: sch.GetSchedule(schpb.GetScheduleRequest(schedule_id=t.schedule_id))
+        ),
+        "/wtm.v1.ScheduleService/ListSchedules": without(
+            lambda: [
+                x.schedule_id for x in sch.ListSchedules(schpb.ListSchedulesRequest()).schedules
+            ],
+            t.schedule_id,
+        ),
+        "/wtm.v1.ScheduleService/PauseSchedule": not_found(
+            lambda: sch.PauseSchedule(schpb.PauseScheduleRequest(schedule_id=t.schedule_id))
+        ),
+        "/wtm.v1.ScheduleService/ResumeSchedule": not_found(
+            lambda: sch.ResumeSchedule(schpb.ResumeScheduleRequest(schedule_id=t.schedule_id))
+        ),
+        "/wtm.v1.ScheduleService/DeleteSchedule": not_found(
+            lambda: sch.DeleteSchedule(schpb.DeleteScheduleRequest(schedule_id=t.schedule_id))
+        ),
         "/wtm.v1.RegistryService/CheckDependencies": lambda: True,
         "/wtm.v1.ExecutorService/Connect": not_found(  # asking for another's queues
             lambda: list(e.Connect(_stream(epb.ConnectRequest(hello=hello)))),

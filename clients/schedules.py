@@ -1,0 +1,235 @@
+"""Schedules in the SDK: runs started at times a cron expression or an interval gives.
+
+``Client`` and ``AsyncClient`` take their schedule methods from the two classes here, the
+sync and the asyncio twin of each with the same name and arguments.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from clients.errors import InvalidArgument
+from wtm.v1 import schedule_service_pb2 as schpb
+
+_OVERLAP = {"skip": schpb.SCHEDULE_OVERLAP_SKIP, "allow": schpb.SCHEDULE_OVERLAP_ALLOW}
+
+
+@dataclass(frozen=True)
+class ScheduleInfo:
+    """A schedule as the scheduler keeps it."""
+
+    schedule_id: str
+    namespace: str
+    description: str  # "every 5 minutes", "At 02:00 every day (UTC)"
+    cron: str
+    timezone: str
+    every_seconds: float
+    task: str
+    pipeline: str
+    input: dict[str, Any]
+    priority: int
+    overlap: str  # "skip" or "allow"
+    paused: bool
+    next_run_at: datetime | None
+    last_run_at: datetime | None
+    last_run_id: str
+    runs_started: int
+    times_skipped: int
+    last_error: str
+    created_at: datetime | None
+    created_by: str
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_proto(cls, m: schpb.Schedule) -> ScheduleInfo:
+        def when(name: str) -> datetime | None:
+            return getattr(m, name).ToDatetime(tzinfo=UTC) if m.HasField(name) else None
+
+        return cls(
+            schedule_id=m.schedule_id,
+            namespace=m.namespace,
+            description=m.description,
+            cron=m.cron,
+            timezone=m.timezone,
+            every_seconds=m.every.ToNanoseconds() / 1e9 if m.HasField("every") else 0.0,
+            task=m.task,
+            pipeline=m.pipeline,
+            input=json.loads(m.input_json or "{}"),
+            priority=m.priority,
+            overlap=schpb.ScheduleOverlap.Name(m.overlap).removeprefix("SCHEDULE_OVERLAP_").lower(),
+            paused=m.paused,
+            next_run_at=when("next_run_time"),
+            last_run_at=when("last_run_time"),
+            last_run_id=m.last_run_id,
+            runs_started=m.runs_started,
+            times_skipped=m.times_skipped,
+            last_error=m.last_error,
+            created_at=when("create_time"),
+            created_by=m.created_by,
+            labels=dict(m.labels),
+        )
+
+
+def create_request(
+    schedule_id: str,
+    task: str | None,
+    pipeline: str | None,
+    input: dict[str, Any] | str | None,  # noqa: A002
+    cron: str | None,
+    every: float | timedelta | None,
+    timezone: str,
+    priority: int,
+    labels: dict[str, str] | None,
+    overlap: str,
+    paused: bool,
+) -> schpb.CreateScheduleRequest:
+    if overlap not in _OVERLAP:
+        raise InvalidArgument(
+            f"must be one of {', '.join(_OVERLAP)}, got {overlap!r}", field="overlap"
+        )
+    m = schpb.Schedule(
+        schedule_id=schedule_id,
+        task=task or "",
+        pipeline=pipeline or "",
+        input_json=input if isinstance(input, str) else json.dumps(input or {}),
+        cron=cron or "",
+        timezone=timezone,
+        priority=priority,
+        labels=labels or {},
+        overlap=_OVERLAP[overlap],
+        paused=paused,
+    )
+    if every is not None:
+        seconds = every.total_seconds() if isinstance(every, timedelta) else float(every)
+        m.every.FromNanoseconds(round(seconds * 1e9))
+    return schpb.CreateScheduleRequest(schedule=m)
+
+
+class ScheduleMethods:
+    """``Client``'s schedule methods."""
+
+    _s: Any
+    _schedules: Any
+
+    def create_schedule(
+        self,
+        schedule_id: str,
+        *,
+        task: str | None = None,
+        pipeline: str | None = None,
+        input: dict[str, Any] | str | None = None,  # noqa: A002
+        cron: str | None = None,
+        every: float | timedelta | None = None,
+        timezone: str = "",
+        priority: int = 0,
+        labels: dict[str, str] | None = None,
+        overlap: str = "skip",
+        paused: bool = False,
+    ) -> ScheduleInfo:
+        """Start a run of ``task`` or ``pipeline`` on ``input`` at every time ``cron`` gives
+        (five fields, read in ``timezone``, UTC by default) or ``every`` so many seconds.
+
+        While the last run has not ended a due time starts nothing (``overlap="skip"``) or
+        another run (``"allow"``); times passed while every scheduler was down start one
+        run. The runs are submitted as this client's key, labelled ``wtm.schedule``.
+
+        Raises:
+            InvalidArgument: the timing, the input or another field is not valid.
+            NotFound: no such task or pipeline.
+            AlreadyExists: the namespace has a schedule of that id.
+        """
+        request = create_request(
+            schedule_id, task, pipeline, input, cron, every, timezone, priority, labels,
+            overlap, paused,
+        )  # fmt: skip
+        reply = self._s.unary(self._schedules.CreateSchedule, request)
+        return ScheduleInfo.from_proto(reply.schedule)
+
+    def get_schedule(self, schedule_id: str) -> ScheduleInfo:
+        """One schedule: when it runs next, what its last run was."""
+        request = schpb.GetScheduleRequest(schedule_id=schedule_id)
+        return ScheduleInfo.from_proto(self._s.unary(self._schedules.GetSchedule, request).schedule)
+
+    def list_schedules(self) -> list[ScheduleInfo]:
+        """Every schedule of the namespace this client acts in, by id."""
+        pages = self._s.pages(self._schedules.ListSchedules, schpb.ListSchedulesRequest())
+        return [ScheduleInfo.from_proto(s) for reply in pages for s in reply.schedules]
+
+    def pause_schedule(self, schedule_id: str) -> ScheduleInfo:
+        """Stop a schedule from starting runs (its creator's key, or one that may cancel
+        anyone's runs)."""
+        request = schpb.PauseScheduleRequest(schedule_id=schedule_id)
+        reply = self._s.unary(self._schedules.PauseSchedule, request)
+        return ScheduleInfo.from_proto(reply.schedule)
+
+    def resume_schedule(self, schedule_id: str) -> ScheduleInfo:
+        """Let a paused schedule start runs again, from its next time after now."""
+        request = schpb.ResumeScheduleRequest(schedule_id=schedule_id)
+        reply = self._s.unary(self._schedules.ResumeSchedule, request)
+        return ScheduleInfo.from_proto(reply.schedule)
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        """Remove a schedule; the runs it started stay."""
+        request = schpb.DeleteScheduleRequest(schedule_id=schedule_id)
+        self._s.unary(self._schedules.DeleteSchedule, request)
+
+
+class AsyncScheduleMethods:
+    """``AsyncClient``'s schedule methods: as ``ScheduleMethods``'."""
+
+    _s: Any
+    _schedules: Any
+
+    async def create_schedule(
+        self,
+        schedule_id: str,
+        *,
+        task: str | None = None,
+        pipeline: str | None = None,
+        input: dict[str, Any] | str | None = None,  # noqa: A002
+        cron: str | None = None,
+        every: float | timedelta | None = None,
+        timezone: str = "",
+        priority: int = 0,
+        labels: dict[str, str] | None = None,
+        overlap: str = "skip",
+        paused: bool = False,
+    ) -> ScheduleInfo:
+        """As ``Client.create_schedule``."""
+        request = create_request(
+            schedule_id, task, pipeline, input, cron, every, timezone, priority, labels,
+            overlap, paused,
+        )  # fmt: skip
+        reply = await self._s.unary(self._schedules.CreateSchedule, request)
+        return ScheduleInfo.from_proto(reply.schedule)
+
+    async def get_schedule(self, schedule_id: str) -> ScheduleInfo:
+        """As ``Client.get_schedule``."""
+        request = schpb.GetScheduleRequest(schedule_id=schedule_id)
+        reply = await self._s.unary(self._schedules.GetSchedule, request)
+        return ScheduleInfo.from_proto(reply.schedule)
+
+    async def list_schedules(self) -> list[ScheduleInfo]:
+        """As ``Client.list_schedules``."""
+        pages = self._s.pages(self._schedules.ListSchedules, schpb.ListSchedulesRequest())
+        return [ScheduleInfo.from_proto(s) async for reply in pages for s in reply.schedules]
+
+    async def pause_schedule(self, schedule_id: str) -> ScheduleInfo:
+        """As ``Client.pause_schedule``."""
+        request = schpb.PauseScheduleRequest(schedule_id=schedule_id)
+        reply = await self._s.unary(self._schedules.PauseSchedule, request)
+        return ScheduleInfo.from_proto(reply.schedule)
+
+    async def resume_schedule(self, schedule_id: str) -> ScheduleInfo:
+        """As ``Client.resume_schedule``."""
+        request = schpb.ResumeScheduleRequest(schedule_id=schedule_id)
+        reply = await self._s.unary(self._schedules.ResumeSchedule, request)
+        return ScheduleInfo.from_proto(reply.schedule)
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        """As ``Client.delete_schedule``."""
+        request = schpb.DeleteScheduleRequest(schedule_id=schedule_id)
+        await self._s.unary(self._schedules.DeleteSchedule, request)

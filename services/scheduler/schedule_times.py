@@ -1,0 +1,139 @@
+"""``Timing``: when a schedule is due — a cron expression in a time zone, or an interval.
+
+Pure: every answer is a function of the timing and the millisecond asked about, so the
+firing rules (``schedules.py``) are tested without waiting. Cron expressions are read by
+cronsim (five fields as crontab(5), plus L, W and #; day-of-month and day-of-week OR-ed as
+cron does; a local time that a daylight-saving change skips is run at the change, one that
+repeats runs once). An interval counts from the schedule's creation, so its times do not
+drift with how late each run started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+from itertools import islice
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cronsim import CronSim, CronSimError
+
+from common.errors import InvalidArgument
+
+MIN_EVERY_SECONDS = 1.0
+MAX_EVERY_SECONDS = 366 * 86400.0
+MAX_CRON_CHARS = 200
+MAX_COUNTED = 100_000  # missed cron times counted one by one (~2.4 µs each), at most
+
+
+@dataclass(frozen=True)
+class Timing:
+    """A cron expression (with its time zone, "" for UTC) or an interval from ``anchor_ms``."""
+
+    cron: str = ""
+    timezone: str = ""
+    every_seconds: float = 0.0
+    anchor_ms: int = 0
+
+    def check(self, prefix: str = "schedule.") -> None:
+        """INVALID_ARGUMENT naming the field, unless this is a timing a schedule can have."""
+        if bool(self.cron) == bool(self.every_seconds):
+            raise InvalidArgument("set exactly one of cron and every", field=f"{prefix}cron")
+        if self.every_seconds:
+            if self.timezone:
+                raise InvalidArgument(
+                    "applies to cron only (an interval is the same in every zone)",
+                    field=f"{prefix}timezone",
+                )
+            if not MIN_EVERY_SECONDS <= self.every_seconds <= MAX_EVERY_SECONDS:
+                raise InvalidArgument(
+                    f"must be from 1 second to 366 days, got {self.every_seconds:g}s",
+                    field=f"{prefix}every",
+                )
+            return
+        zone_of(self.timezone, f"{prefix}timezone")
+        if len(self.cron) > MAX_CRON_CHARS or not self.cron.isprintable():
+            raise InvalidArgument(
+                f"must be printable and at most {MAX_CRON_CHARS} characters", field=f"{prefix}cron"
+            )
+        try:
+            CronSim(self.cron, datetime.now(UTC))
+        except CronSimError as exc:
+            raise InvalidArgument(
+                f"{exc} in {self.cron!r} (five fields: minute hour day-of-month month day-of-week)",
+                field=f"{prefix}cron",
+            ) from exc
+
+    def next_after(self, after_ms: int) -> int:
+        """The first time this timing gives that is strictly after ``after_ms``."""
+        if self.every_seconds:
+            step = int(self.every_seconds * 1000)
+            if after_ms < self.anchor_ms:
+                return self.anchor_ms + step
+            return self.anchor_ms + ((after_ms - self.anchor_ms) // step + 1) * step
+        return next(self._cron_times(after_ms))
+
+    def latest_until(self, first_ms: int, now_ms: int) -> tuple[int, int]:
+        """Of the times from ``first_ms`` (a time this timing gives, at or before ``now_ms``)
+        up to ``now_ms``: the latest, and how many came before it — times that passed while
+        no replica was running (cron times are counted one by one, up to ``MAX_COUNTED``)."""
+        if self.every_seconds:
+            step = int(self.every_seconds * 1000)
+            passed = max(0, (now_ms - first_ms) // step)
+            return first_ms + passed * step, passed
+        latest, missed = first_ms, 0
+        for t in islice(self._cron_times(first_ms), MAX_COUNTED):
+            if t > now_ms:
+                return latest, missed
+            latest, missed = t, missed + 1
+        return self._latest_since(latest, now_ms), missed
+
+    def _latest_since(self, floor_ms: int, now_ms: int) -> int:
+        """The latest cron time from ``floor_ms`` (one) to ``now_ms``, looked for in the last
+        day, week, month and year before ``now_ms`` (a cron time is at most a year away)."""
+        for days in (1, 7, 31, 366):
+            start = max(floor_ms, now_ms - days * 86_400_000)
+            latest = floor_ms if start == floor_ms else 0
+            for t in islice(self._cron_times(start), 600_000):
+                if t > now_ms:
+                    break
+                latest = t
+            if latest:
+                return latest
+        return floor_ms
+
+    def _cron_times(self, after_ms: int) -> Iterator[int]:
+        """The cron times strictly after ``after_ms``, in order."""
+        zone = zone_of(self.timezone, "schedule.timezone")
+        start = datetime.fromtimestamp(after_ms // 1000, zone)  # cronsim: strictly after
+        return (int(t.timestamp() * 1000) for t in CronSim(self.cron, start))
+
+    def describe(self) -> str:
+        """A human-readable account ("every 5 minutes", "At 02:00 every day (Europe/Berlin)")."""
+        if self.every_seconds:
+            return f"every {_span(self.every_seconds)}"
+        try:
+            text = str(CronSim(self.cron, datetime.now(UTC)).explain())
+        except Exception:  # explain() does not read every expression it runs
+            text = f"cron {self.cron}"
+        return f"{text} ({self.timezone or 'UTC'})"
+
+
+def zone_of(name: str, field: str) -> tzinfo:
+    """The time zone named (UTC for ""); INVALID_ARGUMENT naming ``field`` for an unknown one."""
+    if not name:
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise InvalidArgument(
+            f"{name!r} is not an IANA time zone (such as Europe/Berlin)", field=field
+        ) from exc
+
+
+def _span(seconds: float) -> str:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            n = int(seconds // size)
+            return f"{n} {unit}s" if n != 1 else unit
+    return f"{seconds:g} seconds" if seconds != 1 else "second"

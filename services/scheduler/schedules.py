@@ -1,0 +1,224 @@
+"""``Schedules``: runs started at the times a cron expression or an interval gives.
+
+What Celery beat's schedule, Temporal's Schedules and Hatchet's cron triggers do, for a
+task or a pipeline on one input, in one namespace. A schedule lives in MongoDB
+(``ScheduleStore``); every replica's reaper calls ``fire_due`` each second, and each due
+time starts one run, however many replicas see it:
+
+- the run is submitted with the request id ``schedule/<id>/<due ms>``, so replicas that fire
+  the same time at once get the same run (the submit's idempotency, ``RequestClaims``);
+- the schedule then moves on to its next time with an update filtered by the due time it
+  read, so only one of them counts it.
+
+Chosen where nothing asked (each as Temporal or Celery beat does):
+
+- **Overlap**: while the last run has not ended, a due time starts nothing and is counted as
+  skipped (Temporal's default, SKIP); ALLOW starts another run anyway.
+- **Catch-up**: times that passed while no replica ran start one run, for the latest of
+  them (Celery beat runs a missed entry once); the rest are counted as skipped. A paused
+  schedule resumes from its next time after now.
+- **Whose runs**: a schedule's runs are submitted as the key that created it (their
+  ``submitted_by``; it may cancel them), in the schedule's namespace and under its limits,
+  labelled ``wtm.schedule``. A schedule outlives its creator's key, as Temporal's do: pausing
+  or deleting it is for its creator or a role that may cancel anyone's runs.
+- A due time that cannot start its run (the task deprecated, the namespace at its limit of
+  runs) records why in ``last_error`` and counts as skipped; the schedule keeps going.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+
+from common.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, WtmError
+from services.common import auth
+from services.scheduler.clock import SYSTEM, Clock
+from services.scheduler.planning import (
+    SubmitRequest,
+    check_input,
+    check_request,
+    parse_input,
+    plan_run,
+)
+from services.scheduler.runs import RunService
+from services.scheduler.schedule_records import OVERLAPS, ScheduleRecord, ScheduleStore
+
+log = logging.getLogger(__name__)
+
+SCHEDULE_LABEL = "wtm.schedule"
+MAX_PER_NAMESPACE = 1000
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+class Schedules:
+    """Creates, reads, pauses, resumes and deletes schedules, and starts their due runs."""
+
+    def __init__(
+        self,
+        store: ScheduleStore,
+        runs: RunService,
+        clock: Clock = SYSTEM,
+        max_per_namespace: int = MAX_PER_NAMESPACE,
+        batch: int = 100,
+    ) -> None:
+        self.store = store
+        self.runs = runs
+        self.clock = clock
+        self.max_per_namespace = max_per_namespace
+        self.batch = batch  # due schedules fired per reaper second, per replica
+
+    async def create(self, record: ScheduleRecord) -> ScheduleRecord:
+        """Check and store a new schedule of the call's namespace (``record.namespace``)."""
+        auth.one_namespace(record.namespace)
+        if not _ID.match(record.schedule_id):
+            raise InvalidArgument(
+                "must be 1-63 letters, digits, '_', '.', '-', starting with a letter or digit",
+                field="schedule.schedule_id",
+            )
+        if record.overlap not in OVERLAPS:
+            raise InvalidArgument(f"must be one of {', '.join(OVERLAPS)}", field="schedule.overlap")
+        if SCHEDULE_LABEL in record.labels:
+            raise InvalidArgument(
+                "is set by the scheduler", field=f"schedule.labels.{SCHEDULE_LABEL}"
+            )
+        record.created_ms = self.clock.now_ms()  # an interval counts from here
+        record.timing.check()
+        await self._check_target(record)
+        if await self.store.count(record.namespace) >= self.max_per_namespace:
+            raise FailedPrecondition(
+                f"namespace {record.namespace!r} has {self.max_per_namespace} schedules, the "
+                "most it may have; delete one first",
+                field="schedule",
+            )
+        record.created_by = auth.current().key_id
+        record.next_ms = 0 if record.paused else record.timing.next_after(record.created_ms)
+        record.last_ms, record.last_run_id, record.last_error = 0, "", ""
+        record.runs_started = record.times_skipped = 0
+        await self.store.insert(record)
+        return record
+
+    async def _check_target(self, record: ScheduleRecord) -> None:
+        """What a run of the schedule would be refused for, refused now (the task or the
+        pipeline, the input against their schemas), each field named under ``schedule.``."""
+        req = self._request(record, "")
+        try:
+            if bool(req.task) == bool(req.pipeline):
+                raise InvalidArgument("set exactly one of task and pipeline", field="task")
+            check_request(req)
+            doc = parse_input(req.input_json)
+            check_input(await plan_run(self.runs.catalog, req), doc)
+        except WtmError as exc:
+            if exc.field and not exc.field.startswith("schedule."):
+                exc.field = f"schedule.{exc.field}"
+                exc.message = f"schedule.{exc.message}"
+                exc.args = (exc.message,)
+            raise
+
+    def _request(self, record: ScheduleRecord, request_id: str) -> SubmitRequest:
+        return SubmitRequest(
+            task=record.task,
+            pipeline=record.pipeline,
+            input_json=record.input_json or "{}",
+            priority=record.priority,
+            request_id=request_id,
+            labels={**record.labels, SCHEDULE_LABEL: record.schedule_id},
+            namespace=record.namespace,
+        )
+
+    async def get(self, namespace: str, schedule_id: str) -> ScheduleRecord:
+        if not schedule_id:
+            raise InvalidArgument("is required", field="schedule_id")
+        record = await self.store.get(auth.one_namespace(namespace), schedule_id)
+        if record is None:
+            raise NotFound(
+                f"namespace {namespace!r} has no schedule {schedule_id!r}", field="schedule_id"
+            )
+        return record
+
+    async def page(self, namespace: str, after: str, size: int) -> list[ScheduleRecord]:
+        return await self.store.page(auth.one_namespace(namespace), after, size)
+
+    async def pause(self, namespace: str, schedule_id: str) -> ScheduleRecord:
+        record = await self._own(namespace, schedule_id)
+        await self.store.update(record.key, {"paused": True, "next_ms": 0})
+        return await self.get(namespace, schedule_id)
+
+    async def resume(self, namespace: str, schedule_id: str) -> ScheduleRecord:
+        """Resume from the next time after now; one not paused is left as it is."""
+        record = await self._own(namespace, schedule_id)
+        if record.paused:
+            following = record.timing.next_after(self.clock.now_ms())
+            await self.store.update(record.key, {"paused": False, "next_ms": following})
+        return await self.get(namespace, schedule_id)
+
+    async def delete(self, namespace: str, schedule_id: str) -> None:
+        await self._own(namespace, schedule_id)
+        await self.store.delete(namespace, schedule_id)
+
+    async def _own(self, namespace: str, schedule_id: str) -> ScheduleRecord:
+        """The schedule, if the caller created it or may cancel anyone's runs."""
+        record = await self.get(namespace, schedule_id)
+        caller = auth.current()
+        if not caller.may(auth.Permission.CANCEL_ANY) and record.created_by != caller.key_id:
+            raise PermissionDenied(
+                f"schedule {schedule_id} was created by another key; role {caller.role} may "
+                "change only its own",
+                field="schedule_id",
+            )
+        return record
+
+    async def fire_due(self) -> None:
+        """Start the runs of the schedules whose time has come (at most ``batch`` of them)."""
+        now = self.clock.now_ms()
+        for record in await self.store.due(now, self.batch):
+            try:
+                await self._fire(record, now)
+            except Exception:  # one schedule's trouble (MongoDB away) must not stop the rest
+                log.exception("firing schedule %s", record.key)
+
+    async def _fire(self, record: ScheduleRecord, now: int) -> bool:
+        """Start (or skip) the latest due time of ``record``, and move it on to its next
+        time: whether this replica moved it (another may have first)."""
+        timing = record.timing
+        latest, missed = timing.latest_until(record.next_ms, now)
+        changes: dict[str, object] = {"next_ms": timing.next_after(now)}
+        counts = {"times_skipped": missed}
+        if record.overlap == "SKIP" and await self._last_run_going(record):
+            counts["times_skipped"] += 1
+        else:
+            try:
+                run_id = await self._start(record, latest)
+            except WtmError as exc:
+                changes["last_error"] = exc.message
+                counts["times_skipped"] += 1
+                log.warning("schedule %s could not start its run: %s", record.key, exc.message)
+            else:
+                changes |= {"last_ms": latest, "last_run_id": run_id, "last_error": ""}
+                counts["runs_started"] = 1
+        return await self.store.update(record.key, changes, counts, next_ms=record.next_ms)
+
+    async def _last_run_going(self, record: ScheduleRecord) -> bool:
+        if not record.last_run_id:
+            return False
+        try:
+            return not (await self.runs.get(record.last_run_id, record.namespace)).finished
+        except NotFound:  # gone with the history
+            return False
+
+    async def _start(self, record: ScheduleRecord, due_ms: int) -> str:
+        """Submit the run of due time ``due_ms`` as the key that created the schedule."""
+        principal = auth.Principal(
+            record.created_by,
+            f"schedule {record.schedule_id}",
+            auth.Role.SUBMITTER,
+            record.namespace,
+            record.namespace,
+        )
+        token = auth.set_current(principal)
+        try:
+            request = self._request(record, f"schedule/{record.schedule_id}/{due_ms}")
+            return (await self.runs.submit(request)).run_id
+        finally:
+            with contextlib.suppress(ValueError):
+                auth.reset_current(token)

@@ -1,0 +1,203 @@
+"""The firing rules of schedules, with a clock the test moves, on a fresh database of the
+session's nx-27017: one run per due time however many replicas fire it, one run for the
+latest of the times missed while none ran, overlap, a time that cannot start its run.
+
+``Schedules`` is the real domain class and ``ScheduleStore`` the real store; what stands in
+is the run service it submits to (``SubmittedRuns``), which records each submit and, as the
+real one does, gives the same run for the same request id."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from common.errors import FailedPrecondition, NotFound, WtmError
+from services.common import auth
+from services.localstack import Cluster
+from services.scheduler.clock import FakeClock
+from services.scheduler.planning import SubmitRequest
+from services.scheduler.schedule_records import ScheduleRecord, ScheduleStore
+from services.scheduler.schedules import Schedules
+from tests.integration.test_history_retention import on_a_fresh_database
+
+MINUTE = 60.0
+
+
+class SubmittedRuns:
+    """What ``Schedules`` asks of ``RunService``: submit, and get a run's state."""
+
+    catalog = None
+
+    def __init__(self) -> None:
+        self.submits: list[tuple[SubmitRequest, auth.Principal]] = []
+        self.finished: dict[str, bool] = {}
+        self.refuse: WtmError | None = None
+
+    async def submit(self, req: SubmitRequest) -> Any:
+        if self.refuse is not None:
+            raise self.refuse
+        await asyncio.sleep(0.01)  # a submit takes a while: replicas overlap in it
+        self.submits.append((req, auth.current()))
+        run_id = f"run-of-{req.request_id}"  # one run per request id
+        self.finished.setdefault(run_id, False)
+        return SimpleNamespace(run_id=run_id)
+
+    async def get(self, run_id: str, namespace: str) -> Any:
+        if run_id not in self.finished:
+            raise NotFound(f"no run {run_id}", field="run_id")
+        return SimpleNamespace(finished=self.finished[run_id])
+
+
+async def schedule(
+    store: ScheduleStore, clock: FakeClock, overlap: str = "SKIP", paused: bool = False
+) -> ScheduleRecord:
+    record = ScheduleRecord(
+        namespace="team-s",
+        schedule_id="minutely",
+        every_seconds=MINUTE,
+        task="tick",
+        input_json='{"n": 1}',
+        labels={"team": "s"},
+        overlap=overlap,
+        paused=paused,
+        created_ms=clock.now_ms(),
+        created_by="k" * 16,
+    )
+    record.next_ms = 0 if paused else record.timing.next_after(record.created_ms)
+    await store.insert(record)
+    return record
+
+
+def scenario(cluster: Cluster, body: Any) -> None:
+    async def run(db: AsyncDatabase) -> None:
+        store = ScheduleStore(db)
+        await store.start()
+        clock, runs = FakeClock(), SubmittedRuns()
+        replicas = [Schedules(store, runs, clock) for _ in range(2)]  # type: ignore[arg-type]
+        await body(store, clock, runs, replicas)
+
+    on_a_fresh_database(cluster, run)
+
+
+def test_each_due_time_starts_one_run_however_many_replicas_fire_it(cluster: Cluster) -> None:
+    async def body(
+        store: ScheduleStore, clock: FakeClock, runs: SubmittedRuns, replicas: Any
+    ) -> None:
+        record = await schedule(store, clock)
+        await asyncio.gather(*(r.fire_due() for r in replicas))
+        assert runs.submits == []  # not due yet
+        clock.advance(MINUTE)
+        await asyncio.gather(*(r.fire_due() for r in replicas))
+        due = record.next_ms
+        assert {req.request_id for req, _ in runs.submits} == {f"schedule/minutely/{due}"}
+        req, principal = runs.submits[0]
+        assert (req.task, req.input_json, req.namespace) == ("tick", '{"n": 1}', "team-s")
+        assert req.labels == {"team": "s", "wtm.schedule": "minutely"}
+        assert (principal.key_id, principal.namespace, principal.scope) == (
+            "k" * 16,
+            "team-s",
+            "team-s",
+        )
+        assert auth.current() is auth.ANONYMOUS  # the creator's principal was for the submit
+        after = await store.get("team-s", "minutely")
+        assert after is not None
+        assert (after.runs_started, after.times_skipped) == (1, 0)
+        assert (after.last_ms, after.last_run_id) == (due, f"run-of-schedule/minutely/{due}")
+        assert after.next_ms == due + 60_000
+
+    scenario(cluster, body)
+
+
+def test_times_missed_while_no_replica_ran_start_one_run_for_the_latest(cluster: Cluster) -> None:
+    async def body(
+        store: ScheduleStore, clock: FakeClock, runs: SubmittedRuns, replicas: Any
+    ) -> None:
+        record = await schedule(store, clock)
+        clock.advance(10.5 * MINUTE)  # due at 1, 2, ... 10 minutes: all passed
+        await replicas[0].fire_due()
+        latest = record.next_ms + 9 * 60_000
+        assert [req.request_id for req, _ in runs.submits] == [f"schedule/minutely/{latest}"]
+        after = await store.get("team-s", "minutely")
+        assert after is not None
+        assert (after.runs_started, after.times_skipped, after.last_ms) == (1, 9, latest)
+        assert after.next_ms == latest + 60_000
+
+    scenario(cluster, body)
+
+
+def test_a_time_starts_nothing_while_the_last_run_goes_on_unless_overlap_is_allowed(
+    cluster: Cluster,
+) -> None:
+    async def body(
+        store: ScheduleStore, clock: FakeClock, runs: SubmittedRuns, replicas: Any
+    ) -> None:
+        await schedule(store, clock)
+        clock.advance(MINUTE)
+        await replicas[0].fire_due()
+        clock.advance(MINUTE)
+        await replicas[0].fire_due()  # the first run has not ended
+        skipping = await store.get("team-s", "minutely")
+        assert skipping is not None
+        assert (len(runs.submits), skipping.runs_started, skipping.times_skipped) == (1, 1, 1)
+        runs.finished[skipping.last_run_id] = True
+        clock.advance(MINUTE)
+        await replicas[0].fire_due()
+        assert len(runs.submits) == 2
+
+        await store.delete("team-s", "minutely")
+        await schedule(store, clock, overlap="ALLOW")
+        for _ in range(2):  # neither run ends
+            clock.advance(MINUTE)
+            await replicas[1].fire_due()
+        allowing = await store.get("team-s", "minutely")
+        assert allowing is not None
+        assert (len(runs.submits), allowing.runs_started, allowing.times_skipped) == (4, 2, 0)
+
+    scenario(cluster, body)
+
+
+def test_a_time_that_cannot_start_its_run_says_why_and_the_schedule_goes_on(
+    cluster: Cluster,
+) -> None:
+    async def body(
+        store: ScheduleStore, clock: FakeClock, runs: SubmittedRuns, replicas: Any
+    ) -> None:
+        record = await schedule(store, clock)
+        runs.refuse = FailedPrecondition("tick@1.0.0 is deprecated", field="task")
+        clock.advance(MINUTE)
+        await replicas[0].fire_due()
+        failed = await store.get("team-s", "minutely")
+        assert failed is not None
+        assert failed.last_error == "task: tick@1.0.0 is deprecated"
+        assert (failed.runs_started, failed.times_skipped) == (0, 1)
+        assert failed.next_ms == record.next_ms + 60_000
+        runs.refuse = None
+        clock.advance(MINUTE)
+        await replicas[0].fire_due()
+        recovered = await store.get("team-s", "minutely")
+        assert recovered is not None
+        assert (recovered.runs_started, recovered.last_error) == (1, "")
+
+    scenario(cluster, body)
+
+
+def test_a_paused_schedule_starts_nothing_and_resumes_from_its_next_time(cluster: Cluster) -> None:
+    async def body(
+        store: ScheduleStore, clock: FakeClock, runs: SubmittedRuns, replicas: Any
+    ) -> None:
+        record = await schedule(store, clock, paused=True)
+        clock.advance(5 * MINUTE)
+        await replicas[0].fire_due()
+        assert runs.submits == []
+        resumed = await replicas[0].resume("team-s", "minutely")
+        assert resumed.next_ms == record.created_ms + 6 * 60_000  # the next after now
+        clock.advance(MINUTE)
+        await replicas[0].fire_due()
+        after = await store.get("team-s", "minutely")
+        assert after is not None
+        assert (after.runs_started, after.times_skipped) == (1, 0)  # none made up
+
+    scenario(cluster, body)

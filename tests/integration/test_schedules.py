@@ -1,0 +1,168 @@
+"""Schedules on the real stack: a schedule starts a run at each of its times, as the key that
+created it and labelled with its id, stops while paused and goes on when resumed; bad
+schedules are refused naming the field; only its creator (or a role that may cancel
+anyone's runs) pauses or deletes it; the CLI drives all of it. (The firing rules — one run
+per time over replicas, overlap, catch-up — are in test_schedule_firing.py.)"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from clients import AlreadyExists, Client, InvalidArgument, NotFound, PermissionDenied
+from services.localstack import Cluster
+from tests.conftest import run_cli
+from tests.integration.test_executor import make_task
+from tests.waiting import eventually
+
+NS = "sched-team"
+ECHO_N = """
+from tasks.base.task_base import SimpleTask
+
+class Task(SimpleTask):
+    def process(self, input_data):
+        return {"n": input_data["n"]}
+"""
+
+
+@pytest.fixture(scope="module")
+def team(
+    cluster: Cluster, client: Client, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Client]]:
+    """Clients of NS: its admin (who registered the task ``tick``), two submitters and an
+    operator."""
+    made = {}
+    for role in ("admin", "submitter", "other-submitter", "operator"):
+        key_role = "submitter" if role == "other-submitter" else role
+        _, key = client.create_api_key(f"{NS} {role}", key_role, NS)
+        made[role] = Client(cluster.registry_address, cluster.scheduler_address, api_key=key)
+    tmp = tmp_path_factory.mktemp("schedules")
+    made["admin"].register_task(
+        make_task(tmp, "tick", ECHO_N, input_schema={"type": "object", "required": ["n"]})
+    )
+    try:
+        yield made
+    finally:
+        for c in made.values():
+            c.close()
+
+
+def test_a_schedule_starts_a_run_each_second_as_its_creator_until_paused(
+    team: dict[str, Client],
+) -> None:
+    sub = team["submitter"]
+    me = next(k for k in team["admin"].list_api_keys() if k.name == f"{NS} submitter")
+    created = sub.create_schedule("every-second", task="tick", input={"n": 7}, every=1)
+    assert created.description == "every second"
+    assert created.created_by == me.key_id and created.namespace == NS
+    assert created.next_run_at is not None and created.created_at is not None
+    assert created.next_run_at - created.created_at == timedelta(seconds=1)
+
+    started = eventually(
+        lambda: (s := sub.get_schedule("every-second")).runs_started >= 2 and s,
+        timeout=15,
+        what="two runs started",
+    )
+    run = sub.wait(started.last_run_id, timeout=30)
+    assert run.state == "COMPLETED" and run.output == {"n": 7}
+    assert run.labels["wtm.schedule"] == "every-second"
+    with pytest.raises(PermissionDenied):  # submitted as its creator, not as anyone else
+        team["other-submitter"].cancel(run.run_id)
+    assert sub.cancel(run.run_id).state == "COMPLETED"  # its creator may (it has ended)
+    assert started.last_error == ""
+
+    paused = sub.pause_schedule("every-second")
+    assert paused.paused and paused.next_run_at is None
+    time.sleep(2.5)
+    assert sub.get_schedule("every-second").runs_started == paused.runs_started
+
+    resumed = sub.resume_schedule("every-second")
+    assert not resumed.paused and resumed.next_run_at is not None
+    assert resumed.next_run_at > datetime.now(UTC) - timedelta(seconds=1)  # not made up
+    eventually(
+        lambda: sub.get_schedule("every-second").runs_started > paused.runs_started,
+        timeout=10,
+        what="a run after resuming",
+    )
+    assert [s.schedule_id for s in sub.list_schedules()] == ["every-second"]
+    sub.delete_schedule("every-second")
+    with pytest.raises(NotFound) as gone:
+        sub.get_schedule("every-second")
+    assert gone.value.field == "schedule_id"
+    assert sub.list_schedules() == []
+
+
+def test_bad_schedules_are_refused_naming_the_field(team: dict[str, Client]) -> None:
+    sub = team["submitter"]
+    hourly = {"task": "tick", "input": {"n": 1}, "every": 3600}
+    bad = [
+        ({"task": "tick", "input": {"n": 1}}, InvalidArgument, "schedule.cron"),
+        ({**hourly, "cron": "* * * * *"}, InvalidArgument, "schedule.cron"),
+        ({**hourly, "every": None, "cron": "61 * * * *"}, InvalidArgument, "schedule.cron"),
+        ({"task": "tick", "cron": "0 3 * * *", "timezone": "Mars/Olympus"}, InvalidArgument,
+         "schedule.timezone"),
+        ({**hourly, "every": 0.5}, InvalidArgument, "schedule.every"),
+        ({**hourly, "task": "no_such_task"}, NotFound, "schedule.task"),
+        ({**hourly, "input": {}}, InvalidArgument, "schedule.input_json"),
+        ({**hourly, "input": "[1]"}, InvalidArgument, "schedule.input_json"),
+        ({**hourly, "labels": {"wtm.schedule": "x"}}, InvalidArgument,
+         "schedule.labels.wtm.schedule"),
+        ({**hourly, "overlap": "sometimes"}, InvalidArgument, "overlap"),
+    ]  # fmt: skip
+    for fields, error, field in bad:
+        with pytest.raises(error) as refused:
+            sub.create_schedule("bad", **fields)  # type: ignore[arg-type]
+        assert refused.value.field == field, (fields, refused.value)
+    with pytest.raises(InvalidArgument) as refused:
+        sub.create_schedule("-bad", **hourly)  # type: ignore[arg-type]
+    assert refused.value.field == "schedule.schedule_id"
+    sub.create_schedule("hourly", **hourly)  # type: ignore[arg-type]
+    with pytest.raises(AlreadyExists) as twice:
+        sub.create_schedule("hourly", **hourly)  # type: ignore[arg-type]
+    assert twice.value.field == "schedule.schedule_id"
+    assert sub.list_schedules()[0].schedule_id == "hourly"
+    sub.delete_schedule("hourly")
+
+
+def test_only_its_creator_or_an_operator_pauses_or_deletes_a_schedule(
+    team: dict[str, Client],
+) -> None:
+    team["submitter"].create_schedule("mine", task="tick", input={"n": 1}, every=3600)
+    other = team["other-submitter"]
+    for change in (other.pause_schedule, other.resume_schedule, other.delete_schedule):
+        with pytest.raises(PermissionDenied) as refused:
+            change("mine")
+        assert refused.value.field == "schedule_id"
+    assert team["operator"].pause_schedule("mine").paused
+    team["operator"].delete_schedule("mine")
+    with pytest.raises(NotFound):
+        team["submitter"].get_schedule("mine")
+
+
+def test_the_cli_creates_lists_pauses_and_deletes_a_schedule(
+    cluster: Cluster, team: dict[str, Client], tmp_path: Path
+) -> None:
+    made = run_cli(
+        cluster, "--json", "-n", NS, "schedule", "create", "nightly", '{"n": 3}',
+        "--task", "tick", "--cron", "30 2 * * *", "--timezone", "Europe/Berlin",
+    )  # fmt: skip
+    schedule = json.loads(made.stdout)["schedule"]
+    next_at = datetime.fromisoformat(schedule["next_run_at"]).astimezone(ZoneInfo("Europe/Berlin"))
+    assert (next_at.hour, next_at.minute) == (2, 30)
+    assert "02:30" in schedule["description"] and "Europe/Berlin" in schedule["description"]
+    listed = run_cli(cluster, "-n", NS, "schedule", "list")
+    assert "nightly" in listed.stdout and "tick" in listed.stdout
+    paused = run_cli(cluster, "--json", "-n", NS, "schedule", "pause", "nightly")
+    assert json.loads(paused.stdout)["schedule"]["paused"] is True
+    run_cli(cluster, "-n", NS, "schedule", "delete", "nightly")
+    missing = run_cli(cluster, "-n", NS, "schedule", "get", "nightly", check=False)
+    assert missing.returncode == 3 and "NOT_FOUND" in missing.stderr
+    bad = run_cli(cluster, "-n", NS, "schedule", "create", "x", "--task", "tick", "--every", "soon",
+                  check=False)  # fmt: skip
+    assert bad.returncode == 2 and "--every" in bad.stderr

@@ -1,0 +1,97 @@
+"""When a schedule is due: cron times strictly after a moment, in a time zone and across its
+daylight-saving changes; intervals counted from creation; the latest of the times missed and
+how many came before it; bad timings refused naming the field."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from common.errors import InvalidArgument
+from services.scheduler.schedule_times import MAX_COUNTED, Timing
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def ms(*args: int, tz: object = UTC) -> int:
+    return int(datetime(*args, tzinfo=tz).timestamp() * 1000)  # type: ignore[arg-type,misc]
+
+
+def test_a_cron_time_is_strictly_after_the_moment_asked_about() -> None:
+    t = Timing(cron="*/5 * * * *")
+    assert t.next_after(ms(2026, 1, 1, 0, 4, 59)) == ms(2026, 1, 1, 0, 5)
+    assert t.next_after(ms(2026, 1, 1, 0, 5)) == ms(2026, 1, 1, 0, 10)
+    assert t.next_after(ms(2026, 1, 1, 0, 5) + 500) == ms(2026, 1, 1, 0, 10)
+
+
+def test_a_cron_expression_is_read_in_its_time_zone_across_daylight_saving() -> None:
+    t = Timing(cron="30 2 * * *", timezone="Europe/Berlin")
+    # 2026-03-29: 02:00 CET becomes 03:00 CEST; 02:30 does not exist that day
+    day_before = t.next_after(ms(2026, 3, 28, 0, 0, tz=BERLIN))
+    assert day_before == ms(2026, 3, 28, 2, 30, tz=BERLIN)
+    skipped_day = t.next_after(day_before)
+    assert datetime.fromtimestamp(skipped_day / 1000, BERLIN).date().isoformat() == "2026-03-29"
+    after = t.next_after(skipped_day)
+    assert after == ms(2026, 3, 30, 2, 30, tz=BERLIN)
+    assert after - day_before == 2 * 86_400_000 - 3_600_000  # the day had 23 hours
+
+
+def test_an_interval_counts_from_creation_not_from_when_runs_started() -> None:
+    t = Timing(every_seconds=60, anchor_ms=1_000)
+    assert t.next_after(0) == 61_000
+    assert t.next_after(61_000) == 121_000
+    assert t.next_after(61_001) == 121_000
+    assert t.next_after(3_600_000 + 999) == 3_601_000
+
+
+def test_missed_times_give_the_latest_and_how_many_came_before_it() -> None:
+    every = Timing(every_seconds=10, anchor_ms=0)
+    assert every.latest_until(10_000, 10_000) == (10_000, 0)
+    assert every.latest_until(10_000, 19_999) == (10_000, 0)
+    assert every.latest_until(10_000, 55_000) == (50_000, 4)
+    cron = Timing(cron="0 * * * *")
+    first = ms(2026, 1, 1, 1, 0)
+    assert cron.latest_until(first, first + 59 * 60_000) == (first, 0)
+    assert cron.latest_until(first, ms(2026, 1, 1, 5, 30)) == (ms(2026, 1, 1, 5, 0), 4)
+
+
+def test_more_missed_cron_times_than_are_counted_still_give_the_latest() -> None:
+    t = Timing(cron="* * * * *")
+    first = ms(2026, 1, 1, 0, 0)
+    now = first + (MAX_COUNTED + 500) * 60_000 + 30_000
+    latest, missed = t.latest_until(first, now)
+    assert latest == now - 30_000
+    assert missed == MAX_COUNTED
+
+
+@pytest.mark.parametrize(
+    ("timing", "field"),
+    [
+        (Timing(), "schedule.cron"),
+        (Timing(cron="* * * * *", every_seconds=60), "schedule.cron"),
+        (Timing(cron="61 * * * *"), "schedule.cron"),
+        (Timing(cron="* * *"), "schedule.cron"),
+        (Timing(cron="* * * * *\n"), "schedule.cron"),
+        (Timing(cron="0 3 * * *", timezone="Mars/Olympus"), "schedule.timezone"),
+        (Timing(cron="0 3 * * *", timezone="../../etc/passwd"), "schedule.timezone"),
+        (Timing(every_seconds=0.5), "schedule.every"),
+        (Timing(every_seconds=367 * 86400), "schedule.every"),
+        (Timing(every_seconds=60, timezone="Europe/Berlin"), "schedule.timezone"),
+    ],
+)
+def test_a_bad_timing_is_refused_naming_the_field(timing: Timing, field: str) -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        timing.check()
+    assert refused.value.field == field
+
+
+def test_timings_describe_themselves() -> None:
+    assert Timing(every_seconds=300).describe() == "every 5 minutes"
+    assert Timing(every_seconds=1).describe() == "every second"
+    assert Timing(every_seconds=90).describe() == "every 90 seconds"
+    assert Timing(every_seconds=86400).describe() == "every day"
+    assert Timing(cron="0 2 * * *", timezone="Europe/Berlin").describe() == (
+        "At 02:00 every day (Europe/Berlin)"
+    )
