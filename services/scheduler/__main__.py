@@ -112,7 +112,7 @@ async def serve(settings: SchedulerSettings) -> None:
     runs = RunService(queue.reader, store, catalog, dispatcher, listeners, limits)
     schedule_store = ScheduleStore(store.db)
     schedules = Schedules(schedule_store, runs)
-    dispatcher.reaper.also("start the runs of the schedules that are due", schedules.fire_due)
+    dispatcher.reaper.also("start the runs of the schedules that are due", schedules.tick)
     report = FleetReport(
         queue,
         dispatcher.fleet.record,
@@ -152,6 +152,7 @@ async def serve(settings: SchedulerSettings) -> None:
         await dispatcher.start()
 
     async def on_stop() -> None:
+        await schedules.close()
         await retention.close()
         await history.close()
         await store.close()

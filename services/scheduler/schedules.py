@@ -27,9 +27,13 @@ Chosen where nothing asked (each as Temporal or Celery beat does):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
+
+from opentelemetry import metrics
+from opentelemetry.metrics import Meter
 
 from common.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, WtmError
 from services.common import auth
@@ -61,12 +65,23 @@ class Schedules:
         clock: Clock = SYSTEM,
         max_per_namespace: int = MAX_PER_NAMESPACE,
         batch: int = 100,
+        meter: Meter | None = None,
     ) -> None:
         self.store = store
         self.runs = runs
         self.clock = clock
         self.max_per_namespace = max_per_namespace
         self.batch = batch  # due schedules fired per reaper second, per replica
+        self._firing: asyncio.Task[None] | None = None
+        meter = meter or metrics.get_meter("wtm.scheduler")
+        self.started = meter.create_counter(
+            "wtm_schedule_runs_started", description="runs schedules started, per namespace"
+        )
+        self.skipped = meter.create_counter(
+            "wtm_schedule_times_skipped",
+            description="due times of schedules that started no run, per namespace and why "
+            "(overlap: the last run went on; missed: no replica ran then; refused: the submit was)",
+        )
 
     async def create(self, record: ScheduleRecord) -> ScheduleRecord:
         """Check and store a new schedule of the call's namespace (``record.namespace``)."""
@@ -168,6 +183,18 @@ class Schedules:
             )
         return record
 
+    async def tick(self) -> None:
+        """The reaper's duty each second: fire what is due, in the background (the leases'
+        expiry must not wait on a hundred submits), unless the last firing goes on."""
+        if self._firing is None or self._firing.done():
+            self._firing = asyncio.create_task(self.fire_due(), name="schedules")
+
+    async def close(self) -> None:
+        if self._firing is not None:
+            self._firing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._firing
+
     async def fire_due(self) -> None:
         """Start the runs of the schedules whose time has come (at most ``batch`` of them)."""
         now = self.clock.now_ms()
@@ -183,20 +210,29 @@ class Schedules:
         timing = record.timing
         latest, missed = timing.latest_until(record.next_ms, now)
         changes: dict[str, object] = {"next_ms": timing.next_after(now)}
-        counts = {"times_skipped": missed}
+        skipped = {"missed": missed}
         if record.overlap == "SKIP" and await self._last_run_going(record):
-            counts["times_skipped"] += 1
+            skipped["overlap"] = 1
         else:
             try:
                 run_id = await self._start(record, latest)
             except WtmError as exc:
                 changes["last_error"] = exc.message
-                counts["times_skipped"] += 1
+                skipped["refused"] = 1
                 log.warning("schedule %s could not start its run: %s", record.key, exc.message)
             else:
                 changes |= {"last_ms": latest, "last_run_id": run_id, "last_error": ""}
-                counts["runs_started"] = 1
-        return await self.store.update(record.key, changes, counts, next_ms=record.next_ms)
+        started = int("last_run_id" in changes)
+        counts = {"times_skipped": sum(skipped.values()), "runs_started": started}
+        moved = await self.store.update(record.key, changes, counts, next_ms=record.next_ms)
+        if moved:  # counted once, by the replica that moved it on
+            namespace = {"namespace": record.namespace}
+            if started:
+                self.started.add(1, namespace)
+            for why, n in skipped.items():
+                if n:
+                    self.skipped.add(n, {**namespace, "reason": why})
+        return moved
 
     async def _last_run_going(self, record: ScheduleRecord) -> bool:
         if not record.last_run_id:

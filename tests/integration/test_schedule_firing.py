@@ -21,7 +21,7 @@ from services.scheduler.clock import FakeClock
 from services.scheduler.planning import SubmitRequest
 from services.scheduler.schedule_records import ScheduleRecord, ScheduleStore
 from services.scheduler.schedules import Schedules
-from tests.integration.test_history_retention import on_a_fresh_database
+from tests.integration.test_history_retention import CountingMeters, counts, on_a_fresh_database
 
 MINUTE = 60.0
 
@@ -75,16 +75,19 @@ def scenario(cluster: Cluster, body: Any) -> None:
     async def run(db: AsyncDatabase) -> None:
         store = ScheduleStore(db)
         await store.start()
-        clock, runs = FakeClock(), SubmittedRuns()
-        replicas = [Schedules(store, runs, clock) for _ in range(2)]  # type: ignore[arg-type]
-        await body(store, clock, runs, replicas)
+        clock, runs, meter = FakeClock(), SubmittedRuns(), CountingMeters()
+        replicas = [
+            Schedules(store, runs, clock, meter=meter.get_meter("t"))  # type: ignore[arg-type]
+            for _ in range(2)
+        ]
+        await body(store, clock, runs, replicas, meter)
 
     on_a_fresh_database(cluster, run)
 
 
 def test_each_due_time_starts_one_run_however_many_replicas_fire_it(cluster: Cluster) -> None:
     async def body(
-        store: ScheduleStore, clock: FakeClock, runs: SubmittedRuns, replicas: Any
+        store: ScheduleStore, clock: FakeClock, runs: SubmittedRuns, replicas: Any, meter: Any
     ) -> None:
         record = await schedule(store, clock)
         await asyncio.gather(*(r.fire_due() for r in replicas))
@@ -107,13 +110,14 @@ def test_each_due_time_starts_one_run_however_many_replicas_fire_it(cluster: Clu
         assert (after.runs_started, after.times_skipped) == (1, 0)
         assert (after.last_ms, after.last_run_id) == (due, f"run-of-schedule/minutely/{due}")
         assert after.next_ms == due + 60_000
+        assert counts(meter, "wtm_schedule_runs_started") == {(("namespace", "team-s"),): 1}
 
     scenario(cluster, body)
 
 
 def test_times_missed_while_no_replica_ran_start_one_run_for_the_latest(cluster: Cluster) -> None:
     async def body(
-        store: ScheduleStore, clock: FakeClock, runs: SubmittedRuns, replicas: Any
+        store: ScheduleStore, clock: FakeClock, runs: SubmittedRuns, replicas: Any, meter: Any
     ) -> None:
         record = await schedule(store, clock)
         clock.advance(10.5 * MINUTE)  # due at 1, 2, ... 10 minutes: all passed
@@ -124,6 +128,9 @@ def test_times_missed_while_no_replica_ran_start_one_run_for_the_latest(cluster:
         assert after is not None
         assert (after.runs_started, after.times_skipped, after.last_ms) == (1, 9, latest)
         assert after.next_ms == latest + 60_000
+        assert counts(meter, "wtm_schedule_times_skipped") == {
+            (("namespace", "team-s"), ("reason", "missed")): 9
+        }
 
     scenario(cluster, body)
 
@@ -132,7 +139,7 @@ def test_a_time_starts_nothing_while_the_last_run_goes_on_unless_overlap_is_allo
     cluster: Cluster,
 ) -> None:
     async def body(
-        store: ScheduleStore, clock: FakeClock, runs: SubmittedRuns, replicas: Any
+        store: ScheduleStore, clock: FakeClock, runs: SubmittedRuns, replicas: Any, meter: Any
     ) -> None:
         await schedule(store, clock)
         clock.advance(MINUTE)
@@ -163,7 +170,7 @@ def test_a_time_that_cannot_start_its_run_says_why_and_the_schedule_goes_on(
     cluster: Cluster,
 ) -> None:
     async def body(
-        store: ScheduleStore, clock: FakeClock, runs: SubmittedRuns, replicas: Any
+        store: ScheduleStore, clock: FakeClock, runs: SubmittedRuns, replicas: Any, meter: Any
     ) -> None:
         record = await schedule(store, clock)
         runs.refuse = FailedPrecondition("tick@1.0.0 is deprecated", field="task")
@@ -186,7 +193,7 @@ def test_a_time_that_cannot_start_its_run_says_why_and_the_schedule_goes_on(
 
 def test_a_paused_schedule_starts_nothing_and_resumes_from_its_next_time(cluster: Cluster) -> None:
     async def body(
-        store: ScheduleStore, clock: FakeClock, runs: SubmittedRuns, replicas: Any
+        store: ScheduleStore, clock: FakeClock, runs: SubmittedRuns, replicas: Any, meter: Any
     ) -> None:
         record = await schedule(store, clock, paused=True)
         clock.advance(5 * MINUTE)
