@@ -355,6 +355,11 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         """The namespace the key acts in (every one in use with ``wtm-namespace: *``)."""
         return [m.Namespace(**vars(n), at_limit=n.at_limit) for n in await client.list_namespaces()]
 
+    @app.get("/api/v1/schedules", response_model=list[m.Schedule], responses=ERRORS, tags=["fleet"])
+    async def list_schedules(client: Caller) -> list[m.Schedule]:
+        """The schedules of the namespace the key acts in: when each runs next, what it did."""
+        return [m.of(m.Schedule, s) for s in await client.list_schedules()]
+
     @app.get(
         "/api/v1/health",
         response_model=m.Health,

@@ -208,6 +208,32 @@ class Namespace(BaseModel):
     at_limit: bool = Field(description="a submit now would be refused until some runs end")
 
 
+class Schedule(BaseModel):
+    schedule_id: str
+    namespace: str
+    description: str = Field(
+        description='when it runs: "every 5 minutes", "At 02:00 every day (UTC)"'
+    )
+    cron: str
+    timezone: str
+    every_seconds: float = Field(description="the interval, when not a cron expression (0)")
+    task: str
+    pipeline: str
+    input: dict[str, Any]
+    priority: int
+    overlap: str = Field(description="skip | allow: a due time while the last run goes on")
+    paused: bool
+    next_run_at: datetime | None
+    last_run_at: datetime | None
+    last_run_id: str
+    runs_started: int
+    times_skipped: int
+    last_error: str = Field(description="why the last due time started no run ('' once one did)")
+    created_at: datetime | None
+    created_by: str = Field(description="the key whose runs they are")
+    labels: dict[str, str]
+
+
 class HealthCheck(BaseModel):
     component: str
     status: str = Field(description="ok | warn | fail")

@@ -179,6 +179,7 @@ def test_executors_and_queues_show_live_figures_and_the_stranded_warning(
 ) -> None:
     client.register_task(make_task(tmp_path, "dash_stranded", queue="dash-nobody"))
     run = client.submit(task="dash_stranded", input={})
+    client.create_schedule("dash-nightly", task="dash_stranded", cron="0 3 * * *", paused=True)
     try:
         sign_in(page, cluster.admin_key)
         page.goto("/#/executors")
@@ -202,9 +203,13 @@ def test_executors_and_queues_show_live_figures_and_the_stranded_warning(
         expect(mine.locator("td").nth(1)).not_to_have_text("0", timeout=STEP_MS)  # this run
         expect(mine.locator("td").nth(2)).to_have_text("none")
         expect(mine.locator("td").nth(5)).to_have_text("30 days")  # the history's retention
+        nightly = page.locator('#schedules tr[data-schedule="dash-nightly"]')
+        expect(nightly).to_contain_text("At 03:00 every day (UTC)", timeout=STEP_MS)
+        expect(nightly.locator("td").nth(3)).to_have_text("paused")
         shot(page, "queues")
     finally:
         client.cancel(run.run_id, "the test is over")
+        client.delete_schedule("dash-nightly")
 
 
 def test_in_a_narrow_window_tables_scroll_and_the_page_does_not(

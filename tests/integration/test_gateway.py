@@ -235,6 +235,19 @@ def test_catalog_fleet_queues_and_health(http: httpx.Client) -> None:
     assert parts["gateway"] == parts["registry"] == parts["scheduler/redis"] == "ok"
 
 
+def test_the_namespaces_schedules_are_listed(http: httpx.Client, client: Client) -> None:
+    client.create_schedule("gw-hourly", task="word_count", input={"text": "a b"}, every=3600)
+    try:
+        [hourly] = [
+            s for s in http.get("/api/v1/schedules").json() if s["schedule_id"] == "gw-hourly"
+        ]
+        assert hourly["description"] == "every hour" and hourly["input"] == {"text": "a b"}
+        assert hourly["paused"] is False and hourly["next_run_at"] and hourly["runs_started"] == 0
+    finally:
+        client.delete_schedule("gw-hourly")
+    assert "gw-hourly" not in {s["schedule_id"] for s in http.get("/api/v1/schedules").json()}
+
+
 def test_openapi_and_its_docs_page_are_served_without_a_cdn(http: httpx.Client) -> None:
     spec = http.get("/openapi.json").json()
     assert "/api/v1/runs" in spec["paths"] and "/api/v1/health" in spec["paths"]

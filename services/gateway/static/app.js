@@ -458,12 +458,22 @@ function queuesPage() {
   const body = h("tbody");
   const delayed = h("p", { class: "muted" });
   const spaces = h("tbody");
+  const schedules = h("tbody");
   main.replaceChildren(h("h1", {}, "Queues"), h("table", { id: "queues" },
     h("thead", {}, h("tr", {}, ["Queue", "Namespace", "Waiting", "Oldest waiting", "Executors", "Free slots", ""].map((c) => h("th", {}, c)))), body), delayed,
     h("h2", {}, "Namespaces"), h("table", { id: "namespaces" },
-      h("thead", {}, h("tr", {}, ["Namespace", "Runs queued or running", "Limit", "Weight", "Steps waiting", "Runs kept", ""].map((c) => h("th", {}, c)))), spaces));
+      h("thead", {}, h("tr", {}, ["Namespace", "Runs queued or running", "Limit", "Weight", "Steps waiting", "Runs kept", ""].map((c) => h("th", {}, c)))), spaces),
+    h("h2", {}, "Schedules"), h("table", { id: "schedules" },
+      h("thead", {}, h("tr", {}, ["Schedule", "When", "Runs", "Next", "Started", "Skipped", "Last run"].map((c) => h("th", {}, c)))), schedules));
   return every(REFRESH_MS, async () => {
-    const [q, ns] = await Promise.all([api("/api/v1/queues"), api("/api/v1/namespaces")]);
+    const [q, ns, sch] = await Promise.all([api("/api/v1/queues"), api("/api/v1/namespaces"), api("/api/v1/schedules")]);
+    schedules.replaceChildren(...sch.map((s) => h("tr", { "data-schedule": s.schedule_id },
+      h("td", {}, s.schedule_id), h("td", {}, s.description), h("td", {}, s.task || `pipeline ${s.pipeline}`),
+      h("td", {}, s.paused ? "paused" : (s.next_run_at || "")), h("td", { class: "num" }, s.runs_started),
+      h("td", { class: "num" }, s.times_skipped),
+      h("td", {}, s.last_run_id ? h("a", { href: `#/runs/${s.last_run_id}` }, s.last_run_id) : "",
+        s.last_error ? h("div", { class: "warning" }, s.last_error) : null))));
+    if (!sch.length) schedules.replaceChildren(h("tr", {}, h("td", { colspan: 7, class: "muted" }, "No schedule in this namespace.")));
     spaces.replaceChildren(...ns.map((n) => h("tr", { "data-namespace": n.namespace },
       h("td", {}, n.namespace), h("td", { class: "num" }, n.unfinished_runs),
       h("td", { class: "num" }, n.run_limit || "none"), h("td", { class: "num" }, n.weight),
