@@ -54,6 +54,16 @@ class ScheduleRecord:
         return f"{self.namespace}/{self.schedule_id}"
 
     @property
+    def spec(self) -> tuple[object, ...]:
+        """What its creator set (but ``paused``, which changes): two creates of the same
+        spec by the same key are one schedule."""
+        return (
+            self.cron, self.timezone, self.every_seconds, self.task, self.pipeline,
+            self.input_json, self.priority, sorted(self.labels.items()), self.overlap,
+            self.created_by,
+        )  # fmt: skip
+
+    @property
     def timing(self) -> Timing:
         return Timing(self.cron, self.timezone, self.every_seconds, self.created_ms)
 
@@ -112,7 +122,7 @@ class ScheduleStore:
         except DuplicateKeyError as exc:
             raise AlreadyExists(
                 f"namespace {record.namespace!r} already has a schedule {record.schedule_id!r} "
-                "(delete it first to change it)",
+                "that differs (delete it first to change it)",
                 field="schedule.schedule_id",
             ) from exc
 

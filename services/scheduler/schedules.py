@@ -35,7 +35,14 @@ import re
 from opentelemetry import metrics
 from opentelemetry.metrics import Meter
 
-from common.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, WtmError
+from common.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    WtmError,
+)
 from services.common import auth
 from services.scheduler.clock import SYSTEM, Clock
 from services.scheduler.planning import (
@@ -110,7 +117,13 @@ class Schedules:
         record.next_ms = 0 if record.paused else record.timing.next_after(record.created_ms)
         record.last_ms, record.last_run_id, record.last_error = 0, "", ""
         record.runs_started = record.times_skipped = 0
-        await self.store.insert(record)
+        try:
+            await self.store.insert(record)
+        except AlreadyExists:  # the same schedule again (a retried call) is no error
+            existing = await self.store.get(record.namespace, record.schedule_id)
+            if existing is None or existing.spec != record.spec:
+                raise
+            return existing
         return record
 
     async def _check_target(self, record: ScheduleRecord) -> None:

@@ -78,7 +78,8 @@ class ScheduleServiceServicer:
     """
 
     def CreateSchedule(self, request, context):
-        """CreateSchedule stores a schedule; its first run starts at the first time it gives.
+        """CreateSchedule stores a schedule; its first run starts at the first time it gives. The
+        same schedule again (a retried call) returns it; another under its id is ALREADY_EXISTS.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
