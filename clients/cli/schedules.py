@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import json
 import re
+from datetime import datetime
 
 import click
 from rich.markup import escape
 from rich.table import Table
 
+from clients import render
 from clients.cli.app import Ctx, cli, parse_json_object, upload_inputs
 from clients.schedules import ScheduleInfo
 
@@ -24,26 +27,52 @@ def parse_every(text: str) -> float:
     return float(match.group(1)) * _UNIT[match.group(2)]
 
 
-def _when(value: object) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if hasattr(value, "strftime") else ""
+def _when(value: datetime | None, wide: bool = True) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S" if wide else "%m-%d %H:%M") if value else ""
 
 
-def schedules_table(schedules: list[ScheduleInfo]) -> Table:
+def schedules_table(schedules: list[ScheduleInfo], width: int | None = None) -> Table:
+    """Schedules, a row each, the id never cut short; a console narrower than ``WIDE``
+    leaves out what each runs and its last run (``wtm schedule get`` shows them)."""
+    wide = (width or render.console.width) >= render.WIDE
     table = Table(title=f"Schedules ({len(schedules)})")
-    for col in ("id", "when", "runs", "next (UTC)", "runs started", "skipped", "last run"):
-        table.add_column(col)
+    table.add_column("schedule", no_wrap=True)
+    table.add_column("when", overflow="fold")
+    if wide:
+        table.add_column("runs", overflow="fold")
+    table.add_column("next (UTC)", no_wrap=True)
+    table.add_column("started", justify="right")
+    table.add_column("skipped", justify="right")
+    if wide:
+        table.add_column("last run", no_wrap=True)
     for s in schedules:
-        last = s.last_run_id + (f"\n[red]{escape(s.last_error)}[/]" if s.last_error else "")
-        table.add_row(
-            escape(s.schedule_id),
-            escape(s.description),
-            escape(s.task or f"pipeline {s.pipeline}"),
-            "[yellow]paused[/]" if s.paused else _when(s.next_run_at),
-            str(s.runs_started),
-            str(s.times_skipped),
-            last,
-        )
+        cells = [escape(s.schedule_id), escape(s.description)]
+        if wide:
+            cells.append(escape(s.task or f"pipeline {s.pipeline}"))
+        cells.append("[yellow]paused[/]" if s.paused else _when(s.next_run_at, wide))
+        cells += [str(s.runs_started), str(s.times_skipped)]
+        if wide:
+            cells.append(s.last_run_id)
+        table.add_row(*cells)
     return table
+
+
+def schedule_panel(s: ScheduleInfo) -> str:
+    """One schedule, whole."""
+    target = f"task {s.task}" if s.task else f"pipeline {s.pipeline}"
+    lines = [
+        f"[bold]{escape(s.schedule_id)}[/]  {escape(s.description)}"
+        + ("  [yellow]paused[/]" if s.paused else ""),
+        escape(f"  runs {target} on {json.dumps(s.input)}"),
+        f"  next {_when(s.next_run_at)} UTC" if s.next_run_at else "",
+        f"  started {s.runs_started} · skipped {s.times_skipped} · overlap {s.overlap}"
+        + (f" · priority {s.priority}" if s.priority else ""),
+        f"  last run {s.last_run_id} (due {_when(s.last_run_at)} UTC)" if s.last_run_id else "",
+        f"  [red]last time started nothing: {escape(s.last_error)}[/]" if s.last_error else "",
+        f"  namespace {s.namespace} · created {_when(s.created_at)} UTC"
+        + (f" by key {s.created_by}" if s.created_by else ""),
+    ]
+    return "\n".join(line for line in lines if line)
 
 
 @cli.group()
@@ -102,7 +131,7 @@ def schedule_create(
             overlap=overlap,
             paused=paused,
         )
-    obj.out({"schedule": created}, schedules_table([created]))
+    obj.out({"schedule": created}, schedule_panel(created))
 
 
 @schedule.command("list")
@@ -121,7 +150,7 @@ def schedule_get(obj: Ctx, schedule_id: str) -> None:
     """One schedule: when it runs next, its last run and why a time started nothing."""
     with obj.client() as client:
         found = client.get_schedule(schedule_id)
-    obj.out({"schedule": found}, schedules_table([found]))
+    obj.out({"schedule": found}, schedule_panel(found))
 
 
 @schedule.command("pause")
@@ -131,7 +160,7 @@ def schedule_pause(obj: Ctx, schedule_id: str) -> None:
     """Stop a schedule from starting runs until it is resumed."""
     with obj.client() as client:
         found = client.pause_schedule(schedule_id)
-    obj.out({"schedule": found}, schedules_table([found]))
+    obj.out({"schedule": found}, schedule_panel(found))
 
 
 @schedule.command("resume")
@@ -141,7 +170,7 @@ def schedule_resume(obj: Ctx, schedule_id: str) -> None:
     """Let a paused schedule start runs again, from its next time after now."""
     with obj.client() as client:
         found = client.resume_schedule(schedule_id)
-    obj.out({"schedule": found}, schedules_table([found]))
+    obj.out({"schedule": found}, schedule_panel(found))
 
 
 @schedule.command("delete")
@@ -154,4 +183,4 @@ def schedule_delete(obj: Ctx, schedule_id: str) -> None:
     obj.out({"deleted": schedule_id}, f"deleted schedule {schedule_id}")
 
 
-__all__ = ["parse_every", "schedule", "schedules_table"]
+__all__ = ["parse_every", "schedule", "schedule_panel", "schedules_table"]

@@ -88,3 +88,39 @@ def test_in_80_columns_an_artifacts_digest_is_whole() -> None:
     assert artifact.digest in narrow and "123,456" in narrow and "team-a" not in narrow
     wide = printed(artifacts_table([artifact], 160), 160)
     assert "team-a" in wide and "2026-12-04 21:12:26" in wide and artifact.digest in wide
+
+
+def test_in_80_columns_a_schedules_id_and_next_time_are_whole_and_its_panel_says_why_not() -> None:
+    from clients.cli.schedules import schedule_panel, schedules_table
+    from clients.schedules import ScheduleInfo
+
+    s = ScheduleInfo(
+        schedule_id="nightly-face-refresh",
+        namespace="team-a",
+        description="At 02:30 every day (Europe/Berlin)",
+        cron="30 2 * * *",
+        timezone="Europe/Berlin",
+        every_seconds=0.0,
+        task="face_detection",
+        pipeline="",
+        input={"image_path": "artifact://sha256/" + "a" * 64 + "/p.jpg"},
+        priority=0,
+        overlap="skip",
+        paused=False,
+        next_run_at=datetime(2026, 12, 5, 1, 30, tzinfo=UTC),
+        last_run_at=datetime(2026, 12, 4, 1, 30, tzinfo=UTC),
+        last_run_id="0" * 32,
+        runs_started=3,
+        times_skipped=1,
+        last_error="task: face_detection@1.0.0 is deprecated",
+        created_at=datetime(2026, 12, 1, tzinfo=UTC),
+        created_by="k" * 16,
+    )
+    narrow = printed(schedules_table([s], width=80), 80)
+    assert "nightly-face-refresh" in narrow and "12-05 01:30" in narrow
+    assert "0" * 32 not in narrow  # the last run: in a wide console, and in the panel
+    wide = printed(schedules_table([s], width=160), 160)
+    assert "0" * 32 in wide and "2026-12-05 01:30:00" in wide and "face_detection" in wide
+    panel = schedule_panel(s)
+    assert "last run " + "0" * 32 in panel and "is deprecated" in panel
+    assert "next 2026-12-05 01:30:00 UTC" in panel and "by key " + "k" * 16 in panel
