@@ -50,6 +50,18 @@ m.lease_expired("r:s")
 m.history_write_failed()
 m.set_queues({"q": (1, 0)}, 0, 1000, {"q": 0})
 m.clock_offset = 0.002
+# The counters of the scheduler's other parts, each counted once.
+from collections import defaultdict
+from services.scheduler.artifact_sweep import ArtifactSweep
+from services.scheduler.history_retention import HistoryRetention
+from services.scheduler.schedules import Schedules
+
+collections = defaultdict(lambda: None)
+s = Schedules(None, None)
+s.started.add(1, {"namespace": "n"})
+s.skipped.add(1, {"namespace": "n", "reason": "refused"})
+HistoryRetention(collections, 30).deleted.add(1)
+ArtifactSweep(collections, None, None, "r").deleted.add(1, {"namespace": "n"})
 print(prometheus_client.generate_latest().decode())
 """
 
@@ -99,6 +111,8 @@ def test_the_alerts_cover_what_operators_must_hear_of() -> None:
         "WtmOldestStepTooOld",
         "WtmLeaseExpiriesRising",
         "WtmHistoryWritesFailing",
+        "WtmScheduleCannotStartRuns",
+        "WtmScheduleTimesMissed",
     } <= set(by_name)
     for rule in by_name.values():
         assert rule["labels"]["severity"] in {"warning", "critical"}
