@@ -300,11 +300,14 @@ class AsyncClient(_Connection, AsyncScheduleMethods):
         created_before: datetime | None = None,
         page_size: int = 100,
         limit: int | None = None,
+        labels: dict[str, str] | None = None,
     ) -> AsyncIterator[RunInfo]:
         filters = (state, pipeline_id, task_id, batch_id, created_after, created_before)
         seen, token = 0, ""
         while True:
-            runs, token = await self.list_runs_page(*filters, page_size=page_size, page_token=token)
+            runs, token = await self.list_runs_page(
+                *filters, page_size=page_size, page_token=token, labels=labels
+            )
             for r in runs:
                 if limit is not None and seen >= limit:
                     return
@@ -323,6 +326,7 @@ class AsyncClient(_Connection, AsyncScheduleMethods):
         created_before: datetime | None = None,
         page_size: int = 50,
         page_token: str = "",
+        labels: dict[str, str] | None = None,
     ) -> tuple[list[RunInfo], str]:
         request = requests.list_runs(
             state,
@@ -333,6 +337,7 @@ class AsyncClient(_Connection, AsyncScheduleMethods):
             created_before,
             page_size,
             page_token,
+            labels,
         )
         reply = await self._s.unary(self._scheduler.ListRuns, request)
         return [RunInfo.from_proto(r) for r in reply.runs], reply.next_page_token

@@ -90,6 +90,7 @@ def list_runs(
     created_before: datetime | None = None,
     page_size: int = 100,
     page_token: str = "",
+    labels: dict[str, str] | None = None,
 ) -> spb.ListRunsRequest:
     if state and state not in State.__members__:
         raise InvalidArgument(
@@ -102,6 +103,7 @@ def list_runs(
         batch_id=batch_id,
         page_size=_int32(page_size, "page_size", "must be from 0 to 1000"),
         page_token=page_token,
+        labels=labels or {},
     )
     if created_after is not None:
         request.created_after.FromDatetime(created_after)

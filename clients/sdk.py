@@ -450,12 +450,16 @@ class Client(_Connection, ScheduleMethods):
         created_before: datetime | None = None,
         page_size: int = 100,
         limit: int | None = None,
+        labels: dict[str, str] | None = None,
     ) -> Iterator[RunInfo]:
-        """Runs newest first (without step outputs), fetching pages as needed."""
+        """Runs newest first (without step outputs), fetching pages as needed; ``labels``:
+        only runs with every one of them (a schedule's: ``{"wtm.schedule": its id}``)."""
         filters = (state, pipeline_id, task_id, batch_id, created_after, created_before)
         seen, token = 0, ""
         while True:
-            runs, token = self.list_runs_page(*filters, page_size=page_size, page_token=token)
+            runs, token = self.list_runs_page(
+                *filters, page_size=page_size, page_token=token, labels=labels
+            )
             for r in runs:
                 if limit is not None and seen >= limit:
                     return
@@ -474,6 +478,7 @@ class Client(_Connection, ScheduleMethods):
         created_before: datetime | None = None,
         page_size: int = 50,
         page_token: str = "",
+        labels: dict[str, str] | None = None,
     ) -> tuple[list[RunInfo], str]:
         """One page of runs, newest first, and the token of the next ("" on the last)."""
         request = requests.list_runs(
@@ -485,6 +490,7 @@ class Client(_Connection, ScheduleMethods):
             created_before,
             page_size,
             page_token,
+            labels,
         )
         reply = self._s.unary(self._scheduler.ListRuns, request)
         return [RunInfo.from_proto(r) for r in reply.runs], reply.next_page_token

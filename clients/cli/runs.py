@@ -129,12 +129,26 @@ STATES = [s.value for s in State]
 @click.option("--pipeline", "pipeline_id", default="", help="only runs of this pipeline")
 @click.option("--task", "task_id", default="", help="only single-task runs of this task")
 @click.option("--batch", "batch_id", default="", help="only runs of this batch")
+@click.option(
+    "--label", "labels", multiple=True, metavar="KEY=VALUE", help="only runs with this label"
+)
+@click.option("--schedule", default="", help="only runs this schedule started")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True)
 @click.pass_obj
 def run_list(
-    obj: Ctx, state: str | None, pipeline_id: str, task_id: str, batch_id: str, limit: int
+    obj: Ctx,
+    state: str | None,
+    pipeline_id: str,
+    task_id: str,
+    batch_id: str,
+    labels: tuple[str, ...],
+    schedule: str,
+    limit: int,
 ) -> None:
     """List runs, newest first: the execution history."""
+    wanted = dict(label_of(text) for text in labels)
+    if schedule:
+        wanted["wtm.schedule"] = schedule
     with obj.client() as client:
         runs = list(
             client.list_runs(
@@ -144,9 +158,17 @@ def run_list(
                 batch_id=batch_id,
                 page_size=min(limit, 1000),
                 limit=limit,
+                labels=wanted,
             )
         )
     obj.out(runs, render.runs_table(runs))
+
+
+def label_of(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise click.BadParameter(f"{text!r}: KEY=VALUE", param_hint="--label")
+    return key, value
 
 
 @cli.group()

@@ -235,8 +235,11 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         created_before: datetime | None = None,
         page_size: Annotated[int, Query(ge=1, le=1000)] = 50,
         page_token: str = "",
+        label: Annotated[list[str] | None, Query(description="KEY=VALUE; repeatable")] = None,
     ) -> m.RunPage:
-        """Runs newest first, without their steps' outputs."""
+        """Runs newest first, without their steps' outputs; ``label``: only runs with every
+        one of these labels (a schedule's runs: ``wtm.schedule=ID``)."""
+        labels = dict(text.partition("=")[::2] for text in label or [])
         runs, token = await client.list_runs_page(
             state.upper(),
             pipeline_id,
@@ -246,6 +249,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             created_before,
             page_size=page_size,
             page_token=page_token,
+            labels=labels,
         )
         return m.RunPage(runs=[m.of(m.Run, r) for r in runs], next_page_token=token)
 

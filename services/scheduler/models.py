@@ -49,6 +49,12 @@ def run_hash_fields(run: Mapping[str, Any]) -> dict[str, str]:
     return fields
 
 
+def pairs_of(labels: Mapping[str, str]) -> list[str]:
+    """Labels as "key=value" strings, sorted: a run's record keeps them so, for ListRuns'
+    filter (a key may hold dots, which MongoDB would read as a path)."""
+    return sorted(f"{key}={value}" for key, value in labels.items())
+
+
 def _set_time(message: Any, name: str, value: datetime | None) -> None:
     if value is not None:
         getattr(message, name).FromDatetime(value)

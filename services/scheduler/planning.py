@@ -19,7 +19,7 @@ from common.errors import FailedPrecondition, InvalidArgument
 from services.common import auth, mapping
 from services.common.mapping import MissingValue
 from services.scheduler import input_check, queue_names, run_options, step_inputs, tracing
-from services.scheduler.models import Run, StepRun, run_hash_fields
+from services.scheduler.models import Run, StepRun, pairs_of, run_hash_fields
 from services.scheduler.queue_records import QueuedStep, Submission
 from services.scheduler.task_catalog import ResolvedTask, TaskCatalog
 
@@ -187,7 +187,11 @@ def check_request(req: SubmitRequest) -> None:
         raise InvalidArgument(
             f"must be at most {MAX_REQUEST_ID_CHARS} printable characters", field="request_id"
         )
-    labels = req.labels or {}
+    check_labels(req.labels or {})
+
+
+def check_labels(labels: dict[str, str]) -> None:
+    """Labels of a run (or a filter of them): keys and values of the allowed shape."""
     if len(labels) > MAX_LABELS:
         raise InvalidArgument(f"has {len(labels)} entries; at most {MAX_LABELS}", field="labels")
     for key, value in labels.items():
@@ -201,6 +205,12 @@ def check_request(req: SubmitRequest) -> None:
                 f"value of {key!r} is over {MAX_LABEL_VALUE_CHARS} characters",
                 field=f"labels.{key}",
             )
+
+
+def label_pairs(labels: dict[str, str]) -> list[str]:
+    """A filter of labels, checked, as a run's record keeps them (``pairs_of``)."""
+    check_labels(labels)
+    return pairs_of(labels)
 
 
 def request_key(namespace: str, request_id: str) -> str:

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from common import telemetry
 from common.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
@@ -22,6 +22,7 @@ from services.scheduler.planning import (
     SubmitRequest,
     check_input,
     check_request,
+    label_pairs,
     new_run,
     parse_input,
     plan_doc,
@@ -373,9 +374,11 @@ class RunService(RunListener):
         created_before: datetime | None,
         page_size: int,
         page_token: str,
+        labels: dict[str, str] | None = None,
     ) -> tuple[list[Run], str]:
         size = page_size_of(page_size, 50, 1000)
-        filters = {
+        filters: dict[str, Any] = {"label_pairs": label_pairs(labels or {})}
+        filters |= {
             "state": state,
             "pipeline_id": pipeline_id,
             "task_id": task_id,

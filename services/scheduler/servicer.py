@@ -146,6 +146,7 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
             created_before=_time(request, "created_before"),
             page_size=request.page_size,
             page_token=request.page_token,
+            labels=dict(request.labels),
         )
         return spb.ListRunsResponse(runs=[r.to_proto() for r in runs], next_page_token=token)
 

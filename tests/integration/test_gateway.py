@@ -248,6 +248,13 @@ def test_the_namespaces_schedules_are_listed(http: httpx.Client, client: Client)
     assert "gw-hourly" not in {s["schedule_id"] for s in http.get("/api/v1/schedules").json()}
 
 
+def test_runs_are_listed_by_label(http: httpx.Client, client: Client) -> None:
+    run = client.submit(task="word_count", input={"text": "a"}, labels={"gw.probe": "1"})
+    page = http.get("/api/v1/runs", params={"label": "gw.probe=1"}).json()
+    assert [r["run_id"] for r in page["runs"]] == [run.run_id]
+    assert http.get("/api/v1/runs", params={"label": "gw.probe=2"}).json()["runs"] == []
+
+
 def test_openapi_and_its_docs_page_are_served_without_a_cdn(http: httpx.Client) -> None:
     spec = http.get("/openapi.json").json()
     assert "/api/v1/runs" in spec["paths"] and "/api/v1/health" in spec["paths"]

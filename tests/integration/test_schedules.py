@@ -58,7 +58,9 @@ def test_a_schedule_starts_a_run_each_second_as_its_creator_until_paused(
 ) -> None:
     sub = team["submitter"]
     me = next(k for k in team["admin"].list_api_keys() if k.name == f"{NS} submitter")
-    created = sub.create_schedule("every-second", task="tick", input={"n": 7}, every=1)
+    created = sub.create_schedule(
+        "every-second", task="tick", input={"n": 7}, every=1, labels={"crew": "night"}
+    )
     assert created.description == "every second"
     assert created.created_by == me.key_id and created.namespace == NS
     assert created.next_run_at is not None and created.created_at is not None
@@ -76,6 +78,15 @@ def test_a_schedule_starts_a_run_each_second_as_its_creator_until_paused(
         team["other-submitter"].cancel(run.run_id)
     assert sub.cancel(run.run_id).state == "COMPLETED"  # its creator may (it has ended)
     assert started.last_error == ""
+    # Its runs, by its label (and another of theirs); none by a label they do not have.
+    mine = {"wtm.schedule": "every-second", "crew": "night"}
+    listed = [r.run_id for r in sub.list_runs(labels=mine)]
+    assert len(listed) >= 2 and started.last_run_id in listed
+    assert all(r.labels["wtm.schedule"] == "every-second" for r in sub.list_runs(labels=mine))
+    assert list(sub.list_runs(labels={"crew": "day"})) == []
+    with pytest.raises(InvalidArgument) as bad_filter:
+        list(sub.list_runs(labels={"no spaces": "x"}))
+    assert bad_filter.value.field == "labels"
 
     paused = sub.pause_schedule("every-second")
     assert paused.paused and paused.next_run_at is None
@@ -165,6 +176,10 @@ def test_the_cli_creates_lists_pauses_and_deletes_a_schedule(
     run_cli(cluster, "-n", NS, "schedule", "delete", "nightly")
     missing = run_cli(cluster, "-n", NS, "schedule", "get", "nightly", check=False)
     assert missing.returncode == 3 and "NOT_FOUND" in missing.stderr
+    none = run_cli(cluster, "--json", "-n", NS, "run", "list", "--schedule", "nightly")
+    assert json.loads(none.stdout) == []  # it never ran
+    bad_label = run_cli(cluster, "-n", NS, "run", "list", "--label", "crew", check=False)
+    assert bad_label.returncode == 2 and "KEY=VALUE" in bad_label.stderr
     bad = run_cli(cluster, "-n", NS, "schedule", "create", "x", "--task", "tick", "--every", "soon",
                   check=False)  # fmt: skip
     assert bad.returncode == 2 and "--every" in bad.stderr
