@@ -72,7 +72,9 @@ class ScheduleRecord:
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> ScheduleRecord:
-        return cls(**{k: doc[k] for k in cls.__dataclass_fields__ if k in doc})
+        record = cls(**{k: doc[k] for k in cls.__dataclass_fields__ if k in doc})
+        record.paused = bool(record.paused)  # nx-27017 gives 1 for a bool an update set
+        return record
 
     def to_proto(self) -> spb.Schedule:
         m = spb.Schedule(
