@@ -364,6 +364,26 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         """The schedules of the namespace the key acts in: when each runs next, what it did."""
         return [m.of(m.Schedule, s) for s in await client.list_schedules()]
 
+    @app.post(
+        "/api/v1/schedules/{schedule_id}/pause",
+        response_model=m.Schedule,
+        responses=ERRORS,
+        tags=["fleet"],
+    )
+    async def pause_schedule(schedule_id: str, client: Caller) -> m.Schedule:
+        """Stop a schedule from starting runs (its creator, or a role that may cancel any run)."""
+        return m.of(m.Schedule, await client.pause_schedule(schedule_id))
+
+    @app.post(
+        "/api/v1/schedules/{schedule_id}/resume",
+        response_model=m.Schedule,
+        responses=ERRORS,
+        tags=["fleet"],
+    )
+    async def resume_schedule(schedule_id: str, client: Caller) -> m.Schedule:
+        """Let a paused schedule start runs again, from its next time after now."""
+        return m.of(m.Schedule, await client.resume_schedule(schedule_id))
+
     @app.get(
         "/api/v1/health",
         response_model=m.Health,

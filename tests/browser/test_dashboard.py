@@ -10,6 +10,7 @@ work no executor takes. Screenshots go to build/test-artifacts/screenshots (not 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -206,6 +207,14 @@ def test_executors_and_queues_show_live_figures_and_the_stranded_warning(
         nightly = page.locator('#schedules tr[data-schedule="dash-nightly"]')
         expect(nightly).to_contain_text("At 03:00 every day (UTC)", timeout=STEP_MS)
         expect(nightly.locator("td").nth(3)).to_have_text("paused")
+        nightly.get_by_role("button", name="Resume").click()  # an operator's hand
+        expect(nightly.locator("td").nth(3)).to_have_attribute(
+            "data-next", re.compile(r"T03:00:00"), timeout=STEP_MS
+        )  # shown in the browser's own time
+        assert not client.get_schedule("dash-nightly").paused
+        nightly.get_by_role("button", name="Pause").click()
+        expect(nightly.locator("td").nth(3)).to_have_text("paused", timeout=STEP_MS)
+        assert client.get_schedule("dash-nightly").paused
         shot(page, "queues")
     finally:
         client.cancel(run.run_id, "the test is over")

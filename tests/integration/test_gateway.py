@@ -243,6 +243,11 @@ def test_the_namespaces_schedules_are_listed(http: httpx.Client, client: Client)
         ]
         assert hourly["description"] == "every hour" and hourly["input"] == {"text": "a b"}
         assert hourly["paused"] is False and hourly["next_run_at"] and hourly["runs_started"] == 0
+        paused = http.post("/api/v1/schedules/gw-hourly/pause").json()
+        assert paused["paused"] is True and paused["next_run_at"] is None
+        assert http.post("/api/v1/schedules/gw-hourly/resume").json()["paused"] is False
+        missing = http.post("/api/v1/schedules/nope/pause")
+        assert missing.status_code == 404 and missing.json()["error"]["field"] == "schedule_id"
     finally:
         client.delete_schedule("gw-hourly")
     assert "gw-hourly" not in {s["schedule_id"] for s in http.get("/api/v1/schedules").json()}

@@ -464,16 +464,22 @@ function queuesPage() {
     h("h2", {}, "Namespaces"), h("table", { id: "namespaces" },
       h("thead", {}, h("tr", {}, ["Namespace", "Runs queued or running", "Limit", "Weight", "Steps waiting", "Runs kept", ""].map((c) => h("th", {}, c)))), spaces),
     h("h2", {}, "Schedules"), h("table", { id: "schedules" },
-      h("thead", {}, h("tr", {}, ["Schedule", "When", "Runs", "Next", "Started", "Skipped", "Last run"].map((c) => h("th", {}, c)))), schedules));
-  return every(REFRESH_MS, async () => {
+      h("thead", {}, h("tr", {}, ["Schedule", "When", "Runs", "Next", "Started", "Skipped", "Last run", ""].map((c) => h("th", {}, c)))), schedules));
+  const fill = async () => {
     const [q, ns, sch] = await Promise.all([api("/api/v1/queues"), api("/api/v1/namespaces"), api("/api/v1/schedules")]);
     schedules.replaceChildren(...sch.map((s) => h("tr", { "data-schedule": s.schedule_id },
       h("td", {}, s.schedule_id), h("td", {}, s.description), h("td", {}, s.task || `pipeline ${s.pipeline}`),
-      h("td", {}, s.paused ? "paused" : (s.next_run_at || "")), h("td", { class: "num" }, s.runs_started),
+      h("td", { "data-next": s.next_run_at || "" }, s.paused ? "paused" : when(s.next_run_at)), h("td", { class: "num" }, s.runs_started),
       h("td", { class: "num" }, s.times_skipped),
       h("td", {}, s.last_run_id ? h("a", { href: `#/runs/${s.last_run_id}` }, s.last_run_id) : "",
-        s.last_error ? h("div", { class: "warning" }, s.last_error) : null))));
-    if (!sch.length) schedules.replaceChildren(h("tr", {}, h("td", { colspan: 7, class: "muted" }, "No schedule in this namespace.")));
+        s.last_error ? h("div", { class: "warning" }, s.last_error) : null),
+      h("td", {}, h("button", { class: s.paused ? "" : "danger", onclick: async (event) => {
+        const verb = s.paused ? "resume" : "pause";
+        event.target.disabled = true;
+        try { await api(`/api/v1/schedules/${encodeURIComponent(s.schedule_id)}/${verb}`, { method: "POST" }); await fill(); }
+        catch (e) { alert(`${e.code}: ${e.message}`); event.target.disabled = false; }
+      } }, s.paused ? "Resume" : "Pause")))));
+    if (!sch.length) schedules.replaceChildren(h("tr", {}, h("td", { colspan: 8, class: "muted" }, "No schedule in this namespace.")));
     spaces.replaceChildren(...ns.map((n) => h("tr", { "data-namespace": n.namespace },
       h("td", {}, n.namespace), h("td", { class: "num" }, n.unfinished_runs),
       h("td", { class: "num" }, n.run_limit || "none"), h("td", { class: "num" }, n.weight),
@@ -487,7 +493,8 @@ function queuesPage() {
       h("td", { class: "warning" }, x.stranded ? "⚠ work waits and no executor takes from this queue" : ""))));
     if (!q.queues.length) body.replaceChildren(h("tr", {}, h("td", { colspan: 7, class: "muted" }, "No queue has work or an executor.")));
     delayed.textContent = `${q.delayed} retry(ies) waiting out their backoff.`;
-  });
+  };
+  return every(REFRESH_MS, fill);
 }
 
 // ---------------------------------------------------------------------------- catalog
