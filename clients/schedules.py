@@ -149,7 +149,11 @@ class ScheduleMethods:
         return ScheduleInfo.from_proto(reply.schedule)
 
     def get_schedule(self, schedule_id: str) -> ScheduleInfo:
-        """One schedule: when it runs next, what its last run was."""
+        """One schedule: when it runs next, what its last run was.
+
+        Raises:
+            NotFound: the namespace has no schedule of that id.
+        """
         request = schpb.GetScheduleRequest(schedule_id=schedule_id)
         return ScheduleInfo.from_proto(self._s.unary(self._schedules.GetSchedule, request).schedule)
 
@@ -160,19 +164,35 @@ class ScheduleMethods:
 
     def pause_schedule(self, schedule_id: str) -> ScheduleInfo:
         """Stop a schedule from starting runs (its creator's key, or one that may cancel
-        anyone's runs)."""
+        anyone's runs).
+
+        Raises:
+            NotFound: the namespace has no schedule of that id.
+            PermissionDenied: another key created it, and this one may cancel only its own.
+        """
         request = schpb.PauseScheduleRequest(schedule_id=schedule_id)
         reply = self._s.unary(self._schedules.PauseSchedule, request)
         return ScheduleInfo.from_proto(reply.schedule)
 
     def resume_schedule(self, schedule_id: str) -> ScheduleInfo:
-        """Let a paused schedule start runs again, from its next time after now."""
+        """Let a paused schedule start runs again, from its next time after now (one not
+        paused is left as it is).
+
+        Raises:
+            NotFound: the namespace has no schedule of that id.
+            PermissionDenied: another key created it, and this one may cancel only its own.
+        """
         request = schpb.ResumeScheduleRequest(schedule_id=schedule_id)
         reply = self._s.unary(self._schedules.ResumeSchedule, request)
         return ScheduleInfo.from_proto(reply.schedule)
 
     def delete_schedule(self, schedule_id: str) -> None:
-        """Remove a schedule; the runs it started stay."""
+        """Remove a schedule; the runs it started stay.
+
+        Raises:
+            NotFound: the namespace has no schedule of that id.
+            PermissionDenied: another key created it, and this one may cancel only its own.
+        """
         request = schpb.DeleteScheduleRequest(schedule_id=schedule_id)
         self._s.unary(self._schedules.DeleteSchedule, request)
 
