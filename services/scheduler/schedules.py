@@ -200,7 +200,13 @@ class Schedules:
         """The reaper's duty each second: fire what is due, in the background (the leases'
         expiry must not wait on a hundred submits), unless the last firing goes on."""
         if self._firing is None or self._firing.done():
-            self._firing = asyncio.create_task(self.fire_due(), name="schedules")
+            self._firing = asyncio.create_task(self._fire_logged(), name="schedules")
+
+    async def _fire_logged(self) -> None:
+        try:
+            await self.fire_due()
+        except Exception:  # MongoDB out of reach: the next second tries again
+            log.exception("reading the schedules that are due")
 
     async def close(self) -> None:
         if self._firing is not None:
