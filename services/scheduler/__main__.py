@@ -111,7 +111,13 @@ async def serve(settings: SchedulerSettings) -> None:
     dispatcher.reaper.also("prune the history past its retention", retention.tick)
     runs = RunService(queue.reader, store, catalog, dispatcher, listeners, limits)
     schedule_store = ScheduleStore(store.db)
-    schedules = Schedules(schedule_store, runs)
+    gate = auth.open_gate(
+        settings.auth,
+        mongo_database(settings.mongodb_uri, settings.auth_database or settings.mongodb_database),
+        settings.key_cache_seconds,
+        settings.audit_retention_days,
+    )
+    schedules = Schedules(schedule_store, runs, audit=gate)
     dispatcher.reaper.also("start the runs of the schedules that are due", schedules.tick)
     report = FleetReport(
         queue,
@@ -170,14 +176,7 @@ async def serve(settings: SchedulerSettings) -> None:
             executor_service_pb2.DESCRIPTOR.services_by_name["ExecutorService"],
             schedule_service_pb2.DESCRIPTOR.services_by_name["ScheduleService"],
         ],
-        auth.open_gate(
-            settings.auth,
-            mongo_database(
-                settings.mongodb_uri, settings.auth_database or settings.mongodb_database
-            ),
-            settings.key_cache_seconds,
-            settings.audit_retention_days,
-        ),
+        gate,
         server_tls(settings),
         on_start=on_start,
         on_stop=on_stop,

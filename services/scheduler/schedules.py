@@ -58,6 +58,7 @@ from services.scheduler.schedule_records import OVERLAPS, ScheduleRecord, Schedu
 log = logging.getLogger(__name__)
 
 SCHEDULE_LABEL = "wtm.schedule"
+SUBMIT_RUN = "/wtm.v1.SchedulerService/SubmitRun"  # what the audit log calls a fired run
 MAX_PER_NAMESPACE = 1000
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
@@ -73,6 +74,7 @@ class Schedules:
         max_per_namespace: int = MAX_PER_NAMESPACE,
         batch: int = 100,
         meter: Meter | None = None,
+        audit: auth.Gate | None = None,
     ) -> None:
         self.store = store
         self.runs = runs
@@ -80,6 +82,7 @@ class Schedules:
         self.max_per_namespace = max_per_namespace
         self.batch = batch  # due schedules fired per reaper second, per replica
         self._firing: asyncio.Task[None] | None = None
+        self.audit = audit  # each run a schedule starts is a submit of its creator's
         meter = meter or metrics.get_meter("wtm.scheduler")
         self.started = meter.create_counter(
             "wtm_schedule_runs_started", description="runs schedules started, per namespace"
@@ -271,9 +274,17 @@ class Schedules:
             record.namespace,
         )
         token = auth.set_current(principal)
+        outcome = "INTERNAL"
         try:
             request = self._request(record, f"schedule/{record.schedule_id}/{due_ms}")
-            return (await self.runs.submit(request)).run_id
+            run_id = (await self.runs.submit(request)).run_id
+            outcome = "OK"
+            return run_id
+        except WtmError as exc:
+            outcome = exc.code
+            raise
         finally:
             with contextlib.suppress(ValueError):
                 auth.reset_current(token)
+            if self.audit is not None:
+                self.audit.record(SUBMIT_RUN, principal, outcome)

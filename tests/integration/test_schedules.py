@@ -84,6 +84,16 @@ def test_a_schedule_starts_a_run_each_second_as_its_creator_until_paused(
     assert len(listed) >= 2 and started.last_run_id in listed
     assert all(r.labels["wtm.schedule"] == "every-second" for r in sub.list_runs(labels=mine))
     assert list(sub.list_runs(labels={"crew": "day"})) == []
+    # Each run it starts is in the audit log, as a submit of its creator's.
+    eventually(
+        lambda: any(
+            (e["method"], e["key_id"], e["principal"], e["namespace"], e["outcome"])
+            == ("SubmitRun", me.key_id, "schedule every-second", NS, "OK")
+            for e in team["admin"].list_audit_events(limit=200)
+        ),
+        timeout=10,
+        what="a fired run in the audit log",
+    )
     with pytest.raises(InvalidArgument) as bad_filter:
         list(sub.list_runs(labels={"no spaces": "x"}))
     assert bad_filter.value.field == "labels"
