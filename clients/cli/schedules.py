@@ -173,6 +173,16 @@ def schedule_resume(obj: Ctx, schedule_id: str) -> None:
     obj.out({"schedule": found}, schedule_panel(found))
 
 
+@schedule.command("trigger")
+@click.argument("schedule_id")
+@click.pass_obj
+def schedule_trigger(obj: Ctx, schedule_id: str) -> None:
+    """Start the schedule's run now, as one of its times would (paused or not)."""
+    with obj.client() as client:
+        run_id = client.trigger_schedule(schedule_id)
+    obj.out({"run_id": run_id}, f"started run {run_id}")
+
+
 @schedule.command("delete")
 @click.argument("schedule_id")
 @click.pass_obj

@@ -90,6 +90,12 @@ class ScheduleServicer(spb_grpc.ScheduleServiceServicer):
         record = await self._schedules.resume(auth.scope(), request.schedule_id)
         return spb.ResumeScheduleResponse(schedule=record.to_proto())
 
+    async def TriggerSchedule(
+        self, request: spb.TriggerScheduleRequest, context: aio.ServicerContext
+    ) -> spb.TriggerScheduleResponse:
+        run_id, record = await self._schedules.trigger(auth.scope(), request.schedule_id)
+        return spb.TriggerScheduleResponse(run_id=run_id, schedule=record.to_proto())
+
     async def DeleteSchedule(
         self, request: spb.DeleteScheduleRequest, context: aio.ServicerContext
     ) -> spb.DeleteScheduleResponse:

@@ -187,6 +187,21 @@ class Schedules:
         await self._own(namespace, schedule_id)
         await self.store.delete(namespace, schedule_id)
 
+    async def trigger(self, namespace: str, schedule_id: str) -> tuple[str, ScheduleRecord]:
+        """Start the schedule's run now, as one of its times would — paused or not, and
+        whatever its last run is doing (an explicit request, as Temporal's trigger); its
+        times go on as they were. The run's id, and the schedule."""
+        record = await self._own(namespace, schedule_id)
+        now = self.clock.now_ms()
+        run_id = await self._start(record, f"schedule/{schedule_id}/now/{now}")
+        await self.store.update(
+            record.key,
+            {"last_ms": now, "last_run_id": run_id, "last_error": ""},
+            {"runs_started": 1},
+        )
+        self.started.add(1, {"namespace": record.namespace})
+        return run_id, await self.get(namespace, schedule_id)
+
     async def _own(self, namespace: str, schedule_id: str) -> ScheduleRecord:
         """The schedule, if the caller created it or may cancel anyone's runs."""
         record = await self.get(namespace, schedule_id)
@@ -237,7 +252,7 @@ class Schedules:
             skipped["overlap"] = 1
         else:
             try:
-                run_id = await self._start(record, latest)
+                run_id = await self._start(record, f"schedule/{record.schedule_id}/{latest}")
             except WtmError as exc:
                 changes["last_error"] = exc.message
                 skipped["refused"] = 1
@@ -264,8 +279,9 @@ class Schedules:
         except NotFound:  # gone with the history
             return False
 
-    async def _start(self, record: ScheduleRecord, due_ms: int) -> str:
-        """Submit the run of due time ``due_ms`` as the key that created the schedule."""
+    async def _start(self, record: ScheduleRecord, request_id: str) -> str:
+        """Submit the schedule's run (its due time's idempotency key ``request_id``) as the
+        key that created the schedule."""
         principal = auth.Principal(
             record.created_by,
             f"schedule {record.schedule_id}",
@@ -276,7 +292,7 @@ class Schedules:
         token = auth.set_current(principal)
         outcome = "INTERNAL"
         try:
-            request = self._request(record, f"schedule/{record.schedule_id}/{due_ms}")
+            request = self._request(record, request_id)
             run_id = (await self.runs.submit(request)).run_id
             outcome = "OK"
             return run_id

@@ -145,6 +145,9 @@ def calls(
         "/wtm.v1.ScheduleService/DeleteSchedule": lambda: sch.DeleteSchedule(
             schpb.DeleteScheduleRequest(schedule_id="nope")
         ),
+        "/wtm.v1.ScheduleService/TriggerSchedule": lambda: sch.TriggerSchedule(
+            schpb.TriggerScheduleRequest(schedule_id="nope")
+        ),
         "/wtm.v1.ExecutorService/Connect": lambda: list(
             e.Connect(_stream(epb.ConnectRequest(hello=epb.ExecutorHello(executor_id="x"))))
         ),
@@ -363,6 +366,9 @@ def other_namespace_calls(
         ),
         "/wtm.v1.ScheduleService/DeleteSchedule": not_found(
             lambda: sch.DeleteSchedule(schpb.DeleteScheduleRequest(schedule_id=t.schedule_id))
+        ),
+        "/wtm.v1.ScheduleService/TriggerSchedule": not_found(
+            lambda: sch.TriggerSchedule(schpb.TriggerScheduleRequest(schedule_id=t.schedule_id))
         ),
         "/wtm.v1.RegistryService/CheckDependencies": lambda: True,
         "/wtm.v1.ExecutorService/Connect": not_found(  # asking for another's queues

@@ -199,12 +199,19 @@ def test_a_paused_schedule_starts_nothing_and_resumes_from_its_next_time(cluster
         clock.advance(5 * MINUTE)
         await replicas[0].fire_due()
         assert runs.submits == []
+        run_id, triggered = await replicas[0].trigger("team-s", "minutely")  # now, paused
+        assert [req.request_id for req, _ in runs.submits] == [
+            f"schedule/minutely/now/{clock.now_ms()}"
+        ]
+        assert (triggered.last_run_id, triggered.runs_started) == (run_id, 1)
+        assert (triggered.paused, triggered.next_ms) == (True, 0)  # its times as they were
+        runs.finished[run_id] = True
         resumed = await replicas[0].resume("team-s", "minutely")
         assert resumed.next_ms == record.created_ms + 6 * 60_000  # the next after now
         clock.advance(MINUTE)
         await replicas[0].fire_due()
         after = await store.get("team-s", "minutely")
         assert after is not None
-        assert (after.runs_started, after.times_skipped) == (1, 0)  # none made up
+        assert (after.runs_started, after.times_skipped) == (2, 0)  # none made up
 
     scenario(cluster, body)

@@ -158,11 +158,20 @@ def test_only_its_creator_or_an_operator_pauses_or_deletes_a_schedule(
 ) -> None:
     team["submitter"].create_schedule("mine", task="tick", input={"n": 1}, every=3600)
     other = team["other-submitter"]
-    for change in (other.pause_schedule, other.resume_schedule, other.delete_schedule):
+    changes = (other.pause_schedule, other.resume_schedule, other.delete_schedule)
+    for change in (*changes, other.trigger_schedule):
         with pytest.raises(PermissionDenied) as refused:
             change("mine")
         assert refused.value.field == "schedule_id"
     assert team["operator"].pause_schedule("mine").paused
+    # Its creator starts its run now, paused as it is: its run, its label, its count.
+    run_id = team["submitter"].trigger_schedule("mine")
+    run = team["submitter"].wait(run_id, timeout=30)
+    assert run.state == "COMPLETED" and run.labels["wtm.schedule"] == "mine"
+    after = team["submitter"].get_schedule("mine")
+    assert (after.last_run_id, after.runs_started, after.paused) == (run_id, 1, True)
+    with pytest.raises(PermissionDenied):  # an operator may not submit runs at all
+        team["operator"].trigger_schedule("mine")
     team["operator"].delete_schedule("mine")
     with pytest.raises(NotFound):
         team["submitter"].get_schedule("mine")

@@ -68,6 +68,11 @@ class ScheduleServiceStub:
                 request_serializer=wtm_dot_v1_dot_schedule__service__pb2.DeleteScheduleRequest.SerializeToString,
                 response_deserializer=wtm_dot_v1_dot_schedule__service__pb2.DeleteScheduleResponse.FromString,
                 _registered_method=True)
+        self.TriggerSchedule = channel.unary_unary(
+                '/wtm.v1.ScheduleService/TriggerSchedule',
+                request_serializer=wtm_dot_v1_dot_schedule__service__pb2.TriggerScheduleRequest.SerializeToString,
+                response_deserializer=wtm_dot_v1_dot_schedule__service__pb2.TriggerScheduleResponse.FromString,
+                _registered_method=True)
 
 
 class ScheduleServiceServicer:
@@ -121,6 +126,14 @@ class ScheduleServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TriggerSchedule(self, request, context):
+        """TriggerSchedule starts the schedule's run now, as one of its times would (its creator's
+        key, its label), paused or not and whatever its last run is doing; its times go on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ScheduleServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -153,6 +166,11 @@ def add_ScheduleServiceServicer_to_server(servicer, server):
                     servicer.DeleteSchedule,
                     request_deserializer=wtm_dot_v1_dot_schedule__service__pb2.DeleteScheduleRequest.FromString,
                     response_serializer=wtm_dot_v1_dot_schedule__service__pb2.DeleteScheduleResponse.SerializeToString,
+            ),
+            'TriggerSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.TriggerSchedule,
+                    request_deserializer=wtm_dot_v1_dot_schedule__service__pb2.TriggerScheduleRequest.FromString,
+                    response_serializer=wtm_dot_v1_dot_schedule__service__pb2.TriggerScheduleResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -321,6 +339,33 @@ class ScheduleService:
             '/wtm.v1.ScheduleService/DeleteSchedule',
             wtm_dot_v1_dot_schedule__service__pb2.DeleteScheduleRequest.SerializeToString,
             wtm_dot_v1_dot_schedule__service__pb2.DeleteScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TriggerSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wtm.v1.ScheduleService/TriggerSchedule',
+            wtm_dot_v1_dot_schedule__service__pb2.TriggerScheduleRequest.SerializeToString,
+            wtm_dot_v1_dot_schedule__service__pb2.TriggerScheduleResponse.FromString,
             options,
             channel_credentials,
             insecure,
