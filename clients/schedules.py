@@ -158,7 +158,8 @@ class ScheduleMethods:
         return ScheduleInfo.from_proto(self._s.unary(self._schedules.GetSchedule, request).schedule)
 
     def list_schedules(self) -> list[ScheduleInfo]:
-        """Every schedule of the namespace this client acts in, by id."""
+        """Every schedule of the namespace this client acts in, by id (``namespace="*"``,
+        with a key of every namespace: every namespace's)."""
         pages = self._s.pages(self._schedules.ListSchedules, schpb.ListSchedulesRequest())
         return [ScheduleInfo.from_proto(s) for reply in pages for s in reply.schedules]
 

@@ -45,8 +45,10 @@ def schedules_table(schedules: list[ScheduleInfo], width: int | None = None) -> 
     table.add_column("skipped", justify="right")
     if wide:
         table.add_column("last run", no_wrap=True)
+    several = len({s.namespace for s in schedules}) > 1  # listed with -n '*'
     for s in schedules:
-        cells = [escape(s.schedule_id), escape(s.description)]
+        name = f"{s.namespace}/{s.schedule_id}" if several else s.schedule_id
+        cells = [escape(name), escape(s.description)]
         if wide:
             cells.append(escape(s.task or f"pipeline {s.pipeline}"))
         cells.append("[yellow]paused[/]" if s.paused else _when(s.next_run_at, wide))
@@ -137,7 +139,8 @@ def schedule_create(
 @schedule.command("list")
 @click.pass_obj
 def schedule_list(obj: Ctx) -> None:
-    """The schedules of the namespace you act in."""
+    """The schedules of the namespace you act in (with -n '*', every namespace's: keys of
+    every namespace only)."""
     with obj.client() as client:
         found = client.list_schedules()
     obj.out({"schedules": found}, schedules_table(found))

@@ -17,6 +17,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from common.errors import AlreadyExists
+from services.common.auth import ALL_NAMESPACES
 from services.scheduler.schedule_times import Timing
 from wtm.v1 import schedule_service_pb2 as spb
 
@@ -136,11 +137,12 @@ class ScheduleStore:
         return int(await self._c.count_documents({"namespace": namespace}))
 
     async def page(self, namespace: str, after: str, size: int) -> list[ScheduleRecord]:
-        """Up to ``size`` schedules of ``namespace`` whose id sorts after ``after``."""
-        query: dict[str, Any] = {"namespace": namespace}
+        """Up to ``size`` schedules of ``namespace`` (``*``: every namespace's) by key
+        ("namespace/schedule_id"), those after the key ``after``."""
+        query: dict[str, Any] = {} if namespace == ALL_NAMESPACES else {"namespace": namespace}
         if after:
-            query["schedule_id"] = {"$gt": after}
-        cursor = self._c.find(query).sort("schedule_id", ASCENDING).limit(size)
+            query["_id"] = {"$gt": after}
+        cursor = self._c.find(query).sort("_id", ASCENDING).limit(size)
         return [ScheduleRecord.from_doc(d) async for d in cursor]
 
     async def due(self, now_ms: int, limit: int) -> list[ScheduleRecord]:

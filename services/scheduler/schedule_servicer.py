@@ -75,7 +75,7 @@ class ScheduleServicer(spb_grpc.ScheduleServiceServicer):
         page, more = found[:size], len(found) > size
         return spb.ListSchedulesResponse(
             schedules=[r.to_proto() for r in page],
-            next_page_token=encode_token([page[-1].schedule_id]) if more else "",
+            next_page_token=encode_token([page[-1].key]) if more else "",
         )
 
     async def PauseSchedule(

@@ -168,7 +168,9 @@ class Schedules:
         return record
 
     async def page(self, namespace: str, after: str, size: int) -> list[ScheduleRecord]:
-        return await self.store.page(auth.one_namespace(namespace), after, size)
+        """A page of the schedules of ``namespace`` (``*``: every namespace's, for a key of
+        every namespace) after the key ``after``."""
+        return await self.store.page(namespace, after, size)
 
     async def pause(self, namespace: str, schedule_id: str) -> ScheduleRecord:
         record = await self._own(namespace, schedule_id)

@@ -20,6 +20,7 @@ from services.localstack import Cluster
 from tests.conftest import run_cli
 from tests.integration.test_executor import make_task
 from tests.waiting import eventually
+from wtm.v1 import schedule_service_pb2 as schpb
 
 NS = "sched-team"
 ECHO_N = """
@@ -151,6 +152,34 @@ def test_bad_schedules_are_refused_naming_the_field(team: dict[str, Client]) -> 
     assert taken.value.field == "schedule.schedule_id"
     assert sub.list_schedules()[0].schedule_id == "hourly"
     sub.delete_schedule("hourly")
+
+
+def test_a_key_of_every_namespace_lists_every_namespaces_schedules_a_page_at_a_time(
+    cluster: Cluster, client: Client, team: dict[str, Client], tmp_path: Path
+) -> None:
+    team["submitter"].create_schedule("team-hourly", task="tick", input={"n": 1}, every=3600)
+    client.register_task(make_task(tmp_path, "ns_tick", ECHO_N))  # one of "default"'s
+    client.create_schedule("default-hourly", task="ns_tick", input={"n": 1}, every=3600)
+    try:
+        with Client(
+            cluster.registry_address,
+            cluster.scheduler_address,
+            api_key=cluster.admin_key,
+            namespace="*",
+        ) as everyone:
+            seen = [(s.namespace, s.schedule_id) for s in everyone.list_schedules()]
+            assert {(NS, "team-hourly"), ("default", "default-hourly")} <= set(seen)
+            assert seen == sorted(seen, key=lambda k: f"{k[0]}/{k[1]}")  # by key, each once
+            pages = everyone._s.pages(  # one a page: the SDK's list is every page's
+                everyone._schedules.ListSchedules, schpb.ListSchedulesRequest(page_size=1)
+            )
+            assert [(s.namespace, s.schedule_id) for p in pages for s in p.schedules] == seen
+        mine = client.list_schedules()  # the admin acting in "default": its own only
+        assert "default-hourly" in {s.schedule_id for s in mine}
+        assert {s.namespace for s in mine} == {"default"}
+    finally:
+        team["submitter"].delete_schedule("team-hourly")
+        client.delete_schedule("default-hourly")
 
 
 def test_only_its_creator_or_an_operator_pauses_or_deletes_a_schedule(

@@ -121,6 +121,9 @@ def test_in_80_columns_a_schedules_id_and_next_time_are_whole_and_its_panel_says
     assert "0" * 32 not in narrow  # the last run: in a wide console, and in the panel
     wide = printed(schedules_table([s], width=160), 160)
     assert "0" * 32 in wide and "2026-12-05 01:30:00" in wide and "face_detection" in wide
+    other = dataclasses.replace(s, namespace="team-b", schedule_id="hourly")
+    both = printed(schedules_table([s, other], width=80), 80)  # listed with -n '*'
+    assert "team-a/nightly-face-refresh" in both and "team-b/hourly" in both
     panel = schedule_panel(s)
     assert "last run " + "0" * 32 in panel and "is deprecated" in panel
     assert "next 2026-12-05 01:30:00 UTC" in panel and "by key " + "k" * 16 in panel

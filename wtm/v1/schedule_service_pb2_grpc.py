@@ -98,7 +98,9 @@ class ScheduleServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListSchedules(self, request, context):
-        """ListSchedules lists the schedules of the namespace the call acts in, by id.
+        """ListSchedules lists the schedules of the namespace the call acts in, by id (every
+        namespace's, by namespace, when the wtm-namespace header says "*", for a key of every
+        namespace).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
