@@ -42,6 +42,7 @@ class ScheduleInfo:
     created_at: datetime | None
     created_by: str
     labels: dict[str, str] = field(default_factory=dict)
+    at: datetime | None = None  # a one-off's time
 
     @classmethod
     def from_proto(cls, m: schpb.Schedule) -> ScheduleInfo:
@@ -70,6 +71,7 @@ class ScheduleInfo:
             created_at=when("create_time"),
             created_by=m.created_by,
             labels=dict(m.labels),
+            at=when("at"),
         )
 
 
@@ -85,6 +87,7 @@ def create_request(
     labels: dict[str, str] | None,
     overlap: str,
     paused: bool,
+    at: datetime | None = None,
 ) -> schpb.CreateScheduleRequest:
     if overlap not in _OVERLAP:
         raise InvalidArgument(
@@ -105,6 +108,8 @@ def create_request(
     if every is not None:
         seconds = every.total_seconds() if isinstance(every, timedelta) else float(every)
         m.every.FromNanoseconds(round(seconds * 1e9))
+    if at is not None:  # a naive time is UTC
+        m.at.FromDatetime(at if at.tzinfo is None else at.astimezone(UTC))
     return schpb.CreateScheduleRequest(schedule=m)
 
 
@@ -128,9 +133,11 @@ class ScheduleMethods:
         labels: dict[str, str] | None = None,
         overlap: str = "skip",
         paused: bool = False,
+        at: datetime | None = None,
     ) -> ScheduleInfo:
         """Start a run of ``task`` or ``pipeline`` on ``input`` at every time ``cron`` gives
-        (five fields, read in ``timezone``, UTC by default) or ``every`` so many seconds.
+        (five fields, read in ``timezone``, UTC by default), ``every`` so many seconds, or
+        once ``at`` a time (a naive one is UTC; a delayed submit, as Celery's ``eta``).
 
         While the last run has not ended a due time starts nothing (``overlap="skip"``) or
         another run (``"allow"``); times passed while every scheduler was down start one
@@ -143,7 +150,7 @@ class ScheduleMethods:
         """
         request = create_request(
             schedule_id, task, pipeline, input, cron, every, timezone, priority, labels,
-            overlap, paused,
+            overlap, paused, at,
         )  # fmt: skip
         reply = self._s.unary(self._schedules.CreateSchedule, request)
         return ScheduleInfo.from_proto(reply.schedule)
@@ -229,11 +236,12 @@ class AsyncScheduleMethods:
         labels: dict[str, str] | None = None,
         overlap: str = "skip",
         paused: bool = False,
+        at: datetime | None = None,
     ) -> ScheduleInfo:
         """As ``Client.create_schedule``."""
         request = create_request(
             schedule_id, task, pipeline, input, cron, every, timezone, priority, labels,
-            overlap, paused,
+            overlap, paused, at,
         )  # fmt: skip
         reply = await self._s.unary(self._schedules.CreateSchedule, request)
         return ScheduleInfo.from_proto(reply.schedule)

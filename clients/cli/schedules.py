@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 
 import click
 from rich.markup import escape
@@ -25,6 +25,15 @@ def parse_every(text: str) -> float:
     if not match:
         raise click.BadParameter(f"{text!r}: a number and s, m, h or d (90s, 5m, 1d)")
     return float(match.group(1)) * _UNIT[match.group(2)]
+
+
+def parse_at(text: str) -> datetime:
+    """A time from ISO 8601 text; without a zone, UTC."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise click.BadParameter(f"{text!r}: an ISO time, such as 2026-12-24T18:00:00Z") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _when(value: datetime | None, wide: bool = True) -> str:
@@ -51,7 +60,7 @@ def schedules_table(schedules: list[ScheduleInfo], width: int | None = None) -> 
         cells = [escape(name), escape(s.description)]
         if wide:
             cells.append(escape(s.task or f"pipeline {s.pipeline}"))
-        cells.append("[yellow]paused[/]" if s.paused else _when(s.next_run_at, wide))
+        cells.append("[yellow]paused[/]" if s.paused else _when(s.next_run_at, wide) or "done")
         cells += [str(s.runs_started), str(s.times_skipped)]
         if wide:
             cells.append(s.last_run_id)
@@ -67,6 +76,7 @@ def schedule_panel(s: ScheduleInfo) -> str:
         + ("  [yellow]paused[/]" if s.paused else ""),
         escape(f"  runs {target} on {json.dumps(s.input)}"),
         f"  next {_when(s.next_run_at)} UTC" if s.next_run_at else "",
+        "  done: its one time has come" if not (s.paused or s.next_run_at) else "",
         f"  started {s.runs_started} · skipped {s.times_skipped} · overlap {s.overlap}"
         + (f" · priority {s.priority}" if s.priority else ""),
         f"  last run {s.last_run_id} (due {_when(s.last_run_at)} UTC)" if s.last_run_id else "",
@@ -94,6 +104,11 @@ def schedule() -> None:
     callback=lambda _ctx, _param, value: None if value is None else parse_every(value),
     help="instead of --cron: an interval, such as 90s, 5m, 2h, 1d",
 )
+@click.option(
+    "--at",
+    callback=lambda _ctx, _param, value: None if value is None else parse_at(value),
+    help="instead: once, at this ISO time (2026-12-24T18:00:00+01:00; no zone: UTC)",
+)
 @click.option("--priority", type=click.IntRange(0, 10), default=0, help="1 to 10; 0: the task's")
 @click.option(
     "--overlap",
@@ -112,12 +127,13 @@ def schedule_create(
     cron: str | None,
     timezone: str,
     every: float | None,
+    at: datetime | None,
     priority: int,
     overlap: str,
     paused: bool,
 ) -> None:
     """Start a run of --task or --pipeline on INPUT_JSON (inline JSON or @FILE) at every time
-    --cron or --every gives, in the namespace you act in, as your key."""
+    --cron or --every gives, or once --at a time, in the namespace you act in, as your key."""
     data = parse_json_object(input_json, "INPUT_JSON")
     with obj.client() as client:
         data = upload_inputs(obj, client, data)
@@ -128,6 +144,7 @@ def schedule_create(
             input=data,
             cron=cron,
             every=every,
+            at=at,
             timezone=timezone,
             priority=priority,
             overlap=overlap,

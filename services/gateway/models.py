@@ -232,6 +232,7 @@ class Schedule(BaseModel):
     created_at: datetime | None
     created_by: str = Field(description="the key whose runs they are")
     labels: dict[str, str]
+    at: datetime | None = Field(None, description="a one-off's time (instead of cron or every)")
 
 
 class HealthCheck(BaseModel):

@@ -34,6 +34,7 @@ class ScheduleRecord:
     cron: str = ""
     timezone: str = ""
     every_seconds: float = 0.0
+    at_ms: int = 0  # a one-off's time
     task: str = ""
     pipeline: str = ""
     input_json: str = "{}"
@@ -59,14 +60,14 @@ class ScheduleRecord:
         """What its creator set (but ``paused``, which changes): two creates of the same
         spec by the same key are one schedule."""
         return (
-            self.cron, self.timezone, self.every_seconds, self.task, self.pipeline,
+            self.cron, self.timezone, self.every_seconds, self.at_ms, self.task, self.pipeline,
             self.input_json, self.priority, sorted(self.labels.items()), self.overlap,
             self.created_by,
         )  # fmt: skip
 
     @property
     def timing(self) -> Timing:
-        return Timing(self.cron, self.timezone, self.every_seconds, self.created_ms)
+        return Timing(self.cron, self.timezone, self.every_seconds, self.created_ms, self.at_ms)
 
     def to_doc(self) -> dict[str, Any]:
         return {"_id": self.key, **asdict(self)}
@@ -100,6 +101,7 @@ class ScheduleRecord:
         if self.every_seconds:
             m.every.FromMilliseconds(int(self.every_seconds * 1000))
         for name, ms in (
+            ("at", self.at_ms),
             ("next_run_time", self.next_ms),
             ("last_run_time", self.last_ms),
             ("create_time", self.created_ms),

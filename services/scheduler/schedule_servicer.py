@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 from grpc import aio
 
 from common.errors import InvalidArgument
@@ -31,12 +33,21 @@ def schedule_from_proto(m: spb.Schedule, namespace: str) -> ScheduleRecord:
     overlap = _OVERLAPS.get(m.overlap)
     if overlap is None:
         raise InvalidArgument(f"{m.overlap} is not a ScheduleOverlap", field="schedule.overlap")
+    at_ms = 0
+    if m.HasField("at"):
+        try:
+            at_ms = int(m.at.ToDatetime(tzinfo=UTC).timestamp() * 1000)
+        except (ValueError, OverflowError) as exc:
+            raise InvalidArgument(f"is not a valid time ({exc})", field="schedule.at") from exc
+        if at_ms <= 0:
+            raise InvalidArgument("is in the past", field="schedule.at")
     return ScheduleRecord(
         namespace=namespace,
         schedule_id=m.schedule_id,
         cron=m.cron.strip(),
         timezone=m.timezone,
         every_seconds=every,
+        at_ms=at_ms,
         task=m.task,
         pipeline=m.pipeline,
         input_json=m.input_json or "{}",

@@ -117,7 +117,7 @@ class Schedules:
                 field="schedule",
             )
         record.created_by = auth.current().key_id
-        record.next_ms = 0 if record.paused else record.timing.next_after(record.created_ms)
+        record.next_ms = 0 if record.paused else record.timing.first(record.created_ms)
         record.last_ms, record.last_run_id, record.last_error = 0, "", ""
         record.runs_started = record.times_skipped = 0
         try:

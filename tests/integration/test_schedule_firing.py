@@ -215,3 +215,27 @@ def test_a_paused_schedule_starts_nothing_and_resumes_from_its_next_time(cluster
         assert (after.runs_started, after.times_skipped) == (2, 0)  # none made up
 
     scenario(cluster, body)
+
+
+def test_a_one_off_starts_its_run_once_even_after_the_replicas_were_down(cluster: Cluster) -> None:
+    async def body(
+        store: ScheduleStore, clock: FakeClock, runs: SubmittedRuns, replicas: Any, meter: Any
+    ) -> None:
+        at = clock.now_ms() + 30_000
+        record = ScheduleRecord(
+            namespace="team-s", schedule_id="once", at_ms=at, task="tick",
+            created_ms=clock.now_ms(), created_by="k" * 16,
+        )  # fmt: skip
+        record.next_ms = record.timing.first(record.created_ms)
+        await store.insert(record)
+        clock.advance(10 * MINUTE)  # its time passed while none ran
+        for _ in range(3):
+            await asyncio.gather(*(r.fire_due() for r in replicas))
+            clock.advance(MINUTE)
+        # Whichever replicas fired it asked for the one run of its time.
+        assert {req.request_id for req, _ in runs.submits} == {f"schedule/once/{at}"}
+        done = await store.get("team-s", "once")
+        assert done is not None
+        assert (done.runs_started, done.times_skipped, done.next_ms, done.last_ms) == (1, 0, 0, at)
+
+    scenario(cluster, body)

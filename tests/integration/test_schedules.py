@@ -113,6 +113,17 @@ def test_a_schedule_starts_a_run_each_second_as_its_creator_until_paused(
         timeout=10,
         what="a run after resuming",
     )
+    # Once, a second from now: its run, then done.
+    once = sub.create_schedule(
+        "once", task="tick", input={"n": 2}, at=datetime.now(UTC) + timedelta(seconds=1)
+    )
+    assert once.description.startswith("once, at ") and once.next_run_at == once.at
+    ran = eventually(
+        lambda: (s := sub.get_schedule("once")).runs_started == 1 and s, timeout=10, what="once"
+    )
+    assert ran.next_run_at is None and not ran.paused
+    assert sub.wait(ran.last_run_id, timeout=30).output == {"n": 2}
+    sub.delete_schedule("once")
     assert [s.schedule_id for s in sub.list_schedules()] == ["every-second"]
     sub.delete_schedule("every-second")
     with pytest.raises(NotFound) as gone:
@@ -137,6 +148,8 @@ def test_bad_schedules_are_refused_naming_the_field(team: dict[str, Client]) -> 
         ({**hourly, "labels": {"wtm.schedule": "x"}}, InvalidArgument,
          "schedule.labels.wtm.schedule"),
         ({**hourly, "overlap": "sometimes"}, InvalidArgument, "overlap"),
+        ({**hourly, "every": None, "at": datetime.now(UTC) - timedelta(days=2)}, InvalidArgument,
+         "schedule.at"),
     ]  # fmt: skip
     for fields, error, field in bad:
         with pytest.raises(error) as refused:

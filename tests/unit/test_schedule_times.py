@@ -79,12 +79,26 @@ def test_more_missed_cron_times_than_are_counted_still_give_the_latest() -> None
         (Timing(every_seconds=0.5), "schedule.every"),
         (Timing(every_seconds=367 * 86400), "schedule.every"),
         (Timing(every_seconds=60, timezone="Europe/Berlin"), "schedule.timezone"),
+        (Timing(every_seconds=60, at_ms=5), "schedule.cron"),
+        (Timing(at_ms=1_000, anchor_ms=100_000), "schedule.at"),  # over a minute past
+        (Timing(at_ms=200_000, anchor_ms=100_000, timezone="UTC"), "schedule.timezone"),
     ],
 )
 def test_a_bad_timing_is_refused_naming_the_field(timing: Timing, field: str) -> None:
     with pytest.raises(InvalidArgument) as refused:
         timing.check()
     assert refused.value.field == field
+
+
+def test_a_one_off_has_its_one_time_and_none_after() -> None:
+    t = Timing(at_ms=500_000, anchor_ms=100_000)
+    t.check()
+    assert t.first(100_000) == 500_000 and t.next_after(499_999) == 500_000
+    assert t.next_after(500_000) == 0 and t.latest_until(500_000, 10**12) == (500_000, 0)
+    just_passed = Timing(at_ms=90_000, anchor_ms=100_000)  # a client's "now", a moment late
+    just_passed.check()
+    assert just_passed.first(100_000) == 90_000  # due at once
+    assert Timing(at_ms=ms(2026, 12, 24, 17)).describe() == "once, at 2026-12-24 17:00:00 UTC"
 
 
 def test_timings_describe_themselves() -> None:
