@@ -129,12 +129,13 @@ class Fleet:
             cwd=ROOT,
         )
 
-    def client(self, scheduler: str) -> Client:
+    def client(self, scheduler: str, retry_seconds: float = 10.0) -> Client:
         return Client(
             self.cluster.registry_address,
             scheduler,
             api_key=self.cluster.admin_key,
             raise_on_failure=False,
+            retry_seconds=retry_seconds,
         )
 
 

@@ -244,7 +244,8 @@ def test_one_request_id_makes_one_run_across_a_mongodb_outage(
     with behind_a_switch(fleet, "outage-1", shared_tmp) as (address, forwarder, ledger):
         doc = {"tag": "once", "ledger": str(ledger), "seconds": 0}
         forwarder.off()
-        with fleet.client(address) as client, pytest.raises(ApiError) as err:
+        # Not retried (the SDK would retry UNAVAILABLE for 10 s): the refusal is the point.
+        with fleet.client(address, retry_seconds=0) as client, pytest.raises(ApiError) as err:
             client.submit(task="ledger", input=doc, request_id="outage-key")
         assert err.value.code == "UNAVAILABLE"
         forwarder.on()
