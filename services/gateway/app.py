@@ -365,6 +365,32 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         return [m.of(m.Schedule, s) for s in await client.list_schedules()]
 
     @app.post(
+        "/api/v1/schedules",
+        response_model=m.Schedule,
+        status_code=201,
+        responses=ERRORS,
+        tags=["fleet"],
+    )
+    async def create_schedule(body: m.CreateSchedule, client: Caller) -> m.Schedule:
+        """Start a run of a task or a pipeline at the times a cron expression or an interval
+        gives, or once at a time; its runs are the key's, labelled ``wtm.schedule``."""
+        created = await client.create_schedule(
+            body.schedule_id,
+            task=body.task or None,
+            pipeline=body.pipeline or None,
+            input=body.input,
+            cron=body.cron or None,
+            every=body.every_seconds,
+            at=body.at,
+            timezone=body.timezone,
+            priority=body.priority,
+            labels=body.labels,
+            overlap=body.overlap,
+            paused=body.paused,
+        )
+        return m.of(m.Schedule, created)
+
+    @app.post(
         "/api/v1/schedules/{schedule_id}/pause",
         response_model=m.Schedule,
         responses=ERRORS,

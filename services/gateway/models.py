@@ -87,6 +87,23 @@ class SubmitRun(BaseModel):
     cache: bool | None = None
 
 
+class CreateSchedule(BaseModel):
+    """Exactly one of task and pipeline, and of cron, every_seconds and at."""
+
+    schedule_id: str = Field(description="1-63 letters, digits, '_', '.', '-'")
+    task: str = ""
+    pipeline: str = ""
+    input: dict[str, Any] = {}
+    cron: str = Field("", description="five fields: minute hour day-of-month month day-of-week")
+    timezone: str = Field("", description="the IANA zone cron is read in (default UTC)")
+    every_seconds: float | None = Field(None, description="an interval, 1 s to 366 days")
+    at: datetime | None = Field(None, description="once, at this time")
+    priority: int = 0
+    labels: dict[str, str] = {}
+    overlap: str = Field("skip", description="skip | allow: a due time while the last run goes on")
+    paused: bool = False
+
+
 class CancelRun(BaseModel):
     reason: str = ""
 

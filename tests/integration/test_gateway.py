@@ -236,7 +236,14 @@ def test_catalog_fleet_queues_and_health(http: httpx.Client) -> None:
 
 
 def test_the_namespaces_schedules_are_listed(http: httpx.Client, client: Client) -> None:
-    client.create_schedule("gw-hourly", task="word_count", input={"text": "a b"}, every=3600)
+    made = http.post(
+        "/api/v1/schedules",
+        json={"schedule_id": "gw-hourly", "task": "word_count", "input": {"text": "a b"},
+              "every_seconds": 3600},
+    )  # fmt: skip
+    assert made.status_code == 201, made.text
+    bad = http.post("/api/v1/schedules", json={"schedule_id": "gw-bad", "task": "word_count"})
+    assert bad.status_code == 400 and bad.json()["error"]["field"] == "schedule.cron"
     try:
         [hourly] = [
             s for s in http.get("/api/v1/schedules").json() if s["schedule_id"] == "gw-hourly"
