@@ -9,7 +9,8 @@ Every part gets a line: ``ok``, ``warn`` (it works, but look) or ``fail`` (it is
 - the gateway, when there is one to ask (``/healthz``);
 - the executors: how many are connected; lost ones and unhealthy slots warn;
 - the queues: work waiting on a queue that no connected executor takes from warns (it would
-  wait forever), and so does an oldest waiting step older than ``stale_after`` seconds.
+  wait forever), and so does an oldest waiting step older than ``stale_after`` seconds;
+- the schedules: one whose last due time could not start its run warns, saying why.
 
 An installation with no executor and nothing waiting is healthy (an autoscaler may have
 scaled executors to zero); one whose queues hold work for no executor is warned about.
@@ -23,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from clients.errors import DeadlineExceeded, Unavailable, WtmError
+from clients.schedules import ScheduleInfo
 from clients.types import DependencyInfo, ExecutorInfo, QueueInfo
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -193,11 +195,12 @@ async def check_health(
 ) -> HealthReport:
     """Ask every part at once; ``gateway_check`` is given by the gateway itself (it is
     answering: it is the one asking)."""
-    registry, scheduler, executors, queues = await asyncio.gather(
+    registry, scheduler, executors, queues, schedules = await asyncio.gather(
         _settled(client.check_dependencies("registry")),
         _settled(client.check_dependencies("scheduler")),
         _settled(client.list_executors()),
         _settled(client.list_queues()),
+        _settled(client.list_schedules()),
     )
     checks = assess_service("registry", registry) + assess_service("scheduler", scheduler)
     if gateway_check is not None:
@@ -205,4 +208,19 @@ async def check_health(
     elif gateway_url:
         checks.append(await check_gateway(gateway_url, ca))
     checks += assess_fleet(executors, queues, stale_after)
+    if not isinstance(schedules, Exception):  # else the scheduler's own line says why
+        checks += assess_schedules(schedules)
     return HealthReport(checks)
+
+
+def assess_schedules(schedules: list[ScheduleInfo]) -> list[Check]:
+    """A schedule whose last due time started no run, because it could not, warns."""
+    return [
+        Check(
+            f"schedule {s.schedule_id}",
+            WARN,
+            f"its last time started no run: {s.last_error} (it tries again at each time)",
+        )
+        for s in schedules
+        if s.last_error and not s.paused
+    ]

@@ -21,7 +21,7 @@ Chosen where nothing asked (each as Temporal or Celery beat does):
   ``submitted_by``; it may cancel them), in the schedule's namespace and under its limits,
   labelled ``wtm.schedule``. A schedule outlives its creator's key, as Temporal's do: pausing
   or deleting it is for its creator or a role that may cancel anyone's runs.
-- A due time that cannot start its run (the task deprecated, the namespace at its limit of
+- A due time that cannot start its run (its task withdrawn, the namespace at its limit of
   runs) records why in ``last_error`` and counts as skipped; the schedule keeps going.
 """
 

@@ -132,6 +132,27 @@ def test_a_schedule_starts_a_run_each_second_as_its_creator_until_paused(
     assert sub.list_schedules() == []
 
 
+def test_a_schedule_whose_task_is_withdrawn_says_why_and_health_warns_of_it(
+    cluster: Cluster, team: dict[str, Client], tmp_path: Path
+) -> None:
+    team["admin"].register_task(make_task(tmp_path, "tick_gone", ECHO_N))
+    sub = team["submitter"]
+    sub.create_schedule("gone-beat", task="tick_gone", input={"n": 1}, every=1)
+    try:
+        eventually(lambda: sub.get_schedule("gone-beat").runs_started >= 1, 10, "a first run")
+        team["admin"].deprecate_task("tick_gone@1.0.0", "withdrawn")  # no version is latest
+        failing = eventually(
+            lambda: (s := sub.get_schedule("gone-beat")).last_error and s, 10, "a refused time"
+        )
+        assert "tick_gone" in failing.last_error and failing.times_skipped >= 1
+        shown = run_cli(cluster, "--json", "-n", NS, "health", check=False)
+        checks = {c["component"]: c for c in json.loads(shown.stdout)["checks"]}
+        assert checks["schedule gone-beat"]["status"] == "warn", checks
+        assert failing.last_error in checks["schedule gone-beat"]["detail"]
+    finally:
+        sub.delete_schedule("gone-beat")
+
+
 def test_bad_schedules_are_refused_naming_the_field(team: dict[str, Client]) -> None:
     sub = team["submitter"]
     hourly = {"task": "tick", "input": {"n": 1}, "every": 3600}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from clients.health import FAIL, OK, WARN, assess_service
+from clients.health import FAIL, OK, WARN, assess_schedules, assess_service
+from clients.schedules import ScheduleInfo
 from clients.types import DependencyInfo
 
 
@@ -25,3 +26,21 @@ def test_a_clock_within_a_second_or_not_reported_is_no_concern() -> None:
         assert line.detail == "answered PING (2 ms)"
     [_, down] = assess_service("scheduler", [redis(30.0, ok=False)])
     assert down.status == FAIL  # down is down, whatever the clock
+
+
+def test_a_schedule_that_could_not_start_its_run_warns_saying_why() -> None:
+    def schedule(schedule_id: str, last_error: str, paused: bool = False) -> ScheduleInfo:
+        return ScheduleInfo(
+            schedule_id, "team-a", "every hour", "", "", 3600.0, "tick", "", {}, 0, "skip",
+            paused, None, None, "", 0, 0, last_error, None, "",
+        )  # fmt: skip
+
+    checks = assess_schedules(
+        [
+            schedule("fine", ""),
+            schedule("stuck", "task: tick@1.0.0 is deprecated"),
+            schedule("paused-one", "task: gone", paused=True),  # paused on purpose: no alarm
+        ]
+    )
+    assert [(c.component, c.status) for c in checks] == [("schedule stuck", WARN)]
+    assert "tick@1.0.0 is deprecated" in checks[0].detail
