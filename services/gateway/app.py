@@ -25,7 +25,7 @@ from fastapi_offline import FastAPIOffline
 
 from clients import __version__
 from clients.aio import AsyncClient
-from clients.errors import PermissionDenied, Unauthenticated, WtmError
+from clients.errors import InvalidArgument, PermissionDenied, Unauthenticated, WtmError
 from clients.health import OK, Check, check_health
 from services.gateway import models as m
 from services.gateway.settings import GatewaySettings
@@ -239,7 +239,10 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     ) -> m.RunPage:
         """Runs newest first, without their steps' outputs; ``label``: only runs with every
         one of these labels (a schedule's runs: ``wtm.schedule=ID``)."""
-        labels = dict(text.partition("=")[::2] for text in label or [])
+        pairs = [text.partition("=") for text in label or []]
+        if any(not sep for _, sep, _ in pairs):
+            raise InvalidArgument("each must be KEY=VALUE", field="label")
+        labels = {key: value for key, _, value in pairs}
         runs, token = await client.list_runs_page(
             state.upper(),
             pipeline_id,

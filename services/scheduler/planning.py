@@ -179,6 +179,8 @@ _LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,62}$")
 
 def check_request(req: SubmitRequest) -> None:
     """Sizes and shapes of a submit's small fields, before anything is looked up."""
+    if bool(req.task) == bool(req.pipeline):
+        raise InvalidArgument("set exactly one of task and pipeline", field="task")
     check_priority(req.priority)
     for name, value in (("task", req.task), ("pipeline", req.pipeline)):
         if len(value) > MAX_NAME_CHARS:

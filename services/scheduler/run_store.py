@@ -219,11 +219,13 @@ class RunStore:
         created_before: datetime | None,
         page_size: int,
         page_token: str,
+        label_pairs: list[str] | None = None,
     ) -> tuple[list[Run], str]:
-        """Runs newest first (keyset paging on created_at, run_id), without step details."""
-        query: dict[str, Any] = {k: v for k, v in filters.items() if v and k != "label_pairs"}
-        if filters.get("label_pairs"):  # every one of them (nx-27017 has no $all)
-            query["$and"] = [{"label_pairs": pair} for pair in filters["label_pairs"]]
+        """Runs newest first (keyset paging on created_at, run_id), without step details;
+        with ``label_pairs`` ("key=value"), only runs that have every one."""
+        query: dict[str, Any] = {k: v for k, v in filters.items() if v}
+        if label_pairs:  # an $and of equalities: nx-27017 has no $all
+            query["$and"] = [{"label_pairs": pair} for pair in label_pairs]
         created: dict[str, Any] = {}
         if created_after is not None:
             created["$gte"] = _ms(created_after)

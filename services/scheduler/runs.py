@@ -9,7 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from common import telemetry
 from common.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
@@ -117,8 +117,6 @@ class RunService(RunListener):
     async def submit(self, req: SubmitRequest) -> Run:
         """Accept one run. It is queued in Redis and written to MongoDB at the same time; the
         call returns once both hold it, so the run can start before MongoDB has answered."""
-        if bool(req.task) == bool(req.pipeline):
-            raise InvalidArgument("set exactly one of task and pipeline", field="task")
         check_request(req)
         doc = parse_input(req.input_json)
         if not 0 <= req.wait_seconds <= MAX_WAIT_SECONDS:
@@ -253,8 +251,6 @@ class RunService(RunListener):
         """Accept one run per input document as one batch: one plan, one MongoDB write and
         one Redis round trip (``_record_and_queue``). Returns (batch id, run ids in input
         order)."""
-        if bool(req.task) == bool(req.pipeline):
-            raise InvalidArgument("set exactly one of task and pipeline", field="task")
         if not inputs:
             raise InvalidArgument("must hold at least one input document", field="inputs_json")
         if len(inputs) > MAX_BATCH:
@@ -377,8 +373,8 @@ class RunService(RunListener):
         labels: dict[str, str] | None = None,
     ) -> tuple[list[Run], str]:
         size = page_size_of(page_size, 50, 1000)
-        filters: dict[str, Any] = {"label_pairs": label_pairs(labels or {})}
-        filters |= {
+        pairs = label_pairs(labels or {})
+        filters = {
             "state": state,
             "pipeline_id": pipeline_id,
             "task_id": task_id,
@@ -386,7 +382,9 @@ class RunService(RunListener):
         }
         if namespace != auth.ALL_NAMESPACES:
             filters["namespace"] = namespace
-        return await self.store.list_runs(filters, created_after, created_before, size, page_token)
+        return await self.store.list_runs(
+            filters, created_after, created_before, size, page_token, pairs
+        )
 
     async def get(self, run_id: str, namespace: str = auth.ALL_NAMESPACES) -> Run:
         """A run; NOT_FOUND when it is in a namespace other than ``namespace``, as if it

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
-from itertools import islice
+from itertools import islice, takewhile
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
@@ -105,32 +105,16 @@ class Timing:
             step = int(self.every_seconds * 1000)
             passed = max(0, (now_ms - first_ms) // step)
             return first_ms + passed * step, passed
-        latest, missed = first_ms, 0
-        for t in islice(self._cron_times(first_ms), MAX_COUNTED):
-            if t > now_ms:
-                return latest, missed
-            latest, missed = t, missed + 1
-        return self._latest_since(latest, now_ms), missed
+        latest = max(first_ms, next(self._cron_times(now_ms + 1000, reverse=True)))
+        after_first = islice(self._cron_times(first_ms), MAX_COUNTED)
+        return latest, sum(1 for _ in takewhile(lambda t: t <= latest, after_first))
 
-    def _latest_since(self, floor_ms: int, now_ms: int) -> int:
-        """The latest cron time from ``floor_ms`` (one) to ``now_ms``, looked for in the last
-        day, week, month and year before ``now_ms`` (a cron time is at most a year away)."""
-        for days in (1, 7, 31, 366):
-            start = max(floor_ms, now_ms - days * 86_400_000)
-            latest = floor_ms if start == floor_ms else 0
-            for t in islice(self._cron_times(start), 600_000):
-                if t > now_ms:
-                    break
-                latest = t
-            if latest:
-                return latest
-        return floor_ms
-
-    def _cron_times(self, after_ms: int) -> Iterator[int]:
-        """The cron times strictly after ``after_ms``, in order."""
+    def _cron_times(self, from_ms: int, reverse: bool = False) -> Iterator[int]:
+        """The cron times strictly after ``from_ms`` in order (``reverse``: strictly before
+        it, latest first), at the second's grain."""
         zone = zone_of(self.timezone, "schedule.timezone")
-        start = datetime.fromtimestamp(after_ms // 1000, zone)  # cronsim: strictly after
-        return (int(t.timestamp() * 1000) for t in CronSim(self.cron, start))
+        start = datetime.fromtimestamp(from_ms // 1000, zone)
+        return (int(t.timestamp() * 1000) for t in CronSim(self.cron, start, reverse=reverse))
 
     def describe(self) -> str:
         """A human-readable account ("every 5 minutes", "At 02:00 every day (Europe/Berlin)")."""

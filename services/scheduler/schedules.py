@@ -134,8 +134,6 @@ class Schedules:
         pipeline, the input against their schemas), each field named under ``schedule.``."""
         req = self._request(record, "")
         try:
-            if bool(req.task) == bool(req.pipeline):
-                raise InvalidArgument("set exactly one of task and pipeline", field="task")
             check_request(req)
             doc = parse_input(req.input_json)
             check_input(await plan_run(self.runs.catalog, req), doc)

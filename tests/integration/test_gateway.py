@@ -265,6 +265,8 @@ def test_runs_are_listed_by_label(http: httpx.Client, client: Client) -> None:
     page = http.get("/api/v1/runs", params={"label": "gw.probe=1"}).json()
     assert [r["run_id"] for r in page["runs"]] == [run.run_id]
     assert http.get("/api/v1/runs", params={"label": "gw.probe=2"}).json()["runs"] == []
+    bad = http.get("/api/v1/runs", params={"label": "gw.probe"})
+    assert bad.status_code == 400 and bad.json()["error"]["field"] == "label"
 
 
 def test_openapi_and_its_docs_page_are_served_without_a_cdn(http: httpx.Client) -> None:
