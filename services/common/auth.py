@@ -233,6 +233,17 @@ def reset_current(token: contextvars.Token[Principal]) -> None:
     _current.reset(token)
 
 
+def check_own(owner: str, what: str, field: str) -> None:
+    """A caller whose role may not cancel anyone's runs acts only on what its own key made
+    (``owner``: that key's id): PERMISSION_DENIED naming ``field`` otherwise."""
+    caller = current()
+    if not caller.may(Permission.CANCEL_ANY) and owner != caller.key_id:
+        raise PermissionDenied(
+            f"{what} was made by another key; role {caller.role} may change only its own",
+            field=field,
+        )
+
+
 def scope() -> str:
     """The namespace the call being served acts in (``*``: every namespace, reads only)."""
     return _current.get().scope

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Protocol, TypeVar
 
 from common import telemetry
-from common.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
+from common.errors import InvalidArgument, NotFound, Unavailable
 from services.common import auth
 from services.common.paging import page_size_of
 from services.scheduler.input_check import as_batch_item
@@ -347,13 +347,7 @@ class RunService(RunListener):
         owner = ""
         if namespace != auth.ALL_NAMESPACES or not caller.may(auth.Permission.CANCEL_ANY):
             owner = (await self.get(run_id, namespace)).submitted_by
-        # a submitter cancels its own runs
-        if not caller.may(auth.Permission.CANCEL_ANY) and owner != caller.key_id:
-            raise PermissionDenied(
-                f"run {run_id} was submitted by another key; role {caller.role} may "
-                "cancel only its own runs",
-                field="run_id",
-            )
+        auth.check_own(owner, f"run {run_id}", "run_id")  # a submitter cancels its own runs
         state = await self.queueing.cancel_run(run_id, reason or "cancelled by a user")
         if state == "missing":
             await self.get(run_id)  # NotFound, or a finished run only MongoDB still has

@@ -40,7 +40,6 @@ from common.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
-    PermissionDenied,
     WtmError,
 )
 from services.common import auth
@@ -205,13 +204,7 @@ class Schedules:
     async def _own(self, namespace: str, schedule_id: str) -> ScheduleRecord:
         """The schedule, if the caller created it or may cancel anyone's runs."""
         record = await self.get(namespace, schedule_id)
-        caller = auth.current()
-        if not caller.may(auth.Permission.CANCEL_ANY) and record.created_by != caller.key_id:
-            raise PermissionDenied(
-                f"schedule {schedule_id} was created by another key; role {caller.role} may "
-                "change only its own",
-                field="schedule_id",
-            )
+        auth.check_own(record.created_by, f"schedule {schedule_id}", "schedule_id")
         return record
 
     async def tick(self) -> None:
