@@ -383,11 +383,10 @@ class ApiKeys:
     def count(self) -> int:
         return int(self._keys.count_documents({}))
 
-    def verify(self, key_text: str, allow_io: bool = True) -> Principal:
-        """The principal of a presented key; Unauthenticated when it is unknown, wrong,
-        revoked or expired (the message says which, but never echoes the key). Without
-        ``allow_io``, raises ``NeedsLookup`` where it would have to ask MongoDB."""
-        key_id, secret = split_key(key_text)
+    def stored(self, key_id: str, allow_io: bool = True) -> KeyRecord | None:
+        """The key ``key_id`` as stored (None: no such key), read again from MongoDB once
+        the cached copy is ``cache_seconds`` old; without ``allow_io``, ``NeedsLookup``
+        where it would have to be."""
         now = time.monotonic()
         with self._lock:
             cached = self._cache.get(key_id)
@@ -398,7 +397,14 @@ class ApiKeys:
             cached = (now, KeyRecord.from_doc(doc) if doc else None)
             with self._lock:
                 self._cache[key_id] = cached
-        record = cached[1]
+        return cached[1]
+
+    def verify(self, key_text: str, allow_io: bool = True) -> Principal:
+        """The principal of a presented key; Unauthenticated when it is unknown, wrong,
+        revoked or expired (the message says which, but never echoes the key). Without
+        ``allow_io``, raises ``NeedsLookup`` where it would have to ask MongoDB."""
+        key_id, secret = split_key(key_text)
+        record = self.stored(key_id, allow_io)
         if record is None or not hmac.compare_digest(record.secret_sha256, digest(secret)):
             raise Unauthenticated("authorization: unknown API key")
         problem = record.problem(_ms())

@@ -117,7 +117,7 @@ async def serve(settings: SchedulerSettings) -> None:
         settings.key_cache_seconds,
         settings.audit_retention_days,
     )
-    schedules = Schedules(schedule_store, runs, audit=gate)
+    schedules = Schedules(schedule_store, runs, gate=gate)
     dispatcher.reaper.also("start the runs of the schedules that are due", schedules.tick)
     report = FleetReport(
         queue,

@@ -171,6 +171,18 @@ class ScheduleStore:
         result = await self._c.update_one(query, update)
         return bool(result.matched_count)
 
+    async def record_run(self, key: str, due_ms: int, run_id: str) -> bool:
+        """Record ``run_id`` (started for the due time ``due_ms``) as the schedule's last run
+        and count it, unless it already is: whether this call counted it."""
+        result = await self._c.update_one(
+            {"_id": key, "last_run_id": {"$ne": run_id}},
+            {
+                "$set": {"last_ms": due_ms, "last_run_id": run_id, "last_error": ""},
+                "$inc": {"runs_started": 1},
+            },
+        )
+        return bool(result.modified_count)
+
     async def delete(self, namespace: str, schedule_id: str) -> bool:
         result = await self._c.delete_one({"_id": f"{namespace}/{schedule_id}"})
         return bool(result.deleted_count)

@@ -18,11 +18,17 @@ Chosen where nothing asked (each as Temporal or Celery beat does):
   them (Celery beat runs a missed entry once); the rest are counted as skipped. A paused
   schedule resumes from its next time after now.
 - **Whose runs**: a schedule's runs are submitted as the key that created it (their
-  ``submitted_by``; it may cancel them), in the schedule's namespace and under its limits,
-  labelled ``wtm.schedule``. A schedule outlives its creator's key, as Temporal's do: pausing
-  or deleting it is for its creator or a role that may cancel anyone's runs.
+  ``submitted_by``; it may cancel them), with that key's role, in the schedule's namespace
+  and under its limits, labelled ``wtm.schedule``. The key is looked up at each due time (as
+  a call's key is, cached for seconds): once it is revoked or expired the schedule starts
+  nothing more — a revoked key acts no more, whoever's schedule it set up — and each due
+  time says why (``last_error``) until a live key creates it again. Pausing or deleting a
+  schedule is for its creator or a role that may cancel anyone's runs.
 - A due time that cannot start its run (its task withdrawn, the namespace at its limit of
-  runs) records why in ``last_error`` and counts as skipped; the schedule keeps going.
+  runs, its creator's key revoked) records why in ``last_error`` and counts as skipped; the
+  schedule keeps going.
+- A run started while the schedule was paused, resumed or deleted under it (the replica
+  had read it due) is recorded as its last run all the same, and counted once.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 
 from opentelemetry import metrics
 from opentelemetry.metrics import Meter
@@ -73,7 +80,7 @@ class Schedules:
         max_per_namespace: int = MAX_PER_NAMESPACE,
         batch: int = 100,
         meter: Meter | None = None,
-        audit: auth.Gate | None = None,
+        gate: auth.Gate | None = None,
     ) -> None:
         self.store = store
         self.runs = runs
@@ -81,7 +88,9 @@ class Schedules:
         self.max_per_namespace = max_per_namespace
         self.batch = batch  # due schedules fired per reaper second, per replica
         self._firing: asyncio.Task[None] | None = None
-        self.audit = audit  # each run a schedule starts is a submit of its creator's
+        # the creators' keys (None, or a gate without keys: auth is off), and the audit log,
+        # where each run a schedule starts is a submit of its creator's
+        self.gate = gate
         meter = meter or metrics.get_meter("wtm.scheduler")
         self.started = meter.create_counter(
             "wtm_schedule_runs_started", description="runs schedules started, per namespace"
@@ -109,7 +118,10 @@ class Schedules:
         record.created_ms = self.clock.now_ms()  # an interval counts from here
         record.timing.check()
         await self._check_target(record)
-        if await self.store.count(record.namespace) >= self.max_per_namespace:
+        existing = await self.store.get(record.namespace, record.schedule_id)
+        if existing is not None and existing.spec == record.spec:
+            return existing  # the same schedule again (a retried call) is no error
+        if existing is None and await self.store.count(record.namespace) >= self.max_per_namespace:
             raise FailedPrecondition(
                 f"namespace {record.namespace!r} has {self.max_per_namespace} schedules, the "
                 "most it may have; delete one first",
@@ -240,7 +252,7 @@ class Schedules:
         timing = record.timing
         latest, missed = timing.latest_until(record.next_ms, now)
         changes: dict[str, object] = {"next_ms": timing.next_after(now)}
-        skipped = {"missed": missed}
+        skipped, run_id = {"missed": missed}, ""
         if record.overlap == "SKIP" and await self._last_run_going(record):
             skipped["overlap"] = 1
         else:
@@ -252,16 +264,20 @@ class Schedules:
                 log.warning("schedule %s could not start its run: %s", record.key, exc.message)
             else:
                 changes |= {"last_ms": latest, "last_run_id": run_id, "last_error": ""}
-        started = int("last_run_id" in changes)
+        started = int(bool(run_id))
         counts = {"times_skipped": sum(skipped.values()), "runs_started": started}
         moved = await self.store.update(record.key, changes, counts, next_ms=record.next_ms)
+        namespace = {"namespace": record.namespace}
         if moved:  # counted once, by the replica that moved it on
-            namespace = {"namespace": record.namespace}
             if started:
                 self.started.add(1, namespace)
             for why, n in skipped.items():
                 if n:
                     self.skipped.add(n, {**namespace, "reason": why})
+        elif run_id and await self.store.record_run(record.key, latest, run_id):
+            # paused (or resumed) while its run was being submitted: the run started all the
+            # same, so it is the schedule's last run, counted by the one replica that says so
+            self.started.add(1, namespace)
         return moved
 
     async def _last_run_going(self, record: ScheduleRecord) -> bool:
@@ -275,13 +291,7 @@ class Schedules:
     async def _start(self, record: ScheduleRecord, request_id: str) -> str:
         """Submit the schedule's run (its due time's idempotency key ``request_id``) as the
         key that created the schedule."""
-        principal = auth.Principal(
-            record.created_by,
-            f"schedule {record.schedule_id}",
-            auth.Role.SUBMITTER,
-            record.namespace,
-            record.namespace,
-        )
+        principal = await self._creator(record)
         token = auth.set_current(principal)
         outcome = "INTERNAL"
         try:
@@ -295,5 +305,25 @@ class Schedules:
         finally:
             with contextlib.suppress(ValueError):
                 auth.reset_current(token)
-            if self.audit is not None:
-                self.audit.record(SUBMIT_RUN, principal, outcome)
+            if self.gate is not None:
+                self.gate.record(SUBMIT_RUN, principal, outcome)
+
+    async def _creator(self, record: ScheduleRecord) -> auth.Principal:
+        """The key that created ``record``, acting in its namespace: FAILED_PRECONDITION
+        once it is revoked or expired (or, with auth off, a submitter of that name)."""
+        name = f"schedule {record.schedule_id}"
+        keys = self.gate.keys if self.gate is not None else None
+        if keys is None:
+            return auth.Principal(
+                record.created_by, name, auth.Role.SUBMITTER, record.namespace, record.namespace
+            )
+        key = await asyncio.to_thread(keys.stored, record.created_by)
+        problem = "gone" if key is None else key.problem(int(time.time() * 1000))  # as a call's
+        if key is None or problem or auth.Permission.SUBMIT not in auth.ROLE_PERMISSIONS[key.role]:
+            raise FailedPrecondition(
+                f"the key that created schedule {record.schedule_id!r} "
+                f"({record.created_by}) is {problem or 'no longer one that may submit'}, and its "
+                "runs start as that key: a key that may submit must create it again",
+                field="schedule.created_by",
+            )
+        return auth.Principal(key.key_id, name, key.role, key.namespace, record.namespace)

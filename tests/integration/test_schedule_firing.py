@@ -12,9 +12,11 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+from pymongo import MongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from common.errors import FailedPrecondition, NotFound, WtmError
+from common.errors import AlreadyExists, FailedPrecondition, NotFound, WtmError
 from services.common import auth
 from services.localstack import Cluster
 from services.scheduler.clock import FakeClock
@@ -52,7 +54,11 @@ class SubmittedRuns:
 
 
 async def schedule(
-    store: ScheduleStore, clock: FakeClock, overlap: str = "SKIP", paused: bool = False
+    store: ScheduleStore,
+    clock: FakeClock,
+    overlap: str = "SKIP",
+    paused: bool = False,
+    created_by: str = "k" * 16,
 ) -> ScheduleRecord:
     record = ScheduleRecord(
         namespace="team-s",
@@ -64,7 +70,7 @@ async def schedule(
         overlap=overlap,
         paused=paused,
         created_ms=clock.now_ms(),
-        created_by="k" * 16,
+        created_by=created_by,
     )
     record.next_ms = 0 if paused else record.timing.next_after(record.created_ms)
     await store.insert(record)
@@ -237,5 +243,122 @@ def test_a_one_off_starts_its_run_once_even_after_the_replicas_were_down(cluster
         done = await store.get("team-s", "once")
         assert done is not None
         assert (done.runs_started, done.times_skipped, done.next_ms, done.last_ms) == (1, 0, 0, at)
+
+    scenario(cluster, body)
+
+
+def test_a_run_started_while_its_schedule_was_paused_is_its_last_run_counted_once(
+    cluster: Cluster,
+) -> None:
+    async def body(
+        store: ScheduleStore, clock: FakeClock, runs: SubmittedRuns, replicas: Any, meter: Any
+    ) -> None:
+        record = await schedule(store, clock)
+        submit = runs.submit
+
+        async def paused_meanwhile(req: SubmitRequest) -> Any:
+            await replicas[0].pause("team-s", "minutely")  # between the read and the move
+            return await submit(req)
+
+        runs.submit = paused_meanwhile  # type: ignore[method-assign]
+        clock.advance(MINUTE)
+        await asyncio.gather(*(r.fire_due() for r in replicas))
+        after = await store.get("team-s", "minutely")
+        assert after is not None
+        run_id = f"run-of-schedule/minutely/{record.next_ms}"
+        due = f"schedule/minutely/{record.next_ms}"
+        assert {req.request_id for req, _ in runs.submits} == {due}
+        assert (after.paused, after.next_ms) == (True, 0)  # the pause holds
+        assert (after.last_run_id, after.last_ms, after.runs_started) == (
+            run_id,
+            record.next_ms,
+            1,
+        )  # the run it started is known, counted once over both replicas
+        assert counts(meter, "wtm_schedule_runs_started") == {(("namespace", "team-s"),): 1}
+
+    scenario(cluster, body)
+
+
+def test_a_schedule_starts_nothing_more_once_its_creators_key_is_revoked(
+    cluster: Cluster,
+) -> None:
+    assert cluster.endpoints is not None
+    sync = MongoClient(cluster.endpoints.mongodb_uri)
+
+    async def run(db: AsyncDatabase) -> None:
+        store, clock, runs = ScheduleStore(db), FakeClock(), SubmittedRuns()
+        await store.start()
+        keys = auth.ApiKeys(sync[db.name], cache_seconds=0)  # the keys, in the same database
+        admin = auth.Principal("a" * 16, "admin", auth.Role.ADMIN, "team-s", "team-s")
+        operator, _ = keys.create("on call", "operator", "team-s", 0, admin)
+        creator, _ = keys.create("ci", "submitter", "team-s", 0, admin)
+        schedules = Schedules(store, runs, clock, gate=auth.Gate(keys))  # type: ignore[arg-type]
+        record = await schedule(store, clock, created_by=creator.key_id)
+        clock.advance(MINUTE)
+        await schedules.fire_due()
+        ((_, principal),) = runs.submits
+        assert (principal.key_id, principal.role, principal.scope) == (
+            creator.key_id,
+            auth.Role.SUBMITTER,
+            "team-s",
+        )
+        runs.finished = dict.fromkeys(runs.finished, True)
+        keys.revoke(creator.key_id, admin)
+        clock.advance(MINUTE)
+        await schedules.fire_due()
+        assert len(runs.submits) == 1  # a revoked key acts no more
+        after = await store.get("team-s", "minutely")
+        assert after is not None
+        assert after.last_error == (
+            f"schedule.created_by: the key that created schedule 'minutely' "
+            f"({creator.key_id}) is revoked, and its runs start as that key: a key that "
+            "may submit must create it again"
+        )
+        assert (after.runs_started, after.times_skipped) == (1, 1)
+        assert after.next_ms == record.next_ms + 2 * 60_000  # it goes on, saying why
+        # Nor does a key whose role may not submit.
+        await store.update(record.key, {"created_by": operator.key_id})
+        clock.advance(MINUTE)
+        await schedules.fire_due()
+        assert len(runs.submits) == 1
+        refused = await store.get("team-s", "minutely")
+        assert refused is not None
+        assert "is no longer one that may submit" in refused.last_error
+
+    try:
+        on_a_fresh_database(cluster, run)
+    finally:
+        sync.close()
+
+
+def test_creating_the_same_schedule_again_at_the_namespaces_limit_returns_it(
+    cluster: Cluster,
+) -> None:
+    async def body(
+        store: ScheduleStore, clock: FakeClock, runs: SubmittedRuns, replicas: Any, meter: Any
+    ) -> None:
+        schedules = Schedules(store, runs, clock, max_per_namespace=1)
+
+        async def target_checked(record: ScheduleRecord) -> None:
+            """(What a run would be refused for is another test's: test_schedules.py.)"""
+
+        schedules._check_target = target_checked  # type: ignore[method-assign]
+
+        def spec(schedule_id: str, every: float = MINUTE) -> ScheduleRecord:
+            return ScheduleRecord(
+                namespace="team-s", schedule_id=schedule_id, every_seconds=every, task="tick"
+            )
+
+        first = await schedules.create(spec("a"))
+        again = await schedules.create(spec("a"))  # a retried call, the namespace full
+        assert (again.key, again.next_ms, again.created_ms) == (
+            first.key,
+            first.next_ms,
+            first.created_ms,
+        )
+        with pytest.raises(AlreadyExists):
+            await schedules.create(spec("a", every=2 * MINUTE))
+        with pytest.raises(FailedPrecondition, match="has 1 schedules, the most it may have"):
+            await schedules.create(spec("b"))
 
     scenario(cluster, body)
