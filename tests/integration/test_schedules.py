@@ -153,6 +153,34 @@ def test_a_schedule_whose_task_is_withdrawn_says_why_and_health_warns_of_it(
         sub.delete_schedule("gone-beat")
 
 
+def test_a_revoked_keys_schedule_starts_nothing_more_and_says_why(
+    cluster: Cluster, team: dict[str, Client]
+) -> None:
+    admin = team["admin"]
+    info, key = admin.create_api_key(f"{NS} leaver", "submitter", NS)
+    with Client(cluster.registry_address, cluster.scheduler_address, api_key=key) as leaver:
+        leaver.create_schedule("leavers-beat", task="tick", input={"n": 1}, every=1)
+    try:
+        eventually(
+            lambda: admin.get_schedule("leavers-beat").runs_started >= 1,
+            10,
+            "a first run",
+        )
+        admin.revoke_api_key(info.key_id)
+        stopped = eventually(
+            lambda: "revoked" in (s := admin.get_schedule("leavers-beat")).last_error and s,
+            15,  # the scheduler trusts a verified key for WTM_KEY_CACHE_SECONDS
+            "a time refused for the revoked key",
+        )
+        assert f"({info.key_id}) is revoked" in stopped.last_error
+        time.sleep(2.5)  # two more due times
+        later = admin.get_schedule("leavers-beat")
+        assert later.runs_started == stopped.runs_started  # none since
+        assert later.times_skipped >= stopped.times_skipped + 2
+    finally:
+        admin.delete_schedule("leavers-beat")
+
+
 def test_bad_schedules_are_refused_naming_the_field(team: dict[str, Client]) -> None:
     sub = team["submitter"]
     hourly = {"task": "tick", "input": {"n": 1}, "every": 3600}
