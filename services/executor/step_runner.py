@@ -349,6 +349,7 @@ class StepRunner:
     def _span_attributes(self, a: epb.StepAssignment) -> dict[str, Any]:
         """What an execution span says of its step attempt."""
         return {
+            "wtm.namespace": namespace_of(a),
             "wtm.run_id": a.ref.run_id,
             "wtm.step_id": a.ref.step_id,
             "wtm.attempt": a.ref.attempt,

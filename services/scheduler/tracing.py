@@ -27,6 +27,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from common import telemetry
+from services.common.auth import DEFAULT_NAMESPACE
 from services.scheduler.listeners import RunListener
 
 if TYPE_CHECKING:
@@ -111,6 +112,7 @@ def record_step(member: str, snapshot: dict[str, str], now_ns: int) -> None:
         queued,
         max(ended, queued),
         {
+            "wtm.namespace": snapshot.get("namespace") or DEFAULT_NAMESPACE,
             "wtm.run_id": run_id,
             "wtm.step_id": step_id,
             "wtm.attempt": int(snapshot.get("attempt", 0)),
@@ -148,6 +150,7 @@ def record_run(run_hash: dict[str, str], lineage: list[tuple[str, str]]) -> None
         created,
         max(_ns(run_hash.get("ended_ms")), created),
         {
+            "wtm.namespace": run_hash.get("namespace") or DEFAULT_NAMESPACE,
             "wtm.run_id": run_hash.get("run_id"),
             "wtm.pipeline_id": run_hash.get("pipeline_id"),
             "wtm.pipeline_version": run_hash.get("pipeline_version"),

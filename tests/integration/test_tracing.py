@@ -94,6 +94,8 @@ def test_the_trace_has_the_shape_of_the_run(traced: Traced, face_run: Any) -> No
     [run] = [s for s in spans if s.name == "run face_processing_pipeline"]
     assert run.parent_id == submit.span_id
     assert run.attributes["wtm.run_id"] == face_run.run_id
+    # Every run, step and execution span names its namespace: an operator finds a team's.
+    assert run.attributes["wtm.namespace"] == "default"
     steps = [s for s in spans if s.name.startswith("step ")]
     assert sorted(s.attributes["wtm.step_id"] for s in steps) == sorted(
         st.step_id for st in face_run.steps
@@ -105,6 +107,7 @@ def test_the_trace_has_the_shape_of_the_run(traced: Traced, face_run: Any) -> No
         [execute] = [s for s in spans if s.parent_id == step.span_id]
         assert execute.name == f"execute {step.attributes['wtm.task_id']}"
         assert execute.service == "wtm-executor"
+        assert step.attributes["wtm.namespace"] == execute.attributes["wtm.namespace"] == "default"
         children = {s.name for s in spans if s.parent_id == execute.span_id}
         assert {"load package", "process()"} <= children
     # The first run of each task version on a fresh executor starts its worker.
@@ -249,10 +252,15 @@ def test_each_run_of_a_batch_is_a_trace_of_its_own_linked_to_the_submit(
 ) -> None:
     """One trace per run, as a workflow engine gives (so a sampling ratio samples runs, not
     whole batches): a SubmitRuns call without a trace of the client's makes each run the root
-    of its own trace, with a link to the call's span."""
+    of its own trace, with a link to the call's span. (In a namespace of its own, which
+    its spans name.)"""
     c = traced.cluster
     with Client(
-        c.registry_address, c.scheduler_address, api_key=c.admin_key, tls_ca=str(c.ca_file)
+        c.registry_address,
+        c.scheduler_address,
+        api_key=c.admin_key,
+        tls_ca=str(c.ca_file),
+        namespace="team-traced",
     ) as client:
         client.register_task(ROOT / "tests" / "fixtures" / "tasks" / "echo")
         _, run_ids = client.submit_many([{"message": str(i)} for i in range(3)], task="echo")
@@ -263,10 +271,17 @@ def test_each_run_of_a_batch_is_a_trace_of_its_own_linked_to_the_submit(
     def run_spans() -> list[Any]:
         return [s for r in runs for s in traced.receiver.of(r.trace_id) if s.name == "run echo"]
 
-    eventually(lambda: len(run_spans()) == 3, timeout=20, what="3 run spans")
+    def executions() -> list[Any]:
+        return [s for r in runs for s in traced.receiver.of(r.trace_id) if s.name == "execute echo"]
+
+    eventually(lambda: len(run_spans()) == len(executions()) == 3, timeout=20, what="3 runs' spans")
     submits = [s for s in traced.receiver.spans if s.name.endswith("SchedulerService/SubmitRuns")]
     for span in run_spans():
         assert span.parent_id == ""  # the root of its trace
+        assert span.attributes["wtm.namespace"] == "team-traced"
         assert len(span.links) == 1 and span.links[0] in {s.span_id for s in submits}
         steps = [s for s in traced.receiver.of(span.trace_id) if s.name.startswith("step ")]
         assert [s.parent_id for s in steps] == [span.span_id]
+        assert steps[0].attributes["wtm.namespace"] == "team-traced"
+        executes = [s for s in traced.receiver.of(span.trace_id) if s.name == "execute echo"]
+        assert [s.attributes["wtm.namespace"] for s in executes] == ["team-traced"]
