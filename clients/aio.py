@@ -267,8 +267,11 @@ class AsyncClient(_Connection, AsyncScheduleMethods):
         request_id: str = "",
         labels: dict[str, str] | None = None,
         cache: bool | None = None,
+        run_timeout: float | None = None,
     ) -> RunInfo:
-        request = requests.submit(task, pipeline, input, priority, request_id, labels, cache)
+        request = requests.submit(
+            task, pipeline, input, priority, request_id, labels, cache, run_timeout=run_timeout
+        )
         reply = await self._s.unary(self._scheduler.SubmitRun, request, retry=bool(request_id))
         return RunInfo.from_proto(reply.run)
 
@@ -281,8 +284,11 @@ class AsyncClient(_Connection, AsyncScheduleMethods):
         request_id: str = "",
         labels: dict[str, str] | None = None,
         cache: bool | None = None,
+        run_timeout: float | None = None,
     ) -> tuple[str, list[str]]:
-        request = requests.submit_many(inputs, task, pipeline, priority, request_id, labels, cache)
+        request = requests.submit_many(
+            inputs, task, pipeline, priority, request_id, labels, cache, run_timeout
+        )
         reply = await self._s.unary(self._scheduler.SubmitRuns, request, retry=bool(request_id))
         return reply.batch_id, list(reply.run_ids)
 
@@ -416,9 +422,10 @@ class AsyncClient(_Connection, AsyncScheduleMethods):
         timeout: float = 300.0,
         cache: bool | None = None,
         raise_on_failure: bool | None = None,
+        run_timeout: float | None = None,
     ) -> RunInfo:
         request = requests.submit(
-            task, pipeline, input, priority, request_id, labels, cache, wait_seconds=timeout
+            task, pipeline, input, priority, request_id, labels, cache, timeout, run_timeout
         )
         reply = await self._s.unary(
             self._scheduler.SubmitRun, request, timeout=timeout + 30, retry=bool(request_id)

@@ -46,6 +46,7 @@ def submit(
     labels: dict[str, str] | None = None,
     cache: bool | None = None,
     wait_seconds: float = 0.0,
+    run_timeout: float | None = None,
 ) -> spb.SubmitRunRequest:
     request = spb.SubmitRunRequest(
         task=task,
@@ -58,7 +59,16 @@ def submit(
     )
     if wait_seconds:
         request.wait.FromNanoseconds(int(min(wait_seconds, MAX_WAIT_SECONDS) * 1e9))
+    _set_run_timeout(request, run_timeout)
     return request
+
+
+def _set_run_timeout(
+    request: spb.SubmitRunRequest | spb.SubmitRunsRequest, seconds: float | None
+) -> None:
+    """The run's time limit, in seconds (None: none); the scheduler checks its range."""
+    if seconds is not None:
+        request.run_timeout.FromNanoseconds(int(seconds * 1e9))
 
 
 def submit_many(
@@ -69,8 +79,9 @@ def submit_many(
     request_id: str = "",
     labels: dict[str, str] | None = None,
     cache: bool | None = None,
+    run_timeout: float | None = None,
 ) -> spb.SubmitRunsRequest:
-    return spb.SubmitRunsRequest(
+    request = spb.SubmitRunsRequest(
         task=task,
         pipeline=pipeline,
         inputs_json=[json.dumps(i) for i in inputs],
@@ -79,6 +90,8 @@ def submit_many(
         labels=labels or {},
         cache=cache,
     )
+    _set_run_timeout(request, run_timeout)
+    return request
 
 
 def list_runs(

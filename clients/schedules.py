@@ -43,6 +43,7 @@ class ScheduleInfo:
     created_by: str
     labels: dict[str, str] = field(default_factory=dict)
     at: datetime | None = None  # a one-off's time
+    run_timeout_seconds: float = 0.0  # each run's time limit (0: none)
 
     @classmethod
     def from_proto(cls, m: schpb.Schedule) -> ScheduleInfo:
@@ -72,6 +73,7 @@ class ScheduleInfo:
             created_by=m.created_by,
             labels=dict(m.labels),
             at=when("at"),
+            run_timeout_seconds=m.run_timeout.ToNanoseconds() / 1e9,
         )
 
 
@@ -88,6 +90,7 @@ def create_request(
     overlap: str,
     paused: bool,
     at: datetime | None = None,
+    run_timeout: float | timedelta | None = None,
 ) -> schpb.CreateScheduleRequest:
     if overlap not in _OVERLAP:
         raise InvalidArgument(
@@ -110,6 +113,9 @@ def create_request(
         m.every.FromNanoseconds(round(seconds * 1e9))
     if at is not None:  # a naive time is UTC
         m.at.FromDatetime(at if at.tzinfo is None else at.astimezone(UTC))
+    if run_timeout is not None:
+        limit = run_timeout.total_seconds() if isinstance(run_timeout, timedelta) else run_timeout
+        m.run_timeout.FromNanoseconds(round(float(limit) * 1e9))
     return schpb.CreateScheduleRequest(schedule=m)
 
 
@@ -134,6 +140,7 @@ class ScheduleMethods:
         overlap: str = "skip",
         paused: bool = False,
         at: datetime | None = None,
+        run_timeout: float | timedelta | None = None,
     ) -> ScheduleInfo:
         """Start a run of ``task`` or ``pipeline`` on ``input`` at every time ``cron`` gives
         (five fields, read in ``timezone``, UTC by default), ``every`` so many seconds, or
@@ -141,7 +148,8 @@ class ScheduleMethods:
 
         While the last run has not ended a due time starts nothing (``overlap="skip"``) or
         another run (``"allow"``); times passed while every scheduler was down start one
-        run. The runs are submitted as this client's key, labelled ``wtm.schedule``.
+        run. The runs are submitted as this client's key, labelled ``wtm.schedule``, each
+        with ``run_timeout`` (seconds) as its time limit when given.
 
         Raises:
             InvalidArgument: the timing, the input or another field is not valid.
@@ -150,7 +158,7 @@ class ScheduleMethods:
         """
         request = create_request(
             schedule_id, task, pipeline, input, cron, every, timezone, priority, labels,
-            overlap, paused, at,
+            overlap, paused, at, run_timeout,
         )  # fmt: skip
         reply = self._s.unary(self._schedules.CreateSchedule, request)
         return ScheduleInfo.from_proto(reply.schedule)
@@ -237,11 +245,12 @@ class AsyncScheduleMethods:
         overlap: str = "skip",
         paused: bool = False,
         at: datetime | None = None,
+        run_timeout: float | timedelta | None = None,
     ) -> ScheduleInfo:
         """As ``Client.create_schedule``."""
         request = create_request(
             schedule_id, task, pipeline, input, cron, every, timezone, priority, labels,
-            overlap, paused, at,
+            overlap, paused, at, run_timeout,
         )  # fmt: skip
         reply = await self._s.unary(self._schedules.CreateSchedule, request)
         return ScheduleInfo.from_proto(reply.schedule)

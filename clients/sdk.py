@@ -396,6 +396,7 @@ class Client(_Connection, ScheduleMethods):
         request_id: str = "",
         labels: dict[str, str] | None = None,
         cache: bool | None = None,
+        run_timeout: float | None = None,
     ) -> RunInfo:
         """Submit a run of a task or a pipeline on one input document; returns at once.
 
@@ -409,13 +410,17 @@ class Client(_Connection, ScheduleMethods):
             labels: labels of the run.
             cache: None follows the pipeline's enable_caching; False turns result caching
                 off for this run; True on for every step (a task run too).
+            run_timeout: the run's time limit in seconds (1 to 30 days; None: none): past
+                it an unfinished run ends TIMED_OUT and its running steps are stopped.
 
         Raises:
             InvalidArgument: the input or a field of the request is not valid.
             NotFound: no such task or pipeline.
             FailedPrecondition: the pipeline is disabled.
         """
-        request = requests.submit(task, pipeline, input, priority, request_id, labels, cache)
+        request = requests.submit(
+            task, pipeline, input, priority, request_id, labels, cache, run_timeout=run_timeout
+        )
         reply = self._s.unary(self._scheduler.SubmitRun, request, retry=bool(request_id))
         return RunInfo.from_proto(reply.run)
 
@@ -428,9 +433,12 @@ class Client(_Connection, ScheduleMethods):
         request_id: str = "",
         labels: dict[str, str] | None = None,
         cache: bool | None = None,
+        run_timeout: float | None = None,
     ) -> tuple[str, list[str]]:
         """Submit one run per input document in one call; returns (batch id, run ids)."""
-        request = requests.submit_many(inputs, task, pipeline, priority, request_id, labels, cache)
+        request = requests.submit_many(
+            inputs, task, pipeline, priority, request_id, labels, cache, run_timeout
+        )
         reply = self._s.unary(self._scheduler.SubmitRuns, request, retry=bool(request_id))
         return reply.batch_id, list(reply.run_ids)
 
@@ -582,6 +590,7 @@ class Client(_Connection, ScheduleMethods):
         timeout: float = 300.0,
         cache: bool | None = None,
         raise_on_failure: bool | None = None,
+        run_timeout: float | None = None,
     ) -> RunInfo:
         """Submit a run and wait for it to finish, in one call (the scheduler answers when
         the run has ended); returns the finished run, large outputs fetched. The arguments
@@ -593,7 +602,7 @@ class Client(_Connection, ScheduleMethods):
             WaitTimeoutError: it had not finished within ``timeout`` seconds.
         """
         request = requests.submit(
-            task, pipeline, input, priority, request_id, labels, cache, wait_seconds=timeout
+            task, pipeline, input, priority, request_id, labels, cache, timeout, run_timeout
         )
         reply = self._s.unary(
             self._scheduler.SubmitRun, request, timeout=timeout + 30, retry=bool(request_id)

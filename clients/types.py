@@ -210,6 +210,7 @@ class RunInfo:
     labels: dict[str, str] = field(default_factory=dict)
     trace_id: str = ""  # open in Jaeger: http://<jaeger>:16686/trace/<trace_id>
     namespace: str = ""
+    deadline_at: datetime | None = None  # submitted with a run_timeout: when it times out
 
     @property
     def finished(self) -> bool:
@@ -277,6 +278,7 @@ class RunInfo:
             dict(r.labels),
             r.trace_id,
             r.namespace,
+            _time(r, "deadline_time"),
         )
 
 

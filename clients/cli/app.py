@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import click
@@ -64,6 +65,26 @@ class Ctx:
             click.echo(render.as_json(value))
         else:  # a line of text (a URI, say) is not broken at the console's width
             render.console.print(human, soft_wrap=isinstance(human, str))
+
+
+_SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_span(text: str) -> float:
+    """Seconds from "90", "90s", "5m", "2h", "1d"."""
+    match = _SPAN.match(text)
+    if not match:
+        raise click.BadParameter(f"{text!r}: a number and s, m, h or d (90s, 5m, 1d)")
+    return float(match.group(1)) * _UNIT[match.group(2)]
+
+
+run_timeout_option = click.option(
+    "--run-timeout",
+    callback=lambda _ctx, _param, value: None if value is None else parse_span(value),
+    help="the run's time limit, such as 30s, 10m, 2h: past it an unfinished run ends "
+    "TIMED_OUT (default: none)",
+)
 
 
 def parse_json_object(text: str, hint: str) -> dict[str, Any]:

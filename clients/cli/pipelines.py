@@ -11,7 +11,7 @@ import click
 from rich.markup import escape
 
 from clients import render
-from clients.cli.app import AliasedGroup, Ctx, cli, parse_json_object
+from clients.cli.app import AliasedGroup, Ctx, cli, parse_json_object, run_timeout_option
 from clients.cli.runs import submit_and_show
 from clients.sdk import PipelineInfo, RunInfo
 
@@ -158,6 +158,7 @@ def _as_config(p: PipelineInfo) -> dict[str, Any]:
     default=None,
     help="reuse cached step outputs (default: as the pipeline's enable_caching; a task: no)",
 )
+@run_timeout_option
 @click.pass_obj
 def pipeline_run(
     obj: Ctx,
@@ -169,22 +170,30 @@ def pipeline_run(
     request_id: str,
     wait: bool,
     cache: bool | None,
+    run_timeout: float | None,
 ) -> None:
     """Run pipeline REF (ID or ID@VERSION) on INPUT_JSON (inline JSON or @FILE); local
     files named by file fields (image_path...) are uploaded as artifacts first."""
     data = parse_json_object(input_json, "INPUT_JSON")
     if input_dir is not None:
-        sys.exit(run_batch(obj, ref, data, input_dir, field, priority))
+        sys.exit(run_batch(obj, ref, data, input_dir, field, priority, run_timeout))
     submit_and_show(
-        obj, wait, pipeline=ref, input=data, priority=priority, request_id=request_id, cache=cache
-    )
+        obj, wait, pipeline=ref, input=data, priority=priority, request_id=request_id,
+        cache=cache, run_timeout=run_timeout,
+    )  # fmt: skip
 
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 
 
 def run_batch(
-    obj: Ctx, ref: str, shared: dict[str, object], folder: Path, field: str, priority: int
+    obj: Ctx,
+    ref: str,
+    shared: dict[str, object],
+    folder: Path,
+    field: str,
+    priority: int,
+    run_timeout: float | None = None,
 ) -> int:
     """Submit one run per image in ``folder`` in one call (a batch); show overall progress
     while they run, then a summary table. Exit status 1 if any run did not complete."""
@@ -195,7 +204,9 @@ def run_batch(
         raise click.BadParameter(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
     with obj.client() as client:
         inputs = [{**shared, field: client.upload_artifact(image)} for image in images]
-        batch_id, run_ids = client.submit_many(inputs, pipeline=ref, priority=priority)
+        batch_id, run_ids = client.submit_many(
+            inputs, pipeline=ref, priority=priority, run_timeout=run_timeout
+        )
         image_of = dict(zip(run_ids, images, strict=True))
         finished: list[RunInfo] = []
         with Progress(

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from clients import render
-from clients.cli.app import Ctx, cli, parse_json_object, upload_inputs
+from clients.cli.app import Ctx, cli, parse_json_object, run_timeout_option, upload_inputs
 from clients.sdk import Client, RunInfo
 from common.states import State
 
@@ -42,6 +42,7 @@ def follow(obj: Ctx, client: Client, run_id: str) -> RunInfo:
     default=None,
     help="reuse cached step outputs (default: as the pipeline's enable_caching; a task: no)",
 )
+@run_timeout_option
 @click.pass_obj
 def run_submit(
     obj: Ctx,
@@ -51,12 +52,14 @@ def run_submit(
     request_id: str,
     wait: bool,
     cache: bool | None,
+    run_timeout: float | None,
 ) -> None:
     """Run task TASK_REF (ID or ID@VERSION) on INPUT_JSON (inline JSON or @FILE)."""
     data = parse_json_object(input_json, "INPUT_JSON")
     submit_and_show(
-        obj, wait, task=task_ref, input=data, priority=priority, request_id=request_id, cache=cache
-    )
+        obj, wait, task=task_ref, input=data, priority=priority, request_id=request_id,
+        cache=cache, run_timeout=run_timeout,
+    )  # fmt: skip
 
 
 def submit_and_show(obj: Ctx, wait: bool, **submit: Any) -> None:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import re
 from datetime import UTC, datetime
 
 import click
@@ -12,19 +11,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from clients import render
-from clients.cli.app import Ctx, cli, parse_json_object, upload_inputs
+from clients.cli.app import (
+    Ctx,
+    cli,
+    parse_json_object,
+    parse_span,
+    run_timeout_option,
+    upload_inputs,
+)
 from clients.schedules import ScheduleInfo
-
-_SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
-_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
-
-
-def parse_every(text: str) -> float:
-    """Seconds from "90", "90s", "5m", "2h", "1d"."""
-    match = _SPAN.match(text)
-    if not match:
-        raise click.BadParameter(f"{text!r}: a number and s, m, h or d (90s, 5m, 1d)")
-    return float(match.group(1)) * _UNIT[match.group(2)]
 
 
 def parse_at(text: str) -> datetime:
@@ -78,7 +73,8 @@ def schedule_panel(s: ScheduleInfo) -> str:
         f"  next {_when(s.next_run_at)} UTC" if s.next_run_at else "",
         "  done: its one time has come" if not (s.paused or s.next_run_at) else "",
         f"  started {s.runs_started} · skipped {s.times_skipped} · overlap {s.overlap}"
-        + (f" · priority {s.priority}" if s.priority else ""),
+        + (f" · priority {s.priority}" if s.priority else "")
+        + (f" · run timeout {s.run_timeout_seconds:g}s" if s.run_timeout_seconds else ""),
         f"  last run {s.last_run_id} (due {_when(s.last_run_at)} UTC)" if s.last_run_id else "",
         f"  [red]last time started nothing: {escape(s.last_error)}[/]" if s.last_error else "",
         f"  namespace {s.namespace} · created {_when(s.created_at)} UTC"
@@ -101,7 +97,7 @@ def schedule() -> None:
 @click.option("--timezone", default="", help="the IANA zone --cron is read in (default UTC)")
 @click.option(
     "--every",
-    callback=lambda _ctx, _param, value: None if value is None else parse_every(value),
+    callback=lambda _ctx, _param, value: None if value is None else parse_span(value),
     help="instead of --cron: an interval, such as 90s, 5m, 2h, 1d",
 )
 @click.option(
@@ -117,6 +113,7 @@ def schedule() -> None:
     help="while the last run has not ended: start nothing (skip) or another run (allow)",
 )
 @click.option("--paused", is_flag=True, help="create it paused")
+@run_timeout_option
 @click.pass_obj
 def schedule_create(
     obj: Ctx,
@@ -131,6 +128,7 @@ def schedule_create(
     priority: int,
     overlap: str,
     paused: bool,
+    run_timeout: float | None,
 ) -> None:
     """Start a run of --task or --pipeline on INPUT_JSON (inline JSON or @FILE) at every time
     --cron or --every gives, or once --at a time, in the namespace you act in, as your key."""
@@ -149,6 +147,7 @@ def schedule_create(
             priority=priority,
             overlap=overlap,
             paused=paused,
+            run_timeout=run_timeout,
         )
     obj.out({"schedule": created}, schedule_panel(created))
 
@@ -213,4 +212,4 @@ def schedule_delete(obj: Ctx, schedule_id: str) -> None:
     obj.out({"deleted": schedule_id}, f"deleted schedule {schedule_id}")
 
 
-__all__ = ["parse_every", "schedule", "schedule_panel", "schedules_table"]
+__all__ = ["schedule", "schedule_panel", "schedules_table"]

@@ -268,6 +268,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             request_id=body.request_id,
             labels=body.labels,
             cache=body.cache,
+            run_timeout=body.run_timeout_seconds,
         )
         return m.of(m.Run, run)
 
@@ -390,6 +391,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             labels=body.labels,
             overlap=body.overlap,
             paused=body.paused,
+            run_timeout=body.run_timeout_seconds,
         )
         return m.of(m.Schedule, created)
 

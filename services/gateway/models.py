@@ -68,6 +68,7 @@ class Run(BaseModel):
     labels: dict[str, str] = {}
     trace_id: str = Field("", description="the run's trace, to open in Jaeger")
     namespace: str = ""
+    deadline_at: Time | None = Field(None, description="when it times out (a run_timeout)")
 
 
 class RunPage(BaseModel):
@@ -85,6 +86,9 @@ class SubmitRun(BaseModel):
     request_id: str = Field("", description="idempotency key: a repeat returns the first run")
     labels: dict[str, str] = {}
     cache: bool | None = None
+    run_timeout_seconds: float | None = Field(
+        None, description="the run's time limit (1 s to 30 days): past it, it ends TIMED_OUT"
+    )
 
 
 class CreateSchedule(BaseModel):
@@ -102,6 +106,7 @@ class CreateSchedule(BaseModel):
     labels: dict[str, str] = {}
     overlap: str = Field("skip", description="skip | allow: a due time while the last run goes on")
     paused: bool = False
+    run_timeout_seconds: float | None = Field(None, description="each run's time limit")
 
 
 class CancelRun(BaseModel):
@@ -250,6 +255,7 @@ class Schedule(BaseModel):
     created_by: str = Field(description="the key whose runs they are")
     labels: dict[str, str]
     at: datetime | None = Field(None, description="a one-off's time (instead of cron or every)")
+    run_timeout_seconds: float = Field(0.0, description="each run's time limit (0: none)")
 
 
 class HealthCheck(BaseModel):

@@ -117,7 +117,7 @@ class Intake:
     ) -> None:
         """Pass a running step's progress on to the run's watchers."""
         if session.in_flight.get(step.member) == step.attempt:
-            await self.queue.add_progress(
+            await self.queue.notes.add_progress(
                 step.run_id, step.step_id, step.attempt, fraction, message
             )
 
@@ -126,7 +126,7 @@ class Intake:
     ) -> None:
         """Pass a line a running step logged on to watchers, and keep it with the attempt."""
         if session.in_flight.get(step.member) == step.attempt:
-            await self.queue.add_log(step.run_id, step.step_id, step.attempt, level, message)
+            await self.queue.notes.add_log(step.run_id, step.step_id, step.attempt, level, message)
 
     def report(self, session: ExecutorSession, report: StepReport) -> None:
         """Take a step result; it is recorded with the next batch (fencing decides there)."""

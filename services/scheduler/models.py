@@ -46,6 +46,9 @@ def run_hash_fields(run: Mapping[str, Any]) -> dict[str, str]:
     fields = {k: run[k] for k in _RUN_HASH_TEXT}
     fields["priority"] = str(run["priority"])
     fields["labels"] = json.dumps(run["labels"])
+    if deadline := run.get("deadline_at"):  # expire_runs.lua ends it TIMED_OUT then
+        deadline = deadline if deadline.tzinfo else deadline.replace(tzinfo=UTC)
+        fields["deadline_ms"] = str(int(deadline.timestamp() * 1000))
     return fields
 
 
@@ -164,6 +167,7 @@ class Run:
     created_at: datetime | None = None
     started_at: datetime | None = None
     ended_at: datetime | None = None
+    deadline_at: datetime | None = None  # submitted with a run_timeout: when it times out
 
     @property
     def finished(self) -> bool:
@@ -193,6 +197,7 @@ class Run:
             created_at=ms_to_dt(run.get("created_ms")),
             started_at=ms_to_dt(run.get("started_ms")),
             ended_at=ms_to_dt(run.get("ended_ms")),
+            deadline_at=ms_to_dt(run.get("deadline_ms")),
         )
         if r.state == "COMPLETED":
             r.output_json = final_output(json.loads(run.get("sinks", "[]")), outputs)
@@ -310,6 +315,7 @@ class Run:
         _set_time(m, "create_time", self.created_at)
         _set_time(m, "start_time", self.started_at)
         _set_time(m, "end_time", self.ended_at)
+        _set_time(m, "deadline_time", self.deadline_at)
         return m
 
 

@@ -11,7 +11,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from common import jsondoc, telemetry
@@ -39,6 +39,7 @@ class SubmitRequest:
     wait_seconds: float = 0.0  # > 0: return once the run has finished, or after this long
     namespace: str = auth.DEFAULT_NAMESPACE  # the run's: its tasks, pipeline and queues
     cache: bool | None = None  # None: as the pipeline says (a task run: no caching)
+    run_timeout_seconds: float = 0.0  # > 0: the run ends TIMED_OUT this long after acceptance
 
 
 @dataclass
@@ -161,6 +162,11 @@ def new_run_id() -> str:
     return f"{_last_id_us:016x}{secrets.token_hex(8)}"
 
 
+def whole_ms(moment: datetime) -> datetime:
+    """``moment`` to the millisecond, as Redis keeps times (the run reads the same from both)."""
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
 def check_priority(priority: int) -> None:
     if priority and not 1 <= priority <= 10:
         raise InvalidArgument(
@@ -173,6 +179,7 @@ def check_priority(priority: int) -> None:
 MAX_REQUEST_ID_CHARS = 256
 MAX_LABELS = 64
 MAX_LABEL_VALUE_CHARS = 256
+MAX_RUN_TIMEOUT_SECONDS = 30 * 86400
 MAX_NAME_CHARS = 200  # "task_id@version" or "pipeline_id@version"
 _LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,62}$")
 
@@ -190,6 +197,12 @@ def check_request(req: SubmitRequest) -> None:
             f"must be at most {MAX_REQUEST_ID_CHARS} printable characters", field="request_id"
         )
     check_labels(req.labels or {})
+    limit = req.run_timeout_seconds
+    if limit and not 1 <= limit <= MAX_RUN_TIMEOUT_SECONDS:
+        raise InvalidArgument(
+            f"must be from 1 second to 30 days, or unset for none; got {limit:g}s",
+            field="run_timeout",
+        )
 
 
 def check_labels(labels: dict[str, str]) -> None:
@@ -384,7 +397,10 @@ def new_run(
         trace_id=f"{trace.trace_id:032x}" if trace else "",
         submitted_by=auth.current().key_id,
         namespace=req.namespace,
-        created_at=datetime.now(UTC),
+        created_at=(now := datetime.now(UTC)),
+        deadline_at=whole_ms(now + timedelta(seconds=req.run_timeout_seconds))
+        if req.run_timeout_seconds
+        else None,
         steps=[
             StepRun(
                 step_id=p.step_id,

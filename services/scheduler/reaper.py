@@ -44,6 +44,7 @@ class Reaper:
         self.duties: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             ("expire leases", self.expire_leases),
             ("promote due retries", self.promote_due),
+            ("time out runs past their deadline", self.time_out_runs),
             ("save the fleet record", self.fleet.save),
             ("refresh queue variants", self.refresh_queue_variants),
             ("read queue depths", self.read_depths),
@@ -100,6 +101,16 @@ class Reaper:
                 member, flat_dict(expired["snapshot"]), "", expired["verdict"] == "failed"
             )
             self.leaser.wake()
+
+    async def time_out_runs(self) -> None:
+        ended, running = await self.queue.time_out_runs()
+        if running:
+            self.fleet.send_cancels(running, reason="run timed out: its run_timeout passed")
+        for run_id in ended:
+            log.info("run %s timed out (its run_timeout)", run_id, extra=logs.run_fields(run_id))
+            self.listeners.run_ended(run_id, None)
+        if ended:
+            self.leaser.wake()  # their places are free
 
     async def promote_due(self) -> None:
         if await self.queue.promote_due():

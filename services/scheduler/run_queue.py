@@ -27,6 +27,7 @@ from services.scheduler.queue_records import (
     text_of,
     verdict_of,
 )
+from services.scheduler.run_notes import RunNotes
 from services.scheduler.run_reader import RunReader
 from services.scheduler.script_connection import Command, ScriptLines
 
@@ -39,6 +40,7 @@ SCRIPTS = (
     "expire_leases",
     "promote_due",
     "cancel_run",
+    "expire_runs",
     "retain",
     "queue_stats",
 )
@@ -84,6 +86,7 @@ class RunQueue:
         self.batch_due_ms: int | None = None  # when the first short batch left waiting is due
         self._lines = ScriptLines(client)
         self.reader = RunReader(client)  # the read side, for whoever reports runs
+        self.notes = RunNotes(client, clock, finished_ttl_s)  # what changes no run's state
         lib = (LUA_DIR / "lib.lua").read_text()
         self._scripts = {
             name: client.register_script(lib + "\n" + (LUA_DIR / f"{name}.lua").read_text())
@@ -330,53 +333,6 @@ class RunQueue:
             return words[1], []
         return words[0], pairs_of(words[1:])
 
-    async def annotate(self, fields: dict[str, dict[str, str]]) -> None:
-        """Set fields on step hashes (lineage edges, span ids): one write per dispatch round."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for member, values in fields.items():
-                run_id, _, step_id = member.partition(":")
-                pipe.hset(keys.step(run_id, step_id), mapping=values)  # type: ignore[arg-type]
-            await pipe.execute()
-
-    async def add_progress(
-        self, run_id: str, step_id: str, attempt: int, fraction: float, message: str
-    ) -> None:
-        """Append a progress event to the run's stream (informational: no state changes)."""
-        await self.redis.xadd(
-            keys.events(run_id),
-            {
-                "step": step_id,
-                "attempt": attempt,
-                "state": "RUNNING",
-                "msg": message,
-                "progress": f"{fraction:.4f}",
-                "t": self.clock.now_ms(),
-                "kind": "PROGRESS",
-            },
-        )
-
-    async def add_log(
-        self, run_id: str, step_id: str, attempt: int, level: str, message: str
-    ) -> None:
-        """A line a running step logged: an event for watchers, and kept with the attempt."""
-        line = f"{level} {message}"
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(
-                keys.events(run_id),
-                {
-                    "step": step_id,
-                    "attempt": attempt,
-                    "state": "RUNNING",
-                    "msg": line,
-                    "t": self.clock.now_ms(),
-                    "kind": "LOG",
-                },
-            )
-            pipe.rpush(keys.logs(run_id, step_id), line)
-            pipe.ltrim(keys.logs(run_id, step_id), -200, -1)
-            pipe.expire(keys.logs(run_id, step_id), self.finished_ttl_s)
-            await pipe.execute()
-
     async def heartbeat(
         self, running: list[tuple[str, int, str]], lease_ms: int, executor: str = ""
     ) -> list[str]:
@@ -391,6 +347,13 @@ class RunQueue:
     async def expire_leases(self, limit: int = 100) -> list[dict[str, Any]]:
         raw = await self._call("expire_leases", self.clock.now_ms(), limit, self.finished_ttl_s)
         return [json.loads(x) for x in raw]
+
+    async def time_out_runs(self, limit: int = 100) -> tuple[list[str], list[tuple[str, str]]]:
+        """End TIMED_OUT the runs past their deadline: their ids, and the running steps to stop."""
+        raw = await self._call("expire_runs", self.clock.now_ms(), limit, self.finished_ttl_s)
+        words = [w.decode() if isinstance(w, bytes) else str(w) for w in raw]
+        count = int(words[0])
+        return words[1 : 1 + count], pairs_of(words[1 + count :])
 
     async def promote_due(self, limit: int = 500) -> int:
         """Queue the retries that came due; every replica asks only those queues' executors."""

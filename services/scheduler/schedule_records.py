@@ -50,6 +50,7 @@ class ScheduleRecord:
     last_error: str = ""
     created_ms: int = 0
     created_by: str = ""
+    run_timeout_seconds: float = 0.0  # each run's time limit (0: none)
 
     @property
     def key(self) -> str:
@@ -62,7 +63,7 @@ class ScheduleRecord:
         return (
             self.cron, self.timezone, self.every_seconds, self.at_ms, self.task, self.pipeline,
             self.input_json, self.priority, sorted(self.labels.items()), self.overlap,
-            self.created_by,
+            self.created_by, self.run_timeout_seconds,
         )  # fmt: skip
 
     @property
@@ -100,6 +101,8 @@ class ScheduleRecord:
         )
         if self.every_seconds:
             m.every.FromMilliseconds(int(self.every_seconds * 1000))
+        if self.run_timeout_seconds:
+            m.run_timeout.FromMilliseconds(int(self.run_timeout_seconds * 1000))
         for name, ms in (
             ("at", self.at_ms),
             ("next_run_time", self.next_ms),

@@ -55,6 +55,7 @@ def schedule_from_proto(m: spb.Schedule, namespace: str) -> ScheduleRecord:
         labels=dict(m.labels),
         overlap=overlap,
         paused=m.paused,
+        run_timeout_seconds=m.run_timeout.ToNanoseconds() / 1e9,
     )
 
 

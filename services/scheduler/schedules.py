@@ -164,6 +164,7 @@ class Schedules:
             request_id=request_id,
             labels={**record.labels, SCHEDULE_LABEL: record.schedule_id},
             namespace=record.namespace,
+            run_timeout_seconds=record.run_timeout_seconds,
         )
 
     async def get(self, namespace: str, schedule_id: str) -> ScheduleRecord:

@@ -93,6 +93,7 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
                 wait_seconds=request.wait.ToNanoseconds() / 1e9,
                 namespace=auth.scope(),
                 cache=request.cache if request.HasField("cache") else None,
+                run_timeout_seconds=request.run_timeout.ToNanoseconds() / 1e9,
             )
         )
         return spb.SubmitRunResponse(run=run.to_proto())
@@ -122,6 +123,7 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
                 labels=dict(request.labels),
                 namespace=auth.scope(),
                 cache=request.cache if request.HasField("cache") else None,
+                run_timeout_seconds=request.run_timeout.ToNanoseconds() / 1e9,
             ),
             list(request.inputs_json),
         )

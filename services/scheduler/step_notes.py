@@ -41,7 +41,7 @@ class StepNotes:
         """Start writing these steps' notes (step key -> fields); return at once."""
         now = self.clock.time()
         self._pending = {m: p for m, p in self._pending.items() if p.until > now}
-        write = asyncio.ensure_future(self.queue.annotate(notes))
+        write = asyncio.ensure_future(self.queue.notes.annotate(notes))
         until = now + self.keep_seconds
         for member, fields in notes.items():
             self._pending[member] = _Pending(write, fields, until)
@@ -67,7 +67,7 @@ class StepNotes:
         await asyncio.wait({p.write for p in pending.values()})
         again = {m: p.fields for m, p in pending.items() if self._pending.get(m) is p}
         if again:
-            await self.queue.annotate(again)
+            await self.queue.notes.annotate(again)
             for member in again:
                 self._pending.pop(member, None)
 

@@ -110,6 +110,19 @@ def test_cancel_over_http(http: httpx.Client, cluster: Cluster) -> None:
     assert watch(cluster, run_id)[-1] == {"close": 1000}
 
 
+def test_a_run_timeout_over_http(http: httpx.Client, cluster: Cluster) -> None:
+    body = {"task": "sleeper", "input": {"seconds": 20}, "run_timeout_seconds": 1}
+    reply = http.post("/api/v1/runs", json=body)
+    assert reply.status_code == 201, reply.text
+    run = reply.json()
+    assert run["deadline_at"] is not None
+    assert watch(cluster, run["run_id"])[-1] == {"close": 1000}
+    ended = http.get(f"/api/v1/runs/{run['run_id']}").json()
+    assert (ended["state"], ended["deadline_at"]) == ("TIMED_OUT", run["deadline_at"])
+    refused = http.post("/api/v1/runs", json={**body, "run_timeout_seconds": 0.2})
+    assert refused.status_code == 400 and refused.json()["error"]["field"] == "run_timeout"
+
+
 def test_bad_input_is_refused_with_the_field_named(http: httpx.Client, cluster: Cluster) -> None:
     missing = http.get("/api/v1/runs/no-such-run")
     assert missing.status_code == 404

@@ -75,12 +75,19 @@ def step(
     )
 
 
-async def submit(q: RunQueue, run_id: str, steps: list[QueuedStep], priority: int = 5) -> None:
+async def submit(
+    q: RunQueue,
+    run_id: str,
+    steps: list[QueuedStep],
+    priority: int = 5,
+    also: dict[str, str] | None = None,
+) -> None:
     fields = {
         "run_id": run_id,
         "input_json": json.dumps({"run": run_id}),
         "priority": str(priority),
         "sinks": json.dumps([steps[-1].step_id]),
+        **(also or {}),
     }
     created, _ = await q.submit(run_id, fields, steps)
     assert created
@@ -373,6 +380,45 @@ def test_each_namespaces_unfinished_runs_are_counted_until_they_end(on_valkey) -
         {"team-a": 3, "default": 1},
         {"team-a": 0, "default": 0},
     ]
+
+
+def test_a_run_past_its_deadline_times_out_and_its_running_steps_are_named(on_valkey) -> None:  # noqa: ANN001
+    async def scenario(q: RunQueue) -> dict[str, Any]:
+        clock: FakeClock = q.clock  # type: ignore[assignment]
+        deadline = {"deadline_ms": str(clock.now_ms() + 5_000)}
+        await submit(q, "slow", [step("a", dependents=["b"]), step("b", deps=["a"])], also=deadline)
+        await submit(q, "quick", [step("a")], also=deadline)
+        await submit(q, "free", [step("a")])
+        leased = {x.member: x for x in await q.dispatch("ex1", ["q"], 3, 60_000)}
+        await q.complete("quick:a", leased["quick:a"].attempt, "SUCCEEDED", "{}", "", 0)
+        seen: dict[str, Any] = {"early": await q.time_out_runs()}
+        seen["waiting"] = await q.redis.zrange(keys.DEADLINES, 0, -1)  # quick's left with it
+        clock.advance(5.001)
+        seen["due"] = await q.time_out_runs()
+        seen["again"] = await q.time_out_runs()
+        seen["left"] = await q.redis.zcard(keys.DEADLINES)
+        slow, steps, _ = await q.reader.read_run("slow")
+        seen["slow"] = (slow["state"], slow["error"])
+        seen["steps"] = sorted((s["step_id"], s["state"], s["error"]) for s in steps)
+        late = await q.complete("slow:a", leased["slow:a"].attempt, "SUCCEEDED", "{}", "", 0)
+        seen["late"] = late.verdict
+        seen["others"] = [(await q.reader.read_run(r))[0]["state"] for r in ("quick", "free")]
+        seen["unfinished"] = await q.unfinished_counts()
+        return seen
+
+    seen = on_valkey(scenario)
+    assert seen["early"] == ([], [])
+    assert seen["waiting"] == [b"slow"]
+    assert seen["due"] == (["slow"], [("slow:a", "ex1")])  # its executor must stop it
+    assert seen["again"] == ([], []) and seen["left"] == 0
+    assert seen["slow"] == ("TIMED_OUT", "run_timeout: the run had not finished by its deadline")
+    assert seen["steps"] == [
+        ("a", "CANCELLED", "run TIMED_OUT"),
+        ("b", "CANCELLED", "run TIMED_OUT"),
+    ]
+    assert seen["late"] == "stale"  # the stopped attempt's result counts for nothing
+    assert seen["others"] == ["COMPLETED", "RUNNING"]
+    assert seen["unfinished"] == {"default": 1}
 
 
 def test_heartbeats_renew_current_attempts_and_name_stale_ones(on_valkey) -> None:  # noqa: ANN001

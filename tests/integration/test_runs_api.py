@@ -72,6 +72,48 @@ def test_cancel_stops_a_running_step_and_drops_the_queued_ones(client: Client) -
     assert client.cancel(r.run_id).state == "CANCELLED"  # cancelling again changes nothing
 
 
+def test_a_run_past_its_run_timeout_ends_timed_out_and_its_step_is_stopped(
+    client: Client, cluster: Cluster
+) -> None:
+    r = client.submit(task="sleeper", input={"seconds": 30}, run_timeout=1.5)
+    assert r.deadline_at is not None and r.created_at is not None
+    assert abs((r.deadline_at - r.created_at).total_seconds() - 1.5) < 0.01
+    done = client.wait(r.run_id, timeout=15)
+    assert done.state == "TIMED_OUT"
+    assert done.error == "run_timeout: the run had not finished by its deadline"
+    assert [(s.state, s.error) for s in done.steps] == [("CANCELLED", "run TIMED_OUT")]
+    assert done.ended_at is not None
+    assert 1.5 <= (done.ended_at - done.created_at).total_seconds() < 4  # a reaper second
+    # The executor stopped it: its slot is free again, so a new run finishes promptly.
+    t0 = time.monotonic()
+    quick = client.wait(client.submit(task="sleeper", input={"seconds": 0.1}).run_id, 30)
+    assert quick.state == "COMPLETED"
+    assert time.monotonic() - t0 < 20
+    # The history keeps it so; a run that ends in time is not touched.
+    eventually(
+        lambda: r.run_id in {x.run_id for x in client.list_runs(state="TIMED_OUT", limit=200)},
+        10,
+        "the timed-out run in the history",
+    )
+    in_time = client.run(task="sleeper", input={"seconds": 0.1}, run_timeout=60)
+    assert in_time.state == "COMPLETED" and in_time.deadline_at is not None
+    shown = run_cli(
+        cluster, "run", "submit", "sleeper", '{"seconds": 30}', "--run-timeout", "1s", check=False
+    )
+    assert shown.returncode == 1 and "TIMED_OUT" in shown.stdout, shown.stdout + shown.stderr
+
+
+@pytest.mark.parametrize("seconds", [0.5, -3, 31 * 86400])
+def test_a_run_timeout_out_of_range_is_refused_naming_it(client: Client, seconds: float) -> None:
+    with pytest.raises(ApiError) as err:
+        client.submit(task="word_count", input={"text": "x"}, run_timeout=seconds)
+    assert err.value.code == "INVALID_ARGUMENT"
+    assert err.value.message.startswith("run_timeout: must be from 1 second to 30 days")
+    with pytest.raises(ApiError) as err:
+        client.submit_many([{"text": "x"}], task="word_count", run_timeout=seconds)
+    assert err.value.message.startswith("run_timeout: must be from 1 second to 30 days")
+
+
 def test_cancelling_a_finished_run_keeps_its_state(client: Client) -> None:
     done = client.wait(client.submit(task="word_count", input={"text": "x"}).run_id, 30)
     assert client.cancel(done.run_id).state == "COMPLETED"

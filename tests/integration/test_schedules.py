@@ -61,9 +61,14 @@ def test_a_schedule_starts_a_run_each_second_as_its_creator_until_paused(
     sub = team["submitter"]
     me = next(k for k in team["admin"].list_api_keys() if k.name == f"{NS} submitter")
     created = sub.create_schedule(
-        "every-second", task="tick", input={"n": 7}, every=1, labels={"crew": "night"}
+        "every-second",
+        task="tick",
+        input={"n": 7},
+        every=1,
+        labels={"crew": "night"},
+        run_timeout=timedelta(minutes=10),
     )
-    assert created.description == "every second"
+    assert created.description == "every second" and created.run_timeout_seconds == 600
     assert created.created_by == me.key_id and created.namespace == NS
     assert created.next_run_at is not None and created.created_at is not None
     assert created.next_run_at - created.created_at == timedelta(seconds=1)
@@ -75,6 +80,8 @@ def test_a_schedule_starts_a_run_each_second_as_its_creator_until_paused(
     )
     run = sub.wait(started.last_run_id, timeout=30)
     assert run.state == "COMPLETED" and run.output == {"n": 7}
+    assert run.deadline_at is not None and run.created_at is not None
+    assert abs((run.deadline_at - run.created_at).total_seconds() - 600) < 0.01  # its limit
     assert run.labels["wtm.schedule"] == "every-second"
     with pytest.raises(PermissionDenied):  # submitted as its creator, not as anyone else
         team["other-submitter"].cancel(run.run_id)

@@ -37,7 +37,7 @@ EXECUTOR_STATE_DRAINING: ExecutorState
 EXECUTOR_STATE_LOST: ExecutorState
 
 class SubmitRunRequest(_message.Message):
-    __slots__ = ("task", "pipeline", "input_json", "priority", "request_id", "labels", "wait", "cache")
+    __slots__ = ("task", "pipeline", "input_json", "priority", "request_id", "labels", "wait", "cache", "run_timeout")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +53,7 @@ class SubmitRunRequest(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     WAIT_FIELD_NUMBER: _ClassVar[int]
     CACHE_FIELD_NUMBER: _ClassVar[int]
+    RUN_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     task: str
     pipeline: str
     input_json: str
@@ -61,7 +62,8 @@ class SubmitRunRequest(_message.Message):
     labels: _containers.ScalarMap[str, str]
     wait: _duration_pb2.Duration
     cache: bool
-    def __init__(self, task: _Optional[str] = ..., pipeline: _Optional[str] = ..., input_json: _Optional[str] = ..., priority: _Optional[int] = ..., request_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., cache: _Optional[bool] = ...) -> None: ...
+    run_timeout: _duration_pb2.Duration
+    def __init__(self, task: _Optional[str] = ..., pipeline: _Optional[str] = ..., input_json: _Optional[str] = ..., priority: _Optional[int] = ..., request_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., cache: _Optional[bool] = ..., run_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class SubmitRunResponse(_message.Message):
     __slots__ = ("run",)
@@ -118,7 +120,7 @@ class RunEvent(_message.Message):
     def __init__(self, event_id: _Optional[str] = ..., run_id: _Optional[str] = ..., step_id: _Optional[str] = ..., attempt: _Optional[int] = ..., state: _Optional[_Union[_run_pb2.State, str]] = ..., message: _Optional[str] = ..., progress: _Optional[float] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[RunEventKind, str]] = ...) -> None: ...
 
 class SubmitRunsRequest(_message.Message):
-    __slots__ = ("task", "pipeline", "inputs_json", "priority", "request_id", "labels", "cache")
+    __slots__ = ("task", "pipeline", "inputs_json", "priority", "request_id", "labels", "cache", "run_timeout")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -133,6 +135,7 @@ class SubmitRunsRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     CACHE_FIELD_NUMBER: _ClassVar[int]
+    RUN_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     task: str
     pipeline: str
     inputs_json: _containers.RepeatedScalarFieldContainer[str]
@@ -140,7 +143,8 @@ class SubmitRunsRequest(_message.Message):
     request_id: str
     labels: _containers.ScalarMap[str, str]
     cache: bool
-    def __init__(self, task: _Optional[str] = ..., pipeline: _Optional[str] = ..., inputs_json: _Optional[_Iterable[str]] = ..., priority: _Optional[int] = ..., request_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., cache: _Optional[bool] = ...) -> None: ...
+    run_timeout: _duration_pb2.Duration
+    def __init__(self, task: _Optional[str] = ..., pipeline: _Optional[str] = ..., inputs_json: _Optional[_Iterable[str]] = ..., priority: _Optional[int] = ..., request_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., cache: _Optional[bool] = ..., run_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class SubmitRunsResponse(_message.Message):
     __slots__ = ("batch_id", "run_ids")

@@ -14,6 +14,7 @@ local function delayed_key(P) return P .. 'delayed' end
 local function held_key(P, run_id) return P .. 'h:' .. run_id end
 local function fair_key(P) return P .. 'fair' end
 local function unfinished_key(P) return P .. 'unfinished' end
+local function deadlines_key(P) return P .. 'deadlines' end
 
 -- Score: priority band (higher priority first; steps of runs in flight before first steps),
 -- then, within a band, an order: for steps of runs in flight, enqueue time in ms; for first
@@ -134,13 +135,14 @@ end
 local function finish_run(P, run_id, state, err, now_ms, ttl)
   local rh = run_hash(P, run_id)
   local running = {}
-  local r = redis.call('HMGET', rh, 'steps', 'max_parallel', 'namespace')
+  local r = redis.call('HMGET', rh, 'steps', 'max_parallel', 'namespace', 'deadline_ms')
   -- Runs unfinished per namespace (counted up by submit_run.lua), for RunLimits. A run
   -- queued before the count existed is not counted: its end does not take it below zero.
   if redis.call('HINCRBY', unfinished_key(P), r[3] or 'default', -1) < 0 then
     redis.call('HSET', unfinished_key(P), r[3] or 'default', 0)
   end
   if r[2] then redis.call('DEL', held_key(P, run_id)) end
+  if r[4] then redis.call('ZREM', deadlines_key(P), run_id) end
   for _, step_id in ipairs(cjson.decode(r[1])) do
     local member = run_id .. ':' .. step_id
     local sh = step_hash(P, member)

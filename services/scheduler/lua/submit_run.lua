@@ -10,6 +10,7 @@
 --   P..'fair'                HASH    fair share of new work: virtual time, namespaces' tags
 --   P..'h:'..run_id          ZSET    ready steps beyond the run's max_parallel (ZADD, ZPOPMIN)
 --   P..'unfinished'          HASH    namespace -> its runs not finished (HINCRBY)
+--   P..'deadlines'           ZSET    run id -> its deadline_ms, for a run with a time limit
 --   P..'e:'..run_id          STREAM  run events (XADD)
 -- A run field max_parallel (max_parallel_tasks) limits its steps in flight: see lib.lua.
 -- ARGV: P, run_id, run fields JSON (flat object), steps JSON (list of {step_id, deps,
@@ -40,6 +41,7 @@ if limit > 0 then fields.active = 0 end
 for k, v in pairs(run) do fields[k] = v end
 hset_all(rh, fields)
 redis.call('HINCRBY', unfinished_key(P), run.namespace or 'default', 1)
+if run.deadline_ms then redis.call('ZADD', deadlines_key(P), run.deadline_ms, run_id) end
 emit(P, run_id, '', 0, state, (remaining < #steps) and 'rebuilt' or '', now)
 for i, s in ipairs(steps) do
   local member = run_id .. ':' .. s.step_id
