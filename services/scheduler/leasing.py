@@ -152,7 +152,7 @@ class Leaser:
         self.fleet = fleet
         self.listeners = listeners
         self.lease_ms = lease_seconds * 1000
-        self.notes = StepNotes(queue, keep_seconds=2.0 * lease_seconds, clock=clock)
+        self.notes = StepNotes(queue.notes, keep_seconds=2.0 * lease_seconds, clock=clock)
         self.retry = retry
         self.documents = documents
         self.prefetch = prefetch

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from services.scheduler.clock import SYSTEM, Clock
-from services.scheduler.run_queue import RunQueue
+from services.scheduler.run_notes import RunNotes
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +31,8 @@ class _Pending:
 
 
 class StepNotes:
-    def __init__(self, queue: RunQueue, keep_seconds: float, clock: Clock = SYSTEM) -> None:
-        self.queue = queue
+    def __init__(self, writes: RunNotes, keep_seconds: float, clock: Clock = SYSTEM) -> None:
+        self.writes = writes
         self.keep_seconds = keep_seconds  # a lease period and more
         self.clock = clock
         self._pending: dict[str, _Pending] = {}  # step key -> its notes, written or not
@@ -41,7 +41,7 @@ class StepNotes:
         """Start writing these steps' notes (step key -> fields); return at once."""
         now = self.clock.time()
         self._pending = {m: p for m, p in self._pending.items() if p.until > now}
-        write = asyncio.ensure_future(self.queue.notes.annotate(notes))
+        write = asyncio.ensure_future(self.writes.annotate(notes))
         until = now + self.keep_seconds
         for member, fields in notes.items():
             self._pending[member] = _Pending(write, fields, until)
@@ -67,7 +67,7 @@ class StepNotes:
         await asyncio.wait({p.write for p in pending.values()})
         again = {m: p.fields for m, p in pending.items() if self._pending.get(m) is p}
         if again:
-            await self.queue.notes.annotate(again)
+            await self.writes.annotate(again)
             for member in again:
                 self._pending.pop(member, None)
 

@@ -155,6 +155,21 @@ def test_cancel_from_the_page_cancels_the_run(
     assert states and set(states) == {"CANCELLED"}
 
 
+def test_a_run_past_its_time_limit_turns_timed_out_on_the_page(
+    page: Page, cluster: Cluster, client: Client, two_sleepers: str
+) -> None:
+    sign_in(page, cluster.admin_key)
+    run = client.submit(pipeline=two_sleepers, input={"seconds": 30}, run_timeout=2)
+    page.goto(f"/#/runs/{run.run_id}")
+    expect(page.locator("#deadline")).to_contain_text("until", timeout=STEP_MS)
+    expect(page.locator("#run-state .badge")).to_have_text("TIMED_OUT", timeout=STEP_MS)
+    expect(page.locator('#dag g.node[data-step="first"]')).to_have_attribute(
+        "data-state", "CANCELLED", timeout=STEP_MS
+    )
+    expect(page.locator("#cancel")).to_be_disabled()
+    shot(page, "run-page-timed-out")
+
+
 def test_the_face_runs_image_is_drawn_with_its_boxes(
     page: Page, cluster: Cluster, client: Client
 ) -> None:

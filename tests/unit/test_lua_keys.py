@@ -39,6 +39,7 @@ def test_lua_key_helpers_name_the_keys_keys_py_names() -> None:
         "held_key": keys.held("X"),
         "fair_key": keys.FAIR,
         "unfinished_key": keys.UNFINISHED,
+        "deadlines_key": keys.DEADLINES,
     }
 
 

@@ -10,7 +10,7 @@ from services.scheduler.step_notes import StepNotes
 
 
 class Writes:
-    """Stands in for ``RunQueue.annotate``: each write waits until the test lets it land or
+    """Stands in for ``RunNotes.annotate``: each write waits until the test lets it land or
     fail, and what landed is kept."""
 
     def __init__(self) -> None:
