@@ -292,6 +292,13 @@ class AsyncClient(_Connection, AsyncScheduleMethods):
         reply = await self._s.unary(self._scheduler.SubmitRuns, request, retry=bool(request_id))
         return reply.batch_id, list(reply.run_ids)
 
+    async def rerun(self, run_id: str, latest: bool = False, request_id: str = "") -> RunInfo:
+        """As ``Client.rerun``."""
+        original = await self.get_run(run_id, resolve_refs=False)
+        request = requests.rerun(original, latest, request_id)
+        reply = await self._s.unary(self._scheduler.SubmitRun, request, retry=bool(request_id))
+        return RunInfo.from_proto(reply.run)
+
     async def cancel(self, run_id: str, reason: str = "") -> RunInfo:
         request = spb.CancelRunRequest(run_id=run_id, reason=reason)
         return RunInfo.from_proto((await self._s.unary(self._scheduler.CancelRun, request)).run)

@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from clients.types import PipelineInfo, _time
+from clients.types import PipelineInfo, RunInfo, _time
 from common.artifacts import is_uri, parse_uri
 from common.errors import InvalidArgument
 from common.packaging import sha256_hex
@@ -69,6 +69,27 @@ def _set_run_timeout(
     """The run's time limit, in seconds (None: none); the scheduler checks its range."""
     if seconds is not None:
         request.run_timeout.FromNanoseconds(int(seconds * 1e9))
+
+
+RERUN_OF = "wtm.rerun_of"  # the label a rerun carries: the run it ran again
+SCHEDULE_LABEL = "wtm.schedule"  # a schedule's runs' label: a rerun is not one of them
+
+
+def rerun(run: RunInfo, latest: bool = False, request_id: str = "") -> spb.SubmitRunRequest:
+    """A new run of what ``run`` ran, on its input: the same version of its task or pipeline
+    (the latest with ``latest``), priority, time limit and labels, with ``wtm.rerun_of``."""
+    if run.pipeline_id:
+        pinned = f"{run.pipeline_id}@{run.pipeline_version}" if run.pipeline_version else ""
+        task, pipeline = "", (pinned if pinned and not latest else run.pipeline_id)
+    else:
+        version = run.steps[0].task_version if run.steps else ""
+        task, pipeline = (f"{run.task_id}@{version}" if version and not latest else run.task_id), ""
+    limit = None
+    if run.deadline_at is not None and run.created_at is not None:
+        limit = round((run.deadline_at - run.created_at).total_seconds(), 3)
+    labels = {k: v for k, v in run.labels.items() if k != SCHEDULE_LABEL}
+    labels[RERUN_OF] = run.run_id
+    return submit(task, pipeline, run.input, run.priority, request_id, labels, run_timeout=limit)
 
 
 def submit_many(

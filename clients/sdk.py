@@ -442,6 +442,20 @@ class Client(_Connection, ScheduleMethods):
         reply = self._s.unary(self._scheduler.SubmitRuns, request, retry=bool(request_id))
         return reply.batch_id, list(reply.run_ids)
 
+    def rerun(self, run_id: str, latest: bool = False, request_id: str = "") -> RunInfo:
+        """Run again what run ``run_id`` ran, on the same input (as Flower's retry and
+        Hatchet's replay do): a new run of the same task or pipeline version — the latest
+        with ``latest`` —, priority, time limit and labels, labelled ``wtm.rerun_of`` with
+        ``run_id``; returns it at once. Any run may be run again, finished or not.
+
+        Raises:
+            NotFound: no such run (or no longer that version, unless ``latest``).
+        """
+        original = self.get_run(run_id, resolve_refs=False)
+        request = requests.rerun(original, latest, request_id)
+        reply = self._s.unary(self._scheduler.SubmitRun, request, retry=bool(request_id))
+        return RunInfo.from_proto(reply.run)
+
     def cancel(self, run_id: str, reason: str = "") -> RunInfo:
         """Cancel a run: queued steps are dropped, running ones stopped. A finished run is
         returned as it is."""

@@ -67,15 +67,36 @@ def submit_and_show(obj: Ctx, wait: bool, **submit: Any) -> None:
     a followed run did not complete."""
     with obj.client() as client:
         submit["input"] = upload_inputs(obj, client, submit["input"])
-        r = client.submit(**submit)
-        if not obj.as_json:
-            trace = f" (trace {r.trace_id})" if r.trace_id else ""
-            render.console.print(f"submitted run [bold]{r.run_id}[/]{trace}")
-        if wait:
-            r = follow(obj, client, r.run_id)
+        show(obj, client, client.submit(**submit), wait)
+
+
+def show(obj: Ctx, client: Client, r: RunInfo, wait: bool, what: str = "submitted") -> None:
+    """Say a run was submitted, follow it live if asked, print it; exit 1 when a followed
+    run did not complete."""
+    if not obj.as_json:
+        trace = f" (trace {r.trace_id})" if r.trace_id else ""
+        render.console.print(f"{what} run [bold]{r.run_id}[/]{trace}")
+    if wait:
+        r = follow(obj, client, r.run_id)
     obj.out(r, render.run_summary(r))
     if wait and r.state != "COMPLETED":
         sys.exit(1)
+
+
+@run.command("rerun")
+@click.argument("run_id")
+@click.option(
+    "--latest", is_flag=True, help="the latest version of its task or pipeline, not the one it ran"
+)
+@click.option("--request-id", default="", help="idempotency key")
+@click.option("--wait/--no-wait", default=True, help="follow the new run until it finishes")
+@click.pass_obj
+def run_rerun(obj: Ctx, run_id: str, latest: bool, request_id: str, wait: bool) -> None:
+    """Run again what RUN_ID ran, on the same input: a new run of the same version, priority,
+    time limit and labels, labelled wtm.rerun_of=RUN_ID (Flower's retry)."""
+    with obj.client() as client:
+        again = client.rerun(run_id, latest=latest, request_id=request_id)
+        show(obj, client, again, wait, what=f"{run_id} runs again as")
 
 
 @run.command("get")

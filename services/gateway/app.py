@@ -280,6 +280,19 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     async def cancel_run(run_id: str, client: Caller, body: m.CancelRun | None = None) -> m.Run:
         return m.of(m.Run, await client.cancel(run_id, (body or m.CancelRun()).reason))
 
+    @app.post(
+        "/api/v1/runs/{run_id}/rerun",
+        response_model=m.Run,
+        status_code=201,
+        responses=ERRORS,
+        tags=["runs"],
+    )
+    async def rerun(run_id: str, client: Caller, body: m.Rerun | None = None) -> m.Run:
+        """Run again what the run ran, on its input: a new run of the same version (the
+        latest with ``latest``), labelled ``wtm.rerun_of``."""
+        body = body or m.Rerun(latest=False, request_id="")
+        return m.of(m.Run, await client.rerun(run_id, body.latest, body.request_id))
+
     @app.websocket("/api/v1/runs/{run_id}/events")
     async def watch_run(websocket: WebSocket, run_id: str, after: str = "") -> None:
         """A run's events as JSON messages (``models.Event``), from the beginning or after

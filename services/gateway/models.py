@@ -113,6 +113,11 @@ class CancelRun(BaseModel):
     reason: str = ""
 
 
+class Rerun(BaseModel):
+    latest: bool = Field(False, description="the latest version, not the one the run ran")
+    request_id: str = Field("", description="idempotency key: a repeat returns the first rerun")
+
+
 class Event(BaseModel):
     event_id: str = Field(description="resume a watch after it with ?after=")
     run_id: str

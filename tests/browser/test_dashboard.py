@@ -168,6 +168,12 @@ def test_a_run_past_its_time_limit_turns_timed_out_on_the_page(
     )
     expect(page.locator("#cancel")).to_be_disabled()
     shot(page, "run-page-timed-out")
+    # Run again: the page moves to the new run, which has the same time limit.
+    page.click("#rerun")
+    expect(page).not_to_have_url(re.compile(f"{run.run_id}$"), timeout=STEP_MS)
+    again = page.url.rsplit("/", 1)[1]
+    assert client.get_run(again).labels["wtm.rerun_of"] == run.run_id
+    expect(page.locator("#deadline")).to_contain_text("until", timeout=STEP_MS)
 
 
 def test_the_face_runs_image_is_drawn_with_its_boxes(

@@ -123,6 +123,17 @@ def test_a_run_timeout_over_http(http: httpx.Client, cluster: Cluster) -> None:
     assert refused.status_code == 400 and refused.json()["error"]["field"] == "run_timeout"
 
 
+def test_a_run_runs_again_over_http(http: httpx.Client) -> None:
+    body = {"task": "word_count", "input": {"text": "a b"}}
+    first = http.post("/api/v1/runs", json=body).json()
+    again = http.post(f"/api/v1/runs/{first['run_id']}/rerun")
+    assert again.status_code == 201, again.text
+    assert again.json()["input"] == body["input"]
+    assert again.json()["labels"] == {"wtm.rerun_of": first["run_id"]}
+    missing = http.post("/api/v1/runs/no-such-run/rerun", json={"latest": True})
+    assert missing.status_code == 404 and missing.json()["error"]["field"] == "run_id"
+
+
 def test_bad_input_is_refused_with_the_field_named(http: httpx.Client, cluster: Cluster) -> None:
     missing = http.get("/api/v1/runs/no-such-run")
     assert missing.status_code == 404

@@ -114,6 +114,33 @@ def test_a_run_timeout_out_of_range_is_refused_naming_it(client: Client, seconds
     assert err.value.message.startswith("run_timeout: must be from 1 second to 30 days")
 
 
+def test_a_run_runs_again_as_it_ran_on_its_input(client: Client, cluster: Cluster) -> None:
+    labels = {"team": "nlp", "wtm.schedule": "nightly"}
+    first = client.run(
+        task="word_count", input={"text": "a b c"}, priority=7, labels=labels, run_timeout=600
+    )
+    again = client.wait(client.rerun(first.run_id).run_id, 30)
+    assert again.run_id != first.run_id and again.state == "COMPLETED"
+    assert (again.input, again.output, again.priority) == (first.input, first.output, 7)
+    assert again.steps[0].task_version == first.steps[0].task_version  # the version it ran
+    # Its labels, but not the schedule's (a schedule did not start it), and where it came from.
+    assert again.labels == {"team": "nlp", "wtm.rerun_of": first.run_id}
+    assert again.deadline_at is not None and again.created_at is not None
+    assert abs((again.deadline_at - again.created_at).total_seconds() - 600) < 0.01
+    assert [r.run_id for r in client.list_runs(labels={"wtm.rerun_of": first.run_id})] == [
+        again.run_id
+    ]
+    # A repeated request id makes one rerun; an unknown run is NOT_FOUND naming run_id.
+    keyed = client.rerun(first.run_id, request_id=f"rerun-{first.run_id}")
+    assert client.rerun(first.run_id, request_id=f"rerun-{first.run_id}").run_id == keyed.run_id
+    with pytest.raises(ApiError) as err:
+        client.rerun("no-such-run")
+    assert err.value.code == "NOT_FOUND" and err.value.message.startswith("run_id: ")
+    shown = run_cli(cluster, "--json", "run", "rerun", first.run_id)
+    rerun = json.loads(shown.stdout)
+    assert rerun["state"] == "COMPLETED" and rerun["labels"]["wtm.rerun_of"] == first.run_id
+
+
 def test_cancelling_a_finished_run_keeps_its_state(client: Client) -> None:
     done = client.wait(client.submit(task="word_count", input={"text": "x"}).run_id, 30)
     assert client.cancel(done.run_id).state == "COMPLETED"

@@ -270,8 +270,12 @@ function runPage(runId) {
       try { run = await api(`/api/v1/runs/${runId}/cancel`, { json: { reason: "cancelled from the dashboard" } }); draw(); }
       catch (e) { alert(`${e.code}: ${e.message}`); }
     } }, "Cancel run");
+    const again = h("button", { id: "rerun", title: "a new run of the same version on the same input", onclick: async () => {
+      try { const next = await api(`/api/v1/runs/${runId}/rerun`, { json: {} }); location.hash = `#/runs/${next.run_id}`; }
+      catch (e) { alert(`${e.code}: ${e.message}`); }
+    } }, "Run again");
     view.head.replaceChildren(h("div", { class: "card" },
-      h("h1", {}, "Run ", h("code", {}, run.run_id), " ", h("span", { id: "run-state" }, badge(run.state)), " ", cancel),
+      h("h1", {}, "Run ", h("code", {}, run.run_id), " ", h("span", { id: "run-state" }, badge(run.state)), " ", cancel, " ", again),
       h("dl", { class: "facts" },
         h("dt", {}, "What"), h("dd", {}, run.pipeline_id ? `pipeline ${run.pipeline_id}@${run.pipeline_version}` : `task ${run.task_id}`),
         h("dt", {}, "Namespace"), h("dd", {}, run.namespace),
