@@ -177,6 +177,10 @@ def pipeline_panel(p: PipelineInfo) -> str:
             lines.append(escape(f"      {key} <- {expr}"))
     if p.input_validation:
         lines.append(escape(f"  input: {json.dumps(p.input_validation)}"))
+    if p.run_timeout_seconds:
+        lines.append(
+            f"  each run's time limit: {p.run_timeout_seconds}s (unless its submit sets one)"
+        )
     return "\n".join(lines)
 
 

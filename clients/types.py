@@ -127,6 +127,7 @@ class PipelineInfo:
     max_parallel_tasks: int = 0  # global_settings: 0 = no limit of its own
     enable_caching: bool = False
     log_level: str = ""
+    run_timeout_seconds: int = 0  # global_settings.run_timeout: each run's limit (0: none)
 
     @classmethod
     def from_proto(
@@ -164,6 +165,7 @@ class PipelineInfo:
             max_parallel_tasks=p.max_parallel_tasks,
             enable_caching=p.enable_caching,
             log_level=p.log_level,
+            run_timeout_seconds=p.run_timeout_seconds,
         )
 
 

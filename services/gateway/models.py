@@ -174,6 +174,7 @@ class Pipeline(BaseModel):
     namespace: str = ""
     max_parallel_tasks: int = 0
     enable_caching: bool = False
+    run_timeout_seconds: int = Field(0, description="each run's time limit, unless set (0: none)")
 
 
 class Executor(BaseModel):

@@ -165,6 +165,7 @@ class PipelineVersion:
             max_parallel_tasks=s.max_parallel_tasks,
             enable_caching=s.enable_caching,
             log_level=s.log_level,
+            run_timeout_seconds=s.run_timeout,
         )
         message.create_time.FromDatetime(self.created_at)
         return message

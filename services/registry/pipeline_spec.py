@@ -67,6 +67,7 @@ class PipelineSpec:
     max_parallel_tasks: int = 0  # 0: no limit of its own
     enable_caching: bool = False
     log_level: str = ""  # "": each task's own
+    run_timeout: int = 0  # each run's time limit in seconds, unless its submit sets one (0: none)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))  # keeps the author's order of steps and mappings
@@ -113,10 +114,11 @@ def _dict(value: Any, where: str) -> dict[str, Any]:
 # it (a warning in the registration's answer). Any other key is refused, naming its path.
 GLOBAL_KEYS = {
     "default_timeout", "default_retry_count", "max_retries", "max_parallel_tasks",
-    "enable_caching", "log_level",
+    "enable_caching", "log_level", "run_timeout",
 }  # fmt: skip
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 MAX_PARALLEL_TASKS = 10_000
+MAX_RUN_TIMEOUT_SECONDS = 30 * 86400  # as SubmitRunRequest.run_timeout's
 PIPELINE_KEYS = {
     "pipeline_id", "id", "name", "description", "version", "steps", "input_validation",
     "output_format", "metadata", "enabled", "global_settings",
@@ -250,6 +252,9 @@ def parse_pipeline(
         1,
         MAX_PARALLEL_TASKS,
     )
+    run_timeout = _opt_int(
+        settings.get("run_timeout"), "global_settings.run_timeout", 1, MAX_RUN_TIMEOUT_SECONDS
+    )
     caching = settings.get("enable_caching", False)
     if not isinstance(caching, bool):
         raise _err("global_settings.enable_caching", f"must be true or false, got {caching!r}")
@@ -285,6 +290,7 @@ def parse_pipeline(
         max_parallel_tasks=max_parallel or 0,
         enable_caching=caching,
         log_level=log_level.upper(),
+        run_timeout=run_timeout or 0,
     )
 
 

@@ -127,6 +127,7 @@ class Plan:
     pipeline_id: str = ""
     pipeline_version: str = ""
     input_validation: dict[str, Any] = field(default_factory=dict)
+    run_timeout_seconds: int = 0  # the pipeline's global_settings.run_timeout (0: none)
 
     @functools.cached_property
     def reads(self) -> list[run_options.StepReads]:
@@ -317,6 +318,7 @@ async def plan_run(catalog: TaskCatalog, req: SubmitRequest) -> Plan:
         pipeline_id=pipeline.pipeline_id,
         pipeline_version=pipeline.version,
         input_validation=pipeline.input_validation,
+        run_timeout_seconds=pipeline.run_timeout_seconds,
     )
 
 
@@ -383,6 +385,7 @@ def new_run(
     options: run_options.RunOptions = run_options.RunOptions(),
 ) -> tuple[Run, Submission]:
     """A new run of ``plan`` on ``doc`` (for history), and its submission (for Redis)."""
+    limit = req.run_timeout_seconds or plan.run_timeout_seconds  # the submit's, else the pipeline's
     run = Run(
         run_id=new_run_id(),
         state="QUEUED",
@@ -398,9 +401,7 @@ def new_run(
         submitted_by=auth.current().key_id,
         namespace=req.namespace,
         created_at=(now := datetime.now(UTC)),
-        deadline_at=whole_ms(now + timedelta(seconds=req.run_timeout_seconds))
-        if req.run_timeout_seconds
-        else None,
+        deadline_at=whole_ms(now + timedelta(seconds=limit)) if limit else None,
         steps=[
             StepRun(
                 step_id=p.step_id,

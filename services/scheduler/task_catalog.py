@@ -74,6 +74,7 @@ class ResolvedPipeline:
     max_parallel_tasks: int = 0  # global_settings.max_parallel_tasks (0: no limit)
     enable_caching: bool = False
     log_level: str = ""
+    run_timeout_seconds: int = 0  # global_settings.run_timeout (0: none)
 
 
 def batching_of(manifest: dict[str, Any]) -> tuple[int, int]:
@@ -221,6 +222,7 @@ class TaskCatalog:
             p.max_parallel_tasks,
             p.enable_caching,
             p.log_level,
+            p.run_timeout_seconds,
         )
         uses_shared = any("/" in s.task.task_id for s in steps)
         if not uses_shared:

@@ -307,6 +307,24 @@ def test_max_parallel_tasks_runs_at_most_that_many_steps_of_a_run_at_once(client
     assert narrow.state == "COMPLETED" and not overlapping(narrow)
 
 
+def test_a_pipelines_run_timeout_is_each_runs_time_limit_unless_the_submit_sets_one(
+    client: Client,
+) -> None:
+    nap = [{"task_id": "sleeper", "input_mapping": {"seconds": "$.seconds"}}]
+    pipeline(client, "nap_limited", nap, global_settings={"run_timeout": 1})
+    assert client.get_pipeline("nap_limited").run_timeout_seconds == 1
+    late = run(client, "nap_limited", {"seconds": 20})
+    assert (late.state, late.error) == (
+        "TIMED_OUT",
+        "run_timeout: the run had not finished by its deadline",
+    )
+    assert late.deadline_at is not None and late.created_at is not None
+    assert abs((late.deadline_at - late.created_at).total_seconds() - 1) < 0.01
+    # A submit's own limit wins.
+    own = client.submit(pipeline="nap_limited", input={"seconds": 1.5}, run_timeout=60)
+    assert client.wait(own.run_id, timeout=60).state == "COMPLETED"
+
+
 def test_log_level_sets_the_level_of_the_tasks_logger(client: Client) -> None:
     pipeline(client, "levels_all", [{"task_id": "levels"}])
     pipeline(

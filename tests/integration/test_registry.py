@@ -493,6 +493,22 @@ def test_every_config_key_is_acted_on_refused_or_reported(client: Client, regist
             {
                 "pipeline_id": "bad",
                 "steps": [{"task_id": "word_count"}],
+                "global_settings": {"run_timeout": 0},
+            },
+            "global_settings.run_timeout",
+        ),
+        (
+            {
+                "pipeline_id": "bad",
+                "steps": [{"task_id": "word_count"}],
+                "global_settings": {"run_timeout": 31 * 86400},
+            },
+            "global_settings.run_timeout",
+        ),
+        (
+            {
+                "pipeline_id": "bad",
+                "steps": [{"task_id": "word_count"}],
                 "global_settings": {"enable_caching": "yes"},
             },
             "global_settings.enable_caching",

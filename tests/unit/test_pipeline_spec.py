@@ -174,3 +174,16 @@ def test_a_pipeline_survives_a_json_round_trip() -> None:
 
     [p] = parse_config(FACE)
     assert PipelineSpec.from_json(p.to_json()) == p
+
+
+def test_a_run_timeout_is_read_from_global_settings_and_kept() -> None:
+    from services.registry.pipeline_spec import PipelineSpec
+
+    doc = {"pipeline_id": "p", "steps": [{"task_id": "a"}], "global_settings": {"run_timeout": 90}}
+    [p] = parse_config(doc)
+    assert p.run_timeout == 90 and PipelineSpec.from_json(p.to_json()).run_timeout == 90
+    [unset] = parse_config({"pipeline_id": "p", "steps": [{"task_id": "a"}]})
+    assert unset.run_timeout == 0
+    for bad in (0, -5, 31 * 86400, "90s", 1.5):
+        doc["global_settings"] = {"run_timeout": bad}
+        assert "global_settings.run_timeout: must be an integer" in refusal(doc), bad

@@ -195,7 +195,7 @@ class PipelineStep(_message.Message):
     def __init__(self, step_id: _Optional[str] = ..., task_id: _Optional[str] = ..., task_version: _Optional[str] = ..., digest: _Optional[str] = ..., depends_on: _Optional[_Iterable[str]] = ..., parallel_group: _Optional[str] = ..., timeout_seconds: _Optional[int] = ..., retry_count: _Optional[int] = ..., input_mapping_json: _Optional[str] = ..., queue: _Optional[str] = ..., cache: _Optional[bool] = ...) -> None: ...
 
 class Pipeline(_message.Message):
-    __slots__ = ("name", "pipeline_id", "version", "display_name", "description", "steps", "input_validation_json", "output_format_json", "metadata_json", "enabled", "create_time", "namespace", "max_parallel_tasks", "enable_caching", "log_level")
+    __slots__ = ("name", "pipeline_id", "version", "display_name", "description", "steps", "input_validation_json", "output_format_json", "metadata_json", "enabled", "create_time", "namespace", "max_parallel_tasks", "enable_caching", "log_level", "run_timeout_seconds")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PIPELINE_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -211,6 +211,7 @@ class Pipeline(_message.Message):
     MAX_PARALLEL_TASKS_FIELD_NUMBER: _ClassVar[int]
     ENABLE_CACHING_FIELD_NUMBER: _ClassVar[int]
     LOG_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    RUN_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     pipeline_id: str
     version: str
@@ -226,7 +227,8 @@ class Pipeline(_message.Message):
     max_parallel_tasks: int
     enable_caching: bool
     log_level: str
-    def __init__(self, name: _Optional[str] = ..., pipeline_id: _Optional[str] = ..., version: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[PipelineStep, _Mapping]]] = ..., input_validation_json: _Optional[str] = ..., output_format_json: _Optional[str] = ..., metadata_json: _Optional[str] = ..., enabled: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., namespace: _Optional[str] = ..., max_parallel_tasks: _Optional[int] = ..., enable_caching: _Optional[bool] = ..., log_level: _Optional[str] = ...) -> None: ...
+    run_timeout_seconds: int
+    def __init__(self, name: _Optional[str] = ..., pipeline_id: _Optional[str] = ..., version: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[PipelineStep, _Mapping]]] = ..., input_validation_json: _Optional[str] = ..., output_format_json: _Optional[str] = ..., metadata_json: _Optional[str] = ..., enabled: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., namespace: _Optional[str] = ..., max_parallel_tasks: _Optional[int] = ..., enable_caching: _Optional[bool] = ..., log_level: _Optional[str] = ..., run_timeout_seconds: _Optional[int] = ...) -> None: ...
 
 class RegisterPipelinesRequest(_message.Message):
     __slots__ = ("config_json", "pipeline_id", "validate_only")
