@@ -40,6 +40,7 @@ from clients.sdk import Client
 from clients.types import (
     ApiKeyInfo,
     ArtifactInfo,
+    CancelledRuns,
     DependencyInfo,
     ExecutorInfo,
     NamespaceInfo,
@@ -62,6 +63,7 @@ __all__ = [
     "ApiKeyInfo",
     "ArtifactInfo",
     "AsyncClient",
+    "CancelledRuns",
     "Client",
     "DataLoss",
     "DeadlineExceeded",

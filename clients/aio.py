@@ -28,6 +28,7 @@ from clients import requests
 from clients.errors import (
     DataLoss,
     DeadlineExceeded,
+    PermissionDenied,
     Unavailable,
     WaitTimeoutError,
 )
@@ -36,6 +37,7 @@ from clients.sdk import _Connection, _NotFinished, resolve_key
 from clients.types import (
     ApiKeyInfo,
     ArtifactInfo,
+    CancelledRuns,
     DependencyInfo,
     ExecutorInfo,
     NamespaceInfo,
@@ -49,6 +51,7 @@ from common import refs
 from common.artifacts import is_file_field, is_uri, upload_requests
 from common.client_core import DEFAULT_RETRY_SECONDS, AsyncCaller
 from common.packaging import pack_directory, sha256_hex
+from common.states import State
 from wtm.v1 import auth_service_pb2 as apb
 from wtm.v1 import registry_service_pb2 as rpb
 from wtm.v1 import scheduler_service_pb2 as spb
@@ -299,9 +302,40 @@ class AsyncClient(_Connection, AsyncScheduleMethods):
         reply = await self._s.unary(self._scheduler.SubmitRun, request, retry=bool(request_id))
         return RunInfo.from_proto(reply.run)
 
+    async def cancel_runs(
+        self,
+        reason: str = "",
+        *,
+        batch_id: str = "",
+        labels: dict[str, str] | None = None,
+        task_id: str = "",
+        pipeline_id: str = "",
+    ) -> CancelledRuns:
+        """As ``Client.cancel_runs``."""
+        requests.check_cancel_filters(batch_id, labels, task_id, pipeline_id)
+        found = set()
+        for state in (State.QUEUED, State.RUNNING):
+            async for r in self.list_runs(
+                state.value, pipeline_id, task_id, batch_id, page_size=1000, labels=labels
+            ):
+                found.add(r.run_id)
+        result = CancelledRuns()
+        for run_id in sorted(found):
+            try:
+                reply = await self._cancel(run_id, reason)
+            except PermissionDenied:
+                result.not_theirs.append(run_id)
+                continue
+            run = RunInfo.from_proto(reply.run)
+            (result.cancelled if reply.cancelled else result.ended).append(run)
+        return result
+
     async def cancel(self, run_id: str, reason: str = "") -> RunInfo:
+        return RunInfo.from_proto((await self._cancel(run_id, reason)).run)
+
+    async def _cancel(self, run_id: str, reason: str) -> spb.CancelRunResponse:
         request = spb.CancelRunRequest(run_id=run_id, reason=reason)
-        return RunInfo.from_proto((await self._s.unary(self._scheduler.CancelRun, request)).run)
+        return await self._s.unary(self._scheduler.CancelRun, request)
 
     async def list_runs(
         self,

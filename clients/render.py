@@ -12,7 +12,7 @@ from rich.table import Table
 
 from clients.health import HealthReport
 from clients.sdk import ExecutorInfo, PipelineInfo, RunEventInfo, RunInfo, TaskInfo
-from clients.types import ArtifactInfo, NamespaceInfo, QueueInfo
+from clients.types import ArtifactInfo, CancelledRuns, NamespaceInfo, QueueInfo
 
 console = Console()
 WIDE = 120  # columns: narrower consoles get the tables' less-needed columns left out
@@ -180,6 +180,21 @@ def pipeline_panel(p: PipelineInfo) -> str:
     if p.run_timeout_seconds:
         lines.append(
             f"  each run's time limit: {p.run_timeout_seconds}s (unless its submit sets one)"
+        )
+    return "\n".join(lines)
+
+
+def cancelled_runs(done: CancelledRuns) -> str:
+    lines = [f"cancelled {len(done.cancelled)} runs"]
+    lines += [f"  {r.run_id} ({r.pipeline_id or r.task_id})" for r in done.cancelled]
+    if done.ended:
+        lines.append(
+            f"{len(done.ended)} had ended first: " + ", ".join(r.run_id for r in done.ended)
+        )
+    if done.not_theirs:
+        lines.append(
+            f"{len(done.not_theirs)} were submitted by another key, which your role may not "
+            "cancel: " + ", ".join(done.not_theirs)
         )
     return "\n".join(lines)
 

@@ -71,6 +71,17 @@ def _set_run_timeout(
         request.run_timeout.FromNanoseconds(int(seconds * 1e9))
 
 
+def check_cancel_filters(
+    batch_id: str, labels: dict[str, str] | None, task_id: str, pipeline_id: str
+) -> None:
+    """``cancel_runs`` cancels what its filters match: at least one is needed."""
+    if not (batch_id or labels or task_id or pipeline_id):
+        raise InvalidArgument(
+            "name a batch, labels, a task or a pipeline: no filter would cancel every run",
+            field="filter",
+        )
+
+
 RERUN_OF = "wtm.rerun_of"  # the label a rerun carries: the run it ran again
 SCHEDULE_LABEL = "wtm.schedule"  # a schedule's runs' label: a rerun is not one of them
 

@@ -33,6 +33,7 @@ from clients.errors import (
     ApiError,
     DataLoss,
     DeadlineExceeded,
+    PermissionDenied,
     Unauthenticated,
     Unavailable,
     WaitTimeoutError,
@@ -42,6 +43,7 @@ from clients.schedules import ScheduleMethods
 from clients.types import (
     ApiKeyInfo,
     ArtifactInfo,
+    CancelledRuns,
     DependencyInfo,
     ExecutorInfo,
     NamespaceInfo,
@@ -57,6 +59,7 @@ from common import refs
 from common.artifacts import is_file_field, is_uri, upload_requests
 from common.client_core import DEFAULT_RETRY_SECONDS, Caller
 from common.packaging import pack_directory, sha256_hex
+from common.states import State
 from wtm.v1 import auth_service_pb2 as apb
 from wtm.v1 import auth_service_pb2_grpc as apb_grpc
 from wtm.v1 import registry_service_pb2 as rpb
@@ -459,8 +462,49 @@ class Client(_Connection, ScheduleMethods):
     def cancel(self, run_id: str, reason: str = "") -> RunInfo:
         """Cancel a run: queued steps are dropped, running ones stopped. A finished run is
         returned as it is."""
+        return RunInfo.from_proto(self._cancel(run_id, reason).run)
+
+    def _cancel(self, run_id: str, reason: str) -> spb.CancelRunResponse:
         request = spb.CancelRunRequest(run_id=run_id, reason=reason)
-        return RunInfo.from_proto(self._s.unary(self._scheduler.CancelRun, request).run)
+        return self._s.unary(self._scheduler.CancelRun, request)
+
+    def cancel_runs(
+        self,
+        reason: str = "",
+        *,
+        batch_id: str = "",
+        labels: dict[str, str] | None = None,
+        task_id: str = "",
+        pipeline_id: str = "",
+    ) -> CancelledRuns:
+        """Cancel every unfinished run (queued or running) that matches all the filters
+        given — a batch, labels (a schedule's: ``{"wtm.schedule": its id}``), a task, a
+        pipeline; at least one, so that nothing cancels every run by mistake. Runs another
+        key submitted are left alone unless this key's role may cancel anyone's; they are
+        counted in the answer. Runs are read from the history (a run submitted while this
+        goes on may be missed).
+
+        Raises:
+            InvalidArgument: no filter given.
+        """
+        requests.check_cancel_filters(batch_id, labels, task_id, pipeline_id)
+        found = {
+            r.run_id
+            for state in (State.QUEUED, State.RUNNING)
+            for r in self.list_runs(
+                state.value, pipeline_id, task_id, batch_id, page_size=1000, labels=labels
+            )
+        }
+        result = CancelledRuns()
+        for run_id in sorted(found):
+            try:
+                reply = self._cancel(run_id, reason)
+            except PermissionDenied:
+                result.not_theirs.append(run_id)
+                continue
+            run = RunInfo.from_proto(reply.run)
+            (result.cancelled if reply.cancelled else result.ended).append(run)
+        return result
 
     def list_runs(
         self,

@@ -284,6 +284,16 @@ class RunInfo:
         )
 
 
+@dataclass
+class CancelledRuns:
+    """What ``Client.cancel_runs`` did: the runs it cancelled, those that had ended first,
+    and the ids of those another key submitted (this key's role may cancel only its own)."""
+
+    cancelled: list[RunInfo] = field(default_factory=list)
+    ended: list[RunInfo] = field(default_factory=list)
+    not_theirs: list[str] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class ExecutorInfo:
     """One executor of the fleet, as the schedulers see it."""

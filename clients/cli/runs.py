@@ -124,14 +124,43 @@ def run_watch(obj: Ctx, run_id: str, after: str) -> None:
 
 
 @run.command("cancel")
-@click.argument("run_id")
+@click.argument("run_id", required=False)
 @click.option("--reason", default="", help="shown as the run's error")
+@click.option("--batch", "batch_id", default="", help="instead: every unfinished run of a batch")
+@click.option(
+    "--label", "labels", multiple=True, metavar="KEY=VALUE", help="instead: ... with this label"
+)
+@click.option("--schedule", default="", help="instead: ... this schedule started")
+@click.option("--task", "task_id", default="", help="instead: ... of this task")
+@click.option("--pipeline", "pipeline_id", default="", help="instead: ... of this pipeline")
 @click.pass_obj
-def run_cancel(obj: Ctx, run_id: str, reason: str) -> None:
+def run_cancel(
+    obj: Ctx,
+    run_id: str | None,
+    reason: str,
+    batch_id: str,
+    labels: tuple[str, ...],
+    schedule: str,
+    task_id: str,
+    pipeline_id: str,
+) -> None:
     """Cancel a run: queued steps are dropped and running ones stopped. A run that has
     already ended is left as it ended (cancelling is idempotent, so a retried cancel is
-    harmless); a note on stderr says so."""
+    harmless); a note on stderr says so. Without RUN_ID, every unfinished run the filters
+    match (all of them): --batch, --label, --schedule, --task, --pipeline."""
+    wanted = dict(label_of(text) for text in labels)
+    if schedule:
+        wanted["wtm.schedule"] = schedule
+    filters = bool(batch_id or wanted or task_id or pipeline_id)
+    if bool(run_id) == filters:
+        raise click.UsageError("give a RUN_ID, or filters (--batch, --label, ...), not both")
     with obj.client() as client:
+        if not run_id:
+            done = client.cancel_runs(
+                reason, batch_id=batch_id, labels=wanted, task_id=task_id, pipeline_id=pipeline_id
+            )
+            obj.out(done, render.cancelled_runs(done))
+            return
         r = client.cancel(run_id, reason)
     obj.out(r, render.run_summary(r))
     if r.state != State.CANCELLED:

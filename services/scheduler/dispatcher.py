@@ -98,11 +98,10 @@ class Dispatcher:
         return await self.leaser.submit(runs)
 
     async def cancel_run(self, run_id: str, reason: str) -> str:
-        """Cancel a run; tells executors to stop its running steps. Returns the run's state
-        ("CANCELLED", a finished run's state, or "missing")."""
+        """Cancel a run; tells executors to stop its running steps. Returns "cancelled" when
+        this call ended it, else the state it had already ended in, or "missing"."""
         state, running = await self.queue.cancel_run(run_id, reason)
         if state == "cancelled":
             self.fleet.send_cancels(running, reason=f"run cancelled: {reason}")
             self.listeners.run_ended(run_id, None)
-            return "CANCELLED"
         return state

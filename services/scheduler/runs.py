@@ -338,9 +338,11 @@ class RunService(RunListener):
         with contextlib.suppress(Exception):
             await self.queueing.cancel_run(run_id, "not recorded: the history store failed")
 
-    async def cancel(self, run_id: str, reason: str, namespace: str = auth.ALL_NAMESPACES) -> Run:
+    async def cancel(
+        self, run_id: str, reason: str, namespace: str = auth.ALL_NAMESPACES
+    ) -> tuple[Run, bool]:
         """Cancel a run of ``namespace``: its queued steps are dropped and its running ones
-        stopped."""
+        stopped. The run, and whether this call ended it (not: it had ended already)."""
         if not run_id:
             raise InvalidArgument("is required", field="run_id")
         caller = auth.current()
@@ -351,7 +353,7 @@ class RunService(RunListener):
         state = await self.queueing.cancel_run(run_id, reason or "cancelled by a user")
         if state == "missing":
             await self.get(run_id)  # NotFound, or a finished run only MongoDB still has
-        return await self.get(run_id)
+        return await self.get(run_id), state == "cancelled"
 
     async def list_runs(
         self,

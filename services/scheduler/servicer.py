@@ -132,8 +132,8 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
     async def CancelRun(
         self, request: spb.CancelRunRequest, context: aio.ServicerContext
     ) -> spb.CancelRunResponse:
-        run = await self._runs.cancel(request.run_id, request.reason, auth.scope())
-        return spb.CancelRunResponse(run=run.to_proto())
+        run, cancelled = await self._runs.cancel(request.run_id, request.reason, auth.scope())
+        return spb.CancelRunResponse(run=run.to_proto(), cancelled=cancelled)
 
     async def ListRuns(
         self, request: spb.ListRunsRequest, context: aio.ServicerContext

@@ -477,6 +477,15 @@ def test_a_submitter_cancels_its_own_runs_only_and_an_operator_any(
         assert err.value.code == "PERMISSION_DENIED" and "run_id" in err.value.message
         assert a.cancel(mine.run_id).state == "CANCELLED"
         assert op.cancel(theirs.run_id).state == "CANCELLED"
+        # Cancelling by a label: a submitter's own runs, and the others counted, left alone.
+        tag = {"bulk": f"t{time.time_ns()}"}
+        own = a.submit(task="sleeper", input={"seconds": 30}, labels=tag)
+        other = b.submit(task="sleeper", input={"seconds": 30}, labels=tag)
+        done = a.cancel_runs("tidy up", labels=tag)  # a submit answers once MongoDB has it
+        assert [r.run_id for r in done.cancelled] == [own.run_id]
+        assert done.not_theirs == [other.run_id]
+        assert b.get_run(other.run_id).state != "CANCELLED"
+        assert [r.run_id for r in op.cancel_runs(labels=tag).cancelled] == [other.run_id]
     expected = {
         ("CancelRun", "PERMISSION_DENIED", "submitter"),
         ("CancelRun", "OK", "operator"),

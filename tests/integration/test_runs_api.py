@@ -141,6 +141,29 @@ def test_a_run_runs_again_as_it_ran_on_its_input(client: Client, cluster: Cluste
     assert rerun["state"] == "COMPLETED" and rerun["labels"]["wtm.rerun_of"] == first.run_id
 
 
+def test_every_unfinished_run_of_a_batch_or_a_label_is_cancelled_at_once(
+    client: Client, cluster: Cluster
+) -> None:
+    done = client.run(task="sleeper", input={"seconds": 0.1}, labels={"wave": "w1"})
+    done_too = client.submit(task="sleeper", input={"seconds": 30}, labels={"wave": "w1"})
+    batch_id, run_ids = client.submit_many([{"seconds": 30}] * 4, task="sleeper")
+    cancelled = client.cancel_runs("too many", batch_id=batch_id)
+    assert sorted(r.run_id for r in cancelled.cancelled) == sorted(run_ids)
+    assert all(r.state == "CANCELLED" and "too many" in r.error for r in cancelled.cancelled)
+    assert cancelled.ended == [] and cancelled.not_theirs == []
+    # By label, from the CLI: the unfinished one only (the other had ended).
+    shown = run_cli(cluster, "--json", "run", "cancel", "--label", "wave=w1")
+    listed = json.loads(shown.stdout)
+    assert [r["run_id"] for r in listed["cancelled"]] == [done_too.run_id]
+    again = client.cancel_runs(labels={"wave": "w1"})  # what the history still shows unfinished
+    assert again.cancelled == [] and done.run_id not in {r.run_id for r in again.ended}
+    with pytest.raises(ApiError) as err:
+        client.cancel_runs("everything?")
+    assert err.value.code == "INVALID_ARGUMENT" and err.value.message.startswith("filter: ")
+    both = run_cli(cluster, "run", "cancel", done.run_id, "--batch", batch_id, check=False)
+    assert both.returncode == 2 and "not both" in both.stderr
+
+
 def test_cancelling_a_finished_run_keeps_its_state(client: Client) -> None:
     done = client.wait(client.submit(task="word_count", input={"text": "x"}).run_id, 30)
     assert client.cancel(done.run_id).state == "COMPLETED"

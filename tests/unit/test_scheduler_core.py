@@ -351,7 +351,7 @@ def test_a_result_racing_a_cancel_does_not_complete_the_run(valkey_url: str) -> 
         e1 = c.executor("e1")
         await c.submit("r1")
         [a] = assignments(e1)
-        assert await c.core.cancel_run("r1", "not needed") == "CANCELLED"
+        assert await c.core.cancel_run("r1", "not needed") == "cancelled"
         assert [m for m in sent(e1) if isinstance(m, Cancel)] == [
             Cancel("r1", "a", 1, "run cancelled: not needed")
         ]

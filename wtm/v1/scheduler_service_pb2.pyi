@@ -163,10 +163,12 @@ class CancelRunRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class CancelRunResponse(_message.Message):
-    __slots__ = ("run",)
+    __slots__ = ("run", "cancelled")
     RUN_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
     run: _run_pb2.Run
-    def __init__(self, run: _Optional[_Union[_run_pb2.Run, _Mapping]] = ...) -> None: ...
+    cancelled: bool
+    def __init__(self, run: _Optional[_Union[_run_pb2.Run, _Mapping]] = ..., cancelled: _Optional[bool] = ...) -> None: ...
 
 class ListRunsRequest(_message.Message):
     __slots__ = ("state", "pipeline_id", "task_id", "batch_id", "created_after", "created_before", "page_size", "page_token", "labels")
