@@ -271,10 +271,12 @@ class AsyncClient(_Connection, AsyncScheduleMethods):
         labels: dict[str, str] | None = None,
         cache: bool | None = None,
         run_timeout: float | None = None,
+        start_delay: float | None = None,
     ) -> RunInfo:
         request = requests.submit(
-            task, pipeline, input, priority, request_id, labels, cache, run_timeout=run_timeout
-        )
+            task, pipeline, input, priority, request_id, labels, cache,
+            run_timeout=run_timeout, start_delay=start_delay,
+        )  # fmt: skip
         reply = await self._s.unary(self._scheduler.SubmitRun, request, retry=bool(request_id))
         return RunInfo.from_proto(reply.run)
 
@@ -288,9 +290,10 @@ class AsyncClient(_Connection, AsyncScheduleMethods):
         labels: dict[str, str] | None = None,
         cache: bool | None = None,
         run_timeout: float | None = None,
+        start_delay: float | None = None,
     ) -> tuple[str, list[str]]:
         request = requests.submit_many(
-            inputs, task, pipeline, priority, request_id, labels, cache, run_timeout
+            inputs, task, pipeline, priority, request_id, labels, cache, run_timeout, start_delay
         )
         reply = await self._s.unary(self._scheduler.SubmitRuns, request, retry=bool(request_id))
         return reply.batch_id, list(reply.run_ids)

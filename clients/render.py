@@ -95,6 +95,8 @@ def run_summary(r: RunInfo) -> str:
     lines = [f"Run [bold]{r.run_id}[/] ({escape(what)}) {state(r.state)}{took}"]
     if r.trace_id:
         lines.append(f"  trace {r.trace_id} (Jaeger: /trace/{r.trace_id})")
+    if r.scheduled_at and r.started_at is None and not r.finished:
+        lines.append(f"  starts at {r.scheduled_at:%Y-%m-%d %H:%M:%S} UTC (its start delay)")
     if r.deadline_at and not r.finished:
         lines.append(f"  times out at {r.deadline_at:%Y-%m-%d %H:%M:%S} UTC (its run_timeout)")
     for s in r.steps:

@@ -47,6 +47,7 @@ def submit(
     cache: bool | None = None,
     wait_seconds: float = 0.0,
     run_timeout: float | None = None,
+    start_delay: float | None = None,
 ) -> spb.SubmitRunRequest:
     request = spb.SubmitRunRequest(
         task=task,
@@ -59,16 +60,21 @@ def submit(
     )
     if wait_seconds:
         request.wait.FromNanoseconds(int(min(wait_seconds, MAX_WAIT_SECONDS) * 1e9))
-    _set_run_timeout(request, run_timeout)
+    _set_times(request, run_timeout, start_delay)
     return request
 
 
-def _set_run_timeout(
-    request: spb.SubmitRunRequest | spb.SubmitRunsRequest, seconds: float | None
+def _set_times(
+    request: spb.SubmitRunRequest | spb.SubmitRunsRequest,
+    run_timeout: float | None,
+    start_delay: float | None,
 ) -> None:
-    """The run's time limit, in seconds (None: none); the scheduler checks its range."""
-    if seconds is not None:
-        request.run_timeout.FromNanoseconds(int(seconds * 1e9))
+    """The run's time limit and start delay, in seconds (None: none, at once); the scheduler
+    checks their range."""
+    if run_timeout is not None:
+        request.run_timeout.FromNanoseconds(int(run_timeout * 1e9))
+    if start_delay is not None:
+        request.start_delay.FromNanoseconds(int(start_delay * 1e9))
 
 
 def check_cancel_filters(
@@ -95,9 +101,9 @@ def rerun(run: RunInfo, latest: bool = False, request_id: str = "") -> spb.Submi
     else:
         version = run.steps[0].task_version if run.steps else ""
         task, pipeline = (f"{run.task_id}@{version}" if version and not latest else run.task_id), ""
-    limit = None
-    if run.deadline_at is not None and run.created_at is not None:
-        limit = round((run.deadline_at - run.created_at).total_seconds(), 3)
+    limit, start = None, run.scheduled_at or run.created_at  # a rerun starts at once
+    if run.deadline_at is not None and start is not None:
+        limit = round((run.deadline_at - start).total_seconds(), 3)
     labels = {k: v for k, v in run.labels.items() if k != SCHEDULE_LABEL}
     labels[RERUN_OF] = run.run_id
     return submit(task, pipeline, run.input, run.priority, request_id, labels, run_timeout=limit)
@@ -112,6 +118,7 @@ def submit_many(
     labels: dict[str, str] | None = None,
     cache: bool | None = None,
     run_timeout: float | None = None,
+    start_delay: float | None = None,
 ) -> spb.SubmitRunsRequest:
     request = spb.SubmitRunsRequest(
         task=task,
@@ -122,7 +129,7 @@ def submit_many(
         labels=labels or {},
         cache=cache,
     )
-    _set_run_timeout(request, run_timeout)
+    _set_times(request, run_timeout, start_delay)
     return request
 
 

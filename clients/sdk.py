@@ -400,6 +400,7 @@ class Client(_Connection, ScheduleMethods):
         labels: dict[str, str] | None = None,
         cache: bool | None = None,
         run_timeout: float | None = None,
+        start_delay: float | None = None,
     ) -> RunInfo:
         """Submit a run of a task or a pipeline on one input document; returns at once.
 
@@ -415,6 +416,8 @@ class Client(_Connection, ScheduleMethods):
                 off for this run; True on for every step (a task run too).
             run_timeout: the run's time limit in seconds (1 to 30 days; None: none): past
                 it an unfinished run ends TIMED_OUT and its running steps are stopped.
+            start_delay: start the run this many seconds from now (at most 30 days), as
+                Celery's countdown: it is recorded at once and queued then.
 
         Raises:
             InvalidArgument: the input or a field of the request is not valid.
@@ -422,8 +425,9 @@ class Client(_Connection, ScheduleMethods):
             FailedPrecondition: the pipeline is disabled.
         """
         request = requests.submit(
-            task, pipeline, input, priority, request_id, labels, cache, run_timeout=run_timeout
-        )
+            task, pipeline, input, priority, request_id, labels, cache,
+            run_timeout=run_timeout, start_delay=start_delay,
+        )  # fmt: skip
         reply = self._s.unary(self._scheduler.SubmitRun, request, retry=bool(request_id))
         return RunInfo.from_proto(reply.run)
 
@@ -437,10 +441,11 @@ class Client(_Connection, ScheduleMethods):
         labels: dict[str, str] | None = None,
         cache: bool | None = None,
         run_timeout: float | None = None,
+        start_delay: float | None = None,
     ) -> tuple[str, list[str]]:
         """Submit one run per input document in one call; returns (batch id, run ids)."""
         request = requests.submit_many(
-            inputs, task, pipeline, priority, request_id, labels, cache, run_timeout
+            inputs, task, pipeline, priority, request_id, labels, cache, run_timeout, start_delay
         )
         reply = self._s.unary(self._scheduler.SubmitRuns, request, retry=bool(request_id))
         return reply.batch_id, list(reply.run_ids)

@@ -213,6 +213,7 @@ class RunInfo:
     trace_id: str = ""  # open in Jaeger: http://<jaeger>:16686/trace/<trace_id>
     namespace: str = ""
     deadline_at: datetime | None = None  # submitted with a run_timeout: when it times out
+    scheduled_at: datetime | None = None  # submitted with a start_delay: when it may start
 
     @property
     def finished(self) -> bool:
@@ -281,6 +282,7 @@ class RunInfo:
             r.trace_id,
             r.namespace,
             _time(r, "deadline_time"),
+            _time(r, "scheduled_time"),
         )
 
 

@@ -85,6 +85,12 @@ run_timeout_option = click.option(
     help="the run's time limit, such as 30s, 10m, 2h: past it an unfinished run ends "
     "TIMED_OUT (default: none)",
 )
+start_delay_option = click.option(
+    "--delay",
+    "start_delay",
+    callback=lambda _ctx, _param, value: None if value is None else parse_span(value),
+    help="start the run this long from now, such as 90s, 10m, 2h (recorded at once)",
+)
 
 
 def parse_json_object(text: str, hint: str) -> dict[str, Any]:

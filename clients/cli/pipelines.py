@@ -11,7 +11,14 @@ import click
 from rich.markup import escape
 
 from clients import render
-from clients.cli.app import AliasedGroup, Ctx, cli, parse_json_object, run_timeout_option
+from clients.cli.app import (
+    AliasedGroup,
+    Ctx,
+    cli,
+    parse_json_object,
+    run_timeout_option,
+    start_delay_option,
+)
 from clients.cli.runs import submit_and_show
 from clients.sdk import PipelineInfo, RunInfo
 
@@ -159,6 +166,7 @@ def _as_config(p: PipelineInfo) -> dict[str, Any]:
     help="reuse cached step outputs (default: as the pipeline's enable_caching; a task: no)",
 )
 @run_timeout_option
+@start_delay_option
 @click.pass_obj
 def pipeline_run(
     obj: Ctx,
@@ -171,6 +179,7 @@ def pipeline_run(
     wait: bool,
     cache: bool | None,
     run_timeout: float | None,
+    start_delay: float | None,
 ) -> None:
     """Run pipeline REF (ID or ID@VERSION) on INPUT_JSON (inline JSON or @FILE); local
     files named by file fields (image_path...) are uploaded as artifacts first."""
@@ -179,7 +188,7 @@ def pipeline_run(
         sys.exit(run_batch(obj, ref, data, input_dir, field, priority, run_timeout))
     submit_and_show(
         obj, wait, pipeline=ref, input=data, priority=priority, request_id=request_id,
-        cache=cache, run_timeout=run_timeout,
+        cache=cache, run_timeout=run_timeout, start_delay=start_delay,
     )  # fmt: skip
 
 

@@ -8,7 +8,14 @@ from typing import Any
 import click
 
 from clients import render
-from clients.cli.app import Ctx, cli, parse_json_object, run_timeout_option, upload_inputs
+from clients.cli.app import (
+    Ctx,
+    cli,
+    parse_json_object,
+    run_timeout_option,
+    start_delay_option,
+    upload_inputs,
+)
 from clients.sdk import Client, RunInfo
 from common.states import State
 
@@ -43,6 +50,7 @@ def follow(obj: Ctx, client: Client, run_id: str) -> RunInfo:
     help="reuse cached step outputs (default: as the pipeline's enable_caching; a task: no)",
 )
 @run_timeout_option
+@start_delay_option
 @click.pass_obj
 def run_submit(
     obj: Ctx,
@@ -53,12 +61,13 @@ def run_submit(
     wait: bool,
     cache: bool | None,
     run_timeout: float | None,
+    start_delay: float | None,
 ) -> None:
     """Run task TASK_REF (ID or ID@VERSION) on INPUT_JSON (inline JSON or @FILE)."""
     data = parse_json_object(input_json, "INPUT_JSON")
     submit_and_show(
         obj, wait, task=task_ref, input=data, priority=priority, request_id=request_id,
-        cache=cache, run_timeout=run_timeout,
+        cache=cache, run_timeout=run_timeout, start_delay=start_delay,
     )  # fmt: skip
 
 

@@ -269,6 +269,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             labels=body.labels,
             cache=body.cache,
             run_timeout=body.run_timeout_seconds,
+            start_delay=body.start_delay_seconds,
         )
         return m.of(m.Run, run)
 

@@ -69,6 +69,7 @@ class Run(BaseModel):
     trace_id: str = Field("", description="the run's trace, to open in Jaeger")
     namespace: str = ""
     deadline_at: Time | None = Field(None, description="when it times out (a run_timeout)")
+    scheduled_at: Time | None = Field(None, description="when it may start (a start_delay)")
 
 
 class RunPage(BaseModel):
@@ -88,6 +89,9 @@ class SubmitRun(BaseModel):
     cache: bool | None = None
     run_timeout_seconds: float | None = Field(
         None, description="the run's time limit (1 s to 30 days): past it, it ends TIMED_OUT"
+    )
+    start_delay_seconds: float | None = Field(
+        None, description="start the run this long after it is accepted (at most 30 days)"
     )
 
 

@@ -271,4 +271,5 @@ class History(RunListener):
         # now (heartbeats get them cancelled, or their fences stop them), so waiting one
         # lease period before running them again rules out two executions at once.
         not_before = self.clock.now_ms() + int(self.lease_seconds * 1000)
+        not_before = max(not_before, int(plan["run_fields"].get("scheduled_ms", 0)))  # delayed
         return Submission(run_id, plan["run_fields"], specs, "", done, attempts, not_before)

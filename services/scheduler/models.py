@@ -46,9 +46,10 @@ def run_hash_fields(run: Mapping[str, Any]) -> dict[str, str]:
     fields = {k: run[k] for k in _RUN_HASH_TEXT}
     fields["priority"] = str(run["priority"])
     fields["labels"] = json.dumps(run["labels"])
-    if deadline := run.get("deadline_at"):  # expire_runs.lua ends it TIMED_OUT then
-        deadline = deadline if deadline.tzinfo else deadline.replace(tzinfo=UTC)
-        fields["deadline_ms"] = str(int(deadline.timestamp() * 1000))
+    for name, key in (("deadline_at", "deadline_ms"), ("scheduled_at", "scheduled_ms")):
+        if moment := run.get(name):  # a time limit (expire_runs.lua); a delayed start
+            moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+            fields[key] = str(int(moment.timestamp() * 1000))
     return fields
 
 
@@ -168,6 +169,7 @@ class Run:
     started_at: datetime | None = None
     ended_at: datetime | None = None
     deadline_at: datetime | None = None  # submitted with a run_timeout: when it times out
+    scheduled_at: datetime | None = None  # submitted with a start_delay: when it may start
 
     @property
     def finished(self) -> bool:
@@ -198,6 +200,7 @@ class Run:
             started_at=ms_to_dt(run.get("started_ms")),
             ended_at=ms_to_dt(run.get("ended_ms")),
             deadline_at=ms_to_dt(run.get("deadline_ms")),
+            scheduled_at=ms_to_dt(run.get("scheduled_ms")),
         )
         if r.state == "COMPLETED":
             r.output_json = final_output(json.loads(run.get("sinks", "[]")), outputs)
@@ -316,6 +319,7 @@ class Run:
         _set_time(m, "start_time", self.started_at)
         _set_time(m, "end_time", self.ended_at)
         _set_time(m, "deadline_time", self.deadline_at)
+        _set_time(m, "scheduled_time", self.scheduled_at)
         return m
 
 

@@ -39,7 +39,8 @@ class SubmitRequest:
     wait_seconds: float = 0.0  # > 0: return once the run has finished, or after this long
     namespace: str = auth.DEFAULT_NAMESPACE  # the run's: its tasks, pipeline and queues
     cache: bool | None = None  # None: as the pipeline says (a task run: no caching)
-    run_timeout_seconds: float = 0.0  # > 0: the run ends TIMED_OUT this long after acceptance
+    run_timeout_seconds: float = 0.0  # > 0: the run ends TIMED_OUT this long after its start
+    start_delay_seconds: float = 0.0  # > 0: its first steps are queued this long after acceptance
 
 
 @dataclass
@@ -198,12 +199,16 @@ def check_request(req: SubmitRequest) -> None:
             f"must be at most {MAX_REQUEST_ID_CHARS} printable characters", field="request_id"
         )
     check_labels(req.labels or {})
-    limit = req.run_timeout_seconds
-    if limit and not 1 <= limit <= MAX_RUN_TIMEOUT_SECONDS:
-        raise InvalidArgument(
-            f"must be from 1 second to 30 days, or unset for none; got {limit:g}s",
-            field="run_timeout",
-        )
+    for field_name, lowest, seconds in (
+        ("run_timeout", 1, req.run_timeout_seconds),
+        ("start_delay", 0, req.start_delay_seconds),
+    ):
+        if seconds and not lowest <= seconds <= MAX_RUN_TIMEOUT_SECONDS:
+            span = "1 second" if lowest else "0"
+            raise InvalidArgument(
+                f"must be from {span} to 30 days, or unset for none; got {seconds:g}s",
+                field=field_name,
+            )
 
 
 def check_labels(labels: dict[str, str]) -> None:
@@ -385,6 +390,8 @@ def new_run(
     options: run_options.RunOptions = run_options.RunOptions(),
 ) -> tuple[Run, Submission]:
     """A new run of ``plan`` on ``doc`` (for history), and its submission (for Redis)."""
+    now = datetime.now(UTC)
+    start = whole_ms(now + timedelta(seconds=req.start_delay_seconds))
     limit = req.run_timeout_seconds or plan.run_timeout_seconds  # the submit's, else the pipeline's
     run = Run(
         run_id=new_run_id(),
@@ -400,8 +407,9 @@ def new_run(
         trace_id=f"{trace.trace_id:032x}" if trace else "",
         submitted_by=auth.current().key_id,
         namespace=req.namespace,
-        created_at=(now := datetime.now(UTC)),
-        deadline_at=whole_ms(now + timedelta(seconds=limit)) if limit else None,
+        created_at=now,
+        scheduled_at=start if req.start_delay_seconds else None,
+        deadline_at=start + timedelta(seconds=limit) if limit else None,
         steps=[
             StepRun(
                 step_id=p.step_id,
@@ -434,4 +442,5 @@ def new_run(
             run_fields["trace_link"] = trace_link
         parent = tracing.span_parent(run.trace_id, run_fields["run_span"])
         specs = [dataclasses.replace(x, fields={**x.fields, "span_parent": parent}) for x in specs]
-    return run, Submission(run.run_id, run_fields, specs, request_key)
+    not_before = int(start.timestamp() * 1000) if run.scheduled_at else 0  # a delayed start
+    return run, Submission(run.run_id, run_fields, specs, request_key, not_before_ms=not_before)

@@ -406,7 +406,14 @@ def _submit_args(r: Submission, now: int, finished_ttl_s: int) -> list[Any]:
 
 def ready_queues(runs: list[Submission]) -> Counter[str] | None:
     """How many steps each queue gets from these new runs (their steps without
-    dependencies); ``None`` for rebuilt runs, whose ready steps are not known here."""
-    if any(r.done or r.not_before_ms for r in runs):
+    dependencies; none of a run whose start waits, for ``promote_due`` to name); ``None``
+    for rebuilt runs, whose ready steps are not known here."""
+    if any(r.done for r in runs):
         return None
-    return Counter(s.fields.get("queue", "") for r in runs for s in r.steps if not s.deps)
+    return Counter(
+        s.fields.get("queue", "")
+        for r in runs
+        if not r.not_before_ms
+        for s in r.steps
+        if not s.deps
+    )

@@ -94,6 +94,7 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
                 namespace=auth.scope(),
                 cache=request.cache if request.HasField("cache") else None,
                 run_timeout_seconds=request.run_timeout.ToNanoseconds() / 1e9,
+                start_delay_seconds=request.start_delay.ToNanoseconds() / 1e9,
             )
         )
         return spb.SubmitRunResponse(run=run.to_proto())
@@ -124,6 +125,7 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
                 namespace=auth.scope(),
                 cache=request.cache if request.HasField("cache") else None,
                 run_timeout_seconds=request.run_timeout.ToNanoseconds() / 1e9,
+                start_delay_seconds=request.start_delay.ToNanoseconds() / 1e9,
             ),
             list(request.inputs_json),
         )

@@ -164,6 +164,34 @@ def test_every_unfinished_run_of_a_batch_or_a_label_is_cancelled_at_once(
     assert both.returncode == 2 and "not both" in both.stderr
 
 
+def test_a_delayed_run_is_recorded_at_once_and_starts_at_its_time(
+    client: Client, cluster: Cluster
+) -> None:
+    r = client.submit(task="word_count", input={"text": "a b"}, start_delay=2, run_timeout=30)
+    assert r.scheduled_at is not None and r.created_at is not None and r.deadline_at is not None
+    assert abs((r.scheduled_at - r.created_at).total_seconds() - 2) < 0.01
+    assert abs((r.deadline_at - r.scheduled_at).total_seconds() - 30) < 0.01  # from its start
+    time.sleep(1)
+    early = client.get_run(r.run_id)
+    assert (early.state, early.started_at, early.steps[0].state) == ("QUEUED", None, "QUEUED")
+    done = client.wait(r.run_id, 30)
+    assert done.state == "COMPLETED" and done.output["count"] == 2
+    began = done.steps[0].started_at
+    assert began is not None and 0 <= (began - r.scheduled_at).total_seconds() < 3
+    messages = [e.message for e in client.watch(r.run_id, timeout=10)]
+    assert "waits for the run's start time" in messages
+    # One cancelled before its time never runs.
+    later = client.submit(task="word_count", input={"text": "never"}, start_delay=60)
+    cancelled = client.cancel(later.run_id)
+    assert cancelled.state == "CANCELLED" and cancelled.steps[0].started_at is None
+    for seconds in (-1, 31 * 86400):
+        with pytest.raises(ApiError) as err:
+            client.submit(task="word_count", input={"text": "x"}, start_delay=seconds)
+        assert err.value.message.startswith("start_delay: must be from 0 to 30 days")
+    shown = run_cli(cluster, "run", "submit", "word_count", '{"text": "x"}', "--delay", "1s")
+    assert "COMPLETED" in shown.stdout
+
+
 def test_cancelling_a_finished_run_keeps_its_state(client: Client) -> None:
     done = client.wait(client.submit(task="word_count", input={"text": "x"}).run_id, 30)
     assert client.cancel(done.run_id).state == "COMPLETED"

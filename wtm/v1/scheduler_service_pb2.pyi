@@ -37,7 +37,7 @@ EXECUTOR_STATE_DRAINING: ExecutorState
 EXECUTOR_STATE_LOST: ExecutorState
 
 class SubmitRunRequest(_message.Message):
-    __slots__ = ("task", "pipeline", "input_json", "priority", "request_id", "labels", "wait", "cache", "run_timeout")
+    __slots__ = ("task", "pipeline", "input_json", "priority", "request_id", "labels", "wait", "cache", "run_timeout", "start_delay")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +54,7 @@ class SubmitRunRequest(_message.Message):
     WAIT_FIELD_NUMBER: _ClassVar[int]
     CACHE_FIELD_NUMBER: _ClassVar[int]
     RUN_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    START_DELAY_FIELD_NUMBER: _ClassVar[int]
     task: str
     pipeline: str
     input_json: str
@@ -63,7 +64,8 @@ class SubmitRunRequest(_message.Message):
     wait: _duration_pb2.Duration
     cache: bool
     run_timeout: _duration_pb2.Duration
-    def __init__(self, task: _Optional[str] = ..., pipeline: _Optional[str] = ..., input_json: _Optional[str] = ..., priority: _Optional[int] = ..., request_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., cache: _Optional[bool] = ..., run_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    start_delay: _duration_pb2.Duration
+    def __init__(self, task: _Optional[str] = ..., pipeline: _Optional[str] = ..., input_json: _Optional[str] = ..., priority: _Optional[int] = ..., request_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., cache: _Optional[bool] = ..., run_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., start_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class SubmitRunResponse(_message.Message):
     __slots__ = ("run",)
@@ -120,7 +122,7 @@ class RunEvent(_message.Message):
     def __init__(self, event_id: _Optional[str] = ..., run_id: _Optional[str] = ..., step_id: _Optional[str] = ..., attempt: _Optional[int] = ..., state: _Optional[_Union[_run_pb2.State, str]] = ..., message: _Optional[str] = ..., progress: _Optional[float] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[RunEventKind, str]] = ...) -> None: ...
 
 class SubmitRunsRequest(_message.Message):
-    __slots__ = ("task", "pipeline", "inputs_json", "priority", "request_id", "labels", "cache", "run_timeout")
+    __slots__ = ("task", "pipeline", "inputs_json", "priority", "request_id", "labels", "cache", "run_timeout", "start_delay")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -136,6 +138,7 @@ class SubmitRunsRequest(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     CACHE_FIELD_NUMBER: _ClassVar[int]
     RUN_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    START_DELAY_FIELD_NUMBER: _ClassVar[int]
     task: str
     pipeline: str
     inputs_json: _containers.RepeatedScalarFieldContainer[str]
@@ -144,7 +147,8 @@ class SubmitRunsRequest(_message.Message):
     labels: _containers.ScalarMap[str, str]
     cache: bool
     run_timeout: _duration_pb2.Duration
-    def __init__(self, task: _Optional[str] = ..., pipeline: _Optional[str] = ..., inputs_json: _Optional[_Iterable[str]] = ..., priority: _Optional[int] = ..., request_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., cache: _Optional[bool] = ..., run_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    start_delay: _duration_pb2.Duration
+    def __init__(self, task: _Optional[str] = ..., pipeline: _Optional[str] = ..., inputs_json: _Optional[_Iterable[str]] = ..., priority: _Optional[int] = ..., request_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., cache: _Optional[bool] = ..., run_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., start_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class SubmitRunsResponse(_message.Message):
     __slots__ = ("batch_id", "run_ids")

@@ -282,6 +282,7 @@ function runPage(runId) {
         h("dt", {}, "Created"), h("dd", {}, when(run.created_at)),
         h("dt", {}, "Took"), h("dd", {}, fmtSeconds(secondsBetween(run.created_at, run.ended_at)) || "running"),
         h("dt", {}, "Priority"), h("dd", {}, run.priority),
+        run.scheduled_at && [h("dt", {}, "Starts"), h("dd", { id: "scheduled" }, when(run.scheduled_at))],
         run.deadline_at && [h("dt", {}, "Time limit"), h("dd", { id: "deadline" }, `until ${when(run.deadline_at)}`)],
         run.batch_id && [h("dt", {}, "Batch"), h("dd", {}, run.batch_id)],
         h("dt", {}, "Trace"), h("dd", {}, jaeger ? h("a", { href: jaeger, target: "_blank", rel: "noopener", id: "trace" }, run.trace_id) : h("span", { class: "muted" }, run.trace_id ? `${run.trace_id} (set WTM_JAEGER_URL for a link)` : "not traced")),

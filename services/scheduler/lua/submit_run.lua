@@ -28,6 +28,7 @@ end
 local rh = run_hash(P, run_id)
 if redis.call('EXISTS', rh) == 1 then return {'exists', run_id} end
 local run = cjson.decode(ARGV[3])
+local delayed_start = (tonumber(run.scheduled_ms or '0') or 0) >= not_before  -- not a rebuild's wait
 local steps = cjson.decode(ARGV[4])
 local ids, done, remaining = {}, {}, 0
 for _, s in ipairs(steps) do
@@ -66,7 +67,8 @@ for i, s in ipairs(steps) do
   hset_all(step_hash(P, member), f)
   if ready and not_before > tonumber(now) then
     redis.call('ZADD', delayed_key(P), not_before, member)
-    emit(P, run_id, s.step_id, 0, 'QUEUED', 'rebuilt: waits one lease period for lost attempts to stop', now)
+    emit(P, run_id, s.step_id, 0, 'QUEUED', delayed_start and 'waits for the run\'s start time'
+      or 'rebuilt: waits one lease period for lost attempts to stop', now)
   elseif ready then
     redis.call('ZADD', queue_key(P, f.queue), ready_score(P, f.queue, run.priority, first, now), member)
     emit(P, run_id, s.step_id, 0, 'QUEUED', '', now)
