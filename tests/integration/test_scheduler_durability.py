@@ -59,14 +59,24 @@ def test_a_redis_flush_mid_run_is_rebuilt_from_mongodb(
             [{"tag": f"f{i}", "ledger": str(ledger), "seconds": 0.3} for i in range(8)],
             pipeline="ledger_chain",
         )
+        late = client.submit(  # a delayed start and a time limit survive the flush too
+            task="ledger",
+            input={"tag": "late", "ledger": str(ledger), "seconds": 0.1},
+            start_delay=16,  # well past the rebuild's one lease period (10 s)
+            run_timeout=60,
+        )
         time.sleep(1.0)
         redis.Redis.from_url(fleet.redis_admin_url).flushdb()
         runs = wait_all(client, run_ids)
         rebuilt = [r for r in runs if r.steps and r.steps[0].attempt >= 1]
+        [waited] = wait_all(client, [late.run_id])
     assert [r.state for r in runs] == ["COMPLETED"] * 8, [r.error for r in runs]
     assert len(rebuilt) == 8
     counts = ledger_counts(ledger)
-    assert set(counts) == {f"f{i}" for i in range(8)}
+    assert set(counts) == {f"f{i}" for i in range(8)} | {"late"} and counts["late"] == 1
+    assert waited.state == "COMPLETED" and waited.steps[0].started_at is not None
+    assert late.scheduled_at is not None and waited.steps[0].started_at >= late.scheduled_at
+    assert (waited.scheduled_at, waited.deadline_at) == (late.scheduled_at, late.deadline_at)
     log = (fleet.root / "logs").glob("scheduler-*.log")
     assert any("Redis lost its data" in p.read_text() for p in log)
 
