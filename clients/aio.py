@@ -67,8 +67,8 @@ class AsyncClient(_Connection, AsyncScheduleMethods):
 
     def __init__(
         self,
-        registry: str = "127.0.0.1:50051",
-        scheduler: str = "127.0.0.1:50052",
+        registry: str = "",
+        scheduler: str = "",
         timeout: float = 30.0,
         api_key: str | None = None,
         tls_ca: str | None = None,

@@ -113,6 +113,9 @@ class _Connection:
         raise_on_failure: bool,
     ) -> None:
         self.namespace = os.environ.get("WTM_NAMESPACE", "") if namespace is None else namespace
+        # As the CLI: the addresses `wtm stack up` prints, else the services' default ports.
+        registry = registry or os.environ.get("WTM_REGISTRY_ADDR") or "127.0.0.1:50051"
+        scheduler = scheduler or os.environ.get("WTM_SCHEDULER_ADDR") or "127.0.0.1:50052"
         settings: dict[str, Any] = {
             "ca": tls_ca,
             "api_key": api_key,
@@ -150,8 +153,8 @@ class Client(_Connection, ScheduleMethods):
 
     def __init__(
         self,
-        registry: str = "127.0.0.1:50051",
-        scheduler: str = "127.0.0.1:50052",
+        registry: str = "",
+        scheduler: str = "",
         token: str = "",
         timeout: float = 30.0,
         api_key: str | None = None,
@@ -164,8 +167,10 @@ class Client(_Connection, ScheduleMethods):
         """Connect (lazily: the first call opens the channels).
 
         Args:
-            registry: the registry's address, host:port.
-            scheduler: the scheduler's address, host:port.
+            registry: the registry's address, host:port (default ``WTM_REGISTRY_ADDR``, else
+                127.0.0.1:50051).
+            scheduler: the scheduler's address, host:port (default ``WTM_SCHEDULER_ADDR``,
+                else 127.0.0.1:50052).
             api_key: the key to present (``token`` is its older name); by default the one
                 in ``WTM_API_KEY``, or in the file ``api_key_file`` or ``WTM_API_KEY_FILE``
                 names.

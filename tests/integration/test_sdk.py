@@ -68,6 +68,18 @@ def sdk(cluster: Cluster, client: Client) -> Iterator[Client]:
         yield c
 
 
+def test_a_client_made_without_arguments_takes_the_stacks_exports(
+    cluster: Cluster, sdk: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `wtm stack up` prints to export is all a client needs, as for the CLI."""
+    monkeypatch.setenv("WTM_REGISTRY_ADDR", cluster.registry_address)
+    monkeypatch.setenv("WTM_SCHEDULER_ADDR", cluster.scheduler_address)
+    monkeypatch.setenv("WTM_API_KEY", cluster.admin_key)
+    with Client() as plain:
+        assert "word_count" in {t.task_id for t in plain.list_tasks()}
+        assert plain.run(task="word_count", input={"text": "a b"}).output["count"] == 2
+
+
 def test_results_are_typed_and_states_are_one_enum(sdk: Client) -> None:
     run = sdk.run(task="word_count", input={"text": "a b c"}, timeout=60)
     assert run.state is State.COMPLETED and run.state == "COMPLETED" and run.finished
