@@ -162,7 +162,8 @@ def run_cancel(
         wanted["wtm.schedule"] = schedule
     filters = bool(batch_id or wanted or task_id or pipeline_id)
     if bool(run_id) == filters:
-        raise click.UsageError("give a RUN_ID, or filters (--batch, --label, ...), not both")
+        which = "not both" if filters else "--batch, --label, --schedule, --task or --pipeline"
+        raise click.UsageError(f"give a RUN_ID, or filters ({which})")
     with obj.client() as client:
         if not run_id:
             done = client.cancel_runs(

@@ -162,6 +162,8 @@ def test_every_unfinished_run_of_a_batch_or_a_label_is_cancelled_at_once(
     assert err.value.code == "INVALID_ARGUMENT" and err.value.message.startswith("filter: ")
     both = run_cli(cluster, "run", "cancel", done.run_id, "--batch", batch_id, check=False)
     assert both.returncode == 2 and "not both" in both.stderr
+    neither = run_cli(cluster, "run", "cancel", check=False)
+    assert neither.returncode == 2 and "or filters (--batch, --label" in neither.stderr
 
 
 def test_a_delayed_run_is_recorded_at_once_and_starts_at_its_time(
