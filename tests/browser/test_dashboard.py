@@ -176,6 +176,25 @@ def test_a_run_past_its_time_limit_turns_timed_out_on_the_page(
     expect(page.locator("#deadline")).to_contain_text("until", timeout=STEP_MS)
 
 
+def test_a_run_submitted_from_the_page_with_a_start_delay_and_a_time_limit(
+    page: Page, cluster: Cluster, client: Client, two_sleepers: str
+) -> None:
+    sign_in(page, cluster.admin_key)
+    page.click("details.card summary")  # "Submit a run"
+    page.select_option("#submit select[name=target]", "task:sleeper")
+    page.fill("#submit textarea[name=input]", '{"seconds": 0.2}')
+    page.fill("#submit input[name=run_timeout]", "60")
+    page.fill("#submit input[name=start_delay]", "2")
+    page.click("#submit button[type=submit]")
+    expect(page.locator("#scheduled")).to_be_visible(timeout=STEP_MS)
+    expect(page.locator("#deadline")).to_contain_text("until")
+    run_id = page.url.rsplit("/", 1)[1]
+    submitted = client.get_run(run_id)
+    assert submitted.scheduled_at is not None and submitted.deadline_at is not None
+    assert abs((submitted.deadline_at - submitted.scheduled_at).total_seconds() - 60) < 0.01
+    expect(page.locator("#run-state .badge")).to_have_text("COMPLETED", timeout=STEP_MS)
+
+
 def test_the_face_runs_image_is_drawn_with_its_boxes(
     page: Page, cluster: Cluster, client: Client
 ) -> None:

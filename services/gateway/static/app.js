@@ -188,6 +188,8 @@ function submitForm() {
   const target = h("select", { name: "target" }, h("option", { value: "" }, "loading…"));
   const input = h("textarea", { name: "input", rows: 3 }, "{}");
   const file = h("input", { type: "file", name: "file", accept: "image/*" });
+  const limit = h("input", { type: "number", name: "run_timeout", min: 1, step: "any", placeholder: "none", size: 8 });
+  const delay = h("input", { type: "number", name: "start_delay", min: 0, step: "any", placeholder: "0", size: 8 });
   const err = h("span", { class: "error" });
   (async () => {
     try {
@@ -218,13 +220,16 @@ function submitForm() {
       let doc;
       try { doc = JSON.parse(input.value || "{}"); } catch (e) { err.textContent = `input: not JSON (${e.message})`; return; }
       try {
-        const run = await api("/api/v1/runs", { json: { [kind]: id, input: doc } });
+        const times = { run_timeout_seconds: limit.value ? Number(limit.value) : null, start_delay_seconds: delay.value ? Number(delay.value) : null };
+        const run = await api("/api/v1/runs", { json: { [kind]: id, input: doc, ...times } });
         location.hash = `#/runs/${run.run_id}`;
       } catch (e) { err.textContent = `${e.code}: ${e.message}`; }
     } },
       h("label", {}, "Pipeline or task", target),
       h("label", {}, "Input (JSON)", input),
       h("label", {}, "Image (uploaded as image_path)", file),
+      h("label", {}, "Time limit, seconds (past it the run ends TIMED_OUT)", limit),
+      h("label", {}, "Start after, seconds", delay),
       h("button", { type: "submit" }, "Submit"), " ", err));
 }
 
@@ -498,7 +503,7 @@ function queuesPage() {
       h("td", { class: "num" }, x.executors), h("td", { class: "num" }, x.free_slots),
       h("td", { class: "warning" }, x.stranded ? "⚠ work waits and no executor takes from this queue" : ""))));
     if (!q.queues.length) body.replaceChildren(h("tr", {}, h("td", { colspan: 7, class: "muted" }, "No queue has work or an executor.")));
-    delayed.textContent = `${q.delayed} retry(ies) waiting out their backoff.`;
+    delayed.textContent = `${q.delayed} step(s) waiting out a retry's backoff or their run's start time.`;
   };
   return every(REFRESH_MS, fill);
 }
