@@ -282,6 +282,24 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         return m.of(m.Run, await client.cancel(run_id, (body or m.CancelRun()).reason))
 
     @app.post(
+        "/api/v1/runs:cancel", response_model=m.CancelledRuns, responses=ERRORS, tags=["runs"]
+    )
+    async def cancel_runs(body: m.CancelRuns, client: Caller) -> m.CancelledRuns:
+        """Cancel every unfinished run that matches all the filters given (at least one)."""
+        done = await client.cancel_runs(
+            body.reason,
+            batch_id=body.batch_id,
+            labels=body.labels,
+            task_id=body.task_id,
+            pipeline_id=body.pipeline_id,
+        )
+        return m.CancelledRuns(
+            cancelled=[r.run_id for r in done.cancelled],
+            ended=[r.run_id for r in done.ended],
+            not_theirs=done.not_theirs,
+        )
+
+    @app.post(
         "/api/v1/runs/{run_id}/rerun",
         response_model=m.Run,
         status_code=201,

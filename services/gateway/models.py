@@ -117,6 +117,22 @@ class CancelRun(BaseModel):
     reason: str = ""
 
 
+class CancelRuns(BaseModel):
+    """Every unfinished run matching all the filters given (at least one)."""
+
+    reason: str = ""
+    batch_id: str = ""
+    labels: dict[str, str] = {}
+    task_id: str = ""
+    pipeline_id: str = ""
+
+
+class CancelledRuns(BaseModel):
+    cancelled: list[str] = Field(description="the runs this call cancelled")
+    ended: list[str] = Field(description="those that had ended first")
+    not_theirs: list[str] = Field(description="another key's, which this role may not cancel")
+
+
 class Rerun(BaseModel):
     latest: bool = Field(False, description="the latest version, not the one the run ran")
     request_id: str = Field("", description="idempotency key: a repeat returns the first rerun")

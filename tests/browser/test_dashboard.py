@@ -195,6 +195,23 @@ def test_a_run_submitted_from_the_page_with_a_start_delay_and_a_time_limit(
     expect(page.locator("#run-state .badge")).to_have_text("COMPLETED", timeout=STEP_MS)
 
 
+def test_the_unfinished_runs_of_a_batch_are_cancelled_from_the_runs_page(
+    page: Page, cluster: Cluster, client: Client, two_sleepers: str
+) -> None:
+    batch_id, run_ids = client.submit_many([{"seconds": 1}] * 3, task="sleeper", start_delay=60)
+    sign_in(page, cluster.admin_key)
+    page.fill("form.filters input[name=batch_id]", batch_id)
+    page.click("form.filters button[type=submit]")
+    expect(page.locator("#runs tr[data-run]")).to_have_count(3, timeout=STEP_MS)
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#cancel-matching")
+    expect(page.locator(".pager")).to_contain_text("cancelled 3", timeout=STEP_MS)
+    assert {client.get_run(r).state for r in run_ids} == {"CANCELLED"}
+    expect(page.locator("#runs tr[data-run] .badge").first).to_have_text(
+        "CANCELLED", timeout=STEP_MS
+    )
+
+
 def test_the_face_runs_image_is_drawn_with_its_boxes(
     page: Page, cluster: Cluster, client: Client
 ) -> None:

@@ -134,6 +134,18 @@ def test_a_run_runs_again_over_http(http: httpx.Client) -> None:
     assert missing.status_code == 404 and missing.json()["error"]["field"] == "run_id"
 
 
+def test_the_unfinished_runs_of_a_batch_are_cancelled_over_http(
+    http: httpx.Client, client: Client
+) -> None:
+    batch_id, run_ids = client.submit_many([{"seconds": 1}] * 3, task="sleeper", start_delay=60)
+    reply = http.post("/api/v1/runs:cancel", json={"batch_id": batch_id, "reason": "no"})
+    assert reply.status_code == 200, reply.text
+    assert sorted(reply.json()["cancelled"]) == sorted(run_ids)
+    assert {client.get_run(r).state for r in run_ids} == {"CANCELLED"}
+    refused = http.post("/api/v1/runs:cancel", json={"reason": "everything"})
+    assert refused.status_code == 400 and refused.json()["error"]["field"] == "filter"
+
+
 def test_bad_input_is_refused_with_the_field_named(http: httpx.Client, cluster: Cluster) -> None:
     missing = http.get("/api/v1/runs/no-such-run")
     assert missing.status_code == 404

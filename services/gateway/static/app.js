@@ -156,7 +156,17 @@ function runsPage() {
     field("state", "State", stateSel), field("pipeline_id", "Pipeline", inputs.pipeline_id),
     field("task_id", "Task", inputs.task_id), field("batch_id", "Batch", inputs.batch_id),
     field("created_after", "Created after", inputs.created_after),
-    field("created_before", "Created before", inputs.created_before), h("button", { type: "submit" }, "Filter"));
+    field("created_before", "Created before", inputs.created_before), h("button", { type: "submit" }, "Filter"),
+    " ", h("button", { type: "button", class: "danger", id: "cancel-matching", title: "every queued or running run of this batch, pipeline or task", onclick: async () => {
+      const chosen = Object.fromEntries(["batch_id", "pipeline_id", "task_id"].map((k) => [k, inputs[k].value.trim()]));
+      if (!Object.values(chosen).some(Boolean)) { alert("Filter by a batch, a pipeline or a task first."); return; }
+      if (!confirm("Cancel every queued or running run that matches?")) return;
+      try {
+        const done = await api("/api/v1/runs:cancel", { json: { ...chosen, reason: "cancelled from the dashboard" } });
+        await refresh();
+        pager.textContent = `cancelled ${done.cancelled.length}` + (done.not_theirs.length ? `; ${done.not_theirs.length} another key's, left` : "");
+      } catch (e) { alert(`${e.code}: ${e.message}`); }
+    } }, "Cancel unfinished"));
 
   async function refresh() {
     const q = new URLSearchParams({ page_size: "25", page_token: tokens[tokens.length - 1] });
