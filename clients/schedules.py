@@ -44,6 +44,8 @@ class ScheduleInfo:
     labels: dict[str, str] = field(default_factory=dict)
     at: datetime | None = None  # a one-off's time
     run_timeout_seconds: float = 0.0  # each run's time limit (0: none)
+    start_time: datetime | None = None  # no due time before it
+    end_time: datetime | None = None  # no due time after it
 
     @classmethod
     def from_proto(cls, m: schpb.Schedule) -> ScheduleInfo:
@@ -74,6 +76,8 @@ class ScheduleInfo:
             labels=dict(m.labels),
             at=when("at"),
             run_timeout_seconds=m.run_timeout.ToNanoseconds() / 1e9,
+            start_time=when("start_time"),
+            end_time=when("end_time"),
         )
 
 
@@ -91,6 +95,8 @@ def create_request(
     paused: bool,
     at: datetime | None = None,
     run_timeout: float | timedelta | None = None,
+    start_time: datetime | None = None,
+    end_time: datetime | None = None,
 ) -> schpb.CreateScheduleRequest:
     if overlap not in _OVERLAP:
         raise InvalidArgument(
@@ -111,8 +117,11 @@ def create_request(
     if every is not None:
         seconds = every.total_seconds() if isinstance(every, timedelta) else float(every)
         m.every.FromNanoseconds(round(seconds * 1e9))
-    if at is not None:  # a naive time is UTC
-        m.at.FromDatetime(at if at.tzinfo is None else at.astimezone(UTC))
+    for name, moment in (("at", at), ("start_time", start_time), ("end_time", end_time)):
+        if moment is not None:  # a naive time is UTC
+            getattr(m, name).FromDatetime(
+                moment if moment.tzinfo is None else moment.astimezone(UTC)
+            )
     if run_timeout is not None:
         limit = run_timeout.total_seconds() if isinstance(run_timeout, timedelta) else run_timeout
         m.run_timeout.FromNanoseconds(round(float(limit) * 1e9))
@@ -141,6 +150,8 @@ class ScheduleMethods:
         paused: bool = False,
         at: datetime | None = None,
         run_timeout: float | timedelta | None = None,
+        start_time: datetime | None = None,
+        end_time: datetime | None = None,
     ) -> ScheduleInfo:
         """Start a run of ``task`` or ``pipeline`` on ``input`` at every time ``cron`` gives
         (five fields, read in ``timezone``, UTC by default), ``every`` so many seconds, or
@@ -149,7 +160,8 @@ class ScheduleMethods:
         While the last run has not ended a due time starts nothing (``overlap="skip"``) or
         another run (``"allow"``); times passed while every scheduler was down start one
         run. The runs are submitted as this client's key, labelled ``wtm.schedule``, each
-        with ``run_timeout`` (seconds) as its time limit when given.
+        with ``run_timeout`` (seconds) as its time limit when given. ``start_time`` and
+        ``end_time`` bound a cron's or an interval's times (after the end it is done).
 
         Raises:
             InvalidArgument: the timing, the input or another field is not valid.
@@ -158,7 +170,7 @@ class ScheduleMethods:
         """
         request = create_request(
             schedule_id, task, pipeline, input, cron, every, timezone, priority, labels,
-            overlap, paused, at, run_timeout,
+            overlap, paused, at, run_timeout, start_time, end_time,
         )  # fmt: skip
         reply = self._s.unary(self._schedules.CreateSchedule, request)
         return ScheduleInfo.from_proto(reply.schedule)
@@ -246,11 +258,13 @@ class AsyncScheduleMethods:
         paused: bool = False,
         at: datetime | None = None,
         run_timeout: float | timedelta | None = None,
+        start_time: datetime | None = None,
+        end_time: datetime | None = None,
     ) -> ScheduleInfo:
         """As ``Client.create_schedule``."""
         request = create_request(
             schedule_id, task, pipeline, input, cron, every, timezone, priority, labels,
-            overlap, paused, at, run_timeout,
+            overlap, paused, at, run_timeout, start_time, end_time,
         )  # fmt: skip
         reply = await self._s.unary(self._schedules.CreateSchedule, request)
         return ScheduleInfo.from_proto(reply.schedule)

@@ -71,7 +71,7 @@ def schedule_panel(s: ScheduleInfo) -> str:
         + ("  [yellow]paused[/]" if s.paused else ""),
         escape(f"  runs {target} on {json.dumps(s.input)}"),
         f"  next {_when(s.next_run_at)} UTC" if s.next_run_at else "",
-        "  done: its one time has come" if not (s.paused or s.next_run_at) else "",
+        "  done: its last time has come" if not (s.paused or s.next_run_at) else "",
         f"  started {s.runs_started} · skipped {s.times_skipped} · overlap {s.overlap}"
         + (f" · priority {s.priority}" if s.priority else "")
         + (f" · run timeout {s.run_timeout_seconds:g}s" if s.run_timeout_seconds else ""),
@@ -113,6 +113,18 @@ def schedule() -> None:
     help="while the last run has not ended: start nothing (skip) or another run (allow)",
 )
 @click.option("--paused", is_flag=True, help="create it paused")
+@click.option(
+    "--from",
+    "start_time",
+    callback=lambda _ctx, _param, value: None if value is None else parse_at(value),
+    help="with --cron or --every: no time before this ISO time",
+)
+@click.option(
+    "--until",
+    "end_time",
+    callback=lambda _ctx, _param, value: None if value is None else parse_at(value),
+    help="with --cron or --every: no time after this ISO time (then it is done)",
+)
 @run_timeout_option
 @click.pass_obj
 def schedule_create(
@@ -128,6 +140,8 @@ def schedule_create(
     priority: int,
     overlap: str,
     paused: bool,
+    start_time: datetime | None,
+    end_time: datetime | None,
     run_timeout: float | None,
 ) -> None:
     """Start a run of --task or --pipeline on INPUT_JSON (inline JSON or @FILE) at every time
@@ -148,6 +162,8 @@ def schedule_create(
             overlap=overlap,
             paused=paused,
             run_timeout=run_timeout,
+            start_time=start_time,
+            end_time=end_time,
         )
     obj.out({"schedule": created}, schedule_panel(created))
 

@@ -424,6 +424,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             overlap=body.overlap,
             paused=body.paused,
             run_timeout=body.run_timeout_seconds,
+            start_time=body.start_time,
+            end_time=body.end_time,
         )
         return m.of(m.Schedule, created)
 

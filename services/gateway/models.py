@@ -111,6 +111,8 @@ class CreateSchedule(BaseModel):
     overlap: str = Field("skip", description="skip | allow: a due time while the last run goes on")
     paused: bool = False
     run_timeout_seconds: float | None = Field(None, description="each run's time limit")
+    start_time: datetime | None = Field(None, description="with cron or every: none before")
+    end_time: datetime | None = Field(None, description="with cron or every: none after")
 
 
 class CancelRun(BaseModel):
@@ -282,6 +284,8 @@ class Schedule(BaseModel):
     labels: dict[str, str]
     at: datetime | None = Field(None, description="a one-off's time (instead of cron or every)")
     run_timeout_seconds: float = Field(0.0, description="each run's time limit (0: none)")
+    start_time: datetime | None = Field(None, description="no due time before it")
+    end_time: datetime | None = Field(None, description="no due time after it; then done")
 
 
 class HealthCheck(BaseModel):

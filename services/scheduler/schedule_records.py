@@ -51,6 +51,8 @@ class ScheduleRecord:
     created_ms: int = 0
     created_by: str = ""
     run_timeout_seconds: float = 0.0  # each run's time limit (0: none)
+    start_ms: int = 0  # no due time before it (0: none)
+    end_ms: int = 0  # no due time after it (0: none)
 
     @property
     def key(self) -> str:
@@ -63,12 +65,15 @@ class ScheduleRecord:
         return (
             self.cron, self.timezone, self.every_seconds, self.at_ms, self.task, self.pipeline,
             self.input_json, self.priority, sorted(self.labels.items()), self.overlap,
-            self.created_by, self.run_timeout_seconds,
+            self.created_by, self.run_timeout_seconds, self.start_ms, self.end_ms,
         )  # fmt: skip
 
     @property
     def timing(self) -> Timing:
-        return Timing(self.cron, self.timezone, self.every_seconds, self.created_ms, self.at_ms)
+        return Timing(
+            self.cron, self.timezone, self.every_seconds, self.created_ms, self.at_ms,
+            self.start_ms, self.end_ms,
+        )  # fmt: skip
 
     def to_doc(self) -> dict[str, Any]:
         return {"_id": self.key, **asdict(self)}
@@ -108,6 +113,8 @@ class ScheduleRecord:
             ("next_run_time", self.next_ms),
             ("last_run_time", self.last_ms),
             ("create_time", self.created_ms),
+            ("start_time", self.start_ms),
+            ("end_time", self.end_ms),
         ):
             if ms:
                 getattr(m, name).FromDatetime(datetime.fromtimestamp(ms / 1000, UTC))

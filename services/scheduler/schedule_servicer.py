@@ -33,14 +33,7 @@ def schedule_from_proto(m: spb.Schedule, namespace: str) -> ScheduleRecord:
     overlap = _OVERLAPS.get(m.overlap)
     if overlap is None:
         raise InvalidArgument(f"{m.overlap} is not a ScheduleOverlap", field="schedule.overlap")
-    at_ms = 0
-    if m.HasField("at"):
-        try:
-            at_ms = int(m.at.ToDatetime(tzinfo=UTC).timestamp() * 1000)
-        except (ValueError, OverflowError) as exc:
-            raise InvalidArgument(f"is not a valid time ({exc})", field="schedule.at") from exc
-        if at_ms <= 0:
-            raise InvalidArgument("is in the past", field="schedule.at")
+    at_ms, start_ms, end_ms = (_ms_of(m, name) for name in ("at", "start_time", "end_time"))
     return ScheduleRecord(
         namespace=namespace,
         schedule_id=m.schedule_id,
@@ -56,7 +49,22 @@ def schedule_from_proto(m: spb.Schedule, namespace: str) -> ScheduleRecord:
         overlap=overlap,
         paused=m.paused,
         run_timeout_seconds=m.run_timeout.ToNanoseconds() / 1e9,
+        start_ms=start_ms,
+        end_ms=end_ms,
     )
+
+
+def _ms_of(m: spb.Schedule, name: str) -> int:
+    """The time field ``name`` in ms (0: unset); INVALID_ARGUMENT for one out of range."""
+    if not m.HasField(name):
+        return 0
+    try:
+        ms = int(getattr(m, name).ToDatetime(tzinfo=UTC).timestamp() * 1000)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidArgument(f"is not a valid time ({exc})", field=f"schedule.{name}") from exc
+    if ms <= 0:
+        raise InvalidArgument("is in the past", field=f"schedule.{name}")
+    return ms
 
 
 class ScheduleServicer(spb_grpc.ScheduleServiceServicer):

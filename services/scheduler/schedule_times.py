@@ -7,7 +7,9 @@ cronsim (five fields as crontab(5), plus L, W and #; day-of-month and day-of-wee
 cron does; a local time that a daylight-saving change skips is run at the change, one that
 repeats runs once). An interval counts from the schedule's creation, so its times do not
 drift with how late each run started. A one-off (``at_ms``) has that one time, and none
-after it.
+after it. Bounds (``start_ms``, ``end_ms``; Temporal's start and end time) keep the times a
+cron expression or an interval gives between them, both included: none before the start,
+and after the end none at all (the schedule is then done, as a one-off after its time).
 """
 
 from __future__ import annotations
@@ -39,12 +41,15 @@ class Timing:
     every_seconds: float = 0.0
     anchor_ms: int = 0
     at_ms: int = 0
+    start_ms: int = 0  # no time before it (0: none)
+    end_ms: int = 0  # no time after it (0: none)
 
     def check(self, prefix: str = "schedule.") -> None:
         """INVALID_ARGUMENT naming the field, unless this is a timing a schedule can have
         (``anchor_ms``: now, when it is being created)."""
         if sum(map(bool, (self.cron, self.every_seconds, self.at_ms))) != 1:
             raise InvalidArgument("set exactly one of cron, every and at", field=f"{prefix}cron")
+        self._check_bounds(prefix)
         if self.at_ms:
             if self.timezone:
                 raise InvalidArgument(
@@ -78,6 +83,15 @@ class Timing:
                 field=f"{prefix}cron",
             ) from exc
 
+    def _check_bounds(self, prefix: str) -> None:
+        if self.at_ms and (self.start_ms or self.end_ms):
+            field = f"{prefix}{'start_time' if self.start_ms else 'end_time'}"
+            raise InvalidArgument("applies to cron and every only (at is one time)", field=field)
+        if self.end_ms and self.end_ms <= self.anchor_ms:
+            raise InvalidArgument("is in the past", field=f"{prefix}end_time")
+        if self.end_ms and self.end_ms <= self.start_ms:
+            raise InvalidArgument("must be after start_time", field=f"{prefix}end_time")
+
     def first(self, created_ms: int) -> int:
         """The first time of a schedule created at ``created_ms`` (a one-off's time even if
         it has just passed)."""
@@ -88,12 +102,16 @@ class Timing:
         one-off's time having passed)."""
         if self.at_ms:
             return self.at_ms if after_ms < self.at_ms else 0
+        after_ms = max(after_ms, self.start_ms - 1)  # the start is a time it may give
         if self.every_seconds:
             step = int(self.every_seconds * 1000)
             if after_ms < self.anchor_ms:
-                return self.anchor_ms + step
-            return self.anchor_ms + ((after_ms - self.anchor_ms) // step + 1) * step
-        return next(self._cron_times(after_ms))
+                found = self.anchor_ms + step
+            else:
+                found = self.anchor_ms + ((after_ms - self.anchor_ms) // step + 1) * step
+        else:
+            found = next(self._cron_times(after_ms))
+        return 0 if self.end_ms and found > self.end_ms else found
 
     def latest_until(self, first_ms: int, now_ms: int) -> tuple[int, int]:
         """Of the times from ``first_ms`` (a time this timing gives, at or before ``now_ms``)
@@ -101,6 +119,8 @@ class Timing:
         no replica was running (cron times are counted one by one, up to ``MAX_COUNTED``)."""
         if self.at_ms:
             return first_ms, 0
+        if self.end_ms:  # none after the end (``first_ms`` is at or before it)
+            now_ms = min(now_ms, self.end_ms)
         if self.every_seconds:
             step = int(self.every_seconds * 1000)
             passed = max(0, (now_ms - first_ms) // step)
@@ -122,12 +142,20 @@ class Timing:
             at = datetime.fromtimestamp(self.at_ms / 1000, UTC)
             return f"once, at {at:%Y-%m-%d %H:%M:%S} UTC"
         if self.every_seconds:
-            return f"every {_span(self.every_seconds)}"
+            return f"every {_span(self.every_seconds)}{self._bounds()}"
         try:
             text = str(CronSim(self.cron, datetime.now(UTC)).explain())
         except Exception:  # explain() does not read every expression it runs
             text = f"cron {self.cron}"
-        return f"{text} ({self.timezone or 'UTC'})"
+        return f"{text} ({self.timezone or 'UTC'}){self._bounds()}"
+
+    def _bounds(self) -> str:
+        def utc(ms: int) -> str:
+            return f"{datetime.fromtimestamp(ms / 1000, UTC):%Y-%m-%d %H:%M:%S} UTC"
+
+        return (f", from {utc(self.start_ms)}" if self.start_ms else "") + (
+            f", until {utc(self.end_ms)}" if self.end_ms else ""
+        )
 
 
 def zone_of(name: str, field: str) -> tzinfo:

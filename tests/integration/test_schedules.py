@@ -188,6 +188,30 @@ def test_a_revoked_keys_schedule_starts_nothing_more_and_says_why(
         admin.delete_schedule("leavers-beat")
 
 
+def test_a_schedule_with_an_end_starts_its_runs_until_then_and_is_done(
+    cluster: Cluster, team: dict[str, Client]
+) -> None:
+    sub = team["submitter"]
+    end = datetime.now(UTC) + timedelta(seconds=2.5)
+    made = sub.create_schedule("short-lived", task="tick", input={"n": 1}, every=1, end_time=end)
+    try:
+        assert made.end_time is not None and abs((made.end_time - end).total_seconds()) < 0.001
+        assert "until" in made.description
+        done = eventually(
+            lambda: (s := sub.get_schedule("short-lived")).next_run_at is None and s,
+            10,
+            "the schedule to be done",
+        )
+        assert (done.runs_started, done.times_skipped) == (2, 0)  # at +1 s and +2 s
+        refused = run_cli(
+            cluster, "-n", NS, "schedule", "create", "late", '{"n": 1}', "--task", "tick",
+            "--every", "1m", "--until", "2020-01-01T00:00:00Z", check=False,
+        )  # fmt: skip
+        assert refused.returncode == 3 and "schedule.end_time: is in the past" in refused.stderr
+    finally:
+        sub.delete_schedule("short-lived")
+
+
 def test_bad_schedules_are_refused_naming_the_field(team: dict[str, Client]) -> None:
     sub = team["submitter"]
     hourly = {"task": "tick", "input": {"n": 1}, "every": 3600}

@@ -82,6 +82,13 @@ def test_more_missed_cron_times_than_are_counted_still_give_the_latest() -> None
         (Timing(every_seconds=60, at_ms=5), "schedule.cron"),
         (Timing(at_ms=1_000, anchor_ms=100_000), "schedule.at"),  # over a minute past
         (Timing(at_ms=200_000, anchor_ms=100_000, timezone="UTC"), "schedule.timezone"),
+        (Timing(at_ms=200_000, anchor_ms=100_000, end_ms=300_000), "schedule.end_time"),
+        (Timing(at_ms=200_000, anchor_ms=100_000, start_ms=300_000), "schedule.start_time"),
+        (Timing(every_seconds=60, anchor_ms=100_000, end_ms=50_000), "schedule.end_time"),
+        (
+            Timing(every_seconds=60, anchor_ms=100, start_ms=500_000, end_ms=400_000),
+            "schedule.end_time",
+        ),
     ],
 )
 def test_a_bad_timing_is_refused_naming_the_field(timing: Timing, field: str) -> None:
@@ -108,4 +115,23 @@ def test_timings_describe_themselves() -> None:
     assert Timing(every_seconds=86400).describe() == "every day"
     assert Timing(cron="0 2 * * *", timezone="Europe/Berlin").describe() == (
         "At 02:00 every day (Europe/Berlin)"
+    )
+
+
+def test_bounds_keep_the_times_between_them_and_after_the_end_there_are_none() -> None:
+    cron = Timing(cron="0 * * * *", start_ms=ms(2026, 1, 1, 5, 0), end_ms=ms(2026, 1, 1, 8, 0))
+    assert cron.first(ms(2026, 1, 1, 0, 10)) == ms(2026, 1, 1, 5, 0)  # the start itself
+    assert cron.next_after(ms(2026, 1, 1, 5, 0)) == ms(2026, 1, 1, 6, 0)
+    assert cron.next_after(ms(2026, 1, 1, 7, 0)) == ms(2026, 1, 1, 8, 0)  # the end too
+    assert cron.next_after(ms(2026, 1, 1, 8, 0)) == 0  # then it is done
+    # Times missed while no replica ran stop at the end.
+    assert cron.latest_until(ms(2026, 1, 1, 6, 0), ms(2026, 1, 2, 0, 0)) == (ms(2026, 1, 1, 8), 2)
+    # An interval keeps its phase from creation; the start only leaves out earlier times.
+    every = Timing(every_seconds=60, anchor_ms=1_000, start_ms=200_000, end_ms=400_000)
+    every.check()
+    assert every.first(1_000) == 241_000
+    assert every.next_after(361_000) == 0  # 421 s would pass the end
+    assert every.latest_until(241_000, 10**9) == (361_000, 2)
+    assert every.describe() == (
+        "every minute, from 1970-01-01 00:03:20 UTC, until 1970-01-01 00:06:40 UTC"
     )
