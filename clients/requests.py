@@ -89,7 +89,8 @@ def check_cancel_filters(
 
 
 RERUN_OF = "wtm.rerun_of"  # the label a rerun carries: the run it ran again
-SCHEDULE_LABEL = "wtm.schedule"  # a schedule's runs' label: a rerun is not one of them
+# A schedule's runs' labels (which schedule, which due time): a rerun is not one of them.
+SCHEDULE_LABELS = ("wtm.schedule", "wtm.schedule_time")
 
 
 def rerun(run: RunInfo, latest: bool = False, request_id: str = "") -> spb.SubmitRunRequest:
@@ -104,7 +105,7 @@ def rerun(run: RunInfo, latest: bool = False, request_id: str = "") -> spb.Submi
     limit, start = None, run.scheduled_at or run.created_at  # a rerun starts at once
     if run.deadline_at is not None and start is not None:
         limit = round((run.deadline_at - start).total_seconds(), 3)
-    labels = {k: v for k, v in run.labels.items() if k != SCHEDULE_LABEL}
+    labels = {k: v for k, v in run.labels.items() if k not in SCHEDULE_LABELS}
     labels[RERUN_OF] = run.run_id
     return submit(task, pipeline, run.input, run.priority, request_id, labels, run_timeout=limit)
 

@@ -38,6 +38,7 @@ import contextlib
 import logging
 import re
 import time
+from datetime import UTC, datetime
 
 from opentelemetry import metrics
 from opentelemetry.metrics import Meter
@@ -64,6 +65,7 @@ from services.scheduler.schedule_records import OVERLAPS, ScheduleRecord, Schedu
 log = logging.getLogger(__name__)
 
 SCHEDULE_LABEL = "wtm.schedule"
+TIME_LABEL = "wtm.schedule_time"  # the time a run was due (ISO, UTC), as Temporal records it
 SUBMIT_RUN = "/wtm.v1.SchedulerService/SubmitRun"  # what the audit log calls a fired run
 MAX_PER_NAMESPACE = 1000
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -111,10 +113,9 @@ class Schedules:
             )
         if record.overlap not in OVERLAPS:
             raise InvalidArgument(f"must be one of {', '.join(OVERLAPS)}", field="schedule.overlap")
-        if SCHEDULE_LABEL in record.labels:
-            raise InvalidArgument(
-                "is set by the scheduler", field=f"schedule.labels.{SCHEDULE_LABEL}"
-            )
+        for ours in (SCHEDULE_LABEL, TIME_LABEL):
+            if ours in record.labels:
+                raise InvalidArgument("is set by the scheduler", field=f"schedule.labels.{ours}")
         record.created_ms = self.clock.now_ms()  # an interval counts from here
         record.timing.check()
         await self._check_target(record)
@@ -155,14 +156,19 @@ class Schedules:
                 exc.args = (exc.message,)
             raise
 
-    def _request(self, record: ScheduleRecord, request_id: str) -> SubmitRequest:
+    def _request(self, record: ScheduleRecord, request_id: str, due_ms: int = 0) -> SubmitRequest:
+        """The submit of the schedule's run for the time ``due_ms`` (0: none, a check)."""
+        labels = {**record.labels, SCHEDULE_LABEL: record.schedule_id}
+        if due_ms:
+            due = datetime.fromtimestamp(due_ms / 1000, UTC)
+            labels[TIME_LABEL] = due.isoformat(timespec="milliseconds").replace("+00:00", "Z")
         return SubmitRequest(
             task=record.task,
             pipeline=record.pipeline,
             input_json=record.input_json or "{}",
             priority=record.priority,
             request_id=request_id,
-            labels={**record.labels, SCHEDULE_LABEL: record.schedule_id},
+            labels=labels,
             namespace=record.namespace,
             run_timeout_seconds=record.run_timeout_seconds,
         )
@@ -205,7 +211,7 @@ class Schedules:
         times go on as they were. The run's id, and the schedule."""
         record = await self._own(namespace, schedule_id)
         now = self.clock.now_ms()
-        run_id = await self._start(record, f"schedule/{schedule_id}/now/{now}")
+        run_id = await self._start(record, f"schedule/{schedule_id}/now/{now}", now)
         await self.store.update(
             record.key,
             {"last_ms": now, "last_run_id": run_id, "last_error": ""},
@@ -258,7 +264,9 @@ class Schedules:
             skipped["overlap"] = 1
         else:
             try:
-                run_id = await self._start(record, f"schedule/{record.schedule_id}/{latest}")
+                run_id = await self._start(
+                    record, f"schedule/{record.schedule_id}/{latest}", latest
+                )
             except WtmError as exc:
                 changes["last_error"] = exc.message
                 skipped["refused"] = 1
@@ -289,14 +297,14 @@ class Schedules:
         except NotFound:  # gone with the history
             return False
 
-    async def _start(self, record: ScheduleRecord, request_id: str) -> str:
-        """Submit the schedule's run (its due time's idempotency key ``request_id``) as the
-        key that created the schedule."""
+    async def _start(self, record: ScheduleRecord, request_id: str, due_ms: int) -> str:
+        """Submit the schedule's run for the time ``due_ms`` (its idempotency key
+        ``request_id``) as the key that created the schedule."""
         principal = await self._creator(record)
         token = auth.set_current(principal)
         outcome = "INTERNAL"
         try:
-            request = self._request(record, request_id)
+            request = self._request(record, request_id, due_ms)
             run_id = (await self.runs.submit(request)).run_id
             outcome = "OK"
             return run_id

@@ -115,7 +115,7 @@ def test_a_run_timeout_out_of_range_is_refused_naming_it(client: Client, seconds
 
 
 def test_a_run_runs_again_as_it_ran_on_its_input(client: Client, cluster: Cluster) -> None:
-    labels = {"team": "nlp", "wtm.schedule": "nightly"}
+    labels = {"team": "nlp", "wtm.schedule": "nightly", "wtm.schedule_time": "2026-12-05T02:30Z"}
     first = client.run(
         task="word_count", input={"text": "a b c"}, priority=7, labels=labels, run_timeout=600
     )

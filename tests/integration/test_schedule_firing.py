@@ -9,6 +9,7 @@ real one does, gives the same run for the same request id."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
@@ -104,7 +105,12 @@ def test_each_due_time_starts_one_run_however_many_replicas_fire_it(cluster: Clu
         assert {req.request_id for req, _ in runs.submits} == {f"schedule/minutely/{due}"}
         req, principal = runs.submits[0]
         assert (req.task, req.input_json, req.namespace) == ("tick", '{"n": 1}', "team-s")
-        assert req.labels == {"team": "s", "wtm.schedule": "minutely"}
+        at = datetime.fromtimestamp(due / 1000, UTC).isoformat(timespec="milliseconds")
+        assert req.labels == {
+            "team": "s",
+            "wtm.schedule": "minutely",
+            "wtm.schedule_time": at.replace("+00:00", "Z"),  # the time it was due for
+        }
         assert (principal.key_id, principal.namespace, principal.scope) == (
             "k" * 16,
             "team-s",

@@ -83,6 +83,8 @@ def test_a_schedule_starts_a_run_each_second_as_its_creator_until_paused(
     assert run.deadline_at is not None and run.created_at is not None
     assert abs((run.deadline_at - run.created_at).total_seconds() - 600) < 0.01  # its limit
     assert run.labels["wtm.schedule"] == "every-second"
+    due = datetime.fromisoformat(run.labels["wtm.schedule_time"])  # the time it was due for
+    assert started.last_run_at is not None and due == started.last_run_at
     with pytest.raises(PermissionDenied):  # submitted as its creator, not as anyone else
         team["other-submitter"].cancel(run.run_id)
     assert sub.cancel(run.run_id).state == "COMPLETED"  # its creator may (it has ended)
