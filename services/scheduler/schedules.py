@@ -19,7 +19,8 @@ Chosen where nothing asked (each as Temporal or Celery beat does):
   schedule resumes from its next time after now.
 - **Whose runs**: a schedule's runs are submitted as the key that created it (their
   ``submitted_by``; it may cancel them), with that key's role, in the schedule's namespace
-  and under its limits, labelled ``wtm.schedule``. The key is looked up at each due time (as
+  and under its limits, labelled ``wtm.schedule`` and ``wtm.schedule_time`` (the time it
+  was due for). The key is looked up at each due time (as
   a call's key is, cached for seconds): once it is revoked or expired the schedule starts
   nothing more — a revoked key acts no more, whoever's schedule it set up — and each due
   time says why (``last_error``) until a live key creates it again. Pausing or deleting a
@@ -27,8 +28,9 @@ Chosen where nothing asked (each as Temporal or Celery beat does):
 - A due time that cannot start its run (its task withdrawn, the namespace at its limit of
   runs, its creator's key revoked) records why in ``last_error`` and counts as skipped; the
   schedule keeps going.
-- A run started while the schedule was paused, resumed or deleted under it (the replica
-  had read it due) is recorded as its last run all the same, and counted once.
+- A run started while the schedule was paused or resumed under it (the replica had read
+  it due) is recorded as its last run all the same, and counted once (one deleted under it
+  keeps no record, and its run goes on).
 """
 
 from __future__ import annotations
