@@ -322,15 +322,19 @@ class AsyncClient(_Connection, AsyncScheduleMethods):
                 state.value, pipeline_id, task_id, batch_id, page_size=1000, labels=labels
             ):
                 found.add(r.run_id)
+        room = asyncio.Semaphore(requests.CANCELS_IN_FLIGHT)
+
+        async def cancel(run_id: str) -> spb.CancelRunResponse | None:
+            async with room:
+                try:
+                    return await self._cancel(run_id, reason)
+                except PermissionDenied:
+                    return None
+
         result = CancelledRuns()
-        for run_id in sorted(found):
-            try:
-                reply = await self._cancel(run_id, reason)
-            except PermissionDenied:
-                result.not_theirs.append(run_id)
-                continue
-            run = RunInfo.from_proto(reply.run)
-            (result.cancelled if reply.cancelled else result.ended).append(run)
+        ids = sorted(found)
+        for run_id, reply in zip(ids, await asyncio.gather(*map(cancel, ids)), strict=True):
+            requests.sort_cancelled(result, run_id, reply)
         return result
 
     async def cancel(self, run_id: str, reason: str = "") -> RunInfo:

@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from clients.types import PipelineInfo, RunInfo, _time
+from clients.types import CancelledRuns, PipelineInfo, RunInfo, _time
 from common.artifacts import is_uri, parse_uri
 from common.errors import InvalidArgument
 from common.packaging import sha256_hex
@@ -86,6 +86,18 @@ def check_cancel_filters(
             "name a batch, labels, a task or a pipeline: no filter would cancel every run",
             field="filter",
         )
+
+
+CANCELS_IN_FLIGHT = 16  # cancel_runs' calls at once (one after another: ~2.7 ms a run here)
+
+
+def sort_cancelled(result: CancelledRuns, run_id: str, reply: spb.CancelRunResponse | None) -> None:
+    """File one answer of ``cancel_runs`` (None: another key's run, not this one's to cancel)."""
+    if reply is None:
+        result.not_theirs.append(run_id)
+        return
+    run = RunInfo.from_proto(reply.run)
+    (result.cancelled if reply.cancelled else result.ended).append(run)
 
 
 RERUN_OF = "wtm.rerun_of"  # the label a rerun carries: the run it ran again

@@ -22,6 +22,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -505,15 +506,20 @@ class Client(_Connection, ScheduleMethods):
                 state.value, pipeline_id, task_id, batch_id, page_size=1000, labels=labels
             )
         }
-        result = CancelledRuns()
-        for run_id in sorted(found):
+
+        def cancel(run_id: str) -> spb.CancelRunResponse | None:
             try:
-                reply = self._cancel(run_id, reason)
+                return self._cancel(run_id, reason)
             except PermissionDenied:
-                result.not_theirs.append(run_id)
-                continue
-            run = RunInfo.from_proto(reply.run)
-            (result.cancelled if reply.cancelled else result.ended).append(run)
+                return None
+
+        result = CancelledRuns()
+        ids = sorted(found)
+        with ThreadPoolExecutor(
+            requests.CANCELS_IN_FLIGHT
+        ) as pool:  # the calls overlap their waits
+            for run_id, reply in zip(ids, pool.map(cancel, ids), strict=True):
+                requests.sort_cancelled(result, run_id, reply)
         return result
 
     def list_runs(
