@@ -391,8 +391,10 @@ def new_run(
 ) -> tuple[Run, Submission]:
     """A new run of ``plan`` on ``doc`` (for history), and its submission (for Redis)."""
     now = datetime.now(UTC)
-    start = whole_ms(now + timedelta(seconds=req.start_delay_seconds))
-    limit = req.run_timeout_seconds or plan.run_timeout_seconds  # the submit's, else the pipeline's
+    delay, limit = req.start_delay_seconds, req.run_timeout_seconds or plan.run_timeout_seconds
+    # when it may start and when it times out, as Redis will keep them (whole ms); most runs
+    # have neither, and pay nothing for them
+    start = whole_ms(now + timedelta(seconds=delay)) if delay or limit else now
     run = Run(
         run_id=new_run_id(),
         state="QUEUED",
@@ -408,7 +410,7 @@ def new_run(
         submitted_by=auth.current().key_id,
         namespace=req.namespace,
         created_at=now,
-        scheduled_at=start if req.start_delay_seconds else None,
+        scheduled_at=start if delay else None,
         deadline_at=start + timedelta(seconds=limit) if limit else None,
         steps=[
             StepRun(
