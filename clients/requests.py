@@ -166,7 +166,7 @@ def list_runs(
         pipeline_id=pipeline_id,
         task_id=task_id,
         batch_id=batch_id,
-        page_size=_int32(page_size, "page_size", "must be from 0 to 1000"),
+        page_size=_int32(page_size, "page_size", "must not be negative"),
         page_token=page_token,
         labels=labels or {},
     )
@@ -210,9 +210,7 @@ def create_api_key(
 
 
 def list_audit_events(limit: int) -> apb.ListAuditEventsRequest:
-    return apb.ListAuditEventsRequest(
-        page_size=_int32(limit, "page_size", "must be from 1 to 1000")
-    )
+    return apb.ListAuditEventsRequest(page_size=_int32(limit, "page_size", "must not be negative"))
 
 
 def audit_events(reply: apb.ListAuditEventsResponse) -> list[dict[str, Any]]:

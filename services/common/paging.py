@@ -41,10 +41,12 @@ def decode_token(token: str, shape: tuple[type, ...]) -> list[Any]:
 
 
 def page_size_of(page_size: int, default: int, maximum: int) -> int:
-    """A request's page size: ``default`` for 0; INVALID_ARGUMENT outside 0..``maximum``."""
-    if not 0 <= page_size <= maximum:
-        raise InvalidArgument(f"must be from 0 to {maximum}, got {page_size}", field="page_size")
-    return page_size or default
+    """A request's page size, as Google's AIP-158 has it: ``default`` for 0, ``maximum`` for
+    anything above it (a client asking for "everything" gets full pages, not an error);
+    INVALID_ARGUMENT for a negative size."""
+    if page_size < 0:
+        raise InvalidArgument(f"must not be negative, got {page_size}", field="page_size")
+    return min(page_size or default, maximum)
 
 
 def page_of(

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from common import jsondoc
 from common.errors import AlreadyExists, InvalidArgument, NotFound
 from services.common.auth import one_namespace
+from services.common.paging import page_size_of
 from services.registry.manifest import version_sort_key
 from services.registry.models import PipelineVersion
 from services.registry.pipeline_spec import (
@@ -18,7 +19,7 @@ from services.registry.pipeline_spec import (
     parse_config,
     pin,
 )
-from services.registry.registry import Registry, page_size_of
+from services.registry.registry import TASK_PAGES, Registry
 from services.registry.stores import PipelineStore
 
 MAX_CONFIG_BYTES = 1024 * 1024  # a pipeline config, as JSON text
@@ -159,4 +160,4 @@ class Pipelines:
     ) -> tuple[list[PipelineVersion], str]:
         one_namespace(namespace)
         filters = {"pipeline_id": pipeline_id} if pipeline_id else {}
-        return self.store.page(namespace, filters, page_token, page_size_of(page_size))
+        return self.store.page(namespace, filters, page_token, page_size_of(page_size, *TASK_PAGES))

@@ -10,18 +10,12 @@ from common.errors import AlreadyExists, InvalidArgument, NotFound
 from common.packaging import ArchiveLimits, check_digest, inspect_archive, sha256_hex
 from services.common.auth import ALL_NAMESPACES, one_namespace
 from services.common.dependencies import DependencyStatus, check_blocking
+from services.common.paging import page_size_of
 from services.registry.manifest import check_entry_point, check_keys, parse_manifest
 from services.registry.models import TaskVersion
 from services.registry.stores import PackageStore, SharedTasks, TaskStore
 
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 500
-
-
-def page_size_of(page_size: int) -> int:
-    if page_size < 0:
-        raise InvalidArgument("must not be negative", field="page_size")
-    return min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+TASK_PAGES = (50, 500)  # a page's default and largest size
 
 
 @dataclass(frozen=True)
@@ -153,7 +147,9 @@ class Registry:
                 filters[name] = value
         if tag:
             filters["tags"] = tag
-        found, token = self.tasks.page(namespace, filters, page_token, page_size_of(page_size))
+        found, token = self.tasks.page(
+            namespace, filters, page_token, page_size_of(page_size, *TASK_PAGES)
+        )
         return [self._with_sharing(t) for t in found], token
 
     def _own(self, namespace: str, task_id: str, version: str) -> TaskVersion:

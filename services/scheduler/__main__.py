@@ -91,7 +91,7 @@ async def serve(settings: SchedulerSettings) -> None:
         parse_retention(settings.namespace_retention_days),
     )
     dispatcher.reaper.also("read the namespaces' settings", namespaces.refresh)
-    limits = RunLimits(settings.max_unfinished_runs, namespaces.run_limits)
+    limits = RunLimits(namespaces.run_limit)
     dispatcher.reaper.keep_counting(limits)
     shares = FairShares(queue.redis, namespaces.weights)
     dispatcher.reaper.also("write the namespaces' fair shares", shares.publish)

@@ -17,7 +17,7 @@ most what other replicas admit in a second.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from common.errors import ResourceExhausted
 from services.common.config import namespace_values, namespace_values_problem
@@ -40,23 +40,14 @@ def limits_problem(entries: list[str]) -> str | None:
 
 
 class RunLimits:
-    """The limit of each namespace (``default``, unless ``per_namespace`` names it; 0:
-    none) and its unfinished runs as last read, plus what was admitted here since."""
+    """Each namespace's unfinished runs as last read, plus what was admitted here since,
+    held to ``limit_of(namespace)`` (0: none) — ``NamespaceSettings.run_limit``, which
+    knows the installation's default, its per-namespace values and UpdateNamespace's."""
 
-    def __init__(self, default: int = 0, per_namespace: Mapping[str, int] | None = None) -> None:
-        self.default = default
-        # Live when given (``NamespaceSettings.run_limits``: UpdateNamespace changes it).
-        self.per_namespace = per_namespace if per_namespace is not None else {}
+    def __init__(self, limit_of: Callable[[str], int] = lambda _namespace: 0) -> None:
+        self.limit = limit_of
         self._counts: Counter[str] = Counter()
         self._admitted: Counter[str] = Counter()
-
-    @property
-    def active(self) -> bool:
-        """Whether any namespace has a limit (else the counts need not be read)."""
-        return bool(self.default or any(self.per_namespace.values()))
-
-    def limit(self, namespace: str) -> int:
-        return self.per_namespace.get(namespace, self.default)
 
     def seen(self, counts: Mapping[str, int]) -> None:
         """The counts as Redis has them now (they include what this replica admitted)."""

@@ -147,8 +147,8 @@ def test_every_report_is_paged(cluster: Cluster, client: Client) -> None:
     """House rule 10: every List has pages, the reports too (an executor's record is a few
     KiB, so a fleet of a thousand in one reply would pass gRPC's 4 MiB). Walked one item a
     page, each report gives what the SDK's whole list gives, in its order; a token the
-    service did not make and a page size past the maximum are INVALID_ARGUMENT naming the
-    field."""
+    service did not make and a negative page size are INVALID_ARGUMENT naming the field; a
+    size past the maximum is the maximum (AIP-158)."""
     fake = FakeExecutor(cluster, "paging-probe", ["paging-probe"], executor_key(cluster))
     client.create_api_key("paging-probe", "viewer", "default")
     everyone = Client(
@@ -211,9 +211,11 @@ def test_every_report_is_paged(cluster: Cluster, client: Client) -> None:
                     if not token:
                         break
                 assert walked == whole, field
+                everything = method(request(page_size=100_000))  # more than the most: the most
+                assert [getattr(i, ident) for i in getattr(everything, field)] == whole, field
                 for bad, name in (
                     (request(page_token="bm90IG91cnM="), "page_token"),
-                    (request(page_size=100_000), "page_size"),
+                    (request(page_size=-1), "page_size"),
                 ):
                     with pytest.raises(grpc.RpcError) as err:
                         method(bad)

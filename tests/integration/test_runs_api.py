@@ -226,10 +226,11 @@ def test_list_runs_pages_newest_first_and_filters(client: Client) -> None:
     assert not list(client.list_runs(state="FAILED", batch_id=batch_id))
 
 
-def test_list_runs_refuses_a_bad_page_token(client: Client) -> None:
+def test_list_runs_refuses_a_negative_page_size_and_caps_a_large_one(client: Client) -> None:
     with pytest.raises(ApiError) as err:
-        list(client.list_runs(page_size=1001))
+        list(client.list_runs(page_size=-1))
     assert err.value.code == "INVALID_ARGUMENT" and "page_size" in err.value.message
+    assert list(client.list_runs(page_size=5000, limit=3))  # more than 1,000 means 1,000
 
 
 def test_the_summary_separates_task_time_from_system_time(client: Client) -> None:

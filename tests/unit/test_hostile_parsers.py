@@ -346,8 +346,9 @@ def test_a_report_pages_by_its_sort_key() -> None:
     assert page == ["c", "e"] and token == ""
     assert page_of([], lambda x: [x], (str,), 2, "") == ([], "")
     assert page_size_of(0, 50, 1000) == 50 and page_size_of(1000, 50, 1000) == 1000
-    for bad in (-1, 1001):
-        with pytest.raises(InvalidArgument, match="from 0 to 1000") as err:
+    assert page_size_of(1001, 50, 1000) == 1000 == page_size_of(2**31 - 1, 50, 1000)  # AIP-158
+    for bad in (-1, -(2**31)):
+        with pytest.raises(InvalidArgument, match="must not be negative") as err:
             page_size_of(bad, 50, 1000)
         assert err.value.field == "page_size"
     with pytest.raises(InvalidArgument) as err:
