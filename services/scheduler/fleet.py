@@ -301,6 +301,12 @@ class Fleet:
                 run_id, _, step_id = member.partition(":")
                 session.outbox.put_nowait(Cancel(run_id, step_id, attempt, reason))
 
+    def silent(self, session: ExecutorSession, now: float) -> bool:
+        """Whether ``session`` has said nothing for ``silent_after`` (three heartbeats): it
+        is given no new step until it speaks again. A frozen executor (SIGSTOP, a stalled VM)
+        keeps its stream open, and each step leased to it would wait out a whole lease."""
+        return now - session.last_seen >= self.silent_after
+
     def queues_of(self, session: ExecutorSession) -> list[str]:
         """The queues an executor takes from: its own in the namespaces it serves, and the
         announced variants of them (other namespaces', labelled ones) it may serve."""

@@ -38,20 +38,25 @@ class AskedExecutors:
         self._epoch = 0  # the run queue's epoch when the idle ones were last checked
 
     def to_ask(self, epoch: int, now_ms: int, new_work: Counter[str]) -> list[ExecutorSession]:
-        """The sessions to ask this round: the active ones (not draining), and as many idle
-        ones serving ``new_work``'s queues as there are new steps there."""
+        """The sessions to ask this round: the active ones (not draining, not silent), and
+        as many idle ones serving ``new_work``'s queues as there are new steps there."""
         self._wake(epoch, now_ms)
+        now = now_ms / 1000
         sessions = []
         for executor_id, s in list(self.active.items()):
             if self.fleet.sessions.get(executor_id) is not s:  # gone, or replaced
                 del self.active[executor_id]
-            elif not s.draining:
+            elif not s.draining and not self.fleet.silent(s, now):  # asked again once heard
                 sessions.append(s)
         for queue, steps in new_work.items():
             for executor_id, s in list(self.by_queue.get(queue, {}).items()):
                 if steps <= 0:
                     break
-                if s.free_slots > 0 and self.fleet.sessions.get(executor_id) is s:
+                if (
+                    s.free_slots > 0
+                    and self.fleet.sessions.get(executor_id) is s
+                    and not self.fleet.silent(s, now)
+                ):
                     steps -= s.free_slots
                     self.activate(s)
                     sessions.append(s)

@@ -49,8 +49,11 @@ class Task(SimpleTask):
         def line(kind):
             with open(journal, "a") as fh:
                 fh.write(f"{kind} {who} {time.time()}\\n")
+        seconds = input_data["seconds"]
+        if os.path.exists(journal) and f"start {who.rsplit(' ', 1)[0]} " in open(journal).read():
+            seconds = input_data.get("seconds_again", seconds)  # a re-run: the fault was seen
         line("start")
-        deadline = time.time() + float(input_data["seconds"])
+        deadline = time.time() + float(seconds)
         while time.time() < deadline:
             time.sleep(0.1)
             line("tick")
@@ -83,6 +86,7 @@ PIPELINE = {
                 "tag": "$.tag",
                 "journal": "$.journal",
                 "seconds": "$.seconds",
+                "seconds_again": 0.5,
                 "step": "first",
             },
         },
@@ -239,6 +243,7 @@ def freeze_an_executor(suite: Fleet, address: str) -> None:
     victim = next(c for c in suite.group.children if c.name == "suite-1")
     victim.proc.send_signal(signal.SIGSTOP)  # thawed and stopped by the fleet's cleanup
     suite.frozen = victim  # type: ignore[attr-defined]
+    suite.start_executor(address, "suite-3", slots=2)  # as an autoscaler would
 
 
 def kill_the_scheduler(suite: Fleet, address: str) -> None:

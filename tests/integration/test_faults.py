@@ -22,7 +22,9 @@ from tests.waiting import eventually
 
 FIXTURES = ROOT / "tests" / "fixtures" / "tasks"
 
-# Each execution appends "start PID T" when it begins and "end PID T" when it returns.
+# Each execution appends "start PID T" when it begins and "end PID T" when it returns. It
+# lasts "seconds", or "seconds_again" when an execution began before it (a retry, once the
+# fault the test is about has been seen: the retry's own length proves nothing).
 JOURNAL_TASK = """
 import os
 import time
@@ -31,10 +33,13 @@ from tasks.base.task_base import SimpleTask
 class Task(SimpleTask):
     def process(self, input_data):
         journal = input_data["journal"]
+        seconds = input_data["seconds"]
+        if os.path.exists(journal) and "start" in open(journal).read():
+            seconds = input_data.get("seconds_again", seconds)
         with open(journal, "a") as f:
             f.write(f"start {os.getpid()} {time.time()}\\n")
         self.report_progress(0.0, "started")
-        deadline = time.time() + float(input_data["seconds"])
+        deadline = time.time() + float(seconds)
         while time.time() < deadline:
             time.sleep(0.05)
         with open(journal, "a") as f:
@@ -86,7 +91,9 @@ def test_workers_die_with_a_killed_executor_so_the_retry_never_overlaps(
     first = cluster.add_executor("--queues", "faultq", slots=1)
     second = None
     try:
-        r = client.submit(task="journal", input={"journal": str(log), "seconds": 6})
+        r = client.submit(
+            task="journal", input={"journal": str(log), "seconds": 6, "seconds_again": 0.5}
+        )
         eventually(lambda: journal(log), 60, "the first execution to start")
         [(_, pid, _)] = journal(log)
         first.proc.kill()  # kill -9: no drain, no cleanup
@@ -109,12 +116,15 @@ def test_a_frozen_executor_stops_its_steps_before_their_lease_can_lapse(
     cluster: Cluster, client: Client, shared_tmp: Path
 ) -> None:
     """SIGSTOP: the executor is alive but silent, so only the lease fence can stop its
-    worker; it must do so before the scheduler hands the step to another executor."""
+    worker; it must do so before the scheduler hands the step to another executor, which
+    gets it, not the silent one."""
     log = shared_file(shared_tmp, "journal")
     frozen = cluster.add_executor("--queues", "faultq", slots=1)
     second = None
     try:
-        r = client.submit(task="journal", input={"journal": str(log), "seconds": 8})
+        r = client.submit(
+            task="journal", input={"journal": str(log), "seconds": 8, "seconds_again": 0.5}
+        )
         eventually(lambda: journal(log), 60, "the first execution to start")
         [(_, pid, _)] = journal(log)
         frozen.proc.send_signal(signal.SIGSTOP)
@@ -126,6 +136,9 @@ def test_a_frozen_executor_stops_its_steps_before_their_lease_can_lapse(
         done = client.wait(r.run_id, timeout=90)
         assert done.state == "COMPLETED", done.steps[0].error
         assert done.steps[0].executor_id == second.name
+        # Its retry went to the live executor at once: the frozen one, its stream still
+        # open, was given it three more times, a lease each, until 2026-12-05.
+        assert done.steps[0].attempt == 2
         no_overlap(journal(log), {pid: died})
     finally:
         frozen.proc.send_signal(signal.SIGCONT)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -109,11 +110,12 @@ def test_health_names_each_part_that_goes_down(doomed: Cluster, tmp_path: Path) 
         ("registry", "registry"),
     ):
         stop(doomed, process)
-        code, parts, checks = health(doomed)
+        with ThreadPoolExecutor(2) as both:  # each waits out the same timeouts: at once
+            as_json, as_text = both.submit(health, doomed), both.submit(human, doomed)
+            (code, parts, checks), shown = as_json.result(), as_text.result()
         assert code == 1, (process, checks)
         failed = [c for c in checks if c["status"] == "fail"]
         assert any(named in (c["component"] + c["detail"]).lower() for c in failed), checks
-        shown = human(doomed)
         assert shown.returncode == 1
         down = [line for line in shown.stderr.splitlines() if line.startswith("down ")]
         assert any(named in line.lower() for line in down), (process, shown.stderr)

@@ -269,6 +269,26 @@ def test_a_silent_executors_lease_expires_when_the_clock_passes_it_not_before(
     scenario(valkey_url, body)
 
 
+def test_a_silent_executor_is_given_no_step_until_it_is_heard_again(valkey_url: str) -> None:
+    """A frozen executor keeps its stream open: a step leased to it waited out a whole lease,
+    and its retry went to it again (three times in a row, on the stack). After three
+    heartbeats' silence it is passed over; the next thing it says makes it a candidate again."""
+
+    async def body(c: Core) -> None:
+        frozen, live = c.executor("frozen", slots=4), c.executor("live")
+        c.clock.advance(15.0)  # silent_after: neither was heard since it connected
+        await c.core.intake.heartbeat(live, [])
+        for run_id in ("r1", "r2", "r3"):
+            await c.submit(run_id)
+            await c.lease_round()
+        assert not assignments(frozen) and len(assignments(live)) == 1  # two wait
+        await c.core.intake.heartbeat(frozen, [])  # it speaks again
+        await c.lease_round()
+        assert len(assignments(frozen)) == 2
+
+    scenario(valkey_url, body)
+
+
 def test_a_lease_no_heartbeat_named_comes_back_at_once_without_spending_a_retry(
     valkey_url: str,
 ) -> None:
@@ -290,6 +310,7 @@ def test_a_lease_no_heartbeat_named_comes_back_at_once_without_spending_a_retry(
         assert sent(e1) == [
             Cancel("r1", "a", 1, "lease expired before the executor said it had the step")
         ]
+        await c.core.intake.heartbeat(e1, [])  # alive all along; it never had the step
         await c.core.reaper.promote_due()  # due at once, not after a retry's backoff
         await c.lease_round()
         [again] = assignments(e1)
