@@ -449,6 +449,28 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         """Let a paused schedule start runs again, from its next time after now."""
         return m.of(m.Schedule, await client.resume_schedule(schedule_id))
 
+    @app.post(
+        "/api/v1/schedules/{schedule_id}/trigger",
+        response_model=m.Triggered,
+        status_code=201,
+        responses=ERRORS,
+        tags=["fleet"],
+    )
+    async def trigger_schedule(schedule_id: str, client: Caller) -> m.Triggered:
+        """Start the schedule's run now, paused or not; its times go on as they were."""
+        run_id = await client.trigger_schedule(schedule_id)
+        return m.Triggered(
+            run_id=run_id, schedule=m.of(m.Schedule, await client.get_schedule(schedule_id))
+        )
+
+    @app.delete(
+        "/api/v1/schedules/{schedule_id}", status_code=204, responses=ERRORS, tags=["fleet"]
+    )
+    async def delete_schedule(schedule_id: str, client: Caller) -> Response:
+        """Delete a schedule (its creator, or a role that may cancel any run); its runs go on."""
+        await client.delete_schedule(schedule_id)
+        return Response(status_code=204)
+
     @app.get(
         "/api/v1/health",
         response_model=m.Health,

@@ -288,6 +288,11 @@ class Schedule(BaseModel):
     end_time: datetime | None = Field(None, description="no due time after it; then done")
 
 
+class Triggered(BaseModel):
+    run_id: str = Field(description="the run the schedule started now")
+    schedule: Schedule
+
+
 class HealthCheck(BaseModel):
     component: str
     status: str = Field(description="ok | warn | fail")

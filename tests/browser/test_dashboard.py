@@ -9,6 +9,7 @@ work no executor takes. Screenshots go to build/test-artifacts/screenshots (not 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from clients.sdk import Client
+from clients.sdk import ApiError, Client
 from services.localstack import Cluster
 from tests.conftest import EXAMPLES, ROOT
 from tests.integration.test_registry import make_task
@@ -276,6 +277,56 @@ def test_executors_and_queues_show_live_figures_and_the_stranded_warning(
     finally:
         client.cancel(run.run_id, "the test is over")
         client.delete_schedule("dash-nightly")
+
+
+def test_a_schedule_is_made_run_listed_and_deleted_from_the_page(
+    page: Page, cluster: Cluster, client: Client, two_sleepers: str
+) -> None:
+    """An operator's whole round with a schedule, in the browser: a bad cron expression is
+    refused naming the field; a good one is created (hourly, so no time of its own comes
+    due here), run now, its runs listed by its label, and deleted."""
+    page.on("dialog", lambda dialog: dialog.accept())  # the delete's "are you sure?"
+    try:
+        sign_in(page, cluster.admin_key)
+        page.goto("/#/queues")
+        form = page.locator("form#new-schedule")
+        page.locator("details:has(form#new-schedule) > summary").click()
+        expect(form.locator("select[name=target] option[value='task:sleeper']")).to_be_attached(
+            timeout=STEP_MS
+        )
+        form.locator("input[name=schedule_id]").fill("dash-hourly")
+        form.locator("select[name=target]").select_option("task:sleeper")
+        form.locator("textarea[name=input]").fill('{"seconds": 0.05}')
+        form.locator("input[name=when]").fill("61 * * * *")  # no 61st minute
+        form.get_by_role("button", name="Create").click()
+        expect(form).to_contain_text("INVALID_ARGUMENT: schedule.cron", timeout=STEP_MS)
+        form.locator("select[name=kind]").select_option("every")
+        form.locator("input[name=when]").fill("3600")
+        form.get_by_role("button", name="Create").click()
+        row = page.locator('#schedules tr[data-schedule="dash-hourly"]')
+        expect(row).to_contain_text("every hour", timeout=STEP_MS)
+        assert client.get_schedule("dash-hourly").every_seconds == 3600
+
+        row.get_by_role("button", name="Run now").click()
+        expect(page.locator("#run-state .badge")).to_have_text("COMPLETED", timeout=STEP_MS)
+        run_id = page.url.rsplit("/", 1)[1]
+        assert client.get_run(run_id).labels["wtm.schedule"] == "dash-hourly"
+
+        page.goto("/#/queues")
+        expect(row.locator("td").nth(4)).to_have_text("1", timeout=STEP_MS)  # runs started
+        row.get_by_role("button", name="Runs").click()
+        expect(page.locator("input[name=label]")).to_have_value("wtm.schedule=dash-hourly")
+        listed = page.locator("#runs tr[data-run]")
+        expect(listed).to_have_count(1, timeout=STEP_MS)
+        assert listed.get_attribute("data-run") == run_id
+
+        page.goto("/#/queues")
+        row.get_by_role("button", name="Delete").click()
+        expect(row).to_have_count(0, timeout=STEP_MS)
+        assert not [s for s in client.list_schedules() if s.schedule_id == "dash-hourly"]
+    finally:
+        with contextlib.suppress(ApiError):
+            client.delete_schedule("dash-hourly")
 
 
 def test_in_a_narrow_window_tables_scroll_and_the_page_does_not(

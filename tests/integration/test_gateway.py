@@ -291,9 +291,17 @@ def test_the_namespaces_schedules_are_listed(http: httpx.Client, client: Client)
         assert http.post("/api/v1/schedules/gw-hourly/resume").json()["paused"] is False
         missing = http.post("/api/v1/schedules/nope/pause")
         assert missing.status_code == 404 and missing.json()["error"]["field"] == "schedule_id"
+        now = http.post("/api/v1/schedules/gw-hourly/trigger")
+        assert now.status_code == 201, now.text
+        assert now.json()["schedule"]["runs_started"] == 1
+        ran = client.wait(now.json()["run_id"], timeout=60)
+        assert ran.output["count"] == 2 and ran.labels["wtm.schedule"] == "gw-hourly"
     finally:
-        client.delete_schedule("gw-hourly")
+        gone = http.delete("/api/v1/schedules/gw-hourly")
+    assert gone.status_code == 204, gone.text
     assert "gw-hourly" not in {s["schedule_id"] for s in http.get("/api/v1/schedules").json()}
+    again = http.delete("/api/v1/schedules/gw-hourly")
+    assert again.status_code == 404 and again.json()["error"]["field"] == "schedule_id"
 
 
 def test_runs_are_listed_by_label(http: httpx.Client, client: Client) -> None:

@@ -129,7 +129,7 @@ async function ensureSession() {
 
 // ---------------------------------------------------------------------------- runs list
 
-const runFilters = { state: "", pipeline_id: "", task_id: "", batch_id: "", created_after: "", created_before: "" };
+const runFilters = { state: "", pipeline_id: "", task_id: "", batch_id: "", label: "", created_after: "", created_before: "" };
 
 function runsPage() {
   const tokens = [""]; // page tokens: the current page is the last one
@@ -144,6 +144,7 @@ function runsPage() {
     pipeline_id: h("input", { name: "pipeline_id", value: runFilters.pipeline_id, size: 18 }),
     task_id: h("input", { name: "task_id", value: runFilters.task_id, size: 14 }),
     batch_id: h("input", { name: "batch_id", value: runFilters.batch_id, size: 14 }),
+    label: h("input", { name: "label", value: runFilters.label, size: 18, placeholder: "KEY=VALUE" }),
     created_after: h("input", { name: "created_after", type: "datetime-local", value: runFilters.created_after }),
     created_before: h("input", { name: "created_before", type: "datetime-local", value: runFilters.created_before }),
   };
@@ -155,11 +156,15 @@ function runsPage() {
   } },
     field("state", "State", stateSel), field("pipeline_id", "Pipeline", inputs.pipeline_id),
     field("task_id", "Task", inputs.task_id), field("batch_id", "Batch", inputs.batch_id),
+    field("label", "Label", inputs.label),
     field("created_after", "Created after", inputs.created_after),
     field("created_before", "Created before", inputs.created_before), h("button", { type: "submit" }, "Filter"),
-    " ", h("button", { type: "button", class: "danger", id: "cancel-matching", title: "every queued or running run of this batch, pipeline or task", onclick: async () => {
+    " ", h("button", { type: "button", class: "danger", id: "cancel-matching", title: "every queued or running run of this batch, pipeline, task or label", onclick: async () => {
       const chosen = Object.fromEntries(["batch_id", "pipeline_id", "task_id"].map((k) => [k, inputs[k].value.trim()]));
-      if (!Object.values(chosen).some(Boolean)) { alert("Filter by a batch, a pipeline or a task first."); return; }
+      const [key, sep, value] = splitLabel(inputs.label.value.trim());
+      if (key && !sep) { alert("A label filter is KEY=VALUE."); return; }
+      if (key) chosen.labels = { [key]: value };
+      if (!Object.values(chosen).some(Boolean)) { alert("Filter by a batch, a pipeline, a task or a label first."); return; }
       if (!confirm("Cancel every queued or running run that matches?")) return;
       try {
         const done = await api("/api/v1/runs:cancel", { json: { ...chosen, reason: "cancelled from the dashboard" } });
@@ -171,7 +176,7 @@ function runsPage() {
   async function refresh() {
     const q = new URLSearchParams({ page_size: "25", page_token: tokens[tokens.length - 1] });
     for (const [k, v] of Object.entries(runFilters)) {
-      if (v) q.set(k, k.startsWith("created_") ? new Date(v).toISOString() : v);
+      if (v) q.set(k, k.startsWith("created_") ? new Date(v).toISOString() : v);  // label: KEY=VALUE
     }
     const page = await api(`/api/v1/runs?${q}`);
     nextToken = page.next_page_token;
@@ -194,13 +199,12 @@ function runsPage() {
   return every(REFRESH_MS, refresh);
 }
 
-function submitForm() {
+const splitLabel = (text) => { const i = text.indexOf("="); return i < 0 ? [text, "", ""] : [text.slice(0, i), "=", text.slice(i + 1)]; };
+
+// A choice of the namespace's pipelines and tasks ("pipeline:ID" or "task:ID"); a failure
+// to list them is shown in `err`.
+function targetSelect(err) {
   const target = h("select", { name: "target" }, h("option", { value: "" }, "loading…"));
-  const input = h("textarea", { name: "input", rows: 3 }, "{}");
-  const file = h("input", { type: "file", name: "file", accept: "image/*" });
-  const limit = h("input", { type: "number", name: "run_timeout", min: 1, step: "any", placeholder: "none", size: 8 });
-  const delay = h("input", { type: "number", name: "start_delay", min: 0, step: "any", placeholder: "0", size: 8 });
-  const err = h("span", { class: "error" });
   (async () => {
     try {
       const [pipelines, tasks] = await Promise.all([api("/api/v1/pipelines"), api("/api/v1/tasks")]);
@@ -212,6 +216,16 @@ function submitForm() {
         ...[...latest.values()].map((t) => h("option", { value: `task:${t.task_id}` }, `task ${t.task_id}`)));
     } catch (e) { err.textContent = e.message; }
   })();
+  return target;
+}
+
+function submitForm() {
+  const err = h("span", { class: "error" });
+  const target = targetSelect(err);
+  const input = h("textarea", { name: "input", rows: 3 }, "{}");
+  const file = h("input", { type: "file", name: "file", accept: "image/*" });
+  const limit = h("input", { type: "number", name: "run_timeout", min: 1, step: "any", placeholder: "none", size: 8 });
+  const delay = h("input", { type: "number", name: "start_delay", min: 0, step: "any", placeholder: "0", size: 8 });
   file.addEventListener("change", async () => {
     if (!file.files.length) return;
     const f = file.files[0];
@@ -475,6 +489,43 @@ function executorsPage() {
   });
 }
 
+// A new schedule of the namespace: a task or pipeline on one input, at the times of a cron
+// expression (in a time zone) or every so many seconds; `done` is called with what was made.
+function scheduleForm(done) {
+  const err = h("span", { class: "error" });
+  const target = targetSelect(err);
+  const id = h("input", { name: "schedule_id", size: 20, required: true, placeholder: "nightly-report" });
+  const input = h("textarea", { name: "input", rows: 2 }, "{}");
+  const kind = h("select", { name: "kind" }, h("option", { value: "cron" }, "cron expression"), h("option", { value: "every" }, "every N seconds"));
+  const when = h("input", { name: "when", size: 16, required: true, placeholder: "0 2 * * *" });
+  kind.addEventListener("change", () => { when.placeholder = kind.value === "cron" ? "0 2 * * *" : "3600"; });
+  const zone = h("input", { name: "timezone", size: 16, placeholder: "UTC" });
+  const overlap = h("select", { name: "overlap" }, h("option", { value: "skip" }, "skip a time while the last run goes on"), h("option", { value: "allow" }, "start another run anyway"));
+  const limit = h("input", { type: "number", name: "run_timeout", min: 1, step: "any", placeholder: "none", size: 8 });
+  return h("details", { class: "card" }, h("summary", {}, "New schedule"),
+    h("form", { id: "new-schedule", onsubmit: async (ev) => {
+      ev.preventDefault(); err.textContent = "";
+      const [what, ref] = target.value.split(":");
+      let doc;
+      try { doc = JSON.parse(input.value || "{}"); } catch (e) { err.textContent = `input: not JSON (${e.message})`; return; }
+      const timing = kind.value === "cron" ? { cron: when.value.trim(), timezone: zone.value.trim() } : { every_seconds: Number(when.value) };
+      try {
+        const made = await api("/api/v1/schedules", { json: { schedule_id: id.value.trim(), [what]: ref, input: doc, ...timing,
+          overlap: overlap.value, run_timeout_seconds: limit.value ? Number(limit.value) : null } });
+        err.textContent = `created: ${made.description}`;
+        await done(made);
+      } catch (e) { err.textContent = `${e.code}: ${e.message}`; }
+    } },
+      h("label", {}, "Schedule id", id),
+      h("label", {}, "Pipeline or task", target),
+      h("label", {}, "Input (JSON)", input),
+      h("label", {}, "When", kind, " ", when),
+      h("label", {}, "Time zone (cron only)", zone),
+      h("label", {}, "Overlap", overlap),
+      h("label", {}, "Time limit of each run, seconds", limit),
+      h("button", { type: "submit" }, "Create"), " ", err));
+}
+
 function queuesPage() {
   const body = h("tbody");
   const delayed = h("p", { class: "muted" });
@@ -484,7 +535,7 @@ function queuesPage() {
     h("thead", {}, h("tr", {}, ["Queue", "Namespace", "Waiting", "Oldest waiting", "Executors", "Free slots", ""].map((c) => h("th", {}, c)))), body), delayed,
     h("h2", {}, "Namespaces"), h("table", { id: "namespaces" },
       h("thead", {}, h("tr", {}, ["Namespace", "Runs queued or running", "Limit", "Weight", "Steps waiting", "Runs kept", ""].map((c) => h("th", {}, c)))), spaces),
-    h("h2", {}, "Schedules"), h("table", { id: "schedules" },
+    h("h2", {}, "Schedules"), scheduleForm(() => fill()), h("table", { id: "schedules" },
       h("thead", {}, h("tr", {}, ["Schedule", "When", "Runs", "Next", "Started", "Skipped", "Last run", ""].map((c) => h("th", {}, c)))), schedules));
   const fill = async () => {
     const [q, ns, sch] = await Promise.all([api("/api/v1/queues"), api("/api/v1/namespaces"), api("/api/v1/schedules")]);
@@ -494,12 +545,7 @@ function queuesPage() {
       h("td", { class: "num" }, s.times_skipped),
       h("td", {}, s.last_run_id ? h("a", { href: `#/runs/${s.last_run_id}` }, s.last_run_id) : "",
         s.last_error ? h("div", { class: "warning" }, s.last_error) : null),
-      h("td", {}, h("button", { class: s.paused ? "" : "danger", onclick: async (event) => {
-        const verb = s.paused ? "resume" : "pause";
-        event.target.disabled = true;
-        try { await api(`/api/v1/schedules/${encodeURIComponent(s.schedule_id)}/${verb}`, { method: "POST" }); await fill(); }
-        catch (e) { alert(`${e.code}: ${e.message}`); event.target.disabled = false; }
-      } }, s.paused ? "Resume" : "Pause")))));
+      h("td", { class: "actions" }, ...scheduleActions(s, fill)))));
     if (!sch.length) schedules.replaceChildren(h("tr", {}, h("td", { colspan: 8, class: "muted" }, "No schedule in this namespace.")));
     spaces.replaceChildren(...ns.map((n) => h("tr", { "data-namespace": n.namespace },
       h("td", {}, n.namespace), h("td", { class: "num" }, n.unfinished_runs),
@@ -516,6 +562,28 @@ function queuesPage() {
     delayed.textContent = `${q.delayed} step(s) waiting out a retry's backoff or their run's start time.`;
   };
   return every(REFRESH_MS, fill);
+}
+
+// The buttons of a schedule's row: its runs, one now, pause or resume, delete.
+function scheduleActions(s, fill) {
+  const path = `/api/v1/schedules/${encodeURIComponent(s.schedule_id)}`;
+  const act = (text, cls, call) => h("button", { class: cls, onclick: async (event) => {
+    event.target.disabled = true;
+    try { await call(); } catch (e) { alert(`${e.code}: ${e.message}`); event.target.disabled = false; }
+  } }, text);
+  const runs = () => {
+    Object.assign(runFilters, { state: "", pipeline_id: "", task_id: "", batch_id: "", created_after: "", created_before: "", label: `wtm.schedule=${s.schedule_id}` });
+    location.hash = "#/runs";
+  };
+  return [
+    h("button", { class: "secondary", onclick: runs }, "Runs"), " ",
+    act("Run now", "secondary", async () => { const t = await api(`${path}/trigger`, { method: "POST" }); location.hash = `#/runs/${t.run_id}`; }), " ",
+    act(s.paused ? "Resume" : "Pause", s.paused ? "" : "danger", async () => { await api(`${path}/${s.paused ? "resume" : "pause"}`, { method: "POST" }); await fill(); }), " ",
+    act("Delete", "danger", async () => {
+      if (!confirm(`Delete schedule ${s.schedule_id}? Its runs go on.`)) return;
+      await api(path, { method: "DELETE" }); await fill();
+    }),
+  ];
 }
 
 // ---------------------------------------------------------------------------- catalog
