@@ -51,6 +51,7 @@ def test_a_scheduler_killed_mid_run_carries_on_every_run_when_it_restarts(
 def test_a_redis_flush_mid_run_is_rebuilt_from_mongodb(
     fleet: Fleet, tmp_path: Path, shared_tmp: Path
 ) -> None:
+    fleet.env["WTM_LEASE_SECONDS"] = "4"  # the rebuilt runs wait one lease period
     address = fleet.start_scheduler()
     fleet.start_executor(address, "flushed-1")
     ledger = shared_file(shared_tmp, "ledger.txt")
@@ -62,7 +63,7 @@ def test_a_redis_flush_mid_run_is_rebuilt_from_mongodb(
         late = client.submit(  # a delayed start and a time limit survive the flush too
             task="ledger",
             input={"tag": "late", "ledger": str(ledger), "seconds": 0.1},
-            start_delay=16,  # well past the rebuild's one lease period (10 s)
+            start_delay=10,  # well past the rebuild's one lease period (4 s from the flush, at 1 s)
             run_timeout=60,
         )
         time.sleep(1.0)
