@@ -35,7 +35,7 @@ from clients.errors import (
     WaitTimeoutError,
     WtmError,
 )
-from clients.schedules import ScheduleInfo
+from clients.schedules import BackfilledRun, ScheduleInfo
 from clients.sdk import Client
 from clients.types import (
     ApiKeyInfo,
@@ -63,6 +63,7 @@ __all__ = [
     "ApiKeyInfo",
     "ArtifactInfo",
     "AsyncClient",
+    "BackfilledRun",
     "CancelledRuns",
     "Client",
     "DataLoss",

@@ -46,6 +46,7 @@ class ScheduleInfo:
     run_timeout_seconds: float = 0.0  # each run's time limit (0: none)
     start_time: datetime | None = None  # no due time before it
     end_time: datetime | None = None  # no due time after it
+    due_time_field: str = ""  # the input key each run's due time is written to
 
     @classmethod
     def from_proto(cls, m: schpb.Schedule) -> ScheduleInfo:
@@ -78,7 +79,35 @@ class ScheduleInfo:
             run_timeout_seconds=m.run_timeout.ToNanoseconds() / 1e9,
             start_time=when("start_time"),
             end_time=when("end_time"),
+            due_time_field=m.due_time_field,
         )
+
+
+@dataclass(frozen=True)
+class BackfilledRun:
+    """A time of a backfill and its run: ``started`` by that call, or there before."""
+
+    due_time: datetime
+    run_id: str
+    started: bool
+
+    @classmethod
+    def from_proto(cls, m: schpb.BackfilledRun) -> BackfilledRun:
+        return cls(m.due_time.ToDatetime(tzinfo=UTC), m.run_id, m.started)
+
+
+def _utc(moment: datetime) -> datetime:
+    """A naive time is UTC."""
+    return moment if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def backfill_request(
+    schedule_id: str, start: datetime, end: datetime
+) -> schpb.BackfillScheduleRequest:
+    request = schpb.BackfillScheduleRequest(schedule_id=schedule_id)
+    request.start_time.FromDatetime(_utc(start))
+    request.end_time.FromDatetime(_utc(end))
+    return request
 
 
 def create_request(
@@ -97,6 +126,7 @@ def create_request(
     run_timeout: float | timedelta | None = None,
     start_time: datetime | None = None,
     end_time: datetime | None = None,
+    due_time_field: str = "",
 ) -> schpb.CreateScheduleRequest:
     if overlap not in _OVERLAP:
         raise InvalidArgument(
@@ -113,15 +143,14 @@ def create_request(
         labels=labels or {},
         overlap=_OVERLAP[overlap],
         paused=paused,
+        due_time_field=due_time_field,
     )
     if every is not None:
         seconds = every.total_seconds() if isinstance(every, timedelta) else float(every)
         m.every.FromNanoseconds(round(seconds * 1e9))
     for name, moment in (("at", at), ("start_time", start_time), ("end_time", end_time)):
-        if moment is not None:  # a naive time is UTC
-            getattr(m, name).FromDatetime(
-                moment if moment.tzinfo is None else moment.astimezone(UTC)
-            )
+        if moment is not None:
+            getattr(m, name).FromDatetime(_utc(moment))
     if run_timeout is not None:
         limit = run_timeout.total_seconds() if isinstance(run_timeout, timedelta) else run_timeout
         m.run_timeout.FromNanoseconds(round(float(limit) * 1e9))
@@ -152,6 +181,7 @@ class ScheduleMethods:
         run_timeout: float | timedelta | None = None,
         start_time: datetime | None = None,
         end_time: datetime | None = None,
+        due_time_field: str = "",
     ) -> ScheduleInfo:
         """Start a run of ``task`` or ``pipeline`` on ``input`` at every time ``cron`` gives
         (five fields, read in ``timezone``, UTC by default), ``every`` so many seconds, or
@@ -162,6 +192,8 @@ class ScheduleMethods:
         run. The runs are submitted as this client's key, labelled ``wtm.schedule``, each
         with ``run_timeout`` (seconds) as its time limit when given. ``start_time`` and
         ``end_time`` bound a cron's or an interval's times (after the end it is done).
+        With ``due_time_field``, each run's input has that key set to the time the run was
+        due for (ISO 8601, UTC): how a task knows which day it stands for.
 
         Raises:
             InvalidArgument: the timing, the input or another field is not valid.
@@ -170,7 +202,7 @@ class ScheduleMethods:
         """
         request = create_request(
             schedule_id, task, pipeline, input, cron, every, timezone, priority, labels,
-            overlap, paused, at, run_timeout, start_time, end_time,
+            overlap, paused, at, run_timeout, start_time, end_time, due_time_field,
         )  # fmt: skip
         reply = self._s.unary(self._schedules.CreateSchedule, request)
         return ScheduleInfo.from_proto(reply.schedule)
@@ -235,6 +267,24 @@ class ScheduleMethods:
         request = schpb.TriggerScheduleRequest(schedule_id=schedule_id)
         return str(self._s.unary(self._schedules.TriggerSchedule, request, retry=False).run_id)
 
+    def backfill_schedule(
+        self, schedule_id: str, start: datetime, end: datetime
+    ) -> list[BackfilledRun]:
+        """Start a run for each time the schedule gives from ``start`` to ``end`` (both
+        included, both past; a naive time is UTC), as each time would have started it: a
+        nightly job's missed nights, or a new schedule run over the past. A time that already
+        has a run keeps it (``started`` False), so calling again starts only what is missing.
+
+        Raises:
+            InvalidArgument: ``end`` is in the future or before ``start``, or the range gives
+                more than 1,000 times (backfill it in parts).
+            NotFound: the namespace has no schedule of that id.
+            PermissionDenied: another key created it, and this one may cancel only its own.
+        """
+        request = backfill_request(schedule_id, start, end)
+        reply = self._s.unary(self._schedules.BackfillSchedule, request)  # idempotent
+        return [BackfilledRun.from_proto(r) for r in reply.runs]
+
 
 class AsyncScheduleMethods:
     """``AsyncClient``'s schedule methods: as ``ScheduleMethods``'."""
@@ -260,11 +310,12 @@ class AsyncScheduleMethods:
         run_timeout: float | timedelta | None = None,
         start_time: datetime | None = None,
         end_time: datetime | None = None,
+        due_time_field: str = "",
     ) -> ScheduleInfo:
         """As ``Client.create_schedule``."""
         request = create_request(
             schedule_id, task, pipeline, input, cron, every, timezone, priority, labels,
-            overlap, paused, at, run_timeout, start_time, end_time,
+            overlap, paused, at, run_timeout, start_time, end_time, due_time_field,
         )  # fmt: skip
         reply = await self._s.unary(self._schedules.CreateSchedule, request)
         return ScheduleInfo.from_proto(reply.schedule)
@@ -302,3 +353,11 @@ class AsyncScheduleMethods:
         request = schpb.TriggerScheduleRequest(schedule_id=schedule_id)
         reply = await self._s.unary(self._schedules.TriggerSchedule, request, retry=False)
         return str(reply.run_id)
+
+    async def backfill_schedule(
+        self, schedule_id: str, start: datetime, end: datetime
+    ) -> list[BackfilledRun]:
+        """As ``Client.backfill_schedule``."""
+        request = backfill_request(schedule_id, start, end)
+        reply = await self._s.unary(self._schedules.BackfillSchedule, request)
+        return [BackfilledRun.from_proto(r) for r in reply.runs]

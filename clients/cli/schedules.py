@@ -69,7 +69,8 @@ def schedule_panel(s: ScheduleInfo) -> str:
     lines = [
         f"[bold]{escape(s.schedule_id)}[/]  {escape(s.description)}"
         + ("  [yellow]paused[/]" if s.paused else ""),
-        escape(f"  runs {target} on {json.dumps(s.input)}"),
+        escape(f"  runs {target} on {json.dumps(s.input)}")
+        + (f", {escape(s.due_time_field)} = the time it is due" if s.due_time_field else ""),
         f"  next {_when(s.next_run_at)} UTC" if s.next_run_at else "",
         "  done: its last time has come" if not (s.paused or s.next_run_at) else "",
         f"  started {s.runs_started} · skipped {s.times_skipped} · overlap {s.overlap}"
@@ -125,6 +126,12 @@ def schedule() -> None:
     callback=lambda _ctx, _param, value: None if value is None else parse_at(value),
     help="with --cron or --every: no time after this ISO time (then it is done)",
 )
+@click.option(
+    "--due-time-field",
+    default="",
+    metavar="KEY",
+    help="set this input key of each run to the time it was due for (ISO, UTC)",
+)
 @run_timeout_option
 @click.pass_obj
 def schedule_create(
@@ -142,6 +149,7 @@ def schedule_create(
     paused: bool,
     start_time: datetime | None,
     end_time: datetime | None,
+    due_time_field: str,
     run_timeout: float | None,
 ) -> None:
     """Start a run of --task or --pipeline on INPUT_JSON (inline JSON or @FILE) at every time
@@ -164,6 +172,7 @@ def schedule_create(
             run_timeout=run_timeout,
             start_time=start_time,
             end_time=end_time,
+            due_time_field=due_time_field,
         )
     obj.out({"schedule": created}, schedule_panel(created))
 
@@ -216,6 +225,40 @@ def schedule_trigger(obj: Ctx, schedule_id: str) -> None:
     with obj.client() as client:
         run_id = client.trigger_schedule(schedule_id)
     obj.out({"run_id": run_id}, f"started run {run_id}")
+
+
+@schedule.command("backfill")
+@click.argument("schedule_id")
+@click.option(
+    "--from",
+    "start",
+    required=True,
+    callback=lambda _ctx, _param, value: parse_at(value),
+    help="the first moment of the range, an ISO time (no zone: UTC); included",
+)
+@click.option(
+    "--until",
+    "end",
+    required=True,
+    callback=lambda _ctx, _param, value: parse_at(value),
+    help="the last moment of the range, past (no zone: UTC); included",
+)
+@click.pass_obj
+def schedule_backfill(obj: Ctx, schedule_id: str, start: datetime, end: datetime) -> None:
+    """Start a run for each time the schedule gave (or would have) from --from to --until,
+    as that time would have: missed nights, or a new schedule run over the past. A time that
+    already has a run keeps it, so running this again starts only what is missing."""
+    with obj.client() as client:
+        runs = client.backfill_schedule(schedule_id, start, end)
+    table = Table(title=f"Backfill of {escape(schedule_id)}: {len(runs)} times")
+    table.add_column("due (UTC)", no_wrap=True)
+    table.add_column("run", no_wrap=True)
+    table.add_column("")
+    for r in runs:
+        table.add_row(_when(r.due_time), r.run_id, "started" if r.started else "had its run")
+    started = sum(r.started for r in runs)
+    table.caption = f"started {started} runs; {len(runs) - started} times had theirs"
+    obj.out({"runs": runs}, table if runs else "the range gives no time of this schedule")
 
 
 @schedule.command("delete")

@@ -128,6 +128,7 @@ METHOD_PERMISSIONS: dict[str, Permission] = {
     _SCH + "ResumeSchedule": P.SUBMIT,
     _SCH + "DeleteSchedule": P.CANCEL,
     _SCH + "TriggerSchedule": P.SUBMIT,
+    _SCH + "BackfillSchedule": P.SUBMIT,
     "/wtm.v1.ExecutorService/Connect": P.EXECUTOR_STREAM,
     "/wtm.v1.AuthService/CreateApiKey": P.MANAGE_KEYS,
     "/wtm.v1.AuthService/ListApiKeys": P.MANAGE_KEYS,

@@ -426,6 +426,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             run_timeout=body.run_timeout_seconds,
             start_time=body.start_time,
             end_time=body.end_time,
+            due_time_field=body.due_time_field,
         )
         return m.of(m.Schedule, created)
 
@@ -462,6 +463,20 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         return m.Triggered(
             run_id=run_id, schedule=m.of(m.Schedule, await client.get_schedule(schedule_id))
         )
+
+    @app.post(
+        "/api/v1/schedules/{schedule_id}/backfill",
+        response_model=list[m.BackfilledRun],
+        responses=ERRORS,
+        tags=["fleet"],
+    )
+    async def backfill_schedule(
+        schedule_id: str, body: m.Backfill, client: Caller
+    ) -> list[m.BackfilledRun]:
+        """A run for each time of a past range, as that time would have started it; a time
+        that already had its run keeps it (calling again starts only what is missing)."""
+        runs = await client.backfill_schedule(schedule_id, body.start_time, body.end_time)
+        return [m.of(m.BackfilledRun, r) for r in runs]
 
     @app.delete(
         "/api/v1/schedules/{schedule_id}", status_code=204, responses=ERRORS, tags=["fleet"]

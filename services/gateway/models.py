@@ -113,6 +113,7 @@ class CreateSchedule(BaseModel):
     run_timeout_seconds: float | None = Field(None, description="each run's time limit")
     start_time: datetime | None = Field(None, description="with cron or every: none before")
     end_time: datetime | None = Field(None, description="with cron or every: none after")
+    due_time_field: str = Field("", description="an input key set to each run's due time")
 
 
 class CancelRun(BaseModel):
@@ -286,6 +287,18 @@ class Schedule(BaseModel):
     run_timeout_seconds: float = Field(0.0, description="each run's time limit (0: none)")
     start_time: datetime | None = Field(None, description="no due time before it")
     end_time: datetime | None = Field(None, description="no due time after it; then done")
+    due_time_field: str = Field("", description="the input key set to each run's due time")
+
+
+class Backfill(BaseModel):
+    start_time: datetime = Field(description="the first moment of the range (included)")
+    end_time: datetime = Field(description="the last moment, past (included)")
+
+
+class BackfilledRun(BaseModel):
+    due_time: datetime = Field(description="the time the run stands for")
+    run_id: str
+    started: bool = Field(description="false: the time already had this run")
 
 
 class Triggered(BaseModel):

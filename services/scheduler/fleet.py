@@ -374,13 +374,14 @@ class Fleet:
 
     async def save(self) -> None:
         """Record this replica's executors in Redis: connected and draining ones as they
-        are, those that left as LOST (for an hour, then forgotten). An executor's record is
+        are, silent ones (``silent``) and those that left as LOST (for an hour, then
+        forgotten). An executor's record is
         written again only when what it shows changed, or its last-seen time moved by
         ``SEEN_GRAIN_SECONDS``: with a thousand executors, encoding every record every
         second held the event loop for tens of milliseconds."""
-        known = {}
-        for s in self.sessions.values():
-            state = "DRAINING" if s.draining else "CONNECTED"
+        known, now = {}, self.clock.time()
+        for s in self.sessions.values():  # a silent one is LOST until it is heard again
+            state = "LOST" if self.silent(s, now) else "DRAINING" if s.draining else "CONNECTED"
             shown = (
                 state,
                 int(s.last_seen // SEEN_GRAIN_SECONDS),

@@ -247,6 +247,11 @@ class RunService(RunListener):
         self.listeners.runs_submitted(1)
         return run
 
+    async def claimed(self, key: str) -> str:
+        """The run a request key (``request_key``) made already, or ""."""
+        claims = self.store.claims
+        return await claims.holder(key) or await claims.run_from_before_claims(key) or ""
+
     async def submit_many(self, req: SubmitRequest, inputs: list[str]) -> tuple[str, list[str]]:
         """Accept one run per input document as one batch: one plan, one MongoDB write and
         one Redis round trip (``_record_and_queue``). Returns (batch id, run ids in input

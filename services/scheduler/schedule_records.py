@@ -53,6 +53,7 @@ class ScheduleRecord:
     run_timeout_seconds: float = 0.0  # each run's time limit (0: none)
     start_ms: int = 0  # no due time before it (0: none)
     end_ms: int = 0  # no due time after it (0: none)
+    due_time_field: str = ""  # the input key each run's due time is written to ("": none)
 
     @property
     def key(self) -> str:
@@ -66,6 +67,7 @@ class ScheduleRecord:
             self.cron, self.timezone, self.every_seconds, self.at_ms, self.task, self.pipeline,
             self.input_json, self.priority, sorted(self.labels.items()), self.overlap,
             self.created_by, self.run_timeout_seconds, self.start_ms, self.end_ms,
+            self.due_time_field,
         )  # fmt: skip
 
     @property
@@ -103,6 +105,7 @@ class ScheduleRecord:
             last_error=self.last_error,
             created_by=self.created_by,
             description=self.timing.describe(),
+            due_time_field=self.due_time_field,
         )
         if self.every_seconds:
             m.every.FromMilliseconds(int(self.every_seconds * 1000))
@@ -175,7 +178,7 @@ class ScheduleStore:
         query: dict[str, Any] = {"_id": key}
         if next_ms is not None:
             query["next_ms"] = next_ms
-        update: dict[str, Any] = {"$set": changes}
+        update: dict[str, Any] = {"$set": changes} if changes else {}
         if counts:
             update["$inc"] = counts
         result = await self._c.update_one(query, update)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC
 
+from google.protobuf.message import Message
 from grpc import aio
 
 from common.errors import InvalidArgument
@@ -51,19 +52,20 @@ def schedule_from_proto(m: spb.Schedule, namespace: str) -> ScheduleRecord:
         run_timeout_seconds=m.run_timeout.ToNanoseconds() / 1e9,
         start_ms=start_ms,
         end_ms=end_ms,
+        due_time_field=m.due_time_field,
     )
 
 
-def _ms_of(m: spb.Schedule, name: str) -> int:
+def _ms_of(m: Message, name: str, prefix: str = "schedule.") -> int:
     """The time field ``name`` in ms (0: unset); INVALID_ARGUMENT for one out of range."""
     if not m.HasField(name):
         return 0
     try:
         ms = int(getattr(m, name).ToDatetime(tzinfo=UTC).timestamp() * 1000)
     except (ValueError, OverflowError) as exc:
-        raise InvalidArgument(f"is not a valid time ({exc})", field=f"schedule.{name}") from exc
+        raise InvalidArgument(f"is not a valid time ({exc})", field=f"{prefix}{name}") from exc
     if ms <= 0:
-        raise InvalidArgument("is in the past", field=f"schedule.{name}")
+        raise InvalidArgument("is before 1970", field=f"{prefix}{name}")
     return ms
 
 
@@ -115,6 +117,22 @@ class ScheduleServicer(spb_grpc.ScheduleServiceServicer):
     ) -> spb.TriggerScheduleResponse:
         run_id, record = await self._schedules.trigger(auth.scope(), request.schedule_id)
         return spb.TriggerScheduleResponse(run_id=run_id, schedule=record.to_proto())
+
+    async def BackfillSchedule(
+        self, request: spb.BackfillScheduleRequest, context: aio.ServicerContext
+    ) -> spb.BackfillScheduleResponse:
+        for name in ("start_time", "end_time"):
+            if not request.HasField(name):
+                raise InvalidArgument("is required", field=name)
+        start_ms, end_ms = (_ms_of(request, n, "") for n in ("start_time", "end_time"))
+        runs, record = await self._schedules.backfill(
+            auth.scope(), request.schedule_id, start_ms, end_ms
+        )
+        reply = spb.BackfillScheduleResponse(schedule=record.to_proto())
+        for run in runs:
+            made = reply.runs.add(run_id=run.run_id, started=run.started)
+            made.due_time.FromMilliseconds(run.due_ms)
+        return reply
 
     async def DeleteSchedule(
         self, request: spb.DeleteScheduleRequest, context: aio.ServicerContext

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
-from itertools import islice, takewhile
+from itertools import dropwhile, islice, takewhile
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
@@ -128,6 +128,23 @@ class Timing:
         latest = max(first_ms, next(self._cron_times(now_ms + 1000, reverse=True)))
         after_first = islice(self._cron_times(first_ms), MAX_COUNTED)
         return latest, sum(1 for _ in takewhile(lambda t: t <= latest, after_first))
+
+    def times_between(self, start_ms: int, end_ms: int, most: int) -> list[int]:
+        """The times this timing gives from ``start_ms`` to ``end_ms`` (both included), in
+        order, at most ``most`` of them: a backfill's. An interval's series runs back before
+        its creation too (the same phase); the schedule's own bounds still hold. A one-off
+        gives its time if it is in the range."""
+        start_ms = max(start_ms, self.start_ms)
+        if self.end_ms:
+            end_ms = min(end_ms, self.end_ms)
+        if self.at_ms:
+            return [self.at_ms] if start_ms <= self.at_ms <= end_ms else []
+        if self.every_seconds:
+            step = int(self.every_seconds * 1000)
+            first = self.anchor_ms - ((self.anchor_ms - start_ms) // step) * step
+            return list(islice(range(first, end_ms + 1, step), most))
+        times = dropwhile(lambda t: t < start_ms, self._cron_times(start_ms - 1000))
+        return list(islice(takewhile(lambda t: t <= end_ms, times), most))
 
     def _cron_times(self, from_ms: int, reverse: bool = False) -> Iterator[int]:
         """The cron times strictly after ``from_ms`` in order (``reverse``: strictly before

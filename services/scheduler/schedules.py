@@ -31,15 +31,23 @@ Chosen where nothing asked (each as Temporal or Celery beat does):
 - A run started while the schedule was paused or resumed under it (the replica had read
   it due) is recorded as its last run all the same, and counted once (one deleted under it
   keeps no record, and its run goes on).
+- **Which time a run stands for** reaches task code only through its input (it gets nothing
+  else): with ``due_time_field`` set, each run's input has that key set to its due time.
+- **Backfill** (Temporal's, Airflow's): a run for each time of a past range, each as that
+  time would have started it, with the same request id, so a time that already has a run
+  gets no second one and a retried backfill starts only what is missing. Not the schedule's
+  last run, and not held back by its overlap or its pause: an explicit request, as a trigger.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from opentelemetry import metrics
@@ -60,6 +68,7 @@ from services.scheduler.planning import (
     check_request,
     parse_input,
     plan_run,
+    request_key,
 )
 from services.scheduler.runs import RunService
 from services.scheduler.schedule_records import OVERLAPS, ScheduleRecord, ScheduleStore
@@ -70,7 +79,24 @@ SCHEDULE_LABEL = "wtm.schedule"
 TIME_LABEL = "wtm.schedule_time"  # the time a run was due (ISO, UTC), as Temporal records it
 SUBMIT_RUN = "/wtm.v1.SchedulerService/SubmitRun"  # what the audit log calls a fired run
 MAX_PER_NAMESPACE = 1000
+MAX_BACKFILL = 1000  # times per BackfillSchedule call
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Backfilled:
+    """A time of a backfill and its run: started by the backfill, or there before."""
+
+    due_ms: int
+    run_id: str
+    started: bool
+
+
+def iso_ms(ms: int) -> str:
+    """``ms`` as ISO 8601 in UTC to the millisecond, "Z" for UTC (a run's due time)."""
+    due = datetime.fromtimestamp(ms / 1000, UTC)
+    return due.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Schedules:
@@ -115,6 +141,11 @@ class Schedules:
             )
         if record.overlap not in OVERLAPS:
             raise InvalidArgument(f"must be one of {', '.join(OVERLAPS)}", field="schedule.overlap")
+        if record.due_time_field and not _FIELD.match(record.due_time_field):
+            raise InvalidArgument(
+                "must be a letter or '_', then letters, digits or '_' (64 at most)",
+                field="schedule.due_time_field",
+            )
         for ours in (SCHEDULE_LABEL, TIME_LABEL):
             if ours in record.labels:
                 raise InvalidArgument("is set by the scheduler", field=f"schedule.labels.{ours}")
@@ -146,7 +177,7 @@ class Schedules:
     async def _check_target(self, record: ScheduleRecord) -> None:
         """What a run of the schedule would be refused for, refused now (the task or the
         pipeline, the input against their schemas), each field named under ``schedule.``."""
-        req = self._request(record, "")
+        req = self._request(record, "", self.clock.now_ms() if record.due_time_field else 0)
         try:
             check_request(req)
             doc = parse_input(req.input_json)
@@ -161,13 +192,17 @@ class Schedules:
     def _request(self, record: ScheduleRecord, request_id: str, due_ms: int = 0) -> SubmitRequest:
         """The submit of the schedule's run for the time ``due_ms`` (0: none, a check)."""
         labels = {**record.labels, SCHEDULE_LABEL: record.schedule_id}
+        input_json = record.input_json or "{}"
         if due_ms:
-            due = datetime.fromtimestamp(due_ms / 1000, UTC)
-            labels[TIME_LABEL] = due.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            labels[TIME_LABEL] = iso_ms(due_ms)
+            if record.due_time_field:
+                doc = json.loads(input_json)  # an object: checked when it was created
+                if isinstance(doc, dict):
+                    input_json = json.dumps({**doc, record.due_time_field: iso_ms(due_ms)})
         return SubmitRequest(
             task=record.task,
             pipeline=record.pipeline,
-            input_json=record.input_json or "{}",
+            input_json=input_json,
             priority=record.priority,
             request_id=request_id,
             labels=labels,
@@ -221,6 +256,44 @@ class Schedules:
         )
         self.started.add(1, {"namespace": record.namespace})
         return run_id, await self.get(namespace, schedule_id)
+
+    async def backfill(
+        self, namespace: str, schedule_id: str, start_ms: int, end_ms: int
+    ) -> tuple[list[Backfilled], ScheduleRecord]:
+        """A run for each time the schedule gives from ``start_ms`` to ``end_ms`` (both
+        included, both past), in order; a time that already had its run keeps it."""
+        record = await self._own(namespace, schedule_id)
+        if end_ms < start_ms:
+            raise InvalidArgument("must not be before start_time", field="end_time")
+        if end_ms > self.clock.now_ms():
+            raise InvalidArgument(
+                "is in the future: a backfill is of times past (times to come start on their "
+                "own; TriggerSchedule starts one now)",
+                field="end_time",
+            )
+        times = record.timing.times_between(start_ms, end_ms, MAX_BACKFILL + 1)
+        if len(times) > MAX_BACKFILL:
+            raise InvalidArgument(
+                f"the range gives more than {MAX_BACKFILL} times of this schedule; backfill it "
+                "in parts (a time already backfilled is not started again)",
+                field="end_time",
+            )
+        done: list[Backfilled] = []
+        try:
+            for due_ms in times:
+                request_id = f"schedule/{schedule_id}/{due_ms}"  # as the due time's own firing
+                ran = await self.runs.claimed(request_key(record.namespace, request_id))
+                if ran:
+                    done.append(Backfilled(due_ms, ran, started=False))
+                else:
+                    run_id = await self._start(record, request_id, due_ms)
+                    done.append(Backfilled(due_ms, run_id, started=True))
+        finally:  # what started before a refusal (the namespace's limit, say) is counted
+            started = sum(b.started for b in done)
+            if started:
+                await self.store.update(record.key, {}, {"runs_started": started})
+                self.started.add(started, {"namespace": record.namespace})
+        return done, await self.get(namespace, schedule_id)
 
     async def _own(self, namespace: str, schedule_id: str) -> ScheduleRecord:
         """The schedule, if the caller created it or may cancel anyone's runs."""

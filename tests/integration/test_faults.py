@@ -140,6 +140,8 @@ def test_a_frozen_executor_stops_its_steps_before_their_lease_can_lapse(
         # open, was given it three more times, a lease each, until 2026-12-05.
         assert done.steps[0].attempt == 2
         no_overlap(journal(log), {pid: died})
+        listed = lambda: {e.executor_id: e.state for e in client.list_executors()}  # noqa: E731
+        eventually(lambda: listed()[frozen.name] == "LOST", 5, "the frozen one listed LOST")
     finally:
         frozen.proc.send_signal(signal.SIGCONT)
         for child in (frozen, second):

@@ -8,6 +8,7 @@ import asyncio
 import json
 import ssl
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -291,9 +292,21 @@ def test_the_namespaces_schedules_are_listed(http: httpx.Client, client: Client)
         assert http.post("/api/v1/schedules/gw-hourly/resume").json()["paused"] is False
         missing = http.post("/api/v1/schedules/nope/pause")
         assert missing.status_code == 404 and missing.json()["error"]["field"] == "schedule_id"
+        since = datetime.now(UTC) - timedelta(hours=2, minutes=-1)
+        filled = http.post(  # the hour's series back from its creation: creation, and -1 h
+            "/api/v1/schedules/gw-hourly/backfill",
+            json={"start_time": since.isoformat(), "end_time": datetime.now(UTC).isoformat()},
+        )
+        assert filled.status_code == 200, filled.text
+        assert [r["started"] for r in filled.json()] == [True, True]
+        future = http.post(
+            "/api/v1/schedules/gw-hourly/backfill",
+            json={"start_time": since.isoformat(), "end_time": "2999-01-01T00:00:00Z"},
+        )
+        assert future.status_code == 400 and future.json()["error"]["field"] == "end_time"
         now = http.post("/api/v1/schedules/gw-hourly/trigger")
         assert now.status_code == 201, now.text
-        assert now.json()["schedule"]["runs_started"] == 1
+        assert now.json()["schedule"]["runs_started"] == 3  # two backfilled, one now
         ran = client.wait(now.json()["run_id"], timeout=60)
         assert ran.output["count"] == 2 and ran.labels["wtm.schedule"] == "gw-hourly"
     finally:

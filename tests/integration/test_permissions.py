@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from clients.sdk import ApiError, Client, TaskInfo
 from common import tls
@@ -148,6 +149,9 @@ def calls(
         "/wtm.v1.ScheduleService/TriggerSchedule": lambda: sch.TriggerSchedule(
             schpb.TriggerScheduleRequest(schedule_id="nope")
         ),
+        "/wtm.v1.ScheduleService/BackfillSchedule": lambda: sch.BackfillSchedule(
+            schpb.BackfillScheduleRequest(schedule_id="nope")
+        ),
         "/wtm.v1.ExecutorService/Connect": lambda: list(
             e.Connect(_stream(epb.ConnectRequest(hello=epb.ExecutorHello(executor_id="x"))))
         ),
@@ -247,6 +251,8 @@ def other_namespace_calls(
     task, version = t.task.task_id, t.task.version
     every_hour = schpb.Schedule(schedule_id="ns-x", task=task)
     every_hour.every.FromSeconds(3600)
+    past = Timestamp()
+    past.FromSeconds(int(time.time()) - 60)
 
     def not_found(
         call: Callable[[], Any], code: grpc.StatusCode = grpc.StatusCode.NOT_FOUND
@@ -369,6 +375,13 @@ def other_namespace_calls(
         ),
         "/wtm.v1.ScheduleService/TriggerSchedule": not_found(
             lambda: sch.TriggerSchedule(schpb.TriggerScheduleRequest(schedule_id=t.schedule_id))
+        ),
+        "/wtm.v1.ScheduleService/BackfillSchedule": not_found(
+            lambda: sch.BackfillSchedule(
+                schpb.BackfillScheduleRequest(
+                    schedule_id=t.schedule_id, start_time=past, end_time=past
+                )
+            )
         ),
         "/wtm.v1.RegistryService/CheckDependencies": lambda: True,
         "/wtm.v1.ExecutorService/Connect": not_found(  # asking for another's queues

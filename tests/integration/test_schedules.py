@@ -302,6 +302,71 @@ def test_only_its_creator_or_an_operator_pauses_or_deletes_a_schedule(
         team["submitter"].get_schedule("mine")
 
 
+ECHO_ALL = """
+from tasks.base.task_base import SimpleTask
+
+class Task(SimpleTask):
+    def process(self, input_data):
+        return {"echo": input_data}
+"""
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def test_a_backfill_runs_each_past_time_once_and_each_run_is_told_its_time(
+    cluster: Cluster, team: dict[str, Client], tmp_path: Path
+) -> None:
+    """An hourly report created now, run over the last hours (Temporal's backfill): one run
+    per hour of the range, each given its hour in its input (the task gets nothing else) and
+    on its label; a wider range again starts only the hour that had none."""
+    admin, mine = team["admin"], team["submitter"]
+    admin.register_task(make_task(tmp_path, "hour_echo", ECHO_ALL))
+    with pytest.raises(InvalidArgument) as bad_field:
+        mine.create_schedule("bad-field", task="hour_echo", cron="0 * * * *", due_time_field="1x")
+    assert bad_field.value.field == "schedule.due_time_field"
+    mine.create_schedule(
+        "hourly-report", task="hour_echo", input={"report": "sales"}, cron="0 * * * *",
+        due_time_field="hour",
+    )  # fmt: skip
+    try:
+        now = datetime.now(UTC)
+        start = (now - timedelta(hours=3)).replace(minute=0, second=0, microsecond=0)
+        first = mine.backfill_schedule("hourly-report", start, now)
+        assert [r.due_time for r in first] == [start + timedelta(hours=i) for i in range(4)]
+        assert all(r.started for r in first)
+        for r in first:
+            ran = mine.wait(r.run_id, timeout=60)
+            assert ran.state == "COMPLETED", ran.error
+            assert ran.output["echo"] == {"report": "sales", "hour": iso(r.due_time)}
+            assert ran.labels["wtm.schedule_time"] == iso(r.due_time)
+            assert ran.labels["wtm.schedule"] == "hourly-report"
+        again = mine.backfill_schedule("hourly-report", start - timedelta(hours=1), now)
+        assert [r.run_id for r in again[1:]] == [r.run_id for r in first]
+        assert again[0].started and not any(r.started for r in again[1:])
+        assert mine.get_schedule("hourly-report").runs_started == 5
+        with pytest.raises(PermissionDenied):  # another submitter's key
+            team["other-submitter"].backfill_schedule("hourly-report", start, now)
+        for since, until, field in (
+            (now, now + timedelta(hours=1), "end_time"),  # a time to come: not a backfill
+            (now - timedelta(days=50), now, "end_time"),  # 1,200 times: more than 1,000
+            (now, now - timedelta(hours=1), "end_time"),  # backwards
+        ):
+            with pytest.raises(InvalidArgument) as refused:
+                mine.backfill_schedule("hourly-report", since, until)
+            assert refused.value.field == field, refused.value
+        with pytest.raises(NotFound):
+            mine.backfill_schedule("no-such-schedule", start, now)
+        shown = run_cli(  # as the installation's admin, who may act on anyone's schedule
+            cluster, "--json", "-n", NS, "schedule", "backfill", "hourly-report",
+            "--from", iso(start), "--until", iso(now),
+        )  # fmt: skip
+        assert [r["started"] for r in json.loads(shown.stdout)["runs"]] == [False] * 4
+    finally:
+        mine.delete_schedule("hourly-report")
+
+
 def test_the_cli_creates_lists_pauses_and_deletes_a_schedule(
     cluster: Cluster, team: dict[str, Client], tmp_path: Path
 ) -> None:

@@ -135,3 +135,24 @@ def test_bounds_keep_the_times_between_them_and_after_the_end_there_are_none() -
     assert every.describe() == (
         "every minute, from 1970-01-01 00:03:20 UTC, until 1970-01-01 00:06:40 UTC"
     )
+
+
+def test_a_backfill_range_gives_every_time_in_it_both_ends_included() -> None:
+    cron = Timing(cron="0 2 * * *", timezone="Europe/Berlin")
+    days = cron.times_between(ms(2026, 3, 27, 2, 0, tz=BERLIN), ms(2026, 3, 31, tz=BERLIN), 100)
+    assert [datetime.fromtimestamp(t / 1000, BERLIN).day for t in days] == [27, 28, 29, 30]
+    assert days[0] == ms(2026, 3, 27, 2, 0, tz=BERLIN)  # the start itself is a time
+    # 2026-03-29 has no 02:00 in Berlin: cron runs it at the change, as it fires
+    assert cron.times_between(ms(2026, 3, 27, 2, 0, 0, tz=BERLIN) + 1, days[1], 100) == [days[1]]
+    assert len(cron.times_between(0, ms(2026, 1, 1), 7)) == 7  # at most ``most``
+    # An interval's series runs back before its creation, in its phase.
+    every = Timing(every_seconds=60, anchor_ms=1_000_000)
+    assert every.times_between(820_000, 1_001_000, 100) == [
+        820_000, 880_000, 940_000, 1_000_000
+    ]  # fmt: skip
+    assert every.times_between(880_001, 939_999, 100) == []
+    # The schedule's own bounds still hold; a one-off gives its time when it is in range.
+    bounded = Timing(every_seconds=60, anchor_ms=0, start_ms=120_000, end_ms=240_000)
+    assert bounded.times_between(0, 10**9, 100) == [120_000, 180_000, 240_000]
+    assert Timing(at_ms=5_000).times_between(0, 5_000, 100) == [5_000]
+    assert Timing(at_ms=5_000).times_between(5_001, 9_000, 100) == []

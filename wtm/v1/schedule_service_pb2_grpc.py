@@ -73,6 +73,11 @@ class ScheduleServiceStub:
                 request_serializer=wtm_dot_v1_dot_schedule__service__pb2.TriggerScheduleRequest.SerializeToString,
                 response_deserializer=wtm_dot_v1_dot_schedule__service__pb2.TriggerScheduleResponse.FromString,
                 _registered_method=True)
+        self.BackfillSchedule = channel.unary_unary(
+                '/wtm.v1.ScheduleService/BackfillSchedule',
+                request_serializer=wtm_dot_v1_dot_schedule__service__pb2.BackfillScheduleRequest.SerializeToString,
+                response_deserializer=wtm_dot_v1_dot_schedule__service__pb2.BackfillScheduleResponse.FromString,
+                _registered_method=True)
 
 
 class ScheduleServiceServicer:
@@ -136,6 +141,18 @@ class ScheduleServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BackfillSchedule(self, request, context):
+        """BackfillSchedule starts a run for each time the schedule gives from start_time to
+        end_time (both included, both past), as each would have started then: its creator's
+        key, its labels, "wtm.schedule_time" the time it stands for, and its due_time_field in
+        the input (Temporal's backfill, Airflow's). A time that already has a run (its due time
+        fired, or an earlier backfill) gets no second one: a retried backfill starts only what
+        is missing. At most 1000 times per call; paused or not, whatever its overlap says.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ScheduleServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -173,6 +190,11 @@ def add_ScheduleServiceServicer_to_server(servicer, server):
                     servicer.TriggerSchedule,
                     request_deserializer=wtm_dot_v1_dot_schedule__service__pb2.TriggerScheduleRequest.FromString,
                     response_serializer=wtm_dot_v1_dot_schedule__service__pb2.TriggerScheduleResponse.SerializeToString,
+            ),
+            'BackfillSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.BackfillSchedule,
+                    request_deserializer=wtm_dot_v1_dot_schedule__service__pb2.BackfillScheduleRequest.FromString,
+                    response_serializer=wtm_dot_v1_dot_schedule__service__pb2.BackfillScheduleResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -368,6 +390,33 @@ class ScheduleService:
             '/wtm.v1.ScheduleService/TriggerSchedule',
             wtm_dot_v1_dot_schedule__service__pb2.TriggerScheduleRequest.SerializeToString,
             wtm_dot_v1_dot_schedule__service__pb2.TriggerScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BackfillSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wtm.v1.ScheduleService/BackfillSchedule',
+            wtm_dot_v1_dot_schedule__service__pb2.BackfillScheduleRequest.SerializeToString,
+            wtm_dot_v1_dot_schedule__service__pb2.BackfillScheduleResponse.FromString,
             options,
             channel_credentials,
             insecure,
