@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc import aio
@@ -143,6 +144,8 @@ class Executor:
         self._sent: deque[tuple[float, epb.ConnectRequest]] = deque(maxlen=10_000)
         self._draining = asyncio.Event()
         self._stream_no = 0
+        self._heard = 0.0  # when the scheduler last sent anything (monotonic)
+        self._abandoned = 0  # a stream given up for its scheduler's silence
         self._batched_results = False  # the current stream's welcome said it takes them
         self._attempts = 0
         self._heartbeat_seconds = 5.0
@@ -277,8 +280,10 @@ class Executor:
             self._batched_results = False  # until this scheduler's welcome says otherwise
             call = stub.Connect(self._requests(self._stream_no), metadata=self._metadata)
             heartbeats: asyncio.Task[None] | None = None
+            stream_no = self._stream_no
             try:
                 async for message in call:
+                    self._heard = time.monotonic()
                     kind = message.WhichOneof("message")
                     if kind == "welcome":
                         welcome = message.welcome
@@ -290,7 +295,7 @@ class Executor:
                             address,
                             self.settings.executor_id,
                         )
-                        heartbeats = asyncio.create_task(self._heartbeats())
+                        heartbeats = asyncio.create_task(self._heartbeats(call))
                         if self._running:  # tell the scheduler what survived the disconnect
                             self._outbox.put_nowait(self._heartbeat())
                         self._resend(message.welcome.lease_seconds or 30)
@@ -324,6 +329,10 @@ class Executor:
                     raise SystemExit(2) from exc
                 log.warning("scheduler stream lost: %s", exc.code().name)
                 raise
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if self._abandoned != stream_no or (task is not None and task.cancelling()):
+                    raise  # the executor is stopping
             finally:
                 if heartbeats is not None:
                     heartbeats.cancel()
@@ -390,11 +399,24 @@ class Executor:
             )
         )
 
-    async def _heartbeats(self) -> None:
+    async def _heartbeats(self, call: Any) -> None:
+        """A heartbeat each interval; and the stream given up (to reconnect, to the next
+        scheduler given) once its scheduler has said nothing — not one acknowledgement — for
+        three intervals and a whole lease: by then the fence has stopped every step it
+        leased, and the stream is worth nothing. A frozen scheduler (SIGSTOP, a stalled VM)
+        keeps the TCP connection up, and gRPC's keep-alive would see it only after 80 s."""
         while True:
             self._touch_health_file()
             await asyncio.sleep(self._heartbeat_seconds)
             self._outbox.put_nowait(self._heartbeat())
+            quiet = time.monotonic() - self._heard
+            if self.fence.enabled and quiet > max(
+                3 * self._heartbeat_seconds, self.fence.lease_seconds
+            ):
+                log.warning("scheduler silent for %.1fs: reconnecting", quiet)
+                self._abandoned = self._stream_no
+                call.cancel()
+                return
 
     async def _sweeps(self) -> None:
         """Once a second, kill the workers over a limit (``WorkerPool.sweep``)."""

@@ -14,7 +14,7 @@ what the steps' own journal says against what the system says:
 - MongoDB's run records converge on COMPLETED.
 
 Trials: executor kill -9, executor frozen (SIGSTOP), scheduler kill -9, Redis flushed, one
-of two schedulers killed for good.
+of two schedulers killed for good, one of two frozen (its executors, given both, move on).
 """
 
 from __future__ import annotations
@@ -162,7 +162,8 @@ def run_trial(
     kills the first)."""
     addresses = [suite.start_scheduler() for _ in range(schedulers)]
     address = addresses[0]
-    for n, at in ((1, addresses[0]), (2, addresses[-1])):
+    for n, first in ((1, 0), (2, len(addresses) - 1)):  # each given every replica, as deployed
+        at = ",".join(addresses[first:] + addresses[:first])
         suite.start_executor(at, f"suite-{n}", slots=2)
     journal = shared_file(shared, "journal.txt")
     with suite.client(address) as client, suite.client(addresses[-1]) as survivor:
@@ -259,6 +260,12 @@ def kill_one_of_two_schedulers(suite: Fleet, address: str) -> None:
     suite.kill_scheduler(address)  # the one the runs were submitted to; not restarted
 
 
+def freeze_one_of_two_schedulers(suite: Fleet, address: str) -> None:
+    frozen = suite.schedulers[address]  # the one the runs were submitted to; its TCP stays up
+    frozen.proc.send_signal(signal.SIGSTOP)  # thawed and stopped by the fleet's cleanup
+    suite.frozen = frozen  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize(
     "fault",
     [
@@ -267,13 +274,14 @@ def kill_one_of_two_schedulers(suite: Fleet, address: str) -> None:
         kill_the_scheduler,
         flush_redis,
         kill_one_of_two_schedulers,
+        freeze_one_of_two_schedulers,
     ],
     ids=lambda f: f.__name__,
 )
 def test_a_fault_loses_no_run_runs_no_step_twice_at_once_and_keeps_every_execution(
     suite: Fleet, shared_tmp: Path, fault: Callable[[Fleet, str], None]
 ) -> None:
-    two = fault is kill_one_of_two_schedulers
+    two = fault in (kill_one_of_two_schedulers, freeze_one_of_two_schedulers)
     try:
         runs, ran, run_of_tag = run_trial(suite, shared_tmp, fault, schedulers=2 if two else 1)
         check(suite, runs, ran, run_of_tag)

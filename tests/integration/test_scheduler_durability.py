@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import threading
 import time
 from collections import Counter
@@ -25,6 +26,7 @@ import redis
 from clients.sdk import ApiError
 from tests.conftest import shared_file
 from tests.integration.ledger_fleet import Fleet, ledger_counts, wait_all
+from tests.waiting import eventually
 
 
 def test_a_scheduler_killed_mid_run_carries_on_every_run_when_it_restarts(
@@ -80,6 +82,36 @@ def test_a_redis_flush_mid_run_is_rebuilt_from_mongodb(
     assert (waited.scheduled_at, waited.deadline_at) == (late.scheduled_at, late.deadline_at)
     log = (fleet.root / "logs").glob("scheduler-*.log")
     assert any("Redis lost its data" in p.read_text() for p in log)
+
+
+def test_an_executor_leaves_a_frozen_scheduler_for_the_next_one_it_was_given(
+    fleet: Fleet, shared_tmp: Path
+) -> None:
+    """A scheduler replica frozen (SIGSTOP) keeps its executors' TCP connections up, and
+    gRPC's keep-alive notices only after 80 s: its executors sat idle that long while the
+    other replica had work. An executor now gives a stream up once its scheduler has
+    acknowledged nothing for a lease (3 s here), and connects to the next address."""
+    fleet.env["WTM_LEASE_SECONDS"] = "3"
+    first, second = fleet.start_scheduler(), fleet.start_scheduler()
+    executor = fleet.start_executor(f"{first},{second}", "two-homed")
+    ledger = shared_file(shared_tmp, "ledger.txt")
+    eventually(lambda: f"connected to {first}" in executor.log_path.read_text(), 30, "a stream")
+    frozen = fleet.schedulers[first]
+    frozen.proc.send_signal(signal.SIGSTOP)
+    try:
+        with fleet.client(second) as client:
+            started = time.monotonic()
+            run = client.submit(
+                task="ledger", input={"tag": "f", "ledger": str(ledger), "seconds": 0}
+            )
+            done = client.wait(run.run_id, timeout=30)
+            took = time.monotonic() - started
+        assert done.state == "COMPLETED" and done.steps[0].executor_id == "two-homed"
+        assert took < 15, took  # a lease, a reconnect, the run: not the keep-alive's 80 s
+        log = executor.log_path.read_text()
+        assert "scheduler silent for" in log and f"connected to {second}" in log
+    finally:
+        frozen.proc.send_signal(signal.SIGCONT)
 
 
 def test_two_schedulers_on_one_redis_run_each_step_once(
