@@ -13,6 +13,7 @@ import contextlib
 import os
 import re
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -302,10 +303,12 @@ def test_a_schedule_is_made_run_listed_and_deleted_from_the_page(
         expect(form).to_contain_text("INVALID_ARGUMENT: schedule.cron", timeout=STEP_MS)
         form.locator("select[name=kind]").select_option("every")
         form.locator("input[name=when]").fill("3600")
+        form.locator("input[name=due_time_field]").fill("hour")
         form.get_by_role("button", name="Create").click()
         row = page.locator('#schedules tr[data-schedule="dash-hourly"]')
         expect(row).to_contain_text("every hour", timeout=STEP_MS)
-        assert client.get_schedule("dash-hourly").every_seconds == 3600
+        made = client.get_schedule("dash-hourly")
+        assert (made.every_seconds, made.due_time_field) == (3600, "hour")
 
         row.get_by_role("button", name="Run now").click()
         expect(page.locator("#run-state .badge")).to_have_text("COMPLETED", timeout=STEP_MS)
@@ -320,7 +323,21 @@ def test_a_schedule_is_made_run_listed_and_deleted_from_the_page(
         expect(listed).to_have_count(1, timeout=STEP_MS)
         assert listed.get_attribute("data-run") == run_id
 
+        # Backfill the last 90 minutes: the hour's series back from its creation gives two
+        # times (creation, and an hour before), each run told its time in its input.
         page.goto("/#/queues")
+        row.get_by_role("button", name="Backfill…").click()
+        card = page.locator("#backfill")
+        expect(card.locator("input[name=schedule_id]")).to_have_value("dash-hourly")
+        now = datetime.now()  # the browser's zone is this machine's
+        card.locator("input[name=from]").fill(f"{now - timedelta(minutes=90):%Y-%m-%dT%H:%M:%S}")
+        card.locator("input[name=until]").fill(f"{now:%Y-%m-%dT%H:%M:%S}")
+        card.get_by_role("button", name="Backfill").click()
+        expect(card.locator("#backfilled")).to_have_text(
+            "2 times: started 2, 0 had their run", timeout=STEP_MS
+        )
+        assert client.get_schedule("dash-hourly").runs_started == 3
+
         row.get_by_role("button", name="Delete").click()
         expect(row).to_have_count(0, timeout=STEP_MS)
         assert not [s for s in client.list_schedules() if s.schedule_id == "dash-hourly"]

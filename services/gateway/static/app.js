@@ -502,6 +502,7 @@ function scheduleForm(done) {
   const zone = h("input", { name: "timezone", size: 16, placeholder: "UTC" });
   const overlap = h("select", { name: "overlap" }, h("option", { value: "skip" }, "skip a time while the last run goes on"), h("option", { value: "allow" }, "start another run anyway"));
   const limit = h("input", { type: "number", name: "run_timeout", min: 1, step: "any", placeholder: "none", size: 8 });
+  const dueKey = h("input", { name: "due_time_field", size: 12, placeholder: "none" });
   return h("details", { class: "card" }, h("summary", {}, "New schedule"),
     h("form", { id: "new-schedule", onsubmit: async (ev) => {
       ev.preventDefault(); err.textContent = "";
@@ -511,7 +512,8 @@ function scheduleForm(done) {
       const timing = kind.value === "cron" ? { cron: when.value.trim(), timezone: zone.value.trim() } : { every_seconds: Number(when.value) };
       try {
         const made = await api("/api/v1/schedules", { json: { schedule_id: id.value.trim(), [what]: ref, input: doc, ...timing,
-          overlap: overlap.value, run_timeout_seconds: limit.value ? Number(limit.value) : null } });
+          overlap: overlap.value, run_timeout_seconds: limit.value ? Number(limit.value) : null,
+          due_time_field: dueKey.value.trim() } });
         err.textContent = `created: ${made.description}`;
         await done(made);
       } catch (e) { err.textContent = `${e.code}: ${e.message}`; }
@@ -523,7 +525,31 @@ function scheduleForm(done) {
       h("label", {}, "Time zone (cron only)", zone),
       h("label", {}, "Overlap", overlap),
       h("label", {}, "Time limit of each run, seconds", limit),
+      h("label", {}, "Input key set to each run's due time", dueKey),
       h("button", { type: "submit" }, "Create"), " ", err));
+}
+
+// A run for each time of a schedule in a past range (times that had theirs keep them);
+// `choose(id)` opens it for one schedule.
+function backfillForm() {
+  const err = h("span", { class: "error" }), out = h("span", { class: "muted", id: "backfilled" });
+  const id = h("input", { name: "schedule_id", size: 20, required: true });
+  const from = h("input", { type: "datetime-local", name: "from", step: 1, required: true });
+  const until = h("input", { type: "datetime-local", name: "until", step: 1, required: true });
+  const card = h("details", { class: "card", id: "backfill" }, h("summary", {}, "Backfill a schedule"),
+    h("form", { onsubmit: async (ev) => {
+      ev.preventDefault(); err.textContent = ""; out.textContent = "";
+      try {
+        const range = { start_time: new Date(from.value).toISOString(), end_time: new Date(until.value).toISOString() };
+        const runs = await api(`/api/v1/schedules/${encodeURIComponent(id.value.trim())}/backfill`, { json: range });
+        const started = runs.filter((r) => r.started).length;
+        out.textContent = `${runs.length} times: started ${started}, ${runs.length - started} had their run`;
+      } catch (e) { err.textContent = `${e.code}: ${e.message}`; }
+    } },
+      h("label", {}, "Schedule id", id), h("label", {}, "From (your time)", from), h("label", {}, "Until, past", until),
+      h("button", { type: "submit" }, "Backfill"), " ", out, err));
+  card.choose = (scheduleId) => { id.value = scheduleId; card.open = true; card.scrollIntoView(); };
+  return card;
 }
 
 function queuesPage() {
@@ -531,11 +557,12 @@ function queuesPage() {
   const delayed = h("p", { class: "muted" });
   const spaces = h("tbody");
   const schedules = h("tbody");
+  const backfill = backfillForm();
   main.replaceChildren(h("h1", {}, "Queues"), h("table", { id: "queues" },
     h("thead", {}, h("tr", {}, ["Queue", "Namespace", "Waiting", "Oldest waiting", "Executors", "Free slots", ""].map((c) => h("th", {}, c)))), body), delayed,
     h("h2", {}, "Namespaces"), h("table", { id: "namespaces" },
       h("thead", {}, h("tr", {}, ["Namespace", "Runs queued or running", "Limit", "Weight", "Steps waiting", "Runs kept", ""].map((c) => h("th", {}, c)))), spaces),
-    h("h2", {}, "Schedules"), scheduleForm(() => fill()), h("table", { id: "schedules" },
+    h("h2", {}, "Schedules"), scheduleForm(() => fill()), backfill, h("table", { id: "schedules" },
       h("thead", {}, h("tr", {}, ["Schedule", "When", "Runs", "Next", "Started", "Skipped", "Last run", ""].map((c) => h("th", {}, c)))), schedules));
   const fill = async () => {
     const [q, ns, sch] = await Promise.all([api("/api/v1/queues"), api("/api/v1/namespaces"), api("/api/v1/schedules")]);
@@ -545,7 +572,7 @@ function queuesPage() {
       h("td", { class: "num" }, s.times_skipped),
       h("td", {}, s.last_run_id ? h("a", { href: `#/runs/${s.last_run_id}` }, s.last_run_id) : "",
         s.last_error ? h("div", { class: "warning" }, s.last_error) : null),
-      h("td", { class: "actions" }, ...scheduleActions(s, fill)))));
+      h("td", { class: "actions" }, ...scheduleActions(s, fill, backfill.choose)))));
     if (!sch.length) schedules.replaceChildren(h("tr", {}, h("td", { colspan: 8, class: "muted" }, "No schedule in this namespace.")));
     spaces.replaceChildren(...ns.map((n) => h("tr", { "data-namespace": n.namespace },
       h("td", {}, n.namespace), h("td", { class: "num" }, n.unfinished_runs),
@@ -564,8 +591,8 @@ function queuesPage() {
   return every(REFRESH_MS, fill);
 }
 
-// The buttons of a schedule's row: its runs, one now, pause or resume, delete.
-function scheduleActions(s, fill) {
+// The buttons of a schedule's row: its runs, one now, a backfill, pause or resume, delete.
+function scheduleActions(s, fill, backfill) {
   const path = `/api/v1/schedules/${encodeURIComponent(s.schedule_id)}`;
   const act = (text, cls, call) => h("button", { class: cls, onclick: async (event) => {
     event.target.disabled = true;
@@ -578,6 +605,7 @@ function scheduleActions(s, fill) {
   return [
     h("button", { class: "secondary", onclick: runs }, "Runs"), " ",
     act("Run now", "secondary", async () => { const t = await api(`${path}/trigger`, { method: "POST" }); location.hash = `#/runs/${t.run_id}`; }), " ",
+    h("button", { class: "secondary", onclick: () => backfill(s.schedule_id) }, "Backfill…"), " ",
     act(s.paused ? "Resume" : "Pause", s.paused ? "" : "danger", async () => { await api(`${path}/${s.paused ? "resume" : "pause"}`, { method: "POST" }); await fill(); }), " ",
     act("Delete", "danger", async () => {
       if (!confirm(`Delete schedule ${s.schedule_id}? Its runs go on.`)) return;
