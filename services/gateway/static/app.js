@@ -543,7 +543,7 @@ function backfillForm() {
         const range = { start_time: new Date(from.value).toISOString(), end_time: new Date(until.value).toISOString() };
         const runs = await api(`/api/v1/schedules/${encodeURIComponent(id.value.trim())}/backfill`, { json: range });
         const started = runs.filter((r) => r.started).length;
-        out.textContent = `${runs.length} times: started ${started}, ${runs.length - started} had their run`;
+        out.textContent = `${runs.length} time${runs.length === 1 ? "" : "s"}: started ${started}, ${runs.length - started} had their run`;
       } catch (e) { err.textContent = `${e.code}: ${e.message}`; }
     } },
       h("label", {}, "Schedule id", id), h("label", {}, "From (your time)", from), h("label", {}, "Until, past", until),
