@@ -342,9 +342,29 @@ def test_a_schedule_is_made_run_listed_and_deleted_from_the_page(
         row.get_by_role("button", name="Delete").click()
         expect(row).to_have_count(0, timeout=STEP_MS)
         assert not [s for s in client.list_schedules() if s.schedule_id == "dash-hourly"]
+
+        # Once, at a time; and every minute, within bounds (both in the browser's time).
+        page.locator("details:has(form#new-schedule) > summary").click()
+        form.locator("input[name=schedule_id]").fill("dash-once")
+        form.locator("select[name=kind]").select_option("once")
+        later = datetime.now() + timedelta(hours=1)
+        form.locator("input[name=at]").fill(f"{later:%Y-%m-%dT%H:%M:%S}")
+        form.locator("input[name=due_time_field]").fill("")
+        form.get_by_role("button", name="Create").click()
+        once = page.locator('#schedules tr[data-schedule="dash-once"]')
+        expect(once).to_contain_text("once, at", timeout=STEP_MS)
+        assert client.get_schedule("dash-once").at == later.replace(microsecond=0).astimezone()
+        form.locator("input[name=schedule_id]").fill("dash-bounded")
+        form.locator("select[name=kind]").select_option("every")
+        form.locator("input[name=when]").fill("60")
+        form.locator("input[name=end_time]").fill(f"{later:%Y-%m-%dT%H:%M:%S}")
+        form.get_by_role("button", name="Create").click()
+        bounded = page.locator('#schedules tr[data-schedule="dash-bounded"]')
+        expect(bounded).to_contain_text("every minute, until", timeout=STEP_MS)
     finally:
-        with contextlib.suppress(ApiError):
-            client.delete_schedule("dash-hourly")
+        for made in ("dash-hourly", "dash-once", "dash-bounded"):
+            with contextlib.suppress(ApiError):
+                client.delete_schedule(made)
 
 
 def test_in_a_narrow_window_tables_scroll_and_the_page_does_not(

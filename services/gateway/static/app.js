@@ -496,9 +496,18 @@ function scheduleForm(done) {
   const target = targetSelect(err);
   const id = h("input", { name: "schedule_id", size: 20, required: true, placeholder: "nightly-report" });
   const input = h("textarea", { name: "input", rows: 2 }, "{}");
-  const kind = h("select", { name: "kind" }, h("option", { value: "cron" }, "cron expression"), h("option", { value: "every" }, "every N seconds"));
+  const kind = h("select", { name: "kind" }, h("option", { value: "cron" }, "cron expression"), h("option", { value: "every" }, "every N seconds"),
+    h("option", { value: "once" }, "once, at a time"));
   const when = h("input", { name: "when", size: 16, required: true, placeholder: "0 2 * * *" });
-  kind.addEventListener("change", () => { when.placeholder = kind.value === "cron" ? "0 2 * * *" : "3600"; });
+  const at = h("input", { type: "datetime-local", name: "at", step: 1, hidden: true });
+  const from = h("input", { type: "datetime-local", name: "start_time", step: 1 });
+  const until = h("input", { type: "datetime-local", name: "end_time", step: 1 });
+  kind.addEventListener("change", () => {
+    const once = kind.value === "once";
+    when.hidden = once; when.required = !once; at.hidden = !once; at.required = once;
+    when.placeholder = kind.value === "cron" ? "0 2 * * *" : "3600";
+  });
+  const moment = (input) => (input.value ? new Date(input.value).toISOString() : null);  // the browser's zone
   const zone = h("input", { name: "timezone", size: 16, placeholder: "UTC" });
   const overlap = h("select", { name: "overlap" }, h("option", { value: "skip" }, "skip a time while the last run goes on"), h("option", { value: "allow" }, "start another run anyway"));
   const limit = h("input", { type: "number", name: "run_timeout", min: 1, step: "any", placeholder: "none", size: 8 });
@@ -509,7 +518,9 @@ function scheduleForm(done) {
       const [what, ref] = target.value.split(":");
       let doc;
       try { doc = JSON.parse(input.value || "{}"); } catch (e) { err.textContent = `input: not JSON (${e.message})`; return; }
-      const timing = kind.value === "cron" ? { cron: when.value.trim(), timezone: zone.value.trim() } : { every_seconds: Number(when.value) };
+      const timing = kind.value === "once" ? { at: moment(at) }
+        : { ...(kind.value === "cron" ? { cron: when.value.trim(), timezone: zone.value.trim() } : { every_seconds: Number(when.value) }),
+            start_time: moment(from), end_time: moment(until) };
       try {
         const made = await api("/api/v1/schedules", { json: { schedule_id: id.value.trim(), [what]: ref, input: doc, ...timing,
           overlap: overlap.value, run_timeout_seconds: limit.value ? Number(limit.value) : null,
@@ -521,8 +532,9 @@ function scheduleForm(done) {
       h("label", {}, "Schedule id", id),
       h("label", {}, "Pipeline or task", target),
       h("label", {}, "Input (JSON)", input),
-      h("label", {}, "When", kind, " ", when),
+      h("label", {}, "When", kind, " ", when, at),
       h("label", {}, "Time zone (cron only)", zone),
+      h("label", {}, "From, until (your time; optional, not for once)", from, " ", until),
       h("label", {}, "Overlap", overlap),
       h("label", {}, "Time limit of each run, seconds", limit),
       h("label", {}, "Input key set to each run's due time", dueKey),
