@@ -399,7 +399,7 @@ class Executor:
             )
         )
 
-    async def _heartbeats(self, call: Any) -> None:
+    async def _heartbeats(self, call: aio.StreamStreamCall[Any, Any]) -> None:
         """A heartbeat each interval; and the stream given up (to reconnect, to the next
         scheduler given) once its scheduler has said nothing — not one acknowledgement — for
         three intervals and a whole lease: by then the fence has stopped every step it

@@ -122,14 +122,10 @@ class RunService(RunListener):
         if not 0 <= req.wait_seconds <= MAX_WAIT_SECONDS:
             raise InvalidArgument(f"must be between 0 and {MAX_WAIT_SECONDS:g}s", field="wait")
         key = request_key(auth.one_namespace(req.namespace), req.request_id)
-        if key:  # most repeats find their run at once
-            existing = await self.store.claims.holder(key) or (
-                await self.store.claims.run_from_before_claims(key)
+        if key and (existing := await self.claimed(key)):  # most repeats find their run here
+            return await self._until_finished(
+                await self._run_recorded(key, existing), req.wait_seconds
             )
-            if existing:
-                return await self._until_finished(
-                    await self._run_recorded(key, existing), req.wait_seconds
-                )
         plan = await plan_run(self.catalog, req)
         options = check_input(plan, doc)
         self.limits.admit(auth.one_namespace(req.namespace), 1)

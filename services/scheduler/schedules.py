@@ -195,10 +195,9 @@ class Schedules:
         input_json = record.input_json or "{}"
         if due_ms:
             labels[TIME_LABEL] = iso_ms(due_ms)
-            if record.due_time_field:
-                doc = json.loads(input_json)  # an object: checked when it was created
-                if isinstance(doc, dict):
-                    input_json = json.dumps({**doc, record.due_time_field: iso_ms(due_ms)})
+            if record.due_time_field:  # over its input, an object (checked when created)
+                doc = {**parse_input(input_json), record.due_time_field: iso_ms(due_ms)}
+                input_json = json.dumps(doc)
         return SubmitRequest(
             task=record.task,
             pipeline=record.pipeline,
