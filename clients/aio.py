@@ -298,10 +298,12 @@ class AsyncClient(_Connection, AsyncScheduleMethods):
         reply = await self._s.unary(self._scheduler.SubmitRuns, request, retry=bool(request_id))
         return reply.batch_id, list(reply.run_ids)
 
-    async def rerun(self, run_id: str, latest: bool = False, request_id: str = "") -> RunInfo:
+    async def rerun(
+        self, run_id: str, latest: bool = False, request_id: str = "", from_failure: bool = False
+    ) -> RunInfo:
         """As ``Client.rerun``."""
         original = await self.get_run(run_id, resolve_refs=False)
-        request = requests.rerun(original, latest, request_id)
+        request = requests.rerun(original, latest, request_id, from_failure)
         reply = await self._s.unary(self._scheduler.SubmitRun, request, retry=bool(request_id))
         return RunInfo.from_proto(reply.run)
 

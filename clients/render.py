@@ -103,7 +103,8 @@ def run_summary(r: RunInfo) -> str:
         lines.append(
             f"  step {s.step_id} ({s.task_id}@{s.task_version}) {state(s.state)} "
             + (
-                f"from the cache ({s.cached_from})"
+                # attempt 0: taken over when the run was created (a rerun --from-failure)
+                f"{'taken over' if s.attempt == 0 else 'from the cache'} ({s.cached_from})"
                 if s.cached_from
                 else f"attempt {s.attempt} on {s.executor_id or '-'}"
             )
@@ -119,6 +120,7 @@ def run_summary(r: RunInfo) -> str:
             f"{ps['step_seconds_sum'] * 1000:.0f} ms · "
             f"parallel speedup {ps['parallel_speedup']:.2f}x"
             + (f" · {ps['cache_hits']} from the cache" if ps.get("cache_hits") else "")
+            + (f" · {ps['taken_over']} taken over" if ps.get("taken_over") else "")
         )
         for t in ps["steps"]:
             lines.append(

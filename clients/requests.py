@@ -105,9 +105,12 @@ RERUN_OF = "wtm.rerun_of"  # the label a rerun carries: the run it ran again
 SCHEDULE_LABELS = ("wtm.schedule", "wtm.schedule_time")
 
 
-def rerun(run: RunInfo, latest: bool = False, request_id: str = "") -> spb.SubmitRunRequest:
+def rerun(
+    run: RunInfo, latest: bool = False, request_id: str = "", from_failure: bool = False
+) -> spb.SubmitRunRequest:
     """A new run of what ``run`` ran, on its input: the same version of its task or pipeline
-    (the latest with ``latest``), priority, time limit and labels, with ``wtm.rerun_of``."""
+    (the latest with ``latest``), priority, time limit and labels, with ``wtm.rerun_of``;
+    with ``from_failure``, taking over the steps ``run`` completed (``reuse_from``)."""
     if run.pipeline_id:
         pinned = f"{run.pipeline_id}@{run.pipeline_version}" if run.pipeline_version else ""
         task, pipeline = "", (pinned if pinned and not latest else run.pipeline_id)
@@ -119,7 +122,9 @@ def rerun(run: RunInfo, latest: bool = False, request_id: str = "") -> spb.Submi
         limit = round((run.deadline_at - start).total_seconds(), 3)
     labels = {k: v for k, v in run.labels.items() if k not in SCHEDULE_LABELS}
     labels[RERUN_OF] = run.run_id
-    return submit(task, pipeline, run.input, run.priority, request_id, labels, run_timeout=limit)
+    request = submit(task, pipeline, run.input, run.priority, request_id, labels, run_timeout=limit)
+    request.reuse_from = run.run_id if from_failure else ""
+    return request
 
 
 def submit_many(

@@ -456,17 +456,28 @@ class Client(_Connection, ScheduleMethods):
         reply = self._s.unary(self._scheduler.SubmitRuns, request, retry=bool(request_id))
         return reply.batch_id, list(reply.run_ids)
 
-    def rerun(self, run_id: str, latest: bool = False, request_id: str = "") -> RunInfo:
+    def rerun(
+        self, run_id: str, latest: bool = False, request_id: str = "", from_failure: bool = False
+    ) -> RunInfo:
         """Run again what run ``run_id`` ran, on the same input (as Flower's retry and
         Hatchet's replay do): a new run of the same task or pipeline version — the latest
         with ``latest`` —, priority, time limit and labels, labelled ``wtm.rerun_of`` with
         ``run_id``; returns it at once. Any run may be run again, finished or not.
 
+        ``from_failure`` resumes a run that failed, was cancelled or timed out (Argo's
+        retry): its steps that completed are taken over — COMPLETED at once with their
+        outputs, ``cached_from`` naming where each was computed — wherever the new run has
+        them unchanged (the same task digest and input mapping, and every step they read
+        taken over too); only the rest run. With ``latest``, a task fixed since keeps what
+        comes before it.
+
         Raises:
             NotFound: no such run (or no longer that version, unless ``latest``).
+            FailedPrecondition: ``from_failure`` of a run that has not ended, completed, or
+                whose every step the new run would take over.
         """
         original = self.get_run(run_id, resolve_refs=False)
-        request = requests.rerun(original, latest, request_id)
+        request = requests.rerun(original, latest, request_id, from_failure)
         reply = self._s.unary(self._scheduler.SubmitRun, request, retry=bool(request_id))
         return RunInfo.from_proto(reply.run)
 

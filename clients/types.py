@@ -260,6 +260,7 @@ class RunInfo:
                     for t in ps.steps
                 ],
                 "cache_hits": ps.cache_hits,
+                "taken_over": ps.taken_over,
             }
         return cls(
             r.run_id,

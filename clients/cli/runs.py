@@ -97,14 +97,26 @@ def show(obj: Ctx, client: Client, r: RunInfo, wait: bool, what: str = "submitte
 @click.option(
     "--latest", is_flag=True, help="the latest version of its task or pipeline, not the one it ran"
 )
+@click.option(
+    "--from-failure",
+    is_flag=True,
+    help="take over the steps it completed (unchanged ones); run only the rest",
+)
 @click.option("--request-id", default="", help="idempotency key")
 @click.option("--wait/--no-wait", default=True, help="follow the new run until it finishes")
 @click.pass_obj
-def run_rerun(obj: Ctx, run_id: str, latest: bool, request_id: str, wait: bool) -> None:
+def run_rerun(
+    obj: Ctx, run_id: str, latest: bool, from_failure: bool, request_id: str, wait: bool
+) -> None:
     """Run again what RUN_ID ran, on the same input: a new run of the same version, priority,
-    time limit and labels, labelled wtm.rerun_of=RUN_ID (Flower's retry)."""
+    time limit and labels, labelled wtm.rerun_of=RUN_ID (Flower's retry). With
+    --from-failure, a run that failed, was cancelled or timed out resumes: the steps it
+    completed are taken over where this run has them unchanged, and only the rest run
+    (Argo's retry; with --latest, after registering a fixed task)."""
     with obj.client() as client:
-        again = client.rerun(run_id, latest=latest, request_id=request_id)
+        again = client.rerun(
+            run_id, latest=latest, request_id=request_id, from_failure=from_failure
+        )
         show(obj, client, again, wait, what=f"{run_id} runs again as")
 
 

@@ -308,9 +308,11 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     )
     async def rerun(run_id: str, client: Caller, body: m.Rerun | None = None) -> m.Run:
         """Run again what the run ran, on its input: a new run of the same version (the
-        latest with ``latest``), labelled ``wtm.rerun_of``."""
-        body = body or m.Rerun(latest=False, request_id="")
-        return m.of(m.Run, await client.rerun(run_id, body.latest, body.request_id))
+        latest with ``latest``), labelled ``wtm.rerun_of``; with ``from_failure``, a run that
+        failed, was cancelled or timed out resumes, its completed steps taken over."""
+        body = body or m.Rerun(latest=False, request_id="", from_failure=False)
+        again = await client.rerun(run_id, body.latest, body.request_id, body.from_failure)
+        return m.of(m.Run, again)
 
     @app.websocket("/api/v1/runs/{run_id}/events")
     async def watch_run(websocket: WebSocket, run_id: str, after: str = "") -> None:

@@ -139,6 +139,9 @@ class CancelledRuns(BaseModel):
 class Rerun(BaseModel):
     latest: bool = Field(False, description="the latest version, not the one the run ran")
     request_id: str = Field("", description="idempotency key: a repeat returns the first rerun")
+    from_failure: bool = Field(
+        False, description="take over the steps the run completed (unchanged); run the rest"
+    )
 
 
 class Event(BaseModel):

@@ -261,7 +261,9 @@ class Run:
             "step_seconds_sum": round(total, 6),
             "parallel_speedup": round(total / span, 3) if span > 0 else 1.0,
             "steps": per_step,
-            "cache_hits": sum(1 for s in self.steps if s.cached_from),
+            # a step taken over when a resumed run was created never had an attempt
+            "cache_hits": sum(1 for s in self.steps if s.cached_from and s.attempt),
+            "taken_over": sum(1 for s in self.steps if s.cached_from and not s.attempt),
         }
 
     def to_doc(self) -> dict[str, Any]:
@@ -313,6 +315,7 @@ class Run:
                     parallel_speedup=summary["parallel_speedup"],
                     steps=[pb.StepTiming(**t) for t in summary["steps"]],
                     cache_hits=summary.get("cache_hits", 0),
+                    taken_over=summary.get("taken_over", 0),
                 )
             )
         _set_time(m, "create_time", self.created_at)

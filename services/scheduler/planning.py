@@ -41,6 +41,7 @@ class SubmitRequest:
     cache: bool | None = None  # None: as the pipeline says (a task run: no caching)
     run_timeout_seconds: float = 0.0  # > 0: the run ends TIMED_OUT this long after its start
     start_delay_seconds: float = 0.0  # > 0: its first steps are queued this long after acceptance
+    reuse_from: str = ""  # an ended run whose completed steps this one takes over
 
 
 @dataclass

@@ -87,6 +87,10 @@ class Submission:
     # Rebuild: steps ready to run wait until then (ms), so that executions of the lost state
     # still running somewhere are stopped (their leases can no longer be renewed) first.
     not_before_ms: int = 0
+    # Resuming a run (run_reuse.py): what the steps taken over show (their ``done`` output
+    # beside), and the run's first event's message.
+    done_fields: dict[str, dict[str, str]] = field(default_factory=dict)
+    note: str = ""
 
 
 @dataclass(frozen=True)

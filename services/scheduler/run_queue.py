@@ -386,7 +386,9 @@ def _submit_args(r: Submission, now: int, finished_ttl_s: int) -> list[Any]:
             "step_id": s.step_id,
             "deps": s.deps,
             "dependents": s.dependents,
-            "fields": s.fields,
+            "fields": {**s.fields, **r.done_fields[s.step_id]}
+            if s.step_id in r.done_fields
+            else s.fields,
             **({"output": r.done[s.step_id]} if s.step_id in r.done else {}),
             **({"attempt": r.attempts[s.step_id]} if s.step_id in r.attempts else {}),
         }
@@ -401,6 +403,7 @@ def _submit_args(r: Submission, now: int, finished_ttl_s: int) -> list[Any]:
         IDEMPOTENCY_TTL_S,
         finished_ttl_s,
         r.not_before_ms,
+        r.note,
     ]
 
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, TypeVar
 
@@ -15,6 +13,7 @@ from common import telemetry
 from common.errors import InvalidArgument, NotFound, Unavailable
 from services.common import auth
 from services.common.paging import page_size_of
+from services.scheduler import run_reuse
 from services.scheduler.input_check import as_batch_item
 from services.scheduler.listeners import Listeners, RunListener
 from services.scheduler.models import TERMINAL, Run, ms_to_dt
@@ -30,6 +29,7 @@ from services.scheduler.planning import (
     request_key,
 )
 from services.scheduler.queue_records import RunSnapshot, Submission
+from services.scheduler.run_events import RunEvent, event_cursor
 from services.scheduler.run_limits import RunLimits
 from services.scheduler.run_reader import RunReader
 from services.scheduler.run_store import RunStore
@@ -45,41 +45,6 @@ CLAIM_WAIT_SECONDS = 10.0
 # How often a waiting submit looks at the run itself, for runs that end on another replica
 # (those on this one wake it at once).
 WAIT_POLL_SECONDS = 0.5
-
-
-@dataclass(frozen=True)
-class RunEvent:
-    """One change in a run's life, as WatchRun reports it."""
-
-    event_id: str
-    run_id: str
-    step_id: str
-    attempt: int
-    state: str
-    message: str
-    time: datetime | None
-    progress: float = 0.0
-    kind: str = "STATE"  # STATE | PROGRESS | RETRYING | LOG
-
-    @property
-    def ends_run(self) -> bool:
-        return not self.step_id and self.state in TERMINAL and self.kind == "STATE"
-
-
-_EVENT_ID = re.compile(r"^(\d{1,19})(?:-(\d{1,19}))?$")
-
-
-def _event_cursor(after_event_id: str) -> str:
-    """Where a watch starts: after an event id WatchRun gave ("" for the beginning)."""
-    if not after_event_id:
-        return "0"
-    m = _EVENT_ID.match(after_event_id)
-    if m is None or any(int(g) >= 2**63 for g in m.groups() if g):
-        raise InvalidArgument(
-            f"{after_event_id[:40]!r} is not an event id from WatchRun (like 1733097600000-0)",
-            field="after_event_id",
-        )
-    return after_event_id
 
 
 class Queueing(Protocol):
@@ -128,8 +93,11 @@ class RunService(RunListener):
             )
         plan = await plan_run(self.catalog, req)
         options = check_input(plan, doc)
+        reused = await run_reuse.taken_over(self.get, self.catalog, req, plan, doc)
         self.limits.admit(auth.one_namespace(req.namespace), 1)
         run, submission = new_run(req, plan, doc, key, trace=telemetry.current(), options=options)
+        if reused:
+            run, submission = run_reuse.applied(run, submission, reused, req.reuse_from)
         if key and (holder := await self.store.claims.claim(key, run.run_id)) is not None:
             # A concurrent submit with this request id won: its run is the answer.
             return await self._until_finished(
@@ -240,6 +208,8 @@ class RunService(RunListener):
         [(created, run_id)] = queued
         if not created:  # the same request id won a race in Redis
             return await self.get(run_id)
+        for step in run_reuse.records(run):  # the steps it took over, as the history keeps them
+            self.store.record_step_later(run.run_id, step)
         self.listeners.runs_submitted(1)
         return run
 
@@ -412,7 +382,7 @@ class RunService(RunListener):
             run = await self.get(run_id)  # NotFound if it never existed
             yield RunEvent("", run_id, "", 0, run.state, run.error, run.ended_at or run.created_at)
             return
-        cursor = _event_cursor(after_event_id)
+        cursor = event_cursor(after_event_id)
         # Resuming a finished run: a run ends in the same script that appends its last
         # event, so once it has ended every event is there to read without waiting; a watch
         # resumed after the last one ends at once. (A watch that sees the end event ends on

@@ -29,7 +29,8 @@ from services.scheduler.intake import RunningStep, StepReport
 from services.scheduler.namespace_settings import FIELDS as NAMESPACE_FIELDS
 from services.scheduler.planning import SubmitRequest
 from services.scheduler.queue_names import served_namespaces
-from services.scheduler.runs import RunEvent, RunService
+from services.scheduler.run_events import RunEvent
+from services.scheduler.runs import RunService
 from wtm.v1 import executor_service_pb2 as epb
 from wtm.v1 import executor_service_pb2_grpc as epb_grpc
 from wtm.v1 import run_pb2
@@ -95,6 +96,7 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
                 cache=request.cache if request.HasField("cache") else None,
                 run_timeout_seconds=request.run_timeout.ToNanoseconds() / 1e9,
                 start_delay_seconds=request.start_delay.ToNanoseconds() / 1e9,
+                reuse_from=request.reuse_from,
             )
         )
         return spb.SubmitRunResponse(run=run.to_proto())

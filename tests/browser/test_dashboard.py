@@ -178,6 +178,29 @@ def test_a_run_past_its_time_limit_turns_timed_out_on_the_page(
     expect(page.locator("#deadline")).to_contain_text("until", timeout=STEP_MS)
 
 
+def test_a_run_that_timed_out_resumes_from_the_page_taking_over_its_first_step(
+    page: Page, cluster: Cluster, client: Client, two_sleepers: str
+) -> None:
+    sign_in(page, cluster.admin_key)
+    # Each step sleeps 1.5 s: the first completes, the second is stopped at 2.5 s.
+    run = client.wait(
+        client.submit(pipeline=two_sleepers, input={"seconds": 1.5}, run_timeout=2.5).run_id, 30
+    )
+    assert run.state == "TIMED_OUT"
+    assert [s.state for s in run.steps] == ["COMPLETED", "CANCELLED"]
+    page.goto(f"/#/runs/{run.run_id}")
+    page.click("#resume")
+    expect(page).not_to_have_url(re.compile(f"{run.run_id}$"), timeout=STEP_MS)
+    expect(page.locator("#run-state .badge")).to_have_text("COMPLETED", timeout=STEP_MS)
+    expect(page.locator('#dag g.node[data-step="first"]')).to_contain_text("taken over")
+    expect(page.locator("#resume")).to_have_count(0)  # a completed run has nothing to resume
+    shot(page, "run-page-resumed")
+    resumed = client.get_run(page.url.rsplit("/", 1)[1])
+    assert resumed.labels["wtm.rerun_of"] == run.run_id
+    assert resumed.steps[0].cached_from == f"{run.run_id}/{run.steps[0].output_id}"
+    assert resumed.steps[1].executor_id  # the second step ran
+
+
 def test_a_run_submitted_from_the_page_with_a_start_delay_and_a_time_limit(
     page: Page, cluster: Cluster, client: Client, two_sleepers: str
 ) -> None:

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pymongo
 import pytest
 
 from clients.sdk import ApiError, Client, RunInfo
 from services.localstack import Cluster
-from tests.conftest import EXAMPLES, ROOT, run_cli
+from tests.conftest import EXAMPLES, ROOT, keyed_channel, run_cli
+from wtm.v1 import scheduler_service_pb2 as spb
+from wtm.v1 import scheduler_service_pb2_grpc as spb_grpc
 
 FIXTURES = ROOT / "tests" / "fixtures"
 
@@ -79,8 +83,6 @@ def test_the_summary_accounts_for_every_step(client: Client) -> None:
 def test_the_finished_pipeline_run_is_recorded_with_its_lineage(
     cluster: Cluster, client: Client
 ) -> None:
-    import time
-
     done = run(client, "text_pipeline", {"text": "fine"})
     assert cluster.endpoints is not None
     with pymongo.MongoClient(cluster.endpoints.mongodb_uri) as mongo:
@@ -402,3 +404,102 @@ def test_the_cli_asks_for_caching_and_shows_a_hit(cluster: Cluster) -> None:
     assert "from the cache (" in second and "1 from the cache" in second
     third = run_cli(cluster, "--json", "run", "submit", "word_count", doc, "--no-cache").stdout
     assert json.loads(third)["steps"][0]["cached_from"] == ""
+
+
+def gate_task(where: Path, task_id: str, version: str, body: str) -> Path:
+    """A task passing on the word count it is given; ``body`` is its ``process``."""
+    d = where / f"{task_id}-{version}"
+    d.mkdir()
+    schema = {"type": "object", "properties": {"words": {"type": "integer"}}, "required": ["words"]}
+    manifest = {"task_id": task_id, "version": version, "name": task_id, "queue": "default"}
+    (d / "task.json").write_text(json.dumps({**manifest, "input_schema": schema}))
+    (d / "task.py").write_text(
+        "from tasks.base.task_base import FatalError, SimpleTask\n\n\n"
+        f"class Task(SimpleTask):\n    def process(self, input_data):\n        {body}\n"
+    )
+    return d
+
+
+def test_a_failed_run_resumes_taking_over_the_steps_it_completed(
+    client: Client, cluster: Cluster, tmp_path: Path
+) -> None:
+    gate, pid = f"gate_{uuid.uuid4().hex[:8]}", f"resumed_{uuid.uuid4().hex[:8]}"
+    client.register_task(gate_task(tmp_path, gate, "1.0.0", 'raise FatalError("closed")'))
+
+    def steps(version: str) -> list[dict[str, Any]]:
+        return [
+            {"task_id": "word_count", "input_mapping": {"text": "$.text"}},
+            {
+                "step_id": "gate",
+                "task_id": f"{gate}@{version}",
+                "depends_on": ["word_count"],
+                "input_mapping": {"words": "$.word_count.count"},
+            },
+            {"step_id": "show", "task_id": "echo", "depends_on": ["gate"]},
+        ]
+
+    pipeline(client, pid, steps("1.0.0"), version="1.0.0")
+    first = run(client, pid, {"text": f"one two three {uuid.uuid4().hex}"})
+    assert first.state == "FAILED" and "closed" in first.error
+    counted = {s.step_id: s for s in first.steps}["word_count"]
+    origin = f"{first.run_id}/{counted.output_id}"
+
+    # The same version again: the count is taken over (it did not run), the gate fails again.
+    same = client.wait(client.rerun(first.run_id, from_failure=True).run_id, 60)
+    s = {x.step_id: x for x in same.steps}
+    assert same.state == "FAILED" and "closed" in same.error
+    assert (s["word_count"].cached_from, s["word_count"].attempt) == (origin, 0)
+    assert s["word_count"].executor_id == "" and s["word_count"].output == counted.output
+    assert s["gate"].attempt == 1 and s["gate"].executor_id  # it ran
+
+    # The gate fixed in a new version, and the pipeline's new version using it: resumed with
+    # --latest from the CLI, the count is still taken over and the rest runs.
+    client.register_task(gate_task(tmp_path, gate, "1.0.1", 'return {"n": input_data["words"]}'))
+    pipeline(client, pid, steps("1.0.1"), version="1.0.1")
+    time.sleep(1.1)  # what "latest" is, the scheduler keeps for a second
+    shown = run_cli(cluster, "run", "rerun", first.run_id, "--latest", "--from-failure")
+    assert "taken over" in shown.stdout and "COMPLETED" in shown.stdout
+    reruns = client.list_runs(labels={"wtm.rerun_of": first.run_id})
+    [fixed] = [r for r in reruns if r.pipeline_version == "1.0.1"]
+    fixed = client.wait(fixed.run_id, 60)
+    f = {x.step_id: x for x in fixed.steps}
+    assert fixed.state == "COMPLETED" and fixed.pipeline_version == "1.0.1"
+    assert fixed.output["echo"]["gate"] == {"n": 4} and f["gate"].task_version == "1.0.1"
+    assert fixed.processing_summary is not None
+    summary = fixed.processing_summary
+    assert (summary["taken_over"], summary["cache_hits"]) == (1, 0)
+    assert f["word_count"].cached_from == origin and f["word_count"].executor_id == ""
+    assert (origin, f["word_count"].output_id) in fixed.lineage
+    events = [e for e in client.watch(fixed.run_id) if e.step_id == "word_count"]
+    assert [(e.state, e.message) for e in events] == [("COMPLETED", f"taken over from {origin}")]
+    # The history keeps the step it took over (a run rebuilt after a Redis flush finds it).
+    assert cluster.endpoints is not None
+    with pymongo.MongoClient(cluster.endpoints.mongodb_uri) as mongo:
+        wanted, kept = {"run_id": fixed.run_id, "step_id": "word_count"}, None
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and kept is None:  # written behind
+            kept = mongo.wtm.step_runs.find_one(wanted)
+            time.sleep(0.05)
+    assert kept is not None and (kept["state"], kept["cached_from"]) == ("COMPLETED", origin)
+
+    # What cannot be resumed: a run that completed, one not ended, or another input.
+    with pytest.raises(ApiError) as err:
+        client.rerun(fixed.run_id, from_failure=True)
+    assert err.value.code == "FAILED_PRECONDITION"
+    assert err.value.message.startswith(f"reuse_from: run {fixed.run_id} has completed")
+    sleeping = client.submit(task="sleeper", input={"seconds": 30})
+    with pytest.raises(ApiError) as err:
+        client.rerun(sleeping.run_id, from_failure=True)
+    assert err.value.code == "FAILED_PRECONDITION" and "has not ended" in err.value.message
+    client.cancel(sleeping.run_id)
+    with keyed_channel(cluster.scheduler_address, cluster.admin_key) as channel:
+        submit = spb_grpc.SchedulerServiceStub(channel).SubmitRun
+        asked = {"pipeline": pid, "reuse_from": first.run_id, "input_json": '{"text": "4 5"}'}
+        with pytest.raises(grpc.RpcError) as raw:
+            submit(spb.SubmitRunRequest(**asked))
+        assert raw.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert raw.value.details().startswith("input_json: differs from run ")
+        with pytest.raises(grpc.RpcError) as raw:
+            submit(spb.SubmitRunRequest(**{**asked, "reuse_from": "no-such-run"}))
+        assert raw.value.code() == grpc.StatusCode.NOT_FOUND
+        assert raw.value.details() == "reuse_from: no run no-such-run"

@@ -37,7 +37,7 @@ EXECUTOR_STATE_DRAINING: ExecutorState
 EXECUTOR_STATE_LOST: ExecutorState
 
 class SubmitRunRequest(_message.Message):
-    __slots__ = ("task", "pipeline", "input_json", "priority", "request_id", "labels", "wait", "cache", "run_timeout", "start_delay")
+    __slots__ = ("task", "pipeline", "input_json", "priority", "request_id", "labels", "wait", "cache", "run_timeout", "start_delay", "reuse_from")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +55,7 @@ class SubmitRunRequest(_message.Message):
     CACHE_FIELD_NUMBER: _ClassVar[int]
     RUN_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     START_DELAY_FIELD_NUMBER: _ClassVar[int]
+    REUSE_FROM_FIELD_NUMBER: _ClassVar[int]
     task: str
     pipeline: str
     input_json: str
@@ -65,7 +66,8 @@ class SubmitRunRequest(_message.Message):
     cache: bool
     run_timeout: _duration_pb2.Duration
     start_delay: _duration_pb2.Duration
-    def __init__(self, task: _Optional[str] = ..., pipeline: _Optional[str] = ..., input_json: _Optional[str] = ..., priority: _Optional[int] = ..., request_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., cache: _Optional[bool] = ..., run_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., start_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    reuse_from: str
+    def __init__(self, task: _Optional[str] = ..., pipeline: _Optional[str] = ..., input_json: _Optional[str] = ..., priority: _Optional[int] = ..., request_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., cache: _Optional[bool] = ..., run_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., start_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., reuse_from: _Optional[str] = ...) -> None: ...
 
 class SubmitRunResponse(_message.Message):
     __slots__ = ("run",)

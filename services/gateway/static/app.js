@@ -303,8 +303,13 @@ function runPage(runId) {
       try { const next = await api(`/api/v1/runs/${runId}/rerun`, { json: {} }); location.hash = `#/runs/${next.run_id}`; }
       catch (e) { alert(`${e.code}: ${e.message}`); }
     } }, "Run again");
+    const resume = run.pipeline_id && ["FAILED", "CANCELLED", "TIMED_OUT"].includes(run.state) && h("button", {
+      id: "resume", title: "a new run that takes over the steps this one completed and runs the rest", onclick: async () => {
+        try { const next = await api(`/api/v1/runs/${runId}/rerun`, { json: { from_failure: true } }); location.hash = `#/runs/${next.run_id}`; }
+        catch (e) { alert(`${e.code}: ${e.message}`); }
+      } }, "Resume from failure");
     view.head.replaceChildren(h("div", { class: "card" },
-      h("h1", {}, "Run ", h("code", {}, run.run_id), " ", h("span", { id: "run-state" }, badge(run.state)), " ", cancel, " ", again),
+      h("h1", {}, "Run ", h("code", {}, run.run_id), " ", h("span", { id: "run-state" }, badge(run.state)), " ", cancel, " ", again, resume && [" ", resume]),
       h("dl", { class: "facts" },
         h("dt", {}, "What"), h("dd", {}, run.pipeline_id ? `pipeline ${run.pipeline_id}@${run.pipeline_version}` : `task ${run.task_id}`),
         h("dt", {}, "Namespace"), h("dd", {}, run.namespace),
@@ -323,7 +328,7 @@ function runPage(runId) {
       return {
         state,
         line2: `${s?.task_id || ""}${s?.executor_id ? " · " + s.executor_id : ""}`,
-        line3: `${state}${(l.attempt || s?.attempt) > 1 ? ` · attempt ${l.attempt || s.attempt}` : ""}${took ? " · " + took : ""}`,
+        line3: `${state}${(l.attempt || s?.attempt) > 1 ? ` · attempt ${l.attempt || s.attempt}` : ""}${took ? " · " + took : ""}${s?.cached_from ? (s.attempt ? " · cached" : " · taken over") : ""}`,
         progress: state === "RUNNING" ? (l.progress || 0) : state === "COMPLETED" ? 1 : null,
         title: l.message || s?.error || "",
       };

@@ -15,11 +15,13 @@
 -- A run field max_parallel (max_parallel_tasks) limits its steps in flight: see lib.lua.
 -- ARGV: P, run_id, run fields JSON (flat object), steps JSON (list of {step_id, deps,
 --       dependents, fields, [output], [attempt]}), now_ms, request_id, idem_ttl_s, finished_ttl_s,
---       not_before_ms (0, or when a rebuilt run's ready steps may start)
+--       not_before_ms (0, or when a rebuilt run's ready steps may start), note (a run
+--       resuming another: its steps with an output were taken over, and this says so)
 -- Returns: {'created', run_id} or {'exists', existing_run_id}.
 local P, run_id, now = ARGV[1], ARGV[2], ARGV[5]
 local request_id, idem_ttl, ttl = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
 local not_before = tonumber(ARGV[9] or '0') or 0
+local note = ARGV[10] or ''  -- '': steps with an output make this a rebuilt run
 if request_id ~= '' then
   local existing = redis.call('GET', idempotency_key(P, request_id))
   if existing then return {'exists', existing} end
@@ -35,7 +37,7 @@ for _, s in ipairs(steps) do
   table.insert(ids, s.step_id)
   if s.output then done[s.step_id] = true else remaining = remaining + 1 end
 end
-local state = (remaining < #steps) and 'RUNNING' or 'QUEUED'
+local state = (remaining < #steps and note == '') and 'RUNNING' or 'QUEUED'
 local limit = tonumber(run.max_parallel or '0') or 0
 local fields = {state = state, remaining = remaining, created_ms = now, steps = cjson.encode(ids)}
 if limit > 0 then fields.active = 0 end
@@ -43,7 +45,8 @@ for k, v in pairs(run) do fields[k] = v end
 hset_all(rh, fields)
 redis.call('HINCRBY', unfinished_key(P), run.namespace or 'default', 1)
 if run.deadline_ms then redis.call('ZADD', deadlines_key(P), run.deadline_ms, run_id) end
-emit(P, run_id, '', 0, state, (remaining < #steps) and 'rebuilt' or '', now)
+if note == '' and remaining < #steps then note = 'rebuilt' end
+emit(P, run_id, '', 0, state, note, now)
 for i, s in ipairs(steps) do
   local member = run_id .. ':' .. s.step_id
   local left = 0
@@ -57,6 +60,7 @@ for i, s in ipairs(steps) do
   if s.output then
     f.state = 'COMPLETED'
     redis.call('HSET', outputs_key(P, run_id), s.step_id, s.output)
+    if f.cached_from then emit(P, run_id, s.step_id, 0, 'COMPLETED', 'taken over from ' .. f.cached_from, now) end
   elseif left == 0 then
     f.state, f.queued_ms, ready = 'QUEUED', now, true
   end
