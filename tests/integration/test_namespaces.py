@@ -12,14 +12,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import redis
 
 from clients.sdk import ApiError, Client, NamespaceInfo, RunInfo
 from services.localstack import Cluster
-from tests.conftest import run_cli
+from tests.conftest import keyed_channel, run_cli
 from tests.integration.test_executor import make_task, stop_executor
 from tests.waiting import eventually
+from wtm.v1 import scheduler_service_pb2 as spb
+from wtm.v1 import scheduler_service_pb2_grpc as spb_grpc
 
 ANSWER = """
 from tasks.base.task_base import SimpleTask
@@ -54,7 +57,7 @@ def _wait(c: Client, **submit: Any) -> RunInfo:
 
 
 def test_the_same_task_id_in_two_namespaces_is_two_tasks(
-    team: dict[str, Client], tmp_path: Path
+    team: dict[str, Client], tmp_path: Path, cluster: Cluster
 ) -> None:
     a, b = team["team-a"], team["team-b"]
     ta = a.register_task(make_task(tmp_path / "a", "answer", ANSWER.format(who="team-a")))
@@ -64,6 +67,13 @@ def test_the_same_task_id_in_two_namespaces_is_two_tasks(
     assert ra.output == {"from": "team-a"} and rb.output == {"from": "team-b"}
     assert ra.namespace == "team-a"
     assert [t.task_id for t in a.list_tasks()].count("answer") == 1
+    # A run of another namespace is not found to be resumed from, as to be read.
+    with keyed_channel(cluster.scheduler_address, cluster.admin_key, "team-b") as channel:
+        asked = spb.SubmitRunRequest(task="answer", reuse_from=ra.run_id)
+        with pytest.raises(grpc.RpcError) as err:
+            spb_grpc.SchedulerServiceStub(channel).SubmitRun(asked)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert err.value.details() == f"reuse_from: no run {ra.run_id}"
 
 
 def test_a_shared_task_is_used_by_name_and_unsharing_stops_it(
