@@ -43,6 +43,7 @@ from clients.types import (
     NamespaceInfo,
     PipelineInfo,
     QueueInfo,
+    QueuePauseInfo,
     RunEventInfo,
     RunInfo,
     TaskInfo,
@@ -409,6 +410,17 @@ class AsyncClient(_Connection, AsyncScheduleMethods):
         replies = [reply async for reply in pages]
         found = [QueueInfo.from_proto(q) for reply in replies for q in reply.queues]
         return found, replies[-1].delayed
+
+    async def pause_queue(self, queue: str, reason: str = "") -> QueuePauseInfo:
+        """As ``Client.pause_queue``."""
+        request = spb.PauseQueueRequest(queue=queue, reason=reason)
+        reply = await self._s.unary(self._scheduler.PauseQueue, request)
+        return QueuePauseInfo.from_proto(reply.pause)
+
+    async def resume_queue(self, queue: str) -> bool:
+        """As ``Client.resume_queue``."""
+        request = spb.ResumeQueueRequest(queue=queue)
+        return (await self._s.unary(self._scheduler.ResumeQueue, request)).resumed
 
     async def list_namespaces(self) -> list[NamespaceInfo]:
         """As ``Client.list_namespaces``."""

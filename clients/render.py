@@ -327,9 +327,16 @@ def queues_table(queues: list[QueueInfo], delayed: int) -> Table:
             f"{q.oldest_age_seconds:.1f}s" if q.depth else "",
             str(q.executors),
             str(q.free_slots),
-            "[yellow]work waits and no executor takes from it[/]" if q.stranded else "",
+            queue_note(q),
         )
     return table
+
+
+def queue_note(q: QueueInfo) -> str:
+    if q.pause is not None:
+        why = f": {q.pause.reason}" if q.pause.reason else ""
+        return f"[cyan]paused[/] by {escape(q.pause.paused_by or '?')}{escape(why)}"
+    return "[yellow]work waits and no executor takes from it[/]" if q.stranded else ""
 
 
 def namespaces_table(namespaces: list[NamespaceInfo]) -> Table:

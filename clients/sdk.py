@@ -51,6 +51,7 @@ from clients.types import (
     PipelineInfo,
     PipelineStepInfo,
     QueueInfo,
+    QueuePauseInfo,
     RunEventInfo,
     RunInfo,
     StepInfo,
@@ -599,6 +600,26 @@ class Client(_Connection, ScheduleMethods):
         replies = list(self._s.pages(self._scheduler.ListQueues, spb.ListQueuesRequest()))
         found = [QueueInfo.from_proto(q) for reply in replies for q in reply.queues]
         return found, replies[-1].delayed
+
+    def pause_queue(self, queue: str, reason: str = "") -> QueuePauseInfo:
+        """Stop leasing the steps waiting on ``queue`` (its name in this client's namespace,
+        "vision" or "vision|gpu=true", or its full name), on every scheduler replica within
+        about a second, until ``resume_queue`` (Celery's ``cancel_consumer`` on every
+        worker): runs are still accepted and their steps wait; running steps go on. An
+        operator's or an admin's call.
+
+        Raises:
+            InvalidArgument: not a queue name, or ``reason`` over 500 characters.
+            NotFound: a queue of another namespace.
+            PermissionDenied: the key's role may not hold back others' runs.
+        """
+        request = spb.PauseQueueRequest(queue=queue, reason=reason)
+        return QueuePauseInfo.from_proto(self._s.unary(self._scheduler.PauseQueue, request).pause)
+
+    def resume_queue(self, queue: str) -> bool:
+        """Lease a paused queue's steps again; False when it was not paused."""
+        request = spb.ResumeQueueRequest(queue=queue)
+        return self._s.unary(self._scheduler.ResumeQueue, request).resumed
 
     def list_namespaces(self) -> list[NamespaceInfo]:
         """The namespace the client acts in (every one in use, for ``namespace="*"`` with a

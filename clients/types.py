@@ -364,6 +364,7 @@ class QueueInfo:
     oldest_age_seconds: float  # how long the oldest waiting step has waited (0: none waits)
     executors: int  # connected executors (not draining) that take from it
     free_slots: int
+    pause: QueuePauseInfo | None = None  # set while it is paused: its steps wait
 
     @property
     def stranded(self) -> bool:
@@ -379,7 +380,23 @@ class QueueInfo:
             q.oldest_age.ToNanoseconds() / 1e9,
             q.executors,
             q.free_slots,
+            QueuePauseInfo.from_proto(q.pause) if q.HasField("pause") else None,
         )
+
+
+@dataclass(frozen=True)
+class QueuePauseInfo:
+    """Who paused a queue (``Client.pause_queue``), when and why."""
+
+    queue: str
+    namespace: str
+    reason: str
+    paused_by: str  # the key's id
+    paused_at: datetime | None
+
+    @classmethod
+    def from_proto(cls, p: spb.QueuePause) -> QueuePauseInfo:
+        return cls(p.queue, p.namespace, p.reason, p.paused_by, _time(p, "pause_time"))
 
 
 @dataclass(frozen=True)

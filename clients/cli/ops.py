@@ -80,6 +80,32 @@ def queue_list(obj: Ctx) -> None:
     obj.out({"queues": queues, "delayed": delayed}, render.queues_table(queues, delayed))
 
 
+@queue.command("pause")
+@click.argument("name")
+@click.option("--reason", default="", help="why, shown with the queue")
+@click.pass_obj
+def queue_pause(obj: Ctx, name: str, reason: str) -> None:
+    """Stop leasing the steps waiting on queue NAME (as `wtm queue list` names it), on every
+    scheduler replica within a second, until `wtm queue resume` (Celery's cancel_consumer
+    on every worker): runs are still accepted and wait; running steps go on."""
+    with obj.client() as client:
+        pause = client.pause_queue(name, reason)
+    obj.out(pause, f"queue {render.escape(pause.queue)} paused; its steps wait")
+
+
+@queue.command("resume")
+@click.argument("name")
+@click.pass_obj
+def queue_resume(obj: Ctx, name: str) -> None:
+    """Lease the steps waiting on a paused queue NAME again."""
+    with obj.client() as client:
+        resumed = client.resume_queue(name)
+    obj.out(
+        {"queue": name, "resumed": resumed},
+        f"queue {render.escape(name)} " + ("resumed" if resumed else "was not paused"),
+    )
+
+
 @cli.group()
 def namespace() -> None:
     """The namespaces sharing the installation."""

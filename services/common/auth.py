@@ -118,6 +118,9 @@ METHOD_PERMISSIONS: dict[str, Permission] = {
     _S + "ListQueues": P.READ,
     _S + "ListNamespaces": P.READ,
     _S + "UpdateNamespace": P.MANAGE_NAMESPACES,
+    # Holding a queue back holds back anyone's runs, as cancelling anyone's does.
+    _S + "PauseQueue": P.CANCEL_ANY,
+    _S + "ResumeQueue": P.CANCEL_ANY,
     _S + "CheckDependencies": P.READ,
     # Schedules: creating and resuming one submits runs; pausing and deleting stop them, as
     # cancelling does (another key's schedule: CANCEL_ANY, checked by the domain).
@@ -144,6 +147,7 @@ MUTATIONS = {
         P.WRITE_CATALOG,
         P.SUBMIT,
         P.CANCEL,
+        P.CANCEL_ANY,
         P.MANAGE_KEYS,
         P.WRITE_ARTIFACTS,
         P.DELETE_ARTIFACTS,

@@ -10,6 +10,7 @@ dashboard, from an HttpOnly cookie set by ``POST /api/v1/session``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import mimetypes
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -387,8 +388,22 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     async def list_queues(client: Caller) -> m.Queues:
         queues, delayed = await client.list_queues()
         return m.Queues(
-            queues=[m.Queue(**vars(q), stranded=q.stranded) for q in queues], delayed=delayed
+            queues=[m.Queue(**dataclasses.asdict(q), stranded=q.stranded) for q in queues],
+            delayed=delayed,
         )
+
+    @app.post("/api/v1/queues:pause", response_model=m.QueuePause, responses=ERRORS, tags=["fleet"])
+    async def pause_queue(body: m.PauseQueue, client: Caller) -> m.QueuePause:
+        """Stop leasing a queue's waiting steps (every replica, within a second) until it is
+        resumed; runs are still accepted and wait. Operators and admins."""
+        return m.of(m.QueuePause, await client.pause_queue(body.queue, body.reason))
+
+    @app.post(
+        "/api/v1/queues:resume", response_model=m.QueueResumed, responses=ERRORS, tags=["fleet"]
+    )
+    async def resume_queue(body: m.ResumeQueue, client: Caller) -> m.QueueResumed:
+        """Lease a paused queue's steps again."""
+        return m.QueueResumed(queue=body.queue, resumed=await client.resume_queue(body.queue))
 
     @app.get(
         "/api/v1/namespaces", response_model=list[m.Namespace], responses=ERRORS, tags=["fleet"]

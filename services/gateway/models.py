@@ -243,6 +243,29 @@ class Queue(BaseModel):
     executors: int
     free_slots: int
     stranded: bool = Field(description="work waits and no connected executor takes from it")
+    pause: QueuePause | None = Field(None, description="set while it is paused: its steps wait")
+
+
+class QueuePause(BaseModel):
+    queue: str
+    namespace: str
+    reason: str
+    paused_by: str = Field(description="the id of the key that paused it")
+    paused_at: datetime | None
+
+
+class PauseQueue(BaseModel):
+    queue: str = Field(description='as the queues list names it ("vision", "team-a/vision")')
+    reason: str = Field("", description="why, shown with the queue (at most 500 characters)")
+
+
+class ResumeQueue(BaseModel):
+    queue: str
+
+
+class QueueResumed(BaseModel):
+    queue: str
+    resumed: bool = Field(description="false: it was not paused")
 
 
 class Queues(BaseModel):

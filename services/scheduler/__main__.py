@@ -17,6 +17,7 @@ from services.common.grpc_server import MutualTls, serve_async
 from services.scheduler.artifact_sweep import ArtifactSweep
 from services.scheduler.clock_watch import ClockWatch
 from services.scheduler.dispatcher import Dispatcher
+from services.scheduler.executor_servicer import ExecutorServicer
 from services.scheduler.fair_shares import FairShares, parse_weights
 from services.scheduler.fleet_report import FleetReport
 from services.scheduler.history import History
@@ -24,6 +25,7 @@ from services.scheduler.history_retention import HistoryRetention, parse_retenti
 from services.scheduler.large_documents import LargeDocuments
 from services.scheduler.listeners import Listeners
 from services.scheduler.namespace_settings import NamespaceSettings
+from services.scheduler.queue_pauses import QueuePauses
 from services.scheduler.registry_artifacts import RegistryArtifacts
 from services.scheduler.result_cache import ResultCache
 from services.scheduler.run_limits import RunLimits, parse_limits
@@ -33,7 +35,7 @@ from services.scheduler.runs import RunService
 from services.scheduler.schedule_records import ScheduleStore
 from services.scheduler.schedule_servicer import ScheduleServicer
 from services.scheduler.schedules import Schedules
-from services.scheduler.servicer import ExecutorServicer, SchedulerServicer
+from services.scheduler.servicer import SchedulerServicer
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.task_catalog import TaskCatalog
 from services.scheduler.tracing import TracingListener
@@ -119,6 +121,8 @@ async def serve(settings: SchedulerSettings) -> None:
     )
     schedules = Schedules(schedule_store, runs, gate=gate)
     dispatcher.reaper.also("start the runs of the schedules that are due", schedules.tick)
+    pauses = QueuePauses(store.db, dispatcher.pause_only)
+    dispatcher.reaper.also("read the queues' pauses", pauses.refresh)
     report = FleetReport(
         queue,
         dispatcher.fleet.record,
@@ -126,6 +130,7 @@ async def serve(settings: SchedulerSettings) -> None:
         limits=limits,
         settings=namespaces,
         clock_watch=watch,
+        pauses=pauses,
     )
     listeners.register(history, TracingListener(), dispatcher.metrics, runs)
 

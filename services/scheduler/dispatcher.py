@@ -92,6 +92,15 @@ class Dispatcher:
 
     # What the stream brings up (heartbeats, progress, logs, results) goes to ``intake``.
 
+    def pause_only(self, queues: frozenset[str]) -> None:
+        """Lease from no queue of ``queues`` (queue_pauses.py); a queue resumed is looked at
+        by every idle executor in the next round."""
+        resumed = self.fleet.paused - queues
+        self.fleet.paused = queues
+        if resumed:
+            self.queue.work_was_queued()
+            self.leaser.wake()
+
     # The run service ---------------------------------------------------------------------
 
     async def submit(self, runs: list[Submission]) -> list[tuple[bool, str]]:

@@ -127,7 +127,7 @@ class ExecutorSession:
     vitals: Vitals = Vitals()  # as its last heartbeat reported them
     # What its record in Redis showed when last written (Fleet.save writes it on a change).
     saved_as: tuple[object, ...] = field(default=(), repr=False)
-    # Fleet.queues_of's answer, with how many queue variants there were (they only grow).
+    # Fleet.served's answer, with how many queue variants there were (they only grow).
     queues_seen: tuple[int, list[str]] | None = field(default=None, repr=False)
 
     @property
@@ -216,6 +216,7 @@ class Fleet:
         self.clock = clock
         self.sessions: dict[str, ExecutorSession] = {}
         self._gone: dict[str, float] = {}  # executors that left: id -> when
+        self.paused: frozenset[str] = frozenset()  # queues not leased from (queue_pauses.py)
 
     def _exempt(self, profile: ExecutorProfile) -> bool:
         """Whether every namespace the executor serves may run unisolated (never "*")."""
@@ -308,11 +309,16 @@ class Fleet:
         return now - session.last_seen >= self.silent_after
 
     def queues_of(self, session: ExecutorSession) -> list[str]:
-        """The queues an executor takes from: its own in the namespaces it serves, and the
+        """The queues an executor is given steps from now: those it serves, but paused ones."""
+        served = self.served(session)
+        return [q for q in served if q not in self.paused] if self.paused else served
+
+    def served(self, session: ExecutorSession) -> list[str]:
+        """The queues an executor serves: its own in the namespaces it serves, and the
         announced variants of them (other namespaces', labelled ones) it may serve."""
-        variants = self.queue.queue_variants
-        if session.queues_seen is not None and session.queues_seen[0] == len(variants):
-            return session.queues_seen[1]  # asked every lease round: worked out once
+        variants, seen = self.queue.queue_variants, session.queues_seen
+        if seen is not None and seen[0] == len(variants):
+            return seen[1]  # asked every lease round: worked out once
         p = session.profile
         own = own_queues(p.queues, p.namespaces)
         queues = own + sorted(
@@ -337,7 +343,7 @@ class Fleet:
         for session in self.sessions.values():
             if session.draining:
                 continue
-            for q in self.queues_of(session):
+            for q in self.served(session):
                 if q in found:
                     found[q] += 1
         return found

@@ -20,6 +20,7 @@ from services.scheduler.clock_watch import ClockWatch
 from services.scheduler.fleet import FleetRecord
 from services.scheduler.namespace_settings import NamespaceSettings
 from services.scheduler.queue_names import own_queues, serves, split
+from services.scheduler.queue_pauses import QueuePause, QueuePauses
 from services.scheduler.run_limits import RunLimits
 from services.scheduler.run_queue import RunQueue
 from services.scheduler.run_store import RunStore
@@ -39,6 +40,7 @@ class QueueStatus:
     oldest_age_seconds: float  # 0 when none waits
     executors: int  # connected, not draining, taking from it
     free_slots: int  # over those executors
+    pause: QueuePause | None = None  # set while it is paused
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class FleetReport:
         limits: RunLimits | None = None,
         settings: NamespaceSettings | None = None,
         clock_watch: ClockWatch | None = None,
+        pauses: QueuePauses | None = None,
     ) -> None:
         self.queue = queue
         self.record = record
@@ -75,6 +78,7 @@ class FleetReport:
         self.limits = limits or RunLimits()
         self.settings = settings or NamespaceSettings(store.db)
         self.clock_watch = clock_watch
+        self.pauses = pauses
 
     async def executors(self, namespace: str = auth.ALL_NAMESPACES) -> list[dict[str, Any]]:
         """The fleet serving ``namespace``, as every replica recorded it: connected first,
@@ -113,6 +117,8 @@ class FleetReport:
         name, and the retries waiting out their backoff (over every namespace's queues)."""
         live = [e for e in await self.executors(namespace) if e["state"] == "CONNECTED"]
         names = await self.queue.refresh_queue_variants() | self.queue.plain_queues
+        paused = self.pauses.paused if self.pauses is not None else {}
+        names |= set(paused)
         for e in live:
             names.update(own_queues(e["queues"], e.get("namespaces", ["*"])))
         if namespace != auth.ALL_NAMESPACES:
@@ -128,7 +134,8 @@ class FleetReport:
                 for e in live
                 if serves(name, e["queues"], e["labels"], e.get("namespaces", ["*"]))
             ]
-            if not depth and not serving:
+            pause = paused.get(name)
+            if not depth and not serving and pause is None:
                 continue
             found.append(
                 QueueStatus(
@@ -138,6 +145,7 @@ class FleetReport:
                     oldest_age_seconds=max(0.0, (now_ms - oldest) / 1000) if oldest else 0.0,
                     executors=len(serving),
                     free_slots=sum(max(0, e["slots"] - busy_slots(e)) for e in serving),
+                    pause=pause,
                 )
             )
         return found, delayed
@@ -175,6 +183,16 @@ class FleetReport:
         namespace = await self.settings.update(values, reset, by)
         [status] = await self.namespaces(namespace)
         return status
+
+    async def pause_queue(self, queue: str, reason: str, by: auth.Principal) -> QueuePause:
+        """PauseQueue (``QueuePauses.pause``)."""
+        assert self.pauses is not None
+        return await self.pauses.pause(queue, reason, by)
+
+    async def resume_queue(self, queue: str, by: auth.Principal) -> bool:
+        """ResumeQueue (``QueuePauses.resume``)."""
+        assert self.pauses is not None
+        return await self.pauses.resume(queue, by)
 
     async def dependencies(self) -> list[DependencyStatus]:
         """Redis and MongoDB, each asked now."""

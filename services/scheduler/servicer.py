@@ -1,9 +1,8 @@
-"""``SchedulerService`` and ``ExecutorService`` over gRPC: translate, call the domain, translate."""
+"""``SchedulerService`` over gRPC: translate, call the domain, translate (the executor stream:
+``executor_servicer.py``)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -11,28 +10,15 @@ from typing import Any, cast
 
 from grpc import aio
 
-from common import stream_batches, tls
 from common.errors import InvalidArgument
 from services.common import auth
 from services.common.dependencies import dependency_to_proto
-from services.scheduler.dispatcher import Dispatcher
-from services.scheduler.fleet import (
-    Assignment,
-    Cancel,
-    ExecutorProfile,
-    ExecutorSession,
-    Renewed,
-    Vitals,
-)
 from services.scheduler.fleet_report import FleetReport, busy_slots
-from services.scheduler.intake import RunningStep, StepReport
 from services.scheduler.namespace_settings import FIELDS as NAMESPACE_FIELDS
 from services.scheduler.planning import SubmitRequest
-from services.scheduler.queue_names import served_namespaces
+from services.scheduler.queue_pauses import QueuePause
 from services.scheduler.run_events import RunEvent
 from services.scheduler.runs import RunService
-from wtm.v1 import executor_service_pb2 as epb
-from wtm.v1 import executor_service_pb2_grpc as epb_grpc
 from wtm.v1 import run_pb2
 from wtm.v1 import scheduler_service_pb2 as spb
 from wtm.v1 import scheduler_service_pb2_grpc as spb_grpc
@@ -205,7 +191,21 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
                 free_slots=q.free_slots,
             )
             m.oldest_age.FromNanoseconds(int(q.oldest_age_seconds * 1e9))
+            if q.pause is not None:
+                m.pause.CopyFrom(pause_to_proto(q.pause))
         return reply
+
+    async def PauseQueue(
+        self, request: spb.PauseQueueRequest, context: aio.ServicerContext
+    ) -> spb.PauseQueueResponse:
+        pause = await self._report.pause_queue(request.queue, request.reason, auth.current())
+        return spb.PauseQueueResponse(pause=pause_to_proto(pause))
+
+    async def ResumeQueue(
+        self, request: spb.ResumeQueueRequest, context: aio.ServicerContext
+    ) -> spb.ResumeQueueResponse:
+        resumed = await self._report.resume_queue(request.queue, auth.current())
+        return spb.ResumeQueueResponse(resumed=resumed)
 
     async def ListNamespaces(
         self, request: spb.ListNamespacesRequest, context: aio.ServicerContext
@@ -239,190 +239,7 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
         )
 
 
-def more_assignments(first: Assignment, outbox: asyncio.Queue[Any]) -> tuple[list[Assignment], Any]:
-    """``first`` and the assignments queued right behind it (``common.stream_batches``). A
-    dynamic batch's call may span messages: the executor starts it once all its steps have
-    come."""
-    return stream_batches.gather(
-        first,
-        outbox,
-        lambda item: item if isinstance(item, Assignment) else None,
-        lambda a: len(a.input_json),
-    )
-
-
-def _report(r: epb.StepResult, session: ExecutorSession) -> StepReport:
-    return StepReport(
-        run_id=r.ref.run_id,
-        step_id=r.ref.step_id,
-        attempt=r.ref.attempt,
-        outcome=epb.StepOutcome.Name(r.outcome).removeprefix("STEP_OUTCOME_"),
-        output_json=r.output_json,
-        error=r.error,
-        timings=_timings(r),
-        lease_id=r.ref.lease_id,
-        executor_id=session.executor_id,
-    )
-
-
-def _assignments_message(group: list[Assignment]) -> epb.ConnectResponse:
-    """One assignment as it always travelled; several in one StepAssignments."""
-    if len(group) == 1:
-        return epb.ConnectResponse(assignment=_assignment_of(group[0]))
-    return epb.ConnectResponse(
-        assignments=epb.StepAssignments(assignments=[_assignment_of(a) for a in group])
-    )
-
-
-def _assignment_of(a: Assignment) -> epb.StepAssignment:
-    return epb.StepAssignment(
-        ref=epb.StepAttemptRef(
-            run_id=a.run_id, step_id=a.step_id, attempt=a.attempt, lease_id=a.lease_id
-        ),
-        task_id=a.task_id,
-        task_version=a.task_version,
-        digest=a.digest,
-        entry_point=a.entry_point,
-        input_json=a.input_json,
-        timeout_seconds=a.timeout_seconds,
-        input_id=a.input_id,
-        output_id=a.output_id,
-        upstream_output_ids=a.upstream_output_ids,
-        input_sources=a.input_sources,
-        traceparent=a.traceparent,
-        namespace=a.namespace,
-        log_level=a.log_level,
-        call_id=a.call_id,
-        call_size=a.call_size,
-    )
-
-
-def _vitals(h: epb.ExecutorHeartbeat) -> Vitals:
-    return Vitals(h.slot_errors, h.last_slot_error, h.cpu_percent, h.memory_bytes, h.disk_bytes)
-
-
-def _running(ref: epb.StepAttemptRef) -> RunningStep:
-    return RunningStep(ref.run_id, ref.step_id, ref.attempt, ref.lease_id)
-
-
-def _timings(r: epb.StepResult) -> dict[str, int]:
-    """The executor's timestamps of an attempt, in µs, for the fields it set."""
-    stamps = {
-        "t_recv": r.received_time,
-        "t_p0": r.start_time,
-        "t_p1": r.end_time,
-        "t_sent": r.sent_time,
-    }
-    return {k: t.ToMicroseconds() for k, t in stamps.items() if t.seconds or t.nanos}
-
-
-class ExecutorServicer(epb_grpc.ExecutorServiceServicer):
-    """Thin gRPC adapter over ``Dispatcher``: one stream per executor."""
-
-    def __init__(
-        self, dispatcher: Dispatcher, lease_seconds: int, heartbeat_seconds: float
-    ) -> None:
-        self._dispatcher = dispatcher
-        self._lease_seconds = lease_seconds
-        self._heartbeat_seconds = heartbeat_seconds
-
-    async def Connect(
-        self, request_iterator: AsyncIterator[epb.ConnectRequest], context: aio.ServicerContext
-    ) -> AsyncIterator[epb.ConnectResponse]:
-        first = await anext(request_iterator, None)
-        if first is None or not first.HasField("hello"):
-            raise InvalidArgument("the first message must be a hello", field="hello")
-        h = first.hello
-        if not h.executor_id or h.slots < 1 or not h.queues:
-            raise InvalidArgument(
-                "needs executor_id, slots >= 1 and at least one queue", field="hello"
-            )
-        session = self._dispatcher.open_session(
-            ExecutorProfile(
-                h.executor_id,
-                list(h.queues),
-                h.slots,
-                dict(h.labels),
-                h.software_version,
-                h.python_version,
-                tuple(h.packages),
-                auth.current().key_id,
-                served_namespaces(auth.current().namespace, h.namespaces),
-                tls.client_certificate_name(context.auth_context()),
-                h.batching,
-                h.sandbox[:16],
-            )
-        )
-        reader = asyncio.create_task(self._read(session, request_iterator))
-        # The executor closing its side ends the stream: the reader's end is an outbox item.
-        reader.add_done_callback(lambda _: session.outbox.put_nowait(None))
-        try:
-            yield epb.ConnectResponse(
-                welcome=epb.ExecutorWelcome(
-                    lease_seconds=self._lease_seconds,
-                    heartbeat_interval_seconds=self._heartbeat_seconds,
-                    acks_heartbeats=True,
-                    batched_messages=True,
-                )
-            )
-            batched = h.batched_messages
-            carry: object = stream_batches.NOTHING
-            while True:
-                item = await session.outbox.get() if carry is stream_batches.NOTHING else carry
-                carry = stream_batches.NOTHING
-                if item is None:
-                    break
-                if isinstance(item, Assignment):
-                    if batched:
-                        group, carry = more_assignments(item, session.outbox)
-                    else:
-                        group = [item]
-                    yield _assignments_message(group)
-                elif isinstance(item, Renewed):
-                    yield epb.ConnectResponse(
-                        heartbeat_ack=epb.HeartbeatAck(sequence=item.sequence)
-                    )
-                else:
-                    assert isinstance(item, Cancel)
-                    yield epb.ConnectResponse(
-                        cancel=epb.CancelStep(
-                            ref=epb.StepAttemptRef(
-                                run_id=item.run_id, step_id=item.step_id, attempt=item.attempt
-                            ),
-                            reason=item.reason,
-                        )
-                    )
-        finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
-            self._dispatcher.close_session(session)
-
-    async def _read(
-        self, session: ExecutorSession, requests: AsyncIterator[epb.ConnectRequest]
-    ) -> None:
-        async for message in requests:
-            kind = message.WhichOneof("message")
-            if kind == "heartbeat":
-                await self._dispatcher.intake.heartbeat(
-                    session,
-                    [_running(r) for r in message.heartbeat.running],
-                    message.heartbeat.draining,
-                    message.heartbeat.sequence,
-                    _vitals(message.heartbeat),
-                )
-            elif kind == "progress":
-                p = message.progress
-                await self._dispatcher.intake.progress(
-                    session, _running(p.ref), p.fraction, p.message
-                )
-            elif kind == "log":
-                line = message.log
-                await self._dispatcher.intake.log(
-                    session, _running(line.ref), line.level, line.message
-                )
-            elif kind == "result":
-                self._dispatcher.intake.report(session, _report(message.result, session))
-            elif kind == "results":
-                for r in message.results.results:
-                    self._dispatcher.intake.report(session, _report(r, session))
+def pause_to_proto(p: QueuePause) -> spb.QueuePause:
+    m = spb.QueuePause(queue=p.queue, namespace=p.namespace, reason=p.reason, paused_by=p.paused_by)
+    m.pause_time.FromMilliseconds(p.paused_ms)
+    return m

@@ -297,8 +297,19 @@ def test_executors_and_queues_show_live_figures_and_the_stranded_warning(
         nightly.get_by_role("button", name="Pause").click()
         expect(nightly.locator("td").nth(3)).to_have_text("paused", timeout=STEP_MS)
         assert client.get_schedule("dash-nightly").paused
+        # The queue paused from its row (the reason asked for), then resumed.
+        page.once("dialog", lambda dialog: dialog.accept("swapping the model"))
+        stranded.get_by_role("button", name="Pause").click()
+        expect(stranded).to_contain_text("paused by", timeout=STEP_MS)
+        expect(stranded).to_contain_text("swapping the model")
+        [held] = [q for q in client.list_queues()[0] if q.queue == "dash-nobody"]
+        assert held.pause is not None and held.pause.reason == "swapping the model"
         shot(page, "queues")
+        stranded.get_by_role("button", name="Resume").click()
+        expect(stranded).to_contain_text("no executor takes from this queue", timeout=STEP_MS)
+        assert all(q.pause is None for q in client.list_queues()[0])
     finally:
+        client.resume_queue("dash-nobody")
         client.cancel(run.run_id, "the test is over")
         client.delete_schedule("dash-nightly")
 

@@ -133,6 +133,15 @@ def test_a_run_runs_again_over_http(http: httpx.Client) -> None:
     assert again.json()["labels"] == {"wtm.rerun_of": first["run_id"]}
     missing = http.post("/api/v1/runs/no-such-run/rerun", json={"latest": True})
     assert missing.status_code == 404 and missing.json()["error"]["field"] == "run_id"
+    # Resuming needs a run that did not complete (test_pipeline_runs resumes one).
+    eventually(
+        lambda: http.get(f"/api/v1/runs/{first['run_id']}").json()["state"] == "COMPLETED",
+        timeout=30,
+        what="the first run's end",
+    )
+    resumed = http.post(f"/api/v1/runs/{first['run_id']}/rerun", json={"from_failure": True})
+    assert resumed.json()["error"]["code"] == "FAILED_PRECONDITION"
+    assert resumed.json()["error"]["field"] == "reuse_from"
 
 
 def test_the_unfinished_runs_of_a_batch_are_cancelled_over_http(
@@ -145,6 +154,23 @@ def test_the_unfinished_runs_of_a_batch_are_cancelled_over_http(
     assert {client.get_run(r).state for r in run_ids} == {"CANCELLED"}
     refused = http.post("/api/v1/runs:cancel", json={"reason": "everything"})
     assert refused.status_code == 400 and refused.json()["error"]["field"] == "filter"
+
+
+def test_a_queue_is_paused_and_resumed_over_http(http: httpx.Client) -> None:
+    try:
+        paused = http.post("/api/v1/queues:pause", json={"queue": "http-probe", "reason": "why"})
+        assert paused.status_code == 200, paused.text
+        assert {k: paused.json()[k] for k in ("queue", "reason")} == {
+            "queue": "http-probe",
+            "reason": "why",
+        }
+        listed = {q["queue"]: q for q in http.get("/api/v1/queues").json()["queues"]}
+        assert listed["http-probe"]["pause"]["paused_at"] == paused.json()["paused_at"]
+    finally:
+        resumed = http.post("/api/v1/queues:resume", json={"queue": "http-probe"})
+    assert resumed.json() == {"queue": "http-probe", "resumed": True}
+    refused = http.post("/api/v1/queues:pause", json={"queue": "No Such Name"})
+    assert refused.status_code == 400 and refused.json()["error"]["field"] == "queue"
 
 
 def test_bad_input_is_refused_with_the_field_named(http: httpx.Client, cluster: Cluster) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 import pytest
 
-from clients.sdk import Client
+from clients.sdk import ApiError, Client
 from services.executor.worker_disk import usage
 from services.localstack import Cluster
 from tests.conftest import keyed_channel, run_cli
@@ -84,6 +84,40 @@ def test_a_queue_with_work_and_no_executor_is_reported_with_its_age(
         timeout=10,
         what="the cancelled run's step leaving its queue",
     )
+
+
+def test_an_operator_pauses_a_queue_from_the_cli_and_it_is_listed_until_resumed(
+    client: Client, cluster: Cluster
+) -> None:
+    """The CLI's pause, the queue listed as paused with no work and no executor, the resume;
+    and the bad names and reasons refused naming their field. (That a paused queue's steps
+    wait, on every replica: test_scheduler_durability.)"""
+    try:
+        shown = run_cli(cluster, "queue", "pause", "pause-probe", "--reason", "new model")
+        assert "queue pause-probe paused" in shown.stdout
+        [q] = [q for q in client.list_queues()[0] if q.queue == "pause-probe"]
+        assert q.pause is not None and (q.pause.reason, q.depth, q.executors) == ("new model", 0, 0)
+        assert q.pause.paused_at is not None
+        listed = run_cli(cluster, "queue", "list").stdout
+        assert "paused" in listed and "new model" in listed
+        as_json = json.loads(run_cli(cluster, "--json", "queue", "list").stdout)
+        [paused] = [x for x in as_json["queues"] if x["queue"] == "pause-probe"]
+        assert paused["pause"]["reason"] == "new model"
+    finally:
+        resumed = run_cli(cluster, "queue", "resume", "pause-probe").stdout
+    assert "queue pause-probe resumed" in resumed
+    assert "pause-probe" not in {q.queue for q in client.list_queues()[0]}
+    again = run_cli(cluster, "queue", "resume", "pause-probe").stdout
+    assert "was not paused" in again
+    for name, reason, code, field in (
+        ("Not A Queue", "", "INVALID_ARGUMENT", "queue"),
+        ("team-x/default", "", "NOT_FOUND", "queue"),
+        ("pause-probe", "x" * 501, "INVALID_ARGUMENT", "reason"),
+    ):
+        with pytest.raises(ApiError) as err:
+            client.pause_queue(name, reason)
+        assert (err.value.code, err.value.field) == (code, field), err.value
+    assert "pause-probe" not in {q.queue for q in client.list_queues()[0]}
 
 
 def assert_every_backing_server_answers(client: Client) -> None:

@@ -122,6 +122,12 @@ def calls(
         "/wtm.v1.SchedulerService/UpdateNamespace": lambda: s.UpdateNamespace(
             spb.UpdateNamespaceRequest(weight=1000)  # out of range: INVALID_ARGUMENT
         ),
+        "/wtm.v1.SchedulerService/PauseQueue": lambda: s.PauseQueue(
+            spb.PauseQueueRequest(queue="Not A Queue")  # INVALID_ARGUMENT: nothing paused
+        ),
+        "/wtm.v1.SchedulerService/ResumeQueue": lambda: s.ResumeQueue(
+            spb.ResumeQueueRequest(queue="Not A Queue")
+        ),
         "/wtm.v1.SchedulerService/CheckDependencies": lambda: s.CheckDependencies(
             spb.SchedulerServiceCheckDependenciesRequest()
         ),
@@ -349,6 +355,13 @@ def other_namespace_calls(
         "/wtm.v1.SchedulerService/UpdateNamespace": not_found(
             lambda: s.UpdateNamespace(spb.UpdateNamespaceRequest(weight=1000)),
             grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        # "default"'s queue by its full name: not found, never paused (or resumed).
+        "/wtm.v1.SchedulerService/PauseQueue": not_found(
+            lambda: s.PauseQueue(spb.PauseQueueRequest(queue="default/default"))
+        ),
+        "/wtm.v1.SchedulerService/ResumeQueue": not_found(
+            lambda: s.ResumeQueue(spb.ResumeQueueRequest(queue="default/default"))
         ),
         # Whether the backing servers answer: nothing of any namespace.
         "/wtm.v1.SchedulerService/CheckDependencies": lambda: True,

@@ -137,6 +137,30 @@ def test_two_schedulers_on_one_redis_run_each_step_once(
     assert executors == {"twin-a", "twin-b"}  # work flowed across replicas
 
 
+def test_a_queue_paused_through_one_replica_is_held_by_every_replica(
+    fleet: Fleet, shared_tmp: Path
+) -> None:
+    """PauseQueue through replica a; the executor is b's and the run submitted through b:
+    its step waits until the queue is resumed (through a), then runs."""
+    a, b = fleet.start_scheduler(), fleet.start_scheduler()
+    fleet.start_executor(b, "held")
+    ledger = shared_file(shared_tmp, "paused-ledger.txt")
+    with fleet.client(a) as ca, fleet.client(b) as cb:
+        pause = ca.pause_queue("ledger", "the model is being replaced")
+        assert (pause.queue, pause.namespace) == ("ledger", "default") and pause.paused_by
+        time.sleep(1.5)  # every replica reads the pauses each second
+        run = cb.submit(task="ledger", input={"tag": "p", "ledger": str(ledger), "seconds": 0})
+        time.sleep(2)
+        assert cb.get_run(run.run_id).state == "QUEUED" and not ledger_counts(ledger)
+        [held] = [q for q in cb.list_queues()[0] if q.queue == "ledger"]
+        assert held.depth == 1 and held.executors == 1  # served, but paused
+        assert held.pause == pause  # who, when and why, as every replica reads it
+        assert ca.resume_queue("ledger") is True
+        assert cb.wait(run.run_id, 30).state == "COMPLETED"
+        assert ledger_counts(ledger) == Counter({"p": 1})
+        assert ca.resume_queue("ledger") is False  # not paused any more
+
+
 def test_the_fleet_is_listed_from_any_replica_and_a_stopped_executor_shows_lost(
     fleet: Fleet,
 ) -> None:

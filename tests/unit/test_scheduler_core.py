@@ -647,3 +647,28 @@ def test_an_idle_executor_whose_slot_frees_is_asked_for_work_queued_while_it_was
         assert [a.run_id for a in assignments(worker)] == ["r2"]
 
     scenario(valkey_url, body)
+
+
+def test_a_paused_queue_keeps_its_steps_until_it_is_resumed(valkey_url: str) -> None:
+    """PauseQueue: the lease rounds leave a paused queue out of what they ask each executor
+    for; its steps stay queued, another queue's are leased as before, and a resume reaches
+    the idle executors in the next round."""
+
+    async def body(c: Core) -> None:
+        e1 = c.executor("e1", slots=2)
+        both = c.core.open_session(ExecutorProfile("both", ["q", "other"], 2, {}))
+        c.core.pause_only(frozenset({"q"}))
+        await c.submit("r1")
+        await c.lease_round()
+        assert assignments(e1) == [] and assignments(both) == []
+        elsewhere = step("a", 0)
+        elsewhere.fields["queue"] = "other"
+        fields = {"run_id": "r2", "input_json": "{}", "priority": "5", "sinks": '["a"]'}
+        await c.core.submit([Submission("r2", fields, [elsewhere])])
+        assert [a.run_id for a in assignments(both)] == ["r2"]  # its other queue is not paused
+        assert await c.queue.queue_stats({"q"}) != {"q": (0, 0)}  # r1's step still waits
+        c.core.pause_only(frozenset())
+        await c.lease_round()
+        assert [a.run_id for a in assignments(e1) + assignments(both)] == ["r1"]
+
+    scenario(valkey_url, body)

@@ -301,20 +301,62 @@ class ListQueuesResponse(_message.Message):
     def __init__(self, queues: _Optional[_Iterable[_Union[QueueStatus, _Mapping]]] = ..., delayed: _Optional[int] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class QueueStatus(_message.Message):
-    __slots__ = ("queue", "namespace", "depth", "oldest_age", "executors", "free_slots")
+    __slots__ = ("queue", "namespace", "depth", "oldest_age", "executors", "free_slots", "pause")
     QUEUE_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     DEPTH_FIELD_NUMBER: _ClassVar[int]
     OLDEST_AGE_FIELD_NUMBER: _ClassVar[int]
     EXECUTORS_FIELD_NUMBER: _ClassVar[int]
     FREE_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    PAUSE_FIELD_NUMBER: _ClassVar[int]
     queue: str
     namespace: str
     depth: int
     oldest_age: _duration_pb2.Duration
     executors: int
     free_slots: int
-    def __init__(self, queue: _Optional[str] = ..., namespace: _Optional[str] = ..., depth: _Optional[int] = ..., oldest_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., executors: _Optional[int] = ..., free_slots: _Optional[int] = ...) -> None: ...
+    pause: QueuePause
+    def __init__(self, queue: _Optional[str] = ..., namespace: _Optional[str] = ..., depth: _Optional[int] = ..., oldest_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., executors: _Optional[int] = ..., free_slots: _Optional[int] = ..., pause: _Optional[_Union[QueuePause, _Mapping]] = ...) -> None: ...
+
+class QueuePause(_message.Message):
+    __slots__ = ("queue", "namespace", "reason", "paused_by", "pause_time")
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_BY_FIELD_NUMBER: _ClassVar[int]
+    PAUSE_TIME_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    namespace: str
+    reason: str
+    paused_by: str
+    pause_time: _timestamp_pb2.Timestamp
+    def __init__(self, queue: _Optional[str] = ..., namespace: _Optional[str] = ..., reason: _Optional[str] = ..., paused_by: _Optional[str] = ..., pause_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class PauseQueueRequest(_message.Message):
+    __slots__ = ("queue", "reason")
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    reason: str
+    def __init__(self, queue: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class PauseQueueResponse(_message.Message):
+    __slots__ = ("pause",)
+    PAUSE_FIELD_NUMBER: _ClassVar[int]
+    pause: QueuePause
+    def __init__(self, pause: _Optional[_Union[QueuePause, _Mapping]] = ...) -> None: ...
+
+class ResumeQueueRequest(_message.Message):
+    __slots__ = ("queue",)
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    def __init__(self, queue: _Optional[str] = ...) -> None: ...
+
+class ResumeQueueResponse(_message.Message):
+    __slots__ = ("resumed",)
+    RESUMED_FIELD_NUMBER: _ClassVar[int]
+    resumed: bool
+    def __init__(self, resumed: _Optional[bool] = ...) -> None: ...
 
 class ListNamespacesRequest(_message.Message):
     __slots__ = ("page_size", "page_token")

@@ -85,6 +85,16 @@ class SchedulerServiceStub:
                 request_serializer=wtm_dot_v1_dot_scheduler__service__pb2.UpdateNamespaceRequest.SerializeToString,
                 response_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.UpdateNamespaceResponse.FromString,
                 _registered_method=True)
+        self.PauseQueue = channel.unary_unary(
+                '/wtm.v1.SchedulerService/PauseQueue',
+                request_serializer=wtm_dot_v1_dot_scheduler__service__pb2.PauseQueueRequest.SerializeToString,
+                response_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.PauseQueueResponse.FromString,
+                _registered_method=True)
+        self.ResumeQueue = channel.unary_unary(
+                '/wtm.v1.SchedulerService/ResumeQueue',
+                request_serializer=wtm_dot_v1_dot_scheduler__service__pb2.ResumeQueueRequest.SerializeToString,
+                response_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.ResumeQueueResponse.FromString,
+                _registered_method=True)
         self.CheckDependencies = channel.unary_unary(
                 '/wtm.v1.SchedulerService/CheckDependencies',
                 request_serializer=wtm_dot_v1_dot_scheduler__service__pb2.SchedulerServiceCheckDependenciesRequest.SerializeToString,
@@ -175,6 +185,24 @@ class SchedulerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PauseQueue(self, request, context):
+        """PauseQueue stops leasing the steps waiting on a queue of the caller's namespace, on
+        every replica within about a second (Celery's cancel_consumer on every worker, Sidekiq's
+        queue pause): runs are still accepted and their steps wait, as do retries coming due;
+        steps already running go on. Kept until ResumeQueue, across restarts and a Redis flush.
+        Pausing a paused queue changes its reason. An operator's or an admin's call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeQueue(self, request, context):
+        """ResumeQueue leases a paused queue's steps again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CheckDependencies(self, request, context):
         """CheckDependencies reports whether this replica reaches its Redis and its MongoDB.
         """
@@ -234,6 +262,16 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
                     servicer.UpdateNamespace,
                     request_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.UpdateNamespaceRequest.FromString,
                     response_serializer=wtm_dot_v1_dot_scheduler__service__pb2.UpdateNamespaceResponse.SerializeToString,
+            ),
+            'PauseQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseQueue,
+                    request_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.PauseQueueRequest.FromString,
+                    response_serializer=wtm_dot_v1_dot_scheduler__service__pb2.PauseQueueResponse.SerializeToString,
+            ),
+            'ResumeQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeQueue,
+                    request_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.ResumeQueueRequest.FromString,
+                    response_serializer=wtm_dot_v1_dot_scheduler__service__pb2.ResumeQueueResponse.SerializeToString,
             ),
             'CheckDependencies': grpc.unary_unary_rpc_method_handler(
                     servicer.CheckDependencies,
@@ -512,6 +550,60 @@ class SchedulerService:
             '/wtm.v1.SchedulerService/UpdateNamespace',
             wtm_dot_v1_dot_scheduler__service__pb2.UpdateNamespaceRequest.SerializeToString,
             wtm_dot_v1_dot_scheduler__service__pb2.UpdateNamespaceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wtm.v1.SchedulerService/PauseQueue',
+            wtm_dot_v1_dot_scheduler__service__pb2.PauseQueueRequest.SerializeToString,
+            wtm_dot_v1_dot_scheduler__service__pb2.PauseQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wtm.v1.SchedulerService/ResumeQueue',
+            wtm_dot_v1_dot_scheduler__service__pb2.ResumeQueueRequest.SerializeToString,
+            wtm_dot_v1_dot_scheduler__service__pb2.ResumeQueueResponse.FromString,
             options,
             channel_credentials,
             insecure,

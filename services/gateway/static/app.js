@@ -576,7 +576,7 @@ function queuesPage() {
   const schedules = h("tbody");
   const backfill = backfillForm();
   main.replaceChildren(h("h1", {}, "Queues"), h("table", { id: "queues" },
-    h("thead", {}, h("tr", {}, ["Queue", "Namespace", "Waiting", "Oldest waiting", "Executors", "Free slots", ""].map((c) => h("th", {}, c)))), body), delayed,
+    h("thead", {}, h("tr", {}, ["Queue", "Namespace", "Waiting", "Oldest waiting", "Executors", "Free slots", "", ""].map((c) => h("th", {}, c)))), body), delayed,
     h("h2", {}, "Namespaces"), h("table", { id: "namespaces" },
       h("thead", {}, h("tr", {}, ["Namespace", "Runs queued or running", "Limit", "Weight", "Steps waiting", "Runs kept", ""].map((c) => h("th", {}, c)))), spaces),
     h("h2", {}, "Schedules"), scheduleForm(() => fill()), backfill, h("table", { id: "schedules" },
@@ -601,11 +601,24 @@ function queuesPage() {
       h("td", {}, h("code", {}, x.queue)), h("td", {}, x.namespace), h("td", { class: "num" }, x.depth),
       h("td", { class: "num" }, x.depth ? fmtSeconds(x.oldest_age_seconds) : ""),
       h("td", { class: "num" }, x.executors), h("td", { class: "num" }, x.free_slots),
-      h("td", { class: "warning" }, x.stranded ? "⚠ work waits and no executor takes from this queue" : ""))));
-    if (!q.queues.length) body.replaceChildren(h("tr", {}, h("td", { colspan: 7, class: "muted" }, "No queue has work or an executor.")));
+      h("td", { class: "warning" }, x.pause ? `paused by ${x.pause.paused_by}${x.pause.reason ? ": " + x.pause.reason : ""} (${when(x.pause.paused_at)})`
+        : x.stranded ? "⚠ work waits and no executor takes from this queue" : ""),
+      h("td", { class: "actions" }, queueAction(x, fill)))));
+    if (!q.queues.length) body.replaceChildren(h("tr", {}, h("td", { colspan: 8, class: "muted" }, "No queue has work or an executor.")));
     delayed.textContent = `${q.delayed} step(s) waiting out a retry's backoff or their run's start time.`;
   };
   return every(REFRESH_MS, fill);
+}
+
+// A queue's button: pause it (its steps wait; running ones go on), or resume it.
+function queueAction(x, fill) {
+  return h("button", { class: x.pause ? "" : "danger", onclick: async (event) => {
+    const reason = x.pause ? "" : prompt(`Pause queue ${x.queue}? Its waiting steps are not started until it is resumed. Why:`, "");
+    if (reason === null) return;
+    event.target.disabled = true;
+    try { await api(`/api/v1/queues:${x.pause ? "resume" : "pause"}`, { json: { queue: x.queue, reason } }); await fill(); }
+    catch (e) { alert(`${e.code}: ${e.message}`); event.target.disabled = false; }
+  } }, x.pause ? "Resume" : "Pause");
 }
 
 // The buttons of a schedule's row: its runs, one now, a backfill, pause or resume, delete.
