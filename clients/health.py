@@ -135,7 +135,17 @@ def assess_fleet(
                 )
             )
     for q in waiting:
-        if q.stranded:
+        if q.pause is not None:
+            why = f" ({q.pause.reason})" if q.pause.reason else ""
+            checks.append(
+                Check(
+                    f"queue {q.queue}",
+                    WARN,
+                    f"paused by {q.pause.paused_by or '?'}{why}: {q.depth} step(s) wait until "
+                    f"`wtm queue resume {q.queue}`",
+                )
+            )
+        elif q.stranded:
             checks.append(
                 Check(
                     f"queue {q.queue}",

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from clients.health import FAIL, OK, WARN, assess_schedules, assess_service
+from clients.health import FAIL, OK, WARN, assess_fleet, assess_schedules, assess_service
 from clients.schedules import ScheduleInfo
-from clients.types import DependencyInfo
+from clients.types import DependencyInfo, QueueInfo, QueuePauseInfo
 
 
 def redis(offset: float | None, ok: bool = True) -> DependencyInfo:
@@ -44,3 +44,15 @@ def test_a_schedule_that_could_not_start_its_run_warns_saying_why() -> None:
     )
     assert [(c.component, c.status) for c in checks] == [("schedule stuck", WARN)]
     assert "tick@1.0.0 is deprecated" in checks[0].detail
+
+
+def test_a_paused_queue_warns_with_who_why_and_how_to_resume_not_as_stranded() -> None:
+    pause = QueuePauseInfo("team-a/vision", "team-a", "new model", "k1", None)
+    paused = QueueInfo("team-a/vision", "team-a", 3, 40.0, 0, 0, pause)
+    stranded = QueueInfo("ocr", "default", 2, 5.0, 0, 0)
+    checks = {c.component: c for c in assess_fleet([], ([paused, stranded], 0))}
+    held = checks["queue team-a/vision"]
+    assert held.status == WARN and held.detail == (
+        "paused by k1 (new model): 3 step(s) wait until `wtm queue resume team-a/vision`"
+    )
+    assert "no connected executor" in checks["queue ocr"].detail
