@@ -60,7 +60,9 @@ for i, s in ipairs(steps) do
   if s.output then
     f.state = 'COMPLETED'
     redis.call('HSET', outputs_key(P, run_id), s.step_id, s.output)
-    if f.cached_from then emit(P, run_id, s.step_id, 0, 'COMPLETED', 'taken over from ' .. f.cached_from, now) end
+    if f.cached_from then  -- taken over from the run this one resumes
+      emit(P, run_id, s.step_id, 0, 'COMPLETED', 'taken over from ' .. f.cached_from, now)
+    end
   elseif left == 0 then
     f.state, f.queued_ms, ready = 'QUEUED', now, true
   end
