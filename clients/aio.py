@@ -26,6 +26,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 
 from clients import requests
 from clients.errors import (
+    ApiError,
     DataLoss,
     DeadlineExceeded,
     PermissionDenied,
@@ -44,6 +45,7 @@ from clients.types import (
     PipelineInfo,
     QueueInfo,
     QueuePauseInfo,
+    ResumedRuns,
     RunEventInfo,
     RunInfo,
     TaskInfo,
@@ -338,6 +340,41 @@ class AsyncClient(_Connection, AsyncScheduleMethods):
         ids = sorted(found)
         for run_id, reply in zip(ids, await asyncio.gather(*map(cancel, ids)), strict=True):
             requests.sort_cancelled(result, run_id, reply)
+        return result
+
+    async def resume_runs(
+        self,
+        *,
+        batch_id: str = "",
+        labels: dict[str, str] | None = None,
+        task_id: str = "",
+        pipeline_id: str = "",
+        latest: bool = False,
+    ) -> ResumedRuns:
+        """As ``Client.resume_runs``."""
+        requests.check_cancel_filters(batch_id, labels, task_id, pipeline_id)
+        found = set()
+        for state in requests.RESUMABLE:
+            async for r in self.list_runs(
+                state.value, pipeline_id, task_id, batch_id, page_size=1000, labels=labels
+            ):
+                found.add(r.run_id)
+        room = asyncio.Semaphore(requests.CANCELS_IN_FLIGHT)
+
+        async def resume(run_id: str) -> RunInfo | str:
+            async with room:
+                try:
+                    request_id = requests.resume_request_id(run_id)
+                    return await self.rerun(run_id, latest, request_id, from_failure=True)
+                except ApiError as exc:
+                    return f"{exc.code}: {exc.message}"
+
+        result, ids = ResumedRuns(), sorted(found)
+        for run_id, again in zip(ids, await asyncio.gather(*map(resume, ids)), strict=True):
+            if isinstance(again, str):
+                result.refused.append((run_id, again))
+            else:
+                result.resumed.append((run_id, again))
         return result
 
     async def cancel(self, run_id: str, reason: str = "") -> RunInfo:

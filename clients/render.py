@@ -12,7 +12,7 @@ from rich.table import Table
 
 from clients.health import HealthReport
 from clients.sdk import ExecutorInfo, PipelineInfo, RunEventInfo, RunInfo, TaskInfo
-from clients.types import ArtifactInfo, CancelledRuns, NamespaceInfo, QueueInfo
+from clients.types import ArtifactInfo, CancelledRuns, NamespaceInfo, QueueInfo, ResumedRuns
 
 console = Console()
 WIDE = 120  # columns: narrower consoles get the tables' less-needed columns left out
@@ -200,6 +200,15 @@ def cancelled_runs(done: CancelledRuns) -> str:
             f"{len(done.not_theirs)} were submitted by another key, which your role may not "
             "cancel: " + ", ".join(done.not_theirs)
         )
+    return "\n".join(lines)
+
+
+def resumed_runs(done: ResumedRuns) -> str:
+    lines = [f"resumed {len(done.resumed)} runs"]
+    lines += [f"  {was} as {r.run_id} ({r.state})" for was, r in done.resumed]
+    if done.refused:
+        lines.append(f"{len(done.refused)} could not be resumed:")
+        lines += [escape(f"  {was}: {why}") for was, why in done.refused]
     return "\n".join(lines)
 
 

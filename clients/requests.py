@@ -100,6 +100,15 @@ def sort_cancelled(result: CancelledRuns, run_id: str, reply: spb.CancelRunRespo
     (result.cancelled if reply.cancelled else result.ended).append(run)
 
 
+# The states of a run that resuming takes over from (SubmitRunRequest.reuse_from).
+RESUMABLE = (State.FAILED, State.CANCELLED, State.TIMED_OUT)
+
+
+def resume_request_id(run_id: str) -> str:
+    """``resume_runs``' request id for resuming ``run_id``: each run is resumed once."""
+    return f"resume/{run_id}"
+
+
 RERUN_OF = "wtm.rerun_of"  # the label a rerun carries: the run it ran again
 # A schedule's runs' labels (which schedule, which due time): a rerun is not one of them.
 SCHEDULE_LABELS = ("wtm.schedule", "wtm.schedule_time")

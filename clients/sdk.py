@@ -52,6 +52,7 @@ from clients.types import (
     PipelineStepInfo,
     QueueInfo,
     QueuePauseInfo,
+    ResumedRuns,
     RunEventInfo,
     RunInfo,
     StepInfo,
@@ -481,6 +482,51 @@ class Client(_Connection, ScheduleMethods):
         request = requests.rerun(original, latest, request_id, from_failure)
         reply = self._s.unary(self._scheduler.SubmitRun, request, retry=bool(request_id))
         return RunInfo.from_proto(reply.run)
+
+    def resume_runs(
+        self,
+        *,
+        batch_id: str = "",
+        labels: dict[str, str] | None = None,
+        task_id: str = "",
+        pipeline_id: str = "",
+        latest: bool = False,
+    ) -> ResumedRuns:
+        """Resume (``rerun(..., from_failure=True)``) every run that matches all the filters
+        given — a batch, labels, a task, a pipeline; at least one — and FAILED, was
+        CANCELLED or TIMED_OUT, as Hatchet's bulk replay: each a new run taking over the
+        steps its run completed. Each run is resumed once (request id ``resume/<run id>``):
+        calling this again, after a cut-short call or to see them, returns the same new
+        runs. A resume that fails again is resumed by naming it (its labels are its run's,
+        with ``wtm.rerun_of``). Runs are read from the history.
+
+        Raises:
+            InvalidArgument: no filter given.
+        """
+        requests.check_cancel_filters(batch_id, labels, task_id, pipeline_id)
+        found = {
+            r.run_id
+            for state in requests.RESUMABLE
+            for r in self.list_runs(
+                state.value, pipeline_id, task_id, batch_id, page_size=1000, labels=labels
+            )
+        }
+
+        def resume(run_id: str) -> RunInfo | str:
+            try:
+                request_id = requests.resume_request_id(run_id)
+                return self.rerun(run_id, latest, request_id, from_failure=True)
+            except ApiError as exc:  # this one's: the others go on
+                return f"{exc.code}: {exc.message}"
+
+        result, ids = ResumedRuns(), sorted(found)
+        with ThreadPoolExecutor(requests.CANCELS_IN_FLIGHT) as pool:
+            for run_id, again in zip(ids, pool.map(resume, ids), strict=True):
+                if isinstance(again, str):
+                    result.refused.append((run_id, again))
+                else:
+                    result.resumed.append((run_id, again))
+        return result
 
     def cancel(self, run_id: str, reason: str = "") -> RunInfo:
         """Cancel a run: queued steps are dropped, running ones stopped. A finished run is

@@ -297,6 +297,17 @@ class CancelledRuns:
     not_theirs: list[str] = field(default_factory=list)
 
 
+@dataclass
+class ResumedRuns:
+    """What ``Client.resume_runs`` did: each run it resumed, with the run resuming it (the
+    same one again when it had been resumed by this call before), and the runs it could not
+    resume, with why (``code: message``: nothing would be left to run, a pipeline version no
+    longer registered, another key's run the role may not read...)."""
+
+    resumed: list[tuple[str, RunInfo]] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class ExecutorInfo:
     """One executor of the fleet, as the schedulers see it."""

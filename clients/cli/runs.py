@@ -120,6 +120,57 @@ def run_rerun(
         show(obj, client, again, wait, what=f"{run_id} runs again as")
 
 
+@run.command("resume")
+@click.argument("run_id", required=False)
+@click.option(
+    "--latest", is_flag=True, help="the latest version of its task or pipeline (a fixed one)"
+)
+@click.option("--batch", "batch_id", default="", help="instead: every failed run of a batch")
+@click.option(
+    "--label", "labels", multiple=True, metavar="KEY=VALUE", help="instead: ... with this label"
+)
+@click.option("--schedule", default="", help="instead: ... this schedule started")
+@click.option("--task", "task_id", default="", help="instead: ... of this task")
+@click.option("--pipeline", "pipeline_id", default="", help="instead: ... of this pipeline")
+@click.option("--wait/--no-wait", default=True, help="follow a single run until it finishes")
+@click.pass_obj
+def run_resume(
+    obj: Ctx,
+    run_id: str | None,
+    latest: bool,
+    batch_id: str,
+    labels: tuple[str, ...],
+    schedule: str,
+    task_id: str,
+    pipeline_id: str,
+    wait: bool,
+) -> None:
+    """Resume a run that failed, was cancelled or timed out: a new run that takes over the
+    steps it completed and runs the rest (run rerun --from-failure). Without RUN_ID, every
+    such run the filters match (all of them), each resumed once however often this is
+    called: --batch, --label, --schedule, --task, --pipeline."""
+    wanted = dict(label_of(text) for text in labels)
+    if schedule:
+        wanted["wtm.schedule"] = schedule
+    filters = bool(batch_id or wanted or task_id or pipeline_id)
+    if bool(run_id) == filters:
+        which = "not both" if filters else "--batch, --label, --schedule, --task or --pipeline"
+        raise click.UsageError(f"give a RUN_ID, or filters ({which})")
+    with obj.client() as client:
+        if run_id:
+            again = client.rerun(run_id, latest=latest, from_failure=True)
+            show(obj, client, again, wait, what=f"{run_id} resumes as")
+            return
+        done = client.resume_runs(
+            batch_id=batch_id,
+            labels=wanted,
+            task_id=task_id,
+            pipeline_id=pipeline_id,
+            latest=latest,
+        )
+    obj.out(done, render.resumed_runs(done))
+
+
 @run.command("get")
 @click.argument("run_id")
 @click.pass_obj

@@ -300,6 +300,22 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             not_theirs=done.not_theirs,
         )
 
+    @app.post("/api/v1/runs:resume", response_model=m.ResumedRuns, responses=ERRORS, tags=["runs"])
+    async def resume_runs(body: m.ResumeRuns, client: Caller) -> m.ResumedRuns:
+        """Resume every run that matches all the filters given (at least one) and did not
+        complete: each a new run taking over what its run completed, each once."""
+        done = await client.resume_runs(
+            batch_id=body.batch_id,
+            labels=body.labels,
+            task_id=body.task_id,
+            pipeline_id=body.pipeline_id,
+            latest=body.latest,
+        )
+        return m.ResumedRuns(
+            resumed=[m.ResumedRun(run_id=was, resumed_as=r.run_id) for was, r in done.resumed],
+            refused=[m.RefusedRun(run_id=was, error=why) for was, why in done.refused],
+        )
+
     @app.post(
         "/api/v1/runs/{run_id}/rerun",
         response_model=m.Run,

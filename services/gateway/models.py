@@ -136,6 +136,32 @@ class CancelledRuns(BaseModel):
     not_theirs: list[str] = Field(description="another key's, which this role may not cancel")
 
 
+class ResumeRuns(BaseModel):
+    """Every run matching all the filters given (at least one) that FAILED, was CANCELLED
+    or TIMED_OUT."""
+
+    batch_id: str = ""
+    labels: dict[str, str] = {}
+    task_id: str = ""
+    pipeline_id: str = ""
+    latest: bool = Field(False, description="the latest version of each task or pipeline")
+
+
+class ResumedRun(BaseModel):
+    run_id: str = Field(description="the run resumed")
+    resumed_as: str = Field(description="the new run that took over its completed steps")
+
+
+class RefusedRun(BaseModel):
+    run_id: str
+    error: str = Field(description="why it could not be resumed (CODE: message)")
+
+
+class ResumedRuns(BaseModel):
+    resumed: list[ResumedRun]
+    refused: list[RefusedRun]
+
+
 class Rerun(BaseModel):
     latest: bool = Field(False, description="the latest version, not the one the run ran")
     request_id: str = Field("", description="idempotency key: a repeat returns the first rerun")

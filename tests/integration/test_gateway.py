@@ -154,6 +154,21 @@ def test_the_unfinished_runs_of_a_batch_are_cancelled_over_http(
     assert {client.get_run(r).state for r in run_ids} == {"CANCELLED"}
     refused = http.post("/api/v1/runs:cancel", json={"reason": "everything"})
     assert refused.status_code == 400 and refused.json()["error"]["field"] == "filter"
+    # Resumed: each cancelled run once, as a new run (none of their steps had completed),
+    # once the history (which the resume reads, written behind) has their ends.
+    eventually(
+        lambda: {r.state for r in client.list_runs(batch_id=batch_id)} == {"CANCELLED"},
+        timeout=10,
+        what="the batch's ends in the history",
+    )
+    resumed = http.post("/api/v1/runs:resume", json={"batch_id": batch_id})
+    assert resumed.status_code == 200, resumed.text
+    assert sorted(r["run_id"] for r in resumed.json()["resumed"]) == sorted(run_ids)
+    assert resumed.json()["refused"] == []
+    for r in resumed.json()["resumed"]:
+        assert client.get_run(r["resumed_as"]).labels["wtm.rerun_of"] == r["run_id"]
+    nothing = http.post("/api/v1/runs:resume", json={})
+    assert nothing.status_code == 400 and nothing.json()["error"]["field"] == "filter"
 
 
 def test_a_queue_is_paused_and_resumed_over_http(http: httpx.Client) -> None:

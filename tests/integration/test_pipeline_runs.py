@@ -503,3 +503,49 @@ def test_a_failed_run_resumes_taking_over_the_steps_it_completed(
             submit(spb.SubmitRunRequest(**{**asked, "reuse_from": "no-such-run"}))
         assert raw.value.code() == grpc.StatusCode.NOT_FOUND
         assert raw.value.details() == "reuse_from: no run no-such-run"
+
+
+def test_the_failed_runs_of_a_batch_resume_at_once_each_once(
+    client: Client, cluster: Cluster, tmp_path: Path
+) -> None:
+    gate, pid = f"gate_{uuid.uuid4().hex[:8]}", f"batch_resumed_{uuid.uuid4().hex[:8]}"
+    strict = 'if input_data["words"] > 2:\n            raise FatalError("too long")\n        '
+    client.register_task(gate_task(tmp_path, gate, "1.0.0", strict + "return {}"))
+
+    def steps(version: str) -> list[dict[str, Any]]:
+        return [
+            {"task_id": "word_count", "input_mapping": {"text": "$.text"}},
+            {
+                "step_id": "gate",
+                "task_id": f"{gate}@{version}",
+                "depends_on": ["word_count"],
+                "input_mapping": {"words": "$.word_count.count"},
+            },
+        ]
+
+    pipeline(client, pid, steps("1.0.0"), version="1.0.0")
+    texts = ["a b", "a b c", "a", "a b c d"]
+    batch_id, run_ids = client.submit_many([{"text": t} for t in texts], pipeline=pid)
+    first = {r: client.wait(r, 60) for r in run_ids}
+    failed = sorted(r for r, done in first.items() if done.state == "FAILED")
+    assert len(failed) == 2
+    client.register_task(gate_task(tmp_path, gate, "1.0.1", 'return {"n": input_data["words"]}'))
+    pipeline(client, pid, steps("1.0.1"), version="1.0.1")
+    time.sleep(1.1)  # what "latest" is, the scheduler keeps for a second
+    done = client.resume_runs(batch_id=batch_id, latest=True)
+    assert [was for was, _ in done.resumed] == failed and done.refused == []
+    for was, again in done.resumed:
+        ended = client.wait(again.run_id, 60)
+        assert ended.state == "COMPLETED" and ended.labels["wtm.rerun_of"] == was
+        count = {s.step_id: s for s in ended.steps}["word_count"]
+        assert count.cached_from == f"{was}/{count.output_id}"  # taken over, not run
+        assert ended.output == {"n": len(first[was].input["text"].split())}
+    # Again (a cut-short call finished, or a look): the same new runs, none more.
+    shown = run_cli(cluster, "--json", "run", "resume", "--batch", batch_id, "--latest")
+    again = json.loads(shown.stdout)
+    assert [(w, r["run_id"]) for w, r in again["resumed"]] == [
+        (w, r.run_id) for w, r in done.resumed
+    ]
+    with pytest.raises(ApiError) as err:
+        client.resume_runs()
+    assert err.value.code == "INVALID_ARGUMENT" and err.value.field == "filter"

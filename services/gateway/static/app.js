@@ -160,18 +160,35 @@ function runsPage() {
     field("created_after", "Created after", inputs.created_after),
     field("created_before", "Created before", inputs.created_before), h("button", { type: "submit" }, "Filter"),
     " ", h("button", { type: "button", class: "danger", id: "cancel-matching", title: "every queued or running run of this batch, pipeline, task or label", onclick: async () => {
-      const chosen = Object.fromEntries(["batch_id", "pipeline_id", "task_id"].map((k) => [k, inputs[k].value.trim()]));
-      const [key, sep, value] = splitLabel(inputs.label.value.trim());
-      if (key && !sep) { alert("A label filter is KEY=VALUE."); return; }
-      if (key) chosen.labels = { [key]: value };
-      if (!Object.values(chosen).some(Boolean)) { alert("Filter by a batch, a pipeline, a task or a label first."); return; }
+      const chosen = chosenFilters();
+      if (!chosen) return;
       if (!confirm("Cancel every queued or running run that matches?")) return;
       try {
         const done = await api("/api/v1/runs:cancel", { json: { ...chosen, reason: "cancelled from the dashboard" } });
         await refresh();
         pager.textContent = `cancelled ${done.cancelled.length}` + (done.not_theirs.length ? `; ${done.not_theirs.length} another key's, left` : "");
       } catch (e) { alert(`${e.code}: ${e.message}`); }
-    } }, "Cancel unfinished"));
+    } }, "Cancel unfinished"),
+    " ", h("button", { type: "button", class: "secondary", id: "resume-matching", title: "every failed, cancelled or timed-out run of this batch, pipeline, task or label: each resumed once, taking over what it completed", onclick: async () => {
+      const chosen = chosenFilters();
+      if (!chosen) return;
+      if (!confirm("Resume every run that matches and failed, was cancelled or timed out?")) return;
+      try {
+        const done = await api("/api/v1/runs:resume", { json: chosen });
+        await refresh();
+        pager.textContent = `resumed ${done.resumed.length}` + (done.refused.length ? `; ${done.refused.length} could not be: ${done.refused.map((r) => r.error).join("; ")}` : "");
+      } catch (e) { alert(`${e.code}: ${e.message}`); }
+    } }, "Resume failed"));
+
+  // The batch, pipeline, task and label filters, for the buttons that act on every match.
+  function chosenFilters() {
+    const chosen = Object.fromEntries(["batch_id", "pipeline_id", "task_id"].map((k) => [k, inputs[k].value.trim()]));
+    const [key, sep, value] = splitLabel(inputs.label.value.trim());
+    if (key && !sep) { alert("A label filter is KEY=VALUE."); return null; }
+    if (key) chosen.labels = { [key]: value };
+    if (!Object.values(chosen).some(Boolean)) { alert("Filter by a batch, a pipeline, a task or a label first."); return null; }
+    return chosen;
+  }
 
   async function refresh() {
     const q = new URLSearchParams({ page_size: "25", page_token: tokens[tokens.length - 1] });
