@@ -35,6 +35,8 @@ class TakenOver:
 
     output_json: str
     source: str  # "run_id/output_id"
+    # The old step's lineage edges (where its input came from), when its ids are this one's.
+    edges: tuple[tuple[str, str], ...] = ()
 
 
 # What makes two plans' step the same work, given the same input: the task code, what its
@@ -82,8 +84,11 @@ async def taken_over(
             and before.get(p.step_id) == _identity(p.task.digest, p.mapping, p.deps)
             and all(src in found for src in p.reads)
         ):
+            same_ids = (step.input_id, step.output_id) == (p.input_id, p.output_id)
             found[p.step_id] = TakenOver(
-                step.output_json, step.cached_from or f"{old.run_id}/{step.output_id}"
+                step.output_json,
+                step.cached_from or f"{old.run_id}/{step.output_id}",
+                tuple(step.lineage) if same_ids else (),
             )
     if len(found) == len(plan.steps):
         raise FailedPrecondition(
@@ -137,7 +142,9 @@ def applied(
             output_json=found[s.step_id].output_json,
             cached_from=found[s.step_id].source,
             ended_at=run.created_at,
-            lineage=[(found[s.step_id].source, s.output_id)],
+            lineage=list(
+                dict.fromkeys([*found[s.step_id].edges, (found[s.step_id].source, s.output_id)])
+            ),
         )
         if s.step_id in found
         else s

@@ -470,6 +470,8 @@ def test_a_failed_run_resumes_taking_over_the_steps_it_completed(
     assert (summary["taken_over"], summary["cache_hits"]) == (1, 0)
     assert f["word_count"].cached_from == origin and f["word_count"].executor_id == ""
     assert (origin, f["word_count"].output_id) in fixed.lineage
+    kept = ("run_input_text_string", f"{counted.input_id}_text_string")
+    assert kept in first.lineage and kept in fixed.lineage  # where its input came from
     events = [e for e in client.watch(fixed.run_id) if e.step_id == "word_count"]
     assert [(e.state, e.message) for e in events] == [("COMPLETED", f"taken over from {origin}")]
     # The history keeps the step it took over (a run rebuilt after a Redis flush finds it).

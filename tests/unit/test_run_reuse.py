@@ -5,6 +5,7 @@ the registry and the history: this is the pure decision)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from typing import Any
 
@@ -58,7 +59,9 @@ def ran(plan_: Plan, states: dict[str, str], state: str = "FAILED", **extra: Any
             p.task.version,
             states.get(p.step_id, "PENDING"),
             attempt=1,
+            input_id=p.input_id,
             output_id=p.output_id,
+            lineage=[(f"from_{p.step_id}", p.input_id)],
             output_json=json.dumps({"out": p.step_id})
             if states.get(p.step_id) == "COMPLETED"
             else "",
@@ -132,6 +135,22 @@ def test_a_newer_version_keeps_only_what_it_did_not_change_and_what_reads_only_t
     assert taken(old, new_a, Catalog(v1, new_a), doc=DOC) == {}
 
 
+def test_a_step_taken_over_keeps_its_input_edges_unless_its_ids_moved() -> None:
+    v1 = plan("1.0.0")
+    old = ran(v1, {"a": "COMPLETED", "b": "FAILED"})
+    req = SubmitRequest(pipeline="p", reuse_from="old")
+
+    def found_in(run: Run) -> dict[str, run_reuse.TakenOver]:
+        async def get(run_id: str, namespace: str) -> Run:
+            return run
+
+        return asyncio.run(run_reuse.taken_over(get, Catalog(v1), req, v1, DOC))  # type: ignore[arg-type]
+
+    assert found_in(old)["a"].edges == (("from_a", "input_001"),)
+    moved = [dataclasses.replace(s, input_id="input_009") for s in old.steps]
+    assert found_in(dataclasses.replace(old, steps=moved))["a"].edges == ()
+
+
 def test_an_output_taken_over_before_names_where_it_was_computed() -> None:
     v1 = plan("1.0.0")
     old = ran(v1, {"a": "COMPLETED", "b": "FAILED"}, cached={"a": "first/output_001"})
@@ -143,16 +162,16 @@ def test_the_new_run_is_created_with_those_steps_completed() -> None:
     old = ran(v1, {"a": "COMPLETED", "c": "FAILED"})
     req = SubmitRequest(pipeline="p", reuse_from="old")
     run, submission = new_run(req, v1, DOC, "")
-    found = {"a": run_reuse.TakenOver('{"out": "a"}', "old/output_001")}
+    found = {"a": run_reuse.TakenOver('{"out": "a"}', "old/output_001", (("in", "input_001"),))}
     run, submission = run_reuse.applied(run, submission, found, old.run_id)
     assert submission.done == {"a": '{"out": "a"}'} and set(submission.done_fields) == {"a"}
     assert submission.done_fields["a"]["cached_from"] == "old/output_001"
     assert "resumes run old: 1 of 4 steps" in submission.note
     [record] = run_reuse.records(run)
     assert (record.step_id, record.state, record.attempt) == ("a", "COMPLETED", 0)
-    assert (
-        record.lineage == [("old/output_001", "output_001")] and record.ended_at == run.created_at
-    )
+    # Where its input came from, as the old step recorded it, and where its output did.
+    assert record.lineage == [("in", "input_001"), ("old/output_001", "output_001")]
+    assert record.ended_at == run.created_at
     assert [s.state for s in run.steps] == ["COMPLETED", "PENDING", "PENDING", "PENDING"]
 
 
