@@ -82,15 +82,18 @@ class RunService(RunListener):
     async def submit(self, req: SubmitRequest) -> Run:
         """Accept one run. It is queued in Redis and written to MongoDB at the same time; the
         call returns once both hold it, so the run can start before MongoDB has answered."""
+        return (await self.started(req))[0]
+
+    async def started(self, req: SubmitRequest) -> tuple[Run, bool]:
+        """``submit``, and whether this call made the run (not: its request id had one)."""
         check_request(req)
         doc = parse_input(req.input_json)
         if not 0 <= req.wait_seconds <= MAX_WAIT_SECONDS:
             raise InvalidArgument(f"must be between 0 and {MAX_WAIT_SECONDS:g}s", field="wait")
         key = request_key(auth.one_namespace(req.namespace), req.request_id)
         if key and (existing := await self.claimed(key)):  # most repeats find their run here
-            return await self._until_finished(
-                await self._run_recorded(key, existing), req.wait_seconds
-            )
+            found = await self._run_recorded(key, existing)
+            return await self._until_finished(found, req.wait_seconds), False
         plan = await plan_run(self.catalog, req)
         options = check_input(plan, doc)
         reused = await run_reuse.taken_over(self.get, self.catalog, req, plan, doc)
@@ -100,9 +103,8 @@ class RunService(RunListener):
             run, submission = run_reuse.applied(run, submission, reused, req.reuse_from)
         if key and (holder := await self.store.claims.claim(key, run.run_id)) is not None:
             # A concurrent submit with this request id won: its run is the answer.
-            return await self._until_finished(
-                await self._run_recorded(key, holder), req.wait_seconds
-            )
+            found = await self._run_recorded(key, holder)
+            return await self._until_finished(found, req.wait_seconds), False
         waiter = self._watch(run.run_id) if req.wait_seconds > 0 else None  # before queueing,
         try:  # so that its end cannot be missed
             accepted = await self._accept(run, submission)
@@ -112,10 +114,12 @@ class RunService(RunListener):
                 with contextlib.suppress(Exception):
                     await self.store.claims.release(key, run.run_id)
             raise
-        if accepted.run_id != run.run_id:  # the request id's first run, not this one
+        created = accepted.run_id == run.run_id
+        if not created:  # the request id's first run, not this one
             self._unwatch(run.run_id, waiter)
             waiter = None
-        return await self._until_finished(accepted.run_id, req.wait_seconds, accepted, waiter)
+        ended = await self._until_finished(accepted.run_id, req.wait_seconds, accepted, waiter)
+        return ended, created
 
     async def _recorded(self, key: str, ident: str, find: Callable[[], Awaitable[T]]) -> T:
         """What ``find()`` returns once the submit that claimed ``key`` for ``ident`` has

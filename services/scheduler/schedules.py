@@ -247,7 +247,7 @@ class Schedules:
         times go on as they were. The run's id, and the schedule."""
         record = await self._own(namespace, schedule_id)
         now = self.clock.now_ms()
-        run_id = await self._start(record, f"schedule/{schedule_id}/now/{now}", now)
+        run_id, _ = await self._start(record, f"schedule/{schedule_id}/now/{now}", now)
         await self.store.update(
             record.key,
             {"last_ms": now, "last_run_id": run_id, "last_error": ""},
@@ -285,8 +285,8 @@ class Schedules:
                 if ran:
                     done.append(Backfilled(due_ms, ran, started=False))
                 else:
-                    run_id = await self._start(record, request_id, due_ms)
-                    done.append(Backfilled(due_ms, run_id, started=True))
+                    run_id, created = await self._start(record, request_id, due_ms)
+                    done.append(Backfilled(due_ms, run_id, started=created))
         finally:  # what started before a refusal (the namespace's limit, say) is counted
             started = sum(b.started for b in done)
             if started:
@@ -338,7 +338,7 @@ class Schedules:
             skipped["overlap"] = 1
         else:
             try:
-                run_id = await self._start(
+                run_id, _ = await self._start(
                     record, f"schedule/{record.schedule_id}/{latest}", latest
                 )
             except WtmError as exc:
@@ -347,6 +347,7 @@ class Schedules:
                 log.warning("schedule %s could not start its run: %s", record.key, exc.message)
             else:
                 changes |= {"last_ms": latest, "last_run_id": run_id, "last_error": ""}
+        # Counted by the replica that moves the schedule on, whichever made the run.
         started = int(bool(run_id))
         counts = {"times_skipped": sum(skipped.values()), "runs_started": started}
         moved = await self.store.update(record.key, changes, counts, next_ms=record.next_ms)
@@ -371,17 +372,20 @@ class Schedules:
         except NotFound:  # gone with the history
             return False
 
-    async def _start(self, record: ScheduleRecord, request_id: str, due_ms: int) -> str:
+    async def _start(
+        self, record: ScheduleRecord, request_id: str, due_ms: int
+    ) -> tuple[str, bool]:
         """Submit the schedule's run for the time ``due_ms`` (its idempotency key
-        ``request_id``) as the key that created the schedule."""
+        ``request_id``) as the key that created the schedule: its id, and whether this call
+        started it (a concurrent backfill, say, may have)."""
         principal = await self._creator(record)
         token = auth.set_current(principal)
         outcome = "INTERNAL"
         try:
             request = self._request(record, request_id, due_ms)
-            run_id = (await self.runs.submit(request)).run_id
+            run, created = await self.runs.started(request)
             outcome = "OK"
-            return run_id
+            return run.run_id, created
         except WtmError as exc:
             outcome = exc.code
             raise

@@ -30,7 +30,7 @@ MINUTE = 60.0
 
 
 class SubmittedRuns:
-    """What ``Schedules`` asks of ``RunService``: submit, and get a run's state."""
+    """What ``Schedules`` asks of ``RunService``: submit (``started``), and get a run's state."""
 
     catalog = None
 
@@ -39,14 +39,15 @@ class SubmittedRuns:
         self.finished: dict[str, bool] = {}
         self.refuse: WtmError | None = None
 
-    async def submit(self, req: SubmitRequest) -> Any:
+    async def started(self, req: SubmitRequest) -> tuple[Any, bool]:
         if self.refuse is not None:
             raise self.refuse
         await asyncio.sleep(0.01)  # a submit takes a while: replicas overlap in it
         self.submits.append((req, auth.current()))
         run_id = f"run-of-{req.request_id}"  # one run per request id
+        created = run_id not in self.finished
         self.finished.setdefault(run_id, False)
-        return SimpleNamespace(run_id=run_id)
+        return SimpleNamespace(run_id=run_id), created
 
     async def get(self, run_id: str, namespace: str) -> Any:
         if run_id not in self.finished:
@@ -260,13 +261,13 @@ def test_a_run_started_while_its_schedule_was_paused_is_its_last_run_counted_onc
         store: ScheduleStore, clock: FakeClock, runs: SubmittedRuns, replicas: Any, meter: Any
     ) -> None:
         record = await schedule(store, clock)
-        submit = runs.submit
+        submit = runs.started
 
         async def paused_meanwhile(req: SubmitRequest) -> Any:
             await replicas[0].pause("team-s", "minutely")  # between the read and the move
             return await submit(req)
 
-        runs.submit = paused_meanwhile  # type: ignore[method-assign]
+        runs.started = paused_meanwhile  # type: ignore[method-assign]
         clock.advance(MINUTE)
         await asyncio.gather(*(r.fire_due() for r in replicas))
         after = await store.get("team-s", "minutely")

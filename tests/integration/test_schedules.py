@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -346,6 +347,13 @@ def test_a_backfill_runs_each_past_time_once_and_each_run_is_told_its_time(
         assert [r.run_id for r in again[1:]] == [r.run_id for r in first]
         assert again[0].started and not any(r.started for r in again[1:])
         assert mine.get_schedule("hourly-report").runs_started == 5
+        # Two backfills of three more hours at once: each hour one run, counted once.
+        earlier = (start - timedelta(hours=4), start - timedelta(hours=2))
+        with ThreadPoolExecutor(2) as pool:
+            both = list(pool.map(lambda _: mine.backfill_schedule("hourly-report", *earlier), "ab"))
+        assert [r.run_id for r in both[0]] == [r.run_id for r in both[1]]
+        assert [a.started + b.started for a, b in zip(*both, strict=True)] == [1, 1, 1]
+        assert mine.get_schedule("hourly-report").runs_started == 8
         with pytest.raises(PermissionDenied):  # another submitter's key
             team["other-submitter"].backfill_schedule("hourly-report", start, now)
         for since, until, field in (
