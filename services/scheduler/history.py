@@ -259,11 +259,13 @@ class History(RunListener):
         run_id = str(doc["run_id"])
         plan: dict = doc["plan"]  # type: ignore[assignment]
         done: dict[str, str] = {}
+        shown: dict[str, dict[str, str]] = {}  # what their step hashes showed
         attempts: dict[str, int] = {}
         for step in await self.store.step_attempts(run_id):
             attempts[step.step_id] = max(attempts.get(step.step_id, 0), step.attempt)
             if step.state == "COMPLETED" and not step.superseded:
                 done[step.step_id] = step.output_json
+                shown[step.step_id] = step.ended_fields()
         specs = [
             QueuedStep(s["step_id"], s["deps"], s["dependents"], s["fields"]) for s in plan["steps"]
         ]
@@ -272,4 +274,6 @@ class History(RunListener):
         # lease period before running them again rules out two executions at once.
         not_before = self.clock.now_ms() + int(self.lease_seconds * 1000)
         not_before = max(not_before, int(plan["run_fields"].get("scheduled_ms", 0)))  # delayed
-        return Submission(run_id, plan["run_fields"], specs, "", done, attempts, not_before)
+        return Submission(
+            run_id, plan["run_fields"], specs, "", done, attempts, not_before, done_fields=shown
+        )

@@ -119,6 +119,22 @@ class StepRun:
     def to_doc(self, run_id: str) -> dict[str, Any]:
         return {"run_id": run_id, **self.__dict__}
 
+    def ended_fields(self) -> dict[str, str]:
+        """What a step hash shows of this attempt once it has ended — put back when a run is
+        rebuilt, or when a resumed run takes the step over; ``from_redis`` reads it."""
+        moments = {"started_ms": self.started_at, "ended_ms": self.ended_at}
+        found = {
+            "executor": self.executor_id,
+            "lease": self.lease_id,
+            "cached_from": self.cached_from,
+            "lineage": json.dumps(self.lineage) if self.lineage else "",
+            **{k: str(int(t.timestamp() * 1000)) for k, t in moments.items() if t is not None},
+            **{k: str(v) for k, v in self.timings.items()},
+        }
+        if self.queued_at is not None:
+            found["queued_ms"] = str(int(self.queued_at.timestamp() * 1000))
+        return {k: v for k, v in found.items() if v}
+
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> StepRun:
         fields: dict[str, Any] = {k: doc[k] for k in cls.__dataclass_fields__ if k in doc}

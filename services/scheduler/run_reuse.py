@@ -150,15 +150,7 @@ def applied(
         else s
         for s in run.steps
     ]
-    notes = {
-        s.step_id: {
-            "cached_from": s.cached_from,
-            "lineage": json.dumps(s.lineage),
-            "ended_ms": str(int(run.created_at.timestamp() * 1000)) if run.created_at else "",
-        }
-        for s in steps
-        if s.step_id in found
-    }
+    notes = {s.step_id: s.ended_fields() for s in steps if s.step_id in found}
     return dataclasses.replace(run, steps=steps), dataclasses.replace(
         submission,
         done={k: v.output_json for k, v in found.items()},

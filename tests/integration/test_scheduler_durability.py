@@ -68,13 +68,21 @@ def test_a_redis_flush_mid_run_is_rebuilt_from_mongodb(
             start_delay=10,  # well past the rebuild's one lease period (4 s from the flush, at 1 s)
             run_timeout=60,
         )
-        time.sleep(1.0)
+        eventually(  # some first steps have completed: the rebuild must keep them
+            lambda: any(client.get_run(r).steps[0].state == "COMPLETED" for r in run_ids),
+            timeout=4,
+            what="a first step completed before the flush",
+        )
         redis.Redis.from_url(fleet.redis_admin_url).flushdb()
         runs = wait_all(client, run_ids)
         rebuilt = [r for r in runs if r.steps and r.steps[0].attempt >= 1]
         [waited] = wait_all(client, [late.run_id])
     assert [r.state for r in runs] == ["COMPLETED"] * 8, [r.error for r in runs]
     assert len(rebuilt) == 8
+    # Steps that had completed before the flush show where and when they ran, and where
+    # their input came from, as before it (put back from the history).
+    assert all(s.executor_id == "flushed-1" and s.started_at for r in runs for s in r.steps)
+    assert all({target[:9] for _, target in r.lineage} == {"input_001", "input_002"} for r in runs)
     counts = ledger_counts(ledger)
     assert set(counts) == {f"f{i}" for i in range(8)} | {"late"} and counts["late"] == 1
     assert waited.state == "COMPLETED" and waited.steps[0].started_at is not None

@@ -60,7 +60,7 @@ for i, s in ipairs(steps) do
   if s.output then
     f.state = 'COMPLETED'
     redis.call('HSET', outputs_key(P, run_id), s.step_id, s.output)
-    if f.cached_from then  -- taken over from the run this one resumes
+    if f.cached_from and tonumber(f.attempt) == 0 then  -- taken over: never attempted here
       emit(P, run_id, s.step_id, 0, 'COMPLETED', 'taken over from ' .. f.cached_from, now)
     end
   elseif left == 0 then
