@@ -235,6 +235,18 @@ def test_the_unfinished_runs_of_a_batch_are_cancelled_from_the_runs_page(
     expect(page.locator("#runs tr[data-run] .badge").first).to_have_text(
         "CANCELLED", timeout=STEP_MS
     )
+    # Then resumed, each once, once the history has their ends (it is written behind).
+    eventually(
+        lambda: {r.state for r in client.list_runs(batch_id=batch_id)} == {"CANCELLED"},
+        timeout=10,
+        what="the batch's ends in the history",
+    )
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#resume-matching")
+    expect(page.locator(".pager")).to_contain_text("resumed 3", timeout=STEP_MS)
+    for run_id in run_ids:
+        [again] = client.list_runs(labels={"wtm.rerun_of": run_id})
+        assert again.state != "CANCELLED"
 
 
 def test_the_face_runs_image_is_drawn_with_its_boxes(
