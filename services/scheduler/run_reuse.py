@@ -122,12 +122,16 @@ async def _identities(
 
 
 def _in_order(steps: list[PlannedStep]) -> list[PlannedStep]:
-    """``steps`` with every step after the steps it reads."""
+    """``steps`` with every step after the steps it reads (a registered pipeline is a DAG;
+    should one not be, what cannot be placed comes last, and is not taken over)."""
     placed: dict[str, PlannedStep] = {}
     while len(placed) < len(steps):
+        before = len(placed)
         for p in steps:
             if p.step_id not in placed and all(src in placed for src in p.reads):
                 placed[p.step_id] = p
+        if len(placed) == before:
+            return [*placed.values(), *(p for p in steps if p.step_id not in placed)]
     return list(placed.values())
 
 
