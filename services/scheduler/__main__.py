@@ -155,6 +155,7 @@ async def serve(settings: SchedulerSettings) -> None:
             await store.start()
             await schedule_store.start()
             await namespaces.refresh()  # UpdateNamespace's settings before the first submit
+            await pauses.refresh()  # and the paused queues before the first lease round
         except PyMongoError as exc:
             raise unreachable("MongoDB", "WTM_MONGODB_URI", exc) from exc
         await shares.start()

@@ -163,6 +163,17 @@ def test_a_queue_paused_through_one_replica_is_held_by_every_replica(
         [held] = [q for q in cb.list_queues()[0] if q.queue == "ledger"]
         assert held.depth == 1 and held.executors == 1  # served, but paused
         assert held.pause == pause  # who, when and why, as every replica reads it
+        # b killed and started again on its address: the executor is back at once, and the
+        # new process has read the pause before its first lease round.
+        fleet.kill_scheduler(b)
+        fleet.start_scheduler(b)
+        eventually(
+            lambda: any(e.state == "CONNECTED" for e in cb.list_executors()),
+            timeout=15,
+            what="the executor back on the restarted replica",
+        )
+        time.sleep(1)
+        assert cb.get_run(run.run_id).state == "QUEUED" and not ledger_counts(ledger)
         assert ca.resume_queue("ledger") is True
         assert cb.wait(run.run_id, 30).state == "COMPLETED"
         assert ledger_counts(ledger) == Counter({"p": 1})
