@@ -41,6 +41,7 @@ from clients.types import (
     CancelledRuns,
     DependencyInfo,
     ExecutorInfo,
+    ExecutorPauseInfo,
     NamespaceInfo,
     PipelineInfo,
     QueueInfo,
@@ -440,6 +441,17 @@ class AsyncClient(_Connection, AsyncScheduleMethods):
         """As ``Client.list_executors``."""
         pages = self._s.pages(self._scheduler.ListExecutors, spb.ListExecutorsRequest())
         return [ExecutorInfo.from_proto(e) async for reply in pages for e in reply.executors]
+
+    async def pause_executor(self, executor_id: str, reason: str = "") -> ExecutorPauseInfo:
+        """As ``Client.pause_executor``."""
+        request = spb.PauseExecutorRequest(executor_id=executor_id, reason=reason)
+        reply = await self._s.unary(self._scheduler.PauseExecutor, request)
+        return ExecutorPauseInfo.from_proto(reply.pause)
+
+    async def resume_executor(self, executor_id: str) -> bool:
+        """As ``Client.resume_executor``."""
+        request = spb.ResumeExecutorRequest(executor_id=executor_id)
+        return (await self._s.unary(self._scheduler.ResumeExecutor, request)).resumed
 
     async def list_queues(self) -> tuple[list[QueueInfo], int]:
         """As ``Client.list_queues``."""

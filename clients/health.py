@@ -124,6 +124,17 @@ def assess_fleet(
     if lost:
         names = ", ".join(e.executor_id for e in lost[:5]) + (" …" if len(lost) > 5 else "")
         checks.append(Check("executors/lost", WARN, f"{len(lost)} lost recently: {names}"))
+    for e in live:
+        if e.pause is not None:
+            why = f" ({e.pause.reason})" if e.pause.reason else ""
+            checks.append(
+                Check(
+                    f"executor {e.executor_id}",
+                    WARN,
+                    f"paused by {e.pause.paused_by or '?'}{why}: given no new step until "
+                    f"`wtm executor resume {e.executor_id}`",
+                )
+            )
     for e in live + draining:
         if e.slot_errors:
             checks.append(

@@ -302,7 +302,8 @@ def executors_table(executors: list[ExecutorInfo], width: int | None = None) -> 
         live = e.state != "LOST"
         cells = [
             escape(e.executor_id),
-            f"[{style.get(e.state, 'white')}]{e.state}[/]",
+            f"[{style.get(e.state, 'white')}]{e.state}[/]"
+            + (" [cyan]paused[/]" if e.pause is not None else ""),
             escape(",".join(e.queues)),
             str(e.slots),
             # slots taken; and the steps, when a dynamic batch runs several on one slot

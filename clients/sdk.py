@@ -47,6 +47,7 @@ from clients.types import (
     CancelledRuns,
     DependencyInfo,
     ExecutorInfo,
+    ExecutorPauseInfo,
     NamespaceInfo,
     PipelineInfo,
     PipelineStepInfo,
@@ -639,6 +640,25 @@ class Client(_Connection, ScheduleMethods):
         """The executors serving this client's namespace, connected first (every page)."""
         pages = self._s.pages(self._scheduler.ListExecutors, spb.ListExecutorsRequest())
         return [ExecutorInfo.from_proto(e) for reply in pages for e in reply.executors]
+
+    def pause_executor(self, executor_id: str, reason: str = "") -> ExecutorPauseInfo:
+        """Give an executor no new step, on every scheduler replica within about a second,
+        until ``resume_executor`` (Hatchet's worker pause, Kubernetes' cordon): its running
+        steps go on and it stays connected. An operator's or an admin's call; one that
+        serves other namespaces too, only a key of every namespace may pause.
+
+        Raises:
+            NotFound: no such executor serving this client's namespace.
+            PermissionDenied: it serves other namespaces too, or the role may not.
+        """
+        request = spb.PauseExecutorRequest(executor_id=executor_id, reason=reason)
+        reply = self._s.unary(self._scheduler.PauseExecutor, request)
+        return ExecutorPauseInfo.from_proto(reply.pause)
+
+    def resume_executor(self, executor_id: str) -> bool:
+        """Give a paused executor work again; False when it was not paused."""
+        request = spb.ResumeExecutorRequest(executor_id=executor_id)
+        return self._s.unary(self._scheduler.ResumeExecutor, request).resumed
 
     def list_queues(self) -> tuple[list[QueueInfo], int]:
         """The queues of this client's namespace that have waiting work or an executor, and

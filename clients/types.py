@@ -337,6 +337,7 @@ class ExecutorInfo:
     # What it keeps on disk in its cache: packages, input artifacts, installed requirements,
     # its workers' files (last heartbeat).
     disk_bytes: int = 0
+    pause: ExecutorPauseInfo | None = None  # set while it is paused: it is given nothing new
 
     @classmethod
     def from_proto(cls, e: spb.Executor) -> ExecutorInfo:
@@ -362,7 +363,22 @@ class ExecutorInfo:
             e.busy_slots,
             e.sandbox,
             e.disk_bytes,
+            ExecutorPauseInfo.from_proto(e.pause) if e.HasField("pause") else None,
         )
+
+
+@dataclass(frozen=True)
+class ExecutorPauseInfo:
+    """Who paused an executor (``Client.pause_executor``), when and why."""
+
+    executor_id: str
+    reason: str
+    paused_by: str  # the key's id
+    paused_at: datetime | None
+
+    @classmethod
+    def from_proto(cls, p: spb.ExecutorPause) -> ExecutorPauseInfo:
+        return cls(p.executor_id, p.reason, p.paused_by, _time(p, "pause_time"))
 
 
 @dataclass(frozen=True)

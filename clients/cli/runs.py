@@ -309,3 +309,26 @@ def executor_list(obj: Ctx) -> None:
     with obj.client() as client:
         executors = client.list_executors()
     obj.out(executors, render.executors_table(executors))
+
+
+@executor.command("pause")
+@click.argument("executor_id")
+@click.option("--reason", default="", help="why, shown with the executor")
+@click.pass_obj
+def executor_pause(obj: Ctx, executor_id: str, reason: str) -> None:
+    """Give EXECUTOR_ID no new step (a cordon), on every scheduler replica within a second,
+    until `wtm executor resume`: its running steps go on, other executors take the work."""
+    with obj.client() as client:
+        pause = client.pause_executor(executor_id, reason)
+    obj.out(pause, f"executor {render.escape(executor_id)} paused; it is given nothing new")
+
+
+@executor.command("resume")
+@click.argument("executor_id")
+@click.pass_obj
+def executor_resume(obj: Ctx, executor_id: str) -> None:
+    """Give a paused EXECUTOR_ID work again."""
+    with obj.client() as client:
+        resumed = client.resume_executor(executor_id)
+    said = "resumed" if resumed else "was not paused"
+    obj.out({"executor_id": executor_id, "resumed": resumed}, f"executor {executor_id} {said}")

@@ -118,9 +118,11 @@ METHOD_PERMISSIONS: dict[str, Permission] = {
     _S + "ListQueues": P.READ,
     _S + "ListNamespaces": P.READ,
     _S + "UpdateNamespace": P.MANAGE_NAMESPACES,
-    # Holding a queue back holds back anyone's runs, as cancelling anyone's does.
+    # Holding a queue or an executor back holds back anyone's runs, as cancelling does.
     _S + "PauseQueue": P.CANCEL_ANY,
     _S + "ResumeQueue": P.CANCEL_ANY,
+    _S + "PauseExecutor": P.CANCEL_ANY,
+    _S + "ResumeExecutor": P.CANCEL_ANY,
     _S + "CheckDependencies": P.READ,
     # Schedules: creating and resuming one submits runs; pausing and deleting stop them, as
     # cancelling does (another key's schedule: CANCEL_ANY, checked by the domain).

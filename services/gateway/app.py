@@ -400,6 +400,25 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     async def list_executors(client: Caller) -> list[m.Executor]:
         return [m.of(m.Executor, e) for e in await client.list_executors()]
 
+    @app.post(
+        "/api/v1/executors:pause", response_model=m.ExecutorPause, responses=ERRORS, tags=["fleet"]
+    )
+    async def pause_executor(body: m.PauseExecutor, client: Caller) -> m.ExecutorPause:
+        """Give an executor no new step (a cordon) until it is resumed; its running steps go
+        on. Operators and admins."""
+        return m.of(m.ExecutorPause, await client.pause_executor(body.executor_id, body.reason))
+
+    @app.post(
+        "/api/v1/executors:resume",
+        response_model=m.ExecutorResumed,
+        responses=ERRORS,
+        tags=["fleet"],
+    )
+    async def resume_executor(body: m.ResumeExecutor, client: Caller) -> m.ExecutorResumed:
+        """Give a paused executor work again."""
+        resumed = await client.resume_executor(body.executor_id)
+        return m.ExecutorResumed(executor_id=body.executor_id, resumed=resumed)
+
     @app.get("/api/v1/queues", response_model=m.Queues, responses=ERRORS, tags=["fleet"])
     async def list_queues(client: Caller) -> m.Queues:
         queues, delayed = await client.list_queues()

@@ -259,6 +259,28 @@ class Executor(BaseModel):
         description='how task code is confined there: "isolated" (its own uid, network, mount '
         'and IPC namespaces, and limits), "limits" (environment and limits only), "" (older)',
     )
+    pause: ExecutorPause | None = Field(None, description="set while it is given nothing new")
+
+
+class ExecutorPause(BaseModel):
+    executor_id: str
+    reason: str
+    paused_by: str = Field(description="the id of the key that paused it")
+    paused_at: datetime | None
+
+
+class PauseExecutor(BaseModel):
+    executor_id: str
+    reason: str = Field("", description="why, shown with the executor (at most 500 characters)")
+
+
+class ResumeExecutor(BaseModel):
+    executor_id: str
+
+
+class ExecutorResumed(BaseModel):
+    executor_id: str
+    resumed: bool = Field(description="false: it was not paused")
 
 
 class Queue(BaseModel):

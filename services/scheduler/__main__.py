@@ -25,7 +25,7 @@ from services.scheduler.history_retention import HistoryRetention, parse_retenti
 from services.scheduler.large_documents import LargeDocuments
 from services.scheduler.listeners import Listeners
 from services.scheduler.namespace_settings import NamespaceSettings
-from services.scheduler.queue_pauses import QueuePauses
+from services.scheduler.pauses import Pauses
 from services.scheduler.registry_artifacts import RegistryArtifacts
 from services.scheduler.result_cache import ResultCache
 from services.scheduler.run_limits import RunLimits, parse_limits
@@ -121,8 +121,10 @@ async def serve(settings: SchedulerSettings) -> None:
     )
     schedules = Schedules(schedule_store, runs, gate=gate)
     dispatcher.reaper.also("start the runs of the schedules that are due", schedules.tick)
-    pauses = QueuePauses(store.db, dispatcher.pause_only)
-    dispatcher.reaper.also("read the queues' pauses", pauses.refresh)
+    queue_pauses = Pauses(store.db["paused_queues"], dispatcher.pause_only)
+    executor_pauses = Pauses(store.db["paused_executors"], dispatcher.hold_only)
+    dispatcher.reaper.also("read the queues' pauses", queue_pauses.refresh)
+    dispatcher.reaper.also("read the executors' pauses", executor_pauses.refresh)
     report = FleetReport(
         queue,
         dispatcher.fleet.record,
@@ -130,7 +132,8 @@ async def serve(settings: SchedulerSettings) -> None:
         limits=limits,
         settings=namespaces,
         clock_watch=watch,
-        pauses=pauses,
+        queue_pauses=queue_pauses,
+        executor_pauses=executor_pauses,
     )
     listeners.register(history, TracingListener(), dispatcher.metrics, runs)
 
@@ -155,7 +158,8 @@ async def serve(settings: SchedulerSettings) -> None:
             await store.start()
             await schedule_store.start()
             await namespaces.refresh()  # UpdateNamespace's settings before the first submit
-            await pauses.refresh()  # and the paused queues before the first lease round
+            await queue_pauses.refresh()  # and what is paused before the first lease round
+            await executor_pauses.refresh()
         except PyMongoError as exc:
             raise unreachable("MongoDB", "WTM_MONGODB_URI", exc) from exc
         await shares.start()

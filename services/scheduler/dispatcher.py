@@ -93,10 +93,19 @@ class Dispatcher:
     # What the stream brings up (heartbeats, progress, logs, results) goes to ``intake``.
 
     def pause_only(self, queues: frozenset[str]) -> None:
-        """Lease from no queue of ``queues`` (queue_pauses.py); a queue resumed is looked at
-        by every idle executor in the next round."""
+        """Lease from no queue of ``queues`` (pauses.py); a queue resumed is looked at by
+        every idle executor in the next round."""
         resumed = self.fleet.paused - queues
         self.fleet.paused = queues
+        if resumed:
+            self.queue.work_was_queued()
+            self.leaser.wake()
+
+    def hold_only(self, executors: frozenset[str]) -> None:
+        """Lease to no executor of ``executors`` (pauses.py); one resumed is asked in the
+        next round."""
+        resumed = self.fleet.paused_executors - executors
+        self.fleet.paused_executors = executors
         if resumed:
             self.queue.work_was_queued()
             self.leaser.wake()

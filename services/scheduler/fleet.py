@@ -216,7 +216,8 @@ class Fleet:
         self.clock = clock
         self.sessions: dict[str, ExecutorSession] = {}
         self._gone: dict[str, float] = {}  # executors that left: id -> when
-        self.paused: frozenset[str] = frozenset()  # queues not leased from (queue_pauses.py)
+        self.paused: frozenset[str] = frozenset()  # queues not leased from (pauses.py)
+        self.paused_executors: frozenset[str] = frozenset()  # executors given nothing new
 
     def _exempt(self, profile: ExecutorProfile) -> bool:
         """Whether every namespace the executor serves may run unisolated (never "*")."""
@@ -307,6 +308,10 @@ class Fleet:
         is given no new step until it speaks again. A frozen executor (SIGSTOP, a stalled VM)
         keeps its stream open, and each step leased to it would wait out a whole lease."""
         return now - session.last_seen >= self.silent_after
+
+    def passed_over(self, session: ExecutorSession, now: float) -> bool:
+        """Whether a lease round leaves ``session`` out: paused (PauseExecutor) or silent."""
+        return session.executor_id in self.paused_executors or self.silent(session, now)
 
     def queues_of(self, session: ExecutorSession) -> list[str]:
         """The queues an executor is given steps from now: those it serves, but paused ones."""

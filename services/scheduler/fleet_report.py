@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from common.errors import InvalidArgument, NotFound, PermissionDenied
 from services.common import auth
 from services.common.dependencies import DependencyStatus, check
 from services.common.paging import page_of, page_size_of
@@ -19,8 +20,8 @@ from services.scheduler.clock import SYSTEM, Clock
 from services.scheduler.clock_watch import ClockWatch
 from services.scheduler.fleet import FleetRecord
 from services.scheduler.namespace_settings import NamespaceSettings
-from services.scheduler.queue_names import own_queues, serves, split
-from services.scheduler.queue_pauses import QueuePause, QueuePauses
+from services.scheduler.pauses import Pause, Pauses
+from services.scheduler.queue_names import full_name, own_queues, serves, split
 from services.scheduler.run_limits import RunLimits
 from services.scheduler.run_queue import RunQueue
 from services.scheduler.run_store import RunStore
@@ -40,7 +41,7 @@ class QueueStatus:
     oldest_age_seconds: float  # 0 when none waits
     executors: int  # connected, not draining, taking from it
     free_slots: int  # over those executors
-    pause: QueuePause | None = None  # set while it is paused
+    pause: Pause | None = None  # set while it is paused
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,8 @@ class FleetReport:
         limits: RunLimits | None = None,
         settings: NamespaceSettings | None = None,
         clock_watch: ClockWatch | None = None,
-        pauses: QueuePauses | None = None,
+        queue_pauses: Pauses | None = None,
+        executor_pauses: Pauses | None = None,
     ) -> None:
         self.queue = queue
         self.record = record
@@ -78,13 +80,17 @@ class FleetReport:
         self.limits = limits or RunLimits()
         self.settings = settings or NamespaceSettings(store.db)
         self.clock_watch = clock_watch
-        self.pauses = pauses
+        self.queue_pauses = queue_pauses
+        self.executor_pauses = executor_pauses
 
     async def executors(self, namespace: str = auth.ALL_NAMESPACES) -> list[dict[str, Any]]:
         """The fleet serving ``namespace``, as every replica recorded it: connected first,
         then by id."""
         found = [json.loads(v) for v in (await self.record.load()).values()]
         found = [e for e in found if serves_namespace(e, namespace)]
+        if self.executor_pauses is not None and self.executor_pauses.paused:
+            for e in found:
+                e["pause"] = self.executor_pauses.paused.get(e["executor_id"])
         return sorted(found, key=_executor_key)
 
     async def executors_page(
@@ -117,7 +123,7 @@ class FleetReport:
         name, and the retries waiting out their backoff (over every namespace's queues)."""
         live = [e for e in await self.executors(namespace) if e["state"] == "CONNECTED"]
         names = await self.queue.refresh_queue_variants() | self.queue.plain_queues
-        paused = self.pauses.paused if self.pauses is not None else {}
+        paused = self.queue_pauses.paused if self.queue_pauses is not None else {}
         names |= set(paused)
         for e in live:
             names.update(own_queues(e["queues"], e.get("namespaces", ["*"])))
@@ -184,15 +190,43 @@ class FleetReport:
         [status] = await self.namespaces(namespace)
         return status
 
-    async def pause_queue(self, queue: str, reason: str, by: auth.Principal) -> QueuePause:
-        """PauseQueue (``QueuePauses.pause``)."""
-        assert self.pauses is not None
-        return await self.pauses.pause(queue, reason, by)
+    async def pause_queue(self, queue: str, reason: str, by: auth.Principal) -> Pause:
+        """PauseQueue: ``queue`` as ``by`` names it (``full_name``) leases nothing more."""
+        assert self.queue_pauses is not None
+        return await self.queue_pauses.pause(full_name(queue, by.scope), reason, by)
 
     async def resume_queue(self, queue: str, by: auth.Principal) -> bool:
-        """ResumeQueue (``QueuePauses.resume``)."""
-        assert self.pauses is not None
-        return await self.pauses.resume(queue, by)
+        """ResumeQueue."""
+        assert self.queue_pauses is not None
+        return await self.queue_pauses.resume(full_name(queue, by.scope))
+
+    async def pause_executor(self, executor_id: str, reason: str, by: auth.Principal) -> Pause:
+        """PauseExecutor: the executor is given no new step (its running ones go on)."""
+        assert self.executor_pauses is not None
+        await self._may_pause(executor_id, by)
+        return await self.executor_pauses.pause(executor_id, reason, by)
+
+    async def resume_executor(self, executor_id: str, by: auth.Principal) -> bool:
+        """ResumeExecutor."""
+        assert self.executor_pauses is not None
+        await self._may_pause(executor_id, by)
+        return await self.executor_pauses.resume(executor_id)
+
+    async def _may_pause(self, executor_id: str, by: auth.Principal) -> None:
+        """An executor in the fleet's record that ``by`` sees, serving only ``by``'s
+        namespace unless ``by`` is a key of every namespace (it holds back others' work)."""
+        if not executor_id:
+            raise InvalidArgument("is required", field="executor_id")
+        found = {e["executor_id"]: e for e in await self.executors(by.scope)}
+        if executor_id not in found:
+            raise NotFound(f"no executor {executor_id[:120]}", field="executor_id")
+        served = set(found[executor_id].get("namespaces", [auth.ALL_NAMESPACES]))
+        if by.namespace != auth.ALL_NAMESPACES and served != {by.scope}:
+            raise PermissionDenied(
+                f"executor {executor_id} serves other namespaces too ({', '.join(sorted(served))}):"
+                " only a key of every namespace may hold it back",
+                field="executor_id",
+            )
 
     async def dependencies(self) -> list[DependencyStatus]:
         """Redis and MongoDB, each asked now."""

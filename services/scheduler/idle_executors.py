@@ -38,15 +38,15 @@ class AskedExecutors:
         self._epoch = 0  # the run queue's epoch when the idle ones were last checked
 
     def to_ask(self, epoch: int, now_ms: int, new_work: Counter[str]) -> list[ExecutorSession]:
-        """The sessions to ask this round: the active ones (not draining, not silent), and
-        as many idle ones serving ``new_work``'s queues as there are new steps there."""
+        """The sessions to ask this round: the active ones (not draining, paused or silent),
+        and as many idle ones serving ``new_work``'s queues as there are new steps there."""
         self._wake(epoch, now_ms)
         now = now_ms / 1000
         sessions = []
         for executor_id, s in list(self.active.items()):
             if self.fleet.sessions.get(executor_id) is not s:  # gone, or replaced
                 del self.active[executor_id]
-            elif not s.draining and not self.fleet.silent(s, now):  # asked again once heard
+            elif not s.draining and not self.fleet.passed_over(s, now):  # asked once heard
                 sessions.append(s)
         for queue, steps in new_work.items():
             for executor_id, s in list(self.by_queue.get(queue, {}).items()):
@@ -55,7 +55,7 @@ class AskedExecutors:
                 if (
                     s.free_slots > 0
                     and self.fleet.sessions.get(executor_id) is s
-                    and not self.fleet.silent(s, now)
+                    and not self.fleet.passed_over(s, now)
                 ):
                     steps -= s.free_slots
                     self.activate(s)

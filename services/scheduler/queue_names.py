@@ -9,10 +9,15 @@ match every label the variant asks for.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 
-from common.errors import PermissionDenied
+from common.errors import InvalidArgument, NotFound, PermissionDenied
+from services.common import auth
 from services.common.auth import ALL_NAMESPACES, DEFAULT_NAMESPACE, check_namespace
+
+_BASE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")  # a task.json queue (the registry's rule)
+_LABEL = re.compile(r"^[A-Za-z0-9_.\-/]{1,63}=[^,|\s]{0,256}$")
 
 
 def queue_variant(queue: str, labels: dict[str, str]) -> str:
@@ -77,3 +82,23 @@ def served_namespaces(bound_to: str, requested: Iterable[str]) -> tuple[str, ...
             f"this executor's key is bound to namespace {bound_to!r}", field="hello.namespaces"
         )
     return (bound_to,)
+
+
+def full_name(queue: str, scope: str) -> str:
+    """The full name of ``queue`` as a caller acting in ``scope`` names it: by its name in
+    that namespace, or by its full name. Another namespace's queue is NOT_FOUND."""
+    if not queue:
+        raise InvalidArgument("is required", field="queue")
+    name, bar, labels = queue.partition("|")
+    namespace, _, base = name.rpartition("/")
+    if not _BASE.match(base) or (bar and not all(map(_LABEL.match, labels.split(",")))):
+        raise InvalidArgument(
+            f"{queue[:120]!r} is not a queue name (like vision, team-a/vision, vision|gpu=true)",
+            field="queue",
+        )
+    if namespace:
+        auth.check_namespace(namespace, field="queue")
+        if not auth.visible(namespace, scope):
+            raise NotFound(f"no queue {queue[:120]} in namespace {scope}", field="queue")
+        return in_namespace(namespace, base + bar + labels)
+    return in_namespace(auth.one_namespace(scope), base + bar + labels)

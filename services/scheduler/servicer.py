@@ -15,8 +15,9 @@ from services.common import auth
 from services.common.dependencies import dependency_to_proto
 from services.scheduler.fleet_report import FleetReport, busy_slots
 from services.scheduler.namespace_settings import FIELDS as NAMESPACE_FIELDS
+from services.scheduler.pauses import Pause
 from services.scheduler.planning import SubmitRequest
-from services.scheduler.queue_pauses import QueuePause
+from services.scheduler.queue_names import split
 from services.scheduler.run_events import RunEvent
 from services.scheduler.runs import RunService
 from wtm.v1 import run_pb2
@@ -173,6 +174,8 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
             )
             m.connect_time.FromNanoseconds(int(e["connected_at"] * 1e9))
             m.last_seen_time.FromNanoseconds(int(e["last_seen"] * 1e9))
+            if e.get("pause") is not None:
+                m.pause.CopyFrom(executor_pause_to_proto(e["pause"]))
         return reply
 
     async def ListQueues(
@@ -207,6 +210,20 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
         resumed = await self._report.resume_queue(request.queue, auth.current())
         return spb.ResumeQueueResponse(resumed=resumed)
 
+    async def PauseExecutor(
+        self, request: spb.PauseExecutorRequest, context: aio.ServicerContext
+    ) -> spb.PauseExecutorResponse:
+        pause = await self._report.pause_executor(
+            request.executor_id, request.reason, auth.current()
+        )
+        return spb.PauseExecutorResponse(pause=executor_pause_to_proto(pause))
+
+    async def ResumeExecutor(
+        self, request: spb.ResumeExecutorRequest, context: aio.ServicerContext
+    ) -> spb.ResumeExecutorResponse:
+        resumed = await self._report.resume_executor(request.executor_id, auth.current())
+        return spb.ResumeExecutorResponse(resumed=resumed)
+
     async def ListNamespaces(
         self, request: spb.ListNamespacesRequest, context: aio.ServicerContext
     ) -> spb.ListNamespacesResponse:
@@ -239,7 +256,15 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
         )
 
 
-def pause_to_proto(p: QueuePause) -> spb.QueuePause:
-    m = spb.QueuePause(queue=p.queue, namespace=p.namespace, reason=p.reason, paused_by=p.paused_by)
+def pause_to_proto(p: Pause) -> spb.QueuePause:
+    m = spb.QueuePause(
+        queue=p.name, namespace=split(p.name)[0], reason=p.reason, paused_by=p.paused_by
+    )
+    m.pause_time.FromMilliseconds(p.paused_ms)
+    return m
+
+
+def executor_pause_to_proto(p: Pause) -> spb.ExecutorPause:
+    m = spb.ExecutorPause(executor_id=p.name, reason=p.reason, paused_by=p.paused_by)
     m.pause_time.FromMilliseconds(p.paused_ms)
     return m

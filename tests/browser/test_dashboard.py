@@ -291,6 +291,14 @@ def test_executors_and_queues_show_live_figures_and_the_stranded_warning(
         assert int(row.locator("td[data-disk]").get_attribute("data-disk") or "-1") >= 0
         confined = "isolated" if os.geteuid() == 0 else "limits"  # how its executor says it
         expect(row.locator("[data-sandbox]")).to_have_attribute("data-sandbox", confined)
+        # Paused from its row (the reason asked for: a cordon), then resumed.
+        page.once("dialog", lambda dialog: dialog.accept("kernel upgrade"))
+        row.get_by_role("button", name="Pause").click()
+        expect(row.locator("[data-paused]")).to_contain_text("kernel upgrade", timeout=STEP_MS)
+        assert any(e.pause is not None for e in client.list_executors())
+        row.get_by_role("button", name="Resume").click()
+        expect(row.locator("[data-paused]")).to_have_count(0, timeout=STEP_MS)
+        assert all(e.pause is None for e in client.list_executors())
         page.goto("/#/queues")
         stranded = page.locator('#queues tr[data-queue="dash-nobody"]')
         expect(stranded).to_contain_text("no executor takes from this queue", timeout=STEP_MS)
@@ -321,6 +329,9 @@ def test_executors_and_queues_show_live_figures_and_the_stranded_warning(
         expect(stranded).to_contain_text("no executor takes from this queue", timeout=STEP_MS)
         assert all(q.pause is None for q in client.list_queues()[0])
     finally:
+        for e in client.list_executors():
+            if e.pause is not None:
+                client.resume_executor(e.executor_id)
         client.resume_queue("dash-nobody")
         client.cancel(run.run_id, "the test is over")
         client.delete_schedule("dash-nightly")

@@ -186,6 +186,11 @@ def test_a_queue_is_paused_and_resumed_over_http(http: httpx.Client) -> None:
     assert resumed.json() == {"queue": "http-probe", "resumed": True}
     refused = http.post("/api/v1/queues:pause", json={"queue": "No Such Name"})
     assert refused.status_code == 400 and refused.json()["error"]["field"] == "queue"
+    # An executor's pause and resume (test_operator_reports pauses a live one).
+    missing = http.post("/api/v1/executors:pause", json={"executor_id": "no-such-executor"})
+    assert missing.status_code == 404 and missing.json()["error"]["field"] == "executor_id"
+    missing = http.post("/api/v1/executors:resume", json={"executor_id": "no-such-executor"})
+    assert missing.status_code == 404 and missing.json()["error"]["field"] == "executor_id"
 
 
 def test_bad_input_is_refused_with_the_field_named(http: httpx.Client, cluster: Cluster) -> None:

@@ -16,7 +16,7 @@ import pytest
 from clients.sdk import ApiError, Client
 from services.executor.worker_disk import usage
 from services.localstack import Cluster
-from tests.conftest import keyed_channel, run_cli
+from tests.conftest import ROOT, keyed_channel, run_cli
 from tests.integration.fake_executor import FakeExecutor
 from tests.integration.test_impostors import executor_key
 from tests.integration.test_registry import make_task
@@ -118,6 +118,52 @@ def test_an_operator_pauses_a_queue_from_the_cli_and_it_is_listed_until_resumed(
             client.pause_queue(name, reason)
         assert (err.value.code, err.value.field) == (code, field), err.value
     assert "pause-probe" not in {q.queue for q in client.list_queues()[0]}
+
+
+def test_an_operator_pauses_the_executors_and_work_waits_until_one_is_resumed(
+    client: Client, cluster: Cluster
+) -> None:
+    """A cordon: paused executors keep their streams and are listed paused; a run waits;
+    resumed, it runs. A namespace's operator may not pause an executor every namespace
+    shares; bad ids and reasons are refused naming their field."""
+    client.register_task(ROOT / "tests" / "fixtures" / "tasks" / "word_count")
+    live = eventually(
+        lambda: [e.executor_id for e in client.list_executors() if e.state == "CONNECTED"],
+        timeout=15,
+        what="a connected executor",
+    )
+    try:
+        for executor_id in live:
+            client.pause_executor(executor_id, "kernel upgrade")
+        run = client.submit(task="word_count", input={"text": "held back"})
+        time.sleep(1.5)
+        assert client.get_run(run.run_id).state == "QUEUED"
+        listed = {e.executor_id: e for e in client.list_executors()}
+        for executor_id in live:
+            pause = listed[executor_id].pause
+            assert listed[executor_id].state == "CONNECTED"
+            assert pause is not None and pause.reason == "kernel upgrade" and pause.paused_at
+        assert "paused" in run_cli(cluster, "executor", "list").stdout
+        assert "paused by" in run_cli(cluster, "health", check=False).stdout
+    finally:
+        said = [run_cli(cluster, "executor", "resume", e).stdout for e in live]
+    assert all("resumed" in s for s in said)
+    assert client.wait(run.run_id, 30).state == "COMPLETED"
+    assert all(e.pause is None for e in client.list_executors())
+    _, key = client.create_api_key("team-p operator", "operator", "team-p")
+    with Client(cluster.registry_address, cluster.scheduler_address, api_key=key) as theirs:
+        with pytest.raises(ApiError) as err:
+            theirs.pause_executor(live[0])
+        assert (err.value.code, err.value.field) == ("PERMISSION_DENIED", "executor_id")
+    for executor_id, reason, code, field in (
+        ("no-such-executor", "", "NOT_FOUND", "executor_id"),
+        ("", "", "INVALID_ARGUMENT", "executor_id"),
+        (live[0], "x" * 501, "INVALID_ARGUMENT", "reason"),
+    ):
+        with pytest.raises(ApiError) as err:
+            client.pause_executor(executor_id, reason)
+        assert (err.value.code, err.value.field) == (code, field), err.value
+    assert all(e.pause is None for e in client.list_executors())
 
 
 def assert_every_backing_server_answers(client: Client) -> None:

@@ -128,6 +128,12 @@ def calls(
         "/wtm.v1.SchedulerService/ResumeQueue": lambda: s.ResumeQueue(
             spb.ResumeQueueRequest(queue="Not A Queue")
         ),
+        "/wtm.v1.SchedulerService/PauseExecutor": lambda: s.PauseExecutor(
+            spb.PauseExecutorRequest(executor_id="")  # INVALID_ARGUMENT: nothing paused
+        ),
+        "/wtm.v1.SchedulerService/ResumeExecutor": lambda: s.ResumeExecutor(
+            spb.ResumeExecutorRequest(executor_id="")
+        ),
         "/wtm.v1.SchedulerService/CheckDependencies": lambda: s.CheckDependencies(
             spb.SchedulerServiceCheckDependenciesRequest()
         ),
@@ -362,6 +368,13 @@ def other_namespace_calls(
         ),
         "/wtm.v1.SchedulerService/ResumeQueue": not_found(
             lambda: s.ResumeQueue(spb.ResumeQueueRequest(queue="default/default"))
+        ),
+        # No executor serves only "default" here; one that did would be NOT_FOUND as this.
+        "/wtm.v1.SchedulerService/PauseExecutor": not_found(
+            lambda: s.PauseExecutor(spb.PauseExecutorRequest(executor_id="default-only"))
+        ),
+        "/wtm.v1.SchedulerService/ResumeExecutor": not_found(
+            lambda: s.ResumeExecutor(spb.ResumeExecutorRequest(executor_id="default-only"))
         ),
         # Whether the backing servers answer: nothing of any namespace.
         "/wtm.v1.SchedulerService/CheckDependencies": lambda: True,

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from clients.health import FAIL, OK, WARN, assess_fleet, assess_schedules, assess_service
 from clients.schedules import ScheduleInfo
-from clients.types import DependencyInfo, QueueInfo, QueuePauseInfo
+from clients.types import (
+    DependencyInfo,
+    ExecutorInfo,
+    ExecutorPauseInfo,
+    QueueInfo,
+    QueuePauseInfo,
+)
 
 
 def redis(offset: float | None, ok: bool = True) -> DependencyInfo:
@@ -56,3 +62,15 @@ def test_a_paused_queue_warns_with_who_why_and_how_to_resume_not_as_stranded() -
         "paused by k1 (new model): 3 step(s) wait until `wtm queue resume team-a/vision`"
     )
     assert "no connected executor" in checks["queue ocr"].detail
+
+
+def test_a_paused_executor_warns_with_who_why_and_how_to_resume() -> None:
+    pause = ExecutorPauseInfo("gpu-3", "driver update", "k2", None)
+    paused = ExecutorInfo(
+        "gpu-3", "CONNECTED", ["vision"], 2, 0, {}, "", "", None, None, "", pause=pause
+    )
+    checks = {c.component: c for c in assess_fleet([paused], ([], 0))}
+    assert checks["executors"].status == OK  # connected: it still counts
+    assert checks["executor gpu-3"].status == WARN and checks["executor gpu-3"].detail == (
+        "paused by k2 (driver update): given no new step until `wtm executor resume gpu-3`"
+    )

@@ -1,4 +1,4 @@
-"""How PauseQueue names a queue (``queue_pauses.full_name``): by its name in the caller's
+"""How PauseQueue names a queue (``queue_names.full_name``): by its name in the caller's
 namespace or by its full name; another namespace's is NOT_FOUND, a malformed one refused."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from common.errors import InvalidArgument, NotFound
-from services.scheduler.queue_pauses import full_name
+from services.scheduler.queue_names import full_name
 
 
 @pytest.mark.parametrize(

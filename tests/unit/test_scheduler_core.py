@@ -672,3 +672,21 @@ def test_a_paused_queue_keeps_its_steps_until_it_is_resumed(valkey_url: str) -> 
         assert [a.run_id for a in assignments(e1) + assignments(both)] == ["r1"]
 
     scenario(valkey_url, body)
+
+
+def test_a_paused_executor_is_given_nothing_new_until_it_is_resumed(valkey_url: str) -> None:
+    """PauseExecutor (a cordon): the paused executor keeps its stream, the other takes the
+    work; resumed, it is asked again in the next round."""
+
+    async def body(c: Core) -> None:
+        cordoned, other = c.executor("cordoned", slots=2), c.executor("other")
+        c.core.hold_only(frozenset({"cordoned"}))
+        for run_id in ("r1", "r2"):
+            await c.submit(run_id)
+            await c.lease_round()
+        assert assignments(cordoned) == [] and [a.run_id for a in assignments(other)] == ["r1"]
+        c.core.hold_only(frozenset())
+        await c.lease_round()
+        assert [a.run_id for a in assignments(cordoned)] == ["r2"]
+
+    scenario(valkey_url, body)

@@ -230,7 +230,7 @@ class ListExecutorsResponse(_message.Message):
     def __init__(self, executors: _Optional[_Iterable[_Union[Executor, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class Executor(_message.Message):
-    __slots__ = ("executor_id", "state", "queues", "slots", "in_flight", "labels", "software_version", "python_version", "connect_time", "last_seen_time", "scheduler_id", "packages", "slot_errors", "last_slot_error", "namespaces", "cpu_percent", "memory_bytes", "running_steps", "busy_slots", "sandbox", "disk_bytes")
+    __slots__ = ("executor_id", "state", "queues", "slots", "in_flight", "labels", "software_version", "python_version", "connect_time", "last_seen_time", "scheduler_id", "packages", "slot_errors", "last_slot_error", "namespaces", "cpu_percent", "memory_bytes", "running_steps", "busy_slots", "sandbox", "disk_bytes", "pause")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -259,6 +259,7 @@ class Executor(_message.Message):
     BUSY_SLOTS_FIELD_NUMBER: _ClassVar[int]
     SANDBOX_FIELD_NUMBER: _ClassVar[int]
     DISK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PAUSE_FIELD_NUMBER: _ClassVar[int]
     executor_id: str
     state: ExecutorState
     queues: _containers.RepeatedScalarFieldContainer[str]
@@ -280,7 +281,46 @@ class Executor(_message.Message):
     busy_slots: int
     sandbox: str
     disk_bytes: int
-    def __init__(self, executor_id: _Optional[str] = ..., state: _Optional[_Union[ExecutorState, str]] = ..., queues: _Optional[_Iterable[str]] = ..., slots: _Optional[int] = ..., in_flight: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., software_version: _Optional[str] = ..., python_version: _Optional[str] = ..., connect_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_seen_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scheduler_id: _Optional[str] = ..., packages: _Optional[_Iterable[str]] = ..., slot_errors: _Optional[int] = ..., last_slot_error: _Optional[str] = ..., namespaces: _Optional[_Iterable[str]] = ..., cpu_percent: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., running_steps: _Optional[_Iterable[str]] = ..., busy_slots: _Optional[int] = ..., sandbox: _Optional[str] = ..., disk_bytes: _Optional[int] = ...) -> None: ...
+    pause: ExecutorPause
+    def __init__(self, executor_id: _Optional[str] = ..., state: _Optional[_Union[ExecutorState, str]] = ..., queues: _Optional[_Iterable[str]] = ..., slots: _Optional[int] = ..., in_flight: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., software_version: _Optional[str] = ..., python_version: _Optional[str] = ..., connect_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_seen_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scheduler_id: _Optional[str] = ..., packages: _Optional[_Iterable[str]] = ..., slot_errors: _Optional[int] = ..., last_slot_error: _Optional[str] = ..., namespaces: _Optional[_Iterable[str]] = ..., cpu_percent: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., running_steps: _Optional[_Iterable[str]] = ..., busy_slots: _Optional[int] = ..., sandbox: _Optional[str] = ..., disk_bytes: _Optional[int] = ..., pause: _Optional[_Union[ExecutorPause, _Mapping]] = ...) -> None: ...
+
+class ExecutorPause(_message.Message):
+    __slots__ = ("executor_id", "reason", "paused_by", "pause_time")
+    EXECUTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_BY_FIELD_NUMBER: _ClassVar[int]
+    PAUSE_TIME_FIELD_NUMBER: _ClassVar[int]
+    executor_id: str
+    reason: str
+    paused_by: str
+    pause_time: _timestamp_pb2.Timestamp
+    def __init__(self, executor_id: _Optional[str] = ..., reason: _Optional[str] = ..., paused_by: _Optional[str] = ..., pause_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class PauseExecutorRequest(_message.Message):
+    __slots__ = ("executor_id", "reason")
+    EXECUTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    executor_id: str
+    reason: str
+    def __init__(self, executor_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class PauseExecutorResponse(_message.Message):
+    __slots__ = ("pause",)
+    PAUSE_FIELD_NUMBER: _ClassVar[int]
+    pause: ExecutorPause
+    def __init__(self, pause: _Optional[_Union[ExecutorPause, _Mapping]] = ...) -> None: ...
+
+class ResumeExecutorRequest(_message.Message):
+    __slots__ = ("executor_id",)
+    EXECUTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    executor_id: str
+    def __init__(self, executor_id: _Optional[str] = ...) -> None: ...
+
+class ResumeExecutorResponse(_message.Message):
+    __slots__ = ("resumed",)
+    RESUMED_FIELD_NUMBER: _ClassVar[int]
+    resumed: bool
+    def __init__(self, resumed: _Optional[bool] = ...) -> None: ...
 
 class ListQueuesRequest(_message.Message):
     __slots__ = ("page_size", "page_token")

@@ -95,6 +95,16 @@ class SchedulerServiceStub:
                 request_serializer=wtm_dot_v1_dot_scheduler__service__pb2.ResumeQueueRequest.SerializeToString,
                 response_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.ResumeQueueResponse.FromString,
                 _registered_method=True)
+        self.PauseExecutor = channel.unary_unary(
+                '/wtm.v1.SchedulerService/PauseExecutor',
+                request_serializer=wtm_dot_v1_dot_scheduler__service__pb2.PauseExecutorRequest.SerializeToString,
+                response_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.PauseExecutorResponse.FromString,
+                _registered_method=True)
+        self.ResumeExecutor = channel.unary_unary(
+                '/wtm.v1.SchedulerService/ResumeExecutor',
+                request_serializer=wtm_dot_v1_dot_scheduler__service__pb2.ResumeExecutorRequest.SerializeToString,
+                response_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.ResumeExecutorResponse.FromString,
+                _registered_method=True)
         self.CheckDependencies = channel.unary_unary(
                 '/wtm.v1.SchedulerService/CheckDependencies',
                 request_serializer=wtm_dot_v1_dot_scheduler__service__pb2.SchedulerServiceCheckDependenciesRequest.SerializeToString,
@@ -203,6 +213,24 @@ class SchedulerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PauseExecutor(self, request, context):
+        """PauseExecutor gives an executor no new step, on every replica within about a second
+        (Hatchet's worker pause, Kubernetes' cordon): its running steps go on, it stays
+        connected and listed, other executors take the work. Kept until ResumeExecutor, across
+        restarts. An operator's or an admin's call; an executor that serves other namespaces
+        too only a key of every namespace may pause.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeExecutor(self, request, context):
+        """ResumeExecutor gives a paused executor work again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CheckDependencies(self, request, context):
         """CheckDependencies reports whether this replica reaches its Redis and its MongoDB.
         """
@@ -272,6 +300,16 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
                     servicer.ResumeQueue,
                     request_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.ResumeQueueRequest.FromString,
                     response_serializer=wtm_dot_v1_dot_scheduler__service__pb2.ResumeQueueResponse.SerializeToString,
+            ),
+            'PauseExecutor': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseExecutor,
+                    request_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.PauseExecutorRequest.FromString,
+                    response_serializer=wtm_dot_v1_dot_scheduler__service__pb2.PauseExecutorResponse.SerializeToString,
+            ),
+            'ResumeExecutor': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeExecutor,
+                    request_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.ResumeExecutorRequest.FromString,
+                    response_serializer=wtm_dot_v1_dot_scheduler__service__pb2.ResumeExecutorResponse.SerializeToString,
             ),
             'CheckDependencies': grpc.unary_unary_rpc_method_handler(
                     servicer.CheckDependencies,
@@ -604,6 +642,60 @@ class SchedulerService:
             '/wtm.v1.SchedulerService/ResumeQueue',
             wtm_dot_v1_dot_scheduler__service__pb2.ResumeQueueRequest.SerializeToString,
             wtm_dot_v1_dot_scheduler__service__pb2.ResumeQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseExecutor(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wtm.v1.SchedulerService/PauseExecutor',
+            wtm_dot_v1_dot_scheduler__service__pb2.PauseExecutorRequest.SerializeToString,
+            wtm_dot_v1_dot_scheduler__service__pb2.PauseExecutorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeExecutor(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wtm.v1.SchedulerService/ResumeExecutor',
+            wtm_dot_v1_dot_scheduler__service__pb2.ResumeExecutorRequest.SerializeToString,
+            wtm_dot_v1_dot_scheduler__service__pb2.ResumeExecutorResponse.FromString,
             options,
             channel_credentials,
             insecure,

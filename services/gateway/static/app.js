@@ -490,12 +490,13 @@ function sandboxNote(sandbox) {
 function executorsPage() {
   const body = h("tbody");
   main.replaceChildren(h("h1", {}, "Executors"), h("table", { id: "executors" },
-    h("thead", {}, h("tr", {}, ["Executor", "State", "Queues", "Slots busy / free", "In flight", "CPU", "Memory", "Disk", "Last seen", "Scheduler", "Slot errors"].map((c) => h("th", {}, c)))), body));
-  return every(REFRESH_MS, async () => {
+    h("thead", {}, h("tr", {}, ["Executor", "State", "Queues", "Slots busy / free", "In flight", "CPU", "Memory", "Disk", "Last seen", "Scheduler", "Slot errors", ""].map((c) => h("th", {}, c)))), body));
+  const fill = async () => {
     const list = await api("/api/v1/executors");
     body.replaceChildren(...list.map((e) => h("tr", { "data-executor": e.executor_id },
       h("td", {}, e.executor_id, Object.keys(e.labels).length ? h("div", { class: "muted" }, Object.entries(e.labels).map(([k, v]) => `${k}=${v}`).join(" ")) : null),
-      h("td", {}, badge(e.state), sandboxNote(e.sandbox)),
+      h("td", {}, badge(e.state), sandboxNote(e.sandbox),
+        e.pause ? h("div", { class: "warning", "data-paused": "1" }, `paused by ${e.pause.paused_by}${e.pause.reason ? ": " + e.pause.reason : ""}`) : null),
       h("td", {}, e.queues.join(", "), e.namespaces.length ? h("div", { class: "muted" }, `namespaces ${e.namespaces.join(", ")}`) : null),
       h("td", { class: "num" }, `${Math.min(e.busy_slots, e.slots)} / ${Math.max(0, e.slots - e.busy_slots)}`),
       h("td", { class: "in-flight" }, e.running_steps.map((m) => {
@@ -506,9 +507,23 @@ function executorsPage() {
       h("td", { class: "num", "data-memory": e.memory_bytes }, e.memory_bytes ? bytes(e.memory_bytes) : ""),
       h("td", { class: "num", "data-disk": e.disk_bytes, title: "packages, input artifacts, installed requirements and workers' files in its cache" }, e.disk_bytes ? bytes(e.disk_bytes) : ""),
       h("td", {}, when(e.last_seen_at)), h("td", {}, e.scheduler_id),
-      h("td", { class: e.slot_errors ? "warning" : "num", title: e.last_slot_error }, e.slot_errors ? `${e.slot_errors}: ${e.last_slot_error}` : "0"))));
-    if (!list.length) body.replaceChildren(h("tr", {}, h("td", { colspan: 11, class: "muted" }, "No executor has connected.")));
-  });
+      h("td", { class: e.slot_errors ? "warning" : "num", title: e.last_slot_error }, e.slot_errors ? `${e.slot_errors}: ${e.last_slot_error}` : "0"),
+      h("td", { class: "actions" }, e.state === "LOST" ? "" : executorAction(e, fill)))));
+    if (!list.length) body.replaceChildren(h("tr", {}, h("td", { colspan: 12, class: "muted" }, "No executor has connected.")));
+  };
+  return every(REFRESH_MS, fill);
+}
+
+// An executor's button: pause it (a cordon: it is given nothing new; its running steps go
+// on), or resume it.
+function executorAction(e, fill) {
+  return h("button", { class: e.pause ? "" : "danger", onclick: async (event) => {
+    const reason = e.pause ? "" : prompt(`Pause executor ${e.executor_id}? It is given no new step until it is resumed; its running steps go on. Why:`, "");
+    if (reason === null) return;
+    event.target.disabled = true;
+    try { await api(`/api/v1/executors:${e.pause ? "resume" : "pause"}`, { json: { executor_id: e.executor_id, reason } }); await fill(); }
+    catch (err) { alert(`${err.code}: ${err.message}`); event.target.disabled = false; }
+  } }, e.pause ? "Resume" : "Pause");
 }
 
 // A new schedule of the namespace: a task or pipeline on one input, at the times of a cron
