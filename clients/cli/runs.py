@@ -120,6 +120,26 @@ def run_rerun(
         show(obj, client, again, wait, what=f"{run_id} runs again as")
 
 
+def run_or_filters(
+    run_id: str | None,
+    batch_id: str,
+    labels: tuple[str, ...],
+    schedule: str,
+    task_id: str,
+    pipeline_id: str,
+) -> dict[str, str]:
+    """The label filter of a command that takes a RUN_ID or filters, not both, not neither
+    (``--schedule ID`` is the label ``wtm.schedule=ID``)."""
+    wanted = dict(label_of(text) for text in labels)
+    if schedule:
+        wanted["wtm.schedule"] = schedule
+    filters = bool(batch_id or wanted or task_id or pipeline_id)
+    if bool(run_id) == filters:
+        which = "not both" if filters else "--batch, --label, --schedule, --task or --pipeline"
+        raise click.UsageError(f"give a RUN_ID, or filters ({which})")
+    return wanted
+
+
 @run.command("resume")
 @click.argument("run_id", required=False)
 @click.option(
@@ -149,13 +169,7 @@ def run_resume(
     steps it completed and runs the rest (run rerun --from-failure). Without RUN_ID, every
     such run the filters match (all of them), each resumed once however often this is
     called: --batch, --label, --schedule, --task, --pipeline."""
-    wanted = dict(label_of(text) for text in labels)
-    if schedule:
-        wanted["wtm.schedule"] = schedule
-    filters = bool(batch_id or wanted or task_id or pipeline_id)
-    if bool(run_id) == filters:
-        which = "not both" if filters else "--batch, --label, --schedule, --task or --pipeline"
-        raise click.UsageError(f"give a RUN_ID, or filters ({which})")
+    wanted = run_or_filters(run_id, batch_id, labels, schedule, task_id, pipeline_id)
     with obj.client() as client:
         if run_id:
             again = client.rerun(run_id, latest=latest, from_failure=True)
@@ -220,13 +234,7 @@ def run_cancel(
     already ended is left as it ended (cancelling is idempotent, so a retried cancel is
     harmless); a note on stderr says so. Without RUN_ID, every unfinished run the filters
     match (all of them): --batch, --label, --schedule, --task, --pipeline."""
-    wanted = dict(label_of(text) for text in labels)
-    if schedule:
-        wanted["wtm.schedule"] = schedule
-    filters = bool(batch_id or wanted or task_id or pipeline_id)
-    if bool(run_id) == filters:
-        which = "not both" if filters else "--batch, --label, --schedule, --task or --pipeline"
-        raise click.UsageError(f"give a RUN_ID, or filters ({which})")
+    wanted = run_or_filters(run_id, batch_id, labels, schedule, task_id, pipeline_id)
     with obj.client() as client:
         if not run_id:
             done = client.cancel_runs(

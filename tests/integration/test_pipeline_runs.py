@@ -420,6 +420,19 @@ def gate_task(where: Path, task_id: str, version: str, body: str) -> Path:
     return d
 
 
+def gated(gate: str, version: str) -> list[dict[str, Any]]:
+    """A pipeline's steps: the words of ``$.text`` counted, then the count through ``gate``."""
+    return [
+        {"task_id": "word_count", "input_mapping": {"text": "$.text"}},
+        {
+            "step_id": "gate",
+            "task_id": f"{gate}@{version}",
+            "depends_on": ["word_count"],
+            "input_mapping": {"words": "$.word_count.count"},
+        },
+    ]
+
+
 def test_a_failed_run_resumes_taking_over_the_steps_it_completed(
     client: Client, cluster: Cluster, tmp_path: Path
 ) -> None:
@@ -427,16 +440,8 @@ def test_a_failed_run_resumes_taking_over_the_steps_it_completed(
     client.register_task(gate_task(tmp_path, gate, "1.0.0", 'raise FatalError("closed")'))
 
     def steps(version: str) -> list[dict[str, Any]]:
-        return [
-            {"task_id": "word_count", "input_mapping": {"text": "$.text"}},
-            {
-                "step_id": "gate",
-                "task_id": f"{gate}@{version}",
-                "depends_on": ["word_count"],
-                "input_mapping": {"words": "$.word_count.count"},
-            },
-            {"step_id": "show", "task_id": "echo", "depends_on": ["gate"]},
-        ]
+        shown = {"step_id": "show", "task_id": "echo", "depends_on": ["gate"]}
+        return [*gated(gate, version), shown]
 
     pipeline(client, pid, steps("1.0.0"), version="1.0.0")
     first = run(client, pid, {"text": f"one two three {uuid.uuid4().hex}"})
@@ -515,15 +520,7 @@ def test_the_failed_runs_of_a_batch_resume_at_once_each_once(
     client.register_task(gate_task(tmp_path, gate, "1.0.0", strict + "return {}"))
 
     def steps(version: str) -> list[dict[str, Any]]:
-        return [
-            {"task_id": "word_count", "input_mapping": {"text": "$.text"}},
-            {
-                "step_id": "gate",
-                "task_id": f"{gate}@{version}",
-                "depends_on": ["word_count"],
-                "input_mapping": {"words": "$.word_count.count"},
-            },
-        ]
+        return gated(gate, version)
 
     pipeline(client, pid, steps("1.0.0"), version="1.0.0")
     texts = ["a b", "a b c", "a", "a b c d"]
