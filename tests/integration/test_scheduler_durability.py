@@ -156,7 +156,11 @@ def test_a_queue_paused_through_one_replica_is_held_by_every_replica(
     with fleet.client(a) as ca, fleet.client(b) as cb:
         pause = ca.pause_queue("ledger", "the model is being replaced")
         assert (pause.queue, pause.namespace) == ("ledger", "default") and pause.paused_by
-        time.sleep(1.5)  # every replica reads the pauses each second
+        eventually(  # every replica reads the pauses each second: b has, once it lists it
+            lambda: any(q.pause == pause for q in cb.list_queues()[0]),
+            timeout=10,
+            what="the pause read by the other replica",
+        )
         run = cb.submit(task="ledger", input={"tag": "p", "ledger": str(ledger), "seconds": 0})
         time.sleep(2)
         assert cb.get_run(run.run_id).state == "QUEUED" and not ledger_counts(ledger)
