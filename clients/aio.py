@@ -372,10 +372,7 @@ class AsyncClient(_Connection, AsyncScheduleMethods):
 
         result, ids = ResumedRuns(), sorted(found)
         for run_id, again in zip(ids, await asyncio.gather(*map(resume, ids)), strict=True):
-            if isinstance(again, str):
-                result.refused.append((run_id, again))
-            else:
-                result.resumed.append((run_id, again))
+            requests.sort_resumed(result, run_id, again)
         return result
 
     async def cancel(self, run_id: str, reason: str = "") -> RunInfo:

@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from clients.types import CancelledRuns, PipelineInfo, RunInfo, _time
+from clients.types import CancelledRuns, PipelineInfo, ResumedRuns, RunInfo, _time
 from common.artifacts import is_uri, parse_uri
 from common.errors import InvalidArgument
 from common.packaging import sha256_hex
@@ -107,6 +107,14 @@ RESUMABLE = (State.FAILED, State.CANCELLED, State.TIMED_OUT)
 def resume_request_id(run_id: str) -> str:
     """``resume_runs``' request id for resuming ``run_id``: each run is resumed once."""
     return f"resume/{run_id}"
+
+
+def sort_resumed(result: ResumedRuns, run_id: str, again: RunInfo | str) -> None:
+    """File one answer of ``resume_runs``: the run resuming ``run_id``, or why none does."""
+    if isinstance(again, str):
+        result.refused.append((run_id, again))
+    else:
+        result.resumed.append((run_id, again))
 
 
 RERUN_OF = "wtm.rerun_of"  # the label a rerun carries: the run it ran again

@@ -523,10 +523,7 @@ class Client(_Connection, ScheduleMethods):
         result, ids = ResumedRuns(), sorted(found)
         with ThreadPoolExecutor(requests.CANCELS_IN_FLIGHT) as pool:
             for run_id, again in zip(ids, pool.map(resume, ids), strict=True):
-                if isinstance(again, str):
-                    result.refused.append((run_id, again))
-                else:
-                    result.resumed.append((run_id, again))
+                requests.sort_resumed(result, run_id, again)
         return result
 
     def cancel(self, run_id: str, reason: str = "") -> RunInfo:

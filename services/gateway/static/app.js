@@ -508,22 +508,11 @@ function executorsPage() {
       h("td", { class: "num", "data-disk": e.disk_bytes, title: "packages, input artifacts, installed requirements and workers' files in its cache" }, e.disk_bytes ? bytes(e.disk_bytes) : ""),
       h("td", {}, when(e.last_seen_at)), h("td", {}, e.scheduler_id),
       h("td", { class: e.slot_errors ? "warning" : "num", title: e.last_slot_error }, e.slot_errors ? `${e.slot_errors}: ${e.last_slot_error}` : "0"),
-      h("td", { class: "actions" }, e.state === "LOST" ? "" : executorAction(e, fill)))));
+      h("td", { class: "actions" }, e.state === "LOST" ? "" : pauseButton("executors", "executor_id", e.executor_id, !!e.pause,
+        "It is given no new step until it is resumed; its running steps go on.", fill)))));
     if (!list.length) body.replaceChildren(h("tr", {}, h("td", { colspan: 12, class: "muted" }, "No executor has connected.")));
   };
   return every(REFRESH_MS, fill);
-}
-
-// An executor's button: pause it (a cordon: it is given nothing new; its running steps go
-// on), or resume it.
-function executorAction(e, fill) {
-  return h("button", { class: e.pause ? "" : "danger", onclick: async (event) => {
-    const reason = e.pause ? "" : prompt(`Pause executor ${e.executor_id}? It is given no new step until it is resumed; its running steps go on. Why:`, "");
-    if (reason === null) return;
-    event.target.disabled = true;
-    try { await api(`/api/v1/executors:${e.pause ? "resume" : "pause"}`, { json: { executor_id: e.executor_id, reason } }); await fill(); }
-    catch (err) { alert(`${err.code}: ${err.message}`); event.target.disabled = false; }
-  } }, e.pause ? "Resume" : "Pause");
 }
 
 // A new schedule of the namespace: a task or pipeline on one input, at the times of a cron
@@ -635,22 +624,24 @@ function queuesPage() {
       h("td", { class: "num" }, x.executors), h("td", { class: "num" }, x.free_slots),
       h("td", { class: "warning" }, x.pause ? `paused by ${x.pause.paused_by}${x.pause.reason ? ": " + x.pause.reason : ""} (${when(x.pause.paused_at)})`
         : x.stranded ? "⚠ work waits and no executor takes from this queue" : ""),
-      h("td", { class: "actions" }, queueAction(x, fill)))));
+      h("td", { class: "actions" }, pauseButton("queues", "queue", x.queue, !!x.pause,
+        "Its waiting steps are not started until it is resumed.", fill)))));
     if (!q.queues.length) body.replaceChildren(h("tr", {}, h("td", { colspan: 8, class: "muted" }, "No queue has work or an executor.")));
     delayed.textContent = `${q.delayed} step(s) waiting out a retry's backoff or their run's start time.`;
   };
   return every(REFRESH_MS, fill);
 }
 
-// A queue's button: pause it (its steps wait; running ones go on), or resume it.
-function queueAction(x, fill) {
-  return h("button", { class: x.pause ? "" : "danger", onclick: async (event) => {
-    const reason = x.pause ? "" : prompt(`Pause queue ${x.queue}? Its waiting steps are not started until it is resumed. Why:`, "");
+// A Pause or Resume button for what ``kind`` names ("queues", "executors"): ``key`` is the
+// field that names it in the API (its value ``name``), ``effect`` what a pause does.
+function pauseButton(kind, key, name, paused, effect, fill) {
+  return h("button", { class: paused ? "" : "danger", onclick: async (event) => {
+    const reason = paused ? "" : prompt(`Pause ${kind.slice(0, -1)} ${name}? ${effect} Why:`, "");
     if (reason === null) return;
     event.target.disabled = true;
-    try { await api(`/api/v1/queues:${x.pause ? "resume" : "pause"}`, { json: { queue: x.queue, reason } }); await fill(); }
+    try { await api(`/api/v1/${kind}:${paused ? "resume" : "pause"}`, { json: { [key]: name, reason } }); await fill(); }
     catch (e) { alert(`${e.code}: ${e.message}`); event.target.disabled = false; }
-  } }, x.pause ? "Resume" : "Pause");
+  } }, paused ? "Resume" : "Pause");
 }
 
 // The buttons of a schedule's row: its runs, one now, a backfill, pause or resume, delete.
