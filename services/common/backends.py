@@ -18,11 +18,22 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from services.common.config import readable_file
 
 
-def mongo_database(uri: str, database: str) -> pymongo.database.Database:
+def mongo_options(timeout_s: float) -> dict[str, Any]:
+    """What every MongoDB client here is made with: times as aware datetimes, and no
+    operation waits longer than ``timeout_s`` (pymongo's ``timeoutMS``, per operation, a
+    cursor's each batch; waiting for a server included): a MongoDB that stalls — stopped,
+    partitioned, swapping — fails the call UNAVAILABLE instead of holding it until the
+    caller's deadline, or for good without one."""
+    return {
+        "tz_aware": True,
+        "serverSelectionTimeoutMS": min(5000, int(timeout_s * 1000)),
+        "timeoutMS": int(timeout_s * 1000),
+    }
+
+
+def mongo_database(uri: str, database: str, timeout_s: float) -> pymongo.database.Database:
     """A MongoDB database handle (the connection is made lazily)."""
-    client: pymongo.MongoClient = pymongo.MongoClient(
-        uri, serverSelectionTimeoutMS=5000, tz_aware=True
-    )
+    client: pymongo.MongoClient = pymongo.MongoClient(uri, **mongo_options(timeout_s))
     return client[database]
 
 

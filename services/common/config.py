@@ -186,6 +186,26 @@ def load_settings(cls: type[T], argv: Sequence[str] | None = None, prog: str | N
 
 
 @dataclasses.dataclass
+class MongoSettings:
+    """Where a service keeps its records, and how long it waits on them."""
+
+    mongodb_uri: str = setting(
+        "mongodb://127.0.0.1:27017",
+        "WTM_MONGODB_URI",
+        "MongoDB URI (TLS: ?tls=true, &tlsCAFile=/path for a private CA)",
+    )
+    mongodb_database: str = setting("wtm", "WTM_MONGODB_DATABASE", "MongoDB database name")
+    mongodb_timeout: float = setting(
+        10.0,
+        "WTM_MONGODB_TIMEOUT",
+        "seconds any one MongoDB operation may take, waiting for a server included; past it "
+        "a call fails UNAVAILABLE instead of waiting on a stalled MongoDB (writes behind are "
+        "kept and tried again)",
+        positive,
+    )
+
+
+@dataclasses.dataclass
 class ServerTlsSettings:
     """What every server's settings add for TLS (the gateway's too)."""
 

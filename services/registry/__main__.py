@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     logs.configure("registry")
     telemetry.setup("wtm-registry", grpc_server="sync")
-    db = mongo_database(settings.mongodb_uri, settings.mongodb_database)
+    db = mongo_database(settings.mongodb_uri, settings.mongodb_database, settings.mongodb_timeout)
     s3 = s3_client(
         settings.s3_endpoint,
         settings.s3_access_key,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.common.config import (
+    MongoSettings,
     ServerAuthSettings,
     host_port,
     positive,
@@ -14,14 +15,12 @@ from services.common.config import (
 
 
 @dataclass
-class RegistrySettings(ServerAuthSettings):
+class RegistrySettings(MongoSettings, ServerAuthSettings):
     """The registry service: task packages in MongoDB and an S3 bucket."""
 
     listen: str = setting(
         "127.0.0.1:50051", "WTM_REGISTRY_LISTEN", "address to serve gRPC on", host_port
     )
-    mongodb_uri: str = setting("mongodb://127.0.0.1:27017", "WTM_MONGODB_URI", "MongoDB URI")
-    mongodb_database: str = setting("wtm", "WTM_MONGODB_DATABASE", "MongoDB database name")
     s3_endpoint: str = setting(
         "http://127.0.0.1:9000", "WTM_S3_ENDPOINT", "S3 endpoint URL (https://: TLS)"
     )

@@ -55,7 +55,9 @@ async def serve(settings: SchedulerSettings) -> None:
     queue = RunQueue(client, finished_ttl_s=settings.finished_ttl_seconds)
     # What happens to runs and attempts is told to these, in this order (registered below).
     listeners = Listeners()
-    store = RunStore(settings.mongodb_uri, settings.mongodb_database)
+    store = RunStore(
+        settings.mongodb_uri, settings.mongodb_database, timeout_s=settings.mongodb_timeout
+    )
     catalog = TaskCatalog(
         settings.registry, api_key, settings.latest_cache_seconds, settings.tls_ca
     )
@@ -115,7 +117,11 @@ async def serve(settings: SchedulerSettings) -> None:
     schedule_store = ScheduleStore(store.db)
     gate = auth.open_gate(
         settings.auth,
-        mongo_database(settings.mongodb_uri, settings.auth_database or settings.mongodb_database),
+        mongo_database(
+            settings.mongodb_uri,
+            settings.auth_database or settings.mongodb_database,
+            settings.mongodb_timeout,
+        ),
         settings.key_cache_seconds,
         settings.audit_retention_days,
     )

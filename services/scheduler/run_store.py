@@ -30,6 +30,7 @@ from tenacity import AsyncRetrying, RetryCallState, wait_exponential
 from common.artifacts import digests_in
 from common.errors import InvalidArgument
 from services.common.auth import DEFAULT_NAMESPACE
+from services.common.backends import mongo_options
 from services.common.paging import decode_token, encode_token
 from services.scheduler.models import Run, StepRun, pairs_of
 from services.scheduler.request_claims import RequestClaims
@@ -95,11 +96,9 @@ class RunStore:
     """Runs and step attempts in MongoDB, with write-behind for updates."""
 
     def __init__(
-        self, uri: str, database: str, flush_interval: float = 0.05, timeout_ms: int = 5000
+        self, uri: str, database: str, flush_interval: float = 0.05, timeout_s: float = 10.0
     ) -> None:
-        self._client: AsyncMongoClient = AsyncMongoClient(
-            uri, tz_aware=True, serverSelectionTimeoutMS=timeout_ms
-        )
+        self._client: AsyncMongoClient = AsyncMongoClient(uri, **mongo_options(timeout_s))
         self.db = db = self._client[database]
         self._runs = db["runs"]
         self._steps = db["step_runs"]

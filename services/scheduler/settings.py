@@ -10,6 +10,7 @@ from common.refs import DEFAULT_INLINE_MAX_BYTES
 from services.common.backends import redis_url_problem
 from services.common.config import (
     ClientKeySettings,
+    MongoSettings,
     ServerAuthSettings,
     host_port,
     list_setting,
@@ -25,7 +26,7 @@ from services.scheduler.run_limits import limits_problem
 
 
 @dataclass
-class SchedulerSettings(ServerAuthSettings, ClientKeySettings):
+class SchedulerSettings(MongoSettings, ServerAuthSettings, ClientKeySettings):
     """The scheduler service: runs, queues and leases in Redis, history in MongoDB."""
 
     executor_listen: str = setting(
@@ -54,8 +55,6 @@ class SchedulerSettings(ServerAuthSettings, ClientKeySettings):
         "<service name>[/db]",
         redis_url_problem,
     )
-    mongodb_uri: str = setting("mongodb://127.0.0.1:27017", "WTM_MONGODB_URI", "MongoDB URI")
-    mongodb_database: str = setting("wtm", "WTM_MONGODB_DATABASE", "MongoDB database name")
     lease_seconds: int = setting(
         30, "WTM_LEASE_SECONDS", "lease of a step attempt without heartbeats", positive
     )

@@ -21,7 +21,8 @@ from services.scheduler.run_store import RunStore
 
 class Forwarder:
     """Forwards 127.0.0.1:<port> to a target; while off, it drops its connections and
-    closes new ones at once."""
+    closes new ones at once; while stalled, it holds what either side sends (a server that
+    stopped answering without closing anything) until ``on``."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
@@ -29,6 +30,8 @@ class Forwarder:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -41,6 +44,10 @@ class Forwarder:
 
     def on(self) -> None:
         self.enabled = True
+        self._flowing.set()
+
+    def stall(self) -> None:
+        self._flowing.clear()
 
     async def stop(self) -> None:
         self.off()
@@ -58,6 +65,7 @@ class Forwarder:
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             with contextlib.suppress(ConnectionError, OSError):
                 while data := await src.read(65536):
+                    await self._flowing.wait()
                     dst.write(data)
                     await dst.drain()
             dst.close()
@@ -84,7 +92,7 @@ def test_a_failed_flush_keeps_its_records_and_writes_them_once_mongodb_is_back(
         forwarder = Forwarder(urlparse(uri).port or 27017)
         await forwarder.start()
         store = RunStore(
-            f"mongodb://127.0.0.1:{forwarder.port}", database, flush_interval=0.05, timeout_ms=300
+            f"mongodb://127.0.0.1:{forwarder.port}", database, flush_interval=0.05, timeout_s=0.3
         )
         try:
             await store.start()

@@ -301,6 +301,9 @@ class ThreadedForwarder:
     def on(self) -> None:
         self.loop.call_soon_threadsafe(self.forwarder.on)
 
+    def stall(self) -> None:
+        self.loop.call_soon_threadsafe(self.forwarder.stall)
+
     def close(self) -> None:
         asyncio.run_coroutine_threadsafe(self.forwarder.stop(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -389,3 +392,52 @@ def test_batches_submitted_while_mongodb_is_out_of_reach_fail_and_later_ones_run
         counts = ledger_counts(ledger)
         assert not [t for t in counts if t.startswith("second")]  # written first: none ran
         assert [counts[f"after{i}"] for i in range(5)] == [1] * 5
+
+
+def test_a_stalled_mongodb_fails_a_submit_in_its_time_and_loses_nothing(
+    fleet: Fleet, tmp_path: Path, shared_tmp: Path
+) -> None:
+    """MongoDB that stops answering without closing anything (stopped, partitioned): a
+    submit fails UNAVAILABLE, naming MongoDB, within WTM_MONGODB_TIMEOUT — not at the
+    client's deadline — and so does a listing; the next submit writes first and runs
+    nothing; once MongoDB answers, submits run again and every run is recorded."""
+    fleet.env["WTM_MONGODB_TIMEOUT"] = "1.5"
+    with behind_a_switch(fleet, "stall-1", shared_tmp) as (address, forwarder, ledger):
+
+        def doc(tag: str) -> dict[str, object]:
+            return {"tag": tag, "ledger": str(ledger), "seconds": 0}
+
+        with fleet.client(address, retry_seconds=0) as client:
+            assert client.run(task="ledger", input=doc("before")).state == "COMPLETED"
+            forwarder.stall()  # the key checked above stays cached: the calls reach MongoDB
+            for tag in ("stalled", "written-first"):
+                started = time.monotonic()
+                with pytest.raises(ApiError) as err:
+                    client.submit(task="ledger", input=doc(tag))
+                waited = time.monotonic() - started
+                assert err.value.code == "UNAVAILABLE", err.value
+                assert "MongoDB" in err.value.message, err.value.message
+                assert 1.0 < waited < 6.0, waited  # the client's deadline is 30 s
+            started = time.monotonic()
+            with pytest.raises(ApiError) as err:
+                list(client.list_runs(task_id="ledger"))
+            assert err.value.code == "UNAVAILABLE" and time.monotonic() - started < 6.0
+            forwarder.on()
+            deadline = time.monotonic() + 30
+            while True:  # UNAVAILABLE asks for a retry; the driver reconnects
+                try:
+                    after = client.run(task="ledger", input=doc("after"))
+                    break
+                except ApiError as exc:
+                    if exc.code != "UNAVAILABLE" or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
+            assert after.state == "COMPLETED"
+        time.sleep(1.0)
+        counts = ledger_counts(ledger)
+        assert counts["before"] == 1 and counts["after"] == 1
+        assert counts["stalled"] <= 1  # leased beside its insert; withdrawn when that failed
+        assert counts["written-first"] == 0  # after a failed insert, inserts go first
+        with pymongo.MongoClient(fleet.cluster.endpoints.mongodb_uri) as mongo:
+            runs = mongo[fleet.env["WTM_MONGODB_DATABASE"]]["runs"]
+            assert runs.count_documents({"_id": after.run_id, "state": "COMPLETED"}) == 1
