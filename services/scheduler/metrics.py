@@ -3,6 +3,8 @@
     wtm_queue_depth{queue}                 steps waiting per queue (plus "delayed" retries)
     wtm_queue_oldest_age_seconds{queue}    how long the oldest waiting step has waited (0: none)
     wtm_queue_executors{queue}             executors on this replica that take from the queue
+    wtm_queue_paused{queue}                1 while an operator holds the queue (PauseQueue), else
+                                           0: autoscalers and alerts leave paused queues out
     wtm_namespace_unfinished_runs{namespace}  runs queued or running (WTM_MAX_UNFINISHED_RUNS)
     wtm_scheduler_clock_offset_seconds     this replica's clock minus Redis's (clock_watch.py)
     wtm_runs_submitted_total               runs accepted
@@ -59,6 +61,7 @@ class SchedulerMetrics(RunListener):
         self.depths: dict[str, int] = {}
         self.oldest_ages: dict[str, float] = {}
         self.executors: dict[str, int] = {}
+        self.paused: dict[str, int] = {}  # queue -> 1 while paused, 0 otherwise
         self.namespace_runs: dict[str, int] = {}
         self.clock_offset: float | None = None
         meter = metrics.get_meter("wtm.scheduler")
@@ -81,6 +84,11 @@ class SchedulerMetrics(RunListener):
             "wtm_queue_executors",
             [self._observe_executors],
             description="executors on this replica that take from the queue",
+        )
+        meter.create_observable_gauge(
+            "wtm_queue_paused",
+            [self._observe_paused],
+            description="1 while an operator holds the queue (PauseQueue)",
         )
         meter.create_observable_gauge(
             "wtm_executor_slots", [self._observe_slots], description="executor slots by state"
@@ -131,6 +139,9 @@ class SchedulerMetrics(RunListener):
     def _observe_executors(self, options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(n, {"queue": q}) for q, n in self.executors.items()]
 
+    def _observe_paused(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(n, {"queue": q}) for q, n in self.paused.items()]
+
     def _observe_cache(self, options: CallbackOptions) -> Iterable[Observation]:
         if self._cache is None:
             return []
@@ -178,12 +189,14 @@ class SchedulerMetrics(RunListener):
         delayed: int,
         now_ms: int,
         executors: dict[str, int],
+        paused: frozenset[str] = frozenset(),
     ) -> None:
         """What the reaper read: per queue (depth, oldest enqueue ms), the delayed retries,
-        and the executors here per queue."""
+        the executors here per queue, and the queues paused (each reported, work or not)."""
         self.depths = {q: depth for q, (depth, _) in stats.items()} | {"delayed": delayed}
         self.oldest_ages = {
             q: max(0.0, (now_ms - oldest) / 1000) if oldest is not None else 0.0
             for q, (_, oldest) in stats.items()
         }
         self.executors = {q: executors.get(q, 0) for q in stats}
+        self.paused = {q: int(q in paused) for q in stats} | dict.fromkeys(paused, 1)

@@ -126,4 +126,6 @@ class Reaper:
         stats = await self.queue.queue_stats(queues)
         delayed = await self.queue.delayed_count()
         serving = self.fleet.executors_per_queue(queues)
-        self.metrics.set_queues(stats, delayed, self.queue.clock.now_ms(), serving)
+        self.metrics.set_queues(
+            stats, delayed, self.queue.clock.now_ms(), serving, self.fleet.paused
+        )

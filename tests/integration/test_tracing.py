@@ -141,7 +141,8 @@ def test_no_spans_and_no_trace_id_when_export_is_off(traced: Traced, client: Cli
     assert plain.run_id not in seen
 
 
-def test_metrics_are_served_for_prometheus(traced: Traced, face_run: Any) -> None:
+def scraped(traced: Traced) -> dict[str, float]:
+    """The scheduler's samples as Prometheus scrapes them: ``name{labels}`` -> value."""
     url = f"http://127.0.0.1:{traced.metrics_port}/metrics"
     text = urllib.request.urlopen(url, timeout=10).read().decode()
     samples = {}
@@ -149,6 +150,11 @@ def test_metrics_are_served_for_prometheus(traced: Traced, face_run: Any) -> Non
         if line.startswith("wtm_"):
             name_labels, _, value = line.rpartition(" ")
             samples[name_labels] = float(value)
+    return samples
+
+
+def test_metrics_are_served_for_prometheus(traced: Traced, face_run: Any) -> None:
+    samples = scraped(traced)
 
     def value(name: str, **labels: str) -> float:
         found = [
@@ -175,6 +181,34 @@ def test_metrics_are_served_for_prometheus(traced: Traced, face_run: Any) -> Non
     assert value("wtm_queue_depth", queue="default") >= 0
     # Runs queued or running per namespace, as the scripts count them (read once a second).
     assert value("wtm_namespace_unfinished_runs", namespace="default") >= 0
+
+
+def test_a_paused_queue_is_reported_for_the_autoscalers_and_alerts_to_leave_out(
+    traced: Traced, face_run: Any
+) -> None:
+    """``wtm_queue_paused`` is 1 for a queue an operator paused — one with no work and no
+    executor too — and 0 for the others; a resume sets it back within the reaper's second
+    (KEDA's query and the alerts in deploy/ leave such queues out)."""
+    c = traced.cluster
+
+    def paused(queue: str) -> float | None:
+        found = [
+            v
+            for k, v in scraped(traced).items()
+            if k.startswith("wtm_queue_paused{") and f'queue="{queue}"' in k
+        ]
+        return found[0] if found else None
+
+    with Client(
+        c.registry_address, c.scheduler_address, api_key=c.admin_key, tls_ca=str(c.ca_file)
+    ) as client:
+        client.pause_queue("metrics-held", reason="swap the model")
+        try:
+            eventually(lambda: paused("metrics-held") == 1, what="the pause in the metrics")
+            assert paused("default") == 0
+        finally:
+            assert client.resume_queue("metrics-held")
+        eventually(lambda: not paused("metrics-held"), what="the resume in the metrics")
 
 
 def test_logs_are_json_with_run_and_trace_ids(traced: Traced, face_run: Any) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import jsonschema
 import kubernetes_validate
+import promql_parser
 import pytest
 import yaml
 
@@ -302,8 +303,11 @@ def test_executors_scale_on_the_queue_depth_the_scheduler_exports(
     for scaled in keda:
         assert scaled["spec"]["minReplicaCount"] == 0  # to zero when idle
         for trigger in scaled["spec"]["triggers"]:
-            used = set(re.findall(r"\bwtm_\w+", trigger["metadata"]["query"]))
+            query = trigger["metadata"]["query"]
+            promql_parser.parse(query)
+            used = set(re.findall(r"\bwtm_\w+", query))
             assert used and used <= exported, used
+            assert "wtm_queue_paused" in used  # a paused queue's steps add no executors
     for autoscaler in hpa:
         for metric in autoscaler["spec"]["metrics"]:
             assert metric["external"]["metric"]["name"] in exported

@@ -48,7 +48,7 @@ m.runs_submitted(1)
 m.run_recorded(Run(), {})
 m.lease_expired("r:s")
 m.history_write_failed()
-m.set_queues({"q": (1, 0)}, 0, 1000, {"q": 0})
+m.set_queues({"q": (1, 0)}, 0, 1000, {"q": 0}, frozenset({"q"}))
 m.clock_offset = 0.002
 # The counters of the scheduler's other parts, each counted once.
 from collections import defaultdict
@@ -111,6 +111,7 @@ def test_the_alerts_cover_what_operators_must_hear_of() -> None:
         "WtmOldestStepTooOld",
         "WtmLeaseExpiriesRising",
         "WtmHistoryWritesFailing",
+        "WtmQueuePausedLong",
         "WtmScheduleCannotStartRuns",
         "WtmScheduleTimesMissed",
     } <= set(by_name)
@@ -148,4 +149,19 @@ def test_the_dashboard_shows_the_figures_the_issue_names() -> None:
 
 def test_the_scheduler_exports_the_autoscaling_metrics(exported: set[str]) -> None:
     # What KEDA's ScaledObjects and the HPA in deploy/k8s scale executors on.
-    assert {"wtm_queue_depth", "wtm_queue_oldest_age_seconds", "wtm_queue_executors"} <= exported
+    assert {
+        "wtm_queue_depth",
+        "wtm_queue_oldest_age_seconds",
+        "wtm_queue_executors",
+        "wtm_queue_paused",
+    } <= exported
+
+
+def test_the_queue_alerts_leave_paused_queues_out() -> None:
+    """A paused queue's steps wait by an operator's choice: no alert that no executor takes
+    them or that they are old, one that the pause has lasted an hour."""
+    by_name = {r["alert"]: r for r in rules()}
+    for name in ("WtmQueueHasWorkButNoExecutor", "WtmOldestStepTooOld"):
+        assert "unless on (queue)" in by_name[name]["expr"]
+        assert "wtm_queue_paused" in metric_names(promql_parser.parse(by_name[name]["expr"]))
+    assert by_name["WtmQueuePausedLong"]["for"] == "1h"
