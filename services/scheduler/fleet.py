@@ -117,6 +117,9 @@ class ExecutorSession:
     call_of: dict[str, str] = field(default_factory=dict)
     calls: dict[str, set[str]] = field(default_factory=dict)
     riders: int = 0  # steps in flight on a call's slot beyond its first
+    # Steps in flight it reported progress or a log line for: step-key -> attempt (marked
+    # heard in Redis by the first; ``Intake.reported_on``).
+    heard: dict[str, int] = field(default_factory=dict)
     # Attempts it was given that are no longer current (told to stop): its result for one
     # is still an execution to record.
     stopping: dict[str, int] = field(default_factory=dict)
@@ -162,6 +165,7 @@ class ExecutorSession:
     def take(self, member: str) -> int | None:
         """A step is no longer in flight here: its attempt (None if it was not)."""
         attempt = self.in_flight.pop(member, None)
+        self.heard.pop(member, None)
         call = self.call_of.pop(member, None)
         if call is not None:
             steps = self.calls[call]

@@ -117,6 +117,7 @@ class Intake:
     ) -> None:
         """Pass a running step's progress on to the run's watchers."""
         if session.in_flight.get(step.member) == step.attempt:
+            await self.reported_on(session, step)
             await self.queue.notes.add_progress(
                 step.run_id, step.step_id, step.attempt, fraction, message
             )
@@ -126,7 +127,23 @@ class Intake:
     ) -> None:
         """Pass a line a running step logged on to watchers, and keep it with the attempt."""
         if session.in_flight.get(step.member) == step.attempt:
+            await self.reported_on(session, step)
             await self.queue.notes.add_log(step.run_id, step.step_id, step.attempt, level, message)
+
+    async def reported_on(self, session: ExecutorSession, step: RunningStep) -> None:
+        """An executor that reports progress or a log line for a step has it: the first such
+        report of an attempt renews its lease and marks it heard, as a heartbeat naming it
+        would. Without it, an attempt whose executor died after reporting progress but
+        before its first heartbeat was taken for one lost in flight — retried without
+        counting, "before the executor said it had the step"."""
+        if session.heard.get(step.member) == step.attempt:
+            return
+        session.heard[step.member] = step.attempt
+        await self.queue.heartbeat(
+            [(step.member, step.attempt, step.lease_id)],
+            self.leaser.lease_ms,
+            session.executor_id,
+        )  # a stale attempt is told to stop by the next heartbeat
 
     def report(self, session: ExecutorSession, report: StepReport) -> None:
         """Take a step result; it is recorded with the next batch (fencing decides there)."""

@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from common.errors import AlreadyExists
 from services.localstack.processes import free_port, wait_until
 from services.localstack.stack import valkey_binary
+from services.scheduler import keys
 from services.scheduler.clock import FakeClock
 from services.scheduler.dispatcher import Dispatcher
 from services.scheduler.fleet import Assignment, Cancel, ExecutorProfile, ExecutorSession, Renewed
@@ -317,6 +318,30 @@ def test_a_lease_no_heartbeat_named_comes_back_at_once_without_spending_a_retry(
         assert again.attempt == 2 and again.lease_id != lost.lease_id  # numbers not reused
         await c.report(e1, again, "SUCCEEDED", '{"ok": true}')
         assert c.heard.of("run_ended") == [("r1", "COMPLETED")]
+
+    scenario(valkey_url, body)
+
+
+def test_a_lease_whose_step_reported_progress_counts_when_it_runs_out(valkey_url: str) -> None:
+    """Progress (or a log line) from a step is its executor saying it has it, as a heartbeat
+    would: when the executor then dies before its first heartbeat, the lost attempt counts
+    against the retries and says the executor went silent — it was taken for one lost in
+    flight, retried unspent "before the executor said it had the step"."""
+
+    async def body(c: Core) -> None:
+        e1 = c.executor("e1")
+        await c.submit("r1", max_retries=0)
+        [had] = assignments(e1)
+        ref = RunningStep("r1", "a", 1, had.lease_id)
+        await c.core.intake.progress(e1, ref, 0.5, "half way")
+        await c.core.intake.log(e1, ref, "INFO", "and a line")
+        c.clock.advance(LEASE_SECONDS + 1)
+        await c.core.reaper.expire_leases()
+        assert c.heard.of("lease_expired") == [("r1:a", "")]
+        assert [r for r, _ in c.heard.of("run_ended")] == ["r1"]  # counted: no retry left
+        assert c.heard.of("attempt_ended") == [("r1:a", "1:TIMED_OUT")]  # not 1:QUEUED
+        error = await c.queue.redis.hget(keys.step("r1", "a"), "error")
+        assert b"stopped sending heartbeats" in error, error
 
     scenario(valkey_url, body)
 

@@ -1,5 +1,6 @@
 -- expire_leases.lua: treat attempts whose lease ran out as lost; retry or fail them.
--- An attempt no heartbeat ever named (its 'heard' is not its lease) was lost in flight (a
+-- An attempt no heartbeat ever named (its 'heard' is not its lease; a progress report or
+-- a log line of it marks it too, through heartbeat.lua) was lost in flight (a
 -- scheduler died or a stream broke between the lease and its delivery) or its executor
 -- stopped before its first heartbeat. Such an attempt does not count against max_retries
 -- ('unheard' += 1; fail_step counts attempt - unheard), though it is an attempt like any
