@@ -117,9 +117,11 @@ class Intake:
     ) -> None:
         """Pass a running step's progress on to the run's watchers."""
         if session.in_flight.get(step.member) == step.attempt:
-            await self.reported_on(session, step)
-            await self.queue.notes.add_progress(
-                step.run_id, step.step_id, step.attempt, fraction, message
+            await asyncio.gather(
+                self.reported_on(session, step),
+                self.queue.notes.add_progress(
+                    step.run_id, step.step_id, step.attempt, fraction, message
+                ),
             )
 
     async def log(
@@ -127,15 +129,18 @@ class Intake:
     ) -> None:
         """Pass a line a running step logged on to watchers, and keep it with the attempt."""
         if session.in_flight.get(step.member) == step.attempt:
-            await self.reported_on(session, step)
-            await self.queue.notes.add_log(step.run_id, step.step_id, step.attempt, level, message)
+            await asyncio.gather(
+                self.reported_on(session, step),
+                self.queue.notes.add_log(step.run_id, step.step_id, step.attempt, level, message),
+            )
 
     async def reported_on(self, session: ExecutorSession, step: RunningStep) -> None:
         """An executor that reports progress or a log line for a step has it: the first such
         report of an attempt renews its lease and marks it heard, as a heartbeat naming it
         would. Without it, an attempt whose executor died after reporting progress but
         before its first heartbeat was taken for one lost in flight — retried without
-        counting, "before the executor said it had the step"."""
+        counting, "before the executor said it had the step". It goes beside the report's
+        own write: no round trip more to wait for."""
         if session.heard.get(step.member) == step.attempt:
             return
         session.heard[step.member] = step.attempt
