@@ -47,6 +47,7 @@ class ScheduleInfo:
     start_time: datetime | None = None  # no due time before it
     end_time: datetime | None = None  # no due time after it
     due_time_field: str = ""  # the input key each run's due time is written to
+    jitter_seconds: float = 0.0  # each run starts up to this long after its due time
 
     @classmethod
     def from_proto(cls, m: schpb.Schedule) -> ScheduleInfo:
@@ -80,6 +81,7 @@ class ScheduleInfo:
             start_time=when("start_time"),
             end_time=when("end_time"),
             due_time_field=m.due_time_field,
+            jitter_seconds=m.jitter.ToNanoseconds() / 1e9,
         )
 
 
@@ -127,6 +129,7 @@ def create_request(
     start_time: datetime | None = None,
     end_time: datetime | None = None,
     due_time_field: str = "",
+    jitter: float | timedelta | None = None,
 ) -> schpb.CreateScheduleRequest:
     if overlap not in _OVERLAP:
         raise InvalidArgument(
@@ -151,9 +154,10 @@ def create_request(
     for name, moment in (("at", at), ("start_time", start_time), ("end_time", end_time)):
         if moment is not None:
             getattr(m, name).FromDatetime(_utc(moment))
-    if run_timeout is not None:
-        limit = run_timeout.total_seconds() if isinstance(run_timeout, timedelta) else run_timeout
-        m.run_timeout.FromNanoseconds(round(float(limit) * 1e9))
+    for name, span in (("run_timeout", run_timeout), ("jitter", jitter)):
+        if span is not None:
+            seconds = span.total_seconds() if isinstance(span, timedelta) else float(span)
+            getattr(m, name).FromNanoseconds(round(seconds * 1e9))
     return schpb.CreateScheduleRequest(schedule=m)
 
 
@@ -182,6 +186,7 @@ class ScheduleMethods:
         start_time: datetime | None = None,
         end_time: datetime | None = None,
         due_time_field: str = "",
+        jitter: float | timedelta | None = None,
     ) -> ScheduleInfo:
         """Start a run of ``task`` or ``pipeline`` on ``input`` at every time ``cron`` gives
         (five fields, read in ``timezone``, UTC by default), ``every`` so many seconds, or
@@ -193,7 +198,10 @@ class ScheduleMethods:
         with ``run_timeout`` (seconds) as its time limit when given. ``start_time`` and
         ``end_time`` bound a cron's or an interval's times (after the end it is done).
         With ``due_time_field``, each run's input has that key set to the time the run was
-        due for (ISO 8601, UTC): how a task knows which day it stands for.
+        due for (ISO 8601, UTC): how a task knows which day it stands for. With ``jitter``
+        (seconds, up to a day, shorter than ``every``) each run starts up to that much after
+        its time, by an offset fixed for the schedule and the time, so that schedules that
+        share a time do not all start at once (the run is accepted at its time and waits).
 
         Raises:
             InvalidArgument: the timing, the input or another field is not valid.
@@ -202,7 +210,7 @@ class ScheduleMethods:
         """
         request = create_request(
             schedule_id, task, pipeline, input, cron, every, timezone, priority, labels,
-            overlap, paused, at, run_timeout, start_time, end_time, due_time_field,
+            overlap, paused, at, run_timeout, start_time, end_time, due_time_field, jitter,
         )  # fmt: skip
         reply = self._s.unary(self._schedules.CreateSchedule, request)
         return ScheduleInfo.from_proto(reply.schedule)
@@ -311,11 +319,12 @@ class AsyncScheduleMethods:
         start_time: datetime | None = None,
         end_time: datetime | None = None,
         due_time_field: str = "",
+        jitter: float | timedelta | None = None,
     ) -> ScheduleInfo:
         """As ``Client.create_schedule``."""
         request = create_request(
             schedule_id, task, pipeline, input, cron, every, timezone, priority, labels,
-            overlap, paused, at, run_timeout, start_time, end_time, due_time_field,
+            overlap, paused, at, run_timeout, start_time, end_time, due_time_field, jitter,
         )  # fmt: skip
         reply = await self._s.unary(self._schedules.CreateSchedule, request)
         return ScheduleInfo.from_proto(reply.schedule)

@@ -132,6 +132,12 @@ def schedule() -> None:
     metavar="KEY",
     help="set this input key of each run to the time it was due for (ISO, UTC)",
 )
+@click.option(
+    "--jitter",
+    callback=lambda _ctx, _param, value: None if value is None else parse_span(value),
+    help="with --cron or --every: start each run up to this much after its time (such as "
+    "5m), so that schedules sharing a time do not all start at once",
+)
 @run_timeout_option
 @click.pass_obj
 def schedule_create(
@@ -150,6 +156,7 @@ def schedule_create(
     start_time: datetime | None,
     end_time: datetime | None,
     due_time_field: str,
+    jitter: float | None,
     run_timeout: float | None,
 ) -> None:
     """Start a run of --task or --pipeline on INPUT_JSON (inline JSON or @FILE) at every time
@@ -173,6 +180,7 @@ def schedule_create(
             start_time=start_time,
             end_time=end_time,
             due_time_field=due_time_field,
+            jitter=jitter,
         )
     obj.out({"schedule": created}, schedule_panel(created))
 

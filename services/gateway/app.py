@@ -479,6 +479,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             start_time=body.start_time,
             end_time=body.end_time,
             due_time_field=body.due_time_field,
+            jitter=body.jitter_seconds,
         )
         return m.of(m.Schedule, created)
 

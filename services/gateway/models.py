@@ -114,6 +114,9 @@ class CreateSchedule(BaseModel):
     start_time: datetime | None = Field(None, description="with cron or every: none before")
     end_time: datetime | None = Field(None, description="with cron or every: none after")
     due_time_field: str = Field("", description="an input key set to each run's due time")
+    jitter_seconds: float | None = Field(
+        None, description="with cron or every: each run starts up to this long after its time"
+    )
 
 
 class CancelRun(BaseModel):
@@ -362,6 +365,7 @@ class Schedule(BaseModel):
     start_time: datetime | None = Field(None, description="no due time before it")
     end_time: datetime | None = Field(None, description="no due time after it; then done")
     due_time_field: str = Field("", description="the input key set to each run's due time")
+    jitter_seconds: float = Field(0.0, description="each run starts up to this long late (0: none)")
 
 
 class Backfill(BaseModel):

@@ -54,6 +54,7 @@ class ScheduleRecord:
     start_ms: int = 0  # no due time before it (0: none)
     end_ms: int = 0  # no due time after it (0: none)
     due_time_field: str = ""  # the input key each run's due time is written to ("": none)
+    jitter_seconds: float = 0.0  # each run starts up to this long after its time (0: none)
 
     @property
     def key(self) -> str:
@@ -67,14 +68,14 @@ class ScheduleRecord:
             self.cron, self.timezone, self.every_seconds, self.at_ms, self.task, self.pipeline,
             self.input_json, self.priority, sorted(self.labels.items()), self.overlap,
             self.created_by, self.run_timeout_seconds, self.start_ms, self.end_ms,
-            self.due_time_field,
+            self.due_time_field, self.jitter_seconds,
         )  # fmt: skip
 
     @property
     def timing(self) -> Timing:
         return Timing(
             self.cron, self.timezone, self.every_seconds, self.created_ms, self.at_ms,
-            self.start_ms, self.end_ms,
+            self.start_ms, self.end_ms, self.jitter_seconds,
         )  # fmt: skip
 
     def to_doc(self) -> dict[str, Any]:
@@ -111,6 +112,8 @@ class ScheduleRecord:
             m.every.FromMilliseconds(int(self.every_seconds * 1000))
         if self.run_timeout_seconds:
             m.run_timeout.FromMilliseconds(int(self.run_timeout_seconds * 1000))
+        if self.jitter_seconds:
+            m.jitter.FromMilliseconds(int(self.jitter_seconds * 1000))
         for name, ms in (
             ("at", self.at_ms),
             ("next_run_time", self.next_ms),

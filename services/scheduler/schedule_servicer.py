@@ -53,6 +53,7 @@ def schedule_from_proto(m: spb.Schedule, namespace: str) -> ScheduleRecord:
         start_ms=start_ms,
         end_ms=end_ms,
         due_time_field=m.due_time_field,
+        jitter_seconds=m.jitter.ToNanoseconds() / 1e9,
     )
 
 

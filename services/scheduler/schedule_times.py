@@ -10,10 +10,14 @@ drift with how late each run started. A one-off (``at_ms``) has that one time, a
 after it. Bounds (``start_ms``, ``end_ms``; Temporal's start and end time) keep the times a
 cron expression or an interval gives between them, both included: none before the start,
 and after the end none at all (the schedule is then done, as a one-off after its time).
+A jitter (Temporal's) starts each run of a cron expression or an interval up to that much
+after its time, by an offset that is a function of the schedule and the time alone, so that
+every replica, and a retried firing, gives the same.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
@@ -29,6 +33,7 @@ MAX_EVERY_SECONDS = 366 * 86400.0
 MAX_CRON_CHARS = 200
 AT_PAST_GRACE_MS = 60_000  # a one-off "now" computed by a client a moment ago still goes
 MAX_COUNTED = 100_000  # missed cron times counted one by one (~2.4 µs each), at most
+MAX_JITTER_SECONDS = 86400.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,7 @@ class Timing:
     at_ms: int = 0
     start_ms: int = 0  # no time before it (0: none)
     end_ms: int = 0  # no time after it (0: none)
+    jitter_seconds: float = 0.0  # each run starts up to this long after its time
 
     def check(self, prefix: str = "schedule.") -> None:
         """INVALID_ARGUMENT naming the field, unless this is a timing a schedule can have
@@ -50,6 +56,7 @@ class Timing:
         if sum(map(bool, (self.cron, self.every_seconds, self.at_ms))) != 1:
             raise InvalidArgument("set exactly one of cron, every and at", field=f"{prefix}cron")
         self._check_bounds(prefix)
+        self._check_jitter(prefix)
         if self.at_ms:
             if self.timezone:
                 raise InvalidArgument(
@@ -91,6 +98,34 @@ class Timing:
             raise InvalidArgument("is in the past", field=f"{prefix}end_time")
         if self.end_ms and self.end_ms <= self.start_ms:
             raise InvalidArgument("must be after start_time", field=f"{prefix}end_time")
+
+    def _check_jitter(self, prefix: str) -> None:
+        if not self.jitter_seconds:
+            return
+        field = f"{prefix}jitter"
+        if self.at_ms:
+            raise InvalidArgument("applies to cron and every only (at is one time)", field=field)
+        if not 0 < self.jitter_seconds <= MAX_JITTER_SECONDS:
+            raise InvalidArgument(
+                f"must be from 0 to 1 day, got {self.jitter_seconds:g}s", field=field
+            )
+        if self.every_seconds and self.jitter_seconds >= self.every_seconds:
+            raise InvalidArgument(
+                f"must be shorter than every ({self.every_seconds:g}s), got "
+                f"{self.jitter_seconds:g}s: a run would start after the next one's time",
+                field=field,
+            )
+
+    def delay_of(self, schedule: str, due_ms: int) -> float:
+        """How long after its time ``due_ms`` the run of ``schedule`` (its full id) starts:
+        0 without a jitter, else from 0 up to the jitter, to the millisecond, the same for
+        the same schedule and time (blake2b of both: spread evenly, and no replica's or
+        retry's chance)."""
+        if not self.jitter_seconds:
+            return 0.0
+        digest = hashlib.blake2b(f"{schedule}@{due_ms}".encode(), digest_size=8).digest()
+        fraction = int.from_bytes(digest, "big") / 2**64
+        return int(fraction * self.jitter_seconds * 1000) / 1000
 
     def first(self, created_ms: int) -> int:
         """The first time of a schedule created at ``created_ms`` (a one-off's time even if
@@ -170,8 +205,10 @@ class Timing:
         def utc(ms: int) -> str:
             return f"{datetime.fromtimestamp(ms / 1000, UTC):%Y-%m-%d %H:%M:%S} UTC"
 
-        return (f", from {utc(self.start_ms)}" if self.start_ms else "") + (
-            f", until {utc(self.end_ms)}" if self.end_ms else ""
+        return (
+            (f", from {utc(self.start_ms)}" if self.start_ms else "")
+            + (f", until {utc(self.end_ms)}" if self.end_ms else "")
+            + (f", each run up to {_span(self.jitter_seconds)} late" if self.jitter_seconds else "")
         )
 
 

@@ -189,8 +189,11 @@ class Schedules:
                 exc.args = (exc.message,)
             raise
 
-    def _request(self, record: ScheduleRecord, request_id: str, due_ms: int = 0) -> SubmitRequest:
-        """The submit of the schedule's run for the time ``due_ms`` (0: none, a check)."""
+    def _request(
+        self, record: ScheduleRecord, request_id: str, due_ms: int = 0, delay: float = 0.0
+    ) -> SubmitRequest:
+        """The submit of the schedule's run for the time ``due_ms`` (0: none, a check),
+        starting ``delay`` seconds after it is accepted (its jitter)."""
         labels = {**record.labels, SCHEDULE_LABEL: record.schedule_id}
         input_json = record.input_json or "{}"
         if due_ms:
@@ -207,6 +210,7 @@ class Schedules:
             labels=labels,
             namespace=record.namespace,
             run_timeout_seconds=record.run_timeout_seconds,
+            start_delay_seconds=delay,
         )
 
     async def get(self, namespace: str, schedule_id: str) -> ScheduleRecord:
@@ -339,7 +343,10 @@ class Schedules:
         else:
             try:
                 run_id, _ = await self._start(
-                    record, f"schedule/{record.schedule_id}/{latest}", latest
+                    record,
+                    f"schedule/{record.schedule_id}/{latest}",
+                    latest,
+                    timing.delay_of(record.key, latest),
                 )
             except WtmError as exc:
                 changes["last_error"] = exc.message
@@ -373,16 +380,17 @@ class Schedules:
             return False
 
     async def _start(
-        self, record: ScheduleRecord, request_id: str, due_ms: int
+        self, record: ScheduleRecord, request_id: str, due_ms: int, delay: float = 0.0
     ) -> tuple[str, bool]:
         """Submit the schedule's run for the time ``due_ms`` (its idempotency key
-        ``request_id``) as the key that created the schedule: its id, and whether this call
-        started it (a concurrent backfill, say, may have)."""
+        ``request_id``), to start ``delay`` seconds later, as the key that created the
+        schedule: its id, and whether this call started it (a concurrent backfill, say, may
+        have)."""
         principal = await self._creator(record)
         token = auth.set_current(principal)
         outcome = "INTERNAL"
         try:
-            request = self._request(record, request_id, due_ms)
+            request = self._request(record, request_id, due_ms, delay)
             run, created = await self.runs.started(request)
             outcome = "OK"
             return run.run_id, created

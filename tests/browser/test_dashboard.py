@@ -366,11 +366,12 @@ def test_a_schedule_is_made_run_listed_and_deleted_from_the_page(
         form.locator("select[name=kind]").select_option("every")
         form.locator("input[name=when]").fill("3600")
         form.locator("input[name=due_time_field]").fill("hour")
+        form.locator("input[name=jitter]").fill("90")
         form.get_by_role("button", name="Create").click()
         row = page.locator('#schedules tr[data-schedule="dash-hourly"]')
         expect(row).to_contain_text("every hour", timeout=STEP_MS)
         made = client.get_schedule("dash-hourly")
-        assert (made.every_seconds, made.due_time_field) == (3600, "hour")
+        assert (made.every_seconds, made.due_time_field, made.jitter_seconds) == (3600, "hour", 90)
 
         row.get_by_role("button", name="Run now").click()
         expect(page.locator("#run-state .badge")).to_have_text("COMPLETED", timeout=STEP_MS)

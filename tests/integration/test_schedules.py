@@ -18,6 +18,7 @@ import pytest
 
 from clients import AlreadyExists, Client, InvalidArgument, NotFound, PermissionDenied
 from services.localstack import Cluster
+from services.scheduler.schedule_times import Timing
 from tests.conftest import run_cli, shared_file
 from tests.integration.ledger_fleet import Fleet
 from tests.integration.test_executor import make_task
@@ -215,6 +216,42 @@ def test_a_schedule_with_an_end_starts_its_runs_until_then_and_is_done(
         sub.delete_schedule("short-lived")
 
 
+def test_a_jittered_schedules_runs_are_accepted_at_their_time_and_start_by_their_offset(
+    team: dict[str, Client],
+) -> None:
+    """Each run is accepted when its time comes and waits out the offset its schedule and
+    time give (up to the jitter); its "wtm.schedule_time" is the time it was due for."""
+    sub = team["submitter"]
+    made = sub.create_schedule("jittery", task="tick", input={"n": 1}, every=2, jitter=1.5)
+    try:
+        assert made.jitter_seconds == 1.5 and "each run up to 1.5 seconds late" in made.description
+        timing = Timing(every_seconds=2, jitter_seconds=1.5)
+        runs = eventually(
+            lambda: (r := list(sub.list_runs(labels={"wtm.schedule": "jittery"}))) and len(r) >= 2
+            and all(x.state == "COMPLETED" for x in r) and r,
+            20,
+            "two runs of the schedule, completed",
+        )  # fmt: skip
+    finally:
+        sub.delete_schedule("jittery")
+    delays = []
+    for listed in runs:
+        run = sub.get_run(listed.run_id)
+        due = datetime.fromisoformat(run.labels["wtm.schedule_time"].replace("Z", "+00:00"))
+        delay = timing.delay_of(f"{NS}/jittery", int(due.timestamp() * 1000))
+        assert run.created_at and run.scheduled_at and run.started_at
+        created, scheduled, started = (
+            t.replace(tzinfo=t.tzinfo or UTC)
+            for t in (run.created_at, run.scheduled_at, run.started_at)
+        )
+        assert created >= due
+        waited = (scheduled - created).total_seconds()
+        assert abs(waited - delay) < 0.02, (waited, delay)  # two readings of the clock
+        assert started >= scheduled
+        delays.append(delay)
+    assert len(set(delays)) == len(delays)  # each time its own offset
+
+
 def test_bad_schedules_are_refused_naming_the_field(team: dict[str, Client]) -> None:
     sub = team["submitter"]
     hourly = {"task": "tick", "input": {"n": 1}, "every": 3600}
@@ -233,6 +270,10 @@ def test_bad_schedules_are_refused_naming_the_field(team: dict[str, Client]) -> 
         ({**hourly, "overlap": "sometimes"}, InvalidArgument, "overlap"),
         ({**hourly, "every": None, "at": datetime.now(UTC) - timedelta(days=2)}, InvalidArgument,
          "schedule.at"),
+        ({**hourly, "jitter": 3600}, InvalidArgument, "schedule.jitter"),  # not shorter
+        ({**hourly, "every": None, "at": datetime.now(UTC) + timedelta(days=2), "jitter": 5},
+         InvalidArgument, "schedule.jitter"),
+        ({**hourly, "jitter": -5}, InvalidArgument, "schedule.jitter"),
     ]  # fmt: skip
     for fields, error, field in bad:
         with pytest.raises(error) as refused:
@@ -380,9 +421,10 @@ def test_the_cli_creates_lists_pauses_and_deletes_a_schedule(
 ) -> None:
     made = run_cli(
         cluster, "--json", "-n", NS, "schedule", "create", "nightly", '{"n": 3}',
-        "--task", "tick", "--cron", "30 2 * * *", "--timezone", "Europe/Berlin",
+        "--task", "tick", "--cron", "30 2 * * *", "--timezone", "Europe/Berlin", "--jitter", "5m",
     )  # fmt: skip
     schedule = json.loads(made.stdout)["schedule"]
+    assert schedule["jitter_seconds"] == 300 and "up to 5 minutes late" in schedule["description"]
     next_at = datetime.fromisoformat(schedule["next_run_at"]).astimezone(ZoneInfo("Europe/Berlin"))
     assert (next_at.hour, next_at.minute) == (2, 30)
     assert "02:30" in schedule["description"] and "Europe/Berlin" in schedule["description"]

@@ -89,6 +89,10 @@ def test_more_missed_cron_times_than_are_counted_still_give_the_latest() -> None
             Timing(every_seconds=60, anchor_ms=100, start_ms=500_000, end_ms=400_000),
             "schedule.end_time",
         ),
+        (Timing(at_ms=200_000, anchor_ms=100_000, jitter_seconds=5), "schedule.jitter"),
+        (Timing(every_seconds=60, jitter_seconds=60), "schedule.jitter"),  # not shorter
+        (Timing(every_seconds=60, jitter_seconds=-1), "schedule.jitter"),
+        (Timing(cron="0 2 * * *", jitter_seconds=86401), "schedule.jitter"),
     ],
 )
 def test_a_bad_timing_is_refused_naming_the_field(timing: Timing, field: str) -> None:
@@ -156,3 +160,23 @@ def test_a_backfill_range_gives_every_time_in_it_both_ends_included() -> None:
     assert bounded.times_between(0, 10**9, 100) == [120_000, 180_000, 240_000]
     assert Timing(at_ms=5_000).times_between(0, 5_000, 100) == [5_000]
     assert Timing(at_ms=5_000).times_between(5_001, 9_000, 100) == []
+
+
+def test_a_jitter_delays_each_time_by_its_own_offset_the_same_on_every_asking() -> None:
+    """Up to the jitter, to the millisecond; a function of the schedule and the time (every
+    replica, and a retried firing, start the run at the same moment); spread over the whole
+    range, so schedules sharing a time start apart; none without a jitter."""
+    t = Timing(cron="0 2 * * *", jitter_seconds=300)
+    t.check()
+    day = ms(2026, 12, 5, 2)
+    delays = [t.delay_of(f"team-{i}/nightly", day) for i in range(1000)]
+    assert all(0 <= d < 300 and d == round(d, 3) for d in delays)
+    assert delays[7] == Timing(cron="0 2 * * *", jitter_seconds=300).delay_of("team-7/nightly", day)
+    assert t.delay_of("team-7/nightly", day + 86_400_000) != delays[7]  # the next night: anew
+    assert len(set(delays)) > 990  # not a few shared values
+    assert 135 < sum(delays) / len(delays) < 165  # even over the range
+    assert max(delays) > 290 and min(delays) < 10
+    assert Timing(cron="0 2 * * *").delay_of("team-7/nightly", day) == 0.0
+    assert Timing(every_seconds=600, jitter_seconds=300).describe() == (
+        "every 10 minutes, each run up to 5 minutes late"
+    )

@@ -538,6 +538,7 @@ function scheduleForm(done) {
   const overlap = h("select", { name: "overlap" }, h("option", { value: "skip" }, "skip a time while the last run goes on"), h("option", { value: "allow" }, "start another run anyway"));
   const limit = h("input", { type: "number", name: "run_timeout", min: 1, step: "any", placeholder: "none", size: 8 });
   const dueKey = h("input", { name: "due_time_field", size: 12, placeholder: "none" });
+  const jitter = h("input", { type: "number", name: "jitter", min: 0, step: "any", placeholder: "none", size: 8 });
   return h("details", { class: "card" }, h("summary", {}, "New schedule"),
     h("form", { id: "new-schedule", onsubmit: async (ev) => {
       ev.preventDefault(); err.textContent = "";
@@ -546,7 +547,7 @@ function scheduleForm(done) {
       try { doc = JSON.parse(input.value || "{}"); } catch (e) { err.textContent = `input: not JSON (${e.message})`; return; }
       const timing = kind.value === "once" ? { at: moment(at) }
         : { ...(kind.value === "cron" ? { cron: when.value.trim(), timezone: zone.value.trim() } : { every_seconds: Number(when.value) }),
-            start_time: moment(from), end_time: moment(until) };
+            start_time: moment(from), end_time: moment(until), jitter_seconds: jitter.value ? Number(jitter.value) : null };
       try {
         const made = await api("/api/v1/schedules", { json: { schedule_id: id.value.trim(), [what]: ref, input: doc, ...timing,
           overlap: overlap.value, run_timeout_seconds: limit.value ? Number(limit.value) : null,
@@ -564,6 +565,7 @@ function scheduleForm(done) {
       h("label", {}, "Overlap", overlap),
       h("label", {}, "Time limit of each run, seconds", limit),
       h("label", {}, "Input key set to each run's due time", dueKey),
+      h("label", {}, "Start each run up to this many seconds late (cron, every)", jitter),
       h("button", { type: "submit" }, "Create"), " ", err));
 }
 
