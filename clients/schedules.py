@@ -48,6 +48,7 @@ class ScheduleInfo:
     end_time: datetime | None = None  # no due time after it
     due_time_field: str = ""  # the input key each run's due time is written to
     jitter_seconds: float = 0.0  # each run starts up to this long after its due time
+    backfill_waiting: int = 0  # times of a backfill waiting for its earlier runs
 
     @classmethod
     def from_proto(cls, m: schpb.Schedule) -> ScheduleInfo:
@@ -82,20 +83,23 @@ class ScheduleInfo:
             end_time=when("end_time"),
             due_time_field=m.due_time_field,
             jitter_seconds=m.jitter.ToNanoseconds() / 1e9,
+            backfill_waiting=m.backfill_waiting,
         )
 
 
 @dataclass(frozen=True)
 class BackfilledRun:
-    """A time of a backfill and its run: ``started`` by that call, or there before."""
+    """A time of a backfill and its run: ``started`` by that call, there before, or
+    ``waiting`` for the backfill's earlier runs to end (``max_running``; no run yet)."""
 
     due_time: datetime
     run_id: str
     started: bool
+    waiting: bool = False
 
     @classmethod
     def from_proto(cls, m: schpb.BackfilledRun) -> BackfilledRun:
-        return cls(m.due_time.ToDatetime(tzinfo=UTC), m.run_id, m.started)
+        return cls(m.due_time.ToDatetime(tzinfo=UTC), m.run_id, m.started, m.waiting)
 
 
 def _utc(moment: datetime) -> datetime:
@@ -104,9 +108,9 @@ def _utc(moment: datetime) -> datetime:
 
 
 def backfill_request(
-    schedule_id: str, start: datetime, end: datetime
+    schedule_id: str, start: datetime, end: datetime, max_running: int = 0
 ) -> schpb.BackfillScheduleRequest:
-    request = schpb.BackfillScheduleRequest(schedule_id=schedule_id)
+    request = schpb.BackfillScheduleRequest(schedule_id=schedule_id, max_running=max_running)
     request.start_time.FromDatetime(_utc(start))
     request.end_time.FromDatetime(_utc(end))
     return request
@@ -276,12 +280,15 @@ class ScheduleMethods:
         return str(self._s.unary(self._schedules.TriggerSchedule, request, retry=False).run_id)
 
     def backfill_schedule(
-        self, schedule_id: str, start: datetime, end: datetime
+        self, schedule_id: str, start: datetime, end: datetime, max_running: int = 0
     ) -> list[BackfilledRun]:
         """Start a run for each time the schedule gives from ``start`` to ``end`` (both
         included, both past; a naive time is UTC), as each time would have started it: a
         nightly job's missed nights, or a new schedule run over the past. A time that already
         has a run keeps it (``started`` False), so calling again starts only what is missing.
+        With ``max_running``, at most that many of its runs go at once (1: one after
+        another); the rest are ``waiting``, kept by the scheduler, and start oldest first as
+        earlier ones end (the schedule's ``backfill_waiting`` counts them).
 
         Raises:
             InvalidArgument: ``end`` is in the future or before ``start``, or the range gives
@@ -289,7 +296,7 @@ class ScheduleMethods:
             NotFound: the namespace has no schedule of that id.
             PermissionDenied: another key created it, and this one may cancel only its own.
         """
-        request = backfill_request(schedule_id, start, end)
+        request = backfill_request(schedule_id, start, end, max_running)
         reply = self._s.unary(self._schedules.BackfillSchedule, request)  # idempotent
         return [BackfilledRun.from_proto(r) for r in reply.runs]
 
@@ -364,9 +371,9 @@ class AsyncScheduleMethods:
         return str(reply.run_id)
 
     async def backfill_schedule(
-        self, schedule_id: str, start: datetime, end: datetime
+        self, schedule_id: str, start: datetime, end: datetime, max_running: int = 0
     ) -> list[BackfilledRun]:
         """As ``Client.backfill_schedule``."""
-        request = backfill_request(schedule_id, start, end)
+        request = backfill_request(schedule_id, start, end, max_running)
         reply = await self._s.unary(self._schedules.BackfillSchedule, request)
         return [BackfilledRun.from_proto(r) for r in reply.runs]

@@ -75,7 +75,8 @@ def schedule_panel(s: ScheduleInfo) -> str:
         "  done: its last time has come" if not (s.paused or s.next_run_at) else "",
         f"  started {s.runs_started} · skipped {s.times_skipped} · overlap {s.overlap}"
         + (f" · priority {s.priority}" if s.priority else "")
-        + (f" · run timeout {s.run_timeout_seconds:g}s" if s.run_timeout_seconds else ""),
+        + (f" · run timeout {s.run_timeout_seconds:g}s" if s.run_timeout_seconds else "")
+        + (f" · {s.backfill_waiting} backfill times waiting" if s.backfill_waiting else ""),
         f"  last run {s.last_run_id} (due {_when(s.last_run_at)} UTC)" if s.last_run_id else "",
         f"  [red]last time started nothing: {escape(s.last_error)}[/]" if s.last_error else "",
         f"  namespace {s.namespace} · created {_when(s.created_at)} UTC"
@@ -251,21 +252,33 @@ def schedule_trigger(obj: Ctx, schedule_id: str) -> None:
     callback=lambda _ctx, _param, value: parse_at(value),
     help="the last moment of the range, past (no zone: UTC); included",
 )
+@click.option(
+    "--max-running",
+    type=click.IntRange(0, 1000),
+    default=0,
+    help="at most this many of its runs at once (1: one after another); the rest wait in "
+    "the scheduler and start as runs end (0: all at once)",
+)
 @click.pass_obj
-def schedule_backfill(obj: Ctx, schedule_id: str, start: datetime, end: datetime) -> None:
+def schedule_backfill(
+    obj: Ctx, schedule_id: str, start: datetime, end: datetime, max_running: int
+) -> None:
     """Start a run for each time the schedule gave (or would have) from --from to --until,
     as that time would have: missed nights, or a new schedule run over the past. A time that
     already has a run keeps it, so running this again starts only what is missing."""
     with obj.client() as client:
-        runs = client.backfill_schedule(schedule_id, start, end)
+        runs = client.backfill_schedule(schedule_id, start, end, max_running)
     table = Table(title=f"Backfill of {escape(schedule_id)}: {len(runs)} times")
     table.add_column("due (UTC)", no_wrap=True)
     table.add_column("run", no_wrap=True)
     table.add_column("")
     for r in runs:
-        table.add_row(_when(r.due_time), r.run_id, "started" if r.started else "had its run")
-    started = sum(r.started for r in runs)
-    table.caption = f"started {started} runs; {len(runs) - started} times had theirs"
+        said = "started" if r.started else "waits its turn" if r.waiting else "had its run"
+        table.add_row(_when(r.due_time), r.run_id, said)
+    started, waiting = sum(r.started for r in runs), sum(r.waiting for r in runs)
+    table.caption = f"started {started} runs; {len(runs) - started - waiting} times had theirs" + (
+        f"; {waiting} wait, {max_running} at a time" if waiting else ""
+    )
     obj.out({"runs": runs}, table if runs else "the range gives no time of this schedule")
 
 

@@ -528,7 +528,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     ) -> list[m.BackfilledRun]:
         """A run for each time of a past range, as that time would have started it; a time
         that already had its run keeps it (calling again starts only what is missing)."""
-        runs = await client.backfill_schedule(schedule_id, body.start_time, body.end_time)
+        runs = await client.backfill_schedule(
+            schedule_id, body.start_time, body.end_time, body.max_running
+        )
         return [m.of(m.BackfilledRun, r) for r in runs]
 
     @app.delete(

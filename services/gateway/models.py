@@ -366,17 +366,22 @@ class Schedule(BaseModel):
     end_time: datetime | None = Field(None, description="no due time after it; then done")
     due_time_field: str = Field("", description="the input key set to each run's due time")
     jitter_seconds: float = Field(0.0, description="each run starts up to this long late (0: none)")
+    backfill_waiting: int = Field(0, description="times of a backfill waiting for their runs")
 
 
 class Backfill(BaseModel):
     start_time: datetime = Field(description="the first moment of the range (included)")
     end_time: datetime = Field(description="the last moment, past (included)")
+    max_running: int = Field(
+        0, description="at most this many of its runs at once; the rest wait (0: all at once)"
+    )
 
 
 class BackfilledRun(BaseModel):
     due_time: datetime = Field(description="the time the run stands for")
     run_id: str
     started: bool = Field(description="false: the time already had this run")
+    waiting: bool = Field(False, description="its run waits for earlier ones (max_running)")
 
 
 class Triggered(BaseModel):

@@ -55,6 +55,14 @@ class ScheduleRecord:
     end_ms: int = 0  # no due time after it (0: none)
     due_time_field: str = ""  # the input key each run's due time is written to ("": none)
     jitter_seconds: float = 0.0  # each run starts up to this long after its time (0: none)
+    # A backfill's times waiting for its earlier runs (schedule_backfills.py): the times
+    # (oldest first), its runs not seen ended, its max_running, the first time (0: none; what
+    # the ticks look for) and a version (each save of them moves it on).
+    backfill_ms: list[int] = field(default_factory=list)
+    backfill_runs: list[str] = field(default_factory=list)
+    backfill_max: int = 0
+    backfill_next: int = 0
+    backfill_v: int = 0
 
     @property
     def key(self) -> str:
@@ -107,6 +115,7 @@ class ScheduleRecord:
             created_by=self.created_by,
             description=self.timing.describe(),
             due_time_field=self.due_time_field,
+            backfill_waiting=len(self.backfill_ms),
         )
         if self.every_seconds:
             m.every.FromMilliseconds(int(self.every_seconds * 1000))
@@ -135,6 +144,7 @@ class ScheduleStore:
 
     async def start(self) -> None:
         await self._c.create_index([("next_ms", ASCENDING)])
+        await self._c.create_index([("backfill_next", ASCENDING)])
         await self._c.create_index([("namespace", ASCENDING), ("schedule_id", ASCENDING)])
 
     async def insert(self, record: ScheduleRecord) -> None:
@@ -185,6 +195,29 @@ class ScheduleStore:
         if counts:
             update["$inc"] = counts
         result = await self._c.update_one(query, update)
+        return bool(result.matched_count)
+
+    async def backfilling(self, limit: int) -> list[ScheduleRecord]:
+        """Schedules with backfill times waiting, the longest waiting first."""
+        cursor = self._c.find({"backfill_next": {"$gt": 0}}).sort("backfill_next", ASCENDING)
+        return [ScheduleRecord.from_doc(d) async for d in cursor.limit(limit)]
+
+    async def save_backfill(
+        self, record: ScheduleRecord, times: list[int], runs: list[str], most: int
+    ) -> bool:
+        """Keep ``times`` waiting (and ``runs`` going, under ``most``) on the schedule —
+        only while no one else has saved them since ``record`` was read; whether it did."""
+        version: dict[str, Any] = {"backfill_v": record.backfill_v}
+        if not record.backfill_v:  # a schedule stored before backfills waited has none
+            version = {"$or": [version, {"backfill_v": {"$exists": False}}]}
+        changes = {
+            "backfill_ms": times,
+            "backfill_runs": runs if times else [],
+            "backfill_max": most if times else 0,
+            "backfill_next": times[0] if times else 0,
+            "backfill_v": record.backfill_v + 1,
+        }
+        result = await self._c.update_one({"_id": record.key, **version}, {"$set": changes})
         return bool(result.matched_count)
 
     async def record_run(self, key: str, due_ms: int, run_id: str) -> bool:

@@ -127,11 +127,11 @@ class ScheduleServicer(spb_grpc.ScheduleServiceServicer):
                 raise InvalidArgument("is required", field=name)
         start_ms, end_ms = (_ms_of(request, n, "") for n in ("start_time", "end_time"))
         runs, record = await self._schedules.backfill(
-            auth.scope(), request.schedule_id, start_ms, end_ms
+            auth.scope(), request.schedule_id, start_ms, end_ms, request.max_running
         )
         reply = spb.BackfillScheduleResponse(schedule=record.to_proto())
         for run in runs:
-            made = reply.runs.add(run_id=run.run_id, started=run.started)
+            made = reply.runs.add(run_id=run.run_id, started=run.started, waiting=run.waiting)
             made.due_time.FromMilliseconds(run.due_ms)
         return reply
 

@@ -47,7 +47,6 @@ import json
 import logging
 import re
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from opentelemetry import metrics
@@ -71,6 +70,7 @@ from services.scheduler.planning import (
     request_key,
 )
 from services.scheduler.runs import RunService
+from services.scheduler.schedule_backfills import Backfilled, Backfills
 from services.scheduler.schedule_records import OVERLAPS, ScheduleRecord, ScheduleStore
 
 log = logging.getLogger(__name__)
@@ -82,15 +82,6 @@ MAX_PER_NAMESPACE = 1000
 MAX_BACKFILL = 1000  # times per BackfillSchedule call
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-
-
-@dataclass(frozen=True)
-class Backfilled:
-    """A time of a backfill and its run: started by the backfill, or there before."""
-
-    due_ms: int
-    run_id: str
-    started: bool
 
 
 def iso_ms(ms: int) -> str:
@@ -124,6 +115,9 @@ class Schedules:
         meter = meter or metrics.get_meter("wtm.scheduler")
         self.started = meter.create_counter(
             "wtm_schedule_runs_started", description="runs schedules started, per namespace"
+        )
+        self.backfills = Backfills(
+            store, self._backfill_one, lambda run_ids: runs.reader.run_states(run_ids), batch
         )
         self.skipped = meter.create_counter(
             "wtm_schedule_times_skipped",
@@ -261,11 +255,14 @@ class Schedules:
         return run_id, await self.get(namespace, schedule_id)
 
     async def backfill(
-        self, namespace: str, schedule_id: str, start_ms: int, end_ms: int
+        self, namespace: str, schedule_id: str, start_ms: int, end_ms: int, most: int = 0
     ) -> tuple[list[Backfilled], ScheduleRecord]:
         """A run for each time the schedule gives from ``start_ms`` to ``end_ms`` (both
-        included, both past), in order; a time that already had its run keeps it."""
+        included, both past), in order; a time that already had its run keeps it. With
+        ``most``, at most that many of them run at once; the rest wait (schedule_backfills)."""
         record = await self._own(namespace, schedule_id)
+        if not 0 <= most <= MAX_BACKFILL:
+            raise InvalidArgument(f"must be from 0 to {MAX_BACKFILL}", field="max_running")
         if end_ms < start_ms:
             raise InvalidArgument("must not be before start_time", field="end_time")
         if end_ms > self.clock.now_ms():
@@ -282,12 +279,15 @@ class Schedules:
                 field="end_time",
             )
         done: list[Backfilled] = []
+        to_start: list[int] = []
         try:
             for due_ms in times:
                 request_id = f"schedule/{schedule_id}/{due_ms}"  # as the due time's own firing
                 ran = await self.runs.claimed(request_key(record.namespace, request_id))
                 if ran:
                     done.append(Backfilled(due_ms, ran, started=False))
+                elif most:
+                    to_start.append(due_ms)
                 else:
                     run_id, created = await self._start(record, request_id, due_ms)
                     done.append(Backfilled(due_ms, run_id, started=created))
@@ -296,7 +296,20 @@ class Schedules:
             if started:
                 await self.store.update(record.key, {}, {"runs_started": started})
                 self.started.add(started, {"namespace": record.namespace})
+        if to_start:
+            done += await self.backfills.add(record, to_start, most)
+            done.sort(key=lambda b: b.due_ms)
         return done, await self.get(namespace, schedule_id)
+
+    async def _backfill_one(self, record: ScheduleRecord, due_ms: int) -> tuple[str, bool]:
+        """Start (and count) the run of one waiting backfill time."""
+        run_id, created = await self._start(
+            record, f"schedule/{record.schedule_id}/{due_ms}", due_ms
+        )
+        if created:
+            await self.store.update(record.key, {}, {"runs_started": 1})
+            self.started.add(1, {"namespace": record.namespace})
+        return run_id, created
 
     async def _own(self, namespace: str, schedule_id: str) -> ScheduleRecord:
         """The schedule, if the caller created it or may cancel anyone's runs."""
@@ -313,6 +326,7 @@ class Schedules:
     async def _fire_logged(self) -> None:
         try:
             await self.fire_due()
+            await self.backfills.drip()
         except Exception:  # MongoDB out of reach: the next second tries again
             log.exception("reading the schedules that are due")
 

@@ -386,21 +386,24 @@ def test_a_schedule_is_made_run_listed_and_deleted_from_the_page(
         expect(listed).to_have_count(1, timeout=STEP_MS)
         assert listed.get_attribute("data-run") == run_id
 
-        # Backfill from 90 to 30 minutes ago: the hour's series back from its creation gives
-        # one time there, an hour before it (the page's times have the second's grain: the
-        # range keeps well away from the series' times).
+        # Backfill from 210 to 30 minutes ago, one at a time: the hour's series back from its
+        # creation gives three times there, one to three hours before it (the page's times
+        # have the second's grain: the range keeps well away from the series' times).
         page.goto("/#/queues")
         row.get_by_role("button", name="Backfill…").click()
         card = page.locator("#backfill")
         expect(card.locator("input[name=schedule_id]")).to_have_value("dash-hourly")
         now = datetime.now()  # the browser's zone is this machine's
-        card.locator("input[name=from]").fill(f"{now - timedelta(minutes=90):%Y-%m-%dT%H:%M:%S}")
+        card.locator("input[name=from]").fill(f"{now - timedelta(minutes=210):%Y-%m-%dT%H:%M:%S}")
         card.locator("input[name=until]").fill(f"{now - timedelta(minutes=30):%Y-%m-%dT%H:%M:%S}")
+        card.locator("input[name=max_running]").fill("1")
         card.get_by_role("button", name="Backfill").click()
         expect(card.locator("#backfilled")).to_have_text(
-            "1 time: started 1, 0 had their run", timeout=STEP_MS
+            "3 times: started 1, 0 had their run, 2 wait their turn", timeout=STEP_MS
         )
-        assert client.get_schedule("dash-hourly").runs_started == 2
+        eventually(  # the other two, one after the other, as each ends
+            lambda: client.get_schedule("dash-hourly").runs_started == 4, 20, "the backfill"
+        )
 
         row.get_by_role("button", name="Delete").click()
         expect(row).to_have_count(0, timeout=STEP_MS)

@@ -17,7 +17,13 @@ import pytest
 from pymongo import MongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from common.errors import AlreadyExists, FailedPrecondition, NotFound, WtmError
+from common.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    NotFound,
+    ResourceExhausted,
+    WtmError,
+)
 from services.common import auth
 from services.localstack import Cluster
 from services.scheduler.clock import FakeClock
@@ -38,6 +44,15 @@ class SubmittedRuns:
         self.submits: list[tuple[SubmitRequest, auth.Principal]] = []
         self.finished: dict[str, bool] = {}
         self.refuse: WtmError | None = None
+        self.reader = SimpleNamespace(run_states=self.run_states)
+
+    async def run_states(self, run_ids: list[str]) -> list[str]:
+        known = self.finished
+        return ["COMPLETED" if known[r] else "RUNNING" if r in known else "" for r in run_ids]
+
+    async def claimed(self, key: str) -> str:
+        run_id = f"run-of-{key.partition('/')[2]}"  # the key: "team-s/<request id>"
+        return run_id if run_id in self.finished else ""
 
     async def started(self, req: SubmitRequest) -> tuple[Any, bool]:
         if self.refuse is not None:
@@ -367,5 +382,62 @@ def test_creating_the_same_schedule_again_at_the_namespaces_limit_returns_it(
             await schedules.create(spec("a", every=2 * MINUTE))
         with pytest.raises(FailedPrecondition, match="has 1 schedules, the most it may have"):
             await schedules.create(spec("b"))
+
+    scenario(cluster, body)
+
+
+def test_a_backfills_waiting_times_start_in_turn_over_two_replicas_each_once(
+    cluster: Cluster,
+) -> None:
+    """max_running 2 over six times: two start with the call; both replicas' ticks start
+    the next one each time a run ends — one run per time, counted once, never more than two
+    going; a namespace at its limit keeps the rest waiting, another refusal stops it."""
+
+    async def body(
+        store: ScheduleStore, clock: FakeClock, runs: SubmittedRuns, replicas: Any, meter: Any
+    ) -> None:
+        record = await schedule(store, clock, paused=True)  # a pause does not hold a backfill
+        clock.advance(10 * MINUTE)
+        first, last = record.created_ms + 60_000, record.created_ms + 6 * 60_000
+        answer, _ = await replicas[0].backfill("team-s", "minutely", first, last, 2)
+        assert [(b.started, b.waiting) for b in answer] == [(True, False)] * 2 + [(False, True)] * 4
+
+        def going() -> list[str]:
+            return [r for r, done in runs.finished.items() if not done]
+
+        for _ in range(6):
+            await asyncio.gather(*(r.backfills.drip() for r in replicas))
+            assert len(going()) <= 2, going()
+            if going():
+                runs.finished[sorted(going())[0]] = True  # the older one ends
+        for _ in range(3):
+            for r in going():
+                runs.finished[r] = True
+            await asyncio.gather(*(r.backfills.drip() for r in replicas))
+        started = [req.request_id for req, _ in runs.submits]
+        times = [first + i * 60_000 for i in range(6)]
+        assert sorted(set(started), key=started.index) == [
+            f"schedule/minutely/{t}" for t in times
+        ]  # each time's run, oldest first
+        after = await store.get("team-s", "minutely")
+        assert after is not None
+        assert (after.backfill_ms, after.runs_started, after.last_error) == ([], 6, "")
+        assert counts(meter, "wtm_schedule_runs_started") == {(("namespace", "team-s"),): 6}
+
+        earlier = record.created_ms - 10 * 60_000
+        answer, _ = await replicas[1].backfill("team-s", "minutely", earlier, earlier + 60_000, 1)
+        assert [(b.started, b.waiting) for b in answer] == [(True, False), (False, True)]
+        runs.finished[answer[0].run_id] = True
+        runs.refuse = ResourceExhausted("namespace team-s has 10 unfinished runs", field="")
+        await replicas[0].backfills.drip()
+        held = await store.get("team-s", "minutely")
+        assert held is not None and held.backfill_ms == [earlier + 60_000]  # it waits
+        runs.refuse = FailedPrecondition("tick@1.0.0 is deprecated", field="task")
+        await replicas[0].backfills.drip()
+        stopped = await store.get("team-s", "minutely")
+        assert stopped is not None and stopped.backfill_ms == []
+        assert stopped.last_error == (
+            "backfill stopped with 1 of its times not started: task: tick@1.0.0 is deprecated"
+        )
 
     scenario(cluster, body)

@@ -420,6 +420,71 @@ def test_a_backfill_runs_each_past_time_once_and_each_run_is_told_its_time(
         mine.delete_schedule("hourly-report")
 
 
+NAP = """
+import time
+from tasks.base.task_base import SimpleTask
+
+class Task(SimpleTask):
+    def process(self, input_data):
+        time.sleep(input_data["seconds"])
+        return {"slept": input_data["seconds"]}
+"""
+
+
+def test_a_backfill_with_max_running_starts_its_times_in_turn_never_more_at_once(
+    cluster: Cluster, team: dict[str, Client], tmp_path: Path
+) -> None:
+    """Airflow's max_active_runs: a backfill of six times, two at a time, answers two
+    started and four waiting; the scheduler starts the rest oldest first as runs end, never
+    more than two accepted and not ended at once (from the runs' own records); the schedule
+    counts what waits; paused, it goes on. Bad values are refused naming the field."""
+    admin, mine = team["admin"], team["submitter"]
+    admin.register_task(make_task(tmp_path, "nap", NAP))
+    mine.create_schedule("minutely", task="nap", input={"seconds": 0.4}, every=60, paused=True)
+    try:
+        now = datetime.now(UTC)
+        answer = mine.backfill_schedule("minutely", now - timedelta(minutes=6), now, max_running=2)
+        assert len(answer) == 6, answer
+        assert [(r.started, r.waiting, bool(r.run_id)) for r in answer] == [
+            (True, False, True)
+        ] * 2 + [(False, True, False)] * 4
+        assert mine.get_schedule("minutely").backfill_waiting == 4
+        done = eventually(
+            lambda: len(r := [
+                x for x in mine.list_runs(labels={"wtm.schedule": "minutely"})
+                if x.state == "COMPLETED"
+            ]) == 6 and r,
+            30,
+            "the six runs, completed",
+        )  # fmt: skip
+        runs = sorted(
+            (mine.get_run(r.run_id) for r in done), key=lambda r: r.labels["wtm.schedule_time"]
+        )
+        assert [iso(r.due_time) for r in answer] == [r.labels["wtm.schedule_time"] for r in runs]
+        spans = [(r.created_at, r.ended_at) for r in runs]
+        assert all(a and b for a, b in spans)
+        at_once = max(sum(a <= t < b for a, b in spans) for t, _ in spans)  # type: ignore[operator]
+        assert at_once == 2, spans
+        created = [a for a, _ in spans]
+        assert created[2:] == sorted(created[2:]), spans  # the waiting ones, oldest first
+        assert all(min(b for _, b in spans[:2]) <= a for a in created[2:])  # once one ended
+        after = mine.get_schedule("minutely")
+        assert (after.backfill_waiting, after.runs_started) == (0, 6)
+        again = mine.backfill_schedule("minutely", now - timedelta(minutes=6), now, 1)
+        assert [r.run_id for r in again] == [r.run_id for r in runs]
+        assert not any(r.started or r.waiting for r in again)
+        with pytest.raises(InvalidArgument) as refused:
+            mine.backfill_schedule("minutely", now - timedelta(minutes=6), now, max_running=-1)
+        assert refused.value.field == "max_running"
+        bad = run_cli(
+            cluster, "-n", NS, "schedule", "backfill", "minutely", "--from", iso(now),
+            "--until", iso(now), "--max-running", "1001", check=False,
+        )  # fmt: skip
+        assert bad.returncode == 2 and "--max-running" in bad.stderr
+    finally:
+        mine.delete_schedule("minutely")
+
+
 def test_the_cli_creates_lists_pauses_and_deletes_a_schedule(
     cluster: Cluster, team: dict[str, Client], tmp_path: Path
 ) -> None:

@@ -21,7 +21,7 @@ SCHEDULE_OVERLAP_SKIP: ScheduleOverlap
 SCHEDULE_OVERLAP_ALLOW: ScheduleOverlap
 
 class Schedule(_message.Message):
-    __slots__ = ("schedule_id", "namespace", "cron", "timezone", "every", "task", "pipeline", "input_json", "priority", "labels", "overlap", "paused", "next_run_time", "last_run_time", "last_run_id", "runs_started", "times_skipped", "last_error", "create_time", "created_by", "description", "at", "run_timeout", "start_time", "end_time", "due_time_field", "jitter")
+    __slots__ = ("schedule_id", "namespace", "cron", "timezone", "every", "task", "pipeline", "input_json", "priority", "labels", "overlap", "paused", "next_run_time", "last_run_time", "last_run_id", "runs_started", "times_skipped", "last_error", "create_time", "created_by", "description", "at", "run_timeout", "start_time", "end_time", "due_time_field", "jitter", "backfill_waiting")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +56,7 @@ class Schedule(_message.Message):
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     DUE_TIME_FIELD_FIELD_NUMBER: _ClassVar[int]
     JITTER_FIELD_NUMBER: _ClassVar[int]
+    BACKFILL_WAITING_FIELD_NUMBER: _ClassVar[int]
     schedule_id: str
     namespace: str
     cron: str
@@ -83,7 +84,8 @@ class Schedule(_message.Message):
     end_time: _timestamp_pb2.Timestamp
     due_time_field: str
     jitter: _duration_pb2.Duration
-    def __init__(self, schedule_id: _Optional[str] = ..., namespace: _Optional[str] = ..., cron: _Optional[str] = ..., timezone: _Optional[str] = ..., every: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., task: _Optional[str] = ..., pipeline: _Optional[str] = ..., input_json: _Optional[str] = ..., priority: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., overlap: _Optional[_Union[ScheduleOverlap, str]] = ..., paused: _Optional[bool] = ..., next_run_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_run_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_run_id: _Optional[str] = ..., runs_started: _Optional[int] = ..., times_skipped: _Optional[int] = ..., last_error: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., description: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., due_time_field: _Optional[str] = ..., jitter: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    backfill_waiting: int
+    def __init__(self, schedule_id: _Optional[str] = ..., namespace: _Optional[str] = ..., cron: _Optional[str] = ..., timezone: _Optional[str] = ..., every: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., task: _Optional[str] = ..., pipeline: _Optional[str] = ..., input_json: _Optional[str] = ..., priority: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., overlap: _Optional[_Union[ScheduleOverlap, str]] = ..., paused: _Optional[bool] = ..., next_run_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_run_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_run_id: _Optional[str] = ..., runs_started: _Optional[int] = ..., times_skipped: _Optional[int] = ..., last_error: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., description: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., due_time_field: _Optional[str] = ..., jitter: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., backfill_waiting: _Optional[int] = ...) -> None: ...
 
 class CreateScheduleRequest(_message.Message):
     __slots__ = ("schedule",)
@@ -174,24 +176,28 @@ class TriggerScheduleResponse(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., schedule: _Optional[_Union[Schedule, _Mapping]] = ...) -> None: ...
 
 class BackfillScheduleRequest(_message.Message):
-    __slots__ = ("schedule_id", "start_time", "end_time")
+    __slots__ = ("schedule_id", "start_time", "end_time", "max_running")
     SCHEDULE_ID_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
+    MAX_RUNNING_FIELD_NUMBER: _ClassVar[int]
     schedule_id: str
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
-    def __init__(self, schedule_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    max_running: int
+    def __init__(self, schedule_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., max_running: _Optional[int] = ...) -> None: ...
 
 class BackfilledRun(_message.Message):
-    __slots__ = ("due_time", "run_id", "started")
+    __slots__ = ("due_time", "run_id", "started", "waiting")
     DUE_TIME_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     STARTED_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FIELD_NUMBER: _ClassVar[int]
     due_time: _timestamp_pb2.Timestamp
     run_id: str
     started: bool
-    def __init__(self, due_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_id: _Optional[str] = ..., started: _Optional[bool] = ...) -> None: ...
+    waiting: bool
+    def __init__(self, due_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_id: _Optional[str] = ..., started: _Optional[bool] = ..., waiting: _Optional[bool] = ...) -> None: ...
 
 class BackfillScheduleResponse(_message.Message):
     __slots__ = ("runs", "schedule")

@@ -576,17 +576,21 @@ function backfillForm() {
   const id = h("input", { name: "schedule_id", size: 20, required: true });
   const from = h("input", { type: "datetime-local", name: "from", step: 1, required: true });
   const until = h("input", { type: "datetime-local", name: "until", step: 1, required: true });
+  const most = h("input", { type: "number", name: "max_running", min: 0, max: 1000, step: 1, placeholder: "all", size: 6 });
   const card = h("details", { class: "card", id: "backfill" }, h("summary", {}, "Backfill a schedule"),
     h("form", { onsubmit: async (ev) => {
       ev.preventDefault(); err.textContent = ""; out.textContent = "";
       try {
-        const range = { start_time: new Date(from.value).toISOString(), end_time: new Date(until.value).toISOString() };
+        const range = { start_time: new Date(from.value).toISOString(), end_time: new Date(until.value).toISOString(),
+          max_running: most.value ? Number(most.value) : 0 };
         const runs = await api(`/api/v1/schedules/${encodeURIComponent(id.value.trim())}/backfill`, { json: range });
-        const started = runs.filter((r) => r.started).length;
-        out.textContent = `${runs.length} time${runs.length === 1 ? "" : "s"}: started ${started}, ${runs.length - started} had their run`;
+        const started = runs.filter((r) => r.started).length, waiting = runs.filter((r) => r.waiting).length;
+        out.textContent = `${runs.length} time${runs.length === 1 ? "" : "s"}: started ${started}, ${runs.length - started - waiting} had their run`
+          + (waiting ? `, ${waiting} wait their turn` : "");
       } catch (e) { err.textContent = `${e.code}: ${e.message}`; }
     } },
       h("label", {}, "Schedule id", id), h("label", {}, "From (your time)", from), h("label", {}, "Until, past", until),
+      h("label", {}, "At most this many at once", most),
       h("button", { type: "submit" }, "Backfill"), " ", out, err));
   card.choose = (scheduleId) => { id.value = scheduleId; card.open = true; card.scrollIntoView(); };
   return card;
