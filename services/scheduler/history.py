@@ -258,8 +258,11 @@ class History(RunListener):
     async def _rebuild(self, doc: dict[str, object]) -> Submission:
         run_id = str(doc["run_id"])
         plan: dict = doc["plan"]  # type: ignore[assignment]
-        done: dict[str, str] = {}
-        shown: dict[str, dict[str, str]] = {}  # what their step hashes showed
+        # Steps a resume took over: in the plan from the submit (their records may not be
+        # written yet), then as their records say.
+        taken = plan.get("taken_over") or {}
+        done: dict[str, str] = {k: v["output"] for k, v in taken.items()}
+        shown: dict[str, dict[str, str]] = {k: v["shown"] for k, v in taken.items()}
         attempts: dict[str, int] = {}
         for step in await self.store.step_attempts(run_id):
             attempts[step.step_id] = max(attempts.get(step.step_id, 0), step.attempt)

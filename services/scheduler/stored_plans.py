@@ -77,6 +77,8 @@ def compact_many(
             tid = ids[key]
         templates.setdefault(tid, steps)
         short["steps_id"] = tid
+        if "taken_over" in plan:  # a resumed run's own
+            short["taken_over"] = plan["taken_over"]
         compacted.append({**doc, "plan": short})
     return compacted, templates
 
@@ -101,7 +103,10 @@ def expand(doc: dict[str, Any], templates: dict[str, list[dict[str, Any]]]) -> d
         steps = [
             {**s, "fields": {**s["fields"], "span_parent": plan["span_parent"]}} for s in steps
         ]
-    return {**doc, "plan": {"run_fields": run_fields, "steps": steps}}
+    whole = {"run_fields": run_fields, "steps": steps}
+    if "taken_over" in plan:
+        whole["taken_over"] = plan["taken_over"]
+    return {**doc, "plan": whole}
 
 
 class StepTemplates:

@@ -3,12 +3,16 @@ document holds anyway left out) and expanded back to exactly what was given."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 from datetime import UTC, datetime
 from typing import Any
 
+from services.scheduler.history import History
 from services.scheduler.models import Run
+from services.scheduler.planning import plan_doc
+from services.scheduler.queue_records import Submission
 from services.scheduler.run_store import _new_doc
 from services.scheduler.stored_plans import compact_many, expand
 
@@ -80,3 +84,29 @@ def test_a_plan_written_whole_is_read_as_it_is_and_a_missing_template_reads_as_n
     assert expand(whole, {}) == whole
     [compacted], _ = compact_many([copy.deepcopy(whole)])
     assert expand(compacted, {})["plan"] is None
+
+
+def test_a_resumed_runs_taken_over_steps_are_rebuilt_from_its_plan_alone() -> None:
+    """The steps a resume took over ride in the run's plan from its insert: a Redis flush
+    before the write-behind has written their records (50 ms) rebuilds them COMPLETED, with
+    what they showed, instead of running them again; records written since win."""
+    shown = {"executor": "e1", "started_ms": "5", "cached_from": "old-run/a/output_001"}
+    sub = Submission(
+        "run1", {"sinks": '["b"]'}, [], done={"a": '{"n": 1}'}, done_fields={"a": shown}
+    )
+    plan = plan_doc(sub)
+    doc = _run_doc(1, _steps({"task_id": "t"}))
+    doc["plan"] = {**plan, "run_fields": doc["plan"]["run_fields"], "steps": doc["plan"]["steps"]}
+    original = copy.deepcopy(doc)
+    [compacted], templates = compact_many([doc])
+    back = expand(compacted, templates)
+    assert back == original and back["plan"]["taken_over"]["a"]["output"] == '{"n": 1}'
+
+    class NoRecords:
+        async def step_attempts(self, run_id: str) -> list[Any]:
+            return []  # none written yet
+
+    history = History(None, NoRecords(), None)  # type: ignore[arg-type]
+    rebuilt = asyncio.run(history._rebuild(back))
+    assert rebuilt.done == {"a": '{"n": 1}'} and rebuilt.done_fields == {"a": shown}
+    assert plan_doc(Submission("run2", {}, [])).keys() == {"run_fields", "steps"}  # not resumed
