@@ -365,8 +365,13 @@ class AsyncClient(_Connection, AsyncScheduleMethods):
         async def resume(run_id: str) -> RunInfo | str:
             async with room:
                 try:
-                    request_id = requests.resume_request_id(run_id)
-                    return await self.rerun(run_id, latest, request_id, from_failure=True)
+                    for _ in range(requests.RESUME_CHAIN_MAX):
+                        request_id = requests.resume_request_id(run_id)
+                        again = await self.rerun(run_id, latest, request_id, from_failure=True)
+                        if not requests.failed_again(again):
+                            return again
+                        run_id = again.run_id  # as Client.resume_runs
+                    return f"FAILED_PRECONDITION: resumed {requests.RESUME_CHAIN_MAX} times already"
                 except ApiError as exc:
                     return f"{exc.code}: {exc.message}"
 

@@ -102,6 +102,13 @@ def sort_cancelled(result: CancelledRuns, run_id: str, reply: spb.CancelRunRespo
 
 # The states of a run that resuming takes over from (SubmitRunRequest.reuse_from).
 RESUMABLE = (State.FAILED, State.CANCELLED, State.TIMED_OUT)
+RESUME_CHAIN_MAX = 20  # resumes of resumes followed by one ``resume_runs``, at most
+
+
+def failed_again(run: RunInfo) -> bool:
+    """Whether the run a resume's request id gave had already ended without success: an
+    earlier ``resume_runs``' resume, to be resumed in turn (a new run has not ended)."""
+    return run.state in RESUMABLE
 
 
 def resume_request_id(run_id: str) -> str:

@@ -498,8 +498,8 @@ class Client(_Connection, ScheduleMethods):
         CANCELLED or TIMED_OUT, as Hatchet's bulk replay: each a new run taking over the
         steps its run completed. Each run is resumed once (request id ``resume/<run id>``):
         calling this again, after a cut-short call or to see them, returns the same new
-        runs. A resume that fails again is resumed by naming it (its labels are its run's,
-        with ``wtm.rerun_of``). Runs are read from the history.
+        runs; and a resume that has failed again is resumed in turn (the chain is followed to
+        its newest run, which ``resumed`` then names). Runs are read from the history.
 
         Raises:
             InvalidArgument: no filter given.
@@ -515,8 +515,13 @@ class Client(_Connection, ScheduleMethods):
 
         def resume(run_id: str) -> RunInfo | str:
             try:
-                request_id = requests.resume_request_id(run_id)
-                return self.rerun(run_id, latest, request_id, from_failure=True)
+                for _ in range(requests.RESUME_CHAIN_MAX):
+                    request_id = requests.resume_request_id(run_id)
+                    again = self.rerun(run_id, latest, request_id, from_failure=True)
+                    if not requests.failed_again(again):
+                        return again
+                    run_id = again.run_id  # its resume ended without success: resume that
+                return f"FAILED_PRECONDITION: resumed {requests.RESUME_CHAIN_MAX} times already"
             except ApiError as exc:  # this one's: the others go on
                 return f"{exc.code}: {exc.message}"
 

@@ -15,6 +15,7 @@ import pytest
 from clients.sdk import ApiError, Client, RunInfo
 from services.localstack import Cluster
 from tests.conftest import EXAMPLES, ROOT, keyed_channel, run_cli
+from tests.waiting import eventually
 from wtm.v1 import scheduler_service_pb2 as spb
 from wtm.v1 import scheduler_service_pb2_grpc as spb_grpc
 
@@ -510,6 +511,39 @@ def test_a_failed_run_resumes_taking_over_the_steps_it_completed(
             submit(spb.SubmitRunRequest(**{**asked, "reuse_from": "no-such-run"}))
         assert raw.value.code() == grpc.StatusCode.NOT_FOUND
         assert raw.value.details() == "reuse_from: no run no-such-run"
+
+
+def test_resuming_a_batch_again_resumes_the_resumes_that_failed_again(
+    client: Client, tmp_path: Path
+) -> None:
+    """A batch's failed run resumed on the same version fails again; the batch resumed once
+    more resumes that resume (its run is not in the batch), taking over what the first run
+    computed, instead of answering the failed resume again; a completed one stays."""
+    gate, pid = f"gate_{uuid.uuid4().hex[:8]}", f"chain_resumed_{uuid.uuid4().hex[:8]}"
+    strict = 'if input_data["words"] > 2:\n            raise FatalError("too long")\n        '
+    client.register_task(gate_task(tmp_path, gate, "1.0.0", strict + "return {}"))
+    pipeline(client, pid, gated(gate, "1.0.0"), version="1.0.0")
+    batch_id, run_ids = client.submit_many([{"text": "a b c"}, {"text": "a"}], pipeline=pid)
+    failed, fine = (client.wait(r, 60) for r in run_ids)
+    assert (failed.state, fine.state) == ("FAILED", "COMPLETED")
+
+    eventually(  # in the history, which resume_runs reads (written behind)
+        lambda: [r for r in client.list_runs("FAILED", batch_id=batch_id)],
+        10,
+        "the failure in the history",
+    )
+    first = client.resume_runs(batch_id=batch_id)
+    [(was, resumed)] = first.resumed
+    assert was == failed.run_id and client.wait(resumed.run_id, 60).state == "FAILED"
+    second = client.resume_runs(batch_id=batch_id)
+    [(was, newest)] = second.resumed
+    assert was == failed.run_id and newest.run_id != resumed.run_id
+    ended = client.wait(newest.run_id, 60)
+    assert ended.state == "FAILED" and ended.labels["wtm.rerun_of"] == resumed.run_id
+    count = {s.step_id: s for s in ended.steps}["word_count"]
+    assert count.cached_from == f"{failed.run_id}/{count.output_id}"  # still not run again
+    third = client.resume_runs(batch_id=batch_id)  # the chain again: one more link
+    assert [r.labels["wtm.rerun_of"] for _, r in third.resumed] == [newest.run_id]
 
 
 def test_the_failed_runs_of_a_batch_resume_at_once_each_once(
