@@ -248,6 +248,14 @@ class ServerAuthSettings(ServerTlsSettings):
         "how long the audit log keeps an event (0: for good); pruned hourly",
         non_negative,
     )
+    calls_per_second: float = setting(
+        0.0,
+        "WTM_CALLS_PER_SECOND",
+        "calls a second each namespace may make to one replica of this service (bursts of "
+        "twice that); past it a call is RESOURCE_EXHAUSTED naming the namespace. Executors "
+        "and services are not counted, nor an executor's stream. 0: no limit",
+        non_negative,
+    )
 
 
 @dataclasses.dataclass

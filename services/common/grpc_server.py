@@ -30,6 +30,7 @@ from common.errors import InvalidArgument, Unauthenticated, WtmError
 from common.tls import client_certificate_name, server_credentials
 from services.common import auth
 from services.common.auth import Gate, Principal
+from services.common.call_limits import CallLimits
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,18 @@ SERVER_OPTIONS = [
 
 
 MAX_DETAILS = 1000
+
+# Callers not held to a namespace's calls a second: the fleet and the services themselves.
+UNLIMITED_ROLES = frozenset({auth.Role.SERVICE, auth.Role.EXECUTOR})
+
+
+def counted(limits: CallLimits | None, handler: grpc.RpcMethodHandler, who: Principal) -> None:
+    """Count a call against its namespace's calls a second (``CallLimits``): not a stream
+    both ways (an executor's, one call however long), not the fleet's or a service's."""
+    if limits is None or (handler.request_streaming and handler.response_streaming):
+        return
+    if who.role not in UNLIMITED_ROLES:
+        limits.take(who.scope)
 
 
 def bounded(message: str) -> str:
@@ -155,19 +168,22 @@ class GuardInterceptor(grpc.ServerInterceptor):
     """Admits the caller (``auth.Gate``: key, role, permission), records mutations, and maps
     domain errors, for a thread-pool server."""
 
-    def __init__(self, gate: Gate) -> None:
+    def __init__(self, gate: Gate, limits: CallLimits | None = None) -> None:
         self._gate = gate
+        self._limits = limits
 
     def intercept_service(self, continuation: Any, details: Any) -> Any:
         handler = continuation(details)
         if handler is None:
             return None
-        method, gate = details.method, self._gate
+        method, gate, limits = details.method, self._gate, self._limits
         _, behavior, _ = _kinds(handler)
 
         def admit(context: grpc.ServicerContext) -> Principal:
             try:
-                return gate.admit(method, context.invocation_metadata())
+                principal = gate.admit(method, context.invocation_metadata())
+                counted(limits, handler, principal)
+                return principal
             except Exception as exc:  # noqa: BLE001 - refused, or MongoDB out of reach
                 context.abort(*status_for(exc))
                 raise  # not reached: abort raises
@@ -211,9 +227,15 @@ class AsyncGuardInterceptor(aio.ServerInterceptor):
     Methods in ``needs_client_cert`` are admitted only to callers that presented a client
     certificate the server verified (mTLS)."""
 
-    def __init__(self, gate: Gate, needs_client_cert: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        gate: Gate,
+        needs_client_cert: frozenset[str] = frozenset(),
+        limits: CallLimits | None = None,
+    ) -> None:
         self._gate = gate
         self._needs_client_cert = needs_client_cert
+        self._limits = limits
 
     async def intercept_service(self, continuation: Any, details: Any) -> Any:
         handler = await continuation(details)
@@ -233,9 +255,11 @@ class AsyncGuardInterceptor(aio.ServerInterceptor):
                         "listener (WTM_EXECUTOR_LISTEN) with WTM_TLS_CLIENT_CERT and _KEY"
                     )
                 try:
-                    return gate.admit(method, metadata, allow_io=False)  # a cached key
+                    principal = gate.admit(method, metadata, allow_io=False)  # a cached key
                 except auth.NeedsLookup:
-                    return await asyncio.to_thread(gate.admit, method, metadata)
+                    principal = await asyncio.to_thread(gate.admit, method, metadata)
+                counted(self._limits, handler, principal)
+                return principal
             except Exception as exc:  # noqa: BLE001 - refused, or MongoDB out of reach
                 await context.abort(*status_for(exc))
                 raise  # not reached: abort raises
@@ -312,13 +336,14 @@ def serve_threaded(
     on_stop: Callable[[], None] = lambda: None,
     max_workers: int = 16,
     grace: float = 5.0,
+    limits: CallLimits | None = None,
 ) -> None:
     """Run a thread-pool gRPC server until SIGTERM or SIGINT, then stop it cleanly."""
     from concurrent.futures import ThreadPoolExecutor
 
     server = grpc.server(
         ThreadPoolExecutor(max_workers=max_workers),
-        interceptors=[GuardInterceptor(gate)],
+        interceptors=[GuardInterceptor(gate, limits)],
         options=SERVER_OPTIONS,
     )
     register(server)
@@ -356,6 +381,7 @@ async def serve_async(
     grace: float = 5.0,
     before_stop: Callable[[], Any] | None = None,
     mtls: MutualTls | None = None,
+    limits: CallLimits | None = None,
 ) -> None:
     """Run an asyncio gRPC server until SIGTERM or SIGINT, then stop it cleanly.
 
@@ -368,7 +394,7 @@ async def serve_async(
     """
     needs_cert = mtls.methods if mtls is not None else frozenset()
     server = aio.server(
-        interceptors=[AsyncGuardInterceptor(gate, needs_cert)],
+        interceptors=[AsyncGuardInterceptor(gate, needs_cert, limits)],
         options=SERVER_OPTIONS,
     )
     register(server)

@@ -14,6 +14,7 @@ import urllib3.exceptions
 from common import telemetry
 from services.common import auth, logs
 from services.common.backends import mongo_database, s3_client, unreachable
+from services.common.call_limits import CallLimits
 from services.common.config import load_settings, read_secret, server_tls
 from services.common.grpc_server import serve_threaded
 from services.registry.artifacts import Artifacts
@@ -116,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         gate,
         server_tls(settings),
         on_stop=db.client.close,
+        limits=CallLimits(settings.calls_per_second, service="registry"),
     )
     telemetry.shutdown()
     # Stopped cleanly: leave now. (Once, under load in a CI run, the interpreter's exit hung

@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 from common import telemetry
 from services.common import auth, heap, logs
 from services.common.backends import mongo_database, redis_client, unreachable
+from services.common.call_limits import CallLimits
 from services.common.config import load_settings, read_secret, server_tls
 from services.common.grpc_server import MutualTls, serve_async
 from services.scheduler.artifact_sweep import ArtifactSweep
@@ -197,6 +198,7 @@ async def serve(settings: SchedulerSettings) -> None:
         on_start=on_start,
         on_stop=on_stop,
         before_stop=dispatcher.stop,  # ends executor streams, so they reconnect elsewhere now
+        limits=CallLimits(settings.calls_per_second, service="scheduler"),
         mtls=executor_mtls(settings),
     )
 

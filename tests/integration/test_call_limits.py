@@ -1,0 +1,46 @@
+"""A namespace's calls a second (WTM_CALLS_PER_SECOND) on a private scheduler: a team that
+calls as fast as it can is refused past its burst, RESOURCE_EXHAUSTED naming the namespace,
+and only it — another namespace's runs go on, and so does the executor's stream."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from clients.sdk import ApiError, Client
+from tests.conftest import shared_file
+from tests.integration.ledger_fleet import Fleet, ledger_counts
+
+
+def test_a_namespace_past_its_calls_a_second_is_refused_and_the_others_go_on(
+    fleet: Fleet, shared_tmp: Path
+) -> None:
+    fleet.env["WTM_CALLS_PER_SECOND"] = "5"  # a burst of 10
+    address = fleet.start_scheduler()
+    fleet.start_executor(address, "limited-1")
+    ledger = shared_file(shared_tmp, "ledger.txt")
+    noisy = Client(
+        fleet.cluster.registry_address,
+        address,
+        api_key=fleet.cluster.admin_key,
+        namespace="team-noisy",
+        retry_seconds=0,
+    )
+    with noisy, fleet.client(address, retry_seconds=0) as quiet:
+        refused: list[ApiError] = []
+        started = time.monotonic()
+        for _ in range(30):
+            try:
+                noisy.list_queues()
+            except ApiError as exc:
+                refused.append(exc)
+        passed = 30 - len(refused)
+        assert 10 <= passed <= 10 + 5 * (time.monotonic() - started) + 1, passed
+        assert {(e.code, e.field) for e in refused} == {("RESOURCE_EXHAUSTED", "namespace")}
+        assert "'team-noisy' is making more than 5 calls a second" in refused[0].message
+        # Another namespace (the default one) is not held back, nor is the executor's stream.
+        doc = {"tag": "quiet", "ledger": str(ledger), "seconds": 0}
+        assert quiet.run(task="ledger", input=doc).state == "COMPLETED"
+        time.sleep(0.3)  # a token and a half
+        noisy.list_queues()  # its rate again
+    assert ledger_counts(ledger)["quiet"] == 1

@@ -1,0 +1,56 @@
+"""A namespace's calls a second to one replica (``CallLimits``): a burst passes, then one
+call per 1/rate seconds; each namespace has its own; the refusal names the namespace and
+when the next call passes; no limit when unset."""
+
+from __future__ import annotations
+
+import pytest
+
+from common.errors import ResourceExhausted
+from services.common.call_limits import CallLimits
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_namespace_gets_its_burst_then_its_rate_and_no_more() -> None:
+    clock = Clock()
+    limits = CallLimits(10, clock=clock, service="scheduler")  # a burst of 20
+    for _ in range(20):
+        limits.take("team-a")
+    with pytest.raises(ResourceExhausted) as refused:
+        limits.take("team-a")
+    assert refused.value.field == "namespace"
+    assert refused.value.message.startswith(
+        "namespace: 'team-a' is making more than 10 calls a second to this scheduler"
+    )
+    assert "the next call passes in 0.10s" in refused.value.message
+    limits.take("team-b")  # another team is not held back
+    clock.now += 0.1  # one more token
+    limits.take("team-a")
+    with pytest.raises(ResourceExhausted):
+        limits.take("team-a")
+    clock.now += 60  # idle a while: back to a burst, not more
+    for _ in range(20):
+        limits.take("team-a")
+    with pytest.raises(ResourceExhausted):
+        limits.take("team-a")
+
+
+def test_refused_calls_do_not_dig_the_hole_deeper_and_zero_is_no_limit() -> None:
+    clock = Clock()
+    limits = CallLimits(2, burst=1, clock=clock)
+    limits.take("n")
+    for _ in range(50):  # a client that keeps trying while refused
+        with pytest.raises(ResourceExhausted):
+            limits.take("n")
+    clock.now += 0.5
+    limits.take("n")  # its rate again, not later
+    free = CallLimits(0)
+    for _ in range(10_000):
+        free.take("n")
