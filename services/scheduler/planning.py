@@ -243,25 +243,6 @@ def request_key(namespace: str, request_id: str) -> str:
     return f"{namespace}/{request_id}"
 
 
-def plan_doc(s: Submission) -> dict[str, Any]:
-    """What MongoDB keeps to rebuild the run in Redis: with the steps a resume took over
-    (their outputs and what their hashes show), which have no attempt records of their own
-    until the write-behind writes them."""
-    doc: dict[str, Any] = {
-        "run_fields": s.run_fields,
-        "steps": [
-            {"step_id": x.step_id, "deps": x.deps, "dependents": x.dependents, "fields": x.fields}
-            for x in s.steps
-        ],
-    }
-    if s.done:
-        doc["taken_over"] = {
-            step_id: {"output": output, "shown": s.done_fields.get(step_id, {})}
-            for step_id, output in s.done.items()
-        }
-    return doc
-
-
 def parse_input(text: str) -> dict[str, object]:
     if len(text.encode()) > MAX_INPUT_BYTES:
         raise InvalidArgument(f"is over {MAX_INPUT_BYTES} bytes", field="input_json")

@@ -24,7 +24,6 @@ from services.scheduler.planning import (
     label_pairs,
     new_run,
     parse_input,
-    plan_doc,
     plan_run,
     request_key,
 )
@@ -33,6 +32,7 @@ from services.scheduler.run_events import RunEvent, event_cursor
 from services.scheduler.run_limits import RunLimits
 from services.scheduler.run_reader import RunReader
 from services.scheduler.run_store import RunStore
+from services.scheduler.stored_plans import plan_doc
 from services.scheduler.task_catalog import TaskCatalog
 
 T = TypeVar("T")

@@ -1,7 +1,7 @@
 """How a run's plan is kept in MongoDB without repeating what other runs share.
 
 Every run document carries the plan that rebuilds the run in Redis if Redis loses it
-(``planning.plan_doc``): the run's fields and its steps. The steps are the same for every
+(``plan_doc``): the run's fields and its steps. The steps are the same for every
 run of a task version or pipeline version (1,000 runs of a batch: 1,000 copies), and most
 run fields repeat the document's own top-level fields. So a run document keeps:
 
@@ -29,6 +29,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
 from services.scheduler.models import run_hash_fields
+from services.scheduler.queue_records import Submission
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,25 @@ log = logging.getLogger(__name__)
 def template_id(steps: list[dict[str, Any]]) -> str:
     text = json.dumps(steps, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def plan_doc(s: Submission) -> dict[str, Any]:
+    """What MongoDB keeps to rebuild the run in Redis: with the steps a resume took over
+    (their outputs and what their hashes show), which have no attempt records of their own
+    until the write-behind writes them."""
+    doc: dict[str, Any] = {
+        "run_fields": s.run_fields,
+        "steps": [
+            {"step_id": x.step_id, "deps": x.deps, "dependents": x.dependents, "fields": x.fields}
+            for x in s.steps
+        ],
+    }
+    if s.done:
+        doc["taken_over"] = {
+            step_id: {"output": output, "shown": s.done_fields.get(step_id, {})}
+            for step_id, output in s.done.items()
+        }
+    return doc
 
 
 def compact_many(

@@ -11,10 +11,9 @@ from typing import Any
 
 from services.scheduler.history import History
 from services.scheduler.models import Run
-from services.scheduler.planning import plan_doc
 from services.scheduler.queue_records import Submission
 from services.scheduler.run_store import _new_doc
-from services.scheduler.stored_plans import compact_many, expand
+from services.scheduler.stored_plans import compact_many, expand, plan_doc
 
 
 def _steps(fields: dict[str, str]) -> list[dict[str, Any]]:
