@@ -612,7 +612,8 @@ function queuesPage() {
     const [q, ns, sch] = await Promise.all([api("/api/v1/queues"), api("/api/v1/namespaces"), api("/api/v1/schedules")]);
     schedules.replaceChildren(...sch.map((s) => h("tr", { "data-schedule": s.schedule_id },
       h("td", {}, s.schedule_id), h("td", {}, s.description), h("td", {}, s.task || `pipeline ${s.pipeline}`),
-      h("td", { "data-next": s.next_run_at || "" }, s.paused ? "paused" : (when(s.next_run_at) || "done")), h("td", { class: "num" }, s.runs_started),
+      h("td", { "data-next": s.next_run_at || "" }, s.paused ? "paused" : (when(s.next_run_at) || "done")), h("td", { class: "num" }, s.runs_started,
+        s.backfill_waiting ? h("div", { class: "muted", "data-backfill-waiting": s.backfill_waiting }, `+${s.backfill_waiting} backfill waiting`) : null),
       h("td", { class: "num" }, s.times_skipped),
       h("td", {}, s.last_run_id ? h("a", { href: `#/runs/${s.last_run_id}` }, s.last_run_id) : "",
         s.last_error ? h("div", { class: "warning" }, s.last_error) : null),
