@@ -276,7 +276,8 @@ def schedule_backfill(
         said = "started" if r.started else "waits its turn" if r.waiting else "had its run"
         table.add_row(_when(r.due_time), r.run_id, said)
     started, waiting = sum(r.started for r in runs), sum(r.waiting for r in runs)
-    table.caption = f"started {started} runs; {len(runs) - started - waiting} times had theirs" + (
+    had = len(runs) - started - waiting
+    table.caption = f"started {started}; {had} had their run" + (
         f"; {waiting} wait, {max_running} at a time" if waiting else ""
     )
     obj.out({"runs": runs}, table if runs else "the range gives no time of this schedule")

@@ -24,13 +24,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from common.errors import ResourceExhausted, WtmError
+from common.errors import FailedPrecondition, ResourceExhausted, WtmError
 from services.scheduler.models import TERMINAL
 from services.scheduler.schedule_records import ScheduleRecord, ScheduleStore
 
 log = logging.getLogger(__name__)
 
 SAVE_TRIES = 3  # reads of a record another replica saved meanwhile, before giving up a tick
+MAX_WAITING = 10_000  # times a schedule's backfills may keep waiting at once (its document's)
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,17 @@ class Backfills:
 
     async def add(self, record: ScheduleRecord, times: list[int], most: int) -> list[Backfilled]:
         """Start what ``most`` runs at once allow of ``times`` and of the times already
-        waiting (oldest first); keep the rest waiting. One entry per time of ``times``."""
+        waiting (oldest first); keep the rest waiting. One entry per time of ``times``.
+        FAILED_PRECONDITION past ``MAX_WAITING`` times waiting (they live in the schedule's
+        document): nothing is started or kept then."""
+        waiting = len(set(record.backfill_ms) | set(times))
+        if waiting > MAX_WAITING:
+            raise FailedPrecondition(
+                f"schedule {record.schedule_id!r} would have {waiting:,} backfill times "
+                f"waiting, more than {MAX_WAITING:,}: let those waiting run first "
+                f"({len(record.backfill_ms):,} now), or raise max_running",
+                field="max_running",
+            )
         started = await self._move_on(record, times, most)
         return [
             Backfilled(due, *started[due], waiting=False)

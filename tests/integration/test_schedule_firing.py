@@ -26,6 +26,7 @@ from common.errors import (
 )
 from services.common import auth
 from services.localstack import Cluster
+from services.scheduler import schedule_backfills
 from services.scheduler.clock import FakeClock
 from services.scheduler.planning import SubmitRequest
 from services.scheduler.schedule_records import ScheduleRecord, ScheduleStore
@@ -439,5 +440,28 @@ def test_a_backfills_waiting_times_start_in_turn_over_two_replicas_each_once(
         assert stopped.last_error == (
             "backfill stopped with 1 of its times not started: task: tick@1.0.0 is deprecated"
         )
+
+    scenario(cluster, body)
+
+
+def test_a_backfill_that_would_keep_too_many_times_waiting_is_refused_whole(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The waiting times live in the schedule's document: past MAX_WAITING a backfill is
+    FAILED_PRECONDITION naming max_running, and starts and keeps nothing."""
+    monkeypatch.setattr(schedule_backfills, "MAX_WAITING", 3)
+
+    async def body(
+        store: ScheduleStore, clock: FakeClock, runs: SubmittedRuns, replicas: Any, meter: Any
+    ) -> None:
+        record = await schedule(store, clock)
+        clock.advance(10 * MINUTE)
+        first, last = record.created_ms + 60_000, record.created_ms + 6 * 60_000
+        with pytest.raises(FailedPrecondition) as refused:
+            await replicas[0].backfill("team-s", "minutely", first, last, 1)
+        assert refused.value.field == "max_running" and "more than 3" in refused.value.message
+        assert runs.submits == []
+        after = await store.get("team-s", "minutely")
+        assert after is not None and after.backfill_ms == []
 
     scenario(cluster, body)
