@@ -9,7 +9,9 @@ SDK (sync and async), the CLI, the executor and the scheduler's registry calls.
 - Deadlines: every call has one (``timeout``, 30 s unless said otherwise).
 - Retries: a call answered UNAVAILABLE (the service is not reachable yet, or restarts) is
   tried again with exponential backoff, for up to ``retry_seconds`` (tenacity), unless the
-  call says ``retry=False`` (one that must not run twice: a submit without a request id).
+  call says ``retry=False`` (one that must not run twice: a submit without a request id);
+  so is one refused RESOURCE_EXHAUSTED with gRPC's ``grpc-retry-pushback-ms`` trailer (its
+  namespace past its calls a second: not run), after the wait the trailer says.
 - Errors: a status becomes the ``common.errors`` class of its code (``NotFound``,
   ``InvalidArgument`` with its ``field``, ...), so callers catch one family of exceptions.
 """
@@ -25,6 +27,7 @@ import grpc
 from grpc import aio
 from tenacity import (
     AsyncRetrying,
+    RetryCallState,
     Retrying,
     retry_if_exception,
     stop_after_delay,
@@ -80,15 +83,39 @@ def error_of(exc: grpc.RpcError) -> WtmError:
     return WtmError.from_status(code.name if code else "UNKNOWN", details or "")
 
 
-def _unavailable(exc: BaseException) -> bool:
-    return isinstance(exc, grpc.RpcError) and exc.code() == grpc.StatusCode.UNAVAILABLE
+PUSHBACK_HEADER = "grpc-retry-pushback-ms"
+_BACKOFF = wait_exponential(multiplier=0.05, max=1.0)
+
+
+def _pushback(exc: BaseException | None) -> float | None:
+    """Seconds a RESOURCE_EXHAUSTED refusal asks the caller to wait before trying again
+    (its ``grpc-retry-pushback-ms`` trailer), or None: not such a refusal."""
+    if not isinstance(exc, grpc.RpcError) or exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return None
+    trailers = exc.trailing_metadata() or ()  # type: ignore[attr-defined]
+    for key, value in trailers:
+        if key == PUSHBACK_HEADER and str(value).isdigit():
+            return int(value) / 1000
+    return None
+
+
+def _retryable(exc: BaseException) -> bool:
+    if not isinstance(exc, grpc.RpcError):
+        return False
+    return exc.code() == grpc.StatusCode.UNAVAILABLE or _pushback(exc) is not None
+
+
+def _wait(state: RetryCallState) -> float:
+    """As long as a pushback says; else exponential backoff."""
+    after = _pushback(state.outcome.exception() if state.outcome else None)
+    return after if after is not None else float(_BACKOFF(state))
 
 
 def _retry_policy(seconds: float) -> dict[str, Any]:
     return {
-        "retry": retry_if_exception(_unavailable),
+        "retry": retry_if_exception(_retryable),
         "stop": stop_after_delay(seconds),
-        "wait": wait_exponential(multiplier=0.05, max=1.0),
+        "wait": _wait,
         "reraise": True,
     }
 

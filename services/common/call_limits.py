@@ -6,10 +6,12 @@ the replicas' time (and MongoDB's) from everyone else. Temporal's frontend limit
 namespace's requests a second the same way (``frontend.namespaceRPS``). A token bucket per
 namespace (the namespace a call acts in), ``per_second`` tokens a second up to a burst of
 ``burst``; a call that finds none is RESOURCE_EXHAUSTED naming the namespace and when the
-next one would pass, and the caller slows down. Per replica (as Temporal's per-host figure):
-N replicas let a namespace make N times as many. Not counted: the services' own calls (the
-``service`` role: a scheduler asking the registry) and long-lived streams (an executor's
-stream is one call however long it lasts). Off (0) unless set.
+next one would pass (also as gRPC's ``grpc-retry-pushback-ms`` trailer, which the SDK's
+retries wait out: the call was not run, so trying it again is safe). Per replica (as
+Temporal's per-host figure): N replicas let a namespace make N times as many. Not counted:
+the fleet's and the services' own calls (the ``executor`` and ``service`` roles) and
+streams both ways (an executor's stream is one call however long it lasts). Off (0) unless
+set.
 """
 
 from __future__ import annotations
@@ -19,6 +21,17 @@ import time
 from collections.abc import Callable
 
 from common.errors import ResourceExhausted
+
+PUSHBACK_HEADER = "grpc-retry-pushback-ms"  # gRPC's trailer: when the caller may try again
+
+
+class CallsExhausted(ResourceExhausted):
+    """A namespace past its calls a second: the call was not run, and may be made again in
+    ``retry_after`` seconds (sent as ``grpc-retry-pushback-ms``; the SDK waits that long)."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message, field="namespace")
+        self.retry_after = retry_after
 
 
 class CallLimits:
@@ -49,10 +62,10 @@ class CallLimits:
             if tokens < 1.0 - 1e-9:  # (a clock's float sum short of a whole token)
                 self._buckets[namespace] = (tokens, now)
                 wait = (1.0 - tokens) / self.per_second
-                raise ResourceExhausted(
+                raise CallsExhausted(
                     f"{namespace!r} is making more than {self.per_second:g} calls a "
                     f"second to this {self.service} (WTM_CALLS_PER_SECOND); slow down: the next "
                     f"call passes in {wait:.2f}s",
-                    field="namespace",
+                    retry_after=wait,
                 )
             self._buckets[namespace] = (tokens - 1.0, now)

@@ -30,7 +30,7 @@ from common.errors import InvalidArgument, Unauthenticated, WtmError
 from common.tls import client_certificate_name, server_credentials
 from services.common import auth
 from services.common.auth import Gate, Principal
-from services.common.call_limits import CallLimits
+from services.common.call_limits import PUSHBACK_HEADER, CallLimits
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,13 @@ MAX_DETAILS = 1000
 
 # Callers not held to a namespace's calls a second: the fleet and the services themselves.
 UNLIMITED_ROLES = frozenset({auth.Role.SERVICE, auth.Role.EXECUTOR})
+
+
+def pushback(exc: BaseException) -> tuple[tuple[str, str], ...]:
+    """The trailer telling a refused caller when to try again (gRPC's retry pushback), for
+    a call refused before it ran (``CallLimits``); none for anything else."""
+    after = getattr(exc, "retry_after", None)
+    return ((PUSHBACK_HEADER, str(max(1, round(after * 1000)))),) if after is not None else ()
 
 
 def counted(limits: CallLimits | None, handler: grpc.RpcMethodHandler, who: Principal) -> None:
@@ -185,6 +192,8 @@ class GuardInterceptor(grpc.ServerInterceptor):
                 counted(limits, handler, principal)
                 return principal
             except Exception as exc:  # noqa: BLE001 - refused, or MongoDB out of reach
+                if trailer := pushback(exc):
+                    context.set_trailing_metadata(trailer)
                 context.abort(*status_for(exc))
                 raise  # not reached: abort raises
 
@@ -261,7 +270,7 @@ class AsyncGuardInterceptor(aio.ServerInterceptor):
                 counted(self._limits, handler, principal)
                 return principal
             except Exception as exc:  # noqa: BLE001 - refused, or MongoDB out of reach
-                await context.abort(*status_for(exc))
+                await context.abort(*status_for(exc), trailing_metadata=pushback(exc))
                 raise  # not reached: abort raises
 
         if inspect.isasyncgenfunction(behavior):

@@ -1,6 +1,7 @@
 """A namespace's calls a second (WTM_CALLS_PER_SECOND) on a private scheduler: a team that
 calls as fast as it can is refused past its burst, RESOURCE_EXHAUSTED naming the namespace,
-and only it — another namespace's runs go on, and so does the executor's stream."""
+and only it — another namespace's runs go on, and so does the executor's stream; an SDK
+that retries waits out the refusal's pushback and gets through at the rate."""
 
 from __future__ import annotations
 
@@ -44,3 +45,17 @@ def test_a_namespace_past_its_calls_a_second_is_refused_and_the_others_go_on(
         time.sleep(0.3)  # a token and a half
         noisy.list_queues()  # its rate again
     assert ledger_counts(ledger)["quiet"] == 1
+    # The refusal carries gRPC's retry pushback; the SDK's retries wait it out: all pass, at
+    # the namespace's rate once its burst is spent.
+    patient = Client(
+        fleet.cluster.registry_address,
+        address,
+        api_key=fleet.cluster.admin_key,
+        namespace="team-patient",
+        retry_seconds=10,
+    )
+    with patient:
+        started = time.monotonic()
+        for _ in range(25):
+            patient.list_queues()
+        assert time.monotonic() - started >= (25 - 10) / 5 - 0.5

@@ -8,6 +8,7 @@ import pytest
 
 from common.errors import ResourceExhausted
 from services.common.call_limits import CallLimits
+from services.common.grpc_server import pushback
 
 
 class Clock:
@@ -54,3 +55,13 @@ def test_refused_calls_do_not_dig_the_hole_deeper_and_zero_is_no_limit() -> None
     free = CallLimits(0)
     for _ in range(10_000):
         free.take("n")
+
+
+def test_a_refusal_tells_the_caller_when_to_try_again_in_grpcs_trailer() -> None:
+    clock = Clock()
+    limits = CallLimits(4, burst=1, clock=clock)
+    limits.take("n")
+    with pytest.raises(ResourceExhausted) as refused:
+        limits.take("n")
+    assert pushback(refused.value) == (("grpc-retry-pushback-ms", "250"),)
+    assert pushback(ResourceExhausted("run limit", field="namespace")) == ()  # not run-limit's
