@@ -97,7 +97,8 @@ class Backfills:
         self, record: ScheduleRecord, times: list[int], most: int
     ) -> dict[int, tuple[str, bool]]:
         """Start the next waiting times and save the rest; the runs of the times this call
-        got (run id, whether it made it)."""
+        got (run id, whether it made it). A refusal other than the namespace's run limit
+        stops a tick's backfill (``_stop``) and is raised to a backfill call (``times``)."""
         got: dict[int, tuple[str, bool]] = {}
         for _ in range(SAVE_TRIES):
             waiting = sorted(set(record.backfill_ms) | set(times))
@@ -110,8 +111,10 @@ class Backfills:
                     run_id, created = await self.start(record, due)
                 except ResourceExhausted:  # the namespace at its limit: the next tick
                     break
-                except WtmError as exc:  # the rest cannot start either: stop, saying why
-                    await self._stop(record, exc)
+                except WtmError as exc:  # the rest cannot start either
+                    if times:  # a backfill call: its caller hears why (nothing is kept)
+                        raise
+                    await self._stop(record, exc)  # a tick: stop, saying why
                     return got
                 got.setdefault(due, (run_id, created))  # (a try again gets the same run)
                 going.append(run_id)

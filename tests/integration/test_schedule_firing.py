@@ -440,6 +440,11 @@ def test_a_backfills_waiting_times_start_in_turn_over_two_replicas_each_once(
         assert stopped.last_error == (
             "backfill stopped with 1 of its times not started: task: tick@1.0.0 is deprecated"
         )
+        older = earlier - 5 * 60_000
+        with pytest.raises(FailedPrecondition):  # a call hears it, and nothing is kept
+            await replicas[0].backfill("team-s", "minutely", older, older + 60_000, 1)
+        kept = await store.get("team-s", "minutely")
+        assert kept is not None and kept.backfill_ms == []
 
     scenario(cluster, body)
 
