@@ -20,6 +20,9 @@ import threading
 import time
 from collections.abc import Callable
 
+from opentelemetry import metrics
+from opentelemetry.metrics import Meter
+
 from common.errors import ResourceExhausted
 
 PUSHBACK_HEADER = "grpc-retry-pushback-ms"  # gRPC's trailer: when the caller may try again
@@ -43,11 +46,16 @@ class CallLimits:
         burst: float = 0.0,
         service: str = "service",
         clock: Callable[[], float] = time.monotonic,
+        meter: Meter | None = None,
     ) -> None:
         self.per_second = per_second
         self.burst = burst or max(1.0, 2 * per_second)
         self.service = service
         self.clock = clock
+        meter = meter or metrics.get_meter(f"wtm.{service}")
+        self.refused = meter.create_counter(  # what operators alert on (a team held back)
+            "wtm_calls_refused", description="calls refused for their namespace's calls a second"
+        )
         self._buckets: dict[str, tuple[float, float]] = {}  # namespace -> (tokens, at)
         self._lock = threading.Lock()
 
@@ -61,6 +69,7 @@ class CallLimits:
             tokens = min(self.burst, tokens + (now - at) * self.per_second)
             if tokens < 1.0 - 1e-9:  # (a clock's float sum short of a whole token)
                 self._buckets[namespace] = (tokens, now)
+                self.refused.add(1, {"namespace": namespace})
                 wait = (1.0 - tokens) / self.per_second
                 raise CallsExhausted(
                     f"{namespace!r} is making more than {self.per_second:g} calls a "

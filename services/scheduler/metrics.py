@@ -20,6 +20,8 @@
     wtm_history_runs_deleted_total         finished runs deleted past their retention
                                            (history_retention.py)
     wtm_artifacts_deleted_total{namespace} artifacts the daily sweep deleted (artifact_sweep.py)
+    wtm_calls_refused_total{namespace}     calls refused for the namespace's calls a second
+                                           (services/common/call_limits.py)
 
 Every replica reports the depths and ages (the same figures: take the max over replicas) and
 the executors connected to it (sum over replicas).

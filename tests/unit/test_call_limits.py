@@ -9,6 +9,7 @@ import pytest
 from common.errors import ResourceExhausted
 from services.common.call_limits import CallLimits
 from services.common.grpc_server import pushback
+from tests.integration.test_history_retention import CountingMeters, counts
 
 
 class Clock:
@@ -44,12 +45,13 @@ def test_a_namespace_gets_its_burst_then_its_rate_and_no_more() -> None:
 
 
 def test_refused_calls_do_not_dig_the_hole_deeper_and_zero_is_no_limit() -> None:
-    clock = Clock()
-    limits = CallLimits(2, burst=1, clock=clock)
+    clock, meters = Clock(), CountingMeters()
+    limits = CallLimits(2, burst=1, clock=clock, meter=meters.get_meter("t"))
     limits.take("n")
     for _ in range(50):  # a client that keeps trying while refused
         with pytest.raises(ResourceExhausted):
             limits.take("n")
+    assert counts(meters, "wtm_calls_refused") == {(("namespace", "n"),): 50}  # the alert's
     clock.now += 0.5
     limits.take("n")  # its rate again, not later
     free = CallLimits(0)

@@ -61,6 +61,8 @@ s = Schedules(None, None)
 s.started.add(1, {"namespace": "n"})
 s.skipped.add(1, {"namespace": "n", "reason": "refused"})
 HistoryRetention(collections, 30).deleted.add(1)
+from services.common.call_limits import CallLimits
+CallLimits(1, service="scheduler").refused.add(1, {"namespace": "n"})
 ArtifactSweep(collections, None, None, "r").deleted.add(1, {"namespace": "n"})
 print(prometheus_client.generate_latest().decode())
 """
