@@ -13,6 +13,17 @@ from tests.conftest import shared_file
 from tests.integration.ledger_fleet import Fleet, ledger_counts
 
 
+def acting_in(fleet: Fleet, address: str, namespace: str, retry_seconds: float) -> Client:
+    """A client of the session's admin key (every namespace) acting in ``namespace``."""
+    return Client(
+        fleet.cluster.registry_address,
+        address,
+        api_key=fleet.cluster.admin_key,
+        namespace=namespace,
+        retry_seconds=retry_seconds,
+    )
+
+
 def test_a_namespace_past_its_calls_a_second_is_refused_and_the_others_go_on(
     fleet: Fleet, shared_tmp: Path
 ) -> None:
@@ -20,13 +31,7 @@ def test_a_namespace_past_its_calls_a_second_is_refused_and_the_others_go_on(
     address = fleet.start_scheduler()
     fleet.start_executor(address, "limited-1")
     ledger = shared_file(shared_tmp, "ledger.txt")
-    noisy = Client(
-        fleet.cluster.registry_address,
-        address,
-        api_key=fleet.cluster.admin_key,
-        namespace="team-noisy",
-        retry_seconds=0,
-    )
+    noisy = acting_in(fleet, address, "team-noisy", retry_seconds=0)
     with noisy, fleet.client(address, retry_seconds=0) as quiet:
         refused: list[ApiError] = []
         started = time.monotonic()
@@ -47,13 +52,7 @@ def test_a_namespace_past_its_calls_a_second_is_refused_and_the_others_go_on(
     assert ledger_counts(ledger)["quiet"] == 1
     # The refusal carries gRPC's retry pushback; the SDK's retries wait it out: all pass, at
     # the namespace's rate once its burst is spent.
-    patient = Client(
-        fleet.cluster.registry_address,
-        address,
-        api_key=fleet.cluster.admin_key,
-        namespace="team-patient",
-        retry_seconds=10,
-    )
+    patient = acting_in(fleet, address, "team-patient", retry_seconds=10)
     with patient:
         started = time.monotonic()
         for _ in range(25):
