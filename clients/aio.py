@@ -371,7 +371,7 @@ class AsyncClient(_Connection, AsyncScheduleMethods):
                         if not requests.failed_again(again):
                             return again
                         run_id = again.run_id  # as Client.resume_runs
-                    return f"FAILED_PRECONDITION: resumed {requests.RESUME_CHAIN_MAX} times already"
+                    return requests.CHAIN_TOO_LONG
                 except ApiError as exc:
                     return f"{exc.code}: {exc.message}"
 

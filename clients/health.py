@@ -25,7 +25,13 @@ from typing import Any
 
 from clients.errors import DeadlineExceeded, Unavailable, WtmError
 from clients.schedules import ScheduleInfo
-from clients.types import DependencyInfo, ExecutorInfo, QueueInfo
+from clients.types import (
+    DependencyInfo,
+    ExecutorInfo,
+    ExecutorPauseInfo,
+    QueueInfo,
+    QueuePauseInfo,
+)
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 STALE_AFTER_SECONDS = 300.0
@@ -96,6 +102,17 @@ def assess_service(service: str, found: list[DependencyInfo] | BaseException) ->
     return checks
 
 
+def paused(kind: str, name: str, pause: ExecutorPauseInfo | QueuePauseInfo, held: str) -> Check:
+    """The warning for a paused ``kind`` ("queue", "executor") ``name``: who paused it, why,
+    what is held (``held``), and the command that resumes it."""
+    why = f" ({pause.reason})" if pause.reason else ""
+    return Check(
+        f"{kind} {name}",
+        WARN,
+        f"paused by {pause.paused_by or '?'}{why}: {held} until `wtm {kind} resume {name}`",
+    )
+
+
 def assess_fleet(
     executors: list[ExecutorInfo] | BaseException,
     queues: tuple[list[QueueInfo], int] | BaseException,
@@ -126,15 +143,7 @@ def assess_fleet(
         checks.append(Check("executors/lost", WARN, f"{len(lost)} lost recently: {names}"))
     for e in live:
         if e.pause is not None:
-            why = f" ({e.pause.reason})" if e.pause.reason else ""
-            checks.append(
-                Check(
-                    f"executor {e.executor_id}",
-                    WARN,
-                    f"paused by {e.pause.paused_by or '?'}{why}: given no new step until "
-                    f"`wtm executor resume {e.executor_id}`",
-                )
-            )
+            checks.append(paused("executor", e.executor_id, e.pause, "given no new step"))
     for e in live + draining:
         if e.slot_errors:
             checks.append(
@@ -147,15 +156,7 @@ def assess_fleet(
             )
     for q in waiting:
         if q.pause is not None:
-            why = f" ({q.pause.reason})" if q.pause.reason else ""
-            checks.append(
-                Check(
-                    f"queue {q.queue}",
-                    WARN,
-                    f"paused by {q.pause.paused_by or '?'}{why}: {q.depth} step(s) wait until "
-                    f"`wtm queue resume {q.queue}`",
-                )
-            )
+            checks.append(paused("queue", q.queue, q.pause, f"{q.depth} step(s) wait"))
         elif q.stranded:
             checks.append(
                 Check(

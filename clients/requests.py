@@ -103,6 +103,7 @@ def sort_cancelled(result: CancelledRuns, run_id: str, reply: spb.CancelRunRespo
 # The states of a run that resuming takes over from (SubmitRunRequest.reuse_from).
 RESUMABLE = (State.FAILED, State.CANCELLED, State.TIMED_OUT)
 RESUME_CHAIN_MAX = 20  # resumes of resumes followed by one ``resume_runs``, at most
+CHAIN_TOO_LONG = f"FAILED_PRECONDITION: resumed {RESUME_CHAIN_MAX} times already"
 
 
 def failed_again(run: RunInfo) -> bool:

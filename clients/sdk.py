@@ -521,7 +521,7 @@ class Client(_Connection, ScheduleMethods):
                     if not requests.failed_again(again):
                         return again
                     run_id = again.run_id  # its resume ended without success: resume that
-                return f"FAILED_PRECONDITION: resumed {requests.RESUME_CHAIN_MAX} times already"
+                return requests.CHAIN_TOO_LONG
             except ApiError as exc:  # this one's: the others go on
                 return f"{exc.code}: {exc.message}"
 

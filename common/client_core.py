@@ -83,7 +83,7 @@ def error_of(exc: grpc.RpcError) -> WtmError:
     return WtmError.from_status(code.name if code else "UNKNOWN", details or "")
 
 
-PUSHBACK_HEADER = "grpc-retry-pushback-ms"
+PUSHBACK_HEADER = "grpc-retry-pushback-ms"  # gRPC's trailer: when a refused call may go again
 _BACKOFF = wait_exponential(multiplier=0.05, max=1.0)
 
 

@@ -25,8 +25,6 @@ from opentelemetry.metrics import Meter
 
 from common.errors import ResourceExhausted
 
-PUSHBACK_HEADER = "grpc-retry-pushback-ms"  # gRPC's trailer: when the caller may try again
-
 
 class CallsExhausted(ResourceExhausted):
     """A namespace past its calls a second: the call was not run, and may be made again in

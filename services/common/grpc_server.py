@@ -26,11 +26,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from common.client_core import PUSHBACK_HEADER
 from common.errors import InvalidArgument, Unauthenticated, WtmError
 from common.tls import client_certificate_name, server_credentials
 from services.common import auth
 from services.common.auth import Gate, Principal
-from services.common.call_limits import PUSHBACK_HEADER, CallLimits
+from services.common.call_limits import CallLimits, CallsExhausted
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,9 @@ UNLIMITED_ROLES = frozenset({auth.Role.SERVICE, auth.Role.EXECUTOR})
 def pushback(exc: BaseException) -> tuple[tuple[str, str], ...]:
     """The trailer telling a refused caller when to try again (gRPC's retry pushback), for
     a call refused before it ran (``CallLimits``); none for anything else."""
-    after = getattr(exc, "retry_after", None)
-    return ((PUSHBACK_HEADER, str(max(1, round(after * 1000)))),) if after is not None else ()
+    if not isinstance(exc, CallsExhausted):
+        return ()
+    return ((PUSHBACK_HEADER, str(max(1, round(exc.retry_after * 1000)))),)
 
 
 def counted(limits: CallLimits | None, handler: grpc.RpcMethodHandler, who: Principal) -> None:
