@@ -92,7 +92,7 @@ def test_a_failed_flush_keeps_its_records_and_writes_them_once_mongodb_is_back(
         forwarder = Forwarder(urlparse(uri).port or 27017)
         await forwarder.start()
         store = RunStore(
-            f"mongodb://127.0.0.1:{forwarder.port}", database, flush_interval=0.05, timeout_s=0.3
+            f"mongodb://127.0.0.1:{forwarder.port}", database, flush_interval=0.05, timeout_s=2.0
         )
         try:
             await store.start()
