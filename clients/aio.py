@@ -29,7 +29,6 @@ from clients.errors import (
     ApiError,
     DataLoss,
     DeadlineExceeded,
-    PermissionDenied,
     Unavailable,
     WaitTimeoutError,
 )
@@ -55,7 +54,6 @@ from common import refs
 from common.artifacts import is_file_field, is_uri, upload_requests
 from common.client_core import DEFAULT_RETRY_SECONDS, AsyncCaller
 from common.packaging import pack_directory, sha256_hex
-from common.states import State
 from wtm.v1 import auth_service_pb2 as apb
 from wtm.v1 import registry_service_pb2 as rpb
 from wtm.v1 import scheduler_service_pb2 as spb
@@ -321,26 +319,10 @@ class AsyncClient(_Connection, AsyncScheduleMethods):
         pipeline_id: str = "",
     ) -> CancelledRuns:
         """As ``Client.cancel_runs``."""
-        requests.check_cancel_filters(batch_id, labels, task_id, pipeline_id)
-        found = set()
-        for state in (State.QUEUED, State.RUNNING):
-            async for r in self.list_runs(
-                state.value, pipeline_id, task_id, batch_id, page_size=1000, labels=labels
-            ):
-                found.add(r.run_id)
-        room = asyncio.Semaphore(requests.CANCELS_IN_FLIGHT)
-
-        async def cancel(run_id: str) -> spb.CancelRunResponse | None:
-            async with room:
-                try:
-                    return await self._cancel(run_id, reason)
-                except PermissionDenied:
-                    return None
-
+        request = requests.cancel_runs(reason, batch_id, labels, task_id, pipeline_id)
         result = CancelledRuns()
-        ids = sorted(found)
-        for run_id, reply in zip(ids, await asyncio.gather(*map(cancel, ids)), strict=True):
-            requests.sort_cancelled(result, run_id, reply)
+        async for reply in self._s.pages(self._scheduler.CancelRuns, request):
+            requests.add_cancelled(result, reply)
         return result
 
     async def resume_runs(

@@ -88,16 +88,27 @@ def check_cancel_filters(
         )
 
 
-CANCELS_IN_FLIGHT = 16  # cancel_runs' calls at once (one after another: ~2.7 ms a run here)
+CANCELS_IN_FLIGHT = 16  # resume_runs' calls at once (one after another: ~2.7 ms a run here)
 
 
-def sort_cancelled(result: CancelledRuns, run_id: str, reply: spb.CancelRunResponse | None) -> None:
-    """File one answer of ``cancel_runs`` (None: another key's run, not this one's to cancel)."""
-    if reply is None:
-        result.not_theirs.append(run_id)
-        return
-    run = RunInfo.from_proto(reply.run)
-    (result.cancelled if reply.cancelled else result.ended).append(run)
+def cancel_runs(
+    reason: str, batch_id: str, labels: dict[str, str] | None, task_id: str, pipeline_id: str
+) -> spb.CancelRunsRequest:
+    """The first page's request of ``cancel_runs`` (the scheduler checks the filters)."""
+    return spb.CancelRunsRequest(
+        reason=reason,
+        batch_id=batch_id,
+        labels=labels or {},
+        task_id=task_id,
+        pipeline_id=pipeline_id,
+    )
+
+
+def add_cancelled(result: CancelledRuns, reply: spb.CancelRunsResponse) -> None:
+    """Add one page of ``cancel_runs``' answer to ``result``."""
+    result.cancelled += [RunInfo.from_proto(r) for r in reply.cancelled]
+    result.ended += [RunInfo.from_proto(r) for r in reply.ended]
+    result.not_theirs += list(reply.not_theirs)
 
 
 # The states of a run that resuming takes over from (SubmitRunRequest.reuse_from).

@@ -34,7 +34,6 @@ from clients.errors import (
     ApiError,
     DataLoss,
     DeadlineExceeded,
-    PermissionDenied,
     Unauthenticated,
     Unavailable,
     WaitTimeoutError,
@@ -63,7 +62,6 @@ from common import refs
 from common.artifacts import is_file_field, is_uri, upload_requests
 from common.client_core import DEFAULT_RETRY_SECONDS, Caller
 from common.packaging import pack_directory, sha256_hex
-from common.states import State
 from wtm.v1 import auth_service_pb2 as apb
 from wtm.v1 import auth_service_pb2_grpc as apb_grpc
 from wtm.v1 import registry_service_pb2 as rpb
@@ -553,34 +551,17 @@ class Client(_Connection, ScheduleMethods):
         given — a batch, labels (a schedule's: ``{"wtm.schedule": its id}``), a task, a
         pipeline; at least one, so that nothing cancels every run by mistake. Runs another
         key submitted are left alone unless this key's role may cancel anyone's; they are
-        counted in the answer. Runs are read from the history (a run submitted while this
-        goes on may be missed).
+        counted in the answer. The scheduler cancels them, up to 500 a call
+        (``CancelRuns``), over what the history shows unfinished (a run submitted while
+        this goes on may be missed).
 
         Raises:
             InvalidArgument: no filter given.
         """
-        requests.check_cancel_filters(batch_id, labels, task_id, pipeline_id)
-        found = {
-            r.run_id
-            for state in (State.QUEUED, State.RUNNING)
-            for r in self.list_runs(
-                state.value, pipeline_id, task_id, batch_id, page_size=1000, labels=labels
-            )
-        }
-
-        def cancel(run_id: str) -> spb.CancelRunResponse | None:
-            try:
-                return self._cancel(run_id, reason)
-            except PermissionDenied:
-                return None
-
+        request = requests.cancel_runs(reason, batch_id, labels, task_id, pipeline_id)
         result = CancelledRuns()
-        ids = sorted(found)
-        with ThreadPoolExecutor(
-            requests.CANCELS_IN_FLIGHT
-        ) as pool:  # the calls overlap their waits
-            for run_id, reply in zip(ids, pool.map(cancel, ids), strict=True):
-                requests.sort_cancelled(result, run_id, reply)
+        for reply in self._s.pages(self._scheduler.CancelRuns, request):
+            requests.add_cancelled(result, reply)
         return result
 
     def list_runs(

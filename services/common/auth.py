@@ -113,6 +113,7 @@ METHOD_PERMISSIONS: dict[str, Permission] = {
     _S + "GetRun": P.READ,
     _S + "WatchRun": P.READ,
     _S + "CancelRun": P.CANCEL,
+    _S + "CancelRuns": P.CANCEL,  # another key's runs: CANCEL_ANY, checked per run
     _S + "ListRuns": P.READ,
     _S + "ListExecutors": P.READ,
     _S + "ListQueues": P.READ,

@@ -13,6 +13,7 @@ from grpc import aio
 from common.errors import InvalidArgument
 from services.common import auth
 from services.common.dependencies import dependency_to_proto
+from services.scheduler.bulk_cancel import RunFilter, cancel_page
 from services.scheduler.fleet_report import FleetReport, busy_slots
 from services.scheduler.namespace_settings import FIELDS as NAMESPACE_FIELDS
 from services.scheduler.pauses import Pause
@@ -125,6 +126,22 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
     ) -> spb.CancelRunResponse:
         run, cancelled = await self._runs.cancel(request.run_id, request.reason, auth.scope())
         return spb.CancelRunResponse(run=run.to_proto(), cancelled=cancelled)
+
+    async def CancelRuns(
+        self, request: spb.CancelRunsRequest, context: aio.ServicerContext
+    ) -> spb.CancelRunsResponse:
+        which = RunFilter(
+            request.batch_id, dict(request.labels), request.task_id, request.pipeline_id
+        )
+        page = await cancel_page(
+            self._runs, auth.scope(), request.reason, which, request.page_size, request.page_token
+        )
+        return spb.CancelRunsResponse(
+            cancelled=[r.to_proto() for r in page.cancelled],
+            ended=[r.to_proto() for r in page.ended],
+            not_theirs=page.not_theirs,
+            next_page_token=page.next_page_token,
+        )
 
     async def ListRuns(
         self, request: spb.ListRunsRequest, context: aio.ServicerContext

@@ -111,6 +111,9 @@ def calls(
         "/wtm.v1.SchedulerService/CancelRun": lambda: s.CancelRun(
             spb.CancelRunRequest(run_id="nope")
         ),
+        "/wtm.v1.SchedulerService/CancelRuns": lambda: s.CancelRuns(
+            spb.CancelRunsRequest(batch_id="nope")
+        ),
         "/wtm.v1.SchedulerService/ListRuns": lambda: s.ListRuns(spb.ListRunsRequest(page_size=1)),
         "/wtm.v1.SchedulerService/ListExecutors": lambda: s.ListExecutors(
             spb.ListExecutorsRequest()
@@ -226,6 +229,7 @@ class Theirs:
     artifact: str
     key_id: str
     schedule_id: str
+    waiting_run_id: str  # a run not yet started (an hour's delay): what a bulk cancel finds
 
 
 @pytest.fixture(scope="module")
@@ -237,6 +241,7 @@ def theirs(client: Client, tmp_path_factory: pytest.TempPathFactory) -> Theirs:
     image.write_text("default's file")
     key, _ = client.create_api_key("default's viewer", "viewer", "default")
     schedule = client.create_schedule("ns-probe", task="echo", every=3600, paused=True)
+    waiting = client.submit(task="echo", input={"secret": 2}, start_delay=3600)
     return Theirs(
         task,
         "ns_probe",
@@ -244,6 +249,7 @@ def theirs(client: Client, tmp_path_factory: pytest.TempPathFactory) -> Theirs:
         client.upload_artifact(image),
         key.key_id,
         schedule.schedule_id,
+        waiting.run_id,
     )
 
 
@@ -273,6 +279,10 @@ def other_namespace_calls(
 
     def without(items: Callable[[], list[str]], mine: str) -> Any:
         return lambda: mine not in items()
+
+    def bulk_cancel() -> list[str]:  # every run a bulk cancel of the task's runs came upon
+        page = s.CancelRuns(spb.CancelRunsRequest(task_id=task))
+        return [r.run_id for r in [*page.cancelled, *page.ended]] + list(page.not_theirs)
 
     hello = epb.ExecutorHello(
         executor_id="ns-x", queues=["default"], slots=1, namespaces=["default"]
@@ -344,6 +354,7 @@ def other_namespace_calls(
         "/wtm.v1.SchedulerService/CancelRun": not_found(
             lambda: s.CancelRun(spb.CancelRunRequest(run_id=t.run_id))
         ),
+        "/wtm.v1.SchedulerService/CancelRuns": without(bulk_cancel, t.waiting_run_id),
         "/wtm.v1.SchedulerService/ListRuns": without(
             lambda: [x.run_id for x in s.ListRuns(spb.ListRunsRequest(page_size=1000)).runs],
             t.run_id,

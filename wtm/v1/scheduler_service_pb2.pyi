@@ -176,6 +176,43 @@ class CancelRunResponse(_message.Message):
     cancelled: bool
     def __init__(self, run: _Optional[_Union[_run_pb2.Run, _Mapping]] = ..., cancelled: _Optional[bool] = ...) -> None: ...
 
+class CancelRunsRequest(_message.Message):
+    __slots__ = ("reason", "batch_id", "labels", "task_id", "pipeline_id", "page_size", "page_token")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    PIPELINE_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    batch_id: str
+    labels: _containers.ScalarMap[str, str]
+    task_id: str
+    pipeline_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, reason: _Optional[str] = ..., batch_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., task_id: _Optional[str] = ..., pipeline_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class CancelRunsResponse(_message.Message):
+    __slots__ = ("cancelled", "ended", "not_theirs", "next_page_token")
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    ENDED_FIELD_NUMBER: _ClassVar[int]
+    NOT_THEIRS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    cancelled: _containers.RepeatedCompositeFieldContainer[_run_pb2.Run]
+    ended: _containers.RepeatedCompositeFieldContainer[_run_pb2.Run]
+    not_theirs: _containers.RepeatedScalarFieldContainer[str]
+    next_page_token: str
+    def __init__(self, cancelled: _Optional[_Iterable[_Union[_run_pb2.Run, _Mapping]]] = ..., ended: _Optional[_Iterable[_Union[_run_pb2.Run, _Mapping]]] = ..., not_theirs: _Optional[_Iterable[str]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
 class ListRunsRequest(_message.Message):
     __slots__ = ("state", "pipeline_id", "task_id", "batch_id", "created_after", "created_before", "page_size", "page_token", "labels")
     class LabelsEntry(_message.Message):

@@ -60,6 +60,11 @@ class SchedulerServiceStub:
                 request_serializer=wtm_dot_v1_dot_scheduler__service__pb2.CancelRunRequest.SerializeToString,
                 response_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.CancelRunResponse.FromString,
                 _registered_method=True)
+        self.CancelRuns = channel.unary_unary(
+                '/wtm.v1.SchedulerService/CancelRuns',
+                request_serializer=wtm_dot_v1_dot_scheduler__service__pb2.CancelRunsRequest.SerializeToString,
+                response_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.CancelRunsResponse.FromString,
+                _registered_method=True)
         self.ListRuns = channel.unary_unary(
                 '/wtm.v1.SchedulerService/ListRuns',
                 request_serializer=wtm_dot_v1_dot_scheduler__service__pb2.ListRunsRequest.SerializeToString,
@@ -147,6 +152,17 @@ class SchedulerServiceServicer:
 
     def CancelRun(self, request, context):
         """CancelRun stops a run: queued steps are removed and running ones are told to stop.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelRuns(self, request, context):
+        """CancelRuns cancels, a page at a time, the unfinished runs (queued or running) that match
+        every filter given — a batch, labels, a task, a pipeline; at least one (Temporal's batch
+        cancel, Hatchet's bulk cancel). One call per page: call again with next_page_token
+        until it is empty. Another key's runs are left alone unless the role may cancel
+        anyone's, and named in the answer.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -265,6 +281,11 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
                     servicer.CancelRun,
                     request_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.CancelRunRequest.FromString,
                     response_serializer=wtm_dot_v1_dot_scheduler__service__pb2.CancelRunResponse.SerializeToString,
+            ),
+            'CancelRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelRuns,
+                    request_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.CancelRunsRequest.FromString,
+                    response_serializer=wtm_dot_v1_dot_scheduler__service__pb2.CancelRunsResponse.SerializeToString,
             ),
             'ListRuns': grpc.unary_unary_rpc_method_handler(
                     servicer.ListRuns,
@@ -453,6 +474,33 @@ class SchedulerService:
             '/wtm.v1.SchedulerService/CancelRun',
             wtm_dot_v1_dot_scheduler__service__pb2.CancelRunRequest.SerializeToString,
             wtm_dot_v1_dot_scheduler__service__pb2.CancelRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wtm.v1.SchedulerService/CancelRuns',
+            wtm_dot_v1_dot_scheduler__service__pb2.CancelRunsRequest.SerializeToString,
+            wtm_dot_v1_dot_scheduler__service__pb2.CancelRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,
