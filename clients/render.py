@@ -63,6 +63,9 @@ def task_panel(t: TaskInfo) -> str:
         f"retries {m.get('max_retries', '-')} · entry point {m.get('entry_point', '-')}",
         f"  namespace {t.namespace or '-'}"
         + (" · shared with every namespace" if t.shared else ""),
+        f"  rate limit {m['rate_limit']} (in each namespace, over every executor)"
+        if m.get("rate_limit")
+        else "",
         escape(f"  requirements: {', '.join(m['requirements'])}") if m.get("requirements") else "",
         "  deprecated: " + escape(t.deprecation_reason or "yes") if t.deprecated else "",
         f"  digest sha256:{t.digest} · {t.size_bytes} bytes",

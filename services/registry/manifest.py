@@ -13,7 +13,7 @@ from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 
-from common import jsondoc
+from common import jsondoc, rate_limits
 from common.errors import InvalidArgument
 from tasks.base import schema
 
@@ -76,6 +76,7 @@ class Manifest:
     executor_labels: dict[str, str] = field(default_factory=dict)
     resources: dict[str, int] = field(default_factory=dict)
     batching: dict[str, int] = field(default_factory=dict)  # {} or both keys, see _batching
+    rate_limit: str = ""  # "N/s", "N/m" or "N/h" ("": none), see _rate_limit
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -206,6 +207,22 @@ def _batching(doc: dict[str, Any], name: str) -> dict[str, int]:
     return found
 
 
+def _rate_limit(doc: dict[str, Any], name: str) -> str:
+    """Celery's ``rate_limit``: at most N steps of this task start per second, minute or
+    hour ("10/s", "100/m", "1000/h") in a namespace, over every executor and replica, one
+    every period/N (no bursts). A task that batches cannot have one: a batch is one call."""
+    value = doc.get(name)
+    if value is None:
+        return ""
+    try:
+        found = rate_limits.normalized(value)
+    except ValueError as exc:
+        raise _err(name, str(exc), value) from None
+    if doc.get("batching") is not None:
+        raise _err(name, "cannot be combined with batching (a batch is one call)", value)
+    return found
+
+
 def _top_level_names(tree: ast.Module) -> set[str]:
     """Names a module binds at its top level: classes, functions, assignments, imports."""
     names: set[str] = set()
@@ -249,7 +266,7 @@ def check_entry_point(manifest: Manifest, source: bytes) -> None:
 KNOWN_KEYS = {
     "task_id", "name", "description", "version", "author", "category", "entry_point",
     "requirements", "tags", "queue", "priority", "timeout", "max_retries", "input_schema",
-    "output_schema", "executor_labels", "resources", "batching",
+    "output_schema", "executor_labels", "resources", "batching", "rate_limit",
 }  # fmt: skip
 
 
@@ -301,5 +318,6 @@ def parse_manifest(text: bytes | str) -> Manifest:
         executor_labels=_labels(doc, "executor_labels"),
         resources=_resources(doc, "resources"),
         batching=_batching(doc, "batching"),
+        rate_limit=_rate_limit(doc, "rate_limit"),
         raw=doc,
     )

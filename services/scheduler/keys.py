@@ -68,6 +68,12 @@ def events(run_id: str) -> str:
     return f"{PREFIX}e:{run_id}"
 
 
+def rate(name: str) -> str:
+    """STRING: when the next step of a rate-limited task ("<namespace>/<task_id>") may start
+    (ms, the theoretical arrival time of GCRA; dispatch.lua), expiring once it has passed."""
+    return f"{PREFIX}rate:{name}"
+
+
 def idempotency(request_id: str) -> str:
     """STRING request-id -> run-id, so a repeated submit returns the first run."""
     return f"{PREFIX}idem:{request_id}"

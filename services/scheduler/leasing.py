@@ -24,6 +24,7 @@ from common import refs
 from services.common.mapping import MissingValue
 from services.scheduler import keys, step_inputs, tracing
 from services.scheduler.clock import SYSTEM, Clock
+from services.scheduler.due_timer import DueTimer
 from services.scheduler.fleet import Assignment, ExecutorSession, Fleet
 from services.scheduler.idle_executors import AskedExecutors
 from services.scheduler.large_documents import LargeDocumentError, LargeDocuments
@@ -164,7 +165,7 @@ class Leaser:
         # and a freed slot calls for a round; otherwise only newly queued work does.
         self.saturated = True
         self._lock = asyncio.Lock()  # one round at a time, so slots are counted once
-        self._batch_wake: asyncio.TimerHandle | None = None  # see _batch_timer
+        self.due = DueTimer(queue, self.wake)  # for what a round left waiting until a time
 
     def wake(self) -> None:
         self.work_queued.set()
@@ -368,21 +369,7 @@ class Leaser:
             self.queue.queued_epoch != lease_round.epoch or self.queue.new_work
         ):
             self.wake()
-        if (due := self.queue.batch_due_ms) is not None:  # a short batch waits for more
-            self.queue.batch_due_ms = None
-            self._batch_timer(due, now)
-
-    def _batch_timer(self, due_ms: int, now_ms: int) -> None:
-        """Lease again when a short batch left waiting is due (once, at the earliest due)."""
-        loop = asyncio.get_running_loop()
-        at = loop.time() + max(0.0, (due_ms - now_ms) / 1000)
-        timer = self._batch_wake
-        pending = timer is not None and not timer.cancelled() and timer.when() > loop.time()
-        if timer is not None and pending:
-            if timer.when() <= at:
-                return
-            timer.cancel()
-        self._batch_wake = loop.call_at(at, self.queue.work_was_queued)
+        self.due.take(now)  # a short batch, or a rate-limited step put aside
 
     async def _prepare(self, session: ExecutorSession, leased: Leased) -> Prepared | Completion:
         """A leased step's input, or the failure that ends the attempt when it cannot be

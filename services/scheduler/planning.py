@@ -112,6 +112,11 @@ class PlannedStep:
                     if t.batching[0]
                     else {}
                 ),
+                **(
+                    {"rate": repr(t.rate_interval_ms), "rate_key": f"{self.namespace}/{t.task_id}"}
+                    if t.rate_interval_ms
+                    else {}
+                ),
                 **({"log_level": self.log_level} if self.log_level else {}),
                 **({"max_parallel": str(self.max_parallel)} if self.max_parallel else {}),
             },

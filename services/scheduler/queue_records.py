@@ -66,12 +66,12 @@ def dispatch_calls(wants: list[Want], lease_ms: int, now: int) -> list[tuple[str
     ]
 
 
-def leases_of(raw: list[Any]) -> tuple[list[Leased], int | None]:
-    """A dispatch.lua reply: the leased steps, and when a short batch it left waiting is
-    due (ms; ``None`` when none waits)."""
-    leased = [leased_of(item) for item in raw if not isinstance(item, int)]
-    due = [item for item in raw if isinstance(item, int)]
-    return leased, (due[0] if due else None)
+def leases_of(raw: list[Any]) -> tuple[list[Leased], dict[str, int]]:
+    """A dispatch.lua reply: the leased steps, and what it left waiting until when (ms):
+    ``batch`` a short batch in its queue, ``delayed`` a rate-limited step put aside."""
+    leased = [leased_of(item) for item in raw if not isinstance(item, list)]
+    due = {kind.decode(): int(at) for kind, at in (i for i in raw if isinstance(i, list))}
+    return leased, due
 
 
 @dataclass(frozen=True)

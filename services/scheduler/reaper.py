@@ -115,6 +115,7 @@ class Reaper:
     async def promote_due(self) -> None:
         if await self.queue.promote_due():
             self.leaser.wake()
+        self.leaser.due.take(self.queue.clock.now_ms())  # the next one, if any, on time
 
     async def refresh_queue_variants(self) -> None:
         before = len(self.queue.queue_variants)

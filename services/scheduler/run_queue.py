@@ -83,7 +83,10 @@ class RunQueue:
         # queue, so that only as many idle executors as there are new steps are asked.
         self.queued_epoch = 0
         self.new_work: Counter[str] = Counter()
-        self.batch_due_ms: int | None = None  # when the first short batch left waiting is due
+        # When the first thing left waiting is due (ms; DueTimer): a short batch in its queue
+        # (``batch``), a step put aside in the delayed set (``delayed``: a rate limit's
+        # reserved start, a retry).
+        self.due_ms: dict[str, int] = {}
         self._lines = ScriptLines(client)
         self.reader = RunReader(client)  # the read side, for whoever reports runs
         self.notes = RunNotes(client, clock, finished_ttl_s)  # what changes no run's state
@@ -273,8 +276,8 @@ class RunQueue:
         for raw in replies:
             leased, due = leases_of(raw)
             found.append(leased)
-            if due is not None and (self.batch_due_ms is None or due < self.batch_due_ms):
-                self.batch_due_ms = due
+            for kind, at in due.items():
+                self._due(kind, at)
         return found
 
     def work_was_queued(self, on: Counter[str] | None = None, wake: bool = True) -> None:
@@ -355,10 +358,16 @@ class RunQueue:
         count = int(words[0])
         return words[1 : 1 + count], pairs_of(words[1 + count :])
 
+    def _due(self, kind: str, due_ms: int | None) -> None:
+        if due_ms is not None and due_ms < self.due_ms.get(kind, due_ms + 1):
+            self.due_ms[kind] = due_ms
+
     async def promote_due(self, limit: int = 500) -> int:
-        """Queue the retries that came due; every replica asks only those queues' executors."""
+        """Queue the steps of the delayed set that came due (retries, rate-limited steps);
+        every replica asks only those queues' executors. Notes when the next is due."""
         raw = await self._call("promote_due", self.clock.now_ms(), limit)
-        queued = Counter(q.decode() for q in raw)
+        self._due("delayed", next((n for n in raw if isinstance(n, int)), None))
+        queued = Counter(q.decode() for q in raw if not isinstance(q, int))
         if queued:
             self.work_was_queued(queued)
             await self.redis.publish(keys.WAKE_CHANNEL, wake.message(self.origin, queued))

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from common import rate_limits
 from common.client_core import AsyncCaller, Metadata
 from common.errors import InvalidArgument, NotFound, Unavailable, WtmError
 from services.common.auth import NAMESPACE_HEADER
@@ -35,6 +36,8 @@ class ResolvedTask:
     executor_labels: dict[str, str] = field(default_factory=dict)
     # task.json "batching": (max_batch_size, max_wait_ms); (0, 0) when it does not batch
     batching: tuple[int, int] = (0, 0)
+    # task.json "rate_limit" as the time between two starts (ms; 0.0: no limit)
+    rate_interval_ms: float = 0.0
 
     @property
     def queue_key(self) -> str:
@@ -172,6 +175,7 @@ class TaskCatalog:
             manifest.get("input_schema") or {},
             dict(manifest.get("executor_labels") or {}),
             batching_of(manifest),
+            rate_limits.interval_ms(manifest.get("rate_limit") or ""),
         )
         if "/" not in task_id:
             self._tasks[(namespace, task_id, t.version)] = resolved

@@ -821,8 +821,7 @@ def test_a_short_batch_waits_for_its_max_wait_then_goes_as_it_is(on_valkey) -> N
         await submit(q, "plain", [step("a")])
         want = [Want("ex1", ["q"], 2, True)]
         [first] = await q.dispatch_many(want, 10_000)  # b0 waits; plain, behind it, goes
-        due = q.batch_due_ms
-        q.batch_due_ms = None
+        due = q.due_ms.pop("batch")
         q.clock.advance(0.2)  # type: ignore[attr-defined]
         await submit(q, "b1", [batching_step("a", wait_ms=500)])
         [second] = await q.dispatch_many(want, 10_000)  # still short of 3: waits on
@@ -861,3 +860,95 @@ def test_retries_that_come_due_name_their_queues(on_valkey) -> None:  # noqa: AN
     promoted, new_work, epoch_moved, message, origin = on_valkey(scenario)
     assert (promoted, new_work, epoch_moved) == (2, {"q": 1, "vision": 1}, 0)
     assert wake.parse(message) == (origin, {"q": 1, "vision": 1})
+
+
+def limited_step(step_id: str, interval_ms: float, key: str = "default/api_call") -> QueuedStep:
+    """A step of a task with a rate limit (task.json rate_limit: one start every interval)."""
+    s = step(step_id)
+    fields = {**s.fields, "rate": repr(interval_ms), "rate_key": key}
+    return QueuedStep(s.step_id, s.deps, s.dependents, fields)
+
+
+def test_a_rate_limited_task_starts_one_step_per_interval_over_every_executor(on_valkey) -> None:  # noqa: ANN001
+    """Five steps of a task limited to one start per 250 ms, from five runs, asked for by two
+    executors with room for all: one starts now, the others are given the next four start
+    times and put aside until then (each once), and start when promoted at their times,
+    whichever executor asks; another task's steps and another namespace's are not held."""
+
+    async def scenario(q: RunQueue) -> tuple[Any, ...]:
+        t0 = q.clock.now_ms()
+        for n in range(5):
+            await submit(q, f"r{n}", [limited_step("a", 250.0)])
+        await submit(q, "plain", [step("a")])
+        await submit(q, "theirs", [limited_step("a", 250.0, key="team-b/api_call")])
+        got = await q.dispatch_many(
+            [Want("e1", ["q"], 4, False), Want("e2", ["q"], 4, False)], 10_000
+        )
+        due = dict(q.due_ms)
+        aside = await q.redis.zrange(keys.DELAYED, 0, -1, withscores=True)
+        starts: list[tuple[int, str, str]] = [
+            (0, x.run_id, e) for e, leased in zip(("e1", "e2"), got, strict=True) for x in leased
+        ]
+        again = await q.dispatch("e2", ["q"], 4, 10_000)  # nothing more before its time
+        for _ in range(8):
+            q.clock.advance(0.125)  # type: ignore[attr-defined]
+            await q.promote_due()
+            for e in ("e1", "e2"):
+                for x in await q.dispatch(e, ["q"], 4, 10_000):
+                    starts.append((q.clock.now_ms() - t0, x.run_id, e))
+                    fields = await q.redis.hgetall(keys.step(x.run_id, "a"))
+                    assert b"rate_at" not in fields  # its reserved start is spent
+        return starts, due, aside, again, t0
+
+    starts, due, aside, again, t0 = on_valkey(scenario)
+    first = sorted(r for ms, r, _ in starts if ms == 0)
+    assert first == ["plain", "r0", "theirs"]  # one of the task's, and those not held by it
+    assert [(m.decode(), s - t0) for m, s in aside] == [
+        ("r1:a", 250), ("r2:a", 500), ("r3:a", 750), ("r4:a", 1000)
+    ]  # fmt: skip
+    assert due == {"delayed": t0 + 250} and again == []
+    later = [(ms, r) for ms, r, _ in starts if ms > 0]
+    assert later == [(250, "r1"), (500, "r2"), (750, "r3"), (1000, "r4")]
+
+
+def test_a_retry_of_a_rate_limited_step_takes_a_start_of_its_own(on_valkey) -> None:  # noqa: ANN001
+    """The limit counts attempts: a failed attempt's retry waits for the next free start."""
+
+    async def scenario(q: RunQueue) -> tuple[Any, ...]:
+        s = limited_step("a", 1000.0)
+        retried = QueuedStep(s.step_id, s.deps, s.dependents, {**s.fields, "max_retries": "1"})
+        await submit(q, "r0", [retried])
+        t0 = q.clock.now_ms()
+        [leased] = await q.dispatch("e1", ["q"], 1, 10_000)
+        q.clock.advance(0.1)  # type: ignore[attr-defined]
+        await q.complete(leased.member, 1, "FAILED", "", "boom", q.clock.now_ms())  # due now
+        await q.promote_due()
+        soon = await q.dispatch("e1", ["q"], 1, 10_000)  # 100 ms after the first start: aside
+        aside = await q.redis.zscore(keys.DELAYED, "r0:a")
+        q.clock.advance(0.9)  # type: ignore[attr-defined]
+        await q.promote_due()
+        [then] = await q.dispatch("e1", ["q"], 1, 10_000)
+        return soon, aside - t0, then.attempt
+
+    soon, reserved, attempt = on_valkey(scenario)
+    assert soon == [] and reserved == 1000 and attempt == 2
+
+
+def test_rate_limited_steps_promoted_late_do_not_start_together(on_valkey) -> None:  # noqa: ANN001
+    """Put aside for 250 and 500 ms but asked for only at 1.6 s (no timer, no free place):
+    more than a second late, each takes a new start — one now, the other 250 ms on."""
+
+    async def scenario(q: RunQueue) -> tuple[Any, ...]:
+        t0 = q.clock.now_ms()
+        for n in range(3):
+            await submit(q, f"r{n}", [limited_step("a", 250.0)])
+        [first] = await q.dispatch_many([Want("e1", ["q"], 4, False)], 10_000)
+        q.clock.advance(1.6)  # type: ignore[attr-defined]
+        await q.promote_due()
+        late = await q.dispatch("e1", ["q"], 4, 10_000)
+        aside = await q.redis.zrange(keys.DELAYED, 0, -1, withscores=True)
+        return [x.run_id for x in first], [x.run_id for x in late], aside, t0
+
+    first, late, aside, t0 = on_valkey(scenario)
+    assert first == ["r0"] and late == ["r1"]
+    assert [(m.decode(), s - t0) for m, s in aside] == [("r2:a", 1850)]

@@ -40,6 +40,7 @@ def test_lua_key_helpers_name_the_keys_keys_py_names() -> None:
         "fair_key": keys.FAIR,
         "unfinished_key": keys.UNFINISHED,
         "deadlines_key": keys.DEADLINES,
+        "rate_key": keys.rate("X"),
     }
 
 

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from common.errors import InvalidArgument
+from common.rate_limits import interval_ms
 from services.registry.manifest import parse_manifest, version_sort_key
 from services.scheduler.queue_names import queue_variant, serves
 
@@ -46,6 +47,13 @@ def test_defaults_fill_what_task_json_leaves_out() -> None:
         ({"batching": {"max_batch_size": 1000}}, "batching.max_batch_size"),
         ({"batching": {"max_wait_ms": -1}}, "batching.max_wait_ms"),
         ({"batching": {"max_batch": 8}}, "batching.max_batch"),
+        ({"rate_limit": 10}, "rate_limit"),
+        ({"rate_limit": "10/d"}, "rate_limit"),
+        ({"rate_limit": "0/s"}, "rate_limit"),
+        ({"rate_limit": "1.5/s"}, "rate_limit"),
+        ({"rate_limit": "\uff11/s"}, "rate_limit"),
+        ({"rate_limit": "20000/s"}, "rate_limit"),
+        ({"rate_limit": "5/s", "batching": {"max_batch_size": 4}}, "rate_limit"),
         ({"requirements": ["numpy", "numpy >= >= 1"]}, "requirements[1]"),
         ({"requirements": ["--index-url=https://example.invalid"]}, "requirements[0]"),
         (
@@ -58,6 +66,13 @@ def test_each_bad_field_is_named(fields: dict[str, object], named: str) -> None:
     with pytest.raises(InvalidArgument) as err:
         parse_manifest(manifest(**fields))
     assert f"task.json: {named}:" in str(err.value)
+
+
+def test_a_rate_limit_is_a_count_per_second_minute_or_hour() -> None:
+    assert parse_manifest(manifest(rate_limit="10/s")).rate_limit == "10/s"
+    assert parse_manifest(manifest(rate_limit="0100/m")).rate_limit == "100/m"
+    assert parse_manifest(manifest()).rate_limit == ""
+    assert [interval_ms(r) for r in ("10/s", "3/m", "1/h")] == [100.0, 20_000.0, 3_600_000.0]
 
 
 def test_missing_task_id_is_named() -> None:

@@ -8,6 +8,8 @@
 --   P..'o:'..run_id          HASH    outputs of the steps the step reads (read)
 --   P..'e:'..run_id          STREAM  run events (XADD)
 --   P..'l:'..step-key        LIST    the previous attempt's log lines (DEL)
+--   P..'rate:'..rate_key     STRING  when a rate-limited task's next step may start (GET, SET)
+--   P..'delayed'             ZSET    a rate-limited step's reserved start (ZADD)
 -- ARGV: P, now_ms, lease_ms, executor_id, max_n, lease_token, batching ('1': the executor
 --       runs dynamic batches), queue names...
 -- Each lease gets the id lease_token..'.'..n (the token is random per call), which the
@@ -21,10 +23,18 @@
 -- id) and take one of the max_n places. A batch short of its size whose first step was
 -- queued less than 'batch_wait' ms ago stays queued (as do later steps of its version, this
 -- call) until then, or until the batch fills.
+-- Rate limits: a step with 'rate' (ms between two starts of its task in its namespace,
+-- 'rate_key') takes the next start time the task's key allows (GCRA: one every 'rate' ms,
+-- no burst, shared by every executor and replica). If that is now, it is leased; else the
+-- time is its own ('rate_at'), and it waits in the delayed set until then, when it is
+-- queued again and leased without asking (each step is put aside once, not every round),
+-- unless it is asked for more than a second (or its interval) after its time: then it
+-- takes a new one.
 -- Returns: a list of JSON objects {member, attempt, step (flat HGETALL), input, outputs,
 --          trace = {trace_id, run_span} of the run, spans = {step read -> its span id},
 --          started = true when this dispatch made the run RUNNING, call = the batch's id};
---          then, when a short batch was left waiting, a number: when it is due (ms).
+--          then {'batch', when the first short batch left waiting is due (ms)} if one was,
+--          and {'delayed', the earliest start reserved} if a rate-limited step was put aside.
 local P, now, lease_ms, executor, max_n = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 local token, batching = ARGV[6], ARGV[7] == '1'
 local queues = {}
@@ -49,6 +59,7 @@ local function pop()
 end
 
 local out = {}
+local deferred, waiting, due_first, aside_first = {}, {}, nil, nil
 -- Leases one QUEUED step (f: its state, attempt, reads) as one of call (nil: alone).
 local function lease(member, f, call)
   local sh = step_hash(P, member)
@@ -57,6 +68,7 @@ local function lease(member, f, call)
   local attempt = (tonumber(f[2]) or 0) + 1
   redis.call('HSET', sh, 'attempt', attempt, 'state', 'RUNNING', 'executor', executor,
     'started_ms', now, 'lease', token .. '.' .. (#out + 1))
+  if f[10] then redis.call('HDEL', sh, 'rate_at') end  -- its reserved start came
   if attempt > 1 then  -- what the previous attempt left
     redis.call('HDEL', sh, 't_recv', 't_p0', 't_p1', 't_sent', 't_rep', 'logs')
     redis.call('DEL', logs_key(P, member))
@@ -88,8 +100,29 @@ local function lease(member, f, call)
     trace = {run[2], run[3]}, spans = spans, started = run_started, call = call}))
 end
 
+-- A rate-limited step's start: true when it may start now (the key moves on one interval),
+-- else it is put aside until the time it was given.
+local function rate_allows(member, interval, name)
+  local key = rate_key(P, name)
+  local at = math.max(tonumber(redis.call('GET', key) or '0'), tonumber(now))
+  local next_at = at + interval
+  redis.call('SET', key, tostring(next_at), 'PX', math.ceil(next_at - tonumber(now)) + 1000)
+  if at <= tonumber(now) then return true end
+  at = math.ceil(at)
+  redis.call('HSET', step_hash(P, member), 'rate_at', at)
+  redis.call('ZADD', delayed_key(P), at, member)
+  if aside_first == nil or at < aside_first then aside_first = at end
+  return false
+end
+
+-- Whether a step put aside starts on its reserved start: when it is asked for within a
+-- second (or its interval, if longer) of it; later (no place was free then), it takes a new
+-- one, so that steps kept waiting do not start together.
+local function kept_start(interval, rate_at)
+  return rate_at ~= false and tonumber(now) - tonumber(rate_at) < math.max(interval, 1000)
+end
+
 local heads, pops = 0, 0
-local deferred, waiting, due_first = {}, {}, nil
 local frontier = {}  -- first-step band -> the highest start tag leased (lib.lua's fair share)
 local function leased(score)
   local band, tag = first_tag(tonumber(score))
@@ -100,10 +133,13 @@ while heads < max_n and pops < max_n + 256 do
   if not member then break end
   pops = pops + 1
   local f = redis.call('HMGET', step_hash(P, member), 'state', 'attempt', 'reads', 'batch',
-    'digest', 'batch_wait', 'queued_ms')
+    'digest', 'batch_wait', 'queued_ms', 'rate', 'rate_key', 'rate_at')
   local size = batching and tonumber(f[4] or '0') or 0
   if f[1] ~= 'QUEUED' then
     -- not ready after all (ended meanwhile): dropped from the queue
+  elseif f[8] and not kept_start(tonumber(f[8]), f[10])
+    and not rate_allows(member, tonumber(f[8]), f[9]) then
+    -- its task's rate limit gave it a later start: it waits in the delayed set
   elseif size < 2 then
     heads = heads + 1
     lease(member, f, nil)
@@ -136,5 +172,6 @@ while heads < max_n and pops < max_n + 256 do
 end
 for _, d in ipairs(deferred) do redis.call('ZADD', d[1], d[2], d[3]) end
 for band, tag in pairs(frontier) do advance_fair(P, band, tag) end
-if due_first then out[#out + 1] = due_first end
+if due_first then out[#out + 1] = {'batch', due_first} end
+if aside_first then out[#out + 1] = {'delayed', aside_first} end
 return out

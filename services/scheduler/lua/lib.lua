@@ -15,6 +15,7 @@ local function held_key(P, run_id) return P .. 'h:' .. run_id end
 local function fair_key(P) return P .. 'fair' end
 local function unfinished_key(P) return P .. 'unfinished' end
 local function deadlines_key(P) return P .. 'deadlines' end
+local function rate_key(P, name) return P .. 'rate:' .. name end
 
 -- Score: priority band (higher priority first; steps of runs in flight before first steps),
 -- then, within a band, an order: for steps of runs in flight, enqueue time in ms; for first

@@ -1,4 +1,5 @@
--- promote_due.lua: move retries whose backoff has elapsed back onto their queues.
+-- promote_due.lua: move the delayed steps that came due (retries whose backoff has elapsed,
+-- rate-limited steps whose reserved start came) back onto their queues.
 -- KEYS: none declared; derived from the prefix P = ARGV[1] (see services/scheduler/keys.py):
 --   P..'delayed'             ZSET    retry due times (read, ZREM)
 --   P..'s:'..step-key        HASH    the step (read, written)
@@ -6,7 +7,7 @@
 --   P..'fair'                HASH    fair share of new work: virtual time, namespaces' tags
 -- ARGV: P, now_ms, limit
 -- Returns: the queue of each step queued (one entry per step), so that only the executors
--- of those queues are asked.
+-- of those queues are asked; then, if the delayed set holds more, when the next is due (ms).
 local P, now, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local due = redis.call('ZRANGEBYSCORE', delayed_key(P), '-inf', now, 'LIMIT', 0, limit)
 local queued = {}
@@ -18,4 +19,6 @@ for _, member in ipairs(due) do
     queued[#queued + 1] = f[2]
   end
 end
+local after = redis.call('ZRANGE', delayed_key(P), 0, 0, 'WITHSCORES')
+if after[2] then queued[#queued + 1] = math.floor(tonumber(after[2])) end
 return queued

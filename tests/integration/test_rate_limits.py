@@ -1,0 +1,47 @@
+"""A task's rate limit (task.json "rate_limit", Celery's): at most N of its steps start per
+second, minute or hour in a namespace, over every executor, one per interval — on the real
+stack."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from clients.sdk import ApiError, Client
+from tests.integration.test_registry import make_task
+
+
+def test_a_rate_limited_tasks_steps_start_one_per_interval_and_others_pass(
+    client: Client, tmp_path: Path
+) -> None:
+    """Six runs of a task limited to 4 a second, submitted at once to a fleet with room for
+    them: the n-th step starts n × 250 ms after the first or later (from the runs' own
+    records), in about the 1.25 s the limit needs, while a task without a limit runs at once
+    meanwhile."""
+    client.register_task(make_task(tmp_path, "api_call", rate_limit="4/s"))
+    client.register_task(make_task(tmp_path, "free_call"))
+    _, run_ids = client.submit_many([{"n": n} for n in range(6)], task="api_call")
+    submitted = time.monotonic()
+    free = client.run(task="free_call", input={}, timeout=30)
+    free_took = time.monotonic() - submitted
+    runs = [client.wait(r, timeout=30) for r in run_ids]
+    assert [r.state for r in runs] == ["COMPLETED"] * 6 and free.state == "COMPLETED"
+    starts = sorted(r.steps[0].started_at for r in runs)  # type: ignore[type-var]
+    after = [(s - starts[0]).total_seconds() for s in starts]  # type: ignore[operator]
+    # Each on or after its start (whole ms, one scheduler's clock), and on time: one every
+    # 250 ms, not several together a reaper's second late (a step that started late by a
+    # few ms makes the gap after it shorter by as much: the median).
+    assert all(t >= 0.25 * i for i, t in enumerate(after)), after
+    gaps = sorted(b - a for a, b in zip(after, after[1:], strict=False))
+    assert 0.24 <= gaps[2] <= 0.5 and after[-1] < 1.25 + 1.0, after
+    assert free_took < 1.0  # not held behind the limited task's steps
+
+
+def test_a_bad_rate_limit_is_refused_naming_the_field(client: Client, tmp_path: Path) -> None:
+    for bad in ("10/d", "0/s", 5):
+        with pytest.raises(ApiError) as err:
+            client.register_task(make_task(tmp_path / str(bad), "badly_limited", rate_limit=bad))
+        assert err.value.code == "INVALID_ARGUMENT"
+        assert err.value.message.startswith("task.json: rate_limit: must be 'N/s', 'N/m' or")
