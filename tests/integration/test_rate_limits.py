@@ -37,6 +37,9 @@ def test_a_rate_limited_tasks_steps_start_one_per_interval_and_others_pass(
     gaps = sorted(b - a for a, b in zip(after, after[1:], strict=False))
     assert 0.24 <= gaps[2] <= 0.5 and after[-1] < 1.25 + 1.0, after
     assert free_took < 1.0  # not held behind the limited task's steps
+    last = max(runs, key=lambda r: r.steps[0].started_at)  # type: ignore[arg-type, return-value]
+    said = [e.message for e in client.watch(last.run_id, timeout=10) if e.step_id]
+    assert any(m.endswith(" ms for its task's rate limit") for m in said), said
 
 
 def test_a_bad_rate_limit_is_refused_naming_the_field(client: Client, tmp_path: Path) -> None:

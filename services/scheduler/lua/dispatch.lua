@@ -9,7 +9,7 @@
 --   P..'e:'..run_id          STREAM  run events (XADD)
 --   P..'l:'..step-key        LIST    the previous attempt's log lines (DEL)
 --   P..'rate:'..rate_key     STRING  when a rate-limited task's next step may start (GET, SET)
---   P..'delayed'             ZSET    a rate-limited step's reserved start (ZADD)
+--   P..'delayed'             ZSET    a rate-limited step's reserved start (ZADD; an event says so)
 -- ARGV: P, now_ms, lease_ms, executor_id, max_n, lease_token, batching ('1': the executor
 --       runs dynamic batches), queue names...
 -- Each lease gets the id lease_token..'.'..n (the token is random per call), which the
@@ -102,7 +102,7 @@ end
 
 -- A rate-limited step's start: true when it may start now (the key moves on one interval),
 -- else it is put aside until the time it was given.
-local function rate_allows(member, interval, name)
+local function rate_allows(member, interval, name, attempts)
   local key = rate_key(P, name)
   local at = math.max(tonumber(redis.call('GET', key) or '0'), tonumber(now))
   local next_at = at + interval
@@ -111,6 +111,9 @@ local function rate_allows(member, interval, name)
   at = math.ceil(at)
   redis.call('HSET', step_hash(P, member), 'rate_at', at)
   redis.call('ZADD', delayed_key(P), at, member)
+  local run_id = run_of(member)
+  emit(P, run_id, string.sub(member, #run_id + 2), tonumber(attempts) or 0, 'QUEUED',
+    'waits ' .. (at - tonumber(now)) .. ' ms for its task\'s rate limit', now)
   if aside_first == nil or at < aside_first then aside_first = at end
   return false
 end
@@ -138,7 +141,7 @@ while heads < max_n and pops < max_n + 256 do
   if f[1] ~= 'QUEUED' then
     -- not ready after all (ended meanwhile): dropped from the queue
   elseif f[8] and not kept_start(tonumber(f[8]), f[10])
-    and not rate_allows(member, tonumber(f[8]), f[9]) then
+    and not rate_allows(member, tonumber(f[8]), f[9], f[2]) then
     -- its task's rate limit gave it a later start: it waits in the delayed set
   elseif size < 2 then
     heads = heads + 1
