@@ -26,7 +26,6 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 
 from clients import requests
 from clients.errors import (
-    ApiError,
     DataLoss,
     DeadlineExceeded,
     Unavailable,
@@ -335,32 +334,11 @@ class AsyncClient(_Connection, AsyncScheduleMethods):
         latest: bool = False,
     ) -> ResumedRuns:
         """As ``Client.resume_runs``."""
-        requests.check_cancel_filters(batch_id, labels, task_id, pipeline_id)
-        found = set()
-        for state in requests.RESUMABLE:
-            async for r in self.list_runs(
-                state.value, pipeline_id, task_id, batch_id, page_size=1000, labels=labels
-            ):
-                found.add(r.run_id)
-        room = asyncio.Semaphore(requests.CANCELS_IN_FLIGHT)
-
-        async def resume(run_id: str) -> RunInfo | str:
-            async with room:
-                try:
-                    for _ in range(requests.RESUME_CHAIN_MAX):
-                        request_id = requests.resume_request_id(run_id)
-                        again = await self.rerun(run_id, latest, request_id, from_failure=True)
-                        if not requests.failed_again(again):
-                            return again
-                        run_id = again.run_id  # as Client.resume_runs
-                    return requests.CHAIN_TOO_LONG
-                except ApiError as exc:
-                    return f"{exc.code}: {exc.message}"
-
-        result, ids = ResumedRuns(), sorted(found)
-        for run_id, again in zip(ids, await asyncio.gather(*map(resume, ids)), strict=True):
-            requests.sort_resumed(result, run_id, again)
-        return result
+        request = requests.resume_runs(batch_id, labels, task_id, pipeline_id, latest)
+        result = ResumedRuns()
+        async for reply in self._s.pages(self._scheduler.ResumeRuns, request):
+            requests.add_resumed(result, reply)
+        return requests.in_order(result)
 
     async def cancel(self, run_id: str, reason: str = "") -> RunInfo:
         return RunInfo.from_proto((await self._cancel(run_id, reason)).run)

@@ -77,20 +77,6 @@ def _set_times(
         request.start_delay.FromNanoseconds(int(start_delay * 1e9))
 
 
-def check_cancel_filters(
-    batch_id: str, labels: dict[str, str] | None, task_id: str, pipeline_id: str
-) -> None:
-    """``cancel_runs`` cancels what its filters match: at least one is needed."""
-    if not (batch_id or labels or task_id or pipeline_id):
-        raise InvalidArgument(
-            "name a batch, labels, a task or a pipeline: no filter would cancel every run",
-            field="filter",
-        )
-
-
-CANCELS_IN_FLIGHT = 16  # resume_runs' calls at once (one after another: ~2.7 ms a run here)
-
-
 def cancel_runs(
     reason: str, batch_id: str, labels: dict[str, str] | None, task_id: str, pipeline_id: str
 ) -> spb.CancelRunsRequest:
@@ -111,29 +97,30 @@ def add_cancelled(result: CancelledRuns, reply: spb.CancelRunsResponse) -> None:
     result.not_theirs += list(reply.not_theirs)
 
 
-# The states of a run that resuming takes over from (SubmitRunRequest.reuse_from).
-RESUMABLE = (State.FAILED, State.CANCELLED, State.TIMED_OUT)
-RESUME_CHAIN_MAX = 20  # resumes of resumes followed by one ``resume_runs``, at most
-CHAIN_TOO_LONG = f"FAILED_PRECONDITION: resumed {RESUME_CHAIN_MAX} times already"
+def resume_runs(
+    batch_id: str, labels: dict[str, str] | None, task_id: str, pipeline_id: str, latest: bool
+) -> spb.ResumeRunsRequest:
+    """The first page's request of ``resume_runs`` (the scheduler checks the filters)."""
+    return spb.ResumeRunsRequest(
+        batch_id=batch_id,
+        labels=labels or {},
+        task_id=task_id,
+        pipeline_id=pipeline_id,
+        latest=latest,
+    )
 
 
-def failed_again(run: RunInfo) -> bool:
-    """Whether the run a resume's request id gave had already ended without success: an
-    earlier ``resume_runs``' resume, to be resumed in turn (a new run has not ended)."""
-    return run.state in RESUMABLE
+def add_resumed(result: ResumedRuns, reply: spb.ResumeRunsResponse) -> None:
+    """Add one page of ``resume_runs``' answer to ``result``."""
+    result.resumed += [(r.run_id, RunInfo.from_proto(r.resumed_by)) for r in reply.resumed]
+    result.refused += [(r.run_id, r.reason) for r in reply.refused]
 
 
-def resume_request_id(run_id: str) -> str:
-    """``resume_runs``' request id for resuming ``run_id``: each run is resumed once."""
-    return f"resume/{run_id}"
-
-
-def sort_resumed(result: ResumedRuns, run_id: str, again: RunInfo | str) -> None:
-    """File one answer of ``resume_runs``: the run resuming ``run_id``, or why none does."""
-    if isinstance(again, str):
-        result.refused.append((run_id, again))
-    else:
-        result.resumed.append((run_id, again))
+def in_order(result: ResumedRuns) -> ResumedRuns:
+    """``result`` with its runs in the order of their ids, as the pages do not keep one."""
+    result.resumed.sort(key=lambda pair: pair[0])
+    result.refused.sort()
+    return result
 
 
 RERUN_OF = "wtm.rerun_of"  # the label a rerun carries: the run it ran again

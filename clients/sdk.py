@@ -22,7 +22,6 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -502,32 +501,11 @@ class Client(_Connection, ScheduleMethods):
         Raises:
             InvalidArgument: no filter given.
         """
-        requests.check_cancel_filters(batch_id, labels, task_id, pipeline_id)
-        found = {
-            r.run_id
-            for state in requests.RESUMABLE
-            for r in self.list_runs(
-                state.value, pipeline_id, task_id, batch_id, page_size=1000, labels=labels
-            )
-        }
-
-        def resume(run_id: str) -> RunInfo | str:
-            try:
-                for _ in range(requests.RESUME_CHAIN_MAX):
-                    request_id = requests.resume_request_id(run_id)
-                    again = self.rerun(run_id, latest, request_id, from_failure=True)
-                    if not requests.failed_again(again):
-                        return again
-                    run_id = again.run_id  # its resume ended without success: resume that
-                return requests.CHAIN_TOO_LONG
-            except ApiError as exc:  # this one's: the others go on
-                return f"{exc.code}: {exc.message}"
-
-        result, ids = ResumedRuns(), sorted(found)
-        with ThreadPoolExecutor(requests.CANCELS_IN_FLIGHT) as pool:
-            for run_id, again in zip(ids, pool.map(resume, ids), strict=True):
-                requests.sort_resumed(result, run_id, again)
-        return result
+        request = requests.resume_runs(batch_id, labels, task_id, pipeline_id, latest)
+        result = ResumedRuns()
+        for reply in self._s.pages(self._scheduler.ResumeRuns, request):
+            requests.add_resumed(result, reply)
+        return requests.in_order(result)
 
     def cancel(self, run_id: str, reason: str = "") -> RunInfo:
         """Cancel a run: queued steps are dropped, running ones stopped. A finished run is

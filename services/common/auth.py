@@ -114,6 +114,7 @@ METHOD_PERMISSIONS: dict[str, Permission] = {
     _S + "WatchRun": P.READ,
     _S + "CancelRun": P.CANCEL,
     _S + "CancelRuns": P.CANCEL,  # another key's runs: CANCEL_ANY, checked per run
+    _S + "ResumeRuns": P.SUBMIT,  # each resume is a submit (as GetRun, then SubmitRun)
     _S + "ListRuns": P.READ,
     _S + "ListExecutors": P.READ,
     _S + "ListQueues": P.READ,

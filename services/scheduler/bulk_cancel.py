@@ -19,7 +19,7 @@ from services.scheduler.models import Run
 from services.scheduler.planning import label_pairs
 from services.scheduler.runs import RunService
 
-UNFINISHED = {"$in": ["QUEUED", "RUNNING"]}  # as the history shows them (written behind)
+UNFINISHED = ["QUEUED", "RUNNING"]  # as the history shows them (written behind)
 AT_ONCE = 32  # cancels in flight at once on one page
 DEFAULT_REASON = "cancelled by a user"
 
@@ -45,12 +45,24 @@ class RunFilter:
     task_id: str = ""
     pipeline_id: str = ""
 
-    def check(self) -> None:
+    def check(self, verb: str) -> None:
         if not (self.batch_id or self.labels or self.task_id or self.pipeline_id):
             raise InvalidArgument(
-                "name a batch, labels, a task or a pipeline: no filter would cancel every run",
+                f"name a batch, labels, a task or a pipeline: no filter would {verb} every run",
                 field="filter",
             )
+
+    def query(self, states: list[str], namespace: str) -> dict[str, object]:
+        """The history's query for the runs in ``states`` that it matches (but labels)."""
+        found: dict[str, object] = {
+            "state": {"$in": states},
+            "batch_id": self.batch_id,
+            "task_id": self.task_id,
+            "pipeline_id": self.pipeline_id,
+        }
+        if namespace != auth.ALL_NAMESPACES:
+            found["namespace"] = namespace
+        return found
 
 
 async def cancel_page(
@@ -62,18 +74,10 @@ async def cancel_page(
     page_token: str = "",
 ) -> CancelledPage:
     """Cancel one page of the unfinished runs of ``namespace`` that ``which`` matches."""
-    which.check()
+    which.check("cancel")
     size = page_size_of(page_size, 500, 1000)
-    filters: dict[str, object] = {
-        "state": UNFINISHED,
-        "batch_id": which.batch_id,
-        "task_id": which.task_id,
-        "pipeline_id": which.pipeline_id,
-    }
-    if namespace != auth.ALL_NAMESPACES:
-        filters["namespace"] = namespace
     found, token = await runs.store.list_runs(
-        filters, None, None, size, page_token, label_pairs(which.labels)
+        which.query(UNFINISHED, namespace), None, None, size, page_token, label_pairs(which.labels)
     )
     caller = auth.current()
     page = CancelledPage(next_page_token=token)

@@ -14,6 +14,7 @@ from common.errors import InvalidArgument
 from services.common import auth
 from services.common.dependencies import dependency_to_proto
 from services.scheduler.bulk_cancel import RunFilter, cancel_page
+from services.scheduler.bulk_resume import resume_page
 from services.scheduler.fleet_report import FleetReport, busy_slots
 from services.scheduler.namespace_settings import FIELDS as NAMESPACE_FIELDS
 from services.scheduler.pauses import Pause
@@ -140,6 +141,21 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
             cancelled=[r.to_proto() for r in page.cancelled],
             ended=[r.to_proto() for r in page.ended],
             not_theirs=page.not_theirs,
+            next_page_token=page.next_page_token,
+        )
+
+    async def ResumeRuns(
+        self, request: spb.ResumeRunsRequest, context: aio.ServicerContext
+    ) -> spb.ResumeRunsResponse:
+        which = RunFilter(
+            request.batch_id, dict(request.labels), request.task_id, request.pipeline_id
+        )
+        page = await resume_page(
+            self._runs, auth.scope(), which, request.latest, request.page_size, request.page_token
+        )
+        return spb.ResumeRunsResponse(
+            resumed=[spb.ResumedRun(run_id=r, resumed_by=a.to_proto()) for r, a in page.resumed],
+            refused=[spb.RefusedResume(run_id=r, reason=why) for r, why in page.refused],
             next_page_token=page.next_page_token,
         )
 

@@ -114,6 +114,9 @@ def calls(
         "/wtm.v1.SchedulerService/CancelRuns": lambda: s.CancelRuns(
             spb.CancelRunsRequest(batch_id="nope")
         ),
+        "/wtm.v1.SchedulerService/ResumeRuns": lambda: s.ResumeRuns(
+            spb.ResumeRunsRequest(batch_id="nope")
+        ),
         "/wtm.v1.SchedulerService/ListRuns": lambda: s.ListRuns(spb.ListRunsRequest(page_size=1)),
         "/wtm.v1.SchedulerService/ListExecutors": lambda: s.ListExecutors(
             spb.ListExecutorsRequest()
@@ -230,6 +233,7 @@ class Theirs:
     key_id: str
     schedule_id: str
     waiting_run_id: str  # a run not yet started (an hour's delay): what a bulk cancel finds
+    cancelled_run_id: str  # a run cancelled: what a bulk resume finds
 
 
 @pytest.fixture(scope="module")
@@ -242,6 +246,8 @@ def theirs(client: Client, tmp_path_factory: pytest.TempPathFactory) -> Theirs:
     key, _ = client.create_api_key("default's viewer", "viewer", "default")
     schedule = client.create_schedule("ns-probe", task="echo", every=3600, paused=True)
     waiting = client.submit(task="echo", input={"secret": 2}, start_delay=3600)
+    cancelled = client.submit(task="echo", input={"secret": 3}, start_delay=3600)
+    client.cancel(cancelled.run_id)
     return Theirs(
         task,
         "ns_probe",
@@ -250,6 +256,7 @@ def theirs(client: Client, tmp_path_factory: pytest.TempPathFactory) -> Theirs:
         key.key_id,
         schedule.schedule_id,
         waiting.run_id,
+        cancelled.run_id,
     )
 
 
@@ -283,6 +290,10 @@ def other_namespace_calls(
     def bulk_cancel() -> list[str]:  # every run a bulk cancel of the task's runs came upon
         page = s.CancelRuns(spb.CancelRunsRequest(task_id=task))
         return [r.run_id for r in [*page.cancelled, *page.ended]] + list(page.not_theirs)
+
+    def bulk_resume() -> list[str]:  # every run a bulk resume of the task's runs came upon
+        page = s.ResumeRuns(spb.ResumeRunsRequest(task_id=task))
+        return [r.run_id for r in page.resumed] + [r.run_id for r in page.refused]
 
     hello = epb.ExecutorHello(
         executor_id="ns-x", queues=["default"], slots=1, namespaces=["default"]
@@ -355,6 +366,7 @@ def other_namespace_calls(
             lambda: s.CancelRun(spb.CancelRunRequest(run_id=t.run_id))
         ),
         "/wtm.v1.SchedulerService/CancelRuns": without(bulk_cancel, t.waiting_run_id),
+        "/wtm.v1.SchedulerService/ResumeRuns": without(bulk_resume, t.cancelled_run_id),
         "/wtm.v1.SchedulerService/ListRuns": without(
             lambda: [x.run_id for x in s.ListRuns(spb.ListRunsRequest(page_size=1000)).runs],
             t.run_id,

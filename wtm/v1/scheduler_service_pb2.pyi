@@ -213,6 +213,57 @@ class CancelRunsResponse(_message.Message):
     next_page_token: str
     def __init__(self, cancelled: _Optional[_Iterable[_Union[_run_pb2.Run, _Mapping]]] = ..., ended: _Optional[_Iterable[_Union[_run_pb2.Run, _Mapping]]] = ..., not_theirs: _Optional[_Iterable[str]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
+class ResumeRunsRequest(_message.Message):
+    __slots__ = ("batch_id", "labels", "task_id", "pipeline_id", "latest", "page_size", "page_token")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    PIPELINE_ID_FIELD_NUMBER: _ClassVar[int]
+    LATEST_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    batch_id: str
+    labels: _containers.ScalarMap[str, str]
+    task_id: str
+    pipeline_id: str
+    latest: bool
+    page_size: int
+    page_token: str
+    def __init__(self, batch_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., task_id: _Optional[str] = ..., pipeline_id: _Optional[str] = ..., latest: _Optional[bool] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ResumedRun(_message.Message):
+    __slots__ = ("run_id", "resumed_by")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    RESUMED_BY_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    resumed_by: _run_pb2.Run
+    def __init__(self, run_id: _Optional[str] = ..., resumed_by: _Optional[_Union[_run_pb2.Run, _Mapping]] = ...) -> None: ...
+
+class RefusedResume(_message.Message):
+    __slots__ = ("run_id", "reason")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    reason: str
+    def __init__(self, run_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ResumeRunsResponse(_message.Message):
+    __slots__ = ("resumed", "refused", "next_page_token")
+    RESUMED_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    resumed: _containers.RepeatedCompositeFieldContainer[ResumedRun]
+    refused: _containers.RepeatedCompositeFieldContainer[RefusedResume]
+    next_page_token: str
+    def __init__(self, resumed: _Optional[_Iterable[_Union[ResumedRun, _Mapping]]] = ..., refused: _Optional[_Iterable[_Union[RefusedResume, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
 class ListRunsRequest(_message.Message):
     __slots__ = ("state", "pipeline_id", "task_id", "batch_id", "created_after", "created_before", "page_size", "page_token", "labels")
     class LabelsEntry(_message.Message):

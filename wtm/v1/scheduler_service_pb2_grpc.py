@@ -65,6 +65,11 @@ class SchedulerServiceStub:
                 request_serializer=wtm_dot_v1_dot_scheduler__service__pb2.CancelRunsRequest.SerializeToString,
                 response_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.CancelRunsResponse.FromString,
                 _registered_method=True)
+        self.ResumeRuns = channel.unary_unary(
+                '/wtm.v1.SchedulerService/ResumeRuns',
+                request_serializer=wtm_dot_v1_dot_scheduler__service__pb2.ResumeRunsRequest.SerializeToString,
+                response_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.ResumeRunsResponse.FromString,
+                _registered_method=True)
         self.ListRuns = channel.unary_unary(
                 '/wtm.v1.SchedulerService/ListRuns',
                 request_serializer=wtm_dot_v1_dot_scheduler__service__pb2.ListRunsRequest.SerializeToString,
@@ -163,6 +168,18 @@ class SchedulerServiceServicer:
         cancel, Hatchet's bulk cancel). One call per page: call again with next_page_token
         until it is empty. Another key's runs are left alone unless the role may cancel
         anyone's, and named in the answer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeRuns(self, request, context):
+        """ResumeRuns resumes, a page at a time, the runs that FAILED, were CANCELLED or TIMED_OUT
+        and match every filter given (at least one; Hatchet's bulk replay): each as a new run
+        that takes over the steps it completed (SubmitRunRequest.reuse_from), with the request
+        id "resume/<run id>", so each run is resumed once; a resume that has itself ended
+        without success is resumed in turn, following the chain to its newest run (at most 20
+        links). Call again with next_page_token until it is empty.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -286,6 +303,11 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
                     servicer.CancelRuns,
                     request_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.CancelRunsRequest.FromString,
                     response_serializer=wtm_dot_v1_dot_scheduler__service__pb2.CancelRunsResponse.SerializeToString,
+            ),
+            'ResumeRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeRuns,
+                    request_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.ResumeRunsRequest.FromString,
+                    response_serializer=wtm_dot_v1_dot_scheduler__service__pb2.ResumeRunsResponse.SerializeToString,
             ),
             'ListRuns': grpc.unary_unary_rpc_method_handler(
                     servicer.ListRuns,
@@ -501,6 +523,33 @@ class SchedulerService:
             '/wtm.v1.SchedulerService/CancelRuns',
             wtm_dot_v1_dot_scheduler__service__pb2.CancelRunsRequest.SerializeToString,
             wtm_dot_v1_dot_scheduler__service__pb2.CancelRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wtm.v1.SchedulerService/ResumeRuns',
+            wtm_dot_v1_dot_scheduler__service__pb2.ResumeRunsRequest.SerializeToString,
+            wtm_dot_v1_dot_scheduler__service__pb2.ResumeRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,
