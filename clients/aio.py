@@ -444,9 +444,12 @@ class AsyncClient(_Connection, AsyncScheduleMethods):
         weight: float | None = None,
         history_retention_days: float | None = None,
         reset: tuple[str, ...] | list[str] = (),
+        calls_per_second: float | None = None,
     ) -> NamespaceInfo:
         """As ``Client.update_namespace``."""
-        request = requests.update_namespace(run_limit, weight, history_retention_days, reset)
+        request = requests.update_namespace(
+            run_limit, weight, history_retention_days, reset, calls_per_second
+        )
         reply = await self._s.unary(self._scheduler.UpdateNamespace, request)
         return NamespaceInfo.from_proto(reply.namespace)
 

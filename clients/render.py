@@ -354,7 +354,7 @@ def queue_note(q: QueueInfo) -> str:
 
 def namespaces_table(namespaces: list[NamespaceInfo]) -> Table:
     table = Table(title="Namespaces")
-    for col in ("namespace", "runs", "limit", "weight", "waiting steps", "kept", "note"):
+    for col in ("namespace", "runs", "limit", "weight", "waiting steps", "kept", "calls/s", "note"):
         table.add_column(col)
     for n in namespaces:
         table.add_row(
@@ -364,6 +364,7 @@ def namespaces_table(namespaces: list[NamespaceInfo]) -> Table:
             f"{n.weight:g}",
             str(n.waiting_steps),
             f"{n.history_retention_days:g} d" if n.history_retention_days else "for good",
+            f"{n.calls_per_second:g}" if n.calls_per_second else "no limit",
             "[yellow]at its limit: submits are refused until runs end[/]" if n.at_limit else "",
         )
     return table

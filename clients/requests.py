@@ -217,6 +217,7 @@ def update_namespace(
     weight: float | None = None,
     history_retention_days: float | None = None,
     reset: tuple[str, ...] | list[str] = (),
+    calls_per_second: float | None = None,
 ) -> spb.UpdateNamespaceRequest:
     request = spb.UpdateNamespaceRequest(reset_fields=list(reset))
     if run_limit is not None:
@@ -225,6 +226,8 @@ def update_namespace(
         request.weight = weight
     if history_retention_days is not None:
         request.history_retention_days = history_retention_days
+    if calls_per_second is not None:
+        request.calls_per_second = calls_per_second
     return request
 
 

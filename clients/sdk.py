@@ -661,12 +661,16 @@ class Client(_Connection, ScheduleMethods):
         weight: float | None = None,
         history_retention_days: float | None = None,
         reset: tuple[str, ...] | list[str] = (),
+        calls_per_second: float | None = None,
     ) -> NamespaceInfo:
         """Set the settings of the namespace this client acts in over the installation's
-        (``reset``: return some to it — "run_limit", "weight", "history_retention_days");
-        every scheduler replica applies them within about a second. A key of every
+        (``reset``: return some to it — "run_limit", "weight", "history_retention_days",
+        "calls_per_second"); every scheduler replica applies them within about a second, and
+        every registry replica the calls a second too. A key of every
         namespace only. Returns the namespace as it now is."""
-        request = requests.update_namespace(run_limit, weight, history_retention_days, reset)
+        request = requests.update_namespace(
+            run_limit, weight, history_retention_days, reset, calls_per_second
+        )
         reply = self._s.unary(self._scheduler.UpdateNamespace, request)
         return NamespaceInfo.from_proto(reply.namespace)
 

@@ -436,6 +436,7 @@ class NamespaceInfo:
     weight: float  # its share of new runs while other namespaces' also wait (1: even)
     waiting_steps: int  # on its queues, ready to run
     history_retention_days: float = 0.0  # how long its finished runs are kept (0: for good)
+    calls_per_second: float = 0.0  # calls a second to each replica (0: no limit)
 
     @property
     def at_limit(self) -> bool:
@@ -451,6 +452,7 @@ class NamespaceInfo:
             n.weight,
             n.waiting_steps,
             n.history_retention_days,
+            n.calls_per_second,
         )
 
 

@@ -182,10 +182,15 @@ def artifact_delete(obj: Ctx, artifacts: tuple[str, ...]) -> None:
 @click.option("--weight", type=float, help="share of new runs while others wait (1/32 to 32)")
 @click.option("--retention-days", type=float, help="how long finished runs are kept (0: for good)")
 @click.option(
+    "--calls-per-second",
+    type=click.FloatRange(0),
+    help="calls a second to each registry and scheduler replica (0: no limit)",
+)
+@click.option(
     "--reset",
     "reset",
     multiple=True,
-    type=click.Choice(["run_limit", "weight", "history_retention_days"]),
+    type=click.Choice(["run_limit", "weight", "history_retention_days", "calls_per_second"]),
     help="return a setting to the installation's (repeatable)",
 )
 @click.pass_obj
@@ -194,12 +199,13 @@ def namespace_set(
     run_limit: int | None,
     weight: float | None,
     retention_days: float | None,
+    calls_per_second: float | None,
     reset: tuple[str, ...],
 ) -> None:
     """Change the settings of the namespace you act in (-n NAME) over the installation's;
     every scheduler applies them within a second. Keys of every namespace only."""
     with obj.client() as client:
-        ns = client.update_namespace(run_limit, weight, retention_days, reset)
+        ns = client.update_namespace(run_limit, weight, retention_days, reset, calls_per_second)
     obj.out({"namespace": ns}, render.namespaces_table([ns]))
 
 

@@ -8,7 +8,9 @@ namespace (the namespace a call acts in), ``per_second`` tokens a second up to a
 ``burst``; a call that finds none is RESOURCE_EXHAUSTED naming the namespace and when the
 next one would pass (also as gRPC's ``grpc-retry-pushback-ms`` trailer, which the SDK's
 retries wait out: the call was not run, so trying it again is safe). Per replica (as
-Temporal's per-host figure): N replicas let a namespace make N times as many. Not counted:
+Temporal's per-host figure): N replicas let a namespace make N times as many. A namespace
+may have its own figure (UpdateNamespace's ``calls_per_second``, 0 for none), which both
+services read each second (``rates``). Not counted:
 the fleet's and the services' own calls (the ``executor`` and ``service`` roles) and
 streams both ways (an executor's stream is one call however long it lasts). Off (0) unless
 set.
@@ -16,14 +18,24 @@ set.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from opentelemetry import metrics
 from opentelemetry.metrics import Meter
+from pymongo.collection import Collection
+from pymongo.errors import PyMongoError
 
 from common.errors import ResourceExhausted
+
+log = logging.getLogger(__name__)
+
+
+SETTING = "calls_per_second"  # a namespace's own, in MongoDB's namespace_settings
+SETTINGS_COLLECTION = "namespace_settings"  # written by the scheduler's UpdateNamespace
 
 
 class CallsExhausted(ResourceExhausted):
@@ -45,9 +57,11 @@ class CallLimits:
         service: str = "service",
         clock: Callable[[], float] = time.monotonic,
         meter: Meter | None = None,
+        rates: Mapping[str, float] | None = None,
     ) -> None:
         self.per_second = per_second
         self.burst = burst or max(1.0, 2 * per_second)
+        self.rates = rates if rates is not None else {}  # namespace -> its own (live)
         self.service = service
         self.clock = clock
         meter = meter or metrics.get_meter(f"wtm.{service}")
@@ -59,20 +73,48 @@ class CallLimits:
 
     def take(self, namespace: str) -> None:
         """Count one call of ``namespace``; RESOURCE_EXHAUSTED when it has none left."""
-        if self.per_second <= 0:
+        rate, burst, whose = self.per_second, self.burst, "WTM_CALLS_PER_SECOND"
+        if (own := self.rates.get(namespace)) is not None:
+            rate, burst, whose = own, max(1.0, 2 * own), "its own: wtm namespace set"
+        if rate <= 0:
             return
         now = self.clock()
         with self._lock:
-            tokens, at = self._buckets.get(namespace, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - at) * self.per_second)
+            tokens, at = self._buckets.get(namespace, (burst, now))
+            tokens = min(burst, tokens + (now - at) * rate)
             if tokens < 1.0 - 1e-9:  # (a clock's float sum short of a whole token)
                 self._buckets[namespace] = (tokens, now)
                 self.refused.add(1, {"namespace": namespace})
-                wait = (1.0 - tokens) / self.per_second
+                wait = (1.0 - tokens) / rate
                 raise CallsExhausted(
-                    f"{namespace!r} is making more than {self.per_second:g} calls a "
-                    f"second to this {self.service} (WTM_CALLS_PER_SECOND); slow down: the next "
-                    f"call passes in {wait:.2f}s",
+                    f"{namespace!r} is making more than {rate:g} calls a second to this "
+                    f"{self.service} ({whose}); slow down: the next call passes in {wait:.2f}s",
                     retry_after=wait,
                 )
             self._buckets[namespace] = (tokens - 1.0, now)
+
+
+def follow_rates(
+    settings: Collection[Any], rates: dict[str, float], stop: threading.Event, every: float = 1.0
+) -> threading.Thread:
+    """Keep ``rates`` (a ``CallLimits``'s) to each namespace's own calls a second as
+    UpdateNamespace sets them, read from ``settings`` every ``every`` seconds in a thread of
+    its own until ``stop`` is set — for a service that does not read the namespaces'
+    settings otherwise (the registry). MongoDB away: the last figures hold."""
+
+    def follow() -> None:
+        while True:
+            try:
+                docs = list(settings.find({}, {SETTING: 1}))
+                found = {d["_id"]: float(d[SETTING]) for d in docs if d.get(SETTING) is not None}
+                if found != rates:
+                    rates.clear()
+                    rates.update(found)
+            except PyMongoError:
+                log.warning("reading the namespaces' calls a second failed", exc_info=True)
+            if stop.wait(every):
+                return
+
+    thread = threading.Thread(target=follow, name="namespace-call-rates", daemon=True)
+    thread.start()
+    return thread

@@ -333,6 +333,9 @@ class Namespace(BaseModel):
     history_retention_days: float = Field(
         default=0.0, description="how long its finished runs are kept, in days (0: for good)"
     )
+    calls_per_second: float = Field(
+        default=0.0, description="calls a second it may make to each replica (0: no limit)"
+    )
     at_limit: bool = Field(description="a submit now would be refused until some runs end")
 
 

@@ -94,6 +94,7 @@ async def serve(settings: SchedulerSettings) -> None:
         parse_weights(settings.namespace_weights),
         settings.history_retention_days,
         parse_retention(settings.namespace_retention_days),
+        calls_per_second=settings.calls_per_second,
     )
     dispatcher.reaper.also("read the namespaces' settings", namespaces.refresh)
     limits = RunLimits(namespaces.run_limit)
@@ -198,7 +199,9 @@ async def serve(settings: SchedulerSettings) -> None:
         on_start=on_start,
         on_stop=on_stop,
         before_stop=dispatcher.stop,  # ends executor streams, so they reconnect elsewhere now
-        limits=CallLimits(settings.calls_per_second, service="scheduler"),
+        limits=CallLimits(
+            settings.calls_per_second, service="scheduler", rates=namespaces.call_rates
+        ),
         mtls=executor_mtls(settings),
     )
 

@@ -52,6 +52,7 @@ class NamespaceStatus:
     weight: float  # in the turns new runs take (1 unless set)
     waiting_steps: int  # on its queues, ready to run
     history_retention_days: float  # 0: for good
+    calls_per_second: float = 0.0  # to each replica; 0: no limit
 
 
 def serves_namespace(executor: dict[str, Any], namespace: str) -> bool:
@@ -177,6 +178,7 @@ class FleetReport:
                 weight=self.settings.weight(name),
                 waiting_steps=waiting.get(name, 0),
                 history_retention_days=self.settings.retention_days(name),
+                calls_per_second=self.settings.calls_per_second(name),
             )
             for name in sorted(names)
         ]

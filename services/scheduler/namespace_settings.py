@@ -1,4 +1,5 @@
-"""``NamespaceSettings``: each namespace's run limit, fairness weight and history retention.
+"""``NamespaceSettings``: each namespace's run limit, fairness weight, history retention and
+calls a second.
 
 The installation's settings (WTM_MAX_UNFINISHED_RUNS and WTM_NAMESPACE_RUN_LIMITS,
 WTM_NAMESPACE_WEIGHTS, WTM_HISTORY_RETENTION_DAYS and WTM_NAMESPACE_RETENTION_DAYS) are where
@@ -21,12 +22,14 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 
 from common.errors import InvalidArgument, PermissionDenied
-from services.common import auth
+from services.common import auth, call_limits
 from services.scheduler.clock import SYSTEM, Clock
 from services.scheduler.fair_shares import GRAIN, MAX_WEIGHT
 
 RUN_LIMIT, WEIGHT, RETENTION = "run_limit", "weight", "history_retention_days"
-FIELDS = (RUN_LIMIT, WEIGHT, RETENTION)
+CALLS = call_limits.SETTING  # read by the registry too (call_limits.follow_rates)
+FIELDS = (RUN_LIMIT, WEIGHT, RETENTION, CALLS)
+MAX_CALLS_PER_SECOND = 1_000_000.0
 MAX_RUN_LIMIT = 1_000_000_000
 MAX_RETENTION_DAYS = 36_500.0
 
@@ -41,6 +44,8 @@ def value_problem(field: str, value: float) -> str | None:
         return f"must be from {1 / GRAIN:g} to {MAX_WEIGHT:g}"
     if field == RETENTION and not 0 <= value <= MAX_RETENTION_DAYS:
         return f"must be from 0 (for good) to {MAX_RETENTION_DAYS:,.0f} days"
+    if field == CALLS and not 0 <= value <= MAX_CALLS_PER_SECOND:
+        return f"must be from 0 (no limit) to {MAX_CALLS_PER_SECOND:,.0f}"
     return None
 
 
@@ -54,26 +59,31 @@ class NamespaceSettings:
         retention_days: float = 0.0,
         retentions: Mapping[str, float] | None = None,
         clock: Clock = SYSTEM,
+        calls_per_second: float = 0.0,
     ) -> None:
-        self._c = db["namespace_settings"]
+        self._c = db[call_limits.SETTINGS_COLLECTION]
         self.clock = clock
         self.default_run_limit = run_limit
         self.default_retention_days = retention_days
+        self.default_calls_per_second = calls_per_second
         self._installation: dict[str, dict[str, Any]] = {
             RUN_LIMIT: dict(run_limits or {}),
             WEIGHT: dict(weights or {}),
             RETENTION: dict(retentions or {}),
+            CALLS: {},
         }
         # Live: the installation's per-namespace values with UpdateNamespace's over them.
         self.run_limits: dict[str, int] = dict(self._installation[RUN_LIMIT])
         self.weights: dict[str, float] = dict(self._installation[WEIGHT])
         self.retentions: dict[str, float] = dict(self._installation[RETENTION])
+        self.call_rates: dict[str, float] = {}  # CallLimits holds it
 
     def _live(self, field: str) -> dict[str, Any]:
         live: dict[str, dict[str, Any]] = {
             RUN_LIMIT: self.run_limits,
             WEIGHT: self.weights,
             RETENTION: self.retentions,
+            CALLS: self.call_rates,
         }
         return live[field]
 
@@ -85,6 +95,9 @@ class NamespaceSettings:
 
     def retention_days(self, namespace: str) -> float:
         return self.retentions.get(namespace, self.default_retention_days)
+
+    def calls_per_second(self, namespace: str) -> float:
+        return self.call_rates.get(namespace, self.default_calls_per_second)
 
     def named(self) -> set[str]:
         """The namespaces with a setting of their own (a limit, a weight or a retention)."""

@@ -335,7 +335,7 @@ def test_an_operator_changes_a_namespaces_settings_on_every_replica_without_a_re
     try:
         ops.register_task(make_task(tmp_path, "settable_probe", queue="nobody-takes"))
         info = ops.update_namespace(run_limit=2, weight=3, history_retention_days=7)
-        assert info == NamespaceInfo(ns, 0, 2, 3.0, 0, 7.0)
+        assert info == NamespaceInfo(ns, 0, 2, 3.0, 0, 7.0, 0.0)
         held += [ops.submit(task="settable_probe", input={}).run_id for _ in range(2)]
         with pytest.raises(ApiError) as err:
             ops.submit(task="settable_probe", input={})
@@ -361,6 +361,7 @@ def test_an_operator_changes_a_namespaces_settings_on_every_replica_without_a_re
         for bad, field in (
             (dict(weight=100.0), "weight"),
             (dict(history_retention_days=-1.0), "history_retention_days"),
+            (dict(calls_per_second=-1.0), "calls_per_second"),
             (dict(reset=["colour"]), "reset_fields[0]"),
             (dict(run_limit=5, reset=["run_limit"]), "reset_fields[0]"),
             ({}, "reset_fields"),
@@ -374,3 +375,53 @@ def test_an_operator_changes_a_namespaces_settings_on_every_replica_without_a_re
         ops.update_namespace(reset=["run_limit", "weight", "history_retention_days"])
         ops.close()
         admin.close()
+
+
+def test_a_namespaces_own_calls_a_second_hold_on_the_registry_and_the_scheduler(
+    cluster: Cluster, client: Client
+) -> None:
+    """UpdateNamespace's calls_per_second: within about a second both services hold the
+    namespace to it (the session's installation sets none), refusing past its burst and
+    naming where the figure comes from; other namespaces are not held; a reset lifts it."""
+    ns = f"callers-{os.getpid()}-{int(time.monotonic() * 1000) % 100_000}"
+
+    def acting(retry_seconds: float) -> Client:
+        return Client(
+            cluster.registry_address,
+            cluster.scheduler_address,
+            api_key=cluster.admin_key,
+            namespace=ns,
+            retry_seconds=retry_seconds,
+        )
+
+    def passed(call: Any, n: int = 20) -> tuple[int, list[ApiError]]:
+        refused = []
+        for _ in range(n):
+            try:
+                call()
+            except ApiError as exc:
+                refused.append(exc)
+        return n - len(refused), refused
+
+    with acting(10) as ops, acting(0) as hasty:
+        try:
+            assert ops.update_namespace(calls_per_second=3).calls_per_second == 3
+            time.sleep(1.5)  # the scheduler's reaper and the registry read it each second
+            for service, call in (
+                ("registry", lambda: list(hasty.list_tasks())),
+                ("scheduler", hasty.list_queues),
+            ):
+                started = time.monotonic()
+                n, refused = passed(call)
+                assert 6 <= n <= 6 + 3 * (time.monotonic() - started) + 1, (service, n)
+                assert refused[0].code == "RESOURCE_EXHAUSTED", refused[0]
+                assert f"more than 3 calls a second to this {service} (its own" in (
+                    refused[0].message
+                )
+            assert passed(lambda: list(client.list_tasks()))[0] == 20  # "default": no limit
+            ops.update_namespace(reset=["calls_per_second"])
+            time.sleep(1.5)
+            assert passed(lambda: list(hasty.list_tasks()))[0] == 20
+            assert passed(hasty.list_queues)[0] == 20
+        finally:
+            ops.update_namespace(reset=["calls_per_second"])

@@ -67,3 +67,33 @@ def test_a_refusal_tells_the_caller_when_to_try_again_in_grpcs_trailer() -> None
         limits.take("n")
     assert pushback(refused.value) == (("grpc-retry-pushback-ms", "250"),)
     assert pushback(ResourceExhausted("run limit", field="namespace")) == ()  # not run-limit's
+
+
+def test_a_namespaces_own_figure_overrides_the_installations_while_it_is_set() -> None:
+    clock = Clock()
+    rates: dict[str, float] = {"slow": 1.0, "free": 0.0}
+    limits = CallLimits(10, clock=clock, service="registry", rates=rates)
+    limits.take("slow")
+    limits.take("slow")  # a burst of 2
+    with pytest.raises(ResourceExhausted) as refused:
+        limits.take("slow")
+    assert "more than 1 calls a second to this registry (its own: wtm namespace set)" in (
+        refused.value.message
+    )
+    for _ in range(100):
+        limits.take("free")  # its own is none
+    for _ in range(20):
+        limits.take("other")  # the installation's burst
+    with pytest.raises(ResourceExhausted):
+        limits.take("other")
+    del rates["slow"]  # reset: the installation's again, from a full burst of its own
+    clock.now += 2
+    for _ in range(20):
+        limits.take("slow")
+    unset = CallLimits(0, clock=clock, rates={"only": 1.0})  # none for the others
+    for _ in range(50):
+        unset.take("anyone")
+    unset.take("only")
+    unset.take("only")
+    with pytest.raises(ResourceExhausted):
+        unset.take("only")

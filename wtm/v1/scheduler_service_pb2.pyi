@@ -503,32 +503,36 @@ class ListNamespacesResponse(_message.Message):
     def __init__(self, namespaces: _Optional[_Iterable[_Union[NamespaceStatus, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class NamespaceStatus(_message.Message):
-    __slots__ = ("namespace", "unfinished_runs", "run_limit", "weight", "waiting_steps", "history_retention_days")
+    __slots__ = ("namespace", "unfinished_runs", "run_limit", "weight", "waiting_steps", "history_retention_days", "calls_per_second")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     UNFINISHED_RUNS_FIELD_NUMBER: _ClassVar[int]
     RUN_LIMIT_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
     WAITING_STEPS_FIELD_NUMBER: _ClassVar[int]
     HISTORY_RETENTION_DAYS_FIELD_NUMBER: _ClassVar[int]
+    CALLS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     unfinished_runs: int
     run_limit: int
     weight: float
     waiting_steps: int
     history_retention_days: float
-    def __init__(self, namespace: _Optional[str] = ..., unfinished_runs: _Optional[int] = ..., run_limit: _Optional[int] = ..., weight: _Optional[float] = ..., waiting_steps: _Optional[int] = ..., history_retention_days: _Optional[float] = ...) -> None: ...
+    calls_per_second: float
+    def __init__(self, namespace: _Optional[str] = ..., unfinished_runs: _Optional[int] = ..., run_limit: _Optional[int] = ..., weight: _Optional[float] = ..., waiting_steps: _Optional[int] = ..., history_retention_days: _Optional[float] = ..., calls_per_second: _Optional[float] = ...) -> None: ...
 
 class UpdateNamespaceRequest(_message.Message):
-    __slots__ = ("run_limit", "weight", "history_retention_days", "reset_fields")
+    __slots__ = ("run_limit", "weight", "history_retention_days", "reset_fields", "calls_per_second")
     RUN_LIMIT_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
     HISTORY_RETENTION_DAYS_FIELD_NUMBER: _ClassVar[int]
     RESET_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    CALLS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     run_limit: int
     weight: float
     history_retention_days: float
     reset_fields: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, run_limit: _Optional[int] = ..., weight: _Optional[float] = ..., history_retention_days: _Optional[float] = ..., reset_fields: _Optional[_Iterable[str]] = ...) -> None: ...
+    calls_per_second: float
+    def __init__(self, run_limit: _Optional[int] = ..., weight: _Optional[float] = ..., history_retention_days: _Optional[float] = ..., reset_fields: _Optional[_Iterable[str]] = ..., calls_per_second: _Optional[float] = ...) -> None: ...
 
 class UpdateNamespaceResponse(_message.Message):
     __slots__ = ("namespace",)
