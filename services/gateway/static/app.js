@@ -605,7 +605,7 @@ function queuesPage() {
   main.replaceChildren(h("h1", {}, "Queues"), h("table", { id: "queues" },
     h("thead", {}, h("tr", {}, ["Queue", "Namespace", "Waiting", "Oldest waiting", "Executors", "Free slots", "", ""].map((c) => h("th", {}, c)))), body), delayed,
     h("h2", {}, "Namespaces"), h("table", { id: "namespaces" },
-      h("thead", {}, h("tr", {}, ["Namespace", "Runs queued or running", "Limit", "Weight", "Steps waiting", "Runs kept", ""].map((c) => h("th", {}, c)))), spaces),
+      h("thead", {}, h("tr", {}, ["Namespace", "Runs queued or running", "Limit", "Weight", "Steps waiting", "Runs kept", "Calls a second", ""].map((c) => h("th", {}, c)))), spaces),
     h("h2", {}, "Schedules"), scheduleForm(() => fill()), backfill, h("table", { id: "schedules" },
       h("thead", {}, h("tr", {}, ["Schedule", "When", "Runs", "Next", "Started", "Skipped", "Last run", ""].map((c) => h("th", {}, c)))), schedules));
   const fill = async () => {
@@ -624,6 +624,7 @@ function queuesPage() {
       h("td", { class: "num" }, n.run_limit || "none"), h("td", { class: "num" }, n.weight),
       h("td", { class: "num" }, n.waiting_steps),
       h("td", { class: "num" }, n.history_retention_days ? `${n.history_retention_days} days` : "for good"),
+      h("td", { class: "num" }, n.calls_per_second || "no limit"),
       h("td", { class: "warning" }, n.at_limit ? "⚠ at its limit: submits are refused until runs end" : ""))));
     body.replaceChildren(...q.queues.map((x) => h("tr", { "data-queue": x.queue },
       h("td", {}, h("code", {}, x.queue)), h("td", {}, x.namespace), h("td", { class: "num" }, x.depth),
