@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from clients.types import CancelledRuns, PipelineInfo, ResumedRuns, RunInfo, _time
+from common import reruns
 from common.artifacts import is_uri, parse_uri
 from common.errors import InvalidArgument
 from common.packaging import sha256_hex
@@ -123,28 +124,18 @@ def in_order(result: ResumedRuns) -> ResumedRuns:
     return result
 
 
-RERUN_OF = "wtm.rerun_of"  # the label a rerun carries: the run it ran again
-# A schedule's runs' labels (which schedule, which due time): a rerun is not one of them.
-SCHEDULE_LABELS = ("wtm.schedule", "wtm.schedule_time")
-
-
 def rerun(
     run: RunInfo, latest: bool = False, request_id: str = "", from_failure: bool = False
 ) -> spb.SubmitRunRequest:
     """A new run of what ``run`` ran, on its input: the same version of its task or pipeline
     (the latest with ``latest``), priority, time limit and labels, with ``wtm.rerun_of``;
     with ``from_failure``, taking over the steps ``run`` completed (``reuse_from``)."""
-    if run.pipeline_id:
-        pinned = f"{run.pipeline_id}@{run.pipeline_version}" if run.pipeline_version else ""
-        task, pipeline = "", (pinned if pinned and not latest else run.pipeline_id)
-    else:
-        version = run.steps[0].task_version if run.steps else ""
-        task, pipeline = (f"{run.task_id}@{version}" if version and not latest else run.task_id), ""
-    limit, start = None, run.scheduled_at or run.created_at  # a rerun starts at once
-    if run.deadline_at is not None and start is not None:
-        limit = round((run.deadline_at - start).total_seconds(), 3)
-    labels = {k: v for k, v in run.labels.items() if k not in SCHEDULE_LABELS}
-    labels[RERUN_OF] = run.run_id
+    version = run.steps[0].task_version if run.steps else ""
+    task, pipeline = reruns.target(
+        run.pipeline_id, run.pipeline_version, run.task_id, version, latest
+    )
+    limit = reruns.time_limit(run.deadline_at, run.scheduled_at, run.created_at)
+    labels = reruns.labels(run.labels, run.run_id)
     request = submit(task, pipeline, run.input, run.priority, request_id, labels, run_timeout=limit)
     request.reuse_from = run.run_id if from_failure else ""
     return request

@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 from dataclasses import dataclass, field
 
+from common import reruns
 from common.errors import FailedPrecondition, WtmError
 from services.common import auth
 from services.common.paging import page_size_of
@@ -24,8 +25,6 @@ from services.scheduler.runs import RunService
 RESUMABLE = ["FAILED", "CANCELLED", "TIMED_OUT"]
 CHAIN_MAX = 20  # resumes of resumes followed for one run, at most
 AT_ONCE = 16
-RERUN_OF = "wtm.rerun_of"  # the label a rerun carries: the run it ran again
-SCHEDULE_LABELS = ("wtm.schedule", "wtm.schedule_time")  # a rerun is not a schedule's run
 
 
 @dataclass
@@ -85,24 +84,19 @@ def rerun_request(run: Run, namespace: str, latest: bool) -> SubmitRequest:
     """A resume of ``run``: the same version of its task or pipeline (the latest with
     ``latest``), input, priority, time limit and labels, with ``wtm.rerun_of``, taking over
     the steps it completed."""
-    if run.pipeline_id:
-        pinned = f"{run.pipeline_id}@{run.pipeline_version}" if run.pipeline_version else ""
-        task, pipeline = "", (pinned if pinned and not latest else run.pipeline_id)
-    else:
-        version = run.steps[0].task_version if run.steps else ""
-        task, pipeline = (f"{run.task_id}@{version}" if version and not latest else run.task_id), ""
-    limit, start = 0.0, run.scheduled_at or run.created_at  # a resume starts at once
-    if run.deadline_at is not None and start is not None:
-        limit = round((run.deadline_at - start).total_seconds(), 3)
-    labels = {k: v for k, v in run.labels.items() if k not in SCHEDULE_LABELS}
+    version = run.steps[0].task_version if run.steps else ""
+    task, pipeline = reruns.target(
+        run.pipeline_id, run.pipeline_version, run.task_id, version, latest
+    )
     return SubmitRequest(
         task=task,
         pipeline=pipeline,
         input_json=run.input_json,
         priority=run.priority,
         request_id=f"resume/{run.run_id}",
-        labels={**labels, RERUN_OF: run.run_id},
+        labels=reruns.labels(run.labels, run.run_id),
         namespace=namespace,
-        run_timeout_seconds=limit,
+        run_timeout_seconds=reruns.time_limit(run.deadline_at, run.scheduled_at, run.created_at)
+        or 0.0,
         reuse_from=run.run_id,
     )

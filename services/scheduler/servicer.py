@@ -46,6 +46,11 @@ def _time(request: Any, name: str) -> datetime | None:
         raise InvalidArgument(f"is not a valid time ({exc})", field=name) from exc
 
 
+def _run_filter(request: spb.CancelRunsRequest | spb.ResumeRunsRequest) -> RunFilter:
+    """A bulk call's filters."""
+    return RunFilter(request.batch_id, dict(request.labels), request.task_id, request.pipeline_id)
+
+
 def event_to_proto(e: RunEvent) -> spb.RunEvent:
     m = spb.RunEvent(
         event_id=e.event_id,
@@ -131,11 +136,13 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
     async def CancelRuns(
         self, request: spb.CancelRunsRequest, context: aio.ServicerContext
     ) -> spb.CancelRunsResponse:
-        which = RunFilter(
-            request.batch_id, dict(request.labels), request.task_id, request.pipeline_id
-        )
         page = await cancel_page(
-            self._runs, auth.scope(), request.reason, which, request.page_size, request.page_token
+            self._runs,
+            auth.scope(),
+            request.reason,
+            _run_filter(request),
+            request.page_size,
+            request.page_token,
         )
         return spb.CancelRunsResponse(
             cancelled=[r.to_proto() for r in page.cancelled],
@@ -147,11 +154,13 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
     async def ResumeRuns(
         self, request: spb.ResumeRunsRequest, context: aio.ServicerContext
     ) -> spb.ResumeRunsResponse:
-        which = RunFilter(
-            request.batch_id, dict(request.labels), request.task_id, request.pipeline_id
-        )
         page = await resume_page(
-            self._runs, auth.scope(), which, request.latest, request.page_size, request.page_token
+            self._runs,
+            auth.scope(),
+            _run_filter(request),
+            request.latest,
+            request.page_size,
+            request.page_token,
         )
         return spb.ResumeRunsResponse(
             resumed=[spb.ResumedRun(run_id=r, resumed_by=a.to_proto()) for r, a in page.resumed],

@@ -271,6 +271,7 @@ def test_a_namespace_past_its_run_limit_is_refused_until_its_runs_finish(
             "weight": 1.0,
             "waiting_steps": 3,
             "history_retention_days": 30.0,  # WTM_HISTORY_RETENTION_DAYS's default
+            "calls_per_second": 0.0,  # WTM_CALLS_PER_SECOND unset, none of its own
         }
         assert every["weighty-team"]["weight"] == 4.0  # WTM_NAMESPACE_WEIGHTS, no runs
         table = run_cli(cluster, "-n", "capped-team", "namespace", "list").stdout
