@@ -127,3 +127,13 @@ def test_in_80_columns_a_schedules_id_and_next_time_are_whole_and_its_panel_says
     panel = schedule_panel(s)
     assert "last run " + "0" * 32 in panel and "is deprecated" in panel
     assert "next 2026-12-05 01:30:00 UTC" in panel and "by key " + "k" * 16 in panel
+
+
+def test_a_tasks_panel_says_its_rate_limit_when_it_has_one() -> None:
+    from clients.render import task_panel
+
+    manifest = {"rate_limit": "10/s", "timeout": 30}
+    task = TaskInfo("api_call", "1.0.0", "API", "", "nlp", [], "q", "a" * 64, 1, manifest)
+    assert "rate limit 10/s (in each namespace, over every executor)" in task_panel(task)
+    plain = dataclasses.replace(task, manifest={"timeout": 30})
+    assert "rate limit" not in task_panel(plain)
