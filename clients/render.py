@@ -330,7 +330,7 @@ def executors_table(executors: list[ExecutorInfo], width: int | None = None) -> 
 
 
 def queues_table(queues: list[QueueInfo], delayed: int) -> Table:
-    table = Table(title=f"Queues ({delayed} retries due later)")
+    table = Table(title=f"Queues ({delayed} steps due later: retries, delayed starts, rate limits)")
     for col in ("queue", "waiting", "oldest", "executors", "free slots", "note"):
         table.add_column(col)
     for q in queues:

@@ -321,7 +321,10 @@ class QueueResumed(BaseModel):
 
 class Queues(BaseModel):
     queues: list[Queue]
-    delayed: int = Field(description="retries waiting out their backoff")
+    delayed: int = Field(
+        description="steps waiting for a time: a retry's backoff, their run's start time, "
+        "their task's rate limit"
+    )
 
 
 class Namespace(BaseModel):

@@ -635,7 +635,7 @@ function queuesPage() {
       h("td", { class: "actions" }, pauseButton("queues", "queue", x.queue, !!x.pause,
         "Its waiting steps are not started until it is resumed.", fill)))));
     if (!q.queues.length) body.replaceChildren(h("tr", {}, h("td", { colspan: 8, class: "muted" }, "No queue has work or an executor.")));
-    delayed.textContent = `${q.delayed} step(s) waiting out a retry's backoff or their run's start time.`;
+    delayed.textContent = `${q.delayed} step(s) waiting out a retry's backoff, their run's start time or their task's rate limit.`;
   };
   return every(REFRESH_MS, fill);
 }
