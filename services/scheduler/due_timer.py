@@ -24,6 +24,7 @@ class DueTimer:
         self.wake = wake
         self._timers: dict[str, asyncio.TimerHandle] = {}  # "batch", "delayed"
         self._promoting: asyncio.Task[None] | None = None
+        self._again = False  # a timer fired while a promotion was under way
 
     def take(self, now_ms: int) -> None:
         """Arm for what the queue's last calls left waiting, if anything (each kind once,
@@ -44,16 +45,19 @@ class DueTimer:
         self._timers[kind] = loop.call_at(at, fire)
 
     def _promote_soon(self) -> None:
+        self._again = True  # a promotion under way goes round once more
         if self._promoting is None or self._promoting.done():
             self._promoting = asyncio.create_task(self._promote())
 
     async def _promote(self) -> None:
         """Queue what came due (its queues' executors are asked), then follow the next."""
-        try:
-            if await self.queue.promote_due():
-                self.wake()
-        except Exception:  # Redis away: the reaper's next tick promotes them
-            log.warning("promoting due steps failed; the reaper tries again", exc_info=True)
-            return
-        await asyncio.sleep(MIN_GAP_MS / 1000)
-        self.take(self.queue.clock.now_ms())
+        while self._again:
+            self._again = False
+            try:
+                if await self.queue.promote_due():
+                    self.wake()
+            except Exception:  # Redis away: the reaper's next tick promotes them
+                log.warning("promoting due steps failed; the reaper tries again", exc_info=True)
+                return
+            await asyncio.sleep(MIN_GAP_MS / 1000)
+            self.take(self.queue.clock.now_ms())
