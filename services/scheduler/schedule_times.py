@@ -21,7 +21,7 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
-from itertools import dropwhile, islice, takewhile
+from itertools import dropwhile, islice, pairwise, takewhile
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
@@ -34,6 +34,7 @@ MAX_CRON_CHARS = 200
 AT_PAST_GRACE_MS = 60_000  # a one-off "now" computed by a client a moment ago still goes
 MAX_COUNTED = 100_000  # missed cron times counted one by one (~2.4 µs each), at most
 MAX_JITTER_SECONDS = 86400.0
+GAPS_SEEN = 400  # a cron's next times looked at for its shortest gap (a jitter is shorter)
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,18 @@ class Timing:
                 f"{exc} in {self.cron!r} (five fields: minute hour day-of-month month day-of-week)",
                 field=f"{prefix}cron",
             ) from exc
+        if self.jitter_seconds:
+            gap = min(
+                (b - a for a, b in pairwise(islice(self._cron_times(self.anchor_ms), GAPS_SEEN))),
+                default=0,
+            )
+            if gap and self.jitter_seconds * 1000 >= gap:
+                raise InvalidArgument(
+                    f"must be shorter than the shortest time between two of the cron's times "
+                    f"({_span(gap / 1000)}), got {_span(self.jitter_seconds)}: a run would "
+                    "start after the next one's time",
+                    field=f"{prefix}jitter",
+                )
 
     def _check_bounds(self, prefix: str) -> None:
         if self.at_ms and (self.start_ms or self.end_ms):

@@ -93,12 +93,25 @@ def test_more_missed_cron_times_than_are_counted_still_give_the_latest() -> None
         (Timing(every_seconds=60, jitter_seconds=60), "schedule.jitter"),  # not shorter
         (Timing(every_seconds=60, jitter_seconds=-1), "schedule.jitter"),
         (Timing(cron="0 2 * * *", jitter_seconds=86401), "schedule.jitter"),
+        (Timing(cron="*/5 * * * *", jitter_seconds=300), "schedule.jitter"),  # not shorter
+        (Timing(cron="0 9,10 * * *", jitter_seconds=3600), "schedule.jitter"),  # 9 to 10
     ],
 )
 def test_a_bad_timing_is_refused_naming_the_field(timing: Timing, field: str) -> None:
     with pytest.raises(InvalidArgument) as refused:
         timing.check()
     assert refused.value.field == field
+
+
+def test_a_jitter_shorter_than_every_gap_of_a_cron_is_accepted() -> None:
+    Timing(cron="*/5 * * * *", jitter_seconds=299).check()
+    Timing(cron="0 9,10 * * *", jitter_seconds=3599).check()  # its shortest gap: 9 to 10
+    Timing(cron="0 2 * * *", jitter_seconds=86399).check()  # under a day, for a daily time
+    with pytest.raises(InvalidArgument) as refused:
+        Timing(cron="*/5 * * * *", jitter_seconds=600).check()
+    assert "shortest time between two of the cron's times (5 minutes), got 10 minutes" in (
+        refused.value.message
+    )
 
 
 def test_a_one_off_has_its_one_time_and_none_after() -> None:
