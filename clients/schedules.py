@@ -300,6 +300,17 @@ class ScheduleMethods:
         reply = self._s.unary(self._schedules.BackfillSchedule, request)  # idempotent
         return [BackfilledRun.from_proto(r) for r in reply.runs]
 
+    def cancel_backfill(self, schedule_id: str) -> int:
+        """Drop the times the schedule's backfills keep waiting (``max_running``): no run
+        starts for them; the runs they started go on. Returns how many were dropped.
+
+        Raises:
+            NotFound: the namespace has no schedule of that id.
+            PermissionDenied: another key created it, and this one may cancel only its own.
+        """
+        request = schpb.CancelBackfillRequest(schedule_id=schedule_id)
+        return int(self._s.unary(self._schedules.CancelBackfill, request).dropped)
+
 
 class AsyncScheduleMethods:
     """``AsyncClient``'s schedule methods: as ``ScheduleMethods``'."""
@@ -377,3 +388,8 @@ class AsyncScheduleMethods:
         request = backfill_request(schedule_id, start, end, max_running)
         reply = await self._s.unary(self._schedules.BackfillSchedule, request)
         return [BackfilledRun.from_proto(r) for r in reply.runs]
+
+    async def cancel_backfill(self, schedule_id: str) -> int:
+        """As ``Client.cancel_backfill``."""
+        request = schpb.CancelBackfillRequest(schedule_id=schedule_id)
+        return int((await self._s.unary(self._schedules.CancelBackfill, request)).dropped)

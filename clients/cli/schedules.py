@@ -283,6 +283,17 @@ def schedule_backfill(
     obj.out({"runs": runs}, table if runs else "the range gives no time of this schedule")
 
 
+@schedule.command("cancel-backfill")
+@click.argument("schedule_id")
+@click.pass_obj
+def schedule_cancel_backfill(obj: Ctx, schedule_id: str) -> None:
+    """Drop the times the schedule's backfills keep waiting (--max-running): no run starts
+    for them; the runs they started go on, and so do the schedule's own times."""
+    with obj.client() as client:
+        dropped = client.cancel_backfill(schedule_id)
+    obj.out({"dropped": dropped}, f"dropped {dropped} waiting backfill time(s) of {schedule_id}")
+
+
 @schedule.command("delete")
 @click.argument("schedule_id")
 @click.pass_obj

@@ -134,6 +134,7 @@ METHOD_PERMISSIONS: dict[str, Permission] = {
     _SCH + "PauseSchedule": P.CANCEL,
     _SCH + "ResumeSchedule": P.SUBMIT,
     _SCH + "DeleteSchedule": P.CANCEL,
+    _SCH + "CancelBackfill": P.CANCEL,
     _SCH + "TriggerSchedule": P.SUBMIT,
     _SCH + "BackfillSchedule": P.SUBMIT,
     "/wtm.v1.ExecutorService/Connect": P.EXECUTOR_STREAM,

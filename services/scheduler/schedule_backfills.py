@@ -7,8 +7,8 @@ Temporal's buffered backfill, one after another) the call starts what that allow
 the rest on the schedule's record (``backfill_ms``, oldest first; the runs it started and
 has not seen end, ``backfill_runs``; ``backfill_max``), and every replica's schedules tick
 starts the next times as runs end. Kept in MongoDB with the schedule, a restart or a Redis
-flush loses none; deleting the schedule drops them; a pause does not hold them (a backfill
-is an explicit request, as a trigger is).
+flush loses none; deleting the schedule drops them, and so does CancelBackfill (``drop``);
+a pause does not hold them (a backfill is an explicit request, as a trigger is).
 
 Each save is filtered on the version it read (``backfill_v``), so of two replicas' ticks one
 moves the backfill on; the other reads it again. Both compute the same next times from the
@@ -24,7 +24,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from common.errors import FailedPrecondition, ResourceExhausted, WtmError
+from common.errors import FailedPrecondition, ResourceExhausted, Unavailable, WtmError
 from services.scheduler.models import TERMINAL
 from services.scheduler.schedule_records import ScheduleRecord, ScheduleStore
 
@@ -126,6 +126,20 @@ class Backfills:
                 return got
             record = fresh
         return got
+
+    async def drop(self, record: ScheduleRecord) -> int:
+        """Drop the times waiting (no run starts for them; those started go on): how many."""
+        for _ in range(SAVE_TRIES):
+            left = len(record.backfill_ms)
+            if not left or await self.store.save_backfill(record, [], [], 0):
+                return left
+            fresh = await self.store.get(record.namespace, record.schedule_id)
+            if fresh is None:  # deleted meanwhile: its backfill went with it
+                return 0
+            record = fresh
+        raise Unavailable(
+            "its backfill moved on while this call dropped it; try again", field="schedule_id"
+        )
 
     async def _stop(self, record: ScheduleRecord, exc: WtmError) -> None:
         log.warning("schedule %s: its backfill stops: %s", record.key, exc.message)

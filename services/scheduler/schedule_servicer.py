@@ -135,6 +135,12 @@ class ScheduleServicer(spb_grpc.ScheduleServiceServicer):
             made.due_time.FromMilliseconds(run.due_ms)
         return reply
 
+    async def CancelBackfill(
+        self, request: spb.CancelBackfillRequest, context: aio.ServicerContext
+    ) -> spb.CancelBackfillResponse:
+        dropped, record = await self._schedules.cancel_backfill(auth.scope(), request.schedule_id)
+        return spb.CancelBackfillResponse(dropped=dropped, schedule=record.to_proto())
+
     async def DeleteSchedule(
         self, request: spb.DeleteScheduleRequest, context: aio.ServicerContext
     ) -> spb.DeleteScheduleResponse:

@@ -301,6 +301,11 @@ class Schedules:
             done.sort(key=lambda b: b.due_ms)
         return done, await self.get(namespace, schedule_id)
 
+    async def cancel_backfill(self, namespace: str, schedule_id: str) -> tuple[int, ScheduleRecord]:
+        """Drop the schedule's waiting backfill times: how many, and the schedule."""
+        dropped = await self.backfills.drop(await self._own(namespace, schedule_id))
+        return dropped, await self.get(namespace, schedule_id)
+
     async def _backfill_one(self, record: ScheduleRecord, due_ms: int) -> tuple[str, bool]:
         """Start (and count) the run of one waiting backfill time."""
         run_id, created = await self._start(

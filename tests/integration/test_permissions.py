@@ -170,6 +170,9 @@ def calls(
         "/wtm.v1.ScheduleService/BackfillSchedule": lambda: sch.BackfillSchedule(
             schpb.BackfillScheduleRequest(schedule_id="nope")
         ),
+        "/wtm.v1.ScheduleService/CancelBackfill": lambda: sch.CancelBackfill(
+            schpb.CancelBackfillRequest(schedule_id="nope")
+        ),
         "/wtm.v1.ExecutorService/Connect": lambda: list(
             e.Connect(_stream(epb.ConnectRequest(hello=epb.ExecutorHello(executor_id="x"))))
         ),
@@ -431,6 +434,9 @@ def other_namespace_calls(
                     schedule_id=t.schedule_id, start_time=past, end_time=past
                 )
             )
+        ),
+        "/wtm.v1.ScheduleService/CancelBackfill": not_found(
+            lambda: sch.CancelBackfill(schpb.CancelBackfillRequest(schedule_id=t.schedule_id))
         ),
         "/wtm.v1.RegistryService/CheckDependencies": lambda: True,
         "/wtm.v1.ExecutorService/Connect": not_found(  # asking for another's queues

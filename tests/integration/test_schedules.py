@@ -485,6 +485,35 @@ def test_a_backfill_with_max_running_starts_its_times_in_turn_never_more_at_once
         mine.delete_schedule("minutely")
 
 
+def test_a_backfills_waiting_times_are_dropped_and_its_started_runs_go_on(
+    cluster: Cluster, team: dict[str, Client], tmp_path: Path
+) -> None:
+    """CancelBackfill: a backfill of five times one at a time, its first run long; dropped,
+    the four waiting times get no run (ever: the ticks find none), the first run completes,
+    and the schedule shows none waiting. From the CLI, a second cancel drops none; another
+    submitter may not cancel it."""
+    admin, mine = team["admin"], team["submitter"]
+    admin.register_task(make_task(tmp_path, "long_nap", NAP))
+    mine.create_schedule("dropped", task="long_nap", input={"seconds": 1.5}, every=60, paused=True)
+    try:
+        now = datetime.now(UTC)
+        answer = mine.backfill_schedule("dropped", now - timedelta(minutes=5), now, max_running=1)
+        assert [r.started for r in answer] == [True, False, False, False, False]
+        assert mine.cancel_backfill("dropped") == 4
+        assert mine.get_schedule("dropped").backfill_waiting == 0
+        assert mine.wait(answer[0].run_id, 30).state == "COMPLETED"
+        time.sleep(1.5)  # the ticks after its end start nothing
+        runs = list(mine.list_runs(labels={"wtm.schedule": "dropped"}))
+        assert [r.run_id for r in runs] == [answer[0].run_id]
+        again = run_cli(cluster, "--json", "-n", NS, "schedule", "cancel-backfill", "dropped")
+        assert json.loads(again.stdout) == {"dropped": 0}
+        with pytest.raises(PermissionDenied) as err:
+            team["other-submitter"].cancel_backfill("dropped")
+        assert err.value.field == "schedule_id"
+    finally:
+        mine.delete_schedule("dropped")
+
+
 def test_the_cli_creates_lists_pauses_and_deletes_a_schedule(
     cluster: Cluster, team: dict[str, Client], tmp_path: Path
 ) -> None:

@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dwtm/v1/schedule_service.proto\x12\x06wtm.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x82\x07\n\x08Schedule\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04\x63ron\x18\x03 \x01(\t\x12\x10\n\x08timezone\x18\x04 \x01(\t\x12(\n\x05\x65very\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0c\n\x04task\x18\x06 \x01(\t\x12\x10\n\x08pipeline\x18\x07 \x01(\t\x12\x12\n\ninput_json\x18\x08 \x01(\t\x12\x10\n\x08priority\x18\t \x01(\x05\x12,\n\x06labels\x18\n \x03(\x0b\x32\x1c.wtm.v1.Schedule.LabelsEntry\x12(\n\x07overlap\x18\x0b \x01(\x0e\x32\x17.wtm.v1.ScheduleOverlap\x12\x0e\n\x06paused\x18\x0c \x01(\x08\x12\x31\n\rnext_run_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rlast_run_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0blast_run_id\x18\x0f \x01(\t\x12\x14\n\x0cruns_started\x18\x10 \x01(\x03\x12\x15\n\rtimes_skipped\x18\x11 \x01(\x03\x12\x12\n\nlast_error\x18\x12 \x01(\t\x12/\n\x0b\x63reate_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\x14 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x15 \x01(\t\x12&\n\x02\x61t\x18\x16 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x0brun_timeout\x18\x17 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\nstart_time\x18\x18 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x19 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x64ue_time_field\x18\x1a \x01(\t\x12)\n\x06jitter\x18\x1b \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x18\n\x10\x62\x61\x63kfill_waiting\x18\x1c \x01(\x05\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\";\n\x15\x43reateScheduleRequest\x12\"\n\x08schedule\x18\x01 \x01(\x0b\x32\x10.wtm.v1.Schedule\"<\n\x16\x43reateScheduleResponse\x12\"\n\x08schedule\x18\x01 \x01(\x0b\x32\x10.wtm.v1.Schedule\")\n\x12GetScheduleRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\"9\n\x13GetScheduleResponse\x12\"\n\x08schedule\x18\x01 \x01(\x0b\x32\x10.wtm.v1.Schedule\"=\n\x14ListSchedulesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"U\n\x15ListSchedulesResponse\x12#\n\tschedules\x18\x01 \x03(\x0b\x32\x10.wtm.v1.Schedule\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"+\n\x14PauseScheduleRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\";\n\x15PauseScheduleResponse\x12\"\n\x08schedule\x18\x01 \x01(\x0b\x32\x10.wtm.v1.Schedule\",\n\x15ResumeScheduleRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\"<\n\x16ResumeScheduleResponse\x12\"\n\x08schedule\x18\x01 \x01(\x0b\x32\x10.wtm.v1.Schedule\",\n\x15\x44\x65leteScheduleRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\"\x18\n\x16\x44\x65leteScheduleResponse\"-\n\x16TriggerScheduleRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\"M\n\x17TriggerScheduleResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\"\n\x08schedule\x18\x02 \x01(\x0b\x32\x10.wtm.v1.Schedule\"\xa1\x01\n\x17\x42\x61\x63kfillScheduleRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bmax_running\x18\x04 \x01(\x05\"o\n\rBackfilledRun\x12,\n\x08\x64ue_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0f\n\x07started\x18\x03 \x01(\x08\x12\x0f\n\x07waiting\x18\x04 \x01(\x08\"c\n\x18\x42\x61\x63kfillScheduleResponse\x12#\n\x04runs\x18\x01 \x03(\x0b\x32\x15.wtm.v1.BackfilledRun\x12\"\n\x08schedule\x18\x02 \x01(\x0b\x32\x10.wtm.v1.Schedule*j\n\x0fScheduleOverlap\x12 \n\x1cSCHEDULE_OVERLAP_UNSPECIFIED\x10\x00\x12\x19\n\x15SCHEDULE_OVERLAP_SKIP\x10\x01\x12\x1a\n\x16SCHEDULE_OVERLAP_ALLOW\x10\x02\x32\x93\x05\n\x0fScheduleService\x12O\n\x0e\x43reateSchedule\x12\x1d.wtm.v1.CreateScheduleRequest\x1a\x1e.wtm.v1.CreateScheduleResponse\x12\x46\n\x0bGetSchedule\x12\x1a.wtm.v1.GetScheduleRequest\x1a\x1b.wtm.v1.GetScheduleResponse\x12L\n\rListSchedules\x12\x1c.wtm.v1.ListSchedulesRequest\x1a\x1d.wtm.v1.ListSchedulesResponse\x12L\n\rPauseSchedule\x12\x1c.wtm.v1.PauseScheduleRequest\x1a\x1d.wtm.v1.PauseScheduleResponse\x12O\n\x0eResumeSchedule\x12\x1d.wtm.v1.ResumeScheduleRequest\x1a\x1e.wtm.v1.ResumeScheduleResponse\x12O\n\x0e\x44\x65leteSchedule\x12\x1d.wtm.v1.DeleteScheduleRequest\x1a\x1e.wtm.v1.DeleteScheduleResponse\x12R\n\x0fTriggerSchedule\x12\x1e.wtm.v1.TriggerScheduleRequest\x1a\x1f.wtm.v1.TriggerScheduleResponse\x12U\n\x10\x42\x61\x63kfillSchedule\x12\x1f.wtm.v1.BackfillScheduleRequest\x1a .wtm.v1.BackfillScheduleResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dwtm/v1/schedule_service.proto\x12\x06wtm.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x82\x07\n\x08Schedule\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04\x63ron\x18\x03 \x01(\t\x12\x10\n\x08timezone\x18\x04 \x01(\t\x12(\n\x05\x65very\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0c\n\x04task\x18\x06 \x01(\t\x12\x10\n\x08pipeline\x18\x07 \x01(\t\x12\x12\n\ninput_json\x18\x08 \x01(\t\x12\x10\n\x08priority\x18\t \x01(\x05\x12,\n\x06labels\x18\n \x03(\x0b\x32\x1c.wtm.v1.Schedule.LabelsEntry\x12(\n\x07overlap\x18\x0b \x01(\x0e\x32\x17.wtm.v1.ScheduleOverlap\x12\x0e\n\x06paused\x18\x0c \x01(\x08\x12\x31\n\rnext_run_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rlast_run_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0blast_run_id\x18\x0f \x01(\t\x12\x14\n\x0cruns_started\x18\x10 \x01(\x03\x12\x15\n\rtimes_skipped\x18\x11 \x01(\x03\x12\x12\n\nlast_error\x18\x12 \x01(\t\x12/\n\x0b\x63reate_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\x14 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x15 \x01(\t\x12&\n\x02\x61t\x18\x16 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x0brun_timeout\x18\x17 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\nstart_time\x18\x18 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x19 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x64ue_time_field\x18\x1a \x01(\t\x12)\n\x06jitter\x18\x1b \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x18\n\x10\x62\x61\x63kfill_waiting\x18\x1c \x01(\x05\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\";\n\x15\x43reateScheduleRequest\x12\"\n\x08schedule\x18\x01 \x01(\x0b\x32\x10.wtm.v1.Schedule\"<\n\x16\x43reateScheduleResponse\x12\"\n\x08schedule\x18\x01 \x01(\x0b\x32\x10.wtm.v1.Schedule\")\n\x12GetScheduleRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\"9\n\x13GetScheduleResponse\x12\"\n\x08schedule\x18\x01 \x01(\x0b\x32\x10.wtm.v1.Schedule\"=\n\x14ListSchedulesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"U\n\x15ListSchedulesResponse\x12#\n\tschedules\x18\x01 \x03(\x0b\x32\x10.wtm.v1.Schedule\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\",\n\x15\x43\x61ncelBackfillRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\"M\n\x16\x43\x61ncelBackfillResponse\x12\x0f\n\x07\x64ropped\x18\x01 \x01(\x05\x12\"\n\x08schedule\x18\x02 \x01(\x0b\x32\x10.wtm.v1.Schedule\"+\n\x14PauseScheduleRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\";\n\x15PauseScheduleResponse\x12\"\n\x08schedule\x18\x01 \x01(\x0b\x32\x10.wtm.v1.Schedule\",\n\x15ResumeScheduleRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\"<\n\x16ResumeScheduleResponse\x12\"\n\x08schedule\x18\x01 \x01(\x0b\x32\x10.wtm.v1.Schedule\",\n\x15\x44\x65leteScheduleRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\"\x18\n\x16\x44\x65leteScheduleResponse\"-\n\x16TriggerScheduleRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\"M\n\x17TriggerScheduleResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\"\n\x08schedule\x18\x02 \x01(\x0b\x32\x10.wtm.v1.Schedule\"\xa1\x01\n\x17\x42\x61\x63kfillScheduleRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bmax_running\x18\x04 \x01(\x05\"o\n\rBackfilledRun\x12,\n\x08\x64ue_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0f\n\x07started\x18\x03 \x01(\x08\x12\x0f\n\x07waiting\x18\x04 \x01(\x08\"c\n\x18\x42\x61\x63kfillScheduleResponse\x12#\n\x04runs\x18\x01 \x03(\x0b\x32\x15.wtm.v1.BackfilledRun\x12\"\n\x08schedule\x18\x02 \x01(\x0b\x32\x10.wtm.v1.Schedule*j\n\x0fScheduleOverlap\x12 \n\x1cSCHEDULE_OVERLAP_UNSPECIFIED\x10\x00\x12\x19\n\x15SCHEDULE_OVERLAP_SKIP\x10\x01\x12\x1a\n\x16SCHEDULE_OVERLAP_ALLOW\x10\x02\x32\xe4\x05\n\x0fScheduleService\x12O\n\x0e\x43reateSchedule\x12\x1d.wtm.v1.CreateScheduleRequest\x1a\x1e.wtm.v1.CreateScheduleResponse\x12\x46\n\x0bGetSchedule\x12\x1a.wtm.v1.GetScheduleRequest\x1a\x1b.wtm.v1.GetScheduleResponse\x12L\n\rListSchedules\x12\x1c.wtm.v1.ListSchedulesRequest\x1a\x1d.wtm.v1.ListSchedulesResponse\x12L\n\rPauseSchedule\x12\x1c.wtm.v1.PauseScheduleRequest\x1a\x1d.wtm.v1.PauseScheduleResponse\x12O\n\x0eResumeSchedule\x12\x1d.wtm.v1.ResumeScheduleRequest\x1a\x1e.wtm.v1.ResumeScheduleResponse\x12O\n\x0e\x44\x65leteSchedule\x12\x1d.wtm.v1.DeleteScheduleRequest\x1a\x1e.wtm.v1.DeleteScheduleResponse\x12R\n\x0fTriggerSchedule\x12\x1e.wtm.v1.TriggerScheduleRequest\x1a\x1f.wtm.v1.TriggerScheduleResponse\x12U\n\x10\x42\x61\x63kfillSchedule\x12\x1f.wtm.v1.BackfillScheduleRequest\x1a .wtm.v1.BackfillScheduleResponse\x12O\n\x0e\x43\x61ncelBackfill\x12\x1d.wtm.v1.CancelBackfillRequest\x1a\x1e.wtm.v1.CancelBackfillResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,8 +35,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SCHEDULE_LABELSENTRY']._loaded_options = None
   _globals['_SCHEDULE_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_SCHEDULEOVERLAP']._serialized_start=2172
-  _globals['_SCHEDULEOVERLAP']._serialized_end=2278
+  _globals['_SCHEDULEOVERLAP']._serialized_start=2297
+  _globals['_SCHEDULEOVERLAP']._serialized_end=2403
   _globals['_SCHEDULE']._serialized_start=107
   _globals['_SCHEDULE']._serialized_end=1005
   _globals['_SCHEDULE_LABELSENTRY']._serialized_start=960
@@ -53,28 +53,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTSCHEDULESREQUEST']._serialized_end=1293
   _globals['_LISTSCHEDULESRESPONSE']._serialized_start=1295
   _globals['_LISTSCHEDULESRESPONSE']._serialized_end=1380
-  _globals['_PAUSESCHEDULEREQUEST']._serialized_start=1382
-  _globals['_PAUSESCHEDULEREQUEST']._serialized_end=1425
-  _globals['_PAUSESCHEDULERESPONSE']._serialized_start=1427
-  _globals['_PAUSESCHEDULERESPONSE']._serialized_end=1486
-  _globals['_RESUMESCHEDULEREQUEST']._serialized_start=1488
-  _globals['_RESUMESCHEDULEREQUEST']._serialized_end=1532
-  _globals['_RESUMESCHEDULERESPONSE']._serialized_start=1534
-  _globals['_RESUMESCHEDULERESPONSE']._serialized_end=1594
-  _globals['_DELETESCHEDULEREQUEST']._serialized_start=1596
-  _globals['_DELETESCHEDULEREQUEST']._serialized_end=1640
-  _globals['_DELETESCHEDULERESPONSE']._serialized_start=1642
-  _globals['_DELETESCHEDULERESPONSE']._serialized_end=1666
-  _globals['_TRIGGERSCHEDULEREQUEST']._serialized_start=1668
-  _globals['_TRIGGERSCHEDULEREQUEST']._serialized_end=1713
-  _globals['_TRIGGERSCHEDULERESPONSE']._serialized_start=1715
-  _globals['_TRIGGERSCHEDULERESPONSE']._serialized_end=1792
-  _globals['_BACKFILLSCHEDULEREQUEST']._serialized_start=1795
-  _globals['_BACKFILLSCHEDULEREQUEST']._serialized_end=1956
-  _globals['_BACKFILLEDRUN']._serialized_start=1958
-  _globals['_BACKFILLEDRUN']._serialized_end=2069
-  _globals['_BACKFILLSCHEDULERESPONSE']._serialized_start=2071
-  _globals['_BACKFILLSCHEDULERESPONSE']._serialized_end=2170
-  _globals['_SCHEDULESERVICE']._serialized_start=2281
-  _globals['_SCHEDULESERVICE']._serialized_end=2940
+  _globals['_CANCELBACKFILLREQUEST']._serialized_start=1382
+  _globals['_CANCELBACKFILLREQUEST']._serialized_end=1426
+  _globals['_CANCELBACKFILLRESPONSE']._serialized_start=1428
+  _globals['_CANCELBACKFILLRESPONSE']._serialized_end=1505
+  _globals['_PAUSESCHEDULEREQUEST']._serialized_start=1507
+  _globals['_PAUSESCHEDULEREQUEST']._serialized_end=1550
+  _globals['_PAUSESCHEDULERESPONSE']._serialized_start=1552
+  _globals['_PAUSESCHEDULERESPONSE']._serialized_end=1611
+  _globals['_RESUMESCHEDULEREQUEST']._serialized_start=1613
+  _globals['_RESUMESCHEDULEREQUEST']._serialized_end=1657
+  _globals['_RESUMESCHEDULERESPONSE']._serialized_start=1659
+  _globals['_RESUMESCHEDULERESPONSE']._serialized_end=1719
+  _globals['_DELETESCHEDULEREQUEST']._serialized_start=1721
+  _globals['_DELETESCHEDULEREQUEST']._serialized_end=1765
+  _globals['_DELETESCHEDULERESPONSE']._serialized_start=1767
+  _globals['_DELETESCHEDULERESPONSE']._serialized_end=1791
+  _globals['_TRIGGERSCHEDULEREQUEST']._serialized_start=1793
+  _globals['_TRIGGERSCHEDULEREQUEST']._serialized_end=1838
+  _globals['_TRIGGERSCHEDULERESPONSE']._serialized_start=1840
+  _globals['_TRIGGERSCHEDULERESPONSE']._serialized_end=1917
+  _globals['_BACKFILLSCHEDULEREQUEST']._serialized_start=1920
+  _globals['_BACKFILLSCHEDULEREQUEST']._serialized_end=2081
+  _globals['_BACKFILLEDRUN']._serialized_start=2083
+  _globals['_BACKFILLEDRUN']._serialized_end=2194
+  _globals['_BACKFILLSCHEDULERESPONSE']._serialized_start=2196
+  _globals['_BACKFILLSCHEDULERESPONSE']._serialized_end=2295
+  _globals['_SCHEDULESERVICE']._serialized_start=2406
+  _globals['_SCHEDULESERVICE']._serialized_end=3146
 # @@protoc_insertion_point(module_scope)

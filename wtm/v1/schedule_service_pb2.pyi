@@ -127,6 +127,20 @@ class ListSchedulesResponse(_message.Message):
     next_page_token: str
     def __init__(self, schedules: _Optional[_Iterable[_Union[Schedule, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
+class CancelBackfillRequest(_message.Message):
+    __slots__ = ("schedule_id",)
+    SCHEDULE_ID_FIELD_NUMBER: _ClassVar[int]
+    schedule_id: str
+    def __init__(self, schedule_id: _Optional[str] = ...) -> None: ...
+
+class CancelBackfillResponse(_message.Message):
+    __slots__ = ("dropped", "schedule")
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    dropped: int
+    schedule: Schedule
+    def __init__(self, dropped: _Optional[int] = ..., schedule: _Optional[_Union[Schedule, _Mapping]] = ...) -> None: ...
+
 class PauseScheduleRequest(_message.Message):
     __slots__ = ("schedule_id",)
     SCHEDULE_ID_FIELD_NUMBER: _ClassVar[int]

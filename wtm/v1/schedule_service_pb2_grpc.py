@@ -78,6 +78,11 @@ class ScheduleServiceStub:
                 request_serializer=wtm_dot_v1_dot_schedule__service__pb2.BackfillScheduleRequest.SerializeToString,
                 response_deserializer=wtm_dot_v1_dot_schedule__service__pb2.BackfillScheduleResponse.FromString,
                 _registered_method=True)
+        self.CancelBackfill = channel.unary_unary(
+                '/wtm.v1.ScheduleService/CancelBackfill',
+                request_serializer=wtm_dot_v1_dot_schedule__service__pb2.CancelBackfillRequest.SerializeToString,
+                response_deserializer=wtm_dot_v1_dot_schedule__service__pb2.CancelBackfillResponse.FromString,
+                _registered_method=True)
 
 
 class ScheduleServiceServicer:
@@ -153,6 +158,15 @@ class ScheduleServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelBackfill(self, request, context):
+        """CancelBackfill drops the times the schedule's backfills keep waiting (max_running): no
+        run starts for them; the runs they started go on, and the schedule's own times are not
+        touched. A schedule with none waiting drops none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ScheduleServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -195,6 +209,11 @@ def add_ScheduleServiceServicer_to_server(servicer, server):
                     servicer.BackfillSchedule,
                     request_deserializer=wtm_dot_v1_dot_schedule__service__pb2.BackfillScheduleRequest.FromString,
                     response_serializer=wtm_dot_v1_dot_schedule__service__pb2.BackfillScheduleResponse.SerializeToString,
+            ),
+            'CancelBackfill': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelBackfill,
+                    request_deserializer=wtm_dot_v1_dot_schedule__service__pb2.CancelBackfillRequest.FromString,
+                    response_serializer=wtm_dot_v1_dot_schedule__service__pb2.CancelBackfillResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -417,6 +436,33 @@ class ScheduleService:
             '/wtm.v1.ScheduleService/BackfillSchedule',
             wtm_dot_v1_dot_schedule__service__pb2.BackfillScheduleRequest.SerializeToString,
             wtm_dot_v1_dot_schedule__service__pb2.BackfillScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelBackfill(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wtm.v1.ScheduleService/CancelBackfill',
+            wtm_dot_v1_dot_schedule__service__pb2.CancelBackfillRequest.SerializeToString,
+            wtm_dot_v1_dot_schedule__service__pb2.CancelBackfillResponse.FromString,
             options,
             channel_credentials,
             insecure,
