@@ -533,6 +533,16 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         )
         return [m.of(m.BackfilledRun, r) for r in runs]
 
+    @app.post(
+        "/api/v1/schedules/{schedule_id}/backfill:cancel",
+        response_model=m.BackfillCancelled,
+        responses=ERRORS,
+        tags=["fleet"],
+    )
+    async def cancel_backfill(schedule_id: str, client: Caller) -> m.BackfillCancelled:
+        """Drop the backfill times still waiting (max_running); the runs started go on."""
+        return m.BackfillCancelled(dropped=await client.cancel_backfill(schedule_id))
+
     @app.delete(
         "/api/v1/schedules/{schedule_id}", status_code=204, responses=ERRORS, tags=["fleet"]
     )

@@ -390,6 +390,10 @@ class BackfilledRun(BaseModel):
     waiting: bool = Field(False, description="its run waits for earlier ones (max_running)")
 
 
+class BackfillCancelled(BaseModel):
+    dropped: int = Field(description="the backfill times that were waiting, dropped (no run)")
+
+
 class Triggered(BaseModel):
     run_id: str = Field(description="the run the schedule started now")
     schedule: Schedule

@@ -350,6 +350,10 @@ def test_the_namespaces_schedules_are_listed(http: httpx.Client, client: Client)
             json={"start_time": since.isoformat(), "end_time": "2999-01-01T00:00:00Z"},
         )
         assert future.status_code == 400 and future.json()["error"]["field"] == "end_time"
+        dropped = http.post("/api/v1/schedules/gw-hourly/backfill:cancel")  # none waits
+        assert dropped.status_code == 200 and dropped.json() == {"dropped": 0}, dropped.text
+        missing = http.post("/api/v1/schedules/nope/backfill:cancel")
+        assert missing.status_code == 404 and missing.json()["error"]["field"] == "schedule_id"
         now = http.post("/api/v1/schedules/gw-hourly/trigger")
         assert now.status_code == 201, now.text
         assert now.json()["schedule"]["runs_started"] == 3  # two backfilled, one now
