@@ -94,27 +94,22 @@ class CallLimits:
             self._buckets[namespace] = (tokens - 1.0, now)
 
 
-def follow_rates(
-    settings: Collection[Any], rates: dict[str, float], stop: threading.Event, every: float = 1.0
-) -> threading.Thread:
-    """Keep ``rates`` (a ``CallLimits``'s) to each namespace's own calls a second as
-    UpdateNamespace sets them, read from ``settings`` every ``every`` seconds in a thread of
-    its own until ``stop`` is set — for a service that does not read the namespaces'
-    settings otherwise (the registry). MongoDB away: the last figures hold."""
+def follow_rates(settings: Collection[Any], limits: CallLimits, every: float = 1.0) -> None:
+    """Keep ``limits.rates`` to each namespace's own calls a second as UpdateNamespace sets
+    them, read from ``settings`` every ``every`` seconds in a thread of its own for the
+    process's life — for a service that reads no other namespace setting (the registry).
+    Each reading replaces the map whole, so a call never sees half of one. MongoDB away: the
+    last figures hold."""
 
     def follow() -> None:
         while True:
             try:
-                docs = list(settings.find({}, {SETTING: 1}))
-                found = {d["_id"]: float(d[SETTING]) for d in docs if d.get(SETTING) is not None}
-                if found != rates:
-                    rates.clear()
-                    rates.update(found)
+                docs = settings.find({}, {SETTING: 1})
+                limits.rates = {
+                    d["_id"]: float(d[SETTING]) for d in docs if d.get(SETTING) is not None
+                }
             except PyMongoError:
                 log.warning("reading the namespaces' calls a second failed", exc_info=True)
-            if stop.wait(every):
-                return
+            time.sleep(every)
 
-    thread = threading.Thread(target=follow, name="namespace-call-rates", daemon=True)
-    thread.start()
-    return thread
+    threading.Thread(target=follow, name="namespace-call-rates", daemon=True).start()

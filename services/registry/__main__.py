@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import threading
 from collections.abc import Sequence
 
 import minio.error
@@ -104,9 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if key:
             keys.create(f"bootstrap {role}", role, auth.ALL_NAMESPACES, 0, auth.ANONYMOUS, key)
 
-    rates: dict[str, float] = {}  # each namespace's own calls a second (UpdateNamespace)
-    calls = CallLimits(settings.calls_per_second, service="registry", rates=rates)
-    call_limits.follow_rates(db[call_limits.SETTINGS_COLLECTION], rates, threading.Event())
+    calls = CallLimits(settings.calls_per_second, service="registry")
+    call_limits.follow_rates(db[call_limits.SETTINGS_COLLECTION], calls)  # namespaces' own
 
     def register(server: object) -> None:
         registry_service_pb2_grpc.add_RegistryServiceServicer_to_server(servicer, server)

@@ -21,7 +21,6 @@ from services.scheduler.runs import RunService
 
 UNFINISHED = ["QUEUED", "RUNNING"]  # as the history shows them (written behind)
 AT_ONCE = 32  # cancels in flight at once on one page
-DEFAULT_REASON = "cancelled by a user"
 
 
 @dataclass
@@ -88,10 +87,9 @@ async def cancel_page(
             theirs.append(run)
         else:
             page.not_theirs.append(run.run_id)
-    why = reason or DEFAULT_REASON
     for at in range(0, len(theirs), AT_ONCE):
         chunk = theirs[at : at + AT_ONCE]
-        done = await asyncio.gather(*(_cancel(runs, r.run_id, why) for r in chunk))
+        done = await asyncio.gather(*(_cancel(runs, r.run_id, reason) for r in chunk))
         for ended_it, after in done:
             if after is not None:
                 (page.cancelled if ended_it else page.ended).append(after)
@@ -101,9 +99,8 @@ async def cancel_page(
 async def _cancel(runs: RunService, run_id: str, reason: str) -> tuple[bool, Run | None]:
     """Whether this call ended the run, and the run after it (without its steps; None if
     the history's retention deleted it meanwhile)."""
-    state = await runs.queueing.cancel_run(run_id, reason)
     try:
-        run = await runs.get(run_id)
+        run, ended_it = await runs.end(run_id, reason)
     except NotFound:
         return False, None
-    return state == "cancelled", dataclasses.replace(run, steps=[])
+    return ended_it, dataclasses.replace(run, steps=[])

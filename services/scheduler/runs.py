@@ -325,6 +325,11 @@ class RunService(RunListener):
         if namespace != auth.ALL_NAMESPACES or not caller.may(auth.Permission.CANCEL_ANY):
             owner = (await self.get(run_id, namespace)).submitted_by
         auth.check_own(owner, f"run {run_id}", "run_id")  # a submitter cancels its own runs
+        return await self.end(run_id, reason)
+
+    async def end(self, run_id: str, reason: str) -> tuple[Run, bool]:
+        """Cancel a run the caller may cancel (``cancel``, and each of a bulk cancel's): the
+        run after it, and whether this call ended it. NotFound: no such run."""
         state = await self.queueing.cancel_run(run_id, reason or "cancelled by a user")
         if state == "missing":
             await self.get(run_id)  # NotFound, or a finished run only MongoDB still has
