@@ -66,6 +66,10 @@ def task_panel(t: TaskInfo) -> str:
         f"  rate limit {m['rate_limit']} (in each namespace, over every executor)"
         if m.get("rate_limit")
         else "",
+        f"  at most {m['concurrency_limit']} running at once "
+        "(in each namespace, over every executor)"
+        if m.get("concurrency_limit")
+        else "",
         escape(f"  requirements: {', '.join(m['requirements'])}") if m.get("requirements") else "",
         "  deprecated: " + escape(t.deprecation_reason or "yes") if t.deprecated else "",
         f"  digest sha256:{t.digest} · {t.size_bytes} bytes",

@@ -77,6 +77,9 @@ class Manifest:
     resources: dict[str, int] = field(default_factory=dict)
     batching: dict[str, int] = field(default_factory=dict)  # {} or both keys, see _batching
     rate_limit: str = ""  # "N/s", "N/m" or "N/h" ("": none), see _rate_limit
+    concurrency_limit: int = (
+        0  # at most this many running at once (0: none), see _concurrency_limit
+    )
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -223,6 +226,22 @@ def _rate_limit(doc: dict[str, Any], name: str) -> str:
     return found
 
 
+MAX_CONCURRENCY_LIMIT = 1000
+
+
+def _concurrency_limit(doc: dict[str, Any], name: str) -> int:
+    """Hatchet's concurrency limit (Celery has none): at most N steps of this task running
+    at once in a namespace, over every executor and replica (0: no limit, the default) — for
+    a task that holds a scarce thing (a licence, a GPU's memory, a partner API's sessions). A
+    task that batches cannot have one: its executors lease a batch as one call."""
+    if doc.get(name) is None:
+        return 0
+    found = _int(doc, name, 0, 1, MAX_CONCURRENCY_LIMIT)
+    if doc.get("batching") is not None:
+        raise _err(name, "cannot be combined with batching (a batch is one call)", found)
+    return found
+
+
 def _top_level_names(tree: ast.Module) -> set[str]:
     """Names a module binds at its top level: classes, functions, assignments, imports."""
     names: set[str] = set()
@@ -267,6 +286,7 @@ KNOWN_KEYS = {
     "task_id", "name", "description", "version", "author", "category", "entry_point",
     "requirements", "tags", "queue", "priority", "timeout", "max_retries", "input_schema",
     "output_schema", "executor_labels", "resources", "batching", "rate_limit",
+    "concurrency_limit",
 }  # fmt: skip
 
 
@@ -319,5 +339,6 @@ def parse_manifest(text: bytes | str) -> Manifest:
         resources=_resources(doc, "resources"),
         batching=_batching(doc, "batching"),
         rate_limit=_rate_limit(doc, "rate_limit"),
+        concurrency_limit=_concurrency_limit(doc, "concurrency_limit"),
         raw=doc,
     )

@@ -74,6 +74,20 @@ def rate(name: str) -> str:
     return f"{PREFIX}rate:{name}"
 
 
+def places(name: str) -> str:
+    """HASH step-key -> lease id: the steps holding a place of a task with a concurrency
+    limit ("<namespace>/<task_id>"; lib.lua)."""
+    return f"{PREFIX}places:{name}"
+
+
+def place_waits(name: str) -> str:
+    """ZSET step-key -> queue score: a concurrency-limited task's steps waiting for a place."""
+    return f"{PREFIX}place-waits:{name}"
+
+
+PLACE_LIMITS = PREFIX + "place-limits"  # HASH task name -> its limit, while steps wait for a place
+
+
 def idempotency(request_id: str) -> str:
     """STRING request-id -> run-id, so a repeated submit returns the first run."""
     return f"{PREFIX}idem:{request_id}"

@@ -117,6 +117,11 @@ class PlannedStep:
                     if t.rate_interval_ms
                     else {}
                 ),
+                **(
+                    {"conc": str(t.concurrency_limit), "conc_key": f"{self.namespace}/{t.task_id}"}
+                    if t.concurrency_limit
+                    else {}
+                ),
                 **({"log_level": self.log_level} if self.log_level else {}),
                 **({"max_parallel": str(self.max_parallel)} if self.max_parallel else {}),
             },

@@ -138,7 +138,7 @@ def pairs_of(flat: list[str]) -> list[tuple[str, str]]:
 def verdict_of(raw: list[Any]) -> Verdict:
     words = [w.decode() if isinstance(w, bytes) else str(w) for w in raw]
     cancel = pairs_of(words[3:]) if words[0] == "failed" else []
-    queued_on = words[3:] if words[0] in {"completed", "released"} else []
+    queued_on = words[3:] if words[0] in {"completed", "run_completed", "released"} else []
     final = run_snapshot_of(json.loads(words[2])) if words[2] else None
     return Verdict(words[0], cancel, flat_dict(json.loads(words[1])), final, queued_on)
 

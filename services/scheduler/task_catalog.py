@@ -38,6 +38,8 @@ class ResolvedTask:
     batching: tuple[int, int] = (0, 0)
     # task.json "rate_limit" as the time between two starts (ms; 0.0: no limit)
     rate_interval_ms: float = 0.0
+    # task.json "concurrency_limit": at most this many steps running at once (0: no limit)
+    concurrency_limit: int = 0
 
     @property
     def queue_key(self) -> str:
@@ -176,6 +178,7 @@ class TaskCatalog:
             dict(manifest.get("executor_labels") or {}),
             batching_of(manifest),
             rate_limits.interval_ms(manifest.get("rate_limit") or ""),
+            int(manifest.get("concurrency_limit") or 0),
         )
         if "/" not in task_id:
             self._tasks[(namespace, task_id, t.version)] = resolved

@@ -952,3 +952,98 @@ def test_rate_limited_steps_promoted_late_do_not_start_together(on_valkey) -> No
     first, late, aside, t0 = on_valkey(scenario)
     assert first == ["r0"] and late == ["r1"]
     assert [(m.decode(), s - t0) for m, s in aside] == [("r2:a", 1850)]
+
+
+def few_at_once(step_id: str, limit: int, key: str = "default/gpu_job") -> QueuedStep:
+    """A step of a task with a concurrency limit (task.json concurrency_limit)."""
+    s = step(step_id, max_retries=1)
+    return QueuedStep(
+        s.step_id, s.deps, s.dependents, {**s.fields, "conc": str(limit), "conc_key": key}
+    )
+
+
+async def run_events(q: RunQueue, run_id: str) -> list[str]:
+    return [f[b"msg"].decode() for _, f in await q.redis.xrange(keys.events(run_id))]
+
+
+def test_a_concurrency_limited_task_runs_at_most_its_limit_at_once(on_valkey) -> None:  # noqa: ANN001
+    """Five runs of a task limited to two at once, two executors with room for all: two
+    steps run, three wait for a place in arrival order (each run's events say so, once), and
+    every end of a lease (a success, a failed attempt that retries, a cancelled run) queues
+    the first waiting step, leased in the same round trip; another namespace's steps of the
+    same task and a task without a limit are not held."""
+
+    async def scenario(q: RunQueue) -> dict[str, Any]:
+        for n in range(5):
+            await submit(q, f"r{n}", [few_at_once("a", 2)])
+            q.clock.advance(0.001)  # type: ignore[attr-defined]
+        await submit(q, "plain", [step("a")])
+        await submit(q, "theirs", [few_at_once("a", 2, key="team-b/gpu_job")])
+        wants = [Want("e1", ["q"], 8, False), Want("e2", ["q"], 8, False)]
+        first = [x for leased in await q.dispatch_many(wants, 10_000) for x in leased]
+        seen: dict[str, Any] = {"first": sorted(x.run_id for x in first)}
+        seen["waiting"] = [
+            m.decode() for m in await q.redis.zrange(keys.place_waits("default/gpu_job"), 0, -1)
+        ]
+        seen["again"] = await q.dispatch("e2", ["q"], 8, 10_000)  # still full: nothing
+        seen["events"] = await run_events(q, "r2")
+        held = {x.run_id: x for x in first}
+        done = Completion("r0:a", 1, "SUCCEEDED", "{}", lease=held["r0"].step["lease"])
+        verdicts, leases = await q.complete_and_dispatch([done], [Want("e1", ["q"], 8)], 10_000)
+        seen["after_success"] = (verdicts[0].queued_on, [x.run_id for x in leases[0]])
+        r2 = leases[0][0]
+        failed = Completion(
+            "r2:a", 1, "FAILED", "", "boom", q.clock.now_ms() + 60_000, lease=r2.step["lease"]
+        )
+        verdicts, leases = await q.complete_and_dispatch([failed], [Want("e1", ["q"], 8)], 10_000)
+        seen["after_failure"] = (verdicts[0].verdict, [x.run_id for x in leases[0]])
+        await q.cancel_run("r4", "not needed")  # waiting: it leaves the line
+        await q.cancel_run("r1", "not needed")  # running: its place is left
+        seen["after_cancel"] = [x.run_id for x in await q.dispatch("e1", ["q"], 8, 10_000)]
+        seen["places"] = sorted(
+            m.decode() for m in await q.redis.hkeys(keys.places("default/gpu_job"))
+        )
+        seen["left"] = await q.redis.exists(keys.place_waits("default/gpu_job"), keys.PLACE_LIMITS)
+        seen["events_after"] = await run_events(q, "r2")
+        return seen
+
+    seen = on_valkey(scenario)
+    assert seen["first"] == ["plain", "r0", "r1", "theirs"]
+    assert seen["waiting"] == ["r2:a", "r3:a", "r4:a"] and seen["again"] == []
+    assert seen["events"].count("waits for a place: its task runs at most 2 at once") == 1
+    assert seen["after_success"] == (["q"], ["r2"])
+    assert seen["after_failure"] == ("retrying", ["r3"])  # the retry waits its backoff
+    assert (
+        seen["after_cancel"] == []
+    )  # r4 was cancelled while it waited; r3 and r2's retry hold none
+    assert seen["places"] == ["r3:a"] and seen["left"] == 0
+    assert seen["events_after"].count("waits for a place: its task runs at most 2 at once") == 1
+
+
+def test_a_place_left_without_a_word_is_found_and_a_lapsed_lease_leaves_its_place(
+    on_valkey,
+) -> None:  # noqa: ANN001
+    """A holder whose lease is no longer its own (an older replica ended it without leaving
+    its place) is not counted: the next promotion queues the waiting step. A lease that
+    lapses (its executor stopped) leaves its place as any end does."""
+
+    async def scenario(q: RunQueue) -> dict[str, Any]:
+        for n in range(3):
+            await submit(q, f"r{n}", [few_at_once("a", 1)])
+            q.clock.advance(0.001)  # type: ignore[attr-defined]
+        [held] = await q.dispatch("e1", ["q"], 8, 1_000)
+        seen: dict[str, Any] = {"held": held.run_id}
+        # As a scheduler from before this change would end it: the step's state, no place left.
+        await q.admin.hset(keys.step("r0", "a"), "state", "COMPLETED")  # type: ignore[attr-defined]
+        await q.admin.zrem(keys.LEASES, "r0:a")  # type: ignore[attr-defined]
+        seen["promoted"] = await q.promote_due()
+        [second] = await q.dispatch("e1", ["q"], 8, 1_000)
+        seen["second"] = second.run_id
+        q.clock.advance(2)  # type: ignore[attr-defined]
+        seen["expired"] = [e["member"] for e in await q.expire_leases()]
+        [third] = await q.dispatch("e2", ["q"], 8, 1_000)  # r1's retry waits its backoff
+        seen["third"] = third.run_id
+        return seen
+
+    seen = on_valkey(scenario)
+    assert seen == {"held": "r0", "promoted": 1, "second": "r1", "expired": ["r1:a"], "third": "r2"}

@@ -41,6 +41,9 @@ def test_lua_key_helpers_name_the_keys_keys_py_names() -> None:
         "unfinished_key": keys.UNFINISHED,
         "deadlines_key": keys.DEADLINES,
         "rate_key": keys.rate("X"),
+        "places_key": keys.places("X"),
+        "place_waits_key": keys.place_waits("X"),
+        "place_limits_key": keys.PLACE_LIMITS,
     }
 
 

@@ -54,6 +54,11 @@ def test_defaults_fill_what_task_json_leaves_out() -> None:
         ({"rate_limit": "\uff11/s"}, "rate_limit"),
         ({"rate_limit": "20000/s"}, "rate_limit"),
         ({"rate_limit": "5/s", "batching": {"max_batch_size": 4}}, "rate_limit"),
+        ({"concurrency_limit": 0}, "concurrency_limit"),
+        ({"concurrency_limit": 1001}, "concurrency_limit"),
+        ({"concurrency_limit": "2"}, "concurrency_limit"),
+        ({"concurrency_limit": True}, "concurrency_limit"),
+        ({"concurrency_limit": 2, "batching": {"max_batch_size": 4}}, "concurrency_limit"),
         ({"requirements": ["numpy", "numpy >= >= 1"]}, "requirements[1]"),
         ({"requirements": ["--index-url=https://example.invalid"]}, "requirements[0]"),
         (
@@ -66,6 +71,11 @@ def test_each_bad_field_is_named(fields: dict[str, object], named: str) -> None:
     with pytest.raises(InvalidArgument) as err:
         parse_manifest(manifest(**fields))
     assert f"task.json: {named}:" in str(err.value)
+
+
+def test_a_concurrency_limit_is_a_whole_number_of_steps_running_at_once() -> None:
+    assert parse_manifest(manifest(concurrency_limit=2)).concurrency_limit == 2
+    assert parse_manifest(manifest()).concurrency_limit == 0
 
 
 def test_a_rate_limit_is_a_count_per_second_minute_or_hour() -> None:

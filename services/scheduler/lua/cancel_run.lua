@@ -5,6 +5,8 @@
 --   P..'q:'..queue, P..'delayed', P..'leases'   ZSET  the run's steps (ZREM)
 --   P..'o:'..run_id, P..'e:'..run_id            expiry set; STREAM run events (XADD)
 --   P..'unfinished'          HASH    the run's namespace's unfinished runs, when it ends (HINCRBY)
+--   P..'places:'.., P..'place-waits:'.., P..'place-limits'  a concurrency-limited task's
+--                                    places left and steps waiting (lib.lua's leave_place)
 -- ARGV: P, run_id, reason, now_ms, finished_ttl_s
 -- Returns: {'missing'} | {'finished', state} | {'cancelled', step-key, executor, ...}
 --          (the running steps whose executors must be told to stop).

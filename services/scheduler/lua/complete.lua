@@ -13,6 +13,9 @@
 --   P..'unfinished'          HASH    the run's namespace's unfinished runs, when it ends (HINCRBY)
 --   P..'e:'..run_id          STREAM  run events (XADD)
 --   P..'l:'..step-key        LIST    the attempt's log lines, moved onto the step hash (DEL)
+--   P..'places:'..conc_key, P..'place-waits:'..conc_key, P..'place-limits'  the place the
+--                                    attempt held, if its task has a concurrency limit, and
+--                                    the step waiting for one that is queued (lib.lua)
 -- ARGV: P, step-key, attempt, outcome (SUCCEEDED|FAILED|FATAL|TIMED_OUT|CANCELLED|RELEASED),
 --       output_json, error, now_ms, retry_at_ms, finished_ttl_s,
 --       timings (JSON object of the attempt's executor timings, kept on the step hash),
@@ -29,16 +32,17 @@
 -- 'run_completed' | 'retrying' | 'released' | 'failed'; snapshot is the step hash (flat, JSON)
 -- after the change; final, when the result ended the run, is the whole run as JSON
 -- {run = run hash, outputs = outputs hash, steps = [step hash...]} (all flat), else '';
--- after 'failed' come step-key, executor pairs: running steps to cancel; after 'completed'
--- and 'released', the queue of each step the result queued (so that only executors serving
--- those queues are asked, not every idle one).
+-- after 'failed' come step-key, executor pairs: running steps to cancel; after 'completed',
+-- 'run_completed' and 'released', the queue of each step the result queued (so that only
+-- executors serving those queues are asked, not every idle one).
 local P, member, attempt, outcome = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local output, err, now, retry_at, ttl = ARGV[5], ARGV[6], ARGV[7], ARGV[8], tonumber(ARGV[9])
 local wake_channel, origin, lease = ARGV[11], ARGV[12], ARGV[13] or ''
 local reporter = ARGV[14] or ''
 local sh = step_hash(P, member)
 local f = redis.call('HMGET', sh, 'attempt', 'state', 'dependents', 'queue', 'priority', 'first',
-  'lease', 'executor', 'max_parallel', 'cache_key', 'cache_ttl', 'cache_max', 'output_id')
+  'lease', 'executor', 'max_parallel', 'cache_key', 'cache_ttl', 'cache_max', 'output_id',
+  'conc_key')
 if f[1] ~= attempt or f[2] ~= 'RUNNING' or (lease ~= '' and lease ~= f[7])
     or (reporter ~= '' and reporter ~= f[8]) then
   return {'stale', cjson.encode(redis.call('HGETALL', sh)), ''}
@@ -64,13 +68,16 @@ local function with_snapshot(result)
 end
 if outcome == 'RELEASED' then
   redis.call('ZREM', leases_key(P), member)
+  local waiter = leave_place(P, member, f[14])
   enqueue_known(P, member, f[4], f[5], f[6], now, {'attempt', tonumber(attempt) - 1})
   emit(P, run_id, step_id, tonumber(attempt) - 1, 'QUEUED',
     (err ~= '' and err or 'released unrun by a draining executor'), now)
+  local counts = {[f[4]] = 1}
+  if waiter then counts[waiter] = (counts[waiter] or 0) + 1 end
   if wake_channel ~= '' then
-    redis.call('PUBLISH', wake_channel, origin .. ' ' .. cjson.encode({[f[4]] = 1}))
+    redis.call('PUBLISH', wake_channel, origin .. ' ' .. cjson.encode(counts))
   end
-  return with_snapshot({'released', f[4]})
+  return with_snapshot({'released', f[4], waiter})
 end
 -- The executor's timings and the attempt's log lines go on the step hash.
 local extra = cjson.decode(ARGV[10] or '{}')
@@ -87,6 +94,7 @@ if outcome ~= 'SUCCEEDED' then
   return with_snapshot(fail_step(P, member, state, err, retryable, retry_at, now, ttl))
 end
 redis.call('ZREM', leases_key(P), member)
+local queued_on = {leave_place(P, member, f[14])}  -- a step that waited for its place
 extra.state, extra.ended_ms, extra.error = 'COMPLETED', now, ''
 hset_all(sh, extra)
 redis.call('HSET', outputs_key(P, run_id), step_id, output)
@@ -95,7 +103,6 @@ if f[10] and #output <= tonumber(f[12]) then
   redis.call('SET', f[10], cjson.encode({output = output, from = run_id .. '/' .. f[13]}),
     'EX', tonumber(f[11]))
 end
-local queued_on = {}
 local limit = tonumber(f[9] or '0') or 0
 for _, dep in ipairs(cjson.decode(f[3])) do
   local dm = run_id .. ':' .. dep
@@ -123,6 +130,6 @@ if #queued_on > 0 and wake_channel ~= '' then
 end
 if redis.call('HINCRBY', run_hash(P, run_id), 'remaining', -1) <= 0 then
   finish_run(P, run_id, 'COMPLETED', '', now, ttl)
-  return with_snapshot({'run_completed'})
+  return with_snapshot({'run_completed', unpack(queued_on)})
 end
 return with_snapshot({'completed', unpack(queued_on)})

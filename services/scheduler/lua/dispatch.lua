@@ -10,6 +10,10 @@
 --   P..'l:'..step-key        LIST    the previous attempt's log lines (DEL)
 --   P..'rate:'..rate_key     STRING  when a rate-limited task's next step may start (GET, SET)
 --   P..'delayed'             ZSET    a rate-limited step's reserved start (ZADD; an event says so)
+--   P..'places:'..conc_key   HASH    steps holding a place of a concurrency-limited task (HSET;
+--                                    checked when full: lib.lua's places_taken)
+--   P..'place-waits:'..conc_key  ZSET  its steps that found no place (ZADD; an event says so)
+--   P..'place-limits'        HASH    conc_key -> its limit, while steps wait for a place (HSET)
 -- ARGV: P, now_ms, lease_ms, executor_id, max_n, lease_token, batching ('1': the executor
 --       runs dynamic batches), queue names...
 -- Each lease gets the id lease_token..'.'..n (the token is random per call), which the
@@ -30,6 +34,11 @@
 -- queued again and leased without asking (each step is put aside once, not every round),
 -- unless it is asked for more than a second (or its interval) after its time: then it
 -- takes a new one.
+-- Concurrency limits: a step with 'conc' (at most that many steps of its task RUNNING in
+-- its namespace, 'conc_key') is leased only while one of the task's places is free (checked
+-- before its rate limit, so that a step with no place reserves no start); else it waits
+-- in the task's place-waits set, at the score it had, until a lease of the task ends
+-- (lib.lua's leave_place queues it again).
 -- Returns: a list of JSON objects {member, attempt, step (flat HGETALL), input, outputs,
 --          trace = {trace_id, run_span} of the run, spans = {step read -> its span id},
 --          started = true when this dispatch made the run RUNNING, call = the batch's id};
@@ -60,6 +69,7 @@ end
 
 local out = {}
 local deferred, waiting, due_first, aside_first = {}, {}, nil, nil
+local places = {}  -- a concurrency-limited task's conc_key -> its places free, this call
 -- Leases one QUEUED step (f: its state, attempt, reads) as one of call (nil: alone).
 local function lease(member, f, call)
   local sh = step_hash(P, member)
@@ -68,7 +78,11 @@ local function lease(member, f, call)
   local attempt = (tonumber(f[2]) or 0) + 1
   redis.call('HSET', sh, 'attempt', attempt, 'state', 'RUNNING', 'executor', executor,
     'started_ms', now, 'lease', token .. '.' .. (#out + 1))
-  if f[10] then redis.call('HDEL', sh, 'rate_at') end  -- its reserved start came
+  if f[10] or f[13] then redis.call('HDEL', sh, 'rate_at', 'conc_wait') end  -- what it waited for came
+  if f[11] then  -- it takes one of its task's places
+    redis.call('HSET', places_key(P, f[12]), member, token .. '.' .. (#out + 1))
+    places[f[12]] = places[f[12]] - 1
+  end
   if attempt > 1 then  -- what the previous attempt left
     redis.call('HDEL', sh, 't_recv', 't_p0', 't_p1', 't_sent', 't_rep', 'logs')
     redis.call('DEL', logs_key(P, member))
@@ -118,6 +132,28 @@ local function rate_allows(member, interval, name, attempts)
   return false
 end
 
+-- Whether one of a concurrency-limited task's places is free (counted once per call: the
+-- holders are checked one by one only when they fill every place).
+local function place_free(limit, name)
+  if places[name] == nil then
+    local taken = redis.call('HLEN', places_key(P, name))
+    if taken >= limit then taken = places_taken(P, name) end
+    places[name] = limit - taken
+  end
+  return places[name] > 0
+end
+
+-- A step that found no place waits for one (its run's events say so the first time).
+local function wait_for_place(member, score, f)
+  redis.call('ZADD', place_waits_key(P, f[12]), score, member)
+  redis.call('HSET', place_limits_key(P), f[12], f[11])
+  if f[13] then return end
+  redis.call('HSET', step_hash(P, member), 'conc_wait', '1')
+  local run_id = run_of(member)
+  emit(P, run_id, string.sub(member, #run_id + 2), tonumber(f[2]) or 0, 'QUEUED',
+    'waits for a place: its task runs at most ' .. f[11] .. ' at once', now)
+end
+
 -- Whether a step put aside starts on its reserved start: when it is asked for within a
 -- second (or its interval, if longer) of it; later (no place was free then), it takes a new
 -- one, so that steps kept waiting do not start together.
@@ -136,10 +172,13 @@ while heads < max_n and pops < max_n + 256 do
   if not member then break end
   pops = pops + 1
   local f = redis.call('HMGET', step_hash(P, member), 'state', 'attempt', 'reads', 'batch',
-    'digest', 'batch_wait', 'queued_ms', 'rate', 'rate_key', 'rate_at')
+    'digest', 'batch_wait', 'queued_ms', 'rate', 'rate_key', 'rate_at', 'conc', 'conc_key',
+    'conc_wait')
   local size = batching and tonumber(f[4] or '0') or 0
   if f[1] ~= 'QUEUED' then
     -- not ready after all (ended meanwhile): dropped from the queue
+  elseif f[11] and not place_free(tonumber(f[11]), f[12]) then
+    wait_for_place(member, score, f)  -- every place of its task is held
   elseif f[8] and not kept_start(tonumber(f[8]), f[10])
     and not rate_allows(member, tonumber(f[8]), f[9], f[2]) then
     -- its task's rate limit gave it a later start: it waits in the delayed set

@@ -14,6 +14,8 @@
 --   P..'delayed'             ZSET    retries due now (ZADD)
 --   P..'r:'..run_id, P..'o:'..run_id, P..'e:'..run_id, P..'q:'..queue  (when a run fails)
 --   P..'unfinished'          HASH    the run's namespace's unfinished runs (when it fails)
+--   P..'places:'.., P..'place-waits:'.., P..'place-limits'  a concurrency-limited task's
+--                                    places left and steps waiting (lib.lua's leave_place)
 -- ARGV: P, now_ms, limit, finished_ttl_s
 -- Returns: JSON list of {member, executor, verdict ('released' for an attempt not counted,
 --          else fail_step's), cancel = [step-key, executor, ...],

@@ -5,6 +5,8 @@
 --   P..'deadlines'           ZSET    run id -> deadline_ms (read, ZREM)
 --   P..'r:'..run_id, P..'s:'..step-key, P..'q:'..queue, P..'delayed', P..'leases',
 --   P..'o:'..run_id, P..'e:'..run_id, P..'unfinished'    (finish_run)
+--   P..'places:'.., P..'place-waits:'.., P..'place-limits'  a concurrency-limited task's
+--                                    places left and steps waiting (lib.lua's leave_place)
 -- ARGV: P, now_ms, limit, finished_ttl_s
 -- Returns: {count, run_id x count, step-key, executor, ...}: the runs ended, then their
 --          running steps, whose executors must be told to stop.

@@ -16,6 +16,9 @@ local function fair_key(P) return P .. 'fair' end
 local function unfinished_key(P) return P .. 'unfinished' end
 local function deadlines_key(P) return P .. 'deadlines' end
 local function rate_key(P, name) return P .. 'rate:' .. name end
+local function places_key(P, name) return P .. 'places:' .. name end
+local function place_waits_key(P, name) return P .. 'place-waits:' .. name end
+local function place_limits_key(P) return P .. 'place-limits' end
 
 -- Score: priority band (higher priority first; steps of runs in flight before first steps),
 -- then, within a band, an order: for steps of runs in flight, enqueue time in ms; for first
@@ -131,6 +134,56 @@ local function release_held(P, run_id, limit, now_ms, not_before_ms, queued_on)
   return queued
 end
 
+-- Concurrency limits (task.json "concurrency_limit": at most N steps of a task running at
+-- once in a namespace, over every executor and replica). A step of such a task carries
+-- 'conc' (N) and 'conc_key' (its name, "<namespace>/<task_id>"); the steps holding one of
+-- its N places are P..'places:'..name (step-key -> the lease id it holds the place with),
+-- the steps that found none wait in P..'place-waits:'..name (step-key -> their queue
+-- score), and P..'place-limits' names the tasks that have steps waiting (name -> N).
+-- Each lease's end leaves its place (leave_place, wherever a script ends a lease), which
+-- queues the first waiting step again; a holder whose lease is no longer its own is not
+-- counted (places_taken) and promote_due.lua queues waiting steps while places are free,
+-- so a place left without a word (a replica from before ended the lease) is not lost.
+
+-- How many places of a task are held: its holders still RUNNING on the lease they took the
+-- place with (the others are dropped).
+local function places_taken(P, name)
+  local key = places_key(P, name)
+  local held = redis.call('HGETALL', key)
+  local live = 0
+  for i = 1, #held, 2 do
+    local s = redis.call('HMGET', step_hash(P, held[i]), 'state', 'lease')
+    if s[1] == 'RUNNING' and s[2] == held[i + 1] then
+      live = live + 1
+    else
+      redis.call('HDEL', key, held[i])
+    end
+  end
+  return live
+end
+
+-- Queues again the first step waiting for one of a task's places (at the score it had);
+-- returns its queue, or nil when none waits.
+local function queue_place_waiter(P, name)
+  local top = redis.call('ZPOPMIN', place_waits_key(P, name))
+  if #top == 0 then
+    redis.call('HDEL', place_limits_key(P), name)
+    return nil
+  end
+  local queue = redis.call('HGET', step_hash(P, top[1]), 'queue')
+  redis.call('ZADD', queue_key(P, queue), top[2], top[1])
+  return queue
+end
+
+-- A step's lease ended (name: its 'conc_key', nil for a task without a limit): it leaves
+-- its place, and the first step waiting for one is queued again. Returns that step's
+-- queue, or nil.
+local function leave_place(P, member, name)
+  if not name then return nil end
+  redis.call('HDEL', places_key(P, name), member)
+  return queue_place_waiter(P, name)
+end
+
 -- Ends a run: sets its state, cancels every step that has not finished, and returns the
 -- step-keys of cancelled steps that were RUNNING (their executors must be told to stop).
 local function finish_run(P, run_id, state, err, now_ms, ttl)
@@ -147,12 +200,14 @@ local function finish_run(P, run_id, state, err, now_ms, ttl)
   for _, step_id in ipairs(cjson.decode(r[1])) do
     local member = run_id .. ':' .. step_id
     local sh = step_hash(P, member)
-    local f = redis.call('HMGET', sh, 'state', 'queue', 'executor')
+    local f = redis.call('HMGET', sh, 'state', 'queue', 'executor', 'conc_key')
     if f[1] == 'PENDING' or f[1] == 'QUEUED' or f[1] == 'RUNNING' then
       redis.call('ZREM', queue_key(P, f[2]), member)
       redis.call('ZREM', delayed_key(P), member)
+      if f[4] and f[1] == 'QUEUED' then redis.call('ZREM', place_waits_key(P, f[4]), member) end
       if f[1] == 'RUNNING' then
         redis.call('ZREM', leases_key(P), member)
+        leave_place(P, member, f[4])
         table.insert(running, member)
         table.insert(running, f[3] or '')
       end
@@ -175,11 +230,12 @@ local function fail_step(P, member, state, err, retryable, retry_at_ms, now_ms, 
   local sh = step_hash(P, member)
   local run_id = run_of(member)
   local step_id = string.sub(member, #run_id + 2)
-  local f = redis.call('HMGET', sh, 'attempt', 'max_retries', 'unheard')
+  local f = redis.call('HMGET', sh, 'attempt', 'max_retries', 'unheard', 'conc_key')
   local attempt, max_retries = tonumber(f[1]), tonumber(f[2])
   -- Attempts lost before their executor had them (expire_leases.lua) do not count.
   local counted = attempt - (tonumber(f[3] or '0') or 0)
   redis.call('ZREM', leases_key(P), member)
+  leave_place(P, member, f[4])
   if retryable and counted <= max_retries then
     redis.call('HSET', sh, 'state', 'QUEUED', 'error', err, 'retry_at_ms', retry_at_ms)
     redis.call('ZADD', delayed_key(P), retry_at_ms, member)
