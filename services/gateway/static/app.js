@@ -587,12 +587,21 @@ function backfillForm() {
         const started = runs.filter((r) => r.started).length, waiting = runs.filter((r) => r.waiting).length;
         out.textContent = `${runs.length} time${runs.length === 1 ? "" : "s"}: started ${started}, ${runs.length - started - waiting} had their run`
           + (waiting ? `, ${waiting} wait their turn` : "");
+        if (waiting) out.append(" ", dropButton(id.value.trim()));
       } catch (e) { err.textContent = `${e.code}: ${e.message}`; }
     } },
       h("label", {}, "Schedule id", id), h("label", {}, "From (your time)", from), h("label", {}, "Until, past", until),
       h("label", {}, "At most this many at once", most),
       h("button", { type: "submit" }, "Backfill"), " ", out, err));
   card.choose = (scheduleId) => { id.value = scheduleId; card.open = true; card.scrollIntoView(); };
+  // Drops the times the backfill left waiting (the runs it started go on).
+  const dropButton = (scheduleId) => h("button", { class: "danger", onclick: async (event) => {
+    event.preventDefault(); event.target.disabled = true;
+    try {
+      const r = await api(`/api/v1/schedules/${encodeURIComponent(scheduleId)}/backfill:cancel`, { method: "POST" });
+      event.target.replaceWith(`dropped ${r.dropped} waiting`);
+    } catch (e) { err.textContent = `${e.code}: ${e.message}`; event.target.disabled = false; }
+  } }, "Drop the waiting times");
   return card;
 }
 
