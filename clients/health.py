@@ -179,7 +179,7 @@ def assess_fleet(
             )
     if work or delayed:
         checks.append(
-            Check("queues", OK, f"{work} step(s) waiting, {delayed} retry(ies) due later")
+            Check("queues", OK, f"{work} step(s) waiting, {delayed} held back (retries, limits)")
         )
     else:
         checks.append(Check("queues", OK, "nothing waiting"))

@@ -334,7 +334,10 @@ def executors_table(executors: list[ExecutorInfo], width: int | None = None) -> 
 
 
 def queues_table(queues: list[QueueInfo], delayed: int) -> Table:
-    table = Table(title=f"Queues ({delayed} steps due later: retries, delayed starts, rate limits)")
+    table = Table(
+        title=f"Queues ({delayed} steps held back: retries, delayed starts, rate and "
+        "concurrency limits)"
+    )
     for col in ("queue", "waiting", "oldest", "executors", "free slots", "note"):
         table.add_column(col)
     for q in queues:

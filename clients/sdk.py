@@ -623,7 +623,8 @@ class Client(_Connection, ScheduleMethods):
 
     def list_queues(self) -> tuple[list[QueueInfo], int]:
         """The queues of this client's namespace that have waiting work or an executor, and
-        how many steps wait for a time (a retry's backoff, a delayed start, a rate limit)."""
+        how many steps are held back from their queues (waiting for a time: a retry's
+        backoff, a delayed start, a rate limit; or for a place: a concurrency limit)."""
         replies = list(self._s.pages(self._scheduler.ListQueues, spb.ListQueuesRequest()))
         found = [QueueInfo.from_proto(q) for reply in replies for q in reply.queues]
         return found, replies[-1].delayed

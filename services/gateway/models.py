@@ -322,8 +322,9 @@ class QueueResumed(BaseModel):
 class Queues(BaseModel):
     queues: list[Queue]
     delayed: int = Field(
-        description="steps waiting for a time: a retry's backoff, their run's start time, "
-        "their task's rate limit"
+        description="steps held back from their queues: waiting for a time (a retry's "
+        "backoff, their run's start time, their task's rate limit) or for a place under their "
+        "task's concurrency limit"
     )
 
 

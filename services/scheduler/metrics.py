@@ -1,6 +1,6 @@
 """The scheduler's metrics (OpenTelemetry instruments; no-ops unless a reader is set up).
 
-    wtm_queue_depth{queue}                 steps waiting per queue (plus "delayed" retries)
+    wtm_queue_depth{queue}                 steps waiting per queue (plus "delayed": held back)
     wtm_queue_oldest_age_seconds{queue}    how long the oldest waiting step has waited (0: none)
     wtm_queue_executors{queue}             executors on this replica that take from the queue
     wtm_queue_paused{queue}                1 while an operator holds the queue (PauseQueue), else

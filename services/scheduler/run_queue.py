@@ -190,8 +190,16 @@ class RunQueue:
         }
 
     async def delayed_count(self) -> int:
-        """Retries waiting out their backoff, over every queue."""
-        return int(await self.redis.zcard(keys.DELAYED))
+        """Steps held back from their queues, over every queue: waiting for a time (a retry's
+        backoff, a delayed start, a rate limit: the delayed set) or for a place of their
+        task's concurrency limit."""
+        names = await self.redis.hkeys(keys.PLACE_LIMITS)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(keys.DELAYED)
+            for name in names:
+                pipe.zcard(keys.place_waits(name.decode() if isinstance(name, bytes) else name))
+            counts = await pipe.execute()
+        return sum(int(n) for n in counts)
 
     async def unfinished_counts(self) -> dict[str, int]:
         """Runs queued or running, per namespace (kept by the scripts)."""

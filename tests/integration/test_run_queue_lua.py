@@ -986,6 +986,7 @@ def test_a_concurrency_limited_task_runs_at_most_its_limit_at_once(on_valkey) ->
             m.decode() for m in await q.redis.zrange(keys.place_waits("default/gpu_job"), 0, -1)
         ]
         seen["again"] = await q.dispatch("e2", ["q"], 8, 10_000)  # still full: nothing
+        seen["held_back"] = await q.delayed_count()  # what ListQueues counts as held back
         seen["events"] = await run_events(q, "r2")
         held = {x.run_id: x for x in first}
         done = Completion("r0:a", 1, "SUCCEEDED", "{}", lease=held["r0"].step["lease"])
@@ -1010,6 +1011,7 @@ def test_a_concurrency_limited_task_runs_at_most_its_limit_at_once(on_valkey) ->
     seen = on_valkey(scenario)
     assert seen["first"] == ["plain", "r0", "r1", "theirs"]
     assert seen["waiting"] == ["r2:a", "r3:a", "r4:a"] and seen["again"] == []
+    assert seen["held_back"] == 3
     assert seen["events"].count("waits for a place: its task runs at most 2 at once") == 1
     assert seen["after_success"] == (["q"], ["r2"])
     assert seen["after_failure"] == ("retrying", ["r3"])  # the retry waits its backoff

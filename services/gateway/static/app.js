@@ -644,7 +644,7 @@ function queuesPage() {
       h("td", { class: "actions" }, pauseButton("queues", "queue", x.queue, !!x.pause,
         "Its waiting steps are not started until it is resumed.", fill)))));
     if (!q.queues.length) body.replaceChildren(h("tr", {}, h("td", { colspan: 8, class: "muted" }, "No queue has work or an executor.")));
-    delayed.textContent = `${q.delayed} step(s) waiting out a retry's backoff, their run's start time or their task's rate limit.`;
+    delayed.textContent = `${q.delayed} step(s) held back: waiting out a retry's backoff, their run's start time or their task's rate limit, or for a place under its concurrency limit.`;
   };
   return every(REFRESH_MS, fill);
 }
