@@ -54,6 +54,7 @@ from clients.types import (
     RunInfo,
     StepInfo,
     TaskInfo,
+    TaskLimitsInfo,
 )
 from common.states import TERMINAL_STATES, RunState, State, StepState
 
@@ -84,6 +85,7 @@ __all__ = [
     "NamespaceInfo",
     "QueueInfo",
     "QueuePauseInfo",
+    "TaskLimitsInfo",
     "ResourceExhausted",
     "RunCancelledError",
     "RunError",

@@ -17,7 +17,7 @@ import asyncio
 import copy
 import dataclasses
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ from clients.types import (
     RunEventInfo,
     RunInfo,
     TaskInfo,
+    TaskLimitsInfo,
 )
 from common import refs
 from common.artifacts import is_file_field, is_uri, upload_requests
@@ -421,6 +422,29 @@ class AsyncClient(_Connection, AsyncScheduleMethods):
         replies = [reply async for reply in pages]
         found = [QueueInfo.from_proto(q) for reply in replies for q in reply.queues]
         return found, replies[-1].delayed
+
+    async def set_task_limits(
+        self,
+        task_id: str,
+        rate_limit: str | None = None,
+        concurrency_limit: int | None = None,
+        reset: Sequence[str] = (),
+    ) -> TaskLimitsInfo | None:
+        """As ``Client.set_task_limits``."""
+        request = spb.SetTaskLimitsRequest(
+            task_id=task_id,
+            rate_limit=rate_limit,
+            concurrency_limit=concurrency_limit,
+            reset_fields=list(reset),
+        )
+        reply = await self._s.unary(self._scheduler.SetTaskLimits, request)
+        return TaskLimitsInfo.from_proto(reply.limits) if reply.HasField("limits") else None
+
+    async def task_limits(self) -> list[TaskLimitsInfo]:
+        """As ``Client.task_limits``."""
+        request = spb.ListTaskLimitsRequest()
+        reply = await self._s.unary(self._scheduler.ListTaskLimits, request)
+        return [TaskLimitsInfo.from_proto(t) for t in reply.limits]
 
     async def pause_queue(self, queue: str, reason: str = "") -> QueuePauseInfo:
         """As ``Client.pause_queue``."""

@@ -12,7 +12,14 @@ from rich.table import Table
 
 from clients.health import HealthReport
 from clients.sdk import ExecutorInfo, PipelineInfo, RunEventInfo, RunInfo, TaskInfo
-from clients.types import ArtifactInfo, CancelledRuns, NamespaceInfo, QueueInfo, ResumedRuns
+from clients.types import (
+    ArtifactInfo,
+    CancelledRuns,
+    NamespaceInfo,
+    QueueInfo,
+    ResumedRuns,
+    TaskLimitsInfo,
+)
 
 console = Console()
 WIDE = 120  # columns: narrower consoles get the tables' less-needed columns left out
@@ -374,6 +381,30 @@ def namespaces_table(namespaces: list[NamespaceInfo]) -> Table:
             f"{n.calls_per_second:g}" if n.calls_per_second else "no limit",
             "[yellow]at its limit: submits are refused until runs end[/]" if n.at_limit else "",
         )
+    return table
+
+
+def task_limit_text(t: TaskLimitsInfo) -> str:
+    """An operator's limits of a task in a few words ("rate 5/s · at most 2 at once")."""
+    parts = []
+    if t.rate_limit is not None:
+        parts.append(f"rate {t.rate_limit or 'no limit'}")
+    if t.concurrency_limit is not None:
+        parts.append(
+            f"at most {t.concurrency_limit} at once"
+            if t.concurrency_limit
+            else "no concurrency limit"
+        )
+    return " · ".join(parts)
+
+
+def task_limits_table(limits: list[TaskLimitsInfo]) -> Table:
+    table = Table(title="Task limits set by operators (over task.json's)")
+    for col in ("task", "limits", "set by", "at"):
+        table.add_column(col)
+    for t in limits:
+        at = t.set_at.strftime("%Y-%m-%d %H:%M:%S") if t.set_at else ""
+        table.add_row(escape(t.task_id), task_limit_text(t), escape(t.set_by), at)
     return table
 
 

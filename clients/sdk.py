@@ -21,7 +21,7 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,7 @@ from clients.types import (
     RunInfo,
     StepInfo,
     TaskInfo,
+    TaskLimitsInfo,
 )
 from common import refs
 from common.artifacts import is_file_field, is_uri, upload_requests
@@ -628,6 +629,40 @@ class Client(_Connection, ScheduleMethods):
         replies = list(self._s.pages(self._scheduler.ListQueues, spb.ListQueuesRequest()))
         found = [QueueInfo.from_proto(q) for reply in replies for q in reply.queues]
         return found, replies[-1].delayed
+
+    def set_task_limits(
+        self,
+        task_id: str,
+        rate_limit: str | None = None,
+        concurrency_limit: int | None = None,
+        reset: Sequence[str] = (),
+    ) -> TaskLimitsInfo | None:
+        """Set a task's limits in this client's namespace over its task.json's (Celery's
+        ``control rate_limit``): ``rate_limit`` "N/s|m|h" ("" for none), ``concurrency_limit``
+        1 to 1,000 (0 for none); ``reset`` names limits to return to the task's own
+        ("rate_limit", "concurrency_limit"). Every scheduler replica applies them within about
+        a second, to the steps already queued too. An operator's or an admin's call. Returns
+        the limits as they now are (None when both are the task's own again).
+
+        Raises:
+            InvalidArgument: a bad limit, or nothing to change (naming the field).
+            NotFound: no such task in this namespace.
+            FailedPrecondition: the task batches.
+            PermissionDenied: the key's role may not.
+        """
+        request = spb.SetTaskLimitsRequest(
+            task_id=task_id,
+            rate_limit=rate_limit,
+            concurrency_limit=concurrency_limit,
+            reset_fields=list(reset),
+        )
+        reply = self._s.unary(self._scheduler.SetTaskLimits, request)
+        return TaskLimitsInfo.from_proto(reply.limits) if reply.HasField("limits") else None
+
+    def task_limits(self) -> list[TaskLimitsInfo]:
+        """The task limits operators set in this client's namespace, by task id."""
+        reply = self._s.unary(self._scheduler.ListTaskLimits, spb.ListTaskLimitsRequest())
+        return [TaskLimitsInfo.from_proto(t) for t in reply.limits]
 
     def pause_queue(self, queue: str, reason: str = "") -> QueuePauseInfo:
         """Stop leasing the steps waiting on ``queue`` (its name in this client's namespace,

@@ -427,6 +427,30 @@ class QueuePauseInfo:
 
 
 @dataclass(frozen=True)
+class TaskLimitsInfo:
+    """What an operator set for a task in a namespace (``Client.set_task_limits``), over its
+    task.json's: None is the task's own; "" and 0 are no limit."""
+
+    task_id: str
+    namespace: str
+    rate_limit: str | None
+    concurrency_limit: int | None
+    set_by: str  # the key's id
+    set_at: datetime | None
+
+    @classmethod
+    def from_proto(cls, p: spb.TaskLimits) -> TaskLimitsInfo:
+        return cls(
+            p.task_id,
+            p.namespace,
+            p.rate_limit if p.HasField("rate_limit") else None,
+            p.concurrency_limit if p.HasField("concurrency_limit") else None,
+            p.set_by,
+            _time(p, "set_at"),
+        )
+
+
+@dataclass(frozen=True)
 class NamespaceInfo:
     """One namespace's use of the shared installation."""
 

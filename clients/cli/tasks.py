@@ -133,6 +133,44 @@ def task_share(obj: Ctx, task_id: str, unshare: bool) -> None:
     obj.out(t, f"{t.task_id} of namespace {t.namespace}: {state}")
 
 
+@task.command("limit")
+@click.argument("task_id")
+@click.option("--rate-limit", default=None, help='"N/s", "N/m" or "N/h"; "" for none')
+@click.option("--concurrency-limit", type=click.IntRange(0, 1000), default=None, help="0 for none")
+@click.option(
+    "--reset",
+    type=click.Choice(["rate_limit", "concurrency_limit"]),
+    multiple=True,
+    help="return this limit to the task's own (task.json's)",
+)
+@click.pass_obj
+def task_limit(
+    obj: Ctx,
+    task_id: str,
+    rate_limit: str | None,
+    concurrency_limit: int | None,
+    reset: tuple[str, ...],
+) -> None:
+    """Set TASK_ID's rate or concurrency limit in this namespace over its task.json's
+    (Celery's `control rate_limit`): every scheduler applies it within a second, to steps
+    already queued too (operators and admins)."""
+    with obj.client() as client:
+        t = client.set_task_limits(task_id, rate_limit, concurrency_limit, reset)
+    obj.out(
+        t or {"task_id": task_id, "limits": None},
+        f"{escape(task_id)}: " + (render.task_limit_text(t) if t else "its task.json's limits"),
+    )
+
+
+@task.command("limits")
+@click.pass_obj
+def task_limits(obj: Ctx) -> None:
+    """The task limits operators set in this namespace (`wtm task limit`)."""
+    with obj.client() as client:
+        found = client.task_limits()
+    obj.out(found, render.task_limits_table(found))
+
+
 @task.command("test")
 @click.argument("task_ref")
 @click.argument("input_json", default="{}")

@@ -123,6 +123,8 @@ METHOD_PERMISSIONS: dict[str, Permission] = {
     # Holding a queue or an executor back holds back anyone's runs, as cancelling does.
     _S + "PauseQueue": P.CANCEL_ANY,
     _S + "ResumeQueue": P.CANCEL_ANY,
+    _S + "SetTaskLimits": P.CANCEL_ANY,
+    _S + "ListTaskLimits": P.READ,
     _S + "PauseExecutor": P.CANCEL_ANY,
     _S + "ResumeExecutor": P.CANCEL_ANY,
     _S + "CheckDependencies": P.READ,

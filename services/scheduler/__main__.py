@@ -39,6 +39,7 @@ from services.scheduler.schedules import Schedules
 from services.scheduler.servicer import SchedulerServicer
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.task_catalog import TaskCatalog
+from services.scheduler.task_limits import TaskLimits
 from services.scheduler.tracing import TracingListener
 from wtm.v1 import (
     executor_service_pb2,
@@ -133,6 +134,8 @@ async def serve(settings: SchedulerSettings) -> None:
     executor_pauses = Pauses(store.db["paused_executors"], dispatcher.hold_only)
     dispatcher.reaper.also("read the queues' pauses", queue_pauses.refresh)
     dispatcher.reaper.also("read the executors' pauses", executor_pauses.refresh)
+    task_limits = TaskLimits(store.db["task_limits"], queue.redis, catalog)
+    dispatcher.reaper.also("read and publish the operators' task limits", task_limits.refresh)
     report = FleetReport(
         queue,
         dispatcher.fleet.record,
@@ -147,7 +150,7 @@ async def serve(settings: SchedulerSettings) -> None:
 
     def register(server: object) -> None:
         scheduler_service_pb2_grpc.add_SchedulerServiceServicer_to_server(
-            SchedulerServicer(runs, report), server
+            SchedulerServicer(runs, report, task_limits), server
         )
         executor_service_pb2_grpc.add_ExecutorServiceServicer_to_server(
             ExecutorServicer(dispatcher, settings.lease_seconds, settings.heartbeat_seconds), server
@@ -168,6 +171,7 @@ async def serve(settings: SchedulerSettings) -> None:
             await namespaces.refresh()  # UpdateNamespace's settings before the first submit
             await queue_pauses.refresh()  # and what is paused before the first lease round
             await executor_pauses.refresh()
+            await task_limits.refresh()  # and the operators' task limits
         except PyMongoError as exc:
             raise unreachable("MongoDB", "WTM_MONGODB_URI", exc) from exc
         await shares.start()

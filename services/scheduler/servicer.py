@@ -22,6 +22,7 @@ from services.scheduler.planning import SubmitRequest
 from services.scheduler.queue_names import split
 from services.scheduler.run_events import RunEvent
 from services.scheduler.runs import RunService
+from services.scheduler.task_limits import TaskLimit, TaskLimits
 from wtm.v1 import run_pb2
 from wtm.v1 import scheduler_service_pb2 as spb
 from wtm.v1 import scheduler_service_pb2_grpc as spb_grpc
@@ -70,9 +71,12 @@ def event_to_proto(e: RunEvent) -> spb.RunEvent:
 class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
     """Thin gRPC adapter over ``RunService``."""
 
-    def __init__(self, runs: RunService, report: FleetReport) -> None:
+    def __init__(
+        self, runs: RunService, report: FleetReport, task_limits: TaskLimits | None = None
+    ) -> None:
         self._runs = runs
         self._report = report
+        self._task_limits = task_limits
 
     async def SubmitRun(
         self, request: spb.SubmitRunRequest, context: aio.ServicerContext
@@ -252,6 +256,27 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
         resumed = await self._report.resume_queue(request.queue, auth.current())
         return spb.ResumeQueueResponse(resumed=resumed)
 
+    async def SetTaskLimits(
+        self, request: spb.SetTaskLimitsRequest, context: aio.ServicerContext
+    ) -> spb.SetTaskLimitsResponse:
+        assert self._task_limits is not None
+        found = await self._task_limits.set(
+            auth.scope(),
+            request.task_id,
+            request.rate_limit if request.HasField("rate_limit") else None,
+            request.concurrency_limit if request.HasField("concurrency_limit") else None,
+            list(request.reset_fields),
+            auth.current(),
+        )
+        return spb.SetTaskLimitsResponse(limits=task_limit_to_proto(found) if found else None)
+
+    async def ListTaskLimits(
+        self, request: spb.ListTaskLimitsRequest, context: aio.ServicerContext
+    ) -> spb.ListTaskLimitsResponse:
+        assert self._task_limits is not None
+        found = self._task_limits.of(auth.scope())
+        return spb.ListTaskLimitsResponse(limits=[task_limit_to_proto(t) for t in found])
+
     async def PauseExecutor(
         self, request: spb.PauseExecutorRequest, context: aio.ServicerContext
     ) -> spb.PauseExecutorResponse:
@@ -309,4 +334,16 @@ def pause_to_proto(p: Pause) -> spb.QueuePause:
 def executor_pause_to_proto(p: Pause) -> spb.ExecutorPause:
     m = spb.ExecutorPause(executor_id=p.name, reason=p.reason, paused_by=p.paused_by)
     m.pause_time.FromMilliseconds(p.paused_ms)
+    return m
+
+
+def task_limit_to_proto(t: TaskLimit) -> spb.TaskLimits:
+    m = spb.TaskLimits(
+        task_id=t.task_id,
+        namespace=t.namespace,
+        rate_limit=t.rate_limit,
+        concurrency_limit=t.concurrency_limit,
+        set_by=t.set_by,
+    )
+    m.set_at.FromMilliseconds(t.set_ms)
     return m

@@ -3,12 +3,16 @@ N of its steps leased at once in a namespace, over every executor — on the rea
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from clients.sdk import ApiError, Client
+from services.localstack import Cluster
+from tests.conftest import run_cli
 from tests.integration.test_executor import make_task
 
 
@@ -48,3 +52,83 @@ def test_a_bad_concurrency_limit_is_refused_naming_the_field(
         assert err.value.message.startswith(
             "task.json: concurrency_limit: must be an integer from 1 to 1000"
         )
+
+
+def spans_of(client: Client, run_ids: list[str]) -> list[tuple[Any, Any]]:
+    runs = [client.wait(r, timeout=30) for r in run_ids]
+    assert [r.state for r in runs] == ["COMPLETED"] * len(runs)
+    return sorted((r.steps[0].started_at, r.steps[0].ended_at) for r in runs)
+
+
+def test_an_operator_limits_a_task_over_its_task_json_and_resets_it(
+    client: Client, tmp_path: Path
+) -> None:
+    """Celery's `control rate_limit`, for concurrency: an operator limits a task that has no
+    limit of its own to one at once — its runs then run one after another on an executor
+    with two slots — and lists it; reset, the task's runs run side by side again."""
+    client.register_task(make_task(tmp_path, "partner_api"))
+    limits = client.set_task_limits("partner_api", concurrency_limit=1)
+    assert limits is not None and (limits.rate_limit, limits.concurrency_limit) == (None, 1)
+    assert [(t.task_id, t.concurrency_limit) for t in client.task_limits()] == [("partner_api", 1)]
+    _, one_by_one = client.submit_many(
+        [{"seconds": 0.3, "n": n} for n in range(3)], task="partner_api"
+    )
+    spans = spans_of(client, one_by_one)
+    assert all(b[0] >= a[1] for a, b in zip(spans, spans[1:], strict=False)), spans
+
+    assert client.set_task_limits("partner_api", reset=["concurrency_limit"]) is None
+    assert client.task_limits() == []
+    _, together = client.submit_many(
+        [{"seconds": 0.3, "n": n} for n in range(2)], task="partner_api"
+    )
+    first, second = spans_of(client, together)
+    assert second[0] < first[1], (first, second)  # side by side on the two slots
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "message"),
+    [
+        ({"rate_limit": "10/d"}, "INVALID_ARGUMENT", "rate_limit: must be 'N/s', 'N/m' or 'N/h'"),
+        ({"concurrency_limit": 1001}, "INVALID_ARGUMENT", "concurrency_limit: must be from 0"),
+        ({}, "INVALID_ARGUMENT", "rate_limit: nothing to change"),
+        ({"reset": ["timeout"]}, "INVALID_ARGUMENT", "reset_fields: 'timeout' is not one of"),
+        ({"task_id": "no_such_task", "concurrency_limit": 1}, "NOT_FOUND", "task_id: "),
+    ],
+)
+def test_a_bad_task_limit_is_refused_naming_the_field(
+    client: Client, tmp_path: Path, change: dict[str, Any], code: str, message: str
+) -> None:
+    client.register_task(make_task(tmp_path, "limited_badly"))
+    with pytest.raises(ApiError) as err:
+        client.set_task_limits(**{"task_id": "limited_badly", **change})
+    assert err.value.code == code and err.value.message.startswith(message), err.value.message
+    assert client.task_limits() == []  # nothing was kept
+
+
+def test_an_operator_sets_lists_and_resets_a_task_limit_from_the_cli(
+    client: Client, cluster: Cluster, tmp_path: Path
+) -> None:
+    client.register_task(make_task(tmp_path, "geocoder"))
+    shown = run_cli(cluster, "task", "limit", "geocoder", "--rate-limit", "5/s")
+    assert "geocoder: rate 5/s" in shown.stdout
+    both = run_cli(cluster, "task", "limit", "geocoder", "--concurrency-limit", "0").stdout
+    assert "geocoder: rate 5/s · no concurrency limit" in both
+    listed = json.loads(run_cli(cluster, "--json", "task", "limits").stdout)
+    assert [(x["task_id"], x["rate_limit"], x["concurrency_limit"]) for x in listed] == [
+        ("geocoder", "5/s", 0)
+    ]
+    assert "rate 5/s" in run_cli(cluster, "task", "limits").stdout
+    reset = run_cli(
+        cluster,
+        "task",
+        "limit",
+        "geocoder",
+        "--reset",
+        "rate_limit",
+        "--reset",
+        "concurrency_limit",
+    )
+    assert "geocoder: its task.json's limits" in reset.stdout
+    assert client.task_limits() == []
+    bad = run_cli(cluster, "task", "limit", "geocoder", "--rate-limit", "fast", check=False)
+    assert bad.returncode != 0 and "rate_limit: must be" in bad.stderr

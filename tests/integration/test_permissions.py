@@ -134,6 +134,12 @@ def calls(
         "/wtm.v1.SchedulerService/ResumeQueue": lambda: s.ResumeQueue(
             spb.ResumeQueueRequest(queue="Not A Queue")
         ),
+        "/wtm.v1.SchedulerService/SetTaskLimits": lambda: s.SetTaskLimits(
+            spb.SetTaskLimitsRequest(task_id="Not A Task")  # INVALID_ARGUMENT: nothing set
+        ),
+        "/wtm.v1.SchedulerService/ListTaskLimits": lambda: s.ListTaskLimits(
+            spb.ListTaskLimitsRequest()
+        ),
         "/wtm.v1.SchedulerService/PauseExecutor": lambda: s.PauseExecutor(
             spb.PauseExecutorRequest(executor_id="")  # INVALID_ARGUMENT: nothing paused
         ),
@@ -240,7 +246,7 @@ class Theirs:
 
 
 @pytest.fixture(scope="module")
-def theirs(client: Client, tmp_path_factory: pytest.TempPathFactory) -> Theirs:
+def theirs(client: Client, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Theirs]:
     task = client.register_task(FIXTURES / "echo")
     client.register_pipelines({"pipeline_id": "ns_probe", "steps": [{"task_id": "echo"}]})
     run = client.wait(client.submit(task="echo", input={"secret": 1}).run_id, timeout=30)
@@ -251,7 +257,8 @@ def theirs(client: Client, tmp_path_factory: pytest.TempPathFactory) -> Theirs:
     waiting = client.submit(task="echo", input={"secret": 2}, start_delay=3600)
     cancelled = client.submit(task="echo", input={"secret": 3}, start_delay=3600)
     client.cancel(cancelled.run_id)
-    return Theirs(
+    client.set_task_limits("echo", rate_limit="10000/s")  # an operator's: what a list finds
+    yield Theirs(
         task,
         "ns_probe",
         run.run_id,
@@ -261,6 +268,7 @@ def theirs(client: Client, tmp_path_factory: pytest.TempPathFactory) -> Theirs:
         waiting.run_id,
         cancelled.run_id,
     )
+    client.set_task_limits("echo", reset=["rate_limit"])
 
 
 def other_namespace_calls(
@@ -387,6 +395,14 @@ def other_namespace_calls(
         "/wtm.v1.SchedulerService/UpdateNamespace": not_found(
             lambda: s.UpdateNamespace(spb.UpdateNamespaceRequest(weight=1000)),
             grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        # "default"'s task, by its id: not found in the namespace the call acts in.
+        "/wtm.v1.SchedulerService/SetTaskLimits": not_found(
+            lambda: s.SetTaskLimits(spb.SetTaskLimitsRequest(task_id=task, concurrency_limit=1))
+        ),
+        "/wtm.v1.SchedulerService/ListTaskLimits": without(
+            lambda: [x.namespace for x in s.ListTaskLimits(spb.ListTaskLimitsRequest()).limits],
+            "default",
         ),
         # "default"'s queue by its full name: not found, never paused (or resumed).
         "/wtm.v1.SchedulerService/PauseQueue": not_found(

@@ -1049,3 +1049,41 @@ def test_a_place_left_without_a_word_is_found_and_a_lapsed_lease_leaves_its_plac
 
     seen = on_valkey(scenario)
     assert seen == {"held": "r0", "promoted": 1, "second": "r1", "expired": ["r1:a"], "third": "r2"}
+
+
+def test_an_operators_task_limits_stand_in_for_task_jsons_for_queued_steps_too(on_valkey) -> None:  # noqa: ANN001
+    """SetTaskLimits' entries in wtm:task-limits: a task with no limits of its own, limited to
+    one at once by an operator after its steps were queued, leases one; raised to three, the
+    next promotion queues the waiting ones and two more are leased; a task.json limit set
+    to 0 ("none") by an operator holds nothing back; a rate set by an operator spaces starts."""
+
+    def of_task(s: QueuedStep, task: str) -> QueuedStep:
+        return QueuedStep(s.step_id, s.deps, s.dependents, {**s.fields, "limits": task})
+
+    async def scenario(q: RunQueue) -> dict[str, Any]:
+        for n in range(4):
+            await submit(q, f"r{n}", [of_task(step("a"), "default/plain")])
+            await submit(q, f"l{n}", [of_task(few_at_once("a", 1, "default/own"), "default/own")])
+        await q.redis.hset(
+            keys.TASK_LIMITS, mapping={"conc:default/plain": "1", "conc:default/own": "0"}
+        )
+        first = await q.dispatch("e1", ["q"], 16, 10_000)
+        seen: dict[str, Any] = {"first": sorted(x.run_id for x in first)}
+        await q.redis.hset(keys.TASK_LIMITS, "conc:default/plain", "3")
+        seen["promoted"] = await q.promote_due()
+        seen["raised"] = sorted(x.run_id for x in await q.dispatch("e1", ["q"], 16, 10_000))
+        await submit(q, "s0", [of_task(step("a"), "default/spaced")])
+        await submit(q, "s1", [of_task(step("a"), "default/spaced")])
+        await q.redis.hset(keys.TASK_LIMITS, "rate:default/spaced", "500.0")
+        t0 = q.clock.now_ms()
+        seen["spaced"] = [x.run_id for x in await q.dispatch("e2", ["q"], 16, 10_000)]
+        seen["aside"] = [
+            (m.decode(), s - t0)
+            for m, s in await q.redis.zrange(keys.DELAYED, 0, -1, withscores=True)
+        ]
+        return seen
+
+    seen = on_valkey(scenario)
+    assert seen["first"] == ["l0", "l1", "l2", "l3", "r0"]  # task.json's 1 lifted; the operator's 1
+    assert seen["promoted"] == 2 and seen["raised"] == ["r1", "r2"]
+    assert seen["spaced"] == ["s0"] and seen["aside"] == [("s1:a", 500)]

@@ -115,6 +115,16 @@ class SchedulerServiceStub:
                 request_serializer=wtm_dot_v1_dot_scheduler__service__pb2.ResumeExecutorRequest.SerializeToString,
                 response_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.ResumeExecutorResponse.FromString,
                 _registered_method=True)
+        self.SetTaskLimits = channel.unary_unary(
+                '/wtm.v1.SchedulerService/SetTaskLimits',
+                request_serializer=wtm_dot_v1_dot_scheduler__service__pb2.SetTaskLimitsRequest.SerializeToString,
+                response_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.SetTaskLimitsResponse.FromString,
+                _registered_method=True)
+        self.ListTaskLimits = channel.unary_unary(
+                '/wtm.v1.SchedulerService/ListTaskLimits',
+                request_serializer=wtm_dot_v1_dot_scheduler__service__pb2.ListTaskLimitsRequest.SerializeToString,
+                response_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.ListTaskLimitsResponse.FromString,
+                _registered_method=True)
         self.CheckDependencies = channel.unary_unary(
                 '/wtm.v1.SchedulerService/CheckDependencies',
                 request_serializer=wtm_dot_v1_dot_scheduler__service__pb2.SchedulerServiceCheckDependenciesRequest.SerializeToString,
@@ -264,6 +274,23 @@ class SchedulerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetTaskLimits(self, request, context):
+        """SetTaskLimits sets, or returns to its task.json's, a task's rate limit and concurrency
+        limit in the caller's namespace (Celery's `control rate_limit`), on every replica within
+        about a second, for the steps already queued too. Kept until reset, across restarts and
+        a Redis flush. An operator's or an admin's call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTaskLimits(self, request, context):
+        """ListTaskLimits lists the task limits operators set in the caller's namespace.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CheckDependencies(self, request, context):
         """CheckDependencies reports whether this replica reaches its Redis and its MongoDB.
         """
@@ -353,6 +380,16 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
                     servicer.ResumeExecutor,
                     request_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.ResumeExecutorRequest.FromString,
                     response_serializer=wtm_dot_v1_dot_scheduler__service__pb2.ResumeExecutorResponse.SerializeToString,
+            ),
+            'SetTaskLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetTaskLimits,
+                    request_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.SetTaskLimitsRequest.FromString,
+                    response_serializer=wtm_dot_v1_dot_scheduler__service__pb2.SetTaskLimitsResponse.SerializeToString,
+            ),
+            'ListTaskLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTaskLimits,
+                    request_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.ListTaskLimitsRequest.FromString,
+                    response_serializer=wtm_dot_v1_dot_scheduler__service__pb2.ListTaskLimitsResponse.SerializeToString,
             ),
             'CheckDependencies': grpc.unary_unary_rpc_method_handler(
                     servicer.CheckDependencies,
@@ -793,6 +830,60 @@ class SchedulerService:
             '/wtm.v1.SchedulerService/ResumeExecutor',
             wtm_dot_v1_dot_scheduler__service__pb2.ResumeExecutorRequest.SerializeToString,
             wtm_dot_v1_dot_scheduler__service__pb2.ResumeExecutorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetTaskLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wtm.v1.SchedulerService/SetTaskLimits',
+            wtm_dot_v1_dot_scheduler__service__pb2.SetTaskLimitsRequest.SerializeToString,
+            wtm_dot_v1_dot_scheduler__service__pb2.SetTaskLimitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTaskLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wtm.v1.SchedulerService/ListTaskLimits',
+            wtm_dot_v1_dot_scheduler__service__pb2.ListTaskLimitsRequest.SerializeToString,
+            wtm_dot_v1_dot_scheduler__service__pb2.ListTaskLimitsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -14,6 +14,9 @@
 --                                    checked when full: lib.lua's places_taken)
 --   P..'place-waits:'..conc_key  ZSET  its steps that found no place (ZADD; an event says so)
 --   P..'place-limits'        HASH    conc_key -> its limit, while steps wait for a place (HSET)
+--   P..'task-limits'         HASH    operators' limits (SetTaskLimits): 'rate:'..key -> ms between
+--                                    starts, 'conc:'..key -> places (0: none), key = the step's
+--                                    'limits' ("<namespace>/<task_id>"); over task.json's (read)
 -- ARGV: P, now_ms, lease_ms, executor_id, max_n, lease_token, batching ('1': the executor
 --       runs dynamic batches), queue names...
 -- Each lease gets the id lease_token..'.'..n (the token is random per call), which the
@@ -39,6 +42,8 @@
 -- before its rate limit, so that a step with no place reserves no start); else it waits
 -- in the task's place-waits set, at the score it had, until a lease of the task ends
 -- (lib.lua's leave_place queues it again).
+-- An operator's limits for a task (SetTaskLimits, services/scheduler/task_limits.py) stand
+-- in for its task.json's for every step popped, queued before the change or after.
 -- Returns: a list of JSON objects {member, attempt, step (flat HGETALL), input, outputs,
 --          trace = {trace_id, run_span} of the run, spans = {step read -> its span id},
 --          started = true when this dispatch made the run RUNNING, call = the batch's id};
@@ -79,8 +84,9 @@ local function lease(member, f, call)
   redis.call('HSET', sh, 'attempt', attempt, 'state', 'RUNNING', 'executor', executor,
     'started_ms', now, 'lease', token .. '.' .. (#out + 1))
   if f[10] or f[13] then redis.call('HDEL', sh, 'rate_at', 'conc_wait') end  -- what it waited for came
-  if f[11] then  -- it takes one of its task's places
+  if f[11] then  -- it takes one of its task's places (and says whose, to leave it)
     redis.call('HSET', places_key(P, f[12]), member, token .. '.' .. (#out + 1))
+    redis.call('HSET', sh, 'conc_key', f[12])
     places[f[12]] = places[f[12]] - 1
   end
   if attempt > 1 then  -- what the previous attempt left
@@ -132,6 +138,29 @@ local function rate_allows(member, interval, name, attempts)
   return false
 end
 
+-- The operators' limits, read once per call and per task (false: none is set anywhere).
+local overrides = nil
+-- A popped step's fields (f) with its task's limits as an operator set them, if one did: a
+-- rate limit ('rate', 'rate_key') and a concurrency limit ('conc', 'conc_key'); 0 is none.
+local function apply_overrides(f)
+  if not f[14] then return end
+  if overrides == nil then
+    overrides = redis.call('HLEN', task_limits_key(P)) > 0 and {} or false
+  end
+  if not overrides then return end
+  local o = overrides[f[14]]
+  if o == nil then
+    o = redis.call('HMGET', task_limits_key(P), 'rate:' .. f[14], 'conc:' .. f[14])
+    overrides[f[14]] = o
+  end
+  if o[1] then
+    if tonumber(o[1]) > 0 then f[8], f[9] = o[1], f[14] else f[8] = false end
+  end
+  if o[2] then
+    if tonumber(o[2]) > 0 then f[11], f[12] = o[2], f[14] else f[11] = false end
+  end
+end
+
 -- Whether one of a concurrency-limited task's places is free (counted once per call: the
 -- holders are checked one by one only when they fill every place).
 local function place_free(limit, name)
@@ -148,7 +177,7 @@ local function wait_for_place(member, score, f)
   redis.call('ZADD', place_waits_key(P, f[12]), score, member)
   redis.call('HSET', place_limits_key(P), f[12], f[11])
   if f[13] then return end
-  redis.call('HSET', step_hash(P, member), 'conc_wait', '1')
+  redis.call('HSET', step_hash(P, member), 'conc_wait', '1', 'conc_key', f[12])
   local run_id = run_of(member)
   emit(P, run_id, string.sub(member, #run_id + 2), tonumber(f[2]) or 0, 'QUEUED',
     'waits for a place: its task runs at most ' .. f[11] .. ' at once', now)
@@ -173,7 +202,8 @@ while heads < max_n and pops < max_n + 256 do
   pops = pops + 1
   local f = redis.call('HMGET', step_hash(P, member), 'state', 'attempt', 'reads', 'batch',
     'digest', 'batch_wait', 'queued_ms', 'rate', 'rate_key', 'rate_at', 'conc', 'conc_key',
-    'conc_wait')
+    'conc_wait', 'limits')
+  apply_overrides(f)
   local size = batching and tonumber(f[4] or '0') or 0
   if f[1] ~= 'QUEUED' then
     -- not ready after all (ended meanwhile): dropped from the queue

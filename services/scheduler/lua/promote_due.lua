@@ -9,6 +9,7 @@
 --   P..'place-limits'        HASH    concurrency-limited tasks with steps waiting for a place
 --   P..'places:'..conc_key   HASH    the steps holding its places (HLEN; checked when full)
 --   P..'place-waits:'..conc_key  ZSET  its steps waiting for a place (ZPOPMIN while places are free)
+--   P..'task-limits'         HASH    an operator's concurrency limit over the waiting steps' (read)
 -- ARGV: P, now_ms, limit
 -- Returns: the queue of each step queued (one entry per step), so that only the executors
 -- of those queues are asked; then, if the delayed set holds more, when the next is due (ms).
@@ -28,6 +29,8 @@ end
 local limits = redis.call('HGETALL', place_limits_key(P))
 for i = 1, #limits, 2 do
   local name, most = limits[i], tonumber(limits[i + 1])
+  local set = redis.call('HGET', task_limits_key(P), 'conc:' .. name)  -- an operator's
+  if set then most = tonumber(set) > 0 and tonumber(set) or math.huge end
   local taken = redis.call('HLEN', places_key(P, name))
   if taken >= most then taken = places_taken(P, name) end
   for _ = 1, most - taken do

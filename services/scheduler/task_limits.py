@@ -1,0 +1,157 @@
+"""``TaskLimits``: an operator's rate and concurrency limits for a task in a namespace, over
+its ``task.json``'s — what Celery's operators do with ``celery control rate_limit`` when a
+partner API starts refusing calls, without registering a new version.
+
+Each is a document of ``task_limits`` (``_id`` "<namespace>/<task_id>"; it outlives restarts
+and a Redis flush) with the fields the operator set: ``rate_limit`` ("N/s|m|h", "" for none)
+and ``concurrency_limit`` (0 for none); a field not there is the task's own. Every replica
+reads them each second (the reaper, as ``Pauses``) and writes them to Redis
+(``wtm:task-limits``: "rate:<key>" → ms between two starts, "conc:<key>" → places), where
+``dispatch.lua`` looks up the task of every step it pops — a step queued before the change
+as well — so a change holds within about a second over the whole fleet, backlog included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from pymongo.asynchronous.collection import AsyncCollection
+
+from common import rate_limits
+from common.errors import FailedPrecondition, InvalidArgument
+from services.common import auth
+from services.scheduler import keys
+from services.scheduler.clock import SYSTEM, Clock
+from services.scheduler.task_catalog import TaskCatalog
+
+RATE, CONCURRENCY = "rate_limit", "concurrency_limit"
+MAX_CONCURRENCY = 1000  # as task.json's (services/registry/manifest.py)
+
+
+@dataclass(frozen=True)
+class TaskLimit:
+    """What an operator set for a task in a namespace (None: the task's own)."""
+
+    namespace: str
+    task_id: str
+    rate_limit: str | None  # "": no limit
+    concurrency_limit: int | None  # 0: no limit
+    set_by: str  # the key's id
+    set_ms: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.task_id}"
+
+    def redis_fields(self) -> dict[str, str]:
+        """Its entries in ``wtm:task-limits`` (see the module's doc)."""
+        found = {}
+        if self.rate_limit is not None:
+            found[f"rate:{self.key}"] = repr(rate_limits.interval_ms(self.rate_limit))
+        if self.concurrency_limit is not None:
+            found[f"conc:{self.key}"] = str(self.concurrency_limit)
+        return found
+
+
+def _of(doc: dict[str, object]) -> TaskLimit:
+    namespace, _, task_id = str(doc["_id"]).partition("/")
+    conc = doc.get(CONCURRENCY)
+    return TaskLimit(
+        namespace,
+        task_id,
+        doc.get(RATE) if isinstance(doc.get(RATE), str) else None,  # type: ignore[arg-type]
+        int(conc) if isinstance(conc, int) else None,
+        str(doc.get("set_by", "")),
+        int(doc.get("ms", 0)),  # type: ignore[call-overload]
+    )
+
+
+class TaskLimits:
+    """The operators' task limits, in one collection, published to Redis for the scripts."""
+
+    def __init__(
+        self,
+        collection: AsyncCollection,
+        redis: aioredis.Redis,
+        catalog: TaskCatalog,
+        clock: Clock = SYSTEM,
+    ) -> None:
+        self._c = collection
+        self.redis = redis
+        self.catalog = catalog
+        self.clock = clock
+        self.limits: dict[str, TaskLimit] = {}  # "<namespace>/<task_id>" -> its limit
+
+    async def refresh(self) -> None:
+        """Read what every replica set, and write it to Redis (again: Redis may have been
+        flushed; in one transaction, so a script never sees it half written)."""
+        self.limits = {d["_id"]: _of(d) async for d in self._c.find({})}
+        fields = {k: v for limit in self.limits.values() for k, v in limit.redis_fields().items()}
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(keys.TASK_LIMITS)
+            if fields:
+                pipe.hset(keys.TASK_LIMITS, mapping=fields)  # type: ignore[arg-type]
+            await pipe.execute()
+
+    def of(self, namespace: str) -> list[TaskLimit]:
+        """The limits set in ``namespace``, by task id."""
+        return sorted(
+            (t for t in self.limits.values() if t.namespace == namespace), key=lambda t: t.task_id
+        )
+
+    async def set(
+        self,
+        namespace: str,
+        task_id: str,
+        rate_limit: str | None,
+        concurrency_limit: int | None,
+        reset: list[str],
+        by: auth.Principal,
+    ) -> TaskLimit | None:
+        """Set some of a task's limits, or return them to its task.json's (``reset``); the
+        limit as it now is, or None when nothing of an operator's is left."""
+        unknown = sorted(set(reset) - {RATE, CONCURRENCY})
+        if unknown:
+            raise InvalidArgument(
+                f"{unknown[0]!r} is not one of {RATE}, {CONCURRENCY}", field="reset_fields"
+            )
+        for name, value in ((RATE, rate_limit), (CONCURRENCY, concurrency_limit)):
+            if value is not None and name in reset:
+                raise InvalidArgument(f"is both set and reset: {name}", field=name)
+        if rate_limit is None and concurrency_limit is None and not reset:
+            raise InvalidArgument(
+                f"nothing to change: set {RATE} or {CONCURRENCY}, or reset one", field=RATE
+            )
+        doc: dict[str, object] = {}
+        if rate_limit:
+            try:
+                doc[RATE] = rate_limits.normalized(rate_limit)
+            except ValueError as exc:
+                raise InvalidArgument(f"{exc} (or empty: no limit)", field=RATE) from None
+        elif rate_limit is not None:
+            doc[RATE] = ""
+        if concurrency_limit is not None:
+            if not 0 <= concurrency_limit <= MAX_CONCURRENCY:
+                raise InvalidArgument(
+                    f"must be from 0 (no limit) to {MAX_CONCURRENCY}", field=CONCURRENCY
+                )
+            doc[CONCURRENCY] = concurrency_limit
+        task = await self.catalog.resolve(namespace, task_id, field="task_id")
+        if task.batching[0] and doc:
+            raise FailedPrecondition(
+                f"{task_id} batches: its steps are leased as one call, which a limit cannot count",
+                field="task_id",
+            )
+        key = f"{namespace}/{task_id}"
+        doc |= {"set_by": by.key_id or by.name, "ms": self.clock.now_ms()}
+        change: dict[str, object] = {"$set": doc}
+        if reset:
+            change["$unset"] = {name: "" for name in reset}
+        await self._c.update_one({"_id": key}, change, upsert=True)
+        found = await self._c.find_one({"_id": key})
+        if found is not None and RATE not in found and CONCURRENCY not in found:
+            await self._c.delete_one({"_id": key})
+            found = None
+        await self.refresh()
+        return None if found is None else _of(found)
