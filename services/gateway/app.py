@@ -441,6 +441,25 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         return m.QueueResumed(queue=body.queue, resumed=await client.resume_queue(body.queue))
 
     @app.get(
+        "/api/v1/task-limits", response_model=list[m.TaskLimits], responses=ERRORS, tags=["fleet"]
+    )
+    async def list_task_limits(client: Caller) -> list[m.TaskLimits]:
+        """The task limits operators set in the namespace the key acts in, by task id."""
+        return [m.of(m.TaskLimits, t) for t in await client.task_limits()]
+
+    @app.post(
+        "/api/v1/task-limits", response_model=m.TaskLimits | None, responses=ERRORS, tags=["fleet"]
+    )
+    async def set_task_limits(body: m.SetTaskLimits, client: Caller) -> m.TaskLimits | None:
+        """Set a task's rate or concurrency limit over its task.json's (Celery's ``control
+        rate_limit``), on every replica within a second, queued steps too; null once both are
+        the task's own again. Operators and admins."""
+        found = await client.set_task_limits(
+            body.task_id, body.rate_limit, body.concurrency_limit, body.reset_fields
+        )
+        return m.of(m.TaskLimits, found) if found else None
+
+    @app.get(
         "/api/v1/namespaces", response_model=list[m.Namespace], responses=ERRORS, tags=["fleet"]
     )
     async def list_namespaces(client: Caller) -> list[m.Namespace]:

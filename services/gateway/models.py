@@ -310,6 +310,31 @@ class PauseQueue(BaseModel):
     reason: str = Field("", description="why, shown with the queue (at most 500 characters)")
 
 
+class TaskLimits(BaseModel):
+    task_id: str
+    namespace: str
+    rate_limit: str | None = Field(
+        description='"N/s", "N/m" or "N/h"; "" for none; null: the task\'s own (task.json\'s)'
+    )
+    concurrency_limit: int | None = Field(
+        description="at most this many leased at once; 0 for none; null: the task's own"
+    )
+    set_by: str = Field(description="the id of the key that set them last")
+    set_at: datetime | None
+
+
+class SetTaskLimits(BaseModel):
+    task_id: str = Field(description='a task of the namespace, or "owner/task_id" shared with it')
+    rate_limit: str | None = Field(None, description='"N/s", "N/m" or "N/h"; "" for none')
+    concurrency_limit: int | None = Field(
+        None, ge=-(2**31), le=2**31 - 1, description="1 to 1000; 0 for none"
+    )
+    reset_fields: list[str] = Field(
+        default_factory=list,
+        description='limits to return to the task\'s own: "rate_limit", "concurrency_limit"',
+    )
+
+
 class ResumeQueue(BaseModel):
     queue: str
 

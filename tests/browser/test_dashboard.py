@@ -436,6 +436,32 @@ def test_a_schedule_is_made_run_listed_and_deleted_from_the_page(
                 client.delete_schedule(made)
 
 
+def test_an_operator_limits_a_task_from_the_page_and_resets_it(
+    page: Page, cluster: Cluster, client: Client, two_sleepers: str
+) -> None:
+    """Celery's `control rate_limit` in the browser: a bad rate is refused naming the field,
+    a good one (and a concurrency limit) is set and listed, then reset to task.json's."""
+    sign_in(page, cluster.admin_key)
+    page.goto("/#/queues")
+    page.locator("details:has(form#task-limit) > summary").click()
+    form = page.locator("form#task-limit")
+    form.locator("input[name=task_id]").fill("sleeper")
+    form.locator("input[name=rate_limit]").fill("lots")
+    form.get_by_role("button", name="Set").click()
+    expect(form).to_contain_text("INVALID_ARGUMENT: rate_limit: must be", timeout=STEP_MS)
+    assert client.task_limits() == []
+    form.locator("input[name=rate_limit]").fill("5/s")
+    form.locator("input[name=concurrency_limit]").fill("2")
+    form.get_by_role("button", name="Set").click()
+    row = page.locator('#task-limits tr[data-task-limit="sleeper"]')
+    expect(row).to_contain_text("rate 5/s · at most 2 at once", timeout=STEP_MS)
+    [set_] = client.task_limits()
+    assert (set_.task_id, set_.rate_limit, set_.concurrency_limit) == ("sleeper", "5/s", 2)
+    row.get_by_role("button", name="Reset to task.json's").click()
+    expect(row).to_have_count(0, timeout=STEP_MS)
+    assert client.task_limits() == []
+
+
 def test_in_a_narrow_window_tables_scroll_and_the_page_does_not(
     page: Page, cluster: Cluster, client: Client, two_sleepers: str
 ) -> None:

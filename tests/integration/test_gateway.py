@@ -424,3 +424,27 @@ def test_the_gateway_process_holds_no_key_and_no_backing_service_credential(
         "WTM_BOOTSTRAP_ADMIN_KEY_FILE",
     }
     assert not held, held
+
+
+def test_an_operator_sets_and_resets_a_task_limit_over_http(
+    http: httpx.Client, client: Client
+) -> None:
+    client.register_task(FIXTURES / "echo")
+    set_ = http.post("/api/v1/task-limits", json={"task_id": "echo", "concurrency_limit": 3})
+    assert set_.status_code == 200, set_.text
+    assert {k: set_.json()[k] for k in ("task_id", "rate_limit", "concurrency_limit")} == {
+        "task_id": "echo",
+        "rate_limit": None,
+        "concurrency_limit": 3,
+    }
+    listed = http.get("/api/v1/task-limits").json()
+    assert [(t["task_id"], t["concurrency_limit"]) for t in listed] == [("echo", 3)]
+    reset = http.post(
+        "/api/v1/task-limits", json={"task_id": "echo", "reset_fields": ["concurrency_limit"]}
+    )
+    assert reset.status_code == 200 and reset.json() is None
+    assert http.get("/api/v1/task-limits").json() == []
+    bad = http.post("/api/v1/task-limits", json={"task_id": "echo", "rate_limit": "lots"})
+    assert bad.status_code == 400 and bad.json()["error"]["field"] == "rate_limit"
+    big = http.post("/api/v1/task-limits", json={"task_id": "echo", "concurrency_limit": 5000})
+    assert big.status_code == 400 and big.json()["error"]["field"] == "concurrency_limit"

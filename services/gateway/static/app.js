@@ -569,6 +569,34 @@ function scheduleForm(done) {
       h("button", { type: "submit" }, "Create"), " ", err));
 }
 
+// An operator's limits of a task in a few words.
+function limitText(t) {
+  const parts = [];
+  if (t.rate_limit !== null) parts.push(`rate ${t.rate_limit || "no limit"}`);
+  if (t.concurrency_limit !== null) parts.push(t.concurrency_limit ? `at most ${t.concurrency_limit} at once` : "no concurrency limit");
+  return parts.join(" · ");
+}
+
+// Sets a task's rate or concurrency limit over its task.json's (an empty field is left as it is).
+function taskLimitForm(done) {
+  const err = h("span", { class: "error" });
+  const task = h("input", { name: "task_id", size: 20, required: true });
+  const rate = h("input", { name: "rate_limit", size: 8, placeholder: "5/s" });
+  const conc = h("input", { type: "number", name: "concurrency_limit", min: 0, max: 1000, step: 1, size: 6 });
+  return h("details", { class: "card" }, h("summary", {}, "Limit a task"),
+    h("form", { id: "task-limit", onsubmit: async (ev) => {
+      ev.preventDefault(); err.textContent = "";
+      const body = { task_id: task.value.trim() };
+      if (rate.value.trim()) body.rate_limit = rate.value.trim();
+      if (conc.value !== "") body.concurrency_limit = Number(conc.value);
+      try { await api("/api/v1/task-limits", { json: body }); await done(); }
+      catch (e) { err.textContent = `${e.code}: ${e.message}`; }
+    } },
+      h("label", {}, "Task", task), h("label", {}, "Rate limit (N/s, N/m, N/h)", rate),
+      h("label", {}, "At most this many at once (0: none)", conc),
+      h("button", { type: "submit" }, "Set"), " ", err));
+}
+
 // A run for each time of a schedule in a past range (times that had theirs keep them);
 // `choose(id)` opens it for one schedule.
 function backfillForm() {
@@ -610,15 +638,26 @@ function queuesPage() {
   const delayed = h("p", { class: "muted" });
   const spaces = h("tbody");
   const schedules = h("tbody");
+  const limits = h("tbody");
   const backfill = backfillForm();
   main.replaceChildren(h("h1", {}, "Queues"), h("table", { id: "queues" },
     h("thead", {}, h("tr", {}, ["Queue", "Namespace", "Waiting", "Oldest waiting", "Executors", "Free slots", "", ""].map((c) => h("th", {}, c)))), body), delayed,
     h("h2", {}, "Namespaces"), h("table", { id: "namespaces" },
       h("thead", {}, h("tr", {}, ["Namespace", "Runs queued or running", "Limit", "Weight", "Steps waiting", "Runs kept", "Calls a second", ""].map((c) => h("th", {}, c)))), spaces),
+    h("h2", {}, "Task limits"), taskLimitForm(() => fill()), h("table", { id: "task-limits" },
+      h("thead", {}, h("tr", {}, ["Task", "Limits (over task.json's)", "Set by", ""].map((c) => h("th", {}, c)))), limits),
     h("h2", {}, "Schedules"), scheduleForm(() => fill()), backfill, h("table", { id: "schedules" },
       h("thead", {}, h("tr", {}, ["Schedule", "When", "Runs", "Next", "Started", "Skipped", "Last run", ""].map((c) => h("th", {}, c)))), schedules));
   const fill = async () => {
-    const [q, ns, sch] = await Promise.all([api("/api/v1/queues"), api("/api/v1/namespaces"), api("/api/v1/schedules")]);
+    const [q, ns, sch, lim] = await Promise.all([api("/api/v1/queues"), api("/api/v1/namespaces"), api("/api/v1/schedules"), api("/api/v1/task-limits")]);
+    limits.replaceChildren(...lim.map((t) => h("tr", { "data-task-limit": t.task_id },
+      h("td", {}, t.task_id), h("td", {}, limitText(t)), h("td", {}, `${t.set_by} (${when(t.set_at)})`),
+      h("td", { class: "actions" }, h("button", { class: "secondary", onclick: async (event) => {
+        event.target.disabled = true;
+        try { await api("/api/v1/task-limits", { json: { task_id: t.task_id, reset_fields: ["rate_limit", "concurrency_limit"] } }); await fill(); }
+        catch (e) { alert(`${e.code}: ${e.message}`); event.target.disabled = false; }
+      } }, "Reset to task.json's")))));
+    if (!lim.length) limits.replaceChildren(h("tr", {}, h("td", { colspan: 4, class: "muted" }, "No operator has set a task's limits in this namespace.")));
     schedules.replaceChildren(...sch.map((s) => h("tr", { "data-schedule": s.schedule_id },
       h("td", {}, s.schedule_id), h("td", {}, s.description), h("td", {}, s.task || `pipeline ${s.pipeline}`),
       h("td", { "data-next": s.next_run_at || "" }, s.paused ? "paused" : (when(s.next_run_at) || "done")), h("td", { class: "num" }, s.runs_started,
