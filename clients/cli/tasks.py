@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from clients import render
 from clients.cli.app import Ctx, cli, parse_json_object
+from clients.errors import ApiError
 from clients.scaffold import create_task, template_names
 
 
@@ -101,10 +102,18 @@ def task_list(obj: Ctx, task_id: str, category: str, tag: str, queue: str) -> No
 @click.argument("ref")
 @click.pass_obj
 def task_info(obj: Ctx, ref: str) -> None:
-    """Show one task version: ID (latest) or ID@VERSION."""
+    """Show one task version: ID (latest) or ID@VERSION, with the limits an operator set
+    for it in this namespace (`wtm task limit`), if any."""
     with obj.client() as client:
         t = client.get_task(ref)
-    obj.out(t, render.task_panel(t))
+        try:
+            limits = [x for x in client.task_limits() if x.task_id == t.task_id]
+        except ApiError:  # the scheduler is not needed to show the task
+            limits = []
+    panel = render.task_panel(t)
+    if limits:
+        panel += f"\n  set by an operator here: {render.task_limit_text(limits[0])}"
+    obj.out(t, panel)
 
 
 @task.command("delete")

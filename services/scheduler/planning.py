@@ -97,7 +97,6 @@ class PlannedStep:
                 "entry_point": t.entry_point,
                 "queue": queue_names.in_namespace(self.namespace, self.queue_key or t.queue_key),
                 "namespace": self.namespace,
-                "limits": f"{self.namespace}/{t.task_id}",  # an operator's, task_limits.py
                 "timeout": str(self.timeout),
                 "max_retries": str(self.retries),
                 "input_id": self.input_id,

@@ -118,6 +118,8 @@ def test_an_operator_sets_lists_and_resets_a_task_limit_from_the_cli(
         ("geocoder", "5/s", 0)
     ]
     assert "rate 5/s" in run_cli(cluster, "task", "limits").stdout
+    info = run_cli(cluster, "task", "info", "geocoder").stdout
+    assert "set by an operator here: rate 5/s · no concurrency limit" in info
     reset = run_cli(
         cluster,
         "task",

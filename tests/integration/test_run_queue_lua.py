@@ -1058,7 +1058,9 @@ def test_an_operators_task_limits_stand_in_for_task_jsons_for_queued_steps_too(o
     to 0 ("none") by an operator holds nothing back; a rate set by an operator spaces starts."""
 
     def of_task(s: QueuedStep, task: str) -> QueuedStep:
-        return QueuedStep(s.step_id, s.deps, s.dependents, {**s.fields, "limits": task})
+        namespace, task_id = task.split("/")
+        fields = {**s.fields, "namespace": namespace, "task_id": task_id}
+        return QueuedStep(s.step_id, s.deps, s.dependents, fields)
 
     async def scenario(q: RunQueue) -> dict[str, Any]:
         for n in range(4):

@@ -16,7 +16,7 @@
 --   P..'place-limits'        HASH    conc_key -> its limit, while steps wait for a place (HSET)
 --   P..'task-limits'         HASH    operators' limits (SetTaskLimits): 'rate:'..key -> ms between
 --                                    starts, 'conc:'..key -> places (0: none), key = the step's
---                                    'limits' ("<namespace>/<task_id>"); over task.json's (read)
+--                                    "<namespace>/<task_id>"; over task.json's (read)
 -- ARGV: P, now_ms, lease_ms, executor_id, max_n, lease_token, batching ('1': the executor
 --       runs dynamic batches), queue names...
 -- Each lease gets the id lease_token..'.'..n (the token is random per call), which the
@@ -143,21 +143,21 @@ local overrides = nil
 -- A popped step's fields (f) with its task's limits as an operator set them, if one did: a
 -- rate limit ('rate', 'rate_key') and a concurrency limit ('conc', 'conc_key'); 0 is none.
 local function apply_overrides(f)
-  if not f[14] then return end
   if overrides == nil then
     overrides = redis.call('HLEN', task_limits_key(P)) > 0 and {} or false
   end
-  if not overrides then return end
-  local o = overrides[f[14]]
+  if not overrides or not f[14] or not f[15] then return end
+  local key = f[14] .. '/' .. f[15]
+  local o = overrides[key]
   if o == nil then
-    o = redis.call('HMGET', task_limits_key(P), 'rate:' .. f[14], 'conc:' .. f[14])
-    overrides[f[14]] = o
+    o = redis.call('HMGET', task_limits_key(P), 'rate:' .. key, 'conc:' .. key)
+    overrides[key] = o
   end
   if o[1] then
-    if tonumber(o[1]) > 0 then f[8], f[9] = o[1], f[14] else f[8] = false end
+    if tonumber(o[1]) > 0 then f[8], f[9] = o[1], key else f[8] = false end
   end
   if o[2] then
-    if tonumber(o[2]) > 0 then f[11], f[12] = o[2], f[14] else f[11] = false end
+    if tonumber(o[2]) > 0 then f[11], f[12] = o[2], key else f[11] = false end
   end
 end
 
@@ -202,7 +202,7 @@ while heads < max_n and pops < max_n + 256 do
   pops = pops + 1
   local f = redis.call('HMGET', step_hash(P, member), 'state', 'attempt', 'reads', 'batch',
     'digest', 'batch_wait', 'queued_ms', 'rate', 'rate_key', 'rate_at', 'conc', 'conc_key',
-    'conc_wait', 'limits')
+    'conc_wait', 'namespace', 'task_id')
   apply_overrides(f)
   local size = batching and tonumber(f[4] or '0') or 0
   if f[1] ~= 'QUEUED' then
