@@ -442,9 +442,8 @@ class AsyncClient(_Connection, AsyncScheduleMethods):
 
     async def task_limits(self) -> list[TaskLimitsInfo]:
         """As ``Client.task_limits``."""
-        request = spb.ListTaskLimitsRequest()
-        reply = await self._s.unary(self._scheduler.ListTaskLimits, request)
-        return [TaskLimitsInfo.from_proto(t) for t in reply.limits]
+        pages = self._s.pages(self._scheduler.ListTaskLimits, spb.ListTaskLimitsRequest())
+        return [TaskLimitsInfo.from_proto(t) async for reply in pages for t in reply.limits]
 
     async def pause_queue(self, queue: str, reason: str = "") -> QueuePauseInfo:
         """As ``Client.pause_queue``."""

@@ -661,8 +661,8 @@ class Client(_Connection, ScheduleMethods):
 
     def task_limits(self) -> list[TaskLimitsInfo]:
         """The task limits operators set in this client's namespace, by task id."""
-        reply = self._s.unary(self._scheduler.ListTaskLimits, spb.ListTaskLimitsRequest())
-        return [TaskLimitsInfo.from_proto(t) for t in reply.limits]
+        pages = self._s.pages(self._scheduler.ListTaskLimits, spb.ListTaskLimitsRequest())
+        return [TaskLimitsInfo.from_proto(t) for reply in pages for t in reply.limits]
 
     def pause_queue(self, queue: str, reason: str = "") -> QueuePauseInfo:
         """Stop leasing the steps waiting on ``queue`` (its name in this client's namespace,

@@ -274,8 +274,10 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
         self, request: spb.ListTaskLimitsRequest, context: aio.ServicerContext
     ) -> spb.ListTaskLimitsResponse:
         assert self._task_limits is not None
-        found = self._task_limits.of(auth.scope())
-        return spb.ListTaskLimitsResponse(limits=[task_limit_to_proto(t) for t in found])
+        found, token = self._task_limits.page(auth.scope(), request.page_size, request.page_token)
+        return spb.ListTaskLimitsResponse(
+            limits=[task_limit_to_proto(t) for t in found], next_page_token=token
+        )
 
     async def PauseExecutor(
         self, request: spb.PauseExecutorRequest, context: aio.ServicerContext

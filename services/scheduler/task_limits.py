@@ -21,12 +21,14 @@ from pymongo.asynchronous.collection import AsyncCollection
 from common import rate_limits
 from common.errors import FailedPrecondition, InvalidArgument
 from services.common import auth
+from services.common.paging import page_of, page_size_of
 from services.scheduler import keys
 from services.scheduler.clock import SYSTEM, Clock
 from services.scheduler.task_catalog import TaskCatalog
 
 RATE, CONCURRENCY = "rate_limit", "concurrency_limit"
 MAX_CONCURRENCY = 1000  # as task.json's (services/registry/manifest.py)
+PAGES = (1000, 1000)  # ListTaskLimits: default and largest page
 
 
 @dataclass(frozen=True)
@@ -94,11 +96,11 @@ class TaskLimits:
                 pipe.hset(keys.TASK_LIMITS, mapping=fields)  # type: ignore[arg-type]
             await pipe.execute()
 
-    def of(self, namespace: str) -> list[TaskLimit]:
-        """The limits set in ``namespace``, by task id."""
-        return sorted(
-            (t for t in self.limits.values() if t.namespace == namespace), key=lambda t: t.task_id
-        )
+    def page(self, namespace: str, page_size: int, page_token: str) -> tuple[list[TaskLimit], str]:
+        """A page of the limits set in ``namespace``, by task id, and the next page's token."""
+        found = [t for t in self.limits.values() if t.namespace == namespace]
+        size = page_size_of(page_size, *PAGES)
+        return page_of(found, lambda t: [t.task_id], (str,), size, page_token)
 
     async def set(
         self,

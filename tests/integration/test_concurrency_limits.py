@@ -8,12 +8,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from clients.sdk import ApiError, Client
 from services.localstack import Cluster
-from tests.conftest import run_cli
+from tests.conftest import keyed_channel, run_cli
 from tests.integration.test_executor import make_task
+from wtm.v1 import scheduler_service_pb2 as spb
+from wtm.v1 import scheduler_service_pb2_grpc as spb_grpc
 
 
 def test_a_task_limited_to_one_at_once_runs_its_steps_one_after_another(
@@ -134,3 +137,31 @@ def test_an_operator_sets_lists_and_resets_a_task_limit_from_the_cli(
     assert client.task_limits() == []
     bad = run_cli(cluster, "task", "limit", "geocoder", "--rate-limit", "fast", check=False)
     assert bad.returncode != 0 and "rate_limit: must be" in bad.stderr
+
+
+def test_task_limits_are_listed_a_page_at_a_time(
+    client: Client, cluster: Cluster, tmp_path: Path
+) -> None:
+    """ListTaskLimits as any generated client calls it: pages of page_size, by task id,
+    followed by their tokens; a negative size refused naming it. The SDK follows them all."""
+    names = ["paged_a", "paged_b", "paged_c"]
+    for name in names:
+        client.register_task(make_task(tmp_path, name))
+        client.set_task_limits(name, rate_limit="100/s")
+    try:
+        with keyed_channel(cluster.scheduler_address, cluster.admin_key) as channel:
+            stub = spb_grpc.SchedulerServiceStub(channel)
+            first = stub.ListTaskLimits(spb.ListTaskLimitsRequest(page_size=2))
+            rest = stub.ListTaskLimits(
+                spb.ListTaskLimitsRequest(page_size=2, page_token=first.next_page_token)
+            )
+            with pytest.raises(grpc.RpcError) as err:
+                stub.ListTaskLimits(spb.ListTaskLimitsRequest(page_size=-1))
+        assert [t.task_id for t in first.limits] == names[:2] and first.next_page_token
+        assert [t.task_id for t in rest.limits] == names[2:] and not rest.next_page_token
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "page_size" in str(err.value.details())
+        assert [t.task_id for t in client.task_limits()] == names
+    finally:
+        for name in names:
+            client.set_task_limits(name, reset=["rate_limit"])

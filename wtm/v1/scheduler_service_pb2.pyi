@@ -521,14 +521,20 @@ class SetTaskLimitsResponse(_message.Message):
     def __init__(self, limits: _Optional[_Union[TaskLimits, _Mapping]] = ...) -> None: ...
 
 class ListTaskLimitsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListTaskLimitsResponse(_message.Message):
-    __slots__ = ("limits",)
+    __slots__ = ("limits", "next_page_token")
     LIMITS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     limits: _containers.RepeatedCompositeFieldContainer[TaskLimits]
-    def __init__(self, limits: _Optional[_Iterable[_Union[TaskLimits, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, limits: _Optional[_Iterable[_Union[TaskLimits, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ListNamespacesRequest(_message.Message):
     __slots__ = ("page_size", "page_token")
