@@ -207,6 +207,7 @@ class Leaser:
                     self.fleet.queues_of(s),
                     s.prefetch_room(self.prefetch),
                     s.profile.batching,
+                    held=True,
                 )
                 for s in held
             ]

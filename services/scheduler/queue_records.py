@@ -47,12 +47,15 @@ class Leased:
 
 class Want(NamedTuple):
     """What a lease round asks for one executor: up to ``n`` steps (a dynamic batch counts
-    as one) from its queues; batches only if it runs them (``batching``)."""
+    as one) from its queues; batches only if it runs them (``batching``); ``held``: for its
+    prefetch room, steps it holds until a slot frees (a concurrency-limited task's steps
+    are not taken for that: they would hold one of its few places while they wait)."""
 
     executor_id: str
     queues: list[str]
     n: int
     batching: bool = False
+    held: bool = False
 
 
 def dispatch_calls(wants: list[Want], lease_ms: int, now: int) -> list[tuple[str, list[Any]]]:
@@ -60,7 +63,16 @@ def dispatch_calls(wants: list[Want], lease_ms: int, now: int) -> list[tuple[str
     return [
         (
             "dispatch",
-            [now, lease_ms, w.executor_id, w.n, secrets.token_hex(8), int(w.batching), *w.queues],
+            [
+                now,
+                lease_ms,
+                w.executor_id,
+                w.n,
+                secrets.token_hex(8),
+                int(w.batching),
+                int(w.held),
+                *w.queues,
+            ],
         )
         for w in map(lambda w: Want(*w), wants)  # a plain (id, queues, n) tuple will do
     ]

@@ -1089,3 +1089,24 @@ def test_an_operators_task_limits_stand_in_for_task_jsons_for_queued_steps_too(o
     assert seen["first"] == ["l0", "l1", "l2", "l3", "r0"]  # task.json's 1 lifted; the operator's 1
     assert seen["promoted"] == 2 and seen["raised"] == ["r1", "r2"]
     assert seen["spaced"] == ["s0"] and seen["aside"] == [("s1:a", 500)]
+
+
+def test_a_concurrency_limited_step_goes_to_a_slot_never_to_an_executors_prefetch(
+    on_valkey,
+) -> None:  # noqa: ANN001
+    """Two places, an executor asking only for its prefetch room (its slot is busy): the
+    limited task's steps stay queued — a place spent waiting in it would idle another
+    executor's free slot — while an unlimited step is held ahead as before; asked for a
+    slot, the first limited step is leased."""
+
+    async def scenario(q: RunQueue) -> tuple[Any, ...]:
+        await submit(q, "limited", [few_at_once("a", 2)])
+        q.clock.advance(0.001)  # type: ignore[attr-defined]
+        await submit(q, "plain", [step("a")])
+        [ahead] = await q.dispatch_many([Want("e1", ["q"], 4, False, held=True)], 10_000)
+        queued = [m.decode() for m in await q.redis.zrange(keys.queue("q"), 0, -1)]
+        [slot] = await q.dispatch_many([Want("e2", ["q"], 1)], 10_000)
+        return [x.run_id for x in ahead], queued, [x.run_id for x in slot]
+
+    ahead, queued, slot = on_valkey(scenario)
+    assert ahead == ["plain"] and queued == ["limited:a"] and slot == ["limited"]

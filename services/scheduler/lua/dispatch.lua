@@ -18,7 +18,8 @@
 --                                    starts, 'conc:'..key -> places (0: none), key = the step's
 --                                    "<namespace>/<task_id>"; over task.json's (read)
 -- ARGV: P, now_ms, lease_ms, executor_id, max_n, lease_token, batching ('1': the executor
---       runs dynamic batches), queue names...
+--       runs dynamic batches), held ('1': for the executor's prefetch room, steps it holds
+--       until a slot frees), queue names...
 -- Each lease gets the id lease_token..'.'..n (the token is random per call), which the
 -- executor echoes on everything it says about the attempt.
 -- Picks the lowest score across the queues each time, so priority holds across queues, and
@@ -41,7 +42,9 @@
 -- its namespace, 'conc_key') is leased only while one of the task's places is free (checked
 -- before its rate limit, so that a step with no place reserves no start); else it waits
 -- in the task's place-waits set, at the score it had, until a lease of the task ends
--- (lib.lua's leave_place queues it again).
+-- (lib.lua's leave_place queues it again). It is leased to a slot, never held ahead
+-- (held: it stays queued), so that a place is not spent waiting in one executor while
+-- another has a slot free.
 -- An operator's limits for a task (SetTaskLimits, services/scheduler/task_limits.py) stand
 -- in for its task.json's for every step popped, queued before the change or after.
 -- Returns: a list of JSON objects {member, attempt, step (flat HGETALL), input, outputs,
@@ -50,9 +53,9 @@
 --          then {'batch', when the first short batch left waiting is due (ms)} if one was,
 --          and {'delayed', the earliest start reserved} if a rate-limited step was put aside.
 local P, now, lease_ms, executor, max_n = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
-local token, batching = ARGV[6], ARGV[7] == '1'
+local token, batching, held = ARGV[6], ARGV[7] == '1', ARGV[8] == '1'
 local queues = {}
-for i = 8, #ARGV do queues[#queues + 1] = queue_key(P, ARGV[i]) end
+for i = 9, #ARGV do queues[#queues + 1] = queue_key(P, ARGV[i]) end
 
 -- The ready step with the lowest score across the queues (one ZPOPMIN for a single queue),
 -- with its queue and score.
@@ -207,6 +210,8 @@ while heads < max_n and pops < max_n + 256 do
   local size = batching and tonumber(f[4] or '0') or 0
   if f[1] ~= 'QUEUED' then
     -- not ready after all (ended meanwhile): dropped from the queue
+  elseif f[11] and held then
+    deferred[#deferred + 1] = {q, score, member}  -- for a slot, not to wait in an executor
   elseif f[11] and not place_free(tonumber(f[11]), f[12]) then
     wait_for_place(member, score, f)  -- every place of its task is held
   elseif f[8] and not kept_start(tonumber(f[8]), f[10])
