@@ -14,7 +14,8 @@ what the steps' own journal says against what the system says:
 - MongoDB's run records converge on COMPLETED.
 
 Trials: executor kill -9, executor frozen (SIGSTOP), scheduler kill -9, Redis flushed, one
-of two schedulers killed for good, one of two frozen (its executors, given both, move on).
+of two schedulers killed for good, one of two frozen (its executors, given both, move on);
+an executor killed during a dynamic batch, and while a concurrency-limited task's steps run.
 """
 
 from __future__ import annotations
@@ -112,6 +113,14 @@ BATCHED = {
 }
 
 
+# The same chain with a task limited to three steps at once: a fault must not let more run.
+LIMITED = {
+    "pipeline_id": "journal_limited_chain",
+    "steps": [{**s, "task_id": "journal_limited"} for s in PIPELINE["steps"]],  # type: ignore[attr-defined]
+}
+AT_ONCE = 3
+
+
 @pytest.fixture
 def suite(cluster: Cluster, client: Client, tmp_path: Path) -> Iterator[Fleet]:
     register_probe(client, tmp_path, "journal_probe", JOURNAL_TASK, timeout=60, max_retries=3)
@@ -124,8 +133,18 @@ def suite(cluster: Cluster, client: Client, tmp_path: Path) -> Iterator[Fleet]:
         max_retries=3,
         batching={"max_batch_size": 4},
     )
+    register_probe(
+        client,
+        tmp_path,
+        "journal_limited",
+        JOURNAL_TASK,
+        timeout=60,
+        max_retries=3,
+        concurrency_limit=AT_ONCE,
+    )
     client.register_pipelines(PIPELINE)
     client.register_pipelines(BATCHED)
+    client.register_pipelines(LIMITED)
     fleet = Fleet(cluster, tmp_path, lease_seconds=3)
     fleet.env["WTM_RECOVERY_SCAN_SECONDS"] = "2"
     try:
@@ -157,6 +176,7 @@ def run_trial(
     fault: Callable[[Fleet, str], None],
     schedulers: int = 1,
     pipeline: str = "journal_chain",
+    seconds: float = 4,
 ) -> tuple[list[Any], dict[tuple[str, str], list[Execution]], dict[str, str]]:
     """Submits through the first scheduler, waits through the last (with two, the fault
     kills the first)."""
@@ -168,7 +188,7 @@ def run_trial(
     journal = shared_file(shared, "journal.txt")
     with suite.client(address) as client, suite.client(addresses[-1]) as survivor:
         _, run_ids = client.submit_many(
-            [{"tag": f"t{i}", "journal": str(journal), "seconds": 4} for i in range(RUNS)],
+            [{"tag": f"t{i}", "journal": str(journal), "seconds": seconds} for i in range(RUNS)],
             pipeline=pipeline,
         )
         deadline = time.monotonic() + 30
@@ -306,3 +326,27 @@ def test_a_fault_during_a_dynamic_batch_loses_nothing_and_runs_nothing_twice_at_
         for a in every
         for b in every
     )
+
+
+def test_a_killed_executor_lets_no_more_than_a_tasks_concurrency_limit_run_at_once(
+    suite: Fleet, shared_tmp: Path
+) -> None:
+    """The trial with a task limited to three steps at once, an executor killed -9 while
+    they run: nothing lost, nothing run twice at once, and at no moment more than three of
+    its executions alive (from start to last sign of life) — the killed executor's places
+    come back only when their leases lapse, and then go to the steps that waited."""
+    runs, ran, run_of_tag = run_trial(
+        suite, shared_tmp, kill_an_executor, pipeline="journal_limited_chain", seconds=1.5
+    )
+    check(suite, runs, ran, run_of_tag)
+    moments = sorted(
+        (t, change)
+        for found in ran.values()
+        for e in found
+        for t, change in ((e["start"], 1), (e["last"], -1))
+    )
+    alive = most = 0
+    for _, change in moments:  # an end at the same moment as a start is counted first
+        alive += change
+        most = max(most, alive)
+    assert most == AT_ONCE, most  # the limit, reached and never passed
