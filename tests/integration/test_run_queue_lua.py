@@ -1094,19 +1094,23 @@ def test_an_operators_task_limits_stand_in_for_task_jsons_for_queued_steps_too(o
 def test_a_concurrency_limited_step_goes_to_a_slot_never_to_an_executors_prefetch(
     on_valkey,
 ) -> None:  # noqa: ANN001
-    """Two places, an executor asking only for its prefetch room (its slot is busy): the
-    limited task's steps stay queued — a place spent waiting in it would idle another
-    executor's free slot — while an unlimited step is held ahead as before; asked for a
-    slot, the first limited step is leased."""
+    """Two places, an executor asking only for its prefetch room (its slot is busy): an
+    unlimited step is held ahead as before, but the limited task's step stays queued — a
+    place spent waiting in it would idle another executor's free slot — and so does what is
+    behind it (a backlog of them is not churned each round); asked for a slot, it is leased."""
 
     async def scenario(q: RunQueue) -> tuple[Any, ...]:
-        await submit(q, "limited", [few_at_once("a", 2)])
-        q.clock.advance(0.001)  # type: ignore[attr-defined]
-        await submit(q, "plain", [step("a")])
+        for run_id, s in (
+            ("plain", step("a")),
+            ("limited", few_at_once("a", 2)),
+            ("later", step("a")),
+        ):
+            await submit(q, run_id, [s])
+            q.clock.advance(0.001)  # type: ignore[attr-defined]
         [ahead] = await q.dispatch_many([Want("e1", ["q"], 4, False, held=True)], 10_000)
         queued = [m.decode() for m in await q.redis.zrange(keys.queue("q"), 0, -1)]
         [slot] = await q.dispatch_many([Want("e2", ["q"], 1)], 10_000)
         return [x.run_id for x in ahead], queued, [x.run_id for x in slot]
 
     ahead, queued, slot = on_valkey(scenario)
-    assert ahead == ["plain"] and queued == ["limited:a"] and slot == ["limited"]
+    assert ahead == ["plain"] and queued == ["limited:a", "later:a"] and slot == ["limited"]

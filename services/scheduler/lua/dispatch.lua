@@ -43,8 +43,8 @@
 -- before its rate limit, so that a step with no place reserves no start); else it waits
 -- in the task's place-waits set, at the score it had, until a lease of the task ends
 -- (lib.lua's leave_place queues it again). It is leased to a slot, never held ahead
--- (held: it stays queued), so that a place is not spent waiting in one executor while
--- another has a slot free.
+-- (held: it stays queued, and the call ends there), so that a place is not spent waiting
+-- in one executor while another has a slot free.
 -- An operator's limits for a task (SetTaskLimits, services/scheduler/task_limits.py) stand
 -- in for its task.json's for every step popped, queued before the change or after.
 -- Returns: a list of JSON objects {member, attempt, step (flat HGETALL), input, outputs,
@@ -210,8 +210,9 @@ while heads < max_n and pops < max_n + 256 do
   local size = batching and tonumber(f[4] or '0') or 0
   if f[1] ~= 'QUEUED' then
     -- not ready after all (ended meanwhile): dropped from the queue
-  elseif f[11] and held then
-    deferred[#deferred + 1] = {q, score, member}  -- for a slot, not to wait in an executor
+  elseif f[11] and held then  -- for a slot, not to wait in an executor; and the steps
+    deferred[#deferred + 1] = {q, score, member}  -- behind it wait too, so that a backlog
+    break  -- of such steps is not popped and pushed back on every prefetch round
   elseif f[11] and not place_free(tonumber(f[11]), f[12]) then
     wait_for_place(member, score, f)  -- every place of its task is held
   elseif f[8] and not kept_start(tonumber(f[8]), f[10])
