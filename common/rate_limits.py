@@ -1,10 +1,12 @@
 """A task's ``rate_limit`` (task.json), as Celery writes it: "N/s", "N/m" or "N/h" — at most N
 steps of the task start per second, minute or hour, one every period/N. The registry checks
-it; the scheduler turns it into the time between two starts."""
+it; the scheduler turns it into the time between two starts. (And the largest
+``concurrency_limit``, which the registry, the scheduler and the CLI check alike.)"""
 
 from __future__ import annotations
 
 PERIODS = {"s": 1, "m": 60, "h": 3600}
+MAX_CONCURRENCY = 1000  # the largest "concurrency_limit", task.json's or an operator's
 MAX_COUNT = 10_000  # per period
 HOW = "must be 'N/s', 'N/m' or 'N/h' with N a whole number from 1 to 10000"
 

@@ -14,6 +14,7 @@ from clients import render
 from clients.cli.app import Ctx, cli, parse_json_object
 from clients.errors import ApiError
 from clients.scaffold import create_task, template_names
+from common import rate_limits
 
 
 @cli.group()
@@ -145,7 +146,12 @@ def task_share(obj: Ctx, task_id: str, unshare: bool) -> None:
 @task.command("limit")
 @click.argument("task_id")
 @click.option("--rate-limit", default=None, help='"N/s", "N/m" or "N/h"; "" for none')
-@click.option("--concurrency-limit", type=click.IntRange(0, 1000), default=None, help="0 for none")
+@click.option(
+    "--concurrency-limit",
+    type=click.IntRange(0, rate_limits.MAX_CONCURRENCY),
+    default=None,
+    help="0 for none",
+)
 @click.option(
     "--reset",
     type=click.Choice(["rate_limit", "concurrency_limit"]),

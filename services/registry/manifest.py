@@ -77,9 +77,7 @@ class Manifest:
     resources: dict[str, int] = field(default_factory=dict)
     batching: dict[str, int] = field(default_factory=dict)  # {} or both keys, see _batching
     rate_limit: str = ""  # "N/s", "N/m" or "N/h" ("": none), see _rate_limit
-    concurrency_limit: int = (
-        0  # at most this many running at once (0: none), see _concurrency_limit
-    )
+    concurrency_limit: int = 0  # at most this many at once (0: none), _concurrency_limit
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -226,9 +224,6 @@ def _rate_limit(doc: dict[str, Any], name: str) -> str:
     return found
 
 
-MAX_CONCURRENCY_LIMIT = 1000
-
-
 def _concurrency_limit(doc: dict[str, Any], name: str) -> int:
     """Hatchet's concurrency limit (Celery has none): at most N steps of this task running
     at once in a namespace, over every executor and replica (0: no limit, the default) — for
@@ -236,7 +231,7 @@ def _concurrency_limit(doc: dict[str, Any], name: str) -> int:
     task that batches cannot have one: its executors lease a batch as one call."""
     if doc.get(name) is None:
         return 0
-    found = _int(doc, name, 0, 1, MAX_CONCURRENCY_LIMIT)
+    found = _int(doc, name, 0, 1, rate_limits.MAX_CONCURRENCY)
     if doc.get("batching") is not None:
         raise _err(name, "cannot be combined with batching (a batch is one call)", found)
     return found

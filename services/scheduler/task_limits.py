@@ -27,7 +27,6 @@ from services.scheduler.clock import SYSTEM, Clock
 from services.scheduler.task_catalog import TaskCatalog
 
 RATE, CONCURRENCY = "rate_limit", "concurrency_limit"
-MAX_CONCURRENCY = 1000  # as task.json's (services/registry/manifest.py)
 PAGES = (1000, 1000)  # ListTaskLimits: default and largest page
 
 
@@ -134,9 +133,10 @@ class TaskLimits:
         elif rate_limit is not None:
             doc[RATE] = ""
         if concurrency_limit is not None:
-            if not 0 <= concurrency_limit <= MAX_CONCURRENCY:
+            if not 0 <= concurrency_limit <= rate_limits.MAX_CONCURRENCY:
                 raise InvalidArgument(
-                    f"must be from 0 (no limit) to {MAX_CONCURRENCY}", field=CONCURRENCY
+                    f"must be from 0 (no limit) to {rate_limits.MAX_CONCURRENCY}",
+                    field=CONCURRENCY,
                 )
             doc[CONCURRENCY] = concurrency_limit
         task = await self.catalog.resolve(namespace, task_id, field="task_id")

@@ -84,12 +84,13 @@ local function lease(member, f, call)
   local run_id = run_of(member)
   local step_id = string.sub(member, #run_id + 2)
   local attempt = (tonumber(f[2]) or 0) + 1
+  local lease_id = token .. '.' .. (#out + 1)
+  -- A step that takes one of its task's places says whose, to leave it when its lease ends.
   redis.call('HSET', sh, 'attempt', attempt, 'state', 'RUNNING', 'executor', executor,
-    'started_ms', now, 'lease', token .. '.' .. (#out + 1))
+    'started_ms', now, 'lease', lease_id, unpack(f[11] and {'conc_key', f[12]} or {}))
   if f[10] or f[13] then redis.call('HDEL', sh, 'rate_at', 'conc_wait') end  -- what it waited for came
-  if f[11] then  -- it takes one of its task's places (and says whose, to leave it)
-    redis.call('HSET', places_key(P, f[12]), member, token .. '.' .. (#out + 1))
-    redis.call('HSET', sh, 'conc_key', f[12])
+  if f[11] then
+    redis.call('HSET', places_key(P, f[12]), member, lease_id)
     places[f[12]] = places[f[12]] - 1
   end
   if attempt > 1 then  -- what the previous attempt left
@@ -167,11 +168,7 @@ end
 -- Whether one of a concurrency-limited task's places is free (counted once per call: the
 -- holders are checked one by one only when they fill every place).
 local function place_free(limit, name)
-  if places[name] == nil then
-    local taken = redis.call('HLEN', places_key(P, name))
-    if taken >= limit then taken = places_taken(P, name) end
-    places[name] = limit - taken
-  end
+  if places[name] == nil then places[name] = limit - places_taken(P, name, limit) end
   return places[name] > 0
 end
 

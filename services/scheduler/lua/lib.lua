@@ -146,10 +146,13 @@ end
 -- counted (places_taken) and promote_due.lua queues waiting steps while places are free,
 -- so a place left without a word (a replica from before ended the lease) is not lost.
 
--- How many places of a task are held: its holders still RUNNING on the lease they took the
--- place with (the others are dropped).
-local function places_taken(P, name)
+-- How many of a task's `limit` places are held: the holders, counted; only when they fill
+-- every place, each is checked (still RUNNING on the lease it took the place with, else
+-- dropped).
+local function places_taken(P, name, limit)
   local key = places_key(P, name)
+  local taken = redis.call('HLEN', key)
+  if taken < limit then return taken end
   local held = redis.call('HGETALL', key)
   local live = 0
   for i = 1, #held, 2 do

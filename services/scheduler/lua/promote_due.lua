@@ -31,9 +31,7 @@ for i = 1, #limits, 2 do
   local name, most = limits[i], tonumber(limits[i + 1])
   local set = redis.call('HGET', task_limits_key(P), 'conc:' .. name)  -- an operator's
   if set then most = tonumber(set) > 0 and tonumber(set) or math.huge end
-  local taken = redis.call('HLEN', places_key(P, name))
-  if taken >= most then taken = places_taken(P, name) end
-  for _ = 1, most - taken do
+  for _ = 1, most - places_taken(P, name, most) do
     local queue = queue_place_waiter(P, name)
     if not queue then break end
     queued[#queued + 1] = queue
