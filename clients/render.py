@@ -73,8 +73,9 @@ def task_panel(t: TaskInfo) -> str:
         f"  rate limit {m['rate_limit']} (in each namespace, over every executor)"
         if m.get("rate_limit")
         else "",
-        f"  at most {m['concurrency_limit']} running at once "
-        "(in each namespace, over every executor)"
+        f"  at most {m['concurrency_limit']} running at once"
+        + escape(f" per value of {m['concurrency_key']}" if m.get("concurrency_key") else "")
+        + " (in each namespace, over every executor)"
         if m.get("concurrency_limit")
         else "",
         escape(f"  requirements: {', '.join(m['requirements'])}") if m.get("requirements") else "",

@@ -78,6 +78,7 @@ class Manifest:
     batching: dict[str, int] = field(default_factory=dict)  # {} or both keys, see _batching
     rate_limit: str = ""  # "N/s", "N/m" or "N/h" ("": none), see _rate_limit
     concurrency_limit: int = 0  # at most this many at once (0: none), _concurrency_limit
+    concurrency_key: str = ""  # ...per value of this input field ("": for all), _concurrency_key
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -237,6 +238,23 @@ def _concurrency_limit(doc: dict[str, Any], name: str) -> int:
     return found
 
 
+def _concurrency_key(doc: dict[str, Any], name: str, limit: int) -> str:
+    """Hatchet's concurrency expression, by one input field: the concurrency limit holds per
+    value of this top-level field of the task's input ("document_id": one at a time per
+    document), read from each run's input when it is submitted ("": one limit for all)."""
+    value = doc.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$", value):
+        raise _err(name, "must name a top-level field of the input (letters, digits, '_')", value)
+    if not limit:
+        raise _err(name, "needs a concurrency_limit (how many at once per value)", value)
+    props = (doc.get("input_schema") or {}).get("properties") or {}
+    if props and value not in props:
+        raise _err(name, f"is not a property of input_schema (it has {', '.join(props)})", value)
+    return value
+
+
 def _top_level_names(tree: ast.Module) -> set[str]:
     """Names a module binds at its top level: classes, functions, assignments, imports."""
     names: set[str] = set()
@@ -281,7 +299,7 @@ KNOWN_KEYS = {
     "task_id", "name", "description", "version", "author", "category", "entry_point",
     "requirements", "tags", "queue", "priority", "timeout", "max_retries", "input_schema",
     "output_schema", "executor_labels", "resources", "batching", "rate_limit",
-    "concurrency_limit",
+    "concurrency_limit", "concurrency_key",
 }  # fmt: skip
 
 
@@ -334,6 +352,7 @@ def parse_manifest(text: bytes | str) -> Manifest:
         resources=_resources(doc, "resources"),
         batching=_batching(doc, "batching"),
         rate_limit=_rate_limit(doc, "rate_limit"),
-        concurrency_limit=_concurrency_limit(doc, "concurrency_limit"),
+        concurrency_limit=(limit := _concurrency_limit(doc, "concurrency_limit")),
+        concurrency_key=_concurrency_key(doc, "concurrency_key", limit),
         raw=doc,
     )

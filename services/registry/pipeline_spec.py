@@ -32,6 +32,7 @@ class PinnedTask:
     queue: str
     timeout: int
     max_retries: int
+    concurrency_key: str = ""  # task.json's: its limit holds per value of this input field
 
 
 @dataclass(frozen=True)
@@ -471,7 +472,7 @@ def pin(spec: PipelineSpec, lookup: Callable[[str, str], PinnedTask]) -> Pipelin
     """
     steps = []
     looked_up: dict[tuple[str, str], PinnedTask] = {}  # one lookup per task version named
-    for s in spec.steps:
+    for i, s in enumerate(spec.steps):
         try:
             key = (s.task_id, s.task_version)
             task = looked_up.get(key) or looked_up.setdefault(key, lookup(*key))
@@ -480,6 +481,8 @@ def pin(spec: PipelineSpec, lookup: Callable[[str, str], PinnedTask]) -> Pipelin
                 raise
             steps.append(s)
             continue
+        if task.concurrency_key:
+            _check_group_known_at_submit(spec, i, task.concurrency_key)
         steps.append(
             replace(
                 s,
@@ -491,3 +494,22 @@ def pin(spec: PipelineSpec, lookup: Callable[[str, str], PinnedTask]) -> Pipelin
             )
         )
     return replace(spec, steps=tuple(steps))
+
+
+def _check_group_known_at_submit(spec: PipelineSpec, i: int, key: str) -> None:
+    """A task limited per value of an input field (task.json ``concurrency_key``) is grouped
+    when a run is submitted (the scheduler's ``concurrency_groups``): its step may not map
+    that field from another step's output, which is known only later."""
+    s = spec.steps[i]
+    expr = s.input_mapping.get(key)
+    if not isinstance(expr, str) or not mapping.is_expression(expr):
+        return
+    at = f"pipelines.{spec.pipeline_id}.steps[{i}].input_mapping.{key}"
+    path = mapping.parse(expr, {x.step_id for x in spec.steps}, at)
+    if path.source:
+        raise _err(
+            at,
+            f"task {s.task_id} runs a limited number at once per value of its input's {key!r}, "
+            f"read when a run is submitted; {expr!r} reads step {path.source!r}'s output, "
+            "known only later: map it from the run's input",
+        )

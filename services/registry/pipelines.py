@@ -55,7 +55,9 @@ class Pipelines:
                 field="task_id",
             )
         m = task.manifest
-        return PinnedTask(task.version, task.digest, m.queue, m.timeout, m.max_retries)
+        return PinnedTask(
+            task.version, task.digest, m.queue, m.timeout, m.max_retries, m.concurrency_key
+        )
 
     def register(
         self, namespace: str, config_json: str, only: str = "", validate_only: bool = False

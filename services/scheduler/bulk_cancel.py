@@ -16,7 +16,7 @@ from common.errors import InvalidArgument, NotFound
 from services.common import auth
 from services.common.paging import page_size_of
 from services.scheduler.models import Run
-from services.scheduler.planning import label_pairs
+from services.scheduler.run_labels import label_pairs
 from services.scheduler.runs import RunService
 
 UNFINISHED = ["QUEUED", "RUNNING"]  # as the history shows them (written behind)

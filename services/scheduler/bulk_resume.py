@@ -19,7 +19,8 @@ from services.common import auth
 from services.common.paging import page_size_of
 from services.scheduler.bulk_cancel import RunFilter
 from services.scheduler.models import Run
-from services.scheduler.planning import SubmitRequest, label_pairs
+from services.scheduler.planning import SubmitRequest
+from services.scheduler.run_labels import label_pairs
 from services.scheduler.runs import RunService
 
 RESUMABLE = ["FAILED", "CANCELLED", "TIMED_OUT"]

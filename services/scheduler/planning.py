@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -18,8 +17,16 @@ from common import jsondoc, telemetry
 from common.errors import FailedPrecondition, InvalidArgument
 from services.common import auth, mapping
 from services.common.mapping import MissingValue
-from services.scheduler import input_check, queue_names, run_options, step_inputs, tracing
-from services.scheduler.models import Run, StepRun, pairs_of, run_hash_fields
+from services.scheduler import (
+    concurrency_groups,
+    input_check,
+    queue_names,
+    run_labels,
+    run_options,
+    step_inputs,
+    tracing,
+)
+from services.scheduler.models import Run, StepRun, run_hash_fields
 from services.scheduler.queue_records import QueuedStep, Submission
 from services.scheduler.task_catalog import ResolvedTask, TaskCatalog
 
@@ -190,11 +197,8 @@ def check_priority(priority: int) -> None:
 
 # Limits on what a submit may carry (stated in scheduler_service.proto and the README).
 MAX_REQUEST_ID_CHARS = 256
-MAX_LABELS = 64
-MAX_LABEL_VALUE_CHARS = 256
 MAX_RUN_TIMEOUT_SECONDS = 30 * 86400
 MAX_NAME_CHARS = 200  # "task_id@version" or "pipeline_id@version"
-_LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,62}$")
 
 
 def check_request(req: SubmitRequest) -> None:
@@ -209,7 +213,7 @@ def check_request(req: SubmitRequest) -> None:
         raise InvalidArgument(
             f"must be at most {MAX_REQUEST_ID_CHARS} printable characters", field="request_id"
         )
-    check_labels(req.labels or {})
+    run_labels.check_labels(req.labels or {})
     for field_name, lowest, seconds in (
         ("run_timeout", 1, req.run_timeout_seconds),
         ("start_delay", 0, req.start_delay_seconds),
@@ -220,29 +224,6 @@ def check_request(req: SubmitRequest) -> None:
                 f"must be from {span} to 30 days, or unset for none; got {seconds:g}s",
                 field=field_name,
             )
-
-
-def check_labels(labels: dict[str, str]) -> None:
-    """Labels of a run (or a filter of them): keys and values of the allowed shape."""
-    if len(labels) > MAX_LABELS:
-        raise InvalidArgument(f"has {len(labels)} entries; at most {MAX_LABELS}", field="labels")
-    for key, value in labels.items():
-        if not _LABEL_KEY.match(key):
-            raise InvalidArgument(
-                f"key {key[:70]!r} must be 1-63 letters, digits, '_', '.', '/', '-'",
-                field="labels",
-            )
-        if len(value) > MAX_LABEL_VALUE_CHARS:
-            raise InvalidArgument(
-                f"value of {key!r} is over {MAX_LABEL_VALUE_CHARS} characters",
-                field=f"labels.{key}",
-            )
-
-
-def label_pairs(labels: dict[str, str]) -> list[str]:
-    """A filter of labels, checked, as a run's record keeps them (``pairs_of``)."""
-    check_labels(labels)
-    return pairs_of(labels)
 
 
 def request_key(namespace: str, request_id: str) -> str:
@@ -376,7 +357,8 @@ def check_input(plan: Plan, doc: dict[str, Any]) -> run_options.RunOptions:
             first_input, doc, p.step_id, accepts, p.input_id
         )
         input_check.check_step_input(p.step_id, p.task.input_schema, first_input)
-    return options
+    groups = concurrency_groups.of_run(plan.steps, doc)
+    return dataclasses.replace(options, conc_groups=tuple(groups.items())) if groups else options
 
 
 def new_run(
@@ -436,6 +418,8 @@ def new_run(
             ]
     if options.include_metadata:
         run_fields["output_metadata"] = "1"
+    if options.conc_groups:  # submit_run.lua appends each to its step's conc_key
+        run_fields["conc_groups"] = json.dumps(dict(options.conc_groups))
     if trace is not None:  # the run span, recorded at the end: a child of the submit call,
         run_fields["trace_id"] = run.trace_id  # or its trace's root (telemetry.run_parents)
         run_fields["trace_parent"] = trace.header()

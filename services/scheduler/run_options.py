@@ -45,6 +45,8 @@ class RunOptions:
 
     one_at_a_time: bool = False  # processing_options.enable_parallel: false
     include_metadata: bool = False  # output_options.include_metadata: true
+    # step id -> its group of a concurrency limit per input value (concurrency_groups.py)
+    conc_groups: tuple[tuple[str, str], ...] = ()
 
 
 def _field(*parts: str) -> str:

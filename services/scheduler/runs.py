@@ -21,7 +21,6 @@ from services.scheduler.planning import (
     SubmitRequest,
     check_input,
     check_request,
-    label_pairs,
     new_run,
     parse_input,
     plan_run,
@@ -29,6 +28,7 @@ from services.scheduler.planning import (
 )
 from services.scheduler.queue_records import RunSnapshot, Submission
 from services.scheduler.run_events import RunEvent, event_cursor
+from services.scheduler.run_labels import label_pairs
 from services.scheduler.run_limits import RunLimits
 from services.scheduler.run_reader import RunReader
 from services.scheduler.run_store import RunStore

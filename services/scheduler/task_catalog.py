@@ -40,6 +40,8 @@ class ResolvedTask:
     rate_interval_ms: float = 0.0
     # task.json "concurrency_limit": at most this many steps running at once (0: no limit)
     concurrency_limit: int = 0
+    # task.json "concurrency_key": the limit holds per value of this input field ("": for all)
+    concurrency_key: str = ""
 
     @property
     def queue_key(self) -> str:
@@ -179,6 +181,7 @@ class TaskCatalog:
             batching_of(manifest),
             rate_limits.interval_ms(manifest.get("rate_limit") or ""),
             int(manifest.get("concurrency_limit") or 0),
+            str(manifest.get("concurrency_key") or ""),
         )
         if "/" not in task_id:
             self._tasks[(namespace, task_id, t.version)] = resolved

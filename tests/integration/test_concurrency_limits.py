@@ -43,6 +43,35 @@ def test_a_task_limited_to_one_at_once_runs_its_steps_one_after_another(
     assert said.count("waits for a place: its task runs at most 1 at once") >= 2, said
 
 
+def test_a_limit_per_input_value_runs_one_per_document_and_others_beside_it(
+    client: Client, tmp_path: Path
+) -> None:
+    """Hatchet's concurrency expression: "concurrency_key": "doc" limits the task to one at
+    once per document. Two runs of one document and one of another, submitted together to an
+    executor with two slots: the other document's runs beside the first, the same
+    document's second waits for the first to end (its events name the document); a run
+    whose input has no document is refused, naming the field, and nothing is kept of it."""
+    client.register_task(
+        make_task(tmp_path, "per_document", concurrency_limit=1, concurrency_key="doc")
+    )
+    _, (a1, a2, b1) = client.submit_many(
+        [{"seconds": 0.3, "doc": d} for d in ("a", "a", "b")], task="per_document"
+    )
+    runs = {r: client.wait(r, timeout=30) for r in (a1, a2, b1)}
+    assert [r.state for r in runs.values()] == ["COMPLETED"] * 3
+    span = {r: (x.steps[0].started_at, x.steps[0].ended_at) for r, x in runs.items()}
+    assert span[a2][0] >= span[a1][1], span  # type: ignore[operator]
+    assert span[b1][0] < span[a1][1], span  # type: ignore[operator]
+    said = [e.message for e in client.watch(a2, timeout=10) if e.step_id]
+    assert 'waits for a place: its task runs at most 1 at once per doc="a"' in said, said
+    before = len(list(client.list_runs(task_id="per_document")))
+    with pytest.raises(ApiError) as err:
+        client.submit(task="per_document", input={"seconds": 0})
+    assert err.value.code == "INVALID_ARGUMENT"
+    assert err.value.message.startswith("input_json.doc: task per_document runs at most 1")
+    assert len(list(client.list_runs(task_id="per_document"))) == before
+
+
 def test_a_bad_concurrency_limit_is_refused_naming_the_field(
     client: Client, tmp_path: Path
 ) -> None:

@@ -1091,6 +1091,59 @@ def test_an_operators_task_limits_stand_in_for_task_jsons_for_queued_steps_too(o
     assert seen["spaced"] == ["s0"] and seen["aside"] == [("s1:a", 500)]
 
 
+def test_a_limit_per_input_value_holds_each_value_apart(on_valkey) -> None:  # noqa: ANN001
+    """A task limited to one at once per document (task.json concurrency_key): the runs'
+    groups (run field conc_groups) key their places, so one step per document runs, the
+    second of a document waits (its events name the group) and is queued when the first
+    ends; an operator's limit of two holds per group too, and a promotion reads it for a
+    group's waiting steps; the groups' keys are gone once nothing holds or waits."""
+
+    def for_doc(doc: str) -> dict[str, str]:
+        return {"conc_groups": json.dumps({"a": f'doc="{doc}"'})}
+
+    limited = few_at_once("a", 1)
+    limited.fields.update(namespace="default", task_id="gpu_job")
+
+    async def scenario(q: RunQueue) -> dict[str, Any]:
+        for n, doc in enumerate(["x", "x", "y", "x"]):
+            await submit(q, f"r{n}", [limited], also=for_doc(doc))
+            q.clock.advance(0.001)  # type: ignore[attr-defined]
+        first = await q.dispatch("e1", ["q"], 8, 10_000)
+        seen: dict[str, Any] = {"first": sorted(x.run_id for x in first)}
+        seen["waiting"] = [
+            m.decode()
+            for m in await q.redis.zrange(keys.place_waits('default/gpu_job#doc="x"'), 0, -1)
+        ]
+        seen["events"] = await run_events(q, "r1")
+        held = {x.run_id: x for x in first}
+        done = Completion("r0:a", 1, "SUCCEEDED", "{}", lease=held["r0"].step["lease"])
+        _, leases = await q.complete_and_dispatch([done], [Want("e1", ["q"], 8)], 10_000)
+        seen["next"] = [x.run_id for x in leases[0]]
+        await q.redis.hset(keys.TASK_LIMITS, "conc:default/gpu_job", "2")
+        seen["promoted"] = await q.promote_due()
+        raised = await q.dispatch("e1", ["q"], 8, 10_000)
+        seen["raised"] = [x.run_id for x in raised]
+        ends = [
+            Completion(x.member, 1, "SUCCEEDED", "{}", lease=x.step["lease"])
+            for x in [held["r2"], *leases[0], *raised]
+        ]
+        await q.complete_and_dispatch(ends, [], 10_000)
+        seen["left"] = [
+            *await q.admin.keys(keys.places("*")),  # type: ignore[attr-defined]
+            *await q.admin.keys(keys.place_waits("*")),  # type: ignore[attr-defined]
+            *await q.admin.keys(keys.PLACE_LIMITS),  # type: ignore[attr-defined]
+        ]
+        return seen
+
+    seen = on_valkey(scenario)
+    assert seen["first"] == ["r0", "r2"]  # x's first and y's; x's others wait
+    assert seen["waiting"] == ["r1:a", "r3:a"]
+    assert 'waits for a place: its task runs at most 1 at once per doc="x"' in seen["events"]
+    assert seen["next"] == ["r1"]
+    assert seen["promoted"] == 1 and seen["raised"] == ["r3"]  # two of x's at once now
+    assert seen["left"] == []
+
+
 def test_a_concurrency_limited_step_goes_to_a_slot_never_to_an_executors_prefetch(
     on_valkey,
 ) -> None:  # noqa: ANN001

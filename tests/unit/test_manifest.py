@@ -59,6 +59,18 @@ def test_defaults_fill_what_task_json_leaves_out() -> None:
         ({"concurrency_limit": "2"}, "concurrency_limit"),
         ({"concurrency_limit": True}, "concurrency_limit"),
         ({"concurrency_limit": 2, "batching": {"max_batch_size": 4}}, "concurrency_limit"),
+        ({"concurrency_key": "user_id"}, "concurrency_key"),
+        ({"concurrency_limit": 1, "concurrency_key": 7}, "concurrency_key"),
+        ({"concurrency_limit": 1, "concurrency_key": "input.user_id"}, "concurrency_key"),
+        ({"concurrency_limit": 1, "concurrency_key": ""}, "concurrency_key"),
+        (
+            {
+                "concurrency_limit": 1,
+                "concurrency_key": "user",
+                "input_schema": {"properties": {"user_id": {"type": "string"}}},
+            },
+            "concurrency_key",
+        ),
         ({"requirements": ["numpy", "numpy >= >= 1"]}, "requirements[1]"),
         ({"requirements": ["--index-url=https://example.invalid"]}, "requirements[0]"),
         (
@@ -76,6 +88,18 @@ def test_each_bad_field_is_named(fields: dict[str, object], named: str) -> None:
 def test_a_concurrency_limit_is_a_whole_number_of_steps_running_at_once() -> None:
     assert parse_manifest(manifest(concurrency_limit=2)).concurrency_limit == 2
     assert parse_manifest(manifest()).concurrency_limit == 0
+
+
+def test_a_concurrency_key_names_the_input_field_the_limit_holds_per_value_of() -> None:
+    found = parse_manifest(
+        manifest(
+            concurrency_limit=1,
+            concurrency_key="user_id",
+            input_schema={"properties": {"user_id": {"type": "string"}}},
+        )
+    )
+    assert (found.concurrency_limit, found.concurrency_key) == (1, "user_id")
+    assert parse_manifest(manifest(concurrency_limit=1)).concurrency_key == ""
 
 
 def test_a_rate_limit_is_a_count_per_second_minute_or_hour() -> None:

@@ -161,6 +161,21 @@ def test_pinning_fixes_versions_digests_and_task_defaults() -> None:
     assert pinned.steps[0].queue == "vision"
 
 
+def test_a_step_of_a_task_limited_per_input_value_must_map_that_value_from_the_run_input() -> None:
+    """task.json's concurrency_key is read when a run is submitted: a step may map it from
+    the run's input (or a constant), not from an upstream step's output."""
+
+    def keyed(key: str) -> Any:
+        return lambda task_id, version: PinnedTask("1.0.0", "d", "q", 9, 0, key)
+
+    assert pin(parse_config(FACE)[0], keyed("image_path"))  # the first step: $.image_path
+    reads_upstream = config(s1__input_mapping={"faces": "$.face_detection.faces"})
+    with pytest.raises(InvalidArgument) as err:
+        pin(parse_config(reads_upstream)[0], keyed("faces"))
+    assert "steps[1].input_mapping.faces" in str(err.value)
+    assert "'$.face_detection.faces' reads step 'face_detection'" in str(err.value)
+
+
 def test_pinning_an_unknown_task_raises_not_found() -> None:
     def lookup(task_id: str, version: str) -> PinnedTask:
         raise NotFound(f"no task {task_id}", field="task_id")

@@ -140,3 +140,5 @@ def test_a_tasks_panel_says_its_rate_limit_when_it_has_one() -> None:
     few = dataclasses.replace(task, manifest={"concurrency_limit": 3})
     assert "at most 3 running at once (in each namespace, over every executor)" in task_panel(few)
     assert "running at once" not in task_panel(plain)
+    keyed = dataclasses.replace(task, manifest={"concurrency_limit": 1, "concurrency_key": "doc"})
+    assert "at most 1 running at once per value of doc (in each" in task_panel(keyed)

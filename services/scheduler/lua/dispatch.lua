@@ -145,7 +145,8 @@ end
 -- The operators' limits, read once per call and per task (false: none is set anywhere).
 local overrides = nil
 -- A popped step's fields (f) with its task's limits as an operator set them, if one did: a
--- rate limit ('rate', 'rate_key') and a concurrency limit ('conc', 'conc_key'); 0 is none.
+-- rate limit ('rate', 'rate_key') and a concurrency limit ('conc', 'conc_key'; a step of a
+-- task limited per input value keeps its group's key); 0 is none.
 local function apply_overrides(f)
   if overrides == nil then
     overrides = redis.call('HLEN', task_limits_key(P)) > 0 and {} or false
@@ -161,7 +162,7 @@ local function apply_overrides(f)
     if tonumber(o[1]) > 0 then f[8], f[9] = o[1], key else f[8] = false end
   end
   if o[2] then
-    if tonumber(o[2]) > 0 then f[11], f[12] = o[2], key else f[11] = false end
+    if tonumber(o[2]) > 0 then f[11], f[12] = o[2], f[12] or key else f[11] = false end
   end
 end
 
@@ -179,8 +180,10 @@ local function wait_for_place(member, score, f)
   if f[13] then return end
   redis.call('HSET', step_hash(P, member), 'conc_wait', '1', 'conc_key', f[12])
   local run_id = run_of(member)
+  local group = string.match(f[12], '#(.*)$')  -- a limit per value of an input field
   emit(P, run_id, string.sub(member, #run_id + 2), tonumber(f[2]) or 0, 'QUEUED',
-    'waits for a place: its task runs at most ' .. f[11] .. ' at once', now)
+    'waits for a place: its task runs at most ' .. f[11] .. ' at once'
+    .. (group and (' per ' .. group) or ''), now)
 end
 
 -- Whether a step put aside starts on its reserved start: when it is asked for within a

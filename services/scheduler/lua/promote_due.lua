@@ -29,7 +29,8 @@ end
 local limits = redis.call('HGETALL', place_limits_key(P))
 for i = 1, #limits, 2 do
   local name, most = limits[i], tonumber(limits[i + 1])
-  local set = redis.call('HGET', task_limits_key(P), 'conc:' .. name)  -- an operator's
+  -- an operator's, for the task (a name "<namespace>/<task>#field=value" is one group of it)
+  local set = redis.call('HGET', task_limits_key(P), 'conc:' .. string.match(name, '^[^#]*'))
   if set then most = tonumber(set) > 0 and tonumber(set) or math.huge end
   for _ = 1, most - places_taken(P, name, most) do
     local queue = queue_place_waiter(P, name)

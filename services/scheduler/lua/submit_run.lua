@@ -39,6 +39,8 @@ for _, s in ipairs(steps) do
 end
 local state = (remaining < #steps and note == '') and 'RUNNING' or 'QUEUED'
 local limit = tonumber(run.max_parallel or '0') or 0
+-- step id -> its group of a concurrency limit per input value (concurrency_groups.py)
+local groups = run.conc_groups and cjson.decode(run.conc_groups)
 local fields = {state = state, remaining = remaining, created_ms = now, steps = cjson.encode(ids)}
 if limit > 0 then fields.active = 0 end
 for k, v in pairs(run) do fields[k] = v end
@@ -56,6 +58,9 @@ for i, s in ipairs(steps) do
     first = first, deps_left = left, deps = cjson.encode(s.deps),
     dependents = cjson.encode(s.dependents)}
   for k, v in pairs(s.fields) do f[k] = v end
+  if groups and groups[s.step_id] and f.conc_key then
+    f.conc_key = f.conc_key .. '#' .. groups[s.step_id]
+  end
   local ready = false
   if s.output then
     f.state = 'COMPLETED'
