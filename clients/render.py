@@ -76,6 +76,9 @@ def task_panel(t: TaskInfo) -> str:
         f"  at most {m['concurrency_limit']} running at once"
         + escape(f" per value of {m['concurrency_key']}" if m.get("concurrency_key") else "")
         + " (in each namespace, over every executor)"
+        + escape(
+            f"; when full: {m['concurrency_strategy']}" if m.get("concurrency_strategy") else ""
+        )
         if m.get("concurrency_limit")
         else "",
         escape(f"  requirements: {', '.join(m['requirements'])}") if m.get("requirements") else "",

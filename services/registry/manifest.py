@@ -79,6 +79,7 @@ class Manifest:
     rate_limit: str = ""  # "N/s", "N/m" or "N/h" ("": none), see _rate_limit
     concurrency_limit: int = 0  # at most this many at once (0: none), _concurrency_limit
     concurrency_key: str = ""  # ...per value of this input field ("": for all), _concurrency_key
+    concurrency_strategy: str = "wait"  # when every place is held, _concurrency_strategy
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -255,6 +256,26 @@ def _concurrency_key(doc: dict[str, Any], name: str, limit: int) -> str:
     return value
 
 
+# task.json "concurrency_strategy": what a step does when every place is held (Hatchet's
+# GROUP_ROUND_ROBIN, CANCEL_IN_PROGRESS, CANCEL_NEWEST).
+CONCURRENCY_STRATEGIES = {
+    "wait": "the step waits for a place, in arrival order",
+    "cancel_in_progress": "the oldest run holding a place is cancelled; the new one takes it",
+    "cancel_newest": "the newest run is cancelled; those holding places go on",
+}
+
+
+def _concurrency_strategy(doc: dict[str, Any], name: str, limit: int) -> str:
+    value = doc.get(name)
+    if value is None:
+        return "wait"
+    if value not in CONCURRENCY_STRATEGIES:
+        raise _err(name, f"must be one of {', '.join(CONCURRENCY_STRATEGIES)}", value)
+    if not limit:
+        raise _err(name, "needs a concurrency_limit (the places a run may be cancelled for)", value)
+    return str(value)
+
+
 def _top_level_names(tree: ast.Module) -> set[str]:
     """Names a module binds at its top level: classes, functions, assignments, imports."""
     names: set[str] = set()
@@ -299,7 +320,7 @@ KNOWN_KEYS = {
     "task_id", "name", "description", "version", "author", "category", "entry_point",
     "requirements", "tags", "queue", "priority", "timeout", "max_retries", "input_schema",
     "output_schema", "executor_labels", "resources", "batching", "rate_limit",
-    "concurrency_limit", "concurrency_key",
+    "concurrency_limit", "concurrency_key", "concurrency_strategy",
 }  # fmt: skip
 
 
@@ -354,5 +375,6 @@ def parse_manifest(text: bytes | str) -> Manifest:
         rate_limit=_rate_limit(doc, "rate_limit"),
         concurrency_limit=(limit := _concurrency_limit(doc, "concurrency_limit")),
         concurrency_key=_concurrency_key(doc, "concurrency_key", limit),
+        concurrency_strategy=_concurrency_strategy(doc, "concurrency_strategy", limit),
         raw=doc,
     )

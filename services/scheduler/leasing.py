@@ -273,7 +273,11 @@ class Leaser:
         self, wanting: list[ExecutorSession], wants: list[Want], leases: list[list[Leased]]
     ) -> None:
         """Build the leased steps' inputs and send them to their executors; a step whose
-        input cannot be built fails here, and one whose output is cached completes here."""
+        input cannot be built fails here, and one whose output is cached completes here. Runs
+        a task's concurrency_strategy cancelled for a place end as a cancel ends them."""
+        for run_id, running in self.queue.take_cancelled():
+            self.fleet.send_cancels(running, reason="run cancelled: concurrency_strategy")
+            self.listeners.run_ended(run_id, None)
         if not wants:
             return
         self.saturated = any(

@@ -31,6 +31,9 @@ from services.scheduler.queue_records import QueuedStep, Submission
 from services.scheduler.task_catalog import ResolvedTask, TaskCatalog
 
 MAX_INPUT_BYTES = 1024 * 1024
+# task.json concurrency_strategy -> the run dispatch.lua cancels of those holding a place and
+# the one asking ("wait": none, the step waits)
+STRATEGY_LOSERS = {"cancel_in_progress": "oldest", "cancel_newest": "newest"}
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,12 @@ class PlannedStep:
                 **(
                     {"conc": str(t.concurrency_limit), "conc_key": f"{self.namespace}/{t.task_id}"}
                     if t.concurrency_limit
+                    else {}
+                ),
+                # which run gives up a place when every place is held (dispatch.lua)
+                **(
+                    {"conc_strategy": STRATEGY_LOSERS[t.concurrency_strategy]}
+                    if t.concurrency_limit and t.concurrency_strategy in STRATEGY_LOSERS
                     else {}
                 ),
                 **({"log_level": self.log_level} if self.log_level else {}),

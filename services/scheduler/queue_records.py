@@ -58,7 +58,9 @@ class Want(NamedTuple):
     held: bool = False
 
 
-def dispatch_calls(wants: list[Want], lease_ms: int, now: int) -> list[tuple[str, list[Any]]]:
+def dispatch_calls(
+    wants: list[Want], lease_ms: int, now: int, finished_ttl_s: int
+) -> list[tuple[str, list[Any]]]:
     """The dispatch.lua calls (script name, ARGV after the prefix) for ``wants``."""
     return [
         (
@@ -71,6 +73,7 @@ def dispatch_calls(wants: list[Want], lease_ms: int, now: int) -> list[tuple[str
                 secrets.token_hex(8),
                 int(w.batching),
                 int(w.held),
+                finished_ttl_s,
                 *w.queues,
             ],
         )
@@ -78,12 +81,19 @@ def dispatch_calls(wants: list[Want], lease_ms: int, now: int) -> list[tuple[str
     ]
 
 
-def leases_of(raw: list[Any]) -> tuple[list[Leased], dict[str, int]]:
-    """A dispatch.lua reply: the leased steps, and what it left waiting until when (ms):
-    ``batch`` a short batch in its queue, ``delayed`` a rate-limited step put aside."""
+# A run a task's concurrency_strategy cancelled, and its running steps (step key, executor).
+Ended = tuple[str, list[tuple[str, str]]]
+
+
+def leases_of(raw: list[Any]) -> tuple[list[Leased], dict[str, int], list[Ended]]:
+    """A dispatch.lua reply: the leased steps; what it left waiting until when (ms):
+    ``batch`` a short batch in its queue, ``delayed`` a rate-limited step put aside; and the
+    runs a concurrency strategy cancelled."""
     leased = [leased_of(item) for item in raw if not isinstance(item, list)]
-    due = {kind.decode(): int(at) for kind, at in (i for i in raw if isinstance(i, list))}
-    return leased, due
+    marks = [words_of(i) for i in raw if isinstance(i, list)]
+    due = {m[0]: int(m[1]) for m in marks if m[0] != "cancelled"}
+    ended = [(m[1], pairs_of(m[2:])) for m in marks if m[0] == "cancelled"]
+    return leased, due, ended
 
 
 @dataclass(frozen=True)
@@ -147,8 +157,13 @@ def pairs_of(flat: list[str]) -> list[tuple[str, str]]:
     return list(zip(flat[0::2], flat[1::2], strict=True))
 
 
+def words_of(raw: list[Any]) -> list[str]:
+    """A script's flat reply of bytes and numbers, as text."""
+    return [w.decode() if isinstance(w, bytes) else str(w) for w in raw]
+
+
 def verdict_of(raw: list[Any]) -> Verdict:
-    words = [w.decode() if isinstance(w, bytes) else str(w) for w in raw]
+    words = words_of(raw)
     cancel = pairs_of(words[3:]) if words[0] == "failed" else []
     queued_on = words[3:] if words[0] in {"completed", "run_completed", "released"} else []
     final = run_snapshot_of(json.loads(words[2])) if words[2] else None

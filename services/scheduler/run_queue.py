@@ -16,6 +16,7 @@ from services.scheduler import keys, queue_names, wake
 from services.scheduler.clock import SYSTEM, Clock
 from services.scheduler.queue_records import (
     Completion,
+    Ended,
     Leased,
     QueuedStep,
     Submission,
@@ -26,6 +27,7 @@ from services.scheduler.queue_records import (
     pairs_of,
     text_of,
     verdict_of,
+    words_of,
 )
 from services.scheduler.run_notes import RunNotes
 from services.scheduler.run_reader import RunReader
@@ -87,6 +89,7 @@ class RunQueue:
         # (``batch``), a step put aside in the delayed set (``delayed``: a rate limit's
         # reserved start, a retry).
         self.due_ms: dict[str, int] = {}
+        self.cancelled: list[Ended] = []  # by concurrency strategies, until take_cancelled
         self._lines = ScriptLines(client)
         self.reader = RunReader(client)  # the read side, for whoever reports runs
         self.notes = RunNotes(client, clock, finished_ttl_s)  # what changes no run's state
@@ -170,7 +173,7 @@ class RunQueue:
         then: list[Command] = [("SADD", keys.PLAIN_QUEUES, *plain)] if plain else []
         if variants:
             then.append(("SADD", keys.QUEUE_VARIANTS, *variants))
-        replies = await self._call_many(calls + dispatch_calls(wants, lease_ms, now), then)
+        replies = await self._call_many(calls + self._dispatches(wants, lease_ms, now), then)
         self.queue_variants |= variants
         self.plain_queues |= plain
         created = [(status == b"created", rid.decode()) for status, rid in replies[: len(runs)]]
@@ -227,7 +230,7 @@ class RunQueue:
 
     async def dispatch_many(self, wants: list[Want], lease_ms: int) -> list[list[Leased]]:
         """Lease up to n steps to each (executor, queues, n), in order, in one round trip."""
-        replies = await self._call_many(dispatch_calls(wants, lease_ms, self.clock.now_ms()))
+        replies = await self._call_many(self._dispatches(wants, lease_ms, self.clock.now_ms()))
         return self._leases(replies)
 
     async def complete(
@@ -268,7 +271,7 @@ class RunQueue:
         Other replicas are told of the steps it left waiting; this one's caller decides."""
         now = self.clock.now_ms()
         completes = self._complete_calls(results, now, wake=False)  # told below
-        replies = await self._call_many(completes + dispatch_calls(wants, lease_ms, now))
+        replies = await self._call_many(completes + self._dispatches(wants, lease_ms, now))
         verdicts = [verdict_of(raw) for raw in replies[: len(results)]]
         leases = self._leases(replies[len(results) :])
         queued = Counter(q for v in verdicts for q in v.queued_on)
@@ -278,14 +281,22 @@ class RunQueue:
         self.new_work.update(queued)
         return verdicts, leases
 
+    def take_cancelled(self) -> list[Ended]:
+        taken, self.cancelled = self.cancelled, []
+        return taken
+
+    def _dispatches(self, wants: list[Want], lease_ms: int, now: int) -> list[Call]:
+        return dispatch_calls(wants, lease_ms, now, self.finished_ttl_s)
+
     def _leases(self, replies: list[Any]) -> list[list[Leased]]:
         """The leases of dispatch replies, noting when a short batch left waiting is due."""
         found = []
         for raw in replies:
-            leased, due = leases_of(raw)
+            leased, due, ended = leases_of(raw)
             found.append(leased)
             for kind, at in due.items():
                 self._due(kind, at)
+            self.cancelled += ended
         return found
 
     def work_was_queued(self, on: Counter[str] | None = None, wake: bool = True) -> None:
@@ -339,7 +350,7 @@ class RunQueue:
         raw = await self._call(
             "cancel_run", run_id, reason, self.clock.now_ms(), self.finished_ttl_s
         )
-        words = [w.decode() for w in raw]
+        words = words_of(raw)
         if words[0] == "finished":
             return words[1], []
         return words[0], pairs_of(words[1:])
@@ -362,7 +373,7 @@ class RunQueue:
     async def time_out_runs(self, limit: int = 100) -> tuple[list[str], list[tuple[str, str]]]:
         """End TIMED_OUT the runs past their deadline: their ids, and the running steps to stop."""
         raw = await self._call("expire_runs", self.clock.now_ms(), limit, self.finished_ttl_s)
-        words = [w.decode() if isinstance(w, bytes) else str(w) for w in raw]
+        words = words_of(raw)
         count = int(words[0])
         return words[1 : 1 + count], pairs_of(words[1 + count :])
 

@@ -42,6 +42,9 @@ class ResolvedTask:
     concurrency_limit: int = 0
     # task.json "concurrency_key": the limit holds per value of this input field ("": for all)
     concurrency_key: str = ""
+    # task.json "concurrency_strategy" when every place is held: "wait", "cancel_in_progress",
+    # "cancel_newest"
+    concurrency_strategy: str = "wait"
 
     @property
     def queue_key(self) -> str:
@@ -182,6 +185,7 @@ class TaskCatalog:
             rate_limits.interval_ms(manifest.get("rate_limit") or ""),
             int(manifest.get("concurrency_limit") or 0),
             str(manifest.get("concurrency_key") or ""),
+            str(manifest.get("concurrency_strategy") or "wait"),
         )
         if "/" not in task_id:
             self._tasks[(namespace, task_id, t.version)] = resolved

@@ -72,6 +72,39 @@ def test_a_limit_per_input_value_runs_one_per_document_and_others_beside_it(
     assert len(list(client.list_runs(task_id="per_document"))) == before
 
 
+def test_a_newer_run_of_a_document_supersedes_the_one_in_progress(
+    client: Client, tmp_path: Path
+) -> None:
+    """Hatchet's CANCEL_IN_PROGRESS ("concurrency_strategy": "cancel_in_progress"), one at a
+    time per document: a second run of the document, submitted while the first runs,
+    cancels it — its step is stopped at once, its run says why — and runs; a run of
+    another document is left alone."""
+    client.register_task(
+        make_task(
+            tmp_path,
+            "latest_edit",
+            concurrency_limit=1,
+            concurrency_key="doc",
+            concurrency_strategy="cancel_in_progress",
+        )
+    )
+    first = client.submit(task="latest_edit", input={"seconds": 10, "doc": "a"}).run_id
+    other = client.submit(task="latest_edit", input={"seconds": 0.5, "doc": "b"}).run_id
+    deadline = time.monotonic() + 10
+    while client.get_run(first).state != "RUNNING":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    started = time.monotonic()
+    newer = client.run(task="latest_edit", input={"seconds": 0, "doc": "a"}, timeout=30)
+    superseded = client.wait(first, timeout=30)
+    assert newer.state == "COMPLETED" and client.wait(other, timeout=30).state == "COMPLETED"
+    assert superseded.state == "CANCELLED" and time.monotonic() - started < 5
+    assert superseded.error == (
+        'superseded by a newer run: its task runs at most 1 at once per doc="a" '
+        "(concurrency_strategy cancel_in_progress)"
+    )
+
+
 def test_a_bad_concurrency_limit_is_refused_naming_the_field(
     client: Client, tmp_path: Path
 ) -> None:

@@ -1144,6 +1144,54 @@ def test_a_limit_per_input_value_holds_each_value_apart(on_valkey) -> None:  # n
     assert seen["left"] == []
 
 
+def test_a_concurrency_strategy_cancels_the_oldest_or_the_newest_run_for_a_place(on_valkey) -> None:  # noqa: ANN001
+    """task.json concurrency_strategy (Hatchet's CANCEL_IN_PROGRESS and CANCEL_NEWEST), a
+    task limited to one at once: "cancel_in_progress" — a newer run's step cancels the run
+    holding the place (its executor is to be told to stop: the leaser takes it) and
+    takes the place, and the cancelled attempt's late result frees nothing; "cancel_newest"
+    — the newer run is cancelled and the holder goes on. Nothing waits under either."""
+
+    def limited(loser: str, key: str) -> QueuedStep:
+        s = few_at_once("a", 1, key)
+        return QueuedStep(s.step_id, s.deps, s.dependents, {**s.fields, "conc_strategy": loser})
+
+    async def scenario(q: RunQueue) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        await submit(q, "p0", [limited("oldest", "default/latest_only")])
+        [p0] = await q.dispatch("e1", ["q"], 8, 10_000)
+        q.clock.advance(0.01)  # type: ignore[attr-defined]
+        await submit(q, "p1", [limited("oldest", "default/latest_only")])
+        seen["in_progress"] = [x.run_id for x in await q.dispatch("e2", ["q"], 8, 10_000)]
+        seen["heard"] = q.take_cancelled()  # the leaser's to stop and report, as a cancel
+        seen["p0"] = await q.redis.hmget(keys.run("p0"), "state", "error")
+        late = Completion("p0:a", 1, "SUCCEEDED", "{}", lease=p0.step["lease"])
+        seen["late"] = (await q.complete_many([late]))[0].verdict
+        seen["holders"] = await q.redis.hkeys(keys.places("default/latest_only"))
+        await submit(q, "n0", [limited("newest", "default/first_only")])
+        await q.dispatch("e1", ["q"], 8, 10_000)
+        q.clock.advance(0.01)  # type: ignore[attr-defined]
+        await submit(q, "n1", [limited("newest", "default/first_only")])
+        seen["newest"] = await q.dispatch("e2", ["q"], 8, 10_000)
+        seen["n1"] = await q.redis.hmget(keys.run("n1"), "state", "error")
+        seen["n0"] = await q.redis.hget(keys.run("n0"), "state")
+        seen["waiting"] = await q.delayed_count()
+        seen["heard_after"] = [r for r, _ in q.take_cancelled()]
+        return seen
+
+    seen = on_valkey(scenario)
+    assert seen["in_progress"] == ["p1"]
+    assert seen["heard"] == [("p0", [("p0:a", "e1")])]
+    assert seen["p0"][0] == b"CANCELLED"
+    assert seen["p0"][1].decode() == (
+        "superseded by a newer run: its task runs at most 1 at once "
+        "(concurrency_strategy cancel_in_progress)"
+    )
+    assert seen["late"] == "stale" and seen["holders"] == [b"p1:a"]  # fenced: frees nothing
+    assert seen["newest"] == [] and seen["n0"] == b"RUNNING"
+    assert seen["n1"][0] == b"CANCELLED" and b"cancel_newest" in seen["n1"][1]
+    assert seen["waiting"] == 0 and seen["heard_after"] == ["n1"]
+
+
 def test_a_concurrency_limited_step_goes_to_a_slot_never_to_an_executors_prefetch(
     on_valkey,
 ) -> None:  # noqa: ANN001

@@ -63,6 +63,8 @@ def test_defaults_fill_what_task_json_leaves_out() -> None:
         ({"concurrency_limit": 1, "concurrency_key": 7}, "concurrency_key"),
         ({"concurrency_limit": 1, "concurrency_key": "input.user_id"}, "concurrency_key"),
         ({"concurrency_limit": 1, "concurrency_key": ""}, "concurrency_key"),
+        ({"concurrency_strategy": "cancel_newest"}, "concurrency_strategy"),
+        ({"concurrency_limit": 1, "concurrency_strategy": "drop"}, "concurrency_strategy"),
         (
             {
                 "concurrency_limit": 1,
@@ -100,6 +102,13 @@ def test_a_concurrency_key_names_the_input_field_the_limit_holds_per_value_of() 
     )
     assert (found.concurrency_limit, found.concurrency_key) == (1, "user_id")
     assert parse_manifest(manifest(concurrency_limit=1)).concurrency_key == ""
+
+
+def test_a_concurrency_strategy_says_which_run_gives_up_a_place() -> None:
+    for strategy in ("wait", "cancel_in_progress", "cancel_newest"):
+        found = parse_manifest(manifest(concurrency_limit=1, concurrency_strategy=strategy))
+        assert found.concurrency_strategy == strategy
+    assert parse_manifest(manifest(concurrency_limit=1)).concurrency_strategy == "wait"
 
 
 def test_a_rate_limit_is_a_count_per_second_minute_or_hour() -> None:

@@ -142,3 +142,7 @@ def test_a_tasks_panel_says_its_rate_limit_when_it_has_one() -> None:
     assert "running at once" not in task_panel(plain)
     keyed = dataclasses.replace(task, manifest={"concurrency_limit": 1, "concurrency_key": "doc"})
     assert "at most 1 running at once per value of doc (in each" in task_panel(keyed)
+    newest = dataclasses.replace(
+        task, manifest={"concurrency_limit": 1, "concurrency_strategy": "cancel_newest"}
+    )
+    assert "over every executor); when full: cancel_newest" in task_panel(newest)

@@ -19,7 +19,8 @@
 --                                    "<namespace>/<task_id>"; over task.json's (read)
 -- ARGV: P, now_ms, lease_ms, executor_id, max_n, lease_token, batching ('1': the executor
 --       runs dynamic batches), held ('1': for the executor's prefetch room, steps it holds
---       until a slot frees), queue names...
+--       until a slot frees), finished_ttl_s (for a run a concurrency strategy ends), queue
+--       names...
 -- Each lease gets the id lease_token..'.'..n (the token is random per call), which the
 -- executor echoes on everything it says about the attempt.
 -- Picks the lowest score across the queues each time, so priority holds across queues, and
@@ -45,17 +46,24 @@
 -- (lib.lua's leave_place queues it again). It is leased to a slot, never held ahead
 -- (held: it stays queued, and the call ends there), so that a place is not spent waiting
 -- in one executor while another has a slot free.
+-- A task's concurrency_strategy (step field 'conc_strategy') makes room instead of waiting:
+-- of the runs holding the places and the step's own, the oldest ('oldest': Hatchet's
+-- CANCEL_IN_PROGRESS) or the newest ('newest': CANCEL_NEWEST) is cancelled (run ids sort by
+-- creation); the step takes the place it freed, unless its own run was the one.
 -- An operator's limits for a task (SetTaskLimits, services/scheduler/task_limits.py) stand
 -- in for its task.json's for every step popped, queued before the change or after.
 -- Returns: a list of JSON objects {member, attempt, step (flat HGETALL), input, outputs,
 --          trace = {trace_id, run_span} of the run, spans = {step read -> its span id},
 --          started = true when this dispatch made the run RUNNING, call = the batch's id};
 --          then {'batch', when the first short batch left waiting is due (ms)} if one was,
---          and {'delayed', the earliest start reserved} if a rate-limited step was put aside.
+--          {'delayed', the earliest start reserved} if a rate-limited step was put aside, and
+--          {'cancelled', run_id, step-key, executor, ...} per run a concurrency strategy
+--          ended (its running steps, whose executors must be told to stop).
 local P, now, lease_ms, executor, max_n = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 local token, batching, held = ARGV[6], ARGV[7] == '1', ARGV[8] == '1'
+local ttl = tonumber(ARGV[9])
 local queues = {}
-for i = 9, #ARGV do queues[#queues + 1] = queue_key(P, ARGV[i]) end
+for i = 10, #ARGV do queues[#queues + 1] = queue_key(P, ARGV[i]) end
 
 -- The ready step with the lowest score across the queues (one ZPOPMIN for a single queue),
 -- with its queue and score.
@@ -193,6 +201,32 @@ local function kept_start(interval, rate_at)
   return rate_at ~= false and tonumber(now) - tonumber(rate_at) < math.max(interval, 1000)
 end
 
+-- A full place of a task with a concurrency_strategy (f[16]): the run to give it up, of those
+-- holding its places and the step's own — the oldest or the newest (run ids sort by
+-- creation). Ends it; the step takes the freed place unless it was its own run's.
+local cancelled = {}
+local function make_room(member, f)
+  local own = run_of(member)
+  local loser = own
+  for _, holder in ipairs(redis.call('HKEYS', places_key(P, f[12]))) do
+    local r = run_of(holder)
+    if (f[16] == 'oldest' and r < loser) or (f[16] == 'newest' and r > loser) then loser = r end
+  end
+  local group = string.match(f[12], '#(.*)$')
+  local limit = 'its task runs at most ' .. f[11] .. ' at once'
+    .. (group and (' per ' .. group) or '')
+  local why = f[16] == 'oldest'
+    and ('superseded by a newer run: ' .. limit .. ' (concurrency_strategy cancel_in_progress)')
+    or ('cancelled: ' .. limit .. ', and older runs hold every place (concurrency_strategy '
+      .. 'cancel_newest)')
+  local entry = {'cancelled', loser}
+  for _, x in ipairs(finish_run(P, loser, 'CANCELLED', why, now, ttl)) do
+    entry[#entry + 1] = x
+  end
+  cancelled[#cancelled + 1] = entry
+  if loser == own then f[1] = 'CANCELLED' else places[f[12]] = nil end  -- counted again
+end
+
 local heads, pops = 0, 0
 local frontier = {}  -- first-step band -> the highest start tag leased (lib.lua's fair share)
 local function leased(score)
@@ -205,8 +239,12 @@ while heads < max_n and pops < max_n + 256 do
   pops = pops + 1
   local f = redis.call('HMGET', step_hash(P, member), 'state', 'attempt', 'reads', 'batch',
     'digest', 'batch_wait', 'queued_ms', 'rate', 'rate_key', 'rate_at', 'conc', 'conc_key',
-    'conc_wait', 'namespace', 'task_id')
+    'conc_wait', 'namespace', 'task_id', 'conc_strategy')
   apply_overrides(f)
+  if f[16] and f[1] == 'QUEUED' and f[11] and not held
+    and not place_free(tonumber(f[11]), f[12]) then
+    make_room(member, f)  -- its task's concurrency_strategy: a run gives up a place
+  end
   local size = batching and tonumber(f[4] or '0') or 0
   if f[1] ~= 'QUEUED' then
     -- not ready after all (ended meanwhile): dropped from the queue
@@ -252,4 +290,5 @@ for _, d in ipairs(deferred) do redis.call('ZADD', d[1], d[2], d[3]) end
 for band, tag in pairs(frontier) do advance_fair(P, band, tag) end
 if due_first then out[#out + 1] = {'batch', due_first} end
 if aside_first then out[#out + 1] = {'delayed', aside_first} end
+for _, entry in ipairs(cancelled) do out[#out + 1] = entry end
 return out
