@@ -415,6 +415,8 @@ def test_a_schedule_is_made_run_listed_and_deleted_from_the_page(
         # Once, at a time; and every minute, within bounds (both in the browser's time).
         page.locator("details:has(form#new-schedule) > summary").click()
         form.locator("input[name=schedule_id]").fill("dash-once")
+        form.locator("select[name=target]").select_option("task:sleeper")  # the page may have
+        form.locator("textarea[name=input]").fill('{"seconds": 2}')  # drawn the form anew
         form.locator("select[name=kind]").select_option("once")
         later = datetime.now() + timedelta(hours=1)
         form.locator("input[name=at]").fill(f"{later:%Y-%m-%dT%H:%M:%S}")
@@ -424,6 +426,8 @@ def test_a_schedule_is_made_run_listed_and_deleted_from_the_page(
         expect(once).to_contain_text("once, at", timeout=STEP_MS)
         assert client.get_schedule("dash-once").at == later.replace(microsecond=0).astimezone()
         form.locator("input[name=schedule_id]").fill("dash-bounded")
+        form.locator("select[name=target]").select_option("task:sleeper")
+        form.locator("textarea[name=input]").fill('{"seconds": 2}')
         form.locator("select[name=kind]").select_option("every")
         form.locator("input[name=when]").fill("60")
         form.locator("input[name=end_time]").fill(f"{later:%Y-%m-%dT%H:%M:%S}")
