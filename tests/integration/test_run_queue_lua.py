@@ -1176,6 +1176,12 @@ def test_a_concurrency_strategy_cancels_the_oldest_or_the_newest_run_for_a_place
         seen["n0"] = await q.redis.hget(keys.run("n0"), "state")
         seen["waiting"] = await q.delayed_count()
         seen["heard_after"] = [r for r, _ in q.take_cancelled()]
+        # A run does not compete with itself: its second step waits for its first's place.
+        twins = [limited("oldest", "default/twins"), limited("oldest", "default/twins")]
+        twins[1] = QueuedStep("b", [], [], twins[1].fields)
+        await submit(q, "s0", twins)
+        seen["twins"] = [x.step_id for x in await q.dispatch("e1", ["q"], 8, 10_000)]
+        seen["s0"] = await q.redis.hget(keys.run("s0"), "state")
         return seen
 
     seen = on_valkey(scenario)
@@ -1190,6 +1196,7 @@ def test_a_concurrency_strategy_cancels_the_oldest_or_the_newest_run_for_a_place
     assert seen["newest"] == [] and seen["n0"] == b"RUNNING"
     assert seen["n1"][0] == b"CANCELLED" and b"cancel_newest" in seen["n1"][1]
     assert seen["waiting"] == 0 and seen["heard_after"] == ["n1"]
+    assert seen["twins"] == ["a"] and seen["s0"] == b"RUNNING"
 
 
 def test_a_concurrency_limited_step_goes_to_a_slot_never_to_an_executors_prefetch(

@@ -203,21 +203,29 @@ end
 
 -- A full place of a task with a concurrency_strategy (f[16]): the run to give it up, of those
 -- holding its places and the step's own — the oldest or the newest (run ids sort by
--- creation). Ends it; the step takes the freed place unless it was its own run's.
+-- creation). Ends it; the step takes the freed place unless it was its own run's. A run
+-- does not compete with itself: when only its own steps hold the places, the step waits.
 local cancelled = {}
 local function make_room(member, f)
   local own = run_of(member)
-  local loser = own
-  for _, holder in ipairs(redis.call('HKEYS', places_key(P, f[12]))) do
-    local r = run_of(holder)
+  local loser = nil
+  local function pick(r)
     if (f[16] == 'oldest' and r < loser) or (f[16] == 'newest' and r > loser) then loser = r end
   end
+  for _, holder in ipairs(redis.call('HKEYS', places_key(P, f[12]))) do
+    local r = run_of(holder)
+    if r ~= own then
+      if loser == nil then loser = r else pick(r) end
+    end
+  end
+  if loser == nil then return end
+  pick(own)
   local group = string.match(f[12], '#(.*)$')
   local limit = 'its task runs at most ' .. f[11] .. ' at once'
     .. (group and (' per ' .. group) or '')
   local why = f[16] == 'oldest'
     and ('superseded by a newer run: ' .. limit .. ' (concurrency_strategy cancel_in_progress)')
-    or ('cancelled: ' .. limit .. ', and older runs hold every place (concurrency_strategy '
+    or ('cancelled: ' .. limit .. ', and older runs claim every place (concurrency_strategy '
       .. 'cancel_newest)')
   local entry = {'cancelled', loser}
   for _, x in ipairs(finish_run(P, loser, 'CANCELLED', why, now, ttl)) do
