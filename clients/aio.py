@@ -431,12 +431,7 @@ class AsyncClient(_Connection, AsyncScheduleMethods):
         reset: Sequence[str] = (),
     ) -> TaskLimitsInfo | None:
         """As ``Client.set_task_limits``."""
-        request = spb.SetTaskLimitsRequest(
-            task_id=task_id,
-            rate_limit=rate_limit,
-            concurrency_limit=concurrency_limit,
-            reset_fields=list(reset),
-        )
+        request = requests.set_task_limits(task_id, rate_limit, concurrency_limit, reset)
         reply = await self._s.unary(self._scheduler.SetTaskLimits, request)
         return TaskLimitsInfo.from_proto(reply.limits) if reply.HasField("limits") else None
 

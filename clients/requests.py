@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -194,6 +194,19 @@ def list_runs(
     if created_before is not None:
         request.created_before.FromDatetime(created_before)
     return request
+
+
+def set_task_limits(
+    task_id: str, rate_limit: str | None, concurrency_limit: int | None, reset: Sequence[str]
+) -> spb.SetTaskLimitsRequest:
+    return spb.SetTaskLimitsRequest(
+        task_id=task_id,
+        rate_limit=rate_limit,
+        concurrency_limit=None
+        if concurrency_limit is None
+        else _int32(concurrency_limit, "concurrency_limit", "must be from 0 (none) to 1000"),
+        reset_fields=list(reset),
+    )
 
 
 def delete_artifacts(artifacts: list[str]) -> rpb.DeleteArtifactsRequest:

@@ -650,12 +650,7 @@ class Client(_Connection, ScheduleMethods):
             FailedPrecondition: the task batches.
             PermissionDenied: the key's role may not.
         """
-        request = spb.SetTaskLimitsRequest(
-            task_id=task_id,
-            rate_limit=rate_limit,
-            concurrency_limit=concurrency_limit,
-            reset_fields=list(reset),
-        )
+        request = requests.set_task_limits(task_id, rate_limit, concurrency_limit, reset)
         reply = self._s.unary(self._scheduler.SetTaskLimits, request)
         return TaskLimitsInfo.from_proto(reply.limits) if reply.HasField("limits") else None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import tempfile
@@ -114,7 +115,8 @@ def task_info(obj: Ctx, ref: str) -> None:
     panel = render.task_panel(t)
     if limits:
         panel += f"\n  set by an operator here: {render.task_limit_text(limits[0])}"
-    obj.out(t, panel)
+    # --json: the task, and what an operator set (null: nothing, or the scheduler is away)
+    obj.out({**dataclasses.asdict(t), "operator_limits": limits[0] if limits else None}, panel)
 
 
 @task.command("delete")

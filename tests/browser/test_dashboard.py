@@ -402,9 +402,13 @@ def test_a_schedule_is_made_run_listed_and_deleted_from_the_page(
             "3 times: started 1, 0 had their run, 2 wait their turn Drop the waiting times",
             timeout=STEP_MS,
         )
-        # While the first runs (2 s), the other two are dropped: they will have no run.
-        card.get_by_role("button", name="Drop the waiting times").click()
-        expect(card.locator("#backfilled")).to_contain_text("dropped 2 waiting", timeout=STEP_MS)
+        # While the first runs (2 s), the other two are dropped: they will have no run. The
+        # card offers it; so does the schedule's row, which says how many wait.
+        expect(row.locator("[data-backfill-waiting]")).to_have_text(
+            "+2 backfill waiting", timeout=STEP_MS
+        )
+        row.get_by_role("button", name="Drop 2 waiting").click()
+        expect(row.locator("[data-backfill-waiting]")).to_have_count(0, timeout=STEP_MS)
         dropped = client.get_schedule("dash-hourly")
         assert (dropped.runs_started, dropped.backfill_waiting) == (2, 0)
 

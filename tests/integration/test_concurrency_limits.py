@@ -185,6 +185,9 @@ def test_an_operator_sets_lists_and_resets_a_task_limit_from_the_cli(
     assert "rate 5/s" in run_cli(cluster, "task", "limits").stdout
     info = run_cli(cluster, "task", "info", "geocoder").stdout
     assert "set by an operator here: rate 5/s · no concurrency limit" in info
+    as_json = json.loads(run_cli(cluster, "--json", "task", "info", "geocoder").stdout)
+    assert as_json["task_id"] == "geocoder"
+    assert as_json["operator_limits"]["rate_limit"] == "5/s"
     reset = run_cli(
         cluster,
         "task",

@@ -16,6 +16,7 @@ from common.errors import InvalidArgument
         (lambda: requests.submit_many([{}], "noop", "", priority=-(2**40)), "priority"),
         (lambda: requests.list_runs(page_size=2**40), "page_size"),
         (lambda: requests.list_audit_events(10**12), "page_size"),
+        (lambda: requests.set_task_limits("t", None, 2**40, ()), "concurrency_limit"),
     ],
 )
 def test_a_number_past_int32_is_invalid_argument_by_name(build: object, field: str) -> None:
@@ -27,3 +28,5 @@ def test_a_number_past_int32_is_invalid_argument_by_name(build: object, field: s
 def test_numbers_in_range_pass_through_for_the_services_to_judge() -> None:
     assert requests.submit("noop", "", {}, priority=11).priority == 11
     assert requests.list_runs(page_size=5000).page_size == 5000
+    assert requests.set_task_limits("t", None, 5000, ()).concurrency_limit == 5000
+    assert not requests.set_task_limits("t", "", None, ()).HasField("concurrency_limit")

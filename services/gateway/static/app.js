@@ -700,7 +700,8 @@ function pauseButton(kind, key, name, paused, effect, fill) {
   } }, paused ? "Resume" : "Pause");
 }
 
-// The buttons of a schedule's row: its runs, one now, a backfill, pause or resume, delete.
+// The buttons of a schedule's row: its runs, one now, a backfill, pause or resume, drop the
+// backfill times still waiting (if any), delete.
 function scheduleActions(s, fill, backfill) {
   const path = `/api/v1/schedules/${encodeURIComponent(s.schedule_id)}`;
   const act = (text, cls, call) => h("button", { class: cls, onclick: async (event) => {
@@ -716,6 +717,10 @@ function scheduleActions(s, fill, backfill) {
     act("Run now", "secondary", async () => { const t = await api(`${path}/trigger`, { method: "POST" }); location.hash = `#/runs/${t.run_id}`; }), " ",
     h("button", { class: "secondary", onclick: () => backfill(s.schedule_id) }, "Backfill…"), " ",
     act(s.paused ? "Resume" : "Pause", s.paused ? "" : "danger", async () => { await api(`${path}/${s.paused ? "resume" : "pause"}`, { method: "POST" }); await fill(); }), " ",
+    s.backfill_waiting ? act(`Drop ${s.backfill_waiting} waiting`, "danger", async () => {
+      if (!confirm(`Drop the ${s.backfill_waiting} backfill time(s) of ${s.schedule_id} still waiting? Its runs started go on.`)) return;
+      await api(`${path}/backfill:cancel`, { method: "POST" }); await fill();
+    }) : null, s.backfill_waiting ? " " : null,
     act("Delete", "danger", async () => {
       if (!confirm(`Delete schedule ${s.schedule_id}? Its runs go on.`)) return;
       await api(path, { method: "DELETE" }); await fill();
