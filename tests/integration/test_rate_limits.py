@@ -4,7 +4,6 @@ stack."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -23,9 +22,7 @@ def test_a_rate_limited_tasks_steps_start_one_per_interval_and_others_pass(
     client.register_task(make_task(tmp_path, "api_call", rate_limit="4/s"))
     client.register_task(make_task(tmp_path, "free_call"))
     _, run_ids = client.submit_many([{"n": n} for n in range(6)], task="api_call")
-    submitted = time.monotonic()
     free = client.run(task="free_call", input={}, timeout=30)
-    free_took = time.monotonic() - submitted
     runs = [client.wait(r, timeout=30) for r in run_ids]
     assert [r.state for r in runs] == ["COMPLETED"] * 6 and free.state == "COMPLETED"
     starts = sorted(r.steps[0].started_at for r in runs)  # type: ignore[type-var]
@@ -36,7 +33,9 @@ def test_a_rate_limited_tasks_steps_start_one_per_interval_and_others_pass(
     assert all(t >= 0.25 * i for i, t in enumerate(after)), after
     gaps = sorted(b - a for a, b in zip(after, after[1:], strict=False))
     assert 0.24 <= gaps[2] <= 0.5 and after[-1] < 1.25 + 1.0, after
-    assert free_took < 1.0  # not held behind the limited task's steps
+    # not held behind the limited task's steps (from the records, not a stopwatch: the
+    # suite's other worker shares the cores)
+    assert free.steps[0].started_at < starts[-1], (free.steps[0].started_at, starts)  # type: ignore[operator]
     last = max(runs, key=lambda r: r.steps[0].started_at)  # type: ignore[arg-type, return-value]
     said = [e.message for e in client.watch(last.run_id, timeout=10) if e.step_id]
     assert any(m.endswith(" ms for its task's rate limit") for m in said), said
