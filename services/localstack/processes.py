@@ -41,6 +41,27 @@ def _ephemeral_low() -> int:
 
 _handed_out: set[int] = set()
 _rng = random.Random()  # its own: a test that seeds the module's must not make picks repeat
+# Ports handed out by any process of this host (the test suite's two workers, a stack started
+# beside them), one empty file each, for as long as a server may take to bind one.
+PORT_CLAIMS = Path(os.environ.get("TMPDIR", "/tmp")) / "wtm-port-claims"
+CLAIM_SECONDS = 600
+
+
+def _claim(port: int) -> bool:
+    """Claim ``port`` host-wide: False when another process handed it out in the last
+    ``CLAIM_SECONDS`` (its server may not have bound it yet, and gRPC's servers share a port
+    with SO_REUSEPORT instead of failing, which would cross two stacks' calls)."""
+    PORT_CLAIMS.mkdir(exist_ok=True)
+    path = PORT_CLAIMS / str(port)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        return True
+    except FileExistsError:
+        with contextlib.suppress(FileNotFoundError):
+            if time.time() - path.stat().st_mtime > CLAIM_SECONDS:
+                os.utime(path)  # an old claim: its server bound it long ago, or never will
+                return True
+        return False
 
 
 def free_port() -> int:
@@ -50,7 +71,8 @@ def free_port() -> int:
     range (what binding port 0 gives) can be taken, between this pick and the server's bind,
     by any connection the machine opens meanwhile — which once failed a bench run (the
     scheduler's metrics port: ``Address already in use``). Below it, only another listener
-    can take it. This process never hands out a port twice."""
+    can take it. This process never hands out a port twice, nor one another process of this
+    host handed out in the last ten minutes (``_claim``)."""
     low = _ephemeral_low()
     span = range(max(1024, low - 12_000), low)
     for _ in range(100 if len(span) >= 1_000 else 0):
@@ -62,6 +84,8 @@ def free_port() -> int:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
+        if not _claim(port):
+            continue
         _handed_out.add(port)
         return port
     with socket.socket() as s:  # that range is full or too small: any free port will do

@@ -166,21 +166,25 @@ def test_a_package_over_the_size_limit_is_refused(cluster: Cluster, tmp_path: Pa
     from services.localstack.processes import free_port, wait_until
 
     address = f"127.0.0.1:{free_port()}"
-    with subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "services.registry",
-            "--listen",
-            address,
-            "--max-package-bytes",
-            "600",
-        ],
-        env={**os.environ, **cluster.env()},
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    ) as proc:
+    log_path = tmp_path / "registry.log"
+    with (
+        log_path.open("wb") as log,
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "services.registry",
+                "--listen",
+                address,
+                "--max-package-bytes",
+                "600",
+            ],
+            env={**os.environ, **cluster.env(), "PYTHONFAULTHANDLER": "1"},
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        ) as proc,
+    ):
         try:
             wait_until("small registry", lambda: serving(address), timeout=30)
             big = make_task(tmp_path, "too_big")
@@ -194,6 +198,14 @@ def test_a_package_over_the_size_limit_is_refused(cluster: Cluster, tmp_path: Pa
             assert "600-byte limit" in err.value.message
         finally:
             proc.send_signal(signal.SIGTERM)
+            try:  # it stops by itself, in its grace period; else it is killed, and says where
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGABRT)  # faulthandler writes every thread's stack
+                proc.wait(10)
+                pytest.fail(
+                    f"the registry did not stop on SIGTERM:\n{log_path.read_text()[-3000:]}"
+                )
 
 
 # Versions -------------------------------------------------------------------------------------

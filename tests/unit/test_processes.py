@@ -86,6 +86,23 @@ def test_free_ports_come_from_below_the_range_of_outgoing_connections() -> None:
         s.listen()
 
 
+def test_a_port_another_process_handed_out_lately_is_not_handed_out_again(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The suite's two workers pick ports apart: a claim another process made (a file under
+    PORT_CLAIMS) keeps the port from this one until it is ten minutes old."""
+    monkeypatch.setattr(processes, "PORT_CLAIMS", tmp_path)
+    monkeypatch.setattr(processes, "_ephemeral_low", lambda: 2_124)  # 1,100 ports to pick from
+    theirs = set(range(1_024, 2_124, 2))  # every other one, claimed by "another worker" now
+    for port in theirs:
+        (tmp_path / str(port)).touch()
+    mine = {processes.free_port() for _ in range(5)}
+    assert not mine & theirs and all((tmp_path / str(p)).exists() for p in mine)
+    old = tmp_path / "1024"
+    os.utime(old, (time.time() - 601, time.time() - 601))
+    assert processes._claim(1024) and not processes._claim(1026)  # an old claim lapses
+
+
 def test_with_no_room_below_that_range_any_free_port_will_do(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
