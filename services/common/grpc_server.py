@@ -51,6 +51,10 @@ SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", 8 * 1024 * 1024),
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 30_000),
     ("grpc.keepalive_permit_without_calls", 0),
+    # gRPC listens with SO_REUSEPORT by default: a second server started on a busy address
+    # would share it, the kernel splitting the connections between the two, instead of
+    # failing. A service refuses to start there ("cannot listen on ...").
+    ("grpc.so_reuseport", 0),
 ]
 
 
