@@ -59,6 +59,9 @@ SERVER_OPTIONS = [
 
 
 MAX_DETAILS = 1000
+# How long past its grace period a server's stop may take before the process leaves anyway
+# (once, under load in CI, a registry did not exit on SIGTERM: a bound, whatever held it).
+STOP_SLACK_S = 5.0
 
 # Callers not held to a namespace's calls a second: the fleet and the services themselves.
 UNLIMITED_ROLES = frozenset({auth.Role.SERVICE, auth.Role.EXECUTOR})
@@ -380,7 +383,8 @@ def serve_threaded(
     stop.wait()
     log.info("stopping")
     checker.enter_graceful_shutdown()
-    server.stop(grace).wait()
+    if not server.stop(grace).wait(grace + STOP_SLACK_S):
+        log.warning("still stopping %gs after the grace period: leaving anyway", STOP_SLACK_S)
     on_stop()
     log.info("stopped")
 
@@ -445,7 +449,10 @@ async def serve_async(
         result = before_stop()
         if inspect.isawaitable(result):
             await result
-    await server.stop(grace)
+    try:
+        await asyncio.wait_for(server.stop(grace), grace + STOP_SLACK_S)
+    except TimeoutError:
+        log.warning("still stopping %gs after the grace period: leaving anyway", STOP_SLACK_S)
     if on_stop is not None:
         result = on_stop()
         if inspect.isawaitable(result):

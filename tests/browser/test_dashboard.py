@@ -152,8 +152,11 @@ def test_cancel_from_the_page_cancels_the_run(
     page.goto("/#/runs")
     page.select_option("select[name=state]", "CANCELLED")
     page.click("form.filters button[type=submit]")
+    # (until the filtered page is drawn, the list shows every state: wait for it)
+    badges = page.locator("#runs tr[data-run] .badge")
+    expect(badges.filter(has_not_text="CANCELLED")).to_have_count(0, timeout=STEP_MS)
     expect(page.locator(f'#runs tr[data-run="{run.run_id}"]')).to_be_visible(timeout=STEP_MS)
-    states = page.locator("#runs tr[data-run] .badge").all_inner_texts()
+    states = badges.all_inner_texts()
     assert states and set(states) == {"CANCELLED"}
 
 

@@ -190,12 +190,15 @@ function runsPage() {
     return chosen;
   }
 
+  let asked = 0;  // the last request's number: an answer to an earlier one is not drawn
   async function refresh() {
+    const mine = ++asked;
     const q = new URLSearchParams({ page_size: "25", page_token: tokens[tokens.length - 1] });
     for (const [k, v] of Object.entries(runFilters)) {
       if (v) q.set(k, k.startsWith("created_") ? new Date(v).toISOString() : v);  // label: KEY=VALUE
     }
     const page = await api(`/api/v1/runs?${q}`);
+    if (mine !== asked) return;  // a tick's answer after a filter's: the filter's stands
     nextToken = page.next_page_token;
     body.replaceChildren(...page.runs.map((r) => h("tr", { "data-run": r.run_id },
       h("td", {}, h("a", { href: `#/runs/${r.run_id}` }, h("code", {}, r.run_id))),
