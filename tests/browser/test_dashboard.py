@@ -405,15 +405,24 @@ def test_a_schedule_is_made_run_listed_and_deleted_from_the_page(
             "3 times: started 1, 0 had their run, 2 wait their turn Drop the waiting times",
             timeout=STEP_MS,
         )
-        # While the first runs (2 s), the other two are dropped: they will have no run. The
-        # card offers it; so does the schedule's row, which says how many wait.
-        expect(row.locator("[data-backfill-waiting]")).to_have_text(
-            "+2 backfill waiting", timeout=STEP_MS
-        )
-        row.get_by_role("button", name="Drop 2 waiting").click()
-        expect(row.locator("[data-backfill-waiting]")).to_have_count(0, timeout=STEP_MS)
+        # While the first runs (2 s), the other two are dropped: they will have no run.
+        card.get_by_role("button", name="Drop the waiting times").click()
+        expect(card.locator("#backfilled")).to_contain_text("dropped 2 waiting", timeout=STEP_MS)
         dropped = client.get_schedule("dash-hourly")
         assert (dropped.runs_started, dropped.backfill_waiting) == (2, 0)
+
+        # The schedule's row says how many times of a backfill wait, and drops them too: three
+        # hours further back, one at a time, behind the first time's run or after it.
+        card.locator("input[name=from]").fill(f"{now - timedelta(minutes=390):%Y-%m-%dT%H:%M:%S}")
+        card.locator("input[name=until]").fill(f"{now - timedelta(minutes=210):%Y-%m-%dT%H:%M:%S}")
+        card.get_by_role("button", name="Backfill").click()
+        expect(card.locator("#backfilled")).to_contain_text("3 times", timeout=STEP_MS)
+        waiting = row.locator("[data-backfill-waiting]")
+        expect(waiting).to_have_text(re.compile(r"\+[1-3] backfill waiting"), timeout=STEP_MS)
+        row.get_by_role("button", name=re.compile(r"Drop [1-3] waiting")).click()
+        expect(waiting).to_have_count(0, timeout=STEP_MS)
+        again = client.get_schedule("dash-hourly")
+        assert again.backfill_waiting == 0 and again.runs_started < 2 + 3, again
 
         row.get_by_role("button", name="Delete").click()
         expect(row).to_have_count(0, timeout=STEP_MS)
