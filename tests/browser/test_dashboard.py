@@ -33,6 +33,7 @@ SHOTS = (
 )
 FIXTURES = ROOT / "tests" / "fixtures" / "tasks"
 STEP_MS = 10_000  # the longest any one thing on screen may take to appear
+expect.set_options(timeout=STEP_MS)  # for every expect: the suite's other worker shares the cores
 
 
 @pytest.fixture(scope="module")
