@@ -380,7 +380,12 @@ def serve_threaded(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+    # Woken each second: Python runs a signal's handler on the main thread only when that
+    # thread runs, and a signal the kernel gave to another of the process's threads does not
+    # interrupt a wait with no timeout (a registry under load in CI sat in such a wait for
+    # an hour after its SIGTERM; a second SIGTERM then stopped it).
+    while not stop.wait(1.0):
+        pass
     log.info("stopping")
     checker.enter_graceful_shutdown()
     if not server.stop(grace).wait(grace + STOP_SLACK_S):
