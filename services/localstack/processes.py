@@ -184,6 +184,8 @@ class ProcessGroup:
             start_new_session=True,
         )
         log.close()
+        if self.tie_to_parent and SETPRIV:
+            _until_exec(proc, SETPRIV)
         child = Child(name, proc, log_path, grace)
         self.children.append(child)
         return child
@@ -191,6 +193,23 @@ class ProcessGroup:
     def stop_all(self) -> None:
         while self.children:
             self.children.pop().stop()
+
+
+def _until_exec(proc: subprocess.Popen[bytes], launcher: str, timeout: float = 5.0) -> None:
+    """Wait (a few ms) until ``launcher`` has set the parent-death signal and exec'd the
+    server: a parent killed before ``prctl`` ran would never send it, and the server would
+    outlive it (a stack command killed at once after starting, under load in CI, left an
+    executor running)."""
+    cmdline = Path(f"/proc/{proc.pid}/cmdline")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            first = cmdline.read_bytes().split(b"\0", 1)[0]  # b"": not exec'd yet
+            if first and first != launcher.encode():
+                return
+        except OSError:
+            return
+        time.sleep(0.001)
 
 
 def wait_until(

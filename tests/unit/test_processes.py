@@ -65,12 +65,10 @@ def test_children_are_started_through_setpriv_when_it_is_there(tmp_path: Path) -
     try:
         args = child.proc.args
         assert isinstance(args, list) and args[:2] == [processes.SETPRIV, "--pdeathsig=SIGTERM"]
-        # setpriv execs in place: the PID is the sleeper's own.
-        eventually(
-            lambda: Path(f"/proc/{child.proc.pid}/cmdline").read_bytes().startswith(b"sleep"),
-            timeout=5,
-            what="the child to be the sleeper",
-        )
+        # setpriv execs in place: the PID is the sleeper's own — by the time start returns,
+        # so the parent-death signal is set (a parent killed before would never send it).
+        assert Path(f"/proc/{child.proc.pid}/cmdline").read_bytes().startswith(b"sleep")
+        assert "SigCgt" in Path(f"/proc/{child.proc.pid}/status").read_text()
     finally:
         child.stop()
 
