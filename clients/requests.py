@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from clients.types import CancelledRuns, PipelineInfo, ResumedRuns, RunInfo, _time
-from common import reruns
+from common import rate_limits, reruns
 from common.artifacts import is_uri, parse_uri
 from common.errors import InvalidArgument
 from common.packaging import sha256_hex
@@ -204,7 +204,11 @@ def set_task_limits(
         rate_limit=rate_limit,
         concurrency_limit=None
         if concurrency_limit is None
-        else _int32(concurrency_limit, "concurrency_limit", "must be from 0 (none) to 1000"),
+        else _int32(
+            concurrency_limit,
+            "concurrency_limit",
+            f"must be from 0 (none) to {rate_limits.MAX_CONCURRENCY}",
+        ),
         reset_fields=list(reset),
     )
 

@@ -269,7 +269,7 @@ def _concurrency_strategy(doc: dict[str, Any], name: str, limit: int) -> str:
     value = doc.get(name)
     if value is None:
         return "wait"
-    if value not in CONCURRENCY_STRATEGIES:
+    if not isinstance(value, str) or value not in CONCURRENCY_STRATEGIES:
         raise _err(name, f"must be one of {', '.join(CONCURRENCY_STRATEGIES)}", value)
     if not limit:
         raise _err(name, "needs a concurrency_limit (the places a run may be cancelled for)", value)

@@ -65,6 +65,7 @@ def test_defaults_fill_what_task_json_leaves_out() -> None:
         ({"concurrency_limit": 1, "concurrency_key": ""}, "concurrency_key"),
         ({"concurrency_strategy": "cancel_newest"}, "concurrency_strategy"),
         ({"concurrency_limit": 1, "concurrency_strategy": "drop"}, "concurrency_strategy"),
+        ({"concurrency_limit": 1, "concurrency_strategy": ["wait"]}, "concurrency_strategy"),
         (
             {
                 "concurrency_limit": 1,

@@ -181,6 +181,13 @@ local function place_free(limit, name)
   return places[name] > 0
 end
 
+-- What a concurrency-limited step's task allows, for its run's events: "its task runs at
+-- most N at once", and "per field=value" for a limit per value of an input field.
+local function limit_text(f)
+  local group = string.match(f[12], '#(.*)$')
+  return 'its task runs at most ' .. f[11] .. ' at once' .. (group and (' per ' .. group) or '')
+end
+
 -- A step that found no place waits for one (its run's events say so the first time).
 local function wait_for_place(member, score, f)
   redis.call('ZADD', place_waits_key(P, f[12]), score, member)
@@ -188,10 +195,8 @@ local function wait_for_place(member, score, f)
   if f[13] then return end
   redis.call('HSET', step_hash(P, member), 'conc_wait', '1', 'conc_key', f[12])
   local run_id = run_of(member)
-  local group = string.match(f[12], '#(.*)$')  -- a limit per value of an input field
   emit(P, run_id, string.sub(member, #run_id + 2), tonumber(f[2]) or 0, 'QUEUED',
-    'waits for a place: its task runs at most ' .. f[11] .. ' at once'
-    .. (group and (' per ' .. group) or ''), now)
+    'waits for a place: ' .. limit_text(f), now)
 end
 
 -- Whether a step put aside starts on its reserved start: when it is asked for within a
@@ -220,9 +225,7 @@ local function make_room(member, f)
   end
   if loser == nil then return end
   pick(own)
-  local group = string.match(f[12], '#(.*)$')
-  local limit = 'its task runs at most ' .. f[11] .. ' at once'
-    .. (group and (' per ' .. group) or '')
+  local limit = limit_text(f)
   local why = f[16] == 'oldest'
     and ('superseded by a newer run: ' .. limit .. ' (concurrency_strategy cancel_in_progress)')
     or ('cancelled: ' .. limit .. ', and older runs claim every place (concurrency_strategy '
