@@ -429,9 +429,12 @@ class AsyncClient(_Connection, AsyncScheduleMethods):
         rate_limit: str | None = None,
         concurrency_limit: int | None = None,
         reset: Sequence[str] = (),
+        rate_burst: int | None = None,
     ) -> TaskLimitsInfo | None:
         """As ``Client.set_task_limits``."""
-        request = requests.set_task_limits(task_id, rate_limit, concurrency_limit, reset)
+        request = requests.set_task_limits(
+            task_id, rate_limit, concurrency_limit, reset, rate_burst
+        )
         reply = await self._s.unary(self._scheduler.SetTaskLimits, request)
         return TaskLimitsInfo.from_proto(reply.limits) if reply.HasField("limits") else None
 

@@ -70,7 +70,9 @@ def task_panel(t: TaskInfo) -> str:
         f"retries {m.get('max_retries', '-')} · entry point {m.get('entry_point', '-')}",
         f"  namespace {t.namespace or '-'}"
         + (" · shared with every namespace" if t.shared else ""),
-        f"  rate limit {m['rate_limit']} (in each namespace, over every executor)"
+        f"  rate limit {m['rate_limit']}"
+        + (f", bursts of {m['rate_burst']}" if m.get("rate_burst") else "")
+        + " (in each namespace, over every executor)"
         if m.get("rate_limit")
         else "",
         f"  at most {m['concurrency_limit']} running at once"
@@ -393,6 +395,8 @@ def task_limit_text(t: TaskLimitsInfo) -> str:
     parts = []
     if t.rate_limit is not None:
         parts.append(f"rate {t.rate_limit or 'no limit'}")
+    if t.rate_burst is not None:
+        parts.append(f"bursts of {t.rate_burst}")
     if t.concurrency_limit is not None:
         parts.append(
             f"at most {t.concurrency_limit} at once"

@@ -197,11 +197,18 @@ def list_runs(
 
 
 def set_task_limits(
-    task_id: str, rate_limit: str | None, concurrency_limit: int | None, reset: Sequence[str]
+    task_id: str,
+    rate_limit: str | None,
+    concurrency_limit: int | None,
+    reset: Sequence[str],
+    rate_burst: int | None = None,
 ) -> spb.SetTaskLimitsRequest:
     return spb.SetTaskLimitsRequest(
         task_id=task_id,
         rate_limit=rate_limit,
+        rate_burst=None
+        if rate_burst is None
+        else _int32(rate_burst, "rate_burst", f"must be from 1 to {rate_limits.MAX_BURST}"),
         concurrency_limit=None
         if concurrency_limit is None
         else _int32(

@@ -636,13 +636,16 @@ class Client(_Connection, ScheduleMethods):
         rate_limit: str | None = None,
         concurrency_limit: int | None = None,
         reset: Sequence[str] = (),
+        rate_burst: int | None = None,
     ) -> TaskLimitsInfo | None:
         """Set a task's limits in this client's namespace over its task.json's (Celery's
-        ``control rate_limit``): ``rate_limit`` "N/s|m|h" ("" for none), ``concurrency_limit``
-        1 to 1,000 (0 for none); ``reset`` names limits to return to the task's own
-        ("rate_limit", "concurrency_limit"). Every scheduler replica applies them within about
-        a second, to the steps already queued too. An operator's or an admin's call. Returns
-        the limits as they now are (None when both are the task's own again).
+        ``control rate_limit``): ``rate_limit`` "N/s|m|h" ("" for none), ``rate_burst`` 1 to
+        10,000 (starts at once under the rate limit, the next ones at its rate),
+        ``concurrency_limit`` 1 to 1,000 (0 for none); ``reset`` names limits to return to the
+        task's own ("rate_limit", "rate_burst", "concurrency_limit"). Every scheduler replica
+        applies them within about a second, to the steps already queued too. An operator's or
+        an admin's call. Returns the limits as they now are (None when all are the task's own
+        again).
 
         Raises:
             InvalidArgument: a bad limit, or nothing to change (naming the field).
@@ -650,7 +653,9 @@ class Client(_Connection, ScheduleMethods):
             FailedPrecondition: the task batches.
             PermissionDenied: the key's role may not.
         """
-        request = requests.set_task_limits(task_id, rate_limit, concurrency_limit, reset)
+        request = requests.set_task_limits(
+            task_id, rate_limit, concurrency_limit, reset, rate_burst
+        )
         reply = self._s.unary(self._scheduler.SetTaskLimits, request)
         return TaskLimitsInfo.from_proto(reply.limits) if reply.HasField("limits") else None
 

@@ -437,6 +437,7 @@ class TaskLimitsInfo:
     concurrency_limit: int | None
     set_by: str  # the key's id
     set_at: datetime | None
+    rate_burst: int | None = None  # starts at once under the rate limit
 
     @classmethod
     def from_proto(cls, p: spb.TaskLimits) -> TaskLimitsInfo:
@@ -447,6 +448,7 @@ class TaskLimitsInfo:
             p.concurrency_limit if p.HasField("concurrency_limit") else None,
             p.set_by,
             _time(p, "set_at"),
+            p.rate_burst if p.HasField("rate_burst") else None,
         )
 
 

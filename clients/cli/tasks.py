@@ -149,6 +149,12 @@ def task_share(obj: Ctx, task_id: str, unshare: bool) -> None:
 @click.argument("task_id")
 @click.option("--rate-limit", default=None, help='"N/s", "N/m" or "N/h"; "" for none')
 @click.option(
+    "--rate-burst",
+    type=click.IntRange(1, rate_limits.MAX_BURST),
+    default=None,
+    help="starts at once under the rate limit, the next ones at its rate (1: spaced)",
+)
+@click.option(
     "--concurrency-limit",
     type=click.IntRange(0, rate_limits.MAX_CONCURRENCY),
     default=None,
@@ -156,7 +162,7 @@ def task_share(obj: Ctx, task_id: str, unshare: bool) -> None:
 )
 @click.option(
     "--reset",
-    type=click.Choice(["rate_limit", "concurrency_limit"]),
+    type=click.Choice(["rate_limit", "rate_burst", "concurrency_limit"]),
     multiple=True,
     help="return this limit to the task's own (task.json's)",
 )
@@ -165,14 +171,15 @@ def task_limit(
     obj: Ctx,
     task_id: str,
     rate_limit: str | None,
+    rate_burst: int | None,
     concurrency_limit: int | None,
     reset: tuple[str, ...],
 ) -> None:
-    """Set TASK_ID's rate or concurrency limit in this namespace over its task.json's
-    (Celery's `control rate_limit`): every scheduler applies it within a second, to steps
-    already queued too (operators and admins)."""
+    """Set TASK_ID's rate limit, its burst or its concurrency limit in this namespace over
+    its task.json's (Celery's `control rate_limit`): every scheduler applies it within a
+    second, to steps already queued too (operators and admins)."""
     with obj.client() as client:
-        t = client.set_task_limits(task_id, rate_limit, concurrency_limit, reset)
+        t = client.set_task_limits(task_id, rate_limit, concurrency_limit, reset, rate_burst)
     obj.out(
         t or {"task_id": task_id, "limits": None},
         f"{escape(task_id)}: " + (render.task_limit_text(t) if t else "its task.json's limits"),

@@ -451,11 +451,15 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         "/api/v1/task-limits", response_model=m.TaskLimits | None, responses=ERRORS, tags=["fleet"]
     )
     async def set_task_limits(body: m.SetTaskLimits, client: Caller) -> m.TaskLimits | None:
-        """Set a task's rate or concurrency limit over its task.json's (Celery's ``control
-        rate_limit``), on every replica within a second, queued steps too; null once both are
-        the task's own again. Operators and admins."""
+        """Set a task's rate limit, its burst or its concurrency limit over its task.json's
+        (Celery's ``control rate_limit``), on every replica within a second, queued steps too;
+        null once all are the task's own again. Operators and admins."""
         found = await client.set_task_limits(
-            body.task_id, body.rate_limit, body.concurrency_limit, body.reset_fields
+            body.task_id,
+            body.rate_limit,
+            body.concurrency_limit,
+            body.reset_fields,
+            body.rate_burst,
         )
         return m.of(m.TaskLimits, found) if found else None
 

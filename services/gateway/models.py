@@ -321,6 +321,9 @@ class TaskLimits(BaseModel):
     )
     set_by: str = Field(description="the id of the key that set them last")
     set_at: datetime | None
+    rate_burst: int | None = Field(
+        None, description="starts at once under the rate limit; null: the task's own"
+    )
 
 
 class SetTaskLimits(BaseModel):
@@ -329,9 +332,16 @@ class SetTaskLimits(BaseModel):
     concurrency_limit: int | None = Field(
         None, ge=-(2**31), le=2**31 - 1, description="1 to 1000; 0 for none"
     )
+    rate_burst: int | None = Field(
+        None,
+        ge=-(2**31),
+        le=2**31 - 1,
+        description="1 to 10000: starts at once under the rate limit, the next at its rate",
+    )
     reset_fields: list[str] = Field(
         default_factory=list,
-        description='limits to return to the task\'s own: "rate_limit", "concurrency_limit"',
+        description='limits to return to the task\'s own: "rate_limit", "rate_burst", '
+        '"concurrency_limit"',
     )
 
 

@@ -77,6 +77,7 @@ class Manifest:
     resources: dict[str, int] = field(default_factory=dict)
     batching: dict[str, int] = field(default_factory=dict)  # {} or both keys, see _batching
     rate_limit: str = ""  # "N/s", "N/m" or "N/h" ("": none), see _rate_limit
+    rate_burst: int = 1  # up to this many starts at once, see _rate_burst
     concurrency_limit: int = 0  # at most this many at once (0: none), _concurrency_limit
     concurrency_key: str = ""  # ...per value of this input field ("": for all), _concurrency_key
     concurrency_strategy: str = "wait"  # when every place is held, _concurrency_strategy
@@ -213,7 +214,8 @@ def _batching(doc: dict[str, Any], name: str) -> dict[str, int]:
 def _rate_limit(doc: dict[str, Any], name: str) -> str:
     """Celery's ``rate_limit``: at most N steps of this task start per second, minute or
     hour ("10/s", "100/m", "1000/h") in a namespace, over every executor and replica, one
-    every period/N (no bursts). A task that batches cannot have one: a batch is one call."""
+    every period/N (a burst: ``_rate_burst``). A task that batches cannot have one: a batch
+    is one call."""
     value = doc.get(name)
     if value is None:
         return ""
@@ -223,6 +225,22 @@ def _rate_limit(doc: dict[str, Any], name: str) -> str:
         raise _err(name, str(exc), value) from None
     if doc.get("batching") is not None:
         raise _err(name, "cannot be combined with batching (a batch is one call)", value)
+    return found
+
+
+def _rate_burst(doc: dict[str, Any], name: str, rate_limit: str) -> int:
+    """A token bucket's size over the rate limit: after a quiet spell up to B steps start at
+    once, then one every period/N ("rate_limit": "60/m", "rate_burst": 10 — ten calls to a
+    partner API at once, sixty a minute in all). 1, the default, spaces every start."""
+    value = doc.get(name)
+    if value is None:
+        return 1
+    try:
+        found = rate_limits.burst(value)
+    except ValueError as exc:
+        raise _err(name, str(exc), value) from None
+    if not rate_limit:
+        raise _err(name, "needs a rate_limit (it is the rate limit's burst)", value)
     return found
 
 
@@ -320,7 +338,7 @@ KNOWN_KEYS = {
     "task_id", "name", "description", "version", "author", "category", "entry_point",
     "requirements", "tags", "queue", "priority", "timeout", "max_retries", "input_schema",
     "output_schema", "executor_labels", "resources", "batching", "rate_limit",
-    "concurrency_limit", "concurrency_key", "concurrency_strategy",
+    "rate_burst", "concurrency_limit", "concurrency_key", "concurrency_strategy",
 }  # fmt: skip
 
 
@@ -372,7 +390,8 @@ def parse_manifest(text: bytes | str) -> Manifest:
         executor_labels=_labels(doc, "executor_labels"),
         resources=_resources(doc, "resources"),
         batching=_batching(doc, "batching"),
-        rate_limit=_rate_limit(doc, "rate_limit"),
+        rate_limit=(rate := _rate_limit(doc, "rate_limit")),
+        rate_burst=_rate_burst(doc, "rate_burst", rate),
         concurrency_limit=(limit := _concurrency_limit(doc, "concurrency_limit")),
         concurrency_key=_concurrency_key(doc, "concurrency_key", limit),
         concurrency_strategy=_concurrency_strategy(doc, "concurrency_strategy", limit),

@@ -87,7 +87,8 @@ def place_waits(name: str) -> str:
 
 PLACE_LIMITS = PREFIX + "place-limits"  # HASH task name -> its limit, while steps wait for a place
 # HASH of operators' task limits (SetTaskLimits, task_limits.py): "rate:<namespace>/<task_id>"
-# -> ms between starts, "conc:<namespace>/<task_id>" -> places; 0: none (over task.json's)
+# -> ms between starts, "burst:…" -> starts at once, "conc:…" -> places; 0: none (over
+# task.json's)
 TASK_LIMITS = PREFIX + "task-limits"
 
 

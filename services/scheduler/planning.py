@@ -127,6 +127,7 @@ class PlannedStep:
                     if t.rate_interval_ms
                     else {}
                 ),
+                **({"rate_burst": str(t.rate_burst)} if t.rate_burst > 1 else {}),
                 **(
                     {"conc": str(t.concurrency_limit), "conc_key": f"{self.namespace}/{t.task_id}"}
                     if t.concurrency_limit

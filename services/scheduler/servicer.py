@@ -267,6 +267,7 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
             request.concurrency_limit if request.HasField("concurrency_limit") else None,
             list(request.reset_fields),
             auth.current(),
+            request.rate_burst if request.HasField("rate_burst") else None,
         )
         return spb.SetTaskLimitsResponse(limits=task_limit_to_proto(found) if found else None)
 
@@ -346,6 +347,7 @@ def task_limit_to_proto(t: TaskLimit) -> spb.TaskLimits:
         rate_limit=t.rate_limit,
         concurrency_limit=t.concurrency_limit,
         set_by=t.set_by,
+        rate_burst=t.rate_burst,
     )
     m.set_at.FromMilliseconds(t.set_ms)
     return m

@@ -38,6 +38,8 @@ class ResolvedTask:
     batching: tuple[int, int] = (0, 0)
     # task.json "rate_limit" as the time between two starts (ms; 0.0: no limit)
     rate_interval_ms: float = 0.0
+    # task.json "rate_burst": up to this many starts at once, then the rate (1: spaced)
+    rate_burst: int = 1
     # task.json "concurrency_limit": at most this many steps running at once (0: no limit)
     concurrency_limit: int = 0
     # task.json "concurrency_key": the limit holds per value of this input field ("": for all)
@@ -183,6 +185,7 @@ class TaskCatalog:
             dict(manifest.get("executor_labels") or {}),
             batching_of(manifest),
             rate_limits.interval_ms(manifest.get("rate_limit") or ""),
+            int(manifest.get("rate_burst") or 1),
             int(manifest.get("concurrency_limit") or 0),
             str(manifest.get("concurrency_key") or ""),
             str(manifest.get("concurrency_strategy") or "wait"),

@@ -3,10 +3,11 @@ its ``task.json``'s — what Celery's operators do with ``celery control rate_li
 partner API starts refusing calls, without registering a new version.
 
 Each is a document of ``task_limits`` (``_id`` "<namespace>/<task_id>"; it outlives restarts
-and a Redis flush) with the fields the operator set: ``rate_limit`` ("N/s|m|h", "" for none)
-and ``concurrency_limit`` (0 for none); a field not there is the task's own. Every replica
-reads them each second (the reaper, as ``Pauses``) and writes them to Redis
-(``wtm:task-limits``: "rate:<key>" → ms between two starts, "conc:<key>" → places), where
+and a Redis flush) with the fields the operator set: ``rate_limit`` ("N/s|m|h", "" for none),
+``rate_burst`` (starts at once, 1 to 10,000) and ``concurrency_limit`` (0 for none); a field
+not there is the task's own. Every replica reads them each second (the reaper, as ``Pauses``)
+and writes them to Redis (``wtm:task-limits``: "rate:<key>" → ms between two starts,
+"burst:<key>" → starts at once, "conc:<key>" → places), where
 ``dispatch.lua`` looks up the task of every step it pops — a step queued before the change
 as well — so a change holds within about a second over the whole fleet, backlog included.
 """
@@ -26,7 +27,8 @@ from services.scheduler import keys
 from services.scheduler.clock import SYSTEM, Clock
 from services.scheduler.task_catalog import TaskCatalog
 
-RATE, CONCURRENCY = "rate_limit", "concurrency_limit"
+RATE, BURST, CONCURRENCY = "rate_limit", "rate_burst", "concurrency_limit"
+FIELDS = (RATE, BURST, CONCURRENCY)
 PAGES = (1000, 1000)  # ListTaskLimits: default and largest page
 
 
@@ -40,6 +42,7 @@ class TaskLimit:
     concurrency_limit: int | None  # 0: no limit
     set_by: str  # the key's id
     set_ms: int
+    rate_burst: int | None = None  # starts at once under the rate limit (1: spaced)
 
     @property
     def key(self) -> str:
@@ -50,6 +53,8 @@ class TaskLimit:
         found = {}
         if self.rate_limit is not None:
             found[f"rate:{self.key}"] = repr(rate_limits.interval_ms(self.rate_limit))
+        if self.rate_burst is not None:
+            found[f"burst:{self.key}"] = str(self.rate_burst)
         if self.concurrency_limit is not None:
             found[f"conc:{self.key}"] = str(self.concurrency_limit)
         return found
@@ -57,7 +62,7 @@ class TaskLimit:
 
 def _of(doc: dict[str, object]) -> TaskLimit:
     namespace, _, task_id = str(doc["_id"]).partition("/")
-    conc = doc.get(CONCURRENCY)
+    conc, burst = doc.get(CONCURRENCY), doc.get(BURST)
     return TaskLimit(
         namespace,
         task_id,
@@ -65,6 +70,7 @@ def _of(doc: dict[str, object]) -> TaskLimit:
         int(conc) if isinstance(conc, int) else None,
         str(doc.get("set_by", "")),
         int(doc.get("ms", 0)),  # type: ignore[call-overload]
+        int(burst) if isinstance(burst, int) else None,
     )
 
 
@@ -109,22 +115,30 @@ class TaskLimits:
         concurrency_limit: int | None,
         reset: list[str],
         by: auth.Principal,
+        rate_burst: int | None = None,
     ) -> TaskLimit | None:
         """Set some of a task's limits, or return them to its task.json's (``reset``); the
         limit as it now is, or None when nothing of an operator's is left."""
-        unknown = sorted(set(reset) - {RATE, CONCURRENCY})
+        unknown = sorted(set(reset) - set(FIELDS))
         if unknown:
             raise InvalidArgument(
-                f"{unknown[0]!r} is not one of {RATE}, {CONCURRENCY}", field="reset_fields"
+                f"{unknown[0]!r} is not one of {', '.join(FIELDS)}", field="reset_fields"
             )
-        for name, value in ((RATE, rate_limit), (CONCURRENCY, concurrency_limit)):
+        given = {RATE: rate_limit, BURST: rate_burst, CONCURRENCY: concurrency_limit}
+        for name, value in given.items():
             if value is not None and name in reset:
                 raise InvalidArgument(f"is both set and reset: {name}", field=name)
-        if rate_limit is None and concurrency_limit is None and not reset:
+        if all(v is None for v in given.values()) and not reset:
             raise InvalidArgument(
-                f"nothing to change: set {RATE} or {CONCURRENCY}, or reset one", field=RATE
+                f"nothing to change: set {RATE}, {BURST} or {CONCURRENCY}, or reset one",
+                field=RATE,
             )
         doc: dict[str, object] = {}
+        if rate_burst is not None:
+            try:
+                doc[BURST] = rate_limits.burst(rate_burst)
+            except ValueError as exc:
+                raise InvalidArgument(str(exc), field=BURST) from None
         if rate_limit:
             try:
                 doc[RATE] = rate_limits.normalized(rate_limit)
@@ -152,7 +166,7 @@ class TaskLimits:
             change["$unset"] = {name: "" for name in reset}
         await self._c.update_one({"_id": key}, change, upsert=True)
         found = await self._c.find_one({"_id": key})
-        if found is not None and RATE not in found and CONCURRENCY not in found:
+        if found is not None and not any(name in found for name in FIELDS):
             await self._c.delete_one({"_id": key})
             found = None
         await self.refresh()

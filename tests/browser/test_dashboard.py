@@ -472,12 +472,18 @@ def test_an_operator_limits_a_task_from_the_page_and_resets_it(
     expect(form).to_contain_text("INVALID_ARGUMENT: rate_limit: must be", timeout=STEP_MS)
     assert client.task_limits() == []
     form.locator("input[name=rate_limit]").fill("5/s")
+    form.locator("input[name=rate_burst]").fill("3")
     form.locator("input[name=concurrency_limit]").fill("2")
     form.get_by_role("button", name="Set").click()
     row = page.locator('#task-limits tr[data-task-limit="sleeper"]')
-    expect(row).to_contain_text("rate 5/s · at most 2 at once", timeout=STEP_MS)
+    expect(row).to_contain_text("rate 5/s · bursts of 3 · at most 2 at once", timeout=STEP_MS)
     [set_] = client.task_limits()
-    assert (set_.task_id, set_.rate_limit, set_.concurrency_limit) == ("sleeper", "5/s", 2)
+    assert (set_.task_id, set_.rate_limit, set_.rate_burst, set_.concurrency_limit) == (
+        "sleeper",
+        "5/s",
+        3,
+        2,
+    )
     row.get_by_role("button", name="Reset to task.json's").click()
     expect(row).to_have_count(0, timeout=STEP_MS)
     assert client.task_limits() == []

@@ -155,6 +155,8 @@ def test_an_operator_limits_a_task_over_its_task_json_and_resets_it(
     [
         ({"rate_limit": "10/d"}, "INVALID_ARGUMENT", "rate_limit: must be 'N/s', 'N/m' or 'N/h'"),
         ({"concurrency_limit": 1001}, "INVALID_ARGUMENT", "concurrency_limit: must be from 0"),
+        ({"rate_burst": 0}, "INVALID_ARGUMENT", "rate_burst: must be a whole number from 1"),
+        ({"rate_burst": 3, "reset": ["rate_burst"]}, "INVALID_ARGUMENT", "rate_burst: is both"),
         ({}, "INVALID_ARGUMENT", "rate_limit: nothing to change"),
         ({"reset": ["timeout"]}, "INVALID_ARGUMENT", "reset_fields: 'timeout' is not one of"),
         ({"task_id": "no_such_task", "concurrency_limit": 1}, "NOT_FOUND", "task_id: "),
@@ -175,19 +177,29 @@ def test_an_operator_sets_lists_and_resets_a_task_limit_from_the_cli(
 ) -> None:
     client.register_task(make_task(tmp_path, "geocoder"))
     shown = run_cli(
-        cluster, "task", "limit", "geocoder", "--rate-limit", "5/s", "--concurrency-limit", "0"
+        cluster,
+        "task",
+        "limit",
+        "geocoder",
+        "--rate-limit",
+        "5/s",
+        "--rate-burst",
+        "4",
+        "--concurrency-limit",
+        "0",
     )
-    assert "geocoder: rate 5/s · no concurrency limit" in shown.stdout
+    assert "geocoder: rate 5/s · bursts of 4 · no concurrency limit" in shown.stdout
     listed = json.loads(run_cli(cluster, "--json", "task", "limits").stdout)
     assert [(x["task_id"], x["rate_limit"], x["concurrency_limit"]) for x in listed] == [
         ("geocoder", "5/s", 0)
     ]
     assert "rate 5/s" in run_cli(cluster, "task", "limits").stdout
     info = run_cli(cluster, "task", "info", "geocoder").stdout
-    assert "set by an operator here: rate 5/s · no concurrency limit" in info
+    assert "set by an operator here: rate 5/s · bursts of 4 · no concurrency limit" in info
     as_json = json.loads(run_cli(cluster, "--json", "task", "info", "geocoder").stdout)
     assert as_json["task_id"] == "geocoder"
     assert as_json["operator_limits"]["rate_limit"] == "5/s"
+    assert as_json["operator_limits"]["rate_burst"] == 4
     reset = run_cli(
         cluster,
         "task",
@@ -195,6 +207,8 @@ def test_an_operator_sets_lists_and_resets_a_task_limit_from_the_cli(
         "geocoder",
         "--reset",
         "rate_limit",
+        "--reset",
+        "rate_burst",
         "--reset",
         "concurrency_limit",
     )

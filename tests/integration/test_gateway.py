@@ -448,3 +448,8 @@ def test_an_operator_sets_and_resets_a_task_limit_over_http(
     assert bad.status_code == 400 and bad.json()["error"]["field"] == "rate_limit"
     big = http.post("/api/v1/task-limits", json={"task_id": "echo", "concurrency_limit": 5000})
     assert big.status_code == 400 and big.json()["error"]["field"] == "concurrency_limit"
+    burst = http.post("/api/v1/task-limits", json={"task_id": "echo", "rate_burst": 4})
+    assert burst.status_code == 200 and burst.json()["rate_burst"] == 4, burst.text
+    assert http.get("/api/v1/task-limits").json()[0]["rate_burst"] == 4
+    none = http.post("/api/v1/task-limits", json={"task_id": "echo", "rate_burst": 0})
+    assert none.status_code == 400 and none.json()["error"]["field"] == "rate_burst"

@@ -41,9 +41,40 @@ def test_a_rate_limited_tasks_steps_start_one_per_interval_and_others_pass(
     assert any(m.endswith(" ms for its task's rate limit") for m in said), said
 
 
+def test_a_burst_starts_that_many_at_once_and_an_operator_can_set_it(
+    client: Client, tmp_path: Path
+) -> None:
+    """task.json "rate_burst" 3 over a rate of one a minute: of five runs submitted at once,
+    three start together and two wait for their starts, a minute and two away (their events
+    say so). An operator raises the burst to 6 (listed as set): a sixth run starts at once
+    (the two waiting keep the starts they reserved); reset, the burst is task.json's again."""
+    client.register_task(make_task(tmp_path, "partner_call", rate_limit="1/m", rate_burst=3))
+    _, run_ids = client.submit_many([{"n": n} for n in range(5)], task="partner_call")
+    done = [client.wait(r, timeout=30) for r in run_ids[:3]]
+    assert [r.state for r in done] == ["COMPLETED"] * 3
+    waiting = [client.get_run(r) for r in run_ids[3:]]
+    assert [r.state for r in waiting] == ["QUEUED", "QUEUED"]
+    for r in waiting:
+        client.cancel(r.run_id, "the test has seen them wait")
+    said = [[e.message for e in client.watch(r.run_id, timeout=10)] for r in waiting]
+    delays = sorted(
+        int(m.split()[1]) for msgs in said for m in msgs if m.endswith("for its task's rate limit")
+    )
+    assert len(delays) == 2 and 50_000 < delays[0] <= 60_000 < 110_000 < delays[1] <= 120_000
+    limits = client.set_task_limits("partner_call", rate_burst=6)
+    assert limits is not None and (limits.rate_limit, limits.rate_burst) == (None, 6)
+    assert [(t.task_id, t.rate_burst) for t in client.task_limits()] == [("partner_call", 6)]
+    # (the replica that took the call published it to Redis before answering)
+    assert client.run(task="partner_call", input={"n": 6}, timeout=30).state == "COMPLETED"
+    assert client.set_task_limits("partner_call", reset=["rate_burst"]) is None
+
+
 def test_a_bad_rate_limit_is_refused_naming_the_field(client: Client, tmp_path: Path) -> None:
     for bad in ("10/d", "0/s", 5):
         with pytest.raises(ApiError) as err:
             client.register_task(make_task(tmp_path / str(bad), "badly_limited", rate_limit=bad))
         assert err.value.code == "INVALID_ARGUMENT"
         assert err.value.message.startswith("task.json: rate_limit: must be 'N/s', 'N/m' or")
+    with pytest.raises(ApiError) as err:
+        client.register_task(make_task(tmp_path / "burst", "burst_alone", rate_burst=5))
+    assert err.value.message.startswith("task.json: rate_burst: needs a rate_limit")

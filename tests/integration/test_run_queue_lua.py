@@ -862,10 +862,15 @@ def test_retries_that_come_due_name_their_queues(on_valkey) -> None:  # noqa: AN
     assert wake.parse(message) == (origin, {"q": 1, "vision": 1})
 
 
-def limited_step(step_id: str, interval_ms: float, key: str = "default/api_call") -> QueuedStep:
-    """A step of a task with a rate limit (task.json rate_limit: one start every interval)."""
+def limited_step(
+    step_id: str, interval_ms: float, key: str = "default/api_call", burst: int = 1
+) -> QueuedStep:
+    """A step of a task with a rate limit (task.json rate_limit: one start every interval;
+    rate_burst: up to that many at once)."""
     s = step(step_id)
     fields = {**s.fields, "rate": repr(interval_ms), "rate_key": key}
+    if burst > 1:
+        fields["rate_burst"] = str(burst)
     return QueuedStep(s.step_id, s.deps, s.dependents, fields)
 
 
@@ -952,6 +957,46 @@ def test_rate_limited_steps_promoted_late_do_not_start_together(on_valkey) -> No
     first, late, aside, t0 = on_valkey(scenario)
     assert first == ["r0"] and late == ["r1"]
     assert [(m.decode(), s - t0) for m, s in aside] == [("r2:a", 1850)]
+
+
+def test_a_rate_limits_burst_starts_that_many_at_once_then_one_per_interval(on_valkey) -> None:  # noqa: ANN001
+    """task.json rate_burst 3 over one start per second: of five steps three start at once
+    and the next two a second apart; after three quiet seconds the bucket is full again (three
+    at once), and not fuller (the fourth waits a second)."""
+
+    async def scenario(q: RunQueue) -> tuple[Any, ...]:
+        t0 = q.clock.now_ms()
+        for n in range(5):
+            await submit(q, f"r{n}", [limited_step("a", 1000.0, burst=3)])
+        first = await q.dispatch("e1", ["q"], 8, 10_000)
+        aside = await q.redis.zrange(keys.DELAYED, 0, -1, withscores=True)
+        for x in first:
+            await q.complete(x.member, x.attempt, "COMPLETED", "{}", "", q.clock.now_ms())
+        promoted = []
+        for _ in range(2):
+            q.clock.advance(1.0)  # type: ignore[attr-defined]
+            await q.promote_due()
+            for x in await q.dispatch("e1", ["q"], 8, 10_000):
+                promoted.append((q.clock.now_ms() - t0, x.run_id))
+                await q.complete(x.member, x.attempt, "COMPLETED", "{}", "", q.clock.now_ms())
+        q.clock.advance(5.0)  # type: ignore[attr-defined]  # quiet: the bucket refills
+        t1 = q.clock.now_ms()
+        for n in range(4):
+            await submit(q, f"s{n}", [limited_step("a", 1000.0, burst=3)])
+        again = await q.dispatch("e1", ["q"], 8, 10_000)
+        later = await q.redis.zrange(keys.DELAYED, 0, -1, withscores=True)
+        return (
+            sorted(x.run_id for x in first),
+            [(m.decode(), s - t0) for m, s in aside],
+            promoted,
+            sorted(x.run_id for x in again),
+            [(m.decode(), s - t1) for m, s in later],
+        )
+
+    first, aside, promoted, again, later = on_valkey(scenario)
+    assert first == ["r0", "r1", "r2"] and aside == [("r3:a", 1000), ("r4:a", 2000)]
+    assert promoted == [(1000, "r3"), (2000, "r4")]
+    assert again == ["s0", "s1", "s2"] and later == [("s3:a", 1000)]
 
 
 def few_at_once(step_id: str, limit: int, key: str = "default/gpu_job") -> QueuedStep:
@@ -1083,12 +1128,17 @@ def test_an_operators_task_limits_stand_in_for_task_jsons_for_queued_steps_too(o
             (m.decode(), s - t0)
             for m, s in await q.redis.zrange(keys.DELAYED, 0, -1, withscores=True)
         ]
+        for n in range(3):  # an operator's burst of 2 over task.json's rate of one a minute
+            await submit(q, f"b{n}", [of_task(limited_step("a", 60_000.0), "default/bursty")])
+        await q.redis.hset(keys.TASK_LIMITS, "burst:default/bursty", "2")
+        seen["burst"] = sorted(x.run_id for x in await q.dispatch("e2", ["q"], 16, 10_000))
         return seen
 
     seen = on_valkey(scenario)
     assert seen["first"] == ["l0", "l1", "l2", "l3", "r0"]  # task.json's 1 lifted; the operator's 1
     assert seen["promoted"] == 2 and seen["raised"] == ["r1", "r2"]
     assert seen["spaced"] == ["s0"] and seen["aside"] == [("s1:a", 500)]
+    assert seen["burst"] == ["b0", "b1"]
 
 
 def test_a_limit_per_input_value_holds_each_value_apart(on_valkey) -> None:  # noqa: ANN001

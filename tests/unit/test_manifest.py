@@ -54,6 +54,12 @@ def test_defaults_fill_what_task_json_leaves_out() -> None:
         ({"rate_limit": "\uff11/s"}, "rate_limit"),
         ({"rate_limit": "20000/s"}, "rate_limit"),
         ({"rate_limit": "5/s", "batching": {"max_batch_size": 4}}, "rate_limit"),
+        ({"rate_burst": 5}, "rate_burst"),
+        ({"rate_limit": "5/s", "rate_burst": 0}, "rate_burst"),
+        ({"rate_limit": "5/s", "rate_burst": 10_001}, "rate_burst"),
+        ({"rate_limit": "5/s", "rate_burst": "5"}, "rate_burst"),
+        ({"rate_limit": "5/s", "rate_burst": 2.5}, "rate_burst"),
+        ({"rate_limit": "5/s", "rate_burst": True}, "rate_burst"),
         ({"concurrency_limit": 0}, "concurrency_limit"),
         ({"concurrency_limit": 1001}, "concurrency_limit"),
         ({"concurrency_limit": "2"}, "concurrency_limit"),
@@ -117,6 +123,11 @@ def test_a_rate_limit_is_a_count_per_second_minute_or_hour() -> None:
     assert parse_manifest(manifest(rate_limit="0100/m")).rate_limit == "100/m"
     assert parse_manifest(manifest()).rate_limit == ""
     assert [interval_ms(r) for r in ("10/s", "3/m", "1/h")] == [100.0, 20_000.0, 3_600_000.0]
+
+
+def test_a_rate_limit_may_have_a_burst() -> None:
+    assert parse_manifest(manifest(rate_limit="60/m", rate_burst=10)).rate_burst == 10
+    assert parse_manifest(manifest(rate_limit="60/m")).rate_burst == 1
 
 
 def test_missing_task_id_is_named() -> None:

@@ -137,6 +137,8 @@ def test_a_tasks_panel_says_its_rate_limit_when_it_has_one() -> None:
     assert "rate limit 10/s (in each namespace, over every executor)" in task_panel(task)
     plain = dataclasses.replace(task, manifest={"timeout": 30})
     assert "rate limit" not in task_panel(plain)
+    bursty = dataclasses.replace(task, manifest={"rate_limit": "60/m", "rate_burst": 10})
+    assert "rate limit 60/m, bursts of 10 (in each namespace" in task_panel(bursty)
     few = dataclasses.replace(task, manifest={"concurrency_limit": 3})
     assert "at most 3 running at once (in each namespace, over every executor)" in task_panel(few)
     assert "running at once" not in task_panel(plain)

@@ -17,6 +17,7 @@ from common.errors import InvalidArgument
         (lambda: requests.list_runs(page_size=2**40), "page_size"),
         (lambda: requests.list_audit_events(10**12), "page_size"),
         (lambda: requests.set_task_limits("t", None, 2**40, ()), "concurrency_limit"),
+        (lambda: requests.set_task_limits("t", None, None, (), 2**31), "rate_burst"),
     ],
 )
 def test_a_number_past_int32_is_invalid_argument_by_name(build: object, field: str) -> None:
@@ -30,3 +31,5 @@ def test_numbers_in_range_pass_through_for_the_services_to_judge() -> None:
     assert requests.list_runs(page_size=5000).page_size == 5000
     assert requests.set_task_limits("t", None, 5000, ()).concurrency_limit == 5000
     assert not requests.set_task_limits("t", "", None, ()).HasField("concurrency_limit")
+    assert requests.set_task_limits("t", None, None, (), 0).rate_burst == 0  # theirs to refuse
+    assert not requests.set_task_limits("t", "", None, ()).HasField("rate_burst")

@@ -487,32 +487,36 @@ class ResumeQueueResponse(_message.Message):
     def __init__(self, resumed: _Optional[bool] = ...) -> None: ...
 
 class TaskLimits(_message.Message):
-    __slots__ = ("task_id", "namespace", "rate_limit", "concurrency_limit", "set_by", "set_at")
+    __slots__ = ("task_id", "namespace", "rate_limit", "concurrency_limit", "set_by", "set_at", "rate_burst")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     RATE_LIMIT_FIELD_NUMBER: _ClassVar[int]
     CONCURRENCY_LIMIT_FIELD_NUMBER: _ClassVar[int]
     SET_BY_FIELD_NUMBER: _ClassVar[int]
     SET_AT_FIELD_NUMBER: _ClassVar[int]
+    RATE_BURST_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     namespace: str
     rate_limit: str
     concurrency_limit: int
     set_by: str
     set_at: _timestamp_pb2.Timestamp
-    def __init__(self, task_id: _Optional[str] = ..., namespace: _Optional[str] = ..., rate_limit: _Optional[str] = ..., concurrency_limit: _Optional[int] = ..., set_by: _Optional[str] = ..., set_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    rate_burst: int
+    def __init__(self, task_id: _Optional[str] = ..., namespace: _Optional[str] = ..., rate_limit: _Optional[str] = ..., concurrency_limit: _Optional[int] = ..., set_by: _Optional[str] = ..., set_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rate_burst: _Optional[int] = ...) -> None: ...
 
 class SetTaskLimitsRequest(_message.Message):
-    __slots__ = ("task_id", "rate_limit", "concurrency_limit", "reset_fields")
+    __slots__ = ("task_id", "rate_limit", "concurrency_limit", "reset_fields", "rate_burst")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     RATE_LIMIT_FIELD_NUMBER: _ClassVar[int]
     CONCURRENCY_LIMIT_FIELD_NUMBER: _ClassVar[int]
     RESET_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    RATE_BURST_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     rate_limit: str
     concurrency_limit: int
     reset_fields: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, task_id: _Optional[str] = ..., rate_limit: _Optional[str] = ..., concurrency_limit: _Optional[int] = ..., reset_fields: _Optional[_Iterable[str]] = ...) -> None: ...
+    rate_burst: int
+    def __init__(self, task_id: _Optional[str] = ..., rate_limit: _Optional[str] = ..., concurrency_limit: _Optional[int] = ..., reset_fields: _Optional[_Iterable[str]] = ..., rate_burst: _Optional[int] = ...) -> None: ...
 
 class SetTaskLimitsResponse(_message.Message):
     __slots__ = ("limits",)

@@ -576,26 +576,31 @@ function scheduleForm(done) {
 function limitText(t) {
   const parts = [];
   if (t.rate_limit !== null) parts.push(`rate ${t.rate_limit || "no limit"}`);
+  if (t.rate_burst !== null && t.rate_burst !== undefined) parts.push(`bursts of ${t.rate_burst}`);
   if (t.concurrency_limit !== null) parts.push(t.concurrency_limit ? `at most ${t.concurrency_limit} at once` : "no concurrency limit");
   return parts.join(" · ");
 }
 
-// Sets a task's rate or concurrency limit over its task.json's (an empty field is left as it is).
+// Sets a task's rate limit, its burst or its concurrency limit over its task.json's (an empty
+// field is left as it is).
 function taskLimitForm(done) {
   const err = h("span", { class: "error" });
   const task = h("input", { name: "task_id", size: 20, required: true });
   const rate = h("input", { name: "rate_limit", size: 8, placeholder: "5/s" });
+  const burst = h("input", { type: "number", name: "rate_burst", min: 1, max: 10000, step: 1, size: 6 });
   const conc = h("input", { type: "number", name: "concurrency_limit", min: 0, max: 1000, step: 1, size: 6 });
   return h("details", { class: "card" }, h("summary", {}, "Limit a task"),
     h("form", { id: "task-limit", onsubmit: async (ev) => {
       ev.preventDefault(); err.textContent = "";
       const body = { task_id: task.value.trim() };
       if (rate.value.trim()) body.rate_limit = rate.value.trim();
+      if (burst.value !== "") body.rate_burst = Number(burst.value);
       if (conc.value !== "") body.concurrency_limit = Number(conc.value);
       try { await api("/api/v1/task-limits", { json: body }); await done(); }
       catch (e) { err.textContent = `${e.code}: ${e.message}`; }
     } },
       h("label", {}, "Task", task), h("label", {}, "Rate limit (N/s, N/m, N/h)", rate),
+      h("label", {}, "Starts at once under it", burst),
       h("label", {}, "At most this many at once (0: none)", conc),
       h("button", { type: "submit" }, "Set"), " ", err));
 }
@@ -657,7 +662,7 @@ function queuesPage() {
       h("td", {}, t.task_id), h("td", {}, limitText(t)), h("td", {}, `${t.set_by} (${when(t.set_at)})`),
       h("td", { class: "actions" }, h("button", { class: "secondary", onclick: async (event) => {
         event.target.disabled = true;
-        try { await api("/api/v1/task-limits", { json: { task_id: t.task_id, reset_fields: ["rate_limit", "concurrency_limit"] } }); await fill(); }
+        try { await api("/api/v1/task-limits", { json: { task_id: t.task_id, reset_fields: ["rate_limit", "rate_burst", "concurrency_limit"] } }); await fill(); }
         catch (e) { alert(`${e.code}: ${e.message}`); event.target.disabled = false; }
       } }, "Reset to task.json's")))));
     if (!lim.length) limits.replaceChildren(h("tr", {}, h("td", { colspan: 4, class: "muted" }, "No operator has set a task's limits in this namespace.")));

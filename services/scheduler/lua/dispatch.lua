@@ -15,8 +15,9 @@
 --   P..'place-waits:'..conc_key  ZSET  its steps that found no place (ZADD; an event says so)
 --   P..'place-limits'        HASH    conc_key -> its limit, while steps wait for a place (HSET)
 --   P..'task-limits'         HASH    operators' limits (SetTaskLimits): 'rate:'..key -> ms between
---                                    starts, 'conc:'..key -> places (0: none), key = the step's
---                                    "<namespace>/<task_id>"; over task.json's (read)
+--                                    starts, 'burst:'..key -> starts at once, 'conc:'..key ->
+--                                    places (0: none), key = the step's "<namespace>/<task_id>";
+--                                    over task.json's (read)
 -- ARGV: P, now_ms, lease_ms, executor_id, max_n, lease_token, batching ('1': the executor
 --       runs dynamic batches), held ('1': for the executor's prefetch room, steps it holds
 --       until a slot frees), finished_ttl_s (for a run a concurrency strategy ends), queue
@@ -34,7 +35,8 @@
 -- call) until then, or until the batch fills.
 -- Rate limits: a step with 'rate' (ms between two starts of its task in its namespace,
 -- 'rate_key') takes the next start time the task's key allows (GCRA: one every 'rate' ms,
--- no burst, shared by every executor and replica). If that is now, it is leased; else the
+-- up to 'rate_burst' at once after a quiet spell — a token bucket of that size; none: 1 —,
+-- shared by every executor and replica). If that is now, it is leased; else the
 -- time is its own ('rate_at'), and it waits in the delayed set until then, when it is
 -- queued again and leased without asking (each step is put aside once, not every round),
 -- unless it is asked for more than a second (or its interval) after its time: then it
@@ -133,12 +135,15 @@ local function lease(member, f, call)
 end
 
 -- A rate-limited step's start: true when it may start now (the key moves on one interval),
--- else it is put aside until the time it was given.
-local function rate_allows(member, interval, name, attempts)
+-- else it is put aside until the time it was given. The key holds when the bucket is next
+-- empty (GCRA's theoretical arrival time); with a burst of B a start may be up to B-1
+-- intervals ahead of it.
+local function rate_allows(member, interval, name, attempts, burst)
   local key = rate_key(P, name)
   local at = math.max(tonumber(redis.call('GET', key) or '0'), tonumber(now))
   local next_at = at + interval
   redis.call('SET', key, tostring(next_at), 'PX', math.ceil(next_at - tonumber(now)) + 1000)
+  at = at - (math.max(tonumber(burst or '1') or 1, 1) - 1) * interval
   if at <= tonumber(now) then return true end
   at = math.ceil(at)
   redis.call('HSET', step_hash(P, member), 'rate_at', at)
@@ -153,7 +158,7 @@ end
 -- The operators' limits, read once per call and per task (false: none is set anywhere).
 local overrides = nil
 -- A popped step's fields (f) with its task's limits as an operator set them, if one did: a
--- rate limit ('rate', 'rate_key') and a concurrency limit ('conc', 'conc_key'; a step of a
+-- rate limit ('rate', 'rate_key', 'rate_burst') and a concurrency limit ('conc', 'conc_key'; a step of a
 -- task limited per input value keeps its group's key); 0 is none.
 local function apply_overrides(f)
   if overrides == nil then
@@ -163,7 +168,7 @@ local function apply_overrides(f)
   local key = f[14] .. '/' .. f[15]
   local o = overrides[key]
   if o == nil then
-    o = redis.call('HMGET', task_limits_key(P), 'rate:' .. key, 'conc:' .. key)
+    o = redis.call('HMGET', task_limits_key(P), 'rate:' .. key, 'conc:' .. key, 'burst:' .. key)
     overrides[key] = o
   end
   if o[1] then
@@ -172,6 +177,7 @@ local function apply_overrides(f)
   if o[2] then
     if tonumber(o[2]) > 0 then f[11], f[12] = o[2], f[12] or key else f[11] = false end
   end
+  if o[3] then f[17] = o[3] end
 end
 
 -- Whether one of a concurrency-limited task's places is free (counted once per call: the
@@ -250,7 +256,7 @@ while heads < max_n and pops < max_n + 256 do
   pops = pops + 1
   local f = redis.call('HMGET', step_hash(P, member), 'state', 'attempt', 'reads', 'batch',
     'digest', 'batch_wait', 'queued_ms', 'rate', 'rate_key', 'rate_at', 'conc', 'conc_key',
-    'conc_wait', 'namespace', 'task_id', 'conc_strategy')
+    'conc_wait', 'namespace', 'task_id', 'conc_strategy', 'rate_burst')
   apply_overrides(f)
   if f[16] and f[1] == 'QUEUED' and f[11] and not held
     and not place_free(tonumber(f[11]), f[12]) then
@@ -265,7 +271,7 @@ while heads < max_n and pops < max_n + 256 do
   elseif f[11] and not place_free(tonumber(f[11]), f[12]) then
     wait_for_place(member, score, f)  -- every place of its task is held
   elseif f[8] and not kept_start(tonumber(f[8]), f[10])
-    and not rate_allows(member, tonumber(f[8]), f[9], f[2]) then
+    and not rate_allows(member, tonumber(f[8]), f[9], f[2], f[17]) then
     -- its task's rate limit gave it a later start: it waits in the delayed set
   elseif size < 2 then
     heads = heads + 1
