@@ -304,9 +304,8 @@ class AsyncClient(_Connection, AsyncScheduleMethods):
         self, run_id: str, latest: bool = False, request_id: str = "", from_failure: bool = False
     ) -> RunInfo:
         """As ``Client.rerun``."""
-        original = await self.get_run(run_id, resolve_refs=False)
-        request = requests.rerun(original, latest, request_id, from_failure)
-        reply = await self._s.unary(self._scheduler.SubmitRun, request, retry=bool(request_id))
+        request = requests.rerun(run_id, latest, request_id, from_failure)
+        reply = await self._s.unary(self._scheduler.RerunRun, request, retry=bool(request_id))
         return RunInfo.from_proto(reply.run)
 
     async def cancel_runs(

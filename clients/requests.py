@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from clients.types import CancelledRuns, PipelineInfo, ResumedRuns, RunInfo, _time
-from common import rate_limits, reruns
+from common import rate_limits
 from common.artifacts import is_uri, parse_uri
 from common.errors import InvalidArgument
 from common.packaging import sha256_hex
@@ -125,20 +125,11 @@ def in_order(result: ResumedRuns) -> ResumedRuns:
 
 
 def rerun(
-    run: RunInfo, latest: bool = False, request_id: str = "", from_failure: bool = False
-) -> spb.SubmitRunRequest:
-    """A new run of what ``run`` ran, on its input: the same version of its task or pipeline
-    (the latest with ``latest``), priority, time limit and labels, with ``wtm.rerun_of``;
-    with ``from_failure``, taking over the steps ``run`` completed (``reuse_from``)."""
-    version = run.steps[0].task_version if run.steps else ""
-    task, pipeline = reruns.target(
-        run.pipeline_id, run.pipeline_version, run.task_id, version, latest
+    run_id: str, latest: bool = False, request_id: str = "", from_failure: bool = False
+) -> spb.RerunRunRequest:
+    return spb.RerunRunRequest(
+        run_id=run_id, latest=latest, from_failure=from_failure, request_id=request_id
     )
-    limit = reruns.time_limit(run.deadline_at, run.scheduled_at, run.created_at)
-    labels = reruns.labels(run.labels, run.run_id)
-    request = submit(task, pipeline, run.input, run.priority, request_id, labels, run_timeout=limit)
-    request.reuse_from = run.run_id if from_failure else ""
-    return request
 
 
 def submit_many(

@@ -463,7 +463,8 @@ class Client(_Connection, ScheduleMethods):
         """Run again what run ``run_id`` ran, on the same input (as Flower's retry and
         Hatchet's replay do): a new run of the same task or pipeline version — the latest
         with ``latest`` —, priority, time limit and labels, labelled ``wtm.rerun_of`` with
-        ``run_id``; returns it at once. Any run may be run again, finished or not.
+        ``run_id``; returns it at once. Any run may be run again, finished or not. One call
+        (``RerunRun``; a scheduler from before it answers UNIMPLEMENTED).
 
         ``from_failure`` resumes a run that failed, was cancelled or timed out (Argo's
         retry): its steps that completed are taken over — COMPLETED at once with their
@@ -477,9 +478,8 @@ class Client(_Connection, ScheduleMethods):
             FailedPrecondition: ``from_failure`` of a run that has not ended, completed, or
                 whose every step the new run would take over.
         """
-        original = self.get_run(run_id, resolve_refs=False)
-        request = requests.rerun(original, latest, request_id, from_failure)
-        reply = self._s.unary(self._scheduler.SubmitRun, request, retry=bool(request_id))
+        request = requests.rerun(run_id, latest, request_id, from_failure)
+        reply = self._s.unary(self._scheduler.RerunRun, request, retry=bool(request_id))
         return RunInfo.from_proto(reply.run)
 
     def resume_runs(

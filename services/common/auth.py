@@ -115,6 +115,7 @@ METHOD_PERMISSIONS: dict[str, Permission] = {
     _S + "CancelRun": P.CANCEL,
     _S + "CancelRuns": P.CANCEL,  # another key's runs: CANCEL_ANY, checked per run
     _S + "ResumeRuns": P.SUBMIT,  # each resume is a submit (as GetRun, then SubmitRun)
+    _S + "RerunRun": P.SUBMIT,  # a submit, of a run the caller can read
     _S + "ListRuns": P.READ,
     _S + "ListExecutors": P.READ,
     _S + "ListQueues": P.READ,

@@ -1,6 +1,7 @@
 """Bulk resume (``ResumeRuns``): the runs that FAILED, were CANCELLED or TIMED_OUT and match a
 caller's filters, a page at a time, each resumed by the scheduler as a new run that takes
-over the steps it completed (Hatchet's bulk replay; ``SubmitRunRequest.reuse_from``).
+over the steps it completed (Hatchet's bulk replay; ``rerun.py``'s request, with
+``SubmitRunRequest.reuse_from``).
 
 Each run is resumed with the request id ``resume/<run id>``, so it is resumed once: a page
 called again answers the same new runs. A resume that has itself ended without success is
@@ -13,13 +14,12 @@ import asyncio
 import dataclasses
 from dataclasses import dataclass, field
 
-from common import reruns
 from common.errors import FailedPrecondition, WtmError
 from services.common import auth
 from services.common.paging import page_size_of
 from services.scheduler.bulk_cancel import RunFilter
 from services.scheduler.models import Run
-from services.scheduler.planning import SubmitRequest
+from services.scheduler.rerun import rerun_request
 from services.scheduler.run_labels import label_pairs
 from services.scheduler.runs import RunService
 
@@ -72,32 +72,11 @@ async def _resume(runs: RunService, namespace: str, run_id: str, latest: bool) -
     try:
         for _ in range(CHAIN_MAX):
             original = await runs.get(run_id, namespace)
-            again, _ = await runs.started(rerun_request(original, namespace, latest))
+            request = rerun_request(original, namespace, latest, request_id=f"resume/{run_id}")
+            again, _ = await runs.started(request)
             if again.state not in RESUMABLE:
                 return again
             run_id = again.run_id  # its resume ended without success: resume that
         raise FailedPrecondition(f"resumed {CHAIN_MAX} times already")
     except WtmError as exc:  # this one's: the others go on
         return f"{exc.code}: {exc.message}"
-
-
-def rerun_request(run: Run, namespace: str, latest: bool) -> SubmitRequest:
-    """A resume of ``run``: the same version of its task or pipeline (the latest with
-    ``latest``), input, priority, time limit and labels, with ``wtm.rerun_of``, taking over
-    the steps it completed."""
-    version = run.steps[0].task_version if run.steps else ""
-    task, pipeline = reruns.target(
-        run.pipeline_id, run.pipeline_version, run.task_id, version, latest
-    )
-    return SubmitRequest(
-        task=task,
-        pipeline=pipeline,
-        input_json=run.input_json,
-        priority=run.priority,
-        request_id=f"resume/{run.run_id}",
-        labels=reruns.labels(run.labels, run.run_id),
-        namespace=namespace,
-        run_timeout_seconds=reruns.time_limit(run.deadline_at, run.scheduled_at, run.created_at)
-        or 0.0,
-        reuse_from=run.run_id,
-    )

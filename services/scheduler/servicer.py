@@ -20,6 +20,7 @@ from services.scheduler.namespace_settings import FIELDS as NAMESPACE_FIELDS
 from services.scheduler.pauses import Pause
 from services.scheduler.planning import SubmitRequest
 from services.scheduler.queue_names import split
+from services.scheduler.rerun import rerun
 from services.scheduler.run_events import RunEvent
 from services.scheduler.runs import RunService
 from services.scheduler.task_limits import TaskLimit, TaskLimits
@@ -171,6 +172,19 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
             refused=[spb.RefusedResume(run_id=r, reason=why) for r, why in page.refused],
             next_page_token=page.next_page_token,
         )
+
+    async def RerunRun(
+        self, request: spb.RerunRunRequest, context: aio.ServicerContext
+    ) -> spb.RerunRunResponse:
+        run = await rerun(
+            self._runs,
+            auth.scope(),
+            request.run_id,
+            request.latest,
+            request.from_failure,
+            request.request_id,
+        )
+        return spb.RerunRunResponse(run=run.to_proto())
 
     async def ListRuns(
         self, request: spb.ListRunsRequest, context: aio.ServicerContext

@@ -141,7 +141,7 @@ def test_a_run_runs_again_over_http(http: httpx.Client) -> None:
     )
     resumed = http.post(f"/api/v1/runs/{first['run_id']}/rerun", json={"from_failure": True})
     assert resumed.json()["error"]["code"] == "FAILED_PRECONDITION"
-    assert resumed.json()["error"]["field"] == "reuse_from"
+    assert resumed.json()["error"]["field"] == "from_failure"  # the body's field
 
 
 def test_the_unfinished_runs_of_a_batch_are_cancelled_over_http(

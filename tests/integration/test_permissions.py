@@ -117,6 +117,7 @@ def calls(
         "/wtm.v1.SchedulerService/ResumeRuns": lambda: s.ResumeRuns(
             spb.ResumeRunsRequest(batch_id="nope")
         ),
+        "/wtm.v1.SchedulerService/RerunRun": lambda: s.RerunRun(spb.RerunRunRequest(run_id="nope")),
         "/wtm.v1.SchedulerService/ListRuns": lambda: s.ListRuns(spb.ListRunsRequest(page_size=1)),
         "/wtm.v1.SchedulerService/ListExecutors": lambda: s.ListExecutors(
             spb.ListExecutorsRequest()
@@ -378,6 +379,9 @@ def other_namespace_calls(
         ),
         "/wtm.v1.SchedulerService/CancelRuns": without(bulk_cancel, t.waiting_run_id),
         "/wtm.v1.SchedulerService/ResumeRuns": without(bulk_resume, t.cancelled_run_id),
+        "/wtm.v1.SchedulerService/RerunRun": not_found(
+            lambda: s.RerunRun(spb.RerunRunRequest(run_id=t.run_id))
+        ),
         "/wtm.v1.SchedulerService/ListRuns": without(
             lambda: [x.run_id for x in s.ListRuns(spb.ListRunsRequest(page_size=1000)).runs],
             t.run_id,

@@ -494,7 +494,7 @@ def test_a_failed_run_resumes_taking_over_the_steps_it_completed(
     with pytest.raises(ApiError) as err:
         client.rerun(fixed.run_id, from_failure=True)
     assert err.value.code == "FAILED_PRECONDITION"
-    assert err.value.message.startswith(f"reuse_from: run {fixed.run_id} has completed")
+    assert err.value.message.startswith(f"from_failure: run {fixed.run_id} has completed")
     sleeping = client.submit(task="sleeper", input={"seconds": 30})
     with pytest.raises(ApiError) as err:
         client.rerun(sleeping.run_id, from_failure=True)

@@ -213,6 +213,24 @@ class CancelRunsResponse(_message.Message):
     next_page_token: str
     def __init__(self, cancelled: _Optional[_Iterable[_Union[_run_pb2.Run, _Mapping]]] = ..., ended: _Optional[_Iterable[_Union[_run_pb2.Run, _Mapping]]] = ..., not_theirs: _Optional[_Iterable[str]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
+class RerunRunRequest(_message.Message):
+    __slots__ = ("run_id", "latest", "from_failure", "request_id")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    LATEST_FIELD_NUMBER: _ClassVar[int]
+    FROM_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    latest: bool
+    from_failure: bool
+    request_id: str
+    def __init__(self, run_id: _Optional[str] = ..., latest: _Optional[bool] = ..., from_failure: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class RerunRunResponse(_message.Message):
+    __slots__ = ("run",)
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    run: _run_pb2.Run
+    def __init__(self, run: _Optional[_Union[_run_pb2.Run, _Mapping]] = ...) -> None: ...
+
 class ResumeRunsRequest(_message.Message):
     __slots__ = ("batch_id", "labels", "task_id", "pipeline_id", "latest", "page_size", "page_token")
     class LabelsEntry(_message.Message):

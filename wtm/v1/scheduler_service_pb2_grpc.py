@@ -70,6 +70,11 @@ class SchedulerServiceStub:
                 request_serializer=wtm_dot_v1_dot_scheduler__service__pb2.ResumeRunsRequest.SerializeToString,
                 response_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.ResumeRunsResponse.FromString,
                 _registered_method=True)
+        self.RerunRun = channel.unary_unary(
+                '/wtm.v1.SchedulerService/RerunRun',
+                request_serializer=wtm_dot_v1_dot_scheduler__service__pb2.RerunRunRequest.SerializeToString,
+                response_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.RerunRunResponse.FromString,
+                _registered_method=True)
         self.ListRuns = channel.unary_unary(
                 '/wtm.v1.SchedulerService/ListRuns',
                 request_serializer=wtm_dot_v1_dot_scheduler__service__pb2.ListRunsRequest.SerializeToString,
@@ -190,6 +195,17 @@ class SchedulerServiceServicer:
         id "resume/<run id>", so each run is resumed once; a resume that has itself ended
         without success is resumed in turn, following the chain to its newest run (at most 20
         links). Call again with next_page_token until it is empty.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RerunRun(self, request, context):
+        """RerunRun runs a run again as a new run (Flower's retry, Hatchet's replay): the same
+        version of its task or pipeline (the latest with `latest`), input, priority, time limit
+        and labels, labelled wtm.rerun_of with the run's id; with `from_failure`, taking over the
+        steps the run completed (SubmitRunRequest.reuse_from). Returns at once. A submit: it needs
+        the rights of one, and sees only the runs GetRun sees.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -335,6 +351,11 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
                     servicer.ResumeRuns,
                     request_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.ResumeRunsRequest.FromString,
                     response_serializer=wtm_dot_v1_dot_scheduler__service__pb2.ResumeRunsResponse.SerializeToString,
+            ),
+            'RerunRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.RerunRun,
+                    request_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.RerunRunRequest.FromString,
+                    response_serializer=wtm_dot_v1_dot_scheduler__service__pb2.RerunRunResponse.SerializeToString,
             ),
             'ListRuns': grpc.unary_unary_rpc_method_handler(
                     servicer.ListRuns,
@@ -587,6 +608,33 @@ class SchedulerService:
             '/wtm.v1.SchedulerService/ResumeRuns',
             wtm_dot_v1_dot_scheduler__service__pb2.ResumeRunsRequest.SerializeToString,
             wtm_dot_v1_dot_scheduler__service__pb2.ResumeRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RerunRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wtm.v1.SchedulerService/RerunRun',
+            wtm_dot_v1_dot_scheduler__service__pb2.RerunRunRequest.SerializeToString,
+            wtm_dot_v1_dot_scheduler__service__pb2.RerunRunResponse.FromString,
             options,
             channel_credentials,
             insecure,
