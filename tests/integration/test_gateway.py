@@ -451,5 +451,9 @@ def test_an_operator_sets_and_resets_a_task_limit_over_http(
     burst = http.post("/api/v1/task-limits", json={"task_id": "echo", "rate_burst": 4})
     assert burst.status_code == 200 and burst.json()["rate_burst"] == 4, burst.text
     assert http.get("/api/v1/task-limits").json()[0]["rate_burst"] == 4
+    back = http.post(
+        "/api/v1/task-limits", json={"task_id": "echo", "reset_fields": ["rate_burst"]}
+    )
+    assert back.status_code == 200 and back.json() is None  # the stack's other tests see none
     none = http.post("/api/v1/task-limits", json={"task_id": "echo", "rate_burst": 0})
     assert none.status_code == 400 and none.json()["error"]["field"] == "rate_burst"

@@ -63,7 +63,8 @@ def test_a_burst_starts_that_many_at_once_and_an_operator_can_set_it(
     assert len(delays) == 2 and 50_000 < delays[0] <= 60_000 < 110_000 < delays[1] <= 120_000
     limits = client.set_task_limits("partner_call", rate_burst=6)
     assert limits is not None and (limits.rate_limit, limits.rate_burst) == (None, 6)
-    assert [(t.task_id, t.rate_burst) for t in client.task_limits()] == [("partner_call", 6)]
+    listed = {t.task_id: t.rate_burst for t in client.task_limits()}
+    assert listed["partner_call"] == 6
     # (the replica that took the call published it to Redis before answering)
     assert client.run(task="partner_call", input={"n": 6}, timeout=30).state == "COMPLETED"
     assert client.set_task_limits("partner_call", reset=["rate_burst"]) is None

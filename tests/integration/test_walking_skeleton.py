@@ -211,3 +211,31 @@ def test_grpcurl_can_call_an_rpc_from_reflection_alone(cluster: Cluster, sentime
         "wtm.v1.RegistryService/GetTask",
     )
     assert json.loads(out)["task"]["digest"] == sentiment.digest
+
+
+def test_grpcurl_runs_a_run_again_in_one_call(cluster: Cluster, sentiment) -> None:  # noqa: ANN001
+    """RerunRun, as the README shows it: what the SDK's rerun does, from reflection alone."""
+    auth = f"authorization: Bearer {cluster.admin_key}"
+    asked = {"task": "text_sentiment", "input_json": '{"text": "great"}', "wait": "30s"}
+    first = json.loads(
+        grpcurl(
+            "-H",
+            auth,
+            "-d",
+            json.dumps(asked),
+            cluster.scheduler_address,
+            "wtm.v1.SchedulerService/SubmitRun",
+        )
+    )["run"]
+    again = json.loads(
+        grpcurl(
+            "-H",
+            auth,
+            "-d",
+            json.dumps({"run_id": first["run_id"]}),
+            cluster.scheduler_address,
+            "wtm.v1.SchedulerService/RerunRun",
+        )
+    )["run"]
+    assert again["run_id"] != first["run_id"] and again["input_json"] == first["input_json"]
+    assert again["labels"] == {"wtm.rerun_of": first["run_id"]}
