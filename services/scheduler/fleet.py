@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from common.errors import AlreadyExists, FailedPrecondition
 from services.scheduler import keys
 from services.scheduler.clock import SYSTEM, Clock
-from services.scheduler.queue_names import own_queues, serves
+from services.scheduler.queue_names import held_by, own_queues, serves
 from services.scheduler.queue_records import text_of
 from services.scheduler.run_queue import RunQueue
 
@@ -318,9 +318,12 @@ class Fleet:
         return session.executor_id in self.paused_executors or self.silent(session, now)
 
     def queues_of(self, session: ExecutorSession) -> list[str]:
-        """The queues an executor is given steps from now: those it serves, but paused ones."""
+        """The queues an executor is given steps from now: those it serves, but paused ones
+        (a labelled variant of a paused queue, too)."""
         served = self.served(session)
-        return [q for q in served if q not in self.paused] if self.paused else served
+        if not self.paused:
+            return served
+        return [q for q in served if held_by(q, self.paused) is None]
 
     def served(self, session: ExecutorSession) -> list[str]:
         """The queues an executor serves: its own in the namespaces it serves, and the

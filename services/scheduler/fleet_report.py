@@ -21,7 +21,7 @@ from services.scheduler.clock_watch import ClockWatch
 from services.scheduler.fleet import FleetRecord
 from services.scheduler.namespace_settings import NamespaceSettings
 from services.scheduler.pauses import Pause, Pauses
-from services.scheduler.queue_names import full_name, own_queues, serves, split
+from services.scheduler.queue_names import full_name, held_by, own_queues, serves, split
 from services.scheduler.run_limits import RunLimits
 from services.scheduler.run_queue import RunQueue
 from services.scheduler.run_store import RunStore
@@ -141,7 +141,8 @@ class FleetReport:
                 for e in live
                 if serves(name, e["queues"], e["labels"], e.get("namespaces", ["*"]))
             ]
-            pause = paused.get(name)
+            holder = held_by(name, paused)
+            pause = paused[holder] if holder is not None else None
             if not depth and not serving and pause is None:
                 continue
             found.append(

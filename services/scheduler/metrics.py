@@ -39,6 +39,7 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from services.scheduler.listeners import RunListener
+from services.scheduler.queue_names import held_by
 
 if TYPE_CHECKING:
     from services.scheduler.fleet import Fleet
@@ -201,4 +202,6 @@ class SchedulerMetrics(RunListener):
             for q, (_, oldest) in stats.items()
         }
         self.executors = {q: executors.get(q, 0) for q in stats}
-        self.paused = {q: int(q in paused) for q in stats} | dict.fromkeys(paused, 1)
+        self.paused = {q: int(held_by(q, paused) is not None) for q in stats} | dict.fromkeys(
+            paused, 1
+        )

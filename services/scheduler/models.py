@@ -46,8 +46,12 @@ def run_hash_fields(run: Mapping[str, Any]) -> dict[str, str]:
     fields = {k: run[k] for k in _RUN_HASH_TEXT}
     fields["priority"] = str(run["priority"])
     fields["labels"] = json.dumps(run["labels"])
-    for name, key in (("deadline_at", "deadline_ms"), ("scheduled_at", "scheduled_ms")):
-        if moment := run.get(name):  # a time limit (expire_runs.lua); a delayed start
+    for name, key in (
+        ("created_at", "created_ms"),  # the one reading its delayed start was counted from
+        ("deadline_at", "deadline_ms"),  # a time limit (expire_runs.lua)
+        ("scheduled_at", "scheduled_ms"),  # a delayed start
+    ):
+        if moment := run.get(name):
             moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
             fields[key] = str(int(moment.timestamp() * 1000))
     return fields

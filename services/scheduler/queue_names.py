@@ -10,7 +10,7 @@ match every label the variant asks for.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 
 from common.errors import InvalidArgument, NotFound, PermissionDenied
 from services.common import auth
@@ -36,6 +36,15 @@ def split(queue: str) -> tuple[str, str]:
     name, bar, labels = queue.partition("|")  # label values may hold "/"
     namespace, _, base = name.rpartition("/")
     return namespace or DEFAULT_NAMESPACE, base + bar + labels
+
+
+def held_by(queue: str, paused: Container[str]) -> str | None:
+    """The pause holding ``queue`` (pauses.py), if one does: its own, or its name's without
+    the labels — pausing "vision" holds "vision|gpu=true" too, pausing that holds only it."""
+    if queue in paused:
+        return queue
+    base, bar, _ = queue.partition("|")
+    return base if bar and base in paused else None
 
 
 def is_plain(queue: str) -> bool:

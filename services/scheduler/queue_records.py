@@ -205,3 +205,34 @@ def leased_of(item: bytes) -> Leased:
         d.get("started") is True,
         d.get("call") or "",
     )
+
+
+IDEMPOTENCY_TTL_S = 24 * 3600  # how long a request id finds its run
+
+
+def submit_args(r: Submission, now: int, finished_ttl_s: int) -> list[Any]:
+    """``submit_run.lua``'s arguments for a run (after the key prefix)."""
+    payload = [
+        {
+            "step_id": s.step_id,
+            "deps": s.deps,
+            "dependents": s.dependents,
+            "fields": {**s.fields, **r.done_fields[s.step_id]}
+            if s.step_id in r.done_fields
+            else s.fields,
+            **({"output": r.done[s.step_id]} if s.step_id in r.done else {}),
+            **({"attempt": r.attempts[s.step_id]} if s.step_id in r.attempts else {}),
+        }
+        for s in r.steps
+    ]
+    return [
+        r.run_id,
+        json.dumps(r.run_fields),
+        json.dumps(payload),
+        now,
+        r.request_id,
+        IDEMPOTENCY_TTL_S,
+        finished_ttl_s,
+        r.not_before_ms,
+        r.note,
+    ]

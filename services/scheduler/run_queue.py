@@ -25,6 +25,7 @@ from services.scheduler.queue_records import (
     dispatch_calls,
     leases_of,
     pairs_of,
+    submit_args,
     text_of,
     verdict_of,
     words_of,
@@ -46,7 +47,6 @@ SCRIPTS = (
     "retain",
     "queue_stats",
 )
-IDEMPOTENCY_TTL_S = 24 * 3600
 Call = tuple[str, list[Any]]  # a script's name and its arguments (after the key prefix)
 
 
@@ -68,26 +68,21 @@ class RunQueue:
         self.clock = clock  # every script's "now" comes from it
         self.finished_ttl_s = finished_ttl_s
         self.queue_variants: set[str] = set()  # labelled queues seen (refreshed from Redis)
-        # Default-namespace queues without labels that work was queued on: executors find
-        # those by name, so only the reports (ListQueues, metrics) need this list.
-        self.plain_queues: set[str] = set()
+        self.plain_queues: set[str] = set()  # the others work was queued on (for reports)
         # "Work was queued" goes to every replica on the wake channel, tagged with this
         # process's origin so that its own dispatcher, woken directly, can skip it.
         self.origin = uuid.uuid4().hex[:12]
         self.announce = wake.Announcer(client, self.origin)
-        # Set when this process queued work its own dispatcher should lease (the one that
-        # waits on it: pass the same event to both).
+        # Set when work was queued here that its own dispatcher (which waits on it) leases.
         self.work_queued = work_queued or asyncio.Event()
         # Counts the times work was queued on queues this replica cannot name (retries
-        # coming due, leases that expired, other replicas' wake messages): an executor whose
-        # queues were empty at one count is asked again at the next. Work it can name (its
-        # own submits, the steps its results made ready) goes to new_work instead: steps per
-        # queue, so that only as many idle executors as there are new steps are asked.
+        # coming due, expired leases, others' wake messages): executors idle at one count
+        # are asked again at the next. Work it can name goes to new_work: steps per queue,
+        # so that only as many idle executors as there are new steps are asked.
         self.queued_epoch = 0
         self.new_work: Counter[str] = Counter()
-        # When the first thing left waiting is due (ms; DueTimer): a short batch in its queue
-        # (``batch``), a step put aside in the delayed set (``delayed``: a rate limit's
-        # reserved start, a retry).
+        # When the first thing left waiting is due (ms; DueTimer): a short batch (``batch``),
+        # a step put aside in the delayed set (``delayed``: a rate limit's start, a retry).
         self.due_ms: dict[str, int] = {}
         self.cancelled: list[Ended] = []  # by concurrency strategies, until take_cancelled
         self._lines = ScriptLines(client)
@@ -114,10 +109,8 @@ class RunQueue:
 
     async def _call_many(self, calls: list[Call], extra: list[Command] | None = None) -> list[Any]:
         """Run script calls (name, arguments) in one pipeline, in order, then the ``extra``
-        commands; returns the calls' replies. Calls go by SHA with no SCRIPT EXISTS round
-        trip first (redis-py's own pipelined scripts check every time); a call that finds
-        its script gone (Redis restarted or flushed) did not run, so the script is loaded
-        and those calls are sent again."""
+        commands; returns the calls' replies. Calls go by SHA (no SCRIPT EXISTS first); one
+        that finds its script gone (Redis restarted or flushed) is sent again once loaded."""
         replies = await self._pipeline(calls, extra or [])
         missing = [i for i, r in enumerate(replies[: len(calls)]) if isinstance(r, NoScriptError)]
         if missing:
@@ -125,9 +118,8 @@ class RunQueue:
             again = await self._pipeline([calls[i] for i in missing], [])
             for i, reply in zip(missing, again, strict=True):
                 replies[i] = reply
-            # The calls sent again ran after those that had found their script, out of
-            # order: a dispatch may have run before the submit or result that queued work.
-            # A dispatch round now leases what they queued.
+            # Sent again out of order (a dispatch may have run before the submit or result
+            # that queued work): a dispatch round now leases what they queued.
             self.work_was_queued()
         for reply in replies:
             if isinstance(reply, Exception):
@@ -165,17 +157,13 @@ class RunQueue:
         of the steps it left waiting; this one's caller decides itself."""
         now = self.clock.now_ms()
         ttl = self.finished_ttl_s
-        calls: list[Call] = [("submit_run", _submit_args(r, now, ttl)) for r in runs]
-        named = {s.fields["queue"] for r in runs for s in r.steps}
-        plain = {q for q in named if queue_names.is_plain(q)} - self.plain_queues
-        variants = named - plain - self.plain_queues - self.queue_variants
-
+        calls: list[Call] = [("submit_run", submit_args(r, now, ttl)) for r in runs]
+        plain, variants = self._unknown({s.fields["queue"] for r in runs for s in r.steps})
         then: list[Command] = [("SADD", keys.PLAIN_QUEUES, *plain)] if plain else []
         if variants:
             then.append(("SADD", keys.QUEUE_VARIANTS, *variants))
         replies = await self._call_many(calls + self._dispatches(wants, lease_ms, now), then)
-        self.queue_variants |= variants
-        self.plain_queues |= plain
+        self.learned(plain, variants)
         created = [(status == b"created", rid.decode()) for status, rid in replies[: len(runs)]]
         leases = self._leases(replies[len(runs) :])
         self.announce.left(ready_queues(runs), leases)
@@ -208,6 +196,19 @@ class RunQueue:
         """Runs queued or running, per namespace (kept by the scripts)."""
         found = text_of(await self.redis.hgetall(keys.UNFINISHED))
         return {namespace: int(n) for namespace, n in found.items()}
+
+    def _unknown(self, named: set[str]) -> tuple[set[str], set[str]]:
+        """Of queues ``named``, the plain ones and the variants not known here yet."""
+        plain = {q for q in named if queue_names.is_plain(q)} - self.plain_queues
+        return plain, named - plain - self.plain_queues - self.queue_variants
+
+    def learned(self, plain: set[str], variants: set[str]) -> None:
+        """Queues first seen: a new variant wakes a round that asks every idle executor (each
+        one's queues were worked out without it: its first step would wait for a backstop)."""
+        self.plain_queues |= plain
+        self.queue_variants |= variants
+        if variants:
+            self.work_was_queued()
 
     async def refresh_queue_variants(self) -> set[str]:
         """The labelled and other-namespace queues every replica announced (and the plain
@@ -316,6 +317,8 @@ class RunQueue:
         origin, queued = wake.parse(data)
         if origin != self.origin:
             self.work_was_queued(queued)
+            if queued:  # another replica's first step on a variant: every idle executor
+                self.learned(*self._unknown(set(queued)))
 
     def take_new_work(self) -> Counter[str]:
         """The steps per queue submitted here since the last call."""
@@ -406,33 +409,6 @@ class RunQueue:
             return None
         current: Any = await self.redis.get(keys.EPOCH)
         return current.decode() if current else None
-
-
-def _submit_args(r: Submission, now: int, finished_ttl_s: int) -> list[Any]:
-    payload = [
-        {
-            "step_id": s.step_id,
-            "deps": s.deps,
-            "dependents": s.dependents,
-            "fields": {**s.fields, **r.done_fields[s.step_id]}
-            if s.step_id in r.done_fields
-            else s.fields,
-            **({"output": r.done[s.step_id]} if s.step_id in r.done else {}),
-            **({"attempt": r.attempts[s.step_id]} if s.step_id in r.attempts else {}),
-        }
-        for s in r.steps
-    ]
-    return [
-        r.run_id,
-        json.dumps(r.run_fields),
-        json.dumps(payload),
-        now,
-        r.request_id,
-        IDEMPOTENCY_TTL_S,
-        finished_ttl_s,
-        r.not_before_ms,
-        r.note,
-    ]
 
 
 def ready_queues(runs: list[Submission]) -> Counter[str] | None:

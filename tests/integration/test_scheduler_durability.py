@@ -88,6 +88,7 @@ def test_a_redis_flush_mid_run_is_rebuilt_from_mongodb(
     assert waited.state == "COMPLETED" and waited.steps[0].started_at is not None
     assert late.scheduled_at is not None and waited.steps[0].started_at >= late.scheduled_at
     assert (waited.scheduled_at, waited.deadline_at) == (late.scheduled_at, late.deadline_at)
+    assert waited.created_at == late.created_at  # not the rebuild's time
     log = (fleet.root / "logs").glob("scheduler-*.log")
     assert any("Redis lost its data" in p.read_text() for p in log)
 

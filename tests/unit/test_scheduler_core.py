@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,7 +20,7 @@ import redis.asyncio as aioredis
 from common.errors import AlreadyExists
 from services.localstack.processes import free_port, wait_until
 from services.localstack.stack import valkey_binary
-from services.scheduler import keys
+from services.scheduler import keys, wake
 from services.scheduler.clock import FakeClock
 from services.scheduler.dispatcher import Dispatcher
 from services.scheduler.fleet import Assignment, Cancel, ExecutorProfile, ExecutorSession, Renewed
@@ -695,6 +696,56 @@ def test_a_paused_queue_keeps_its_steps_until_it_is_resumed(valkey_url: str) -> 
         c.core.pause_only(frozenset())
         await c.lease_round()
         assert [a.run_id for a in assignments(e1) + assignments(both)] == ["r1"]
+
+    scenario(valkey_url, body)
+
+
+def test_the_first_step_on_a_new_labelled_queue_is_leased_in_the_next_round(
+    valkey_url: str,
+) -> None:
+    """An idle executor's queues were worked out before a labelled variant existed; the first
+    step on it wakes a round that asks every idle executor (it waited for the one-second
+    backstop before), and a wake message naming a variant another replica made does too."""
+
+    async def body(c: Core) -> None:
+        gpu = c.core.open_session(ExecutorProfile("gpu", ["q"], 4, {"gpu": "true"}))
+        await c.lease_round()  # idle: asked, found nothing
+        labelled = step("a", 0)
+        labelled.fields["queue"] = "q|gpu=true"
+        fields = {"run_id": "g1", "input_json": "{}", "priority": "5", "sinks": '["a"]'}
+        await c.core.submit([Submission("g1", fields, [labelled])])
+        assert c.queue.work_queued.is_set()
+        await c.lease_round()
+        assert [a.run_id for a in assignments(gpu)] == ["g1"]
+        epoch = c.queue.queued_epoch
+        c.queue.heard(wake.message("another-replica", Counter({"q|zone=eu": 1})))
+        assert c.queue.queued_epoch == epoch + 1 and "q|zone=eu" in c.queue.queue_variants
+
+    scenario(valkey_url, body)
+
+
+def test_pausing_a_queue_holds_its_labelled_variants_and_a_variants_pause_only_it(
+    valkey_url: str,
+) -> None:
+    """A task with executor labels queues on a variant ("q|gpu=true"): pausing "q" holds it
+    too (the operator names the task's queue), while pausing the variant alone leaves "q"."""
+
+    async def body(c: Core) -> None:
+        gpu = c.core.open_session(ExecutorProfile("gpu", ["q"], 4, {"gpu": "true"}))
+        labelled = step("a", 0)
+        labelled.fields["queue"] = "q|gpu=true"
+        fields = {"run_id": "g1", "input_json": "{}", "priority": "5", "sinks": '["a"]'}
+        c.core.pause_only(frozenset({"q"}))
+        await c.core.submit([Submission("g1", fields, [labelled])])
+        await c.submit("r1")
+        await c.lease_round()
+        assert assignments(gpu) == []  # neither the queue nor its variant
+        c.core.pause_only(frozenset({"q|gpu=true"}))
+        await c.lease_round()
+        assert [a.run_id for a in assignments(gpu)] == ["r1"]  # "q" itself goes on
+        c.core.pause_only(frozenset())
+        await c.lease_round()
+        assert [a.run_id for a in assignments(gpu)] == ["g1"]
 
     scenario(valkey_url, body)
 

@@ -33,7 +33,8 @@ def _run_doc(i: int, steps: list[dict[str, Any]], **run_fields: str) -> dict[str
         "run_id": run.run_id, "input_json": run.input_json, "priority": "5", "task_id": "",
         "pipeline_id": "p", "pipeline_version": "1", "labels": json.dumps(run.labels),
         "request_id": "", "batch_id": "batch-1", "sinks": '["b"]', "submitted_by": "key1",
-        "namespace": "default", **run_fields,
+        "namespace": "default", "created_ms": str(int(run.created_at.timestamp() * 1000)),
+        **run_fields,
     }  # fmt: skip
     return _new_doc(run, {"run_fields": fields, "steps": steps})
 
