@@ -151,6 +151,7 @@ class Worker:
         with environment(scrubbed_env(self.confinement.workdir, self.confinement.threads)):
             self._proc.start()
         self._cpu_at_start = 0.0
+        self._ps: psutil.Process | None = None  # the process as psutil sees it, looked up once
         child.close()
         fence_end.close()
         output_end.close()
@@ -354,11 +355,20 @@ class Worker:
             remaining = max(deadline - loop.time(), 0)
             await asyncio.wait_for(loop.sock_sendall(self._sock, data[sent:]), remaining)
 
+    def _psutil(self) -> psutil.Process:
+        """The process, for its limits' readings (psutil.Process(pid) reads /proc each time it
+        is made: ~60 µs, twice a step with both limits set). Raises psutil.Error once gone."""
+        if self._ps is None:
+            if self._proc.pid is None:
+                raise psutil.NoSuchProcess(0)
+            self._ps = psutil.Process(self._proc.pid)
+        return self._ps
+
     def _cpu_used(self) -> float:
-        if not self.cpu_seconds or self._proc.pid is None:
+        if not self.cpu_seconds:
             return 0.0
         try:
-            t = psutil.Process(self._proc.pid).cpu_times()
+            t = self._psutil().cpu_times()
         except psutil.Error:
             return 0.0
         return float(t.user + t.system + t.children_user + t.children_system)
@@ -370,10 +380,10 @@ class Worker:
                 raise OverLimit(
                     f"step used {used:.1f} CPU seconds, over its limit of {self.cpu_seconds}"
                 )
-        if not self.memory_limit_mb or self._proc.pid is None:
+        if not self.memory_limit_mb:
             return
         with contextlib.suppress(psutil.Error):
-            rss_mb = psutil.Process(self._proc.pid).memory_info().rss / 2**20
+            rss_mb = self._psutil().memory_info().rss / 2**20
             if rss_mb > self.memory_limit_mb:
                 raise OverLimit(
                     f"worker process used {rss_mb:.0f} MiB, over the limit of "

@@ -473,6 +473,39 @@ def test_a_worker_over_its_memory_limit_is_killed_and_the_executor_keeps_serving
         stop_executor(cluster, child)
 
 
+CPU_HOG = """
+import time
+
+from tasks.base.task_base import SimpleTask
+
+class Task(SimpleTask):
+    def process(self, input_data):
+        end, n = time.process_time() + input_data["cpu_seconds"], 0
+        while time.process_time() < end:
+            n += 1
+        return {"spun": n}
+"""
+
+
+def test_a_step_over_its_cpu_seconds_is_stopped_and_a_warm_worker_counts_each_step_apart(
+    cluster: Cluster, client: Client, tmp_path: Path
+) -> None:
+    """WTM_WORKER_MAX_CPU_SECONDS: a step that spins past it fails naming the limit (the
+    executor reads the worker's CPU time while it waits); steps under it pass, each counted
+    from its own start — two of 0.6 s in a row on one warm worker under a limit of 1 s."""
+    client.register_task(make_task(tmp_path, "cpu_hog", CPU_HOG, queue="cpuq"))
+    child = cluster.add_executor("--queues", "cpuq", "--worker-max-cpu-seconds", "1")
+    try:
+        for _ in range(2):
+            assert run(client, task="cpu_hog", input={"cpu_seconds": 0.6}).state == "COMPLETED"
+        done = run(client, task="cpu_hog", input={"cpu_seconds": 5})
+        assert done.state == "FAILED"
+        assert "CPU seconds, over its limit of 1" in done.steps[0].error, done.steps[0].error
+        assert run(client, task="cpu_hog", input={"cpu_seconds": 0}).state == "COMPLETED"
+    finally:
+        stop_executor(cluster, child)
+
+
 DISK_FILLER = """
 import os
 import threading

@@ -158,8 +158,8 @@ end
 -- The operators' limits, read once per call and per task (false: none is set anywhere).
 local overrides = nil
 -- A popped step's fields (f) with its task's limits as an operator set them, if one did: a
--- rate limit ('rate', 'rate_key', 'rate_burst') and a concurrency limit ('conc', 'conc_key'; a step of a
--- task limited per input value keeps its group's key); 0 is none.
+-- rate limit ('rate', 'rate_key', 'rate_burst') and a concurrency limit ('conc',
+-- 'conc_key'; a step of a task limited per input value keeps its group's key); 0 is none.
 local function apply_overrides(f)
   if overrides == nil then
     overrides = redis.call('HLEN', task_limits_key(P)) > 0 and {} or false
