@@ -239,9 +239,10 @@ def counts_of(output: Any) -> dict[str, Any]:
     return {k: v for k, v in output.items() if k.endswith("_count") and isinstance(v, int)}
 
 
-def batch_table(batch_id: str, rows: list[dict[str, Any]]) -> Table:
+def batch_table(batch_id: str, rows: list[dict[str, Any]], column: str = "image") -> Table:
+    """A batch's runs, one row each, named by ``column`` (the image, or the input's line)."""
     table = Table(title=f"Batch {batch_id}")
-    table.add_column("image", overflow="fold")
+    table.add_column(column, overflow="fold")
     table.add_column("state", no_wrap=True)
     for col in ("counts", "wall ms"):
         table.add_column(col)
@@ -249,7 +250,7 @@ def batch_table(batch_id: str, rows: list[dict[str, Any]]) -> Table:
     table.add_column("error")
     for r in rows:
         table.add_row(
-            r["image"],
+            r[column],
             state(r["state"]),
             " ".join(f"{k}={v}" for k, v in r["counts"].items()),
             str(r["wall_ms"]),

@@ -19,8 +19,9 @@ from clients.cli.app import (
     run_timeout_option,
     start_delay_option,
 )
+from clients.cli.batches import read_inputs, submit_batch
 from clients.cli.runs import submit_and_show
-from clients.sdk import PipelineInfo, RunInfo
+from clients.sdk import PipelineInfo
 
 DEFAULT_CONFIG = (
     Path(__file__).resolve().parents[2] / "tasks" / "pipelines" / "config_pipeline.json"
@@ -153,6 +154,12 @@ def _as_config(p: PipelineInfo) -> dict[str, Any]:
     "--field", default="image_path", show_default=True, help="input field for --input-dir"
 )
 @click.option(
+    "--inputs",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="one run per input in FILE (JSON Lines, or a JSON array), as one batch; INPUT_JSON "
+    "is the shared rest of each input",
+)
+@click.option(
     "--priority",
     type=click.IntRange(0, 10),
     default=0,
@@ -174,6 +181,7 @@ def pipeline_run(
     input_json: str,
     input_dir: Path | None,
     field: str,
+    inputs: Path | None,
     priority: int,
     request_id: str,
     wait: bool,
@@ -184,8 +192,20 @@ def pipeline_run(
     """Run pipeline REF (ID or ID@VERSION) on INPUT_JSON (inline JSON or @FILE); local
     files named by file fields (image_path...) are uploaded as artifacts first."""
     data = parse_json_object(input_json, "INPUT_JSON")
+    if input_dir is not None and inputs is not None:
+        raise click.BadParameter("give --input-dir or --inputs, not both", param_hint="--inputs")
     if input_dir is not None:
         sys.exit(run_batch(obj, ref, data, input_dir, field, priority, run_timeout))
+    if inputs is not None:
+        names, each = read_inputs(inputs, data)
+        with obj.client() as client:
+            sys.exit(
+                submit_batch(
+                    obj, client, names, each, wait, pipeline=ref, priority=priority,
+                    request_id=request_id, cache=cache, run_timeout=run_timeout,
+                    start_delay=start_delay,
+                )
+            )  # fmt: skip
     submit_and_show(
         obj, wait, pipeline=ref, input=data, priority=priority, request_id=request_id,
         cache=cache, run_timeout=run_timeout, start_delay=start_delay,
@@ -206,40 +226,12 @@ def run_batch(
 ) -> int:
     """Submit one run per image in ``folder`` in one call (a batch); show overall progress
     while they run, then a summary table. Exit status 1 if any run did not complete."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
     images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not images:
         raise click.BadParameter(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
     with obj.client() as client:
         inputs = [{**shared, field: client.upload_artifact(image)} for image in images]
-        batch_id, run_ids = client.submit_many(
-            inputs, pipeline=ref, priority=priority, run_timeout=run_timeout
-        )
-        image_of = dict(zip(run_ids, images, strict=True))
-        finished: list[RunInfo] = []
-        with Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=render.errors,
-            disable=obj.as_json,
-        ) as bar:
-            task = bar.add_task(f"batch {batch_id}", total=len(run_ids))
-            for run_id in run_ids:  # one watch at a time: the batch runs all the while
-                finished.append(client.wait(run_id, timeout=3600, raise_on_failure=False))
-                bar.advance(task)
-    rows = [
-        {
-            "image": image_of[r.run_id].name,
-            "run_id": r.run_id,
-            "state": r.state,
-            "counts": render.counts_of(r.output),
-            "wall_ms": round((r.processing_summary or {}).get("wall_seconds", 0) * 1000),
-            "error": r.error,
-        }
-        for r in finished
-    ]
-    obj.out({"batch_id": batch_id, "runs": rows}, render.batch_table(batch_id, rows))
-    return 0 if all(r.state == "COMPLETED" for r in finished) else 1
+        return submit_batch(
+            obj, client, [p.name for p in images], inputs, True, "image",
+            pipeline=ref, priority=priority, run_timeout=run_timeout,
+        )  # fmt: skip

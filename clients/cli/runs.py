@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -16,6 +17,7 @@ from clients.cli.app import (
     start_delay_option,
     upload_inputs,
 )
+from clients.cli.batches import read_inputs, submit_batch
 from clients.sdk import Client, RunInfo
 from common.states import State
 
@@ -49,6 +51,12 @@ def follow(obj: Ctx, client: Client, run_id: str) -> RunInfo:
     default=None,
     help="reuse cached step outputs (default: as the pipeline's enable_caching; a task: no)",
 )
+@click.option(
+    "--inputs",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="one run per input in FILE (JSON Lines, or a JSON array), as one batch; INPUT_JSON "
+    "is the shared rest of each input",
+)
 @run_timeout_option
 @start_delay_option
 @click.pass_obj
@@ -56,6 +64,7 @@ def run_submit(
     obj: Ctx,
     task_ref: str,
     input_json: str,
+    inputs: Path | None,
     priority: int,
     request_id: str,
     wait: bool,
@@ -63,8 +72,19 @@ def run_submit(
     run_timeout: float | None,
     start_delay: float | None,
 ) -> None:
-    """Run task TASK_REF (ID or ID@VERSION) on INPUT_JSON (inline JSON or @FILE)."""
+    """Run task TASK_REF (ID or ID@VERSION) on INPUT_JSON (inline JSON or @FILE); with
+    --inputs, a batch: one run per input in FILE, followed to the end with a progress bar."""
     data = parse_json_object(input_json, "INPUT_JSON")
+    if inputs is not None:
+        names, each = read_inputs(inputs, data)
+        with obj.client() as client:
+            sys.exit(
+                submit_batch(
+                    obj, client, names, each, wait, task=task_ref, priority=priority,
+                    request_id=request_id, cache=cache, run_timeout=run_timeout,
+                    start_delay=start_delay,
+                )
+            )  # fmt: skip
     submit_and_show(
         obj, wait, task=task_ref, input=data, priority=priority, request_id=request_id,
         cache=cache, run_timeout=run_timeout, start_delay=start_delay,

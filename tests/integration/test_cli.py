@@ -151,6 +151,45 @@ def test_cancelling_a_run_that_ended_says_nothing_was_cancelled(cluster: Cluster
     assert f"run {run['run_id']} had already ended COMPLETED" in result.stderr
 
 
+def test_a_file_of_inputs_runs_as_one_batch_followed_to_the_end(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """`wtm run submit TASK --inputs FILE`: one run per line of a JSON Lines file (blank lines
+    skipped; INPUT_JSON the shared rest), one batch, followed to the end, a row per input by
+    its line; `--no-wait` prints the batch and its runs; a JSON array works too; a line that
+    is not JSON, and an input the task refuses, are named by their line."""
+    run_cli(cluster, "task", "register", str(ROOT / "tasks" / "examples" / "text_sentiment"))
+    lines = tmp_path / "texts.jsonl"
+    lines.write_text('{"text": "I love it"}\n\n{"text": "this is awful"}\n{"text": "fine"}\n')
+    batch = wtm_json(cluster, "run", "submit", "text_sentiment", "--inputs", str(lines))
+    assert [(r["input"], r["state"]) for r in batch["runs"]] == [
+        ("line 1", "COMPLETED"), ("line 3", "COMPLETED"), ("line 4", "COMPLETED"),
+    ]  # fmt: skip
+    listed = wtm_json(cluster, "run", "list", "--batch", batch["batch_id"])
+    assert sorted(r["run_id"] for r in listed) == sorted(r["run_id"] for r in batch["runs"])
+    said = {r["run_id"]: r["output"]["sentiment"] for r in listed}
+    assert [said[r["run_id"]] for r in batch["runs"]] == ["positive", "negative", "positive"]
+    shown = run_cli(cluster, "run", "submit", "text_sentiment", "--inputs", str(lines))
+    assert "Batch " in shown.stdout and "line 4" in shown.stdout
+
+    array = tmp_path / "texts.json"
+    array.write_text('[{"text": "good"}, {}]')
+    queued = wtm_json(
+        cluster, "run", "submit", "text_sentiment", '{"text": "shared"}',
+        "--inputs", str(array), "--no-wait",
+    )  # fmt: skip
+    assert len(queued["run_ids"]) == 2 and queued["batch_id"]
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "ok"}\n{"text": \n')
+    refused = run_cli(cluster, "run", "submit", "text_sentiment", "--inputs", str(bad), check=False)
+    assert refused.returncode == 2 and "line 2: not JSON" in refused.stderr
+    bad.write_text('{"text": "ok"}\n{"words": "no text"}\n')
+    refused = run_cli(cluster, "run", "submit", "text_sentiment", "--inputs", str(bad), check=False)
+    assert refused.returncode == 3 and "inputs_json[1]" in refused.stderr
+    assert "(input line 2)" in refused.stderr
+
+
 def test_bad_input_json_is_a_usage_error(cluster: Cluster) -> None:
     result = run_cli(cluster, "run", "submit", "text_sentiment", "[1,", check=False)
     assert result.returncode == 2
