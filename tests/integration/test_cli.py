@@ -171,6 +171,9 @@ def test_a_file_of_inputs_runs_as_one_batch_followed_to_the_end(
     assert [said[r["run_id"]] for r in batch["runs"]] == ["positive", "negative", "positive"]
     shown = run_cli(cluster, "run", "submit", "text_sentiment", "--inputs", str(lines))
     assert "Batch " in shown.stdout and "line 4" in shown.stdout
+    bundled = str(ROOT / "tasks" / "data" / "texts.jsonl")  # the README's command, as it is
+    reviews = wtm_json(cluster, "run", "submit", "text_sentiment", "--inputs", bundled)
+    assert [r["state"] for r in reviews["runs"]] == ["COMPLETED"] * 5
 
     array = tmp_path / "texts.json"
     array.write_text('[{"text": "good"}, {}]')
