@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
@@ -77,6 +78,24 @@ def parse_span(text: str) -> float:
     if not match:
         raise click.BadParameter(f"{text!r}: a number and s, m, h or d (90s, 5m, 1d)")
     return float(match.group(1)) * _UNIT[match.group(2)]
+
+
+def parse_at(text: str, also: str = "") -> datetime:
+    """A time from ISO 8601 text; without a zone, UTC (``also``: what else was allowed)."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise click.BadParameter(
+            f"{text!r}: {also}an ISO time, such as 2026-12-24T18:00:00Z"
+        ) from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def parse_moment(text: str) -> datetime:
+    """A time from "2h" (that long ago; s, m, h or d) or from ISO 8601 (no zone: UTC)."""
+    if _SPAN.match(text):
+        return datetime.now(UTC) - timedelta(seconds=parse_span(text))
+    return parse_at(text, "a time ago (90s, 2h, 3d) or ")
 
 
 run_timeout_option = click.option(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from clients.cli.app import (
     Ctx,
     cli,
     parse_json_object,
+    parse_moment,
     run_timeout_option,
     start_delay_option,
     upload_inputs,
@@ -287,6 +289,16 @@ STATES = [s.value for s in State]
     "--label", "labels", multiple=True, metavar="KEY=VALUE", help="only runs with this label"
 )
 @click.option("--schedule", default="", help="only runs this schedule started")
+@click.option(
+    "--since",
+    callback=lambda _ctx, _param, value: None if value is None else parse_moment(value),
+    help="only runs created since: a time ago (2h, 3d) or an ISO time",
+)
+@click.option(
+    "--until",
+    callback=lambda _ctx, _param, value: None if value is None else parse_moment(value),
+    help="only runs created before: a time ago (30m) or an ISO time",
+)
 @click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True)
 @click.pass_obj
 def run_list(
@@ -297,6 +309,8 @@ def run_list(
     batch_id: str,
     labels: tuple[str, ...],
     schedule: str,
+    since: datetime | None,
+    until: datetime | None,
     limit: int,
 ) -> None:
     """List runs, newest first: the execution history."""
@@ -310,6 +324,8 @@ def run_list(
                 pipeline_id=pipeline_id,
                 task_id=task_id,
                 batch_id=batch_id,
+                created_after=since,
+                created_before=until,
                 page_size=min(limit, 1000),
                 limit=limit,
                 labels=wanted,

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 
 import click
 from rich.markup import escape
@@ -14,21 +14,13 @@ from clients import render
 from clients.cli.app import (
     Ctx,
     cli,
+    parse_at,
     parse_json_object,
     parse_span,
     run_timeout_option,
     upload_inputs,
 )
 from clients.schedules import ScheduleInfo
-
-
-def parse_at(text: str) -> datetime:
-    """A time from ISO 8601 text; without a zone, UTC."""
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError as exc:
-        raise click.BadParameter(f"{text!r}: an ISO time, such as 2026-12-24T18:00:00Z") from exc
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _when(value: datetime | None, wide: bool = True) -> str:

@@ -193,6 +193,25 @@ def test_a_file_of_inputs_runs_as_one_batch_followed_to_the_end(
     assert "(input line 2)" in refused.stderr
 
 
+def test_runs_are_listed_by_when_they_were_created(cluster: Cluster) -> None:
+    """`wtm run list --since/--until`: a time ago (2h) or an ISO time."""
+    run_cli(cluster, "task", "register", str(ROOT / "tasks" / "examples" / "text_sentiment"))
+    made = wtm_json(cluster, "run", "submit", "text_sentiment", '{"text": "when"}')["run_id"]
+
+    def listed(*when: str) -> list[str]:
+        runs = wtm_json(
+            cluster, "run", "list", "--task", "text_sentiment", "--limit", "1000", *when
+        )
+        return [r["run_id"] for r in runs]
+
+    assert made in listed("--since", "1h")
+    assert made in listed("--since", "2026-01-01T00:00:00Z", "--until", "2999-01-01")
+    assert made not in listed("--until", "1h")  # created before an hour ago: not it
+    assert made not in listed("--since", "2999-01-01T00:00:00+01:00")
+    bad = run_cli(cluster, "run", "list", "--since", "yesterday", check=False)
+    assert bad.returncode == 2 and "--since" in bad.stderr and "a time ago" in bad.stderr
+
+
 def test_bad_input_json_is_a_usage_error(cluster: Cluster) -> None:
     result = run_cli(cluster, "run", "submit", "text_sentiment", "[1,", check=False)
     assert result.returncode == 2
