@@ -20,7 +20,7 @@ from clients.cli.app import (
     start_delay_option,
 )
 from clients.cli.batches import read_inputs, submit_batch
-from clients.cli.runs import submit_and_show
+from clients.cli.runs import labels_option, submit_and_show
 from clients.sdk import PipelineInfo
 
 DEFAULT_CONFIG = (
@@ -172,6 +172,7 @@ def _as_config(p: PipelineInfo) -> dict[str, Any]:
     default=None,
     help="reuse cached step outputs (default: as the pipeline's enable_caching; a task: no)",
 )
+@labels_option
 @run_timeout_option
 @start_delay_option
 @click.pass_obj
@@ -186,6 +187,7 @@ def pipeline_run(
     request_id: str,
     wait: bool,
     cache: bool | None,
+    labels: dict[str, str] | None,
     run_timeout: float | None,
     start_delay: float | None,
 ) -> None:
@@ -195,20 +197,20 @@ def pipeline_run(
     if input_dir is not None and inputs is not None:
         raise click.BadParameter("give --input-dir or --inputs, not both", param_hint="--inputs")
     if input_dir is not None:
-        sys.exit(run_batch(obj, ref, data, input_dir, field, priority, run_timeout))
+        sys.exit(run_batch(obj, ref, data, input_dir, field, priority, run_timeout, labels))
     if inputs is not None:
         names, each = read_inputs(inputs, data)
         with obj.client() as client:
             sys.exit(
                 submit_batch(
                     obj, client, names, each, wait, pipeline=ref, priority=priority,
-                    request_id=request_id, cache=cache, run_timeout=run_timeout,
-                    start_delay=start_delay,
+                    request_id=request_id, labels=labels, cache=cache,
+                    run_timeout=run_timeout, start_delay=start_delay,
                 )
             )  # fmt: skip
     submit_and_show(
         obj, wait, pipeline=ref, input=data, priority=priority, request_id=request_id,
-        cache=cache, run_timeout=run_timeout, start_delay=start_delay,
+        labels=labels, cache=cache, run_timeout=run_timeout, start_delay=start_delay,
     )  # fmt: skip
 
 
@@ -223,6 +225,7 @@ def run_batch(
     field: str,
     priority: int,
     run_timeout: float | None = None,
+    labels: dict[str, str] | None = None,
 ) -> int:
     """Submit one run per image in ``folder`` in one call (a batch); show overall progress
     while they run, then a summary table. Exit status 1 if any run did not complete."""
@@ -233,5 +236,5 @@ def run_batch(
         inputs = [{**shared, field: client.upload_artifact(image)} for image in images]
         return submit_batch(
             obj, client, [p.name for p in images], inputs, True, "image",
-            pipeline=ref, priority=priority, run_timeout=run_timeout,
+            pipeline=ref, priority=priority, run_timeout=run_timeout, labels=labels,
         )  # fmt: skip

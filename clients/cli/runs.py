@@ -37,6 +37,23 @@ def follow(obj: Ctx, client: Client, run_id: str) -> RunInfo:
     return client.get_run(run_id)
 
 
+def label_of(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise click.BadParameter(f"{text!r}: KEY=VALUE", param_hint="--label")
+    return key, value
+
+
+labels_option = click.option(  # a submit's labels, as a dict (None: none)
+    "--label",
+    "labels",
+    multiple=True,
+    metavar="KEY=VALUE",
+    callback=lambda _ctx, _param, value: dict(label_of(t) for t in value) or None,
+    help="a label of the run (repeat for more): `wtm run list --label` finds it",
+)
+
+
 @run.command("submit")
 @click.argument("task_ref")
 @click.argument("input_json", default="{}")
@@ -53,6 +70,7 @@ def follow(obj: Ctx, client: Client, run_id: str) -> RunInfo:
     default=None,
     help="reuse cached step outputs (default: as the pipeline's enable_caching; a task: no)",
 )
+@labels_option
 @click.option(
     "--inputs",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -66,6 +84,7 @@ def run_submit(
     obj: Ctx,
     task_ref: str,
     input_json: str,
+    labels: dict[str, str] | None,
     inputs: Path | None,
     priority: int,
     request_id: str,
@@ -83,13 +102,13 @@ def run_submit(
             sys.exit(
                 submit_batch(
                     obj, client, names, each, wait, task=task_ref, priority=priority,
-                    request_id=request_id, cache=cache, run_timeout=run_timeout,
-                    start_delay=start_delay,
+                    request_id=request_id, labels=labels, cache=cache,
+                    run_timeout=run_timeout, start_delay=start_delay,
                 )
             )  # fmt: skip
     submit_and_show(
         obj, wait, task=task_ref, input=data, priority=priority, request_id=request_id,
-        cache=cache, run_timeout=run_timeout, start_delay=start_delay,
+        labels=labels, cache=cache, run_timeout=run_timeout, start_delay=start_delay,
     )  # fmt: skip
 
 
@@ -332,13 +351,6 @@ def run_list(
             )
         )
     obj.out(runs, render.runs_table(runs))
-
-
-def label_of(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise click.BadParameter(f"{text!r}: KEY=VALUE", param_hint="--label")
-    return key, value
 
 
 @cli.group()

@@ -212,6 +212,35 @@ def test_runs_are_listed_by_when_they_were_created(cluster: Cluster) -> None:
     assert bad.returncode == 2 and "--since" in bad.stderr and "a time ago" in bad.stderr
 
 
+def test_a_run_submitted_from_the_cli_carries_its_labels(cluster: Cluster, tmp_path: Path) -> None:
+    """`--label KEY=VALUE` (repeated) on a submit and on a batch: the runs carry them and
+    `wtm run list --label` finds them; a malformed one is a usage error, a refused key is
+    named by the scheduler."""
+    run_cli(cluster, "task", "register", str(ROOT / "tasks" / "examples" / "text_sentiment"))
+    tag = f"t{tmp_path.name[-12:]}".replace("_", "-")
+    one = wtm_json(
+        cluster, "run", "submit", "text_sentiment", '{"text": "labelled"}',
+        "--label", f"team={tag}", "--label", "env=ci",
+    )  # fmt: skip
+    assert one["labels"] == {"team": tag, "env": "ci"}
+    inputs = tmp_path / "two.jsonl"
+    inputs.write_text('{"text": "a"}\n{"text": "b"}\n')
+    batch = wtm_json(
+        cluster, "run", "submit", "text_sentiment", "--inputs", str(inputs),
+        "--label", f"team={tag}",
+    )  # fmt: skip
+    found = wtm_json(cluster, "run", "list", "--label", f"team={tag}")
+    expected = {one["run_id"], *(r["run_id"] for r in batch["runs"])}
+    assert {r["run_id"] for r in found} == expected
+    bad = run_cli(cluster, "run", "submit", "text_sentiment", "--label", "team", check=False)
+    assert bad.returncode == 2 and "KEY=VALUE" in bad.stderr
+    refused = run_cli(
+        cluster, "run", "submit", "text_sentiment", '{"text": "x"}', "--label", "bad key=1",
+        check=False,
+    )  # fmt: skip
+    assert refused.returncode == 3 and "labels: key 'bad key'" in refused.stderr
+
+
 def test_bad_input_json_is_a_usage_error(cluster: Cluster) -> None:
     result = run_cli(cluster, "run", "submit", "text_sentiment", "[1,", check=False)
     assert result.returncode == 2
