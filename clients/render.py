@@ -239,12 +239,21 @@ def counts_of(output: Any) -> dict[str, Any]:
     return {k: v for k, v in output.items() if k.endswith("_count") and isinstance(v, int)}
 
 
+def output_brief(output: Any, width: int = 48) -> str:
+    """A run's output in a few words: its top-level numbers, strings and booleans."""
+    if not isinstance(output, dict):
+        return ""
+    text = " ".join(f"{k}={v}" for k, v in output.items() if isinstance(v, (str, int, float, bool)))
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def batch_table(batch_id: str, rows: list[dict[str, Any]], column: str = "image") -> Table:
-    """A batch's runs, one row each, named by ``column`` (the image, or the input's line)."""
+    """A batch's runs, one row each, named by ``column`` (the image, or the input's line),
+    with their counts (``counts``, a face batch's) or their outputs in brief."""
     table = Table(title=f"Batch {batch_id}")
     table.add_column(column, overflow="fold")
     table.add_column("state", no_wrap=True)
-    for col in ("counts", "wall ms"):
+    for col in ("counts" if rows and "counts" in rows[0] else "output", "wall ms"):
         table.add_column(col)
     table.add_column("run", no_wrap=True)
     table.add_column("error")
@@ -252,7 +261,9 @@ def batch_table(batch_id: str, rows: list[dict[str, Any]], column: str = "image"
         table.add_row(
             r[column],
             state(r["state"]),
-            " ".join(f"{k}={v}" for k, v in r["counts"].items()),
+            " ".join(f"{k}={v}" for k, v in r["counts"].items())
+            if "counts" in r
+            else escape(output_brief(r.get("output"))),
             str(r["wall_ms"]),
             r["run_id"],
             escape(r["error"][:60]),

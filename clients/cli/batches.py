@@ -61,11 +61,13 @@ def submit_batch(
     inputs: list[dict[str, Any]],
     wait: bool,
     column: str = "input",
+    show: str = "output",
     **submit: Any,
 ) -> int:
     """Submit ``inputs`` as one batch (local files their fields name uploaded first) and, with
     ``wait``, follow it to the end; the exit status: 1 if a run did not complete. A refused
-    input is named by where it came from (``names``)."""
+    input is named by where it came from (``names``). Each row shows the run's ``output``,
+    or its ``counts`` (a face batch's: ``render.counts_of``)."""
     inputs = [upload_inputs(obj, client, data) for data in inputs]
     try:
         batch_id, run_ids = client.submit_many(inputs, **submit)
@@ -87,7 +89,7 @@ def submit_batch(
             column: name_of[r.run_id],
             "run_id": r.run_id,
             "state": r.state,
-            "counts": render.counts_of(r.output),
+            show: render.counts_of(r.output) if show == "counts" else r.output,
             "wall_ms": round((r.processing_summary or {}).get("wall_seconds", 0) * 1000),
             "error": r.error,
         }

@@ -235,6 +235,6 @@ def run_batch(
     with obj.client() as client:
         inputs = [{**shared, field: client.upload_artifact(image)} for image in images]
         return submit_batch(
-            obj, client, [p.name for p in images], inputs, True, "image",
+            obj, client, [p.name for p in images], inputs, True, "image", "counts",
             pipeline=ref, priority=priority, run_timeout=run_timeout, labels=labels,
         )  # fmt: skip

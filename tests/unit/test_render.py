@@ -14,6 +14,7 @@ from clients.render import (
     artifacts_table,
     batch_table,
     executors_table,
+    output_brief,
     runs_table,
     shown_output,
     tasks_table,
@@ -79,6 +80,12 @@ def test_in_80_columns_task_ids_and_a_batchs_run_ids_are_whole() -> None:
         "error": "",
     }
     assert row["run_id"] in printed(batch_table("b-1", [row]), 80)
+    line = {**{k: v for k, v in row.items() if k not in ("image", "counts")}, "input": "line 3"}
+    line["output"] = {"sentiment": "positive", "score": 1.5, "words": ["a", "b"], "ok": True}
+    shown = printed(batch_table("b-2", [line], "input"), 160)
+    assert "line 3" in shown and "sentiment=positive score=1.5 ok=True" in shown
+    assert "words" not in shown  # a list is not a few words
+    assert output_brief({"text": "x" * 100}).endswith("…") and output_brief([1]) == ""
 
 
 def test_in_80_columns_an_artifacts_digest_is_whole() -> None:
