@@ -131,6 +131,30 @@ def task_delete(obj: Ctx, ref: str, reason: str) -> None:
     obj.out(t, f"deprecated {t.task_id}@{t.version} (kept for pinned pipelines)")
 
 
+@task.command("download")
+@click.argument("ref")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="file to write (default: ID-VERSION.tar.gz)",
+)
+@click.pass_obj
+def task_download(obj: Ctx, ref: str, output: str | None) -> None:
+    """Fetch the package of task REF (ID: the latest, or ID@VERSION) as registered — the code
+    the executors run, checked against its digest — into a .tar.gz file."""
+    with obj.client() as client:
+        t = client.get_task(ref)
+        data = client.download_package(t.digest)
+    target = Path(output or f"{t.task_id}-{t.version}.tar.gz")
+    target.write_bytes(data)
+    obj.out(
+        {"path": str(target), "bytes": len(data), "digest": t.digest},
+        f"wrote {t.task_id}@{t.version} ({len(data):,} bytes, sha256 {t.digest[:12]}…) to "
+        f"{escape(str(target))}",
+    )
+
+
 @task.command("share")
 @click.argument("task_id")
 @click.option("--unshare", is_flag=True, help="stop sharing it")

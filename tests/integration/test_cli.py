@@ -241,6 +241,25 @@ def test_a_run_submitted_from_the_cli_carries_its_labels(cluster: Cluster, tmp_p
     assert refused.returncode == 3 and "labels: key 'bad key'" in refused.stderr
 
 
+def test_a_tasks_package_is_downloaded_as_registered(cluster: Cluster, tmp_path: Path) -> None:
+    """`wtm task download`: the archive the executors run, its digest the registry's."""
+    import hashlib
+    import tarfile
+
+    run_cli(cluster, "task", "register", str(ROOT / "tasks" / "examples" / "text_sentiment"))
+    target = tmp_path / "pkg.tar.gz"
+    got = wtm_json(cluster, "task", "download", "text_sentiment", "-o", str(target))
+    info = wtm_json(cluster, "task", "info", "text_sentiment")
+    data = target.read_bytes()
+    assert got["digest"] == info["digest"] == hashlib.sha256(data).hexdigest()
+    with tarfile.open(target) as tar:
+        names = tar.getnames()
+        manifest = tar.extractfile(next(n for n in names if n.endswith("task.json")))
+        assert manifest is not None and json.load(manifest)["task_id"] == "text_sentiment"
+    missing = run_cli(cluster, "task", "download", "no_such_task", check=False)
+    assert missing.returncode == 3 and "NOT_FOUND" in missing.stderr
+
+
 def test_bad_input_json_is_a_usage_error(cluster: Cluster) -> None:
     result = run_cli(cluster, "run", "submit", "text_sentiment", "[1,", check=False)
     assert result.returncode == 2
