@@ -28,7 +28,7 @@ import click
 from clients import render
 from clients.cli import keys, ops, pipelines, runs, schedules, stack, tasks  # noqa: F401 - they register commands
 from clients.cli.app import cli
-from clients.errors import DeadlineExceeded, RunError, Unavailable, WtmError
+from clients.errors import DeadlineExceeded, RunError, Unavailable, WaitTimeoutError, WtmError
 
 EXIT_OK = 0
 EXIT_RUN_FAILED = 1
@@ -41,7 +41,7 @@ EXIT_INTERNAL = 5
 def exit_code_of(exc: BaseException) -> int:
     if isinstance(exc, RunError):
         return EXIT_RUN_FAILED
-    if isinstance(exc, (Unavailable, DeadlineExceeded)):
+    if isinstance(exc, (Unavailable, DeadlineExceeded, WaitTimeoutError)):
         return EXIT_UNAVAILABLE
     if isinstance(exc, WtmError) and exc.code not in ("INTERNAL", "UNKNOWN"):
         return EXIT_REFUSED

@@ -190,7 +190,8 @@ ROOT_ALIASES: dict[str, Alias] = {
     cls=AliasedGroup,
     aliases=ROOT_ALIASES,
     epilog="Exit codes: 0 done, 1 a followed run did not complete, 2 usage, 3 refused by "
-    "the services, 4 a service out of reach, 5 unexpected. Shell completion: "
+    "the services, 4 a service out of reach or a wait timed out, 5 unexpected. Shell "
+    "completion: "
     'eval "$(_WTM_COMPLETE=bash_source wtm)" (zsh_source, fish_source).',
 )
 @click.version_option(__version__, "--version", prog_name="wtm")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from clients.cli.app import (
     cli,
     parse_json_object,
     parse_moment,
+    parse_span,
     run_timeout_option,
     start_delay_option,
     upload_inputs,
@@ -248,6 +250,34 @@ def run_watch(obj: Ctx, run_id: str, after: str) -> None:
                 click.echo(render.as_json(event).replace("\n", ""))
             else:
                 render.console.print(render.event_line(event))
+
+
+@run.command("wait")
+@click.argument("run_ids", nargs=-1, required=True)
+@click.option(
+    "--timeout",
+    callback=lambda _ctx, _param, value: parse_span(value),
+    default="1h",
+    show_default=True,
+    help="give up after this long, such as 90s, 10m (the runs go on)",
+)
+@click.pass_obj
+def run_wait(obj: Ctx, run_ids: tuple[str, ...], timeout: float) -> None:
+    """Wait until every run of RUN_IDS has finished, and show them (Celery's
+    `AsyncResult.get`, for scripts: `wtm run submit --no-wait` now, this later). Exit status
+    1 when one did not complete; 4 when the time ran out first (the runs go on)."""
+    deadline = time.monotonic() + timeout
+    with obj.client() as client:
+        runs = [
+            client.wait(r, timeout=max(deadline - time.monotonic(), 0.0), raise_on_failure=False)
+            for r in run_ids
+        ]
+    if len(runs) == 1:
+        obj.out(runs[0], render.run_summary(runs[0]))
+    else:
+        obj.out(runs, render.runs_table(runs))
+    if any(r.state != "COMPLETED" for r in runs):
+        sys.exit(1)
 
 
 @run.command("cancel")

@@ -260,6 +260,29 @@ def test_a_tasks_package_is_downloaded_as_registered(cluster: Cluster, tmp_path:
     assert missing.returncode == 3 and "NOT_FOUND" in missing.stderr
 
 
+def test_a_script_waits_for_runs_and_reads_how_they_ended(cluster: Cluster) -> None:
+    """`wtm run wait`: exit 0 once every run completed, 1 when one did not, 4 when the time
+    ran out first (the run goes on)."""
+    run_cli(cluster, "task", "register", str(ROOT / "tasks" / "examples" / "text_sentiment"))
+
+    def submitted(*extra: str) -> str:
+        given = ["run", "submit", "text_sentiment", '{"text": "wait"}', "--no-wait", *extra]
+        return str(wtm_json(cluster, *given)["run_id"])
+
+    first, second = submitted(), submitted()
+    waited = wtm_json(cluster, "run", "wait", first, second, "--timeout", "60s")
+    assert [(r["run_id"], r["state"]) for r in waited] == [
+        (first, "COMPLETED"), (second, "COMPLETED"),
+    ]  # fmt: skip
+    later = submitted("--delay", "1h")
+    out = run_cli(cluster, "run", "wait", later, "--timeout", "1s", check=False)
+    assert out.returncode == 4 and "DEADLINE_EXCEEDED" in out.stderr
+    cancelled = run_cli(cluster, "run", "cancel", later)
+    assert cancelled.returncode == 0
+    ended = run_cli(cluster, "--json", "run", "wait", later, check=False)
+    assert ended.returncode == 1 and json.loads(ended.stdout)["state"] == "CANCELLED"
+
+
 def test_bad_input_json_is_a_usage_error(cluster: Cluster) -> None:
     result = run_cli(cluster, "run", "submit", "text_sentiment", "[1,", check=False)
     assert result.returncode == 2
