@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -52,6 +53,17 @@ def read_inputs(path: Path, shared: dict[str, Any]) -> tuple[list[str], list[dic
     if not found:
         raise click.BadParameter(f"{path} holds no input", param_hint="--inputs")
     return [w for w, _ in found], [{**shared, **item} for _, item in found]
+
+
+def submit_file(
+    obj: Ctx, path: Path, shared: dict[str, Any], wait: bool, **submit: Any
+) -> NoReturn:
+    """``--inputs FILE``: a batch of its inputs (``read_inputs``), submitted and, with
+    ``wait``, followed; exits with ``submit_batch``'s status."""
+    names, inputs = read_inputs(path, shared)
+    with obj.client() as client:
+        status = submit_batch(obj, client, names, inputs, wait, **submit)
+    sys.exit(status)
 
 
 def submit_batch(

@@ -19,7 +19,7 @@ from clients.cli.app import (
     run_timeout_option,
     start_delay_option,
 )
-from clients.cli.batches import read_inputs, submit_batch
+from clients.cli.batches import submit_batch, submit_file
 from clients.cli.runs import labels_option, submit_and_show
 from clients.sdk import PipelineInfo
 
@@ -199,15 +199,10 @@ def pipeline_run(
     if input_dir is not None:
         sys.exit(run_batch(obj, ref, data, input_dir, field, priority, run_timeout, labels))
     if inputs is not None:
-        names, each = read_inputs(inputs, data)
-        with obj.client() as client:
-            sys.exit(
-                submit_batch(
-                    obj, client, names, each, wait, pipeline=ref, priority=priority,
-                    request_id=request_id, labels=labels, cache=cache,
-                    run_timeout=run_timeout, start_delay=start_delay,
-                )
-            )  # fmt: skip
+        submit_file(
+            obj, inputs, data, wait, pipeline=ref, priority=priority, request_id=request_id,
+            labels=labels, cache=cache, run_timeout=run_timeout, start_delay=start_delay,
+        )  # fmt: skip
     submit_and_show(
         obj, wait, pipeline=ref, input=data, priority=priority, request_id=request_id,
         labels=labels, cache=cache, run_timeout=run_timeout, start_delay=start_delay,

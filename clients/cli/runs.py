@@ -21,7 +21,7 @@ from clients.cli.app import (
     start_delay_option,
     upload_inputs,
 )
-from clients.cli.batches import read_inputs, submit_batch
+from clients.cli.batches import submit_file
 from clients.sdk import Client, RunInfo
 from common.states import State
 
@@ -99,15 +99,10 @@ def run_submit(
     --inputs, a batch: one run per input in FILE, followed to the end with a progress bar."""
     data = parse_json_object(input_json, "INPUT_JSON")
     if inputs is not None:
-        names, each = read_inputs(inputs, data)
-        with obj.client() as client:
-            sys.exit(
-                submit_batch(
-                    obj, client, names, each, wait, task=task_ref, priority=priority,
-                    request_id=request_id, labels=labels, cache=cache,
-                    run_timeout=run_timeout, start_delay=start_delay,
-                )
-            )  # fmt: skip
+        submit_file(
+            obj, inputs, data, wait, task=task_ref, priority=priority, request_id=request_id,
+            labels=labels, cache=cache, run_timeout=run_timeout, start_delay=start_delay,
+        )  # fmt: skip
     submit_and_show(
         obj, wait, task=task_ref, input=data, priority=priority, request_id=request_id,
         labels=labels, cache=cache, run_timeout=run_timeout, start_delay=start_delay,
