@@ -68,21 +68,27 @@ class RunQueue:
         self.clock = clock  # every script's "now" comes from it
         self.finished_ttl_s = finished_ttl_s
         self.queue_variants: set[str] = set()  # labelled queues seen (refreshed from Redis)
-        self.plain_queues: set[str] = set()  # the others work was queued on (for reports)
+        # Default-namespace queues without labels that work was queued on: executors find
+        # those by name, so only the reports (ListQueues, metrics) need this list.
+        self.plain_queues: set[str] = set()
         # "Work was queued" goes to every replica on the wake channel, tagged with this
         # process's origin so that its own dispatcher, woken directly, can skip it.
         self.origin = uuid.uuid4().hex[:12]
         self.announce = wake.Announcer(client, self.origin)
-        # Set when work was queued here that its own dispatcher (which waits on it) leases.
+        # Set when this process queued work its own dispatcher should lease (the one that
+        # waits on it: pass the same event to both).
         self.work_queued = work_queued or asyncio.Event()
         # Counts the times work was queued on queues this replica cannot name (retries
-        # coming due, expired leases, others' wake messages): executors idle at one count
-        # are asked again at the next. Work it can name goes to new_work: steps per queue,
-        # so that only as many idle executors as there are new steps are asked.
+        # coming due, leases that expired, other replicas' wake messages, a new variant):
+        # an executor whose queues were empty at one count is asked again at the next. Work
+        # it can name (its own submits, the steps its results made ready) goes to new_work
+        # instead: steps per queue, so that only as many idle executors as there are new
+        # steps are asked.
         self.queued_epoch = 0
         self.new_work: Counter[str] = Counter()
-        # When the first thing left waiting is due (ms; DueTimer): a short batch (``batch``),
-        # a step put aside in the delayed set (``delayed``: a rate limit's start, a retry).
+        # When the first thing left waiting is due (ms; DueTimer): a short batch in its queue
+        # (``batch``), a step put aside in the delayed set (``delayed``: a rate limit's
+        # reserved start, a retry).
         self.due_ms: dict[str, int] = {}
         self.cancelled: list[Ended] = []  # by concurrency strategies, until take_cancelled
         self._lines = ScriptLines(client)
@@ -109,8 +115,10 @@ class RunQueue:
 
     async def _call_many(self, calls: list[Call], extra: list[Command] | None = None) -> list[Any]:
         """Run script calls (name, arguments) in one pipeline, in order, then the ``extra``
-        commands; returns the calls' replies. Calls go by SHA (no SCRIPT EXISTS first); one
-        that finds its script gone (Redis restarted or flushed) is sent again once loaded."""
+        commands; returns the calls' replies. Calls go by SHA with no SCRIPT EXISTS round
+        trip first (redis-py's own pipelined scripts check every time); a call that finds
+        its script gone (Redis restarted or flushed) did not run, so the script is loaded
+        and those calls are sent again."""
         replies = await self._pipeline(calls, extra or [])
         missing = [i for i, r in enumerate(replies[: len(calls)]) if isinstance(r, NoScriptError)]
         if missing:
@@ -118,8 +126,9 @@ class RunQueue:
             again = await self._pipeline([calls[i] for i in missing], [])
             for i, reply in zip(missing, again, strict=True):
                 replies[i] = reply
-            # Sent again out of order (a dispatch may have run before the submit or result
-            # that queued work): a dispatch round now leases what they queued.
+            # The calls sent again ran after those that had found their script, out of
+            # order: a dispatch may have run before the submit or result that queued work.
+            # A dispatch round now leases what they queued.
             self.work_was_queued()
         for reply in replies:
             if isinstance(reply, Exception):
