@@ -73,7 +73,9 @@ class History(RunListener):
         self._ended: set[str] = set()
         self._finals: dict[str, RunSnapshot] = {}  # ended runs as their last Lua call returned
         self._written: set[str] = set()  # ends MongoDB holds now: Redis keeps them briefly
+        self._orphans: set[str] = set()  # ended runs MongoDB never had: recorded from Redis
         store.ends_written = self._ends_written
+        store.never_inserted = self._never_inserted
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.rebuilt = 0
@@ -157,6 +159,10 @@ class History(RunListener):
         self._written |= run_ids
         self._wake.set()
 
+    def _never_inserted(self, run_ids: set[str]) -> None:
+        self._orphans |= run_ids
+        self._wake.set()
+
     def run_ended(self, run_id: str, final: RunSnapshot | None = None) -> None:
         """A run ended; ``final`` is the run as the Lua call that ended it returned it (then
         it is not read back)."""
@@ -207,6 +213,7 @@ class History(RunListener):
                     if step.state == "CANCELLED":  # but not those the run's end cancelled
                         self.store.record_step_later(run_id, step)
                 self.store.update_run_later(run_id, run.final_fields())
+        await self._record_orphans()
         # Once MongoDB holds the ends, Redis keeps the runs only for the retention period
         # (not the hour their keys got when they ended, which covers a MongoDB outage).
         written, self._written = self._written, set()
@@ -216,6 +223,26 @@ class History(RunListener):
             except Exception:
                 self._written |= written
                 raise
+
+    async def _record_orphans(self) -> None:
+        """Insert, whole from Redis, the runs that ended with no MongoDB document: the replica
+        that submitted one was killed between its Redis round trip and its insert (another
+        replica then gave the same request id that run), or withdrew it when the insert
+        failed — its steps may have run either way, so the history keeps it."""
+        orphans, self._orphans = self._orphans, set()
+        if not orphans:
+            return
+        try:
+            found = await self.queue.reader.read_runs(sorted(orphans))
+            for run_id, (run_hash, steps, outputs) in found.items():
+                if run_hash and await self.store.insert_run(
+                    Run.from_redis(run_hash, steps, outputs), {}
+                ):
+                    log.warning("run %s ended unrecorded in MongoDB: recorded from Redis", run_id)
+                    self._written.add(run_id)
+        except Exception:
+            self._orphans |= orphans
+            raise
 
     # Recovery -----------------------------------------------------------------------------
 

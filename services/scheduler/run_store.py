@@ -118,8 +118,10 @@ class RunStore:
         self.inserts_ok = True  # the last insert went through (else submits insert first)
         self._no_inserts = asyncio.Event()
         self._no_inserts.set()
-        # Told the runs whose end each flush wrote (History then shortens their Redis life).
+        # Told the runs whose end each flush wrote (History then shortens their Redis life),
+        # and those whose end found no document to update (History records them whole).
         self.ends_written: Callable[[set[str]], None] = lambda run_ids: None
+        self.never_inserted: Callable[[set[str]], None] = lambda run_ids: None
 
     async def ping(self) -> None:
         """Raises unless MongoDB answers."""
@@ -369,9 +371,9 @@ class RunStore:
                 tries = self._unmatched[run_id] = self._unmatched.get(run_id, 0) + 1
                 if tries < UNMATCHED_TRIES:
                     self.update_run_later(run_id, fields)
-                else:  # never recorded (its submit was withdrawn): nothing to update
+                else:  # its submit stopped between Redis and MongoDB (killed, or withdrawn)
                     del self._unmatched[run_id]
-                    log.warning("run %s is not in MongoDB; its end is dropped", run_id)
+                    self.never_inserted({run_id})
             runs = {r: f for r, f in runs.items() if r in there}
         for run_id in runs:
             self._unmatched.pop(run_id, None)
