@@ -19,6 +19,13 @@ from clients.sdk import Client, RunInfo
 
 _ITEM = re.compile(r"^inputs_json\[(\d+)\]")
 
+inputs_option = click.option(  # wtm run submit / wtm pipeline run: a batch from a file
+    "--inputs",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="one run per input in FILE (JSON Lines, or a JSON array), as one batch; INPUT_JSON "
+    "is the shared rest of each input",
+)
+
 
 def read_inputs(path: Path, shared: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
     """The inputs in ``path`` — JSON Lines (an object a line; blank lines skipped) or one JSON

@@ -19,7 +19,7 @@ from clients.cli.app import (
     run_timeout_option,
     start_delay_option,
 )
-from clients.cli.batches import submit_batch, submit_file
+from clients.cli.batches import inputs_option, submit_batch, submit_file
 from clients.cli.runs import labels_option, submit_and_show
 from clients.sdk import PipelineInfo
 
@@ -153,12 +153,7 @@ def _as_config(p: PipelineInfo) -> dict[str, Any]:
 @click.option(
     "--field", default="image_path", show_default=True, help="input field for --input-dir"
 )
-@click.option(
-    "--inputs",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="one run per input in FILE (JSON Lines, or a JSON array), as one batch; INPUT_JSON "
-    "is the shared rest of each input",
-)
+@inputs_option
 @click.option(
     "--priority",
     type=click.IntRange(0, 10),

@@ -21,7 +21,7 @@ from clients.cli.app import (
     start_delay_option,
     upload_inputs,
 )
-from clients.cli.batches import submit_file
+from clients.cli.batches import inputs_option, submit_file
 from clients.sdk import Client, RunInfo
 from common.states import State
 
@@ -73,12 +73,7 @@ labels_option = click.option(  # a submit's labels, as a dict (None: none)
     help="reuse cached step outputs (default: as the pipeline's enable_caching; a task: no)",
 )
 @labels_option
-@click.option(
-    "--inputs",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="one run per input in FILE (JSON Lines, or a JSON array), as one batch; INPUT_JSON "
-    "is the shared rest of each input",
-)
+@inputs_option
 @run_timeout_option
 @start_delay_option
 @click.pass_obj

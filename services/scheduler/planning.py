@@ -384,7 +384,8 @@ def new_run(
     """A new run of ``plan`` on ``doc`` (for history), and its submission (for Redis)."""
     now = whole_ms(datetime.now(UTC))  # as Redis keeps it (created_ms), and MongoDB
     delay, limit = req.start_delay_seconds, req.run_timeout_seconds or plan.run_timeout_seconds
-    # when it may start and when it times out, as Redis will keep them (whole ms)
+    # when it may start and when it times out, as Redis will keep them (whole ms); most runs
+    # have neither, and pay nothing for them
     start = whole_ms(now + timedelta(seconds=delay)) if delay or limit else now
     run = Run(
         run_id=new_run_id(),
