@@ -41,6 +41,7 @@ from services.scheduler.settings import SchedulerSettings
 from services.scheduler.task_catalog import TaskCatalog
 from services.scheduler.task_limits import TaskLimits
 from services.scheduler.tracing import TracingListener
+from services.scheduler.unrecorded_runs import UnrecordedRuns
 from wtm.v1 import (
     executor_service_pb2,
     executor_service_pb2_grpc,
@@ -70,6 +71,9 @@ async def serve(settings: SchedulerSettings) -> None:
         retention_seconds=settings.retention_seconds,
         lease_seconds=settings.lease_seconds,
         scan_seconds=settings.recovery_scan_seconds,
+        unrecorded=UnrecordedRuns(
+            client, queue.reader, store, after_s=settings.unrecorded_after_seconds
+        ),
     )
     documents = LargeDocuments(
         settings.registry, api_key, settings.inline_max_bytes, tls_ca=settings.tls_ca

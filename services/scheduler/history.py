@@ -10,7 +10,9 @@ Recovery: every run is in MongoDB from the moment it is accepted, with its plan.
 MongoDB has as unfinished but Redis does not have at all (Redis restarted empty, was flushed,
 or failed over to a replica that missed it) is rebuilt: its steps recreated, those MongoDB
 saw complete marked COMPLETED with their outputs, the rest queued again. A run that Redis has
-as finished but MongoDB does not (the scheduler died before writing it) is written again.
+as finished but MongoDB does not (the scheduler died before writing it) is written again; one
+that Redis has and MongoDB never got (its submit's replica died before the insert landed) is
+recorded whole from Redis (``UnrecordedRuns``, checked every second).
 ``recover()`` runs at start, when the epoch marker shows Redis lost its data, and every
 ``scan_seconds`` as a backstop.
 """
@@ -31,6 +33,7 @@ from services.scheduler.models import TERMINAL, Run, StepRun, ms_to_dt
 from services.scheduler.queue_records import QueuedStep, RunSnapshot, Submission
 from services.scheduler.run_queue import RunQueue
 from services.scheduler.run_store import RunStore
+from services.scheduler.unrecorded_runs import UnrecordedRuns
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +63,10 @@ class History(RunListener):
         retention_seconds: int = 120,
         lease_seconds: float = 30.0,
         clock: Clock = SYSTEM,
+        unrecorded: UnrecordedRuns | None = None,
     ) -> None:
         self.queue = queue
+        self.unrecorded = unrecorded  # new runs whose documents never landed
         self.listeners = listeners
         self.clock = clock
         self.lease_seconds = lease_seconds
@@ -73,9 +78,7 @@ class History(RunListener):
         self._ended: set[str] = set()
         self._finals: dict[str, RunSnapshot] = {}  # ended runs as their last Lua call returned
         self._written: set[str] = set()  # ends MongoDB holds now: Redis keeps them briefly
-        self._orphans: set[str] = set()  # ended runs MongoDB never had: recorded from Redis
         store.ends_written = self._ends_written
-        store.never_inserted = self._never_inserted
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.rebuilt = 0
@@ -159,10 +162,6 @@ class History(RunListener):
         self._written |= run_ids
         self._wake.set()
 
-    def _never_inserted(self, run_ids: set[str]) -> None:
-        self._orphans |= run_ids
-        self._wake.set()
-
     def run_ended(self, run_id: str, final: RunSnapshot | None = None) -> None:
         """A run ended; ``final`` is the run as the Lua call that ended it returned it (then
         it is not read back)."""
@@ -213,7 +212,6 @@ class History(RunListener):
                     if step.state == "CANCELLED":  # but not those the run's end cancelled
                         self.store.record_step_later(run_id, step)
                 self.store.update_run_later(run_id, run.final_fields())
-        await self._record_orphans()
         # Once MongoDB holds the ends, Redis keeps the runs only for the retention period
         # (not the hour their keys got when they ended, which covers a MongoDB outage).
         written, self._written = self._written, set()
@@ -224,32 +222,16 @@ class History(RunListener):
                 self._written |= written
                 raise
 
-    async def _record_orphans(self) -> None:
-        """Insert, whole from Redis, the runs that ended with no MongoDB document: the replica
-        that submitted one was killed between its Redis round trip and its insert (another
-        replica then gave the same request id that run), or withdrew it when the insert
-        failed — its steps may have run either way, so the history keeps it."""
-        orphans, self._orphans = self._orphans, set()
-        if not orphans:
-            return
-        try:
-            found = await self.queue.reader.read_runs(sorted(orphans))
-            for run_id, (run_hash, steps, outputs) in found.items():
-                if run_hash and await self.store.insert_run(
-                    Run.from_redis(run_hash, steps, outputs), {}
-                ):
-                    log.warning("run %s ended unrecorded in MongoDB: recorded from Redis", run_id)
-                    self._written.add(run_id)
-        except Exception:
-            self._orphans |= orphans
-            raise
-
     # Recovery -----------------------------------------------------------------------------
 
     async def _watch_loop(self) -> None:
         last_scan = time.monotonic()
         while True:
             await asyncio.sleep(1.0)
+            try:
+                await self._check_unrecorded()
+            except Exception:
+                log.exception("checking new runs' documents failed")
             try:
                 current = await self.queue.claim_epoch(self.epoch)
                 if current != self.epoch:
@@ -262,6 +244,17 @@ class History(RunListener):
                     last_scan = time.monotonic()
             except Exception:
                 log.exception("recovery check failed")
+
+    async def _check_unrecorded(self) -> None:
+        """New runs: forget those whose documents were written; record those never written
+        (``UnrecordedRuns``) — the ended ones then get the retention period in Redis."""
+        if self.unrecorded is None:
+            return
+        await self.unrecorded.forget_recorded()
+        ended = await self.unrecorded.record(self.clock.now_ms())
+        if ended:
+            self._written.update(ended)
+            self._wake.set()
 
     async def recover(self) -> int:
         """Rebuild unfinished runs Redis lacks; rewrite finished ones MongoDB lacks."""
@@ -305,5 +298,13 @@ class History(RunListener):
         not_before = self.clock.now_ms() + int(self.lease_seconds * 1000)
         not_before = max(not_before, int(plan["run_fields"].get("scheduled_ms", 0)))  # delayed
         return Submission(
-            run_id, plan["run_fields"], specs, "", done, attempts, not_before, done_fields=shown
+            run_id,
+            plan["run_fields"],
+            specs,
+            "",
+            done,
+            attempts,
+            not_before,
+            done_fields=shown,
+            recorded=True,
         )

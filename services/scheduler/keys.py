@@ -19,6 +19,10 @@ EXECUTORS = PREFIX + "executors"  # HASH executor id -> JSON of what ListExecuto
 QUEUE_VARIANTS = PREFIX + "queues"  # SET of labelled queue variants ("default|gpu=true")
 PLAIN_QUEUES = PREFIX + "plain-queues"  # SET of the other queues work was queued on ("vision")
 EPOCH = PREFIX + "epoch"  # STRING set once per Redis dataset; gone means Redis lost its data
+# ZSET run id -> when it was submitted (ms), until its MongoDB document is known to be written
+# (``unrecorded_runs.py``): a run still here long after is one whose insert never landed.
+UNRECORDED = PREFIX + "unrecorded"
+UNRECORDED_CHECK = PREFIX + "unrecorded-check"  # STRING: a replica is checking them (PX)
 
 
 def queue(name: str) -> str:
@@ -90,6 +94,13 @@ PLACE_LIMITS = PREFIX + "place-limits"  # HASH task name -> its limit, while ste
 # -> ms between starts, "burst:…" -> starts at once, "conc:…" -> places; 0: none (over
 # task.json's)
 TASK_LIMITS = PREFIX + "task-limits"
+
+
+def plan(run_id: str) -> str:
+    """HASH of a new run's plan as it was submitted ("run": its fields, "steps": its steps,
+    both JSON), kept until its MongoDB document is written, so that a run whose insert never
+    landed can be recorded whole (``unrecorded_runs.py``)."""
+    return f"{PREFIX}plan:{run_id}"
 
 
 def idempotency(request_id: str) -> str:

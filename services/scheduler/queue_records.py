@@ -113,6 +113,8 @@ class Submission:
     # beside), and the run's first event's message.
     done_fields: dict[str, dict[str, str]] = field(default_factory=dict)
     note: str = ""
+    # A run MongoDB holds already (a rebuild): not indexed as waiting for its document.
+    recorded: bool = False
 
 
 @dataclass(frozen=True)
@@ -235,4 +237,5 @@ def submit_args(r: Submission, now: int, finished_ttl_s: int) -> list[Any]:
         finished_ttl_s,
         r.not_before_ms,
         r.note,
+        "" if r.recorded else "1",
     ]

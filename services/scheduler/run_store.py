@@ -20,20 +20,26 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 from tenacity import AsyncRetrying, RetryCallState, wait_exponential
 
-from common.artifacts import digests_in
 from common.errors import InvalidArgument
 from services.common.auth import DEFAULT_NAMESPACE
 from services.common.backends import mongo_options
 from services.common.paging import decode_token, encode_token
-from services.scheduler.models import Run, StepRun, pairs_of
+from services.scheduler.models import Run, StepRun
 from services.scheduler.request_claims import RequestClaims
+from services.scheduler.run_docs import (
+    FROM_REDIS,
+    ms_of,
+    naming_artifacts,
+    new_doc,
+    with_datetimes,
+)
 from services.scheduler.stored_plans import StepTemplates, compact_many
 
 log = logging.getLogger(__name__)
@@ -53,43 +59,6 @@ def _chunks(records: dict[str, Any]) -> list[list[str]]:
     keys = list(records)
     size = max(FLUSH_CHUNK, -(-len(keys) // FLUSH_CALLS))
     return [keys[i : i + size] for i in range(0, len(keys), size)]
-
-
-def _ms(t: datetime) -> int:
-    return int(t.timestamp() * 1000)
-
-
-def _new_doc(run: Run, plan: dict[str, Any]) -> dict[str, Any]:
-    """A run's first document: the run, its plan (to rebuild it), and ``created_ms``, an
-    integer sort key for listing (integers compare the same in every MongoDB). ``_id`` is
-    the run id, so updates find it by primary key (nx-27017 scans the whole collection for
-    an update on any other field: 30 ms per update at 10,000 runs, against 0.3 ms by _id)."""
-    created = run.created_at or datetime.now(UTC)
-    doc = {"_id": run.run_id, **run.to_doc(), "plan": plan, "created_ms": _ms(created)}
-    if run.labels:  # what ListRuns filters labels on
-        doc["label_pairs"] = pairs_of(run.labels)
-    return _naming_artifacts(doc, run.input_json)
-
-
-def _naming_artifacts(doc: dict[str, Any], text: str) -> dict[str, Any]:
-    """``doc`` with ``artifacts``, the digests ``text`` names, when it names any: the
-    artifact sweep keeps what a kept record names (``artifact_sweep.py``)."""
-    digests = digests_in(text)
-    return {**doc, "artifacts": digests} if digests else doc
-
-
-_TIMES = ("created_at", "started_at", "ended_at", "queued_at")
-
-
-def _with_datetimes(doc: dict[str, Any]) -> dict[str, Any]:
-    """Datetimes as datetimes. nx-27017 (the local stack's MongoDB) stores a datetime given
-    to ``$set`` on an existing document as text; with a real MongoDB this changes nothing."""
-    for key in _TIMES:
-        value = doc.get(key)
-        if isinstance(value, str):
-            parsed = datetime.fromisoformat(value)
-            doc[key] = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    return doc
 
 
 class RunStore:
@@ -118,10 +87,9 @@ class RunStore:
         self.inserts_ok = True  # the last insert went through (else submits insert first)
         self._no_inserts = asyncio.Event()
         self._no_inserts.set()
-        # Told the runs whose end each flush wrote (History then shortens their Redis life),
-        # and those whose end found no document to update (History records them whole).
+        self._inserted: set[str] = set()  # runs inserted since ``take_inserted``
+        # Told the runs whose end each flush wrote (History then shortens their Redis life).
         self.ends_written: Callable[[set[str]], None] = lambda run_ids: None
-        self.never_inserted: Callable[[set[str]], None] = lambda run_ids: None
 
     async def ping(self) -> None:
         """Raises unless MongoDB answers."""
@@ -166,29 +134,56 @@ class RunStore:
         await self.flush(young_marks=True)
         await self._client.close()
 
-    async def insert_run(self, run: Run, plan: dict[str, Any]) -> bool:
+    async def insert_run(self, run: Run, plan: dict[str, Any], from_redis: bool = False) -> bool:
         """Insert a new run durably, with the plan that rebuilds it; False when a run with
-        that id already exists."""
+        that id already exists — unless that is this run, recorded from Redis meanwhile
+        (``from_redis``: by ``UnrecordedRuns``, when this insert had not landed in time)."""
         try:
             async with self._insert([run.run_id]):
-                [doc], templates = compact_many([_new_doc(run, plan)])
+                [doc], templates = compact_many([new_doc(run, plan, from_redis)])
                 await self._plans.save(templates)
-                await self._runs.insert_one(doc)
+                try:
+                    await self._runs.insert_one(doc)
+                except DuplicateKeyError:
+                    if from_redis or not await self._from_redis([run.run_id]):
+                        raise
         except DuplicateKeyError:
             return False
         return True
 
     async def insert_runs(self, runs: list[tuple[Run, dict[str, Any]]]) -> None:
-        """Insert many new runs durably in one round trip (ids are fresh: no collisions)."""
+        """Insert many new runs durably in one round trip (ids are fresh: no collisions, but
+        for runs recorded from Redis meanwhile, which are these runs)."""
         try:
             async with self._insert([run.run_id for run, _ in runs]):
-                docs, templates = compact_many([_new_doc(run, plan) for run, plan in runs])
+                docs, templates = compact_many([new_doc(run, plan) for run, plan in runs])
                 await self._plans.save(templates)
-                await self._runs.insert_many(docs, ordered=False)
+                try:
+                    await self._runs.insert_many(docs, ordered=False)
+                except BulkWriteError as exc:
+                    errors = exc.details.get("writeErrors", [])
+                    taken = [docs[e["index"]]["_id"] for e in errors if e.get("code") == 11000]
+                    if len(taken) < len(errors) or not await self._from_redis(taken):
+                        raise
         except BulkWriteError as exc:
             raise InvalidArgument(
                 f"run id collision; submit again ({exc})", field="run_id"
             ) from exc
+
+    async def _from_redis(self, run_ids: list[str]) -> bool:
+        """Whether every one of these runs has a document recorded from Redis."""
+        query = {"_id": {"$in": run_ids}, "recorded": FROM_REDIS}
+        return await self._runs.count_documents(query) == len(set(run_ids))
+
+    def take_inserted(self) -> set[str]:
+        """The runs inserted since the last call (their documents are in MongoDB)."""
+        inserted, self._inserted = self._inserted, set()
+        return inserted
+
+    async def missing(self, run_ids: list[str]) -> set[str]:
+        """Those of these runs that have no document."""
+        there = {d["_id"] async for d in self._runs.find({"_id": {"$in": run_ids}}, {"_id": 1})}
+        return set(run_ids) - there
 
     async def unfinished_runs(self, batch_size: int = 500) -> AsyncIterator[list[str]]:
         """The ids of the runs MongoDB has not seen finish, in batches."""
@@ -209,7 +204,7 @@ class RunStore:
 
     async def step_attempts(self, run_id: str) -> list[StepRun]:
         return [
-            StepRun.from_doc(_with_datetimes(d))
+            StepRun.from_doc(with_datetimes(d))
             async for d in self._steps.find({"run_id": run_id}).sort("attempt", ASCENDING)
         ]
 
@@ -229,9 +224,9 @@ class RunStore:
             query["$and"] = [{"label_pairs": pair} for pair in label_pairs]
         created: dict[str, Any] = {}
         if created_after is not None:
-            created["$gte"] = _ms(created_after)
+            created["$gte"] = ms_of(created_after)
         if created_before is not None:
-            created["$lt"] = _ms(created_before)
+            created["$lt"] = ms_of(created_before)
         if page_token:
             last_ms, last_id = decode_token(page_token, (int, str))
             query["$or"] = [
@@ -246,7 +241,7 @@ class RunStore:
             .limit(page_size + 1)
         )
         docs = [d async for d in cursor]
-        runs = [Run.from_doc(_with_datetimes(d), []) for d in docs[:page_size]]
+        runs = [Run.from_doc(with_datetimes(d), []) for d in docs[:page_size]]
         token = ""
         if len(docs) > page_size:
             last = docs[page_size - 1]
@@ -264,11 +259,11 @@ class RunStore:
             return None
         latest: dict[str, StepRun] = {}
         async for s in self._steps.find({"run_id": run_id}).sort("attempt", ASCENDING):
-            step = StepRun.from_doc(_with_datetimes(s))
+            step = StepRun.from_doc(with_datetimes(s))
             if step.superseded and step.step_id in latest:  # the run's own attempt stays
                 continue
             latest[step.step_id] = step
-        return Run.from_doc(_with_datetimes(doc), list(latest.values()))
+        return Run.from_doc(with_datetimes(doc), list(latest.values()))
 
     def update_run_later(self, run_id: str, fields: dict[str, Any]) -> None:
         self._pending_runs.setdefault(run_id, {}).update(fields)
@@ -283,7 +278,7 @@ class RunStore:
 
     def record_step_later(self, run_id: str, step: StepRun) -> None:
         key = f"{run_id}:{step.step_id}:{step.attempt}:{step.lease_id}"
-        self._pending_steps[key] = _naming_artifacts(
+        self._pending_steps[key] = naming_artifacts(
             {"_id": key, **step.to_doc(run_id)}, step.output_json
         )
         self._wake.set()
@@ -371,9 +366,9 @@ class RunStore:
                 tries = self._unmatched[run_id] = self._unmatched.get(run_id, 0) + 1
                 if tries < UNMATCHED_TRIES:
                     self.update_run_later(run_id, fields)
-                else:  # its submit stopped between Redis and MongoDB (killed, or withdrawn)
-                    del self._unmatched[run_id]
-                    self.never_inserted({run_id})
+                else:  # its submit stopped between Redis and MongoDB (killed, or withdrawn):
+                    del self._unmatched[run_id]  # the run is recorded whole from Redis
+                    log.info("run %s ended with no document: left to UnrecordedRuns", run_id)
             runs = {r: f for r, f in runs.items() if r in there}
         for run_id in runs:
             self._unmatched.pop(run_id, None)
@@ -399,6 +394,7 @@ class RunStore:
             raise
         else:
             self.inserts_ok = True
+            self._inserted.update(run_ids)
         finally:
             self._landing.difference_update(run_ids)
             self._inserting -= 1

@@ -75,6 +75,13 @@ class SchedulerSettings(MongoSettings, ServerAuthSettings, ClientKeySettings):
         "lost, writing ends another replica died before writing)",
         positive,
     )
+    unrecorded_after_seconds: float = setting(
+        30.0,
+        "WTM_UNRECORDED_AFTER_SECONDS",
+        "how long after its submit a run in Redis with no MongoDB document (its replica killed "
+        "before the insert landed) is recorded whole from Redis",
+        positive,
+    )
     retention_seconds: int = setting(
         120,
         "WTM_FINISHED_RETENTION_SECONDS",

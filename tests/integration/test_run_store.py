@@ -14,7 +14,7 @@ import pymongo
 import pytest
 
 from services.localstack import Cluster
-from services.scheduler import run_store
+from services.scheduler import run_docs, run_store
 from services.scheduler.models import Run, StepRun
 from services.scheduler.run_store import RunStore
 
@@ -269,7 +269,7 @@ def test_the_end_of_a_run_whose_insert_is_in_flight_waits_for_it(cluster: Cluste
             async def slow_insert() -> None:
                 async with store._insert(["r1"]):
                     await release.wait()
-                    await store._runs.insert_one(run_store._new_doc(a_run("r1"), {}))
+                    await store._runs.insert_one(run_docs.new_doc(a_run("r1"), {}))
 
             inserting = asyncio.create_task(slow_insert())
             await asyncio.sleep(0)

@@ -442,3 +442,62 @@ def test_a_stalled_mongodb_fails_a_submit_in_its_time_and_loses_nothing(
         with pymongo.MongoClient(fleet.cluster.endpoints.mongodb_uri) as mongo:
             runs = mongo[fleet.env["WTM_MONGODB_DATABASE"]]["runs"]
             assert runs.count_documents({"_id": after.run_id, "state": "COMPLETED"}) == 1
+
+
+@pytest.mark.slow
+def test_a_run_whose_replica_died_before_its_insert_landed_is_recorded_and_outlives_a_flush(
+    fleet: Fleet, tmp_path: Path, shared_tmp: Path
+) -> None:
+    """A submit queues its run in Redis and inserts its document beside: a replica killed
+    between the two leaves a run that runs with no record (found by CI: a schedule's run that
+    ran and was never listed). Made here by holding replica A's insert (its MongoDB stalled
+    behind a switch) and killing A: replica B records the run whole from Redis once it is
+    WTM_UNRECORDED_AFTER_SECONDS old — its labels, its state, its plan — so that a Redis
+    flush while it still runs rebuilds it from MongoDB, and it completes."""
+    fleet.env["WTM_UNRECORDED_AFTER_SECONDS"] = "1"
+    fleet.env["WTM_LEASE_SECONDS"] = "3"  # the rebuilt run waits one lease period
+    direct = fleet.env["WTM_MONGODB_URI"]
+    b = fleet.start_scheduler()
+    fleet.start_executor(b, "unrecorded-b")
+    mongo_port = urlparse(direct).port
+    forwarder = ThreadedForwarder(int(mongo_port or 27017))
+    ledger = shared_file(shared_tmp, "ledger.txt")
+    admin = redis.Redis.from_url(fleet.redis_admin_url)
+    try:
+        fleet.env["WTM_MONGODB_URI"] = f"mongodb://127.0.0.1:{forwarder.forwarder.port}"
+        fleet.env["WTM_KEY_CACHE_SECONDS"] = "120"  # A's key check is not what stalls
+        a = fleet.start_scheduler()
+        labels = {"case": "unrecorded"}
+        with fleet.client(a, retry_seconds=0) as client_a:
+            client_a.list_executors()  # A has checked the key: its next call needs no MongoDB
+            forwarder.stall()
+            with ThreadPoolExecutor(1) as pool:
+                held = pool.submit(
+                    client_a.submit,
+                    task="ledger",
+                    input={"tag": "unrecorded", "ledger": str(ledger), "seconds": 10},
+                    labels=labels,
+                )
+                indexed = eventually(
+                    lambda: admin.zrange("wtm:unrecorded", 0, -1), timeout=15, what="run queued"
+                )
+                fleet.kill_scheduler(a)  # its insert never lands
+                with pytest.raises(ApiError):
+                    held.result(30)
+        [run_id] = [r.decode() for r in indexed]
+        with pymongo.MongoClient(direct) as mongo:
+            runs = mongo[fleet.env["WTM_MONGODB_DATABASE"]]["runs"]
+            doc = eventually(lambda: runs.find_one({"_id": run_id}), timeout=20, what="recorded")
+        assert doc["recorded"] == "from_redis" and doc["labels"] == labels, doc
+        assert doc["state"] in {"QUEUED", "RUNNING"} and doc["plan"], doc  # recorded running
+        assert not admin.zrange("wtm:unrecorded", 0, -1) and not admin.exists(f"wtm:plan:{run_id}")
+        admin.flushdb()  # the run is in MongoDB only now
+        with fleet.client(b) as client_b:
+            done = client_b.wait(run_id, timeout=90)
+            assert done.state == "COMPLETED", done.error
+            assert [r.run_id for r in client_b.list_runs(labels=labels)] == [run_id]
+        assert ledger_counts(ledger)["unrecorded"] >= 1
+    finally:
+        admin.close()
+        fleet.group.stop_all()
+        forwarder.close()

@@ -12,7 +12,7 @@ from typing import Any
 from services.scheduler.history import History
 from services.scheduler.models import Run
 from services.scheduler.queue_records import Submission
-from services.scheduler.run_store import _new_doc
+from services.scheduler.run_docs import new_doc
 from services.scheduler.stored_plans import compact_many, expand, plan_doc
 
 
@@ -36,7 +36,7 @@ def _run_doc(i: int, steps: list[dict[str, Any]], **run_fields: str) -> dict[str
         "namespace": "default", "created_ms": str(int(run.created_at.timestamp() * 1000)),
         **run_fields,
     }  # fmt: skip
-    return _new_doc(run, {"run_fields": fields, "steps": steps})
+    return new_doc(run, {"run_fields": fields, "steps": steps})
 
 
 def test_a_batch_shares_one_template_and_each_plan_comes_back_whole() -> None:
