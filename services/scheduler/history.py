@@ -12,7 +12,7 @@ or failed over to a replica that missed it) is rebuilt: its steps recreated, tho
 saw complete marked COMPLETED with their outputs, the rest queued again. A run that Redis has
 as finished but MongoDB does not (the scheduler died before writing it) is written again; one
 that Redis has and MongoDB never got (its submit's replica died before the insert landed) is
-recorded whole from Redis (``UnrecordedRuns``, checked every second).
+recorded whole from Redis (``UnrecordedRuns``, checked every few seconds).
 ``recover()`` runs at start, when the epoch marker shows Redis lost its data, and every
 ``scan_seconds`` as a backstop.
 """
@@ -78,7 +78,6 @@ class History(RunListener):
         self._ended: set[str] = set()
         self._finals: dict[str, RunSnapshot] = {}  # ended runs as their last Lua call returned
         self._written: set[str] = set()  # ends MongoDB holds now: Redis keeps them briefly
-        store.ends_written = self._ends_written
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.rebuilt = 0
@@ -100,6 +99,7 @@ class History(RunListener):
         with contextlib.suppress(Exception):
             await self._write_ended()
             await self.store.flush()
+            self._written |= self.store.take_written()
             await self._write_ended()  # the retention of what that flush wrote
 
     # Write-behind -------------------------------------------------------------------------
@@ -157,10 +157,6 @@ class History(RunListener):
         """A run's first step was leased: MongoDB shows it RUNNING (unless it has ended by
         the time that is written), so ListRuns can find running runs."""
         self.store.mark_running_later(run_id, ms_to_dt(at_ms))
-
-    def _ends_written(self, run_ids: set[str]) -> None:
-        self._written |= run_ids
-        self._wake.set()
 
     def run_ended(self, run_id: str, final: RunSnapshot | None = None) -> None:
         """A run ended; ``final`` is the run as the Lua call that ended it returned it (then
@@ -228,6 +224,7 @@ class History(RunListener):
         last_scan = time.monotonic()
         while True:
             await asyncio.sleep(1.0)
+            self._take_written()
             try:
                 await self._check_unrecorded()
             except Exception:
@@ -244,6 +241,14 @@ class History(RunListener):
                     last_scan = time.monotonic()
             except Exception:
                 log.exception("recovery check failed")
+
+    def _take_written(self) -> None:
+        """The runs whose ends ``RunStore`` has written: their Redis keys get the retention
+        period (within a second of the write, by the write loop)."""
+        written = self.store.take_written()
+        if written:
+            self._written |= written
+            self._wake.set()
 
     async def _check_unrecorded(self) -> None:
         """New runs: forget those whose documents were written; record those never written

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -88,8 +88,7 @@ class RunStore:
         self._no_inserts = asyncio.Event()
         self._no_inserts.set()
         self._inserted: set[str] = set()  # runs inserted since ``take_inserted``
-        # Told the runs whose end each flush wrote (History then shortens their Redis life).
-        self.ends_written: Callable[[set[str]], None] = lambda run_ids: None
+        self._ends_written: set[str] = set()  # runs whose end was written since ``take_written``
 
     async def ping(self) -> None:
         """Raises unless MongoDB answers."""
@@ -174,6 +173,12 @@ class RunStore:
         """Whether every one of these runs has a document recorded from Redis."""
         query = {"_id": {"$in": run_ids}, "recorded": FROM_REDIS}
         return await self._runs.count_documents(query) == len(set(run_ids))
+
+    def take_written(self) -> set[str]:
+        """The runs whose end has been written since the last call (History then shortens
+        their life in Redis)."""
+        written, self._ends_written = self._ends_written, set()
+        return written
 
     def take_inserted(self) -> set[str]:
         """The runs inserted since the last call (their documents are in MongoDB)."""
@@ -340,8 +345,7 @@ class RunStore:
                 for r in landed:
                     del runs[r]
         finally:  # what was not written stays pending
-            if written:
-                self.ends_written(written)
+            self._ends_written |= written
             for key, doc in steps.items():
                 self._pending_steps.setdefault(key, doc)
             for run_id, fields in runs.items():
