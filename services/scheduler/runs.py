@@ -268,6 +268,7 @@ class RunService(RunListener):
                 self.store.insert_runs([(run, plan_doc(sub)) for run, sub in made]),
                 [sub for _, sub in made],
                 lease_first=True,
+                insert_first=bool(key),  # a retry must find the whole batch in MongoDB
             )
         except BaseException:
             if key:
@@ -278,7 +279,11 @@ class RunService(RunListener):
         return batch_id, [run.run_id for run, _ in made]
 
     async def _record_and_queue(
-        self, insert: Awaitable[T], runs: list[Submission], lease_first: bool = False
+        self,
+        insert: Awaitable[T],
+        runs: list[Submission],
+        lease_first: bool = False,
+        insert_first: bool = False,
     ) -> tuple[T, list[tuple[bool, str]]]:
         """Write new runs to MongoDB and queue them in Redis; return once both hold them (the
         insert's result, and what queueing created). While MongoDB is well both go at once,
@@ -288,8 +293,15 @@ class RunService(RunListener):
 
         ``lease_first`` (a batch): the insert starts once Redis holds the runs; beside it, its
         encoding of the documents held the loop while Redis's answer waited (a 200-DAG burst's
-        first steps started 15-26 ms after the runs were created, 14-21 ms this way)."""
-        if not self.store.inserts_ok:
+        first steps started 15-26 ms after the runs were created, 14-21 ms this way).
+
+        ``insert_first`` (a batch with a request id): MongoDB first, then Redis. A retry of
+        the request answers with the batch as MongoDB lists it, so it must be there whole:
+        queued first, a replica that died between its two Redis pipelines, or before its
+        insert, left part of the batch in Redis alone, and a retry got fewer runs than it
+        asked for (the rest never made). Written first, a batch whose replica dies before
+        queueing it is queued by the recovery scan (``History.recover``) within its period."""
+        if insert_first or not self.store.inserts_ok:
             inserted = await insert
             return inserted, (await self.queueing.submit(runs) if inserted is not False else [])
         inserting = None if lease_first else asyncio.ensure_future(insert)

@@ -120,3 +120,22 @@ def test_a_batch_leased_first_whose_queueing_fails_is_still_recorded() -> None:
     with pytest.raises(ConnectionError):
         asyncio.run(runs._record_and_queue(insert, batch, lease_first=True))
     assert runs.store.held == {"a", "b"}
+
+
+def test_a_batch_written_first_is_queued_only_once_mongodb_holds_it() -> None:
+    """A batch with a request id: a retry answers with the batch as MongoDB lists it, so it
+    is written before any of it is queued; an insert that fails queues nothing."""
+    runs, queue = service(set())
+    seen: list[set[str]] = []
+
+    async def insert(batch: list[Submission]) -> None:
+        seen.append(set(queue.held))  # what Redis held when MongoDB was written
+        await runs.store.insert_runs([(Run(s.run_id), {}) for s in batch])
+
+    batch = [submission(i) for i in ("a", "b")]
+    asyncio.run(runs._record_and_queue(insert(batch), batch, lease_first=True, insert_first=True))
+    assert seen == [set()] and queue.held == {"a", "b"}
+    clashing = [submission(i) for i in ("c", "a")]
+    with pytest.raises(InvalidArgument):
+        asyncio.run(runs._record_and_queue(insert(clashing), clashing, insert_first=True))
+    assert queue.held == {"a", "b"} and queue.cancelled == []  # nothing queued, nothing taken back
