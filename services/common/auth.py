@@ -23,6 +23,7 @@ and deprecate tasks and pipelines, read), ``operator`` (cancel any run, read eve
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import dataclasses
 import hashlib
@@ -449,6 +450,11 @@ class Gate:
         self.keys = keys  # None: auth is off (every call is ANONYMOUS)
         self.audit = audit
 
+    def close(self) -> None:
+        """Write the audit events still queued (a service's graceful stop)."""
+        if self.audit is not None:
+            self.audit.close()
+
     def admit(self, method: str, metadata: Any, allow_io: bool = True) -> Principal:
         """The caller, acting in the namespace it asked for; refused when it may not call
         ``method`` or act there."""
@@ -494,8 +500,16 @@ class AuditLog:
         self._events = db["audit"]
         self.keep_days = keep_days
         self._prune_at = time.monotonic() + 60.0
-        self._queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=100_000)
-        threading.Thread(target=self._write, name="wtm-audit", daemon=True).start()
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=100_000)
+        self._thread = threading.Thread(target=self._write, name="wtm-audit", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what is queued, then stop (a service's graceful stop: the thread is a
+        daemon, and events still lingering when the process exits were lost with it)."""
+        with contextlib.suppress(queue.Full):
+            self._queue.put(None, timeout=timeout)
+        self._thread.join(timeout)
 
     def prune(self) -> int:
         """Delete the events past the retention; how many went."""
@@ -529,15 +543,22 @@ class AuditLog:
                 except Exception:  # noqa: BLE001 - the thread must go on; next hour again
                     log.exception("pruning the audit log failed")
             try:
-                batch = [self._queue.get(timeout=60.0)]
+                first = self._queue.get(timeout=60.0)
             except queue.Empty:
                 continue
+            if first is None:  # closed
+                return
+            batch, closed = [first], False
             # Gather what else comes within the linger: one insert per batch, not per call
             # (a lone insert per submit cost the scheduler ~15% of its time, and nx-27017
             # more; an audit record may well land a fifth of a second after its call).
             time.sleep(AUDIT_LINGER_SECONDS)
             while not self._queue.empty() and len(batch) < 500:
-                batch.append(self._queue.get_nowait())
+                event = self._queue.get_nowait()
+                if event is None:
+                    closed = True
+                    break
+                batch.append(event)
             try:  # MongoDB away: wait and try again, for up to a minute
                 for attempt in Retrying(
                     stop=stop_after_delay(60), wait=wait_exponential(max=10), reraise=True
@@ -546,6 +567,8 @@ class AuditLog:
                         self._events.insert_many(batch, ordered=False)
             except Exception:  # noqa: BLE001 - the thread must go on
                 log.exception("dropped %d audit events: MongoDB refused them", len(batch))
+            if closed:
+                return
 
     def list(self, by: Principal, limit: int, before_ms: int = 0) -> list[dict[str, Any]]:
         query: dict[str, Any] = {} if by.scope == ALL_NAMESPACES else {"namespace": by.scope}

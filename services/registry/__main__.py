@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import minio.error
 import pymongo.errors
@@ -119,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ],
         gate,
         server_tls(settings),
-        on_stop=db.client.close,
+        on_stop=lambda: stop(gate, audit, db.client),
         limits=calls,
     )
     telemetry.shutdown()
@@ -130,6 +131,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def stop(gate: auth.Gate, audit: auth.AuditLog, client: Any) -> None:
+    """The graceful stop's last steps: the audit events of the last calls written (the
+    process then leaves at once), then MongoDB's connections closed."""
+    gate.close()
+    if audit is not gate.audit:
+        audit.close()
+    client.close()
 
 
 if __name__ == "__main__":

@@ -184,6 +184,7 @@ async def serve(settings: SchedulerSettings) -> None:
         await dispatcher.start()
 
     async def on_stop() -> None:
+        await asyncio.to_thread(gate.close)  # the audit events of the last calls
         await schedules.close()
         await retention.close()
         await history.close()

@@ -178,9 +178,35 @@ def test_the_audit_log_keeps_events_for_its_retention(cluster: Cluster) -> None:
                 {"method": "CancelRun", "time_ms": now_ms - 20 * DAY_MS},
             ]
         )
-        assert AuditLog(db, keep_days=0).prune() == 0  # 0: kept for good
-        assert AuditLog(db, keep_days=30).prune() == 1
+        forever, kept = AuditLog(db, keep_days=0), AuditLog(db, keep_days=30)
+        assert forever.prune() == 0  # 0: kept for good
+        assert kept.prune() == 1
         assert [e["method"] for e in db["audit"].find()] == ["CancelRun"]
+        for log in (forever, kept):
+            log.close()
+    finally:
+        with contextlib.suppress(Exception):
+            client.drop_database(db.name)
+        client.close()
+
+
+def test_the_audit_log_writes_what_it_holds_when_it_is_closed(cluster: Cluster) -> None:
+    """A service's graceful stop closes its audit log: the events of the last calls, which
+    linger a fifth of a second to be written together, are written before it returns (the
+    thread is a daemon: at the process's exit they were lost with it)."""
+    assert cluster.endpoints is not None
+    client: pymongo.MongoClient = pymongo.MongoClient(cluster.endpoints.mongodb_uri)
+    db = client[f"audit_{uuid.uuid4().hex[:8]}"]
+    try:
+        audit = AuditLog(db)
+        admin = Principal("k1", "admin", Role.ADMIN, "default")
+        for method in ("SubmitRun", "CancelRun", "CreateApiKey"):
+            audit.record(f"/wtm.v1.SchedulerService/{method}", admin, "OK")
+        audit.close()
+        assert sorted(e["method"] for e in db["audit"].find()) == [
+            "CancelRun", "CreateApiKey", "SubmitRun"
+        ]  # fmt: skip
+        assert not audit._thread.is_alive()
     finally:
         with contextlib.suppress(Exception):
             client.drop_database(db.name)
