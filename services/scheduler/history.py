@@ -311,5 +311,4 @@ class History(RunListener):
             attempts,
             not_before,
             done_fields=shown,
-            recorded=True,
         )

@@ -8,6 +8,8 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from services.scheduler import keys
+
 
 class RunSnapshot(NamedTuple):
     """A run as Redis holds it at one moment."""
@@ -113,8 +115,10 @@ class Submission:
     # beside), and the run's first event's message.
     done_fields: dict[str, dict[str, str]] = field(default_factory=dict)
     note: str = ""
-    # A run MongoDB holds already (a rebuild): not indexed as waiting for its document.
-    recorded: bool = False
+    # A new run: the entry of ``keys.UNRECORDED`` it is kept under, with its plan, until its
+    # MongoDB insert is known (its submit call's first run id; unrecorded_runs.py). "": a
+    # rebuild (MongoDB holds it).
+    index_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -237,5 +241,20 @@ def submit_args(r: Submission, now: int, finished_ttl_s: int) -> list[Any]:
         finished_ttl_s,
         r.not_before_ms,
         r.note,
-        "" if r.recorded else "1",
     ]
+
+
+def index_commands(runs: list[Submission], args: list[list[Any]], now: int) -> list[Any]:
+    """What keeps new runs' plans until their MongoDB inserts are known (``unrecorded_runs``):
+    per index key (a submit call's first run), an HSET of each run's plan — its
+    ``submit_run.lua`` arguments ``args`` (run fields, then steps, JSON joined by a newline)
+    — and a ZADD of the key at ``now``. Sent before the runs' scripts in the same pipeline,
+    so Redis never holds a new run without them; none for rebuilt runs."""
+    plans: dict[str, list[str]] = {}
+    for r, a in zip(runs, args, strict=True):
+        if r.index_key:
+            plans.setdefault(r.index_key, []).extend((r.run_id, f"{a[1]}\n{a[2]}"))
+    commands: list[Any] = [("HSET", keys.plan(key), *fields) for key, fields in plans.items()]
+    if plans:
+        commands.append(("ZADD", keys.UNRECORDED, *(x for key in plans for x in (now, key))))
+    return commands

@@ -6,6 +6,7 @@ import asyncio
 import json
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from services.scheduler.queue_records import (
     Verdict,
     Want,
     dispatch_calls,
+    index_commands,
     leases_of,
     pairs_of,
     submit_args,
@@ -113,13 +115,19 @@ class RunQueue:
         await self.announce.close()
         await self._lines.close()
 
-    async def _call_many(self, calls: list[Call], extra: list[Command] | None = None) -> list[Any]:
-        """Run script calls (name, arguments) in one pipeline, in order, then the ``extra``
-        commands; returns the calls' replies. Calls go by SHA with no SCRIPT EXISTS round
-        trip first (redis-py's own pipelined scripts check every time); a call that finds
-        its script gone (Redis restarted or flushed) did not run, so the script is loaded
-        and those calls are sent again."""
-        replies = await self._pipeline(calls, extra or [])
+    async def _call_many(
+        self, calls: list[Call], extra: list[Command] | None = None, first: Sequence[Command] = ()
+    ) -> list[Any]:
+        """Run the ``first`` commands, script calls (name, arguments), then the ``extra``
+        commands, in one pipeline, in order; returns the calls' replies. Calls go by SHA with
+        no SCRIPT EXISTS round trip first (redis-py's own pipelined scripts check every time);
+        a call that finds its script gone (Redis restarted or flushed) did not run, so the
+        script is loaded and those calls are sent again."""
+        replies = await self._pipeline(calls, extra or [], list(first))
+        for reply in replies[: len(first)]:
+            if isinstance(reply, Exception):
+                raise reply
+        replies = replies[len(first) :]
         missing = [i for i, r in enumerate(replies[: len(calls)]) if isinstance(r, NoScriptError)]
         if missing:
             await self.load_scripts()
@@ -135,11 +143,15 @@ class RunQueue:
                 raise reply
         return replies[: len(calls)]
 
-    async def _pipeline(self, calls: list[Call], extra: list[Command]) -> list[Any]:
+    async def _pipeline(
+        self, calls: list[Call], extra: list[Command], first: Sequence[Command] = ()
+    ) -> list[Any]:
         """One round trip, on one of the queue's own lines (``ScriptLines``)."""
         commands = [
-            ("EVALSHA", self._scripts[name].sha, 0, keys.PREFIX, *args) for name, args in calls
-        ] + extra
+            *first,
+            *(("EVALSHA", self._scripts[name].sha, 0, keys.PREFIX, *args) for name, args in calls),
+            *extra,
+        ]
         return await self._lines.execute(commands)
 
     # Submitting ---------------------------------------------------------------------------
@@ -171,7 +183,8 @@ class RunQueue:
         then: list[Command] = [("SADD", keys.PLAIN_QUEUES, *plain)] if plain else []
         if variants:
             then.append(("SADD", keys.QUEUE_VARIANTS, *variants))
-        replies = await self._call_many(calls + self._dispatches(wants, lease_ms, now), then)
+        first = index_commands(runs, [args for _, args in calls], now)  # before the runs
+        replies = await self._call_many(calls + self._dispatches(wants, lease_ms, now), then, first)
         self.learned(plain, variants)
         created = [(status == b"created", rid.decode()) for status, rid in replies[: len(runs)]]
         leases = self._leases(replies[len(runs) :])

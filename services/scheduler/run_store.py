@@ -87,7 +87,7 @@ class RunStore:
         self.inserts_ok = True  # the last insert went through (else submits insert first)
         self._no_inserts = asyncio.Event()
         self._no_inserts.set()
-        self._inserted: set[str] = set()  # runs inserted since ``take_inserted``
+        self._inserted: set[str] = set()  # each insert's first run, since ``take_inserted``
         self._ends_written: set[str] = set()  # runs whose end was written since ``take_written``
 
     async def ping(self) -> None:
@@ -181,7 +181,8 @@ class RunStore:
         return written
 
     def take_inserted(self) -> set[str]:
-        """The runs inserted since the last call (their documents are in MongoDB)."""
+        """The first run of each insert since the last call (their documents are in MongoDB):
+        the index keys ``UnrecordedRuns`` forgets."""
         inserted, self._inserted = self._inserted, set()
         return inserted
 
@@ -398,7 +399,7 @@ class RunStore:
             raise
         else:
             self.inserts_ok = True
-            self._inserted.update(run_ids)
+            self._inserted.update(run_ids[:1])  # the index key of its submit's runs
         finally:
             self._landing.difference_update(run_ids)
             self._inserting -= 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
@@ -301,6 +302,9 @@ class RunService(RunListener):
         insert, left part of the batch in Redis alone, and a retry got fewer runs than it
         asked for (the rest never made). Written first, a batch whose replica dies before
         queueing it is queued by the recovery scan (``History.recover``) within its period."""
+        # Until the insert is known, Redis keeps the runs' plans under the first one's id
+        # (``UnrecordedRuns``: a replica killed in between leaves them to be recorded).
+        runs = [dataclasses.replace(r, index_key=runs[0].run_id) for r in runs]
         if insert_first or not self.store.inserts_ok:
             inserted = await insert
             return inserted, (await self.queueing.submit(runs) if inserted is not False else [])

@@ -4,18 +4,19 @@ recorded whole from Redis.
 A submit queues its runs in Redis and inserts their documents in MongoDB side by side
 (``runs.py``), so a replica killed between the two leaves a run that runs, or has run, with
 no record; so does one whose insert failed after Redis took the run (the run is withdrawn,
-but its first steps may have started), and a batch whose second Redis pipeline went in
-before its replica died. The history would never list such a run, and a Redis flush would
-lose it. So ``submit_run.lua`` indexes each new run (``keys.UNRECORDED``, by when it was
-submitted) beside the plan it was submitted with (``keys.plan``), and both are forgotten
-once its document is known to be written: the replica whose insert landed forgets them
-within a second, a thousand runs a round trip (``forget_recorded``). A run still indexed
-``after_s`` after its submit is checked against MongoDB, by one replica at a time
-(``record``): with no document, it is inserted whole from Redis — its state, steps and
-labels as Redis has them, and its plan, so that a Redis flush later rebuilds it as any other
-run. ``after_s`` (30 s) is above MongoDB's operation timeout, so a live submit's insert has
-landed or failed by then; one that lands later finds the document marked as recorded from
-Redis and takes it as its own (``RunStore.insert_run``)."""
+but its first steps may have started). The history would never list such a run, and a Redis
+flush would lose it. So the pipeline that queues a submit's runs first writes their plans
+(``keys.plan``: run id -> its ``submit_run.lua`` arguments) under an index entry
+(``keys.UNRECORDED``: the submit's first run id, by when it was submitted;
+``queue_records.index_commands``): one entry and one hash per submit call, however many
+runs it has. The replica whose insert landed forgets both within a second
+(``forget_recorded``). An entry still there ``after_s`` after its submit is checked against
+MongoDB by one replica at a time (``record``): each of its runs with no document is
+inserted whole from Redis — its state, steps and labels as Redis has them, and its plan, so
+that a Redis flush later rebuilds it as any other run. ``after_s`` (30 s) is above MongoDB's
+operation timeout, so a live submit's insert has landed or failed by then; one that lands
+later finds the document marked as recorded from Redis and takes it as its own
+(``RunStore.insert_run``)."""
 
 from __future__ import annotations
 
@@ -57,15 +58,15 @@ class UnrecordedRuns:
         self.recorded = 0  # runs recorded from Redis by this replica
 
     async def forget_recorded(self) -> None:
-        """Drop from the index (and their plans) the runs whose documents were written."""
+        """Drop the index entries (and their plans) of the submits whose inserts landed."""
         self._written |= self.store.take_inserted()
         await self._forget(sorted(self._written))
         self._written.clear()
 
     async def record(self, now_ms: int) -> list[str]:
         """Every ``check_every_s``, on one replica at a time: insert, whole from Redis, the
-        runs indexed since before ``now_ms - after_s`` that have no document, and forget
-        every run checked. Returns the recorded runs that have ended."""
+        runs of the entries indexed since before ``now_ms - after_s`` that have no
+        document, and forget those entries. Returns the recorded runs that have ended."""
         if time.monotonic() < self._next_check:
             return []
         self._next_check = time.monotonic() + self.check_every_s
@@ -84,24 +85,25 @@ class UnrecordedRuns:
             found: Any = await self.redis.zrangebyscore(
                 keys.UNRECORDED, "-inf", now_ms - self.after_ms, start=0, num=BATCH
             )
-            run_ids = [r.decode() for r in found]
-            if not run_ids:
+            entries = [k.decode() for k in found]
+            if not entries:
                 return ended
-            missing = await self.store.missing(run_ids)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key in entries:
+                    pipe.hgetall(keys.plan(key))
+                saved: list[dict[bytes, bytes]] = await pipe.execute()
+            plans = {r.decode(): text for plan in saved for r, text in plan.items()}
+            missing = await self.store.missing(sorted(plans)) if plans else set()
             if missing:
-                ended += await self._insert(sorted(missing))
-            await self._forget(run_ids)
-            if len(run_ids) < BATCH:
+                ended += await self._insert({r: plans[r] for r in sorted(missing)})
+            await self._forget(entries)
+            if len(entries) < BATCH:
                 return ended
 
-    async def _insert(self, run_ids: list[str]) -> list[str]:
-        runs = await self.reader.read_runs(run_ids)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for run_id in run_ids:
-                pipe.hgetall(keys.plan(run_id))
-            plans = await pipe.execute()
+    async def _insert(self, plans: dict[str, bytes]) -> list[str]:
+        runs = await self.reader.read_runs(list(plans))
         ended = []
-        for run_id, saved in zip(run_ids, plans, strict=True):
+        for run_id, saved in plans.items():
             run_hash, steps, outputs = runs[run_id]
             if not run_hash:
                 log.error("run %s has no MongoDB document and Redis no longer has it", run_id)
@@ -114,33 +116,29 @@ class UnrecordedRuns:
                     ended.append(run_id)
         return ended
 
-    async def _forget(self, run_ids: list[str]) -> None:
-        for first in range(0, len(run_ids), BATCH):
-            chunk = run_ids[first : first + BATCH]
+    async def _forget(self, entries: list[str]) -> None:
+        for first in range(0, len(entries), BATCH):
+            chunk = entries[first : first + BATCH]
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.zrem(keys.UNRECORDED, *chunk)
-                pipe.unlink(*[keys.plan(r) for r in chunk])
+                pipe.unlink(*[keys.plan(k) for k in chunk])
                 await pipe.execute()
 
 
-def plan_of(saved: dict[bytes, bytes]) -> dict[str, Any]:
-    """The plan MongoDB keeps (``stored_plans.plan_doc``), from the one ``submit_run.lua``
-    kept: a taken-over step's fields already hold what it shows. {} when none was kept."""
-    if not saved:
-        return {}
-    steps = json.loads(saved[b"steps"])
+def plan_of(saved: bytes) -> dict[str, Any]:
+    """The plan MongoDB keeps (``stored_plans.plan_doc``), from the ``submit_run.lua``
+    arguments kept in Redis (run fields and steps, JSON, joined by a newline): a taken-over
+    step's fields already hold what it shows."""
+    run_fields, steps_text = saved.split(b"\n", 1)
+    steps = json.loads(steps_text)
     plan: dict[str, Any] = {
-        "run_fields": json.loads(saved[b"run"]),
+        "run_fields": json.loads(run_fields),
         "steps": [
-            {
-                "step_id": s["step_id"],
-                "deps": s["deps"],
-                "dependents": s["dependents"],
-                "fields": s["fields"],
-            }
+            {"step_id": s["step_id"], "deps": s["deps"], "dependents": s["dependents"],
+             "fields": s["fields"]}
             for s in steps
         ],
-    }
+    }  # fmt: skip
     taken = {s["step_id"]: {"output": s["output"], "shown": {}} for s in steps if "output" in s}
     if taken:
         plan["taken_over"] = taken

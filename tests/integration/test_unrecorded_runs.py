@@ -1,5 +1,5 @@
-"""``UnrecordedRuns`` on a real valkey-server and nx-27017: a new run is indexed, with its plan,
-until its document is written; one never written is recorded whole from Redis, and a Redis
+"""``UnrecordedRuns`` on a real valkey-server and nx-27017: a new run's submit is indexed, with
+its plan, until its document is written; one never written is recorded whole from Redis, and a Redis
 flush after that rebuilds it from MongoDB. (The stack-level trial, a replica killed while
 its insert is held, is in test_scheduler_durability.py.)"""
 
@@ -37,7 +37,8 @@ def a_submission(run_id: str, created_ms: int) -> Submission:
               "pipeline_id": "p", "pipeline_version": "1", "labels": '{"team": "x"}',
               "request_id": "", "batch_id": "", "sinks": '["b"]', "submitted_by": "key1",
               "namespace": "default", "created_ms": str(created_ms)}  # fmt: skip
-    return Submission(run_id, fields, [step("a", [], ["b"]), step("b", ["a"], [])])
+    steps = [step("a", [], ["b"]), step("b", ["a"], [])]
+    return Submission(run_id, fields, steps, index_key=run_id)  # each its own submit
 
 
 def test_a_run_never_inserted_is_recorded_whole_from_redis_and_rebuilt_after_a_flush(

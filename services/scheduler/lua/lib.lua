@@ -20,8 +20,6 @@ local function places_key(P, name) return P .. 'places:' .. name end
 local function place_waits_key(P, name) return P .. 'place-waits:' .. name end
 local function place_limits_key(P) return P .. 'place-limits' end
 local function task_limits_key(P) return P .. 'task-limits' end
-local function unrecorded_key(P) return P .. 'unrecorded' end
-local function plan_key(P, run_id) return P .. 'plan:' .. run_id end
 
 -- Score: priority band (higher priority first; steps of runs in flight before first steps),
 -- then, within a band, an order: for steps of runs in flight, enqueue time in ms; for first

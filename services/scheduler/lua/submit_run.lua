@@ -12,21 +12,16 @@
 --   P..'unfinished'          HASH    namespace -> its runs not finished (HINCRBY)
 --   P..'deadlines'           ZSET    run id -> its deadline_ms, for a run with a time limit
 --   P..'e:'..run_id          STREAM  run events (XADD)
---   P..'unrecorded'          ZSET    run id -> now, for a new run (not a rebuild), until its
---                                    MongoDB document is known (unrecorded_runs.py)
---   P..'plan:'..run_id       HASH    a new run's plan: 'run' = ARGV[3], 'steps' = ARGV[4]
 -- A run field max_parallel (max_parallel_tasks) limits its steps in flight: see lib.lua.
 -- ARGV: P, run_id, run fields JSON (flat object), steps JSON (list of {step_id, deps,
 --       dependents, fields, [output], [attempt]}), now_ms, request_id, idem_ttl_s, finished_ttl_s,
 --       not_before_ms (0, or when a rebuilt run's ready steps may start), note (a run
---       resuming another: its steps with an output were taken over, and this says so),
---       new ('1': a new run, indexed until its MongoDB document is written; '': a rebuild)
+--       resuming another: its steps with an output were taken over, and this says so)
 -- Returns: {'created', run_id} or {'exists', existing_run_id}.
 local P, run_id, now = ARGV[1], ARGV[2], ARGV[5]
 local request_id, idem_ttl, ttl = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
 local not_before = tonumber(ARGV[9] or '0') or 0
 local note = ARGV[10] or ''  -- '': steps with an output make this a rebuilt run
-local new = ARGV[11] == '1'
 if request_id ~= '' then
   local existing = redis.call('GET', idempotency_key(P, request_id))
   if existing then return {'exists', existing} end
@@ -50,10 +45,6 @@ local fields = {state = state, remaining = remaining, created_ms = now, steps = 
 if limit > 0 then fields.active = 0 end
 for k, v in pairs(run) do fields[k] = v end
 hset_all(rh, fields)
-if new then
-  redis.call('ZADD', unrecorded_key(P), now, run_id)
-  redis.call('HSET', plan_key(P, run_id), 'run', ARGV[3], 'steps', ARGV[4])
-end
 redis.call('HINCRBY', unfinished_key(P), run.namespace or 'default', 1)
 if run.deadline_ms then redis.call('ZADD', deadlines_key(P), run.deadline_ms, run_id) end
 if note == '' and remaining < #steps then note = 'rebuilt' end
