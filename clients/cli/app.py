@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -98,16 +99,21 @@ def parse_moment(text: str) -> datetime:
     return parse_at(text, "a time ago (90s, 2h, 3d) or ")
 
 
+def parsed_by(parse: Callable[[str], Any]) -> Callable[[Any, Any, str | None], Any]:
+    """A click callback: the option's text through ``parse``, or None when it is absent."""
+    return lambda _ctx, _param, value: None if value is None else parse(value)
+
+
 run_timeout_option = click.option(
     "--run-timeout",
-    callback=lambda _ctx, _param, value: None if value is None else parse_span(value),
+    callback=parsed_by(parse_span),
     help="the run's time limit, such as 30s, 10m, 2h: past it an unfinished run ends "
     "TIMED_OUT (default: none)",
 )
 start_delay_option = click.option(
     "--delay",
     "start_delay",
-    callback=lambda _ctx, _param, value: None if value is None else parse_span(value),
+    callback=parsed_by(parse_span),
     help="start the run this long from now, such as 90s, 10m, 2h (recorded at once)",
 )
 

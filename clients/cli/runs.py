@@ -17,6 +17,7 @@ from clients.cli.app import (
     parse_json_object,
     parse_moment,
     parse_span,
+    parsed_by,
     run_timeout_option,
     start_delay_option,
     upload_inputs,
@@ -330,12 +331,12 @@ STATES = [s.value for s in State]
 @click.option("--schedule", default="", help="only runs this schedule started")
 @click.option(
     "--since",
-    callback=lambda _ctx, _param, value: None if value is None else parse_moment(value),
+    callback=parsed_by(parse_moment),
     help="only runs created since: a time ago (2h, 3d) or an ISO time",
 )
 @click.option(
     "--until",
-    callback=lambda _ctx, _param, value: None if value is None else parse_moment(value),
+    callback=parsed_by(parse_moment),
     help="only runs created before: a time ago (30m) or an ISO time",
 )
 @click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True)

@@ -17,6 +17,7 @@ from clients.cli.app import (
     parse_at,
     parse_json_object,
     parse_span,
+    parsed_by,
     run_timeout_option,
     upload_inputs,
 )
@@ -91,12 +92,12 @@ def schedule() -> None:
 @click.option("--timezone", default="", help="the IANA zone --cron is read in (default UTC)")
 @click.option(
     "--every",
-    callback=lambda _ctx, _param, value: None if value is None else parse_span(value),
+    callback=parsed_by(parse_span),
     help="instead of --cron: an interval, such as 90s, 5m, 2h, 1d",
 )
 @click.option(
     "--at",
-    callback=lambda _ctx, _param, value: None if value is None else parse_at(value),
+    callback=parsed_by(parse_at),
     help="instead: once, at this ISO time (2026-12-24T18:00:00+01:00; no zone: UTC)",
 )
 @click.option("--priority", type=click.IntRange(0, 10), default=0, help="1 to 10; 0: the task's")
@@ -110,13 +111,13 @@ def schedule() -> None:
 @click.option(
     "--from",
     "start_time",
-    callback=lambda _ctx, _param, value: None if value is None else parse_at(value),
+    callback=parsed_by(parse_at),
     help="with --cron or --every: no time before this ISO time",
 )
 @click.option(
     "--until",
     "end_time",
-    callback=lambda _ctx, _param, value: None if value is None else parse_at(value),
+    callback=parsed_by(parse_at),
     help="with --cron or --every: no time after this ISO time (then it is done)",
 )
 @click.option(
@@ -127,7 +128,7 @@ def schedule() -> None:
 )
 @click.option(
     "--jitter",
-    callback=lambda _ctx, _param, value: None if value is None else parse_span(value),
+    callback=parsed_by(parse_span),
     help="with --cron or --every: start each run up to this much after its time (such as "
     "5m), so that schedules sharing a time do not all start at once",
 )

@@ -303,12 +303,5 @@ class History(RunListener):
         not_before = self.clock.now_ms() + int(self.lease_seconds * 1000)
         not_before = max(not_before, int(plan["run_fields"].get("scheduled_ms", 0)))  # delayed
         return Submission(
-            run_id,
-            plan["run_fields"],
-            specs,
-            "",
-            done,
-            attempts,
-            not_before,
-            done_fields=shown,
+            run_id, plan["run_fields"], specs, "", done, attempts, not_before, done_fields=shown
         )

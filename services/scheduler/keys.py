@@ -19,8 +19,9 @@ EXECUTORS = PREFIX + "executors"  # HASH executor id -> JSON of what ListExecuto
 QUEUE_VARIANTS = PREFIX + "queues"  # SET of labelled queue variants ("default|gpu=true")
 PLAIN_QUEUES = PREFIX + "plain-queues"  # SET of the other queues work was queued on ("vision")
 EPOCH = PREFIX + "epoch"  # STRING set once per Redis dataset; gone means Redis lost its data
-# ZSET run id -> when it was submitted (ms), until its MongoDB document is known to be written
-# (``unrecorded_runs.py``): a run still here long after is one whose insert never landed.
+# ZSET a submit call's first run id -> when it was submitted (ms), until the call's MongoDB
+# insert is known (``unrecorded_runs.py``): an entry still here long after is a submit whose
+# insert never landed.
 UNRECORDED = PREFIX + "unrecorded"
 UNRECORDED_CHECK = PREFIX + "unrecorded-check"  # STRING: a replica is checking them (PX)
 
@@ -96,11 +97,12 @@ PLACE_LIMITS = PREFIX + "place-limits"  # HASH task name -> its limit, while ste
 TASK_LIMITS = PREFIX + "task-limits"
 
 
-def plan(run_id: str) -> str:
-    """HASH of a new run's plan as it was submitted ("run": its fields, "steps": its steps,
-    both JSON), kept until its MongoDB document is written, so that a run whose insert never
-    landed can be recorded whole (``unrecorded_runs.py``)."""
-    return f"{PREFIX}plan:{run_id}"
+def plan(key: str) -> str:
+    """HASH run id -> its plan as submitted (run fields and steps, JSON, a newline between),
+    for each run of the submit call indexed as ``key`` in ``UNRECORDED``, kept until the
+    call's MongoDB insert is known, so that a run whose insert never landed can be recorded
+    whole (``unrecorded_runs.py``)."""
+    return f"{PREFIX}plan:{key}"
 
 
 def idempotency(request_id: str) -> str:

@@ -53,15 +53,15 @@ class UnrecordedRuns:
         self.store = store
         self.after_ms = int(after_s * 1000)
         self.check_every_s = check_every_s
-        self._written: set[str] = set()  # inserted, not yet forgotten in Redis
+        self._landed: set[str] = set()  # index keys whose inserts landed, not yet forgotten
         self._next_check = 0.0  # time.monotonic()
         self.recorded = 0  # runs recorded from Redis by this replica
 
     async def forget_recorded(self) -> None:
         """Drop the index entries (and their plans) of the submits whose inserts landed."""
-        self._written |= self.store.take_inserted()
-        await self._forget(sorted(self._written))
-        self._written.clear()
+        self._landed |= self.store.take_inserted()
+        await self._forget(sorted(self._landed))
+        self._landed.clear()
 
     async def record(self, now_ms: int) -> list[str]:
         """Every ``check_every_s``, on one replica at a time: insert, whole from Redis, the
