@@ -69,6 +69,8 @@ def installed_packages() -> list[str]:
     return sorted(f"{name}=={version}" for name, version in found.items() if name)
 
 
+# "SUCCEEDED" -> STEP_OUTCOME_SUCCEEDED..., looked up once, not per result
+OUTCOMES = {name.removeprefix("STEP_OUTCOME_"): number for name, number in epb.StepOutcome.items()}
 RECONNECT_MAX_SECONDS = 10.0
 SWEEP_SECONDS = 1.0  # how often workers' files are measured (``WorkerPool.sweep``)
 
@@ -475,7 +477,7 @@ class Executor:
     def _send_result(self, ref: epb.StepAttemptRef, outcome: Outcome) -> None:
         result = epb.StepResult(
             ref=ref,
-            outcome=epb.StepOutcome.Value(f"STEP_OUTCOME_{outcome.outcome}"),
+            outcome=OUTCOMES[outcome.outcome],
             output_json=outcome.output_json,
             error=outcome.error,
         )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -52,6 +53,7 @@ class PackageCache:
         # digest -> (size in bytes, last used), from disk so eviction order survives.
         self._dirs = LruDirectories(self.root, max_bytes, _tree_bytes, "package")
         self.downloads = 0
+        self._paths: dict[str, Path] = {}  # digest -> root/digest, made once (a step asks)
 
     @property
     def total_bytes(self) -> int:
@@ -62,18 +64,22 @@ class PackageCache:
         return self._dirs.evictions
 
     def path(self, digest: str) -> Path:
-        return self.root / digest
+        found = self._paths.get(digest)
+        if found is None:
+            found = self._paths[digest] = self.root / digest
+        return found
 
     def has(self, digest: str) -> bool:
-        """Whether ``get`` would answer from the cache at once."""
-        return digest in self._dirs and self.path(digest).is_dir()
+        """Whether the package is installed, as far as this cache knows (``get`` checks the
+        disk: a directory removed behind its back is fetched again)."""
+        return digest in self._dirs
 
     async def get(self, digest: str, namespace: str = DEFAULT_NAMESPACE) -> Path:
         """The extracted package directory for ``digest``, downloading it if needed (as a
         step of ``namespace``: the registry serves a package only to namespaces that may
         use it; the scheduler sends only digests the step's namespace resolved)."""
         target = self.path(digest)
-        if digest in self._dirs and target.is_dir():
+        if digest in self._dirs and os.path.isdir(target):
             self._dirs.touch(digest)
             return target
         lock = self._locks.setdefault(digest, asyncio.Lock())

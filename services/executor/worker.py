@@ -94,9 +94,9 @@ class LeaseLapsed(Exception):
     """The running step's lease was not renewed in time: another executor may take it."""
 
 
-def _resolve(future: asyncio.Future[None]) -> None:
+def _resolve(future: asyncio.Future[bool], value: bool) -> None:
     if not future.done():
-        future.set_result(None)
+        future.set_result(value)
 
 
 class Worker:
@@ -289,6 +289,7 @@ class Worker:
         CancelledError on cancel, EOFError when the process died, OverLimit over a limit.
         """
         loop = asyncio.get_running_loop()
+        ticked = False
         while True:
             if cancelled.is_set():
                 raise asyncio.CancelledError
@@ -302,18 +303,24 @@ class Worker:
                 raise TimeoutError
             if 0 < self._fence_until < time.monotonic():
                 raise LeaseLapsed
-            if not self._proc.is_alive():
+            # A process that dies closes its end of the pipe (EOF, above); one whose end a
+            # child of it still holds is found here, at the next tick (not before every wait:
+            # a waitpid each step).
+            if ticked and not self._proc.is_alive():
                 raise EOFError
             self._check_memory()
-            readable = loop.create_future()
+            woken = loop.create_future()
             fd = self._sock.fileno()
-            loop.add_reader(fd, _resolve, readable)
-            try:
-                await asyncio.wait_for(readable, min(remaining, _TICK))
-            except TimeoutError:
-                self._read_output()  # a long call's prints, each tick (a step's end reads
-            finally:  # the rest): a task that fills the pipe waits at most a tick
+            loop.add_reader(fd, _resolve, woken, False)
+            tick = loop.call_later(min(remaining, _TICK), _resolve, woken, True)
+            try:  # (not asyncio.wait_for: a task and a waiter more per wait)
+                ticked = await woken
+            finally:
+                tick.cancel()
                 loop.remove_reader(fd)
+            if ticked:
+                self._read_output()  # a long call's prints, each tick (a step's end reads
+                # the rest): a task that fills the pipe waits at most a tick
 
     def _read_available(self) -> bool:
         """Feed the reader one read of what the pipe holds: True if anything came. Raises

@@ -142,6 +142,7 @@ def _failure(exc: BaseException) -> tuple[str, str]:
 MAX_LOG_LINES = 200  # per input; the rest is counted, not sent
 MAX_LOG_CHARS = 2000
 _SENDING = threading.Lock()
+LEVELS = logging.getLevelNamesMapping()
 
 
 def _send(conn: Connection, header: list[Any], payloads: list[str] | tuple[()] = ()) -> None:
@@ -224,9 +225,13 @@ def worker_main(
                 break
             batch, meta = header[0] == "batch", header[1]
             context.begin_batch(meta) if batch else context.begin(meta)
-            # The pipeline's global_settings.log_level, else everything the task logs.
+            # The pipeline's global_settings.log_level, else everything the task logs (set
+            # when it changes: setLevel clears the cache of every logger the process has).
             first = meta[0] if batch else meta
-            context.logger.setLevel(first.get("log_level") or logging.DEBUG)
+            wanted = first.get("log_level") or logging.DEBUG
+            number = LEVELS.get(wanted, wanted) if isinstance(wanted, str) else wanted
+            if number != context.logger.level:  # (the task itself may have set it)
+                context.logger.setLevel(wanted)
             _use_threads(first.get("threads"))
             to_pipe.begin()
             called = time.time()

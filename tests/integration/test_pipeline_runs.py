@@ -338,6 +338,8 @@ def test_log_level_sets_the_level_of_the_tasks_logger(client: Client) -> None:
     [quiet] = run(client, "levels_quiet", {}).steps
     assert [line.split(" ", 1)[0] for line in quiet.logs] == ["WARNING"]
     assert client.get_pipeline("levels_quiet").log_level == "WARNING"
+    [loud_again] = run(client, "levels_all", {}).steps  # the same warm worker, set back
+    assert [line.split(" ", 1)[0] for line in loud_again.logs] == ["DEBUG", "INFO", "WARNING"]
 
 
 def test_enable_caching_reuses_a_steps_output_and_says_where_it_came_from(
