@@ -15,14 +15,19 @@ Measured, the two stacks taking turns (which goes first alternates):
               block, HEAD's p50 over BASE's: the median over blocks. And each version's
               p50, p95, p99 over all its runs.
   bulk        bursts of no-op runs (SubmitRuns, as ``bench.run``'s throughput): runs/s,
-              HEAD's over BASE's, the median over bursts.
+              HEAD's over BASE's, the median over bursts; and the CPU per run of all the
+              stack's processes over each burst (first submit to last run ended), HEAD's
+              over BASE's, with each kind of process's µs per run. The bursts are bound by
+              the two cores, so runs/s moves by less than a change's share of the CPU, and
+              by less than the bursts' spread: an executor change that took 12-14% of its
+              CPU per run (2026-12-05) moved runs/s 1.006 here.
 
 In two sittings: both stacks started BASE first, then both HEAD first. On this machine the
 stack started first ran sequential runs 5-10% faster (one commit against itself, one
 sitting: 1.04-1.10), so one sitting's ratio carries that bias; the figure of record is the
 geometric mean of the two sittings' ratios, which cancels it. Below 1 HEAD is faster in
-sequential runs; above 1 HEAD has more bulk throughput. Every load is bounded; the stacks
-and worktrees are removed at the end.
+sequential runs and spends less CPU per run; above 1 HEAD has more bulk throughput. Every
+load is bounded; the stacks and worktrees are removed at the end.
 """
 
 from __future__ import annotations
@@ -70,9 +75,10 @@ def checkout(revision: str | None, under: Path, name: str) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def stack(tree: Path) -> Iterator[Client]:
-    """The bench's stack of the code in ``tree``, and a client of it; stopped afterwards
-    (the stack server stops its stack, by PID, when its standard input closes)."""
+def stack(tree: Path) -> Iterator[tuple[Client, int]]:
+    """The bench's stack of the code in ``tree``: a client of it, and the PID its servers run
+    under; stopped afterwards (the stack server stops its stack, by PID, when its standard
+    input closes)."""
     proc = subprocess.Popen(
         [sys.executable, str(STACK)],
         cwd=tree,
@@ -86,7 +92,7 @@ def stack(tree: Path) -> Iterator[Client]:
         if not line:
             raise RuntimeError(f"the stack of {tree} did not start (exit {proc.wait(START_S)})")
         with Client(**json.loads(line)) as client:  # the stack server's keys are its arguments
-            yield client
+            yield client, proc.pid
     finally:
         if proc.stdin is not None:
             proc.stdin.close()
@@ -107,21 +113,27 @@ def sequential(client: Client, runs: int) -> list[float]:
     return times
 
 
-def sitting(clients: dict[str, Client], first: str, ns: argparse.Namespace) -> dict[str, Any]:
+def sitting(
+    stacks: dict[str, tuple[Client, int]], first: str, ns: argparse.Namespace
+) -> dict[str, Any]:
     """One sitting's figures, the stacks taking turns, ``first`` leading the first turn."""
     order = [first, *(s for s in SIDES if s != first)]
     block_p50: dict[str, list[float]] = {s: [] for s in SIDES}
     every: dict[str, list[float]] = {s: [] for s in SIDES}
     for block in range(ns.blocks):
         for side in order if block % 2 == 0 else order[::-1]:
-            times = sequential(clients[side], ns.runs)
+            times = sequential(stacks[side][0], ns.runs)
             block_p50[side].append(pct(times, 50))
             every[side] += times
     rates: dict[str, list[float]] = {s: [] for s in SIDES}
+    cpu: dict[str, list[dict[str, float]]] = {s: [] for s in SIDES}
     for n in range(ns.bursts):
         for side in order if n % 2 == 0 else order[::-1]:
-            rates[side].append(burst(clients[side], ns.burst_runs)["runs_per_second"])
-    return summarize(block_p50, every, rates, started_first=first)
+            client, pid = stacks[side]
+            found = burst(client, ns.burst_runs, stack_pid=pid)
+            rates[side].append(found["runs_per_second"])
+            cpu[side].append(found["cpu_us_per_run"])
+    return summarize(block_p50, every, rates, started_first=first, cpu=cpu)
 
 
 def summarize(
@@ -129,9 +141,12 @@ def summarize(
     every: dict[str, list[float]],
     rates: dict[str, list[float]],
     started_first: str,
+    cpu: dict[str, list[dict[str, float]]] | None = None,
 ) -> dict[str, Any]:
     """A sitting's ratios (HEAD over BASE; median over blocks and over bursts) and each
-    side's own figures."""
+    side's own figures. ``cpu``: per burst, the µs of CPU per run each kind of process
+    spent (``burst``'s ``cpu_us_per_run``); a burst's ratio of all of it is finer than its
+    runs/s, which a few percent of the CPU moves by less than the bursts' spread."""
     found: dict[str, Any] = {"started_first": started_first}
     if block_p50["base"]:  # each block's ratio too: the spread is the noise
         blocks = _ratios(block_p50["head"], block_p50["base"])
@@ -141,6 +156,11 @@ def summarize(
         bursts = _ratios(rates["head"], rates["base"])
         found["bulk_runs_per_second_ratio"] = round(statistics.median(bursts), 3)
         found["bulk_burst_ratios"] = [round(r, 3) for r in bursts]
+    if cpu and cpu["base"]:
+        totals = {s: [sum(b.values()) for b in cpu[s]] for s in SIDES}
+        found["bulk_cpu_per_run_ratio"] = round(
+            statistics.median(_ratios(totals["head"], totals["base"])), 3
+        )
     for side in SIDES:
         mine: dict[str, Any] = {}
         if every[side]:
@@ -148,6 +168,12 @@ def summarize(
             mine["block_p50_ms"] = [ms(t) for t in block_p50[side]]
         if rates[side]:
             mine["bulk_runs_per_second"] = rates[side]
+        if cpu and cpu[side]:
+            names = sorted({name for b in cpu[side] for name in b})
+            mine["bulk_cpu_us_per_run"] = {
+                name: round(statistics.median(b.get(name, 0.0) for b in cpu[side]), 1)
+                for name in names
+            }
         found[side] = mine
     return found
 
@@ -160,7 +186,7 @@ def combine(sittings: list[dict[str, Any]]) -> dict[str, float]:
     """Each ratio's geometric mean over the sittings (one each way round, so the bias of
     the stack started first cancels)."""
     combined = {}
-    for key in ("sequential_p50_ratio", "bulk_runs_per_second_ratio"):
+    for key in ("sequential_p50_ratio", "bulk_runs_per_second_ratio", "bulk_cpu_per_run_ratio"):
         values = [s[key] for s in sittings if key in s]
         if values:
             combined[key] = round(math.exp(statistics.fmean(math.log(v) for v in values)), 3)
@@ -192,8 +218,8 @@ def main(argv: list[str] | None = None) -> int:
             for first in SIDES[: ns.sittings]:
                 with contextlib.ExitStack() as stacks:
                     order = [first, *(s for s in SIDES if s != first)]
-                    clients = {s: stacks.enter_context(stack(paths[s])) for s in order}
-                    found = sitting(clients, first, ns)
+                    sides = {s: stacks.enter_context(stack(paths[s])) for s in order}
+                    found = sitting(sides, first, ns)
                 report["sittings"].append(found)
                 print(json.dumps(found), file=sys.stderr)
     report["ratios"] = combine(report["sittings"])

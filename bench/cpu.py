@@ -38,6 +38,21 @@ def _cpu_by_process() -> dict[str, float]:
     return found
 
 
+def cpu_by_process(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) spent so far by each kind of process under ``pid`` (a
+    stack's server: its scheduler, executors, task workers, valkey...), summed by name."""
+    found: dict[str, float] = {}
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return found
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            name = _name(child.cmdline(), child.name())
+            found[name] = found.get(name, 0.0) + sum(child.cpu_times()[:2])
+    return found
+
+
 def stack_cpu(pids: list[int]) -> float:
     """CPU seconds (user + system) spent so far by the processes ``pids`` and every process
     under them (an executor's task workers): one stack's, when several run side by side."""

@@ -57,7 +57,7 @@ from typing import Any
 import redis
 
 from bench import celery_compare, targets
-from bench.cpu import cpu, stack_cpu
+from bench.cpu import cpu, cpu_by_process, stack_cpu
 from bench.figures import ms, pct
 from bench.floors import floors
 from clients.sdk import Client
@@ -125,10 +125,13 @@ def warm_slots(client: Client) -> None:
     wait_all(client, [warm], time.monotonic() + 60)
 
 
-def burst(client: Client, count: int) -> dict[str, Any]:
+def burst(client: Client, count: int, stack_pid: int = 0) -> dict[str, Any]:
     """``count`` no-op runs submitted in batches of 1,000: runs/s from the first created to
-    the last ended, and how long the history then took to hold them all."""
+    the last ended, and how long the history then took to hold them all. With
+    ``stack_pid`` (the process the stack's servers run under), also the CPU µs per run each
+    kind of process spent from the first submit until the last run ended."""
     deadline = time.monotonic() + DEADLINE_S
+    cpu_before = cpu_by_process(stack_pid) if stack_pid else {}
     start = time.monotonic()
     batches = []
     for first in range(0, count, 1000):
@@ -138,6 +141,7 @@ def burst(client: Client, count: int) -> dict[str, Any]:
     all_ids = [r for _, run_ids in batches for r in run_ids]
     client.wait(all_ids[-1], timeout=DEADLINE_S)  # ids sort by creation: queues are FIFO
     last_done = time.monotonic()
+    cpu_after = cpu_by_process(stack_pid) if stack_pid else {}
     done = wait_all(client, batches, deadline)  # (the history's every run no longer unfinished)
     ok = sum(r.state == "COMPLETED" for r in done.values())
     end = max(r.ended_at.timestamp() for r in done.values())
@@ -160,7 +164,16 @@ def burst(client: Client, count: int) -> dict[str, Any]:
         "runs_per_second": round(count / (end - first_created), 1),
         "target_runs_per_second": 1250,
         "history_written_seconds_after_last_done": round(time.monotonic() - last_done, 1),
-    }
+    } | (
+        {
+            "cpu_us_per_run": {
+                name: round((spent - cpu_before.get(name, 0.0)) / count * 1e6, 1)
+                for name, spent in cpu_after.items()
+            }
+        }
+        if stack_pid
+        else {}
+    )
 
 
 TRACE_SAMPLE = 0.1  # the tracing figure's sampled configuration (deploy/ sets the same)

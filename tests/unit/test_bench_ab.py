@@ -23,6 +23,23 @@ def test_a_sitting_reads_head_over_base_block_by_block_and_burst_by_burst() -> N
     assert found["head"]["block_p50_ms"] == [2.0, 5.0, 9.0]
 
 
+def test_a_sitting_reads_the_cpu_per_run_of_all_processes_burst_by_burst() -> None:
+    found = summarize(
+        {"base": [], "head": []},
+        {"base": [], "head": []},
+        {"base": [1000.0, 1000.0], "head": [1000.0, 1000.0]},
+        "base",
+        cpu={
+            "base": [{"scheduler": 300.0, "executor": 300.0}, {"scheduler": 400.0}],
+            "head": [{"scheduler": 300.0, "executor": 240.0}, {"scheduler": 300.0}],
+        },
+    )
+    assert found["bulk_cpu_per_run_ratio"] == 0.825  # the median of 540/600 and 300/400
+    assert found["head"]["bulk_cpu_us_per_run"] == {"executor": 120.0, "scheduler": 300.0}
+    assert found["base"]["bulk_cpu_us_per_run"] == {"executor": 150.0, "scheduler": 350.0}
+    assert combine([found, {"bulk_cpu_per_run_ratio": 1 / 0.825}])["bulk_cpu_per_run_ratio"] == 1
+
+
 def test_the_sittings_combine_so_that_the_stack_started_first_has_no_edge() -> None:
     # The same code on both sides; whichever stack starts first looks 10% faster.
     base_first = {"sequential_p50_ratio": 1.1, "bulk_runs_per_second_ratio": 0.95}
