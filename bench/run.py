@@ -114,9 +114,10 @@ def throughput(client: Client, count: int) -> dict[str, Any]:
     """Submit ``count`` no-op runs in batches of 1,000 (SubmitRuns), wait for all of them.
     Measured in steady state: a first batch of 1,000 starts a worker process on every slot
     first (a prefork pool's are forked before its first task, and Celery's are measured so;
-    as ``dag_burst`` does)."""
+    as ``dag_burst`` does). With the CPU per run of each kind of the stack's processes over
+    the burst (they run under this one), so that a record shows which one a change moved."""
     warm_slots(client)
-    return burst(client, count)
+    return burst(client, count, stack_pid=os.getpid())
 
 
 def warm_slots(client: Client) -> None:
