@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import psutil
@@ -24,17 +25,21 @@ def _name(args: list[str], executable: str) -> str:
     return executable
 
 
+def _children(pid: int | None = None) -> Iterator[tuple[str, int, float]]:
+    """(name, pid, CPU seconds so far) of every process under ``pid`` (None: this one)."""
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            yield _name(child.cmdline(), child.name()), child.pid, sum(child.cpu_times()[:2])
+
+
 def _cpu_by_process() -> dict[str, float]:
-    me = psutil.Process()
-    found = {"client (this bench)": sum(me.cpu_times()[:2])}
-    for child in me.children(recursive=True):
-        try:
-            name = _name(child.cmdline(), child.name())
-            times = child.cpu_times()
-            key = f"{name} [{child.pid}]"
-            found[key] = times.user + times.system
-        except psutil.Error:
-            continue
+    found = {"client (this bench)": sum(psutil.Process().cpu_times()[:2])}
+    for name, pid, seconds in _children():
+        found[f"{name} [{pid}]"] = seconds
     return found
 
 
@@ -42,14 +47,8 @@ def cpu_by_process(pid: int) -> dict[str, float]:
     """CPU seconds (user + system) spent so far by each kind of process under ``pid`` (a
     stack's server: its scheduler, executors, task workers, valkey...), summed by name."""
     found: dict[str, float] = {}
-    try:
-        children = psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        return found
-    for child in children:
-        with contextlib.suppress(psutil.Error):
-            name = _name(child.cmdline(), child.name())
-            found[name] = found.get(name, 0.0) + sum(child.cpu_times()[:2])
+    for name, _, seconds in _children(pid):
+        found[name] = found.get(name, 0.0) + seconds
     return found
 
 
