@@ -4,9 +4,11 @@ keeps its own run, attempt, lineage ids and retries."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -181,6 +183,24 @@ def test_the_speech_example_batches_recordings_of_different_runs(client: Client)
         assert len(segments) == 2 and abs(segments[0]["start_seconds"] - spans[0][0]) < 0.15
         assert r.output["threshold"] == r.steps[0].output["threshold"]
     assert runs[-1].output["threshold"] == 0.95 and runs[0].output["threshold"] == 0.5
+
+
+def test_the_digit_example_batches_images_of_different_runs(client: Client, tmp_path: Path) -> None:
+    """The forest example on the stack's own executors: images of runs submitted together
+    share the forest's calls, and each run gets the digit of its own image."""
+    example = ROOT / "tasks" / "examples" / "digit_recognition"
+    client.register_task(example)
+    spec = importlib.util.spec_from_file_location("digit_bench", example / "bench.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    digits = bench.held_out_images(tmp_path, 8)
+    inputs = [{"image_path": client.upload_artifact(path)} for path, _ in digits]
+    _, run_ids = client.submit_many(inputs, task="digit_recognition")
+    runs = [client.wait(r, timeout=120) for r in run_ids]
+    assert [r.state for r in runs] == ["COMPLETED"] * 8, runs[0].error
+    assert [r.output["digit"] for r in runs] == [label for _, label in digits]
+    assert max(r.output["batch_size"] for r in runs) > 1
 
 
 def test_a_call_takes_one_slot_however_many_steps_it_has(client: Client, one_slot: Any) -> None:
