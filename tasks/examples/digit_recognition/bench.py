@@ -16,17 +16,15 @@ def held_out_images(directory: Path, count: int) -> list[tuple[Path, int]]:
     """The first ``count`` held-out digits as 32 x 32 PNG files in ``directory`` (every other
     one dark ink on light), with their labels."""
     import cv2
-    import numpy as np
 
     spec = importlib.util.spec_from_file_location("digit_task", Path(__file__).with_name("task.py"))
     assert spec is not None and spec.loader is not None
     task = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(task)
-    _, images, _, labels = task.split()
+    _, grids, _, labels = task.split()
     found = []
-    for i, (row, label) in enumerate(zip(images[:count], labels[:count], strict=True)):
-        pixels = np.round(row.reshape(8, 8) * (255 / 16)).astype(np.uint8)
-        pixels = cv2.resize(pixels, (32, 32), interpolation=cv2.INTER_NEAREST)
+    for i, (grid, label) in enumerate(zip(grids[:count], labels[:count], strict=True)):
+        pixels = task.drawn(grid)
         path = directory / f"digit-{i}.png"
         cv2.imwrite(str(path), 255 - pixels if i % 2 else pixels)
         found.append((path, int(label)))
