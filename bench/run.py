@@ -53,6 +53,7 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import redis
@@ -562,13 +563,19 @@ BATCHING_EXAMPLES = [
 ]
 
 
-def batching_inputs(client: Client, example: Path, count: int) -> list[dict[str, Any]]:
-    """The inputs of a batchable example: its own bench_inputs(upload, count)."""
-    spec = importlib.util.spec_from_file_location("bench_inputs", example / "bench.py")
+def example_bench(example: Path) -> ModuleType:
+    """A batchable example's ``bench.py`` (its ``bench_inputs(upload, count)`` and whatever
+    else makes its inputs), loaded by path: the examples are packages, not modules."""
+    spec = importlib.util.spec_from_file_location(f"{example.name}_bench", example / "bench.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.bench_inputs(client.upload_artifact, count)  # type: ignore[no-any-return]
+    return module
+
+
+def batching_inputs(client: Client, example: Path, count: int) -> list[dict[str, Any]]:
+    """The inputs of a batchable example: its own bench_inputs(upload, count)."""
+    return example_bench(example).bench_inputs(client.upload_artifact, count)  # type: ignore[no-any-return]
 
 
 def batching(client: Client, count: int) -> dict[str, Any]:
@@ -583,9 +590,7 @@ def batching_example(client: Client, example: Path, count: int) -> dict[str, Any
     the same package registered without ``batching``: runs/s from the first run created to
     the last ended, and p95 of each run's time from created to ended."""
     manifest = json.loads((example / "task.json").read_text())
-    task_id = manifest["task_id"]
-    if example.parent != ROOT / "tasks" / "examples":  # not registered with them
-        client.register_task(example)
+    task_id = manifest["task_id"]  # registered with the other examples
     with tempfile.TemporaryDirectory(prefix="wtm-bench-unbatched-") as tmp:
         copy = Path(tmp) / task_id
         shutil.copytree(example, copy)

@@ -4,7 +4,6 @@ keeps its own run, attempt, lineage ids and retries."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 from collections.abc import Iterator
@@ -13,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from bench.run import example_bench
 from clients.sdk import Client
 from services.localstack import Cluster
 from services.localstack.cluster import Child
@@ -191,11 +191,7 @@ def test_the_digit_example_batches_images_of_different_runs(client: Client, tmp_
     share the forest's calls, and each run gets the digit of its own image."""
     example = ROOT / "tasks" / "examples" / "digit_recognition"
     client.register_task(example)
-    spec = importlib.util.spec_from_file_location("digit_bench", example / "bench.py")
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    digits = bench.held_out_images(tmp_path, 8)
+    digits = example_bench(example).held_out_images(tmp_path, 8)
     inputs = [{"image_path": client.upload_artifact(path)} for path, _ in digits]
     _, run_ids = client.submit_many(inputs, task="digit_recognition")
     runs = [client.wait(r, timeout=120) for r in run_ids]

@@ -4,25 +4,16 @@ what it gets alone."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from bench.run import example_bench
 from tasks.base.runtime import load_task, run_batch, run_once
 from tests.conftest import ROOT
 
 EXAMPLE = ROOT / "tasks" / "examples" / "digit_recognition"
-
-
-def _bench_module() -> Any:
-    spec = importlib.util.spec_from_file_location("digit_bench", EXAMPLE / "bench.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +26,7 @@ def task():  # noqa: ANN201
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, int]]:
     """Held-out digits as PNG files (every other one dark ink on light), with labels."""
-    return _bench_module().held_out_images(tmp_path_factory.mktemp("digits"), 200)  # type: ignore[no-any-return]
+    return example_bench(EXAMPLE).held_out_images(tmp_path_factory.mktemp("digits"), 200)  # type: ignore[no-any-return]
 
 
 def recognise(task, path: Path | str) -> dict:  # noqa: ANN001
