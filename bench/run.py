@@ -605,7 +605,8 @@ def batching_example(client: Client, example: Path, count: int) -> dict[str, Any
         ("unbatched", f"{task_id}_unbatched", 16),
         ("batched", task_id, 8 * size),  # 8 calls at once: a warm worker on every slot
     ):
-        for run_id in client.submit_many(inputs[:warm], task=task)[1]:
+        warming = [inputs[i % len(inputs)] for i in range(warm)]  # however few the runs
+        for run_id in client.submit_many(warming, task=task)[1]:
             assert client.wait(run_id, 120).state == "COMPLETED"
         batch = client.submit_many(inputs, task=task)
         done = wait_all(client, [batch], time.monotonic() + DEADLINE_S)
