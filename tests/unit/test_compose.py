@@ -231,3 +231,13 @@ def test_the_servers_can_read_the_key_tls_init_makes(
         assert compose["services"][name]["environment"]["WTM_TLS_KEY"] == "/tls/server.key"
     example = (ROOT / ".env.example").read_text()
     assert "\nWTM_UID=" in example and "\nWTM_GID=" in example
+
+
+def test_the_image_can_carry_the_examples_models(compose: dict[str, Any]) -> None:
+    """The executors install no task requirements: WTM_IMAGE_EXTRAS=faces (in .env) builds
+    the examples' models into the one image, as deploy/k8s's EXTRAS=faces does."""
+    build = compose["services"]["registry"]["build"]
+    assert build["args"] == {"EXTRAS": "${WTM_IMAGE_EXTRAS-}"}  # unset: none, no warning
+    assert "\nWTM_IMAGE_EXTRAS=\n" in (ROOT / ".env.example").read_text()
+    extras = (ROOT / "pyproject.toml").read_text()
+    assert "faces = [" in extras and '"scikit-learn==' in extras and '"onnxruntime==' in extras
