@@ -46,9 +46,8 @@ def features(image: Any) -> Any:
     gray = image.astype(np.float32)
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     if border.mean() > 127:  # dark ink on light paper
-        gray = 255.0 - gray
-    gray -= np.median(border if border.mean() <= 127 else 255.0 - border)  # the paper's shade
-    np.clip(gray, 0, None, out=gray)
+        gray, border = 255.0 - gray, 255.0 - border
+    gray = np.clip(gray - np.median(border), 0, None)  # the paper's own shade is not ink
     if gray.max() <= INK:
         raise FatalError("no ink found: the image is blank")
     rows, cols = np.nonzero(gray > INK_SHARE * gray.max())
