@@ -130,6 +130,7 @@ def test_the_first_steps_input_schema_is_checked_before_queueing(client: Client)
 
 
 def test_a_fatal_error_fails_the_run_without_retries(client: Client) -> None:
+    pipeline(client, "fussy_first", [{"task_id": "fussy", "input_mapping": {"value": "$.v"}}])
     done = run(client, "fussy_first", {"v": -1})
     assert done.state == "FAILED"
     assert (done.steps[0].state, done.steps[0].attempt) == ("FAILED", 1)

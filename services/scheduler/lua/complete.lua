@@ -50,20 +50,27 @@ end
 local run_id = run_of(member)
 local step_id = string.sub(member, #run_id + 2)
 -- The run as it ended: what the scheduler records and answers waiting callers with, so
--- neither has to read it back.
-local function final_state()
-  local rh = run_hash(P, run_id)
-  local steps = {}
-  for _, s in ipairs(cjson.decode(redis.call('HGET', rh, 'steps'))) do
-    steps[#steps + 1] = redis.call('HGETALL', step_hash(P, run_id .. ':' .. s))
+-- neither has to read it back. ``snapshot`` is this step's hash, just read: each hash is
+-- read once (the run's step list comes with the run hash).
+local function final_state(snapshot)
+  local run = redis.call('HGETALL', run_hash(P, run_id))
+  local listed = '[]'
+  for i = 1, #run, 2 do
+    if run[i] == 'steps' then listed = run[i + 1] end
   end
-  return cjson.encode({run = redis.call('HGETALL', rh),
-    outputs = redis.call('HGETALL', outputs_key(P, run_id)), steps = steps})
+  local steps = {}
+  for _, s in ipairs(cjson.decode(listed)) do
+    steps[#steps + 1] = s == step_id and snapshot
+      or redis.call('HGETALL', step_hash(P, run_id .. ':' .. s))
+  end
+  return cjson.encode({run = run, outputs = redis.call('HGETALL', outputs_key(P, run_id)),
+    steps = steps})
 end
 local function with_snapshot(result)
-  table.insert(result, 2, cjson.encode(redis.call('HGETALL', sh)))
+  local snapshot = redis.call('HGETALL', sh)
+  table.insert(result, 2, cjson.encode(snapshot))
   local ended = result[1] == 'run_completed' or result[1] == 'failed'
-  table.insert(result, 3, ended and final_state() or '')
+  table.insert(result, 3, ended and final_state(snapshot) or '')
   return result
 end
 if outcome == 'RELEASED' then
