@@ -1,12 +1,13 @@
-"""One side of ``python -m bench.ab``: the bench's stack (two executors of four slots, the
-no-op task registered, a worker warm on every slot) of the checkout this process runs in —
-its working directory, whose code comes first on ``sys.path`` — up until its standard input
-closes. It prints one line of JSON: the stack's addresses, its admin key and its CA, as
-``Client``'s keyword arguments.
+"""One side of ``python -m bench.ab``: the bench's stack (eight slots on one executor, or
+shared among ``WTM_BENCH_EXECUTORS``, as ``bench.run``'s; the no-op task registered, a worker
+warm on every slot) of the checkout this process runs in — its working directory, whose code
+comes first on ``sys.path`` — up until its standard input closes. It prints one line of
+JSON: the stack's addresses, its admin key and its CA, as ``Client``'s keyword arguments.
 
 Run by path from the newer checkout, so it needs only what the older one has too:
-``Cluster``, ``Client`` and ``bench.run``'s ``BENCH_TASKS``, ``SLOTS``, ``PREFETCH_PER_SLOT``
-and ``warm_slots``."""
+``Cluster``, ``Client`` and ``bench.run``'s ``BENCH_TASKS`` and ``warm_slots``. The stack's
+shape is this file's, not the checkout's ``bench.run``'s (which gave two executors of four
+slots until session 43): both sides of a comparison get the same."""
 
 from __future__ import annotations
 
@@ -24,10 +25,12 @@ def main() -> None:
     from clients.sdk import Client
     from services.localstack import Cluster
 
-    env = {"WTM_PREFETCH": str(bench.PREFETCH_PER_SLOT * bench.SLOTS)}
+    executors = int(os.environ.get("WTM_BENCH_EXECUTORS", "1"))  # as bench.run's
+    slots = 8 // executors
+    env = {"WTM_PREFETCH": str(4 * slots)}  # Celery's default prefetch: four a slot
     with (
         tempfile.TemporaryDirectory(prefix="wtm-ab-") as tmp,
-        Cluster(tmp, executors=2, slots=bench.SLOTS, env=env) as cluster,
+        Cluster(tmp, executors=executors, slots=slots, env=env) as cluster,
     ):
         address: dict[str, Any] = {
             "registry": cluster.registry_address,

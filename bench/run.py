@@ -72,7 +72,15 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH_TASKS = Path(__file__).resolve().parent / "tasks"
 DEADLINE_S = 600
 WARM_UP = 6  # face: runs before the measured ones
-SLOTS = 4  # each of the bench stack's two executors
+# The bench's stack: eight slots on one executor, as Celery's side is one worker node with a
+# pool of eight threads (or two processes), and as `wtm stack up` and docker compose start one
+# executor per host. WTM_BENCH_EXECUTORS shares the eight among more (2: the records' stack
+# until session 43, two executors of four slots).
+SLOTS_IN_ALL = 8
+EXECUTORS = int(os.environ.get("WTM_BENCH_EXECUTORS", "1"))
+if EXECUTORS not in (1, 2, 4, 8):
+    raise SystemExit(f"WTM_BENCH_EXECUTORS={EXECUTORS}: 1, 2, 4 or 8 (they share eight slots)")
+SLOTS = SLOTS_IN_ALL // EXECUTORS  # each executor's
 PREFETCH_PER_SLOT = 4  # Celery's default worker_prefetch_multiplier
 
 
@@ -262,7 +270,7 @@ def tracing(count: int, env: dict[str, str]) -> dict[str, Any]:
                 c = stacks.enter_context(
                     Cluster(
                         tmp,
-                        executors=2,
+                        executors=EXECUTORS,
                         slots=SLOTS,
                         env=env | extra | {"WTM_METRICS_PORT": str(free_port())},
                     )
@@ -509,8 +517,9 @@ def face(client: Client, count: int) -> dict[str, Any]:
     ):
         walls, speedups = [], []
         steps: dict[str, list[float]] = {}
-        # Warm: six runs first, so that each of the two executors has a worker (started, its
-        # models loaded, its first call made) for every step's task; two left some cold.
+        # Warm: six runs first, so that each executor has a worker (started, its models
+        # loaded, its first call made) for every step's task; two left some cold (with two
+        # executors).
         for i in range(count + WARM_UP):
             run = client.wait(
                 client.submit(pipeline=pipeline, input={"image_path": uri}).run_id, 60
@@ -737,13 +746,13 @@ def main(argv: list[str] | None = None) -> int:
     # Short steps: each executor holds four steps per slot ahead, so a freed slot starts the
     # next at once; that is Celery's default prefetch (4 messages per worker process), which
     # the Celery workers of --compare celery have too. The scheduler's default is 0, which
-    # suits long AI tasks better. 16 against 4 here: +27% bulk runs/s (8 pairs, 2026-12-03).
+    # suits long AI tasks better. 4 per slot against 1: +27% bulk runs/s (8 pairs, 2026-12-03).
     env = {"WTM_PREFETCH": os.environ.get("WTM_PREFETCH", str(PREFETCH_PER_SLOT * SLOTS))}
     # Whether this invocation's stack traces is config's "traced" ("tracing" is a figure).
     report: dict[str, Any] = {
         "machine": {"cores": os.cpu_count()},
         "config": {
-            "executors": 2,
+            "executors": EXECUTORS,
             "slots_each": SLOTS,
             "traced": ns.trace,
             "trace_sample": ns.trace_sample if ns.trace else None,
@@ -763,7 +772,7 @@ def main(argv: list[str] | None = None) -> int:
             }
     with (
         tempfile.TemporaryDirectory(prefix="wtm-bench-") as tmp,
-        Cluster(tmp, executors=2, slots=SLOTS, env=env) as c,
+        Cluster(tmp, executors=EXECUTORS, slots=SLOTS, env=env) as c,
         Client(
             c.registry_address, c.scheduler_address, api_key=c.admin_key, tls_ca=str(c.ca_file)
         ) as client,
