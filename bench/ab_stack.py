@@ -26,6 +26,8 @@ def main() -> None:
     from services.localstack import Cluster
 
     executors = int(os.environ.get("WTM_BENCH_EXECUTORS", "1"))  # as bench.run's
+    if executors not in (1, 2, 4, 8):
+        raise SystemExit(f"WTM_BENCH_EXECUTORS={executors}: 1, 2, 4 or 8 (they share 8 slots)")
     slots = 8 // executors
     env = {"WTM_PREFETCH": str(4 * slots)}  # Celery's default prefetch: four a slot
     with (
