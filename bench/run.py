@@ -819,6 +819,8 @@ def main(argv: list[str] | None = None) -> int:
                     "rounds": rounds,
                 }
             )
+            shape = f"{EXECUTORS} executor(s) of {SLOTS} slots"
+            print(f"ours: {shape}, WTM_PREFETCH={env['WTM_PREFETCH']}", file=sys.stderr)
             print(celery_compare.summary(report["compare_celery"]["ratios"]), file=sys.stderr)
     report["targets"] = targets.reached(report)
     if report["targets"]:
