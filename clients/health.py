@@ -145,7 +145,17 @@ def assess_fleet(
         if e.pause is not None:
             checks.append(paused("executor", e.executor_id, e.pause, "given no new step"))
     for e in live + draining:
-        if e.slot_errors:
+        if e.resting() and e.resting_until is not None:
+            checks.append(
+                Check(
+                    f"executor {e.executor_id}",
+                    WARN,
+                    f"resting until {e.resting_until:%H:%M:%S} UTC: steps of different tasks "
+                    f"kept failing in the executor itself ({e.slot_errors} so far); last: "
+                    f"{e.last_slot_error or '?'}",
+                )
+            )
+        elif e.slot_errors:
             checks.append(
                 Check(
                     f"executor {e.executor_id}",

@@ -335,7 +335,8 @@ def executors_table(executors: list[ExecutorInfo], width: int | None = None) -> 
         cells = [
             escape(e.executor_id),
             f"[{style.get(e.state, 'white')}]{e.state}[/]"
-            + (" [cyan]paused[/]" if e.pause is not None else ""),
+            + (" [cyan]paused[/]" if e.pause is not None else "")
+            + (" [red]resting[/]" if e.resting() else ""),
             escape(",".join(e.queues)),
             str(e.slots),
             # slots taken; and the steps, when a dynamic batch runs several on one slot

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from common.states import State
@@ -338,6 +338,15 @@ class ExecutorInfo:
     # its workers' files (last heartbeat).
     disk_bytes: int = 0
     pause: ExecutorPauseInfo | None = None  # set while it is paused: it is given nothing new
+    # Set while it rests: steps of different tasks kept failing in it (``last_slot_error``),
+    # so it is given nothing new until then.
+    resting_until: datetime | None = None
+
+    def resting(self, now: datetime | None = None) -> bool:
+        """Whether it rests now (a connected executor whose rest is not over). Times here
+        are naive UTC, as protobuf gives them."""
+        now = now or datetime.now(UTC).replace(tzinfo=None)
+        return self.state != "LOST" and self.resting_until is not None and self.resting_until > now
 
     @classmethod
     def from_proto(cls, e: spb.Executor) -> ExecutorInfo:
@@ -364,6 +373,7 @@ class ExecutorInfo:
             e.sandbox,
             e.disk_bytes,
             ExecutorPauseInfo.from_proto(e.pause) if e.HasField("pause") else None,
+            _time(e, "resting_until"),
         )
 
 

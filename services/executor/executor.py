@@ -31,6 +31,7 @@ from services.common.config import read_secret
 from services.executor.lease_fence import LeaseFence
 from services.executor.sandbox import Ceilings, Sandbox, protect_executor, thread_share
 from services.executor.settings import ExecutorSettings
+from services.executor.slot_faults import SlotFaults
 from services.executor.step_runner import Running, StepRunner, names
 from services.executor.vitals import ResourceMeter
 from services.executor.worker import Outcome
@@ -154,6 +155,7 @@ class Executor:
         self.meter = ResourceMeter()  # CPU and memory, for the heartbeats
         self.slot_errors = 0  # steps that failed in the executor itself, not in task code
         self.last_slot_error = ""
+        self.faults = SlotFaults(settings.rest_after_errors, settings.rest_seconds)
         self.steps = StepRunner(
             settings,
             self._registry_caller,
@@ -175,7 +177,7 @@ class Executor:
             "draining: %d running, up to %.0fs", len(self._running), self.settings.drain_seconds
         )
         self._draining.set()
-        self._release_held()
+        self._release_held("executor is draining")
         self._outbox.put_nowait(self._heartbeat())  # tells the scheduler: no new work
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle(), self.settings.drain_seconds)
@@ -194,8 +196,9 @@ class Executor:
         await self._registry_caller.close()
         log.info("stopped")
 
-    def _release_held(self) -> None:
-        """Hand back the assignments no slot has started: draining takes nothing new."""
+    def _release_held(self, why: str) -> None:
+        """Hand back the assignments no slot has started (draining or resting: it takes
+        nothing new)."""
         self._flush_calls()
         while not self._assignments.empty():
             for a in self._assignments.get_nowait():
@@ -203,7 +206,26 @@ class Executor:
                 held = self._held.get((ref.run_id, ref.step_id))
                 if held is not None and held.attempt == ref.attempt:
                     del self._held[(ref.run_id, ref.step_id)]
-                    self._outbox.put_nowait(self._released(ref))
+                    self._outbox.put_nowait(self._released(ref, why))
+
+    def _rest(self, seconds: float) -> None:
+        """Take nothing new for ``seconds`` (``SlotFaults``): what is held goes back, and the
+        scheduler hears it at once; a heartbeat says when the rest is over."""
+        log.warning(
+            "%d steps in a row failed in this executor itself (last: %s): taking nothing new "
+            "for %.0fs",
+            self.settings.rest_after_errors,
+            self.last_slot_error,
+            seconds,
+        )
+        self._outbox.put_nowait(self._heartbeat())  # before the releases: none comes back
+        self._release_held("executor is resting: steps kept failing in it")
+        asyncio.get_running_loop().call_later(seconds, self._rested)
+
+    def _rested(self) -> None:
+        if not self.faults.resting(time.monotonic()):
+            log.info("rest over: taking work again")
+            self._outbox.put_nowait(self._heartbeat())
 
     def _flush_calls(self) -> None:
         """Batches whose steps have not all arrived go to the slots as they are (the stream
@@ -298,7 +320,8 @@ class Executor:
                             self.settings.executor_id,
                         )
                         heartbeats = asyncio.create_task(self._heartbeats(call))
-                        if self._running:  # tell the scheduler what survived the disconnect
+                        if self._running or self.faults.resting(time.monotonic()):
+                            # tell the scheduler what survived the disconnect, and the rest
                             self._outbox.put_nowait(self._heartbeat())
                         self._resend(message.welcome.lease_seconds or 30)
                     elif kind == "assignment":
@@ -343,7 +366,10 @@ class Executor:
 
     def _assigned(self, a: epb.StepAssignment) -> None:
         if self._draining.is_set():  # sent before the scheduler heard: give it back
-            self._outbox.put_nowait(self._released(a.ref))
+            self._outbox.put_nowait(self._released(a.ref, "executor is draining"))
+            return
+        if self.faults.resting(time.monotonic()):
+            self._outbox.put_nowait(self._released(a.ref, "executor is resting"))
             return
         ref = a.ref
         self._received[ref.SerializeToString()] = time.time_ns()
@@ -387,6 +413,7 @@ class Executor:
                 sequence=sequence,
                 slot_errors=self.slot_errors,
                 last_slot_error=self.last_slot_error,
+                resting_seconds=self.faults.resting(time.monotonic()),
                 cpu_percent=cpu,
                 memory_bytes=rss,
                 disk_bytes=self.steps.cached_bytes() + self.workers.disk_bytes(),
@@ -394,11 +421,9 @@ class Executor:
         )
 
     @staticmethod
-    def _released(ref: epb.StepAttemptRef) -> epb.ConnectRequest:
+    def _released(ref: epb.StepAttemptRef, why: str) -> epb.ConnectRequest:
         return epb.ConnectRequest(
-            result=epb.StepResult(
-                ref=ref, outcome=epb.StepOutcome.STEP_OUTCOME_RELEASED, error="executor is draining"
-            )
+            result=epb.StepResult(ref=ref, outcome=epb.StepOutcome.STEP_OUTCOME_RELEASED, error=why)
         )
 
     async def _heartbeats(self, call: aio.StreamStreamCall[Any, Any]) -> None:
@@ -466,6 +491,12 @@ class Executor:
                 outcomes = [failed] * len(group)
                 self.slot_errors += 1
                 self.last_slot_error = failed.error[:500]
+                rest = self.faults.failed_here([a.digest for a in group], time.monotonic())
+                if rest:
+                    self._rest(rest)
+            else:
+                if any(o.process_times is not None or o.outcome == "TIMED_OUT" for o in outcomes):
+                    self.faults.ended_otherwise()  # task code ran here: the executor works
             finally:
                 for r in runnings:
                     self._running.pop(names(r.ref), None)

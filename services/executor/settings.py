@@ -109,6 +109,20 @@ class ExecutorSettings(ClientKeySettings):
     drain_seconds: float = setting(
         30.0, "WTM_DRAIN_SECONDS", "on SIGTERM, how long running steps may finish", positive
     )
+    rest_after_errors: int = setting(
+        3,
+        "WTM_REST_AFTER_SLOT_ERRORS",
+        "after this many steps in a row failed in the executor itself (not in task code), of "
+        "at least two task versions, take nothing new for a while (0: never)",
+        non_negative,
+    )
+    rest_seconds: float = setting(
+        30.0,
+        "WTM_REST_SECONDS",
+        "how long the first such rest lasts; each one that more such failures follow is "
+        "twice as long, up to 600 s",
+        positive,
+    )
     sandbox: bool = setting(
         True,
         "WTM_SANDBOX",

@@ -263,6 +263,11 @@ class Executor(BaseModel):
         'and IPC namespaces, and limits), "limits" (environment and limits only), "" (older)',
     )
     pause: ExecutorPause | None = Field(None, description="set while it is given nothing new")
+    resting_until: Time | None = Field(
+        None,
+        description="set while it rests: steps of different tasks kept failing in the executor "
+        "itself (last_slot_error), so it is given nothing new until then",
+    )
 
 
 class ExecutorPause(BaseModel):

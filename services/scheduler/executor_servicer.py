@@ -199,6 +199,7 @@ class ExecutorServicer(epb_grpc.ExecutorServiceServicer):
                     message.heartbeat.draining,
                     message.heartbeat.sequence,
                     _vitals(message.heartbeat),
+                    message.heartbeat.resting_seconds,
                 )
             elif kind == "progress":
                 p = message.progress

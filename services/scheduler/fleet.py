@@ -127,6 +127,7 @@ class ExecutorSession:
         default_factory=asyncio.Queue
     )
     draining: bool = False
+    resting_until: float = 0.0  # while it rests (its heartbeats say), nothing new for it
     vitals: Vitals = Vitals()  # as its last heartbeat reported them
     # What its record in Redis showed when last written (Fleet.save writes it on a change).
     saved_as: tuple[object, ...] = field(default=(), repr=False)
@@ -314,8 +315,13 @@ class Fleet:
         return now - session.last_seen >= self.silent_after
 
     def passed_over(self, session: ExecutorSession, now: float) -> bool:
-        """Whether a lease round leaves ``session`` out: paused (PauseExecutor) or silent."""
-        return session.executor_id in self.paused_executors or self.silent(session, now)
+        """Whether a lease round leaves ``session`` out: paused (PauseExecutor), resting
+        (``services/executor/slot_faults.py``) or silent."""
+        return (
+            session.executor_id in self.paused_executors
+            or session.resting_until > now
+            or self.silent(session, now)
+        )
 
     def queues_of(self, session: ExecutorSession) -> list[str]:
         """The queues an executor is given steps from now: those it serves, but paused ones
@@ -387,6 +393,7 @@ class Fleet:
                 "cpu_percent": round(session.vitals.cpu_percent, 1),
                 "memory_bytes": session.vitals.memory_bytes,
                 "disk_bytes": session.vitals.disk_bytes,
+                "resting_until": session.resting_until,
             }
         )
 
@@ -404,6 +411,7 @@ class Fleet:
                 state,
                 int(s.last_seen // SEEN_GRAIN_SECONDS),
                 s.vitals,
+                s.resting_until,
                 tuple(itertools.islice(s.in_flight, MAX_LISTED_STEPS)),
             )
             if shown != s.saved_as:

@@ -85,13 +85,27 @@ class Intake:
         draining: bool = False,
         sequence: int = 0,
         vitals: Vitals | None = None,
+        resting_seconds: float = 0.0,
     ) -> None:
         """Renew the leases of what an executor runs; cancel the attempts that are no longer
-        current; then (when it numbered the heartbeat) tell it the renewal is done."""
-        session.last_seen = self.clock.time()
+        current; then (when it numbered the heartbeat) tell it the renewal is done. An
+        executor that rests (``resting_seconds``) is given nothing new until then; one whose
+        rest is over is asked in the next round."""
+        session.last_seen = now = self.clock.time()
         if draining and not session.draining:
             log.info("executor %s is draining: no new work for it", session.executor_id)
         session.draining = session.draining or draining
+        was_resting = session.resting_until > 0
+        session.resting_until = now + resting_seconds if resting_seconds > 0 else 0.0
+        if resting_seconds > 0 and not was_resting:
+            log.warning(
+                "executor %s rests for %.0fs: steps kept failing in it",
+                session.executor_id,
+                resting_seconds,
+            )
+        elif was_resting and not resting_seconds:
+            self.queue.work_was_queued()
+            self.leaser.wake()
         session.vitals = vitals or Vitals()
         stale = set(
             await self.queue.heartbeat(

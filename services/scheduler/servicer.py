@@ -236,6 +236,8 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
             m.last_seen_time.FromNanoseconds(int(e["last_seen"] * 1e9))
             if e.get("pause") is not None:
                 m.pause.CopyFrom(executor_pause_to_proto(e["pause"]))
+            if e.get("resting_until"):
+                m.resting_until.FromNanoseconds(int(e["resting_until"] * 1e9))
         return reply
 
     async def ListQueues(

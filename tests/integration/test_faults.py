@@ -14,7 +14,9 @@ from pathlib import Path
 import pymongo
 import pytest
 
+from clients.health import assess_fleet
 from clients.sdk import Client
+from clients.types import ExecutorInfo
 from services.localstack import Cluster
 from tests.conftest import ROOT, shared_file
 from tests.integration.test_executor import make_task, stop_executor
@@ -201,6 +203,51 @@ def test_an_error_inside_a_slot_fails_the_step_and_the_slot_goes_on(
             time.sleep(0.2)
         assert found, [e.executor_id for e in client.list_executors()]
         assert found[0].slot_errors == 1 and "executor error" in found[0].last_slot_error
+    finally:
+        stop_executor(cluster, child)
+
+
+def test_an_executor_whose_steps_of_different_tasks_keep_failing_in_it_rests(
+    cluster: Cluster, client: Client, tmp_path: Path
+) -> None:
+    """Three steps in a row, of two task versions, failing in the executor itself (its
+    package cache is broken): it rests — the scheduler gives it nothing new, the fleet
+    listing and the health report say so — and steps queued meanwhile wait instead of
+    failing; once healed and rested it takes them."""
+    for name in ("rest_a", "rest_b"):
+        client.register_task(make_task(tmp_path, name, queue="restq", max_retries=0))
+    cache = tmp_path / "rest-cache"
+    child = cluster.add_executor(
+        "--queues", "restq", "--cache-dir", str(cache), "--rest-seconds", "6", slots=1
+    )
+    try:
+        eventually(lambda: (cache / "packages").is_dir(), 30, "the executor's cache")
+        shutil.rmtree(cache / "packages")
+        (cache / "packages").write_text("not a directory")  # unpacking will fail (OSError)
+        for name in ("rest_a", "rest_b", "rest_a"):
+            failed = client.wait(client.submit(task=name, input={}).run_id, timeout=60)
+            assert failed.state == "FAILED" and "executor error" in failed.steps[0].error
+
+        def resting() -> list[ExecutorInfo]:
+            return [e for e in client.list_executors() if e.executor_id == child.name]
+
+        found = eventually(lambda: [e for e in resting() if e.resting()], 10, "a rest")
+        assert found[0].state == "CONNECTED" and found[0].slot_errors == 3
+        report = assess_fleet(client.list_executors(), client.list_queues())
+        assert any("resting until" in c.detail for c in report), report
+        (cache / "packages").unlink()
+        (cache / "packages").mkdir()
+        waiting = client.submit(task="rest_b", input={}).run_id
+        time.sleep(1.0)
+        assert client.get_run(waiting).state == "QUEUED"  # not leased to the resting one
+        done = client.wait(waiting, timeout=60)
+        assert done.state == "COMPLETED", done.steps[0].error
+        assert done.steps[0].executor_id == child.name
+        started, rest_over = done.steps[0].started_at, found[0].resting_until
+        assert started is not None and rest_over is not None
+        assert (started - rest_over).total_seconds() > -0.5, (started, rest_over)
+        assert "taking nothing new" in child.log_tail(200)
+        assert not resting()[0].resting()
     finally:
         stop_executor(cluster, child)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from clients.health import FAIL, OK, WARN, assess_fleet, assess_schedules, assess_service
 from clients.schedules import ScheduleInfo
 from clients.types import (
@@ -74,3 +76,23 @@ def test_a_paused_executor_warns_with_who_why_and_how_to_resume() -> None:
     assert checks["executor gpu-3"].status == WARN and checks["executor gpu-3"].detail == (
         "paused by k2 (driver update): given no new step until `wtm executor resume gpu-3`"
     )
+
+
+def test_a_resting_executor_warns_until_when_and_why_and_one_rested_only_of_its_errors() -> None:
+    now = datetime.now(UTC).replace(tzinfo=None)
+
+    def executor(resting_until: datetime | None, state: str = "CONNECTED") -> ExecutorInfo:
+        return ExecutorInfo(
+            "cpu-1", state, ["default"], 2, 0, {}, "", "", None, None, "", slot_errors=3,
+            last_slot_error="executor error: OSError: No space left on device",
+            resting_until=resting_until,
+        )  # fmt: skip
+
+    until = now + timedelta(seconds=30)
+    line = {c.component: c for c in assess_fleet([executor(until)], ([], 0))}["executor cpu-1"]
+    assert line.status == WARN and line.detail.startswith(f"resting until {until:%H:%M:%S} UTC")
+    assert "No space left on device" in line.detail
+    over = assess_fleet([executor(now - timedelta(seconds=1))], ([], 0))  # the rest is over
+    line = {c.component: c for c in over}["executor cpu-1"]
+    assert line.detail.startswith("3 step(s) failed in the executor itself")
+    assert not executor(until, state="LOST").resting()

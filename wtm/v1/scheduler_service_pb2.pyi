@@ -336,7 +336,7 @@ class ListExecutorsResponse(_message.Message):
     def __init__(self, executors: _Optional[_Iterable[_Union[Executor, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class Executor(_message.Message):
-    __slots__ = ("executor_id", "state", "queues", "slots", "in_flight", "labels", "software_version", "python_version", "connect_time", "last_seen_time", "scheduler_id", "packages", "slot_errors", "last_slot_error", "namespaces", "cpu_percent", "memory_bytes", "running_steps", "busy_slots", "sandbox", "disk_bytes", "pause")
+    __slots__ = ("executor_id", "state", "queues", "slots", "in_flight", "labels", "software_version", "python_version", "connect_time", "last_seen_time", "scheduler_id", "packages", "slot_errors", "last_slot_error", "namespaces", "cpu_percent", "memory_bytes", "running_steps", "busy_slots", "sandbox", "disk_bytes", "pause", "resting_until")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -366,6 +366,7 @@ class Executor(_message.Message):
     SANDBOX_FIELD_NUMBER: _ClassVar[int]
     DISK_BYTES_FIELD_NUMBER: _ClassVar[int]
     PAUSE_FIELD_NUMBER: _ClassVar[int]
+    RESTING_UNTIL_FIELD_NUMBER: _ClassVar[int]
     executor_id: str
     state: ExecutorState
     queues: _containers.RepeatedScalarFieldContainer[str]
@@ -388,7 +389,8 @@ class Executor(_message.Message):
     sandbox: str
     disk_bytes: int
     pause: ExecutorPause
-    def __init__(self, executor_id: _Optional[str] = ..., state: _Optional[_Union[ExecutorState, str]] = ..., queues: _Optional[_Iterable[str]] = ..., slots: _Optional[int] = ..., in_flight: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., software_version: _Optional[str] = ..., python_version: _Optional[str] = ..., connect_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_seen_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scheduler_id: _Optional[str] = ..., packages: _Optional[_Iterable[str]] = ..., slot_errors: _Optional[int] = ..., last_slot_error: _Optional[str] = ..., namespaces: _Optional[_Iterable[str]] = ..., cpu_percent: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., running_steps: _Optional[_Iterable[str]] = ..., busy_slots: _Optional[int] = ..., sandbox: _Optional[str] = ..., disk_bytes: _Optional[int] = ..., pause: _Optional[_Union[ExecutorPause, _Mapping]] = ...) -> None: ...
+    resting_until: _timestamp_pb2.Timestamp
+    def __init__(self, executor_id: _Optional[str] = ..., state: _Optional[_Union[ExecutorState, str]] = ..., queues: _Optional[_Iterable[str]] = ..., slots: _Optional[int] = ..., in_flight: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., software_version: _Optional[str] = ..., python_version: _Optional[str] = ..., connect_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_seen_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scheduler_id: _Optional[str] = ..., packages: _Optional[_Iterable[str]] = ..., slot_errors: _Optional[int] = ..., last_slot_error: _Optional[str] = ..., namespaces: _Optional[_Iterable[str]] = ..., cpu_percent: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., running_steps: _Optional[_Iterable[str]] = ..., busy_slots: _Optional[int] = ..., sandbox: _Optional[str] = ..., disk_bytes: _Optional[int] = ..., pause: _Optional[_Union[ExecutorPause, _Mapping]] = ..., resting_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ExecutorPause(_message.Message):
     __slots__ = ("executor_id", "reason", "paused_by", "pause_time")

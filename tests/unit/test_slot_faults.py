@@ -1,0 +1,67 @@
+"""When an executor rests from steps failing in it (``SlotFaults``): pure logic, a clock
+passed in."""
+
+from __future__ import annotations
+
+from services.executor.slot_faults import MAX_REST_SECONDS, SlotFaults
+
+
+def test_three_failures_of_two_task_versions_in_a_row_earn_a_rest() -> None:
+    faults = SlotFaults(after_errors=3, rest_seconds=30)
+    assert faults.failed_here(["a"], now=0) == 0
+    assert faults.failed_here(["b"], now=1) == 0
+    assert faults.failed_here(["a"], now=2) == 30
+    assert faults.resting(now=2) == 30 and faults.resting(now=31) == 1
+    assert faults.resting(now=32) == 0
+
+
+def test_one_task_version_failing_everywhere_is_the_package_not_the_executor() -> None:
+    faults = SlotFaults(after_errors=3, rest_seconds=30)
+    for t in range(10):
+        assert faults.failed_here(["poison"], now=t) == 0
+    assert faults.resting(now=10) == 0
+
+
+def test_a_step_ending_otherwise_between_failures_starts_the_count_again() -> None:
+    faults = SlotFaults(after_errors=3, rest_seconds=30)
+    faults.failed_here(["a"], now=0)
+    faults.failed_here(["b"], now=1)
+    faults.ended_otherwise()
+    assert faults.failed_here(["a"], now=2) == 0
+    assert faults.failed_here(["b"], now=3) == 0
+    assert faults.failed_here(["c"], now=4) == 30
+
+
+def test_failures_while_resting_do_not_lengthen_the_rest() -> None:
+    faults = SlotFaults(after_errors=3, rest_seconds=30)
+    for t, d in enumerate("abc"):
+        faults.failed_here([d], now=t)
+    assert faults.failed_here(["d"], now=5) == 0  # another slot's step, already running
+    assert faults.resting(now=5) == 27
+
+
+def test_a_failure_after_a_rest_rests_again_twice_as_long_up_to_the_ceiling() -> None:
+    faults = SlotFaults(after_errors=3, rest_seconds=30)
+    for t, d in enumerate("abc"):
+        faults.failed_here([d], now=t)
+    rests, now = [], 100.0
+    for _ in range(8):
+        rest = faults.failed_here(["a"], now)  # on probation: one failure is enough
+        rests.append(rest)
+        now += rest + 1
+    assert rests == [60, 120, 240, 480, MAX_REST_SECONDS, MAX_REST_SECONDS, 600, 600]
+    faults.ended_otherwise()  # it ran a step: the back-off starts over
+    for d in "ab":
+        assert faults.failed_here([d], now) == 0
+    assert faults.failed_here(["c"], now) == 30
+
+
+def test_a_failed_batch_counts_each_of_its_steps() -> None:
+    faults = SlotFaults(after_errors=3, rest_seconds=5)
+    assert faults.failed_here(["a", "a", "b"], now=0) == 5
+
+
+def test_zero_errors_means_never_rest() -> None:
+    faults = SlotFaults(after_errors=0, rest_seconds=30)
+    for t in range(10):
+        assert faults.failed_here([str(t)], now=t) == 0
