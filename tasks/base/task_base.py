@@ -65,6 +65,16 @@ class TaskContext:
         self.artifacts = dict(meta.get("artifacts") or {})
         self.batch = []
 
+    def meta(self) -> dict[str, Any]:
+        """The current input's meta, as ``begin`` was given it (its lineage ids and files)."""
+        return {
+            "input_id": self.input_id,
+            "output_id": self.output_id,
+            "upstream_output_ids": dict(self.upstream_output_ids),
+            "input_sources": dict(self.input_sources),
+            "artifacts": dict(self.artifacts),
+        }
+
     def begin_batch(self, metas: list[dict[str, Any]]) -> None:
         """Set what is particular to the next batch of inputs: every input's artifacts (a
         URI names the same file whichever input brought it) and each one's meta."""
@@ -105,8 +115,27 @@ class TaskBase:
         """Load models and other expensive state; called once per worker process."""
 
     def process(self, input_data: dict[str, Any]) -> dict[str, Any]:
-        """Turn one input document into one output document."""
-        raise NotImplementedError(f"{type(self).__name__}.process")
+        """Turn one input document into one output document.
+
+        A task that implements only ``process_batch`` has this call it with a batch of one
+        (``self.context.batch`` then holds that input's meta): a batching task's step that
+        is leased alone — nothing else ready, or an executor that does not batch — runs the
+        same code. Its one item, if an exception, is raised."""
+        if type(self).process_batch is TaskBase.process_batch:
+            raise NotImplementedError(f"{type(self).__name__}.process")
+        self.context.batch = [self.context.meta()]
+        try:
+            outputs = self.process_batch([input_data])
+        finally:
+            self.context.batch = []
+        if not isinstance(outputs, list) or len(outputs) != 1:
+            got = len(outputs) if isinstance(outputs, list) else type(outputs).__name__
+            raise FatalError(
+                f"process_batch() must return a list of 1 item (one per input), returned {got}"
+            )
+        if isinstance(outputs[0], BaseException):
+            raise outputs[0]
+        return outputs[0]
 
     def process_batch(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any] | Exception]:
         """Turn several input documents — steps of this task version that were ready at once,
@@ -115,7 +144,8 @@ class TaskBase:
         An item may be an exception instead of an output: that input fails alone
         (``FatalError``: at once; any other: retried by its step's own retry policy). Raising
         fails every input of the call. This default runs ``process`` on each in turn; a model
-        task overrides it to stack the inputs and run the model once."""
+        task overrides it to stack the inputs and run the model once (and then need not
+        write ``process``: a step leased alone is a batch of one)."""
         outputs: list[dict[str, Any] | Exception] = []
         for data, meta in zip(inputs, self.context.batch or [{}] * len(inputs), strict=True):
             self.context.begin(meta)

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from services.scheduler.fleet import ExecutorProfile, ExecutorSession
-from tasks.base.runtime import run_batch
+from tasks.base.runtime import run_batch, run_once
 from tasks.base.task_base import FatalError, SimpleTask, TaskContext
 
 
@@ -76,6 +76,45 @@ def test_the_default_process_batch_runs_process_per_input_with_its_own_ids() -> 
     assert verdicts[0] == ("ok", '{"output_id": "o1"}')
     assert verdicts[1][0] == "failed" and "ValueError: no" in verdicts[1][1]
     assert verdicts[2] == ("ok", '{"output_id": "o3"}')
+
+
+def test_a_task_with_only_process_batch_runs_a_lone_step_as_a_batch_of_one() -> None:
+    task = doubler()
+    task.context.begin({"input_id": "i1", "output_id": "o1", "artifacts": {"a://x": "/x"}})
+    seen: list[list[dict[str, Any]]] = []
+    task.calls = []
+    original = task.process_batch
+
+    def spying(inputs: list[dict[str, Any]]) -> list[Any]:
+        seen.append(list(task.context.batch))
+        return original(inputs)
+
+    task.process_batch = spying  # type: ignore[method-assign]
+    assert run_once(task, '{"x": 4}') == ("ok", '{"y": 8}')
+    assert seen[0][0]["output_id"] == "o1" and seen[0][0]["artifacts"] == {"a://x": "/x"}
+    assert task.context.batch == [] and task.context.output_id == "o1"  # as it was
+    assert run_once(task, '{"x": 1, "bad": true}') == ("fatal", "FatalError: bad")
+    verdict, error = run_once(task, '{"x": 1, "boom": true}')
+    assert verdict == "failed" and error.startswith("RuntimeError: boom")
+
+
+def test_a_lone_step_whose_process_batch_returns_other_than_one_item_fails() -> None:
+    class Empty(SimpleTask):
+        def process_batch(self, inputs: list[dict[str, Any]]) -> list[Any]:
+            return []
+
+    verdict, error = run_once(Empty(), "{}")
+    assert verdict == "fatal" and "must return a list of 1 item" in error
+
+
+def test_a_task_with_neither_method_says_process_is_missing_not_recursing() -> None:
+    class Nothing(SimpleTask):
+        pass
+
+    verdict, error = run_once(Nothing(), "{}")
+    assert verdict == "failed" and "NotImplementedError: Nothing.process" in error
+    [(verdict, error)] = run_batch(Nothing(), ["{}"])
+    assert "NotImplementedError: Nothing.process" in error
 
 
 def test_a_dynamic_batch_takes_one_slot_until_its_last_step_ends() -> None:

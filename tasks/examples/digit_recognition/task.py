@@ -17,7 +17,8 @@ probability: the forest knows only digits.
 Dynamic batching (task.json ``batching``): a forest's prediction for one image costs
 scikit-learn's per-call work on each of its 200 trees (checks, a call per tree), ~9 ms,
 and for 32 images stacked in one array hardly more; ``process_batch`` makes that one call.
-``process`` is the same code with a batch of one.
+A step leased alone is a batch of one (the SDK's ``process``
+calls ``process_batch``).
 """
 
 from __future__ import annotations
@@ -88,16 +89,7 @@ class Task(SimpleTask):
         self.forest = RandomForestClassifier(n_estimators=TREES, random_state=SEED, n_jobs=1)
         self.forest.fit(np.stack([features(drawn(g)) for g in grids]), labels)
 
-    def process(self, input_data: dict[str, Any]) -> dict[str, Any]:
-        [output] = self.recognise([input_data])
-        if isinstance(output, Exception):
-            raise output
-        return output
-
     def process_batch(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any] | Exception]:
-        return self.recognise(inputs)
-
-    def recognise(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any] | Exception]:
         """The digit of each input's image, the images in one call of the forest. One that
         cannot be read fails alone."""
         import numpy as np

@@ -11,7 +11,8 @@ duration, a little padding.
 Dynamic batching (task.json ``batching``): per chunk the network is small, so a call costs
 ONNX Runtime mostly per-call overhead. ``process_batch`` runs the recordings of a batch in
 lockstep — one model call per chunk for all of them, each with its own state — which is
-what makes batching pay here. ``process`` is the same code with a batch of one.
+what makes batching pay here. A step leased alone is a batch of one (the SDK's ``process``
+calls ``process_batch``).
 """
 
 from __future__ import annotations
@@ -109,16 +110,7 @@ class Task(SimpleTask):
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(MODEL), options, providers=["CPUExecutionProvider"])
 
-    def process(self, input_data: dict[str, Any]) -> dict[str, Any]:
-        [output] = self.detect([input_data])
-        if isinstance(output, Exception):
-            raise output
-        return output
-
     def process_batch(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any] | Exception]:
-        return self.detect(inputs)
-
-    def detect(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any] | Exception]:
         """Speech segments of each input's recording, the recordings run in lockstep. One
         that cannot be read fails alone."""
         audio: list[Any] = []
