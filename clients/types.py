@@ -399,7 +399,7 @@ class QueueInfo:
     namespace: str
     depth: int  # steps waiting, ready to run
     oldest_age_seconds: float  # how long the oldest waiting step has waited (0: none waits)
-    executors: int  # connected executors (not draining) that take from it
+    executors: int  # connected executors (not draining or resting) that take from it
     free_slots: int
     pause: QueuePauseInfo | None = None  # set while it is paused: its steps wait
 

@@ -356,10 +356,10 @@ class Fleet:
         return own | self.queue.queue_variants | self.queue.plain_queues
 
     def executors_per_queue(self, queues: set[str]) -> dict[str, int]:
-        """How many executors here (not draining) take from each of ``queues``."""
-        found = dict.fromkeys(queues, 0)
+        """How many executors here (not draining or resting) take from each of ``queues``."""
+        found, now = dict.fromkeys(queues, 0), self.clock.time()
         for session in self.sessions.values():
-            if session.draining:
+            if session.draining or session.resting_until > now:
                 continue
             for q in self.served(session):
                 if q in found:

@@ -39,7 +39,7 @@ class QueueStatus:
     namespace: str
     depth: int  # steps waiting, ready to run
     oldest_age_seconds: float  # 0 when none waits
-    executors: int  # connected, not draining, taking from it
+    executors: int  # connected, not draining or resting, taking from it
     free_slots: int  # over those executors
     pause: Pause | None = None  # set while it is paused
 
@@ -123,6 +123,8 @@ class FleetReport:
         """The queues of ``namespace`` that have waiting work or a connected executor, by
         name, and the retries waiting out their backoff (over every namespace's queues)."""
         live = [e for e in await self.executors(namespace) if e["state"] == "CONNECTED"]
+        now_ms = self.clock.now_ms()
+        taking = [e for e in live if e.get("resting_until", 0) * 1000 <= now_ms]  # not resting
         names = await self.queue.refresh_queue_variants() | self.queue.plain_queues
         paused = self.queue_pauses.paused if self.queue_pauses is not None else {}
         names |= set(paused)
@@ -132,13 +134,12 @@ class FleetReport:
             names = {q for q in names if split(q)[0] == namespace}
         stats = await self.queue.queue_stats(names)
         delayed = await self.queue.delayed_count()
-        now_ms = self.clock.now_ms()
         found = []
         for name in sorted(names):
             depth, oldest = stats[name]
             serving = [
                 e
-                for e in live
+                for e in taking
                 if serves(name, e["queues"], e["labels"], e.get("namespaces", ["*"]))
             ]
             holder = held_by(name, paused)

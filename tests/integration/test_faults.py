@@ -240,6 +240,8 @@ def test_an_executor_whose_steps_of_different_tasks_keep_failing_in_it_rests(
         waiting = client.submit(task="rest_b", input={}).run_id
         time.sleep(1.0)
         assert client.get_run(waiting).state == "QUEUED"  # not leased to the resting one
+        [restq] = [q for q in client.list_queues()[0] if q.queue == "restq"]
+        assert restq.depth == 1 and restq.executors == 0 and restq.stranded  # none takes it
         done = client.wait(waiting, timeout=60)
         assert done.state == "COMPLETED", done.steps[0].error
         assert done.steps[0].executor_id == child.name
