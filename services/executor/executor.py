@@ -212,9 +212,9 @@ class Executor:
         """Take nothing new for ``seconds`` (``SlotFaults``): what is held goes back, and the
         scheduler hears it at once; a heartbeat says when the rest is over."""
         log.warning(
-            "%d steps in a row failed in this executor itself (last: %s): taking nothing new "
-            "for %.0fs",
-            self.settings.rest_after_errors,
+            "steps of different tasks kept failing in this executor itself (%d so far; last: "
+            "%s): taking nothing new for %.0fs",
+            self.slot_errors,
             self.last_slot_error,
             seconds,
         )

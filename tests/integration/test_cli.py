@@ -25,6 +25,11 @@ def wtm_json(cluster: Cluster, *args: str) -> Any:
         ("simple", {"text": "three little words"}, {"characters": 18, "words": 3}),
         ("ml", {"features": [9, 11]}, {"label": "large", "distance": 1.414214}),
         ("basic", {"a": 1, "b": "x"}, {"fields": {"a": "int", "b": "str"}, "calls": 1}),
+        (
+            "batching",
+            {"features": [9, 11]},
+            {"label": "large", "distance": 1.414214, "batch_size": 1},  # a lone step
+        ),
     ],
 )
 def test_a_created_task_tests_registers_and_runs_unchanged(
@@ -307,6 +312,7 @@ def test_the_original_systems_commands_keep_working(cluster: Cluster, tmp_path: 
     assert "text_sentiment" in {t["task_id"] for t in json.loads(tasks)}
     assert set(json.loads(run_cli(cluster, "--json", "task", "list-templates").stdout)) == {
         "basic",
+        "batching",
         "ml",
         "simple",
     }

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from bench.run import example_bench
+from clients.scaffold import create_task
 from clients.sdk import Client
 from services.localstack import Cluster
 from services.localstack.cluster import Child
@@ -202,6 +203,22 @@ def test_the_digit_example_batches_images_of_different_runs(client: Client, tmp_
     for run, (path, _) in zip(runs, digits, strict=True):
         verdict, alone = run_once(task, json.dumps({"image_path": str(path)}))
         assert verdict == "ok" and {**run.output, "batch_size": 1} == json.loads(alone)
+
+
+def test_the_batching_template_batches_as_created_and_a_misfit_fails_alone(
+    client: Client, tmp_path: Path
+) -> None:
+    """``wtm task create --template batching`` as it comes: only ``process_batch``, runs of
+    it submitted together share calls, and an input of the wrong size fails by itself."""
+    path = create_task("my_batcher", "batching", tmp_path)
+    client.register_task(path)
+    inputs = [{"features": [n, n]} for n in range(11)] + [{"features": [1, 2, 3]}]
+    _, run_ids = client.submit_many(inputs, task="my_batcher")
+    runs = [client.wait(r, timeout=120) for r in run_ids]
+    assert [r.state for r in runs] == ["COMPLETED"] * 11 + ["FAILED"]
+    assert [r.output["label"] for r in runs[:11]] == ["small"] * 6 + ["large"] * 5  # (5, 5): a tie, the first
+    assert max(r.output["batch_size"] for r in runs[:11]) > 1
+    assert "must have 2 numbers, got 3" in runs[-1].steps[0].error
 
 
 def test_a_call_takes_one_slot_however_many_steps_it_has(client: Client, one_slot: Any) -> None:
