@@ -216,7 +216,8 @@ def test_the_batching_template_batches_as_created_and_a_misfit_fails_alone(
     _, run_ids = client.submit_many(inputs, task="my_batcher")
     runs = [client.wait(r, timeout=120) for r in run_ids]
     assert [r.state for r in runs] == ["COMPLETED"] * 11 + ["FAILED"]
-    assert [r.output["label"] for r in runs[:11]] == ["small"] * 6 + ["large"] * 5  # (5, 5): a tie, the first
+    labels = [r.output["label"] for r in runs[:11]]
+    assert labels == ["small"] * 6 + ["large"] * 5  # (5, 5) is a tie: the first centroid
     assert max(r.output["batch_size"] for r in runs[:11]) > 1
     assert "must have 2 numbers, got 3" in runs[-1].steps[0].error
 
