@@ -16,6 +16,7 @@ import os
 import re
 import stat
 import tarfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -127,6 +128,10 @@ class _CappedReader(io.RawIOBase):
         return len(data)
 
 
+MAX_NAME_BYTES = 255  # one component of a path (Linux's NAME_MAX)
+MAX_PATH_BYTES = 1024  # a whole path inside the package
+
+
 def _check_name(name: str) -> str:
     path = PurePosixPath(name)
     if name.startswith("/") or path.is_absolute():
@@ -135,6 +140,32 @@ def _check_name(name: str) -> str:
         raise InvalidArgument("'..' is not allowed in a package path", field=name)
     clean = path.as_posix()
     return clean[2:] if clean.startswith("./") else clean
+
+
+def _check_file_name(name: str) -> None:
+    """What a file's path must be to be written on every executor: a name of its own, not
+    longer than a filesystem takes. An archive that breaks this would fail each executor's
+    unpacking in the executor itself, not as the package's fault."""
+    if name in ("", "."):
+        raise InvalidArgument("a file in the package has no name", field="package")
+    encoded = name.encode("utf-8", "surrogateescape")
+    if len(encoded) > MAX_PATH_BYTES:
+        raise InvalidArgument(f"is over {MAX_PATH_BYTES} bytes long", field=name[:200])
+    if any(
+        len(part.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES for part in name.split("/")
+    ):
+        raise InvalidArgument(
+            f"has a name over {MAX_NAME_BYTES} bytes long (a filesystem's limit)", field=name[:200]
+        )
+
+
+def _check_tree(names: Iterable[str]) -> None:
+    """No path is both a file and a directory of others (``a`` and ``a/b``)."""
+    files = set(names)
+    for name in sorted(files):
+        for parent in PurePosixPath(name).parents:
+            if str(parent) in files:
+                raise InvalidArgument(f"is a file, and a directory of {name!r}", field=str(parent))
 
 
 def inspect_archive(data: bytes, limits: ArchiveLimits = ArchiveLimits()) -> ArchiveContents:
@@ -154,6 +185,7 @@ def inspect_archive(data: bytes, limits: ArchiveLimits = ArchiveLimits()) -> Arc
                     continue
                 if not member.isfile():
                     raise InvalidArgument("only regular files are allowed in a package", field=name)
+                _check_file_name(name)
                 if len(files) >= limits.max_files:
                     raise InvalidArgument(
                         f"package has more than {limits.max_files} files", field="package"
@@ -162,6 +194,7 @@ def inspect_archive(data: bytes, limits: ArchiveLimits = ArchiveLimits()) -> Arc
                 files[name] = fh.read() if fh else b""
     except (tarfile.TarError, OSError, EOFError, gzip.BadGzipFile) as exc:
         raise InvalidArgument(f"not a valid tar.gz archive ({exc})", field="package") from exc
+    _check_tree(files)
     total = sum(len(b) for b in files.values())
     if total > limits.max_total_bytes:
         raise InvalidArgument(

@@ -94,3 +94,31 @@ def test_too_many_files_are_refused() -> None:
 def test_garbage_is_not_an_archive() -> None:
     with pytest.raises(InvalidArgument, match="not a valid tar.gz"):
         inspect_archive(b"this is not a tarball")
+
+
+@pytest.mark.parametrize(
+    ("names", "field", "reason"),
+    [
+        (["a", "a/b"], "a", "is a file, and a directory of 'a/b'"),
+        (["a/b/c", "a/b"], "a/b", "is a file, and a directory of 'a/b/c'"),
+        (["."], "package", "has no name"),
+        (["x" * 256], "x" * 200, "over 255 bytes"),
+        (["d/" * 600 + "f"], ("d/" * 600)[:200], "over 1024 bytes"),
+    ],
+)
+def test_an_archive_no_filesystem_could_unpack_is_refused_naming_the_entry(
+    names: list[str], field: str, reason: str, tmp_path: Path
+) -> None:
+    """Each of these passed inspection once and then failed every executor's unpacking in the
+    executor itself (counted as the executor's fault, not the package's)."""
+    data = tar_gz([(tarfile.TarInfo(n), b"x") for n in names])
+    with pytest.raises(InvalidArgument, match=reason) as err:
+        inspect_archive(data)
+    assert err.value.field == field
+
+
+def test_a_deep_tree_of_long_names_within_the_limits_unpacks(tmp_path: Path) -> None:
+    names = ["a" * 255, "b/" + "c" * 255, "d/e/f.txt", "d/e/g.txt"]
+    contents = inspect_archive(tar_gz([(tarfile.TarInfo(n), n.encode()) for n in names]))
+    extract_to(contents, tmp_path / "out")
+    assert (tmp_path / "out" / "d" / "e" / "g.txt").read_text() == "d/e/g.txt"
