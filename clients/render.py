@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
@@ -336,7 +337,7 @@ def executors_table(executors: list[ExecutorInfo], width: int | None = None) -> 
             escape(e.executor_id),
             f"[{style.get(e.state, 'white')}]{e.state}[/]"
             + (" [cyan]paused[/]" if e.pause is not None else "")
-            + (" [red]resting[/]" if e.resting() else ""),
+            + (f" [red]resting {_rest_left(e)}[/]" if e.resting() else ""),
             escape(",".join(e.queues)),
             str(e.slots),
             # slots taken; and the steps, when a dynamic batch runs several on one slot
@@ -357,6 +358,12 @@ def executors_table(executors: list[ExecutorInfo], width: int | None = None) -> 
             ]
         table.add_row(*cells)
     return table
+
+
+def _rest_left(e: ExecutorInfo) -> str:
+    """How long a resting executor's rest has left, "25s" (``resting_until`` is naive UTC)."""
+    until = e.resting_until or datetime.now(UTC).replace(tzinfo=None)
+    return f"{max(0.0, (until - datetime.now(UTC).replace(tzinfo=None)).total_seconds()):.0f}s"
 
 
 def queues_table(queues: list[QueueInfo], delayed: int) -> Table:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta
 
 from rich.console import Console
 
@@ -65,6 +66,11 @@ def test_in_80_columns_run_and_executor_ids_are_whole_and_the_extra_columns_go()
     limited = dataclasses.replace(executor, sandbox="limits")
     assert "limits only" in printed(executors_table([limited], 160), 160)
     assert all(len(line) <= 80 for line in narrow.splitlines())
+    now = datetime.now(UTC).replace(tzinfo=None)
+    resting = dataclasses.replace(executor, resting_until=now + timedelta(seconds=42))
+    assert re.search(r"resting 4[12]s", printed(executors_table([resting], 160), 160))
+    over = dataclasses.replace(executor, resting_until=now - timedelta(seconds=1))
+    assert "resting" not in printed(executors_table([over], 160), 160)
 
 
 def test_in_80_columns_task_ids_and_a_batchs_run_ids_are_whole() -> None:
