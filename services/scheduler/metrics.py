@@ -97,6 +97,11 @@ class SchedulerMetrics(RunListener):
             "wtm_executor_slots", [self._observe_slots], description="executor slots by state"
         )
         meter.create_observable_gauge(
+            "wtm_executors_resting",
+            [self._observe_resting],
+            description="executors on this replica resting: steps kept failing in them",
+        )
+        meter.create_observable_gauge(
             "wtm_namespace_unfinished_runs",
             [self._observe_namespace_runs],
             description="runs queued or running per namespace",
@@ -158,6 +163,11 @@ class SchedulerMetrics(RunListener):
         busy = sum(min(s.slots_taken, s.profile.slots) for s in sessions)  # not prefetched
         total = sum(s.profile.slots for s in sessions)
         return [Observation(busy, {"state": "busy"}), Observation(total - busy, {"state": "free"})]
+
+    def _observe_resting(self, options: CallbackOptions) -> Iterable[Observation]:
+        sessions = list(self._fleet.sessions.values())
+        now = self._fleet.clock.time() if sessions else 0.0
+        return [Observation(sum(1 for s in sessions if s.resting_until > now))]
 
     def attempt_ended(self, member: str, snapshot: dict[str, str], output_json: str) -> None:
         state = snapshot.get("state", "")

@@ -116,6 +116,7 @@ def test_the_alerts_cover_what_operators_must_hear_of() -> None:
         "WtmQueuePausedLong",
         "WtmScheduleCannotStartRuns",
         "WtmScheduleTimesMissed",
+        "WtmExecutorResting",
     } <= set(by_name)
     for rule in by_name.values():
         assert rule["labels"]["severity"] in {"warning", "critical"}
