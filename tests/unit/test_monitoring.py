@@ -168,3 +168,20 @@ def test_the_queue_alerts_leave_paused_queues_out() -> None:
         assert "unless on (queue)" in by_name[name]["expr"]
         assert "wtm_queue_paused" in metric_names(promql_parser.parse(by_name[name]["expr"]))
     assert by_name["WtmQueuePausedLong"]["for"] == "1h"
+
+
+def test_the_resting_gauge_counts_the_executors_whose_rest_is_not_over() -> None:
+    from types import SimpleNamespace
+
+    from services.scheduler.metrics import SchedulerMetrics
+
+    fleet = SimpleNamespace(
+        clock=SimpleNamespace(time=lambda: 100.0),
+        sessions={
+            "a": SimpleNamespace(resting_until=130.0),
+            "b": SimpleNamespace(resting_until=0.0),
+            "c": SimpleNamespace(resting_until=99.0),  # over: its heartbeat is on the way
+        },
+    )
+    [observed] = SchedulerMetrics(fleet)._observe_resting(None)  # type: ignore[arg-type]
+    assert observed.value == 1
