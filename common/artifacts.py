@@ -24,19 +24,39 @@ _URI = re.compile(r"^artifact://sha256/([0-9a-f]{64})/([^/\\]{1,255})$")
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+MAX_NAME_CHARS = 128  # of a name make_uri gives (its extension kept)
+MAX_NAME_BYTES = 255  # of a name parse_uri takes: a filesystem's limit (NAME_MAX)
+
+
 def make_uri(digest: str, filename: str) -> str:
-    name = _SAFE_NAME.sub("_", PurePosixPath(filename).name) or "file"
+    name = _SAFE_NAME.sub("_", PurePosixPath(filename).name)
+    if name in ("", ".", ".."):
+        name = "file"
+    if len(name) > MAX_NAME_CHARS:
+        suffix = PurePosixPath(name).suffix[:16]
+        name = name[: MAX_NAME_CHARS - len(suffix)] + suffix
     return f"{SCHEME}sha256/{digest}/{name}"
 
 
 def parse_uri(uri: str, field: str = "uri") -> tuple[str, str]:
-    """(digest, filename) of an artifact URI."""
+    """(digest, filename) of an artifact URI. The filename must be one a filesystem can
+    hold in a directory of its own: not "." or "..", at most 255 bytes. An executor writes
+    the file under that name, and a URI can come from task code (an upstream output), so
+    one it could not write must be refused here, as the input's fault, not fail in the
+    executor's own code."""
     m = _URI.match(uri)
     if not m:
         raise InvalidArgument(
             f"{uri!r} is not an artifact URI (artifact://sha256/<digest>/<filename>)", field=field
         )
-    return m.group(1), m.group(2)
+    name = m.group(2)
+    if name in (".", "..") or len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+        raise InvalidArgument(
+            f"{uri[:300]!r}: the file name must not be '.' or '..' nor longer than "
+            f"{MAX_NAME_BYTES} bytes",
+            field=field,
+        )
+    return m.group(1), name
 
 
 def digests_in(text: str) -> list[str]:

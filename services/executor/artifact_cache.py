@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import shutil
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Callable
@@ -81,7 +82,9 @@ class ArtifactCache:
             namespace_dir.mkdir(parents=True, exist_ok=True)
             namespace_dir.chmod(0o711)
         target.parent.mkdir(exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
+        # A name of its own, not the artifact's: a file name near the 255-byte limit must
+        # not make the temporary one too long.
+        tmp = target.with_name(f".part-{os.getpid()}-{secrets.token_hex(4)}")
         tmp.write_bytes(data)
         tmp.rename(target)
         return len(data)

@@ -254,6 +254,40 @@ def test_an_executor_whose_steps_of_different_tasks_keep_failing_in_it_rests(
         stop_executor(cluster, child)
 
 
+def test_an_input_naming_a_file_no_executor_can_write_fails_the_step_not_the_executor(
+    cluster: Cluster, client: Client, tmp_path: Path
+) -> None:
+    """An artifact URI whose file name is ".." (or too long) — from a submit, or from task
+    code as an upstream output — fails its step FATAL as the input's fault. It used to fail
+    in the executor's own code (a slot error), which steps of two tasks made into a rest: a
+    way for one team's inputs to idle a shared fleet."""
+    for name in ("dot_a", "dot_b"):
+        client.register_task(make_task(tmp_path, name, queue="dotq", max_retries=2))
+    child = cluster.add_executor("--queues", "dotq", slots=1)
+    try:
+        (tmp_path / "ok.txt").write_text("fine")
+        good = client.upload_artifact(tmp_path / "ok.txt")
+        bad = good.rsplit("/", 1)[0] + "/.."
+        for name in ("dot_a", "dot_b", "dot_a", "dot_b"):
+            done = client.wait(
+                client.submit(task=name, input={"seconds": 0, "file": bad}).run_id, timeout=60
+            )
+            assert done.state == "FAILED" and done.steps[0].attempt == 1  # FATAL: no retry
+            assert "must not be '.' or '..'" in done.steps[0].error, done.steps[0].error
+        fine = client.wait(
+            client.submit(task="dot_a", input={"seconds": 0, "file": good}).run_id, timeout=60
+        )
+        assert fine.state == "COMPLETED"
+        [me] = eventually(
+            lambda: [e for e in client.list_executors() if e.executor_id == child.name],
+            10,
+            "the executor's record",
+        )
+        assert me.slot_errors == 0 and not me.resting(), me.last_slot_error
+    finally:
+        stop_executor(cluster, child)
+
+
 def test_concurrent_submits_with_one_request_id_make_one_run_that_runs_once(
     cluster: Cluster, client: Client
 ) -> None:

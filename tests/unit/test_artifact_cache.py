@@ -9,7 +9,10 @@ import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
+
 from common.artifacts import make_uri
+from common.errors import InvalidArgument
 from common.packaging import sha256_hex
 from services.executor.artifact_cache import ArtifactCache
 
@@ -106,3 +109,38 @@ def test_what_an_earlier_executor_left_is_counted_and_evicted_oldest_first(
     asyncio.run(again())
     assert not old.exists()
     assert len(list((tmp_path / "ns").iterdir())) == 2
+
+
+def test_names_up_to_a_filesystems_limit_are_written_and_none_beyond_it_or_dot_dot(
+    tmp_path: Path,
+) -> None:
+    """A URI can come from task code (an upstream step's output), so a name the cache could
+    not write is refused as the input's fault (InvalidArgument: the step fails FATAL), never
+    an OSError in the executor's own code (a slot error, counted against the executor). The
+    temporary file's name does not grow with the artifact's."""
+    data = b"x"
+    digest = sha256_hex(data)
+
+    async def fetch(u: str, namespace: str) -> AsyncIterator[bytes]:
+        yield data
+
+    cache = ArtifactCache(tmp_path, fetch)
+    for name in ("a" * 255, "é" * 127):  # 255 and 254 bytes
+        path = asyncio.run(cache.path(f"artifact://sha256/{digest}/{name}", "team-a"))
+        assert path.name == name and path.read_bytes() == data
+    for name in (".", "..", "é" * 128):
+        with pytest.raises(InvalidArgument, match="must not be '.' or '..' nor longer"):
+            asyncio.run(cache.path(f"artifact://sha256/{digest}/{name}", "team-a"))
+    assert sorted(p.name for p in (tmp_path / "team-a" / digest).iterdir()) == sorted(
+        ["a" * 255, "é" * 127]
+    )  # nothing else written: no stray temporary file, no file in the directory's place
+
+
+def test_an_uploaded_files_name_becomes_one_every_executor_can_write() -> None:
+    digest = "0" * 64
+    assert make_uri(digest, "..") == f"artifact://sha256/{digest}/file"
+    assert make_uri(digest, ".") == f"artifact://sha256/{digest}/file"
+    long = make_uri(digest, "p" * 300 + ".jpeg")
+    name = long.rsplit("/", 1)[1]
+    assert len(name) == 128 and name.endswith(".jpeg")
+    assert make_uri(digest, "résumé photo.png").endswith("/r_sum_photo.png")
