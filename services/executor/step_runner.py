@@ -204,13 +204,25 @@ class StepRunner:
         if big_input := refs.text_ref_uri(input_json):
             document = await self.artifacts.path(big_input, namespace)
             try:
-                input_json = document.read_text()
+                data = document.read_bytes()
             finally:
                 self.artifacts.release(document)
+            # Any file a submit or an upstream output names as a reference: when it is not a
+            # JSON object, that is the input's fault (FATAL), never an error in this code.
+            parsed = jsondoc.loads(data, field="input_json")
+            if not isinstance(parsed, dict):
+                raise InvalidArgument(
+                    f"the document {big_input} stands for is not a JSON object", field="input_json"
+                )
+            input_json = data.decode()
+        elif SCHEME not in input_json:
+            return input_json, {}
+        else:
+            parsed = json.loads(input_json)  # the scheduler's own text
         if SCHEME not in input_json:
             return input_json, {}
         paths = {}
-        for uri in set(find_uris(json.loads(input_json))):
+        for uri in set(find_uris(parsed)):
             held.append(await self.artifacts.path(uri, namespace))
             paths[uri] = str(held[-1])
         return input_json, paths

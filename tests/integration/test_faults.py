@@ -4,6 +4,7 @@ heartbeats, so a lapsed lease is retried within seconds."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -257,27 +258,36 @@ def test_an_executor_whose_steps_of_different_tasks_keep_failing_in_it_rests(
 def test_an_input_naming_a_file_no_executor_can_write_fails_the_step_not_the_executor(
     cluster: Cluster, client: Client, tmp_path: Path
 ) -> None:
-    """An artifact URI whose file name is ".." (or too long) — from a submit, or from task
-    code as an upstream output — fails its step FATAL as the input's fault. It used to fail
-    in the executor's own code (a slot error), which steps of two tasks made into a rest: a
-    way for one team's inputs to idle a shared fleet."""
+    """An artifact URI whose file name is ".." (or too long), or an input by reference to a
+    file that is no JSON object — from a submit, or from task code as an upstream output —
+    fails its step FATAL as the input's fault. Each used to fail in the executor's own code
+    (a slot error), which steps of two tasks made into a rest: a way for one team's inputs
+    to idle a shared fleet."""
     for name in ("dot_a", "dot_b"):
         client.register_task(make_task(tmp_path, name, queue="dotq", max_retries=2))
     child = cluster.add_executor("--queues", "dotq", slots=1)
     try:
         (tmp_path / "ok.txt").write_text("fine")
         good = client.upload_artifact(tmp_path / "ok.txt")
-        bad = good.rsplit("/", 1)[0] + "/.."
-        for name in ("dot_a", "dot_b", "dot_a", "dot_b"):
-            done = client.wait(
-                client.submit(task=name, input={"seconds": 0, "file": bad}).run_id, timeout=60
-            )
+        binary = client.upload_artifact_data("blob.bin", bytes(range(256)))
+        not_json = client.upload_artifact_data("notes.json", b"not json at all")
+        array = client.upload_artifact_data("list.json", b"[1, 2, 3]")
+        bad_inputs = [
+            ({"seconds": 0, "file": good.rsplit("/", 1)[0] + "/.."}, "must not be '.' or '..'"),
+            # an input by reference (as the scheduler sends a large one) to what is no input
+            ({"wtm_ref": binary, "bytes": 256}, "is not UTF-8"),
+            ({"wtm_ref": not_json, "bytes": 15}, "is not valid JSON"),
+            ({"wtm_ref": array, "bytes": 9}, "is not a JSON object"),
+        ]
+        for i, (given, why) in enumerate(bad_inputs):
+            name = ("dot_a", "dot_b")[i % 2]
+            done = client.wait(client.submit(task=name, input=given).run_id, timeout=60)
             assert done.state == "FAILED" and done.steps[0].attempt == 1  # FATAL: no retry
-            assert "must not be '.' or '..'" in done.steps[0].error, done.steps[0].error
-        fine = client.wait(
-            client.submit(task="dot_a", input={"seconds": 0, "file": good}).run_id, timeout=60
-        )
-        assert fine.state == "COMPLETED"
+            assert why in done.steps[0].error, done.steps[0].error
+        document = client.upload_artifact_data("in.json", json.dumps({"seconds": 0}).encode())
+        for given in ({"seconds": 0, "file": good}, {"wtm_ref": document, "bytes": 14}):
+            fine = client.wait(client.submit(task="dot_a", input=given).run_id, timeout=60)
+            assert fine.state == "COMPLETED", fine.steps[0].error
         [me] = eventually(
             lambda: [e for e in client.list_executors() if e.executor_id == child.name],
             10,
