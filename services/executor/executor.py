@@ -150,6 +150,7 @@ class Executor:
         self._heard = 0.0  # when the scheduler last sent anything (monotonic)
         self._abandoned = 0  # a stream given up for its scheduler's silence
         self._batched_results = False  # the current stream's welcome said it takes them
+        self._rests_honoured = False  # and that it passes over an executor that rests
         self._attempts = 0
         self._heartbeat_seconds = 5.0
         self.meter = ResourceMeter()  # CPU and memory, for the heartbeats
@@ -302,6 +303,7 @@ class Executor:
             stub = epb_grpc.ExecutorServiceStub(channel)
             self._stream_no += 1
             self._batched_results = False  # until this scheduler's welcome says otherwise
+            self._rests_honoured = False
             call = stub.Connect(self._requests(self._stream_no), metadata=self._metadata)
             heartbeats: asyncio.Task[None] | None = None
             stream_no = self._stream_no
@@ -314,6 +316,9 @@ class Executor:
                         self._heartbeat_seconds = welcome.heartbeat_interval_seconds or 5.0
                         self.fence.configure(welcome.lease_seconds or 30, welcome.acks_heartbeats)
                         self._batched_results = welcome.batched_messages
+                        self._rests_honoured = welcome.honours_rests
+                        if not welcome.honours_rests:  # it would lease to a resting one again
+                            self.faults.resting_until = 0.0
                         log.info(
                             "connected to %s as %s",
                             address,
@@ -491,9 +496,10 @@ class Executor:
                 outcomes = [failed] * len(group)
                 self.slot_errors += 1
                 self.last_slot_error = failed.error[:500]
-                rest = self.faults.failed_here([a.digest for a in group], time.monotonic())
-                if rest:
-                    self._rest(rest)
+                if self._rests_honoured:  # (an older scheduler would lease to it again)
+                    rest = self.faults.failed_here([a.digest for a in group], time.monotonic())
+                    if rest:
+                        self._rest(rest)
             else:
                 if any(o.process_times is not None or o.outcome == "TIMED_OUT" for o in outcomes):
                     self.faults.ended_otherwise()  # task code ran here: the executor works

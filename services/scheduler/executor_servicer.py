@@ -152,6 +152,7 @@ class ExecutorServicer(epb_grpc.ExecutorServiceServicer):
                     heartbeat_interval_seconds=self._heartbeat_seconds,
                     acks_heartbeats=True,
                     batched_messages=True,
+                    honours_rests=True,
                 )
             )
             batched = h.batched_messages

@@ -63,6 +63,7 @@ def test_assignments_and_results_travel_together_only_when_both_ends_say_so(
         got = _assignments(fake, RUNS)
         welcome = next(m.welcome for m in fake.received if m.HasField("welcome"))
         assert welcome.batched_messages  # this scheduler takes StepResults
+        assert welcome.honours_rests  # and passes over an executor that says it rests
         groups = [
             len(m.assignments.assignments) for m in fake.received if m.HasField("assignments")
         ]

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dwtm/v1/executor_service.proto\x12\x06wtm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8b\x02\n\x0e\x43onnectRequest\x12&\n\x05hello\x18\x01 \x01(\x0b\x32\x15.wtm.v1.ExecutorHelloH\x00\x12.\n\theartbeat\x18\x02 \x01(\x0b\x32\x19.wtm.v1.ExecutorHeartbeatH\x00\x12(\n\x08progress\x18\x03 \x01(\x0b\x32\x14.wtm.v1.StepProgressH\x00\x12$\n\x06result\x18\x04 \x01(\x0b\x32\x12.wtm.v1.StepResultH\x00\x12\x1e\n\x03log\x18\x05 \x01(\x0b\x32\x0f.wtm.v1.StepLogH\x00\x12&\n\x07results\x18\x06 \x01(\x0b\x32\x13.wtm.v1.StepResultsH\x00\x42\t\n\x07message\"\xfb\x01\n\x0f\x43onnectResponse\x12*\n\x07welcome\x18\x01 \x01(\x0b\x32\x17.wtm.v1.ExecutorWelcomeH\x00\x12,\n\nassignment\x18\x02 \x01(\x0b\x32\x16.wtm.v1.StepAssignmentH\x00\x12$\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x12.wtm.v1.CancelStepH\x00\x12-\n\rheartbeat_ack\x18\x04 \x01(\x0b\x32\x14.wtm.v1.HeartbeatAckH\x00\x12.\n\x0b\x61ssignments\x18\x05 \x01(\x0b\x32\x17.wtm.v1.StepAssignmentsH\x00\x42\t\n\x07message\"\xba\x02\n\rExecutorHello\x12\x13\n\x0b\x65xecutor_id\x18\x01 \x01(\t\x12\x0e\n\x06queues\x18\x02 \x03(\t\x12\r\n\x05slots\x18\x03 \x01(\x05\x12\x31\n\x06labels\x18\x04 \x03(\x0b\x32!.wtm.v1.ExecutorHello.LabelsEntry\x12\x18\n\x10software_version\x18\x05 \x01(\t\x12\x16\n\x0epython_version\x18\x06 \x01(\t\x12\x10\n\x08packages\x18\x07 \x03(\t\x12\x12\n\nnamespaces\x18\x08 \x03(\t\x12\x10\n\x08\x62\x61tching\x18\t \x01(\x08\x12\x18\n\x10\x62\x61tched_messages\x18\n \x01(\x08\x12\x0f\n\x07sandbox\x18\x0b \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x7f\n\x0f\x45xecutorWelcome\x12\x15\n\rlease_seconds\x18\x01 \x01(\x05\x12\"\n\x1aheartbeat_interval_seconds\x18\x02 \x01(\x01\x12\x17\n\x0f\x61\x63ks_heartbeats\x18\x03 \x01(\x08\x12\x18\n\x10\x62\x61tched_messages\x18\x04 \x01(\x08\"\xe6\x01\n\x11\x45xecutorHeartbeat\x12\'\n\x07running\x18\x01 \x03(\x0b\x32\x16.wtm.v1.StepAttemptRef\x12\x10\n\x08\x64raining\x18\x02 \x01(\x08\x12\x10\n\x08sequence\x18\x03 \x01(\x03\x12\x13\n\x0bslot_errors\x18\x04 \x01(\x03\x12\x17\n\x0flast_slot_error\x18\x05 \x01(\t\x12\x13\n\x0b\x63pu_percent\x18\x06 \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\x07 \x01(\x03\x12\x12\n\ndisk_bytes\x18\x08 \x01(\x03\x12\x17\n\x0fresting_seconds\x18\t \x01(\x01\" \n\x0cHeartbeatAck\x12\x10\n\x08sequence\x18\x01 \x01(\x03\"T\n\x0eStepAttemptRef\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07step_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12\x10\n\x08lease_id\x18\x04 \x01(\t\"\xae\x04\n\x0eStepAssignment\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.wtm.v1.StepAttemptRef\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x14\n\x0ctask_version\x18\x03 \x01(\t\x12\x0e\n\x06\x64igest\x18\x04 \x01(\t\x12\x13\n\x0b\x65ntry_point\x18\x05 \x01(\t\x12\x12\n\ninput_json\x18\x06 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x07 \x01(\x05\x12\x10\n\x08input_id\x18\x08 \x01(\t\x12\x11\n\toutput_id\x18\t \x01(\t\x12J\n\x13upstream_output_ids\x18\n \x03(\x0b\x32-.wtm.v1.StepAssignment.UpstreamOutputIdsEntry\x12?\n\rinput_sources\x18\x0b \x03(\x0b\x32(.wtm.v1.StepAssignment.InputSourcesEntry\x12\x13\n\x0btraceparent\x18\x0c \x01(\t\x12\x11\n\tnamespace\x18\r \x01(\t\x12\x11\n\tlog_level\x18\x0e \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x0f \x01(\t\x12\x11\n\tcall_size\x18\x10 \x01(\x05\x1a\x38\n\x16UpstreamOutputIdsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x33\n\x11InputSourcesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"A\n\nCancelStep\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.wtm.v1.StepAttemptRef\x12\x0e\n\x06reason\x18\x02 \x01(\t\"V\n\x0cStepProgress\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.wtm.v1.StepAttemptRef\x12\x10\n\x08\x66raction\x18\x02 \x01(\x01\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xbb\x02\n\nStepResult\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.wtm.v1.StepAttemptRef\x12$\n\x07outcome\x18\x02 \x01(\x0e\x32\x13.wtm.v1.StepOutcome\x12\x13\n\x0boutput_json\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rreceived_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tsent_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\">\n\x0fStepAssignments\x12+\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\x16.wtm.v1.StepAssignment\"2\n\x0bStepResults\x12#\n\x07results\x18\x01 \x03(\x0b\x32\x12.wtm.v1.StepResult\"x\n\x07StepLog\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.wtm.v1.StepAttemptRef\x12\r\n\x05level\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xcb\x01\n\x0bStepOutcome\x12\x1c\n\x18STEP_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16STEP_OUTCOME_SUCCEEDED\x10\x01\x12\x17\n\x13STEP_OUTCOME_FAILED\x10\x02\x12\x16\n\x12STEP_OUTCOME_FATAL\x10\x03\x12\x1a\n\x16STEP_OUTCOME_TIMED_OUT\x10\x04\x12\x1a\n\x16STEP_OUTCOME_CANCELLED\x10\x05\x12\x19\n\x15STEP_OUTCOME_RELEASED\x10\x06\x32Q\n\x0f\x45xecutorService\x12>\n\x07\x43onnect\x12\x16.wtm.v1.ConnectRequest\x1a\x17.wtm.v1.ConnectResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dwtm/v1/executor_service.proto\x12\x06wtm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8b\x02\n\x0e\x43onnectRequest\x12&\n\x05hello\x18\x01 \x01(\x0b\x32\x15.wtm.v1.ExecutorHelloH\x00\x12.\n\theartbeat\x18\x02 \x01(\x0b\x32\x19.wtm.v1.ExecutorHeartbeatH\x00\x12(\n\x08progress\x18\x03 \x01(\x0b\x32\x14.wtm.v1.StepProgressH\x00\x12$\n\x06result\x18\x04 \x01(\x0b\x32\x12.wtm.v1.StepResultH\x00\x12\x1e\n\x03log\x18\x05 \x01(\x0b\x32\x0f.wtm.v1.StepLogH\x00\x12&\n\x07results\x18\x06 \x01(\x0b\x32\x13.wtm.v1.StepResultsH\x00\x42\t\n\x07message\"\xfb\x01\n\x0f\x43onnectResponse\x12*\n\x07welcome\x18\x01 \x01(\x0b\x32\x17.wtm.v1.ExecutorWelcomeH\x00\x12,\n\nassignment\x18\x02 \x01(\x0b\x32\x16.wtm.v1.StepAssignmentH\x00\x12$\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x12.wtm.v1.CancelStepH\x00\x12-\n\rheartbeat_ack\x18\x04 \x01(\x0b\x32\x14.wtm.v1.HeartbeatAckH\x00\x12.\n\x0b\x61ssignments\x18\x05 \x01(\x0b\x32\x17.wtm.v1.StepAssignmentsH\x00\x42\t\n\x07message\"\xba\x02\n\rExecutorHello\x12\x13\n\x0b\x65xecutor_id\x18\x01 \x01(\t\x12\x0e\n\x06queues\x18\x02 \x03(\t\x12\r\n\x05slots\x18\x03 \x01(\x05\x12\x31\n\x06labels\x18\x04 \x03(\x0b\x32!.wtm.v1.ExecutorHello.LabelsEntry\x12\x18\n\x10software_version\x18\x05 \x01(\t\x12\x16\n\x0epython_version\x18\x06 \x01(\t\x12\x10\n\x08packages\x18\x07 \x03(\t\x12\x12\n\nnamespaces\x18\x08 \x03(\t\x12\x10\n\x08\x62\x61tching\x18\t \x01(\x08\x12\x18\n\x10\x62\x61tched_messages\x18\n \x01(\x08\x12\x0f\n\x07sandbox\x18\x0b \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x96\x01\n\x0f\x45xecutorWelcome\x12\x15\n\rlease_seconds\x18\x01 \x01(\x05\x12\"\n\x1aheartbeat_interval_seconds\x18\x02 \x01(\x01\x12\x17\n\x0f\x61\x63ks_heartbeats\x18\x03 \x01(\x08\x12\x18\n\x10\x62\x61tched_messages\x18\x04 \x01(\x08\x12\x15\n\rhonours_rests\x18\x05 \x01(\x08\"\xe6\x01\n\x11\x45xecutorHeartbeat\x12\'\n\x07running\x18\x01 \x03(\x0b\x32\x16.wtm.v1.StepAttemptRef\x12\x10\n\x08\x64raining\x18\x02 \x01(\x08\x12\x10\n\x08sequence\x18\x03 \x01(\x03\x12\x13\n\x0bslot_errors\x18\x04 \x01(\x03\x12\x17\n\x0flast_slot_error\x18\x05 \x01(\t\x12\x13\n\x0b\x63pu_percent\x18\x06 \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\x07 \x01(\x03\x12\x12\n\ndisk_bytes\x18\x08 \x01(\x03\x12\x17\n\x0fresting_seconds\x18\t \x01(\x01\" \n\x0cHeartbeatAck\x12\x10\n\x08sequence\x18\x01 \x01(\x03\"T\n\x0eStepAttemptRef\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07step_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12\x10\n\x08lease_id\x18\x04 \x01(\t\"\xae\x04\n\x0eStepAssignment\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.wtm.v1.StepAttemptRef\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x14\n\x0ctask_version\x18\x03 \x01(\t\x12\x0e\n\x06\x64igest\x18\x04 \x01(\t\x12\x13\n\x0b\x65ntry_point\x18\x05 \x01(\t\x12\x12\n\ninput_json\x18\x06 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x07 \x01(\x05\x12\x10\n\x08input_id\x18\x08 \x01(\t\x12\x11\n\toutput_id\x18\t \x01(\t\x12J\n\x13upstream_output_ids\x18\n \x03(\x0b\x32-.wtm.v1.StepAssignment.UpstreamOutputIdsEntry\x12?\n\rinput_sources\x18\x0b \x03(\x0b\x32(.wtm.v1.StepAssignment.InputSourcesEntry\x12\x13\n\x0btraceparent\x18\x0c \x01(\t\x12\x11\n\tnamespace\x18\r \x01(\t\x12\x11\n\tlog_level\x18\x0e \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x0f \x01(\t\x12\x11\n\tcall_size\x18\x10 \x01(\x05\x1a\x38\n\x16UpstreamOutputIdsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x33\n\x11InputSourcesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"A\n\nCancelStep\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.wtm.v1.StepAttemptRef\x12\x0e\n\x06reason\x18\x02 \x01(\t\"V\n\x0cStepProgress\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.wtm.v1.StepAttemptRef\x12\x10\n\x08\x66raction\x18\x02 \x01(\x01\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xbb\x02\n\nStepResult\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.wtm.v1.StepAttemptRef\x12$\n\x07outcome\x18\x02 \x01(\x0e\x32\x13.wtm.v1.StepOutcome\x12\x13\n\x0boutput_json\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rreceived_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tsent_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\">\n\x0fStepAssignments\x12+\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\x16.wtm.v1.StepAssignment\"2\n\x0bStepResults\x12#\n\x07results\x18\x01 \x03(\x0b\x32\x12.wtm.v1.StepResult\"x\n\x07StepLog\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.wtm.v1.StepAttemptRef\x12\r\n\x05level\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xcb\x01\n\x0bStepOutcome\x12\x1c\n\x18STEP_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16STEP_OUTCOME_SUCCEEDED\x10\x01\x12\x17\n\x13STEP_OUTCOME_FAILED\x10\x02\x12\x16\n\x12STEP_OUTCOME_FATAL\x10\x03\x12\x1a\n\x16STEP_OUTCOME_TIMED_OUT\x10\x04\x12\x1a\n\x16STEP_OUTCOME_CANCELLED\x10\x05\x12\x19\n\x15STEP_OUTCOME_RELEASED\x10\x06\x32Q\n\x0f\x45xecutorService\x12>\n\x07\x43onnect\x12\x16.wtm.v1.ConnectRequest\x1a\x17.wtm.v1.ConnectResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,8 +38,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STEPASSIGNMENT_UPSTREAMOUTPUTIDSENTRY']._serialized_options = b'8\001'
   _globals['_STEPASSIGNMENT_INPUTSOURCESENTRY']._loaded_options = None
   _globals['_STEPASSIGNMENT_INPUTSOURCESENTRY']._serialized_options = b'8\001'
-  _globals['_STEPOUTCOME']._serialized_start=2670
-  _globals['_STEPOUTCOME']._serialized_end=2873
+  _globals['_STEPOUTCOME']._serialized_start=2694
+  _globals['_STEPOUTCOME']._serialized_end=2897
   _globals['_CONNECTREQUEST']._serialized_start=75
   _globals['_CONNECTREQUEST']._serialized_end=342
   _globals['_CONNECTRESPONSE']._serialized_start=345
@@ -48,32 +48,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXECUTORHELLO']._serialized_end=913
   _globals['_EXECUTORHELLO_LABELSENTRY']._serialized_start=868
   _globals['_EXECUTORHELLO_LABELSENTRY']._serialized_end=913
-  _globals['_EXECUTORWELCOME']._serialized_start=915
-  _globals['_EXECUTORWELCOME']._serialized_end=1042
-  _globals['_EXECUTORHEARTBEAT']._serialized_start=1045
-  _globals['_EXECUTORHEARTBEAT']._serialized_end=1275
-  _globals['_HEARTBEATACK']._serialized_start=1277
-  _globals['_HEARTBEATACK']._serialized_end=1309
-  _globals['_STEPATTEMPTREF']._serialized_start=1311
-  _globals['_STEPATTEMPTREF']._serialized_end=1395
-  _globals['_STEPASSIGNMENT']._serialized_start=1398
-  _globals['_STEPASSIGNMENT']._serialized_end=1956
-  _globals['_STEPASSIGNMENT_UPSTREAMOUTPUTIDSENTRY']._serialized_start=1847
-  _globals['_STEPASSIGNMENT_UPSTREAMOUTPUTIDSENTRY']._serialized_end=1903
-  _globals['_STEPASSIGNMENT_INPUTSOURCESENTRY']._serialized_start=1905
-  _globals['_STEPASSIGNMENT_INPUTSOURCESENTRY']._serialized_end=1956
-  _globals['_CANCELSTEP']._serialized_start=1958
-  _globals['_CANCELSTEP']._serialized_end=2023
-  _globals['_STEPPROGRESS']._serialized_start=2025
-  _globals['_STEPPROGRESS']._serialized_end=2111
-  _globals['_STEPRESULT']._serialized_start=2114
-  _globals['_STEPRESULT']._serialized_end=2429
-  _globals['_STEPASSIGNMENTS']._serialized_start=2431
-  _globals['_STEPASSIGNMENTS']._serialized_end=2493
-  _globals['_STEPRESULTS']._serialized_start=2495
-  _globals['_STEPRESULTS']._serialized_end=2545
-  _globals['_STEPLOG']._serialized_start=2547
-  _globals['_STEPLOG']._serialized_end=2667
-  _globals['_EXECUTORSERVICE']._serialized_start=2875
-  _globals['_EXECUTORSERVICE']._serialized_end=2956
+  _globals['_EXECUTORWELCOME']._serialized_start=916
+  _globals['_EXECUTORWELCOME']._serialized_end=1066
+  _globals['_EXECUTORHEARTBEAT']._serialized_start=1069
+  _globals['_EXECUTORHEARTBEAT']._serialized_end=1299
+  _globals['_HEARTBEATACK']._serialized_start=1301
+  _globals['_HEARTBEATACK']._serialized_end=1333
+  _globals['_STEPATTEMPTREF']._serialized_start=1335
+  _globals['_STEPATTEMPTREF']._serialized_end=1419
+  _globals['_STEPASSIGNMENT']._serialized_start=1422
+  _globals['_STEPASSIGNMENT']._serialized_end=1980
+  _globals['_STEPASSIGNMENT_UPSTREAMOUTPUTIDSENTRY']._serialized_start=1871
+  _globals['_STEPASSIGNMENT_UPSTREAMOUTPUTIDSENTRY']._serialized_end=1927
+  _globals['_STEPASSIGNMENT_INPUTSOURCESENTRY']._serialized_start=1929
+  _globals['_STEPASSIGNMENT_INPUTSOURCESENTRY']._serialized_end=1980
+  _globals['_CANCELSTEP']._serialized_start=1982
+  _globals['_CANCELSTEP']._serialized_end=2047
+  _globals['_STEPPROGRESS']._serialized_start=2049
+  _globals['_STEPPROGRESS']._serialized_end=2135
+  _globals['_STEPRESULT']._serialized_start=2138
+  _globals['_STEPRESULT']._serialized_end=2453
+  _globals['_STEPASSIGNMENTS']._serialized_start=2455
+  _globals['_STEPASSIGNMENTS']._serialized_end=2517
+  _globals['_STEPRESULTS']._serialized_start=2519
+  _globals['_STEPRESULTS']._serialized_end=2569
+  _globals['_STEPLOG']._serialized_start=2571
+  _globals['_STEPLOG']._serialized_end=2691
+  _globals['_EXECUTORSERVICE']._serialized_start=2899
+  _globals['_EXECUTORSERVICE']._serialized_end=2980
 # @@protoc_insertion_point(module_scope)

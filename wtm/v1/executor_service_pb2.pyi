@@ -91,16 +91,18 @@ class ExecutorHello(_message.Message):
     def __init__(self, executor_id: _Optional[str] = ..., queues: _Optional[_Iterable[str]] = ..., slots: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., software_version: _Optional[str] = ..., python_version: _Optional[str] = ..., packages: _Optional[_Iterable[str]] = ..., namespaces: _Optional[_Iterable[str]] = ..., batching: _Optional[bool] = ..., batched_messages: _Optional[bool] = ..., sandbox: _Optional[str] = ...) -> None: ...
 
 class ExecutorWelcome(_message.Message):
-    __slots__ = ("lease_seconds", "heartbeat_interval_seconds", "acks_heartbeats", "batched_messages")
+    __slots__ = ("lease_seconds", "heartbeat_interval_seconds", "acks_heartbeats", "batched_messages", "honours_rests")
     LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     ACKS_HEARTBEATS_FIELD_NUMBER: _ClassVar[int]
     BATCHED_MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    HONOURS_RESTS_FIELD_NUMBER: _ClassVar[int]
     lease_seconds: int
     heartbeat_interval_seconds: float
     acks_heartbeats: bool
     batched_messages: bool
-    def __init__(self, lease_seconds: _Optional[int] = ..., heartbeat_interval_seconds: _Optional[float] = ..., acks_heartbeats: _Optional[bool] = ..., batched_messages: _Optional[bool] = ...) -> None: ...
+    honours_rests: bool
+    def __init__(self, lease_seconds: _Optional[int] = ..., heartbeat_interval_seconds: _Optional[float] = ..., acks_heartbeats: _Optional[bool] = ..., batched_messages: _Optional[bool] = ..., honours_rests: _Optional[bool] = ...) -> None: ...
 
 class ExecutorHeartbeat(_message.Message):
     __slots__ = ("running", "draining", "sequence", "slot_errors", "last_slot_error", "cpu_percent", "memory_bytes", "disk_bytes", "resting_seconds")
