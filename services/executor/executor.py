@@ -501,8 +501,13 @@ class Executor:
                     if rest:
                         self._rest(rest)
             else:
-                if any(o.process_times is not None or o.outcome == "TIMED_OUT" for o in outcomes):
-                    self.faults.ended_otherwise()  # task code ran here: the executor works
+                worked = [
+                    a.digest
+                    for a, o in zip(group, outcomes, strict=True)
+                    if o.process_times is not None or o.outcome == "TIMED_OUT"
+                ]
+                if worked:
+                    self.faults.ended_otherwise(worked)  # task code ran here: the executor works
             finally:
                 for r in runnings:
                     self._running.pop(names(r.ref), None)

@@ -255,6 +255,35 @@ def test_an_executor_whose_steps_of_different_tasks_keep_failing_in_it_rests(
         stop_executor(cluster, child)
 
 
+def test_an_executor_failing_the_one_task_it_ran_well_before_rests_too(
+    cluster: Cluster, client: Client, tmp_path: Path
+) -> None:
+    """A fleet serving one task: its package ran here, then the executor broke (its cache
+    gone bad); three steps of that one task failing in it are enough."""
+    client.register_task(make_task(tmp_path, "rest_one", queue="restoneq", max_retries=0))
+    cache = tmp_path / "rest-one-cache"
+    child = cluster.add_executor(
+        "--queues", "restoneq", "--cache-dir", str(cache), "--rest-seconds", "30", slots=1
+    )
+    try:
+        ran = client.wait(client.submit(task="rest_one", input={}).run_id, timeout=60)
+        assert ran.state == "COMPLETED"
+        shutil.rmtree(cache / "packages")
+        (cache / "packages").write_text("not a directory")
+        for _ in range(3):
+            failed = client.wait(client.submit(task="rest_one", input={}).run_id, timeout=60)
+            assert failed.state == "FAILED" and "executor error" in failed.steps[0].error
+        eventually(
+            lambda: [
+                e for e in client.list_executors() if e.executor_id == child.name and e.resting()
+            ],
+            10,
+            "a rest",
+        )
+    finally:
+        stop_executor(cluster, child)
+
+
 def test_an_input_naming_a_file_no_executor_can_write_fails_the_step_not_the_executor(
     cluster: Cluster, client: Client, tmp_path: Path
 ) -> None:

@@ -3,7 +3,7 @@ passed in."""
 
 from __future__ import annotations
 
-from services.executor.slot_faults import MAX_REST_SECONDS, SlotFaults
+from services.executor.slot_faults import KNOWN_GOOD, MAX_REST_SECONDS, SlotFaults
 
 
 def test_three_failures_of_two_task_versions_in_a_row_earn_a_rest() -> None:
@@ -65,3 +65,28 @@ def test_zero_errors_means_never_rest() -> None:
     faults = SlotFaults(after_errors=0, rest_seconds=30)
     for t in range(10):
         assert faults.failed_here([str(t)], now=t) == 0
+
+
+def test_one_task_version_that_ran_well_here_before_failing_now_is_the_executor() -> None:
+    """A package's bytes do not change: one that ran here and now fails in the executor
+    itself says the executor changed (a disk that filled up). A fleet serving one task is
+    covered once its executor has worked; a package that never ran here is not enough."""
+    faults = SlotFaults(after_errors=3, rest_seconds=30)
+    faults.ended_otherwise(["only"])
+    for t in range(2):
+        assert faults.failed_here(["only"], now=t) == 0
+    assert faults.failed_here(["only"], now=2) == 30
+    fresh = SlotFaults(after_errors=3, rest_seconds=30)
+    fresh.ended_otherwise(["other"])
+    for t in range(5):
+        assert fresh.failed_here(["never-ran"], now=t) == 0
+
+
+def test_the_versions_known_good_are_the_most_recent_thousand() -> None:
+    faults = SlotFaults(after_errors=3, rest_seconds=30)
+    faults.ended_otherwise(["first"])
+    faults.ended_otherwise(f"d{i}" for i in range(KNOWN_GOOD))
+    for t in range(3):  # "first" was forgotten: its failures alone do not trip
+        assert faults.failed_here(["first"], now=t) == 0
+    faults.ended_otherwise(["d5"])
+    assert [faults.failed_here(["d5"], now=t) for t in range(3)] == [0, 0, 30]
