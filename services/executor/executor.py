@@ -29,6 +29,7 @@ from common import stream_batches, tls
 from common.client_core import CHANNEL_OPTIONS, AsyncCaller
 from services.common.config import read_secret
 from services.executor.lease_fence import LeaseFence
+from services.executor.preflight import check_cache_dir
 from services.executor.sandbox import Ceilings, Sandbox, protect_executor, thread_share
 from services.executor.settings import ExecutorSettings
 from services.executor.slot_faults import SlotFaults
@@ -101,6 +102,7 @@ class Executor:
             settings.registry, ca=settings.tls_ca, api_key=api_key or "", retry_seconds=0
         )
         cache_dir = Path(settings.cache_dir)
+        check_cache_dir(cache_dir)  # one that cannot be written would fail every step
         # Warm workers per task version, shared by the slots; room for a few idle versions.
         self.sandbox = Sandbox(
             cache_dir,

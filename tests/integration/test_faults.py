@@ -255,6 +255,22 @@ def test_an_executor_whose_steps_of_different_tasks_keep_failing_in_it_rests(
         stop_executor(cluster, child)
 
 
+def test_an_executor_that_cannot_write_its_cache_stops_at_start_saying_why(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Broken from its start (here a file where its cache directory should be; a full disk
+    is the same): it exits at once, status 1, naming the directory, rather than connecting
+    and failing every step it would be given."""
+    where = tmp_path / "not-a-dir"
+    where.write_text("a file")
+    child = cluster.add_executor("--queues", "preflightq", "--cache-dir", str(where), slots=1)
+    try:
+        assert child.proc.wait(30) == 1  # as any setting it cannot start with
+        assert f"cache directory '{where}' cannot be written" in child.log_tail(50)
+    finally:
+        stop_executor(cluster, child)
+
+
 def test_an_executor_failing_the_one_task_it_ran_well_before_rests_too(
     cluster: Cluster, client: Client, tmp_path: Path
 ) -> None:
