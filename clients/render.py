@@ -335,9 +335,12 @@ def executors_table(executors: list[ExecutorInfo], width: int | None = None) -> 
         live = e.state != "LOST"
         cells = [
             escape(e.executor_id),
-            f"[{style.get(e.state, 'white')}]{e.state}[/]"
-            + (" [cyan]paused[/]" if e.pause is not None else "")
-            + (f" [red]resting {_rest_left(e)}[/]" if e.resting() else ""),
+            (  # a resting one is connected: it says how long its rest has left instead
+                f"[red]RESTING {_rest_left(e)}[/]"
+                if e.resting()
+                else f"[{style.get(e.state, 'white')}]{e.state}[/]"
+            )
+            + (" [cyan]paused[/]" if e.pause is not None else ""),
             escape(",".join(e.queues)),
             str(e.slots),
             # slots taken; and the steps, when a dynamic batch runs several on one slot

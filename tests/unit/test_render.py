@@ -68,9 +68,12 @@ def test_in_80_columns_run_and_executor_ids_are_whole_and_the_extra_columns_go()
     assert all(len(line) <= 80 for line in narrow.splitlines())
     now = datetime.now(UTC).replace(tzinfo=None)
     resting = dataclasses.replace(executor, resting_until=now + timedelta(seconds=42))
-    assert re.search(r"resting 4[12]s", printed(executors_table([resting], 160), 160))
+    assert re.search(r"RESTING 4[12]s", printed(executors_table([resting], 160), 160))
+    narrow = printed(executors_table([resting], 80), 80)
+    assert "RESTING" in narrow and "CONNECTED" not in narrow
+    assert all(len(line) <= 80 for line in narrow.splitlines())
     over = dataclasses.replace(executor, resting_until=now - timedelta(seconds=1))
-    assert "resting" not in printed(executors_table([over], 160), 160)
+    assert "RESTING" not in printed(executors_table([over], 160), 160)
 
 
 def test_in_80_columns_task_ids_and_a_batchs_run_ids_are_whole() -> None:
