@@ -215,12 +215,12 @@ class StepRunner:
                     f"the document {big_input} stands for is not a JSON object", field="input_json"
                 )
             input_json = data.decode()
+            if SCHEME not in input_json:
+                return input_json, {}
         elif SCHEME not in input_json:
             return input_json, {}
         else:
             parsed = json.loads(input_json)  # the scheduler's own text
-        if SCHEME not in input_json:
-            return input_json, {}
         paths = {}
         for uri in set(find_uris(parsed)):
             held.append(await self.artifacts.path(uri, namespace))
