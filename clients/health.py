@@ -150,8 +150,8 @@ def assess_fleet(
                 Check(
                     f"executor {e.executor_id}",
                     WARN,
-                    f"resting until {e.resting_until:%H:%M:%S} UTC: steps of different tasks "
-                    f"kept failing in the executor itself ({e.slot_errors} so far); last: "
+                    f"resting until {e.resting_until:%H:%M:%S} UTC: steps kept failing in the "
+                    f"executor itself ({e.slot_errors} so far); last: "
                     f"{e.last_slot_error or '?'}",
                 )
             )

@@ -338,7 +338,7 @@ class ExecutorInfo:
     # its workers' files (last heartbeat).
     disk_bytes: int = 0
     pause: ExecutorPauseInfo | None = None  # set while it is paused: it is given nothing new
-    # Set while it rests: steps of different tasks kept failing in it (``last_slot_error``),
+    # Set while it rests: steps kept failing in it (``last_slot_error``),
     # so it is given nothing new until then.
     resting_until: datetime | None = None
 

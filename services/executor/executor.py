@@ -215,7 +215,7 @@ class Executor:
         """Take nothing new for ``seconds`` (``SlotFaults``): what is held goes back, and the
         scheduler hears it at once; a heartbeat says when the rest is over."""
         log.warning(
-            "steps of different tasks kept failing in this executor itself (%d so far; last: "
+            "steps kept failing in this executor itself (%d so far; last: "
             "%s): taking nothing new for %.0fs",
             self.slot_errors,
             self.last_slot_error,

@@ -13,7 +13,6 @@ keeps the books.
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import os
 import shutil
@@ -22,18 +21,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from common.artifacts import download_verified
-from common.errors import InvalidArgument
 from common.packaging import extract_to, inspect_archive
 from services.common.auth import DEFAULT_NAMESPACE
 from services.executor.lru_directories import LruDirectories
 
 log = logging.getLogger(__name__)
-# What writing a package's own files can meet because of the package itself (a name too
-# long, a file that is also a directory); anything else (no space, no permission, an I/O
-# error) is this executor's.
-_PACKAGE_ERRNOS = frozenset(
-    {errno.ENAMETOOLONG, errno.EEXIST, errno.EISDIR, errno.ENOTDIR, errno.EINVAL, errno.EILSEQ}
-)
 Fetch = Callable[[str, str], AsyncIterator[bytes]]  # (digest, namespace) -> chunks
 
 
@@ -112,17 +104,7 @@ class PackageCache:
         contents = inspect_archive(data)
         tmp = Path(tempfile.mkdtemp(prefix=f".{digest[:12]}-", dir=self.root))
         try:
-            try:
-                extract_to(contents, tmp / "pkg")
-            except OSError as exc:
-                if exc.errno not in _PACKAGE_ERRNOS:
-                    raise  # this executor's: a full disk, a broken cache (a slot error)
-                # The package's own (registered before the registry checked its tree): it
-                # fails on every executor, and must fail its steps, not count against this
-                # executor (``slot_faults``).
-                raise InvalidArgument(
-                    f"cannot be unpacked: {exc.strerror}", field="package"
-                ) from exc
+            extract_to(contents, tmp / "pkg")
             size = _tree_bytes(tmp / "pkg")
             (tmp / "pkg").rename(self.path(digest))
         finally:

@@ -265,8 +265,8 @@ class Executor(BaseModel):
     pause: ExecutorPause | None = Field(None, description="set while it is given nothing new")
     resting_until: Time | None = Field(
         None,
-        description="set while it rests: steps of different tasks kept failing in the executor "
-        "itself (last_slot_error), so it is given nothing new until then",
+        description="set while it rests: steps kept failing in the executor itself "
+        "(last_slot_error), so it is given nothing new until then",
     )
 
 

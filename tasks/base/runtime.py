@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.base import worker_wire as wire
-from tasks.base.task_base import FatalError, TaskBase, TaskContext
+from tasks.base.task_base import FatalError, TaskBase, TaskContext, one_per_input
 
 # What a task's call may raise and still leave its worker serving: any error, and
 # SystemExit (``sys.exit(1)`` in code written as a script). KeyboardInterrupt still ends the
@@ -88,13 +88,7 @@ def run_batch(task: TaskBase, inputs: list[str]) -> list[tuple[str, str]]:
         documents.append(data)
     if given:
         try:
-            outputs = task.process_batch(documents)
-            if not isinstance(outputs, list) or len(outputs) != len(documents):
-                got = len(outputs) if isinstance(outputs, list) else type(outputs).__name__
-                raise FatalError(
-                    f"process_batch() must return a list of {len(documents)} items "
-                    f"(one per input), returned {got}"
-                )
+            outputs = one_per_input(task.process_batch(documents), len(documents))
         except TASK_ERRORS as exc:  # the whole call failed: every input with it
             failed = _failure(exc)
             outputs = []

@@ -98,6 +98,19 @@ class TaskContext:
         self.report(min(max(float(fraction), 0.0), 1.0), message)
 
 
+def one_per_input(outputs: Any, inputs: int) -> list[Any]:
+    """What ``process_batch`` returned, when it is a list of one item per input; else the
+    whole call fails (``FatalError``: a task bug no retry cures)."""
+    if not isinstance(outputs, list) or len(outputs) != inputs:
+        got = len(outputs) if isinstance(outputs, list) else type(outputs).__name__
+        items = "item" if inputs == 1 else "items"
+        raise FatalError(
+            f"process_batch() must return a list of {inputs} {items} (one per input), "
+            f"returned {got}"
+        )
+    return outputs
+
+
 class TaskBase:
     """The base of every task."""
 
@@ -125,17 +138,12 @@ class TaskBase:
             raise NotImplementedError(f"{type(self).__name__}.process")
         self.context.batch = [self.context.meta()]
         try:
-            outputs = self.process_batch([input_data])
+            [output] = one_per_input(self.process_batch([input_data]), 1)
         finally:
             self.context.batch = []
-        if not isinstance(outputs, list) or len(outputs) != 1:
-            got = len(outputs) if isinstance(outputs, list) else type(outputs).__name__
-            raise FatalError(
-                f"process_batch() must return a list of 1 item (one per input), returned {got}"
-            )
-        if isinstance(outputs[0], BaseException):
-            raise outputs[0]
-        return outputs[0]
+        if isinstance(output, BaseException):
+            raise output
+        return output
 
     def process_batch(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any] | Exception]:
         """Turn several input documents — steps of this task version that were ready at once,

@@ -4,14 +4,16 @@ FATAL) or this executor's (a slot error, which ``slot_faults`` counts)."""
 from __future__ import annotations
 
 import asyncio
+import gzip
+import io
+import tarfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from common.errors import InvalidArgument
-from common.packaging import ArchiveContents, pack_directory, sha256_hex
-from services.executor import package_cache
+from common.packaging import pack_directory, sha256_hex
 from services.executor.package_cache import PackageCache
 
 
@@ -40,18 +42,23 @@ def test_a_package_is_unpacked_once_by_its_digest(tmp_path: Path) -> None:
 
 
 def test_a_stored_package_whose_tree_cannot_be_written_is_the_packages_fault(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
-    """A package registered before the registry refused such trees ("a" a file and a
-    directory): unpacking it fails on every executor alike, so it is refused as the
-    package's (InvalidArgument: the step fails FATAL), not raised as this executor's."""
-    digest, data = package(tmp_path)
-    clash = ArchiveContents({"a": b"x", "a/b": b"y"})
-    monkeypatch.setattr(package_cache, "inspect_archive", lambda _: clash)
+    """A package stored before the registry refused such trees ("a" a file and a
+    directory): the executor inspects every package it downloads with the registry's own
+    check, so it is refused as the package's (InvalidArgument: the step fails FATAL) before
+    anything is written, not raised as this executor's."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name in ("a", "a/b"):
+            info = tarfile.TarInfo(name)
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"x"))
+    data = gzip.compress(raw.getvalue())
     cache = cache_of(tmp_path / "cache", data)
-    with pytest.raises(InvalidArgument, match="cannot be unpacked") as err:
-        asyncio.run(cache.get(digest))
-    assert err.value.field == "package"
+    with pytest.raises(InvalidArgument, match="is a file, and a directory of") as err:
+        asyncio.run(cache.get(sha256_hex(data)))
+    assert err.value.field == "a"
     assert [p.name for p in (tmp_path / "cache").iterdir()] == []  # nothing half-written
 
 
