@@ -499,7 +499,11 @@ class Executor:
                 self.slot_errors += 1
                 self.last_slot_error = failed.error[:500]
                 if self._rests_honoured:  # (an older scheduler would lease to it again)
-                    rest = self.faults.failed_here([a.digest for a in group], time.monotonic())
+                    rest = self.faults.failed_here(
+                        [a.digest for a in group],
+                        time.monotonic(),
+                        proven=[a.digest for a in group if a.proven],
+                    )
                     if rest:
                         self._rest(rest)
             else:

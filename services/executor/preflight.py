@@ -2,12 +2,13 @@
 at start, instead of failing every step it would be given.
 
 A full disk, a read-only or mis-mounted volume, or a file where the directory should be
-would make each step fail in the executor itself. Once an executor has worked, its rest
-guard (``slot_faults``) notices that; one broken from its start, serving a single task, it
-would not. So before it connects, the executor writes a mebibyte into its cache directory,
-syncs it and removes it; if that fails it exits (status 1) naming the directory and why,
-and its supervisor shows a crash loop — Kubernetes' CrashLoopBackOff, a compose service
-restarting — rather than a fleet quietly failing work.
+would make each step fail in the executor itself. The rest guard (``slot_faults``) notices
+that once the task version it fails has run somewhere; it would not, in a fleet serving one
+new task. And a crash at start is the plainer signal. So before it connects, the executor
+writes a mebibyte into its cache directory, syncs it and removes it; if that fails it exits
+(status 1) naming the directory and why, and its supervisor shows a crash loop —
+Kubernetes' CrashLoopBackOff, a compose service restarting — rather than a fleet quietly
+failing work.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ An executor whose disk is full or whose cache is broken fails every step it is g
 once, and under light load it is the one found idle first: without a guard it would take
 every team's steps and burn their retries in seconds (the "black hole" of a job queue). So
 when ``after_errors`` steps in a row have failed here — of at least two task versions, or of
-one that has run well here before — the executor rests: it hands back what it holds
+one that has run well here before or, as far as the scheduler has seen, on any executor (the
+assignment's ``proven``) — the executor rests: it hands back what it holds
 (RELEASED: no retry used), tells the scheduler in its heartbeats (``resting_seconds``; the
 scheduler gives it nothing new meanwhile and ``wtm executor list`` shows it), and takes work
 again when the rest is over. A rest that is followed by one more such failure, before any
@@ -18,7 +19,10 @@ not put the whole fleet to rest. (What a package or an input can make fail here 
 as theirs — ``common.packaging``, ``common.artifacts`` — so this is the second line.) One
 executor that fails the steps of different tasks in a row is the one that is broken; and so
 is one that fails a task version that ran well here before, since a package's bytes do not
-change: that covers a fleet serving a single task, once its executor has worked.
+change: that covers a fleet serving a single task, once its executor has worked. And one
+that fails a version whose code has started on any executor (the scheduler says so in
+the assignment, ``services/scheduler/proven_packages.py``): that covers an executor broken
+from its start, in a way its start-up check does not see, in such a fleet.
 
 What counts as "failed here" is the executor's own call: an exception that escaped a slot
 (``Executor._slot``). A store that is out (package or artifact downloads failing after their
@@ -42,19 +46,24 @@ class SlotFaults:
     def __init__(self, after_errors: int, rest_seconds: float) -> None:
         self.after_errors = after_errors  # 0: never rest
         self.rest_seconds = rest_seconds
-        self._streak: deque[str] = deque(maxlen=max(after_errors, 1))  # their digests
+        # Their digests, each with whether its code has started on some executor (``proven``).
+        self._streak: deque[tuple[str, bool]] = deque(maxlen=max(after_errors, 1))
         self._rests = 0  # rests since a step last ended otherwise
         self._worked: dict[str, None] = {}  # digests that ran well here, oldest first
         self.resting_until = 0.0  # monotonic seconds; 0 when taking work
 
-    def failed_here(self, digests: list[str], now: float) -> float:
-        """Steps of these task versions (one call) failed in the executor. Returns how long
-        to rest from ``now``, 0 when it goes on taking work."""
-        self._streak.extend(digests)
+    def failed_here(self, digests: list[str], now: float, proven: Iterable[str] = ()) -> float:
+        """Steps of these task versions (one call) failed in the executor; ``proven``, those
+        of them whose code has started on some executor. Returns how long to rest from
+        ``now``, 0 when it goes on taking work."""
+        elsewhere = set(proven)
+        self._streak.extend((d, d in elsewhere) for d in digests)
         if self.after_errors == 0 or self.resting(now):
             return 0.0
         on_probation = self._rests > 0  # it rested, and nothing has ended well since
-        broken_here = len(set(self._streak)) >= 2 or any(d in self._worked for d in self._streak)
+        broken_here = len({d for d, _ in self._streak}) >= 2 or any(
+            ran or d in self._worked for d, ran in self._streak
+        )
         if not on_probation and (len(self._streak) < self.after_errors or not broken_here):
             return 0.0
         rest = min(self.rest_seconds * 2**self._rests, max(self.rest_seconds, MAX_REST_SECONDS))

@@ -83,6 +83,7 @@ def _assignment_of(a: Assignment) -> epb.StepAssignment:
         log_level=a.log_level,
         call_id=a.call_id,
         call_size=a.call_size,
+        proven=a.proven,
     )
 
 

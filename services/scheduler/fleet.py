@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from common.errors import AlreadyExists, FailedPrecondition
 from services.scheduler import keys
 from services.scheduler.clock import SYSTEM, Clock
+from services.scheduler.proven_packages import ProvenPackages
 from services.scheduler.queue_names import held_by, own_queues, serves
 from services.scheduler.queue_records import text_of
 from services.scheduler.run_queue import RunQueue
@@ -71,6 +72,7 @@ class Assignment:
     log_level: str = ""  # the task logger's level ("": the task's own)
     call_id: str = ""  # of a dynamic batch: the id its steps share ("": leased alone)
     call_size: int = 0  # how many steps that call has
+    proven: bool = False  # its task version's code has started on some executor
 
 
 @dataclass(frozen=True)
@@ -223,6 +225,7 @@ class Fleet:
         self._gone: dict[str, float] = {}  # executors that left: id -> when
         self.paused: frozenset[str] = frozenset()  # queues not leased from (pauses.py)
         self.paused_executors: frozenset[str] = frozenset()  # executors given nothing new
+        self.proven = ProvenPackages()  # task versions whose code started on an executor
 
     def _exempt(self, profile: ExecutorProfile) -> bool:
         """Whether every namespace the executor serves may run unisolated (never "*")."""

@@ -80,7 +80,12 @@ def slots_of(leased: list[Leased]) -> int:
 
 
 def assignment(
-    leased: Leased, input_json: str, sources: dict[str, str], traceparent: str, call_size: int
+    leased: Leased,
+    input_json: str,
+    sources: dict[str, str],
+    traceparent: str,
+    call_size: int,
+    proven: bool = False,
 ) -> Assignment:
     s = leased.step
     return Assignment(
@@ -103,6 +108,7 @@ def assignment(
         log_level=s.get("log_level", ""),
         call_id=leased.call if call_size > 1 else "",
         call_size=call_size if call_size > 1 else 0,
+        proven=proven,
     )
 
 
@@ -332,8 +338,9 @@ class Leaser:
         for session, p, traceparent in outgoing:
             size = call_sizes[p.leased.call] if p.leased.call else 0
             session.leased(p.leased.member, p.leased.attempt, p.leased.call if size > 1 else "")
+            proven = p.leased.step["digest"] in self.fleet.proven
             session.outbox.put_nowait(
-                assignment(p.leased, p.input_json, p.sources, traceparent, size)
+                assignment(p.leased, p.input_json, p.sources, traceparent, size, proven)
             )
         if ended:
             await self.notes.written(c.member for c in ended)

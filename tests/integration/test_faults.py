@@ -300,6 +300,44 @@ def test_an_executor_failing_the_one_task_it_ran_well_before_rests_too(
         stop_executor(cluster, child)
 
 
+def test_an_executor_broken_from_its_start_failing_a_task_that_ran_elsewhere_rests(
+    cluster: Cluster, client: Client, tmp_path: Path
+) -> None:
+    """A fleet serving one task; a new executor whose cache breaks unpacking (its start-up
+    check passed) never ran that task, and fails it three times in a row. The task's code
+    did start on another executor, and the scheduler says so in the assignments
+    (``proven``): the new executor is the broken one, and rests."""
+    client.register_task(make_task(tmp_path, "rest_new", queue="restnewq", max_retries=0))
+    first = cluster.add_executor("--queues", "restnewq", slots=1)
+    try:
+        ran = client.wait(client.submit(task="rest_new", input={}).run_id, timeout=60)
+        assert ran.state == "COMPLETED" and ran.steps[0].executor_id == first.name
+    finally:
+        stop_executor(cluster, first)
+    cache = tmp_path / "rest-new-cache"
+    child = cluster.add_executor(
+        "--queues", "restnewq", "--cache-dir", str(cache), "--rest-seconds", "30", slots=1
+    )
+    try:
+        eventually(lambda: (cache / "packages").is_dir(), 30, "the executor's cache")
+        shutil.rmtree(cache / "packages")
+        (cache / "packages").write_text("not a directory")
+        for _ in range(3):
+            failed = client.wait(client.submit(task="rest_new", input={}).run_id, timeout=60)
+            assert failed.state == "FAILED" and "executor error" in failed.steps[0].error
+            assert failed.steps[0].executor_id == child.name
+        found = eventually(
+            lambda: [
+                e for e in client.list_executors() if e.executor_id == child.name and e.resting()
+            ],
+            10,
+            "a rest",
+        )
+        assert found[0].slot_errors == 3
+    finally:
+        stop_executor(cluster, child)
+
+
 def test_an_input_naming_a_file_no_executor_can_write_fails_the_step_not_the_executor(
     cluster: Cluster, client: Client, tmp_path: Path
 ) -> None:

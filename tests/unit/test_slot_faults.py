@@ -22,6 +22,24 @@ def test_one_task_version_failing_everywhere_is_the_package_not_the_executor() -
     assert faults.resting(now=10) == 0
 
 
+def test_one_task_version_whose_code_started_on_some_executor_is_this_executors_fault() -> None:
+    """The scheduler says (``proven``) the version's code has started on an executor: this
+    one failing it three times in a row, never having run it itself, is the broken one."""
+    faults = SlotFaults(after_errors=3, rest_seconds=30)
+    assert faults.failed_here(["model"], now=0, proven=["model"]) == 0
+    assert faults.failed_here(["model"], now=1, proven=["model"]) == 0
+    assert faults.failed_here(["model"], now=2, proven=["model"]) == 30
+
+
+def test_one_proven_failure_among_unproven_ones_of_the_same_version_is_enough() -> None:
+    """From an older scheduler replica (or one that had not seen it run yet) the same version
+    comes unproven: what one assignment said of a version holds for the streak."""
+    faults = SlotFaults(after_errors=3, rest_seconds=30)
+    assert faults.failed_here(["model"], now=0) == 0
+    assert faults.failed_here(["model"], now=1, proven=["model"]) == 0
+    assert faults.failed_here(["model"], now=2) == 30
+
+
 def test_a_step_ending_otherwise_between_failures_starts_the_count_again() -> None:
     faults = SlotFaults(after_errors=3, rest_seconds=30)
     faults.failed_here(["a"], now=0)

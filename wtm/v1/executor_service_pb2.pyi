@@ -145,7 +145,7 @@ class StepAttemptRef(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., step_id: _Optional[str] = ..., attempt: _Optional[int] = ..., lease_id: _Optional[str] = ...) -> None: ...
 
 class StepAssignment(_message.Message):
-    __slots__ = ("ref", "task_id", "task_version", "digest", "entry_point", "input_json", "timeout_seconds", "input_id", "output_id", "upstream_output_ids", "input_sources", "traceparent", "namespace", "log_level", "call_id", "call_size")
+    __slots__ = ("ref", "task_id", "task_version", "digest", "entry_point", "input_json", "timeout_seconds", "input_id", "output_id", "upstream_output_ids", "input_sources", "traceparent", "namespace", "log_level", "call_id", "call_size", "proven")
     class UpstreamOutputIdsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -176,6 +176,7 @@ class StepAssignment(_message.Message):
     LOG_LEVEL_FIELD_NUMBER: _ClassVar[int]
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     CALL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PROVEN_FIELD_NUMBER: _ClassVar[int]
     ref: StepAttemptRef
     task_id: str
     task_version: str
@@ -192,7 +193,8 @@ class StepAssignment(_message.Message):
     log_level: str
     call_id: str
     call_size: int
-    def __init__(self, ref: _Optional[_Union[StepAttemptRef, _Mapping]] = ..., task_id: _Optional[str] = ..., task_version: _Optional[str] = ..., digest: _Optional[str] = ..., entry_point: _Optional[str] = ..., input_json: _Optional[str] = ..., timeout_seconds: _Optional[int] = ..., input_id: _Optional[str] = ..., output_id: _Optional[str] = ..., upstream_output_ids: _Optional[_Mapping[str, str]] = ..., input_sources: _Optional[_Mapping[str, str]] = ..., traceparent: _Optional[str] = ..., namespace: _Optional[str] = ..., log_level: _Optional[str] = ..., call_id: _Optional[str] = ..., call_size: _Optional[int] = ...) -> None: ...
+    proven: bool
+    def __init__(self, ref: _Optional[_Union[StepAttemptRef, _Mapping]] = ..., task_id: _Optional[str] = ..., task_version: _Optional[str] = ..., digest: _Optional[str] = ..., entry_point: _Optional[str] = ..., input_json: _Optional[str] = ..., timeout_seconds: _Optional[int] = ..., input_id: _Optional[str] = ..., output_id: _Optional[str] = ..., upstream_output_ids: _Optional[_Mapping[str, str]] = ..., input_sources: _Optional[_Mapping[str, str]] = ..., traceparent: _Optional[str] = ..., namespace: _Optional[str] = ..., log_level: _Optional[str] = ..., call_id: _Optional[str] = ..., call_size: _Optional[int] = ..., proven: _Optional[bool] = ...) -> None: ...
 
 class CancelStep(_message.Message):
     __slots__ = ("ref", "reason")
