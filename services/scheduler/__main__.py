@@ -150,7 +150,9 @@ async def serve(settings: SchedulerSettings) -> None:
         queue_pauses=queue_pauses,
         executor_pauses=executor_pauses,
     )
-    listeners.register(history, TracingListener(), dispatcher.metrics, runs)
+    listeners.register(
+        history, TracingListener(), dispatcher.metrics, runs, dispatcher.fleet.proven
+    )
 
     def register(server: object) -> None:
         scheduler_service_pb2_grpc.add_SchedulerServiceServicer_to_server(

@@ -55,7 +55,6 @@ class Dispatcher:
             queue, scheduler_id, silent_after, clock, require_isolation, isolation_optional
         )
         self.metrics = SchedulerMetrics(self.fleet, cache)
-        listeners.register(self.fleet.proven)
         self.leaser = Leaser(
             queue, self.fleet, listeners, lease_seconds, retry, documents, prefetch, clock, cache
         )

@@ -103,6 +103,7 @@ class Core:
             clock=self.clock,
             cache=ResultCache(client, ttl_seconds=60),
         )
+        self.listeners.register(self.core.fleet.proven)  # as services/scheduler/__main__.py
 
     def executor(self, name: str, slots: int = 1) -> ExecutorSession:
         return self.core.open_session(ExecutorProfile(name, ["q"], slots, {}))
@@ -120,12 +121,17 @@ class Core:
                 await r.hand_out(await self.queue.dispatch_many(r.wants, LEASE_SECONDS * 1000))
 
     async def report(
-        self, session: ExecutorSession, a: Assignment, outcome: str, output: str = "{}"
+        self,
+        session: ExecutorSession,
+        a: Assignment,
+        outcome: str,
+        output: str = "{}",
+        timings: dict[str, int] | None = None,
     ) -> None:
         self.core.intake.report(
             session,
             StepReport(
-                a.run_id, a.step_id, a.attempt, outcome, output, "", {}, a.lease_id,
+                a.run_id, a.step_id, a.attempt, outcome, output, "", timings or {}, a.lease_id,
                 session.executor_id,
             ),
         )  # fmt: skip
@@ -238,6 +244,31 @@ def test_a_submit_to_an_idle_fleet_leases_in_the_same_round_trip(valkey_url: str
         await c.report(e1, a, "SUCCEEDED", '{"ok": true}')
         assert c.heard.of("attempt_ended") == [("r1:a", "1:COMPLETED")]
         assert c.heard.of("run_ended") == [("r1", "COMPLETED")]
+
+    scenario(valkey_url, body)
+
+
+def test_an_assignment_says_proven_once_its_task_versions_code_started_on_an_executor(
+    valkey_url: str,
+) -> None:
+    """``StepAssignment.proven``: not while every attempt of the version failed before its
+    process() was called (an executor's own error); from the first attempt whose process()
+    was called (the executor reported its start), on any executor."""
+
+    async def body(c: Core) -> None:
+        e1, e2 = c.executor("e1"), c.executor("e2")
+        await c.submit("r1")
+        [a] = assignments(e1) + assignments(e2)
+        assert not a.proven
+        await c.report(e1 if "r1:a" in e1.in_flight else e2, a, "FAILED")  # its code never ran
+        await c.submit("r2")
+        [b] = assignments(e1) + assignments(e2)
+        assert not b.proven
+        started = {"t_recv": 1, "t_p0": 2, "t_p1": 3}  # process() was called, and raised
+        await c.report(e1 if "r2:a" in e1.in_flight else e2, b, "FAILED", timings=started)
+        await c.submit("r3")
+        [d] = assignments(e1) + assignments(e2)
+        assert d.proven and d.digest == b.digest
 
     scenario(valkey_url, body)
 
