@@ -81,26 +81,51 @@ def compact_many(
         else:
             short["run_fields"] = run_fields
         parents = {s["fields"].get("span_parent") for s in steps}
-        if len(parents) == 1 and (parent := parents.pop()) is not None:
+        traced = len(parents) == 1 and (parent := parents.pop()) is not None
+        if traced:
             short["span_parent"] = parent
-            steps = [
-                {**s, "fields": {k: v for k, v in s["fields"].items() if k != "span_parent"}}
-                for s in steps
-            ]
+        key = _template_key(steps, traced)
+        tid = ids.get(key) if key is not None else None
+        if tid is None:
+            if traced:
+                steps = [
+                    {**s, "fields": {k: v for k, v in s["fields"].items() if k != "span_parent"}}
+                    for s in steps
+                ]
             tid = template_id(steps)
-        else:
-            key = tuple(
-                (s["step_id"], id(s["fields"]), id(s["deps"]), id(s["dependents"])) for s in steps
-            )
-            if key not in ids:
-                ids[key] = template_id(steps)
-            tid = ids[key]
-        templates.setdefault(tid, steps)
+            if key is not None:
+                ids[key] = tid
+            templates.setdefault(tid, steps)
         short["steps_id"] = tid
         if "taken_over" in plan:  # a resumed run's own
             short["taken_over"] = plan["taken_over"]
         compacted.append({**doc, "plan": short})
     return compacted, templates
+
+
+def _template_key(steps: list[dict[str, Any]], traced: bool) -> tuple[Any, ...] | None:
+    """What tells, within one call, that two runs' steps make the same template without
+    hashing them: the identity of their parts, shared by the runs of a batch; for traced
+    runs, whose field dicts are each their own (they hold the run's span parent), what the
+    fields hold besides it. None when a field's value cannot be a key (then it is hashed)."""
+    if not traced:
+        return tuple(
+            (s["step_id"], id(s["fields"]), id(s["deps"]), id(s["dependents"])) for s in steps
+        )
+    key = tuple(
+        (
+            s["step_id"],
+            id(s["deps"]),
+            id(s["dependents"]),
+            tuple(kv for kv in s["fields"].items() if kv[0] != "span_parent"),
+        )
+        for s in steps
+    )
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 def template_ids(docs: list[dict[str, Any]]) -> set[str]:

@@ -16,7 +16,7 @@ from services.scheduler.run_docs import new_doc
 from services.scheduler.stored_plans import compact_many, expand, plan_doc
 
 
-def _steps(fields: dict[str, str]) -> list[dict[str, Any]]:
+def _steps(fields: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         {"step_id": "a", "deps": [], "dependents": ["b"], "fields": fields},
         {"step_id": "b", "deps": ["a"], "dependents": [], "fields": fields},
@@ -61,6 +61,26 @@ def test_traced_runs_share_a_template_and_keep_their_own_span_parents() -> None:
     compacted, templates = compact_many(docs)
     assert len(templates) == 1
     assert compacted[0]["plan"]["span_parent"] != compacted[1]["plan"]["span_parent"]
+    assert [expand(d, templates) for d in compacted] == originals
+
+
+def test_traced_runs_with_other_steps_get_other_templates() -> None:
+    """Traced runs' step fields are each their own dicts: they are told apart by what they
+    hold besides the span parent (a value that cannot be a key is hashed instead)."""
+    variants: list[tuple[str, Any]] = [("t", "1"), ("u", "1"), ("t", "1"), ("t", ["a", "b"])]
+    docs = [
+        _run_doc(
+            i,
+            _steps({"task_id": task, "extra": extra, "span_parent": f"00-{i:032x}-{i:016x}-01"}),
+            trace_id=f"{i:032x}",
+            run_span=f"{i:016x}",
+        )
+        for i, (task, extra) in enumerate(variants)
+    ]
+    originals = copy.deepcopy(docs)
+    compacted, templates = compact_many(docs)
+    ids = [d["plan"]["steps_id"] for d in compacted]
+    assert ids[0] == ids[2] and len(set(ids)) == 3 and len(templates) == 3
     assert [expand(d, templates) for d in compacted] == originals
 
 
