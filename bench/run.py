@@ -138,7 +138,11 @@ def warm_slots(client: Client) -> None:
 
 
 def burst(
-    client: Client, count: int, stack_pid: int = 0, with_history: bool = False
+    client: Client,
+    count: int,
+    stack_pid: int = 0,
+    with_history: bool = False,
+    stack_pids: list[int] | None = None,
 ) -> dict[str, Any]:
     """``count`` no-op runs submitted in batches of 1,000: runs/s from the first created to
     the last ended, and how long the history then took to hold them all. With
@@ -147,9 +151,15 @@ def burst(
     ``with_history``, until the stack was quiet again (``settle``): what the history written
     behind after the last run ended cost too — about half of nx-27017's work per run, which
     the runs/s window leaves out. A burst with its history starts on a quiet stack, so that
-    the tail of an earlier batch (throughput's warm-up) counts in neither."""
+    the tail of an earlier batch (throughput's warm-up) counts in neither. ``stack_pids``
+    (one stack's processes, when several stand side by side): its CPU ms per run in all
+    (``stack_cpu_ms_per_run``), from a quiet start until quiet again after the last run
+    ended — the history included, not the reading back of the runs that follows."""
     if stack_pid and with_history:  # what an earlier batch left to write is not this one's
         settle([stack_pid])
+    if stack_pids:
+        settle(stack_pids)
+        stack_before = stack_cpu(stack_pids)
     deadline = time.monotonic() + DEADLINE_S
     cpu_before = cpu_by_process(stack_pid) if stack_pid else {}
     start = time.monotonic()
@@ -166,6 +176,10 @@ def burst(
     if stack_pid and with_history:
         settle([stack_pid])
         settled = cpu_by_process(stack_pid)
+    stack_ms = 0.0
+    if stack_pids:
+        settle(stack_pids)  # its tail of spans and history is its own cost
+        stack_ms = (stack_cpu(stack_pids) - stack_before) / count * 1000
     # The history is written behind: how long MongoDB takes to hold every run of the burst
     # as finished (asked before the runs are read back one by one, which takes seconds).
     while time.monotonic() < deadline:
@@ -195,6 +209,8 @@ def burst(
         found["cpu_us_per_run"] = _per_run(cpu_before, cpu_after, count)
     if settled:
         found["cpu_us_per_run_with_history"] = _per_run(cpu_before, settled, count)
+    if stack_pids:
+        found["stack_cpu_ms_per_run"] = round(stack_ms, 3)
     return found
 
 
@@ -238,7 +254,7 @@ def tracing(count: int, env: dict[str, str]) -> dict[str, Any]:
     its own, sampled on its own) — each warmed with a worker on every slot. Then a burst of
     ``count`` no-op runs goes to each in turn, ``TRACE_ROUNDS`` times, each round starting
     with the next stack, each burst followed by a wait until its stack is quiet (``settle``;
-    its CPU counts with the burst's). This machine's speed drifts by up to 2x within minutes,
+    its CPU counts with the burst's, the reading back of the runs after it does not). This machine's speed drifts by up to 2x within minutes,
     and interleaving puts the drift on all three alike (one stack after another, as this
     figure was first taken, a tenth traced moved throughput by -30% to +7% in one morning). Each
     traced figure is the median over the rounds of its burst's runs/s over the off stack's in
@@ -292,10 +308,9 @@ def tracing(count: int, env: dict[str, str]) -> dict[str, Any]:
             for r in range(TRACE_ROUNDS):  # each round starts with the next stack
                 turn = r % len(labels)
                 for label in labels[turn:] + labels[:turn]:
-                    before = stack_cpu(pids[label])
-                    rates[label].append(burst(clients[label], count)["runs_per_second"])
-                    settle(pids[label])  # its tail of spans and history is its own cost
-                    cpu_ms[label].append((stack_cpu(pids[label]) - before) / count * 1000)
+                    found = burst(clients[label], count, stack_pids=pids[label])
+                    rates[label].append(found["runs_per_second"])
+                    cpu_ms[label].append(found["stack_cpu_ms_per_run"])
         # the stacks have stopped: every span is flushed
         spans = {label: r.received for label, r in receivers.items()}
     finally:
@@ -321,7 +336,10 @@ def tracing(count: int, env: dict[str, str]) -> dict[str, Any]:
         "cost_every_run": cost("every_run"),
         "cost_sampled": cost("sampled"),
         # The same bursts' CPU per run, over every process of each stack (the OTLP receiver
-        # is this process, not counted): steadier than runs/s from round to round.
+        # is this process, not counted), from a quiet stack until quiet again after the
+        # burst's last run (the history and the spans' export included; until 2026-12-06 the
+        # bench's reading back of every run was too, which diluted the ratio about twofold):
+        # steadier than runs/s from round to round.
         "cpu_ms_per_run": {k: [round(v, 3) for v in vs] for k, vs in cpu_ms.items()},
         "cpu_cost_every_run": cpu_cost("every_run"),
         "cpu_cost_sampled": cpu_cost("sampled"),
