@@ -249,19 +249,20 @@ def settle(pids: list[int], quiet_cpu: float = 0.1, window: float = 0.2) -> None
 
 
 def tracing(count: int, env: dict[str, str]) -> dict[str, Any]:
-    """What tracing costs, as ratios measured in this one invocation. Three stacks stand side
-    by side — tracing off, on for every run, on for a tenth of the runs (each run a trace of
+    """What tracing costs, as ratios measured in this one invocation. Three stacks stand side by
+    side — tracing off, on for every run, on for a tenth of the runs (each run a trace of
     its own, sampled on its own) — each warmed with a worker on every slot. Then a burst of
     ``count`` no-op runs goes to each in turn, ``TRACE_ROUNDS`` times, each round starting
     with the next stack, each burst followed by a wait until its stack is quiet (``settle``;
     its CPU counts with the burst's, the reading back of the runs after it does not). This
-    machine's speed drifts by up to 2x within minutes, and interleaving puts the drift on all
-    three alike (one stack after another, as this figure was first taken, a tenth traced
-    moved throughput by -30% to +7% in one morning). Each traced figure is the median over the rounds of its burst's runs/s over the off stack's in
-    the same round; and, steadier, the CPU per run of every process of the stack over the
-    same bursts, as a ratio to the off stack's in the same round. Metrics are on in all
-    three (a Prometheus port, and not over OTLP, as deployed), so that only tracing differs.
-    Spans go to an OTLP receiver per traced stack, in this process, that only counts them."""
+    machine's speed drifts by up to 2x within minutes, and interleaving puts the drift on
+    all three alike (one stack after another, as this figure was first taken, a tenth traced
+    moved throughput by -30% to +7% in one morning). Each traced figure is the median over
+    the rounds of its burst's runs/s over the off stack's in the same round; and, steadier,
+    the CPU per run of every process of the stack over the same bursts, as a ratio to the
+    off stack's in the same round. Metrics are on in all three (a Prometheus port, and not
+    over OTLP, as deployed), so that only tracing differs. Spans go to an OTLP receiver per
+    traced stack, in this process, that only counts them."""
     receivers = {"every_run": Receiver(keep=False), "sampled": Receiver(keep=False)}
     configs: dict[str, dict[str, str]] = {"off": {}}
     for label, receiver in receivers.items():
