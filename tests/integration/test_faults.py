@@ -208,6 +208,19 @@ def test_an_error_inside_a_slot_fails_the_step_and_the_slot_goes_on(
         stop_executor(cluster, child)
 
 
+def break_package_cache(cache: Path) -> None:
+    """Put a file where the executor's package cache is: unpacking fails (OSError), in the
+    executor's own code, while its start-up check (a file written in ``cache``) passes."""
+    eventually(lambda: (cache / "packages").is_dir(), 30, "the executor's cache")
+    shutil.rmtree(cache / "packages")
+    (cache / "packages").write_text("not a directory")
+
+
+def resting(client: Client, executor_id: str) -> list[ExecutorInfo]:
+    """The executor, listed, when it rests (else nothing)."""
+    return [e for e in client.list_executors() if e.executor_id == executor_id and e.resting()]
+
+
 def test_an_executor_whose_steps_of_different_tasks_keep_failing_in_it_rests(
     cluster: Cluster, client: Client, tmp_path: Path
 ) -> None:
@@ -222,17 +235,12 @@ def test_an_executor_whose_steps_of_different_tasks_keep_failing_in_it_rests(
         "--queues", "restq", "--cache-dir", str(cache), "--rest-seconds", "6", slots=1
     )
     try:
-        eventually(lambda: (cache / "packages").is_dir(), 30, "the executor's cache")
-        shutil.rmtree(cache / "packages")
-        (cache / "packages").write_text("not a directory")  # unpacking will fail (OSError)
+        break_package_cache(cache)
         for name in ("rest_a", "rest_b", "rest_a"):
             failed = client.wait(client.submit(task=name, input={}).run_id, timeout=60)
             assert failed.state == "FAILED" and "executor error" in failed.steps[0].error
 
-        def resting() -> list[ExecutorInfo]:
-            return [e for e in client.list_executors() if e.executor_id == child.name]
-
-        found = eventually(lambda: [e for e in resting() if e.resting()], 10, "a rest")
+        found = eventually(lambda: resting(client, child.name), 10, "a rest")
         assert found[0].state == "CONNECTED" and found[0].slot_errors == 3
         report = assess_fleet(client.list_executors(), client.list_queues())
         assert any("resting until" in c.detail for c in report), report
@@ -250,7 +258,7 @@ def test_an_executor_whose_steps_of_different_tasks_keep_failing_in_it_rests(
         assert started is not None and rest_over is not None
         assert (started - rest_over).total_seconds() > -0.5, (started, rest_over)
         assert "taking nothing new" in child.log_tail(200)
-        assert not resting()[0].resting()
+        assert not resting(client, child.name)
     finally:
         stop_executor(cluster, child)
 
@@ -284,18 +292,11 @@ def test_an_executor_failing_the_one_task_it_ran_well_before_rests_too(
     try:
         ran = client.wait(client.submit(task="rest_one", input={}).run_id, timeout=60)
         assert ran.state == "COMPLETED"
-        shutil.rmtree(cache / "packages")
-        (cache / "packages").write_text("not a directory")
+        break_package_cache(cache)
         for _ in range(3):
             failed = client.wait(client.submit(task="rest_one", input={}).run_id, timeout=60)
             assert failed.state == "FAILED" and "executor error" in failed.steps[0].error
-        eventually(
-            lambda: [
-                e for e in client.list_executors() if e.executor_id == child.name and e.resting()
-            ],
-            10,
-            "a rest",
-        )
+        eventually(lambda: resting(client, child.name), 10, "a rest")
     finally:
         stop_executor(cluster, child)
 
@@ -319,20 +320,12 @@ def test_an_executor_broken_from_its_start_failing_a_task_that_ran_elsewhere_res
         "--queues", "restnewq", "--cache-dir", str(cache), "--rest-seconds", "30", slots=1
     )
     try:
-        eventually(lambda: (cache / "packages").is_dir(), 30, "the executor's cache")
-        shutil.rmtree(cache / "packages")
-        (cache / "packages").write_text("not a directory")
+        break_package_cache(cache)
         for _ in range(3):
             failed = client.wait(client.submit(task="rest_new", input={}).run_id, timeout=60)
             assert failed.state == "FAILED" and "executor error" in failed.steps[0].error
             assert failed.steps[0].executor_id == child.name
-        found = eventually(
-            lambda: [
-                e for e in client.list_executors() if e.executor_id == child.name and e.resting()
-            ],
-            10,
-            "a rest",
-        )
+        found = eventually(lambda: resting(client, child.name), 10, "a rest")
         assert found[0].slot_errors == 3
     finally:
         stop_executor(cluster, child)
