@@ -404,8 +404,20 @@ def executor_pause(obj: Ctx, executor_id: str, reason: str) -> None:
 @click.argument("executor_id")
 @click.pass_obj
 def executor_resume(obj: Ctx, executor_id: str) -> None:
-    """Give a paused EXECUTOR_ID work again."""
+    """Give a paused EXECUTOR_ID work again. (A resting one — steps kept failing in it —
+    takes work again when its rest is over, or at once if it is restarted.)"""
     with obj.client() as client:
         resumed = client.resume_executor(executor_id)
+        resting = [] if resumed else [
+            e for e in client.list_executors() if e.executor_id == executor_id and e.resting()
+        ]  # fmt: skip
     said = "resumed" if resumed else "was not paused"
-    obj.out({"executor_id": executor_id, "resumed": resumed}, f"executor {executor_id} {said}")
+    found: dict[str, object] = {"executor_id": executor_id, "resumed": resumed}
+    if resting and resting[0].resting_until is not None:
+        until = resting[0].resting_until
+        found["resting_until"] = until  # as every other time in the JSON output
+        said += (
+            f"; it rests until {until:%H:%M:%S} UTC because steps kept failing in it "
+            f"(last: {resting[0].last_slot_error or '?'}): restart it to end the rest sooner"
+        )
+    obj.out(found, f"executor {executor_id} {said}")

@@ -19,7 +19,7 @@ from clients.health import assess_fleet
 from clients.sdk import Client
 from clients.types import ExecutorInfo
 from services.localstack import Cluster
-from tests.conftest import ROOT, shared_file
+from tests.conftest import ROOT, run_cli, shared_file
 from tests.integration.test_executor import make_task, stop_executor
 from tests.waiting import eventually
 
@@ -244,6 +244,8 @@ def test_an_executor_whose_steps_of_different_tasks_keep_failing_in_it_rests(
         assert found[0].state == "CONNECTED" and found[0].slot_errors == 3
         report = assess_fleet(client.list_executors(), client.list_queues())
         assert any("resting until" in c.detail for c in report), report
+        said = run_cli(cluster, "executor", "resume", child.name).stdout  # an operator tries
+        assert "was not paused; it rests until" in " ".join(said.split()), said
         (cache / "packages").unlink()
         (cache / "packages").mkdir()
         waiting = client.submit(task="rest_b", input={}).run_id
