@@ -501,7 +501,7 @@ function executorsPage() {
       h("td", {}, badge(e.state), sandboxNote(e.sandbox),
         e.pause ? h("div", { class: "warning", "data-paused": "1" }, `paused by ${e.pause.paused_by}${e.pause.reason ? ": " + e.pause.reason : ""}`) : null,
         e.state !== "LOST" && e.resting_until && new Date(e.resting_until) > new Date()
-          ? h("div", { class: "warning", "data-resting": "1" }, `resting until ${when(e.resting_until)}: steps kept failing in it`) : null),
+          ? h("div", { class: "warning", "data-resting": "1" }, `resting until ${when(e.resting_until)}: steps kept failing in it (a restart ends the rest sooner)`) : null),
       h("td", {}, e.queues.join(", "), e.namespaces.length ? h("div", { class: "muted" }, `namespaces ${e.namespaces.join(", ")}`) : null),
       h("td", { class: "num" }, `${Math.min(e.busy_slots, e.slots)} / ${Math.max(0, e.slots - e.busy_slots)}`),
       h("td", { class: "in-flight" }, e.running_steps.map((m) => {
