@@ -15,6 +15,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from common.errors import FailedPrecondition, InvalidArgument
+from common.packaging import MAX_NAME_BYTES, over_name_max
 from wtm.v1 import registry_service_pb2 as rpb
 
 CHUNK = 256 * 1024  # bytes per upload message
@@ -25,7 +26,6 @@ _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 MAX_NAME_CHARS = 128  # of a name make_uri gives (its extension kept)
-MAX_NAME_BYTES = 255  # of a name parse_uri takes: a filesystem's limit (NAME_MAX)
 
 
 def make_uri(digest: str, filename: str) -> str:
@@ -50,7 +50,7 @@ def parse_uri(uri: str, field: str = "uri") -> tuple[str, str]:
             f"{uri!r} is not an artifact URI (artifact://sha256/<digest>/<filename>)", field=field
         )
     name = m.group(2)
-    if name in (".", "..") or len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+    if name in (".", "..") or over_name_max(name):
         raise InvalidArgument(
             f"{uri[:300]!r}: the file name must not be '.' or '..' nor longer than "
             f"{MAX_NAME_BYTES} bytes",

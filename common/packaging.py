@@ -132,6 +132,11 @@ MAX_NAME_BYTES = 255  # one component of a path (Linux's NAME_MAX)
 MAX_PATH_BYTES = 1024  # a whole path inside the package
 
 
+def over_name_max(name: str) -> bool:
+    """Whether a file name (one path component) is longer than a filesystem takes."""
+    return len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES
+
+
 def _check_name(name: str) -> str:
     path = PurePosixPath(name)
     if name.startswith("/") or path.is_absolute():
@@ -151,9 +156,7 @@ def _check_file_name(name: str) -> None:
     encoded = name.encode("utf-8", "surrogateescape")
     if len(encoded) > MAX_PATH_BYTES:
         raise InvalidArgument(f"is over {MAX_PATH_BYTES} bytes long", field=name[:200])
-    if any(
-        len(part.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES for part in name.split("/")
-    ):
+    if any(over_name_max(part) for part in name.split("/")):
         raise InvalidArgument(
             f"has a name over {MAX_NAME_BYTES} bytes long (a filesystem's limit)", field=name[:200]
         )

@@ -113,8 +113,8 @@ class ExecutorSettings(ClientKeySettings):
         3,
         "WTM_REST_AFTER_SLOT_ERRORS",
         "after this many steps in a row failed in the executor itself (not in task code), of "
-        "at least two task versions or of one that ran well here before, take nothing new for "
-        "a while (0: never)",
+        "at least two task versions, or of one that ran well here or (as the scheduler has "
+        "seen) on any executor, take nothing new for a while (0: never)",
         non_negative,
     )
     rest_seconds: float = setting(

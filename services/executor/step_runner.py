@@ -215,11 +215,9 @@ class StepRunner:
                     f"the document {big_input} stands for is not a JSON object", field="input_json"
                 )
             input_json = data.decode()
-            if SCHEME not in input_json:
-                return input_json, {}
-        elif SCHEME not in input_json:
+        if SCHEME not in input_json:
             return input_json, {}
-        else:
+        if not big_input:
             parsed = json.loads(input_json)  # the scheduler's own text
         paths = {}
         for uri in set(find_uris(parsed)):
