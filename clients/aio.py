@@ -40,6 +40,7 @@ from clients.types import (
     DependencyInfo,
     ExecutorInfo,
     ExecutorPauseInfo,
+    ExecutorResumed,
     NamespaceInfo,
     PipelineInfo,
     QueueInfo,
@@ -410,10 +411,11 @@ class AsyncClient(_Connection, AsyncScheduleMethods):
         reply = await self._s.unary(self._scheduler.PauseExecutor, request)
         return ExecutorPauseInfo.from_proto(reply.pause)
 
-    async def resume_executor(self, executor_id: str) -> bool:
+    async def resume_executor(self, executor_id: str) -> ExecutorResumed:
         """As ``Client.resume_executor``."""
         request = spb.ResumeExecutorRequest(executor_id=executor_id)
-        return (await self._s.unary(self._scheduler.ResumeExecutor, request)).resumed
+        reply = await self._s.unary(self._scheduler.ResumeExecutor, request)
+        return ExecutorResumed(executor_id, reply.resumed, reply.rest_ended)
 
     async def list_queues(self) -> tuple[list[QueueInfo], int]:
         """As ``Client.list_queues``."""

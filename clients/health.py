@@ -152,7 +152,7 @@ def assess_fleet(
                     WARN,
                     f"resting until {e.resting_until:%H:%M:%S} UTC: steps kept failing in the "
                     f"executor itself ({e.slot_errors} so far); last: "
-                    f"{e.last_slot_error or '?'}; a restart ends the rest sooner",
+                    f"{e.last_slot_error or '?'}; `wtm executor resume {e.executor_id}` ends it",
                 )
             )
         elif e.slot_errors:

@@ -46,6 +46,7 @@ from clients.types import (
     DependencyInfo,
     ExecutorInfo,
     ExecutorPauseInfo,
+    ExecutorResumed,
     NamespaceInfo,
     PipelineInfo,
     PipelineStepInfo,
@@ -617,10 +618,18 @@ class Client(_Connection, ScheduleMethods):
         reply = self._s.unary(self._scheduler.PauseExecutor, request)
         return ExecutorPauseInfo.from_proto(reply.pause)
 
-    def resume_executor(self, executor_id: str) -> bool:
-        """Give a paused executor work again; False when it was not paused."""
+    def resume_executor(self, executor_id: str) -> ExecutorResumed:
+        """Give a paused executor work again, and end a resting one's rest (steps kept
+        failing in it; should they fail in it again, its next rest is twice as long). Falsy
+        when it was neither paused nor resting, or is too old to be told its rest is over.
+
+        Raises:
+            NotFound: no such executor serving this client's namespace.
+            PermissionDenied: it serves other namespaces too, or the role may not.
+        """
         request = spb.ResumeExecutorRequest(executor_id=executor_id)
-        return self._s.unary(self._scheduler.ResumeExecutor, request).resumed
+        reply = self._s.unary(self._scheduler.ResumeExecutor, request)
+        return ExecutorResumed(executor_id, reply.resumed, reply.rest_ended)
 
     def list_queues(self) -> tuple[list[QueueInfo], int]:
         """The queues of this client's namespace that have waiting work or an executor, and

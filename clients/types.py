@@ -392,6 +392,19 @@ class ExecutorPauseInfo:
 
 
 @dataclass(frozen=True)
+class ExecutorResumed:
+    """What ``Client.resume_executor`` changed: a pause lifted, a rest ended. Truthy when
+    either did."""
+
+    executor_id: str
+    resumed: bool  # it was paused, and is no longer
+    rest_ended: bool  # it was resting and is told to take work again, within about a second
+
+    def __bool__(self) -> bool:
+        return self.resumed or self.rest_ended
+
+
+@dataclass(frozen=True)
 class QueueInfo:
     """One queue: its waiting work and the executors that take from it."""
 

@@ -404,20 +404,32 @@ def executor_pause(obj: Ctx, executor_id: str, reason: str) -> None:
 @click.argument("executor_id")
 @click.pass_obj
 def executor_resume(obj: Ctx, executor_id: str) -> None:
-    """Give a paused EXECUTOR_ID work again. (A resting one — steps kept failing in it —
-    takes work again when its rest is over, or at once if it is restarted.)"""
+    """Give a paused EXECUTOR_ID work again, and end its rest if it rests (steps kept failing
+    in it): it takes work again within about a second. Should its steps fail in it again, it
+    rests twice as long as before."""
     with obj.client() as client:
-        resumed = client.resume_executor(executor_id)
-        resting = [] if resumed else [
+        done = client.resume_executor(executor_id)
+        resting = [] if done else [
             e for e in client.list_executors() if e.executor_id == executor_id and e.resting()
         ]  # fmt: skip
-    said = "resumed" if resumed else "was not paused"
-    found: dict[str, object] = {"executor_id": executor_id, "resumed": resumed}
-    if resting and resting[0].resting_until is not None:
+    again = "it takes work again within about a second"
+    text = {
+        (True, False): f"executor {executor_id} resumed",
+        (False, True): f"executor {executor_id}'s rest is ended: {again}",
+        (True, True): f"executor {executor_id} resumed and its rest ended: {again}",
+        (False, False): f"executor {executor_id} was not paused or resting",
+    }[(done.resumed, done.rest_ended)]
+    found: dict[str, object] = {
+        "executor_id": executor_id,
+        "resumed": done.resumed,
+        "rest_ended": done.rest_ended,
+    }
+    if resting and resting[0].resting_until is not None:  # it rests, too old to be told
         until = resting[0].resting_until
         found["resting_until"] = until  # as every other time in the JSON output
-        said += (
-            f"; it rests until {until:%H:%M:%S} UTC because steps kept failing in it "
-            f"(last: {resting[0].last_slot_error or '?'}): restart it to end the rest sooner"
+        text = (
+            f"executor {executor_id} was not paused; it rests until {until:%H:%M:%S} UTC "
+            f"because steps kept failing in it (last: {resting[0].last_slot_error or '?'}), "
+            "and is too old to be told its rest is over: restart it to end the rest sooner"
         )
-    obj.out(found, f"executor {executor_id} {said}")
+    obj.out(found, text)

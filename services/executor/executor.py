@@ -225,8 +225,15 @@ class Executor:
         self._release_held("executor is resting: steps kept failing in it")
         asyncio.get_running_loop().call_later(seconds, self._rested)
 
+    def _end_rest(self, ended_by: str) -> None:
+        """An operator ended the rest (``wtm executor resume``): take work again now, and
+        say so at once."""
+        if self.faults.end_rest(time.monotonic()):
+            log.info("rest ended by %s: taking work again", ended_by or "an operator")
+            self._outbox.put_nowait(self._heartbeat())
+
     def _rested(self) -> None:
-        if not self.faults.resting(time.monotonic()):
+        if self.faults.resting_until and not self.faults.resting(time.monotonic()):  # not ended
             log.info("rest over: taking work again")
             self._outbox.put_nowait(self._heartbeat())
 
@@ -272,6 +279,7 @@ class Executor:
                 batching=True,
                 batched_messages=True,
                 sandbox=self.sandbox.level,
+                ends_rests=True,
             )
         )
 
@@ -346,6 +354,8 @@ class Executor:
                         if held is not None and held.attempt == ref.attempt:
                             del self._held[key]  # its slot will skip it
                             self.fence.forget(key)
+                    elif kind == "end_rest":
+                        self._end_rest(message.end_rest.ended_by)
                     elif kind == "heartbeat_ack":
                         for key in self.fence.acknowledged(message.heartbeat_ack.sequence):
                             running = self._running.get(key)

@@ -9,9 +9,10 @@ one that has run well here before or, as far as the scheduler has seen, on any e
 assignment's ``proven``) — the executor rests: it hands back what it holds
 (RELEASED: no retry used), tells the scheduler in its heartbeats (``resting_seconds``; the
 scheduler gives it nothing new meanwhile and ``wtm executor list`` shows it), and takes work
-again when the rest is over. A rest that is followed by one more such failure, before any
-step has ended otherwise, is twice as long as the one before, up to ``MAX_REST_SECONDS``
-(Kubernetes' crash-loop back-off, in spirit).
+again when the rest is over, or when an operator ends it (``wtm executor resume``). A rest
+that is followed by one more such failure, before any step has ended otherwise, is twice as
+long as the one before, up to ``MAX_REST_SECONDS`` (Kubernetes' crash-loop back-off, in
+spirit).
 
 Two task versions, not one: a package that breaks the executor's own code would fail on
 every executor alike, and must fail its own steps (they use their retries and end FAILED),
@@ -81,6 +82,14 @@ class SlotFaults:
             self._worked[digest] = None  # the most recent last
         while len(self._worked) > KNOWN_GOOD:
             del self._worked[next(iter(self._worked))]
+
+    def end_rest(self, now: float) -> bool:
+        """An operator ended the rest (``EndRest``): take work again now. The back-off stays:
+        one more such failure before a step ends otherwise starts a rest twice as long, as
+        after a rest that ran out. False when it was not resting."""
+        was_resting = self.resting(now) > 0.0
+        self.resting_until = 0.0
+        return was_resting
 
     def resting(self, now: float) -> float:
         """Seconds of rest left (0: taking work)."""

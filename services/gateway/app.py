@@ -415,9 +415,11 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         tags=["fleet"],
     )
     async def resume_executor(body: m.ResumeExecutor, client: Caller) -> m.ExecutorResumed:
-        """Give a paused executor work again."""
-        resumed = await client.resume_executor(body.executor_id)
-        return m.ExecutorResumed(executor_id=body.executor_id, resumed=resumed)
+        """Give a paused executor work again, and end a resting one's rest."""
+        done = await client.resume_executor(body.executor_id)
+        return m.ExecutorResumed(
+            executor_id=body.executor_id, resumed=done.resumed, rest_ended=done.rest_ended
+        )
 
     @app.get("/api/v1/queues", response_model=m.Queues, responses=ERRORS, tags=["fleet"])
     async def list_queues(client: Caller) -> m.Queues:

@@ -289,6 +289,11 @@ class ResumeExecutor(BaseModel):
 class ExecutorResumed(BaseModel):
     executor_id: str
     resumed: bool = Field(description="false: it was not paused")
+    rest_ended: bool = Field(
+        False,
+        description="true: it was resting (steps kept failing in it) and takes work again "
+        "within about a second",
+    )
 
 
 class Queue(BaseModel):

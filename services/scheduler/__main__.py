@@ -28,6 +28,7 @@ from services.scheduler.listeners import Listeners
 from services.scheduler.namespace_settings import NamespaceSettings
 from services.scheduler.pauses import Pauses
 from services.scheduler.registry_artifacts import RegistryArtifacts
+from services.scheduler.rest_ends import RestEnds
 from services.scheduler.result_cache import ResultCache
 from services.scheduler.run_limits import RunLimits, parse_limits
 from services.scheduler.run_queue import RunQueue
@@ -138,6 +139,8 @@ async def serve(settings: SchedulerSettings) -> None:
     executor_pauses = Pauses(store.db["paused_executors"], dispatcher.hold_only)
     dispatcher.reaper.also("read the queues' pauses", queue_pauses.refresh)
     dispatcher.reaper.also("read the executors' pauses", executor_pauses.refresh)
+    rest_ends = RestEnds(queue.redis, dispatcher.fleet)
+    dispatcher.reaper.also("end the rests operators ended elsewhere", rest_ends.tick)
     task_limits = TaskLimits(store.db["task_limits"], queue.redis, catalog)
     dispatcher.reaper.also("read and publish the operators' task limits", task_limits.refresh)
     report = FleetReport(
@@ -149,6 +152,7 @@ async def serve(settings: SchedulerSettings) -> None:
         clock_watch=watch,
         queue_pauses=queue_pauses,
         executor_pauses=executor_pauses,
+        rest_ends=rest_ends,
     )
     listeners.register(
         history, TracingListener(), dispatcher.metrics, runs, dispatcher.fleet.proven

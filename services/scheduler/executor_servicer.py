@@ -24,6 +24,7 @@ from services.scheduler.fleet import (
 )
 from services.scheduler.intake import RunningStep, StepReport
 from services.scheduler.queue_names import served_namespaces
+from services.scheduler.rest_ends import EndRest
 from wtm.v1 import executor_service_pb2 as epb
 from wtm.v1 import executor_service_pb2_grpc as epb_grpc
 
@@ -141,6 +142,7 @@ class ExecutorServicer(epb_grpc.ExecutorServiceServicer):
                 tls.client_certificate_name(context.auth_context()),
                 h.batching,
                 h.sandbox[:16],
+                h.ends_rests,
             )
         )
         reader = asyncio.create_task(self._read(session, request_iterator))
@@ -169,6 +171,8 @@ class ExecutorServicer(epb_grpc.ExecutorServiceServicer):
                     else:
                         group = [item]
                     yield _assignments_message(group)
+                elif isinstance(item, EndRest):
+                    yield epb.ConnectResponse(end_rest=epb.EndRest(ended_by=item.ended_by))
                 elif isinstance(item, Renewed):
                     yield epb.ConnectResponse(
                         heartbeat_ack=epb.HeartbeatAck(sequence=item.sequence)

@@ -22,6 +22,7 @@ from services.scheduler.clock import SYSTEM, Clock
 from services.scheduler.proven_packages import ProvenPackages
 from services.scheduler.queue_names import held_by, own_queues, serves
 from services.scheduler.queue_records import text_of
+from services.scheduler.rest_ends import EndRest
 from services.scheduler.run_queue import RunQueue
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class ExecutorProfile:
     certificate: str = ""  # the common name of its client certificate (mTLS), if any
     batching: bool = False  # it runs a dynamic batch in one call, on one slot
     sandbox: str = ""  # how task code is confined there: "isolated", "limits" ("": older)
+    ends_rests: bool = False  # an operator may end its rest (EndRest; rest_ends.py)
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,7 @@ class ExecutorSession:
     # Attempts it was given that are no longer current (told to stop): its result for one
     # is still an execution to record.
     stopping: dict[str, int] = field(default_factory=dict)
-    outbox: asyncio.Queue[Assignment | Cancel | Renewed | None] = field(
+    outbox: asyncio.Queue[Assignment | Cancel | Renewed | EndRest | None] = field(
         default_factory=asyncio.Queue
     )
     draining: bool = False
@@ -397,6 +399,7 @@ class Fleet:
                 "memory_bytes": session.vitals.memory_bytes,
                 "disk_bytes": session.vitals.disk_bytes,
                 "resting_until": session.resting_until,
+                "ends_rests": p.ends_rests,
             }
         )
 

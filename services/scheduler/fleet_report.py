@@ -22,6 +22,7 @@ from services.scheduler.fleet import FleetRecord
 from services.scheduler.namespace_settings import NamespaceSettings
 from services.scheduler.pauses import Pause, Pauses
 from services.scheduler.queue_names import full_name, held_by, own_queues, serves, split
+from services.scheduler.rest_ends import RestEnds
 from services.scheduler.run_limits import RunLimits
 from services.scheduler.run_queue import RunQueue
 from services.scheduler.run_store import RunStore
@@ -73,6 +74,7 @@ class FleetReport:
         clock_watch: ClockWatch | None = None,
         queue_pauses: Pauses | None = None,
         executor_pauses: Pauses | None = None,
+        rest_ends: RestEnds | None = None,
     ) -> None:
         self.queue = queue
         self.record = record
@@ -83,6 +85,7 @@ class FleetReport:
         self.clock_watch = clock_watch
         self.queue_pauses = queue_pauses
         self.executor_pauses = executor_pauses
+        self.rest_ends = rest_ends
 
     async def executors(self, namespace: str = auth.ALL_NAMESPACES) -> list[dict[str, Any]]:
         """The fleet serving ``namespace``, as every replica recorded it: connected first,
@@ -210,15 +213,20 @@ class FleetReport:
         await self._may_pause(executor_id, by)
         return await self.executor_pauses.pause(executor_id, reason, by)
 
-    async def resume_executor(self, executor_id: str, by: auth.Principal) -> bool:
-        """ResumeExecutor."""
+    async def resume_executor(self, executor_id: str, by: auth.Principal) -> tuple[bool, bool]:
+        """ResumeExecutor: whether the executor was paused, and whether it was resting and
+        is told to end its rest (``rest_ends.py``)."""
         assert self.executor_pauses is not None
-        await self._may_pause(executor_id, by)
-        return await self.executor_pauses.resume(executor_id)
+        record = await self._may_pause(executor_id, by)
+        resumed = await self.executor_pauses.resume(executor_id)
+        if self.rest_ends is None:
+            return resumed, False
+        return resumed, await self.rest_ends.end(record, by.key_id or by.name)
 
-    async def _may_pause(self, executor_id: str, by: auth.Principal) -> None:
+    async def _may_pause(self, executor_id: str, by: auth.Principal) -> dict[str, Any]:
         """An executor in the fleet's record that ``by`` sees, serving only ``by``'s
-        namespace unless ``by`` is a key of every namespace (it holds back others' work)."""
+        namespace unless ``by`` is a key of every namespace (it holds back others' work):
+        its record."""
         if not executor_id:
             raise InvalidArgument("is required", field="executor_id")
         found = {e["executor_id"]: e for e in await self.executors(by.scope)}
@@ -231,6 +239,7 @@ class FleetReport:
                 " only a key of every namespace may hold it back",
                 field="executor_id",
             )
+        return found[executor_id]
 
     async def dependencies(self) -> list[DependencyStatus]:
         """Redis and MongoDB, each asked now."""

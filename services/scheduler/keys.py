@@ -24,6 +24,7 @@ EPOCH = PREFIX + "epoch"  # STRING set once per Redis dataset; gone means Redis 
 # insert never landed.
 UNRECORDED = PREFIX + "unrecorded"
 UNRECORDED_CHECK = PREFIX + "unrecorded-check"  # STRING: a replica is checking them (PX)
+REST_ENDS = PREFIX + "rest-ends"  # HASH executor id -> an operator's ending of its rest (JSON)
 
 
 def queue(name: str) -> str:

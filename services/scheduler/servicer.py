@@ -307,8 +307,8 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
     async def ResumeExecutor(
         self, request: spb.ResumeExecutorRequest, context: aio.ServicerContext
     ) -> spb.ResumeExecutorResponse:
-        resumed = await self._report.resume_executor(request.executor_id, auth.current())
-        return spb.ResumeExecutorResponse(resumed=resumed)
+        resumed, ended = await self._report.resume_executor(request.executor_id, auth.current())
+        return spb.ResumeExecutorResponse(resumed=resumed, rest_ended=ended)
 
     async def ListNamespaces(
         self, request: spb.ListNamespacesRequest, context: aio.ServicerContext

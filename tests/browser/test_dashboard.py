@@ -22,6 +22,8 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from clients.sdk import ApiError, Client
 from services.localstack import Cluster
 from tests.conftest import EXAMPLES, ROOT
+from tests.integration.test_executor import stop_executor
+from tests.integration.test_faults import break_package_cache, resting
 from tests.integration.test_registry import make_task
 from tests.waiting import eventually
 
@@ -344,6 +346,36 @@ def test_executors_and_queues_show_live_figures_and_the_stranded_warning(
         client.resume_queue("dash-nobody")
         client.cancel(run.run_id, "the test is over")
         client.delete_schedule("dash-nightly")
+
+
+def test_a_resting_executor_is_shown_and_its_rest_ended_from_its_row(
+    page: Page, cluster: Cluster, client: Client, tmp_path: Path
+) -> None:
+    """Steps of two tasks failed in an executor (its package cache broken), so it rests; its
+    row says until when, and once the cache is mended the row's "End rest" ends it."""
+    for name in ("dash_rest_a", "dash_rest_b"):
+        client.register_task(make_task(tmp_path, name, queue="dash-restq", max_retries=0))
+    cache = tmp_path / "dash-rest-cache"
+    child = cluster.add_executor(
+        "--queues", "dash-restq", "--cache-dir", str(cache), "--rest-seconds", "120", slots=1
+    )
+    try:
+        break_package_cache(cache)
+        for name in ("dash_rest_a", "dash_rest_b", "dash_rest_a"):
+            assert client.wait(client.submit(task=name).run_id, timeout=60).state == "FAILED"
+        eventually(lambda: resting(client, child.name), 10, "a rest")
+        sign_in(page, cluster.admin_key)
+        page.goto("/#/executors")
+        row = page.locator(f'#executors tr[data-executor="{child.name}"]')
+        expect(row.locator("[data-resting]")).to_contain_text("resting until")
+        (cache / "packages").unlink()
+        (cache / "packages").mkdir()
+        row.get_by_role("button", name="End rest").click()
+        expect(row.locator("[data-resting]")).to_have_count(0)
+        assert not resting(client, child.name)
+        assert client.wait(client.submit(task="dash_rest_b").run_id, 60).state == "COMPLETED"
+    finally:
+        stop_executor(cluster, child)
 
 
 def test_a_schedule_is_made_run_listed_and_deleted_from_the_page(

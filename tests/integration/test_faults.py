@@ -307,7 +307,8 @@ def test_an_executor_broken_from_its_start_failing_a_task_that_ran_elsewhere_res
     """A fleet serving one task; a new executor whose cache breaks unpacking (its start-up
     check passed) never ran that task, and fails it three times in a row. The task's code
     did start on another executor, and the scheduler says so in the assignments
-    (``proven``): the new executor is the broken one, and rests."""
+    (``proven``): the new executor is the broken one, and rests. Once its cache is mended an
+    operator ends the rest (``wtm executor resume``), and it takes work at once."""
     client.register_task(make_task(tmp_path, "rest_new", queue="restnewq", max_retries=0))
     first = cluster.add_executor("--queues", "restnewq", slots=1)
     try:
@@ -326,9 +327,17 @@ def test_an_executor_broken_from_its_start_failing_a_task_that_ran_elsewhere_res
             assert failed.state == "FAILED" and "executor error" in failed.steps[0].error
             assert failed.steps[0].executor_id == child.name
         found = eventually(lambda: resting(client, child.name), 10, "a rest")
-        assert found[0].slot_errors == 3
-        said = run_cli(cluster, "executor", "resume", child.name).stdout  # an operator tries
-        assert "was not paused; it rests until" in " ".join(said.split()), said
+        assert found[0].slot_errors == 3 and found[0].resting_until is not None
+        (cache / "packages").unlink()  # an operator mends the cache, then ends the rest
+        (cache / "packages").mkdir()
+        said = run_cli(cluster, "executor", "resume", child.name).stdout
+        assert f"executor {child.name}'s rest is ended" in " ".join(said.split()), said
+        eventually(lambda: not resting(client, child.name), 10, "the rest to end")
+        done = client.wait(client.submit(task="rest_new", input={}).run_id, timeout=60)
+        assert done.state == "COMPLETED" and done.steps[0].executor_id == child.name
+        started = done.steps[0].started_at
+        assert started is not None and (found[0].resting_until - started).total_seconds() > 10
+        assert "rest ended by" in child.log_tail(200)
     finally:
         stop_executor(cluster, child)
 

@@ -23,10 +23,18 @@ from services.localstack.stack import valkey_binary
 from services.scheduler import keys, wake
 from services.scheduler.clock import FakeClock
 from services.scheduler.dispatcher import Dispatcher
-from services.scheduler.fleet import Assignment, Cancel, ExecutorProfile, ExecutorSession, Renewed
+from services.scheduler.fleet import (
+    Assignment,
+    Cancel,
+    ExecutorProfile,
+    ExecutorSession,
+    Fleet,
+    Renewed,
+)
 from services.scheduler.intake import RunningStep, StepReport
 from services.scheduler.listeners import Listeners, Refused, RunListener
 from services.scheduler.queue_records import QueuedStep, RunSnapshot, Submission
+from services.scheduler.rest_ends import REQUEST_SECONDS, EndRest, RestEnds
 from services.scheduler.result_cache import ResultCache
 from services.scheduler.retry_policy import RetryPolicy
 from services.scheduler.run_queue import RunQueue
@@ -522,6 +530,47 @@ def test_a_live_executor_id_is_not_taken_over_until_its_stream_goes_silent(
             c.executor("e1")
         c.clock.advance(16)  # silent for longer than silent_after
         assert c.executor("e1").executor_id == "e1"
+
+    scenario(valkey_url, body)
+
+
+def test_an_operator_ends_a_rest_from_any_replica_and_a_request_no_one_took_is_dropped(
+    valkey_url: str,
+) -> None:
+    """ResumeExecutor on a resting executor (``rest_ends.py``): the replica holding its stream
+    sends EndRest at once; another replica leaves the request in Redis for the holder's
+    reaper; a request older than REQUEST_SECONDS is dropped unsent (it must not end a later
+    rest); an executor too old to be told, or not resting, is not told."""
+
+    async def body(c: Core) -> None:
+        session = c.core.open_session(ExecutorProfile("e1", ["q"], 1, {}, ends_rests=True))
+        await c.core.intake.heartbeat(session, [], resting_seconds=30)
+        record = json.loads(c.core.fleet.describe(session, "CONNECTED"))
+        here = RestEnds(c.queue.redis, c.core.fleet, c.clock)
+        elsewhere = RestEnds(c.queue.redis, Fleet(c.queue, clock=c.clock), c.clock)
+        sent(session)
+
+        assert await here.end(record, "ops-key")
+        assert sent(session) == [EndRest("ops-key")]
+
+        assert await elsewhere.end(record, "other-key")
+        assert sent(session) == [] and await c.queue.redis.hexists(keys.REST_ENDS, "e1")
+        await here.tick()
+        assert sent(session) == [EndRest("other-key")]
+        assert not await c.queue.redis.exists(keys.REST_ENDS)
+
+        assert await elsewhere.end(record, "late-key")
+        c.clock.advance(REQUEST_SECONDS + 1)  # not taken in time; then the executor rests anew
+        await c.core.intake.heartbeat(session, [], resting_seconds=60)
+        await here.tick()
+        assert sent(session) == [] and not await c.queue.redis.exists(keys.REST_ENDS)
+
+        record = json.loads(c.core.fleet.describe(session, "CONNECTED"))
+        assert not await here.end({**record, "ends_rests": False}, "ops-key")  # too old
+        assert not await here.end({**record, "state": "LOST"}, "ops-key")
+        await c.core.intake.heartbeat(session, [], resting_seconds=0)  # the rest is over
+        assert not await here.end(json.loads(c.core.fleet.describe(session, "CONNECTED")), "k")
+        assert sent(session) == []
 
     scenario(valkey_url, body)
 

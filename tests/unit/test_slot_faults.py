@@ -108,3 +108,20 @@ def test_the_versions_known_good_are_the_most_recent_thousand() -> None:
         assert faults.failed_here(["first"], now=t) == 0
     faults.ended_otherwise(["d5"])
     assert [faults.failed_here(["d5"], now=t) for t in range(3)] == [0, 0, 30]
+
+
+def test_an_operator_ends_a_rest_but_not_its_back_off() -> None:
+    """``wtm executor resume`` on a resting executor (``EndRest``): it takes work at once;
+    should its steps fail in it again before one ends otherwise, it rests twice as long."""
+    faults = SlotFaults(after_errors=3, rest_seconds=30)
+    for t in range(3):
+        faults.failed_here([f"v{t}"], now=t)
+    assert faults.resting(now=3) == 29
+    assert faults.end_rest(now=4) and faults.resting(now=4) == 0
+    assert not faults.end_rest(now=5)  # not resting: nothing to end
+    assert faults.failed_here(["v9"], now=6) == 60  # on probation: the next rest is doubled
+    assert faults.end_rest(now=7)
+    faults.ended_otherwise(["v9"])  # a step ended otherwise: the back-off is gone
+    assert faults.end_rest(now=8) is False
+    for t in range(3):
+        assert faults.failed_here([f"w{t}"], now=10 + t) == (30 if t == 2 else 0)

@@ -44,21 +44,23 @@ class ConnectRequest(_message.Message):
     def __init__(self, hello: _Optional[_Union[ExecutorHello, _Mapping]] = ..., heartbeat: _Optional[_Union[ExecutorHeartbeat, _Mapping]] = ..., progress: _Optional[_Union[StepProgress, _Mapping]] = ..., result: _Optional[_Union[StepResult, _Mapping]] = ..., log: _Optional[_Union[StepLog, _Mapping]] = ..., results: _Optional[_Union[StepResults, _Mapping]] = ...) -> None: ...
 
 class ConnectResponse(_message.Message):
-    __slots__ = ("welcome", "assignment", "cancel", "heartbeat_ack", "assignments")
+    __slots__ = ("welcome", "assignment", "cancel", "heartbeat_ack", "assignments", "end_rest")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     ASSIGNMENT_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_ACK_FIELD_NUMBER: _ClassVar[int]
     ASSIGNMENTS_FIELD_NUMBER: _ClassVar[int]
+    END_REST_FIELD_NUMBER: _ClassVar[int]
     welcome: ExecutorWelcome
     assignment: StepAssignment
     cancel: CancelStep
     heartbeat_ack: HeartbeatAck
     assignments: StepAssignments
-    def __init__(self, welcome: _Optional[_Union[ExecutorWelcome, _Mapping]] = ..., assignment: _Optional[_Union[StepAssignment, _Mapping]] = ..., cancel: _Optional[_Union[CancelStep, _Mapping]] = ..., heartbeat_ack: _Optional[_Union[HeartbeatAck, _Mapping]] = ..., assignments: _Optional[_Union[StepAssignments, _Mapping]] = ...) -> None: ...
+    end_rest: EndRest
+    def __init__(self, welcome: _Optional[_Union[ExecutorWelcome, _Mapping]] = ..., assignment: _Optional[_Union[StepAssignment, _Mapping]] = ..., cancel: _Optional[_Union[CancelStep, _Mapping]] = ..., heartbeat_ack: _Optional[_Union[HeartbeatAck, _Mapping]] = ..., assignments: _Optional[_Union[StepAssignments, _Mapping]] = ..., end_rest: _Optional[_Union[EndRest, _Mapping]] = ...) -> None: ...
 
 class ExecutorHello(_message.Message):
-    __slots__ = ("executor_id", "queues", "slots", "labels", "software_version", "python_version", "packages", "namespaces", "batching", "batched_messages", "sandbox")
+    __slots__ = ("executor_id", "queues", "slots", "labels", "software_version", "python_version", "packages", "namespaces", "batching", "batched_messages", "sandbox", "ends_rests")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +79,7 @@ class ExecutorHello(_message.Message):
     BATCHING_FIELD_NUMBER: _ClassVar[int]
     BATCHED_MESSAGES_FIELD_NUMBER: _ClassVar[int]
     SANDBOX_FIELD_NUMBER: _ClassVar[int]
+    ENDS_RESTS_FIELD_NUMBER: _ClassVar[int]
     executor_id: str
     queues: _containers.RepeatedScalarFieldContainer[str]
     slots: int
@@ -88,7 +91,8 @@ class ExecutorHello(_message.Message):
     batching: bool
     batched_messages: bool
     sandbox: str
-    def __init__(self, executor_id: _Optional[str] = ..., queues: _Optional[_Iterable[str]] = ..., slots: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., software_version: _Optional[str] = ..., python_version: _Optional[str] = ..., packages: _Optional[_Iterable[str]] = ..., namespaces: _Optional[_Iterable[str]] = ..., batching: _Optional[bool] = ..., batched_messages: _Optional[bool] = ..., sandbox: _Optional[str] = ...) -> None: ...
+    ends_rests: bool
+    def __init__(self, executor_id: _Optional[str] = ..., queues: _Optional[_Iterable[str]] = ..., slots: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., software_version: _Optional[str] = ..., python_version: _Optional[str] = ..., packages: _Optional[_Iterable[str]] = ..., namespaces: _Optional[_Iterable[str]] = ..., batching: _Optional[bool] = ..., batched_messages: _Optional[bool] = ..., sandbox: _Optional[str] = ..., ends_rests: _Optional[bool] = ...) -> None: ...
 
 class ExecutorWelcome(_message.Message):
     __slots__ = ("lease_seconds", "heartbeat_interval_seconds", "acks_heartbeats", "batched_messages", "honours_rests")
@@ -103,6 +107,12 @@ class ExecutorWelcome(_message.Message):
     batched_messages: bool
     honours_rests: bool
     def __init__(self, lease_seconds: _Optional[int] = ..., heartbeat_interval_seconds: _Optional[float] = ..., acks_heartbeats: _Optional[bool] = ..., batched_messages: _Optional[bool] = ..., honours_rests: _Optional[bool] = ...) -> None: ...
+
+class EndRest(_message.Message):
+    __slots__ = ("ended_by",)
+    ENDED_BY_FIELD_NUMBER: _ClassVar[int]
+    ended_by: str
+    def __init__(self, ended_by: _Optional[str] = ...) -> None: ...
 
 class ExecutorHeartbeat(_message.Message):
     __slots__ = ("running", "draining", "sequence", "slot_errors", "last_slot_error", "cpu_percent", "memory_bytes", "disk_bytes", "resting_seconds")

@@ -425,10 +425,12 @@ class ResumeExecutorRequest(_message.Message):
     def __init__(self, executor_id: _Optional[str] = ...) -> None: ...
 
 class ResumeExecutorResponse(_message.Message):
-    __slots__ = ("resumed",)
+    __slots__ = ("resumed", "rest_ended")
     RESUMED_FIELD_NUMBER: _ClassVar[int]
+    REST_ENDED_FIELD_NUMBER: _ClassVar[int]
     resumed: bool
-    def __init__(self, resumed: _Optional[bool] = ...) -> None: ...
+    rest_ended: bool
+    def __init__(self, resumed: _Optional[bool] = ..., rest_ended: _Optional[bool] = ...) -> None: ...
 
 class ListQueuesRequest(_message.Message):
     __slots__ = ("page_size", "page_token")

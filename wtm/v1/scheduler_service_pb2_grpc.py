@@ -284,7 +284,8 @@ class SchedulerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ResumeExecutor(self, request, context):
-        """ResumeExecutor gives a paused executor work again.
+        """ResumeExecutor gives a paused executor work again, and ends a resting one's rest (steps
+        kept failing in it: it took nothing new until the rest ran out).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

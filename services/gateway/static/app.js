@@ -501,7 +501,7 @@ function executorsPage() {
       h("td", {}, badge(e.state), sandboxNote(e.sandbox),
         e.pause ? h("div", { class: "warning", "data-paused": "1" }, `paused by ${e.pause.paused_by}${e.pause.reason ? ": " + e.pause.reason : ""}`) : null,
         e.state !== "LOST" && e.resting_until && new Date(e.resting_until) > new Date()
-          ? h("div", { class: "warning", "data-resting": "1" }, `resting until ${when(e.resting_until)}: steps kept failing in it (a restart ends the rest sooner)`) : null),
+          ? h("div", { class: "warning", "data-resting": "1" }, `resting until ${when(e.resting_until)}: steps kept failing in it `, endRestButton(e.executor_id, fill)) : null),
       h("td", {}, e.queues.join(", "), e.namespaces.length ? h("div", { class: "muted" }, `namespaces ${e.namespaces.join(", ")}`) : null),
       h("td", { class: "num" }, `${Math.min(e.busy_slots, e.slots)} / ${Math.max(0, e.slots - e.busy_slots)}`),
       h("td", { class: "in-flight" }, e.running_steps.map((m) => {
@@ -700,6 +700,19 @@ function queuesPage() {
 
 // A Pause or Resume button for what ``kind`` names ("queues", "executors"): ``key`` is the
 // field that names it in the API (its value ``name``), ``effect`` what a pause does.
+// Ends an executor's rest before it runs out (an operator has looked at why its steps kept
+// failing in it); should they fail in it again, its next rest is twice as long.
+function endRestButton(id, fill) {
+  return h("button", { type: "button", class: "secondary", "data-end-rest": "1", title: "take work again now; should steps fail in it again, it rests twice as long", onclick: async (event) => {
+    event.target.disabled = true;
+    try {
+      const done = await api("/api/v1/executors:resume", { json: { executor_id: id } });
+      if (!done.rest_ended) alert(`${id} is too old to be told its rest is over: restart it to end the rest sooner`);
+      await fill();
+    } catch (e) { alert(`${e.code}: ${e.message}`); event.target.disabled = false; }
+  } }, "End rest");
+}
+
 function pauseButton(kind, key, name, paused, effect, fill) {
   return h("button", { class: paused ? "" : "danger", onclick: async (event) => {
     const reason = paused ? "" : prompt(`Pause ${kind.slice(0, -1)} ${name}? ${effect} Why:`, "");
