@@ -23,7 +23,7 @@ from clients.sdk import ApiError, Client
 from services.localstack import Cluster
 from tests.conftest import EXAMPLES, ROOT
 from tests.integration.test_executor import stop_executor
-from tests.integration.test_faults import break_package_cache, resting
+from tests.integration.test_faults import resting, tired_executor
 from tests.integration.test_registry import make_task
 from tests.waiting import eventually
 
@@ -353,16 +353,8 @@ def test_a_resting_executor_is_shown_and_its_rest_ended_from_its_row(
 ) -> None:
     """Steps of two tasks failed in an executor (its package cache broken), so it rests; its
     row says until when, and once the cache is mended the row's "End rest" ends it."""
-    for name in ("dash_rest_a", "dash_rest_b"):
-        client.register_task(make_task(tmp_path, name, queue="dash-restq", max_retries=0))
-    cache = tmp_path / "dash-rest-cache"
-    child = cluster.add_executor(
-        "--queues", "dash-restq", "--cache-dir", str(cache), "--rest-seconds", "120", slots=1
-    )
+    child, cache = tired_executor(cluster, client, tmp_path, "dashrest", rest_seconds=120)
     try:
-        break_package_cache(cache)
-        for name in ("dash_rest_a", "dash_rest_b", "dash_rest_a"):
-            assert client.wait(client.submit(task=name).run_id, timeout=60).state == "FAILED"
         eventually(lambda: resting(client, child.name), 10, "a rest")
         sign_in(page, cluster.admin_key)
         page.goto("/#/executors")
@@ -373,7 +365,8 @@ def test_a_resting_executor_is_shown_and_its_rest_ended_from_its_row(
         row.get_by_role("button", name="End rest").click()
         expect(row.locator("[data-resting]")).to_have_count(0)
         assert not resting(client, child.name)
-        assert client.wait(client.submit(task="dash_rest_b").run_id, 60).state == "COMPLETED"
+        done = client.wait(client.submit(task="dashrest_b", input={}).run_id, 60)
+        assert done.state == "COMPLETED" and done.steps[0].executor_id == child.name
     finally:
         stop_executor(cluster, child)
 

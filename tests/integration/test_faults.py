@@ -19,6 +19,7 @@ from clients.health import assess_fleet
 from clients.sdk import Client
 from clients.types import ExecutorInfo
 from services.localstack import Cluster
+from services.localstack.processes import Child
 from tests.conftest import ROOT, run_cli, shared_file
 from tests.integration.test_executor import make_task, stop_executor
 from tests.waiting import eventually
@@ -221,6 +222,29 @@ def resting(client: Client, executor_id: str) -> list[ExecutorInfo]:
     return [e for e in client.list_executors() if e.executor_id == executor_id and e.resting()]
 
 
+def tired_executor(
+    cluster: Cluster, client: Client, tmp_path: Path, prefix: str, rest_seconds: int
+) -> tuple[Child, Path]:
+    """An executor of a queue of its own (``<prefix>q``), and its cache: the cache broken,
+    three steps of two task versions have failed in it, so it is to rest."""
+    queue = f"{prefix}q"
+    for name in (f"{prefix}_a", f"{prefix}_b"):
+        client.register_task(make_task(tmp_path, name, queue=queue, max_retries=0))
+    cache = tmp_path / f"{prefix}-cache"
+    child = cluster.add_executor(
+        "--queues", queue, "--cache-dir", str(cache), "--rest-seconds", str(rest_seconds), slots=1
+    )
+    try:
+        break_package_cache(cache)
+        for name in (f"{prefix}_a", f"{prefix}_b", f"{prefix}_a"):
+            failed = client.wait(client.submit(task=name, input={}).run_id, timeout=60)
+            assert failed.state == "FAILED" and "executor error" in failed.steps[0].error
+    except BaseException:
+        stop_executor(cluster, child)
+        raise
+    return child, cache
+
+
 def test_an_executor_whose_steps_of_different_tasks_keep_failing_in_it_rests(
     cluster: Cluster, client: Client, tmp_path: Path
 ) -> None:
@@ -228,18 +252,8 @@ def test_an_executor_whose_steps_of_different_tasks_keep_failing_in_it_rests(
     package cache is broken): it rests — the scheduler gives it nothing new, the fleet
     listing and the health report say so — and steps queued meanwhile wait instead of
     failing; once healed and rested it takes them."""
-    for name in ("rest_a", "rest_b"):
-        client.register_task(make_task(tmp_path, name, queue="restq", max_retries=0))
-    cache = tmp_path / "rest-cache"
-    child = cluster.add_executor(
-        "--queues", "restq", "--cache-dir", str(cache), "--rest-seconds", "6", slots=1
-    )
+    child, cache = tired_executor(cluster, client, tmp_path, "rest", rest_seconds=6)
     try:
-        break_package_cache(cache)
-        for name in ("rest_a", "rest_b", "rest_a"):
-            failed = client.wait(client.submit(task=name, input={}).run_id, timeout=60)
-            assert failed.state == "FAILED" and "executor error" in failed.steps[0].error
-
         found = eventually(lambda: resting(client, child.name), 10, "a rest")
         assert found[0].state == "CONNECTED" and found[0].slot_errors == 3
         report = assess_fleet(client.list_executors(), client.list_queues())
