@@ -1,0 +1,345 @@
+"""``python -m bench.skeleton``: what one sequential run costs on this design's parts alone,
+with none of its logic, beside Celery's and ours in the same invocation (issue 18: how far
+the latency targets are from the parts' own floor).
+
+The skeleton makes the hops of one sequential one-step run (``docs/speed.md``, "Every hop of
+a run") and nothing else:
+
+  the client's unary gRPC call (a sync channel, as the SDK's) to an asyncio gRPC server in
+  a second process ("the scheduler"); one Redis script round trip; the assignment down a
+  bidirectional gRPC stream to a third process ("the executor"); over a socket to a fourth
+  ("the task worker"), which answers; the result up the stream; a second Redis script round
+  trip; the answer.
+
+TLS with the local stack's certificates, as ours; bytes, not protobuf messages; no MongoDB,
+no planning, records, leases, history, tracing or metrics. Each hop is as cheap as
+gRPC-Python, redis-py and a socket make it, so what it costs is a floor for any scheduler
+built on these parts, and ours less the skeleton is what our logic adds. Beside it, the
+same skeleton without the worker process (the executor answers itself: what the task's own
+process costs) and in plaintext (what TLS costs).
+
+Each Celery pool of ``--compare celery``'s is started in turn; beside it the five systems
+(Celery, ours, the three skeletons) take turns in blocks, the order
+rotated every block, so a drift of the machine's speed favours none. Printed: each system's
+p50/p95/p99 per pool, and the ratios to the best pool's Celery. Bounded: ``--runs`` per
+system per pool (default 600). Every process started here is stopped here, by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+BLOCKS = 12
+SCRIPT = "redis.call('HSET', KEYS[1], 'state', ARGV[1]) return 1"  # one write, as a floor
+_LEN = struct.Struct("!I")
+
+
+# The processes ------------------------------------------------------------------------------
+
+
+def _identity(b: bytes) -> bytes:
+    return b
+
+
+async def scheduler(port: int, redis_url: str, tls_dir: str) -> None:
+    """The "scheduler": Submit waits for its run; Connect is the executor's stream."""
+    import grpc
+    import redis.asyncio as aioredis
+    from grpc import aio
+
+    from common import tls
+
+    r = aioredis.Redis.from_url(redis_url)
+    sha = await r.script_load(SCRIPT)
+    outbox: asyncio.Queue[bytes] = asyncio.Queue()
+    waiting: dict[bytes, asyncio.Future[bytes]] = {}
+
+    async def submit(request: bytes, context: aio.ServicerContext) -> bytes:
+        await r.evalsha(sha, 1, b"skel:" + request, b"queued")
+        done = asyncio.get_running_loop().create_future()
+        waiting[request] = done
+        outbox.put_nowait(request)
+        result = await done
+        await r.evalsha(sha, 1, b"skel:" + request, b"done")
+        return result
+
+    async def connect(
+        requests: AsyncIterator[bytes], context: aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        async def read() -> None:
+            async for message in requests:
+                run_id, _, result = message.partition(b"|")
+                waiting.pop(run_id).set_result(result)
+
+        reader = asyncio.create_task(read())
+        try:
+            while True:
+                yield await outbox.get()
+        finally:
+            reader.cancel()
+
+    handler = grpc.method_handlers_generic_handler(
+        "skel.Scheduler",
+        {
+            "Submit": grpc.unary_unary_rpc_method_handler(submit, _identity, _identity),
+            "Connect": grpc.stream_stream_rpc_method_handler(connect, _identity, _identity),
+        },
+    )
+    server = aio.server()
+    server.add_generic_rpc_handlers((handler,))
+    if tls_dir:  # as our stack: the server's certificate, from its throwaway CA
+        pem, key = f"{tls_dir}/server.pem", f"{tls_dir}/server.key"
+        server.add_secure_port(f"127.0.0.1:{port}", tls.server_credentials(pem, key))
+    else:
+        server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    print("ready", flush=True)
+    await server.wait_for_termination()
+
+
+def task_worker(fd: int) -> None:
+    """The "task worker": a length-prefixed message in, the no-op's answer out."""
+    with socket.socket(fileno=fd) as sock:
+        while head := sock.recv(_LEN.size, socket.MSG_WAITALL):
+            body = sock.recv(_LEN.unpack(head)[0], socket.MSG_WAITALL)
+            answer = json.dumps({"output": {}, "of": body.decode()}).encode()
+            sock.sendall(_LEN.pack(len(answer)) + answer)
+
+
+async def executor(port: int, with_worker: bool, tls_dir: str) -> None:
+    """The "executor": one stream; each assignment through the worker (or not) and back."""
+    from common import tls
+
+    loop = asyncio.get_running_loop()
+    mine, theirs = socket.socketpair()
+    worker = None
+    if with_worker:
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.skeleton",
+                "--role",
+                "worker",
+                "--fd",
+                str(theirs.fileno()),
+            ],
+            pass_fds=(theirs.fileno(),),
+        )
+        theirs.close()
+        mine.setblocking(False)
+    up: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def requests() -> AsyncIterator[bytes]:
+        while True:
+            yield await up.get()
+
+    async def recv_exactly(n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = await loop.sock_recv(mine, n - len(data))
+            if not chunk:
+                raise ConnectionError("the worker went away")
+            data += chunk
+        return data
+
+    try:
+        ca = f"{tls_dir}/ca.pem" if tls_dir else ""
+        async with tls.aio_channel(f"127.0.0.1:{port}", ca, traced=False) as channel:
+            connect = channel.stream_stream("/skel.Scheduler/Connect", _identity, _identity)
+            call = connect(requests())
+            print("ready", flush=True)
+            async for run_id in call:
+                if worker is not None:
+                    await loop.sock_sendall(mine, _LEN.pack(len(run_id)) + run_id)
+                    result = await recv_exactly(_LEN.unpack(await recv_exactly(_LEN.size))[0])
+                else:
+                    result = json.dumps({"output": {}, "of": run_id.decode()}).encode()
+                up.put_nowait(run_id + b"|" + result)
+    finally:
+        if worker is not None:
+            mine.close()
+            worker.wait(10)
+
+
+@contextlib.contextmanager
+def skeleton(
+    redis_url: str, with_worker: bool, tls_dir: Path | None = None
+) -> Iterator[Callable[[], Any]]:
+    """A skeleton's processes, running (TLS with ``tls_dir``'s certificates, as the local
+    stack's); yields one sequential run (a call)."""
+    from common import tls
+    from services.localstack.processes import free_port
+
+    port = free_port()
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        for role in ("scheduler", "executor"):
+            args = ["--role", role, "--port", str(port), "--redis", redis_url]
+            args += ["--tls-dir", str(tls_dir or "")]
+            if role == "executor" and not with_worker:
+                args.append("--no-worker")
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "bench.skeleton", *args],
+                stdout=subprocess.PIPE,
+                text=True,
+                cwd=Path(__file__).resolve().parents[1],
+            )
+            procs.append(proc)
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready", role
+        channel = tls.channel(f"127.0.0.1:{port}", f"{tls_dir}/ca.pem" if tls_dir else "")
+        submit = channel.unary_unary("/skel.Scheduler/Submit", _identity, _identity)
+        counter = iter(range(10**9))
+
+        def one_run() -> Any:
+            return submit(f"run-{next(counter)}".encode(), timeout=30)
+
+        for _ in range(20):  # warm the channel, the stream and the worker
+            one_run()
+        yield one_run
+        channel.close()
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+# The measurement ----------------------------------------------------------------------------
+
+
+def figures(times: list[float]) -> dict[str, float]:
+    from bench.figures import ms, pct
+
+    return {
+        "p50_ms": ms(pct(times, 50)),
+        "p95_ms": ms(pct(times, 95)),
+        "p99_ms": ms(pct(times, 99)),
+    }
+
+
+def alternate(systems: dict[str, Callable[[], Any]], runs: int) -> dict[str, list[float]]:
+    """``runs`` sequential calls of each system, in ``BLOCKS`` blocks taking turns, the
+    order rotated every block."""
+    times: dict[str, list[float]] = {name: [] for name in systems}
+    names = list(systems)
+    per = max(1, runs // BLOCKS)
+    for block in range(BLOCKS):
+        k = block % len(names)
+        for name in names[k:] + names[:k]:
+            call = systems[name]
+            for _ in range(per):
+                t0 = time.perf_counter()
+                call()
+                times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.skeleton", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--runs", type=int, default=600, help="sequential runs of each system, per pool"
+    )
+    parser.add_argument(
+        "--role", choices=["scheduler", "executor", "worker"], help=argparse.SUPPRESS
+    )
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--redis", help=argparse.SUPPRESS)
+    parser.add_argument("--fd", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--tls-dir", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--no-worker", action="store_true", help=argparse.SUPPRESS)
+    ns = parser.parse_args(argv)
+    if ns.role == "scheduler":
+        asyncio.run(scheduler(ns.port, ns.redis, ns.tls_dir))
+        return 0
+    if ns.role == "executor":
+        asyncio.run(executor(ns.port, not ns.no_worker, ns.tls_dir))
+        return 0
+    if ns.role == "worker":
+        task_worker(ns.fd)
+        return 0
+    if not 1 <= ns.runs <= 20_000:
+        parser.error("--runs: 1 to 20000")
+
+    from bench import celery_compare
+    from bench.run import BENCH_TASKS, EXECUTORS, PREFETCH_PER_SLOT, SLOTS
+    from clients.sdk import Client
+    from services.localstack import Cluster
+
+    env = {"WTM_PREFETCH": str(PREFETCH_PER_SLOT * SLOTS)}
+    report: dict[str, Any] = {"machine": {"cores": os.cpu_count()}, "runs_each": ns.runs}
+    with (
+        tempfile.TemporaryDirectory(prefix="wtm-skeleton-") as tmp,
+        Cluster(tmp, executors=EXECUTORS, slots=SLOTS, env=env) as c,
+        Client(
+            c.registry_address, c.scheduler_address, api_key=c.admin_key, tls_ca=str(c.ca_file)
+        ) as client,
+    ):
+        assert c.endpoints is not None
+        client.register_task(BENCH_TASKS / "noop")
+        client.wait(client.submit(task="noop").run_id, 60)  # warm a worker
+        base = c.endpoints.redis_admin_url.rsplit("/", 1)[0]
+
+        def ours() -> Any:
+            return client.run(task="noop", timeout=30)
+
+        certs = c.ca_file.parent
+        with (
+            skeleton(base + "/3", True, certs) as skel,
+            skeleton(base + "/3", False, certs) as bare,
+            skeleton(base + "/3", True) as plain,
+        ):
+            pools: dict[str, Any] = {}
+            for pool, concurrency in celery_compare.POOLS:
+                with celery_compare.worker(base + "/2", pool, concurrency, Path(tmp)) as app:
+
+                    def celery(app: Any = app) -> Any:
+                        return app.noop.apply_async().get(timeout=30)
+
+                    for _ in range(10):
+                        celery()
+                    systems = {
+                        "celery": celery,
+                        "ours": ours,
+                        "skeleton": skel,
+                        "skeleton_no_worker": bare,
+                        "skeleton_plaintext": plain,
+                    }
+                    found = alternate(systems, ns.runs)
+                name = f"{pool}x{concurrency}"
+                pools[name] = {system: figures(t) for system, t in found.items()}
+                print(f"{name}: {json.dumps(pools[name])}", file=sys.stderr)
+    report["pools"] = pools
+    best = min(pools, key=lambda p: pools[p]["celery"]["p50_ms"])
+    report["best_celery_pool"] = best
+    report["ratios_to_best_celery"] = {
+        name: {
+            f: round(pools[best][name][f] / pools[best]["celery"][f], 3)
+            for f in ("p50_ms", "p99_ms")
+        }
+        for name in ("ours", "skeleton", "skeleton_no_worker", "skeleton_plaintext")
+    }
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
