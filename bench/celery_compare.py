@@ -113,11 +113,19 @@ def _latency_figures(times: list[float]) -> dict[str, Any]:
     }
 
 
-def latency(app: Any, count: int, ours: Callable[[], Any] | None = None) -> dict[str, Any]:
+def latency(
+    app: Any,
+    count: int,
+    ours: Callable[[], Any] | None = None,
+    parts: Callable[[], Any] | None = None,
+) -> dict[str, Any]:
     """Sequential round trips. With ``ours`` (one of our sequential runs), both systems are
-    measured in BLOCKS alternating blocks, the order swapped every block, and our figures
+    measured in BLOCKS blocks taking turns, the order rotated every block, and our figures
     taken alongside go in ``ours_alongside``: the machine's speed drifts within minutes, and
-    a ratio of two figures measured minutes apart moves with it."""
+    a ratio of two figures measured minutes apart moves with it. With ``parts`` too (one
+    run of ``bench.skeleton``: this design's hops with no logic), it takes its turns as well,
+    in ``parts_alongside``."""
+    from bench.skeleton import alternate
 
     def theirs() -> Any:
         return app.noop.apply_async().get(timeout=30)
@@ -126,14 +134,12 @@ def latency(app: Any, count: int, ours: Callable[[], Any] | None = None) -> dict
         theirs()
     if ours is None:
         return _latency_figures(_timed(theirs, count))
-    mine: list[float] = []
-    their: list[float] = []
-    per = max(1, count // BLOCKS)
-    for block in range(BLOCKS):
-        order = [(ours, mine), (theirs, their)]
-        for call, times in order if block % 2 == 0 else order[::-1]:
-            times += _timed(call, per)
-    return {**_latency_figures(their), "ours_alongside": _latency_figures(mine)}
+    systems = {"ours": ours, "theirs": theirs} | ({"parts": parts} if parts else {})
+    times = alternate(systems, count, BLOCKS)
+    found = {**_latency_figures(times["theirs"]), "ours_alongside": _latency_figures(times["ours"])}
+    if parts:
+        found["parts_alongside"] = _latency_figures(times["parts"])
+    return found
 
 
 def _dag(app: Any) -> Any:
@@ -185,15 +191,20 @@ WORKLOADS = {
 
 
 def measure(
-    url: str, scale: float, log_dir: Path, ours: Callable[[], Any] | None = None
+    url: str,
+    scale: float,
+    log_dir: Path,
+    ours: Callable[[], Any] | None = None,
+    parts: Callable[[], Any] | None = None,
 ) -> dict[str, Any]:
     """Every workload on every pool: {pool: {workload: figures}}. ``ours`` (one of our
-    sequential runs) is measured alongside each pool's latency (``latency``)."""
+    sequential runs), and ``parts`` (one of ``bench.skeleton``'s), are measured alongside
+    each pool's latency (``latency``)."""
     found: dict[str, Any] = {}
     for pool, concurrency in POOLS:
         with worker(url, pool, concurrency, log_dir) as app:
             found[f"{pool}x{concurrency}"] = {
-                name: latency(app, max(1, int(count * scale)), ours)
+                name: latency(app, max(1, int(count * scale)), ours, parts)
                 if name == "latency"
                 else fn(app, max(1, int(count * scale)))
                 for name, (fn, count) in WORKLOADS.items()
@@ -249,6 +260,12 @@ def ratios(ours: dict[str, Any], celery: dict[str, Any]) -> dict[str, Any]:
             "measured_alongside": alongside is not None,
             "celery_all": theirs,
         }
+        parts = celery[best_pool][workload].get("parts_alongside")
+        if parts and best:  # this design's hops with no logic, beside the same pool
+            table[name] |= {
+                "parts_alone": parts[key],
+                "parts_alone_ratio": round(parts[key] / best, 3),
+            }
     return table
 
 
@@ -275,6 +292,9 @@ def combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             "aim": first["aim"],
             "reached": reaches(ratio, first["must_reach"], higher_better),
         }
+        parts = [e["parts_alone_ratio"] for e in each if "parts_alone_ratio" in e]
+        if parts:
+            table[name]["parts_alone_ratio"] = round(statistics.median(parts), 3)
     return table
 
 
@@ -285,6 +305,8 @@ def summary(table: dict[str, Any]) -> str:
     for name, row in table.items():
         rounds = row.get("round_ratios")
         each = f"  (rounds {', '.join(f'{r:g}' for r in rounds)})" if rounds else ""
+        if "parts_alone_ratio" in row:  # bench.skeleton's: the design's hops with no logic
+            each += f"  [the parts alone: {row['parts_alone_ratio']:g}]"
         figures = f"{row['ours']:g} / {row['celery_best']:g} = {row['ratio']:g}"
         rows.append((name, figures, row, each))
     return target_table(rows, "ours / Celery best = ratio")

@@ -62,6 +62,7 @@ from bench import celery_compare, targets
 from bench.cpu import cpu, cpu_by_process, stack_cpu
 from bench.figures import ms, pct
 from bench.floors import floors
+from bench.skeleton import skeleton
 from clients.sdk import Client
 from common.states import TERMINAL_STATES, State
 from services.localstack import Cluster
@@ -795,6 +796,7 @@ def main(argv: list[str] | None = None) -> int:
         Client(
             c.registry_address, c.scheduler_address, api_key=c.admin_key, tls_ca=str(c.ca_file)
         ) as client,
+        contextlib.ExitStack() as stack,  # stopped first: what --compare starts beside it
     ):
         os.environ["WTM_TLS_CA"] = str(c.ca_file)  # the stack's CA, for the floors' calls
         for d in [*BENCH_TASKS.iterdir(), *(ROOT / "tasks" / "examples").iterdir()]:
@@ -813,19 +815,24 @@ def main(argv: list[str] | None = None) -> int:
             def one_run() -> None:  # ours, measured alongside Celery's sequential latency
                 client.run(task="noop", timeout=30)
 
+            # This design's hops with no logic (bench.skeleton), in the same turns: what the
+            # parts alone cost beside Celery, so that ours less it is what our work adds.
+            parts = stack.enter_context(
+                skeleton(url.rsplit("/", 1)[0] + "/3", True, c.ca_file.parent)
+            )
             rounds = []
             for r in range(ns.rounds):
                 # Round 1 reuses the figures above (ours went first); then Celery goes first
                 # in every other round, so a drift of the machine's speed favours neither.
                 if r == 0:
                     ours = {n: report[n] for n in compared}
-                    celery = celery_compare.measure(url, ns.scale, Path(tmp), one_run)
+                    celery = celery_compare.measure(url, ns.scale, Path(tmp), one_run, parts)
                 elif r % 2:
-                    celery = celery_compare.measure(url, ns.scale, Path(tmp), one_run)
+                    celery = celery_compare.measure(url, ns.scale, Path(tmp), one_run, parts)
                     ours = measure(compared, client, c, env, ns.scale)
                 else:
                     ours = measure(compared, client, c, env, ns.scale)
-                    celery = celery_compare.measure(url, ns.scale, Path(tmp), one_run)
+                    celery = celery_compare.measure(url, ns.scale, Path(tmp), one_run, parts)
                 table = celery_compare.ratios(ours, celery)
                 rounds.append({"ours": ours, "celery": celery, "ratios": table})
                 summary = {k: v["ratio"] for k, v in table.items()}

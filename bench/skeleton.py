@@ -234,13 +234,15 @@ def figures(times: list[float]) -> dict[str, float]:
     }
 
 
-def alternate(systems: dict[str, Callable[[], Any]], runs: int) -> dict[str, list[float]]:
-    """``runs`` sequential calls of each system, in ``BLOCKS`` blocks taking turns, the
-    order rotated every block."""
+def alternate(
+    systems: dict[str, Callable[[], Any]], runs: int, blocks: int = BLOCKS
+) -> dict[str, list[float]]:
+    """``runs`` sequential calls of each system, in ``blocks`` blocks taking turns, the
+    order rotated every block (a drift of the machine's speed favours none)."""
     times: dict[str, list[float]] = {name: [] for name in systems}
     names = list(systems)
-    per = max(1, runs // BLOCKS)
-    for block in range(BLOCKS):
+    per = max(1, runs // blocks)
+    for block in range(blocks):
         k = block % len(names)
         for name in names[k:] + names[:k]:
             call = systems[name]
