@@ -24,7 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -117,14 +117,14 @@ def latency(
     app: Any,
     count: int,
     ours: Callable[[], Any] | None = None,
-    parts: Callable[[], Any] | None = None,
+    parts: Mapping[str, Callable[[], Any]] | None = None,
 ) -> dict[str, Any]:
     """Sequential round trips. With ``ours`` (one of our sequential runs), both systems are
     measured in BLOCKS blocks taking turns, the order rotated every block, and our figures
     taken alongside go in ``ours_alongside``: the machine's speed drifts within minutes, and
-    a ratio of two figures measured minutes apart moves with it. With ``parts`` too (one
-    run of ``bench.skeleton``: this design's hops with no logic), it takes its turns as well,
-    in ``parts_alongside``."""
+    a ratio of two figures measured minutes apart moves with it. ``parts`` (``PARTS``: runs
+    of ``bench.skeleton``, this design's hops with no logic) take their turns as well, each
+    in ``<name>_alongside``."""
     from bench.skeleton import alternate
 
     def theirs() -> Any:
@@ -134,11 +134,11 @@ def latency(
         theirs()
     if ours is None:
         return _latency_figures(_timed(theirs, count))
-    systems = {"ours": ours, "theirs": theirs} | ({"parts": parts} if parts else {})
+    systems = {"ours": ours, "theirs": theirs, **(parts or {})}
     times = alternate(systems, count, BLOCKS)
     found = {**_latency_figures(times["theirs"]), "ours_alongside": _latency_figures(times["ours"])}
-    if parts:
-        found["parts_alongside"] = _latency_figures(times["parts"])
+    for name in parts or {}:
+        found[f"{name}_alongside"] = _latency_figures(times[name])
     return found
 
 
@@ -195,11 +195,11 @@ def measure(
     scale: float,
     log_dir: Path,
     ours: Callable[[], Any] | None = None,
-    parts: Callable[[], Any] | None = None,
+    parts: Mapping[str, Callable[[], Any]] | None = None,
 ) -> dict[str, Any]:
     """Every workload on every pool: {pool: {workload: figures}}. ``ours`` (one of our
-    sequential runs), and ``parts`` (one of ``bench.skeleton``'s), are measured alongside
-    each pool's latency (``latency``)."""
+    sequential runs), and ``parts`` (``bench.skeleton``'s, by ``PARTS`` name), are measured
+    alongside each pool's latency (``latency``)."""
     found: dict[str, Any] = {}
     for pool, concurrency in POOLS:
         with worker(url, pool, concurrency, log_dir) as app:
@@ -213,6 +213,9 @@ def measure(
     return found
 
 
+# bench.skeleton's runs measured beside the latency workload, and how the ratio table says
+# them: the design's hops with no logic, and the same with each run's MongoDB insert.
+PARTS = {"parts": "the parts alone:", "parts_recorded": "with the run's insert:"}
 # (our figure's path, whether higher is better) per compared figure
 COMPARED = {
     "throughput runs/s": (("throughput", "runs_per_second"), True),
@@ -260,12 +263,10 @@ def ratios(ours: dict[str, Any], celery: dict[str, Any]) -> dict[str, Any]:
             "measured_alongside": alongside is not None,
             "celery_all": theirs,
         }
-        parts = celery[best_pool][workload].get("parts_alongside")
-        if parts and best:  # this design's hops with no logic, beside the same pool
-            table[name] |= {
-                "parts_alone": parts[key],
-                "parts_alone_ratio": round(parts[key] / best, 3),
-            }
+        for part in PARTS:  # this design's hops with no logic, beside the same pool
+            alone = celery[best_pool][workload].get(f"{part}_alongside")
+            if alone and best:
+                table[name][f"{part}_ratio"] = round(alone[key] / best, 3)
     return table
 
 
@@ -292,9 +293,10 @@ def combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             "aim": first["aim"],
             "reached": reaches(ratio, first["must_reach"], higher_better),
         }
-        parts = [e["parts_alone_ratio"] for e in each if "parts_alone_ratio" in e]
-        if parts:
-            table[name]["parts_alone_ratio"] = round(statistics.median(parts), 3)
+        for part in PARTS:
+            alone = [e[f"{part}_ratio"] for e in each if f"{part}_ratio" in e]
+            if alone:
+                table[name][f"{part}_ratio"] = round(statistics.median(alone), 3)
     return table
 
 
@@ -305,8 +307,11 @@ def summary(table: dict[str, Any]) -> str:
     for name, row in table.items():
         rounds = row.get("round_ratios")
         each = f"  (rounds {', '.join(f'{r:g}' for r in rounds)})" if rounds else ""
-        if "parts_alone_ratio" in row:  # bench.skeleton's: the design's hops with no logic
-            each += f"  [the parts alone: {row['parts_alone_ratio']:g}]"
+        floors = [
+            f"{said} {row[f'{p}_ratio']:g}" for p, said in PARTS.items() if f"{p}_ratio" in row
+        ]
+        if floors:  # bench.skeleton's: the design's hops with no logic
+            each += f"  [{'; '.join(floors)}]"
         figures = f"{row['ours']:g} / {row['celery_best']:g} = {row['ratio']:g}"
         rows.append((name, figures, row, each))
     return target_table(rows, "ours / Celery best = ratio")

@@ -817,9 +817,13 @@ def main(argv: list[str] | None = None) -> int:
 
             # This design's hops with no logic (bench.skeleton), in the same turns: what the
             # parts alone cost beside Celery, so that ours less it is what our work adds.
-            parts = stack.enter_context(
-                skeleton(url.rsplit("/", 1)[0] + "/3", True, c.ca_file.parent)
-            )
+            skeletons = url.rsplit("/", 1)[0] + "/3"
+            parts = {
+                "parts": stack.enter_context(skeleton(skeletons, True, c.ca_file.parent)),
+                "parts_recorded": stack.enter_context(  # and each run inserted into MongoDB
+                    skeleton(skeletons, True, c.ca_file.parent, c.endpoints.mongodb_uri)
+                ),
+            }
             rounds = []
             for r in range(ns.rounds):
                 # Round 1 reuses the figures above (ours went first); then Celery goes first

@@ -16,7 +16,8 @@ no planning, records, leases, history, tracing or metrics. Each hop is as cheap 
 gRPC-Python, redis-py and a socket make it, so what it costs is a floor for any scheduler
 built on these parts, and ours less the skeleton is what our logic adds. Beside it, the
 same skeleton without the worker process (the executor answers itself: what the task's own
-process costs) and in plaintext (what TLS costs).
+process costs), in plaintext (what TLS costs), and with each run inserted into MongoDB beside
+the first round trip, the answer waiting for it (what the submit's durable record costs).
 
 Each Celery pool of ``--compare celery``'s is started in turn; beside it the five systems
 (Celery, ours, the three skeletons) take turns in blocks, the order
@@ -54,8 +55,10 @@ def _identity(b: bytes) -> bytes:
     return b
 
 
-async def scheduler(port: int, redis_url: str, tls_dir: str) -> None:
-    """The "scheduler": Submit waits for its run; Connect is the executor's stream."""
+async def scheduler(port: int, redis_url: str, tls_dir: str, mongodb_uri: str = "") -> None:
+    """The "scheduler": Submit waits for its run; Connect is the executor's stream. With
+    ``mongodb_uri``, each run is also inserted into MongoDB beside the first round trip and
+    the answer waits for it, as a submit's durable record in ours."""
     import grpc
     import redis.asyncio as aioredis
     from grpc import aio
@@ -67,13 +70,29 @@ async def scheduler(port: int, redis_url: str, tls_dir: str) -> None:
     outbox: asyncio.Queue[bytes] = asyncio.Queue()
     waiting: dict[bytes, asyncio.Future[bytes]] = {}
 
+    runs: Any = None
+    if mongodb_uri:
+        from pymongo import AsyncMongoClient
+
+        runs = AsyncMongoClient(mongodb_uri)["wtm_skeleton"]["runs"]
+
     async def submit(request: bytes, context: aio.ServicerContext) -> bytes:
-        await r.evalsha(sha, 1, b"skel:" + request, b"queued")
+        queued = asyncio.ensure_future(r.evalsha(sha, 1, b"skel:" + request, b"queued"))
+        inserted = (
+            None
+            if runs is None
+            else asyncio.ensure_future(
+                runs.insert_one({"_id": request.decode(), "state": "QUEUED", "input_json": "{}"})
+            )
+        )
+        await queued
         done = asyncio.get_running_loop().create_future()
         waiting[request] = done
         outbox.put_nowait(request)
         result = await done
         await r.evalsha(sha, 1, b"skel:" + request, b"done")
+        if inserted is not None:
+            await inserted
         return result
 
     async def connect(
@@ -177,7 +196,7 @@ async def executor(port: int, with_worker: bool, tls_dir: str) -> None:
 
 @contextlib.contextmanager
 def skeleton(
-    redis_url: str, with_worker: bool, tls_dir: Path | None = None
+    redis_url: str, with_worker: bool, tls_dir: Path | None = None, mongodb_uri: str = ""
 ) -> Iterator[Callable[[], Any]]:
     """A skeleton's processes, running (TLS with ``tls_dir``'s certificates, as the local
     stack's); yields one sequential run (a call)."""
@@ -189,7 +208,7 @@ def skeleton(
     try:
         for role in ("scheduler", "executor"):
             args = ["--role", role, "--port", str(port), "--redis", redis_url]
-            args += ["--tls-dir", str(tls_dir or "")]
+            args += ["--tls-dir", str(tls_dir or ""), "--mongodb", mongodb_uri]
             if role == "executor" and not with_worker:
                 args.append("--no-worker")
             proc = subprocess.Popen(
@@ -267,10 +286,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis", help=argparse.SUPPRESS)
     parser.add_argument("--fd", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--tls-dir", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--mongodb", default="", help=argparse.SUPPRESS)
     parser.add_argument("--no-worker", action="store_true", help=argparse.SUPPRESS)
     ns = parser.parse_args(argv)
     if ns.role == "scheduler":
-        asyncio.run(scheduler(ns.port, ns.redis, ns.tls_dir))
+        asyncio.run(scheduler(ns.port, ns.redis, ns.tls_dir, ns.mongodb))
         return 0
     if ns.role == "executor":
         asyncio.run(executor(ns.port, not ns.no_worker, ns.tls_dir))
@@ -308,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
             skeleton(base + "/3", True, certs) as skel,
             skeleton(base + "/3", False, certs) as bare,
             skeleton(base + "/3", True) as plain,
+            skeleton(base + "/3", True, certs, c.endpoints.mongodb_uri) as recorded,
         ):
             pools: dict[str, Any] = {}
             for pool, concurrency in celery_compare.POOLS:
@@ -324,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
                         "skeleton": skel,
                         "skeleton_no_worker": bare,
                         "skeleton_plaintext": plain,
+                        "skeleton_with_insert": recorded,
                     }
                     found = alternate(systems, ns.runs)
                 name = f"{pool}x{concurrency}"
@@ -337,7 +359,13 @@ def main(argv: list[str] | None = None) -> int:
             f: round(pools[best][name][f] / pools[best]["celery"][f], 3)
             for f in ("p50_ms", "p99_ms")
         }
-        for name in ("ours", "skeleton", "skeleton_no_worker", "skeleton_plaintext")
+        for name in (
+            "ours",
+            "skeleton",
+            "skeleton_no_worker",
+            "skeleton_plaintext",
+            "skeleton_with_insert",
+        )
     }
     print(json.dumps(report, indent=2))
     return 0
