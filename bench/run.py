@@ -50,7 +50,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
@@ -83,6 +83,22 @@ if EXECUTORS not in (1, 2, 4, 8):
     raise SystemExit(f"WTM_BENCH_EXECUTORS={EXECUTORS}: 1, 2, 4 or 8 (they share eight slots)")
 SLOTS = SLOTS_IN_ALL // EXECUTORS  # each executor's
 PREFETCH_PER_SLOT = 4  # Celery's default worker_prefetch_multiplier
+
+
+@contextlib.contextmanager
+def bench_stack(
+    env: dict[str, str], prefix: str = "wtm-bench-"
+) -> Iterator[tuple[str, Cluster, Client]]:
+    """The bench's stack (``EXECUTORS`` executors of ``SLOTS`` slots, in a temporary
+    directory) with ``env``, and an admin client of it: (the directory, the stack, the client)."""
+    with (
+        tempfile.TemporaryDirectory(prefix=prefix) as tmp,
+        Cluster(tmp, executors=EXECUTORS, slots=SLOTS, env=env) as c,
+        Client(
+            c.registry_address, c.scheduler_address, api_key=c.admin_key, tls_ca=str(c.ca_file)
+        ) as client,
+    ):
+        yield tmp, c, client
 
 
 def wait_all(
@@ -791,11 +807,7 @@ def main(argv: list[str] | None = None) -> int:
                 "OTEL_TRACES_SAMPLER_ARG": str(ns.trace_sample),
             }
     with (
-        tempfile.TemporaryDirectory(prefix="wtm-bench-") as tmp,
-        Cluster(tmp, executors=EXECUTORS, slots=SLOTS, env=env) as c,
-        Client(
-            c.registry_address, c.scheduler_address, api_key=c.admin_key, tls_ca=str(c.ca_file)
-        ) as client,
+        bench_stack(env) as (tmp, c, client),
         contextlib.ExitStack() as stack,  # stopped first: what --compare starts beside it
     ):
         os.environ["WTM_TLS_CA"] = str(c.ca_file)  # the stack's CA, for the floors' calls

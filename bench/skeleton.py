@@ -37,7 +37,6 @@ import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -302,19 +301,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--runs: 1 to 20000")
 
     from bench import celery_compare
-    from bench.run import BENCH_TASKS, EXECUTORS, PREFETCH_PER_SLOT, SLOTS
-    from clients.sdk import Client
-    from services.localstack import Cluster
+    from bench.run import BENCH_TASKS, PREFETCH_PER_SLOT, SLOTS, bench_stack
 
     env = {"WTM_PREFETCH": str(PREFETCH_PER_SLOT * SLOTS)}
     report: dict[str, Any] = {"machine": {"cores": os.cpu_count()}, "runs_each": ns.runs}
-    with (
-        tempfile.TemporaryDirectory(prefix="wtm-skeleton-") as tmp,
-        Cluster(tmp, executors=EXECUTORS, slots=SLOTS, env=env) as c,
-        Client(
-            c.registry_address, c.scheduler_address, api_key=c.admin_key, tls_ca=str(c.ca_file)
-        ) as client,
-    ):
+    with bench_stack(env, "wtm-skeleton-") as (tmp, c, client):
         assert c.endpoints is not None
         client.register_task(BENCH_TASKS / "noop")
         client.wait(client.submit(task="noop").run_id, 60)  # warm a worker

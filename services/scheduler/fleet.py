@@ -132,6 +132,7 @@ class ExecutorSession:
     )
     draining: bool = False
     resting_until: float = 0.0  # while it rests (its heartbeats say), nothing new for it
+    rest_began: float = 0.0  # when its current (or last) rest began
     vitals: Vitals = Vitals()  # as its last heartbeat reported them
     # What its record in Redis showed when last written (Fleet.save writes it on a change).
     saved_as: tuple[object, ...] = field(default=(), repr=False)

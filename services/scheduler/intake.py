@@ -98,6 +98,7 @@ class Intake:
         was_resting = session.resting_until > 0
         session.resting_until = now + resting_seconds if resting_seconds > 0 else 0.0
         if resting_seconds > 0 and not was_resting:
+            session.rest_began = now
             log.warning(
                 "executor %s rests for %.0fs: steps kept failing in it",
                 session.executor_id,

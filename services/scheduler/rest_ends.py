@@ -8,8 +8,9 @@ sends it at once when the stream is its own. Otherwise it leaves the request in 
 (``keys.REST_ENDS``: executor id -> when and by whom), and the holding replica's reaper
 sends it and takes it away; the reaper looks each second while one of its executors rests,
 and not at all otherwise, so this costs nothing while no executor rests. A request not
-taken within ``REQUEST_SECONDS`` (the executor left, its replica is gone) is dropped unsent,
-so it cannot end a later rest. The executor answers with a heartbeat that says it rests no
+taken within ``REQUEST_SECONDS`` (the executor left, its replica is gone), or made before the
+rest it would end began (that rest ran out first), is dropped unsent: it cannot end a later
+rest. The executor answers with a heartbeat that says it rests no
 more, and the lease rounds ask it again (``Intake.heartbeat``).
 
 Should its steps fail in it again before one ends otherwise, its next rest is twice as long,
@@ -79,7 +80,8 @@ class RestEnds:
                 continue
             taken.append(session.executor_id)
             asked = json.loads(raw)
-            if self.clock.now_ms() - int(asked["ms"]) <= REQUEST_SECONDS * 1000:
+            at = int(asked["ms"]) / 1000
+            if session.rest_began <= at and now - at <= REQUEST_SECONDS:  # for this rest
                 session.outbox.put_nowait(EndRest(str(asked.get("by", ""))))
         if taken:
             await self.redis.hdel(keys.REST_ENDS, *taken)

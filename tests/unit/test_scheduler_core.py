@@ -539,8 +539,9 @@ def test_an_operator_ends_a_rest_from_any_replica_and_a_request_no_one_took_is_d
 ) -> None:
     """ResumeExecutor on a resting executor (``rest_ends.py``): the replica holding its stream
     sends EndRest at once; another replica leaves the request in Redis for the holder's
-    reaper; a request older than REQUEST_SECONDS is dropped unsent (it must not end a later
-    rest); an executor too old to be told, or not resting, is not told."""
+    reaper; a request older than REQUEST_SECONDS, or made before the rest it finds began, is
+    dropped unsent (it must not end a later rest); an executor too old to be told, or not
+    resting, is not told."""
 
     async def body(c: Core) -> None:
         session = c.core.open_session(ExecutorProfile("e1", ["q"], 1, {}, ends_rests=True))
@@ -561,7 +562,16 @@ def test_an_operator_ends_a_rest_from_any_replica_and_a_request_no_one_took_is_d
 
         assert await elsewhere.end(record, "late-key")
         c.clock.advance(REQUEST_SECONDS + 1)  # not taken in time; then the executor rests anew
+        await c.core.intake.heartbeat(session, [], resting_seconds=0)
         await c.core.intake.heartbeat(session, [], resting_seconds=60)
+        await here.tick()
+        assert sent(session) == [] and not await c.queue.redis.exists(keys.REST_ENDS)
+
+        record = json.loads(c.core.fleet.describe(session, "CONNECTED"))
+        assert await elsewhere.end(record, "early-key")
+        c.clock.advance(1)  # the rest runs out before the request is taken; another begins
+        await c.core.intake.heartbeat(session, [], resting_seconds=0)
+        await c.core.intake.heartbeat(session, [], resting_seconds=30)
         await here.tick()
         assert sent(session) == [] and not await c.queue.redis.exists(keys.REST_ENDS)
 
