@@ -19,6 +19,11 @@ same skeleton without the worker process (the executor answers itself: what the 
 process costs), in plaintext (what TLS costs), and with each run inserted into MongoDB beside
 the first round trip, the answer waiting for it (what the submit's durable record costs).
 
+The bench's 3-step DAG (50 ms, then two steps of 100 ms at once) is made the same way: its
+first step, one round trip that records it, the two branches to two workers, each recorded
+in a round trip, the answer; its overhead (the wall time less 150 ms) is measured beside
+ours and Celery's too.
+
 Each Celery pool of ``--compare celery``'s is started in turn; beside it the five systems
 (Celery, ours, the three skeletons) take turns in blocks, the order
 rotated every block, so a drift of the machine's speed favours none. Printed: each system's
@@ -75,21 +80,34 @@ async def scheduler(port: int, redis_url: str, tls_dir: str, mongodb_uri: str = 
 
         runs = AsyncMongoClient(mongodb_uri)["wtm_skeleton"]["runs"]
 
+    async def step(run_id: bytes, step_id: bytes, sleep_ms: int) -> bytes:
+        """One step: assigned down the stream, its result recorded in one round trip."""
+        key = run_id + b"/" + step_id
+        done = asyncio.get_running_loop().create_future()
+        waiting[key] = done
+        outbox.put_nowait(key + b"|" + str(sleep_ms).encode())
+        result = await done
+        await r.evalsha(sha, 1, b"skel:" + key, b"done")
+        return result
+
     async def submit(request: bytes, context: aio.ServicerContext) -> bytes:
-        queued = asyncio.ensure_future(r.evalsha(sha, 1, b"skel:" + request, b"queued"))
+        kind, _, run_id = request.partition(b":")  # b"one:<id>" or b"dag:<id>"
+        queued = asyncio.ensure_future(r.evalsha(sha, 1, b"skel:" + run_id, b"queued"))
         inserted = (
             None
             if runs is None
             else asyncio.ensure_future(
-                runs.insert_one({"_id": request.decode(), "state": "QUEUED", "input_json": "{}"})
+                runs.insert_one({"_id": run_id.decode(), "state": "QUEUED", "input_json": "{}"})
             )
         )
         await queued
-        done = asyncio.get_running_loop().create_future()
-        waiting[request] = done
-        outbox.put_nowait(request)
-        result = await done
-        await r.evalsha(sha, 1, b"skel:" + request, b"done")
+        if kind == b"dag":  # the bench's DAG: 50 ms, then two of 100 ms at once
+            await step(run_id, b"a", 50)
+            result = b"".join(
+                await asyncio.gather(step(run_id, b"b", 100), step(run_id, b"c", 100))
+            )
+        else:
+            result = await step(run_id, b"a", 0)
         if inserted is not None:
             await inserted
         return result
@@ -99,8 +117,8 @@ async def scheduler(port: int, redis_url: str, tls_dir: str, mongodb_uri: str = 
     ) -> AsyncIterator[bytes]:
         async def read() -> None:
             async for message in requests:
-                run_id, _, result = message.partition(b"|")
-                waiting.pop(run_id).set_result(result)
+                key, _, result = message.partition(b"|")
+                waiting.pop(key).set_result(result)
 
         reader = asyncio.create_task(read())
         try:
@@ -128,77 +146,110 @@ async def scheduler(port: int, redis_url: str, tls_dir: str, mongodb_uri: str = 
     await server.wait_for_termination()
 
 
+def answer(assignment: bytes) -> bytes:
+    """What a step answers: its key, after sleeping as long as it says (ms)."""
+    key, _, sleep_ms = assignment.partition(b"|")
+    if int(sleep_ms):
+        time.sleep(int(sleep_ms) / 1000)
+    return json.dumps({"output": {}, "of": key.decode()}).encode()
+
+
 def task_worker(fd: int) -> None:
-    """The "task worker": a length-prefixed message in, the no-op's answer out."""
+    """The "task worker": a length-prefixed assignment in, its step's answer out."""
     with socket.socket(fileno=fd) as sock:
         while head := sock.recv(_LEN.size, socket.MSG_WAITALL):
-            body = sock.recv(_LEN.unpack(head)[0], socket.MSG_WAITALL)
-            answer = json.dumps({"output": {}, "of": body.decode()}).encode()
-            sock.sendall(_LEN.pack(len(answer)) + answer)
+            body = answer(sock.recv(_LEN.unpack(head)[0], socket.MSG_WAITALL))
+            sock.sendall(_LEN.pack(len(body)) + body)
 
 
-async def executor(port: int, with_worker: bool, tls_dir: str) -> None:
-    """The "executor": one stream; each assignment through the worker (or not) and back."""
+async def executor(port: int, with_worker: bool, tls_dir: str, workers: int = 2) -> None:
+    """The "executor": one stream; each assignment through a free worker (or not) and back.
+    Two workers, so that a DAG's two branches run at once."""
     from common import tls
 
     loop = asyncio.get_running_loop()
-    mine, theirs = socket.socketpair()
-    worker = None
-    if with_worker:
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bench.skeleton",
-                "--role",
-                "worker",
-                "--fd",
-                str(theirs.fileno()),
-            ],
-            pass_fds=(theirs.fileno(),),
+    free: asyncio.Queue[socket.socket] = asyncio.Queue()
+    procs = []
+    for _ in range(workers if with_worker else 0):
+        mine, theirs = socket.socketpair()
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "bench.skeleton", "--role", "worker"]
+                + ["--fd", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+            )
         )
         theirs.close()
         mine.setblocking(False)
+        free.put_nowait(mine)
     up: asyncio.Queue[bytes] = asyncio.Queue()
 
     async def requests() -> AsyncIterator[bytes]:
         while True:
             yield await up.get()
 
-    async def recv_exactly(n: int) -> bytes:
+    async def recv_exactly(sock: socket.socket, n: int) -> bytes:
         data = b""
         while len(data) < n:
-            chunk = await loop.sock_recv(mine, n - len(data))
+            chunk = await loop.sock_recv(sock, n - len(data))
             if not chunk:
                 raise ConnectionError("the worker went away")
             data += chunk
         return data
 
+    async def run(assignment: bytes) -> None:
+        key, _, sleep_ms = assignment.partition(b"|")
+        if not procs:  # the executor answers itself
+            await asyncio.sleep(int(sleep_ms) / 1000)
+            up.put_nowait(key + b"|" + json.dumps({"output": {}, "of": key.decode()}).encode())
+            return
+        sock = await free.get()
+        try:
+            await loop.sock_sendall(sock, _LEN.pack(len(assignment)) + assignment)
+            size = _LEN.unpack(await recv_exactly(sock, _LEN.size))[0]
+            up.put_nowait(key + b"|" + await recv_exactly(sock, size))
+        finally:
+            free.put_nowait(sock)
+
+    tasks: set[asyncio.Task[None]] = set()
     try:
         ca = f"{tls_dir}/ca.pem" if tls_dir else ""
         async with tls.aio_channel(f"127.0.0.1:{port}", ca, traced=False) as channel:
             connect = channel.stream_stream("/skel.Scheduler/Connect", _identity, _identity)
             call = connect(requests())
             print("ready", flush=True)
-            async for run_id in call:
-                if worker is not None:
-                    await loop.sock_sendall(mine, _LEN.pack(len(run_id)) + run_id)
-                    result = await recv_exactly(_LEN.unpack(await recv_exactly(_LEN.size))[0])
-                else:
-                    result = json.dumps({"output": {}, "of": run_id.decode()}).encode()
-                up.put_nowait(run_id + b"|" + result)
+            async for assignment in call:  # each to a slot of its own (a task), as ours
+                task = asyncio.create_task(run(assignment))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
     finally:
-        if worker is not None:
-            mine.close()
-            worker.wait(10)
+        while not free.empty():
+            free.get_nowait().close()
+        for proc in procs:
+            proc.wait(10)
+
+
+class Calls:
+    """A skeleton's runs, each submitted and waited for in one call: a no-op (calling it),
+    and the bench's 3-step DAG (``dag``: 50 ms, then two steps of 100 ms at once)."""
+
+    def __init__(self, submit: Callable[..., Any]) -> None:
+        self._submit = submit
+        self._ids = iter(range(10**9))
+
+    def __call__(self) -> Any:
+        return self._submit(f"one:run-{next(self._ids)}".encode(), timeout=30)
+
+    def dag(self) -> Any:
+        return self._submit(f"dag:run-{next(self._ids)}".encode(), timeout=30)
 
 
 @contextlib.contextmanager
 def skeleton(
     redis_url: str, with_worker: bool, tls_dir: Path | None = None, mongodb_uri: str = ""
-) -> Iterator[Callable[[], Any]]:
+) -> Iterator[Calls]:
     """A skeleton's processes, running (TLS with ``tls_dir``'s certificates, as the local
-    stack's); yields one sequential run (a call)."""
+    stack's); yields its calls: one sequential no-op run (calling it), one DAG (``dag``)."""
     from common import tls
     from services.localstack.processes import free_port
 
@@ -220,14 +271,11 @@ def skeleton(
             assert proc.stdout is not None and proc.stdout.readline().strip() == "ready", role
         channel = tls.channel(f"127.0.0.1:{port}", f"{tls_dir}/ca.pem" if tls_dir else "")
         submit = channel.unary_unary("/skel.Scheduler/Submit", _identity, _identity)
-        counter = iter(range(10**9))
-
-        def one_run() -> Any:
-            return submit(f"run-{next(counter)}".encode(), timeout=30)
-
+        calls = Calls(submit)
         for _ in range(20):  # warm the channel, the stream and the worker
-            one_run()
-        yield one_run
+            calls()
+        calls.dag()
+        yield calls
         channel.close()
     finally:
         for proc in reversed(procs):
@@ -301,18 +349,30 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--runs: 1 to 20000")
 
     from bench import celery_compare
-    from bench.run import BENCH_TASKS, PREFETCH_PER_SLOT, SLOTS, bench_stack
+    from bench.figures import pct
+    from bench.run import BENCH_TASKS, DAG, PREFETCH_PER_SLOT, SLOTS, bench_stack
 
     env = {"WTM_PREFETCH": str(PREFETCH_PER_SLOT * SLOTS)}
-    report: dict[str, Any] = {"machine": {"cores": os.cpu_count()}, "runs_each": ns.runs}
+    dags = max(BLOCKS, ns.runs // 20)  # each DAG sleeps 150 ms: fewer of them
+    report: dict[str, Any] = {
+        "machine": {"cores": os.cpu_count()},
+        "runs_each": ns.runs,
+        "dags_each": dags,
+    }
     with bench_stack(env, "wtm-skeleton-") as (tmp, c, client):
         assert c.endpoints is not None
         client.register_task(BENCH_TASKS / "noop")
+        client.register_task(BENCH_TASKS / "sleep_ms")
+        client.register_pipelines(DAG)
         client.wait(client.submit(task="noop").run_id, 60)  # warm a worker
+        client.run(pipeline="bench_dag", timeout=30)
         base = c.endpoints.redis_admin_url.rsplit("/", 1)[0]
 
         def ours() -> Any:
             return client.run(task="noop", timeout=30)
+
+        def our_dag() -> Any:
+            return client.run(pipeline="bench_dag", timeout=30)
 
         certs = c.ca_file.parent
         with (
@@ -328,9 +388,14 @@ def main(argv: list[str] | None = None) -> int:
                     def celery(app: Any = app) -> Any:
                         return app.noop.apply_async().get(timeout=30)
 
+                    def celery_dag(app: Any = app) -> Any:
+                        dag = celery_compare._dag(app).apply_async()
+                        return dag.get(timeout=30, interval=0.005)
+
                     for _ in range(10):
                         celery()
-                    systems = {
+                    celery_dag()
+                    systems: dict[str, Callable[[], Any]] = {
                         "celery": celery,
                         "ours": ours,
                         "skeleton": skel,
@@ -339,8 +404,19 @@ def main(argv: list[str] | None = None) -> int:
                         "skeleton_with_insert": recorded,
                     }
                     found = alternate(systems, ns.runs)
+                    dag_systems: dict[str, Callable[[], Any]] = {
+                        "celery": celery_dag,
+                        "ours": our_dag,
+                        "skeleton": skel.dag,
+                        "skeleton_with_insert": recorded.dag,
+                    }
+                    found_dags = alternate(dag_systems, dags)
                 name = f"{pool}x{concurrency}"
                 pools[name] = {system: figures(t) for system, t in found.items()}
+                pools[name]["dag_overhead"] = {
+                    system: {"p50_ms": round(pct(t, 50) * 1000 - 150, 2)}
+                    for system, t in found_dags.items()
+                }
                 print(f"{name}: {json.dumps(pools[name])}", file=sys.stderr)
     report["pools"] = pools
     best = min(pools, key=lambda p: pools[p]["celery"]["p50_ms"])
@@ -357,6 +433,14 @@ def main(argv: list[str] | None = None) -> int:
             "skeleton_plaintext",
             "skeleton_with_insert",
         )
+    }
+    overheads = {p: pools[p]["dag_overhead"] for p in pools}
+    best_dag = min(overheads, key=lambda p: overheads[p]["celery"]["p50_ms"])
+    report["dag_overhead_ratios_to_best_celery"] = {
+        name: round(
+            overheads[best_dag][name]["p50_ms"] / overheads[best_dag]["celery"]["p50_ms"], 3
+        )
+        for name in ("ours", "skeleton", "skeleton_with_insert")
     }
     print(json.dumps(report, indent=2))
     return 0

@@ -7,6 +7,7 @@ import json
 import socket
 import struct
 import threading
+import time
 
 from bench import skeleton
 
@@ -21,18 +22,18 @@ def test_systems_take_turns_in_blocks_and_the_order_rotates() -> None:
     assert firsts[:4] == ["a", "b", "c", "a"]
 
 
-def test_the_skeletons_worker_answers_each_message_it_is_sent() -> None:
+def test_the_skeletons_worker_answers_each_step_after_its_sleep() -> None:
     mine, theirs = socket.socketpair()
     worker = threading.Thread(target=skeleton.task_worker, args=(theirs.detach(),))
     worker.start()
     frame = struct.Struct("!I")
-    for run_id in (b"run-1", b"run-2"):
-        mine.sendall(frame.pack(len(run_id)) + run_id)
+    for key, sleep_ms in ((b"run-1/a", b"0"), (b"run-2/b", b"20")):
+        assignment = key + b"|" + sleep_ms
+        started = time.monotonic()
+        mine.sendall(frame.pack(len(assignment)) + assignment)
         size = frame.unpack(mine.recv(frame.size, socket.MSG_WAITALL))[0]
-        assert json.loads(mine.recv(size, socket.MSG_WAITALL)) == {
-            "output": {},
-            "of": run_id.decode(),
-        }
+        assert json.loads(mine.recv(size, socket.MSG_WAITALL)) == {"output": {}, "of": key.decode()}
+        assert time.monotonic() - started >= int(sleep_ms) / 1000  # it slept as it was told
     mine.close()  # the worker stops when its socket closes
     worker.join(5)
     assert not worker.is_alive()
