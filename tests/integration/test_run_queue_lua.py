@@ -847,6 +847,10 @@ def test_retries_that_come_due_name_their_queues(on_valkey) -> None:  # noqa: AN
         for queue in ("q", "vision"):
             [leased] = await q.dispatch("e1", [queue], 1, 30_000)
             await q.complete(leased.member, 1, "FAILED", "", "boom", q.clock.now_ms() + 100)
+        # The submits announce their queues in the background (``wake.Announcer``): all sent
+        # before we listen. One whose connection came late was read as the promotion's
+        # message in a CI run ({"vision": 1}: the second submit's).
+        await q.announce.close()
         pubsub = q.redis.pubsub(ignore_subscribe_messages=True)
         await pubsub.subscribe(keys.WAKE_CHANNEL)
         await pubsub.get_message(timeout=1.0)  # the subscribe confirmation
