@@ -698,8 +698,6 @@ function queuesPage() {
   return every(REFRESH_MS, fill);
 }
 
-// A Pause or Resume button for what ``kind`` names ("queues", "executors"): ``key`` is the
-// field that names it in the API (its value ``name``), ``effect`` what a pause does.
 // Ends an executor's rest before it runs out (an operator has looked at why its steps kept
 // failing in it); should they fail in it again, its next rest is twice as long.
 function endRestButton(id, fill) {
@@ -713,6 +711,8 @@ function endRestButton(id, fill) {
   } }, "End rest");
 }
 
+// A Pause or Resume button for what ``kind`` names ("queues", "executors"): ``key`` is the
+// field that names it in the API (its value ``name``), ``effect`` what a pause does.
 function pauseButton(kind, key, name, paused, effect, fill) {
   return h("button", { class: paused ? "" : "danger", onclick: async (event) => {
     const reason = paused ? "" : prompt(`Pause ${kind.slice(0, -1)} ${name}? ${effect} Why:`, "");
