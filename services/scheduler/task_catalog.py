@@ -2,12 +2,24 @@
 pinned versions. Pinned versions are immutable, so they are cached for good; what ``latest``
 means is cached for ``latest_ttl`` seconds (default 1), so a burst of submits asks the
 registry once, and a newly registered version is picked up within that time. So is another
-namespace's shared task, and a pipeline that uses one: its admin may stop sharing it."""
+namespace's shared task, and a pipeline that uses one: its admin may stop sharing it.
+
+Such an entry is refreshed ahead of its end: a submit that finds it in the second half of
+its time answers from it and asks the registry in the background, so a steady stream of
+submits never waits for the registry (one a second did: ~1-6 ms more on the local stack,
+the registry reading MongoDB), and no answer is older than ``latest_ttl``, as before. A
+refresh that fails changes nothing: the entry ends in time, and the next submit asks the
+registry itself and gets its error (Caffeine's ``refreshAfterWrite``, Guava's
+``refreshAfter``)."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
+import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +30,8 @@ from services.common.auth import NAMESPACE_HEADER
 from services.scheduler.queue_names import queue_variant
 from wtm.v1 import registry_service_pb2 as rpb
 from wtm.v1 import registry_service_pb2_grpc as rpb_grpc
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -140,12 +154,30 @@ class TaskCatalog:
         self.latest_ttl = latest_ttl
         # (kind, namespace, id) -> expiry, value
         self._latest: dict[tuple[str, str, str], tuple[float, Any]] = {}
+        self._refreshing: dict[tuple[str, str, str], asyncio.Task[Any]] = {}
 
-    def _cached_latest(self, kind: str, namespace: str, ident: str) -> Any:
-        hit = self._latest.get((kind, namespace, ident))
-        if hit is not None and hit[0] > time.monotonic():
-            return hit[1]
-        return None
+    def _cached_latest(
+        self, kind: str, namespace: str, ident: str, refresh: Callable[[], Awaitable[Any]]
+    ) -> Any:
+        """The entry while it holds (None once it has ended); in the second half of its time
+        ``refresh()`` starts in the background (one at a time per entry)."""
+        key = (kind, namespace, ident)
+        hit = self._latest.get(key)
+        if hit is None:
+            return None
+        left = hit[0] - time.monotonic()
+        if left <= 0:
+            return None
+        if left < self.latest_ttl / 2 and key not in self._refreshing:
+            task = asyncio.ensure_future(refresh())
+            self._refreshing[key] = task
+            task.add_done_callback(lambda done: self._refreshed(key, done))
+        return hit[1]
+
+    def _refreshed(self, key: tuple[str, str, str], task: asyncio.Task[Any]) -> None:
+        self._refreshing.pop(key, None)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.debug("refreshing %s ahead failed (the next submit asks): %s", key, exc)
 
     def _remember_latest(self, kind: str, namespace: str, ident: str, value: Any) -> None:
         if self.latest_ttl > 0:
@@ -160,8 +192,16 @@ class TaskCatalog:
         key = (namespace, task_id, version)
         if version not in ("", "latest") and key in self._tasks:
             return self._tasks[key]
-        if (hit := self._cached_latest("task", namespace, _briefly(task_id, version))) is not None:
+        briefly = _briefly(task_id, version)
+        again = functools.partial(self._fetch_task, namespace, task_id, version, field)
+        if (hit := self._cached_latest("task", namespace, briefly, again)) is not None:
             return hit  # type: ignore[no-any-return]
+        return await again()
+
+    async def _fetch_task(
+        self, namespace: str, task_id: str, version: str, field: str
+    ) -> ResolvedTask:
+        """``resolve``'s registry lookup, remembered."""
         try:
             reply = await self._registry.unary(
                 self._stub.GetTask,
@@ -204,9 +244,16 @@ class TaskCatalog:
         key = (namespace, pipeline_id, version)
         if version not in ("", "latest") and key in self._pipelines:
             return self._pipelines[key]
-        found = self._cached_latest("pipeline", namespace, f"{pipeline_id}@{version or 'latest'}")
-        if found is not None:
+        ident = f"{pipeline_id}@{version or 'latest'}"
+        again = functools.partial(self._fetch_pipeline, namespace, pipeline_id, version, field)
+        if (found := self._cached_latest("pipeline", namespace, ident, again)) is not None:
             return found  # type: ignore[no-any-return]
+        return await again()
+
+    async def _fetch_pipeline(
+        self, namespace: str, pipeline_id: str, version: str, field: str
+    ) -> ResolvedPipeline:
+        """``resolve_pipeline``'s registry lookup, remembered."""
         try:
             reply = await self._registry.unary(
                 self._stub.GetPipeline,
@@ -250,4 +297,7 @@ class TaskCatalog:
         return resolved
 
     async def close(self) -> None:
+        for task in list(self._refreshing.values()):
+            task.cancel()
+        await asyncio.gather(*self._refreshing.values(), return_exceptions=True)
         await self._registry.close()
