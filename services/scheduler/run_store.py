@@ -2,8 +2,8 @@
 
 A run is inserted durably before SubmitRun returns. Later changes (step attempts, the end of
 a run) are written behind: queued in memory and flushed in bulk calls every
-``flush_interval`` seconds, so the scheduling path never waits on MongoDB per step; the
-inserts of new runs, which submits wait for, go before each call. A flush that fails keeps
+``flush_interval`` seconds, so the scheduling path never waits on MongoDB per step; each
+call goes as a new run's insert, which its submit waits for, lands. A flush that fails keeps
 what it held and is tried again, backing off up to 30 s.
 
 Most runs cost MongoDB three writes: the insert, a step attempt, the end. A run's RUNNING
@@ -46,12 +46,11 @@ log = logging.getLogger(__name__)
 FLUSH_RETRY_MAX_S = 30.0
 UNMATCHED_TRIES = 200  # ~10 s of flushes for a run's insert to land before its end
 # A flush writes each kind of record in up to FLUSH_CALLS calls of at least FLUSH_CHUNK
-# records, and lets new runs' inserts in flight go before each call (waiting at most
-# INSERT_FIRST_S): a MongoDB that applies one command at a time per database (nx-27017, the
-# local stack's) then makes a submit's insert wait for one such call, not for the whole flush.
-FLUSH_CALLS = 4
-FLUSH_CHUNK = 4
-INSERT_FIRST_S = 0.05
+# records, each sent as a new run's insert lands while submits come (``_after_inserts``): a
+# MongoDB that applies one command at a time per database (nx-27017, the local stack's) makes
+# a submit's insert wait for a call it meets, so the calls go where inserts are not.
+FLUSH_CALLS, FLUSH_CHUNK = 4, 4
+INSERT_FIRST_S, INSERTS_ACTIVE_S = 0.05, 0.02  # waits at most; an insert began this recently
 RUNNING_AFTER_S = 1.0  # ListRuns may show a run QUEUED for this long after it started
 
 
@@ -85,8 +84,8 @@ class RunStore:
         self._inserting = 0  # new runs' inserts in flight: a flush lets them go first
         self._landing: set[str] = set()  # the runs those inserts hold
         self.inserts_ok = True  # the last insert went through (else submits insert first)
-        self._no_inserts = asyncio.Event()
-        self._no_inserts.set()
+        self._landed = asyncio.Event()  # an insert ended (a flush call goes then)
+        self._last_insert = -INSERTS_ACTIVE_S  # when the last one began (time.monotonic())
         self._inserted: set[str] = set()  # each insert's first run, since ``take_inserted``
         self._ends_written: set[str] = set()  # runs whose end was written since ``take_written``
 
@@ -292,12 +291,11 @@ class RunStore:
     async def flush(self, young_marks: bool = False) -> set[str]:
         """Write what is pending: step attempts are inserted (each attempt ends once; a
         second record of one is ignored), finished runs updated, each kind in up to
-        FLUSH_CALLS bulk calls (``_chunks``). Before each call the flush lets the inserts of
-        new runs in flight go first (a submit waits for its insert; nothing waits for a
-        flush). Kept for a later flush: the ends and marks of runs whose insert has not
-        landed, RUNNING marks younger than RUNNING_AFTER_S unless ``young_marks``, and what
-        a failed write held (newer changes to the same records win). Returns the runs whose
-        end is now in MongoDB."""
+        FLUSH_CALLS bulk calls (``_chunks``), each as an insert lands (a submit waits for its
+        insert; nothing waits for a flush). Kept for a later flush: the ends and marks of
+        runs whose insert has not landed, RUNNING marks younger than RUNNING_AFTER_S unless
+        ``young_marks``, and what a failed write held (newer changes to the same records
+        win). Returns the runs whose end is now in MongoDB."""
         written: set[str] = set()
         runs, self._pending_runs = self._pending_runs, {}
         steps, self._pending_steps = self._pending_steps, {}
@@ -380,15 +378,19 @@ class RunStore:
         return set(runs)
 
     async def _after_inserts(self) -> None:
-        """Wait (at most INSERT_FIRST_S) while new runs' inserts are in flight."""
-        if self._inserting:
+        """While submits come, wait (at most INSERT_FIRST_S) for the next insert to land and
+        go then: a call sent at a random moment met the next submit's insert in one case of
+        four, which waited ~2 ms for it (nx-27017); sent as one lands, the next is ~2.5 ms
+        off for a client that submits one run after another (``docs/speed.md``, session 47)."""
+        if self._inserting or time.monotonic() - self._last_insert < INSERTS_ACTIVE_S:
+            self._landed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._no_inserts.wait(), INSERT_FIRST_S)
+                await asyncio.wait_for(self._landed.wait(), INSERT_FIRST_S)
 
     @contextlib.asynccontextmanager
     async def _insert(self, run_ids: list[str]) -> AsyncIterator[None]:
         self._inserting += 1
-        self._no_inserts.clear()
+        self._last_insert = time.monotonic()
         self._landing.update(run_ids)
         try:
             yield
@@ -403,8 +405,7 @@ class RunStore:
         finally:
             self._landing.difference_update(run_ids)
             self._inserting -= 1
-            if not self._inserting:
-                self._no_inserts.set()
+            self._landed.set()
             if self._pending_runs or self._pending_started:  # some may have waited for it
                 self._wake.set()
 

@@ -209,6 +209,46 @@ def test_a_flush_is_not_held_back_for_long_by_inserts(
             mongo.drop_database(database)
 
 
+def test_while_submits_come_a_flush_call_waits_for_the_next_insert_to_land(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An insert began a moment ago and none is in flight (a client submitting one run after
+    another, between two): a flush call waits for the next insert to land and goes then,
+    where the one after it is furthest off. With no insert lately it goes at once."""
+    assert cluster.endpoints is not None
+    uri = cluster.endpoints.mongodb_uri
+    database = f"wtm_store_{uuid.uuid4().hex[:8]}"
+    monkeypatch.setattr(run_store, "INSERT_FIRST_S", 30.0)
+    monkeypatch.setattr(run_store, "INSERTS_ACTIVE_S", 30.0)
+
+    async def scenario() -> tuple[bool, set[str], set[str]]:
+        store = RunStore(uri, database, flush_interval=3600)
+        try:
+            await store.start()
+            await store.insert_runs([(a_run(r), {}) for r in ("r1", "r2")])  # lands
+            store.update_run_later("r1", {"state": "COMPLETED"})
+            flushing = asyncio.create_task(store.flush())
+            await asyncio.sleep(0.3)
+            waited = not flushing.done()
+            async with store._insert([]):  # the next submit's insert
+                await asyncio.sleep(0.05)
+            first = await asyncio.wait_for(flushing, 10)
+            monkeypatch.setattr(run_store, "INSERTS_ACTIVE_S", 0.0)  # no submits lately
+            store.update_run_later("r2", {"state": "COMPLETED"})
+            second = await asyncio.wait_for(store.flush(), 5)
+            return waited, first, second
+        finally:
+            await store.close()
+
+    try:
+        waited, first, second = asyncio.run(scenario())
+        assert waited
+        assert first == {"r1"} and second == {"r2"}
+    finally:
+        with pymongo.MongoClient(uri) as mongo:
+            mongo.drop_database(database)
+
+
 def test_a_running_mark_is_written_once_the_run_has_run_for_a_while_and_not_if_it_ends_first(
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
