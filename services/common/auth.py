@@ -33,7 +33,7 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -499,6 +499,9 @@ class AuditLog:
     def __init__(self, db: Any, keep_days: float = 0.0) -> None:
         self._events = db["audit"]
         self.keep_days = keep_days
+        # Called on the thread before each write: a service whose MongoDB has moments to
+        # avoid blocks in it until a good one (the scheduler: as a new run's insert lands).
+        self.write_when: Callable[[], object] = lambda: None
         self._prune_at = time.monotonic() + 60.0
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=100_000)
         self._thread = threading.Thread(target=self._write, name="wtm-audit", daemon=True)
@@ -564,6 +567,7 @@ class AuditLog:
                     stop=stop_after_delay(60), wait=wait_exponential(max=10), reraise=True
                 ):
                     with attempt:
+                        self.write_when()
                         self._events.insert_many(batch, ordered=False)
             except Exception:  # noqa: BLE001 - the thread must go on
                 log.exception("dropped %d audit events: MongoDB refused them", len(batch))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 from collections.abc import Sequence
 
@@ -133,6 +134,8 @@ async def serve(settings: SchedulerSettings) -> None:
         settings.key_cache_seconds,
         settings.audit_retention_days,
     )
+    if gate.audit is not None:  # its inserts go as a new run's lands, as the history's calls
+        gate.audit.write_when = functools.partial(store.landings.next_landing_from_thread, 0.05)
     schedules = Schedules(schedule_store, runs, gate=gate)
     dispatcher.reaper.also("start the runs of the schedules that are due", schedules.tick)
     queue_pauses = Pauses(store.db["paused_queues"], dispatcher.pause_only)

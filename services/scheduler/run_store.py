@@ -31,6 +31,7 @@ from common.errors import InvalidArgument
 from services.common.auth import DEFAULT_NAMESPACE
 from services.common.backends import mongo_options
 from services.common.paging import decode_token, encode_token
+from services.scheduler.insert_landings import InsertLandings
 from services.scheduler.models import Run, StepRun
 from services.scheduler.request_claims import RequestClaims
 from services.scheduler.run_docs import (
@@ -50,7 +51,7 @@ UNMATCHED_TRIES = 200  # ~10 s of flushes for a run's insert to land before its 
 # MongoDB that applies one command at a time per database (nx-27017, the local stack's) makes
 # a submit's insert wait for a call it meets, so the calls go where inserts are not.
 FLUSH_CALLS, FLUSH_CHUNK = 4, 4
-INSERT_FIRST_S, INSERTS_ACTIVE_S = 0.05, 0.02  # waits at most; an insert began this recently
+INSERT_FIRST_S = 0.05  # a call waits at most this long for an insert to land
 RUNNING_AFTER_S = 1.0  # ListRuns may show a run QUEUED for this long after it started
 
 
@@ -81,11 +82,9 @@ class RunStore:
         self._unmatched: dict[str, int] = {}  # run id -> flushes that found no run to update
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._inserting = 0  # new runs' inserts in flight: a flush lets them go first
+        self.landings = InsertLandings()  # new runs' inserts: a flush call goes as one lands
         self._landing: set[str] = set()  # the runs those inserts hold
         self.inserts_ok = True  # the last insert went through (else submits insert first)
-        self._landed = asyncio.Event()  # an insert ended (a flush call goes then)
-        self._last_insert = -INSERTS_ACTIVE_S  # when the last one began (time.monotonic())
         self._inserted: set[str] = set()  # each insert's first run, since ``take_inserted``
         self._ends_written: set[str] = set()  # runs whose end was written since ``take_written``
 
@@ -378,19 +377,14 @@ class RunStore:
         return set(runs)
 
     async def _after_inserts(self) -> None:
-        """While submits come, wait (at most INSERT_FIRST_S) for the next insert to land and
-        go then: a call sent at a random moment met the next submit's insert in one case of
-        four, which waited ~2 ms for it (nx-27017); sent as one lands, the next is ~2.5 ms
-        off for a client that submits one run after another (``docs/speed.md``, session 47)."""
-        if self._inserting or time.monotonic() - self._last_insert < INSERTS_ACTIVE_S:
-            self._landed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._landed.wait(), INSERT_FIRST_S)
+        """While submits come, wait for the next insert to land and go then: a call sent at
+        any moment met the next submit's insert in one case of four, which waited ~2 ms for
+        it (nx-27017); sent as one lands, in one of eight (``InsertLandings``)."""
+        await self.landings.next_landing(INSERT_FIRST_S)
 
     @contextlib.asynccontextmanager
     async def _insert(self, run_ids: list[str]) -> AsyncIterator[None]:
-        self._inserting += 1
-        self._last_insert = time.monotonic()
+        self.landings.began()
         self._landing.update(run_ids)
         try:
             yield
@@ -404,8 +398,7 @@ class RunStore:
             self._inserted.update(run_ids[:1])  # the index key of its submit's runs
         finally:
             self._landing.difference_update(run_ids)
-            self._inserting -= 1
-            self._landed.set()
+            self.landings.landed()
             if self._pending_runs or self._pending_started:  # some may have waited for it
                 self._wake.set()
 

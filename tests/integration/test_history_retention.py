@@ -1,18 +1,21 @@
 """HistoryRetention on the session's nx-27017: finished runs past the retention go, with
 their step records and old request ids; unfinished or younger runs stay. And the audit
-log's retention, and how a namespace's own settings (its retention among them) reach every
-replica."""
+log's retention and timing, and how a namespace's own settings (its retention among them)
+reach every replica."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import pymongo
+import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from pymongo import AsyncMongoClient
@@ -20,8 +23,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from services.common.auth import DAY_MS, AuditLog, Principal, Role
 from services.localstack import Cluster
+from services.scheduler import insert_landings
 from services.scheduler.clock import FakeClock
 from services.scheduler.history_retention import DAY_SECONDS, HistoryRetention
+from services.scheduler.insert_landings import InsertLandings
 from services.scheduler.namespace_settings import NamespaceSettings
 
 T = TypeVar("T")
@@ -207,6 +212,41 @@ def test_the_audit_log_writes_what_it_holds_when_it_is_closed(cluster: Cluster) 
             "CancelRun", "CreateApiKey", "SubmitRun"
         ]  # fmt: skip
         assert not audit._thread.is_alive()
+    finally:
+        with contextlib.suppress(Exception):
+            client.drop_database(db.name)
+        client.close()
+
+
+def test_the_schedulers_audit_log_writes_as_a_new_runs_insert_lands(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scheduler's audit log waits, before each write, for the next new run's insert to
+    land while submits come (``InsertLandings``: nx-27017 applies one command at a time, and
+    a submit waits for its insert), and writes at once when none came lately."""
+    assert cluster.endpoints is not None
+    monkeypatch.setattr(insert_landings, "ACTIVE_S", 30.0)
+    client: pymongo.MongoClient = pymongo.MongoClient(cluster.endpoints.mongodb_uri)
+    db = client[f"audit_{uuid.uuid4().hex[:8]}"]
+    landings = InsertLandings()
+    audit = AuditLog(db)
+    audit.write_when = functools.partial(landings.next_landing_from_thread, 30.0)
+    admin = Principal("k1", "admin", Role.ADMIN, "default")
+    try:
+        landings.began()  # a submit's insert in flight
+        audit.record("/wtm.v1.SchedulerService/SubmitRun", admin, "OK")
+        time.sleep(0.8)  # the linger (0.2 s) is over: the write waits for the landing
+        held = db["audit"].count_documents({})
+        landings.landed()
+        for _ in range(100):
+            if db["audit"].count_documents({}):
+                break
+            time.sleep(0.05)
+        assert (held, db["audit"].count_documents({})) == (0, 1)
+        monkeypatch.setattr(insert_landings, "ACTIVE_S", 0.0)  # no submits lately
+        audit.record("/wtm.v1.SchedulerService/CancelRun", admin, "OK")
+        audit.close()
+        assert db["audit"].count_documents({}) == 2
     finally:
         with contextlib.suppress(Exception):
             client.drop_database(db.name)

@@ -14,7 +14,7 @@ import pymongo
 import pytest
 
 from services.localstack import Cluster
-from services.scheduler import run_docs, run_store
+from services.scheduler import insert_landings, run_docs, run_store
 from services.scheduler.models import Run, StepRun
 from services.scheduler.run_store import RunStore
 
@@ -219,7 +219,7 @@ def test_while_submits_come_a_flush_call_waits_for_the_next_insert_to_land(
     uri = cluster.endpoints.mongodb_uri
     database = f"wtm_store_{uuid.uuid4().hex[:8]}"
     monkeypatch.setattr(run_store, "INSERT_FIRST_S", 30.0)
-    monkeypatch.setattr(run_store, "INSERTS_ACTIVE_S", 30.0)
+    monkeypatch.setattr(insert_landings, "ACTIVE_S", 30.0)
 
     async def scenario() -> tuple[bool, set[str], set[str]]:
         store = RunStore(uri, database, flush_interval=3600)
@@ -233,7 +233,7 @@ def test_while_submits_come_a_flush_call_waits_for_the_next_insert_to_land(
             async with store._insert([]):  # the next submit's insert
                 await asyncio.sleep(0.05)
             first = await asyncio.wait_for(flushing, 10)
-            monkeypatch.setattr(run_store, "INSERTS_ACTIVE_S", 0.0)  # no submits lately
+            monkeypatch.setattr(insert_landings, "ACTIVE_S", 0.0)  # no submits lately
             store.update_run_later("r2", {"state": "COMPLETED"})
             second = await asyncio.wait_for(store.flush(), 5)
             return waited, first, second
