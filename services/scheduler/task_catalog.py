@@ -15,11 +15,12 @@ registry itself and gets its error (Caffeine's ``refreshAfterWrite``, Guava's
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,7 +158,7 @@ class TaskCatalog:
         self._refreshing: dict[tuple[str, str, str], asyncio.Task[Any]] = {}
 
     def _cached_latest(
-        self, kind: str, namespace: str, ident: str, refresh: Callable[[], Awaitable[Any]]
+        self, kind: str, namespace: str, ident: str, refresh: Callable[[], Coroutine[Any, Any, Any]]
     ) -> Any:
         """The entry while it holds (None once it has ended); in the second half of its time
         ``refresh()`` starts in the background (one at a time per entry)."""
@@ -169,7 +170,9 @@ class TaskCatalog:
         if left <= 0:
             return None
         if left < self.latest_ttl / 2 and key not in self._refreshing:
-            task = asyncio.ensure_future(refresh())
+            # In a context of its own: not the submit's (its caller, its trace), which it outlives.
+            loop = asyncio.get_running_loop()
+            task: asyncio.Task[Any] = loop.create_task(refresh(), context=contextvars.Context())
             self._refreshing[key] = task
             task.add_done_callback(lambda done: self._refreshed(key, done))
         return hit[1]

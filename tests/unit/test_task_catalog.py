@@ -8,6 +8,7 @@ own."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from services.scheduler.task_catalog import TaskCatalog
 from wtm.v1 import registry_service_pb2 as rpb
 
 TTL = 1.0
+CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="")
 
 
 class Registry:
@@ -28,9 +30,11 @@ class Registry:
         self.calls = 0
         self.failing = False
         self.gate: asyncio.Event | None = None  # held: calls wait until it is set
+        self.callers: list[str] = []  # CALLER as each call saw it
 
     async def unary(self, method: Any, request: Any, **_: Any) -> rpb.GetTaskResponse:
         self.calls += 1
+        self.callers.append(CALLER.get())
         if self.gate is not None:
             await self.gate.wait()
         if self.failing:
@@ -72,9 +76,11 @@ def test_latest_is_refreshed_ahead_and_never_answered_stale(clock: list[float]) 
         assert registry.calls == 1
 
         clock[0] += 0.3  # second half: still answered at once, and asked in the background
+        CALLER.set("a submit")
         assert (await catalog.resolve("default", "noop")).version == "1.0.0"
         await _settle()
         assert registry.calls == 2
+        assert registry.callers[1] == ""  # in a context of its own, not the submit's
         assert (await catalog.resolve("default", "noop")).version == "2.0.0"
 
         clock[0] += 0.9  # within the refreshed entry's time (it was fetched 0.9 s ago)
