@@ -9,8 +9,7 @@ its time answers from it and asks the registry in the background, so a steady st
 submits never waits for the registry (one a second did: ~1-6 ms more on the local stack,
 the registry reading MongoDB), and no answer is older than ``latest_ttl``, as before. A
 refresh that fails changes nothing: the entry ends in time, and the next submit asks the
-registry itself and gets its error (Caffeine's ``refreshAfterWrite``, Guava's
-``refreshAfter``)."""
+registry itself and gets its error (Caffeine's and Guava's ``refreshAfterWrite``)."""
 
 from __future__ import annotations
 
