@@ -3,12 +3,15 @@
     python -m bench.ab HEAD~1                 # the last commit against the working tree
     python -m bench.ab 0199053 c8e4e4e        # two commits
     python -m bench.ab HEAD~1 --blocks 8 --bursts 8
+    python -m bench.ab HEAD HEAD --head-python /other/venv/bin/python   # two interpreters
 
 A change to the hot path is judged against the code before it, on this machine, in the same
 minutes: timings here move by up to 2x from day to day, and by 5-10% within an hour. BASE
 and HEAD are git revisions, each checked out into a temporary worktree (HEAD left out: the
 working tree as it is, uncommitted changes included); each gets the bench's stack of its own
-(``bench/ab_stack.py``, run from that checkout; the same Python and packages for both).
+(``bench/ab_stack.py``, run from that checkout; the same Python and packages for both,
+unless ``--base-python`` or ``--head-python`` names another venv's interpreter: then that
+side's services run on it, with that venv's packages and servers).
 
 Measured, the two stacks taking turns (which goes first alternates):
   sequential  blocks of no-op runs, each submitted and waited for (``Client.run``); per
@@ -36,6 +39,7 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -75,12 +79,12 @@ def checkout(revision: str | None, under: Path, name: str) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def stack(tree: Path) -> Iterator[tuple[Client, int]]:
-    """The bench's stack of the code in ``tree``: a client of it, and the PID its servers run
-    under; stopped afterwards (the stack server stops its stack, by PID, when its standard
-    input closes)."""
+def stack(tree: Path, python: str = sys.executable) -> Iterator[tuple[Client, int]]:
+    """The bench's stack of the code in ``tree``, its services run by ``python``: a client of
+    it, and the PID its servers run under; stopped afterwards (the stack server stops its
+    stack, by PID, when its standard input closes)."""
     proc = subprocess.Popen(
-        [sys.executable, str(STACK)],
+        [python, str(STACK)],
         cwd=tree,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -204,13 +208,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sittings", type=int, choices=(1, 2), default=2, help="2: both start orders"
     )
+    for side in SIDES:  # the same code on two interpreters: BASE and HEAD one revision
+        parser.add_argument(
+            f"--{side}-python",
+            default=sys.executable,
+            help=f"the Python that runs {side.upper()}'s services (its venv has this "
+            "project's packages; default: this one's)",
+        )
     ns = parser.parse_args(argv)
     for name, low, high in (("blocks", 1, 50), ("runs", 1, 5000), ("bursts", 0, 50)):
         if not low <= getattr(ns, name) <= high:  # every load bounded
             parser.error(f"--{name}: from {low} to {high}")
     if not 1 <= ns.burst_runs <= 20000:
         parser.error("--burst-runs: from 1 to 20000")
+    for side in SIDES:
+        python = getattr(ns, f"{side}_python")
+        if not (os.path.isfile(python) and os.access(python, os.X_OK)):
+            parser.error(f"--{side}-python: {python} is not an executable file")
     report: dict[str, Any] = {"base": ns.base, "head": ns.head or "working tree", "sittings": []}
+    for side in SIDES:
+        if getattr(ns, f"{side}_python") != sys.executable:
+            report[f"{side}_python"] = getattr(ns, f"{side}_python")
     with tempfile.TemporaryDirectory(prefix="wtm-ab-trees-") as tmp:
         trees = {"base": ns.base, "head": ns.head}
         with contextlib.ExitStack() as done:
@@ -218,7 +236,10 @@ def main(argv: list[str] | None = None) -> int:
             for first in SIDES[: ns.sittings]:
                 with contextlib.ExitStack() as stacks:
                     order = [first, *(s for s in SIDES if s != first)]
-                    sides = {s: stacks.enter_context(stack(paths[s])) for s in order}
+                    sides = {
+                        s: stacks.enter_context(stack(paths[s], getattr(ns, f"{s}_python")))
+                        for s in order
+                    }
                     found = sitting(sides, first, ns)
                 report["sittings"].append(found)
                 print(json.dumps(found), file=sys.stderr)

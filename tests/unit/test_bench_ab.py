@@ -59,7 +59,14 @@ def test_no_sequential_block_means_no_sequential_ratio() -> None:
 
 
 @pytest.mark.parametrize(
-    "args", [["--blocks", "0"], ["--runs", "100000"], ["--bursts", "-1"], ["--burst-runs", "0"]]
+    "args",
+    [
+        ["--blocks", "0"],
+        ["--runs", "100000"],
+        ["--bursts", "-1"],
+        ["--burst-runs", "0"],
+        ["--head-python", "/no/such/python"],
+    ],
 )
 def test_every_load_is_bounded(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as stopped:
