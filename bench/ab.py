@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sittings", type=int, choices=(1, 2), default=2, help="2: both start orders"
     )
-    for side in SIDES:  # the same code on two interpreters: BASE and HEAD one revision
+    for side in SIDES:  # one revision on two interpreters: BASE and HEAD the same
         parser.add_argument(
             f"--{side}-python",
             default=sys.executable,
@@ -221,14 +221,13 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--{name}: from {low} to {high}")
     if not 1 <= ns.burst_runs <= 20000:
         parser.error("--burst-runs: from 1 to 20000")
+    report: dict[str, Any] = {"base": ns.base, "head": ns.head or "working tree", "sittings": []}
     for side in SIDES:
         python = getattr(ns, f"{side}_python")
         if not (os.path.isfile(python) and os.access(python, os.X_OK)):
             parser.error(f"--{side}-python: {python} is not an executable file")
-    report: dict[str, Any] = {"base": ns.base, "head": ns.head or "working tree", "sittings": []}
-    for side in SIDES:
-        if getattr(ns, f"{side}_python") != sys.executable:
-            report[f"{side}_python"] = getattr(ns, f"{side}_python")
+        if python != sys.executable:
+            report[f"{side}_python"] = python
     with tempfile.TemporaryDirectory(prefix="wtm-ab-trees-") as tmp:
         trees = {"base": ns.base, "head": ns.head}
         with contextlib.ExitStack() as done:
