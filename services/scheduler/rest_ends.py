@@ -10,7 +10,9 @@ sends it and takes it away; the reaper looks each second while one of its execut
 and not at all otherwise, so this costs nothing while no executor rests. A request not
 taken within ``REQUEST_SECONDS`` (the executor left, its replica is gone), or made before the
 rest it would end began (that rest ran out first), is dropped unsent: it cannot end a later
-rest. The executor answers with a heartbeat that says it rests no
+rest. The requests of executors that never came back to a replica (no reaper takes them) are
+dropped by the next request left, so the hash holds no more than the last
+``REQUEST_SECONDS`` of them. The executor answers with a heartbeat that says it rests no
 more, and the lease rounds ask it again (``Intake.heartbeat``).
 
 Should its steps fail in it again before one ends otherwise, its next rest is twice as long,
@@ -62,8 +64,17 @@ class RestEnds:
         if session is not None:
             session.outbox.put_nowait(EndRest(ended_by))
             return True
-        asked = {"ms": self.clock.now_ms(), "by": ended_by}
-        await self.redis.hset(keys.REST_ENDS, executor_id, json.dumps(asked))
+        now_ms = self.clock.now_ms()
+        stale = [
+            other
+            for other, raw in (await self.redis.hgetall(keys.REST_ENDS)).items()
+            if now_ms - int(json.loads(raw)["ms"]) > REQUEST_SECONDS * 1000
+        ]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if stale:  # left for executors no replica holds any more: no one will take them
+                pipe.hdel(keys.REST_ENDS, *stale)
+            pipe.hset(keys.REST_ENDS, executor_id, json.dumps({"ms": now_ms, "by": ended_by}))
+            await pipe.execute()
         return True
 
     async def tick(self) -> None:

@@ -540,8 +540,9 @@ def test_an_operator_ends_a_rest_from_any_replica_and_a_request_no_one_took_is_d
     """ResumeExecutor on a resting executor (``rest_ends.py``): the replica holding its stream
     sends EndRest at once; another replica leaves the request in Redis for the holder's
     reaper; a request older than REQUEST_SECONDS, or made before the rest it finds began, is
-    dropped unsent (it must not end a later rest); an executor too old to be told, or not
-    resting, is not told."""
+    dropped unsent (it must not end a later rest), and one for an executor no replica holds
+    any more by the next request left; an executor too old to be told, or not resting, is not
+    told."""
 
     async def body(c: Core) -> None:
         session = c.core.open_session(ExecutorProfile("e1", ["q"], 1, {}, ends_rests=True))
@@ -574,6 +575,22 @@ def test_an_operator_ends_a_rest_from_any_replica_and_a_request_no_one_took_is_d
         await c.core.intake.heartbeat(session, [], resting_seconds=30)
         await here.tick()
         assert sent(session) == [] and not await c.queue.redis.exists(keys.REST_ENDS)
+
+        # An executor that left and never came back: no reaper takes its request; the next
+        # request left, past REQUEST_SECONDS, drops it.
+        gone = {**json.loads(c.core.fleet.describe(session, "CONNECTED")), "executor_id": "e9"}
+        gone["resting_until"] = c.clock.time() + 600  # as its record last said
+        assert await elsewhere.end(gone, "ops-key")
+        c.clock.advance(REQUEST_SECONDS / 2)
+        assert await elsewhere.end({**gone, "executor_id": "e8"}, "ops-key")
+        assert set(await c.queue.redis.hkeys(keys.REST_ENDS)) == {b"e9", b"e8"}
+        c.clock.advance(REQUEST_SECONDS / 2 + 1)
+        assert await elsewhere.end(gone, "ops-key")
+        assert set(await c.queue.redis.hkeys(keys.REST_ENDS)) == {b"e9", b"e8"}  # e9 anew
+        c.clock.advance(REQUEST_SECONDS / 2)
+        assert await elsewhere.end({**gone, "executor_id": "e7"}, "ops-key")
+        assert set(await c.queue.redis.hkeys(keys.REST_ENDS)) == {b"e9", b"e7"}
+        await c.queue.redis.delete(keys.REST_ENDS)
 
         record = json.loads(c.core.fleet.describe(session, "CONNECTED"))
         assert not await here.end({**record, "ends_rests": False}, "ops-key")  # too old
