@@ -13,59 +13,50 @@ them. Errors are ``clients.errors``: one class per status code users handle
 siblings from ``run()`` and ``wait()``. Calls go through the client core
 (``common.client_core``): TLS, the key, a deadline on every call, and retries while a
 service is UNAVAILABLE. ``clients.aio.AsyncClient`` is the same for asyncio.
+
+The runs' methods are here; ``Client`` takes the rest from ``clients.catalog`` (tasks,
+pipelines, artifacts), ``clients.schedules`` and ``clients.operations`` (keys, the audit
+log, executors, queues, limits, namespaces, dependencies).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from clients import requests
+from clients.catalog import CatalogMethods
 from clients.errors import (
     ApiError,
-    DataLoss,
     DeadlineExceeded,
     Unauthenticated,
     Unavailable,
     WaitTimeoutError,
     raise_for_outcome,
 )
+from clients.operations import OperatorMethods
 from clients.schedules import ScheduleMethods
 from clients.types import (
     ApiKeyInfo,
-    ArtifactInfo,
     CancelledRuns,
-    DependencyInfo,
     ExecutorInfo,
-    ExecutorPauseInfo,
-    ExecutorResumed,
-    NamespaceInfo,
     PipelineInfo,
     PipelineStepInfo,
-    QueueInfo,
-    QueuePauseInfo,
     ResumedRuns,
     RunEventInfo,
     RunInfo,
     StepInfo,
     TaskInfo,
-    TaskLimitsInfo,
 )
 from common import refs
-from common.artifacts import is_file_field, is_uri, upload_requests
 from common.client_core import DEFAULT_RETRY_SECONDS, Caller
-from common.packaging import pack_directory, sha256_hex
-from wtm.v1 import auth_service_pb2 as apb
 from wtm.v1 import auth_service_pb2_grpc as apb_grpc
-from wtm.v1 import registry_service_pb2 as rpb
 from wtm.v1 import registry_service_pb2_grpc as rpb_grpc
 from wtm.v1 import schedule_service_pb2_grpc as schpb_grpc
 from wtm.v1 import scheduler_service_pb2 as spb
@@ -142,7 +133,7 @@ class _Connection:
         return raise_for_outcome(run) if wanted else run
 
 
-class Client(_Connection, ScheduleMethods):
+class Client(_Connection, CatalogMethods, ScheduleMethods, OperatorMethods):
     """A connection to the registry and the scheduler.
 
     Every method raises the ``clients.errors`` class of the status a call failed with
@@ -203,198 +194,6 @@ class Client(_Connection, ScheduleMethods):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    # API keys and audit (admin) --------------------------------------------------------
-
-    def create_api_key(
-        self, name: str, role: str, namespace: str, ttl_seconds: float = 0
-    ) -> tuple[ApiKeyInfo, str]:
-        """Make a key; returns it and its secret (the whole key text), shown this once."""
-        request = requests.create_api_key(name, role, namespace, ttl_seconds)
-        reply = self._r.unary(self._auth.CreateApiKey, request, retry=False)
-        return ApiKeyInfo.from_proto(reply.key), reply.secret
-
-    def list_api_keys(self) -> list[ApiKeyInfo]:
-        """The keys this client's key may manage, oldest first (every page)."""
-        pages = self._r.pages(self._auth.ListApiKeys, apb.ListApiKeysRequest())
-        return [ApiKeyInfo.from_proto(k) for reply in pages for k in reply.keys]
-
-    def revoke_api_key(self, key_id: str) -> ApiKeyInfo:
-        reply = self._r.unary(self._auth.RevokeApiKey, apb.RevokeApiKeyRequest(key_id=key_id))
-        return ApiKeyInfo.from_proto(reply.key)
-
-    def list_audit_events(self, limit: int = 100) -> list[dict[str, Any]]:
-        """Recorded mutations, newest first."""
-        request = requests.list_audit_events(limit)
-        return requests.audit_events(self._r.unary(self._auth.ListAuditEvents, request))
-
-    # Tasks -------------------------------------------------------------------------------
-
-    def register_task(self, path: str | Path) -> TaskInfo:
-        """Pack a task directory deterministically and register it.
-
-        Raises:
-            InvalidArgument: the package or its task.json is not valid (``field`` says
-                where).
-            AlreadyExists: that version is registered with other content.
-        """
-        return self.upload_package(pack_directory(path))
-
-    def upload_package(self, data: bytes) -> TaskInfo:
-        """Register an already packed archive (tar.gz bytes)."""
-        reply = self._r.unary(self._registry.UploadTaskPackage, requests.package_messages(data))
-        return TaskInfo.from_proto(reply.task, reply.created)
-
-    def get_task(self, ref: str) -> TaskInfo:
-        """A task version by ``"id"`` (latest) or ``"id@version"``.
-
-        Raises:
-            NotFound: no such task (version) in this namespace.
-        """
-        task_id, version = requests.split_ref(ref)
-        request = rpb.GetTaskRequest(task_id=task_id, version=version)
-        return TaskInfo.from_proto(self._r.unary(self._registry.GetTask, request).task)
-
-    def list_tasks(self, page_size: int = 100, **filters: str) -> Iterator[TaskInfo]:
-        """Every task version matching the filters (task_id, category, tag, queue)."""
-        token = ""
-        while True:
-            request = rpb.ListTasksRequest(page_size=page_size, page_token=token, **filters)
-            reply = self._r.unary(self._registry.ListTasks, request)
-            yield from (TaskInfo.from_proto(t) for t in reply.tasks)
-            token = reply.next_page_token
-            if not token:
-                return
-
-    def download_package(self, digest: str, timeout: float | None = None) -> bytes:
-        """A package archive by digest, checked against it.
-
-        Raises:
-            DataLoss: what arrived does not match the digest.
-        """
-        request = rpb.DownloadTaskPackageRequest(digest=digest)
-        method = self._registry.DownloadTaskPackage
-        chunks = self._r.stream(method, request, timeout=timeout or self._timeout)
-        data = b"".join(r.chunk for r in chunks)
-        if sha256_hex(data) != digest:
-            raise DataLoss(f"package does not match digest {digest}")
-        return data
-
-    def deprecate_task(self, ref: str, reason: str = "") -> TaskInfo:
-        """Deprecate ``"id@version"``: kept for pinned pipelines, no longer "latest"."""
-        task_id, version = requests.split_ref(ref)
-        request = rpb.DeprecateTaskRequest(task_id=task_id, version=version, reason=reason)
-        return TaskInfo.from_proto(self._r.unary(self._registry.DeprecateTask, request).task)
-
-    def share_task(self, task_id: str, shared: bool = True) -> TaskInfo:
-        """Let every namespace's pipelines use this task of yours, as "namespace/task_id"
-        (admins); ``shared=False`` stops that."""
-        request = rpb.ShareTaskRequest(task_id=task_id, shared=shared)
-        return TaskInfo.from_proto(self._r.unary(self._registry.ShareTask, request).task)
-
-    # Artifacts ---------------------------------------------------------------------------
-
-    def upload_artifact(self, path: str | Path) -> str:
-        """Store a local file in the object store; returns the ``artifact://`` URI to put in a
-        run's input."""
-        path = Path(path)
-        return self.upload_artifact_data(path.name, path.read_bytes())
-
-    def upload_artifact_data(self, filename: str, data: bytes) -> str:
-        """``upload_artifact`` of bytes in hand, stored under ``filename``."""
-        messages = upload_requests(filename, data)
-        return str(self._r.unary(self._registry.UploadArtifact, messages).uri)
-
-    def list_artifacts(self) -> list[ArtifactInfo]:
-        """The artifacts stored in this client's namespace (every namespace's, for
-        ``namespace="*"`` with a key of every namespace), by namespace and digest."""
-        pages = self._r.pages(self._registry.ListArtifacts, rpb.ListArtifactsRequest())
-        return [ArtifactInfo.from_proto(a) for reply in pages for a in reply.artifacts]
-
-    def delete_artifacts(self, artifacts: list[str]) -> list[str]:
-        """Remove artifacts of this client's namespace (URIs or digests, at most 1000); a
-        run that names one afterwards fails its step. Returns the digests now gone."""
-        request = requests.delete_artifacts(artifacts)
-        return list(self._r.unary(self._registry.DeleteArtifacts, request).digests)
-
-    def download_artifact(self, uri: str, timeout: float | None = None) -> bytes:
-        """The bytes of a stored artifact (an uploaded input, or an output that went by
-        reference)."""
-        request = rpb.DownloadArtifactRequest(uri=uri)
-        chunks = self._r.stream(
-            self._registry.DownloadArtifact, request, timeout=timeout or self._timeout
-        )
-        return b"".join(reply.chunk for reply in chunks)
-
-    def resolve_refs(self, value: Any, fetched: dict[str, Any] | None = None) -> Any:
-        """``value`` with every large document that went by reference (``{"wtm_ref": ...}``)
-        replaced by the document itself; ``fetched`` (URI -> document) is filled as it
-        goes, so a document referenced twice is downloaded once."""
-        fetched = {} if fetched is None else fetched
-        uri = refs.ref_uri(value)
-        if uri is not None:
-            if uri not in fetched:
-                fetched[uri] = json.loads(self.download_artifact(uri))
-            return fetched[uri]
-        if isinstance(value, dict):
-            return {k: self.resolve_refs(v, fetched) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self.resolve_refs(v, fetched) for v in value]
-        return value
-
-    def upload_local_files(
-        self, document: dict[str, Any], base: Path | None = None
-    ) -> dict[str, Any]:
-        """A copy of ``document`` where every file field (``image_path``, ``*_file``...) that
-        names an existing local file is uploaded and replaced by its artifact URI."""
-        out = dict(document)
-        for name, value in document.items():
-            if isinstance(value, str) and is_file_field(name) and not is_uri(value):
-                candidate = (base or Path.cwd()) / value
-                if candidate.is_file():
-                    out[name] = self.upload_artifact(candidate)
-        return out
-
-    # Pipelines ---------------------------------------------------------------------------
-
-    def register_pipelines(
-        self,
-        config: str | Path | dict[str, Any],
-        pipeline_id: str = "",
-        validate_only: bool = False,
-    ) -> list[PipelineInfo]:
-        """Register the pipelines of a config (a file path or a dict); ``validate_only`` for a
-        dry run that stores nothing. Each result carries the registration's ``warnings``.
-
-        Raises:
-            InvalidArgument: the config is not valid (``field`` names the key).
-            AlreadyExists: a version is registered with another definition.
-        """
-        request = requests.register_pipelines(config, pipeline_id, validate_only)
-        reply = self._r.unary(self._registry.RegisterPipelines, request)
-        return requests.registered_pipelines(reply)
-
-    def get_pipeline(self, ref: str) -> PipelineInfo:
-        """A pipeline version by ``"id"`` (latest) or ``"id@version"``.
-
-        Raises:
-            NotFound: no such pipeline (version) in this namespace.
-        """
-        pipeline_id, version = requests.split_ref(ref)
-        request = rpb.GetPipelineRequest(pipeline_id=pipeline_id, version=version)
-        return PipelineInfo.from_proto(self._r.unary(self._registry.GetPipeline, request).pipeline)
-
-    def list_pipelines(self, page_size: int = 100, pipeline_id: str = "") -> Iterator[PipelineInfo]:
-        token = ""
-        while True:
-            request = rpb.ListPipelinesRequest(
-                page_size=page_size, page_token=token, pipeline_id=pipeline_id
-            )
-            reply = self._r.unary(self._registry.ListPipelines, request)
-            yield from (PipelineInfo.from_proto(p) for p in reply.pipelines)
-            token = reply.next_page_token
-            if not token:
-                return
 
     # Runs --------------------------------------------------------------------------------
 
@@ -598,143 +397,6 @@ class Client(_Connection, ScheduleMethods):
         )
         reply = self._s.unary(self._scheduler.ListRuns, request)
         return [RunInfo.from_proto(r) for r in reply.runs], reply.next_page_token
-
-    def list_executors(self) -> list[ExecutorInfo]:
-        """The executors serving this client's namespace, connected first (every page)."""
-        pages = self._s.pages(self._scheduler.ListExecutors, spb.ListExecutorsRequest())
-        return [ExecutorInfo.from_proto(e) for reply in pages for e in reply.executors]
-
-    def pause_executor(self, executor_id: str, reason: str = "") -> ExecutorPauseInfo:
-        """Give an executor no new step, on every scheduler replica within about a second,
-        until ``resume_executor`` (Hatchet's worker pause, Kubernetes' cordon): its running
-        steps go on and it stays connected. An operator's or an admin's call; one that
-        serves other namespaces too, only a key of every namespace may pause.
-
-        Raises:
-            NotFound: no such executor serving this client's namespace.
-            PermissionDenied: it serves other namespaces too, or the role may not.
-        """
-        request = spb.PauseExecutorRequest(executor_id=executor_id, reason=reason)
-        reply = self._s.unary(self._scheduler.PauseExecutor, request)
-        return ExecutorPauseInfo.from_proto(reply.pause)
-
-    def resume_executor(self, executor_id: str) -> ExecutorResumed:
-        """Give a paused executor work again, and end a resting one's rest (steps kept
-        failing in it; should they fail in it again, its next rest is twice as long). Falsy
-        when it was neither paused nor resting, or is too old to be told its rest is over.
-
-        Raises:
-            NotFound: no such executor serving this client's namespace.
-            PermissionDenied: it serves other namespaces too, or the role may not.
-        """
-        request = spb.ResumeExecutorRequest(executor_id=executor_id)
-        reply = self._s.unary(self._scheduler.ResumeExecutor, request)
-        return ExecutorResumed(executor_id, reply.resumed, reply.rest_ended)
-
-    def list_queues(self) -> tuple[list[QueueInfo], int]:
-        """The queues of this client's namespace that have waiting work or an executor, and
-        how many steps are held back from their queues (waiting for a time: a retry's
-        backoff, a delayed start, a rate limit; or for a place: a concurrency limit)."""
-        replies = list(self._s.pages(self._scheduler.ListQueues, spb.ListQueuesRequest()))
-        found = [QueueInfo.from_proto(q) for reply in replies for q in reply.queues]
-        return found, replies[-1].delayed
-
-    def set_task_limits(
-        self,
-        task_id: str,
-        rate_limit: str | None = None,
-        concurrency_limit: int | None = None,
-        reset: Sequence[str] = (),
-        rate_burst: int | None = None,
-    ) -> TaskLimitsInfo | None:
-        """Set a task's limits in this client's namespace over its task.json's (Celery's
-        ``control rate_limit``): ``rate_limit`` "N/s|m|h" ("" for none), ``rate_burst`` 1 to
-        10,000 (starts at once under the rate limit, the next ones at its rate),
-        ``concurrency_limit`` 1 to 1,000 (0 for none); ``reset`` names limits to return to the
-        task's own ("rate_limit", "rate_burst", "concurrency_limit"). Every scheduler replica
-        applies them within about a second, to the steps already queued too. An operator's or
-        an admin's call. Returns the limits as they now are (None when all are the task's own
-        again).
-
-        Raises:
-            InvalidArgument: a bad limit, or nothing to change (naming the field).
-            NotFound: no such task in this namespace.
-            FailedPrecondition: the task batches.
-            PermissionDenied: the key's role may not.
-        """
-        request = requests.set_task_limits(
-            task_id, rate_limit, concurrency_limit, reset, rate_burst
-        )
-        reply = self._s.unary(self._scheduler.SetTaskLimits, request)
-        return TaskLimitsInfo.from_proto(reply.limits) if reply.HasField("limits") else None
-
-    def task_limits(self) -> list[TaskLimitsInfo]:
-        """The task limits operators set in this client's namespace, by task id."""
-        pages = self._s.pages(self._scheduler.ListTaskLimits, spb.ListTaskLimitsRequest())
-        return [TaskLimitsInfo.from_proto(t) for reply in pages for t in reply.limits]
-
-    def pause_queue(self, queue: str, reason: str = "") -> QueuePauseInfo:
-        """Stop leasing the steps waiting on ``queue`` (its name in this client's namespace,
-        "vision" or "vision|gpu=true", or its full name), on every scheduler replica within
-        about a second, until ``resume_queue`` (Celery's ``cancel_consumer`` on every
-        worker): runs are still accepted and their steps wait; running steps go on. An
-        operator's or an admin's call.
-
-        Raises:
-            InvalidArgument: not a queue name, or ``reason`` over 500 characters.
-            NotFound: a queue of another namespace.
-            PermissionDenied: the key's role may not hold back others' runs.
-        """
-        request = spb.PauseQueueRequest(queue=queue, reason=reason)
-        return QueuePauseInfo.from_proto(self._s.unary(self._scheduler.PauseQueue, request).pause)
-
-    def resume_queue(self, queue: str) -> bool:
-        """Lease a paused queue's steps again; False when it was not paused."""
-        request = spb.ResumeQueueRequest(queue=queue)
-        return self._s.unary(self._scheduler.ResumeQueue, request).resumed
-
-    def list_namespaces(self) -> list[NamespaceInfo]:
-        """The namespace the client acts in (every one in use, for ``namespace="*"`` with a
-        key of every namespace): its runs queued or running, its limit of those, its weight
-        in the turns new runs take between namespaces, and its steps waiting."""
-        pages = self._s.pages(self._scheduler.ListNamespaces, spb.ListNamespacesRequest())
-        return [NamespaceInfo.from_proto(n) for reply in pages for n in reply.namespaces]
-
-    def update_namespace(
-        self,
-        run_limit: int | None = None,
-        weight: float | None = None,
-        history_retention_days: float | None = None,
-        reset: tuple[str, ...] | list[str] = (),
-        calls_per_second: float | None = None,
-    ) -> NamespaceInfo:
-        """Set the settings of the namespace this client acts in over the installation's
-        (``reset``: return some to it — "run_limit", "weight", "history_retention_days",
-        "calls_per_second"); every scheduler replica applies them within about a second, and
-        every registry replica the calls a second too. A key of every
-        namespace only. Returns the namespace as it now is."""
-        request = requests.update_namespace(
-            run_limit, weight, history_retention_days, reset, calls_per_second
-        )
-        reply = self._s.unary(self._scheduler.UpdateNamespace, request)
-        return NamespaceInfo.from_proto(reply.namespace)
-
-    def check_dependencies(self, service: str = "") -> list[DependencyInfo]:
-        """The registry's MongoDB and object store, and the scheduler's Redis and MongoDB,
-        as each service finds them now (``service``: only "registry" or "scheduler")."""
-        found: list[DependencyInfo] = []
-        if service in ("", "registry"):
-            r = self._r.unary(
-                self._registry.CheckDependencies, rpb.RegistryServiceCheckDependenciesRequest()
-            )
-            found += [DependencyInfo.from_proto("registry", d) for d in r.dependencies]
-        if service in ("", "scheduler"):
-            s = self._s.unary(
-                self._scheduler.CheckDependencies,
-                spb.SchedulerServiceCheckDependenciesRequest(),
-            )
-            found += [DependencyInfo.from_proto("scheduler", d) for d in s.dependencies]
-        return found
 
     def get_run(self, run_id: str, resolve_refs: bool = True) -> RunInfo:
         """A run and its steps. Outputs too large to travel inline are fetched from the
