@@ -33,14 +33,48 @@ from clients.operations import AsyncOperatorMethods
 from clients.schedules import AsyncScheduleMethods
 from clients.sdk import _Connection, _NotFinished, resolve_key
 from clients.types import (
+    ApiKeyInfo,
+    ArtifactInfo,
     CancelledRuns,
+    DependencyInfo,
+    ExecutorInfo,
+    ExecutorPauseInfo,
+    ExecutorResumed,
+    NamespaceInfo,
+    PipelineInfo,
+    QueueInfo,
+    QueuePauseInfo,
     ResumedRuns,
     RunEventInfo,
     RunInfo,
+    TaskInfo,
+    TaskLimitsInfo,
 )
 from common import refs
 from common.client_core import DEFAULT_RETRY_SECONDS, AsyncCaller
 from wtm.v1 import scheduler_service_pb2 as spb
+
+# What callers import from here: the client, and the types of its results (those of the
+# methods in clients.catalog and clients.operations too, importable from here as before).
+__all__ = [
+    "AsyncClient",
+    "ApiKeyInfo",
+    "ArtifactInfo",
+    "CancelledRuns",
+    "DependencyInfo",
+    "ExecutorInfo",
+    "ExecutorPauseInfo",
+    "ExecutorResumed",
+    "NamespaceInfo",
+    "PipelineInfo",
+    "QueueInfo",
+    "QueuePauseInfo",
+    "ResumedRuns",
+    "RunEventInfo",
+    "RunInfo",
+    "TaskInfo",
+    "TaskLimitsInfo",
+]
 
 
 class AsyncClient(_Connection, AsyncCatalogMethods, AsyncScheduleMethods, AsyncOperatorMethods):

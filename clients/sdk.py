@@ -44,15 +44,23 @@ from clients.operations import OperatorMethods
 from clients.schedules import ScheduleMethods
 from clients.types import (
     ApiKeyInfo,
+    ArtifactInfo,
     CancelledRuns,
+    DependencyInfo,
     ExecutorInfo,
+    ExecutorPauseInfo,
+    ExecutorResumed,
+    NamespaceInfo,
     PipelineInfo,
     PipelineStepInfo,
+    QueueInfo,
+    QueuePauseInfo,
     ResumedRuns,
     RunEventInfo,
     RunInfo,
     StepInfo,
     TaskInfo,
+    TaskLimitsInfo,
 )
 from common import refs
 from common.client_core import DEFAULT_RETRY_SECONDS, Caller
@@ -61,6 +69,32 @@ from wtm.v1 import registry_service_pb2_grpc as rpb_grpc
 from wtm.v1 import schedule_service_pb2_grpc as schpb_grpc
 from wtm.v1 import scheduler_service_pb2 as spb
 from wtm.v1 import scheduler_service_pb2_grpc as spb_grpc
+
+# What callers import from here: the client, and the types of its results (those of the
+# methods in clients.catalog and clients.operations too, importable from here as before).
+__all__ = [
+    "ApiError",
+    "Client",
+    "resolve_key",
+    "ApiKeyInfo",
+    "ArtifactInfo",
+    "CancelledRuns",
+    "DependencyInfo",
+    "ExecutorInfo",
+    "ExecutorPauseInfo",
+    "ExecutorResumed",
+    "NamespaceInfo",
+    "PipelineInfo",
+    "PipelineStepInfo",
+    "QueueInfo",
+    "QueuePauseInfo",
+    "ResumedRuns",
+    "RunEventInfo",
+    "RunInfo",
+    "StepInfo",
+    "TaskInfo",
+    "TaskLimitsInfo",
+]
 
 
 def resolve_key(key: str = "", path: str = "") -> str:
