@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.figures import ms, pct
-from bench.run import burst
+from bench.stack import burst
 from clients.sdk import Client
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -35,106 +35,54 @@ Figures (issue 4 and issue 6 name them and the targets):
 
 Every load is bounded in count and time; all traffic stays on 127.0.0.1. The stack is
 started and stopped by this command (by PID).
+
+Where each figure is measured: here (throughput, latency, executor_start, dag, dag_burst),
+``bench.face``, ``bench.batching``, ``bench.tracing``, ``bench.cpu``, ``bench.floors``; the
+stack, its bursts and waits are ``bench.stack``; ``--compare celery`` is
+``bench.celery_compare`` (and ``bench.skeleton`` for the parts alone).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-import redis
-
 from bench import celery_compare, targets
-from bench.cpu import cpu, cpu_by_process, stack_cpu
+from bench.batching import batching
+from bench.cpu import cpu
+from bench.face import FACE_SERIAL, face, face_cache
 from bench.figures import ms, pct
 from bench.floors import floors
 from bench.skeleton import skeleton
+from bench.stack import (
+    BENCH_TASKS,
+    DEADLINE_S,
+    EXECUTORS,
+    PREFETCH_PER_SLOT,
+    ROOT,
+    SLOTS,
+    bench_stack,
+    burst,
+    wait_all,
+    warm_slots,
+)
+from bench.tracing import tracing
 from clients.sdk import Client
-from common.states import TERMINAL_STATES, State
 from services.localstack import Cluster
 from services.localstack.otlp_receiver import Receiver
-from services.localstack.processes import free_port
 
-ROOT = Path(__file__).resolve().parents[1]
-BENCH_TASKS = Path(__file__).resolve().parent / "tasks"
-DEADLINE_S = 600
-WARM_UP = 6  # face: runs before the measured ones
-# The bench's stack: eight slots on one executor, as Celery's side is one worker node with a
-# pool of eight threads (or two processes), and as `wtm stack up` and docker compose start one
-# executor per host. WTM_BENCH_EXECUTORS shares the eight among more (2: the records' stack
-# until session 43, two executors of four slots).
-SLOTS_IN_ALL = 8
-EXECUTORS = int(os.environ.get("WTM_BENCH_EXECUTORS", "1"))
-if EXECUTORS not in (1, 2, 4, 8):
-    raise SystemExit(f"WTM_BENCH_EXECUTORS={EXECUTORS}: 1, 2, 4 or 8 (they share eight slots)")
-SLOTS = SLOTS_IN_ALL // EXECUTORS  # each executor's
-PREFETCH_PER_SLOT = 4  # Celery's default worker_prefetch_multiplier
-
-
-@contextlib.contextmanager
-def bench_stack(
-    env: dict[str, str], prefix: str = "wtm-bench-"
-) -> Iterator[tuple[str, Cluster, Client]]:
-    """The bench's stack (``EXECUTORS`` executors of ``SLOTS`` slots, in a temporary
-    directory) with ``env``, and an admin client of it: (the directory, the stack, the client)."""
-    with (
-        tempfile.TemporaryDirectory(prefix=prefix) as tmp,
-        Cluster(tmp, executors=EXECUTORS, slots=SLOTS, env=env) as c,
-        Client(
-            c.registry_address, c.scheduler_address, api_key=c.admin_key, tls_ca=str(c.ca_file)
-        ) as client,
-    ):
-        yield tmp, c, client
-
-
-def wait_all(
-    client: Client, batches: list[tuple[str, list[str]]], deadline: float
-) -> dict[str, Any]:
-    """Wait for every run of ``batches`` (``submit_many``'s (batch id, run ids)) to finish,
-    bounded by ``deadline``; return the finished runs by id.
-
-    While they run, it asks only whether any run of a batch is still unfinished (``ListRuns``
-    of that batch in each unfinished state, one run a page: two small calls every 0.1 s); the
-    runs are read one by one once all have ended. Reading every pending run every 50 ms
-    instead, as this did until 2026-12-03, cost the scheduler the CPU the runs needed, and
-    more for a variant whose runs end out of submission order: with dynamic batching, half
-    the runs were still pending when the last one submitted ended (batching figure, same
-    run: 62 → 77+ batched runs/s)."""
-    for batch_id, _ in batches:
-        while any(
-            client.list_runs_page(state=state, batch_id=batch_id, page_size=1)[0]
-            for state in UNFINISHED
-        ):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"batch {batch_id}: runs unfinished at the deadline")
-            time.sleep(0.1)
-    done: dict[str, Any] = {}
-    for _, run_ids in batches:
-        for run_id in run_ids:
-            run = client.get_run(run_id, resolve_refs=False)
-            if not run.finished:  # the history ahead of the run's own record: wait for it
-                left = max(deadline - time.monotonic(), 0.001)
-                run = client.wait(run_id, timeout=left, raise_on_failure=False)
-            done[run_id] = run
-    return done
-
-
-UNFINISHED = [s.value for s in State if s not in TERMINAL_STATES]
-WARM_RUNS = 1000  # throughput's first batch, not measured: it starts a worker on every slot
+# bench/ab_stack.py reads BENCH_TASKS and warm_slots from this module, in either side's checkout.
 
 
 def throughput(client: Client, count: int) -> dict[str, Any]:
@@ -146,224 +94,6 @@ def throughput(client: Client, count: int) -> dict[str, Any]:
     the window and with the history written after it."""
     warm_slots(client)
     return burst(client, count, stack_pid=os.getpid(), with_history=True)
-
-
-def warm_slots(client: Client) -> None:
-    """A batch of no-ops that starts a task worker on every slot, not measured."""
-    warm = client.submit_many([{"warm": i} for i in range(WARM_RUNS)], task="noop")
-    wait_all(client, [warm], time.monotonic() + 60)
-
-
-def burst(
-    client: Client,
-    count: int,
-    stack_pid: int = 0,
-    with_history: bool = False,
-    stack_pids: list[int] | None = None,
-) -> dict[str, Any]:
-    """``count`` no-op runs submitted in batches of 1,000: runs/s from the first created to
-    the last ended, and how long the history then took to hold them all. With
-    ``stack_pid`` (the process the stack's servers run under), also the CPU µs per run each
-    kind of process spent from the first submit until the last run ended; and
-    ``with_history``, until the stack was quiet again (``settle``): what the history written
-    behind after the last run ended cost too — about half of nx-27017's work per run, which
-    the runs/s window leaves out. A burst with its history starts on a quiet stack, so that
-    the tail of an earlier batch (throughput's warm-up) counts in neither. ``stack_pids``
-    (one stack's processes, when several stand side by side): its CPU ms per run in all
-    (``stack_cpu_ms_per_run``), from a quiet start until quiet again after the last run
-    ended — the history included, not the reading back of the runs that follows."""
-    if stack_pid and with_history:  # what an earlier batch left to write is not this one's
-        settle([stack_pid])
-    if stack_pids:
-        settle(stack_pids)
-        stack_before = stack_cpu(stack_pids)
-    deadline = time.monotonic() + DEADLINE_S
-    cpu_before = cpu_by_process(stack_pid) if stack_pid else {}
-    start = time.monotonic()
-    batches = []
-    for first in range(0, count, 1000):
-        n = min(1000, count - first)
-        batches.append(client.submit_many([{"i": first + i} for i in range(n)], task="noop"))
-    submitted = time.monotonic()
-    all_ids = [r for _, run_ids in batches for r in run_ids]
-    client.wait(all_ids[-1], timeout=DEADLINE_S)  # ids sort by creation: queues are FIFO
-    last_done = time.monotonic()
-    cpu_after = cpu_by_process(stack_pid) if stack_pid else {}
-    settled: dict[str, float] = {}
-    if stack_pid and with_history:
-        settle([stack_pid])
-        settled = cpu_by_process(stack_pid)
-    stack_ms = 0.0
-    if stack_pids:
-        settle(stack_pids)  # its tail of spans and history is its own cost
-        stack_ms = (stack_cpu(stack_pids) - stack_before) / count * 1000
-    # The history is written behind: how long MongoDB takes to hold every run of the burst
-    # as finished (asked before the runs are read back one by one, which takes seconds).
-    while time.monotonic() < deadline:
-        listed = sum(
-            1
-            for batch_id, _ in batches
-            for run in client.list_runs(batch_id=batch_id, page_size=1000)
-            if run.finished
-        )
-        if listed >= count:
-            break
-        time.sleep(0.5)
-    history_seconds = time.monotonic() - last_done
-    done = wait_all(client, batches, deadline)
-    ok = sum(r.state == "COMPLETED" for r in done.values())
-    end = max(r.ended_at.timestamp() for r in done.values())
-    first_created = min(r.created_at.timestamp() for r in done.values())
-    found: dict[str, Any] = {
-        "runs": count,
-        "completed": ok,
-        "submit_seconds": round(submitted - start, 3),
-        "runs_per_second": round(count / (end - first_created), 1),
-        "target_runs_per_second": 1250,
-        "history_written_seconds_after_last_done": round(history_seconds, 1),
-    }
-    if cpu_after:
-        found["cpu_us_per_run"] = _per_run(cpu_before, cpu_after, count)
-    if settled:
-        found["cpu_us_per_run_with_history"] = _per_run(cpu_before, settled, count)
-    if stack_pids:
-        found["stack_cpu_ms_per_run"] = round(stack_ms, 3)
-    return found
-
-
-def _per_run(before: dict[str, float], after: dict[str, float], runs: int) -> dict[str, float]:
-    """CPU µs per run of each kind of process between two ``cpu_by_process`` readings."""
-    return {
-        name: round((spent - before.get(name, 0.0)) / runs * 1e6, 1)
-        for name, spent in after.items()
-    }
-
-
-TRACE_SAMPLE = 0.1  # the tracing figure's sampled configuration (deploy/ sets the same)
-
-
-TRACE_ROUNDS = 6
-# The traced stacks' span export delay (the SDK's default is 5 s): spans left queued after a
-# burst (fewer than an export batch) are sent within this, so that ``settle`` sees them out.
-TRACE_FLUSH_MS = 500
-
-
-def settle(pids: list[int], quiet_cpu: float = 0.1, window: float = 0.2) -> None:
-    """Wait, up to 15 s, until the processes ``pids`` have finished what a burst left them
-    (spans still to export, history still to write): one export delay at least, then until
-    they use under ``quiet_cpu`` of a core over ``window`` seconds. Without it, a stack's
-    tail ran into the next stack's burst: that burst paid for it, and the CPU figure of the
-    stack that left it did not count it."""
-    deadline = time.monotonic() + 15
-    time.sleep(TRACE_FLUSH_MS / 1000 + 0.1)
-    last = stack_cpu(pids)
-    while time.monotonic() < deadline:
-        time.sleep(window)
-        now = stack_cpu(pids)
-        if now - last < quiet_cpu * window:
-            return
-        last = now
-
-
-def tracing(count: int, env: dict[str, str]) -> dict[str, Any]:
-    """What tracing costs, as ratios measured in this one invocation. Three stacks stand side by
-    side — tracing off, on for every run, on for a tenth of the runs (each run a trace of
-    its own, sampled on its own) — each warmed with a worker on every slot. Then a burst of
-    ``count`` no-op runs goes to each in turn, ``TRACE_ROUNDS`` times, each round starting
-    with the next stack, each burst followed by a wait until its stack is quiet (``settle``;
-    its CPU counts with the burst's, the reading back of the runs after it does not). This
-    machine's speed drifts by up to 2x within minutes, and interleaving puts the drift on
-    all three alike (one stack after another, as this figure was first taken, a tenth traced
-    moved throughput by -30% to +7% in one morning). Each traced figure is the median over
-    the rounds of its burst's runs/s over the off stack's in the same round; and, steadier,
-    the CPU per run of every process of the stack over the same bursts, as a ratio to the
-    off stack's in the same round. Metrics are on in all three (a Prometheus port, and not
-    over OTLP, as deployed), so that only tracing differs. Spans go to an OTLP receiver per
-    traced stack, in this process, that only counts them."""
-    receivers = {"every_run": Receiver(keep=False), "sampled": Receiver(keep=False)}
-    configs: dict[str, dict[str, str]] = {"off": {}}
-    for label, receiver in receivers.items():
-        configs[label] = {
-            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.start()}",
-            "OTEL_EXPORTER_OTLP_INSECURE": "true",
-            "OTEL_METRICS_EXPORTER": "none",  # as deployed: metrics go to Prometheus only
-        }
-    for label in receivers:  # the tail of a burst's spans goes out before the next burst
-        configs[label]["OTEL_BSP_SCHEDULE_DELAY"] = str(TRACE_FLUSH_MS)
-    configs["sampled"] |= {
-        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
-        "OTEL_TRACES_SAMPLER_ARG": str(TRACE_SAMPLE),
-    }
-    rates: dict[str, list[float]] = {label: [] for label in configs}
-    cpu_ms: dict[str, list[float]] = {label: [] for label in configs}  # per run, all processes
-    try:
-        with contextlib.ExitStack() as stacks:
-            clients, pids = {}, {}
-            for label, extra in configs.items():
-                tmp = stacks.enter_context(tempfile.TemporaryDirectory(prefix="wtm-bench-trace-"))
-                c = stacks.enter_context(
-                    Cluster(
-                        tmp,
-                        executors=EXECUTORS,
-                        slots=SLOTS,
-                        env=env | extra | {"WTM_METRICS_PORT": str(free_port())},
-                    )
-                )
-                client = stacks.enter_context(
-                    Client(
-                        c.registry_address,
-                        c.scheduler_address,
-                        api_key=c.admin_key,
-                        tls_ca=str(c.ca_file),
-                    )
-                )
-                client.register_task(BENCH_TASKS / "noop")
-                client.wait(client.submit(task="noop").run_id, 60)
-                warm_slots(client)
-                clients[label] = client
-                pids[label] = [p.pid for p in c.stack.group.children + c.services.children]
-            labels = list(clients)
-            for r in range(TRACE_ROUNDS):  # each round starts with the next stack
-                turn = r % len(labels)
-                for label in labels[turn:] + labels[:turn]:
-                    found = burst(clients[label], count, stack_pids=pids[label])
-                    rates[label].append(found["runs_per_second"])
-                    cpu_ms[label].append(found["stack_cpu_ms_per_run"])
-        # the stacks have stopped: every span is flushed
-        spans = {label: r.received for label, r in receivers.items()}
-    finally:
-        for receiver in receivers.values():
-            receiver.stop()
-    runs = 1 + WARM_RUNS + TRACE_ROUNDS * count  # every run a stack ran
-
-    def to_off(figures: dict[str, list[float]], label: str) -> float:
-        """The median over the rounds of ``label``'s figure over the off stack's."""
-        return statistics.median(t / o for t, o in zip(figures[label], figures["off"], strict=True))
-
-    def cost(label: str) -> float:
-        return round(1 - to_off(rates, label), 3)
-
-    def cpu_cost(label: str) -> float:
-        return round(to_off(cpu_ms, label) - 1, 3)
-
-    return {
-        "runs_per_burst": count,
-        "rounds": TRACE_ROUNDS,
-        "runs_per_second": rates,
-        "spans_per_run": {label: round(n / runs, 2) for label, n in spans.items()},
-        "cost_every_run": cost("every_run"),
-        "cost_sampled": cost("sampled"),
-        # The same bursts' CPU per run, over every process of each stack (the OTLP receiver
-        # is this process, not counted), from a quiet stack until quiet again after the
-        # burst's last run (the history and the spans' export included; until 2026-12-06 the
-        # bench's reading back of every run was too, which diluted the ratio about twofold):
-        # steadier than runs/s from round to round.
-        "cpu_ms_per_run": {k: [round(v, 3) for v in vs] for k, vs in cpu_ms.items()},
-        "cpu_cost_every_run": cpu_cost("every_run"),
-        "cpu_cost_sampled": cpu_cost("sampled"),
-        "sample": TRACE_SAMPLE,
-        "target": "cost <= 0.15",
-    }
 
 
 def latency(client: Client, count: int) -> dict[str, Any]:
@@ -505,197 +235,6 @@ def dag_burst(client: Client, count: int) -> dict[str, Any]:
         "per_dag_p50_seconds": round(pct(walls, 50), 3),
         "submit_seconds": round(submitted - start, 3),
         "target": "total <= 6.6 s, per-DAG p50 <= 4 s",
-    }
-
-
-FACE_SERIAL = {
-    "pipeline_id": "bench_face_serial",
-    "steps": [
-        {
-            "step_id": "face_detection",
-            "task_id": "face_detection",
-            "input_mapping": {"image_path": "$.image_path"},
-        },
-        {
-            "step_id": "attributes",
-            "task_id": "face_attribute",
-            "depends_on": ["face_detection"],
-            "input_mapping": {"image_path": "$.image_path", "faces": "$.face_detection.faces"},
-        },
-        {
-            "step_id": "features",
-            "task_id": "face_extractor",
-            "depends_on": ["attributes"],
-            "input_mapping": {"image_path": "$.image_path", "faces": "$.face_detection.faces"},
-        },
-        {
-            "step_id": "merge",
-            "task_id": "face_merge",
-            "depends_on": ["features"],
-            "input_mapping": {
-                "detection": "$.face_detection",
-                "attributes": "$.attributes",
-                "features": "$.features",
-            },
-        },
-    ],
-}
-
-
-def face(client: Client, count: int) -> dict[str, Any]:
-    portrait = client.upload_artifact(ROOT / "tasks" / "data" / "astronaut.jpg")
-    group = client.upload_artifact(ROOT / "tests" / "data" / "photos" / "group5.jpg")
-    results: dict[str, Any] = {}
-    for label, pipeline, uri in (
-        ("face_processing_pipeline", "face_processing_pipeline", portrait),
-        ("bench_face_serial", "bench_face_serial", portrait),
-        ("group_photo_5_faces", "face_processing_pipeline", group),
-    ):
-        walls, speedups = [], []
-        steps: dict[str, list[float]] = {}
-        # Warm: six runs first, so that each executor has a worker (started, its models
-        # loaded, its first call made) for every step's task; two left some cold (with two
-        # executors).
-        for i in range(count + WARM_UP):
-            run = client.wait(
-                client.submit(pipeline=pipeline, input={"image_path": uri}).run_id, 60
-            )
-            assert run.state == "COMPLETED", run.error
-            if i >= WARM_UP:
-                summary = run.processing_summary or {}
-                walls.append(summary["wall_seconds"])
-                speedups.append(summary["parallel_speedup"])
-                for step in summary["steps"]:
-                    steps.setdefault(step["step_id"], []).append(step["run_seconds"])
-        results[label] = {
-            "p50_wall_ms": ms(pct(walls, 50)),
-            "p50_parallel_speedup": round(statistics.median(speedups), 3),
-            "p50_step_ms": {name: ms(pct(times, 50)) for name, times in steps.items()},
-        }
-    parallel = results["face_processing_pipeline"]["p50_wall_ms"]
-    serial = results["bench_face_serial"]["p50_wall_ms"]
-    return {
-        "runs": count,
-        "parallel_p50_wall_ms": parallel,
-        "serial_p50_wall_ms": serial,
-        "speedup_vs_serial": round(serial / parallel, 3) if parallel else None,
-        "group_photo_p50_wall_ms": results["group_photo_5_faces"]["p50_wall_ms"],
-        "detail": results,
-    }
-
-
-def face_cache(client: Client, cluster: Cluster, count: int) -> dict[str, Any]:
-    """The face pipeline with result caching on: a miss (the cache emptied first: every
-    step runs and stores its output) against a hit (the same input again: no step runs)."""
-    assert cluster.endpoints is not None
-    admin = redis.Redis.from_url(cluster.endpoints.redis_admin_url)
-    uri = client.upload_artifact(ROOT / "tasks" / "data" / "astronaut.jpg")
-    misses, hits = [], []
-    try:
-        for i in range(count + 1):  # one warm-up pair
-            pair = []
-            for _ in ("miss", "hit"):
-                run = client.run(
-                    pipeline="face_processing_pipeline",
-                    input={"image_path": uri},
-                    cache=True,
-                    timeout=60,
-                )
-                assert run.state == "COMPLETED", run.error
-                pair.append(run)
-            miss, hit = pair
-            assert not any(s.cached_from for s in miss.steps), "the miss found a cached step"
-            assert all(s.cached_from for s in hit.steps), "the hit ran a step"
-            if i:
-                misses.append((miss.processing_summary or {})["wall_seconds"])
-                hits.append((hit.processing_summary or {})["wall_seconds"])
-            for key in admin.scan_iter("wtm:cache:*", count=1000):
-                admin.delete(key)
-    finally:
-        admin.close()
-    miss_ms, hit_ms = ms(pct(misses, 50)), ms(pct(hits, 50))
-    return {
-        "runs": count,
-        "miss_p50_wall_ms": miss_ms,
-        "hit_p50_wall_ms": hit_ms,
-        "hit_speedup": round(miss_ms / hit_ms, 1) if hit_ms else None,
-    }
-
-
-# The batchable examples (directories under tasks/examples, each with a bench.py giving its
-# inputs): the first gives the figure of record, the others are measured beside it.
-BATCHING_EXAMPLES = [
-    ROOT / "tasks" / "examples" / name
-    for name in os.environ.get("WTM_BENCH_BATCHING", "digit_recognition,speech_activity").split(",")
-]
-
-
-def example_bench(example: Path) -> ModuleType:
-    """A batchable example's ``bench.py`` (its ``bench_inputs(upload, count)`` and whatever
-    else makes its inputs), loaded by path: the examples are packages, not modules."""
-    spec = importlib.util.spec_from_file_location(f"{example.name}_bench", example / "bench.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def batching_inputs(client: Client, example: Path, count: int) -> list[dict[str, Any]]:
-    """The inputs of a batchable example: its own bench_inputs(upload, count)."""
-    return example_bench(example).bench_inputs(client.upload_artifact, count)  # type: ignore[no-any-return]
-
-
-def batching(client: Client, count: int) -> dict[str, Any]:
-    """Dynamic batching (issue 18): the figure of the first batchable example, with the
-    others' under ``also``."""
-    first, *others = (batching_example(client, example, count) for example in BATCHING_EXAMPLES)
-    return {**first, "also": {figure["task"]: figure for figure in others}}
-
-
-def batching_example(client: Client, example: Path, count: int) -> dict[str, Any]:
-    """``count`` runs of a batchable example submitted at once, against the same runs of
-    the same package registered without ``batching``: runs/s from the first run created to
-    the last ended, and p95 of each run's time from created to ended."""
-    manifest = json.loads((example / "task.json").read_text())
-    task_id = manifest["task_id"]  # registered with the other examples
-    with tempfile.TemporaryDirectory(prefix="wtm-bench-unbatched-") as tmp:
-        copy = Path(tmp) / task_id
-        shutil.copytree(example, copy)
-        unbatched = {k: v for k, v in manifest.items() if k != "batching"}
-        unbatched["task_id"] = f"{task_id}_unbatched"
-        (copy / "task.json").write_text(json.dumps(unbatched))
-        client.register_task(copy)
-    inputs = batching_inputs(client, example, count)
-    figures: dict[str, Any] = {}
-    size = manifest["batching"]["max_batch_size"]
-    for label, task, warm in (
-        ("unbatched", f"{task_id}_unbatched", 16),
-        ("batched", task_id, 8 * size),  # 8 calls at once: a warm worker on every slot
-    ):
-        warming = [inputs[i % len(inputs)] for i in range(warm)]  # however few the runs
-        for run_id in client.submit_many(warming, task=task)[1]:
-            assert client.wait(run_id, 120).state == "COMPLETED"
-        batch = client.submit_many(inputs, task=task)
-        done = wait_all(client, [batch], time.monotonic() + DEADLINE_S)
-        failed = [r for r in done.values() if r.state != "COMPLETED"]
-        assert not failed, failed[0].error
-        created = min(r.created_at.timestamp() for r in done.values())
-        ended = max(r.ended_at.timestamp() for r in done.values())
-        waits = [(r.ended_at - r.created_at).total_seconds() for r in done.values()]
-        figures[label] = {
-            "runs_per_second": round(count / (ended - created), 1),
-            "p50_ms": ms(pct(waits, 50)),
-            "p95_ms": ms(pct(waits, 95)),
-        }
-    b, u = figures["batched"], figures["unbatched"]
-    return {
-        "task": task_id,
-        "runs": count,
-        "batching": manifest["batching"],
-        **figures,
-        "runs_per_second_ratio": round(b["runs_per_second"] / u["runs_per_second"], 2),
-        "p95_ratio": round(b["p95_ms"] / u["p95_ms"], 2),
-        "target": "runs/s ratio >= 3, p95 ratio <= 1.5",
     }
 
 

@@ -350,7 +350,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench import celery_compare
     from bench.figures import pct
-    from bench.run import BENCH_TASKS, DAG, PREFETCH_PER_SLOT, SLOTS, bench_stack
+    from bench.run import DAG
+    from bench.stack import BENCH_TASKS, PREFETCH_PER_SLOT, SLOTS, bench_stack
 
     env = {"WTM_PREFETCH": str(PREFETCH_PER_SLOT * SLOTS)}
     dags = max(BLOCKS, ns.runs // 20)  # each DAG sleeps 150 ms: fewer of them

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bench.run import example_bench
+from bench.batching import example_bench
 from clients.scaffold import create_task
 from clients.sdk import Client
 from services.localstack import Cluster

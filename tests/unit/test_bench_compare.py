@@ -162,7 +162,7 @@ def test_a_burst_is_followed_until_its_stack_is_quiet() -> None:
     import sys
     import time
 
-    from bench.run import settle
+    from bench.stack import settle
 
     busy = "import time\nend = time.monotonic() + 1.5\nwhile time.monotonic() < end: pass\n"
     child = subprocess.Popen([sys.executable, "-c", busy + "time.sleep(60)"])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.run import example_bench
+from bench.batching import example_bench
 from tasks.base.runtime import load_task, run_batch, run_once
 from tests.conftest import ROOT
 
