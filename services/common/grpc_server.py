@@ -1,4 +1,4 @@
-"""What every gRPC server here shares: admission (API key, role, permission: ``auth.Gate``),
+"""What every gRPC server here shares: admission (API key, role, permission: ``gate.Gate``),
 the audit of mutations, error mapping, health, reflection, and a clean stop on SIGTERM.
 
 ``GuardInterceptor`` is the one place where domain errors become gRPC status codes and where
@@ -30,8 +30,10 @@ from common.client_core import PUSHBACK_HEADER
 from common.errors import InvalidArgument, Unauthenticated, WtmError
 from common.tls import client_certificate_name, server_credentials
 from services.common import auth
-from services.common.auth import Gate, Principal
+from services.common.api_key_store import NeedsLookup
+from services.common.auth import Principal
 from services.common.call_limits import CallLimits, CallsExhausted
+from services.common.gate import Gate
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +183,7 @@ def _rewrap(handler: grpc.RpcMethodHandler, behavior: Callable[..., Any]) -> Any
 
 
 class GuardInterceptor(grpc.ServerInterceptor):
-    """Admits the caller (``auth.Gate``: key, role, permission), records mutations, and maps
+    """Admits the caller (``gate.Gate``: key, role, permission), records mutations, and maps
     domain errors, for a thread-pool server."""
 
     def __init__(self, gate: Gate, limits: CallLimits | None = None) -> None:
@@ -274,7 +276,7 @@ class AsyncGuardInterceptor(aio.ServerInterceptor):
                     )
                 try:
                     principal = gate.admit(method, metadata, allow_io=False)  # a cached key
-                except auth.NeedsLookup:
+                except NeedsLookup:
                     principal = await asyncio.to_thread(gate.admit, method, metadata)
                 counted(self._limits, handler, principal)
                 return principal

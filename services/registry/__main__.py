@@ -14,9 +14,12 @@ import urllib3.exceptions
 
 from common import telemetry
 from services.common import auth, call_limits, logs
+from services.common.api_key_store import ApiKeys
+from services.common.audit_log import AuditLog
 from services.common.backends import mongo_database, s3_client, unreachable
 from services.common.call_limits import CallLimits
 from services.common.config import load_settings, read_secret, server_tls
+from services.common.gate import Gate, open_gate
 from services.common.grpc_server import serve_threaded
 from services.registry.artifacts import Artifacts
 from services.registry.auth_servicer import AuthServicer
@@ -81,11 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         Artifacts(artifact_store, settings.max_artifact_bytes),
     )
     auth_db = db.client[settings.auth_database] if settings.auth_database else db
-    gate = auth.open_gate(
+    gate = open_gate(
         settings.auth, auth_db, settings.key_cache_seconds, settings.audit_retention_days
     )
-    keys = gate.keys or auth.ApiKeys(auth_db)
-    audit = gate.audit or auth.AuditLog(auth_db, settings.audit_retention_days)
+    keys = gate.keys or ApiKeys(auth_db)
+    audit = gate.audit or AuditLog(auth_db, settings.audit_retention_days)
     bootstrap = read_secret(
         settings.bootstrap_admin_key, settings.bootstrap_admin_key_file, "the bootstrap admin key"
     )
@@ -133,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os._exit(0)
 
 
-def stop(gate: auth.Gate, audit: auth.AuditLog, client: Any) -> None:
+def stop(gate: Gate, audit: AuditLog, client: Any) -> None:
     """The graceful stop's last steps: the audit events of the last calls written (the
     process then leaves at once), then MongoDB's connections closed."""
     gate.close()

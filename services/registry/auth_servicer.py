@@ -8,7 +8,8 @@ import grpc
 
 from common.errors import InvalidArgument
 from services.common import auth
-from services.common.auth import ApiKeys, AuditLog, KeyRecord
+from services.common.api_key_store import ApiKeys, KeyRecord
+from services.common.audit_log import AuditLog
 from services.common.paging import decode_token, encode_token, page_size_of
 from wtm.v1 import auth_service_pb2 as pb
 from wtm.v1 import auth_service_pb2_grpc as pb_grpc

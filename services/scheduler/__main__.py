@@ -11,10 +11,11 @@ from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
 from common import telemetry
-from services.common import auth, heap, logs
+from services.common import heap, logs
 from services.common.backends import mongo_database, redis_client, unreachable
 from services.common.call_limits import CallLimits
 from services.common.config import load_settings, read_secret, server_tls
+from services.common.gate import open_gate
 from services.common.grpc_server import MutualTls, serve_async
 from services.scheduler.artifact_sweep import ArtifactSweep
 from services.scheduler.clock_watch import ClockWatch
@@ -124,7 +125,7 @@ async def serve(settings: SchedulerSettings) -> None:
     dispatcher.reaper.also("prune the history past its retention", retention.tick)
     runs = RunService(queue.reader, store, catalog, dispatcher, listeners, limits)
     schedule_store = ScheduleStore(store.db)
-    gate = auth.open_gate(
+    gate = open_gate(
         settings.auth,
         mongo_database(
             settings.mongodb_uri,

@@ -60,6 +60,7 @@ from common.errors import (
     WtmError,
 )
 from services.common import auth
+from services.common.gate import Gate
 from services.scheduler.clock import SYSTEM, Clock
 from services.scheduler.planning import (
     SubmitRequest,
@@ -101,7 +102,7 @@ class Schedules:
         max_per_namespace: int = MAX_PER_NAMESPACE,
         batch: int = 100,
         meter: Meter | None = None,
-        gate: auth.Gate | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self.store = store
         self.runs = runs

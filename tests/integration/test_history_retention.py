@@ -21,7 +21,8 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from services.common.auth import DAY_MS, AuditLog, Principal, Role
+from services.common.audit_log import DAY_MS, AuditLog
+from services.common.auth import Principal, Role
 from services.localstack import Cluster
 from services.scheduler import insert_landings
 from services.scheduler.clock import FakeClock

@@ -26,9 +26,10 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-# What the stores (services/registry/stores.py, services/scheduler/*store*.py, auth.py,
-# request_claims.py, history_retention.py, artifact_sweep.py, namespace_settings.py,
-# schedule_records.py) call, and the test below that pins each.
+# What the stores (services/registry/stores.py, services/scheduler/*store*.py,
+# services/common/api_key_store.py and audit_log.py, request_claims.py, history_retention.py,
+# artifact_sweep.py, namespace_settings.py, schedule_records.py) call, and the test below that
+# pins each.
 OPERATIONS = {
     "insert_one": "test_inserts_and_unique_indexes",
     "insert_many (ordered, and unordered past a duplicate)": "test_inserts_and_unique_indexes",

@@ -25,6 +25,8 @@ from common.errors import (
     WtmError,
 )
 from services.common import auth
+from services.common.api_key_store import ApiKeys
+from services.common.gate import Gate
 from services.localstack import Cluster
 from services.scheduler import schedule_backfills
 from services.scheduler.clock import FakeClock
@@ -311,11 +313,11 @@ def test_a_schedule_starts_nothing_more_once_its_creators_key_is_revoked(
     async def run(db: AsyncDatabase) -> None:
         store, clock, runs = ScheduleStore(db), FakeClock(), SubmittedRuns()
         await store.start()
-        keys = auth.ApiKeys(sync[db.name], cache_seconds=0)  # the keys, in the same database
+        keys = ApiKeys(sync[db.name], cache_seconds=0)  # the keys, in the same database
         admin = auth.Principal("a" * 16, "admin", auth.Role.ADMIN, "team-s", "team-s")
         operator, _ = keys.create("on call", "operator", "team-s", 0, admin)
         creator, _ = keys.create("ci", "submitter", "team-s", 0, admin)
-        schedules = Schedules(store, runs, clock, gate=auth.Gate(keys))  # type: ignore[arg-type]
+        schedules = Schedules(store, runs, clock, gate=Gate(keys))  # type: ignore[arg-type]
         record = await schedule(store, clock, created_by=creator.key_id)
         clock.advance(MINUTE)
         await schedules.fire_due()
