@@ -12,10 +12,11 @@ held:
   *send* time plus one lease period, less the margin — the scheduler's new deadline is
   later than that, since it renewed after the heartbeat was sent.
 
-Past that time the worker process kills itself (``services.executor.sandbox.die_with``) and the
-executor reports the attempt failed. Times are ``time.monotonic()``; the argument assumes
-that the scheduler's clock and this host's advance at the same rate, and that clocks of
-different hosts differ by less than the margin.
+Past that time the worker process kills itself
+(``services.executor.worker_confinement.die_with``) and the executor reports the attempt
+failed. Times are ``time.monotonic()``; the argument assumes that the scheduler's clock and
+this host's advance at the same rate, and that clocks of different hosts differ by less than
+the margin.
 """
 
 from __future__ import annotations

@@ -25,7 +25,8 @@ from typing import Any
 
 import psutil
 
-from services.executor.sandbox import Confinement, environment, scrubbed_env, worker_entry
+from services.executor.sandbox import Confinement, environment, scrubbed_env
+from services.executor.worker_confinement import worker_entry
 from services.executor.worker_disk import MAX_FILES, DiskWatch
 from tasks.base import worker_wire as wire
 
