@@ -1,0 +1,90 @@
+"""Which executors a lease round asks, in the scheduler's core against a real valkey
+(``scheduler_core.py``): idle ones only when work comes to their queues."""
+
+from __future__ import annotations
+
+from services.scheduler.fleet import (
+    ExecutorProfile,
+)
+from services.scheduler.queue_records import Submission
+from tests.unit.scheduler_core import Core, assignments, chain, scenario, step
+
+
+def test_an_executor_that_found_its_queues_empty_is_not_asked_until_work_is_queued(
+    valkey_url: str,
+) -> None:
+    """A large fleet's idle executors cost nothing per lease round: one that found nothing
+    sits out until steps are queued (here or on another replica), then is asked again."""
+
+    async def body(c: Core) -> None:
+        idle = c.core.open_session(ExecutorProfile("idle", ["other"], 2, {}))
+        busy = c.executor("busy", slots=2)
+        await c.submit("r1")  # busy takes it; idle is asked too and finds nothing
+        assert [a.run_id for a in assignments(busy)] == ["r1"] and assignments(idle) == []
+
+        async def asked() -> set[str]:
+            async with c.core.leaser.round() as r:
+                return {w.executor_id for w in r.wants}
+
+        assert await asked() == {"busy"}  # idle sits this round out
+        c.queue.work_was_queued()  # e.g. another replica said it queued work
+        assert await asked() == {"busy", "idle"}
+        await c.lease_round()  # both asked; neither queue has anything
+        assert await asked() == set()  # so a round now costs no script call at all
+        c.clock.advance(1.0)  # the backstop: each is asked again once a second
+        assert await asked() == {"busy", "idle"}
+        await c.lease_round()
+        elsewhere = step("a", 0)
+        elsewhere.fields["queue"] = "other"
+        fields = {"run_id": "r2", "input_json": "{}", "priority": "5", "sinks": '["a"]'}
+        await c.core.submit([Submission("r2", fields, [elsewhere])])
+        assert [a.run_id for a in assignments(idle)] == ["r2"]  # new work reaches it at once
+
+    scenario(valkey_url, body)
+
+
+def test_a_result_that_queues_a_dependent_asks_only_executors_of_its_queue(
+    valkey_url: str,
+) -> None:
+    """complete.lua names the queues it filled: an idle executor of another queue sits the
+    next round out (a result that made steps ready used to wake every idle executor)."""
+
+    async def body(c: Core) -> None:
+        elsewhere = c.core.open_session(ExecutorProfile("elsewhere", ["other"], 2, {}))
+        worker = c.executor("worker", slots=1)
+        await c.core.submit([chain("r1")])
+        [a] = assignments(worker)
+        assert assignments(elsewhere) == []
+        assert "elsewhere" in c.core.leaser.asked.idle  # it found its queue empty
+        epoch = c.queue.queued_epoch
+        await c.report(worker, a, "SUCCEEDED")  # queues b on "q"; the freed slot takes it
+        assert [x.step_id for x in assignments(worker)] == ["b"]
+        assert c.queue.queued_epoch == epoch  # no blind "work somewhere" bump
+        async with c.core.leaser.round() as r:
+            assert "elsewhere" not in {w.executor_id for w in r.wants}
+        assert "elsewhere" in c.core.leaser.asked.idle
+
+    scenario(valkey_url, body)
+
+
+def test_an_idle_executor_whose_slot_frees_is_asked_for_work_queued_while_it_was_full(
+    valkey_url: str,
+) -> None:
+    """An executor found idle while its slot was busy (its prefetch place found nothing) is
+    passed over by new work (no free slot then); when its slot frees, the round of that
+    result asks it, rather than leaving the work to the one-second backstop (seen in the
+    200-DAG burst: the last eight steps waited ~0.9 s with both executors idle)."""
+
+    async def body(c: Core) -> None:
+        c.core.leaser.prefetch = 1
+        worker = c.executor("worker", slots=1)
+        await c.submit("r1")
+        [first] = assignments(worker)
+        await c.lease_round()  # its prefetch place asks, and finds the queue empty
+        assert "worker" in c.core.leaser.asked.idle
+        await c.submit("r2")  # new work, while the slot is busy: not leased now
+        assert assignments(worker) == []
+        await c.report(worker, first, "SUCCEEDED")  # the slot frees: r2 goes at once
+        assert [a.run_id for a in assignments(worker)] == ["r2"]
+
+    scenario(valkey_url, body)
