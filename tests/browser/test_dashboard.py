@@ -22,7 +22,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from clients.sdk import ApiError, Client
 from services.localstack import Cluster
 from tests.conftest import EXAMPLES, ROOT
-from tests.integration.test_executor import stop_executor
+from tests.integration.executor_tasks import stop_executor
 from tests.integration.test_faults import resting, tired_executor
 from tests.integration.test_registry import make_task
 from tests.waiting import eventually

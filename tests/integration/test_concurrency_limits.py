@@ -14,7 +14,7 @@ import pytest
 from clients.sdk import ApiError, Client
 from services.localstack import Cluster
 from tests.conftest import keyed_channel, run_cli
-from tests.integration.test_executor import make_task
+from tests.integration.executor_tasks import make_task
 from wtm.v1 import scheduler_service_pb2 as spb
 from wtm.v1 import scheduler_service_pb2_grpc as spb_grpc
 

@@ -19,7 +19,7 @@ from services.localstack import Cluster
 from services.localstack.cluster import Child
 from tasks.base.runtime import load_task, run_once
 from tests.conftest import ROOT
-from tests.integration.test_executor import make_task
+from tests.integration.executor_tasks import make_task
 from tests.waiting import eventually
 
 BATCH_TASK = """

@@ -21,7 +21,7 @@ from clients.types import ExecutorInfo
 from services.localstack import Cluster
 from services.localstack.processes import Child
 from tests.conftest import ROOT, run_cli, shared_file
-from tests.integration.test_executor import make_task, stop_executor
+from tests.integration.executor_tasks import make_task, stop_executor
 from tests.waiting import eventually
 
 FIXTURES = ROOT / "tests" / "fixtures" / "tasks"

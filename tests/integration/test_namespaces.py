@@ -19,7 +19,7 @@ import redis
 from clients.sdk import ApiError, Client, NamespaceInfo, RunInfo
 from services.localstack import Cluster
 from tests.conftest import keyed_channel, run_cli
-from tests.integration.test_executor import make_task, stop_executor
+from tests.integration.executor_tasks import make_task, stop_executor
 from tests.waiting import eventually
 from wtm.v1 import scheduler_service_pb2 as spb
 from wtm.v1 import scheduler_service_pb2_grpc as spb_grpc

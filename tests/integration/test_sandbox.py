@@ -20,7 +20,7 @@ from services.localstack.cluster import serving
 from services.localstack.processes import ProcessGroup, free_port, wait_until
 from tests.conftest import ROOT
 from tests.deployments import executor_capabilities
-from tests.integration.test_executor import make_task, stop_executor
+from tests.integration.executor_tasks import make_task, stop_executor
 from tests.waiting import eventually
 
 FIXTURES = ROOT / "tests" / "fixtures" / "tasks"

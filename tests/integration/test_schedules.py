@@ -20,8 +20,8 @@ from clients import AlreadyExists, Client, InvalidArgument, NotFound, Permission
 from services.localstack import Cluster
 from services.scheduler.schedule_times import Timing
 from tests.conftest import run_cli, shared_file
+from tests.integration.executor_tasks import make_task
 from tests.integration.ledger_fleet import Fleet
-from tests.integration.test_executor import make_task
 from tests.waiting import eventually
 from wtm.v1 import schedule_service_pb2 as schpb
 
