@@ -14,7 +14,6 @@ retries while a service is UNAVAILABLE, status -> ``clients.errors``). Methods t
 from __future__ import annotations
 
 import asyncio
-import copy
 import dataclasses
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -105,16 +104,6 @@ class AsyncClient(_Connection, AsyncCatalogMethods, AsyncScheduleMethods, AsyncO
     async def close(self) -> None:
         await self._r.close()
         await self._s.close()
-
-    def acting_as(self, api_key: str, namespace: str = "") -> AsyncClient:
-        """A client on the same channels that presents another key (and namespace): how a
-        gateway calls for each of its callers without a connection each. Close only the
-        original; the copies share its channels."""
-        other = copy.copy(self)
-        other.namespace = namespace
-        other._r = self._r.acting_as(api_key, namespace)
-        other._s = self._s.acting_as(api_key, namespace)
-        return other
 
     async def __aenter__(self) -> AsyncClient:
         return self

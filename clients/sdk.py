@@ -21,12 +21,13 @@ log, executors, queues, limits, namespaces, dependencies).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import time
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
@@ -159,6 +160,16 @@ class _Connection:
         self._schedules = schpb_grpc.ScheduleServiceStub(self._s.channel)
         self._timeout = timeout
         self.raise_on_failure = raise_on_failure
+
+    def acting_as(self, api_key: str, namespace: str = "") -> Self:
+        """A client on the same channels that presents another key (and namespace): how a
+        gateway calls for each of its callers without a connection each. Close only the
+        original; the copies share its channels."""
+        other = copy.copy(self)
+        other.namespace = namespace
+        other._r = self._r.acting_as(api_key, namespace)
+        other._s = self._s.acting_as(api_key, namespace)
+        return other
 
     def _outcome(self, run: RunInfo, raise_on_failure: bool | None) -> RunInfo:
         """A finished run, or its ``RunError`` when it did not complete and the caller (or

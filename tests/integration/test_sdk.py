@@ -194,6 +194,11 @@ def test_a_service_out_of_reach_is_unavailable_after_the_retries() -> None:
 
 
 def test_the_async_client_has_the_same_surface(cluster: Cluster, sdk: Client) -> None:
+    def public(cls: type) -> set[str]:
+        return {name for name in dir(cls) if not name.startswith("_")}
+
+    assert public(Client) == public(AsyncClient)  # the twins (house rule 19)
+
     async def main() -> None:
         async with AsyncClient(
             cluster.registry_address, cluster.scheduler_address, api_key=cluster.admin_key
@@ -223,3 +228,15 @@ def test_the_async_client_has_the_same_surface(cluster: Cluster, sdk: Client) ->
             assert json.dumps(await ac.list_audit_events(limit=1), default=str)
 
     asyncio.run(main())
+
+
+def test_a_client_acting_as_another_key_is_that_key_on_the_same_channels(sdk: Client) -> None:
+    """What a gateway does for each caller: the copy presents the other key (a viewer's here,
+    so a submit is refused and a read is not); the original keeps its own."""
+    _, viewer_key = sdk.create_api_key("acting-as viewer", "viewer", "default")
+    viewer = sdk.acting_as(viewer_key, "default")
+    assert viewer._s.channel is sdk._s.channel  # no connection of its own
+    with pytest.raises(PermissionDenied):
+        viewer.submit(task="word_count", input={"text": "x"})
+    viewer.list_runs_page(page_size=1)
+    assert sdk.run(task="word_count", input={"text": "x"}, timeout=60).state is State.COMPLETED
