@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 
 from services.scheduler import keys
 from services.scheduler.clock import SYSTEM, Clock
@@ -65,16 +66,20 @@ class RestEnds:
             session.outbox.put_nowait(EndRest(ended_by))
             return True
         now_ms = self.clock.now_ms()
-        stale = [
-            other
-            for other, raw in (await self.redis.hgetall(keys.REST_ENDS)).items()
-            if now_ms - int(json.loads(raw)["ms"]) > REQUEST_SECONDS * 1000
-        ]
-        async with self.redis.pipeline(transaction=True) as pipe:
+        asked = json.dumps({"ms": now_ms, "by": ended_by})
+
+        async def leave(pipe: Pipeline) -> None:  # again if another request lands meanwhile
+            stale = [
+                other
+                for other, raw in (await pipe.hgetall(keys.REST_ENDS)).items()
+                if now_ms - int(json.loads(raw)["ms"]) > REQUEST_SECONDS * 1000
+            ]
+            pipe.multi()
             if stale:  # left for executors no replica holds any more: no one will take them
                 pipe.hdel(keys.REST_ENDS, *stale)
-            pipe.hset(keys.REST_ENDS, executor_id, json.dumps({"ms": now_ms, "by": ended_by}))
-            await pipe.execute()
+            pipe.hset(keys.REST_ENDS, executor_id, asked)
+
+        await self.redis.transaction(leave, keys.REST_ENDS)
         return True
 
     async def tick(self) -> None:
