@@ -158,10 +158,13 @@ def test_an_executor_serving_one_namespace_takes_only_its_work(
         stop_executor(cluster, child)
 
 
-def test_the_cli_acts_in_the_namespace_it_is_given(cluster: Cluster, client: Client) -> None:
-    assert "answer" not in run_cli(cluster, "task", "list").stdout  # "default" has none
+def test_the_cli_acts_in_the_namespace_it_is_given(
+    cluster: Cluster, team: dict[str, Client], tmp_path: Path
+) -> None:
+    team["team-a"].register_task(make_task(tmp_path, "cli_ns_task", ANSWER.format(who="team-a")))
+    assert "cli_ns_task" not in run_cli(cluster, "task", "list").stdout  # "default" has none
     listed = run_cli(cluster, "-n", "team-a", "--json", "task", "list").stdout
-    assert '"answer"' in listed and '"team-a"' in listed
+    assert '"cli_ns_task"' in listed and '"team-a"' in listed
     bad = run_cli(cluster, "-n", "Team_A", "task", "list", check=False)
     assert bad.returncode != 0 and "wtm-namespace" in bad.stdout + bad.stderr
 
