@@ -30,6 +30,7 @@ class Forwarder:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._serving: set[asyncio.Task[None]] = set()  # one per connection, ended by stop()
         self._flowing = asyncio.Event()
         self._flowing.set()
 
@@ -51,11 +52,18 @@ class Forwarder:
 
     async def stop(self) -> None:
         self.off()
+        for task in list(self._serving):  # a stalled connection's pipes wait for "on"
+            task.cancel()
+        await asyncio.gather(*self._serving, return_exceptions=True)
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._serving.add(task)
+        task.add_done_callback(self._serving.discard)
         if not self.enabled:
             writer.close()
             return
