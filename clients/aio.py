@@ -23,6 +23,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 
 from clients import requests
 from clients.catalog import AsyncCatalogMethods
+from clients.connection import Connection, NotFinished, resolve_key
 from clients.errors import (
     DeadlineExceeded,
     Unavailable,
@@ -30,7 +31,6 @@ from clients.errors import (
 )
 from clients.operations import AsyncOperatorMethods
 from clients.schedules import AsyncScheduleMethods
-from clients.sdk import _Connection, _NotFinished, resolve_key
 from clients.types import (
     ApiKeyInfo,
     ArtifactInfo,
@@ -76,7 +76,7 @@ __all__ = [
 ]
 
 
-class AsyncClient(_Connection, AsyncCatalogMethods, AsyncScheduleMethods, AsyncOperatorMethods):
+class AsyncClient(Connection, AsyncCatalogMethods, AsyncScheduleMethods, AsyncOperatorMethods):
     """A connection to the registry and the scheduler, for asyncio. The arguments, the
     results and the exceptions are ``clients.Client``'s."""
 
@@ -305,7 +305,7 @@ class AsyncClient(_Connection, AsyncCatalogMethods, AsyncScheduleMethods, AsyncO
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         retrying = AsyncRetrying(
-            retry=retry_if_exception_type((Unavailable, DeadlineExceeded, _NotFinished)),
+            retry=retry_if_exception_type((Unavailable, DeadlineExceeded, NotFinished)),
             stop=stop_after_delay(timeout),
             wait=wait_exponential(multiplier=0.05, max=1.0),
             reraise=True,
@@ -319,7 +319,7 @@ class AsyncClient(_Connection, AsyncCatalogMethods, AsyncScheduleMethods, AsyncO
                             break
                     run = await self.get_run(run_id)
                     if not run.finished:
-                        raise _NotFinished
-        except (Unavailable, DeadlineExceeded, _NotFinished):
+                        raise NotFinished
+        except (Unavailable, DeadlineExceeded, NotFinished):
             raise WaitTimeoutError(run_id, timeout) from None
         return self._outcome(run, raise_on_failure)

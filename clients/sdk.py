@@ -16,30 +16,28 @@ service is UNAVAILABLE. ``clients.aio.AsyncClient`` is the same for asyncio.
 
 The runs' methods are here; ``Client`` takes the rest from ``clients.catalog`` (tasks,
 pipelines, artifacts), ``clients.schedules`` and ``clients.operations`` (keys, the audit
-log, executors, queues, limits, namespaces, dependencies).
+log, executors, queues, limits, namespaces, dependencies), and its settings, channels and
+stubs from ``clients.connection``, as ``AsyncClient`` does.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import os
 import time
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any, Self
+from typing import Any
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from clients import requests
 from clients.catalog import CatalogMethods
+from clients.connection import Connection, NotFinished, resolve_key
 from clients.errors import (
     ApiError,
     DeadlineExceeded,
-    Unauthenticated,
     Unavailable,
     WaitTimeoutError,
-    raise_for_outcome,
 )
 from clients.operations import OperatorMethods
 from clients.schedules import ScheduleMethods
@@ -65,11 +63,7 @@ from clients.types import (
 )
 from common import refs
 from common.client_core import DEFAULT_RETRY_SECONDS, Caller
-from wtm.v1 import auth_service_pb2_grpc as apb_grpc
-from wtm.v1 import registry_service_pb2_grpc as rpb_grpc
-from wtm.v1 import schedule_service_pb2_grpc as schpb_grpc
 from wtm.v1 import scheduler_service_pb2 as spb
-from wtm.v1 import scheduler_service_pb2_grpc as spb_grpc
 
 # What callers import from here: the client, and the types of its results (those of the
 # methods in clients.catalog and clients.operations too, importable from here as before).
@@ -98,87 +92,7 @@ __all__ = [
 ]
 
 
-def resolve_key(key: str = "", path: str = "") -> str:
-    """The API key to present: ``key``, else the one in the file ``path``, else
-    ``WTM_API_KEY``, else the one in the file ``WTM_API_KEY_FILE`` names ("" for none).
-
-    Raises:
-        Unauthenticated: the key file cannot be read.
-    """
-    if key.strip():
-        return key.strip()
-    if not path:
-        if from_env := os.environ.get("WTM_API_KEY", "").strip():
-            return from_env
-        path = os.environ.get("WTM_API_KEY_FILE", "")
-    if not path:
-        return ""
-    try:
-        with open(path) as fh:
-            return fh.read().strip()
-    except OSError as exc:
-        raise Unauthenticated(f"cannot read the API key file {path}: {exc.strerror}") from exc
-
-
-class _NotFinished(Exception):
-    """The run's event stream ended before the run did (a scheduler went away)."""
-
-
-class _Connection:
-    """What ``Client`` and ``clients.aio.AsyncClient`` share: the settings, one caller per
-    service (``_caller``: the sync or the asyncio one), the stubs, and the outcome rule."""
-
-    _caller: Any
-
-    def _connect(
-        self,
-        registry: str,
-        scheduler: str,
-        api_key: str,
-        tls_ca: str | None,
-        namespace: str | None,
-        timeout: float,
-        retry_seconds: float,
-        raise_on_failure: bool,
-    ) -> None:
-        self.namespace = os.environ.get("WTM_NAMESPACE", "") if namespace is None else namespace
-        # As the CLI: the addresses `wtm stack up` prints, else the services' default ports.
-        registry = registry or os.environ.get("WTM_REGISTRY_ADDR") or "127.0.0.1:50051"
-        scheduler = scheduler or os.environ.get("WTM_SCHEDULER_ADDR") or "127.0.0.1:50052"
-        settings: dict[str, Any] = {
-            "ca": tls_ca,
-            "api_key": api_key,
-            "namespace": self.namespace,
-            "timeout": timeout,
-            "retry_seconds": retry_seconds,
-        }
-        self._r = self._caller(registry, **settings)
-        self._s = self._caller(scheduler, **settings)
-        self._registry = rpb_grpc.RegistryServiceStub(self._r.channel)
-        self._auth = apb_grpc.AuthServiceStub(self._r.channel)
-        self._scheduler = spb_grpc.SchedulerServiceStub(self._s.channel)
-        self._schedules = schpb_grpc.ScheduleServiceStub(self._s.channel)
-        self._timeout = timeout
-        self.raise_on_failure = raise_on_failure
-
-    def acting_as(self, api_key: str, namespace: str = "") -> Self:
-        """A client on the same channels that presents another key (and namespace): how a
-        gateway calls for each of its callers without a connection each. Close only the
-        original; the copies share its channels."""
-        other = copy.copy(self)
-        other.namespace = namespace
-        other._r = self._r.acting_as(api_key, namespace)
-        other._s = self._s.acting_as(api_key, namespace)
-        return other
-
-    def _outcome(self, run: RunInfo, raise_on_failure: bool | None) -> RunInfo:
-        """A finished run, or its ``RunError`` when it did not complete and the caller (or
-        this client's default) asked for that."""
-        wanted = self.raise_on_failure if raise_on_failure is None else raise_on_failure
-        return raise_for_outcome(run) if wanted else run
-
-
-class Client(_Connection, CatalogMethods, ScheduleMethods, OperatorMethods):
+class Client(Connection, CatalogMethods, ScheduleMethods, OperatorMethods):
     """A connection to the registry and the scheduler.
 
     Every method raises the ``clients.errors`` class of the status a call failed with
@@ -536,7 +450,7 @@ class Client(_Connection, CatalogMethods, ScheduleMethods, OperatorMethods):
             return self._outcome(run, raise_on_failure)
         deadline = time.monotonic() + timeout
         retrying = Retrying(
-            retry=retry_if_exception_type((Unavailable, DeadlineExceeded, _NotFinished)),
+            retry=retry_if_exception_type((Unavailable, DeadlineExceeded, NotFinished)),
             stop=stop_after_delay(timeout),
             wait=wait_exponential(multiplier=0.05, max=1.0),
             reraise=True,
@@ -550,8 +464,8 @@ class Client(_Connection, CatalogMethods, ScheduleMethods, OperatorMethods):
                             break
                     run = self.get_run(run_id)
                     if not run.finished:
-                        raise _NotFinished
-        except (Unavailable, DeadlineExceeded, _NotFinished):
+                        raise NotFinished
+        except (Unavailable, DeadlineExceeded, NotFinished):
             raise WaitTimeoutError(run_id, timeout) from None
         return self._outcome(run, raise_on_failure)
 
