@@ -10,7 +10,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from clients.types import CancelledRuns, PipelineInfo, ResumedRuns, RunInfo, _time
+from clients.types import CancelledRuns, PipelineInfo, ResumedRuns, RunInfo
+from clients.wire_time import time_of
 from common import rate_limits
 from common.artifacts import is_uri, parse_uri
 from common.errors import InvalidArgument
@@ -253,7 +254,7 @@ def list_audit_events(limit: int) -> apb.ListAuditEventsRequest:
 def audit_events(reply: apb.ListAuditEventsResponse) -> list[dict[str, Any]]:
     return [
         {
-            "time": _time(e, "time"),
+            "time": time_of(e, "time"),
             "service": e.service,
             "method": e.method,
             "key_id": e.key_id,
