@@ -15,27 +15,22 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
-
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
+from typing import Any
 
 from common import jsondoc, refs, telemetry
-from common.artifacts import SCHEME, find_uris, upload_requests
-from common.client_core import AsyncCaller, Metadata
+from common.artifacts import SCHEME, find_uris
+from common.client_core import AsyncCaller
 from common.errors import (
-    DeadlineExceeded,
-    Internal,
     InvalidArgument,
-    ResourceExhausted,
-    Unavailable,
     WtmError,
 )
 from services.common import auth
 from services.executor.artifact_cache import ArtifactCache
 from services.executor.lease_fence import LeaseFence
+from services.executor.object_store import ObjectStore, transient
 from services.executor.package_cache import PackageCache
 from services.executor.requirements import RequirementInstaller
 from services.executor.sandbox import thread_share
@@ -43,10 +38,6 @@ from services.executor.settings import ExecutorSettings
 from services.executor.worker import Outcome, Worker
 from services.executor.worker_pool import WorkerPool
 from wtm.v1 import executor_service_pb2 as epb
-from wtm.v1 import registry_service_pb2 as rpb
-from wtm.v1 import registry_service_pb2_grpc as rpb_grpc
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -61,15 +52,6 @@ class Running:
     released: bool = False
     worker: Worker | None = None  # once it has one: its fence follows the lease
     held: list[Path] = field(default_factory=list)  # its input artifacts (``StepRunner.done``)
-
-
-# Registry answers that may well change when asked again (not a NOT_FOUND or a refusal).
-_TRANSIENT = (Unavailable, DeadlineExceeded, Internal, ResourceExhausted)
-
-
-def _transient(exc: BaseException) -> bool:
-    """A registry call that may well work when tried again."""
-    return isinstance(exc, _TRANSIENT) or (type(exc) is WtmError and exc.code == "UNKNOWN")
 
 
 class _Refused(Exception):
@@ -104,9 +86,8 @@ class StepRunner:
         running: Callable[[], Collection[Running]],
     ) -> None:
         self.settings = settings
-        # Registry calls retry by the store policy below (_from_store), not the core's.
-        self._registry_caller = registry
-        self._registry = rpb_grpc.RegistryServiceStub(registry.channel)
+        # Registry calls retry by the store's policy (ObjectStore.retried), not the core's.
+        self.store = ObjectStore(registry, settings.store_retry_seconds)
         self.workers = workers
         self.fence = fence
         self._send = send  # progress and log lines, up the stream
@@ -114,14 +95,14 @@ class StepRunner:
         cache_dir = Path(settings.cache_dir)
         self.cache = PackageCache(
             cache_dir / "packages",
-            self._download,
+            self.store.package,
             max_bytes=settings.cache_max_mb * 2**20,
             in_use=self._package_dirs_in_use,
             on_evict=workers.retire_idle,
         )
         self.artifacts = ArtifactCache(
             cache_dir / "artifacts",
-            self._download_artifact,
+            self.store.artifact,
             max_bytes=settings.artifact_cache_max_mb * 2**20,
         )
         self.requirements = RequirementInstaller(
@@ -155,45 +136,6 @@ class StepRunner:
             if manifest is not None:
                 in_use.update(self.requirements.paths_of(manifest.get("requirements") or []))
         return in_use
-
-    def _in(self, namespace: str) -> Metadata:
-        """The header of a registry call made for a step of ``namespace``."""
-        return ((auth.NAMESPACE_HEADER, namespace or auth.DEFAULT_NAMESPACE),)
-
-    def _download(self, digest: str, namespace: str) -> AsyncIterator[bytes]:
-        request = rpb.DownloadTaskPackageRequest(digest=digest)
-        return self._chunks(self._registry.DownloadTaskPackage, request, namespace)
-
-    def _download_artifact(self, uri: str, namespace: str) -> AsyncIterator[bytes]:
-        request = rpb.DownloadArtifactRequest(uri=uri)
-        return self._chunks(self._registry.DownloadArtifact, request, namespace)
-
-    async def _chunks(self, method: Any, request: Any, namespace: str) -> AsyncIterator[bytes]:
-        """The chunks of a registry download made for a step of ``namespace``."""
-        async for reply in self._registry_caller.stream(
-            method, request, metadata=self._in(namespace)
-        ):
-            yield reply.chunk
-
-    async def _from_store(self, call: Callable[[], Awaitable[T]]) -> T:
-        """``call()``, which reaches the object store through the registry. After a transient
-        failure it is retried for up to ``store_retry_seconds`` (the step's lease is renewed
-        meanwhile), so a short outage costs none of the step's retries. The first try goes
-        straight: the retry machinery costs ~35 µs, paid only once something failed."""
-        try:
-            return await call()
-        except WtmError as exc:
-            if not _transient(exc):
-                raise
-        async for attempt in AsyncRetrying(
-            stop=stop_after_delay(self.settings.store_retry_seconds),
-            wait=wait_exponential_jitter(multiplier=0.2, max=5.0),
-            retry=retry_if_exception(_transient),
-            reraise=True,
-        ):
-            with attempt:
-                return await call()
-        raise AssertionError("unreachable: tenacity re-raises the last error")
 
     async def _inputs(
         self, input_json: str, namespace: str, held: list[Path]
@@ -241,13 +183,8 @@ class StepRunner:
         data = outcome.output_json.encode()
         try:
             with telemetry.phase("store output", **{"wtm.output_bytes": len(data)}):
-                reply = await self._from_store(
-                    lambda: self._registry_caller.unary(
-                        self._registry.UploadArtifact,
-                        upload_requests(f"{a.output_id or 'output'}.json", data),
-                        metadata=self._in(namespace_of(a)),
-                        timeout=120,
-                    )
+                uri = await self.store.upload(
+                    f"{a.output_id or 'output'}.json", data, namespace_of(a)
                 )
         except WtmError as exc:  # out for longer than the store retry period
             return Outcome(
@@ -255,7 +192,7 @@ class StepRunner:
                 error=f"storing the {len(data)}-byte output failed: {exc.code}: {exc.message}",
                 process_times=outcome.process_times,
             )
-        return dataclasses.replace(outcome, output_json=refs.make_ref(reply.uri, len(data)))
+        return dataclasses.replace(outcome, output_json=refs.make_ref(uri, len(data)))
 
     async def execute(self, a: epb.StepAssignment, running: Running) -> Outcome:
         """Run one step (``_execute``), inside an execution span that is a child of the step
@@ -281,11 +218,11 @@ class StepRunner:
                 if self.cache.has(a.digest)
                 else telemetry.phase("load package", **{"wtm.task_digest": a.digest})
             ):
-                package_dir = await self._from_store(
+                package_dir = await self.store.retried(
                     lambda: self.cache.get(a.digest, namespace_of(a))
                 )
         except WtmError as exc:
-            if _transient(exc):  # out for longer than the store retry period
+            if transient(exc):  # out for longer than the store retry period
                 raise _Refused(Outcome("FAILED", error=f"package download failed: {exc}")) from exc
             raise _Refused(
                 Outcome("FATAL", error=f"package {a.task_id}@{a.task_version}: {exc.message}")
@@ -315,11 +252,11 @@ class StepRunner:
         """The step's input and what the task's context gets with it; raises ``_Refused``
         when an input artifact cannot be had."""
         try:
-            input_json, artifacts = await self._from_store(
+            input_json, artifacts = await self.store.retried(
                 lambda: self._inputs(a.input_json, namespace_of(a), running.held)
             )
         except WtmError as exc:
-            if _transient(exc):
+            if transient(exc):
                 failed = Outcome("FAILED", error=f"artifact download failed: {exc.code}")
                 raise _Refused(failed) from exc
             raise _Refused(Outcome("FATAL", error=f"input artifact: {exc.message}")) from exc
