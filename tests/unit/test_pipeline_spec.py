@@ -8,7 +8,15 @@ from typing import Any
 import pytest
 
 from common.errors import InvalidArgument, NotFound
-from services.registry.pipeline_spec import PinnedTask, parse_config, pin
+from services.registry.manifest import MAX_RETRIES, MAX_TIMEOUT_SECONDS
+from services.registry.pipeline_spec import (
+    MAX_PARALLEL_TASKS,
+    MAX_RUN_TIMEOUT_SECONDS,
+    MAX_STEPS,
+    PinnedTask,
+    parse_config,
+    pin,
+)
 
 FACE: dict[str, Any] = {
     "pipelines": {
@@ -202,3 +210,150 @@ def test_a_run_timeout_is_read_from_global_settings_and_kept() -> None:
     for bad in (0, -5, 31 * 86400, "90s", 1.5):
         doc["global_settings"] = {"run_timeout": bad}
         assert "global_settings.run_timeout: must be an integer" in refusal(doc), bad
+
+
+def single(*steps: dict[str, Any], **top: Any) -> dict[str, Any]:
+    """A one-pipeline config: ``steps`` (one echo step if none) and top-level keys."""
+    return {"pipeline_id": "p", "steps": list(steps) or [{"task_id": "echo"}], **top}
+
+
+def step(**fields: Any) -> dict[str, Any]:
+    return {"task_id": "echo", **fields}
+
+
+@pytest.mark.parametrize(
+    ("doc", "field"),
+    [
+        ([], "config"),
+        ({"name": "no steps"}, "config"),
+        ({"pipelines": []}, "pipelines"),
+        ({"pipelines": {}}, "pipelines"),
+        ({"pipelines": {"p": "steps"}}, "pipelines.p"),
+        ({"pipelines": {"Bad-Id": {"steps": [step()]}}}, "pipelines.Bad-Id"),
+        ({"pipelines": {"p": {"pipeline_id": "q", "steps": [step()]}}}, "pipelines.p.pipeline_id"),
+        (
+            {"pipelines": {"p": {"steps": [step()], "global_settings": []}}},
+            "pipelines.p.global_settings",
+        ),
+        (single(version="1.0"), "pipeline.version"),
+        (single(version=1), "pipeline.version"),
+        (single(steps=[]), "pipeline.steps"),
+        (single(steps={"a": 1}), "pipeline.steps"),
+        (single(*[step(step_id=f"s{i}") for i in range(MAX_STEPS + 1)]), "pipeline.steps"),
+        (single(global_settings={"default_timeout": 0}), "global_settings.default_timeout"),
+        (single(global_settings={"max_retries": MAX_RETRIES + 1}), "global_settings.max_retries"),
+        (single(global_settings={"default_retry_count": -1}), "global_settings.max_retries"),
+        (
+            single(global_settings={"max_parallel_tasks": MAX_PARALLEL_TASKS + 1}),
+            "global_settings.max_parallel_tasks",
+        ),
+        (single(global_settings={"run_timeout": True}), "global_settings.run_timeout"),
+        (single(global_settings={"log_level": 10}), "global_settings.log_level"),
+        (single(global_settings={"log_level": "LOUD"}), "global_settings.log_level"),
+        (single(step(task_id="")), "pipeline.steps[0].task_id"),
+        (single({"step_id": "a"}), "pipeline.steps[0].task_id"),
+        (single(step(task_id=7)), "pipeline.steps[0].task_id"),
+        (single(step(task_id="echo@1")), "pipeline.steps[0].task_id"),
+        (single(step(step_id="1st")), "pipeline.steps[0].step_id"),
+        (single(step(step_id=1)), "pipeline.steps[0].step_id"),
+        (single(step(depends_on={"a": 1})), "pipeline.steps[0].depends_on"),
+        (single(step(depends_on=[1])), "pipeline.steps[0].depends_on"),
+        (single(step(parallel_group=1)), "pipeline.steps[0].parallel_group"),
+        (single(step(timeout=MAX_TIMEOUT_SECONDS + 1)), "pipeline.steps[0].timeout"),
+        (single(step(timeout=1.5)), "pipeline.steps[0].timeout"),
+        (single(step(retry_count=-1)), "pipeline.steps[0].retry_count"),
+        (single(step(queue="GPU")), "pipeline.steps[0].queue"),
+        (single(step(queue=3)), "pipeline.steps[0].queue"),
+        (single(step(cache="yes")), "pipeline.steps[0].cache"),
+        (single(step(cache=0)), "pipeline.steps[0].cache"),
+        (single(step(input_mapping=["x"])), "pipeline.steps[0].input_mapping"),
+        (
+            single(input_validation={"required_fields": "text"}),
+            "pipeline.input_validation.required_fields",
+        ),
+        (
+            single(input_validation={"supported_formats": [1]}),
+            "pipeline.input_validation.supported_formats",
+        ),
+        (single(input_validation=[]), "pipeline.input_validation"),
+        (single(enabled="yes"), "pipeline.enabled"),
+        (single(metadata="v1"), "pipeline.metadata"),
+    ],
+)
+def test_each_bad_value_is_refused_naming_its_field(doc: Any, field: str) -> None:
+    with pytest.raises(InvalidArgument) as err:
+        parse_config(doc)
+    assert err.value.field == field, str(err.value)
+
+
+def test_the_limits_themselves_are_accepted() -> None:
+    steps = [step(step_id=f"s{i}") for i in range(MAX_STEPS - 1)]
+    edge = step(step_id="edge", timeout=MAX_TIMEOUT_SECONDS, retry_count=MAX_RETRIES, cache=False)
+    settings = {
+        "default_timeout": 1,
+        "max_retries": 0,
+        "max_parallel_tasks": MAX_PARALLEL_TASKS,
+        "run_timeout": MAX_RUN_TIMEOUT_SECONDS,
+        "log_level": "debug",
+        "enable_caching": True,
+    }
+    [p] = parse_config(single(*steps, edge, global_settings=settings))
+    assert len(p.steps) == MAX_STEPS
+    assert (p.steps[-1].timeout, p.steps[-1].retry_count, p.steps[-1].cache) == (
+        MAX_TIMEOUT_SECONDS,
+        MAX_RETRIES,
+        False,
+    )
+    assert (p.steps[0].timeout, p.steps[0].retry_count, p.steps[0].cache) == (1, 0, None)
+    assert (p.max_parallel_tasks, p.run_timeout) == (MAX_PARALLEL_TASKS, MAX_RUN_TIMEOUT_SECONDS)
+    assert (p.log_level, p.enable_caching) == ("DEBUG", True)
+    [low] = parse_config(single(global_settings={"max_parallel_tasks": 1, "run_timeout": 1}))
+    assert (low.max_parallel_tasks, low.run_timeout) == (1, 1)
+    [unset] = parse_config(single())
+    assert (unset.max_parallel_tasks, unset.log_level, unset.enable_caching) == (0, "", False)
+    assert unset.steps[0].timeout is None and unset.steps[0].retry_count is None
+
+
+def test_a_step_id_defaults_to_the_tasks_and_one_dependency_may_be_a_string() -> None:
+    [p] = parse_config(
+        single(step(task_id="team-a/ocr@1.2.0"), step(step_id="b", depends_on="ocr"))
+    )
+    assert [(s.step_id, s.task_id, s.task_version) for s in p.steps] == [
+        ("ocr", "team-a/ocr", "1.2.0"),
+        ("b", "echo", ""),
+    ]
+    assert p.steps[1].depends_on == ("ocr",)
+
+
+def test_one_pipeline_of_a_config_is_parsed_alone_and_an_absent_one_is_named() -> None:
+    two = {"pipelines": {"a": single(), "b": single()}}
+    for doc in two["pipelines"].values():
+        del doc["pipeline_id"]
+    assert [p.pipeline_id for p in parse_config(two, only="b")] == ["b"]
+    with pytest.raises(InvalidArgument) as err:
+        parse_config(two, only="c")
+    assert err.value.field == "pipeline_id" and "'c'" in str(err.value)
+
+
+def test_a_pipelines_own_settings_override_the_configs() -> None:
+    doc = {
+        "global_settings": {"default_timeout": 60, "max_retries": 2},
+        "pipelines": {
+            "a": {"steps": [step()], "global_settings": {"default_timeout": 5}},
+            "b": {"steps": [step()]},
+        },
+    }
+    a, b = parse_config(doc)
+    assert (a.steps[0].timeout, a.steps[0].retry_count) == (5, 2)
+    assert (b.steps[0].timeout, b.steps[0].retry_count) == (60, 2)
+
+
+def test_metadata_version_is_the_version_unless_it_contradicts_it() -> None:
+    [p] = parse_config(single(metadata={"version": "2.1.0"}))
+    assert p.version == "2.1.0"
+    [same] = parse_config(single(version="2.1.0", metadata={"version": "2.1.0"}))
+    assert same.version == "2.1.0"
+    with pytest.raises(InvalidArgument) as err:
+        parse_config(single(version="2.1.0", metadata={"version": "2.2.0"}))
+    assert err.value.field == "pipeline.metadata.version"
+    assert parse_config(single())[0].version == "1.0.0"
