@@ -56,3 +56,22 @@ def test_the_readmes_sdk_tour_runs_as_written(cluster: Cluster, client: Client) 
         assert all(q.pause is None for q in queues)
         with pytest.raises(NotFound):
             team.get_schedule("nightly")
+        # The asyncio client's lines (the second block), in a coroutine of their own: its
+        # client takes the addresses from the environment, as the README says.
+        lines = python_blocks(README.read_text())[1]
+        assert lines.startswith("async with AsyncClient() as client:")
+        coroutine = "\n".join(f"    {line}" for line in lines.splitlines())
+        script = (
+            f"import asyncio\nfrom clients import AsyncClient\n\nasync def main():\n{coroutine}\n"
+        )
+        script += "    print(run.state, run.output)\n\nasyncio.run(main())\n"
+        env |= {
+            "WTM_REGISTRY_ADDR": cluster.registry_address,
+            "WTM_SCHEDULER_ADDR": cluster.scheduler_address,
+        }
+        done = subprocess.run(
+            [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+            timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-4000:]
+        assert done.stdout.startswith("COMPLETED {'sentiment': 'positive'")
