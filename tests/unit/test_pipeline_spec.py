@@ -287,7 +287,8 @@ def test_each_bad_value_is_refused_naming_its_field(doc: Any, field: str) -> Non
 
 
 def test_the_limits_themselves_are_accepted() -> None:
-    steps = [step(step_id=f"s{i}") for i in range(MAX_STEPS - 1)]
+    steps = [step(step_id=f"s{i}") for i in range(MAX_STEPS - 2)]
+    low = step(step_id="low", timeout=1, retry_count=0)
     edge = step(step_id="edge", timeout=MAX_TIMEOUT_SECONDS, retry_count=MAX_RETRIES, cache=False)
     settings = {
         "default_timeout": 1,
@@ -297,8 +298,9 @@ def test_the_limits_themselves_are_accepted() -> None:
         "log_level": "debug",
         "enable_caching": True,
     }
-    [p] = parse_config(single(*steps, edge, global_settings=settings))
+    [p] = parse_config(single(*steps, low, edge, global_settings=settings))
     assert len(p.steps) == MAX_STEPS
+    assert (p.steps[-2].timeout, p.steps[-2].retry_count) == (1, 0)
     assert (p.steps[-1].timeout, p.steps[-1].retry_count, p.steps[-1].cache) == (
         MAX_TIMEOUT_SECONDS,
         MAX_RETRIES,
@@ -307,8 +309,8 @@ def test_the_limits_themselves_are_accepted() -> None:
     assert (p.steps[0].timeout, p.steps[0].retry_count, p.steps[0].cache) == (1, 0, None)
     assert (p.max_parallel_tasks, p.run_timeout) == (MAX_PARALLEL_TASKS, MAX_RUN_TIMEOUT_SECONDS)
     assert (p.log_level, p.enable_caching) == ("DEBUG", True)
-    [low] = parse_config(single(global_settings={"max_parallel_tasks": 1, "run_timeout": 1}))
-    assert (low.max_parallel_tasks, low.run_timeout) == (1, 1)
+    [least] = parse_config(single(global_settings={"max_parallel_tasks": 1, "run_timeout": 1}))
+    assert (least.max_parallel_tasks, least.run_timeout) == (1, 1)
     [unset] = parse_config(single())
     assert (unset.max_parallel_tasks, unset.log_level, unset.enable_caching) == (0, "", False)
     assert unset.steps[0].timeout is None and unset.steps[0].retry_count is None
