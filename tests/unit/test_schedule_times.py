@@ -4,13 +4,22 @@ how many came before it; bad timings refused naming the field."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from common.errors import InvalidArgument
-from services.scheduler.schedule_times import MAX_COUNTED, Timing
+from services.scheduler.schedule_times import (
+    AT_PAST_GRACE_MS,
+    MAX_COUNTED,
+    MAX_CRON_CHARS,
+    MAX_EVERY_SECONDS,
+    MAX_JITTER_SECONDS,
+    MIN_EVERY_SECONDS,
+    Timing,
+)
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -193,3 +202,44 @@ def test_a_jitter_delays_each_time_by_its_own_offset_the_same_on_every_asking() 
     assert Timing(every_seconds=600, jitter_seconds=300).describe() == (
         "every 10 minutes, each run up to 5 minutes late"
     )
+
+
+def refused_field(timing: Timing) -> str | None:
+    try:
+        timing.check()
+    except InvalidArgument as exc:
+        return exc.field
+    return None
+
+
+def test_each_limit_is_a_time_or_value_allowed_and_the_next_one_past_it_is_not() -> None:
+    now = 10_000_000
+    grace = now - AT_PAST_GRACE_MS
+    assert refused_field(Timing(at_ms=grace, anchor_ms=now)) is None
+    assert refused_field(Timing(at_ms=grace - 1, anchor_ms=now)) == "schedule.at"
+    for every in (MIN_EVERY_SECONDS, MAX_EVERY_SECONDS):
+        assert refused_field(Timing(every_seconds=every)) is None
+    assert refused_field(Timing(every_seconds=MAX_EVERY_SECONDS + 0.001)) == "schedule.every"
+    # The end must be after now and after the start; one millisecond is enough.
+    every = Timing(every_seconds=60.0, anchor_ms=now)
+    assert refused_field(replace(every, end_ms=now)) == "schedule.end_time"
+    assert refused_field(replace(every, end_ms=now + 1)) is None
+    starts = replace(every, start_ms=now + 5_000)
+    assert refused_field(replace(starts, end_ms=now + 5_000)) == "schedule.end_time"
+    assert refused_field(replace(starts, end_ms=now + 5_001)) is None
+    # A jitter is over 0 and at most a day (and shorter than the gaps: a weekly cron's are 7 days).
+    weekly = "0 2 * * 1"
+    assert refused_field(Timing(cron=weekly, jitter_seconds=MAX_JITTER_SECONDS)) is None
+    assert refused_field(Timing(cron=weekly, jitter_seconds=0.001)) is None
+    over = Timing(cron=weekly, jitter_seconds=MAX_JITTER_SECONDS + 0.001)
+    assert refused_field(over) == "schedule.jitter"
+    # A cron expression of the longest length allowed parses; one character more does not.
+    longest = "0" + " " * (MAX_CRON_CHARS - 8) + "* * * *"
+    assert len(longest) == MAX_CRON_CHARS and refused_field(Timing(cron=longest)) is None
+    assert refused_field(Timing(cron=longest + " ")) == "schedule.cron"
+
+
+def test_a_one_off_in_a_backfill_range_is_given_at_either_end() -> None:
+    at = Timing(at_ms=5_000)
+    assert at.times_between(5_000, 9_000, 10) == [5_000] == at.times_between(1_000, 5_000, 10)
+    assert at.times_between(1_000, 4_999, 10) == []
