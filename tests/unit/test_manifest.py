@@ -7,8 +7,17 @@ import json
 import pytest
 
 from common.errors import InvalidArgument
-from common.rate_limits import interval_ms
-from services.registry.manifest import parse_manifest, version_sort_key
+from common.rate_limits import MAX_CONCURRENCY, interval_ms
+from services.registry.manifest import (
+    MAX_BATCH_SIZE,
+    MAX_BATCH_WAIT_MS,
+    MAX_MANIFEST_BYTES,
+    RESOURCE_KEYS,
+    check_entry_point,
+    check_keys,
+    parse_manifest,
+    version_sort_key,
+)
 from services.scheduler.queue_names import queue_variant, serves
 
 
@@ -161,3 +170,90 @@ def test_batching_is_kept_with_its_defaults() -> None:
     assert parse_manifest(manifest(batching={})).batching == {"max_batch_size": 8, "max_wait_ms": 0}
     m = parse_manifest(manifest(batching={"max_batch_size": 32, "max_wait_ms": 20}))
     assert m.batching == {"max_batch_size": 32, "max_wait_ms": 20}
+
+
+@pytest.mark.parametrize(
+    ("resources", "named"),
+    [
+        ([1], "resources"),
+        ({"gpus": 1}, "resources.gpus"),
+        ({"memory_mb": 0}, "resources.memory_mb"),
+        ({"memory_mb": 2**40 + 1}, "resources.memory_mb"),
+        ({"processes": True}, "resources.processes"),
+        ({"open_files": "64"}, "resources.open_files"),
+        ({"disk_mb": 1.5}, "resources.disk_mb"),
+    ],
+)
+def test_a_bad_resource_request_is_named(resources: object, named: str) -> None:
+    with pytest.raises(InvalidArgument) as err:
+        parse_manifest(manifest(resources=resources))
+    assert err.value.field == f"task.json: {named}"
+
+
+def test_resource_requests_at_their_limits_are_kept() -> None:
+    asked = {key: 1 for key in RESOURCE_KEYS} | {"memory_mb": 2**40}
+    assert parse_manifest(manifest(resources=asked)).resources == asked
+    assert parse_manifest(manifest()).resources == {}
+
+
+def test_batching_and_concurrency_at_their_limits_are_kept_and_one_past_refused() -> None:
+    for size, wait in ((1, 0), (MAX_BATCH_SIZE, MAX_BATCH_WAIT_MS)):
+        batching = {"max_batch_size": size, "max_wait_ms": wait}
+        assert parse_manifest(manifest(batching=batching)).batching == batching
+    for batching, named in (
+        ({"max_batch_size": MAX_BATCH_SIZE + 1}, "batching.max_batch_size"),
+        ({"max_wait_ms": MAX_BATCH_WAIT_MS + 1}, "batching.max_wait_ms"),
+    ):
+        with pytest.raises(InvalidArgument) as err:
+            parse_manifest(manifest(batching=batching))
+        assert err.value.field == f"task.json: {named}"
+    for limit in (1, MAX_CONCURRENCY):
+        assert parse_manifest(manifest(concurrency_limit=limit)).concurrency_limit == limit
+
+
+def test_a_task_json_of_the_largest_size_allowed_parses_and_one_byte_more_does_not() -> None:
+    short = manifest(description="")
+    largest = manifest(description="x" * (MAX_MANIFEST_BYTES - len(short.encode())))
+    assert len(largest.encode()) == MAX_MANIFEST_BYTES
+    assert parse_manifest(largest).task_id == "face_detection"
+    with pytest.raises(InvalidArgument) as err:
+        parse_manifest(largest.replace('"x', '"xx', 1))
+    assert err.value.field == "task.json" and f"over {MAX_MANIFEST_BYTES} bytes" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        b"class Task:\n    pass\n",
+        b"from tasks.base.task_base import SimpleTask as Task\n",
+        b"import base\nTask = base.Made\n",
+        b"Task: type = object\n",
+        b"def Task():\n    return None\n",
+    ],
+)
+def test_an_entry_point_bound_at_the_modules_top_level_is_accepted(source: bytes) -> None:
+    check_entry_point(parse_manifest(manifest()), source)
+
+
+def test_an_entry_point_the_module_does_not_bind_is_refused_with_a_hint_for_a_file_name() -> None:
+    nested = b"if True:\n    class Task:\n        pass\n"
+    with pytest.raises(InvalidArgument) as err:
+        check_entry_point(parse_manifest(manifest()), nested)
+    assert err.value.field == "task.json: entry_point"
+    assert "task.py defines no 'Task' at its top level" in err.value.message
+    assert "write 'module.Class'" not in err.value.message
+    as_file = parse_manifest(manifest(entry_point="task.py"))
+    with pytest.raises(InvalidArgument) as err:
+        check_entry_point(as_file, b"class Task:\n    pass\n")
+    assert "reads as module 'task', class 'py': write 'module.Class'" in err.value.message
+    with pytest.raises(InvalidArgument) as err:
+        check_entry_point(parse_manifest(manifest()), b"class Task(:\n")
+    assert err.value.field == "task.json: entry_point"
+    assert "entry_point: task.py, line 1 does not parse" in err.value.message
+
+
+def test_a_key_task_json_does_not_know_is_refused_naming_it() -> None:
+    check_keys(parse_manifest(manifest(queue="vision")))
+    with pytest.raises(InvalidArgument) as err:
+        check_keys(parse_manifest(manifest(max_retires=3, zzz=1)))
+    assert err.value.field == "task.json: max_retires"
