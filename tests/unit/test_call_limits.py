@@ -33,7 +33,12 @@ def test_a_namespace_gets_its_burst_then_its_rate_and_no_more() -> None:
     )
     assert "the next call passes in 0.10s" in refused.value.message
     limits.take("team-b")  # another team is not held back
-    clock.now += 0.1  # one more token
+    clock.now += 0.05  # half a token: the next call passes in the other half
+    with pytest.raises(ResourceExhausted) as refused:
+        limits.take("team-a")
+    assert "the next call passes in 0.05s" in refused.value.message
+    assert refused.value.retry_after == pytest.approx(0.05)
+    clock.now += 0.05  # one more token
     limits.take("team-a")
     with pytest.raises(ResourceExhausted):
         limits.take("team-a")

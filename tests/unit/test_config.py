@@ -137,3 +137,11 @@ def test_an_s3_ca_for_a_plain_http_endpoint_is_refused_at_start(tmp_path: Path) 
     assert "WTM_S3_CA_FILE is set but WTM_S3_ENDPOINT (http://127.0.0.1:9) is not https://" in (
         done.stderr
     )
+
+
+def test_a_weight_at_either_limit_is_allowed_and_past_it_is_not() -> None:
+    from services.scheduler.fair_shares import MAX_WEIGHT, weights_problem
+
+    assert weights_problem([f"a={1 / 32}", f"b={MAX_WEIGHT}"]) is None
+    assert "between 0.03125 and 32" in (weights_problem(["a=0.03"]) or "")
+    assert "between 0.03125 and 32" in (weights_problem([f"a={MAX_WEIGHT + 0.001}"]) or "")
