@@ -359,3 +359,26 @@ def test_metadata_version_is_the_version_unless_it_contradicts_it() -> None:
         parse_config(single(version="2.1.0", metadata={"version": "2.2.0"}))
     assert err.value.field == "pipeline.metadata.version"
     assert parse_config(single())[0].version == "1.0.0"
+
+
+def test_a_step_without_its_own_timeout_or_retries_takes_its_tasks_when_pinned() -> None:
+    doc = single(step(step_id="own", timeout=7, retry_count=1, queue="gpu"), step(step_id="bare"))
+    [p] = parse_config(doc)
+    pinned = pin(p, lambda task_id, version: PinnedTask("1.0.0", "d", "cpu", 99, 4))
+    assert [(s.timeout, s.retry_count, s.queue) for s in pinned.steps] == [
+        (7, 1, "gpu"),
+        (99, 4, "cpu"),
+    ]
+    # With the config's defaults, those come before the task's.
+    [p] = parse_config(single(step(), global_settings={"default_timeout": 60, "max_retries": 2}))
+    [s] = pin(p, lambda task_id, version: PinnedTask("1.0.0", "d", "cpu", 99, 4)).steps
+    assert (s.timeout, s.retry_count) == (60, 2)
+
+
+def test_a_dependency_may_name_the_task_of_the_one_step_that_runs_it() -> None:
+    doc = single(
+        step(step_id="detect", task_id="face_detection"),
+        step(step_id="after", depends_on=["face_detection"]),
+    )
+    [p] = parse_config(doc)
+    assert p.steps[1].depends_on == ("detect",)
