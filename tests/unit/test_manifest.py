@@ -12,6 +12,8 @@ from services.registry.manifest import (
     MAX_BATCH_SIZE,
     MAX_BATCH_WAIT_MS,
     MAX_MANIFEST_BYTES,
+    MAX_RETRIES,
+    MAX_TIMEOUT_SECONDS,
     RESOURCE_KEYS,
     check_entry_point,
     check_keys,
@@ -257,3 +259,13 @@ def test_a_key_task_json_does_not_know_is_refused_naming_it() -> None:
     with pytest.raises(InvalidArgument) as err:
         check_keys(parse_manifest(manifest(max_retires=3, zzz=1)))
     assert err.value.field == "task.json: max_retires"
+
+
+def test_priority_timeout_and_retries_at_their_limits_are_kept() -> None:
+    for priority, timeout, retries in ((1, 1, 0), (10, MAX_TIMEOUT_SECONDS, MAX_RETRIES)):
+        m = parse_manifest(manifest(priority=priority, timeout=timeout, max_retries=retries))
+        assert (m.priority, m.timeout, m.max_retries) == (priority, timeout, retries)
+    for field, past in (("priority", 0), ("timeout", MAX_TIMEOUT_SECONDS + 1), ("max_retries", -1)):
+        with pytest.raises(InvalidArgument) as err:
+            parse_manifest(manifest(**{field: past}))
+        assert err.value.field == f"task.json: {field}"
