@@ -7,6 +7,7 @@ import pytest
 
 from clients import requests
 from common.errors import InvalidArgument
+from wtm.v1 import run_pb2
 
 
 @pytest.mark.parametrize(
@@ -33,3 +34,39 @@ def test_numbers_in_range_pass_through_for_the_services_to_judge() -> None:
     assert not requests.set_task_limits("t", "", None, ()).HasField("concurrency_limit")
     assert requests.set_task_limits("t", None, None, (), 0).rate_burst == 0  # theirs to refuse
     assert not requests.set_task_limits("t", "", None, ()).HasField("rate_burst")
+
+
+def test_the_int32_range_is_kept_to_the_last_number_either_way() -> None:
+    assert requests.submit("noop", "", {}, priority=2**31 - 1).priority == 2**31 - 1
+    assert requests.submit("noop", "", {}, priority=-(2**31)).priority == -(2**31)
+    with pytest.raises(InvalidArgument):
+        requests.submit("noop", "", {}, priority=2**31)
+    with pytest.raises(InvalidArgument):
+        requests.submit("noop", "", {}, priority=-(2**31) - 1)
+
+
+def test_a_state_to_list_is_one_of_the_states_by_name() -> None:
+    assert requests.list_runs(state="FAILED").state == run_pb2.STATE_FAILED
+    assert requests.list_runs().state == run_pb2.STATE_UNSPECIFIED
+    with pytest.raises(InvalidArgument) as err:
+        requests.list_runs(state="failed")
+    assert err.value.field == "state" and "COMPLETED" in err.value.message
+
+
+def test_a_namespace_update_sets_only_what_it_is_given_zero_included() -> None:
+    nothing = requests.update_namespace()
+    assert not any(
+        nothing.HasField(f)
+        for f in ("run_limit", "weight", "history_retention_days", "calls_per_second")
+    )
+    zeros = requests.update_namespace(0, 0.0, 0.0, calls_per_second=0.0)
+    assert all(
+        zeros.HasField(f)
+        for f in ("run_limit", "weight", "history_retention_days", "calls_per_second")
+    )
+    some = requests.update_namespace(weight=2.5, reset=["run_limit"])
+    assert (some.weight, list(some.reset_fields), some.HasField("run_limit")) == (
+        2.5,
+        ["run_limit"],
+        False,
+    )
