@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from common.errors import FailedPrecondition, InvalidArgument
-from services.scheduler.concurrency_groups import group, of_run
+from services.scheduler.concurrency_groups import MAX_VALUE_CHARS, group, of_run
 from services.scheduler.planning import PlannedStep
 from services.scheduler.task_catalog import ResolvedTask
 
@@ -68,3 +68,12 @@ def test_a_long_value_is_named_by_its_hash() -> None:
     name = group("doc", "x" * 500)
     assert name.startswith("doc=sha256:") and len(name) < 60
     assert name == group("doc", "x" * 500) != group("doc", "x" * 499)
+
+
+def test_a_value_is_named_as_itself_up_to_the_limit_and_by_its_hash_past_it() -> None:
+    at_limit = "x" * (MAX_VALUE_CHARS - 2)  # with its quotes, MAX_VALUE_CHARS of JSON
+    assert group("doc", at_limit) == f'doc="{at_limit}"'
+    past = group("doc", at_limit + "x")
+    assert past.startswith("doc=sha256:") and len(past) == len("doc=sha256:") + 32
+    assert group("n", 7) == "n=7" != group("n", "7")  # a number and a string: two groups
+    assert group("name", "Zoë") == 'name="Zoë"'
