@@ -54,6 +54,34 @@ def test_a_run_past_its_deadline_times_out_and_its_running_steps_are_named(on_va
     assert seen["unfinished"] == {"default": 1}
 
 
+def test_a_run_still_queued_at_its_deadline_times_out_and_its_steps_leave_the_queue(
+    on_valkey,
+) -> None:  # noqa: ANN001
+    """No executor took it in time (none free, or none serving its queue): it ends all the
+    same, with nothing running to stop, and its queued step is never leased after."""
+
+    async def scenario(q: RunQueue) -> dict[str, Any]:
+        clock: FakeClock = q.clock  # type: ignore[assignment]
+        deadline = {"deadline_ms": str(clock.now_ms() + 5_000)}
+        await submit(
+            q, "waiting", [step("a", dependents=["b"]), step("b", deps=["a"])], also=deadline
+        )
+        clock.advance(5.001)
+        seen: dict[str, Any] = {"due": await q.time_out_runs()}
+        run, steps, _ = await q.reader.read_run("waiting")
+        seen["run"] = (run["state"], run["error"])
+        seen["steps"] = sorted((s["step_id"], s["state"]) for s in steps)
+        seen["leased"] = await q.dispatch("ex1", ["q"], 5, 60_000)
+        seen["unfinished"] = await q.unfinished_counts()
+        return seen
+
+    seen = on_valkey(scenario)
+    assert seen["due"] == (["waiting"], [])
+    assert seen["run"] == ("TIMED_OUT", "run_timeout: the run had not finished by its deadline")
+    assert seen["steps"] == [("a", "CANCELLED"), ("b", "CANCELLED")]
+    assert seen["leased"] == [] and seen["unfinished"] == {"default": 0}
+
+
 def test_heartbeats_renew_current_attempts_and_name_stale_ones(on_valkey) -> None:  # noqa: ANN001
     async def scenario(q: RunQueue) -> tuple[list[str], float, float]:
         await submit(q, "r1", [step("a")])
