@@ -262,6 +262,50 @@ def test_a_concurrency_strategy_cancels_the_oldest_or_the_newest_run_for_a_place
     assert seen["twins"] == ["a"] and seen["s0"] == b"RUNNING"
 
 
+def test_of_several_runs_holding_places_the_oldest_one_gives_its_place_up(on_valkey) -> None:  # noqa: ANN001
+    """cancel_in_progress with a limit of two: the run cancelled is the oldest holder (run
+    ids sort by creation), whatever order the places were taken in — here the newer holder
+    took its place first (a higher priority); under cancel_newest, the newcomer."""
+
+    def limited(loser: str, key: str) -> QueuedStep:
+        s = few_at_once("a", 2, key)
+        return QueuedStep(s.step_id, s.deps, s.dependents, {**s.fields, "conc_strategy": loser})
+
+    async def scenario(q: RunQueue) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        for strategy, key in (("oldest", "default/two_latest"), ("newest", "default/two_first")):
+            r0, r1, r2 = (f"{strategy}{i}" for i in range(3))
+            await submit(q, r0, [limited(strategy, key)], priority=1)
+            q.clock.advance(0.01)  # type: ignore[attr-defined]
+            await submit(q, r1, [limited(strategy, key)], priority=9)
+            [first] = await q.dispatch("e1", ["q"], 1, 10_000)
+            [second] = await q.dispatch("e1", ["q"], 1, 10_000)
+            q.clock.advance(0.01)  # type: ignore[attr-defined]
+            await submit(q, r2, [limited(strategy, key)], priority=1)
+            leased = await q.dispatch("e2", ["q"], 8, 10_000)
+            seen[strategy] = {
+                "order": [first.run_id, second.run_id],
+                "leased": [x.run_id for x in leased],
+                "cancelled": [r for r, _ in q.take_cancelled()],
+                "states": [(await q.redis.hget(keys.run(r), "state")) for r in (r0, r1, r2)],
+            }
+        return seen
+
+    seen = on_valkey(scenario)
+    assert seen["oldest"] == {
+        "order": ["oldest1", "oldest0"],  # the newer run took its place first
+        "leased": ["oldest2"],
+        "cancelled": ["oldest0"],
+        "states": [b"CANCELLED", b"RUNNING", b"RUNNING"],
+    }
+    assert seen["newest"] == {
+        "order": ["newest1", "newest0"],
+        "leased": [],
+        "cancelled": ["newest2"],
+        "states": [b"RUNNING", b"RUNNING", b"CANCELLED"],
+    }
+
+
 def test_a_concurrency_limited_step_goes_to_a_slot_never_to_an_executors_prefetch(
     on_valkey,
 ) -> None:  # noqa: ANN001
