@@ -88,3 +88,28 @@ def test_retries_that_come_due_name_their_queues(on_valkey) -> None:  # noqa: AN
     promoted, new_work, epoch_moved, message, origin = on_valkey(scenario)
     assert (promoted, new_work, epoch_moved) == (2, {"q": 1, "vision": 1}, 0)
     assert wake.parse(message) == (origin, {"q": 1, "vision": 1})
+
+
+def test_a_batch_that_fills_up_goes_at_once_without_waiting_out_its_max_wait(on_valkey) -> None:  # noqa: ANN001
+    """A short batch waits for mates up to its max_wait_ms; once it has max_batch_size of
+    them it goes in the next round, whatever is left of the wait. A batch of two is a batch."""
+
+    async def scenario(q: RunQueue) -> tuple[Any, ...]:
+        want = [Want("ex1", ["q"], 2, True)]
+        await submit(q, "b0", [batching_step("a", wait_ms=60_000)])
+        [waiting] = await q.dispatch_many(want, 10_000)
+        q.clock.advance(0.01)  # type: ignore[attr-defined]
+        for n in (1, 2):
+            await submit(q, f"b{n}", [batching_step("a", wait_ms=60_000)])
+        [full] = await q.dispatch_many(want, 10_000)
+        for n in (0, 1):
+            await submit(q, f"pair{n}", [batching_step("a", digest="e" * 64, size=2)])
+        [pair] = await q.dispatch_many(want, 10_000)
+        return waiting, full, pair
+
+    waiting, full, pair = on_valkey(scenario)
+    assert waiting == []
+    assert [x.run_id for x in full] == ["b0", "b1", "b2"]
+    assert full[0].call != "" and len({x.call for x in full}) == 1
+    assert [x.run_id for x in pair] == ["pair0", "pair1"]
+    assert pair[0].call != "" and pair[0].call == pair[1].call
