@@ -8,7 +8,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from services.scheduler.queue_records import QueuedStep
+from services.scheduler.queue_records import QueuedStep, Submission
 from services.scheduler.run_queue import RunQueue
 
 Scenario = Callable[[RunQueue], Awaitable[Any]]
@@ -47,7 +47,9 @@ async def submit(
     steps: list[QueuedStep],
     priority: int = 5,
     also: dict[str, str] | None = None,
+    done: dict[str, str] | None = None,
 ) -> None:
+    """Create the run (``done``: rebuild it, those steps' outputs already there)."""
     fields = {
         "run_id": run_id,
         "input_json": json.dumps({"run": run_id}),
@@ -55,7 +57,7 @@ async def submit(
         "sinks": json.dumps([steps[-1].step_id]),
         **(also or {}),
     }
-    created, _ = await q.submit(run_id, fields, steps)
+    [(created, _)] = await q.submit_many([Submission(run_id, fields, steps, done=done or {})])
     assert created
 
 

@@ -153,6 +153,35 @@ def test_completing_steps_unblocks_dependents_and_finishes_the_run(on_valkey) ->
     assert (last_verdict, state) == ("run_completed", "COMPLETED")
 
 
+def test_a_step_with_two_parents_waits_for_both(on_valkey) -> None:  # noqa: ANN001
+    """A join is queued by its last parent's result, not its first's; the same in a run
+    rebuilt with one parent's output already there (what Redis lost is rebuilt from MongoDB)."""
+    diamond = [
+        step("detect", dependents=["attrs", "feats"]),
+        step("attrs", deps=["detect"], dependents=["merge"]),
+        step("feats", deps=["detect"], dependents=["merge"]),
+        step("merge", deps=["attrs", "feats"]),
+    ]
+
+    async def scenario(q: RunQueue) -> list[Any]:
+        await submit(q, "r1", diamond)
+        [detect] = await q.dispatch("ex1", ["q"], 5, 10_000)
+        await q.complete(detect.member, detect.attempt, "SUCCEEDED", "{}", "", 0)
+        branches = {b.step_id: b for b in await q.dispatch("ex1", ["q"], 5, 10_000)}
+        await q.complete("r1:attrs", branches["attrs"].attempt, "SUCCEEDED", "{}", "", 0)
+        seen = [[b.step_id for b in await q.dispatch("ex1", ["q"], 5, 10_000)]]
+        await q.complete("r1:feats", branches["feats"].attempt, "SUCCEEDED", "{}", "", 0)
+        seen.append([b.step_id for b in await q.dispatch("ex1", ["q"], 5, 10_000)])
+        # Rebuilt: detect and attrs have their outputs, feats is to run again.
+        await submit(q, "r2", diamond, done={"detect": "{}", "attrs": "{}"})
+        seen.append([b.step_id for b in await q.dispatch("ex1", ["q"], 5, 10_000)])
+        await q.complete("r2:feats", 1, "SUCCEEDED", "{}", "", 0)
+        seen.append([b.step_id for b in await q.dispatch("ex1", ["q"], 5, 10_000)])
+        return seen
+
+    assert on_valkey(scenario) == [[], ["merge"], ["feats"], ["merge"]]
+
+
 def test_steps_of_runs_in_flight_go_ahead_of_new_first_steps(on_valkey) -> None:  # noqa: ANN001
     async def scenario(q: RunQueue) -> list[str]:
         await submit(q, "early", [step("one", dependents=["two"]), step("two", deps=["one"])])
