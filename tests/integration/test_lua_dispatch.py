@@ -174,12 +174,15 @@ def test_a_step_with_two_parents_waits_for_both(on_valkey) -> None:  # noqa: ANN
         seen.append([b.step_id for b in await q.dispatch("ex1", ["q"], 5, 10_000)])
         # Rebuilt: detect and attrs have their outputs, feats is to run again.
         await submit(q, "r2", diamond, done={"detect": "{}", "attrs": "{}"})
+        run, _, _ = await q.reader.read_run("r2")
+        [(_, first_event)] = await q.redis.xrange(keys.events("r2"), count=1)
+        seen.append([run["state"], first_event[b"msg"].decode()])
         seen.append([b.step_id for b in await q.dispatch("ex1", ["q"], 5, 10_000)])
         await q.complete("r2:feats", 1, "SUCCEEDED", "{}", "", 0)
         seen.append([b.step_id for b in await q.dispatch("ex1", ["q"], 5, 10_000)])
         return seen
 
-    assert on_valkey(scenario) == [[], ["merge"], ["feats"], ["merge"]]
+    assert on_valkey(scenario) == [[], ["merge"], ["RUNNING", "rebuilt"], ["feats"], ["merge"]]
 
 
 def test_steps_of_runs_in_flight_go_ahead_of_new_first_steps(on_valkey) -> None:  # noqa: ANN001
