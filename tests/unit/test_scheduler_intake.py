@@ -16,7 +16,7 @@ from services.scheduler.fleet import (
     ExecutorProfile,
     Fleet,
 )
-from services.scheduler.intake import StepReport
+from services.scheduler.intake import RunningStep, StepReport
 from services.scheduler.listeners import Listeners, RunListener
 from services.scheduler.rest_ends import REQUEST_SECONDS, EndRest, RestEnds
 from tests.unit.scheduler_core import Core, assignments, chain, scenario, sent
@@ -172,3 +172,28 @@ def test_an_operator_ends_a_rest_from_any_replica_and_a_request_no_one_took_is_d
         assert sent(session) == []
 
     scenario(valkey_url, body)
+
+
+def test_progress_and_log_lines_count_for_the_current_attempt_only(valkey_url: str) -> None:
+    """What an executor reports of a step reaches the run's watchers while that attempt is
+    the one it holds; a line about another attempt (one since retried, or never leased
+    here) is dropped, not shown as the step's."""
+
+    async def body(c: Core) -> list[tuple[str, str]]:
+        e1 = c.executor("e1")
+        await c.submit("r1")
+        [a] = assignments(e1)
+        current = RunningStep(a.run_id, a.step_id, a.attempt, a.lease_id)
+        stale = RunningStep(a.run_id, a.step_id, a.attempt + 1, a.lease_id)
+        await c.core.intake.progress(e1, current, 0.5, "halfway")
+        await c.core.intake.log(e1, current, "INFO", "read the image")
+        await c.core.intake.progress(e1, stale, 0.9, "not mine")
+        await c.core.intake.log(e1, stale, "INFO", "nor this")
+        events = await c.queue.redis.xrange(keys.events("r1"))
+        return [
+            (f[b"kind"].decode(), f[b"msg"].decode())
+            for _, f in events
+            if f.get(b"kind") in (b"PROGRESS", b"LOG")
+        ]
+
+    assert scenario(valkey_url, body) == [("PROGRESS", "halfway"), ("LOG", "INFO read the image")]
