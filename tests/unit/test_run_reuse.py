@@ -225,3 +225,17 @@ def test_a_submit_without_reuse_from_reads_nothing() -> None:
         run_reuse.taken_over(get, Catalog(), SubmitRequest(task="t"), plan("1"), DOC)
     )  # type: ignore[arg-type]
     assert found == {}
+
+
+def test_steps_are_compared_parents_first_whatever_order_they_are_listed_in() -> None:
+    """A step is taken over only after what it reads is; so the steps are put in order
+    first. Should a plan ever not be a DAG, what cannot be placed comes last, as listed."""
+    from services.scheduler.run_reuse import _in_order
+
+    steps = plan("1.0.0").steps
+    backwards = list(reversed(steps))
+    assert [p.step_id for p in _in_order(backwards)] == ["a", "c", "b", "d"]
+    assert [p.step_id for p in _in_order(steps)] == ["a", "b", "c", "d"]
+    looped = [dataclasses.replace(p, deps=["d"]) if p.step_id == "a" else p for p in steps]
+    assert [p.step_id for p in _in_order(looped)] == ["a", "b", "c", "d"]  # none placeable
+    assert _in_order([]) == []
