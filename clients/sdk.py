@@ -468,18 +468,3 @@ class Client(Connection, CatalogMethods, ScheduleMethods, OperatorMethods):
         except (Unavailable, DeadlineExceeded, NotFinished):
             raise WaitTimeoutError(run_id, timeout) from None
         return self._outcome(run, raise_on_failure)
-
-
-__all__ = [  # the types are clients.types', re-exported for the callers that import them here
-    "ApiError",
-    "ApiKeyInfo",
-    "Client",
-    "ExecutorInfo",
-    "PipelineInfo",
-    "PipelineStepInfo",
-    "RunEventInfo",
-    "RunInfo",
-    "StepInfo",
-    "TaskInfo",
-    "resolve_key",
-]
