@@ -1,5 +1,6 @@
 """Runs in the scheduler's core against a real valkey (``scheduler_core.py``): a run's
-max_parallel_tasks, a cancelled run's held steps, cached outputs, a finished run's keys."""
+max_parallel_tasks, a cancelled run's held steps, cached outputs (and the size the cache keeps),
+a finished run's keys."""
 
 from __future__ import annotations
 
@@ -104,5 +105,26 @@ def test_retain_shortens_a_finished_runs_keys_in_one_call(valkey_url: str) -> No
         await c.queue.retain(["r1", "no-such-run"], 5)
         ttls = [await r.ttl(k) for k in names]
         assert all(0 < t <= 5 for t in ttls), ttls
+
+    scenario(valkey_url, body)
+
+
+def test_an_output_up_to_the_caches_size_limit_is_stored_and_a_larger_one_is_not(
+    valkey_url: str,
+) -> None:
+    async def body(c: Core) -> None:
+        assert c.core.leaser.cache is not None
+        c.core.leaser.cache.max_bytes = 8
+        e1 = c.executor("e1")
+        await c.core.submit([cached_run("r1", "fits")])
+        [a] = assignments(e1)
+        await c.report(e1, a, "SUCCEEDED", '{"n":12}')  # 8 bytes: stored
+        await c.core.submit([cached_run("r2", "too big")])
+        [b] = assignments(e1)
+        await c.report(e1, b, "SUCCEEDED", '{"n":123}')  # 9 bytes: not
+        stored = [
+            json.loads(await c.queue.redis.get(k)) for k in await c.queue.redis.keys("wtm:cache:*")
+        ]
+        assert stored == [{"output": '{"n":12}', "from": "r1/output_a"}]
 
     scenario(valkey_url, body)
