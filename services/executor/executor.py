@@ -15,8 +15,6 @@ import logging
 import os
 import platform
 import time
-from collections import deque
-from collections.abc import AsyncIterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ import grpc
 from grpc import aio
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
-from common import stream_batches, tls
+from common import tls
 from common.client_core import CHANNEL_OPTIONS, AsyncCaller
 from services.common.config import read_secret
 from services.executor.lease_fence import LeaseFence
@@ -34,6 +32,7 @@ from services.executor.sandbox import Ceilings, Sandbox, protect_executor, threa
 from services.executor.settings import ExecutorSettings
 from services.executor.slot_faults import SlotFaults
 from services.executor.step_runner import Running, StepRunner, names
+from services.executor.uplink import Uplink
 from services.executor.vitals import ResourceMeter
 from services.executor.worker import Outcome
 from services.executor.worker_pool import WorkerPool
@@ -42,27 +41,6 @@ from wtm.v1 import executor_service_pb2_grpc as epb_grpc
 
 log = logging.getLogger(__name__)
 SOFTWARE_VERSION = "0.1.0"
-
-
-def more_results(
-    first: epb.ConnectRequest,
-    outbox: asyncio.Queue[epb.ConnectRequest],
-    sent: deque[tuple[float, epb.ConnectRequest]],
-) -> tuple[epb.ConnectRequest, epb.ConnectRequest | None]:
-    """``first`` (a result) and the results queued right behind it, in one StepResults
-    message (``common.stream_batches``; ``first`` itself when none is); the message that
-    stopped the group is sent next. Each result taken is noted in ``sent`` as it would be
-    alone (the re-send after a broken stream sends them one by one)."""
-
-    def joins(message: epb.ConnectRequest) -> epb.ConnectRequest | None:
-        return message if message.HasField("result") else None
-
-    group, carry = stream_batches.gather(first, outbox, joins, lambda m: len(m.result.output_json))
-    now = time.monotonic()
-    sent.extend((now, m) for m in group[1:])
-    if len(group) > 1:
-        first = epb.ConnectRequest(results=epb.StepResults(results=[m.result for m in group]))
-    return first, None if carry is stream_batches.NOTHING else carry
 
 
 def installed_packages() -> list[str]:
@@ -139,19 +117,15 @@ class Executor:
         # What the slots take: a step, or the steps of one dynamic batch (one call).
         self._assignments: asyncio.Queue[list[epb.StepAssignment]] = asyncio.Queue()
         self._calls: dict[str, list[epb.StepAssignment]] = {}  # batches still arriving
-        self._outbox: asyncio.Queue[epb.ConnectRequest] = asyncio.Queue()
+        self.uplink = Uplink()
         self._running: dict[tuple[str, str], Running] = {}
         # Assignments waiting for a free slot (a scheduler with prefetch sends some ahead);
         # their leases are renewed by heartbeats like those of running steps.
         self._held: dict[tuple[str, str], epb.StepAttemptRef] = {}
         self._received: dict[bytes, int] = {}  # assignment ref -> when it arrived (ns)
-        # Results sent on the current stream, kept one lease period to re-send after a break.
-        self._sent: deque[tuple[float, epb.ConnectRequest]] = deque(maxlen=10_000)
         self._draining = asyncio.Event()
-        self._stream_no = 0
         self._heard = 0.0  # when the scheduler last sent anything (monotonic)
         self._abandoned = 0  # a stream given up for its scheduler's silence
-        self._batched_results = False  # the current stream's welcome said it takes them
         self._rests_honoured = False  # and that it passes over an executor that rests
         self._attempts = 0
         self._heartbeat_seconds = 5.0
@@ -164,7 +138,7 @@ class Executor:
             self._registry_caller,
             self.workers,
             self.fence,
-            send=self._outbox.put_nowait,
+            send=self.uplink.put,
             running=self._running.values,
         )
 
@@ -181,7 +155,7 @@ class Executor:
         )
         self._draining.set()
         self._release_held("executor is draining")
-        self._outbox.put_nowait(self._heartbeat())  # tells the scheduler: no new work
+        self.uplink.put(self._heartbeat())  # tells the scheduler: no new work
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle(), self.settings.drain_seconds)
         for running in self._running.values():
@@ -189,7 +163,7 @@ class Executor:
             running.cancelled.set()
         await asyncio.sleep(0.3)  # let the last results reach the outbox and the stream
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._flushed(), 2.0)
+            await asyncio.wait_for(self.uplink.flushed(), 2.0)
         for task in [*slots, connection, sweeps]:
             task.cancel()
         for task in [*slots, connection, sweeps]:
@@ -209,7 +183,7 @@ class Executor:
                 held = self._held.get((ref.run_id, ref.step_id))
                 if held is not None and held.attempt == ref.attempt:
                     del self._held[(ref.run_id, ref.step_id)]
-                    self._outbox.put_nowait(self._released(ref, why))
+                    self.uplink.put(self._released(ref, why))
 
     def _rest(self, seconds: float) -> None:
         """Take nothing new for ``seconds`` (``SlotFaults``): what is held goes back, and the
@@ -221,7 +195,7 @@ class Executor:
             self.last_slot_error,
             seconds,
         )
-        self._outbox.put_nowait(self._heartbeat())  # before the releases: none comes back
+        self.uplink.put(self._heartbeat())  # before the releases: none comes back
         self._release_held("executor is resting: steps kept failing in it")
         asyncio.get_running_loop().call_later(seconds, self._rested)
 
@@ -230,12 +204,12 @@ class Executor:
         say so at once."""
         if self.faults.end_rest(time.monotonic()):
             log.info("rest ended by %s: taking work again", ended_by or "an operator")
-            self._outbox.put_nowait(self._heartbeat())
+            self.uplink.put(self._heartbeat())
 
     def _rested(self) -> None:
         if self.faults.resting_until and not self.faults.resting(time.monotonic()):  # not ended
             log.info("rest over: taking work again")
-            self._outbox.put_nowait(self._heartbeat())
+            self.uplink.put(self._heartbeat())
 
     def _flush_calls(self) -> None:
         """Batches whose steps have not all arrived go to the slots as they are (the stream
@@ -246,10 +220,6 @@ class Executor:
 
     async def _idle(self) -> None:
         while self._running or not self._assignments.empty():
-            await asyncio.sleep(0.05)
-
-    async def _flushed(self) -> None:
-        while not self._outbox.empty():
             await asyncio.sleep(0.05)
 
     # Connection --------------------------------------------------------------------------
@@ -283,24 +253,6 @@ class Executor:
             )
         )
 
-    async def _requests(self, stream_no: int) -> AsyncIterator[epb.ConnectRequest]:
-        """What goes up one stream. A stream's generator can outlive its stream; once a newer
-        stream exists it hands what it took back to the outbox and stops. Results waiting
-        together go in one message when the scheduler takes them so."""
-        yield self._hello()
-        carry: epb.ConnectRequest | None = None
-        while True:
-            message = carry if carry is not None else await self._outbox.get()
-            carry = None
-            if stream_no != self._stream_no:
-                self._outbox.put_nowait(message)
-                return
-            if message.HasField("result"):
-                self._sent.append((time.monotonic(), message))
-                if self._batched_results:
-                    message, carry = more_results(message, self._outbox, self._sent)
-            yield message
-
     async def _session(self) -> None:
         addresses = self.settings.scheduler
         address = addresses[self._attempts % len(addresses)]
@@ -311,12 +263,12 @@ class Executor:
         plain = tls.aio_channel(address, s.tls_ca, CHANNEL_OPTIONS, cert, traced=False)
         async with plain as channel:
             stub = epb_grpc.ExecutorServiceStub(channel)
-            self._stream_no += 1
-            self._batched_results = False  # until this scheduler's welcome says otherwise
+            stream_no = self.uplink.new_stream()
             self._rests_honoured = False
-            call = stub.Connect(self._requests(self._stream_no), metadata=self._metadata)
+            call = stub.Connect(
+                self.uplink.requests(stream_no, self._hello()), metadata=self._metadata
+            )
             heartbeats: asyncio.Task[None] | None = None
-            stream_no = self._stream_no
             try:
                 async for message in call:
                     self._heard = time.monotonic()
@@ -325,7 +277,7 @@ class Executor:
                         welcome = message.welcome
                         self._heartbeat_seconds = welcome.heartbeat_interval_seconds or 5.0
                         self.fence.configure(welcome.lease_seconds or 30, welcome.acks_heartbeats)
-                        self._batched_results = welcome.batched_messages
+                        self.uplink.batched_results = welcome.batched_messages
                         self._rests_honoured = welcome.honours_rests
                         if not welcome.honours_rests:  # it would lease to a resting one again
                             self.faults.resting_until = 0.0
@@ -337,8 +289,8 @@ class Executor:
                         heartbeats = asyncio.create_task(self._heartbeats(call))
                         if self._running or self.faults.resting(time.monotonic()):
                             # tell the scheduler what survived the disconnect, and the rest
-                            self._outbox.put_nowait(self._heartbeat())
-                        self._resend(message.welcome.lease_seconds or 30)
+                            self.uplink.put(self._heartbeat())
+                        self.uplink.resend(message.welcome.lease_seconds or 30)
                     elif kind == "assignment":
                         self._assigned(message.assignment)
                     elif kind == "assignments":
@@ -383,10 +335,10 @@ class Executor:
 
     def _assigned(self, a: epb.StepAssignment) -> None:
         if self._draining.is_set():  # sent before the scheduler heard: give it back
-            self._outbox.put_nowait(self._released(a.ref, "executor is draining"))
+            self.uplink.put(self._released(a.ref, "executor is draining"))
             return
         if self.faults.resting(time.monotonic()):
-            self._outbox.put_nowait(self._released(a.ref, "executor is resting"))
+            self.uplink.put(self._released(a.ref, "executor is resting"))
             return
         ref = a.ref
         self._received[ref.SerializeToString()] = time.time_ns()
@@ -404,18 +356,6 @@ class Executor:
         if len(group) >= a.call_size:
             del self._calls[a.call_id]
             self._assignments.put_nowait(group)
-
-    def _resend(self, lease_seconds: float) -> None:
-        """Send again the results of the last lease period: a result written to a stream
-        just before it broke may never have arrived. The scheduler's fencing refuses the
-        ones it already has, so sending twice is harmless; losing one would cost a retry."""
-        horizon = time.monotonic() - lease_seconds
-        recent = [m for at, m in self._sent if at >= horizon]
-        self._sent.clear()
-        if recent and self._stream_no > 1:
-            log.info("re-sending %d recent results after reconnecting", len(recent))
-            for message in recent:
-                self._outbox.put_nowait(message)
 
     def _heartbeat(self) -> epb.ConnectRequest:
         refs = [r.ref for r in self._running.values()] + list(self._held.values())
@@ -452,13 +392,13 @@ class Executor:
         while True:
             self._touch_health_file()
             await asyncio.sleep(self._heartbeat_seconds)
-            self._outbox.put_nowait(self._heartbeat())
+            self.uplink.put(self._heartbeat())
             quiet = time.monotonic() - self._heard
             if self.fence.enabled and quiet > max(
                 3 * self._heartbeat_seconds, self.fence.lease_seconds
             ):
                 log.warning("scheduler silent for %.1fs: reconnecting", quiet)
-                self._abandoned = self._stream_no
+                self._abandoned = self.uplink.stream_no
                 call.cancel()
                 return
 
@@ -544,4 +484,4 @@ class Executor:
             result.end_time.FromNanoseconds(int(outcome.process_times[1] * 1e9))
         result.received_time.FromNanoseconds(self._received.pop(ref.SerializeToString(), 0))
         result.sent_time.FromNanoseconds(time.time_ns())
-        self._outbox.put_nowait(epb.ConnectRequest(result=result))
+        self.uplink.put(epb.ConnectRequest(result=result))
