@@ -1,7 +1,7 @@
 """Namespaces on the real stack: the same names in two namespaces are two things, a task is
 used across namespaces only once its admin shares it, request ids and artifacts are per
 namespace, and an executor serving one namespace takes only that namespace's work. (What
-another namespace cannot see, RPC by RPC and role by role, is in test_permissions.)"""
+another namespace cannot see, RPC by RPC and role by role, is in test_namespace_isolation.)"""
 
 from __future__ import annotations
 
