@@ -531,3 +531,45 @@ def test_in_a_narrow_window_tables_scroll_and_the_page_does_not(
         width, window = page.evaluate("[document.documentElement.scrollWidth, innerWidth]")
         assert width <= window, f"{where} is {width}px wide in a {window}px window"
     shot(page, "run-page-narrow")
+
+
+# For every table on the page: the columns whose cells are aligned otherwise than their heading
+# (a right-aligned figure under a left-aligned heading reads as the next column's).
+MISALIGNED = """() => [...document.querySelectorAll("table")].flatMap((table) => {
+  const heads = [...table.querySelectorAll("thead th")];
+  return [...table.querySelectorAll("tbody tr")].flatMap((row) => {
+    const cells = [...row.children];
+    if (cells.length !== heads.length) return [];  // a "nothing here" row spans them all
+    return cells.flatMap((cell, i) => {
+      const a = getComputedStyle(cell).textAlign, b = getComputedStyle(heads[i]).textAlign;
+      const right = (x) => x === "right" || x === "end";
+      return right(a) === right(b) || !cell.textContent.trim()
+        ? [] : [`#${table.id} ${heads[i].textContent}: cell ${a}, heading ${b}`];
+    });
+  });
+})"""
+
+
+def test_each_figure_stands_under_its_own_heading(
+    page: Page, cluster: Cluster, client: Client, two_sleepers: str
+) -> None:
+    """Figures are aligned right in their cells; a heading aligned left above them put each
+    figure under the next column's heading (the namespaces' "1" read as its limit)."""
+    run = client.run(pipeline=two_sleepers, input={"seconds": 0.1}, timeout=60)
+    client.create_schedule("dash-aligned", task="sleeper", cron="0 4 * * *", paused=True)
+    try:
+        sign_in(page, cluster.admin_key)
+        for where, table in (
+            ("/#/runs", "#runs tbody tr[data-run]"),
+            (f"/#/runs/{run.run_id}", "#steps tbody tr"),
+            ("/#/executors", "#executors tbody tr[data-executor]"),
+            ("/#/queues", "#schedules tbody tr[data-schedule]"),
+            ("/#/catalog", "#pipelines tbody tr[data-pipeline]"),
+        ):
+            page.goto(where)
+            expect(page.locator(table).first).to_be_visible(timeout=STEP_MS)
+            checked = page.evaluate("() => document.querySelectorAll('tbody td').length")
+            assert checked > 0, where
+            assert page.evaluate(MISALIGNED) == [], where
+    finally:
+        client.delete_schedule("dash-aligned")

@@ -29,6 +29,13 @@ function h(tag, attrs = {}, ...children) {
   return e;
 }
 
+// A table's heading row. A column written "#Label" holds numbers: its heading is aligned to
+// the right, as its cells are (class "num"), so each figure stands under its own heading.
+function headings(columns) {
+  return h("thead", {}, h("tr", {}, columns.map((c) =>
+    c.startsWith("#") ? h("th", { class: "num" }, c.slice(1)) : h("th", {}, c))));
+}
+
 class ApiError extends Error {
   constructor(status, body) {
     const err = (body && body.error) || {};
@@ -214,7 +221,7 @@ function runsPage() {
   }
   main.replaceChildren(
     h("h1", {}, "Runs"), submitForm(), filters,
-    h("table", { id: "runs" }, h("thead", {}, h("tr", {}, ["Run", "State", "Pipeline / task", "Batch", "Created", "Took", "Error"].map((c) => h("th", {}, c)))), body),
+    h("table", { id: "runs" }, headings(["Run", "State", "Pipeline / task", "Batch", "Created", "#Took", "Error"]), body),
     h("div", { class: "pager" }, prev, pager, next));
   return every(REFRESH_MS, refresh);
 }
@@ -297,10 +304,10 @@ function runPage(runId) {
     h("p", {}, h("a", { href: "#/runs" }, "← Runs")), view.head,
     h("h2", {}, "Steps ", view.live), view.dag,
     h("h2", {}, "Timeline"), view.gantt,
-    h("table", { id: "steps" }, h("thead", {}, h("tr", {}, ["Step", "Task", "State", "Attempt", "Executor", "Started", "Took", "Error"].map((c) => h("th", {}, c)))), view.steps),
+    h("table", { id: "steps" }, headings(["Step", "Task", "State", "#Attempt", "Executor", "Started", "#Took", "Error"]), view.steps),
     h("h2", {}, "Logs"), view.logs,
     h("h2", {}, "Events"), view.events,
-    h("h2", {}, "Lineage"), h("table", { id: "lineage" }, h("thead", {}, h("tr", {}, h("th", {}, "From"), h("th", {}, "To"))), view.lineage),
+    h("h2", {}, "Lineage"), h("table", { id: "lineage" }, headings(["From", "To"]), view.lineage),
     h("h2", {}, "Output"), view.output);
 
   const stepIds = () => (pipeline ? pipeline.steps.map((s) => s.step_id) : (run?.steps || []).map((s) => s.step_id));
@@ -493,7 +500,7 @@ function sandboxNote(sandbox) {
 function executorsPage() {
   const body = h("tbody");
   main.replaceChildren(h("h1", {}, "Executors"), h("table", { id: "executors" },
-    h("thead", {}, h("tr", {}, ["Executor", "State", "Queues", "Slots busy / free", "In flight", "CPU", "Memory", "Disk", "Last seen", "Scheduler", "Slot errors", ""].map((c) => h("th", {}, c)))), body));
+    headings(["Executor", "State", "Queues", "#Slots busy / free", "In flight", "#CPU", "#Memory", "#Disk", "Last seen", "Scheduler", "#Slot errors", ""]), body));
   const fill = async () => {
     const list = await api("/api/v1/executors");
     body.replaceChildren(...list.map((e) => h("tr", { "data-executor": e.executor_id },
@@ -651,13 +658,13 @@ function queuesPage() {
   const limits = h("tbody");
   const backfill = backfillForm();
   main.replaceChildren(h("h1", {}, "Queues"), h("table", { id: "queues" },
-    h("thead", {}, h("tr", {}, ["Queue", "Namespace", "Waiting", "Oldest waiting", "Executors", "Free slots", "", ""].map((c) => h("th", {}, c)))), body), delayed,
+    headings(["Queue", "Namespace", "#Waiting", "#Oldest waiting", "#Executors", "#Free slots", "", ""]), body), delayed,
     h("h2", {}, "Namespaces"), h("table", { id: "namespaces" },
-      h("thead", {}, h("tr", {}, ["Namespace", "Runs queued or running", "Limit", "Weight", "Steps waiting", "Runs kept", "Calls a second", ""].map((c) => h("th", {}, c)))), spaces),
+      headings(["Namespace", "#Runs queued or running", "#Limit", "#Weight", "#Steps waiting", "#Runs kept", "#Calls a second", ""]), spaces),
     h("h2", {}, "Task limits"), taskLimitForm(() => fill()), h("table", { id: "task-limits" },
-      h("thead", {}, h("tr", {}, ["Task", "Limits (over task.json's)", "Set by", ""].map((c) => h("th", {}, c)))), limits),
+      headings(["Task", "Limits (over task.json's)", "Set by", ""]), limits),
     h("h2", {}, "Schedules"), scheduleForm(() => fill()), backfill, h("table", { id: "schedules" },
-      h("thead", {}, h("tr", {}, ["Schedule", "When", "Runs", "Next", "Started", "Skipped", "Last run", ""].map((c) => h("th", {}, c)))), schedules));
+      headings(["Schedule", "When", "Runs", "Next", "#Started", "#Skipped", "Last run", ""]), schedules));
   const fill = async () => {
     const [q, ns, sch, lim] = await Promise.all([api("/api/v1/queues"), api("/api/v1/namespaces"), api("/api/v1/schedules"), api("/api/v1/task-limits")]);
     limits.replaceChildren(...lim.map((t) => h("tr", { "data-task-limit": t.task_id },
@@ -756,8 +763,8 @@ function scheduleActions(s, fill, backfill) {
 function catalogPage() {
   const tasks = h("tbody"), pipelines = h("tbody"), detail = h("div", { id: "detail" });
   main.replaceChildren(h("h1", {}, "Tasks & pipelines"), h("div", { class: "row" },
-    h("div", { class: "card" }, h("h2", {}, "Pipelines"), h("table", { id: "pipelines" }, h("thead", {}, h("tr", {}, ["Pipeline", "Version", "Steps", ""].map((c) => h("th", {}, c)))), pipelines)),
-    h("div", { class: "card" }, h("h2", {}, "Tasks"), h("table", { id: "tasks" }, h("thead", {}, h("tr", {}, ["Task", "Version", "Queue", "Digest", ""].map((c) => h("th", {}, c)))), tasks))),
+    h("div", { class: "card" }, h("h2", {}, "Pipelines"), h("table", { id: "pipelines" }, headings(["Pipeline", "Version", "#Steps", ""]), pipelines)),
+    h("div", { class: "card" }, h("h2", {}, "Tasks"), h("table", { id: "tasks" }, headings(["Task", "Version", "Queue", "Digest", ""]), tasks))),
     detail);
   const showPipeline = (p) => {
     const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
@@ -791,7 +798,7 @@ function catalogPage() {
 
 function healthPage() {
   const body = h("tbody"), overall = h("p");
-  main.replaceChildren(h("h1", {}, "Health"), overall, h("table", { id: "health" }, h("thead", {}, h("tr", {}, ["Part", "Status", "Detail"].map((c) => h("th", {}, c)))), body));
+  main.replaceChildren(h("h1", {}, "Health"), overall, h("table", { id: "health" }, headings(["Part", "Status", "Detail"]), body));
   return every(5000, async () => {
     const { body: report } = await api("/api/v1/health", { allowError: true });
     if (!report || !report.checks) throw new Error("no report");
