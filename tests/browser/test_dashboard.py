@@ -175,6 +175,9 @@ def test_a_run_past_its_time_limit_turns_timed_out_on_the_page(
         "data-state", "CANCELLED", timeout=STEP_MS
     )
     expect(page.locator("#cancel")).to_be_disabled()
+    # No step ended, so no edge: said so, not an empty table under its headings.
+    assert client.get_run(run.run_id).lineage == []
+    expect(page.locator("#lineage tbody")).to_have_text("No lineage was recorded for this run.")
     shot(page, "run-page-timed-out")
     # Run again: the page moves to the new run, which has the same time limit.
     page.click("#rerun")

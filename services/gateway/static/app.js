@@ -371,7 +371,8 @@ function runPage(runId) {
     }));
     const stepLogs = stepIds().map((id) => [id, [...(stepOf(id)?.logs || []), ...(logs.get(id) || [])]]).filter(([, l]) => l.length);
     view.logs.replaceChildren(...(stepLogs.length ? stepLogs.map(([id, lines]) => h("div", { class: "card" }, h("strong", {}, id), h("div", { class: "logs" }, [...new Set(lines)].map((l) => h("div", {}, l))))) : [h("p", { class: "muted" }, "No log lines.")]));
-    view.lineage.replaceChildren(...(run.lineage || []).map(([a, b]) => h("tr", {}, h("td", {}, h("code", {}, a)), h("td", {}, h("code", {}, b)))));
+    const edges = (run.lineage || []).map(([a, b]) => h("tr", {}, h("td", {}, h("code", {}, a)), h("td", {}, h("code", {}, b))));
+    view.lineage.replaceChildren(...(edges.length ? edges : [h("tr", {}, h("td", { colspan: 2, class: "muted" }, TERMINAL.has(run.state) ? "No lineage was recorded for this run." : "No lineage yet."))]));
     drawOutput();
   }
 
@@ -500,7 +501,7 @@ function sandboxNote(sandbox) {
 function executorsPage() {
   const body = h("tbody");
   main.replaceChildren(h("h1", {}, "Executors"), h("table", { id: "executors" },
-    headings(["Executor", "State", "Queues", "#Slots busy / free", "In flight", "#CPU", "#Memory", "#Disk", "Last seen", "Scheduler", "#Slot errors", ""]), body));
+    headings(["Executor", "State", "Queues", "#Slots busy / free", "In flight", "#CPU", "#Memory", "#Disk", "Last seen", "Scheduler", "Slot errors", ""]), body));
   const fill = async () => {
     const list = await api("/api/v1/executors");
     body.replaceChildren(...list.map((e) => h("tr", { "data-executor": e.executor_id },
@@ -519,7 +520,7 @@ function executorsPage() {
       h("td", { class: "num", "data-memory": e.memory_bytes }, e.memory_bytes ? bytes(e.memory_bytes) : ""),
       h("td", { class: "num", "data-disk": e.disk_bytes, title: "packages, input artifacts, installed requirements and workers' files in its cache" }, e.disk_bytes ? bytes(e.disk_bytes) : ""),
       h("td", {}, when(e.last_seen_at)), h("td", {}, e.scheduler_id),
-      h("td", { class: e.slot_errors ? "warning" : "num", title: e.last_slot_error }, e.slot_errors ? `${e.slot_errors}: ${e.last_slot_error}` : "0"),
+      h("td", { class: e.slot_errors ? "warning" : null, title: e.last_slot_error }, e.slot_errors ? `${e.slot_errors}: ${e.last_slot_error}` : "0"),
       h("td", { class: "actions" }, e.state === "LOST" ? "" : pauseButton("executors", "executor_id", e.executor_id, !!e.pause,
         "It is given no new step until it is resumed; its running steps go on.", fill)))));
     if (!list.length) body.replaceChildren(h("tr", {}, h("td", { colspan: 12, class: "muted" }, "No executor has connected.")));
