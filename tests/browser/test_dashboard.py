@@ -576,3 +576,17 @@ def test_each_figure_stands_under_its_own_heading(
             assert page.evaluate(MISALIGNED) == [], where
     finally:
         client.delete_schedule("dash-aligned")
+
+
+def test_a_run_pages_footer_says_when_it_read_the_run(
+    page: Page, cluster: Cluster, client: Client, two_sleepers: str
+) -> None:
+    """The footer's "updated" time was the runs list's, kept under a run page that reads its
+    run on its own (by its event stream, not the lists' timer)."""
+    run = client.run(pipeline=two_sleepers, input={"seconds": 0.1}, timeout=60)
+    sign_in(page, cluster.admin_key)
+    expect(page.locator("#status")).to_contain_text("updated", timeout=STEP_MS)
+    page.evaluate("() => { document.getElementById('status').textContent = 'from the list'; }")
+    page.goto(f"/#/runs/{run.run_id}")
+    expect(page.locator("#run-state .badge")).to_have_text("COMPLETED", timeout=STEP_MS)
+    expect(page.locator("#status")).to_contain_text("updated", timeout=STEP_MS)

@@ -74,11 +74,14 @@ const fmtSeconds = (s) => (s === null || s === undefined ? "" : s < 1 ? `${(s * 
 const bytes = (n) => (n > 2 ** 30 ? `${(n / 2 ** 30).toFixed(1)} GiB` : `${(n / 2 ** 20).toFixed(0)} MiB`);
 const TERMINAL = new Set(["COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"]);
 
+// The footer's "updated" time: when what the page shows was last read.
+const markUpdated = () => { statusLine.textContent = `updated ${new Date().toLocaleTimeString()}`; };
+
 function every(ms, fn) {
   let stopped = false, timer = null;
   const tick = async () => {
     if (stopped) return;
-    try { await fn(); statusLine.textContent = `updated ${new Date().toLocaleTimeString()}`; }
+    try { await fn(); markUpdated(); }
     catch (e) { if (e.status !== 401) statusLine.textContent = `update failed: ${e.message}`; }
     if (!stopped) timer = setTimeout(tick, ms);
   };
@@ -433,6 +436,7 @@ function runPage(runId) {
       run = await api(`/api/v1/runs/${runId}`);
       if (run.pipeline_id && !pipeline) pipeline = await api(`/api/v1/pipelines/${run.pipeline_id}@${run.pipeline_version}`);
       draw();
+      markUpdated();  // (it read its run, not the page before's)
     } catch (e) { if (e.status !== 401) showError(view.head, e); }
   }
   const refreshSoon = () => { clearTimeout(refreshTimer); refreshTimer = setTimeout(refresh, 250); };
