@@ -207,6 +207,10 @@ def test_a_cancelled_run_resumes_from_the_page_taking_over_its_first_step(
     expect(page).not_to_have_url(re.compile(f"{run.run_id}$"), timeout=STEP_MS)
     expect(page.locator("#run-state .badge")).to_have_text("COMPLETED", timeout=STEP_MS)
     expect(page.locator('#dag g.node[data-step="first"]')).to_contain_text("taken over")
+    # Its row says where from, in the executor's column (no executor ran it here).
+    first = page.locator('#steps tr[data-step="first"]')
+    expect(first).to_contain_text(f"taken over from {run.run_id}/")
+    expect(first.locator("[data-from] a")).to_have_attribute("href", f"#/runs/{run.run_id}")
     expect(page.locator("#resume")).to_have_count(0)  # a completed run has nothing to resume
     shot(page, "run-page-resumed")
     resumed = client.get_run(page.url.rsplit("/", 1)[1])

@@ -368,7 +368,9 @@ function runPage(runId) {
       const s = stepOf(id) || {};
       return h("tr", { "data-step": id },
         h("td", {}, id), h("td", {}, s.task_id ? `${s.task_id}@${s.task_version}` : ""), h("td", {}, badge(stateOf(id))),
-        h("td", { class: "num" }, (live.get(id)?.attempt) || s.attempt || ""), h("td", {}, s.executor_id || ""),
+        h("td", { class: "num" }, (live.get(id)?.attempt) || s.attempt || ""),
+        h("td", {}, s.executor_id || "", s.cached_from ? h("div", { class: "muted", "data-from": s.cached_from },
+          `${s.attempt ? "cached" : "taken over"} from `, h("a", { href: `#/runs/${s.cached_from.split("/")[0]}` }, s.cached_from)) : null),
         h("td", {}, when(s.started_at)), h("td", { class: "num" }, fmtSeconds(secondsBetween(s.started_at, s.ended_at))),
         h("td", { class: "error" }, s.error || ""));
     }));
