@@ -189,7 +189,11 @@ def assess_fleet(
             )
     if work or delayed:
         checks.append(
-            Check("queues", OK, f"{work} step(s) waiting, {delayed} held back (retries, limits)")
+            Check(
+                "queues",
+                OK,
+                f"{work} step(s) waiting, {delayed} held back (retries, start times, limits)",
+            )
         )
     else:
         checks.append(Check("queues", OK, "nothing waiting"))
