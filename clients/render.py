@@ -303,7 +303,10 @@ def runs_table(runs: list[RunInfo], width: int | None = None) -> Table:
         created = ""
         if r.created_at:
             created = r.created_at.strftime("%Y-%m-%d %H:%M:%S" if wide else "%m-%d %H:%M")
-        cells = [r.run_id, state(r.state), escape(what), created]
+        shown = state(r.state)
+        if r.scheduled_at and r.started_at is None and not r.finished:  # a start delay
+            shown += f"\n[dim]starts {r.scheduled_at:%m-%d %H:%M}[/]"
+        cells = [r.run_id, shown, escape(what), created]
         if wide:
             took = ""
             if r.created_at and r.ended_at:

@@ -238,6 +238,26 @@ def test_a_run_submitted_from_the_page_with_a_start_delay_and_a_time_limit(
     expect(page.locator("#run-state .badge")).to_have_text("COMPLETED", timeout=STEP_MS)
 
 
+def test_the_runs_list_says_when_a_delayed_run_starts(
+    page: Page, cluster: Cluster, client: Client, two_sleepers: str
+) -> None:
+    """QUEUED alone read as stuck for a run waiting out its start delay."""
+    later = client.submit(task="sleeper", input={"seconds": 0.1}, start_delay=3600)
+    try:
+        sign_in(page, cluster.admin_key)
+        row = page.locator(f'#runs tr[data-run="{later.run_id}"]')
+        expect(row.locator("[data-starts]")).to_contain_text("starts", timeout=STEP_MS)
+        scheduled = client.get_run(later.run_id).scheduled_at
+        assert scheduled is not None
+        shown = row.locator("[data-starts]").get_attribute("data-starts") or ""
+        assert shown.startswith(scheduled.strftime("%Y-%m-%dT%H:%M"))
+    finally:
+        client.cancel(later.run_id, "the test is over")
+    page.reload()
+    expect(row.locator(".badge")).to_have_text("CANCELLED", timeout=STEP_MS)
+    expect(row.locator("[data-starts]")).to_have_count(0)
+
+
 def test_the_unfinished_runs_of_a_batch_are_cancelled_from_the_runs_page(
     page: Page, cluster: Cluster, client: Client, two_sleepers: str
 ) -> None:

@@ -164,3 +164,16 @@ def test_a_tasks_panel_says_its_rate_limit_when_it_has_one() -> None:
         task, manifest={"concurrency_limit": 1, "concurrency_strategy": "cancel_newest"}
     )
     assert "over every executor); when full: cancel_newest" in task_panel(newest)
+
+
+def test_a_run_waiting_for_its_start_time_says_when_it_starts_in_the_list() -> None:
+    """A run submitted with a delay is QUEUED until then; the list said only that, which
+    reads as stuck."""
+    at = datetime(2026, 12, 3, 17, 6, 20, tzinfo=UTC)
+    later = RunInfo(
+        "000661bdc74ac2a1c1dea1bd365bf240", State.QUEUED, "text_sentiment", "", {}, None, "", 5,
+        created_at=at, scheduled_at=at + timedelta(minutes=10),
+    )  # fmt: skip
+    assert "starts 12-03 17:16" in printed(runs_table([later], 160), 160)
+    begun = dataclasses.replace(later, state=State.RUNNING, started_at=at)
+    assert "starts" not in printed(runs_table([begun], 160), 160)

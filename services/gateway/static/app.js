@@ -212,7 +212,8 @@ function runsPage() {
     nextToken = page.next_page_token;
     body.replaceChildren(...page.runs.map((r) => h("tr", { "data-run": r.run_id },
       h("td", {}, h("a", { href: `#/runs/${r.run_id}` }, h("code", {}, r.run_id))),
-      h("td", {}, badge(r.state)),
+      h("td", {}, badge(r.state), r.scheduled_at && !r.started_at && !TERMINAL.has(r.state)
+        ? h("div", { class: "muted", "data-starts": r.scheduled_at }, `starts ${when(r.scheduled_at)}`) : null),
       h("td", {}, r.pipeline_id ? `${r.pipeline_id}@${r.pipeline_version}` : r.task_id),
       h("td", {}, short(r.batch_id, 10)),
       h("td", {}, when(r.created_at)),
