@@ -51,6 +51,14 @@ def state(s: str) -> str:
     return f"[{STATE_STYLE.get(s, 'white')}]{s}[/]"
 
 
+def when_empty(table: Table, note: str) -> Table:
+    """``table``, saying ``note`` under its headings when it has no row: headings alone read
+    as a listing that failed halfway."""
+    if not table.row_count:
+        table.caption = note
+    return table
+
+
 def tasks_table(tasks: list[TaskInfo]) -> Table:
     table = Table(title="Tasks")
     table.add_column("task", no_wrap=True)  # ids are never cut short: they are what one types
@@ -58,7 +66,7 @@ def tasks_table(tasks: list[TaskInfo]) -> Table:
         table.add_column(col)
     for t in tasks:
         table.add_row(t.task_id, t.version, t.category, t.queue, ", ".join(t.tags), t.digest[:12])
-    return table
+    return when_empty(table, "No task is registered here.")
 
 
 def task_panel(t: TaskInfo) -> str:
@@ -184,7 +192,7 @@ def pipelines_table(pipelines: list[PipelineInfo]) -> Table:
         table.add_column(col)
     for p in pipelines:
         table.add_row(p.pipeline_id, p.version, str(len(p.steps)), str(p.enabled), p.description)
-    return table
+    return when_empty(table, "No pipeline is registered here.")
 
 
 def pipeline_panel(p: PipelineInfo) -> str:
@@ -313,7 +321,7 @@ def runs_table(runs: list[RunInfo], width: int | None = None) -> Table:
                 took = f"{(r.ended_at - r.created_at).total_seconds():.2f}s"
             cells.append(took)
         table.add_row(*cells, escape(r.error[:60]))
-    return table
+    return when_empty(table, "No run matches.")
 
 
 # How task code is confined on an executor: anything short of isolated stands out.
@@ -363,7 +371,7 @@ def executors_table(executors: list[ExecutorInfo], width: int | None = None) -> 
                 escape(e.scheduler_id),
             ]
         table.add_row(*cells)
-    return table
+    return when_empty(table, "No executor has connected.")
 
 
 def _rest_left(e: ExecutorInfo) -> str:
@@ -388,7 +396,7 @@ def queues_table(queues: list[QueueInfo], delayed: int) -> Table:
             str(q.free_slots),
             queue_note(q),
         )
-    return table
+    return when_empty(table, "No queue has work or an executor.")
 
 
 def queue_note(q: QueueInfo) -> str:
@@ -439,7 +447,7 @@ def task_limits_table(limits: list[TaskLimitsInfo]) -> Table:
     for t in limits:
         at = t.set_at.strftime("%Y-%m-%d %H:%M:%S") if t.set_at else ""
         table.add_row(escape(t.task_id), task_limit_text(t), escape(t.set_by), at)
-    return table
+    return when_empty(table, "No operator has set a task's limits here.")
 
 
 def artifacts_table(artifacts: list[ArtifactInfo], width: int | None = None) -> Table:
@@ -457,7 +465,7 @@ def artifacts_table(artifacts: list[ArtifactInfo], width: int | None = None) -> 
         stored = a.stored_at.strftime("%Y-%m-%d %H:%M:%S") if a.stored_at else ""
         cells = [escape(a.namespace), a.digest, f"{a.size_bytes:,}", stored]
         table.add_row(*(cells if wide else cells[1:3]))
-    return table
+    return when_empty(table, "No artifact matches.")
 
 
 def health_table(report: HealthReport) -> Table:

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
+from clients import render
 from clients.cli.app import Ctx, cli
 
 ROLES = ["admin", "developer", "operator", "submitter", "viewer", "executor", "service"]
@@ -63,7 +64,7 @@ def auth_list(obj: Ctx) -> None:
             f"{k.expires_at:%Y-%m-%d %H:%M}" if k.expires_at else "never",
             f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "",
         )
-    obj.out(keys, table)
+    obj.out(keys, render.when_empty(table, "No API key here."))
 
 
 @auth.command("revoke")
@@ -95,7 +96,7 @@ def auth_audit(obj: Ctx, limit: int) -> None:
             e["namespace"],
             e["outcome"],
         )
-    obj.out(events, table)
+    obj.out(events, render.when_empty(table, "No event recorded."))
 
 
 @cli.group()
