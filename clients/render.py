@@ -321,7 +321,7 @@ def runs_table(runs: list[RunInfo], width: int | None = None) -> Table:
                 took = f"{(r.ended_at - r.created_at).total_seconds():.2f}s"
             cells.append(took)
         table.add_row(*cells, escape(r.error[:60]))
-    return when_empty(table, "No run matches.")
+    return when_empty(table, "No runs match.")
 
 
 # How task code is confined on an executor: anything short of isolated stands out.
@@ -447,7 +447,7 @@ def task_limits_table(limits: list[TaskLimitsInfo]) -> Table:
     for t in limits:
         at = t.set_at.strftime("%Y-%m-%d %H:%M:%S") if t.set_at else ""
         table.add_row(escape(t.task_id), task_limit_text(t), escape(t.set_by), at)
-    return when_empty(table, "No operator has set a task's limits here.")
+    return when_empty(table, "No operator has set a task's limits in this namespace.")
 
 
 def artifacts_table(artifacts: list[ArtifactInfo], width: int | None = None) -> Table:

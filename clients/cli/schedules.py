@@ -53,7 +53,7 @@ def schedules_table(schedules: list[ScheduleInfo], width: int | None = None) -> 
         if wide:
             cells.append(s.last_run_id)
         table.add_row(*cells)
-    return render.when_empty(table, "No schedule here.")
+    return render.when_empty(table, "No schedule in this namespace.")
 
 
 def schedule_panel(s: ScheduleInfo) -> str:

@@ -181,11 +181,11 @@ def test_a_run_waiting_for_its_start_time_says_when_it_starts_in_the_list() -> N
 
 def test_an_empty_listing_says_so_under_its_headings() -> None:
     """Headings over nothing read as a listing that failed halfway; each says what it found."""
-    assert "No run matches." in printed(runs_table([], 160), 160)
+    assert "No runs match." in printed(runs_table([], 160), 160)
     assert "No executor has connected." in printed(executors_table([], 160), 160)
     at = datetime(2026, 12, 3, 17, 6, 20, tzinfo=UTC)
     run = RunInfo(
         "000661bdc74ac2a1c1dea1bd365bf241", State.COMPLETED, "text_sentiment", "", {}, None, "", 5,
         created_at=at,
     )  # fmt: skip
-    assert "No run matches." not in printed(runs_table([run], 160), 160)
+    assert "No runs match." not in printed(runs_table([run], 160), 160)
