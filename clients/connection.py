@@ -79,6 +79,14 @@ class Connection:
         self._timeout = timeout
         self.raise_on_failure = raise_on_failure
 
+    def __repr__(self) -> str:
+        """The services it calls and the namespace it acts in; never its key."""
+        namespace = repr(self.namespace) if self.namespace else "the key's"
+        return (
+            f"{type(self).__name__}(registry={self._r.address!r}, "
+            f"scheduler={self._s.address!r}, namespace={namespace})"
+        )
+
     def acting_as(self, api_key: str, namespace: str = "") -> Self:
         """A client on the same channels that presents another key (and namespace): how a
         gateway calls for each of its callers without a connection each. Close only the

@@ -144,6 +144,7 @@ class _Calls:
         timeout: float = DEFAULT_TIMEOUT,
         retry_seconds: float = DEFAULT_RETRY_SECONDS,
     ) -> None:
+        self.address = address
         self.channel = self._open(address, ca, client_cert)
         self.metadata = call_metadata(api_key, namespace)
         self.timeout = timeout

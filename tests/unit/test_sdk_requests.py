@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from clients import requests
+from clients.sdk import Client
 from common.errors import InvalidArgument
 from wtm.v1 import run_pb2
 
@@ -70,3 +71,14 @@ def test_a_namespace_update_sets_only_what_it_is_given_zero_included() -> None:
         ["run_limit"],
         False,
     )
+
+
+def test_a_client_shows_where_it_calls_and_never_its_key() -> None:
+    """``print(client)`` in a notebook: the addresses and the namespace, not the secret."""
+    key = "wtm_0123456789abcdef.s3cr3t-value"
+    with Client("127.0.0.1:1", "127.0.0.1:2", api_key=key, namespace="team-a") as client:
+        shown = repr(client)
+        assert shown == (
+            "Client(registry='127.0.0.1:1', scheduler='127.0.0.1:2', namespace='team-a')"
+        )
+        assert "s3cr3t" not in repr(client.acting_as(key)) and "0123456789abcdef" not in shown
