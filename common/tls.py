@@ -93,9 +93,9 @@ def aio_channel(
     stream whose messages carry their own trace context)."""
     insecure, secure = (aio.insecure_channel, aio.secure_channel)
     if not traced:
-        from common import telemetry
+        from common import telemetry_setup
 
-        insecure, secure = telemetry.untraced_aio_channels()
+        insecure, secure = telemetry_setup.untraced_aio_channels()
     path = ca_path(ca)
     if path:
         credentials = channel_credentials(path, client_cert)

@@ -12,7 +12,7 @@ import click
 
 from clients import __version__, render
 from clients.sdk import Client
-from common import telemetry
+from common import telemetry_setup
 
 
 class Ctx:
@@ -269,6 +269,6 @@ def cli(
 ) -> None:
     """Worker Task Manager: register tasks and pipelines, run them, watch them."""
     ctx.obj = Ctx(registry, scheduler, token, key_file, as_json, namespace, retry_seconds)
-    if telemetry.export_configured():  # OTEL_EXPORTER_OTLP_ENDPOINT: the trace starts here
-        telemetry.setup("wtm-cli", grpc_client="sync")
-        ctx.call_on_close(telemetry.shutdown)
+    if telemetry_setup.export_configured():  # OTEL_EXPORTER_OTLP_ENDPOINT: the trace starts here
+        telemetry_setup.setup("wtm-cli", grpc_client="sync")
+        ctx.call_on_close(telemetry_setup.shutdown)

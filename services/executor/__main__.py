@@ -7,7 +7,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from common import telemetry
+from common import telemetry_setup
 from services.common import heap, logs
 from services.common.config import load_settings
 from services.executor.executor import Executor
@@ -25,12 +25,12 @@ async def serve(settings: ExecutorSettings) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     settings = load_settings(ExecutorSettings, argv, prog="wtm-executor")
     logs.configure("executor")
-    telemetry.setup("wtm-executor", grpc_client="aio")
+    telemetry_setup.setup("wtm-executor", grpc_client="aio")
     heap.freeze_startup()
     try:
         asyncio.run(serve(settings))
     finally:
-        telemetry.shutdown()
+        telemetry_setup.shutdown()
     return 0
 
 

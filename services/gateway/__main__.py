@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import uvicorn
 
-from common import telemetry
+from common import telemetry_setup
 from services.common import logs
 from services.common.config import load_settings, server_tls
 from services.gateway.app import create_app
@@ -19,7 +19,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = load_settings(GatewaySettings, argv, prog="wtm-gateway")
     logs.configure("gateway")
     # Its calls to the registry and the scheduler join the callers' traces when tracing is on.
-    telemetry.setup("wtm-gateway", grpc_client="aio")
+    telemetry_setup.setup("wtm-gateway", grpc_client="aio")
     tls = server_tls(settings)
     host, _, port = settings.listen.rpartition(":")
     config = uvicorn.Config(
@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         uvicorn.Server(config).run()
     finally:
-        telemetry.shutdown()
+        telemetry_setup.shutdown()
     return 0
 
 

@@ -12,7 +12,7 @@ import minio.error
 import pymongo.errors
 import urllib3.exceptions
 
-from common import telemetry
+from common import telemetry_setup
 from services.common import auth, call_limits, logs
 from services.common.api_key_store import ApiKeys
 from services.common.audit_log import AuditLog
@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "https://: the CA would check nothing"
         )
     logs.configure("registry")
-    telemetry.setup("wtm-registry", grpc_server="sync")
+    telemetry_setup.setup("wtm-registry", grpc_server="sync")
     db = mongo_database(settings.mongodb_uri, settings.mongodb_database, settings.mongodb_timeout)
     s3 = s3_client(
         settings.s3_endpoint,
@@ -126,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         on_stop=lambda: stop(gate, audit, db.client),
         limits=calls,
     )
-    telemetry.shutdown()
+    telemetry_setup.shutdown()
     # Stopped cleanly: leave now. (Once, under load in a CI run, the interpreter's exit hung
     # past 15 s after "stopped" was logged, waiting on a thread; the grpc server's worker
     # pool is the suspect. Nothing is left to do or flush at this point.)

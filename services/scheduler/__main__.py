@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
-from common import telemetry
+from common import telemetry_setup
 from services.common import heap, logs
 from services.common.backends import mongo_database, redis_client, unreachable
 from services.common.call_limits import CallLimits
@@ -243,7 +243,7 @@ def executor_mtls(settings: SchedulerSettings) -> MutualTls | None:
 def main(argv: Sequence[str] | None = None) -> int:
     settings = load_settings(SchedulerSettings, argv, prog="wtm-scheduler")
     logs.configure("scheduler")
-    telemetry.setup(
+    telemetry_setup.setup(
         "wtm-scheduler",
         grpc_server="aio",
         grpc_client="aio",
@@ -254,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         asyncio.run(serve(settings))
     finally:
-        telemetry.shutdown()
+        telemetry_setup.shutdown()
     return 0
 
 

@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import Link, SpanContext, Status, StatusCode
 
-from common import telemetry
+from common import telemetry, telemetry_setup
 from services.common import logs
 from tests.conftest import ROOT
 
@@ -39,11 +39,11 @@ def test_a_malformed_traceparent_is_ignored(header: str) -> None:
 def test_without_an_endpoint_nothing_is_set_up(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
-    assert not telemetry.export_configured()
+    assert not telemetry_setup.export_configured()
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")
-    assert telemetry.export_configured()
+    assert telemetry_setup.export_configured()
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
-    assert not telemetry.export_configured()
+    assert not telemetry_setup.export_configured()
 
 
 @pytest.mark.parametrize(
@@ -57,7 +57,7 @@ def test_metrics_go_over_otlp_only_when_the_standard_variable_says_so(
         monkeypatch.delenv("OTEL_METRICS_EXPORTER", raising=False)
     else:
         monkeypatch.setenv("OTEL_METRICS_EXPORTER", value)
-    assert telemetry.otlp_metrics_wanted() is wanted
+    assert telemetry_setup.otlp_metrics_wanted() is wanted
 
 
 @pytest.mark.parametrize(
@@ -79,7 +79,7 @@ def test_exemplars_are_kept_only_where_an_export_carries_them(
         monkeypatch.setenv("OTEL_METRICS_EXEMPLAR_FILTER", variable)
     reader = InMemoryMetricReader()
     provider = MeterProvider(
-        metric_readers=[reader], exemplar_filter=telemetry.exemplar_filter(otlp=otlp)
+        metric_readers=[reader], exemplar_filter=telemetry_setup.exemplar_filter(otlp=otlp)
     )
     counter = provider.get_meter("test").create_counter("runs")
     span = trace.NonRecordingSpan(SpanContext(0xABC, 0xDEF, False, trace.TraceFlags(1)))
@@ -331,7 +331,7 @@ def test_a_past_child_is_the_span_a_tracer_would_record(monkeypatch: pytest.Monk
 
 
 def test_an_executors_stream_gets_no_server_span() -> None:
-    traced = telemetry._server_filter()
+    traced = telemetry_setup._server_filter()
     assert not traced(SimpleNamespace(method="/wtm.executor.v1.ExecutorService/Connect"))
     assert not traced(SimpleNamespace(method="/wtm.scheduler.v1.SchedulerService/GetRun"))
     assert traced(SimpleNamespace(method="/wtm.scheduler.v1.SchedulerService/SubmitRun"))
@@ -341,7 +341,7 @@ def test_an_executors_stream_gets_no_server_span_even_when_reads_are_traced(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("WTM_TRACE_READS", "1")
-    traced = telemetry._server_filter()
+    traced = telemetry_setup._server_filter()
     assert traced(SimpleNamespace(method="/wtm.scheduler.v1.SchedulerService/GetRun"))
     assert traced(SimpleNamespace(method="/grpc.health.v1.Health/Check"))
     assert not traced(SimpleNamespace(method="/wtm.executor.v1.ExecutorService/Connect"))
@@ -358,13 +358,13 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from common import telemetry, tls
+from common import telemetry_setup, tls
 
 exporter = InMemorySpanExporter()
 provider = TracerProvider()
 provider.add_span_processor(SimpleSpanProcessor(exporter))
 trace.set_tracer_provider(provider)
-telemetry._instrument_grpc("", "aio")
+telemetry_setup._instrument_grpc("", "aio")
 
 async def main():
     server = aio.server()
