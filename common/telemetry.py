@@ -77,6 +77,16 @@ def record_to(processor: SpanProcessor, resource: Resource) -> None:
     _recorder = _Recorder(processor, resource, SpanLimits())
 
 
+def start_recording(processor: SpanProcessor, resource: Resource) -> None:
+    """Record this process's spans from now on, to ``processor`` (``telemetry_setup.setup``,
+    once the tracer provider is set and gRPC instrumented): tracers made before it are made
+    again from the new provider."""
+    global _enabled
+    record_to(processor, resource)
+    _tracers.clear()
+    _enabled = True
+
+
 def enabled() -> bool:
     """Whether this process records spans."""
     return _enabled

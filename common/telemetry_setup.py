@@ -73,13 +73,11 @@ def setup(
         provider = TracerProvider(resource=resource)
         exporting = BatchSpanProcessor(SpanExporter())
         provider.add_span_processor(exporting)
-        telemetry.record_to(exporting, provider.resource)
         trace.set_tracer_provider(provider)
-        telemetry._tracers.clear()  # made before this provider: ask it again
         if otlp_metrics_wanted():
             readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
         _instrument_grpc(grpc_server, grpc_client)
-        telemetry._enabled = True
+        telemetry.start_recording(exporting, provider.resource)
         log.info("tracing on: exporting to %s", os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
     if readers:
         from opentelemetry.sdk.metrics import MeterProvider
