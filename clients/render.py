@@ -120,7 +120,7 @@ def run_summary(r: RunInfo) -> str:
     took = ""
     if r.ended_at and r.created_at:
         took = f" in {(r.ended_at - r.created_at).total_seconds() * 1000:.0f} ms"
-    what = f"{r.pipeline_id}@{r.pipeline_version}" if r.pipeline_id else r.task_id
+    what = r.what
     lines = [f"Run [bold]{r.run_id}[/] ({escape(what)}) {state(r.state)}{took}"]
     if r.trace_id:
         lines.append(f"  trace {r.trace_id} (Jaeger: /trace/{r.trace_id})")
@@ -307,7 +307,7 @@ def runs_table(runs: list[RunInfo], width: int | None = None) -> Table:
         table.add_column("took")
     table.add_column("error")
     for r in runs:
-        what = r.pipeline_id and f"{r.pipeline_id}@{r.pipeline_version}" or r.task_id
+        what = r.what
         created = ""
         if r.created_at:
             created = r.created_at.strftime("%Y-%m-%d %H:%M:%S" if wide else "%m-%d %H:%M")

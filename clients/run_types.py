@@ -59,10 +59,19 @@ class RunInfo:
     namespace: str = ""
     deadline_at: datetime | None = None  # submitted with a run_timeout: when it times out
     scheduled_at: datetime | None = None  # submitted with a start_delay: when it may start
+    task_version: str = ""  # a task run's version ("" for a pipeline run)
 
     @property
     def finished(self) -> bool:
         return self.state.is_terminal
+
+    @property
+    def what(self) -> str:
+        """What ran: "pipeline@version" or "task@version" (a task run recorded before runs
+        kept their version: the task alone)."""
+        if self.pipeline_id:
+            return f"{self.pipeline_id}@{self.pipeline_version}"
+        return f"{self.task_id}@{self.task_version}" if self.task_version else self.task_id
 
     @classmethod
     def from_proto(cls, r: run_pb2.Run) -> RunInfo:
@@ -129,6 +138,7 @@ class RunInfo:
             r.namespace,
             time_of(r, "deadline_time"),
             time_of(r, "scheduled_time"),
+            r.task_version,
         )
 
 

@@ -70,6 +70,7 @@ class Run(BaseModel):
     namespace: str = ""
     deadline_at: Time | None = Field(None, description="when it times out (a run_timeout)")
     scheduled_at: Time | None = Field(None, description="when it may start (a start_delay)")
+    task_version: str = Field("", description="a task run's version (empty for a pipeline run)")
 
 
 class RunPage(BaseModel):

@@ -174,6 +174,7 @@ class Run:
     input_json: str
     priority: int
     task_id: str = ""
+    task_version: str = ""  # a task run's version (a pipeline's steps each name theirs)
     pipeline_id: str = ""
     pipeline_version: str = ""
     output_json: str = ""
@@ -206,6 +207,8 @@ class Run:
             input_json=run.get("input_json", "{}"),
             priority=int(run.get("priority", 5)),
             task_id=run.get("task_id", ""),
+            # a task run's one step names its version; the hash does not hold it twice
+            task_version=step_runs[0].task_version if run.get("task_id") and step_runs else "",
             pipeline_id=run.get("pipeline_id", ""),
             pipeline_version=run.get("pipeline_version", ""),
             error=run.get("error", ""),
@@ -304,6 +307,8 @@ class Run:
     @classmethod
     def from_doc(cls, doc: dict[str, Any], steps: list[StepRun]) -> Run:
         fields = {k: doc[k] for k in cls.__dataclass_fields__ if k in doc and k != "steps"}
+        if doc.get("task_id") and "task_version" not in doc and steps:  # recorded before it
+            fields["task_version"] = steps[0].task_version
         return cls(**fields, steps=steps)
 
     def to_proto(self) -> pb.Run:
@@ -313,6 +318,7 @@ class Run:
             pipeline_id=self.pipeline_id,
             pipeline_version=self.pipeline_version,
             task_id=self.task_id,
+            task_version=self.task_version,
             state=pb.State.Value(f"STATE_{self.state}"),
             input_json=self.input_json,
             output_json=self.output_json,

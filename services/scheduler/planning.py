@@ -393,6 +393,7 @@ def new_run(
         input_json=json.dumps(doc),
         priority=req.priority or plan.priority,
         task_id=plan.task_id,
+        task_version=plan.steps[0].task.version if plan.task_id else "",
         pipeline_id=plan.pipeline_id,
         pipeline_version=plan.pipeline_version,
         labels=dict(req.labels or {}),

@@ -166,15 +166,18 @@ def test_a_run_submitted_from_the_page_with_a_start_delay_and_a_time_limit(
     expect(page.locator("#run-state .badge")).to_have_text("COMPLETED", timeout=STEP_MS)
 
 
-def test_the_runs_list_says_when_a_delayed_run_starts(
+def test_the_runs_list_says_what_ran_and_when_a_delayed_run_starts(
     page: Page, cluster: Cluster, client: Client, two_sleepers: str
 ) -> None:
-    """QUEUED alone read as stuck for a run waiting out its start delay."""
+    """QUEUED alone read as stuck for a run waiting out its start delay; and a task run was
+    listed without the version it runs, where a pipeline run showed its own."""
     later = client.submit(task="sleeper", input={"seconds": 0.1}, start_delay=3600)
+    assert later.task_version == client.get_task("sleeper").version
     try:
         sign_in(page, cluster.admin_key)
         row = page.locator(f'#runs tr[data-run="{later.run_id}"]')
         expect(row.locator("[data-starts]")).to_contain_text("starts", timeout=STEP_MS)
+        expect(row.locator("[data-what]")).to_have_text(f"sleeper@{later.task_version}")
         scheduled = client.get_run(later.run_id).scheduled_at
         assert scheduled is not None
         shown = row.locator("[data-starts]").get_attribute("data-starts") or ""

@@ -261,6 +261,10 @@ def test_list_runs_pages_newest_first_and_filters(client: Client) -> None:
     completed = list(client.list_runs(state="COMPLETED", task_id="word_count", limit=1000))
     assert set(run_ids) <= {r.run_id for r in completed}
     assert not list(client.list_runs(state="FAILED", batch_id=batch_id))
+    # a task run's version is listed with it, as the pipeline's is for a pipeline run
+    version = client.get_task("word_count").version
+    assert {r.what for r in listed} == {f"word_count@{version}"}
+    assert client.get_run(run_ids[0]).task_version == version  # and GetRun names it
 
 
 def test_list_runs_refuses_a_negative_page_size_and_caps_a_large_one(client: Client) -> None:

@@ -218,7 +218,10 @@ def test_logs_are_json_with_run_and_trace_ids(traced: Traced, face_run: Any) -> 
     assert all(r["service"] == "scheduler" for r in records)
 
 
-def test_every_run_following_cli_command_works_with_tracing_on(traced: Traced) -> None:
+def test_every_run_following_cli_command_works_with_tracing_on(
+    traced: Traced,
+    face_run: Any,  # first: its trace must show the package's download and the worker's start
+) -> None:
     """With OTEL_EXPORTER_OTLP_ENDPOINT set, as the README says to do for Jaeger, the CLI
     traces its calls; following a run's stream must still end cleanly."""
     c = traced.cluster

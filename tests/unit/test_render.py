@@ -189,3 +189,12 @@ def test_an_empty_listing_says_so_under_its_headings() -> None:
         created_at=at,
     )  # fmt: skip
     assert "No runs match." not in printed(runs_table([run], 160), 160)
+
+
+def test_a_task_run_is_listed_with_its_version_and_an_older_record_without() -> None:
+    run = RunInfo("r" * 32, State.COMPLETED, "word_count", "", {}, None, "", 5)
+    versioned = dataclasses.replace(run, task_version="1.2.0")
+    assert "word_count@1.2.0" in printed(runs_table([versioned], 160), 160)
+    assert "word_count@" not in printed(runs_table([run], 160), 160)  # recorded before
+    piped = dataclasses.replace(run, task_id="", pipeline_id="face", pipeline_version="2.0.0")
+    assert "face@2.0.0" in printed(runs_table([piped], 160), 160)

@@ -31,7 +31,7 @@ STATE_TIMED_OUT: State
 STATE_CANCELLED: State
 
 class Run(_message.Message):
-    __slots__ = ("name", "run_id", "pipeline_id", "pipeline_version", "task_id", "state", "input_json", "output_json", "error", "priority", "labels", "request_id", "steps", "lineage", "create_time", "start_time", "end_time", "processing_summary", "batch_id", "trace_id", "namespace", "deadline_time", "scheduled_time")
+    __slots__ = ("name", "run_id", "pipeline_id", "pipeline_version", "task_id", "state", "input_json", "output_json", "error", "priority", "labels", "request_id", "steps", "lineage", "create_time", "start_time", "end_time", "processing_summary", "batch_id", "trace_id", "namespace", "deadline_time", "scheduled_time", "task_version")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +62,7 @@ class Run(_message.Message):
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_TIME_FIELD_NUMBER: _ClassVar[int]
     SCHEDULED_TIME_FIELD_NUMBER: _ClassVar[int]
+    TASK_VERSION_FIELD_NUMBER: _ClassVar[int]
     name: str
     run_id: str
     pipeline_id: str
@@ -85,7 +86,8 @@ class Run(_message.Message):
     namespace: str
     deadline_time: _timestamp_pb2.Timestamp
     scheduled_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., run_id: _Optional[str] = ..., pipeline_id: _Optional[str] = ..., pipeline_version: _Optional[str] = ..., task_id: _Optional[str] = ..., state: _Optional[_Union[State, str]] = ..., input_json: _Optional[str] = ..., output_json: _Optional[str] = ..., error: _Optional[str] = ..., priority: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[StepRun, _Mapping]]] = ..., lineage: _Optional[_Iterable[_Union[LineageEdge, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., processing_summary: _Optional[_Union[ProcessingSummary, _Mapping]] = ..., batch_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., namespace: _Optional[str] = ..., deadline_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scheduled_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    task_version: str
+    def __init__(self, name: _Optional[str] = ..., run_id: _Optional[str] = ..., pipeline_id: _Optional[str] = ..., pipeline_version: _Optional[str] = ..., task_id: _Optional[str] = ..., state: _Optional[_Union[State, str]] = ..., input_json: _Optional[str] = ..., output_json: _Optional[str] = ..., error: _Optional[str] = ..., priority: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[StepRun, _Mapping]]] = ..., lineage: _Optional[_Iterable[_Union[LineageEdge, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., processing_summary: _Optional[_Union[ProcessingSummary, _Mapping]] = ..., batch_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., namespace: _Optional[str] = ..., deadline_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scheduled_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., task_version: _Optional[str] = ...) -> None: ...
 
 class ProcessingSummary(_message.Message):
     __slots__ = ("wall_seconds", "step_seconds_sum", "parallel_speedup", "steps", "cache_hits", "taken_over")

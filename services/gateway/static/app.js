@@ -68,6 +68,10 @@ async function api(path, options = {}) {
 
 const badge = (state) => h("span", { class: `badge ${state}`, "data-state": state }, state);
 const short = (s, n = 12) => (s && s.length > n ? s.slice(0, n) + "…" : s || "");
+// What a run ran: "pipeline@version" or "task@version" (a task run recorded before runs kept
+// their version: the task alone), as the CLI's runs list says it (RunInfo.what).
+const runWhat = (r) => r.pipeline_id ? `${r.pipeline_id}@${r.pipeline_version}`
+  : r.task_version ? `${r.task_id}@${r.task_version}` : r.task_id;
 const when = (t) => (t ? new Date(t).toLocaleString() : "");
 const secondsBetween = (a, b) => (a && b ? (new Date(b) - new Date(a)) / 1000 : null);
 const fmtSeconds = (s) => (s === null || s === undefined ? "" : s < 1 ? `${(s * 1000).toFixed(0)} ms` : `${s.toFixed(2)} s`);
@@ -214,7 +218,7 @@ function runsPage() {
       h("td", {}, h("a", { href: `#/runs/${r.run_id}` }, h("code", {}, r.run_id))),
       h("td", {}, badge(r.state), r.scheduled_at && !r.started_at && !TERMINAL.has(r.state)
         ? h("div", { class: "muted", "data-starts": r.scheduled_at }, `starts ${when(r.scheduled_at)}`) : null),
-      h("td", {}, r.pipeline_id ? `${r.pipeline_id}@${r.pipeline_version}` : r.task_id),
+      h("td", { "data-what": "" }, runWhat(r)),
       h("td", {}, short(r.batch_id, 10)),
       h("td", {}, when(r.created_at)),
       h("td", { class: "num" }, fmtSeconds(secondsBetween(r.started_at || r.created_at, r.ended_at))),
@@ -342,7 +346,7 @@ function runPage(runId) {
     view.head.replaceChildren(h("div", { class: "card" },
       h("h1", {}, "Run ", h("code", {}, run.run_id), " ", h("span", { id: "run-state" }, badge(run.state)), " ", cancel, " ", again, resume && [" ", resume]),
       h("dl", { class: "facts" },
-        h("dt", {}, "What"), h("dd", {}, run.pipeline_id ? `pipeline ${run.pipeline_id}@${run.pipeline_version}` : `task ${run.task_id}`),
+        h("dt", {}, "What"), h("dd", {}, `${run.pipeline_id ? "pipeline" : "task"} ${runWhat(run)}`),
         h("dt", {}, "Namespace"), h("dd", {}, run.namespace),
         h("dt", {}, "Created"), h("dd", {}, when(run.created_at)),
         h("dt", {}, "Took"), h("dd", {}, fmtSeconds(secondsBetween(run.created_at, run.ended_at)) || "running"),

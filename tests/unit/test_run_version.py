@@ -1,0 +1,34 @@
+"""A task run names the version it ran, wherever it is read from: the submit's new run, its
+Redis hashes, its MongoDB document (a document from before runs kept it: its step's)."""
+
+from __future__ import annotations
+
+import json
+
+from services.scheduler.models import Run, StepRun
+from services.scheduler.run_docs import new_doc
+
+RUN = {"run_id": "r1", "state": "QUEUED", "input_json": "{}", "priority": "5"}
+STEP = {"step_id": "s", "task_id": "word_count", "task_version": "1.2.0", "state": "PENDING"}
+
+
+def test_a_task_runs_version_is_read_from_its_one_step_in_redis() -> None:
+    run = Run.from_redis({**RUN, "task_id": "word_count"}, [STEP], {})
+    assert run.task_version == "1.2.0" and run.to_proto().task_version == "1.2.0"
+
+
+def test_a_pipeline_run_has_no_task_version_of_its_own() -> None:
+    fields = {**RUN, "pipeline_id": "p", "pipeline_version": "2.0.0"}
+    run = Run.from_redis(fields, [STEP, {**STEP, "step_id": "t", "task_version": "0.1.0"}], {})
+    assert run.task_version == "" and run.to_proto().task_version == ""
+
+
+def test_a_task_runs_document_keeps_its_version_and_an_older_one_takes_its_steps() -> None:
+    run = Run("r1", "QUEUED", json.dumps({}), 5, task_id="word_count", task_version="1.2.0")
+    doc = new_doc(run, {})
+    assert doc["task_version"] == "1.2.0"
+    assert Run.from_doc(doc, []).task_version == "1.2.0"  # a listing reads no steps
+    older = {k: v for k, v in doc.items() if k != "task_version"}
+    step = StepRun("s", "word_count", "1.1.0", "COMPLETED")
+    assert Run.from_doc(older, [step]).task_version == "1.1.0"
+    assert Run.from_doc(older, []).task_version == ""
