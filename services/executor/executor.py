@@ -273,46 +273,20 @@ class Executor:
                 async for message in call:
                     self._heard = time.monotonic()
                     kind = message.WhichOneof("message")
-                    if kind == "welcome":
-                        welcome = message.welcome
-                        self._heartbeat_seconds = welcome.heartbeat_interval_seconds or 5.0
-                        self.fence.configure(welcome.lease_seconds or 30, welcome.acks_heartbeats)
-                        self.uplink.batched_results = welcome.batched_messages
-                        self._rests_honoured = welcome.honours_rests
-                        if not welcome.honours_rests:  # it would lease to a resting one again
-                            self.faults.resting_until = 0.0
-                        log.info(
-                            "connected to %s as %s",
-                            address,
-                            self.settings.executor_id,
-                        )
-                        heartbeats = asyncio.create_task(self._heartbeats(call))
-                        if self._running or self.faults.resting(time.monotonic()):
-                            # tell the scheduler what survived the disconnect, and the rest
-                            self.uplink.put(self._heartbeat())
-                        self.uplink.resend(message.welcome.lease_seconds or 30)
-                    elif kind == "assignment":
+                    if kind == "assignment":
                         self._assigned(message.assignment)
                     elif kind == "assignments":
                         for a in message.assignments.assignments:
                             self._assigned(a)
+                    elif kind == "welcome":
+                        self._welcomed(message.welcome, address)
+                        heartbeats = asyncio.create_task(self._heartbeats(call))
                     elif kind == "cancel":
-                        ref = message.cancel.ref
-                        key = (ref.run_id, ref.step_id)
-                        running = self._running.get(key)
-                        if running is not None and running.ref.attempt == ref.attempt:
-                            running.cancelled.set()
-                        held = self._held.get(key)
-                        if held is not None and held.attempt == ref.attempt:
-                            del self._held[key]  # its slot will skip it
-                            self.fence.forget(key)
+                        self._cancelled(message.cancel.ref)
                     elif kind == "end_rest":
                         self._end_rest(message.end_rest.ended_by)
                     elif kind == "heartbeat_ack":
-                        for key in self.fence.acknowledged(message.heartbeat_ack.sequence):
-                            running = self._running.get(key)
-                            if running is not None and running.worker is not None:
-                                running.worker.fence(self.fence.until(key))
+                        self._acknowledged(message.heartbeat_ack.sequence)
             except aio.AioRpcError as exc:
                 if exc.code() in (
                     grpc.StatusCode.UNAUTHENTICATED,
@@ -332,6 +306,38 @@ class Executor:
                     heartbeats.cancel()
                 self._flush_calls()
             raise StreamClosed
+
+    def _welcomed(self, welcome: epb.ExecutorWelcome, address: str) -> None:
+        """What the scheduler's welcome settles for this stream; then what survived the
+        last one goes up: the running steps and a rest (a heartbeat), the unheard results."""
+        self._heartbeat_seconds = welcome.heartbeat_interval_seconds or 5.0
+        self.fence.configure(welcome.lease_seconds or 30, welcome.acks_heartbeats)
+        self.uplink.batched_results = welcome.batched_messages
+        self._rests_honoured = welcome.honours_rests
+        if not welcome.honours_rests:  # it would lease to a resting one again
+            self.faults.resting_until = 0.0
+        log.info("connected to %s as %s", address, self.settings.executor_id)
+        if self._running or self.faults.resting(time.monotonic()):
+            self.uplink.put(self._heartbeat())
+        self.uplink.resend(welcome.lease_seconds or 30)
+
+    def _cancelled(self, ref: epb.StepAttemptRef) -> None:
+        """Stop the attempt if it runs here; forget it if it still waits for a slot."""
+        key = (ref.run_id, ref.step_id)
+        running = self._running.get(key)
+        if running is not None and running.ref.attempt == ref.attempt:
+            running.cancelled.set()
+        held = self._held.get(key)
+        if held is not None and held.attempt == ref.attempt:
+            del self._held[key]  # its slot will skip it
+            self.fence.forget(key)
+
+    def _acknowledged(self, sequence: int) -> None:
+        """A heartbeat was heard: the leases it renewed last longer in their workers too."""
+        for key in self.fence.acknowledged(sequence):
+            running = self._running.get(key)
+            if running is not None and running.worker is not None:
+                running.worker.fence(self.fence.until(key))
 
     def _assigned(self, a: epb.StepAssignment) -> None:
         if self._draining.is_set():  # sent before the scheduler heard: give it back
