@@ -159,7 +159,7 @@ def run_demo(root: Path, keep: bool | None = None) -> int:
                     f"  registered pipeline {p.pipeline_id}@{p.version} ({len(p.steps)} steps)"
                 )
             uri = client.upload_artifact(IMAGE)
-            console.print(f"  uploaded {IMAGE.relative_to(ROOT)} as {uri}")
+            console.print(f"  uploaded {IMAGE.relative_to(ROOT)} as {uri}", soft_wrap=True)
             console.print("\n[bold]Running[/] face_processing_pipeline")
             run = client.submit(pipeline="face_processing_pipeline", input={"image_path": uri})
             for event in client.watch(run.run_id, timeout=120):

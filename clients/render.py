@@ -296,8 +296,11 @@ def _wide(width: int | None) -> bool:
 
 def runs_table(runs: list[RunInfo], width: int | None = None) -> Table:
     """Runs, a row each; the run id (what ``wtm run get`` takes) is never cut short. A
-    console narrower than ``WIDE`` leaves out how long each took and the year."""
+    console narrower than ``WIDE`` leaves out how long each took and the year; the error
+    column is there when a run has one (in 80 columns its room is what the task's name and
+    version need)."""
     wide = _wide(width)
+    errors = any(r.error for r in runs)
     table = Table(title="Runs (newest first)")
     table.add_column("run", no_wrap=True)
     table.add_column("state", no_wrap=True)
@@ -305,7 +308,8 @@ def runs_table(runs: list[RunInfo], width: int | None = None) -> Table:
     table.add_column("created", no_wrap=not wide)
     if wide:
         table.add_column("took")
-    table.add_column("error")
+    if errors:
+        table.add_column("error")
     for r in runs:
         what = r.what
         created = ""
@@ -313,14 +317,17 @@ def runs_table(runs: list[RunInfo], width: int | None = None) -> Table:
             created = r.created_at.strftime("%Y-%m-%d %H:%M:%S" if wide else "%m-%d %H:%M")
         shown = state(r.state)
         if r.scheduled_at and r.started_at is None and not r.finished:  # a start delay
-            shown += f"\n[dim]starts {r.scheduled_at:%m-%d %H:%M}[/]"
+            starts = "starts " if wide else "starts\n"  # as narrow as the state's name
+            shown += f"\n[dim]{starts}{r.scheduled_at:%m-%d %H:%M}[/]"
         cells = [r.run_id, shown, escape(what), created]
         if wide:
             took = ""
             if r.created_at and r.ended_at:
                 took = f"{(r.ended_at - r.created_at).total_seconds():.2f}s"
             cells.append(took)
-        table.add_row(*cells, escape(r.error[:60]))
+        if errors:
+            cells.append(escape(r.error[:60]))
+        table.add_row(*cells)
     return when_empty(table, "No runs match.")
 
 

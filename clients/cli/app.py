@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
+from rich.markup import escape
 
 from clients import __version__, render
 from clients.sdk import Client
@@ -141,7 +142,8 @@ def upload_inputs(obj: Ctx, client: Client, data: dict[str, Any]) -> dict[str, A
     if not obj.as_json:
         for name, value in uploaded.items():
             if isinstance(data[name], str) and value != data[name]:  # NaN != NaN
-                render.console.print(f"uploaded {name} {data[name]} as {value}")
+                said = escape(f"uploaded {name} {data[name]} as {value}")
+                render.console.print(said, soft_wrap=True)  # a URI to copy, whole on its line
     return uploaded
 
 

@@ -377,3 +377,22 @@ def test_version_help_and_json_lines_for_scripts(cluster: Cluster) -> None:
     run = json.loads(run_cli(cluster, "--json", "run", "submit", "echo", "{}").stdout)
     lines = run_cli(cluster, "--json", "run", "watch", run["run_id"]).stdout.splitlines()
     assert len(lines) >= 2 and all(json.loads(line)["run_id"] == run["run_id"] for line in lines)
+
+
+def test_an_uploaded_input_file_is_named_with_its_whole_uri_on_one_line(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """The URI to copy was folded at the console's width, mid-digest."""
+    run_cli(cluster, "task", "register", str(ROOT / "tasks" / "examples" / "speech_activity"))
+    deep = tmp_path / ("d" * 100) / ("e" * 100)  # a path longer than the console's 200 columns
+    deep.mkdir(parents=True)
+    audio = shutil.copy(ROOT / "tasks" / "data" / "speech.wav", deep / "speech.wav")
+    out = run_cli(
+        cluster, "run", "submit", "speech_activity", json.dumps({"audio_path": str(audio)}),
+        "--no-wait",
+    ).stdout  # fmt: skip
+    [said] = [line for line in out.splitlines() if line.startswith("uploaded")]
+    assert said.startswith(f"uploaded audio_path {audio} as artifact://sha256/")
+    assert said.endswith("/speech.wav") and len(said.split("/sha256/")[1]) == 64 + len(
+        "/speech.wav"
+    )

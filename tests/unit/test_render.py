@@ -198,3 +198,16 @@ def test_a_task_run_is_listed_with_its_version_and_an_older_record_without() -> 
     assert "word_count@" not in printed(runs_table([run], 160), 160)  # recorded before
     piped = dataclasses.replace(run, task_id="", pipeline_id="face", pipeline_version="2.0.0")
     assert "face@2.0.0" in printed(runs_table([piped], 160), 160)
+
+
+def test_in_80_columns_the_error_column_is_there_only_when_a_run_has_an_error() -> None:
+    """Headed over nothing, it took the room the task's name and version need."""
+    done = RunInfo("r" * 32, State.COMPLETED, "text_sentiment", "", {}, None, "", 5)
+    at = datetime(2026, 12, 6, 23, 57, tzinfo=UTC)
+    done = dataclasses.replace(done, task_version="1.0.0", created_at=at, ended_at=at)
+    narrow = printed(runs_table([done], 80), 80)
+    assert "error" not in narrow
+    rows = [line for line in narrow.splitlines() if line.startswith("│")]
+    assert "text_sentiment" in rows[0] and len(rows) == 2  # the version on the second line
+    failed = dataclasses.replace(done, state=State.FAILED, error="step text_sentiment FAILED")
+    assert "error" in printed(runs_table([done, failed], 80), 80).split("\n")[2]
