@@ -253,30 +253,48 @@ def output_brief(output: Any, width: int = 48) -> str:
     if not isinstance(output, dict):
         return ""
     text = " ".join(f"{k}={v}" for k, v in output.items() if isinstance(v, (str, int, float, bool)))
+    return _cut(text, width)
+
+
+def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def batch_table(batch_id: str, rows: list[dict[str, Any]], column: str = "image") -> Table:
+RUN_ID_CHARS = 32
+NAME_CHARS = 24  # a batch's image names fold past this
+
+
+def batch_table(
+    batch_id: str, rows: list[dict[str, Any]], column: str = "image", width: int | None = None
+) -> Table:
     """A batch's runs, one row each, named by ``column`` (the image, or the input's line),
-    with their counts (``counts``, a face batch's) or their outputs in brief."""
+    with their counts (``counts``, a face batch's) or their outputs in brief, or what went
+    wrong, one line a run in the room the other columns leave. A console narrower than
+    ``WIDE`` leaves out the wall times."""
+    wide = _wide(width)
+    names = max((len(str(r[column])) for r in rows), default=len(column))
+    # the other columns' widths, and each column's three of borders and padding
+    others = RUN_ID_CHARS + len("COMPLETED") + min(names, NAME_CHARS) + 3 * (4 + wide) + 1
+    room = max(12, (width or console.width) - others - 7 * wide)
+    brief = "counts" if rows and "counts" in rows[0] else "output"
     table = Table(title=f"Batch {batch_id}")
-    table.add_column(column, overflow="fold")
+    table.add_column(column, overflow="fold", max_width=NAME_CHARS)
     table.add_column("state", no_wrap=True)
-    for col in ("counts" if rows and "counts" in rows[0] else "output", "wall ms"):
-        table.add_column(col)
+    table.add_column(brief + (" / error" if any(r["error"] for r in rows) else ""), no_wrap=True)
+    if wide:
+        table.add_column("wall ms", justify="right")
     table.add_column("run", no_wrap=True)
-    table.add_column("error")
     for r in rows:
-        table.add_row(
-            r[column],
-            state(r["state"]),
-            " ".join(f"{k}={v}" for k, v in r["counts"].items())
-            if "counts" in r
-            else escape(output_brief(r.get("output"))),
-            str(r["wall_ms"]),
-            r["run_id"],
-            escape(r["error"][:60]),
-        )
+        if r["error"]:
+            said = f"[red]{escape(_cut(r['error'], room))}[/]"
+        elif "counts" in r:
+            said = escape(_cut(" ".join(f"{k}={v}" for k, v in r["counts"].items()), room))
+        else:
+            said = escape(output_brief(r.get("output"), room))
+        cells = [r[column], state(r["state"]), said]
+        if wide:
+            cells.append(str(r["wall_ms"]))
+        table.add_row(*cells, r["run_id"])
     return table
 
 
@@ -389,8 +407,8 @@ def _rest_left(e: ExecutorInfo) -> str:
 
 def queues_table(queues: list[QueueInfo], delayed: int) -> Table:
     table = Table(
-        title=f"Queues ({delayed} steps held back: retries, delayed starts, rate and "
-        "concurrency limits)"
+        title=f"Queues ({delayed} step{'' if delayed == 1 else 's'} held back: retries, "
+        "delayed starts, rate and concurrency limits)"
     )
     for col in ("queue", "waiting", "oldest", "executors", "free slots", "note"):
         table.add_column(col)

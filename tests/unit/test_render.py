@@ -16,11 +16,12 @@ from clients.render import (
     batch_table,
     executors_table,
     output_brief,
+    queues_table,
     runs_table,
     shown_output,
     tasks_table,
 )
-from clients.types import ArtifactInfo, ExecutorInfo, RunInfo, State, TaskInfo
+from clients.types import ArtifactInfo, ExecutorInfo, QueueInfo, RunInfo, State, TaskInfo
 
 
 def test_a_small_output_is_shown_whole_however_many_lines_it_takes() -> None:
@@ -91,7 +92,7 @@ def test_in_80_columns_task_ids_and_a_batchs_run_ids_are_whole() -> None:
     assert row["run_id"] in printed(batch_table("b-1", [row]), 80)
     line = {**{k: v for k, v in row.items() if k not in ("image", "counts")}, "input": "line 3"}
     line["output"] = {"sentiment": "positive", "score": 1.5, "words": ["a", "b"], "ok": True}
-    shown = printed(batch_table("b-2", [line], "input"), 160)
+    shown = printed(batch_table("b-2", [line], "input", 160), 160)
     assert "line 3" in shown and "sentiment=positive score=1.5 ok=True" in shown
     assert "words" not in shown  # a list is not a few words
     assert output_brief({"text": "x" * 100}).endswith("…") and output_brief([1]) == ""
@@ -211,3 +212,26 @@ def test_in_80_columns_the_error_column_is_there_only_when_a_run_has_an_error() 
     assert "text_sentiment" in rows[0] and len(rows) == 2  # the version on the second line
     failed = dataclasses.replace(done, state=State.FAILED, error="step text_sentiment FAILED")
     assert "error" in printed(runs_table([done, failed], 80), 80).split("\n")[2]
+
+
+def test_in_80_columns_a_batch_is_a_line_a_run_with_its_id_whole_and_its_error_in_brief() -> None:
+    """Each output's words stood a line each in a column of five, and the error column
+    took its own five."""
+    done = {
+        "input": "line 12", "state": "COMPLETED", "wall_ms": 9, "error": "",
+        "run_id": "000661ffe5d78be299e26622a0b1c2d3",
+        "output": {"sentiment": "positive", "score": 1.5, "confidence": 0.286, "words": 7},
+    }  # fmt: skip
+    failed = {**done, "state": "FAILED", "output": None, "error": "step t FAILED: no text"}
+    shown = printed(batch_table("b-3", [done, failed], "input", 80), 80)
+    rows = [line for line in shown.splitlines() if line.startswith("│")]
+    assert len(rows) == 2 and all(done["run_id"] in row for row in rows)
+    assert "line 12" in rows[0] and "sentiment=positive" in rows[0]
+    assert "step t FAILED" in rows[1] and "output / error" in shown
+    assert all(len(line) <= 80 for line in shown.splitlines())
+
+
+def test_the_queues_title_counts_one_step_held_back_as_one() -> None:
+    queues = [QueueInfo("default", "default", 0, 0.0, 1, 2)]
+    assert "(1 step held back: retries" in printed(queues_table(queues, 1), 160)
+    assert "(3 steps held back" in printed(queues_table(queues, 3), 160)
