@@ -59,13 +59,17 @@ def when_empty(table: Table, note: str) -> Table:
     return table
 
 
-def tasks_table(tasks: list[TaskInfo]) -> Table:
+def tasks_table(tasks: list[TaskInfo], width: int | None = None) -> Table:
+    """Task versions, a row each. A console narrower than ``WIDE`` leaves out the digest
+    (``wtm task info`` shows it whole), so the tags have room."""
+    wide = _wide(width)
     table = Table(title="Tasks")
     table.add_column("task", no_wrap=True)  # ids are never cut short: they are what one types
-    for col in ("version", "category", "queue", "tags", "digest"):
+    for col in ("version", "category", "queue", "tags", *(["digest"] if wide else [])):
         table.add_column(col)
     for t in tasks:
-        table.add_row(t.task_id, t.version, t.category, t.queue, ", ".join(t.tags), t.digest[:12])
+        cells = [t.task_id, t.version, t.category, t.queue, ", ".join(t.tags)]
+        table.add_row(*cells, *([t.digest[:12]] if wide else []))
     return when_empty(table, "No task is registered here.")
 
 

@@ -80,7 +80,9 @@ def test_in_80_columns_run_and_executor_ids_are_whole_and_the_extra_columns_go()
 def test_in_80_columns_task_ids_and_a_batchs_run_ids_are_whole() -> None:
     tags = ["audio", "speech", "example", "batching"]
     task = TaskInfo("speech_activity", "1.0.0", "Speech", "", "audio", tags, "q", "a" * 64, 1, {})
-    assert "speech_activity" in printed(tasks_table([task]), 80)
+    assert "speech_activity" in printed(tasks_table([task], 80), 80)
+    assert "aaaaaaaaaaaa" not in printed(tasks_table([task], 80), 80)  # the tags have its room
+    assert "aaaaaaaaaaaa" in printed(tasks_table([task], 160), 160)
     row = {
         "image": "photos/group_of_five_people.jpg",
         "state": "COMPLETED",
