@@ -126,6 +126,15 @@ def run_summary(r: RunInfo) -> str:
         took = f" in {(r.ended_at - r.created_at).total_seconds() * 1000:.0f} ms"
     what = r.what
     lines = [f"Run [bold]{r.run_id}[/] ({escape(what)}) {state(r.state)}{took}"]
+    facts = [f"created {r.created_at:%Y-%m-%d %H:%M:%S} UTC" if r.created_at else ""]
+    facts += [f"priority {r.priority}", f"namespace {r.namespace}" if r.namespace else ""]
+    facts += [f"batch {r.batch_id}" if r.batch_id else ""]
+    lines.append(escape("  " + " · ".join(f for f in facts if f)))
+    if r.labels:
+        lines.append(
+            escape("  labels " + ", ".join(f"{k}={v}" for k, v in sorted(r.labels.items())))
+        )
+    lines.append(escape(f"  input {_cut(json.dumps(r.input), SHOWN_INPUT_CHARS)}"))
     if r.trace_id:
         lines.append(f"  trace {r.trace_id} (Jaeger: /trace/{r.trace_id})")
     if r.scheduled_at and r.started_at is None and not r.finished:
@@ -168,6 +177,7 @@ def run_summary(r: RunInfo) -> str:
     return "\n".join(lines)
 
 
+SHOWN_INPUT_CHARS = 200  # a run's input on one line; --json has it whole
 SHOWN_OUTPUT_BYTES = 16 * 1024  # larger outputs are cut: they would fill the terminal
 SHOWN_OUTPUT_LINES = 60
 

@@ -17,6 +17,7 @@ from clients.render import (
     executors_table,
     output_brief,
     queues_table,
+    run_summary,
     runs_table,
     shown_output,
     tasks_table,
@@ -237,3 +238,22 @@ def test_the_queues_title_counts_one_step_held_back_as_one() -> None:
     queues = [QueueInfo("default", "default", 0, 0.0, 1, 2)]
     assert "(1 step held back: retries" in printed(queues_table(queues, 1), 160)
     assert "(3 steps held back" in printed(queues_table(queues, 3), 160)
+
+
+def test_a_runs_summary_says_when_it_was_made_where_with_which_labels_on_what_input() -> None:
+    """`wtm run get` named neither the input nor the labels (a schedule's run said nothing
+    of its schedule)."""
+    at = datetime(2026, 12, 7, 0, 1, 16, tzinfo=UTC)
+    run = RunInfo(
+        "r" * 32, State.COMPLETED, "text_sentiment", "", {"text": "[y]" * 100}, None, "", 5,
+        created_at=at, namespace="nlp", labels={"wtm.schedule": "often", "team": "nlp"},
+        batch_id="batch-1",
+    )  # fmt: skip
+    lines = printed(run_summary(run), 400).split("\n")
+    assert lines[1].rstrip() == (
+        "  created 2026-12-07 00:01:16 UTC · priority 5 · namespace nlp · batch batch-1"
+    )
+    assert lines[2].rstrip() == "  labels team=nlp, wtm.schedule=often"
+    said = lines[3].rstrip()
+    assert said.startswith('  input {"text": "[y][y]') and said.endswith("…")  # markup escaped
+    assert len(said) == len("  input ") + 200  # cut: --json has it whole
