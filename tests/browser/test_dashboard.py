@@ -189,6 +189,23 @@ def test_the_runs_list_says_what_ran_and_when_a_delayed_run_starts(
     expect(row.locator("[data-starts]")).to_have_count(0)
 
 
+def test_a_run_page_names_the_runs_labels_and_input(
+    page: Page, cluster: Cluster, client: Client, two_sleepers: str
+) -> None:
+    """The page showed neither: a schedule's run did not say which schedule made it."""
+    run = client.submit(
+        task="sleeper", input={"seconds": 0.1, "note": "<b>x</b>"}, start_delay=3600,
+        labels={"team": "vision", "origin": "test"},
+    )  # fmt: skip
+    try:
+        sign_in(page, cluster.admin_key)
+        page.goto(f"/#/runs/{run.run_id}")
+        expect(page.locator("#labels")).to_have_text("origin=test, team=vision", timeout=STEP_MS)
+        expect(page.locator("#input")).to_have_text('{"seconds":0.1,"note":"<b>x</b>"}')  # as text
+    finally:
+        client.cancel(run.run_id, "the test is over")
+
+
 def test_the_unfinished_runs_of_a_batch_are_cancelled_from_the_runs_page(
     page: Page, cluster: Cluster, client: Client, two_sleepers: str
 ) -> None:

@@ -67,6 +67,7 @@ async function api(path, options = {}) {
 }
 
 const badge = (state) => h("span", { class: `badge ${state}`, "data-state": state }, state);
+const SHOWN_INPUT_CHARS = 200;  // a run's input on its page, as `wtm run get` shows it
 const short = (s, n = 12) => (s && s.length > n ? s.slice(0, n) + "…" : s || "");
 // What a run ran: "pipeline@version" or "task@version" (a task run recorded before runs kept
 // their version: the task alone), as the CLI's runs list says it (RunInfo.what).
@@ -354,6 +355,9 @@ function runPage(runId) {
         run.scheduled_at && [h("dt", {}, "Starts"), h("dd", { id: "scheduled" }, when(run.scheduled_at))],
         run.deadline_at && [h("dt", {}, "Time limit"), h("dd", { id: "deadline" }, `until ${when(run.deadline_at)}`)],
         run.batch_id && [h("dt", {}, "Batch"), h("dd", {}, run.batch_id)],
+        Object.keys(run.labels || {}).length ? [h("dt", {}, "Labels"), h("dd", { id: "labels" },
+          Object.entries(run.labels).sort().map(([k, v]) => `${k}=${v}`).join(", "))] : null,
+        h("dt", {}, "Input"), h("dd", {}, h("code", { id: "input" }, short(JSON.stringify(run.input), SHOWN_INPUT_CHARS))),
         h("dt", {}, "Trace"), h("dd", {}, jaeger ? h("a", { href: jaeger, target: "_blank", rel: "noopener", id: "trace" }, run.trace_id) : h("span", { class: "muted" }, run.trace_id ? `${run.trace_id} (set WTM_JAEGER_URL for a link)` : "not traced")),
         run.error && [h("dt", {}, "Error"), h("dd", { class: "error" }, run.error)])));
     const deps = new Map((pipeline?.steps || []).map((s) => [s.step_id, s.depends_on]));
