@@ -40,6 +40,10 @@ _RUN_HASH_TEXT = (
 )
 
 
+# A submit's own cache choice as the run's hash keeps it ("cache", only when one was made).
+CACHE_CHOICE = {"1": True, "0": False}
+
+
 def run_hash_fields(run: Mapping[str, Any]) -> dict[str, str]:
     """A run's own fields as its Redis hash holds them, from a ``Run``'s fields or from the
     run's MongoDB document."""
@@ -191,6 +195,7 @@ class Run:
     ended_at: datetime | None = None
     deadline_at: datetime | None = None  # submitted with a run_timeout: when it times out
     scheduled_at: datetime | None = None  # submitted with a start_delay: when it may start
+    cache: bool | None = None  # the submit's own cache choice (None: none), for a rerun
 
     @property
     def finished(self) -> bool:
@@ -224,6 +229,7 @@ class Run:
             ended_at=ms_to_dt(run.get("ended_ms")),
             deadline_at=ms_to_dt(run.get("deadline_ms")),
             scheduled_at=ms_to_dt(run.get("scheduled_ms")),
+            cache=CACHE_CHOICE.get(run.get("cache", "")),
         )
         if r.state == "COMPLETED":
             r.output_json = final_output(json.loads(run.get("sinks", "[]")), outputs)

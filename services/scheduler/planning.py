@@ -405,6 +405,7 @@ def new_run(
         created_at=now,
         scheduled_at=start if delay else None,
         deadline_at=start + timedelta(seconds=limit) if limit else None,
+        cache=req.cache,
         steps=[
             StepRun(
                 step_id=p.step_id,
@@ -427,6 +428,8 @@ def new_run(
                 dataclasses.replace(x, fields={**x.fields, "max_parallel": str(max_parallel)})
                 for x in specs
             ]
+    if req.cache is not None:  # what a rerun repeats
+        run_fields["cache"] = "1" if req.cache else "0"
     if options.include_metadata:
         run_fields["output_metadata"] = "1"
     if options.conc_groups:  # submit_run.lua appends each to its step's conc_key

@@ -1,8 +1,9 @@
 """Running a run again (``RerunRun``; Flower's retry, Hatchet's replay): a new run of what the
 run ran — the same version of its task or pipeline (the latest, when asked), its input,
-priority, time limit and labels, with ``wtm.rerun_of`` — and, resumed (``from_failure``,
-Argo's retry), taking over the steps it completed (``SubmitRunRequest.reuse_from``). One call
-of the scheduler's; clients composed it from ``GetRun`` and ``SubmitRun`` until 2026-12-05.
+priority, time limit, cache choice and labels, with ``wtm.rerun_of`` — and, resumed
+(``from_failure``, Argo's retry), taking over the steps it completed
+(``SubmitRunRequest.reuse_from``). One call of the scheduler's; clients composed it from
+``GetRun`` and ``SubmitRun`` until 2026-12-05.
 Bulk resume (``bulk_resume.py``) builds its resumes here too."""
 
 from __future__ import annotations
@@ -45,9 +46,9 @@ def rerun_request(
     run: Run, namespace: str, latest: bool, from_failure: bool = True, request_id: str = ""
 ) -> SubmitRequest:
     """A new run of ``run``: the same version of its task or pipeline (the latest with
-    ``latest``), input, priority, time limit and labels, with ``wtm.rerun_of``; with
-    ``from_failure``, taking over the steps it completed."""
-    version = run.steps[0].task_version if run.steps else ""
+    ``latest``), input, priority, time limit, cache choice and labels, with
+    ``wtm.rerun_of``; with ``from_failure``, taking over the steps it completed."""
+    version = run.task_version
     task, pipeline = target(run.pipeline_id, run.pipeline_version, run.task_id, version, latest)
     return SubmitRequest(
         task=task,
@@ -59,6 +60,7 @@ def rerun_request(
         namespace=namespace,
         run_timeout_seconds=time_limit(run.deadline_at, run.scheduled_at, run.created_at) or 0.0,
         reuse_from=run.run_id if from_failure else "",
+        cache=run.cache,
     )
 
 

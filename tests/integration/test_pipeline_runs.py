@@ -385,6 +385,9 @@ def test_enable_caching_reuses_a_steps_output_and_says_where_it_came_from(
     for r in (off, other):
         assert r.state == "COMPLETED" and not any(s.cached_from for s in r.steps)
     assert other.output != first.output
+    # A rerun repeats the submit's own choice: the pipeline's caching stays off for it.
+    off_again = client.wait(client.rerun(off.run_id).run_id, 60)
+    assert off_again.state == "COMPLETED" and not any(s.cached_from for s in off_again.steps)
 
 
 def test_a_task_run_is_cached_only_when_the_submit_asks(client: Client) -> None:
@@ -398,6 +401,11 @@ def test_a_task_run_is_cached_only_when_the_submit_asks(client: Client) -> None:
     assert asked[0].steps[0].cached_from == ""  # plain runs stored nothing
     assert asked[1].steps[0].cached_from == f"{asked[0].run_id}/output_001"
     assert asked[1].output == asked[0].output
+    # A rerun asks as its run asked (a task run's default is no caching).
+    again = client.wait(client.rerun(asked[1].run_id).run_id, 60)
+    assert again.steps[0].cached_from == f"{asked[0].run_id}/output_001"
+    plain_again = client.wait(client.rerun(plain[1].run_id).run_id, 60)
+    assert plain_again.steps[0].cached_from == "" and plain_again.steps[0].executor_id
 
 
 def test_the_cli_asks_for_caching_and_shows_a_hit(cluster: Cluster) -> None:

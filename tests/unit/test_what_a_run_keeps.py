@@ -1,11 +1,15 @@
-"""A task run names the version it ran, wherever it is read from: the submit's new run, its
-Redis hashes, its MongoDB document (a document from before runs kept it: its step's)."""
+"""What a run keeps for its listings and its reruns, wherever it is read from (its Redis
+hashes, its MongoDB document): a task run the version it ran (a document from before runs
+kept it: its step's), and the submit's own cache choice."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
+
 from services.scheduler.models import Run, StepRun
+from services.scheduler.rerun import rerun_request
 from services.scheduler.run_docs import new_doc
 
 RUN = {"run_id": "r1", "state": "QUEUED", "input_json": "{}", "priority": "5"}
@@ -32,3 +36,16 @@ def test_a_task_runs_document_keeps_its_version_and_an_older_one_takes_its_steps
     step = StepRun("s", "word_count", "1.1.0", "COMPLETED")
     assert Run.from_doc(older, [step]).task_version == "1.1.0"
     assert Run.from_doc(older, []).task_version == ""
+
+
+@pytest.mark.parametrize(("hashed", "choice"), [("1", True), ("0", False), (None, None)])
+def test_a_rerun_repeats_the_submits_own_cache_choice_from_redis_or_mongodb(
+    hashed: str | None, choice: bool | None
+) -> None:
+    fields = {**RUN, "task_id": "word_count", **({"cache": hashed} if hashed else {})}
+    run = Run.from_redis(fields, [STEP], {})
+    assert run.cache is choice
+    assert rerun_request(run, "default", latest=False).cache is choice
+    recorded = Run.from_doc(new_doc(run, {}), [])  # after Redis let it go
+    assert rerun_request(recorded, "default", latest=False).cache is choice
+    assert rerun_request(recorded, "default", latest=False).task == "word_count@1.2.0"
