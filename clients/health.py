@@ -123,13 +123,19 @@ def assess_fleet(
     if isinstance(executors, BaseException) or isinstance(queues, BaseException):
         return []
     waiting, delayed = queues
+    work = sum(q.depth for q in waiting)
+    return assess_executors(executors, work) + assess_queues(waiting, delayed, stale_after)
+
+
+def assess_executors(executors: list[ExecutorInfo], work: int) -> list[Check]:
+    """The fleet in a line (a warning when none takes the ``work`` steps waiting), the ones
+    lost, and a line for each executor paused, resting or failing steps itself."""
     live = [e for e in executors if e.state == "CONNECTED"]
     draining = [e for e in executors if e.state == "DRAINING"]
     lost = [e for e in executors if e.state == "LOST"]
-    slots = sum(e.slots for e in live)
-    busy = sum(min(e.busy_slots, e.slots) for e in live)
-    work = sum(q.depth for q in waiting)
     if live:
+        slots = sum(e.slots for e in live)
+        busy = sum(min(e.busy_slots, e.slots) for e in live)
         summary = f"{len(live)} connected, {busy}/{slots} slots busy"
         if draining:
             summary += f", {len(draining)} draining"
@@ -164,6 +170,13 @@ def assess_fleet(
                     f"{e.last_slot_error or '?'}",
                 )
             )
+    return checks
+
+
+def assess_queues(waiting: list[QueueInfo], delayed: int, stale_after: float) -> list[Check]:
+    """A line for each queue paused, stranded (work and no executor) or slow to start its
+    oldest step, then the queues in a line: what waits and what is held back."""
+    checks = []
     for q in waiting:
         if q.pause is not None:
             checks.append(paused("queue", q.queue, q.pause, f"{q.depth} step(s) wait"))
@@ -187,14 +200,10 @@ def assess_fleet(
                     f"{q.free_slots} free slot(s))",
                 )
             )
+    work = sum(q.depth for q in waiting)
     if work or delayed:
-        checks.append(
-            Check(
-                "queues",
-                OK,
-                f"{work} step(s) waiting, {delayed} held back (retries, start times, limits)",
-            )
-        )
+        said = f"{work} step(s) waiting, {delayed} held back (retries, start times, limits)"
+        checks.append(Check("queues", OK, said))
     else:
         checks.append(Check("queues", OK, "nothing waiting"))
     return checks
