@@ -22,10 +22,11 @@ from redis.exceptions import RedisError
 
 from common import refs
 from services.common.mapping import MissingValue
-from services.scheduler import keys, step_inputs, tracing
+from services.scheduler import keys, tracing
+from services.scheduler.assignments import assignment, step_input
 from services.scheduler.clock import SYSTEM, Clock
 from services.scheduler.due_timer import DueTimer
-from services.scheduler.fleet import Assignment, ExecutorSession, Fleet
+from services.scheduler.fleet import ExecutorSession, Fleet
 from services.scheduler.idle_executors import AskedExecutors
 from services.scheduler.large_documents import LargeDocumentError, LargeDocuments
 from services.scheduler.listeners import Listeners
@@ -41,75 +42,9 @@ log = logging.getLogger(__name__)
 HEAD_RUNS = 32
 
 
-def step_input(leased: Leased) -> tuple[str, list[tuple[str, str]], dict[str, str]]:
-    """The input document of a leased step (JSON text), its lineage edges, and the output id
-    each mapped field came from: its mapping (or the default input), then the run parameters
-    its task accepts. Raises ``MissingValue`` when the step's ``input_mapping`` finds
-    nothing to read."""
-    spec = json.loads(leased.step.get("mapping") or "{}")
-    accepts = json.loads(leased.step.get("accepts") or "[]")
-    if not spec and not accepts:  # the common single-task case: the run input as it is
-        return step_inputs.default_input(leased.run_input_json, leased.dep_outputs), [], {}
-    run_input = json.loads(leased.run_input_json)
-    if not spec:
-        document = step_inputs.default_document(run_input, leased.dep_outputs)
-        edges: list[tuple[str, str]] = []
-        sources: dict[str, str] = {}
-    else:
-        output_ids = json.loads(leased.step.get("read_output_ids") or "{}")
-        outputs = {k: json.loads(v) for k, v in leased.dep_outputs.items() if v is not None}
-        optional = frozenset(json.loads(leased.step.get("optional") or "[]"))
-        document, edges, sources = step_inputs.resolve(
-            spec,
-            set(output_ids),
-            run_input,
-            outputs,
-            output_ids,
-            leased.step["input_id"],
-            optional,
-        )
-    document, added = step_inputs.with_parameters(
-        document, run_input, leased.step_id, accepts, leased.step["input_id"]
-    )
-    return json.dumps(document), edges + added, sources
-
-
 def slots_of(leased: list[Leased]) -> int:
     """How many slots these leases take: a dynamic batch's steps share one."""
     return len({x.call or x.member for x in leased})
-
-
-def assignment(
-    leased: Leased,
-    input_json: str,
-    sources: dict[str, str],
-    traceparent: str,
-    call_size: int,
-    proven: bool = False,
-) -> Assignment:
-    s = leased.step
-    return Assignment(
-        run_id=leased.run_id,
-        step_id=leased.step_id,
-        attempt=leased.attempt,
-        task_id=s["task_id"],
-        task_version=s["task_version"],
-        digest=s["digest"],
-        entry_point=s["entry_point"],
-        input_json=input_json,
-        timeout_seconds=int(s["timeout"]),
-        lease_id=s.get("lease", ""),
-        input_id=s["input_id"],
-        output_id=s["output_id"],
-        upstream_output_ids=json.loads(s.get("read_output_ids") or "{}"),
-        input_sources=sources,
-        traceparent=traceparent,
-        namespace=s.get("namespace", "default"),
-        log_level=s.get("log_level", ""),
-        call_id=leased.call if call_size > 1 else "",
-        call_size=call_size if call_size > 1 else 0,
-        proven=proven,
-    )
 
 
 @dataclass(frozen=True)
@@ -298,7 +233,21 @@ class Leaser:
                     ended.append(prepared)
                 else:
                     ready.append(prepared)
-        hits = await self._cache_hits(ready)
+        outgoing = self._annotate(ready, await self._cache_hits(ready), ended)
+        self._send(outgoing)
+        if ended:
+            await self.notes.written(c.member for c in ended)
+            for c, v in zip(ended, await self.queue.complete_many(ended), strict=True):
+                self.fleet.send_cancels(v.cancel)
+                self.listeners.step_ended(c.member, v.snapshot, c.output_json, v.ends_run, v.final)
+            self.wake()  # the slots these were leased to are free again
+
+    def _annotate(
+        self, ready: list[Prepared], hits: list[CachedOutput | None], ended: list[Completion]
+    ) -> list[tuple[ExecutorSession, Prepared, str]]:
+        """Each ready step's notes (its trace, lineage, where its output is cached or will
+        be), written behind; a cache hit completes here (into ``ended``); the rest, with
+        their traceparents, go out."""
         annotations: dict[str, dict[str, str]] = {}
         outgoing: list[tuple[ExecutorSession, Prepared, str]] = []
         for p, hit in zip(ready, hits, strict=True):
@@ -333,6 +282,10 @@ class Leaser:
             outgoing.append((p.session, p, traceparent))
         if annotations:  # behind the assignments: a result waits for them (StepNotes)
             self.notes.write_behind(annotations)
+        return outgoing
+
+    def _send(self, outgoing: list[tuple[ExecutorSession, Prepared, str]]) -> None:
+        """Each step to its executor's outbox, marked leased on its session."""
         # A batch's size as sent: its steps that failed their input or hit the cache are not.
         call_sizes = Counter(p.leased.call for _, p, _ in outgoing if p.leased.call)
         for session, p, traceparent in outgoing:
@@ -342,12 +295,6 @@ class Leaser:
             session.outbox.put_nowait(
                 assignment(p.leased, p.input_json, p.sources, traceparent, size, proven)
             )
-        if ended:
-            await self.notes.written(c.member for c in ended)
-            for c, v in zip(ended, await self.queue.complete_many(ended), strict=True):
-                self.fleet.send_cancels(v.cancel)
-                self.listeners.step_ended(c.member, v.snapshot, c.output_json, v.ends_run, v.final)
-            self.wake()  # the slots these were leased to are free again
 
     def new_executor(self, session: ExecutorSession) -> None:
         """An executor (re)connected: its slots are asked at once, whatever it found before."""

@@ -1,4 +1,4 @@
-"""What a leased step receives (``leasing.step_input``): the run input as it is for a step
+"""What a leased step receives (``assignments.step_input``): the run input as it is for a step
 with neither a mapping nor run parameters, the run input and its parents' outputs for a later
 one, its mapping resolved with lineage and where each field came from, and the run
 parameters its task accepts; and how many slots leases take (``slots_of``)."""
@@ -10,7 +10,8 @@ import json
 import pytest
 
 from services.common.mapping import MissingValue
-from services.scheduler.leasing import slots_of, step_input
+from services.scheduler.assignments import step_input
+from services.scheduler.leasing import slots_of
 from services.scheduler.queue_records import Leased
 
 RUN_INPUT = '{"image_path":  "a.jpg", "min_face_size": 40}'  # spacing kept for a first step

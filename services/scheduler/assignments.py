@@ -1,0 +1,78 @@
+"""What a leased step is sent: its input document (``step_input``: the run's input as it
+is, or built from the step's mapping, its upstream outputs and the run parameters its task
+accepts, with the lineage edges that say where each field came from) and the assignment
+that carries it to an executor (``assignment``)."""
+
+from __future__ import annotations
+
+import json
+
+from services.scheduler import step_inputs
+from services.scheduler.fleet import Assignment
+from services.scheduler.queue_records import Leased
+
+
+def step_input(leased: Leased) -> tuple[str, list[tuple[str, str]], dict[str, str]]:
+    """The input document of a leased step (JSON text), its lineage edges, and the output id
+    each mapped field came from: its mapping (or the default input), then the run parameters
+    its task accepts. Raises ``MissingValue`` when the step's ``input_mapping`` finds
+    nothing to read."""
+    spec = json.loads(leased.step.get("mapping") or "{}")
+    accepts = json.loads(leased.step.get("accepts") or "[]")
+    if not spec and not accepts:  # the common single-task case: the run input as it is
+        return step_inputs.default_input(leased.run_input_json, leased.dep_outputs), [], {}
+    run_input = json.loads(leased.run_input_json)
+    if not spec:
+        document = step_inputs.default_document(run_input, leased.dep_outputs)
+        edges: list[tuple[str, str]] = []
+        sources: dict[str, str] = {}
+    else:
+        output_ids = json.loads(leased.step.get("read_output_ids") or "{}")
+        outputs = {k: json.loads(v) for k, v in leased.dep_outputs.items() if v is not None}
+        optional = frozenset(json.loads(leased.step.get("optional") or "[]"))
+        document, edges, sources = step_inputs.resolve(
+            spec,
+            set(output_ids),
+            run_input,
+            outputs,
+            output_ids,
+            leased.step["input_id"],
+            optional,
+        )
+    document, added = step_inputs.with_parameters(
+        document, run_input, leased.step_id, accepts, leased.step["input_id"]
+    )
+    return json.dumps(document), edges + added, sources
+
+
+def assignment(
+    leased: Leased,
+    input_json: str,
+    sources: dict[str, str],
+    traceparent: str,
+    call_size: int,
+    proven: bool = False,
+) -> Assignment:
+    s = leased.step
+    return Assignment(
+        run_id=leased.run_id,
+        step_id=leased.step_id,
+        attempt=leased.attempt,
+        task_id=s["task_id"],
+        task_version=s["task_version"],
+        digest=s["digest"],
+        entry_point=s["entry_point"],
+        input_json=input_json,
+        timeout_seconds=int(s["timeout"]),
+        lease_id=s.get("lease", ""),
+        input_id=s["input_id"],
+        output_id=s["output_id"],
+        upstream_output_ids=json.loads(s.get("read_output_ids") or "{}"),
+        input_sources=sources,
+        traceparent=traceparent,
+        namespace=s.get("namespace", "default"),
+        log_level=s.get("log_level", ""),
+        call_id=leased.call if call_size > 1 else "",
+        call_size=call_size if call_size > 1 else 0,
+        proven=proven,
+    )
