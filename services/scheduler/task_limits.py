@@ -74,6 +74,49 @@ def _of(doc: dict[str, object]) -> TaskLimit:
     )
 
 
+def checked_change(
+    rate_limit: str | None,
+    concurrency_limit: int | None,
+    reset: list[str],
+    rate_burst: int | None = None,
+) -> dict[str, object]:
+    """What an operator's call sets (None: left as it is; "" or 0: no limit), checked: an
+    InvalidArgument names the field that is wrong, set and reset at once, or unknown."""
+    unknown = sorted(set(reset) - set(FIELDS))
+    if unknown:
+        raise InvalidArgument(
+            f"{unknown[0]!r} is not one of {', '.join(FIELDS)}", field="reset_fields"
+        )
+    given = {RATE: rate_limit, BURST: rate_burst, CONCURRENCY: concurrency_limit}
+    for name, value in given.items():
+        if value is not None and name in reset:
+            raise InvalidArgument(f"is both set and reset: {name}", field=name)
+    if all(v is None for v in given.values()) and not reset:
+        raise InvalidArgument(
+            f"nothing to change: set {RATE}, {BURST} or {CONCURRENCY}, or reset one", field=RATE
+        )
+    doc: dict[str, object] = {}
+    if rate_burst is not None:
+        try:
+            doc[BURST] = rate_limits.burst(rate_burst)
+        except ValueError as exc:
+            raise InvalidArgument(str(exc), field=BURST) from None
+    if rate_limit:
+        try:
+            doc[RATE] = rate_limits.normalized(rate_limit)
+        except ValueError as exc:
+            raise InvalidArgument(f"{exc} (or empty: no limit)", field=RATE) from None
+    elif rate_limit is not None:
+        doc[RATE] = ""
+    if concurrency_limit is not None:
+        if not 0 <= concurrency_limit <= rate_limits.MAX_CONCURRENCY:
+            raise InvalidArgument(
+                f"must be from 0 (no limit) to {rate_limits.MAX_CONCURRENCY}", field=CONCURRENCY
+            )
+        doc[CONCURRENCY] = concurrency_limit
+    return doc
+
+
 class TaskLimits:
     """The operators' task limits, in one collection, published to Redis for the scripts."""
 
@@ -119,40 +162,7 @@ class TaskLimits:
     ) -> TaskLimit | None:
         """Set some of a task's limits, or return them to its task.json's (``reset``); the
         limit as it now is, or None when nothing of an operator's is left."""
-        unknown = sorted(set(reset) - set(FIELDS))
-        if unknown:
-            raise InvalidArgument(
-                f"{unknown[0]!r} is not one of {', '.join(FIELDS)}", field="reset_fields"
-            )
-        given = {RATE: rate_limit, BURST: rate_burst, CONCURRENCY: concurrency_limit}
-        for name, value in given.items():
-            if value is not None and name in reset:
-                raise InvalidArgument(f"is both set and reset: {name}", field=name)
-        if all(v is None for v in given.values()) and not reset:
-            raise InvalidArgument(
-                f"nothing to change: set {RATE}, {BURST} or {CONCURRENCY}, or reset one",
-                field=RATE,
-            )
-        doc: dict[str, object] = {}
-        if rate_burst is not None:
-            try:
-                doc[BURST] = rate_limits.burst(rate_burst)
-            except ValueError as exc:
-                raise InvalidArgument(str(exc), field=BURST) from None
-        if rate_limit:
-            try:
-                doc[RATE] = rate_limits.normalized(rate_limit)
-            except ValueError as exc:
-                raise InvalidArgument(f"{exc} (or empty: no limit)", field=RATE) from None
-        elif rate_limit is not None:
-            doc[RATE] = ""
-        if concurrency_limit is not None:
-            if not 0 <= concurrency_limit <= rate_limits.MAX_CONCURRENCY:
-                raise InvalidArgument(
-                    f"must be from 0 (no limit) to {rate_limits.MAX_CONCURRENCY}",
-                    field=CONCURRENCY,
-                )
-            doc[CONCURRENCY] = concurrency_limit
+        doc = checked_change(rate_limit, concurrency_limit, reset, rate_burst)
         task = await self.catalog.resolve(namespace, task_id, field="task_id")
         if task.batching[0] and doc:
             raise FailedPrecondition(
