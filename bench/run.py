@@ -275,7 +275,8 @@ def measure(
     return found
 
 
-def main(argv: list[str] | None = None) -> int:
+def _arguments(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    """The command line, checked, and the figures it chose (with --compare, Celery's too)."""
     parser = argparse.ArgumentParser(
         prog="python -m bench.run", description=__doc__.splitlines()[0]
     )
@@ -318,6 +319,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(chosen) - set(FIGURES)
     if unknown:
         parser.error(f"--only: unknown figures {sorted(unknown)}; choose from {list(FIGURES)}")
+    return ns, chosen
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns, chosen = _arguments(argv)
     # Short steps: each executor holds four steps per slot ahead, so a freed slot starts the
     # next at once; that is Celery's default prefetch (4 messages per worker process), which
     # the Celery workers of --compare celery have too. The scheduler's default is 0, which

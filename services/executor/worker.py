@@ -237,24 +237,9 @@ class Worker:
                 self.ready_ns = time.time_ns()
             self._cpu_at_start = self._cpu_used()
             await self._send(wire.frames(*message), deadline)
-            notes = 0
-            while True:
-                reply, payloads = await self._next(deadline, cancelled)
-                if reply[0] in ("progress", "log") and len(reply) == 3:
-                    notes += 1
-                    if notes % 100 == 0:  # a chatty task must not hold the event loop
-                        await asyncio.sleep(0)
-                    if notes > 50 * MAX_NOTES:
-                        raise wire.Malformed(f"over {50 * MAX_NOTES:,} progress messages")
-                    if notes > MAX_NOTES:
-                        continue
-                    if reply[0] == "progress":
-                        on_progress(_number(reply[1]), wire.text(reply[2], MAX_TEXT))
-                    else:
-                        on_log(wire.text(reply[1], 16), wire.text(reply[2], MAX_TEXT))
-                    continue
-                self._read_output()
-                return _outcomes(reply, payloads, n)
+            reply, payloads = await self._reply(deadline, cancelled, on_progress, on_log)
+            self._read_output()
+            return _outcomes(reply, payloads, n)
         except wire.Malformed as exc:
             self.kill()
             return [Outcome("FAILED", error=f"the worker sent {exc}; worker process killed")] * n
@@ -284,6 +269,32 @@ class Worker:
             self.kill()
             why = f"{self.stopped_for}; worker process killed" if self.stopped_for else ""
             return [Outcome("FAILED", error=why or f"worker process died (exit code {code})")] * n
+
+    async def _reply(
+        self,
+        deadline: float,
+        cancelled: asyncio.Event,
+        on_progress: Callable[[float, str], None],
+        on_log: Callable[[str, str], None],
+    ) -> Any:
+        """The call's reply, its progress reports and log lines passed on as they come (the
+        first ``MAX_NOTES`` of them; a task that sends fifty times that is malformed)."""
+        notes = 0
+        while True:
+            reply, payloads = await self._next(deadline, cancelled)
+            if reply[0] not in ("progress", "log") or len(reply) != 3:
+                return reply, payloads
+            notes += 1
+            if notes % 100 == 0:  # a chatty task must not hold the event loop
+                await asyncio.sleep(0)
+            if notes > 50 * MAX_NOTES:
+                raise wire.Malformed(f"over {50 * MAX_NOTES:,} progress messages")
+            if notes > MAX_NOTES:
+                continue
+            if reply[0] == "progress":
+                on_progress(_number(reply[1]), wire.text(reply[2], MAX_TEXT))
+            else:
+                on_log(wire.text(reply[1], 16), wire.text(reply[2], MAX_TEXT))
 
     async def _next(self, deadline: float, cancelled: asyncio.Event) -> Any:
         """The next message from the process; raises TimeoutError at ``deadline``,
