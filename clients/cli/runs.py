@@ -184,8 +184,10 @@ def run_or_filters(
     "--label", "labels", multiple=True, metavar="KEY=VALUE", help="instead: ... with this label"
 )
 @click.option("--schedule", default="", help="instead: ... this schedule started")
-@click.option("--task", "task_id", default="", help="instead: ... of this task")
-@click.option("--pipeline", "pipeline_id", default="", help="instead: ... of this pipeline")
+@click.option("--task", "task_id", default="", help="instead: ... of this task (or task@version)")
+@click.option(
+    "--pipeline", "pipeline_id", default="", help="instead: ... of this pipeline (or @version)"
+)
 @click.option("--wait/--no-wait", default=True, help="follow a single run until it finishes")
 @click.pass_obj
 def run_resume(
@@ -279,8 +281,10 @@ def run_wait(obj: Ctx, run_ids: tuple[str, ...], timeout: float) -> None:
     "--label", "labels", multiple=True, metavar="KEY=VALUE", help="instead: ... with this label"
 )
 @click.option("--schedule", default="", help="instead: ... this schedule started")
-@click.option("--task", "task_id", default="", help="instead: ... of this task")
-@click.option("--pipeline", "pipeline_id", default="", help="instead: ... of this pipeline")
+@click.option("--task", "task_id", default="", help="instead: ... of this task (or task@version)")
+@click.option(
+    "--pipeline", "pipeline_id", default="", help="instead: ... of this pipeline (or @version)"
+)
 @click.pass_obj
 def run_cancel(
     obj: Ctx,
@@ -322,8 +326,12 @@ STATES = [s.value for s in State]
     type=click.Choice(STATES, case_sensitive=False),
     default=None,
 )
-@click.option("--pipeline", "pipeline_id", default="", help="only runs of this pipeline")
-@click.option("--task", "task_id", default="", help="only single-task runs of this task")
+@click.option(
+    "--pipeline", "pipeline_id", default="", help="only runs of this pipeline (or pipeline@version)"
+)
+@click.option(
+    "--task", "task_id", default="", help="only single-task runs of this task (or @version)"
+)
 @click.option("--batch", "batch_id", default="", help="only runs of this batch")
 @click.option(
     "--label", "labels", multiple=True, metavar="KEY=VALUE", help="only runs with this label"

@@ -36,8 +36,9 @@ async def list_runs(
     page_token: str = "",
     label: Annotated[list[str] | None, Query(description="KEY=VALUE; repeatable")] = None,
 ) -> m.RunPage:
-    """Runs newest first, without their steps' outputs; ``label``: only runs with every
-    one of these labels (a schedule's runs: ``wtm.schedule=ID``)."""
+    """Runs newest first, without their steps' outputs; ``task_id``, ``pipeline_id``: an id,
+    or id@version for one version's runs; ``label``: only runs with every one of these labels
+    (a schedule's runs: ``wtm.schedule=ID``)."""
     pairs = [text.partition("=") for text in label or []]
     if any(not sep for _, sep, _ in pairs):
         raise InvalidArgument("each must be KEY=VALUE", field="label")

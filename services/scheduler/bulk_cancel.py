@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from common.errors import InvalidArgument, NotFound
 from services.common import auth
 from services.common.paging import page_size_of
+from services.scheduler import run_docs
 from services.scheduler.models import Run
 from services.scheduler.run_labels import label_pairs
 from services.scheduler.runs import RunService
@@ -56,8 +57,8 @@ class RunFilter:
         found: dict[str, object] = {
             "state": {"$in": states},
             "batch_id": self.batch_id,
-            "task_id": self.task_id,
-            "pipeline_id": self.pipeline_id,
+            **run_docs.of_name("task_id", self.task_id),
+            **run_docs.of_name("pipeline_id", self.pipeline_id),
         }
         if namespace != auth.ALL_NAMESPACES:
             found["namespace"] = namespace

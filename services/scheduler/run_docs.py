@@ -6,11 +6,22 @@ from datetime import UTC, datetime
 from typing import Any
 
 from common.artifacts import digests_in
+from common.errors import InvalidArgument
 from services.scheduler.models import Run, pairs_of
 
 # A run's document recorded from Redis because its submit's insert never landed
 # (``unrecorded_runs.py``): a submit whose insert finds it there takes it as its own.
 FROM_REDIS = "from_redis"
+
+
+def of_name(field: str, value: str) -> dict[str, str]:
+    """The query fields of the runs of a task or pipeline (``field``: "task_id" or
+    "pipeline_id") named "id", or "id@version" for one version's (a task run's version is in
+    its document from 2026-12-06 on)."""
+    name, at, version = value.partition("@")
+    if at and not (name and version):
+        raise InvalidArgument(f"give an id or id@version, not {value!r}", field=field)
+    return {field: name, field.replace("_id", "_version"): version}
 
 
 def ms_of(t: datetime) -> int:

@@ -14,7 +14,7 @@ from common import telemetry
 from common.errors import InvalidArgument, NotFound, Unavailable
 from services.common import auth
 from services.common.paging import page_size_of
-from services.scheduler import run_reuse
+from services.scheduler import run_docs, run_reuse
 from services.scheduler.input_check import as_batch_item
 from services.scheduler.listeners import Listeners, RunListener
 from services.scheduler.models import TERMINAL, Run, ms_to_dt
@@ -368,8 +368,8 @@ class RunService(RunListener):
         pairs = label_pairs(labels or {})
         filters = {
             "state": state,
-            "pipeline_id": pipeline_id,
-            "task_id": task_id,
+            **run_docs.of_name("pipeline_id", pipeline_id),
+            **run_docs.of_name("task_id", task_id),
             "batch_id": batch_id,
         }
         if namespace != auth.ALL_NAMESPACES:

@@ -478,6 +478,8 @@ def test_a_failed_run_resumes_taking_over_the_steps_it_completed(
     assert "taken over" in shown.stdout and "COMPLETED" in shown.stdout
     reruns = client.list_runs(labels={"wtm.rerun_of": first.run_id})
     [fixed] = [r for r in reruns if r.pipeline_version == "1.0.1"]
+    assert [r.run_id for r in client.list_runs(pipeline_id=f"{pid}@1.0.1")] == [fixed.run_id]
+    assert len(list(client.list_runs(pipeline_id=f"{pid}@1.0.0"))) == 2  # the first, its rerun
     fixed = client.wait(fixed.run_id, 60)
     f = {x.step_id: x for x in fixed.steps}
     assert fixed.state == "COMPLETED" and fixed.pipeline_version == "1.0.1"

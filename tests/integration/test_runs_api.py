@@ -148,7 +148,10 @@ def test_every_unfinished_run_of_a_batch_or_a_label_is_cancelled_at_once(
     done = client.run(task="sleeper", input={"seconds": 0.1}, labels={"wave": "w1"})
     done_too = client.submit(task="sleeper", input={"seconds": 30}, labels={"wave": "w1"})
     batch_id, run_ids = client.submit_many([{"seconds": 30}] * 4, task="sleeper")
-    cancelled = client.cancel_runs("too many", batch_id=batch_id)
+    other = client.cancel_runs("not these", batch_id=batch_id, task_id="sleeper@0.0.0-none")
+    assert other.cancelled == []  # all of what is given: this version ran none of them
+    version = client.get_task("sleeper").version
+    cancelled = client.cancel_runs("too many", batch_id=batch_id, task_id=f"sleeper@{version}")
     assert sorted(r.run_id for r in cancelled.cancelled) == sorted(run_ids)
     assert all(r.state == "CANCELLED" and "too many" in r.error for r in cancelled.cancelled)
     assert cancelled.ended == [] and cancelled.not_theirs == []
@@ -265,6 +268,13 @@ def test_list_runs_pages_newest_first_and_filters(client: Client) -> None:
     version = client.get_task("word_count").version
     assert {r.what for r in listed} == {f"word_count@{version}"}
     assert client.get_run(run_ids[0]).task_version == version  # and GetRun names it
+    # ... and a listing can ask for one version's runs
+    pinned = {r.run_id for r in client.list_runs(task_id=f"word_count@{version}", limit=1000)}
+    assert set(run_ids) <= pinned
+    assert not list(client.list_runs(task_id="word_count@0.0.0-none", batch_id=batch_id))
+    with pytest.raises(ApiError) as err:
+        list(client.list_runs(task_id="word_count@"))
+    assert err.value.code == "INVALID_ARGUMENT" and err.value.field == "task_id"
 
 
 def test_list_runs_refuses_a_negative_page_size_and_caps_a_large_one(client: Client) -> None:
