@@ -19,6 +19,7 @@ from clients.types import (
     NamespaceInfo,
     QueueInfo,
     ResumedRuns,
+    StepInfo,
     TaskLimitsInfo,
 )
 
@@ -109,7 +110,9 @@ def task_panel(t: TaskInfo) -> str:
 
 def event_line(e: RunEventInfo) -> str:
     when = e.time.strftime("%H:%M:%S.%f")[:-3] if e.time else ""
-    what = f"step {e.step_id} (attempt {e.attempt})" if e.step_id else "run"
+    # attempt 0: the step has not started yet (queued for its first attempt)
+    what = f"step {e.step_id}" + (f" (attempt {e.attempt})" if e.attempt else "")
+    what = what if e.step_id else "run"
     note = escape(f"  {e.message}") if e.message else ""
     if e.kind == "PROGRESS":
         return f"{when}  {what:<32} [dim]{e.progress:4.0%}[/]{note}"
@@ -143,13 +146,7 @@ def run_summary(r: RunInfo) -> str:
         lines.append(f"  times out at {r.deadline_at:%Y-%m-%d %H:%M:%S} UTC (its run_timeout)")
     for s in r.steps:
         lines.append(
-            f"  step {s.step_id} ({s.task_id}@{s.task_version}) {state(s.state)} "
-            + (
-                # attempt 0: taken over when the run was created (a rerun --from-failure)
-                f"{'taken over' if s.attempt == 0 else 'from the cache'} ({s.cached_from})"
-                if s.cached_from
-                else f"attempt {s.attempt} on {s.executor_id or '-'}"
-            )
+            f"  step {s.step_id} ({s.task_id}@{s.task_version}) {state(s.state)} {_ran(s)}"
         )
         if s.error:
             lines.append(escape(f"    error: {s.error}"))
@@ -175,6 +172,13 @@ def run_summary(r: RunInfo) -> str:
     if r.output is not None:
         lines.append(escape("  output: " + shown_output(r.output).replace("\n", "\n  ")))
     return "\n".join(lines)
+
+
+def _ran(s: StepInfo) -> str:
+    """Where a step's latest attempt ran, or where its output came from."""
+    if s.cached_from:  # attempt 0: taken over when the run was created (rerun --from-failure)
+        return f"{'taken over' if s.attempt == 0 else 'from the cache'} ({s.cached_from})"
+    return f"attempt {s.attempt} on {s.executor_id or '-'}" if s.attempt else "not started"
 
 
 SHOWN_INPUT_CHARS = 200  # a run's input on one line; --json has it whole

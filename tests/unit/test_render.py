@@ -14,6 +14,7 @@ from clients.render import (
     SHOWN_OUTPUT_LINES,
     artifacts_table,
     batch_table,
+    event_line,
     executors_table,
     output_brief,
     queues_table,
@@ -22,7 +23,16 @@ from clients.render import (
     shown_output,
     tasks_table,
 )
-from clients.types import ArtifactInfo, ExecutorInfo, QueueInfo, RunInfo, State, TaskInfo
+from clients.types import (
+    ArtifactInfo,
+    ExecutorInfo,
+    QueueInfo,
+    RunEventInfo,
+    RunInfo,
+    State,
+    StepInfo,
+    TaskInfo,
+)
 
 
 def test_a_small_output_is_shown_whole_however_many_lines_it_takes() -> None:
@@ -257,3 +267,17 @@ def test_a_runs_summary_says_when_it_was_made_where_with_which_labels_on_what_in
     said = lines[3].rstrip()
     assert said.startswith('  input {"text": "[y][y]') and said.endswith("…")  # markup escaped
     assert len(said) == len("  input ") + 200  # cut: --json has it whole
+
+
+def test_a_step_that_has_not_started_says_so_instead_of_attempt_0() -> None:
+    at = datetime(2026, 12, 7, 1, 0, tzinfo=UTC)
+    queued = RunEventInfo("1-0", "r", "detect", 0, State.QUEUED, "", at)
+    assert "step detect " in event_line(queued) and "attempt" not in event_line(queued)
+    running = dataclasses.replace(queued, attempt=2, state=State.RUNNING)
+    assert "step detect (attempt 2)" in event_line(running)
+    waiting = StepInfo("merge", "face_merge", "1.2.0", State.PENDING, 0, None, "", "", None, None)
+    ran = StepInfo("detect", "face_detection", "2.0.0", State.COMPLETED, 1, {}, "", "ex-1", at, at)
+    run = RunInfo("r" * 32, State.RUNNING, "", "face", {}, None, "", 5, steps=[ran, waiting])
+    shown = printed(run_summary(run), 200)
+    assert "step merge (face_merge@1.2.0) PENDING not started" in shown
+    assert "step detect (face_detection@2.0.0) COMPLETED attempt 1 on ex-1" in shown
