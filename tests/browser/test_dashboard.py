@@ -182,6 +182,10 @@ def test_the_runs_list_says_what_ran_and_when_a_delayed_run_starts(
         assert scheduled is not None
         shown = row.locator("[data-starts]").get_attribute("data-starts") or ""
         assert shown.startswith(scheduled.strftime("%Y-%m-%dT%H:%M"))
+        for version, listed in (("0.0.0-none", 0), (later.task_version, 1)):  # one version's
+            page.fill('input[name="task_id"]', f"sleeper@{version}")
+            page.click('form.filters button[type="submit"]')
+            expect(row).to_have_count(listed, timeout=STEP_MS)
     finally:
         client.cancel(later.run_id, "the test is over")
     page.reload()

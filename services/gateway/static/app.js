@@ -156,8 +156,8 @@ function runsPage() {
   const field = (name, label, input) => h("label", {}, label, input);
   const stateSel = h("select", { name: "state" }, ["", "PENDING", "QUEUED", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"].map((s) => h("option", { value: s, selected: runFilters.state === s }, s || "any")));
   const inputs = {
-    pipeline_id: h("input", { name: "pipeline_id", value: runFilters.pipeline_id, size: 18 }),
-    task_id: h("input", { name: "task_id", value: runFilters.task_id, size: 14 }),
+    pipeline_id: h("input", { name: "pipeline_id", value: runFilters.pipeline_id, size: 18, placeholder: "id or id@version" }),
+    task_id: h("input", { name: "task_id", value: runFilters.task_id, size: 14, placeholder: "id or id@version" }),
     batch_id: h("input", { name: "batch_id", value: runFilters.batch_id, size: 14 }),
     label: h("input", { name: "label", value: runFilters.label, size: 18, placeholder: "KEY=VALUE" }),
     created_after: h("input", { name: "created_after", type: "datetime-local", value: runFilters.created_after }),
