@@ -186,6 +186,11 @@ def test_the_runs_list_says_what_ran_and_when_a_delayed_run_starts(
             page.fill('input[name="task_id"]', f"sleeper@{version}")
             page.click('form.filters button[type="submit"]')
             expect(row).to_have_count(listed, timeout=STEP_MS)
+        page.goto("/#/queues")  # its step waits in the delayed set: held back, said plainly
+        held = re.compile(r"^[1-9][0-9]* steps? held back: waiting out")
+        expect(page.locator("#held-back")).to_have_text(held, timeout=STEP_MS)
+        expect(page.locator("#held-back")).not_to_contain_text("1 steps")
+        page.goto("/#/runs")
     finally:
         client.cancel(later.run_id, "the test is over")
     page.reload()

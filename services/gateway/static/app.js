@@ -668,7 +668,7 @@ function backfillForm() {
 
 function queuesPage() {
   const body = h("tbody");
-  const delayed = h("p", { class: "muted" });
+  const delayed = h("p", { class: "muted", id: "held-back" });
   const spaces = h("tbody");
   const schedules = h("tbody");
   const limits = h("tbody");
@@ -716,7 +716,9 @@ function queuesPage() {
       h("td", { class: "actions" }, pauseButton("queues", "queue", x.queue, !!x.pause,
         "Its waiting steps are not started until it is resumed.", fill)))));
     if (!q.queues.length) body.replaceChildren(h("tr", {}, h("td", { colspan: 8, class: "muted" }, "No queue has work or an executor.")));
-    delayed.textContent = `${q.delayed} step(s) held back: waiting out a retry's backoff, their run's start time or their task's rate limit, or for a place under its concurrency limit.`;
+    delayed.textContent = q.delayed
+      ? `${q.delayed} step${q.delayed === 1 ? "" : "s"} held back: waiting out a retry's backoff, their run's start time or their task's rate limit, or for a place under its concurrency limit.`
+      : "No step held back (by a retry's backoff, a run's start time, a rate or a concurrency limit).";
   };
   return every(REFRESH_MS, fill);
 }
