@@ -230,6 +230,7 @@ def test_a_delayed_run_is_recorded_at_once_and_starts_at_its_time(
         with pytest.raises(ApiError) as err:
             client.submit(task="word_count", input={"text": "x"}, start_delay=seconds)
         assert err.value.message.startswith("start_delay: must be from 0 to 30 days")
+        assert err.value.message.endswith("got -1s" if seconds < 0 else "got 31 days")
     shown = run_cli(cluster, "run", "submit", "word_count", '{"text": "x"}', "--delay", "1s")
     assert "COMPLETED" in shown.stdout
 
