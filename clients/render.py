@@ -280,6 +280,7 @@ def _cut(text: str, width: int) -> str:
 
 RUN_ID_CHARS = 32
 NAME_CHARS = 24  # a batch's image names fold past this
+ERROR_CHARS = 30  # the least room an error's column of its own is worth
 
 
 def batch_table(
@@ -330,41 +331,67 @@ def _wide(width: int | None) -> bool:
     return (width or console.width) >= WIDE
 
 
-def runs_table(runs: list[RunInfo], width: int | None = None) -> Table:
-    """Runs, a row each; the run id (what ``wtm run get`` takes) is never cut short. A
-    console narrower than ``WIDE`` leaves out how long each took and the year; the error
-    column is there when a run has one (in 80 columns its room is what the task's name and
-    version need)."""
+def runs_table(runs: list[RunInfo], width: int | None = None, now: datetime | None = None) -> Table:
+    """Runs, a line each; the run id (what ``wtm run get`` takes) is never cut short. A
+    console narrower than ``WIDE`` (a terminal's 80 columns) gives each run's age where a
+    wide one gives its creation time and how long it took (``kubectl get``'s AGE: 42s, 5m,
+    3h, 2d). A run's error has a column of its own when the others leave it
+    ``ERROR_CHARS`` or more, cut to that room; otherwise it goes under the run's id, cut to
+    the id's width. So the task's name and version keep their room (``wtm run get`` and
+    ``--json`` have the error whole)."""
     wide = _wide(width)
-    errors = any(r.error for r in runs)
+    now = now or datetime.now(UTC)
+    names = min(max((len(r.what) for r in runs), default=0), NAME_CHARS + 8)
+    # the other columns' widths, and each column's three of borders and padding
+    others = RUN_ID_CHARS + len("COMPLETED") + names + len("2026-12-06 23:57:00 100.00s")
+    room = (width or console.width) - others - 3 * 6 - 1
+    column = wide and room >= ERROR_CHARS and any(r.error for r in runs)
     table = Table(title="Runs (newest first)")
     table.add_column("run", no_wrap=True)
     table.add_column("state", no_wrap=True)
     table.add_column("what", overflow="fold")
-    table.add_column("created", no_wrap=not wide)
+    table.add_column("created" if wide else "age", no_wrap=True)
     if wide:
         table.add_column("took")
-    if errors:
-        table.add_column("error")
+    if column:
+        table.add_column("error", no_wrap=True)
     for r in runs:
-        what = r.what
-        created = ""
-        if r.created_at:
-            created = r.created_at.strftime("%Y-%m-%d %H:%M:%S" if wide else "%m-%d %H:%M")
         shown = state(r.state)
         if r.scheduled_at and r.started_at is None and not r.finished:  # a start delay
             starts = "starts " if wide else "starts\n"  # as narrow as the state's name
             shown += f"\n[dim]{starts}{r.scheduled_at:%m-%d %H:%M}[/]"
-        cells = [r.run_id, shown, escape(what), created]
+        run = r.run_id
+        if r.error and not column:
+            run += f"\n[red]{escape(_cut(r.error, RUN_ID_CHARS))}[/]"
+        cells = [run, shown, escape(r.what), _created(r.created_at, wide, now)]
         if wide:
             took = ""
             if r.created_at and r.ended_at:
                 took = f"{(r.ended_at - r.created_at).total_seconds():.2f}s"
             cells.append(took)
-        if errors:
-            cells.append(escape(r.error[:60]))
+        if column:
+            cells.append(f"[red]{escape(_cut(r.error, room))}[/]")
         table.add_row(*cells)
     return when_empty(table, "No runs match.")
+
+
+def _created(at: datetime | None, wide: bool, now: datetime) -> str:
+    if at is None:
+        return ""
+    if wide:
+        return at.strftime("%Y-%m-%d %H:%M:%S")
+    return age(at, now)
+
+
+def age(at: datetime, now: datetime) -> str:
+    """How long ago ``at`` was, in its largest unit: 42s, 5m, 3h, 2d (naive times are UTC)."""
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    seconds = max(0.0, (now - at).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size:.0f}{unit}"
+    return f"{seconds:.0f}s"
 
 
 # How task code is confined on an executor: anything short of isolated stands out.

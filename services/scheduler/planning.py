@@ -230,15 +230,11 @@ def check_request(req: SubmitRequest) -> None:
     ):
         if seconds and not lowest <= seconds <= MAX_RUN_TIMEOUT_SECONDS:
             span = "1 second" if lowest else "0"
+            got = f"{seconds / 86400:g} days" if abs(seconds) >= 86400 else f"{seconds:g}s"
             raise InvalidArgument(
-                f"must be from {span} to 30 days, or unset for none; got {_length(seconds)}",
+                f"must be from {span} to 30 days, or unset for none; got {got}",
                 field=field_name,
             )
-
-
-def _length(seconds: float) -> str:
-    """A length of time as a person reads it back: "31 days", not "2.6784e+06s"."""
-    return f"{seconds / 86400:g} days" if abs(seconds) >= 86400 else f"{seconds:g}s"
 
 
 def request_key(namespace: str, request_id: str) -> str:

@@ -12,6 +12,7 @@ from rich.console import Console
 
 from clients.render import (
     SHOWN_OUTPUT_LINES,
+    age,
     artifacts_table,
     batch_table,
     event_line,
@@ -66,8 +67,8 @@ def test_in_80_columns_run_and_executor_ids_are_whole_and_the_extra_columns_go()
         "executor-gpu-17", "CONNECTED", ["default"], 4, 0, {"gpu": "a100"}, "1.0", "3.11",
         at, at, "scheduler-replica-2",
     )  # fmt: skip
-    narrow = printed(runs_table([run], 80), 80)
-    assert run.run_id in narrow and "12-03 17:06" in narrow and "took" not in narrow
+    narrow = printed(runs_table([run], 80, now=at + timedelta(hours=3, minutes=5)), 80)
+    assert run.run_id in narrow and " 3h " in narrow and "took" not in narrow  # its age
     assert "2026-12-03 17:06:20" in printed(runs_table([run], 160), 160)
     narrow = printed(executors_table([executor], 80), 80)
     assert "executor-gpu-17" in narrow and "CONNECTED" in narrow
@@ -214,17 +215,49 @@ def test_a_task_run_is_listed_with_its_version_and_an_older_record_without() -> 
     assert "face@2.0.0" in printed(runs_table([piped], 160), 160)
 
 
-def test_in_80_columns_the_error_column_is_there_only_when_a_run_has_an_error() -> None:
-    """Headed over nothing, it took the room the task's name and version need."""
+def test_in_80_columns_a_run_is_a_line_with_its_version_and_its_error_under_its_id() -> None:
+    """The error's column and the creation time left the task's name and version a column
+    six wide, folded over four lines; and the error folded a word a line beside it."""
     done = RunInfo("r" * 32, State.COMPLETED, "text_sentiment", "", {}, None, "", 5)
     at = datetime(2026, 12, 6, 23, 57, tzinfo=UTC)
     done = dataclasses.replace(done, task_version="1.0.0", created_at=at, ended_at=at)
-    narrow = printed(runs_table([done], 80), 80)
-    assert "error" not in narrow
+    failed = dataclasses.replace(
+        done,
+        run_id="f" * 32,
+        state=State.FAILED,
+        error="step text_sentiment FAILED: FatalError: image: cannot read '/x.jpg'",
+    )
+    now = at + timedelta(seconds=42)
+    narrow = printed(runs_table([done, failed], 80, now=now), 80)
+    assert "error" not in narrow.split("\n")[2]  # no column of its own
     rows = [line for line in narrow.splitlines() if line.startswith("│")]
-    assert "text_sentiment" in rows[0] and len(rows) == 2  # the version on the second line
-    failed = dataclasses.replace(done, state=State.FAILED, error="step text_sentiment FAILED")
-    assert "error" in printed(runs_table([done, failed], 80), 80).split("\n")[2]
+    assert len(rows) == 3  # one line a run, and the failed one's error under its id
+    assert "text_sentiment@1.0.0" in rows[0] and " 42s " in rows[0]
+    assert "f" * 32 in rows[1] and "text_sentiment@1.0.0" in rows[1]
+    assert "step text_sentiment FAILED: Fat…" in rows[2]
+    assert all(len(line) <= 80 for line in narrow.splitlines())
+    piped = dataclasses.replace(failed, task_id="", pipeline_id="face_processing_pipeline")
+    piped = dataclasses.replace(piped, pipeline_version="1.0.0")
+    narrow = printed(runs_table([piped], 80, now=now), 80)
+    assert "f" * 32 in narrow and "step text_sentiment FAILED: Fat…" in narrow  # whole, cut
+    assert all(len(line) <= 80 for line in narrow.splitlines())
+    wide = printed(runs_table([done, failed], 160, now=now), 160)
+    assert "error" in wide.split("\n")[2] and "FAILED: FatalError: image: can" in wide
+    assert len([line for line in wide.splitlines() if line.startswith("│")]) == 2
+    assert "error" not in printed(runs_table([done], 160, now=now), 160).split("\n")[2]
+    # 120 columns leave an error's column too little room: it goes under the id there too
+    middle = printed(runs_table([piped, done], 120, now=now), 120)
+    rows = [line for line in middle.splitlines() if line.startswith("│")]
+    assert len(rows) == 3 and "face_processing_pipeline@1.0.0" in rows[0]
+    assert "step text_sentiment FAILED: Fat…" in rows[1] and "2026-12-06 23:57:00" in rows[0]
+
+
+def test_a_runs_age_is_in_its_largest_unit() -> None:
+    at = datetime(2026, 12, 6, 23, 57, tzinfo=UTC)
+    ages = [age(at, at + timedelta(seconds=s)) for s in (0, 59, 60, 3599, 3600, 86400 * 3)]
+    assert ages == ["0s", "59s", "1m", "59m", "1h", "3d"]
+    assert age(at.replace(tzinfo=None), at + timedelta(minutes=5)) == "5m"  # naive: UTC
+    assert age(at, at - timedelta(seconds=3)) == "0s"  # a clock behind the server's
 
 
 def test_in_80_columns_a_batch_is_a_line_a_run_with_its_id_whole_and_its_error_in_brief() -> None:
