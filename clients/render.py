@@ -14,6 +14,7 @@ from rich.table import Table
 from clients.health import HealthReport
 from clients.sdk import ExecutorInfo, PipelineInfo, RunEventInfo, RunInfo, TaskInfo
 from clients.types import (
+    ApiKeyInfo,
     ArtifactInfo,
     CancelledRuns,
     NamespaceInfo,
@@ -392,6 +393,36 @@ def age(at: datetime, now: datetime) -> str:
         if seconds >= size:
             return f"{seconds // size:.0f}{unit}"
     return f"{seconds:.0f}s"
+
+
+def keys_table(keys: list[ApiKeyInfo], width: int | None = None, everywhere: bool = False) -> Table:
+    """API keys, a row each; a key's id (what ``wtm auth revoke`` takes) is never cut short.
+    A console narrower than ``WIDE`` gives times without their year; the revoked column is
+    there when a key is revoked."""
+    wide = _wide(width)
+    revoked = any(k.revoked_at for k in keys)
+    table = Table(title="API keys")
+    table.add_column("key", no_wrap=True)
+    table.add_column("name", overflow="fold")
+    table.add_column("role", no_wrap=True)
+    table.add_column("namespace", overflow="fold")
+    for col in ("created", "expires", *(["revoked"] if revoked else [])):
+        table.add_column(col, no_wrap=not wide)
+    shown = "%Y-%m-%d %H:%M" if wide else "%m-%d %H:%M"
+    for k in keys:
+        cells = [
+            k.key_id,
+            escape(k.name),
+            k.role,
+            escape(k.namespace),
+            f"{k.created_at:{shown}}" if k.created_at else "",
+            f"{k.expires_at:{shown}}" if k.expires_at else "never",
+        ]
+        if revoked:
+            cells.append(f"{k.revoked_at:{shown}}" if k.revoked_at else "")
+        table.add_row(*cells)
+    where = "" if everywhere else " in this namespace (-n '*': in all)"
+    return when_empty(table, f"No API key{where}.")
 
 
 # How task code is confined on an executor: anything short of isolated stands out.

@@ -51,20 +51,7 @@ def auth_list(obj: Ctx) -> None:
     """The keys this admin manages (never their secrets)."""
     with obj.client() as client:
         keys = client.list_api_keys()
-    table = Table(title="API keys")
-    for col in ("key", "name", "role", "namespace", "created", "expires", "revoked"):
-        table.add_column(col)
-    for k in keys:
-        table.add_row(
-            k.key_id,
-            k.name,
-            k.role,
-            k.namespace,
-            f"{k.created_at:%Y-%m-%d %H:%M}" if k.created_at else "",
-            f"{k.expires_at:%Y-%m-%d %H:%M}" if k.expires_at else "never",
-            f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "",
-        )
-    obj.out(keys, render.when_empty(table, "No API key here."))
+    obj.out(keys, render.keys_table(keys, everywhere=obj.namespace == "*"))
 
 
 @auth.command("revoke")

@@ -17,6 +17,7 @@ from clients.render import (
     batch_table,
     event_line,
     executors_table,
+    keys_table,
     output_brief,
     queues_table,
     run_summary,
@@ -25,6 +26,7 @@ from clients.render import (
     tasks_table,
 )
 from clients.types import (
+    ApiKeyInfo,
     ArtifactInfo,
     ExecutorInfo,
     QueueInfo,
@@ -314,3 +316,17 @@ def test_a_step_that_has_not_started_says_so_instead_of_attempt_0() -> None:
     shown = printed(run_summary(run), 200)
     assert "step merge (face_merge@1.2.0) PENDING not started" in shown
     assert "step detect (face_detection@2.0.0) COMPLETED attempt 1 on ex-1" in shown
+
+
+def test_in_80_columns_a_keys_id_is_whole_and_an_empty_list_says_where_it_looked() -> None:
+    """The ids `wtm auth revoke` takes were cut to eight characters, the dates folded."""
+    at = datetime(2026, 12, 7, 1, 56, tzinfo=UTC)
+    key = ApiKeyInfo("7af885eb7c9d3ae7", "local executor", "executor", "*", at, None, None, "me")
+    narrow = printed(keys_table([key], 80), 80)
+    assert "7af885eb7c9d3ae7" in narrow and "12-07 01:56" in narrow and "never" in narrow
+    assert "revoked" not in narrow and all(len(line) <= 80 for line in narrow.splitlines())
+    gone = dataclasses.replace(key, key_id="0123456789abcdef", revoked_at=at)
+    assert "revoked" in printed(keys_table([key, gone], 80), 80)
+    assert "2026-12-07 01:56" in printed(keys_table([key], 160), 160)
+    assert "-n '*'" in printed(keys_table([], 80), 80)
+    assert "-n '*'" not in printed(keys_table([], 80, everywhere=True), 80)
