@@ -396,3 +396,11 @@ def test_an_uploaded_input_file_is_named_with_its_whole_uri_on_one_line(
     assert said.endswith("/speech.wav") and len(said.split("/sha256/")[1]) == 64 + len(
         "/speech.wav"
     )
+
+
+def test_auth_list_gives_each_key_whole_and_says_where_it_looked(cluster: Cluster) -> None:
+    listed = json.loads(run_cli(cluster, "--json", "-n", "*", "auth", "list").stdout)
+    shown = run_cli(cluster, "-n", "*", "auth", "list").stdout
+    assert listed and all(k["key_id"] in shown for k in listed)
+    empty = run_cli(cluster, "-n", "nobody-here", "auth", "list").stdout
+    assert "No API key in this namespace (-n '*': in all)." in empty
