@@ -16,8 +16,10 @@ import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
@@ -28,7 +30,7 @@ from clients.errors import WtmError
 from clients.health import OK, Check, check_health
 from services.gateway import catalog_routes, fleet_routes, run_routes, session_routes
 from services.gateway import models as m
-from services.gateway.callers import ERRORS, Caller, error_response
+from services.gateway.callers import ERRORS, Caller, error_response, invalid_request
 from services.gateway.settings import GatewaySettings
 
 STATIC = Path(__file__).parent / "static"
@@ -84,6 +86,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     async def on_error(request: Request, exc: WtmError) -> JSONResponse:
         return error_response(exc)
 
+    _unreadable_as_refused(app)
+
     @app.middleware("http")
     async def security_headers(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
@@ -120,3 +124,24 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         return FileResponse(STATIC / "index.html")
 
     return app
+
+
+def _unreadable_as_refused(app: FastAPI) -> None:
+    """A request FastAPI cannot read is refused as the services refuse one: a 400 with the
+    error body (``invalid_request``), where FastAPI answers a 422 of its own shape; and the
+    API's document says so, without FastAPI's 422s."""
+
+    @app.exception_handler(RequestValidationError)
+    async def on_unreadable(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return invalid_request(exc)
+
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            for operations in default_openapi().get("paths", {}).values():
+                for operation in operations.values():
+                    operation.get("responses", {}).pop("422", None)
+        return app.openapi_schema or default_openapi()
+
+    app.openapi = openapi  # type: ignore[method-assign]

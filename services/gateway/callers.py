@@ -9,10 +9,11 @@ from typing import Annotated, Any
 from urllib.parse import urlparse
 
 from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from clients.aio import AsyncClient
-from clients.errors import PermissionDenied, Unauthenticated, WtmError
+from clients.errors import InvalidArgument, PermissionDenied, Unauthenticated, WtmError
 from services.gateway import models as m
 
 KEY_COOKIE = "wtm_key"
@@ -49,6 +50,25 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 def error_response(exc: WtmError) -> JSONResponse:
     body = m.ErrorBody(error=m.ErrorDetail(code=exc.code, message=exc.message, field=exc.field))
     return JSONResponse(body.model_dump(), status_code=HTTP_STATUS.get(exc.code, 500))
+
+
+def invalid_request(exc: RequestValidationError) -> JSONResponse:
+    """A request FastAPI could not read (not JSON, a field of the wrong type, a query
+    parameter out of its range), answered as every other refusal is: 400 and
+    ``{error: {code: INVALID_ARGUMENT, message, field}}``, the message naming the field
+    (FastAPI's own answer is a 422 of another shape). The first problem is named."""
+    problems = exc.errors()
+    problem: dict[str, Any] = dict(problems[0]) if problems else {"msg": "cannot be read"}
+    where = [str(p) for p in problem.get("loc", ()) if p not in ("body", "query", "path")]
+    if problem.get("type") == "json_invalid":
+        field = "body"
+        said = f"is not JSON: {(problem.get('ctx') or {}).get('error', 'cannot be read')}"
+    else:  # pydantic's words, said of the field: "page_size: should be greater than ..."
+        field = ".".join(where) or "body"
+        said = str(problem.get("msg", "is not valid")).removeprefix("Value error, ")
+        said = "is required" if problem.get("type") == "missing" else said
+        said = said.replace("Input should be", "should be", 1)
+    return error_response(InvalidArgument(said, field=field))
 
 
 def same_origin(headers: Any) -> bool:
