@@ -6,7 +6,10 @@ every output a task returns goes through here:
 - nesting is at most ``MAX_DEPTH`` levels (objects and arrays), checked without recursion,
   so no document can exhaust the interpreter's stack in a parser or a mapping walker;
 - ``NaN``, ``Infinity`` and ``-Infinity`` are refused: they are not JSON (RFC 8259), and
-  other languages' parsers reject them.
+  other languages' parsers reject them;
+- a string holding a lone surrogate (``"\\ud800"``, half of a UTF-16 pair) is refused: it
+  is not Unicode text (I-JSON, RFC 7493, forbids it), so it cannot be written as UTF-8, and
+  every reader that must (a JSON API, a gRPC string, a log line) failed on it.
 
 Errors are ``InvalidArgument`` naming the field, never a ``RecursionError`` or ``ValueError``.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from common.errors import InvalidArgument
@@ -75,11 +79,60 @@ def loads(text: str | bytes, field: str, max_depth: int = MAX_DEPTH) -> Any:
             f"nests deeper than {max_depth} levels of objects and arrays", field=field
         )
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        value = json.loads(text, parse_constant=_refuse_constant)
     except NotJson as exc:
         raise InvalidArgument(str(exc), field=field) from exc
     except (ValueError, RecursionError) as exc:
         raise InvalidArgument(f"is not valid JSON ({exc})", field=field) from exc
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text):  # (a pair is one character once read)
+        found = _first_lone_surrogate(value)
+        if found is not None:
+            path, char = found
+            raise InvalidArgument(
+                f"holds a lone surrogate ({char!a}) at {path}, which is not Unicode text",
+                field=field,
+            )
+    return value
+
+
+# A \u escape of half of a UTF-16 surrogate pair: D800-DFFF.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _first_lone_surrogate(value: Any) -> tuple[str, str] | None:
+    """The path (``$.a[2]``) of the first string or key holding a lone surrogate in
+    ``value``, and that character; None when there is none. Iterative."""
+    stack: list[tuple[str, Any]] = [("$", value)]
+    while stack:
+        path, v = stack.pop()
+        if isinstance(v, str):
+            match = _SURROGATES.search(v)
+            if match:
+                return path, match.group()
+        elif isinstance(v, dict):
+            for k in v:
+                match = _SURROGATES.search(k)
+                if match:
+                    return f"{path} (a key)", match.group()
+            stack.extend((f"{path}.{k}", x) for k, x in reversed(list(v.items())))
+        elif isinstance(v, list):
+            stack.extend((f"{path}[{i}]", x) for i, x in reversed(list(enumerate(v))))
+    return None
+
+
+def text_safe(value: Any) -> Any:
+    """``value`` as it is, unless a string in it holds a lone surrogate (only documents
+    recorded before ``loads`` refused them can): then a copy with each replaced by U+FFFD,
+    so that whoever must write it as UTF-8 (a JSON API) can. One C-speed encode to find out."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode()
+        return value
+    except UnicodeEncodeError:
+        text = json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass")
+        return json.loads(text.decode("utf-8", "replace"))
+    except (TypeError, ValueError):  # not a JSON document: left to its own reader
+        return value
 
 
 def dumps(value: Any, max_depth: int = MAX_DEPTH) -> str:

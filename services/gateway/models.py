@@ -8,12 +8,20 @@ import dataclasses
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
+
+from common import jsondoc
 
 M = TypeVar("M", bound=BaseModel)
 
 # The SDK's times are UTC without a zone; JSON says so (a browser reads a bare time as local).
 Time = Annotated[datetime, AfterValidator(lambda t: t if t.tzinfo else t.replace(tzinfo=UTC))]
+
+
+# A run's input or output as recorded: one that holds a lone surrogate (accepted before
+# 2026-12-07) is answered with U+FFFD in its place, where it made the whole answer a 500.
+Document = Annotated[Any, BeforeValidator(jsondoc.text_safe)]
+DocumentObject = Annotated[dict[str, Any], BeforeValidator(jsondoc.text_safe)]
 
 
 def of(model: type[M], value: Any) -> M:
@@ -37,7 +45,7 @@ class Step(BaseModel):
     task_version: str
     state: str
     attempt: int
-    output: Any = None
+    output: Document = None
     error: str = ""
     executor_id: str = ""
     started_at: Time | None = None
@@ -54,8 +62,8 @@ class Run(BaseModel):
     task_id: str = ""
     pipeline_id: str = ""
     pipeline_version: str = ""
-    input: dict[str, Any] = {}
-    output: Any = None
+    input: DocumentObject = {}
+    output: Document = None
     error: str = ""
     priority: int = 0
     steps: list[Step] = []
@@ -400,7 +408,7 @@ class Schedule(BaseModel):
     every_seconds: float = Field(description="the interval, when not a cron expression (0)")
     task: str
     pipeline: str
-    input: dict[str, Any]
+    input: DocumentObject
     priority: int
     overlap: str = Field(description="skip | allow: a due time while the last run goes on")
     paused: bool

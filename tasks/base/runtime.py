@@ -22,6 +22,7 @@ import contextlib
 import importlib
 import json
 import logging
+import re
 import sys
 import threading
 import time
@@ -103,6 +104,10 @@ def run_batch(task: TaskBase, inputs: list[str]) -> list[tuple[str, str]]:
     return [v or ("fatal", "no verdict") for v in verdicts]
 
 
+# Half of a UTF-16 surrogate pair on its own (a pair is one character in a Python string).
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _checked(task: TaskBase, output: Any, called: str) -> tuple[str, str]:
     """("ok", output_json) for an output that is a JSON object fitting the output schema."""
     try:
@@ -112,6 +117,13 @@ def _checked(task: TaskBase, output: Any, called: str) -> tuple[str, str]:
             text = json.dumps(output, allow_nan=False)
         except (ValueError, TypeError, RecursionError) as exc:  # NaN, Infinity, a set, ...
             raise FatalError(f"{called} returned a value that is not JSON: {exc}") from exc
+        if "\\ud" in text or "\\uD" in text:  # an astral character, or half of one
+            lone = _LONE_SURROGATE.search(json.dumps(output, ensure_ascii=False))
+            if lone:
+                raise FatalError(
+                    f"{called} returned a string holding a lone surrogate ({lone.group()!a}), "
+                    "which is not Unicode text"
+                )
         if task.metadata.get("output_schema"):
             task.validate_output(json.loads(text))  # as it will travel (tuples are lists)
         return "ok", text

@@ -86,6 +86,18 @@ def test_nan_and_infinity_are_not_json(scheduler: spb_grpc.SchedulerServiceStub)
         )
 
 
+def test_a_lone_surrogate_is_not_text(scheduler: spb_grpc.SchedulerServiceStub) -> None:
+    """Valid JSON, but half of a UTF-16 pair is no character: accepted, it made the gateway's
+    runs list a 500 for the whole namespace (it cannot be written as UTF-8)."""
+    for bad, where in (('{"text": "a\\ud800"}', "$.text"), ('{"\\udc00": 1}', "$ (a key)")):
+        message = refused(
+            lambda bad=bad: scheduler.SubmitRun(submit(input_json=bad), timeout=10), "input_json"
+        )
+        assert "holds a lone surrogate" in message and where in message, message
+    made = scheduler.SubmitRun(submit(input_json='{"text": "\\ud83d\\ude00"}'), timeout=10)
+    assert made.run.run_id  # a pair is one character: 😀
+
+
 def test_invalid_utf8_in_a_string_field_is_invalid_argument(
     channels: tuple[grpc.Channel, grpc.Channel],
 ) -> None:

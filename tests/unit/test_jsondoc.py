@@ -9,7 +9,7 @@ import json
 import pytest
 
 from common.errors import InvalidArgument
-from common.jsondoc import MAX_DEPTH, NotJson, depth_of, dumps, loads, within_depth
+from common.jsondoc import MAX_DEPTH, NotJson, depth_of, dumps, loads, text_safe, within_depth
 
 
 def nested(depth: int) -> str:
@@ -68,3 +68,28 @@ def test_an_output_is_written_within_the_limit_or_refused_as_the_tasks_fault() -
         dumps(deep)
     with pytest.raises(NotJson, match=r"inf at \$\.a\.b\[0\]"):
         dumps({"a": {"b": [float("inf")]}})
+
+
+def test_a_lone_surrogate_is_refused_with_its_path_and_a_pair_is_one_character() -> None:
+    """`{"text": "\\ud800"}` was accepted, and the gateway's runs list, which must write it as
+    UTF-8, answered a 500 to everyone in its namespace from then on."""
+    for text, where in (
+        ('{"text": "x\\ud800"}', "$.text"),
+        ('{"a": [1, {"b": "\\uDBFF"}]}', "$.a[1].b"),
+        ('{"\\udfff": 1}', "$ (a key)"),
+        ('{"a": "\\ude00\\ud83d"}', "$.a"),  # the halves the wrong way round
+    ):
+        with pytest.raises(InvalidArgument) as err:
+            loads(text, field="input_json")
+        assert err.value.field == "input_json"
+        assert "holds a lone surrogate" in err.value.message and f"at {where}," in err.value.message
+    assert loads('{"a": "\\ud83d\\ude00"}', field="x") == {"a": "😀"}  # a pair: one character
+    assert loads('{"a": "\\\\ud800"}', field="x") == {"a": "\\ud800"}  # an escaped backslash
+
+
+def test_a_recorded_document_with_a_lone_surrogate_can_still_be_written_as_utf8() -> None:
+    clean = {"a": ["ü", "😀"]}
+    assert text_safe(clean) is clean  # untouched: no copy
+    mended = text_safe({"a": ["x\ud800y"], "\udfff": 1})
+    json.dumps(mended, ensure_ascii=False).encode()  # no UnicodeEncodeError
+    assert mended["a"][0].startswith("x\ufffd") and mended["a"][0].endswith("y")

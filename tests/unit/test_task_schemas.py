@@ -67,3 +67,15 @@ def test_schemas_are_checked_as_schemas() -> None:
     assert schema_problems(MANIFEST["input_schema"]) == []
     assert schema_problems({"type": "object", "properties": {"a": {"type": "nope"}}}) != []
     assert problems({}, {"anything": 1}) == []  # no schema, nothing to check
+
+
+def test_an_output_holding_a_lone_surrogate_fails_its_step_as_fatal() -> None:
+    """Not Unicode text: no reader that writes UTF-8 could pass it on (a pair is fine)."""
+    verdict, error = run_once(
+        task(), '{"image_path": "a.jpg", "returns": {"faces": [], "n": "\\udc00"}}'
+    )
+    assert verdict == "fatal" and "lone surrogate ('\\udc00')" in error
+    ok = run_once(
+        task(), '{"image_path": "a.jpg", "returns": {"faces": [], "n": "\\ud83d\\ude00"}}'
+    )
+    assert ok[0] == "ok"
