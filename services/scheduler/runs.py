@@ -28,7 +28,7 @@ from services.scheduler.planning import (
     request_key,
 )
 from services.scheduler.queue_records import RunSnapshot, Submission
-from services.scheduler.run_events import RunEvent, event_cursor
+from services.scheduler.run_events import RunEvent, event_cursor, history_events
 from services.scheduler.run_labels import label_pairs
 from services.scheduler.run_limits import RunLimits
 from services.scheduler.run_reader import RunReader
@@ -403,11 +403,12 @@ class RunService(RunListener):
             await self.get(run_id, namespace)  # Redis no longer has the run: the history says
         elif found_in is not None and not auth.visible(found_in, namespace):
             raise NotFound(f"no run {run_id}", field="run_id")
-        if not has_events:
-            run = await self.get(run_id)  # NotFound if it never existed
-            yield RunEvent("", run_id, "", 0, run.state, run.error, run.ended_at or run.created_at)
-            return
         cursor = event_cursor(after_event_id)
+        if not has_events:  # Redis has let them go: the history tells them again
+            run = await self.get(run_id)  # NotFound if it never existed
+            for told in history_events(run, await self.store.step_attempts(run_id), cursor):
+                yield told
+            return
         # Resuming a finished run: a run ends in the same script that appends its last
         # event, so once it has ended every event is there to read without waiting; a watch
         # resumed after the last one ends at once. (A watch that sees the end event ends on

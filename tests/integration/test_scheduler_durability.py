@@ -282,6 +282,17 @@ def test_a_finished_run_leaves_redis_once_mongodb_has_it(
         assert again.state == "COMPLETED"
         assert again.output == run.output
         assert [s.state for s in again.steps] == [s.state for s in run.steps]
+        # Its events, told again from the history (a watch gave the run's end alone).
+        told = list(client.watch(run.run_id, timeout=30))
+        assert told[0].message.startswith("told from the run's history") and told[-1].ends_run
+        assert told[-1].state == "COMPLETED" and told[0].time == run.created_at
+        for step in run.steps:
+            lived = [(e.state, e.attempt) for e in told if e.step_id == step.step_id]
+            assert lived == [("QUEUED", 0), ("RUNNING", 1), ("COMPLETED", 1)], lived
+        times = [e.time for e in told]
+        assert times == sorted(times)  # type: ignore[type-var]
+        rest = list(client.watch(run.run_id, after_event_id=told[2].event_id, timeout=30))
+        assert [e.event_id for e in rest] == [e.event_id for e in told[3:]]
 
 
 class ThreadedForwarder:
