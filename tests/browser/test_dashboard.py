@@ -11,6 +11,7 @@ build/test-artifacts/screenshots (not committed).
 from __future__ import annotations
 
 import re
+from datetime import datetime
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -178,6 +179,10 @@ def test_the_runs_list_says_what_ran_and_when_a_delayed_run_starts(
         row = page.locator(f'#runs tr[data-run="{later.run_id}"]')
         expect(row.locator("[data-starts]")).to_contain_text("starts", timeout=STEP_MS)
         expect(row.locator("[data-what]")).to_have_text(f"sleeper@{later.task_version}")
+        # Created today: the time alone, on one line; the whole moment in its title.
+        created = row.locator("[data-created]")
+        expect(created).to_have_attribute("title", re.compile(str(datetime.now().year)))
+        expect(created).not_to_contain_text(str(datetime.now().year))
         scheduled = client.get_run(later.run_id).scheduled_at
         assert scheduled is not None
         shown = row.locator("[data-starts]").get_attribute("data-starts") or ""

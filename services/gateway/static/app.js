@@ -74,6 +74,15 @@ const short = (s, n = 12) => (s && s.length > n ? s.slice(0, n) + "…" : s || "
 const runWhat = (r) => r.pipeline_id ? `${r.pipeline_id}@${r.pipeline_version}`
   : r.task_version ? `${r.task_id}@${r.task_version}` : r.task_id;
 const when = (t) => (t ? new Date(t).toLocaleString() : "");
+// A list's time on one line: the time alone for today's, else the day and the minute; the
+// whole moment in its title (hover).
+const whenBrief = (t) => {
+  if (!t) return "";
+  const d = new Date(t);
+  const today = d.toDateString() === new Date().toDateString();
+  return today ? d.toLocaleTimeString()
+    : d.toLocaleString(undefined, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+};
 const secondsBetween = (a, b) => (a && b ? (new Date(b) - new Date(a)) / 1000 : null);
 const fmtSeconds = (s) => (s === null || s === undefined ? "" : s < 1 ? `${(s * 1000).toFixed(0)} ms` : `${s.toFixed(2)} s`);
 const bytes = (n) => (n > 2 ** 30 ? `${(n / 2 ** 30).toFixed(1)} GiB` : `${(n / 2 ** 20).toFixed(0)} MiB`);
@@ -220,8 +229,8 @@ function runsPage() {
       h("td", {}, badge(r.state), r.scheduled_at && !r.started_at && !TERMINAL.has(r.state)
         ? h("div", { class: "muted", "data-starts": r.scheduled_at }, `starts ${when(r.scheduled_at)}`) : null),
       h("td", { "data-what": "" }, runWhat(r)),
-      h("td", {}, short(r.batch_id, 10)),
-      h("td", {}, when(r.created_at)),
+      h("td", { title: r.batch_id || null }, short(r.batch_id, 10)),
+      h("td", { class: "nowrap", title: when(r.created_at), "data-created": r.created_at || "" }, whenBrief(r.created_at)),
       h("td", { class: "num" }, fmtSeconds(secondsBetween(r.started_at || r.created_at, r.ended_at))),
       h("td", { class: "error" }, short(r.error, 80)))));
     if (!page.runs.length) body.replaceChildren(h("tr", {}, h("td", { colspan: 7, class: "muted" }, "No runs match.")));
