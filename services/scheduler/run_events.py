@@ -63,7 +63,10 @@ def history_events(run: Run, attempts: list[StepRun], after: str = "0") -> list[
     RETRYING), a step that never ran ending with the run, the run's end. Event ids are made
     from the times ("<ms>-<n>", in order), so a watch resumed with one of them (``after``,
     an ``event_cursor``) goes on from there."""
-    counted = [a for a in attempts if not a.superseded]  # a late result did not count
+    # A late result did not count. The steps that ran come first, so that at one moment a
+    # step's failure is told before the cancelling of the steps it took with it (their
+    # records have attempt 0, and the history lists them first).
+    counted = sorted((a for a in attempts if not a.superseded), key=lambda a: a.attempt == 0)
     last = {a.step_id: a.attempt for a in counted}
 
     def said(step_id: str, state: str, message: str = "") -> RunEvent:

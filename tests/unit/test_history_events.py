@@ -66,7 +66,10 @@ def failed_pipeline() -> tuple[Run, list[StepRun]]:
         started_at=at(2),
         ended_at=at(515),
     )
-    return run, [first, late, second]
+    cancelled = StepRun(
+        "merge", "face_merge", "1.2.0", "CANCELLED", 0, error="run FAILED", ended_at=at(515)
+    )
+    return run, [cancelled, first, late, second]  # by attempt, as the history lists them
 
 
 def test_a_finished_runs_life_is_told_in_order_from_its_records() -> None:
