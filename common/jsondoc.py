@@ -84,8 +84,8 @@ def loads(text: str | bytes, field: str, max_depth: int = MAX_DEPTH) -> Any:
         raise InvalidArgument(str(exc), field=field) from exc
     except (ValueError, RecursionError) as exc:
         raise InvalidArgument(f"is not valid JSON ({exc})", field=field) from exc
-    if "\\u" in text and _SURROGATE_ESCAPE.search(text):  # (a pair is one character once read)
-        found = _first_lone_surrogate(value)
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text) and not _utf8_writable(value):
+        found = _first_lone_surrogate(value)  # (a pair is one character once read)
         if found is not None:
             path, char = found
             raise InvalidArgument(
@@ -98,6 +98,16 @@ def loads(text: str | bytes, field: str, max_depth: int = MAX_DEPTH) -> Any:
 # A \u escape of half of a UTF-16 surrogate pair: D800-DFFF.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _utf8_writable(value: Any) -> bool:
+    """Whether every string of ``value`` can be written as UTF-8 (no lone surrogate): one
+    C-speed pass, so an input of emoji (escaped as pairs) costs no walk in Python."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _first_lone_surrogate(value: Any) -> tuple[str, str] | None:
@@ -126,13 +136,12 @@ def text_safe(value: Any) -> Any:
     recorded before ``loads`` refused them can): then a copy with each replaced by U+FFFD,
     so that whoever must write it as UTF-8 (a JSON API) can. One C-speed encode to find out."""
     try:
-        json.dumps(value, ensure_ascii=False).encode()
-        return value
-    except UnicodeEncodeError:
-        text = json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass")
-        return json.loads(text.decode("utf-8", "replace"))
+        if _utf8_writable(value):
+            return value
     except (TypeError, ValueError):  # not a JSON document: left to its own reader
         return value
+    text = json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    return json.loads(text.decode("utf-8", "replace"))
 
 
 def dumps(value: Any, max_depth: int = MAX_DEPTH) -> str:
