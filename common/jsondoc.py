@@ -156,6 +156,9 @@ def dumps(value: Any, max_depth: int = MAX_DEPTH) -> str:
         raise NotJson(f"nests deeper than {max_depth} levels") from exc
     if not within_depth(text, max_depth):
         raise NotJson(f"nests deeper than {max_depth} levels of objects and arrays")
+    if _SURROGATE_ESCAPE.search(text) and not _utf8_writable(value):
+        path, char = _first_lone_surrogate(value) or ("$", "?")
+        raise NotJson(f"holds a lone surrogate ({char!a}) at {path}, which is not Unicode text")
     return text
 
 

@@ -87,6 +87,12 @@ def test_a_lone_surrogate_is_refused_with_its_path_and_a_pair_is_one_character()
     assert loads('{"a": "\\\\ud800"}', field="x") == {"a": "\\ud800"}  # an escaped backslash
 
 
+def test_a_lone_surrogate_is_not_written_either() -> None:
+    with pytest.raises(NotJson, match=r"lone surrogate \('\\udc00'\) at \$\.a\[1\]"):
+        dumps({"a": ["ok", "x\udc00"]})
+    assert loads(dumps({"a": "😀"}), field="x") == {"a": "😀"}
+
+
 def test_a_recorded_document_with_a_lone_surrogate_can_still_be_written_as_utf8() -> None:
     clean = {"a": ["ü", "😀"]}
     assert text_safe(clean) is clean  # untouched: no copy
