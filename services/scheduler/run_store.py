@@ -53,6 +53,7 @@ UNMATCHED_TRIES = 200  # ~10 s of flushes for a run's insert to land before its 
 FLUSH_CALLS, FLUSH_CHUNK = 4, 4
 INSERT_FIRST_S = 0.05  # a call waits at most this long for an insert to land
 RUNNING_AFTER_S = 1.0  # ListRuns may show a run QUEUED for this long after it started
+Marks = dict[str, tuple[datetime | None, float]]  # RUNNING marks: run -> (started, heard at)
 
 
 def _chunks(records: dict[str, Any]) -> list[list[str]]:
@@ -77,7 +78,7 @@ class RunStore:
         self._pending_runs: dict[str, dict[str, Any]] = {}
         self._pending_steps: dict[str, dict[str, Any]] = {}
         # run id -> (started_at, when the mark was taken: time.monotonic())
-        self._pending_started: dict[str, tuple[datetime | None, float]] = {}
+        self._pending_started: Marks = {}
         self._marks_due: asyncio.TimerHandle | None = None  # wakes the flusher for them
         self._unmatched: dict[str, int] = {}  # run id -> flushes that found no run to update
         self._wake = asyncio.Event()
@@ -288,13 +289,10 @@ class RunStore:
         self._wake.set()
 
     async def flush(self, young_marks: bool = False) -> set[str]:
-        """Write what is pending: step attempts are inserted (each attempt ends once; a
-        second record of one is ignored), finished runs updated, each kind in up to
-        FLUSH_CALLS bulk calls (``_chunks``), each as an insert lands (a submit waits for its
-        insert; nothing waits for a flush). Kept for a later flush: the ends and marks of
-        runs whose insert has not landed, RUNNING marks younger than RUNNING_AFTER_S unless
-        ``young_marks``, and what a failed write held (newer changes to the same records
-        win). Returns the runs whose end is now in MongoDB."""
+        """Write what is pending, each kind in up to FLUSH_CALLS bulk calls (``_chunks``), each
+        as an insert lands (a submit waits for its insert; nothing waits for a flush). What a
+        phase leaves, or a failed write held, stays for a later flush (newer changes to the
+        same records win). Returns the runs whose end is now in MongoDB."""
         written: set[str] = set()
         runs, self._pending_runs = self._pending_runs, {}
         steps, self._pending_steps = self._pending_steps, {}
@@ -302,46 +300,10 @@ class RunStore:
         # A run that ended since it started needs no RUNNING mark: its end (state, started_at)
         # is written below, in the same flush.
         started = {r: mark for r, mark in started.items() if r not in runs}
-        now = time.monotonic()
-        try:
-            marks = [
-                r
-                for r, (_, taken) in started.items()
-                if young_marks or now - taken >= RUNNING_AFTER_S
-            ]
-            for chunk in _chunks(dict.fromkeys(marks)):
-                await self._after_inserts()
-                chunk = [r for r in chunk if r not in self._landing]
-                if chunk:
-                    await self._runs.bulk_write(
-                        [
-                            UpdateOne(
-                                {"_id": r, "state": "QUEUED"},
-                                {"$set": {"state": "RUNNING", "started_at": started[r][0]}},
-                            )
-                            for r in chunk
-                        ],
-                        ordered=False,
-                    )
-                for r in chunk:
-                    del started[r]
-            for chunk in _chunks(steps):
-                await self._after_inserts()
-                try:
-                    await self._steps.insert_many([steps[k] for k in chunk], ordered=False)
-                except BulkWriteError as exc:
-                    errors = exc.details.get("writeErrors", [])
-                    if any(e.get("code") != 11000 for e in errors):
-                        raise
-                for k in chunk:
-                    del steps[k]
-            for chunk in _chunks(runs):
-                await self._after_inserts()
-                landed = {r: runs[r] for r in chunk if r not in self._landing}
-                if landed:
-                    written |= await self._write_ends(landed)
-                for r in landed:
-                    del runs[r]
+        try:  # each phase takes out of its dict what it wrote
+            await self._write_marks(started, young_marks)
+            await self._write_steps(steps)
+            await self._write_runs(runs, written)
         finally:  # what was not written stays pending
             self._ends_written |= written
             for key, doc in steps.items():
@@ -351,6 +313,51 @@ class RunStore:
             for run_id, mark in started.items():
                 self._pending_started.setdefault(run_id, mark)
         return written
+
+    async def _write_marks(self, started: Marks, young_marks: bool) -> None:
+        """RUNNING marks of runs started RUNNING_AFTER_S ago or more (every one with
+        ``young_marks``) whose insert has landed, conditioned on the run still being QUEUED."""
+        due = time.monotonic() - RUNNING_AFTER_S  # (heard at: this process's monotonic clock)
+        marks = [r for r, (_, heard) in started.items() if young_marks or heard <= due]
+        for chunk in _chunks(dict.fromkeys(marks)):
+            await self._after_inserts()
+            chunk = [r for r in chunk if r not in self._landing]
+            if chunk:
+                await self._runs.bulk_write(
+                    [
+                        UpdateOne(
+                            {"_id": r, "state": "QUEUED"},
+                            {"$set": {"state": "RUNNING", "started_at": started[r][0]}},
+                        )
+                        for r in chunk
+                    ],
+                    ordered=False,
+                )
+            for r in chunk:
+                del started[r]
+
+    async def _write_steps(self, steps: dict[str, dict[str, Any]]) -> None:
+        """Step attempts' records; one already there (an attempt ends once) is left as it is."""
+        for chunk in _chunks(steps):
+            await self._after_inserts()
+            try:
+                await self._steps.insert_many([steps[k] for k in chunk], ordered=False)
+            except BulkWriteError as exc:
+                errors = exc.details.get("writeErrors", [])
+                if any(e.get("code") != 11000 for e in errors):
+                    raise
+            for k in chunk:
+                del steps[k]
+
+    async def _write_runs(self, runs: dict[str, dict[str, Any]], written: set[str]) -> None:
+        """Ends of runs whose insert has landed; ``written`` gains each call's as it returns."""
+        for chunk in _chunks(runs):
+            await self._after_inserts()
+            landed = {r: runs[r] for r in chunk if r not in self._landing}
+            if landed:
+                written |= await self._write_ends(landed)
+            for r in landed:
+                del runs[r]
 
     async def _write_ends(self, runs: dict[str, dict[str, Any]]) -> set[str]:
         """Update finished runs; returns those whose end is now written."""
