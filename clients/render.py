@@ -23,6 +23,7 @@ from clients.types import (
     StepInfo,
     TaskLimitsInfo,
 )
+from common import retry_backoff
 
 console = Console()
 WIDE = 120  # columns: narrower consoles get the tables' less-needed columns left out
@@ -75,6 +76,14 @@ def tasks_table(tasks: list[TaskInfo], width: int | None = None) -> Table:
     return when_empty(table, "No task is registered here.")
 
 
+def _backoff(manifest: dict[str, Any]) -> tuple[float, float] | None:
+    """A task's own retry backoff, as its task.json sets it (None: the scheduler's)."""
+    try:
+        return retry_backoff.of_manifest(manifest)
+    except retry_backoff.BadBackoff:  # not written by this registry: not shown
+        return None
+
+
 def task_panel(t: TaskInfo) -> str:
     m = t.manifest
     lines = [
@@ -97,6 +106,9 @@ def task_panel(t: TaskInfo) -> str:
             f"; when full: {m['concurrency_strategy']}" if m.get("concurrency_strategy") else ""
         )
         if m.get("concurrency_limit")
+        else "",
+        f"  retries wait {retry_backoff.said(own)} (its own backoff)"
+        if (own := _backoff(m))
         else "",
         escape(f"  requirements: {', '.join(m['requirements'])}") if m.get("requirements") else "",
         "  deprecated: " + escape(t.deprecation_reason or "yes") if t.deprecated else "",

@@ -13,7 +13,7 @@ from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 
-from common import jsondoc, rate_limits
+from common import jsondoc, rate_limits, retry_backoff
 from common.errors import InvalidArgument
 from tasks.base import schema
 
@@ -81,6 +81,8 @@ class Manifest:
     concurrency_limit: int = 0  # at most this many at once (0: none), _concurrency_limit
     concurrency_key: str = ""  # ...per value of this input field ("": for all), _concurrency_key
     concurrency_strategy: str = "wait"  # when every place is held, _concurrency_strategy
+    # (first, longest) retry delay, seconds; None: the scheduler's (common/retry_backoff.py)
+    retry_backoff: tuple[float, float] | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -244,6 +246,13 @@ def _rate_burst(doc: dict[str, Any], name: str, rate_limit: str) -> int:
     return found
 
 
+def _retry_backoff(doc: dict[str, Any]) -> tuple[float, float] | None:
+    try:
+        return retry_backoff.of_manifest(doc)
+    except retry_backoff.BadBackoff as exc:
+        raise _err(exc.key, str(exc), doc.get(exc.key)) from None
+
+
 def _concurrency_limit(doc: dict[str, Any], name: str) -> int:
     """Hatchet's concurrency limit (Celery has none): at most N steps of this task running
     at once in a namespace, over every executor and replica (0: no limit, the default) — for
@@ -339,6 +348,7 @@ KNOWN_KEYS = {
     "requirements", "tags", "queue", "priority", "timeout", "max_retries", "input_schema",
     "output_schema", "executor_labels", "resources", "batching", "rate_limit",
     "rate_burst", "concurrency_limit", "concurrency_key", "concurrency_strategy",
+    "retry_backoff", "retry_backoff_max",
 }  # fmt: skip
 
 
@@ -395,5 +405,6 @@ def parse_manifest(text: bytes | str) -> Manifest:
         concurrency_limit=(limit := _concurrency_limit(doc, "concurrency_limit")),
         concurrency_key=_concurrency_key(doc, "concurrency_key", limit),
         concurrency_strategy=_concurrency_strategy(doc, "concurrency_strategy", limit),
+        retry_backoff=_retry_backoff(doc),
         raw=doc,
     )

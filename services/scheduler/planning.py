@@ -128,6 +128,7 @@ class PlannedStep:
                     else {}
                 ),
                 **({"rate_burst": str(t.rate_burst)} if t.rate_burst > 1 else {}),
+                **t.retry_fields,
                 **(
                     {"conc": str(t.concurrency_limit), "conc_key": f"{self.namespace}/{t.task_id}"}
                     if t.concurrency_limit

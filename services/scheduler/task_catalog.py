@@ -23,7 +23,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from common import rate_limits
+from common import rate_limits, retry_backoff
 from common.client_core import AsyncCaller, Metadata
 from common.errors import InvalidArgument, NotFound, Unavailable, WtmError
 from services.common.auth import NAMESPACE_HEADER
@@ -61,6 +61,16 @@ class ResolvedTask:
     # task.json "concurrency_strategy" when every place is held: "wait", "cancel_in_progress",
     # "cancel_newest"
     concurrency_strategy: str = "wait"
+    # task.json "retry_backoff" / "retry_backoff_max": (first, longest) retry delay in ms;
+    # None: the scheduler's own policy
+    retry_backoff_ms: tuple[int, int] | None = None
+
+    @property
+    def retry_fields(self) -> dict[str, str]:
+        """Its steps' own retry backoff, for ``fail_step`` in lib.lua ({}: the scheduler's)."""
+        if self.retry_backoff_ms is None:
+            return {}
+        return {"retry_ms": f"{self.retry_backoff_ms[0]},{self.retry_backoff_ms[1]}"}
 
     @property
     def queue_key(self) -> str:
@@ -109,6 +119,12 @@ def batching_of(manifest: dict[str, Any]) -> tuple[int, int]:
     b = manifest.get("batching") or {}
     size = int(b.get("max_batch_size", 8)) if isinstance(b, dict) and b else 0
     return (size, int(b.get("max_wait_ms", 0))) if size > 1 else (0, 0)
+
+
+def backoff_ms(manifest: dict[str, Any]) -> tuple[int, int] | None:
+    """A manifest's own retry backoff in ms (checked when it was registered); None: none."""
+    found = retry_backoff.of_manifest(manifest)
+    return None if found is None else (round(found[0] * 1000), round(found[1] * 1000))
 
 
 def _briefly(task_id: str, version: str) -> str:
@@ -231,6 +247,7 @@ class TaskCatalog:
             int(manifest.get("concurrency_limit") or 0),
             str(manifest.get("concurrency_key") or ""),
             str(manifest.get("concurrency_strategy") or "wait"),
+            backoff_ms(manifest),
         )
         if "/" not in task_id:
             self._tasks[(namespace, task_id, t.version)] = resolved

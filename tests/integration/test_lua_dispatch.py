@@ -97,6 +97,38 @@ def test_a_failed_attempt_is_retried_after_its_backoff_then_fails_the_run(on_val
     assert on_valkey(scenario) == ["retrying", [], 2, "failed", "FAILED", "FAILED"]
 
 
+def test_a_tasks_own_backoff_sets_each_retrys_time(on_valkey) -> None:  # noqa: ANN001
+    """task.json's retry_backoff (2 s) and retry_backoff_max (5 s), as the step's retry_ms:
+    the retry after attempt n waits between half and all of min(5 s, 2 s * 2^(n-1)), not the
+    scheduler's time (here: now); a step without one keeps the scheduler's."""
+
+    async def scenario(q: RunQueue) -> list[tuple[int, str]]:
+        own = step("a", max_retries=3)
+        own.fields["retry_ms"] = "2000,5000"
+        await submit(q, "r1", [own])
+        waits = []
+        for attempt in (1, 2, 3):
+            now = q.clock.now_ms()
+            await q.dispatch("ex1", ["q"], 1, 10_000)
+            verdict = await q.complete("r1:a", attempt, "FAILED", "", "busy", now)
+            [h] = [s for s in (await q.reader.read_run("r1"))[1] if s["step_id"] == "a"]
+            waits.append((int(h["retry_at_ms"]) - q.clock.now_ms(), verdict.verdict))
+            q.clock.advance(6)  # type: ignore[attr-defined]
+            await q.promote_due()
+        await q.dispatch("ex1", ["q"], 1, 10_000)  # attempt 4: it stays leased
+        await submit(q, "r2", [step("b", max_retries=1)])
+        await q.dispatch("ex1", ["q"], 1, 10_000)
+        now = q.clock.now_ms()
+        await q.complete("r2:b", 1, "FAILED", "", "busy", now + 123)
+        [h] = (await q.reader.read_run("r2"))[1]
+        return [*waits, (int(h["retry_at_ms"]) - now, "scheduler's")]
+
+    (w1, v1), (w2, v2), (w3, v3), (w4, _) = on_valkey(scenario)
+    assert v1 == v2 == v3 == "retrying"
+    assert 1000 <= w1 <= 2000 and 2000 <= w2 <= 4000 and 2500 <= w3 <= 5000, (w1, w2, w3)
+    assert w4 == 123
+
+
 def test_a_fatal_error_fails_at_once_and_cancels_the_rest(on_valkey) -> None:  # noqa: ANN001
     async def scenario(q: RunQueue) -> tuple[Any, ...]:
         await submit(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -190,6 +191,26 @@ def test_a_retryable_failure_is_retried_after_backoff(client: Client, shared_tmp
     failed_at = retrying[0].time
     second_start = next(e.time for e in events if e.state == "RUNNING" and e.attempt == 2)
     assert (second_start - failed_at).total_seconds() >= 0.45  # backoff: 0.5–1 s
+
+
+def test_a_task_with_its_own_backoff_retries_after_it(
+    client: Client, shared_tmp: Path, tmp_path: Path
+) -> None:
+    """task.json's retry_backoff (Celery's name): 3 s before the first retry, so the retry
+    starts 1.5-3 s after the failure, where the scheduler's own policy waits 0.5-1 s."""
+    package = tmp_path / "flaky_slow"
+    shutil.copytree(FIXTURES / "tasks" / "flaky", package)
+    manifest = json.loads((package / "task.json").read_text())
+    manifest.update(task_id="flaky_slow", retry_backoff=3, retry_backoff_max=30)
+    (package / "task.json").write_text(json.dumps(manifest))
+    assert client.register_task(package).manifest["retry_backoff"] == 3
+    marker = shared_tmp / "flaky-slow-marker"
+    r = client.submit(task="flaky_slow", input={"marker": str(marker)})
+    events = list(client.watch(r.run_id, timeout=60))
+    assert client.get_run(r.run_id).state == "COMPLETED"
+    failed_at = next(e.time for e in events if e.kind == "RETRYING")
+    second_start = next(e.time for e in events if e.state == "RUNNING" and e.attempt == 2)
+    assert 1.45 <= (second_start - failed_at).total_seconds() <= 4.5
 
 
 def test_a_disabled_pipeline_is_refused(client: Client) -> None:

@@ -91,6 +91,13 @@ def test_defaults_fill_what_task_json_leaves_out() -> None:
             },
             "concurrency_key",
         ),
+        ({"retry_backoff": 0}, "retry_backoff"),
+        ({"retry_backoff": "5s"}, "retry_backoff"),
+        ({"retry_backoff": True}, "retry_backoff"),
+        ({"retry_backoff": 86_401}, "retry_backoff"),
+        ({"retry_backoff_max": 60}, "retry_backoff_max"),
+        ({"retry_backoff": 10, "retry_backoff_max": 5}, "retry_backoff_max"),
+        ({"retry_backoff": 10, "retry_backoff_max": "1m"}, "retry_backoff_max"),
         ({"requirements": ["numpy", "numpy >= >= 1"]}, "requirements[1]"),
         ({"requirements": ["--index-url=https://example.invalid"]}, "requirements[0]"),
         (
@@ -134,6 +141,15 @@ def test_a_rate_limit_is_a_count_per_second_minute_or_hour() -> None:
     assert parse_manifest(manifest(rate_limit="0100/m")).rate_limit == "100/m"
     assert parse_manifest(manifest()).rate_limit == ""
     assert [interval_ms(r) for r in ("10/s", "3/m", "1/h")] == [100.0, 20_000.0, 3_600_000.0]
+
+
+def test_a_task_may_have_its_own_retry_backoff() -> None:
+    """Celery's names: the first retry's delay, doubling to a longest (600 s by default)."""
+    assert parse_manifest(manifest()).retry_backoff is None  # the scheduler's own policy
+    assert parse_manifest(manifest(retry_backoff=5)).retry_backoff == (5.0, 600.0)
+    assert parse_manifest(manifest(retry_backoff=900)).retry_backoff == (900.0, 900.0)
+    both = parse_manifest(manifest(retry_backoff=0.5, retry_backoff_max=30))
+    assert both.retry_backoff == (0.5, 30.0)
 
 
 def test_a_rate_limit_may_have_a_burst() -> None:

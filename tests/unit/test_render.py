@@ -330,3 +330,12 @@ def test_in_80_columns_a_keys_id_is_whole_and_an_empty_list_says_where_it_looked
     assert "2026-12-07 01:56" in printed(keys_table([key], 160), 160)
     assert "-n '*'" in printed(keys_table([], 80), 80)
     assert "-n '*'" not in printed(keys_table([], 80, everywhere=True), 80)
+
+
+def test_a_tasks_panel_says_its_own_retry_backoff_when_it_has_one() -> None:
+    from clients.render import task_panel
+
+    task = TaskInfo("api_call", "1.0.0", "API", "", "nlp", [], "q", "a" * 64, 1, {"timeout": 30})
+    assert "backoff" not in task_panel(task)  # the scheduler's policy
+    own = dataclasses.replace(task, manifest={"retry_backoff": 5})
+    assert "retries wait 5s doubling to 600s (its own backoff)" in task_panel(own)

@@ -137,3 +137,17 @@ def test_pinned_versions_are_kept_for_good(clock: list[float]) -> None:
         await catalog.close()
 
     asyncio.run(main())
+
+
+def test_a_tasks_own_retry_backoff_reaches_its_steps_in_ms() -> None:
+    """task.json's retry_backoff (and _max) become each step's retry_ms, which complete.lua
+    reads; a task without one adds no field (the scheduler's policy, its retry_at)."""
+    assert task_catalog.backoff_ms({}) is None
+    assert task_catalog.backoff_ms({"retry_backoff": 2.5}) == (2500, 600_000)
+    assert task_catalog.backoff_ms({"retry_backoff": 1, "retry_backoff_max": 30}) == (1000, 30_000)
+    base = task_catalog.ResolvedTask("t", "1.0.0", "d" * 64, "task.Task", "q", 5, 30, 2)
+    assert base.retry_fields == {}
+    own = task_catalog.ResolvedTask(
+        "t", "1.0.0", "d" * 64, "task.Task", "q", 5, 30, 2, retry_backoff_ms=(1000, 30_000)
+    )
+    assert own.retry_fields == {"retry_ms": "1000,30000"}

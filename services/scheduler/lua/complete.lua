@@ -17,7 +17,8 @@
 --                                    attempt held, if its task has a concurrency limit, and
 --                                    the step waiting for one that is queued (lib.lua)
 -- ARGV: P, step-key, attempt, outcome (SUCCEEDED|FAILED|FATAL|TIMED_OUT|CANCELLED|RELEASED),
---       output_json, error, now_ms, retry_at_ms, finished_ttl_s,
+--       output_json, error, now_ms, retry_at_ms (unless the step has its own retry_ms),
+--       finished_ttl_s,
 --       timings (JSON object of the attempt's executor timings, kept on the step hash),
 --       wake channel, origin (published when the result queues steps, for every replica,
 --       as "origin {queue: steps}"; an empty channel: the caller tells the replicas itself,
@@ -42,7 +43,7 @@ local reporter = ARGV[14] or ''
 local sh = step_hash(P, member)
 local f = redis.call('HMGET', sh, 'attempt', 'state', 'dependents', 'queue', 'priority', 'first',
   'lease', 'executor', 'max_parallel', 'cache_key', 'cache_ttl', 'cache_max', 'output_id',
-  'conc_key')
+  'conc_key', 'retry_ms')
 if f[1] ~= attempt or f[2] ~= 'RUNNING' or (lease ~= '' and lease ~= f[7])
     or (reporter ~= '' and reporter ~= f[8]) then
   return {'stale', cjson.encode(redis.call('HGETALL', sh)), ''}
@@ -65,6 +66,20 @@ local function final_state(snapshot)
   end
   return cjson.encode({run = run, outputs = redis.call('HGETALL', outputs_key(P, run_id)),
     steps = steps})
+end
+-- The task's own retry backoff (task.json retry_backoff, retry_backoff_max: the step's
+-- 'retry_ms', "first,longest"), over the scheduler's retry_at: the retry after attempt n
+-- waits between half and all of min(longest, first * 2^(n-1)), as the scheduler's own policy
+-- draws it. The draw comes from the step and the attempt (not math.random), so the retries
+-- of many steps that failed together still spread out.
+local function own_retry_at(spec)
+  local first, longest = string.match(spec, '^(%d+),(%d+)$')
+  if not first then return retry_at end
+  local n = tonumber(attempt)
+  local ceiling = math.min(tonumber(longest), tonumber(first) * 2 ^ math.max(n - 1, 0))
+  local h = n
+  for i = 1, #member do h = (h * 31 + string.byte(member, i)) % 1000003 end
+  return string.format('%.0f', tonumber(now) + ceiling * (0.5 + (h % 1000) / 2000))
 end
 local function with_snapshot(result)
   local snapshot = redis.call('HGETALL', sh)
@@ -98,6 +113,7 @@ if outcome ~= 'SUCCEEDED' then
   local state = 'FAILED'
   if outcome == 'TIMED_OUT' or outcome == 'CANCELLED' then state = outcome end
   local retryable = outcome == 'FAILED' or outcome == 'TIMED_OUT'
+  if retryable and f[15] then retry_at = own_retry_at(f[15]) end
   return with_snapshot(fail_step(P, member, state, err, retryable, retry_at, now, ttl))
 end
 redis.call('ZREM', leases_key(P), member)
