@@ -5,7 +5,7 @@ of that (the scheduler's own policy's jitter). A task without one retries on the
 policy (1 s doubling to 60 s). Temporal gives each activity a retry policy the same way.
 
 The registry checks it; the scheduler gives each of the task's steps the two figures in ms,
-and ``fail_step`` in ``lib.lua`` turns a failed attempt into the time of its retry."""
+and ``complete.lua`` turns a failed attempt into the time of its retry."""
 
 from __future__ import annotations
 
