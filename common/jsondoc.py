@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from common.errors import InvalidArgument
@@ -112,22 +113,10 @@ def _utf8_writable(value: Any) -> bool:
 
 def _first_lone_surrogate(value: Any) -> tuple[str, str] | None:
     """The path (``$.a[2]``) of the first string or key holding a lone surrogate in
-    ``value``, and that character; None when there is none. Iterative."""
-    stack: list[tuple[str, Any]] = [("$", value)]
-    while stack:
-        path, v = stack.pop()
-        if isinstance(v, str):
-            match = _SURROGATES.search(v)
-            if match:
-                return path, match.group()
-        elif isinstance(v, dict):
-            for k in v:
-                match = _SURROGATES.search(k)
-                if match:
-                    return f"{path} (a key)", match.group()
-            stack.extend((f"{path}.{k}", x) for k, x in reversed(list(v.items())))
-        elif isinstance(v, list):
-            stack.extend((f"{path}[{i}]", x) for i, x in reversed(list(enumerate(v))))
+    ``value``, and that character; None when there is none."""
+    for path, v in _nodes(value):
+        if isinstance(v, str) and (match := _SURROGATES.search(v)):
+            return path, match.group()
     return None
 
 
@@ -163,14 +152,22 @@ def dumps(value: Any, max_depth: int = MAX_DEPTH) -> str:
 
 
 def _first_non_finite(value: Any) -> tuple[str, float]:
-    """The path of the first NaN or Infinity in ``value`` (``$.a[2]``) and it, iteratively."""
+    """The path of the first NaN or Infinity in ``value`` (``$.a[2]``) and it."""
+    for path, v in _nodes(value):
+        if isinstance(v, float) and not math.isfinite(v):
+            return path, v
+    return "$", math.nan
+
+
+def _nodes(value: Any) -> Iterator[tuple[str, Any]]:
+    """Every value in ``value`` with its path, in document order, an object's keys with
+    theirs ("$.a (a key)"); iteratively, so no nesting exhausts the stack."""
     stack: list[tuple[str, Any]] = [("$", value)]
     while stack:
         path, v = stack.pop()
-        if isinstance(v, float) and not math.isfinite(v):
-            return path, v
+        yield path, v
         if isinstance(v, dict):
+            yield from ((f"{path} (a key)", k) for k in v)
             stack.extend((f"{path}.{k}", x) for k, x in reversed(list(v.items())))
         elif isinstance(v, (list, tuple)):
             stack.extend((f"{path}[{i}]", x) for i, x in reversed(list(enumerate(v))))
-    return "$", math.nan

@@ -67,7 +67,7 @@ class ResolvedTask:
 
     @property
     def retry_fields(self) -> dict[str, str]:
-        """Its steps' own retry backoff, for ``fail_step`` in lib.lua ({}: the scheduler's)."""
+        """Its steps' own retry backoff, which complete.lua reads ({}: the scheduler's)."""
         if self.retry_backoff_ms is None:
             return {}
         return {"retry_ms": f"{self.retry_backoff_ms[0]},{self.retry_backoff_ms[1]}"}

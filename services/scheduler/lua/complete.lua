@@ -67,20 +67,6 @@ local function final_state(snapshot)
   return cjson.encode({run = run, outputs = redis.call('HGETALL', outputs_key(P, run_id)),
     steps = steps})
 end
--- The task's own retry backoff (task.json retry_backoff, retry_backoff_max: the step's
--- 'retry_ms', "first,longest"), over the scheduler's retry_at: the retry after attempt n
--- waits between half and all of min(longest, first * 2^(n-1)), as the scheduler's own policy
--- draws it. The draw comes from the step and the attempt (not math.random), so the retries
--- of many steps that failed together still spread out.
-local function own_retry_at(spec)
-  local first, longest = string.match(spec, '^(%d+),(%d+)$')
-  if not first then return retry_at end
-  local n = tonumber(attempt)
-  local ceiling = math.min(tonumber(longest), tonumber(first) * 2 ^ math.max(n - 1, 0))
-  local h = n
-  for i = 1, #member do h = (h * 31 + string.byte(member, i)) % 1000003 end
-  return string.format('%.0f', tonumber(now) + ceiling * (0.5 + (h % 1000) / 2000))
-end
 local function with_snapshot(result)
   local snapshot = redis.call('HGETALL', sh)
   table.insert(result, 2, cjson.encode(snapshot))
@@ -113,7 +99,19 @@ if outcome ~= 'SUCCEEDED' then
   local state = 'FAILED'
   if outcome == 'TIMED_OUT' or outcome == 'CANCELLED' then state = outcome end
   local retryable = outcome == 'FAILED' or outcome == 'TIMED_OUT'
-  if retryable and f[15] then retry_at = own_retry_at(f[15]) end
+  -- The task's own retry backoff (task.json retry_backoff, retry_backoff_max: the step's
+  -- 'retry_ms', "first,longest") over the scheduler's retry_at: the retry after attempt n
+  -- waits between half and all of min(longest, first * 2^(n-1)), as the scheduler's own
+  -- policy draws it. The draw comes from the step and the attempt (not math.random), so the
+  -- retries of many steps that failed together still spread out.
+  local first, longest = string.match(f[15] or '', '^(%d+),(%d+)$')
+  if retryable and first then
+    local n = tonumber(attempt)
+    local ceiling = math.min(tonumber(longest), tonumber(first) * 2 ^ math.max(n - 1, 0))
+    local h = n
+    for i = 1, #member do h = (h * 31 + string.byte(member, i)) % 1000003 end
+    retry_at = string.format('%.0f', tonumber(now) + ceiling * (0.5 + (h % 1000) / 2000))
+  end
   return with_snapshot(fail_step(P, member, state, err, retryable, retry_at, now, ttl))
 end
 redis.call('ZREM', leases_key(P), member)
