@@ -1,12 +1,15 @@
 """``task.json``: the manifest of a task package, parsed and validated.
 
-Each problem is reported as INVALID_ARGUMENT naming the manifest field, e.g.
-``task.json: priority: must be an integer from 1 to 10, got 11``.
+A problem is reported as INVALID_ARGUMENT naming the manifest field, e.g.
+``task.json: priority: must be an integer from 1 to 10, got 11``; a manifest's problems are
+named all at once (``common.problems``), but for one that only follows from another (a
+``rate_burst`` whose ``rate_limit`` is refused).
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +18,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 
 from common import jsondoc, rate_limits, retry_backoff
 from common.errors import InvalidArgument
+from common.problems import Problems
 from tasks.base import schema
 
 TASK_ID = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -317,11 +321,25 @@ def _top_level_names(tree: ast.Module) -> set[str]:
     return names
 
 
+ENTRY_POINT_FIELD = "task.json: entry_point"
+
+
+def check_package_entry_point(manifest: Manifest, files: dict[str, bytes]) -> None:
+    """The package holds the entry point's module, and it defines the class."""
+    if manifest.module_path not in files:
+        raise InvalidArgument(
+            f"entry point {manifest.entry_point!r} needs {manifest.module_path}, "
+            "which the package does not contain",
+            field=ENTRY_POINT_FIELD,
+        )
+    check_entry_point(manifest, files[manifest.module_path])
+
+
 def check_entry_point(manifest: Manifest, source: bytes) -> None:
     """The entry point's module must parse and bind its class at the top level, so a
     package that cannot start is refused at registration, not when a run starts."""
     module, _, name = manifest.entry_point.rpartition(".")
-    field = "task.json: entry_point"
+    field = ENTRY_POINT_FIELD
     try:
         tree = ast.parse(source, filename=manifest.module_path)
     except (SyntaxError, ValueError) as exc:
@@ -352,59 +370,107 @@ KNOWN_KEYS = {
 }  # fmt: skip
 
 
-def check_keys(manifest: Manifest) -> None:
-    """Refuse a task.json key the registry does not know, naming it."""
-    extra = sorted(k for k in manifest.raw if k not in KNOWN_KEYS)
-    if extra:
-        raise InvalidArgument(
-            f"unknown key {extra[0]!r}; task.json may hold {', '.join(sorted(KNOWN_KEYS))}",
-            field=f"task.json: {extra[0]}",
-        )
+def _unknown_key(key: str) -> InvalidArgument:
+    return InvalidArgument(
+        f"unknown key {key!r}; task.json may hold {', '.join(sorted(KNOWN_KEYS))}",
+        field=f"task.json: {key}",
+    )
 
 
-def parse_manifest(text: bytes | str) -> Manifest:
-    """Parse and validate task.json text."""
+def _identity(doc: dict[str, Any], problems: Problems) -> tuple[str, str, str, str]:
+    """task_id, version, entry_point, queue: each checked, each refusal noted."""
+
+    def matching(name: str, default: str | None, pattern: str, what: str) -> str:
+        value = _string(doc, name, default)
+        if not re.match(pattern, value):
+            raise _err(name, what, value)
+        return value
+
+    return (
+        problems.take(
+            matching, "task_id", None, TASK_ID.pattern, "must be lower_snake_case, 1-64 characters",
+            fallback="",
+        ),
+        problems.take(
+            matching, "version", None, SEMVER.pattern, "must be a semantic version like 1.0.0",
+            fallback="",
+        ),
+        problems.take(
+            matching, "entry_point", "task.Task", ENTRY_POINT.pattern, "must be 'module.Class'",
+            fallback="task.Task",
+        ),
+        problems.take(
+            matching, "queue", "default", r"^[a-z0-9][a-z0-9_.-]{0,63}$",
+            "must be 1-64 lowercase letters, digits, '_', '.', '-'",
+            fallback="default",
+        ),
+    )  # fmt: skip
+
+
+def parse_manifest(
+    text: bytes | str, strict: bool = False, problems: Problems | None = None
+) -> Manifest:
+    """Parse and validate task.json text, naming every problem at once (``strict``: a key
+    task.json may not hold is one, as at registration; a stored manifest is read as it is).
+
+    With ``problems``, they are noted there instead, and the manifest is returned with
+    defaults in place of what was refused, for the caller to go on checking the package.
+    """
     if len(text if isinstance(text, bytes) else text.encode()) > MAX_MANIFEST_BYTES:
         raise InvalidArgument(f"is over {MAX_MANIFEST_BYTES} bytes", field="task.json")
     doc = jsondoc.loads(text, field="task.json")
     if not isinstance(doc, dict):
         raise InvalidArgument("must be a JSON object", field="task.json")
-    task_id = _string(doc, "task_id")
-    if not TASK_ID.match(task_id):
-        raise _err("task_id", "must be lower_snake_case, 1-64 characters", task_id)
-    version = _string(doc, "version")
-    if not SEMVER.match(version):
-        raise _err("version", "must be a semantic version like 1.0.0", version)
-    entry_point = _string(doc, "entry_point", "task.Task")
-    if not ENTRY_POINT.match(entry_point):
-        raise _err("entry_point", "must be 'module.Class'", entry_point)
-    queue = _string(doc, "queue", "default")
-    if not re.match(r"^[a-z0-9][a-z0-9_.-]{0,63}$", queue):
-        raise _err("queue", "must be 1-64 lowercase letters, digits, '_', '.', '-'", queue)
-    return Manifest(
+    own = problems is None
+    problems = Problems() if problems is None else problems
+    if strict:
+        for key in sorted(k for k in doc if k not in KNOWN_KEYS):
+            problems.add(_unknown_key(key))
+    task_id, version, entry_point, queue = _identity(doc, problems)
+    text_of = functools.partial(problems.take, _string, doc, fallback="")
+    int_of = functools.partial(problems.take, _int, doc, fallback=0)
+    input_schema = problems.take(_schema, doc, "input_schema", fallback=None)
+    start = len(problems)  # a burst needs its rate limit, a key and a strategy their limit
+    rate = problems.take(_rate_limit, doc, "rate_limit", fallback="")
+    rate_burst = 1
+    if problems.ok_since(start):
+        rate_burst = problems.take(_rate_burst, doc, "rate_burst", rate, fallback=1)
+    start = len(problems)
+    limit = problems.take(_concurrency_limit, doc, "concurrency_limit", fallback=0)
+    key, strategy = "", "wait"
+    if problems.ok_since(start):
+        doc_for_key = doc if input_schema is not None else {**doc, "input_schema": {}}
+        key = problems.take(_concurrency_key, doc_for_key, "concurrency_key", limit, fallback="")
+        strategy = problems.take(
+            _concurrency_strategy, doc, "concurrency_strategy", limit, fallback="wait"
+        )
+    manifest = Manifest(
         task_id=task_id,
         version=version,
-        name=_string(doc, "name", task_id),
-        description=_string(doc, "description", ""),
-        author=_string(doc, "author", ""),
-        category=_string(doc, "category", "general"),
+        name=text_of("name", task_id),
+        description=text_of("description", ""),
+        author=text_of("author", ""),
+        category=text_of("category", "general"),
         entry_point=entry_point,
-        requirements=_requirements(doc),
-        tags=_strings(doc, "tags"),
+        requirements=problems.take(_requirements, doc, fallback=[]),
+        tags=problems.take(_strings, doc, "tags", fallback=[]),
         queue=queue,
-        priority=_int(doc, "priority", 5, 1, 10),
-        timeout=_int(doc, "timeout", 300, 1, MAX_TIMEOUT_SECONDS),
-        max_retries=_int(doc, "max_retries", 0, 0, MAX_RETRIES),
-        input_schema=_schema(doc, "input_schema"),
-        output_schema=_schema(doc, "output_schema"),
-        executor_labels=_labels(doc, "executor_labels"),
-        resources=_resources(doc, "resources"),
-        batching=_batching(doc, "batching"),
-        rate_limit=(rate := _rate_limit(doc, "rate_limit")),
-        rate_burst=_rate_burst(doc, "rate_burst", rate),
-        concurrency_limit=(limit := _concurrency_limit(doc, "concurrency_limit")),
-        concurrency_key=_concurrency_key(doc, "concurrency_key", limit),
-        concurrency_strategy=_concurrency_strategy(doc, "concurrency_strategy", limit),
-        retry_backoff=_retry_backoff(doc),
+        priority=int_of("priority", 5, 1, 10),
+        timeout=int_of("timeout", 300, 1, MAX_TIMEOUT_SECONDS),
+        max_retries=int_of("max_retries", 0, 0, MAX_RETRIES),
+        input_schema=input_schema or {},
+        output_schema=problems.take(_schema, doc, "output_schema", fallback={}),
+        executor_labels=problems.take(_labels, doc, "executor_labels", fallback={}),
+        resources=problems.take(_resources, doc, "resources", fallback={}),
+        batching=problems.take(_batching, doc, "batching", fallback={}),
+        rate_limit=rate,
+        rate_burst=rate_burst,
+        concurrency_limit=limit,
+        concurrency_key=key,
+        concurrency_strategy=strategy,
+        retry_backoff=problems.take(_retry_backoff, doc, fallback=None),
         raw=doc,
     )
+    if own:
+        problems.raise_any()
+    return manifest

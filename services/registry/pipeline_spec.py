@@ -1,8 +1,10 @@
 """Pipeline definitions: parse the JSON config, check the DAG, pin task versions.
 
 A config is either ``{"pipelines": {id: pipeline, ...}, "global_settings": {...}}`` or one
-pipeline object with a ``pipeline_id``. Every problem is INVALID_ARGUMENT naming the path of
-the offending field, e.g. ``pipelines.face.steps[2].depends_on``.
+pipeline object with a ``pipeline_id``. A problem is INVALID_ARGUMENT naming the path of the
+offending field, e.g. ``pipelines.face.steps[2].depends_on``; a config's problems are named
+all at once (``common.problems``), except those that follow from one already named: the
+graph of a pipeline is checked once its steps parse.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from common.errors import InvalidArgument, NotFound
+from common.errors import InvalidArgument, NotFound, WtmError
+from common.problems import Problems
 from services.common import mapping
 from services.registry.manifest import MAX_RETRIES, MAX_TIMEOUT_SECONDS, SEMVER
 
@@ -139,25 +142,30 @@ KEPT_ONLY = {
 TOP_KEEPS = ("input_processors", "output_processors")  # of the original system's configs
 
 
-def _unknown(doc: dict[str, Any], known: set[str], where: str) -> None:
-    extra = sorted(k for k in doc if k not in known)
-    if extra:
-        path = f"{where}.{extra[0]}" if where else extra[0]
-        raise _err(path, f"unknown key {extra[0]!r}; known here: {', '.join(sorted(known))}")
+def _unknown(doc: dict[str, Any], known: set[str], where: str, problems: Problems) -> None:
+    for key in sorted(k for k in doc if k not in known):
+        path = f"{where}.{key}" if where else key
+        problems.add(_err(path, f"unknown key {key!r}; known here: {', '.join(sorted(known))}"))
 
 
-def config_warnings(doc: Any) -> list[str]:
-    """Refuse a config key the registry does not know (INVALID_ARGUMENT naming its path);
-    return one warning per key it keeps without acting on."""
+def config_warnings(doc: Any, problems: Problems | None = None) -> list[str]:
+    """Note each config key the registry does not know in ``problems`` (INVALID_ARGUMENT
+    naming its path; without ``problems``, raise them); return one warning per key it keeps
+    without acting on."""
+    if problems is None:
+        problems = Problems()
+        warnings = config_warnings(doc, problems)
+        problems.raise_any()
+        return warnings
     if not isinstance(doc, dict):
         return []
     warnings = []
     settings = doc.get("global_settings")
     if isinstance(settings, dict):
-        _unknown(settings, GLOBAL_KEYS, "global_settings")
+        _unknown(settings, GLOBAL_KEYS, "global_settings", problems)
     warnings += [f"{k}: {KEPT_ONLY[k]}" for k in TOP_KEEPS if k in doc]
     if "pipelines" in doc:
-        _unknown(doc, {"pipelines", "global_settings", *TOP_KEEPS}, "")
+        _unknown(doc, {"pipelines", "global_settings", *TOP_KEEPS}, "", problems)
         pipelines = doc["pipelines"] if isinstance(doc["pipelines"], dict) else {}
         items = [(f"pipelines.{pid}", p) for pid, p in pipelines.items()]
     else:
@@ -165,23 +173,33 @@ def config_warnings(doc: Any) -> list[str]:
     for where, p in items:
         if not isinstance(p, dict):
             continue
-        _unknown(p, PIPELINE_KEYS, where)
+        _unknown(p, PIPELINE_KEYS, where, problems)
         prefix = f"{where}." if where else ""
         if isinstance(p.get("global_settings"), dict):
-            _unknown(p["global_settings"], GLOBAL_KEYS, f"{prefix}global_settings")
+            _unknown(p["global_settings"], GLOBAL_KEYS, f"{prefix}global_settings", problems)
         if isinstance(p.get("input_validation"), dict):
-            _unknown(p["input_validation"], VALIDATION_KEYS, f"{prefix}input_validation")
+            _unknown(p["input_validation"], VALIDATION_KEYS, f"{prefix}input_validation", problems)
         steps = p.get("steps")  # not a list: parse_config names it
         for i, step in enumerate(steps if isinstance(steps, list) else []):
             if isinstance(step, dict):
-                _unknown(step, STEP_KEYS, f"{prefix}steps[{i}]")
+                _unknown(step, STEP_KEYS, f"{prefix}steps[{i}]", problems)
         if p.get("output_format"):
             warnings.append(f"{prefix}output_format: {KEPT_ONLY['output_format']}")
     return warnings
 
 
-def parse_config(doc: Any, only: str = "") -> list[PipelineSpec]:
-    """Parse a config document into validated (not yet pinned) pipelines."""
+def parse_config(doc: Any, only: str = "", problems: Problems | None = None) -> list[PipelineSpec]:
+    """Parse a config document into validated (not yet pinned) pipelines.
+
+    Without ``problems``, raise every problem found. With it, note them there and return the
+    pipelines that parsed, for the caller to go on checking them (pinning) before it raises.
+    A config that is not one at all (not an object, no pipelines) is refused at once.
+    """
+    if problems is None:
+        problems = Problems()
+        specs = parse_config(doc, only, problems)
+        problems.raise_any()
+        return specs
     if not isinstance(doc, dict):
         raise _err("config", "must be a JSON object")
     settings = _dict(doc.get("global_settings"), "global_settings")
@@ -201,10 +219,15 @@ def parse_config(doc: Any, only: str = "") -> list[PipelineSpec]:
             raise _err("pipeline_id", f"the config has no pipeline {only!r}")
     if not items:
         raise _err("pipelines", "is empty")
-    return [
-        parse_pipeline(pid, p, {**settings, **_own_settings(p, where)}, where)
-        for pid, p, where in items
-    ]
+    specs = []
+    for pid, p, where in items:
+        own: dict[str, Any] = problems.take(_own_settings, p, where, fallback={})
+        spec = problems.take(
+            parse_pipeline, pid, p, {**settings, **own}, where, problems, fallback=None
+        )
+        if spec is not None:
+            specs.append(spec)
+    return specs
 
 
 def _own_settings(doc: Any, where: str) -> dict[str, Any]:
@@ -215,16 +238,71 @@ def _own_settings(doc: Any, where: str) -> dict[str, Any]:
 
 
 def parse_pipeline(
-    pipeline_id: str, doc: Any, settings: dict[str, Any], where: str
-) -> PipelineSpec:
+    pipeline_id: str,
+    doc: Any,
+    settings: dict[str, Any],
+    where: str,
+    problems: Problems | None = None,
+) -> PipelineSpec | None:
+    """One pipeline of a config; None when ``problems`` got any of it (without ``problems``,
+    they are raised)."""
+    if problems is None:
+        problems = Problems()
+        spec = parse_pipeline(pipeline_id, doc, settings, where, problems)
+        problems.raise_any()
+        return spec
+    start = len(problems)
     if not PIPELINE_ID.match(pipeline_id):
-        raise _err(where, f"pipeline id {pipeline_id!r} must be lower_snake_case")
+        problems.add(_err(where, f"pipeline id {pipeline_id!r} must be lower_snake_case"))
     doc = _dict(doc, where)
     inner_id = doc.get("pipeline_id")
     if inner_id is not None and inner_id != pipeline_id:
-        raise _err(f"{where}.pipeline_id", f"{inner_id!r} differs from the key {pipeline_id!r}")
-    # The version: "version", else the original system's metadata.version, else 1.0.0.
-    meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+        problems.add(
+            _err(f"{where}.pipeline_id", f"{inner_id!r} differs from the key {pipeline_id!r}")
+        )
+    version = problems.take(_version, doc, where, fallback="")
+    options = problems.take(_options, settings, problems, fallback=None)
+    raw_steps: list[Any] = problems.take(_raw_steps, doc, where, fallback=[])
+    defaults = (options or {}).get("default_timeout"), (options or {}).get("default_retries")
+    steps = [
+        problems.take(_parse_step, s, f"{where}.steps[{i}]", *defaults, problems, fallback=None)
+        for i, s in enumerate(raw_steps)
+    ]
+    parsed = [s for s in steps if s is not None]
+    if parsed and len(parsed) == len(steps):  # each step's place in the graph is known
+        parsed = _check_graph(parsed, where, problems)
+    validation: dict[str, Any] = problems.take(_input_validation, doc, where, fallback={})
+    enabled = doc.get("enabled", True)
+    if not isinstance(enabled, bool):
+        problems.add(_err(f"{where}.enabled", "must be true or false"))
+    output_format: dict[str, Any] = problems.take(
+        _dict, doc.get("output_format"), f"{where}.output_format", fallback={}
+    )
+    metadata: dict[str, Any] = problems.take(
+        _dict, doc.get("metadata"), f"{where}.metadata", fallback={}
+    )
+    if not problems.ok_since(start) or options is None:
+        return None
+    return PipelineSpec(
+        pipeline_id=pipeline_id,
+        version=version,
+        name=str(doc.get("name", pipeline_id)),
+        description=str(doc.get("description", "")),
+        steps=tuple(parsed),
+        input_validation=validation,
+        output_format=output_format,
+        metadata=metadata,
+        enabled=enabled,
+        max_parallel_tasks=options["max_parallel"] or 0,
+        enable_caching=options["caching"],
+        log_level=options["log_level"],
+        run_timeout=options["run_timeout"] or 0,
+    )
+
+
+def _version(doc: dict[str, Any], where: str) -> str:
+    """The version: "version", else the original system's metadata.version, else 1.0.0."""
+    meta = doc["metadata"] if isinstance(doc.get("metadata"), dict) else {}
     version = doc.get("version", meta.get("version", "1.0.0"))
     if not isinstance(version, str) or not SEMVER.match(version):
         raise _err(f"{where}.version", f"must be a semantic version, got {version!r}")
@@ -233,100 +311,151 @@ def parse_pipeline(
             f"{where}.metadata.version",
             f"{meta['version']!r} differs from version {version!r}; give one of them",
         )
+    return version
+
+
+def _raw_steps(doc: dict[str, Any], where: str) -> list[Any]:
     raw_steps = doc.get("steps")
     if not isinstance(raw_steps, list) or not raw_steps:
         raise _err(f"{where}.steps", "must be a non-empty list")
     if len(raw_steps) > MAX_STEPS:
         raise _err(f"{where}.steps", f"has {len(raw_steps)} steps; at most {MAX_STEPS}")
-    default_timeout = _opt_int(
-        settings.get("default_timeout"), "global_settings.default_timeout", 1, MAX_TIMEOUT_SECONDS
-    )
-    default_retries = _opt_int(
-        settings.get("default_retry_count", settings.get("max_retries")),
-        "global_settings.max_retries",
-        0,
-        MAX_RETRIES,
-    )
-    max_parallel = _opt_int(
-        settings.get("max_parallel_tasks"),
-        "global_settings.max_parallel_tasks",
-        1,
-        MAX_PARALLEL_TASKS,
-    )
-    run_timeout = _opt_int(
-        settings.get("run_timeout"), "global_settings.run_timeout", 1, MAX_RUN_TIMEOUT_SECONDS
-    )
-    caching = settings.get("enable_caching", False)
-    if not isinstance(caching, bool):
-        raise _err("global_settings.enable_caching", f"must be true or false, got {caching!r}")
-    log_level = settings.get("log_level") or ""
-    if not isinstance(log_level, str) or (log_level and log_level.upper() not in LOG_LEVELS):
-        raise _err("global_settings.log_level", f"must be one of {', '.join(LOG_LEVELS)}")
-    steps = [
-        _parse_step(s, f"{where}.steps[{i}]", default_timeout, default_retries)
-        for i, s in enumerate(raw_steps)
-    ]
-    steps = _resolve_dependencies(steps, where)
-    _check_acyclic(steps, where)
-    _check_mappings(steps, where)
-    _check_parallel_groups(steps, where)
+    return raw_steps
+
+
+def _options(settings: dict[str, Any], problems: Problems) -> dict[str, Any] | None:
+    """A pipeline's global settings, checked; None when one is refused (in ``problems``)."""
+    start = len(problems)
+    options = {
+        "default_timeout": problems.take(
+            _opt_int,
+            settings.get("default_timeout"),
+            "global_settings.default_timeout",
+            1,
+            MAX_TIMEOUT_SECONDS,
+            fallback=None,
+        ),
+        "default_retries": problems.take(
+            _opt_int,
+            settings.get("default_retry_count", settings.get("max_retries")),
+            "global_settings.max_retries",
+            0,
+            MAX_RETRIES,
+            fallback=None,
+        ),
+        "max_parallel": problems.take(
+            _opt_int,
+            settings.get("max_parallel_tasks"),
+            "global_settings.max_parallel_tasks",
+            1,
+            MAX_PARALLEL_TASKS,
+            fallback=None,
+        ),
+        "run_timeout": problems.take(
+            _opt_int,
+            settings.get("run_timeout"),
+            "global_settings.run_timeout",
+            1,
+            MAX_RUN_TIMEOUT_SECONDS,
+            fallback=None,
+        ),
+        "caching": settings.get("enable_caching", False),
+        "log_level": settings.get("log_level") or "",
+    }
+    if not isinstance(options["caching"], bool):
+        problems.add(
+            _err(
+                "global_settings.enable_caching",
+                f"must be true or false, got {options['caching']!r}",
+            )
+        )
+    level = options["log_level"]
+    if not isinstance(level, str) or (level and level.upper() not in LOG_LEVELS):
+        problems.add(_err("global_settings.log_level", f"must be one of {', '.join(LOG_LEVELS)}"))
+    else:
+        options["log_level"] = level.upper()
+    return options if problems.ok_since(start) else None
+
+
+def _input_validation(doc: dict[str, Any], where: str) -> dict[str, Any]:
     validation = _dict(doc.get("input_validation"), f"{where}.input_validation")
     for key in ("required_fields", "optional_fields", "supported_formats"):
         value = validation.get(key, [])
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise _err(f"{where}.input_validation.{key}", "must be a list of strings")
-    enabled = doc.get("enabled", True)
-    if not isinstance(enabled, bool):
-        raise _err(f"{where}.enabled", "must be true or false")
-    return PipelineSpec(
-        pipeline_id=pipeline_id,
-        version=version,
-        name=str(doc.get("name", pipeline_id)),
-        description=str(doc.get("description", "")),
-        steps=tuple(steps),
-        input_validation=validation,
-        output_format=_dict(doc.get("output_format"), f"{where}.output_format"),
-        metadata=_dict(doc.get("metadata"), f"{where}.metadata"),
-        enabled=enabled,
-        max_parallel_tasks=max_parallel or 0,
-        enable_caching=caching,
-        log_level=log_level.upper(),
-        run_timeout=run_timeout or 0,
-    )
+    return validation
 
 
-def _parse_step(
-    doc: Any, where: str, default_timeout: int | None, default_retries: int | None
-) -> StepSpec:
-    doc = _dict(doc, where)
+def _check_graph(steps: list[StepSpec], where: str, problems: Problems) -> list[StepSpec]:
+    """Resolve and check the dependencies; then, when they hold, the graph they make."""
+    start = len(problems)
+    resolved = _resolve_dependencies(steps, where, problems)
+    if problems.ok_since(start):
+        problems.check(_check_acyclic, resolved, where)
+    if problems.ok_since(start):
+        _check_mappings(resolved, where, problems)
+        _check_parallel_groups(resolved, where, problems)
+    return resolved
+
+
+def _task_ref(doc: dict[str, Any], where: str) -> tuple[str, str]:
     ref = doc.get("task_id")
     if not isinstance(ref, str) or not ref:
         raise _err(f"{where}.task_id", "is required")
     task_id, _, task_version = ref.partition("@")
     if task_version and not SEMVER.match(task_version):
         raise _err(f"{where}.task_id", f"version {task_version!r} is not a semantic version")
+    return task_id, task_version
+
+
+def _parse_step(
+    doc: Any,
+    where: str,
+    default_timeout: int | None,
+    default_retries: int | None,
+    problems: Problems,
+) -> StepSpec | None:
+    """One step. None when its place in the graph (its task, id, dependencies, group or
+    mapping) is refused; a problem with its other fields is noted in ``problems`` and the
+    step returned, so that the pipeline's graph is checked all the same."""
+    doc = _dict(doc, where)
+    start = len(problems)
+    task_id, task_version = problems.take(_task_ref, doc, where, fallback=("", ""))
     step_id = doc.get("step_id", task_id.rsplit("/", 1)[-1])  # "namespace/task": a shared one
-    if not isinstance(step_id, str) or not STEP_ID.match(step_id):
-        raise _err(f"{where}.step_id", f"must be a short identifier, got {step_id!r}")
+    if (step_id or "step_id" in doc) and (
+        not isinstance(step_id, str) or not STEP_ID.match(step_id)
+    ):
+        problems.add(_err(f"{where}.step_id", f"must be a short identifier, got {step_id!r}"))
     depends_on = doc.get("depends_on") or []
     if isinstance(depends_on, str):
         depends_on = [depends_on]
     if not isinstance(depends_on, list) or not all(isinstance(d, str) for d in depends_on):
-        raise _err(f"{where}.depends_on", "must be a list of step ids")
+        problems.add(_err(f"{where}.depends_on", "must be a list of step ids"))
     group = doc.get("parallel_group") or ""
     if not isinstance(group, str):
-        raise _err(f"{where}.parallel_group", "must be a string")
-    timeout = _opt_int(doc.get("timeout"), f"{where}.timeout", 1, MAX_TIMEOUT_SECONDS)
-    retries = _opt_int(doc.get("retry_count"), f"{where}.retry_count", 0, MAX_RETRIES)
+        problems.add(_err(f"{where}.parallel_group", "must be a string"))
+    mapping_doc: dict[str, Any] = problems.take(
+        _dict, doc.get("input_mapping"), f"{where}.input_mapping", fallback={}
+    )
+    if not problems.ok_since(start):
+        return None
+    timeout = problems.take(
+        _opt_int, doc.get("timeout"), f"{where}.timeout", 1, MAX_TIMEOUT_SECONDS, fallback=None
+    )
+    retries = problems.take(
+        _opt_int, doc.get("retry_count"), f"{where}.retry_count", 0, MAX_RETRIES, fallback=None
+    )
     queue = doc.get("queue") or ""  # overrides the task's queue for this step
     if not isinstance(queue, str) or (queue and not QUEUE.match(queue)):
-        raise _err(
-            f"{where}.queue",
-            f"must be 1-64 lowercase letters, digits, '_', '.', '-', got {queue!r}",
+        problems.add(
+            _err(
+                f"{where}.queue",
+                f"must be 1-64 lowercase letters, digits, '_', '.', '-', got {queue!r}",
+            )
         )
     cache = doc.get("cache")
     if cache is not None and not isinstance(cache, bool):
-        raise _err(f"{where}.cache", f"must be true or false, got {cache!r}")
+        problems.add(_err(f"{where}.cache", f"must be true or false, got {cache!r}"))
     return StepSpec(
         step_id=step_id,
         task_id=task_id,
@@ -335,23 +464,25 @@ def _parse_step(
         retry_count=retries if retries is not None else default_retries,
         depends_on=tuple(depends_on),
         parallel_group=group,
-        input_mapping=_dict(doc.get("input_mapping"), f"{where}.input_mapping"),
+        input_mapping=mapping_doc,
         queue=queue,
         cache=cache,
     )
 
 
-def _resolve_dependencies(steps: list[StepSpec], where: str) -> list[StepSpec]:
+def _resolve_dependencies(steps: list[StepSpec], where: str, problems: Problems) -> list[StepSpec]:
     """Check ids are unique; accept a task id in depends_on when exactly one step runs it."""
     seen: dict[str, int] = {}
     for i, s in enumerate(steps):
         if s.step_id in seen:
-            raise _err(
-                f"{where}.steps[{i}].step_id",
-                f"duplicate step id {s.step_id!r} (also steps[{seen[s.step_id]}]); "
-                "give each step its own step_id",
+            problems.add(
+                _err(
+                    f"{where}.steps[{i}].step_id",
+                    f"duplicate step id {s.step_id!r} (also steps[{seen[s.step_id]}]); "
+                    "give each step its own step_id",
+                )
             )
-        seen[s.step_id] = i
+        seen.setdefault(s.step_id, i)
     by_task: dict[str, list[str]] = {}
     for s in steps:
         by_task.setdefault(s.task_id, []).append(s.step_id)
@@ -364,14 +495,16 @@ def _resolve_dependencies(steps: list[StepSpec], where: str) -> list[StepSpec]:
             elif len(by_task.get(d, [])) == 1:
                 deps.append(by_task[d][0])
             elif d in by_task:
-                raise _err(
-                    f"{where}.steps[{i}].depends_on",
-                    f"{d!r} is ambiguous: steps {by_task[d]} all run that task; name a step id",
+                problems.add(
+                    _err(
+                        f"{where}.steps[{i}].depends_on",
+                        f"{d!r} is ambiguous: steps {by_task[d]} all run that task; name a step id",
+                    )
                 )
             else:
-                raise _err(f"{where}.steps[{i}].depends_on", f"unknown step {d!r}")
+                problems.add(_err(f"{where}.steps[{i}].depends_on", f"unknown step {d!r}"))
         if s.step_id in deps:
-            raise _err(f"{where}.steps[{i}].depends_on", "a step cannot depend on itself")
+            problems.add(_err(f"{where}.steps[{i}].depends_on", "a step cannot depend on itself"))
         resolved.append(replace(s, depends_on=tuple(dict.fromkeys(deps))))
     return resolved
 
@@ -429,7 +562,7 @@ def ancestors(steps: tuple[StepSpec, ...] | list[StepSpec]) -> dict[str, set[str
     return found
 
 
-def _check_mappings(steps: list[StepSpec], where: str) -> None:
+def _check_mappings(steps: list[StepSpec], where: str, problems: Problems) -> None:
     ids = {s.step_id for s in steps}
     above = ancestors(steps)
     for i, s in enumerate(steps):
@@ -437,16 +570,18 @@ def _check_mappings(steps: list[StepSpec], where: str) -> None:
             if not mapping.is_expression(expr):
                 continue
             at = f"{where}.steps[{i}].input_mapping.{key}"
-            path = mapping.parse(expr, ids, at)
-            if path.source and path.source not in above[s.step_id]:
-                raise _err(
-                    at,
-                    f"{expr!r} reads step {path.source!r}, which is not upstream of "
-                    f"{s.step_id!r}; add it to depends_on",
+            path = problems.take(mapping.parse, expr, ids, at, fallback=None)
+            if path and path.source and path.source not in above[s.step_id]:
+                problems.add(
+                    _err(
+                        at,
+                        f"{expr!r} reads step {path.source!r}, which is not upstream of "
+                        f"{s.step_id!r}; add it to depends_on",
+                    )
                 )
 
 
-def _check_parallel_groups(steps: list[StepSpec], where: str) -> None:
+def _check_parallel_groups(steps: list[StepSpec], where: str, problems: Problems) -> None:
     groups: dict[str, list[StepSpec]] = {}
     for s in steps:
         if s.parallel_group:
@@ -455,34 +590,66 @@ def _check_parallel_groups(steps: list[StepSpec], where: str) -> None:
         first = set(members[0].depends_on)
         for m in members[1:]:
             if set(m.depends_on) != first:
-                raise _err(
-                    f"{where}.parallel_group",
-                    f"group {name!r}: {m.step_id!r} depends on {sorted(m.depends_on)} but "
-                    f"{members[0].step_id!r} on {sorted(first)}; members of a parallel group "
-                    "must share their dependencies",
+                problems.add(
+                    _err(
+                        f"{where}.parallel_group",
+                        f"group {name!r}: {m.step_id!r} depends on {sorted(m.depends_on)} "
+                        f"but {members[0].step_id!r} on {sorted(first)}; members of a "
+                        "parallel group must share their dependencies",
+                    )
                 )
+                break
 
 
-def pin(spec: PipelineSpec, lookup: Callable[[str, str], PinnedTask]) -> PipelineSpec:
-    """Fix every step to an exact task version and digest (``lookup`` raises NotFound).
+def config_path(doc: Any, pipeline_id: str) -> str:
+    """Where a pipeline of a config is, as its problems name it."""
+    in_map = isinstance(doc, dict) and "pipelines" in doc
+    return f"pipelines.{pipeline_id}" if in_map else "pipeline"
+
+
+def pin(
+    spec: PipelineSpec,
+    lookup: Callable[[str, str], PinnedTask],
+    problems: Problems | None = None,
+    where: str = "",
+) -> PipelineSpec:
+    """Fix every step to an exact task version and digest (``lookup`` raises NotFound, or
+    InvalidArgument for a version that may not be pinned).
+
+    Without ``problems``, the first refusal is raised; with it, each step's is noted there
+    as INVALID_ARGUMENT naming the step's ``task_id`` (for the config is what is wrong), the
+    pipeline being at ``where`` in its config (``config_path``).
 
     A disabled pipeline may name tasks that are not registered: it can never run (versions
     are immutable, so it stays disabled), and refusing it would refuse configs that park
     work in progress. Such steps stay unpinned (no version, no digest).
     """
+    where = where or f"pipelines.{spec.pipeline_id}"
     steps = []
-    looked_up: dict[tuple[str, str], PinnedTask] = {}  # one lookup per task version named
+    looked_up: dict[tuple[str, str], PinnedTask | WtmError] = {}  # one lookup per version
     for i, s in enumerate(spec.steps):
-        try:
-            key = (s.task_id, s.task_version)
-            task = looked_up.get(key) or looked_up.setdefault(key, lookup(*key))
-        except NotFound:
-            if spec.enabled:
-                raise
+        key = (s.task_id, s.task_version)
+        if key not in looked_up:
+            try:
+                looked_up[key] = lookup(*key)
+            except (NotFound, InvalidArgument) as exc:
+                looked_up[key] = exc
+        task = looked_up[key]
+        if isinstance(task, NotFound) and not spec.enabled:
             steps.append(s)
             continue
+        if isinstance(task, WtmError):
+            if problems is None:
+                raise task
+            unknown = "uses a task that is not registered: " if isinstance(task, NotFound) else ""
+            at = f"{where}.steps[{i}].task_id"
+            problems.add(InvalidArgument(unknown + task.reason, field=at))
+            continue
         if task.concurrency_key:
-            _check_group_known_at_submit(spec, i, task.concurrency_key)
+            if problems is None:
+                _check_group_known_at_submit(spec, i, task.concurrency_key, where)
+            else:
+                problems.check(_check_group_known_at_submit, spec, i, task.concurrency_key, where)
         steps.append(
             replace(
                 s,
@@ -496,7 +663,7 @@ def pin(spec: PipelineSpec, lookup: Callable[[str, str], PinnedTask]) -> Pipelin
     return replace(spec, steps=tuple(steps))
 
 
-def _check_group_known_at_submit(spec: PipelineSpec, i: int, key: str) -> None:
+def _check_group_known_at_submit(spec: PipelineSpec, i: int, key: str, where: str) -> None:
     """A task limited per value of an input field (task.json ``concurrency_key``) is grouped
     when a run is submitted (the scheduler's ``concurrency_groups``): its step may not map
     that field from another step's output, which is known only later."""
@@ -504,7 +671,7 @@ def _check_group_known_at_submit(spec: PipelineSpec, i: int, key: str) -> None:
     expr = s.input_mapping.get(key)
     if not isinstance(expr, str) or not mapping.is_expression(expr):
         return
-    at = f"pipelines.{spec.pipeline_id}.steps[{i}].input_mapping.{key}"
+    at = f"{where}.steps[{i}].input_mapping.{key}"
     path = mapping.parse(expr, {x.step_id for x in spec.steps}, at)
     if path.source:
         raise _err(

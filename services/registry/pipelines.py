@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from common import jsondoc
 from common.errors import AlreadyExists, InvalidArgument, NotFound
+from common.problems import Problems
 from services.common.auth import one_namespace
 from services.common.paging import page_size_of
 from services.registry.manifest import version_sort_key
@@ -15,6 +16,7 @@ from services.registry.pipeline_spec import (
     PinnedTask,
     PipelineSpec,
     StepSpec,
+    config_path,
     config_warnings,
     parse_config,
     pin,
@@ -66,7 +68,8 @@ class Pipelines:
         the namespace. Steps use the namespace's tasks, or other namespaces' shared ones
         ("namespace/task_id").
 
-        Nothing is stored unless every pipeline in the config is valid. Returns the
+        Nothing is stored unless every pipeline in the config is valid; a config that is
+        not is refused naming each of its problems (``common.problems``). Returns the
         pipelines and a warning per key the config holds that is kept but not acted on (a key
         the registry does not know is refused).
         """
@@ -74,17 +77,14 @@ class Pipelines:
         if len(config_json.encode()) > MAX_CONFIG_BYTES:
             raise InvalidArgument(f"is over {MAX_CONFIG_BYTES} bytes", field="config_json")
         doc = jsondoc.loads(config_json, field="config_json")
-        warnings = config_warnings(doc)
-        pinned = []
-        for spec in parse_config(doc, only):
-            try:
-                pinned.append(pin(spec, functools.partial(self._lookup, namespace)))
-            except NotFound as exc:
-                raise InvalidArgument(
-                    f"pipeline {spec.pipeline_id!r} uses a task that is not registered: "
-                    f"{exc.message}",
-                    field=f"pipelines.{spec.pipeline_id}.steps",
-                ) from exc
+        problems = Problems()  # every problem of the config, named at once
+        warnings = config_warnings(doc, problems)
+        lookup = functools.partial(self._lookup, namespace)
+        pinned = [
+            pin(spec, lookup, problems, config_path(doc, spec.pipeline_id))
+            for spec in parse_config(doc, only, problems)
+        ]
+        problems.raise_any()
         results = []
         for spec in pinned:
             candidate = PipelineVersion(spec, namespace=namespace)

@@ -8,10 +8,15 @@ from dataclasses import dataclass
 
 from common.errors import AlreadyExists, InvalidArgument, NotFound
 from common.packaging import ArchiveLimits, check_digest, inspect_archive, sha256_hex
+from common.problems import Problems
 from services.common.auth import ALL_NAMESPACES, one_namespace
 from services.common.dependencies import DependencyStatus, check_blocking
 from services.common.paging import page_size_of
-from services.registry.manifest import check_entry_point, check_keys, parse_manifest
+from services.registry.manifest import (
+    ENTRY_POINT_FIELD,
+    check_package_entry_point,
+    parse_manifest,
+)
 from services.registry.models import TaskVersion
 from services.registry.stores import PackageStore, SharedTasks, TaskStore
 
@@ -71,15 +76,11 @@ class Registry:
         contents = inspect_archive(data, self.limits)
         if "task.json" not in contents.files:
             raise InvalidArgument("the package has no task.json at its root", field="task.json")
-        manifest = parse_manifest(contents.files["task.json"])
-        if manifest.module_path not in contents.files:
-            raise InvalidArgument(
-                f"entry point {manifest.entry_point!r} needs {manifest.module_path}, "
-                "which the package does not contain",
-                field="task.json: entry_point",
-            )
-        check_entry_point(manifest, contents.files[manifest.module_path])
-        check_keys(manifest)
+        problems = Problems()  # every problem of the package, named at once
+        manifest = parse_manifest(contents.files["task.json"], strict=True, problems=problems)
+        if all(p.field != ENTRY_POINT_FIELD for p in problems.found):  # the entry point stands
+            problems.check(check_package_entry_point, manifest, contents.files)
+        problems.raise_any()
         candidate = TaskVersion(
             manifest=manifest, digest=digest, size_bytes=len(data), namespace=namespace
         )

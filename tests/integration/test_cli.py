@@ -120,6 +120,43 @@ def test_pipeline_commands_round_trip_a_config(cluster: Cluster, tmp_path: Path)
     assert again["created"] is False  # the pinned config is the same pipeline
 
 
+def test_pipeline_validate_names_every_mistake_of_a_config(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """A config's mistakes in its graph and its values are refused at once, all named (exit
+    3), through the real registry's gRPC answer; then those of its tasks, all named."""
+    run_cli(cluster, "task", "register", str(FIXTURES / "tasks" / "echo"))
+    config = {
+        "pipeline_id": "three_mistakes",
+        "steps": [
+            {"step_id": "a", "task_id": "echo", "timeout": 0},
+            {"step_id": "b", "task_id": "echo", "depends_on": ["zz"]},
+            {"step_id": "c", "task_id": "no_such_task"},
+        ],
+    }
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    refused = run_cli(
+        cluster, "pipeline", "validate", "--json-config", str(tmp_path / "config.json"),
+        check=False,
+    )  # fmt: skip
+    assert refused.returncode == 3, refused.stderr
+    assert "pipeline.steps[0].timeout: must be an integer from 1" in refused.stderr
+    assert "1 more problem:" in refused.stderr
+    assert "pipeline.steps[1].depends_on: unknown step 'zz'" in refused.stderr
+    # Its task is looked up only once the config parses: named on the next attempt.
+    config["steps"][0]["timeout"] = 5
+    config["steps"][1]["depends_on"] = ["a"]
+    config["steps"].append({"step_id": "d", "task_id": "nor_this_one"})
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    as_json = run_cli(
+        cluster, "--json", "pipeline", "validate", "--json-config", str(tmp_path / "config.json"),
+        check=False,
+    )  # fmt: skip
+    error = json.loads(as_json.stdout or as_json.stderr)["error"]
+    assert error["field"] == "pipeline.steps[2].task_id", error
+    assert "pipeline.steps[3].task_id: uses a task that is not registered" in error["message"]
+
+
 def test_task_list_names_one_tasks_versions(cluster: Cluster, tmp_path: Path) -> None:
     """``wtm task list ID``: the versions of that task (what a missing version's error sends
     the user to look for), and nothing of the others."""

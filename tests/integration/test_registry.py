@@ -150,6 +150,19 @@ def test_unsafe_or_invalid_packages_are_refused_and_nothing_is_stored(
     assert lookup.value.code == "NOT_FOUND"
 
 
+def test_every_problem_of_a_package_is_named_at_once(client: Client) -> None:
+    """task.json's values, its keys and the entry point against the package: one refusal
+    naming all three, the first by path as the error's field."""
+    manifest = b'{"task_id": "evil", "version": "1.0.0", "priority": 11, "max_retires": 3}'
+    error = refused(client, tar_gz({"task.json": manifest, "task.py": b"class Other: pass\n"}))
+    assert error.code == "INVALID_ARGUMENT"
+    lines = error.message.splitlines()
+    assert lines[0].startswith("task.json: entry_point: task.py defines no 'Task'"), lines
+    assert lines[1] == "2 more problems:"
+    assert lines[2].startswith("- task.json: max_retires: unknown key 'max_retires'")
+    assert lines[3] == "- task.json: priority: must be an integer from 1 to 10, got 11"
+
+
 def test_a_bomb_is_refused(client: Client) -> None:
     bomb = tar_gz({"task.json": GOOD_MANIFEST, "task.py": b"", "zeros": b"\0" * (40 * 1024 * 1024)})
     error = refused(client, bomb)

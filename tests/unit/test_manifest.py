@@ -16,7 +16,6 @@ from services.registry.manifest import (
     MAX_TIMEOUT_SECONDS,
     RESOURCE_KEYS,
     check_entry_point,
-    check_keys,
     parse_manifest,
     version_sort_key,
 )
@@ -271,10 +270,34 @@ def test_an_entry_point_the_module_does_not_bind_is_refused_with_a_hint_for_a_fi
 
 
 def test_a_key_task_json_does_not_know_is_refused_naming_it() -> None:
-    check_keys(parse_manifest(manifest(queue="vision")))
+    parse_manifest(manifest(queue="vision"), strict=True)
     with pytest.raises(InvalidArgument) as err:
-        check_keys(parse_manifest(manifest(max_retires=3, zzz=1)))
+        parse_manifest(manifest(max_retires=3, zzz=1), strict=True)
     assert err.value.field == "task.json: max_retires"
+    assert "- task.json: zzz: unknown key 'zzz'" in err.value.message
+    assert parse_manifest(manifest(zzz=1)).raw["zzz"] == 1  # a stored manifest is read as is
+
+
+def test_every_problem_of_a_task_json_is_named_at_once() -> None:
+    with pytest.raises(InvalidArgument) as err:
+        parse_manifest(
+            manifest(
+                version="1.0", priority=11, input_schema="x", tags="a", maxretries=1,
+                concurrency_limit=2, concurrency_key="doc_id",
+            ),
+            strict=True,
+        )  # fmt: skip
+    lines = err.value.message.splitlines()
+    fields = sorted(line.removeprefix("- ").split(": ")[1] for line in [lines[0], *lines[2:]])
+    assert fields == ["input_schema", "maxretries", "priority", "tags", "version"], lines
+    assert lines[1] == "4 more problems:"
+
+
+def test_a_problem_that_follows_from_another_is_not_named_again() -> None:
+    """A rate_burst needs a rate_limit: with the rate limit refused, only it is named."""
+    with pytest.raises(InvalidArgument) as err:
+        parse_manifest(manifest(rate_limit="lots", rate_burst=3))
+    assert err.value.field == "task.json: rate_limit" and "more problem" not in err.value.message
 
 
 def test_priority_timeout_and_retries_at_their_limits_are_kept() -> None:

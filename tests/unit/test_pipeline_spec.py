@@ -8,12 +8,14 @@ from typing import Any
 import pytest
 
 from common.errors import InvalidArgument, NotFound
+from common.problems import Problems
 from services.registry.manifest import MAX_RETRIES, MAX_TIMEOUT_SECONDS
 from services.registry.pipeline_spec import (
     MAX_PARALLEL_TASKS,
     MAX_RUN_TIMEOUT_SECONDS,
     MAX_STEPS,
     PinnedTask,
+    config_warnings,
     parse_config,
     pin,
 )
@@ -382,3 +384,73 @@ def test_a_dependency_may_name_the_task_of_the_one_step_that_runs_it() -> None:
     )
     [p] = parse_config(doc)
     assert p.steps[1].depends_on == ("detect",)
+
+
+def test_every_problem_of_a_config_is_named_at_once_in_the_order_of_its_paths() -> None:
+    """As a compiler or `kubectl apply`: a config with several mistakes names them all, not
+    one per attempt; the first (by path) is the error's field."""
+    doc = config(s0__timeout=0, s2__retry_count="x", s3__depends_on=["attributes", "nope"])
+    doc["pipelines"]["face_processing_pipeline"]["steps"][1]["colour"] = "red"
+    doc["pipelines"]["face_processing_pipeline"]["steps"][3]["cache"] = "yes"
+    problems = Problems()
+    config_warnings(doc, problems)
+    parse_config(doc, "", problems)
+    with pytest.raises(InvalidArgument) as err:
+        problems.raise_any()
+    where = "pipelines.face_processing_pipeline.steps"
+    assert err.value.field == f"{where}[0].timeout"
+    lines = err.value.message.splitlines()
+    assert lines[0] == f"{where}[0].timeout: must be an integer from 1 to 86400, got 0"
+    assert lines[1] == "4 more problems:"
+    assert [line.split(":")[0] for line in lines[2:]] == [
+        f"- {where}[1].colour",
+        f"- {where}[2].retry_count",
+        f"- {where}[3].cache",
+        f"- {where}[3].depends_on",
+    ]
+
+
+def test_parse_config_alone_raises_them_all_too() -> None:
+    message = refusal(config(s0__timeout=0, s1__queue="Bad Queue"))
+    assert "steps[0].timeout" in message and "steps[1].queue" in message
+
+
+def test_a_step_whose_place_in_the_graph_is_refused_is_named_once_not_again_by_its_dependents() -> (
+    None
+):
+    """steps[0]'s id is refused, so what depends on it is not checked against it (it would
+    only repeat the same mistake as "unknown step")."""
+    message = refusal(config(s0__step_id="1st"))
+    assert "steps[0].step_id: must be a short identifier, got '1st'" in message
+    assert "more problem" not in message and "unknown step" not in message
+
+
+def test_the_graph_is_checked_while_other_fields_of_its_steps_are_refused() -> None:
+    message = refusal(config(s0__timeout=0, s3__depends_on=["nope"]))
+    assert "steps[0].timeout" in message and "steps[3].depends_on: unknown step 'nope'" in message
+
+
+def test_a_setting_shared_by_every_pipeline_of_a_config_is_refused_once() -> None:
+    doc = copy.deepcopy(FACE)
+    doc["pipelines"]["second"] = copy.deepcopy(doc["pipelines"]["face_processing_pipeline"])
+    doc["global_settings"]["default_timeout"] = -1
+    message = refusal(doc)
+    assert message.count("global_settings.default_timeout") == 1, message
+
+
+def test_registering_names_every_step_whose_task_is_not_registered() -> None:
+    def lookup(task_id: str, version: str) -> PinnedTask:
+        if task_id in ("face_attribute", "face_merge"):
+            raise NotFound(f"no task {task_id} is registered", field="task_id")
+        return PinnedTask("1.0.0", "d", "q", 9, 0)
+
+    problems = Problems()
+    pin(parse_config(FACE)[0], lookup, problems)
+    with pytest.raises(InvalidArgument) as err:
+        problems.raise_any()
+    where = "pipelines.face_processing_pipeline.steps"
+    assert err.value.field == f"{where}[1].task_id"
+    assert (
+        f"{where}[3].task_id: uses a task that is not registered: no task face_merge is registered"
+        in err.value.message
+    )
