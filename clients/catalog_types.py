@@ -69,6 +69,8 @@ class PipelineStepInfo:
     input_mapping: dict[str, Any]
     queue: str
     cache: bool | None = None  # the step's own "cache" (None: as the pipeline's)
+    # The step's own retry backoff, seconds (first, longest); None: its task's
+    retry_backoff: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,11 @@ class PipelineInfo:
                 json.loads(s.input_mapping_json or "{}"),
                 s.queue,
                 s.cache if s.HasField("cache") else None,
+                (
+                    (s.retry_backoff.first_seconds, s.retry_backoff.max_seconds)
+                    if s.HasField("retry_backoff")
+                    else None
+                ),
             )
             for s in p.steps
         ]

@@ -233,9 +233,10 @@ def pipeline_panel(p: PipelineInfo) -> str:
     for s in p.steps:
         after = f" after {', '.join(s.depends_on)}" if s.depends_on else ""
         group = escape(f" [{s.parallel_group}]") if s.parallel_group else ""
+        backoff = f" waiting {retry_backoff.said(s.retry_backoff)}" if s.retry_backoff else ""
         lines.append(
             f"  {s.step_id}{group}: {s.task_id}@{s.task_version}{after} "
-            f"(timeout {s.timeout_seconds}s, retries {s.retry_count}, queue {s.queue})"
+            f"(timeout {s.timeout_seconds}s, retries {s.retry_count}{backoff}, queue {s.queue})"
         )
         for key, expr in s.input_mapping.items():
             lines.append(escape(f"      {key} <- {expr}"))

@@ -118,6 +118,9 @@ def pipeline_show_config(obj: Ctx, ref: str | None) -> None:
 
 
 def _as_config(p: PipelineInfo) -> dict[str, Any]:
+    """The pipeline as a config that registers as the same pipeline: every step's settings
+    as pinned (its queue is the task's unless it had its own), the pipeline's own
+    global_settings."""
     steps = [
         {
             "step_id": s.step_id,
@@ -127,9 +130,22 @@ def _as_config(p: PipelineInfo) -> dict[str, Any]:
             "depends_on": s.depends_on,
             **({"parallel_group": s.parallel_group} if s.parallel_group else {}),
             "input_mapping": s.input_mapping,
+            **({"queue": s.queue} if s.queue else {}),
+            **({"cache": s.cache} if s.cache is not None else {}),
+            **(
+                {"retry_backoff": s.retry_backoff[0], "retry_backoff_max": s.retry_backoff[1]}
+                if s.retry_backoff
+                else {}
+            ),
         }
         for s in p.steps
     ]
+    settings = {
+        "max_parallel_tasks": p.max_parallel_tasks,
+        "enable_caching": p.enable_caching,
+        "log_level": p.log_level,
+        "run_timeout": p.run_timeout_seconds,
+    }
     return {
         "name": p.name,
         "description": p.description,
@@ -139,6 +155,11 @@ def _as_config(p: PipelineInfo) -> dict[str, Any]:
         "output_format": p.output_format,
         "metadata": p.metadata,
         "enabled": p.enabled,
+        **(
+            {"global_settings": {k: v for k, v in settings.items() if v}}
+            if any(settings.values())
+            else {}
+        ),
     }
 
 

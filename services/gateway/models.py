@@ -223,6 +223,7 @@ class PipelineStep(BaseModel):
     input_mapping: dict[str, Any] = {}
     queue: str = ""
     cache: bool | None = None
+    retry_backoff: tuple[float, float] | None = None  # the step's own, seconds: first, longest
 
 
 class Pipeline(BaseModel):

@@ -154,6 +154,13 @@ class PipelineVersion:
                     input_mapping_json=json.dumps(st.input_mapping),
                     queue=st.queue,
                     cache=st.cache,
+                    retry_backoff=(
+                        pb.RetryBackoff(
+                            first_seconds=st.retry_backoff, max_seconds=st.retry_backoff_max
+                        )
+                        if st.retry_backoff is not None and st.retry_backoff_max is not None
+                        else None
+                    ),
                 )
                 for st in s.steps
             ],

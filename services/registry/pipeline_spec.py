@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from common import retry_backoff
 from common.errors import InvalidArgument, NotFound, WtmError
 from common.problems import Problems
 from services.common import mapping
@@ -53,6 +54,10 @@ class StepSpec:
     digest: str = ""
     queue: str = ""
     cache: bool | None = None  # None: as the pipeline's enable_caching
+    # The step's own retry backoff in seconds (first, longest), over its task's (None: the
+    # task's own, else the scheduler's policy): "retry_backoff", "retry_backoff_max".
+    retry_backoff: float | None = None
+    retry_backoff_max: float | None = None
 
 
 @dataclass(frozen=True)
@@ -129,7 +134,7 @@ PIPELINE_KEYS = {
 }  # fmt: skip
 STEP_KEYS = {
     "step_id", "task_id", "timeout", "retry_count", "depends_on", "parallel_group",
-    "input_mapping", "queue", "cache",
+    "input_mapping", "queue", "cache", "retry_backoff", "retry_backoff_max",
 }  # fmt: skip
 VALIDATION_KEYS = {"required_fields", "optional_fields", "supported_formats"}
 KEPT_ONLY = {
@@ -456,6 +461,7 @@ def _parse_step(
     cache = doc.get("cache")
     if cache is not None and not isinstance(cache, bool):
         problems.add(_err(f"{where}.cache", f"must be true or false, got {cache!r}"))
+    backoff = problems.take(_retry_backoff, doc, where, fallback=None)
     return StepSpec(
         step_id=step_id,
         task_id=task_id,
@@ -467,7 +473,17 @@ def _parse_step(
         input_mapping=mapping_doc,
         queue=queue,
         cache=cache,
+        retry_backoff=backoff[0] if backoff else None,
+        retry_backoff_max=backoff[1] if backoff else None,
     )
+
+
+def _retry_backoff(doc: dict[str, Any], where: str) -> tuple[float, float] | None:
+    """A step's own retry backoff, as task.json's (``common.retry_backoff``)."""
+    try:
+        return retry_backoff.of_manifest(doc)
+    except retry_backoff.BadBackoff as exc:
+        raise _err(f"{where}.{exc.key}", f"{exc}, got {doc.get(exc.key)!r}") from None
 
 
 def _resolve_dependencies(steps: list[StepSpec], where: str, problems: Problems) -> list[StepSpec]:

@@ -28,7 +28,7 @@ from services.scheduler import (
 )
 from services.scheduler.models import Run, StepRun, run_hash_fields
 from services.scheduler.queue_records import QueuedStep, Submission
-from services.scheduler.task_catalog import ResolvedTask, TaskCatalog
+from services.scheduler.task_catalog import ResolvedTask, TaskCatalog, retry_fields
 
 MAX_INPUT_BYTES = 1024 * 1024
 # task.json concurrency_strategy -> the run dispatch.lua cancels of those holding a place and
@@ -74,6 +74,7 @@ class PlannedStep:
     cache: bool = False  # reuse an earlier output of this task digest on the same input
     log_level: str = ""  # the task logger's level ("": the task's own)
     max_parallel: int = 0  # the run's limit on steps in flight (0: none)
+    retry_backoff_ms: tuple[int, int] | None = None  # the step's own (None: its task's)
 
     @property
     def input_id(self) -> str:
@@ -128,7 +129,7 @@ class PlannedStep:
                     else {}
                 ),
                 **({"rate_burst": str(t.rate_burst)} if t.rate_burst > 1 else {}),
-                **t.retry_fields,
+                **retry_fields(self.retry_backoff_ms or t.retry_backoff_ms),
                 **(
                     {"conc": str(t.concurrency_limit), "conc_key": f"{self.namespace}/{t.task_id}"}
                     if t.concurrency_limit
@@ -301,6 +302,7 @@ async def plan_run(catalog: TaskCatalog, req: SubmitRequest) -> Plan:
             cache=step_caches(req.cache, s.cache, pipeline.enable_caching),
             log_level=pipeline.log_level,
             max_parallel=pipeline.max_parallel_tasks,
+            retry_backoff_ms=s.retry_backoff_ms,
         )
         for i, s in enumerate(pipeline.steps)
     ]

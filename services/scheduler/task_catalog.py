@@ -68,9 +68,7 @@ class ResolvedTask:
     @property
     def retry_fields(self) -> dict[str, str]:
         """Its steps' own retry backoff, which complete.lua reads ({}: the scheduler's)."""
-        if self.retry_backoff_ms is None:
-            return {}
-        return {"retry_ms": f"{self.retry_backoff_ms[0]},{self.retry_backoff_ms[1]}"}
+        return retry_fields(self.retry_backoff_ms)
 
     @property
     def queue_key(self) -> str:
@@ -91,6 +89,7 @@ class ResolvedStep:
     input_mapping: dict[str, Any]
     queue: str = ""  # the step's queue (the task's, unless the pipeline set its own)
     cache: bool | None = None  # the step's "cache" key (None: as the pipeline's)
+    retry_backoff_ms: tuple[int, int] | None = None  # the step's own (None: the task's)
 
     @property
     def queue_key(self) -> str:
@@ -119,6 +118,11 @@ def batching_of(manifest: dict[str, Any]) -> tuple[int, int]:
     b = manifest.get("batching") or {}
     size = int(b.get("max_batch_size", 8)) if isinstance(b, dict) and b else 0
     return (size, int(b.get("max_wait_ms", 0))) if size > 1 else (0, 0)
+
+
+def retry_fields(backoff: tuple[int, int] | None) -> dict[str, str]:
+    """A step's fields for a retry backoff of (first, longest) ms ({}: the scheduler's)."""
+    return {} if backoff is None else {"retry_ms": f"{backoff[0]},{backoff[1]}"}
 
 
 def backoff_ms(manifest: dict[str, Any]) -> tuple[int, int] | None:
@@ -292,6 +296,14 @@ class TaskCatalog:
                 input_mapping=json.loads(s.input_mapping_json or "{}"),
                 queue=s.queue,
                 cache=s.cache if s.HasField("cache") else None,
+                retry_backoff_ms=(
+                    (
+                        round(s.retry_backoff.first_seconds * 1000),
+                        round(s.retry_backoff.max_seconds * 1000),
+                    )
+                    if s.HasField("retry_backoff")
+                    else None
+                ),
             )
             for s in p.steps
             if p.enabled  # a disabled pipeline never runs; its steps may be unpinned

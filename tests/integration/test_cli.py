@@ -120,6 +120,51 @@ def test_pipeline_commands_round_trip_a_config(cluster: Cluster, tmp_path: Path)
     assert again["created"] is False  # the pinned config is the same pipeline
 
 
+def test_show_config_gives_a_config_that_registers_as_the_same_pipeline(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Every setting a pipeline keeps comes back in `show-config`: a step's own queue, cache
+    and retry backoff, the pipeline's own global_settings. Re-registered at its version, it
+    is the same pipeline (not ALREADY_EXISTS, as when show-config dropped them)."""
+    run_cli(cluster, "task", "register", str(FIXTURES / "tasks" / "echo"))
+    config = {
+        "pipelines": {
+            "all_settings": {
+                "version": "1.0.0",
+                "steps": [
+                    {"step_id": "a", "task_id": "echo", "queue": "side", "cache": False},
+                    {
+                        "step_id": "b", "task_id": "echo", "depends_on": ["a"],
+                        "retry_count": 2, "retry_backoff": 3, "retry_backoff_max": 30,
+                    },
+                ],
+                "global_settings": {
+                    "max_parallel_tasks": 1, "enable_caching": True, "log_level": "debug",
+                    "run_timeout": 600,
+                },
+            }
+        }
+    }  # fmt: skip
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    run_cli(cluster, "pipeline", "register", "--json-config", str(tmp_path / "config.json"))
+    info = run_cli(cluster, "pipeline", "info", "all_settings").stdout
+    assert "retries 2 waiting 3s doubling to 30s, queue" in info, info
+    shown = json.loads(run_cli(cluster, "pipeline", "show-config", "all_settings").stdout)
+    pipeline = shown["pipelines"]["all_settings"]
+    assert pipeline["global_settings"] == {
+        "max_parallel_tasks": 1, "enable_caching": True, "log_level": "DEBUG", "run_timeout": 600
+    }  # fmt: skip
+    a, b = pipeline["steps"]
+    assert (a["queue"], a["cache"], b["retry_backoff"], b["retry_backoff_max"]) == (
+        "side", False, 3, 30
+    )  # fmt: skip
+    (tmp_path / "shown.json").write_text(json.dumps(shown))
+    [again] = wtm_json(
+        cluster, "pipeline", "register", "--json-config", str(tmp_path / "shown.json")
+    )
+    assert again["created"] is False and again["registered_before"] is True
+
+
 def test_pipeline_validate_names_every_mistake_of_a_config(
     cluster: Cluster, tmp_path: Path
 ) -> None:

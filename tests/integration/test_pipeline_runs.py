@@ -213,6 +213,28 @@ def test_a_task_with_its_own_backoff_retries_after_it(
     assert 1.45 <= (second_start - failed_at).total_seconds() <= 4.5
 
 
+def test_a_pipeline_step_with_its_own_backoff_retries_after_it(
+    client: Client, shared_tmp: Path
+) -> None:
+    """A step's retry_backoff in the pipeline's config, over its task's (flaky has none):
+    3 s before the first retry, so it starts 1.5-3 s after the failure."""
+    steps = [
+        {
+            "task_id": "flaky", "retry_count": 1, "retry_backoff": 3, "retry_backoff_max": 30,
+            "input_mapping": {"marker": "$.marker"},
+        }
+    ]  # fmt: skip
+    pipeline(client, "flaky_step_backoff", steps)
+    assert client.get_pipeline("flaky_step_backoff").steps[0].retry_backoff == (3.0, 30.0)
+    marker = shared_tmp / "flaky-step-backoff-marker"
+    r = client.submit(pipeline="flaky_step_backoff", input={"marker": str(marker)})
+    events = list(client.watch(r.run_id, timeout=60))
+    assert client.get_run(r.run_id).state == "COMPLETED"
+    failed_at = next(e.time for e in events if e.kind == "RETRYING")
+    second_start = next(e.time for e in events if e.state == "RUNNING" and e.attempt == 2)
+    assert 1.45 <= (second_start - failed_at).total_seconds() <= 4.5
+
+
 def test_a_disabled_pipeline_is_refused(client: Client) -> None:
     pipeline(client, "switched_off", [{"task_id": "echo"}], enabled=False)
     with pytest.raises(ApiError) as err:

@@ -15,6 +15,7 @@ from services.registry.pipeline_spec import (
     MAX_RUN_TIMEOUT_SECONDS,
     MAX_STEPS,
     PinnedTask,
+    PipelineSpec,
     config_warnings,
     parse_config,
     pin,
@@ -453,4 +454,22 @@ def test_registering_names_every_step_whose_task_is_not_registered() -> None:
     assert (
         f"{where}[3].task_id: uses a task that is not registered: no task face_merge is registered"
         in err.value.message
+    )
+
+
+def test_a_step_may_set_its_own_retry_backoff_as_task_json_does() -> None:
+    [p] = parse_config(config(s0__retry_backoff=3, s1__retry_backoff=0.5, s1__retry_backoff_max=5))
+    assert (p.steps[0].retry_backoff, p.steps[0].retry_backoff_max) == (3.0, 600.0)
+    assert (p.steps[1].retry_backoff, p.steps[1].retry_backoff_max) == (0.5, 5.0)
+    assert (p.steps[2].retry_backoff, p.steps[2].retry_backoff_max) == (None, None)
+    assert PipelineSpec.from_json(p.to_json()) == p
+    message = refusal(
+        config(s0__retry_backoff=-1, s1__retry_backoff_max=5, s2__retry_backoff=10)
+        | {"global_settings": {}}
+    )
+    assert "steps[0].retry_backoff: must be from 0.1 to 86400 seconds, got -1" in message
+    assert "steps[1].retry_backoff_max: needs a retry_backoff (the first delay)" in message
+    assert "steps[2]" not in message  # 10 s doubling to 600 s: fine
+    assert "retry_backoff_max: must be from 3 to 86400 seconds, got 2" in refusal(
+        config(s3__retry_backoff=3, s3__retry_backoff_max=2)
     )

@@ -151,3 +151,24 @@ def test_a_tasks_own_retry_backoff_reaches_its_steps_in_ms() -> None:
         "t", "1.0.0", "d" * 64, "task.Task", "q", 5, 30, 2, retry_backoff_ms=(1000, 30_000)
     )
     assert own.retry_fields == {"retry_ms": "1000,30000"}
+
+
+def test_a_pipeline_steps_own_retry_backoff_is_its_steps_over_its_tasks() -> None:
+    """A pipeline step's retry_backoff (the registry's PipelineStep.retry_backoff) wins over
+    its task's; a step without one keeps its task's."""
+    from services.scheduler.planning import PlannedStep
+
+    own = task_catalog.ResolvedTask(
+        "t", "1.0.0", "d" * 64, "task.Task", "q", 5, 30, 2, retry_backoff_ms=(1000, 30_000)
+    )
+
+    def step(backoff: tuple[int, int] | None) -> PlannedStep:
+        return PlannedStep(
+            "s", own, [], [], 30, 2, {}, 1, frozenset({"s"}), retry_backoff_ms=backoff
+        )
+
+    assert step((5000, 60_000)).spec.fields["retry_ms"] == "5000,60000"
+    assert step(None).spec.fields["retry_ms"] == "1000,30000"
+    plain = task_catalog.ResolvedTask("t", "1.0.0", "d" * 64, "task.Task", "q", 5, 30, 2)
+    over_plain = PlannedStep("s", plain, [], [], 30, 2, {}, 1, frozenset({"s"}))
+    assert "retry_ms" not in over_plain.spec.fields

@@ -169,7 +169,7 @@ class ShareTaskResponse(_message.Message):
     def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ...) -> None: ...
 
 class PipelineStep(_message.Message):
-    __slots__ = ("step_id", "task_id", "task_version", "digest", "depends_on", "parallel_group", "timeout_seconds", "retry_count", "input_mapping_json", "queue", "cache")
+    __slots__ = ("step_id", "task_id", "task_version", "digest", "depends_on", "parallel_group", "timeout_seconds", "retry_count", "input_mapping_json", "queue", "cache", "retry_backoff")
     STEP_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -181,6 +181,7 @@ class PipelineStep(_message.Message):
     INPUT_MAPPING_JSON_FIELD_NUMBER: _ClassVar[int]
     QUEUE_FIELD_NUMBER: _ClassVar[int]
     CACHE_FIELD_NUMBER: _ClassVar[int]
+    RETRY_BACKOFF_FIELD_NUMBER: _ClassVar[int]
     step_id: str
     task_id: str
     task_version: str
@@ -192,7 +193,16 @@ class PipelineStep(_message.Message):
     input_mapping_json: str
     queue: str
     cache: bool
-    def __init__(self, step_id: _Optional[str] = ..., task_id: _Optional[str] = ..., task_version: _Optional[str] = ..., digest: _Optional[str] = ..., depends_on: _Optional[_Iterable[str]] = ..., parallel_group: _Optional[str] = ..., timeout_seconds: _Optional[int] = ..., retry_count: _Optional[int] = ..., input_mapping_json: _Optional[str] = ..., queue: _Optional[str] = ..., cache: _Optional[bool] = ...) -> None: ...
+    retry_backoff: RetryBackoff
+    def __init__(self, step_id: _Optional[str] = ..., task_id: _Optional[str] = ..., task_version: _Optional[str] = ..., digest: _Optional[str] = ..., depends_on: _Optional[_Iterable[str]] = ..., parallel_group: _Optional[str] = ..., timeout_seconds: _Optional[int] = ..., retry_count: _Optional[int] = ..., input_mapping_json: _Optional[str] = ..., queue: _Optional[str] = ..., cache: _Optional[bool] = ..., retry_backoff: _Optional[_Union[RetryBackoff, _Mapping]] = ...) -> None: ...
+
+class RetryBackoff(_message.Message):
+    __slots__ = ("first_seconds", "max_seconds")
+    FIRST_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    first_seconds: float
+    max_seconds: float
+    def __init__(self, first_seconds: _Optional[float] = ..., max_seconds: _Optional[float] = ...) -> None: ...
 
 class Pipeline(_message.Message):
     __slots__ = ("name", "pipeline_id", "version", "display_name", "description", "steps", "input_validation_json", "output_format_json", "metadata_json", "enabled", "create_time", "namespace", "max_parallel_tasks", "enable_caching", "log_level", "run_timeout_seconds")
