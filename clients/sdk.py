@@ -209,7 +209,14 @@ class Client(Connection, CatalogMethods, ScheduleMethods, OperatorMethods):
         run_timeout: float | None = None,
         start_delay: float | None = None,
     ) -> tuple[str, list[str]]:
-        """Submit one run per input document in one call; returns (batch id, run ids)."""
+        """Submit one run per input document in one call; returns (batch id, run ids).
+
+        With a ``request_id`` the call is retried while the scheduler is UNAVAILABLE, and a
+        retry finds the batch an earlier attempt made (one batch, however often it is
+        tried: a reply lost to a broken connection included). Without one, a failed call is
+        not retried: the batch may or may not have been made. The id costs the batch its
+        runs' MongoDB insert before they are queued (the first of 1,000 runs starts ~0.5 s
+        later), which is why the SDK does not make one up."""
         request = requests.submit_many(
             inputs, task, pipeline, priority, request_id, labels, cache, run_timeout, start_delay
         )

@@ -240,3 +240,31 @@ def test_a_client_acting_as_another_key_is_that_key_on_the_same_channels(sdk: Cl
         viewer.submit(task="word_count", input={"text": "x"})
     viewer.list_runs_page(page_size=1)
     assert sdk.run(task="word_count", input={"text": "x"}, timeout=60).state is State.COMPLETED
+
+
+def test_a_batch_whose_reply_is_lost_is_retried_and_made_once(
+    cluster: Cluster, sdk: Client
+) -> None:
+    """The reply to SubmitRuns is lost after the scheduler made the batch (a relay drops it
+    and closes the connection). The call has a request id, so the SDK retries it, and the
+    retry finds that batch: one batch of four runs, not two."""
+    from tests.lost_reply import LostReplyRelay
+
+    target = int(cluster.scheduler_address.rsplit(":", 1)[1])
+    inputs = [{"text": f"{i} " + "x" * 60_000} for i in range(4)]  # ~240 KB: the request
+    relay = LostReplyRelay(free_port(), target, after_bytes=230_000)
+    label = {"lost_reply": uuid.uuid4().hex[:12]}
+    try:
+        with Client(
+            cluster.registry_address, f"127.0.0.1:{relay.port}", api_key=cluster.admin_key
+        ) as through_relay:
+            batch_id, run_ids = through_relay.submit_many(
+                inputs, task="echo", labels=label, request_id=label["lost_reply"]
+            )
+        assert relay.lost.is_set() and relay.connections >= 2  # it was lost, and retried
+    finally:
+        relay.close()
+    assert len(run_ids) == 4
+    listed = list(sdk.list_runs(labels=label))
+    assert sorted(r.run_id for r in listed) == sorted(run_ids)
+    assert {r.batch_id for r in listed} == {batch_id}
