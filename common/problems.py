@@ -11,8 +11,9 @@ mistake is named once, not again in everything that follows from it.
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
 from common.errors import InvalidArgument
@@ -27,6 +28,15 @@ def _path_order(problem: InvalidArgument) -> list[tuple[int, str]]:
     """A field path as a person orders it: its numbers as numbers."""
     parts = _NUMBERS.split(problem.field or "")
     return [(int(p), "") if i % 2 else (-1, p) for i, p in enumerate(parts)]
+
+
+def unknown_key(key: str, known: Collection[str], holds: str = "known here") -> str:
+    """What a key no one knows is told: the known key it is likely a misspelling of
+    ("did you mean 'max_retries'?"), else every key known there."""
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.75)
+    if close:
+        return f"unknown key {key!r}; did you mean {close[0]!r}?"
+    return f"unknown key {key!r}; {holds}: {', '.join(sorted(known))}"
 
 
 class Problems:

@@ -18,7 +18,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 
 from common import jsondoc, rate_limits, retry_backoff
 from common.errors import InvalidArgument
-from common.problems import Problems
+from common.problems import Problems, unknown_key
 from tasks.base import schema
 
 TASK_ID = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -372,8 +372,7 @@ KNOWN_KEYS = {
 
 def _unknown_key(key: str) -> InvalidArgument:
     return InvalidArgument(
-        f"unknown key {key!r}; task.json may hold {', '.join(sorted(KNOWN_KEYS))}",
-        field=f"task.json: {key}",
+        unknown_key(key, KNOWN_KEYS, "task.json may hold"), field=f"task.json: {key}"
     )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from common import retry_backoff
 from common.errors import InvalidArgument, NotFound, WtmError
-from common.problems import Problems
+from common.problems import Problems, unknown_key
 from services.common import mapping
 from services.registry.manifest import MAX_RETRIES, MAX_TIMEOUT_SECONDS, SEMVER
 
@@ -150,7 +150,7 @@ TOP_KEEPS = ("input_processors", "output_processors")  # of the original system'
 def _unknown(doc: dict[str, Any], known: set[str], where: str, problems: Problems) -> None:
     for key in sorted(k for k in doc if k not in known):
         path = f"{where}.{key}" if where else key
-        problems.add(_err(path, f"unknown key {key!r}; known here: {', '.join(sorted(known))}"))
+        problems.add(_err(path, unknown_key(key, known)))
 
 
 def config_warnings(doc: Any, problems: Problems | None = None) -> list[str]:

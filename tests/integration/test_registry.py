@@ -159,7 +159,10 @@ def test_every_problem_of_a_package_is_named_at_once(client: Client) -> None:
     lines = error.message.splitlines()
     assert lines[0].startswith("task.json: entry_point: task.py defines no 'Task'"), lines
     assert lines[1] == "2 more problems:"
-    assert lines[2].startswith("- task.json: max_retires: unknown key 'max_retires'")
+    assert (
+        lines[2]
+        == "- task.json: max_retires: unknown key 'max_retires'; did you mean 'max_retries'?"
+    )
     assert lines[3] == "- task.json: priority: must be an integer from 1 to 10, got 11"
 
 

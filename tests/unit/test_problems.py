@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from common.errors import InvalidArgument
-from common.problems import MAX_LISTED, Problems
+from common.problems import MAX_LISTED, Problems, unknown_key
 
 
 def _refuse(field: str) -> None:
@@ -52,3 +52,14 @@ def test_the_same_problem_is_named_once_and_a_long_list_is_cut_and_counted() -> 
     lines = err.value.message.splitlines()
     assert lines[1] == f"{MAX_LISTED + 4} more problems:"
     assert len(lines) == 2 + MAX_LISTED + 1 and lines[-1] == "- and 4 more"
+
+
+def test_an_unknown_key_is_told_the_key_it_likely_misspells_else_every_known_one() -> None:
+    known = {"max_retries", "timeout", "queue"}
+    assert (
+        unknown_key("max_retires", known)
+        == "unknown key 'max_retires'; did you mean 'max_retries'?"
+    )
+    assert unknown_key("colour", known, "it may hold") == (
+        "unknown key 'colour'; it may hold: max_retries, queue, timeout"
+    )
