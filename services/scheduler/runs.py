@@ -21,11 +21,9 @@ from services.scheduler.models import TERMINAL, Run, ms_to_dt
 from services.scheduler.planning import (
     SubmitRequest,
     check_input,
-    check_request,
     new_run,
     parse_input,
     plan_run,
-    request_key,
 )
 from services.scheduler.queue_records import RunSnapshot, Submission
 from services.scheduler.run_events import RunEvent, event_cursor, history_events
@@ -34,6 +32,7 @@ from services.scheduler.run_limits import RunLimits
 from services.scheduler.run_reader import RunReader
 from services.scheduler.run_store import RunStore
 from services.scheduler.stored_plans import plan_doc
+from services.scheduler.submit_checks import check_request, request_key
 from services.scheduler.task_catalog import TaskCatalog
 
 T = TypeVar("T")

@@ -65,14 +65,13 @@ from services.scheduler.clock import SYSTEM, Clock
 from services.scheduler.planning import (
     SubmitRequest,
     check_input,
-    check_request,
     parse_input,
     plan_run,
-    request_key,
 )
 from services.scheduler.runs import RunService
 from services.scheduler.schedule_backfills import Backfilled, Backfills
 from services.scheduler.schedule_records import OVERLAPS, ScheduleRecord, ScheduleStore
+from services.scheduler.submit_checks import check_request, request_key
 
 log = logging.getLogger(__name__)
 
