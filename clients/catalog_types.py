@@ -71,6 +71,9 @@ class PipelineStepInfo:
     cache: bool | None = None  # the step's own "cache" (None: as the pipeline's)
     # The step's own retry backoff, seconds (first, longest); None: its task's
     retry_backoff: tuple[float, float] | None = None
+    # Conditions on the run's input under which it is skipped ({path, op, value}; none: it
+    # always runs)
+    skip_if: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,7 @@ class PipelineInfo:
                     if s.HasField("retry_backoff")
                     else None
                 ),
+                json.loads(s.skip_if_json) if s.skip_if_json else [],
             )
             for s in p.steps
         ]

@@ -23,7 +23,7 @@ from clients.types import (
     StepInfo,
     TaskLimitsInfo,
 )
-from common import retry_backoff
+from common import condition_text, retry_backoff
 
 console = Console()
 WIDE = 120  # columns: narrower consoles get the tables' less-needed columns left out
@@ -33,6 +33,7 @@ STATE_STYLE = {
     "FAILED": "red",
     "TIMED_OUT": "red",
     "CANCELLED": "yellow",
+    "SKIPPED": "magenta",
     "RUNNING": "cyan",
     "QUEUED": "blue",
     "PENDING": "dim",
@@ -240,6 +241,9 @@ def pipeline_panel(p: PipelineInfo) -> str:
         )
         for key, expr in s.input_mapping.items():
             lines.append(escape(f"      {key} <- {expr}"))
+        if s.skip_if:
+            said = " or ".join(condition_text.said(c) for c in s.skip_if)
+            lines.append(escape(f"      skipped when {said}"))
     if p.input_validation:
         lines.append(escape(f"  input: {json.dumps(p.input_validation)}"))
     if p.run_timeout_seconds:

@@ -16,6 +16,7 @@ class State(StrEnum):
     FAILED = "FAILED"
     TIMED_OUT = "TIMED_OUT"
     CANCELLED = "CANCELLED"
+    SKIPPED = "SKIPPED"  # a step only: its skip_if held; done for the steps after it
 
     @property
     def is_terminal(self) -> bool:
@@ -37,4 +38,6 @@ class State(StrEnum):
 
 RunState = State
 StepState = State
-TERMINAL_STATES = frozenset({State.COMPLETED, State.FAILED, State.TIMED_OUT, State.CANCELLED})
+TERMINAL_STATES = frozenset(
+    {State.COMPLETED, State.FAILED, State.TIMED_OUT, State.CANCELLED, State.SKIPPED}
+)

@@ -137,6 +137,7 @@ def _as_config(p: PipelineInfo) -> dict[str, Any]:
                 if s.retry_backoff
                 else {}
             ),
+            **({"skip_if": s.skip_if} if s.skip_if else {}),
         }
         for s in p.steps
     ]

@@ -161,6 +161,7 @@ class PipelineVersion:
                         if st.retry_backoff is not None and st.retry_backoff_max is not None
                         else None
                     ),
+                    skip_if_json=json.dumps(st.skip_if) if st.skip_if else "",
                 )
                 for st in s.steps
             ],

@@ -18,7 +18,7 @@ from typing import Any
 from common import retry_backoff
 from common.errors import InvalidArgument, NotFound, WtmError
 from common.problems import Problems, unknown_key
-from services.common import mapping
+from services.common import conditions, mapping
 from services.registry.manifest import MAX_RETRIES, MAX_TIMEOUT_SECONDS, SEMVER
 
 PIPELINE_ID = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -58,6 +58,9 @@ class StepSpec:
     # task's own, else the scheduler's policy): "retry_backoff", "retry_backoff_max".
     retry_backoff: float | None = None
     retry_backoff_max: float | None = None
+    # Conditions on the run's input under which the step is skipped (services.common.
+    # conditions), as {path, op, value} objects; none: it always runs.
+    skip_if: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -134,7 +137,7 @@ PIPELINE_KEYS = {
 }  # fmt: skip
 STEP_KEYS = {
     "step_id", "task_id", "timeout", "retry_count", "depends_on", "parallel_group",
-    "input_mapping", "queue", "cache", "retry_backoff", "retry_backoff_max",
+    "input_mapping", "queue", "cache", "retry_backoff", "retry_backoff_max", "skip_if",
 }  # fmt: skip
 VALIDATION_KEYS = {"required_fields", "optional_fields", "supported_formats"}
 KEPT_ONLY = {
@@ -400,7 +403,23 @@ def _check_graph(steps: list[StepSpec], where: str, problems: Problems) -> list[
     if problems.ok_since(start):
         _check_mappings(resolved, where, problems)
         _check_parallel_groups(resolved, where, problems)
+        resolved = [
+            _with_conditions(s, i, resolved, where, problems) for i, s in enumerate(resolved)
+        ]
     return resolved
+
+
+def _with_conditions(
+    step: StepSpec, i: int, steps: list[StepSpec], where: str, problems: Problems
+) -> StepSpec:
+    """``step`` with its skip_if checked and written as a list of conditions."""
+    if not step.skip_if:
+        return step
+    ids = {s.step_id for s in steps}
+    found: tuple[conditions.Condition, ...] = problems.take(
+        conditions.parse, step.skip_if[0], ids, f"{where}.steps[{i}].skip_if", fallback=()
+    )
+    return replace(step, skip_if=[c.to_json() for c in found])
 
 
 def _task_ref(doc: dict[str, Any], where: str) -> tuple[str, str]:
@@ -475,6 +494,7 @@ def _parse_step(
         cache=cache,
         retry_backoff=backoff[0] if backoff else None,
         retry_backoff_max=backoff[1] if backoff else None,
+        skip_if=[] if doc.get("skip_if") is None else [doc["skip_if"]],  # checked with the graph
     )
 
 

@@ -204,8 +204,8 @@ class History(RunListener):
                     continue
                 run = Run.from_redis(run_hash, steps, outputs)
                 self.listeners.run_recorded(run, run_hash)
-                for step in run.steps:  # attempts that ended are recorded already,
-                    if step.state == "CANCELLED":  # but not those the run's end cancelled
+                for step in run.steps:  # attempts that ended are recorded already, but not
+                    if step.state in ("CANCELLED", "SKIPPED"):  # steps that never ran
                         self.store.record_step_later(run_id, step)
                 self.store.update_run_later(run_id, run.final_fields())
         # Once MongoDB holds the ends, Redis keeps the runs only for the retention period

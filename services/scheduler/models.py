@@ -377,7 +377,8 @@ def _seconds(start: datetime | None, end: datetime | None) -> float:
 
 
 def final_output(sinks: list[str], outputs: dict[str, str]) -> str:
-    """A run's output: the one sink step's output, or an object of every sink's output."""
+    """A run's output: the one sink step's output, or an object of every sink's output (a
+    sink that has none, SKIPPED, is left out)."""
     if len(sinks) == 1:
         return outputs.get(sinks[0], "{}")
-    return json.dumps({s: json.loads(outputs.get(s, "null")) for s in sinks})
+    return json.dumps({s: json.loads(outputs[s]) for s in sinks if s in outputs})

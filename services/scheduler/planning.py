@@ -16,7 +16,7 @@ from typing import Any
 
 from common import jsondoc, telemetry
 from common.errors import FailedPrecondition, InvalidArgument
-from services.common import auth, mapping
+from services.common import auth, conditions, mapping
 from services.common.mapping import MissingValue
 from services.scheduler import (
     concurrency_groups,
@@ -75,6 +75,7 @@ class PlannedStep:
     log_level: str = ""  # the task logger's level ("": the task's own)
     max_parallel: int = 0  # the run's limit on steps in flight (0: none)
     retry_backoff_ms: tuple[int, int] | None = None  # the step's own (None: its task's)
+    skip_if: tuple[conditions.Condition, ...] = ()  # on the run's input: skipped if one holds
 
     @property
     def input_id(self) -> str:
@@ -171,11 +172,16 @@ class Plan:
                 for k, e in p.mapping.items()
                 if mapping.is_expression(e)
             ]
+            tested = [mapping.parse(c.path, set(), "skip_if").segments for c in p.skip_if]
+            in_layers = {
+                str(t[1]) for t in tested if len(t) > 1 and t[0] in step_inputs.PARAMETER_SOURCES
+            }
             found.append(
                 run_options.StepReads(
                     p.step_id,
-                    frozenset(str(x.segments[0]) for x in paths if not x.source),
-                    frozenset(step_inputs.accepted_fields(p.task.input_schema)),
+                    frozenset({str(x.segments[0]) for x in paths if not x.source})
+                    | {str(t[0]) for t in tested},  # what its skip_if reads is read too
+                    frozenset(step_inputs.accepted_fields(p.task.input_schema)) | in_layers,
                     bool(p.mapping),
                 )
             )
@@ -255,6 +261,7 @@ async def plan_run(catalog: TaskCatalog, req: SubmitRequest) -> Plan:
             log_level=pipeline.log_level,
             max_parallel=pipeline.max_parallel_tasks,
             retry_backoff_ms=s.retry_backoff_ms,
+            skip_if=s.skip_if,
         )
         for i, s in enumerate(pipeline.steps)
     ]
@@ -287,15 +294,21 @@ def check_input(plan: Plan, doc: dict[str, Any]) -> run_options.RunOptions:
     input_validation; what every step maps from the run's input (so a later step cannot
     fail mid-run for a field the input never had, unless that field is optional); then each
     first step's input against its task's input_schema. Returns what the scheduler itself
-    does with the input (``RunOptions``), read once here for ``new_run``."""
+    does with the input (``RunOptions``), read once here for ``new_run``: the steps its
+    skip_if skips on this input among it (they are not checked)."""
     input_check.check_pipeline_input(plan.input_validation, doc)
     options = run_options.RunOptions()
     if plan.pipeline_id:
         options = run_options.options_of(doc)
         run_options.check_every_key_is_read(doc, plan.reads)
+        skipped = {p.step_id: conditions.skip_reason(p.skip_if, doc) for p in plan.steps}
+        options = dataclasses.replace(
+            options, skipped=tuple((k, v) for k, v in skipped.items() if v)
+        )
     step_ids = {p.step_id for p in plan.steps}
+    skips = dict(options.skipped)
     for p in plan.steps:
-        if not p.deps:
+        if not p.deps or p.step_id in skips:
             continue  # a first step's whole input is resolved below
         for key, expr in p.mapping.items():
             if not mapping.is_expression(expr):
@@ -308,7 +321,7 @@ def check_input(plan: Plan, doc: dict[str, Any]) -> run_options.RunOptions:
             except MissingValue as exc:
                 raise InvalidArgument(f"step {p.step_id!r}: {exc}", field="input_json") from exc
     for p in plan.steps:
-        if p.deps:
+        if p.deps or p.step_id in skips:
             continue  # a later step's input exists only once its upstream steps ran
         try:
             first_input = (
@@ -323,7 +336,7 @@ def check_input(plan: Plan, doc: dict[str, Any]) -> run_options.RunOptions:
             first_input, doc, p.step_id, accepts, p.input_id
         )
         input_check.check_step_input(p.step_id, p.task.input_schema, first_input)
-    groups = concurrency_groups.of_run(plan.steps, doc)
+    groups = concurrency_groups.of_run([p for p in plan.steps if p.step_id not in skips], doc)
     return dataclasses.replace(options, conc_groups=tuple(groups.items())) if groups else options
 
 
@@ -338,6 +351,7 @@ def new_run(
     options: run_options.RunOptions = run_options.RunOptions(),
 ) -> tuple[Run, Submission]:
     """A new run of ``plan`` on ``doc`` (for history), and its submission (for Redis)."""
+    skips = dict(options.skipped)
     now = whole_ms(datetime.now(UTC))  # as Redis keeps it (created_ms), and MongoDB
     delay, limit = req.start_delay_seconds, req.run_timeout_seconds or plan.run_timeout_seconds
     # when it may start and when it times out, as Redis will keep them (whole ms); most runs
@@ -367,15 +381,21 @@ def new_run(
                 step_id=p.step_id,
                 task_id=p.task.task_id,
                 task_version=p.task.version,
-                state="PENDING",
+                state="SKIPPED" if p.step_id in skips else "PENDING",
                 input_id=p.input_id,
                 output_id=p.output_id,
+                error=skips.get(p.step_id, ""),
             )
             for p in plan.steps
         ],
     )
     run_fields = {**run_hash_fields(vars(run)), "sinks": json.dumps(plan.sinks)}
-    specs = [p.spec for p in plan.steps]
+    specs = [  # a skipped step's "skip" (submit_run.lua) rides in its plan, for a rebuild
+        dataclasses.replace(p.spec, fields={**p.spec.fields, "skip": skips[p.step_id]})
+        if p.step_id in skips
+        else p.spec
+        for p in plan.steps
+    ]
     max_parallel = 1 if options.one_at_a_time else plan.steps[0].max_parallel
     if max_parallel:
         run_fields["max_parallel"] = str(max_parallel)

@@ -195,6 +195,8 @@ def leased_of(item: bytes) -> Leased:
     d = json.loads(item)
     run_id, _, step_id = d["member"].partition(":")
     outputs = d["outputs"] if isinstance(d["outputs"], dict) else {}
+    # A step read that has no output (it was SKIPPED: Lua's HMGET gives false) is left out.
+    outputs = {k: v for k, v in outputs.items() if isinstance(v, str)}
     trace = d.get("trace") or [None, None]
     spans = d.get("spans") if isinstance(d.get("spans"), dict) else {}
     return Leased(

@@ -47,6 +47,8 @@ class RunOptions:
     include_metadata: bool = False  # output_options.include_metadata: true
     # step id -> its group of a concurrency limit per input value (concurrency_groups.py)
     conc_groups: tuple[tuple[str, str], ...] = ()
+    # step id -> why its skip_if skips it on this input (services.common.conditions)
+    skipped: tuple[tuple[str, str], ...] = ()
 
 
 def _field(*parts: str) -> str:

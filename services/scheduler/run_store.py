@@ -268,7 +268,8 @@ class RunStore:
             if step.superseded and step.step_id in latest:  # the run's own attempt stays
                 continue
             latest[step.step_id] = step
-        return Run.from_doc(with_datetimes(doc), list(latest.values()))
+        in_order = sorted(latest.values(), key=lambda s: s.input_id)  # "input_001": the plan's
+        return Run.from_doc(with_datetimes(doc), in_order)
 
     def update_run_later(self, run_id: str, fields: dict[str, Any]) -> None:
         self._pending_runs.setdefault(run_id, {}).update(fields)

@@ -55,7 +55,8 @@ def resolve(
     ``outputs`` holds the parsed outputs of the steps the mapping reads; ``output_ids`` their
     output ids. A field mapped from one of the run input's ``optional`` fields (the
     pipeline's ``input_validation.optional_fields``) is left out when the run input lacks
-    it. Raises ``mapping.MissingValue`` when any other expression finds nothing.
+    it, as one mapped from a step that has no output (it was SKIPPED: ``outputs`` lacks
+    it). Raises ``mapping.MissingValue`` when any other expression finds nothing.
     """
     document: dict[str, Any] = {}
     edges: list[tuple[str, str]] = []
@@ -65,7 +66,9 @@ def resolve(
             document[key] = expr
             continue
         path = mapping.parse(expr, step_ids, key)
-        if absent_optional(path, optional, run_input):
+        if absent_optional(path, optional, run_input) or (
+            path.source and path.source not in outputs
+        ):
             continue
         source_doc = outputs[path.source] if path.source else run_input
         value = mapping.evaluate(path, source_doc)

@@ -26,6 +26,7 @@ from typing import Any
 from common import rate_limits, retry_backoff
 from common.client_core import AsyncCaller, Metadata
 from common.errors import InvalidArgument, NotFound, Unavailable, WtmError
+from services.common import conditions
 from services.common.auth import NAMESPACE_HEADER
 from services.scheduler.queue_names import queue_variant
 from wtm.v1 import registry_service_pb2 as rpb
@@ -90,6 +91,7 @@ class ResolvedStep:
     queue: str = ""  # the step's queue (the task's, unless the pipeline set its own)
     cache: bool | None = None  # the step's "cache" key (None: as the pipeline's)
     retry_backoff_ms: tuple[int, int] | None = None  # the step's own (None: the task's)
+    skip_if: tuple[conditions.Condition, ...] = ()  # on the run's input: skipped if one holds
 
     @property
     def queue_key(self) -> str:
@@ -304,6 +306,7 @@ class TaskCatalog:
                     if s.HasField("retry_backoff")
                     else None
                 ),
+                skip_if=conditions.of_json(json.loads(s.skip_if_json or "[]")),
             )
             for s in p.steps
             if p.enabled  # a disabled pipeline never runs; its steps may be unpinned

@@ -235,6 +235,60 @@ def test_a_pipeline_step_with_its_own_backoff_retries_after_it(
     assert 1.45 <= (second_start - failed_at).total_seconds() <= 4.5
 
 
+def test_a_step_whose_skip_if_holds_is_skipped_and_the_run_goes_on_without_it(
+    client: Client, cluster: Cluster
+) -> None:
+    """a -> b (skipped when $.fast) -> c, and a -> d (skipped too), c and d the sinks. With
+    fast: b and d are SKIPPED, with the condition as their error and an event each; c runs
+    after a with b's field left out of its input; the run's output is c's alone. Without:
+    every step runs."""
+    fast = {"path": "$.fast", "op": "==", "value": True}
+    steps = [
+        {"step_id": "a", "task_id": "echo", "input_mapping": {"text": "$.text"}},
+        {"step_id": "b", "task_id": "echo", "depends_on": ["a"], "skip_if": fast,
+         "input_mapping": {"from_a": "$.a.echo.text"}},
+        {"step_id": "c", "task_id": "echo", "depends_on": ["a", "b"],
+         "input_mapping": {"a": "$.a.echo.text", "b": "$.b.echo.from_a"}},
+        {"step_id": "d", "task_id": "echo", "depends_on": ["a"], "skip_if": [fast]},
+    ]  # fmt: skip
+    pipeline(client, "skipping", steps)
+    assert client.get_pipeline("skipping").steps[1].skip_if == [fast]
+    info = run_cli(cluster, "pipeline", "info", "skipping").stdout
+    assert "skipped when $.fast == true" in info, info
+    done = run(client, "skipping", {"text": "hi", "fast": True})
+    assert done.state == "COMPLETED", done.error
+    by_id = {s.step_id: s for s in done.steps}
+    assert {k: s.state for k, s in by_id.items()} == {
+        "a": "COMPLETED", "b": "SKIPPED", "c": "COMPLETED", "d": "SKIPPED"
+    }  # fmt: skip
+    assert by_id["b"].error == "skip_if $.fast == true" and by_id["b"].attempt == 0
+    assert by_id["c"].output == {"echo": {"a": "hi"}}
+    assert done.output == {"c": {"echo": {"a": "hi"}}}
+    events = list(client.watch(done.run_id, timeout=30))
+    skipped = [(e.step_id, e.message) for e in events if e.state == "SKIPPED"]
+    assert sorted(skipped) == [("b", "skip_if $.fast == true"), ("d", "skip_if $.fast == true")]
+    shown = run_cli(cluster, "run", "get", done.run_id).stdout
+    assert "SKIPPED" in shown, shown
+    slow = run(client, "skipping", {"text": "hi", "fast": False})
+    assert [s.state for s in slow.steps] == ["COMPLETED"] * 4
+    assert slow.output["c"] == {"echo": {"a": "hi", "b": "hi"}} and set(slow.output) == {"c", "d"}
+
+
+def test_a_run_whose_every_step_is_skipped_completes_at_its_submit(client: Client) -> None:
+    pipeline(
+        client, "all_skipped",
+        [{"task_id": "echo", "skip_if": {"path": "$.dry_run", "op": "exists"}}],
+    )  # fmt: skip
+    started = time.monotonic()
+    done = client.run(pipeline="all_skipped", input={"dry_run": 1}, timeout=30)
+    assert time.monotonic() - started < 3  # not a poll's wait: its end is known at once
+    assert done.state == "COMPLETED" and done.steps[0].state == "SKIPPED"
+    assert done.output == {}
+    assert eventually(
+        lambda: [r.state for r in client.list_runs(pipeline_id="all_skipped")] == ["COMPLETED"]
+    )
+
+
 def test_a_disabled_pipeline_is_refused(client: Client) -> None:
     pipeline(client, "switched_off", [{"task_id": "echo"}], enabled=False)
     with pytest.raises(ApiError) as err:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import threading
 import time
@@ -25,7 +26,7 @@ import redis
 
 from clients.sdk import ApiError
 from tests.conftest import shared_file
-from tests.integration.ledger_fleet import Fleet, ledger_counts, wait_all
+from tests.integration.ledger_fleet import PIPELINE, Fleet, ledger_counts, wait_all
 from tests.waiting import eventually
 
 
@@ -293,6 +294,29 @@ def test_a_finished_run_leaves_redis_once_mongodb_has_it(
         assert times == sorted(times)  # type: ignore[type-var]
         rest = list(client.watch(run.run_id, after_event_id=told[2].event_id, timeout=30))
         assert [e.event_id for e in rest] == [e.event_id for e in told[3:]]
+        # A step its skip_if skipped is in the history too (a record of attempt 0, written
+        # at the run's end), SKIPPED with its condition, and told so.
+        skipping = json.loads(json.dumps(PIPELINE))
+        skipping["pipeline_id"] = "ledger_skip"
+        skipping["steps"][1]["skip_if"] = {"path": "$.tag", "op": "==", "value": "skip"}
+        client.register_pipelines(skipping)
+        ledger = str(shared_file(shared_tmp, "skip-ledger.txt"))
+        done = client.run(
+            pipeline="ledger_skip",
+            input={"tag": "skip", "ledger": ledger, "seconds": 0},
+            timeout=60,
+        )
+        assert [s.state for s in done.steps] == ["COMPLETED", "SKIPPED"]
+        deadline = time.monotonic() + 15
+        while r.keys(f"wtm:*{done.run_id}*"):
+            assert time.monotonic() < deadline, r.keys(f"wtm:*{done.run_id}*")
+            time.sleep(0.2)
+        kept = client.get_run(done.run_id)
+        assert [(s.state, s.error) for s in kept.steps] == [
+            ("COMPLETED", ""), ("SKIPPED", 'skip_if $.tag == "skip"')
+        ]  # fmt: skip
+        told = list(client.watch(done.run_id, timeout=30))
+        assert ("second", "SKIPPED") in [(e.step_id, e.state) for e in told]
 
 
 class ThreadedForwarder:

@@ -121,3 +121,25 @@ def test_a_cached_step_and_a_run_without_attempt_records() -> None:
     # Its record not written yet (the history is written behind): the step as the run has it.
     told = [(e.step_id, e.state) for e in history_events(run, [])]
     assert told == [("", "QUEUED"), ("s", "COMPLETED"), ("", "COMPLETED")]
+
+
+def test_a_skipped_step_is_told_skipped_when_its_run_was_submitted() -> None:
+    """A step its skip_if skipped has a record of attempt 0 (written at the run's end): it is
+    told SKIPPED, with its condition, at the moment the run was submitted."""
+    skipped = StepRun(
+        "faces", "face_attribute", "2.0.1", "SKIPPED", 0, error="skip_if $.fast == true",
+        ended_at=at(0),
+    )  # fmt: skip
+    ran = StepRun(
+        "detect", "face_detection", "2.0.0", "COMPLETED", 1, executor_id="executor-1",
+        queued_at=at(0), started_at=at(3), ended_at=at(8),
+    )  # fmt: skip
+    run = Run(
+        "r2", "COMPLETED", "{}", 5, pipeline_id="faces", steps=[ran, skipped],
+        created_at=at(0), started_at=at(3), ended_at=at(8),
+    )  # fmt: skip
+    told = [(e.step_id, e.state, e.message) for e in history_events(run, [skipped, ran])]
+    assert ("faces", "SKIPPED", "skip_if $.fast == true") in told
+    assert told.index(("faces", "SKIPPED", "skip_if $.fast == true")) < told.index(
+        ("detect", "RUNNING", "executor-1")
+    )

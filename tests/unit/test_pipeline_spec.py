@@ -473,3 +473,25 @@ def test_a_step_may_set_its_own_retry_backoff_as_task_json_does() -> None:
     assert "retry_backoff_max: must be from 3 to 86400 seconds, got 2" in refusal(
         config(s3__retry_backoff=3, s3__retry_backoff_max=2)
     )
+
+
+def test_a_step_may_be_skipped_by_a_condition_on_the_run_input() -> None:
+    """skip_if: one condition or a list, kept as a list; one reading a step's output, or not
+    a condition, is refused naming its path."""
+    one = {"path": "$.fast", "op": "==", "value": True}
+    [p] = parse_config(config(s1__skip_if=one, s2__skip_if=[one, {"path": "$.x", "op": "exists"}]))
+    assert p.steps[1].skip_if == [one]
+    assert p.steps[2].skip_if == [one, {"path": "$.x", "op": "exists"}]
+    assert p.steps[0].skip_if == []
+    assert PipelineSpec.from_json(p.to_json()) == p
+    message = refusal(
+        config(
+            s1__skip_if={"path": "$.face_detection.faces", "op": "==", "value": []},
+            s2__skip_if={"path": "$.fast", "op": "=="},
+        )
+    )
+    where = "pipelines.face_processing_pipeline.steps"
+    assert (
+        f"{where}[1].skip_if.path: '$.face_detection.faces' reads step 'face_detection'" in message
+    )
+    assert f"{where}[2].skip_if.value: == needs a value" in message

@@ -21,6 +21,7 @@ class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STATE_FAILED: _ClassVar[State]
     STATE_TIMED_OUT: _ClassVar[State]
     STATE_CANCELLED: _ClassVar[State]
+    STATE_SKIPPED: _ClassVar[State]
 STATE_UNSPECIFIED: State
 STATE_PENDING: State
 STATE_QUEUED: State
@@ -29,6 +30,7 @@ STATE_COMPLETED: State
 STATE_FAILED: State
 STATE_TIMED_OUT: State
 STATE_CANCELLED: State
+STATE_SKIPPED: State
 
 class Run(_message.Message):
     __slots__ = ("name", "run_id", "pipeline_id", "pipeline_version", "task_id", "state", "input_json", "output_json", "error", "priority", "labels", "request_id", "steps", "lineage", "create_time", "start_time", "end_time", "processing_summary", "batch_id", "trace_id", "namespace", "deadline_time", "scheduled_time", "task_version")

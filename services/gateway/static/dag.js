@@ -45,7 +45,7 @@ function el(name, attrs = {}, text) {
 
 const COLORS = {
   PENDING: "#9ca3af", QUEUED: "#60a5fa", RUNNING: "#f59e0b", COMPLETED: "#16a34a",
-  FAILED: "#dc2626", CANCELLED: "#6b7280", TIMED_OUT: "#b45309",
+  FAILED: "#dc2626", CANCELLED: "#6b7280", TIMED_OUT: "#b45309", SKIPPED: "#a78bfa",
 };
 
 export function renderDag(svg, steps, info = () => ({})) {

@@ -1,5 +1,7 @@
 -- submit_run.lua: create a run and its steps, and queue the steps that can start.
 -- Also rebuilds a run that Redis lost: steps given with an output are COMPLETED already.
+-- A step whose fields hold 'skip' (its skip_if held on the run's input: the reason) is
+-- created SKIPPED: done, as a step with an output is, for its dependents and the run.
 -- KEYS: none declared; derived from the prefix P = ARGV[1] (see services/scheduler/keys.py):
 --   P..'idem:'..request_id   STRING  request id -> run id (read, written)
 --   P..'r:'..run_id          HASH    the run (written)
@@ -32,12 +34,18 @@ if redis.call('EXISTS', rh) == 1 then return {'exists', run_id} end
 local run = cjson.decode(ARGV[3])
 local delayed_start = (tonumber(run.scheduled_ms or '0') or 0) >= not_before  -- not a rebuild's wait
 local steps = cjson.decode(ARGV[4])
-local ids, done, remaining = {}, {}, 0
+local ids, done, remaining, given = {}, {}, 0, 0
 for _, s in ipairs(steps) do
   table.insert(ids, s.step_id)
-  if s.output then done[s.step_id] = true else remaining = remaining + 1 end
+  if s.output then
+    done[s.step_id], given = true, given + 1
+  elseif s.fields.skip then
+    done[s.step_id] = true
+  else
+    remaining = remaining + 1
+  end
 end
-local state = (remaining < #steps and note == '') and 'RUNNING' or 'QUEUED'
+local state = (given > 0 and note == '') and 'RUNNING' or 'QUEUED'
 local limit = tonumber(run.max_parallel or '0') or 0
 -- step id -> its group of a concurrency limit per input value (concurrency_groups.py)
 local groups = run.conc_groups and cjson.decode(run.conc_groups)
@@ -47,7 +55,7 @@ for k, v in pairs(run) do fields[k] = v end
 hset_all(rh, fields)
 redis.call('HINCRBY', unfinished_key(P), run.namespace or 'default', 1)
 if run.deadline_ms then redis.call('ZADD', deadlines_key(P), run.deadline_ms, run_id) end
-if note == '' and remaining < #steps then note = 'rebuilt' end
+if note == '' and given > 0 then note = 'rebuilt' end
 emit(P, run_id, '', 0, state, note, now)
 for i, s in ipairs(steps) do
   local member = run_id .. ':' .. s.step_id
@@ -68,6 +76,9 @@ for i, s in ipairs(steps) do
     if f.cached_from and tonumber(f.attempt) == 0 then  -- taken over: never attempted here
       emit(P, run_id, s.step_id, 0, 'COMPLETED', 'taken over from ' .. f.cached_from, now)
     end
+  elseif f.skip then
+    f.state, f.error, f.ended_ms = 'SKIPPED', f.skip, now
+    emit(P, run_id, s.step_id, 0, 'SKIPPED', f.skip, now)
   elseif left == 0 then
     f.state, f.queued_ms, ready = 'QUEUED', now, true
   end

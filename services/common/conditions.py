@@ -1,0 +1,150 @@
+"""A pipeline step's ``skip_if``: conditions on the run's input under which the step does
+not run (it ends SKIPPED, and counts as done for the steps after it), as Hatchet's
+``skip_if`` and Argo's ``when`` on a workflow's parameters.
+
+A condition is ``{"path": "$.mode", "op": "==", "value": "fast"}``; ``skip_if`` is one, or a
+list of them (the step is skipped when any holds). ``path`` is an ``input_mapping``
+expression on the run's input (``[*]`` excepted); ``op`` one of ``OPS``:
+
+- ``==``, ``!=``: JSON equality (``true`` is not ``1``; ``1`` is ``1.0``);
+- ``<``, ``<=``, ``>``, ``>=``: two numbers, or two strings; anything else does not hold;
+- ``in``, ``not_in``: ``value`` is a list, and the field equals one of its items (or none);
+- ``exists``, ``not_exists``: whether the input has the field (no ``value``).
+
+A field the input does not have makes every condition but ``not_exists`` false: a missing
+field is no reason to skip a step. The registry checks conditions (``parse``); the
+scheduler evaluates them when a run is submitted (``skip_reason``)."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from common import condition_text
+from common.errors import InvalidArgument
+from services.common import mapping
+
+ORDER: dict[str, Callable[[Any, Any], bool]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+OPS = ("==", "!=", *ORDER, "in", "not_in", "exists", "not_exists")
+MAX_CONDITIONS = 16  # per step
+
+
+@dataclass(frozen=True)
+class Condition:
+    path: str
+    op: str
+    value: Any = None
+
+    def said(self) -> str:
+        """As a person reads it: ``$.mode == "fast"``, ``$.debug exists``."""
+        return condition_text.said(self.to_json())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "op": self.op,
+            **({} if self.op.endswith("exists") else {"value": self.value}),
+        }
+
+
+def _condition(doc: Any, step_ids: set[str], where: str) -> Condition:
+    if not isinstance(doc, dict):
+        raise InvalidArgument("must be an object {path, op, value}", field=where)
+    extra = sorted(set(doc) - {"path", "op", "value"})
+    if extra:
+        raise InvalidArgument(
+            f"unknown key {extra[0]!r}; known here: op, path, value", field=f"{where}.{extra[0]}"
+        )
+    path, op = doc.get("path"), doc.get("op")
+    if not isinstance(path, str) or not mapping.is_expression(path):
+        raise InvalidArgument(
+            f"must be an expression such as '$.mode', got {path!r}", field=f"{where}.path"
+        )
+    parsed = mapping.parse(path, step_ids, f"{where}.path")
+    if parsed.source:
+        raise InvalidArgument(
+            f"{path!r} reads step {parsed.source!r}'s output; a condition reads the run's "
+            "input (a condition on a step's output is not built yet)",
+            field=f"{where}.path",
+        )
+    if None in parsed.segments:
+        raise InvalidArgument(
+            f"{path!r}: a condition reads one field, not [*]", field=f"{where}.path"
+        )
+    if op not in OPS:
+        raise InvalidArgument(f"must be one of {', '.join(OPS)}, got {op!r}", field=f"{where}.op")
+    has_value = "value" in doc
+    value = doc.get("value")
+    if op in ("exists", "not_exists") and has_value:
+        raise InvalidArgument(f"{op} takes no value", field=f"{where}.value")
+    if op not in ("exists", "not_exists") and not has_value:
+        raise InvalidArgument(f"{op} needs a value", field=f"{where}.value")
+    if op in ("in", "not_in") and not isinstance(value, list):
+        raise InvalidArgument(f"{op} needs a list, got {value!r}", field=f"{where}.value")
+    if op in ORDER and (isinstance(value, bool) or not isinstance(value, int | float | str)):
+        raise InvalidArgument(
+            f"{op} needs a number or a string, got {value!r}", field=f"{where}.value"
+        )
+    return Condition(path, op, value)
+
+
+def parse(doc: Any, step_ids: set[str], where: str) -> tuple[Condition, ...]:
+    """A step's ``skip_if`` (one condition or a list), checked; errors name ``where``."""
+    items = doc if isinstance(doc, list) else [doc]
+    if not items or len(items) > MAX_CONDITIONS:
+        raise InvalidArgument(f"must hold 1 to {MAX_CONDITIONS} conditions", field=where)
+    return tuple(
+        _condition(c, step_ids, f"{where}[{i}]" if isinstance(doc, list) else where)
+        for i, c in enumerate(items)
+    )
+
+
+def of_json(items: list[dict[str, Any]]) -> tuple[Condition, ...]:
+    """Conditions as the registry stored them (checked when they were registered)."""
+    return tuple(Condition(c["path"], c["op"], c.get("value")) for c in items)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """JSON equality: a boolean is never a number."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    numbers = all(isinstance(x, int | float) for x in (a, b))
+    return (numbers or type(a) is type(b)) and a == b
+
+
+def holds(condition: Condition, document: Any) -> bool:
+    """Whether ``condition`` holds on ``document`` (the run's input)."""
+    path = mapping.parse(condition.path, set(), "skip_if")
+    try:
+        found = mapping.evaluate(path, document)
+    except mapping.MissingValue:
+        return condition.op == "not_exists"
+    op, value = condition.op, condition.value
+    if op in ("exists", "not_exists"):
+        return op == "exists"
+    if op in ("==", "!="):
+        return _same(found, value) == (op == "==")
+    if op in ("in", "not_in"):
+        return any(_same(found, v) for v in value) == (op == "in")
+    numbers = all(isinstance(x, int | float) and not isinstance(x, bool) for x in (found, value))
+    strings = isinstance(found, str) and isinstance(value, str)
+    return (numbers or strings) and ORDER[op](found, value)
+
+
+def skip_reason(conditions: tuple[Condition, ...], document: Any) -> str:
+    """Why a step is skipped on this input ("skip_if $.mode == "fast""), or "" to run it."""
+    for c in conditions:
+        if holds(c, document):
+            return f"skip_if {c.said()}"
+    return ""
