@@ -193,6 +193,17 @@ def test_a_retryable_failure_is_retried_after_backoff(client: Client, shared_tmp
     assert (second_start - failed_at).total_seconds() >= 0.45  # backoff: 0.5–1 s
 
 
+def retry_delay(client: Client, marker: Path, **submit: str) -> float:
+    """Seconds from a flaky run's first failure (``marker`` not there yet) to its retry's
+    start; the run completed."""
+    run_id = client.submit(input={"marker": str(marker)}, **submit).run_id
+    events = list(client.watch(run_id, timeout=60))
+    assert client.get_run(run_id).state == "COMPLETED"
+    failed_at = next(e.time for e in events if e.kind == "RETRYING")
+    second_start = next(e.time for e in events if e.state == "RUNNING" and e.attempt == 2)
+    return (second_start - failed_at).total_seconds()
+
+
 def test_a_task_with_its_own_backoff_retries_after_it(
     client: Client, shared_tmp: Path, tmp_path: Path
 ) -> None:
@@ -204,13 +215,7 @@ def test_a_task_with_its_own_backoff_retries_after_it(
     manifest.update(task_id="flaky_slow", retry_backoff=3, retry_backoff_max=30)
     (package / "task.json").write_text(json.dumps(manifest))
     assert client.register_task(package).manifest["retry_backoff"] == 3
-    marker = shared_tmp / "flaky-slow-marker"
-    r = client.submit(task="flaky_slow", input={"marker": str(marker)})
-    events = list(client.watch(r.run_id, timeout=60))
-    assert client.get_run(r.run_id).state == "COMPLETED"
-    failed_at = next(e.time for e in events if e.kind == "RETRYING")
-    second_start = next(e.time for e in events if e.state == "RUNNING" and e.attempt == 2)
-    assert 1.45 <= (second_start - failed_at).total_seconds() <= 4.5
+    assert 1.45 <= retry_delay(client, shared_tmp / "flaky-slow-marker", task="flaky_slow") <= 4.5
 
 
 def test_a_pipeline_step_with_its_own_backoff_retries_after_it(
@@ -227,12 +232,7 @@ def test_a_pipeline_step_with_its_own_backoff_retries_after_it(
     pipeline(client, "flaky_step_backoff", steps)
     assert client.get_pipeline("flaky_step_backoff").steps[0].retry_backoff == (3.0, 30.0)
     marker = shared_tmp / "flaky-step-backoff-marker"
-    r = client.submit(pipeline="flaky_step_backoff", input={"marker": str(marker)})
-    events = list(client.watch(r.run_id, timeout=60))
-    assert client.get_run(r.run_id).state == "COMPLETED"
-    failed_at = next(e.time for e in events if e.kind == "RETRYING")
-    second_start = next(e.time for e in events if e.state == "RUNNING" and e.attempt == 2)
-    assert 1.45 <= (second_start - failed_at).total_seconds() <= 4.5
+    assert 1.45 <= retry_delay(client, marker, pipeline="flaky_step_backoff") <= 4.5
 
 
 def test_a_step_whose_skip_if_holds_is_skipped_and_the_run_goes_on_without_it(
