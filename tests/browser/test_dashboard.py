@@ -220,6 +220,36 @@ def test_a_run_page_names_the_runs_labels_and_input(
         client.cancel(run.run_id, "the test is over")
 
 
+def test_a_skipped_step_shows_skipped_with_its_condition(
+    page: Page, cluster: Cluster, client: Client, two_sleepers: str
+) -> None:
+    """A step its skip_if skipped: SKIPPED in the graph and the steps table (a badge of its
+    own colour), the condition that held in its error cell; the step after it ran."""
+    client.register_pipelines(
+        {
+            "pipeline_id": "dashboard_skip",
+            "steps": [
+                {"step_id": "first", "task_id": "sleeper",
+                 "skip_if": {"path": "$.quick", "op": "==", "value": True}},
+                {"step_id": "second", "task_id": "sleeper", "depends_on": ["first"]},
+            ],
+        }
+    )  # fmt: skip
+    run = client.run(pipeline="dashboard_skip", input={"seconds": 0.1, "quick": True}, timeout=30)
+    assert [s.state for s in run.steps] == ["SKIPPED", "COMPLETED"]
+    sign_in(page, cluster.admin_key)
+    page.goto(f"/#/runs/{run.run_id}")
+    node = page.locator('#dag g.node[data-step="first"]')
+    expect(node).to_have_attribute("data-state", "SKIPPED", timeout=STEP_MS)
+    row = page.locator('#steps tr[data-step="first"]')
+    expect(row.locator(".badge")).to_have_text("SKIPPED")
+    expect(row.locator("td.error")).to_have_text("skip_if $.quick == true")
+    colour = row.locator(".badge").evaluate("b => getComputedStyle(b).backgroundColor")
+    assert colour == "rgb(167, 139, 250)", colour  # --skipped, not the default badge's
+    expect(page.locator('#steps tr[data-step="second"] .badge')).to_have_text("COMPLETED")
+    shot(page, "run-page-skipped")
+
+
 def test_the_unfinished_runs_of_a_batch_are_cancelled_from_the_runs_page(
     page: Page, cluster: Cluster, client: Client, two_sleepers: str
 ) -> None:
