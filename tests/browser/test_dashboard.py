@@ -244,10 +244,16 @@ def test_a_skipped_step_shows_skipped_with_its_condition(
     row = page.locator('#steps tr[data-step="first"]')
     expect(row.locator(".badge")).to_have_text("SKIPPED")
     expect(row.locator("td.error")).to_have_text("skip_if $.quick == true")
-    colour = row.locator(".badge").evaluate("b => getComputedStyle(b).backgroundColor")
-    assert colour == "rgb(167, 139, 250)", colour  # --skipped, not the default badge's
+    # --skipped, not the default badge's (the row is redrawn live: a retrying check)
+    expect(row.locator(".badge")).to_have_css("background-color", "rgb(167, 139, 250)")
     expect(page.locator('#steps tr[data-step="second"] .badge')).to_have_text("COMPLETED")
     shot(page, "run-page-skipped")
+    # The catalog's graph of the pipeline says which step may be skipped, and when.
+    page.goto("/#/catalog")
+    page.click('#pipelines tr[data-pipeline="dashboard_skip"] button')
+    node = page.locator('#detail g.node[data-step="first"]')
+    expect(node).to_contain_text("skip_if", timeout=STEP_MS)
+    expect(node.locator("title")).to_contain_text("skipped when $.quick == true")
 
 
 def test_the_unfinished_runs_of_a_batch_are_cancelled_from_the_runs_page(

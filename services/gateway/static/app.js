@@ -798,7 +798,8 @@ function catalogPage() {
     svg.setAttribute("class", "dag");
     renderDag(svg, p.steps.map((s) => ({ id: s.step_id, deps: s.depends_on, label: `${s.task_id}@${s.task_version}` })), (id) => {
       const s = p.steps.find((x) => x.step_id === id);
-      return { state: "PENDING", line2: `${s.task_id}@${s.task_version}`, line3: `queue ${s.queue || "default"} · retries ${s.retry_count}` };
+      return { state: "PENDING", line2: `${s.task_id}@${s.task_version}`, line3: `queue ${s.queue || "default"} · retries ${s.retry_count}${s.skip_if?.length ? " · skip_if" : ""}`,
+        title: (s.skip_if || []).map((c) => `skipped when ${c.path} ${c.op.replace("_", " ")}${"value" in c ? " " + JSON.stringify(c.value) : ""}`).join(" or ") };
     });
     detail.replaceChildren(h("div", { class: "card" }, h("h2", {}, `Pipeline ${p.pipeline_id}@${p.version}`), h("p", {}, p.description), svg,
       h("h2", {}, "Input validation"), h("pre", {}, JSON.stringify(p.input_validation, null, 2)),
