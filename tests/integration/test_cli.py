@@ -123,8 +123,8 @@ def test_pipeline_commands_round_trip_a_config(cluster: Cluster, tmp_path: Path)
 def test_show_config_gives_a_config_that_registers_as_the_same_pipeline(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    """Every setting a pipeline keeps comes back in `show-config`: a step's own queue, cache
-    and retry backoff, the pipeline's own global_settings. Re-registered at its version, it
+    """Every setting a pipeline keeps comes back in `show-config`: a step's own queue, cache,
+    retry backoff and skip_if, the pipeline's own global_settings. Re-registered at its version, it
     is the same pipeline (not ALREADY_EXISTS, as when show-config dropped them)."""
     run_cli(cluster, "task", "register", str(FIXTURES / "tasks" / "echo"))
     config = {
@@ -132,7 +132,8 @@ def test_show_config_gives_a_config_that_registers_as_the_same_pipeline(
             "all_settings": {
                 "version": "1.0.0",
                 "steps": [
-                    {"step_id": "a", "task_id": "echo", "queue": "side", "cache": False},
+                    {"step_id": "a", "task_id": "echo", "queue": "side", "cache": False,
+                     "skip_if": {"path": "$.dry_run", "op": "exists"}},
                     {
                         "step_id": "b", "task_id": "echo", "depends_on": ["a"],
                         "retry_count": 2, "retry_backoff": 3, "retry_backoff_max": 30,
@@ -158,6 +159,7 @@ def test_show_config_gives_a_config_that_registers_as_the_same_pipeline(
     assert (a["queue"], a["cache"], b["retry_backoff"], b["retry_backoff_max"]) == (
         "side", False, 3, 30
     )  # fmt: skip
+    assert a["skip_if"] == [{"path": "$.dry_run", "op": "exists"}]
     (tmp_path / "shown.json").write_text(json.dumps(shown))
     [again] = wtm_json(
         cluster, "pipeline", "register", "--json-config", str(tmp_path / "shown.json")
