@@ -8,35 +8,54 @@ from pathlib import Path
 
 import pytest
 
-from clients.sdk import ApiError, Client
+from clients.sdk import ApiError, Client, RunInfo
 from tests.integration.test_registry import make_task
+
+
+def _limited_trial(
+    client: Client, tmp_path: Path, name: str
+) -> tuple[list[float], RunInfo, RunInfo]:
+    """Six runs of a task limited to 4 a second, submitted at once, and a task without a
+    limit run meanwhile: each limited step's start after the first's (from the runs' own
+    records), the free run, and the limited run that started last. Every start is checked
+    to be on or after its turn (whole ms, one scheduler's clock): never early."""
+    client.register_task(make_task(tmp_path / name, name, rate_limit="4/s"))
+    _, run_ids = client.submit_many([{"n": n} for n in range(6)], task=name)
+    free = client.run(task="free_call", input={}, timeout=30)
+    runs = [client.wait(r, timeout=30) for r in run_ids]
+    assert [r.state for r in runs] == ["COMPLETED"] * 6 and free.state == "COMPLETED"
+    starts = sorted(r.steps[0].started_at for r in runs)  # type: ignore[type-var]
+    after = [(s - starts[0]).total_seconds() for s in starts]  # type: ignore[operator]
+    assert all(t >= 0.25 * i for i, t in enumerate(after)), after
+    # not held behind the limited task's steps (from the records, not a stopwatch: the
+    # suite's other worker shares the cores)
+    assert free.steps[0].started_at < starts[-1], (free.steps[0].started_at, starts)  # type: ignore[operator]
+    last = max(runs, key=lambda r: r.steps[0].started_at)  # type: ignore[arg-type, return-value]
+    return after, free, last
+
+
+def _on_time(after: list[float]) -> bool:
+    """One every 250 ms, not several together a reaper's second late (a step that started
+    late by a few ms makes the gap after it shorter by as much: the median)."""
+    gaps = sorted(b - a for a, b in zip(after, after[1:], strict=False))
+    return 0.24 <= gaps[2] <= 0.5 and after[-1] < 1.25 + 1.0
 
 
 def test_a_rate_limited_tasks_steps_start_one_per_interval_and_others_pass(
     client: Client, tmp_path: Path
 ) -> None:
     """Six runs of a task limited to 4 a second, submitted at once to a fleet with room for
-    them: the n-th step starts n × 250 ms after the first or later (from the runs' own
-    records), in about the 1.25 s the limit needs, while a task without a limit runs at once
-    meanwhile."""
-    client.register_task(make_task(tmp_path, "api_call", rate_limit="4/s"))
+    them: the n-th step starts n × 250 ms after the first or later, in about the 1.25 s the
+    limit needs, while a task without a limit runs at once meanwhile. Never early, in every
+    trial; on time in one of two: on a loaded machine (the suite's other worker shares the
+    two cores) a step can start half a second late and the next ones, whose turns have come,
+    then start together (seen once in CI, 2026-12-07), while a scheduler that waited for the
+    reaper's second would be late in both."""
     client.register_task(make_task(tmp_path, "free_call"))
-    _, run_ids = client.submit_many([{"n": n} for n in range(6)], task="api_call")
-    free = client.run(task="free_call", input={}, timeout=30)
-    runs = [client.wait(r, timeout=30) for r in run_ids]
-    assert [r.state for r in runs] == ["COMPLETED"] * 6 and free.state == "COMPLETED"
-    starts = sorted(r.steps[0].started_at for r in runs)  # type: ignore[type-var]
-    after = [(s - starts[0]).total_seconds() for s in starts]  # type: ignore[operator]
-    # Each on or after its start (whole ms, one scheduler's clock), and on time: one every
-    # 250 ms, not several together a reaper's second late (a step that started late by a
-    # few ms makes the gap after it shorter by as much: the median).
-    assert all(t >= 0.25 * i for i, t in enumerate(after)), after
-    gaps = sorted(b - a for a, b in zip(after, after[1:], strict=False))
-    assert 0.24 <= gaps[2] <= 0.5 and after[-1] < 1.25 + 1.0, after
-    # not held behind the limited task's steps (from the records, not a stopwatch: the
-    # suite's other worker shares the cores)
-    assert free.steps[0].started_at < starts[-1], (free.steps[0].started_at, starts)  # type: ignore[operator]
-    last = max(runs, key=lambda r: r.steps[0].started_at)  # type: ignore[arg-type, return-value]
+    after, _, last = _limited_trial(client, tmp_path, "api_call")
+    if not _on_time(after):
+        again, _, last = _limited_trial(client, tmp_path, "api_call_again")
+        assert _on_time(again), (after, again)
     said = [e.message for e in client.watch(last.run_id, timeout=10) if e.step_id]
     assert any(m.endswith(" ms for its task's rate limit") for m in said), said
 
