@@ -24,6 +24,7 @@ from typing import Any
 
 from common import condition_text
 from common.errors import InvalidArgument
+from common.problems import unknown_key
 from services.common import mapping
 
 ORDER: dict[str, Callable[[Any, Any], bool]] = {
@@ -34,6 +35,7 @@ ORDER: dict[str, Callable[[Any, Any], bool]] = {
 }
 OPS = ("==", "!=", *ORDER, "in", "not_in", "exists", "not_exists")
 MAX_CONDITIONS = 16  # per step
+KEYS = {"path", "op", "value"}
 
 
 @dataclass(frozen=True)
@@ -57,11 +59,9 @@ class Condition:
 def _condition(doc: Any, step_ids: set[str], where: str) -> Condition:
     if not isinstance(doc, dict):
         raise InvalidArgument("must be an object {path, op, value}", field=where)
-    extra = sorted(set(doc) - {"path", "op", "value"})
+    extra = sorted(set(doc) - KEYS)
     if extra:
-        raise InvalidArgument(
-            f"unknown key {extra[0]!r}; known here: op, path, value", field=f"{where}.{extra[0]}"
-        )
+        raise InvalidArgument(unknown_key(extra[0], KEYS), field=f"{where}.{extra[0]}")
     path, op = doc.get("path"), doc.get("op")
     if not isinstance(path, str) or not mapping.is_expression(path):
         raise InvalidArgument(

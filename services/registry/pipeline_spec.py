@@ -269,7 +269,7 @@ def parse_pipeline(
             _err(f"{where}.pipeline_id", f"{inner_id!r} differs from the key {pipeline_id!r}")
         )
     version = problems.take(_version, doc, where, fallback="")
-    options = problems.take(_options, settings, problems, fallback=None)
+    options = _options(settings, problems)
     raw_steps: list[Any] = problems.take(_raw_steps, doc, where, fallback=[])
     defaults = (options or {}).get("default_timeout"), (options or {}).get("default_retries")
     steps = [

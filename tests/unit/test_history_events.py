@@ -16,33 +16,21 @@ def at(ms: int) -> datetime:
     return T0 + timedelta(milliseconds=ms)
 
 
+def detect(
+    state: str, attempt: int, error: str, executor: str, queued: int, started: int, ended: int
+) -> StepRun:
+    """An attempt of the face pipeline's first step, its moments in ms from T0."""
+    return StepRun(
+        "detect", "face_detection", "2.0.0", state, attempt, error=error, executor_id=executor,
+        queued_at=at(queued), started_at=at(started), ended_at=at(ended),
+    )  # fmt: skip
+
+
 def failed_pipeline() -> tuple[Run, list[StepRun]]:
     """detect ran twice (its first attempt failed and was retried) and then failed for good;
     the step after it never ran, and was cancelled with the run."""
-    first = StepRun(
-        "detect",
-        "face_detection",
-        "2.0.0",
-        "FAILED",
-        1,
-        error="OSError: busy",
-        executor_id="executor-1",
-        queued_at=at(0),
-        started_at=at(2),
-        ended_at=at(9),
-    )
-    second = StepRun(
-        "detect",
-        "face_detection",
-        "2.0.0",
-        "FAILED",
-        2,
-        error="FatalError: no file",
-        executor_id="executor-2",
-        queued_at=at(509),
-        started_at=at(510),
-        ended_at=at(515),
-    )
+    first = detect("FAILED", 1, "OSError: busy", "executor-1", 0, 2, 9)
+    second = detect("FAILED", 2, "FatalError: no file", "executor-2", 509, 510, 515)
     late = StepRun(
         "detect",
         "face_detection",
