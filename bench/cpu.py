@@ -19,7 +19,8 @@ from clients.sdk import Client
 def _name(args: list[str], executable: str) -> str:
     """services.scheduler, task worker, nx-27017, valkey-server..."""
     if "-m" in args:
-        return args[args.index("-m") + 1]
+        module = args[args.index("-m") + 1]
+        return "nx-27017" if module == "services.localstack.nx_server" else module
     if any("multiprocessing" in a for a in args):
         return "task worker"
     return executable

@@ -130,17 +130,15 @@ class LocalStack:
         mongo = self.group.start(
             "nx-27017",
             [
-                _bin("nx-27017"),
-                "--host",
-                "127.0.0.1",
+                sys.executable,
+                "-m",
+                "services.localstack.nx_server",
                 "--port",
                 str(mongo_port),
                 "--data-dir",
                 str(self.root / "mongo"),
                 "--log-file",
                 str(self.root / "logs" / "nx-27017.server.log"),
-                "--pid-file",
-                str(self.root / "nx-27017.pid"),
             ],
             parent_death_signal=signal.SIGKILL,
         )
