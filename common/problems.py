@@ -39,6 +39,15 @@ def unknown_key(key: str, known: Collection[str], holds: str = "known here") -> 
     return f"unknown key {key!r}; {holds}: {', '.join(sorted(known))}"
 
 
+def all_at_once(parse: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``parse(*args, problems=...)`` with a ``Problems`` of its own, raising what it noted:
+    how a parser that notes its problems in a caller's ``Problems`` is called alone."""
+    problems = Problems()
+    result = parse(*args, problems=problems, **kwargs)
+    problems.raise_any()
+    return result
+
+
 class Problems:
     """The problems found in one document so far."""
 

@@ -18,7 +18,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 
 from common import jsondoc, rate_limits, retry_backoff
 from common.errors import InvalidArgument
-from common.problems import Problems, unknown_key
+from common.problems import Problems, all_at_once, unknown_key
 from tasks.base import schema
 
 TASK_ID = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -415,13 +415,13 @@ def parse_manifest(
     With ``problems``, they are noted there instead, and the manifest is returned with
     defaults in place of what was refused, for the caller to go on checking the package.
     """
+    if problems is None:
+        return all_at_once(parse_manifest, text, strict)
     if len(text if isinstance(text, bytes) else text.encode()) > MAX_MANIFEST_BYTES:
         raise InvalidArgument(f"is over {MAX_MANIFEST_BYTES} bytes", field="task.json")
     doc = jsondoc.loads(text, field="task.json")
     if not isinstance(doc, dict):
         raise InvalidArgument("must be a JSON object", field="task.json")
-    own = problems is None
-    problems = Problems() if problems is None else problems
     if strict:
         for key in sorted(k for k in doc if k not in KNOWN_KEYS):
             problems.add(_unknown_key(key))
@@ -470,6 +470,4 @@ def parse_manifest(
         retry_backoff=problems.take(_retry_backoff, doc, fallback=None),
         raw=doc,
     )
-    if own:
-        problems.raise_any()
     return manifest

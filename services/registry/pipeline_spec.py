@@ -17,7 +17,7 @@ from typing import Any
 
 from common import retry_backoff
 from common.errors import InvalidArgument, NotFound, WtmError
-from common.problems import Problems, unknown_key
+from common.problems import Problems, all_at_once, unknown_key
 from services.common import conditions, mapping
 from services.registry.manifest import MAX_RETRIES, MAX_TIMEOUT_SECONDS, SEMVER
 
@@ -161,10 +161,7 @@ def config_warnings(doc: Any, problems: Problems | None = None) -> list[str]:
     naming its path; without ``problems``, raise them); return one warning per key it keeps
     without acting on."""
     if problems is None:
-        problems = Problems()
-        warnings = config_warnings(doc, problems)
-        problems.raise_any()
-        return warnings
+        return all_at_once(config_warnings, doc)
     if not isinstance(doc, dict):
         return []
     warnings = []
@@ -204,10 +201,7 @@ def parse_config(doc: Any, only: str = "", problems: Problems | None = None) -> 
     A config that is not one at all (not an object, no pipelines) is refused at once.
     """
     if problems is None:
-        problems = Problems()
-        specs = parse_config(doc, only, problems)
-        problems.raise_any()
-        return specs
+        return all_at_once(parse_config, doc, only)
     if not isinstance(doc, dict):
         raise _err("config", "must be a JSON object")
     settings = _dict(doc.get("global_settings"), "global_settings")
@@ -255,10 +249,7 @@ def parse_pipeline(
     """One pipeline of a config; None when ``problems`` got any of it (without ``problems``,
     they are raised)."""
     if problems is None:
-        problems = Problems()
-        spec = parse_pipeline(pipeline_id, doc, settings, where, problems)
-        problems.raise_any()
-        return spec
+        return all_at_once(parse_pipeline, pipeline_id, doc, settings, where)
     start = len(problems)
     if not PIPELINE_ID.match(pipeline_id):
         problems.add(_err(where, f"pipeline id {pipeline_id!r} must be lower_snake_case"))
