@@ -17,6 +17,7 @@ scheduler evaluates them when a run is submitted (``skip_reason``)."""
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +44,11 @@ class Condition:
     path: str
     op: str
     value: Any = None
+
+    @functools.cached_property
+    def parsed(self) -> mapping.Path:
+        """``path`` parsed once (read at every submit of the step's pipeline)."""
+        return mapping.parse(self.path, set(), "skip_if")
 
     def said(self) -> str:
         """As a person reads it: ``$.mode == "fast"``, ``$.debug exists``."""
@@ -125,9 +131,8 @@ def _same(a: Any, b: Any) -> bool:
 
 def holds(condition: Condition, document: Any) -> bool:
     """Whether ``condition`` holds on ``document`` (the run's input)."""
-    path = mapping.parse(condition.path, set(), "skip_if")
     try:
-        found = mapping.evaluate(path, document)
+        found = mapping.evaluate(condition.parsed, document)
     except mapping.MissingValue:
         return condition.op == "not_exists"
     op, value = condition.op, condition.value

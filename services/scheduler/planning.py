@@ -172,7 +172,7 @@ class Plan:
                 for k, e in p.mapping.items()
                 if mapping.is_expression(e)
             ]
-            tested = [mapping.parse(c.path, set(), "skip_if").segments for c in p.skip_if]
+            tested = [c.parsed.segments for c in p.skip_if]
             in_layers = {
                 str(t[1]) for t in tested if len(t) > 1 and t[0] in step_inputs.PARAMETER_SOURCES
             }
