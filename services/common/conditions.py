@@ -1,23 +1,29 @@
-"""A pipeline step's ``skip_if``: conditions on the run's input under which the step does
-not run (it ends SKIPPED, and counts as done for the steps after it), as Hatchet's
-``skip_if`` and Argo's ``when`` on a workflow's parameters.
+"""A pipeline step's ``skip_if``: conditions under which the step does not run (it ends
+SKIPPED, and counts as done for the steps after it), as Hatchet's ``skip_if`` and Argo's
+``when``.
 
 A condition is ``{"path": "$.mode", "op": "==", "value": "fast"}``; ``skip_if`` is one, or a
 list of them (the step is skipped when any holds). ``path`` is an ``input_mapping``
-expression on the run's input (``[*]`` excepted); ``op`` one of ``OPS``:
+expression (``[*]`` excepted): on the run's input, or on the output of a step upstream of
+this one (``$.detect.faces``, as a mapping reads it); ``op`` one of ``OPS``:
 
 - ``==``, ``!=``: JSON equality (``true`` is not ``1``; ``1`` is ``1.0``);
 - ``<``, ``<=``, ``>``, ``>=``: two numbers, or two strings; anything else does not hold;
 - ``in``, ``not_in``: ``value`` is a list, and the field equals one of its items (or none);
 - ``exists``, ``not_exists``: whether the input has the field (no ``value``).
 
-A field the input does not have makes every condition but ``not_exists`` false: a missing
-field is no reason to skip a step. The registry checks conditions (``parse``); the
-scheduler evaluates them when a run is submitted (``skip_reason``)."""
+A field the document does not have makes every condition but ``not_exists`` false: a
+missing field is no reason to skip a step. The registry checks conditions (``parse``). The
+scheduler decides those on the run's input when the run is submitted (``skip_reason``), and
+gives a step those on upstream outputs as its ``skip_on`` field (``lua_fields``), which the
+scheduler's scripts decide where the step becomes ready (``lib.lua``'s ``skip_on_reason``,
+with these semantics; a step output decoded there cannot tell an empty list from an empty
+object, so the two are equal in such a condition)."""
 
 from __future__ import annotations
 
 import functools
+import json
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,11 +50,12 @@ class Condition:
     path: str
     op: str
     value: Any = None
+    source: str = ""  # the step whose output it reads ("": the run's input)
 
     @functools.cached_property
     def parsed(self) -> mapping.Path:
         """``path`` parsed once (read at every submit of the step's pipeline)."""
-        return mapping.parse(self.path, set(), "skip_if")
+        return mapping.parse(self.path, {self.source} if self.source else set(), "skip_if")
 
     def said(self) -> str:
         """As a person reads it: ``$.mode == "fast"``, ``$.debug exists``."""
@@ -62,7 +69,7 @@ class Condition:
         }
 
 
-def _condition(doc: Any, step_ids: set[str], where: str) -> Condition:
+def _condition(doc: Any, step_ids: set[str], upstream: set[str], where: str) -> Condition:
     if not isinstance(doc, dict):
         raise InvalidArgument("must be an object {path, op, value}", field=where)
     extra = sorted(set(doc) - KEYS)
@@ -74,10 +81,10 @@ def _condition(doc: Any, step_ids: set[str], where: str) -> Condition:
             f"must be an expression such as '$.mode', got {path!r}", field=f"{where}.path"
         )
     parsed = mapping.parse(path, step_ids, f"{where}.path")
-    if parsed.source:
+    if parsed.source and parsed.source not in upstream:
         raise InvalidArgument(
-            f"{path!r} reads step {parsed.source!r}'s output; a condition reads the run's "
-            "input (a condition on a step's output is not built yet)",
+            f"{path!r} reads step {parsed.source!r}, which is not upstream of this step; "
+            "add it to depends_on",
             field=f"{where}.path",
         )
     if None in parsed.segments:
@@ -98,23 +105,58 @@ def _condition(doc: Any, step_ids: set[str], where: str) -> Condition:
         raise InvalidArgument(
             f"{op} needs a number or a string, got {value!r}", field=f"{where}.value"
         )
-    return Condition(path, op, value)
+    return Condition(path, op, value, parsed.source)
 
 
-def parse(doc: Any, step_ids: set[str], where: str) -> tuple[Condition, ...]:
-    """A step's ``skip_if`` (one condition or a list), checked; errors name ``where``."""
+def parse(
+    doc: Any, step_ids: set[str], where: str, upstream: set[str] | None = None
+) -> tuple[Condition, ...]:
+    """A step's ``skip_if`` (one condition or a list), checked; errors name ``where``.
+    ``step_ids`` are the pipeline's steps, ``upstream`` those whose outputs the step may
+    read (none when not given)."""
     items = doc if isinstance(doc, list) else [doc]
     if not items or len(items) > MAX_CONDITIONS:
         raise InvalidArgument(f"must hold 1 to {MAX_CONDITIONS} conditions", field=where)
     return tuple(
-        _condition(c, step_ids, f"{where}[{i}]" if isinstance(doc, list) else where)
+        _condition(
+            c, step_ids, upstream or set(), f"{where}[{i}]" if isinstance(doc, list) else where
+        )
         for i, c in enumerate(items)
     )
 
 
-def of_json(items: list[dict[str, Any]]) -> tuple[Condition, ...]:
-    """Conditions as the registry stored them (checked when they were registered)."""
-    return tuple(Condition(c["path"], c["op"], c.get("value")) for c in items)
+def of_json(
+    items: list[dict[str, Any]], step_ids: frozenset[str] = frozenset()
+) -> tuple[Condition, ...]:
+    """Conditions as the registry stored them (checked when they were registered);
+    ``step_ids``, the pipeline's steps, tell those that read a step's output."""
+    return tuple(
+        Condition(
+            c["path"],
+            c["op"],
+            c.get("value"),
+            mapping.parse(c["path"], set(step_ids), "skip_if").source,
+        )
+        for c in items
+    )
+
+
+def lua_fields(found: tuple[Condition, ...]) -> str:
+    """Conditions on upstream outputs as the scheduler's scripts read them (a step's
+    ``skip_on``): each one's source step, its path's segments (a key, or an index from 0),
+    its operator, its value and how it reads."""
+    return json.dumps(
+        [
+            {
+                "source": c.source,
+                "path": list(c.parsed.segments),
+                "op": c.op,
+                **({} if c.op.endswith("exists") else {"value": c.value}),
+                "said": c.said(),
+            }
+            for c in found
+        ]
+    )
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -130,7 +172,8 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def holds(condition: Condition, document: Any) -> bool:
-    """Whether ``condition`` holds on ``document`` (the run's input)."""
+    """Whether ``condition`` holds on ``document`` (the run's input, or the output of the
+    step it reads)."""
     try:
         found = mapping.evaluate(condition.parsed, document)
     except mapping.MissingValue:

@@ -394,21 +394,34 @@ def _check_graph(steps: list[StepSpec], where: str, problems: Problems) -> list[
     if problems.ok_since(start):
         _check_mappings(resolved, where, problems)
         _check_parallel_groups(resolved, where, problems)
+        above = ancestors(resolved)
         resolved = [
-            _with_conditions(s, i, resolved, where, problems) for i, s in enumerate(resolved)
+            _with_conditions(s, i, resolved, above[s.step_id], where, problems)
+            for i, s in enumerate(resolved)
         ]
     return resolved
 
 
 def _with_conditions(
-    step: StepSpec, i: int, steps: list[StepSpec], where: str, problems: Problems
+    step: StepSpec,
+    i: int,
+    steps: list[StepSpec],
+    upstream: set[str],
+    where: str,
+    problems: Problems,
 ) -> StepSpec:
-    """``step`` with its skip_if checked and written as a list of conditions."""
+    """``step`` with its skip_if checked (a condition may read the output of a step
+    ``upstream`` of it) and written as a list of conditions."""
     if not step.skip_if:
         return step
     ids = {s.step_id for s in steps}
     found: tuple[conditions.Condition, ...] = problems.take(
-        conditions.parse, step.skip_if[0], ids, f"{where}.steps[{i}].skip_if", fallback=()
+        conditions.parse,
+        step.skip_if[0],
+        ids,
+        f"{where}.steps[{i}].skip_if",
+        upstream,
+        fallback=(),
     )
     return replace(step, skip_if=[c.to_json() for c in found])
 

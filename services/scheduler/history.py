@@ -275,6 +275,8 @@ class History(RunListener):
             if submissions:
                 results = await self.queue.submit_many(submissions)
                 rebuilt += sum(created for created, _ in results)
+                for run_id in self.queue.take_ended_at_submit():  # every step left was skipped
+                    self.listeners.run_ended(run_id, None)
         if rebuilt:
             log.warning("rebuilt %d runs from MongoDB", rebuilt)
         self.rebuilt += rebuilt

@@ -30,10 +30,10 @@ from services.scheduler.fleet import ExecutorSession, Fleet
 from services.scheduler.idle_executors import AskedExecutors
 from services.scheduler.large_documents import LargeDocumentError, LargeDocuments
 from services.scheduler.listeners import Listeners
-from services.scheduler.queue_records import Completion, Leased, Submission, Want
+from services.scheduler.queue_records import Completion, Leased, Submission, Want, ready_queues
 from services.scheduler.result_cache import CachedOutput, ResultCache
 from services.scheduler.retry_policy import RetryPolicy
-from services.scheduler.run_queue import RunQueue, ready_queues
+from services.scheduler.run_queue import RunQueue
 from services.scheduler.step_notes import StepNotes
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,9 @@ class Leaser:
         In one, the free slots waited for every run's script: 200 three-step runs took
         valkey 27-40 ms, and their first steps started that long after they were created."""
         if self.in_round:
-            return await self.queue.submit_many(runs)
+            created = await self.queue.submit_many(runs)
+            self.ended_at_submit()
+            return created
         first, rest = runs, []
         if len(runs) > HEAD_RUNS:  # a single submit does not count the fleet's free slots
             head = max(HEAD_RUNS, sum(s.free_slots for s in self.fleet.sessions.values()))
@@ -178,7 +180,14 @@ class Leaser:
             await r.hand_out(leases)
         if rest:
             created += await self.queue.submit_many(rest)  # wakes a round for what is left
+        self.ended_at_submit()
         return created
+
+    def ended_at_submit(self) -> None:
+        """Runs that ended in ``submit_run.lua`` (their skip_if skipped every step): the
+        history records them, and a submit waiting for one wakes, as after a last result."""
+        for run_id in self.queue.take_ended_at_submit():
+            self.listeners.run_ended(run_id, None)
 
     async def run(self) -> None:
         """Lease whenever work may be waiting (at least once a second)."""

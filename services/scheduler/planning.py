@@ -76,6 +76,8 @@ class PlannedStep:
     max_parallel: int = 0  # the run's limit on steps in flight (0: none)
     retry_backoff_ms: tuple[int, int] | None = None  # the step's own (None: its task's)
     skip_if: tuple[conditions.Condition, ...] = ()  # on the run's input: skipped if one holds
+    # on upstream outputs: decided by the scripts where the step becomes ready (lib.lua)
+    skip_on: tuple[conditions.Condition, ...] = ()
 
     @property
     def input_id(self) -> str:
@@ -144,6 +146,7 @@ class PlannedStep:
                 ),
                 **({"log_level": self.log_level} if self.log_level else {}),
                 **({"max_parallel": str(self.max_parallel)} if self.max_parallel else {}),
+                **({"skip_on": conditions.lua_fields(self.skip_on)} if self.skip_on else {}),
             },
         )
 
@@ -261,7 +264,8 @@ async def plan_run(catalog: TaskCatalog, req: SubmitRequest) -> Plan:
             log_level=pipeline.log_level,
             max_parallel=pipeline.max_parallel_tasks,
             retry_backoff_ms=s.retry_backoff_ms,
-            skip_if=s.skip_if,
+            skip_if=tuple(c for c in s.skip_if if not c.source),
+            skip_on=tuple(c for c in s.skip_if if c.source),
         )
         for i, s in enumerate(pipeline.steps)
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -260,3 +261,20 @@ def index_commands(runs: list[Submission], args: list[list[Any]], now: int) -> l
     if plans:
         commands.append(("ZADD", keys.UNRECORDED, *(x for key in plans for x in (now, key))))
     return commands
+
+
+def ready_queues(runs: list[Submission]) -> Counter[str] | None:
+    """How many steps each queue gets from these new runs (their steps whose dependencies,
+    if any, their skip_if skipped: one of them a skip_if on outputs may skip still; none of
+    a run whose start waits, for ``promote_due`` to name); ``None`` for rebuilt runs, whose
+    ready steps are not known here."""
+    if any(r.done for r in runs):
+        return None
+    return Counter(
+        s.fields.get("queue", "")
+        for r in runs
+        if not r.not_before_ms
+        for skipped in [{s.step_id for s in r.steps if "skip" in s.fields}]
+        for s in r.steps
+        if "skip" not in s.fields and all(d in skipped for d in s.deps)
+    )

@@ -27,6 +27,7 @@ from services.scheduler.queue_records import (
     index_commands,
     leases_of,
     pairs_of,
+    ready_queues,
     submit_args,
     text_of,
     verdict_of,
@@ -93,6 +94,9 @@ class RunQueue:
         # reserved start, a retry).
         self.due_ms: dict[str, int] = {}
         self.cancelled: list[Ended] = []  # by concurrency strategies, until take_cancelled
+        # Runs that ended in their submit script (every step skipped or given), until
+        # take_ended_at_submit: no result will tell of their end.
+        self.ended_at_submit: list[str] = []
         self._lines = ScriptLines(client)
         self.reader = RunReader(client)  # the read side, for whoever reports runs
         self.notes = RunNotes(client, clock, finished_ttl_s)  # what changes no run's state
@@ -186,7 +190,11 @@ class RunQueue:
         first = index_commands(runs, [args for _, args in calls], now)  # before the runs
         replies = await self._call_many(calls + self._dispatches(wants, lease_ms, now), then, first)
         self.learned(plain, variants)
-        created = [(status == b"created", rid.decode()) for status, rid in replies[: len(runs)]]
+        created = []
+        for reply in replies[: len(runs)]:  # [status, run id] or [status, run id, "ended"]
+            created.append((reply[0] == b"created", reply[1].decode()))
+            if len(reply) > 2:
+                self.ended_at_submit.append(reply[1].decode())
         leases = self._leases(replies[len(runs) :])
         self.announce.left(ready_queues(runs), leases)
         return created, leases
@@ -306,6 +314,10 @@ class RunQueue:
 
     def take_cancelled(self) -> list[Ended]:
         taken, self.cancelled = self.cancelled, []
+        return taken
+
+    def take_ended_at_submit(self) -> list[str]:
+        taken, self.ended_at_submit = self.ended_at_submit, []
         return taken
 
     def _dispatches(self, wants: list[Want], lease_ms: int, now: int) -> list[Call]:
@@ -431,18 +443,3 @@ class RunQueue:
             return None
         current: Any = await self.redis.get(keys.EPOCH)
         return current.decode() if current else None
-
-
-def ready_queues(runs: list[Submission]) -> Counter[str] | None:
-    """How many steps each queue gets from these new runs (their steps without
-    dependencies; none of a run whose start waits, for ``promote_due`` to name); ``None``
-    for rebuilt runs, whose ready steps are not known here."""
-    if any(r.done for r in runs):
-        return None
-    return Counter(
-        s.fields.get("queue", "")
-        for r in runs
-        if not r.not_before_ms
-        for s in r.steps
-        if not s.deps
-    )

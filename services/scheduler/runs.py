@@ -215,15 +215,7 @@ class RunService(RunListener):
         for step in run_reuse.records(run):  # the steps it took over, as the history keeps them
             self.store.record_step_later(run.run_id, step)
         self.listeners.runs_submitted(1)
-        self._ended_at_submit([submission])
         return run
-
-    def _ended_at_submit(self, created: list[Submission]) -> None:
-        """Runs whose every step their skip_if skipped ended in ``submit_run.lua``: the
-        history records them, and a submit waiting for one wakes, as after a last result."""
-        for sub in created:
-            if all("skip" in s.fields for s in sub.steps):
-                self.listeners.run_ended(sub.run_id, None)
 
     async def claimed(self, key: str) -> str:
         """The run a request key (``request_key``) made already, or ""."""
@@ -284,7 +276,6 @@ class RunService(RunListener):
                     await self.store.claims.release(batch_id, batch_id)
             raise
         self.listeners.runs_submitted(len(made))
-        self._ended_at_submit([sub for (_, sub), (new, _) in zip(made, queued, strict=True) if new])
         return batch_id, [run.run_id for run, _ in made]
 
     async def _record_and_queue(

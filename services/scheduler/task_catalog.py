@@ -91,7 +91,8 @@ class ResolvedStep:
     queue: str = ""  # the step's queue (the task's, unless the pipeline set its own)
     cache: bool | None = None  # the step's "cache" key (None: as the pipeline's)
     retry_backoff_ms: tuple[int, int] | None = None  # the step's own (None: the task's)
-    skip_if: tuple[conditions.Condition, ...] = ()  # on the run's input: skipped if one holds
+    # on the run's input or an upstream output: skipped if one holds
+    skip_if: tuple[conditions.Condition, ...] = ()
 
     @property
     def queue_key(self) -> str:
@@ -306,7 +307,9 @@ class TaskCatalog:
                     if s.HasField("retry_backoff")
                     else None
                 ),
-                skip_if=conditions.of_json(json.loads(s.skip_if_json or "[]")),
+                skip_if=conditions.of_json(
+                    json.loads(s.skip_if_json or "[]"), frozenset(x.step_id for x in p.steps)
+                ),
             )
             for s in p.steps
             if p.enabled  # a disabled pipeline never runs; its steps may be unpinned

@@ -274,6 +274,52 @@ def test_a_step_whose_skip_if_holds_is_skipped_and_the_run_goes_on_without_it(
     assert slow.output["c"] == {"echo": {"a": "hi", "b": "hi"}} and set(slow.output) == {"c", "d"}
 
 
+def test_a_step_whose_skip_if_reads_an_upstream_output_is_decided_when_that_output_comes(
+    client: Client,
+) -> None:
+    """a -> b (skipped when a's output says "none": Hatchet's condition on a parent's
+    output) -> c (skipped when b has no output), and d after a and b. With "none": b and c
+    are SKIPPED, each with its condition as its error and an event; d runs with b's field
+    left out; the run's output is d's alone. Otherwise every step runs. A condition on a
+    step that is not upstream is refused at registration, naming its path."""
+    none = {"path": "$.a.echo.text", "op": "==", "value": "none"}
+    steps = [
+        {"step_id": "a", "task_id": "echo", "input_mapping": {"text": "$.text"}},
+        {"step_id": "b", "task_id": "echo", "depends_on": ["a"], "skip_if": none,
+         "input_mapping": {"from_a": "$.a.echo.text"}},
+        {"step_id": "c", "task_id": "echo", "depends_on": ["b"],
+         "skip_if": {"path": "$.b.echo", "op": "not_exists"}, "input_mapping": {"b": "$.b"}},
+        {"step_id": "d", "task_id": "echo", "depends_on": ["a", "b"],
+         "input_mapping": {"a": "$.a.echo.text", "b": "$.b.echo.from_a"}},
+    ]  # fmt: skip
+    pipeline(client, "output_skipping", steps)
+    done = run(client, "output_skipping", {"text": "none"})
+    assert done.state == "COMPLETED", done.error
+    by_id = {s.step_id: s for s in done.steps}
+    assert {k: s.state for k, s in by_id.items()} == {
+        "a": "COMPLETED", "b": "SKIPPED", "c": "SKIPPED", "d": "COMPLETED"
+    }  # fmt: skip
+    assert by_id["b"].error == 'skip_if $.a.echo.text == "none"' and by_id["b"].attempt == 0
+    assert by_id["c"].error == "skip_if $.b.echo not exists"
+    assert done.output == {"d": {"echo": {"a": "none"}}}
+    events = list(client.watch(done.run_id, timeout=30))
+    skipped = [(e.step_id, e.message) for e in events if e.state == "SKIPPED"]
+    assert skipped == [("b", by_id["b"].error), ("c", by_id["c"].error)]
+    ran = run(client, "output_skipping", {"text": "two faces"})
+    assert [s.state for s in ran.steps] == ["COMPLETED"] * 4
+    assert ran.output == {
+        "c": {"echo": {"b": {"echo": {"from_a": "two faces"}}}},
+        "d": {"echo": {"a": "two faces", "b": "two faces"}},
+    }
+    sideways = [*steps[:2], {**steps[2], "depends_on": ["a"]}]
+    with pytest.raises(ApiError) as err:
+        pipeline(client, "output_skipping_sideways", sideways)
+    assert err.value.code == "INVALID_ARGUMENT"
+    assert "steps[2].skip_if.path: '$.b.echo' reads step 'b', which is not upstream" in str(
+        err.value
+    ), err.value
+
+
 def test_a_run_whose_every_step_is_skipped_completes_at_its_submit(client: Client) -> None:
     pipeline(
         client, "all_skipped",

@@ -20,33 +20,33 @@ INPUT: dict[str, Any] = {
 }
 
 
-@pytest.mark.parametrize(
-    ("path", "op", "value", "expected"),
-    [
-        ("$.mode", "==", "fast", True),
-        ("$.mode", "!=", "fast", False),
-        ("$.size", "==", 3.0, True),  # 3 is 3.0
-        ("$.debug", "==", 0, False),  # false is not 0
-        ("$.debug", "==", False, True),
-        ("$.size", "==", True, False),
-        ("$.tags", "==", ["a", "b"], True),
-        ("$.size", ">", 2, True),
-        ("$.size", "<=", 2, False),
-        ("$.ratio", ">=", 0.5, True),
-        ("$.mode", "<", "slow", True),  # strings compare as strings
-        ("$.mode", ">", 1, False),  # a string and a number: no order, does not hold
-        ("$.mode", "in", ["fast", "faster"], True),
-        ("$.size", "not_in", [1, 2], True),
-        ("$.debug", "in", [0, 1], False),
-        ("$.options.faces", "==", True, True),
-        ("$.tags[1]", "==", "b", True),
-        ("$.debug", "exists", None, True),
-        ("$.missing", "exists", None, False),
-        ("$.missing", "not_exists", None, True),
-        ("$.missing", "!=", "x", False),  # a missing field is no reason to skip
-        ("$.options.missing", "==", None, False),
-    ],
-)
+CASES: list[tuple[str, str, Any, bool]] = [
+    ("$.mode", "==", "fast", True),
+    ("$.mode", "!=", "fast", False),
+    ("$.size", "==", 3.0, True),  # 3 is 3.0
+    ("$.debug", "==", 0, False),  # false is not 0
+    ("$.debug", "==", False, True),
+    ("$.size", "==", True, False),
+    ("$.tags", "==", ["a", "b"], True),
+    ("$.size", ">", 2, True),
+    ("$.size", "<=", 2, False),
+    ("$.ratio", ">=", 0.5, True),
+    ("$.mode", "<", "slow", True),  # strings compare as strings
+    ("$.mode", ">", 1, False),  # a string and a number: no order, does not hold
+    ("$.mode", "in", ["fast", "faster"], True),
+    ("$.size", "not_in", [1, 2], True),
+    ("$.debug", "in", [0, 1], False),
+    ("$.options.faces", "==", True, True),
+    ("$.tags[1]", "==", "b", True),
+    ("$.debug", "exists", None, True),
+    ("$.missing", "exists", None, False),
+    ("$.missing", "not_exists", None, True),
+    ("$.missing", "!=", "x", False),  # a missing field is no reason to skip
+    ("$.options.missing", "==", None, False),
+]  # also decided by the scheduler's scripts: test_output_conditions
+
+
+@pytest.mark.parametrize(("path", "op", "value", "expected"), CASES)
 def test_each_operator_on_the_run_input(path: str, op: str, value: Any, expected: bool) -> None:
     assert holds(Condition(path, op, value), INPUT) is expected
 

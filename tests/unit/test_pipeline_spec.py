@@ -475,23 +475,27 @@ def test_a_step_may_set_its_own_retry_backoff_as_task_json_does() -> None:
     )
 
 
-def test_a_step_may_be_skipped_by_a_condition_on_the_run_input() -> None:
-    """skip_if: one condition or a list, kept as a list; one reading a step's output, or not
-    a condition, is refused naming its path."""
+def test_a_step_may_be_skipped_by_a_condition_on_the_run_input_or_an_upstream_output() -> None:
+    """skip_if: one condition or a list, kept as a list; one reading the output of a step
+    that is not upstream of its own, or not a condition, is refused naming its path."""
     one = {"path": "$.fast", "op": "==", "value": True}
-    [p] = parse_config(config(s1__skip_if=one, s2__skip_if=[one, {"path": "$.x", "op": "exists"}]))
+    no_faces = {"path": "$.face_detection.faces", "op": "==", "value": []}
+    [p] = parse_config(
+        config(s1__skip_if=one, s2__skip_if=[one, {"path": "$.x", "op": "exists"}, no_faces])
+    )
     assert p.steps[1].skip_if == [one]
-    assert p.steps[2].skip_if == [one, {"path": "$.x", "op": "exists"}]
+    assert p.steps[2].skip_if == [one, {"path": "$.x", "op": "exists"}, no_faces]
     assert p.steps[0].skip_if == []
     assert PipelineSpec.from_json(p.to_json()) == p
     message = refusal(
         config(
-            s1__skip_if={"path": "$.face_detection.faces", "op": "==", "value": []},
+            s1__skip_if={"path": "$.features.vectors", "op": "exists"},  # a branch beside it
             s2__skip_if={"path": "$.fast", "op": "=="},
         )
     )
     where = "pipelines.face_processing_pipeline.steps"
     assert (
-        f"{where}[1].skip_if.path: '$.face_detection.faces' reads step 'face_detection'" in message
+        f"{where}[1].skip_if.path: '$.features.vectors' reads step 'features', which is not "
+        "upstream of this step; add it to depends_on" in message
     )
     assert f"{where}[2].skip_if.value: == needs a value" in message

@@ -125,19 +125,15 @@ if f[10] and #output <= tonumber(f[12]) then
     'EX', tonumber(f[11]))
 end
 local limit = tonumber(f[9] or '0') or 0
-for _, dep in ipairs(cjson.decode(f[3])) do
-  local dm = run_id .. ':' .. dep
-  local dh = step_hash(P, dm)
-  if redis.call('HINCRBY', dh, 'deps_left', -1) <= 0 then
-    local d = redis.call('HMGET', dh, 'state', 'queue', 'priority', 'first')
-    if d[1] == 'PENDING' and limit > 0 then
-      redis.call('ZADD', held_key(P, run_id), now, dm)
-    elseif d[1] == 'PENDING' then
-      enqueue_known(P, dm, d[2], d[3], d[4], now)
-      emit(P, run_id, dep, 0, 'QUEUED', '', now)
-      queued_on[#queued_on + 1] = d[2]
-    end
+-- The steps after it count it off; those it leaves ready are queued, or skipped when a
+-- skip_if on an output holds (lib.lua), which may end the run.
+local unreadable, why = count_down(P, run_id, cjson.decode(f[3]), limit, now, queued_on)
+if unreadable then
+  local result = {'failed'}
+  for _, x in ipairs(fail_unreadable(P, run_id, unreadable, why, now, ttl)) do
+    table.insert(result, x)
   end
+  return with_snapshot(result)
 end
 if limit > 0 then
   redis.call('HINCRBY', run_hash(P, run_id), 'active', -1)

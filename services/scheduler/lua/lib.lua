@@ -258,3 +258,137 @@ local function fail_step(P, member, state, err, retryable, retry_at_ms, now_ms, 
   end
   return result
 end
+
+-- Conditions on upstream outputs: a pipeline step's skip_if that reads a step upstream of it
+-- (its 'skip_on' field: JSON [{source, path, op, value, said}], services/common/
+-- conditions.py's lua_fields), decided where the step becomes ready, with conditions.py's
+-- semantics: a field the output lacks (or a source that has no output: it was skipped)
+-- makes every condition but not_exists false; == compares JSON values strictly (true is not
+-- 1; an empty list and an empty object, one Lua table each, are equal here); <, <=, >, >=
+-- hold for two numbers or two strings.
+local function json_same(a, b)
+  if type(a) ~= type(b) then return false end
+  if type(a) ~= 'table' then return a == b end
+  for k, v in pairs(a) do
+    if b[k] == nil or not json_same(v, b[k]) then return false end
+  end
+  for k in pairs(b) do
+    if a[k] == nil then return false end
+  end
+  return true
+end
+
+local function condition_holds(c, doc)
+  local found = doc
+  if found == false then found = nil end  -- the source has no output
+  for _, seg in ipairs(c.path) do
+    if type(found) ~= 'table' then found = nil break end
+    if type(seg) == 'number' then found = found[seg + 1] else found = found[seg] end
+    if found == nil then break end
+  end
+  local op, value = c.op, c.value
+  if found == nil then return op == 'not_exists' end
+  if op == 'exists' or op == 'not_exists' then return op == 'exists' end
+  if op == '==' or op == '!=' then return json_same(found, value) == (op == '==') end
+  if op == 'in' or op == 'not_in' then
+    local any = false
+    for _, v in ipairs(value) do
+      if json_same(found, v) then any = true break end
+    end
+    return any == (op == 'in')
+  end
+  local kind = type(found)
+  if kind ~= type(value) or (kind ~= 'number' and kind ~= 'string') then return false end
+  if op == '<' then return found < value end
+  if op == '<=' then return found <= value end
+  if op == '>' then return found > value end
+  return found >= value
+end
+
+-- Why the step is skipped ('skip_if <the condition>'), or '' to run it; nil and why when an
+-- output it reads cannot be read here (one stored by reference: too large to go inline).
+local function skip_on_reason(P, run_id, skip_on)
+  local docs = {}
+  for _, c in ipairs(cjson.decode(skip_on)) do
+    local doc = docs[c.source]
+    if doc == nil then
+      doc = redis.call('HGET', outputs_key(P, run_id), c.source)
+      if doc then
+        local ok, decoded = pcall(cjson.decode, doc)
+        if not ok then decoded = nil end
+        if type(decoded) == 'table' and type(decoded.wtm_ref) == 'string' then
+          return nil, 'skip_if ' .. c.said .. ': step ' .. c.source .. '\'s output is stored by '
+            .. 'reference (it is over the inline limit), and a condition cannot read it'
+        end
+        doc = decoded == nil and false or decoded
+      end
+      docs[c.source] = doc
+    end
+    if condition_holds(c, doc) then return 'skip_if ' .. c.said end
+  end
+  return ''
+end
+
+-- A step that is ready: held when its run limits its steps in flight (max_parallel), put
+-- aside until not_before_ms when that is to come (a rebuilt run), else queued, its queue
+-- appended to queued_on.
+local function make_ready(P, run_id, step_id, d, limit, now_ms, queued_on, not_before_ms)
+  local member = run_id .. ':' .. step_id
+  if limit > 0 then
+    redis.call('ZADD', held_key(P, run_id), now_ms, member)
+  elseif not_before_ms and not_before_ms > tonumber(now_ms) then
+    redis.call('HSET', step_hash(P, member), 'state', 'QUEUED', 'queued_ms', now_ms)
+    redis.call('ZADD', delayed_key(P), not_before_ms, member)
+    emit(P, run_id, step_id, 0, 'QUEUED', '', now_ms)
+  else
+    enqueue_known(P, member, d.queue, d.priority, d.first, now_ms)
+    emit(P, run_id, step_id, 0, 'QUEUED', '', now_ms)
+    queued_on[#queued_on + 1] = d.queue
+  end
+end
+
+-- A step whose dependencies are done: unless it is PENDING still (a run's end cancelled it),
+-- skipped (its skip_on held; returns its dependents, which count it off in turn) or made
+-- ready (returns none). Returns nil and why when its conditions cannot be read.
+local function ready_or_skipped(P, run_id, step_id, limit, now_ms, queued_on, not_before_ms)
+  local sh = step_hash(P, run_id .. ':' .. step_id)
+  local f = redis.call('HMGET', sh, 'state', 'queue', 'priority', 'first', 'skip_on', 'dependents')
+  if f[1] ~= 'PENDING' then return {} end
+  local reason, why = '', nil
+  if f[5] then reason, why = skip_on_reason(P, run_id, f[5]) end
+  if reason == nil then return nil, why end
+  if reason == '' then
+    make_ready(P, run_id, step_id, {queue = f[2], priority = f[3], first = f[4]}, limit, now_ms,
+      queued_on, not_before_ms)
+    return {}
+  end
+  redis.call('HSET', sh, 'state', 'SKIPPED', 'error', reason, 'ended_ms', now_ms)
+  emit(P, run_id, step_id, 0, 'SKIPPED', reason, now_ms)
+  redis.call('HINCRBY', run_hash(P, run_id), 'remaining', -1)
+  return cjson.decode(f[6])
+end
+
+-- Steps whose dependency ended done (completed, or skipped): each counts it off, and one
+-- left with none is skipped or made ready (ready_or_skipped), a skip counting off its own
+-- dependents in turn. Returns nil, or the step whose conditions cannot be read and why.
+local function count_down(P, run_id, dependents, limit, now_ms, queued_on, not_before_ms)
+  local work, i = dependents, 1
+  while i <= #work do
+    local dep = work[i]
+    i = i + 1
+    if redis.call('HINCRBY', step_hash(P, run_id .. ':' .. dep), 'deps_left', -1) <= 0 then
+      local more, why = ready_or_skipped(P, run_id, dep, limit, now_ms, queued_on, not_before_ms)
+      if more == nil then return dep, why end
+      for _, d in ipairs(more) do work[#work + 1] = d end
+    end
+  end
+  return nil
+end
+
+-- A step whose conditions cannot be read fails, and its run with it.
+local function fail_unreadable(P, run_id, step_id, why, now_ms, ttl)
+  redis.call('HSET', step_hash(P, run_id .. ':' .. step_id), 'state', 'FAILED', 'error', why,
+    'ended_ms', now_ms)
+  emit(P, run_id, step_id, 0, 'FAILED', why, now_ms)
+  return finish_run(P, run_id, 'FAILED', 'step ' .. step_id .. ' FAILED: ' .. why, now_ms, ttl)
+end

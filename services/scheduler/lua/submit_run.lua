@@ -19,7 +19,10 @@
 --       dependents, fields, [output], [attempt]}), now_ms, request_id, idem_ttl_s, finished_ttl_s,
 --       not_before_ms (0, or when a rebuilt run's ready steps may start), note (a run
 --       resuming another: its steps with an output were taken over, and this says so)
--- Returns: {'created', run_id} or {'exists', existing_run_id}.
+-- A ready step whose skip_if reads outputs (its 'skip_on': a rebuilt or resumed run's, given
+-- with them, or one after steps skipped above) is decided after the others (lib.lua).
+-- Returns: {'created', run_id}, {'created', run_id, 'ended'} when the run ended here (every
+-- step skipped or given), or {'exists', existing_run_id}.
 local P, run_id, now = ARGV[1], ARGV[2], ARGV[5]
 local request_id, idem_ttl, ttl = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
 local not_before = tonumber(ARGV[9] or '0') or 0
@@ -57,6 +60,7 @@ redis.call('HINCRBY', unfinished_key(P), run.namespace or 'default', 1)
 if run.deadline_ms then redis.call('ZADD', deadlines_key(P), run.deadline_ms, run_id) end
 if note == '' and given > 0 then note = 'rebuilt' end
 emit(P, run_id, '', 0, state, note, now)
+local deciding = {}  -- ready steps with a skip_if on outputs (lib.lua's ready_or_skipped)
 for i, s in ipairs(steps) do
   local member = run_id .. ':' .. s.step_id
   local left = 0
@@ -79,6 +83,8 @@ for i, s in ipairs(steps) do
   elseif f.skip then
     f.state, f.error, f.ended_ms = 'SKIPPED', f.skip, now
     emit(P, run_id, s.step_id, 0, 'SKIPPED', f.skip, now)
+  elseif left == 0 and f.skip_on then  -- after its dependencies' outputs are all written
+    deciding[#deciding + 1] = s.step_id
   elseif left == 0 then
     f.state, f.queued_ms, ready = 'QUEUED', now, true
   end
@@ -96,6 +102,20 @@ for i, s in ipairs(steps) do
     emit(P, run_id, s.step_id, 0, 'QUEUED', '', now)
   end
 end
+local queued_on = {}
+for _, step_id in ipairs(deciding) do
+  local more, why = ready_or_skipped(P, run_id, step_id, limit, now, queued_on, not_before)
+  local unreadable = step_id
+  if more then unreadable, why = count_down(P, run_id, more, limit, now, queued_on, not_before) end
+  if unreadable then
+    fail_unreadable(P, run_id, unreadable, why, now, ttl)
+    return {'created', run_id, 'ended'}
+  end
+end
 if limit > 0 then release_held(P, run_id, limit, now, not_before) end
-if remaining == 0 then finish_run(P, run_id, 'COMPLETED', '', now, ttl) end
+if #deciding > 0 then remaining = tonumber(redis.call('HGET', rh, 'remaining')) end
+if remaining <= 0 then
+  finish_run(P, run_id, 'COMPLETED', '', now, ttl)
+  return {'created', run_id, 'ended'}
+end
 return {'created', run_id}

@@ -1,0 +1,222 @@
+"""A pipeline step's skip_if on an upstream step's output, decided by the scheduler's scripts
+where the step becomes ready (``lib.lua``'s ``skip_on_reason``): the same semantics as the
+Python that decides conditions on the run's input (``conditions.holds``), checked case by
+case through a real valkey; then runs against the scheduler's core (``scheduler_core.py``):
+a step skipped or queued by what its dependency returned, a skip that makes the steps after
+it ready or skips them too and ends the run, a run that ends in its submit, an output that
+went by reference, and a rebuilt run that decides again."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import redis
+
+from common import refs
+from services.common.conditions import Condition, holds, lua_fields, parse
+from services.scheduler.queue_records import QueuedStep, Submission
+from services.scheduler.run_queue import LUA_DIR
+from tests.unit.scheduler_core import Core, assignments, scenario, step
+from tests.unit.test_conditions import CASES, INPUT
+
+HOLDS = (
+    (LUA_DIR / "lib.lua").read_text()
+    + """
+local c = cjson.decode(ARGV[1])[1]
+if ARGV[2] == '' then return condition_holds(c, false) and 1 or 0 end
+return condition_holds(c, cjson.decode(ARGV[2])) and 1 or 0
+"""
+)
+
+
+@pytest.fixture(scope="module")
+def valkey(valkey_url: str) -> Any:
+    client = redis.Redis.from_url(valkey_url)
+    yield client.register_script(HOLDS)
+    client.close()
+
+
+@pytest.mark.parametrize(("path", "op", "value", "expected"), CASES)
+def test_each_operator_holds_in_the_scripts_as_in_python(
+    valkey: Any, path: str, op: str, value: Any, expected: bool
+) -> None:
+    condition = Condition(path, op, value)
+    assert holds(condition, INPUT) is expected  # the Python, as test_conditions checks it
+    assert valkey(args=[lua_fields((condition,)), json.dumps(INPUT)]) == int(expected)
+
+
+@pytest.mark.parametrize(
+    ("output", "op", "value", "expected"),
+    [
+        ([], "==", [], True),  # a task that found nothing
+        ([1], "==", [], False),
+        ({"n": None}, "==", None, False),  # a different path: the document itself
+        (None, "==", None, True),
+        ("text", "==", "text", True),
+        (7, ">", 5, True),
+    ],
+)
+def test_a_condition_on_a_whole_output_reads_the_document_itself(
+    valkey: Any, output: Any, op: str, value: Any, expected: bool
+) -> None:
+    [condition] = parse({"path": "$.a", "op": op, "value": value}, {"a"}, "s", {"a"})
+    assert condition.source == "a" and condition.parsed.segments == ()
+    assert holds(condition, output) is expected
+    assert valkey(args=[lua_fields((condition,)), json.dumps(output)]) == int(expected)
+
+
+def test_a_source_without_output_has_no_field_but_for_not_exists(valkey: Any) -> None:
+    """A skipped step has no output: as a missing field, only not_exists holds on it."""
+    for op, value, expected in [("not_exists", None, 1), ("exists", None, 0), ("==", None, 0)]:
+        doc = {"path": "$.a.x", "op": op, **({} if "exists" in op else {"value": value})}
+        assert valkey(args=[lua_fields(parse(doc, {"a"}, "s", {"a"})), ""]) == expected
+
+
+# Runs against the scheduler's core --------------------------------------------------------
+
+
+def after(step_id: str, deps: list[str], skip_if: dict[str, Any] | None = None) -> QueuedStep:
+    s = step(step_id, 0)
+    s.deps.extend(deps)
+    if skip_if is not None:
+        s.fields["skip_on"] = lua_fields(parse(skip_if, {"a", "b", "c"}, "s", set(deps)))
+    return s
+
+
+def run_of(run_id: str, *steps: QueuedStep, sink: str = "c") -> Submission:
+    for s in steps:
+        for d in s.deps:
+            next(x for x in steps if x.step_id == d).dependents.append(s.step_id)
+    fields = {"run_id": run_id, "input_json": "{}", "priority": "5", "sinks": json.dumps([sink])}
+    return Submission(run_id, fields, list(steps))
+
+
+def none_found() -> dict[str, Any]:
+    return {"path": "$.a.count", "op": "==", "value": 0}
+
+
+async def stream(c: Core, run_id: str) -> list[tuple[str, str, str]]:
+    from services.scheduler import keys
+
+    found = await c.queue.redis.xrange(keys.events(run_id))
+    return [(f[b"step"].decode(), f[b"state"].decode(), f[b"msg"].decode()) for _, f in found]
+
+
+async def state_of(c: Core, run_id: str, step_id: str = "") -> tuple[str, str]:
+    from services.scheduler import keys
+
+    key = keys.step(run_id, step_id) if step_id else keys.run(run_id)
+    state, error = await c.queue.redis.hmget(key, "state", "error")
+    return state.decode(), (error or b"").decode()
+
+
+def test_a_step_is_skipped_or_queued_by_what_its_dependency_returned(valkey_url: str) -> None:
+    """a -> b (skipped when a found none) -> c: c runs after a skipped b, and the run
+    completes with c; with a count of 2, b runs."""
+
+    async def body(c: Core) -> None:
+        e1 = c.executor("e1")
+        for run_id, count, b_runs in [("r1", 0, False), ("r2", 2, True)]:
+            await c.core.submit(
+                [run_of(run_id, step("a", 0), after("b", ["a"], none_found()), after("c", ["b"]))]
+            )
+            [a] = assignments(e1)
+            await c.report(e1, a, "SUCCEEDED", json.dumps({"count": count}))
+            await c.lease_round()
+            [nxt] = assignments(e1)
+            assert nxt.step_id == ("b" if b_runs else "c")
+            if b_runs:
+                assert await state_of(c, run_id, "b") == ("RUNNING", "")
+                await c.report(e1, nxt, "SUCCEEDED")
+                await c.lease_round()
+                [nxt] = assignments(e1)
+            else:
+                assert await state_of(c, run_id, "b") == ("SKIPPED", "skip_if $.a.count == 0")
+                assert ("b", "SKIPPED", "skip_if $.a.count == 0") in await stream(c, run_id)
+            await c.report(e1, nxt, "SUCCEEDED")
+            assert await state_of(c, run_id) == ("COMPLETED", "")
+        assert c.heard.of("run_ended") == [("r1", "COMPLETED"), ("r2", "COMPLETED")]
+
+    scenario(valkey_url, body)
+
+
+def test_a_skip_can_skip_the_steps_after_it_and_end_the_run(valkey_url: str) -> None:
+    """b is skipped on a's output; c, whose skip_if holds once b has no output, is skipped
+    in the same script, and a's result ends the run."""
+
+    async def body(c: Core) -> None:
+        e1 = c.executor("e1")
+        c_skip = {"path": "$.b.faces", "op": "not_exists"}
+        await c.core.submit(
+            [run_of("r1", step("a", 0), after("b", ["a"], none_found()), after("c", ["b"], c_skip))]
+        )
+        [a] = assignments(e1)
+        await c.report(e1, a, "SUCCEEDED", json.dumps({"count": 0}))
+        assert await state_of(c, "r1", "c") == ("SKIPPED", "skip_if $.b.faces not exists")
+        assert await state_of(c, "r1") == ("COMPLETED", "")
+        assert c.heard.of("run_ended") == [("r1", "COMPLETED")]
+        await c.lease_round()
+        assert assignments(e1) == []
+
+    scenario(valkey_url, body)
+
+
+def test_a_run_whose_steps_are_all_skipped_at_its_submit_ends_there(valkey_url: str) -> None:
+    """a is skipped on the run's input (its 'skip', decided in Python); b reads a's output,
+    which it does not have, and is skipped by the submit's script: the run ends there, and
+    the listeners hear it as they would after a last result."""
+
+    async def body(c: Core) -> None:
+        e1 = c.executor("e1")
+        a = step("a", 0)
+        a.fields["skip"] = "skip_if $.fast == true"
+        b = after("b", ["a"], {"path": "$.a.faces", "op": "not_exists"})
+        [(created, _)] = await c.core.submit([run_of("r1", a, b, sink="b")])
+        assert created and await state_of(c, "r1") == ("COMPLETED", "")
+        assert await state_of(c, "r1", "b") == ("SKIPPED", "skip_if $.a.faces not exists")
+        assert c.heard.of("run_ended") == [("r1", "")]
+        assert assignments(e1) == []
+
+    scenario(valkey_url, body)
+
+
+def test_a_condition_on_an_output_that_went_by_reference_fails_the_run_saying_why(
+    valkey_url: str,
+) -> None:
+    async def body(c: Core) -> None:
+        e1 = c.executor("e1")
+        await c.core.submit(
+            [run_of("r1", step("a", 0), after("b", ["a"], none_found()), after("c", ["b"]))]
+        )
+        [a] = assignments(e1)
+        big = refs.make_ref("artifact://sha256/" + "0" * 64 + "/output_a.json", 10_000_000)
+        await c.report(e1, a, "SUCCEEDED", big)
+        state, error = await state_of(c, "r1")
+        assert state == "FAILED" and "step b FAILED" in error and "stored by reference" in error
+        assert (await state_of(c, "r1", "c"))[0] == "CANCELLED"
+        assert c.heard.of("run_ended") == [("r1", "FAILED")]
+
+    scenario(valkey_url, body)
+
+
+def test_a_rebuilt_run_decides_again_from_the_outputs_it_is_given(valkey_url: str) -> None:
+    """A run rebuilt from MongoDB comes with its completed steps' outputs: b, ready at
+    once, is decided by the submit's script as it was when a's result came."""
+
+    async def body(c: Core) -> None:
+        e1 = c.executor("e1", slots=2)
+        for run_id, count in [("r1", 0), ("r2", 3)]:
+            a = step("a", 0)
+            sub = run_of(run_id, a, after("b", ["a"], none_found()), after("c", ["b"]))
+            rebuilt = Submission(
+                run_id, sub.run_fields, sub.steps, done={"a": json.dumps({"count": count})}
+            )
+            await c.core.submit([rebuilt])
+        await c.lease_round()
+        assert sorted((x.run_id, x.step_id) for x in assignments(e1)) == [("r1", "c"), ("r2", "b")]
+        assert await state_of(c, "r1", "b") == ("SKIPPED", "skip_if $.a.count == 0")
+        assert c.heard.of("run_ended") == []
+
+    scenario(valkey_url, body)
