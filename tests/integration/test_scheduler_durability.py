@@ -295,28 +295,39 @@ def test_a_finished_run_leaves_redis_once_mongodb_has_it(
         rest = list(client.watch(run.run_id, after_event_id=told[2].event_id, timeout=30))
         assert [e.event_id for e in rest] == [e.event_id for e in told[3:]]
         # A step its skip_if skipped is in the history too (a record of attempt 0, written
-        # at the run's end), SKIPPED with its condition, and told so.
-        skipping = json.loads(json.dumps(PIPELINE))
-        skipping["pipeline_id"] = "ledger_skip"
-        skipping["steps"][1]["skip_if"] = {"path": "$.tag", "op": "==", "value": "skip"}
-        client.register_pipelines(skipping)
+        # at the run's end), SKIPPED with its condition, and told so: one on the run's input,
+        # decided at submit, and one on the first step's output, decided by complete.lua.
+        conditions = {
+            "ledger_skip": {"path": "$.tag", "op": "==", "value": "skip"},
+            "ledger_skip_on": {"path": "$.first.tag", "op": "==", "value": "skip"},
+        }
+        for pipeline_id, condition in conditions.items():
+            skipping = json.loads(json.dumps(PIPELINE))
+            skipping["pipeline_id"] = pipeline_id
+            skipping["steps"][1]["skip_if"] = condition
+            client.register_pipelines(skipping)
         ledger = str(shared_file(shared_tmp, "skip-ledger.txt"))
-        done = client.run(
-            pipeline="ledger_skip",
-            input={"tag": "skip", "ledger": ledger, "seconds": 0},
-            timeout=60,
-        )
-        assert [s.state for s in done.steps] == ["COMPLETED", "SKIPPED"]
+        runs = [
+            client.run(
+                pipeline=pipeline_id,
+                input={"tag": "skip", "ledger": ledger, "seconds": 0},
+                timeout=60,
+            )
+            for pipeline_id in conditions
+        ]
+        for done in runs:
+            assert [s.state for s in done.steps] == ["COMPLETED", "SKIPPED"]
         deadline = time.monotonic() + 15
-        while r.keys(f"wtm:*{done.run_id}*"):
-            assert time.monotonic() < deadline, r.keys(f"wtm:*{done.run_id}*")
+        while any(r.keys(f"wtm:*{done.run_id}*") for done in runs):
+            assert time.monotonic() < deadline
             time.sleep(0.2)
-        kept = client.get_run(done.run_id)
-        assert [(s.state, s.error) for s in kept.steps] == [
-            ("COMPLETED", ""), ("SKIPPED", 'skip_if $.tag == "skip"')
-        ]  # fmt: skip
-        told = list(client.watch(done.run_id, timeout=30))
-        assert ("second", "SKIPPED") in [(e.step_id, e.state) for e in told]
+        for done, said in zip(runs, ['$.tag == "skip"', '$.first.tag == "skip"'], strict=True):
+            kept = client.get_run(done.run_id)
+            assert [(s.state, s.error) for s in kept.steps] == [
+                ("COMPLETED", ""), ("SKIPPED", f"skip_if {said}")
+            ]  # fmt: skip
+            told = list(client.watch(done.run_id, timeout=30))
+            assert ("second", "SKIPPED") in [(e.step_id, e.state) for e in told]
 
 
 class ThreadedForwarder:
