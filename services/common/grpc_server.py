@@ -9,6 +9,7 @@ the bearer token is checked; servicers stay free of both. A backing service out 
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import secrets
@@ -257,32 +258,35 @@ class AsyncGuardInterceptor(aio.ServerInterceptor):
         self._needs_client_cert = needs_client_cert
         self._limits = limits
 
+    async def _admit(self, method: str, handler: Any, context: aio.ServicerContext) -> Principal:
+        """The caller of ``method``, admitted (its key checked, its call counted), or the call
+        aborted with the refusal's status."""
+        gate, metadata = self._gate, context.invocation_metadata()
+        try:
+            if method in self._needs_client_cert and not client_certificate_name(
+                context.auth_context()
+            ):
+                raise Unauthenticated(
+                    "this stream needs a client certificate: connect to the executor "
+                    "listener (WTM_EXECUTOR_LISTEN) with WTM_TLS_CLIENT_CERT and _KEY"
+                )
+            try:
+                principal = gate.admit(method, metadata, allow_io=False)  # a cached key
+            except NeedsLookup:
+                principal = await asyncio.to_thread(gate.admit, method, metadata)
+            counted(self._limits, handler, principal)
+            return principal
+        except Exception as exc:  # noqa: BLE001 - refused, or MongoDB out of reach
+            await context.abort(*status_for(exc), trailing_metadata=pushback(exc))
+            raise  # not reached: abort raises
+
     async def intercept_service(self, continuation: Any, details: Any) -> Any:
         handler = await continuation(details)
         if handler is None:
             return None
         method, gate = details.method, self._gate
         _, behavior, _ = _kinds(handler)
-
-        needs_cert = method in self._needs_client_cert
-
-        async def admit(context: aio.ServicerContext) -> Principal:
-            metadata = context.invocation_metadata()
-            try:
-                if needs_cert and not client_certificate_name(context.auth_context()):
-                    raise Unauthenticated(
-                        "this stream needs a client certificate: connect to the executor "
-                        "listener (WTM_EXECUTOR_LISTEN) with WTM_TLS_CLIENT_CERT and _KEY"
-                    )
-                try:
-                    principal = gate.admit(method, metadata, allow_io=False)  # a cached key
-                except NeedsLookup:
-                    principal = await asyncio.to_thread(gate.admit, method, metadata)
-                counted(self._limits, handler, principal)
-                return principal
-            except Exception as exc:  # noqa: BLE001 - refused, or MongoDB out of reach
-                await context.abort(*status_for(exc), trailing_metadata=pushback(exc))
-                raise  # not reached: abort raises
+        admit = functools.partial(self._admit, method, handler)
 
         if inspect.isasyncgenfunction(behavior):
 

@@ -66,6 +66,22 @@ class StreamClosed(Exception):
     """The scheduler stream ended; reconnect."""
 
 
+REFUSALS = (
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.FAILED_PRECONDITION,  # it would not isolate task code
+)
+
+
+def stream_lost(exc: aio.AioRpcError) -> None:
+    """The scheduler's stream ended with ``exc``: a refusal of this executor ends the process
+    (SystemExit 2: no reconnect would be let in); anything else is logged, to reconnect."""
+    if exc.code() in REFUSALS:
+        log.error("scheduler refused this executor: %s", exc.details())
+        raise SystemExit(2) from exc
+    log.warning("scheduler stream lost: %s", exc.code().name)
+
+
 class Executor:
     """Runs assignments from the scheduler until stopped."""
 
@@ -288,14 +304,7 @@ class Executor:
                     elif kind == "heartbeat_ack":
                         self._acknowledged(message.heartbeat_ack.sequence)
             except aio.AioRpcError as exc:
-                if exc.code() in (
-                    grpc.StatusCode.UNAUTHENTICATED,
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    grpc.StatusCode.FAILED_PRECONDITION,  # it would not isolate task code
-                ):
-                    log.error("scheduler refused this executor: %s", exc.details())
-                    raise SystemExit(2) from exc
-                log.warning("scheduler stream lost: %s", exc.code().name)
+                stream_lost(exc)
                 raise
             except asyncio.CancelledError:
                 task = asyncio.current_task()
@@ -445,23 +454,10 @@ class Executor:
                 else:
                     outcomes = await self.steps.execute_batch(group, runnings)
             except Exception as exc:  # noqa: BLE001 - a slot outlives any one step's trouble
-                # Ours, not the task's (a full disk while unpacking, a bug here): the steps
-                # fail retryably, the error is logged with them, and the slot goes on.
                 log.exception(
                     "slot %d: step %s/%s failed in the executor", index, *names(group[0].ref)
                 )
-                failed = Outcome("FAILED", error=f"executor error: {type(exc).__name__}: {exc}")
-                outcomes = [failed] * len(group)
-                self.slot_errors += 1
-                self.last_slot_error = failed.error[:500]
-                if self._rests_honoured:  # (an older scheduler would lease to it again)
-                    rest = self.faults.failed_here(
-                        [a.digest for a in group],
-                        time.monotonic(),
-                        proven=[a.digest for a in group if a.proven],
-                    )
-                    if rest:
-                        self._rest(rest)
+                outcomes = self._failed_here(group, exc)
             else:
                 worked = [
                     a.digest
@@ -477,6 +473,23 @@ class Executor:
                     self.steps.done(r)
             for a, outcome in zip(group, outcomes, strict=True):
                 self._send_result(a.ref, outcome)
+
+    def _failed_here(self, group: list[epb.StepAssignment], exc: Exception) -> list[Outcome]:
+        """The outcomes of steps that failed in the executor, not in their task (a full disk
+        while unpacking, a bug here): they fail retryably, with the error, and the executor
+        may rest if its failures say it is what is broken."""
+        failed = Outcome("FAILED", error=f"executor error: {type(exc).__name__}: {exc}")
+        self.slot_errors += 1
+        self.last_slot_error = failed.error[:500]
+        if self._rests_honoured:  # (an older scheduler would lease to it again)
+            rest = self.faults.failed_here(
+                [a.digest for a in group],
+                time.monotonic(),
+                proven=[a.digest for a in group if a.proven],
+            )
+            if rest:
+                self._rest(rest)
+        return [failed] * len(group)
 
     def _send_result(self, ref: epb.StepAttemptRef, outcome: Outcome) -> None:
         result = epb.StepResult(
