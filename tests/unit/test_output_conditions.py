@@ -220,3 +220,21 @@ def test_a_rebuilt_run_decides_again_from_the_outputs_it_is_given(valkey_url: st
         assert c.heard.of("run_ended") == []
 
     scenario(valkey_url, body)
+
+
+def test_a_new_runs_ready_steps_are_named_for_the_lease_in_its_submit() -> None:
+    """The queues a submit's lease asks for: each step with no dependency, or whose every
+    dependency its skip_if skipped (before, such a step waited for the next round: up to a
+    second); a skipped step itself asks for nothing."""
+    from services.scheduler.queue_records import ready_queues
+
+    def chain(run_id: str, skip_a: bool) -> Submission:
+        a, b, c = step("a", 0), after("b", ["a"]), after("c", ["b"])
+        for s, queue in [(a, "qa"), (b, "qb"), (c, "qc")]:
+            s.fields["queue"] = queue
+        if skip_a:
+            a.fields["skip"] = "skip_if $.fast == true"
+        return run_of(run_id, a, b, c)
+
+    assert ready_queues([chain("r1", skip_a=False)]) == {"qa": 1}
+    assert ready_queues([chain("r2", skip_a=True)]) == {"qb": 1}
