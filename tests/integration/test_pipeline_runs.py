@@ -13,7 +13,7 @@ import grpc
 import pymongo
 import pytest
 
-from clients.sdk import ApiError, Client, RunInfo
+from clients.sdk import ApiError, Client, RunInfo, StepInfo
 from services.localstack import Cluster
 from tests.conftest import EXAMPLES, ROOT, keyed_channel, run_cli
 from tests.waiting import eventually
@@ -235,6 +235,21 @@ def test_a_pipeline_step_with_its_own_backoff_retries_after_it(
     assert 1.45 <= retry_delay(client, marker, pipeline="flaky_step_backoff") <= 4.5
 
 
+def completed(
+    client: Client, pipeline_id: str, doc: dict[str, Any], states: str
+) -> tuple[RunInfo, dict[str, StepInfo]]:
+    """A run of ``pipeline_id`` that completed, its steps (a, b, c, d) COMPLETED or SKIPPED as
+    ``states`` says, letter by letter; and its steps by id."""
+    done = run(client, pipeline_id, doc)
+    assert done.state == "COMPLETED", done.error
+    by_id = {s.step_id: s for s in done.steps}
+    said = {"C": "COMPLETED", "S": "SKIPPED"}
+    assert {k: s.state for k, s in by_id.items()} == {
+        k: said[x] for k, x in zip("abcd", states, strict=True)
+    }
+    return done, by_id
+
+
 def test_a_step_whose_skip_if_holds_is_skipped_and_the_run_goes_on_without_it(
     client: Client, cluster: Cluster
 ) -> None:
@@ -255,12 +270,7 @@ def test_a_step_whose_skip_if_holds_is_skipped_and_the_run_goes_on_without_it(
     assert client.get_pipeline("skipping").steps[1].skip_if == [fast]
     info = run_cli(cluster, "pipeline", "info", "skipping").stdout
     assert "skipped when $.fast == true" in info, info
-    done = run(client, "skipping", {"text": "hi", "fast": True})
-    assert done.state == "COMPLETED", done.error
-    by_id = {s.step_id: s for s in done.steps}
-    assert {k: s.state for k, s in by_id.items()} == {
-        "a": "COMPLETED", "b": "SKIPPED", "c": "COMPLETED", "d": "SKIPPED"
-    }  # fmt: skip
+    done, by_id = completed(client, "skipping", {"text": "hi", "fast": True}, "CSCS")
     assert by_id["b"].error == "skip_if $.fast == true" and by_id["b"].attempt == 0
     assert by_id["c"].output == {"echo": {"a": "hi"}}
     assert done.output == {"c": {"echo": {"a": "hi"}}}
@@ -293,12 +303,7 @@ def test_a_step_whose_skip_if_reads_an_upstream_output_is_decided_when_that_outp
          "input_mapping": {"a": "$.a.echo.text", "b": "$.b.echo.from_a"}},
     ]  # fmt: skip
     pipeline(client, "output_skipping", steps)
-    done = run(client, "output_skipping", {"text": "none"})
-    assert done.state == "COMPLETED", done.error
-    by_id = {s.step_id: s for s in done.steps}
-    assert {k: s.state for k, s in by_id.items()} == {
-        "a": "COMPLETED", "b": "SKIPPED", "c": "SKIPPED", "d": "COMPLETED"
-    }  # fmt: skip
+    done, by_id = completed(client, "output_skipping", {"text": "none"}, "CSSC")
     assert by_id["b"].error == 'skip_if $.a.echo.text == "none"' and by_id["b"].attempt == 0
     assert by_id["c"].error == "skip_if $.b.echo not exists"
     assert done.output == {"d": {"echo": {"a": "none"}}}
