@@ -69,7 +69,9 @@ class Condition:
         }
 
 
-def _condition(doc: Any, step_ids: set[str], upstream: set[str], where: str) -> Condition:
+def _condition(
+    doc: Any, step_ids: set[str], upstream: set[str], where: str, step_id: str
+) -> Condition:
     if not isinstance(doc, dict):
         raise InvalidArgument("must be an object {path, op, value}", field=where)
     extra = sorted(set(doc) - KEYS)
@@ -83,8 +85,8 @@ def _condition(doc: Any, step_ids: set[str], upstream: set[str], where: str) -> 
     parsed = mapping.parse(path, step_ids, f"{where}.path")
     if parsed.source and parsed.source not in upstream:
         raise InvalidArgument(
-            f"{path!r} reads step {parsed.source!r}, which is not upstream of this step; "
-            "add it to depends_on",
+            f"{path!r} reads step {parsed.source!r}, which is not upstream of "
+            f"{repr(step_id) if step_id else 'this step'}; add it to depends_on",
             field=f"{where}.path",
         )
     if None in parsed.segments:
@@ -109,17 +111,25 @@ def _condition(doc: Any, step_ids: set[str], upstream: set[str], where: str) -> 
 
 
 def parse(
-    doc: Any, step_ids: set[str], where: str, upstream: set[str] | None = None
+    doc: Any,
+    step_ids: set[str],
+    where: str,
+    upstream: set[str] | None = None,
+    step_id: str = "",
 ) -> tuple[Condition, ...]:
     """A step's ``skip_if`` (one condition or a list), checked; errors name ``where``.
-    ``step_ids`` are the pipeline's steps, ``upstream`` those whose outputs the step may
-    read (none when not given)."""
+    ``step_ids`` are the pipeline's steps, ``upstream`` those whose outputs the step
+    (``step_id``) may read (none when not given)."""
     items = doc if isinstance(doc, list) else [doc]
     if not items or len(items) > MAX_CONDITIONS:
         raise InvalidArgument(f"must hold 1 to {MAX_CONDITIONS} conditions", field=where)
     return tuple(
         _condition(
-            c, step_ids, upstream or set(), f"{where}[{i}]" if isinstance(doc, list) else where
+            c,
+            step_ids,
+            upstream or set(),
+            f"{where}[{i}]" if isinstance(doc, list) else where,
+            step_id,
         )
         for i, c in enumerate(items)
     )

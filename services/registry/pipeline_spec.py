@@ -421,6 +421,7 @@ def _with_conditions(
         ids,
         f"{where}.steps[{i}].skip_if",
         upstream,
+        step.step_id,
         fallback=(),
     )
     return replace(step, skip_if=[c.to_json() for c in found])

@@ -320,7 +320,7 @@ def test_a_step_whose_skip_if_reads_an_upstream_output_is_decided_when_that_outp
     with pytest.raises(ApiError) as err:
         pipeline(client, "output_skipping_sideways", sideways)
     assert err.value.code == "INVALID_ARGUMENT"
-    assert "steps[2].skip_if.path: '$.b.echo' reads step 'b', which is not upstream" in str(
+    assert "steps[2].skip_if.path: '$.b.echo' reads step 'b', which is not upstream of 'c'" in str(
         err.value
     ), err.value
 

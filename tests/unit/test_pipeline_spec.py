@@ -496,6 +496,6 @@ def test_a_step_may_be_skipped_by_a_condition_on_the_run_input_or_an_upstream_ou
     where = "pipelines.face_processing_pipeline.steps"
     assert (
         f"{where}[1].skip_if.path: '$.features.vectors' reads step 'features', which is not "
-        "upstream of this step; add it to depends_on" in message
+        "upstream of 'attributes'; add it to depends_on" in message
     )
     assert f"{where}[2].skip_if.value: == needs a value" in message
