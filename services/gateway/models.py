@@ -224,7 +224,7 @@ class PipelineStep(BaseModel):
     queue: str = ""
     cache: bool | None = None
     retry_backoff: tuple[float, float] | None = None  # the step's own, seconds: first, longest
-    skip_if: list[dict[str, Any]] = []  # conditions on the run's input: skipped when one holds
+    skip_if: list[dict[str, Any]] = []  # on the run's input or an upstream output: any holds
 
 
 class Pipeline(BaseModel):
