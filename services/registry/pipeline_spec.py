@@ -58,8 +58,8 @@ class StepSpec:
     # task's own, else the scheduler's policy): "retry_backoff", "retry_backoff_max".
     retry_backoff: float | None = None
     retry_backoff_max: float | None = None
-    # Conditions on the run's input under which the step is skipped (services.common.
-    # conditions), as {path, op, value} objects; none: it always runs.
+    # Conditions on the run's input or an upstream output under which the step is skipped
+    # (services.common.conditions), as {path, op, value} objects; none: it always runs.
     skip_if: list[dict[str, Any]] = field(default_factory=list)
 
 
