@@ -1,5 +1,6 @@
 """A step's ``skip_if``: conditions on the run's input, checked when a pipeline is
-registered and evaluated when a run is submitted."""
+registered and evaluated when a run is submitted (those on an upstream output, decided by
+the scheduler's scripts: ``test_output_conditions``)."""
 
 from __future__ import annotations
 
