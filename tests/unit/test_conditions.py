@@ -33,6 +33,9 @@ CASES: list[tuple[str, str, Any, bool]] = [
     ("$.size", "<=", 2, False),
     ("$.ratio", ">=", 0.5, True),
     ("$.mode", "<", "slow", True),  # strings compare as strings
+    ("$.mode", "<", "Z", False),  # by code point, whatever the locale ("Z" is 90, "f" 102)
+    ("$.mode", ">=", "fast", True),
+    ("$.mode", "<=", "fas", False),
     ("$.mode", ">", 1, False),  # a string and a number: no order, does not hold
     ("$.mode", "in", ["fast", "faster"], True),
     ("$.size", "not_in", [1, 2], True),

@@ -278,6 +278,16 @@ local function json_same(a, b)
   return true
 end
 
+-- Two strings in code point order, as Python orders them (Lua's '<' follows the server's
+-- locale: strcoll). UTF-8's byte order is its code points' order.
+local function text_before(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+
 local function condition_holds(c, doc)
   local found = doc
   if found == false then found = nil end  -- the source has no output
@@ -299,10 +309,12 @@ local function condition_holds(c, doc)
   end
   local kind = type(found)
   if kind ~= type(value) or (kind ~= 'number' and kind ~= 'string') then return false end
-  if op == '<' then return found < value end
-  if op == '<=' then return found <= value end
-  if op == '>' then return found > value end
-  return found >= value
+  local less, more = found < value, found > value
+  if kind == 'string' then less, more = text_before(found, value), text_before(value, found) end
+  if op == '<' then return less end
+  if op == '<=' then return not more end
+  if op == '>' then return more end
+  return not less
 end
 
 -- Why the step is skipped ('skip_if <the condition>'), or '' to run it; nil and why when an
