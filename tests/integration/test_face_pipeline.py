@@ -85,11 +85,20 @@ def test_the_lineage_follows_the_faces_through_the_branches(face_run: RunInfo) -
 
 
 def test_no_face_on_the_cat(client: Client) -> None:
+    """No face found: the attribute and feature models are not run (the pipeline's skip_if on
+    the detection's output), and the merge says there is none."""
     uri = client.upload_artifact(DATA / "chelsea.jpg")
     run = client.wait(
         client.submit(pipeline="face_processing_pipeline", input={"image_path": uri}).run_id, 120
     )
     assert run.state == "COMPLETED" and run.output["faces"] == []
+    assert [(s.step_id, s.state, s.attempt) for s in run.steps] == [
+        ("face_detection", "COMPLETED", 1),
+        ("attributes", "SKIPPED", 0),
+        ("features", "SKIPPED", 0),
+        ("merge", "COMPLETED", 1),
+    ]
+    assert run.steps[1].error == "skip_if $.face_detection.faces == []"
 
 
 def test_a_corrupt_image_fails_the_run_with_a_fatal_error(client: Client, tmp_path: Path) -> None:
