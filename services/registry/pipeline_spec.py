@@ -269,7 +269,8 @@ def parse_pipeline(
     ]
     parsed = [s for s in steps if s is not None]
     if parsed and len(parsed) == len(steps):  # each step's place in the graph is known
-        parsed = _check_graph(parsed, where, problems)
+        conditions_of = [s.get("skip_if") for s in raw_steps]  # each a dict: it parsed
+        parsed = _check_graph(parsed, conditions_of, where, problems)
     validation: dict[str, Any] = problems.take(_input_validation, doc, where, fallback={})
     enabled = doc.get("enabled", True)
     if not isinstance(enabled, bool):
@@ -385,8 +386,12 @@ def _input_validation(doc: dict[str, Any], where: str) -> dict[str, Any]:
     return validation
 
 
-def _check_graph(steps: list[StepSpec], where: str, problems: Problems) -> list[StepSpec]:
-    """Resolve and check the dependencies; then, when they hold, the graph they make."""
+def _check_graph(
+    steps: list[StepSpec], conditions_of: list[Any], where: str, problems: Problems
+) -> list[StepSpec]:
+    """Resolve and check the dependencies; then, when they hold, the graph they make: the
+    mappings, the parallel groups, and each step's ``skip_if`` as the config gave it
+    (``conditions_of``, in the steps' order: a condition may read an upstream output)."""
     start = len(problems)
     resolved = _resolve_dependencies(steps, where, problems)
     if problems.ok_since(start):
@@ -396,7 +401,7 @@ def _check_graph(steps: list[StepSpec], where: str, problems: Problems) -> list[
         _check_parallel_groups(resolved, where, problems)
         above = ancestors(resolved)
         resolved = [
-            _with_conditions(s, i, resolved, above[s.step_id], where, problems)
+            _with_conditions(s, conditions_of[i], i, resolved, above[s.step_id], where, problems)
             for i, s in enumerate(resolved)
         ]
     return resolved
@@ -404,20 +409,21 @@ def _check_graph(steps: list[StepSpec], where: str, problems: Problems) -> list[
 
 def _with_conditions(
     step: StepSpec,
+    raw: Any,
     i: int,
     steps: list[StepSpec],
     upstream: set[str],
     where: str,
     problems: Problems,
 ) -> StepSpec:
-    """``step`` with its skip_if checked (a condition may read the output of a step
-    ``upstream`` of it) and written as a list of conditions."""
-    if not step.skip_if:
+    """``step`` with its skip_if (``raw``, as the config gave it) checked — a condition may
+    read the output of a step ``upstream`` of it — and written as a list of conditions."""
+    if raw is None:
         return step
     ids = {s.step_id for s in steps}
     found: tuple[conditions.Condition, ...] = problems.take(
         conditions.parse,
-        step.skip_if[0],
+        raw,
         ids,
         f"{where}.steps[{i}].skip_if",
         upstream,
@@ -499,7 +505,6 @@ def _parse_step(
         cache=cache,
         retry_backoff=backoff[0] if backoff else None,
         retry_backoff_max=backoff[1] if backoff else None,
-        skip_if=[] if doc.get("skip_if") is None else [doc["skip_if"]],  # checked with the graph
     )
 
 
