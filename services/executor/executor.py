@@ -26,6 +26,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_ji
 from common import tls
 from common.client_core import CHANNEL_OPTIONS, AsyncCaller
 from services.common.config import read_secret
+from services.common.stopping import cancel_and_wait
 from services.executor.lease_fence import LeaseFence
 from services.executor.preflight import check_cache_dir
 from services.executor.sandbox import Ceilings, Sandbox, protect_executor, thread_share
@@ -180,11 +181,7 @@ class Executor:
         await asyncio.sleep(0.3)  # let the last results reach the outbox and the stream
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.uplink.flushed(), 2.0)
-        for task in [*slots, connection, sweeps]:
-            task.cancel()
-        for task in [*slots, connection, sweeps]:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait([*slots, connection, sweeps])
         await self.workers.close()  # the uid claims go with the process (``worker_uids``)
         await self._registry_caller.close()
         log.info("stopped")

@@ -15,8 +15,8 @@ A run's data flows one way: submit → queue (Redis) → lease → execute (exec
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
+from services.common.stopping import cancel_and_wait
 from services.scheduler.clock import SYSTEM, Clock
 from services.scheduler.fleet import ExecutorProfile, ExecutorSession, Fleet
 from services.scheduler.intake import Intake
@@ -73,11 +73,7 @@ class Dispatcher:
     async def stop(self) -> None:
         """End every executor stream (they reconnect elsewhere) and the loops."""
         self.fleet.close_all()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
 
     # The executor stream -----------------------------------------------------------------
 

@@ -27,6 +27,7 @@ import uuid
 
 from tenacity import AsyncRetrying, RetryCallState, wait_exponential
 
+from services.common.stopping import cancel_and_wait
 from services.scheduler.clock import SYSTEM, Clock
 from services.scheduler.listeners import Listeners, Refused, RunListener
 from services.scheduler.models import TERMINAL, Run, StepRun, ms_to_dt
@@ -91,11 +92,7 @@ class History(RunListener):
         ]
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         with contextlib.suppress(Exception):
             await self._write_ended()
             await self.store.flush()

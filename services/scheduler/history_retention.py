@@ -21,7 +21,6 @@ documents, which is harmless.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -33,6 +32,7 @@ from opentelemetry.metrics import Meter
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.common.config import namespace_values, namespace_values_problem
+from services.common.stopping import cancel_and_wait
 from services.scheduler.artifact_sweep import ArtifactSweep
 from services.scheduler.clock import SYSTEM, Clock
 from services.scheduler.models import TERMINAL
@@ -101,9 +101,7 @@ class HistoryRetention:
     async def close(self) -> None:
         """Stop a pass under way (what it deleted stays deleted; the rest waits for the next)."""
         if self._pass is not None and not self._pass.done():
-            self._pass.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pass
+            await cancel_and_wait([self._pass])
 
     async def _logged_pass(self) -> int:
         try:

@@ -31,6 +31,7 @@ from common.errors import InvalidArgument
 from services.common.auth import DEFAULT_NAMESPACE
 from services.common.backends import mongo_options
 from services.common.paging import decode_token, encode_token
+from services.common.stopping import cancel_and_wait
 from services.scheduler.insert_landings import InsertLandings
 from services.scheduler.models import Run, StepRun
 from services.scheduler.request_claims import RequestClaims
@@ -126,9 +127,7 @@ class RunStore:
         if self._marks_due is not None:
             self._marks_due.cancel()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait([self._task])
         await self.flush(young_marks=True)
         await self._client.close()
 

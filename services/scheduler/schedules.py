@@ -61,6 +61,7 @@ from common.errors import (
 )
 from services.common import auth
 from services.common.gate import Gate
+from services.common.stopping import cancel_and_wait
 from services.scheduler.clock import SYSTEM, Clock
 from services.scheduler.planning import (
     SubmitRequest,
@@ -337,9 +338,7 @@ class Schedules:
 
     async def close(self) -> None:
         if self._firing is not None:
-            self._firing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._firing
+            await cancel_and_wait([self._firing])
 
     async def fire_due(self) -> None:
         """Start the runs of the schedules whose time has come (at most ``batch`` of them)."""

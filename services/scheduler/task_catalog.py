@@ -28,6 +28,7 @@ from common.client_core import AsyncCaller, Metadata
 from common.errors import InvalidArgument, NotFound, Unavailable, WtmError
 from services.common import conditions
 from services.common.auth import NAMESPACE_HEADER
+from services.common.stopping import cancel_and_wait
 from services.scheduler.queue_names import queue_variant
 from wtm.v1 import registry_service_pb2 as rpb
 from wtm.v1 import registry_service_pb2_grpc as rpb_grpc
@@ -334,7 +335,5 @@ class TaskCatalog:
         return resolved
 
     async def close(self) -> None:
-        for task in list(self._refreshing.values()):
-            task.cancel()
-        await asyncio.gather(*self._refreshing.values(), return_exceptions=True)
+        await cancel_and_wait(list(self._refreshing.values()))
         await self._registry.close()
