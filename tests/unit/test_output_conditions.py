@@ -16,7 +16,8 @@ import redis
 
 from common import refs
 from services.common.conditions import Condition, holds, lua_fields, parse
-from services.scheduler.queue_records import QueuedStep, Submission
+from services.scheduler import keys
+from services.scheduler.queue_records import QueuedStep, Submission, ready_queues
 from services.scheduler.run_queue import LUA_DIR
 from tests.unit.scheduler_core import Core, assignments, scenario, step
 from tests.unit.test_conditions import CASES, INPUT
@@ -98,15 +99,11 @@ def none_found() -> dict[str, Any]:
 
 
 async def stream(c: Core, run_id: str) -> list[tuple[str, str, str]]:
-    from services.scheduler import keys
-
     found = await c.queue.redis.xrange(keys.events(run_id))
     return [(f[b"step"].decode(), f[b"state"].decode(), f[b"msg"].decode()) for _, f in found]
 
 
 async def state_of(c: Core, run_id: str, step_id: str = "") -> tuple[str, str]:
-    from services.scheduler import keys
-
     key = keys.step(run_id, step_id) if step_id else keys.run(run_id)
     state, error = await c.queue.redis.hmget(key, "state", "error")
     return state.decode(), (error or b"").decode()
@@ -226,7 +223,6 @@ def test_a_new_runs_ready_steps_are_named_for_the_lease_in_its_submit() -> None:
     """The queues a submit's lease asks for: each step with no dependency, or whose every
     dependency its skip_if skipped (before, such a step waited for the next round: up to a
     second); a skipped step itself asks for nothing."""
-    from services.scheduler.queue_records import ready_queues
 
     def chain(run_id: str, skip_a: bool) -> Submission:
         a, b, c = step("a", 0), after("b", ["a"]), after("c", ["b"])
