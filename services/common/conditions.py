@@ -18,14 +18,16 @@ scheduler decides those on the run's input when the run is submitted (``skip_rea
 gives a step those on upstream outputs as its ``skip_on`` field (``lua_fields``), which the
 scheduler's scripts decide where the step becomes ready (``lib.lua``'s ``skip_on_reason``,
 with these semantics; a step output decoded there cannot tell an empty list from an empty
-object, so the two are equal in such a condition)."""
+object, so the two are equal in such a condition). An output stored by reference is read
+there through its view (``view``), which the executor that stored it sends with the result:
+what is at the paths later steps' conditions read (``output_paths``)."""
 
 from __future__ import annotations
 
 import functools
 import json
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -167,6 +169,57 @@ def lua_fields(found: tuple[Condition, ...]) -> str:
             for c in found
         ]
     )
+
+
+def output_paths(found: Iterable[Condition], source: str) -> tuple[str, ...]:
+    """Where ``found`` read the output of step ``source``, each once, as expressions on that
+    output (``$.faces`` of ``$.detect.faces``; ``$`` for the whole of it)."""
+    return tuple(
+        dict.fromkeys(
+            "$" + "".join(f"[{s}]" if isinstance(s, int) else f".{s}" for s in c.parsed.segments)
+            for c in found
+            if c.source == source
+        )
+    )
+
+
+def view(document: Any, paths: Iterable[str]) -> Any:
+    """``document`` with only what is at ``paths`` (expressions on it, as ``output_paths``
+    gives them): every other field left out, a list kept up to the last index read, null
+    before an index not read. A condition that reads one of ``paths`` holds on the view as on
+    the document. None when a path reads the whole document (the view would be all of it),
+    or is not such an expression."""
+    root: Any = None
+    for text in paths:
+        try:
+            segments = mapping.segments_of(text, "condition_paths")
+        except InvalidArgument:
+            return None
+        if not segments or None in segments:
+            return None
+        try:
+            value = mapping.evaluate(mapping.Path("", segments, text), document)
+        except mapping.MissingValue:
+            continue
+        if root is None:
+            root = [] if isinstance(segments[0], int) else {}
+        _place(root, segments, value)
+    return {} if root is None else root
+
+
+def _place(node: Any, segments: tuple[mapping.Segment, ...], value: Any) -> None:
+    """Put ``value`` at ``segments`` under ``node``, making the objects and lists on the way
+    (a list padded with null up to the index)."""
+    for i, seg in enumerate(segments):
+        last = i == len(segments) - 1
+        made: Any = value if last else ([] if isinstance(segments[i + 1], int) else {})
+        if isinstance(seg, int):
+            node.extend([None] * (seg + 1 - len(node)))
+            if last or not isinstance(node[seg], dict | list):
+                node[seg] = made
+        elif last or not isinstance(node.get(seg), dict | list):
+            node[seg] = made
+        node = node[seg]
 
 
 def _same(a: Any, b: Any) -> bool:

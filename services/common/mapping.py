@@ -51,6 +51,17 @@ def is_expression(value: Any) -> bool:
 
 def parse(text: str, step_ids: set[str], field: str) -> Path:
     """Parse ``text``; ``step_ids`` are the pipeline's steps. Errors name ``field``."""
+    segments = segments_of(text, field)
+    if not segments or not isinstance(segments[0], str):
+        raise InvalidArgument(f"expression {text!r} must name a field", field=field)
+    if segments[0] in step_ids:
+        return Path(str(segments[0]), segments[1:], text)
+    return Path("", segments, text)
+
+
+def segments_of(text: str, field: str) -> tuple[Segment, ...]:
+    """The segments of ``text`` (``$``, ``$.faces[0].score``, ``$[2]``); errors name
+    ``field``."""
     if not text.startswith("$"):
         raise InvalidArgument(f"expression {text!r} must start with '$'", field=field)
     segments: list[Segment] = []
@@ -75,11 +86,7 @@ def parse(text: str, step_ids: set[str], field: str) -> Path:
             f"{segments.count(None)} [*]; at most {MAX_SEGMENTS} and {MAX_WILDCARDS}",
             field=field,
         )
-    if not segments or not isinstance(segments[0], str):
-        raise InvalidArgument(f"expression {text!r} must name a field", field=field)
-    if segments[0] in step_ids:
-        return Path(str(segments[0]), tuple(segments[1:]), text)
-    return Path("", tuple(segments), text)
+    return tuple(segments)
 
 
 class MissingValue(LookupError):

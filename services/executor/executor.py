@@ -494,6 +494,7 @@ class Executor:
             outcome=OUTCOMES[outcome.outcome],
             output_json=outcome.output_json,
             error=outcome.error,
+            condition_view_json=outcome.condition_view,
         )
         if outcome.process_times is not None:
             result.start_time.FromNanoseconds(int(outcome.process_times[0] * 1e9))

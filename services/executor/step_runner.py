@@ -27,7 +27,7 @@ from common.errors import (
     InvalidArgument,
     WtmError,
 )
-from services.common import auth
+from services.common import auth, conditions
 from services.executor.artifact_cache import ArtifactCache
 from services.executor.lease_fence import LeaseFence
 from services.executor.object_store import ObjectStore, transient
@@ -192,7 +192,21 @@ class StepRunner:
                 error=f"storing the {len(data)}-byte output failed: {exc.code}: {exc.message}",
                 process_times=outcome.process_times,
             )
-        return dataclasses.replace(outcome, output_json=refs.make_ref(uri, len(data)))
+        return dataclasses.replace(
+            outcome,
+            output_json=refs.make_ref(uri, len(data)),
+            condition_view=self._condition_view(a, outcome.output_json),
+        )
+
+    def _condition_view(self, a: epb.StepAssignment, output_json: str) -> str:
+        """What later steps' conditions read of an output going by reference (its view,
+        ``conditions.view``), so that the scheduler decides them without fetching it; "" when
+        none read it, or the view is itself over the inline limit."""
+        if not a.condition_paths:
+            return ""
+        found = conditions.view(json.loads(output_json), a.condition_paths)
+        text = "" if found is None else json.dumps(found)
+        return "" if refs.too_large(text, self.settings.inline_max_bytes) else text
 
     async def execute(self, a: epb.StepAssignment, running: Running) -> Outcome:
         """Run one step (``_execute``), inside an execution span that is a child of the step

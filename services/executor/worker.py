@@ -49,6 +49,8 @@ class Outcome:
     output_json: str = ""
     error: str = ""
     process_times: tuple[float, float] | None = None
+    # of an output stored by reference: what later steps' conditions read of it (JSON text)
+    condition_view: str = ""
 
 
 MAX_TEXT = 4000  # characters of an error, a progress message or a log line from a worker

@@ -75,4 +75,5 @@ def assignment(
         call_id=leased.call if call_size > 1 else "",
         call_size=call_size if call_size > 1 else 0,
         proven=proven,
+        condition_paths=tuple(json.loads(paths)) if (paths := s.get("condition_paths")) else (),
     )

@@ -52,6 +52,7 @@ def _report(r: epb.StepResult, session: ExecutorSession) -> StepReport:
         timings=_timings(r),
         lease_id=r.ref.lease_id,
         executor_id=session.executor_id,
+        condition_view=r.condition_view_json,
     )
 
 
@@ -85,6 +86,7 @@ def _assignment_of(a: Assignment) -> epb.StepAssignment:
         call_id=a.call_id,
         call_size=a.call_size,
         proven=a.proven,
+        condition_paths=a.condition_paths,
     )
 
 

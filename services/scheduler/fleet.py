@@ -75,6 +75,7 @@ class Assignment:
     call_id: str = ""  # of a dynamic batch: the id its steps share ("": leased alone)
     call_size: int = 0  # how many steps that call has
     proven: bool = False  # its task version's code has started on some executor
+    condition_paths: tuple[str, ...] = ()  # where later steps' conditions read its output
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,17 @@ class StepReport:
     timings: dict[str, int] = field(default_factory=dict)  # t_recv, t_p0, t_p1, t_sent (µs)
     lease_id: str = ""  # the dispatch it is for ("" from executors that do not echo it)
     executor_id: str = ""  # who reported it
+    condition_view: str = ""  # of an output by reference: what later steps' conditions read
     leased_here: bool = False  # this replica leased that attempt to that executor's stream
+
+
+def _step_fields(r: StepReport, received_us: int) -> dict[str, int | str]:
+    """What the result sets on its step's hash: the executor's timings and when the result
+    came; the view of an output by reference that later steps' conditions read (lib.lua)."""
+    fields: dict[str, int | str] = {**r.timings, "t_rep": received_us} if r.timings else {}
+    if r.condition_view:
+        fields["condition_view"] = r.condition_view
+    return fields
 
 
 @dataclass(frozen=True)
@@ -215,7 +225,7 @@ class Intake:
                 r.output_json,
                 r.error,
                 self.leaser.retry_at_ms(r.attempt),
-                {**r.timings, "t_rep": received_us} if r.timings else {},
+                _step_fields(r, received_us),
                 r.lease_id,
                 r.executor_id,
             )

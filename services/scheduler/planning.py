@@ -78,6 +78,9 @@ class PlannedStep:
     skip_if: tuple[conditions.Condition, ...] = ()  # on the run's input: skipped if one holds
     # on upstream outputs: decided by the scripts where the step becomes ready (lib.lua)
     skip_on: tuple[conditions.Condition, ...] = ()
+    # where later steps' skip_on read this step's output (sent to the executor: a view of them
+    # comes back with an output stored by reference)
+    condition_paths: tuple[str, ...] = ()
 
     @property
     def input_id(self) -> str:
@@ -147,6 +150,11 @@ class PlannedStep:
                 **({"log_level": self.log_level} if self.log_level else {}),
                 **({"max_parallel": str(self.max_parallel)} if self.max_parallel else {}),
                 **({"skip_on": conditions.lua_fields(self.skip_on)} if self.skip_on else {}),
+                **(
+                    {"condition_paths": json.dumps(self.condition_paths)}
+                    if self.condition_paths
+                    else {}
+                ),
             },
         )
 
@@ -270,8 +278,10 @@ async def plan_run(catalog: TaskCatalog, req: SubmitRequest) -> Plan:
         for i, s in enumerate(pipeline.steps)
     ]
     output_ids = {p.step_id: p.output_id for p in planned}
+    reading = [c for p in planned for c in p.skip_on]
     for p in planned:
         p.output_ids = {src: output_ids[src] for src in p.reads}
+        p.condition_paths = conditions.output_paths(reading, p.step_id)
     sinks = [p.step_id for p in planned if not p.dependents]
     priority = max(p.task.priority for p in planned)
     return Plan(

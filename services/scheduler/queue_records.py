@@ -133,7 +133,7 @@ class Completion:
     error: str = ""
     retry_at_ms: int = 0
     # Fields set on the step hash with the result: the executor's timings (µs); a cache
-    # hit's cleared executor.
+    # hit's cleared executor; the view of an output by reference that conditions read.
     timings: dict[str, int | str] = field(default_factory=dict)
     lease: str = ""  # the dispatch it is for ("" from executors that do not echo it)
     executor: str = ""  # who reports it ("": not checked)

@@ -38,6 +38,47 @@ def registered(client: Client) -> None:
             ],
         }
     )
+    client.register_pipelines(
+        {
+            "pipeline_id": "large_output_conditions",
+            "steps": [
+                {"step_id": "make", "task_id": "sequence", "input_mapping": {"n": "$.n"}},
+                {
+                    "step_id": "skipped",
+                    "task_id": "echo",
+                    "depends_on": ["make"],
+                    "input_mapping": {"sum": "$.make.sum"},
+                    "skip_if": {"path": "$.make.values[3]", "op": "==", "value": 3},
+                },
+                {
+                    "step_id": "runs",
+                    "task_id": "echo",
+                    "depends_on": ["make"],
+                    "input_mapping": {"sum": "$.make.sum"},
+                    "skip_if": [
+                        {"path": "$.make.sum", "op": "<", "value": 0},
+                        {"path": "$.make.missing", "op": "exists"},
+                    ],
+                },
+            ],
+        }
+    )
+
+
+def test_conditions_on_a_large_output_are_decided_without_fetching_it(client: Client) -> None:
+    """The executor sends what the conditions read of the output it stores by reference."""
+    run_id = client.submit(pipeline="large_output_conditions", input={"n": N}).run_id
+    done = client.wait(run_id, timeout=60)
+    assert done.state == "COMPLETED", done.error
+    steps = {s.step_id: s for s in done.steps}
+    raw = {s.step_id: s.output for s in client.get_run(run_id, resolve_refs=False).steps}
+    assert refs.ref_uri(raw["make"]) is not None  # it did go by reference
+    assert (steps["skipped"].state, steps["skipped"].error) == (
+        "SKIPPED",
+        "skip_if $.make.values[3] == 3",
+    )
+    assert steps["runs"].state == "COMPLETED"
+    assert steps["runs"].output == {"echo": {"sum": N * (N - 1) // 2}}
 
 
 def test_a_large_output_reaches_downstream_steps_and_the_client(client: Client) -> None:

@@ -97,12 +97,13 @@ class Core:
         outcome: str,
         output: str = "{}",
         timings: dict[str, int] | None = None,
+        condition_view: str = "",
     ) -> None:
         self.core.intake.report(
             session,
             StepReport(
                 a.run_id, a.step_id, a.attempt, outcome, output, "", timings or {}, a.lease_id,
-                session.executor_id,
+                session.executor_id, condition_view=condition_view,
             ),
         )  # fmt: skip
         await self.core.intake.record_pending()

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from common import refs
-from services.common.conditions import Condition, holds, lua_fields, parse
+from services.common.conditions import Condition, holds, lua_fields, output_paths, parse, view
 from services.scheduler import keys
 from services.scheduler.queue_records import QueuedStep, Submission, ready_queues
 from services.scheduler.run_queue import LUA_DIR
@@ -73,6 +73,46 @@ def test_a_source_without_output_has_no_field_but_for_not_exists(valkey: Any) ->
     for op, value, expected in [("not_exists", None, 1), ("exists", None, 0), ("==", None, 0)]:
         doc = {"path": "$.a.x", "op": op, **({} if "exists" in op else {"value": value})}
         assert valkey(args=[lua_fields(parse(doc, {"a"}, "s", {"a"})), ""]) == expected
+
+
+# An output stored by reference is read through its view (conditions.view) -----------------
+
+
+@pytest.mark.parametrize(("path", "op", "value", "expected"), CASES)
+def test_each_condition_holds_on_the_view_of_its_paths_as_on_the_document(
+    valkey: Any, path: str, op: str, value: Any, expected: bool
+) -> None:
+    """The view keeps what the conditions read (here the case's own path and two others)."""
+    condition = Condition(path, op, value)
+    others = (Condition("$.tags[0]", "exists"), Condition("$.options", "exists"))
+    seen = view(INPUT, output_paths((condition, *others), ""))
+    assert "mode" not in seen or path == "$.mode"  # the rest is left out
+    assert holds(condition, seen) is expected
+    assert valkey(args=[lua_fields((condition,)), json.dumps(seen)]) == int(expected)
+
+
+def test_a_view_pads_a_list_up_to_the_index_read_and_keeps_a_whole_value_read() -> None:
+    doc = {"faces": [{"s": 1, "box": [1, 2]}, {"s": 2, "x": 3}], "n": 0, "big": "x" * 100}
+    found = parse(
+        [
+            {"path": "$.a.faces[1].s", "op": "==", "value": 2},
+            {"path": "$.a.n", "op": "exists"},
+            {"path": "$.a.faces[0].missing", "op": "not_exists"},
+            {"path": "$.a.n", "op": ">", "value": 1},  # a path read twice is sent once
+        ],
+        {"a"},
+        "s",
+        {"a"},
+    )
+    paths = output_paths(found, "a")
+    assert paths == ("$.faces[1].s", "$.n", "$.faces[0].missing")
+    assert view(doc, paths) == {"faces": [None, {"s": 2}], "n": 0}
+    assert view(doc, ("$.faces", "$.faces[1].s")) == {"faces": doc["faces"]}
+    assert view(doc, ("$.faces[1].s", "$.faces")) == {"faces": doc["faces"]}
+    assert view(doc, ("$.nothing",)) == {}
+    assert view([5, 6], ("$[1]",)) == [None, 6]
+    assert view(doc, ("$",)) is None  # a condition on the whole output: no view would do
+    assert output_paths(found, "b") == ()
 
 
 # Runs against the scheduler's core --------------------------------------------------------
@@ -194,6 +234,32 @@ def test_a_condition_on_an_output_that_went_by_reference_fails_the_run_saying_wh
         assert state == "FAILED" and "step b FAILED" in error and "stored by reference" in error
         assert (await state_of(c, "r1", "c"))[0] == "CANCELLED"
         assert c.heard.of("run_ended") == [("r1", "FAILED")]
+
+    scenario(valkey_url, body)
+
+
+def test_a_condition_on_an_output_by_reference_is_decided_on_the_view_sent_with_it(
+    valkey_url: str,
+) -> None:
+    """The executor sends what the conditions read of an output too large to go inline; the
+    script decides on it, and the step after runs with the reference as its input."""
+
+    async def body(c: Core) -> None:
+        e1 = c.executor("e1")
+        for run_id, count, nxt in [("r1", 0, "c"), ("r2", 4, "b")]:
+            await c.core.submit(
+                [run_of(run_id, step("a", 0), after("b", ["a"], none_found()), after("c", ["b"]))]
+            )
+            [a] = assignments(e1)
+            big = refs.make_ref("artifact://sha256/" + "0" * 64 + "/output_a.json", 10_000_000)
+            seen = json.dumps(view({"count": count, "rest": "..."}, ["$.count"]))
+            await c.report(e1, a, "SUCCEEDED", big, condition_view=seen)
+            await c.lease_round()
+            [leased] = assignments(e1)
+            assert leased.step_id == nxt and (await state_of(c, run_id))[0] == "RUNNING"
+            if nxt == "c":
+                assert await state_of(c, run_id, "b") == ("SKIPPED", "skip_if $.a.count == 0")
+            await c.report(e1, leased, "FAILED")  # (the run's end is not what is tested)
 
     scenario(valkey_url, body)
 

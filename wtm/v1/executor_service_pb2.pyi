@@ -155,7 +155,7 @@ class StepAttemptRef(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., step_id: _Optional[str] = ..., attempt: _Optional[int] = ..., lease_id: _Optional[str] = ...) -> None: ...
 
 class StepAssignment(_message.Message):
-    __slots__ = ("ref", "task_id", "task_version", "digest", "entry_point", "input_json", "timeout_seconds", "input_id", "output_id", "upstream_output_ids", "input_sources", "traceparent", "namespace", "log_level", "call_id", "call_size", "proven")
+    __slots__ = ("ref", "task_id", "task_version", "digest", "entry_point", "input_json", "timeout_seconds", "input_id", "output_id", "upstream_output_ids", "input_sources", "traceparent", "namespace", "log_level", "call_id", "call_size", "proven", "condition_paths")
     class UpstreamOutputIdsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -187,6 +187,7 @@ class StepAssignment(_message.Message):
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     CALL_SIZE_FIELD_NUMBER: _ClassVar[int]
     PROVEN_FIELD_NUMBER: _ClassVar[int]
+    CONDITION_PATHS_FIELD_NUMBER: _ClassVar[int]
     ref: StepAttemptRef
     task_id: str
     task_version: str
@@ -204,7 +205,8 @@ class StepAssignment(_message.Message):
     call_id: str
     call_size: int
     proven: bool
-    def __init__(self, ref: _Optional[_Union[StepAttemptRef, _Mapping]] = ..., task_id: _Optional[str] = ..., task_version: _Optional[str] = ..., digest: _Optional[str] = ..., entry_point: _Optional[str] = ..., input_json: _Optional[str] = ..., timeout_seconds: _Optional[int] = ..., input_id: _Optional[str] = ..., output_id: _Optional[str] = ..., upstream_output_ids: _Optional[_Mapping[str, str]] = ..., input_sources: _Optional[_Mapping[str, str]] = ..., traceparent: _Optional[str] = ..., namespace: _Optional[str] = ..., log_level: _Optional[str] = ..., call_id: _Optional[str] = ..., call_size: _Optional[int] = ..., proven: _Optional[bool] = ...) -> None: ...
+    condition_paths: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ref: _Optional[_Union[StepAttemptRef, _Mapping]] = ..., task_id: _Optional[str] = ..., task_version: _Optional[str] = ..., digest: _Optional[str] = ..., entry_point: _Optional[str] = ..., input_json: _Optional[str] = ..., timeout_seconds: _Optional[int] = ..., input_id: _Optional[str] = ..., output_id: _Optional[str] = ..., upstream_output_ids: _Optional[_Mapping[str, str]] = ..., input_sources: _Optional[_Mapping[str, str]] = ..., traceparent: _Optional[str] = ..., namespace: _Optional[str] = ..., log_level: _Optional[str] = ..., call_id: _Optional[str] = ..., call_size: _Optional[int] = ..., proven: _Optional[bool] = ..., condition_paths: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CancelStep(_message.Message):
     __slots__ = ("ref", "reason")
@@ -225,7 +227,7 @@ class StepProgress(_message.Message):
     def __init__(self, ref: _Optional[_Union[StepAttemptRef, _Mapping]] = ..., fraction: _Optional[float] = ..., message: _Optional[str] = ...) -> None: ...
 
 class StepResult(_message.Message):
-    __slots__ = ("ref", "outcome", "output_json", "error", "start_time", "end_time", "received_time", "sent_time")
+    __slots__ = ("ref", "outcome", "output_json", "error", "start_time", "end_time", "received_time", "sent_time", "condition_view_json")
     REF_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_JSON_FIELD_NUMBER: _ClassVar[int]
@@ -234,6 +236,7 @@ class StepResult(_message.Message):
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     RECEIVED_TIME_FIELD_NUMBER: _ClassVar[int]
     SENT_TIME_FIELD_NUMBER: _ClassVar[int]
+    CONDITION_VIEW_JSON_FIELD_NUMBER: _ClassVar[int]
     ref: StepAttemptRef
     outcome: StepOutcome
     output_json: str
@@ -242,7 +245,8 @@ class StepResult(_message.Message):
     end_time: _timestamp_pb2.Timestamp
     received_time: _timestamp_pb2.Timestamp
     sent_time: _timestamp_pb2.Timestamp
-    def __init__(self, ref: _Optional[_Union[StepAttemptRef, _Mapping]] = ..., outcome: _Optional[_Union[StepOutcome, str]] = ..., output_json: _Optional[str] = ..., error: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., received_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sent_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    condition_view_json: str
+    def __init__(self, ref: _Optional[_Union[StepAttemptRef, _Mapping]] = ..., outcome: _Optional[_Union[StepOutcome, str]] = ..., output_json: _Optional[str] = ..., error: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., received_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sent_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., condition_view_json: _Optional[str] = ...) -> None: ...
 
 class StepAssignments(_message.Message):
     __slots__ = ("assignments",)

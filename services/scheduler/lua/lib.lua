@@ -318,7 +318,9 @@ local function condition_holds(c, doc)
 end
 
 -- Why the step is skipped ('skip_if <the condition>'), or '' to run it; nil and why when an
--- output it reads cannot be read here (one stored by reference: too large to go inline).
+-- output it reads cannot be read here. An output stored by reference (too large to go
+-- inline) is read through its view: what is at the paths conditions read, which the
+-- executor sent with the result (the source step's 'condition_view', conditions.view).
 local function skip_on_reason(P, run_id, skip_on)
   local docs = {}
   for _, c in ipairs(cjson.decode(skip_on)) do
@@ -329,8 +331,14 @@ local function skip_on_reason(P, run_id, skip_on)
         local ok, decoded = pcall(cjson.decode, doc)
         if not ok then decoded = nil end
         if type(decoded) == 'table' and type(decoded.wtm_ref) == 'string' then
-          return nil, 'skip_if ' .. c.said .. ': step ' .. c.source .. '\'s output is stored by '
-            .. 'reference (it is over the inline limit), and a condition cannot read it'
+          local seen = redis.call('HGET', step_hash(P, run_id .. ':' .. c.source), 'condition_view')
+          if not seen then
+            return nil, 'skip_if ' .. c.said .. ': step ' .. c.source .. '\'s output is stored '
+              .. 'by reference (it is over the inline limit), and no view of the fields '
+              .. 'conditions read came with it (they are over the limit too, or its executor '
+              .. 'is older)'
+          end
+          decoded = cjson.decode(seen)
         end
         doc = decoded == nil and false or decoded
       end
