@@ -100,6 +100,9 @@ class StepRun:
     lease_id: str = ""
     superseded: bool = False
     cached_from: str = ""  # "run_id/output_id" of the cached output it reused (it did not run)
+    # Of an output stored by reference: what later steps' conditions read of it (JSON text;
+    # conditions.view), kept so that a rebuilt or resumed run decides them as the first did.
+    condition_view: str = ""
 
     @classmethod
     def from_redis(cls, h: dict[str, str], output_json: str) -> StepRun:
@@ -122,6 +125,7 @@ class StepRun:
             logs=_list(h.get("logs")),
             lease_id=h.get("lease", ""),
             cached_from=h.get("cached_from", ""),
+            condition_view=h.get("condition_view", ""),
         )
 
     def to_doc(self, run_id: str) -> dict[str, Any]:
@@ -135,6 +139,7 @@ class StepRun:
             "executor": self.executor_id,
             "lease": self.lease_id,
             "cached_from": self.cached_from,
+            "condition_view": self.condition_view,
             "lineage": json.dumps(self.lineage) if self.lineage else "",
             **{k: str(int(t.timestamp() * 1000)) for k, t in moments.items() if t is not None},
             **{k: str(v) for k, v in self.timings.items()},

@@ -17,6 +17,7 @@ import redis
 from common import refs
 from services.common.conditions import Condition, holds, lua_fields, output_paths, parse, view
 from services.scheduler import keys
+from services.scheduler.models import StepRun
 from services.scheduler.queue_records import QueuedStep, Submission, ready_queues
 from services.scheduler.run_queue import LUA_DIR
 from tests.unit.scheduler_core import Core, assignments, scenario, step
@@ -281,6 +282,28 @@ def test_a_rebuilt_run_decides_again_from_the_outputs_it_is_given(valkey_url: st
         assert sorted((x.run_id, x.step_id) for x in assignments(e1)) == [("r1", "c"), ("r2", "b")]
         assert await state_of(c, "r1", "b") == ("SKIPPED", "skip_if $.a.count == 0")
         assert c.heard.of("run_ended") == []
+
+    scenario(valkey_url, body)
+
+
+def test_a_rebuilt_run_keeps_the_view_of_an_output_by_reference(valkey_url: str) -> None:
+    """The step record keeps the view its executor sent (``StepRun.condition_view``), and a
+    run rebuilt from it decides b on the view; without it, b cannot be decided."""
+
+    async def body(c: Core) -> None:
+        big = refs.make_ref("artifact://sha256/" + "0" * 64 + "/output_a.json", 10_000_000)
+        seen = json.dumps(view({"count": 0, "rest": "..."}, ["$.count"]))
+        record = StepRun("a", "a", "1.0.0", "COMPLETED", 1, output_json=big, condition_view=seen)
+        kept = StepRun.from_doc(record.to_doc("r1"))
+        for run_id, shown in [("r1", kept.ended_fields()), ("r2", {})]:
+            sub = run_of(run_id, step("a", 0), after("b", ["a"], none_found()), after("c", ["b"]))
+            rebuilt = Submission(
+                run_id, sub.run_fields, sub.steps, done={"a": big}, done_fields={"a": shown}
+            )
+            await c.core.submit([rebuilt])
+        assert await state_of(c, "r1", "b") == ("SKIPPED", "skip_if $.a.count == 0")
+        state, error = await state_of(c, "r2")
+        assert state == "FAILED" and "no view of the fields" in error
 
     scenario(valkey_url, body)
 
