@@ -74,6 +74,8 @@ class PipelineStepInfo:
     # Conditions on the run's input under which it is skipped ({path, op, value}; none: it
     # always runs)
     skip_if: list[dict[str, Any]] = field(default_factory=list)
+    # Run once per item of an upstream list: {input field: expression} (empty: once)
+    for_each: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,7 @@ class PipelineInfo:
                     else None
                 ),
                 json.loads(s.skip_if_json) if s.skip_if_json else [],
+                json.loads(s.for_each_json) if s.for_each_json else {},
             )
             for s in p.steps
         ]

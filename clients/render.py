@@ -241,6 +241,8 @@ def pipeline_panel(p: PipelineInfo) -> str:
         )
         for key, expr in s.input_mapping.items():
             lines.append(escape(f"      {key} <- {expr}"))
+        for key, expr in s.for_each.items():
+            lines.append(escape(f"      {key} <- each item of {expr} (a run of the task each)"))
         if s.skip_if:
             said = " or ".join(condition_text.said(c) for c in s.skip_if)
             lines.append(escape(f"      skipped when {said}"))

@@ -138,6 +138,7 @@ def _as_config(p: PipelineInfo) -> dict[str, Any]:
                 else {}
             ),
             **({"skip_if": s.skip_if} if s.skip_if else {}),
+            **({"for_each": s.for_each} if s.for_each else {}),
         }
         for s in p.steps
     ]

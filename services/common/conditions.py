@@ -171,14 +171,15 @@ def lua_fields(found: tuple[Condition, ...]) -> str:
     )
 
 
-def output_paths(found: Iterable[Condition], source: str) -> tuple[str, ...]:
-    """Where ``found`` read the output of step ``source``, each once, as expressions on that
-    output (``$.faces`` of ``$.detect.faces``; ``$`` for the whole of it)."""
+def output_paths(found: Iterable[mapping.Path], source: str) -> tuple[str, ...]:
+    """Where the expressions ``found`` (conditions' ``parsed``, a ``for_each``'s path) read
+    the output of step ``source``, each once, as expressions on that output (``$.faces`` of
+    ``$.detect.faces``; ``$`` for the whole of it)."""
     return tuple(
         dict.fromkeys(
-            "$" + "".join(f"[{s}]" if isinstance(s, int) else f".{s}" for s in c.parsed.segments)
-            for c in found
-            if c.source == source
+            "$" + "".join(f"[{s}]" if isinstance(s, int) else f".{s}" for s in p.segments)
+            for p in found
+            if p.source == source
         )
     )
 

@@ -225,6 +225,7 @@ class PipelineStep(BaseModel):
     cache: bool | None = None
     retry_backoff: tuple[float, float] | None = None  # the step's own, seconds: first, longest
     skip_if: list[dict[str, Any]] = []  # on the run's input or an upstream output: any holds
+    for_each: dict[str, str] = {}  # {input field: upstream list}: a run of the task per item
 
 
 class Pipeline(BaseModel):

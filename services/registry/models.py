@@ -162,6 +162,7 @@ class PipelineVersion:
                         else None
                     ),
                     skip_if_json=json.dumps(st.skip_if) if st.skip_if else "",
+                    for_each_json=json.dumps(st.for_each) if st.for_each else "",
                 )
                 for st in s.steps
             ],

@@ -18,7 +18,7 @@ from typing import Any
 from common import retry_backoff
 from common.errors import InvalidArgument, NotFound, WtmError
 from common.problems import Problems, all_at_once, unknown_key
-from services.common import conditions, mapping
+from services.common import conditions, fan_out, mapping
 from services.registry.manifest import MAX_RETRIES, MAX_TIMEOUT_SECONDS, SEMVER
 
 PIPELINE_ID = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -61,6 +61,9 @@ class StepSpec:
     # Conditions on the run's input or an upstream output under which the step is skipped
     # (services.common.conditions), as {path, op, value} objects; none: it always runs.
     skip_if: list[dict[str, Any]] = field(default_factory=list)
+    # Runs the task once per item of a list an upstream step returned ({field: expression};
+    # services.common.fan_out), each item given as that input field; {}: it runs once.
+    for_each: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,7 @@ PIPELINE_KEYS = {
 STEP_KEYS = {
     "step_id", "task_id", "timeout", "retry_count", "depends_on", "parallel_group",
     "input_mapping", "queue", "cache", "retry_backoff", "retry_backoff_max", "skip_if",
+    "for_each",
 }  # fmt: skip
 VALIDATION_KEYS = {"required_fields", "optional_fields", "supported_formats"}
 KEPT_ONLY = {
@@ -404,6 +408,16 @@ def _check_graph(
             _with_conditions(s, conditions_of[i], i, resolved, above[s.step_id], where, problems)
             for i, s in enumerate(resolved)
         ]
+        for i, s in enumerate(resolved):
+            if s.for_each:
+                problems.check(
+                    fan_out.parse,
+                    s.for_each,
+                    {x.step_id for x in resolved},
+                    above[s.step_id],
+                    set(s.input_mapping),
+                    f"{where}.steps[{i}].for_each",
+                )
     return resolved
 
 
@@ -492,6 +506,12 @@ def _parse_step(
     if cache is not None and not isinstance(cache, bool):
         problems.add(_err(f"{where}.cache", f"must be true or false, got {cache!r}"))
     backoff = problems.take(_retry_backoff, doc, where, fallback=None)
+    for_each = doc.get("for_each") or {}
+    if not isinstance(for_each, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in for_each.items()
+    ):
+        problems.add(_err(f"{where}.for_each", 'must be an object {"field": "$.step.list"}'))
+        for_each = {}
     return StepSpec(
         step_id=step_id,
         task_id=task_id,
@@ -505,6 +525,7 @@ def _parse_step(
         cache=cache,
         retry_backoff=backoff[0] if backoff else None,
         retry_backoff_max=backoff[1] if backoff else None,
+        for_each=for_each,
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+from services.common import fan_out
 from services.scheduler import step_inputs
 from services.scheduler.fleet import Assignment
 from services.scheduler.queue_records import Leased
@@ -19,16 +20,17 @@ def step_input(leased: Leased) -> tuple[str, list[tuple[str, str]], dict[str, st
     nothing to read."""
     spec = json.loads(leased.step.get("mapping") or "{}")
     accepts = json.loads(leased.step.get("accepts") or "[]")
-    if not spec and not accepts:  # the common single-task case: the run input as it is
+    item = leased.step.get("item")  # an instance of a for_each step: the item it gets
+    if not spec and not accepts and item is None:  # the common case: the run input as it is
         return step_inputs.default_input(leased.run_input_json, leased.dep_outputs), [], {}
     run_input = json.loads(leased.run_input_json)
+    output_ids = json.loads(leased.step.get("read_output_ids") or "{}")
+    outputs = {k: json.loads(v) for k, v in leased.dep_outputs.items() if v is not None}
     if not spec:
         document = step_inputs.default_document(run_input, leased.dep_outputs)
         edges: list[tuple[str, str]] = []
         sources: dict[str, str] = {}
     else:
-        output_ids = json.loads(leased.step.get("read_output_ids") or "{}")
-        outputs = {k: json.loads(v) for k, v in leased.dep_outputs.items() if v is not None}
         optional = frozenset(json.loads(leased.step.get("optional") or "[]"))
         document, edges, sources = step_inputs.resolve(
             spec,
@@ -39,6 +41,13 @@ def step_input(leased: Leased) -> tuple[str, list[tuple[str, str]], dict[str, st
             leased.step["input_id"],
             optional,
         )
+    if item is not None:
+        each = json.loads(leased.step["each"])
+        found = fan_out.item_input(document, leased.step["each"], outputs, int(item))
+        edges.append(
+            step_inputs.item_edge(found, each, int(item), output_ids, leased.step["input_id"])
+        )
+        sources = {**sources, each["field"]: output_ids[each["source"]]}
     document, added = step_inputs.with_parameters(
         document, run_input, leased.step_id, accepts, leased.step["input_id"]
     )

@@ -49,6 +49,12 @@ _ENDED_AS = {
 }
 
 
+def gathered(step: StepRun) -> bool:
+    """A for_each step that completed with its instances' outputs (it never ran itself; a
+    step a resumed run took over, also at attempt 0, is recorded at the submit)."""
+    return step.state == "COMPLETED" and step.attempt == 0 and not step.cached_from
+
+
 class History(RunListener):
     """Write-behind of step attempts and finished runs, and rebuilding what Redis lost. A
     listener of runs and attempts; it tells ``listeners`` when it has read a finished run
@@ -202,8 +208,8 @@ class History(RunListener):
                 run = Run.from_redis(run_hash, steps, outputs)
                 self.listeners.run_recorded(run, run_hash)
                 for step in run.steps:  # attempts that ended are recorded already, but not
-                    if step.state in ("CANCELLED", "SKIPPED"):  # steps that never ran
-                        self.store.record_step_later(run_id, step)
+                    if step.state in ("CANCELLED", "SKIPPED") or gathered(step):  # steps that
+                        self.store.record_step_later(run_id, step)  # never ran
                 self.store.update_run_later(run_id, run.final_fields())
         # Once MongoDB holds the ends, Redis keeps the runs only for the retention period
         # (not the hour their keys got when they ended, which covers a MongoDB outage).

@@ -16,7 +16,7 @@ from typing import Any
 
 from common import jsondoc, telemetry
 from common.errors import FailedPrecondition, InvalidArgument
-from services.common import auth, conditions, mapping
+from services.common import auth, conditions, fan_out, mapping
 from services.common.mapping import MissingValue
 from services.scheduler import (
     concurrency_groups,
@@ -81,6 +81,7 @@ class PlannedStep:
     # where later steps' skip_on read this step's output (sent to the executor: a view of them
     # comes back with an output stored by reference)
     condition_paths: tuple[str, ...] = ()
+    for_each: fan_out.ForEach | None = None  # run once per item of an upstream list (lib.lua)
 
     @property
     def input_id(self) -> str:
@@ -98,6 +99,8 @@ class PlannedStep:
             for k, e in self.mapping.items()
             if mapping.is_expression(e)
         ]
+        if self.for_each:
+            sources.append(self.for_each.path.source)
         return list(dict.fromkeys([*self.deps, *(s for s in sources if s)]))
 
     @functools.cached_property
@@ -155,6 +158,7 @@ class PlannedStep:
                     if self.condition_paths
                     else {}
                 ),
+                **({"for_each": self.for_each.lua_fields()} if self.for_each else {}),
             },
         )
 
@@ -274,11 +278,14 @@ async def plan_run(catalog: TaskCatalog, req: SubmitRequest) -> Plan:
             retry_backoff_ms=s.retry_backoff_ms,
             skip_if=tuple(c for c in s.skip_if if not c.source),
             skip_on=tuple(c for c in s.skip_if if c.source),
+            for_each=s.for_each,
         )
         for i, s in enumerate(pipeline.steps)
     ]
     output_ids = {p.step_id: p.output_id for p in planned}
-    reading = [c for p in planned for c in p.skip_on]
+    # where conditions and for_each lists read outputs: an output by reference brings a view
+    reading = [c.parsed for p in planned for c in p.skip_on]
+    reading += [p.for_each.path for p in planned if p.for_each]
     for p in planned:
         p.output_ids = {src: output_ids[src] for src in p.reads}
         p.condition_paths = conditions.output_paths(reading, p.step_id)

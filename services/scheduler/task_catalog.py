@@ -26,7 +26,7 @@ from typing import Any
 from common import rate_limits, retry_backoff
 from common.client_core import AsyncCaller, Metadata
 from common.errors import InvalidArgument, NotFound, Unavailable, WtmError
-from services.common import conditions
+from services.common import conditions, fan_out
 from services.common.auth import NAMESPACE_HEADER
 from services.common.stopping import cancel_and_wait
 from services.scheduler.queue_names import queue_variant
@@ -94,6 +94,7 @@ class ResolvedStep:
     retry_backoff_ms: tuple[int, int] | None = None  # the step's own (None: the task's)
     # on the run's input or an upstream output: skipped if one holds
     skip_if: tuple[conditions.Condition, ...] = ()
+    for_each: fan_out.ForEach | None = None  # run once per item of an upstream list
 
     @property
     def queue_key(self) -> str:
@@ -310,6 +311,9 @@ class TaskCatalog:
                 ),
                 skip_if=conditions.of_json(
                     json.loads(s.skip_if_json or "[]"), frozenset(x.step_id for x in p.steps)
+                ),
+                for_each=fan_out.of_json(
+                    json.loads(s.for_each_json or "{}"), frozenset(x.step_id for x in p.steps)
                 ),
             )
             for s in p.steps

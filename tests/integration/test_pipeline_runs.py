@@ -325,6 +325,49 @@ def test_a_step_whose_skip_if_reads_an_upstream_output_is_decided_when_that_outp
     ), err.value
 
 
+def test_a_for_each_step_runs_its_task_once_per_item_and_gathers_the_outputs(
+    client: Client, cluster: Cluster
+) -> None:
+    """a returns a list; m runs echo once per word (its instances m[0], m[1], m[2]: steps of
+    the run with their own attempts, lineage and events), and completes with their outputs in
+    order, which c reads with [*]. An empty list completes m at once with []."""
+    steps = [
+        {"step_id": "a", "task_id": "echo", "input_mapping": {"words": "$.words"}},
+        {"step_id": "m", "task_id": "echo", "depends_on": ["a"],
+         "for_each": {"word": "$.a.echo.words"}, "input_mapping": {"tag": "$.tag"}},
+        {"step_id": "c", "task_id": "echo", "depends_on": ["m"],
+         "input_mapping": {"words": "$.m[*].echo.word"}},
+    ]  # fmt: skip
+    pipeline(client, "fanning", steps)
+    assert client.get_pipeline("fanning").steps[1].for_each == {"word": "$.a.echo.words"}
+    info = run_cli(cluster, "pipeline", "info", "fanning").stdout
+    assert "word <- each item of $.a.echo.words" in info, info
+    done = run(client, "fanning", {"words": ["x", "y", "z"], "tag": "t"})
+    assert done.state == "COMPLETED", done.error
+    by_id = {s.step_id: s for s in done.steps}
+    assert list(by_id) == ["a", "m", "m[0]", "m[1]", "m[2]", "c"]
+    assert all(s.state == "COMPLETED" and s.attempt <= 1 for s in done.steps)
+    assert by_id["m[1]"].output == {"echo": {"tag": "t", "word": "y"}}
+    assert by_id["m"].output == [{"echo": {"tag": "t", "word": w}} for w in "xyz"]
+    assert by_id["c"].output == {"echo": {"words": ["x", "y", "z"]}}
+    assert ("output_001_echo.words[1]_string", "input_002_0001_word_string") in done.lineage
+    events = list(client.watch(done.run_id, timeout=30))
+    assert ("m", "RUNNING", "for_each $.a.echo.words: 3 items") in [
+        (e.step_id, e.state, e.message) for e in events
+    ]
+    assert {e.step_id for e in events if e.state == "COMPLETED"} >= {"m[0]", "m[1]", "m[2]"}
+    empty = run(client, "fanning", {"words": [], "tag": "t"})
+    assert empty.state == "COMPLETED", empty.error
+    assert [s.step_id for s in empty.steps] == ["a", "m", "c"]
+    assert empty.output == {"echo": {"words": []}}
+    with pytest.raises(ApiError) as err:
+        pipeline(client, "fanning_input", [steps[0], {**steps[1], "for_each": {"word": "$.words"}}])
+    assert err.value.code == "INVALID_ARGUMENT"
+    assert "steps[1].for_each.word: '$.words' must read a list that a step upstream" in str(
+        err.value
+    ), err.value
+
+
 def test_a_run_whose_every_step_is_skipped_completes_at_its_submit(client: Client) -> None:
     pipeline(
         client, "all_skipped",

@@ -328,6 +328,31 @@ def test_a_finished_run_leaves_redis_once_mongodb_has_it(
             ]  # fmt: skip
             told = list(client.watch(done.run_id, timeout=30))
             assert ("second", "SKIPPED") in [(e.step_id, e.state) for e in told]
+        # A for_each step's instances are steps of the run in the history too, after it, and
+        # the step itself (never leased) with the gathered list.
+        fanning = json.loads(json.dumps(PIPELINE))
+        fanning["pipeline_id"] = "ledger_fan"
+        fanning["steps"][1]["for_each"] = {"tag": "$.first.tag"}
+        del fanning["steps"][1]["input_mapping"]["tag"]
+        client.register_pipelines(fanning)
+        fan_ledger = shared_file(shared_tmp, "fan-ledger.txt")
+        ledger = str(fan_ledger)
+        fanned = client.run(
+            pipeline="ledger_fan", input={"tag": ["p", "q"], "ledger": ledger, "seconds": 0}
+        )
+        assert fanned.state == "COMPLETED", fanned.error
+        deadline = time.monotonic() + 15
+        while r.keys(f"wtm:*{fanned.run_id}*"):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        kept = client.get_run(fanned.run_id)
+        assert [(s.step_id, s.state) for s in kept.steps] == [
+            ("first", "COMPLETED"), ("second", "COMPLETED"),
+            ("second[0]", "COMPLETED"), ("second[1]", "COMPLETED"),
+        ]  # fmt: skip
+        assert kept.output == [{"tag": "p", "ledger": ledger}, {"tag": "q", "ledger": ledger}]
+        ran = ledger_counts(fan_ledger)  # first's line, then one for each item, once each
+        assert (ran["p"], ran["q"], sum(ran.values())) == (1, 1, 3)
 
 
 class ThreadedForwarder:

@@ -86,7 +86,7 @@ def test_each_condition_holds_on_the_view_of_its_paths_as_on_the_document(
     """The view keeps what the conditions read (here the case's own path and two others)."""
     condition = Condition(path, op, value)
     others = (Condition("$.tags[0]", "exists"), Condition("$.options", "exists"))
-    seen = view(INPUT, output_paths((condition, *others), ""))
+    seen = view(INPUT, output_paths([c.parsed for c in (condition, *others)], ""))
     assert "mode" not in seen or path == "$.mode"  # the rest is left out
     assert holds(condition, seen) is expected
     assert valkey(args=[lua_fields((condition,)), json.dumps(seen)]) == int(expected)
@@ -105,7 +105,7 @@ def test_a_view_pads_a_list_up_to_the_index_read_and_keeps_a_whole_value_read() 
         "s",
         {"a"},
     )
-    paths = output_paths(found, "a")
+    paths = output_paths([c.parsed for c in found], "a")
     assert paths == ("$.faces[1].s", "$.n", "$.faces[0].missing")
     assert view(doc, paths) == {"faces": [None, {"s": 2}], "n": 0}
     assert view(doc, ("$.faces", "$.faces[1].s")) == {"faces": doc["faces"]}
@@ -113,7 +113,7 @@ def test_a_view_pads_a_list_up_to_the_index_read_and_keeps_a_whole_value_read() 
     assert view(doc, ("$.nothing",)) == {}
     assert view([5, 6], ("$[1]",)) == [None, 6]
     assert view(doc, ("$",)) is None  # a condition on the whole output: no view would do
-    assert output_paths(found, "b") == ()
+    assert output_paths([c.parsed for c in found], "b") == ()
 
 
 # Runs against the scheduler's core --------------------------------------------------------

@@ -329,6 +329,13 @@ function runPage(runId) {
     h("h2", {}, "Output"), view.output);
 
   const stepIds = () => (pipeline ? pipeline.steps.map((s) => s.step_id) : (run?.steps || []).map((s) => s.step_id));
+  // The table also lists a for_each step's instances ("m[0]", ...) after it; the DAG shows the step.
+  const tableIds = () => {
+    const ids = stepIds(), known = new Set(ids);
+    const more = [...(run?.steps || []).map((s) => s.step_id), ...live.keys()].filter((id) => !known.has(id) && /\[\d+\]$/.test(id));
+    const instances = [...new Set(more)].sort((a, b) => a.localeCompare(b, "en", { numeric: true }));
+    return ids.flatMap((id) => [id, ...instances.filter((x) => x.startsWith(`${id}[`))]);
+  };
   const stepOf = (id) => (run?.steps || []).find((s) => s.step_id === id);
   const stateOf = (id) => {
     const s = stepOf(id), l = live.get(id);
@@ -382,7 +389,7 @@ function runPage(runId) {
       };
     });
     drawGantt();
-    view.steps.replaceChildren(...stepIds().map((id) => {
+    view.steps.replaceChildren(...tableIds().map((id) => {
       const s = stepOf(id) || {};
       return h("tr", { "data-step": id },
         h("td", {}, id), h("td", {}, s.task_id ? `${s.task_id}@${s.task_version}` : ""), h("td", {}, badge(stateOf(id))),
@@ -392,7 +399,7 @@ function runPage(runId) {
         h("td", {}, when(s.started_at)), h("td", { class: "num" }, fmtSeconds(secondsBetween(s.started_at, s.ended_at))),
         h("td", { class: "error" }, s.error || ""));
     }));
-    const stepLogs = stepIds().map((id) => [id, [...(stepOf(id)?.logs || []), ...(logs.get(id) || [])]]).filter(([, l]) => l.length);
+    const stepLogs = tableIds().map((id) => [id, [...(stepOf(id)?.logs || []), ...(logs.get(id) || [])]]).filter(([, l]) => l.length);
     view.logs.replaceChildren(...(stepLogs.length ? stepLogs.map(([id, lines]) => h("div", { class: "card" }, h("strong", {}, id), h("div", { class: "logs" }, [...new Set(lines)].map((l) => h("div", {}, l))))) : [h("p", { class: "muted" }, "No log lines.")]));
     const edges = (run.lineage || []).map(([a, b]) => h("tr", {}, h("td", {}, h("code", {}, a)), h("td", {}, h("code", {}, b))));
     view.lineage.replaceChildren(...(edges.length ? edges : [h("tr", {}, h("td", { colspan: 2, class: "muted" }, TERMINAL.has(run.state) ? "No lineage was recorded for this run." : "No lineage yet."))]));

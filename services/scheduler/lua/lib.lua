@@ -288,14 +288,20 @@ local function text_before(a, b)
   return #a < #b
 end
 
-local function condition_holds(c, doc)
+-- What is at path (segments: a key, or an index from 0) in doc, or nil.
+local function walk(doc, path)
   local found = doc
   if found == false then found = nil end  -- the source has no output
-  for _, seg in ipairs(c.path) do
-    if type(found) ~= 'table' then found = nil break end
+  for _, seg in ipairs(path) do
+    if type(found) ~= 'table' then return nil end
     if type(seg) == 'number' then found = found[seg + 1] else found = found[seg] end
-    if found == nil then break end
+    if found == nil then return nil end
   end
+  return found
+end
+
+local function condition_holds(c, doc)
+  local found = walk(doc, c.path)
   local op, value = c.op, c.value
   if found == nil then return op == 'not_exists' end
   if op == 'exists' or op == 'not_exists' then return op == 'exists' end
@@ -317,31 +323,38 @@ local function condition_holds(c, doc)
   return not less
 end
 
+-- The output of a step upstream, decoded (false when it has none: it was skipped), for a
+-- condition or a for_each to read; nil and why when it cannot be read here. An output
+-- stored by reference (too large to go inline) is read through its view: what is at the
+-- paths conditions and for_each lists read, which the executor sent with the result (the
+-- source step's 'condition_view', conditions.view).
+local function source_output(P, run_id, source)
+  local doc = redis.call('HGET', outputs_key(P, run_id), source)
+  if not doc then return false end
+  local ok, decoded = pcall(cjson.decode, doc)
+  if not ok then return false end
+  if type(decoded) == 'table' and type(decoded.wtm_ref) == 'string' then
+    local seen = redis.call('HGET', step_hash(P, run_id .. ':' .. source), 'condition_view')
+    if not seen then
+      return nil, 'step ' .. source .. '\'s output is stored by reference (it is over the inline '
+        .. 'limit), and no view of the fields read came with it (they are over the limit too, '
+        .. 'or its executor is older)'
+    end
+    return cjson.decode(seen)
+  end
+  return decoded
+end
+
 -- Why the step is skipped ('skip_if <the condition>'), or '' to run it; nil and why when an
--- output it reads cannot be read here. An output stored by reference (too large to go
--- inline) is read through its view: what is at the paths conditions read, which the
--- executor sent with the result (the source step's 'condition_view', conditions.view).
+-- output it reads cannot be read here.
 local function skip_on_reason(P, run_id, skip_on)
   local docs = {}
   for _, c in ipairs(cjson.decode(skip_on)) do
     local doc = docs[c.source]
     if doc == nil then
-      doc = redis.call('HGET', outputs_key(P, run_id), c.source)
-      if doc then
-        local ok, decoded = pcall(cjson.decode, doc)
-        if not ok then decoded = nil end
-        if type(decoded) == 'table' and type(decoded.wtm_ref) == 'string' then
-          local seen = redis.call('HGET', step_hash(P, run_id .. ':' .. c.source), 'condition_view')
-          if not seen then
-            return nil, 'skip_if ' .. c.said .. ': step ' .. c.source .. '\'s output is stored '
-              .. 'by reference (it is over the inline limit), and no view of the fields '
-              .. 'conditions read came with it (they are over the limit too, or its executor '
-              .. 'is older)'
-          end
-          decoded = cjson.decode(seen)
-        end
-        doc = decoded == nil and false or decoded
-      end
+      local why
+      doc, why = source_output(P, run_id, c.source)
+      if doc == nil then return nil, 'skip_if ' .. c.said .. ': ' .. why end
       docs[c.source] = doc
     end
     if condition_holds(c, doc) then return 'skip_if ' .. c.said end
@@ -367,16 +380,108 @@ local function make_ready(P, run_id, step_id, d, limit, now_ms, queued_on, not_b
   end
 end
 
+-- A for_each step (services/common/fan_out.py) becomes ready: one instance per item of the
+-- list its source returned ('step[i]', a copy of the step with its 'item' and 'each', whose
+-- only dependent is the step), each made ready, the run's step list (after the step) and
+-- remaining count grown by them; the step waits RUNNING for them (its 'fanned': how many). With no item it
+-- completes at once with [] and returns its dependents, to count it off; else none. false
+-- when the source has no output (it was skipped: so is this step); nil and why when the
+-- list cannot be read.
+local MAX_ITEMS = 1024
+local function fan_out(P, run_id, step_id, spec, limit, now_ms, queued_on, not_before_ms)
+  local each = cjson.decode(spec)
+  local doc, why = source_output(P, run_id, each.source)
+  if doc == nil then return nil, 'for_each ' .. each.said .. ': ' .. why end
+  if doc == false then return false end
+  local list = walk(doc, each.path)
+  if type(list) ~= 'table' or (next(list) ~= nil and list[1] == nil) then
+    return nil, 'for_each ' .. each.said .. ': step ' .. each.source .. ' returned '
+      .. (list == nil and 'no such field' or 'no list there')
+  end
+  local sh = step_hash(P, run_id .. ':' .. step_id)
+  local rh = run_hash(P, run_id)
+  local n = #list
+  if n > MAX_ITEMS then
+    return nil, 'for_each ' .. each.said .. ': ' .. n .. ' items, over the ' .. MAX_ITEMS
+      .. ' a step may run'
+  end
+  if n == 0 then
+    redis.call('HSET', outputs_key(P, run_id), step_id, '[]')
+    redis.call('HSET', sh, 'state', 'COMPLETED', 'ended_ms', now_ms, 'fanned', 0)
+    emit(P, run_id, step_id, 0, 'COMPLETED', 'for_each ' .. each.said .. ': no items', now_ms)
+    redis.call('HINCRBY', rh, 'remaining', -1)
+    return cjson.decode(redis.call('HGET', sh, 'dependents'))
+  end
+  local fields = redis.call('HGETALL', sh)
+  local f = redis.call('HMGET', sh, 'queue', 'priority', 'first', 'input_id', 'output_id')
+  local steps, made = {}, {}
+  for i = 0, n - 1 do
+    local id = step_id .. '[' .. i .. ']'
+    local ih = step_hash(P, run_id .. ':' .. id)
+    redis.call('HSET', ih, unpack(fields))
+    redis.call('HDEL', ih, 'for_each', 'skip_on', 'condition_paths', 'fanned')
+    redis.call('HSET', ih, 'state', 'PENDING', 'deps_left', 0, 'dependents',
+      cjson.encode({step_id}), 'item', i, 'each', spec,
+      'input_id', f[4] .. string.format('_%04d', i), 'output_id', f[5] .. string.format('_%04d', i))
+    made[#made + 1] = id
+    make_ready(P, run_id, id, {queue = f[1], priority = f[2], first = f[3]}, limit, now_ms,
+      queued_on, not_before_ms)
+  end
+  for _, s in ipairs(cjson.decode(redis.call('HGET', rh, 'steps'))) do  -- after the step
+    steps[#steps + 1] = s
+    if s == step_id then
+      for _, id in ipairs(made) do steps[#steps + 1] = id end
+    end
+  end
+  redis.call('HSET', rh, 'steps', cjson.encode(steps))
+  redis.call('HINCRBY', rh, 'remaining', n)
+  redis.call('HSET', sh, 'state', 'RUNNING', 'started_ms', now_ms, 'fanned', n, 'deps_left', n)
+  emit(P, run_id, step_id, 0, 'RUNNING', 'for_each ' .. each.said .. ': ' .. n .. ' items', now_ms)
+  return {}
+end
+
+-- A for_each step's last instance has completed: the step completes with the list of their
+-- outputs, in the items' order (at most 4 MiB: a step output may be no larger inline), and
+-- returns its dependents, to count it off. nil and why when the list is too large.
+local MAX_GATHERED = 4 * 1024 * 1024
+local function gather(P, run_id, step_id, n, dependents, now_ms)
+  local ids = {}
+  for i = 0, n - 1 do ids[#ids + 1] = step_id .. '[' .. i .. ']' end
+  local output = '[' .. table.concat(redis.call('HMGET', outputs_key(P, run_id), unpack(ids)), ',')
+    .. ']'
+  if #output > MAX_GATHERED then
+    return nil, 'for_each: the outputs of its ' .. n .. ' instances make ' .. #output
+      .. ' bytes, over the ' .. MAX_GATHERED .. ' a step output may be'
+  end
+  redis.call('HSET', outputs_key(P, run_id), step_id, output)
+  redis.call('HSET', step_hash(P, run_id .. ':' .. step_id), 'state', 'COMPLETED', 'ended_ms',
+    now_ms, 'error', '')
+  emit(P, run_id, step_id, 0, 'COMPLETED', '', now_ms)
+  redis.call('HINCRBY', run_hash(P, run_id), 'remaining', -1)
+  return cjson.decode(dependents)
+end
+
 -- A step whose dependencies are done: unless it is PENDING still (a run's end cancelled it),
--- skipped (its skip_on held; returns its dependents, which count it off in turn) or made
--- ready (returns none). Returns nil and why when its conditions cannot be read.
+-- skipped (its skip_on held; returns its dependents, which count it off in turn), fanned out
+-- (a for_each step) or made ready (returns none); a for_each step whose instances are all
+-- done is gathered (returns its dependents). Returns nil and why when its conditions or its
+-- list cannot be read.
 local function ready_or_skipped(P, run_id, step_id, limit, now_ms, queued_on, not_before_ms)
   local sh = step_hash(P, run_id .. ':' .. step_id)
-  local f = redis.call('HMGET', sh, 'state', 'queue', 'priority', 'first', 'skip_on', 'dependents')
+  local f = redis.call('HMGET', sh, 'state', 'queue', 'priority', 'first', 'skip_on', 'dependents',
+    'for_each', 'fanned')
+  if f[1] == 'RUNNING' and f[8] then return gather(P, run_id, step_id, tonumber(f[8]), f[6], now_ms) end
   if f[1] ~= 'PENDING' then return {} end
   local reason, why = '', nil
   if f[5] then reason, why = skip_on_reason(P, run_id, f[5]) end
   if reason == nil then return nil, why end
+  if reason == '' and f[7] then
+    local more
+    more, why = fan_out(P, run_id, step_id, f[7], limit, now_ms, queued_on, not_before_ms)
+    if more ~= false then return more, why end
+    reason = 'for_each ' .. cjson.decode(f[7]).said .. ': step ' .. cjson.decode(f[7]).source
+      .. ' was skipped'
+  end
   if reason == '' then
     make_ready(P, run_id, step_id, {queue = f[2], priority = f[3], first = f[4]}, limit, now_ms,
       queued_on, not_before_ms)
