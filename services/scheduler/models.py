@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from common.states import TERMINAL_STATES
+from services.common import fan_out
 from services.common.auth import DEFAULT_NAMESPACE
 from wtm.v1 import run_pb2 as pb
 
@@ -288,7 +289,9 @@ class Run:
             }
             for s, a, b in timed
         ]
-        total = sum(_seconds(a, b) for _, a, b in timed)
+        # a for_each step's time is its instances': counted once, as theirs
+        fanned = {found[0] for s in self.steps if (found := fan_out.instance_of(s.step_id))}
+        total = sum(_seconds(a, b) for s, a, b in timed if s.step_id not in fanned)
         span = _seconds(min(a for _, a, _ in timed), max(b for _, _, b in timed)) if timed else 0.0
         return {
             "wall_seconds": _seconds(self.created_at, self.ended_at),

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.errors import FailedPrecondition, NotFound
+from services.common.fan_out import ForEach
 from services.scheduler.models import Run, StepRun
 from services.scheduler.planning import Plan, PlannedStep, SubmitRequest
 from services.scheduler.queue_records import Submission
@@ -41,8 +42,11 @@ class TakenOver:
 
 # What makes two plans' step the same work, given the same input: the task code, what its
 # input is made of, and what it waits for.
-def _identity(task_digest: str, mapping: dict[str, Any], deps: list[str]) -> tuple[str, str]:
-    return task_digest, json.dumps([mapping, sorted(deps)], sort_keys=True)
+def _identity(
+    task_digest: str, mapping: dict[str, Any], deps: list[str], each: ForEach | None = None
+) -> tuple[str, str]:
+    fan = each.to_json() if each else {}  # a step run per item of a list: which list
+    return task_digest, json.dumps([mapping, sorted(deps), fan], sort_keys=True)
 
 
 async def taken_over(
@@ -81,7 +85,7 @@ async def taken_over(
         step = completed.get(p.step_id)
         if (
             step is not None
-            and before.get(p.step_id) == _identity(p.task.digest, p.mapping, p.deps)
+            and before.get(p.step_id) == _identity(p.task.digest, p.mapping, p.deps, p.for_each)
             and all(src in found for src in p.reads)
         ):
             same_ids = (step.input_id, step.output_id) == (p.input_id, p.output_id)
@@ -107,7 +111,9 @@ async def _identities(
         same = [s for s in old.steps if s.task_version == p.task.version]
         return {s.step_id: _identity(p.task.digest, {}, []) for s in same}
     if old.pipeline_version == plan.pipeline_version:
-        return {p.step_id: _identity(p.task.digest, p.mapping, p.deps) for p in plan.steps}
+        return {
+            p.step_id: _identity(p.task.digest, p.mapping, p.deps, p.for_each) for p in plan.steps
+        }
     try:
         ran = await catalog.resolve_pipeline(
             namespace, f"{old.pipeline_id}@{old.pipeline_version}", field=FIELD
@@ -118,7 +124,10 @@ async def _identities(
             "longer registered: its steps cannot be compared with this run's",
             field=FIELD,
         ) from None
-    return {s.step_id: _identity(s.task.digest, s.input_mapping, s.depends_on) for s in ran.steps}
+    return {
+        s.step_id: _identity(s.task.digest, s.input_mapping, s.depends_on, s.for_each)
+        for s in ran.steps
+    }
 
 
 def _in_order(steps: list[PlannedStep]) -> list[PlannedStep]:

@@ -18,7 +18,7 @@ from playwright.sync_api import Page, expect
 
 from clients.sdk import Client
 from services.localstack import Cluster
-from tests.browser.dashboard import STEP_MS, shot, sign_in
+from tests.browser.dashboard import FIXTURES, STEP_MS, shot, sign_in
 from tests.conftest import EXAMPLES, ROOT
 from tests.waiting import eventually
 
@@ -254,6 +254,44 @@ def test_a_skipped_step_shows_skipped_with_its_condition(
     node = page.locator('#detail g.node[data-step="first"]')
     expect(node).to_contain_text("skip_if", timeout=STEP_MS)
     expect(node.locator("title")).to_contain_text("skipped when $.quick == true")
+
+
+def test_a_for_each_steps_instances_are_listed_after_it(
+    page: Page, cluster: Cluster, client: Client, two_sleepers: str
+) -> None:
+    """The graph shows the step; the steps table lists its instances after it, each with its
+    own state; the catalog's graph says the step runs once per item."""
+    client.register_task(FIXTURES / "echo")
+    client.register_pipelines(
+        {
+            "pipeline_id": "dashboard_fan",
+            "steps": [
+                {"step_id": "first", "task_id": "echo", "input_mapping": {"items": "$.items"}},
+                {"step_id": "each", "task_id": "sleeper", "depends_on": ["first"],
+                 "for_each": {"seconds": "$.first.echo.items"}},
+                {"step_id": "last", "task_id": "sleeper", "depends_on": ["each"]},
+            ],
+        }
+    )  # fmt: skip
+    run = client.run(pipeline="dashboard_fan", input={"items": [0.05, 0.1]}, timeout=30)
+    assert run.state == "COMPLETED", run.error
+    sign_in(page, cluster.admin_key)
+    page.goto(f"/#/runs/{run.run_id}")
+    expect(page.locator('#dag g.node[data-step="each"]')).to_have_attribute(
+        "data-state", "COMPLETED", timeout=STEP_MS
+    )
+    expect(page.locator('#dag g.node[data-step="each[0]"]')).to_have_count(0)
+    rows = page.locator("#steps tr[data-step]")
+    expect(rows).to_have_count(5)
+    assert rows.evaluate_all("rs => rs.map(r => r.dataset.step)") == [
+        "first", "each", "each[0]", "each[1]", "last"
+    ]  # fmt: skip
+    expect(page.locator('#steps tr[data-step="each[1]"] .badge')).to_have_text("COMPLETED")
+    page.goto("/#/catalog")
+    page.click('#pipelines tr[data-pipeline="dashboard_fan"] button')
+    node = page.locator('#detail g.node[data-step="each"]')
+    expect(node).to_contain_text("for_each", timeout=STEP_MS)
+    expect(node.locator("title")).to_contain_text("runs once per item of $.first.echo.items")
 
 
 def test_the_unfinished_runs_of_a_batch_are_cancelled_from_the_runs_page(

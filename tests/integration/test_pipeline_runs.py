@@ -351,6 +351,10 @@ def test_a_for_each_step_runs_its_task_once_per_item_and_gathers_the_outputs(
     assert by_id["m"].output == [{"echo": {"tag": "t", "word": w}} for w in "xyz"]
     assert by_id["c"].output == {"echo": {"words": ["x", "y", "z"]}}
     assert ("output_001_echo.words[1]_string", "input_002_0001_word_string") in done.lineage
+    summary = done.processing_summary or {}
+    took = {t["step_id"]: t["run_seconds"] for t in summary["steps"]}
+    assert list(took) == list(by_id)  # m's time is its instances': summed once, as theirs
+    assert summary["step_seconds_sum"] == pytest.approx(sum(took.values()) - took["m"], abs=1e-5)
     events = list(client.watch(done.run_id, timeout=30))
     assert ("m", "RUNNING", "for_each $.a.echo.words: 3 items") in [
         (e.step_id, e.state, e.message) for e in events

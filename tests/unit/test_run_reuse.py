@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from common.errors import FailedPrecondition, NotFound
+from services.common import fan_out
 from services.scheduler import run_reuse
 from services.scheduler.models import Run, StepRun
 from services.scheduler.planning import Plan, PlannedStep, SubmitRequest, new_run
@@ -96,7 +97,7 @@ class Catalog:
             True,
             {},
             [
-                ResolvedStep(p.step_id, p.task, p.deps, 30, 0, p.mapping)
+                ResolvedStep(p.step_id, p.task, p.deps, 30, 0, p.mapping, for_each=p.for_each)
                 for p in self.plans[version].steps
             ],
         )
@@ -133,6 +134,18 @@ def test_a_newer_version_keeps_only_what_it_did_not_change_and_what_reads_only_t
     # a's input mapping changed: its input is another, and everything after it is too.
     new_a = plan("1.3.0", a={"text": "$.title"})
     assert taken(old, new_a, Catalog(v1, new_a), doc=DOC) == {}
+
+
+def test_a_step_run_per_item_of_another_list_is_not_taken_over() -> None:
+    """b's for_each is part of what it is: the same task and mapping over another list (or
+    over one list, and then not) computed another output."""
+    v1 = plan("1.0.0")
+    each = fan_out.parse({"x": "$.a.out"}, set(SHAPE), {"a"}, set(), "s")
+    old = ran(v1, {"a": "COMPLETED", "b": "COMPLETED", "c": "FAILED"})
+    fanned = plan("1.1.0")
+    fanned.steps[1].for_each = each
+    assert taken(old, fanned, Catalog(v1, fanned)) == {"a": "old/output_001"}
+    assert taken(old, v1, Catalog(v1, fanned)) == {"a": "old/output_001", "b": "old/output_002"}
 
 
 def test_a_step_taken_over_keeps_its_input_edges_unless_its_ids_moved() -> None:

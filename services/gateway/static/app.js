@@ -804,9 +804,10 @@ function catalogPage() {
     const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
     svg.setAttribute("class", "dag");
     renderDag(svg, p.steps.map((s) => ({ id: s.step_id, deps: s.depends_on, label: `${s.task_id}@${s.task_version}` })), (id) => {
-      const s = p.steps.find((x) => x.step_id === id);
-      return { state: "PENDING", line2: `${s.task_id}@${s.task_version}`, line3: `queue ${s.queue || "default"} · retries ${s.retry_count}${s.skip_if?.length ? " · skip_if" : ""}`,
-        title: (s.skip_if || []).map((c) => `skipped when ${c.path} ${c.op.replace("_", " ")}${"value" in c ? " " + JSON.stringify(c.value) : ""}`).join(" or ") };
+      const s = p.steps.find((x) => x.step_id === id), each = Object.entries(s.for_each || {});
+      return { state: "PENDING", line2: `${s.task_id}@${s.task_version}`, line3: `queue ${s.queue || "default"} · retries ${s.retry_count}${s.skip_if?.length ? " · skip_if" : ""}${each.length ? " · for_each" : ""}`,
+        title: [(s.skip_if || []).map((c) => `skipped when ${c.path} ${c.op.replace("_", " ")}${"value" in c ? " " + JSON.stringify(c.value) : ""}`).join(" or "),
+          ...each.map(([field, list]) => `runs once per item of ${list}, given as ${field}`)].filter(Boolean).join("; ") };
     });
     detail.replaceChildren(h("div", { class: "card" }, h("h2", {}, `Pipeline ${p.pipeline_id}@${p.version}`), h("p", {}, p.description), svg,
       h("h2", {}, "Input validation"), h("pre", {}, JSON.stringify(p.input_validation, null, 2)),
