@@ -1,6 +1,7 @@
 """A pipeline step's ``for_each``: its task run once per item of a list that a step upstream
-of it returned (Airflow's dynamic task mapping, Argo's ``withParam``, a Celery chord's
-group), in parallel, each item given to it as one input field.
+of it returned, or that the run's input holds (Airflow's dynamic task mapping, Argo's
+``withParam``, a Celery chord's group), in parallel, each item given to it as one input
+field.
 
 ``{"step_id": "describe", "task_id": "face_attribute", "depends_on": ["detect"],
 "for_each": {"face": "$.detect.faces"}, "input_mapping": {"image_path": "$.image_path"}}``
@@ -10,8 +11,9 @@ leases, lineage and events, each with the input its ``input_mapping`` builds plu
 that item. Once all have completed, ``describe`` completes with the list of their outputs,
 in the items' order, which later steps read as any output (``$.describe[*].age``). An empty
 list completes it at once with ``[]``; an instance that fails for good fails the run, as any
-step does. The expression must read a step upstream of this one, and give a list of at
-most ``MAX_ITEMS`` items.
+step does. The expression must read a step upstream of this one, or the run's input (a
+list there is checked at submit: ``check_input``), and give a list of at most
+``MAX_ITEMS`` items.
 
 The registry checks a ``for_each`` (``parse``). The scheduler gives the step its
 ``for_each`` field (``lua_fields``), and ``lib.lua`` makes the instances where the step
@@ -61,8 +63,8 @@ def parse(
     doc: Any, step_ids: set[str], upstream: set[str], mapped: set[str], where: str
 ) -> ForEach:
     """A step's ``for_each``, checked: one ``field: expression`` whose expression reads a step
-    in ``upstream`` (not ``[*]``), and whose field is not also one of the fields its
-    ``input_mapping`` maps (``mapped``). Errors name ``where``."""
+    in ``upstream`` or the run's input (not ``[*]``), and whose field is not also one of the
+    fields its ``input_mapping`` maps (``mapped``). Errors name ``where``."""
     if not isinstance(doc, dict) or len(doc) != 1:
         raise InvalidArgument(
             'must be one field and where its list is: {"face": "$.detect.faces"}', field=where
@@ -80,15 +82,37 @@ def parse(
             f"must be an expression such as '$.step.items', got {expr!r}", field=at
         )
     path = mapping.parse(expr, step_ids, at)
-    if not path.source or path.source not in upstream:
+    if path.source and path.source not in upstream:
         raise InvalidArgument(
-            f"{expr!r} must read a list that a step upstream of this one returns "
-            f"({'it reads the run input' if not path.source else 'add it to depends_on'})",
+            f"{expr!r} reads step {path.source!r}, which is not upstream of this one; add it "
+            "to depends_on",
             field=at,
         )
     if None in path.segments:
         raise InvalidArgument(f"{expr!r}: the list itself, not [*]", field=at)
     return ForEach(name, path)
+
+
+def check_input(each: ForEach, doc: Any, step_id: str) -> list[Any]:
+    """The list a step fans out over from the run's input ``doc``, checked at submit
+    (INVALID_ARGUMENT naming ``input_json`` and the step, not a run that fails later)."""
+    try:
+        found = mapping.evaluate(each.path, doc)
+    except mapping.MissingValue as exc:
+        raise InvalidArgument(f"step {step_id!r}: for_each {exc}", field="input_json") from exc
+    if not isinstance(found, list):
+        raise InvalidArgument(
+            f"step {step_id!r}: for_each {each.path.text} must be a list, got "
+            f"{type(found).__name__}",
+            field="input_json",
+        )
+    if len(found) > MAX_ITEMS:
+        raise InvalidArgument(
+            f"step {step_id!r}: for_each {each.path.text} has {len(found)} items, over the "
+            f"{MAX_ITEMS} a step may run",
+            field="input_json",
+        )
+    return found
 
 
 def of_json(doc: dict[str, str], step_ids: frozenset[str]) -> ForEach | None:
@@ -113,7 +137,8 @@ def instance_of(step_id: str) -> tuple[str, int] | None:
 
 def item_input(document: dict[str, Any], spec: str, outputs: dict[str, Any], index: int) -> Any:
     """The item an instance gets (``spec``: the step's ``lua_fields``), put into its input
-    ``document``; returns the item."""
+    ``document``; returns the item. ``outputs`` holds the source's output (under "" the run
+    input, for a list there)."""
     each = json.loads(spec)
     found = mapping.evaluate(
         mapping.Path(each["source"], tuple(each["path"]), each["said"]), outputs[each["source"]]

@@ -43,11 +43,14 @@ def step_input(leased: Leased) -> tuple[str, list[tuple[str, str]], dict[str, st
         )
     if item is not None:
         each = json.loads(leased.step["each"])
-        found = fan_out.item_input(document, leased.step["each"], outputs, int(item))
+        found = fan_out.item_input(
+            document, leased.step["each"], {"": run_input, **outputs}, int(item)
+        )
         edges.append(
             step_inputs.item_edge(found, each, int(item), output_ids, leased.step["input_id"])
         )
-        sources = {**sources, each["field"]: output_ids[each["source"]]}
+        if each["source"]:  # (a list in the run's input has no output id)
+            sources = {**sources, each["field"]: output_ids[each["source"]]}
     document, added = step_inputs.with_parameters(
         document, run_input, leased.step_id, accepts, leased.step["input_id"]
     )

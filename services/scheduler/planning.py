@@ -187,6 +187,8 @@ class Plan:
                 for k, e in p.mapping.items()
                 if mapping.is_expression(e)
             ]
+            if p.for_each:
+                paths.append(p.for_each.path)
             tested = [c.parsed.segments for c in p.skip_if]
             in_layers = {
                 str(t[1]) for t in tested if len(t) > 1 and t[0] in step_inputs.PARAMETER_SOURCES
@@ -352,6 +354,11 @@ def check_input(plan: Plan, doc: dict[str, Any]) -> run_options.RunOptions:
             )
         except MissingValue as exc:
             raise InvalidArgument(str(exc), field="input_json") from exc
+        if p.for_each:  # on a list in the input: checked with its first item, if any
+            items = fan_out.check_input(p.for_each, doc, p.step_id)
+            if not items:
+                continue
+            first_input = {**first_input, p.for_each.field: items[0]}
         accepts = step_inputs.accepted_fields(p.task.input_schema)
         first_input, _ = step_inputs.with_parameters(
             first_input, doc, p.step_id, accepts, p.input_id

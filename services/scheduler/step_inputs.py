@@ -85,14 +85,13 @@ def item_edge(
     item: Any, each: dict[str, Any], index: int, output_ids: dict[str, str], input_id: str
 ) -> tuple[str, str]:
     """The lineage edge of a for_each instance's item: from that item of the list in its
-    source's output (``each``: the step's for_each, as ``fan_out.lua_fields`` wrote it)."""
+    source's output, or in the run's input (``each``: the step's for_each, as
+    ``fan_out.lua_fields`` wrote it)."""
     path = mapping.Path(each["source"], tuple(each["path"]), each["said"])
     kind = json_type(item)
     where = f"{path.field_path}[{index}]" if path.field_path else f"[{index}]"
-    return (
-        lineage_name(output_ids[each["source"]], where, kind),
-        f"{input_id}_{each['field']}_{kind}",
-    )
+    source_id = output_ids[each["source"]] if each["source"] else RUN_INPUT_ID
+    return lineage_name(source_id, where, kind), f"{input_id}_{each['field']}_{kind}"
 
 
 def lineage_name(document_id: str, field_path: str, kind: str) -> str:

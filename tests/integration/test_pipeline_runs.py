@@ -365,11 +365,24 @@ def test_a_for_each_step_runs_its_task_once_per_item_and_gathers_the_outputs(
     assert [s.step_id for s in empty.steps] == ["a", "m", "c"]
     assert empty.output == {"echo": {"words": []}}
     with pytest.raises(ApiError) as err:
-        pipeline(client, "fanning_input", [steps[0], {**steps[1], "for_each": {"word": "$.words"}}])
+        pipeline(client, "fanning_sideways", [steps[0], {**steps[1], "depends_on": []}])
     assert err.value.code == "INVALID_ARGUMENT"
-    assert "steps[1].for_each.word: '$.words' must read a list that a step upstream" in str(
+    assert "steps[1].for_each.word: '$.a.echo.words' reads step 'a', which is not upstream" in str(
         err.value
     ), err.value
+    # A first step may run once per item of a list in the run's input, checked at submit.
+    pipeline(
+        client, "fanning_input", [{**steps[1], "depends_on": [], "for_each": {"word": "$.words"}}]
+    )
+    done = run(client, "fanning_input", {"words": ["p", "q"], "tag": "t"})
+    assert done.state == "COMPLETED", done.error
+    assert done.output == [{"echo": {"tag": "t", "word": w}} for w in "pq"]
+    assert ("run_input_words[0]_string", "input_001_0000_word_string") in done.lineage
+    for doc, said in [({"tag": "t"}, "no field 'words'"), ({"words": "pq", "tag": "t"}, "list")]:
+        with pytest.raises(ApiError) as err:
+            client.submit(pipeline="fanning_input", input=doc)
+        assert err.value.code == "INVALID_ARGUMENT" and "input_json" in str(err.value)
+        assert "step 'm': for_each $.words" in str(err.value) and said in str(err.value)
 
 
 def test_a_run_whose_every_step_is_skipped_completes_at_its_submit(client: Client) -> None:

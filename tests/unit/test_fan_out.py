@@ -27,8 +27,7 @@ IDS = {"a", "m", "c"}
         ({"x y": "$.a.items"}, set(), "is not an input field name"),
         ({"x": "$.a.items"}, {"x"}, "also in input_mapping"),
         ({"x": "items"}, set(), "must be an expression"),
-        ({"x": "$.items"}, set(), "it reads the run input"),
-        ({"x": "$.c.items"}, set(), "add it to depends_on"),
+        ({"x": "$.c.items"}, set(), "which is not upstream of this one; add it to depends_on"),
         ({"x": "$.a.items[*].id"}, set(), "not [*]"),
         ([], set(), "must be one field"),
     ],
@@ -195,6 +194,48 @@ def test_a_list_that_cannot_be_run_fails_the_run_saying_why(
         assert assignments(e1) == []
 
     scenario(valkey_url, body)
+
+
+def test_a_first_step_fans_out_over_a_list_in_the_runs_input_at_its_submit(
+    valkey_url: str,
+) -> None:
+    async def body(c: Core) -> None:
+        e1 = c.executor("e1", slots=4)
+        m = step("m", 0)
+        each = fan_out.parse({"x": "$.items"}, {"m"}, set(), set(), "s")
+        m.fields.update({"for_each": each.lua_fields(), "mapping": json.dumps({"k": 1})})
+        fields = {"run_id": "r1", "input_json": '{"items": ["p", "q"]}', "priority": "5",
+                  "sinks": '["m"]'}  # fmt: skip
+        [(created, _)] = await c.core.submit([Submission("r1", fields, [m])])
+        assert created
+        leased = sorted(assignments(e1), key=lambda a: a.step_id)
+        assert [json.loads(a.input_json) for a in leased] == [
+            {"k": 1, "x": "p"},
+            {"k": 1, "x": "q"},
+        ]
+        assert leased[0].input_sources == {}  # (the run's input has no output id)
+        for a in leased:
+            await c.report(e1, a, "SUCCEEDED", json.dumps({"got": json.loads(a.input_json)["x"]}))
+        assert await state_of(c, "r1") == ("COMPLETED", "")
+        assert json.loads(await c.queue.redis.hget(keys.outputs("r1"), "m")) == [
+            {"got": "p"},
+            {"got": "q"},
+        ]
+
+    scenario(valkey_url, body)
+
+
+def test_a_list_in_the_input_is_checked_at_submit_naming_the_step() -> None:
+    each = fan_out.parse({"x": "$.job.items"}, {"m"}, set(), set(), "s")
+    assert fan_out.check_input(each, {"job": {"items": [1]}}, "m") == [1]
+    for doc, said in [
+        ({"job": {}}, "step 'm': for_each $.job.items: no field 'items'"),
+        ({"job": {"items": "x"}}, "step 'm': for_each $.job.items must be a list, got str"),
+        ({"job": {"items": [0] * 1025}}, "has 1025 items, over the 1024 a step may run"),
+    ]:
+        with pytest.raises(InvalidArgument) as refused:
+            fan_out.check_input(each, doc, "m")
+        assert said in refused.value.message and refused.value.field == "input_json"
 
 
 def test_a_rebuilt_run_fans_out_from_the_output_it_is_given(valkey_url: str) -> None:

@@ -323,12 +323,15 @@ local function condition_holds(c, doc)
   return not less
 end
 
--- The output of a step upstream, decoded (false when it has none: it was skipped), for a
--- condition or a for_each to read; nil and why when it cannot be read here. An output
+-- The output of a step upstream ('': the run's input), decoded (false when it has none: it
+-- was skipped), for a condition or a for_each to read; nil and why when it cannot be read here. An output
 -- stored by reference (too large to go inline) is read through its view: what is at the
 -- paths conditions and for_each lists read, which the executor sent with the result (the
 -- source step's 'condition_view', conditions.view).
 local function source_output(P, run_id, source)
+  if source == '' then  -- the run's input (a for_each on a list there)
+    return cjson.decode(redis.call('HGET', run_hash(P, run_id), 'input_json'))
+  end
   local doc = redis.call('HGET', outputs_key(P, run_id), source)
   if not doc then return false end
   local ok, decoded = pcall(cjson.decode, doc)
@@ -395,7 +398,8 @@ local function fan_out(P, run_id, step_id, spec, limit, now_ms, queued_on, not_b
   if doc == false then return false end
   local list = walk(doc, each.path)
   if type(list) ~= 'table' or (next(list) ~= nil and list[1] == nil) then
-    return nil, 'for_each ' .. each.said .. ': step ' .. each.source .. ' returned '
+    return nil, 'for_each ' .. each.said .. ': '
+      .. (each.source == '' and 'the run\'s input has ' or ('step ' .. each.source .. ' returned '))
       .. (list == nil and 'no such field' or 'no list there')
   end
   local sh = step_hash(P, run_id .. ':' .. step_id)
