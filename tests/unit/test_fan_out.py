@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from common import refs
 from common.errors import InvalidArgument
 from services.common import fan_out
 from services.scheduler import keys
@@ -236,6 +237,19 @@ def test_a_list_in_the_input_is_checked_at_submit_naming_the_step() -> None:
         with pytest.raises(InvalidArgument) as refused:
             fan_out.check_input(each, doc, "m")
         assert said in refused.value.message and refused.value.field == "input_json"
+
+
+def test_an_instances_output_by_reference_fails_the_step_saying_why(valkey_url: str) -> None:
+    async def body(c: Core) -> None:
+        e1 = await start(c, fanned("r1"), [1, 2])
+        big = refs.make_ref("artifact://sha256/" + "0" * 64 + "/output_m_0001.json", 9_000_000)
+        for a in sorted(assignments(e1), key=lambda a: a.step_id):
+            await c.report(e1, a, "SUCCEEDED", big if a.step_id == "m[1]" else "{}")
+        state, error = await state_of(c, "r1")
+        assert state == "FAILED"
+        assert error.startswith("step m FAILED: for_each: m[1]'s output is stored by reference")
+
+    scenario(valkey_url, body)
 
 
 def test_a_rebuilt_run_fans_out_from_the_output_it_is_given(valkey_url: str) -> None:

@@ -446,13 +446,21 @@ end
 
 -- A for_each step's last instance has completed: the step completes with the list of their
 -- outputs, in the items' order (at most 4 MiB: a step output may be no larger inline), and
--- returns its dependents, to count it off. nil and why when the list is too large.
+-- returns its dependents, to count it off. nil and why when the list is too large, or holds
+-- an output stored by reference (a reference inside a list is read by no one).
 local MAX_GATHERED = 4 * 1024 * 1024
 local function gather(P, run_id, step_id, n, dependents, now_ms)
   local ids = {}
   for i = 0, n - 1 do ids[#ids + 1] = step_id .. '[' .. i .. ']' end
-  local output = '[' .. table.concat(redis.call('HMGET', outputs_key(P, run_id), unpack(ids)), ',')
-    .. ']'
+  local outs = redis.call('HMGET', outputs_key(P, run_id), unpack(ids))
+  for i, o in ipairs(outs) do
+    if #o < 512 and string.find(o, '"wtm_ref"', 1, true) then
+      return nil, 'for_each: ' .. ids[i] .. '\'s output is stored by reference (it is over the '
+        .. 'inline limit), and a list of outputs cannot hold one; return an artifact\'s URI '
+        .. 'instead'
+    end
+  end
+  local output = '[' .. table.concat(outs, ',') .. ']'
   if #output > MAX_GATHERED then
     return nil, 'for_each: the outputs of its ' .. n .. ' instances make ' .. #output
       .. ' bytes, over the ' .. MAX_GATHERED .. ' a step output may be'
