@@ -13,6 +13,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from services.scheduler import keys
 from services.scheduler.clock import FakeClock
 from services.scheduler.dispatcher import Dispatcher
 from services.scheduler.fleet import (
@@ -149,6 +150,13 @@ def sent(session: ExecutorSession) -> list[Any]:
 
 def assignments(session: ExecutorSession) -> list[Assignment]:
     return [m for m in sent(session) if isinstance(m, Assignment)]
+
+
+async def state_of(c: Core, run_id: str, step_id: str = "") -> tuple[str, str]:
+    """A run's state and error (or one of its steps'), as Redis holds them."""
+    key = keys.step(run_id, step_id) if step_id else keys.run(run_id)
+    state, error = await c.queue.redis.hmget(key, "state", "error")
+    return (state or b"").decode(), (error or b"").decode()
 
 
 @asynccontextmanager

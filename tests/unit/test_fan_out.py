@@ -16,7 +16,7 @@ from services.common import fan_out
 from services.scheduler import keys
 from services.scheduler.fleet import ExecutorProfile
 from services.scheduler.queue_records import Submission
-from tests.unit.scheduler_core import Core, assignments, scenario, sent, step
+from tests.unit.scheduler_core import Core, assignments, scenario, sent, state_of, step
 
 IDS = {"a", "m", "c"}
 
@@ -78,12 +78,6 @@ def fanned(run_id: str, path: str = "$.a.items", retries: int = 0) -> Submission
     )
     fields = {"run_id": run_id, "input_json": "{}", "priority": "5", "sinks": '["c"]'}
     return Submission(run_id, fields, [a, m, c])
-
-
-async def state_of(c: Core, run_id: str, step_id: str = "") -> tuple[str, str]:
-    key = keys.step(run_id, step_id) if step_id else keys.run(run_id)
-    state, error = await c.queue.redis.hmget(key, "state", "error")
-    return (state or b"").decode(), (error or b"").decode()
 
 
 async def start(c: Core, run: Submission, items: Any, slots: int = 4) -> Any:

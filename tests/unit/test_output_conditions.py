@@ -20,7 +20,7 @@ from services.scheduler import keys
 from services.scheduler.models import StepRun
 from services.scheduler.queue_records import QueuedStep, Submission, ready_queues
 from services.scheduler.run_queue import LUA_DIR
-from tests.unit.scheduler_core import Core, assignments, scenario, step
+from tests.unit.scheduler_core import Core, assignments, scenario, state_of, step
 from tests.unit.test_conditions import CASES, INPUT
 
 HOLDS = (
@@ -142,12 +142,6 @@ def none_found() -> dict[str, Any]:
 async def stream(c: Core, run_id: str) -> list[tuple[str, str, str]]:
     found = await c.queue.redis.xrange(keys.events(run_id))
     return [(f[b"step"].decode(), f[b"state"].decode(), f[b"msg"].decode()) for _, f in found]
-
-
-async def state_of(c: Core, run_id: str, step_id: str = "") -> tuple[str, str]:
-    key = keys.step(run_id, step_id) if step_id else keys.run(run_id)
-    state, error = await c.queue.redis.hmget(key, "state", "error")
-    return state.decode(), (error or b"").decode()
 
 
 def test_a_step_is_skipped_or_queued_by_what_its_dependency_returned(valkey_url: str) -> None:
