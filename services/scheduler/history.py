@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import uuid
+from typing import Any
 
 from tenacity import AsyncRetrying, RetryCallState, wait_exponential
 
+from services.common import fan_out
 from services.common.stopping import cancel_and_wait
 from services.scheduler.clock import SYSTEM, Clock
 from services.scheduler.listeners import Listeners, Refused, RunListener
@@ -47,6 +50,23 @@ _ENDED_AS = {
     "TIMED_OUT": "TIMED_OUT",
     "CANCELLED": "CANCELLED",
 }
+
+
+def fold_instances(
+    done: dict[str, str], shown: dict[str, dict[str, str]], attempts: dict[str, int]
+) -> None:
+    """A rebuilt run's completed for_each instances (``done`` and ``shown`` hold them by their
+    ids, as their records do) moved onto their step, as its ``done_items`` field: the step
+    fans out again and takes them as they were (lib.lua's ``fan_out``), running only the
+    others. A step that had gathered them keeps its own output and needs none."""
+    items: dict[str, dict[str, Any]] = {}
+    for step_id in [k for k in done if fan_out.instance_of(k)]:
+        parent, index = fan_out.instance_of(step_id) or ("", 0)
+        fields = {**shown.pop(step_id, {}), "attempt": str(attempts.get(step_id, 0))}
+        items.setdefault(parent, {})[str(index)] = {"output": done.pop(step_id), "fields": fields}
+    for parent, found in items.items():
+        if parent not in done:
+            shown[parent] = {**shown.get(parent, {}), "done_items": json.dumps(found)}
 
 
 def gathered(step: StepRun) -> bool:
@@ -299,6 +319,7 @@ class History(RunListener):
             if step.state == "COMPLETED" and not step.superseded:
                 done[step.step_id] = step.output_json
                 shown[step.step_id] = step.ended_fields()
+        fold_instances(done, shown, attempts)
         specs = [
             QueuedStep(s["step_id"], s["deps"], s["dependents"], s["fields"]) for s in plan["steps"]
         ]

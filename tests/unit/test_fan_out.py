@@ -15,6 +15,7 @@ from common.errors import InvalidArgument
 from services.common import fan_out
 from services.scheduler import keys
 from services.scheduler.fleet import ExecutorProfile
+from services.scheduler.history import fold_instances
 from services.scheduler.queue_records import Submission
 from tests.unit.scheduler_core import Core, assignments, scenario, sent, state_of, step
 
@@ -255,6 +256,56 @@ def test_a_rebuilt_run_fans_out_from_the_output_it_is_given(valkey_url: str) -> 
         assert sorted(a.step_id for a in assignments(e1)) == ["m[0]", "m[1]"]
 
     scenario(valkey_url, body)
+
+
+def rebuilt(run_id: str, records: dict[str, str]) -> Submission:
+    """``fanned`` as the history rebuilds it from these completed steps' records."""
+    run = fanned(run_id)
+    done = dict(records)
+    shown = {k: {"executor": "gone", "ended_ms": "1"} for k in done}
+    attempts = {k: 1 for k in done}
+    fold_instances(done, shown, attempts)
+    return Submission(run_id, run.run_fields, run.steps, done=done, done_fields=shown)
+
+
+def test_a_rebuilt_run_runs_only_the_instances_that_had_not_completed(valkey_url: str) -> None:
+    """After Redis lost its data, the instances whose records say they completed are taken
+    as they were (their output, attempt and executor): the step runs the others, and gathers
+    all; with none left to run, it completes at once."""
+
+    async def body(c: Core) -> None:
+        e1 = c.executor("e1", slots=4)
+        items = '{"items": [7, 8, 9]}'
+        await c.core.submit([rebuilt("r1", {"a": items, "m[1]": '{"y": 8}'})])
+        leased = sorted(assignments(e1), key=lambda a: a.step_id)
+        assert [a.step_id for a in leased] == ["m[0]", "m[2]"]
+        h = await c.queue.redis.hgetall(keys.step("r1", "m[1]"))
+        assert (h[b"state"], h[b"attempt"], h[b"executor"]) == (b"COMPLETED", b"1", b"gone")
+        for a in leased:
+            await c.report(e1, a, "SUCCEEDED", json.dumps({"y": json.loads(a.input_json)["x"]}))
+        gathered = await c.queue.redis.hget(keys.outputs("r1"), "m")
+        assert json.loads(gathered) == [{"y": 7}, {"y": 8}, {"y": 9}]
+
+        done = {"a": items, **{f"m[{i}]": f'{{"y":{i}}}' for i in range(3)}}
+        await c.core.submit([rebuilt("r2", done)])
+        assert await state_of(c, "r2", "m") == ("COMPLETED", "")
+        assert await c.queue.redis.hget(keys.outputs("r2"), "m") == b'[{"y":0},{"y":1},{"y":2}]'
+        await c.lease_round()
+        assert sorted((a.run_id, a.step_id) for a in assignments(e1)) == [("r1", "c"), ("r2", "c")]
+
+    scenario(valkey_url, body)
+
+
+def test_instances_are_folded_onto_their_step_unless_it_had_gathered_them() -> None:
+    done = {"a": "A", "m[0]": "0", "m[2]": "2", "n": "N", "n[0]": "x"}
+    shown = {"m[0]": {"executor": "e"}, "n": {"executor": ""}}
+    fold_instances(done, shown, {"m[0]": 2})
+    assert done == {"a": "A", "n": "N"}
+    assert json.loads(shown["m"]["done_items"]) == {
+        "0": {"output": "0", "fields": {"executor": "e", "attempt": "2"}},
+        "2": {"output": "2", "fields": {"attempt": "0"}},
+    }
+    assert "done_items" not in shown["n"] and "m[0]" not in shown
 
 
 def test_the_instances_of_a_batching_task_are_leased_as_one_call(valkey_url: str) -> None:

@@ -383,6 +383,35 @@ local function make_ready(P, run_id, step_id, d, limit, now_ms, queued_on, not_b
   end
 end
 
+-- A for_each step's last instance has completed: the step completes with the list of their
+-- outputs, in the items' order (at most 4 MiB: a step output may be no larger inline), and
+-- returns its dependents, to count it off. nil and why when the list is too large, or holds
+-- an output stored by reference (a reference inside a list is read by no one).
+local MAX_GATHERED = 4 * 1024 * 1024
+local function gather(P, run_id, step_id, n, dependents, now_ms)
+  local ids = {}
+  for i = 0, n - 1 do ids[#ids + 1] = step_id .. '[' .. i .. ']' end
+  local outs = redis.call('HMGET', outputs_key(P, run_id), unpack(ids))
+  for i, o in ipairs(outs) do
+    if #o < 512 and string.find(o, '"wtm_ref"', 1, true) then
+      return nil, 'for_each: ' .. ids[i] .. '\'s output is stored by reference (it is over the '
+        .. 'inline limit), and a list of outputs cannot hold one; return an artifact\'s URI '
+        .. 'instead'
+    end
+  end
+  local output = '[' .. table.concat(outs, ',') .. ']'
+  if #output > MAX_GATHERED then
+    return nil, 'for_each: the outputs of its ' .. n .. ' instances make ' .. #output
+      .. ' bytes, over the ' .. MAX_GATHERED .. ' a step output may be'
+  end
+  redis.call('HSET', outputs_key(P, run_id), step_id, output)
+  redis.call('HSET', step_hash(P, run_id .. ':' .. step_id), 'state', 'COMPLETED', 'ended_ms',
+    now_ms, 'error', '')
+  emit(P, run_id, step_id, 0, 'COMPLETED', '', now_ms)
+  redis.call('HINCRBY', run_hash(P, run_id), 'remaining', -1)
+  return cjson.decode(dependents)
+end
+
 -- A for_each step (services/common/fan_out.py) becomes ready: one instance per item of the
 -- list its source returned ('step[i]', a copy of the step with its 'item' and 'each', whose
 -- only dependent is the step), each made ready, the run's step list (after the step) and
@@ -417,19 +446,29 @@ local function fan_out(P, run_id, step_id, spec, limit, now_ms, queued_on, not_b
     return cjson.decode(redis.call('HGET', sh, 'dependents'))
   end
   local fields = redis.call('HGETALL', sh)
-  local f = redis.call('HMGET', sh, 'queue', 'priority', 'first', 'input_id', 'output_id')
-  local steps, made = {}, {}
+  local f = redis.call('HMGET', sh, 'queue', 'priority', 'first', 'input_id', 'output_id',
+    'done_items', 'dependents')
+  local given = f[6] and cjson.decode(f[6]) or {}  -- a rebuilt run's completed instances
+  local steps, made, left = {}, {}, n
   for i = 0, n - 1 do
     local id = step_id .. '[' .. i .. ']'
     local ih = step_hash(P, run_id .. ':' .. id)
     redis.call('HSET', ih, unpack(fields))
-    redis.call('HDEL', ih, 'for_each', 'skip_on', 'condition_paths', 'fanned')
+    redis.call('HDEL', ih, 'for_each', 'skip_on', 'condition_paths', 'fanned', 'done_items')
     redis.call('HSET', ih, 'state', 'PENDING', 'deps_left', 0, 'dependents',
       cjson.encode({step_id}), 'item', i, 'each', spec,
       'input_id', f[4] .. string.format('_%04d', i), 'output_id', f[5] .. string.format('_%04d', i))
     made[#made + 1] = id
-    make_ready(P, run_id, id, {queue = f[1], priority = f[2], first = f[3]}, limit, now_ms,
-      queued_on, not_before_ms)
+    local done = given[tostring(i)]
+    if done then  -- as its record says, not run again
+      hset_all(ih, done.fields)
+      redis.call('HSET', ih, 'state', 'COMPLETED')
+      redis.call('HSET', outputs_key(P, run_id), id, done.output)
+      left = left - 1
+    else
+      make_ready(P, run_id, id, {queue = f[1], priority = f[2], first = f[3]}, limit, now_ms,
+        queued_on, not_before_ms)
+    end
   end
   for _, s in ipairs(cjson.decode(redis.call('HGET', rh, 'steps'))) do  -- after the step
     steps[#steps + 1] = s
@@ -438,39 +477,12 @@ local function fan_out(P, run_id, step_id, spec, limit, now_ms, queued_on, not_b
     end
   end
   redis.call('HSET', rh, 'steps', cjson.encode(steps))
-  redis.call('HINCRBY', rh, 'remaining', n)
-  redis.call('HSET', sh, 'state', 'RUNNING', 'started_ms', now_ms, 'fanned', n, 'deps_left', n)
-  emit(P, run_id, step_id, 0, 'RUNNING', 'for_each ' .. each.said .. ': ' .. n .. ' items', now_ms)
+  redis.call('HINCRBY', rh, 'remaining', left)
+  redis.call('HSET', sh, 'state', 'RUNNING', 'started_ms', now_ms, 'fanned', n, 'deps_left', left)
+  emit(P, run_id, step_id, 0, 'RUNNING', 'for_each ' .. each.said .. ': ' .. n .. ' items'
+    .. (left < n and (', ' .. (n - left) .. ' done before') or ''), now_ms)
+  if left == 0 then return gather(P, run_id, step_id, n, f[7], now_ms) end
   return {}
-end
-
--- A for_each step's last instance has completed: the step completes with the list of their
--- outputs, in the items' order (at most 4 MiB: a step output may be no larger inline), and
--- returns its dependents, to count it off. nil and why when the list is too large, or holds
--- an output stored by reference (a reference inside a list is read by no one).
-local MAX_GATHERED = 4 * 1024 * 1024
-local function gather(P, run_id, step_id, n, dependents, now_ms)
-  local ids = {}
-  for i = 0, n - 1 do ids[#ids + 1] = step_id .. '[' .. i .. ']' end
-  local outs = redis.call('HMGET', outputs_key(P, run_id), unpack(ids))
-  for i, o in ipairs(outs) do
-    if #o < 512 and string.find(o, '"wtm_ref"', 1, true) then
-      return nil, 'for_each: ' .. ids[i] .. '\'s output is stored by reference (it is over the '
-        .. 'inline limit), and a list of outputs cannot hold one; return an artifact\'s URI '
-        .. 'instead'
-    end
-  end
-  local output = '[' .. table.concat(outs, ',') .. ']'
-  if #output > MAX_GATHERED then
-    return nil, 'for_each: the outputs of its ' .. n .. ' instances make ' .. #output
-      .. ' bytes, over the ' .. MAX_GATHERED .. ' a step output may be'
-  end
-  redis.call('HSET', outputs_key(P, run_id), step_id, output)
-  redis.call('HSET', step_hash(P, run_id .. ':' .. step_id), 'state', 'COMPLETED', 'ended_ms',
-    now_ms, 'error', '')
-  emit(P, run_id, step_id, 0, 'COMPLETED', '', now_ms)
-  redis.call('HINCRBY', run_hash(P, run_id), 'remaining', -1)
-  return cjson.decode(dependents)
 end
 
 -- A step whose dependencies are done: unless it is PENDING still (a run's end cancelled it),
