@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import pymongo
@@ -92,6 +93,46 @@ def test_a_redis_flush_mid_run_is_rebuilt_from_mongodb(
     assert waited.created_at == late.created_at  # not the rebuild's time
     log = (fleet.root / "logs").glob("scheduler-*.log")
     assert any("Redis lost its data" in p.read_text() for p in log)
+
+
+def fanning() -> dict[str, Any]:
+    """The ledger chain whose second step runs once per item of the tags the first returns."""
+    found = json.loads(json.dumps(PIPELINE))
+    found["pipeline_id"] = "ledger_fan"
+    found["steps"][1]["for_each"] = {"tag": "$.first.tag"}
+    found["steps"][1]["input_mapping"] = {"ledger": "$.first.ledger", "seconds": "$.seconds"}
+    return found
+
+
+def test_a_redis_flush_mid_fan_out_runs_only_the_items_that_had_not_completed(
+    fleet: Fleet, shared_tmp: Path
+) -> None:
+    """The rebuilt run takes the instances MongoDB has as completed as they were: those ran
+    once; the others run (again, for one that was running), and the list is whole."""
+    fleet.env["WTM_LEASE_SECONDS"] = "4"
+    address = fleet.start_scheduler()
+    fleet.start_executor(address, "fan-flushed-1")
+    ledger = shared_file(shared_tmp, "fan-flush-ledger.txt")
+    tags = [f"i{i}" for i in range(8)]
+    with fleet.client(address) as client:
+        client.register_pipelines(fanning())
+        doc = {"tag": tags, "ledger": str(ledger), "seconds": 0.5}
+        run_id = client.submit(pipeline="ledger_fan", input=doc).run_id
+
+        def completed() -> set[str]:
+            steps = client.get_run(run_id).steps
+            return {s.step_id for s in steps if "[" in s.step_id and s.state == "COMPLETED"}
+
+        eventually(lambda: len(completed()) >= 2, timeout=20, what="two items completed")
+        before = completed()
+        time.sleep(0.5)  # their records are in MongoDB (written behind every 50 ms)
+        redis.Redis.from_url(fleet.redis_admin_url).flushdb()
+        done = client.wait(run_id, timeout=60)
+    assert done.state == "COMPLETED", done.error
+    assert done.output == [{"tag": t, "ledger": str(ledger)} for t in tags]
+    ran = ledger_counts(ledger)
+    assert 2 <= len(before) < len(tags) and all(ran[t] >= 1 for t in tags), (before, ran)
+    assert [ran[tags[int(s[7:-1])]] for s in sorted(before)] == [1] * len(before), (before, ran)
 
 
 def test_an_executor_leaves_a_frozen_scheduler_for_the_next_one_it_was_given(
@@ -330,11 +371,7 @@ def test_a_finished_run_leaves_redis_once_mongodb_has_it(
             assert ("second", "SKIPPED") in [(e.step_id, e.state) for e in told]
         # A for_each step's instances are steps of the run in the history too, after it, and
         # the step itself (never leased) with the gathered list.
-        fanning = json.loads(json.dumps(PIPELINE))
-        fanning["pipeline_id"] = "ledger_fan"
-        fanning["steps"][1]["for_each"] = {"tag": "$.first.tag"}
-        del fanning["steps"][1]["input_mapping"]["tag"]
-        client.register_pipelines(fanning)
+        client.register_pipelines(fanning())
         fan_ledger = shared_file(shared_tmp, "fan-ledger.txt")
         ledger = str(fan_ledger)
         fanned = client.run(
