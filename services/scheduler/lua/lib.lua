@@ -324,10 +324,10 @@ local function condition_holds(c, doc)
 end
 
 -- The output of a step upstream ('': the run's input), decoded (false when it has none: it
--- was skipped), for a condition or a for_each to read; nil and why when it cannot be read here. An output
--- stored by reference (too large to go inline) is read through its view: what is at the
--- paths conditions and for_each lists read, which the executor sent with the result (the
--- source step's 'condition_view', conditions.view).
+-- was skipped), for a condition or a for_each to read; nil and why when it cannot be read
+-- here. An output stored by reference (too large to go inline) is read through its view:
+-- what is at the paths conditions and for_each lists read, which the executor sent with the
+-- result (the source step's 'condition_view', conditions.view).
 local function source_output(P, run_id, source)
   if source == '' then  -- the run's input (a for_each on a list there)
     return cjson.decode(redis.call('HGET', run_hash(P, run_id), 'input_json'))
@@ -393,7 +393,7 @@ local function gather(P, run_id, step_id, n, dependents, now_ms)
   for i = 0, n - 1 do ids[#ids + 1] = step_id .. '[' .. i .. ']' end
   local outs = redis.call('HMGET', outputs_key(P, run_id), unpack(ids))
   for i, o in ipairs(outs) do
-    if #o < 512 and string.find(o, '"wtm_ref"', 1, true) then
+    if string.sub(o, 1, 11) == '{"wtm_ref":' then  -- common/refs.py's make_ref
       return nil, 'for_each: ' .. ids[i] .. '\'s output is stored by reference (it is over the '
         .. 'inline limit), and a list of outputs cannot hold one; return an artifact\'s URI '
         .. 'instead'
@@ -415,10 +415,11 @@ end
 -- A for_each step (services/common/fan_out.py) becomes ready: one instance per item of the
 -- list its source returned ('step[i]', a copy of the step with its 'item' and 'each', whose
 -- only dependent is the step), each made ready, the run's step list (after the step) and
--- remaining count grown by them; the step waits RUNNING for them (its 'fanned': how many). With no item it
--- completes at once with [] and returns its dependents, to count it off; else none. false
--- when the source has no output (it was skipped: so is this step); nil and why when the
--- list cannot be read.
+-- remaining count grown by them; the step waits RUNNING for them (its 'fanned': how many).
+-- Instances a rebuilt run had completed (its 'done_items', history.fold_instances) are made
+-- COMPLETED as they were. With none to run it completes at once (with [] for an empty list)
+-- and returns its dependents, to count it off; else none. false when the source has no
+-- output (it was skipped: so is this step); nil and why when the list cannot be read.
 local MAX_ITEMS = 1024
 local function fan_out(P, run_id, step_id, spec, limit, now_ms, queued_on, not_before_ms)
   local each = cjson.decode(spec)
@@ -494,7 +495,9 @@ local function ready_or_skipped(P, run_id, step_id, limit, now_ms, queued_on, no
   local sh = step_hash(P, run_id .. ':' .. step_id)
   local f = redis.call('HMGET', sh, 'state', 'queue', 'priority', 'first', 'skip_on', 'dependents',
     'for_each', 'fanned')
-  if f[1] == 'RUNNING' and f[8] then return gather(P, run_id, step_id, tonumber(f[8]), f[6], now_ms) end
+  if f[1] == 'RUNNING' and f[8] then
+    return gather(P, run_id, step_id, tonumber(f[8]), f[6], now_ms)
+  end
   if f[1] ~= 'PENDING' then return {} end
   local reason, why = '', nil
   if f[5] then reason, why = skip_on_reason(P, run_id, f[5]) end
@@ -503,8 +506,8 @@ local function ready_or_skipped(P, run_id, step_id, limit, now_ms, queued_on, no
     local more
     more, why = fan_out(P, run_id, step_id, f[7], limit, now_ms, queued_on, not_before_ms)
     if more ~= false then return more, why end
-    reason = 'for_each ' .. cjson.decode(f[7]).said .. ': step ' .. cjson.decode(f[7]).source
-      .. ' was skipped'
+    local each = cjson.decode(f[7])
+    reason = 'for_each ' .. each.said .. ': step ' .. each.source .. ' was skipped'
   end
   if reason == '' then
     make_ready(P, run_id, step_id, {queue = f[2], priority = f[3], first = f[4]}, limit, now_ms,
