@@ -69,10 +69,13 @@ def fold_instances(
             shown[parent] = {**shown.get(parent, {}), "done_items": json.dumps(found)}
 
 
-def gathered(step: StepRun) -> bool:
-    """A for_each step that completed with its instances' outputs (it never ran itself; a
-    step a resumed run took over, also at attempt 0, is recorded at the submit)."""
-    return step.state == "COMPLETED" and step.attempt == 0 and not step.cached_from
+def completed_here(step: StepRun) -> bool:
+    """A step that completed without an attempt: a for_each step, with its instances'
+    outputs, or an instance a resumed run took over (a pipeline step a resumed run took
+    over, also at attempt 0, is recorded at the submit)."""
+    if step.state != "COMPLETED" or step.attempt != 0:
+        return False
+    return not step.cached_from or fan_out.instance_of(step.step_id) is not None
 
 
 class History(RunListener):
@@ -228,8 +231,8 @@ class History(RunListener):
                 run = Run.from_redis(run_hash, steps, outputs)
                 self.listeners.run_recorded(run, run_hash)
                 for step in run.steps:  # attempts that ended are recorded already, but not
-                    if step.state in ("CANCELLED", "SKIPPED") or gathered(step):  # steps that
-                        self.store.record_step_later(run_id, step)  # never ran
+                    if step.state in ("CANCELLED", "SKIPPED") or completed_here(step):  # steps
+                        self.store.record_step_later(run_id, step)  # that never ran
                 self.store.update_run_later(run_id, run.final_fields())
         # Once MongoDB holds the ends, Redis keeps the runs only for the retention period
         # (not the hour their keys got when they ended, which covers a MongoDB outage).

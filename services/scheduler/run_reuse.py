@@ -8,7 +8,9 @@ digest and input mapping, and every step it reads is taken over too: its input i
 one the old step was given, so its output is the one the old step computed. A taken-over
 step is COMPLETED when the run is created, with that output and ``cached_from`` naming where
 it was computed (as a cache hit), and never leased. A newer pipeline version (``--latest``
-after a fixed task was registered) keeps what it did not change.
+after a fixed task was registered) keeps what it did not change. A for_each step that did
+not complete, but would be taken over by those rules, hands its completed instances to the
+new run (``Resumed.items``): the new run fans out again and runs only the other items.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.errors import FailedPrecondition, NotFound
+from services.common import fan_out
 from services.common.fan_out import ForEach
 from services.scheduler.models import Run, StepRun
 from services.scheduler.planning import Plan, PlannedStep, SubmitRequest
@@ -40,6 +43,19 @@ class TakenOver:
     edges: tuple[tuple[str, str], ...] = ()
 
 
+@dataclass(frozen=True)
+class Resumed:
+    """What a resumed run takes over: whole steps, and for a for_each step that did not
+    complete, its instances that did (step id -> item index -> output and fields, as
+    ``lib.lua``'s ``fan_out`` reads a step's ``done_items``)."""
+
+    steps: dict[str, TakenOver] = dataclasses.field(default_factory=dict)
+    items: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.steps or self.items)
+
+
 # What makes two plans' step the same work, given the same input: the task code, what its
 # input is made of, and what it waits for.
 def _identity(
@@ -55,11 +71,12 @@ async def taken_over(
     req: SubmitRequest,
     plan: Plan,
     doc: dict[str, Any],
-) -> dict[str, TakenOver]:
-    """The steps of ``plan`` that the run ``req.reuse_from`` has done (step id -> output);
-    refused when that run is not one to resume with this submit."""
+) -> Resumed:
+    """The steps of ``plan`` that the run ``req.reuse_from`` has done (step id -> output),
+    and the items its unfinished for_each steps have; refused when that run is not one to
+    resume with this submit."""
     if not req.reuse_from:
-        return {}
+        return Resumed()
     try:
         old = await get(req.reuse_from, req.namespace)
     except NotFound:
@@ -81,13 +98,13 @@ async def taken_over(
     before = await _identities(catalog, req.namespace, old, plan)
     completed = {s.step_id: s for s in old.steps if s.state == "COMPLETED"}
     found: dict[str, TakenOver] = {}
+    items: dict[str, dict[str, Any]] = {}
     for p in _in_order(plan.steps):
         step = completed.get(p.step_id)
-        if (
-            step is not None
-            and before.get(p.step_id) == _identity(p.task.digest, p.mapping, p.deps, p.for_each)
-            and all(src in found for src in p.reads)
-        ):
+        same = before.get(p.step_id) == _identity(p.task.digest, p.mapping, p.deps, p.for_each)
+        if step is None and same and p.for_each and all(src in found for src in p.reads):
+            items[p.step_id] = _items_done(old, p, completed)  # the same list, in part done
+        if step is not None and same and all(src in found for src in p.reads):
             same_ids = (step.input_id, step.output_id) == (p.input_id, p.output_id)
             found[p.step_id] = TakenOver(
                 step.output_json,
@@ -99,6 +116,22 @@ async def taken_over(
             f"run {old.run_id} completed every step this run has; nothing would run",
             field=FIELD,
         )
+    return Resumed(found, {k: v for k, v in items.items() if v})
+
+
+def _items_done(old: Run, p: PlannedStep, completed: dict[str, StepRun]) -> dict[str, Any]:
+    """The instances of for_each step ``p`` that ``old`` completed, as ``done_items``: each
+    item's output, and the fields of an instance taken over (attempt 0, where it came from)."""
+    found: dict[str, Any] = {}
+    for step_id, s in completed.items():
+        if (at := fan_out.instance_of(step_id)) is None or at[0] != p.step_id:
+            continue
+        fields = {
+            "attempt": "0",
+            "cached_from": s.cached_from or f"{old.run_id}/{s.output_id}",
+            **({"ended_ms": str(int(s.ended_at.timestamp() * 1000))} if s.ended_at else {}),
+        }
+        found[str(at[1])] = {"output": s.output_json, "fields": fields}
     return found
 
 
@@ -145,9 +178,11 @@ def _in_order(steps: list[PlannedStep]) -> list[PlannedStep]:
 
 
 def applied(
-    run: Run, submission: Submission, found: dict[str, TakenOver], resumed: str
+    run: Run, submission: Submission, resumed_with: Resumed, resumed: str
 ) -> tuple[Run, Submission]:
-    """``run`` and its ``submission`` with the ``found`` steps COMPLETED already."""
+    """``run`` and its ``submission`` with the steps taken over COMPLETED already, and the
+    items taken over given to their for_each steps."""
+    found = resumed_with.steps
     steps = [
         dataclasses.replace(
             s,
@@ -164,11 +199,14 @@ def applied(
         for s in run.steps
     ]
     notes = {s.step_id: s.ended_fields() for s in steps if s.step_id in found}
+    notes.update({k: {"done_items": json.dumps(v)} for k, v in resumed_with.items.items()})
+    items = sum(len(v) for v in resumed_with.items.values())
     return dataclasses.replace(run, steps=steps), dataclasses.replace(
         submission,
         done={k: v.output_json for k, v in found.items()},
         done_fields=notes,
-        note=f"resumes run {resumed}: {len(found)} of {len(steps)} steps taken over",
+        note=f"resumes run {resumed}: {len(found)} of {len(steps)} steps taken over"
+        + (f", and {items} items of a for_each" if items else ""),
     )
 
 

@@ -385,6 +385,32 @@ def test_a_for_each_step_runs_its_task_once_per_item_and_gathers_the_outputs(
         assert "step 'm': for_each $.words" in str(err.value) and said in str(err.value)
 
 
+def test_a_resumed_fan_out_runs_only_the_items_that_had_not_completed(
+    client: Client, shared_tmp: Path
+) -> None:
+    """Three items, one at a time; the third fails (flaky: its marker is not there yet), and
+    with it the run. Resumed, the run takes the two completed items over and runs the third
+    alone, which now succeeds."""
+    markers = [shared_tmp / f"fan-resume-{uuid.uuid4().hex[:8]}-{i}" for i in range(3)]
+    for m in markers[:2]:
+        m.write_text("there")
+    steps = [{"step_id": "each", "task_id": "flaky", "retry_count": 0,
+              "for_each": {"marker": "$.markers"}}]  # fmt: skip
+    pipeline(client, "fan_resume", steps, global_settings={"max_parallel_tasks": 1})
+    first = run(client, "fan_resume", {"markers": [str(m) for m in markers]})
+    assert first.state == "FAILED" and "first attempt fails on purpose" in first.error
+    before = {s.step_id: s for s in first.steps}
+    assert [before[f"each[{i}]"].state for i in range(3)] == ["COMPLETED", "COMPLETED", "FAILED"]
+    again = client.wait(client.rerun(first.run_id, from_failure=True).run_id, 60)
+    assert again.state == "COMPLETED", again.error
+    s = {x.step_id: x for x in again.steps}
+    for i in (0, 1):
+        origin = f"{first.run_id}/{before[f'each[{i}]'].output_id}"
+        assert (s[f"each[{i}]"].cached_from, s[f"each[{i}]"].attempt) == (origin, 0)
+    assert s["each[2]"].attempt == 1 and s["each[2]"].executor_id  # it ran, and only it
+    assert again.output == [{"recovered": True}] * 3
+
+
 def test_a_run_whose_every_step_is_skipped_completes_at_its_submit(client: Client) -> None:
     pipeline(
         client, "all_skipped",

@@ -111,7 +111,7 @@ def taken(old: Run, new: Plan, catalog: Catalog, doc: dict[str, Any] = DOC) -> d
 
     req = SubmitRequest(pipeline="p", reuse_from=old.run_id)
     found = asyncio.run(run_reuse.taken_over(get, catalog, req, new, doc))  # type: ignore[arg-type]
-    return {step: t.source for step, t in found.items()}
+    return {step: t.source for step, t in found.steps.items()}
 
 
 def test_the_steps_it_completed_are_taken_over_and_the_rest_run() -> None:
@@ -157,7 +157,7 @@ def test_a_step_taken_over_keeps_its_input_edges_unless_its_ids_moved() -> None:
         async def get(run_id: str, namespace: str) -> Run:
             return run
 
-        return asyncio.run(run_reuse.taken_over(get, Catalog(v1), req, v1, DOC))  # type: ignore[arg-type]
+        return asyncio.run(run_reuse.taken_over(get, Catalog(v1), req, v1, DOC)).steps  # type: ignore[arg-type]
 
     assert found_in(old)["a"].edges == (("from_a", "input_001"),)
     moved = [dataclasses.replace(s, input_id="input_009") for s in old.steps]
@@ -176,7 +176,7 @@ def test_the_new_run_is_created_with_those_steps_completed() -> None:
     req = SubmitRequest(pipeline="p", reuse_from="old")
     run, submission = new_run(req, v1, DOC, "")
     found = {"a": run_reuse.TakenOver('{"out": "a"}', "old/output_001", (("in", "input_001"),))}
-    run, submission = run_reuse.applied(run, submission, found, old.run_id)
+    run, submission = run_reuse.applied(run, submission, run_reuse.Resumed(found), old.run_id)
     assert submission.done == {"a": '{"out": "a"}'} and set(submission.done_fields) == {"a"}
     assert submission.done_fields["a"]["cached_from"] == "old/output_001"
     assert "resumes run old: 1 of 4 steps" in submission.note
@@ -237,7 +237,54 @@ def test_a_submit_without_reuse_from_reads_nothing() -> None:
     found = asyncio.run(
         run_reuse.taken_over(get, Catalog(), SubmitRequest(task="t"), plan("1"), DOC)
     )  # type: ignore[arg-type]
-    assert found == {}
+    assert not found and found.steps == {} and found.items == {}
+
+
+def test_a_for_each_step_that_did_not_complete_hands_over_the_items_that_did() -> None:
+    """b runs once per item of a's list; the old run completed a and two of b's three
+    instances: the new run takes a over and gives b those two items (its done_items), so
+    only the third runs. With a not taken over (another list, maybe), b takes nothing."""
+    v1 = plan("1.0.0")
+    v1.steps[1].for_each = fan_out.parse({"x": "$.a.out"}, set(SHAPE), {"a"}, set(), "s")
+    old = ran(v1, {"a": "COMPLETED", "b": "FAILED"})
+    done = [
+        StepRun(f"b[{i}]", "b", "1.0.0", state, 1, output_id=f"output_002_000{i}",
+                output_json=json.dumps({"y": i}))
+        for i, state in enumerate(["COMPLETED", "FAILED", "COMPLETED"])
+    ]  # fmt: skip
+    old = dataclasses.replace(old, steps=[*old.steps, *done])
+
+    async def get(run_id: str, namespace: str) -> Run:
+        return old
+
+    req = SubmitRequest(pipeline="p", reuse_from="old")
+    found = asyncio.run(run_reuse.taken_over(get, Catalog(v1), req, v1, DOC))  # type: ignore[arg-type]
+    assert set(found.steps) == {"a"} and set(found.items) == {"b"}
+    assert found.items["b"] == {
+        "0": {
+            "output": '{"y": 0}',
+            "fields": {"attempt": "0", "cached_from": "old/output_002_0000"},
+        },
+        "2": {
+            "output": '{"y": 2}',
+            "fields": {"attempt": "0", "cached_from": "old/output_002_0002"},
+        },
+    }
+    run, submission = run_reuse.applied(*new_run(req, v1, DOC, ""), found, "old")
+    assert json.loads(submission.done_fields["b"]["done_items"]) == found.items["b"]
+    assert "b" not in submission.done and submission.note.endswith(", and 2 items of a for_each")
+    a_failed = dataclasses.replace(
+        old,
+        steps=[
+            dataclasses.replace(s, state="FAILED") if s.step_id == "a" else s for s in old.steps
+        ],
+    )
+
+    async def get_failed(run_id: str, namespace: str) -> Run:
+        return a_failed
+
+    found = asyncio.run(run_reuse.taken_over(get_failed, Catalog(v1), req, v1, DOC))  # type: ignore[arg-type]
+    assert not found.steps and not found.items
 
 
 def test_steps_are_compared_parents_first_whatever_order_they_are_listed_in() -> None:
