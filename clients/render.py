@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -158,10 +160,10 @@ def run_summary(r: RunInfo) -> str:
         lines.append(f"  starts at {r.scheduled_at:%Y-%m-%d %H:%M:%S} UTC (its start delay)")
     if r.deadline_at and not r.finished:
         lines.append(f"  times out at {r.deadline_at:%Y-%m-%d %H:%M:%S} UTC (its run_timeout)")
+    items = Counter(m[1] for s in r.steps if (m := INSTANCE.match(s.step_id)))
     for s in r.steps:
-        lines.append(
-            f"  step {s.step_id} ({s.task_id}@{s.task_version}) {state(s.state)} {_ran(s)}"
-        )
+        ran = f"for each of {items[s.step_id]} items" if items[s.step_id] else _ran(s)
+        lines.append(f"  step {s.step_id} ({s.task_id}@{s.task_version}) {state(s.state)} {ran}")
         if s.error:
             lines.append(escape(f"    error: {s.error}"))
     if r.error:
@@ -186,6 +188,9 @@ def run_summary(r: RunInfo) -> str:
     if r.output is not None:
         lines.append(escape("  output: " + shown_output(r.output).replace("\n", "\n  ")))
     return "\n".join(lines)
+
+
+INSTANCE = re.compile(r"^(.+)\[\d+\]$")  # a for_each step's instance: "step[i]"
 
 
 def _ran(s: StepInfo) -> str:

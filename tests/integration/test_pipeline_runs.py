@@ -360,6 +360,9 @@ def test_a_for_each_step_runs_its_task_once_per_item_and_gathers_the_outputs(
         (e.step_id, e.state, e.message) for e in events
     ]
     assert {e.step_id for e in events if e.state == "COMPLETED"} >= {"m[0]", "m[1]", "m[2]"}
+    shown = run_cli(cluster, "run", "get", done.run_id).stdout
+    assert "step m (echo@1.0.0) COMPLETED for each of 3 items" in shown, shown
+    assert "step m[2] (echo@1.0.0) COMPLETED attempt 1 on" in shown, shown
     empty = run(client, "fanning", {"words": [], "tag": "t"})
     assert empty.state == "COMPLETED", empty.error
     assert [s.step_id for s in empty.steps] == ["a", "m", "c"]
