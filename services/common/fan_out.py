@@ -135,11 +135,12 @@ def instance_of(step_id: str) -> tuple[str, int] | None:
     return (found["step"], int(found["index"])) if found else None
 
 
-def item_input(document: dict[str, Any], spec: str, outputs: dict[str, Any], index: int) -> Any:
-    """The item an instance gets (``spec``: the step's ``lua_fields``), put into its input
-    ``document``; returns the item. ``outputs`` holds the source's output (under "" the run
-    input, for a list there)."""
-    each = json.loads(spec)
+def item_input(
+    document: dict[str, Any], each: dict[str, Any], outputs: dict[str, Any], index: int
+) -> Any:
+    """The item an instance gets (``each``: the step's ``lua_fields``, parsed), put into its
+    input ``document``; returns the item. ``outputs`` holds the source's output (under "" the
+    run input, for a list there)."""
     found = mapping.evaluate(
         mapping.Path(each["source"], tuple(each["path"]), each["said"]), outputs[each["source"]]
     )

@@ -43,9 +43,7 @@ def step_input(leased: Leased) -> tuple[str, list[tuple[str, str]], dict[str, st
         )
     if item is not None:
         each = json.loads(leased.step["each"])
-        found = fan_out.item_input(
-            document, leased.step["each"], {"": run_input, **outputs}, int(item)
-        )
+        found = fan_out.item_input(document, each, {"": run_input, **outputs}, int(item))
         edges.append(
             step_inputs.item_edge(found, each, int(item), output_ids, leased.step["input_id"])
         )

@@ -60,16 +60,17 @@ def fold_instances(
     fans out again and takes them as they were (lib.lua's ``fan_out``), running only the
     others. A step that had gathered them keeps its own output and needs none."""
     items: dict[str, dict[str, Any]] = {}
-    for step_id in [k for k in done if fan_out.instance_of(k)]:
-        parent, index = fan_out.instance_of(step_id) or ("", 0)
+    for step_id in list(done):
+        if (at := fan_out.instance_of(step_id)) is None:
+            continue
         fields = {**shown.pop(step_id, {}), "attempt": str(attempts.get(step_id, 0))}
-        items.setdefault(parent, {})[str(index)] = {"output": done.pop(step_id), "fields": fields}
+        items.setdefault(at[0], {})[str(at[1])] = {"output": done.pop(step_id), "fields": fields}
     for parent, found in items.items():
         if parent not in done:
             shown[parent] = {**shown.get(parent, {}), "done_items": json.dumps(found)}
 
 
-def completed_here(step: StepRun) -> bool:
+def completed_unleased(step: StepRun) -> bool:
     """A step that completed without an attempt: a for_each step, with its instances'
     outputs, or an instance a resumed run took over (a pipeline step a resumed run took
     over, also at attempt 0, is recorded at the submit)."""
@@ -231,8 +232,8 @@ class History(RunListener):
                 run = Run.from_redis(run_hash, steps, outputs)
                 self.listeners.run_recorded(run, run_hash)
                 for step in run.steps:  # attempts that ended are recorded already, but not
-                    if step.state in ("CANCELLED", "SKIPPED") or completed_here(step):  # steps
-                        self.store.record_step_later(run_id, step)  # that never ran
+                    if step.state in ("CANCELLED", "SKIPPED") or completed_unleased(step):
+                        self.store.record_step_later(run_id, step)  # steps that never ran
                 self.store.update_run_later(run_id, run.final_fields())
         # Once MongoDB holds the ends, Redis keeps the runs only for the retention period
         # (not the hour their keys got when they ended, which covers a MongoDB outage).

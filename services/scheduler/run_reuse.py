@@ -23,7 +23,6 @@ from typing import Any
 
 from common.errors import FailedPrecondition, NotFound
 from services.common import fan_out
-from services.common.fan_out import ForEach
 from services.scheduler.models import Run, StepRun
 from services.scheduler.planning import Plan, PlannedStep, SubmitRequest
 from services.scheduler.queue_records import Submission
@@ -59,7 +58,7 @@ class Resumed:
 # What makes two plans' step the same work, given the same input: the task code, what its
 # input is made of, and what it waits for.
 def _identity(
-    task_digest: str, mapping: dict[str, Any], deps: list[str], each: ForEach | None = None
+    task_digest: str, mapping: dict[str, Any], deps: list[str], each: fan_out.ForEach | None = None
 ) -> tuple[str, str]:
     fan = each.to_json() if each else {}  # a step run per item of a list: which list
     return task_digest, json.dumps([mapping, sorted(deps), fan], sort_keys=True)
@@ -102,9 +101,11 @@ async def taken_over(
     for p in _in_order(plan.steps):
         step = completed.get(p.step_id)
         same = before.get(p.step_id) == _identity(p.task.digest, p.mapping, p.deps, p.for_each)
-        if step is None and same and p.for_each and all(src in found for src in p.reads):
+        if not same or not all(src in found for src in p.reads):
+            continue  # other work, or on another input
+        if step is None and p.for_each:
             items[p.step_id] = _items_done(old, p, completed)  # the same list, in part done
-        if step is not None and same and all(src in found for src in p.reads):
+        if step is not None:
             same_ids = (step.input_id, step.output_id) == (p.input_id, p.output_id)
             found[p.step_id] = TakenOver(
                 step.output_json,

@@ -47,7 +47,8 @@ def test_a_for_each_reads_a_list_upstream_and_names_its_instances() -> None:
     assert fan_out.instance_id("m", 12) == "m[12]"
     assert fan_out.instance_of("m[12]") == ("m", 12) and fan_out.instance_of("m") is None
     document: dict[str, Any] = {"y": 1}
-    assert fan_out.item_input(document, each.lua_fields(), {"a": {"items": [5, 6]}}, 1) == 6
+    spec = json.loads(each.lua_fields())
+    assert fan_out.item_input(document, spec, {"a": {"items": [5, 6]}}, 1) == 6
     assert document == {"y": 1, "x": 6}
 
 
