@@ -162,6 +162,14 @@ class AsyncClient(Connection, AsyncCatalogMethods, AsyncScheduleMethods, AsyncOp
         reply = await self._s.unary(self._scheduler.RerunRun, request, retry=bool(request_id))
         return RunInfo.from_proto(reply.run)
 
+    async def signal(
+        self, run_id: str, step_id: str, payload: dict[str, Any] | None = None
+    ) -> RunInfo:
+        """As ``Client.signal``."""
+        request = requests.signal(run_id, step_id, payload)
+        reply = await self._s.unary(self._scheduler.SignalRun, request, retry=False)
+        return RunInfo.from_proto(reply.run)
+
     async def cancel_runs(
         self,
         reason: str = "",

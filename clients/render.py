@@ -164,6 +164,7 @@ def run_summary(r: RunInfo) -> str:
     for s in r.steps:
         ran = f"for each of {items[s.step_id]} items" if items[s.step_id] else _ran(s)
         lines.append(f"  step {s.step_id} ({s.task_id}@{s.task_version}) {state(s.state)} {ran}")
+        lines.extend(_signal_lines(r.run_id, s))
         if s.error:
             lines.append(escape(f"    error: {s.error}"))
     if r.error:
@@ -191,6 +192,17 @@ def run_summary(r: RunInfo) -> str:
 
 
 INSTANCE = re.compile(r"^(.+)\[\d+\]$")  # a for_each step's instance: "step[i]"
+
+
+def _signal_lines(run_id: str, s: StepInfo) -> list[str]:
+    """What a step that awaits a signal waits for, and how to send it; or who sent it."""
+    if s.awaiting_signal:
+        until = f" until {s.signal_deadline:%Y-%m-%d %H:%M:%S} UTC" if s.signal_deadline else ""
+        return [
+            f"    awaits a signal ({s.awaiting_signal}){until}: "
+            f"wtm run signal {run_id} {s.step_id} --json '{{...}}'"
+        ]
+    return [escape(f"    signalled by {s.signaled_by}")] if s.signaled_by else []
 
 
 def _ran(s: StepInfo) -> str:

@@ -133,6 +133,12 @@ def rerun(
     )
 
 
+def signal(run_id: str, step_id: str, payload: dict[str, Any] | None) -> spb.SignalRunRequest:
+    return spb.SignalRunRequest(
+        run_id=run_id, step_id=step_id, payload_json=json.dumps(payload or {})
+    )
+
+
 def submit_many(
     inputs: list[dict[str, Any]],
     task: str,

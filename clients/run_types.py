@@ -32,6 +32,11 @@ class StepInfo:
     input_id: str = ""  # the lineage ids of the step's input and output documents
     output_id: str = ""
     cached_from: str = ""  # "run_id/output_id" when the output came from the result cache
+    # A step that awaits a signal (its pipeline step's await_signal): while it waits, the input
+    # field the signal is given as and when its wait ends; once one came, who sent it.
+    awaiting_signal: str = ""
+    signal_deadline: datetime | None = None
+    signaled_by: str = ""
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,9 @@ class RunInfo:
                 s.input_id,
                 s.output_id,
                 s.cached_from,
+                s.awaiting_signal,
+                time_of(s, "signal_deadline"),
+                s.signaled_by,
             )
             for s in r.steps
         ]

@@ -248,6 +248,24 @@ class Client(Connection, CatalogMethods, ScheduleMethods, OperatorMethods):
         reply = self._s.unary(self._scheduler.RerunRun, request, retry=bool(request_id))
         return RunInfo.from_proto(reply.run)
 
+    def signal(self, run_id: str, step_id: str, payload: dict[str, Any] | None = None) -> RunInfo:
+        """Send step ``step_id`` of run ``run_id`` the signal it awaits (its pipeline step's
+        ``await_signal``: a person's approval, another system's answer); its task gets
+        ``payload`` (a JSON object) as the input field ``await_signal`` names. A signal to a
+        step still waiting for its dependencies is kept until it is ready. Returns the run
+        after it. Not retried: a step takes one signal. One call (``SignalRun``).
+
+        Raises:
+            InvalidArgument: ``payload`` is not a JSON object, or is over 64 KiB.
+            NotFound: no such run (in the caller's namespace), or no such step in it.
+            AlreadyExists: the step has had its signal.
+            FailedPrecondition: the run has ended, the step awaits no signal, or it was
+                skipped.
+        """
+        request = requests.signal(run_id, step_id, payload)
+        reply = self._s.unary(self._scheduler.SignalRun, request, retry=False)
+        return RunInfo.from_proto(reply.run)
+
     def resume_runs(
         self,
         *,

@@ -154,6 +154,28 @@ def run_rerun(
         show(obj, client, again, wait, what=f"{run_id} runs again as")
 
 
+@run.command("signal")
+@click.argument("run_id")
+@click.argument("step_id")
+@click.option(
+    "--json",
+    "payload",
+    default="{}",
+    help="the signal's document, a JSON object (or @FILE): what the step's task gets",
+)
+@click.option("--wait/--no-wait", default=False, help="follow the run until it finishes")
+@click.pass_obj
+def run_signal(obj: Ctx, run_id: str, step_id: str, payload: str, wait: bool) -> None:
+    """Send STEP_ID of RUN_ID the signal it awaits (its pipeline step's await_signal: an
+    approval, another system's answer); its task gets the document as the field that
+    await_signal names. A step still waiting for its dependencies keeps it until it is
+    ready. A step takes one signal."""
+    document = parse_json_object(payload, "--json")
+    with obj.client() as client:
+        r = client.signal(run_id, step_id, document)
+        show(obj, client, r, wait, what=f"step {step_id} signalled in")
+
+
 def run_or_filters(
     run_id: str | None,
     batch_id: str,

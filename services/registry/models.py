@@ -163,6 +163,7 @@ class PipelineVersion:
                     ),
                     skip_if_json=json.dumps(st.skip_if) if st.skip_if else "",
                     for_each_json=json.dumps(st.for_each) if st.for_each else "",
+                    await_signal_json=json.dumps(st.await_signal) if st.await_signal else "",
                 )
                 for st in s.steps
             ],

@@ -18,7 +18,7 @@ from typing import Any
 from common import retry_backoff
 from common.errors import InvalidArgument, NotFound, WtmError
 from common.problems import Problems, all_at_once, unknown_key
-from services.common import conditions, fan_out, mapping
+from services.common import conditions, fan_out, mapping, signals
 from services.registry.manifest import MAX_RETRIES, MAX_TIMEOUT_SECONDS, SEMVER
 
 PIPELINE_ID = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -64,6 +64,9 @@ class StepSpec:
     # Runs the task once per item of a list an upstream step returned ({field: expression};
     # services.common.fan_out), each item given as that input field; {}: it runs once.
     for_each: dict[str, str] = field(default_factory=dict)
+    # Waits, once its dependencies are done, for a signal sent to it ({field,
+    # timeout_seconds}; services.common.signals), given to its task as that input field.
+    await_signal: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -141,7 +144,7 @@ PIPELINE_KEYS = {
 STEP_KEYS = {
     "step_id", "task_id", "timeout", "retry_count", "depends_on", "parallel_group",
     "input_mapping", "queue", "cache", "retry_backoff", "retry_backoff_max", "skip_if",
-    "for_each",
+    "for_each", "await_signal",
 }  # fmt: skip
 VALIDATION_KEYS = {"required_fields", "optional_fields", "supported_formats"}
 KEPT_ONLY = {
@@ -418,6 +421,14 @@ def _check_graph(
                     set(s.input_mapping),
                     f"{where}.steps[{i}].for_each",
                 )
+            if s.await_signal and s.for_each:
+                problems.add(
+                    _err(
+                        f"{where}.steps[{i}].await_signal",
+                        "a step that runs for each item cannot also await a signal; await "
+                        "it in a step before",
+                    )
+                )
     return resolved
 
 
@@ -512,6 +523,16 @@ def _parse_step(
     ):
         problems.add(_err(f"{where}.for_each", 'must be an object {"field": "$.step.list"}'))
         for_each = {}
+    await_signal: dict[str, Any] = {}
+    if doc.get("await_signal") is not None:
+        found = problems.take(
+            signals.parse,
+            doc["await_signal"],
+            set(mapping_doc),
+            f"{where}.await_signal",
+            fallback=None,
+        )
+        await_signal = found.to_json() if found else {}
     return StepSpec(
         step_id=step_id,
         task_id=task_id,
@@ -526,6 +547,7 @@ def _parse_step(
         retry_backoff=backoff[0] if backoff else None,
         retry_backoff_max=backoff[1] if backoff else None,
         for_each=for_each,
+        await_signal=await_signal,
     )
 
 

@@ -34,6 +34,7 @@ from services.scheduler.rest_ends import RestEnds
 from services.scheduler.result_cache import ResultCache
 from services.scheduler.run_limits import RunLimits, parse_limits
 from services.scheduler.run_queue import RunQueue
+from services.scheduler.run_signals import RunSignals, SignalRecords
 from services.scheduler.run_store import RunStore
 from services.scheduler.runs import RunService
 from services.scheduler.schedule_records import ScheduleStore
@@ -124,6 +125,7 @@ async def serve(settings: SchedulerSettings) -> None:
     )
     dispatcher.reaper.also("prune the history past its retention", retention.tick)
     runs = RunService(queue.reader, store, catalog, dispatcher, listeners, limits)
+    signals = RunSignals(runs, dispatcher, SignalRecords(store.db["runs"]))
     schedule_store = ScheduleStore(store.db)
     gate = open_gate(
         settings.auth,
@@ -164,7 +166,7 @@ async def serve(settings: SchedulerSettings) -> None:
 
     def register(server: object) -> None:
         scheduler_service_pb2_grpc.add_SchedulerServiceServicer_to_server(
-            SchedulerServicer(runs, report, task_limits), server
+            SchedulerServicer(runs, report, task_limits, signals), server
         )
         executor_service_pb2_grpc.add_ExecutorServiceServicer_to_server(
             ExecutorServicer(dispatcher, settings.lease_seconds, settings.heartbeat_seconds), server

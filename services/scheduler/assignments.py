@@ -21,7 +21,8 @@ def step_input(leased: Leased) -> tuple[str, list[tuple[str, str]], dict[str, st
     spec = json.loads(leased.step.get("mapping") or "{}")
     accepts = json.loads(leased.step.get("accepts") or "[]")
     item = leased.step.get("item")  # an instance of a for_each step: the item it gets
-    if not spec and not accepts and item is None:  # the common case: the run input as it is
+    signal = leased.step.get("signal_json")  # the signal a step awaited (signals.py)
+    if not spec and not accepts and item is None and signal is None:  # the run input as it is
         return step_inputs.default_input(leased.run_input_json, leased.dep_outputs), [], {}
     run_input = json.loads(leased.run_input_json)
     output_ids = json.loads(leased.step.get("read_output_ids") or "{}")
@@ -49,6 +50,10 @@ def step_input(leased: Leased) -> tuple[str, list[tuple[str, str]], dict[str, st
         )
         if each["source"]:  # (a list in the run's input has no output id)
             sources = {**sources, each["field"]: output_ids[each["source"]]}
+    if signal is not None:
+        name, input_id = json.loads(leased.step["signal"])["field"], leased.step["input_id"]
+        document = {**document, name: json.loads(signal)}
+        edges.append(step_inputs.signal_edge(input_id, name))
     document, added = step_inputs.with_parameters(
         document, run_input, leased.step_id, accepts, leased.step["input_id"]
     )

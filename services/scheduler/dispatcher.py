@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 
 from services.common.stopping import cancel_and_wait
+from services.scheduler import keys
 from services.scheduler.clock import SYSTEM, Clock
 from services.scheduler.fleet import ExecutorProfile, ExecutorSession, Fleet
 from services.scheduler.intake import Intake
@@ -110,6 +111,14 @@ class Dispatcher:
 
     async def submit(self, runs: list[Submission]) -> list[tuple[bool, str]]:
         return await self.leaser.submit(runs)
+
+    async def signal_step(self, run_id: str, step_id: str, document: str, by: str) -> list[str]:
+        """A signal for a step that awaits one (``RunQueue.signal``: its verdict's words); a
+        step it made ready is leased in the next round."""
+        words = await self.queue.signal(keys.step_key(run_id, step_id), document, by)
+        if words[0] == "queued":
+            self.leaser.wake()
+        return words
 
     async def cancel_run(self, run_id: str, reason: str) -> str:
         """Cancel a run; tells executors to stop its running steps. Returns "cancelled" when

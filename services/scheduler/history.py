@@ -31,6 +31,7 @@ from tenacity import AsyncRetrying, RetryCallState, wait_exponential
 
 from services.common import fan_out
 from services.common.stopping import cancel_and_wait
+from services.scheduler import run_docs
 from services.scheduler.clock import SYSTEM, Clock
 from services.scheduler.listeners import Listeners, Refused, RunListener
 from services.scheduler.models import TERMINAL, Run, StepRun, ms_to_dt
@@ -324,8 +325,15 @@ class History(RunListener):
                 done[step.step_id] = step.output_json
                 shown[step.step_id] = step.ended_fields()
         fold_instances(done, shown, attempts)
+        signaled = run_docs.signal_fields(doc)  # signals that came before Redis lost the run
         specs = [
-            QueuedStep(s["step_id"], s["deps"], s["dependents"], s["fields"]) for s in plan["steps"]
+            QueuedStep(
+                s["step_id"],
+                s["deps"],
+                s["dependents"],
+                {**s["fields"], **signaled.get(s["step_id"], {})},
+            )
+            for s in plan["steps"]
         ]
         # Steps of the lost state may still run on executors: their leases cannot be renewed
         # now (heartbeats get them cancelled, or their fences stop them), so waiting one

@@ -14,6 +14,7 @@ DELAYED = PREFIX + "delayed"  # ZSET step-key -> due time of a retry (ms)
 FAIR = PREFIX + "fair"  # HASH the fair share of new work between namespaces (lib.lua)
 UNFINISHED = PREFIX + "unfinished"  # HASH namespace -> its runs not yet finished
 DEADLINES = PREFIX + "deadlines"  # ZSET run id -> when it times out (ms; a run_timeout)
+SIGNALS = PREFIX + "signals"  # ZSET step-key -> when its wait for a signal ends (ms)
 WAKE_CHANNEL = PREFIX + "wake"  # pub/sub: "work was queued", for every scheduler replica
 EXECUTORS = PREFIX + "executors"  # HASH executor id -> JSON of what ListExecutors shows
 QUEUE_VARIANTS = PREFIX + "queues"  # SET of labelled queue variants ("default|gpu=true")

@@ -104,9 +104,15 @@ class StepRun:
     # Of an output stored by reference: what later steps' conditions read of it (JSON text;
     # conditions.view), kept so that a rebuilt or resumed run decides them as the first did.
     condition_view: str = ""
+    # A step that awaits a signal (signals.py): while it waits, the input field the signal is
+    # given as and when the wait ends; once one came, who sent it.
+    awaiting_signal: str = ""
+    signal_deadline: datetime | None = None
+    signaled_by: str = ""
 
     @classmethod
     def from_redis(cls, h: dict[str, str], output_json: str) -> StepRun:
+        awaiting = h.get("awaiting")
         return cls(
             step_id=h["step_id"],
             task_id=h.get("task_id", ""),
@@ -127,6 +133,9 @@ class StepRun:
             lease_id=h.get("lease", ""),
             cached_from=h.get("cached_from", ""),
             condition_view=h.get("condition_view", ""),
+            awaiting_signal=json.loads(h["signal"])["field"] if awaiting else "",
+            signal_deadline=ms_to_dt(awaiting),
+            signaled_by=h.get("signaled_by", ""),
         )
 
     def to_doc(self, run_id: str) -> dict[str, Any]:
@@ -141,6 +150,7 @@ class StepRun:
             "lease": self.lease_id,
             "cached_from": self.cached_from,
             "condition_view": self.condition_view,
+            "signaled_by": self.signaled_by,
             "lineage": json.dumps(self.lineage) if self.lineage else "",
             **{k: str(int(t.timestamp() * 1000)) for k, t in moments.items() if t is not None},
             **{k: str(v) for k, v in self.timings.items()},
@@ -169,9 +179,12 @@ class StepRun:
             executor_id=self.executor_id,
             logs=self.logs,
             cached_from=self.cached_from,
+            awaiting_signal=self.awaiting_signal,
+            signaled_by=self.signaled_by,
         )
         _set_time(m, "start_time", self.started_at)
         _set_time(m, "end_time", self.ended_at)
+        _set_time(m, "signal_deadline", self.signal_deadline)
         return m
 
 

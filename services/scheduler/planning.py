@@ -16,12 +16,13 @@ from typing import Any
 
 from common import jsondoc, telemetry
 from common.errors import FailedPrecondition, InvalidArgument
-from services.common import auth, conditions, fan_out, mapping
+from services.common import auth, conditions, fan_out, mapping, signals
 from services.common.mapping import MissingValue
 from services.scheduler import (
     concurrency_groups,
     input_check,
     queue_names,
+    result_cache,
     run_options,
     step_inputs,
     tracing,
@@ -82,6 +83,7 @@ class PlannedStep:
     # comes back with an output stored by reference)
     condition_paths: tuple[str, ...] = ()
     for_each: fan_out.ForEach | None = None  # run once per item of an upstream list (lib.lua)
+    await_signal: signals.AwaitSignal | None = None  # waits for a signal once ready (lib.lua)
 
     @property
     def input_id(self) -> str:
@@ -159,6 +161,7 @@ class PlannedStep:
                     else {}
                 ),
                 **({"for_each": self.for_each.lua_fields()} if self.for_each else {}),
+                **({"signal": self.await_signal.lua_fields()} if self.await_signal else {}),
             },
         )
 
@@ -274,13 +277,14 @@ async def plan_run(catalog: TaskCatalog, req: SubmitRequest) -> Plan:
             namespace=ns,
             queue_key=s.queue_key,
             optional=optional,
-            cache=step_caches(req.cache, s.cache, pipeline.enable_caching),
+            cache=result_cache.step_caches(req.cache, s.cache, pipeline.enable_caching),
             log_level=pipeline.log_level,
             max_parallel=pipeline.max_parallel_tasks,
             retry_backoff_ms=s.retry_backoff_ms,
             skip_if=tuple(c for c in s.skip_if if not c.source),
             skip_on=tuple(c for c in s.skip_if if c.source),
             for_each=s.for_each,
+            await_signal=s.await_signal,
         )
         for i, s in enumerate(pipeline.steps)
     ]
@@ -302,14 +306,6 @@ async def plan_run(catalog: TaskCatalog, req: SubmitRequest) -> Plan:
         input_validation=pipeline.input_validation,
         run_timeout_seconds=pipeline.run_timeout_seconds,
     )
-
-
-def step_caches(run: bool | None, step: bool | None, pipeline: bool) -> bool:
-    """Whether a step's output is cached: the submit's ``cache`` decides when given; else
-    the step's own ``cache`` key; else the pipeline's ``enable_caching``."""
-    if run is not None:
-        return run
-    return pipeline if step is None else step
 
 
 def check_input(plan: Plan, doc: dict[str, Any]) -> run_options.RunOptions:
@@ -363,7 +359,8 @@ def check_input(plan: Plan, doc: dict[str, Any]) -> run_options.RunOptions:
         first_input, _ = step_inputs.with_parameters(
             first_input, doc, p.step_id, accepts, p.input_id
         )
-        input_check.check_step_input(p.step_id, p.task.input_schema, first_input)
+        schema = signals.schema_before(p.task.input_schema, p.await_signal)
+        input_check.check_step_input(p.step_id, schema, first_input)
     groups = concurrency_groups.of_run([p for p in plan.steps if p.step_id not in skips], doc)
     return dataclasses.replace(options, conc_groups=tuple(groups.items())) if groups else options
 

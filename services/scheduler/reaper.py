@@ -45,6 +45,7 @@ class Reaper:
             ("expire leases", self.expire_leases),
             ("promote due retries", self.promote_due),
             ("time out runs past their deadline", self.time_out_runs),
+            ("time out waits for signals", self.expire_signals),
             ("save the fleet record", self.fleet.save),
             ("refresh queue variants", self.refresh_queue_variants),
             ("read queue depths", self.read_depths),
@@ -111,6 +112,20 @@ class Reaper:
             self.listeners.run_ended(run_id, None)
         if ended:
             self.leaser.wake()  # their places are free
+
+    async def expire_signals(self) -> None:
+        """End the runs of steps whose wait for a signal ran out (their await_signal's
+        timeout_seconds): the step and its run TIMED_OUT."""
+        for ended in await self.queue.expire_signals():
+            run_id, _, step_id = ended["member"].partition(":")
+            log.info(
+                "no signal came for %s in time", ended["member"],
+                extra=logs.run_fields(run_id, step_id),
+            )  # fmt: skip
+            cancel = list(flat_dict(ended["cancel"]).items())
+            self.fleet.send_cancels(cancel, reason=f"run timed out: step {step_id} got no signal")
+            self.listeners.run_ended(run_id, None)
+            self.leaser.wake()
 
     async def promote_due(self) -> None:
         if await self.queue.promote_due():

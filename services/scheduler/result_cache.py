@@ -79,3 +79,11 @@ class ResultCache:
             "cache_ttl": str(self.ttl_seconds),
             "cache_max": str(self.max_bytes),
         }
+
+
+def step_caches(run: bool | None, step: bool | None, pipeline: bool) -> bool:
+    """Whether a step's output is cached: the submit's ``cache`` decides when given; else
+    the step's own ``cache`` key; else the pipeline's ``enable_caching``."""
+    if run is not None:
+        return run
+    return pipeline if step is None else step

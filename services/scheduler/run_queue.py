@@ -39,17 +39,9 @@ from services.scheduler.script_connection import Command, ScriptLines
 
 LUA_DIR = Path(__file__).parent / "lua"
 SCRIPTS = (
-    "submit_run",
-    "dispatch",
-    "complete",
-    "heartbeat",
-    "expire_leases",
-    "promote_due",
-    "cancel_run",
-    "expire_runs",
-    "retain",
-    "queue_stats",
-)
+    "submit_run", "dispatch", "complete", "heartbeat", "expire_leases", "promote_due",
+    "cancel_run", "expire_runs", "retain", "queue_stats", "signal", "expire_signals",
+)  # fmt: skip
 Call = tuple[str, list[Any]]  # a script's name and its arguments (after the key prefix)
 
 
@@ -413,6 +405,18 @@ class RunQueue:
         words = words_of(raw)
         count = int(words[0])
         return words[1 : 1 + count], pairs_of(words[1 + count :])
+
+    async def signal(self, member: str, document: str, by: str) -> list[str]:
+        """A signal for a step (``signal.lua``): its verdict, then the queues it went on."""
+        at, wake_on, origin = self.clock.now_ms(), keys.WAKE_CHANNEL, self.origin
+        words = words_of(await self._call("signal", member, document, by, at, wake_on, origin))
+        if words[0] == "queued" and len(words) > 1:
+            self.work_was_queued(Counter(words[1:]))
+        return words
+
+    async def expire_signals(self, limit: int = 100) -> list[dict[str, Any]]:
+        raw = await self._call("expire_signals", self.clock.now_ms(), limit, self.finished_ttl_s)
+        return [json.loads(x) for x in raw]
 
     def _due(self, kind: str, due_ms: int | None) -> None:
         if due_ms is not None and due_ms < self.due_ms.get(kind, due_ms + 1):

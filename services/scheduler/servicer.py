@@ -10,7 +10,7 @@ from typing import Any, cast
 
 from grpc import aio
 
-from common.errors import InvalidArgument
+from common.errors import InvalidArgument, Unimplemented
 from services.common import auth
 from services.common.dependencies import dependency_to_proto
 from services.scheduler.bulk_cancel import RunFilter, cancel_page
@@ -22,6 +22,7 @@ from services.scheduler.planning import SubmitRequest
 from services.scheduler.queue_names import split
 from services.scheduler.rerun import rerun
 from services.scheduler.run_events import RunEvent
+from services.scheduler.run_signals import RunSignals
 from services.scheduler.runs import RunService
 from services.scheduler.task_limits import TaskLimit, TaskLimits
 from wtm.v1 import run_pb2
@@ -73,11 +74,16 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
     """Thin gRPC adapter over ``RunService``."""
 
     def __init__(
-        self, runs: RunService, report: FleetReport, task_limits: TaskLimits | None = None
+        self,
+        runs: RunService,
+        report: FleetReport,
+        task_limits: TaskLimits | None = None,
+        signals: RunSignals | None = None,
     ) -> None:
         self._runs = runs
         self._report = report
         self._task_limits = task_limits
+        self._signals = signals
 
     async def SubmitRun(
         self, request: spb.SubmitRunRequest, context: aio.ServicerContext
@@ -185,6 +191,16 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
             request.request_id,
         )
         return spb.RerunRunResponse(run=run.to_proto())
+
+    async def SignalRun(
+        self, request: spb.SignalRunRequest, context: aio.ServicerContext
+    ) -> spb.SignalRunResponse:
+        if self._signals is None:
+            raise Unimplemented("this scheduler takes no signals")
+        run = await self._signals.send(
+            request.run_id, request.step_id, request.payload_json, auth.scope()
+        )
+        return spb.SignalRunResponse(run=run.to_proto())
 
     async def ListRuns(
         self, request: spb.ListRunsRequest, context: aio.ServicerContext

@@ -94,6 +94,12 @@ def item_edge(
     return lineage_name(source_id, where, kind), f"{input_id}_{each['field']}_{kind}"
 
 
+def signal_edge(input_id: str, name: str) -> tuple[str, str]:
+    """The lineage edge of the signal a step awaited: from the signal's document
+    ("signal_003" for "input_003") to the input field it is given as."""
+    return f"signal_{input_id.partition('_')[2]}_object", f"{input_id}_{name}_object"
+
+
 def lineage_name(document_id: str, field_path: str, kind: str) -> str:
     """One end of a lineage edge: document id, the field's path in it ("" for the whole
     document), JSON type."""

@@ -26,7 +26,7 @@ from typing import Any
 from common import rate_limits, retry_backoff
 from common.client_core import AsyncCaller, Metadata
 from common.errors import InvalidArgument, NotFound, Unavailable, WtmError
-from services.common import conditions, fan_out
+from services.common import conditions, fan_out, signals
 from services.common.auth import NAMESPACE_HEADER
 from services.common.stopping import cancel_and_wait
 from services.scheduler.queue_names import queue_variant
@@ -95,6 +95,7 @@ class ResolvedStep:
     # on the run's input or an upstream output: skipped if one holds
     skip_if: tuple[conditions.Condition, ...] = ()
     for_each: fan_out.ForEach | None = None  # run once per item of an upstream list
+    await_signal: signals.AwaitSignal | None = None  # waits for a signal once ready
 
     @property
     def queue_key(self) -> str:
@@ -315,6 +316,7 @@ class TaskCatalog:
                 for_each=fan_out.of_json(
                     json.loads(s.for_each_json or "{}"), frozenset(x.step_id for x in p.steps)
                 ),
+                await_signal=signals.of_json(json.loads(s.await_signal_json or "{}")),
             )
             for s in p.steps
             if p.enabled  # a disabled pipeline never runs; its steps may be unpinned

@@ -45,6 +45,7 @@ def test_lua_key_helpers_name_the_keys_keys_py_names() -> None:
         "place_waits_key": keys.place_waits("X"),
         "place_limits_key": keys.PLACE_LIMITS,
         "task_limits_key": keys.TASK_LIMITS,
+        "signals_key": keys.SIGNALS,
     }
 
 

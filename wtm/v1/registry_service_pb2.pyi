@@ -169,7 +169,7 @@ class ShareTaskResponse(_message.Message):
     def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ...) -> None: ...
 
 class PipelineStep(_message.Message):
-    __slots__ = ("step_id", "task_id", "task_version", "digest", "depends_on", "parallel_group", "timeout_seconds", "retry_count", "input_mapping_json", "queue", "cache", "retry_backoff", "skip_if_json", "for_each_json")
+    __slots__ = ("step_id", "task_id", "task_version", "digest", "depends_on", "parallel_group", "timeout_seconds", "retry_count", "input_mapping_json", "queue", "cache", "retry_backoff", "skip_if_json", "for_each_json", "await_signal_json")
     STEP_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -184,6 +184,7 @@ class PipelineStep(_message.Message):
     RETRY_BACKOFF_FIELD_NUMBER: _ClassVar[int]
     SKIP_IF_JSON_FIELD_NUMBER: _ClassVar[int]
     FOR_EACH_JSON_FIELD_NUMBER: _ClassVar[int]
+    AWAIT_SIGNAL_JSON_FIELD_NUMBER: _ClassVar[int]
     step_id: str
     task_id: str
     task_version: str
@@ -198,7 +199,8 @@ class PipelineStep(_message.Message):
     retry_backoff: RetryBackoff
     skip_if_json: str
     for_each_json: str
-    def __init__(self, step_id: _Optional[str] = ..., task_id: _Optional[str] = ..., task_version: _Optional[str] = ..., digest: _Optional[str] = ..., depends_on: _Optional[_Iterable[str]] = ..., parallel_group: _Optional[str] = ..., timeout_seconds: _Optional[int] = ..., retry_count: _Optional[int] = ..., input_mapping_json: _Optional[str] = ..., queue: _Optional[str] = ..., cache: _Optional[bool] = ..., retry_backoff: _Optional[_Union[RetryBackoff, _Mapping]] = ..., skip_if_json: _Optional[str] = ..., for_each_json: _Optional[str] = ...) -> None: ...
+    await_signal_json: str
+    def __init__(self, step_id: _Optional[str] = ..., task_id: _Optional[str] = ..., task_version: _Optional[str] = ..., digest: _Optional[str] = ..., depends_on: _Optional[_Iterable[str]] = ..., parallel_group: _Optional[str] = ..., timeout_seconds: _Optional[int] = ..., retry_count: _Optional[int] = ..., input_mapping_json: _Optional[str] = ..., queue: _Optional[str] = ..., cache: _Optional[bool] = ..., retry_backoff: _Optional[_Union[RetryBackoff, _Mapping]] = ..., skip_if_json: _Optional[str] = ..., for_each_json: _Optional[str] = ..., await_signal_json: _Optional[str] = ...) -> None: ...
 
 class RetryBackoff(_message.Message):
     __slots__ = ("first_seconds", "max_seconds")

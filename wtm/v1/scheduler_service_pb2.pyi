@@ -176,6 +176,22 @@ class CancelRunResponse(_message.Message):
     cancelled: bool
     def __init__(self, run: _Optional[_Union[_run_pb2.Run, _Mapping]] = ..., cancelled: _Optional[bool] = ...) -> None: ...
 
+class SignalRunRequest(_message.Message):
+    __slots__ = ("run_id", "step_id", "payload_json")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    STEP_ID_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_JSON_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    step_id: str
+    payload_json: str
+    def __init__(self, run_id: _Optional[str] = ..., step_id: _Optional[str] = ..., payload_json: _Optional[str] = ...) -> None: ...
+
+class SignalRunResponse(_message.Message):
+    __slots__ = ("run",)
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    run: _run_pb2.Run
+    def __init__(self, run: _Optional[_Union[_run_pb2.Run, _Mapping]] = ...) -> None: ...
+
 class CancelRunsRequest(_message.Message):
     __slots__ = ("reason", "batch_id", "labels", "task_id", "pipeline_id", "page_size", "page_token")
     class LabelsEntry(_message.Message):

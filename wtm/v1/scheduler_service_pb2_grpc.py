@@ -75,6 +75,11 @@ class SchedulerServiceStub:
                 request_serializer=wtm_dot_v1_dot_scheduler__service__pb2.RerunRunRequest.SerializeToString,
                 response_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.RerunRunResponse.FromString,
                 _registered_method=True)
+        self.SignalRun = channel.unary_unary(
+                '/wtm.v1.SchedulerService/SignalRun',
+                request_serializer=wtm_dot_v1_dot_scheduler__service__pb2.SignalRunRequest.SerializeToString,
+                response_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.SignalRunResponse.FromString,
+                _registered_method=True)
         self.ListRuns = channel.unary_unary(
                 '/wtm.v1.SchedulerService/ListRuns',
                 request_serializer=wtm_dot_v1_dot_scheduler__service__pb2.ListRunsRequest.SerializeToString,
@@ -206,6 +211,17 @@ class SchedulerServiceServicer:
         and labels, labelled wtm.rerun_of with the run's id; with `from_failure`, taking over the
         steps the run completed (SubmitRunRequest.reuse_from). Returns at once. A submit: it needs
         the rights of one, and sees only the runs GetRun sees.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SignalRun(self, request, context):
+        """SignalRun sends a signal to a step of a run that awaits one (its pipeline step's
+        await_signal: a person's approval, another system's answer); its task gets the signal's
+        JSON document as an input field. A signal to a step still waiting for its dependencies is
+        kept until it is ready. One signal per step: a second is ALREADY_EXISTS. A submit: it
+        needs the rights of one, in the run's namespace.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -357,6 +373,11 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
                     servicer.RerunRun,
                     request_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.RerunRunRequest.FromString,
                     response_serializer=wtm_dot_v1_dot_scheduler__service__pb2.RerunRunResponse.SerializeToString,
+            ),
+            'SignalRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.SignalRun,
+                    request_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.SignalRunRequest.FromString,
+                    response_serializer=wtm_dot_v1_dot_scheduler__service__pb2.SignalRunResponse.SerializeToString,
             ),
             'ListRuns': grpc.unary_unary_rpc_method_handler(
                     servicer.ListRuns,
@@ -636,6 +657,33 @@ class SchedulerService:
             '/wtm.v1.SchedulerService/RerunRun',
             wtm_dot_v1_dot_scheduler__service__pb2.RerunRunRequest.SerializeToString,
             wtm_dot_v1_dot_scheduler__service__pb2.RerunRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SignalRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wtm.v1.SchedulerService/SignalRun',
+            wtm_dot_v1_dot_scheduler__service__pb2.SignalRunRequest.SerializeToString,
+            wtm_dot_v1_dot_scheduler__service__pb2.SignalRunResponse.FromString,
             options,
             channel_credentials,
             insecure,

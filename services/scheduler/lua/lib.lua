@@ -20,6 +20,7 @@ local function places_key(P, name) return P .. 'places:' .. name end
 local function place_waits_key(P, name) return P .. 'place-waits:' .. name end
 local function place_limits_key(P) return P .. 'place-limits' end
 local function task_limits_key(P) return P .. 'task-limits' end
+local function signals_key(P) return P .. 'signals' end
 
 -- Score: priority band (higher priority first; steps of runs in flight before first steps),
 -- then, within a band, an order: for steps of runs in flight, enqueue time in ms; for first
@@ -204,8 +205,9 @@ local function finish_run(P, run_id, state, err, now_ms, ttl)
   for _, step_id in ipairs(cjson.decode(r[1])) do
     local member = run_id .. ':' .. step_id
     local sh = step_hash(P, member)
-    local f = redis.call('HMGET', sh, 'state', 'queue', 'executor', 'conc_key')
+    local f = redis.call('HMGET', sh, 'state', 'queue', 'executor', 'conc_key', 'awaiting')
     if f[1] == 'PENDING' or f[1] == 'QUEUED' or f[1] == 'RUNNING' then
+      if f[5] then redis.call('ZREM', signals_key(P), member) end
       redis.call('ZREM', queue_key(P, f[2]), member)
       redis.call('ZREM', delayed_key(P), member)
       if f[4] and f[1] == 'QUEUED' then redis.call('ZREM', place_waits_key(P, f[4]), member) end
@@ -365,12 +367,29 @@ local function skip_on_reason(P, run_id, skip_on)
   return ''
 end
 
--- A step that is ready: held when its run limits its steps in flight (max_parallel), put
+-- A ready step that awaits a signal (its 'signal' field, services/common/signals.py) and
+-- has none yet waits for one: PENDING, its 'awaiting' the time its wait ends, which
+-- P..'signals' (step-key -> that time) keeps for expire_signals.lua. It is not in flight:
+-- a run's max_parallel counts it once signal.lua has made it ready.
+local function await_signal(P, run_id, step_id, spec, now_ms)
+  local wait = cjson.decode(spec)
+  local due = tonumber(now_ms) + wait.timeout_ms
+  local member = run_id .. ':' .. step_id
+  redis.call('HSET', step_hash(P, member), 'awaiting', due)
+  redis.call('ZADD', signals_key(P), due, member)
+  emit(P, run_id, step_id, 0, 'PENDING', 'awaits a signal (' .. wait.field .. ') for up to '
+    .. string.format('%d', wait.timeout_ms / 1000) .. ' s', now_ms)
+end
+
+-- A step that is ready: waiting for a signal when it awaits one that has not come (d.signal
+-- and not d.signaled), held when its run limits its steps in flight (max_parallel), put
 -- aside until not_before_ms when that is to come (a rebuilt run), else queued, its queue
 -- appended to queued_on.
 local function make_ready(P, run_id, step_id, d, limit, now_ms, queued_on, not_before_ms)
   local member = run_id .. ':' .. step_id
-  if limit > 0 then
+  if d.signal and not d.signaled then
+    await_signal(P, run_id, step_id, d.signal, now_ms)
+  elseif limit > 0 then
     redis.call('ZADD', held_key(P, run_id), now_ms, member)
   elseif not_before_ms and not_before_ms > tonumber(now_ms) then
     redis.call('HSET', step_hash(P, member), 'state', 'QUEUED', 'queued_ms', now_ms)
@@ -494,7 +513,7 @@ end
 local function ready_or_skipped(P, run_id, step_id, limit, now_ms, queued_on, not_before_ms)
   local sh = step_hash(P, run_id .. ':' .. step_id)
   local f = redis.call('HMGET', sh, 'state', 'queue', 'priority', 'first', 'skip_on', 'dependents',
-    'for_each', 'fanned')
+    'for_each', 'fanned', 'signal', 'signal_json')
   if f[1] == 'RUNNING' and f[8] then
     return gather(P, run_id, step_id, tonumber(f[8]), f[6], now_ms)
   end
@@ -510,8 +529,8 @@ local function ready_or_skipped(P, run_id, step_id, limit, now_ms, queued_on, no
     reason = 'for_each ' .. each.said .. ': step ' .. each.source .. ' was skipped'
   end
   if reason == '' then
-    make_ready(P, run_id, step_id, {queue = f[2], priority = f[3], first = f[4]}, limit, now_ms,
-      queued_on, not_before_ms)
+    make_ready(P, run_id, step_id, {queue = f[2], priority = f[3], first = f[4], signal = f[9],
+      signaled = f[10]}, limit, now_ms, queued_on, not_before_ms)
     return {}
   end
   redis.call('HSET', sh, 'state', 'SKIPPED', 'error', reason, 'ended_ms', now_ms)

@@ -21,7 +21,7 @@
 --       resuming another: its steps with an output were taken over, and this says so)
 -- A ready step whose skip_if reads outputs (its 'skip_on': a rebuilt or resumed run's, given
 -- with them, or one after steps skipped above), or that runs for each item of a list (its
--- 'for_each'), is decided after the others (lib.lua).
+-- 'for_each'), or that awaits a signal (its 'signal'), is decided after the others (lib.lua).
 -- Returns: {'created', run_id}, {'created', run_id, 'ended'} when the run ended here (every
 -- step skipped or given), or {'exists', existing_run_id}.
 local P, run_id, now = ARGV[1], ARGV[2], ARGV[5]
@@ -61,7 +61,7 @@ redis.call('HINCRBY', unfinished_key(P), run.namespace or 'default', 1)
 if run.deadline_ms then redis.call('ZADD', deadlines_key(P), run.deadline_ms, run_id) end
 if note == '' and given > 0 then note = 'rebuilt' end
 emit(P, run_id, '', 0, state, note, now)
-local deciding = {}  -- ready steps with a skip_on or for_each (lib.lua's ready_or_skipped)
+local deciding = {}  -- ready steps with a skip_on, for_each or signal (lib.lua's ready_or_skipped)
 for i, s in ipairs(steps) do
   local member = run_id .. ':' .. s.step_id
   local left = 0
@@ -84,7 +84,7 @@ for i, s in ipairs(steps) do
   elseif f.skip then
     f.state, f.error, f.ended_ms = 'SKIPPED', f.skip, now
     emit(P, run_id, s.step_id, 0, 'SKIPPED', f.skip, now)
-  elseif left == 0 and (f.skip_on or f.for_each) then  -- after its dependencies' outputs
+  elseif left == 0 and (f.skip_on or f.for_each or f.signal) then  -- see ready_or_skipped
     deciding[#deciding + 1] = s.step_id
   elseif left == 0 then
     f.state, f.queued_ms, ready = 'QUEUED', now, true

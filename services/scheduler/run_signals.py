@@ -1,0 +1,83 @@
+"""Signals to runs' steps (``SignalRun``; ``services/common/signals.py`` says what a step's
+``await_signal`` is): the checks that name what is wrong, the signal taken in Redis
+(``signal.lua``, through the dispatcher), and kept on the run's document in MongoDB, so that
+a run Redis lost is rebuilt with the signals it had (``history.py``)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Protocol
+
+from common.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
+from services.common import auth, signals
+from services.scheduler.models import Run
+from services.scheduler.runs import RunService
+
+
+class SignalQueue(Protocol):
+    """Where a signal is taken (the dispatcher)."""
+
+    async def signal_step(self, run_id: str, step_id: str, document: str, by: str) -> list[str]: ...
+
+
+class SignalRecords:
+    """The signals runs' steps got, on their runs' documents (``signal:<step id>``: JSON text
+    of the document, who sent it and when; ``run_docs.signal_fields`` reads them back)."""
+
+    def __init__(self, runs: Any) -> None:
+        self._runs = runs  # the "runs" collection (pymongo's asyncio client)
+
+    async def add(self, run_id: str, step_id: str, document: str, by: str, at_ms: int) -> None:
+        kept = json.dumps({"document": document, "by": by, "at_ms": at_ms})
+        await self._runs.update_one({"_id": run_id}, {"$set": {f"signal:{step_id}": kept}})
+
+
+class RunSignals:
+    """Takes signals for runs' steps."""
+
+    def __init__(self, runs: RunService, queue: SignalQueue, records: SignalRecords) -> None:
+        self.runs = runs
+        self.queue = queue
+        self.records = records
+
+    async def send(self, run_id: str, step_id: str, payload_json: str, namespace: str) -> Run:
+        """Send ``step_id`` of ``run_id`` (a run of ``namespace``) the signal
+        ``payload_json``; the run after it. NOT_FOUND: no such run or step; ALREADY_EXISTS:
+        the step had its signal; FAILED_PRECONDITION: the run has ended, the step awaits no
+        signal, or it was skipped or cancelled."""
+        if not step_id:
+            raise InvalidArgument("is required", field="step_id")
+        document = signals.parse_payload(payload_json)
+        run = await self.runs.get(run_id, namespace)  # NOT_FOUND outside the caller's
+        if run.finished:
+            raise FailedPrecondition(f"run {run_id} has ended {run.state}", field="run_id")
+        by = auth.current().key_id or "anonymous"
+        words = await self.queue.signal_step(run_id, step_id, document, by)
+        verdict = words[0]
+        if verdict in ("queued", "kept"):
+            await self.records.add(run_id, step_id, document, by, int(time.time() * 1000))
+            return await self.runs.get(run_id)
+        if verdict == "no_step":
+            raise NotFound(f"run {run_id} has no step {step_id!r}", field="step_id")
+        if verdict == "not_awaiting":
+            raise FailedPrecondition(
+                f"step {step_id} awaits no signal (its pipeline step has no await_signal)",
+                field="step_id",
+            )
+        if verdict == "signaled":
+            raise AlreadyExists(
+                f"step {step_id} has had its signal (from {words[1] or 'anonymous'})",
+                field="step_id",
+            )
+        if verdict == "not_pending":
+            raise FailedPrecondition(f"step {step_id} is {words[1]}", field="step_id")
+        if verdict == "missing":  # unfinished in MongoDB, not yet rebuilt in Redis (history.py)
+            raise Unavailable(f"run {run_id} is being restored; send the signal again shortly")
+        raise FailedPrecondition(f"run {run_id} has ended {words[1]}", field="run_id")

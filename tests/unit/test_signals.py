@@ -1,0 +1,242 @@
+"""A pipeline step's ``await_signal`` (``services/common/signals.py``): checked at
+registration, and run by the scheduler's scripts — the step waits, once its dependencies
+are done, for a signal sent to it (``signal.lua``), which its task gets as an input field;
+a signal that comes early is kept; no signal in time ends the step and the run TIMED_OUT
+(``expire_signals.lua``) — against the scheduler's core on a real valkey."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from common.errors import InvalidArgument
+from services.common import signals
+from services.registry.pipeline_spec import parse_config
+from services.scheduler import keys, run_docs
+from services.scheduler.queue_records import Submission
+from tests.unit.scheduler_core import Core, assignments, scenario, sent, state_of, step
+
+
+@pytest.mark.parametrize(
+    ("doc", "where", "said"),
+    [
+        ("yes", "s", "must be an object"),
+        ({"field": "ok", "when": 1}, "s.when", "unknown key"),
+        ({}, "s.field", "must name the input field"),
+        ({"field": "a b"}, "s.field", "must name the input field"),
+        ({"field": "k"}, "s.field", "also in input_mapping"),
+        ({"field": "ok", "timeout_seconds": 0}, "s.timeout_seconds", "from 1 to 2592000"),
+        ({"field": "ok", "timeout_seconds": True}, "s.timeout_seconds", "from 1 to 2592000"),
+        ({"field": "ok", "timeout_seconds": 2592001}, "s.timeout_seconds", "from 1"),
+    ],
+)
+def test_an_await_signal_is_refused_naming_its_field(doc: Any, where: str, said: str) -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        signals.parse(doc, {"k"}, "s")
+    assert refused.value.field == where and said in refused.value.message
+
+
+def test_the_registry_keeps_an_await_signal_and_refuses_one_beside_a_for_each() -> None:
+    steps = [
+        {"step_id": "a", "task_id": "echo"},
+        {"step_id": "b", "task_id": "echo", "depends_on": ["a"],
+         "await_signal": {"field": "approval"}},
+    ]  # fmt: skip
+    [spec] = parse_config({"pipeline_id": "p", "steps": steps})
+    assert spec.steps[1].await_signal == {"field": "approval", "timeout_seconds": 86400}
+    assert signals.of_json(spec.steps[1].await_signal) == signals.AwaitSignal("approval", 86400)
+    steps[1]["for_each"] = {"x": "$.a.items"}
+    with pytest.raises(InvalidArgument) as refused:
+        parse_config({"pipeline_id": "p", "steps": steps})
+    assert "cannot also await a signal" in str(refused.value)
+    assert "steps[1].await_signal" in str(refused.value)
+
+
+def test_a_first_steps_schema_is_checked_without_the_signals_field() -> None:
+    schema = {"type": "object", "required": ["x", "approval"],
+              "properties": {"x": {}, "approval": {"type": "object"}}}  # fmt: skip
+    wait = signals.AwaitSignal("approval")
+    assert signals.schema_before(schema, wait)["required"] == ["x"]
+    assert "approval" not in signals.schema_before(schema, wait)["properties"]
+    assert signals.schema_before(schema, None) is schema
+
+
+def test_a_signals_document_must_be_a_small_json_object() -> None:
+    assert signals.parse_payload('{"ok": true}') == '{"ok":true}'
+    assert signals.parse_payload("") == "{}"
+    for text, said in [("[1]", "must be a JSON object"), ("{", "payload_json"),
+                       ('{"x": "' + "y" * 70_000 + '"}', "is over 65536 bytes")]:  # fmt: skip
+        with pytest.raises(InvalidArgument) as refused:
+            signals.parse_payload(text)
+        assert refused.value.field == "payload_json" and said in str(refused.value)
+
+
+def awaiting(run_id: str, timeout_s: int = 60, max_parallel: int = 0) -> Submission:
+    """a -> b, which awaits a signal given as its field "approval"."""
+    a, b = step("a", 0), step("b", 0)
+    a.dependents.append("b")
+    b.deps.append("a")
+    b.fields.update(
+        {
+            "signal": signals.AwaitSignal("approval", timeout_s).lua_fields(),
+            "mapping": json.dumps({"k": "constant"}),
+        }
+    )
+    fields = {"run_id": run_id, "input_json": "{}", "priority": "5", "sinks": '["b"]'}
+    if max_parallel:
+        fields["max_parallel"] = str(max_parallel)
+        for s in (a, b):
+            s.fields["max_parallel"] = str(max_parallel)
+    return Submission(run_id, fields, [a, b])
+
+
+async def first_done(c: Core, run: Submission) -> Any:
+    e1 = c.executor("e1", slots=2)
+    await c.core.submit([run])
+    [a] = assignments(e1)
+    await c.report(e1, a, "SUCCEEDED")
+    await c.lease_round()
+    return e1
+
+
+def test_a_step_waits_for_its_signal_and_its_task_gets_it(valkey_url: str) -> None:
+    async def body(c: Core) -> None:
+        e1 = await first_done(c, awaiting("r1"))
+        assert assignments(e1) == []  # b waits
+        h = await c.queue.redis.hgetall(keys.step("r1", "b"))
+        assert h[b"state"] == b"PENDING" and int(h[b"awaiting"]) == c.clock.now_ms() + 60_000
+        assert await c.queue.redis.zscore(keys.SIGNALS, "r1:b") is not None
+        words = await c.core.signal_step("r1", "b", '{"ok":true}', "ana")
+        assert words == ["queued", "q"]
+        assert await c.queue.redis.zscore(keys.SIGNALS, "r1:b") is None
+        await c.lease_round()
+        [b] = assignments(e1)
+        assert json.loads(b.input_json) == {"k": "constant", "approval": {"ok": True}}
+        await c.report(e1, b, "SUCCEEDED")
+        assert await state_of(c, "r1") == ("COMPLETED", "")
+        h = await c.queue.redis.hgetall(keys.step("r1", "b"))
+        assert h[b"signaled_by"] == b"ana" and b"awaiting" not in h
+        events = await c.queue.redis.xrange(keys.events("r1"))
+        said = [e[b"msg"].decode() for _, e in events if e[b"step"] == b"b"]
+        assert said[:2] == [
+            "awaits a signal (approval) for up to 60 s",
+            "signal (approval) from ana",
+        ]
+
+    scenario(valkey_url, body)
+
+
+def test_a_signal_sent_early_is_kept_until_the_step_is_ready(valkey_url: str) -> None:
+    async def body(c: Core) -> None:
+        e1 = c.executor("e1", slots=2)
+        await c.core.submit([awaiting("r1")])
+        assert await c.core.signal_step("r1", "b", '{"n":1}', "ana") == ["kept"]
+        [a] = assignments(e1)
+        await c.report(e1, a, "SUCCEEDED")
+        await c.lease_round()
+        [b] = assignments(e1)  # no wait: it had its signal
+        assert json.loads(b.input_json)["approval"] == {"n": 1}
+        assert await c.queue.redis.zcard(keys.SIGNALS) == 0
+
+    scenario(valkey_url, body)
+
+
+def test_a_signal_is_refused_saying_why(valkey_url: str) -> None:
+    async def body(c: Core) -> None:
+        await first_done(c, awaiting("r1"))
+        send = c.core.signal_step
+        assert await send("r1", "b", "{}", "ana") == ["queued", "q"]
+        assert await send("r1", "b", "{}", "bo") == ["signaled", "ana"]
+        assert await send("r1", "a", "{}", "bo") == ["not_awaiting"]
+        assert await send("r1", "zz", "{}", "bo") == ["no_step"]
+        assert await send("r9", "b", "{}", "bo") == ["missing"]
+        await c.core.cancel_run("r1", "enough")
+        assert await send("r1", "b", "{}", "bo") == ["ended", "CANCELLED"]
+
+    scenario(valkey_url, body)
+
+
+def test_no_signal_in_time_times_the_step_and_run_out(valkey_url: str) -> None:
+    async def body(c: Core) -> None:
+        await first_done(c, awaiting("r1", timeout_s=30))
+        c.clock.advance(29)
+        await c.core.reaper.expire_signals()
+        assert (await state_of(c, "r1"))[0] == "RUNNING"
+        c.clock.advance(2)
+        await c.core.reaper.expire_signals()
+        assert await state_of(c, "r1", "b") == (
+            "TIMED_OUT",
+            "no signal (approval) came within 30 s",
+        )
+        assert await state_of(c, "r1") == (
+            "TIMED_OUT",
+            "step b TIMED_OUT: no signal (approval) came within 30 s",
+        )
+        assert c.heard.of("run_ended") == [("r1", "")]
+        assert await c.core.signal_step("r1", "b", "{}", "ana") == ["ended", "TIMED_OUT"]
+
+    scenario(valkey_url, body)
+
+
+def test_a_cancelled_run_leaves_no_wait_behind(valkey_url: str) -> None:
+    async def body(c: Core) -> None:
+        await first_done(c, awaiting("r1"))
+        await c.core.cancel_run("r1", "no")
+        assert await c.queue.redis.zcard(keys.SIGNALS) == 0
+        assert await state_of(c, "r1", "b") == ("CANCELLED", "run CANCELLED")
+        c.clock.advance(120)
+        assert await c.queue.expire_signals() == []
+
+    scenario(valkey_url, body)
+
+
+def test_a_waiting_step_is_not_in_flight_under_max_parallel(valkey_url: str) -> None:
+    async def body(c: Core) -> None:
+        run = awaiting("r1", max_parallel=1)
+        e1 = await first_done(c, run)
+        assert await c.queue.redis.hget(keys.run("r1"), "active") == b"0"
+        assert await c.core.signal_step("r1", "b", "{}", "ana") == ["queued", "q"]
+        await c.lease_round()
+        [b] = assignments(e1)
+        await c.report(e1, b, "SUCCEEDED")
+        assert await state_of(c, "r1") == ("COMPLETED", "")
+        assert await c.queue.redis.hget(keys.run("r1"), "active") in (None, b"0")
+
+    scenario(valkey_url, body)
+
+
+def test_a_first_step_awaits_its_signal_from_the_submit(valkey_url: str) -> None:
+    async def body(c: Core) -> None:
+        e1 = c.executor("e1")
+        run = awaiting("r1")
+        run.steps.pop(0)
+        run.steps[0].deps.clear()
+        await c.core.submit([run])
+        assert sent(e1) == [] and await state_of(c, "r1", "b") == ("PENDING", "")
+        assert await c.core.signal_step("r1", "b", "{}", "ana") == ["queued", "q"]
+        await c.lease_round()
+        [b] = assignments(e1)
+        assert json.loads(b.input_json)["approval"] == {}
+
+    scenario(valkey_url, body)
+
+
+def test_a_rebuilt_run_starts_with_the_signals_its_document_kept(valkey_url: str) -> None:
+    doc = {"_id": "r1", "signal:b": json.dumps({"document": '{"v":2}', "by": "ana", "at_ms": 1})}
+    kept = run_docs.signal_fields(doc)
+    assert kept == {"b": {"signal_json": '{"v":2}', "signaled_by": "ana"}}
+
+    async def body(c: Core) -> None:
+        e1 = c.executor("e1", slots=2)
+        run = awaiting("r1")
+        run.steps[1].fields.update(kept["b"])
+        await c.core.submit([run])
+        [a] = assignments(e1)
+        await c.report(e1, a, "SUCCEEDED")
+        await c.lease_round()
+        [b] = assignments(e1)
+        assert json.loads(b.input_json)["approval"] == {"v": 2}
+
+    scenario(valkey_url, body)
