@@ -76,6 +76,8 @@ class PipelineStepInfo:
     skip_if: list[dict[str, Any]] = field(default_factory=list)
     # Run once per item of an upstream list: {input field: expression} (empty: once)
     for_each: dict[str, str] = field(default_factory=dict)
+    # Waits once ready for a signal given as an input field: {field, timeout_seconds} ({}: none)
+    await_signal: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,7 @@ class PipelineInfo:
                 ),
                 json.loads(s.skip_if_json) if s.skip_if_json else [],
                 json.loads(s.for_each_json) if s.for_each_json else {},
+                json.loads(s.await_signal_json) if s.await_signal_json else {},
             )
             for s in p.steps
         ]

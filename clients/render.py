@@ -260,6 +260,13 @@ def pipeline_panel(p: PipelineInfo) -> str:
             lines.append(escape(f"      {key} <- {expr}"))
         for key, expr in s.for_each.items():
             lines.append(escape(f"      {key} <- each item of {expr} (a run of the task each)"))
+        if s.await_signal:
+            lines.append(
+                escape(
+                    f"      {s.await_signal['field']} <- a signal, awaited up to "
+                    f"{s.await_signal['timeout_seconds']} s (wtm run signal)"
+                )
+            )
         if s.skip_if:
             said = " or ".join(condition_text.said(c) for c in s.skip_if)
             lines.append(escape(f"      skipped when {said}"))

@@ -139,6 +139,7 @@ def _as_config(p: PipelineInfo) -> dict[str, Any]:
             ),
             **({"skip_if": s.skip_if} if s.skip_if else {}),
             **({"for_each": s.for_each} if s.for_each else {}),
+            **({"await_signal": s.await_signal} if s.await_signal else {}),
         }
         for s in p.steps
     ]

@@ -54,6 +54,9 @@ class Step(BaseModel):
     input_id: str = ""
     output_id: str = ""
     cached_from: str = ""
+    awaiting_signal: str = ""  # while it waits for a signal: the input field it is given as
+    signal_deadline: Time | None = None  # when that wait ends (TIMED_OUT)
+    signaled_by: str = ""  # who sent it its signal
 
 
 class Run(BaseModel):
@@ -130,6 +133,10 @@ class CreateSchedule(BaseModel):
 
 class CancelRun(BaseModel):
     reason: str = ""
+
+
+class Signal(BaseModel):
+    payload: DocumentObject = Field({}, description="what the step's task gets as its field")
 
 
 class CancelRuns(BaseModel):
@@ -226,6 +233,7 @@ class PipelineStep(BaseModel):
     retry_backoff: tuple[float, float] | None = None  # the step's own, seconds: first, longest
     skip_if: list[dict[str, Any]] = []  # on the run's input or an upstream output: any holds
     for_each: dict[str, str] = {}  # {input field: upstream list}: a run of the task per item
+    await_signal: dict[str, Any] = {}  # {field, timeout_seconds}: waits for a signal once ready
 
 
 class Pipeline(BaseModel):

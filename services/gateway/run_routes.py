@@ -133,6 +133,18 @@ async def rerun(run_id: str, client: Caller, body: m.Rerun | None = None) -> m.R
     return m.of(m.Run, again)
 
 
+@router.post(
+    "/api/v1/runs/{run_id}/steps/{step_id}/signal",
+    response_model=m.Run,
+    responses=ERRORS,
+    tags=["runs"],
+)
+async def signal(run_id: str, step_id: str, client: Caller, body: m.Signal | None = None) -> m.Run:
+    """Send a step the signal it awaits (its pipeline step's ``await_signal``); its task gets
+    ``payload`` as that field. One signal per step (a second: 409)."""
+    return m.of(m.Run, await client.signal(run_id, step_id, (body or m.Signal(payload={})).payload))
+
+
 @router.websocket("/api/v1/runs/{run_id}/events")
 async def watch_run(websocket: WebSocket, run_id: str, after: str = "") -> None:
     """A run's events as JSON messages (``models.Event``), from the beginning or after

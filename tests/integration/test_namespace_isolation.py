@@ -186,6 +186,9 @@ def other_namespace_calls(
         "/wtm.v1.SchedulerService/RerunRun": not_found(
             lambda: s.RerunRun(spb.RerunRunRequest(run_id=t.run_id))
         ),
+        "/wtm.v1.SchedulerService/SignalRun": not_found(
+            lambda: s.SignalRun(spb.SignalRunRequest(run_id=t.run_id, step_id="a"))
+        ),
         "/wtm.v1.SchedulerService/ListRuns": without(
             lambda: [x.run_id for x in s.ListRuns(spb.ListRunsRequest(page_size=1000)).runs],
             t.run_id,

@@ -112,6 +112,9 @@ def calls(
             spb.ResumeRunsRequest(batch_id="nope")
         ),
         "/wtm.v1.SchedulerService/RerunRun": lambda: s.RerunRun(spb.RerunRunRequest(run_id="nope")),
+        "/wtm.v1.SchedulerService/SignalRun": lambda: s.SignalRun(
+            spb.SignalRunRequest(run_id="nope", step_id="a")
+        ),
         "/wtm.v1.SchedulerService/ListRuns": lambda: s.ListRuns(spb.ListRunsRequest(page_size=1)),
         "/wtm.v1.SchedulerService/ListExecutors": lambda: s.ListExecutors(
             spb.ListExecutorsRequest()

@@ -1,0 +1,145 @@
+"""A step that awaits a signal (its pipeline step's ``await_signal``), end to end through the
+registry, the scheduler, an executor, MongoDB, the SDK, the CLI and the gateway: the run
+waits at the step, the signal's document reaches the task as an input field, bad signals
+are refused naming the field, and a wait that runs out ends the run TIMED_OUT."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import time
+from typing import Any
+
+import httpx
+import pymongo
+import pytest
+
+from clients.sdk import ApiError, Client, RunInfo
+from services.localstack import Cluster
+from tests.conftest import ROOT, run_cli
+from tests.waiting import eventually
+
+FIXTURES = ROOT / "tests" / "fixtures"
+REVIEWED = [
+    {"step_id": "draft", "task_id": "echo", "input_mapping": {"text": "$.text"}},
+    {"step_id": "publish", "task_id": "echo", "depends_on": ["draft"],
+     "input_mapping": {"text": "$.draft.echo.text"},
+     "await_signal": {"field": "approval", "timeout_seconds": 600}},
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module", autouse=True)
+def registered(client: Client) -> None:
+    client.register_task(FIXTURES / "tasks" / "echo")
+    client.register_pipelines({"pipeline_id": "reviewed", "steps": REVIEWED})
+    steps = [{**REVIEWED[0], "await_signal": {"field": "go"}}, REVIEWED[1]]
+    client.register_pipelines({"pipeline_id": "reviewed_twice", "steps": steps})
+
+
+def waiting_at(client: Client, run_id: str, step_id: str) -> RunInfo:
+    """The run, once its step waits for a signal."""
+
+    def found() -> RunInfo | None:
+        r = client.get_run(run_id)
+        step = next(s for s in r.steps if s.step_id == step_id)
+        return r if step.awaiting_signal else None
+
+    return eventually(found, timeout=30)
+
+
+def refused(call: Any, *args: Any) -> ApiError:
+    with pytest.raises(ApiError) as err:
+        call(*args)
+    return err.value
+
+
+def test_a_step_waits_for_its_signal_and_its_task_gets_the_document(
+    client: Client, cluster: Cluster
+) -> None:
+    info = client.get_pipeline("reviewed")
+    assert info.steps[1].await_signal == {"field": "approval", "timeout_seconds": 600}
+    shown = run_cli(cluster, "pipeline", "info", "reviewed").stdout
+    assert "approval <- a signal, awaited up to 600 s" in shown, shown
+    run_id = client.submit(pipeline="reviewed", input={"text": "hello"}).run_id
+    r = waiting_at(client, run_id, "publish")
+    publish = r.steps[1]
+    assert (r.state, publish.state, publish.awaiting_signal) == ("RUNNING", "PENDING", "approval")
+    assert publish.signal_deadline is not None
+    assert 590 < publish.signal_deadline.timestamp() - time.time() <= 600
+    got = run_cli(cluster, "run", "get", run_id).stdout
+    assert "awaits a signal (approval) until" in got and f"run signal {run_id} publish" in got
+    time.sleep(0.5)  # it stays waiting
+    assert client.get_run(run_id).steps[1].state == "PENDING"
+
+    # Bad signals are refused, naming the field; the run goes on waiting.
+    for args, code, said in [
+        ((run_id, "publish", ["not", "an object"]), "INVALID_ARGUMENT", "payload_json"),
+        ((run_id, "nope", {}), "NOT_FOUND", "step_id"),
+        ((run_id, "draft", {}), "FAILED_PRECONDITION", "awaits no signal"),
+        (("0" * 32, "publish", {}), "NOT_FOUND", "run_id"),
+        ((run_id, "", {}), "INVALID_ARGUMENT", "step_id"),
+    ]:
+        err = refused(client.signal, *args)
+        assert err.code == code and said in str(err), (args, err)
+    assert client.get_run(run_id).steps[1].awaiting_signal == "approval"
+
+    # The signal, from the CLI, following the run to its end.
+    out = run_cli(
+        cluster, "run", "signal", run_id, "publish", "--json", '{"approved": true}', "--wait"
+    )
+    assert "step publish signalled in run" in out.stdout, out.stdout
+    done = client.get_run(run_id)
+    assert done.state == "COMPLETED", done.error
+    publish = done.steps[1]
+    assert publish.output == {"echo": {"text": "hello", "approval": {"approved": True}}}
+    assert publish.signaled_by and not publish.awaiting_signal
+    assert ("signal_002_object", "input_002_approval_object") in done.lineage
+    err = refused(client.signal, run_id, "publish", {})
+    assert err.code == "FAILED_PRECONDITION" and "has ended COMPLETED" in str(err)
+    with pymongo.MongoClient(cluster.endpoints.mongodb_uri) as mongo:
+        kept = mongo.wtm.runs.find_one({"_id": run_id}) or {}
+    assert json.loads(kept["signal:publish"])["document"] == '{"approved":true}'
+
+
+def test_a_signal_sent_early_is_kept_and_a_second_is_refused(client: Client) -> None:
+    """A first step that awaits a signal waits from the submit; so the signal is sent before
+    publish is ready: kept, and taken when it is."""
+    run_id = client.submit(pipeline="reviewed_twice", input={"text": "hi"}).run_id
+    waiting_at(client, run_id, "draft")
+    client.signal(run_id, "publish", {"approved": "early"})
+    err = refused(client.signal, run_id, "publish", {})
+    assert err.code == "ALREADY_EXISTS" and "has had its signal" in str(err)
+    client.signal(run_id, "draft", {})
+    done = client.wait(run_id, timeout=60)
+    assert done.state == "COMPLETED", done.error
+    assert done.output == {"echo": {"text": "hi", "approval": {"approved": "early"}}}
+
+
+def test_no_signal_in_time_ends_the_run_timed_out(client: Client) -> None:
+    steps = [{**REVIEWED[0], "await_signal": {"field": "go", "timeout_seconds": 1}}]
+    client.register_pipelines({"pipeline_id": "impatient", "steps": steps})
+    done = client.wait(client.submit(pipeline="impatient", input={"text": "x"}).run_id, timeout=30)
+    assert done.state == "TIMED_OUT"
+    assert done.error == "step draft TIMED_OUT: no signal (go) came within 1 s"
+    assert done.steps[0].state == "TIMED_OUT"
+
+
+def test_the_gateway_sends_a_signal(client: Client, cluster: Cluster) -> None:
+    run_id = client.submit(pipeline="reviewed_twice", input={"text": "via http"}).run_id
+    waiting_at(client, run_id, "draft")
+    with httpx.Client(
+        base_url=cluster.gateway_url,
+        verify=ssl.create_default_context(cafile=str(cluster.ca_file)),
+        headers={"Authorization": f"Bearer {cluster.admin_key}"},
+        timeout=30,
+    ) as http:
+        url = f"/api/v1/runs/{run_id}/steps/publish/signal"
+        reply = http.post(url, json={"payload": {"approved": False}})
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["steps"][1]["signaled_by"]  # kept until draft is done
+        again = http.post(url, json={"payload": {}})
+        assert again.status_code == 409, again.text
+        go = http.post(f"/api/v1/runs/{run_id}/steps/draft/signal")
+        assert go.status_code == 200, go.text
+    done = client.wait(run_id, timeout=60)
+    assert done.output == {"echo": {"text": "via http", "approval": {"approved": False}}}
