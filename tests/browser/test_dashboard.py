@@ -294,6 +294,38 @@ def test_a_for_each_steps_instances_are_listed_after_it(
     expect(node.locator("title")).to_contain_text("runs once per item of $.first.echo.items")
 
 
+def test_a_step_that_awaits_a_signal_is_sent_it_from_the_page(
+    page: Page, cluster: Cluster, client: Client
+) -> None:
+    """The steps table says what a waiting step awaits, and its button sends the signal (a
+    JSON object, asked for), which the step's task gets."""
+    client.register_task(FIXTURES / "echo")
+    client.register_pipelines(
+        {
+            "pipeline_id": "dashboard_review",
+            "steps": [
+                {"step_id": "draft", "task_id": "echo"},
+                {"step_id": "publish", "task_id": "echo", "depends_on": ["draft"],
+                 "await_signal": {"field": "approval"}},
+            ],
+        }
+    )  # fmt: skip
+    run = client.submit(pipeline="dashboard_review", input={"text": "t"})
+    sign_in(page, cluster.admin_key)
+    page.goto(f"/#/runs/{run.run_id}")
+    waiting = page.locator('#steps tr[data-step="publish"]')
+    expect(waiting).to_contain_text("awaits a signal (approval)", timeout=STEP_MS)
+    page.once("dialog", lambda dialog: dialog.accept('{"ok": true}'))
+    page.click('button[data-signal="publish"]')
+    expect(page.locator('[data-signaled="publish"]')).to_contain_text(
+        "signalled by", timeout=STEP_MS
+    )
+    done = client.wait(run.run_id, timeout=30)
+    assert done.state == "COMPLETED", done.error
+    assert done.steps[1].output["echo"]["approval"] == {"ok": True}
+    shot(page, "run-page-signalled")
+
+
 def test_the_unfinished_runs_of_a_batch_are_cancelled_from_the_runs_page(
     page: Page, cluster: Cluster, client: Client, two_sleepers: str
 ) -> None:

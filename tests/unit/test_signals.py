@@ -186,6 +186,7 @@ def test_a_cancelled_run_leaves_no_wait_behind(valkey_url: str) -> None:
         await c.core.cancel_run("r1", "no")
         assert await c.queue.redis.zcard(keys.SIGNALS) == 0
         assert await state_of(c, "r1", "b") == ("CANCELLED", "run CANCELLED")
+        assert await c.queue.redis.hget(keys.step("r1", "b"), "awaiting") is None
         c.clock.advance(120)
         assert await c.queue.expire_signals() == []
 

@@ -395,7 +395,8 @@ function runPage(runId) {
         h("td", {}, id), h("td", {}, s.task_id ? `${s.task_id}@${s.task_version}` : ""), h("td", {}, badge(stateOf(id))),
         h("td", { class: "num" }, (live.get(id)?.attempt) || s.attempt || ""),
         h("td", {}, s.executor_id || "", s.cached_from ? h("div", { class: "muted", "data-from": s.cached_from },
-          `${s.attempt ? "cached" : "taken over"} from `, h("a", { href: `#/runs/${s.cached_from.split("/")[0]}` }, s.cached_from)) : null),
+          `${s.attempt ? "cached" : "taken over"} from `, h("a", { href: `#/runs/${s.cached_from.split("/")[0]}` }, s.cached_from)) : null,
+          signalCell(id, s)),
         h("td", {}, when(s.started_at)), h("td", { class: "num" }, fmtSeconds(secondsBetween(s.started_at, s.ended_at))),
         h("td", { class: "error" }, s.error || ""));
     }));
@@ -404,6 +405,20 @@ function runPage(runId) {
     const edges = (run.lineage || []).map(([a, b]) => h("tr", {}, h("td", {}, h("code", {}, a)), h("td", {}, h("code", {}, b))));
     view.lineage.replaceChildren(...(edges.length ? edges : [h("tr", {}, h("td", { colspan: 2, class: "muted" }, TERMINAL.has(run.state) ? "No lineage was recorded for this run." : "No lineage yet."))]));
     drawOutput();
+  }
+
+  // A step that awaits a signal (its await_signal): what it waits for, and a button that sends
+  // it (a JSON object, asked for); once one came, who sent it.
+  function signalCell(id, s) {
+    if (s.signaled_by) return h("div", { class: "muted", "data-signaled": id }, `signalled by ${s.signaled_by}`);
+    if (!s.awaiting_signal) return null;
+    const send = h("button", { "data-signal": id, onclick: async () => {
+      const text = prompt(`The signal for ${id}: a JSON object, given to its task as "${s.awaiting_signal}"`, "{}");
+      if (text === null) return;
+      try { run = await api(`/api/v1/runs/${runId}/steps/${encodeURIComponent(id)}/signal`, { json: { payload: JSON.parse(text) } }); draw(); }
+      catch (e) { alert(`${e.code || "error"}: ${e.message}`); }
+    } }, "Send signal");
+    return h("div", { class: "warning" }, `awaits a signal (${s.awaiting_signal}) until ${when(s.signal_deadline)} `, send);
   }
 
   function drawGantt() {

@@ -207,7 +207,10 @@ local function finish_run(P, run_id, state, err, now_ms, ttl)
     local sh = step_hash(P, member)
     local f = redis.call('HMGET', sh, 'state', 'queue', 'executor', 'conc_key', 'awaiting')
     if f[1] == 'PENDING' or f[1] == 'QUEUED' or f[1] == 'RUNNING' then
-      if f[5] then redis.call('ZREM', signals_key(P), member) end
+      if f[5] then  -- it waited for a signal: no longer
+        redis.call('ZREM', signals_key(P), member)
+        redis.call('HDEL', sh, 'awaiting')
+      end
       redis.call('ZREM', queue_key(P, f[2]), member)
       redis.call('ZREM', delayed_key(P), member)
       if f[4] and f[1] == 'QUEUED' then redis.call('ZREM', place_waits_key(P, f[4]), member) end
