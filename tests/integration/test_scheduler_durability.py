@@ -135,6 +135,45 @@ def test_a_redis_flush_mid_fan_out_runs_only_the_items_that_had_not_completed(
     assert [ran[tags[int(s[7:-1])]] for s in sorted(before)] == [1] * len(before), (before, ran)
 
 
+def test_a_signal_kept_before_a_redis_flush_is_taken_after_the_rebuild(
+    fleet: Fleet, shared_tmp: Path
+) -> None:
+    """A signal sent early (its step not ready) is kept on the run's document too: the run
+    rebuilt from MongoDB after the flush starts that step with it. The first step, which was
+    waiting, waits again; its signal, sent while the run is being restored, is UNAVAILABLE
+    until it is."""
+    fleet.env["WTM_LEASE_SECONDS"] = "3"
+    address = fleet.start_scheduler()
+    fleet.start_executor(address, "signal-flushed-1")
+    ledger = shared_file(shared_tmp, "signal-flush-ledger.txt")
+    found = json.loads(json.dumps(PIPELINE))
+    found["pipeline_id"] = "ledger_signals"
+    found["steps"][0]["await_signal"] = {"field": "go"}
+    found["steps"][1]["await_signal"] = {"field": "tag"}  # the ledger's line is the signal
+    found["steps"][1]["input_mapping"] = {"ledger": "$.first.ledger", "seconds": 0.1}
+    with fleet.client(address) as client:
+        client.register_pipelines(found)
+        doc = {"tag": "s", "ledger": str(ledger), "seconds": 0.1}
+        run_id = client.submit(pipeline="ledger_signals", input=doc).run_id
+        eventually(lambda: client.get_run(run_id).steps[0].awaiting_signal, timeout=10)
+        client.signal(run_id, "second", {"kept": "across the flush"})
+        redis.Redis.from_url(fleet.redis_admin_url).flushdb()
+
+        def go() -> bool:
+            try:
+                client.signal(run_id, "first", {})
+            except ApiError as err:
+                assert err.code in ("UNAVAILABLE", "FAILED_PRECONDITION"), err
+                return False  # not yet rebuilt (or, rebuilt, not yet waiting again)
+            return True
+
+        eventually(go, timeout=30, what="the rebuilt run took the first step's signal")
+        done = client.wait(run_id, timeout=60)
+    assert done.state == "COMPLETED", done.error
+    assert done.output == {"tag": {"kept": "across the flush"}, "ledger": str(ledger)}
+    assert ledger_counts(ledger) == Counter({"s": 1, "{'kept':": 1})  # each step ran once
+
+
 def test_an_executor_leaves_a_frozen_scheduler_for_the_next_one_it_was_given(
     fleet: Fleet, shared_tmp: Path
 ) -> None:
