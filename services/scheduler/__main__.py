@@ -34,7 +34,7 @@ from services.scheduler.rest_ends import RestEnds
 from services.scheduler.result_cache import ResultCache
 from services.scheduler.run_limits import RunLimits, parse_limits
 from services.scheduler.run_queue import RunQueue
-from services.scheduler.run_signals import RunSignals, SignalRecords
+from services.scheduler.run_signals import RunSignals
 from services.scheduler.run_store import RunStore
 from services.scheduler.runs import RunService
 from services.scheduler.schedule_records import ScheduleStore
@@ -42,6 +42,7 @@ from services.scheduler.schedule_servicer import ScheduleServicer
 from services.scheduler.schedules import Schedules
 from services.scheduler.servicer import SchedulerServicer
 from services.scheduler.settings import SchedulerSettings
+from services.scheduler.signal_records import SignalRecords
 from services.scheduler.task_catalog import TaskCatalog
 from services.scheduler.task_limits import TaskLimits
 from services.scheduler.tracing import TracingListener
@@ -124,8 +125,9 @@ async def serve(settings: SchedulerSettings) -> None:
         store.db, settings.history_retention_days, namespaces.retentions, sweep=sweep
     )
     dispatcher.reaper.also("prune the history past its retention", retention.tick)
-    runs = RunService(queue.reader, store, catalog, dispatcher, listeners, limits)
-    signals = RunSignals(runs, dispatcher, SignalRecords(store.db["runs"]))
+    signal_records = SignalRecords(store.db["runs"])
+    runs = RunService(queue.reader, store, catalog, dispatcher, listeners, limits, signal_records)
+    signals = RunSignals(runs, dispatcher, signal_records)
     schedule_store = ScheduleStore(store.db)
     gate = open_gate(
         settings.auth,

@@ -214,3 +214,17 @@ def applied(
 def records(run: Run) -> list[StepRun]:
     """The step records of what ``run`` took over (history keeps them as attempts)."""
     return [s for s in run.steps if s.cached_from and s.state == "COMPLETED"]
+
+
+def with_signals(submission: Submission, kept: dict[str, dict[str, str]]) -> Submission:
+    """``submission`` with the signals the run it resumes got (``kept``: step fields by step
+    id, ``SignalRecords.read``) given to its steps that await one and were not taken over:
+    an approval once given is not asked for again (Temporal's reset reapplies signals).
+    They ride in the steps' fields, so the plan MongoDB keeps has them too."""
+    steps = [
+        dataclasses.replace(s, fields={**s.fields, **kept[s.step_id]})
+        if s.step_id in kept and "signal" in s.fields and s.step_id not in submission.done
+        else s
+        for s in submission.steps
+    ]
+    return dataclasses.replace(submission, steps=steps)

@@ -1,13 +1,13 @@
 """Signals to runs' steps (``SignalRun``; ``services/common/signals.py`` says what a step's
 ``await_signal`` is): the checks that name what is wrong, the signal taken in Redis
 (``signal.lua``, through the dispatcher), and kept on the run's document in MongoDB, so that
-a run Redis lost is rebuilt with the signals it had (``history.py``)."""
+a run Redis lost is rebuilt with the signals it had (``history.py``), and a run that resumes
+it (``rerun --from-failure``) starts with them (``runs.py``)."""
 
 from __future__ import annotations
 
-import json
 import time
-from typing import Any, Protocol
+from typing import Protocol
 
 from common.errors import (
     AlreadyExists,
@@ -19,24 +19,13 @@ from common.errors import (
 from services.common import auth, signals
 from services.scheduler.models import Run
 from services.scheduler.runs import RunService
+from services.scheduler.signal_records import SignalRecords
 
 
 class SignalQueue(Protocol):
     """Where a signal is taken (the dispatcher)."""
 
     async def signal_step(self, run_id: str, step_id: str, document: str, by: str) -> list[str]: ...
-
-
-class SignalRecords:
-    """The signals runs' steps got, on their runs' documents (``signal:<step id>``: JSON text
-    of the document, who sent it and when; ``run_docs.signal_fields`` reads them back)."""
-
-    def __init__(self, runs: Any) -> None:
-        self._runs = runs  # the "runs" collection (pymongo's asyncio client)
-
-    async def add(self, run_id: str, step_id: str, document: str, by: str, at_ms: int) -> None:
-        kept = json.dumps({"document": document, "by": by, "at_ms": at_ms})
-        await self._runs.update_one({"_id": run_id}, {"$set": {f"signal:{step_id}": kept}})
 
 
 class RunSignals:

@@ -31,6 +31,7 @@ from services.scheduler.run_labels import label_pairs
 from services.scheduler.run_limits import RunLimits
 from services.scheduler.run_reader import RunReader
 from services.scheduler.run_store import RunStore
+from services.scheduler.signal_records import SignalRecords
 from services.scheduler.stored_plans import plan_doc
 from services.scheduler.submit_checks import check_request, request_key
 from services.scheduler.task_catalog import TaskCatalog
@@ -68,8 +69,10 @@ class RunService(RunListener):
         queueing: Queueing,
         listeners: Listeners,
         limits: RunLimits | None = None,
+        signals: SignalRecords | None = None,
     ) -> None:
         self.reader = reader  # runs are read here, and written through ``queueing``
+        self.signals = signals  # what a resumed run's steps were sent (run_signals.py)
         self.limits = limits or RunLimits()  # runs queued or running, per namespace
         self.queueing = queueing
         self.listeners = listeners
@@ -101,6 +104,9 @@ class RunService(RunListener):
         run, submission = new_run(req, plan, doc, key, trace=telemetry.current(), options=options)
         if reused:
             run, submission = run_reuse.applied(run, submission, reused, req.reuse_from)
+        if req.reuse_from and self.signals and any(p.await_signal for p in plan.steps):
+            kept = await self.signals.read(req.reuse_from)
+            submission = run_reuse.with_signals(submission, kept)
         if key and (holder := await self.store.claims.claim(key, run.run_id)) is not None:
             # A concurrent submit with this request id won: its run is the answer.
             found = await self._run_recorded(key, holder)

@@ -143,3 +143,19 @@ def test_the_gateway_sends_a_signal(client: Client, cluster: Cluster) -> None:
         assert go.status_code == 200, go.text
     done = client.wait(run_id, timeout=60)
     assert done.output == {"echo": {"text": "via http", "approval": {"approved": False}}}
+
+
+def test_a_resumed_run_keeps_the_signals_the_old_run_got(client: Client) -> None:
+    """An approval once given is not asked for again: the resumed run's steps start with the
+    signals the run it resumes got (a step never signalled waits as before)."""
+    old = client.submit(pipeline="reviewed_twice", input={"text": "again"}).run_id
+    waiting_at(client, old, "draft")
+    client.signal(old, "publish", {"approved": "before"})
+    client.cancel(old, reason="paused for the night")
+    resumed = client.rerun(old, from_failure=True).run_id
+    r = waiting_at(client, resumed, "draft")  # never signalled: waits again
+    assert r.steps[1].signaled_by  # carried over, kept until draft is done
+    client.signal(resumed, "draft", {})
+    done = client.wait(resumed, timeout=60)
+    assert done.state == "COMPLETED", done.error
+    assert done.output == {"echo": {"text": "again", "approval": {"approved": "before"}}}

@@ -6,6 +6,7 @@ a signal that comes early is kept; no signal in time ends the step and the run T
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 from common.errors import InvalidArgument
 from services.common import signals
 from services.registry.pipeline_spec import parse_config
-from services.scheduler import keys, run_docs
+from services.scheduler import keys, run_docs, run_reuse
 from services.scheduler.queue_records import Submission
 from tests.unit.scheduler_core import Core, assignments, scenario, sent, state_of, step
 
@@ -241,3 +242,16 @@ def test_a_rebuilt_run_starts_with_the_signals_its_document_kept(valkey_url: str
         assert json.loads(b.input_json)["approval"] == {"v": 2}
 
     scenario(valkey_url, body)
+
+
+def test_a_resumed_run_starts_its_waiting_steps_with_the_old_runs_signals() -> None:
+    run = awaiting("r2")
+    run.steps[0].fields["signal"] = signals.AwaitSignal("go").lua_fields()
+    kept = {"a": {"signal_json": "{}", "signaled_by": "ana"},
+            "b": {"signal_json": '{"v":1}', "signaled_by": "bo"}}  # fmt: skip
+    given = run_reuse.with_signals(run, kept)
+    assert [s.fields.get("signal_json") for s in given.steps] == ["{}", '{"v":1}']
+    taken = run_reuse.with_signals(dataclasses.replace(run, done={"a": "{}"}), kept)
+    assert "signal_json" not in taken.steps[0].fields  # taken over: it ran already
+    plain = awaiting("r3")  # a step that awaits none gets none
+    assert "signal_json" not in run_reuse.with_signals(plain, kept).steps[0].fields

@@ -1,0 +1,27 @@
+"""``SignalRecords``: the signals runs' steps got (``run_signals.py``), kept on their runs'
+documents in MongoDB as ``signal:<step id>`` (JSON text of the document, who sent it and
+when): a run Redis lost is rebuilt with them (``history.py``, through
+``run_docs.signal_fields``), and a run that resumes another starts its steps with the old
+run's (``runs.py``)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from services.scheduler import run_docs
+
+
+class SignalRecords:
+    """The signals of runs' steps, on the runs' documents."""
+
+    def __init__(self, runs: Any) -> None:
+        self._runs = runs  # the "runs" collection (pymongo's asyncio client)
+
+    async def add(self, run_id: str, step_id: str, document: str, by: str, at_ms: int) -> None:
+        kept = json.dumps({"document": document, "by": by, "at_ms": at_ms})
+        await self._runs.update_one({"_id": run_id}, {"$set": {f"signal:{step_id}": kept}})
+
+    async def read(self, run_id: str) -> dict[str, dict[str, str]]:
+        """The step fields of the signals run ``run_id`` got, by step id."""
+        return run_docs.signal_fields(await self._runs.find_one({"_id": run_id}) or {})
