@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 
 from clients.sdk import Client
@@ -130,6 +132,16 @@ def keyed_channel(
     in ``namespace`` when given, presenting ``client_cert`` (mTLS) when given."""
     cert = (str(client_cert[0]), str(client_cert[1])) if client_cert else None
     return grpc.intercept_channel(tls.channel(address, client_cert=cert), _Bearer(key, namespace))
+
+
+def gateway_http(cluster: Cluster) -> httpx.Client:
+    """An HTTPS client of the stack's gateway that trusts its CA and presents the admin key."""
+    return httpx.Client(
+        base_url=cluster.gateway_url,
+        verify=ssl.create_default_context(cafile=str(cluster.ca_file)),
+        headers={"Authorization": f"Bearer {cluster.admin_key}"},
+        timeout=30,
+    )
 
 
 @pytest.fixture

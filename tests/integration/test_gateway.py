@@ -18,6 +18,7 @@ import websockets
 
 from clients.sdk import Client
 from services.localstack import Cluster
+from tests.conftest import gateway_http
 from tests.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,12 +31,7 @@ def http(cluster: Cluster, client: Client) -> Iterator[httpx.Client]:
     """An HTTPS client of the gateway, presenting the admin key."""
     client.register_task(FIXTURES / "word_count")
     client.register_task(FIXTURES / "sleeper")
-    with httpx.Client(
-        base_url=cluster.gateway_url,
-        verify=ssl.create_default_context(cafile=str(cluster.ca_file)),
-        headers={"Authorization": f"Bearer {cluster.admin_key}"},
-        timeout=30,
-    ) as h:
+    with gateway_http(cluster) as h:
         yield h
 
 

@@ -6,17 +6,15 @@ are refused naming the field, and a wait that runs out ends the run TIMED_OUT.""
 from __future__ import annotations
 
 import json
-import ssl
 import time
 from typing import Any
 
-import httpx
 import pymongo
 import pytest
 
 from clients.sdk import ApiError, Client, RunInfo
 from services.localstack import Cluster
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, gateway_http, run_cli
 from tests.waiting import eventually
 
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -127,12 +125,7 @@ def test_no_signal_in_time_ends_the_run_timed_out(client: Client) -> None:
 def test_the_gateway_sends_a_signal(client: Client, cluster: Cluster) -> None:
     run_id = client.submit(pipeline="reviewed_twice", input={"text": "via http"}).run_id
     waiting_at(client, run_id, "draft")
-    with httpx.Client(
-        base_url=cluster.gateway_url,
-        verify=ssl.create_default_context(cafile=str(cluster.ca_file)),
-        headers={"Authorization": f"Bearer {cluster.admin_key}"},
-        timeout=30,
-    ) as http:
+    with gateway_http(cluster) as http:
         url = f"/api/v1/runs/{run_id}/steps/publish/signal"
         reply = http.post(url, json={"payload": {"approved": False}})
         assert reply.status_code == 200, reply.text
