@@ -343,8 +343,19 @@ function runPage(runId) {
     return s?.state || l?.state || "PENDING";
   };
 
+  // The header is made again only when what it shows changed: a click on one of its buttons
+  // was lost when a live event replaced the button between the press and the release.
+  let drawnHeadFor = "";
   function draw() {
     if (!run) return;
+    const headKey = JSON.stringify([run.run_id, run.state, run.error, run.created_at, run.ended_at,
+      run.priority, run.namespace, run.scheduled_at, run.deadline_at, run.batch_id, run.labels,
+      run.input, run.trace_id, run.pipeline_id, run.pipeline_version, run.task_id, run.task_version]);
+    if (headKey !== drawnHeadFor) { drawnHeadFor = headKey; drawHead(); }
+    drawBody();
+  }
+
+  function drawHead() {
     const jaeger = config.jaeger_url && run.trace_id ? `${config.jaeger_url.replace(/\/$/, "")}/trace/${run.trace_id}` : "";
     const cancel = h("button", { class: "danger", id: "cancel", disabled: TERMINAL.has(run.state), onclick: async () => {
       if (!confirm(`Cancel run ${run.run_id}?`)) return;
@@ -376,6 +387,9 @@ function runPage(runId) {
         h("dt", {}, "Input"), h("dd", {}, h("code", { id: "input" }, short(JSON.stringify(run.input), SHOWN_INPUT_CHARS))),
         h("dt", {}, "Trace"), h("dd", {}, jaeger ? h("a", { href: jaeger, target: "_blank", rel: "noopener", id: "trace" }, run.trace_id) : h("span", { class: "muted" }, run.trace_id ? `${run.trace_id} (set WTM_JAEGER_URL for a link)` : "not traced")),
         run.error && [h("dt", {}, "Error"), h("dd", { class: "error" }, run.error)])));
+  }
+
+  function drawBody() {
     const deps = new Map((pipeline?.steps || []).map((s) => [s.step_id, s.depends_on]));
     renderDag(view.dag, stepIds().map((id) => ({ id, deps: deps.get(id) || [], label: stepOf(id)?.task_id })), (id) => {
       const s = stepOf(id), l = live.get(id) || {}, state = stateOf(id);
