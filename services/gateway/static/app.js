@@ -403,22 +403,34 @@ function runPage(runId) {
       };
     });
     drawGantt();
+    // A row is made again only when what it shows changed, as the header is (a click on its
+    // Send signal button must not be lost to another step's event).
     view.steps.replaceChildren(...tableIds().map((id) => {
       const s = stepOf(id) || {};
-      return h("tr", { "data-step": id },
-        h("td", {}, id), h("td", {}, s.task_id ? `${s.task_id}@${s.task_version}` : ""), h("td", {}, badge(stateOf(id))),
-        h("td", { class: "num" }, (live.get(id)?.attempt) || s.attempt || ""),
-        h("td", {}, s.executor_id || "", s.cached_from ? h("div", { class: "muted", "data-from": s.cached_from },
-          `${s.attempt ? "cached" : "taken over"} from `, h("a", { href: `#/runs/${s.cached_from.split("/")[0]}` }, s.cached_from)) : null,
-          signalCell(id, s)),
-        h("td", {}, when(s.started_at)), h("td", { class: "num" }, fmtSeconds(secondsBetween(s.started_at, s.ended_at))),
-        h("td", { class: "error" }, s.error || ""));
+      const key = JSON.stringify([s, stateOf(id), live.get(id)?.attempt]);
+      const kept = drawnRows.get(id);
+      if (kept && kept.key === key) return kept.row;
+      const row = stepRow(id, s);
+      drawnRows.set(id, { key, row });
+      return row;
     }));
     const stepLogs = tableIds().map((id) => [id, [...(stepOf(id)?.logs || []), ...(logs.get(id) || [])]]).filter(([, l]) => l.length);
     view.logs.replaceChildren(...(stepLogs.length ? stepLogs.map(([id, lines]) => h("div", { class: "card" }, h("strong", {}, id), h("div", { class: "logs" }, [...new Set(lines)].map((l) => h("div", {}, l))))) : [h("p", { class: "muted" }, "No log lines.")]));
     const edges = (run.lineage || []).map(([a, b]) => h("tr", {}, h("td", {}, h("code", {}, a)), h("td", {}, h("code", {}, b))));
     view.lineage.replaceChildren(...(edges.length ? edges : [h("tr", {}, h("td", { colspan: 2, class: "muted" }, TERMINAL.has(run.state) ? "No lineage was recorded for this run." : "No lineage yet."))]));
     drawOutput();
+  }
+
+  const drawnRows = new Map();  // step id -> {key: what its row shows, row}
+  function stepRow(id, s) {
+    return h("tr", { "data-step": id },
+      h("td", {}, id), h("td", {}, s.task_id ? `${s.task_id}@${s.task_version}` : ""), h("td", {}, badge(stateOf(id))),
+      h("td", { class: "num" }, (live.get(id)?.attempt) || s.attempt || ""),
+      h("td", {}, s.executor_id || "", s.cached_from ? h("div", { class: "muted", "data-from": s.cached_from },
+        `${s.attempt ? "cached" : "taken over"} from `, h("a", { href: `#/runs/${s.cached_from.split("/")[0]}` }, s.cached_from)) : null,
+        signalCell(id, s)),
+      h("td", {}, when(s.started_at)), h("td", { class: "num" }, fmtSeconds(secondsBetween(s.started_at, s.ended_at))),
+      h("td", { class: "error" }, s.error || ""));
   }
 
   // A step that awaits a signal (its await_signal): what it waits for, and a button that sends
