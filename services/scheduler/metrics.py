@@ -1,6 +1,7 @@
 """The scheduler's metrics (OpenTelemetry instruments; no-ops unless a reader is set up).
 
     wtm_queue_depth{queue}                 steps waiting per queue (plus "delayed": held back)
+    wtm_steps_awaiting_signal              steps waiting for a signal (their await_signal)
     wtm_queue_oldest_age_seconds{queue}    how long the oldest waiting step has waited (0: none)
     wtm_queue_executors{queue}             executors on this replica that take from the queue
     wtm_queue_paused{queue}                1 while an operator holds the queue (PauseQueue), else
@@ -67,6 +68,7 @@ class SchedulerMetrics(RunListener):
         self.paused: dict[str, int] = {}  # queue -> 1 while paused, 0 otherwise
         self.namespace_runs: dict[str, int] = {}
         self.clock_offset: float | None = None
+        self.awaiting_signal = 0  # steps waiting for a signal (read by the reaper)
         meter = metrics.get_meter("wtm.scheduler")
         meter.create_observable_gauge(
             "wtm_scheduler_clock_offset",
@@ -100,6 +102,11 @@ class SchedulerMetrics(RunListener):
             "wtm_executors_resting",
             [self._observe_resting],
             description="executors on this replica resting: steps kept failing in them",
+        )
+        meter.create_observable_gauge(
+            "wtm_steps_awaiting_signal",
+            [lambda _: [Observation(self.awaiting_signal)]],
+            description="steps waiting for a signal (await_signal): a person's or a system's",
         )
         meter.create_observable_gauge(
             "wtm_namespace_unfinished_runs",

@@ -145,3 +145,4 @@ class Reaper:
         self.metrics.set_queues(
             stats, delayed, self.queue.clock.now_ms(), serving, self.fleet.paused
         )
+        self.metrics.awaiting_signal = await self.queue.reader.awaiting_signals()

@@ -87,3 +87,7 @@ class RunReader:
             for run_id in run_ids:
                 pipe.hget(keys.run(run_id), "state")
             return [bytes(x).decode() if x else "" for x in await pipe.execute()]
+
+    async def awaiting_signals(self) -> int:
+        """How many steps wait for a signal now (``lib.lua``'s ``await_signal``)."""
+        return int(await self.redis.zcard(keys.SIGNALS))

@@ -109,6 +109,8 @@ def test_a_step_waits_for_its_signal_and_its_task_gets_it(valkey_url: str) -> No
         h = await c.queue.redis.hgetall(keys.step("r1", "b"))
         assert h[b"state"] == b"PENDING" and int(h[b"awaiting"]) == c.clock.now_ms() + 60_000
         assert await c.queue.redis.zscore(keys.SIGNALS, "r1:b") is not None
+        await c.core.reaper.read_depths()  # what operators see: wtm_steps_awaiting_signal
+        assert c.core.metrics.awaiting_signal == 1
         words = await c.core.signal_step("r1", "b", '{"ok":true}', "ana")
         assert words == ["queued", "q"]
         assert await c.queue.redis.zscore(keys.SIGNALS, "r1:b") is None
