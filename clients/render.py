@@ -177,6 +177,11 @@ def run_summary(r: RunInfo) -> str:
             f"parallel speedup {ps['parallel_speedup']:.2f}x"
             + (f" · {ps['cache_hits']} from the cache" if ps.get("cache_hits") else "")
             + (f" · {ps['taken_over']} taken over" if ps.get("taken_over") else "")
+            + (
+                f" · waited {ps['signal_wait_seconds']:.1f} s for signals"
+                if ps.get("signal_wait_seconds")
+                else ""
+            )
         )
         for t in ps["steps"]:
             lines.append(

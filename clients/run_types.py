@@ -123,6 +123,7 @@ class RunInfo:
                 ],
                 "cache_hits": ps.cache_hits,
                 "taken_over": ps.taken_over,
+                "signal_wait_seconds": ps.signal_wait_seconds,
             }
         return cls(
             r.run_id,

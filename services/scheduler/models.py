@@ -109,6 +109,9 @@ class StepRun:
     awaiting_signal: str = ""
     signal_deadline: datetime | None = None
     signaled_by: str = ""
+    # when it began to wait for its signal, and when the signal came (for the run's summary)
+    awaited_at: datetime | None = None
+    signaled_at: datetime | None = None
 
     @classmethod
     def from_redis(cls, h: dict[str, str], output_json: str) -> StepRun:
@@ -136,6 +139,8 @@ class StepRun:
             awaiting_signal=json.loads(h["signal"])["field"] if awaiting else "",
             signal_deadline=ms_to_dt(awaiting),
             signaled_by=h.get("signaled_by", ""),
+            awaited_at=ms_to_dt(h.get("await_ms")),
+            signaled_at=ms_to_dt(h.get("signaled_ms")),
         )
 
     def to_doc(self, run_id: str) -> dict[str, Any]:
@@ -306,10 +311,14 @@ class Run:
         fanned = {found[0] for s in self.steps if (found := fan_out.instance_of(s.step_id))}
         total = sum(_seconds(a, b) for s, a, b in timed if s.step_id not in fanned)
         span = _seconds(min(a for _, a, _ in timed), max(b for _, _, b in timed)) if timed else 0.0
+        waits = [(s.awaited_at, s.signaled_at or s.ended_at) for s in self.steps if s.awaited_at]
+        waited = _idle(waits, [(a, b) for _, a, b in timed]) if timed else 0.0
+        span -= waited
         return {
             "wall_seconds": _seconds(self.created_at, self.ended_at),
             "step_seconds_sum": round(total, 6),
             "parallel_speedup": round(total / span, 3) if span > 0 else 1.0,
+            "signal_wait_seconds": round(waited, 6),
             "steps": per_step,
             # a step taken over when a resumed run was created never had an attempt
             "cache_hits": sum(1 for s in self.steps if s.cached_from and s.attempt),
@@ -369,6 +378,7 @@ class Run:
                     steps=[pb.StepTiming(**t) for t in summary["steps"]],
                     cache_hits=summary.get("cache_hits", 0),
                     taken_over=summary.get("taken_over", 0),
+                    signal_wait_seconds=summary.get("signal_wait_seconds", 0.0),
                 )
             )
         _set_time(m, "create_time", self.created_at)
@@ -383,6 +393,32 @@ def _list(text: str | None) -> list[str]:
     """A JSON list from Redis (Lua's cjson writes an empty one as {})."""
     value = json.loads(text or "[]")
     return value if isinstance(value, list) else []
+
+
+Span = tuple[datetime, datetime | None]
+
+
+def _merged(spans: list[Span]) -> list[tuple[datetime, datetime]]:
+    found: list[tuple[datetime, datetime]] = []
+    for a, b in sorted((a, b) for a, b in spans if b is not None and b > a):
+        if found and a <= found[-1][1]:
+            found[-1] = (found[-1][0], max(found[-1][1], b))
+        else:
+            found.append((a, b))
+    return found
+
+
+def _idle(waits: list[Span], busy: list[Span]) -> float:
+    """Seconds of ``waits`` (steps waiting for signals) within the span of the ``busy``
+    intervals (steps running) when no step ran: a run that waited an hour for an approval
+    did not run its steps an hour slower."""
+    ran = _merged(busy)
+    first, last = ran[0][0], ran[-1][1]
+    idle = 0.0
+    for a, b in _merged([(max(a, first), min(b, last) if b else b) for a, b in waits]):
+        idle += (b - a).total_seconds()
+        idle -= sum(max(0.0, (min(b, y) - max(a, x)).total_seconds()) for x, y in ran)
+    return idle
 
 
 def _us_between(timings: dict[str, int], start: str, end: str) -> float:

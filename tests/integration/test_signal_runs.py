@@ -92,6 +92,9 @@ def test_a_step_waits_for_its_signal_and_its_task_gets_the_document(
     assert publish.output == {"echo": {"text": "hello", "approval": {"approved": True}}}
     assert publish.signaled_by and not publish.awaiting_signal
     assert ("signal_002_object", "input_002_approval_object") in done.lineage
+    summary = done.processing_summary or {}
+    assert summary["signal_wait_seconds"] > 0.5  # left out of the speedup's span
+    assert summary["parallel_speedup"] > 0.5, summary  # two steps one after the other: ~1
     err = refused(client.signal, run_id, "publish", {})
     assert err.code == "FAILED_PRECONDITION" and "has ended COMPLETED" in str(err)
     with pymongo.MongoClient(cluster.endpoints.mongodb_uri) as mongo:

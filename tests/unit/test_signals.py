@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from common.errors import InvalidArgument
 from services.common import signals
 from services.registry.pipeline_spec import parse_config
 from services.scheduler import keys, run_docs, run_reuse
+from services.scheduler.models import Run, StepRun
 from services.scheduler.queue_records import Submission
 from tests.unit.scheduler_core import Core, assignments, scenario, sent, state_of, step
 
@@ -257,3 +259,25 @@ def test_a_resumed_run_starts_its_waiting_steps_with_the_old_runs_signals() -> N
     assert "signal_json" not in taken.steps[0].fields  # taken over: it ran already
     plain = awaiting("r3")  # a step that awaits none gets none
     assert "signal_json" not in run_reuse.with_signals(plain, kept).steps[0].fields
+
+
+def test_a_runs_summary_leaves_out_the_time_it_only_waited_for_a_signal() -> None:
+    t0 = datetime(2026, 12, 7, tzinfo=UTC)
+
+    def at(seconds: float) -> datetime:
+        return t0 + timedelta(seconds=seconds)
+
+    # a ran 0-1 s; b waited 1-8 s for its signal, then ran 8.1-9 s; c ran 2-4 s meanwhile
+    steps = [
+        StepRun("a", "t", "1", "COMPLETED", 1, started_at=at(0), ended_at=at(1)),
+        StepRun("b", "t", "1", "COMPLETED", 1, started_at=at(8.1), ended_at=at(9),
+                awaited_at=at(1), signaled_at=at(8)),
+        StepRun("c", "t", "1", "COMPLETED", 1, started_at=at(2), ended_at=at(4)),
+    ]  # fmt: skip
+    run = Run("r", "COMPLETED", "{}", 5, steps=steps, created_at=at(0), ended_at=at(9))
+    summary = run.summary() or {}
+    assert summary["signal_wait_seconds"] == pytest.approx(5.0)  # 1-2 and 4-8: nothing ran
+    assert summary["parallel_speedup"] == pytest.approx((1 + 0.9 + 2) / (9 - 5), abs=1e-3)
+    assert run.to_proto().processing_summary.signal_wait_seconds == pytest.approx(5.0)
+    steps[1].awaited_at = None  # no wait: as before
+    assert (run.summary() or {})["parallel_speedup"] == pytest.approx(3.9 / 9, abs=1e-3)

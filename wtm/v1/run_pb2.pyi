@@ -92,20 +92,22 @@ class Run(_message.Message):
     def __init__(self, name: _Optional[str] = ..., run_id: _Optional[str] = ..., pipeline_id: _Optional[str] = ..., pipeline_version: _Optional[str] = ..., task_id: _Optional[str] = ..., state: _Optional[_Union[State, str]] = ..., input_json: _Optional[str] = ..., output_json: _Optional[str] = ..., error: _Optional[str] = ..., priority: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[StepRun, _Mapping]]] = ..., lineage: _Optional[_Iterable[_Union[LineageEdge, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., processing_summary: _Optional[_Union[ProcessingSummary, _Mapping]] = ..., batch_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., namespace: _Optional[str] = ..., deadline_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scheduled_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., task_version: _Optional[str] = ...) -> None: ...
 
 class ProcessingSummary(_message.Message):
-    __slots__ = ("wall_seconds", "step_seconds_sum", "parallel_speedup", "steps", "cache_hits", "taken_over")
+    __slots__ = ("wall_seconds", "step_seconds_sum", "parallel_speedup", "steps", "cache_hits", "taken_over", "signal_wait_seconds")
     WALL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     STEP_SECONDS_SUM_FIELD_NUMBER: _ClassVar[int]
     PARALLEL_SPEEDUP_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     CACHE_HITS_FIELD_NUMBER: _ClassVar[int]
     TAKEN_OVER_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     wall_seconds: float
     step_seconds_sum: float
     parallel_speedup: float
     steps: _containers.RepeatedCompositeFieldContainer[StepTiming]
     cache_hits: int
     taken_over: int
-    def __init__(self, wall_seconds: _Optional[float] = ..., step_seconds_sum: _Optional[float] = ..., parallel_speedup: _Optional[float] = ..., steps: _Optional[_Iterable[_Union[StepTiming, _Mapping]]] = ..., cache_hits: _Optional[int] = ..., taken_over: _Optional[int] = ...) -> None: ...
+    signal_wait_seconds: float
+    def __init__(self, wall_seconds: _Optional[float] = ..., step_seconds_sum: _Optional[float] = ..., parallel_speedup: _Optional[float] = ..., steps: _Optional[_Iterable[_Union[StepTiming, _Mapping]]] = ..., cache_hits: _Optional[int] = ..., taken_over: _Optional[int] = ..., signal_wait_seconds: _Optional[float] = ...) -> None: ...
 
 class StepTiming(_message.Message):
     __slots__ = ("step_id", "queued_seconds", "run_seconds", "process_seconds", "pickup_seconds", "report_seconds", "cached")

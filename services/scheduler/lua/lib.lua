@@ -378,7 +378,7 @@ local function await_signal(P, run_id, step_id, spec, now_ms)
   local wait = cjson.decode(spec)
   local due = tonumber(now_ms) + wait.timeout_ms
   local member = run_id .. ':' .. step_id
-  redis.call('HSET', step_hash(P, member), 'awaiting', due)
+  redis.call('HSET', step_hash(P, member), 'awaiting', due, 'await_ms', now_ms)
   redis.call('ZADD', signals_key(P), due, member)
   emit(P, run_id, step_id, 0, 'PENDING', 'awaits a signal (' .. wait.field .. ') for up to '
     .. string.format('%d', wait.timeout_ms / 1000) .. ' s', now_ms)
