@@ -114,11 +114,8 @@ class Dispatcher:
 
     async def signal_step(self, run_id: str, step_id: str, document: str, by: str) -> list[str]:
         """A signal for a step that awaits one (``RunQueue.signal``: its verdict's words); a
-        step it made ready is leased in the next round."""
-        words = await self.queue.signal(keys.step_key(run_id, step_id), document, by)
-        if words[0] == "queued":
-            self.leaser.wake()
-        return words
+        step it made ready is new work, leased in the next round."""
+        return await self.queue.signal(keys.step_key(run_id, step_id), document, by)
 
     async def cancel_run(self, run_id: str, reason: str) -> str:
         """Cancel a run; tells executors to stop its running steps. Returns "cancelled" when

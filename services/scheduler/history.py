@@ -31,13 +31,13 @@ from tenacity import AsyncRetrying, RetryCallState, wait_exponential
 
 from services.common import fan_out
 from services.common.stopping import cancel_and_wait
-from services.scheduler import run_docs
 from services.scheduler.clock import SYSTEM, Clock
 from services.scheduler.listeners import Listeners, Refused, RunListener
 from services.scheduler.models import TERMINAL, Run, StepRun, ms_to_dt
 from services.scheduler.queue_records import QueuedStep, RunSnapshot, Submission
 from services.scheduler.run_queue import RunQueue
 from services.scheduler.run_store import RunStore
+from services.scheduler.signal_records import signal_fields
 from services.scheduler.unrecorded_runs import UnrecordedRuns
 
 log = logging.getLogger(__name__)
@@ -325,7 +325,7 @@ class History(RunListener):
                 done[step.step_id] = step.output_json
                 shown[step.step_id] = step.ended_fields()
         fold_instances(done, shown, attempts)
-        signaled = run_docs.signal_fields(doc)  # signals that came before Redis lost the run
+        signaled = signal_fields(doc)  # signals that came before Redis lost the run
         specs = [
             QueuedStep(
                 s["step_id"],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -62,18 +61,3 @@ def with_datetimes(doc: dict[str, Any]) -> dict[str, Any]:
             parsed = datetime.fromisoformat(value)
             doc[key] = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     return doc
-
-
-def signal_fields(doc: dict[str, Any]) -> dict[str, dict[str, str]]:
-    """The step fields (``signal_json``, ``signaled_by``) of the signals a run's document
-    keeps (``run_signals.SignalRecords``), by step id: what its steps start with when the
-    run is rebuilt."""
-    found = {}
-    for key, value in doc.items():
-        if key.startswith("signal:") and isinstance(value, str):
-            kept = json.loads(value)
-            found[key.partition(":")[2]] = {
-                "signal_json": kept["document"],
-                "signaled_by": kept["by"],
-            }
-    return found

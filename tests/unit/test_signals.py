@@ -16,9 +16,10 @@ import pytest
 from common.errors import InvalidArgument
 from services.common import signals
 from services.registry.pipeline_spec import parse_config
-from services.scheduler import keys, run_docs, run_reuse
+from services.scheduler import keys, run_reuse
 from services.scheduler.models import Run, StepRun
 from services.scheduler.queue_records import Submission
+from services.scheduler.signal_records import signal_fields
 from tests.unit.scheduler_core import Core, assignments, scenario, sent, state_of, step
 
 
@@ -231,7 +232,7 @@ def test_a_first_step_awaits_its_signal_from_the_submit(valkey_url: str) -> None
 
 def test_a_rebuilt_run_starts_with_the_signals_its_document_kept(valkey_url: str) -> None:
     doc = {"_id": "r1", "signal:b": json.dumps({"document": '{"v":2}', "by": "ana", "at_ms": 1})}
-    kept = run_docs.signal_fields(doc)
+    kept = signal_fields(doc)
     assert kept == {"b": {"signal_json": '{"v":2}', "signaled_by": "ana"}}
 
     async def body(c: Core) -> None:
