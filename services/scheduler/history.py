@@ -37,7 +37,7 @@ from services.scheduler.models import TERMINAL, Run, StepRun, ms_to_dt
 from services.scheduler.queue_records import QueuedStep, RunSnapshot, Submission
 from services.scheduler.run_queue import RunQueue
 from services.scheduler.run_store import RunStore
-from services.scheduler.signal_records import signal_fields
+from services.scheduler.signal_records import signal_fields, wait_starts
 from services.scheduler.unrecorded_runs import UnrecordedRuns
 
 log = logging.getLogger(__name__)
@@ -319,19 +319,24 @@ class History(RunListener):
         done: dict[str, str] = {k: v["output"] for k, v in taken.items()}
         shown: dict[str, dict[str, str]] = {k: v["shown"] for k, v in taken.items()}
         attempts: dict[str, int] = {}
+        created_ms = int(doc.get("created_ms", 0))  # type: ignore[call-overload]
+        ended_ms = dict.fromkeys(taken, created_ms)
         for step in await self.store.step_attempts(run_id):
             attempts[step.step_id] = max(attempts.get(step.step_id, 0), step.attempt)
             if step.state == "COMPLETED" and not step.superseded:
                 done[step.step_id] = step.output_json
                 shown[step.step_id] = step.ended_fields()
+                if step.ended_at is not None:
+                    ended_ms[step.step_id] = int(step.ended_at.timestamp() * 1000)
         fold_instances(done, shown, attempts)
         signaled = signal_fields(doc)  # signals that came before Redis lost the run
+        waits = wait_starts(plan["steps"], signaled, ended_ms, created_ms)  # and waits begun
         specs = [
             QueuedStep(
                 s["step_id"],
                 s["deps"],
                 s["dependents"],
-                {**s["fields"], **signaled.get(s["step_id"], {})},
+                {**s["fields"], **signaled.get(s["step_id"], {}), **waits.get(s["step_id"], {})},
             )
             for s in plan["steps"]
         ]

@@ -1,6 +1,7 @@
 """``SignalRecords``: the signals runs' steps got (``run_signals.py``), kept on their runs'
 documents in MongoDB as ``signal:<step id>`` (JSON text of the document, who sent it and
-when): a run Redis lost is rebuilt with them (``history.py``, through ``signal_fields``),
+when): a run Redis lost is rebuilt with them (``history.py``, through ``signal_fields``,
+and with its waits timed from when they began: ``wait_starts``),
 and a run that resumes another starts its steps with the old run's (``runs.py``)."""
 
 from __future__ import annotations
@@ -19,6 +20,28 @@ def signal_fields(doc: dict[str, Any]) -> dict[str, dict[str, str]]:
         if key.startswith(PREFIX) and isinstance(value, str):
             kept = json.loads(value)
             found[key[len(PREFIX) :]] = {"signal_json": kept["document"], "signaled_by": kept["by"]}
+    return found
+
+
+def wait_starts(
+    steps: list[dict[str, Any]],
+    signaled: dict[str, dict[str, str]],
+    ended_ms: dict[str, int],
+    created_ms: int,
+) -> dict[str, dict[str, str]]:
+    """When each step of a rebuilt run's plan (``steps``) that awaits a signal it has not had
+    began to wait, as the run's records tell: once its dependencies had all ended
+    (``ended_ms``, by step id), and not before the run's submit (``created_ms``; a step with
+    no dependency waited from there). As the step field ``await_from``, from which its wait
+    is timed again (``lib.lua``'s ``await_signal``): a wait does not start over when Redis
+    loses the run. A step with a dependency the records have no end of waits from its
+    rebuild."""
+    found = {}
+    for s in steps:
+        step_id, deps = s["step_id"], s["deps"]
+        if "signal" in s["fields"] and step_id not in signaled and all(d in ended_ms for d in deps):
+            since = max([created_ms, *(ended_ms[d] for d in deps)])
+            found[step_id] = {"await_from": str(since)}
     return found
 
 

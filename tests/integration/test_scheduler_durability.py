@@ -156,8 +156,22 @@ def test_a_signal_kept_before_a_redis_flush_is_taken_after_the_rebuild(
         doc = {"tag": "s", "ledger": str(ledger), "seconds": 0.1}
         run_id = client.submit(pipeline="ledger_signals", input=doc).run_id
         eventually(lambda: client.get_run(run_id).steps[0].awaiting_signal, timeout=10)
+        deadline = client.get_run(run_id).steps[0].signal_deadline
         client.signal(run_id, "second", {"kept": "across the flush"})
+        time.sleep(1)  # so that a wait timed again from the rebuild would end a second later
         redis.Redis.from_url(fleet.redis_admin_url).flushdb()
+
+        def waiting_again() -> bool:
+            with contextlib.suppress(ApiError):  # UNAVAILABLE while it is being restored
+                steps = client.get_run(run_id).steps  # none, while MongoDB's is shown
+                return bool(steps and steps[0].awaiting_signal)
+            return False
+
+        eventually(waiting_again, timeout=30, what="the rebuilt run's first step waiting")
+        # its wait goes on from when it began, not from the rebuild (a lease, 3 s, later)
+        again = client.get_run(run_id).steps[0].signal_deadline
+        assert deadline is not None and again is not None
+        assert abs((again - deadline).total_seconds()) < 0.5, (deadline, again)
 
         def go() -> bool:
             try:

@@ -16,7 +16,7 @@ import pytest
 from common.errors import InvalidArgument
 from services.common import signals
 from services.registry.pipeline_spec import parse_config
-from services.scheduler import keys, run_reuse
+from services.scheduler import keys, run_reuse, signal_records
 from services.scheduler.models import Run, StepRun
 from services.scheduler.queue_records import Submission
 from services.scheduler.signal_records import signal_fields
@@ -245,6 +245,41 @@ def test_a_rebuilt_run_starts_with_the_signals_its_document_kept(valkey_url: str
         await c.lease_round()
         [b] = assignments(e1)
         assert json.loads(b.input_json)["approval"] == {"v": 2}
+
+    scenario(valkey_url, body)
+
+
+def test_a_rebuilt_runs_wait_is_timed_from_when_it_began(valkey_url: str) -> None:
+    steps = [
+        {"step_id": "a", "deps": [], "fields": {}},
+        {"step_id": "b", "deps": ["a"], "fields": {"signal": "{}"}},
+        {"step_id": "c", "deps": [], "fields": {"signal": "{}"}},
+        {"step_id": "d", "deps": ["a", "x"], "fields": {"signal": "{}"}},
+        {"step_id": "e", "deps": ["a"], "fields": {"signal": "{}"}},
+    ]
+    signaled = {"e": {"signal_json": "{}", "signaled_by": "ana"}}
+    # b waited from a's end, c (no dependency) from the submit; d's x has no end on record
+    # (it waits from its rebuild), e had its signal
+    assert signal_records.wait_starts(steps, signaled, {"a": 5_000}, 1_000) == {
+        "b": {"await_from": "5000"},
+        "c": {"await_from": "1000"},
+    }
+
+    async def body(c: Core) -> None:
+        begun = c.clock.now_ms() - 45_000  # 45 s of its 60 s were spent before the flush
+        run = awaiting("r1")
+        run.steps[1].fields["await_from"] = str(begun)
+        await first_done(c, run)
+        h = await c.queue.redis.hgetall(keys.step("r1", "b"))
+        assert int(h[b"awaiting"]) == begun + 60_000 and int(h[b"await_ms"]) == begun
+        events = await c.queue.redis.xrange(keys.events("r1"))
+        said = [e[b"msg"].decode() for _, e in events if e[b"step"] == b"b"]
+        assert said == [
+            "awaits a signal (approval) for up to 60 s, as it did before the run was rebuilt"
+        ]
+        c.clock.advance(16)
+        await c.core.reaper.expire_signals()
+        assert (await state_of(c, "r1", "b"))[0] == "TIMED_OUT"
 
     scenario(valkey_url, body)
 

@@ -373,15 +373,18 @@ end
 -- A ready step that awaits a signal (its 'signal' field, services/common/signals.py) and
 -- has none yet waits for one: PENDING, its 'awaiting' the time its wait ends, which
 -- P..'signals' (step-key -> that time) keeps for expire_signals.lua. It is not in flight:
--- a run's max_parallel counts it once signal.lua has made it ready.
-local function await_signal(P, run_id, step_id, spec, now_ms)
+-- a run's max_parallel counts it once signal.lua has made it ready. Its wait is timed from
+-- now, or from 'await_from' (a run rebuilt after Redis lost it: when the wait began).
+local function await_signal(P, run_id, step_id, spec, now_ms, from_ms)
   local wait = cjson.decode(spec)
-  local due = tonumber(now_ms) + wait.timeout_ms
+  local since = tonumber(from_ms) or tonumber(now_ms)
+  local due = since + wait.timeout_ms
   local member = run_id .. ':' .. step_id
-  redis.call('HSET', step_hash(P, member), 'awaiting', due, 'await_ms', now_ms)
+  redis.call('HSET', step_hash(P, member), 'awaiting', due, 'await_ms', since)
   redis.call('ZADD', signals_key(P), due, member)
   emit(P, run_id, step_id, 0, 'PENDING', 'awaits a signal (' .. wait.field .. ') for up to '
-    .. string.format('%d', wait.timeout_ms / 1000) .. ' s', now_ms)
+    .. string.format('%d', wait.timeout_ms / 1000) .. ' s'
+    .. (from_ms and ', as it did before the run was rebuilt' or ''), now_ms)
 end
 
 -- A step that is ready: waiting for a signal when it awaits one that has not come (d.signal
@@ -391,7 +394,7 @@ end
 local function make_ready(P, run_id, step_id, d, limit, now_ms, queued_on, not_before_ms)
   local member = run_id .. ':' .. step_id
   if d.signal and not d.signaled then
-    await_signal(P, run_id, step_id, d.signal, now_ms)
+    await_signal(P, run_id, step_id, d.signal, now_ms, d.await_from)
   elseif limit > 0 then
     redis.call('ZADD', held_key(P, run_id), now_ms, member)
   elseif not_before_ms and not_before_ms > tonumber(now_ms) then
@@ -516,7 +519,7 @@ end
 local function ready_or_skipped(P, run_id, step_id, limit, now_ms, queued_on, not_before_ms)
   local sh = step_hash(P, run_id .. ':' .. step_id)
   local f = redis.call('HMGET', sh, 'state', 'queue', 'priority', 'first', 'skip_on', 'dependents',
-    'for_each', 'fanned', 'signal', 'signal_json')
+    'for_each', 'fanned', 'signal', 'signal_json', 'await_from')
   if f[1] == 'RUNNING' and f[8] then
     return gather(P, run_id, step_id, tonumber(f[8]), f[6], now_ms)
   end
@@ -533,7 +536,7 @@ local function ready_or_skipped(P, run_id, step_id, limit, now_ms, queued_on, no
   end
   if reason == '' then
     make_ready(P, run_id, step_id, {queue = f[2], priority = f[3], first = f[4], signal = f[9],
-      signaled = f[10]}, limit, now_ms, queued_on, not_before_ms)
+      signaled = f[10], await_from = f[11]}, limit, now_ms, queued_on, not_before_ms)
     return {}
   end
   redis.call('HSET', sh, 'state', 'SKIPPED', 'error', reason, 'ended_ms', now_ms)
