@@ -220,12 +220,17 @@ class AsyncClient(Connection, AsyncCatalogMethods, AsyncScheduleMethods, AsyncOp
         page_size: int = 100,
         limit: int | None = None,
         labels: dict[str, str] | None = None,
+        awaiting_signal: bool = False,
     ) -> AsyncIterator[RunInfo]:
         filters = (state, pipeline_id, task_id, batch_id, created_after, created_before)
         seen, token = 0, ""
         while True:
             runs, token = await self.list_runs_page(
-                *filters, page_size=page_size, page_token=token, labels=labels
+                *filters,
+                page_size=page_size,
+                page_token=token,
+                labels=labels,
+                awaiting_signal=awaiting_signal,
             )
             for r in runs:
                 if limit is not None and seen >= limit:
@@ -246,6 +251,7 @@ class AsyncClient(Connection, AsyncCatalogMethods, AsyncScheduleMethods, AsyncOp
         page_size: int = 50,
         page_token: str = "",
         labels: dict[str, str] | None = None,
+        awaiting_signal: bool = False,
     ) -> tuple[list[RunInfo], str]:
         request = requests.list_runs(
             state,
@@ -257,6 +263,7 @@ class AsyncClient(Connection, AsyncCatalogMethods, AsyncScheduleMethods, AsyncOp
             page_size,
             page_token,
             labels,
+            awaiting_signal,
         )
         reply = await self._s.unary(self._scheduler.ListRuns, request)
         return [RunInfo.from_proto(r) for r in reply.runs], reply.next_page_token

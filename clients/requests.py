@@ -173,6 +173,7 @@ def list_runs(
     page_size: int = 100,
     page_token: str = "",
     labels: dict[str, str] | None = None,
+    awaiting_signal: bool = False,
 ) -> spb.ListRunsRequest:
     if state and state not in State.__members__:
         raise InvalidArgument(
@@ -186,6 +187,7 @@ def list_runs(
         page_size=_int32(page_size, "page_size", "must not be negative"),
         page_token=page_token,
         labels=labels or {},
+        awaiting_signal=awaiting_signal,
     )
     if created_after is not None:
         request.created_after.FromDatetime(created_after)

@@ -338,14 +338,20 @@ class Client(Connection, CatalogMethods, ScheduleMethods, OperatorMethods):
         page_size: int = 100,
         limit: int | None = None,
         labels: dict[str, str] | None = None,
+        awaiting_signal: bool = False,
     ) -> Iterator[RunInfo]:
         """Runs newest first (without step outputs), fetching pages as needed; ``labels``:
-        only runs with every one of them (a schedule's: ``{"wtm.schedule": its id}``)."""
+        only runs with every one of them (a schedule's: ``{"wtm.schedule": its id}``);
+        ``awaiting_signal``: only runs with a step waiting for a signal now (``signal``)."""
         filters = (state, pipeline_id, task_id, batch_id, created_after, created_before)
         seen, token = 0, ""
         while True:
             runs, token = self.list_runs_page(
-                *filters, page_size=page_size, page_token=token, labels=labels
+                *filters,
+                page_size=page_size,
+                page_token=token,
+                labels=labels,
+                awaiting_signal=awaiting_signal,
             )
             for r in runs:
                 if limit is not None and seen >= limit:
@@ -366,6 +372,7 @@ class Client(Connection, CatalogMethods, ScheduleMethods, OperatorMethods):
         page_size: int = 50,
         page_token: str = "",
         labels: dict[str, str] | None = None,
+        awaiting_signal: bool = False,
     ) -> tuple[list[RunInfo], str]:
         """One page of runs, newest first, and the token of the next ("" on the last)."""
         request = requests.list_runs(
@@ -378,6 +385,7 @@ class Client(Connection, CatalogMethods, ScheduleMethods, OperatorMethods):
             page_size,
             page_token,
             labels,
+            awaiting_signal,
         )
         reply = self._s.unary(self._scheduler.ListRuns, request)
         return [RunInfo.from_proto(r) for r in reply.runs], reply.next_page_token

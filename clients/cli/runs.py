@@ -369,6 +369,11 @@ STATES = [s.value for s in State]
     callback=parsed_by(parse_moment),
     help="only runs created before: a time ago (30m) or an ISO time",
 )
+@click.option(
+    "--awaiting-signal",
+    is_flag=True,
+    help="only runs with a step waiting for a signal now (wtm run signal sends it)",
+)
 @click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True)
 @click.pass_obj
 def run_list(
@@ -381,6 +386,7 @@ def run_list(
     schedule: str,
     since: datetime | None,
     until: datetime | None,
+    awaiting_signal: bool,
     limit: int,
 ) -> None:
     """List runs, newest first: the execution history."""
@@ -399,6 +405,7 @@ def run_list(
                 page_size=min(limit, 1000),
                 limit=limit,
                 labels=wanted,
+                awaiting_signal=awaiting_signal,
             )
         )
     obj.out(runs, render.runs_table(runs))

@@ -35,10 +35,12 @@ async def list_runs(
     page_size: Annotated[int, Query(ge=1, le=1000)] = 50,
     page_token: str = "",
     label: Annotated[list[str] | None, Query(description="KEY=VALUE; repeatable")] = None,
+    awaiting_signal: bool = False,
 ) -> m.RunPage:
     """Runs newest first, without their steps' outputs; ``task_id``, ``pipeline_id``: an id,
     or id@version for one version's runs; ``label``: only runs with every one of these labels
-    (a schedule's runs: ``wtm.schedule=ID``)."""
+    (a schedule's runs: ``wtm.schedule=ID``); ``awaiting_signal``: only runs with a step
+    waiting for a signal now."""
     pairs = [text.partition("=") for text in label or []]
     if any(not sep for _, sep, _ in pairs):
         raise InvalidArgument("each must be KEY=VALUE", field="label")
@@ -53,6 +55,7 @@ async def list_runs(
         page_size=page_size,
         page_token=page_token,
         labels=labels,
+        awaiting_signal=awaiting_signal,
     )
     return m.RunPage(runs=[m.of(m.Run, r) for r in runs], next_page_token=token)
 

@@ -91,3 +91,9 @@ class RunReader:
     async def awaiting_signals(self) -> int:
         """How many steps wait for a signal now (``lib.lua``'s ``await_signal``)."""
         return int(await self.redis.zcard(keys.SIGNALS))
+
+    async def runs_awaiting_signals(self, limit: int) -> set[str]:
+        """The runs of the first ``limit`` steps (by when their waits end) that wait for a
+        signal now."""
+        members = await self.redis.zrange(keys.SIGNALS, 0, limit - 1)
+        return {bytes(m).decode().rpartition(":")[0] for m in members}  # type: ignore[arg-type]

@@ -7,14 +7,12 @@ import contextlib
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
 from typing import Protocol, TypeVar
 
 from common import telemetry
 from common.errors import InvalidArgument, NotFound, Unavailable
 from services.common import auth
-from services.common.paging import page_size_of
-from services.scheduler import run_docs, run_reuse
+from services.scheduler import run_reuse
 from services.scheduler.input_check import as_batch_item
 from services.scheduler.listeners import Listeners, RunListener
 from services.scheduler.models import TERMINAL, Run, ms_to_dt
@@ -27,8 +25,8 @@ from services.scheduler.planning import (
 )
 from services.scheduler.queue_records import RunSnapshot, Submission
 from services.scheduler.run_events import RunEvent, event_cursor, history_events
-from services.scheduler.run_labels import label_pairs
 from services.scheduler.run_limits import RunLimits
+from services.scheduler.run_listing import RunListing
 from services.scheduler.run_reader import RunReader
 from services.scheduler.run_store import RunStore
 from services.scheduler.signal_records import SignalRecords
@@ -78,6 +76,7 @@ class RunService(RunListener):
         self.listeners = listeners
         self.store = store
         self.catalog = catalog
+        self.listing = RunListing(store, reader)  # ListRuns
         # Submits waiting for runs to end: each has its own future, set when the run ends on
         # this replica.
         self._waiters: dict[str, set[asyncio.Future[Run | None]]] = {}
@@ -355,33 +354,6 @@ class RunService(RunListener):
         if state == "missing":
             await self.get(run_id)  # NotFound, or a finished run only MongoDB still has
         return await self.get(run_id), state == "cancelled"
-
-    async def list_runs(
-        self,
-        namespace: str,
-        state: str,
-        pipeline_id: str,
-        task_id: str,
-        batch_id: str,
-        created_after: datetime | None,
-        created_before: datetime | None,
-        page_size: int,
-        page_token: str,
-        labels: dict[str, str] | None = None,
-    ) -> tuple[list[Run], str]:
-        size = page_size_of(page_size, 50, 1000)
-        pairs = label_pairs(labels or {})
-        filters = {
-            "state": state,
-            **run_docs.of_name("pipeline_id", pipeline_id),
-            **run_docs.of_name("task_id", task_id),
-            "batch_id": batch_id,
-        }
-        if namespace != auth.ALL_NAMESPACES:
-            filters["namespace"] = namespace
-        return await self.store.list_runs(
-            filters, created_after, created_before, size, page_token, pairs
-        )
 
     async def get(self, run_id: str, namespace: str = auth.ALL_NAMESPACES) -> Run:
         """A run; NOT_FOUND when it is in a namespace other than ``namespace``, as if it

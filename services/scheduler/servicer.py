@@ -22,6 +22,7 @@ from services.scheduler.planning import SubmitRequest
 from services.scheduler.queue_names import split
 from services.scheduler.rerun import rerun
 from services.scheduler.run_events import RunEvent
+from services.scheduler.run_listing import ListFilter
 from services.scheduler.run_signals import RunSignals
 from services.scheduler.runs import RunService
 from services.scheduler.task_limits import TaskLimit, TaskLimits
@@ -205,7 +206,7 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
     async def ListRuns(
         self, request: spb.ListRunsRequest, context: aio.ServicerContext
     ) -> spb.ListRunsResponse:
-        runs, token = await self._runs.list_runs(
+        chosen = ListFilter(
             namespace=auth.scope(),
             state=_state_name(request.state),
             pipeline_id=request.pipeline_id,
@@ -213,10 +214,10 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
             batch_id=request.batch_id,
             created_after=_time(request, "created_after"),
             created_before=_time(request, "created_before"),
-            page_size=request.page_size,
-            page_token=request.page_token,
             labels=dict(request.labels),
+            awaiting_signal=request.awaiting_signal,
         )
+        runs, token = await self._runs.listing.page(chosen, request.page_size, request.page_token)
         return spb.ListRunsResponse(runs=[r.to_proto() for r in runs], next_page_token=token)
 
     async def ListExecutors(

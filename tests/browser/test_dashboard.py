@@ -306,8 +306,9 @@ def test_a_for_each_steps_instances_are_listed_after_it(
 def test_a_step_that_awaits_a_signal_is_sent_it_from_the_page(
     page: Page, cluster: Cluster, client: Client
 ) -> None:
-    """The steps table says what a waiting step awaits, and its button sends the signal (a
-    JSON object, asked for), which the step's task gets."""
+    """The runs page lists the runs waiting for a signal apart; the run's steps table says
+    what a waiting step awaits, and its button sends the signal (a JSON object, asked for),
+    which the step's task gets."""
     client.register_task(FIXTURES / "echo")
     client.register_pipelines(
         {
@@ -321,7 +322,11 @@ def test_a_step_that_awaits_a_signal_is_sent_it_from_the_page(
     )  # fmt: skip
     run = client.submit(pipeline="dashboard_review", input={"text": "t"})
     sign_in(page, cluster.admin_key)
-    page.goto(f"/#/runs/{run.run_id}")
+    page.check("form.filters input[name=awaiting_signal]")
+    page.click("form.filters button[type=submit]")
+    listed = page.locator(f'#runs tr[data-run="{run.run_id}"] a')
+    expect(listed).to_be_visible(timeout=STEP_MS)  # once draft is done, it waits
+    listed.click()
     waiting = page.locator('#steps tr[data-step="publish"]')
     expect(waiting).to_contain_text("awaits a signal (approval)", timeout=STEP_MS)
     page.once("dialog", lambda dialog: dialog.accept('{"ok": true}'))

@@ -155,3 +155,30 @@ def test_a_resumed_run_keeps_the_signals_the_old_run_got(client: Client) -> None
     done = client.wait(resumed, timeout=60)
     assert done.state == "COMPLETED", done.error
     assert done.output == {"echo": {"text": "again", "approval": {"approved": "before"}}}
+
+
+def test_runs_waiting_for_a_signal_are_listed_apart(client: Client, cluster: Cluster) -> None:
+    """``ListRuns`` with ``awaiting_signal``: the runs with a step waiting for a signal now
+    (the SDK, the CLI's ``--awaiting-signal``, the gateway's query), not a run that had its
+    signal or never awaited one."""
+    waiting = client.submit(pipeline="reviewed_twice", input={"text": "list me"}).run_id
+    plain = client.run(task="echo", input={"text": "no wait"}, timeout=30).run_id
+    waiting_at(client, waiting, "draft")
+
+    def listed() -> set[str]:
+        return {r.run_id for r in client.list_runs(awaiting_signal=True, limit=1000)}
+
+    assert waiting in listed() and plain not in listed()
+    assert {r.run_id for r in client.list_runs(limit=10)} >= {waiting, plain}  # both are runs
+    out = run_cli(cluster, "--json", "run", "list", "--awaiting-signal", "--limit", "1000")
+    assert waiting in {r["run_id"] for r in json.loads(out.stdout)}, out.stdout
+    with gateway_http(cluster) as http:
+        page = http.get("/api/v1/runs", params={"awaiting_signal": "true", "page_size": 1000})
+        assert page.status_code == 200, page.text
+        assert waiting in {r["run_id"] for r in page.json()["runs"]}
+    client.signal(waiting, "draft", {})
+    waiting_at(client, waiting, "publish")  # waits again, at its second step
+    assert waiting in listed()
+    client.signal(waiting, "publish", {"approved": True})
+    assert client.wait(waiting, timeout=60).state == "COMPLETED"
+    assert waiting not in listed()

@@ -299,7 +299,7 @@ class ResumeRunsResponse(_message.Message):
     def __init__(self, resumed: _Optional[_Iterable[_Union[ResumedRun, _Mapping]]] = ..., refused: _Optional[_Iterable[_Union[RefusedResume, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ListRunsRequest(_message.Message):
-    __slots__ = ("state", "pipeline_id", "task_id", "batch_id", "created_after", "created_before", "page_size", "page_token", "labels")
+    __slots__ = ("state", "pipeline_id", "task_id", "batch_id", "created_after", "created_before", "page_size", "page_token", "labels", "awaiting_signal")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -316,6 +316,7 @@ class ListRunsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    AWAITING_SIGNAL_FIELD_NUMBER: _ClassVar[int]
     state: _run_pb2.State
     pipeline_id: str
     task_id: str
@@ -325,7 +326,8 @@ class ListRunsRequest(_message.Message):
     page_size: int
     page_token: str
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, state: _Optional[_Union[_run_pb2.State, str]] = ..., pipeline_id: _Optional[str] = ..., task_id: _Optional[str] = ..., batch_id: _Optional[str] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    awaiting_signal: bool
+    def __init__(self, state: _Optional[_Union[_run_pb2.State, str]] = ..., pipeline_id: _Optional[str] = ..., task_id: _Optional[str] = ..., batch_id: _Optional[str] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., awaiting_signal: _Optional[bool] = ...) -> None: ...
 
 class ListRunsResponse(_message.Message):
     __slots__ = ("runs", "next_page_token")

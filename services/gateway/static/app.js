@@ -153,7 +153,7 @@ async function ensureSession() {
 
 // ---------------------------------------------------------------------------- runs list
 
-const runFilters = { state: "", pipeline_id: "", task_id: "", batch_id: "", label: "", created_after: "", created_before: "" };
+const runFilters = { state: "", pipeline_id: "", task_id: "", batch_id: "", label: "", created_after: "", created_before: "", awaiting_signal: "" };
 
 function runsPage() {
   const tokens = [""]; // page tokens: the current page is the last one
@@ -172,17 +172,22 @@ function runsPage() {
     created_after: h("input", { name: "created_after", type: "datetime-local", value: runFilters.created_after }),
     created_before: h("input", { name: "created_before", type: "datetime-local", value: runFilters.created_before }),
   };
+  // runs with a step waiting for a signal now ("true", or "" for any)
+  const awaiting = h("input", { name: "awaiting_signal", type: "checkbox", checked: runFilters.awaiting_signal === "true" });
   const filters = h("form", { class: "filters", onsubmit: (ev) => {
     ev.preventDefault();
     runFilters.state = stateSel.value;
     for (const [k, i] of Object.entries(inputs)) runFilters[k] = i.value.trim();
+    runFilters.awaiting_signal = awaiting.checked ? "true" : "";
     tokens.length = 1; refresh();
   } },
     field("state", "State", stateSel), field("pipeline_id", "Pipeline", inputs.pipeline_id),
     field("task_id", "Task", inputs.task_id), field("batch_id", "Batch", inputs.batch_id),
     field("label", "Label", inputs.label),
     field("created_after", "Created after", inputs.created_after),
-    field("created_before", "Created before", inputs.created_before), h("button", { type: "submit" }, "Filter"),
+    field("created_before", "Created before", inputs.created_before),
+    h("label", { title: "runs with a step waiting for a signal now" }, awaiting, " Awaiting a signal"),
+    h("button", { type: "submit" }, "Filter"),
     " ", h("button", { type: "button", class: "danger", id: "cancel-matching", title: "every queued or running run of this batch, pipeline, task or label", onclick: async () => {
       const chosen = chosenFilters();
       if (!chosen) return;
