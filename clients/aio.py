@@ -167,7 +167,7 @@ class AsyncClient(Connection, AsyncCatalogMethods, AsyncScheduleMethods, AsyncOp
     ) -> RunInfo:
         """As ``Client.signal``."""
         request = requests.signal(run_id, step_id, payload)
-        reply = await self._s.unary(self._scheduler.SignalRun, request, retry=False)
+        reply = await self._s.unary(self._scheduler.SignalRun, request)
         return RunInfo.from_proto(reply.run)
 
     async def cancel_runs(

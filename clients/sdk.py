@@ -253,17 +253,18 @@ class Client(Connection, CatalogMethods, ScheduleMethods, OperatorMethods):
         ``await_signal``: a person's approval, another system's answer); its task gets
         ``payload`` (a JSON object) as the input field ``await_signal`` names. A signal to a
         step still waiting for its dependencies is kept until it is ready. Returns the run
-        after it. Not retried: a step takes one signal. One call (``SignalRun``).
+        after it. Retried while the scheduler is unavailable (or restoring the run): the same
+        signal again from the same key is answered as the first was. ``SignalRun``.
 
         Raises:
             InvalidArgument: ``payload`` is not a JSON object, or is over 64 KiB.
             NotFound: no such run (in the caller's namespace), or no such step in it.
-            AlreadyExists: the step has had its signal.
+            AlreadyExists: the step has had another signal (a step takes one).
             FailedPrecondition: the run has ended, the step awaits no signal, or it was
                 skipped.
         """
         request = requests.signal(run_id, step_id, payload)
-        reply = self._s.unary(self._scheduler.SignalRun, request, retry=False)
+        reply = self._s.unary(self._scheduler.SignalRun, request)
         return RunInfo.from_proto(reply.run)
 
     def resume_runs(

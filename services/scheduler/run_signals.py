@@ -39,8 +39,10 @@ class RunSignals:
     async def send(self, run_id: str, step_id: str, payload_json: str, namespace: str) -> Run:
         """Send ``step_id`` of ``run_id`` (a run of ``namespace``) the signal
         ``payload_json``; the run after it. NOT_FOUND: no such run or step; ALREADY_EXISTS:
-        the step had its signal; FAILED_PRECONDITION: the run has ended, the step awaits no
-        signal, or it was skipped or cancelled."""
+        the step had another signal; FAILED_PRECONDITION: the run has ended, the step awaits
+        no signal, or it was skipped or cancelled. The same signal again from the same key
+        while the run is unfinished (a retry whose first try was taken) is answered as the
+        first was, and its record written again (in case the first's write failed)."""
         if not step_id:
             raise InvalidArgument("is required", field="step_id")
         document = signals.parse_payload(payload_json)
@@ -50,7 +52,7 @@ class RunSignals:
         by = auth.current().key_id or "anonymous"
         words = await self.queue.signal_step(run_id, step_id, document, by)
         verdict = words[0]
-        if verdict in ("queued", "kept"):
+        if verdict in ("queued", "kept", "repeated"):
             await self.records.add(run_id, step_id, document, by, int(time.time() * 1000))
             return await self.runs.get(run_id)
         if verdict == "no_step":
@@ -62,7 +64,7 @@ class RunSignals:
             )
         if verdict == "signaled":
             raise AlreadyExists(
-                f"step {step_id} has had its signal (from {words[1] or 'anonymous'})",
+                f"step {step_id} has had another signal (from {words[1] or 'anonymous'})",
                 field="step_id",
             )
         if verdict == "not_pending":

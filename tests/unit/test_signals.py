@@ -155,6 +155,8 @@ def test_a_signal_is_refused_saying_why(valkey_url: str) -> None:
         send = c.core.signal_step
         assert await send("r1", "b", "{}", "ana") == ["queued", "q"]
         assert await send("r1", "b", "{}", "bo") == ["signaled", "ana"]
+        assert await send("r1", "b", "{}", "ana") == ["repeated"]  # a retry of it
+        assert await send("r1", "b", '{"x":1}', "ana") == ["signaled", "ana"]
         assert await send("r1", "a", "{}", "bo") == ["not_awaiting"]
         assert await send("r1", "zz", "{}", "bo") == ["no_step"]
         assert await send("r9", "b", "{}", "bo") == ["missing"]

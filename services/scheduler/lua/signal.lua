@@ -2,7 +2,8 @@
 -- The step keeps the signal's document ('signal_json', with 'signaled_by' and
 -- 'signaled_ms'); when it was waiting for it (lib.lua's await_signal) it is made ready now
 -- (queued, or held under its run's max_parallel), else it takes it when its dependencies are
--- done. One signal per step.
+-- done. One signal per step: the same document again from the same sender (a retry) is
+-- answered {'repeated'} and changes nothing.
 -- KEYS: none declared; derived from the prefix P = ARGV[1] (see services/scheduler/keys.py):
 --   P..'r:'..run_id          HASH    the run (read)
 --   P..'s:'..step-key        HASH    the step (read, written)
@@ -16,7 +17,8 @@
 -- Returns: {'queued', queue...} (the step was made ready: the queues it went on, none when
 -- held), {'kept'} (its dependencies are not done), or a refusal: {'missing'} (no such run
 -- here), {'ended', run state}, {'no_step'}, {'not_awaiting'} (the step awaits no signal),
--- {'signaled', by whom} (it had one), {'not_pending', step state} (skipped, or cancelled).
+-- {'signaled', by whom} (it had another), {'not_pending', step state} (skipped, or
+-- cancelled); {'repeated'}: it had this one, from this sender.
 local P, member, doc, by, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local wake_channel, origin = ARGV[6], ARGV[7]
 local run_id = run_of(member)
@@ -29,7 +31,10 @@ local f = redis.call('HMGET', sh, 'state', 'signal', 'signal_json', 'signaled_by
   'queue', 'priority', 'first')
 if not f[1] then return {'no_step'} end
 if not f[2] then return {'not_awaiting'} end
-if f[3] then return {'signaled', f[4] or ''} end
+if f[3] then
+  if f[3] == doc and f[4] == by then return {'repeated'} end
+  return {'signaled', f[4] or ''}
+end
 if f[1] ~= 'PENDING' then return {'not_pending', f[1]} end
 redis.call('HSET', sh, 'signal_json', doc, 'signaled_by', by, 'signaled_ms', now)
 local field = cjson.decode(f[2]).field
