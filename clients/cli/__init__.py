@@ -74,9 +74,24 @@ def escape(text: str) -> str:
     return rich_escape(text)
 
 
+def global_flags(args: list[str]) -> set[str]:
+    """The options ``args`` give ``wtm`` itself, before the command: a command's own option of
+    the same name (``wtm run signal ... --json DOC``) is not the global ``--json``."""
+    valued = {
+        o for p in cli.params if isinstance(p, click.Option) and not p.is_flag for o in p.opts
+    }
+    found, at = set(), 0
+    while at < len(args) and args[at].startswith("-"):
+        name = args[at].partition("=")[0]
+        found.add(name)
+        at += 2 if name in valued and "=" not in args[at] else 1
+    return found
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    as_json, debug = "--json" in args, "--debug" in args
+    flags = global_flags(args)
+    as_json, debug = "--json" in flags, "--debug" in flags
     try:
         cli.main(args=args, prog_name="wtm", standalone_mode=False)
     except click.exceptions.Exit as done:
