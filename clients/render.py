@@ -266,10 +266,12 @@ def pipeline_panel(p: PipelineInfo) -> str:
         for key, expr in s.for_each.items():
             lines.append(escape(f"      {key} <- each item of {expr} (a run of the task each)"))
         if s.await_signal:
+            goes_on = s.await_signal.get("on_timeout") == "continue"
+            then = ", then runs without it" if goes_on else ""
             lines.append(
                 escape(
                     f"      {s.await_signal['field']} <- a signal, awaited up to "
-                    f"{s.await_signal['timeout_seconds']} s (wtm run signal)"
+                    f"{s.await_signal['timeout_seconds']} s{then} (wtm run signal)"
                 )
             )
         if s.skip_if:

@@ -10,7 +10,9 @@ waiting once ``caption`` has completed, until ``wtm run signal RUN publish --jso
 holds ``approval``: that document. A signal sent before the step is ready is kept and taken
 when it is (Temporal buffers signals too); a second signal to the same step is refused. No
 signal within ``timeout_seconds`` (default a day, at most thirty) ends the step, and its run,
-TIMED_OUT.
+TIMED_OUT — or, with ``"on_timeout": "continue"``, the step runs without it, its task's input
+lacking the field (Argo's ``suspend`` with a ``duration``, Hatchet's ``wait_for`` a sleep or an
+event, whichever comes first: a wait a signal may cut short).
 
 The registry checks it (``parse``); the scheduler gives the step its ``signal`` field
 (``lua_fields``); ``lib.lua``'s ``make_ready`` leaves the step waiting, ``signal.lua`` takes a
@@ -31,7 +33,8 @@ FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
 DEFAULT_TIMEOUT_SECONDS = 86_400
 MAX_TIMEOUT_SECONDS = 30 * 86_400  # as a run's run_timeout
 MAX_PAYLOAD_BYTES = 64 * 1024  # a signal is an answer, not a data set: artifacts carry data
-KEYS = {"field", "timeout_seconds"}
+KEYS = {"field", "timeout_seconds", "on_timeout"}
+ON_TIMEOUT = ("fail", "continue")  # what a wait that runs out does: the first, by default
 
 
 @dataclass(frozen=True)
@@ -40,13 +43,21 @@ class AwaitSignal:
 
     field: str
     timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS
+    on_timeout: str = "fail"  # or "continue": the step runs without the signal
 
     def to_json(self) -> dict[str, Any]:
-        return {"field": self.field, "timeout_seconds": self.timeout_seconds}
+        found: dict[str, Any] = {"field": self.field, "timeout_seconds": self.timeout_seconds}
+        if self.on_timeout != "fail":
+            found["on_timeout"] = self.on_timeout
+        return found
 
     def lua_fields(self) -> str:
-        """As the scripts read it (the step's ``signal`` field): the field and the wait in ms."""
-        return json.dumps({"field": self.field, "timeout_ms": self.timeout_seconds * 1000})
+        """As the scripts read it (the step's ``signal`` field): the field, the wait in ms,
+        and ``continue`` when a wait that runs out lets the step run without the signal."""
+        found: dict[str, Any] = {"field": self.field, "timeout_ms": self.timeout_seconds * 1000}
+        if self.on_timeout == "continue":
+            found["continue"] = True
+        return json.dumps(found)
 
 
 def parse(doc: Any, mapped: set[str], where: str) -> AwaitSignal:
@@ -82,14 +93,21 @@ def parse(doc: Any, mapped: set[str], where: str) -> AwaitSignal:
             f"must be an integer from 1 to {MAX_TIMEOUT_SECONDS}, got {timeout!r}",
             field=f"{where}.timeout_seconds",
         )
-    return AwaitSignal(name, timeout)
+    on_timeout = doc.get("on_timeout", "fail")
+    if on_timeout not in ON_TIMEOUT:
+        raise InvalidArgument(
+            f"must be one of {', '.join(ON_TIMEOUT)}, got {on_timeout!r}",
+            field=f"{where}.on_timeout",
+        )
+    return AwaitSignal(name, timeout, on_timeout)
 
 
 def of_json(doc: dict[str, Any]) -> AwaitSignal | None:
     """An ``await_signal`` as the registry stored it (checked when it was registered)."""
     if not doc:
         return None
-    return AwaitSignal(str(doc["field"]), int(doc.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS)))
+    timeout = int(doc.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS))
+    return AwaitSignal(str(doc["field"]), timeout, str(doc.get("on_timeout", "fail")))
 
 
 def parse_payload(text: str) -> str:

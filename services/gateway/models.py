@@ -233,7 +233,7 @@ class PipelineStep(BaseModel):
     retry_backoff: tuple[float, float] | None = None  # the step's own, seconds: first, longest
     skip_if: list[dict[str, Any]] = []  # on the run's input or an upstream output: any holds
     for_each: dict[str, str] = {}  # {input field: upstream list}: a run of the task per item
-    await_signal: dict[str, Any] = {}  # {field, timeout_seconds}: waits for a signal once ready
+    await_signal: dict[str, Any] = {}  # {field, timeout_seconds[, on_timeout]}: waits for a signal
 
 
 class Pipeline(BaseModel):

@@ -136,7 +136,7 @@ class FleetReport:
         if namespace != auth.ALL_NAMESPACES:
             names = {q for q in names if split(q)[0] == namespace}
         stats = await self.queue.queue_stats(names)
-        delayed = await self.queue.delayed_count()
+        delayed = await self.queue.reader.delayed_count()
         found = []
         for name in sorted(names):
             depth, oldest = stats[name]
@@ -166,7 +166,7 @@ class FleetReport:
         """``namespace`` — or, for every namespace, each that has runs, waiting steps, a
         limit or a weight — with its runs queued or running (counted now), its limit, its
         weight and its steps waiting, by name."""
-        counts = await self.queue.unfinished_counts()
+        counts = await self.queue.reader.unfinished_counts()
         queues, _ = await self.queues(namespace)
         waiting: dict[str, int] = {}
         for q in queues:

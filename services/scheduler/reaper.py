@@ -62,7 +62,7 @@ class Reaper:
         self.limits = limits
 
     async def count_runs(self) -> None:
-        counts = await self.queue.unfinished_counts()
+        counts = await self.queue.reader.unfinished_counts()
         self.metrics.namespace_runs = counts
         if self.limits is not None:
             self.limits.seen(counts)
@@ -115,9 +115,13 @@ class Reaper:
 
     async def expire_signals(self) -> None:
         """End the runs of steps whose wait for a signal ran out (their await_signal's
-        timeout_seconds): the step and its run TIMED_OUT."""
+        timeout_seconds): the step and its run TIMED_OUT; or, with on_timeout "continue",
+        the step queued without one."""
         for ended in await self.queue.expire_signals():
             run_id, _, step_id = ended["member"].partition(":")
+            if "queued" in ended:  # its await_signal's on_timeout: it runs without one
+                self.leaser.wake()
+                continue
             log.info(
                 "no signal came for %s in time", ended["member"],
                 extra=logs.run_fields(run_id, step_id),
@@ -140,7 +144,7 @@ class Reaper:
     async def read_depths(self) -> None:
         queues = self.fleet.watched_queues()
         stats = await self.queue.queue_stats(queues)
-        delayed = await self.queue.delayed_count()
+        delayed = await self.queue.reader.delayed_count()
         serving = self.fleet.executors_per_queue(queues)
         self.metrics.set_queues(
             stats, delayed, self.queue.clock.now_ms(), serving, self.fleet.paused

@@ -29,10 +29,9 @@ from services.scheduler.queue_records import (
     pairs_of,
     ready_queues,
     submit_args,
-    text_of,
     verdict_of,
     words_of,
-)
+)  # fmt: skip
 from services.scheduler.run_notes import RunNotes
 from services.scheduler.run_reader import RunReader
 from services.scheduler.script_connection import Command, ScriptLines
@@ -201,23 +200,6 @@ class RunQueue:
             q: (int(depth), None if int(oldest) < 0 else int(oldest))
             for q, (depth, oldest) in zip(names, found, strict=True)
         }
-
-    async def delayed_count(self) -> int:
-        """Steps held back from their queues, over every queue: waiting for a time (a retry's
-        backoff, a delayed start, a rate limit: the delayed set) or for a place of their
-        task's concurrency limit."""
-        names = await self.redis.hkeys(keys.PLACE_LIMITS)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zcard(keys.DELAYED)
-            for name in names:
-                pipe.zcard(keys.place_waits(name.decode() if isinstance(name, bytes) else name))
-            counts = await pipe.execute()
-        return sum(int(n) for n in counts)
-
-    async def unfinished_counts(self) -> dict[str, int]:
-        """Runs queued or running, per namespace (kept by the scripts)."""
-        found = text_of(await self.redis.hgetall(keys.UNFINISHED))
-        return {namespace: int(n) for namespace, n in found.items()}
 
     def _unknown(self, named: set[str]) -> tuple[set[str], set[str]]:
         """Of queues ``named``, the plain ones and the variants not known here yet."""
@@ -415,8 +397,12 @@ class RunQueue:
         return words
 
     async def expire_signals(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Waits for signals that ran out: each step ended (``cancel``, ``snapshot``), or
+        queued without one (``queued``: announced here)."""
         raw = await self._call("expire_signals", self.clock.now_ms(), limit, self.finished_ttl_s)
-        return [json.loads(x) for x in raw]
+        found = [json.loads(x) for x in raw]
+        await self.announce_queued(Counter(q for e in found for q in e.get("queued", [])))
+        return found
 
     def _due(self, kind: str, due_ms: int | None) -> None:
         if due_ms is not None and due_ms < self.due_ms.get(kind, due_ms + 1):
@@ -428,10 +414,15 @@ class RunQueue:
         raw = await self._call("promote_due", self.clock.now_ms(), limit)
         self._due("delayed", next((n for n in raw if isinstance(n, int)), None))
         queued = Counter(q.decode() for q in raw if not isinstance(q, int))
+        await self.announce_queued(queued)
+        return sum(queued.values())
+
+    async def announce_queued(self, queued: Counter[str]) -> None:
+        """Steps were queued here on the queues ``queued`` counts: lease rounds here and on the
+        other replicas (the wake channel) ask those queues' executors."""
         if queued:
             self.work_was_queued(queued)
             await self.redis.publish(keys.WAKE_CHANNEL, wake.message(self.origin, queued))
-        return sum(queued.values())
 
     async def retain(self, run_ids: list[str], seconds: int) -> None:
         """Let finished runs expire from Redis in ``seconds`` (one script call per 1,000)."""

@@ -1,5 +1,6 @@
 """``RunReader``: runs as Redis holds them, read (never written): a run with its steps and
-outputs, its events, and the few facts a watch starts from."""
+outputs, its events, the few facts a watch starts from, and the counts operators see (steps
+held back, unfinished runs per namespace, steps waiting for signals)."""
 
 from __future__ import annotations
 
@@ -97,3 +98,20 @@ class RunReader:
         signal now."""
         members = await self.redis.zrange(keys.SIGNALS, 0, limit - 1)
         return {bytes(m).decode().rpartition(":")[0] for m in members}  # type: ignore[arg-type]
+
+    async def delayed_count(self) -> int:
+        """Steps held back from their queues, over every queue: waiting for a time (a retry's
+        backoff, a delayed start, a rate limit: the delayed set) or for a place of their
+        task's concurrency limit."""
+        names = await self.redis.hkeys(keys.PLACE_LIMITS)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(keys.DELAYED)
+            for name in names:
+                pipe.zcard(keys.place_waits(name.decode() if isinstance(name, bytes) else name))
+            counts = await pipe.execute()
+        return sum(int(n) for n in counts)
+
+    async def unfinished_counts(self) -> dict[str, int]:
+        """Runs queued or running, per namespace (kept by the scripts)."""
+        found = text_of(await self.redis.hgetall(keys.UNFINISHED))
+        return {namespace: int(n) for namespace, n in found.items()}

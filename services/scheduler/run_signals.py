@@ -17,7 +17,7 @@ from common.errors import (
     Unavailable,
 )
 from services.common import auth, signals
-from services.scheduler.models import Run
+from services.scheduler.models import Run, ms_to_dt
 from services.scheduler.runs import RunService
 from services.scheduler.signal_records import SignalRecords
 
@@ -65,6 +65,13 @@ class RunSignals:
         if verdict == "signaled":
             raise AlreadyExists(
                 f"step {step_id} has had another signal (from {words[1] or 'anonymous'})",
+                field="step_id",
+            )
+        if verdict == "timed_out":
+            until = ms_to_dt(int(words[1]))
+            raise FailedPrecondition(
+                f"step {step_id} waited for its signal until {until:%Y-%m-%d %H:%M:%S} UTC, "
+                "then went on without one (its await_signal's on_timeout)",
                 field="step_id",
             )
         if verdict == "not_pending":

@@ -44,7 +44,7 @@ def test_a_concurrency_limited_task_runs_at_most_its_limit_at_once(on_valkey) ->
             m.decode() for m in await q.redis.zrange(keys.place_waits("default/gpu_job"), 0, -1)
         ]
         seen["again"] = await q.dispatch("e2", ["q"], 8, 10_000)  # still full: nothing
-        seen["held_back"] = await q.delayed_count()  # what ListQueues counts as held back
+        seen["held_back"] = await q.reader.delayed_count()  # what ListQueues counts as held back
         seen["events"] = await run_events(q, "r2")
         held = {x.run_id: x for x in first}
         done = Completion("r0:a", 1, "SUCCEEDED", "{}", lease=held["r0"].step["lease"])
@@ -237,7 +237,7 @@ def test_a_concurrency_strategy_cancels_the_oldest_or_the_newest_run_for_a_place
         seen["newest"] = await q.dispatch("e2", ["q"], 8, 10_000)
         seen["n1"] = await q.redis.hmget(keys.run("n1"), "state", "error")
         seen["n0"] = await q.redis.hget(keys.run("n0"), "state")
-        seen["waiting"] = await q.delayed_count()
+        seen["waiting"] = await q.reader.delayed_count()
         seen["heard_after"] = [r for r, _ in q.take_cancelled()]
         # A run does not compete with itself: its second step waits for its first's place.
         twins = [limited("oldest", "default/twins"), limited("oldest", "default/twins")]

@@ -118,7 +118,7 @@ def test_each_namespaces_unfinished_runs_are_counted_until_they_end(on_valkey) -
         await submit_in("team-a", "broken", [step("a", queue=queue)])
         await submit_in("team-a", "dropped", [step("a", queue=queue)])
         await submit_in("default", "plain", [step("a")])
-        seen = [await q.unfinished_counts()]
+        seen = [await q.reader.unfinished_counts()]
         leased = {x.member: x for x in await q.dispatch("e1", [queue, "q"], 10, 30_000)}
 
         async def end(member: str, outcome: str = "SUCCEEDED") -> None:
@@ -126,14 +126,14 @@ def test_each_namespaces_unfinished_runs_are_counted_until_they_end(on_valkey) -
 
         await end("done:a")
         await end("two:a")  # two:b is queued: the run goes on
-        seen.append(await q.unfinished_counts())
+        seen.append(await q.reader.unfinished_counts())
         leased.update({x.member: x for x in await q.dispatch("e1", [queue], 1, 30_000)})
         await end("two:b")
         await end("broken:a", "FATAL")
         await end("plain:a")
         await q.cancel_run("dropped", "no longer wanted")
         await q.cancel_run("done", "already over: not counted twice")
-        seen.append(await q.unfinished_counts())
+        seen.append(await q.reader.unfinished_counts())
         return seen
 
     assert on_valkey(scenario) == [

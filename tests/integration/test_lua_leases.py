@@ -36,7 +36,7 @@ def test_a_run_past_its_deadline_times_out_and_its_running_steps_are_named(on_va
         late = await q.complete("slow:a", leased["slow:a"].attempt, "SUCCEEDED", "{}", "", 0)
         seen["late"] = late.verdict
         seen["others"] = [(await q.reader.read_run(r))[0]["state"] for r in ("quick", "free")]
-        seen["unfinished"] = await q.unfinished_counts()
+        seen["unfinished"] = await q.reader.unfinished_counts()
         return seen
 
     seen = on_valkey(scenario)
@@ -72,7 +72,7 @@ def test_a_run_still_queued_at_its_deadline_times_out_and_its_steps_leave_the_qu
         seen["run"] = (run["state"], run["error"])
         seen["steps"] = sorted((s["step_id"], s["state"]) for s in steps)
         seen["leased"] = await q.dispatch("ex1", ["q"], 5, 60_000)
-        seen["unfinished"] = await q.unfinished_counts()
+        seen["unfinished"] = await q.reader.unfinished_counts()
         return seen
 
     seen = on_valkey(scenario)

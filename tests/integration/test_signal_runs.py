@@ -127,6 +127,27 @@ def test_no_signal_in_time_ends_the_run_timed_out(client: Client) -> None:
     assert done.steps[0].state == "TIMED_OUT"
 
 
+def test_a_wait_that_runs_out_may_let_its_step_run_without_the_signal(
+    client: Client, cluster: Cluster
+) -> None:
+    """``"on_timeout": "continue"``: a wait a signal may cut short (Argo's suspend with a
+    duration); when none came, the step runs without it and a late one is refused."""
+    wait = {"field": "go", "timeout_seconds": 1, "on_timeout": "continue"}
+    client.register_pipelines(
+        {"pipeline_id": "patient", "steps": [{**REVIEWED[0], "await_signal": wait}]}
+    )
+    shown = run_cli(cluster, "pipeline", "info", "patient").stdout
+    assert "go <- a signal, awaited up to 1 s, then runs without it" in shown, shown
+    run_id = client.submit(pipeline="patient", input={"text": "x"}).run_id
+    done = client.wait(run_id, timeout=30)
+    assert done.state == "COMPLETED", done.error
+    assert done.output == {"echo": {"text": "x"}}  # no "go"
+    err = refused(client.signal, run_id, "draft", {})
+    assert err.code == "FAILED_PRECONDITION", err
+    said = [e.message for e in client.watch(run_id)]
+    assert "no signal (go) came within 1 s: it runs without one" in said, said
+
+
 def test_the_gateway_sends_a_signal(client: Client, cluster: Cluster) -> None:
     run_id = client.submit(pipeline="reviewed_twice", input={"text": "via http"}).run_id
     waiting_at(client, run_id, "draft")

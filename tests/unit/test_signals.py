@@ -34,6 +34,8 @@ from tests.unit.scheduler_core import Core, assignments, scenario, sent, state_o
         ({"field": "ok", "timeout_seconds": 0}, "s.timeout_seconds", "from 1 to 2592000"),
         ({"field": "ok", "timeout_seconds": True}, "s.timeout_seconds", "from 1 to 2592000"),
         ({"field": "ok", "timeout_seconds": 2592001}, "s.timeout_seconds", "from 1"),
+        ({"field": "ok", "on_timeout": "skip"}, "s.on_timeout", "one of fail, continue"),
+        ({"field": "ok", "on_timeout": ["continue"]}, "s.on_timeout", "one of fail, continue"),
     ],
 )
 def test_an_await_signal_is_refused_naming_its_field(doc: Any, where: str, said: str) -> None:
@@ -51,6 +53,19 @@ def test_the_registry_keeps_an_await_signal_and_refuses_one_beside_a_for_each() 
     [spec] = parse_config({"pipeline_id": "p", "steps": steps})
     assert spec.steps[1].await_signal == {"field": "approval", "timeout_seconds": 86400}
     assert signals.of_json(spec.steps[1].await_signal) == signals.AwaitSignal("approval", 86400)
+    steps[1]["await_signal"] = {
+        "field": "approval",
+        "timeout_seconds": 60,
+        "on_timeout": "continue",
+    }
+    [spec] = parse_config({"pipeline_id": "p", "steps": steps})
+    kept = signals.of_json(spec.steps[1].await_signal)
+    assert kept == signals.AwaitSignal("approval", 60, "continue")
+    assert json.loads(kept.lua_fields()) == {
+        "field": "approval",
+        "timeout_ms": 60_000,
+        "continue": True,
+    }
     steps[1]["for_each"] = {"x": "$.a.items"}
     with pytest.raises(InvalidArgument) as refused:
         parse_config({"pipeline_id": "p", "steps": steps})
@@ -77,14 +92,16 @@ def test_a_signals_document_must_be_a_small_json_object() -> None:
         assert refused.value.field == "payload_json" and said in str(refused.value)
 
 
-def awaiting(run_id: str, timeout_s: int = 60, max_parallel: int = 0) -> Submission:
+def awaiting(
+    run_id: str, timeout_s: int = 60, max_parallel: int = 0, on_timeout: str = "fail"
+) -> Submission:
     """a -> b, which awaits a signal given as its field "approval"."""
     a, b = step("a", 0), step("b", 0)
     a.dependents.append("b")
     b.deps.append("a")
     b.fields.update(
         {
-            "signal": signals.AwaitSignal("approval", timeout_s).lua_fields(),
+            "signal": signals.AwaitSignal("approval", timeout_s, on_timeout).lua_fields(),
             "mapping": json.dumps({"k": "constant"}),
         }
     )
@@ -184,6 +201,32 @@ def test_no_signal_in_time_times_the_step_and_run_out(valkey_url: str) -> None:
         )
         assert c.heard.of("run_ended") == [("r1", "")]
         assert await c.core.signal_step("r1", "b", "{}", "ana") == ["ended", "TIMED_OUT"]
+
+    scenario(valkey_url, body)
+
+
+def test_a_wait_that_may_run_out_lets_its_step_run_without_a_signal(valkey_url: str) -> None:
+    """``"on_timeout": "continue"``: no signal in time queues the step without one (its
+    task's input lacks the field), a later signal is refused, and the run goes on."""
+
+    async def body(c: Core) -> None:
+        await first_done(c, awaiting("r1", timeout_s=30, max_parallel=1, on_timeout="continue"))
+        c.clock.advance(31)
+        assert await c.core.reaper.read_depths() is None
+        await c.core.reaper.expire_signals()
+        assert await c.queue.redis.zcard(keys.SIGNALS) == 0
+        assert (await state_of(c, "r1", "b"))[0] == "QUEUED"
+        words = await c.core.signal_step("r1", "b", "{}", "ana")
+        assert words == ["timed_out", str(c.clock.now_ms())]
+        e2 = c.executor("e2")  # e1, silent for 31 s on this clock, is passed over
+        await c.lease_round()
+        [b] = assignments(e2)
+        assert json.loads(b.input_json) == {"k": "constant"}  # no "approval"
+        await c.report(e2, b, "SUCCEEDED")
+        assert await state_of(c, "r1") == ("COMPLETED", "")
+        events = await c.queue.redis.xrange(keys.events("r1"))
+        said = [e[b"msg"].decode() for _, e in events if e[b"step"] == b"b"]
+        assert "no signal (approval) came within 30 s: it runs without one" in said
 
     scenario(valkey_url, body)
 

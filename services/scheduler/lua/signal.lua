@@ -18,7 +18,8 @@
 -- held), {'kept'} (its dependencies are not done), or a refusal: {'missing'} (no such run
 -- here), {'ended', run state}, {'no_step'}, {'not_awaiting'} (the step awaits no signal),
 -- {'signaled', by whom} (it had another), {'not_pending', step state} (skipped, or
--- cancelled); {'repeated'}: it had this one, from this sender.
+-- cancelled), {'timed_out', when} (its wait ran out and it went on without one);
+-- {'repeated'}: it had this one, from this sender.
 local P, member, doc, by, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local wake_channel, origin = ARGV[6], ARGV[7]
 local run_id = run_of(member)
@@ -28,9 +29,10 @@ if not r[1] then return {'missing'} end
 if r[1] ~= 'QUEUED' and r[1] ~= 'RUNNING' then return {'ended', r[1]} end
 local sh = step_hash(P, member)
 local f = redis.call('HMGET', sh, 'state', 'signal', 'signal_json', 'signaled_by', 'awaiting',
-  'queue', 'priority', 'first')
+  'queue', 'priority', 'first', 'signal_timed_out')
 if not f[1] then return {'no_step'} end
 if not f[2] then return {'not_awaiting'} end
+if f[9] then return {'timed_out', f[9]} end
 if f[3] then
   if f[3] == doc and f[4] == by then return {'repeated'} end
   return {'signaled', f[4] or ''}
