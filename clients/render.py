@@ -203,6 +203,8 @@ def _signal_lines(run_id: str, s: StepInfo) -> list[str]:
     """What a step that awaits a signal waits for, and how to send it; or who sent it."""
     if s.awaiting_signal:
         until = f" until {s.signal_deadline:%Y-%m-%d %H:%M:%S} UTC" if s.signal_deadline else ""
+        if s.continues_at_deadline:
+            until += " (then it runs without one)"
         return [
             f"    awaits a signal ({s.awaiting_signal}){until}: "
             f"wtm run signal {run_id} {s.step_id} --json '{{...}}'"

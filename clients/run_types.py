@@ -37,6 +37,7 @@ class StepInfo:
     awaiting_signal: str = ""
     signal_deadline: datetime | None = None
     signaled_by: str = ""
+    continues_at_deadline: bool = False  # then it runs without one (else: TIMED_OUT)
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class RunInfo:
                 s.awaiting_signal,
                 time_of(s, "signal_deadline"),
                 s.signaled_by,
+                s.continues_at_deadline,
             )
             for s in r.steps
         ]

@@ -57,6 +57,7 @@ class Step(BaseModel):
     awaiting_signal: str = ""  # while it waits for a signal: the input field it is given as
     signal_deadline: Time | None = None  # when that wait ends (TIMED_OUT)
     signaled_by: str = ""  # who sent it its signal
+    continues_at_deadline: bool = False  # while it waits: then it runs without one
 
 
 class Run(BaseModel):

@@ -108,6 +108,7 @@ class StepRun:
     # given as and when the wait ends; once one came, who sent it.
     awaiting_signal: str = ""
     signal_deadline: datetime | None = None
+    continues_at_deadline: bool = False  # its await_signal's on_timeout: "continue"
     signaled_by: str = ""
     # when it began to wait for its signal, and when the signal came (for the run's summary)
     awaited_at: datetime | None = None
@@ -138,6 +139,7 @@ class StepRun:
             condition_view=h.get("condition_view", ""),
             awaiting_signal=json.loads(h["signal"])["field"] if awaiting else "",
             signal_deadline=ms_to_dt(awaiting),
+            continues_at_deadline=bool(awaiting and json.loads(h["signal"]).get("continue")),
             signaled_by=h.get("signaled_by", ""),
             awaited_at=ms_to_dt(h.get("await_ms")),
             signaled_at=ms_to_dt(h.get("signaled_ms")),
@@ -185,6 +187,7 @@ class StepRun:
             logs=self.logs,
             cached_from=self.cached_from,
             awaiting_signal=self.awaiting_signal,
+            continues_at_deadline=self.continues_at_deadline,
             signaled_by=self.signaled_by,
         )
         _set_time(m, "start_time", self.started_at)

@@ -62,7 +62,7 @@ def test_a_step_waits_for_its_signal_and_its_task_gets_the_document(
     r = waiting_at(client, run_id, "publish")
     publish = r.steps[1]
     assert (r.state, publish.state, publish.awaiting_signal) == ("RUNNING", "PENDING", "approval")
-    assert publish.signal_deadline is not None
+    assert publish.signal_deadline is not None and not publish.continues_at_deadline
     assert 590 < publish.signal_deadline.timestamp() - time.time() <= 600
     got = run_cli(cluster, "run", "get", run_id).stdout
     assert "awaits a signal (approval) until" in got and f"run signal {run_id} publish" in got
@@ -132,20 +132,23 @@ def test_a_wait_that_runs_out_may_let_its_step_run_without_the_signal(
 ) -> None:
     """``"on_timeout": "continue"``: a wait a signal may cut short (Argo's suspend with a
     duration); when none came, the step runs without it and a late one is refused."""
-    wait = {"field": "go", "timeout_seconds": 1, "on_timeout": "continue"}
+    wait = {"field": "go", "timeout_seconds": 5, "on_timeout": "continue"}
     client.register_pipelines(
         {"pipeline_id": "patient", "steps": [{**REVIEWED[0], "await_signal": wait}]}
     )
     shown = run_cli(cluster, "pipeline", "info", "patient").stdout
-    assert "go <- a signal, awaited up to 1 s, then runs without it" in shown, shown
+    assert "go <- a signal, awaited up to 5 s, then runs without it" in shown, shown
     run_id = client.submit(pipeline="patient", input={"text": "x"}).run_id
+    assert waiting_at(client, run_id, "draft").steps[0].continues_at_deadline
+    got = run_cli(cluster, "run", "get", run_id).stdout
+    assert "UTC (then it runs without one)" in got, got
     done = client.wait(run_id, timeout=30)
     assert done.state == "COMPLETED", done.error
     assert done.output == {"echo": {"text": "x"}}  # no "go"
     err = refused(client.signal, run_id, "draft", {})
     assert err.code == "FAILED_PRECONDITION", err
     said = [e.message for e in client.watch(run_id)]
-    assert "no signal (go) came within 1 s: it runs without one" in said, said
+    assert "no signal (go) came within 5 s: it runs without one" in said, said
 
 
 def test_the_gateway_sends_a_signal(client: Client, cluster: Cluster) -> None:

@@ -449,7 +449,7 @@ function runPage(runId) {
       try { run = await api(`/api/v1/runs/${runId}/steps/${encodeURIComponent(id)}/signal`, { json: { payload: JSON.parse(text) } }); draw(); }
       catch (e) { alert(`${e.code || "error"}: ${e.message}`); }
     } }, "Send signal");
-    return h("div", { class: "warning" }, `awaits a signal (${s.awaiting_signal}) until ${when(s.signal_deadline)} `, send);
+    return h("div", { class: "warning" }, `awaits a signal (${s.awaiting_signal}) until ${when(s.signal_deadline)}${s.continues_at_deadline ? " (then it runs without one)" : ""} `, send);
   }
 
   function drawGantt() {
