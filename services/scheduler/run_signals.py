@@ -40,16 +40,17 @@ class RunSignals:
         """Send ``step_id`` of ``run_id`` (a run of ``namespace``) the signal
         ``payload_json``; the run after it. NOT_FOUND: no such run or step; ALREADY_EXISTS:
         the step had another signal; FAILED_PRECONDITION: the run has ended, the step awaits
-        no signal, or it was skipped or cancelled. The same signal again from the same key
-        while the run is unfinished (a retry whose first try was taken) is answered as the
-        first was, and its record written again (in case the first's write failed)."""
+        no signal, or it was skipped or cancelled. The same signal again from the same key (a
+        retry whose first try was taken) is answered as the first was: while the run is
+        unfinished with its record written again (in case the first's write failed), and
+        once it has ended as its record says."""
         if not step_id:
             raise InvalidArgument("is required", field="step_id")
         document = signals.parse_payload(payload_json)
         run = await self.runs.get(run_id, namespace)  # NOT_FOUND outside the caller's
-        if run.finished:
-            raise FailedPrecondition(f"run {run_id} has ended {run.state}", field="run_id")
         by = auth.current().key_id or "anonymous"
+        if run.finished:
+            return await self._ended(run, step_id, document, by)
         words = await self.queue.signal_step(run_id, step_id, document, by)
         verdict = words[0]
         if verdict in ("queued", "kept", "repeated"):
@@ -78,4 +79,12 @@ class RunSignals:
             raise FailedPrecondition(f"step {step_id} is {words[1]}", field="step_id")
         if verdict == "missing":  # unfinished in MongoDB, not yet rebuilt in Redis (history.py)
             raise Unavailable(f"run {run_id} is being restored; send the signal again shortly")
-        raise FailedPrecondition(f"run {run_id} has ended {words[1]}", field="run_id")
+        return await self._ended(await self.runs.get(run_id), step_id, document, by)
+
+    async def _ended(self, run: Run, step_id: str, document: str, by: str) -> Run:
+        """A signal to a run that has ended: FAILED_PRECONDITION, unless it is the signal the
+        run's record says this key sent the step (a retry): then the run, as it ended."""
+        kept = (await self.records.read(run.run_id)).get(step_id, {})
+        if kept.get("signal_json") == document and kept.get("signaled_by") == by:
+            return run
+        raise FailedPrecondition(f"run {run.run_id} has ended {run.state}", field="run_id")

@@ -97,6 +97,8 @@ def test_a_step_waits_for_its_signal_and_its_task_gets_the_document(
     assert summary["parallel_speedup"] > 0.5, summary  # two steps one after the other: ~1
     err = refused(client.signal, run_id, "publish", {})
     assert err.code == "FAILED_PRECONDITION" and "has ended COMPLETED" in str(err)
+    again = client.signal(run_id, "publish", {"approved": True})  # a retry of the CLI's (one key)
+    assert again.state == "COMPLETED"
     with pymongo.MongoClient(cluster.endpoints.mongodb_uri) as mongo:
         kept = mongo.wtm.runs.find_one({"_id": run_id}) or {}
     assert json.loads(kept["signal:publish"])["document"] == '{"approved":true}'
