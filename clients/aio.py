@@ -47,6 +47,7 @@ from clients.types import (
     ResumedRuns,
     RunEventInfo,
     RunInfo,
+    SignaledRuns,
     StepInfo,
     TaskInfo,
     TaskLimitsInfo,
@@ -72,6 +73,7 @@ __all__ = [
     "QueueInfo",
     "QueuePauseInfo",
     "ResumedRuns",
+    "SignaledRuns",
     "RunEventInfo",
     "RunInfo",
     "StepInfo",
@@ -184,6 +186,23 @@ class AsyncClient(Connection, AsyncCatalogMethods, AsyncScheduleMethods, AsyncOp
         result = CancelledRuns()
         async for reply in self._s.pages(self._scheduler.CancelRuns, request):
             requests.add_cancelled(result, reply)
+        return result
+
+    async def signal_runs(
+        self,
+        step_id: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        batch_id: str = "",
+        labels: dict[str, str] | None = None,
+        task_id: str = "",
+        pipeline_id: str = "",
+    ) -> SignaledRuns:
+        """As ``Client.signal_runs``."""
+        request = requests.signal_runs(step_id, payload, batch_id, labels, task_id, pipeline_id)
+        result = SignaledRuns()
+        async for reply in self._s.pages(self._scheduler.SignalRuns, request):
+            requests.add_signaled(result, reply)
         return result
 
     async def resume_runs(

@@ -22,6 +22,7 @@ from clients.types import (
     NamespaceInfo,
     QueueInfo,
     ResumedRuns,
+    SignaledRuns,
     StepInfo,
     TaskLimitsInfo,
 )
@@ -309,6 +310,15 @@ def resumed_runs(done: ResumedRuns) -> str:
     if done.refused:
         lines.append(f"{len(done.refused)} could not be resumed:")
         lines += [escape(f"  {was}: {why}") for was, why in done.refused]
+    return "\n".join(lines)
+
+
+def signaled_runs(step_id: str, done: SignaledRuns) -> str:
+    lines = [f"step {step_id} signalled in {len(done.signaled)} runs"]
+    lines += [f"  {run_id}" for run_id in done.signaled]
+    if done.refused:
+        lines.append(f"{len(done.refused)} did not take it:")
+        lines += [escape(f"  {run_id}: {why}") for run_id, why in done.refused]
     return "\n".join(lines)
 
 

@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from clients.types import CancelledRuns, PipelineInfo, ResumedRuns, RunInfo
+from clients.types import CancelledRuns, PipelineInfo, ResumedRuns, RunInfo, SignaledRuns
 from clients.wire_time import time_of
 from common import rate_limits
 from common.artifacts import is_uri, parse_uri
@@ -137,6 +137,31 @@ def signal(run_id: str, step_id: str, payload: dict[str, Any] | None) -> spb.Sig
     return spb.SignalRunRequest(
         run_id=run_id, step_id=step_id, payload_json=json.dumps(payload or {})
     )
+
+
+def signal_runs(
+    step_id: str,
+    payload: dict[str, Any] | None,
+    batch_id: str,
+    labels: dict[str, str] | None,
+    task_id: str,
+    pipeline_id: str,
+) -> spb.SignalRunsRequest:
+    """The first page's request of ``signal_runs`` (the scheduler checks the filters)."""
+    return spb.SignalRunsRequest(
+        step_id=step_id,
+        payload_json=json.dumps(payload or {}),
+        batch_id=batch_id,
+        labels=labels or {},
+        task_id=task_id,
+        pipeline_id=pipeline_id,
+    )
+
+
+def add_signaled(result: SignaledRuns, reply: spb.SignalRunsResponse) -> None:
+    """Add one page of ``signal_runs``' answer to ``result``."""
+    result.signaled += list(reply.signaled)
+    result.refused += [(r.run_id, r.reason) for r in reply.refused]
 
 
 def submit_many(

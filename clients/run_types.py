@@ -174,6 +174,16 @@ class ResumedRuns:
     refused: list[tuple[str, str]] = field(default_factory=list)
 
 
+@dataclass
+class SignaledRuns:
+    """What ``Client.signal_runs`` did: the runs that took the signal (queued the step, or
+    kept it until the step is ready), and those that did not, with why (``code: message``:
+    the step awaits no signal, had another one, was skipped...)."""
+
+    signaled: list[str] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class RunEventInfo:
     """One event of a run; ``event_id`` resumes a watch after it."""

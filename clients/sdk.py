@@ -57,6 +57,7 @@ from clients.types import (
     ResumedRuns,
     RunEventInfo,
     RunInfo,
+    SignaledRuns,
     StepInfo,
     TaskInfo,
     TaskLimitsInfo,
@@ -84,6 +85,7 @@ __all__ = [
     "QueueInfo",
     "QueuePauseInfo",
     "ResumedRuns",
+    "SignaledRuns",
     "RunEventInfo",
     "RunInfo",
     "StepInfo",
@@ -266,6 +268,33 @@ class Client(Connection, CatalogMethods, ScheduleMethods, OperatorMethods):
         request = requests.signal(run_id, step_id, payload)
         reply = self._s.unary(self._scheduler.SignalRun, request)
         return RunInfo.from_proto(reply.run)
+
+    def signal_runs(
+        self,
+        step_id: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        batch_id: str = "",
+        labels: dict[str, str] | None = None,
+        task_id: str = "",
+        pipeline_id: str = "",
+    ) -> SignaledRuns:
+        """Send step ``step_id`` the signal ``payload`` in every unfinished run that matches
+        all the filters given — a batch, labels, a task, a pipeline; at least one — as
+        Temporal's batch signal: a reviewer approving a whole batch. Each run takes it as
+        ``signal`` would give it, or refuses it, saying why (the others go on). Retried
+        while the scheduler is unavailable: the runs that took it answer the same again.
+        Runs are read from the history (a run submitted meanwhile may be missed).
+
+        Raises:
+            InvalidArgument: no filter given, no ``step_id``, or ``payload`` is not a JSON
+                object of at most 64 KiB.
+        """
+        request = requests.signal_runs(step_id, payload, batch_id, labels, task_id, pipeline_id)
+        result = SignaledRuns()
+        for reply in self._s.pages(self._scheduler.SignalRuns, request):
+            requests.add_signaled(result, reply)
+        return result
 
     def resume_runs(
         self,

@@ -25,7 +25,14 @@ from clients.fleet_types import (
     QueuePauseInfo,
     TaskLimitsInfo,
 )
-from clients.run_types import CancelledRuns, ResumedRuns, RunEventInfo, RunInfo, StepInfo
+from clients.run_types import (
+    CancelledRuns,
+    ResumedRuns,
+    RunEventInfo,
+    RunInfo,
+    SignaledRuns,
+    StepInfo,
+)
 from common.states import State
 
 __all__ = [
@@ -42,6 +49,7 @@ __all__ = [
     "QueueInfo",
     "QueuePauseInfo",
     "ResumedRuns",
+    "SignaledRuns",
     "RunEventInfo",
     "RunInfo",
     "State",

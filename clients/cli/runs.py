@@ -155,8 +155,7 @@ def run_rerun(
 
 
 @run.command("signal")
-@click.argument("run_id")
-@click.argument("step_id")
+@click.argument("ids", nargs=-1, required=True, metavar="[RUN_ID] STEP_ID")
 @click.option(
     "--json",
     "payload",
@@ -164,14 +163,45 @@ def run_rerun(
     help="the signal's document, a JSON object (or @FILE): what the step's task gets",
 )
 @click.option("--wait/--no-wait", default=False, help="follow the run until it finishes")
+@click.option("--batch", "batch_id", default="", help="instead: every unfinished run of a batch")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="instead: ... label")
+@click.option("--schedule", default="", help="instead: ... this schedule started")
+@click.option("--task", "task_id", default="", help="instead: ... of this task (or @version)")
+@click.option(
+    "--pipeline", "pipeline_id", default="", help="instead: ... of this pipeline (or @version)"
+)
 @click.pass_obj
-def run_signal(obj: Ctx, run_id: str, step_id: str, payload: str, wait: bool) -> None:
+def run_signal(
+    obj: Ctx,
+    ids: tuple[str, ...],
+    payload: str,
+    wait: bool,
+    batch_id: str,
+    labels: tuple[str, ...],
+    schedule: str,
+    task_id: str,
+    pipeline_id: str,
+) -> None:
     """Send STEP_ID of RUN_ID the signal it awaits (its pipeline step's await_signal: an
     approval, another system's answer); its task gets the document as the field that
     await_signal names. A step still waiting for its dependencies keeps it until it is
-    ready. A step takes one signal."""
+    ready. A step takes one signal. Without RUN_ID, STEP_ID of every unfinished run the
+    filters match (all of them): --batch, --label, --schedule, --task, --pipeline."""
+    if len(ids) > 2:
+        raise click.UsageError("give [RUN_ID] STEP_ID")
+    run_id, step_id = ids if len(ids) == 2 else (None, ids[0])
+    wanted = run_or_filters(run_id, batch_id, labels, schedule, task_id, pipeline_id)
     document = parse_json_object(payload, "--json")
     with obj.client() as client:
+        if not run_id:
+            if wait:
+                raise click.UsageError("--wait follows one run: give its RUN_ID")
+            done = client.signal_runs(
+                step_id, document, batch_id=batch_id, labels=wanted, task_id=task_id,
+                pipeline_id=pipeline_id,
+            )  # fmt: skip
+            obj.out(done, render.signaled_runs(step_id, done))
+            return
         r = client.signal(run_id, step_id, document)
         show(obj, client, r, wait, what=f"step {step_id} signalled in")
 

@@ -107,6 +107,7 @@ METHOD_PERMISSIONS: dict[str, Permission] = {
     _S + "ResumeRuns": P.SUBMIT,  # each resume is a submit (as GetRun, then SubmitRun)
     _S + "RerunRun": P.SUBMIT,  # a submit, of a run the caller can read
     _S + "SignalRun": P.SUBMIT,  # a run of the caller's namespace goes on: a submit's right
+    _S + "SignalRuns": P.SUBMIT,  # each run as SignalRun
     _S + "ListRuns": P.READ,
     _S + "ListExecutors": P.READ,
     _S + "ListQueues": P.READ,

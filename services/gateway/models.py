@@ -174,12 +174,29 @@ class ResumedRun(BaseModel):
 
 class RefusedRun(BaseModel):
     run_id: str
-    error: str = Field(description="why it could not be resumed (CODE: message)")
+    error: str = Field(description="why it could not be resumed, or signalled (CODE: message)")
 
 
 class ResumedRuns(BaseModel):
     resumed: list[ResumedRun]
     refused: list[RefusedRun]
+
+
+class SignalRuns(BaseModel):
+    """A signal to a step of every unfinished run matching all the filters given (at least
+    one)."""
+
+    step_id: str
+    payload: DocumentObject = Field({}, description="what the step's task gets as its field")
+    batch_id: str = ""
+    labels: dict[str, str] = {}
+    task_id: str = ""
+    pipeline_id: str = ""
+
+
+class SignaledRuns(BaseModel):
+    signaled: list[str] = Field(description="the runs that took the signal")
+    refused: list[RefusedRun] = Field(description="those that did not, with why")
 
 
 class Rerun(BaseModel):

@@ -148,6 +148,24 @@ async def signal(run_id: str, step_id: str, client: Caller, body: m.Signal | Non
     return m.of(m.Run, await client.signal(run_id, step_id, (body or m.Signal(payload={})).payload))
 
 
+@router.post("/api/v1/runs:signal", response_model=m.SignaledRuns, responses=ERRORS, tags=["runs"])
+async def signal_runs(body: m.SignalRuns, client: Caller) -> m.SignaledRuns:
+    """Send a step the signal it awaits in every unfinished run that matches all the filters
+    given (at least one); the runs that refuse it are named with why."""
+    done = await client.signal_runs(
+        body.step_id,
+        body.payload,
+        batch_id=body.batch_id,
+        labels=body.labels,
+        task_id=body.task_id,
+        pipeline_id=body.pipeline_id,
+    )
+    return m.SignaledRuns(
+        signaled=done.signaled,
+        refused=[m.RefusedRun(run_id=r, error=why) for r, why in done.refused],
+    )
+
+
 @router.websocket("/api/v1/runs/{run_id}/events")
 async def watch_run(websocket: WebSocket, run_id: str, after: str = "") -> None:
     """A run's events as JSON messages (``models.Event``), from the beginning or after

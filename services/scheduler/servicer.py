@@ -15,6 +15,7 @@ from services.common import auth
 from services.common.dependencies import dependency_to_proto
 from services.scheduler.bulk_cancel import RunFilter, cancel_page
 from services.scheduler.bulk_resume import resume_page
+from services.scheduler.bulk_signal import signal_page
 from services.scheduler.fleet_report import FleetReport, busy_slots
 from services.scheduler.namespace_settings import FIELDS as NAMESPACE_FIELDS
 from services.scheduler.pauses import Pause
@@ -50,7 +51,9 @@ def _time(request: Any, name: str) -> datetime | None:
         raise InvalidArgument(f"is not a valid time ({exc})", field=name) from exc
 
 
-def _run_filter(request: spb.CancelRunsRequest | spb.ResumeRunsRequest) -> RunFilter:
+def _run_filter(
+    request: spb.CancelRunsRequest | spb.ResumeRunsRequest | spb.SignalRunsRequest,
+) -> RunFilter:
     """A bulk call's filters."""
     return RunFilter(request.batch_id, dict(request.labels), request.task_id, request.pipeline_id)
 
@@ -202,6 +205,26 @@ class SchedulerServicer(spb_grpc.SchedulerServiceServicer):
             request.run_id, request.step_id, request.payload_json, auth.scope()
         )
         return spb.SignalRunResponse(run=run.to_proto())
+
+    async def SignalRuns(
+        self, request: spb.SignalRunsRequest, context: aio.ServicerContext
+    ) -> spb.SignalRunsResponse:
+        if self._signals is None:
+            raise Unimplemented("this scheduler takes no signals")
+        page = await signal_page(
+            self._signals,
+            auth.scope(),
+            request.step_id,
+            request.payload_json,
+            _run_filter(request),
+            request.page_size,
+            request.page_token,
+        )
+        return spb.SignalRunsResponse(
+            signaled=page.signaled,
+            refused=[spb.RefusedSignal(run_id=r, reason=why) for r, why in page.refused],
+            next_page_token=page.next_page_token,
+        )
 
     async def ListRuns(
         self, request: spb.ListRunsRequest, context: aio.ServicerContext

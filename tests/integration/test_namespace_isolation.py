@@ -111,6 +111,10 @@ def other_namespace_calls(
         page = s.ResumeRuns(spb.ResumeRunsRequest(task_id=task))
         return [r.run_id for r in page.resumed] + [r.run_id for r in page.refused]
 
+    def bulk_signal() -> list[str]:  # every run a bulk signal of the task's runs came upon
+        page = s.SignalRuns(spb.SignalRunsRequest(task_id=task, step_id="a"))
+        return list(page.signaled) + [r.run_id for r in page.refused]
+
     hello = epb.ExecutorHello(
         executor_id="ns-x", queues=["default"], slots=1, namespaces=["default"]
     )
@@ -186,6 +190,7 @@ def other_namespace_calls(
         "/wtm.v1.SchedulerService/RerunRun": not_found(
             lambda: s.RerunRun(spb.RerunRunRequest(run_id=t.run_id))
         ),
+        "/wtm.v1.SchedulerService/SignalRuns": without(bulk_signal, t.waiting_run_id),
         "/wtm.v1.SchedulerService/SignalRun": not_found(
             lambda: s.SignalRun(spb.SignalRunRequest(run_id=t.run_id, step_id="a"))
         ),

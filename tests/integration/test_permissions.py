@@ -115,6 +115,9 @@ def calls(
         "/wtm.v1.SchedulerService/SignalRun": lambda: s.SignalRun(
             spb.SignalRunRequest(run_id="nope", step_id="a")
         ),
+        "/wtm.v1.SchedulerService/SignalRuns": lambda: s.SignalRuns(
+            spb.SignalRunsRequest(batch_id="nope", step_id="a")
+        ),
         "/wtm.v1.SchedulerService/ListRuns": lambda: s.ListRuns(spb.ListRunsRequest(page_size=1)),
         "/wtm.v1.SchedulerService/ListExecutors": lambda: s.ListExecutors(
             spb.ListExecutorsRequest()

@@ -210,3 +210,30 @@ def test_runs_waiting_for_a_signal_are_listed_apart(client: Client, cluster: Clu
     client.signal(waiting, "publish", {"approved": True})
     assert client.wait(waiting, timeout=60).state == "COMPLETED"
     assert waiting not in listed()
+
+
+def test_a_batch_of_runs_is_signalled_at_once(client: Client, cluster: Cluster) -> None:
+    """``SignalRuns`` (Temporal's batch signal): one signal to a step of every unfinished
+    run of a batch — the SDK, the CLI without a RUN_ID, the gateway; a run that refuses it
+    is named with why, and the others take it."""
+    batch_id, run_ids = client.submit_many(
+        [{"text": f"draft {i}"} for i in range(3)], pipeline="reviewed_twice"
+    )
+    for run_id in run_ids:
+        waiting_at(client, run_id, "draft")
+    err = refused(client.signal_runs, "draft", {})  # no filter: it would signal every run
+    assert err.code == "INVALID_ARGUMENT" and "name a batch" in str(err), err
+    nope = client.signal_runs("nope", {}, batch_id=batch_id)
+    assert nope.signaled == [] and {r for r, _ in nope.refused} == set(run_ids)
+    assert all("NOT_FOUND" in why and "'nope'" in why for _, why in nope.refused), nope
+    out = run_cli(cluster, "run", "signal", "--batch", batch_id, "draft", "--json", "{}")
+    assert "step draft signalled in 3 runs" in out.stdout, out.stdout
+    with gateway_http(cluster) as http:
+        body = {"step_id": "publish", "payload": {"approved": "all"}, "batch_id": batch_id}
+        reply = http.post("/api/v1/runs:signal", json=body)
+        assert reply.status_code == 200, reply.text
+        assert sorted(reply.json()["signaled"]) == sorted(run_ids)
+    for run_id in run_ids:
+        done = client.wait(run_id, timeout=60)
+        assert done.state == "COMPLETED", done.error
+        assert done.output["echo"]["approval"] == {"approved": "all"}

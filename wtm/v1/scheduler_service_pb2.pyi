@@ -192,6 +192,51 @@ class SignalRunResponse(_message.Message):
     run: _run_pb2.Run
     def __init__(self, run: _Optional[_Union[_run_pb2.Run, _Mapping]] = ...) -> None: ...
 
+class SignalRunsRequest(_message.Message):
+    __slots__ = ("step_id", "payload_json", "batch_id", "labels", "pipeline_id", "page_size", "page_token", "task_id")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    STEP_ID_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_JSON_FIELD_NUMBER: _ClassVar[int]
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    PIPELINE_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    step_id: str
+    payload_json: str
+    batch_id: str
+    labels: _containers.ScalarMap[str, str]
+    pipeline_id: str
+    page_size: int
+    page_token: str
+    task_id: str
+    def __init__(self, step_id: _Optional[str] = ..., payload_json: _Optional[str] = ..., batch_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., pipeline_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., task_id: _Optional[str] = ...) -> None: ...
+
+class RefusedSignal(_message.Message):
+    __slots__ = ("run_id", "reason")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    reason: str
+    def __init__(self, run_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class SignalRunsResponse(_message.Message):
+    __slots__ = ("signaled", "refused", "next_page_token")
+    SIGNALED_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    signaled: _containers.RepeatedScalarFieldContainer[str]
+    refused: _containers.RepeatedCompositeFieldContainer[RefusedSignal]
+    next_page_token: str
+    def __init__(self, signaled: _Optional[_Iterable[str]] = ..., refused: _Optional[_Iterable[_Union[RefusedSignal, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
 class CancelRunsRequest(_message.Message):
     __slots__ = ("reason", "batch_id", "labels", "task_id", "pipeline_id", "page_size", "page_token")
     class LabelsEntry(_message.Message):

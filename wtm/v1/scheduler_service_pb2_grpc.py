@@ -80,6 +80,11 @@ class SchedulerServiceStub:
                 request_serializer=wtm_dot_v1_dot_scheduler__service__pb2.SignalRunRequest.SerializeToString,
                 response_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.SignalRunResponse.FromString,
                 _registered_method=True)
+        self.SignalRuns = channel.unary_unary(
+                '/wtm.v1.SchedulerService/SignalRuns',
+                request_serializer=wtm_dot_v1_dot_scheduler__service__pb2.SignalRunsRequest.SerializeToString,
+                response_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.SignalRunsResponse.FromString,
+                _registered_method=True)
         self.ListRuns = channel.unary_unary(
                 '/wtm.v1.SchedulerService/ListRuns',
                 request_serializer=wtm_dot_v1_dot_scheduler__service__pb2.ListRunsRequest.SerializeToString,
@@ -220,8 +225,20 @@ class SchedulerServiceServicer:
         """SignalRun sends a signal to a step of a run that awaits one (its pipeline step's
         await_signal: a person's approval, another system's answer); its task gets the signal's
         JSON document as an input field. A signal to a step still waiting for its dependencies is
-        kept until it is ready. One signal per step: a second is ALREADY_EXISTS. A submit: it
-        needs the rights of one, in the run's namespace.
+        kept until it is ready. One signal per step: a second is ALREADY_EXISTS (the same one
+        again from the same key, a retry, is answered as the first was). A submit: it needs the
+        rights of one, in the run's namespace.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SignalRuns(self, request, context):
+        """SignalRuns sends one signal to a step of every unfinished run that matches all the
+        filters given — a batch, labels, a pipeline, a task; at least one (Temporal's batch signal): a
+        reviewer approving a whole batch. Each run as SignalRun would; the runs that refuse it
+        (the step awaits no signal, had another...) are named with why. One call per page: call
+        again with next_page_token until it is empty. The rights of a submit.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -378,6 +395,11 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
                     servicer.SignalRun,
                     request_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.SignalRunRequest.FromString,
                     response_serializer=wtm_dot_v1_dot_scheduler__service__pb2.SignalRunResponse.SerializeToString,
+            ),
+            'SignalRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.SignalRuns,
+                    request_deserializer=wtm_dot_v1_dot_scheduler__service__pb2.SignalRunsRequest.FromString,
+                    response_serializer=wtm_dot_v1_dot_scheduler__service__pb2.SignalRunsResponse.SerializeToString,
             ),
             'ListRuns': grpc.unary_unary_rpc_method_handler(
                     servicer.ListRuns,
@@ -684,6 +706,33 @@ class SchedulerService:
             '/wtm.v1.SchedulerService/SignalRun',
             wtm_dot_v1_dot_scheduler__service__pb2.SignalRunRequest.SerializeToString,
             wtm_dot_v1_dot_scheduler__service__pb2.SignalRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SignalRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wtm.v1.SchedulerService/SignalRuns',
+            wtm_dot_v1_dot_scheduler__service__pb2.SignalRunsRequest.SerializeToString,
+            wtm_dot_v1_dot_scheduler__service__pb2.SignalRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,
