@@ -340,6 +340,35 @@ def test_a_step_that_awaits_a_signal_is_sent_it_from_the_page(
     shot(page, "run-page-signalled")
 
 
+def test_a_step_of_every_run_of_a_batch_is_signalled_from_the_runs_page(
+    page: Page, cluster: Cluster, client: Client
+) -> None:
+    """The runs page's **Signal a step** sends one signal to that step of every run its
+    filters match (``POST /api/v1/runs:signal``), asking for the step and the document."""
+    client.register_task(FIXTURES / "echo")
+    client.register_pipelines(
+        {
+            "pipeline_id": "dashboard_batch_review",
+            "steps": [{"step_id": "publish", "task_id": "echo", "await_signal": {"field": "ok"}}],
+        }
+    )
+    batch_id, run_ids = client.submit_many(
+        [{"text": "a"}, {"text": "b"}], pipeline="dashboard_batch_review"
+    )
+    sign_in(page, cluster.admin_key)
+    page.fill("form.filters input[name=batch_id]", batch_id)
+    page.click("form.filters button[type=submit]")
+    expect(page.locator("#runs tr[data-run]")).to_have_count(2, timeout=STEP_MS)
+    answers = ["publish", '{"by": "page"}']
+    page.on("dialog", lambda dialog: dialog.accept(answers.pop(0)))
+    page.click("#signal-matching")
+    expect(page.locator(".pager")).to_contain_text("signalled 2", timeout=STEP_MS)
+    for run_id in run_ids:
+        done = client.wait(run_id, timeout=30)
+        assert done.state == "COMPLETED", done.error
+        assert done.output["echo"]["ok"] == {"by": "page"}
+
+
 def test_the_unfinished_runs_of_a_batch_are_cancelled_from_the_runs_page(
     page: Page, cluster: Cluster, client: Client, two_sleepers: str
 ) -> None:

@@ -207,7 +207,20 @@ function runsPage() {
         await refresh();
         pager.textContent = `resumed ${done.resumed.length}` + (done.refused.length ? `; ${done.refused.length} could not be: ${done.refused.map((r) => r.error).join("; ")}` : "");
       } catch (e) { alert(`${e.code}: ${e.message}`); }
-    } }, "Resume failed"));
+    } }, "Resume failed"),
+    " ", h("button", { type: "button", class: "secondary", id: "signal-matching", title: "one signal to a step of every unfinished run of this batch, pipeline, task or label", onclick: async () => {
+      const chosen = chosenFilters();
+      if (!chosen) return;
+      const step = prompt("The step that awaits the signal, in every run that matches:", "");
+      if (!step) return;
+      const text = prompt(`The signal for ${step}: a JSON object, given to its task`, "{}");
+      if (text === null) return;
+      try {
+        const done = await api("/api/v1/runs:signal", { json: { ...chosen, step_id: step, payload: JSON.parse(text) } });
+        await refresh();
+        pager.textContent = `signalled ${done.signaled.length}` + (done.refused.length ? `; ${done.refused.length} did not take it: ${done.refused.map((r) => r.error).join("; ")}` : "");
+      } catch (e) { alert(`${e.code || "error"}: ${e.message}`); }
+    } }, "Signal a step"));
 
   // The batch, pipeline, task and label filters, for the buttons that act on every match.
   function chosenFilters() {
