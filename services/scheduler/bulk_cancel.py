@@ -18,6 +18,7 @@ from services.common.paging import page_size_of
 from services.scheduler import run_docs
 from services.scheduler.models import Run
 from services.scheduler.run_labels import label_pairs
+from services.scheduler.run_store import RunStore
 from services.scheduler.runs import RunService
 
 UNFINISHED = ["QUEUED", "RUNNING"]  # as the history shows them (written behind)
@@ -52,6 +53,14 @@ class RunFilter:
                 field="filter",
             )
 
+    async def page(
+        self, store: RunStore, states: list[str], namespace: str, size: int, token: str
+    ) -> tuple[list[Run], str]:
+        """A page of the history's runs in ``states`` of ``namespace`` that it matches, newest
+        first, and the next page's token."""
+        query = self.query(states, namespace)
+        return await store.list_runs(query, None, None, size, token, label_pairs(self.labels))
+
     def query(self, states: list[str], namespace: str) -> dict[str, object]:
         """The history's query for the runs in ``states`` that it matches (but labels)."""
         found: dict[str, object] = {
@@ -76,9 +85,7 @@ async def cancel_page(
     """Cancel one page of the unfinished runs of ``namespace`` that ``which`` matches."""
     which.check("cancel")
     size = page_size_of(page_size, 500, 1000)
-    found, token = await runs.store.list_runs(
-        which.query(UNFINISHED, namespace), None, None, size, page_token, label_pairs(which.labels)
-    )
+    found, token = await which.page(runs.store, UNFINISHED, namespace, size, page_token)
     caller = auth.current()
     page = CancelledPage(next_page_token=token)
     anyones = caller.may(auth.Permission.CANCEL_ANY)  # else a submitter's own runs only

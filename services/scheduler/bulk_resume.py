@@ -20,7 +20,6 @@ from services.common.paging import page_size_of
 from services.scheduler.bulk_cancel import RunFilter
 from services.scheduler.models import Run
 from services.scheduler.rerun import rerun_request
-from services.scheduler.run_labels import label_pairs
 from services.scheduler.runs import RunService
 
 RESUMABLE = ["FAILED", "CANCELLED", "TIMED_OUT"]
@@ -51,9 +50,7 @@ async def resume_page(
     which.check("resume")
     namespace = auth.one_namespace(namespace)  # the resumes are submits: into one
     size = page_size_of(page_size, 100, 500)
-    found, token = await runs.store.list_runs(
-        which.query(RESUMABLE, namespace), None, None, size, page_token, label_pairs(which.labels)
-    )
+    found, token = await which.page(runs.store, RESUMABLE, namespace, size, page_token)
     page = ResumedPage(next_page_token=token)
     ids = [r.run_id for r in found]
     for at in range(0, len(ids), AT_ONCE):

@@ -18,7 +18,6 @@ from common.errors import InvalidArgument, WtmError
 from services.common import signals
 from services.common.paging import page_size_of
 from services.scheduler.bulk_cancel import RunFilter
-from services.scheduler.run_labels import label_pairs
 from services.scheduler.run_signals import RunSignals
 
 UNFINISHED = ["PENDING", "QUEUED", "RUNNING"]  # as the history shows them (written behind)
@@ -51,9 +50,7 @@ async def signal_page(
         raise InvalidArgument("is required", field="step_id")
     signals.parse_payload(payload_json)  # INVALID_ARGUMENT before any run is looked at
     size = page_size_of(page_size, 100, 500)
-    found, token = await sender.runs.store.list_runs(
-        which.query(UNFINISHED, namespace), None, None, size, page_token, label_pairs(which.labels)
-    )
+    found, token = await which.page(sender.runs.store, UNFINISHED, namespace, size, page_token)
     page = SignaledPage(next_page_token=token)
     ids = [r.run_id for r in found]
     for at in range(0, len(ids), AT_ONCE):

@@ -47,15 +47,19 @@ def test_a_rate_limited_tasks_steps_start_one_per_interval_and_others_pass(
     """Six runs of a task limited to 4 a second, submitted at once to a fleet with room for
     them: the n-th step starts n × 250 ms after the first or later, in about the 1.25 s the
     limit needs, while a task without a limit runs at once meanwhile. Never early, in every
-    trial; on time in one of two: on a loaded machine (the suite's other worker shares the
+    trial; on time in one of three: on a loaded machine (the suite's other workers share the
     two cores) a step can start half a second late and the next ones, whose turns have come,
-    then start together (seen once in CI, 2026-12-07), while a scheduler that waited for the
-    reaper's second would be late in both."""
+    then start together (seen in CI on 2026-12-07, twice in a row once), while a scheduler
+    that waited for the reaper's second would be late in all three."""
     client.register_task(make_task(tmp_path, "free_call"))
     after, _, last = _limited_trial(client, tmp_path, "api_call")
-    if not _on_time(after):
-        again, _, last = _limited_trial(client, tmp_path, "api_call_again")
-        assert _on_time(again), (after, again)
+    trials = [after]
+    for name in ("api_call_again", "api_call_third"):
+        if _on_time(trials[-1]):
+            break
+        again, _, last = _limited_trial(client, tmp_path, name)
+        trials.append(again)
+    assert _on_time(trials[-1]), trials
     said = [e.message for e in client.watch(last.run_id, timeout=10) if e.step_id]
     assert any(m.endswith(" ms for its task's rate limit") for m in said), said
 
