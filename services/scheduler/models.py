@@ -117,6 +117,7 @@ class StepRun:
     @classmethod
     def from_redis(cls, h: dict[str, str], output_json: str) -> StepRun:
         awaiting = h.get("awaiting")
+        wait = json.loads(h["signal"]) if awaiting else {}  # while it waits for a signal
         return cls(
             step_id=h["step_id"],
             task_id=h.get("task_id", ""),
@@ -137,9 +138,9 @@ class StepRun:
             lease_id=h.get("lease", ""),
             cached_from=h.get("cached_from", ""),
             condition_view=h.get("condition_view", ""),
-            awaiting_signal=json.loads(h["signal"])["field"] if awaiting else "",
+            awaiting_signal=wait.get("field", ""),
             signal_deadline=ms_to_dt(awaiting),
-            continues_at_deadline=bool(awaiting and json.loads(h["signal"]).get("continue")),
+            continues_at_deadline=bool(wait.get("continue")),
             signaled_by=h.get("signaled_by", ""),
             awaited_at=ms_to_dt(h.get("await_ms")),
             signaled_at=ms_to_dt(h.get("signaled_ms")),

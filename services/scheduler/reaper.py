@@ -119,12 +119,11 @@ class Reaper:
         the step queued without one."""
         for ended in await self.queue.expire_signals():
             run_id, _, step_id = ended["member"].partition(":")
-            if "queued" in ended:  # its await_signal's on_timeout: it runs without one
+            if "queued" in ended:  # on_timeout "continue": queued (the queue woke the lease loop)
                 log.info(
                     "no signal came for %s in time: it runs without one", ended["member"],
                     extra=logs.run_fields(run_id, step_id),
                 )  # fmt: skip
-                self.leaser.wake()
                 continue
             log.info(
                 "no signal came for %s in time", ended["member"],

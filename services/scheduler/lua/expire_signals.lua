@@ -24,16 +24,11 @@ for _, member in ipairs(due) do
   if wait and wait.continue then
     local run_id = run_of(member)
     local step_id = string.sub(member, #run_id + 2)
-    redis.call('HDEL', sh, 'awaiting')
     redis.call('HSET', sh, 'signal_timed_out', now, 'signaled_ms', now)
     emit(P, run_id, step_id, 0, 'PENDING', 'no signal (' .. wait.field .. ') came within '
       .. string.format('%d', wait.timeout_ms / 1000) .. ' s: it runs without one', now)
-    local g = redis.call('HMGET', sh, 'queue', 'priority', 'first')
-    local queued_on = {}
     local limit = tonumber(redis.call('HGET', run_hash(P, run_id), 'max_parallel') or '0') or 0
-    make_ready(P, run_id, step_id, {queue = g[1], priority = g[2], first = g[3], signaled = true},
-      limit, now, queued_on)
-    if limit > 0 then release_held(P, run_id, limit, now, nil, queued_on) end
+    local queued_on = end_wait(P, run_id, step_id, limit, now)
     table.insert(out, cjson.encode({member = member, queued = queued_on}))
   elseif wait then
     redis.call('HDEL', sh, 'awaiting')

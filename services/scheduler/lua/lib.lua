@@ -408,6 +408,23 @@ local function make_ready(P, run_id, step_id, d, limit, now_ms, queued_on, not_b
   end
 end
 
+-- A step whose wait for a signal is over — signalled (signal.lua), or run out under its
+-- await_signal's on_timeout "continue" (expire_signals.lua): no longer waiting, and made
+-- ready now (queued, or held under its run's max_parallel, limit). Returns the queues it
+-- went on (none when held).
+local function end_wait(P, run_id, step_id, limit, now_ms)
+  local member = run_id .. ':' .. step_id
+  local sh = step_hash(P, member)
+  redis.call('HDEL', sh, 'awaiting')
+  redis.call('ZREM', signals_key(P), member)
+  local g = redis.call('HMGET', sh, 'queue', 'priority', 'first')
+  local queued_on = {}
+  make_ready(P, run_id, step_id, {queue = g[1], priority = g[2], first = g[3], signaled = true},
+    limit, now_ms, queued_on)
+  if limit > 0 then release_held(P, run_id, limit, now_ms, nil, queued_on) end
+  return queued_on
+end
+
 -- A for_each step's last instance has completed: the step completes with the list of their
 -- outputs, in the items' order (at most 4 MiB: a step output may be no larger inline), and
 -- returns its dependents, to count it off. nil and why when the list is too large, or holds

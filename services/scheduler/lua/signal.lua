@@ -29,10 +29,10 @@ if not r[1] then return {'missing'} end
 if r[1] ~= 'QUEUED' and r[1] ~= 'RUNNING' then return {'ended', r[1]} end
 local sh = step_hash(P, member)
 local f = redis.call('HMGET', sh, 'state', 'signal', 'signal_json', 'signaled_by', 'awaiting',
-  'queue', 'priority', 'first', 'signal_timed_out')
+  'signal_timed_out')
 if not f[1] then return {'no_step'} end
 if not f[2] then return {'not_awaiting'} end
-if f[9] then return {'timed_out', f[9]} end
+if f[6] then return {'timed_out', f[6]} end
 if f[3] then
   if f[3] == doc and f[4] == by then return {'repeated'} end
   return {'signaled', f[4] or ''}
@@ -45,13 +45,8 @@ if not f[5] then
     .. ' kept until its dependencies are done', now)
   return {'kept'}
 end
-redis.call('HDEL', sh, 'awaiting')
-redis.call('ZREM', signals_key(P), member)
 emit(P, run_id, step_id, 0, 'PENDING', 'signal (' .. field .. ') from ' .. by, now)
-local queued_on, limit = {}, tonumber(r[2] or '0') or 0
-make_ready(P, run_id, step_id, {queue = f[6], priority = f[7], first = f[8], signaled = true},
-  limit, now, queued_on)
-if limit > 0 then release_held(P, run_id, limit, now, nil, queued_on) end
+local queued_on = end_wait(P, run_id, step_id, tonumber(r[2] or '0') or 0, now)
 if #queued_on > 0 and wake_channel ~= '' then  -- "ORIGIN {queue: steps}", as complete.lua
   local counts = {}
   for _, q in ipairs(queued_on) do counts[q] = (counts[q] or 0) + 1 end
