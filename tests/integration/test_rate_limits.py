@@ -4,6 +4,7 @@ stack."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -15,11 +16,18 @@ from tests.integration.test_registry import make_task
 def _limited_trial(
     client: Client, tmp_path: Path, name: str
 ) -> tuple[list[float], RunInfo, RunInfo]:
-    """Six runs of a task limited to 4 a second, submitted at once, and a task without a
-    limit run meanwhile: each limited step's start after the first's (from the runs' own
+    """Six runs of a task limited to 4 a second, submitted at once once both tasks' workers
+    are warm, and a task without a limit run meanwhile: each limited step's start after the first's (from the runs' own
     records), the free run, and the limited run that started last. Every start is checked
     to be on or after its turn (whole ms, one scheduler's clock): never early."""
     client.register_task(make_task(tmp_path / name, name, rate_limit="4/s"))
+    # Warm first: a new task version's first step starts a worker process, and on a loaded
+    # machine two such cold starts held both of the executor's slots past the third step's
+    # turn (seen in CI on 2026-12-07: the third step half a second late, three trials of
+    # three). Then a quiet interval, so the six start from an empty bucket.
+    assert client.run(task=name, input={"n": -1}, timeout=30).state == "COMPLETED"
+    assert client.run(task="free_call", input={}, timeout=30).state == "COMPLETED"
+    time.sleep(0.3)
     _, run_ids = client.submit_many([{"n": n} for n in range(6)], task=name)
     free = client.run(task="free_call", input={}, timeout=30)
     runs = [client.wait(r, timeout=30) for r in run_ids]
