@@ -16,13 +16,6 @@ import logging
 import os
 from typing import Any
 
-from opentelemetry import metrics, trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-from common import telemetry
-
 log = logging.getLogger(__name__)
 
 
@@ -55,7 +48,16 @@ def setup(
     """Turn tracing (and metrics) on for this process as configured.
 
     ``grpc_server`` / ``grpc_client``: "aio" or "sync" — which gRPC flavour to instrument.
+    (The SDK is imported here, not with the module: the CLI asks ``export_configured`` on
+    every command, and a command that traces nothing need not load it, ~50 ms.)
     """
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    from common import telemetry
+
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service)})
     readers: list[Any] = []
     if metrics_port:
@@ -165,6 +167,9 @@ def _instrument_grpc(server: str, client: str) -> None:
 
 def shutdown() -> None:
     """Flush what is buffered (at process exit)."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
     provider = trace.get_tracer_provider()
     if isinstance(provider, TracerProvider):
         provider.shutdown()

@@ -17,9 +17,10 @@ def _limited_trial(
     client: Client, tmp_path: Path, name: str
 ) -> tuple[list[float], RunInfo, RunInfo]:
     """Six runs of a task limited to 4 a second, submitted at once once both tasks' workers
-    are warm, and a task without a limit run meanwhile: each limited step's start after the first's (from the runs' own
-    records), the free run, and the limited run that started last. Every start is checked
-    to be on or after its turn (whole ms, one scheduler's clock): never early."""
+    are warm, and a task without a limit run meanwhile: each limited step's start after the
+    first's (from the runs' own records), the free run, and the limited run that started
+    last. Every start is checked to be on or after its turn (whole ms, one scheduler's
+    clock): never early."""
     client.register_task(make_task(tmp_path / name, name, rate_limit="4/s"))
     # Warm first: a new task version's first step starts a worker process, and on a loaded
     # machine two such cold starts held both of the executor's slots past the third step's
