@@ -17,13 +17,12 @@ demo: $(STAMP)
 	$(PY) -m clients.cli demo
 
 ## Lint the protos and the code, then run the whole test suite (the dashboard's tests drive
-## Debian's chromium: `browser` installs it when it is missing). Two pytest-xdist workers,
+## Debian's chromium: `browser` installs it when it is missing). Three pytest-xdist workers,
 ## each with a stack of its own, a test file each at a time: the suite mostly waits (leases
-## to lapse, runs to end), so two halve its time on two cores (9:51 -> 5:16, 2026-12-05).
-## Three were faster on a quiet machine (8:17 against 9:48, 2026-12-07) but on a busy one
-## made timing tests late (a rate limit's turns, a step within 4 s): see docs/architecture.md.
+## to lapse, runs to end), so a third worker fills the two cores' idle time (11:53 -> 8:47,
+## 2026-12-07, the same commit): see docs/architecture.md.
 test: lint browser
-	$(PY) -m pytest -n 2 --dist loadfile
+	$(PY) -m pytest -n 3 --dist loadfile
 
 ## Debian's chromium for the dashboard's browser tests (Playwright drives it; nothing is
 ## downloaded from Playwright's CDN). Installed with apt-get when missing (root or sudo).
