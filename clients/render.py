@@ -201,7 +201,8 @@ INSTANCE = re.compile(r"^(.+)\[\d+\]$")  # a for_each step's instance: "step[i]"
 
 
 def _signal_lines(run_id: str, s: StepInfo) -> list[str]:
-    """What a step that awaits a signal waits for, and how to send it; or who sent it."""
+    """What a step that awaits a signal waits for, and how to send it; or who sent it, or that
+    none came in time and it ran without one."""
     if s.awaiting_signal:
         until = f" until {s.signal_deadline:%Y-%m-%d %H:%M:%S} UTC" if s.signal_deadline else ""
         if s.continues_at_deadline:
@@ -210,6 +211,8 @@ def _signal_lines(run_id: str, s: StepInfo) -> list[str]:
             f"    awaits a signal ({s.awaiting_signal}){until}: "
             f"wtm run signal {run_id} {s.step_id} --json '{{...}}'"
         ]
+    if s.ran_without_signal:
+        return ["    ran without a signal: none came in time (its await_signal's on_timeout)"]
     return [escape(f"    signalled by {s.signaled_by}")] if s.signaled_by else []
 
 

@@ -38,6 +38,7 @@ class StepInfo:
     signal_deadline: datetime | None = None
     signaled_by: str = ""
     continues_at_deadline: bool = False  # then it runs without one (else: TIMED_OUT)
+    ran_without_signal: bool = False  # its wait ran out and it went on without one
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ class RunInfo:
                 time_of(s, "signal_deadline"),
                 s.signaled_by,
                 s.continues_at_deadline,
+                s.ran_without_signal,
             )
             for s in r.steps
         ]

@@ -58,6 +58,7 @@ class Step(BaseModel):
     signal_deadline: Time | None = None  # when that wait ends (TIMED_OUT)
     signaled_by: str = ""  # who sent it its signal
     continues_at_deadline: bool = False  # while it waits: then it runs without one
+    ran_without_signal: bool = False  # its wait ran out and it went on without one
 
 
 class Run(BaseModel):

@@ -110,6 +110,7 @@ class StepRun:
     signal_deadline: datetime | None = None
     continues_at_deadline: bool = False  # its await_signal's on_timeout: "continue"
     signaled_by: str = ""
+    ran_without_signal: bool = False  # its wait ran out and it went on without one
     # when it began to wait for its signal, and when the signal came (for the run's summary)
     awaited_at: datetime | None = None
     signaled_at: datetime | None = None
@@ -142,6 +143,7 @@ class StepRun:
             signal_deadline=ms_to_dt(awaiting),
             continues_at_deadline=bool(wait.get("continue")),
             signaled_by=h.get("signaled_by", ""),
+            ran_without_signal="signal_timed_out" in h,
             awaited_at=ms_to_dt(h.get("await_ms")),
             signaled_at=ms_to_dt(h.get("signaled_ms")),
         )
@@ -153,6 +155,8 @@ class StepRun:
         """What a step hash shows of this attempt once it has ended — put back when a run is
         rebuilt, or when a resumed run takes the step over; ``from_redis`` reads it."""
         moments = {"started_ms": self.started_at, "ended_ms": self.ended_at}
+        if self.ran_without_signal:  # (when its wait ran out: a late signal is told so)
+            moments["signal_timed_out"] = self.signaled_at
         found = {
             "executor": self.executor_id,
             "lease": self.lease_id,
@@ -190,6 +194,7 @@ class StepRun:
             awaiting_signal=self.awaiting_signal,
             continues_at_deadline=self.continues_at_deadline,
             signaled_by=self.signaled_by,
+            ran_without_signal=self.ran_without_signal,
         )
         _set_time(m, "start_time", self.started_at)
         _set_time(m, "end_time", self.ended_at)

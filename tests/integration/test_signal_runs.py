@@ -147,6 +147,9 @@ def test_a_wait_that_runs_out_may_let_its_step_run_without_the_signal(
     done = client.wait(run_id, timeout=30)
     assert done.state == "COMPLETED", done.error
     assert done.output == {"echo": {"text": "x"}}  # no "go"
+    assert done.steps[0].ran_without_signal and not done.steps[0].signaled_by
+    got = run_cli(cluster, "run", "get", run_id).stdout
+    assert "ran without a signal: none came in time" in got, got
     err = refused(client.signal, run_id, "draft", {})
     assert err.code == "FAILED_PRECONDITION", err
     said = [e.message for e in client.watch(run_id)]

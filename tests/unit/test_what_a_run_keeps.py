@@ -49,3 +49,19 @@ def test_a_rerun_repeats_the_submits_own_cache_choice_from_redis_or_mongodb(
     recorded = Run.from_doc(new_doc(run, {}), [])  # after Redis let it go
     assert rerun_request(recorded, "default", latest=False).cache is choice
     assert rerun_request(recorded, "default", latest=False).task == "word_count@1.2.0"
+
+
+def test_a_step_that_ran_without_its_signal_keeps_it_in_its_record_and_its_rebuild() -> None:
+    """A wait that ran out into a plain run (await_signal's on_timeout "continue"): the step
+    says so from Redis, from its MongoDB record once Redis let the run go, and the fields a
+    rebuild puts back keep when the wait ran out (a late signal is told so, not taken)."""
+    ran_out = {**STEP, "state": "COMPLETED", "signal_timed_out": "1700000000000",
+               "signaled_ms": "1700000000000", "ended_ms": "1700000000500"}  # fmt: skip
+    step = StepRun.from_redis(ran_out, "{}")
+    assert step.ran_without_signal and step.to_proto().ran_without_signal
+    assert not step.signaled_by
+    recorded = StepRun.from_doc(step.to_doc("r1"))
+    assert recorded.ran_without_signal and recorded.to_proto().ran_without_signal
+    assert recorded.ended_fields()["signal_timed_out"] == "1700000000000"
+    plain = StepRun.from_redis({**STEP, "state": "COMPLETED"}, "{}")
+    assert not plain.ran_without_signal and "signal_timed_out" not in plain.ended_fields()

@@ -128,7 +128,7 @@ class StepTiming(_message.Message):
     def __init__(self, step_id: _Optional[str] = ..., queued_seconds: _Optional[float] = ..., run_seconds: _Optional[float] = ..., process_seconds: _Optional[float] = ..., pickup_seconds: _Optional[float] = ..., report_seconds: _Optional[float] = ..., cached: _Optional[bool] = ...) -> None: ...
 
 class StepRun(_message.Message):
-    __slots__ = ("step_id", "task_id", "task_version", "state", "attempt", "input_id", "output_id", "output_json", "error", "executor_id", "start_time", "end_time", "logs", "cached_from", "awaiting_signal", "signal_deadline", "signaled_by", "continues_at_deadline")
+    __slots__ = ("step_id", "task_id", "task_version", "state", "attempt", "input_id", "output_id", "output_json", "error", "executor_id", "start_time", "end_time", "logs", "cached_from", "awaiting_signal", "signal_deadline", "signaled_by", "continues_at_deadline", "ran_without_signal")
     STEP_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -147,6 +147,7 @@ class StepRun(_message.Message):
     SIGNAL_DEADLINE_FIELD_NUMBER: _ClassVar[int]
     SIGNALED_BY_FIELD_NUMBER: _ClassVar[int]
     CONTINUES_AT_DEADLINE_FIELD_NUMBER: _ClassVar[int]
+    RAN_WITHOUT_SIGNAL_FIELD_NUMBER: _ClassVar[int]
     step_id: str
     task_id: str
     task_version: str
@@ -165,7 +166,8 @@ class StepRun(_message.Message):
     signal_deadline: _timestamp_pb2.Timestamp
     signaled_by: str
     continues_at_deadline: bool
-    def __init__(self, step_id: _Optional[str] = ..., task_id: _Optional[str] = ..., task_version: _Optional[str] = ..., state: _Optional[_Union[State, str]] = ..., attempt: _Optional[int] = ..., input_id: _Optional[str] = ..., output_id: _Optional[str] = ..., output_json: _Optional[str] = ..., error: _Optional[str] = ..., executor_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., logs: _Optional[_Iterable[str]] = ..., cached_from: _Optional[str] = ..., awaiting_signal: _Optional[str] = ..., signal_deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., signaled_by: _Optional[str] = ..., continues_at_deadline: _Optional[bool] = ...) -> None: ...
+    ran_without_signal: bool
+    def __init__(self, step_id: _Optional[str] = ..., task_id: _Optional[str] = ..., task_version: _Optional[str] = ..., state: _Optional[_Union[State, str]] = ..., attempt: _Optional[int] = ..., input_id: _Optional[str] = ..., output_id: _Optional[str] = ..., output_json: _Optional[str] = ..., error: _Optional[str] = ..., executor_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., logs: _Optional[_Iterable[str]] = ..., cached_from: _Optional[str] = ..., awaiting_signal: _Optional[str] = ..., signal_deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., signaled_by: _Optional[str] = ..., continues_at_deadline: _Optional[bool] = ..., ran_without_signal: _Optional[bool] = ...) -> None: ...
 
 class LineageEdge(_message.Message):
     __slots__ = ("source", "target")

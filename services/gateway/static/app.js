@@ -452,9 +452,10 @@ function runPage(runId) {
   }
 
   // A step that awaits a signal (its await_signal): what it waits for, and a button that sends
-  // it (a JSON object, asked for); once one came, who sent it.
+  // it (a JSON object, asked for); once one came, who sent it; or that none came in time.
   function signalCell(id, s) {
     if (s.signaled_by) return h("div", { class: "muted", "data-signaled": id }, `signalled by ${s.signaled_by}`);
+    if (s.ran_without_signal) return h("div", { class: "muted", "data-signaled": id }, "ran without a signal: none came in time");
     if (!s.awaiting_signal) return null;
     const send = h("button", { "data-signal": id, onclick: async () => {
       const text = prompt(`The signal for ${id}: a JSON object, given to its task as "${s.awaiting_signal}"`, "{}");
