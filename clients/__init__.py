@@ -13,9 +13,8 @@ results are ``clients.types``; errors ``clients.errors``; states ``State``. This
 depends on the generated ``wtm`` code and on ``common`` only.
 """
 
-from typing import TYPE_CHECKING, Any
-
 import common  # noqa: F401 - first: it sets gRPC's fork setting before grpc is imported
+from clients.aio import AsyncClient
 from clients.errors import (
     AlreadyExists,
     ApiError,
@@ -60,21 +59,7 @@ from clients.types import (
 )
 from common.states import TERMINAL_STATES, RunState, State, StepState
 
-if TYPE_CHECKING:
-    from clients.aio import AsyncClient
-
 __version__ = "0.1.0"
-
-
-def __getattr__(name: str) -> Any:
-    """``AsyncClient`` is imported when first asked for: it loads asyncio and grpc.aio,
-    which the sync client and the CLI do without (~100 ms of every ``wtm`` command)."""
-    if name == "AsyncClient":
-        from clients.aio import AsyncClient
-
-        return AsyncClient
-    raise AttributeError(f"module 'clients' has no attribute {name!r}")
-
 
 __all__ = [
     "TERMINAL_STATES",

@@ -6,6 +6,7 @@ the asyncio twin of each with the same name and arguments (as ``clients.schedule
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -212,8 +213,6 @@ class AsyncCatalogMethods:
     # Tasks and artifacts -----------------------------------------------------------------
 
     async def register_task(self, path: str | Path) -> TaskInfo:
-        import asyncio  # (here: the sync client's users need not load it)
-
         data = await asyncio.to_thread(pack_directory, path)
         return await self.upload_package(data)
 
@@ -263,8 +262,6 @@ class AsyncCatalogMethods:
 
     async def upload_artifact(self, path: str | Path) -> str:
         path = Path(path)
-        import asyncio
-
         return await self.upload_artifact_data(path.name, await asyncio.to_thread(path.read_bytes))
 
     async def upload_artifact_data(self, filename: str, data: bytes) -> str:

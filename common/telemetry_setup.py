@@ -49,7 +49,7 @@ def setup(
 
     ``grpc_server`` / ``grpc_client``: "aio" or "sync" — which gRPC flavour to instrument.
     (The SDK is imported here, not with the module: the CLI asks ``export_configured`` on
-    every command, and a command that traces nothing need not load it, ~50 ms.)
+    every command, and a command that traces nothing need not load it, ~100 ms.)
     """
     from opentelemetry import metrics, trace
     from opentelemetry.sdk.resources import Resource
