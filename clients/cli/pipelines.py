@@ -34,16 +34,34 @@ def pipeline() -> None:
 
 
 def _config_options(f):  # noqa: ANN001, ANN202
+    """A config file, named as the original system's tool named it (``--json-config``) or
+    as ``wtm task register`` names a package (a path after the command); the bundled
+    examples' config when neither is given."""
     f = click.option(
         "--pipeline", "pipeline_id", default="", help="only this pipeline of the file"
     )(f)
-    return click.option(
+    f = click.option(
         "--json-config",
         "config",
-        default=str(DEFAULT_CONFIG),
-        show_default=True,
+        default=None,
+        help=f"the config file (the same as CONFIG)  [default: {DEFAULT_CONFIG}]",
         type=click.Path(exists=True, dir_okay=False, path_type=Path),
     )(f)
+    return click.argument(
+        "config_path",
+        metavar="[CONFIG]",
+        required=False,
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    )(f)
+
+
+def _config_file(config: Path | None, config_path: Path | None) -> Path:
+    """The one config file asked for: CONFIG or ``--json-config``, not two different ones."""
+    if config and config_path and config.resolve() != config_path.resolve():
+        raise click.UsageError(
+            f"CONFIG ({config_path}) and --json-config ({config}) name two files: give one"
+        )
+    return config or config_path or DEFAULT_CONFIG
 
 
 def _summary(pipelines: list[PipelineInfo], verb: str) -> str:
@@ -62,20 +80,27 @@ def _summary(pipelines: list[PipelineInfo], verb: str) -> str:
 @pipeline.command("register")
 @_config_options
 @click.pass_obj
-def pipeline_register(obj: Ctx, config: Path, pipeline_id: str) -> None:
-    """Register the pipelines of a JSON config (each step pinned to a task version)."""
+def pipeline_register(
+    obj: Ctx, config: Path | None, config_path: Path | None, pipeline_id: str
+) -> None:
+    """Register the pipelines of a JSON config, CONFIG (each step pinned to a task
+    version)."""
+    path = _config_file(config, config_path)
     with obj.client() as client:
-        result = client.register_pipelines(config, pipeline_id)
+        result = client.register_pipelines(path, pipeline_id)
     obj.out(result, _summary(result, "registered"))
 
 
 @pipeline.command("validate")
 @_config_options
 @click.pass_obj
-def pipeline_validate(obj: Ctx, config: Path, pipeline_id: str) -> None:
-    """Check a JSON config against the registry without storing anything."""
+def pipeline_validate(
+    obj: Ctx, config: Path | None, config_path: Path | None, pipeline_id: str
+) -> None:
+    """Check a JSON config, CONFIG, against the registry without storing anything."""
+    path = _config_file(config, config_path)
     with obj.client() as client:
-        result = client.register_pipelines(config, pipeline_id, validate_only=True)
+        result = client.register_pipelines(path, pipeline_id, validate_only=True)
     obj.out(result, _summary(result, "valid") + "\n(nothing stored)")
 
 

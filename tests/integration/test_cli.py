@@ -147,7 +147,7 @@ def test_show_config_gives_a_config_that_registers_as_the_same_pipeline(
         }
     }  # fmt: skip
     (tmp_path / "config.json").write_text(json.dumps(config))
-    run_cli(cluster, "pipeline", "register", "--json-config", str(tmp_path / "config.json"))
+    run_cli(cluster, "pipeline", "register", str(tmp_path / "config.json"))  # CONFIG alone
     info = run_cli(cluster, "pipeline", "info", "all_settings").stdout
     assert "retries 2 waiting 3s doubling to 30s, queue" in info, info
     shown = json.loads(run_cli(cluster, "pipeline", "show-config", "all_settings").stdout)

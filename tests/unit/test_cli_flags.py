@@ -5,6 +5,7 @@ signal RUN STEP --json DOC`` sends a document and prints its errors for people, 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -33,3 +34,18 @@ def test_a_commands_own_json_option_does_not_make_errors_json(
     error = json.loads(capsys.readouterr().err)["error"]
     assert (error["code"], error["exit_code"]) == ("USAGE", 2)
     assert "must be a JSON object" in error["message"]
+
+
+def test_a_pipeline_config_is_named_after_the_command_or_by_json_config_but_not_two(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    one, other = tmp_path / "one.json", tmp_path / "other.json"
+    for path in (one, other):
+        path.write_text("{}")
+    for command in ("register", "validate"):
+        with pytest.raises(SystemExit) as done:  # refused before any call
+            main(["--json", "pipeline", command, str(one), "--json-config", str(other)])
+        assert done.value.code == 2
+        error = json.loads(capsys.readouterr().err)["error"]
+        assert (error["code"], error["exit_code"]) == ("USAGE", 2), error
+        assert "name two files" in error["message"] and "one.json" in error["message"]
