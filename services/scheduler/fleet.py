@@ -122,6 +122,8 @@ class ExecutorSession:
     call_of: dict[str, str] = field(default_factory=dict)
     calls: dict[str, set[str]] = field(default_factory=dict)
     riders: int = 0  # steps in flight on a call's slot beyond its first
+    # Steps in flight whose end may queue work (dependents, a place of a limited task).
+    wakes_work: set[str] = field(default_factory=set)
     # Steps in flight it reported progress or a log line for: step-key -> attempt (marked
     # heard in Redis by the first; ``Intake.reported_on``).
     heard: dict[str, int] = field(default_factory=dict)
@@ -173,6 +175,7 @@ class ExecutorSession:
         """A step is no longer in flight here: its attempt (None if it was not)."""
         attempt = self.in_flight.pop(member, None)
         self.heard.pop(member, None)
+        self.wakes_work.discard(member)
         call = self.call_of.pop(member, None)
         if call is not None:
             steps = self.calls[call]

@@ -27,6 +27,7 @@ class Idle:
     at_ms: int  # when
     queues: list[str]  # the queues it serves (where new work finds it)
     session: ExecutorSession
+    with_room: bool = False  # it had a free slot then: work queued since would have asked it
 
 
 class AskedExecutors:
@@ -80,14 +81,14 @@ class AskedExecutors:
         self._leave_idle(session.executor_id)
         self.active[session.executor_id] = session
 
-    def found_idle(self, session: ExecutorSession, now_ms: int) -> None:
-        """``session`` asked and found its queues empty."""
+    def found_idle(self, session: ExecutorSession, now_ms: int, with_room: bool = False) -> None:
+        """``session`` asked and found its queues empty (``with_room``: for a free slot)."""
         if self.fleet.sessions.get(session.executor_id) is not session:
             return
         self.active.pop(session.executor_id, None)
         self._leave_idle(session.executor_id)  # re-added last: the order is by time
         queues = self.fleet.queues_of(session)
-        self.idle[session.executor_id] = Idle(now_ms, queues, session)
+        self.idle[session.executor_id] = Idle(now_ms, queues, session, with_room)
         for queue in queues:
             self.by_queue.setdefault(queue, {})[session.executor_id] = session
 

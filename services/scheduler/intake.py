@@ -178,12 +178,13 @@ class Intake:
     def report(self, session: ExecutorSession, report: StepReport) -> None:
         """Take a step result; it is recorded with the next batch (fencing decides there)."""
         member = keys.step_key(report.run_id, report.step_id)
+        wakes_work = member in session.wakes_work
         leased_here = report.attempt in (
             session.take(member),
             session.stopping.pop(member, None),
         )
         session.last_seen = self.clock.time()
-        self.leaser.slot_freed(session)
+        self.leaser.slot_freed(session, wakes_work)
         report = dataclasses.replace(report, leased_here=leased_here)
         self._pending.append((report, int(self.clock.time() * 1_000_000)))
         self._ready.set()

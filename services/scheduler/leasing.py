@@ -47,6 +47,15 @@ def slots_of(leased: list[Leased]) -> int:
     return len({x.call or x.member for x in leased})
 
 
+def _wakes_work(step: dict[str, str]) -> bool:
+    """Whether a step's end may queue work in its result's round trip: it has dependents (or
+    it is not known), its task's concurrency limit queues a step waiting for its place, or
+    its run's max_parallel_tasks one of the run's held steps."""
+    return (
+        step.get("dependents") not in ("[]", "{}") or "conc_key" in step or "max_parallel" in step
+    )
+
+
 @dataclass(frozen=True)
 class Prepared:
     """A leased step with its input built, about to be sent (or completed from the cache)."""
@@ -105,6 +114,9 @@ class Leaser:
         # Whether the last round filled every slot it could: then work may still be waiting
         # and a freed slot calls for a round; otherwise only newly queued work does.
         self.saturated = True
+        # The queue's epoch when a round last came away short on every want (its queues
+        # drained); None after a round that filled one.
+        self._drained_at: int | None = None
         self._lock = asyncio.Lock()  # one round at a time, so slots are counted once
         self.due = DueTimer(queue, self.wake)  # for what a round left waiting until a time
 
@@ -115,18 +127,19 @@ class Leaser:
         return self.clock.now_ms() + int(self.retry.delay_seconds(attempt) * 1000)
 
     @contextlib.asynccontextmanager
-    async def round(self) -> AsyncIterator[LeaseRound]:
+    async def round(self, submitting: bool = False) -> AsyncIterator[LeaseRound]:
         """A lease round: who wants what now, held alone until its hand-out is done."""
         async with self._lock:
-            yield self._wants()
+            yield self._wants(submitting)
 
     @property
     def in_round(self) -> bool:
         return self._lock.locked()
 
-    def _wants(self) -> LeaseRound:
+    def _wants(self, submitting: bool = False) -> LeaseRound:
         """What to lease to whom: first every free slot, sessions in rotating order; then
-        each session's prefetch room, so that held work never waits while a slot is idle."""
+        each session's prefetch room, so that held work never waits while a slot is idle
+        (not in a submit's round whose new steps the free slots take: ``_prefetch_finds``)."""
         epoch, now = self.queue.queued_epoch, self.clock.now_ms()
         new_work = self.queue.take_new_work()
         sessions = self.asked.to_ask(epoch, now, new_work)
@@ -139,7 +152,7 @@ class Leaser:
             Want(s.executor_id, self.fleet.queues_of(s), s.free_slots, s.profile.batching)
             for s in wanting
         ]
-        if self.prefetch:
+        if self.prefetch and self._prefetch_finds(submitting, epoch, new_work, wanting):
             held = [s for s in order if s.prefetch_room(self.prefetch) > 0]
             wanting += held
             wants += [  # a batch held ahead is one place too, as on a slot
@@ -155,6 +168,19 @@ class Leaser:
         if not wanting:
             self.saturated = True
         return LeaseRound(self, wanting, wants, epoch, len(self.asked.idle))
+
+    def _prefetch_finds(
+        self, submitting: bool, epoch: int, new_work: Counter[str], wanting: list[ExecutorSession]
+    ) -> bool:
+        """Whether a round's prefetch asks may find anything. Not in a submit's round when
+        the last round found the queues drained, nothing was queued since but what this
+        replica knows of (the epoch has not moved), and the free slots asked take all of it:
+        a sequential client's submit makes one script call for its lease, not two."""
+        return not (
+            submitting
+            and self._drained_at == epoch
+            and sum(new_work.values()) <= sum(s.free_slots for s in wanting)
+        )
 
     async def submit(self, runs: list[Submission]) -> list[tuple[bool, str]]:
         """Queue new runs and, in the same round trip, lease work to the free slots, so a
@@ -175,7 +201,7 @@ class Leaser:
             first, rest = runs[:head], runs[head:]
         hint = ready_queues(first)  # None for rebuilt runs: then every round must look
         self.queue.work_was_queued(hint, wake=hint is None)  # asked in this very round
-        async with self.round() as r:
+        async with self.round(submitting=True) as r:
             created, leases = await self.queue.submit_and_dispatch(first, r.wants, self.lease_ms)
             await r.hand_out(leases)
         if rest:
@@ -300,6 +326,8 @@ class Leaser:
         for session, p, traceparent in outgoing:
             size = call_sizes[p.leased.call] if p.leased.call else 0
             session.leased(p.leased.member, p.leased.attempt, p.leased.call if size > 1 else "")
+            if _wakes_work(p.leased.step):
+                session.wakes_work.add(p.leased.member)
             proven = p.leased.step["digest"] in self.fleet.proven
             session.outbox.put_nowait(
                 assignment(p.leased, p.input_json, p.sources, traceparent, size, proven)
@@ -310,11 +338,14 @@ class Leaser:
         self.asked.activate(session)
         self.wake()
 
-    def slot_freed(self, session: ExecutorSession) -> None:
-        """A result freed one of ``session``'s places: it is asked again from the next round,
-        even if it was found idle while full (work queued meanwhile passed it by, having no
-        free slot to take, and would otherwise wait for the one-second backstop)."""
-        if session.executor_id in self.asked.idle:
+    def slot_freed(self, session: ExecutorSession, wakes_work: bool = True) -> None:
+        """A result freed one of ``session``'s places: it is asked again from the next round
+        if it was found idle while full (work queued meanwhile passed it by, having no free
+        slot to take, and would otherwise wait for the one-second backstop), or if the step's
+        end may queue work (``wakes_work``: its dependents, or a place of its task), which
+        the result's own round trip then leases."""
+        idle = self.asked.idle.get(session.executor_id)
+        if idle is not None and (wakes_work or not idle.with_room):
             self.asked.activate(session)
 
     def forget(self, session: ExecutorSession) -> None:
@@ -325,13 +356,20 @@ class Leaser:
         """Note who found nothing; and when work was queued while executors sat out this
         round (results that made steps ready), lease again so that they are asked."""
         got_some: dict[str, bool] = {}  # a session wants twice with prefetch: both count
+        drained: dict[str, bool] = {}  # a free-slot want got less than it asked: none left
         asked: dict[str, ExecutorSession] = {}
-        for session, got in zip(lease_round.sessions, leases, strict=True):
+        for session, want, got in zip(lease_round.sessions, lease_round.wants, leases, strict=True):
             got_some[session.executor_id] = got_some.get(session.executor_id, False) or bool(got)
+            if not want.held:
+                drained[session.executor_id] = slots_of(got) < want.n
             asked[session.executor_id] = session
+        if lease_round.wants:
+            self._drained_at = None if self.saturated else lease_round.epoch
         now = self.clock.now_ms()
         for executor_id, session in asked.items():
-            if not got_some[executor_id]:
+            if drained.get(executor_id):
+                self.asked.found_idle(session, now, with_room=True)
+            elif not got_some[executor_id]:
                 self.asked.found_idle(session, now)
         if lease_round.skipped and (
             self.queue.queued_epoch != lease_round.epoch or self.queue.new_work

@@ -3,11 +3,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
+from services.scheduler import run_queue
 from services.scheduler.fleet import (
     ExecutorProfile,
 )
-from services.scheduler.queue_records import Submission
-from tests.unit.scheduler_core import Core, assignments, chain, scenario, step
+from services.scheduler.queue_records import Submission, Want
+from tests.unit.scheduler_core import Core, assignments, chain, scenario, state_of, step
 
 
 def test_an_executor_that_found_its_queues_empty_is_not_asked_until_work_is_queued(
@@ -26,7 +31,9 @@ def test_an_executor_that_found_its_queues_empty_is_not_asked_until_work_is_queu
             async with c.core.leaser.round() as r:
                 return {w.executor_id for w in r.wants}
 
-        assert await asked() == {"busy"}  # idle sits this round out
+        # Both sit this round out: idle found nothing, and busy got less than it asked for
+        # (one step for two slots), so its queue was left empty too.
+        assert await asked() == set()
         c.queue.work_was_queued()  # e.g. another replica said it queued work
         assert await asked() == {"busy", "idle"}
         await c.lease_round()  # both asked; neither queue has anything
@@ -86,5 +93,61 @@ def test_an_idle_executor_whose_slot_frees_is_asked_for_work_queued_while_it_was
         assert assignments(worker) == []
         await c.report(worker, first, "SUCCEEDED")  # the slot frees: r2 goes at once
         assert [a.run_id for a in assignments(worker)] == ["r2"]
+
+    scenario(valkey_url, body)
+
+
+def test_one_run_after_another_makes_one_dispatch_call_each(
+    valkey_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sequential client's runs: the submit's round trip leases the step to a free slot and
+    leaves the queue empty, so the executor sits out the round trip of the step's result (a
+    step without dependents queues nothing), and the submit makes no prefetch ask (the free
+    slots take all the new work). Until 2026-12-07 each run made four dispatch calls, three of
+    them finding nothing: the prefetch ask beside the lease, and both asks again with the
+    result."""
+    calls: list[Want] = []
+    dispatch_calls = run_queue.dispatch_calls
+
+    def counted(wants: list[Want], *args: Any) -> Any:
+        calls.extend(wants)
+        return dispatch_calls(wants, *args)
+
+    monkeypatch.setattr(run_queue, "dispatch_calls", counted)
+
+    async def body(c: Core) -> None:
+        c.core.leaser.prefetch = 4
+        worker = c.executor("worker", slots=2)
+        for n in range(4):
+            calls.clear()
+            await c.submit(f"r{n}")
+            [a] = assignments(worker)
+            await c.report(worker, a, "SUCCEEDED")
+            assert await state_of(c, f"r{n}") == ("COMPLETED", "")
+            asks = [(w.executor_id, w.n, w.held) for w in calls]
+            if n == 0:  # a new executor is asked for its slots and its prefetch room
+                assert asks[:2] == [("worker", 2, False), ("worker", 4, True)], asks
+            else:
+                assert asks == [("worker", 2, False)], asks
+
+    scenario(valkey_url, body)
+
+
+def test_a_result_with_dependents_asks_its_executor_even_after_its_queue_ran_dry(
+    valkey_url: str,
+) -> None:
+    """An executor that got less than it asked for sits rounds out, but the result of a step
+    with dependents asks it again in its own round trip, so the next step starts there."""
+
+    async def body(c: Core) -> None:
+        worker = c.executor("worker", slots=2)
+        await c.core.submit([chain("r1")])
+        [a] = assignments(worker)  # one step for two slots: the queue is left empty
+        assert "worker" in c.core.leaser.asked.idle
+        await c.report(worker, a, "SUCCEEDED")  # queues b, and leases it in the same trip
+        [b] = assignments(worker)
+        assert b.step_id == "b"
+        await c.report(worker, b, "SUCCEEDED")
+        assert c.heard.of("run_ended") == [("r1", "COMPLETED")]
 
     scenario(valkey_url, body)
