@@ -122,7 +122,7 @@ class ExecutorSession:
     call_of: dict[str, str] = field(default_factory=dict)
     calls: dict[str, set[str]] = field(default_factory=dict)
     riders: int = 0  # steps in flight on a call's slot beyond its first
-    # Steps in flight whose end may queue work (dependents, a place of a limited task).
+    # Steps in flight whose end may queue work (``leasing._wakes_work``).
     wakes_work: set[str] = field(default_factory=set)
     # Steps in flight it reported progress or a log line for: step-key -> attempt (marked
     # heard in Redis by the first; ``Intake.reported_on``).

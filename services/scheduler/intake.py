@@ -178,7 +178,8 @@ class Intake:
     def report(self, session: ExecutorSession, report: StepReport) -> None:
         """Take a step result; it is recorded with the next batch (fencing decides there)."""
         member = keys.step_key(report.run_id, report.step_id)
-        wakes_work = member in session.wakes_work
+        # Whether its end may queue work (not known of a step leased elsewhere: it may).
+        wakes_work = member in session.wakes_work or member not in session.in_flight
         leased_here = report.attempt in (
             session.take(member),
             session.stopping.pop(member, None),
