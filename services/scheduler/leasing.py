@@ -342,8 +342,8 @@ class Leaser:
         """A result freed one of ``session``'s places: it is asked again from the next round
         if it was found idle while full (work queued meanwhile passed it by, having no free
         slot to take, and would otherwise wait for the one-second backstop), or if the step's
-        end may queue work (``wakes_work``: its dependents, or a place of its task), which
-        the result's own round trip then leases."""
+        end may queue work (``wakes_work``, from ``_wakes_work`` as it was leased), which the
+        result's own round trip then leases."""
         idle = self.asked.idle.get(session.executor_id)
         if idle is not None and (wakes_work or not idle.with_room):
             self.asked.activate(session)
