@@ -180,7 +180,7 @@ async def _nx_history_writes(cluster: Cluster, n: int) -> dict[str, Any]:
         for run in runs:
             _finish(run)
             store.record_step_later(run.run_id, run.steps[0])
-            store.update_run_later(run.run_id, run.final_fields())
+            store.update_run_later(run.run_id, run.final_fields(run.summary()))
         await store.flush()
 
     try:

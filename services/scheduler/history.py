@@ -230,12 +230,11 @@ class History(RunListener):
             for run_id, (run_hash, steps, outputs) in found.items():
                 if not run_hash:
                     continue
-                run = Run.from_redis(run_hash, steps, outputs)
-                self.listeners.run_recorded(run, run_hash)
-                for step in run.steps:  # attempts that ended are recorded already, but not
-                    if step.state in ("CANCELLED", "SKIPPED") or completed_unleased(step):
-                        self.store.record_step_later(run_id, step)  # steps that never ran
-                self.store.update_run_later(run_id, run.final_fields())
+                try:
+                    self._record_end(run_id, Run.from_redis(run_hash, steps, outputs), run_hash)
+                except Exception:  # one run's fault must not drop the other ends taken with it
+                    self.listeners.history_write_failed()
+                    log.exception("run %s ended, and its end could not be recorded", run_id)
         # Once MongoDB holds the ends, Redis keeps the runs only for the retention period
         # (not the hour their keys got when they ended, which covers a MongoDB outage).
         written, self._written = self._written, set()
@@ -245,6 +244,19 @@ class History(RunListener):
             except Exception:
                 self._written |= written
                 raise
+
+    def _record_end(self, run_id: str, run: Run, run_hash: dict[str, str]) -> None:
+        self.listeners.run_recorded(run, run_hash)
+        for step in run.steps:  # attempts that ended are recorded already, but not
+            if step.state in ("CANCELLED", "SKIPPED") or completed_unleased(step):
+                self.store.record_step_later(run_id, step)  # steps that never ran
+        try:
+            summary = run.summary()
+        except Exception:  # a fault in what is derived from the run must not keep its end out
+            self.listeners.history_write_failed()
+            log.exception("run %s: its summary could not be made; its end goes without", run_id)
+            summary = None
+        self.store.update_run_later(run_id, run.final_fields(summary))
 
     # Recovery -----------------------------------------------------------------------------
 

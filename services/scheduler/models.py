@@ -40,7 +40,6 @@ _RUN_HASH_TEXT = (
     "namespace",
 )
 
-
 # A submit's own cache choice as the run's hash keeps it ("cache", only when one was made).
 CACHE_CHOICE = {"1": True, "0": False}
 
@@ -337,12 +336,12 @@ class Run:
     def to_doc(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "steps"}
 
-    def final_fields(self) -> dict[str, Any]:
-        """What the history keeps of a run once it has finished."""
+    def final_fields(self, summary: dict[str, Any] | None) -> dict[str, Any]:
+        """What the history keeps of a run once it has finished (``summary``: its own)."""
         return {
             "state": self.state,
             "lineage": [list(edge) for edge in self.lineage],
-            "processing_summary": self.summary(),
+            "processing_summary": summary,
             "output_json": self.output_json,
             "error": self.error,
             "started_at": self.started_at,
@@ -409,7 +408,7 @@ Span = tuple[datetime, datetime | None]
 
 def _merged(spans: list[Span]) -> list[tuple[datetime, datetime]]:
     found: list[tuple[datetime, datetime]] = []
-    for a, b in sorted((a, b) for a, b in spans if b is not None and b > a):
+    for a, b in sorted((a, b) for a, b in spans if b is not None and b >= a):
         if found and a <= found[-1][1]:
             found[-1] = (found[-1][0], max(found[-1][1], b))
         else:
@@ -418,10 +417,11 @@ def _merged(spans: list[Span]) -> list[tuple[datetime, datetime]]:
 
 
 def _idle(waits: list[Span], busy: list[Span]) -> float:
-    """Seconds of ``waits`` (steps waiting for signals) within the span of the ``busy``
-    intervals (steps running) when no step ran: a run that waited an hour for an approval
-    did not run its steps an hour slower."""
-    ran = _merged(busy)
+    """Seconds of ``waits`` (steps waiting for signals) within the span of ``busy`` (steps
+    running) when no step ran: an hour's wait for an approval is no hour of slower steps."""
+    ran = _merged(busy)  # a no-op's step may start and end in one millisecond: it ran
+    if not ran:  # every step's end before its start (clocks apart): nothing to say
+        return 0.0
     first, last = ran[0][0], ran[-1][1]
     idle = 0.0
     for a, b in _merged([(max(a, first), min(b, last) if b else b) for a, b in waits]):

@@ -362,3 +362,21 @@ def test_a_runs_summary_leaves_out_the_time_it_only_waited_for_a_signal() -> Non
     assert run.to_proto().processing_summary.signal_wait_seconds == pytest.approx(5.0)
     steps[1].awaited_at = None  # no wait: as before
     assert (run.summary() or {})["parallel_speedup"] == pytest.approx(3.9 / 9, abs=1e-3)
+
+
+def test_a_runs_summary_counts_a_step_that_started_and_ended_in_one_millisecond() -> None:
+    # Redis keeps times in ms: a no-op's step often starts and ends in the same one. Its
+    # run's summary once raised IndexError, so the waiting SubmitRun answered INTERNAL and
+    # the history's writer dropped the run's end.
+    t0 = datetime(2026, 12, 8, tzinfo=UTC)
+    step = StepRun("a", "t", "1", "COMPLETED", 1, started_at=t0, ended_at=t0)
+    run = Run("r", "COMPLETED", "{}", 5, steps=[step], created_at=t0, ended_at=t0)
+    summary = run.summary() or {}
+    assert (summary["signal_wait_seconds"], summary["parallel_speedup"]) == (0.0, 1.0)
+    assert run.to_proto().processing_summary.steps[0].run_seconds == 0.0
+    # two instants with a signal's wait between them: the wait is all the run's span
+    later = t0 + timedelta(seconds=8)
+    waited = StepRun("b", "t", "1", "COMPLETED", 1, started_at=later, ended_at=later,
+                     awaited_at=t0, signaled_at=later)  # fmt: skip
+    run = Run("r", "COMPLETED", "{}", 5, steps=[step, waited], created_at=t0, ended_at=later)
+    assert (run.summary() or {})["signal_wait_seconds"] == pytest.approx(8.0)
