@@ -258,8 +258,12 @@ class Intake:
     def _counts(self, r: StepReport, c: Completion, v: Verdict) -> bool:
         """Whether a result ended its attempt (else it was refused, or handed back unrun)."""
         if v.verdict == "stale":
-            log.warning(
-                "refused stale result for %s attempt %d",
+            # a cancelled step's result that crossed its cancel is expected, not a warning
+            cancelled = v.snapshot.get("state") == "CANCELLED"
+            log.log(
+                logging.INFO if cancelled else logging.WARNING,
+                "refused %s result for %s attempt %d",
+                "a cancelled step's" if cancelled else "stale",
                 c.member,
                 c.attempt,
                 extra=logs.run_fields(r.run_id, r.step_id, c.attempt),
