@@ -100,6 +100,20 @@ class AskedExecutors:
         if idle is not None and idle.session is session:
             self._leave_idle(session.executor_id)
 
+    def new_work_of(
+        self, queued: Counter[str], left: Counter[str], asked: set[str]
+    ) -> Counter[str]:
+        """Of the steps a round trip's results queued (``queued``, per queue), those later
+        rounds are to ask idle executors for: on a queue none of whose idle executors sat
+        that round trip out (``asked``: its executors), only what it left waiting (``left``);
+        they asked once the results were in, and took all they could. On any other, all."""
+        return Counter(
+            {
+                q: n if any(e not in asked for e in self.by_queue.get(q, ())) else left[q]
+                for q, n in queued.items()
+            }
+        )
+
     def any_full(self, prefetch: int) -> bool:
         """Whether some session has no room. Idle ones had room when they asked, and only a
         round (which makes them active) gives them more: the full ones are active."""

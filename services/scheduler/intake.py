@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 
 from services.common import logs
@@ -241,6 +242,8 @@ class Intake:
                 verdicts, leases = await self.queue.complete_and_dispatch(
                     completions, lease_round.wants, self.leaser.lease_ms
                 )
+                queued = Counter(q for v in verdicts for q in v.queued_on)
+                self.leaser.results_queued(lease_round, queued, leases)
                 for (r, _), c, v in zip(batch, completions, verdicts, strict=True):
                     if self._counts(r, c, v):
                         self.fleet.send_cancels(v.cancel)

@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 
 from common import refs
 from services.common.mapping import MissingValue
-from services.scheduler import keys, tracing
+from services.scheduler import keys, tracing, wake
 from services.scheduler.assignments import assignment, step_input
 from services.scheduler.clock import SYSTEM, Clock
 from services.scheduler.due_timer import DueTimer
@@ -76,7 +76,7 @@ class LeaseRound:
     sessions: list[ExecutorSession] = field(default_factory=list)
     wants: list[Want] = field(default_factory=list)
     epoch: int = 0  # the queue's queued_epoch when the wants were drawn up
-    skipped: int = 0  # executors left out: their queues were empty at this epoch
+    skipped: int = 0  # executors left out (queues empty at this epoch), or their prefetch
 
     async def hand_out(self, leases: list[list[Leased]]) -> None:
         await self.leaser.hand_out(self.sessions, self.wants, leases)
@@ -127,19 +127,19 @@ class Leaser:
         return self.clock.now_ms() + int(self.retry.delay_seconds(attempt) * 1000)
 
     @contextlib.asynccontextmanager
-    async def round(self, submitting: bool = False) -> AsyncIterator[LeaseRound]:
+    async def round(self) -> AsyncIterator[LeaseRound]:
         """A lease round: who wants what now, held alone until its hand-out is done."""
         async with self._lock:
-            yield self._wants(submitting)
+            yield self._wants()
 
     @property
     def in_round(self) -> bool:
         return self._lock.locked()
 
-    def _wants(self, submitting: bool = False) -> LeaseRound:
+    def _wants(self) -> LeaseRound:
         """What to lease to whom: first every free slot, sessions in rotating order; then
         each session's prefetch room, so that held work never waits while a slot is idle
-        (not in a submit's round whose new steps the free slots take: ``_prefetch_finds``)."""
+        (not when the free slots take all the work there may be: ``_prefetch_finds``)."""
         epoch, now = self.queue.queued_epoch, self.clock.now_ms()
         new_work = self.queue.take_new_work()
         sessions = self.asked.to_ask(epoch, now, new_work)
@@ -152,7 +152,11 @@ class Leaser:
             Want(s.executor_id, self.fleet.queues_of(s), s.free_slots, s.profile.batching)
             for s in wanting
         ]
-        if self.prefetch and self._prefetch_finds(submitting, epoch, new_work, wanting):
+        skipped = len(self.asked.idle)
+        free = sum(s.free_slots for s in wanting)
+        if self.prefetch and not self._prefetch_finds(epoch, new_work, free):
+            skipped += len(order)  # what the round trip leaves waiting calls another round
+        elif self.prefetch:
             held = [s for s in order if s.prefetch_room(self.prefetch) > 0]
             wanting += held
             wants += [  # a batch held ahead is one place too, as on a slot
@@ -167,20 +171,14 @@ class Leaser:
             ]
         if not wanting:
             self.saturated = True
-        return LeaseRound(self, wanting, wants, epoch, len(self.asked.idle))
+        return LeaseRound(self, wanting, wants, epoch, skipped)
 
-    def _prefetch_finds(
-        self, submitting: bool, epoch: int, new_work: Counter[str], wanting: list[ExecutorSession]
-    ) -> bool:
-        """Whether a round's prefetch asks may find anything. Not in a submit's round when
-        the last round found the queues drained, nothing was queued since but what this
-        replica knows of (the epoch has not moved), and the free slots asked take all of it:
-        a sequential client's submit makes one script call for its lease, not two."""
-        return not (
-            submitting
-            and self._drained_at == epoch
-            and sum(new_work.values()) <= sum(s.free_slots for s in wanting)
-        )
+    def _prefetch_finds(self, epoch: int, new_work: Counter[str], free: int) -> bool:
+        """Whether a round's prefetch asks may find anything: not when the last round found
+        the queues drained, nothing was queued since but what this replica knows of (the
+        epoch has not moved), and the free slots asked (``free``) take all of it (what
+        results queue beyond them is left waiting; ``after`` calls a round to prefetch it)."""
+        return not (self._drained_at == epoch and sum(new_work.values()) <= free)
 
     async def submit(self, runs: list[Submission]) -> list[tuple[bool, str]]:
         """Queue new runs and, in the same round trip, lease work to the free slots, so a
@@ -201,7 +199,7 @@ class Leaser:
             first, rest = runs[:head], runs[head:]
         hint = ready_queues(first)  # None for rebuilt runs: then every round must look
         self.queue.work_was_queued(hint, wake=hint is None)  # asked in this very round
-        async with self.round(submitting=True) as r:
+        async with self.round() as r:
             created, leases = await self.queue.submit_and_dispatch(first, r.wants, self.lease_ms)
             await r.hand_out(leases)
         if rest:
@@ -347,6 +345,15 @@ class Leaser:
         idle = self.asked.idle.get(session.executor_id)
         if idle is not None and (wakes_work or not idle.with_room):
             self.asked.activate(session)
+
+    def results_queued(
+        self, lease_round: LeaseRound, queued: Counter[str], leases: list[list[Leased]]
+    ) -> None:
+        """``lease_round``'s results queued ``queued`` (per queue): later rounds ask idle
+        executors of those queues for what its round trip did not lease (``new_work_of``)."""
+        asked = {s.executor_id for s in lease_round.sessions}
+        left = wake.left_waiting(queued, leases) or Counter()
+        self.queue.work_was_queued(self.asked.new_work_of(queued, left, asked), wake=False)
 
     def forget(self, session: ExecutorSession) -> None:
         """An executor's stream ended."""

@@ -273,17 +273,14 @@ class RunQueue:
     ) -> tuple[list[Verdict], list[list[Leased]]]:
         """``complete_many`` then ``dispatch_many`` in the same round trip: the slots the
         results freed take the steps they made ready (and any other waiting work) at once.
-        Other replicas are told of the steps it left waiting; this one's caller decides."""
+        Other replicas are told of the steps it left waiting; this one's caller decides
+        (``Leaser.results_queued``) whom its next round asks for them."""
         now = self.clock.now_ms()
         completes = self._complete_calls(results, now, wake=False)  # told below
         replies = await self._call_many(completes + self._dispatches(wants, lease_ms, now))
         verdicts = [verdict_of(raw) for raw in replies[: len(results)]]
         leases = self._leases(replies[len(results) :])
-        queued = Counter(q for v in verdicts for q in v.queued_on)
-        self.announce.left(queued, leases)
-        # Steps the results queued: the next round asks executors serving their queues (the
-        # caller decides whether a round follows).
-        self.new_work.update(queued)
+        self.announce.left(Counter(q for v in verdicts for q in v.queued_on), leases)
         return verdicts, leases
 
     def take_cancelled(self) -> list[Ended]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -149,5 +150,97 @@ def test_a_result_with_dependents_asks_its_executor_even_after_its_queue_ran_dry
         assert b.step_id == "b"
         await c.report(worker, b, "SUCCEEDED")
         assert c.heard.of("run_ended") == [("r1", "COMPLETED")]
+
+    scenario(valkey_url, body)
+
+
+def fan(run_id: str, branches: list[str]) -> Submission:
+    """A run of ``a``, then ``branches`` side by side."""
+    a, rest = step("a", 0), [step(b, 0) for b in branches]
+    a.dependents.extend(branches)
+    for s in rest:
+        s.deps.append("a")
+    fields = {"run_id": run_id, "input_json": "{}", "priority": "5", "sinks": json.dumps(branches)}
+    return Submission(run_id, fields, [a, *rest])
+
+
+def counting_dispatch_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, bool]]:
+    """The dispatch.lua calls made from now on: (executor, places asked, held)."""
+    calls: list[tuple[str, int, bool]] = []
+    dispatch_calls = run_queue.dispatch_calls
+
+    def counted(wants: list[Want], *args: Any) -> Any:
+        calls.extend((w.executor_id, w.n, w.held) for w in wants)
+        return dispatch_calls(wants, *args)
+
+    monkeypatch.setattr(run_queue, "dispatch_calls", counted)
+    return calls
+
+
+def test_a_dags_branches_are_leased_by_one_dispatch_call_and_their_ends_make_none(
+    valkey_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bench's DAG (a, then two branches) on one executor of eight slots: the submit's
+    round trip leases a, a's result leases both branches for free slots (no prefetch ask: the
+    free slots take all a may queue), and the branches' results ask nothing (what a queued
+    was leased in its own round trip). Until 2026-12-08 a DAG made five dispatch calls, three
+    finding nothing: the prefetch ask with a's result, both asks again with a branch's."""
+    calls = counting_dispatch_calls(monkeypatch)
+
+    async def body(c: Core) -> None:
+        c.core.leaser.prefetch = 32
+        worker = c.executor("worker", slots=8)
+        for n in range(3):
+            calls.clear()
+            await c.core.submit([fan(f"r{n}", ["l", "r"])])
+            asked = {"submit": list(calls)}
+            [a] = assignments(worker)
+            calls.clear()
+            await c.report(worker, a, "SUCCEEDED")
+            asked["a"] = list(calls)
+            branches = assignments(worker)
+            assert sorted(b.step_id for b in branches) == ["l", "r"]
+            for b in branches:
+                calls.clear()
+                await c.report(worker, b, "SUCCEEDED")
+                asked[b.step_id] = list(calls)
+            assert await state_of(c, f"r{n}") == ("COMPLETED", "")
+            if n:  # the first run's submit asks a new executor for its prefetch room too
+                assert asked == {
+                    "submit": [("worker", 8, False)],
+                    "a": [("worker", 8, False)],
+                    "l": [],
+                    "r": [],
+                }, asked
+
+    scenario(valkey_url, body)
+
+
+def test_steps_a_result_queues_beyond_the_free_slots_are_prefetched_by_the_next_round(
+    valkey_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the queues drained, a result's round trip asks only for the free slots; what it
+    queues beyond them is left waiting, counted as new work, and a round is called at once
+    that leases it to the executor's prefetch room."""
+    calls = counting_dispatch_calls(monkeypatch)
+
+    async def body(c: Core) -> None:
+        c.core.leaser.prefetch = 4
+        worker = c.executor("worker", slots=2)
+        await c.submit("r0")  # one step for two slots: the queue is drained after it
+        [r0] = assignments(worker)
+        await c.report(worker, r0, "SUCCEEDED")
+        await c.core.submit([fan("r1", ["b1", "b2", "b3", "b4"])])
+        [a] = assignments(worker)
+        c.core.leaser.work_queued.clear()
+        calls.clear()
+        await c.report(worker, a, "SUCCEEDED")
+        assert calls == [("worker", 2, False)]  # the free slots only
+        assert len(assignments(worker)) == 2
+        assert c.core.leaser.work_queued.is_set()  # a round is called for the other two
+        calls.clear()
+        await c.lease_round()
+        assert ("worker", 4, True) in calls
+        assert len(assignments(worker)) == 2  # held ahead, for the slots as they free
 
     scenario(valkey_url, body)
