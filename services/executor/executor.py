@@ -67,6 +67,10 @@ class StreamClosed(Exception):
     """The scheduler stream ended; reconnect."""
 
 
+class Refused(Exception):
+    """The scheduler refused this executor: no reconnect would be let in."""
+
+
 REFUSALS = (
     grpc.StatusCode.UNAUTHENTICATED,
     grpc.StatusCode.INVALID_ARGUMENT,
@@ -76,10 +80,10 @@ REFUSALS = (
 
 def stream_lost(exc: aio.AioRpcError) -> None:
     """The scheduler's stream ended with ``exc``: a refusal of this executor ends the process
-    (SystemExit 2: no reconnect would be let in); anything else is logged, to reconnect."""
+    (``Refused``, exit status 2); anything else is logged, to reconnect."""
     if exc.code() in REFUSALS:
         log.error("scheduler refused this executor: %s", exc.details())
-        raise SystemExit(2) from exc
+        raise Refused(exc.details()) from exc
     log.warning("scheduler stream lost: %s", exc.code().name)
 
 
@@ -162,11 +166,23 @@ class Executor:
     # Lifecycle ---------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Serve until ``stop`` is set, then drain and return."""
+        """Serve until ``stop`` is set, then drain and return. A refusal by the scheduler
+        ends it at once (SystemExit 2: nothing was leased to it), and so does a fault that
+        ended the connection's loop (raised: better a restart than an executor cut off)."""
         slots = [asyncio.create_task(self._slot(i)) for i in range(self.settings.slots)]
         connection = asyncio.create_task(self._connect_forever())
         sweeps = asyncio.create_task(self._sweeps())
-        await stop.wait()
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({stopping, connection}, return_when=asyncio.FIRST_COMPLETED)
+        if connection.done():
+            await cancel_and_wait([*slots, sweeps, stopping])
+            await self.workers.close()
+            await self._registry_caller.close()
+            try:
+                connection.result()
+            except Refused as exc:
+                raise SystemExit(2) from exc
+            return  # its loop ended by itself (it retries until refused): so does the executor
         log.info(
             "draining: %d running, up to %.0fs", len(self._running), self.settings.drain_seconds
         )

@@ -175,6 +175,7 @@ def test_a_scheduler_that_requires_isolation_turns_away_an_executor_that_lacks_i
         assert refused.proc.wait(30) == 2 and mixed.proc.wait(30) == 2
         log = refused.log_path.read_text()
         assert "scheduler refused this executor" in log and "WTM_REQUIRE_ISOLATION" in log
+        assert "Task exception was never retrieved" not in log  # it ends as it means to
         assert "WTM_ISOLATION_OPTIONAL_NAMESPACES (trusted-team; it serves *)" in log
         assert "it serves trusted-team, x)" in mixed.log_path.read_text()
         with Client(cluster.registry_address, address, api_key=cluster.admin_key) as client:
