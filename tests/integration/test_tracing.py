@@ -179,8 +179,17 @@ def test_metrics_are_served_for_prometheus(traced: Traced, face_run: Any) -> Non
         value("wtm_executor_slots", state="free") + value("wtm_executor_slots", state="busy") == 2
     )
     assert value("wtm_queue_depth", queue="default") >= 0
-    # Runs queued or running per namespace, as the scripts count them (read once a second).
-    assert value("wtm_namespace_unfinished_runs", namespace="default") >= 0
+    # Runs queued or running per namespace, as the scripts count them, read once a second:
+    # the face run may have ended before the first read since it was submitted.
+    unfinished = eventually(
+        lambda: [
+            v
+            for k, v in scraped(traced).items()
+            if k.startswith("wtm_namespace_unfinished_runs{") and 'namespace="default"' in k
+        ],
+        what="the default namespace's unfinished runs in the metrics",
+    )
+    assert unfinished[0] >= 0
 
 
 def test_a_paused_queue_is_reported_for_the_autoscalers_and_alerts_to_leave_out(
