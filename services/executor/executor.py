@@ -174,15 +174,22 @@ class Executor:
         sweeps = asyncio.create_task(self._sweeps())
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait({stopping, connection}, return_when=asyncio.FIRST_COMPLETED)
-        if connection.done():
-            await cancel_and_wait([*slots, sweeps, stopping])
-            await self.workers.close()
-            await self._registry_caller.close()
+        ended = connection.done()  # its loop ends by itself only when refused (or a fault)
+        if not ended:
+            await self._drain()
+        await cancel_and_wait([*slots, sweeps, stopping, *([] if ended else [connection])])
+        await self.workers.close()  # the uid claims go with the process (``worker_uids``)
+        await self._registry_caller.close()
+        if ended:
             try:
                 connection.result()
             except Refused as exc:
                 raise SystemExit(2) from exc
-            return  # its loop ended by itself (it retries until refused): so does the executor
+        log.info("stopped")
+
+    async def _drain(self) -> None:
+        """Take nothing new, let the running steps end (up to ``drain_seconds``), hand back
+        the rest, and let the last results go up the stream."""
         log.info(
             "draining: %d running, up to %.0fs", len(self._running), self.settings.drain_seconds
         )
@@ -197,10 +204,6 @@ class Executor:
         await asyncio.sleep(0.3)  # let the last results reach the outbox and the stream
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.uplink.flushed(), 2.0)
-        await cancel_and_wait([*slots, connection, sweeps])
-        await self.workers.close()  # the uid claims go with the process (``worker_uids``)
-        await self._registry_caller.close()
-        log.info("stopped")
 
     def _release_held(self, why: str) -> None:
         """Hand back the assignments no slot has started (draining or resting: it takes

@@ -156,14 +156,17 @@ def scraped(traced: Traced) -> dict[str, float]:
 def test_metrics_are_served_for_prometheus(traced: Traced, face_run: Any) -> None:
     samples = scraped(traced)
 
-    def value(name: str, **labels: str) -> float:
-        found = [
+    def found(samples: dict[str, float], name: str, **labels: str) -> list[float]:
+        return [
             v
             for k, v in samples.items()
             if k.startswith(name + "{") and all(f'{a}="{b}"' in k for a, b in labels.items())
         ]
-        assert found, f"no {name} {labels} in {sorted(samples)}"
-        return sum(found)
+
+    def value(name: str, **labels: str) -> float:
+        values = found(samples, name, **labels)
+        assert values, f"no {name} {labels} in {sorted(samples)}"
+        return sum(values)
 
     assert value("wtm_runs_submitted_total") >= 1
     assert value("wtm_runs_finished_total", state="COMPLETED") >= 1
@@ -182,11 +185,7 @@ def test_metrics_are_served_for_prometheus(traced: Traced, face_run: Any) -> Non
     # Runs queued or running per namespace, as the scripts count them, read once a second:
     # the face run may have ended before the first read since it was submitted.
     unfinished = eventually(
-        lambda: [
-            v
-            for k, v in scraped(traced).items()
-            if k.startswith("wtm_namespace_unfinished_runs{") and 'namespace="default"' in k
-        ],
+        lambda: found(scraped(traced), "wtm_namespace_unfinished_runs", namespace="default"),
         what="the default namespace's unfinished runs in the metrics",
     )
     assert unfinished[0] >= 0
