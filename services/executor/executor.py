@@ -32,7 +32,7 @@ from services.executor.preflight import check_cache_dir
 from services.executor.sandbox import Ceilings, Sandbox, protect_executor, thread_share
 from services.executor.settings import ExecutorSettings
 from services.executor.slot_faults import SlotFaults
-from services.executor.step_runner import Running, StepRunner, names
+from services.executor.step_runner import LAPSED, Running, StepRunner, names
 from services.executor.uplink import Uplink
 from services.executor.vitals import ResourceMeter
 from services.executor.worker import Outcome
@@ -268,6 +268,7 @@ class Executor:
 
     def _hello(self) -> epb.ConnectRequest:
         s = self.settings
+        self.fence.hello_sent(time.monotonic())
         return epb.ConnectRequest(
             hello=epb.ExecutorHello(
                 executor_id=s.executor_id,
@@ -336,7 +337,9 @@ class Executor:
         """What the scheduler's welcome settles for this stream; then what survived the
         last one goes up: the running steps and a rest (a heartbeat), the unheard results."""
         self._heartbeat_seconds = welcome.heartbeat_interval_seconds or 5.0
-        self.fence.configure(welcome.lease_seconds or 30, welcome.acks_heartbeats)
+        self.fence.configure(
+            welcome.lease_seconds or 30, welcome.acks_heartbeats, welcome.stamps_leases
+        )
         self.uplink.batched_results = welcome.batched_messages
         self._rests_honoured = welcome.honours_rests
         if not welcome.honours_rests:  # it would lease to a resting one again
@@ -374,7 +377,7 @@ class Executor:
         ref = a.ref
         self._received[ref.SerializeToString()] = time.time_ns()
         self._held[(ref.run_id, ref.step_id)] = ref
-        self.fence.granted((ref.run_id, ref.step_id), time.monotonic())
+        self.fence.granted((ref.run_id, ref.step_id), time.monotonic(), a.leased_after_heartbeat)
         self._take(a)
 
     def _take(self, a: epb.StepAssignment) -> None:
@@ -459,6 +462,7 @@ class Executor:
                     continue
                 del self._held[(ref.run_id, ref.step_id)]
                 group.append(a)
+            group = self._unlapsed(group)
             if not group:
                 continue
             runnings = [Running(a.ref, a.digest) for a in group]
@@ -489,6 +493,22 @@ class Executor:
                     self.steps.done(r)
             for a, outcome in zip(group, outcomes, strict=True):
                 self._send_result(a.ref, outcome)
+
+    def _unlapsed(self, group: list[epb.StepAssignment]) -> list[epb.StepAssignment]:
+        """The steps whose leases still hold; the others are handed back unrun (the
+        executor or the network was held up: the step may be running elsewhere by now)."""
+        now = time.monotonic()
+        live = []
+        for a in group:
+            if not self.fence.lapsed(names(a.ref), now):
+                live.append(a)
+                continue
+            self.fence.forget(names(a.ref))
+            log.warning(
+                "step %s/%s: its lease lapsed before it started: handed back", *names(a.ref)
+            )
+            self._send_result(a.ref, Outcome("RELEASED", error=LAPSED))
+        return live
 
     def _failed_here(self, group: list[epb.StepAssignment], exc: Exception) -> list[Outcome]:
         """The outcomes of steps that failed in the executor, not in their task (a full disk

@@ -39,6 +39,10 @@ from services.executor.worker import Outcome, Worker
 from services.executor.worker_pool import WorkerPool
 from wtm.v1 import executor_service_pb2 as epb
 
+# A step whose lease may have lapsed before it started (``LeaseFence.lapsed``) is handed back
+# unrun, without using a retry: by then it may be running elsewhere.
+LAPSED = "its lease lapsed before it started (the executor was held up); handed back unrun"
+
 
 @dataclass
 class Running:
@@ -332,6 +336,9 @@ class StepRunner:
         worker = await self.workers.acquire(
             package_dir, a.entry_point, extra_paths, resources, namespace_of(a)
         )
+        if self.fence.lapsed(names(a.ref), time.monotonic()):  # held up since its slot took it
+            self.workers.release(worker)
+            return Outcome("RELEASED", error=LAPSED)
         cold = worker.ready_ns == 0
         running.worker = worker
         worker.fence(self.fence.until((a.ref.run_id, a.ref.step_id)))
@@ -486,6 +493,10 @@ class StepRunner:
             package_dir, group[0].entry_point, extra_paths, resources, namespace_of(group[0])
         )
         keys = [names(a.ref) for a in group]
+        now = time.monotonic()
+        if any(self.fence.lapsed(k, now) for k in keys):  # leased together: all go back
+            self.workers.release(worker)
+            return [Outcome("RELEASED", error=LAPSED)] * len(group)
         for running in runnings:
             running.worker = worker
         worker.fence(min(self.fence.until(k) for k in keys))

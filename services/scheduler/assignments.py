@@ -1,16 +1,44 @@
 """What a leased step is sent: its input document (``step_input``: the run's input as it
 is, or built from the step's mapping, its upstream outputs and the run parameters its task
 accepts, with the lineage edges that say where each field came from) and the assignment
-that carries it to an executor (``assignment``)."""
+that carries it to an executor (``assignment``, an ``Assignment``)."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 
 from services.common import fan_out
 from services.scheduler import step_inputs
-from services.scheduler.fleet import Assignment
 from services.scheduler.queue_records import Leased
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A step attempt to send to an executor."""
+
+    run_id: str
+    step_id: str
+    attempt: int
+    task_id: str
+    task_version: str
+    digest: str
+    entry_point: str
+    input_json: str
+    timeout_seconds: int
+    input_id: str
+    output_id: str
+    upstream_output_ids: dict[str, str] = field(default_factory=dict)
+    input_sources: dict[str, str] = field(default_factory=dict)
+    traceparent: str = ""
+    lease_id: str = ""
+    namespace: str = "default"
+    log_level: str = ""  # the task logger's level ("": the task's own)
+    call_id: str = ""  # of a dynamic batch: the id its steps share ("": leased alone)
+    call_size: int = 0  # how many steps that call has
+    proven: bool = False  # its task version's code has started on some executor
+    condition_paths: tuple[str, ...] = ()  # where later steps' conditions read its output
+    leased_after: int = 0  # the executor's heartbeat heard last before the lease (fleet.py)
 
 
 def step_input(leased: Leased) -> tuple[str, list[tuple[str, str]], dict[str, str]]:
@@ -67,6 +95,7 @@ def assignment(
     traceparent: str,
     call_size: int,
     proven: bool = False,
+    leased_after: int = 0,
 ) -> Assignment:
     s = leased.step
     return Assignment(
@@ -91,4 +120,5 @@ def assignment(
         call_size=call_size if call_size > 1 else 0,
         proven=proven,
         condition_paths=tuple(json.loads(paths)) if (paths := s.get("condition_paths")) else (),
+        leased_after=leased_after,
     )

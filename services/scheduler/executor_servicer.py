@@ -13,9 +13,9 @@ from grpc import aio
 from common import stream_batches, tls
 from common.errors import InvalidArgument
 from services.common import auth
+from services.scheduler.assignments import Assignment
 from services.scheduler.dispatcher import Dispatcher
 from services.scheduler.fleet import (
-    Assignment,
     Cancel,
     ExecutorProfile,
     ExecutorSession,
@@ -87,6 +87,7 @@ def _assignment_of(a: Assignment) -> epb.StepAssignment:
         call_size=a.call_size,
         proven=a.proven,
         condition_paths=a.condition_paths,
+        leased_after_heartbeat=a.leased_after,
     )
 
 
@@ -158,6 +159,7 @@ class ExecutorServicer(epb_grpc.ExecutorServiceServicer):
                     acks_heartbeats=True,
                     batched_messages=True,
                     honours_rests=True,
+                    stamps_leases=True,
                 )
             )
             batched = h.batched_messages

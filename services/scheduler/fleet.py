@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 
 from common.errors import AlreadyExists, FailedPrecondition
 from services.scheduler import keys
+from services.scheduler.assignments import Assignment
 from services.scheduler.clock import SYSTEM, Clock
 from services.scheduler.proven_packages import ProvenPackages
 from services.scheduler.queue_names import held_by, own_queues, serves
@@ -49,33 +50,6 @@ class ExecutorProfile:
     batching: bool = False  # it runs a dynamic batch in one call, on one slot
     sandbox: str = ""  # how task code is confined there: "isolated", "limits" ("": older)
     ends_rests: bool = False  # an operator may end its rest (EndRest; rest_ends.py)
-
-
-@dataclass(frozen=True)
-class Assignment:
-    """A step attempt to send to an executor."""
-
-    run_id: str
-    step_id: str
-    attempt: int
-    task_id: str
-    task_version: str
-    digest: str
-    entry_point: str
-    input_json: str
-    timeout_seconds: int
-    input_id: str
-    output_id: str
-    upstream_output_ids: dict[str, str] = field(default_factory=dict)
-    input_sources: dict[str, str] = field(default_factory=dict)
-    traceparent: str = ""
-    lease_id: str = ""
-    namespace: str = "default"
-    log_level: str = ""  # the task logger's level ("": the task's own)
-    call_id: str = ""  # of a dynamic batch: the id its steps share ("": leased alone)
-    call_size: int = 0  # how many steps that call has
-    proven: bool = False  # its task version's code has started on some executor
-    condition_paths: tuple[str, ...] = ()  # where later steps' conditions read its output
 
 
 @dataclass(frozen=True)
@@ -134,6 +108,11 @@ class ExecutorSession:
         default_factory=asyncio.Queue
     )
     draining: bool = False
+    # The sequence of the last heartbeat read from it, and of the one read before the round
+    # that leases to it now began: its leases began after that one was sent (the executor
+    # counts them from then: an assignment it reads late is not run past its lease).
+    heard_heartbeat: int = 0
+    leased_after: int = 0
     resting_until: float = 0.0  # while it rests (its heartbeats say), nothing new for it
     rest_began: float = 0.0  # when its current (or last) rest began
     vitals: Vitals = Vitals()  # as its last heartbeat reported them

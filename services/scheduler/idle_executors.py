@@ -40,7 +40,9 @@ class AskedExecutors:
 
     def to_ask(self, epoch: int, now_ms: int, new_work: Counter[str]) -> list[ExecutorSession]:
         """The sessions to ask this round: the active ones (not draining, paused or silent),
-        and as many idle ones serving ``new_work``'s queues as there are new steps there."""
+        and as many idle ones serving ``new_work``'s queues as there are new steps there.
+        Each is marked with the last heartbeat heard from it (``leased_after``), before the
+        round's leases: the executor counts them from that heartbeat's sending."""
         self._wake(epoch, now_ms)
         now = now_ms / 1000
         sessions = []
@@ -61,6 +63,8 @@ class AskedExecutors:
                     steps -= s.free_slots
                     self.activate(s)
                     sessions.append(s)
+        for s in sessions:
+            s.leased_after = s.heard_heartbeat
         return sessions
 
     def _wake(self, epoch: int, now_ms: int) -> None:

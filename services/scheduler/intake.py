@@ -103,6 +103,7 @@ class Intake:
         executor that rests (``resting_seconds``) is given nothing new until then; one whose
         rest is over is asked in the next round."""
         session.last_seen = now = self.clock.time()
+        session.heard_heartbeat = sequence or session.heard_heartbeat
         if draining and not session.draining:
             log.info("executor %s is draining: no new work for it", session.executor_id)
         session.draining = session.draining or draining

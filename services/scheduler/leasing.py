@@ -327,8 +327,9 @@ class Leaser:
             if _wakes_work(p.leased.step):
                 session.wakes_work.add(p.leased.member)
             proven = p.leased.step["digest"] in self.fleet.proven
+            after = session.leased_after  # the heartbeat heard before this round's lease
             session.outbox.put_nowait(
-                assignment(p.leased, p.input_json, p.sources, traceparent, size, proven)
+                assignment(p.leased, p.input_json, p.sources, traceparent, size, proven, after)
             )
 
     def new_executor(self, session: ExecutorSession) -> None:

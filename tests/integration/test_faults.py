@@ -153,6 +153,53 @@ def test_a_frozen_executor_stops_its_steps_before_their_lease_can_lapse(
                 stop_executor(cluster, child)
 
 
+@pytest.mark.usefixtures("journal_task")
+def test_an_assignment_read_after_its_lease_lapsed_is_handed_back_unrun(
+    cluster: Cluster, client: Client, shared_tmp: Path
+) -> None:
+    """The executor is frozen when a step is leased to it: the assignment waits in its
+    socket while the lease lapses and the step runs on another executor. Thawed, it reads
+    the assignment and must not run it — its lease counts from the last heartbeat the
+    scheduler had heard from it before leasing, not from when the assignment was read.
+    (Found by a soak of faults in a row, 2026-12-08: the two executions overlapped.)"""
+    log = shared_file(shared_tmp, "journal")
+    frozen = cluster.add_executor("--queues", "faultq", slots=1)
+    second = None
+    try:
+
+        def connected(name: str) -> bool:
+            return any(
+                e.executor_id == name and e.state == "CONNECTED" for e in client.list_executors()
+            )
+
+        eventually(lambda: connected(frozen.name), 60, "the executor to connect")
+        time.sleep(0.6)  # a heartbeat heard (every 0.5 s) since the welcome
+        frozen.proc.send_signal(signal.SIGSTOP)
+        stopped = time.monotonic()
+        r = client.submit(
+            task="journal", input={"journal": str(log), "seconds": 4, "seconds_again": 4}
+        )
+        eventually(
+            lambda: client.get_run(r.run_id).steps[0].executor_id == frozen.name,
+            10,
+            "the step leased to the frozen executor",
+        )
+        second = cluster.add_executor("--queues", "faultq", slots=1)
+        eventually(lambda: journal(log), 60, "the step to start on the second executor")
+        assert time.monotonic() - stopped > 3  # the lease (3 s) had lapsed
+        frozen.proc.send_signal(signal.SIGCONT)
+        done = client.wait(r.run_id, timeout=60)
+        assert done.state == "COMPLETED", done.steps[0].error
+        assert done.steps[0].executor_id == second.name
+        starts = [pid for kind, pid, _ in journal(log) if kind == "start"]
+        assert len(starts) == 1, journal(log)  # the thawed executor ran nothing
+    finally:
+        frozen.proc.send_signal(signal.SIGCONT)
+        for child in (frozen, second):
+            if child is not None:
+                stop_executor(cluster, child)
+
+
 def test_a_drain_that_runs_out_of_time_gives_the_step_back_without_using_a_retry(
     cluster: Cluster, client: Client, tmp_path: Path
 ) -> None:

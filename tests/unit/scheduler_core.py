@@ -14,10 +14,10 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from services.scheduler import keys
+from services.scheduler.assignments import Assignment
 from services.scheduler.clock import FakeClock
 from services.scheduler.dispatcher import Dispatcher
 from services.scheduler.fleet import (
-    Assignment,
     ExecutorProfile,
     ExecutorSession,
 )

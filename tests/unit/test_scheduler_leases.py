@@ -15,6 +15,7 @@ from services.scheduler.fleet import (
     Renewed,
 )
 from services.scheduler.intake import RunningStep
+from services.scheduler.queue_records import Submission
 from tests.unit.scheduler_core import (
     LEASE_SECONDS,
     RETRY_SECONDS,
@@ -22,6 +23,7 @@ from tests.unit.scheduler_core import (
     assignments,
     scenario,
     sent,
+    step,
 )
 
 
@@ -201,3 +203,31 @@ def test_a_result_racing_a_cancel_does_not_complete_the_run(
         "INFO",
         "refused a cancelled step's result for r1:a attempt 1",
     )
+
+
+def test_an_assignment_names_the_last_heartbeat_heard_before_its_round_began(
+    valkey_url: str,
+) -> None:
+    """The executor counts a lease from the sending of the heartbeat an assignment names
+    (``LeaseFence``), so the scheduler must name one it had heard before the lease was
+    made: a heartbeat read while the round's script runs came later, and is not named."""
+
+    async def body(c: Core) -> None:
+        worker = c.executor("worker", slots=3)
+        await c.submit("r1")
+        [first] = assignments(worker)
+        assert first.leased_after == 0  # nothing heard since the hello
+        held = [RunningStep("r1", "a", 1, first.lease_id)]
+        await c.core.intake.heartbeat(worker, held, sequence=7)
+        await c.submit("r2")
+        [second] = assignments(worker)
+        assert second.leased_after == 7
+        fields = {"run_id": "r3", "input_json": "{}", "priority": "5", "sinks": '["a"]'}
+        await c.queue.submit_many([Submission("r3", fields, [step("a", 0)])])  # queued only
+        async with c.core.leaser.round() as r:  # the round that leases it
+            await c.core.intake.heartbeat(worker, held, sequence=8)  # heard during it
+            await r.hand_out(await c.queue.dispatch_many(r.wants, LEASE_SECONDS * 1000))
+        [third] = assignments(worker)
+        assert (third.run_id, third.leased_after) == ("r3", 7)
+
+    scenario(valkey_url, body)

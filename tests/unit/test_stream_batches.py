@@ -10,8 +10,9 @@ from typing import Any
 
 from common.stream_batches import MESSAGE_BYTES, MESSAGE_ITEMS, NOTHING
 from services.executor.uplink import more_results
+from services.scheduler.assignments import Assignment
 from services.scheduler.executor_servicer import more_assignments
-from services.scheduler.fleet import Assignment, Cancel
+from services.scheduler.fleet import Cancel
 from wtm.v1 import executor_service_pb2 as epb
 
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dwtm/v1/executor_service.proto\x12\x06wtm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8b\x02\n\x0e\x43onnectRequest\x12&\n\x05hello\x18\x01 \x01(\x0b\x32\x15.wtm.v1.ExecutorHelloH\x00\x12.\n\theartbeat\x18\x02 \x01(\x0b\x32\x19.wtm.v1.ExecutorHeartbeatH\x00\x12(\n\x08progress\x18\x03 \x01(\x0b\x32\x14.wtm.v1.StepProgressH\x00\x12$\n\x06result\x18\x04 \x01(\x0b\x32\x12.wtm.v1.StepResultH\x00\x12\x1e\n\x03log\x18\x05 \x01(\x0b\x32\x0f.wtm.v1.StepLogH\x00\x12&\n\x07results\x18\x06 \x01(\x0b\x32\x13.wtm.v1.StepResultsH\x00\x42\t\n\x07message\"\xa0\x02\n\x0f\x43onnectResponse\x12*\n\x07welcome\x18\x01 \x01(\x0b\x32\x17.wtm.v1.ExecutorWelcomeH\x00\x12,\n\nassignment\x18\x02 \x01(\x0b\x32\x16.wtm.v1.StepAssignmentH\x00\x12$\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x12.wtm.v1.CancelStepH\x00\x12-\n\rheartbeat_ack\x18\x04 \x01(\x0b\x32\x14.wtm.v1.HeartbeatAckH\x00\x12.\n\x0b\x61ssignments\x18\x05 \x01(\x0b\x32\x17.wtm.v1.StepAssignmentsH\x00\x12#\n\x08\x65nd_rest\x18\x06 \x01(\x0b\x32\x0f.wtm.v1.EndRestH\x00\x42\t\n\x07message\"\xce\x02\n\rExecutorHello\x12\x13\n\x0b\x65xecutor_id\x18\x01 \x01(\t\x12\x0e\n\x06queues\x18\x02 \x03(\t\x12\r\n\x05slots\x18\x03 \x01(\x05\x12\x31\n\x06labels\x18\x04 \x03(\x0b\x32!.wtm.v1.ExecutorHello.LabelsEntry\x12\x18\n\x10software_version\x18\x05 \x01(\t\x12\x16\n\x0epython_version\x18\x06 \x01(\t\x12\x10\n\x08packages\x18\x07 \x03(\t\x12\x12\n\nnamespaces\x18\x08 \x03(\t\x12\x10\n\x08\x62\x61tching\x18\t \x01(\x08\x12\x18\n\x10\x62\x61tched_messages\x18\n \x01(\x08\x12\x0f\n\x07sandbox\x18\x0b \x01(\t\x12\x12\n\nends_rests\x18\x0c \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x96\x01\n\x0f\x45xecutorWelcome\x12\x15\n\rlease_seconds\x18\x01 \x01(\x05\x12\"\n\x1aheartbeat_interval_seconds\x18\x02 \x01(\x01\x12\x17\n\x0f\x61\x63ks_heartbeats\x18\x03 \x01(\x08\x12\x18\n\x10\x62\x61tched_messages\x18\x04 \x01(\x08\x12\x15\n\rhonours_rests\x18\x05 \x01(\x08\"\x1b\n\x07\x45ndRest\x12\x10\n\x08\x65nded_by\x18\x01 \x01(\t\"\xe6\x01\n\x11\x45xecutorHeartbeat\x12\'\n\x07running\x18\x01 \x03(\x0b\x32\x16.wtm.v1.StepAttemptRef\x12\x10\n\x08\x64raining\x18\x02 \x01(\x08\x12\x10\n\x08sequence\x18\x03 \x01(\x03\x12\x13\n\x0bslot_errors\x18\x04 \x01(\x03\x12\x17\n\x0flast_slot_error\x18\x05 \x01(\t\x12\x13\n\x0b\x63pu_percent\x18\x06 \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\x07 \x01(\x03\x12\x12\n\ndisk_bytes\x18\x08 \x01(\x03\x12\x17\n\x0fresting_seconds\x18\t \x01(\x01\" \n\x0cHeartbeatAck\x12\x10\n\x08sequence\x18\x01 \x01(\x03\"T\n\x0eStepAttemptRef\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07step_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12\x10\n\x08lease_id\x18\x04 \x01(\t\"\xd7\x04\n\x0eStepAssignment\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.wtm.v1.StepAttemptRef\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x14\n\x0ctask_version\x18\x03 \x01(\t\x12\x0e\n\x06\x64igest\x18\x04 \x01(\t\x12\x13\n\x0b\x65ntry_point\x18\x05 \x01(\t\x12\x12\n\ninput_json\x18\x06 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x07 \x01(\x05\x12\x10\n\x08input_id\x18\x08 \x01(\t\x12\x11\n\toutput_id\x18\t \x01(\t\x12J\n\x13upstream_output_ids\x18\n \x03(\x0b\x32-.wtm.v1.StepAssignment.UpstreamOutputIdsEntry\x12?\n\rinput_sources\x18\x0b \x03(\x0b\x32(.wtm.v1.StepAssignment.InputSourcesEntry\x12\x13\n\x0btraceparent\x18\x0c \x01(\t\x12\x11\n\tnamespace\x18\r \x01(\t\x12\x11\n\tlog_level\x18\x0e \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x0f \x01(\t\x12\x11\n\tcall_size\x18\x10 \x01(\x05\x12\x0e\n\x06proven\x18\x11 \x01(\x08\x12\x17\n\x0f\x63ondition_paths\x18\x12 \x03(\t\x1a\x38\n\x16UpstreamOutputIdsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x33\n\x11InputSourcesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"A\n\nCancelStep\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.wtm.v1.StepAttemptRef\x12\x0e\n\x06reason\x18\x02 \x01(\t\"V\n\x0cStepProgress\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.wtm.v1.StepAttemptRef\x12\x10\n\x08\x66raction\x18\x02 \x01(\x01\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xd8\x02\n\nStepResult\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.wtm.v1.StepAttemptRef\x12$\n\x07outcome\x18\x02 \x01(\x0e\x32\x13.wtm.v1.StepOutcome\x12\x13\n\x0boutput_json\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rreceived_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tsent_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x13\x63ondition_view_json\x18\t \x01(\t\">\n\x0fStepAssignments\x12+\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\x16.wtm.v1.StepAssignment\"2\n\x0bStepResults\x12#\n\x07results\x18\x01 \x03(\x0b\x32\x12.wtm.v1.StepResult\"x\n\x07StepLog\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.wtm.v1.StepAttemptRef\x12\r\n\x05level\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xcb\x01\n\x0bStepOutcome\x12\x1c\n\x18STEP_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16STEP_OUTCOME_SUCCEEDED\x10\x01\x12\x17\n\x13STEP_OUTCOME_FAILED\x10\x02\x12\x16\n\x12STEP_OUTCOME_FATAL\x10\x03\x12\x1a\n\x16STEP_OUTCOME_TIMED_OUT\x10\x04\x12\x1a\n\x16STEP_OUTCOME_CANCELLED\x10\x05\x12\x19\n\x15STEP_OUTCOME_RELEASED\x10\x06\x32Q\n\x0f\x45xecutorService\x12>\n\x07\x43onnect\x12\x16.wtm.v1.ConnectRequest\x1a\x17.wtm.v1.ConnectResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dwtm/v1/executor_service.proto\x12\x06wtm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8b\x02\n\x0e\x43onnectRequest\x12&\n\x05hello\x18\x01 \x01(\x0b\x32\x15.wtm.v1.ExecutorHelloH\x00\x12.\n\theartbeat\x18\x02 \x01(\x0b\x32\x19.wtm.v1.ExecutorHeartbeatH\x00\x12(\n\x08progress\x18\x03 \x01(\x0b\x32\x14.wtm.v1.StepProgressH\x00\x12$\n\x06result\x18\x04 \x01(\x0b\x32\x12.wtm.v1.StepResultH\x00\x12\x1e\n\x03log\x18\x05 \x01(\x0b\x32\x0f.wtm.v1.StepLogH\x00\x12&\n\x07results\x18\x06 \x01(\x0b\x32\x13.wtm.v1.StepResultsH\x00\x42\t\n\x07message\"\xa0\x02\n\x0f\x43onnectResponse\x12*\n\x07welcome\x18\x01 \x01(\x0b\x32\x17.wtm.v1.ExecutorWelcomeH\x00\x12,\n\nassignment\x18\x02 \x01(\x0b\x32\x16.wtm.v1.StepAssignmentH\x00\x12$\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x12.wtm.v1.CancelStepH\x00\x12-\n\rheartbeat_ack\x18\x04 \x01(\x0b\x32\x14.wtm.v1.HeartbeatAckH\x00\x12.\n\x0b\x61ssignments\x18\x05 \x01(\x0b\x32\x17.wtm.v1.StepAssignmentsH\x00\x12#\n\x08\x65nd_rest\x18\x06 \x01(\x0b\x32\x0f.wtm.v1.EndRestH\x00\x42\t\n\x07message\"\xce\x02\n\rExecutorHello\x12\x13\n\x0b\x65xecutor_id\x18\x01 \x01(\t\x12\x0e\n\x06queues\x18\x02 \x03(\t\x12\r\n\x05slots\x18\x03 \x01(\x05\x12\x31\n\x06labels\x18\x04 \x03(\x0b\x32!.wtm.v1.ExecutorHello.LabelsEntry\x12\x18\n\x10software_version\x18\x05 \x01(\t\x12\x16\n\x0epython_version\x18\x06 \x01(\t\x12\x10\n\x08packages\x18\x07 \x03(\t\x12\x12\n\nnamespaces\x18\x08 \x03(\t\x12\x10\n\x08\x62\x61tching\x18\t \x01(\x08\x12\x18\n\x10\x62\x61tched_messages\x18\n \x01(\x08\x12\x0f\n\x07sandbox\x18\x0b \x01(\t\x12\x12\n\nends_rests\x18\x0c \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xad\x01\n\x0f\x45xecutorWelcome\x12\x15\n\rlease_seconds\x18\x01 \x01(\x05\x12\"\n\x1aheartbeat_interval_seconds\x18\x02 \x01(\x01\x12\x17\n\x0f\x61\x63ks_heartbeats\x18\x03 \x01(\x08\x12\x18\n\x10\x62\x61tched_messages\x18\x04 \x01(\x08\x12\x15\n\rhonours_rests\x18\x05 \x01(\x08\x12\x15\n\rstamps_leases\x18\x06 \x01(\x08\"\x1b\n\x07\x45ndRest\x12\x10\n\x08\x65nded_by\x18\x01 \x01(\t\"\xe6\x01\n\x11\x45xecutorHeartbeat\x12\'\n\x07running\x18\x01 \x03(\x0b\x32\x16.wtm.v1.StepAttemptRef\x12\x10\n\x08\x64raining\x18\x02 \x01(\x08\x12\x10\n\x08sequence\x18\x03 \x01(\x03\x12\x13\n\x0bslot_errors\x18\x04 \x01(\x03\x12\x17\n\x0flast_slot_error\x18\x05 \x01(\t\x12\x13\n\x0b\x63pu_percent\x18\x06 \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\x07 \x01(\x03\x12\x12\n\ndisk_bytes\x18\x08 \x01(\x03\x12\x17\n\x0fresting_seconds\x18\t \x01(\x01\" \n\x0cHeartbeatAck\x12\x10\n\x08sequence\x18\x01 \x01(\x03\"T\n\x0eStepAttemptRef\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07step_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12\x10\n\x08lease_id\x18\x04 \x01(\t\"\xf7\x04\n\x0eStepAssignment\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.wtm.v1.StepAttemptRef\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x14\n\x0ctask_version\x18\x03 \x01(\t\x12\x0e\n\x06\x64igest\x18\x04 \x01(\t\x12\x13\n\x0b\x65ntry_point\x18\x05 \x01(\t\x12\x12\n\ninput_json\x18\x06 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x07 \x01(\x05\x12\x10\n\x08input_id\x18\x08 \x01(\t\x12\x11\n\toutput_id\x18\t \x01(\t\x12J\n\x13upstream_output_ids\x18\n \x03(\x0b\x32-.wtm.v1.StepAssignment.UpstreamOutputIdsEntry\x12?\n\rinput_sources\x18\x0b \x03(\x0b\x32(.wtm.v1.StepAssignment.InputSourcesEntry\x12\x13\n\x0btraceparent\x18\x0c \x01(\t\x12\x11\n\tnamespace\x18\r \x01(\t\x12\x11\n\tlog_level\x18\x0e \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x0f \x01(\t\x12\x11\n\tcall_size\x18\x10 \x01(\x05\x12\x0e\n\x06proven\x18\x11 \x01(\x08\x12\x17\n\x0f\x63ondition_paths\x18\x12 \x03(\t\x12\x1e\n\x16leased_after_heartbeat\x18\x13 \x01(\x03\x1a\x38\n\x16UpstreamOutputIdsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x33\n\x11InputSourcesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"A\n\nCancelStep\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.wtm.v1.StepAttemptRef\x12\x0e\n\x06reason\x18\x02 \x01(\t\"V\n\x0cStepProgress\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.wtm.v1.StepAttemptRef\x12\x10\n\x08\x66raction\x18\x02 \x01(\x01\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xd8\x02\n\nStepResult\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.wtm.v1.StepAttemptRef\x12$\n\x07outcome\x18\x02 \x01(\x0e\x32\x13.wtm.v1.StepOutcome\x12\x13\n\x0boutput_json\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rreceived_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tsent_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x13\x63ondition_view_json\x18\t \x01(\t\">\n\x0fStepAssignments\x12+\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\x16.wtm.v1.StepAssignment\"2\n\x0bStepResults\x12#\n\x07results\x18\x01 \x03(\x0b\x32\x12.wtm.v1.StepResult\"x\n\x07StepLog\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.wtm.v1.StepAttemptRef\x12\r\n\x05level\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xcb\x01\n\x0bStepOutcome\x12\x1c\n\x18STEP_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16STEP_OUTCOME_SUCCEEDED\x10\x01\x12\x17\n\x13STEP_OUTCOME_FAILED\x10\x02\x12\x16\n\x12STEP_OUTCOME_FATAL\x10\x03\x12\x1a\n\x16STEP_OUTCOME_TIMED_OUT\x10\x04\x12\x1a\n\x16STEP_OUTCOME_CANCELLED\x10\x05\x12\x19\n\x15STEP_OUTCOME_RELEASED\x10\x06\x32Q\n\x0f\x45xecutorService\x12>\n\x07\x43onnect\x12\x16.wtm.v1.ConnectRequest\x1a\x17.wtm.v1.ConnectResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,8 +38,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STEPASSIGNMENT_UPSTREAMOUTPUTIDSENTRY']._serialized_options = b'8\001'
   _globals['_STEPASSIGNMENT_INPUTSOURCESENTRY']._loaded_options = None
   _globals['_STEPASSIGNMENT_INPUTSOURCESENTRY']._serialized_options = b'8\001'
-  _globals['_STEPOUTCOME']._serialized_start=2850
-  _globals['_STEPOUTCOME']._serialized_end=3053
+  _globals['_STEPOUTCOME']._serialized_start=2905
+  _globals['_STEPOUTCOME']._serialized_end=3108
   _globals['_CONNECTREQUEST']._serialized_start=75
   _globals['_CONNECTREQUEST']._serialized_end=342
   _globals['_CONNECTRESPONSE']._serialized_start=345
@@ -49,33 +49,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXECUTORHELLO_LABELSENTRY']._serialized_start=925
   _globals['_EXECUTORHELLO_LABELSENTRY']._serialized_end=970
   _globals['_EXECUTORWELCOME']._serialized_start=973
-  _globals['_EXECUTORWELCOME']._serialized_end=1123
-  _globals['_ENDREST']._serialized_start=1125
-  _globals['_ENDREST']._serialized_end=1152
-  _globals['_EXECUTORHEARTBEAT']._serialized_start=1155
-  _globals['_EXECUTORHEARTBEAT']._serialized_end=1385
-  _globals['_HEARTBEATACK']._serialized_start=1387
-  _globals['_HEARTBEATACK']._serialized_end=1419
-  _globals['_STEPATTEMPTREF']._serialized_start=1421
-  _globals['_STEPATTEMPTREF']._serialized_end=1505
-  _globals['_STEPASSIGNMENT']._serialized_start=1508
-  _globals['_STEPASSIGNMENT']._serialized_end=2107
-  _globals['_STEPASSIGNMENT_UPSTREAMOUTPUTIDSENTRY']._serialized_start=1998
-  _globals['_STEPASSIGNMENT_UPSTREAMOUTPUTIDSENTRY']._serialized_end=2054
-  _globals['_STEPASSIGNMENT_INPUTSOURCESENTRY']._serialized_start=2056
-  _globals['_STEPASSIGNMENT_INPUTSOURCESENTRY']._serialized_end=2107
-  _globals['_CANCELSTEP']._serialized_start=2109
-  _globals['_CANCELSTEP']._serialized_end=2174
-  _globals['_STEPPROGRESS']._serialized_start=2176
-  _globals['_STEPPROGRESS']._serialized_end=2262
-  _globals['_STEPRESULT']._serialized_start=2265
-  _globals['_STEPRESULT']._serialized_end=2609
-  _globals['_STEPASSIGNMENTS']._serialized_start=2611
-  _globals['_STEPASSIGNMENTS']._serialized_end=2673
-  _globals['_STEPRESULTS']._serialized_start=2675
-  _globals['_STEPRESULTS']._serialized_end=2725
-  _globals['_STEPLOG']._serialized_start=2727
-  _globals['_STEPLOG']._serialized_end=2847
-  _globals['_EXECUTORSERVICE']._serialized_start=3055
-  _globals['_EXECUTORSERVICE']._serialized_end=3136
+  _globals['_EXECUTORWELCOME']._serialized_end=1146
+  _globals['_ENDREST']._serialized_start=1148
+  _globals['_ENDREST']._serialized_end=1175
+  _globals['_EXECUTORHEARTBEAT']._serialized_start=1178
+  _globals['_EXECUTORHEARTBEAT']._serialized_end=1408
+  _globals['_HEARTBEATACK']._serialized_start=1410
+  _globals['_HEARTBEATACK']._serialized_end=1442
+  _globals['_STEPATTEMPTREF']._serialized_start=1444
+  _globals['_STEPATTEMPTREF']._serialized_end=1528
+  _globals['_STEPASSIGNMENT']._serialized_start=1531
+  _globals['_STEPASSIGNMENT']._serialized_end=2162
+  _globals['_STEPASSIGNMENT_UPSTREAMOUTPUTIDSENTRY']._serialized_start=2053
+  _globals['_STEPASSIGNMENT_UPSTREAMOUTPUTIDSENTRY']._serialized_end=2109
+  _globals['_STEPASSIGNMENT_INPUTSOURCESENTRY']._serialized_start=2111
+  _globals['_STEPASSIGNMENT_INPUTSOURCESENTRY']._serialized_end=2162
+  _globals['_CANCELSTEP']._serialized_start=2164
+  _globals['_CANCELSTEP']._serialized_end=2229
+  _globals['_STEPPROGRESS']._serialized_start=2231
+  _globals['_STEPPROGRESS']._serialized_end=2317
+  _globals['_STEPRESULT']._serialized_start=2320
+  _globals['_STEPRESULT']._serialized_end=2664
+  _globals['_STEPASSIGNMENTS']._serialized_start=2666
+  _globals['_STEPASSIGNMENTS']._serialized_end=2728
+  _globals['_STEPRESULTS']._serialized_start=2730
+  _globals['_STEPRESULTS']._serialized_end=2780
+  _globals['_STEPLOG']._serialized_start=2782
+  _globals['_STEPLOG']._serialized_end=2902
+  _globals['_EXECUTORSERVICE']._serialized_start=3110
+  _globals['_EXECUTORSERVICE']._serialized_end=3191
 # @@protoc_insertion_point(module_scope)

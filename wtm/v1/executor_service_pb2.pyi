@@ -95,18 +95,20 @@ class ExecutorHello(_message.Message):
     def __init__(self, executor_id: _Optional[str] = ..., queues: _Optional[_Iterable[str]] = ..., slots: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., software_version: _Optional[str] = ..., python_version: _Optional[str] = ..., packages: _Optional[_Iterable[str]] = ..., namespaces: _Optional[_Iterable[str]] = ..., batching: _Optional[bool] = ..., batched_messages: _Optional[bool] = ..., sandbox: _Optional[str] = ..., ends_rests: _Optional[bool] = ...) -> None: ...
 
 class ExecutorWelcome(_message.Message):
-    __slots__ = ("lease_seconds", "heartbeat_interval_seconds", "acks_heartbeats", "batched_messages", "honours_rests")
+    __slots__ = ("lease_seconds", "heartbeat_interval_seconds", "acks_heartbeats", "batched_messages", "honours_rests", "stamps_leases")
     LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     ACKS_HEARTBEATS_FIELD_NUMBER: _ClassVar[int]
     BATCHED_MESSAGES_FIELD_NUMBER: _ClassVar[int]
     HONOURS_RESTS_FIELD_NUMBER: _ClassVar[int]
+    STAMPS_LEASES_FIELD_NUMBER: _ClassVar[int]
     lease_seconds: int
     heartbeat_interval_seconds: float
     acks_heartbeats: bool
     batched_messages: bool
     honours_rests: bool
-    def __init__(self, lease_seconds: _Optional[int] = ..., heartbeat_interval_seconds: _Optional[float] = ..., acks_heartbeats: _Optional[bool] = ..., batched_messages: _Optional[bool] = ..., honours_rests: _Optional[bool] = ...) -> None: ...
+    stamps_leases: bool
+    def __init__(self, lease_seconds: _Optional[int] = ..., heartbeat_interval_seconds: _Optional[float] = ..., acks_heartbeats: _Optional[bool] = ..., batched_messages: _Optional[bool] = ..., honours_rests: _Optional[bool] = ..., stamps_leases: _Optional[bool] = ...) -> None: ...
 
 class EndRest(_message.Message):
     __slots__ = ("ended_by",)
@@ -155,7 +157,7 @@ class StepAttemptRef(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., step_id: _Optional[str] = ..., attempt: _Optional[int] = ..., lease_id: _Optional[str] = ...) -> None: ...
 
 class StepAssignment(_message.Message):
-    __slots__ = ("ref", "task_id", "task_version", "digest", "entry_point", "input_json", "timeout_seconds", "input_id", "output_id", "upstream_output_ids", "input_sources", "traceparent", "namespace", "log_level", "call_id", "call_size", "proven", "condition_paths")
+    __slots__ = ("ref", "task_id", "task_version", "digest", "entry_point", "input_json", "timeout_seconds", "input_id", "output_id", "upstream_output_ids", "input_sources", "traceparent", "namespace", "log_level", "call_id", "call_size", "proven", "condition_paths", "leased_after_heartbeat")
     class UpstreamOutputIdsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -188,6 +190,7 @@ class StepAssignment(_message.Message):
     CALL_SIZE_FIELD_NUMBER: _ClassVar[int]
     PROVEN_FIELD_NUMBER: _ClassVar[int]
     CONDITION_PATHS_FIELD_NUMBER: _ClassVar[int]
+    LEASED_AFTER_HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     ref: StepAttemptRef
     task_id: str
     task_version: str
@@ -206,7 +209,8 @@ class StepAssignment(_message.Message):
     call_size: int
     proven: bool
     condition_paths: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, ref: _Optional[_Union[StepAttemptRef, _Mapping]] = ..., task_id: _Optional[str] = ..., task_version: _Optional[str] = ..., digest: _Optional[str] = ..., entry_point: _Optional[str] = ..., input_json: _Optional[str] = ..., timeout_seconds: _Optional[int] = ..., input_id: _Optional[str] = ..., output_id: _Optional[str] = ..., upstream_output_ids: _Optional[_Mapping[str, str]] = ..., input_sources: _Optional[_Mapping[str, str]] = ..., traceparent: _Optional[str] = ..., namespace: _Optional[str] = ..., log_level: _Optional[str] = ..., call_id: _Optional[str] = ..., call_size: _Optional[int] = ..., proven: _Optional[bool] = ..., condition_paths: _Optional[_Iterable[str]] = ...) -> None: ...
+    leased_after_heartbeat: int
+    def __init__(self, ref: _Optional[_Union[StepAttemptRef, _Mapping]] = ..., task_id: _Optional[str] = ..., task_version: _Optional[str] = ..., digest: _Optional[str] = ..., entry_point: _Optional[str] = ..., input_json: _Optional[str] = ..., timeout_seconds: _Optional[int] = ..., input_id: _Optional[str] = ..., output_id: _Optional[str] = ..., upstream_output_ids: _Optional[_Mapping[str, str]] = ..., input_sources: _Optional[_Mapping[str, str]] = ..., traceparent: _Optional[str] = ..., namespace: _Optional[str] = ..., log_level: _Optional[str] = ..., call_id: _Optional[str] = ..., call_size: _Optional[int] = ..., proven: _Optional[bool] = ..., condition_paths: _Optional[_Iterable[str]] = ..., leased_after_heartbeat: _Optional[int] = ...) -> None: ...
 
 class CancelStep(_message.Message):
     __slots__ = ("ref", "reason")
