@@ -182,7 +182,11 @@ def load_settings(cls: type[T], argv: Sequence[str] | None = None, prog: str | N
         if problem:
             parser.error(f"{flag} / {env}: {problem}, got {value!r}")
         values[f.name] = value
-    return cls(**values)
+    settings = cls(**values)
+    problem = getattr(settings, "problem", None)  # what no one setting shows alone
+    if callable(problem) and (message := problem()):
+        parser.error(message)
+    return settings
 
 
 @dataclasses.dataclass

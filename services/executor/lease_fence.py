@@ -28,6 +28,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from services.common.leases import fence_margin
+
 Key = tuple[str, str]  # run id, step id
 
 
@@ -50,7 +52,7 @@ class LeaseFence:
         one second, at most half the lease."""
         self.enabled = acks_heartbeats and lease_seconds > 0
         self.lease_seconds = lease_seconds
-        self.margin = min(max(1.0, lease_seconds / 5), lease_seconds / 2)
+        self.margin = fence_margin(lease_seconds)
         self.stamped = stamped
 
     def hello_sent(self, now: float) -> None:

@@ -18,6 +18,7 @@ from services.common.config import (
     positive,
     setting,
 )
+from services.common.leases import heartbeat_problem
 from services.scheduler.artifact_sweep import SWEEP_MODES
 from services.scheduler.fair_shares import weights_problem
 from services.scheduler.history_retention import retention_problem
@@ -190,3 +191,7 @@ class SchedulerSettings(MongoSettings, ServerAuthSettings, ClientKeySettings):
         "WTM_SCHEDULER_ID",
         "this replica's name, shown with the executors connected to it",
     )
+
+    def problem(self) -> str | None:
+        """What the settings together do not allow (``load_settings`` exits saying it)."""
+        return heartbeat_problem(self.lease_seconds, self.heartbeat_seconds)

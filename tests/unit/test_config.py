@@ -61,6 +61,15 @@ def test_lists_come_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
             "WTM_NAMESPACE_WEIGHTS: 'team-a=lots': the weight must be a number",
         ),
         (
+            ["--lease-seconds", "10", "--heartbeat-seconds", "8"],
+            "--heartbeat-seconds / WTM_HEARTBEAT_SECONDS: must be shorter than the lease less "
+            "its margin (8 s of a 10 s WTM_LEASE_SECONDS",
+        ),
+        (
+            ["--lease-seconds", "2", "--heartbeat-seconds", "1"],
+            "WTM_HEARTBEAT_SECONDS: must be shorter than the lease less its margin (1 s of a 2 s",
+        ),
+        (
             ["--artifact-sweep", "maybe"],
             "--artifact-sweep / WTM_ARTIFACT_SWEEP: must be one of on, dry-run, off",
         ),
@@ -145,3 +154,12 @@ def test_a_weight_at_either_limit_is_allowed_and_past_it_is_not() -> None:
     assert weights_problem([f"a={1 / 32}", f"b={MAX_WEIGHT}"]) is None
     assert "between 0.03125 and 32" in (weights_problem(["a=0.03"]) or "")
     assert "between 0.03125 and 32" in (weights_problem([f"a={MAX_WEIGHT + 0.001}"]) or "")
+
+
+@pytest.mark.parametrize(("lease", "heartbeat"), [(30, 5.0), (3, 0.5), (2, 0.5), (10, 5.0)])
+def test_heartbeats_within_the_lease_less_its_margin_are_taken(
+    lease: int, heartbeat: float
+) -> None:
+    """The default, the test stacks' and the bench's settings."""
+    argv = ["--lease-seconds", str(lease), "--heartbeat-seconds", str(heartbeat)]
+    assert load_settings(SchedulerSettings, argv).heartbeat_seconds == heartbeat
