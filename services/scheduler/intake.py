@@ -26,6 +26,24 @@ from services.scheduler.run_queue import RunQueue
 
 log = logging.getLogger(__name__)
 
+_UNENDED = ("PENDING", "QUEUED", "RUNNING")  # a step's states before its attempt ends
+
+
+def _refused_kind(r: StepReport, step: dict[str, str]) -> str:
+    """What a refused result is, for the log: "stale" (a warning: its lease lapsed, or Redis
+    lost the step) or one that is expected — a cancelled step's result that crossed its
+    cancel, or one sent again (after a reconnect) for an attempt that already ended."""
+    if step.get("state") == "CANCELLED":
+        return "a cancelled step's"
+    if (
+        step.get("lease") == r.lease_id != ""
+        and step.get("attempt") == str(r.attempt)
+        and step.get("state") not in _UNENDED
+    ):
+        return "a recorded attempt's repeated"
+    return "stale"
+
+
 MAX_BATCH = 500
 
 
@@ -262,12 +280,11 @@ class Intake:
     def _counts(self, r: StepReport, c: Completion, v: Verdict) -> bool:
         """Whether a result ended its attempt (else it was refused, or handed back unrun)."""
         if v.verdict == "stale":
-            # a cancelled step's result that crossed its cancel is expected, not a warning
-            cancelled = v.snapshot.get("state") == "CANCELLED"
+            kind = _refused_kind(r, v.snapshot)
             log.log(
-                logging.INFO if cancelled else logging.WARNING,
+                logging.WARNING if kind == "stale" else logging.INFO,
                 "refused %s result for %s attempt %d",
-                "a cancelled step's" if cancelled else "stale",
+                kind,
                 c.member,
                 c.attempt,
                 extra=logs.run_fields(r.run_id, r.step_id, c.attempt),

@@ -231,3 +231,37 @@ def test_an_assignment_names_the_last_heartbeat_heard_before_its_round_began(
         assert (third.run_id, third.leased_after) == ("r3", 7)
 
     scenario(valkey_url, body)
+
+
+def test_a_result_sent_again_is_said_and_a_superseded_one_warned_of(
+    valkey_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An executor re-sends its recent results after reconnecting: one whose attempt already
+    counted is expected (INFO; soaks of faults warned of hundreds). A result of an attempt
+    whose lease lapsed and was given to another executor is a warning still."""
+
+    async def body(c: Core) -> None:
+        e1 = c.executor("e1", slots=2)
+        await c.submit("r1")
+        [a] = assignments(e1)
+        await c.report(e1, a, "SUCCEEDED")
+        await c.report(e1, a, "SUCCEEDED")  # re-sent after a reconnect
+        await c.submit("r2", max_retries=1)
+        [b] = assignments(e1)
+        await c.core.intake.heartbeat(e1, [RunningStep("r2", "a", 1, b.lease_id)])
+        c.clock.advance(LEASE_SECONDS + 1)
+        await c.core.reaper.expire_leases()  # e1 fell silent: r2's lease lapsed
+        c.clock.advance(RETRY_SECONDS + 1)
+        await c.core.reaper.promote_due()
+        e2 = c.executor("e2")
+        await c.lease_round()
+        assert [x.attempt for x in assignments(e2)] == [2]
+        await c.report(e1, b, "SUCCEEDED")  # attempt 1's late result
+
+    caplog.set_level(logging.INFO, logger="services.scheduler.intake")
+    scenario(valkey_url, body)
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if "refused" in r.getMessage()]
+    assert said == [
+        ("INFO", "refused a recorded attempt's repeated result for r1:a attempt 1"),
+        ("WARNING", "refused stale result for r2:a attempt 1"),
+    ]
