@@ -51,6 +51,13 @@ def stop_executor(cluster: Cluster, child: Any) -> None:
     child.stop()
 
 
+def stop_executors(cluster: Cluster, *children: Any) -> None:
+    """``stop_executor`` of each that was started (a test's ``finally``: None if it was not)."""
+    for child in children:
+        if child is not None:
+            stop_executor(cluster, child)
+
+
 def installing_executor(cluster: Cluster, wheels: Path, queue: str) -> Any:
     """An executor of ``queue`` that installs missing requirements, from ``wheels`` only."""
     cluster.extra_env.update(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheels))

@@ -21,7 +21,7 @@ from clients.types import ExecutorInfo
 from services.localstack import Cluster
 from services.localstack.processes import Child
 from tests.conftest import ROOT, run_cli, shared_file
-from tests.integration.executor_tasks import make_task, stop_executor
+from tests.integration.executor_tasks import make_task, stop_executor, stop_executors
 from tests.waiting import eventually
 
 FIXTURES = ROOT / "tests" / "fixtures" / "tasks"
@@ -110,9 +110,7 @@ def test_workers_die_with_a_killed_executor_so_the_retry_never_overlaps(
         assert done.steps[0].attempt == 2
         no_overlap(journal(log), {pid: died})
     finally:
-        for child in (first, second):
-            if child is not None:
-                stop_executor(cluster, child)
+        stop_executors(cluster, first, second)
 
 
 @pytest.mark.usefixtures("journal_task")
@@ -148,9 +146,7 @@ def test_a_frozen_executor_stops_its_steps_before_their_lease_can_lapse(
         eventually(lambda: listed()[frozen.name] == "LOST", 5, "the frozen one listed LOST")
     finally:
         frozen.proc.send_signal(signal.SIGCONT)
-        for child in (frozen, second):
-            if child is not None:
-                stop_executor(cluster, child)
+        stop_executors(cluster, frozen, second)
 
 
 @pytest.mark.usefixtures("journal_task")
@@ -195,9 +191,7 @@ def test_an_assignment_read_after_its_lease_lapsed_is_handed_back_unrun(
         assert len(starts) == 1, journal(log)  # the thawed executor ran nothing
     finally:
         frozen.proc.send_signal(signal.SIGCONT)
-        for child in (frozen, second):
-            if child is not None:
-                stop_executor(cluster, child)
+        stop_executors(cluster, frozen, second)
 
 
 def test_a_drain_that_runs_out_of_time_gives_the_step_back_without_using_a_retry(
@@ -221,9 +215,7 @@ def test_a_drain_that_runs_out_of_time_gives_the_step_back_without_using_a_retry
         messages = [e.message for e in client.watch(r.run_id, timeout=10)]
         assert any("draining executor" in m for m in messages), messages
     finally:
-        for child in (draining, other):
-            if child is not None:
-                stop_executor(cluster, child)
+        stop_executors(cluster, draining, other)
 
 
 def test_an_error_inside_a_slot_fails_the_step_and_the_slot_goes_on(
