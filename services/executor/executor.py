@@ -496,7 +496,10 @@ class Executor:
 
     def _unlapsed(self, group: list[epb.StepAssignment]) -> list[epb.StepAssignment]:
         """The steps whose leases still hold; the others are handed back unrun (the
-        executor or the network was held up: the step may be running elsewhere by now)."""
+        executor or the network was held up: the step may be running elsewhere by now).
+        Checked as the slot takes them — before their package and inputs are fetched, and
+        before the heartbeats list them as running — and once more as the worker is about
+        to start them (``StepRunner``), since fetching may take the rest of a lease."""
         now = time.monotonic()
         live = []
         for a in group:

@@ -38,7 +38,7 @@ class Assignment:
     call_size: int = 0  # how many steps that call has
     proven: bool = False  # its task version's code has started on some executor
     condition_paths: tuple[str, ...] = ()  # where later steps' conditions read its output
-    leased_after: int = 0  # the executor's heartbeat heard last before the lease (fleet.py)
+    leased_after: int = 0  # its executor's heartbeat heard last before the lease was made
 
 
 def step_input(leased: Leased) -> tuple[str, list[tuple[str, str]], dict[str, str]]:
